@@ -1,0 +1,208 @@
+//! k-of-n Shamir sharing of byte strings over GF(2^8).
+//!
+//! Every byte of the secret is the constant term of its own random polynomial of degree `k − 1`;
+//! share `x` (1 ≤ x ≤ n) holds that polynomial's value at `x`. Shares are as long as the secret.
+//! The work is arranged by buffers rather than by bytes: with random coefficient buffers
+//! `R_1 .. R_{k−1}`, share `x` is `S ⊕ Σ_j x^j·R_j`, i.e. `n·(k − 1)` bulk multiply-adds, done
+//! chunk by chunk so the working set stays in cache.
+
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroize;
+
+use crate::gf256::{self, Kernel};
+use crate::Error;
+
+/// Bytes processed per chunk: the `k − 1` coefficient buffers and the `n` output windows of one
+/// chunk stay in L1/L2.
+const CHUNK: usize = 16 * 1024;
+
+/// Threshold parameters: any `k` of `n` shares rebuild the secret, `k − 1` reveal nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Params {
+    k: u8,
+    n: u8,
+}
+
+impl Params {
+    /// Validate `2 ≤ k ≤ n ≤ 255`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParams`] otherwise.
+    pub fn new(k: usize, n: usize) -> Result<Self, Error> {
+        if !(2 <= k && k <= n && n <= 255) {
+            return Err(Error::InvalidParams { k, n });
+        }
+        Ok(Params {
+            k: k as u8,
+            n: n as u8,
+        })
+    }
+
+    /// Shares needed to rebuild.
+    pub fn k(self) -> usize {
+        self.k as usize
+    }
+
+    /// Shares made.
+    pub fn n(self) -> usize {
+        self.n as usize
+    }
+}
+
+/// One share of a byte string: the polynomials' values at `x`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ByteShare {
+    /// The x-coordinate, 1..=255 (node `x` of the cluster holds share `x`).
+    pub x: u8,
+    /// As many bytes as the secret.
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for ByteShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ByteShare {{ x: {}, len: {} }}",
+            self.x,
+            self.bytes.len()
+        )
+    }
+}
+
+/// Split `secret` into `params.n()` shares with x = 1..=n, drawing coefficients from `rng`.
+///
+/// # Errors
+/// [`Error::EmptySecret`] for an empty input.
+pub fn split<R: RngCore + CryptoRng>(
+    secret: &[u8],
+    params: Params,
+    rng: &mut R,
+) -> Result<Vec<ByteShare>, Error> {
+    split_with_kernel(secret, params, rng, Kernel::detect())
+}
+
+/// [`split`] on a chosen kernel (for benchmarks and cross-checks).
+///
+/// # Errors
+/// As [`split`].
+pub fn split_with_kernel<R: RngCore + CryptoRng>(
+    secret: &[u8],
+    params: Params,
+    rng: &mut R,
+    kernel: Kernel,
+) -> Result<Vec<ByteShare>, Error> {
+    if secret.is_empty() {
+        return Err(Error::EmptySecret);
+    }
+    let (k, n) = (params.k(), params.n());
+    let mut shares: Vec<ByteShare> = (1..=n as u8)
+        .map(|x| ByteShare {
+            x,
+            bytes: vec![0u8; secret.len()],
+        })
+        .collect();
+    // powers[x-1][j-1] = x^j for j = 1..k-1
+    let powers: Vec<Vec<u8>> = (1..=n as u8)
+        .map(|x| (1..k as u32).map(|j| gf256::pow(x, j)).collect())
+        .collect();
+    let mut coeffs = vec![0u8; (k - 1) * CHUNK.min(secret.len())];
+    let mut start = 0;
+    while start < secret.len() {
+        let len = CHUNK.min(secret.len() - start);
+        let s = &secret[start..start + len];
+        let coeffs = &mut coeffs[..(k - 1) * len];
+        rng.fill_bytes(coeffs);
+        for (share, pw) in shares.iter_mut().zip(&powers) {
+            let out = &mut share.bytes[start..start + len];
+            out.copy_from_slice(s);
+            for (r, &c) in coeffs.chunks_exact(len).zip(pw) {
+                kernel.mul_add(out, r, c);
+            }
+        }
+        start += len;
+    }
+    coeffs.zeroize();
+    Ok(shares)
+}
+
+/// The Lagrange weights `λ_i = Π_{j≠i} x_j / (x_j − x_i)` that give f(0) from values at `xs`.
+///
+/// # Errors
+/// [`Error::InvalidShareIndex`] for x = 0, [`Error::DuplicateShare`] for a repeated x.
+pub fn lagrange_at_zero(xs: &[u8]) -> Result<Vec<u8>, Error> {
+    for (i, &x) in xs.iter().enumerate() {
+        if x == 0 {
+            return Err(Error::InvalidShareIndex { x: 0 });
+        }
+        if xs[..i].contains(&x) {
+            return Err(Error::DuplicateShare { x });
+        }
+    }
+    Ok(xs
+        .iter()
+        .map(|&xi| {
+            let (num, den) = xs
+                .iter()
+                .filter(|&&xj| xj != xi)
+                .fold((1u8, 1u8), |(num, den), &xj| {
+                    (gf256::mul(num, xj), gf256::mul(den, xj ^ xi))
+                });
+            gf256::mul(num, gf256::inv(den).expect("distinct non-zero x"))
+        })
+        .collect())
+}
+
+/// Rebuild the secret from at least `k` shares; the first `k` are used.
+///
+/// Reconstruction cannot tell a wrong share from a right one: verify shares against the signed
+/// manifest first ([`crate::manifest::VerifiedManifest::check_share`]).
+///
+/// # Errors
+/// [`Error::NotEnoughShares`], [`Error::DuplicateShare`], [`Error::InvalidShareIndex`], or
+/// [`Error::ShareLengthMismatch`] when shares differ in length.
+pub fn reconstruct(shares: &[ByteShare], k: usize) -> Result<Vec<u8>, Error> {
+    reconstruct_with_kernel(shares, k, Kernel::detect())
+}
+
+/// [`reconstruct`] on a chosen kernel.
+///
+/// # Errors
+/// As [`reconstruct`].
+pub fn reconstruct_with_kernel(
+    shares: &[ByteShare],
+    k: usize,
+    kernel: Kernel,
+) -> Result<Vec<u8>, Error> {
+    if k < 2 || shares.len() < k {
+        return Err(Error::NotEnoughShares {
+            need: k.max(2),
+            got: shares.len(),
+        });
+    }
+    let used = &shares[..k];
+    let len = used[0].bytes.len();
+    if let Some(bad) = used.iter().find(|s| s.bytes.len() != len) {
+        return Err(Error::ShareLengthMismatch {
+            x: bad.x,
+            expected: len,
+            got: bad.bytes.len(),
+        });
+    }
+    if len == 0 {
+        return Err(Error::EmptySecret);
+    }
+    let xs: Vec<u8> = used.iter().map(|s| s.x).collect();
+    let lambda = lagrange_at_zero(&xs)?;
+    let mut out = vec![0u8; len];
+    let mut start = 0;
+    while start < len {
+        let end = (start + CHUNK).min(len);
+        let o = &mut out[start..end];
+        kernel.mul(o, &used[0].bytes[start..end], lambda[0]);
+        for (s, &l) in used[1..].iter().zip(&lambda[1..]) {
+            kernel.mul_add(o, &s.bytes[start..end], l);
+        }
+        start = end;
+    }
+    Ok(out)
+}
