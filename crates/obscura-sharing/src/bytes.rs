@@ -12,9 +12,14 @@ use zeroize::Zeroize;
 use crate::gf256::{self, Kernel};
 use crate::Error;
 
-/// Bytes processed per chunk: the `k − 1` coefficient buffers and the `n` output windows of one
-/// chunk stay in L1/L2.
+/// Bytes processed per chunk when reconstructing.
 const CHUNK: usize = 16 * 1024;
+
+/// Bytes per chunk when splitting: the `k − 1` coefficient buffers and `n` output windows of one
+/// chunk together fill about 48 KiB, so they stay in L1/L2 whatever `k` and `n` are.
+fn split_chunk(k: usize, n: usize) -> usize {
+    ((48 * 1024 / (n + k - 1)) & !63).clamp(1024, CHUNK)
+}
 
 /// Threshold parameters: any `k` of `n` shares rebuild the secret, `k − 1` reveal nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,24 +96,52 @@ pub fn split_with_kernel<R: RngCore + CryptoRng>(
     rng: &mut R,
     kernel: Kernel,
 ) -> Result<Vec<ByteShare>, Error> {
+    let mut shares: Vec<ByteShare> = (1..=params.n() as u8)
+        .map(|x| ByteShare {
+            x,
+            bytes: Vec::new(),
+        })
+        .collect();
+    split_into(secret, params, rng, kernel, &mut shares)?;
+    Ok(shares)
+}
+
+/// [`split`] into caller-owned shares, reusing their buffers: `shares` must hold `n` entries;
+/// their `x` are set to 1..=n and their bytes resized to the secret's length.
+///
+/// # Errors
+/// [`Error::EmptySecret`], or [`Error::NotEnoughShares`] when `shares` has fewer than `n` entries.
+pub fn split_into<R: RngCore + CryptoRng>(
+    secret: &[u8],
+    params: Params,
+    rng: &mut R,
+    kernel: Kernel,
+    shares: &mut [ByteShare],
+) -> Result<(), Error> {
     if secret.is_empty() {
         return Err(Error::EmptySecret);
     }
     let (k, n) = (params.k(), params.n());
-    let mut shares: Vec<ByteShare> = (1..=n as u8)
-        .map(|x| ByteShare {
-            x,
-            bytes: vec![0u8; secret.len()],
-        })
-        .collect();
+    if shares.len() < n {
+        return Err(Error::NotEnoughShares {
+            need: n,
+            got: shares.len(),
+        });
+    }
+    let shares = &mut shares[..n];
+    for (x, s) in shares.iter_mut().enumerate() {
+        s.x = x as u8 + 1;
+        s.bytes.resize(secret.len(), 0);
+    }
+    let chunk = split_chunk(k, n);
     // powers[x-1][j-1] = x^j for j = 1..k-1
     let powers: Vec<Vec<u8>> = (1..=n as u8)
         .map(|x| (1..k as u32).map(|j| gf256::pow(x, j)).collect())
         .collect();
-    let mut coeffs = vec![0u8; (k - 1) * CHUNK.min(secret.len())];
+    let mut coeffs = vec![0u8; (k - 1) * chunk.min(secret.len())];
     let mut start = 0;
     while start < secret.len() {
-        let len = CHUNK.min(secret.len() - start);
+        let len = chunk.min(secret.len() - start);
         let s = &secret[start..start + len];
         let coeffs = &mut coeffs[..(k - 1) * len];
         rng.fill_bytes(coeffs);
@@ -122,7 +155,7 @@ pub fn split_with_kernel<R: RngCore + CryptoRng>(
         start += len;
     }
     coeffs.zeroize();
-    Ok(shares)
+    Ok(())
 }
 
 /// The Lagrange weights `λ_i = Π_{j≠i} x_j / (x_j − x_i)` that give f(0) from values at `xs`.

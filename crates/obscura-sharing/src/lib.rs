@@ -58,6 +58,7 @@ pub mod field;
 pub mod gf256;
 pub mod manifest;
 pub mod prime;
+pub mod rng;
 pub mod zero;
 
 use manifest::{Culprit, ImageId};
