@@ -1,0 +1,143 @@
+//! Band tokens: deterministic per key, unlinkable across nodes and key versions, and query
+//! batches whose shape and order reveal nothing about the query.
+
+use std::collections::HashSet;
+
+use obscura_tokens::{bands, probes, probes_per_band, BatchPlan, Error, NodeTokenKeys, TokenRoot};
+use proptest::prelude::*;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+fn root(seed: u64) -> TokenRoot {
+    TokenRoot::random(&mut ChaCha20Rng::seed_from_u64(seed))
+}
+
+#[test]
+fn bands_are_dct_rows() {
+    // Bit 63 (DC) is the top bit of band 0; bits 7..0 are band 7.
+    assert_eq!(bands(1 << 63), [0x80, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(bands(0xff), [0, 0, 0, 0, 0, 0, 0, 0xff]);
+}
+
+#[test]
+fn tokens_are_deterministic_and_separated() {
+    let r = root(1);
+    let a = NodeTokenKeys::derive(&r, 1, 1);
+    assert_eq!(a.token(2, 77), NodeTokenKeys::derive(&r, 1, 1).token(2, 77));
+    let others = [
+        NodeTokenKeys::derive(&r, 2, 1).token(2, 77), // other node
+        NodeTokenKeys::derive(&r, 1, 2).token(2, 77), // other version
+        a.token(3, 77),                               // other band
+        a.token(2, 78),                               // other value
+        NodeTokenKeys::derive(&root(2), 1, 1).token(2, 77), // other root
+    ];
+    for t in others {
+        assert_ne!(t, a.token(2, 77));
+    }
+    // All 256 values of a band give distinct tokens.
+    let set: HashSet<_> = (0..=255u8).map(|v| a.token(0, v)).collect();
+    assert_eq!(set.len(), 256);
+    assert!(format!("{a:?}").contains("redacted"));
+}
+
+#[test]
+fn probes_cover_the_radius() {
+    assert_eq!(probes(0x0f, 0), vec![0x0f]);
+    assert_eq!(probes_per_band(1), 9);
+    assert_eq!(probes_per_band(2), 37);
+    let p = probes(0x5a, 2);
+    assert_eq!(p.len(), 37);
+    assert_eq!(p[0], 0x5a);
+    assert!(p.iter().all(|v| (v ^ 0x5a).count_ones() <= 2));
+    assert_eq!(p.iter().collect::<HashSet<_>>().len(), 37);
+}
+
+#[test]
+fn plan_errors() {
+    assert!(matches!(
+        BatchPlan::new(1, 8),
+        Err(Error::BatchTooSmall { needed: 9, .. })
+    ));
+    assert!(matches!(
+        BatchPlan::new(9, 300),
+        Err(Error::RadiusTooLarge(9))
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Every stored image within the radius in some band is found; the batch always has the same
+    /// length; real tokens are present exactly once per probe.
+    #[test]
+    fn multi_probe_finds_near_hashes(stored in any::<u64>(), flips in prop::collection::vec(0u32..64, 0..6), seed in any::<u64>()) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let keys = NodeTokenKeys::derive(&root(3), 4, 1);
+        let query = flips.iter().fold(stored, |h, &b| h ^ (1 << b));
+        let plan = BatchPlan::new(1, 10).unwrap();
+        let batch = plan.query_tokens(&keys, query, &mut rng);
+        prop_assert_eq!(batch.len(), 80);
+        let posted = keys.index_tokens(stored);
+        for band in 0..8 {
+            let d = (bands(stored)[band] ^ bands(query)[band]).count_ones();
+            let window = &batch[band * 10..(band + 1) * 10];
+            prop_assert_eq!(window.contains(&posted[band]), d <= 1);
+        }
+    }
+}
+
+/// The position of the exact-match token within its band is uniform: a node cannot tell which
+/// lookup is the query's own band value.
+#[test]
+fn exact_value_position_is_uniform() {
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let keys = NodeTokenKeys::derive(&root(4), 1, 1);
+    let plan = BatchPlan::new(1, 12).unwrap();
+    let trials = 12_000;
+    let mut counts = [0u64; 12];
+    for _ in 0..trials {
+        let batch = plan.query_tokens(&keys, 0x1234_5678_9abc_def0, &mut rng);
+        let exact = keys.token(0, 0x12);
+        let pos = batch[..12].iter().position(|t| *t == exact).unwrap();
+        counts[pos] += 1;
+    }
+    let e = trials as f64 / 12.0;
+    let chi: f64 = counts.iter().map(|&c| (c as f64 - e).powi(2) / e).sum();
+    // df = 11; mean + 6 sd.
+    assert!(chi < 11.0 + 6.0 * 22f64.sqrt(), "chi² = {chi}, {counts:?}");
+}
+
+/// Dummies are drawn from the same distribution as PRF outputs: their bytes, like real tokens',
+/// are uniform; and a dummy never collides with a real token.
+#[test]
+fn dummies_look_like_tokens() {
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let keys = NodeTokenKeys::derive(&root(5), 1, 1);
+    let plan = BatchPlan::new(0, 16).unwrap();
+    let real: HashSet<_> = (0..8)
+        .flat_map(|b| (0..=255u8).map(move |v| (b, v)))
+        .map(|(b, v)| keys.token(b, v))
+        .collect();
+    let (mut dummy_hist, mut real_hist) = ([0u64; 256], [0u64; 256]);
+    let mut real_seen = 0;
+    for q in 0..2000u64 {
+        for t in plan.query_tokens(&keys, q.wrapping_mul(0x9e37_79b9_7f4a_7c15), &mut rng) {
+            if real.contains(&t) {
+                real_seen += 1;
+            } else {
+                t.0.iter().for_each(|&b| dummy_hist[b as usize] += 1);
+            }
+        }
+    }
+    assert_eq!(real_seen, 2000 * 8, "exactly one real token per band");
+    // Every distinct real token once (repeats across queries are not independent samples).
+    for t in &real {
+        t.0.iter().for_each(|&b| real_hist[b as usize] += 1);
+    }
+    for (what, hist) in [("dummy", dummy_hist), ("real", real_hist)] {
+        let total: u64 = hist.iter().sum();
+        let e = total as f64 / 256.0;
+        let chi: f64 = hist.iter().map(|&c| (c as f64 - e).powi(2) / e).sum();
+        assert!(chi < 255.0 + 6.0 * 510f64.sqrt(), "{what}: chi² = {chi}");
+    }
+}
