@@ -1,0 +1,393 @@
+//! Stage-2 of Obscura's search: the Hamming distance between the query's pHash and each
+//! candidate's, computed on secret shares so that no node sees either hash.
+//!
+//! Every stored hash bit `h_j` is shared over GF(2^31 − 1) with a degree-t polynomial; node `i`
+//! stores `h_j(i)`. The querier shares its bits `q_j` the same way, with fresh polynomials per
+//! query, and sends node `i` its shares and the candidate list. For each candidate, node `i`
+//! answers
+//!
+//! ```text
+//! D_i = Σ_j ( h_j(i) + q_j(i) − 2·q_j(i)·h_j(i) ) + Z_i
+//! ```
+//!
+//! a point on a degree-2t polynomial whose constant term is `Σ_j h_j ⊕ q_j`, the Hamming distance.
+//! `Z_i` is node `i`'s share of a fresh pseudo-random sharing of zero
+//! ([`obscura_sharing::zero`]): without it the querier, who knows its own `q_j` polynomials, could
+//! solve for the candidates' hash polynomials from a few answers. The querier interpolates the
+//! distances from `2t + 1` answers, keeps those within the threshold and ranks them. One round,
+//! no traffic between nodes; with `n = 5, t = 2` every node must answer.
+//!
+//! The protocol core does no I/O: [`Querier`] and [`node::answer`] take and return messages.
+//!
+//! A full exchange with five nodes:
+//!
+//! ```
+//! use obscura_mpc::{node, share_hash, Querier, SearchParams};
+//! use obscura_sharing::manifest::ImageId;
+//! use obscura_sharing::zero::deal;
+//! use rand_chacha::ChaCha20Rng;
+//! use rand_core::SeedableRng;
+//!
+//! let mut rng = ChaCha20Rng::from_entropy();
+//! let (n, t) = (5, 2);
+//! let zero_keys = deal(n, t, &mut rng)?;                  // at cluster creation
+//!
+//! // The data owner stores two images' hash shares at the nodes.
+//! let (near, far) = (ImageId([1; 16]), ImageId([2; 16]));
+//! let stored_near = share_hash(0xc2924c5532bddfc8, t, n, &mut rng)?;
+//! let stored_far = share_hash(0x0123456789abcdef, t, n, &mut rng)?;
+//!
+//! // The querier shares its hash; Stage-1 produced the candidate list.
+//! let params = SearchParams { n, t, max_distance: 10, top: 10 };
+//! let (querier, requests) = Querier::start(0xc2924c5532bddfc9, vec![near, far], params, &mut rng)?;
+//!
+//! // Each node answers from its own shares and zero keys.
+//! let answers: Vec<_> = requests.iter().map(|req| {
+//!     let i = req.node as usize - 1;
+//!     node::answer(&zero_keys[i], req, &[Some(&stored_near[i]), Some(&stored_far[i])])
+//! }).collect::<Result<_, _>>()?;
+//!
+//! let ranked = querier.finish(answers)?;
+//! assert_eq!(ranked.matches.len(), 1);
+//! assert_eq!((ranked.matches[0].id, ranked.matches[0].distance), (near, 1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod node;
+
+use obscura_sharing::field::{Fp, P};
+use obscura_sharing::manifest::ImageId;
+use obscura_sharing::prime::{interpolate_coefficients, lagrange_at_zero, share_values};
+use rand_core::{CryptoRng, RngCore};
+
+/// Bits per hash.
+pub const HASH_BITS: usize = 64;
+/// Length of an encoded [`HashShare`].
+pub const HASH_SHARE_LEN: usize = HASH_BITS * 4;
+
+/// Errors of the Stage-2 protocol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Sharing parameters are invalid.
+    #[error(transparent)]
+    Sharing(#[from] obscura_sharing::Error),
+    /// Stage-2 needs `2t + 1` nodes.
+    #[error("Stage-2 needs answers from {need} of the {n} nodes (2t + 1 with t = {t}), got {got}; missing: {}", fmt_nodes(missing))]
+    NotEnoughAnswers {
+        /// `2t + 1`.
+        need: usize,
+        /// Answers received.
+        got: usize,
+        /// Cluster size.
+        n: usize,
+        /// Degree.
+        t: usize,
+        /// Nodes that did not answer.
+        missing: Vec<u8>,
+    },
+    /// An answer is malformed: wrong node, duplicate, or wrong length.
+    #[error("node {node} sent a malformed answer: {reason}")]
+    MalformedAnswer {
+        /// The node.
+        node: u8,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The answers do not lie on one polynomial of degree 2t, or interpolate to an impossible
+    /// distance: at least one node computed wrongly.
+    #[error("answers for {} candidate(s) are inconsistent: a node computed wrongly", candidates.len())]
+    InconsistentAnswers {
+        /// The candidates whose answers failed the check.
+        candidates: Vec<ImageId>,
+    },
+    /// A request's query share or candidate list does not fit.
+    #[error("malformed request: {0}")]
+    MalformedRequest(&'static str),
+    /// A stored hash share has the wrong length or an out-of-range value.
+    #[error("malformed hash share")]
+    MalformedHashShare,
+}
+
+fn fmt_nodes(nodes: &[u8]) -> String {
+    if nodes.is_empty() {
+        return "none".into();
+    }
+    nodes
+        .iter()
+        .map(|n| format!("node {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One node's shares of the 64 bits of one hash (stored per image, or sent per query).
+#[derive(Clone, PartialEq, Eq)]
+pub struct HashShare {
+    /// The node's x-coordinate.
+    pub node: u8,
+    /// `bits[j]` = the node's share of bit `j` (bit `63 − j` of the hash: DC first).
+    pub bits: [Fp; HASH_BITS],
+}
+
+impl std::fmt::Debug for HashShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HashShare {{ node: {}, .. }}", self.node)
+    }
+}
+
+impl HashShare {
+    /// 64 little-endian `u32`s.
+    pub fn to_bytes(&self) -> [u8; HASH_SHARE_LEN] {
+        let mut out = [0u8; HASH_SHARE_LEN];
+        for (o, b) in out.chunks_exact_mut(4).zip(&self.bits) {
+            o.copy_from_slice(&b.value().to_le_bytes());
+        }
+        out
+    }
+
+    /// Parse [`HashShare::to_bytes`] for `node`.
+    ///
+    /// # Errors
+    /// [`Error::MalformedHashShare`] for a wrong length or a value ≥ p.
+    pub fn from_bytes(node: u8, bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() != HASH_SHARE_LEN {
+            return Err(Error::MalformedHashShare);
+        }
+        let mut bits = [Fp::ZERO; HASH_BITS];
+        for (b, c) in bits.iter_mut().zip(bytes.chunks_exact(4)) {
+            let v = u32::from_le_bytes(c.try_into().expect("4 bytes"));
+            if v >= P {
+                return Err(Error::MalformedHashShare);
+            }
+            *b = Fp::from(v);
+        }
+        Ok(HashShare { node, bits })
+    }
+}
+
+fn hash_bits(hash: u64) -> Vec<Fp> {
+    (0..HASH_BITS)
+        .map(|j| Fp::from(((hash >> (63 - j)) & 1) as u32))
+        .collect()
+}
+
+/// Share a hash's 64 bits among nodes 1..=n with degree-t polynomials (data owner, at indexing).
+///
+/// # Errors
+/// [`Error::Sharing`] unless `1 ≤ t < n ≤ 255`.
+pub fn share_hash<R: RngCore + CryptoRng>(
+    hash: u64,
+    t: usize,
+    n: usize,
+    rng: &mut R,
+) -> Result<Vec<HashShare>, Error> {
+    Ok(share_values(&hash_bits(hash), t, n, rng)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| HashShare {
+            node: i as u8 + 1,
+            bits: v.try_into().expect("64 values"),
+        })
+        .collect())
+}
+
+/// Parameters of one search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Nodes in the cluster.
+    pub n: usize,
+    /// Degree of the hash sharing; answers need `2t + 1` nodes.
+    pub t: usize,
+    /// Largest distance reported (τ).
+    pub max_distance: u32,
+    /// Most results reported.
+    pub top: usize,
+}
+
+/// The message to one node: its share of the query bits, the query id and the candidates.
+#[derive(Clone, Debug)]
+pub struct NodeRequest {
+    /// The node it is for.
+    pub node: u8,
+    /// A fresh random id; it is also the zero-sharing context, so nodes must answer it only once.
+    pub query_id: [u8; 16],
+    /// The node's share of the query bits.
+    pub query: HashShare,
+    /// The candidates, in the same order for every node.
+    pub candidates: Vec<ImageId>,
+}
+
+/// A node's answer: one masked value per candidate, `None` where it holds no such image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAnswer {
+    /// The answering node.
+    pub node: u8,
+    /// Aligned with the request's candidates.
+    pub values: Vec<Option<Fp>>,
+}
+
+/// One ranked result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Match {
+    /// The image.
+    pub id: ImageId,
+    /// Hamming distance to the query.
+    pub distance: u32,
+}
+
+/// The outcome of Stage-2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ranked {
+    /// Matches within the threshold, by (distance, id), at most `top`.
+    pub matches: Vec<Match>,
+    /// Candidates evaluated.
+    pub candidates: usize,
+    /// Candidates some answering node did not hold (deleted or not yet committed), skipped.
+    pub incomplete: usize,
+}
+
+/// The querier after sending its requests, waiting for answers.
+pub struct Querier {
+    params: SearchParams,
+    candidates: Vec<ImageId>,
+}
+
+impl std::fmt::Debug for Querier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Querier")
+            .field("params", &self.params)
+            .field("candidates", &self.candidates.len())
+            .finish()
+    }
+}
+
+impl Querier {
+    /// Share the query hash and build one request per node.
+    ///
+    /// # Errors
+    /// [`Error::Sharing`] unless `1 ≤ t` and `2t < n ≤ 255`.
+    pub fn start<R: RngCore + CryptoRng>(
+        hash: u64,
+        candidates: Vec<ImageId>,
+        params: SearchParams,
+        rng: &mut R,
+    ) -> Result<(Querier, Vec<NodeRequest>), Error> {
+        if 2 * params.t >= params.n {
+            return Err(obscura_sharing::Error::InvalidDegree {
+                t: params.t,
+                n: params.n,
+            }
+            .into());
+        }
+        let mut query_id = [0u8; 16];
+        rng.fill_bytes(&mut query_id);
+        let requests = share_hash(hash, params.t, params.n, rng)?
+            .into_iter()
+            .map(|query| NodeRequest {
+                node: query.node,
+                query_id,
+                query,
+                candidates: candidates.clone(),
+            })
+            .collect();
+        Ok((Querier { params, candidates }, requests))
+    }
+
+    /// Interpolate the distances from the answers and rank.
+    ///
+    /// With more than `2t + 1` answers, every extra answer is checked to lie on the same
+    /// degree-2t polynomial; with exactly `2t + 1` a distance outside 0..=64 is still caught.
+    ///
+    /// # Errors
+    /// [`Error::NotEnoughAnswers`] naming the silent nodes, [`Error::MalformedAnswer`],
+    /// [`Error::InconsistentAnswers`].
+    pub fn finish(self, answers: Vec<NodeAnswer>) -> Result<Ranked, Error> {
+        let SearchParams {
+            n,
+            t,
+            max_distance,
+            top,
+        } = self.params;
+        let need = 2 * t + 1;
+        let mut seen = vec![false; n + 1];
+        for a in &answers {
+            let bad = |reason| Error::MalformedAnswer {
+                node: a.node,
+                reason,
+            };
+            if a.node == 0 || a.node as usize > n {
+                return Err(bad("not a node of this cluster"));
+            }
+            if std::mem::replace(&mut seen[a.node as usize], true) {
+                return Err(bad("answered twice"));
+            }
+            if a.values.len() != self.candidates.len() {
+                return Err(bad("wrong number of values"));
+            }
+        }
+        if answers.len() < need {
+            return Err(Error::NotEnoughAnswers {
+                need,
+                got: answers.len(),
+                n,
+                t,
+                missing: (1..=n as u8).filter(|&x| !seen[x as usize]).collect(),
+            });
+        }
+        let (base, extra) = answers.split_at(need);
+        let xs: Vec<u8> = base.iter().map(|a| a.node).collect();
+        let lambda = lagrange_at_zero(&xs)?;
+        let mut matches = Vec::new();
+        let mut inconsistent = Vec::new();
+        let mut incomplete = 0;
+        for (c, &id) in self.candidates.iter().enumerate() {
+            let Some(points) = base
+                .iter()
+                .map(|a| a.values[c].map(|v| (a.node, v)))
+                .collect::<Option<Vec<_>>>()
+            else {
+                incomplete += 1;
+                continue;
+            };
+            let d: Fp = lambda.iter().zip(&points).map(|(&l, &(_, v))| l * v).sum();
+            let consistent = d.value() as usize <= HASH_BITS
+                && (extra.is_empty() || on_polynomial(&points, extra, c));
+            if !consistent {
+                inconsistent.push(id);
+            } else if d.value() <= max_distance {
+                matches.push(Match {
+                    id,
+                    distance: d.value(),
+                });
+            }
+        }
+        if !inconsistent.is_empty() {
+            return Err(Error::InconsistentAnswers {
+                candidates: inconsistent,
+            });
+        }
+        matches.sort_by_key(|m| (m.distance, m.id));
+        matches.truncate(top);
+        Ok(Ranked {
+            matches,
+            candidates: self.candidates.len(),
+            incomplete,
+        })
+    }
+}
+
+/// Do the extra answers for candidate `c` lie on the polynomial through `points`?
+fn on_polynomial(points: &[(u8, Fp)], extra: &[NodeAnswer], c: usize) -> bool {
+    let Ok(coeffs) = interpolate_coefficients(points) else {
+        return false;
+    };
+    extra.iter().all(|a| match a.values[c] {
+        None => true,
+        Some(v) => {
+            let x = Fp::from(u32::from(a.node));
+            coeffs.iter().rev().fold(Fp::ZERO, |acc, &k| acc * x + k) == v
+        }
+    })
+}
