@@ -16,9 +16,9 @@ use crate::Error;
 const CHUNK: usize = 16 * 1024;
 
 /// Bytes per chunk when splitting: the `k − 1` coefficient buffers and `n` output windows of one
-/// chunk together fill about 48 KiB, so they stay in L1/L2 whatever `k` and `n` are.
+/// chunk together fill about 96 KiB, so they stay in L2 whatever `k` and `n` are.
 fn split_chunk(k: usize, n: usize) -> usize {
-    ((48 * 1024 / (n + k - 1)) & !63).clamp(1024, CHUNK)
+    ((96 * 1024 / (n + k - 1)) & !63).clamp(1024, CHUNK)
 }
 
 /// Threshold parameters: any `k` of `n` shares rebuild the secret, `k − 1` reveal nothing.
@@ -147,8 +147,10 @@ pub fn split_into<R: RngCore + CryptoRng>(
         rng.fill_bytes(coeffs);
         for (share, pw) in shares.iter_mut().zip(&powers) {
             let out = &mut share.bytes[start..start + len];
-            out.copy_from_slice(s);
-            for (r, &c) in coeffs.chunks_exact(len).zip(pw) {
+            let mut terms = coeffs.chunks_exact(len).zip(pw);
+            let (r1, &c1) = terms.next().expect("k ≥ 2: at least one coefficient");
+            kernel.mul_add_to(out, s, r1, c1);
+            for (r, &c) in terms {
                 kernel.mul_add(out, r, c);
             }
         }

@@ -119,9 +119,8 @@ impl Kernel {
         assert_eq!(dst.len(), src.len(), "mul_add: length mismatch");
         match (self, c) {
             (_, 0) => {}
-            (_, 1) => dst.iter_mut().zip(src).for_each(|(d, s)| *d ^= s),
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, _) => simd::mul_xor_avx2::<true>(dst, src, c),
+            (Kernel::Avx2, _) => simd::mul_avx2(simd::Out::Accumulate(dst), src, c),
             _ => {
                 let row = &MUL[c as usize];
                 dst.iter_mut()
@@ -140,14 +139,37 @@ impl Kernel {
         assert_eq!(dst.len(), src.len(), "mul: length mismatch");
         match (self, c) {
             (_, 0) => dst.fill(0),
-            (_, 1) => dst.copy_from_slice(src),
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, _) => simd::mul_xor_avx2::<false>(dst, src, c),
+            (Kernel::Avx2, _) => simd::mul_avx2(simd::Out::Set(dst), src, c),
             _ => {
                 let row = &MUL[c as usize];
                 dst.iter_mut()
                     .zip(src)
                     .for_each(|(d, s)| *d = row[*s as usize]);
+            }
+        }
+    }
+
+    /// `dst[i] = base[i] ^ c · src[i]`: the first multiply-add of a share, without copying
+    /// `base` first.
+    ///
+    /// # Panics
+    /// If the slices differ in length.
+    #[inline]
+    pub fn mul_add_to(self, dst: &mut [u8], base: &[u8], src: &[u8], c: u8) {
+        assert!(
+            dst.len() == src.len() && dst.len() == base.len(),
+            "mul_add_to: length mismatch"
+        );
+        match (self, c) {
+            (_, 0) => dst.copy_from_slice(base),
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2, _) => simd::mul_avx2(simd::Out::AddTo(dst, base), src, c),
+            _ => {
+                let row = &MUL[c as usize];
+                for ((d, b), s) in dst.iter_mut().zip(base).zip(src) {
+                    *d = b ^ row[*s as usize];
+                }
             }
         }
     }
@@ -165,24 +187,56 @@ fn nibble_tables(c: u8) -> ([u8; 16], [u8; 16]) {
 mod simd {
     use std::arch::x86_64::*;
 
-    /// Entry point: checks the CPU feature, then runs the AVX2 loop.
-    #[inline]
-    pub(super) fn mul_xor_avx2<const ACCUMULATE: bool>(dst: &mut [u8], src: &[u8], c: u8) {
-        assert!(std::arch::is_x86_feature_detected!("avx2"));
-        debug_assert_eq!(dst.len(), src.len());
-        let (lo, hi) = super::nibble_tables(c);
-        // SAFETY: AVX2 support was asserted just above.
-        unsafe { kernel::<ACCUMULATE>(dst, src, &lo, &hi) }
+    /// Where products go.
+    pub(super) enum Out<'a> {
+        /// `dst = c·src`
+        Set(&'a mut [u8]),
+        /// `dst ^= c·src`
+        Accumulate(&'a mut [u8]),
+        /// `dst = base ^ c·src`
+        AddTo(&'a mut [u8], &'a [u8]),
     }
 
+    /// Entry point: checks lengths and the CPU feature, then runs the AVX2 loop.
+    #[inline]
+    pub(super) fn mul_avx2(out: Out<'_>, src: &[u8], c: u8) {
+        assert!(std::arch::is_x86_feature_detected!("avx2"));
+        let (lo, hi) = super::nibble_tables(c);
+        match out {
+            Out::Set(dst) => {
+                assert_eq!(dst.len(), src.len());
+                // SAFETY: AVX2 asserted; `base` is never read when XOR_BASE is false.
+                unsafe { kernel::<false>(dst.as_mut_ptr(), std::ptr::null(), src, &lo, &hi) }
+            }
+            Out::Accumulate(dst) => {
+                assert_eq!(dst.len(), src.len());
+                // SAFETY: AVX2 asserted; `base` is `dst` itself, read through the same raw
+                // pointer provenance before each store to the same bytes.
+                let p = dst.as_mut_ptr();
+                unsafe { kernel::<true>(p, p, src, &lo, &hi) }
+            }
+            Out::AddTo(dst, base) => {
+                assert!(dst.len() == src.len() && base.len() == src.len());
+                // SAFETY: AVX2 asserted; `dst` is a unique borrow, so it cannot overlap `base`.
+                unsafe { kernel::<true>(dst.as_mut_ptr(), base.as_ptr(), src, &lo, &hi) }
+            }
+        }
+    }
+
+    /// `dst[i] = (XOR_BASE ? base[i] : 0) ^ c·src[i]` for `i < src.len()`.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `dst` must be writable and, when `XOR_BASE`, `base` readable for
+    /// `src.len()` bytes; `base` may equal `dst` but must not partially overlap it.
     #[target_feature(enable = "avx2")]
-    unsafe fn kernel<const ACCUMULATE: bool>(
-        dst: &mut [u8],
+    unsafe fn kernel<const XOR_BASE: bool>(
+        dst: *mut u8,
+        base: *const u8,
         src: &[u8],
         lo: &[u8; 16],
         hi: &[u8; 16],
     ) {
-        let len = dst.len().min(src.len());
+        let len = src.len();
         // SAFETY: `lo` and `hi` are 16 readable bytes; unaligned loads are allowed.
         let (lo_t, hi_t) = unsafe {
             (
@@ -199,15 +253,16 @@ mod simd {
         let mut i = 0;
         // Two vectors per iteration keep both shuffle ports busy.
         while i + 64 <= len {
-            // SAFETY: `i + 64 <= len` and both slices hold at least `len` bytes.
+            // SAFETY: `i + 64 <= len`; the caller guarantees `len` bytes at every pointer.
             unsafe {
                 let sp = src.as_ptr().add(i).cast::<__m256i>();
-                let dp = dst.as_mut_ptr().add(i).cast::<__m256i>();
+                let dp = dst.add(i).cast::<__m256i>();
                 let mut p0 = product(_mm256_loadu_si256(sp));
                 let mut p1 = product(_mm256_loadu_si256(sp.add(1)));
-                if ACCUMULATE {
-                    p0 = _mm256_xor_si256(p0, _mm256_loadu_si256(dp));
-                    p1 = _mm256_xor_si256(p1, _mm256_loadu_si256(dp.add(1)));
+                if XOR_BASE {
+                    let bp = base.add(i).cast::<__m256i>();
+                    p0 = _mm256_xor_si256(p0, _mm256_loadu_si256(bp));
+                    p1 = _mm256_xor_si256(p1, _mm256_loadu_si256(bp.add(1)));
                 }
                 _mm256_storeu_si256(dp, p0);
                 _mm256_storeu_si256(dp.add(1), p1);
@@ -215,21 +270,26 @@ mod simd {
             i += 64;
         }
         while i + 32 <= len {
-            // SAFETY: `i + 32 <= len` and both slices hold at least `len` bytes.
+            // SAFETY: `i + 32 <= len`; the caller guarantees `len` bytes at every pointer.
             unsafe {
                 let sp = src.as_ptr().add(i).cast::<__m256i>();
-                let dp = dst.as_mut_ptr().add(i).cast::<__m256i>();
                 let mut p = product(_mm256_loadu_si256(sp));
-                if ACCUMULATE {
-                    p = _mm256_xor_si256(p, _mm256_loadu_si256(dp));
+                if XOR_BASE {
+                    p = _mm256_xor_si256(p, _mm256_loadu_si256(base.add(i).cast()));
                 }
-                _mm256_storeu_si256(dp, p);
+                _mm256_storeu_si256(dst.add(i).cast(), p);
             }
             i += 32;
         }
-        for j in i..len {
-            let p = lo[(src[j] & 0x0f) as usize] ^ hi[(src[j] >> 4) as usize];
-            dst[j] = if ACCUMULATE { dst[j] ^ p } else { p };
+        while i < len {
+            let s = src[i];
+            let p = lo[(s & 0x0f) as usize] ^ hi[(s >> 4) as usize];
+            // SAFETY: `i < len`; the caller guarantees `len` bytes at every pointer.
+            unsafe {
+                let b = if XOR_BASE { *base.add(i) } else { 0 };
+                *dst.add(i) = b ^ p;
+            }
+            i += 1;
         }
     }
 }
@@ -286,6 +346,14 @@ mod tests {
                     k.mul(&mut dst, &src[..len], c);
                     let want: Vec<u8> = src[..len].iter().map(|s| mul_slow(c, *s)).collect();
                     assert_eq!(dst, want, "{} mul c={c} len={len}", k.name());
+                    let base: Vec<u8> = (0..len as u32).map(|i| (i * 29 + 5) as u8).collect();
+                    k.mul_add_to(&mut dst, &base, &src[..len], c);
+                    let want: Vec<u8> = base
+                        .iter()
+                        .zip(&src)
+                        .map(|(b, s)| b ^ mul_slow(c, *s))
+                        .collect();
+                    assert_eq!(dst, want, "{} mul_add_to c={c} len={len}", k.name());
                 }
             }
         }

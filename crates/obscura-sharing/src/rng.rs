@@ -6,12 +6,11 @@
 //! [`AesCtrRng`] is what [`crate::bytes::split`] callers use for large images. Its key comes from
 //! the OS (or a caller's seed for test vectors); the 128-bit counter cannot wrap in practice.
 
-use aes::cipher::generic_array::GenericArray;
-use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
 use aes::Aes128;
 use rand_core::{CryptoRng, Error, RngCore, SeedableRng};
 
-/// Blocks encrypted per batch: enough to keep the AES pipeline full.
+/// Blocks encrypted per call into the cipher: enough to keep the AES pipeline full.
 const BATCH: usize = 64;
 
 /// AES-128-CTR keystream generator. Keys are zeroized on drop.
@@ -39,17 +38,36 @@ impl AesCtrRng {
         Self::from_seed(seed)
     }
 
+    /// Encrypt the next counters in place: `blocks[i] = AES_k(counter + i)`.
+    fn keystream(&mut self, blocks: &mut [[u8; 16]]) {
+        for chunk in blocks.chunks_mut(BATCH) {
+            for b in chunk.iter_mut() {
+                *b = self.counter.to_le_bytes();
+                self.counter = self.counter.wrapping_add(1);
+            }
+            self.cipher
+                .encrypt_blocks(Array::cast_slice_from_core_mut(chunk));
+        }
+    }
+
     fn refill(&mut self) {
-        let mut blocks = [GenericArray::from([0u8; 16]); BATCH];
-        for b in blocks.iter_mut() {
-            *b = GenericArray::from(self.counter.to_le_bytes());
-            self.counter = self.counter.wrapping_add(1);
-        }
-        self.cipher.encrypt_blocks(&mut blocks);
-        for (dst, b) in self.buf.chunks_exact_mut(16).zip(&blocks) {
-            dst.copy_from_slice(b);
-        }
+        let mut buf = [[0u8; 16]; BATCH];
+        self.keystream(&mut buf);
+        self.buf = *buf.as_flattened().first_chunk().expect("BATCH blocks");
+        buf.as_flattened_mut().fill(0);
         self.pos = 0;
+    }
+}
+
+impl AesCtrRng {
+    /// Copy buffered keystream into the front of `dest`, wiping it from the buffer; returns
+    /// the rest of `dest`.
+    fn drain<'a>(&mut self, dest: &'a mut [u8]) -> &'a mut [u8] {
+        let n = dest.len().min(self.buf.len() - self.pos);
+        dest[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.buf[self.pos..self.pos + n].fill(0);
+        self.pos += n;
+        &mut dest[n..]
     }
 }
 
@@ -58,7 +76,7 @@ impl SeedableRng for AesCtrRng {
 
     fn from_seed(seed: [u8; 16]) -> Self {
         AesCtrRng {
-            cipher: Aes128::new(&GenericArray::from(seed)),
+            cipher: Aes128::new(&Array::from(seed)),
             counter: 0,
             buf: [0; 16 * BATCH],
             pos: 16 * BATCH,
@@ -79,17 +97,15 @@ impl RngCore for AesCtrRng {
         u64::from_le_bytes(b)
     }
 
-    fn fill_bytes(&mut self, mut dest: &mut [u8]) {
-        // Drain what is buffered, then encrypt straight into whole batches of `dest`.
-        while !dest.is_empty() {
-            if self.pos == self.buf.len() {
-                self.refill();
-            }
-            let n = dest.len().min(self.buf.len() - self.pos);
-            dest[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-            self.buf[self.pos..self.pos + n].fill(0);
-            self.pos += n;
-            dest = &mut dest[n..];
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        // Keystream order: what is buffered first, then whole blocks encrypted straight into
+        // `dest`, then a fresh buffer for the tail.
+        let dest = self.drain(dest);
+        let (blocks, tail) = dest.as_chunks_mut::<16>();
+        self.keystream(blocks);
+        if !tail.is_empty() {
+            self.refill();
+            self.drain(tail);
         }
     }
 
@@ -111,18 +127,42 @@ impl Drop for AesCtrRng {
 mod tests {
     use super::*;
 
-    /// FIPS-197 Appendix C.1 key with counter block 0 gives the AES of the zero block under that
-    /// key; checked against the cipher directly so the keystream is exactly AES-CTR.
+    /// FIPS-197 Appendix C.1: the cipher underneath is AES-128.
+    #[test]
+    fn fips_197_vector() {
+        let key: [u8; 16] = std::array::from_fn(|i| i as u8);
+        let mut block = Array::from(std::array::from_fn::<u8, 16, _>(|i| (i as u8) * 0x11));
+        Aes128::new(&Array::from(key)).encrypt_block(&mut block);
+        let want = [
+            0x69, 0xc4, 0xe0, 0xd8, 0x6a, 0x7b, 0x04, 0x30, 0xd8, 0xcd, 0xb7, 0x80, 0x70, 0xb4,
+            0xc5, 0x5a,
+        ];
+        assert_eq!(block.as_slice(), want);
+    }
+
+    /// However the output is requested (odd sizes, across buffer and batch boundaries), it is
+    /// exactly the AES-CTR keystream: block i = AES_k(i), no block repeated or skipped.
     #[test]
     fn keystream_is_aes_of_the_counter() {
         let key = [7u8; 16];
         let mut rng = AesCtrRng::from_seed(key);
-        let mut out = vec![0u8; 16 * (BATCH + 3)];
-        rng.fill_bytes(&mut out[..5]);
-        rng.fill_bytes(&mut out[5..]);
-        let cipher = Aes128::new(&GenericArray::from(key));
+        let total = 16 * (3 * BATCH + 5);
+        let mut out = vec![0u8; total];
+        let mut at = 0;
+        for size in [5, 11, 16 * BATCH + 3, 1, 16 * 70, 0, 29]
+            .into_iter()
+            .cycle()
+        {
+            let end = (at + size).min(total);
+            rng.fill_bytes(&mut out[at..end]);
+            at = end;
+            if at == total {
+                break;
+            }
+        }
+        let cipher = Aes128::new(&Array::from(key));
         for (i, chunk) in out.chunks_exact(16).enumerate() {
-            let mut b = GenericArray::from((i as u128).to_le_bytes());
+            let mut b = Array::from((i as u128).to_le_bytes());
             cipher.encrypt_block(&mut b);
             assert_eq!(chunk, b.as_slice(), "block {i}");
         }
