@@ -55,8 +55,9 @@ fn world(seed: u64) -> World {
     }
 }
 
-/// One query: returns the requests the querier made (it knows them) and the answers it got.
-fn query(w: &mut World, masked: bool) -> (Vec<NodeRequest>, Vec<NodeAnswer>) {
+/// One query with a random hash: the querier's state, the requests it made (it knows them) and
+/// the answers it got.
+fn query_full(w: &mut World, masked: bool) -> (Querier, u64, Vec<NodeRequest>, Vec<NodeAnswer>) {
     let params = SearchParams {
         n: N,
         t: T,
@@ -64,7 +65,7 @@ fn query(w: &mut World, masked: bool) -> (Vec<NodeRequest>, Vec<NodeAnswer>) {
         top: 1,
     };
     let q = w.rng.next_u64();
-    let (_, requests) = Querier::start(q, vec![ID], params, &mut w.rng).unwrap();
+    let (querier, requests) = Querier::start(q, vec![ID], params, &mut w.rng).unwrap();
     let answers = requests
         .iter()
         .map(|r| {
@@ -76,6 +77,12 @@ fn query(w: &mut World, masked: bool) -> (Vec<NodeRequest>, Vec<NodeAnswer>) {
             }
         })
         .collect();
+    (querier, q, requests, answers)
+}
+
+/// The transcript a querier keeps: its requests and the answers.
+fn query(w: &mut World, masked: bool) -> (Vec<NodeRequest>, Vec<NodeAnswer>) {
+    let (_, _, requests, answers) = query_full(w, masked);
     (requests, answers)
 }
 
@@ -198,21 +205,7 @@ fn with_the_mask_the_same_attack_fails() {
 fn masked_answers_still_give_the_right_distance() {
     let mut w = world(2);
     for _ in 0..20 {
-        let params = SearchParams {
-            n: N,
-            t: T,
-            max_distance: 64,
-            top: 1,
-        };
-        let q = w.rng.next_u64();
-        let (querier, requests) = Querier::start(q, vec![ID], params, &mut w.rng).unwrap();
-        let answers = requests
-            .iter()
-            .map(|r| {
-                let i = r.node as usize - 1;
-                node::answer(&w.keys[i], r, &[Some(&w.stored[i])]).unwrap()
-            })
-            .collect();
+        let (querier, q, _, answers) = query_full(&mut w, true);
         let ranked = querier.finish(answers).unwrap();
         assert_eq!(ranked.matches[0].distance, (q ^ w.secret_hash).count_ones());
     }

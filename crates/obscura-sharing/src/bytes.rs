@@ -165,14 +165,7 @@ pub fn split_into<R: RngCore + CryptoRng>(
 /// # Errors
 /// [`Error::InvalidShareIndex`] for x = 0, [`Error::DuplicateShare`] for a repeated x.
 pub fn lagrange_at_zero(xs: &[u8]) -> Result<Vec<u8>, Error> {
-    for (i, &x) in xs.iter().enumerate() {
-        if x == 0 {
-            return Err(Error::InvalidShareIndex { x: 0 });
-        }
-        if xs[..i].contains(&x) {
-            return Err(Error::DuplicateShare { x });
-        }
-    }
+    crate::check_share_indices(xs)?;
     Ok(xs
         .iter()
         .map(|&xi| {

@@ -166,6 +166,19 @@ pub enum Error {
     },
 }
 
+/// Share x-coordinates must be non-zero (x = 0 is the secret) and distinct, in either field.
+fn check_share_indices(xs: &[u8]) -> Result<(), Error> {
+    for (i, &x) in xs.iter().enumerate() {
+        if x == 0 {
+            return Err(Error::InvalidShareIndex { x: 0 });
+        }
+        if xs[..i].contains(&x) {
+            return Err(Error::DuplicateShare { x });
+        }
+    }
+    Ok(())
+}
+
 fn list(culprits: &[Culprit]) -> String {
     culprits
         .iter()

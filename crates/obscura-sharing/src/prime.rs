@@ -40,14 +40,7 @@ pub fn eval_with_constant(c0: Fp, higher: &[Fp], x: Fp) -> Fp {
 /// # Errors
 /// [`Error::InvalidShareIndex`] for x = 0 and [`Error::DuplicateShare`] for a repeated x.
 pub fn lagrange_at_zero(xs: &[u8]) -> Result<Vec<Fp>, Error> {
-    for (i, &x) in xs.iter().enumerate() {
-        if x == 0 {
-            return Err(Error::InvalidShareIndex { x: 0 });
-        }
-        if xs[..i].contains(&x) {
-            return Err(Error::DuplicateShare { x });
-        }
-    }
+    crate::check_share_indices(xs)?;
     Ok(xs
         .iter()
         .map(|&xi| {
@@ -84,7 +77,7 @@ pub fn interpolate_at_zero(points: &[(u8, Fp)]) -> Result<Fp, Error> {
 /// As [`lagrange_at_zero`].
 pub fn interpolate_coefficients(points: &[(u8, Fp)]) -> Result<Vec<Fp>, Error> {
     let xs: Vec<u8> = points.iter().map(|p| p.0).collect();
-    lagrange_at_zero(&xs)?; // validates the x-coordinates
+    crate::check_share_indices(&xs)?;
     let m = points.len();
     let mut coeffs = vec![Fp::ZERO; m];
     for (i, &(xi, yi)) in points.iter().enumerate() {
