@@ -1,0 +1,275 @@
+//! The node's audit log: every state change, every query and every refusal, hash-chained, with
+//! signed checkpoints.
+//!
+//! Entry `seq` stores `prev ‖ hash ‖ time ‖ kind ‖ subject ‖ detail`, where
+//! `hash = BLAKE3-derive-key("obscura 2026 audit entry v1", seq ‖ prev ‖ time ‖ kind ‖ subject ‖
+//! detail)` and `prev` is the previous entry's hash (zeros for the first). Editing, removing or
+//! reordering any entry breaks every later link. A checkpoint entry carries the node's Ed25519
+//! signature over the hash of the entry before it, so truncating the log back past a checkpoint
+//! that someone saw is detectable too; what was appended after the last checkpoint is only
+//! chained, not signed, and [`verify`] says how much that is.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::{Error, AUDIT};
+
+const ENTRY_CONTEXT: &str = "obscura 2026 audit entry v1";
+const CHECKPOINT_DOMAIN: &[u8] = b"obscura/audit-checkpoint/v1";
+const HEADER_LEN: usize = 32 + 32 + 8 + 1 + 16;
+
+/// What an entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditKind {
+    /// An image was stored as pending.
+    Prepare,
+    /// An image became visible.
+    Commit,
+    /// An image was deleted.
+    Delete,
+    /// A pending image was purged.
+    Purge,
+    /// A query was answered.
+    Query,
+    /// A request was refused (replay, stale time).
+    Refused,
+    /// The node signed the log's head.
+    Checkpoint,
+}
+
+impl AuditKind {
+    fn tag(self) -> u8 {
+        match self {
+            AuditKind::Prepare => 1,
+            AuditKind::Commit => 2,
+            AuditKind::Delete => 3,
+            AuditKind::Purge => 4,
+            AuditKind::Query => 5,
+            AuditKind::Refused => 6,
+            AuditKind::Checkpoint => 7,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        Some(match tag {
+            1 => AuditKind::Prepare,
+            2 => AuditKind::Commit,
+            3 => AuditKind::Delete,
+            4 => AuditKind::Purge,
+            5 => AuditKind::Query,
+            6 => AuditKind::Refused,
+            7 => AuditKind::Checkpoint,
+            _ => return None,
+        })
+    }
+}
+
+/// One audit entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// Hash of the previous entry (zeros for the first).
+    pub prev: [u8; 32],
+    /// This entry's hash, as stored.
+    pub hash: [u8; 32],
+    /// Node time, Unix seconds.
+    pub time: u64,
+    /// What happened.
+    pub kind: AuditKind,
+    /// The image or request it concerns (zeros for a checkpoint).
+    pub subject: [u8; 16],
+    /// Kind-specific detail (a checkpoint's signature).
+    pub detail: Vec<u8>,
+}
+
+impl AuditEntry {
+    pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<AuditEntry, Error> {
+        if bytes.len() < HEADER_LEN {
+            return Err(Error::Corrupt("audit entry length"));
+        }
+        let kind = AuditKind::from_tag(bytes[72]).ok_or(Error::Corrupt("audit entry kind"))?;
+        Ok(AuditEntry {
+            seq,
+            prev: bytes[..32].try_into().expect("32 bytes"),
+            hash: bytes[32..64].try_into().expect("32 bytes"),
+            time: u64::from_be_bytes(bytes[64..72].try_into().expect("8 bytes")),
+            kind,
+            subject: bytes[73..89].try_into().expect("16 bytes"),
+            detail: bytes[HEADER_LEN..].to_vec(),
+        })
+    }
+
+    /// The hash this entry should have, recomputed from its contents.
+    pub fn expected_hash(&self) -> [u8; 32] {
+        entry_hash(
+            self.seq,
+            &self.prev,
+            self.time,
+            self.kind,
+            &self.subject,
+            &self.detail,
+        )
+    }
+}
+
+fn entry_hash(
+    seq: u64,
+    prev: &[u8; 32],
+    time: u64,
+    kind: AuditKind,
+    subject: &[u8; 16],
+    detail: &[u8],
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(ENTRY_CONTEXT);
+    h.update(&seq.to_be_bytes());
+    h.update(prev);
+    h.update(&time.to_be_bytes());
+    h.update(&[kind.tag()]);
+    h.update(subject);
+    h.update(&(detail.len() as u64).to_be_bytes());
+    h.update(detail);
+    *h.finalize().as_bytes()
+}
+
+fn checkpoint_message(seq: u64, head: &[u8; 32]) -> Vec<u8> {
+    let mut m = CHECKPOINT_DOMAIN.to_vec();
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(head);
+    m
+}
+
+/// The last entry's sequence number and hash, or `None` for an empty log.
+fn head(txn: &WriteTransaction) -> Result<Option<(u64, [u8; 32])>, Error> {
+    let table = txn.open_table(AUDIT)?;
+    let last = table.last()?;
+    last.map(|(k, v)| {
+        let bytes = v.value();
+        if bytes.len() < HEADER_LEN {
+            return Err(Error::Corrupt("audit entry length"));
+        }
+        Ok((k.value(), bytes[32..64].try_into().expect("32 bytes")))
+    })
+    .transpose()
+}
+
+/// Append one entry inside `txn`; returns its sequence number.
+pub(crate) fn append(
+    txn: &WriteTransaction,
+    time: u64,
+    kind: AuditKind,
+    subject: &[u8; 16],
+    detail: &[u8],
+) -> Result<u64, Error> {
+    let (seq, prev) = match head(txn)? {
+        None => (0, [0u8; 32]),
+        Some((s, h)) => (s + 1, h),
+    };
+    let hash = entry_hash(seq, &prev, time, kind, subject, detail);
+    let mut bytes = Vec::with_capacity(HEADER_LEN + detail.len());
+    bytes.extend_from_slice(&prev);
+    bytes.extend_from_slice(&hash);
+    bytes.extend_from_slice(&time.to_be_bytes());
+    bytes.push(kind.tag());
+    bytes.extend_from_slice(subject);
+    bytes.extend_from_slice(detail);
+    txn.open_table(AUDIT)?.insert(seq, bytes.as_slice())?;
+    Ok(seq)
+}
+
+/// Append a checkpoint signing the current head.
+pub(crate) fn checkpoint(
+    txn: &WriteTransaction,
+    key: &SigningKey,
+    time: u64,
+) -> Result<u64, Error> {
+    let (seq, head) = head(txn)?.map_or((0, [0u8; 32]), |(s, h)| (s + 1, h));
+    let sig = key.sign(&checkpoint_message(seq, &head));
+    append(txn, time, AuditKind::Checkpoint, &[0; 16], &sig.to_bytes())
+}
+
+/// What a successful audit verification found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Entries checked.
+    pub entries: u64,
+    /// Signed checkpoints found.
+    pub checkpoints: u64,
+    /// Entries after the last checkpoint: chained but not yet signed.
+    pub unsigned_tail: u64,
+}
+
+/// Why an audit log failed verification.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// Sequence numbers are not 0, 1, 2, …
+    #[error("audit entry {seq}: sequence gap (expected {expected})")]
+    Gap {
+        /// The entry's number.
+        seq: u64,
+        /// The number expected there.
+        expected: u64,
+    },
+    /// An entry does not link to its predecessor.
+    #[error("audit entry {seq}: does not link to entry {}", seq.saturating_sub(1))]
+    BrokenLink {
+        /// The entry's number.
+        seq: u64,
+    },
+    /// An entry's contents do not match its hash.
+    #[error("audit entry {seq}: contents were altered")]
+    Altered {
+        /// The entry's number.
+        seq: u64,
+    },
+    /// A checkpoint's signature does not verify under the node's key.
+    #[error("audit entry {seq}: checkpoint signature is not the node's")]
+    BadCheckpoint {
+        /// The entry's number.
+        seq: u64,
+    },
+}
+
+/// Verify a whole log, oldest first, against the node's public key.
+///
+/// # Errors
+/// The first [`AuditError`] found.
+pub fn verify(entries: &[AuditEntry], node_key: &VerifyingKey) -> Result<AuditReport, AuditError> {
+    let mut prev = [0u8; 32];
+    let mut checkpoints = 0;
+    let mut last_checkpoint = None;
+    for (i, e) in entries.iter().enumerate() {
+        let expected = i as u64;
+        if e.seq != expected {
+            return Err(AuditError::Gap {
+                seq: e.seq,
+                expected,
+            });
+        }
+        if e.prev != prev {
+            return Err(AuditError::BrokenLink { seq: e.seq });
+        }
+        if e.expected_hash() != e.hash {
+            return Err(AuditError::Altered { seq: e.seq });
+        }
+        if e.kind == AuditKind::Checkpoint {
+            let sig = <[u8; 64]>::try_from(e.detail.as_slice())
+                .map(|b| Signature::from_bytes(&b))
+                .map_err(|_| AuditError::BadCheckpoint { seq: e.seq })?;
+            node_key
+                .verify_strict(&checkpoint_message(e.seq, &e.prev), &sig)
+                .map_err(|_| AuditError::BadCheckpoint { seq: e.seq })?;
+            checkpoints += 1;
+            last_checkpoint = Some(e.seq);
+        }
+        prev = e.hash;
+    }
+    let n = entries.len() as u64;
+    Ok(AuditReport {
+        entries: n,
+        checkpoints,
+        unsigned_tail: last_checkpoint.map_or(n, |c| n - c - 1),
+    })
+}

@@ -1,0 +1,648 @@
+//! A node's storage, on redb: image shares, hash-bit shares, band-token postings, signed
+//! manifests, the request-replay window and the hash-chained audit log.
+//!
+//! Every method that changes state runs in one redb write transaction that also appends its audit
+//! entry, and returns only after the transaction committed with [`redb::Durability::Immediate`]:
+//! a write the node acknowledges is on disk (DESIGN invariant 4), and a crash leaves either all of
+//! it or none.
+//!
+//! Indexing is two-phase. [`Store::prepare`] stores an image's shares, manifest and tokens as
+//! *pending*: nothing about it is visible to searches. [`Store::commit`] publishes its postings
+//! and hash share in one transaction. A client commits only after every node prepared, and Stage-2
+//! ranks only candidates that every answering node holds committed, so an image that failed
+//! part-way is never found; [`Store::purge_pending`] removes what was never committed.
+//!
+//! ```
+//! use obscura_sharing::manifest::ImageId;
+//! use obscura_store::{NewImage, Store};
+//! use obscura_tokens::Token;
+//!
+//! let dir = std::env::temp_dir().join(format!("obscura-store-doc-{}", std::process::id()));
+//! let store = Store::open(&dir.join("node1.redb"), 1)?;
+//! let id = ImageId([7; 16]);
+//! let tokens = std::array::from_fn(|band| Token([band as u8; 16]));
+//! store.prepare(&NewImage {
+//!     id,
+//!     manifest: b"signed manifest bytes",
+//!     image_share: b"share of the encoded file",
+//!     hash_share: &[1; 256],
+//!     tokens,
+//! }, 1_790_000_000)?;
+//! assert!(store.lookup(&[tokens[3]])?[0].is_empty()); // pending: invisible
+//! store.commit(&id, 1_790_000_001)?;
+//! assert_eq!(store.lookup(&[tokens[3]])?[0], vec![id]);
+//! assert_eq!(store.image(&id)?.unwrap().image_share, b"share of the encoded file");
+//! # drop(store);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), obscura_store::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit;
+
+use std::path::Path;
+
+use obscura_sharing::manifest::ImageId;
+use obscura_tokens::{Token, BANDS, TOKEN_LEN};
+use redb::{
+    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+pub use audit::{AuditEntry, AuditKind};
+
+/// Length of a stored hash-bit share (64 field elements).
+pub const HASH_SHARE_LEN: usize = 256;
+
+/// id → state record ([`ImageRecord`] encoding).
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("image_state");
+/// id → signed manifest.
+const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
+/// id → image share.
+const IMAGE_SHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("image_shares");
+/// id → hash share; rows exist only for committed images.
+const HASH_SHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hash_shares");
+/// id → hash share of a pending image.
+const PENDING_HASH_SHARES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("pending_hash_shares");
+/// token → ids; only committed images are posted.
+const POSTINGS: MultimapTableDefinition<&[u8], &[u8]> = MultimapTableDefinition::new("postings");
+/// request id → time first seen.
+const REQUESTS: TableDefinition<&[u8], u64> = TableDefinition::new("requests");
+/// time ‖ request id → (), to expire the replay window in time order.
+const REQUESTS_BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("requests_by_time");
+/// seq → audit entry.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// name → value.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Errors of the node store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database file could not be opened or created.
+    #[error("cannot open node store {path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// What redb reported.
+        source: redb::DatabaseError,
+    },
+    /// The store belongs to another node.
+    #[error("this store belongs to node {found}, not node {expected}")]
+    WrongNode {
+        /// The node that opened it.
+        expected: u8,
+        /// The node recorded in the file.
+        found: u8,
+    },
+    /// A storage operation failed; nothing of it was written.
+    #[error("storage failure, nothing was written: {0}")]
+    Storage(String),
+    /// No such image (or not committed yet, where that matters).
+    #[error("unknown image {0}")]
+    UnknownImage(ImageId),
+    /// An image with this id is already committed with other contents.
+    #[error("image {0} already exists")]
+    AlreadyExists(ImageId),
+    /// Input of the wrong shape.
+    #[error("invalid input: {0}")]
+    Invalid(&'static str),
+    /// A request id was seen before within the replay window.
+    #[error("replayed request")]
+    Replay,
+    /// A request's timestamp is outside the allowed clock skew.
+    #[error("request time {at} is more than {window} s away from the node's clock ({now})")]
+    Stale {
+        /// The request's time.
+        at: u64,
+        /// The node's time.
+        now: u64,
+        /// Allowed skew in seconds.
+        window: u64,
+    },
+    /// A stored record is corrupt.
+    #[error("corrupt store: {0}")]
+    Corrupt(&'static str),
+}
+
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_errors!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// An image as a client hands it to a node.
+#[derive(Clone, Copy, Debug)]
+pub struct NewImage<'a> {
+    /// Its id.
+    pub id: ImageId,
+    /// The owner-signed manifest bytes.
+    pub manifest: &'a [u8],
+    /// This node's share of the file.
+    pub image_share: &'a [u8],
+    /// This node's shares of the 64 hash bits.
+    pub hash_share: &'a [u8; HASH_SHARE_LEN],
+    /// The 8 band tokens under this node's keys.
+    pub tokens: [Token; BANDS],
+}
+
+/// Where an image stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImageState {
+    /// Stored, not visible to searches.
+    Pending,
+    /// Visible.
+    Committed,
+}
+
+/// The per-image state record: state, time of the last change, tokens.
+struct ImageRecord {
+    state: ImageState,
+    changed_at: u64,
+    tokens: [Token; BANDS],
+}
+
+impl ImageRecord {
+    const LEN: usize = 1 + 8 + BANDS * TOKEN_LEN;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.push(match self.state {
+            ImageState::Pending => 1,
+            ImageState::Committed => 2,
+        });
+        out.extend_from_slice(&self.changed_at.to_be_bytes());
+        for t in &self.tokens {
+            out.extend_from_slice(&t.0);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() != Self::LEN {
+            return Err(Error::Corrupt("image record length"));
+        }
+        let state = match bytes[0] {
+            1 => ImageState::Pending,
+            2 => ImageState::Committed,
+            _ => return Err(Error::Corrupt("image state")),
+        };
+        let changed_at = u64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes"));
+        let tokens = std::array::from_fn(|i| {
+            Token(
+                bytes[9 + i * TOKEN_LEN..9 + (i + 1) * TOKEN_LEN]
+                    .try_into()
+                    .expect("16 bytes"),
+            )
+        });
+        Ok(ImageRecord {
+            state,
+            changed_at,
+            tokens,
+        })
+    }
+}
+
+/// A committed image's stored parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredImage {
+    /// The owner-signed manifest.
+    pub manifest: Vec<u8>,
+    /// This node's share of the file.
+    pub image_share: Vec<u8>,
+}
+
+/// Counts for status reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Committed images.
+    pub committed: u64,
+    /// Pending images.
+    pub pending: u64,
+    /// Audit entries.
+    pub audit_entries: u64,
+}
+
+/// One node's store.
+pub struct Store {
+    db: Database,
+    node: u8,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("node", &self.node).finish()
+    }
+}
+
+impl Store {
+    /// Open (or create) the store of node `node` at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Open`] when the file cannot be opened (also when another process holds it),
+    /// [`Error::WrongNode`] when it belongs to another node.
+    pub fn open(path: &Path, node: u8) -> Result<Store, Error> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Storage(e.to_string()))?;
+        }
+        let db = Database::create(path).map_err(|source| Error::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let store = Store { db, node };
+        let txn = store.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("node")?.map(|v| v.value().to_vec());
+            match found.as_deref() {
+                None => {
+                    meta.insert("node", [node].as_slice())?;
+                }
+                Some([n]) if *n == node => {}
+                Some([n]) => {
+                    return Err(Error::WrongNode {
+                        expected: node,
+                        found: *n,
+                    })
+                }
+                Some(_) => return Err(Error::Corrupt("node id")),
+            }
+            // Create every table so readers never meet a missing one.
+            txn.open_table(STATE)?;
+            txn.open_table(MANIFESTS)?;
+            txn.open_table(IMAGE_SHARES)?;
+            txn.open_table(HASH_SHARES)?;
+            txn.open_table(PENDING_HASH_SHARES)?;
+            txn.open_multimap_table(POSTINGS)?;
+            txn.open_table(REQUESTS)?;
+            txn.open_table(REQUESTS_BY_TIME)?;
+            txn.open_table(AUDIT)?;
+        }
+        txn.commit()?;
+        Ok(store)
+    }
+
+    /// The node this store belongs to.
+    pub fn node(&self) -> u8 {
+        self.node
+    }
+
+    fn begin_durable(&self) -> Result<WriteTransaction, Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        Ok(txn)
+    }
+
+    /// Store an image as pending. Idempotent: preparing the same image again succeeds, and
+    /// replaces a pending image's parts.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when a committed image has this id, [`Error::Invalid`] for an
+    /// empty manifest or share.
+    pub fn prepare(&self, img: &NewImage<'_>, now: u64) -> Result<(), Error> {
+        if img.manifest.is_empty() || img.image_share.is_empty() {
+            return Err(Error::Invalid("empty manifest or image share"));
+        }
+        let id = img.id.0.as_slice();
+        let txn = self.begin_durable()?;
+        {
+            let mut state = txn.open_table(STATE)?;
+            if let Some(r) = state.get(id)? {
+                if ImageRecord::decode(r.value())?.state == ImageState::Committed {
+                    return Err(Error::AlreadyExists(img.id));
+                }
+            }
+            let record = ImageRecord {
+                state: ImageState::Pending,
+                changed_at: now,
+                tokens: img.tokens,
+            };
+            state.insert(id, record.encode().as_slice())?;
+            txn.open_table(MANIFESTS)?.insert(id, img.manifest)?;
+            txn.open_table(IMAGE_SHARES)?.insert(id, img.image_share)?;
+            txn.open_table(PENDING_HASH_SHARES)?
+                .insert(id, img.hash_share.as_slice())?;
+            audit::append(&txn, now, AuditKind::Prepare, &img.id.0, &[])?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Make a prepared image visible: post its tokens and publish its hash share. Committing a
+    /// committed image again succeeds and changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::UnknownImage`] when it was never prepared (or was deleted).
+    pub fn commit(&self, image: &ImageId, now: u64) -> Result<(), Error> {
+        let id = image.0.as_slice();
+        let txn = self.begin_durable()?;
+        {
+            let mut state = txn.open_table(STATE)?;
+            let mut record = match state.get(id)? {
+                None => return Err(Error::UnknownImage(*image)),
+                Some(r) => ImageRecord::decode(r.value())?,
+            };
+            if record.state == ImageState::Committed {
+                return Ok(());
+            }
+            let hash = txn
+                .open_table(PENDING_HASH_SHARES)?
+                .remove(id)?
+                .ok_or(Error::Corrupt("pending image without hash share"))?
+                .value()
+                .to_vec();
+            txn.open_table(HASH_SHARES)?.insert(id, hash.as_slice())?;
+            let mut postings = txn.open_multimap_table(POSTINGS)?;
+            for t in &record.tokens {
+                postings.insert(t.0.as_slice(), id)?;
+            }
+            record.state = ImageState::Committed;
+            record.changed_at = now;
+            state.insert(id, record.encode().as_slice())?;
+            audit::append(&txn, now, AuditKind::Commit, &image.0, &[])?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Remove an image, pending or committed, with its postings.
+    ///
+    /// # Errors
+    /// [`Error::UnknownImage`] when there is no such image.
+    pub fn delete(&self, image: &ImageId, now: u64) -> Result<(), Error> {
+        let txn = self.begin_durable()?;
+        remove_image(&txn, image)?;
+        audit::append(&txn, now, AuditKind::Delete, &image.0, &[])?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Remove pending images last changed before `before`; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure (nothing removed).
+    pub fn purge_pending(&self, before: u64, now: u64) -> Result<usize, Error> {
+        let txn = self.begin_durable()?;
+        let stale: Vec<ImageId> = {
+            let state = txn.open_table(STATE)?;
+            let mut v = Vec::new();
+            for entry in state.iter()? {
+                let (k, r) = entry?;
+                let r = ImageRecord::decode(r.value())?;
+                if r.state == ImageState::Pending && r.changed_at < before {
+                    v.push(ImageId(
+                        k.value().try_into().map_err(|_| Error::Corrupt("id"))?,
+                    ));
+                }
+            }
+            v
+        };
+        for id in &stale {
+            remove_image(&txn, id)?;
+            audit::append(&txn, now, AuditKind::Purge, &id.0, &[])?;
+        }
+        txn.commit()?;
+        Ok(stale.len())
+    }
+
+    /// Stage-1: for each token, the committed images posted under it.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn lookup(&self, tokens: &[Token]) -> Result<Vec<Vec<ImageId>>, Error> {
+        let txn = self.db.begin_read()?;
+        let postings = txn.open_multimap_table(POSTINGS)?;
+        tokens
+            .iter()
+            .map(|t| {
+                postings
+                    .get(t.0.as_slice())?
+                    .map(|v| {
+                        let v = v?;
+                        Ok(ImageId(
+                            v.value()
+                                .try_into()
+                                .map_err(|_| Error::Corrupt("posting"))?,
+                        ))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Stage-2: the hash shares of committed images, `None` where this node holds none.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a share of the wrong size.
+    pub fn hash_shares(&self, ids: &[ImageId]) -> Result<Vec<Option<[u8; HASH_SHARE_LEN]>>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HASH_SHARES)?;
+        ids.iter()
+            .map(|id| {
+                table
+                    .get(id.0.as_slice())?
+                    .map(|v| {
+                        v.value()
+                            .try_into()
+                            .map_err(|_| Error::Corrupt("hash share length"))
+                    })
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// A committed image's manifest and share (for reconstruction).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn image(&self, image: &ImageId) -> Result<Option<StoredImage>, Error> {
+        let txn = self.db.begin_read()?;
+        let id = image.0.as_slice();
+        match txn.open_table(STATE)?.get(id)? {
+            Some(r) if ImageRecord::decode(r.value())?.state == ImageState::Committed => {}
+            _ => return Ok(None),
+        }
+        let manifest = txn.open_table(MANIFESTS)?.get(id)?;
+        let share = txn.open_table(IMAGE_SHARES)?.get(id)?;
+        match (manifest, share) {
+            (Some(m), Some(s)) => Ok(Some(StoredImage {
+                manifest: m.value().to_vec(),
+                image_share: s.value().to_vec(),
+            })),
+            _ => Err(Error::Corrupt("committed image without manifest or share")),
+        }
+    }
+
+    /// The state of an image, if this node has it.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn state(&self, image: &ImageId) -> Result<Option<ImageState>, Error> {
+        let txn = self.db.begin_read()?;
+        let state = txn.open_table(STATE)?;
+        let r = state.get(image.0.as_slice())?;
+        r.map(|r| ImageRecord::decode(r.value()).map(|r| r.state))
+            .transpose()
+    }
+
+    /// Record a request id, refusing a replay or a timestamp more than `window` seconds from
+    /// `now`. Ids older than the window are forgotten (a replay of one fails the time check).
+    /// Refusals are audited.
+    ///
+    /// # Errors
+    /// [`Error::Replay`], [`Error::Stale`].
+    pub fn admit_request(
+        &self,
+        request_id: &[u8; 16],
+        at: u64,
+        now: u64,
+        window: u64,
+    ) -> Result<(), Error> {
+        if at.abs_diff(now) > window {
+            self.audit_refusal(request_id, now, b"stale")?;
+            return Err(Error::Stale { at, now, window });
+        }
+        let txn = self.begin_durable()?;
+        let seen = txn
+            .open_table(REQUESTS)?
+            .get(request_id.as_slice())?
+            .is_some();
+        if seen {
+            txn.abort()?;
+            self.audit_refusal(request_id, now, b"replay")?;
+            return Err(Error::Replay);
+        }
+        {
+            let mut requests = txn.open_table(REQUESTS)?;
+            requests.insert(request_id.as_slice(), at)?;
+            let mut by_time = txn.open_table(REQUESTS_BY_TIME)?;
+            by_time.insert(time_key(at, request_id).as_slice(), ())?;
+            // Forget ids whose time is outside any future window.
+            let horizon = now.saturating_sub(2 * window);
+            let expired: Vec<Vec<u8>> = by_time
+                .range(..time_key(horizon, &[0; 16]).as_slice())?
+                .map(|e| e.map(|(k, _)| k.value().to_vec()))
+                .collect::<Result<_, _>>()?;
+            for k in expired {
+                by_time.remove(k.as_slice())?;
+                requests.remove(&k[8..])?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn audit_refusal(&self, request_id: &[u8; 16], now: u64, why: &[u8]) -> Result<(), Error> {
+        let txn = self.begin_durable()?;
+        audit::append(&txn, now, AuditKind::Refused, request_id, why)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Append a query to the audit log: its request id and a short description (sizes, never
+    /// query content). Queries change no state, so this commit is not forced to disk on its own;
+    /// it becomes durable with the next state change or checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure.
+    pub fn record_query(
+        &self,
+        request_id: &[u8; 16],
+        detail: &[u8],
+        now: u64,
+    ) -> Result<(), Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        audit::append(&txn, now, AuditKind::Query, request_id, detail)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Sign the audit log's current head with the node's key and append the signature as a
+    /// checkpoint entry; returns the checkpoint's sequence number.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure.
+    pub fn audit_checkpoint(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        now: u64,
+    ) -> Result<u64, Error> {
+        let txn = self.begin_durable()?;
+        let seq = audit::checkpoint(&txn, key, now)?;
+        txn.commit()?;
+        Ok(seq)
+    }
+
+    /// Every audit entry, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        table
+            .iter()?
+            .map(|e| {
+                let (k, v) = e?;
+                AuditEntry::decode(k.value(), v.value())
+            })
+            .collect()
+    }
+
+    /// Counts of committed and pending images and audit entries.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn stats(&self) -> Result<StoreStats, Error> {
+        let txn = self.db.begin_read()?;
+        let committed = txn.open_table(HASH_SHARES)?.len()?;
+        let pending = txn.open_table(PENDING_HASH_SHARES)?.len()?;
+        let audit_entries = txn.open_table(AUDIT)?.len()?;
+        Ok(StoreStats {
+            committed,
+            pending,
+            audit_entries,
+        })
+    }
+}
+
+fn time_key(at: u64, id: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&at.to_be_bytes());
+    k[8..].copy_from_slice(id);
+    k
+}
+
+/// Remove every trace of an image inside `txn`.
+fn remove_image(txn: &WriteTransaction, image: &ImageId) -> Result<(), Error> {
+    let id = image.0.as_slice();
+    let record = match txn.open_table(STATE)?.remove(id)? {
+        None => return Err(Error::UnknownImage(*image)),
+        Some(r) => ImageRecord::decode(r.value())?,
+    };
+    let mut postings = txn.open_multimap_table(POSTINGS)?;
+    for t in &record.tokens {
+        postings.remove(t.0.as_slice(), id)?;
+    }
+    txn.open_table(MANIFESTS)?.remove(id)?;
+    txn.open_table(IMAGE_SHARES)?.remove(id)?;
+    txn.open_table(HASH_SHARES)?.remove(id)?;
+    txn.open_table(PENDING_HASH_SHARES)?.remove(id)?;
+    Ok(())
+}
