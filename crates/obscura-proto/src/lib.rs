@@ -1,0 +1,353 @@
+//! Wire messages between Obscura clients and nodes.
+//!
+//! A message on the wire is `"OBSC" ‖ version (u16, big-endian) ‖ postcard(body)`. The version is
+//! read before anything else, so a message of another version is refused with
+//! [`Error::UnsupportedVersion`] rather than misparsed; trailing bytes, truncation and bodies
+//! that break a size limit are refused too. Every request carries a random 128-bit request id and
+//! the client's clock (Unix seconds) for the node's replay window.
+//!
+//! ```
+//! use obscura_proto::{Request, RequestBody, Response, ResponseBody};
+//!
+//! let req = Request {
+//!     request_id: [7; 16],
+//!     timestamp: 1_790_000_000,
+//!     body: RequestBody::Lookup { tokens: vec![[1; 16], [2; 16]] },
+//! };
+//! let bytes = req.encode();
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x01");
+//! assert_eq!(Request::decode(&bytes)?, req);
+//! assert_eq!(req.body.path(), "/v1/lookup");
+//!
+//! let resp = Response(ResponseBody::Lookup { hits: vec![vec![[9; 16]], vec![]] });
+//! assert_eq!(Response::decode(&resp.encode())?, resp);
+//!
+//! // Another version is refused before its body is read.
+//! let mut future = bytes.clone();
+//! future[5] = 2;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(2))));
+//! # Ok::<(), obscura_proto::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks.
+pub const VERSION: u16 = 1;
+const MAGIC: &[u8; 4] = b"OBSC";
+
+/// A 128-bit image id on the wire.
+pub type WireId = [u8; 16];
+/// A 16-byte band token on the wire.
+pub type WireToken = [u8; 16];
+
+/// Size limits a decoded message must respect.
+pub mod limits {
+    /// Largest image share accepted (bytes).
+    pub const MAX_IMAGE_SHARE: usize = 256 << 20;
+    /// Largest manifest (bytes).
+    pub const MAX_MANIFEST: usize = 64 << 10;
+    /// Most tokens in one lookup.
+    pub const MAX_LOOKUP_TOKENS: usize = 8 * 256;
+    /// Most candidates in one Stage-2 request.
+    pub const MAX_CANDIDATES: usize = 1 << 20;
+    /// Length of a hash-bit share.
+    pub const HASH_SHARE_LEN: usize = 256;
+    /// Tokens per image.
+    pub const TOKENS_PER_IMAGE: usize = 8;
+}
+
+/// Errors decoding a message.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Not an Obscura message.
+    #[error("not an Obscura message")]
+    BadMagic,
+    /// A version this build does not speak.
+    #[error("protocol version {0} is not supported (this build speaks version {VERSION})")]
+    UnsupportedVersion(u16),
+    /// The body does not parse.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A field breaks a size limit.
+    #[error("message field {0} has the wrong size")]
+    BadSize(&'static str),
+}
+
+/// Stage-1 and storage operations a client asks of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RequestBody {
+    /// Store an image as pending.
+    Prepare {
+        /// Its id.
+        image: WireId,
+        /// The owner-signed manifest.
+        manifest: Vec<u8>,
+        /// This node's share of the file.
+        image_share: Vec<u8>,
+        /// This node's 256-byte hash-bit share.
+        hash_share: Vec<u8>,
+        /// The 8 band tokens under this node's keys.
+        tokens: Vec<WireToken>,
+    },
+    /// Make a prepared image visible.
+    Commit {
+        /// Its id.
+        image: WireId,
+    },
+    /// Remove an image.
+    Delete {
+        /// Its id.
+        image: WireId,
+    },
+    /// Stage-1: the committed images posted under each token.
+    Lookup {
+        /// The padded batch.
+        tokens: Vec<WireToken>,
+    },
+    /// Stage-2: evaluate candidates on shares.
+    Evaluate {
+        /// The query id, shared by all nodes (the zero-sharing context).
+        query_id: [u8; 16],
+        /// This node's 256-byte share of the query bits.
+        query_share: Vec<u8>,
+        /// The candidates, in the same order at every node.
+        candidates: Vec<WireId>,
+    },
+    /// A committed image's manifest and share.
+    Fetch {
+        /// Its id.
+        image: WireId,
+    },
+    /// Counts and identity.
+    Status,
+    /// The audit log.
+    Audit,
+}
+
+impl RequestBody {
+    /// The HTTP path this request is posted to.
+    pub fn path(&self) -> &'static str {
+        match self {
+            RequestBody::Prepare { .. } => "/v1/prepare",
+            RequestBody::Commit { .. } => "/v1/commit",
+            RequestBody::Delete { .. } => "/v1/delete",
+            RequestBody::Lookup { .. } => "/v1/lookup",
+            RequestBody::Evaluate { .. } => "/v1/evaluate",
+            RequestBody::Fetch { .. } => "/v1/fetch",
+            RequestBody::Status => "/v1/status",
+            RequestBody::Audit => "/v1/audit",
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        use limits::*;
+        let check = |ok: bool, field| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::BadSize(field))
+            }
+        };
+        match self {
+            RequestBody::Prepare {
+                manifest,
+                image_share,
+                hash_share,
+                tokens,
+                ..
+            } => {
+                check(
+                    !manifest.is_empty() && manifest.len() <= MAX_MANIFEST,
+                    "manifest",
+                )?;
+                check(
+                    !image_share.is_empty() && image_share.len() <= MAX_IMAGE_SHARE,
+                    "image_share",
+                )?;
+                check(hash_share.len() == HASH_SHARE_LEN, "hash_share")?;
+                check(tokens.len() == TOKENS_PER_IMAGE, "tokens")
+            }
+            RequestBody::Lookup { tokens } => check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens"),
+            RequestBody::Evaluate {
+                query_share,
+                candidates,
+                ..
+            } => {
+                check(query_share.len() == HASH_SHARE_LEN, "query_share")?;
+                check(candidates.len() <= MAX_CANDIDATES, "candidates")
+            }
+            RequestBody::Commit { .. }
+            | RequestBody::Delete { .. }
+            | RequestBody::Fetch { .. }
+            | RequestBody::Status
+            | RequestBody::Audit => Ok(()),
+        }
+    }
+}
+
+/// A request: id and time for the replay window, then the operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// A fresh random id per request.
+    pub request_id: [u8; 16],
+    /// The client's clock, Unix seconds.
+    pub timestamp: u64,
+    /// The operation.
+    pub body: RequestBody,
+}
+
+/// Why a node refused a request; the HTTP status is derived from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is malformed.
+    BadRequest,
+    /// A protocol version the node does not speak.
+    UnsupportedVersion,
+    /// The request id was seen before.
+    Replay,
+    /// The request's time is outside the node's window.
+    Stale,
+    /// No such image.
+    UnknownImage,
+    /// The image id is taken.
+    AlreadyExists,
+    /// The shares do not match the owner-signed manifest, or the manifest is not the owner's.
+    Rejected,
+    /// The node failed; nothing was written.
+    Internal,
+}
+
+/// One audit entry on the wire (see the node store's audit module).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAuditEntry {
+    /// Position from 0.
+    pub seq: u64,
+    /// Previous entry's hash.
+    pub prev: [u8; 32],
+    /// This entry's hash.
+    pub hash: [u8; 32],
+    /// Node time.
+    pub time: u64,
+    /// Kind tag.
+    pub kind: u8,
+    /// Image or request id.
+    pub subject: [u8; 16],
+    /// Kind-specific detail.
+    pub detail: Vec<u8>,
+}
+
+/// What a node answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ResponseBody {
+    /// Done (prepare, commit, delete).
+    Ok,
+    /// Stage-1 hits, aligned with the request's tokens.
+    Lookup {
+        /// Image ids per token.
+        hits: Vec<Vec<WireId>>,
+    },
+    /// Stage-2 values, aligned with the request's candidates; `None` where the node holds no
+    /// committed image of that id.
+    Evaluate {
+        /// The answering node.
+        node: u8,
+        /// Field elements below 2^31 − 1.
+        values: Vec<Option<u32>>,
+    },
+    /// A committed image's parts.
+    Fetch {
+        /// The owner-signed manifest.
+        manifest: Vec<u8>,
+        /// The node's share.
+        image_share: Vec<u8>,
+    },
+    /// Node status.
+    Status {
+        /// Node number.
+        node: u8,
+        /// Committed images.
+        committed: u64,
+        /// Pending images.
+        pending: u64,
+        /// Audit entries.
+        audit_entries: u64,
+    },
+    /// The audit log.
+    Audit {
+        /// Oldest first.
+        entries: Vec<WireAuditEntry>,
+    },
+    /// Refused.
+    Error {
+        /// Why.
+        code: ErrorCode,
+        /// For people.
+        message: String,
+    },
+}
+
+/// A response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response(pub ResponseBody);
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&VERSION.to_be_bytes());
+    postcard::to_extend(value, out).expect("encoding into a Vec cannot fail")
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
+    let rest = bytes.strip_prefix(MAGIC).ok_or(Error::BadMagic)?;
+    if rest.len() < 2 {
+        return Err(Error::Malformed("truncated header".into()));
+    }
+    let version = u16::from_be_bytes([rest[0], rest[1]]);
+    if version != VERSION {
+        return Err(Error::UnsupportedVersion(version));
+    }
+    let (value, tail) =
+        postcard::take_from_bytes(&rest[2..]).map_err(|e| Error::Malformed(e.to_string()))?;
+    if !tail.is_empty() {
+        return Err(Error::Malformed("trailing bytes".into()));
+    }
+    Ok(value)
+}
+
+impl Request {
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Parse and check sizes.
+    ///
+    /// # Errors
+    /// [`Error::BadMagic`], [`Error::UnsupportedVersion`], [`Error::Malformed`],
+    /// [`Error::BadSize`].
+    pub fn decode(bytes: &[u8]) -> Result<Request, Error> {
+        let r: Request = decode(bytes)?;
+        r.body.validate()?;
+        Ok(r)
+    }
+}
+
+impl Response {
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Parse.
+    ///
+    /// # Errors
+    /// [`Error::BadMagic`], [`Error::UnsupportedVersion`], [`Error::Malformed`].
+    pub fn decode(bytes: &[u8]) -> Result<Response, Error> {
+        decode(bytes)
+    }
+}
