@@ -1,6 +1,12 @@
-//! The Obscura node server. This first part holds the cluster's TLS material: every node and
-//! client authenticates with a certificate from the cluster CA made at `cluster init`.
+//! The Obscura node server.
+//!
+//! A node is a real process with its own embedded store ([`obscura_store`]). It serves the API of
+//! [`obscura_proto`] as `POST /v1/<op>` over TLS, accepting only clients that present a
+//! certificate from the cluster CA ([`tls`]). Configuration and sealed secrets are read by
+//! [`config::LoadedNode::load`]; [`server::serve`] runs until told to stop.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod server;
 pub mod tls;

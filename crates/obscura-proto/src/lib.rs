@@ -1,5 +1,8 @@
 //! Wire messages between Obscura clients and nodes.
 //!
+//! The message enums are deliberately exhaustive: a new operation or error is a new protocol
+//! version, and the node matches every variant.
+//!
 //! A message on the wire is `"OBSC" ‖ version (u16, big-endian) ‖ postcard(body)`. The version is
 //! read before anything else, so a message of another version is refused with
 //! [`Error::UnsupportedVersion`] rather than misparsed; trailing bytes, truncation and bodies
@@ -60,7 +63,6 @@ pub mod limits {
 
 /// Errors decoding a message.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// Not an Obscura message.
     #[error("not an Obscura message")]
@@ -78,7 +80,6 @@ pub enum Error {
 
 /// Stage-1 and storage operations a client asks of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum RequestBody {
     /// Store an image as pending.
     Prepare {
@@ -202,7 +203,6 @@ pub struct Request {
 
 /// Why a node refused a request; the HTTP status is derived from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum ErrorCode {
     /// The request is malformed.
     BadRequest,
@@ -243,7 +243,6 @@ pub struct WireAuditEntry {
 
 /// What a node answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum ResponseBody {
     /// Done (prepare, commit, delete).
     Ok,

@@ -39,7 +39,8 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    fn tag(self) -> u8 {
+    /// The tag stored and sent on the wire.
+    pub fn tag(self) -> u8 {
         match self {
             AuditKind::Prepare => 1,
             AuditKind::Commit => 2,
@@ -51,7 +52,8 @@ impl AuditKind {
         }
     }
 
-    fn from_tag(tag: u8) -> Option<Self> {
+    /// The kind of a tag, if known.
+    pub fn from_tag(tag: u8) -> Option<Self> {
         Some(match tag {
             1 => AuditKind::Prepare,
             2 => AuditKind::Commit,

@@ -77,9 +77,8 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// name → value.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Errors of the node store.
+/// Errors of the node store. Exhaustive on purpose: the node maps each to a wire error code.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// The database file could not be opened or created.
     #[error("cannot open node store {path}: {source}")]

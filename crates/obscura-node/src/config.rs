@@ -1,0 +1,223 @@
+//! A node's configuration file and its sealed secrets.
+//!
+//! The configuration is JSON and holds no secret. The node's secrets (TLS private key, audit
+//! signing key, zero-sharing set keys) live in one file sealed with AES-256-GCM under the
+//! wrapping key ([`obscura_tokens::keyfile`]), which comes from `OBSCURA_WRAPPING_KEY` or the
+//! file the configuration names. Relative paths are relative to the configuration file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use obscura_sharing::zero::ZeroSharingKeys;
+use obscura_store::Store;
+use obscura_tokens::keyfile::{self, WrappingKey};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::tls::{self, Identity};
+
+/// Purpose label of a node's sealed secrets.
+pub const SECRETS_PURPOSE: &str = "node-secrets";
+/// Environment variable that overrides the wrapping-key file.
+pub const WRAPPING_KEY_ENV: &str = "OBSCURA_WRAPPING_KEY";
+
+/// Errors loading a node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The configuration is malformed.
+    #[error("invalid node configuration {path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The sealed secrets do not open or are malformed.
+    #[error("node secrets: {0}")]
+    Secrets(String),
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    /// The store does not open.
+    #[error(transparent)]
+    Store(#[from] obscura_store::Error),
+}
+
+/// What `obscura cluster init` writes for one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// This node's number, 1..=n.
+    pub node: u8,
+    /// Nodes in the cluster.
+    pub n: u8,
+    /// Shares needed to rebuild an image.
+    pub k: u8,
+    /// Degree of the hash sharing.
+    pub t: u8,
+    /// Address to listen on, e.g. `127.0.0.1:7401`.
+    pub listen: String,
+    /// The redb file.
+    pub store: PathBuf,
+    /// The cluster CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This node's certificate (PEM).
+    pub cert: PathBuf,
+    /// The sealed secrets.
+    pub secrets: PathBuf,
+    /// File holding the wrapping key (64 hex digits), unless `OBSCURA_WRAPPING_KEY` is set.
+    pub wrapping_key: PathBuf,
+    /// The data owner's Ed25519 public key, hex.
+    pub owner_public_key: String,
+    /// Allowed clock skew and replay window, seconds.
+    pub replay_window_s: u64,
+    /// How often the audit log is signed, seconds.
+    pub checkpoint_interval_s: u64,
+}
+
+/// The secrets sealed for one node.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct NodeSecrets {
+    /// TLS private key, PEM.
+    pub tls_key_pem: String,
+    /// Ed25519 key that signs audit checkpoints.
+    pub audit_key: [u8; 32],
+    /// Zero-sharing set keys: (members bit mask, key).
+    pub zero_keys: Vec<(u64, [u8; 32])>,
+}
+
+impl NodeSecrets {
+    /// Seal for writing to disk.
+    ///
+    /// # Errors
+    /// [`Error::Secrets`] if sealing fails.
+    pub fn seal<R: rand_core::RngCore + rand_core::CryptoRng>(
+        &self,
+        key: &WrappingKey,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, Error> {
+        let plain =
+            Zeroizing::new(postcard::to_allocvec(self).map_err(|e| Error::Secrets(e.to_string()))?);
+        keyfile::seal(&plain, SECRETS_PURPOSE, 1, key, rng)
+            .map_err(|e| Error::Secrets(e.to_string()))
+    }
+
+    fn open(bytes: &[u8], key: &WrappingKey) -> Result<NodeSecrets, Error> {
+        let opened = keyfile::open(bytes, SECRETS_PURPOSE, key)
+            .map_err(|e| Error::Secrets(e.to_string()))?;
+        postcard::from_bytes(&opened.secret).map_err(|e| Error::Secrets(e.to_string()))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Parse 64 hex digits into 32 bytes.
+pub(crate) fn hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Everything a running node needs, loaded and checked.
+pub struct LoadedNode {
+    /// The configuration.
+    pub config: NodeConfig,
+    /// TLS server configuration (client certificates required).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The store, opened.
+    pub store: Store,
+    /// Zero-sharing keys.
+    pub zero: ZeroSharingKeys,
+    /// Audit signing key.
+    pub audit_key: SigningKey,
+    /// The owner's key, to check manifests.
+    pub owner: VerifyingKey,
+}
+
+impl std::fmt::Debug for LoadedNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedNode")
+            .field("node", &self.config.node)
+            .finish()
+    }
+}
+
+impl LoadedNode {
+    /// Read a configuration file and everything it names.
+    ///
+    /// # Errors
+    /// [`Error::File`], [`Error::Config`], [`Error::Secrets`] (wrong wrapping key or altered
+    /// file), [`Error::Tls`], [`Error::Store`].
+    pub fn load(config_path: &Path) -> Result<LoadedNode, Error> {
+        let bad = |reason: String| Error::Config {
+            path: config_path.display().to_string(),
+            reason,
+        };
+        let config: NodeConfig =
+            serde_json::from_slice(&read(config_path)?).map_err(|e| bad(e.to_string()))?;
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let at = |p: &Path| base.join(p);
+        if config.node == 0 || config.node > config.n {
+            return Err(bad(format!(
+                "node {} is not in 1..={}",
+                config.node, config.n
+            )));
+        }
+        let owner = hex32(&config.owner_public_key)
+            .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+            .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
+        let wrapping = match std::env::var(WRAPPING_KEY_ENV) {
+            Ok(_) => WrappingKey::from_env(WRAPPING_KEY_ENV),
+            Err(_) => WrappingKey::from_file(&at(&config.wrapping_key)),
+        }
+        .map_err(|e| Error::Secrets(e.to_string()))?;
+        let secrets = NodeSecrets::open(&read(&at(&config.secrets))?, &wrapping)?;
+        let ca = String::from_utf8(read(&at(&config.ca_cert))?)
+            .map_err(|_| bad("CA certificate is not text".into()))?;
+        let cert = String::from_utf8(read(&at(&config.cert))?)
+            .map_err(|_| bad("node certificate is not text".into()))?;
+        let tls = tls::server_config(
+            &ca,
+            &Identity {
+                cert_pem: cert,
+                key_pem: Zeroizing::new(secrets.tls_key_pem.clone()),
+            },
+        )?;
+        let zero = ZeroSharingKeys::from_parts(
+            config.node,
+            config.n as usize,
+            config.t as usize,
+            secrets.zero_keys.clone(),
+        )
+        .map_err(|e| Error::Secrets(e.to_string()))?;
+        let store = Store::open(&at(&config.store), config.node)?;
+        Ok(LoadedNode {
+            audit_key: SigningKey::from_bytes(&secrets.audit_key),
+            config,
+            tls,
+            store,
+            zero,
+            owner,
+        })
+    }
+}

@@ -1,0 +1,386 @@
+//! The node's HTTP API over mutual TLS.
+//!
+//! Every operation is `POST /v1/<op>` with a [`Request`] body and a [`Response`] body. Before any
+//! operation the node admits the request id and time into its replay window; Stage-2 queries also
+//! admit their query id, because a zero-sharing context used twice would unmask answers. At
+//! prepare, the node checks the owner's signature on the manifest and its own shares against the
+//! manifest's digests, so nothing unsigned or mismatched is ever stored.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use obscura_mpc::{node, HashShare, NodeRequest};
+use obscura_proto::{
+    limits, ErrorCode, Request, RequestBody, Response, ResponseBody, WireAuditEntry,
+};
+use obscura_sharing::manifest::{ImageId, ShareRole, SignedManifest};
+use obscura_sharing::zero::ZeroSharingKeys;
+use obscura_store::{NewImage, Store};
+use obscura_tokens::Token;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::LoadedNode;
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct NodeState {
+    node: u8,
+    n: usize,
+    t: usize,
+    window: u64,
+    store: Store,
+    zero: ZeroSharingKeys,
+    owner: VerifyingKey,
+    audit_key: SigningKey,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ResponseBody {
+    ResponseBody::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+fn status_of(body: &ResponseBody) -> StatusCode {
+    match body {
+        ResponseBody::Error { code, .. } => match code {
+            ErrorCode::BadRequest | ErrorCode::UnsupportedVersion => StatusCode::BAD_REQUEST,
+            ErrorCode::Replay | ErrorCode::AlreadyExists => StatusCode::CONFLICT,
+            ErrorCode::Stale => StatusCode::FORBIDDEN,
+            ErrorCode::UnknownImage => StatusCode::NOT_FOUND,
+            ErrorCode::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        ResponseBody::Ok
+        | ResponseBody::Lookup { .. }
+        | ResponseBody::Evaluate { .. }
+        | ResponseBody::Fetch { .. }
+        | ResponseBody::Status { .. }
+        | ResponseBody::Audit { .. } => StatusCode::OK,
+    }
+}
+
+fn store_error(e: obscura_store::Error) -> ResponseBody {
+    use obscura_store::Error as E;
+    let code = match &e {
+        E::Replay => ErrorCode::Replay,
+        E::Stale { .. } => ErrorCode::Stale,
+        E::UnknownImage(_) => ErrorCode::UnknownImage,
+        E::AlreadyExists(_) => ErrorCode::AlreadyExists,
+        E::Invalid(_) => ErrorCode::BadRequest,
+        E::Open { .. } | E::WrongNode { .. } | E::Storage(_) | E::Corrupt(_) => ErrorCode::Internal,
+    };
+    error(code, e.to_string())
+}
+
+fn proto_error(e: obscura_proto::Error) -> ResponseBody {
+    use obscura_proto::Error as E;
+    let code = match e {
+        E::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+        E::BadMagic | E::Malformed(_) | E::BadSize(_) => ErrorCode::BadRequest,
+    };
+    error(code, e.to_string())
+}
+
+/// The zero-sharing context of a query is admitted under its own namespace, so a query id can
+/// never collide with a request id.
+fn query_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
+    let h = blake3::derive_key("obscura 2026 stage-2 query id", query_id);
+    h[..16].try_into().expect("16 bytes")
+}
+
+impl NodeState {
+    fn process(&self, op: &str, bytes: &[u8]) -> ResponseBody {
+        let req = match Request::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => return proto_error(e),
+        };
+        if req.body.path().strip_prefix("/v1/") != Some(op) {
+            return error(ErrorCode::BadRequest, "operation does not match the path");
+        }
+        let now = now();
+        if let Err(e) = self
+            .store
+            .admit_request(&req.request_id, req.timestamp, now, self.window)
+        {
+            return store_error(e);
+        }
+        match self.dispatch(&req, now) {
+            Ok(body) | Err(body) => body,
+        }
+    }
+
+    fn dispatch(&self, req: &Request, now: u64) -> Result<ResponseBody, ResponseBody> {
+        match &req.body {
+            RequestBody::Prepare {
+                image,
+                manifest,
+                image_share,
+                hash_share,
+                tokens,
+            } => {
+                self.check_against_manifest(image, manifest, image_share, hash_share)?;
+                let hash_share: &[u8; limits::HASH_SHARE_LEN] =
+                    hash_share.as_slice().try_into().expect("size checked");
+                let tokens = std::array::from_fn(|i| Token(tokens[i]));
+                self.store
+                    .prepare(
+                        &NewImage {
+                            id: ImageId(*image),
+                            manifest,
+                            image_share,
+                            hash_share,
+                            tokens,
+                        },
+                        now,
+                    )
+                    .map_err(store_error)?;
+                Ok(ResponseBody::Ok)
+            }
+            RequestBody::Commit { image } => {
+                self.store
+                    .commit(&ImageId(*image), now)
+                    .map_err(store_error)?;
+                Ok(ResponseBody::Ok)
+            }
+            RequestBody::Delete { image } => {
+                self.store
+                    .delete(&ImageId(*image), now)
+                    .map_err(store_error)?;
+                Ok(ResponseBody::Ok)
+            }
+            RequestBody::Lookup { tokens } => {
+                let tokens: Vec<Token> = tokens.iter().map(|t| Token(*t)).collect();
+                let hits = self.store.lookup(&tokens).map_err(store_error)?;
+                self.store
+                    .record_query(
+                        &req.request_id,
+                        format!("lookup tokens={}", tokens.len()).as_bytes(),
+                        now,
+                    )
+                    .map_err(store_error)?;
+                Ok(ResponseBody::Lookup {
+                    hits: hits
+                        .into_iter()
+                        .map(|ids| ids.into_iter().map(|id| id.0).collect())
+                        .collect(),
+                })
+            }
+            RequestBody::Evaluate {
+                query_id,
+                query_share,
+                candidates,
+            } => self.evaluate(req, query_id, query_share, candidates, now),
+            RequestBody::Fetch { image } => match self.store.image(&ImageId(*image)) {
+                Ok(Some(img)) => Ok(ResponseBody::Fetch {
+                    manifest: img.manifest,
+                    image_share: img.image_share,
+                }),
+                Ok(None) => Err(error(
+                    ErrorCode::UnknownImage,
+                    format!("unknown image {}", ImageId(*image)),
+                )),
+                Err(e) => Err(store_error(e)),
+            },
+            RequestBody::Status => {
+                let s = self.store.stats().map_err(store_error)?;
+                Ok(ResponseBody::Status {
+                    node: self.node,
+                    committed: s.committed,
+                    pending: s.pending,
+                    audit_entries: s.audit_entries,
+                })
+            }
+            RequestBody::Audit => {
+                // Sign the head first, so what the client checks ends in a checkpoint.
+                self.store
+                    .audit_checkpoint(&self.audit_key, now)
+                    .map_err(store_error)?;
+                let entries = self.store.audit_entries().map_err(store_error)?;
+                Ok(ResponseBody::Audit {
+                    entries: entries
+                        .into_iter()
+                        .map(|e| WireAuditEntry {
+                            seq: e.seq,
+                            prev: e.prev,
+                            hash: e.hash,
+                            time: e.time,
+                            kind: e.kind.tag(),
+                            subject: e.subject,
+                            detail: e.detail,
+                        })
+                        .collect(),
+                })
+            }
+        }
+    }
+
+    /// Refuse anything not signed by the owner, or whose shares do not match their digests.
+    fn check_against_manifest(
+        &self,
+        image: &[u8; 16],
+        manifest: &[u8],
+        image_share: &[u8],
+        hash_share: &[u8],
+    ) -> Result<(), ResponseBody> {
+        let reject = |m: String| error(ErrorCode::Rejected, m);
+        let verified = SignedManifest::from_bytes(manifest)
+            .and_then(|m| m.verify(&self.owner))
+            .map_err(|e| reject(e.to_string()))?;
+        let m = verified.manifest();
+        if m.image_id.0 != *image {
+            return Err(reject("the manifest is for another image".into()));
+        }
+        if (m.n as usize, m.t as usize) != (self.n, self.t) {
+            return Err(reject(format!(
+                "the manifest is for n = {}, t = {}; this cluster has n = {}, t = {}",
+                m.n, m.t, self.n, self.t
+            )));
+        }
+        verified
+            .check_share(self.node, ShareRole::Image, image_share)
+            .and_then(|()| verified.check_share(self.node, ShareRole::Hash, hash_share))
+            .map_err(|e| reject(e.to_string()))
+    }
+
+    fn evaluate(
+        &self,
+        req: &Request,
+        query_id: &[u8; 16],
+        query_share: &[u8],
+        candidates: &[[u8; 16]],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        self.store
+            .admit_request(
+                &query_admission_id(query_id),
+                req.timestamp,
+                now,
+                self.window,
+            )
+            .map_err(store_error)?;
+        let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
+        let query = HashShare::from_bytes(self.node, query_share).map_err(bad)?;
+        let ids: Vec<ImageId> = candidates.iter().map(|c| ImageId(*c)).collect();
+        let stored = self
+            .store
+            .hash_shares(&ids)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|s| s.map(|b| HashShare::from_bytes(self.node, &b)).transpose())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        let request = NodeRequest {
+            node: self.node,
+            query_id: *query_id,
+            query,
+            candidates: ids,
+        };
+        let refs: Vec<Option<&HashShare>> = stored.iter().map(Option::as_ref).collect();
+        let answer = node::answer(&self.zero, &request, &refs).map_err(bad)?;
+        self.store
+            .record_query(
+                &req.request_id,
+                format!("evaluate candidates={}", candidates.len()).as_bytes(),
+                now,
+            )
+            .map_err(store_error)?;
+        Ok(ResponseBody::Evaluate {
+            node: self.node,
+            values: answer
+                .values
+                .into_iter()
+                .map(|v| v.map(|f| f.value()))
+                .collect(),
+        })
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<NodeState>>,
+    Path(op): Path<String>,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    // The store is synchronous and waits for fsync: keep it off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || state.process(&op, &body)).await;
+    let body = outcome.unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string()));
+    (status_of(&body), Response(body).encode())
+}
+
+/// Serve `node` on `listener` until `shutdown` completes; then sign the audit log's head.
+///
+/// # Errors
+/// Only if the final audit checkpoint cannot be written; connection errors are per connection.
+pub async fn serve(
+    node: LoadedNode,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), obscura_store::Error> {
+    let state = Arc::new(NodeState {
+        node: node.config.node,
+        n: node.config.n as usize,
+        t: node.config.t as usize,
+        window: node.config.replay_window_s,
+        store: node.store,
+        zero: node.zero,
+        owner: node.owner,
+        audit_key: node.audit_key,
+    });
+    let app = Router::new()
+        .route("/v1/{op}", post(handle))
+        .layer(DefaultBodyLimit::max(
+            limits::MAX_IMAGE_SHARE + limits::MAX_MANIFEST + (1 << 20),
+        ))
+        .with_state(state.clone());
+    let acceptor = TlsAcceptor::from(node.tls);
+    let checkpoint_every = Duration::from_secs(node.config.checkpoint_interval_s.max(1));
+    let mut ticker = tokio::time::interval(checkpoint_every);
+    ticker.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = ticker.tick() => {
+                let s = state.clone();
+                // A failed periodic checkpoint is retried at the next tick.
+                let _ = tokio::task::spawn_blocking(move || s.store.audit_checkpoint(&s.audit_key, now())).await;
+            }
+            accepted = listener.accept() => {
+                let Ok((tcp, _peer)) = accepted else { continue };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                        return; // refused or timed out handshake
+                    };
+                    let service = TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        }
+    }
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || s.store.audit_checkpoint(&s.audit_key, now()))
+        .await
+        .map_err(|e| obscura_store::Error::Storage(e.to_string()))??;
+    Ok(())
+}

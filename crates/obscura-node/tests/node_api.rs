@@ -1,0 +1,284 @@
+//! The node API over real TLS on loopback: two-phase indexing, Stage-1 and Stage-2, fetch,
+//! audit; and every refusal a hostile or confused client can provoke.
+
+mod common;
+
+use common::{TestNode, N, T};
+use ed25519_dalek::SigningKey;
+use obscura_mpc::share_hash;
+use obscura_proto::{ErrorCode, RequestBody, ResponseBody};
+use obscura_sharing::bytes::{split, ByteShare, Params};
+use obscura_sharing::manifest::{
+    content_digest, share_digest, ImageId, Manifest, NodeDigests, ShareRole, SignedManifest,
+};
+use obscura_store::audit::verify;
+use obscura_store::AuditEntry;
+use obscura_tokens::{NodeTokenKeys, TokenRoot};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// What a data owner sends node 1 for one photo.
+struct Upload {
+    id: ImageId,
+    manifest: Vec<u8>,
+    share: ByteShare,
+    hash_share: Vec<u8>,
+    tokens: Vec<[u8; 16]>,
+    hash: u64,
+}
+
+fn upload(owner: &SigningKey, photo: &str, seed: u64) -> Upload {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let bytes = std::fs::read(format!(
+        "{}/../../testdata/photos/{photo}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let hash = obscura_phash::phash64(&bytes).unwrap().0;
+    let id = ImageId::random(&mut rng);
+    let shares = split(&bytes, Params::new(3, N).unwrap(), &mut rng).unwrap();
+    let hashes = share_hash(hash, T, N, &mut rng).unwrap();
+    let manifest = Manifest {
+        image_id: id,
+        k: 3,
+        n: N as u8,
+        t: T as u8,
+        share_scheme: 1,
+        hash_scheme: 1,
+        digest_alg: 1,
+        content_digest: content_digest(&bytes),
+        content_len: bytes.len() as u64,
+        token_key_version: 1,
+        created_at: 1_790_000_000,
+        nodes: shares
+            .iter()
+            .zip(&hashes)
+            .map(|(s, h)| NodeDigests {
+                node: s.x,
+                image_share: share_digest(&id, s.x, ShareRole::Image, &s.bytes),
+                hash_share: share_digest(&id, s.x, ShareRole::Hash, &h.to_bytes()),
+            })
+            .collect(),
+    }
+    .sign(owner)
+    .unwrap()
+    .to_bytes();
+    let keys = NodeTokenKeys::derive(&TokenRoot::from_bytes([5; 32]), 1, 1);
+    Upload {
+        id,
+        manifest,
+        share: shares[0].clone(),
+        hash_share: hashes[0].to_bytes().to_vec(),
+        tokens: keys.index_tokens(hash).iter().map(|t| t.0).collect(),
+        hash,
+    }
+}
+
+fn prepare(u: &Upload) -> RequestBody {
+    RequestBody::Prepare {
+        image: u.id.0,
+        manifest: u.manifest.clone(),
+        image_share: u.share.bytes.clone(),
+        hash_share: u.hash_share.clone(),
+        tokens: u.tokens.clone(),
+    }
+}
+
+fn code(body: &ResponseBody) -> Option<ErrorCode> {
+    match body {
+        ResponseBody::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn index_search_fetch_and_audit() {
+    let node = TestNode::start("flow").await;
+    let u = upload(&node.owner, "camera.png", 1);
+    assert_eq!(
+        node.send(&TestNode::request(prepare(&u))).await,
+        (200, ResponseBody::Ok)
+    );
+
+    // Pending: Stage-1 does not see it.
+    let lookup = || {
+        TestNode::request(RequestBody::Lookup {
+            tokens: u.tokens.clone(),
+        })
+    };
+    match node.send(&lookup()).await {
+        (200, ResponseBody::Lookup { hits }) => assert!(hits.iter().all(Vec::is_empty)),
+        other => panic!("{other:?}"),
+    }
+    let commit = RequestBody::Commit { image: u.id.0 };
+    assert_eq!(
+        node.send(&TestNode::request(commit)).await,
+        (200, ResponseBody::Ok)
+    );
+    match node.send(&lookup()).await {
+        (200, ResponseBody::Lookup { hits }) => assert!(hits.iter().all(|h| h == &vec![u.id.0])),
+        other => panic!("{other:?}"),
+    }
+
+    // Stage-2: a value for the committed image, none for an unknown one.
+    let query = share_hash(u.hash ^ 1, T, N, &mut ChaCha20Rng::seed_from_u64(9)).unwrap();
+    let eval = RequestBody::Evaluate {
+        query_id: [3; 16],
+        query_share: query[0].to_bytes().to_vec(),
+        candidates: vec![u.id.0, [0xee; 16]],
+    };
+    match node.send(&TestNode::request(eval.clone())).await {
+        (200, ResponseBody::Evaluate { node: 1, values }) => {
+            assert!(values[0].is_some() && values[1].is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same query id again, under a fresh request id: the zero-sharing context would repeat.
+    let (status, body) = node.send(&TestNode::request(eval)).await;
+    assert_eq!((status, code(&body)), (409, Some(ErrorCode::Replay)));
+
+    // Fetch returns a share that verifies against the owner-signed manifest.
+    match node
+        .send(&TestNode::request(RequestBody::Fetch { image: u.id.0 }))
+        .await
+    {
+        (
+            200,
+            ResponseBody::Fetch {
+                manifest,
+                image_share,
+            },
+        ) => {
+            let m = SignedManifest::from_bytes(&manifest)
+                .unwrap()
+                .verify(&node.owner.verifying_key())
+                .unwrap();
+            m.check_share(1, ShareRole::Image, &image_share).unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The audit log verifies under the node's key and ends in a checkpoint.
+    match node.send(&TestNode::request(RequestBody::Audit)).await {
+        (200, ResponseBody::Audit { entries }) => {
+            let entries: Vec<AuditEntry> = entries
+                .into_iter()
+                .map(|e| AuditEntry {
+                    seq: e.seq,
+                    prev: e.prev,
+                    hash: e.hash,
+                    time: e.time,
+                    kind: obscura_store::AuditKind::from_tag(e.kind).unwrap(),
+                    subject: e.subject,
+                    detail: e.detail,
+                })
+                .collect();
+            let report = verify(&entries, &node.audit_key.verifying_key()).unwrap();
+            assert_eq!(report.unsigned_tail, 0);
+            assert!(report.entries >= 6, "{report:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Delete, then it is gone.
+    let del = RequestBody::Delete { image: u.id.0 };
+    assert_eq!(
+        node.send(&TestNode::request(del.clone())).await,
+        (200, ResponseBody::Ok)
+    );
+    let (status, body) = node.send(&TestNode::request(del)).await;
+    assert_eq!((status, code(&body)), (404, Some(ErrorCode::UnknownImage)));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn replayed_stale_and_malformed_requests_are_refused() {
+    let node = TestNode::start("refusals").await;
+    let status = TestNode::request(RequestBody::Status);
+    assert_eq!(node.send(&status).await.0, 200);
+    let (s, b) = node.send(&status).await;
+    assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)));
+
+    let mut stale = TestNode::request(RequestBody::Status);
+    stale.timestamp -= 600;
+    let (s, b) = node.send(&stale).await;
+    assert_eq!((s, code(&b)), (403, Some(ErrorCode::Stale)));
+
+    let mut future = TestNode::request(RequestBody::Status).encode();
+    future[5] = 9;
+    let (s, b) = node.post_raw("/v1/status", future).await;
+    assert_eq!((s, code(&b)), (400, Some(ErrorCode::UnsupportedVersion)));
+
+    let (s, b) = node.post_raw("/v1/status", b"garbage".to_vec()).await;
+    assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)));
+
+    // A body for one operation posted to another path.
+    let (s, b) = node
+        .post_raw(
+            "/v1/delete",
+            TestNode::request(RequestBody::Status).encode(),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn unsigned_or_mismatched_uploads_are_rejected_and_not_stored() {
+    let node = TestNode::start("reject").await;
+    // Signed by someone other than the owner.
+    let mallory = SigningKey::from_bytes(&[9; 32]);
+    let forged = upload(&mallory, "coffee.png", 2);
+    let (s, b) = node.send(&TestNode::request(prepare(&forged))).await;
+    assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)));
+
+    // Signed by the owner, but the share was altered in transit.
+    let mut altered = upload(&node.owner, "coffee.png", 3);
+    altered.share.bytes[100] ^= 1;
+    let (s, b) = node.send(&TestNode::request(prepare(&altered))).await;
+    assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)));
+    assert!(
+        matches!(&b, ResponseBody::Error { message, .. } if message.contains("node 1")),
+        "{b:?}"
+    );
+
+    // Nothing was stored.
+    match node.send(&TestNode::request(RequestBody::Status)).await {
+        (
+            200,
+            ResponseBody::Status {
+                committed: 0,
+                pending: 0,
+                ..
+            },
+        ) => {}
+        other => panic!("{other:?}"),
+    }
+    let (s, b) = node
+        .send(&TestNode::request(RequestBody::Commit {
+            image: altered.id.0,
+        }))
+        .await;
+    assert_eq!((s, code(&b)), (404, Some(ErrorCode::UnknownImage)));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn clients_without_a_cluster_certificate_cannot_connect() {
+    let node = TestNode::start("stranger").await;
+    let other =
+        obscura_node::tls::make_cluster_tls("other", 1, &["localhost".into()], &["x"]).unwrap();
+    let stranger = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            obscura_node::tls::client_config(&node.tls.ca_cert_pem, &other.clients[0]).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = stranger
+        .post(format!("{}/v1/status", node.url))
+        .body(TestNode::request(RequestBody::Status).encode())
+        .send()
+        .await;
+    assert!(r.is_err(), "a foreign client got {r:?}");
+    node.stop().await;
+}
