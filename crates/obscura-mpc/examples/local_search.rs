@@ -17,9 +17,7 @@ use ed25519_dalek::SigningKey;
 use obscura_mpc::{node, share_hash, HashShare, Querier, SearchParams};
 use obscura_phash::phash64;
 use obscura_sharing::bytes::{split, ByteShare, Params};
-use obscura_sharing::manifest::{
-    content_digest, share_digest, ImageId, Manifest, NodeDigests, ShareRole, SignedManifest,
-};
+use obscura_sharing::manifest::{ImageId, Manifest, SignedManifest};
 use obscura_sharing::rng::AesCtrRng;
 use obscura_sharing::zero::{deal, ZeroSharingKeys};
 use obscura_tokens::{BatchPlan, NodeTokenKeys, Token, TokenRoot};
@@ -98,30 +96,20 @@ fn run() -> Result<bool> {
         let id = ImageId::random(&mut rng);
         let shares = split(&bytes, params, &mut rng)?;
         let hash_shares = share_hash(hash, T, N, &mut rng)?;
-        let manifest = Manifest {
-            image_id: id,
-            k: K as u8,
-            n: N as u8,
-            t: T as u8,
-            share_scheme: 1,
-            hash_scheme: 1,
-            digest_alg: 1,
-            content_digest: content_digest(&bytes),
-            content_len: bytes.len() as u64,
-            token_key_version: KEY_VERSION,
-            created_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs(),
-            nodes: shares
-                .iter()
-                .zip(&hash_shares)
-                .map(|(s, h)| NodeDigests {
-                    node: s.x,
-                    image_share: share_digest(&id, s.x, ShareRole::Image, &s.bytes),
-                    hash_share: share_digest(&id, s.x, ShareRole::Hash, &h.to_bytes()),
-                })
-                .collect(),
-        }
+        let hash_bytes: Vec<_> = hash_shares.iter().map(HashShare::to_bytes).collect();
+        let created_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let manifest = Manifest::for_shares(
+            id,
+            K as u8,
+            T as u8,
+            &bytes,
+            &shares,
+            &hash_bytes,
+            KEY_VERSION,
+            created_at,
+        )?
         .sign(&owner)?
         .to_bytes();
         for (((node, share), hs), keys) in nodes

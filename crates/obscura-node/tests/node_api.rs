@@ -8,9 +8,7 @@ use ed25519_dalek::SigningKey;
 use obscura_mpc::share_hash;
 use obscura_proto::{ErrorCode, RequestBody, ResponseBody};
 use obscura_sharing::bytes::{split, ByteShare, Params};
-use obscura_sharing::manifest::{
-    content_digest, share_digest, ImageId, Manifest, NodeDigests, ShareRole, SignedManifest,
-};
+use obscura_sharing::manifest::{ImageId, Manifest, ShareRole, SignedManifest};
 use obscura_store::audit::verify;
 use obscura_store::AuditEntry;
 use obscura_tokens::{NodeTokenKeys, TokenRoot};
@@ -38,28 +36,18 @@ fn upload(owner: &SigningKey, photo: &str, seed: u64) -> Upload {
     let id = ImageId::random(&mut rng);
     let shares = split(&bytes, Params::new(3, N).unwrap(), &mut rng).unwrap();
     let hashes = share_hash(hash, T, N, &mut rng).unwrap();
-    let manifest = Manifest {
-        image_id: id,
-        k: 3,
-        n: N as u8,
-        t: T as u8,
-        share_scheme: 1,
-        hash_scheme: 1,
-        digest_alg: 1,
-        content_digest: content_digest(&bytes),
-        content_len: bytes.len() as u64,
-        token_key_version: 1,
-        created_at: 1_790_000_000,
-        nodes: shares
-            .iter()
-            .zip(&hashes)
-            .map(|(s, h)| NodeDigests {
-                node: s.x,
-                image_share: share_digest(&id, s.x, ShareRole::Image, &s.bytes),
-                hash_share: share_digest(&id, s.x, ShareRole::Hash, &h.to_bytes()),
-            })
-            .collect(),
-    }
+    let hash_bytes: Vec<_> = hashes.iter().map(|h| h.to_bytes()).collect();
+    let manifest = Manifest::for_shares(
+        id,
+        3,
+        T as u8,
+        &bytes,
+        &shares,
+        &hash_bytes,
+        1,
+        1_790_000_000,
+    )
+    .unwrap()
     .sign(owner)
     .unwrap()
     .to_bytes();

@@ -142,6 +142,54 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest of one image's shares: the content digest and, for node `x` = 1..=n, the
+    /// digests of its image share and hash share (`hash_shares[x − 1]`, encoded).
+    ///
+    /// # Errors
+    /// [`Error::MalformedManifest`] when the share lists do not hold nodes 1..=n in order, or
+    /// `k`, `n`, `t` are inconsistent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_shares(
+        image_id: ImageId,
+        k: u8,
+        t: u8,
+        content: &[u8],
+        image_shares: &[ByteShare],
+        hash_shares: &[impl AsRef<[u8]>],
+        token_key_version: u32,
+        created_at: u64,
+    ) -> Result<Manifest, Error> {
+        if image_shares.len() != hash_shares.len() || image_shares.len() > 255 {
+            return Err(Error::MalformedManifest(
+                "image and hash shares must cover the same nodes",
+            ));
+        }
+        let m = Manifest {
+            image_id,
+            k,
+            n: image_shares.len() as u8,
+            t,
+            share_scheme: 1,
+            hash_scheme: 1,
+            digest_alg: 1,
+            content_digest: content_digest(content),
+            content_len: content.len() as u64,
+            token_key_version,
+            created_at,
+            nodes: image_shares
+                .iter()
+                .zip(hash_shares)
+                .map(|(s, h)| NodeDigests {
+                    node: s.x,
+                    image_share: share_digest(&image_id, s.x, ShareRole::Image, &s.bytes),
+                    hash_share: share_digest(&image_id, s.x, ShareRole::Hash, h.as_ref()),
+                })
+                .collect(),
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
     /// The canonical encoding, which is what is signed.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(FIXED_LEN + self.nodes.len() * NODE_ENTRY_LEN);
