@@ -354,9 +354,13 @@ pub async fn serve(
     let mut ticker = tokio::time::interval(checkpoint_every);
     ticker.tick().await;
     tokio::pin!(shutdown);
+    // Connections are tracked so that stopping the node closes them too (a kept-alive
+    // connection must not outlive the node and keep answering from its store).
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = ticker.tick() => {
                 let s = state.clone();
                 // A failed periodic checkpoint is retried at the next tick.
@@ -366,7 +370,7 @@ pub async fn serve(
                 let Ok((tcp, _peer)) = accepted else { continue };
                 let acceptor = acceptor.clone();
                 let app = app.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                         return; // refused or timed out handshake
                     };
@@ -378,7 +382,11 @@ pub async fn serve(
             }
         }
     }
-    let s = state.clone();
+    drop(listener);
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    drop(app);
+    let s = state;
     tokio::task::spawn_blocking(move || s.store.audit_checkpoint(&s.audit_key, now()))
         .await
         .map_err(|e| obscura_store::Error::Storage(e.to_string()))??;

@@ -1,0 +1,581 @@
+//! The client SDK: index images, search privately and rebuild images across the nodes of a
+//! cluster. Every node is asked concurrently and every call has a timeout, so a dead node costs
+//! one timeout, never a hang.
+//!
+//! - [`Client::index`] hashes and shares an image, signs its manifest, prepares it at every node
+//!   and commits only when all prepared; a failure part-way deletes what was written, and Stage-2
+//!   never ranks an image that not every answering node holds committed.
+//! - [`Client::search`] runs Stage-1 with a fixed-shape token batch at every node, then Stage-2 on
+//!   shares; it needs `2t + 1` nodes and names the missing ones otherwise.
+//! - [`Client::get`] fetches shares from every node it can reach, checks each against the
+//!   owner-signed manifest, and rebuilds from `k` good ones, naming the culprits.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
+use obscura_proto::{ErrorCode, Request, RequestBody, Response, ResponseBody};
+use obscura_sharing::bytes::{split, ByteShare, Params};
+use obscura_sharing::field::Fp;
+use obscura_sharing::manifest::{ImageId, Manifest, SignedManifest};
+use obscura_sharing::rng::AesCtrRng;
+use obscura_tokens::{BatchPlan, NodeTokenKeys, TokenRoot};
+use rand_core::{OsRng, RngCore};
+
+/// Errors of client operations. Each names the nodes involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file is not an image we can hash.
+    #[error(transparent)]
+    Image(#[from] obscura_phash::Error),
+    /// Sharing or manifest failure.
+    #[error(transparent)]
+    Sharing(#[from] obscura_sharing::Error),
+    /// Stage-2 failure (too few nodes answered, inconsistent answers).
+    #[error(transparent)]
+    Mpc(#[from] obscura_mpc::Error),
+    /// The client has no owner key, so it cannot index.
+    #[error("this client holds no data-owner key, so it cannot index images")]
+    NotOwner,
+    /// Some nodes failed where all were needed.
+    #[error("{what} failed: {}", list(failures))]
+    Nodes {
+        /// The operation.
+        what: &'static str,
+        /// Node and reason.
+        failures: Vec<NodeFailure>,
+    },
+    /// Fewer than `k` verified shares could be gathered.
+    #[error("need {need} shares of image {image}, got {got}: {}", list(failures))]
+    NotEnoughShares {
+        /// The image.
+        image: ImageId,
+        /// Shares needed.
+        need: usize,
+        /// Verified shares gathered.
+        got: usize,
+        /// Every node that did not contribute a good share, and why.
+        failures: Vec<NodeFailure>,
+    },
+    /// No node holds the image.
+    #[error("image {0} is not stored in this cluster")]
+    UnknownImage(ImageId),
+}
+
+/// Why one node failed a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFailure {
+    /// The node.
+    pub node: u8,
+    /// What went wrong.
+    pub reason: String,
+}
+
+fn list(failures: &[NodeFailure]) -> String {
+    failures
+        .iter()
+        .map(|f| format!("node {}: {}", f.node, f.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a client needs to reach and use a cluster.
+pub struct ClientParts {
+    /// Shares needed to rebuild.
+    pub k: usize,
+    /// Degree of the hash sharing.
+    pub t: usize,
+    /// Base URL of node `i + 1`, e.g. `https://127.0.0.1:7401`.
+    pub nodes: Vec<String>,
+    /// TLS: the cluster CA as root, this client's certificate.
+    pub tls: rustls::ClientConfig,
+    /// The token root (HMAC mode).
+    pub token_root: TokenRoot,
+    /// The token key version.
+    pub key_version: u32,
+    /// The data owner's signing key, if this client may index.
+    pub owner: Option<SigningKey>,
+    /// The owner's public key, to verify manifests.
+    pub owner_public: VerifyingKey,
+    /// Stage-1 batch shape.
+    pub plan: BatchPlan,
+    /// Limit for each call to a node.
+    pub timeout: Duration,
+}
+
+/// A connected client.
+pub struct Client {
+    k: usize,
+    t: usize,
+    nodes: Vec<String>,
+    http: reqwest::Client,
+    token_keys: Vec<NodeTokenKeys>,
+    key_version: u32,
+    owner: Option<SigningKey>,
+    owner_public: VerifyingKey,
+    plan: BatchPlan,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("nodes", &self.nodes)
+            .field("k", &self.k)
+            .field("t", &self.t)
+            .finish()
+    }
+}
+
+/// Result of a search.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchOutcome {
+    /// Ranked matches.
+    pub matches: Vec<Match>,
+    /// Candidates Stage-1 found.
+    pub candidates: usize,
+    /// Stage-1 wall time.
+    pub stage1: Duration,
+    /// Stage-2 wall time.
+    pub stage2: Duration,
+    /// Request bytes sent to all nodes.
+    pub bytes_sent: u64,
+    /// Response bytes received.
+    pub bytes_received: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Client {
+    /// Build a client.
+    ///
+    /// # Errors
+    /// [`Error::Nodes`] if the HTTP client cannot be built.
+    pub fn new(parts: ClientParts) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(parts.tls)
+            .timeout(parts.timeout)
+            .connect_timeout(parts.timeout.min(Duration::from_secs(3)))
+            .build()
+            .map_err(|e| Error::Nodes {
+                what: "client set-up",
+                failures: vec![NodeFailure {
+                    node: 0,
+                    reason: e.to_string(),
+                }],
+            })?;
+        let token_keys = (1..=parts.nodes.len() as u8)
+            .map(|x| NodeTokenKeys::derive(&parts.token_root, x, parts.key_version))
+            .collect();
+        Ok(Client {
+            k: parts.k,
+            t: parts.t,
+            nodes: parts.nodes,
+            http,
+            token_keys,
+            key_version: parts.key_version,
+            owner: parts.owner,
+            owner_public: parts.owner_public,
+            plan: parts.plan,
+        })
+    }
+
+    /// Nodes in the cluster.
+    pub fn n(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Call every node concurrently with the body `make(x)`.
+    async fn call_all(
+        &self,
+        make: impl Fn(u8) -> RequestBody,
+    ) -> Vec<(u8, Result<ResponseBody, String>, u64, u64)> {
+        let mut set = tokio::task::JoinSet::new();
+        for x in 1..=self.n() as u8 {
+            let body = make(x);
+            let this = self.clone_for_task();
+            set.spawn(async move {
+                let (r, s, rcv) = this.call(x, body).await;
+                (x, r, s, rcv)
+            });
+        }
+        let mut out = Vec::with_capacity(self.n());
+        while let Some(res) = set.join_next().await {
+            match res {
+                Ok(v) => out.push(v),
+                Err(e) => out.push((0, Err(e.to_string()), 0, 0)),
+            }
+        }
+        out.sort_by_key(|r| r.0);
+        out
+    }
+
+    /// A cheap copy for spawned tasks (the HTTP client is reference-counted).
+    fn clone_for_task(&self) -> TaskClient {
+        TaskClient {
+            http: self.http.clone(),
+            nodes: self.nodes.clone(),
+        }
+    }
+
+    /// Index one image file: returns its id once every node committed it.
+    ///
+    /// # Errors
+    /// [`Error::Image`] for a file that is not an image, [`Error::NotOwner`], [`Error::Nodes`]
+    /// naming each node that failed (what was written is deleted again).
+    pub async fn index(&self, file: &[u8]) -> Result<ImageId, Error> {
+        let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
+        let hash = obscura_phash::phash64(file)?.0;
+        let mut rng = AesCtrRng::from_os();
+        let n = self.n();
+        let id = ImageId::random(&mut rng);
+        let shares = split(file, Params::new(self.k, n)?, &mut rng)?;
+        let hash_shares = share_hash(hash, self.t, n, &mut rng)?;
+        let hash_bytes: Vec<_> = hash_shares.iter().map(|h| h.to_bytes()).collect();
+        let manifest = Manifest::for_shares(
+            id,
+            self.k as u8,
+            self.t as u8,
+            file,
+            &shares,
+            &hash_bytes,
+            self.key_version,
+            unix_now(),
+        )?
+        .sign(owner)?
+        .to_bytes();
+        let prepared = self
+            .call_all(|x| {
+                let i = x as usize - 1;
+                RequestBody::Prepare {
+                    image: id.0,
+                    manifest: manifest.clone(),
+                    image_share: shares[i].bytes.clone(),
+                    hash_share: hash_bytes[i].to_vec(),
+                    tokens: self.token_keys[i]
+                        .index_tokens(hash)
+                        .iter()
+                        .map(|t| t.0)
+                        .collect(),
+                }
+            })
+            .await;
+        let failures = failures_of(&prepared);
+        if !failures.is_empty() {
+            self.forget(id).await;
+            return Err(Error::Nodes {
+                what: "indexing (prepare)",
+                failures,
+            });
+        }
+        let committed = self.call_all(|_| RequestBody::Commit { image: id.0 }).await;
+        let failures = failures_of(&committed);
+        if !failures.is_empty() {
+            self.forget(id).await;
+            return Err(Error::Nodes {
+                what: "indexing (commit)",
+                failures,
+            });
+        }
+        Ok(id)
+    }
+
+    /// Best-effort removal after a failed index.
+    async fn forget(&self, id: ImageId) {
+        let _ = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
+    }
+
+    /// Delete an image from every node.
+    ///
+    /// # Errors
+    /// [`Error::UnknownImage`] if no node had it, [`Error::Nodes`] if some nodes could not be
+    /// reached or failed.
+    pub async fn delete(&self, id: ImageId) -> Result<(), Error> {
+        let results = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
+        let unknown = results
+            .iter()
+            .filter(|r| matches!(&r.1, Err(e) if e.starts_with("unknown image")))
+            .count();
+        if unknown == results.len() {
+            return Err(Error::UnknownImage(id));
+        }
+        let failures: Vec<_> = failures_of(&results)
+            .into_iter()
+            .filter(|f| !f.reason.starts_with("unknown image"))
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Nodes {
+                what: "delete",
+                failures,
+            })
+        }
+    }
+
+    /// Each node's status: `(committed, pending)` images, or why it failed.
+    pub async fn status(&self) -> Vec<(u8, Result<(u64, u64), String>)> {
+        self.call_all(|_| RequestBody::Status)
+            .await
+            .into_iter()
+            .map(|(x, r, _, _)| {
+                let r = r.and_then(|b| match b {
+                    ResponseBody::Status {
+                        committed, pending, ..
+                    } => Ok((committed, pending)),
+                    _ => Err("unexpected answer".to_string()),
+                });
+                (x, r)
+            })
+            .collect()
+    }
+
+    /// Search for images like `file`.
+    ///
+    /// # Errors
+    /// [`Error::Image`], [`Error::Nodes`] when no node answers Stage-1, [`Error::Mpc`] when fewer
+    /// than `2t + 1` nodes answer Stage-2 (naming them) or answers are inconsistent.
+    pub async fn search(
+        &self,
+        file: &[u8],
+        top: usize,
+        max_distance: u32,
+    ) -> Result<SearchOutcome, Error> {
+        let q = obscura_phash::phash64(file)?.0;
+        let mut rng = AesCtrRng::from_os();
+        let (mut sent, mut received) = (0, 0);
+
+        let t0 = Instant::now();
+        let batches: Vec<_> = self
+            .token_keys
+            .iter()
+            .map(|k| {
+                self.plan
+                    .query_tokens(k, q, &mut rng)
+                    .into_iter()
+                    .map(|t| t.0)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let lookups = self
+            .call_all(|x| RequestBody::Lookup {
+                tokens: batches[x as usize - 1].clone(),
+            })
+            .await;
+        let mut candidates = std::collections::BTreeSet::new();
+        let mut answered = 0;
+        for (_, r, s, rcv) in &lookups {
+            sent += s;
+            received += rcv;
+            if let Ok(ResponseBody::Lookup { hits }) = r {
+                answered += 1;
+                candidates.extend(hits.iter().flatten().map(|id| ImageId(*id)));
+            }
+        }
+        if answered == 0 {
+            return Err(Error::Nodes {
+                what: "search (stage 1)",
+                failures: failures_of(&lookups),
+            });
+        }
+        let stage1 = t0.elapsed();
+
+        let t1 = Instant::now();
+        let params = SearchParams {
+            n: self.n(),
+            t: self.t,
+            max_distance,
+            top,
+        };
+        let (querier, requests) =
+            Querier::start(q, candidates.into_iter().collect(), params, &mut rng)?;
+        let evals = self
+            .call_all(|x| {
+                let r = &requests[x as usize - 1];
+                RequestBody::Evaluate {
+                    query_id: r.query_id,
+                    query_share: r.query.to_bytes().to_vec(),
+                    candidates: r.candidates.iter().map(|c| c.0).collect(),
+                }
+            })
+            .await;
+        let mut answers = Vec::new();
+        for (x, r, s, rcv) in evals {
+            sent += s;
+            received += rcv;
+            if let Ok(ResponseBody::Evaluate { node, values }) = r {
+                if node == x {
+                    answers.push(NodeAnswer {
+                        node,
+                        values: values
+                            .into_iter()
+                            .map(|v| v.map(|v| Fp::new(u64::from(v))))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        let candidates = requests[0].candidates.len();
+        let ranked = querier.finish(answers)?;
+        Ok(SearchOutcome {
+            matches: ranked.matches,
+            candidates,
+            stage1,
+            stage2: t1.elapsed(),
+            bytes_sent: sent,
+            bytes_received: received,
+        })
+    }
+
+    /// Rebuild an image from any `k` nodes, checking every share against the owner-signed
+    /// manifest.
+    ///
+    /// # Errors
+    /// [`Error::UnknownImage`] if no node has it; [`Error::Sharing`] naming the unreachable and
+    /// lying nodes when fewer than `k` good shares arrive ([`Error::NotEnoughShares`]).
+    pub async fn get(&self, id: ImageId) -> Result<Vec<u8>, Error> {
+        let fetched = self.call_all(|_| RequestBody::Fetch { image: id.0 }).await;
+        let mut verified = None;
+        let mut shares = Vec::new();
+        let mut unreachable = Vec::new();
+        for (x, r, _, _) in fetched {
+            match r {
+                Ok(ResponseBody::Fetch {
+                    manifest,
+                    image_share,
+                }) => {
+                    if verified.is_none() {
+                        verified = SignedManifest::from_bytes(&manifest)
+                            .and_then(|m| m.verify(&self.owner_public))
+                            .ok()
+                            .filter(|m| m.manifest().image_id == id);
+                    }
+                    shares.push(ByteShare {
+                        x,
+                        bytes: image_share,
+                    });
+                }
+                Ok(_) => unreachable.push(NodeFailure {
+                    node: x,
+                    reason: "answered something other than a share".into(),
+                }),
+                Err(e) => unreachable.push(NodeFailure { node: x, reason: e }),
+            }
+        }
+        let Some(manifest) = verified else {
+            if unreachable
+                .iter()
+                .all(|f| f.reason.starts_with("unknown image"))
+            {
+                return Err(Error::UnknownImage(id));
+            }
+            return Err(Error::Nodes {
+                what: "get (no node returned a manifest signed by the owner)",
+                failures: unreachable,
+            });
+        };
+        match manifest.reconstruct(shares) {
+            Ok(bytes) => Ok(bytes),
+            Err(obscura_sharing::Error::NotEnoughVerifiedShares {
+                need,
+                got,
+                culprits: bad,
+                ..
+            }) => {
+                let mut failures = unreachable;
+                failures.extend(bad.iter().map(|c| NodeFailure {
+                    node: c.node,
+                    reason: c.to_string(),
+                }));
+                failures.sort_by_key(|f| f.node);
+                Err(Error::NotEnoughShares {
+                    image: id,
+                    need,
+                    got,
+                    failures,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What a spawned call needs.
+struct TaskClient {
+    http: reqwest::Client,
+    nodes: Vec<String>,
+}
+
+impl TaskClient {
+    /// Send one request to node `x`; returns the response and the bytes moved.
+    async fn call(&self, x: u8, body: RequestBody) -> (Result<ResponseBody, String>, u64, u64) {
+        let mut request_id = [0u8; 16];
+        OsRng.fill_bytes(&mut request_id);
+        let req = Request {
+            request_id,
+            timestamp: unix_now(),
+            body,
+        };
+        let bytes = req.encode();
+        let sent = bytes.len() as u64;
+        let url = format!("{}{}", self.nodes[x as usize - 1], req.body.path());
+        let resp = match self.http.post(url).body(bytes).send().await {
+            Ok(r) => r,
+            Err(e) => return (Err(describe(&e)), sent, 0),
+        };
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return (Err(describe(&e)), sent, 0),
+        };
+        let received = body.len() as u64;
+        let out = match Response::decode(&body) {
+            Ok(Response(ResponseBody::Error { code, message })) => {
+                Err(format!("{} ({message})", code_name(code)))
+            }
+            Ok(Response(other)) => Ok(other),
+            Err(e) => Err(format!("unreadable answer: {e}")),
+        };
+        (out, sent, received)
+    }
+}
+
+fn failures_of(results: &[(u8, Result<ResponseBody, String>, u64, u64)]) -> Vec<NodeFailure> {
+    results
+        .iter()
+        .filter_map(|(x, r, _, _)| {
+            r.as_ref().err().map(|e| NodeFailure {
+                node: *x,
+                reason: e.clone(),
+            })
+        })
+        .collect()
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "unreachable".into()
+    } else {
+        e.to_string()
+    }
+}
+
+fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::BadRequest => "bad request",
+        ErrorCode::UnsupportedVersion => "unsupported protocol version",
+        ErrorCode::Replay => "replayed request",
+        ErrorCode::Stale => "clock skew too large",
+        ErrorCode::UnknownImage => "unknown image",
+        ErrorCode::AlreadyExists => "image already exists",
+        ErrorCode::Rejected => "rejected",
+        ErrorCode::Internal => "node failure",
+    }
+}
