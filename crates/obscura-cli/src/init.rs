@@ -1,0 +1,183 @@
+//! `obscura cluster init`: everything a cluster needs, written into one directory.
+//!
+//! The directory is built under a temporary name and renamed into place at the end, so a failure
+//! part-way leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use obscura_client::config::{ClientConfig, ClientSecrets};
+use obscura_node::config::{NodeConfig, NodeSecrets};
+use obscura_node::tls::make_cluster_tls;
+use obscura_sharing::zero::deal;
+use obscura_tokens::keyfile::WrappingKey;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// Parameters of a new cluster.
+pub struct InitOptions {
+    pub nodes: usize,
+    pub threshold: usize,
+    pub host: String,
+    pub base_port: u16,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(unix)]
+fn private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn private(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
+/// Create the cluster directory `dir`.
+///
+/// # Errors
+/// A message saying what is wrong: invalid parameters, an existing directory, a write failure.
+pub fn init(dir: &Path, opt: &InitOptions) -> Result<(), String> {
+    let (n, k) = (opt.nodes, opt.threshold);
+    if !(2 <= k && k <= n && n <= 64) {
+        return Err(format!(
+            "invalid threshold {k}-of-{n}: need 2 ≤ threshold ≤ nodes ≤ 64"
+        ));
+    }
+    let t = k - 1;
+    if 2 * t + 1 > n {
+        return Err(format!(
+            "private search needs 2t + 1 = {} nodes for threshold {k} (t = {t}), but the cluster has {n}; \
+             use at least {} nodes or a lower threshold",
+            2 * t + 1,
+            2 * t + 1
+        ));
+    }
+    if usize::from(opt.base_port) + n > 65536 {
+        return Err("base port too high for that many nodes".into());
+    }
+    if dir.exists() {
+        return Err(format!(
+            "{} already exists; choose a new directory (nothing was changed)",
+            dir.display()
+        ));
+    }
+    let tmp = dir.with_extension(format!("init-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let result = build(&tmp, n, k, t, opt)
+        .and_then(|()| std::fs::rename(&tmp, dir).map_err(|e| format!("{}: {e}", dir.display())));
+    if result.is_err() {
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+    result
+}
+
+fn build(dir: &Path, n: usize, k: usize, t: usize, opt: &InitOptions) -> Result<(), String> {
+    let mut rng = ChaCha20Rng::from_entropy();
+    let mut hosts = vec![opt.host.clone()];
+    if opt.host != "localhost" {
+        hosts.push("localhost".into());
+    }
+    let tls = make_cluster_tls("obscura", n, &hosts, &["client"]).map_err(|e| e.to_string())?;
+    let zero = deal(n, t, &mut rng).map_err(|e| e.to_string())?;
+    let wrapping = WrappingKey::random(&mut rng);
+    let owner = SigningKey::generate(&mut rng);
+    let owner_hex = hex(&owner.verifying_key().to_bytes());
+
+    write(&dir.join("wrapping.key"), wrapping.to_hex().as_bytes())?;
+    private(&dir.join("wrapping.key"))?;
+    write(&dir.join("ca.pem"), tls.ca_cert_pem.as_bytes())?;
+
+    let url = |i: usize| format!("https://{}:{}", opt.host, usize::from(opt.base_port) + i);
+    for (i, z) in zero.iter().enumerate() {
+        let node = i + 1;
+        let nd = dir.join(format!("node{node}"));
+        std::fs::create_dir_all(&nd).map_err(|e| format!("{}: {e}", nd.display()))?;
+        let secrets = NodeSecrets {
+            tls_key_pem: tls.nodes[i].key_pem.to_string(),
+            audit_key: SigningKey::generate(&mut rng).to_bytes(),
+            zero_keys: z
+                .subset_keys()
+                .iter()
+                .map(|s| (s.members(), *s.key_bytes()))
+                .collect(),
+        };
+        write(
+            &nd.join("secrets.sealed"),
+            &secrets
+                .seal(&wrapping, &mut rng)
+                .map_err(|e| e.to_string())?,
+        )?;
+        private(&nd.join("secrets.sealed"))?;
+        write(&nd.join("cert.pem"), tls.nodes[i].cert_pem.as_bytes())?;
+        write(
+            &nd.join("audit-key.pub"),
+            hex(&SigningKey::from_bytes(&secrets.audit_key)
+                .verifying_key()
+                .to_bytes())
+            .as_bytes(),
+        )?;
+        let config = NodeConfig {
+            node: node as u8,
+            n: n as u8,
+            k: k as u8,
+            t: t as u8,
+            listen: format!("{}:{}", opt.host, usize::from(opt.base_port) + i),
+            store: PathBuf::from("store.redb"),
+            ca_cert: PathBuf::from("../ca.pem"),
+            cert: PathBuf::from("cert.pem"),
+            secrets: PathBuf::from("secrets.sealed"),
+            wrapping_key: PathBuf::from("../wrapping.key"),
+            owner_public_key: owner_hex.clone(),
+            replay_window_s: 120,
+            checkpoint_interval_s: 60,
+        };
+        write(
+            &nd.join("node.json"),
+            &serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?,
+        )?;
+    }
+
+    let cd = dir.join("client");
+    std::fs::create_dir_all(&cd).map_err(|e| format!("{}: {e}", cd.display()))?;
+    let mut token_root = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rng, &mut token_root);
+    let secrets = ClientSecrets {
+        tls_key_pem: tls.clients[0].key_pem.to_string(),
+        token_root,
+        owner_key: Some(owner.to_bytes()),
+    };
+    write(
+        &cd.join("secrets.sealed"),
+        &secrets.seal(&wrapping, &mut rng)?,
+    )?;
+    private(&cd.join("secrets.sealed"))?;
+    write(&cd.join("cert.pem"), tls.clients[0].cert_pem.as_bytes())?;
+    let config = ClientConfig {
+        k: k as u8,
+        t: t as u8,
+        nodes: (0..n).map(url).collect(),
+        ca_cert: PathBuf::from("ca.pem"),
+        cert: PathBuf::from("client/cert.pem"),
+        secrets: PathBuf::from("client/secrets.sealed"),
+        wrapping_key: PathBuf::from("wrapping.key"),
+        owner_public_key: owner_hex,
+        key_version: 1,
+        probe_radius: 1,
+        lookups_per_band: 12,
+        timeout_ms: 10_000,
+    };
+    write(
+        &dir.join("client.json"),
+        &serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?,
+    )
+}

@@ -1,0 +1,482 @@
+//! `obscura`: private image similarity search over secret-shared images.
+#![forbid(unsafe_code)]
+
+mod init;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use obscura_client::{Client, SearchOutcome};
+use obscura_sharing::manifest::ImageId;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "obscura",
+    version,
+    about = "Private image similarity search over secret-shared images",
+    long_about = "Private image similarity search over secret-shared images.\n\n\
+        A data owner splits each image and its perceptual hash into k-of-n shares held by n \
+        nodes; a search finds the closest stored images without any node seeing an image, a \
+        hash or the query; any k nodes rebuild an image.\n\n\
+        Start with `obscura cluster init DIR`, then `obscura cluster up DIR` in another \
+        terminal, then index, search and get with `--cluster DIR`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or run a whole cluster on this machine.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Run one node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Share image files (and folders, recursively) among the nodes.
+    Index {
+        /// The cluster directory made by `cluster init`.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print `{"indexed":[{"path","id"}],"skipped":[{"path","error"}]}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find the stored images closest to IMAGE, privately.
+    Search {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The query image.
+        image: PathBuf,
+        /// Most results.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Largest Hamming distance reported (0..=64).
+        #[arg(long, default_value_t = 10)]
+        max_distance: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild an image from any k nodes, checking every share.
+    Get {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The image id (32 hex digits).
+        id: String,
+        /// Where to write the image.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Remove an image from every node.
+    Delete {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The image id.
+        id: String,
+    },
+    /// Print the pHash-64 of each file, as `0x%016x  FILE`.
+    Hash {
+        /// Image files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show how many images each node holds.
+    Status {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Make node configurations, TLS material and keys (sealed) in a new directory.
+    Init {
+        /// The directory to create (must not exist).
+        dir: PathBuf,
+        /// Number of nodes (n).
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Shares needed to rebuild an image (k); searches need 2(k − 1) + 1 nodes.
+        #[arg(long, default_value_t = 3)]
+        threshold: usize,
+        /// Host the nodes listen on and are reached at.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Node i listens on base-port + i − 1.
+        #[arg(long, default_value_t = 7401)]
+        base_port: u16,
+    },
+    /// Run every node of DIR as a child process until interrupted.
+    Up {
+        /// The cluster directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Serve one node from its configuration file until interrupted.
+    Run {
+        /// The node's `node.json`.
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(dir: &Path) -> Result<Client, String> {
+    let parts = obscura_client::config::load(dir).map_err(|e| e.to_string())?;
+    Client::new(parts).map_err(|e| e.to_string())
+}
+
+fn image_id(s: &str) -> Result<ImageId, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an image id (32 hex digits)"))
+}
+
+async fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Cluster(ClusterCommand::Init {
+            dir,
+            nodes,
+            threshold,
+            host,
+            base_port,
+        }) => {
+            init::init(
+                &dir,
+                &init::InitOptions {
+                    nodes,
+                    threshold,
+                    host,
+                    base_port,
+                },
+            )?;
+            println!(
+                "created cluster {} ({threshold}-of-{nodes}); start it with: obscura cluster up {}",
+                dir.display(),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(ClusterCommand::Up { dir }) => cluster_up(&dir).await,
+        Command::Node(NodeCommand::Run { config }) => node_run(&config).await,
+        Command::Index {
+            cluster,
+            paths,
+            json,
+        } => index(&cluster, &paths, json).await,
+        Command::Search {
+            cluster,
+            image,
+            top,
+            max_distance,
+            json,
+        } => {
+            let bytes = std::fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+            let out = client(&cluster)?
+                .search(&bytes, top, max_distance.min(64))
+                .await
+                .map_err(|e| e.to_string())?;
+            print_search(&out, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { cluster, id, out } => {
+            let id = image_id(&id)?;
+            let bytes = client(&cluster)?.get(id).await.map_err(|e| e.to_string())?;
+            // Write beside the target, then rename: no half-written output.
+            let tmp = out.with_extension("obscura-partial");
+            std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete { cluster, id } => {
+            let id = image_id(&id)?;
+            client(&cluster)?
+                .delete(id)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("deleted {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hash { files } => {
+            let mut ok = true;
+            for f in files {
+                match std::fs::read(&f)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| obscura_phash::phash64(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(h) => println!("{h}  {}", f.display()),
+                    Err(e) => {
+                        eprintln!("{}: {e}", f.display());
+                        ok = false;
+                    }
+                }
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Status { cluster } => {
+            let mut ok = true;
+            for (node, s) in client(&cluster)?.status().await {
+                match s {
+                    Ok((committed, pending)) => {
+                        println!("node {node}: {committed} images, {pending} pending")
+                    }
+                    Err(e) => {
+                        ok = false;
+                        println!("node {node}: {e}")
+                    }
+                }
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn node_run(config: &Path) -> Result<ExitCode, String> {
+    let loaded = obscura_node::config::LoadedNode::load(config).map_err(|e| e.to_string())?;
+    let listen = loaded.config.listen.clone();
+    let node = loaded.config.node;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("node {node} cannot listen on {listen}: {e}"))?;
+    eprintln!("node {node} listening on {listen}");
+    obscura_node::server::serve(loaded, listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("node {node} stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn cluster_up(dir: &Path) -> Result<ExitCode, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("node.json")))
+        .filter(|p| p.is_file())
+        .collect();
+    configs.sort();
+    if configs.is_empty() {
+        return Err(format!(
+            "{} holds no node configurations; make one with `obscura cluster init`",
+            dir.display()
+        ));
+    }
+    let mut children = Vec::new();
+    for c in &configs {
+        let child = tokio::process::Command::new(&exe)
+            .args(["node", "run"])
+            .arg(c)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", c.display()))?;
+        children.push(child);
+    }
+    eprintln!(
+        "{} nodes running from {}; Ctrl-C stops them",
+        children.len(),
+        dir.display()
+    );
+    // A node that dies is reported, and the others keep serving: with up to n − k nodes down,
+    // images can still be rebuilt.
+    let mut alive: Vec<bool> = vec![true; children.len()];
+    let outcome = loop {
+        tokio::select! {
+            () = shutdown_signal() => break Ok(ExitCode::SUCCESS),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                for (i, c) in children.iter_mut().enumerate() {
+                    if alive[i] {
+                        if let Ok(Some(status)) = c.try_wait() {
+                            alive[i] = false;
+                            eprintln!("node {} exited ({status}); the others keep running", i + 1);
+                        }
+                    }
+                }
+                if alive.iter().all(|a| !a) {
+                    break Err("every node has exited".to_string());
+                }
+            }
+        }
+    };
+    for c in &mut children {
+        if let Some(pid) = c.id() {
+            // SIGTERM first so each node signs its audit log; kill after a grace period.
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+    for c in &mut children {
+        if tokio::time::timeout(Duration::from_secs(5), c.wait())
+            .await
+            .is_err()
+        {
+            let _ = c.kill().await;
+        }
+    }
+    outcome
+}
+
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            out.extend(collect_files(&entries)?);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such file or folder", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode, String> {
+    let client = client(cluster)?;
+    let files = collect_files(paths)?;
+    let bar = if !json && std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(files.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let say = |line: String| {
+        if json {
+        } else if bar.is_hidden() {
+            println!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let (mut indexed, mut skipped) = (Vec::new(), Vec::new());
+    let mut cluster_failure = false;
+    for f in &files {
+        bar.set_message(f.display().to_string());
+        let outcome = match std::fs::read(f) {
+            Ok(bytes) => client.index(&bytes).await.map_err(|e| {
+                cluster_failure |= !matches!(e, obscura_client::Error::Image(_));
+                e.to_string()
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(id) => {
+                say(format!("{id}  {}", f.display()));
+                indexed.push(json!({"path": f.display().to_string(), "id": id.to_string()}));
+            }
+            Err(e) => {
+                say(format!("skipped {}: {e}", f.display()));
+                skipped.push(json!({"path": f.display().to_string(), "error": e}));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if json {
+        println!("{}", json!({"indexed": indexed, "skipped": skipped}));
+    } else {
+        println!("indexed {}, skipped {}", indexed.len(), skipped.len());
+    }
+    Ok(if cluster_failure {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_search(out: &SearchOutcome, json: bool) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "results": out.matches.iter().map(|m| json!({"id": m.id.to_string(), "distance": m.distance})).collect::<Vec<_>>(),
+                "candidates": out.candidates,
+                "timings_ms": {"stage1": ms(out.stage1), "stage2": ms(out.stage2), "total": ms(out.stage1 + out.stage2)},
+                "bytes": {"sent": out.bytes_sent, "received": out.bytes_received},
+            })
+        );
+        return;
+    }
+    if out.matches.is_empty() {
+        println!("no stored image within the distance limit");
+    }
+    for m in &out.matches {
+        println!("{}  distance {}", m.id, m.distance);
+    }
+    println!(
+        "{} candidates; stage 1 {:.1} ms, stage 2 {:.1} ms; {} bytes sent, {} received",
+        out.candidates,
+        ms(out.stage1),
+        ms(out.stage2),
+        out.bytes_sent,
+        out.bytes_received
+    );
+}

@@ -1,0 +1,158 @@
+//! The client's side of a cluster directory: `client.json` and its sealed secrets.
+//!
+//! `client.json` holds no secret. The client's TLS key, the token root and the data owner's
+//! signing key are sealed together with AES-256-GCM under the cluster's wrapping key, read from
+//! `OBSCURA_WRAPPING_KEY` or the file the configuration names.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use obscura_node::config::WRAPPING_KEY_ENV;
+use obscura_node::tls::{client_config, Identity};
+use obscura_tokens::keyfile::{self, WrappingKey};
+use obscura_tokens::{BatchPlan, TokenRoot};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::ClientParts;
+
+/// Purpose label of the client's sealed secrets.
+pub const SECRETS_PURPOSE: &str = "client-secrets";
+
+/// `client.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientConfig {
+    /// Shares needed to rebuild.
+    pub k: u8,
+    /// Degree of the hash sharing.
+    pub t: u8,
+    /// Node URLs, node 1 first.
+    pub nodes: Vec<String>,
+    /// Cluster CA certificate.
+    pub ca_cert: PathBuf,
+    /// This client's certificate.
+    pub cert: PathBuf,
+    /// Sealed secrets.
+    pub secrets: PathBuf,
+    /// Wrapping-key file, unless `OBSCURA_WRAPPING_KEY` is set.
+    pub wrapping_key: PathBuf,
+    /// The data owner's public key, hex.
+    pub owner_public_key: String,
+    /// Token key version.
+    pub key_version: u32,
+    /// Stage-1 multi-probe radius.
+    pub probe_radius: u32,
+    /// Stage-1 lookups per band (dummies fill the rest).
+    pub lookups_per_band: usize,
+    /// Limit for each call to a node, milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// The client's sealed secrets.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct ClientSecrets {
+    /// TLS private key, PEM.
+    pub tls_key_pem: String,
+    /// The token root.
+    pub token_root: [u8; 32],
+    /// The data owner's signing key, if this client indexes.
+    pub owner_key: Option<[u8; 32]>,
+}
+
+impl ClientSecrets {
+    /// Seal for writing to disk.
+    ///
+    /// # Errors
+    /// A message if sealing fails.
+    pub fn seal<R: rand_core::RngCore + rand_core::CryptoRng>(
+        &self,
+        key: &WrappingKey,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, String> {
+        let plain = Zeroizing::new(postcard::to_allocvec(self).map_err(|e| e.to_string())?);
+        keyfile::seal(&plain, SECRETS_PURPOSE, 1, key, rng).map_err(|e| e.to_string())
+    }
+}
+
+/// Why a cluster directory could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster directory {dir}: {reason}")]
+pub struct LoadError {
+    /// The directory.
+    pub dir: String,
+    /// What is wrong, and usually what to do.
+    pub reason: String,
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Read `DIR/client.json` and everything it names.
+///
+/// # Errors
+/// [`LoadError`] saying which file is missing or wrong.
+pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
+    let fail = |reason: String| LoadError {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let read =
+        |p: &Path| std::fs::read(dir.join(p)).map_err(|e| fail(format!("{}: {e}", p.display())));
+    let config: ClientConfig =
+        serde_json::from_slice(&read(Path::new("client.json")).map_err(|e| {
+            fail(format!(
+                "{} (is this a directory made by `obscura cluster init`?)",
+                e.reason
+            ))
+        })?)
+        .map_err(|e| fail(format!("client.json: {e}")))?;
+    let wrapping = match std::env::var(WRAPPING_KEY_ENV) {
+        Ok(_) => WrappingKey::from_env(WRAPPING_KEY_ENV),
+        Err(_) => WrappingKey::from_file(&dir.join(&config.wrapping_key)),
+    }
+    .map_err(|e| fail(e.to_string()))?;
+    let opened = keyfile::open(&read(&config.secrets)?, SECRETS_PURPOSE, &wrapping)
+        .map_err(|e| fail(format!("{}: {e}", config.secrets.display())))?;
+    let secrets: ClientSecrets =
+        postcard::from_bytes(&opened.secret).map_err(|e| fail(format!("secrets: {e}")))?;
+    let text = |p: &Path| {
+        read(p).and_then(|b| {
+            String::from_utf8(b).map_err(|_| fail(format!("{} is not text", p.display())))
+        })
+    };
+    let tls = client_config(
+        &text(&config.ca_cert)?,
+        &Identity {
+            cert_pem: text(&config.cert)?,
+            key_pem: Zeroizing::new(secrets.tls_key_pem.clone()),
+        },
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let owner_public = hex32(&config.owner_public_key)
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        .ok_or_else(|| fail("owner_public_key is not an Ed25519 public key".into()))?;
+    let plan = BatchPlan::new(config.probe_radius, config.lookups_per_band)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(ClientParts {
+        k: config.k as usize,
+        t: config.t as usize,
+        nodes: config.nodes.clone(),
+        tls,
+        token_root: TokenRoot::from_bytes(secrets.token_root),
+        key_version: config.key_version,
+        owner: secrets.owner_key.map(|k| SigningKey::from_bytes(&k)),
+        owner_public,
+        plan,
+        timeout: Duration::from_millis(config.timeout_ms),
+    })
+}
