@@ -1,7 +1,11 @@
 //! `obscura`: private image similarity search over secret-shared images.
 #![forbid(unsafe_code)]
 
+mod audit;
+mod demo;
 mod init;
+mod nodes;
+mod variants;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -86,12 +90,31 @@ enum Command {
         /// The image id.
         id: String,
     },
+    /// Run the whole system on this machine and check it: a temporary 5-node cluster of real
+    /// node processes on loopback indexes the photos, searches privately with edited variants
+    /// of each (JPEG re-encode, half size, noise, brightness), prints recall and latencies,
+    /// rebuilds a match byte for byte, verifies the audit logs and shuts down. Exits non-zero if
+    /// any check fails.
+    Demo {
+        /// Folder of photos (default: the repository's testdata/photos).
+        #[arg(long)]
+        photos: Option<PathBuf>,
+        /// Print one JSON report instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Keep the temporary cluster and the node logs instead of deleting them.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Print the pHash-64 of each file, as `0x%016x  FILE`.
     Hash {
         /// Image files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Check the nodes' tamper-evident logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Show how many images each node holds.
     Status {
         /// The cluster directory.
@@ -123,6 +146,20 @@ enum ClusterCommand {
     Up {
         /// The cluster directory.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Fetch every node's hash-chained audit log and check its chain and signed checkpoints
+    /// against the node's audit key; also check that no log lost the head verified last time.
+    Verify {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Print `{"nodes":[{"node","ok","entries","checkpoints","error"}]}`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -159,6 +196,14 @@ fn main() -> ExitCode {
 fn client(dir: &Path) -> Result<Client, String> {
     let parts = obscura_client::config::load(dir).map_err(|e| e.to_string())?;
     Client::new(parts).map_err(|e| e.to_string())
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn image_id(s: &str) -> Result<ImageId, String> {
@@ -215,12 +260,15 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Get { cluster, id, out } => {
             let id = image_id(&id)?;
-            let bytes = client(&cluster)?.get(id).await.map_err(|e| e.to_string())?;
+            let rebuilt = client(&cluster)?.get(id).await.map_err(|e| e.to_string())?;
+            for f in &rebuilt.faults {
+                eprintln!("warning: node {} not used: {}", f.node, f.reason);
+            }
             // Write beside the target, then rename: no half-written output.
             let tmp = out.with_extension("obscura-partial");
-            std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::write(&tmp, &rebuilt.image).map_err(|e| format!("{}: {e}", tmp.display()))?;
             std::fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
-            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            println!("wrote {} ({} bytes)", out.display(), rebuilt.image.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Delete { cluster, id } => {
@@ -231,6 +279,10 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { photos, json, keep } => {
+            let ok = demo::run(demo::DemoOptions { photos, json, keep }).await?;
+            Ok(exit(ok))
         }
         Command::Hash { files } => {
             let mut ok = true;
@@ -246,11 +298,34 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                     }
                 }
             }
-            Ok(if ok {
-                ExitCode::SUCCESS
+            Ok(exit(ok))
+        }
+        Command::Audit(AuditCommand::Verify { cluster, json }) => {
+            let verdicts = audit::verify_cluster(&cluster, &client(&cluster)?).await?;
+            let ok = verdicts.iter().all(|v| v.outcome.is_ok());
+            if json {
+                let nodes: Vec<_> = verdicts
+                    .iter()
+                    .map(|v| match &v.outcome {
+                        Ok(r) => json!({"node": v.node, "ok": true, "entries": r.entries,
+                            "checkpoints": r.checkpoints, "error": null}),
+                        Err(e) => json!({"node": v.node, "ok": false, "entries": null,
+                            "checkpoints": null, "error": e}),
+                    })
+                    .collect();
+                println!("{}", json!({ "nodes": nodes }));
             } else {
-                ExitCode::FAILURE
-            })
+                for v in &verdicts {
+                    match &v.outcome {
+                        Ok(r) => println!(
+                            "node {}: ok, {} entries, {} signed checkpoints",
+                            v.node, r.entries, r.checkpoints
+                        ),
+                        Err(e) => println!("node {}: FAILED: {e}", v.node),
+                    }
+                }
+            }
+            Ok(exit(ok))
         }
         Command::Status { cluster } => {
             let mut ok = true;
@@ -265,11 +340,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                     }
                 }
             }
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(exit(ok))
         }
     }
 }
@@ -312,69 +383,30 @@ async fn shutdown_signal() {
 }
 
 async fn cluster_up(dir: &Path) -> Result<ExitCode, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut configs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path().join("node.json")))
-        .filter(|p| p.is_file())
-        .collect();
-    configs.sort();
-    if configs.is_empty() {
-        return Err(format!(
-            "{} holds no node configurations; make one with `obscura cluster init`",
-            dir.display()
-        ));
-    }
-    let mut children = Vec::new();
-    for c in &configs {
-        let child = tokio::process::Command::new(&exe)
-            .args(["node", "run"])
-            .arg(c)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", c.display()))?;
-        children.push(child);
-    }
+    let mut running = nodes::Running::start(dir, None)?;
     eprintln!(
         "{} nodes running from {}; Ctrl-C stops them",
-        children.len(),
+        running.len(),
         dir.display()
     );
     // A node that dies is reported, and the others keep serving: with up to n − k nodes down,
     // images can still be rebuilt.
-    let mut alive: Vec<bool> = vec![true; children.len()];
     let outcome = loop {
         tokio::select! {
             () = shutdown_signal() => break Ok(ExitCode::SUCCESS),
             () = tokio::time::sleep(Duration::from_millis(200)) => {
-                for (i, c) in children.iter_mut().enumerate() {
-                    if alive[i] {
-                        if let Ok(Some(status)) = c.try_wait() {
-                            alive[i] = false;
-                            eprintln!("node {} exited ({status}); the others keep running", i + 1);
-                        }
-                    }
+                for (node, status) in running.newly_exited() {
+                    eprintln!("node {node} exited ({status}); the others keep running");
                 }
-                if alive.iter().all(|a| !a) {
+                if running.all_exited() {
                     break Err("every node has exited".to_string());
                 }
             }
         }
     };
-    for c in &mut children {
-        if let Some(pid) = c.id() {
-            // SIGTERM first so each node signs its audit log; kill after a grace period.
-            let _ = std::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status();
-        }
-    }
-    for c in &mut children {
-        if tokio::time::timeout(Duration::from_secs(5), c.wait())
-            .await
-            .is_err()
-        {
-            let _ = c.kill().await;
+    for (node, r) in running.stop().await {
+        if let Err(e) = r {
+            eprintln!("node {node}: {e}");
         }
     }
     outcome
@@ -444,11 +476,7 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     } else {
         println!("indexed {}, skipped {}", indexed.len(), skipped.len());
     }
-    Ok(if cluster_failure {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit(!cluster_failure))
 }
 
 fn print_search(out: &SearchOutcome, json: bool) {
@@ -459,7 +487,7 @@ fn print_search(out: &SearchOutcome, json: bool) {
             json!({
                 "results": out.matches.iter().map(|m| json!({"id": m.id.to_string(), "distance": m.distance})).collect::<Vec<_>>(),
                 "candidates": out.candidates,
-                "timings_ms": {"stage1": ms(out.stage1), "stage2": ms(out.stage2), "total": ms(out.stage1 + out.stage2)},
+                "timings_ms": {"stage1": ms(out.stage1), "stage2": ms(out.stage2), "total": ms(out.total)},
                 "bytes": {"sent": out.bytes_sent, "received": out.bytes_received},
             })
         );
@@ -472,10 +500,11 @@ fn print_search(out: &SearchOutcome, json: bool) {
         println!("{}  distance {}", m.id, m.distance);
     }
     println!(
-        "{} candidates; stage 1 {:.1} ms, stage 2 {:.1} ms; {} bytes sent, {} received",
+        "{} candidates; stage 1 {:.1} ms, stage 2 {:.1} ms, total {:.1} ms; {} bytes sent, {} received",
         out.candidates,
         ms(out.stage1),
         ms(out.stage2),
+        ms(out.total),
         out.bytes_sent,
         out.bytes_received
     );

@@ -85,18 +85,6 @@ pub struct LoadError {
     pub reason: String,
 }
 
-fn hex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Read `DIR/client.json` and everything it names.
 ///
 /// # Errors
@@ -138,7 +126,7 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
         },
     )
     .map_err(|e| fail(e.to_string()))?;
-    let owner_public = hex32(&config.owner_public_key)
+    let owner_public = obscura_tokens::keyfile::hex32(&config.owner_public_key)
         .and_then(|b| VerifyingKey::from_bytes(&b).ok())
         .ok_or_else(|| fail("owner_public_key is not an Ed25519 public key".into()))?;
     let plan = BatchPlan::new(config.probe_radius, config.lookups_per_band)

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
-use obscura_proto::{ErrorCode, Request, RequestBody, Response, ResponseBody};
+use obscura_proto::{ErrorCode, Request, RequestBody, Response, ResponseBody, WireAuditEntry};
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::field::Fp;
 use obscura_sharing::manifest::{ImageId, Manifest, SignedManifest};
@@ -142,6 +142,8 @@ pub struct SearchOutcome {
     pub stage1: Duration,
     /// Stage-2 wall time.
     pub stage2: Duration,
+    /// Wall time of the whole search, hashing the query included.
+    pub total: Duration,
     /// Request bytes sent to all nodes.
     pub bytes_sent: u64,
     /// Response bytes received.
@@ -338,6 +340,22 @@ impl Client {
             .collect()
     }
 
+    /// Each node's whole audit log, ending in a checkpoint the node signs when asked, or why
+    /// the node failed. The caller verifies it against the node's audit key.
+    pub async fn audit_logs(&self) -> Vec<(u8, Result<Vec<WireAuditEntry>, String>)> {
+        self.call_all(|_| RequestBody::Audit)
+            .await
+            .into_iter()
+            .map(|(x, r, _, _)| {
+                let r = r.and_then(|b| match b {
+                    ResponseBody::Audit { entries } => Ok(entries),
+                    _ => Err("unexpected answer".to_string()),
+                });
+                (x, r)
+            })
+            .collect()
+    }
+
     /// Search for images like `file`.
     ///
     /// # Errors
@@ -349,6 +367,7 @@ impl Client {
         top: usize,
         max_distance: u32,
     ) -> Result<SearchOutcome, Error> {
+        let start = Instant::now();
         let q = obscura_phash::phash64(file)?.0;
         let mut rng = AesCtrRng::from_os();
         let (mut sent, mut received) = (0, 0);
@@ -430,82 +449,122 @@ impl Client {
             candidates,
             stage1,
             stage2: t1.elapsed(),
+            total: start.elapsed(),
             bytes_sent: sent,
             bytes_received: received,
         })
     }
 
     /// Rebuild an image from any `k` nodes, checking every share against the owner-signed
-    /// manifest.
+    /// manifest. Nodes that were unreachable, returned a manifest that is not the owner's, or a
+    /// share that fails its digest are named in [`Rebuilt::faults`] even when the image could be
+    /// rebuilt without them.
     ///
     /// # Errors
-    /// [`Error::UnknownImage`] if no node has it; [`Error::Sharing`] naming the unreachable and
-    /// lying nodes when fewer than `k` good shares arrive ([`Error::NotEnoughShares`]).
-    pub async fn get(&self, id: ImageId) -> Result<Vec<u8>, Error> {
+    /// [`Error::UnknownImage`] if no node has it; [`Error::NotEnoughShares`] naming the
+    /// unreachable and lying nodes when fewer than `k` good shares arrive; [`Error::Nodes`] when
+    /// no node returns a manifest signed by the owner.
+    pub async fn get(&self, id: ImageId) -> Result<Rebuilt, Error> {
         let fetched = self.call_all(|_| RequestBody::Fetch { image: id.0 }).await;
-        let mut verified = None;
+        let mut manifests = Vec::new();
         let mut shares = Vec::new();
-        let mut unreachable = Vec::new();
+        let mut faults = Vec::new();
         for (x, r, _, _) in fetched {
             match r {
                 Ok(ResponseBody::Fetch {
                     manifest,
                     image_share,
                 }) => {
-                    if verified.is_none() {
-                        verified = SignedManifest::from_bytes(&manifest)
-                            .and_then(|m| m.verify(&self.owner_public))
-                            .ok()
-                            .filter(|m| m.manifest().image_id == id);
-                    }
+                    manifests.push((x, manifest));
                     shares.push(ByteShare {
                         x,
                         bytes: image_share,
                     });
                 }
-                Ok(_) => unreachable.push(NodeFailure {
+                Ok(_) => faults.push(NodeFailure {
                     node: x,
                     reason: "answered something other than a share".into(),
                 }),
-                Err(e) => unreachable.push(NodeFailure { node: x, reason: e }),
+                Err(e) => faults.push(NodeFailure { node: x, reason: e }),
             }
         }
-        let Some(manifest) = verified else {
-            if unreachable
-                .iter()
-                .all(|f| f.reason.starts_with("unknown image"))
-            {
+        // The first manifest that verifies under the owner's key and names this image is the
+        // one every share is checked against; a node that sent a different one is named.
+        let verified = manifests.iter().find_map(|(_, bytes)| {
+            SignedManifest::from_bytes(bytes)
+                .and_then(|m| m.verify(&self.owner_public))
+                .ok()
+                .filter(|m| m.manifest().image_id == id)
+                .map(|m| (m, bytes))
+        });
+        let Some((manifest, good_bytes)) = verified else {
+            if !manifests.is_empty() {
+                return Err(Error::Nodes {
+                    what: "get (no node returned a manifest signed by the owner)",
+                    failures: manifests
+                        .iter()
+                        .map(|(x, _)| NodeFailure {
+                            node: *x,
+                            reason: "manifest not signed by the owner".into(),
+                        })
+                        .chain(faults)
+                        .collect(),
+                });
+            }
+            if faults.iter().all(|f| f.reason.starts_with("unknown image")) {
                 return Err(Error::UnknownImage(id));
             }
             return Err(Error::Nodes {
-                what: "get (no node returned a manifest signed by the owner)",
-                failures: unreachable,
+                what: "get",
+                failures: faults,
             });
         };
-        match manifest.reconstruct(shares) {
-            Ok(bytes) => Ok(bytes),
+        faults.extend(
+            manifests
+                .iter()
+                .filter(|(_, bytes)| bytes != good_bytes)
+                .map(|(x, _)| NodeFailure {
+                    node: *x,
+                    reason: "returned a manifest that is not the owner's".into(),
+                }),
+        );
+        let named = |mut faults: Vec<NodeFailure>,
+                     culprits: &[obscura_sharing::manifest::Culprit]| {
+            faults.extend(culprits.iter().map(|c| NodeFailure {
+                node: c.node,
+                reason: c.to_string(),
+            }));
+            faults.sort_by_key(|f| f.node);
+            faults
+        };
+        match manifest.reconstruct_naming(shares) {
+            Ok((image, culprits)) => Ok(Rebuilt {
+                image,
+                faults: named(faults, &culprits),
+            }),
             Err(obscura_sharing::Error::NotEnoughVerifiedShares {
                 need,
                 got,
-                culprits: bad,
+                culprits,
                 ..
-            }) => {
-                let mut failures = unreachable;
-                failures.extend(bad.iter().map(|c| NodeFailure {
-                    node: c.node,
-                    reason: c.to_string(),
-                }));
-                failures.sort_by_key(|f| f.node);
-                Err(Error::NotEnoughShares {
-                    image: id,
-                    need,
-                    got,
-                    failures,
-                })
-            }
+            }) => Err(Error::NotEnoughShares {
+                image: id,
+                need,
+                got,
+                failures: named(faults, &culprits),
+            }),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// An image rebuilt by [`Client::get`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// The image file, byte-identical to the one indexed.
+    pub image: Vec<u8>,
+    /// Nodes that did not contribute a verified share, and why.
+    pub faults: Vec<NodeFailure>,
 }
 
 /// What a spawned call needs.

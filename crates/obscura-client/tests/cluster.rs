@@ -172,7 +172,9 @@ async fn index_search_get_across_five_nodes() {
         assert_eq!(found.matches[0].id, *id, "{name}");
         assert!(found.bytes_sent > 0 && found.bytes_received > 0);
     }
-    assert_eq!(c.client.get(ids[1]).await.unwrap(), files[1]);
+    let rebuilt = c.client.get(ids[1]).await.unwrap();
+    assert_eq!(rebuilt.image, files[1]);
+    assert!(rebuilt.faults.is_empty(), "{:?}", rebuilt.faults);
 
     // A file that is not an image: a typed error, nothing written.
     assert!(matches!(
@@ -183,7 +185,10 @@ async fn index_search_get_across_five_nodes() {
     // Node 5 down: get still works from k of the other 4; search needs all 2t + 1 = 5 and says
     // which node is missing; indexing fails naming node 5 and leaves nothing behind.
     c.down(5).await;
-    assert_eq!(c.client.get(ids[2]).await.unwrap(), files[2]);
+    let rebuilt = c.client.get(ids[2]).await.unwrap();
+    assert_eq!(rebuilt.image, files[2]);
+    assert_eq!(rebuilt.faults.len(), 1);
+    assert_eq!(rebuilt.faults[0].node, 5);
     let err = c.client.search(&files[0], 10, 10).await.unwrap_err();
     assert!(err.to_string().contains("node 5"), "{err}");
     let err = c
@@ -215,27 +220,51 @@ async fn index_search_get_across_five_nodes() {
     ));
 }
 
+/// Flip one byte of `image`'s value in a node's redb table (the node must be stopped).
+fn flip_byte(
+    store: &std::path::Path,
+    table: &str,
+    image: &obscura_sharing::manifest::ImageId,
+    at: usize,
+) {
+    let db = redb::Database::open(store).unwrap();
+    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(table).unwrap();
+        let mut value = t.get(image.0.as_slice()).unwrap().unwrap().value().to_vec();
+        value[at] ^= 0x55;
+        t.insert(image.0.as_slice(), value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupted_share_is_named_and_the_image_still_rebuilt() {
+async fn corrupted_shares_and_manifests_are_named_and_the_image_still_rebuilt() {
     let mut c = Cluster::start("corrupt").await;
     let file = testdata("photos/chelsea.png");
     let id = c.client.index(&file).await.unwrap();
-    // Corrupt node 2's stored share on disk while it is down.
+    // Corrupt node 2's stored share and node 3's stored manifest on disk while they are down.
     c.down(2).await;
-    {
-        let db = redb::Database::open(c.dir.join("node2.redb")).unwrap();
-        let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("image_shares");
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(table).unwrap();
-            let mut share = t.get(id.0.as_slice()).unwrap().unwrap().value().to_vec();
-            share[500] ^= 0x55;
-            t.insert(id.0.as_slice(), share.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    c.down(3).await;
+    flip_byte(&c.dir.join("node2.redb"), "image_shares", &id, 500);
+    flip_byte(&c.dir.join("node3.redb"), "manifests", &id, 40);
     c.up(2).await;
-    assert_eq!(c.client.get(id).await.unwrap(), file);
+    c.up(3).await;
+    let rebuilt = c.client.get(id).await.unwrap();
+    assert_eq!(rebuilt.image, file);
+    let named: Vec<_> = rebuilt
+        .faults
+        .iter()
+        .map(|f| (f.node, f.reason.as_str()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (2, "node 2 share failed its digest"),
+            (3, "returned a manifest that is not the owner's")
+        ]
+    );
     // With two more nodes down only node 2's bad share and one good one remain: named.
     c.down(4).await;
     c.down(5).await;

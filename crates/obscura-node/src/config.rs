@@ -125,19 +125,6 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
-/// Parse 64 hex digits into 32 bytes.
-pub(crate) fn hex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Everything a running node needs, loaded and checked.
 pub struct LoadedNode {
     /// The configuration.
@@ -183,7 +170,7 @@ impl LoadedNode {
                 config.node, config.n
             )));
         }
-        let owner = hex32(&config.owner_public_key)
+        let owner = obscura_tokens::keyfile::hex32(&config.owner_public_key)
             .and_then(|b| VerifyingKey::from_bytes(&b).ok())
             .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
         let wrapping = match std::env::var(WRAPPING_KEY_ENV) {

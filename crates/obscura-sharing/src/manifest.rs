@@ -453,6 +453,18 @@ impl VerifiedManifest {
     /// [`Error::ContentDigestMismatch`] if the result does not match (which a correct
     /// reconstruction of verified shares cannot produce).
     pub fn reconstruct(&self, shares: Vec<ByteShare>) -> Result<Vec<u8>, Error> {
+        self.reconstruct_naming(shares).map(|(image, _)| image)
+    }
+
+    /// [`reconstruct`](Self::reconstruct), also returning the nodes whose shares were refused
+    /// when the image could still be rebuilt without them, so a caller can name them.
+    ///
+    /// # Errors
+    /// As [`reconstruct`](Self::reconstruct).
+    pub fn reconstruct_naming(
+        &self,
+        shares: Vec<ByteShare>,
+    ) -> Result<(Vec<u8>, Vec<Culprit>), Error> {
         let (good, culprits) = self.partition_image_shares(shares);
         let k = self.0.k as usize;
         if good.len() < k {
@@ -469,6 +481,6 @@ impl VerifiedManifest {
                 image: self.0.image_id,
             });
         }
-        Ok(out)
+        Ok((out, culprits))
     }
 }

@@ -42,17 +42,9 @@ impl WrappingKey {
     /// # Errors
     /// [`Error::BadWrappingKey`] for anything else.
     pub fn from_hex(text: &str) -> Result<Self, Error> {
-        let text = text.trim();
-        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::BadWrappingKey(
-                "expected 64 hexadecimal digits".into(),
-            ));
-        }
-        let mut k = [0u8; 32];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("checked hex");
-        }
-        Ok(WrappingKey(k))
+        hex32(text)
+            .map(WrappingKey)
+            .ok_or_else(|| Error::BadWrappingKey("expected 64 hexadecimal digits".into()))
     }
 
     /// The key as 64 hex digits, for writing to its own file once at set-up.
@@ -186,4 +178,18 @@ pub fn open(bytes: &[u8], purpose: &str, key: &WrappingKey) -> Result<OpenedKey,
         version,
         secret: Zeroizing::new(secret),
     })
+}
+
+/// Parse 64 hex digits (surrounding whitespace ignored) into 32 bytes: keys and public keys in
+/// the cluster's text files.
+pub fn hex32(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }

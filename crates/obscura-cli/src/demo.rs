@@ -1,0 +1,469 @@
+//! `obscura demo`: the whole system on one machine, checked.
+//!
+//! A temporary 5-node cluster runs as real `obscura node run` processes on loopback. The demo
+//! indexes every photo, searches privately with four edited variants of each (JPEG re-encode,
+//! half size, noise, brightness), reports recall and latencies, rebuilds the top match of one
+//! query byte for byte, verifies every node's audit log, and stops the nodes. Any failed check
+//! makes the exit status non-zero.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use obscura_client::Client;
+use obscura_sharing::manifest::ImageId;
+use serde_json::{json, Value};
+
+use crate::variants::Edit;
+use crate::{init, nodes};
+
+/// Smallest recall@10 the demo accepts on the photos it is given.
+const RECALL_AT_10_FLOOR: f64 = 0.9;
+/// Images indexed at once.
+const IN_FLIGHT: usize = 4;
+
+/// What `obscura demo` was asked.
+pub struct DemoOptions {
+    pub photos: Option<PathBuf>,
+    pub json: bool,
+    pub keep: bool,
+}
+
+/// The photos folder: the one given, else the repository's `testdata/photos`.
+fn photos_dir(given: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        return if p.is_dir() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!("{}: not a folder", p.display()))
+        };
+    }
+    let candidates = [
+        PathBuf::from("testdata/photos"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/photos"),
+        PathBuf::from("../shared/testdata/photos"),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.is_dir())
+        .ok_or_else(|| "no photos folder found; pass --photos DIR".to_string())
+}
+
+/// A base port with `n` consecutive ports free on loopback.
+fn free_base_port(n: u16) -> Result<u16, String> {
+    let seed = std::process::id() as u16;
+    (0..500u16)
+        .map(|i| 20_000 + (seed.wrapping_add(i.wrapping_mul(97))) % 40_000)
+        .find(|&base| (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .ok_or_else(|| format!("no {n} consecutive free ports on 127.0.0.1"))
+}
+
+/// Removes the demo's folder when dropped, unless asked to keep it.
+struct Scratch {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.keep {
+            std::fs::remove_dir_all(&self.dir).ok();
+        }
+    }
+}
+
+/// Says what is happening: a progress bar on a terminal, plain lines otherwise, nothing with
+/// `--json` (whose output is the one object at the end).
+struct Progress {
+    json: bool,
+    tty: bool,
+}
+
+impl Progress {
+    fn say(&self, line: &str) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
+    fn bar(&self, len: usize, what: &str) -> indicatif::ProgressBar {
+        if self.json || !self.tty {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        bar
+    }
+}
+
+struct Photo {
+    name: String,
+    bytes: Vec<u8>,
+    decoded: image::DynamicImage,
+}
+
+fn load_photos(dir: &Path, progress: &Progress) -> Result<Vec<Photo>, String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    let mut photos = Vec::new();
+    for p in paths {
+        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        // The same checks (and limits) as indexing, before decoding for the variants.
+        if let Err(e) = obscura_phash::phash64(&bytes) {
+            progress.say(&format!("skipping {}: {e}", p.display()));
+            continue;
+        }
+        let decoded = image::load_from_memory(&bytes)
+            .map_err(|e| format!("{}: cannot decode for variants: {e}", p.display()))?;
+        let name = p
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        photos.push(Photo {
+            name,
+            bytes,
+            decoded,
+        });
+    }
+    if photos.len() < 2 {
+        return Err(format!(
+            "{} holds {} usable photo(s); the demo needs at least 2",
+            dir.display(),
+            photos.len()
+        ));
+    }
+    Ok(photos)
+}
+
+fn percentile(sorted: &[f64], p: usize) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
+fn stats_ms(mut v: Vec<f64>) -> Value {
+    v.sort_by(f64::total_cmp);
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    json!({"p50": percentile(&v, 50), "p95": percentile(&v, 95), "mean": mean})
+}
+
+struct QueryRow {
+    query: String,
+    truth: usize,
+    best: Option<(ImageId, u32)>,
+    in_top10: bool,
+    error: Option<String>,
+}
+
+/// Run the demo; `Ok(true)` when every check passed.
+pub async fn run(opt: DemoOptions) -> Result<bool, String> {
+    let progress = Progress {
+        json: opt.json,
+        tty: std::io::stderr().is_terminal(),
+    };
+    let photos_dir = photos_dir(opt.photos.as_deref())?;
+    let photos = load_photos(&photos_dir, &progress)?;
+
+    // Variants first: a photo that cannot be edited fails before any node starts.
+    let bar = progress.bar(photos.len(), "variants");
+    let mut queries = Vec::new();
+    for (i, p) in photos.iter().enumerate() {
+        for (j, edit) in Edit::ALL.iter().enumerate() {
+            let bytes = edit
+                .apply(&p.decoded, 2025 + (i * Edit::ALL.len() + j) as u64)
+                .map_err(|e| format!("{} ({}): {e}", p.name, edit.name()))?;
+            queries.push((format!("{}.{}", p.name, edit.name()), i, bytes));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let scratch = Scratch {
+        dir: std::env::temp_dir().join(format!(
+            "obscura-demo-{}-{:08x}",
+            std::process::id(),
+            rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+        )),
+        keep: opt.keep,
+    };
+    let cluster = scratch.dir.join("cluster");
+    std::fs::create_dir_all(&scratch.dir).map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
+    init::init(
+        &cluster,
+        &init::InitOptions {
+            nodes: 5,
+            threshold: 3,
+            host: "127.0.0.1".into(),
+            base_port: free_base_port(5)?,
+        },
+    )?;
+    progress.say(&format!(
+        "cluster: 5 nodes (3-of-5, searches need all 2t + 1 = 5) in {}",
+        cluster.display()
+    ));
+    let mut running = nodes::Running::start(&cluster, Some(&scratch.dir))?;
+    let outcome = exercise(&cluster, &photos, queries, &progress, &mut running).await;
+    let stopped = running.stop().await;
+    let (mut report, mut ok) = outcome?;
+    let clean = stopped
+        .iter()
+        .all(|(_, s)| s.as_ref().is_ok_and(|s| s.success()));
+    ok &= clean;
+    report["checks"]["nodes_stopped_cleanly"] = json!(clean);
+    report["ok"] = json!(ok);
+    if opt.keep {
+        report["kept"] = json!(scratch.dir.display().to_string());
+    }
+    if opt.json {
+        println!("{report}");
+    } else {
+        for (node, s) in &stopped {
+            match s {
+                Ok(s) if s.success() => {}
+                Ok(s) => println!("node {node} stopped badly: {s}"),
+                Err(e) => println!("node {node}: {e}"),
+            }
+        }
+        println!(
+            "nodes stopped{}",
+            if opt.keep {
+                format!("; cluster and node logs kept in {}", scratch.dir.display())
+            } else {
+                String::new()
+            }
+        );
+        println!("{}", if ok { "demo passed" } else { "demo FAILED" });
+    }
+    Ok(ok)
+}
+
+/// Everything done while the nodes run: index, search, rebuild, audit.
+async fn exercise(
+    cluster: &Path,
+    photos: &[Photo],
+    queries: Vec<(String, usize, Vec<u8>)>,
+    progress: &Progress,
+    running: &mut nodes::Running,
+) -> Result<(Value, bool), String> {
+    let parts = obscura_client::config::load(cluster).map_err(|e| e.to_string())?;
+    let client = Arc::new(Client::new(parts).map_err(|e| e.to_string())?);
+    running.wait_ready(&client, Duration::from_secs(30)).await?;
+
+    // Index.
+    let bar = progress.bar(photos.len(), "index");
+    let t0 = Instant::now();
+    let mut ids: Vec<Option<ImageId>> = vec![None; photos.len()];
+    let mut set = tokio::task::JoinSet::new();
+    let mut index_errors = Vec::new();
+    let mut next = 0;
+    while next < photos.len() || !set.is_empty() {
+        while next < photos.len() && set.len() < IN_FLIGHT {
+            let (c, bytes, i) = (client.clone(), photos[next].bytes.clone(), next);
+            set.spawn(async move { (i, c.index(&bytes).await) });
+            next += 1;
+        }
+        match set.join_next().await {
+            Some(Ok((i, Ok(id)))) => ids[i] = Some(id),
+            Some(Ok((i, Err(e)))) => index_errors.push(format!("{}: {e}", photos[i].name)),
+            Some(Err(e)) => index_errors.push(e.to_string()),
+            None => {}
+        }
+        bar.inc(1);
+    }
+    let index_s = t0.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let indexed = ids.iter().filter(|i| i.is_some()).count();
+    let bytes_in: usize = photos.iter().map(|p| p.bytes.len()).sum();
+    progress.say(&format!(
+        "indexed {indexed} of {} photos ({:.1} MB) in {:.2} s: {:.1} images/s",
+        photos.len(),
+        bytes_in as f64 / 1e6,
+        index_s,
+        indexed as f64 / index_s
+    ));
+    for e in &index_errors {
+        progress.say(&format!("  index failed: {e}"));
+    }
+    let name_of: HashMap<ImageId, &str> = ids
+        .iter()
+        .zip(photos)
+        .filter_map(|(id, p)| id.map(|id| (id, p.name.as_str())))
+        .collect();
+
+    // Search with every variant.
+    let bar = progress.bar(queries.len(), "search");
+    let (mut s1, mut s2, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sent, mut received, mut candidates) = (0u64, 0u64, 0usize);
+    let mut rows = Vec::new();
+    for (query, truth, bytes) in &queries {
+        let row = match client.search(bytes, 10, 10).await {
+            Ok(out) => {
+                s1.push(out.stage1.as_secs_f64() * 1e3);
+                s2.push(out.stage2.as_secs_f64() * 1e3);
+                total.push(out.total.as_secs_f64() * 1e3);
+                sent += out.bytes_sent;
+                received += out.bytes_received;
+                candidates += out.candidates;
+                QueryRow {
+                    query: query.clone(),
+                    truth: *truth,
+                    best: out.matches.first().map(|m| (m.id, m.distance)),
+                    in_top10: ids[*truth].is_some_and(|id| out.matches.iter().any(|m| m.id == id)),
+                    error: None,
+                }
+            }
+            Err(e) => QueryRow {
+                query: query.clone(),
+                truth: *truth,
+                best: None,
+                in_top10: false,
+                error: Some(e.to_string()),
+            },
+        };
+        rows.push(row);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let correct = |r: &QueryRow| r.best.is_some_and(|(id, _)| Some(id) == ids[r.truth]);
+    let n_queries = rows.len().max(1) as f64;
+    let recall1 = rows.iter().filter(|r| correct(r)).count() as f64 / n_queries;
+    let recall10 = rows.iter().filter(|r| r.in_top10).count() as f64 / n_queries;
+    let search_errors = rows.iter().filter(|r| r.error.is_some()).count();
+
+    if !progress.json {
+        println!();
+        println!(
+            "{:<28} {:<22} {:>8}  result",
+            "query", "best match", "distance"
+        );
+        for r in &rows {
+            let (best, dist) = match (&r.error, r.best) {
+                (Some(e), _) => (format!("error: {e}"), String::new()),
+                (None, Some((id, d))) => {
+                    (name_of.get(&id).unwrap_or(&"?").to_string(), d.to_string())
+                }
+                (None, None) => ("(none within 10)".into(), String::new()),
+            };
+            let verdict = if correct(r) { "right" } else { "WRONG" };
+            println!("{:<28} {:<22} {:>8}  {verdict}", r.query, best, dist);
+        }
+        println!();
+    }
+    let stages = json!({
+        "stage1": stats_ms(s1),
+        "stage2": stats_ms(s2),
+        "total": stats_ms(total),
+    });
+    progress.say(&format!(
+        "{} queries: recall@1 = {recall1:.3}, recall@10 = {recall10:.3}",
+        rows.len()
+    ));
+    progress.say(&format!(
+        "latency ms (p50 / p95): stage 1 {:.1} / {:.1}, stage 2 {:.1} / {:.1}, total {:.1} / {:.1}",
+        stages["stage1"]["p50"].as_f64().unwrap_or(0.0),
+        stages["stage1"]["p95"].as_f64().unwrap_or(0.0),
+        stages["stage2"]["p50"].as_f64().unwrap_or(0.0),
+        stages["stage2"]["p95"].as_f64().unwrap_or(0.0),
+        stages["total"]["p50"].as_f64().unwrap_or(0.0),
+        stages["total"]["p95"].as_f64().unwrap_or(0.0),
+    ));
+    progress.say(&format!(
+        "per query: {:.0} candidates, {:.0} bytes sent, {:.0} received (all nodes together)",
+        candidates as f64 / n_queries,
+        sent as f64 / n_queries,
+        received as f64 / n_queries
+    ));
+
+    // Rebuild the first query's top match and compare with the photo it came from.
+    let rebuild = match rows.first().and_then(|r| r.best) {
+        None => json!({"ok": false, "error": "the first query found nothing to rebuild"}),
+        Some((id, _)) => {
+            let source = ids.iter().position(|x| *x == Some(id));
+            let t = Instant::now();
+            match client.get(id).await {
+                Ok(r) => {
+                    let identical = source.is_some_and(|i| photos[i].bytes == r.image);
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    progress.say(&format!(
+                        "rebuilt {} ({} bytes) from the nodes in {ms:.1} ms: {}",
+                        source.map_or("?", |i| photos[i].name.as_str()),
+                        r.image.len(),
+                        if identical {
+                            "byte-identical to the indexed file"
+                        } else {
+                            "DIFFERENT from the indexed file"
+                        }
+                    ));
+                    json!({"ok": identical, "id": id.to_string(), "bytes": r.image.len(),
+                        "identical": identical, "ms": ms})
+                }
+                Err(e) => {
+                    progress.say(&format!("rebuild failed: {e}"));
+                    json!({"ok": false, "id": id.to_string(), "error": e.to_string()})
+                }
+            }
+        }
+    };
+
+    // Every node's audit log: chain and signed checkpoints.
+    let verdicts = crate::audit::verify_cluster(cluster, &client).await?;
+    let audit_ok = verdicts.iter().all(|v| v.outcome.is_ok());
+    for v in &verdicts {
+        match &v.outcome {
+            Ok(r) => progress.say(&format!(
+                "node {} audit log: {} entries, {} signed checkpoints, chain intact",
+                v.node, r.entries, r.checkpoints
+            )),
+            Err(e) => progress.say(&format!("node {} audit log FAILED: {e}", v.node)),
+        }
+    }
+
+    let checks = json!({
+        "all_indexed": indexed == photos.len(),
+        "no_search_errors": search_errors == 0,
+        "recall_at_10_at_least_0_9": recall10 >= RECALL_AT_10_FLOOR,
+        "rebuild_byte_identical": rebuild["ok"] == json!(true),
+        "audit_logs_verify": audit_ok,
+    });
+    let ok = checks
+        .as_object()
+        .is_some_and(|m| m.values().all(|v| v == &json!(true)));
+    let report = json!({
+        "photos": photos.len(),
+        "variants": Edit::ALL.iter().map(|e| e.name()).collect::<Vec<_>>(),
+        "queries": rows.len(),
+        "recall_at_1": recall1,
+        "recall_at_10": recall10,
+        "index": {"images": indexed, "bytes": bytes_in, "seconds": index_s,
+            "images_per_s": indexed as f64 / index_s, "in_flight": IN_FLIGHT,
+            "errors": index_errors},
+        "latency_ms": stages,
+        "per_query": {"candidates": candidates as f64 / n_queries,
+            "bytes_sent": sent as f64 / n_queries, "bytes_received": received as f64 / n_queries},
+        "results": rows.iter().map(|r| json!({
+            "query": r.query,
+            "expected": photos[r.truth].name,
+            "best": r.best.map(|(id, _)| name_of.get(&id).copied().unwrap_or("?")),
+            "distance": r.best.map(|(_, d)| d),
+            "right": correct(r),
+            "in_top_10": r.in_top10,
+            "error": r.error,
+        })).collect::<Vec<_>>(),
+        "rebuild": rebuild,
+        "checks": checks,
+    });
+    Ok((report, ok))
+}
