@@ -140,6 +140,7 @@ fn build(dir: &Path, n: usize, k: usize, t: usize, opt: &InitOptions) -> Result<
             owner_public_key: owner_hex.clone(),
             replay_window_s: 120,
             checkpoint_interval_s: 60,
+            pending_timeout_s: 600,
         };
         write(
             &nd.join("node.json"),

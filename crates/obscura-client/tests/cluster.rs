@@ -85,6 +85,7 @@ impl Cluster {
                     .collect(),
                 replay_window_s: 120,
                 checkpoint_interval_s: 3600,
+                pending_timeout_s: 600,
             };
             std::fs::write(
                 dir.join(format!("node{node}.json")),

@@ -80,8 +80,16 @@ pub struct NodeConfig {
     pub owner_public_key: String,
     /// Allowed clock skew and replay window, seconds.
     pub replay_window_s: u64,
-    /// How often the audit log is signed, seconds.
+    /// How often the audit log is signed (and stale pending images purged), seconds.
     pub checkpoint_interval_s: u64,
+    /// A prepared image not committed within this many seconds was abandoned by its client
+    /// (it crashed, or another node failed) and is purged.
+    #[serde(default = "default_pending_timeout")]
+    pub pending_timeout_s: u64,
+}
+
+fn default_pending_timeout() -> u64 {
+    600
 }
 
 /// The secrets sealed for one node.

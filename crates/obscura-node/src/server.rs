@@ -351,6 +351,7 @@ pub async fn serve(
         .with_state(state.clone());
     let acceptor = TlsAcceptor::from(node.tls);
     let checkpoint_every = Duration::from_secs(node.config.checkpoint_interval_s.max(1));
+    let pending_timeout = node.config.pending_timeout_s;
     let mut ticker = tokio::time::interval(checkpoint_every);
     ticker.tick().await;
     tokio::pin!(shutdown);
@@ -363,8 +364,13 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = ticker.tick() => {
                 let s = state.clone();
-                // A failed periodic checkpoint is retried at the next tick.
-                let _ = tokio::task::spawn_blocking(move || s.store.audit_checkpoint(&s.audit_key, now())).await;
+                // Failures are retried at the next tick.
+                let _ = tokio::task::spawn_blocking(move || {
+                    let now = now();
+                    s.store.purge_pending(now.saturating_sub(pending_timeout), now)?;
+                    s.store.audit_checkpoint(&s.audit_key, now)
+                })
+                .await;
             }
             accepted = listener.accept() => {
                 let Ok((tcp, _peer)) = accepted else { continue };

@@ -252,6 +252,43 @@ async fn unsigned_or_mismatched_uploads_are_rejected_and_not_stored() {
 }
 
 #[tokio::test]
+async fn a_prepared_image_never_committed_is_purged() {
+    let node = TestNode::start_with("purge", |c| {
+        c.checkpoint_interval_s = 1;
+        c.pending_timeout_s = 0;
+    })
+    .await;
+    let abandoned = upload(&node.owner, "coffee.png", 4);
+    let (s, _) = node.send(&TestNode::request(prepare(&abandoned))).await;
+    assert_eq!(s, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match node.send(&TestNode::request(RequestBody::Status)).await {
+            (200, ResponseBody::Status { pending: 0, .. }) => break,
+            (200, ResponseBody::Status { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "never purged");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, b) = node.send(&TestNode::request(RequestBody::Audit)).await;
+    let ResponseBody::Audit { entries } = b else {
+        panic!("{b:?}")
+    };
+    assert!(entries
+        .iter()
+        .any(|e| e.kind == obscura_store::AuditKind::Purge.tag() && e.subject == abandoned.id.0));
+    // Committing it now finds nothing.
+    let (s, b) = node
+        .send(&TestNode::request(RequestBody::Commit {
+            image: abandoned.id.0,
+        }))
+        .await;
+    assert_eq!((s, code(&b)), (404, Some(ErrorCode::UnknownImage)));
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn clients_without_a_cluster_certificate_cannot_connect() {
     let node = TestNode::start("stranger").await;
     let other =

@@ -19,7 +19,9 @@ fn populated(dir: &TempDir, key: &SigningKey) {
         store.commit(&p.id, 20 + u64::from(i)).unwrap();
     }
     store.record_query(&[5; 16], b"candidates=3", 30).unwrap();
-    store.audit_checkpoint(key, 31).unwrap();
+    let signed = store.audit_checkpoint(key, 31).unwrap();
+    // Signing again with nothing new adds nothing.
+    assert_eq!(store.audit_checkpoint(key, 32).unwrap(), signed);
     store.delete(&Parts::new(1).id, 40).unwrap();
 }
 

@@ -29,6 +29,11 @@ pub struct TestNode {
 impl TestNode {
     /// Node 1 of a 5-node cluster, started in this process on 127.0.0.1.
     pub async fn start(name: &str) -> TestNode {
+        Self::start_with(name, |_| {}).await
+    }
+
+    /// [`start`](Self::start) with the configuration changed by `adjust` first.
+    pub async fn start_with(name: &str, adjust: impl FnOnce(&mut NodeConfig)) -> TestNode {
         let dir = std::env::temp_dir().join(format!(
             "obscura-node-{name}-{}-{}",
             std::process::id(),
@@ -59,7 +64,7 @@ impl TestNode {
         .unwrap();
         std::fs::write(dir.join("ca.pem"), &tls.ca_cert_pem).unwrap();
         std::fs::write(dir.join("cert.pem"), &tls.nodes[0].cert_pem).unwrap();
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             node: 1,
             n: N as u8,
             k: 3,
@@ -78,7 +83,9 @@ impl TestNode {
                 .collect(),
             replay_window_s: 120,
             checkpoint_interval_s: 3600,
+            pending_timeout_s: 600,
         };
+        adjust(&mut config);
         std::fs::write(
             dir.join("node.json"),
             serde_json::to_vec_pretty(&config).unwrap(),
