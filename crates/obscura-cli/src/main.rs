@@ -434,6 +434,24 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode, String> {
     let client = client(cluster)?;
     let files = collect_files(paths)?;
+    // Images of an earlier index that was interrupted are removed before new ones go in.
+    let finished = client
+        .finish_interrupted()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !finished.removed.is_empty() {
+        eprintln!(
+            "removed {} image(s) left at some nodes by an interrupted index",
+            finished.removed.len()
+        );
+    }
+    for (id, failures) in &finished.remaining {
+        let nodes: Vec<String> = failures.iter().map(|f| f.node.to_string()).collect();
+        eprintln!(
+            "warning: image {id} of an interrupted index is still at node(s) {}; it is removed when they are back",
+            nodes.join(", ")
+        );
+    }
     let bar = if !json && std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(files.len() as u64)
     } else {

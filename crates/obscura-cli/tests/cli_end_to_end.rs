@@ -1,92 +1,16 @@
 //! The `obscura` command against real node processes on loopback: init, up, index, search, get,
 //! a node killed with SIGKILL, and the errors users meet.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_obscura");
-
-fn obscura(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn testdata(p: &str) -> String {
-    format!("{}/../../testdata/{p}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A base port with `n` consecutive free ports after it.
-fn free_ports(n: u16) -> u16 {
-    let start = 20_000 + (std::process::id() % 20_000) as u16;
-    (0..2000u16)
-        .map(|i| start.wrapping_add(i * 7) % 40_000 + 20_000)
-        .find(|&base| (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
-        .expect("free ports")
-}
-
-struct Up {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        // Any node left behind by a failed test.
-        let _ = Command::new("pkill")
-            .args(["-9", "-f", &format!("node run {}", self.dir.display())])
-            .status();
-        std::fs::remove_dir_all(&self.dir).ok();
-    }
-}
-
-fn start(dir: &Path) -> Up {
-    let child = Command::new(BIN)
-        .args(["cluster", "up"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = Up {
-        child,
-        dir: dir.to_path_buf(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let cluster = dir.to_str().unwrap();
-    while !obscura(&["status", "--cluster", cluster]).status.success() {
-        assert!(Instant::now() < deadline, "cluster did not come up");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    up
-}
+use common::{init_cluster, obscura, start, stop_node, testdata, text};
 
 #[test]
 fn init_up_index_search_get_and_failures() {
-    let dir = std::env::temp_dir().join(format!("obscura-cli-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    let base = free_ports(5).to_string();
+    let dir = init_cluster("e2e");
     let cluster = dir.to_str().unwrap();
-    let init = obscura(&["cluster", "init", cluster, "--base-port", &base]);
-    assert!(init.status.success(), "{}", text(&init));
     // Init refuses to overwrite.
     let again = obscura(&["cluster", "init", cluster]);
     assert!(!again.status.success() && text(&again).contains("already exists"));
@@ -154,13 +78,7 @@ fn init_up_index_search_get_and_failures() {
     );
 
     // Node 5 killed: get still works; search fails at once, naming node 5.
-    let node5 = format!("node run {}", dir.join("node5").join("node.json").display());
-    assert!(Command::new("pkill")
-        .args(["-9", "-f", &node5])
-        .status()
-        .unwrap()
-        .success());
-    std::thread::sleep(Duration::from_millis(300));
+    stop_node(&dir, 5, "KILL");
     let out = obscura(&[
         "get",
         "--cluster",
@@ -198,4 +116,33 @@ fn init_up_index_search_get_and_failures() {
     let out = obscura(&["hash", &testdata("photos/camera.png")]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0xbff1c1c0434e8cbc  "));
     drop(up);
+}
+
+#[test]
+fn the_demo_passes_on_three_photos_and_cleans_up() {
+    let photos = std::env::temp_dir().join(format!("obscura-demo-photos-{}", std::process::id()));
+    std::fs::remove_dir_all(&photos).ok();
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["camera.png", "coffee.png", "rocket.jpg"] {
+        std::fs::copy(testdata(&format!("photos/{name}")), photos.join(name)).unwrap();
+    }
+    let out = obscura(&["demo", "--json", "--photos", photos.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        (v["photos"].as_u64(), v["queries"].as_u64()),
+        (Some(3), Some(12))
+    );
+    assert_eq!(v["recall_at_1"], 1.0, "{v}");
+    assert_eq!(v["rebuild"]["identical"], true);
+    assert!(v["checks"].as_object().unwrap().values().all(|c| c == true));
+    assert!(v["index"]["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["latency_ms"]["total"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(v.get("kept").is_none());
+
+    // A photos folder that does not exist: a clear error, non-zero exit.
+    let out = obscura(&["demo", "--photos", "/no/such/folder"]);
+    assert!(!out.status.success() && text(&out).contains("not a folder"));
+    std::fs::remove_dir_all(&photos).ok();
 }

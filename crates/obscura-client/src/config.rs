@@ -142,5 +142,6 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
         owner_public,
         plan,
         timeout: Duration::from_millis(config.timeout_ms),
+        journal: Some(dir.join("client").join("journal")),
     })
 }

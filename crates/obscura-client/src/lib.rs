@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod journal;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +63,11 @@ pub enum Error {
         /// Every node that did not contribute a good share, and why.
         failures: Vec<NodeFailure>,
     },
+    /// The indexing journal cannot be written or read. An image this concerns was not reported
+    /// as indexed; whatever of it reached the nodes is removed by a later
+    /// [`Client::finish_interrupted`].
+    #[error("the indexing journal: {0}")]
+    Journal(std::io::Error),
     /// No node holds the image.
     #[error("image {0} is not stored in this cluster")]
     UnknownImage(ImageId),
@@ -106,6 +112,9 @@ pub struct ClientParts {
     pub plan: BatchPlan,
     /// Limit for each call to a node.
     pub timeout: Duration,
+    /// Folder of the indexing journal (see [`Client::finish_interrupted`]); `None` keeps no
+    /// journal, and an index interrupted by a crash may then leave an image at some nodes.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 /// A connected client.
@@ -119,6 +128,16 @@ pub struct Client {
     owner: Option<SigningKey>,
     owner_public: VerifyingKey,
     plan: BatchPlan,
+    journal: Option<journal::Journal>,
+}
+
+/// What [`Client::finish_interrupted`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Interrupted {
+    /// Images of interrupted indexing now removed from every node.
+    pub removed: Vec<ImageId>,
+    /// Those that some node could not confirm removing yet; tried again next time.
+    pub remaining: Vec<(ImageId, Vec<NodeFailure>)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -187,6 +206,7 @@ impl Client {
             owner: parts.owner,
             owner_public: parts.owner_public,
             plan: parts.plan,
+            journal: parts.journal.map(journal::Journal::new),
         })
     }
 
@@ -254,6 +274,9 @@ impl Client {
         )?
         .sign(owner)?
         .to_bytes();
+        if let Some(j) = &self.journal {
+            j.begin(&id).map_err(Error::Journal)?;
+        }
         let prepared = self
             .call_all(|x| {
                 let i = x as usize - 1;
@@ -272,7 +295,7 @@ impl Client {
             .await;
         let failures = failures_of(&prepared);
         if !failures.is_empty() {
-            self.forget(id).await;
+            self.forget(id).await?;
             return Err(Error::Nodes {
                 what: "indexing (prepare)",
                 failures,
@@ -281,18 +304,56 @@ impl Client {
         let committed = self.call_all(|_| RequestBody::Commit { image: id.0 }).await;
         let failures = failures_of(&committed);
         if !failures.is_empty() {
-            self.forget(id).await;
+            self.forget(id).await?;
             return Err(Error::Nodes {
                 what: "indexing (commit)",
                 failures,
             });
         }
+        if let Some(j) = &self.journal {
+            j.end(&id).map_err(Error::Journal)?;
+        }
         Ok(id)
     }
 
-    /// Best-effort removal after a failed index.
-    async fn forget(&self, id: ImageId) {
-        let _ = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
+    /// Remove an image that could not be indexed from every node. The journal entry stays
+    /// while any node has not confirmed, for [`finish_interrupted`](Self::finish_interrupted).
+    async fn forget(&self, id: ImageId) -> Result<Vec<NodeFailure>, Error> {
+        let results = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
+        let open: Vec<_> = failures_of(&results)
+            .into_iter()
+            .filter(|f| !f.reason.starts_with("unknown image"))
+            .collect();
+        if let Some(j) = &self.journal {
+            if open.is_empty() {
+                j.end(&id).map_err(Error::Journal)?;
+            } else {
+                j.release(&id);
+            }
+        }
+        Ok(open)
+    }
+
+    /// Finish indexing that was interrupted (a killed client, or a node down during the
+    /// clean-up of a failed index): every image in the journal whose writer is gone is deleted
+    /// from every node. None of them was ever reported as indexed.
+    ///
+    /// # Errors
+    /// [`Error::Nodes`] when the journal cannot be read.
+    pub async fn finish_interrupted(&self) -> Result<Interrupted, Error> {
+        let Some(j) = &self.journal else {
+            return Ok(Interrupted::default());
+        };
+        let mut out = Interrupted::default();
+        for id in j.abandoned().map_err(Error::Journal)? {
+            let open = self.forget(id).await?;
+            if open.is_empty() {
+                out.removed.push(id);
+            } else {
+                out.remaining.push((id, open));
+            }
+        }
+        Ok(out)
     }
 
     /// Delete an image from every node.

@@ -109,6 +109,7 @@ impl Cluster {
             owner_public: owner.verifying_key(),
             plan: BatchPlan::new(1, 12).unwrap(),
             timeout: Duration::from_secs(5),
+            journal: Some(dir.join("journal")),
         })
         .unwrap();
         let mut c = Cluster {
@@ -203,7 +204,17 @@ async fn index_search_get_across_five_nodes() {
             assert_eq!(s.unwrap(), (4, 0), "node {node}");
         }
     }
+    // The failed index was cleaned up at nodes 1–4; its journal entry stays until node 5
+    // confirms too, and is settled once node 5 is back.
+    assert_eq!(std::fs::read_dir(c.dir.join("journal")).unwrap().count(), 1);
     c.up(5).await;
+    let finished = c.client.finish_interrupted().await.unwrap();
+    assert_eq!((finished.removed.len(), finished.remaining.len()), (1, 0));
+    assert_eq!(std::fs::read_dir(c.dir.join("journal")).unwrap().count(), 0);
+    assert_eq!(
+        c.client.finish_interrupted().await.unwrap(),
+        Default::default()
+    );
     assert_eq!(
         c.client.search(&files[3], 10, 10).await.unwrap().matches[0].id,
         ids[3]

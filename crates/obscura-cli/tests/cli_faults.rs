@@ -1,0 +1,374 @@
+//! Faults against real node processes on loopback: a node killed with SIGKILL in the middle of
+//! indexing, tampered stores (shares, manifests, audit logs), replayed requests, and the garbage
+//! users hand the command line.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use redb::ReadableTable;
+
+use common::{
+    init_cluster, obscura, start, status, stop_node, testdata, text, wait_for_status, BIN,
+};
+
+/// Flip one byte of the value under `key` in a stopped node's redb table.
+fn flip_byte(dir: &Path, node: u8, table: &str, key: &[u8], at: usize) {
+    let db = redb::Database::open(dir.join(format!("node{node}")).join("store.redb")).unwrap();
+    let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(def).unwrap();
+        let mut value = t.get(key).unwrap().unwrap().value().to_vec();
+        value[at] ^= 0x55;
+        t.insert(key, value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+fn hex_id(s: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+#[test]
+fn kill_9_of_a_node_while_indexing_leaves_nothing_half_written() {
+    let dir = init_cluster("kill9");
+    let cluster = dir.to_str().unwrap();
+    let mut up = start(&dir);
+
+    // Index 60 files; once 10 are reported, node 3 is killed with SIGKILL.
+    let mut index = Command::new(BIN)
+        .args(["index", "--cluster", cluster])
+        .args([testdata("photos"), testdata("derived")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reported = Vec::new();
+    let mut killed = false;
+    for line in BufReader::new(index.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // "<32 hex digits>  <path>" for each image indexed.
+        if let Some((id, path)) = line.split_once("  ") {
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                reported.push((id.to_string(), path.to_string()));
+            }
+        }
+        if reported.len() == 10 && !killed {
+            stop_node(&dir, 3, "KILL");
+            killed = true;
+        }
+    }
+    assert!(!index.wait().unwrap().success(), "index must fail");
+    assert!(
+        killed && reported.len() >= 10 && reported.len() < 60,
+        "{reported:?}"
+    );
+
+    // Node 3 back: every reported image is present and rebuilds byte for byte, from all five.
+    up.restart_node(3);
+    wait_for_status(&dir);
+    let out_file = dir.join("rebuilt");
+    for (id, path) in &reported {
+        let out = obscura(&[
+            "get",
+            "--cluster",
+            cluster,
+            id,
+            "--out",
+            out_file.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{id} {path}: {}", text(&out));
+        assert!(!text(&out).contains("warning"), "{}", text(&out));
+        assert_eq!(
+            std::fs::read(&out_file).unwrap(),
+            std::fs::read(path).unwrap()
+        );
+    }
+
+    // The next index removes what the interrupted one left at some nodes; afterwards every node
+    // holds exactly the reported images plus the new one, none pending.
+    let out = obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        &testdata("photos/camera.png"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let expected = reported.len() as u64 + 1;
+    assert_eq!(status(&dir), vec![(expected, 0); 5]);
+    assert_eq!(
+        std::fs::read_dir(dir.join("client").join("journal"))
+            .unwrap()
+            .count(),
+        0
+    );
+    drop(up);
+}
+
+#[test]
+fn tampered_stores_are_named_and_the_image_still_rebuilt() {
+    let dir = init_cluster("tamper");
+    let cluster = dir.to_str().unwrap();
+    let mut up = start(&dir);
+    let out = obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        &testdata("photos/coffee.png"),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["indexed"][0]["id"].as_str().unwrap().to_string();
+    let verified = obscura(&["audit", "verify", "--cluster", cluster]);
+    assert!(verified.status.success(), "{}", text(&verified));
+
+    // Node 2's manifest, node 4's image share and node 1's audit log altered on disk.
+    for node in [1, 2, 4] {
+        stop_node(&dir, node, "TERM");
+    }
+    flip_byte(&dir, 2, "manifests", &hex_id(&id), 40);
+    flip_byte(&dir, 4, "image_shares", &hex_id(&id), 1000);
+    {
+        let db = redb::Database::open(dir.join("node1").join("store.redb")).unwrap();
+        let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(def).unwrap();
+            let mut entry = t.get(0).unwrap().unwrap().value().to_vec();
+            entry[70] ^= 1; // the first entry's time
+            t.insert(0, entry.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    for node in [1, 2, 4] {
+        up.restart_node(node);
+    }
+    wait_for_status(&dir);
+
+    let rebuilt = dir.join("coffee.png");
+    let out = obscura(&[
+        "get",
+        "--cluster",
+        cluster,
+        &id,
+        "--out",
+        rebuilt.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("node 2 not used: returned a manifest that is not the owner's")
+            && said.contains("node 4 not used: node 4 share failed its digest"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(&rebuilt).unwrap(),
+        std::fs::read(testdata("photos/coffee.png")).unwrap()
+    );
+
+    // The audit log of node 1 fails verification, naming the entry; the others pass.
+    let out = obscura(&["audit", "verify", "--cluster", cluster, "--json"]);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5);
+    assert_eq!(nodes[0]["ok"], false);
+    assert!(
+        nodes[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("audit entry 0"),
+        "{v}"
+    );
+    assert!(nodes[1..].iter().all(|n| n["ok"] == true), "{v}");
+    drop(up);
+}
+
+#[test]
+fn a_log_cut_back_to_an_older_valid_chain_is_caught() {
+    let dir = init_cluster("truncate");
+    let cluster = dir.to_str().unwrap();
+    let mut up = start(&dir);
+    let out = obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        &testdata("photos/camera.png"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = obscura(&["audit", "verify", "--cluster", cluster]);
+    assert!(first.status.success(), "{}", text(&first));
+    let out = obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        &testdata("photos/coffee.png"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let second = obscura(&["audit", "verify", "--cluster", cluster]);
+    assert!(second.status.success(), "{}", text(&second));
+
+    // Node 5's log loses its newest entries: what remains is still a valid, signed chain.
+    stop_node(&dir, 5, "TERM");
+    {
+        let db = redb::Database::open(dir.join("node5").join("store.redb")).unwrap();
+        let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+        let txn = db.begin_write().unwrap();
+        {
+            use redb::ReadableTableMetadata;
+            let mut t = txn.open_table(def).unwrap();
+            let len = t.len().unwrap();
+            for seq in 4..len {
+                t.remove(seq).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    up.restart_node(5);
+    wait_for_status(&dir);
+    let out = obscura(&["audit", "verify", "--cluster", cluster]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("node 5: FAILED") && text(&out).contains("truncated"),
+        "{}",
+        text(&out)
+    );
+    drop(up);
+}
+
+#[test]
+fn replayed_requests_and_garbage_are_refused_with_clear_errors() {
+    let dir = init_cluster("garbage");
+    let cluster = dir.to_str().unwrap();
+    let up = start(&dir);
+
+    // A request captured on the wire and sent again is refused by the node.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let parts = obscura_client::config::load(&dir).unwrap();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(parts.tls)
+            .build()
+            .unwrap();
+        let request = obscura_proto::Request {
+            request_id: [7; 16],
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            body: obscura_proto::RequestBody::Status,
+        }
+        .encode();
+        let url = format!("{}/v1/status", parts.nodes[0]);
+        let first = http.post(&url).body(request.clone()).send().await.unwrap();
+        assert_eq!(first.status().as_u16(), 200);
+        let again = http.post(&url).body(request).send().await.unwrap();
+        assert_eq!(again.status().as_u16(), 409);
+        let body = obscura_proto::Response::decode(&again.bytes().await.unwrap()).unwrap();
+        assert!(matches!(
+            body.0,
+            obscura_proto::ResponseBody::Error {
+                code: obscura_proto::ErrorCode::Replay,
+                ..
+            }
+        ));
+    });
+
+    // Truncated and oversized images are skipped with their reasons; the good one goes in.
+    let camera = std::fs::read(testdata("photos/camera.png")).unwrap();
+    let truncated = dir.join("truncated.png");
+    std::fs::write(&truncated, &camera[..camera.len() / 2]).unwrap();
+    let huge = dir.join("huge.png");
+    std::fs::write(&huge, png_header(100_000, 100_000)).unwrap();
+    let out = obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        truncated.to_str().unwrap(),
+        huge.to_str().unwrap(),
+        &testdata("photos/coffee.png"),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["indexed"].as_array().unwrap().len(), 1);
+    let skipped = v["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("cannot decode"));
+    assert!(skipped[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("more than the limit"));
+    assert_eq!(status(&dir), vec![(1, 0); 5]);
+
+    // An id no node holds; a path that does not exist; a search with a non-image.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let never = dir.join("never.png");
+    let out = obscura(&[
+        "get",
+        "--cluster",
+        cluster,
+        unknown,
+        "--out",
+        never.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success() && text(&out).contains("is not stored"));
+    assert!(!never.exists());
+    let out = obscura(&["delete", "--cluster", cluster, unknown]);
+    assert!(!out.status.success() && text(&out).contains("is not stored"));
+    let out = obscura(&["index", "--cluster", cluster, "/no/such/file.png"]);
+    assert!(!out.status.success() && text(&out).contains("no such file"));
+    let out = obscura(&["search", "--cluster", cluster, &testdata("LICENSES.md")]);
+    assert!(!out.status.success() && text(&out).contains("not a supported image"));
+    // A cluster directory of the wrong kind.
+    let out = obscura(&["status", "--cluster", dir.join("node1").to_str().unwrap()]);
+    assert!(!out.status.success() && text(&out).contains("cluster init"));
+    drop(up);
+}
+
+/// A PNG declaring `w × h` pixels: signature, header and the start of the pixel data, as a
+/// decompression bomb looks before it expands.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        let mut body = kind.to_vec();
+        body.extend(data);
+        let mut crc = !0u32;
+        for &b in &body {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        out.extend((data.len() as u32).to_be_bytes());
+        out.extend(&body);
+        out.extend((!crc).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut header = w.to_be_bytes().to_vec();
+    header.extend(h.to_be_bytes());
+    header.extend([8, 0, 0, 0, 0]); // 8-bit greyscale
+    chunk(&mut out, b"IHDR", &header);
+    // zlib header, then a non-final stored block of 1024 zero bytes.
+    let mut data = vec![0x78, 0x01, 0x00, 0x00, 0x04, 0xff, 0xfb];
+    data.extend([0u8; 1024]);
+    chunk(&mut out, b"IDAT", &data);
+    out
+}

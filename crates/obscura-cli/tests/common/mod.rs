@@ -1,0 +1,174 @@
+//! Helpers for driving the `obscura` binary and its node processes.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_obscura");
+
+pub fn obscura(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn testdata(p: &str) -> String {
+    format!("{}/../../testdata/{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A base port with `n` consecutive free ports after it. Tests of one binary run in parallel,
+/// so the search starts at a different place for each call.
+pub fn free_ports(n: u16) -> u16 {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = (nanos ^ std::process::id() ^ call.wrapping_mul(7919)) % 40_000;
+    (0..2000u32)
+        .map(|i| ((start + i * 61) % 40_000 + 20_000) as u16)
+        .find(|&base| (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .expect("free ports")
+}
+
+/// `obscura cluster init` of a fresh 3-of-5 cluster in the temporary folder.
+pub fn init_cluster(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("obscura-cli-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let base = free_ports(5).to_string();
+    let init = obscura(&[
+        "cluster",
+        "init",
+        dir.to_str().unwrap(),
+        "--base-port",
+        &base,
+    ]);
+    assert!(init.status.success(), "{}", text(&init));
+    dir
+}
+
+/// The `pkill -f` pattern of node `node`'s process.
+pub fn node_pattern(dir: &Path, node: u8) -> String {
+    format!(
+        "node run {}",
+        dir.join(format!("node{node}")).join("node.json").display()
+    )
+}
+
+/// Stop node `node` with `signal` ("TERM" or "KILL") and wait until its process is gone.
+pub fn stop_node(dir: &Path, node: u8, signal: &str) {
+    let pattern = node_pattern(dir, node);
+    assert!(Command::new("pkill")
+        .args([&format!("-{signal}"), "-f", &pattern])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Command::new("pgrep")
+        .args(["-f", &pattern])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "node {node} did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait until every node answers `obscura status`.
+pub fn wait_for_status(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cluster = dir.to_str().unwrap();
+    while !obscura(&["status", "--cluster", cluster]).status.success() {
+        assert!(Instant::now() < deadline, "cluster did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Each node's `(committed, pending)` from `obscura status`.
+pub fn status(dir: &Path) -> Vec<(u64, u64)> {
+    let out = obscura(&["status", "--cluster", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            // "node N: C images, P pending"
+            (w[2].parse().unwrap(), w[4].parse().unwrap())
+        })
+        .collect()
+}
+
+/// A running `obscura cluster up`, and nodes restarted on their own; all stopped when dropped.
+pub struct Up {
+    pub child: Child,
+    pub dir: PathBuf,
+    restarted: Vec<Child>,
+}
+
+impl Up {
+    /// Run node `node` on its own after it was stopped. Wait with [`wait_for_status`] once
+    /// every stopped node is restarted.
+    pub fn restart_node(&mut self, node: u8) {
+        let child = Command::new(BIN)
+            .args(["node", "run"])
+            .arg(self.dir.join(format!("node{node}")).join("node.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.restarted.push(child);
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for c in &mut self.restarted {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Any node left behind by a failed test.
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("node run {}", self.dir.display())])
+            .status();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+pub fn start(dir: &Path) -> Up {
+    let child = Command::new(BIN)
+        .args(["cluster", "up"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = Up {
+        child,
+        dir: dir.to_path_buf(),
+        restarted: Vec::new(),
+    };
+    wait_for_status(dir);
+    up
+}
