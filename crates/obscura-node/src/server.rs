@@ -374,6 +374,8 @@ pub async fn serve(
             }
             accepted = listener.accept() => {
                 let Ok((tcp, _peer)) = accepted else { continue };
+                // Small TLS records must not wait for delayed ACKs (40 ms per round on Linux).
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let app = app.clone();
                 connections.spawn(async move {
