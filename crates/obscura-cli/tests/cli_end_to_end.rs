@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{init_cluster, obscura, start, stop_node, testdata, text};
+use common::{get, init_cluster, obscura, start, stop_node, testdata, text};
 
 #[test]
 fn init_up_index_search_get_and_failures() {
@@ -63,14 +63,7 @@ fn init_up_index_search_get_and_failures() {
     // Get is byte-identical.
     let rebuilt = dir.join("rebuilt.png");
     let id = id_of("coffee.png");
-    let out = obscura(&[
-        "get",
-        "--cluster",
-        cluster,
-        &id,
-        "--out",
-        rebuilt.to_str().unwrap(),
-    ]);
+    let out = get(cluster, &id, &rebuilt);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         std::fs::read(&rebuilt).unwrap(),
@@ -79,14 +72,7 @@ fn init_up_index_search_get_and_failures() {
 
     // Node 5 killed: get still works; search fails at once, naming node 5.
     stop_node(&dir, 5, "KILL");
-    let out = obscura(&[
-        "get",
-        "--cluster",
-        cluster,
-        &id,
-        "--out",
-        rebuilt.to_str().unwrap(),
-    ]);
+    let out = get(cluster, &id, &rebuilt);
     assert!(out.status.success(), "{}", text(&out));
     let t0 = Instant::now();
     let out = obscura(&[

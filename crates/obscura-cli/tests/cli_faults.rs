@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use redb::ReadableTable;
 
 use common::{
-    init_cluster, obscura, start, status, stop_node, testdata, text, wait_for_status, BIN,
+    get, index_one, init_cluster, obscura, start, status, stop_node, testdata, text,
+    wait_for_status, BIN,
 };
 
 /// Flip one byte of the value under `key` in a stopped node's redb table.
@@ -25,6 +26,15 @@ fn flip_byte(dir: &Path, node: u8, table: &str, key: &[u8], at: usize) {
         value[at] ^= 0x55;
         t.insert(key, value.as_slice()).unwrap();
     }
+    txn.commit().unwrap();
+}
+
+/// Edit a stopped node's audit table.
+fn edit_audit(dir: &Path, node: u8, edit: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
+    let db = redb::Database::open(dir.join(format!("node{node}")).join("store.redb")).unwrap();
+    let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+    let txn = db.begin_write().unwrap();
+    edit(&mut txn.open_table(def).unwrap());
     txn.commit().unwrap();
 }
 
@@ -76,14 +86,7 @@ fn kill_9_of_a_node_while_indexing_leaves_nothing_half_written() {
     wait_for_status(&dir);
     let out_file = dir.join("rebuilt");
     for (id, path) in &reported {
-        let out = obscura(&[
-            "get",
-            "--cluster",
-            cluster,
-            id,
-            "--out",
-            out_file.to_str().unwrap(),
-        ]);
+        let out = get(cluster, id, &out_file);
         assert!(out.status.success(), "{id} {path}: {}", text(&out));
         assert!(!text(&out).contains("warning"), "{}", text(&out));
         assert_eq!(
@@ -94,13 +97,7 @@ fn kill_9_of_a_node_while_indexing_leaves_nothing_half_written() {
 
     // The next index removes what the interrupted one left at some nodes; afterwards every node
     // holds exactly the reported images plus the new one, none pending.
-    let out = obscura(&[
-        "index",
-        "--cluster",
-        cluster,
-        &testdata("photos/camera.png"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    index_one(cluster, &testdata("photos/camera.png"));
     let expected = reported.len() as u64 + 1;
     assert_eq!(status(&dir), vec![(expected, 0); 5]);
     assert_eq!(
@@ -117,16 +114,7 @@ fn tampered_stores_are_named_and_the_image_still_rebuilt() {
     let dir = init_cluster("tamper");
     let cluster = dir.to_str().unwrap();
     let mut up = start(&dir);
-    let out = obscura(&[
-        "index",
-        "--cluster",
-        cluster,
-        &testdata("photos/coffee.png"),
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = v["indexed"][0]["id"].as_str().unwrap().to_string();
+    let id = index_one(cluster, &testdata("photos/coffee.png"));
     let verified = obscura(&["audit", "verify", "--cluster", cluster]);
     assert!(verified.status.success(), "{}", text(&verified));
 
@@ -136,32 +124,18 @@ fn tampered_stores_are_named_and_the_image_still_rebuilt() {
     }
     flip_byte(&dir, 2, "manifests", &hex_id(&id), 40);
     flip_byte(&dir, 4, "image_shares", &hex_id(&id), 1000);
-    {
-        let db = redb::Database::open(dir.join("node1").join("store.redb")).unwrap();
-        let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(def).unwrap();
-            let mut entry = t.get(0).unwrap().unwrap().value().to_vec();
-            entry[70] ^= 1; // the first entry's time
-            t.insert(0, entry.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    edit_audit(&dir, 1, |t| {
+        let mut entry = t.get(0).unwrap().unwrap().value().to_vec();
+        entry[70] ^= 1; // the first entry's time
+        t.insert(0, entry.as_slice()).unwrap();
+    });
     for node in [1, 2, 4] {
         up.restart_node(node);
     }
     wait_for_status(&dir);
 
     let rebuilt = dir.join("coffee.png");
-    let out = obscura(&[
-        "get",
-        "--cluster",
-        cluster,
-        &id,
-        "--out",
-        rebuilt.to_str().unwrap(),
-    ]);
+    let out = get(cluster, &id, &rebuilt);
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(
@@ -197,41 +171,21 @@ fn a_log_cut_back_to_an_older_valid_chain_is_caught() {
     let dir = init_cluster("truncate");
     let cluster = dir.to_str().unwrap();
     let mut up = start(&dir);
-    let out = obscura(&[
-        "index",
-        "--cluster",
-        cluster,
-        &testdata("photos/camera.png"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    index_one(cluster, &testdata("photos/camera.png"));
     let first = obscura(&["audit", "verify", "--cluster", cluster]);
     assert!(first.status.success(), "{}", text(&first));
-    let out = obscura(&[
-        "index",
-        "--cluster",
-        cluster,
-        &testdata("photos/coffee.png"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    index_one(cluster, &testdata("photos/coffee.png"));
     let second = obscura(&["audit", "verify", "--cluster", cluster]);
     assert!(second.status.success(), "{}", text(&second));
 
     // Node 5's log loses its newest entries: what remains is still a valid, signed chain.
     stop_node(&dir, 5, "TERM");
-    {
-        let db = redb::Database::open(dir.join("node5").join("store.redb")).unwrap();
-        let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
-        let txn = db.begin_write().unwrap();
-        {
-            use redb::ReadableTableMetadata;
-            let mut t = txn.open_table(def).unwrap();
-            let len = t.len().unwrap();
-            for seq in 4..len {
-                t.remove(seq).unwrap();
-            }
+    edit_audit(&dir, 5, |t| {
+        use redb::ReadableTableMetadata;
+        for seq in 4..t.len().unwrap() {
+            t.remove(seq).unwrap();
         }
-        txn.commit().unwrap();
-    }
+    });
     up.restart_node(5);
     wait_for_status(&dir);
     let out = obscura(&["audit", "verify", "--cluster", cluster]);
@@ -318,14 +272,7 @@ fn replayed_requests_and_garbage_are_refused_with_clear_errors() {
     // An id no node holds; a path that does not exist; a search with a non-image.
     let unknown = "0123456789abcdef0123456789abcdef";
     let never = dir.join("never.png");
-    let out = obscura(&[
-        "get",
-        "--cluster",
-        cluster,
-        unknown,
-        "--out",
-        never.to_str().unwrap(),
-    ]);
+    let out = get(cluster, unknown, &never);
     assert!(!out.status.success() && text(&out).contains("is not stored"));
     assert!(!never.exists());
     let out = obscura(&["delete", "--cluster", cluster, unknown]);
@@ -346,20 +293,9 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
     fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
         let mut body = kind.to_vec();
         body.extend(data);
-        let mut crc = !0u32;
-        for &b in &body {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
         out.extend((data.len() as u32).to_be_bytes());
         out.extend(&body);
-        out.extend((!crc).to_be_bytes());
+        out.extend(crc32fast::hash(&body).to_be_bytes());
     }
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut header = w.to_be_bytes().to_vec();

@@ -19,6 +19,26 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// `obscura get --cluster DIR ID --out OUT`.
+pub fn get(cluster: &str, id: &str, out: &Path) -> Output {
+    obscura(&[
+        "get",
+        "--cluster",
+        cluster,
+        id,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+/// Index one file, which must succeed; returns its id.
+pub fn index_one(cluster: &str, file: &str) -> String {
+    let out = obscura(&["index", "--cluster", cluster, file, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["indexed"][0]["id"].as_str().unwrap().to_string()
+}
+
 pub fn testdata(p: &str) -> String {
     format!("{}/../../testdata/{p}", env!("CARGO_MANIFEST_DIR"))
 }
