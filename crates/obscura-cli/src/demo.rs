@@ -17,12 +17,10 @@ use obscura_sharing::manifest::ImageId;
 use serde_json::{json, Value};
 
 use crate::variants::Edit;
-use crate::{init, nodes};
+use crate::{indexing, init, nodes};
 
 /// Smallest recall@10 the demo accepts on the photos it is given.
 const RECALL_AT_10_FLOOR: f64 = 0.9;
-/// Images indexed at once.
-const IN_FLIGHT: usize = 4;
 
 /// What `obscura demo` was asked.
 pub struct DemoOptions {
@@ -266,23 +264,22 @@ async fn exercise(
     let bar = progress.bar(photos.len(), "index");
     let t0 = Instant::now();
     let mut ids: Vec<Option<ImageId>> = vec![None; photos.len()];
-    let mut set = tokio::task::JoinSet::new();
     let mut index_errors = Vec::new();
-    let mut next = 0;
-    while next < photos.len() || !set.is_empty() {
-        while next < photos.len() && set.len() < IN_FLIGHT {
-            let (c, bytes, i) = (client.clone(), photos[next].bytes.clone(), next);
-            set.spawn(async move { (i, c.index(&bytes).await) });
-            next += 1;
-        }
-        match set.join_next().await {
-            Some(Ok((i, Ok(id)))) => ids[i] = Some(id),
-            Some(Ok((i, Err(e)))) => index_errors.push(format!("{}: {e}", photos[i].name)),
-            Some(Err(e)) => index_errors.push(e.to_string()),
-            None => {}
-        }
-        bar.inc(1);
-    }
+    indexing::index_all(
+        &client,
+        photos.len(),
+        |i| Ok(photos[i].bytes.clone()),
+        |i, outcome| {
+            match outcome {
+                indexing::Outcome::Indexed(id) => ids[i] = Some(id),
+                indexing::Outcome::Skipped(e) | indexing::Outcome::Failed(e) => {
+                    index_errors.push(format!("{}: {e}", photos[i].name))
+                }
+            }
+            bar.inc(1);
+        },
+    )
+    .await;
     let index_s = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let indexed = ids.iter().filter(|i| i.is_some()).count();
@@ -448,7 +445,7 @@ async fn exercise(
         "recall_at_1": recall1,
         "recall_at_10": recall10,
         "index": {"images": indexed, "bytes": bytes_in, "seconds": index_s,
-            "images_per_s": indexed as f64 / index_s, "in_flight": IN_FLIGHT,
+            "images_per_s": indexed as f64 / index_s, "in_flight": indexing::IN_FLIGHT,
             "errors": index_errors},
         "latency_ms": stages,
         "per_query": {"candidates": candidates as f64 / n_queries,

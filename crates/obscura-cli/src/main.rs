@@ -3,6 +3,7 @@
 
 mod audit;
 mod demo;
+mod indexing;
 mod init;
 mod nodes;
 mod variants;
@@ -467,27 +468,33 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     };
     let (mut indexed, mut skipped) = (Vec::new(), Vec::new());
     let mut cluster_failure = false;
-    for f in &files {
-        bar.set_message(f.display().to_string());
-        let outcome = match std::fs::read(f) {
-            Ok(bytes) => client.index(&bytes).await.map_err(|e| {
-                cluster_failure |= !matches!(e, obscura_client::Error::Image(_));
-                e.to_string()
-            }),
-            Err(e) => Err(e.to_string()),
-        };
-        match outcome {
-            Ok(id) => {
-                say(format!("{id}  {}", f.display()));
-                indexed.push(json!({"path": f.display().to_string(), "id": id.to_string()}));
+    let client = std::sync::Arc::new(client);
+    let path = |i: usize| files[i].display().to_string();
+    indexing::index_all(
+        &client,
+        files.len(),
+        |i| std::fs::read(&files[i]).map_err(|e| e.to_string()),
+        |i, outcome| {
+            cluster_failure |= matches!(outcome, indexing::Outcome::Failed(_));
+            match outcome {
+                indexing::Outcome::Indexed(id) => {
+                    say(format!("{id}  {}", path(i)));
+                    indexed.push((i, json!({"path": path(i), "id": id.to_string()})));
+                }
+                indexing::Outcome::Skipped(e) | indexing::Outcome::Failed(e) => {
+                    say(format!("skipped {}: {e}", path(i)));
+                    skipped.push((i, json!({"path": path(i), "error": e})));
+                }
             }
-            Err(e) => {
-                say(format!("skipped {}: {e}", f.display()));
-                skipped.push(json!({"path": f.display().to_string(), "error": e}));
-            }
-        }
-        bar.inc(1);
-    }
+            bar.inc(1);
+        },
+    )
+    .await;
+    // Reported as they finish; listed in the order given.
+    indexed.sort_by_key(|e| e.0);
+    skipped.sort_by_key(|e| e.0);
+    let indexed: Vec<_> = indexed.into_iter().map(|e| e.1).collect();
+    let skipped: Vec<_> = skipped.into_iter().map(|e| e.1).collect();
     bar.finish_and_clear();
     if json {
         println!("{}", json!({"indexed": indexed, "skipped": skipped}));
