@@ -12,6 +12,7 @@ use ed25519_dalek::VerifyingKey;
 use obscura_client::Client;
 use obscura_proto::WireAuditEntry;
 use obscura_store::audit::{verify, AuditEntry, AuditKind, AuditReport};
+use obscura_tokens::keyfile::to_hex as hex;
 use serde::{Deserialize, Serialize};
 
 /// The last verified head of one node's log.
@@ -29,10 +30,6 @@ pub struct NodeVerdict {
 
 fn heads_path(dir: &Path) -> PathBuf {
     dir.join("client").join("audit-heads.json")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn audit_key(dir: &Path, node: u8) -> Result<VerifyingKey, String> {

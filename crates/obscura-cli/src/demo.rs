@@ -152,10 +152,26 @@ fn percentile(sorted: &[f64], p: usize) -> f64 {
     sorted[(sorted.len() - 1) * p / 100]
 }
 
-fn stats_ms(mut v: Vec<f64>) -> Value {
-    v.sort_by(f64::total_cmp);
-    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
-    json!({"p50": percentile(&v, 50), "p95": percentile(&v, 95), "mean": mean})
+/// Median, 95th percentile and mean of a set of latencies, in milliseconds.
+struct Spread {
+    p50: f64,
+    p95: f64,
+    mean: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Spread {
+        v.sort_by(f64::total_cmp);
+        Spread {
+            p50: percentile(&v, 50),
+            p95: percentile(&v, 95),
+            mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"p50": self.p50, "p95": self.p95, "mean": self.mean})
+    }
 }
 
 struct QueryRow {
@@ -359,23 +375,14 @@ async fn exercise(
         }
         println!();
     }
-    let stages = json!({
-        "stage1": stats_ms(s1),
-        "stage2": stats_ms(s2),
-        "total": stats_ms(total),
-    });
+    let (s1, s2, total) = (Spread::of(s1), Spread::of(s2), Spread::of(total));
     progress.say(&format!(
         "{} queries: recall@1 = {recall1:.3}, recall@10 = {recall10:.3}",
         rows.len()
     ));
     progress.say(&format!(
         "latency ms (p50 / p95): stage 1 {:.1} / {:.1}, stage 2 {:.1} / {:.1}, total {:.1} / {:.1}",
-        stages["stage1"]["p50"].as_f64().unwrap_or(0.0),
-        stages["stage1"]["p95"].as_f64().unwrap_or(0.0),
-        stages["stage2"]["p50"].as_f64().unwrap_or(0.0),
-        stages["stage2"]["p95"].as_f64().unwrap_or(0.0),
-        stages["total"]["p50"].as_f64().unwrap_or(0.0),
-        stages["total"]["p95"].as_f64().unwrap_or(0.0),
+        s1.p50, s1.p95, s2.p50, s2.p95, total.p50, total.p95,
     ));
     progress.say(&format!(
         "per query: {:.0} candidates, {:.0} bytes sent, {:.0} received (all nodes together)",
@@ -447,7 +454,7 @@ async fn exercise(
         "index": {"images": indexed, "bytes": bytes_in, "seconds": index_s,
             "images_per_s": indexed as f64 / index_s, "in_flight": indexing::IN_FLIGHT,
             "errors": index_errors},
-        "latency_ms": stages,
+        "latency_ms": {"stage1": s1.json(), "stage2": s2.json(), "total": total.json()},
         "per_query": {"candidates": candidates as f64 / n_queries,
             "bytes_sent": sent as f64 / n_queries, "bytes_received": received as f64 / n_queries},
         "results": rows.iter().map(|r| json!({

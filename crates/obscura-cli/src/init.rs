@@ -10,7 +10,7 @@ use obscura_client::config::{ClientConfig, ClientSecrets};
 use obscura_node::config::{NodeConfig, NodeSecrets};
 use obscura_node::tls::make_cluster_tls;
 use obscura_sharing::zero::deal;
-use obscura_tokens::keyfile::WrappingKey;
+use obscura_tokens::keyfile::{to_hex as hex, WrappingKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -20,10 +20,6 @@ pub struct InitOptions {
     pub threshold: usize,
     pub host: String,
     pub base_port: u16,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {

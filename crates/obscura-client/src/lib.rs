@@ -320,10 +320,7 @@ impl Client {
     /// while any node has not confirmed, for [`finish_interrupted`](Self::finish_interrupted).
     async fn forget(&self, id: ImageId) -> Result<Vec<NodeFailure>, Error> {
         let results = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
-        let open: Vec<_> = failures_of(&results)
-            .into_iter()
-            .filter(|f| !f.reason.starts_with("unknown image"))
-            .collect();
+        let open = unsettled(&results);
         if let Some(j) = &self.journal {
             if open.is_empty() {
                 j.end(&id).map_err(Error::Journal)?;
@@ -339,7 +336,7 @@ impl Client {
     /// from every node. None of them was ever reported as indexed.
     ///
     /// # Errors
-    /// [`Error::Nodes`] when the journal cannot be read.
+    /// [`Error::Journal`] when the journal cannot be read or updated.
     pub async fn finish_interrupted(&self) -> Result<Interrupted, Error> {
         let Some(j) = &self.journal else {
             return Ok(Interrupted::default());
@@ -365,15 +362,12 @@ impl Client {
         let results = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
         let unknown = results
             .iter()
-            .filter(|r| matches!(&r.1, Err(e) if e.starts_with("unknown image")))
+            .filter(|r| matches!(&r.1, Err(e) if is_unknown_image(e)))
             .count();
         if unknown == results.len() {
             return Err(Error::UnknownImage(id));
         }
-        let failures: Vec<_> = failures_of(&results)
-            .into_iter()
-            .filter(|f| !f.reason.starts_with("unknown image"))
-            .collect();
+        let failures = unsettled(&results);
         if failures.is_empty() {
             Ok(())
         } else {
@@ -572,7 +566,7 @@ impl Client {
                         .collect(),
                 });
             }
-            if faults.iter().all(|f| f.reason.starts_with("unknown image")) {
+            if faults.iter().all(|f| is_unknown_image(&f.reason)) {
                 return Err(Error::UnknownImage(id));
             }
             return Err(Error::Nodes {
@@ -676,6 +670,19 @@ fn failures_of(results: &[(u8, Result<ResponseBody, String>, u64, u64)]) -> Vec<
                 reason: e.clone(),
             })
         })
+        .collect()
+}
+
+/// Whether a node's failure says it does not hold the image (as [`TaskClient::call`] renders it).
+fn is_unknown_image(reason: &str) -> bool {
+    reason.starts_with(code_name(ErrorCode::UnknownImage))
+}
+
+/// The failures of a delete other than "not held": a node that lacks the image is settled.
+fn unsettled(results: &[(u8, Result<ResponseBody, String>, u64, u64)]) -> Vec<NodeFailure> {
+    failures_of(results)
+        .into_iter()
+        .filter(|f| !is_unknown_image(&f.reason))
         .collect()
 }
 

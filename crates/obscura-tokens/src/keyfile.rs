@@ -49,7 +49,7 @@ impl WrappingKey {
 
     /// The key as 64 hex digits, for writing to its own file once at set-up.
     pub fn to_hex(&self) -> Zeroizing<String> {
-        Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect())
+        Zeroizing::new(to_hex(&self.0))
     }
 
     /// Read the key from environment variable `var`.
@@ -178,6 +178,11 @@ pub fn open(bytes: &[u8], purpose: &str, key: &WrappingKey) -> Result<OpenedKey,
         version,
         secret: Zeroizing::new(secret),
     })
+}
+
+/// Lower-case hex digits of `bytes`: keys and public keys in the cluster's text files.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parse 64 hex digits (surrounding whitespace ignored) into 32 bytes: keys and public keys in
