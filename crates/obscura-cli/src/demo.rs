@@ -7,17 +7,15 @@
 //! makes the exit status non-zero.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Instant;
 
-use obscura_client::Client;
 use obscura_sharing::manifest::ImageId;
 use serde_json::{json, Value};
 
+use crate::harness::{load_photos, photos_dir, LocalCluster, Photo, Progress, Spread};
+use crate::indexing;
 use crate::variants::Edit;
-use crate::{indexing, init, nodes};
 
 /// Smallest recall@10 the demo accepts on the photos it is given.
 const RECALL_AT_10_FLOOR: f64 = 0.9;
@@ -27,151 +25,6 @@ pub struct DemoOptions {
     pub photos: Option<PathBuf>,
     pub json: bool,
     pub keep: bool,
-}
-
-/// The photos folder: the one given, else the repository's `testdata/photos`.
-fn photos_dir(given: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(p) = given {
-        return if p.is_dir() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(format!("{}: not a folder", p.display()))
-        };
-    }
-    let candidates = [
-        PathBuf::from("testdata/photos"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/photos"),
-        PathBuf::from("../shared/testdata/photos"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_dir())
-        .ok_or_else(|| "no photos folder found; pass --photos DIR".to_string())
-}
-
-/// A base port with `n` consecutive ports free on loopback.
-fn free_base_port(n: u16) -> Result<u16, String> {
-    let seed = std::process::id() as u16;
-    (0..500u16)
-        .map(|i| 20_000 + (seed.wrapping_add(i.wrapping_mul(97))) % 40_000)
-        .find(|&base| (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
-        .ok_or_else(|| format!("no {n} consecutive free ports on 127.0.0.1"))
-}
-
-/// Removes the demo's folder when dropped, unless asked to keep it.
-struct Scratch {
-    dir: PathBuf,
-    keep: bool,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !self.keep {
-            std::fs::remove_dir_all(&self.dir).ok();
-        }
-    }
-}
-
-/// Says what is happening: a progress bar on a terminal, plain lines otherwise, nothing with
-/// `--json` (whose output is the one object at the end).
-struct Progress {
-    json: bool,
-    tty: bool,
-}
-
-impl Progress {
-    fn say(&self, line: &str) {
-        if !self.json {
-            println!("{line}");
-        }
-    }
-
-    fn bar(&self, len: usize, what: &str) -> indicatif::ProgressBar {
-        if self.json || !self.tty {
-            return indicatif::ProgressBar::hidden();
-        }
-        let bar = indicatif::ProgressBar::new(len as u64);
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
-        {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(what.to_string());
-        bar
-    }
-}
-
-struct Photo {
-    name: String,
-    bytes: Vec<u8>,
-    decoded: image::DynamicImage,
-}
-
-fn load_photos(dir: &Path, progress: &Progress) -> Result<Vec<Photo>, String> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    paths.sort();
-    let mut photos = Vec::new();
-    for p in paths {
-        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        // The same checks (and limits) as indexing, before decoding for the variants.
-        if let Err(e) = obscura_phash::phash64(&bytes) {
-            progress.say(&format!("skipping {}: {e}", p.display()));
-            continue;
-        }
-        let decoded = image::load_from_memory(&bytes)
-            .map_err(|e| format!("{}: cannot decode for variants: {e}", p.display()))?;
-        let name = p
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        photos.push(Photo {
-            name,
-            bytes,
-            decoded,
-        });
-    }
-    if photos.len() < 2 {
-        return Err(format!(
-            "{} holds {} usable photo(s); the demo needs at least 2",
-            dir.display(),
-            photos.len()
-        ));
-    }
-    Ok(photos)
-}
-
-fn percentile(sorted: &[f64], p: usize) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[(sorted.len() - 1) * p / 100]
-}
-
-/// Median, 95th percentile and mean of a set of latencies, in milliseconds.
-struct Spread {
-    p50: f64,
-    p95: f64,
-    mean: f64,
-}
-
-impl Spread {
-    fn of(mut v: Vec<f64>) -> Spread {
-        v.sort_by(f64::total_cmp);
-        Spread {
-            p50: percentile(&v, 50),
-            p95: percentile(&v, 95),
-            mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
-        }
-    }
-
-    fn json(&self) -> Value {
-        json!({"p50": self.p50, "p95": self.p95, "mean": self.mean})
-    }
 }
 
 struct QueryRow {
@@ -184,10 +37,7 @@ struct QueryRow {
 
 /// Run the demo; `Ok(true)` when every check passed.
 pub async fn run(opt: DemoOptions) -> Result<bool, String> {
-    let progress = Progress {
-        json: opt.json,
-        tty: std::io::stderr().is_terminal(),
-    };
+    let progress = Progress::new(opt.json);
     let photos_dir = photos_dir(opt.photos.as_deref())?;
     let photos = load_photos(&photos_dir, &progress)?;
 
@@ -205,36 +55,15 @@ pub async fn run(opt: DemoOptions) -> Result<bool, String> {
     }
     bar.finish_and_clear();
 
-    let scratch = Scratch {
-        dir: std::env::temp_dir().join(format!(
-            "obscura-demo-{}-{:08x}",
-            std::process::id(),
-            rand_core::RngCore::next_u32(&mut rand_core::OsRng)
-        )),
-        keep: opt.keep,
-    };
-    let cluster = scratch.dir.join("cluster");
-    std::fs::create_dir_all(&scratch.dir).map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
-    init::init(
-        &cluster,
-        &init::InitOptions {
-            nodes: 5,
-            threshold: 3,
-            host: "127.0.0.1".into(),
-            base_port: free_base_port(5)?,
-        },
-    )?;
+    let mut cluster = LocalCluster::start("demo", opt.keep)?;
     progress.say(&format!(
         "cluster: 5 nodes (3-of-5, searches need all 2t + 1 = 5) in {}",
-        cluster.display()
+        cluster.dir.display()
     ));
-    let mut running = nodes::Running::start(&cluster, Some(&scratch.dir))?;
-    let outcome = exercise(&cluster, &photos, queries, &progress, &mut running).await;
-    let stopped = running.stop().await;
+    let outcome = exercise(&mut cluster, &photos, queries, &progress).await;
+    let (scratch, stopped) = cluster.stop().await;
     let (mut report, mut ok) = outcome?;
-    let clean = stopped
-        .iter()
-        .all(|(_, s)| s.as_ref().is_ok_and(|s| s.success()));
+    let clean = stopped.is_ok();
     ok &= clean;
     report["checks"]["nodes_stopped_cleanly"] = json!(clean);
     report["ok"] = json!(ok);
@@ -244,12 +73,8 @@ pub async fn run(opt: DemoOptions) -> Result<bool, String> {
     if opt.json {
         println!("{report}");
     } else {
-        for (node, s) in &stopped {
-            match s {
-                Ok(s) if s.success() => {}
-                Ok(s) => println!("node {node} stopped badly: {s}"),
-                Err(e) => println!("node {node}: {e}"),
-            }
+        for line in stopped.err().unwrap_or_default() {
+            println!("{line}");
         }
         println!(
             "nodes stopped{}",
@@ -266,15 +91,12 @@ pub async fn run(opt: DemoOptions) -> Result<bool, String> {
 
 /// Everything done while the nodes run: index, search, rebuild, audit.
 async fn exercise(
-    cluster: &Path,
+    cluster: &mut LocalCluster,
     photos: &[Photo],
     queries: Vec<(String, usize, Vec<u8>)>,
     progress: &Progress,
-    running: &mut nodes::Running,
 ) -> Result<(Value, bool), String> {
-    let parts = obscura_client::config::load(cluster).map_err(|e| e.to_string())?;
-    let client = Arc::new(Client::new(parts).map_err(|e| e.to_string())?);
-    running.wait_ready(&client, Duration::from_secs(30)).await?;
+    let client = cluster.client(None).await?;
 
     // Index.
     let bar = progress.bar(photos.len(), "index");
@@ -423,7 +245,7 @@ async fn exercise(
     };
 
     // Every node's audit log: chain and signed checkpoints.
-    let verdicts = crate::audit::verify_cluster(cluster, &client).await?;
+    let verdicts = crate::audit::verify_cluster(&cluster.dir, &client).await?;
     let audit_ok = verdicts.iter().all(|v| v.outcome.is_ok());
     for v in &verdicts {
         match &v.outcome {

@@ -14,6 +14,14 @@ use obscura_tokens::keyfile::{to_hex as hex, WrappingKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+/// Stage-1 multi-probe radius of new clusters. With 8 bands of 8 bits and a distance
+/// threshold of at most 15, radius 1 finds every image within the threshold: an image missing
+/// every band at distance ≤ 1 differs in at least 2 bits in each of the 8 bands, 16 in all.
+pub const DEFAULT_PROBE_RADIUS: u32 = 1;
+
+/// Stage-1 lookups per band of new clusters: the 9 probes of radius 1 and 3 dummies.
+pub const DEFAULT_LOOKUPS_PER_BAND: usize = 12;
+
 /// Parameters of a new cluster.
 pub struct InitOptions {
     pub nodes: usize,
@@ -169,8 +177,8 @@ fn build(dir: &Path, n: usize, k: usize, t: usize, opt: &InitOptions) -> Result<
         wrapping_key: PathBuf::from("wrapping.key"),
         owner_public_key: owner_hex,
         key_version: 1,
-        probe_radius: 1,
-        lookups_per_band: 12,
+        probe_radius: DEFAULT_PROBE_RADIUS,
+        lookups_per_band: DEFAULT_LOOKUPS_PER_BAND,
         timeout_ms: 10_000,
     };
     write(

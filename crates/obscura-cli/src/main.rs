@@ -3,9 +3,13 @@
 
 mod audit;
 mod demo;
+mod eval;
+mod harness;
 mod indexing;
 mod init;
 mod nodes;
+mod plot;
+mod profile;
 mod variants;
 
 use std::io::IsTerminal;
@@ -104,6 +108,35 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Keep the temporary cluster and the node logs instead of deleting them.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Measure accuracy against plaintext search: every photo's 20 "medium" samples are indexed
+    /// into a temporary 5-node cluster and each queries the others, privately and in plaintext.
+    #[command(long_about = "Measure what privacy costs in accuracy.\n\n\
+        Every photo in --photos yields 20 samples (the original and 19 edits: JPEG, WebP, \
+        rotation, crop, perspective, resampling, gamma, brightness, contrast, noise, \
+        salt-and-pepper, motion blur, watermark, occlusion; seed 2025). All are indexed into a \
+        temporary 3-of-5 cluster of real node processes, and every sample queries the others in \
+        each Stage-1 mode; the same pHashes are ranked in plaintext as the baseline. Prints \
+        P@1/5/10, R@1/5/10 and mAP per transform, Stage-1 keep rate, latencies and bytes, and \
+        writes summary.json, recall.svg and latency.svg to --out. Exits non-zero when the \
+        default mode misses the goal: private R@10 >= 0.99 x plaintext on every transform.")]
+    Eval {
+        /// Folder of photos (default: the repository's testdata/photos).
+        #[arg(long)]
+        photos: Option<PathBuf>,
+        /// Folder for summary.json and the plots.
+        #[arg(long, default_value = "eval-out")]
+        out: PathBuf,
+        /// Print the summary as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Stage-1 modes to measure, comma-separated: exact (one lookup per band), probe1 (the
+        /// default: radius-1 multi-probe), probe2.
+        #[arg(long, value_delimiter = ',', default_value = "exact,probe1,probe2")]
+        modes: Vec<String>,
+        /// Keep the temporary cluster and the node logs.
         #[arg(long)]
         keep: bool,
     },
@@ -283,6 +316,27 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Demo { photos, json, keep } => {
             let ok = demo::run(demo::DemoOptions { photos, json, keep }).await?;
+            Ok(exit(ok))
+        }
+        Command::Eval {
+            photos,
+            out,
+            json,
+            modes,
+            keep,
+        } => {
+            let modes = modes
+                .iter()
+                .map(|m| eval::Mode::parse(m))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ok = eval::run(eval::EvalOptions {
+                photos,
+                out,
+                json,
+                modes,
+                keep,
+            })
+            .await?;
             Ok(exit(ok))
         }
         Command::Hash { files } => {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{get, init_cluster, obscura, start, stop_node, testdata, text};
+use common::{get, init_cluster, obscura, start, stop_node, testdata, text, three_photos};
 
 #[test]
 fn init_up_index_search_get_and_failures() {
@@ -106,12 +106,7 @@ fn init_up_index_search_get_and_failures() {
 
 #[test]
 fn the_demo_passes_on_three_photos_and_cleans_up() {
-    let photos = std::env::temp_dir().join(format!("obscura-demo-photos-{}", std::process::id()));
-    std::fs::remove_dir_all(&photos).ok();
-    std::fs::create_dir_all(&photos).unwrap();
-    for name in ["camera.png", "coffee.png", "rocket.jpg"] {
-        std::fs::copy(testdata(&format!("photos/{name}")), photos.join(name)).unwrap();
-    }
+    let photos = three_photos("demo");
     let out = obscura(&["demo", "--json", "--photos", photos.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

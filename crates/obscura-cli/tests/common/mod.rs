@@ -192,3 +192,14 @@ pub fn start(dir: &Path) -> Up {
     wait_for_status(dir);
     up
 }
+
+/// A fresh folder holding three of the test photos (a grey PNG, a colour PNG, a JPEG).
+pub fn three_photos(what: &str) -> PathBuf {
+    let photos = std::env::temp_dir().join(format!("obscura-{what}-photos-{}", std::process::id()));
+    std::fs::remove_dir_all(&photos).ok();
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["camera.png", "coffee.png", "rocket.jpg"] {
+        std::fs::copy(testdata(&format!("photos/{name}")), photos.join(name)).unwrap();
+    }
+    photos
+}

@@ -1,0 +1,238 @@
+//! What the demo, the evaluation and the benchmark share: photos, scratch folders, progress
+//! output, latency spreads, and a temporary cluster of real node processes on loopback.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use obscura_client::Client;
+use serde_json::{json, Value};
+
+use crate::{init, nodes};
+
+/// The photos folder: the one given, else the repository's `testdata/photos`.
+pub fn photos_dir(given: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        return if p.is_dir() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!("{}: not a folder", p.display()))
+        };
+    }
+    let candidates = [
+        PathBuf::from("testdata/photos"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/photos"),
+        PathBuf::from("../shared/testdata/photos"),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.is_dir())
+        .ok_or_else(|| "no photos folder found; pass --photos DIR".to_string())
+}
+
+/// A base port with `n` consecutive ports free on loopback.
+pub fn free_base_port(n: u16) -> Result<u16, String> {
+    let seed = std::process::id() as u16;
+    (0..500u16)
+        .map(|i| 20_000 + (seed.wrapping_add(i.wrapping_mul(97))) % 40_000)
+        .find(|&base| (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .ok_or_else(|| format!("no {n} consecutive free ports on 127.0.0.1"))
+}
+
+/// Removes a scratch folder when dropped, unless asked to keep it.
+pub struct Scratch {
+    pub dir: PathBuf,
+    pub keep: bool,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.keep {
+            std::fs::remove_dir_all(&self.dir).ok();
+        }
+    }
+}
+
+/// Says what is happening: a progress bar on a terminal, plain lines otherwise, nothing with
+/// `--json` (whose output is the one object at the end).
+pub struct Progress {
+    pub json: bool,
+    pub tty: bool,
+}
+
+impl Progress {
+    pub fn say(&self, line: &str) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
+    pub fn bar(&self, len: usize, what: &str) -> indicatif::ProgressBar {
+        if self.json || !self.tty {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        bar
+    }
+}
+
+pub struct Photo {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub decoded: image::DynamicImage,
+}
+
+pub fn load_photos(dir: &Path, progress: &Progress) -> Result<Vec<Photo>, String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    let mut photos = Vec::new();
+    for p in paths {
+        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        // The same checks (and limits) as indexing, before decoding for the variants.
+        if let Err(e) = obscura_phash::phash64(&bytes) {
+            progress.say(&format!("skipping {}: {e}", p.display()));
+            continue;
+        }
+        let decoded = image::load_from_memory(&bytes)
+            .map_err(|e| format!("{}: cannot decode for variants: {e}", p.display()))?;
+        let name = p
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        photos.push(Photo {
+            name,
+            bytes,
+            decoded,
+        });
+    }
+    if photos.len() < 2 {
+        return Err(format!(
+            "{} holds {} usable photo(s); at least 2 are needed",
+            dir.display(),
+            photos.len()
+        ));
+    }
+    Ok(photos)
+}
+
+pub fn percentile(sorted: &[f64], p: usize) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
+/// Median, 95th percentile and mean of a set of latencies, in milliseconds.
+pub struct Spread {
+    pub p50: f64,
+    pub p95: f64,
+    pub mean: f64,
+}
+
+impl Spread {
+    pub fn of(mut v: Vec<f64>) -> Spread {
+        v.sort_by(f64::total_cmp);
+        Spread {
+            p50: percentile(&v, 50),
+            p95: percentile(&v, 95),
+            mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({"p50": self.p50, "p95": self.p95, "mean": self.mean})
+    }
+}
+
+impl Progress {
+    /// Progress for a command: bars only on a terminal, silence with `--json`.
+    pub fn new(json: bool) -> Progress {
+        Progress {
+            json,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+/// A temporary 3-of-5 cluster whose nodes run as `obscura node run` processes on loopback, in a
+/// scratch folder removed afterwards unless kept.
+pub struct LocalCluster {
+    pub scratch: Scratch,
+    pub dir: PathBuf,
+    running: nodes::Running,
+}
+
+impl LocalCluster {
+    /// Create the cluster in a fresh folder named after `what` and start its nodes.
+    pub fn start(what: &str, keep: bool) -> Result<LocalCluster, String> {
+        let scratch = Scratch {
+            dir: std::env::temp_dir().join(format!(
+                "obscura-{what}-{}-{:08x}",
+                std::process::id(),
+                rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+            )),
+            keep,
+        };
+        let dir = scratch.dir.join("cluster");
+        std::fs::create_dir_all(&scratch.dir)
+            .map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
+        init::init(
+            &dir,
+            &init::InitOptions {
+                nodes: 5,
+                threshold: 3,
+                host: "127.0.0.1".into(),
+                base_port: free_base_port(5)?,
+            },
+        )?;
+        let running = nodes::Running::start(&dir, Some(&scratch.dir))?;
+        Ok(LocalCluster {
+            scratch,
+            dir,
+            running,
+        })
+    }
+
+    /// A client of the cluster, once every node answers; `plan` replaces the configured
+    /// Stage-1 batch shape.
+    pub async fn client(
+        &mut self,
+        plan: Option<obscura_tokens::BatchPlan>,
+    ) -> Result<Arc<Client>, String> {
+        let mut parts = obscura_client::config::load(&self.dir).map_err(|e| e.to_string())?;
+        if let Some(plan) = plan {
+            parts.plan = plan;
+        }
+        let client = Client::new(parts).map_err(|e| e.to_string())?;
+        self.running
+            .wait_ready(&client, Duration::from_secs(30))
+            .await?;
+        Ok(Arc::new(client))
+    }
+
+    /// Stop every node; `Ok` when all stopped cleanly, else what went wrong, a line per node.
+    pub async fn stop(self) -> (Scratch, Result<(), Vec<String>>) {
+        let stopped = self.running.stop().await;
+        let bad: Vec<String> = stopped
+            .iter()
+            .filter_map(|(node, s)| match s {
+                Ok(s) if s.success() => None,
+                Ok(s) => Some(format!("node {node} stopped badly: {s}")),
+                Err(e) => Some(format!("node {node}: {e}")),
+            })
+            .collect();
+        (self.scratch, if bad.is_empty() { Ok(()) } else { Err(bad) })
+    }
+}

@@ -1,0 +1,92 @@
+//! `obscura eval` on three photos: 60 samples through a real cluster, private against plaintext.
+
+mod common;
+
+use common::{obscura, text, three_photos};
+use serde_json::Value;
+
+fn mode<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mode"] == name)
+        .unwrap_or_else(|| panic!("no mode {name} in {v}"))
+}
+
+#[test]
+fn eval_on_three_photos_matches_plaintext_in_the_default_mode_and_writes_its_files() {
+    let photos = three_photos("eval");
+    let out_dir = photos.with_extension("out");
+    std::fs::remove_dir_all(&out_dir).ok();
+    let out = obscura(&[
+        "eval",
+        "--json",
+        "--photos",
+        photos.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--modes",
+        "exact,probe1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(
+        (v["photos"].as_u64(), v["samples"].as_u64()),
+        (Some(3), Some(60))
+    );
+
+    // Radius-1 multi-probe loses nothing within distance 10 (pigeonhole over 8 bands), so every
+    // private ranking is the plaintext one, ties included.
+    let default = mode(&v, "probe1");
+    assert_eq!(default["default"], true);
+    assert_eq!(default["goal_met"], true);
+    let transforms = default["transforms"].as_array().unwrap();
+    assert_eq!(transforms.len(), 21, "all + 20 transforms");
+    for t in transforms {
+        assert_eq!(t["keep_rate"], 1.0, "{t}");
+        assert_eq!(t["rankings_identical_to_plaintext"], t["queries"], "{t}");
+        assert_eq!(t["private"], t["plaintext"], "{t}");
+        // R@10 can be at most 10 of the 19 positives.
+        assert!(t["private"]["r_at_10"].as_f64().unwrap() <= 10.0 / 19.0 + 1e-12);
+    }
+    // The figures are not degenerate: re-encoded copies find their photo first, rotated ones
+    // break pHash (nothing within distance 10), in plaintext as privately.
+    let by_name = |n: &str| transforms.iter().find(|t| t["transform"] == n).unwrap();
+    assert_eq!(by_name("jpeg75")["plaintext"]["p_at_1"], 1.0);
+    assert_eq!(by_name("rotate+30")["plaintext"]["r_at_10"], 0.0);
+    assert!(by_name("all")["plaintext"]["map"].as_f64().unwrap() > 0.3);
+
+    // Exact bands look up fewer tokens and find fewer candidates.
+    let exact = mode(&v, "exact");
+    assert!(
+        exact["candidates_per_query"].as_f64() < default["candidates_per_query"].as_f64(),
+        "{exact} {default}"
+    );
+    assert!(
+        exact["bytes_per_query"]["sent"].as_f64() < default["bytes_per_query"]["sent"].as_f64()
+    );
+    assert!(default["latency_ms"]["total"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(v["index"]["images_per_s"].as_f64().unwrap() > 0.0);
+
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary, v);
+    for plot in ["recall.svg", "latency.svg"] {
+        let svg = std::fs::read_to_string(out_dir.join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<rect"), "{plot}");
+    }
+
+    // An unknown mode: a clear error before anything starts.
+    let out = obscura(&[
+        "eval",
+        "--modes",
+        "probe9",
+        "--photos",
+        photos.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success() && text(&out).contains("unknown mode"));
+    std::fs::remove_dir_all(&photos).ok();
+    std::fs::remove_dir_all(&out_dir).ok();
+}
