@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use obscura_sharing::manifest::ImageId;
-use obscura_tokens::{probes_per_band, BatchPlan};
+use obscura_tokens::{min_bands, probes_per_band, stage1_is_lossless, BatchPlan};
 use serde_json::{json, Value};
 
 use crate::harness::{load_photos, photos_dir, LocalCluster, Progress, Spread};
@@ -168,6 +168,7 @@ struct ModeRun {
     mode: Mode,
     rankings: Vec<Ranking>,
     candidates: Vec<usize>,
+    hits: Vec<usize>,
     stage1: Vec<f64>,
     stage2: Vec<f64>,
     total: Vec<f64>,
@@ -333,6 +334,7 @@ async fn measure(
             mode,
             rankings: Vec::new(),
             candidates: Vec::new(),
+            hits: Vec::new(),
             stage1: Vec::new(),
             stage2: Vec::new(),
             total: Vec::new(),
@@ -353,6 +355,7 @@ async fn measure(
                     .collect(),
             );
             run.candidates.push(out.candidates);
+            run.hits.push(out.stage1_hits);
             run.stage1.push(out.stage1.as_secs_f64() * 1e3);
             run.stage2.push(out.stage2.as_secs_f64() * 1e3);
             run.total.push(out.total.as_secs_f64() * 1e3);
@@ -451,6 +454,7 @@ fn report(
             ok &= goal_met;
         }
         let mean_candidates = run.candidates.iter().sum::<usize>() as f64 / n as f64;
+        let mean_hits = run.hits.iter().sum::<usize>() as f64 / n as f64;
         modes.push(json!({
             "mode": run.mode.name(),
             "description": run.mode.describe(),
@@ -458,6 +462,9 @@ fn report(
             "lookups_per_band": run.mode.lookups_per_band,
             "default": run.mode == Mode::DEFAULT,
             "goal_met": goal_met,
+            "stage1_lossless": stage1_is_lossless(run.mode.radius, MAX_DISTANCE),
+            "min_bands": min_bands(run.mode.radius, MAX_DISTANCE),
+            "stage1_hits_per_query": mean_hits,
             "candidates_per_query": mean_candidates,
             "candidate_ratio": mean_candidates / n as f64,
             "latency_ms": {
@@ -541,8 +548,10 @@ fn print_report(r: &Value) {
         }
         let lat = &m["latency_ms"];
         println!(
-            "candidates {:.1} per query ({:.1} % of stored); latency ms p50/p95: stage 1 {:.1}/{:.1}, stage 2 {:.1}/{:.1}, total {:.1}/{:.1}; {:.0} B sent, {:.0} B received per query",
+            "Stage-1: {:.1} images match a band, {:.1} match ≥ {} bands and go to Stage-2 ({:.1} % of stored); latency ms p50/p95: stage 1 {:.1}/{:.1}, stage 2 {:.1}/{:.1}, total {:.1}/{:.1}; {:.0} B sent, {:.0} B received per query",
+            f(&m["stage1_hits_per_query"]),
             f(&m["candidates_per_query"]),
+            m["min_bands"],
             100.0 * f(&m["candidate_ratio"]),
             f(&lat["stage1"]["p50"]),
             f(&lat["stage1"]["p95"]),

@@ -58,10 +58,20 @@ fn eval_on_three_photos_matches_plaintext_in_the_default_mode_and_writes_its_fil
     assert_eq!(by_name("rotate+30")["plaintext"]["r_at_10"], 0.0);
     assert!(by_name("all")["plaintext"]["map"].as_f64().unwrap() > 0.3);
 
-    // Exact bands look up fewer tokens and find fewer candidates.
+    // Exact bands look up fewer tokens and match fewer images in some band, but the default
+    // needs 3 of 8 bands (radius 1, distance 10) and so sends Stage-2 fewer candidates.
     let exact = mode(&v, "exact");
+    assert_eq!(
+        (exact["min_bands"].as_u64(), default["min_bands"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(default["stage1_lossless"], true);
     assert!(
-        exact["candidates_per_query"].as_f64() < default["candidates_per_query"].as_f64(),
+        exact["stage1_hits_per_query"].as_f64() < default["stage1_hits_per_query"].as_f64(),
+        "{exact} {default}"
+    );
+    assert!(
+        default["candidates_per_query"].as_f64() < exact["candidates_per_query"].as_f64(),
         "{exact} {default}"
     );
     assert!(

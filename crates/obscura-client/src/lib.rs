@@ -155,8 +155,10 @@ impl std::fmt::Debug for Client {
 pub struct SearchOutcome {
     /// Ranked matches.
     pub matches: Vec<Match>,
-    /// Candidates Stage-1 found.
+    /// Candidates Stage-1 passed to Stage-2.
     pub candidates: usize,
+    /// Images matching the query in at least one band, before the band-count filter.
+    pub stage1_hits: usize,
     /// Stage-1 wall time.
     pub stage1: Duration,
     /// Stage-2 wall time.
@@ -424,6 +426,25 @@ impl Client {
     ) -> Result<SearchOutcome, Error> {
         let start = Instant::now();
         let q = obscura_phash::phash64(file)?.0;
+        self.search_hash(q, top, max_distance, start).await
+    }
+
+    /// Search with a pHash computed elsewhere; `start` is when the caller began (the outcome's
+    /// total time counts from it).
+    ///
+    /// Stage-1 keeps an image only when it matches in at least
+    /// [`min_bands`](obscura_tokens::min_bands) bands, which drops no image within
+    /// `max_distance` and most chance matches.
+    ///
+    /// # Errors
+    /// As [`search`](Self::search), but for the image.
+    pub async fn search_hash(
+        &self,
+        q: u64,
+        top: usize,
+        max_distance: u32,
+        start: Instant,
+    ) -> Result<SearchOutcome, Error> {
         let mut rng = AesCtrRng::from_os();
         let (mut sent, mut received) = (0, 0);
 
@@ -444,16 +465,30 @@ impl Client {
                 tokens: batches[x as usize - 1].clone(),
             })
             .await;
-        let mut candidates = std::collections::BTreeSet::new();
+        // The bands each image matched in, over every node's answer (each node holds the same
+        // postings under its own keys; a node leaving some out changes nothing).
+        let mut matched: std::collections::BTreeMap<ImageId, u8> = Default::default();
         let mut answered = 0;
         for (_, r, s, rcv) in &lookups {
             sent += s;
             received += rcv;
             if let Ok(ResponseBody::Lookup { hits }) = r {
                 answered += 1;
-                candidates.extend(hits.iter().flatten().map(|id| ImageId(*id)));
+                for (position, ids) in hits.iter().enumerate() {
+                    let band = self.plan.band_of(position).min(7);
+                    for id in ids {
+                        *matched.entry(ImageId(*id)).or_default() |= 1 << band;
+                    }
+                }
             }
         }
+        let stage1_hits = matched.len();
+        let need = obscura_tokens::min_bands(self.plan.radius(), max_distance);
+        let candidates: Vec<ImageId> = matched
+            .into_iter()
+            .filter(|(_, bands)| bands.count_ones() as usize >= need)
+            .map(|(id, _)| id)
+            .collect();
         if answered == 0 {
             return Err(Error::Nodes {
                 what: "search (stage 1)",
@@ -469,8 +504,7 @@ impl Client {
             max_distance,
             top,
         };
-        let (querier, requests) =
-            Querier::start(q, candidates.into_iter().collect(), params, &mut rng)?;
+        let (querier, requests) = Querier::start(q, candidates, params, &mut rng)?;
         let evals = self
             .call_all(|x| {
                 let r = &requests[x as usize - 1];
@@ -502,6 +536,7 @@ impl Client {
         Ok(SearchOutcome {
             matches: ranked.matches,
             candidates,
+            stage1_hits,
             stage1,
             stage2: t1.elapsed(),
             total: start.elapsed(),

@@ -224,6 +224,26 @@ pub fn probes_per_band(radius: u32) -> usize {
     (0..=255u8).filter(|m| m.count_ones() <= radius).count()
 }
 
+/// Fewest bands, each within Hamming distance `radius` of the query's, that every stored hash
+/// within `max_distance` of the query has: `8 − ⌊max_distance / (radius + 1)⌋`, at least 1.
+///
+/// A band farther than `radius` from the query's differs in at least `radius + 1` bits, so a
+/// hash within `max_distance` has at most `⌊max_distance / (radius + 1)⌋` such bands. Requiring
+/// this many matching bands therefore drops no image Stage-2 would keep, while it removes most
+/// chance matches: with radius 1 and distance 10, a match needs 3 of the 8 bands. When the
+/// distance could make all 8 bands far (see [`stage1_is_lossless`]) there is no such bound and
+/// this returns 1: Stage-1 may then miss images within the distance.
+pub fn min_bands(radius: u32, max_distance: u32) -> usize {
+    let far = (max_distance / (radius + 1)) as usize;
+    BANDS.saturating_sub(far).max(1)
+}
+
+/// Whether Stage-1 with this multi-probe radius finds every stored hash within `max_distance`
+/// of the query: true when `max_distance < 8 · (radius + 1)`.
+pub fn stage1_is_lossless(radius: u32, max_distance: u32) -> bool {
+    max_distance / (radius + 1) < BANDS as u32
+}
+
 /// The fixed shape of every query batch sent to a node: `lookups_per_band` tokens in each of the
 /// 8 bands, whatever the query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,6 +293,11 @@ impl BatchPlan {
     /// Lookups in each band.
     pub fn lookups_per_band(&self) -> usize {
         self.lookups_per_band
+    }
+
+    /// The band a position of the batch belongs to (batches are band-major).
+    pub fn band_of(&self, position: usize) -> usize {
+        position / self.lookups_per_band
     }
 
     /// Tokens per node per query: `8 × lookups_per_band`.

@@ -3,10 +3,13 @@
 
 use std::collections::HashSet;
 
-use obscura_tokens::{bands, probes, probes_per_band, BatchPlan, Error, NodeTokenKeys, TokenRoot};
+use obscura_tokens::{
+    bands, min_bands, probes, probes_per_band, stage1_is_lossless, BatchPlan, Error, NodeTokenKeys,
+    TokenRoot,
+};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 
 fn root(seed: u64) -> TokenRoot {
     TokenRoot::random(&mut ChaCha20Rng::seed_from_u64(seed))
@@ -139,5 +142,56 @@ fn dummies_look_like_tokens() {
         let e = total as f64 / 256.0;
         let chi: f64 = hist.iter().map(|&c| (c as f64 - e).powi(2) / e).sum();
         assert!(chi < 255.0 + 6.0 * 510f64.sqrt(), "{what}: chi² = {chi}");
+    }
+}
+
+/// Bands of `diff` (query XOR stored hash) within `radius` of the query's band.
+fn close_bands(diff: u64, radius: u32) -> usize {
+    bands(diff)
+        .iter()
+        .filter(|b| b.count_ones() <= radius)
+        .count()
+}
+
+#[test]
+fn min_bands_never_drops_a_hash_within_the_distance_and_is_tight() {
+    assert_eq!(min_bands(1, 10), 3);
+    assert_eq!(min_bands(0, 10), 1);
+    assert_eq!(min_bands(2, 10), 5);
+    assert_eq!(min_bands(0, 0), 8);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+    for radius in 0..=3u32 {
+        for max_distance in 0..=16u32 {
+            let need = min_bands(radius, max_distance);
+            // Random differences of every weight up to the distance.
+            for _ in 0..300 {
+                let weight = rng.next_u32() % (max_distance + 1);
+                let mut diff = 0u64;
+                while diff.count_ones() < weight {
+                    diff |= 1 << (rng.next_u32() % 64);
+                }
+                if stage1_is_lossless(radius, max_distance) {
+                    assert!(
+                        close_bands(diff, radius) >= need,
+                        "r={radius} d={max_distance}"
+                    );
+                }
+            }
+            // The worst case: radius + 1 bits in as many bands as the distance allows.
+            let far = ((max_distance / (radius + 1)) as usize).min(8);
+            let mut diff = 0u64;
+            for band in 0..far {
+                diff |= ((1u64 << (radius + 1)) - 1) << (8 * band);
+            }
+            assert!(diff.count_ones() <= max_distance);
+            assert_eq!(stage1_is_lossless(radius, max_distance), far < 8);
+            if far < 8 {
+                assert_eq!(
+                    close_bands(diff, radius),
+                    need,
+                    "r={radius} d={max_distance}"
+                );
+            }
+        }
     }
 }
