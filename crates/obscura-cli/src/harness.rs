@@ -171,7 +171,7 @@ impl Progress {
 pub struct LocalCluster {
     pub scratch: Scratch,
     pub dir: PathBuf,
-    running: nodes::Running,
+    running: Option<nodes::Running>,
 }
 
 impl LocalCluster {
@@ -201,7 +201,7 @@ impl LocalCluster {
         Ok(LocalCluster {
             scratch,
             dir,
-            running,
+            running: Some(running),
         })
     }
 
@@ -216,23 +216,52 @@ impl LocalCluster {
             parts.plan = plan;
         }
         let client = Client::new(parts).map_err(|e| e.to_string())?;
-        self.running
-            .wait_ready(&client, Duration::from_secs(30))
-            .await?;
+        if let Some(running) = &mut self.running {
+            running.wait_ready(&client, Duration::from_secs(30)).await?;
+        }
         Ok(Arc::new(client))
     }
 
+    /// Stop the nodes (cleanly, as [`stop`](Self::stop)) so their stores can be opened here.
+    pub async fn pause(&mut self) -> Result<(), String> {
+        match self.running.take() {
+            Some(running) => stopped_cleanly(running.stop().await).map_err(|e| e.join("; ")),
+            None => Ok(()),
+        }
+    }
+
+    /// Start the nodes again after [`pause`](Self::pause).
+    pub fn resume(&mut self) -> Result<(), String> {
+        if self.running.is_none() {
+            self.running = Some(nodes::Running::start(&self.dir, Some(&self.scratch.dir))?);
+        }
+        Ok(())
+    }
+
     /// Stop every node; `Ok` when all stopped cleanly, else what went wrong, a line per node.
-    pub async fn stop(self) -> (Scratch, Result<(), Vec<String>>) {
-        let stopped = self.running.stop().await;
-        let bad: Vec<String> = stopped
-            .iter()
-            .filter_map(|(node, s)| match s {
-                Ok(s) if s.success() => None,
-                Ok(s) => Some(format!("node {node} stopped badly: {s}")),
-                Err(e) => Some(format!("node {node}: {e}")),
-            })
-            .collect();
-        (self.scratch, if bad.is_empty() { Ok(()) } else { Err(bad) })
+    pub async fn stop(mut self) -> (Scratch, Result<(), Vec<String>>) {
+        let outcome = match self.running.take() {
+            Some(running) => stopped_cleanly(running.stop().await),
+            None => Ok(()),
+        };
+        (self.scratch, outcome)
+    }
+}
+
+fn stopped_cleanly(
+    stopped: Vec<(u8, Result<std::process::ExitStatus, String>)>,
+) -> Result<(), Vec<String>> {
+    let bad: Vec<String> = stopped
+        .iter()
+        .filter_map(|(node, s)| match s {
+            Ok(s) if s.success() => None,
+            Ok(s) => Some(format!("node {node} stopped badly: {s}")),
+            Err(e) => Some(format!("node {node}: {e}")),
+        })
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad)
     }
 }

@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The `nodeN/node.json` files of a cluster directory, in node order.
-fn node_configs(dir: &Path) -> Result<Vec<(u8, PathBuf)>, String> {
+pub fn node_configs(dir: &Path) -> Result<Vec<(u8, PathBuf)>, String> {
     let mut configs: Vec<(u8, PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| {

@@ -131,6 +131,26 @@ pub struct Client {
     journal: Option<journal::Journal>,
 }
 
+/// One image ready for the nodes (see [`Client::upload`]).
+pub struct Upload {
+    /// Its fresh id.
+    pub id: ImageId,
+    /// The owner-signed manifest, the same for every node.
+    pub manifest: Vec<u8>,
+    /// Node `i + 1`'s part.
+    pub parts: Vec<UploadPart>,
+}
+
+/// What one node stores of an image.
+pub struct UploadPart {
+    /// The node's share of the file.
+    pub image_share: Vec<u8>,
+    /// The node's shares of the 64 hash bits.
+    pub hash_share: [u8; obscura_mpc::HASH_SHARE_LEN],
+    /// The 8 band tokens under the node's keys.
+    pub tokens: [[u8; obscura_tokens::TOKEN_LEN]; obscura_tokens::BANDS],
+}
+
 /// What [`Client::finish_interrupted`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interrupted {
@@ -157,7 +177,8 @@ pub struct SearchOutcome {
     pub matches: Vec<Match>,
     /// Candidates Stage-1 passed to Stage-2.
     pub candidates: usize,
-    /// Images matching the query in at least one band, before the band-count filter.
+    /// Images matching the query in at least one band, before the band count (the largest
+    /// figure any node reported).
     pub stage1_hits: usize,
     /// Stage-1 wall time.
     pub stage1: Duration,
@@ -256,42 +277,21 @@ impl Client {
     /// [`Error::Image`] for a file that is not an image, [`Error::NotOwner`], [`Error::Nodes`]
     /// naming each node that failed (what was written is deleted again).
     pub async fn index(&self, file: &[u8]) -> Result<ImageId, Error> {
-        let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let hash = obscura_phash::phash64(file)?.0;
-        let mut rng = AesCtrRng::from_os();
-        let n = self.n();
-        let id = ImageId::random(&mut rng);
-        let shares = split(file, Params::new(self.k, n)?, &mut rng)?;
-        let hash_shares = share_hash(hash, self.t, n, &mut rng)?;
-        let hash_bytes: Vec<_> = hash_shares.iter().map(|h| h.to_bytes()).collect();
-        let manifest = Manifest::for_shares(
-            id,
-            self.k as u8,
-            self.t as u8,
-            file,
-            &shares,
-            &hash_bytes,
-            self.key_version,
-            unix_now(),
-        )?
-        .sign(owner)?
-        .to_bytes();
+        let upload = self.upload(file, hash)?;
+        let id = upload.id;
         if let Some(j) = &self.journal {
             j.begin(&id).map_err(Error::Journal)?;
         }
         let prepared = self
             .call_all(|x| {
-                let i = x as usize - 1;
+                let part = &upload.parts[x as usize - 1];
                 RequestBody::Prepare {
                     image: id.0,
-                    manifest: manifest.clone(),
-                    image_share: shares[i].bytes.clone(),
-                    hash_share: hash_bytes[i].to_vec(),
-                    tokens: self.token_keys[i]
-                        .index_tokens(hash)
-                        .iter()
-                        .map(|t| t.0)
-                        .collect(),
+                    manifest: upload.manifest.clone(),
+                    image_share: part.image_share.clone(),
+                    hash_share: part.hash_share.to_vec(),
+                    tokens: part.tokens.to_vec(),
                 }
             })
             .await;
@@ -316,6 +316,49 @@ impl Client {
             j.end(&id).map_err(Error::Journal)?;
         }
         Ok(id)
+    }
+
+    /// Everything the nodes store of one image whose pHash is `hash`: a fresh id, the
+    /// owner-signed manifest, and each node's file share, hash share and band tokens. No I/O:
+    /// this is all the cryptography of indexing.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`], or a sharing error for an empty file.
+    pub fn upload(&self, file: &[u8], hash: u64) -> Result<Upload, Error> {
+        let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
+        let mut rng = AesCtrRng::from_os();
+        let n = self.n();
+        let id = ImageId::random(&mut rng);
+        let shares = split(file, Params::new(self.k, n)?, &mut rng)?;
+        let hash_shares = share_hash(hash, self.t, n, &mut rng)?;
+        let hash_bytes: Vec<_> = hash_shares.iter().map(|h| h.to_bytes()).collect();
+        let manifest = Manifest::for_shares(
+            id,
+            self.k as u8,
+            self.t as u8,
+            file,
+            &shares,
+            &hash_bytes,
+            self.key_version,
+            unix_now(),
+        )?
+        .sign(owner)?
+        .to_bytes();
+        let parts = shares
+            .into_iter()
+            .zip(hash_bytes)
+            .zip(&self.token_keys)
+            .map(|((share, hash_share), keys)| UploadPart {
+                image_share: share.bytes,
+                hash_share,
+                tokens: keys.index_tokens(hash).map(|t| t.0),
+            })
+            .collect();
+        Ok(Upload {
+            id,
+            manifest,
+            parts,
+        })
     }
 
     /// Remove an image that could not be indexed from every node. The journal entry stays
@@ -434,7 +477,8 @@ impl Client {
     ///
     /// Stage-1 keeps an image only when it matches in at least
     /// [`min_bands`](obscura_tokens::min_bands) bands, which drops no image within
-    /// `max_distance` and most chance matches.
+    /// `max_distance` and most chance matches. Nodes count the bands (they see every hit
+    /// anyway), so only the candidates cross the network.
     ///
     /// # Errors
     /// As [`search`](Self::search), but for the image.
@@ -460,35 +504,28 @@ impl Client {
                     .collect::<Vec<_>>()
             })
             .collect();
+        let need = obscura_tokens::min_bands(self.plan.radius(), max_distance);
         let lookups = self
             .call_all(|x| RequestBody::Lookup {
                 tokens: batches[x as usize - 1].clone(),
+                min_bands: need as u8,
             })
             .await;
-        // The bands each image matched in, over every node's answer (each node holds the same
-        // postings under its own keys; a node leaving some out changes nothing).
-        let mut matched: std::collections::BTreeMap<ImageId, u8> = Default::default();
+        // Each node holds the same postings under its own keys and counts the bands itself; the
+        // union makes a node that leaves some out change nothing.
+        let mut candidates = std::collections::BTreeSet::new();
+        let mut stage1_hits = 0;
         let mut answered = 0;
         for (_, r, s, rcv) in &lookups {
             sent += s;
             received += rcv;
-            if let Ok(ResponseBody::Lookup { hits }) = r {
+            if let Ok(ResponseBody::Lookup { ids, matched }) = r {
                 answered += 1;
-                for (position, ids) in hits.iter().enumerate() {
-                    let band = self.plan.band_of(position).min(7);
-                    for id in ids {
-                        *matched.entry(ImageId(*id)).or_default() |= 1 << band;
-                    }
-                }
+                stage1_hits = stage1_hits.max(*matched as usize);
+                candidates.extend(ids.iter().map(|id| ImageId(*id)));
             }
         }
-        let stage1_hits = matched.len();
-        let need = obscura_tokens::min_bands(self.plan.radius(), max_distance);
-        let candidates: Vec<ImageId> = matched
-            .into_iter()
-            .filter(|(_, bands)| bands.count_ones() as usize >= need)
-            .map(|(id, _)| id)
-            .collect();
+        let candidates: Vec<ImageId> = candidates.into_iter().collect();
         if answered == 0 {
             return Err(Error::Nodes {
                 what: "search (stage 1)",

@@ -166,21 +166,22 @@ impl NodeState {
                     .map_err(store_error)?;
                 Ok(ResponseBody::Ok)
             }
-            RequestBody::Lookup { tokens } => {
+            RequestBody::Lookup { tokens, min_bands } => {
                 let tokens: Vec<Token> = tokens.iter().map(|t| Token(*t)).collect();
-                let hits = self.store.lookup(&tokens).map_err(store_error)?;
+                let (ids, matched) = self
+                    .store
+                    .lookup_at_least(&tokens, usize::from(*min_bands))
+                    .map_err(store_error)?;
                 self.store
                     .record_query(
                         &req.request_id,
-                        format!("lookup tokens={}", tokens.len()).as_bytes(),
+                        format!("lookup tokens={} min_bands={min_bands}", tokens.len()).as_bytes(),
                         now,
                     )
                     .map_err(store_error)?;
                 Ok(ResponseBody::Lookup {
-                    hits: hits
-                        .into_iter()
-                        .map(|ids| ids.into_iter().map(|id| id.0).collect())
-                        .collect(),
+                    ids: ids.into_iter().map(|id| id.0).collect(),
+                    matched: u32::try_from(matched).unwrap_or(u32::MAX),
                 })
             }
             RequestBody::Evaluate {

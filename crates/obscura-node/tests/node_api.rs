@@ -92,10 +92,11 @@ async fn index_search_fetch_and_audit() {
     let lookup = || {
         TestNode::request(RequestBody::Lookup {
             tokens: u.tokens.clone(),
+            min_bands: 8,
         })
     };
     match node.send(&lookup()).await {
-        (200, ResponseBody::Lookup { hits }) => assert!(hits.iter().all(Vec::is_empty)),
+        (200, ResponseBody::Lookup { ids, matched }) => assert!(ids.is_empty() && matched == 0),
         other => panic!("{other:?}"),
     }
     let commit = RequestBody::Commit { image: u.id.0 };
@@ -104,7 +105,9 @@ async fn index_search_fetch_and_audit() {
         (200, ResponseBody::Ok)
     );
     match node.send(&lookup()).await {
-        (200, ResponseBody::Lookup { hits }) => assert!(hits.iter().all(|h| h == &vec![u.id.0])),
+        (200, ResponseBody::Lookup { ids, matched }) => {
+            assert_eq!((ids, matched), (vec![u.id.0], 1))
+        }
         other => panic!("{other:?}"),
     }
 

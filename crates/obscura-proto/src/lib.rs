@@ -15,14 +15,14 @@
 //! let req = Request {
 //!     request_id: [7; 16],
 //!     timestamp: 1_790_000_000,
-//!     body: RequestBody::Lookup { tokens: vec![[1; 16], [2; 16]] },
+//!     body: RequestBody::Lookup { tokens: vec![[1; 16], [2; 16]], min_bands: 1 },
 //! };
 //! let bytes = req.encode();
 //! assert_eq!(&bytes[..6], b"OBSC\x00\x01");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
-//! let resp = Response(ResponseBody::Lookup { hits: vec![vec![[9; 16]], vec![]] });
+//! let resp = Response(ResponseBody::Lookup { ids: vec![[9; 16]], matched: 3 });
 //! assert_eq!(Response::decode(&resp.encode())?, resp);
 //!
 //! // Another version is refused before its body is read.
@@ -104,10 +104,13 @@ pub enum RequestBody {
         /// Its id.
         image: WireId,
     },
-    /// Stage-1: the committed images posted under each token.
+    /// Stage-1: the committed images posted under at least `min_bands` of the tokens. An image
+    /// has one token per band, so this counts the bands it matches in.
     Lookup {
         /// The padded batch.
         tokens: Vec<WireToken>,
+        /// Fewest matching tokens (bands) an image needs, 1..=8.
+        min_bands: u8,
     },
     /// Stage-2: evaluate candidates on shares.
     Evaluate {
@@ -172,7 +175,10 @@ impl RequestBody {
                 check(hash_share.len() == HASH_SHARE_LEN, "hash_share")?;
                 check(tokens.len() == TOKENS_PER_IMAGE, "tokens")
             }
-            RequestBody::Lookup { tokens } => check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens"),
+            RequestBody::Lookup { tokens, min_bands } => {
+                check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens")?;
+                check((1..=8).contains(min_bands), "min_bands")
+            }
             RequestBody::Evaluate {
                 query_share,
                 candidates,
@@ -246,10 +252,12 @@ pub struct WireAuditEntry {
 pub enum ResponseBody {
     /// Done (prepare, commit, delete).
     Ok,
-    /// Stage-1 hits, aligned with the request's tokens.
+    /// Stage-1 candidates.
     Lookup {
-        /// Image ids per token.
-        hits: Vec<Vec<WireId>>,
+        /// Committed images matching at least `min_bands` tokens, by id.
+        ids: Vec<WireId>,
+        /// Images matching at least one token (before the band count).
+        matched: u32,
     },
     /// Stage-2 values, aligned with the request's candidates; `None` where the node holds no
     /// committed image of that id.

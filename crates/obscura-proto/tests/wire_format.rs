@@ -28,7 +28,8 @@ fn body() -> impl Strategy<Value = RequestBody> {
             }),
         id().prop_map(|image| RequestBody::Commit { image }),
         id().prop_map(|image| RequestBody::Delete { image }),
-        prop::collection::vec(id(), 0..100).prop_map(|tokens| RequestBody::Lookup { tokens }),
+        (prop::collection::vec(id(), 0..100), 1..=8u8)
+            .prop_map(|(tokens, min_bands)| RequestBody::Lookup { tokens, min_bands }),
         (
             id(),
             prop::collection::vec(any::<u8>(), 256),

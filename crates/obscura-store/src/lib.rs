@@ -314,28 +314,45 @@ impl Store {
     /// [`Error::AlreadyExists`] when a committed image has this id, [`Error::Invalid`] for an
     /// empty manifest or share.
     pub fn prepare(&self, img: &NewImage<'_>, now: u64) -> Result<(), Error> {
-        if img.manifest.is_empty() || img.image_share.is_empty() {
+        self.prepare_many(std::slice::from_ref(img), now)
+    }
+
+    /// Store many images as pending in one durable transaction (one disk sync): all or none.
+    ///
+    /// # Errors
+    /// As [`prepare`](Self::prepare), for the first image that fails; nothing is stored then.
+    pub fn prepare_many(&self, images: &[NewImage<'_>], now: u64) -> Result<(), Error> {
+        if images
+            .iter()
+            .any(|img| img.manifest.is_empty() || img.image_share.is_empty())
+        {
             return Err(Error::Invalid("empty manifest or image share"));
         }
-        let id = img.id.0.as_slice();
         let txn = self.begin_durable()?;
         {
             let mut state = txn.open_table(STATE)?;
-            if let Some(r) = state.get(id)? {
-                if ImageRecord::decode(r.value())?.state == ImageState::Committed {
-                    return Err(Error::AlreadyExists(img.id));
+            let mut manifests = txn.open_table(MANIFESTS)?;
+            let mut shares = txn.open_table(IMAGE_SHARES)?;
+            let mut pending = txn.open_table(PENDING_HASH_SHARES)?;
+            for img in images {
+                let id = img.id.0.as_slice();
+                if let Some(r) = state.get(id)? {
+                    if ImageRecord::decode(r.value())?.state == ImageState::Committed {
+                        return Err(Error::AlreadyExists(img.id));
+                    }
                 }
+                let record = ImageRecord {
+                    state: ImageState::Pending,
+                    changed_at: now,
+                    tokens: img.tokens,
+                };
+                state.insert(id, record.encode().as_slice())?;
+                manifests.insert(id, img.manifest)?;
+                shares.insert(id, img.image_share)?;
+                pending.insert(id, img.hash_share.as_slice())?;
             }
-            let record = ImageRecord {
-                state: ImageState::Pending,
-                changed_at: now,
-                tokens: img.tokens,
-            };
-            state.insert(id, record.encode().as_slice())?;
-            txn.open_table(MANIFESTS)?.insert(id, img.manifest)?;
-            txn.open_table(IMAGE_SHARES)?.insert(id, img.image_share)?;
-            txn.open_table(PENDING_HASH_SHARES)?
-                .insert(id, img.hash_share.as_slice())?;
+        }
+        for img in images {
             audit::append(&txn, now, AuditKind::Prepare, &img.id.0, &[])?;
         }
         txn.commit()?;
@@ -348,31 +365,46 @@ impl Store {
     /// # Errors
     /// [`Error::UnknownImage`] when it was never prepared (or was deleted).
     pub fn commit(&self, image: &ImageId, now: u64) -> Result<(), Error> {
-        let id = image.0.as_slice();
+        self.commit_many(std::slice::from_ref(image), now)
+    }
+
+    /// Commit many prepared images in one durable transaction: all or none.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit), for the first image that fails; nothing changes then.
+    pub fn commit_many(&self, images: &[ImageId], now: u64) -> Result<(), Error> {
         let txn = self.begin_durable()?;
+        let mut committed = Vec::with_capacity(images.len());
         {
             let mut state = txn.open_table(STATE)?;
-            let mut record = match state.get(id)? {
-                None => return Err(Error::UnknownImage(*image)),
-                Some(r) => ImageRecord::decode(r.value())?,
-            };
-            if record.state == ImageState::Committed {
-                return Ok(());
-            }
-            let hash = txn
-                .open_table(PENDING_HASH_SHARES)?
-                .remove(id)?
-                .ok_or(Error::Corrupt("pending image without hash share"))?
-                .value()
-                .to_vec();
-            txn.open_table(HASH_SHARES)?.insert(id, hash.as_slice())?;
+            let mut pending = txn.open_table(PENDING_HASH_SHARES)?;
+            let mut hashes = txn.open_table(HASH_SHARES)?;
             let mut postings = txn.open_multimap_table(POSTINGS)?;
-            for t in &record.tokens {
-                postings.insert(t.0.as_slice(), id)?;
+            for image in images {
+                let id = image.0.as_slice();
+                let mut record = match state.get(id)? {
+                    None => return Err(Error::UnknownImage(*image)),
+                    Some(r) => ImageRecord::decode(r.value())?,
+                };
+                if record.state == ImageState::Committed {
+                    continue;
+                }
+                let hash = pending
+                    .remove(id)?
+                    .ok_or(Error::Corrupt("pending image without hash share"))?
+                    .value()
+                    .to_vec();
+                hashes.insert(id, hash.as_slice())?;
+                for t in &record.tokens {
+                    postings.insert(t.0.as_slice(), id)?;
+                }
+                record.state = ImageState::Committed;
+                record.changed_at = now;
+                state.insert(id, record.encode().as_slice())?;
+                committed.push(image);
             }
-            record.state = ImageState::Committed;
-            record.changed_at = now;
-            state.insert(id, record.encode().as_slice())?;
+        }
+        for image in committed {
             audit::append(&txn, now, AuditKind::Commit, &image.0, &[])?;
         }
         txn.commit()?;
@@ -442,6 +474,33 @@ impl Store {
                     .collect()
             })
             .collect()
+    }
+
+    /// Stage-1 with the band count: committed images posted under at least `min_tokens` of
+    /// `tokens` (each image posts one token per band, so this counts bands), sorted by id, and
+    /// how many images matched at least one token.
+    ///
+    /// # Errors
+    /// As [`lookup`](Self::lookup).
+    pub fn lookup_at_least(
+        &self,
+        tokens: &[Token],
+        min_tokens: usize,
+    ) -> Result<(Vec<ImageId>, usize), Error> {
+        let mut counts: std::collections::HashMap<ImageId, usize> = Default::default();
+        for ids in self.lookup(tokens)? {
+            for id in ids {
+                *counts.entry(id).or_default() += 1;
+            }
+        }
+        let matched = counts.len();
+        let mut ids: Vec<ImageId> = counts
+            .into_iter()
+            .filter(|&(_, c)| c >= min_tokens)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        Ok((ids, matched))
     }
 
     /// Stage-2: the hash shares of committed images, `None` where this node holds none.

@@ -46,6 +46,26 @@ fn pending_is_invisible_and_commit_publishes() {
 }
 
 #[test]
+fn lookup_at_least_counts_the_tokens_each_image_matches() {
+    let dir = TempDir::new("at-least");
+    let store = Store::open(&dir.db(), 1).unwrap();
+    let (a, b) = (Parts::new(10), Parts::new(11));
+    for p in [&a, &b] {
+        store.prepare(&p.new_image(), 1).unwrap();
+        store.commit(&p.id, 2).unwrap();
+    }
+    // a and b share their band-0 token (see Parts); a's other bands are its own.
+    let mut query = a.tokens.to_vec();
+    query.push(b.tokens[3]);
+    let (ids, matched) = store.lookup_at_least(&query, 8).unwrap();
+    assert_eq!((ids, matched), (vec![a.id], 2));
+    let (ids, _) = store.lookup_at_least(&query, 2).unwrap();
+    assert_eq!(ids, vec![a.id, b.id]);
+    let (ids, _) = store.lookup_at_least(&query, 3).unwrap();
+    assert_eq!(ids, vec![a.id]);
+}
+
+#[test]
 fn postings_are_shared_and_delete_removes_only_its_own() {
     let dir = TempDir::new("postings");
     let store = Store::open(&dir.db(), 2).unwrap();
@@ -133,4 +153,58 @@ fn a_store_belongs_to_one_node_and_one_process() {
         })
     ));
     assert!(Store::open(&dir.db(), 3).is_ok());
+}
+
+#[test]
+fn batches_are_all_or_none_and_audited_per_image() {
+    let dir = TempDir::new("batch");
+    let store = Store::open(&dir.db(), 1).unwrap();
+    let parts: Vec<Parts> = (0..5).map(Parts::new).collect();
+    let images: Vec<_> = parts.iter().map(Parts::new_image).collect();
+    store.prepare_many(&images[..3], 100).unwrap();
+    store.commit_many(&[parts[0].id], 101).unwrap();
+
+    // A batch holding a committed image stores nothing of the others.
+    let again = [images[3], images[0], images[4]];
+    assert!(matches!(
+        store.prepare_many(&again, 102),
+        Err(Error::AlreadyExists(id)) if id == parts[0].id
+    ));
+    assert_eq!(store.state(&parts[3].id).unwrap(), None);
+    assert_eq!(store.state(&parts[4].id).unwrap(), None);
+    store.prepare_many(&images[3..], 102).unwrap();
+
+    // A commit batch naming an unknown image changes nothing.
+    let stranger = Parts::new(99).id;
+    assert!(matches!(
+        store.commit_many(&[parts[1].id, stranger], 103),
+        Err(Error::UnknownImage(id)) if id == stranger
+    ));
+    assert_eq!(
+        store.state(&parts[1].id).unwrap(),
+        Some(ImageState::Pending)
+    );
+
+    let ids: Vec<_> = parts.iter().map(|p| p.id).collect();
+    store.commit_many(&ids, 104).unwrap();
+    let s = store.stats().unwrap();
+    assert_eq!((s.committed, s.pending), (5, 0));
+    for p in &parts {
+        assert_eq!(store.hash_shares(&[p.id]).unwrap(), vec![Some(p.hash)]);
+    }
+    let kinds: Vec<_> = store
+        .audit_entries()
+        .unwrap()
+        .iter()
+        .map(|e| (e.kind, e.subject))
+        .collect();
+    let prepared = kinds
+        .iter()
+        .filter(|k| k.0 == obscura_store::AuditKind::Prepare)
+        .count();
+    let committed = kinds
+        .iter()
+        .filter(|k| k.0 == obscura_store::AuditKind::Commit)
+        .count();
+    assert_eq!((prepared, committed), (5, 5), "{kinds:?}");
 }

@@ -295,11 +295,6 @@ impl BatchPlan {
         self.lookups_per_band
     }
 
-    /// The band a position of the batch belongs to (batches are band-major).
-    pub fn band_of(&self, position: usize) -> usize {
-        position / self.lookups_per_band
-    }
-
     /// Tokens per node per query: `8 × lookups_per_band`.
     pub fn batch_len(&self) -> usize {
         BANDS * self.lookups_per_band

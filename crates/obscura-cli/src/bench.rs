@@ -1,0 +1,568 @@
+//! `obscura bench`: every speed figure beside its ceiling or plaintext baseline, measured in the
+//! same run on this machine.
+//!
+//! In-process figures time the library code in batches of at least 50 ms and report the median
+//! of seven batches. Cluster figures run a temporary 3-of-5 cluster of real node processes on
+//! loopback: indexing and rebuilding go through the nodes; for the query latency at large N the
+//! nodes are stopped, synthetic images (random 64-byte files with random pHashes, prepared by
+//! the real client code) are written into their stores in batches, and the nodes restarted, so
+//! every query still runs through the real nodes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use obscura_client::Client;
+use obscura_mpc::{node, share_hash, HashShare, Querier, SearchParams};
+use obscura_sharing::bytes::{reconstruct, split, Params};
+use obscura_sharing::gf256::Kernel;
+use obscura_sharing::manifest::ImageId;
+use obscura_sharing::rng::AesCtrRng;
+use obscura_sharing::zero::deal;
+use obscura_store::{NewImage, Store};
+use obscura_tokens::{NodeTokenKeys, Token, TokenRoot};
+use rand_core::RngCore;
+use serde_json::{json, Value};
+
+use crate::harness::{load_photos, photos_dir, LocalCluster, Progress, Spread};
+use crate::indexing;
+
+/// What `obscura bench` was asked.
+pub struct BenchOptions {
+    pub photos: Option<PathBuf>,
+    pub json: bool,
+    pub sizes: Vec<usize>,
+    pub queries: usize,
+    pub keep: bool,
+}
+
+/// One measured figure.
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    baseline: String,
+    baseline_value: f64,
+    /// `value / baseline_value` (or the inverse for times, so that higher is better).
+    ratio: f64,
+    goal: Option<(String, bool)>,
+}
+
+impl Figure {
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "baseline": self.baseline,
+            "baseline_value": self.baseline_value,
+            "ratio": self.ratio,
+            "goal": self.goal.as_ref().map(|g| g.0.clone()),
+            "goal_met": self.goal.as_ref().map(|g| g.1),
+        })
+    }
+}
+
+/// Calls of `f` per second: batches of at least 50 ms, the median of seven.
+fn per_second(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut iters = 1u64;
+    loop {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        if t.elapsed() >= Duration::from_millis(50) {
+            break;
+        }
+        iters *= 2;
+    }
+    let mut rates: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            iters as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[3]
+}
+
+/// Run the benchmark; `Ok(true)` when every goal was met.
+pub async fn run(opt: BenchOptions) -> Result<bool, String> {
+    let progress = Progress::new(opt.json);
+    let photos = load_photos(&photos_dir(opt.photos.as_deref())?, &progress)?;
+    let mut figures = Vec::new();
+
+    progress.say("sharing, hashing, tokens and Stage-2 in this process…");
+    library_figures(&photos, &mut figures)?;
+
+    let mut cluster = LocalCluster::start("bench", opt.keep)?;
+    progress.say(&format!(
+        "cluster: 5 nodes (3-of-5) on loopback in {}",
+        cluster.dir.display()
+    ));
+    let outcome = cluster_figures(&mut cluster, &photos, &opt, &progress, &mut figures).await;
+    let (_scratch, stopped) = cluster.stop().await;
+    outcome?;
+    if let Err(lines) = stopped {
+        return Err(format!("nodes did not stop cleanly: {}", lines.join("; ")));
+    }
+
+    let ok = figures.iter().all(|f| f.goal.as_ref().is_none_or(|g| g.1));
+    let machine = json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "gf256_kernel": Kernel::detect().name(),
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    });
+    if opt.json {
+        println!(
+            "{}",
+            json!({"machine": machine, "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(), "ok": ok})
+        );
+    } else {
+        println!();
+        println!(
+            "{:<52} {:>12} {:<10} {:<40} {:>12} {:>8}  goal",
+            "figure", "value", "unit", "beside", "baseline", "ratio"
+        );
+        for f in &figures {
+            let goal = match &f.goal {
+                None => String::new(),
+                Some((g, met)) => format!("{g}: {}", if *met { "met" } else { "NOT met" }),
+            };
+            println!(
+                "{:<52} {:>12} {:<10} {:<40} {:>12} {:>8}  {goal}",
+                f.name,
+                fmt(f.value),
+                f.unit,
+                f.baseline,
+                fmt(f.baseline_value),
+                format!("{:.3}", f.ratio),
+            );
+        }
+        println!(
+            "machine: {} CPUs, GF(2^8) kernel {}",
+            machine["cpus"], machine["gf256_kernel"]
+        );
+        println!(
+            "{}",
+            if ok {
+                "every goal met"
+            } else {
+                "some goals NOT met"
+            }
+        );
+    }
+    Ok(ok)
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.3e}", v)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Sharing, decode + pHash, the whole cryptography of indexing, tokens and Stage-2.
+fn library_figures(photos: &[crate::harness::Photo], out: &mut Vec<Figure>) -> Result<(), String> {
+    let mut rng = AesCtrRng::from_os();
+    let kernel = Kernel::detect();
+    const BUF: usize = 16 * 1024;
+    let src: Vec<u8> = (0..BUF).map(|i| (i * 131 + 7) as u8).collect();
+    let mut dst = vec![0u8; BUF];
+    let kernel_gbs = per_second(|| kernel.mul_add(&mut dst, &src, 0x53)) * BUF as f64 / 1e9;
+
+    const SECRET: usize = 1 << 20;
+    let (k, n) = (3, 5);
+    let secret: Vec<u8> = (0..SECRET).map(|i| (i * 17) as u8).collect();
+    let params = Params::new(k, n).map_err(|e| e.to_string())?;
+    let split_gbs = per_second(|| {
+        std::hint::black_box(split(&secret, params, &mut rng).ok());
+    }) * SECRET as f64
+        / 1e9;
+    let shares = split(&secret, params, &mut rng).map_err(|e| e.to_string())?;
+    let rebuild_gbs = per_second(|| {
+        std::hint::black_box(reconstruct(&shares[..k], k).ok());
+    }) * SECRET as f64
+        / 1e9;
+    let split_ceiling = kernel_gbs / (n * (k - 1)) as f64;
+    let rebuild_ceiling = kernel_gbs / k as f64;
+    out.push(Figure {
+        name: "split 1 MiB, 3-of-5".into(),
+        value: split_gbs,
+        unit: "GB/s",
+        baseline: format!("GF(2^8) mul-add {kernel_gbs:.2} GB/s ÷ n(k−1)"),
+        baseline_value: split_ceiling,
+        ratio: split_gbs / split_ceiling,
+        goal: None,
+    });
+    out.push(Figure {
+        name: "reconstruct 1 MiB from 3 shares".into(),
+        value: rebuild_gbs,
+        unit: "GB/s",
+        baseline: format!("GF(2^8) mul-add {kernel_gbs:.2} GB/s ÷ k"),
+        baseline_value: rebuild_ceiling,
+        ratio: rebuild_gbs / rebuild_ceiling,
+        goal: None,
+    });
+
+    // Decode + pHash alone, then everything indexing computes, over the same photos.
+    let mut i = 0;
+    let hash_rate = per_second(|| {
+        std::hint::black_box(obscura_phash::phash64(&photos[i % photos.len()].bytes).ok());
+        i += 1;
+    });
+    let client = offline_client()?;
+    let mut i = 0;
+    let mut failed = None;
+    let crypto_rate = per_second(|| {
+        let bytes = &photos[i % photos.len()].bytes;
+        i += 1;
+        let r = obscura_phash::phash64(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|h| client.upload(bytes, h.0).map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(format!("preparing an upload failed: {e}"));
+    }
+    out.push(Figure {
+        name: "decode + pHash (the test photos)".into(),
+        value: hash_rate,
+        unit: "images/s",
+        baseline: "(the baseline of indexing)".into(),
+        baseline_value: hash_rate,
+        ratio: 1.0,
+        goal: None,
+    });
+    let ratio = crypto_rate / hash_rate;
+    out.push(Figure {
+        name: "index cryptography: pHash, split, hash shares, tokens, signed manifest".into(),
+        value: crypto_rate,
+        unit: "images/s",
+        baseline: "decode + pHash alone".into(),
+        baseline_value: hash_rate,
+        ratio,
+        goal: Some(("≥ 0.9× decode + pHash".into(), ratio >= 0.9)),
+    });
+
+    // HMAC band tokens beside the tokens one query needs at every node.
+    let keys = NodeTokenKeys::derive(&TokenRoot::random(&mut rng), 1, 1);
+    let mut v = 0u8;
+    let token_rate = per_second(|| {
+        std::hint::black_box(keys.token(usize::from(v % 8), v));
+        v = v.wrapping_add(1);
+    });
+    let per_query = 5 * 8 * crate::init::DEFAULT_LOOKUPS_PER_BAND;
+    out.push(Figure {
+        name: "HMAC-SHA256 band tokens".into(),
+        value: token_rate,
+        unit: "tokens/s",
+        baseline: format!("queries/s if tokens were all (×{per_query})"),
+        baseline_value: token_rate / per_query as f64,
+        ratio: 1.0 / per_query as f64,
+        goal: None,
+    });
+
+    // Stage-2 at one node beside a plaintext Hamming scan of the same candidates.
+    const CANDIDATES: usize = 10_000;
+    let (n, t) = (5, 2);
+    let zero = deal(n, t, &mut rng).map_err(|e| e.to_string())?;
+    let hashes: Vec<u64> = (0..CANDIDATES).map(|_| rng.next_u64()).collect();
+    let stored: Vec<HashShare> = hashes
+        .iter()
+        .map(|&h| share_hash(h, t, n, &mut rng).map(|s| s[0].clone()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let ids: Vec<ImageId> = (0..CANDIDATES as u128)
+        .map(|i| ImageId(i.to_be_bytes()))
+        .collect();
+    let params = SearchParams {
+        n,
+        t,
+        max_distance: 10,
+        top: 10,
+    };
+    let (_, requests) = Querier::start(42, ids, params, &mut rng).map_err(|e| e.to_string())?;
+    let refs: Vec<Option<&HashShare>> = stored.iter().map(Some).collect();
+    let mpc = per_second(|| {
+        std::hint::black_box(node::answer(&zero[0], &requests[0], &refs).ok());
+    }) * CANDIDATES as f64;
+    let q = 42u64;
+    let plain = per_second(|| {
+        std::hint::black_box(
+            hashes
+                .iter()
+                .filter(|&&h| (h ^ q).count_ones() <= 10)
+                .count(),
+        );
+    }) * CANDIDATES as f64;
+    out.push(Figure {
+        name: "Stage-2 at a node (one core)".into(),
+        value: mpc,
+        unit: "cand/s",
+        baseline: "plaintext XOR + popcount".into(),
+        baseline_value: plain,
+        ratio: mpc / plain,
+        goal: None,
+    });
+    Ok(())
+}
+
+/// A client with fresh keys that never talks to a node: for timing what indexing computes.
+fn offline_client() -> Result<Client, String> {
+    let mut rng = AesCtrRng::from_os();
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    let owner = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let roots = rustls::RootCertStore::empty();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Client::new(obscura_client::ClientParts {
+        k: 3,
+        t: 2,
+        nodes: (1..=5).map(|i| format!("https://127.0.0.1:{i}")).collect(),
+        tls,
+        token_root: TokenRoot::random(&mut rng),
+        key_version: 1,
+        owner_public: owner.verifying_key(),
+        owner: Some(owner),
+        plan: obscura_tokens::BatchPlan::exact(),
+        timeout: Duration::from_secs(1),
+        journal: None,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Indexing and rebuilding through the nodes, and query latency at each N.
+async fn cluster_figures(
+    cluster: &mut LocalCluster,
+    photos: &[crate::harness::Photo],
+    opt: &BenchOptions,
+    progress: &Progress,
+    out: &mut Vec<Figure>,
+) -> Result<(), String> {
+    let client = cluster.client(None).await?;
+    let hash_rate = out
+        .iter()
+        .find(|f| f.name.starts_with("decode + pHash"))
+        .map_or(f64::NAN, |f| f.value);
+
+    // Index the photos three times over (45 files) through the nodes.
+    let files: Vec<&[u8]> = photos
+        .iter()
+        .cycle()
+        .take(photos.len() * 3)
+        .map(|p| p.bytes.as_slice())
+        .collect();
+    let t0 = Instant::now();
+    let mut failures = Vec::new();
+    indexing::index_all(
+        &client,
+        files.len(),
+        |i| Ok(files[i].to_vec()),
+        |_, o| match o {
+            indexing::Outcome::Indexed(_) => {}
+            indexing::Outcome::Skipped(e) | indexing::Outcome::Failed(e) => failures.push(e),
+        },
+    )
+    .await;
+    let index_rate = files.len() as f64 / t0.elapsed().as_secs_f64();
+    if !failures.is_empty() {
+        return Err(format!("indexing failed: {}", failures.join("; ")));
+    }
+    let ratio = index_rate / hash_rate;
+    out.push(Figure {
+        name: format!(
+            "index through 5 nodes ({} files, {} in flight)",
+            files.len(),
+            indexing::IN_FLIGHT
+        ),
+        value: index_rate,
+        unit: "images/s",
+        baseline: "decode + pHash alone".into(),
+        baseline_value: hash_rate,
+        ratio,
+        goal: Some(("≥ 0.9× decode + pHash".into(), ratio >= 0.9)),
+    });
+
+    // Rebuild a 1 MB image (random pixels, so PNG cannot shrink it) from k nodes.
+    let mut rng = AesCtrRng::from_os();
+    let mut pixels = vec![0u8; 580 * 580 * 3];
+    rng.fill_bytes(&mut pixels);
+    let img = image::RgbImage::from_raw(580, 580, pixels).ok_or("image buffer")?;
+    let big = crate::profile::png(&img)?;
+    let id = client.index(&big).await.map_err(|e| e.to_string())?;
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        let r = client.get(id).await.map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        if r.image != big {
+            return Err("the rebuilt 1 MB image differs from the indexed one".into());
+        }
+    }
+    let get = Spread::of(times);
+    let local = out
+        .iter()
+        .find(|f| f.name.starts_with("reconstruct"))
+        .map_or(f64::NAN, |f| big.len() as f64 / (f.value * 1e9) * 1e3);
+    out.push(Figure {
+        name: format!(
+            "rebuild {:.2} MB from k = 3 nodes, p50",
+            big.len() as f64 / 1e6
+        ),
+        value: get.p50,
+        unit: "ms",
+        baseline: "the same interpolation in memory".into(),
+        baseline_value: local,
+        ratio: local / get.p50,
+        goal: Some(("≤ 10 ms".into(), get.p50 <= 10.0)),
+    });
+
+    // Query latency at each N: synthetic images written into the stopped nodes' stores.
+    let already = files.len() + 1;
+    let mut stored: Vec<u64> = Vec::new();
+    let mut sizes = opt.sizes.clone();
+    sizes.sort_unstable();
+    for &size in &sizes {
+        let add = size.saturating_sub(stored.len() + already);
+        if add > 0 {
+            cluster.pause().await?;
+            let t = Instant::now();
+            load_synthetic(&cluster.dir, &client, add, &mut stored, progress)?;
+            progress.say(&format!(
+                "wrote {add} synthetic images into each node's store in {:.1} s",
+                t.elapsed().as_secs_f64()
+            ));
+            cluster.resume()?;
+        }
+        let client = cluster.client(None).await?;
+        let total = stored.len() + already;
+        let bar = progress.bar(opt.queries, &format!("N={total}"));
+        let (mut lat, mut s1, mut s2, mut cands) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
+        let mut scan = Vec::new();
+        for _ in 0..opt.queries {
+            // A stored hash with 0..=6 bits flipped, so real matches exist.
+            let base = stored[(rng.next_u64() % stored.len() as u64) as usize];
+            let mut q = base;
+            for _ in 0..rng.next_u32() % 7 {
+                q ^= 1 << (rng.next_u32() % 64);
+            }
+            let r = client
+                .search_hash(q, 10, 10, Instant::now())
+                .await
+                .map_err(|e| e.to_string())?;
+            lat.push(r.total.as_secs_f64() * 1e3);
+            s1.push(r.stage1.as_secs_f64() * 1e3);
+            s2.push(r.stage2.as_secs_f64() * 1e3);
+            cands += r.candidates;
+            let t = Instant::now();
+            let mut hits: Vec<(u32, usize)> = stored
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| ((h ^ q).count_ones(), i))
+                .filter(|&(d, _)| d <= 10)
+                .collect();
+            hits.sort_unstable();
+            hits.truncate(10);
+            std::hint::black_box(&hits);
+            scan.push(t.elapsed().as_secs_f64() * 1e3);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let (lat, s1, s2, scan) = (
+            Spread::of(lat),
+            Spread::of(s1),
+            Spread::of(s2),
+            Spread::of(scan),
+        );
+        out.push(Figure {
+            name: format!(
+                "query N = {total}: p50 (p95 {:.1}; stage 1 {:.1}, stage 2 {:.1}; {:.0} cand.)",
+                lat.p95,
+                s1.p50,
+                s2.p50,
+                cands as f64 / opt.queries.max(1) as f64
+            ),
+            value: lat.p50,
+            unit: "ms",
+            baseline: "plaintext brute-force scan, p50".into(),
+            baseline_value: scan.p50,
+            ratio: scan.p50 / lat.p50,
+            goal: (size >= 100_000).then(|| ("p50 ≤ 20 ms".to_string(), lat.p50 <= 20.0)),
+        });
+    }
+    Ok(())
+}
+
+/// Write `count` synthetic images into every node's store (nodes stopped), in batches of one
+/// transaction each, exactly as the nodes would store them after prepare and commit.
+fn load_synthetic(
+    cluster: &std::path::Path,
+    client: &Client,
+    count: usize,
+    hashes: &mut Vec<u64>,
+    progress: &Progress,
+) -> Result<(), String> {
+    const BATCH: usize = 2000;
+    let mut stores = Vec::new();
+    for (node, config) in crate::nodes::node_configs(cluster)? {
+        let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+        let c: obscura_node::config::NodeConfig =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+        let path = config.parent().unwrap_or(cluster).join(&c.store);
+        stores.push(Store::open(&path, node).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut rng = AesCtrRng::from_os();
+    let bar = progress.bar(count, "load");
+    let mut done = 0;
+    while done < count {
+        let len = BATCH.min(count - done);
+        let mut uploads = Vec::with_capacity(len);
+        for _ in 0..len {
+            let mut file = [0u8; 64];
+            rng.fill_bytes(&mut file);
+            let hash = rng.next_u64();
+            uploads.push(client.upload(&file, hash).map_err(|e| e.to_string())?);
+            hashes.push(hash);
+        }
+        for (i, store) in stores.iter().enumerate() {
+            let images: Vec<NewImage<'_>> = uploads
+                .iter()
+                .map(|u| NewImage {
+                    id: u.id,
+                    manifest: &u.manifest,
+                    image_share: &u.parts[i].image_share,
+                    hash_share: &u.parts[i].hash_share,
+                    tokens: u.parts[i].tokens.map(Token),
+                })
+                .collect();
+            store
+                .prepare_many(&images, now)
+                .map_err(|e| e.to_string())?;
+            let ids: Vec<ImageId> = uploads.iter().map(|u| u.id).collect();
+            store.commit_many(&ids, now).map_err(|e| e.to_string())?;
+        }
+        done += len;
+        bar.inc(len as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
