@@ -41,13 +41,15 @@
 
 pub mod audit;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::RwLock;
 
 use obscura_sharing::manifest::ImageId;
 use obscura_tokens::{Token, BANDS, TOKEN_LEN};
 use redb::{
-    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable,
+    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 
 pub use audit::{AuditEntry, AuditKind};
@@ -241,6 +243,47 @@ pub struct StoreStats {
 pub struct Store {
     db: Database,
     node: u8,
+    /// Every committed posting, token → images, mirrored from the `postings` table so Stage-1
+    /// reads no B-tree: at most 8 × 256 tokens per key version, 16 bytes per image and band.
+    /// Updated after each transaction commits; loaded at open.
+    postings: RwLock<HashMap<[u8; TOKEN_LEN], Vec<ImageId>>>,
+    /// Key of the band-counting hash (image ids are chosen by clients).
+    count_key: u64,
+}
+
+/// Hashes random 128-bit image ids cheaply for counting: fold, then multiply by a per-store
+/// odd key so chosen ids cannot be made to collide.
+#[derive(Clone, Copy)]
+struct IdHashing(u64);
+
+struct IdHasher {
+    key: u64,
+    state: u64,
+}
+
+impl std::hash::BuildHasher for IdHashing {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            key: self.0,
+            state: 0,
+        }
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.state
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.state =
+                (self.state.rotate_left(29) ^ u64::from_le_bytes(b)).wrapping_mul(self.key);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
 }
 
 impl std::fmt::Debug for Store {
@@ -263,7 +306,13 @@ impl Store {
             path: path.display().to_string(),
             source,
         })?;
-        let store = Store { db, node };
+        use std::hash::BuildHasher;
+        let store = Store {
+            db,
+            node,
+            postings: RwLock::default(),
+            count_key: std::collections::hash_map::RandomState::new().hash_one(node) | 1,
+        };
         let txn = store.db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
@@ -293,7 +342,62 @@ impl Store {
             txn.open_table(AUDIT)?;
         }
         txn.commit()?;
+        store.load_postings()?;
         Ok(store)
+    }
+
+    fn load_postings(&self) -> Result<(), Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_multimap_table(POSTINGS)?;
+        let mut map: HashMap<[u8; TOKEN_LEN], Vec<ImageId>> = HashMap::new();
+        for entry in table.iter()? {
+            let (token, ids) = entry?;
+            let token: [u8; TOKEN_LEN] = token
+                .value()
+                .try_into()
+                .map_err(|_| Error::Corrupt("posting token"))?;
+            let list = map.entry(token).or_default();
+            for id in ids {
+                list.push(ImageId(
+                    id?.value()
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("posting"))?,
+                ));
+            }
+        }
+        *self.postings_mut() = map;
+        Ok(())
+    }
+
+    fn postings_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<[u8; TOKEN_LEN], Vec<ImageId>>> {
+        // A panic while holding the lock leaves whole lists (every update is one push or one
+        // retain per token), so a poisoned lock is still consistent.
+        self.postings.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn post(&self, images: &[(ImageId, [Token; BANDS])]) {
+        let mut map = self.postings_mut();
+        for (id, tokens) in images {
+            for t in tokens {
+                map.entry(t.0).or_default().push(*id);
+            }
+        }
+    }
+
+    fn unpost(&self, images: &[(ImageId, [Token; BANDS])]) {
+        let mut map = self.postings_mut();
+        for (id, tokens) in images {
+            for t in tokens {
+                if let Some(list) = map.get_mut(&t.0) {
+                    list.retain(|x| x != id);
+                    if list.is_empty() {
+                        map.remove(&t.0);
+                    }
+                }
+            }
+        }
     }
 
     /// The node this store belongs to.
@@ -401,13 +505,14 @@ impl Store {
                 record.state = ImageState::Committed;
                 record.changed_at = now;
                 state.insert(id, record.encode().as_slice())?;
-                committed.push(image);
+                committed.push((*image, record.tokens));
             }
         }
-        for image in committed {
+        for (image, _) in &committed {
             audit::append(&txn, now, AuditKind::Commit, &image.0, &[])?;
         }
         txn.commit()?;
+        self.post(&committed);
         Ok(())
     }
 
@@ -417,9 +522,12 @@ impl Store {
     /// [`Error::UnknownImage`] when there is no such image.
     pub fn delete(&self, image: &ImageId, now: u64) -> Result<(), Error> {
         let txn = self.begin_durable()?;
-        remove_image(&txn, image)?;
+        let posted = remove_image(&txn, image)?;
         audit::append(&txn, now, AuditKind::Delete, &image.0, &[])?;
         txn.commit()?;
+        if let Some(tokens) = posted {
+            self.unpost(&[(*image, tokens)]);
+        }
         Ok(())
     }
 
@@ -456,24 +564,11 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn lookup(&self, tokens: &[Token]) -> Result<Vec<Vec<ImageId>>, Error> {
-        let txn = self.db.begin_read()?;
-        let postings = txn.open_multimap_table(POSTINGS)?;
-        tokens
+        let map = self.postings.read().unwrap_or_else(|e| e.into_inner());
+        Ok(tokens
             .iter()
-            .map(|t| {
-                postings
-                    .get(t.0.as_slice())?
-                    .map(|v| {
-                        let v = v?;
-                        Ok(ImageId(
-                            v.value()
-                                .try_into()
-                                .map_err(|_| Error::Corrupt("posting"))?,
-                        ))
-                    })
-                    .collect()
-            })
-            .collect()
+            .map(|t| map.get(&t.0).cloned().unwrap_or_default())
+            .collect())
     }
 
     /// Stage-1 with the band count: committed images posted under at least `min_tokens` of
@@ -487,12 +582,15 @@ impl Store {
         tokens: &[Token],
         min_tokens: usize,
     ) -> Result<(Vec<ImageId>, usize), Error> {
-        let mut counts: std::collections::HashMap<ImageId, usize> = Default::default();
-        for ids in self.lookup(tokens)? {
-            for id in ids {
-                *counts.entry(id).or_default() += 1;
+        let map = self.postings.read().unwrap_or_else(|e| e.into_inner());
+        let mut counts: HashMap<ImageId, usize, IdHashing> =
+            HashMap::with_hasher(IdHashing(self.count_key));
+        for t in tokens {
+            for id in map.get(&t.0).into_iter().flatten() {
+                *counts.entry(*id).or_default() += 1;
             }
         }
+        drop(map);
         let matched = counts.len();
         let mut ids: Vec<ImageId> = counts
             .into_iter()
@@ -687,8 +785,9 @@ fn time_key(at: u64, id: &[u8; 16]) -> [u8; 24] {
     k
 }
 
-/// Remove every trace of an image inside `txn`.
-fn remove_image(txn: &WriteTransaction, image: &ImageId) -> Result<(), Error> {
+/// Remove every trace of an image inside `txn`; returns its tokens when it was committed (and
+/// so posted).
+fn remove_image(txn: &WriteTransaction, image: &ImageId) -> Result<Option<[Token; BANDS]>, Error> {
     let id = image.0.as_slice();
     let record = match txn.open_table(STATE)?.remove(id)? {
         None => return Err(Error::UnknownImage(*image)),
@@ -702,5 +801,5 @@ fn remove_image(txn: &WriteTransaction, image: &ImageId) -> Result<(), Error> {
     txn.open_table(IMAGE_SHARES)?.remove(id)?;
     txn.open_table(HASH_SHARES)?.remove(id)?;
     txn.open_table(PENDING_HASH_SHARES)?.remove(id)?;
-    Ok(())
+    Ok((record.state == ImageState::Committed).then_some(record.tokens))
 }

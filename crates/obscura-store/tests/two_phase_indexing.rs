@@ -208,3 +208,32 @@ fn batches_are_all_or_none_and_audited_per_image() {
         .count();
     assert_eq!((prepared, committed), (5, 5), "{kinds:?}");
 }
+
+#[test]
+fn postings_read_after_reopening_are_those_before() {
+    let dir = TempDir::new("reopen");
+    let parts: Vec<Parts> = (0..6).map(Parts::new).collect();
+    let tokens: Vec<_> = parts.iter().flat_map(|p| p.tokens).collect();
+    let before = {
+        let store = Store::open(&dir.db(), 1).unwrap();
+        for p in &parts {
+            store.prepare(&p.new_image(), 1).unwrap();
+        }
+        for p in &parts[..5] {
+            store.commit(&p.id, 2).unwrap();
+        }
+        store.delete(&parts[1].id, 3).unwrap();
+        store.delete(&parts[5].id, 3).unwrap();
+        store.lookup(&tokens).unwrap()
+    };
+    let store = Store::open(&dir.db(), 1).unwrap();
+    let sorted = |mut v: Vec<Vec<_>>| {
+        v.iter_mut().for_each(|l| l.sort());
+        v
+    };
+    let after = store.lookup(&tokens).unwrap();
+    assert_eq!(sorted(after), sorted(before.clone()));
+    let found: std::collections::BTreeSet<_> = before.into_iter().flatten().collect();
+    let want: std::collections::BTreeSet<_> = [0, 2, 3, 4].iter().map(|&i| parts[i].id).collect();
+    assert_eq!(found, want);
+}
