@@ -96,14 +96,22 @@ pub async fn run(opt: BenchOptions) -> Result<bool, String> {
     let mut figures = Vec::new();
 
     progress.say("sharing, hashing, tokens and Stage-2 in this process…");
-    library_figures(&photos, &mut figures)?;
+    let baselines = library_figures(&photos, &mut figures)?;
 
     let mut cluster = LocalCluster::start("bench", opt.keep)?;
     progress.say(&format!(
         "cluster: 5 nodes (3-of-5) on loopback in {}",
         cluster.dir.display()
     ));
-    let outcome = cluster_figures(&mut cluster, &photos, &opt, &progress, &mut figures).await;
+    let outcome = cluster_figures(
+        &mut cluster,
+        &photos,
+        &opt,
+        baselines,
+        &progress,
+        &mut figures,
+    )
+    .await;
     let (_scratch, stopped) = cluster.stop().await;
     outcome?;
     if let Err(lines) = stopped {
@@ -169,8 +177,20 @@ fn fmt(v: f64) -> String {
     }
 }
 
+/// In-process rates the cluster figures are set beside.
+#[derive(Clone, Copy)]
+struct Baselines {
+    /// Decode + pHash of the test photos, images/s.
+    hash_rate: f64,
+    /// Reconstructing from k shares in memory, GB/s.
+    rebuild_gbs: f64,
+}
+
 /// Sharing, decode + pHash, the whole cryptography of indexing, tokens and Stage-2.
-fn library_figures(photos: &[crate::harness::Photo], out: &mut Vec<Figure>) -> Result<(), String> {
+fn library_figures(
+    photos: &[crate::harness::Photo],
+    out: &mut Vec<Figure>,
+) -> Result<Baselines, String> {
     let mut rng = AesCtrRng::from_os();
     let kernel = Kernel::detect();
     const BUF: usize = 16 * 1024;
@@ -314,7 +334,10 @@ fn library_figures(photos: &[crate::harness::Photo], out: &mut Vec<Figure>) -> R
         ratio: mpc / plain,
         goal: None,
     });
-    Ok(())
+    Ok(Baselines {
+        hash_rate,
+        rebuild_gbs,
+    })
 }
 
 /// A client with fresh keys that never talks to a node: for timing what indexing computes.
@@ -352,14 +375,12 @@ async fn cluster_figures(
     cluster: &mut LocalCluster,
     photos: &[crate::harness::Photo],
     opt: &BenchOptions,
+    baselines: Baselines,
     progress: &Progress,
     out: &mut Vec<Figure>,
 ) -> Result<(), String> {
     let client = cluster.client(None).await?;
-    let hash_rate = out
-        .iter()
-        .find(|f| f.name.starts_with("decode + pHash"))
-        .map_or(f64::NAN, |f| f.value);
+    let hash_rate = baselines.hash_rate;
 
     // Index the photos three times over (45 files) through the nodes.
     let files: Vec<&[u8]> = photos
@@ -368,22 +389,12 @@ async fn cluster_figures(
         .take(photos.len() * 3)
         .map(|p| p.bytes.as_slice())
         .collect();
-    let t0 = Instant::now();
-    let mut failures = Vec::new();
-    indexing::index_all(
-        &client,
-        files.len(),
-        |i| Ok(files[i].to_vec()),
-        |_, o| match o {
-            indexing::Outcome::Indexed(_) => {}
-            indexing::Outcome::Skipped(e) | indexing::Outcome::Failed(e) => failures.push(e),
-        },
-    )
-    .await;
-    let index_rate = files.len() as f64 / t0.elapsed().as_secs_f64();
-    if !failures.is_empty() {
-        return Err(format!("indexing failed: {}", failures.join("; ")));
+    let batch = indexing::index_files(&client, &files, &indicatif::ProgressBar::hidden()).await;
+    if !batch.failures.is_empty() {
+        let lines: Vec<String> = batch.failures.iter().map(|(_, e)| e.clone()).collect();
+        return Err(format!("indexing failed: {}", lines.join("; ")));
     }
+    let index_rate = files.len() as f64 / batch.seconds;
     let ratio = index_rate / hash_rate;
     out.push(Figure {
         name: format!(
@@ -416,10 +427,7 @@ async fn cluster_figures(
         }
     }
     let get = Spread::of(times);
-    let local = out
-        .iter()
-        .find(|f| f.name.starts_with("reconstruct"))
-        .map_or(f64::NAN, |f| big.len() as f64 / (f.value * 1e9) * 1e3);
+    let local = big.len() as f64 / (baselines.rebuild_gbs * 1e9) * 1e3;
     out.push(Figure {
         name: format!(
             "rebuild {:.2} MB from k = 3 nodes, p50",

@@ -100,26 +100,17 @@ async fn exercise(
 
     // Index.
     let bar = progress.bar(photos.len(), "index");
-    let t0 = Instant::now();
-    let mut ids: Vec<Option<ImageId>> = vec![None; photos.len()];
-    let mut index_errors = Vec::new();
-    indexing::index_all(
-        &client,
-        photos.len(),
-        |i| Ok(photos[i].bytes.clone()),
-        |i, outcome| {
-            match outcome {
-                indexing::Outcome::Indexed(id) => ids[i] = Some(id),
-                indexing::Outcome::Skipped(e) | indexing::Outcome::Failed(e) => {
-                    index_errors.push(format!("{}: {e}", photos[i].name))
-                }
-            }
-            bar.inc(1);
-        },
-    )
-    .await;
-    let index_s = t0.elapsed().as_secs_f64();
+    let files: Vec<&[u8]> = photos.iter().map(|p| p.bytes.as_slice()).collect();
+    let indexing::Batch {
+        ids,
+        failures,
+        seconds: index_s,
+    } = indexing::index_files(&client, &files, &bar).await;
     bar.finish_and_clear();
+    let index_errors: Vec<String> = failures
+        .iter()
+        .map(|(i, e)| format!("{}: {e}", photos[*i].name))
+        .collect();
     let indexed = ids.iter().filter(|i| i.is_some()).count();
     let bytes_in: usize = photos.iter().map(|p| p.bytes.len()).sum();
     progress.say(&format!(

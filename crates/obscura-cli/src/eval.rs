@@ -189,9 +189,10 @@ pub async fn run(opt: EvalOptions) -> Result<bool, String> {
     let mut samples = Vec::new();
     let mut hash_time = 0.0;
     for (i, p) in photos.iter().enumerate() {
+        let rgb = p.decoded.to_rgb8();
         for (j, t) in Transform::ALL.iter().enumerate() {
             let bytes = t
-                .apply(&p.name, &p.bytes, &p.decoded)
+                .apply(&p.name, &p.bytes, &rgb)
                 .map_err(|e| format!("{} ({}): {e}", p.name, t.name()))?;
             let t0 = Instant::now();
             let hash = obscura_phash::phash64(&bytes)
@@ -292,30 +293,19 @@ async fn measure(
 ) -> Result<Measured, String> {
     let client = cluster.client(None).await?;
     let bar = progress.bar(samples.len(), "index");
-    let t0 = Instant::now();
-    let mut ids = vec![None; samples.len()];
-    let mut errors = Vec::new();
-    indexing::index_all(
-        &client,
-        samples.len(),
-        |i| Ok(samples[i].bytes.clone()),
-        |i, outcome| {
-            match outcome {
-                indexing::Outcome::Indexed(id) => ids[i] = Some(id),
-                indexing::Outcome::Skipped(e) | indexing::Outcome::Failed(e) => {
-                    errors.push(format!("sample {i}: {e}"))
-                }
-            }
-            bar.inc(1);
-        },
-    )
-    .await;
-    let index_s = t0.elapsed().as_secs_f64();
+    let files: Vec<&[u8]> = samples.iter().map(|s| s.bytes.as_slice()).collect();
+    let batch = indexing::index_files(&client, &files, &bar).await;
     bar.finish_and_clear();
-    if !errors.is_empty() {
-        return Err(format!("indexing failed: {}", errors.join("; ")));
+    if !batch.failures.is_empty() {
+        let lines: Vec<String> = batch
+            .failures
+            .iter()
+            .map(|(i, e)| format!("sample {i}: {e}"))
+            .collect();
+        return Err(format!("indexing failed: {}", lines.join("; ")));
     }
-    let ids: Vec<ImageId> = ids.into_iter().flatten().collect();
+    let index_s = batch.seconds;
+    let ids: Vec<ImageId> = batch.ids.into_iter().flatten().collect();
     progress.say(&format!(
         "indexed {} samples in {index_s:.2} s: {:.1} images/s",
         ids.len(),
@@ -386,13 +376,12 @@ fn report(
 ) -> Value {
     let n = samples.len();
     let positive = |q: usize| move |j: usize| samples[j].photo == samples[q].photo;
-    let positives = |q: usize| {
-        samples
-            .iter()
-            .enumerate()
-            .filter(|&(j, s)| j != q && s.photo == samples[q].photo)
-            .count()
-    };
+    // Positives of a query: the other samples of its photo.
+    let mut per_photo: HashMap<usize, usize> = HashMap::new();
+    for s in samples {
+        *per_photo.entry(s.photo).or_default() += 1;
+    }
+    let positives = |q: usize| per_photo[&samples[q].photo] - 1;
     let plain_scores: Vec<Scores> = (0..n)
         .map(|q| scores(&plain[q], positive(q), positives(q)))
         .collect();
@@ -635,36 +624,33 @@ fn write_outputs(
             1.0,
         ),
     )?;
-    let mut lat = Vec::new();
-    for run in runs
+    // The latency plot shows the default mode, or the first mode run when it was not.
+    let shown = runs
         .iter()
-        .filter(|r| r.mode == Mode::DEFAULT)
-        .chain(runs.first())
-        .take(1)
-    {
-        lat.push(("stage 1", "#1f77b4", run.stage1.clone()));
-        lat.push(("stage 2", "#2ca02c", run.stage2.clone()));
-        lat.push(("total", "#d62728", run.total.clone()));
-    }
-    let x_max = lat
-        .iter()
-        .flat_map(|(_, _, v)| v.iter().copied())
-        .fold(0.0f64, f64::max)
-        .max(1.0)
-        .ceil();
-    let series: Vec<Series<'_>> = lat
+        .find(|r| r.mode == Mode::DEFAULT)
+        .or(runs.first());
+    let series: Vec<Series<'_>> = shown
         .into_iter()
+        .flat_map(|run| {
+            [
+                ("stage 1", "#1f77b4", &run.stage1),
+                ("stage 2", "#2ca02c", &run.stage2),
+                ("total", "#d62728", &run.total),
+            ]
+        })
         .map(|(name, colour, values)| Series {
             name,
             colour,
-            values,
+            values: values.clone(),
         })
         .collect();
-    let mode = runs
+    let x_max = series
         .iter()
-        .find(|r| r.mode == Mode::DEFAULT)
-        .or(runs.first())
-        .map_or(String::new(), |r| r.mode.name());
+        .flat_map(|s| s.values.iter().copied())
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        .ceil();
+    let mode = shown.map_or(String::new(), |r| r.mode.name());
     write(
         "latency.svg",
         &plot::histogram(

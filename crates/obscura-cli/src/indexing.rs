@@ -19,6 +19,45 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// What [`index_files`] did.
+pub struct Batch {
+    /// Each file's id, `None` where it was skipped or failed.
+    pub ids: Vec<Option<ImageId>>,
+    /// `(file index, reason)` of each file not indexed, in the order they finished.
+    pub failures: Vec<(usize, String)>,
+    /// Wall time of the whole batch, seconds.
+    pub seconds: f64,
+}
+
+/// Index files held in memory, advancing `bar` as each finishes.
+pub async fn index_files(
+    client: &Arc<Client>,
+    files: &[&[u8]],
+    bar: &indicatif::ProgressBar,
+) -> Batch {
+    let t0 = std::time::Instant::now();
+    let mut ids = vec![None; files.len()];
+    let mut failures = Vec::new();
+    index_all(
+        client,
+        files.len(),
+        |i| Ok(files[i].to_vec()),
+        |i, outcome| {
+            match outcome {
+                Outcome::Indexed(id) => ids[i] = Some(id),
+                Outcome::Skipped(e) | Outcome::Failed(e) => failures.push((i, e)),
+            }
+            bar.inc(1);
+        },
+    )
+    .await;
+    Batch {
+        ids,
+        failures,
+        seconds: t0.elapsed().as_secs_f64(),
+    }
+}
+
 /// Index items `0..count`, at most [`IN_FLIGHT`] at once. `load(i)` reads item `i` when its
 /// turn comes; `done(i, outcome)` is called as each finishes, in the order they finish.
 pub async fn index_all(

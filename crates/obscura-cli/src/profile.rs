@@ -12,7 +12,7 @@ use std::io::Cursor;
 
 use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageEncoder, RgbImage};
+use image::{ImageEncoder, RgbImage};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -115,36 +115,30 @@ impl Transform {
         }
     }
 
-    /// The sample of `photo` (its file `bytes`, decoded as `decoded`) named `name`.
+    /// The sample of the photo named `name`: its file `bytes`, decoded to 8-bit RGB as `img`.
     ///
     /// # Errors
     /// An encoder failure, as text.
-    pub fn apply(
-        self,
-        name: &str,
-        bytes: &[u8],
-        decoded: &DynamicImage,
-    ) -> Result<Vec<u8>, String> {
+    pub fn apply(self, name: &str, bytes: &[u8], img: &RgbImage) -> Result<Vec<u8>, String> {
         let mut rng = self.rng(name);
-        let img = decoded.to_rgb8();
         let (w, h) = img.dimensions();
         match self {
             Transform::Original => Ok(bytes.to_vec()),
-            Transform::Jpeg75 => jpeg(&img, 75, jpeg_encoder::SamplingFactor::R_4_2_0),
-            Transform::Jpeg60 => jpeg(&img, 60, jpeg_encoder::SamplingFactor::R_4_2_0),
-            Transform::Jpeg50Chroma422 => jpeg(&img, 50, jpeg_encoder::SamplingFactor::R_4_2_2),
+            Transform::Jpeg75 => jpeg(img, 75, jpeg_encoder::SamplingFactor::R_4_2_0),
+            Transform::Jpeg60 => jpeg(img, 60, jpeg_encoder::SamplingFactor::R_4_2_0),
+            Transform::Jpeg50Chroma422 => jpeg(img, 50, jpeg_encoder::SamplingFactor::R_4_2_2),
             Transform::Webp70 => Ok(webp::Encoder::from_rgb(img.as_raw(), w, h)
                 .encode(70.0)
                 .to_vec()),
-            Transform::RotatePlus30 => png(&rotate(&img, 30.0)),
-            Transform::RotateMinus30 => png(&rotate(&img, -30.0)),
+            Transform::RotatePlus30 => png(&rotate(img, 30.0)),
+            Transform::RotateMinus30 => png(&rotate(img, -30.0)),
             Transform::Crop => {
                 let f = uniform(&mut rng, 0.30, 0.35);
                 let cw = ((f64::from(w) * (1.0 - f)).round() as u32).max(1);
                 let ch = ((f64::from(h) * (1.0 - f)).round() as u32).max(1);
                 let x = below(&mut rng, w - cw + 1);
                 let y = below(&mut rng, h - ch + 1);
-                let window = image::imageops::crop_imm(&img, x, y, cw, ch).to_image();
+                let window = image::imageops::crop_imm(img, x, y, cw, ch).to_image();
                 png(&image::imageops::resize(
                     &window,
                     w,
@@ -152,24 +146,24 @@ impl Transform {
                     FilterType::CatmullRom,
                 ))
             }
-            Transform::Perspective => png(&perspective(&img, 0.22, &mut rng)),
+            Transform::Perspective => png(&perspective(img, 0.22, &mut rng)),
             Transform::Resample => {
                 let sw = ((f64::from(w) * 0.7).round() as u32).max(1);
                 let sh = ((f64::from(h) * 0.7).round() as u32).max(1);
-                let small = image::imageops::resize(&img, sw, sh, FilterType::Triangle);
+                let small = image::imageops::resize(img, sw, sh, FilterType::Triangle);
                 png(&image::imageops::resize(&small, w, h, FilterType::Nearest))
             }
-            Transform::Gamma07 => png(&map_levels(img, |v| 255.0 * (v / 255.0).powf(0.7))),
-            Transform::Gamma13 => png(&map_levels(img, |v| 255.0 * (v / 255.0).powf(1.3))),
-            Transform::Bright075 => png(&map_levels(img, |v| v * 0.75)),
+            Transform::Gamma07 => png(&map_levels(img.clone(), |v| 255.0 * (v / 255.0).powf(0.7))),
+            Transform::Gamma13 => png(&map_levels(img.clone(), |v| 255.0 * (v / 255.0).powf(1.3))),
+            Transform::Bright075 => png(&map_levels(img.clone(), |v| v * 0.75)),
             Transform::Contrast13 => {
-                let mean = mean_grey(&img);
-                png(&map_levels(img, |v| mean + 1.3 * (v - mean)))
+                let mean = mean_grey(img);
+                png(&map_levels(img.clone(), |v| mean + 1.3 * (v - mean)))
             }
-            Transform::Noise10 => png(&noise(img, 10.0, &mut rng)),
-            Transform::Noise15 => png(&noise(img, 15.0, &mut rng)),
+            Transform::Noise10 => png(&noise(img.clone(), 10.0, &mut rng)),
+            Transform::Noise15 => png(&noise(img.clone(), 15.0, &mut rng)),
             Transform::SaltPepper5 => {
-                let mut img = img;
+                let mut img = img.clone();
                 for p in img.pixels_mut() {
                     if uniform(&mut rng, 0.0, 1.0) < 0.05 {
                         let v = if rng.next_u32() & 1 == 0 { 0 } else { 255 };
@@ -178,9 +172,9 @@ impl Transform {
                 }
                 png(&img)
             }
-            Transform::MotionBlur => png(&motion_blur(&img, (w / 40).max(5) | 1)),
-            Transform::Watermark => png(&watermark(img)),
-            Transform::Occlusion => png(&occlude(img, &mut rng)),
+            Transform::MotionBlur => png(&motion_blur(img, (w / 40).max(5) | 1)),
+            Transform::Watermark => png(&watermark(img.clone())),
+            Transform::Occlusion => png(&occlude(img.clone(), &mut rng)),
         }
     }
 
@@ -481,6 +475,7 @@ fn occlude(mut img: RgbImage, rng: &mut impl RngCore) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::DynamicImage;
 
     fn photo() -> DynamicImage {
         DynamicImage::ImageRgb8(RgbImage::from_fn(120, 90, |x, y| {
@@ -497,7 +492,7 @@ mod tests {
         let original = photo();
         let bytes = encoded(&original);
         for t in Transform::ALL {
-            let out = t.apply("p", &bytes, &original).unwrap();
+            let out = t.apply("p", &bytes, &original.to_rgb8()).unwrap();
             let back = image::load_from_memory(&out).unwrap().to_rgb8();
             assert_eq!(back.dimensions(), (120, 90), "{}", t.name());
             if t == Transform::Original {
@@ -513,9 +508,19 @@ mod tests {
         let original = photo();
         let bytes = encoded(&original);
         for t in [Transform::Crop, Transform::Perspective, Transform::Noise10] {
-            let a = t.apply("a", &bytes, &original).unwrap();
-            assert_eq!(a, t.apply("a", &bytes, &original).unwrap(), "{}", t.name());
-            assert_ne!(a, t.apply("b", &bytes, &original).unwrap(), "{}", t.name());
+            let a = t.apply("a", &bytes, &original.to_rgb8()).unwrap();
+            assert_eq!(
+                a,
+                t.apply("a", &bytes, &original.to_rgb8()).unwrap(),
+                "{}",
+                t.name()
+            );
+            assert_ne!(
+                a,
+                t.apply("b", &bytes, &original.to_rgb8()).unwrap(),
+                "{}",
+                t.name()
+            );
         }
     }
 
@@ -580,7 +585,7 @@ mod tests {
     fn salt_and_pepper_touches_about_five_percent() {
         let grey = DynamicImage::ImageRgb8(RgbImage::from_pixel(200, 200, image::Rgb([128; 3])));
         let out = Transform::SaltPepper5
-            .apply("g", &encoded(&grey), &grey)
+            .apply("g", &encoded(&grey), &grey.to_rgb8())
             .unwrap();
         let back = image::load_from_memory(&out).unwrap().to_rgb8();
         let hit = back.pixels().filter(|p| p.0 != [128; 3]).count() as f64 / 40_000.0;
