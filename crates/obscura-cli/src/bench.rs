@@ -398,8 +398,9 @@ async fn cluster_figures(
     let ratio = index_rate / hash_rate;
     out.push(Figure {
         name: format!(
-            "index through 5 nodes ({} files, {} in flight)",
+            "index through 5 nodes ({} files, batches of {}, {} in flight)",
             files.len(),
+            indexing::BATCH_FILES,
             indexing::IN_FLIGHT
         ),
         value: index_rate,

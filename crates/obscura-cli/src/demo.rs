@@ -265,7 +265,7 @@ async fn exercise(
         "recall_at_1": recall1,
         "recall_at_10": recall10,
         "index": {"images": indexed, "bytes": bytes_in, "seconds": index_s,
-            "images_per_s": indexed as f64 / index_s, "in_flight": indexing::IN_FLIGHT,
+            "images_per_s": indexed as f64 / index_s, "in_flight": indexing::IN_FLIGHT, "batch_files": indexing::BATCH_FILES,
             "errors": index_errors},
         "latency_ms": {"stage1": s1.json(), "stage2": s2.json(), "total": total.json()},
         "per_query": {"candidates": candidates as f64 / n_queries,

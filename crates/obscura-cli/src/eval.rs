@@ -480,7 +480,7 @@ fn report(
             "seconds": index.seconds,
             "images_per_s": n as f64 / index.seconds,
             "mb_per_s": index.bytes as f64 / 1e6 / index.seconds,
-            "in_flight": indexing::IN_FLIGHT,
+            "in_flight": indexing::IN_FLIGHT, "batch_files": indexing::BATCH_FILES,
             "plaintext_decode_hash_images_per_s": n as f64 / index.hash_seconds,
             "ratio_to_plaintext": index.hash_seconds / index.seconds,
         },

@@ -1,13 +1,18 @@
-//! Indexing many files with a few in flight at once: each image waits on fsyncs at every node,
-//! so overlapping them keeps the nodes and this machine's cores busy.
+//! Indexing many files: in batches, so that each node syncs its disk twice per batch rather than
+//! twice per image, with a few batches in flight at once, so that hashing and sharing on this
+//! machine's cores overlaps the nodes' work.
 
 use std::sync::Arc;
 
 use obscura_client::Client;
 use obscura_sharing::manifest::ImageId;
 
-/// Images indexed at once.
-pub const IN_FLIGHT: usize = 4;
+/// Batches indexed at once.
+pub const IN_FLIGHT: usize = 3;
+/// Most files in a batch: each batch costs every node two disk syncs, whatever its size.
+pub const BATCH_FILES: usize = 8;
+/// A batch is closed once its files reach this many bytes.
+pub const BATCH_BYTES: usize = 32 << 20;
 
 /// What became of one file.
 pub enum Outcome {
@@ -58,8 +63,10 @@ pub async fn index_files(
     }
 }
 
-/// Index items `0..count`, at most [`IN_FLIGHT`] at once. `load(i)` reads item `i` when its
-/// turn comes; `done(i, outcome)` is called as each finishes, in the order they finish.
+/// Index items `0..count` in batches of at most [`BATCH_FILES`] files (and
+/// [`BATCH_BYTES`]), at most [`IN_FLIGHT`] batches at once: one being hashed and shared on each
+/// core while another is at the nodes. `load(i)` reads item `i` when its turn comes;
+/// `done(i, outcome)` is called for each, batch by batch as they finish.
 pub async fn index_all(
     client: &Arc<Client>,
     count: usize,
@@ -70,25 +77,70 @@ pub async fn index_all(
     let mut next = 0;
     while next < count || !set.is_empty() {
         while next < count && set.len() < IN_FLIGHT {
-            let i = next;
-            next += 1;
-            match load(i) {
-                Ok(bytes) => {
-                    let c = client.clone();
-                    set.spawn(async move { (i, c.index(&bytes).await) });
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while next < count && batch.len() < BATCH_FILES && bytes < BATCH_BYTES {
+                let i = next;
+                next += 1;
+                match load(i) {
+                    Ok(file) => {
+                        bytes += file.len();
+                        batch.push((i, file));
+                    }
+                    Err(e) => done(i, Outcome::Skipped(e)),
                 }
-                Err(e) => done(i, Outcome::Skipped(e)),
+            }
+            if !batch.is_empty() {
+                set.spawn(index_batch(client.clone(), batch));
             }
         }
         match set.join_next().await {
-            Some(Ok((i, Ok(id)))) => done(i, Outcome::Indexed(id)),
-            Some(Ok((i, Err(e @ obscura_client::Error::Image(_))))) => {
-                done(i, Outcome::Skipped(e.to_string()))
+            Some(Ok(outcomes)) => {
+                for (i, outcome) in outcomes {
+                    done(i, outcome);
+                }
             }
-            Some(Ok((i, Err(e)))) => done(i, Outcome::Failed(e.to_string())),
-            // A panicked task: its image was never reported; the journal covers what it sent.
+            // A panicked task: its images were never reported; the journal covers what it sent.
             Some(Err(e)) => eprintln!("error: an indexing task failed: {e}"),
             None => {}
         }
     }
+}
+
+/// Hash and share a batch off the async workers, then send it in one prepare and one commit.
+async fn index_batch(client: Arc<Client>, batch: Vec<(usize, Vec<u8>)>) -> Vec<(usize, Outcome)> {
+    let c = client.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        batch
+            .into_iter()
+            .map(|(i, file)| (i, c.upload_file(&file)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("hashing and sharing a batch panicked");
+    let mut outcomes = Vec::new();
+    let mut uploads = Vec::new();
+    for (i, upload) in prepared {
+        match upload {
+            Ok(u) => uploads.push((i, u)),
+            Err(e @ obscura_client::Error::Image(_)) => {
+                outcomes.push((i, Outcome::Skipped(e.to_string())))
+            }
+            Err(e) => outcomes.push((i, Outcome::Failed(e.to_string()))),
+        }
+    }
+    let (files, uploads): (Vec<usize>, Vec<_>) = uploads.into_iter().unzip();
+    match client.index_uploads(uploads).await {
+        Ok(ids) => outcomes.extend(
+            files
+                .into_iter()
+                .zip(ids)
+                .map(|(i, id)| (i, Outcome::Indexed(id))),
+        ),
+        Err(e) => {
+            let e = e.to_string();
+            outcomes.extend(files.into_iter().map(|i| (i, Outcome::Failed(e.clone()))));
+        }
+    }
+    outcomes
 }

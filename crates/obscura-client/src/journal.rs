@@ -1,12 +1,13 @@
-//! The indexing journal: a file per image being indexed, written (and synced) before any node
-//! is asked to prepare it and removed only once every node committed it or every node has
-//! forgotten it. An entry left behind — the client was killed, or a node went down between
-//! commit and the clean-up — names an image that may sit at some nodes but was never reported
-//! as indexed; [`Client::finish_interrupted`](crate::Client::finish_interrupted) deletes it
-//! everywhere.
+//! The indexing journal: a file per batch of images being indexed, written (and synced) before
+//! any node is asked to prepare them and removed only once every node committed them or every
+//! node has forgotten them. An entry left behind — the client was killed, or a node went down
+//! between commit and the clean-up — names images that may sit at some nodes but were never
+//! reported as indexed; [`Client::finish_interrupted`](crate::Client::finish_interrupted)
+//! deletes them everywhere.
 //!
-//! Each entry holds the writer's process id and a number drawn by the writing client, so a second
-//! client sharing the directory leaves an index still in flight alone.
+//! An entry is named after the batch's first image id. It holds the writer's process id and a
+//! number drawn by the writing client, so a second client sharing the directory leaves an index
+//! still in flight alone, then the other ids of the batch, one per line.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -67,34 +68,41 @@ impl Journal {
         self.dir.join(id.to_string())
     }
 
-    /// Record that `id` is about to be indexed; durable when this returns.
-    pub(crate) fn begin(&self, id: &ImageId) -> std::io::Result<()> {
+    /// Record that the batch `ids` (not empty) is about to be indexed; durable when this
+    /// returns. The entry is known by `ids[0]` from then on.
+    pub(crate) fn begin(&self, ids: &[ImageId]) -> std::io::Result<()> {
+        let (first, rest) = ids.split_first().expect("a batch is not empty");
         std::fs::create_dir_all(&self.dir)?;
-        self.in_flight().insert(*id);
-        let mut f = std::fs::File::create(self.path(id))?;
-        write!(f, "{} {}", std::process::id(), self.writer)?;
+        self.in_flight().insert(*first);
+        let mut text = format!("{} {}\n", std::process::id(), self.writer);
+        for id in rest {
+            text.push_str(&format!("{id}\n"));
+        }
+        let mut f = std::fs::File::create(self.path(first))?;
+        f.write_all(text.as_bytes())?;
         f.sync_all()?;
         sync_dir(&self.dir)
     }
 
-    /// This client stops working on `id` but could not settle it: the entry stays.
-    pub(crate) fn release(&self, id: &ImageId) {
-        self.in_flight().remove(id);
+    /// This client stops working on the entry `first` but could not settle it: it stays.
+    pub(crate) fn release(&self, first: &ImageId) {
+        self.in_flight().remove(first);
     }
 
-    /// `id` is settled (committed everywhere, or gone everywhere); durable when this returns,
-    /// so a reported image can never be taken for an interrupted one.
-    pub(crate) fn end(&self, id: &ImageId) -> std::io::Result<()> {
-        self.in_flight().remove(id);
-        match std::fs::remove_file(self.path(id)) {
+    /// The batch of the entry `first` is settled (committed everywhere, or gone everywhere);
+    /// durable when this returns, so a reported image can never be taken for an interrupted one.
+    pub(crate) fn end(&self, first: &ImageId) -> std::io::Result<()> {
+        self.in_flight().remove(first);
+        match std::fs::remove_file(self.path(first)) {
             Ok(()) => sync_dir(&self.dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Entries nobody is working on: interrupted indexing.
-    pub(crate) fn abandoned(&self) -> std::io::Result<Vec<ImageId>> {
+    /// Entries nobody is working on: interrupted indexing, each batch with the entry's name
+    /// first.
+    pub(crate) fn abandoned(&self) -> std::io::Result<Vec<Vec<ImageId>>> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -107,7 +115,12 @@ impl Journal {
                 continue; // not ours
             };
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+            let mut lines = text.lines();
+            let mut fields = lines
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|f| f.parse::<u64>().ok());
             let (pid, writer) = (fields.next().flatten(), fields.next().flatten());
             let abandoned = if writer == Some(self.writer) {
                 !self.in_flight().contains(&id)
@@ -116,7 +129,12 @@ impl Journal {
                 process_gone(pid, e.metadata()?.modified()?)
             };
             if abandoned {
-                out.push(id);
+                // A line that does not parse was torn by a crash while the entry was written,
+                // before any node was asked: only the ids before it can have been sent.
+                let batch = std::iter::once(id)
+                    .chain(lines.map_while(|l| l.parse().ok()))
+                    .collect();
+                out.push(batch);
             }
         }
         out.sort();
@@ -134,14 +152,15 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         let j = Journal::new(dir.clone());
         let mine = ImageId([1; 16]);
-        j.begin(&mine).unwrap();
+        let also_mine = ImageId([3; 16]);
+        j.begin(&[mine, also_mine]).unwrap();
         assert!(j.abandoned().unwrap().is_empty());
         // Another client of this process is left alone.
         let other = Journal::new(dir.clone());
         assert!(other.abandoned().unwrap().is_empty());
         // Released without being settled: abandoned.
         j.release(&mine);
-        assert_eq!(j.abandoned().unwrap(), [mine]);
+        assert_eq!(j.abandoned().unwrap(), [vec![mine, also_mine]]);
         // An entry written by a process that has exited.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
@@ -149,7 +168,10 @@ mod tests {
         let theirs = ImageId([2; 16]);
         std::fs::write(j.path(&theirs), format!("{dead} 7")).unwrap();
         if cfg!(target_os = "linux") {
-            assert_eq!(j.abandoned().unwrap(), [mine, theirs]);
+            assert_eq!(
+                j.abandoned().unwrap(),
+                [vec![mine, also_mine], vec![theirs]]
+            );
         }
         j.end(&mine).unwrap();
         j.end(&theirs).unwrap();

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
-use obscura_proto::{ErrorCode, Request, RequestBody, Response, ResponseBody, WireAuditEntry};
+use obscura_proto::{
+    limits, ErrorCode, PreparedImage, Request, RequestBody, Response, ResponseBody, WireAuditEntry,
+};
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::field::Fp;
 use obscura_sharing::manifest::{ImageId, Manifest, SignedManifest};
@@ -71,6 +73,24 @@ pub enum Error {
     /// No node holds the image.
     #[error("image {0} is not stored in this cluster")]
     UnknownImage(ImageId),
+}
+
+/// Why a batch failed, for each of its images.
+enum BatchError {
+    Nodes(&'static str, Vec<NodeFailure>),
+    Journal(std::io::Error),
+}
+
+impl BatchError {
+    fn for_one_image(&self) -> Error {
+        match self {
+            BatchError::Nodes(what, failures) => Error::Nodes {
+                what,
+                failures: failures.clone(),
+            },
+            BatchError::Journal(e) => Error::Journal(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
 }
 
 /// Why one node failed a call.
@@ -139,6 +159,18 @@ pub struct Upload {
     pub manifest: Vec<u8>,
     /// Node `i + 1`'s part.
     pub parts: Vec<UploadPart>,
+}
+
+impl Upload {
+    /// The largest of its shares, in bytes: what it counts against [`limits::MAX_IMAGE_SHARE`]
+    /// in a batch.
+    pub fn share_bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| p.image_share.len())
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// What one node stores of an image.
@@ -243,9 +275,17 @@ impl Client {
         &self,
         make: impl Fn(u8) -> RequestBody,
     ) -> Vec<(u8, Result<ResponseBody, String>, u64, u64)> {
+        self.call_each((1..=self.n() as u8).map(make).collect())
+            .await
+    }
+
+    /// Call every node concurrently, node `i + 1` with `bodies[i]`.
+    async fn call_each(
+        &self,
+        bodies: Vec<RequestBody>,
+    ) -> Vec<(u8, Result<ResponseBody, String>, u64, u64)> {
         let mut set = tokio::task::JoinSet::new();
-        for x in 1..=self.n() as u8 {
-            let body = make(x);
+        for (x, body) in (1..=self.n() as u8).zip(bodies) {
             let this = self.clone_for_task();
             set.spawn(async move {
                 let (r, s, rcv) = this.call(x, body).await;
@@ -277,45 +317,140 @@ impl Client {
     /// [`Error::Image`] for a file that is not an image, [`Error::NotOwner`], [`Error::Nodes`]
     /// naming each node that failed (what was written is deleted again).
     pub async fn index(&self, file: &[u8]) -> Result<ImageId, Error> {
-        let hash = obscura_phash::phash64(file)?.0;
-        let upload = self.upload(file, hash)?;
-        let id = upload.id;
-        if let Some(j) = &self.journal {
-            j.begin(&id).map_err(Error::Journal)?;
+        self.index_many(&[file])
+            .await
+            .pop()
+            .expect("one result per file")
+    }
+
+    /// Index several image files as batches: each node stores a batch in one transaction (one
+    /// disk sync to prepare it, one to commit it), so indexing many small files is not bound by
+    /// the disks. A batch is committed at every node or at none; batches are as large as the
+    /// protocol's limits allow, so callers choose their size by how many files they pass.
+    ///
+    /// Returns one result per file, in order. A file that is not an image fails alone; a
+    /// batch the nodes fail fails whole, and what was written of it is deleted again.
+    ///
+    /// # Errors
+    /// Per file, as [`index`](Self::index).
+    pub async fn index_many(&self, files: &[&[u8]]) -> Vec<Result<ImageId, Error>> {
+        let mut out: Vec<Option<Result<ImageId, Error>>> = files.iter().map(|_| None).collect();
+        let mut batch: Vec<(usize, Upload)> = Vec::new();
+        let mut batch_bytes = 0usize;
+        for (i, file) in files.iter().enumerate() {
+            let upload = match self.upload_file(file) {
+                Ok(u) => u,
+                Err(e) => {
+                    out[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            let bytes = upload.share_bytes();
+            let full =
+                batch.len() == limits::MAX_BATCH || batch_bytes + bytes > limits::MAX_IMAGE_SHARE;
+            if full && !batch.is_empty() {
+                self.index_batch(std::mem::take(&mut batch), &mut out).await;
+                batch_bytes = 0;
+            }
+            batch_bytes += bytes;
+            batch.push((i, upload));
         }
-        let prepared = self
-            .call_all(|x| {
-                let part = &upload.parts[x as usize - 1];
-                RequestBody::Prepare {
-                    image: id.0,
+        if !batch.is_empty() {
+            self.index_batch(batch, &mut out).await;
+        }
+        out.into_iter()
+            .map(|r| r.expect("every file has a result"))
+            .collect()
+    }
+
+    /// Send one batch of uploads (see [`upload`](Self::upload)) to the nodes: prepared at
+    /// every node, then committed, all or none. The batch must respect
+    /// [`limits::MAX_BATCH`] and [`limits::MAX_IMAGE_SHARE`] (see [`Upload::share_bytes`]), or
+    /// the nodes refuse it.
+    ///
+    /// # Errors
+    /// [`Error::Nodes`] naming each node that failed (what was written is deleted again),
+    /// [`Error::Journal`].
+    pub async fn index_uploads(&self, uploads: Vec<Upload>) -> Result<Vec<ImageId>, Error> {
+        let ids: Vec<ImageId> = uploads.iter().map(|u| u.id).collect();
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        match self.send_batch(uploads, &ids).await {
+            Ok(()) => Ok(ids),
+            Err(e) => Err(e.for_one_image()),
+        }
+    }
+
+    /// Prepare `batch` at every node, then commit it; records each image's result in `out`.
+    async fn index_batch(
+        &self,
+        batch: Vec<(usize, Upload)>,
+        out: &mut [Option<Result<ImageId, Error>>],
+    ) {
+        let (files, uploads): (Vec<usize>, Vec<Upload>) = batch.into_iter().unzip();
+        let ids: Vec<ImageId> = uploads.iter().map(|u| u.id).collect();
+        let result = self.send_batch(uploads, &ids).await;
+        for (i, id) in files.into_iter().zip(&ids) {
+            out[i] = Some(match &result {
+                Ok(()) => Ok(*id),
+                Err(e) => Err(e.for_one_image()),
+            });
+        }
+    }
+
+    async fn send_batch(&self, uploads: Vec<Upload>, ids: &[ImageId]) -> Result<(), BatchError> {
+        if let Some(j) = &self.journal {
+            j.begin(ids).map_err(BatchError::Journal)?;
+        }
+        // Each node's request owns its shares: move them, clone only the small manifests.
+        let mut per_node: Vec<Vec<PreparedImage>> = vec![Vec::with_capacity(ids.len()); self.n()];
+        for upload in uploads {
+            for (images, part) in per_node.iter_mut().zip(upload.parts) {
+                images.push(PreparedImage {
+                    image: upload.id.0,
                     manifest: upload.manifest.clone(),
-                    image_share: part.image_share.clone(),
+                    image_share: part.image_share,
                     hash_share: part.hash_share.to_vec(),
                     tokens: part.tokens.to_vec(),
-                }
-            })
-            .await;
-        let failures = failures_of(&prepared);
-        if !failures.is_empty() {
-            self.forget(id).await?;
-            return Err(Error::Nodes {
-                what: "indexing (prepare)",
-                failures,
-            });
+                });
+            }
         }
-        let committed = self.call_all(|_| RequestBody::Commit { image: id.0 }).await;
-        let failures = failures_of(&committed);
-        if !failures.is_empty() {
-            self.forget(id).await?;
-            return Err(Error::Nodes {
-                what: "indexing (commit)",
-                failures,
-            });
+        let prepared = self
+            .call_each(
+                per_node
+                    .into_iter()
+                    .map(|images| RequestBody::Prepare { images })
+                    .collect(),
+            )
+            .await;
+        let wire_ids: Vec<_> = ids.iter().map(|id| id.0).collect();
+        let mut failed = ("indexing (prepare)", failures_of(&prepared));
+        if failed.1.is_empty() {
+            let committed = self
+                .call_all(|_| RequestBody::Commit {
+                    images: wire_ids.clone(),
+                })
+                .await;
+            failed = ("indexing (commit)", failures_of(&committed));
+        }
+        if !failed.1.is_empty() {
+            self.forget(ids).await.map_err(BatchError::Journal)?;
+            return Err(BatchError::Nodes(failed.0, failed.1));
         }
         if let Some(j) = &self.journal {
-            j.end(&id).map_err(Error::Journal)?;
+            j.end(&ids[0]).map_err(BatchError::Journal)?;
         }
-        Ok(id)
+        Ok(())
+    }
+
+    /// [`upload`](Self::upload) of a file, hashed here.
+    ///
+    /// # Errors
+    /// [`Error::Image`] for a file that is not an image, else as [`upload`](Self::upload).
+    pub fn upload_file(&self, file: &[u8]) -> Result<Upload, Error> {
+        let hash = obscura_phash::phash64(file)?;
+        self.upload(file, hash.0)
     }
 
     /// Everything the nodes store of one image whose pHash is `hash`: a fresh id, the
@@ -361,16 +496,27 @@ impl Client {
         })
     }
 
-    /// Remove an image that could not be indexed from every node. The journal entry stays
-    /// while any node has not confirmed, for [`finish_interrupted`](Self::finish_interrupted).
-    async fn forget(&self, id: ImageId) -> Result<Vec<NodeFailure>, Error> {
-        let results = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
-        let open = unsettled(&results);
+    /// Remove the images of a batch that could not be indexed from every node. The journal
+    /// entry stays while any node has not confirmed, for
+    /// [`finish_interrupted`](Self::finish_interrupted). Returns the images some node still
+    /// holds, with why.
+    async fn forget(
+        &self,
+        batch: &[ImageId],
+    ) -> Result<Vec<(ImageId, Vec<NodeFailure>)>, std::io::Error> {
+        let mut open = Vec::new();
+        for id in batch {
+            let results = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
+            let failures = unsettled(&results);
+            if !failures.is_empty() {
+                open.push((*id, failures));
+            }
+        }
         if let Some(j) = &self.journal {
             if open.is_empty() {
-                j.end(&id).map_err(Error::Journal)?;
+                j.end(&batch[0])?;
             } else {
-                j.release(&id);
+                j.release(&batch[0]);
             }
         }
         Ok(open)
@@ -387,13 +533,11 @@ impl Client {
             return Ok(Interrupted::default());
         };
         let mut out = Interrupted::default();
-        for id in j.abandoned().map_err(Error::Journal)? {
-            let open = self.forget(id).await?;
-            if open.is_empty() {
-                out.removed.push(id);
-            } else {
-                out.remaining.push((id, open));
-            }
+        for batch in j.abandoned().map_err(Error::Journal)? {
+            let open = self.forget(&batch).await.map_err(Error::Journal)?;
+            out.removed
+                .extend(batch.iter().filter(|id| open.iter().all(|(o, _)| o != *id)));
+            out.remaining.extend(open);
         }
         Ok(out)
     }

@@ -164,9 +164,14 @@ async fn index_search_get_across_five_nodes() {
         testdata("photos/astronaut.png"),
         testdata("photos/rocket.jpg"),
     ];
-    let mut ids = Vec::new();
-    for f in &files {
-        ids.push(c.client.index(f).await.unwrap());
+    // One batch; a file that is not an image fails alone, nothing of it written.
+    let mut batch: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    batch.insert(2, b"not an image");
+    let mut results = c.client.index_many(&batch).await;
+    assert!(matches!(results.remove(2), Err(Error::Image(_))));
+    let ids: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    for (node, s) in c.client.status().await {
+        assert_eq!(s.unwrap(), (4, 0), "node {node}");
     }
     for (name, id) in names.iter().zip(&ids) {
         let q = testdata(&format!("derived/{name}.q75.jpg"));
@@ -193,23 +198,22 @@ async fn index_search_get_across_five_nodes() {
     assert_eq!(rebuilt.faults[0].node, 5);
     let err = c.client.search(&files[0], 10, 10).await.unwrap_err();
     assert!(err.to_string().contains("node 5"), "{err}");
-    let err = c
-        .client
-        .index(&testdata("photos/text.png"))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("node 5"), "{err}");
+    let (text, horse) = (testdata("photos/text.png"), testdata("photos/horse.png"));
+    for result in c.client.index_many(&[&text, &horse]).await {
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("node 5"), "{err}");
+    }
     for (node, s) in c.client.status().await {
         if node != 5 {
             assert_eq!(s.unwrap(), (4, 0), "node {node}");
         }
     }
-    // The failed index was cleaned up at nodes 1–4; its journal entry stays until node 5
+    // The failed batch was cleaned up at nodes 1–4; its journal entry stays until node 5
     // confirms too, and is settled once node 5 is back.
     assert_eq!(std::fs::read_dir(c.dir.join("journal")).unwrap().count(), 1);
     c.up(5).await;
     let finished = c.client.finish_interrupted().await.unwrap();
-    assert_eq!((finished.removed.len(), finished.remaining.len()), (1, 0));
+    assert_eq!((finished.removed.len(), finished.remaining.len()), (2, 0));
     assert_eq!(std::fs::read_dir(c.dir.join("journal")).unwrap().count(), 0);
     assert_eq!(
         c.client.finish_interrupted().await.unwrap(),

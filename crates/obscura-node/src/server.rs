@@ -116,9 +116,12 @@ impl NodeState {
             return error(ErrorCode::BadRequest, "operation does not match the path");
         }
         let now = now();
-        if let Err(e) = self
-            .store
-            .admit_request(&req.request_id, req.timestamp, now, self.window)
+        // Not synced on its own: an operation that changes state syncs it with its own commit,
+        // and a read answered twice after a crash reveals nothing new. Stage-2 query ids are
+        // admitted durably (see `evaluate`).
+        if let Err(e) =
+            self.store
+                .admit_request_deferred(&req.request_id, req.timestamp, now, self.window)
         {
             return store_error(e);
         }
@@ -129,35 +132,29 @@ impl NodeState {
 
     fn dispatch(&self, req: &Request, now: u64) -> Result<ResponseBody, ResponseBody> {
         match &req.body {
-            RequestBody::Prepare {
-                image,
-                manifest,
-                image_share,
-                hash_share,
-                tokens,
-            } => {
-                self.check_against_manifest(image, manifest, image_share, hash_share)?;
-                let hash_share: &[u8; limits::HASH_SHARE_LEN] =
-                    hash_share.as_slice().try_into().expect("size checked");
-                let tokens = std::array::from_fn(|i| Token(tokens[i]));
-                self.store
-                    .prepare(
-                        &NewImage {
-                            id: ImageId(*image),
-                            manifest,
-                            image_share,
-                            hash_share,
-                            tokens,
-                        },
-                        now,
-                    )
-                    .map_err(store_error)?;
+            RequestBody::Prepare { images } => {
+                let mut batch = Vec::with_capacity(images.len());
+                for img in images {
+                    self.check_against_manifest(
+                        &img.image,
+                        &img.manifest,
+                        &img.image_share,
+                        &img.hash_share,
+                    )?;
+                    batch.push(NewImage {
+                        id: ImageId(img.image),
+                        manifest: &img.manifest,
+                        image_share: &img.image_share,
+                        hash_share: img.hash_share.as_slice().try_into().expect("size checked"),
+                        tokens: std::array::from_fn(|i| Token(img.tokens[i])),
+                    });
+                }
+                self.store.prepare_many(&batch, now).map_err(store_error)?;
                 Ok(ResponseBody::Ok)
             }
-            RequestBody::Commit { image } => {
-                self.store
-                    .commit(&ImageId(*image), now)
-                    .map_err(store_error)?;
+            RequestBody::Commit { images } => {
+                let ids: Vec<ImageId> = images.iter().map(|id| ImageId(*id)).collect();
+                self.store.commit_many(&ids, now).map_err(store_error)?;
                 Ok(ResponseBody::Ok)
             }
             RequestBody::Delete { image } => {
@@ -241,7 +238,12 @@ impl NodeState {
         image_share: &[u8],
         hash_share: &[u8],
     ) -> Result<(), ResponseBody> {
-        let reject = |m: String| error(ErrorCode::Rejected, m);
+        let reject = |m: String| {
+            error(
+                ErrorCode::Rejected,
+                format!("image {}: {m}", ImageId(*image)),
+            )
+        };
         let verified = SignedManifest::from_bytes(manifest)
             .and_then(|m| m.verify(&self.owner))
             .map_err(|e| reject(e.to_string()))?;

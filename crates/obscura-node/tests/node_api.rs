@@ -6,7 +6,7 @@ mod common;
 use common::{TestNode, N, T};
 use ed25519_dalek::SigningKey;
 use obscura_mpc::share_hash;
-use obscura_proto::{ErrorCode, RequestBody, ResponseBody};
+use obscura_proto::{ErrorCode, PreparedImage, RequestBody, ResponseBody};
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::manifest::{ImageId, Manifest, ShareRole, SignedManifest};
 use obscura_store::audit::verify;
@@ -63,12 +63,27 @@ fn upload(owner: &SigningKey, photo: &str, seed: u64) -> Upload {
 }
 
 fn prepare(u: &Upload) -> RequestBody {
+    prepare_batch(&[u])
+}
+
+fn prepare_batch(batch: &[&Upload]) -> RequestBody {
     RequestBody::Prepare {
-        image: u.id.0,
-        manifest: u.manifest.clone(),
-        image_share: u.share.bytes.clone(),
-        hash_share: u.hash_share.clone(),
-        tokens: u.tokens.clone(),
+        images: batch
+            .iter()
+            .map(|u| PreparedImage {
+                image: u.id.0,
+                manifest: u.manifest.clone(),
+                image_share: u.share.bytes.clone(),
+                hash_share: u.hash_share.clone(),
+                tokens: u.tokens.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn commit(ids: &[ImageId]) -> RequestBody {
+    RequestBody::Commit {
+        images: ids.iter().map(|id| id.0).collect(),
     }
 }
 
@@ -99,9 +114,8 @@ async fn index_search_fetch_and_audit() {
         (200, ResponseBody::Lookup { ids, matched }) => assert!(ids.is_empty() && matched == 0),
         other => panic!("{other:?}"),
     }
-    let commit = RequestBody::Commit { image: u.id.0 };
     assert_eq!(
-        node.send(&TestNode::request(commit)).await,
+        node.send(&TestNode::request(commit(&[u.id]))).await,
         (200, ResponseBody::Ok)
     );
     match node.send(&lookup()).await {
@@ -233,6 +247,17 @@ async fn unsigned_or_mismatched_uploads_are_rejected_and_not_stored() {
         "{b:?}"
     );
 
+    // A batch with one bad image is refused whole, naming that image.
+    let good = upload(&node.owner, "camera.png", 4);
+    let (s, b) = node
+        .send(&TestNode::request(prepare_batch(&[&good, &altered])))
+        .await;
+    assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)));
+    assert!(
+        matches!(&b, ResponseBody::Error { message, .. } if message.contains(&altered.id.to_string())),
+        "{b:?}"
+    );
+
     // Nothing was stored.
     match node.send(&TestNode::request(RequestBody::Status)).await {
         (
@@ -245,12 +270,26 @@ async fn unsigned_or_mismatched_uploads_are_rejected_and_not_stored() {
         ) => {}
         other => panic!("{other:?}"),
     }
+    let (s, b) = node.send(&TestNode::request(commit(&[altered.id]))).await;
+    assert_eq!((s, code(&b)), (404, Some(ErrorCode::UnknownImage)));
+
+    // Nor does a commit batch naming a never-prepared image commit the prepared one beside it.
+    assert_eq!(node.send(&TestNode::request(prepare(&good))).await.0, 200);
     let (s, b) = node
-        .send(&TestNode::request(RequestBody::Commit {
-            image: altered.id.0,
-        }))
+        .send(&TestNode::request(commit(&[good.id, altered.id])))
         .await;
     assert_eq!((s, code(&b)), (404, Some(ErrorCode::UnknownImage)));
+    match node.send(&TestNode::request(RequestBody::Status)).await {
+        (
+            200,
+            ResponseBody::Status {
+                committed: 0,
+                pending: 1,
+                ..
+            },
+        ) => {}
+        other => panic!("{other:?}"),
+    }
     node.stop().await;
 }
 
@@ -282,11 +321,7 @@ async fn a_prepared_image_never_committed_is_purged() {
         .iter()
         .any(|e| e.kind == obscura_store::AuditKind::Purge.tag() && e.subject == abandoned.id.0));
     // Committing it now finds nothing.
-    let (s, b) = node
-        .send(&TestNode::request(RequestBody::Commit {
-            image: abandoned.id.0,
-        }))
-        .await;
+    let (s, b) = node.send(&TestNode::request(commit(&[abandoned.id]))).await;
     assert_eq!((s, code(&b)), (404, Some(ErrorCode::UnknownImage)));
     node.stop().await;
 }

@@ -18,7 +18,7 @@
 //!     body: RequestBody::Lookup { tokens: vec![[1; 16], [2; 16]], min_bands: 1 },
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x01");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x02");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -27,8 +27,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 2;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(2))));
+//! future[5] = 3;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(3))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -37,7 +37,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -47,8 +47,10 @@ pub type WireToken = [u8; 16];
 
 /// Size limits a decoded message must respect.
 pub mod limits {
-    /// Largest image share accepted (bytes).
+    /// Largest image share accepted (bytes); the shares of one prepared batch together.
     pub const MAX_IMAGE_SHARE: usize = 256 << 20;
+    /// Most images prepared or committed in one request.
+    pub const MAX_BATCH: usize = 256;
     /// Largest manifest (bytes).
     pub const MAX_MANIFEST: usize = 64 << 10;
     /// Most tokens in one lookup.
@@ -78,26 +80,34 @@ pub enum Error {
     BadSize(&'static str),
 }
 
+/// One image of a [`RequestBody::Prepare`] batch: what this node stores of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedImage {
+    /// Its id.
+    pub image: WireId,
+    /// The owner-signed manifest.
+    pub manifest: Vec<u8>,
+    /// This node's share of the file.
+    pub image_share: Vec<u8>,
+    /// This node's 256-byte hash-bit share.
+    pub hash_share: Vec<u8>,
+    /// The 8 band tokens under this node's keys.
+    pub tokens: Vec<WireToken>,
+}
+
 /// Stage-1 and storage operations a client asks of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestBody {
-    /// Store an image as pending.
+    /// Store images as pending, all or none (one disk sync at the node for the batch).
     Prepare {
-        /// Its id.
-        image: WireId,
-        /// The owner-signed manifest.
-        manifest: Vec<u8>,
-        /// This node's share of the file.
-        image_share: Vec<u8>,
-        /// This node's 256-byte hash-bit share.
-        hash_share: Vec<u8>,
-        /// The 8 band tokens under this node's keys.
-        tokens: Vec<WireToken>,
+        /// At most [`limits::MAX_BATCH`] images, their shares together at most
+        /// [`limits::MAX_IMAGE_SHARE`] bytes.
+        images: Vec<PreparedImage>,
     },
-    /// Make a prepared image visible.
+    /// Make prepared images visible, all or none.
     Commit {
-        /// Its id.
-        image: WireId,
+        /// Their ids, at most [`limits::MAX_BATCH`].
+        images: Vec<WireId>,
     },
     /// Remove an image.
     Delete {
@@ -157,23 +167,26 @@ impl RequestBody {
             }
         };
         match self {
-            RequestBody::Prepare {
-                manifest,
-                image_share,
-                hash_share,
-                tokens,
-                ..
-            } => {
-                check(
-                    !manifest.is_empty() && manifest.len() <= MAX_MANIFEST,
-                    "manifest",
-                )?;
-                check(
-                    !image_share.is_empty() && image_share.len() <= MAX_IMAGE_SHARE,
-                    "image_share",
-                )?;
-                check(hash_share.len() == HASH_SHARE_LEN, "hash_share")?;
-                check(tokens.len() == TOKENS_PER_IMAGE, "tokens")
+            RequestBody::Prepare { images } => {
+                check((1..=MAX_BATCH).contains(&images.len()), "images")?;
+                let mut total = 0usize;
+                for img in images {
+                    check(
+                        !img.manifest.is_empty() && img.manifest.len() <= MAX_MANIFEST,
+                        "manifest",
+                    )?;
+                    total = total.saturating_add(img.image_share.len());
+                    check(
+                        !img.image_share.is_empty() && total <= MAX_IMAGE_SHARE,
+                        "image_share",
+                    )?;
+                    check(img.hash_share.len() == HASH_SHARE_LEN, "hash_share")?;
+                    check(img.tokens.len() == TOKENS_PER_IMAGE, "tokens")?;
+                }
+                Ok(())
+            }
+            RequestBody::Commit { images } => {
+                check((1..=MAX_BATCH).contains(&images.len()), "images")
             }
             RequestBody::Lookup { tokens, min_bands } => {
                 check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens")?;
@@ -187,8 +200,7 @@ impl RequestBody {
                 check(query_share.len() == HASH_SHARE_LEN, "query_share")?;
                 check(candidates.len() <= MAX_CANDIDATES, "candidates")
             }
-            RequestBody::Commit { .. }
-            | RequestBody::Delete { .. }
+            RequestBody::Delete { .. }
             | RequestBody::Fetch { .. }
             | RequestBody::Status
             | RequestBody::Audit => Ok(()),

@@ -1,7 +1,9 @@
 //! Every message round-trips; other versions, garbage, truncation, trailing bytes and oversized
 //! fields are refused cleanly; and the encoding is frozen by a snapshot.
 
-use obscura_proto::{Error, Request, RequestBody, Response, ResponseBody, WireAuditEntry};
+use obscura_proto::{
+    Error, PreparedImage, Request, RequestBody, Response, ResponseBody, WireAuditEntry,
+};
 use proptest::prelude::*;
 
 fn id() -> impl Strategy<Value = [u8; 16]> {
@@ -10,23 +12,27 @@ fn id() -> impl Strategy<Value = [u8; 16]> {
 
 fn body() -> impl Strategy<Value = RequestBody> {
     prop_oneof![
-        (
-            id(),
-            prop::collection::vec(any::<u8>(), 1..200),
-            prop::collection::vec(any::<u8>(), 1..2000),
-            prop::collection::vec(any::<u8>(), 256),
-            prop::collection::vec(id(), 8),
+        prop::collection::vec(
+            (
+                id(),
+                prop::collection::vec(any::<u8>(), 1..200),
+                prop::collection::vec(any::<u8>(), 1..2000),
+                prop::collection::vec(any::<u8>(), 256),
+                prop::collection::vec(id(), 8),
+            )
+                .prop_map(|(image, manifest, image_share, hash_share, tokens)| {
+                    PreparedImage {
+                        image,
+                        manifest,
+                        image_share,
+                        hash_share,
+                        tokens,
+                    }
+                }),
+            1..4
         )
-            .prop_map(|(image, manifest, image_share, hash_share, tokens)| {
-                RequestBody::Prepare {
-                    image,
-                    manifest,
-                    image_share,
-                    hash_share,
-                    tokens,
-                }
-            }),
-        id().prop_map(|image| RequestBody::Commit { image }),
+        .prop_map(|images| RequestBody::Prepare { images }),
+        prop::collection::vec(id(), 1..20).prop_map(|images| RequestBody::Commit { images }),
         id().prop_map(|image| RequestBody::Delete { image }),
         (prop::collection::vec(id(), 0..100), 1..=8u8)
             .prop_map(|(tokens, min_bands)| RequestBody::Lookup { tokens, min_bands }),
@@ -76,7 +82,7 @@ proptest! {
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = Request::decode(&bytes);
         let _ = Response::decode(&bytes);
-        let mut framed = b"OBSC\x00\x01".to_vec();
+        let mut framed = b"OBSC\x00\x02".to_vec();
         framed.extend(&bytes);
         let _ = Request::decode(&framed);
         let _ = Response::decode(&framed);
@@ -109,17 +115,20 @@ fn headers_and_trailers_are_checked() {
 
 #[test]
 fn size_limits_are_enforced() {
-    let prepare = |hash_len: usize, tokens: usize, share: usize| Request {
+    use obscura_proto::limits::{MAX_BATCH, MAX_IMAGE_SHARE};
+    let image = |hash_len: usize, tokens: usize, share: usize| PreparedImage {
+        image: [0; 16],
+        manifest: vec![1],
+        image_share: vec![2; share],
+        hash_share: vec![3; hash_len],
+        tokens: vec![[4; 16]; tokens],
+    };
+    let batch = |images: Vec<PreparedImage>| Request {
         request_id: [0; 16],
         timestamp: 0,
-        body: RequestBody::Prepare {
-            image: [0; 16],
-            manifest: vec![1],
-            image_share: vec![2; share],
-            hash_share: vec![3; hash_len],
-            tokens: vec![[4; 16]; tokens],
-        },
+        body: RequestBody::Prepare { images },
     };
+    let prepare = |hash_len, tokens, share| batch(vec![image(hash_len, tokens, share)]);
     assert!(Request::decode(&prepare(256, 8, 10).encode()).is_ok());
     assert_eq!(
         Request::decode(&prepare(255, 8, 10).encode()),
@@ -132,6 +141,33 @@ fn size_limits_are_enforced() {
     assert_eq!(
         Request::decode(&prepare(256, 8, 0).encode()),
         Err(Error::BadSize("image_share"))
+    );
+    assert_eq!(
+        Request::decode(&batch(vec![]).encode()),
+        Err(Error::BadSize("images"))
+    );
+    assert!(Request::decode(&batch(vec![image(256, 8, 1); MAX_BATCH]).encode()).is_ok());
+    assert_eq!(
+        Request::decode(&batch(vec![image(256, 8, 1); MAX_BATCH + 1]).encode()),
+        Err(Error::BadSize("images"))
+    );
+    // The shares of a batch count together against the share limit.
+    let half = MAX_IMAGE_SHARE / 2 + 1;
+    assert_eq!(
+        Request::decode(&batch(vec![image(256, 8, half), image(256, 8, half)]).encode()),
+        Err(Error::BadSize("image_share"))
+    );
+    let commit = |n| Request {
+        request_id: [0; 16],
+        timestamp: 0,
+        body: RequestBody::Commit {
+            images: vec![[0; 16]; n],
+        },
+    };
+    assert!(Request::decode(&commit(MAX_BATCH).encode()).is_ok());
+    assert_eq!(
+        Request::decode(&commit(0).encode()),
+        Err(Error::BadSize("images"))
     );
     let eval = Request {
         request_id: [0; 16],
@@ -162,10 +198,10 @@ fn encoding_is_frozen() {
     };
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex.len(), 2 * (6 + 16 + 5 + 1 + 16 + 2 + 256 + 1 + 32));
-    assert_eq!(&hex[..12], "4f4253430001");
+    assert_eq!(&hex[..12], "4f4253430002");
     assert_eq!(
         fnv1a(&r.encode()),
-        "378dc599aba91483",
+        "80d8e46a38576c90",
         "wire encoding changed"
     );
 }

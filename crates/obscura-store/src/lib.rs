@@ -669,11 +669,42 @@ impl Store {
         now: u64,
         window: u64,
     ) -> Result<(), Error> {
+        self.admit(request_id, at, now, window, Durability::Immediate)
+    }
+
+    /// As [`admit_request`](Self::admit_request), without a disk sync of its own: the record
+    /// becomes durable with the next durable commit — the operation's own when it changes
+    /// state, else the next state change or audit checkpoint. A node that crashes before then
+    /// forgets the ids admitted since, so such a request could be replayed once after the
+    /// restart: use it where a second answer reveals nothing the first did not. Stage-2 query
+    /// ids are not such a case.
+    ///
+    /// # Errors
+    /// As [`admit_request`](Self::admit_request).
+    pub fn admit_request_deferred(
+        &self,
+        request_id: &[u8; 16],
+        at: u64,
+        now: u64,
+        window: u64,
+    ) -> Result<(), Error> {
+        self.admit(request_id, at, now, window, Durability::None)
+    }
+
+    fn admit(
+        &self,
+        request_id: &[u8; 16],
+        at: u64,
+        now: u64,
+        window: u64,
+        durability: Durability,
+    ) -> Result<(), Error> {
         if at.abs_diff(now) > window {
             self.audit_refusal(request_id, now, b"stale")?;
             return Err(Error::Stale { at, now, window });
         }
-        let txn = self.begin_durable()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)?;
         let seen = txn
             .open_table(REQUESTS)?
             .get(request_id.as_slice())?

@@ -56,3 +56,28 @@ fn old_ids_are_forgotten_but_still_refused_by_time() {
         Err(Error::Stale { .. })
     ));
 }
+
+#[test]
+fn deferred_admission_refuses_replays_and_lasts_once_a_durable_commit_follows() {
+    let dir = TempDir::new("deferred");
+    let store = Store::open(&dir.db(), 1).unwrap();
+    store
+        .admit_request_deferred(&[5; 16], 1000, 1000, WINDOW)
+        .unwrap();
+    assert!(matches!(
+        store.admit_request_deferred(&[5; 16], 1000, 1001, WINDOW),
+        Err(Error::Replay)
+    ));
+    assert!(matches!(
+        store.admit_request_deferred(&[6; 16], 1000, 1000 + WINDOW + 1, WINDOW),
+        Err(Error::Stale { .. })
+    ));
+    // A durable commit after it carries it to disk.
+    store.admit_request(&[6; 16], 1000, 1000, WINDOW).unwrap();
+    drop(store);
+    let store = Store::open(&dir.db(), 1).unwrap();
+    assert!(matches!(
+        store.admit_request(&[5; 16], 1000, 1002, WINDOW),
+        Err(Error::Replay)
+    ));
+}
