@@ -497,9 +497,10 @@ fn f(v: &Value) -> f64 {
 fn print_report(r: &Value) {
     let index = &r["index"];
     println!(
-        "index: {:.1} images/s ({:.1} MB/s, {} in flight); plaintext decode + pHash alone: {:.1} images/s (ratio {:.2})",
+        "index: {:.1} images/s ({:.1} MB/s, batches of {}, {} in flight); plaintext decode + pHash alone: {:.1} images/s (ratio {:.2})",
         f(&index["images_per_s"]),
         f(&index["mb_per_s"]),
+        index["batch_files"],
         index["in_flight"],
         f(&index["plaintext_decode_hash_images_per_s"]),
         f(&index["ratio_to_plaintext"])
