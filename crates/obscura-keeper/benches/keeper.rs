@@ -1,0 +1,62 @@
+//! A keeper's cost per token against one ristretto255 scalar multiplication, and the client's
+//! cost per token for a threshold evaluation with T = 2.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use obscura_keeper::{oprf, threshold};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// Tokens per node in one default query (8 bands × 12 lookups).
+const BATCH: usize = 96;
+
+fn bench(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::from_entropy();
+    let key = oprf::random_scalar(&mut rng);
+    let shares = threshold::deal(&key, 3, 2, &mut rng).unwrap();
+    let inputs: Vec<Vec<u8>> = (0..BATCH)
+        .map(|i| format!("band {i}").into_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let point = oprf::hash_to_group(b"x");
+
+    let mut g = c.benchmark_group("keeper");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("scalar_mul", |b| {
+        b.iter(|| black_box(point) * black_box(key))
+    });
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let batch = threshold::BlindedBatch::new(&refs, &mut rng).unwrap();
+    let sent = batch.to_send();
+    g.bench_function("keeper_evaluate_96", |b| {
+        b.iter(|| {
+            let blinded: Vec<_> = sent.iter().map(|e| oprf::deserialize(e).unwrap()).collect();
+            oprf::evaluate_batch(&shares[0].secret, &blinded, &mut rng).unwrap()
+        })
+    });
+    let answers: Vec<_> = shares[..2]
+        .iter()
+        .map(|s| {
+            let blinded: Vec<_> = sent.iter().map(|e| oprf::deserialize(e).unwrap()).collect();
+            (
+                s,
+                oprf::evaluate_batch(&s.secret, &blinded, &mut rng).unwrap(),
+            )
+        })
+        .collect();
+    g.bench_function("client_blind_96", |b| {
+        b.iter(|| threshold::BlindedBatch::new(&refs, &mut rng).unwrap())
+    });
+    g.bench_function("client_verify_combine_96_t2", |b| {
+        b.iter(|| {
+            let verified: Vec<_> = answers
+                .iter()
+                .map(|(s, a)| batch.verify(s.index, &s.public(), a).unwrap())
+                .collect();
+            batch.finish(&verified, 2).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,246 @@
+//! The VOPRF key shared among keepers, and the client's side of a threshold evaluation.
+//!
+//! A key `k` is Shamir-shared over the scalars of ristretto255 with threshold `T`: keeper `j`
+//! holds `k_j = f(j)` for a random polynomial `f` of degree `T − 1` with `f(0) = k`, and
+//! publishes `k_j · G`. To evaluate, a client blinds its inputs once and sends the same batch to
+//! `T` keepers; each answers `k_j · B_i` with a batched DLEQ proof against its public share. The
+//! client checks every proof, then computes, per element, `r⁻¹ · Σ_j λ_j · (k_j · B_i)` with the
+//! Lagrange coefficients `λ_j` at zero: that is `k · HashToGroup(x)`, exactly what one server
+//! holding `k` would give. Fewer than `T` keepers know nothing about `k` (their shares are
+//! uniformly random whatever `k` is), and no keeper sees an input.
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::MultiscalarMul;
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroize;
+
+use crate::oprf::{self, Blinded, Evaluation, ELEMENT_LEN};
+use crate::Error;
+
+/// Keeper `index`'s share of a key.
+#[derive(Clone)]
+pub struct KeyShare {
+    /// The keeper, 1..=M: the x-coordinate of its share.
+    pub index: u8,
+    /// `f(index)`; secret.
+    pub secret: Scalar,
+}
+
+impl std::fmt::Debug for KeyShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyShare {{ index: {}, .. }}", self.index)
+    }
+}
+
+impl Drop for KeyShare {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+impl KeyShare {
+    /// `k_j · G`, which clients check this keeper's proofs against.
+    pub fn public(&self) -> RistrettoPoint {
+        oprf::public_key(&self.secret)
+    }
+}
+
+fn check_params(m: usize, t: usize) -> Result<(), Error> {
+    if (1..=m).contains(&t) && m <= 255 {
+        Ok(())
+    } else {
+        Err(Error::Params { m, t })
+    }
+}
+
+/// Split `key` among `m` keepers so that any `t` of them evaluate it (a dealer: whoever calls
+/// this sees the key).
+///
+/// # Errors
+/// [`Error::Params`] unless `1 ≤ t ≤ m ≤ 255`.
+pub fn deal<R: RngCore + CryptoRng>(
+    key: &Scalar,
+    m: usize,
+    t: usize,
+    rng: &mut R,
+) -> Result<Vec<KeyShare>, Error> {
+    check_params(m, t)?;
+    let mut coefficients: Vec<Scalar> = std::iter::once(*key)
+        .chain((1..t).map(|_| Scalar::random(rng)))
+        .collect();
+    let shares = (1..=m as u8)
+        .map(|j| KeyShare {
+            index: j,
+            secret: eval_poly(&coefficients, Scalar::from(j)),
+        })
+        .collect();
+    coefficients.zeroize();
+    Ok(shares)
+}
+
+fn eval_poly(coefficients: &[Scalar], x: Scalar) -> Scalar {
+    coefficients
+        .iter()
+        .rev()
+        .fold(Scalar::ZERO, |acc, c| acc * x + c)
+}
+
+/// The Lagrange coefficients at zero for the keepers `indices` (distinct, nonzero).
+///
+/// # Errors
+/// [`Error::Params`] for an empty list, [`Error::Keepers`] for a zero or repeated index.
+pub fn lagrange_at_zero(indices: &[u8]) -> Result<Vec<Scalar>, Error> {
+    if indices.is_empty() {
+        return Err(Error::Params { m: 0, t: 0 });
+    }
+    for (a, &i) in indices.iter().enumerate() {
+        if i == 0 || indices[..a].contains(&i) {
+            return Err(Error::Keepers(format!(
+                "keeper index {i} is zero or repeated"
+            )));
+        }
+    }
+    Ok(indices
+        .iter()
+        .map(|&i| {
+            let xi = Scalar::from(i);
+            let (num, den) = indices.iter().filter(|&&j| j != i).fold(
+                (Scalar::ONE, Scalar::ONE),
+                |(num, den), &j| {
+                    let xj = Scalar::from(j);
+                    (num * xj, den * (xj - xi))
+                },
+            );
+            num * den.invert()
+        })
+        .collect())
+}
+
+/// Rebuild a key from `t` or more shares (for tests and for a dealer's own check; keepers
+/// never do this).
+///
+/// # Errors
+/// As [`lagrange_at_zero`].
+pub fn recover_key(shares: &[KeyShare]) -> Result<Scalar, Error> {
+    let indices: Vec<u8> = shares.iter().map(|s| s.index).collect();
+    let lambdas = lagrange_at_zero(&indices)?;
+    Ok(lambdas.iter().zip(shares).map(|(l, s)| l * s.secret).sum())
+}
+
+/// A client's batch of blinded inputs for a threshold evaluation.
+pub struct BlindedBatch {
+    blinded: Vec<Blinded>,
+    elements: Vec<RistrettoPoint>,
+}
+
+/// A keeper's answer once its proof has been checked.
+pub struct Verified {
+    keeper: u8,
+    elements: Vec<RistrettoPoint>,
+}
+
+impl Verified {
+    /// The keeper that answered.
+    pub fn keeper(&self) -> u8 {
+        self.keeper
+    }
+}
+
+impl BlindedBatch {
+    /// Blind every input with its own fresh blind.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for an input of 2^16 bytes or more; [`Error::Batch`] for an empty batch.
+    pub fn new<R: RngCore + CryptoRng>(inputs: &[&[u8]], rng: &mut R) -> Result<Self, Error> {
+        let blinded = inputs
+            .iter()
+            .map(|x| oprf::blind(x, rng))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_blinded(blinded)
+    }
+
+    /// A batch of inputs blinded elsewhere.
+    ///
+    /// # Errors
+    /// [`Error::Batch`] for an empty batch or one of 2^16 or more elements.
+    pub fn from_blinded(blinded: Vec<Blinded>) -> Result<Self, Error> {
+        if blinded.is_empty() || blinded.len() > oprf::MAX_BATCH {
+            return Err(Error::Batch);
+        }
+        let elements = blinded.iter().map(|b| b.element).collect();
+        Ok(BlindedBatch { blinded, elements })
+    }
+
+    /// The blinded elements, serialized, in input order: what every keeper is sent.
+    pub fn to_send(&self) -> Vec<[u8; ELEMENT_LEN]> {
+        self.elements.iter().map(oprf::serialize).collect()
+    }
+
+    /// Inputs in the batch.
+    pub fn len(&self) -> usize {
+        self.elements.len()
+    }
+
+    /// Never true (a batch holds at least one input).
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
+
+    /// Check keeper `keeper`'s answer against its public key share.
+    ///
+    /// # Errors
+    /// [`Error::Keeper`] naming the keeper, for a wrong-sized answer, an element that does not
+    /// decode, or a proof that fails.
+    pub fn verify(
+        &self,
+        keeper: u8,
+        public_share: &RistrettoPoint,
+        answer: &Evaluation,
+    ) -> Result<Verified, Error> {
+        oprf::verify_batch(
+            public_share,
+            &self.elements,
+            &answer.elements,
+            &answer.proof,
+        )
+        .map(|elements| Verified { keeper, elements })
+        .map_err(|e| Error::Keeper {
+            keeper,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Combine `t` verified answers from distinct keepers and unblind: per input,
+    /// `k · HashToGroup(input)`, in input order. Answers beyond the first `t` are not used.
+    ///
+    /// # Errors
+    /// [`Error::NotEnoughKeepers`] with fewer than `t` answers, [`Error::Keepers`] when two come
+    /// from the same keeper.
+    pub fn finish(&self, answers: &[Verified], t: usize) -> Result<Vec<RistrettoPoint>, Error> {
+        if answers.len() < t || t == 0 {
+            return Err(Error::NotEnoughKeepers {
+                need: t.max(1),
+                got: answers.len(),
+            });
+        }
+        let answers = &answers[..t];
+        let indices: Vec<u8> = answers.iter().map(|a| a.keeper).collect();
+        let lambdas = lagrange_at_zero(&indices)?;
+        let mut blinds: Vec<Scalar> = self.blinded.iter().map(|b| b.blind).collect();
+        Scalar::batch_invert(&mut blinds);
+        let out = blinds
+            .iter()
+            .enumerate()
+            .map(|(i, inv)| {
+                // Secret scalars (the blinds): the constant-time multiscalar multiplication.
+                RistrettoPoint::multiscalar_mul(
+                    lambdas.iter().map(|l| l * inv),
+                    answers.iter().map(|a| a.elements[i]),
+                )
+            })
+            .collect();
+        blinds.zeroize();
+        Ok(out)
+    }
+}
