@@ -26,17 +26,17 @@ fn bench(c: &mut Criterion) {
     });
     g.throughput(Throughput::Elements(BATCH as u64));
     let batch = threshold::BlindedBatch::new(&refs, &mut rng).unwrap();
-    let sent = batch.to_send();
+    let sent = batch.to_send().to_vec();
     g.bench_function("keeper_evaluate_96", |b| {
         b.iter(|| {
-            let blinded: Vec<_> = sent.iter().map(|e| oprf::deserialize(e).unwrap()).collect();
+            let blinded = oprf::Elements::from_bytes(sent.clone()).unwrap();
             oprf::evaluate_batch(&shares[0].secret, &blinded, &mut rng).unwrap()
         })
     });
     let answers: Vec<_> = shares[..2]
         .iter()
         .map(|s| {
-            let blinded: Vec<_> = sent.iter().map(|e| oprf::deserialize(e).unwrap()).collect();
+            let blinded = oprf::Elements::from_bytes(sent.clone()).unwrap();
             (
                 s,
                 oprf::evaluate_batch(&s.secret, &blinded, &mut rng).unwrap(),

@@ -21,7 +21,7 @@
 //! let sent = batch.to_send(); // all a keeper sees
 //! let mut answers = Vec::new();
 //! for share in &shares[1..] {
-//!     let blinded: Vec<_> = sent.iter().map(oprf::deserialize).collect::<Result<_, _>>()?;
+//!     let blinded = oprf::Elements::from_bytes(sent.to_vec())?;
 //!     let answer = oprf::evaluate_batch(&share.secret, &blinded, &mut rng)?;
 //!     answers.push(batch.verify(share.index, &share.public(), &answer)?);
 //! }

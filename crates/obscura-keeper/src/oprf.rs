@@ -135,6 +135,51 @@ fn deserialize_scalar(bytes: &[u8]) -> Result<Scalar, Error> {
     Option::from(Scalar::from_canonical_bytes(b)).ok_or(Error::Proof)
 }
 
+/// A batch of elements with their encodings, so that neither is computed twice: the proofs
+/// hash the encodings, the arithmetic needs the points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Elements {
+    points: Vec<RistrettoPoint>,
+    bytes: Vec<[u8; ELEMENT_LEN]>,
+}
+
+impl Elements {
+    /// From points (encoding each).
+    pub fn from_points(points: Vec<RistrettoPoint>) -> Elements {
+        let bytes = points.iter().map(serialize).collect();
+        Elements { points, bytes }
+    }
+
+    /// From encodings (decoding each; see [`deserialize`]).
+    ///
+    /// # Errors
+    /// [`Error::Element`] for any encoding that is not a valid element.
+    pub fn from_bytes(bytes: Vec<[u8; ELEMENT_LEN]>) -> Result<Elements, Error> {
+        let points = bytes.iter().map(deserialize).collect::<Result<_, _>>()?;
+        Ok(Elements { points, bytes })
+    }
+
+    /// The points.
+    pub fn points(&self) -> &[RistrettoPoint] {
+        &self.points
+    }
+
+    /// Their encodings.
+    pub fn bytes(&self) -> &[[u8; ELEMENT_LEN]] {
+        &self.bytes
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+}
+
 /// A client's blinded input: what it keeps to unblind, and the element it sends.
 #[derive(Clone, Debug)]
 pub struct Blinded {
@@ -278,7 +323,7 @@ pub struct Evaluation {
 /// [`Error::Batch`] for an empty batch or one of 2^16 or more elements.
 pub fn evaluate_batch<R: RngCore + CryptoRng>(
     key: &Scalar,
-    blinded: &[RistrettoPoint],
+    blinded: &Elements,
     rng: &mut R,
 ) -> Result<Evaluation, Error> {
     evaluate_batch_with(key, blinded, random_scalar(rng))
@@ -290,7 +335,7 @@ pub fn evaluate_batch<R: RngCore + CryptoRng>(
 /// As [`evaluate_batch`].
 pub fn evaluate_batch_with(
     key: &Scalar,
-    blinded: &[RistrettoPoint],
+    blinded: &Elements,
     nonce: Scalar,
 ) -> Result<Evaluation, Error> {
     if blinded.is_empty() || blinded.len() > MAX_BATCH {
@@ -299,16 +344,15 @@ pub fn evaluate_batch_with(
     // k·B_i is compressed in one batch: double_and_compress_batch shares one inversion across
     // the batch, so each element is evaluated at k/2 and doubled on the way out.
     let half_key = key * Scalar::from(2u8).invert();
-    let halves: Vec<RistrettoPoint> = blinded.iter().map(|b| b * half_key).collect();
+    let halves: Vec<RistrettoPoint> = blinded.points.iter().map(|b| b * half_key).collect();
     let elements: Vec<[u8; 32]> = RistrettoPoint::double_and_compress_batch(&halves)
         .iter()
         .map(CompressedRistretto::to_bytes)
         .collect();
-    let cs: Vec<[u8; 32]> = blinded.iter().map(serialize).collect();
     let pk = RistrettoPoint::mul_base(key);
     let pk_bytes = serialize(&pk);
-    let weights = composite_weights(&pk_bytes, &cs, &elements);
-    let m = RistrettoPoint::vartime_multiscalar_mul(&weights, blinded);
+    let weights = composite_weights(&pk_bytes, &blinded.bytes, &elements);
+    let m = RistrettoPoint::vartime_multiscalar_mul(&weights, &blinded.points);
     let z = m * key;
     let t2 = RistrettoPoint::mul_base(&nonce);
     let t3 = m * nonce;
@@ -328,7 +372,7 @@ pub fn evaluate_batch_with(
 /// evaluated element that does not decode, [`Error::Proof`] when the proof fails.
 pub fn verify_batch(
     pk: &RistrettoPoint,
-    blinded: &[RistrettoPoint],
+    blinded: &Elements,
     evaluated: &[[u8; ELEMENT_LEN]],
     proof: &Proof,
 ) -> Result<Vec<RistrettoPoint>, Error> {
@@ -339,10 +383,9 @@ pub fn verify_batch(
         .iter()
         .map(deserialize)
         .collect::<Result<_, _>>()?;
-    let cs: Vec<[u8; 32]> = blinded.iter().map(serialize).collect();
     let pk_bytes = serialize(pk);
-    let weights = composite_weights(&pk_bytes, &cs, evaluated);
-    let m = RistrettoPoint::vartime_multiscalar_mul(&weights, blinded);
+    let weights = composite_weights(&pk_bytes, &blinded.bytes, evaluated);
+    let m = RistrettoPoint::vartime_multiscalar_mul(&weights, &blinded.points);
     let z = RistrettoPoint::vartime_multiscalar_mul(&weights, &ds);
     let t2 = RistrettoPoint::vartime_double_scalar_mul_basepoint(&proof.c, pk, &proof.s);
     let t3 = RistrettoPoint::vartime_multiscalar_mul([proof.s, proof.c], [m, z]);

@@ -15,7 +15,7 @@ use curve25519_dalek::traits::MultiscalarMul;
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroize;
 
-use crate::oprf::{self, Blinded, Evaluation, ELEMENT_LEN};
+use crate::oprf::{self, Blinded, Elements, Evaluation, ELEMENT_LEN};
 use crate::Error;
 
 /// Keeper `index`'s share of a key.
@@ -131,7 +131,7 @@ pub fn recover_key(shares: &[KeyShare]) -> Result<Scalar, Error> {
 /// A client's batch of blinded inputs for a threshold evaluation.
 pub struct BlindedBatch {
     blinded: Vec<Blinded>,
-    elements: Vec<RistrettoPoint>,
+    elements: Elements,
 }
 
 /// A keeper's answer once its proof has been checked.
@@ -168,13 +168,13 @@ impl BlindedBatch {
         if blinded.is_empty() || blinded.len() > oprf::MAX_BATCH {
             return Err(Error::Batch);
         }
-        let elements = blinded.iter().map(|b| b.element).collect();
+        let elements = Elements::from_points(blinded.iter().map(|b| b.element).collect());
         Ok(BlindedBatch { blinded, elements })
     }
 
     /// The blinded elements, serialized, in input order: what every keeper is sent.
-    pub fn to_send(&self) -> Vec<[u8; ELEMENT_LEN]> {
-        self.elements.iter().map(oprf::serialize).collect()
+    pub fn to_send(&self) -> &[[u8; ELEMENT_LEN]] {
+        self.elements.bytes()
     }
 
     /// Inputs in the batch.

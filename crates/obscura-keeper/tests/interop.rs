@@ -21,10 +21,13 @@ fn our_keeper_answers_their_client() {
         .iter()
         .map(|x| VoprfClient::<Ristretto255>::blind(x, &mut rng).unwrap())
         .collect();
-    let elements: Vec<_> = blinds
-        .iter()
-        .map(|b| oprf::deserialize(&b.message.serialize().into()).unwrap())
-        .collect();
+    let elements = oprf::Elements::from_bytes(
+        blinds
+            .iter()
+            .map(|b| b.message.serialize().into())
+            .collect(),
+    )
+    .unwrap();
     let ours = oprf::evaluate_batch(&key, &elements, &mut rng).unwrap();
     let messages: Vec<_> = ours
         .elements
@@ -67,7 +70,7 @@ fn their_server_answers_our_client() {
         .map(|m| m.serialize().into())
         .collect();
     let proof = oprf::Proof::from_bytes(&theirs.proof.serialize().into()).unwrap();
-    let elements: Vec<_> = blinded.iter().map(|b| b.element).collect();
+    let elements = oprf::Elements::from_points(blinded.iter().map(|b| b.element).collect());
     let ds = oprf::verify_batch(&pk, &elements, &evaluated, &proof).unwrap();
     for ((x, b), d) in inputs.iter().zip(&blinded).zip(&ds) {
         let out = oprf::finalize(x, &oprf::unblind(&b.blind, d));

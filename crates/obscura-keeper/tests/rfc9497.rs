@@ -114,7 +114,7 @@ fn every_voprf_vector_of_the_suite_passes() {
                 "vector {n}"
             );
         }
-        let elements: Vec<_> = blinded.iter().map(|b| b.element).collect();
+        let elements = oprf::Elements::from_points(blinded.iter().map(|b| b.element).collect());
         let evaluation = oprf::evaluate_batch_with(&sk, &elements, scalar(v.proof_random)).unwrap();
         for (e, want) in evaluation.elements.iter().zip(v.evaluated) {
             assert_eq!(e.to_vec(), hex(want), "vector {n}");

@@ -17,11 +17,7 @@ fn inputs() -> Vec<Vec<u8>> {
 }
 
 fn answer(share: &KeyShare, batch: &BlindedBatch, rng: &mut ChaCha20Rng) -> Evaluation {
-    let blinded: Vec<_> = batch
-        .to_send()
-        .iter()
-        .map(|e| oprf::deserialize(e).unwrap())
-        .collect();
+    let blinded = oprf::Elements::from_bytes(batch.to_send().to_vec()).unwrap();
     oprf::evaluate_batch(&share.secret, &blinded, rng).unwrap()
 }
 
