@@ -119,28 +119,26 @@ async fn index_batch(client: Arc<Client>, batch: Vec<(usize, Vec<u8>)>) -> Vec<(
     .await
     .expect("hashing and sharing a batch panicked");
     let mut outcomes = Vec::new();
-    let mut uploads = Vec::new();
+    let (mut sent, mut uploads) = (Vec::new(), Vec::new());
     for (i, upload) in prepared {
         match upload {
-            Ok(u) => uploads.push((i, u)),
-            Err(e @ obscura_client::Error::Image(_)) => {
-                outcomes.push((i, Outcome::Skipped(e.to_string())))
+            Ok(u) => {
+                sent.push(i);
+                uploads.push(u);
             }
-            Err(e) => outcomes.push((i, Outcome::Failed(e.to_string()))),
+            Err(e) => outcomes.push((i, outcome(Err(e)))),
         }
     }
-    let (files, uploads): (Vec<usize>, Vec<_>) = uploads.into_iter().unzip();
-    match client.index_uploads(uploads).await {
-        Ok(ids) => outcomes.extend(
-            files
-                .into_iter()
-                .zip(ids)
-                .map(|(i, id)| (i, Outcome::Indexed(id))),
-        ),
-        Err(e) => {
-            let e = e.to_string();
-            outcomes.extend(files.into_iter().map(|i| (i, Outcome::Failed(e.clone()))));
-        }
-    }
+    let indexed = client.index_uploads(uploads).await;
+    outcomes.extend(sent.into_iter().zip(indexed).map(|(i, r)| (i, outcome(r))));
     outcomes
+}
+
+/// A file that is not an image is skipped; anything else failed it.
+fn outcome(result: Result<ImageId, obscura_client::Error>) -> Outcome {
+    match result {
+        Ok(id) => Outcome::Indexed(id),
+        Err(e @ obscura_client::Error::Image(_)) => Outcome::Skipped(e.to_string()),
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
 }

@@ -334,17 +334,40 @@ impl Client {
     /// # Errors
     /// Per file, as [`index`](Self::index).
     pub async fn index_many(&self, files: &[&[u8]]) -> Vec<Result<ImageId, Error>> {
-        let mut out: Vec<Option<Result<ImageId, Error>>> = files.iter().map(|_| None).collect();
-        let mut batch: Vec<(usize, Upload)> = Vec::new();
-        let mut batch_bytes = 0usize;
-        for (i, file) in files.iter().enumerate() {
-            let upload = match self.upload_file(file) {
-                Ok(u) => u,
-                Err(e) => {
-                    out[i] = Some(Err(e));
-                    continue;
+        let mut failed: Vec<Option<Error>> = Vec::with_capacity(files.len());
+        let mut uploads = Vec::new();
+        for file in files {
+            match self.upload_file(file) {
+                Ok(u) => {
+                    uploads.push(u);
+                    failed.push(None);
                 }
-            };
+                Err(e) => failed.push(Some(e)),
+            }
+        }
+        let mut indexed = self.index_uploads(uploads).await.into_iter();
+        failed
+            .into_iter()
+            .map(|f| match f {
+                Some(e) => Err(e),
+                None => indexed.next().expect("one result per upload"),
+            })
+            .collect()
+    }
+
+    /// Send uploads (see [`upload`](Self::upload)) to the nodes in batches within the
+    /// protocol's limits ([`limits::MAX_BATCH`] images, [`limits::MAX_IMAGE_SHARE`] bytes of
+    /// shares, see [`Upload::share_bytes`]): each batch is prepared at every node, then
+    /// committed, all or none. Returns one result per upload, in order.
+    ///
+    /// # Errors
+    /// Per upload: [`Error::Nodes`] naming each node that failed its batch (what was written
+    /// is deleted again), [`Error::Journal`].
+    pub async fn index_uploads(&self, uploads: Vec<Upload>) -> Vec<Result<ImageId, Error>> {
+        let mut out = Vec::with_capacity(uploads.len());
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        for upload in uploads {
             let bytes = upload.share_bytes();
             let full =
                 batch.len() == limits::MAX_BATCH || batch_bytes + bytes > limits::MAX_IMAGE_SHARE;
@@ -353,49 +376,20 @@ impl Client {
                 batch_bytes = 0;
             }
             batch_bytes += bytes;
-            batch.push((i, upload));
+            batch.push(upload);
         }
         if !batch.is_empty() {
             self.index_batch(batch, &mut out).await;
         }
-        out.into_iter()
-            .map(|r| r.expect("every file has a result"))
-            .collect()
+        out
     }
 
-    /// Send one batch of uploads (see [`upload`](Self::upload)) to the nodes: prepared at
-    /// every node, then committed, all or none. The batch must respect
-    /// [`limits::MAX_BATCH`] and [`limits::MAX_IMAGE_SHARE`] (see [`Upload::share_bytes`]), or
-    /// the nodes refuse it.
-    ///
-    /// # Errors
-    /// [`Error::Nodes`] naming each node that failed (what was written is deleted again),
-    /// [`Error::Journal`].
-    pub async fn index_uploads(&self, uploads: Vec<Upload>) -> Result<Vec<ImageId>, Error> {
-        let ids: Vec<ImageId> = uploads.iter().map(|u| u.id).collect();
-        if ids.is_empty() {
-            return Ok(ids);
-        }
-        match self.send_batch(uploads, &ids).await {
-            Ok(()) => Ok(ids),
-            Err(e) => Err(e.for_one_image()),
-        }
-    }
-
-    /// Prepare `batch` at every node, then commit it; records each image's result in `out`.
-    async fn index_batch(
-        &self,
-        batch: Vec<(usize, Upload)>,
-        out: &mut [Option<Result<ImageId, Error>>],
-    ) {
-        let (files, uploads): (Vec<usize>, Vec<Upload>) = batch.into_iter().unzip();
-        let ids: Vec<ImageId> = uploads.iter().map(|u| u.id).collect();
-        let result = self.send_batch(uploads, &ids).await;
-        for (i, id) in files.into_iter().zip(&ids) {
-            out[i] = Some(match &result {
-                Ok(()) => Ok(*id),
-                Err(e) => Err(e.for_one_image()),
-            });
+    /// Prepare `batch` at every node, then commit it; appends each image's result to `out`.
+    async fn index_batch(&self, batch: Vec<Upload>, out: &mut Vec<Result<ImageId, Error>>) {
+        let ids: Vec<ImageId> = batch.iter().map(|u| u.id).collect();
+        match self.send_batch(batch, &ids).await {
+            Ok(()) => out.extend(ids.into_iter().map(Ok)),
+            Err(e) => out.extend(ids.iter().map(|_| Err(e.for_one_image()))),
         }
     }
 

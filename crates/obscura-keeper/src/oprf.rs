@@ -13,7 +13,6 @@
 //! The RFC's test vectors for the suite run through these functions, and the tests check
 //! interoperability with the `voprf` crate both ways.
 
-use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{Identity, VartimeMultiscalarMul};
@@ -417,6 +416,3 @@ pub fn finalize(input: &[u8], unblinded: &RistrettoPoint) -> [u8; OUTPUT_LEN] {
 pub fn public_key(key: &Scalar) -> RistrettoPoint {
     RistrettoPoint::mul_base(key)
 }
-
-/// The generator, for callers that check relations by hand.
-pub const GENERATOR: RistrettoPoint = RISTRETTO_BASEPOINT_POINT;
