@@ -18,7 +18,7 @@
 //!     body: RequestBody::Lookup { tokens: vec![[1; 16], [2; 16]], min_bands: 1 },
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x02");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x03");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -27,8 +27,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 3;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(3))));
+//! future[5] = 4;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(4))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -37,13 +37,15 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
 pub type WireId = [u8; 16];
 /// A 16-byte band token on the wire.
 pub type WireToken = [u8; 16];
+/// A ristretto255 element on the wire (its canonical 32-byte encoding).
+pub type WireElement = [u8; 32];
 
 /// Size limits a decoded message must respect.
 pub mod limits {
@@ -61,6 +63,8 @@ pub mod limits {
     pub const HASH_SHARE_LEN: usize = 256;
     /// Tokens per image.
     pub const TOKENS_PER_IMAGE: usize = 8;
+    /// Most elements a keeper evaluates in one request, all node batches together.
+    pub const MAX_KEEPER_ELEMENTS: usize = 1 << 14;
 }
 
 /// Errors decoding a message.
@@ -93,6 +97,28 @@ pub struct PreparedImage {
     pub hash_share: Vec<u8>,
     /// The 8 band tokens under this node's keys.
     pub tokens: Vec<WireToken>,
+    /// With VOPRF tokens, the 8 band elements `k · HashToGroup(input)` the tokens were hashed
+    /// from, kept by the node so that a key rotation can move them; empty with HMAC tokens.
+    pub elements: Vec<WireElement>,
+}
+
+/// The blinded elements of one node's key in a [`RequestBody::KeeperEvaluate`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeeperBatch {
+    /// Whose key: node 1..=n.
+    pub node: u8,
+    /// Blinded elements.
+    pub elements: Vec<WireElement>,
+}
+
+/// A keeper's answer for one [`KeeperBatch`]: its share of the key applied to every element,
+/// and one batched DLEQ proof (RFC 9497) against its public share of that key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeeperEvaluation {
+    /// Evaluated elements, in the batch's order.
+    pub elements: Vec<WireElement>,
+    /// The proof `(c, s)`, 64 bytes.
+    pub proof: Vec<u8>,
 }
 
 /// Stage-1 and storage operations a client asks of a node.
@@ -140,6 +166,14 @@ pub enum RequestBody {
     Status,
     /// The audit log.
     Audit,
+    /// To a keeper: evaluate blinded band elements under its shares of the node keys of a key
+    /// version. Charged to the client's budget.
+    KeeperEvaluate {
+        /// Key version.
+        version: u32,
+        /// One batch per node key, at most [`limits::MAX_KEEPER_ELEMENTS`] elements in all.
+        batches: Vec<KeeperBatch>,
+    },
 }
 
 impl RequestBody {
@@ -154,6 +188,7 @@ impl RequestBody {
             RequestBody::Fetch { .. } => "/v1/fetch",
             RequestBody::Status => "/v1/status",
             RequestBody::Audit => "/v1/audit",
+            RequestBody::KeeperEvaluate { .. } => "/v1/keeper-evaluate",
         }
     }
 
@@ -182,6 +217,10 @@ impl RequestBody {
                     )?;
                     check(img.hash_share.len() == HASH_SHARE_LEN, "hash_share")?;
                     check(img.tokens.len() == TOKENS_PER_IMAGE, "tokens")?;
+                    check(
+                        img.elements.is_empty() || img.elements.len() == TOKENS_PER_IMAGE,
+                        "elements",
+                    )?;
                 }
                 Ok(())
             }
@@ -199,6 +238,13 @@ impl RequestBody {
             } => {
                 check(query_share.len() == HASH_SHARE_LEN, "query_share")?;
                 check(candidates.len() <= MAX_CANDIDATES, "candidates")
+            }
+            RequestBody::KeeperEvaluate { batches, .. } => {
+                let total = batches.iter().try_fold(0usize, |acc, b| {
+                    (!b.elements.is_empty()).then_some(acc + b.elements.len())
+                });
+                check(!batches.is_empty(), "batches")?;
+                check(total.is_some_and(|t| t <= MAX_KEEPER_ELEMENTS), "elements")
             }
             RequestBody::Delete { .. }
             | RequestBody::Fetch { .. }
@@ -238,6 +284,10 @@ pub enum ErrorCode {
     Rejected,
     /// The node failed; nothing was written.
     Internal,
+    /// A keeper refused: the client's evaluation budget for the current window is spent.
+    OverBudget,
+    /// A keeper holds no share of a requested key (node or version).
+    UnknownKey,
 }
 
 /// One audit entry on the wire (see the node store's audit module).
@@ -301,6 +351,13 @@ pub enum ResponseBody {
     Audit {
         /// Oldest first.
         entries: Vec<WireAuditEntry>,
+    },
+    /// A keeper's evaluations, one per batch of the request, in its order.
+    KeeperEvaluated {
+        /// The answering keeper, 1..=m.
+        keeper: u8,
+        /// Per batch.
+        batches: Vec<KeeperEvaluation>,
     },
     /// Refused.
     Error {

@@ -2,7 +2,8 @@
 //! fields are refused cleanly; and the encoding is frozen by a snapshot.
 
 use obscura_proto::{
-    Error, PreparedImage, Request, RequestBody, Response, ResponseBody, WireAuditEntry,
+    Error, KeeperBatch, KeeperEvaluation, PreparedImage, Request, RequestBody, Response,
+    ResponseBody, WireAuditEntry,
 };
 use proptest::prelude::*;
 
@@ -19,16 +20,20 @@ fn body() -> impl Strategy<Value = RequestBody> {
                 prop::collection::vec(any::<u8>(), 1..2000),
                 prop::collection::vec(any::<u8>(), 256),
                 prop::collection::vec(id(), 8),
+                prop::option::of(prop::collection::vec(any::<[u8; 32]>(), 8)),
             )
-                .prop_map(|(image, manifest, image_share, hash_share, tokens)| {
-                    PreparedImage {
-                        image,
-                        manifest,
-                        image_share,
-                        hash_share,
-                        tokens,
+                .prop_map(
+                    |(image, manifest, image_share, hash_share, tokens, elements)| {
+                        PreparedImage {
+                            image,
+                            manifest,
+                            image_share,
+                            hash_share,
+                            tokens,
+                            elements: elements.unwrap_or_default(),
+                        }
                     }
-                }),
+                ),
             1..4
         )
         .prop_map(|images| RequestBody::Prepare { images }),
@@ -51,6 +56,20 @@ fn body() -> impl Strategy<Value = RequestBody> {
         id().prop_map(|image| RequestBody::Fetch { image }),
         Just(RequestBody::Status),
         Just(RequestBody::Audit),
+        (
+            any::<u32>(),
+            prop::collection::vec(
+                (any::<u8>(), prop::collection::vec(any::<[u8; 32]>(), 1..20)),
+                1..6
+            )
+        )
+            .prop_map(|(version, batches)| RequestBody::KeeperEvaluate {
+                version,
+                batches: batches
+                    .into_iter()
+                    .map(|(node, elements)| KeeperBatch { node, elements })
+                    .collect(),
+            }),
     ]
 }
 
@@ -73,6 +92,10 @@ proptest! {
                 }).collect(),
             }),
             Response(ResponseBody::Ok),
+            Response(ResponseBody::KeeperEvaluated {
+                keeper: node,
+                batches: vec![KeeperEvaluation { elements: vec![[7; 32]; values.len()], proof: vec![8; 64] }],
+            }),
         ] {
             prop_assert_eq!(Response::decode(&r.encode()).unwrap(), r);
         }
@@ -82,7 +105,7 @@ proptest! {
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = Request::decode(&bytes);
         let _ = Response::decode(&bytes);
-        let mut framed = b"OBSC\x00\x02".to_vec();
+        let mut framed = b"OBSC\x00\x03".to_vec();
         framed.extend(&bytes);
         let _ = Request::decode(&framed);
         let _ = Response::decode(&framed);
@@ -115,13 +138,14 @@ fn headers_and_trailers_are_checked() {
 
 #[test]
 fn size_limits_are_enforced() {
-    use obscura_proto::limits::{MAX_BATCH, MAX_IMAGE_SHARE};
+    use obscura_proto::limits::{MAX_BATCH, MAX_IMAGE_SHARE, MAX_KEEPER_ELEMENTS};
     let image = |hash_len: usize, tokens: usize, share: usize| PreparedImage {
         image: [0; 16],
         manifest: vec![1],
         image_share: vec![2; share],
         hash_share: vec![3; hash_len],
         tokens: vec![[4; 16]; tokens],
+        elements: Vec::new(),
     };
     let batch = |images: Vec<PreparedImage>| Request {
         request_id: [0; 16],
@@ -182,6 +206,37 @@ fn size_limits_are_enforced() {
         Request::decode(&eval.encode()),
         Err(Error::BadSize("query_share"))
     );
+    // Elements come 8 per image or not at all.
+    let mut with_elements = image(256, 8, 1);
+    with_elements.elements = vec![[5; 32]; 8];
+    assert!(Request::decode(&batch(vec![with_elements.clone()]).encode()).is_ok());
+    with_elements.elements.pop();
+    assert_eq!(
+        Request::decode(&batch(vec![with_elements]).encode()),
+        Err(Error::BadSize("elements"))
+    );
+    // A keeper request: no empty batch, and a bound on all its elements together.
+    let keeper = |sizes: &[usize]| Request {
+        request_id: [0; 16],
+        timestamp: 0,
+        body: RequestBody::KeeperEvaluate {
+            version: 1,
+            batches: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| KeeperBatch {
+                    node: i as u8 + 1,
+                    elements: vec![[6; 32]; n],
+                })
+                .collect(),
+        },
+    };
+    assert!(Request::decode(&keeper(&[72; 5]).encode()).is_ok());
+    let half = MAX_KEEPER_ELEMENTS / 2;
+    assert!(Request::decode(&keeper(&[half, half]).encode()).is_ok());
+    for bad in [&[][..], &[72, 0], &[half, half, 1]] {
+        assert!(Request::decode(&keeper(bad).encode()).is_err(), "{bad:?}");
+    }
 }
 
 /// The wire format is a contract between nodes and clients of different builds.
@@ -198,10 +253,10 @@ fn encoding_is_frozen() {
     };
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex.len(), 2 * (6 + 16 + 5 + 1 + 16 + 2 + 256 + 1 + 32));
-    assert_eq!(&hex[..12], "4f4253430002");
+    assert_eq!(&hex[..12], "4f4253430003");
     assert_eq!(
         fnv1a(&r.encode()),
-        "80d8e46a38576c90",
+        "d4afec86d83ac439",
         "wire encoding changed"
     );
 }

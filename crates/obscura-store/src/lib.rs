@@ -27,6 +27,7 @@
 //!     image_share: b"share of the encoded file",
 //!     hash_share: &[1; 256],
 //!     tokens,
+//!     elements: None,
 //! }, 1_790_000_000)?;
 //! assert!(store.lookup(&[tokens[3]])?[0].is_empty()); // pending: invisible
 //! store.commit(&id, 1_790_000_001)?;
@@ -40,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod keeper;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -70,6 +72,9 @@ const PENDING_HASH_SHARES: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("pending_hash_shares");
 /// token → ids; only committed images are posted.
 const POSTINGS: MultimapTableDefinition<&[u8], &[u8]> = MultimapTableDefinition::new("postings");
+/// VOPRF token → the band element it was hashed from (at most 8 × 256 per key version), kept
+/// so that a key rotation can move every element to the next version.
+const TOKEN_ELEMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("token_elements");
 /// request id → time first seen.
 const REQUESTS: TableDefinition<&[u8], u64> = TableDefinition::new("requests");
 /// time ‖ request id → (), to expire the replay window in time order.
@@ -126,6 +131,21 @@ pub enum Error {
     /// A stored record is corrupt.
     #[error("corrupt store: {0}")]
     Corrupt(&'static str),
+    /// A keeper refused: the client's evaluation budget for this window would be exceeded.
+    #[error(
+        "evaluation budget spent: {used} of {budget} used in this window, {asked} more asked; \
+         it resets at Unix time {resets_at}"
+    )]
+    OverBudget {
+        /// Evaluations used in the window.
+        used: u64,
+        /// Evaluations asked for.
+        asked: u64,
+        /// The budget per window.
+        budget: u64,
+        /// When the next window starts.
+        resets_at: u64,
+    },
 }
 
 macro_rules! storage_errors {
@@ -159,6 +179,9 @@ pub struct NewImage<'a> {
     pub hash_share: &'a [u8; HASH_SHARE_LEN],
     /// The 8 band tokens under this node's keys.
     pub tokens: [Token; BANDS],
+    /// With VOPRF tokens, the 8 band elements the tokens were hashed from (the caller checked
+    /// that they match); `None` with HMAC tokens.
+    pub elements: Option<&'a [[u8; 32]; BANDS]>,
 }
 
 /// Where an image stands.
@@ -337,6 +360,7 @@ impl Store {
             txn.open_table(HASH_SHARES)?;
             txn.open_table(PENDING_HASH_SHARES)?;
             txn.open_multimap_table(POSTINGS)?;
+            txn.open_table(TOKEN_ELEMENTS)?;
             txn.open_table(REQUESTS)?;
             txn.open_table(REQUESTS_BY_TIME)?;
             txn.open_table(AUDIT)?;
@@ -438,6 +462,7 @@ impl Store {
             let mut manifests = txn.open_table(MANIFESTS)?;
             let mut shares = txn.open_table(IMAGE_SHARES)?;
             let mut pending = txn.open_table(PENDING_HASH_SHARES)?;
+            let mut elements = txn.open_table(TOKEN_ELEMENTS)?;
             for img in images {
                 let id = img.id.0.as_slice();
                 if let Some(r) = state.get(id)? {
@@ -454,6 +479,9 @@ impl Store {
                 manifests.insert(id, img.manifest)?;
                 shares.insert(id, img.image_share)?;
                 pending.insert(id, img.hash_share.as_slice())?;
+                for (t, e) in img.tokens.iter().zip(img.elements.into_iter().flatten()) {
+                    elements.insert(t.0.as_slice(), e.as_slice())?;
+                }
             }
         }
         for img in images {
@@ -699,46 +727,7 @@ impl Store {
         window: u64,
         durability: Durability,
     ) -> Result<(), Error> {
-        if at.abs_diff(now) > window {
-            self.audit_refusal(request_id, now, b"stale")?;
-            return Err(Error::Stale { at, now, window });
-        }
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(durability)?;
-        let seen = txn
-            .open_table(REQUESTS)?
-            .get(request_id.as_slice())?
-            .is_some();
-        if seen {
-            txn.abort()?;
-            self.audit_refusal(request_id, now, b"replay")?;
-            return Err(Error::Replay);
-        }
-        {
-            let mut requests = txn.open_table(REQUESTS)?;
-            requests.insert(request_id.as_slice(), at)?;
-            let mut by_time = txn.open_table(REQUESTS_BY_TIME)?;
-            by_time.insert(time_key(at, request_id).as_slice(), ())?;
-            // Forget ids whose time is outside any future window.
-            let horizon = now.saturating_sub(2 * window);
-            let expired: Vec<Vec<u8>> = by_time
-                .range(..time_key(horizon, &[0; 16]).as_slice())?
-                .map(|e| e.map(|(k, _)| k.value().to_vec()))
-                .collect::<Result<_, _>>()?;
-            for k in expired {
-                by_time.remove(k.as_slice())?;
-                requests.remove(&k[8..])?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn audit_refusal(&self, request_id: &[u8; 16], now: u64, why: &[u8]) -> Result<(), Error> {
-        let txn = self.begin_durable()?;
-        audit::append(&txn, now, AuditKind::Refused, request_id, why)?;
-        txn.commit()?;
-        Ok(())
+        admit(&self.db, request_id, at, now, window, durability)
     }
 
     /// Append a query to the audit log: its request id and a short description (sizes, never
@@ -781,13 +770,26 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
+        read_audit(&self.db)
+    }
+
+    /// The VOPRF band elements stored, by token.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a malformed row.
+    pub fn token_elements(&self) -> Result<Vec<(Token, [u8; 32])>, Error> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(AUDIT)?;
+        let table = txn.open_table(TOKEN_ELEMENTS)?;
         table
             .iter()?
             .map(|e| {
                 let (k, v) = e?;
-                AuditEntry::decode(k.value(), v.value())
+                let token = k.value().try_into().map_err(|_| Error::Corrupt("token"))?;
+                let element = v
+                    .value()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("element"))?;
+                Ok((Token(token), element))
             })
             .collect()
     }
@@ -833,4 +835,70 @@ fn remove_image(txn: &WriteTransaction, image: &ImageId) -> Result<Option<[Token
     txn.open_table(HASH_SHARES)?.remove(id)?;
     txn.open_table(PENDING_HASH_SHARES)?.remove(id)?;
     Ok((record.state == ImageState::Committed).then_some(record.tokens))
+}
+
+/// Admit a request id into the replay window of `db` (see [`Store::admit_request`]).
+fn admit(
+    db: &Database,
+    request_id: &[u8; 16],
+    at: u64,
+    now: u64,
+    window: u64,
+    durability: Durability,
+) -> Result<(), Error> {
+    if at.abs_diff(now) > window {
+        audit_refusal(db, request_id, now, b"stale")?;
+        return Err(Error::Stale { at, now, window });
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_durability(durability)?;
+    let seen = txn
+        .open_table(REQUESTS)?
+        .get(request_id.as_slice())?
+        .is_some();
+    if seen {
+        txn.abort()?;
+        audit_refusal(db, request_id, now, b"replay")?;
+        return Err(Error::Replay);
+    }
+    {
+        let mut requests = txn.open_table(REQUESTS)?;
+        requests.insert(request_id.as_slice(), at)?;
+        let mut by_time = txn.open_table(REQUESTS_BY_TIME)?;
+        by_time.insert(time_key(at, request_id).as_slice(), ())?;
+        // Forget ids whose time is outside any future window.
+        let horizon = now.saturating_sub(2 * window);
+        let expired: Vec<Vec<u8>> = by_time
+            .range(..time_key(horizon, &[0; 16]).as_slice())?
+            .map(|e| e.map(|(k, _)| k.value().to_vec()))
+            .collect::<Result<_, _>>()?;
+        for k in expired {
+            by_time.remove(k.as_slice())?;
+            requests.remove(&k[8..])?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Append a refusal to the audit log of `db`, durably.
+fn audit_refusal(db: &Database, request_id: &[u8; 16], now: u64, why: &[u8]) -> Result<(), Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    audit::append(&txn, now, AuditKind::Refused, request_id, why)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Every audit entry of `db`, oldest first.
+fn read_audit(db: &Database) -> Result<Vec<AuditEntry>, Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(AUDIT)?;
+    table
+        .iter()?
+        .map(|e| {
+            let (k, v) = e?;
+            AuditEntry::decode(k.value(), v.value())
+        })
+        .collect()
 }

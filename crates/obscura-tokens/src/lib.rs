@@ -211,6 +211,36 @@ impl NodeTokenKeys {
     }
 }
 
+/// The VOPRF input of a band value for a node: `"obscura/band/v1" ‖ node ‖ band ‖ value`. The
+/// key version is not in it: each (node, version) has its own key.
+pub fn voprf_input(node: u8, band: u8, value: u8) -> [u8; VOPRF_INPUT_LEN] {
+    let mut input = [0u8; VOPRF_INPUT_LEN];
+    input[..TOKEN_DOMAIN.len()].copy_from_slice(TOKEN_DOMAIN);
+    input[TOKEN_DOMAIN.len()..].copy_from_slice(&[node, band, value]);
+    input
+}
+
+/// Length of [`voprf_input`].
+pub const VOPRF_INPUT_LEN: usize = TOKEN_DOMAIN.len() + 3;
+
+/// The token of a VOPRF band element `k · HashToGroup(input)` (its 32-byte encoding):
+/// `SHA-256("obscura/voprf-token/v1" ‖ element)`, truncated to 16 bytes.
+///
+/// Nodes keep the element itself beside the token, so that a key rotation can move it to the
+/// next key version by one multiplication; lookups carry only tokens.
+pub fn voprf_token(element: &[u8; 32]) -> Token {
+    use sha2::Digest;
+    let full = Sha256::new()
+        .chain_update(VOPRF_TOKEN_DOMAIN)
+        .chain_update(element)
+        .finalize();
+    let mut t = [0u8; TOKEN_LEN];
+    t.copy_from_slice(&full[..TOKEN_LEN]);
+    Token(t)
+}
+
+const VOPRF_TOKEN_DOMAIN: &[u8] = b"obscura/voprf-token/v1";
+
 /// Band values within Hamming distance `radius` of `value`, nearest first (the value itself
 /// first).
 pub fn probes(value: u8, radius: u32) -> Vec<u8> {
@@ -300,22 +330,39 @@ impl BatchPlan {
         BANDS * self.lookups_per_band
     }
 
-    /// The batch for one node: band-major, `lookups_per_band` tokens per band, the real probes and
-    /// the dummies shuffled together (Fisher–Yates with `rng`) so position says nothing.
-    pub fn query_tokens<R: RngCore + CryptoRng>(
-        &self,
-        keys: &NodeTokenKeys,
-        hash: u64,
-        rng: &mut R,
-    ) -> Vec<Token> {
-        let mut out = Vec::with_capacity(self.batch_len());
-        for (band, value) in bands(hash).into_iter().enumerate() {
-            let start = out.len();
-            out.extend(
+    /// Real lookups in each band: the probes of the radius, the same count for every query.
+    pub fn probes_per_band(&self) -> usize {
+        probes_per_band(self.radius)
+    }
+
+    /// The real lookups of a query, band-major: `(band, value)` for every probe of every band,
+    /// [`probes_per_band`](Self::probes_per_band) per band. Their count depends on the plan
+    /// only, never on the hash.
+    pub fn probes(&self, hash: u64) -> Vec<(u8, u8)> {
+        bands(hash)
+            .into_iter()
+            .enumerate()
+            .flat_map(|(band, value)| {
                 probes(value, self.radius)
                     .into_iter()
-                    .map(|v| keys.token(band, v)),
-            );
+                    .map(move |v| (band as u8, v))
+            })
+            .collect()
+    }
+
+    /// The batch for one node from the tokens of [`probes`](Self::probes), in that order:
+    /// band-major, each band padded with uniformly random dummies to `lookups_per_band` and
+    /// shuffled (Fisher–Yates with `rng`) so position says nothing.
+    ///
+    /// # Panics
+    /// If `real` does not hold exactly one token per probe.
+    pub fn assemble<R: RngCore + CryptoRng>(&self, real: &[Token], rng: &mut R) -> Vec<Token> {
+        let per_band = self.probes_per_band();
+        assert_eq!(real.len(), BANDS * per_band, "one token per probe");
+        let mut out = Vec::with_capacity(self.batch_len());
+        for band in real.chunks(per_band) {
+            let start = out.len();
+            out.extend_from_slice(band);
             while out.len() - start < self.lookups_per_band {
                 let mut dummy = [0u8; TOKEN_LEN];
                 rng.fill_bytes(&mut dummy);
@@ -324,6 +371,22 @@ impl BatchPlan {
             shuffle(&mut out[start..], rng);
         }
         out
+    }
+
+    /// The batch for one node under HMAC keys: [`probes`](Self::probes) tokenized with `keys`,
+    /// then [`assemble`](Self::assemble)d.
+    pub fn query_tokens<R: RngCore + CryptoRng>(
+        &self,
+        keys: &NodeTokenKeys,
+        hash: u64,
+        rng: &mut R,
+    ) -> Vec<Token> {
+        let real: Vec<Token> = self
+            .probes(hash)
+            .into_iter()
+            .map(|(band, value)| keys.token(band as usize, value))
+            .collect();
+        self.assemble(&real, rng)
     }
 }
 

@@ -1,0 +1,231 @@
+//! A keeper's store: its replay window, each client's evaluation budget, and its audit log.
+//!
+//! Keepers hold shares of the token keys, and a client that could have them evaluate without
+//! limit could, together with a node that holds stored tokens, build the 256-entry dictionary of
+//! every band. So each client (named by its TLS certificate) has a budget of evaluations per
+//! fixed time window; a request that would go over it is refused whole, and the refusal is
+//! appended to the keeper's hash-chained audit log, as is every evaluation granted (sizes and
+//! client only, never an element).
+//!
+//! ```
+//! use obscura_store::keeper::{Budget, KeeperStore};
+//!
+//! let dir = std::env::temp_dir().join(format!("obscura-keeper-doc-{}", std::process::id()));
+//! let store = KeeperStore::open(&dir.join("keeper1.redb"), 1)?;
+//! let budget = Budget { evaluations: 100, window_s: 3600 };
+//! let client = [3; 16];
+//! store.charge(&client, &[1; 16], 60, budget, 7_200)?;
+//! let refused = store.charge(&client, &[2; 16], 60, budget, 7_300);
+//! assert!(matches!(refused, Err(obscura_store::Error::OverBudget { used: 60, .. })));
+//! store.charge(&client, &[3; 16], 60, budget, 10_800)?; // the next window
+//! # drop(store);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), obscura_store::Error>(())
+//! ```
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::audit::{self, AuditEntry, AuditKind};
+use crate::{Error, AUDIT, META, REQUESTS, REQUESTS_BY_TIME};
+
+/// client id → window start (u64 BE) ‖ evaluations used in it (u64 BE).
+const BUDGETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("budgets");
+
+/// How many evaluations a client may ask of a keeper per window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Evaluations per window.
+    pub evaluations: u64,
+    /// Window length in seconds; windows start at multiples of it (Unix time).
+    pub window_s: u64,
+}
+
+/// A keeper's redb store.
+pub struct KeeperStore {
+    db: Database,
+    keeper: u8,
+}
+
+impl std::fmt::Debug for KeeperStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeeperStore")
+            .field("keeper", &self.keeper)
+            .finish()
+    }
+}
+
+impl KeeperStore {
+    /// Open (or create) keeper `keeper`'s store at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Open`] when the file cannot be opened, [`Error::WrongNode`] when it belongs to
+    /// another keeper.
+    pub fn open(path: &Path, keeper: u8) -> Result<KeeperStore, Error> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Storage(e.to_string()))?;
+        }
+        let db = Database::create(path).map_err(|source| Error::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("keeper")?.map(|v| v.value().to_vec());
+            match found.as_deref() {
+                None => {
+                    meta.insert("keeper", [keeper].as_slice())?;
+                }
+                Some([k]) if *k == keeper => {}
+                Some([k]) => {
+                    return Err(Error::WrongNode {
+                        expected: keeper,
+                        found: *k,
+                    })
+                }
+                Some(_) => return Err(Error::Corrupt("keeper id")),
+            }
+            txn.open_table(BUDGETS)?;
+            txn.open_table(REQUESTS)?;
+            txn.open_table(REQUESTS_BY_TIME)?;
+            txn.open_table(AUDIT)?;
+        }
+        txn.commit()?;
+        Ok(KeeperStore { db, keeper })
+    }
+
+    /// The keeper this store belongs to.
+    pub fn keeper(&self) -> u8 {
+        self.keeper
+    }
+
+    /// Admit a request id into the replay window, as a node does. Not synced on its own: it
+    /// becomes durable with the next charge or checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Replay`], [`Error::Stale`] (both audited).
+    pub fn admit_request(
+        &self,
+        request_id: &[u8; 16],
+        at: u64,
+        now: u64,
+        window: u64,
+    ) -> Result<(), Error> {
+        crate::admit(&self.db, request_id, at, now, window, Durability::None)
+    }
+
+    /// Charge `evaluations` to `client`'s budget for the window holding `now`, and audit it. A
+    /// charge that would exceed the budget is refused whole, audited, and charges nothing.
+    ///
+    /// Granted charges are not synced on their own (a keeper that crashes forgets the last
+    /// few seconds of use); refusals are.
+    ///
+    /// # Errors
+    /// [`Error::OverBudget`], or [`Error::Storage`].
+    pub fn charge(
+        &self,
+        client: &[u8; 16],
+        request_id: &[u8; 16],
+        evaluations: u64,
+        budget: Budget,
+        now: u64,
+    ) -> Result<(), Error> {
+        let window = budget.window_s.max(1);
+        let start = now - now % window;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        let used = {
+            let table = txn.open_table(BUDGETS)?;
+            let row = table.get(client.as_slice())?;
+            match row.map(|v| v.value().to_vec()) {
+                Some(bytes) if bytes.len() == 16 => {
+                    let at = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+                    let used = u64::from_be_bytes(bytes[8..].try_into().expect("8 bytes"));
+                    if at == start {
+                        used
+                    } else {
+                        0
+                    }
+                }
+                Some(_) => return Err(Error::Corrupt("budget")),
+                None => 0,
+            }
+        };
+        if used.saturating_add(evaluations) > budget.evaluations {
+            txn.abort()?;
+            let detail = format!(
+                "over budget: client {} asked {evaluations}, used {used} of {} in the window from {start}",
+                hex(client),
+                budget.evaluations
+            );
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            audit::append(&txn, now, AuditKind::Refused, request_id, detail.as_bytes())?;
+            txn.commit()?;
+            return Err(Error::OverBudget {
+                used,
+                asked: evaluations,
+                budget: budget.evaluations,
+                resets_at: start + window,
+            });
+        }
+        {
+            let mut table = txn.open_table(BUDGETS)?;
+            let mut row = [0u8; 16];
+            row[..8].copy_from_slice(&start.to_be_bytes());
+            row[8..].copy_from_slice(&(used + evaluations).to_be_bytes());
+            table.insert(client.as_slice(), row.as_slice())?;
+        }
+        let detail = format!("evaluate client={} elements={evaluations}", hex(client));
+        audit::append(&txn, now, AuditKind::Query, request_id, detail.as_bytes())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Evaluations `client` has used in the window holding `now`.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn used(&self, client: &[u8; 16], window_s: u64, now: u64) -> Result<u64, Error> {
+        let start = now - now % window_s.max(1);
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BUDGETS)?;
+        let row = table.get(client.as_slice())?;
+        Ok(match row.map(|v| v.value().to_vec()) {
+            Some(b) if b.len() == 16 && b[..8] == start.to_be_bytes() => {
+                u64::from_be_bytes(b[8..].try_into().expect("8 bytes"))
+            }
+            _ => 0,
+        })
+    }
+
+    /// Sign the audit log's head (see [`crate::Store::audit_checkpoint`]).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure.
+    pub fn audit_checkpoint(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        now: u64,
+    ) -> Result<u64, Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let seq = audit::checkpoint(&txn, key, now)?;
+        txn.commit()?;
+        Ok(seq)
+    }
+
+    /// Every audit entry, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
+        crate::read_audit(&self.db)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
