@@ -36,6 +36,9 @@
 pub mod oprf;
 pub mod threshold;
 
+pub use curve25519_dalek::ristretto::RistrettoPoint;
+pub use curve25519_dalek::scalar::Scalar;
+
 /// Errors of the VOPRF and of threshold evaluation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -40,6 +40,27 @@ impl Drop for KeyShare {
 }
 
 impl KeyShare {
+    /// From its stored form: the index and the canonical little-endian encoding of the secret.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] for index 0 or a secret that is not a canonical non-zero scalar.
+    pub fn from_bytes(index: u8, secret: &[u8; 32]) -> Result<KeyShare, Error> {
+        let secret = Option::<Scalar>::from(Scalar::from_canonical_bytes(*secret))
+            .filter(|s| *s != Scalar::ZERO)
+            .ok_or_else(|| {
+                Error::Keepers("a key share is not a canonical non-zero scalar".into())
+            })?;
+        if index == 0 {
+            return Err(Error::Keepers("keeper index 0".into()));
+        }
+        Ok(KeyShare { index, secret })
+    }
+
+    /// The secret's canonical encoding, for sealing.
+    pub fn secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.secret.to_bytes())
+    }
+
     /// `k_j · G`, which clients check this keeper's proofs against.
     pub fn public(&self) -> RistrettoPoint {
         oprf::public_key(&self.secret)

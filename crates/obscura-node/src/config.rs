@@ -126,7 +126,16 @@ impl NodeSecrets {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
+/// The wrapping key: from `OBSCURA_WRAPPING_KEY` when set, else from `file`.
+pub(crate) fn wrapping_key(file: &Path) -> Result<WrappingKey, Error> {
+    match std::env::var(WRAPPING_KEY_ENV) {
+        Ok(_) => WrappingKey::from_env(WRAPPING_KEY_ENV),
+        Err(_) => WrappingKey::from_file(file),
+    }
+    .map_err(|e| Error::Secrets(e.to_string()))
+}
+
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::File {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -181,11 +190,7 @@ impl LoadedNode {
         let owner = obscura_tokens::keyfile::hex32(&config.owner_public_key)
             .and_then(|b| VerifyingKey::from_bytes(&b).ok())
             .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
-        let wrapping = match std::env::var(WRAPPING_KEY_ENV) {
-            Ok(_) => WrappingKey::from_env(WRAPPING_KEY_ENV),
-            Err(_) => WrappingKey::from_file(&at(&config.wrapping_key)),
-        }
-        .map_err(|e| Error::Secrets(e.to_string()))?;
+        let wrapping = wrapping_key(&at(&config.wrapping_key))?;
         let secrets = NodeSecrets::open(&read(&at(&config.secrets))?, &wrapping)?;
         let ca = String::from_utf8(read(&at(&config.ca_cert))?)
             .map_err(|_| bad("CA certificate is not text".into()))?;

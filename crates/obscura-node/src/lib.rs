@@ -8,5 +8,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod keeper;
 pub mod server;
 pub mod tls;

@@ -20,12 +20,13 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use obscura_mpc::{node, HashShare, NodeRequest};
 use obscura_proto::{
-    limits, ErrorCode, Request, RequestBody, Response, ResponseBody, WireAuditEntry,
+    limits, ErrorCode, Request, RequestBody, Response, ResponseBody, WireAuditEntry, WireElement,
+    WireId, WireToken,
 };
 use obscura_sharing::manifest::{ImageId, ShareRole, SignedManifest};
 use obscura_sharing::zero::ZeroSharingKeys;
 use obscura_store::{NewImage, Store};
-use obscura_tokens::Token;
+use obscura_tokens::{voprf_token, Token, BANDS};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -45,20 +46,20 @@ struct NodeState {
     audit_key: SigningKey,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> ResponseBody {
+pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ResponseBody {
     ResponseBody::Error {
         code,
         message: message.into(),
     }
 }
 
-fn status_of(body: &ResponseBody) -> StatusCode {
+pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
     match body {
         ResponseBody::Error { code, .. } => match code {
             ErrorCode::BadRequest | ErrorCode::UnsupportedVersion => StatusCode::BAD_REQUEST,
@@ -67,17 +68,20 @@ fn status_of(body: &ResponseBody) -> StatusCode {
             ErrorCode::UnknownImage => StatusCode::NOT_FOUND,
             ErrorCode::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::OverBudget => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::UnknownKey => StatusCode::NOT_FOUND,
         },
         ResponseBody::Ok
         | ResponseBody::Lookup { .. }
         | ResponseBody::Evaluate { .. }
         | ResponseBody::Fetch { .. }
         | ResponseBody::Status { .. }
-        | ResponseBody::Audit { .. } => StatusCode::OK,
+        | ResponseBody::Audit { .. }
+        | ResponseBody::KeeperEvaluated { .. } => StatusCode::OK,
     }
 }
 
-fn store_error(e: obscura_store::Error) -> ResponseBody {
+pub(crate) fn store_error(e: obscura_store::Error) -> ResponseBody {
     use obscura_store::Error as E;
     let code = match &e {
         E::Replay => ErrorCode::Replay,
@@ -85,12 +89,13 @@ fn store_error(e: obscura_store::Error) -> ResponseBody {
         E::UnknownImage(_) => ErrorCode::UnknownImage,
         E::AlreadyExists(_) => ErrorCode::AlreadyExists,
         E::Invalid(_) => ErrorCode::BadRequest,
+        E::OverBudget { .. } => ErrorCode::OverBudget,
         E::Open { .. } | E::WrongNode { .. } | E::Storage(_) | E::Corrupt(_) => ErrorCode::Internal,
     };
     error(code, e.to_string())
 }
 
-fn proto_error(e: obscura_proto::Error) -> ResponseBody {
+pub(crate) fn proto_error(e: obscura_proto::Error) -> ResponseBody {
     use obscura_proto::Error as E;
     let code = match e {
         E::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
@@ -104,6 +109,51 @@ fn proto_error(e: obscura_proto::Error) -> ResponseBody {
 fn query_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
     let h = blake3::derive_key("obscura 2026 stage-2 query id", query_id);
     h[..16].try_into().expect("16 bytes")
+}
+
+/// An audit log as it goes on the wire.
+pub(crate) fn wire_audit(entries: Vec<obscura_store::AuditEntry>) -> ResponseBody {
+    ResponseBody::Audit {
+        entries: entries
+            .into_iter()
+            .map(|e| WireAuditEntry {
+                seq: e.seq,
+                prev: e.prev,
+                hash: e.hash,
+                time: e.time,
+                kind: e.kind.tag(),
+                subject: e.subject,
+                detail: e.detail,
+            })
+            .collect(),
+    }
+}
+
+/// With VOPRF tokens, every element must be a valid group element and its token the hash of it:
+/// a node keeps only elements that a rotation can move and that match what it posts.
+fn check_elements<'a>(
+    image: &WireId,
+    tokens: &[WireToken],
+    elements: &'a [WireElement],
+) -> Result<Option<&'a [WireElement; BANDS]>, ResponseBody> {
+    if elements.is_empty() {
+        return Ok(None);
+    }
+    let fixed: &[WireElement; BANDS] = elements
+        .try_into()
+        .map_err(|_| error(ErrorCode::BadRequest, "elements: one per band"))?;
+    for (band, (e, t)) in fixed.iter().zip(tokens).enumerate() {
+        if obscura_keeper::oprf::deserialize(e).is_err() || voprf_token(e).0 != *t {
+            return Err(error(
+                ErrorCode::Rejected,
+                format!(
+                    "image {}: band {band}: the token is not the hash of a valid element",
+                    ImageId(*image)
+                ),
+            ));
+        }
+    }
+    Ok(Some(fixed))
 }
 
 impl NodeState {
@@ -141,12 +191,14 @@ impl NodeState {
                         &img.image_share,
                         &img.hash_share,
                     )?;
+                    let elements = check_elements(&img.image, &img.tokens, &img.elements)?;
                     batch.push(NewImage {
                         id: ImageId(img.image),
                         manifest: &img.manifest,
                         image_share: &img.image_share,
                         hash_share: img.hash_share.as_slice().try_into().expect("size checked"),
                         tokens: std::array::from_fn(|i| Token(img.tokens[i])),
+                        elements,
                     });
                 }
                 self.store.prepare_many(&batch, now).map_err(store_error)?;
@@ -212,21 +264,12 @@ impl NodeState {
                     .audit_checkpoint(&self.audit_key, now)
                     .map_err(store_error)?;
                 let entries = self.store.audit_entries().map_err(store_error)?;
-                Ok(ResponseBody::Audit {
-                    entries: entries
-                        .into_iter()
-                        .map(|e| WireAuditEntry {
-                            seq: e.seq,
-                            prev: e.prev,
-                            hash: e.hash,
-                            time: e.time,
-                            kind: e.kind.tag(),
-                            subject: e.subject,
-                            detail: e.detail,
-                        })
-                        .collect(),
-                })
+                Ok(wire_audit(entries))
             }
+            RequestBody::KeeperEvaluate { .. } => Err(error(
+                ErrorCode::BadRequest,
+                "a node does not evaluate tokens: send this to a keeper",
+            )),
         }
     }
 
@@ -352,40 +395,67 @@ pub async fn serve(
             limits::MAX_IMAGE_SHARE + limits::MAX_MANIFEST + (1 << 20),
         ))
         .with_state(state.clone());
-    let acceptor = TlsAcceptor::from(node.tls);
-    let checkpoint_every = Duration::from_secs(node.config.checkpoint_interval_s.max(1));
     let pending_timeout = node.config.pending_timeout_s;
-    let mut ticker = tokio::time::interval(checkpoint_every);
+    let s = state.clone();
+    let tick = move || {
+        let now = now();
+        s.store
+            .purge_pending(now.saturating_sub(pending_timeout), now)?;
+        s.store.audit_checkpoint(&s.audit_key, now).map(drop)
+    };
+    accept_loop(
+        listener,
+        TlsAcceptor::from(node.tls),
+        move |_| app.clone(),
+        Duration::from_secs(node.config.checkpoint_interval_s.max(1)),
+        tick,
+        shutdown,
+    )
+    .await;
+    let s = state;
+    tokio::task::spawn_blocking(move || s.store.audit_checkpoint(&s.audit_key, now()))
+        .await
+        .map_err(|e| obscura_store::Error::Storage(e.to_string()))??;
+    Ok(())
+}
+
+/// Accept TLS connections on `listener` and serve each with the router `app_for` makes from
+/// its TLS session, running `tick` (off the async workers) every `every`, until `shutdown`
+/// completes; then close every connection.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app_for: impl Fn(&rustls::ServerConnection) -> Router + Send + Sync + 'static,
+    every: Duration,
+    tick: impl Fn() -> Result<(), obscura_store::Error> + Clone + Send + 'static,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     tokio::pin!(shutdown);
-    // Connections are tracked so that stopping the node closes them too (a kept-alive
-    // connection must not outlive the node and keep answering from its store).
+    // Connections are tracked so that stopping the server closes them too (a kept-alive
+    // connection must not outlive it and keep answering from its store).
     let mut connections = tokio::task::JoinSet::new();
+    let app_for = Arc::new(app_for);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = ticker.tick() => {
-                let s = state.clone();
                 // Failures are retried at the next tick.
-                let _ = tokio::task::spawn_blocking(move || {
-                    let now = now();
-                    s.store.purge_pending(now.saturating_sub(pending_timeout), now)?;
-                    s.store.audit_checkpoint(&s.audit_key, now)
-                })
-                .await;
+                let _ = tokio::task::spawn_blocking(tick.clone()).await;
             }
             accepted = listener.accept() => {
                 let Ok((tcp, _peer)) = accepted else { continue };
                 // Small TLS records must not wait for delayed ACKs (40 ms per round on Linux).
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
-                let app = app.clone();
+                let app_for = app_for.clone();
                 connections.spawn(async move {
                     let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                         return; // refused or timed out handshake
                     };
-                    let service = TowerToHyperService::new(app);
+                    let service = TowerToHyperService::new(app_for(tls.get_ref().1));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
                         .await;
@@ -396,10 +466,4 @@ pub async fn serve(
     drop(listener);
     connections.abort_all();
     while connections.join_next().await.is_some() {}
-    drop(app);
-    let s = state;
-    tokio::task::spawn_blocking(move || s.store.audit_checkpoint(&s.audit_key, now()))
-        .await
-        .map_err(|e| obscura_store::Error::Storage(e.to_string()))??;
-    Ok(())
 }

@@ -1,6 +1,6 @@
 //! TLS material made at cluster creation, and the rustls configurations built from it.
 //!
-//! One cluster CA signs a server certificate per node (for its loopback or configured host
+//! One cluster CA signs a server certificate per node and per keeper (for its loopback or configured host
 //! names) and a client certificate per cluster client. Nodes accept only connections that present
 //! a client certificate from that CA; clients accept only nodes whose certificate the CA signed.
 //! The CA's private key is used once, at creation, and not stored: adding a member means making
@@ -62,6 +62,8 @@ pub struct ClusterTls {
     pub ca_cert_pem: String,
     /// Node `i + 1`'s server identity.
     pub nodes: Vec<Identity>,
+    /// Keeper `j + 1`'s server identity.
+    pub keepers: Vec<Identity>,
     /// Client identities, in the order of the names given.
     pub clients: Vec<Identity>,
 }
@@ -73,13 +75,15 @@ fn name(common: &str) -> DistinguishedName {
     dn
 }
 
-/// Make a CA, then `nodes` server identities valid for `hosts` and one client identity per name.
+/// Make a CA, then `nodes` node and `keepers` keeper server identities valid for `hosts`, and
+/// one client identity per name.
 ///
 /// # Errors
 /// [`Error::Generate`] if a key or certificate cannot be made (for example an invalid host name).
 pub fn make_cluster_tls(
     cluster: &str,
     nodes: usize,
+    keepers: usize,
     hosts: &[String],
     clients: &[&str],
 ) -> Result<ClusterTls, Error> {
@@ -110,6 +114,15 @@ pub fn make_cluster_tls(
             )
         })
         .collect::<Result<_, _>>()?;
+    let keepers = (1..=keepers)
+        .map(|j| {
+            issue(
+                format!("{cluster} keeper {j}"),
+                hosts.to_vec(),
+                ExtendedKeyUsagePurpose::ServerAuth,
+            )
+        })
+        .collect::<Result<_, _>>()?;
     let clients = clients
         .iter()
         .map(|c| {
@@ -123,6 +136,7 @@ pub fn make_cluster_tls(
     Ok(ClusterTls {
         ca_cert_pem: ca.pem(),
         nodes,
+        keepers,
         clients,
     })
 }

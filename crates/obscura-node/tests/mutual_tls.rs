@@ -50,7 +50,7 @@ fn hosts() -> Vec<String> {
 
 #[tokio::test]
 async fn cluster_members_connect() {
-    let tls = make_cluster_tls("test", 2, &hosts(), &["admin"]).unwrap();
+    let tls = make_cluster_tls("test", 2, 0, &hosts(), &["admin"]).unwrap();
     let server = server_config(&tls.ca_cert_pem, &tls.nodes[1]).unwrap();
     let client = client_config(&tls.ca_cert_pem, &tls.clients[0]).unwrap();
     handshake(server, client).await.unwrap();
@@ -58,8 +58,8 @@ async fn cluster_members_connect() {
 
 #[tokio::test]
 async fn a_client_of_another_cluster_is_refused() {
-    let ours = make_cluster_tls("ours", 1, &hosts(), &["admin"]).unwrap();
-    let theirs = make_cluster_tls("theirs", 1, &hosts(), &["admin"]).unwrap();
+    let ours = make_cluster_tls("ours", 1, 0, &hosts(), &["admin"]).unwrap();
+    let theirs = make_cluster_tls("theirs", 1, 0, &hosts(), &["admin"]).unwrap();
     let server = server_config(&ours.ca_cert_pem, &ours.nodes[0]).unwrap();
     // Trusts our CA (so it would accept our node) but presents their certificate.
     let client = client_config(&ours.ca_cert_pem, &theirs.clients[0]).unwrap();
@@ -68,7 +68,7 @@ async fn a_client_of_another_cluster_is_refused() {
 
 #[tokio::test]
 async fn a_client_without_a_certificate_is_refused() {
-    let tls = make_cluster_tls("test", 1, &hosts(), &[]).unwrap();
+    let tls = make_cluster_tls("test", 1, 0, &hosts(), &[]).unwrap();
     let server = server_config(&tls.ca_cert_pem, &tls.nodes[0]).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(tls.ca_cert_pem.as_bytes()) {
@@ -86,8 +86,8 @@ async fn a_client_without_a_certificate_is_refused() {
 
 #[tokio::test]
 async fn a_node_of_another_cluster_is_refused_by_the_client() {
-    let ours = make_cluster_tls("ours", 1, &hosts(), &["admin"]).unwrap();
-    let theirs = make_cluster_tls("theirs", 1, &hosts(), &["admin"]).unwrap();
+    let ours = make_cluster_tls("ours", 1, 0, &hosts(), &["admin"]).unwrap();
+    let theirs = make_cluster_tls("theirs", 1, 0, &hosts(), &["admin"]).unwrap();
     let server = server_config(&ours.ca_cert_pem, &theirs.nodes[0]).unwrap();
     let client = client_config(&ours.ca_cert_pem, &ours.clients[0]).unwrap();
     assert!(handshake(server, client).await.is_err());
@@ -95,7 +95,7 @@ async fn a_node_of_another_cluster_is_refused_by_the_client() {
 
 #[test]
 fn bad_pem_is_a_clear_error() {
-    let tls = make_cluster_tls("test", 1, &hosts(), &["admin"]).unwrap();
+    let tls = make_cluster_tls("test", 1, 0, &hosts(), &["admin"]).unwrap();
     let garbage = Identity {
         cert_pem: "not a certificate".into(),
         key_pem: tls.nodes[0].key_pem.clone(),

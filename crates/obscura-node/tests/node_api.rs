@@ -76,6 +76,7 @@ fn prepare_batch(batch: &[&Upload]) -> RequestBody {
                 image_share: u.share.bytes.clone(),
                 hash_share: u.hash_share.clone(),
                 tokens: u.tokens.clone(),
+                elements: Vec::new(),
             })
             .collect(),
     }
@@ -330,7 +331,7 @@ async fn a_prepared_image_never_committed_is_purged() {
 async fn clients_without_a_cluster_certificate_cannot_connect() {
     let node = TestNode::start("stranger").await;
     let other =
-        obscura_node::tls::make_cluster_tls("other", 1, &["localhost".into()], &["x"]).unwrap();
+        obscura_node::tls::make_cluster_tls("other", 1, 0, &["localhost".into()], &["x"]).unwrap();
     let stranger = reqwest::Client::builder()
         .use_preconfigured_tls(
             obscura_node::tls::client_config(&node.tls.ca_cert_pem, &other.clients[0]).unwrap(),
@@ -343,5 +344,68 @@ async fn clients_without_a_cluster_certificate_cannot_connect() {
         .send()
         .await;
     assert!(r.is_err(), "a foreign client got {r:?}");
+    node.stop().await;
+}
+
+/// With VOPRF tokens a node keeps each band element beside its token, and refuses a token that
+/// is not the hash of a valid element: what it posts is what a rotation will move.
+#[tokio::test]
+async fn voprf_elements_must_match_their_tokens() {
+    use obscura_keeper::oprf::{hash_to_group, serialize};
+    let node = TestNode::start("elements").await;
+    let key = obscura_keeper::oprf::random_scalar(&mut ChaCha20Rng::seed_from_u64(4));
+    let with_elements = |u: &mut Upload| {
+        let values = u.hash.to_be_bytes();
+        let elements: Vec<[u8; 32]> = (0..8u8)
+            .map(|band| {
+                let input = obscura_tokens::voprf_input(1, band, values[band as usize]);
+                serialize(&(hash_to_group(&input) * key))
+            })
+            .collect();
+        u.tokens = elements
+            .iter()
+            .map(|e| obscura_tokens::voprf_token(e).0)
+            .collect();
+        elements
+    };
+    let mut good = upload(&node.owner, "camera.png", 5);
+    let elements = with_elements(&mut good);
+    let mut body = prepare(&good);
+    if let RequestBody::Prepare { images } = &mut body {
+        images[0].elements = elements.clone();
+    }
+    assert_eq!(node.send(&TestNode::request(body)).await.0, 200);
+    assert_eq!(
+        node.send(&TestNode::request(commit(&[good.id]))).await.0,
+        200
+    );
+    match node
+        .send(&TestNode::request(RequestBody::Lookup {
+            tokens: good.tokens.clone(),
+            min_bands: 8,
+        }))
+        .await
+    {
+        (200, ResponseBody::Lookup { ids, .. }) => assert_eq!(ids, vec![good.id.0]),
+        other => panic!("{other:?}"),
+    }
+
+    // A token that is not the hash of its element, and an element that is not a group element.
+    let mut bad = upload(&node.owner, "coffee.png", 6);
+    let elements = with_elements(&mut bad);
+    for corrupt in [
+        |_: &mut Vec<[u8; 32]>, t: &mut Vec<[u8; 16]>| t[3][0] ^= 1,
+        |e: &mut Vec<[u8; 32]>, _: &mut Vec<[u8; 16]>| e[5] = [0xff; 32],
+    ] {
+        let (mut e, mut t) = (elements.clone(), bad.tokens.clone());
+        corrupt(&mut e, &mut t);
+        let mut body = prepare(&bad);
+        if let RequestBody::Prepare { images } = &mut body {
+            images[0].elements = e;
+            images[0].tokens = t;
+        }
+        let (s, b) = node.send(&TestNode::request(body)).await;
+        assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)), "{b:?}");
+    }
     node.stop().await;
 }

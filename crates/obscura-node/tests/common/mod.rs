@@ -42,7 +42,7 @@ impl TestNode {
         std::fs::create_dir_all(&dir).unwrap();
         let mut rng = ChaCha20Rng::from_entropy();
         let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let tls = make_cluster_tls("test", 1, &hosts, &["admin"]).unwrap();
+        let tls = make_cluster_tls("test", 1, 0, &hosts, &["admin"]).unwrap();
         let owner = SigningKey::generate(&mut rng);
         let audit_key = SigningKey::generate(&mut rng);
         let zero = deal(N, T, &mut rng).unwrap().remove(0);

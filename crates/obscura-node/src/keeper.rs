@@ -1,0 +1,384 @@
+//! The keeper server: it holds one share of every band-token key and evaluates blinded
+//! elements with it, for clients of the cluster only, within each client's budget.
+//!
+//! A keeper answers `POST /v1/keeper-evaluate` (a [`RequestBody::KeeperEvaluate`]) with, for
+//! every node key asked for, its share applied to each blinded element and one batched DLEQ
+//! proof against its public share of that key (RFC 9497, ristretto255-SHA512). It sees only
+//! blinded elements, uniformly random group elements whatever the band values; it never sees a
+//! token, an element a node stores, or which node the client will query with the results.
+//!
+//! Clients authenticate with the TLS client certificate the cluster CA made for them; the
+//! certificate's digest names the client in the budget table and the audit log. `GET`-like
+//! reads use `POST /v1/status` and `POST /v1/audit`, as at nodes.
+//!
+//! The configuration (JSON, no secret) and the sealed secrets (TLS key, audit key, key shares)
+//! follow the node's layout ([`crate::config`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use ed25519_dalek::SigningKey;
+use obscura_keeper::oprf::{self, Elements};
+use obscura_keeper::threshold::KeyShare;
+use obscura_proto::{
+    limits, ErrorCode, KeeperEvaluation, Request, RequestBody, Response, ResponseBody,
+};
+use obscura_store::keeper::{Budget, KeeperStore};
+use obscura_tokens::keyfile::{self, WrappingKey};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::config::{read, wrapping_key, Error};
+use crate::server::{accept_loop, error, now, proto_error, status_of, store_error, wire_audit};
+use crate::tls::{self, Identity};
+
+/// Purpose label of a keeper's sealed secrets.
+pub const SECRETS_PURPOSE: &str = "keeper-secrets";
+
+/// What `obscura cluster init` writes for one keeper.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeeperConfig {
+    /// This keeper's number, 1..=m: the x-coordinate of its shares.
+    pub keeper: u8,
+    /// Keepers in the cluster.
+    pub m: u8,
+    /// Keepers needed to evaluate.
+    pub threshold: u8,
+    /// Address to listen on.
+    pub listen: String,
+    /// The redb file (budgets, replay window, audit log).
+    pub store: PathBuf,
+    /// The cluster CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This keeper's certificate (PEM).
+    pub cert: PathBuf,
+    /// The sealed secrets.
+    pub secrets: PathBuf,
+    /// File holding the wrapping key, unless `OBSCURA_WRAPPING_KEY` is set.
+    pub wrapping_key: PathBuf,
+    /// Evaluations each client may ask per window.
+    pub budget_evaluations: u64,
+    /// Budget window, seconds.
+    pub budget_window_s: u64,
+    /// Allowed clock skew and replay window, seconds.
+    pub replay_window_s: u64,
+    /// How often the audit log is signed, seconds.
+    pub checkpoint_interval_s: u64,
+}
+
+/// One key share as sealed: whose key (node, version) and the share's scalar.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct SealedShare {
+    /// The node whose tokens this key makes.
+    pub node: u8,
+    /// The key version.
+    pub version: u32,
+    /// The share, a canonical little-endian scalar.
+    pub secret: [u8; 32],
+}
+
+/// The secrets sealed for one keeper.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct KeeperSecrets {
+    /// TLS private key, PEM.
+    pub tls_key_pem: String,
+    /// Ed25519 key that signs audit checkpoints.
+    pub audit_key: [u8; 32],
+    /// Its shares of the token keys.
+    pub shares: Vec<SealedShare>,
+}
+
+impl KeeperSecrets {
+    /// Seal for writing to disk.
+    ///
+    /// # Errors
+    /// [`Error::Secrets`] if sealing fails.
+    pub fn seal<R: rand_core::RngCore + rand_core::CryptoRng>(
+        &self,
+        key: &WrappingKey,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, Error> {
+        let plain =
+            Zeroizing::new(postcard::to_allocvec(self).map_err(|e| Error::Secrets(e.to_string()))?);
+        keyfile::seal(&plain, SECRETS_PURPOSE, 1, key, rng)
+            .map_err(|e| Error::Secrets(e.to_string()))
+    }
+
+    fn open(bytes: &[u8], key: &WrappingKey) -> Result<KeeperSecrets, Error> {
+        let opened = keyfile::open(bytes, SECRETS_PURPOSE, key)
+            .map_err(|e| Error::Secrets(e.to_string()))?;
+        postcard::from_bytes(&opened.secret).map_err(|e| Error::Secrets(e.to_string()))
+    }
+}
+
+/// Everything a running keeper needs, loaded and checked.
+pub struct LoadedKeeper {
+    /// The configuration.
+    pub config: KeeperConfig,
+    /// TLS server configuration (client certificates required).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The store, opened.
+    pub store: KeeperStore,
+    /// Its key shares by (node, version).
+    pub shares: HashMap<(u8, u32), KeyShare>,
+    /// Audit signing key.
+    pub audit_key: SigningKey,
+}
+
+impl std::fmt::Debug for LoadedKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedKeeper")
+            .field("keeper", &self.config.keeper)
+            .finish()
+    }
+}
+
+impl LoadedKeeper {
+    /// Read a keeper configuration file and everything it names.
+    ///
+    /// # Errors
+    /// [`Error::File`], [`Error::Config`], [`Error::Secrets`] (wrong wrapping key, altered file,
+    /// or a share that is not a scalar), [`Error::Tls`], [`Error::Store`].
+    pub fn load(config_path: &Path) -> Result<LoadedKeeper, Error> {
+        let bad = |reason: String| Error::Config {
+            path: config_path.display().to_string(),
+            reason,
+        };
+        let config: KeeperConfig =
+            serde_json::from_slice(&read(config_path)?).map_err(|e| bad(e.to_string()))?;
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let at = |p: &Path| base.join(p);
+        if config.keeper == 0 || config.keeper > config.m || config.threshold == 0 {
+            return Err(bad(format!(
+                "keeper {} of {} with threshold {} is out of range",
+                config.keeper, config.m, config.threshold
+            )));
+        }
+        let wrapping = wrapping_key(&at(&config.wrapping_key))?;
+        let secrets = KeeperSecrets::open(&read(&at(&config.secrets))?, &wrapping)?;
+        let text = |p: &Path, what: &str| {
+            String::from_utf8(read(&at(p))?).map_err(|_| bad(format!("{what} is not text")))
+        };
+        let tls = tls::server_config(
+            &text(&config.ca_cert, "CA certificate")?,
+            &Identity {
+                cert_pem: text(&config.cert, "keeper certificate")?,
+                key_pem: Zeroizing::new(secrets.tls_key_pem.clone()),
+            },
+        )?;
+        let shares = secrets
+            .shares
+            .iter()
+            .map(|s| {
+                KeyShare::from_bytes(config.keeper, &s.secret)
+                    .map(|k| ((s.node, s.version), k))
+                    .map_err(|e| Error::Secrets(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let store = KeeperStore::open(&at(&config.store), config.keeper)?;
+        Ok(LoadedKeeper {
+            audit_key: SigningKey::from_bytes(&secrets.audit_key),
+            config,
+            tls,
+            store,
+            shares,
+        })
+    }
+}
+
+/// The id a client's certificate gives it in budgets and audit entries: the first 16 bytes of
+/// a BLAKE3 digest of the certificate (DER).
+pub fn client_id(cert_der: &[u8]) -> [u8; 16] {
+    let h = blake3::derive_key("obscura 2026 keeper client id", cert_der);
+    h[..16].try_into().expect("16 bytes")
+}
+
+struct KeeperState {
+    keeper: u8,
+    window: u64,
+    budget: Budget,
+    store: KeeperStore,
+    shares: HashMap<(u8, u32), KeyShare>,
+    audit_key: SigningKey,
+}
+
+#[derive(Clone)]
+struct Connection {
+    state: Arc<KeeperState>,
+    /// `None` cannot happen behind the verifier, which requires a certificate; it is refused.
+    client: Option<[u8; 16]>,
+}
+
+impl KeeperState {
+    fn process(&self, client: Option<[u8; 16]>, op: &str, bytes: &[u8]) -> ResponseBody {
+        let Some(client) = client else {
+            return error(ErrorCode::BadRequest, "no client certificate");
+        };
+        let req = match Request::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => return proto_error(e),
+        };
+        if req.body.path().strip_prefix("/v1/") != Some(op) {
+            return error(ErrorCode::BadRequest, "operation does not match the path");
+        }
+        let now = now();
+        if let Err(e) = self
+            .store
+            .admit_request(&req.request_id, req.timestamp, now, self.window)
+        {
+            return store_error(e);
+        }
+        match &req.body {
+            RequestBody::KeeperEvaluate { version, batches } => {
+                match self.evaluate(client, &req.request_id, *version, batches, now) {
+                    Ok(body) | Err(body) => body,
+                }
+            }
+            RequestBody::Audit => {
+                let entries = self
+                    .store
+                    .audit_checkpoint(&self.audit_key, now)
+                    .and_then(|_| self.store.audit_entries());
+                match entries {
+                    Ok(e) => wire_audit(e),
+                    Err(e) => store_error(e),
+                }
+            }
+            RequestBody::Status => match self.store.audit_entries() {
+                // A keeper stores no image: `node` is its number, the counts are zero.
+                Ok(e) => ResponseBody::Status {
+                    node: self.keeper,
+                    committed: 0,
+                    pending: 0,
+                    audit_entries: e.len() as u64,
+                },
+                Err(e) => store_error(e),
+            },
+            _ => error(
+                ErrorCode::BadRequest,
+                "a keeper only evaluates tokens and shows its status and audit log",
+            ),
+        }
+    }
+
+    fn evaluate(
+        &self,
+        client: [u8; 16],
+        request_id: &[u8; 16],
+        version: u32,
+        batches: &[obscura_proto::KeeperBatch],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        // Everything is checked before the budget is charged: a malformed request costs nothing.
+        let mut work = Vec::with_capacity(batches.len());
+        for b in batches {
+            let share = self.shares.get(&(b.node, version)).ok_or_else(|| {
+                error(
+                    ErrorCode::UnknownKey,
+                    format!(
+                        "keeper {} holds no share of node {}'s key version {version}",
+                        self.keeper, b.node
+                    ),
+                )
+            })?;
+            let elements = Elements::from_bytes(b.elements.clone())
+                .map_err(|e| error(ErrorCode::BadRequest, format!("node {} batch: {e}", b.node)))?;
+            work.push((share, elements));
+        }
+        let total: usize = work.iter().map(|(_, e)| e.len()).sum();
+        self.store
+            .charge(&client, request_id, total as u64, self.budget, now)
+            .map_err(store_error)?;
+        let mut rng = rand_core::OsRng;
+        let batches = work
+            .iter()
+            .map(|(share, elements)| {
+                oprf::evaluate_batch(&share.secret, elements, &mut rng).map(|ev| KeeperEvaluation {
+                    elements: ev.elements,
+                    proof: ev.proof.to_bytes().to_vec(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        Ok(ResponseBody::KeeperEvaluated {
+            keeper: self.keeper,
+            batches,
+        })
+    }
+}
+
+async fn handle(
+    State(conn): State<Connection>,
+    UrlPath(op): UrlPath<String>,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    // Scalar multiplications and the store are synchronous: keep them off the async workers.
+    let outcome =
+        tokio::task::spawn_blocking(move || conn.state.process(conn.client, &op, &body)).await;
+    let body = outcome.unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string()));
+    (status_of(&body), Response(body).encode())
+}
+
+/// Serve `keeper` on `listener` until `shutdown` completes; then sign the audit log's head.
+///
+/// # Errors
+/// Only if the final audit checkpoint cannot be written.
+pub async fn serve(
+    keeper: LoadedKeeper,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), obscura_store::Error> {
+    let state = Arc::new(KeeperState {
+        keeper: keeper.config.keeper,
+        window: keeper.config.replay_window_s,
+        budget: Budget {
+            evaluations: keeper.config.budget_evaluations,
+            window_s: keeper.config.budget_window_s,
+        },
+        store: keeper.store,
+        shares: keeper.shares,
+        audit_key: keeper.audit_key,
+    });
+    let s = state.clone();
+    let app_for = move |tls: &rustls::ServerConnection| {
+        let client = tls
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| client_id(c.as_ref()));
+        Router::new()
+            .route("/v1/{op}", post(handle))
+            .layer(DefaultBodyLimit::max(
+                limits::MAX_KEEPER_ELEMENTS * 40 + (1 << 16),
+            ))
+            .with_state(Connection {
+                state: s.clone(),
+                client,
+            })
+    };
+    let s = state.clone();
+    let tick = move || s.store.audit_checkpoint(&s.audit_key, now()).map(drop);
+    accept_loop(
+        listener,
+        TlsAcceptor::from(keeper.tls),
+        app_for,
+        Duration::from_secs(keeper.config.checkpoint_interval_s.max(1)),
+        tick,
+        shutdown,
+    )
+    .await;
+    let s = state;
+    tokio::task::spawn_blocking(move || s.store.audit_checkpoint(&s.audit_key, now()))
+        .await
+        .map_err(|e| obscura_store::Error::Storage(e.to_string()))??;
+    Ok(())
+}
