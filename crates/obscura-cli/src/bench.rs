@@ -19,7 +19,7 @@ use obscura_sharing::manifest::ImageId;
 use obscura_sharing::rng::AesCtrRng;
 use obscura_sharing::zero::deal;
 use obscura_store::{NewImage, Store};
-use obscura_tokens::{NodeTokenKeys, Token, TokenRoot};
+use obscura_tokens::{NodeTokenKeys, TokenRoot};
 use rand_core::RngCore;
 use serde_json::{json, Value};
 
@@ -33,6 +33,7 @@ pub struct BenchOptions {
     pub sizes: Vec<usize>,
     pub queries: usize,
     pub keep: bool,
+    pub tokens: obscura_client::config::TokenKind,
 }
 
 /// One measured figure.
@@ -98,7 +99,7 @@ pub async fn run(opt: BenchOptions) -> Result<bool, String> {
     progress.say("sharing, hashing, tokens and Stage-2 in this process…");
     let baselines = library_figures(&photos, &mut figures)?;
 
-    let mut cluster = LocalCluster::start("bench", opt.keep)?;
+    let mut cluster = LocalCluster::start("bench", opt.keep, opt.tokens)?;
     progress.say(&format!(
         "cluster: 5 nodes (3-of-5) on loopback in {}",
         cluster.dir.display()
@@ -265,7 +266,7 @@ fn library_figures(
     });
     let ratio = crypto_rate / hash_rate;
     out.push(Figure {
-        name: "index cryptography: pHash, split, hash shares, tokens, signed manifest".into(),
+        name: "index cryptography: pHash, split, hash shares, signed manifest".into(),
         value: crypto_rate,
         unit: "images/s",
         baseline: "decode + pHash alone".into(),
@@ -359,7 +360,7 @@ fn offline_client() -> Result<Client, String> {
         t: 2,
         nodes: (1..=5).map(|i| format!("https://127.0.0.1:{i}")).collect(),
         tls,
-        token_root: TokenRoot::random(&mut rng),
+        tokens: obscura_client::TokenParts::Hmac(TokenRoot::random(&mut rng)),
         key_version: 1,
         owner_public: owner.verifying_key(),
         owner: Some(owner),
@@ -450,9 +451,18 @@ async fn cluster_figures(
     for &size in &sizes {
         let add = size.saturating_sub(stored.len() + already);
         if add > 0 {
+            // Every (band, value) at every node: 256 hashes whose 8 bands all hold one value.
+            let table = client
+                .index_tokens(
+                    &(0..=255u8)
+                        .map(|v| u64::from_be_bytes([v; 8]))
+                        .collect::<Vec<_>>(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
             cluster.pause().await?;
             let t = Instant::now();
-            load_synthetic(&cluster.dir, &client, add, &mut stored, progress)?;
+            load_synthetic(&cluster.dir, &client, &table, add, &mut stored, progress)?;
             progress.say(&format!(
                 "wrote {add} synthetic images into each node's store in {:.1} s",
                 t.elapsed().as_secs_f64()
@@ -523,6 +533,7 @@ async fn cluster_figures(
 fn load_synthetic(
     cluster: &std::path::Path,
     client: &Client,
+    table: &[Vec<obscura_client::IndexTokens>],
     count: usize,
     hashes: &mut Vec<u64>,
     progress: &Progress,
@@ -553,14 +564,28 @@ fn load_synthetic(
             hashes.push(hash);
         }
         for (i, store) in stores.iter().enumerate() {
+            // Token of band b at node i + 1: the table row of the band's value.
+            let at = |u: &obscura_client::Upload, b: usize| {
+                &table[usize::from(u.hash.to_be_bytes()[b])][i]
+            };
+            let elements: Vec<Option<[[u8; 32]; 8]>> = uploads
+                .iter()
+                .map(|u| {
+                    at(u, 0).elements.map(|_| {
+                        std::array::from_fn(|b| at(u, b).elements.expect("all or none")[b])
+                    })
+                })
+                .collect();
             let images: Vec<NewImage<'_>> = uploads
                 .iter()
-                .map(|u| NewImage {
+                .zip(&elements)
+                .map(|(u, e)| NewImage {
                     id: u.id,
                     manifest: &u.manifest,
                     image_share: &u.parts[i].image_share,
                     hash_share: &u.parts[i].hash_share,
-                    tokens: u.parts[i].tokens.map(Token),
+                    tokens: std::array::from_fn(|b| at(u, b).tokens[b]),
+                    elements: e.as_ref(),
                 })
                 .collect();
             store

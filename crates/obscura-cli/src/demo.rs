@@ -25,6 +25,7 @@ pub struct DemoOptions {
     pub photos: Option<PathBuf>,
     pub json: bool,
     pub keep: bool,
+    pub tokens: obscura_client::config::TokenKind,
 }
 
 struct QueryRow {
@@ -55,7 +56,7 @@ pub async fn run(opt: DemoOptions) -> Result<bool, String> {
     }
     bar.finish_and_clear();
 
-    let mut cluster = LocalCluster::start("demo", opt.keep)?;
+    let mut cluster = LocalCluster::start("demo", opt.keep, opt.tokens)?;
     progress.say(&format!(
         "cluster: 5 nodes (3-of-5, searches need all 2t + 1 = 5) in {}",
         cluster.dir.display()

@@ -95,6 +95,7 @@ pub struct EvalOptions {
     pub json: bool,
     pub modes: Vec<Mode>,
     pub keep: bool,
+    pub tokens: obscura_client::config::TokenKind,
 }
 
 struct Sample {
@@ -219,7 +220,7 @@ pub async fn run(opt: EvalOptions) -> Result<bool, String> {
         Transform::ALL.len()
     ));
 
-    let mut cluster = LocalCluster::start("eval", opt.keep)?;
+    let mut cluster = LocalCluster::start("eval", opt.keep, opt.tokens)?;
     progress.say(&format!(
         "cluster: 5 nodes (3-of-5) in {}",
         cluster.dir.display()

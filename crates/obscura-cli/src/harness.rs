@@ -1,6 +1,7 @@
 //! What the demo, the evaluation and the benchmark share: photos, scratch folders, progress
 //! output, latency spreads, and a temporary cluster of real node processes on loopback.
 
+use obscura_client::config::TokenKind;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -166,8 +167,9 @@ impl Progress {
     }
 }
 
-/// A temporary 3-of-5 cluster whose nodes run as `obscura node run` processes on loopback, in a
-/// scratch folder removed afterwards unless kept.
+/// A temporary 3-of-5 cluster whose nodes (and, with VOPRF tokens, 2-of-3 keepers) run as
+/// `obscura node run` and `obscura keeper run` processes on loopback, in a scratch folder
+/// removed afterwards unless kept.
 pub struct LocalCluster {
     pub scratch: Scratch,
     pub dir: PathBuf,
@@ -175,8 +177,8 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Create the cluster in a fresh folder named after `what` and start its nodes.
-    pub fn start(what: &str, keep: bool) -> Result<LocalCluster, String> {
+    /// Create the cluster in a fresh folder named after `what` and start its nodes and keepers.
+    pub fn start(what: &str, keep: bool, tokens: TokenKind) -> Result<LocalCluster, String> {
         let scratch = Scratch {
             dir: std::env::temp_dir().join(format!(
                 "obscura-{what}-{}-{:08x}",
@@ -188,13 +190,20 @@ impl LocalCluster {
         let dir = scratch.dir.join("cluster");
         std::fs::create_dir_all(&scratch.dir)
             .map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
+        let base_port = free_base_port(8)?;
         init::init(
             &dir,
             &init::InitOptions {
                 nodes: 5,
                 threshold: 3,
                 host: "127.0.0.1".into(),
-                base_port: free_base_port(5)?,
+                base_port,
+                tokens,
+                keepers: 3,
+                keeper_threshold: 2,
+                keeper_base_port: base_port + 5,
+                // Measurements run thousands of searches: no budget should stop them.
+                keeper_budget: u64::MAX / 2,
             },
         )?;
         let running = nodes::Running::start(&dir, Some(&scratch.dir))?;
@@ -249,14 +258,14 @@ impl LocalCluster {
 }
 
 fn stopped_cleanly(
-    stopped: Vec<(u8, Result<std::process::ExitStatus, String>)>,
+    stopped: Vec<(nodes::Member, Result<std::process::ExitStatus, String>)>,
 ) -> Result<(), Vec<String>> {
     let bad: Vec<String> = stopped
         .iter()
-        .filter_map(|(node, s)| match s {
+        .filter_map(|(member, s)| match s {
             Ok(s) if s.success() => None,
-            Ok(s) => Some(format!("node {node} stopped badly: {s}")),
-            Err(e) => Some(format!("node {node}: {e}")),
+            Ok(s) => Some(format!("{member} stopped badly: {s}")),
+            Err(e) => Some(format!("{member}: {e}")),
         })
         .collect();
     if bad.is_empty() {

@@ -49,6 +49,9 @@ enum Command {
     /// Run one node.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Run a keeper (the token-key service).
+    #[command(subcommand)]
+    Keeper(KeeperCommand),
     /// Share image files (and folders, recursively) among the nodes.
     Index {
         /// The cluster directory made by `cluster init`.
@@ -112,6 +115,9 @@ enum Command {
         /// Keep the temporary cluster and the node logs instead of deleting them.
         #[arg(long)]
         keep: bool,
+        /// Band tokens of the temporary cluster: voprf (keepers) or hmac.
+        #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
+        tokens: Tokens,
     },
     /// Measure accuracy against plaintext search: every photo's 20 "medium" samples are indexed
     /// into a temporary 5-node cluster and each queries the others, privately and in plaintext.
@@ -141,6 +147,9 @@ enum Command {
         /// Keep the temporary cluster and the node logs.
         #[arg(long)]
         keep: bool,
+        /// Band tokens of the temporary cluster: voprf (keepers) or hmac.
+        #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
+        tokens: Tokens,
     },
     /// Measure speed: each figure beside its ceiling or plaintext baseline, on this machine.
     #[command(
@@ -169,6 +178,9 @@ enum Command {
         /// Keep the temporary cluster and the node logs.
         #[arg(long)]
         keep: bool,
+        /// Band tokens of the temporary cluster: voprf (keepers) or hmac.
+        #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
+        tokens: Tokens,
     },
     /// Print the pHash-64 of each file, as `0x%016x  FILE`.
     Hash {
@@ -205,6 +217,23 @@ enum ClusterCommand {
         /// Node i listens on base-port + i − 1.
         #[arg(long, default_value_t = 7401)]
         base_port: u16,
+        /// Where band tokens come from: `voprf` (keepers evaluate an RFC 9497 VOPRF on shares
+        /// of the keys; no client holds one) or `hmac` (every client holds the token keys).
+        #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
+        tokens: Tokens,
+        /// Keepers (m), each holding one Shamir share of every token key.
+        #[arg(long, default_value_t = 3)]
+        keepers: usize,
+        /// Keepers needed to evaluate tokens (T); fewer learn nothing of the keys.
+        #[arg(long, default_value_t = 2)]
+        keeper_threshold: usize,
+        /// Keeper j listens on keeper-base-port + j − 1 [default: base-port + 100].
+        #[arg(long)]
+        keeper_base_port: Option<u16>,
+        /// Evaluations each client may ask of each keeper per hour (a search costs about
+        /// 8 × 9 per node at radius 1, an image 8 per node).
+        #[arg(long, default_value_t = init::DEFAULT_KEEPER_BUDGET)]
+        keeper_budget: u64,
     },
     /// Run every node of DIR as a child process until interrupted.
     Up {
@@ -224,6 +253,34 @@ enum AuditCommand {
         /// Print `{"nodes":[{"node","ok","entries","checkpoints","error"}]}`.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Where band tokens come from (see `cluster init --tokens`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Tokens {
+    /// RFC 9497 VOPRF evaluated by threshold keepers.
+    Voprf,
+    /// HMAC-SHA256 under keys every client holds.
+    Hmac,
+}
+
+impl From<Tokens> for obscura_client::config::TokenKind {
+    fn from(t: Tokens) -> Self {
+        match t {
+            Tokens::Voprf => obscura_client::config::TokenKind::Voprf,
+            Tokens::Hmac => obscura_client::config::TokenKind::Hmac,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum KeeperCommand {
+    /// Serve one keeper from its configuration file until interrupted: it evaluates blinded
+    /// band elements with its shares of the token keys, within each client's budget.
+    Run {
+        /// The keeper's `keeper.json`.
+        config: PathBuf,
     },
 }
 
@@ -284,6 +341,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             threshold,
             host,
             base_port,
+            tokens,
+            keepers,
+            keeper_threshold,
+            keeper_base_port,
+            keeper_budget,
         }) => {
             init::init(
                 &dir,
@@ -292,6 +354,12 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                     threshold,
                     host,
                     base_port,
+                    tokens: tokens.into(),
+                    keepers,
+                    keeper_threshold,
+                    keeper_base_port: keeper_base_port
+                        .unwrap_or_else(|| base_port.saturating_add(100)),
+                    keeper_budget,
                 },
             )?;
             println!(
@@ -303,6 +371,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Cluster(ClusterCommand::Up { dir }) => cluster_up(&dir).await,
         Command::Node(NodeCommand::Run { config }) => node_run(&config).await,
+        Command::Keeper(KeeperCommand::Run { config }) => keeper_run(&config).await,
         Command::Index {
             cluster,
             paths,
@@ -345,8 +414,19 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { photos, json, keep } => {
-            let ok = demo::run(demo::DemoOptions { photos, json, keep }).await?;
+        Command::Demo {
+            photos,
+            json,
+            keep,
+            tokens,
+        } => {
+            let ok = demo::run(demo::DemoOptions {
+                photos,
+                json,
+                keep,
+                tokens: tokens.into(),
+            })
+            .await?;
             Ok(exit(ok))
         }
         Command::Eval {
@@ -355,6 +435,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             json,
             modes,
             keep,
+            tokens,
         } => {
             let modes = modes
                 .iter()
@@ -366,6 +447,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 json,
                 modes,
                 keep,
+                tokens: tokens.into(),
             })
             .await?;
             Ok(exit(ok))
@@ -376,6 +458,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             sizes,
             queries,
             keep,
+            tokens,
         } => {
             let ok = bench::run(bench::BenchOptions {
                 photos,
@@ -383,6 +466,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 sizes,
                 queries,
                 keep,
+                tokens: tokens.into(),
             })
             .await?;
             Ok(exit(ok))
@@ -448,6 +532,24 @@ async fn run(command: Command) -> Result<ExitCode, String> {
     }
 }
 
+async fn keeper_run(config: &Path) -> Result<ExitCode, String> {
+    let loaded = obscura_node::keeper::LoadedKeeper::load(config).map_err(|e| e.to_string())?;
+    let listen = loaded.config.listen.clone();
+    let keeper = loaded.config.keeper;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("keeper {keeper} cannot listen on {listen}: {e}"))?;
+    eprintln!(
+        "keeper {keeper} listening on {listen} ({} key shares)",
+        loaded.shares.len()
+    );
+    obscura_node::keeper::serve(loaded, listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("keeper {keeper} stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn node_run(config: &Path) -> Result<ExitCode, String> {
     let loaded = obscura_node::config::LoadedNode::load(config).map_err(|e| e.to_string())?;
     let listen = loaded.config.listen.clone();
@@ -487,29 +589,29 @@ async fn shutdown_signal() {
 
 async fn cluster_up(dir: &Path) -> Result<ExitCode, String> {
     let mut running = nodes::Running::start(dir, None)?;
+    let (n, m) = running.counts();
     eprintln!(
-        "{} nodes running from {}; Ctrl-C stops them",
-        running.len(),
+        "{n} nodes and {m} keepers running from {}; Ctrl-C stops them",
         dir.display()
     );
-    // A node that dies is reported, and the others keep serving: with up to n − k nodes down,
-    // images can still be rebuilt.
+    // A member that dies is reported, and the others keep serving: with up to n − k nodes
+    // down images can still be rebuilt, and with up to m − T keepers down tokens still come.
     let outcome = loop {
         tokio::select! {
             () = shutdown_signal() => break Ok(ExitCode::SUCCESS),
             () = tokio::time::sleep(Duration::from_millis(200)) => {
-                for (node, status) in running.newly_exited() {
-                    eprintln!("node {node} exited ({status}); the others keep running");
+                for (member, status) in running.newly_exited() {
+                    eprintln!("{member} exited ({status}); the others keep running");
                 }
                 if running.all_exited() {
-                    break Err("every node has exited".to_string());
+                    break Err("every node and keeper has exited".to_string());
                 }
             }
         }
     };
-    for (node, r) in running.stop().await {
+    for (member, r) in running.stop().await {
         if let Err(e) = r {
-            eprintln!("node {node}: {e}");
+            eprintln!("{member}: {e}");
         }
     }
     outcome

@@ -1,4 +1,5 @@
-//! Node processes on this machine: `obscura node run` children of `cluster up` and `demo`.
+//! Node and keeper processes on this machine: `obscura node run` and `obscura keeper run`
+//! children of `cluster up`, `demo`, `eval` and `bench`.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -10,18 +11,47 @@ use tokio::process::{Child, Command};
 /// How long a node has to sign its audit log and stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The `nodeN/node.json` files of a cluster directory, in node order.
-pub fn node_configs(dir: &Path) -> Result<Vec<(u8, PathBuf)>, String> {
+/// A process of a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Member {
+    /// Node `x`.
+    Node(u8),
+    /// Keeper `j`.
+    Keeper(u8),
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Member::Node(x) => write!(f, "node {x}"),
+            Member::Keeper(j) => write!(f, "keeper {j}"),
+        }
+    }
+}
+
+/// The `PREFIXN/FILE` configurations of a cluster directory, in number order.
+fn configs(dir: &Path, prefix: &str, file: &str) -> Result<Vec<(u8, PathBuf)>, String> {
     let mut configs: Vec<(u8, PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| {
             let e = e.ok()?;
-            let node = e.file_name().to_str()?.strip_prefix("node")?.parse().ok()?;
-            let config = e.path().join("node.json");
-            config.is_file().then_some((node, config))
+            let number = e.file_name().to_str()?.strip_prefix(prefix)?.parse().ok()?;
+            let config = e.path().join(file);
+            config.is_file().then_some((number, config))
         })
         .collect();
     configs.sort();
+    Ok(configs)
+}
+
+/// The `keeperJ/keeper.json` files of a cluster directory (none with HMAC tokens).
+pub fn keeper_configs(dir: &Path) -> Result<Vec<(u8, PathBuf)>, String> {
+    configs(dir, "keeper", "keeper.json")
+}
+
+/// The `nodeN/node.json` files of a cluster directory, in node order.
+pub fn node_configs(dir: &Path) -> Result<Vec<(u8, PathBuf)>, String> {
+    let configs = configs(dir, "node", "node.json")?;
     if configs.is_empty() {
         return Err(format!(
             "{} holds no node configurations; make one with `obscura cluster init`",
@@ -41,15 +71,16 @@ fn terminate(child: &Child) {
     }
 }
 
-/// Every node of a cluster directory, running as child processes.
+/// Every node and keeper of a cluster directory, running as child processes.
 pub struct Running {
-    children: Vec<(u8, Child)>,
+    children: Vec<(Member, Child)>,
     exited: Vec<bool>,
 }
 
 impl Running {
-    /// Start `obscura node run` for every node of `dir`. With `logs`, node N's output goes to
-    /// `logs/nodeN.log`; without, to this process's standard error.
+    /// Start `obscura keeper run` for every keeper and `obscura node run` for every node of
+    /// `dir`. With `logs`, node N's output goes to `logs/nodeN.log` (keeper J's to
+    /// `logs/keeperJ.log`); without, to this process's standard error.
     ///
     /// # Errors
     /// No node configurations, or a process that cannot be started (those already started are
@@ -57,10 +88,22 @@ impl Running {
     pub fn start(dir: &Path, logs: Option<&Path>) -> Result<Running, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut children = Vec::new();
-        for (node, config) in node_configs(dir)? {
+        let members = keeper_configs(dir)?
+            .into_iter()
+            .map(|(j, c)| (Member::Keeper(j), c))
+            .chain(
+                node_configs(dir)?
+                    .into_iter()
+                    .map(|(x, c)| (Member::Node(x), c)),
+            );
+        for (member, config) in members {
+            let (kind, log) = match member {
+                Member::Node(x) => ("node", format!("node{x}.log")),
+                Member::Keeper(j) => ("keeper", format!("keeper{j}.log")),
+            };
             let (out, err) = match logs {
                 Some(l) => {
-                    let path = l.join(format!("node{node}.log"));
+                    let path = l.join(log);
                     let f = std::fs::File::create(&path)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
                     let g = f.try_clone().map_err(|e| e.to_string())?;
@@ -69,32 +112,37 @@ impl Running {
                 None => (Stdio::inherit(), Stdio::inherit()),
             };
             let child = Command::new(&exe)
-                .args(["node", "run"])
+                .args([kind, "run"])
                 .arg(&config)
                 .stdout(out)
                 .stderr(err)
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("cannot start {}: {e}", config.display()))?;
-            children.push((node, child));
+            children.push((member, child));
         }
         let exited = vec![false; children.len()];
         Ok(Running { children, exited })
     }
 
-    /// How many nodes were started.
-    pub fn len(&self) -> usize {
-        self.children.len()
+    /// How many nodes and keepers were started.
+    pub fn counts(&self) -> (usize, usize) {
+        let nodes = self
+            .children
+            .iter()
+            .filter(|(m, _)| matches!(m, Member::Node(_)))
+            .count();
+        (nodes, self.children.len() - nodes)
     }
 
-    /// Nodes that exited since the last call, with their status.
-    pub fn newly_exited(&mut self) -> Vec<(u8, ExitStatus)> {
+    /// Members that exited since the last call, with their status.
+    pub fn newly_exited(&mut self) -> Vec<(Member, ExitStatus)> {
         let mut out = Vec::new();
-        for (i, (node, c)) in self.children.iter_mut().enumerate() {
+        for (i, (member, c)) in self.children.iter_mut().enumerate() {
             if !self.exited[i] {
                 if let Ok(Some(status)) = c.try_wait() {
                     self.exited[i] = true;
-                    out.push((*node, status));
+                    out.push((*member, status));
                 }
             }
         }
@@ -106,28 +154,35 @@ impl Running {
         self.exited.iter().all(|e| *e)
     }
 
-    /// Wait until every node answers a status request.
+    /// Wait until every node and keeper answers a status request.
     ///
     /// # Errors
-    /// A node that exits first, or `limit` passing, naming the nodes not ready.
+    /// A member that exits first, or `limit` passing, naming those not ready.
     pub async fn wait_ready(&mut self, client: &Client, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some((node, status)) = self.newly_exited().first() {
-                return Err(format!("node {node} exited while starting ({status})"));
+            if let Some((member, status)) = self.newly_exited().first() {
+                return Err(format!("{member} exited while starting ({status})"));
             }
-            let not_ready: Vec<String> = client
+            let mut not_ready: Vec<String> = client
                 .status()
                 .await
                 .into_iter()
                 .filter_map(|(node, s)| s.err().map(|e| format!("node {node}: {e}")))
                 .collect();
+            not_ready.extend(
+                client
+                    .keeper_status()
+                    .await
+                    .into_iter()
+                    .filter_map(|(j, s)| s.err().map(|e| format!("keeper {j}: {e}"))),
+            );
             if not_ready.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "nodes not ready after {} s: {}",
+                    "not ready after {} s: {}",
                     limit.as_secs(),
                     not_ready.join("; ")
                 ));
@@ -136,14 +191,14 @@ impl Running {
         }
     }
 
-    /// Stop every node: SIGTERM, then a kill after the grace period. Returns each node's exit
+    /// Stop every member: SIGTERM, then a kill after the grace period. Returns each one's exit
     /// status, or why it had to be killed.
-    pub async fn stop(mut self) -> Vec<(u8, Result<ExitStatus, String>)> {
+    pub async fn stop(mut self) -> Vec<(Member, Result<ExitStatus, String>)> {
         for (_, c) in &self.children {
             terminate(c);
         }
         let mut out = Vec::new();
-        for (node, c) in &mut self.children {
+        for (member, c) in &mut self.children {
             let r = match tokio::time::timeout(STOP_GRACE, c.wait()).await {
                 Ok(Ok(status)) => Ok(status),
                 Ok(Err(e)) => Err(e.to_string()),
@@ -155,7 +210,7 @@ impl Running {
                     ))
                 }
             };
-            out.push((*node, r));
+            out.push((*member, r));
         }
         out
     }

@@ -15,7 +15,50 @@ use obscura_tokens::{BatchPlan, TokenRoot};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::ClientParts;
+use crate::{ClientParts, KeeperParts, TokenParts};
+
+fn token_parts(config: &ClientConfig, secrets: &ClientSecrets) -> Result<TokenParts, String> {
+    match config.tokens {
+        TokenKind::Hmac => secrets
+            .token_root
+            .map(|r| TokenParts::Hmac(TokenRoot::from_bytes(r)))
+            .ok_or_else(|| "HMAC tokens, but the sealed secrets hold no token root".into()),
+        TokenKind::Voprf => {
+            let (m, t) = (config.keepers.len(), usize::from(config.keeper_threshold));
+            if t == 0 || t > m {
+                return Err(format!(
+                    "VOPRF tokens need 1 ≤ keeper_threshold ≤ keepers, got {t} of {m}"
+                ));
+            }
+            if config.keeper_public_shares.len() != config.nodes.len()
+                || config.keeper_public_shares.iter().any(|p| p.len() != m)
+            {
+                return Err(
+                    "keeper_public_shares must hold one share per keeper for every node".into(),
+                );
+            }
+            let public_shares = config
+                .keeper_public_shares
+                .iter()
+                .map(|per_node| {
+                    per_node
+                        .iter()
+                        .map(|h| {
+                            keyfile::hex32(h)
+                                .and_then(|b| obscura_keeper::oprf::deserialize(&b).ok())
+                                .ok_or_else(|| format!("{h:?} is not a public key share"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(TokenParts::Voprf(KeeperParts {
+                urls: config.keepers.clone(),
+                threshold: t,
+                public_shares,
+            }))
+        }
+    }
+}
 
 /// Purpose label of the client's sealed secrets.
 pub const SECRETS_PURPOSE: &str = "client-secrets";
@@ -39,8 +82,20 @@ pub struct ClientConfig {
     pub wrapping_key: PathBuf,
     /// The data owner's public key, hex.
     pub owner_public_key: String,
+    /// Where band tokens come from.
+    pub tokens: TokenKind,
     /// Token key version.
     pub key_version: u32,
+    /// Keeper URLs, keeper 1 first (VOPRF tokens).
+    #[serde(default)]
+    pub keepers: Vec<String>,
+    /// Keepers needed to evaluate (VOPRF tokens).
+    #[serde(default)]
+    pub keeper_threshold: u8,
+    /// `keeper_public_shares[x - 1][j - 1]`: keeper `j`'s public share of node `x`'s key of
+    /// the current version, hex (VOPRF tokens).
+    #[serde(default)]
+    pub keeper_public_shares: Vec<Vec<String>>,
     /// Stage-1 multi-probe radius.
     pub probe_radius: u32,
     /// Stage-1 lookups per band (dummies fill the rest).
@@ -49,13 +104,23 @@ pub struct ClientConfig {
     pub timeout_ms: u64,
 }
 
+/// Where a cluster's band tokens come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// HMAC-SHA256 under keys derived from a root every client holds.
+    Hmac,
+    /// The RFC 9497 VOPRF, evaluated by threshold keepers; clients hold no key.
+    Voprf,
+}
+
 /// The client's sealed secrets.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct ClientSecrets {
     /// TLS private key, PEM.
     pub tls_key_pem: String,
-    /// The token root.
-    pub token_root: [u8; 32],
+    /// The token root, with HMAC tokens only.
+    pub token_root: Option<[u8; 32]>,
     /// The data owner's signing key, if this client indexes.
     pub owner_key: Option<[u8; 32]>,
 }
@@ -136,7 +201,7 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
         t: config.t as usize,
         nodes: config.nodes.clone(),
         tls,
-        token_root: TokenRoot::from_bytes(secrets.token_root),
+        tokens: token_parts(&config, &secrets).map_err(fail)?,
         key_version: config.key_version,
         owner: secrets.owner_key.map(|k| SigningKey::from_bytes(&k)),
         owner_public,

@@ -14,6 +14,7 @@
 
 pub mod config;
 mod journal;
+pub mod tokens;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,8 +27,9 @@ use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::field::Fp;
 use obscura_sharing::manifest::{ImageId, Manifest, SignedManifest};
 use obscura_sharing::rng::AesCtrRng;
-use obscura_tokens::{BatchPlan, NodeTokenKeys, TokenRoot};
+use obscura_tokens::BatchPlan;
 use rand_core::{OsRng, RngCore};
+pub use tokens::{IndexTokens, KeeperFailure, KeeperParts, TokenError, TokenParts};
 
 /// Errors of client operations. Each names the nodes involved.
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +75,16 @@ pub enum Error {
     /// No node holds the image.
     #[error("image {0} is not stored in this cluster")]
     UnknownImage(ImageId),
+    /// Band tokens could not be had from enough keepers.
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
 }
 
 /// Why a batch failed, for each of its images.
 enum BatchError {
     Nodes(&'static str, Vec<NodeFailure>),
     Journal(std::io::Error),
+    Tokens(TokenError),
 }
 
 impl BatchError {
@@ -89,6 +95,7 @@ impl BatchError {
                 failures: failures.clone(),
             },
             BatchError::Journal(e) => Error::Journal(std::io::Error::new(e.kind(), e.to_string())),
+            BatchError::Tokens(e) => Error::Tokens(e.clone()),
         }
     }
 }
@@ -120,8 +127,8 @@ pub struct ClientParts {
     pub nodes: Vec<String>,
     /// TLS: the cluster CA as root, this client's certificate.
     pub tls: rustls::ClientConfig,
-    /// The token root (HMAC mode).
-    pub token_root: TokenRoot,
+    /// Where band tokens come from.
+    pub tokens: TokenParts,
     /// The token key version.
     pub key_version: u32,
     /// The data owner's signing key, if this client may index.
@@ -143,7 +150,7 @@ pub struct Client {
     t: usize,
     nodes: Vec<String>,
     http: reqwest::Client,
-    token_keys: Vec<NodeTokenKeys>,
+    tokens: tokens::Source,
     key_version: u32,
     owner: Option<SigningKey>,
     owner_public: VerifyingKey,
@@ -159,6 +166,8 @@ pub struct Upload {
     pub manifest: Vec<u8>,
     /// Node `i + 1`'s part.
     pub parts: Vec<UploadPart>,
+    /// The pHash, from which the band tokens are made when the upload is sent.
+    pub hash: u64,
 }
 
 impl Upload {
@@ -179,8 +188,6 @@ pub struct UploadPart {
     pub image_share: Vec<u8>,
     /// The node's shares of the 64 hash bits.
     pub hash_share: [u8; obscura_mpc::HASH_SHARE_LEN],
-    /// The 8 band tokens under the node's keys.
-    pub tokens: [[u8; obscura_tokens::TOKEN_LEN]; obscura_tokens::BANDS],
 }
 
 /// What [`Client::finish_interrupted`] did.
@@ -218,6 +225,10 @@ pub struct SearchOutcome {
     pub stage2: Duration,
     /// Wall time of the whole search, hashing the query included.
     pub total: Duration,
+    /// Time spent obtaining the band tokens (part of Stage-1).
+    pub tokens: Duration,
+    /// Keepers that failed or answered wrongly on the way (others answered instead).
+    pub keeper_faults: Vec<KeeperFailure>,
     /// Request bytes sent to all nodes.
     pub bytes_sent: u64,
     /// Response bytes received.
@@ -248,15 +259,13 @@ impl Client {
                     reason: e.to_string(),
                 }],
             })?;
-        let token_keys = (1..=parts.nodes.len() as u8)
-            .map(|x| NodeTokenKeys::derive(&parts.token_root, x, parts.key_version))
-            .collect();
+        let tokens = tokens::Source::new(parts.tokens, parts.nodes.len(), parts.key_version);
         Ok(Client {
             k: parts.k,
             t: parts.t,
             nodes: parts.nodes,
             http,
-            token_keys,
+            tokens,
             key_version: parts.key_version,
             owner: parts.owner,
             owner_public: parts.owner_public,
@@ -394,19 +403,25 @@ impl Client {
     }
 
     async fn send_batch(&self, uploads: Vec<Upload>, ids: &[ImageId]) -> Result<(), BatchError> {
+        let hashes: Vec<u64> = uploads.iter().map(|u| u.hash).collect();
+        let tokens = self
+            .index_tokens(&hashes)
+            .await
+            .map_err(BatchError::Tokens)?;
         if let Some(j) = &self.journal {
             j.begin(ids).map_err(BatchError::Journal)?;
         }
         // Each node's request owns its shares: move them, clone only the small manifests.
         let mut per_node: Vec<Vec<PreparedImage>> = vec![Vec::with_capacity(ids.len()); self.n()];
-        for upload in uploads {
-            for (images, part) in per_node.iter_mut().zip(upload.parts) {
+        for (upload, tokens) in uploads.into_iter().zip(tokens) {
+            for ((images, part), t) in per_node.iter_mut().zip(upload.parts).zip(tokens) {
                 images.push(PreparedImage {
                     image: upload.id.0,
                     manifest: upload.manifest.clone(),
                     image_share: part.image_share,
                     hash_share: part.hash_share.to_vec(),
-                    tokens: part.tokens.to_vec(),
+                    tokens: t.tokens.iter().map(|t| t.0).collect(),
+                    elements: t.elements.map(|e| e.to_vec()).unwrap_or_default(),
                 });
             }
         }
@@ -436,6 +451,27 @@ impl Client {
             j.end(&ids[0]).map_err(BatchError::Journal)?;
         }
         Ok(())
+    }
+
+    /// The band tokens of images with these pHashes at every node: `out[i][x - 1]` for image
+    /// `i` at node `x`. With keepers, one request to `T` of them covers every image and node.
+    ///
+    /// # Errors
+    /// [`TokenError`] when fewer than `T` keepers answer correctly.
+    pub async fn index_tokens(&self, hashes: &[u64]) -> Result<Vec<Vec<IndexTokens>>, TokenError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let got = self
+            .tokens
+            .index(&self.http, self.key_version, self.n(), hashes)
+            .await?;
+        Ok(got.value)
+    }
+
+    /// Whether band tokens come from keepers (VOPRF) rather than HMAC keys held here.
+    pub fn uses_keepers(&self) -> bool {
+        self.tokens.is_voprf()
     }
 
     /// [`upload`](Self::upload) of a file, hashed here.
@@ -476,17 +512,16 @@ impl Client {
         let parts = shares
             .into_iter()
             .zip(hash_bytes)
-            .zip(&self.token_keys)
-            .map(|((share, hash_share), keys)| UploadPart {
+            .map(|(share, hash_share)| UploadPart {
                 image_share: share.bytes,
                 hash_share,
-                tokens: keys.index_tokens(hash).map(|t| t.0),
             })
             .collect();
         Ok(Upload {
             id,
             manifest,
             parts,
+            hash,
         })
     }
 
@@ -578,6 +613,30 @@ impl Client {
             .collect()
     }
 
+    /// Whether each keeper answers (an empty list with HMAC tokens): keeper number and its
+    /// audit entries, or why not.
+    pub async fn keeper_status(&self) -> Vec<(u8, Result<u64, String>)> {
+        let urls = self.tokens.keeper_urls();
+        let mut set = tokio::task::JoinSet::new();
+        for (j, url) in urls.iter().enumerate() {
+            let (http, url) = (self.http.clone(), url.clone());
+            set.spawn(async move {
+                let (r, _, _) = post(&http, &url, RequestBody::Status).await;
+                let r = r.and_then(|b| match b {
+                    ResponseBody::Status { audit_entries, .. } => Ok(audit_entries),
+                    _ => Err("unexpected answer".to_string()),
+                });
+                (j as u8 + 1, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(Ok(r)) = set.join_next().await {
+            out.push(r);
+        }
+        out.sort_by_key(|r| r.0);
+        out
+    }
+
     /// Each node's whole audit log, ending in a checkpoint the node signs when asked, or why
     /// the node failed. The caller verifies it against the node's audit key.
     pub async fn audit_logs(&self) -> Vec<(u8, Result<Vec<WireAuditEntry>, String>)> {
@@ -631,16 +690,17 @@ impl Client {
         let (mut sent, mut received) = (0, 0);
 
         let t0 = Instant::now();
-        let batches: Vec<_> = self
-            .token_keys
-            .iter()
-            .map(|k| {
-                self.plan
-                    .query_tokens(k, q, &mut rng)
-                    .into_iter()
-                    .map(|t| t.0)
-                    .collect::<Vec<_>>()
-            })
+        let obtained = self
+            .tokens
+            .query(&self.http, self.key_version, self.n(), &self.plan, q)
+            .await?;
+        let tokens_time = t0.elapsed();
+        sent += obtained.sent;
+        received += obtained.received;
+        let batches: Vec<Vec<[u8; 16]>> = obtained
+            .value
+            .into_iter()
+            .map(|b| b.into_iter().map(|t| t.0).collect())
             .collect();
         let need = obscura_tokens::min_bands(self.plan.radius(), max_distance);
         let lookups = self
@@ -715,6 +775,8 @@ impl Client {
             stage1,
             stage2: t1.elapsed(),
             total: start.elapsed(),
+            tokens: tokens_time,
+            keeper_faults: obtained.faults,
             bytes_sent: sent,
             bytes_received: received,
         })
@@ -841,34 +903,44 @@ struct TaskClient {
 impl TaskClient {
     /// Send one request to node `x`; returns the response and the bytes moved.
     async fn call(&self, x: u8, body: RequestBody) -> (Result<ResponseBody, String>, u64, u64) {
-        let mut request_id = [0u8; 16];
-        OsRng.fill_bytes(&mut request_id);
-        let req = Request {
-            request_id,
-            timestamp: unix_now(),
-            body,
-        };
-        let bytes = req.encode();
-        let sent = bytes.len() as u64;
-        let url = format!("{}{}", self.nodes[x as usize - 1], req.body.path());
-        let resp = match self.http.post(url).body(bytes).send().await {
-            Ok(r) => r,
-            Err(e) => return (Err(describe(&e)), sent, 0),
-        };
-        let body = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return (Err(describe(&e)), sent, 0),
-        };
-        let received = body.len() as u64;
-        let out = match Response::decode(&body) {
-            Ok(Response(ResponseBody::Error { code, message })) => {
-                Err(format!("{} ({message})", code_name(code)))
-            }
-            Ok(Response(other)) => Ok(other),
-            Err(e) => Err(format!("unreadable answer: {e}")),
-        };
-        (out, sent, received)
+        post(&self.http, &self.nodes[x as usize - 1], body).await
     }
+}
+
+/// Post one request to the server at `base` (a node or a keeper); returns the response and
+/// the bytes moved.
+pub(crate) async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    body: RequestBody,
+) -> (Result<ResponseBody, String>, u64, u64) {
+    let mut request_id = [0u8; 16];
+    OsRng.fill_bytes(&mut request_id);
+    let req = Request {
+        request_id,
+        timestamp: unix_now(),
+        body,
+    };
+    let bytes = req.encode();
+    let sent = bytes.len() as u64;
+    let url = format!("{base}{}", req.body.path());
+    let resp = match http.post(url).body(bytes).send().await {
+        Ok(r) => r,
+        Err(e) => return (Err(describe(&e)), sent, 0),
+    };
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return (Err(describe(&e)), sent, 0),
+    };
+    let received = body.len() as u64;
+    let out = match Response::decode(&body) {
+        Ok(Response(ResponseBody::Error { code, message })) => {
+            Err(format!("{} ({message})", code_name(code)))
+        }
+        Ok(Response(other)) => Ok(other),
+        Err(e) => Err(format!("unreadable answer: {e}")),
+    };
+    (out, sent, received)
 }
 
 fn failures_of(results: &[(u8, Result<ResponseBody, String>, u64, u64)]) -> Vec<NodeFailure> {
@@ -915,6 +987,8 @@ fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::UnknownImage => "unknown image",
         ErrorCode::AlreadyExists => "image already exists",
         ErrorCode::Rejected => "rejected",
-        ErrorCode::Internal => "node failure",
+        ErrorCode::Internal => "server failure",
+        ErrorCode::OverBudget => "evaluation budget spent",
+        ErrorCode::UnknownKey => "unknown token key",
     }
 }

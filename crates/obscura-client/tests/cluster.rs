@@ -1,5 +1,6 @@
-//! The client against five real node servers on loopback over mutual TLS: index, search and get
-//! end to end; a node down; a node whose stored share was corrupted.
+//! The client against five real node servers and three keepers on loopback over mutual TLS:
+//! index, search and get end to end with VOPRF tokens (and with HMAC tokens); a node down; a
+//! node whose stored share was corrupted; a keeper down, a lying keeper, a spent budget.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,8 +8,10 @@ use std::time::Duration;
 use redb::ReadableTable;
 
 use ed25519_dalek::SigningKey;
-use obscura_client::{Client, ClientParts, Error};
+use obscura_client::{Client, ClientParts, Error, KeeperParts, TokenParts};
+use obscura_keeper::{oprf, threshold};
 use obscura_node::config::{LoadedNode, NodeConfig, NodeSecrets};
+use obscura_node::keeper::{KeeperConfig, KeeperSecrets, LoadedKeeper, SealedShare};
 use obscura_node::tls::{client_config, make_cluster_tls};
 use obscura_sharing::zero::deal;
 use obscura_tokens::keyfile::WrappingKey;
@@ -19,6 +22,9 @@ use rand_core::{RngCore, SeedableRng};
 const N: usize = 5;
 const K: usize = 3;
 const T: usize = 2;
+/// Keepers, and how many evaluate.
+const M: usize = 3;
+const KT: usize = 2;
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -29,11 +35,47 @@ struct Cluster {
     dir: PathBuf,
     ports: Vec<u16>,
     running: Vec<Option<Running>>,
+    keeper_ports: Vec<u16>,
+    keepers: Vec<Option<Running>>,
+    reserved: Vec<std::net::TcpListener>,
     client: Client,
+}
+
+/// How a test cluster is made.
+#[derive(Clone, Copy)]
+struct Setup {
+    /// VOPRF tokens from keepers, else HMAC.
+    voprf: bool,
+    /// A keeper whose share is not of the dealt key: its proofs cannot verify.
+    lying_keeper: Option<u8>,
+    /// Evaluations per client per keeper per hour.
+    budget: u64,
+}
+
+const VOPRF: Setup = Setup {
+    voprf: true,
+    lying_keeper: None,
+    budget: 1_000_000,
+};
+
+/// A port held open until its server first starts, so that parallel tests cannot take it.
+fn reserve(reserved: &mut Vec<std::net::TcpListener>) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    reserved.push(l);
+    port
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Cluster {
     async fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, VOPRF).await
+    }
+
+    async fn start_with(name: &str, setup: Setup) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "obscura-client-{name}-{}-{}",
             std::process::id(),
@@ -41,7 +83,8 @@ impl Cluster {
         ));
         let mut rng = ChaCha20Rng::from_entropy();
         let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let tls = make_cluster_tls("test", N, &hosts, &["admin"]).unwrap();
+        let m = if setup.voprf { M } else { 0 };
+        let tls = make_cluster_tls("test", N, m, &hosts, &["admin"]).unwrap();
         let owner = SigningKey::generate(&mut rng);
         let zero = deal(N, T, &mut rng).unwrap();
         let wrapping = WrappingKey::random(&mut rng);
@@ -49,6 +92,7 @@ impl Cluster {
         std::fs::write(dir.join("wrapping.key"), &*wrapping.to_hex()).unwrap();
         std::fs::write(dir.join("ca.pem"), &tls.ca_cert_pem).unwrap();
         let mut ports = Vec::new();
+        let mut reserved = Vec::new();
         for (i, z) in zero.iter().enumerate() {
             let node = i as u8 + 1;
             let secrets = NodeSecrets {
@@ -77,12 +121,7 @@ impl Cluster {
                 cert: format!("node{node}.pem").into(),
                 secrets: format!("node{node}.sealed").into(),
                 wrapping_key: "wrapping.key".into(),
-                owner_public_key: owner
-                    .verifying_key()
-                    .to_bytes()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
+                owner_public_key: hex(&owner.verifying_key().to_bytes()),
                 replay_window_s: 120,
                 checkpoint_interval_s: 3600,
                 pending_timeout_s: 600,
@@ -92,18 +131,85 @@ impl Cluster {
                 serde_json::to_vec(&config).unwrap(),
             )
             .unwrap();
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            ports.push(l.local_addr().unwrap().port());
+            ports.push(reserve(&mut reserved));
         }
+
+        // The dealer: a key per node, shared among the keepers, then forgotten.
+        let mut keeper_shares: Vec<Vec<SealedShare>> = (0..m).map(|_| Vec::new()).collect();
+        let mut public_shares = Vec::new();
+        for x in 1..=N as u8 {
+            let key = oprf::random_scalar(&mut rng);
+            let shares = threshold::deal(&key, M, KT, &mut rng).unwrap();
+            public_shares.push(shares.iter().map(|s| s.public()).collect::<Vec<_>>());
+            for (j, share) in shares.iter().enumerate().take(m) {
+                let secret = if setup.lying_keeper == Some(j as u8 + 1) {
+                    oprf::random_scalar(&mut rng).to_bytes()
+                } else {
+                    *share.secret_bytes()
+                };
+                keeper_shares[j].push(SealedShare {
+                    node: x,
+                    version: 1,
+                    secret,
+                });
+            }
+        }
+        let mut keeper_ports = Vec::new();
+        for (j, shares) in keeper_shares.into_iter().enumerate() {
+            let keeper = j as u8 + 1;
+            let secrets = KeeperSecrets {
+                tls_key_pem: tls.keepers[j].key_pem.to_string(),
+                audit_key: SigningKey::generate(&mut rng).to_bytes(),
+                shares,
+            };
+            std::fs::write(
+                dir.join(format!("keeper{keeper}.sealed")),
+                secrets.seal(&wrapping, &mut rng).unwrap(),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.join(format!("keeper{keeper}.pem")),
+                &tls.keepers[j].cert_pem,
+            )
+            .unwrap();
+            let config = KeeperConfig {
+                keeper,
+                m: M as u8,
+                threshold: KT as u8,
+                listen: "127.0.0.1:0".into(),
+                store: format!("keeper{keeper}.redb").into(),
+                ca_cert: "ca.pem".into(),
+                cert: format!("keeper{keeper}.pem").into(),
+                secrets: format!("keeper{keeper}.sealed").into(),
+                wrapping_key: "wrapping.key".into(),
+                budget_evaluations: setup.budget,
+                budget_window_s: 3600,
+                replay_window_s: 120,
+                checkpoint_interval_s: 3600,
+            };
+            std::fs::write(
+                dir.join(format!("keeper{keeper}.json")),
+                serde_json::to_vec(&config).unwrap(),
+            )
+            .unwrap();
+            keeper_ports.push(reserve(&mut reserved));
+        }
+        let url = |p: &u16| format!("https://127.0.0.1:{p}");
+        let tokens = if setup.voprf {
+            TokenParts::Voprf(KeeperParts {
+                urls: keeper_ports.iter().map(url).collect(),
+                threshold: KT,
+                public_shares,
+            })
+        } else {
+            TokenParts::Hmac(TokenRoot::random(&mut rng))
+        };
         let client = Client::new(ClientParts {
             k: K,
             t: T,
-            nodes: ports
-                .iter()
-                .map(|p| format!("https://127.0.0.1:{p}"))
-                .collect(),
+            nodes: ports.iter().map(url).collect(),
             tls: client_config(&tls.ca_cert_pem, &tls.clients[0]).unwrap(),
-            token_root: TokenRoot::random(&mut rng),
+            tokens,
             key_version: 1,
             owner: Some(owner.clone()),
             owner_public: owner.verifying_key(),
@@ -116,20 +222,42 @@ impl Cluster {
             dir,
             ports,
             running: (0..N).map(|_| None).collect(),
+            keeper_ports,
+            keepers: (0..m).map(|_| None).collect(),
+            reserved,
             client,
         };
         for node in 1..=N as u8 {
             c.up(node).await;
         }
+        for keeper in 1..=m as u8 {
+            c.keeper_up(keeper).await;
+        }
         c
+    }
+
+    /// The reserved listener of `port` the first time, a new one after a restart.
+    async fn listen(&mut self, port: u16) -> tokio::net::TcpListener {
+        let held = self
+            .reserved
+            .iter()
+            .position(|l| l.local_addr().unwrap().port() == port);
+        match held {
+            Some(i) => {
+                let l = self.reserved.swap_remove(i);
+                l.set_nonblocking(true).unwrap();
+                tokio::net::TcpListener::from_std(l).unwrap()
+            }
+            None => tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        }
     }
 
     async fn up(&mut self, node: u8) {
         let i = node as usize - 1;
         let loaded = LoadedNode::load(&self.dir.join(format!("node{node}.json"))).unwrap();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.ports[i]))
-            .await
-            .unwrap();
+        let listener = self.listen(self.ports[i]).await;
         let (stop, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(obscura_node::server::serve(loaded, listener, async {
             rx.await.ok();
@@ -139,6 +267,23 @@ impl Cluster {
 
     async fn down(&mut self, node: u8) {
         let r = self.running[node as usize - 1].take().unwrap();
+        r.stop.send(()).ok();
+        r.task.await.unwrap().unwrap();
+    }
+
+    async fn keeper_up(&mut self, keeper: u8) {
+        let j = keeper as usize - 1;
+        let loaded = LoadedKeeper::load(&self.dir.join(format!("keeper{keeper}.json"))).unwrap();
+        let listener = self.listen(self.keeper_ports[j]).await;
+        let (stop, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(obscura_node::keeper::serve(loaded, listener, async {
+            rx.await.ok();
+        }));
+        self.keepers[j] = Some(Running { stop, task });
+    }
+
+    async fn keeper_down(&mut self, keeper: u8) {
+        let r = self.keepers[keeper as usize - 1].take().unwrap();
         r.stop.send(()).ok();
         r.task.await.unwrap().unwrap();
     }
@@ -292,4 +437,167 @@ async fn corrupted_shares_and_manifests_are_named_and_the_image_still_rebuilt() 
             && err.contains("node 5"),
         "{err}"
     );
+}
+
+/// The same index and search with HMAC tokens: the `--tokens hmac` path still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_tokens_still_index_and_search() {
+    let c = Cluster::start_with(
+        "hmac",
+        Setup {
+            voprf: false,
+            ..VOPRF
+        },
+    )
+    .await;
+    assert!(!c.client.uses_keepers());
+    let id = c
+        .client
+        .index(&testdata("photos/coffee.png"))
+        .await
+        .unwrap();
+    let found = c
+        .client
+        .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
+        .await
+        .unwrap();
+    assert_eq!(found.matches[0].id, id);
+    assert!(found.keeper_faults.is_empty());
+}
+
+/// Any T of the M keepers serve; with fewer, tokens fail naming the keepers that did not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_down_changes_nothing_until_fewer_than_t_remain() {
+    let mut c = Cluster::start("keeper-down").await;
+    assert!(c.client.uses_keepers());
+    c.keeper_down(2).await;
+    let id = c
+        .client
+        .index(&testdata("photos/camera.png"))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let found = c
+            .client
+            .search(&testdata("derived/camera.q75.jpg"), 5, 10)
+            .await
+            .unwrap();
+        assert_eq!(found.matches[0].id, id);
+        // Keeper 2 is named whenever it was asked; the others answered instead.
+        assert!(found.keeper_faults.iter().all(|f| f.keeper == 2));
+    }
+    c.keeper_down(3).await;
+    let err = c
+        .client
+        .search(&testdata("derived/camera.q75.jpg"), 5, 10)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Tokens(_)), "{text}");
+    assert!(
+        text.contains("keeper 2") && text.contains("keeper 3"),
+        "{text}"
+    );
+    // Indexing fails the same way, before anything reaches a node.
+    let err = c.client.index(&testdata("photos/coffee.png")).await;
+    assert!(matches!(err, Err(Error::Tokens(_))), "{err:?}");
+    for (node, s) in c.client.status().await {
+        assert_eq!(s.unwrap(), (1, 0), "node {node}");
+    }
+    c.keeper_up(2).await;
+    assert!(c.client.index(&testdata("photos/coffee.png")).await.is_ok());
+}
+
+/// A keeper whose answers do not match its public share is named and dropped; the others
+/// answer, and every search still finds its image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_keeper_is_named_and_the_others_answer() {
+    let mut c = Cluster::start_with(
+        "lying",
+        Setup {
+            lying_keeper: Some(1),
+            ..VOPRF
+        },
+    )
+    .await;
+    let id = c
+        .client
+        .index(&testdata("photos/astronaut.png"))
+        .await
+        .unwrap();
+    let mut named = 0;
+    for _ in 0..12 {
+        let found = c
+            .client
+            .search(&testdata("derived/astronaut.q75.jpg"), 5, 10)
+            .await
+            .unwrap();
+        assert_eq!(found.matches[0].id, id);
+        for f in &found.keeper_faults {
+            assert_eq!(f.keeper, 1, "{f:?}");
+            assert!(f.reason.contains("proof does not verify"), "{f:?}");
+            named += 1;
+        }
+    }
+    // Each search starts at a random keeper, so keeper 1 is asked in most of them.
+    assert!(named > 0);
+    // With keeper 3 down, only the liar and keeper 2 remain: no tokens, and the liar is named.
+    c.keeper_down(3).await;
+    let err = c
+        .client
+        .search(&testdata("derived/astronaut.q75.jpg"), 5, 10)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("keeper 1: node 1's key: the DLEQ proof does not verify"),
+        "{err}"
+    );
+}
+
+/// A client's budget per window is enforced at every keeper; refusals are audited there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_is_refused_and_audited() {
+    // One search costs 8 × 9 × 5 = 360 evaluations at each keeper asked: two fit in 1000.
+    let mut c = Cluster::start_with(
+        "budget",
+        Setup {
+            budget: 1000,
+            ..VOPRF
+        },
+    )
+    .await;
+    let q = testdata("derived/rocket.q75.jpg");
+    let mut answered = 0;
+    let err = loop {
+        match c.client.search(&q, 5, 10).await {
+            Ok(_) => answered += 1,
+            Err(e) => break e.to_string(),
+        }
+        assert!(answered <= 3, "more searches than the budgets allow");
+    };
+    // 3 keepers × 2 searches each, 2 keepers per search: at most 3 searches, and at least 2
+    // (the third fails when its first two keepers are both spent).
+    assert!((2..=3).contains(&answered), "{answered}: {err}");
+    assert!(err.contains("evaluation budget spent"), "{err}");
+    let mut audited = 0;
+    for keeper in 1..=M as u8 {
+        c.keeper_down(keeper).await;
+        let store = obscura_store::keeper::KeeperStore::open(
+            &c.dir.join(format!("keeper{keeper}.redb")),
+            keeper,
+        )
+        .unwrap();
+        let entries = store.audit_entries().unwrap();
+        let refused = entries.iter().any(|e| {
+            e.kind == obscura_store::AuditKind::Refused
+                && String::from_utf8_lossy(&e.detail).contains("over budget")
+        });
+        // Every keeper that refused in the last search has the refusal in its log.
+        if err.contains(&format!("keeper {keeper}: evaluation budget spent")) {
+            assert!(refused, "keeper {keeper} audited no refusal");
+        }
+        audited += usize::from(refused);
+    }
+    assert!(audited >= 1);
 }

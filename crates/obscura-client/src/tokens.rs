@@ -1,0 +1,418 @@
+//! Where band tokens come from: HMAC keys the client holds, or the keepers' threshold VOPRF.
+//!
+//! With keepers, the client blinds each input (`"obscura/band/v1" ‖ node ‖ band ‖ value`), sends
+//! the blinded elements of every node key in one request to `T` keepers, checks each keeper's
+//! batched DLEQ proof against that keeper's public share of each key, combines `T` verified
+//! answers with Lagrange coefficients in the exponent and unblinds. A keeper that does not
+//! answer, or whose proof fails, is named and replaced by the next one, while keepers remain.
+
+use obscura_keeper::oprf::{self, Evaluation, Proof};
+use obscura_keeper::threshold::{BlindedBatch, Verified};
+use obscura_keeper::RistrettoPoint;
+use obscura_proto::{KeeperBatch, RequestBody, ResponseBody};
+use obscura_tokens::{voprf_input, voprf_token, BatchPlan, NodeTokenKeys, Token, BANDS};
+use rand_core::{OsRng, RngCore};
+
+/// A keeper that failed a call or whose answer was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeeperFailure {
+    /// The keeper, 1..=m.
+    pub keeper: u8,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Why tokens could not be had.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("band tokens: need {need} keepers, {got} answered correctly: {}", list(.failures))]
+pub struct TokenError {
+    /// Keepers needed.
+    pub need: usize,
+    /// Keepers whose answers verified.
+    pub got: usize,
+    /// Every keeper that failed, and why.
+    pub failures: Vec<KeeperFailure>,
+}
+
+fn list(failures: &[KeeperFailure]) -> String {
+    if failures.is_empty() {
+        return "no keeper failed".into();
+    }
+    failures
+        .iter()
+        .map(|f| format!("keeper {}: {}", f.keeper, f.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a client needs to obtain tokens from keepers.
+#[derive(Clone, Debug)]
+pub struct KeeperParts {
+    /// Base URL of keeper `j + 1`.
+    pub urls: Vec<String>,
+    /// Keepers needed to evaluate.
+    pub threshold: usize,
+    /// `public_shares[x - 1][j - 1]`: keeper `j`'s public share of node `x`'s key.
+    pub public_shares: Vec<Vec<RistrettoPoint>>,
+}
+
+/// Where tokens come from.
+pub enum TokenParts {
+    /// HMAC keys derived from a root the client holds.
+    Hmac(obscura_tokens::TokenRoot),
+    /// The keepers' threshold VOPRF; the client holds no key.
+    Voprf(KeeperParts),
+}
+
+/// The tokens (and, with VOPRF, elements) of one image at one node.
+pub struct IndexTokens {
+    /// Band order.
+    pub tokens: [Token; BANDS],
+    /// The elements the tokens hash, with VOPRF.
+    pub elements: Option<[[u8; 32]; BANDS]>,
+}
+
+pub(crate) enum Source {
+    Hmac(Vec<NodeTokenKeys>),
+    Voprf(KeeperParts),
+}
+
+/// Tokens plus any keeper that failed on the way.
+pub(crate) struct Obtained<T> {
+    pub value: T,
+    pub faults: Vec<KeeperFailure>,
+    /// Request bytes sent to keepers.
+    pub sent: u64,
+    /// Response bytes received from keepers.
+    pub received: u64,
+}
+
+impl<T> Obtained<T> {
+    fn local(value: T) -> Self {
+        Obtained {
+            value,
+            faults: Vec::new(),
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    fn map<U>(self, value: U) -> Obtained<U> {
+        Obtained {
+            value,
+            faults: self.faults,
+            sent: self.sent,
+            received: self.received,
+        }
+    }
+}
+
+impl Source {
+    pub(crate) fn new(parts: TokenParts, nodes: usize, version: u32) -> Source {
+        match parts {
+            TokenParts::Hmac(root) => Source::Hmac(
+                (1..=nodes as u8)
+                    .map(|x| NodeTokenKeys::derive(&root, x, version))
+                    .collect(),
+            ),
+            TokenParts::Voprf(k) => Source::Voprf(k),
+        }
+    }
+
+    pub(crate) fn keeper_urls(&self) -> &[String] {
+        match self {
+            Source::Hmac(_) => &[],
+            Source::Voprf(k) => &k.urls,
+        }
+    }
+
+    pub(crate) fn is_voprf(&self) -> bool {
+        matches!(self, Source::Voprf(_))
+    }
+
+    /// `index[i][x - 1]`: image `i`'s tokens at node `x`.
+    pub(crate) async fn index(
+        &self,
+        http: &reqwest::Client,
+        version: u32,
+        nodes: usize,
+        hashes: &[u64],
+    ) -> Result<Obtained<Vec<Vec<IndexTokens>>>, TokenError> {
+        match self {
+            Source::Hmac(keys) => Ok(Obtained::local(
+                hashes
+                    .iter()
+                    .map(|&h| {
+                        keys.iter()
+                            .map(|k| IndexTokens {
+                                tokens: k.index_tokens(h),
+                                elements: None,
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            )),
+            Source::Voprf(keepers) => {
+                let probes: Vec<(u8, u8)> = hashes
+                    .iter()
+                    .flat_map(|h| obscura_tokens::bands(*h).into_iter().enumerate())
+                    .map(|(band, value)| (band as u8, value))
+                    .collect();
+                let got = keepers.evaluate(http, version, nodes, &probes).await?;
+                let mut out: Vec<Vec<IndexTokens>> = (0..hashes.len())
+                    .map(|_| Vec::with_capacity(nodes))
+                    .collect();
+                for per_node in &got.value {
+                    for (image, chunk) in per_node.chunks(BANDS).enumerate() {
+                        let elements: [[u8; 32]; BANDS] =
+                            std::array::from_fn(|b| oprf::serialize(&chunk[b]));
+                        out[image].push(IndexTokens {
+                            tokens: elements.map(|e| voprf_token(&e)),
+                            elements: Some(elements),
+                        });
+                    }
+                }
+                Ok(got.map(out))
+            }
+        }
+    }
+
+    /// `batches[x - 1]`: the padded, shuffled lookup batch for node `x`.
+    pub(crate) async fn query(
+        &self,
+        http: &reqwest::Client,
+        version: u32,
+        nodes: usize,
+        plan: &BatchPlan,
+        hash: u64,
+    ) -> Result<Obtained<Vec<Vec<Token>>>, TokenError> {
+        let mut rng = obscura_sharing::rng::AesCtrRng::from_os();
+        match self {
+            Source::Hmac(keys) => Ok(Obtained::local(
+                keys.iter()
+                    .map(|k| plan.query_tokens(k, hash, &mut rng))
+                    .collect(),
+            )),
+            Source::Voprf(keepers) => {
+                let got = keepers
+                    .evaluate(http, version, nodes, &plan.probes(hash))
+                    .await?;
+                let value = got
+                    .value
+                    .iter()
+                    .map(|elements| {
+                        let real: Vec<Token> = elements
+                            .iter()
+                            .map(|e| voprf_token(&oprf::serialize(e)))
+                            .collect();
+                        plan.assemble(&real, &mut rng)
+                    })
+                    .collect();
+                Ok(got.map(value))
+            }
+        }
+    }
+}
+
+impl KeeperParts {
+    /// `k_x · HashToGroup(input(x, band, value))` for every probe and every node `x`:
+    /// `out[x - 1][i]` for `probes[i]`.
+    async fn evaluate(
+        &self,
+        http: &reqwest::Client,
+        version: u32,
+        nodes: usize,
+        probes: &[(u8, u8)],
+    ) -> Result<Obtained<Vec<Vec<RistrettoPoint>>>, TokenError> {
+        let m = self.urls.len();
+        let need = self.threshold;
+        let fail = |failures| TokenError {
+            need,
+            got: 0,
+            failures,
+        };
+        // Blinding is a scalar multiplication per input: off the async workers.
+        let probes = probes.to_vec();
+        let batches = tokio::task::spawn_blocking(move || {
+            let mut rng = OsRng;
+            (1..=nodes as u8)
+                .map(|x| {
+                    let inputs: Vec<_> = probes
+                        .iter()
+                        .map(|&(band, value)| voprf_input(x, band, value))
+                        .collect();
+                    let refs: Vec<&[u8]> = inputs.iter().map(|i| i.as_slice()).collect();
+                    BlindedBatch::new(&refs, &mut rng)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| {
+            fail(vec![KeeperFailure {
+                keeper: 0,
+                reason: e.to_string(),
+            }])
+        })?
+        .map_err(|e| {
+            fail(vec![KeeperFailure {
+                keeper: 0,
+                reason: e.to_string(),
+            }])
+        })?;
+        let batches = std::sync::Arc::new(batches);
+        let body = RequestBody::KeeperEvaluate {
+            version,
+            batches: batches
+                .iter()
+                .enumerate()
+                .map(|(i, b)| KeeperBatch {
+                    node: i as u8 + 1,
+                    elements: b.to_send().to_vec(),
+                })
+                .collect(),
+        };
+
+        // Start at a random keeper so that load spreads; ask `need` at a time, and one more for
+        // each that fails.
+        let start = (OsRng.next_u32() as usize) % m.max(1);
+        let mut untried: Vec<u8> = (0..m).map(|i| ((start + i) % m) as u8 + 1).collect();
+        untried.reverse();
+        let mut verified: Vec<(u8, Vec<Verified>)> = Vec::new();
+        let mut faults = Vec::new();
+        let (mut sent, mut received) = (0, 0);
+        while verified.len() < need {
+            // Asking keepers that cannot make up the threshold would only spend their budget.
+            let ask: Vec<u8> = if verified.len() + untried.len() >= need {
+                (0..need - verified.len())
+                    .filter_map(|_| untried.pop())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if ask.is_empty() {
+                return Err(TokenError {
+                    need,
+                    got: verified.len(),
+                    failures: faults,
+                });
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for j in ask {
+                let (http, url, body) = (
+                    http.clone(),
+                    self.urls[j as usize - 1].clone(),
+                    body.clone(),
+                );
+                let batches = batches.clone();
+                let public: Vec<RistrettoPoint> = self
+                    .public_shares
+                    .iter()
+                    .map(|p| p[j as usize - 1])
+                    .collect();
+                set.spawn(async move {
+                    let (answer, sent, received) = crate::post(&http, &url, body).await;
+                    let checked = match answer {
+                        Ok(ResponseBody::KeeperEvaluated {
+                            keeper,
+                            batches: got,
+                        }) if keeper == j => {
+                            // Proof checks are multiscalar multiplications: off the async workers.
+                            tokio::task::spawn_blocking(move || check(j, &batches, &public, got))
+                                .await
+                                .unwrap_or_else(|e| Err(e.to_string()))
+                        }
+                        Ok(ResponseBody::KeeperEvaluated { keeper, .. }) => {
+                            Err(format!("answered as keeper {keeper}"))
+                        }
+                        Ok(_) => Err("unexpected answer".into()),
+                        Err(e) => Err(e),
+                    };
+                    (j, checked, sent, received)
+                });
+            }
+            while let Some(done) = set.join_next().await {
+                if let Ok((_, _, s, r)) = &done {
+                    sent += s;
+                    received += r;
+                }
+                match done {
+                    Ok((j, Ok(v), _, _)) => verified.push((j, v)),
+                    Ok((j, Err(reason), _, _)) => faults.push(KeeperFailure { keeper: j, reason }),
+                    Err(e) => faults.push(KeeperFailure {
+                        keeper: 0,
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+        }
+        verified.truncate(need);
+        faults.sort_by_key(|f| f.keeper);
+        let value = tokio::task::spawn_blocking(move || {
+            // Regroup by node: answers[x - 1] holds each keeper's verified batch for node x.
+            let mut by_node: Vec<Vec<Verified>> = (0..nodes).map(|_| Vec::new()).collect();
+            for (_, per_node) in verified {
+                for (x, v) in per_node.into_iter().enumerate() {
+                    by_node[x].push(v);
+                }
+            }
+            batches
+                .iter()
+                .zip(&by_node)
+                .map(|(b, answers)| b.finish(answers, need))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|reason| TokenError {
+            need,
+            got: need,
+            failures: vec![KeeperFailure { keeper: 0, reason }],
+        })?;
+        Ok(Obtained {
+            value,
+            faults,
+            sent,
+            received,
+        })
+    }
+}
+
+/// Check keeper `j`'s answer for every node batch; any failure refuses the whole answer.
+fn check(
+    j: u8,
+    batches: &[BlindedBatch],
+    public: &[RistrettoPoint],
+    got: Vec<obscura_proto::KeeperEvaluation>,
+) -> Result<Vec<Verified>, String> {
+    if got.len() != batches.len() {
+        return Err(format!(
+            "answered {} batches for {} asked",
+            got.len(),
+            batches.len()
+        ));
+    }
+    batches
+        .iter()
+        .zip(public)
+        .zip(got)
+        .enumerate()
+        .map(|(i, ((batch, pk), ev))| {
+            let proof: [u8; 64] = ev
+                .proof
+                .as_slice()
+                .try_into()
+                .map_err(|_| "a proof of the wrong length".to_string())?;
+            let answer = Evaluation {
+                elements: ev.elements,
+                proof: Proof::from_bytes(&proof).map_err(|e| e.to_string())?,
+            };
+            batch.verify(j, pk, &answer).map_err(|e| match e {
+                obscura_keeper::Error::Keeper { reason, .. } => {
+                    format!("node {}'s key: {reason}", i + 1)
+                }
+                other => other.to_string(),
+            })
+        })
+        .collect()
+}
