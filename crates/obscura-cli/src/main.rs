@@ -516,7 +516,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Status { cluster } => {
             let mut ok = true;
-            for (node, s) in client(&cluster)?.status().await {
+            let client = client(&cluster)?;
+            for (node, s) in client.status().await {
                 match s {
                     Ok((committed, pending)) => {
                         println!("node {node}: {committed} images, {pending} pending")
@@ -524,6 +525,15 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                     Err(e) => {
                         ok = false;
                         println!("node {node}: {e}")
+                    }
+                }
+            }
+            for (keeper, s) in client.keeper_status().await {
+                match s {
+                    Ok(entries) => println!("keeper {keeper}: up, {entries} audit entries"),
+                    Err(e) => {
+                        ok = false;
+                        println!("keeper {keeper}: {e}")
                     }
                 }
             }
@@ -710,13 +720,18 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
 
 fn print_search(out: &SearchOutcome, json: bool) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    // A keeper that failed was replaced by another: the answer stands, the operator should know.
+    for f in &out.keeper_faults {
+        eprintln!("warning: keeper {} was not used: {}", f.keeper, f.reason);
+    }
     if json {
         println!(
             "{}",
             json!({
                 "results": out.matches.iter().map(|m| json!({"id": m.id.to_string(), "distance": m.distance})).collect::<Vec<_>>(),
                 "candidates": out.candidates,
-                "timings_ms": {"stage1": ms(out.stage1), "stage2": ms(out.stage2), "total": ms(out.total)},
+                "timings_ms": {"tokens": ms(out.tokens), "stage1": ms(out.stage1), "stage2": ms(out.stage2), "total": ms(out.total)},
+                "keeper_faults": out.keeper_faults.iter().map(|f| json!({"keeper": f.keeper, "reason": f.reason})).collect::<Vec<_>>(),
                 "bytes": {"sent": out.bytes_sent, "received": out.bytes_received},
             })
         );
@@ -729,9 +744,10 @@ fn print_search(out: &SearchOutcome, json: bool) {
         println!("{}  distance {}", m.id, m.distance);
     }
     println!(
-        "{} candidates; stage 1 {:.1} ms, stage 2 {:.1} ms, total {:.1} ms; {} bytes sent, {} received",
+        "{} candidates; stage 1 {:.1} ms (tokens {:.1}), stage 2 {:.1} ms, total {:.1} ms; {} bytes sent, {} received",
         out.candidates,
         ms(out.stage1),
+        ms(out.tokens),
         ms(out.stage2),
         ms(out.total),
         out.bytes_sent,

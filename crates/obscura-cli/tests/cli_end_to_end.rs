@@ -15,6 +15,19 @@ fn init_up_index_search_get_and_failures() {
     let again = obscura(&["cluster", "init", cluster]);
     assert!(!again.status.success() && text(&again).contains("already exists"));
     let up = start(&dir);
+    // VOPRF tokens by default: three keepers run beside the nodes, and the client holds no key.
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("client.json")).unwrap()).unwrap();
+    assert_eq!(config["tokens"], "voprf");
+    assert_eq!(config["keepers"].as_array().unwrap().len(), 3);
+    let status = obscura(&["status", "--cluster", cluster]);
+    for j in 1..=3 {
+        assert!(
+            text(&status).contains(&format!("keeper {j}: up")),
+            "{}",
+            text(&status)
+        );
+    }
 
     // Index the photos folder and one file that is not an image.
     let out = obscura(&[

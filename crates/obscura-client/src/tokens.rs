@@ -231,34 +231,29 @@ impl KeeperParts {
             got: 0,
             failures,
         };
-        // Blinding is a scalar multiplication per input: off the async workers.
-        let probes = probes.to_vec();
-        let batches = tokio::task::spawn_blocking(move || {
-            let mut rng = OsRng;
-            (1..=nodes as u8)
-                .map(|x| {
-                    let inputs: Vec<_> = probes
-                        .iter()
-                        .map(|&(band, value)| voprf_input(x, band, value))
-                        .collect();
-                    let refs: Vec<&[u8]> = inputs.iter().map(|i| i.as_slice()).collect();
-                    BlindedBatch::new(&refs, &mut rng)
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| {
-            fail(vec![KeeperFailure {
-                keeper: 0,
-                reason: e.to_string(),
-            }])
-        })?
-        .map_err(|e| {
-            fail(vec![KeeperFailure {
-                keeper: 0,
-                reason: e.to_string(),
-            }])
-        })?;
+        // Blinding is a scalar multiplication per input: off the async workers, a task per node
+        // so that every core takes part.
+        let probes = std::sync::Arc::new(probes.to_vec());
+        let mut blinding = Vec::with_capacity(nodes);
+        for x in 1..=nodes as u8 {
+            let probes = probes.clone();
+            blinding.push(tokio::task::spawn_blocking(move || {
+                let inputs: Vec<_> = probes
+                    .iter()
+                    .map(|&(band, value)| voprf_input(x, band, value))
+                    .collect();
+                let refs: Vec<&[u8]> = inputs.iter().map(|i| i.as_slice()).collect();
+                BlindedBatch::new(&refs, &mut OsRng)
+            }));
+        }
+        let mut batches = Vec::with_capacity(nodes);
+        for task in blinding {
+            let batch = task
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            batches.push(batch.map_err(|reason| fail(vec![KeeperFailure { keeper: 0, reason }]))?);
+        }
         let batches = std::sync::Arc::new(batches);
         let body = RequestBody::KeeperEvaluate {
             version,
@@ -347,28 +342,33 @@ impl KeeperParts {
         }
         verified.truncate(need);
         faults.sort_by_key(|f| f.keeper);
-        let value = tokio::task::spawn_blocking(move || {
-            // Regroup by node: answers[x - 1] holds each keeper's verified batch for node x.
-            let mut by_node: Vec<Vec<Verified>> = (0..nodes).map(|_| Vec::new()).collect();
-            for (_, per_node) in verified {
-                for (x, v) in per_node.into_iter().enumerate() {
-                    by_node[x].push(v);
-                }
+        // Regroup by node: by_node[x - 1] holds each keeper's verified batch for node x.
+        let mut by_node: Vec<Vec<Verified>> = (0..nodes).map(|_| Vec::new()).collect();
+        for (_, per_node) in verified {
+            for (x, v) in per_node.into_iter().enumerate() {
+                by_node[x].push(v);
             }
-            batches
-                .iter()
-                .zip(&by_node)
-                .map(|(b, answers)| b.finish(answers, need))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|reason| TokenError {
-            need,
-            got: need,
-            failures: vec![KeeperFailure { keeper: 0, reason }],
-        })?;
+        }
+        // Combining and unblinding: a task per node again.
+        let mut finishing = Vec::with_capacity(nodes);
+        for (x, answers) in by_node.into_iter().enumerate() {
+            let batches = batches.clone();
+            finishing.push(tokio::task::spawn_blocking(move || {
+                batches[x].finish(&answers, need)
+            }));
+        }
+        let mut value = Vec::with_capacity(nodes);
+        for task in finishing {
+            let done = task
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            value.push(done.map_err(|reason| TokenError {
+                need,
+                got: need,
+                failures: vec![KeeperFailure { keeper: 0, reason }],
+            })?);
+        }
         Ok(Obtained {
             value,
             faults,

@@ -63,13 +63,17 @@ pub fn free_ports(n: u16) -> u16 {
 pub fn init_cluster(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("obscura-cli-{name}-{}", std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
-    let base = free_ports(5).to_string();
+    // 5 nodes, then 3 keepers.
+    let base = free_ports(8);
+    let (base, keeper_base) = (base.to_string(), (base + 5).to_string());
     let init = obscura(&[
         "cluster",
         "init",
         dir.to_str().unwrap(),
         "--base-port",
         &base,
+        "--keeper-base-port",
+        &keeper_base,
     ]);
     assert!(init.status.success(), "{}", text(&init));
     dir
@@ -104,7 +108,7 @@ pub fn stop_node(dir: &Path, node: u8, signal: &str) {
     }
 }
 
-/// Wait until every node answers `obscura status`.
+/// Wait until every node and keeper answers `obscura status`.
 pub fn wait_for_status(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let cluster = dir.to_str().unwrap();
@@ -120,6 +124,7 @@ pub fn status(dir: &Path) -> Vec<(u64, u64)> {
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8_lossy(&out.stdout)
         .lines()
+        .filter(|l| l.starts_with("node "))
         .map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
             // "node N: C images, P pending"
