@@ -293,6 +293,8 @@ fn library_figures(
         goal: None,
     });
 
+    voprf_figures(&mut rng, out)?;
+
     // Stage-2 at one node beside a plaintext Hamming scan of the same candidates.
     const CANDIDATES: usize = 10_000;
     let (n, t) = (5, 2);
@@ -598,5 +600,84 @@ fn load_synthetic(
         bar.inc(len as u64);
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// A keeper's cost per token beside one scalar multiplication, and a client's cost for the
+/// tokens of one search (5 nodes × 72 probes, T = 2), all on one core.
+fn voprf_figures(rng: &mut AesCtrRng, out: &mut Vec<Figure>) -> Result<(), String> {
+    use obscura_keeper::{oprf, threshold};
+    let err = |e: obscura_keeper::Error| e.to_string();
+    let key = oprf::random_scalar(rng);
+    let shares = threshold::deal(&key, 3, 2, rng).map_err(err)?;
+    let point = oprf::hash_to_group(b"obscura bench");
+    let mul_rate = per_second(|| {
+        std::hint::black_box(std::hint::black_box(point) * std::hint::black_box(key));
+    });
+    const PROBES: usize = 72;
+    let inputs: Vec<_> = (0..PROBES)
+        .map(|i| obscura_tokens::voprf_input(1, (i / 9) as u8, i as u8))
+        .collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(|i| i.as_slice()).collect();
+    let batch = threshold::BlindedBatch::new(&refs, rng).map_err(err)?;
+    let sent = batch.to_send().to_vec();
+    let mut failed = None;
+    let eval_rate = per_second(|| {
+        let r = oprf::Elements::from_bytes(sent.clone())
+            .and_then(|b| oprf::evaluate_batch(&shares[0].secret, &b, &mut rand_core::OsRng));
+        if let Err(e) = r {
+            failed = Some(e);
+        }
+    }) * PROBES as f64;
+    if let Some(e) = failed {
+        return Err(e.to_string());
+    }
+    let ratio = mul_rate / eval_rate;
+    out.push(Figure {
+        name: "keeper: tokens evaluated per core (batches of 72, with proof)".into(),
+        value: eval_rate,
+        unit: "tokens/s",
+        baseline: "ristretto255 scalar multiplications/s".into(),
+        baseline_value: mul_rate,
+        ratio,
+        goal: Some(("cost ≤ 1.3× a scalar multiplication".into(), ratio <= 1.3)),
+    });
+    // The client's work for one search: blind, check two keepers' proofs, combine, unblind,
+    // for each of 5 nodes.
+    let answers: Vec<_> = shares[..2]
+        .iter()
+        .map(|s| {
+            oprf::Elements::from_bytes(sent.clone())
+                .and_then(|b| oprf::evaluate_batch(&s.secret, &b, &mut rand_core::OsRng))
+                .map(|a| (s.index, s.public(), a))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    let client_rate = per_second(|| {
+        // Blinding a fresh batch costs what blinding `batch` did; the answers are to `batch`.
+        let r = threshold::BlindedBatch::new(&refs, &mut rand_core::OsRng).and_then(|fresh| {
+            std::hint::black_box(fresh);
+            let verified = answers
+                .iter()
+                .map(|(j, pk, a)| batch.verify(*j, pk, a))
+                .collect::<Result<Vec<_>, _>>()?;
+            batch.finish(&verified, 2).map(drop)
+        });
+        if let Err(e) = r {
+            failed = Some(e);
+        }
+    }) / 5.0;
+    if let Some(e) = failed {
+        return Err(e.to_string());
+    }
+    out.push(Figure {
+        name: "client: VOPRF tokens of one search (5 nodes × 72, T = 2), one core".into(),
+        value: 1e3 / client_rate,
+        unit: "ms",
+        baseline: "scalar multiplications in that time".into(),
+        baseline_value: mul_rate / client_rate,
+        ratio: 1.0,
+        goal: None,
+    });
     Ok(())
 }
