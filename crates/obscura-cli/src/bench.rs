@@ -100,10 +100,7 @@ pub async fn run(opt: BenchOptions) -> Result<bool, String> {
     let baselines = library_figures(&photos, &mut figures)?;
 
     let mut cluster = LocalCluster::start("bench", opt.keep, opt.tokens)?;
-    progress.say(&format!(
-        "cluster: 5 nodes (3-of-5) on loopback in {}",
-        cluster.dir.display()
-    ));
+    progress.say(&format!("cluster: {}", cluster.describe()));
     let outcome = cluster_figures(
         &mut cluster,
         &photos,

@@ -58,8 +58,8 @@ pub async fn run(opt: DemoOptions) -> Result<bool, String> {
 
     let mut cluster = LocalCluster::start("demo", opt.keep, opt.tokens)?;
     progress.say(&format!(
-        "cluster: 5 nodes (3-of-5, searches need all 2t + 1 = 5) in {}",
-        cluster.dir.display()
+        "cluster: {} (searches need all 2t + 1 = 5 nodes)",
+        cluster.describe()
     ));
     let outcome = exercise(&mut cluster, &photos, queries, &progress).await;
     let (scratch, stopped) = cluster.stop().await;

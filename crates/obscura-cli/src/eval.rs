@@ -221,10 +221,7 @@ pub async fn run(opt: EvalOptions) -> Result<bool, String> {
     ));
 
     let mut cluster = LocalCluster::start("eval", opt.keep, opt.tokens)?;
-    progress.say(&format!(
-        "cluster: 5 nodes (3-of-5) in {}",
-        cluster.dir.display()
-    ));
+    progress.say(&format!("cluster: {}", cluster.describe()));
     let outcome = measure(&mut cluster, &samples, &opt.modes, &progress).await;
     let (_scratch, stopped) = cluster.stop().await;
     let (ids, index_s, runs) = outcome?;

@@ -173,6 +173,7 @@ impl Progress {
 pub struct LocalCluster {
     pub scratch: Scratch,
     pub dir: PathBuf,
+    pub tokens: TokenKind,
     running: Option<nodes::Running>,
 }
 
@@ -210,8 +211,18 @@ impl LocalCluster {
         Ok(LocalCluster {
             scratch,
             dir,
+            tokens,
             running: Some(running),
         })
+    }
+
+    /// "5 nodes (3-of-5), VOPRF tokens from 3 keepers (2-of-3), in DIR", for progress lines.
+    pub fn describe(&self) -> String {
+        let tokens = match self.tokens {
+            TokenKind::Voprf => "VOPRF tokens from 3 keepers (2-of-3)",
+            TokenKind::Hmac => "HMAC tokens",
+        };
+        format!("5 nodes (3-of-5), {tokens}, in {}", self.dir.display())
     }
 
     /// A client of the cluster, once every node answers; `plan` replaces the configured
