@@ -245,7 +245,8 @@ impl Client {
     /// Build a client.
     ///
     /// # Errors
-    /// [`Error::Nodes`] if the HTTP client cannot be built.
+    /// [`Error::Nodes`] if the HTTP client cannot be built, [`Error::Tokens`] if the keepers'
+    /// public key shares do not fit the cluster or do not lie on one polynomial.
     pub fn new(parts: ClientParts) -> Result<Client, Error> {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(parts.tls)
@@ -259,7 +260,7 @@ impl Client {
                     reason: e.to_string(),
                 }],
             })?;
-        let tokens = tokens::Source::new(parts.tokens, parts.nodes.len(), parts.key_version);
+        let tokens = tokens::Source::new(parts.tokens, parts.nodes.len(), parts.key_version)?;
         Ok(Client {
             k: parts.k,
             t: parts.t,

@@ -1,13 +1,14 @@
 //! Where band tokens come from: HMAC keys the client holds, or the keepers' threshold VOPRF.
 //!
-//! With keepers, the client blinds each input (`"obscura/band/v1" ‖ node ‖ band ‖ value`), sends
+//! With keepers, the client blinds each input (`"obscura/band/v1" ‖ node ‖ band ‖ value`)
+//! additively ([`AdditiveBatch`]: keepers evaluate and prove exactly as RFC 9497 says), sends
 //! the blinded elements of every node key in one request to `T` keepers, checks each keeper's
 //! batched DLEQ proof against that keeper's public share of each key, combines `T` verified
 //! answers with Lagrange coefficients in the exponent and unblinds. A keeper that does not
 //! answer, or whose proof fails, is named and replaced by the next one, while keepers remain.
 
 use obscura_keeper::oprf::{self, Evaluation, Proof};
-use obscura_keeper::threshold::{BlindedBatch, Verified};
+use obscura_keeper::threshold::{AdditiveBatch, PublicKey, Verified};
 use obscura_keeper::RistrettoPoint;
 use obscura_proto::{KeeperBatch, RequestBody, ResponseBody};
 use obscura_tokens::{voprf_input, voprf_token, BatchPlan, NodeTokenKeys, Token, BANDS};
@@ -74,7 +75,7 @@ pub struct IndexTokens {
 
 pub(crate) enum Source {
     Hmac(Vec<NodeTokenKeys>),
-    Voprf(KeeperParts),
+    Voprf(KeeperParts, std::sync::Arc<Vec<PublicKey>>),
 }
 
 /// Tokens plus any keeper that failed on the way.
@@ -108,26 +109,51 @@ impl<T> Obtained<T> {
 }
 
 impl Source {
-    pub(crate) fn new(parts: TokenParts, nodes: usize, version: u32) -> Source {
+    /// # Errors
+    /// With keepers: fewer key entries than nodes, or public shares that do not lie on one
+    /// polynomial (a bad configuration, or a dealer that published inconsistent shares).
+    pub(crate) fn new(parts: TokenParts, nodes: usize, version: u32) -> Result<Source, TokenError> {
         match parts {
-            TokenParts::Hmac(root) => Source::Hmac(
+            TokenParts::Hmac(root) => Ok(Source::Hmac(
                 (1..=nodes as u8)
                     .map(|x| NodeTokenKeys::derive(&root, x, version))
                     .collect(),
-            ),
-            TokenParts::Voprf(k) => Source::Voprf(k),
+            )),
+            TokenParts::Voprf(k) => {
+                let bad = |reason: String| TokenError {
+                    need: k.threshold,
+                    got: 0,
+                    failures: vec![KeeperFailure { keeper: 0, reason }],
+                };
+                if k.public_shares.len() != nodes {
+                    return Err(bad(format!(
+                        "public key shares for {} nodes, the cluster has {nodes}",
+                        k.public_shares.len()
+                    )));
+                }
+                let keys = k
+                    .public_shares
+                    .iter()
+                    .enumerate()
+                    .map(|(x, shares)| {
+                        PublicKey::from_shares(shares, k.threshold)
+                            .map_err(|e| bad(format!("node {}'s key: {e}", x + 1)))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Source::Voprf(k, std::sync::Arc::new(keys)))
+            }
         }
     }
 
     pub(crate) fn keeper_urls(&self) -> &[String] {
         match self {
             Source::Hmac(_) => &[],
-            Source::Voprf(k) => &k.urls,
+            Source::Voprf(k, _) => &k.urls,
         }
     }
 
     pub(crate) fn is_voprf(&self) -> bool {
-        matches!(self, Source::Voprf(_))
+        matches!(self, Source::Voprf(..))
     }
 
     /// `index[i][x - 1]`: image `i`'s tokens at node `x`.
@@ -152,13 +178,15 @@ impl Source {
                     })
                     .collect(),
             )),
-            Source::Voprf(keepers) => {
+            Source::Voprf(keepers, keys) => {
                 let probes: Vec<(u8, u8)> = hashes
                     .iter()
                     .flat_map(|h| obscura_tokens::bands(*h).into_iter().enumerate())
                     .map(|(band, value)| (band as u8, value))
                     .collect();
-                let got = keepers.evaluate(http, version, nodes, &probes).await?;
+                let got = keepers
+                    .evaluate(http, keys, version, nodes, &probes)
+                    .await?;
                 let mut out: Vec<Vec<IndexTokens>> = (0..hashes.len())
                     .map(|_| Vec::with_capacity(nodes))
                     .collect();
@@ -193,9 +221,9 @@ impl Source {
                     .map(|k| plan.query_tokens(k, hash, &mut rng))
                     .collect(),
             )),
-            Source::Voprf(keepers) => {
+            Source::Voprf(keepers, keys) => {
                 let got = keepers
-                    .evaluate(http, version, nodes, &plan.probes(hash))
+                    .evaluate(http, keys, version, nodes, &plan.probes(hash))
                     .await?;
                 let value = got
                     .value
@@ -220,6 +248,7 @@ impl KeeperParts {
     async fn evaluate(
         &self,
         http: &reqwest::Client,
+        keys: &std::sync::Arc<Vec<PublicKey>>,
         version: u32,
         nodes: usize,
         probes: &[(u8, u8)],
@@ -243,7 +272,7 @@ impl KeeperParts {
                     .map(|&(band, value)| voprf_input(x, band, value))
                     .collect();
                 let refs: Vec<&[u8]> = inputs.iter().map(|i| i.as_slice()).collect();
-                BlindedBatch::new(&refs, &mut OsRng)
+                AdditiveBatch::new(&refs, &mut OsRng)
             }));
         }
         let mut batches = Vec::with_capacity(nodes);
@@ -352,9 +381,9 @@ impl KeeperParts {
         // Combining and unblinding: a task per node again.
         let mut finishing = Vec::with_capacity(nodes);
         for (x, answers) in by_node.into_iter().enumerate() {
-            let batches = batches.clone();
+            let (batches, keys) = (batches.clone(), keys.clone());
             finishing.push(tokio::task::spawn_blocking(move || {
-                batches[x].finish(&answers, need)
+                batches[x].finish(&answers, need, &keys[x])
             }));
         }
         let mut value = Vec::with_capacity(nodes);
@@ -381,7 +410,7 @@ impl KeeperParts {
 /// Check keeper `j`'s answer for every node batch; any failure refuses the whole answer.
 fn check(
     j: u8,
-    batches: &[BlindedBatch],
+    batches: &[AdditiveBatch],
     public: &[RistrettoPoint],
     got: Vec<obscura_proto::KeeperEvaluation>,
 ) -> Result<Vec<Verified>, String> {

@@ -55,6 +55,32 @@ fn bench(c: &mut Criterion) {
             batch.finish(&verified, 2).unwrap()
         })
     });
+    // The same with additive blinding (fixed-base multiplications), as clients do.
+    let publics: Vec<_> = shares.iter().map(threshold::KeyShare::public).collect();
+    let pk = threshold::PublicKey::from_shares(&publics, 2).unwrap();
+    let additive = threshold::AdditiveBatch::new(&refs, &mut rng).unwrap();
+    let add_sent = oprf::Elements::from_bytes(additive.to_send().to_vec()).unwrap();
+    let add_answers: Vec<_> = shares[..2]
+        .iter()
+        .map(|s| {
+            (
+                s,
+                oprf::evaluate_batch(&s.secret, &add_sent, &mut rng).unwrap(),
+            )
+        })
+        .collect();
+    g.bench_function("client_blind_additive_96", |b| {
+        b.iter(|| threshold::AdditiveBatch::new(&refs, &mut rng).unwrap())
+    });
+    g.bench_function("client_verify_combine_additive_96_t2", |b| {
+        b.iter(|| {
+            let verified: Vec<_> = add_answers
+                .iter()
+                .map(|(s, a)| additive.verify(s.index, &s.public(), a).unwrap())
+                .collect();
+            additive.finish(&verified, 2, &pk).unwrap()
+        })
+    });
     g.finish();
 }
 

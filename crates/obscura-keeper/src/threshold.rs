@@ -9,9 +9,9 @@
 //! holding `k` would give. Fewer than `T` keepers know nothing about `k` (their shares are
 //! uniformly random whatever `k` is), and no keeper sees an input.
 
-use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::ristretto::{RistrettoBasepointTable, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::MultiscalarMul;
+use curve25519_dalek::traits::{MultiscalarMul, VartimeMultiscalarMul};
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroize;
 
@@ -112,6 +112,12 @@ fn eval_poly(coefficients: &[Scalar], x: Scalar) -> Scalar {
 /// # Errors
 /// [`Error::Params`] for an empty list, [`Error::Keepers`] for a zero or repeated index.
 pub fn lagrange_at_zero(indices: &[u8]) -> Result<Vec<Scalar>, Error> {
+    lagrange_at(indices, Scalar::ZERO)
+}
+
+/// The Lagrange coefficients at `x` for the keepers `indices`:
+/// `L_i(x) = Π_{j ≠ i} (x − x_j) / (x_i − x_j)`.
+fn lagrange_at(indices: &[u8], x: Scalar) -> Result<Vec<Scalar>, Error> {
     if indices.is_empty() {
         return Err(Error::Params { m: 0, t: 0 });
     }
@@ -130,7 +136,7 @@ pub fn lagrange_at_zero(indices: &[u8]) -> Result<Vec<Scalar>, Error> {
                 (Scalar::ONE, Scalar::ONE),
                 |(num, den), &j| {
                     let xj = Scalar::from(j);
-                    (num * xj, den * (xj - xi))
+                    (num * (x - xj), den * (xi - xj))
                 },
             );
             num * den.invert()
@@ -219,17 +225,7 @@ impl BlindedBatch {
         public_share: &RistrettoPoint,
         answer: &Evaluation,
     ) -> Result<Verified, Error> {
-        oprf::verify_batch(
-            public_share,
-            &self.elements,
-            &answer.elements,
-            &answer.proof,
-        )
-        .map(|elements| Verified { keeper, elements })
-        .map_err(|e| Error::Keeper {
-            keeper,
-            reason: e.to_string(),
-        })
+        verify_answer(&self.elements, keeper, public_share, answer)
     }
 
     /// Combine `t` verified answers from distinct keepers and unblind: per input,
@@ -239,15 +235,7 @@ impl BlindedBatch {
     /// [`Error::NotEnoughKeepers`] with fewer than `t` answers, [`Error::Keepers`] when two come
     /// from the same keeper.
     pub fn finish(&self, answers: &[Verified], t: usize) -> Result<Vec<RistrettoPoint>, Error> {
-        if answers.len() < t || t == 0 {
-            return Err(Error::NotEnoughKeepers {
-                need: t.max(1),
-                got: answers.len(),
-            });
-        }
-        let answers = &answers[..t];
-        let indices: Vec<u8> = answers.iter().map(|a| a.keeper).collect();
-        let lambdas = lagrange_at_zero(&indices)?;
+        let (answers, lambdas) = combine(answers, t)?;
         let mut blinds: Vec<Scalar> = self.blinded.iter().map(|b| b.blind).collect();
         Scalar::batch_invert(&mut blinds);
         let out = blinds
@@ -263,5 +251,166 @@ impl BlindedBatch {
             .collect();
         blinds.zeroize();
         Ok(out)
+    }
+}
+
+/// Check one keeper's answer to `elements` against its public share.
+fn verify_answer(
+    elements: &Elements,
+    keeper: u8,
+    public_share: &RistrettoPoint,
+    answer: &Evaluation,
+) -> Result<Verified, Error> {
+    oprf::verify_batch(public_share, elements, &answer.elements, &answer.proof)
+        .map(|elements| Verified { keeper, elements })
+        .map_err(|e| Error::Keeper {
+            keeper,
+            reason: e.to_string(),
+        })
+}
+
+/// The first `t` answers and their Lagrange coefficients at zero.
+fn combine(answers: &[Verified], t: usize) -> Result<(&[Verified], Vec<Scalar>), Error> {
+    if answers.len() < t || t == 0 {
+        return Err(Error::NotEnoughKeepers {
+            need: t.max(1),
+            got: answers.len(),
+        });
+    }
+    let answers = &answers[..t];
+    let indices: Vec<u8> = answers.iter().map(|a| a.keeper).collect();
+    Ok((answers, lagrange_at_zero(&indices)?))
+}
+
+/// A node key's public key `k · G`, rebuilt from the keepers' public shares, with a table for
+/// fast constant-time multiplication (see [`AdditiveBatch`]).
+pub struct PublicKey {
+    point: RistrettoPoint,
+    table: RistrettoBasepointTable,
+}
+
+impl PublicKey {
+    /// From the public shares of keepers `1..=m` (in order), which must lie on one polynomial of
+    /// degree `t − 1` in the exponent: a dealer that published inconsistent shares is caught
+    /// here, before any evaluation could depend on which keepers answer.
+    ///
+    /// # Errors
+    /// [`Error::Params`] unless `1 ≤ t ≤ m`, [`Error::Keepers`] for inconsistent shares.
+    pub fn from_shares(shares: &[RistrettoPoint], t: usize) -> Result<PublicKey, Error> {
+        let m = shares.len();
+        check_params(m, t)?;
+        let first: Vec<u8> = (1..=t as u8).collect();
+        let at = |x: Scalar| -> Result<RistrettoPoint, Error> {
+            let l = lagrange_at(&first, x)?;
+            Ok(RistrettoPoint::vartime_multiscalar_mul(&l, &shares[..t]))
+        };
+        for j in t + 1..=m {
+            if at(Scalar::from(j as u8))? != shares[j - 1] {
+                return Err(Error::Keepers(format!(
+                    "keeper {j}'s public share is not on the others' polynomial"
+                )));
+            }
+        }
+        let point = at(Scalar::ZERO)?;
+        Ok(PublicKey {
+            table: RistrettoBasepointTable::create(&point),
+            point,
+        })
+    }
+
+    /// `k · G`.
+    pub fn point(&self) -> RistrettoPoint {
+        self.point
+    }
+}
+
+/// A client's batch blinded additively: `B = HashToGroup(x) + r · G`, uniformly random like a
+/// multiplicative blind, but made with the fixed-base table, and unblinded as
+/// `Σ λ_j Z_j − r · PK` with a table for `PK`, so a token costs the client two fixed-base
+/// multiplications instead of two variable-base ones. Keepers cannot tell the difference: they
+/// evaluate and prove exactly as RFC 9497's `BlindEvaluate`, and the output is the same
+/// `k · HashToGroup(x)`. Sound only in verifiable mode, where `PK` is known and every answer is
+/// proven to use the key behind it.
+pub struct AdditiveBatch {
+    blinds: Vec<Scalar>,
+    elements: Elements,
+}
+
+impl Drop for AdditiveBatch {
+    fn drop(&mut self) {
+        self.blinds.zeroize();
+    }
+}
+
+impl AdditiveBatch {
+    /// Blind every input with its own fresh `r`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for an input of 2^16 bytes or more; [`Error::Batch`] for an empty batch
+    /// or one of 2^16 or more.
+    pub fn new<R: RngCore + CryptoRng>(inputs: &[&[u8]], rng: &mut R) -> Result<Self, Error> {
+        if inputs.is_empty() || inputs.len() > oprf::MAX_BATCH {
+            return Err(Error::Batch);
+        }
+        let mut blinds = Vec::with_capacity(inputs.len());
+        let mut points = Vec::with_capacity(inputs.len());
+        for x in inputs {
+            if x.len() > oprf::MAX_BATCH {
+                return Err(Error::Input);
+            }
+            let r = oprf::random_scalar(rng);
+            points.push(oprf::hash_to_group(x) + RistrettoPoint::mul_base(&r));
+            blinds.push(r);
+        }
+        Ok(AdditiveBatch {
+            blinds,
+            elements: Elements::from_points(points),
+        })
+    }
+
+    /// The blinded elements, serialized, in input order: what every keeper is sent.
+    pub fn to_send(&self) -> &[[u8; ELEMENT_LEN]] {
+        self.elements.bytes()
+    }
+
+    /// Check keeper `keeper`'s answer against its public key share, as
+    /// [`BlindedBatch::verify`].
+    ///
+    /// # Errors
+    /// [`Error::Keeper`] naming the keeper.
+    pub fn verify(
+        &self,
+        keeper: u8,
+        public_share: &RistrettoPoint,
+        answer: &Evaluation,
+    ) -> Result<Verified, Error> {
+        verify_answer(&self.elements, keeper, public_share, answer)
+    }
+
+    /// Combine `t` verified answers and unblind: per input, `k · HashToGroup(input)`.
+    ///
+    /// # Errors
+    /// As [`BlindedBatch::finish`].
+    pub fn finish(
+        &self,
+        answers: &[Verified],
+        t: usize,
+        pk: &PublicKey,
+    ) -> Result<Vec<RistrettoPoint>, Error> {
+        let (answers, lambdas) = combine(answers, t)?;
+        Ok(self
+            .blinds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                // The answers and the coefficients are public: variable time is fine there;
+                // the blind is secret, and the table multiplication is constant-time.
+                let z = RistrettoPoint::vartime_multiscalar_mul(
+                    &lambdas,
+                    answers.iter().map(|a| a.elements[i]),
+                );
+                z - &pk.table * r
+            })
+            .collect())
     }
 }

@@ -199,3 +199,55 @@ fn parameters_are_checked() {
         "the identity is refused"
     );
 }
+
+/// Additive blinding gives the same `k · HashToGroup(x)` for every subset of T keepers, its
+/// blinded elements are what keepers evaluate and prove as usual, and a public share off the
+/// dealt polynomial is refused before any evaluation.
+#[test]
+fn additive_blinding_gives_the_same_tokens() {
+    use obscura_keeper::threshold::{AdditiveBatch, PublicKey};
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    for (m, t) in [(3, 2), (5, 3), (4, 4), (3, 1)] {
+        let key = oprf::random_scalar(&mut rng);
+        let shares = threshold::deal(&key, m, t, &mut rng).unwrap();
+        let publics: Vec<_> = shares.iter().map(KeyShare::public).collect();
+        let pk = PublicKey::from_shares(&publics, t).unwrap();
+        assert_eq!(pk.point(), oprf::public_key(&key));
+        let xs = inputs();
+        let refs: Vec<&[u8]> = xs.iter().map(Vec::as_slice).collect();
+        for keepers in subsets(m as u8, t) {
+            let batch = AdditiveBatch::new(&refs, &mut rng).unwrap();
+            let blinded = oprf::Elements::from_bytes(batch.to_send().to_vec()).unwrap();
+            let verified: Vec<_> = keepers
+                .iter()
+                .map(|&j| {
+                    let share = &shares[j as usize - 1];
+                    let a = oprf::evaluate_batch(&share.secret, &blinded, &mut rng).unwrap();
+                    batch.verify(j, &share.public(), &a).unwrap()
+                })
+                .collect();
+            let tokens = batch.finish(&verified, t, &pk).unwrap();
+            for (x, token) in xs.iter().zip(&tokens) {
+                assert_eq!(
+                    *token,
+                    oprf::hash_to_group(x) * key,
+                    "m {m} t {t} {keepers:?}"
+                );
+            }
+            // A keeper answering with another key is caught by its proof, as before.
+            let liar = oprf::random_scalar(&mut rng);
+            let bad = oprf::evaluate_batch(&liar, &blinded, &mut rng).unwrap();
+            assert!(batch
+                .verify(keepers[0], &publics[keepers[0] as usize - 1], &bad)
+                .is_err());
+        }
+        if m > t {
+            let mut off = publics.clone();
+            off[m - 1] += oprf::hash_to_group(b"off");
+            assert!(matches!(
+                PublicKey::from_shares(&off, t),
+                Err(Error::Keepers(_))
+            ));
+        }
+    }
+}
