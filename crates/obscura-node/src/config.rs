@@ -113,17 +113,64 @@ impl NodeSecrets {
         key: &WrappingKey,
         rng: &mut R,
     ) -> Result<Vec<u8>, Error> {
-        let plain =
-            Zeroizing::new(postcard::to_allocvec(self).map_err(|e| Error::Secrets(e.to_string()))?);
-        keyfile::seal(&plain, SECRETS_PURPOSE, 1, key, rng)
-            .map_err(|e| Error::Secrets(e.to_string()))
+        seal_secrets(self, SECRETS_PURPOSE, key, rng)
     }
+}
 
-    fn open(bytes: &[u8], key: &WrappingKey) -> Result<NodeSecrets, Error> {
-        let opened = keyfile::open(bytes, SECRETS_PURPOSE, key)
-            .map_err(|e| Error::Secrets(e.to_string()))?;
-        postcard::from_bytes(&opened.secret).map_err(|e| Error::Secrets(e.to_string()))
-    }
+/// Seal a server's secrets (postcard) under the wrapping key, labelled with their purpose.
+pub(crate) fn seal_secrets<T: Serialize, R: rand_core::RngCore + rand_core::CryptoRng>(
+    secrets: &T,
+    purpose: &str,
+    key: &WrappingKey,
+    rng: &mut R,
+) -> Result<Vec<u8>, Error> {
+    let plain =
+        Zeroizing::new(postcard::to_allocvec(secrets).map_err(|e| Error::Secrets(e.to_string()))?);
+    keyfile::seal(&plain, purpose, 1, key, rng).map_err(|e| Error::Secrets(e.to_string()))
+}
+
+/// Open what [`seal_secrets`] sealed with the same purpose.
+pub(crate) fn open_secrets<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    purpose: &str,
+    key: &WrappingKey,
+) -> Result<T, Error> {
+    let opened = keyfile::open(bytes, purpose, key).map_err(|e| Error::Secrets(e.to_string()))?;
+    postcard::from_bytes(&opened.secret).map_err(|e| Error::Secrets(e.to_string()))
+}
+
+/// A server's TLS configuration from the CA and certificate files named in its configuration
+/// (relative to the configuration file) and its private key from the sealed secrets; `server`
+/// ("node", "keeper") names its certificate in errors.
+pub(crate) fn server_tls(
+    server: &str,
+    config_path: &Path,
+    ca_cert: &Path,
+    cert: &Path,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let text = |p: &Path, what: &str| {
+        String::from_utf8(read(&base.join(p))?).map_err(|_| Error::Config {
+            path: config_path.display().to_string(),
+            reason: format!("{what} is not text"),
+        })
+    };
+    Ok(tls::server_config(
+        &text(ca_cert, "CA certificate")?,
+        &Identity {
+            cert_pem: text(cert, &format!("{server} certificate"))?,
+            key_pem: Zeroizing::new(key_pem.to_string()),
+        },
+    )?)
+}
+
+/// A server's JSON configuration file.
+pub(crate) fn read_config<T: serde::de::DeserializeOwned>(config_path: &Path) -> Result<T, Error> {
+    serde_json::from_slice(&read(config_path)?).map_err(|e| Error::Config {
+        path: config_path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// The wrapping key: from `OBSCURA_WRAPPING_KEY` when set, else from `file`.
@@ -177,8 +224,7 @@ impl LoadedNode {
             path: config_path.display().to_string(),
             reason,
         };
-        let config: NodeConfig =
-            serde_json::from_slice(&read(config_path)?).map_err(|e| bad(e.to_string()))?;
+        let config: NodeConfig = read_config(config_path)?;
         let base = config_path.parent().unwrap_or(Path::new("."));
         let at = |p: &Path| base.join(p);
         if config.node == 0 || config.node > config.n {
@@ -191,17 +237,14 @@ impl LoadedNode {
             .and_then(|b| VerifyingKey::from_bytes(&b).ok())
             .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
         let wrapping = wrapping_key(&at(&config.wrapping_key))?;
-        let secrets = NodeSecrets::open(&read(&at(&config.secrets))?, &wrapping)?;
-        let ca = String::from_utf8(read(&at(&config.ca_cert))?)
-            .map_err(|_| bad("CA certificate is not text".into()))?;
-        let cert = String::from_utf8(read(&at(&config.cert))?)
-            .map_err(|_| bad("node certificate is not text".into()))?;
-        let tls = tls::server_config(
-            &ca,
-            &Identity {
-                cert_pem: cert,
-                key_pem: Zeroizing::new(secrets.tls_key_pem.clone()),
-            },
+        let secrets: NodeSecrets =
+            open_secrets(&read(&at(&config.secrets))?, SECRETS_PURPOSE, &wrapping)?;
+        let tls = server_tls(
+            "node",
+            config_path,
+            &config.ca_cert,
+            &config.cert,
+            &secrets.tls_key_pem,
         )?;
         let zero = ZeroSharingKeys::from_parts(
             config.node,

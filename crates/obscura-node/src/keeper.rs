@@ -28,19 +28,18 @@ use axum::Router;
 use ed25519_dalek::SigningKey;
 use obscura_keeper::oprf::{self, Elements};
 use obscura_keeper::threshold::KeyShare;
-use obscura_proto::{
-    limits, ErrorCode, KeeperEvaluation, Request, RequestBody, Response, ResponseBody,
-};
+use obscura_proto::{limits, ErrorCode, KeeperEvaluation, Request, RequestBody, ResponseBody};
 use obscura_store::keeper::{Budget, KeeperStore};
-use obscura_tokens::keyfile::{self, WrappingKey};
+use obscura_tokens::keyfile::WrappingKey;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::config::{read, wrapping_key, Error};
-use crate::server::{accept_loop, error, now, proto_error, status_of, store_error, wire_audit};
-use crate::tls::{self, Identity};
+use crate::config::{
+    open_secrets, read, read_config, seal_secrets, server_tls, wrapping_key, Error,
+};
+use crate::server::{accept_loop, error, now, proto_error, respond, store_error, wire_audit};
 
 /// Purpose label of a keeper's sealed secrets.
 pub const SECRETS_PURPOSE: &str = "keeper-secrets";
@@ -108,16 +107,7 @@ impl KeeperSecrets {
         key: &WrappingKey,
         rng: &mut R,
     ) -> Result<Vec<u8>, Error> {
-        let plain =
-            Zeroizing::new(postcard::to_allocvec(self).map_err(|e| Error::Secrets(e.to_string()))?);
-        keyfile::seal(&plain, SECRETS_PURPOSE, 1, key, rng)
-            .map_err(|e| Error::Secrets(e.to_string()))
-    }
-
-    fn open(bytes: &[u8], key: &WrappingKey) -> Result<KeeperSecrets, Error> {
-        let opened = keyfile::open(bytes, SECRETS_PURPOSE, key)
-            .map_err(|e| Error::Secrets(e.to_string()))?;
-        postcard::from_bytes(&opened.secret).map_err(|e| Error::Secrets(e.to_string()))
+        seal_secrets(self, SECRETS_PURPOSE, key, rng)
     }
 }
 
@@ -154,8 +144,7 @@ impl LoadedKeeper {
             path: config_path.display().to_string(),
             reason,
         };
-        let config: KeeperConfig =
-            serde_json::from_slice(&read(config_path)?).map_err(|e| bad(e.to_string()))?;
+        let config: KeeperConfig = read_config(config_path)?;
         let base = config_path.parent().unwrap_or(Path::new("."));
         let at = |p: &Path| base.join(p);
         if config.keeper == 0 || config.keeper > config.m || config.threshold == 0 {
@@ -165,16 +154,14 @@ impl LoadedKeeper {
             )));
         }
         let wrapping = wrapping_key(&at(&config.wrapping_key))?;
-        let secrets = KeeperSecrets::open(&read(&at(&config.secrets))?, &wrapping)?;
-        let text = |p: &Path, what: &str| {
-            String::from_utf8(read(&at(p))?).map_err(|_| bad(format!("{what} is not text")))
-        };
-        let tls = tls::server_config(
-            &text(&config.ca_cert, "CA certificate")?,
-            &Identity {
-                cert_pem: text(&config.cert, "keeper certificate")?,
-                key_pem: Zeroizing::new(secrets.tls_key_pem.clone()),
-            },
+        let secrets: KeeperSecrets =
+            open_secrets(&read(&at(&config.secrets))?, SECRETS_PURPOSE, &wrapping)?;
+        let tls = server_tls(
+            "keeper",
+            config_path,
+            &config.ca_cert,
+            &config.cert,
+            &secrets.tls_key_pem,
         )?;
         let shares = secrets
             .shares
@@ -323,10 +310,7 @@ async fn handle(
     body: Bytes,
 ) -> (StatusCode, Vec<u8>) {
     // Scalar multiplications and the store are synchronous: keep them off the async workers.
-    let outcome =
-        tokio::task::spawn_blocking(move || conn.state.process(conn.client, &op, &body)).await;
-    let body = outcome.unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string()));
-    (status_of(&body), Response(body).encode())
+    respond(move || conn.state.process(conn.client, &op, &body)).await
 }
 
 /// Serve `keeper` on `listener` until `shutdown` completes; then sign the audit log's head.
@@ -365,20 +349,21 @@ pub async fn serve(
                 client,
             })
     };
-    let s = state.clone();
-    let tick = move || s.store.audit_checkpoint(&s.audit_key, now()).map(drop);
+    let tick = move || {
+        state
+            .store
+            .audit_checkpoint(&state.audit_key, now())
+            .map(drop)
+    };
+    // The last act, as every tick: sign the audit log's head.
     accept_loop(
         listener,
         TlsAcceptor::from(keeper.tls),
         app_for,
         Duration::from_secs(keeper.config.checkpoint_interval_s.max(1)),
-        tick,
+        tick.clone(),
         shutdown,
+        tick,
     )
-    .await;
-    let s = state;
-    tokio::task::spawn_blocking(move || s.store.audit_checkpoint(&s.audit_key, now()))
-        .await
-        .map_err(|e| obscura_store::Error::Storage(e.to_string()))??;
-    Ok(())
+    .await
 }

@@ -365,7 +365,14 @@ async fn handle(
     body: Bytes,
 ) -> (StatusCode, Vec<u8>) {
     // The store is synchronous and waits for fsync: keep it off the async workers.
-    let outcome = tokio::task::spawn_blocking(move || state.process(&op, &body)).await;
+    respond(move || state.process(&op, &body)).await
+}
+
+/// Run `process` off the async workers and encode what it answers, with its HTTP status.
+pub(crate) async fn respond(
+    process: impl FnOnce() -> ResponseBody + Send + 'static,
+) -> (StatusCode, Vec<u8>) {
+    let outcome = tokio::task::spawn_blocking(process).await;
     let body = outcome.unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string()));
     (status_of(&body), Response(body).encode())
 }
@@ -403,6 +410,12 @@ pub async fn serve(
             .purge_pending(now.saturating_sub(pending_timeout), now)?;
         s.store.audit_checkpoint(&s.audit_key, now).map(drop)
     };
+    let last = move || {
+        state
+            .store
+            .audit_checkpoint(&state.audit_key, now())
+            .map(drop)
+    };
     accept_loop(
         listener,
         TlsAcceptor::from(node.tls),
@@ -410,18 +423,16 @@ pub async fn serve(
         Duration::from_secs(node.config.checkpoint_interval_s.max(1)),
         tick,
         shutdown,
+        last,
     )
-    .await;
-    let s = state;
-    tokio::task::spawn_blocking(move || s.store.audit_checkpoint(&s.audit_key, now()))
-        .await
-        .map_err(|e| obscura_store::Error::Storage(e.to_string()))??;
-    Ok(())
+    .await
 }
 
 /// Accept TLS connections on `listener` and serve each with the router `app_for` makes from
 /// its TLS session, running `tick` (off the async workers) every `every`, until `shutdown`
-/// completes; then close every connection.
+/// completes; then close every connection and run `last` (off the async workers too), whose
+/// result this returns.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -429,7 +440,8 @@ pub(crate) async fn accept_loop(
     every: Duration,
     tick: impl Fn() -> Result<(), obscura_store::Error> + Clone + Send + 'static,
     shutdown: impl Future<Output = ()>,
-) {
+    last: impl FnOnce() -> Result<(), obscura_store::Error> + Send + 'static,
+) -> Result<(), obscura_store::Error> {
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     tokio::pin!(shutdown);
@@ -466,4 +478,7 @@ pub(crate) async fn accept_loop(
     drop(listener);
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+    tokio::task::spawn_blocking(last)
+        .await
+        .map_err(|e| obscura_store::Error::Storage(e.to_string()))?
 }

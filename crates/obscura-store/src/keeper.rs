@@ -28,7 +28,7 @@ use std::path::Path;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::audit::{self, AuditEntry, AuditKind};
-use crate::{Error, AUDIT, META, REQUESTS, REQUESTS_BY_TIME};
+use crate::{Error, AUDIT, REQUESTS, REQUESTS_BY_TIME};
 
 /// client id → window start (u64 BE) ‖ evaluations used in it (u64 BE).
 const BUDGETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("budgets");
@@ -63,30 +63,10 @@ impl KeeperStore {
     /// [`Error::Open`] when the file cannot be opened, [`Error::WrongNode`] when it belongs to
     /// another keeper.
     pub fn open(path: &Path, keeper: u8) -> Result<KeeperStore, Error> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Storage(e.to_string()))?;
-        }
-        let db = Database::create(path).map_err(|source| Error::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let db = crate::create_database(path)?;
         let txn = db.begin_write()?;
         {
-            let mut meta = txn.open_table(META)?;
-            let found = meta.get("keeper")?.map(|v| v.value().to_vec());
-            match found.as_deref() {
-                None => {
-                    meta.insert("keeper", [keeper].as_slice())?;
-                }
-                Some([k]) if *k == keeper => {}
-                Some([k]) => {
-                    return Err(Error::WrongNode {
-                        expected: keeper,
-                        found: *k,
-                    })
-                }
-                Some(_) => return Err(Error::Corrupt("keeper id")),
-            }
+            crate::claim(&txn, "keeper", keeper)?;
             txn.open_table(BUDGETS)?;
             txn.open_table(REQUESTS)?;
             txn.open_table(REQUESTS_BY_TIME)?;
@@ -160,10 +140,7 @@ impl KeeperStore {
                 hex(client),
                 budget.evaluations
             );
-            let mut txn = self.db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            audit::append(&txn, now, AuditKind::Refused, request_id, detail.as_bytes())?;
-            txn.commit()?;
+            crate::audit_refusal(&self.db, request_id, now, detail.as_bytes())?;
             return Err(Error::OverBudget {
                 used,
                 asked: evaluations,
@@ -210,11 +187,7 @@ impl KeeperStore {
         key: &ed25519_dalek::SigningKey,
         now: u64,
     ) -> Result<u64, Error> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        let seq = audit::checkpoint(&txn, key, now)?;
-        txn.commit()?;
-        Ok(seq)
+        crate::audit_checkpoint(&self.db, key, now)
     }
 
     /// Every audit entry, oldest first.

@@ -322,13 +322,7 @@ impl Store {
     /// [`Error::Open`] when the file cannot be opened (also when another process holds it),
     /// [`Error::WrongNode`] when it belongs to another node.
     pub fn open(path: &Path, node: u8) -> Result<Store, Error> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Storage(e.to_string()))?;
-        }
-        let db = Database::create(path).map_err(|source| Error::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let db = create_database(path)?;
         use std::hash::BuildHasher;
         let store = Store {
             db,
@@ -338,21 +332,7 @@ impl Store {
         };
         let txn = store.db.begin_write()?;
         {
-            let mut meta = txn.open_table(META)?;
-            let found = meta.get("node")?.map(|v| v.value().to_vec());
-            match found.as_deref() {
-                None => {
-                    meta.insert("node", [node].as_slice())?;
-                }
-                Some([n]) if *n == node => {}
-                Some([n]) => {
-                    return Err(Error::WrongNode {
-                        expected: node,
-                        found: *n,
-                    })
-                }
-                Some(_) => return Err(Error::Corrupt("node id")),
-            }
+            claim(&txn, "node", node)?;
             // Create every table so readers never meet a missing one.
             txn.open_table(STATE)?;
             txn.open_table(MANIFESTS)?;
@@ -430,9 +410,7 @@ impl Store {
     }
 
     fn begin_durable(&self) -> Result<WriteTransaction, Error> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        Ok(txn)
+        begin_durable(&self.db)
     }
 
     /// Store an image as pending. Idempotent: preparing the same image again succeeds, and
@@ -759,10 +737,7 @@ impl Store {
         key: &ed25519_dalek::SigningKey,
         now: u64,
     ) -> Result<u64, Error> {
-        let txn = self.begin_durable()?;
-        let seq = audit::checkpoint(&txn, key, now)?;
-        txn.commit()?;
-        Ok(seq)
+        audit_checkpoint(&self.db, key, now)
     }
 
     /// Every audit entry, oldest first.
@@ -883,8 +858,7 @@ fn admit(
 
 /// Append a refusal to the audit log of `db`, durably.
 fn audit_refusal(db: &Database, request_id: &[u8; 16], now: u64, why: &[u8]) -> Result<(), Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
+    let txn = begin_durable(db)?;
     audit::append(&txn, now, AuditKind::Refused, request_id, why)?;
     txn.commit()?;
     Ok(())
@@ -901,4 +875,57 @@ fn read_audit(db: &Database) -> Result<Vec<AuditEntry>, Error> {
             AuditEntry::decode(k.value(), v.value())
         })
         .collect()
+}
+
+/// Create (or open) the redb file at `path`, making its folder first.
+fn create_database(path: &Path) -> Result<Database, Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Storage(e.to_string()))?;
+    }
+    Database::create(path).map_err(|source| Error::Open {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Record in a new store that it belongs to server `id` of kind `role` ("node", "keeper"), or
+/// check that an existing one does.
+fn claim(txn: &WriteTransaction, role: &'static str, id: u8) -> Result<(), Error> {
+    let mut meta = txn.open_table(META)?;
+    let found = meta.get(role)?.map(|v| v.value().to_vec());
+    match found.as_deref() {
+        None => {
+            meta.insert(role, [id].as_slice())?;
+            Ok(())
+        }
+        Some([n]) if *n == id => Ok(()),
+        Some([n]) => Err(Error::WrongNode {
+            expected: id,
+            found: *n,
+        }),
+        Some(_) => Err(Error::Corrupt(if role == "node" {
+            "node id"
+        } else {
+            "keeper id"
+        })),
+    }
+}
+
+/// A write transaction whose commit is synced to disk.
+fn begin_durable(db: &Database) -> Result<WriteTransaction, Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    Ok(txn)
+}
+
+/// Sign the head of `db`'s audit log and append the checkpoint, durably.
+fn audit_checkpoint(
+    db: &Database,
+    key: &ed25519_dalek::SigningKey,
+    now: u64,
+) -> Result<u64, Error> {
+    let txn = begin_durable(db)?;
+    let seq = audit::checkpoint(&txn, key, now)?;
+    txn.commit()?;
+    Ok(seq)
 }
