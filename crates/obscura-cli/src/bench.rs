@@ -584,6 +584,7 @@ fn load_synthetic(
                     image_share: &u.parts[i].image_share,
                     hash_share: &u.parts[i].hash_share,
                     tokens: std::array::from_fn(|b| at(u, b).tokens[b]),
+                    key_version: 1,
                     elements: e.as_ref(),
                 })
                 .collect();

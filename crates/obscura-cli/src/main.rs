@@ -9,6 +9,7 @@ mod eval;
 mod harness;
 mod indexing;
 mod init;
+mod keys;
 mod nodes;
 mod plot;
 mod profile;
@@ -52,6 +53,9 @@ enum Command {
     /// Run a keeper (the token-key service).
     #[command(subcommand)]
     Keeper(KeeperCommand),
+    /// Manage the band-token keys of a running cluster.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Share image files (and folders, recursively) among the nodes.
     Index {
         /// The cluster directory made by `cluster init`.
@@ -285,6 +289,26 @@ enum KeeperCommand {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// Move every node key to a new version without anyone learning a key: the keepers take
+    /// fresh shares of k' = ρ·k, each node re-keys its stored band elements with its ρ and moves
+    /// its postings in durable steps while searches go on under either version, then the old
+    /// version is erased everywhere and client.json names the new one. The cluster must be up;
+    /// every node and keeper is needed. Interrupted, it resumes when run again.
+    Rotate {
+        /// The cluster directory (client.json is updated in it).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Images each node moves per step (one durable transaction each).
+        #[arg(long, default_value_t = 1000)]
+        batch: u32,
+        /// Stop after this many steps, leaving both versions served; run again to go on.
+        #[arg(long)]
+        max_steps: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum NodeCommand {
     /// Serve one node from its configuration file until interrupted.
     Run {
@@ -372,6 +396,16 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Cluster(ClusterCommand::Up { dir }) => cluster_up(&dir).await,
         Command::Node(NodeCommand::Run { config }) => node_run(&config).await,
         Command::Keeper(KeeperCommand::Run { config }) => keeper_run(&config).await,
+        Command::Keys(KeysCommand::Rotate {
+            cluster,
+            batch,
+            max_steps,
+        }) => {
+            if batch == 0 {
+                return Err("--batch must be at least 1".into());
+            }
+            keys::rotate(&cluster, &keys::RotateOptions { batch, max_steps }).await
+        }
         Command::Index {
             cluster,
             paths,

@@ -150,6 +150,74 @@ pub struct LoadError {
     pub reason: String,
 }
 
+/// Read `DIR/client.json` alone.
+///
+/// # Errors
+/// [`LoadError`] when it is missing or malformed.
+pub fn read_config(dir: &Path) -> Result<ClientConfig, LoadError> {
+    let fail = |reason: String| LoadError {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(dir.join("client.json")).map_err(|e| {
+        fail(format!(
+            "client.json: {e} (is this a directory made by `obscura cluster init`?)"
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| fail(format!("client.json: {e}")))
+}
+
+/// The key that seals the client's secrets: `OBSCURA_WRAPPING_KEY` if set, else the file
+/// `client.json` names.
+///
+/// # Errors
+/// [`LoadError`] when it cannot be read.
+pub fn wrapping_key(dir: &Path, config: &ClientConfig) -> Result<WrappingKey, LoadError> {
+    match std::env::var(WRAPPING_KEY_ENV) {
+        Ok(_) => WrappingKey::from_env(WRAPPING_KEY_ENV),
+        Err(_) => WrappingKey::from_file(&dir.join(&config.wrapping_key)),
+    }
+    .map_err(|e| LoadError {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Switch `DIR/client.json` to token key version `version` with the keepers' public shares of
+/// it, replacing the file whole (a crash leaves the old one or the new one).
+///
+/// # Errors
+/// [`LoadError`] when it cannot be read or written.
+pub fn switch_key_version(
+    dir: &Path,
+    version: u32,
+    public_shares: &[Vec<obscura_keeper::RistrettoPoint>],
+) -> Result<(), LoadError> {
+    let mut config = read_config(dir)?;
+    config.key_version = version;
+    config.keeper_public_shares = public_shares
+        .iter()
+        .map(|node| {
+            node.iter()
+                .map(|p| {
+                    obscura_keeper::oprf::serialize(p)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let fail = |reason: String| LoadError {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let mut text = serde_json::to_string_pretty(&config).map_err(|e| fail(e.to_string()))?;
+    text.push('\n');
+    obscura_node::config::write_atomic(&dir.join("client.json"), text.as_bytes())
+        .map_err(|e| fail(e.to_string()))
+}
+
 /// Read `DIR/client.json` and everything it names.
 ///
 /// # Errors
@@ -161,19 +229,8 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
     };
     let read =
         |p: &Path| std::fs::read(dir.join(p)).map_err(|e| fail(format!("{}: {e}", p.display())));
-    let config: ClientConfig =
-        serde_json::from_slice(&read(Path::new("client.json")).map_err(|e| {
-            fail(format!(
-                "{} (is this a directory made by `obscura cluster init`?)",
-                e.reason
-            ))
-        })?)
-        .map_err(|e| fail(format!("client.json: {e}")))?;
-    let wrapping = match std::env::var(WRAPPING_KEY_ENV) {
-        Ok(_) => WrappingKey::from_env(WRAPPING_KEY_ENV),
-        Err(_) => WrappingKey::from_file(&dir.join(&config.wrapping_key)),
-    }
-    .map_err(|e| fail(e.to_string()))?;
+    let config = read_config(dir)?;
+    let wrapping = wrapping_key(dir, &config)?;
     let opened = keyfile::open(&read(&config.secrets)?, SECRETS_PURPOSE, &wrapping)
         .map_err(|e| fail(format!("{}: {e}", config.secrets.display())))?;
     let secrets: ClientSecrets =

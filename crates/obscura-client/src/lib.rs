@@ -14,6 +14,7 @@
 
 pub mod config;
 mod journal;
+pub mod rotation;
 pub mod tokens;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -78,6 +79,17 @@ pub enum Error {
     /// Band tokens could not be had from enough keepers.
     #[error(transparent)]
     Tokens(#[from] TokenError),
+    /// Keepers failed where all were needed (a key rotation).
+    #[error("{what} failed: {}", failures.iter().map(|f| format!("keeper {}: {}", f.keeper, f.reason)).collect::<Vec<_>>().join("; "))]
+    Keepers {
+        /// The operation.
+        what: &'static str,
+        /// Keeper and reason.
+        failures: Vec<KeeperFailure>,
+    },
+    /// A key rotation cannot be done as asked.
+    #[error("key rotation: {0}")]
+    Rotation(String),
 }
 
 /// Why a batch failed, for each of its images.
@@ -430,7 +442,10 @@ impl Client {
             .call_each(
                 per_node
                     .into_iter()
-                    .map(|images| RequestBody::Prepare { images })
+                    .map(|images| RequestBody::Prepare {
+                        key_version: self.key_version,
+                        images,
+                    })
                     .collect(),
             )
             .await;
@@ -706,6 +721,7 @@ impl Client {
         let need = obscura_tokens::min_bands(self.plan.radius(), max_distance);
         let lookups = self
             .call_all(|x| RequestBody::Lookup {
+                key_version: self.key_version,
                 tokens: batches[x as usize - 1].clone(),
                 min_bands: need as u8,
             })

@@ -152,6 +152,14 @@ impl Source {
         }
     }
 
+    /// With keepers: their parts (URLs, threshold, public shares of the current version).
+    pub(crate) fn keepers(&self) -> Option<&KeeperParts> {
+        match self {
+            Source::Hmac(_) => None,
+            Source::Voprf(k, _) => Some(k),
+        }
+    }
+
     pub(crate) fn is_voprf(&self) -> bool {
         matches!(self, Source::Voprf(..))
     }

@@ -100,6 +100,90 @@ pub fn deal<R: RngCore + CryptoRng>(
     Ok(shares)
 }
 
+/// The parts of a key rotation for one node key: the re-keying factor `ρ` and a fresh sharing
+/// of zero, `z_j = g(j)` with `g(0) = 0`. Keeper `j`'s next share is `ρ · k_j + z_j`, which lies
+/// on `ρ · f + g`: a polynomial of the same degree whose value at zero is `ρ · k`, the next key.
+/// Nobody computes `k` or `ρ · k`, and a share of one version and a share of the other do not
+/// combine, because of `g`. Whoever holds `ρ` and `T` shares of the old key can compute the next
+/// key: `ρ` is as secret as a key share.
+pub struct Rekey {
+    /// `ρ`, non-zero.
+    pub factor: Scalar,
+    /// `g(1..=m)`.
+    pub zero_shares: Vec<Scalar>,
+}
+
+impl Drop for Rekey {
+    fn drop(&mut self) {
+        self.factor.zeroize();
+        self.zero_shares.zeroize();
+    }
+}
+
+impl Rekey {
+    /// Draw `ρ` and a sharing of zero among `m` keepers with threshold `t`.
+    ///
+    /// # Errors
+    /// [`Error::Params`] unless `1 ≤ t ≤ m ≤ 255`.
+    pub fn random<R: RngCore + CryptoRng>(m: usize, t: usize, rng: &mut R) -> Result<Rekey, Error> {
+        check_params(m, t)?;
+        let factor = loop {
+            let s = Scalar::random(rng);
+            if s != Scalar::ZERO {
+                break s;
+            }
+        };
+        let mut coefficients: Vec<Scalar> = std::iter::once(Scalar::ZERO)
+            .chain((1..t).map(|_| Scalar::random(rng)))
+            .collect();
+        let zero_shares = (1..=m as u8)
+            .map(|j| eval_poly(&coefficients, Scalar::from(j)))
+            .collect();
+        coefficients.zeroize();
+        Ok(Rekey {
+            factor,
+            zero_shares,
+        })
+    }
+
+    /// Keeper `share.index`'s share of the next key.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] when the keeper has no zero share here, or the result is zero.
+    pub fn share(&self, share: &KeyShare) -> Result<KeyShare, Error> {
+        let z = self.zero_share(share.index)?;
+        let secret = self.factor * share.secret + z;
+        if secret == Scalar::ZERO {
+            return Err(Error::Keepers("the next key share is zero".into()));
+        }
+        Ok(KeyShare {
+            index: share.index,
+            secret,
+        })
+    }
+
+    /// Keeper `j`'s public share of the next key, from its current one: `ρ · P_j + z_j · G`.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] when keeper `j` has no zero share here.
+    pub fn public_share(&self, j: u8, current: &RistrettoPoint) -> Result<RistrettoPoint, Error> {
+        let z = self.zero_share(j)?;
+        Ok(self.factor * current + oprf::public_key(&z))
+    }
+
+    /// An element of the current key, `k · H(x)`, as the next key makes it: `ρ · k · H(x)`.
+    pub fn element(&self, current: &RistrettoPoint) -> RistrettoPoint {
+        self.factor * current
+    }
+
+    fn zero_share(&self, j: u8) -> Result<Scalar, Error> {
+        j.checked_sub(1)
+            .and_then(|i| self.zero_shares.get(usize::from(i)))
+            .copied()
+            .ok_or_else(|| Error::Keepers(format!("no zero share for keeper {j}")))
+    }
+}
+
 fn eval_poly(coefficients: &[Scalar], x: Scalar) -> Scalar {
     coefficients
         .iter()

@@ -251,3 +251,51 @@ fn additive_blinding_gives_the_same_tokens() {
         }
     }
 }
+
+/// A rotation: the keepers' next shares evaluate `ρ · k`, so every stored element `k · H(x)`
+/// moves to the next key as `ρ · k · H(x)` without anyone holding `k`; the next public shares
+/// follow from the current ones; a share of one version does not combine with the other's.
+#[test]
+fn a_rekeyed_sharing_evaluates_the_factor_times_the_key() {
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    for (m, t) in [(3, 2), (5, 3), (3, 1)] {
+        let key = oprf::random_scalar(&mut rng);
+        let shares = threshold::deal(&key, m, t, &mut rng).unwrap();
+        let rekey = threshold::Rekey::random(m, t, &mut rng).unwrap();
+        let next: Vec<KeyShare> = shares.iter().map(|s| rekey.share(s).unwrap()).collect();
+        for keepers in subsets(m as u8, t) {
+            let chosen: Vec<KeyShare> = keepers
+                .iter()
+                .map(|&j| next[j as usize - 1].clone())
+                .collect();
+            assert_eq!(
+                threshold::recover_key(&chosen).unwrap(),
+                rekey.factor * key,
+                "m {m} t {t} {keepers:?}"
+            );
+        }
+        let public: Vec<_> = shares
+            .iter()
+            .map(|s| rekey.public_share(s.index, &s.public()).unwrap())
+            .collect();
+        for (p, s) in public.iter().zip(&next) {
+            assert_eq!(*p, s.public());
+        }
+        let pk = threshold::PublicKey::from_shares(&public, t).unwrap();
+        assert_eq!(pk.point(), oprf::public_key(&(rekey.factor * key)));
+        let h = oprf::hash_to_group(b"obscura/band/v1\x02\x05\x80");
+        assert_eq!(rekey.element(&(h * key)), h * (rekey.factor * key));
+        if t >= 2 {
+            // Keeper 1's old share with the others' new ones: neither key.
+            let mut mixed = vec![shares[0].clone()];
+            mixed.extend(next[1..t].iter().cloned());
+            let got = threshold::recover_key(&mixed).unwrap();
+            assert_ne!(got, key);
+            assert_ne!(got, rekey.factor * key);
+        }
+    }
+    assert!(threshold::Rekey::random(2, 3, &mut rng).is_err());
+    let rekey = threshold::Rekey::random(3, 2, &mut rng).unwrap();
+    let stranger = KeyShare::from_bytes(4, &[1; 32]).unwrap();
+    assert!(rekey.share(&stranger).is_err());
+}

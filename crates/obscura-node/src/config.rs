@@ -182,6 +182,36 @@ pub(crate) fn wrapping_key(file: &Path) -> Result<WrappingKey, Error> {
     .map_err(|e| Error::Secrets(e.to_string()))
 }
 
+/// Replace `path` with `bytes` so that a crash leaves the old file or the new one, whole: write
+/// a temporary file beside it, sync it, rename it over, sync the folder.
+///
+/// # Errors
+/// [`Error::File`] when any step fails; the old file is then unchanged.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| Error::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(fail)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(fail)?;
+    // A folder cannot be opened for syncing everywhere; the rename stands regardless.
+    if let Ok(d) = std::fs::File::open(dir) {
+        d.sync_all().ok();
+    }
+    Ok(())
+}
+
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::File {
         path: path.display().to_string(),

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -27,19 +27,23 @@ use axum::routing::post;
 use axum::Router;
 use ed25519_dalek::SigningKey;
 use obscura_keeper::oprf::{self, Elements};
-use obscura_keeper::threshold::KeyShare;
-use obscura_proto::{limits, ErrorCode, KeeperEvaluation, Request, RequestBody, ResponseBody};
+use obscura_keeper::threshold::{KeyShare, Rekey};
+use obscura_proto::{
+    limits, ErrorCode, KeeperEvaluation, KeeperRekeyPart, Request, RequestBody, ResponseBody,
+};
 use obscura_store::keeper::{Budget, KeeperStore};
 use obscura_tokens::keyfile::WrappingKey;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::config::{
-    open_secrets, read, read_config, seal_secrets, server_tls, wrapping_key, Error,
+    open_secrets, read, read_config, seal_secrets, server_tls, wrapping_key, write_atomic, Error,
 };
-use crate::server::{accept_loop, error, now, proto_error, respond, store_error, wire_audit};
+use crate::server::{
+    accept_loop, error, now, proto_error, respond, scalar, store_error, wire_audit,
+};
 
 /// Purpose label of a keeper's sealed secrets.
 pub const SECRETS_PURPOSE: &str = "keeper-secrets";
@@ -123,6 +127,12 @@ pub struct LoadedKeeper {
     pub shares: HashMap<(u8, u32), KeyShare>,
     /// Audit signing key.
     pub audit_key: SigningKey,
+    /// Where the sealed secrets are, to seal them again when the shares change.
+    pub secrets_path: PathBuf,
+    /// The key that seals them.
+    pub wrapping: WrappingKey,
+    /// The TLS key, sealed again with them.
+    pub tls_key_pem: Zeroizing<String>,
 }
 
 impl std::fmt::Debug for LoadedKeeper {
@@ -175,6 +185,9 @@ impl LoadedKeeper {
         let store = KeeperStore::open(&at(&config.store), config.keeper)?;
         Ok(LoadedKeeper {
             audit_key: SigningKey::from_bytes(&secrets.audit_key),
+            secrets_path: at(&config.secrets),
+            wrapping,
+            tls_key_pem: Zeroizing::new(secrets.tls_key_pem.clone()),
             config,
             tls,
             store,
@@ -195,8 +208,17 @@ struct KeeperState {
     window: u64,
     budget: Budget,
     store: KeeperStore,
-    shares: HashMap<(u8, u32), KeyShare>,
+    shares: RwLock<HashMap<(u8, u32), KeyShare>>,
     audit_key: SigningKey,
+    /// Held while the shares change and are sealed again, so changes apply one at a time.
+    changing: Mutex<Sealing>,
+}
+
+/// What sealing the secrets again takes.
+struct Sealing {
+    path: PathBuf,
+    wrapping: WrappingKey,
+    tls_key_pem: Zeroizing<String>,
 }
 
 #[derive(Clone)]
@@ -231,6 +253,16 @@ impl KeeperState {
                     Ok(body) | Err(body) => body,
                 }
             }
+            RequestBody::KeeperRekey { from, to, parts } => {
+                match self.rekey(&req.request_id, *from, *to, parts, now) {
+                    Ok(body) | Err(body) => body,
+                }
+            }
+            RequestBody::KeeperRetire { version } => {
+                match self.retire(&req.request_id, *version, now) {
+                    Ok(body) | Err(body) => body,
+                }
+            }
             RequestBody::Audit => {
                 let entries = self
                     .store
@@ -253,9 +285,173 @@ impl KeeperState {
             },
             _ => error(
                 ErrorCode::BadRequest,
-                "a keeper only evaluates tokens and shows its status and audit log",
+                "a keeper evaluates tokens, changes its key shares, and shows its status and \
+                 audit log; nothing else",
             ),
         }
+    }
+
+    /// Take shares of key version `to` for every node key: `ρ · k_j + z_j` from the shares of
+    /// `from`. Once taken, the same request answers the same public shares; a different one
+    /// for a version already held is refused.
+    fn rekey(
+        &self,
+        request_id: &[u8; 16],
+        from: u32,
+        to: u32,
+        parts: &[KeeperRekeyPart],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let mut sealing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let bad = |m: String| error(ErrorCode::BadRequest, m);
+        if to <= from {
+            return Err(bad("the next key version must be newer".into()));
+        }
+        let mut shares = self
+            .shares
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut nodes: Vec<u8> = shares
+            .keys()
+            .filter(|(_, v)| *v == from)
+            .map(|(n, _)| *n)
+            .collect();
+        let mut asked: Vec<u8> = parts.iter().map(|p| p.node).collect();
+        nodes.sort_unstable();
+        asked.sort_unstable();
+        if nodes.is_empty() && parts.iter().all(|p| shares.contains_key(&(p.node, to))) {
+            // Taken, and `from` already erased: report what is held.
+        } else if nodes != asked {
+            return Err(error(
+                ErrorCode::UnknownKey,
+                format!(
+                    "keeper {} holds key version {from} for nodes {nodes:?}; the rotation names \
+                     nodes {asked:?}",
+                    self.keeper
+                ),
+            ));
+        }
+        let mut public = Vec::with_capacity(parts.len());
+        let mut changed = false;
+        for p in parts {
+            let factor = scalar(&p.factor)?;
+            let zero = Option::<obscura_keeper::Scalar>::from(
+                obscura_keeper::Scalar::from_canonical_bytes(p.zero_share),
+            )
+            .ok_or_else(|| bad("a zero share is not a scalar".into()))?;
+            let mut zero_shares = vec![obscura_keeper::Scalar::ZERO; usize::from(self.keeper)];
+            zero_shares[usize::from(self.keeper) - 1] = zero;
+            let rekey = Rekey {
+                factor,
+                zero_shares,
+            };
+            let next = match shares.get(&(p.node, from)) {
+                Some(current) => Some(
+                    rekey
+                        .share(current)
+                        .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?,
+                ),
+                None => None,
+            };
+            match (shares.get(&(p.node, to)), next) {
+                (Some(held), Some(next)) if held.secret != next.secret => {
+                    return Err(bad(format!(
+                        "keeper {} already holds another share of node {}'s key version {to}: \
+                         finish or abandon the rotation that made it",
+                        self.keeper, p.node
+                    )));
+                }
+                (Some(held), _) => public.push(oprf::serialize(&held.public())),
+                (None, Some(next)) => {
+                    public.push(oprf::serialize(&next.public()));
+                    shares.insert((p.node, to), next);
+                    changed = true;
+                }
+                (None, None) => unreachable!("checked: every node has a share of `from`"),
+            }
+        }
+        if changed {
+            self.seal_and_swap(&mut sealing, shares)?;
+            let detail = format!("key version {from} -> {to}: shares taken for nodes {asked:?}");
+            self.store
+                .record_key_change(request_id, &detail, now)
+                .map_err(store_error)?;
+        }
+        Ok(ResponseBody::KeeperRekeyed {
+            keeper: self.keeper,
+            public_shares: public,
+        })
+    }
+
+    /// Erase every share of `version`, once each of those node keys has a newer version here.
+    fn retire(
+        &self,
+        request_id: &[u8; 16],
+        version: u32,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let mut sealing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shares = self
+            .shares
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let retired: Vec<u8> = shares
+            .keys()
+            .filter(|(_, v)| *v == version)
+            .map(|(n, _)| *n)
+            .collect();
+        if retired.is_empty() {
+            return Ok(ResponseBody::Ok);
+        }
+        if let Some(n) = retired
+            .iter()
+            .find(|&&n| !shares.keys().any(|&(m, v)| m == n && v > version))
+        {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!(
+                    "keeper {} holds no newer key for node {n} than version {version}: it \
+                     cannot be erased",
+                    self.keeper
+                ),
+            ));
+        }
+        shares.retain(|(_, v), _| *v != version);
+        self.seal_and_swap(&mut sealing, shares)?;
+        let detail = format!("key version {version}: erased for nodes {retired:?}");
+        self.store
+            .record_key_change(request_id, &detail, now)
+            .map_err(store_error)?;
+        Ok(ResponseBody::Ok)
+    }
+
+    /// Seal `shares` over the secrets file, then serve them.
+    fn seal_and_swap(
+        &self,
+        sealing: &mut Sealing,
+        shares: HashMap<(u8, u32), KeyShare>,
+    ) -> Result<(), ResponseBody> {
+        let secrets = KeeperSecrets {
+            tls_key_pem: sealing.tls_key_pem.to_string(),
+            audit_key: self.audit_key.to_bytes(),
+            shares: shares
+                .iter()
+                .map(|(&(node, version), k)| SealedShare {
+                    node,
+                    version,
+                    secret: *k.secret_bytes(),
+                })
+                .collect(),
+        };
+        let internal = |e: Error| error(ErrorCode::Internal, e.to_string());
+        let sealed = secrets
+            .seal(&sealing.wrapping, &mut rand_core::OsRng)
+            .map_err(internal)?;
+        write_atomic(&sealing.path, &sealed).map_err(internal)?;
+        *self.shares.write().unwrap_or_else(|e| e.into_inner()) = shares;
+        Ok(())
     }
 
     fn evaluate(
@@ -267,9 +463,10 @@ impl KeeperState {
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         // Everything is checked before the budget is charged: a malformed request costs nothing.
+        let shares = self.shares.read().unwrap_or_else(|e| e.into_inner());
         let mut work = Vec::with_capacity(batches.len());
         for b in batches {
-            let share = self.shares.get(&(b.node, version)).ok_or_else(|| {
+            let share = shares.get(&(b.node, version)).ok_or_else(|| {
                 error(
                     ErrorCode::UnknownKey,
                     format!(
@@ -330,8 +527,13 @@ pub async fn serve(
             window_s: keeper.config.budget_window_s,
         },
         store: keeper.store,
-        shares: keeper.shares,
+        shares: RwLock::new(keeper.shares),
         audit_key: keeper.audit_key,
+        changing: Mutex::new(Sealing {
+            path: keeper.secrets_path,
+            wrapping: keeper.wrapping,
+            tls_key_pem: keeper.tls_key_pem,
+        }),
     });
     let s = state.clone();
     let app_for = move |tls: &rustls::ServerConnection| {

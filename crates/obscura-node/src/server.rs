@@ -20,12 +20,12 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use obscura_mpc::{node, HashShare, NodeRequest};
 use obscura_proto::{
-    limits, ErrorCode, Request, RequestBody, Response, ResponseBody, WireAuditEntry, WireElement,
-    WireId, WireToken,
+    limits, ErrorCode, Request, RequestBody, Response, ResponseBody, RotateOp, WireAuditEntry,
+    WireElement, WireId, WireToken,
 };
 use obscura_sharing::manifest::{ImageId, ShareRole, SignedManifest};
 use obscura_sharing::zero::ZeroSharingKeys;
-use obscura_store::{NewImage, Store};
+use obscura_store::{NewImage, RotationStatus, Store, TokenMove};
 use obscura_tokens::{voprf_token, Token, BANDS};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -77,7 +77,9 @@ pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::Fetch { .. }
         | ResponseBody::Status { .. }
         | ResponseBody::Audit { .. }
-        | ResponseBody::KeeperEvaluated { .. } => StatusCode::OK,
+        | ResponseBody::KeeperEvaluated { .. }
+        | ResponseBody::Rotation { .. }
+        | ResponseBody::KeeperRekeyed { .. } => StatusCode::OK,
     }
 }
 
@@ -90,6 +92,8 @@ pub(crate) fn store_error(e: obscura_store::Error) -> ResponseBody {
         E::AlreadyExists(_) => ErrorCode::AlreadyExists,
         E::Invalid(_) => ErrorCode::BadRequest,
         E::OverBudget { .. } => ErrorCode::OverBudget,
+        E::KeyVersion { .. } => ErrorCode::UnknownKey,
+        E::ElementsChanged => ErrorCode::Internal,
         E::Open { .. } | E::WrongNode { .. } | E::Storage(_) | E::Corrupt(_) => ErrorCode::Internal,
     };
     error(code, e.to_string())
@@ -126,6 +130,45 @@ pub(crate) fn wire_audit(entries: Vec<obscura_store::AuditEntry>) -> ResponseBod
                 detail: e.detail,
             })
             .collect(),
+    }
+}
+
+/// A rotation factor `ρ` from the wire: a canonical non-zero scalar.
+pub(crate) fn scalar(bytes: &[u8; 32]) -> Result<obscura_keeper::Scalar, ResponseBody> {
+    Option::<obscura_keeper::Scalar>::from(obscura_keeper::Scalar::from_canonical_bytes(*bytes))
+        .filter(|s| *s != obscura_keeper::Scalar::ZERO)
+        .ok_or_else(|| {
+            error(
+                ErrorCode::BadRequest,
+                "the rotation factor is not a canonical non-zero scalar",
+            )
+        })
+}
+
+/// A stored element `E` under the next key version: `ρ · E` and its token.
+fn move_element(
+    factor: &obscura_keeper::Scalar,
+    element: &WireElement,
+) -> Result<(Token, WireElement), ResponseBody> {
+    let e = obscura_keeper::oprf::deserialize(element).map_err(|_| {
+        error(
+            ErrorCode::Internal,
+            "a stored element is not a group element",
+        )
+    })?;
+    let next = obscura_keeper::oprf::serialize(&(factor * e));
+    Ok((voprf_token(&next), next))
+}
+
+fn rotation(node: u8, s: RotationStatus) -> ResponseBody {
+    ResponseBody::Rotation {
+        node,
+        current: s.versions.current,
+        next: s.versions.next,
+        moved: s.moved,
+        total: s.total,
+        postings: s.postings,
+        done: s.done,
     }
 }
 
@@ -182,8 +225,11 @@ impl NodeState {
 
     fn dispatch(&self, req: &Request, now: u64) -> Result<ResponseBody, ResponseBody> {
         match &req.body {
-            RequestBody::Prepare { images } => {
-                let mut batch = Vec::with_capacity(images.len());
+            RequestBody::Prepare {
+                key_version,
+                images,
+            } => {
+                let mut checked = Vec::with_capacity(images.len());
                 for img in images {
                     self.check_against_manifest(
                         &img.image,
@@ -192,17 +238,37 @@ impl NodeState {
                         &img.hash_share,
                     )?;
                     let elements = check_elements(&img.image, &img.tokens, &img.elements)?;
-                    batch.push(NewImage {
-                        id: ImageId(img.image),
-                        manifest: &img.manifest,
-                        image_share: &img.image_share,
-                        hash_share: img.hash_share.as_slice().try_into().expect("size checked"),
-                        tokens: std::array::from_fn(|i| Token(img.tokens[i])),
-                        elements,
-                    });
+                    let tokens: [Token; BANDS] = std::array::from_fn(|i| Token(img.tokens[i]));
+                    checked.push((img, tokens, elements.copied()));
                 }
-                self.store.prepare_many(&batch, now).map_err(store_error)?;
-                Ok(ResponseBody::Ok)
+                // During a rotation, images made under the old key version are written under
+                // the next one; a rotation that begins meanwhile is met by trying again.
+                let mut attempt = 0;
+                loop {
+                    let (version, moved) = self.to_writing_version(*key_version, &checked)?;
+                    let batch: Vec<NewImage<'_>> = checked
+                        .iter()
+                        .zip(&moved)
+                        .map(|((img, _, _), (tokens, elements))| NewImage {
+                            id: ImageId(img.image),
+                            manifest: &img.manifest,
+                            image_share: &img.image_share,
+                            hash_share: img.hash_share.as_slice().try_into().expect("size checked"),
+                            tokens: *tokens,
+                            key_version: version,
+                            elements: elements.as_ref(),
+                        })
+                        .collect();
+                    match self.store.prepare_many(&batch, now) {
+                        Err(obscura_store::Error::KeyVersion { .. }) if attempt == 0 => {
+                            attempt += 1;
+                        }
+                        r => {
+                            r.map_err(store_error)?;
+                            return Ok(ResponseBody::Ok);
+                        }
+                    }
+                }
             }
             RequestBody::Commit { images } => {
                 let ids: Vec<ImageId> = images.iter().map(|id| ImageId(*id)).collect();
@@ -215,11 +281,15 @@ impl NodeState {
                     .map_err(store_error)?;
                 Ok(ResponseBody::Ok)
             }
-            RequestBody::Lookup { tokens, min_bands } => {
+            RequestBody::Lookup {
+                key_version,
+                tokens,
+                min_bands,
+            } => {
                 let tokens: Vec<Token> = tokens.iter().map(|t| Token(*t)).collect();
                 let (ids, matched) = self
                     .store
-                    .lookup_at_least(&tokens, usize::from(*min_bands))
+                    .lookup_at_least(*key_version, &tokens, usize::from(*min_bands))
                     .map_err(store_error)?;
                 self.store
                     .record_query(
@@ -266,10 +336,97 @@ impl NodeState {
                 let entries = self.store.audit_entries().map_err(store_error)?;
                 Ok(wire_audit(entries))
             }
-            RequestBody::KeeperEvaluate { .. } => Err(error(
+            RequestBody::Rotate { op } => self.rotate(op, now).map(|s| rotation(self.node, s)),
+            RequestBody::KeeperEvaluate { .. }
+            | RequestBody::KeeperRekey { .. }
+            | RequestBody::KeeperRetire { .. } => Err(error(
                 ErrorCode::BadRequest,
-                "a node does not evaluate tokens: send this to a keeper",
+                "a node holds no token key: send this to a keeper",
             )),
+        }
+    }
+
+    /// The key version a prepared batch is written under, and its images' tokens and elements
+    /// under it: as sent, or moved by `ρ` when made under the version a rotation retires.
+    #[allow(clippy::type_complexity)]
+    fn to_writing_version(
+        &self,
+        key_version: u32,
+        images: &[(
+            &obscura_proto::PreparedImage,
+            [Token; BANDS],
+            Option<[WireElement; BANDS]>,
+        )],
+    ) -> Result<(u32, Vec<([Token; BANDS], Option<[WireElement; BANDS]>)>), ResponseBody> {
+        let as_sent = || images.iter().map(|(_, t, e)| (*t, *e)).collect();
+        let Some((to, factor)) = self.store.rotation_factor() else {
+            return Ok((key_version, as_sent()));
+        };
+        if key_version != self.store.key_versions().current {
+            return Ok((key_version, as_sent()));
+        }
+        let factor = scalar(&factor)?;
+        let mut out = Vec::with_capacity(images.len());
+        for (img, _, elements) in images {
+            let Some(elements) = elements else {
+                return Err(error(
+                    ErrorCode::UnknownKey,
+                    format!(
+                        "image {}: during a rotation to key version {to}, an image made under \
+                         version {key_version} needs its band elements",
+                        ImageId(img.image)
+                    ),
+                ));
+            };
+            let mut tokens = [Token([0; 16]); BANDS];
+            let mut next = [[0; 32]; BANDS];
+            for (band, e) in elements.iter().enumerate() {
+                (tokens[band], next[band]) = move_element(&factor, e)?;
+            }
+            out.push((tokens, Some(next)));
+        }
+        Ok((to, out))
+    }
+
+    /// A step of a key rotation.
+    fn rotate(&self, op: &RotateOp, now: u64) -> Result<RotationStatus, ResponseBody> {
+        match op {
+            RotateOp::Begin { from, to, factor } => {
+                let rho = scalar(factor)?;
+                // Elements stored while the moves are computed make the store refuse them;
+                // compute again then.
+                for _ in 0..3 {
+                    let moves = if self.store.key_versions().next.is_some() {
+                        Vec::new() // under way: the store checks the values and reports
+                    } else {
+                        self.store
+                            .token_elements()
+                            .map_err(store_error)?
+                            .iter()
+                            .map(|(from, e)| {
+                                move_element(&rho, e).map(|(to, element)| TokenMove {
+                                    from: *from,
+                                    to,
+                                    element,
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?
+                    };
+                    match self.store.begin_rotation(*from, *to, factor, &moves, now) {
+                        Err(obscura_store::Error::ElementsChanged) => continue,
+                        r => return r.map_err(store_error),
+                    }
+                }
+                Err(error(
+                    ErrorCode::Internal,
+                    "elements kept changing while the rotation was set up; try again",
+                ))
+            }
+            RotateOp::Move { max_images } => self
+                .store
+                .rotate_step((*max_images).min(1 << 16) as usize, now)
+                .map_err(store_error),
+            RotateOp::Finish { to } => self.store.finish_rotation(*to, now).map_err(store_error),
         }
     }
 

@@ -68,6 +68,7 @@ fn prepare(u: &Upload) -> RequestBody {
 
 fn prepare_batch(batch: &[&Upload]) -> RequestBody {
     RequestBody::Prepare {
+        key_version: 1,
         images: batch
             .iter()
             .map(|u| PreparedImage {
@@ -107,6 +108,7 @@ async fn index_search_fetch_and_audit() {
     // Pending: Stage-1 does not see it.
     let lookup = || {
         TestNode::request(RequestBody::Lookup {
+            key_version: 1,
             tokens: u.tokens.clone(),
             min_bands: 8,
         })
@@ -371,7 +373,7 @@ async fn voprf_elements_must_match_their_tokens() {
     let mut good = upload(&node.owner, "camera.png", 5);
     let elements = with_elements(&mut good);
     let mut body = prepare(&good);
-    if let RequestBody::Prepare { images } = &mut body {
+    if let RequestBody::Prepare { images, .. } = &mut body {
         images[0].elements = elements.clone();
     }
     assert_eq!(node.send(&TestNode::request(body)).await.0, 200);
@@ -381,6 +383,7 @@ async fn voprf_elements_must_match_their_tokens() {
     );
     match node
         .send(&TestNode::request(RequestBody::Lookup {
+            key_version: 1,
             tokens: good.tokens.clone(),
             min_bands: 8,
         }))
@@ -400,7 +403,7 @@ async fn voprf_elements_must_match_their_tokens() {
         let (mut e, mut t) = (elements.clone(), bad.tokens.clone());
         corrupt(&mut e, &mut t);
         let mut body = prepare(&bad);
-        if let RequestBody::Prepare { images } = &mut body {
+        if let RequestBody::Prepare { images, .. } = &mut body {
             images[0].elements = e;
             images[0].tokens = t;
         }

@@ -15,10 +15,10 @@
 //! let req = Request {
 //!     request_id: [7; 16],
 //!     timestamp: 1_790_000_000,
-//!     body: RequestBody::Lookup { tokens: vec![[1; 16], [2; 16]], min_bands: 1 },
+//!     body: RequestBody::Lookup { key_version: 1, tokens: vec![[1; 16], [2; 16]], min_bands: 1 },
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x03");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x04");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -27,8 +27,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 4;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(4))));
+//! future[5] = 5;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(5))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -37,7 +37,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -121,11 +121,50 @@ pub struct KeeperEvaluation {
     pub proof: Vec<u8>,
 }
 
+/// A step of a token-key rotation at a node (see [`RequestBody::Rotate`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RotateOp {
+    /// Start moving from key version `from` to `to`: the node multiplies every stored element
+    /// by `factor` (`ρ`, with `k_to = ρ · k_from`) and from now on answers lookups under both
+    /// versions. Repeating it with the same values changes nothing.
+    Begin {
+        /// The version the node serves now.
+        from: u32,
+        /// The next version.
+        to: u32,
+        /// `ρ`, a canonical non-zero scalar.
+        factor: [u8; 32],
+    },
+    /// Move up to `max_images` more images' postings to the next version, in one durable step.
+    Move {
+        /// At most this many images (0: only report progress).
+        max_images: u32,
+    },
+    /// Every image has moved: forget the old version, its elements and `ρ`.
+    Finish {
+        /// The next version, as begun.
+        to: u32,
+    },
+}
+
+/// One node key's part of a [`RequestBody::KeeperRekey`], for one keeper.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeeperRekeyPart {
+    /// Whose key: node 1..=n.
+    pub node: u8,
+    /// `ρ` of that node's key, a canonical non-zero scalar.
+    pub factor: [u8; 32],
+    /// This keeper's share of a fresh sharing of zero.
+    pub zero_share: [u8; 32],
+}
+
 /// Stage-1 and storage operations a client asks of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestBody {
     /// Store images as pending, all or none (one disk sync at the node for the batch).
     Prepare {
+        /// The token key version the tokens were made under.
+        key_version: u32,
         /// At most [`limits::MAX_BATCH`] images, their shares together at most
         /// [`limits::MAX_IMAGE_SHARE`] bytes.
         images: Vec<PreparedImage>,
@@ -143,6 +182,8 @@ pub enum RequestBody {
     /// Stage-1: the committed images posted under at least `min_bands` of the tokens. An image
     /// has one token per band, so this counts the bands it matches in.
     Lookup {
+        /// The token key version the tokens were made under.
+        key_version: u32,
         /// The padded batch.
         tokens: Vec<WireToken>,
         /// Fewest matching tokens (bands) an image needs, 1..=8.
@@ -166,6 +207,26 @@ pub enum RequestBody {
     Status,
     /// The audit log.
     Audit,
+    /// To a node: a step of a token-key rotation. Sent by the cluster's operator tool.
+    Rotate {
+        /// The step.
+        op: RotateOp,
+    },
+    /// To a keeper: hold shares of key version `to` for every node key, `ρ · k_j + z_j` from
+    /// the shares of version `from`. Repeating it once done changes nothing.
+    KeeperRekey {
+        /// The current version.
+        from: u32,
+        /// The next version.
+        to: u32,
+        /// One part per node key.
+        parts: Vec<KeeperRekeyPart>,
+    },
+    /// To a keeper: erase its shares of a key version.
+    KeeperRetire {
+        /// The version to erase.
+        version: u32,
+    },
     /// To a keeper: evaluate blinded band elements under its shares of the node keys of a key
     /// version. Charged to the client's budget.
     KeeperEvaluate {
@@ -189,6 +250,9 @@ impl RequestBody {
             RequestBody::Status => "/v1/status",
             RequestBody::Audit => "/v1/audit",
             RequestBody::KeeperEvaluate { .. } => "/v1/keeper-evaluate",
+            RequestBody::Rotate { .. } => "/v1/rotate",
+            RequestBody::KeeperRekey { .. } => "/v1/keeper-rekey",
+            RequestBody::KeeperRetire { .. } => "/v1/keeper-retire",
         }
     }
 
@@ -202,7 +266,7 @@ impl RequestBody {
             }
         };
         match self {
-            RequestBody::Prepare { images } => {
+            RequestBody::Prepare { images, .. } => {
                 check((1..=MAX_BATCH).contains(&images.len()), "images")?;
                 let mut total = 0usize;
                 for img in images {
@@ -227,7 +291,9 @@ impl RequestBody {
             RequestBody::Commit { images } => {
                 check((1..=MAX_BATCH).contains(&images.len()), "images")
             }
-            RequestBody::Lookup { tokens, min_bands } => {
+            RequestBody::Lookup {
+                tokens, min_bands, ..
+            } => {
                 check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens")?;
                 check((1..=8).contains(min_bands), "min_bands")
             }
@@ -246,7 +312,12 @@ impl RequestBody {
                 check(!batches.is_empty(), "batches")?;
                 check(total.is_some_and(|t| t <= MAX_KEEPER_ELEMENTS), "elements")
             }
+            RequestBody::KeeperRekey { parts, .. } => {
+                check((1..=255).contains(&parts.len()), "parts")
+            }
             RequestBody::Delete { .. }
+            | RequestBody::Rotate { .. }
+            | RequestBody::KeeperRetire { .. }
             | RequestBody::Fetch { .. }
             | RequestBody::Status
             | RequestBody::Audit => Ok(()),
@@ -358,6 +429,31 @@ pub enum ResponseBody {
         keeper: u8,
         /// Per batch.
         batches: Vec<KeeperEvaluation>,
+    },
+    /// Where a node's token-key rotation stands.
+    Rotation {
+        /// The answering node.
+        node: u8,
+        /// The version it serves.
+        current: u32,
+        /// The version it is moving to, if it is.
+        next: Option<u32>,
+        /// Images whose postings moved in this rotation so far.
+        moved: u64,
+        /// Images stored when the rotation began (the work to do, roughly).
+        total: u64,
+        /// Postings (tokens of committed images) moved so far.
+        postings: u64,
+        /// Every image has moved.
+        done: bool,
+    },
+    /// A keeper's public shares of the next version's node keys, aligned with the request's
+    /// parts, so the operator can check them before anyone relies on them.
+    KeeperRekeyed {
+        /// The answering keeper.
+        keeper: u8,
+        /// `k'_j · G` per node key.
+        public_shares: Vec<WireElement>,
     },
     /// Refused.
     Error {

@@ -2,8 +2,8 @@
 //! fields are refused cleanly; and the encoding is frozen by a snapshot.
 
 use obscura_proto::{
-    Error, KeeperBatch, KeeperEvaluation, PreparedImage, Request, RequestBody, Response,
-    ResponseBody, WireAuditEntry,
+    Error, KeeperBatch, KeeperEvaluation, KeeperRekeyPart, PreparedImage, Request, RequestBody,
+    Response, ResponseBody, RotateOp, WireAuditEntry,
 };
 use proptest::prelude::*;
 
@@ -36,11 +36,47 @@ fn body() -> impl Strategy<Value = RequestBody> {
                 ),
             1..4
         )
-        .prop_map(|images| RequestBody::Prepare { images }),
+        .prop_map(|images| RequestBody::Prepare {
+            key_version: 1,
+            images
+        }),
         prop::collection::vec(id(), 1..20).prop_map(|images| RequestBody::Commit { images }),
         id().prop_map(|image| RequestBody::Delete { image }),
-        (prop::collection::vec(id(), 0..100), 1..=8u8)
-            .prop_map(|(tokens, min_bands)| RequestBody::Lookup { tokens, min_bands }),
+        (any::<u32>(), prop::collection::vec(id(), 0..100), 1..=8u8).prop_map(
+            |(key_version, tokens, min_bands)| RequestBody::Lookup {
+                key_version,
+                tokens,
+                min_bands
+            }
+        ),
+        (any::<u32>(), any::<u32>(), any::<[u8; 32]>()).prop_map(|(from, to, factor)| {
+            RequestBody::Rotate {
+                op: RotateOp::Begin { from, to, factor },
+            }
+        }),
+        any::<u32>().prop_map(|max_images| RequestBody::Rotate {
+            op: RotateOp::Move { max_images }
+        }),
+        any::<u32>().prop_map(|to| RequestBody::Rotate {
+            op: RotateOp::Finish { to }
+        }),
+        (
+            any::<u32>(),
+            prop::collection::vec((any::<u8>(), any::<[u8; 32]>(), any::<[u8; 32]>()), 1..6)
+        )
+            .prop_map(|(from, parts)| RequestBody::KeeperRekey {
+                from,
+                to: from.wrapping_add(1),
+                parts: parts
+                    .into_iter()
+                    .map(|(node, factor, zero_share)| KeeperRekeyPart {
+                        node,
+                        factor,
+                        zero_share
+                    })
+                    .collect(),
+            }),
+        any::<u32>().prop_map(|version| RequestBody::KeeperRetire { version }),
         (
             id(),
             prop::collection::vec(any::<u8>(), 256),
@@ -92,6 +128,10 @@ proptest! {
                 }).collect(),
             }),
             Response(ResponseBody::Ok),
+            Response(ResponseBody::Rotation {
+                node, current: 1, next: Some(2), moved: values.len() as u64, total: 9, postings: 72, done: false,
+            }),
+            Response(ResponseBody::KeeperRekeyed { keeper: node, public_shares: vec![[5; 32]; values.len()] }),
             Response(ResponseBody::KeeperEvaluated {
                 keeper: node,
                 batches: vec![KeeperEvaluation { elements: vec![[7; 32]; values.len()], proof: vec![8; 64] }],
@@ -105,7 +145,7 @@ proptest! {
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = Request::decode(&bytes);
         let _ = Response::decode(&bytes);
-        let mut framed = b"OBSC\x00\x03".to_vec();
+        let mut framed = b"OBSC\x00\x04".to_vec();
         framed.extend(&bytes);
         let _ = Request::decode(&framed);
         let _ = Response::decode(&framed);
@@ -150,7 +190,10 @@ fn size_limits_are_enforced() {
     let batch = |images: Vec<PreparedImage>| Request {
         request_id: [0; 16],
         timestamp: 0,
-        body: RequestBody::Prepare { images },
+        body: RequestBody::Prepare {
+            key_version: 1,
+            images,
+        },
     };
     let prepare = |hash_len, tokens, share| batch(vec![image(hash_len, tokens, share)]);
     assert!(Request::decode(&prepare(256, 8, 10).encode()).is_ok());
@@ -253,10 +296,10 @@ fn encoding_is_frozen() {
     };
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex.len(), 2 * (6 + 16 + 5 + 1 + 16 + 2 + 256 + 1 + 32));
-    assert_eq!(&hex[..12], "4f4253430003");
+    assert_eq!(&hex[..12], "4f4253430004");
     assert_eq!(
         fnv1a(&r.encode()),
-        "d4afec86d83ac439",
+        "14fada54d6a1d99e",
         "wire encoding changed"
     );
 }

@@ -36,6 +36,9 @@ pub enum AuditKind {
     Refused,
     /// The node signed the log's head.
     Checkpoint,
+    /// A token key version changed: a rotation began, moved images or finished (at a node), or
+    /// a keeper took or erased key shares.
+    KeyChange,
 }
 
 impl AuditKind {
@@ -49,6 +52,7 @@ impl AuditKind {
             AuditKind::Query => 5,
             AuditKind::Refused => 6,
             AuditKind::Checkpoint => 7,
+            AuditKind::KeyChange => 8,
         }
     }
 
@@ -62,6 +66,7 @@ impl AuditKind {
             5 => AuditKind::Query,
             6 => AuditKind::Refused,
             7 => AuditKind::Checkpoint,
+            8 => AuditKind::KeyChange,
             _ => return None,
         })
     }

@@ -178,6 +178,29 @@ impl KeeperStore {
         })
     }
 
+    /// Record, durably, that the keeper's key shares changed (a rotation's new version taken,
+    /// or a version erased): `detail` names versions and node keys, never a share.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure.
+    pub fn record_key_change(
+        &self,
+        request_id: &[u8; 16],
+        detail: &str,
+        now: u64,
+    ) -> Result<(), Error> {
+        let txn = crate::begin_durable(&self.db)?;
+        audit::append(
+            &txn,
+            now,
+            AuditKind::KeyChange,
+            request_id,
+            detail.as_bytes(),
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Sign the audit log's head (see [`crate::Store::audit_checkpoint`]).
     ///
     /// # Errors

@@ -27,6 +27,7 @@
 //!     image_share: b"share of the encoded file",
 //!     hash_share: &[1; 256],
 //!     tokens,
+//!     key_version: 1,
 //!     elements: None,
 //! }, 1_790_000_000)?;
 //! assert!(store.lookup(&[tokens[3]])?[0].is_empty()); // pending: invisible
@@ -42,6 +43,7 @@
 
 pub mod audit;
 pub mod keeper;
+mod rotation;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -55,6 +57,7 @@ use redb::{
 };
 
 pub use audit::{AuditEntry, AuditKind};
+pub use rotation::{KeyVersions, RotationStatus, TokenMove};
 
 /// Length of a stored hash-bit share (64 field elements).
 pub const HASH_SHARE_LEN: usize = 256;
@@ -75,6 +78,9 @@ const POSTINGS: MultimapTableDefinition<&[u8], &[u8]> = MultimapTableDefinition:
 /// VOPRF token → the band element it was hashed from (at most 8 × 256 per key version), kept
 /// so that a key rotation can move every element to the next version.
 const TOKEN_ELEMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("token_elements");
+/// Token of the version being retired → its token under the next version; filled while a
+/// rotation is under way (at most 8 × 256 rows).
+const TOKEN_MAP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("token_map");
 /// request id → time first seen.
 const REQUESTS: TableDefinition<&[u8], u64> = TableDefinition::new("requests");
 /// time ‖ request id → (), to expire the replay window in time order.
@@ -146,6 +152,24 @@ pub enum Error {
         /// When the next window starts.
         resets_at: u64,
     },
+    /// The request was made under a token key version this node does not serve (now).
+    #[error(
+        "the tokens were made under key version {asked}, and this node serves version {current}{}: \
+         reload the client configuration",
+        match next { Some(v) => format!(" (and {v}, which it is moving to)"), None => String::new() }
+    )]
+    KeyVersion {
+        /// The version of the request.
+        asked: u32,
+        /// The version served.
+        current: u32,
+        /// The version being moved to.
+        next: Option<u32>,
+    },
+    /// The stored band elements changed while a rotation was being set up; setting it up again
+    /// sees them all.
+    #[error("the stored band elements changed while the rotation was set up; try again")]
+    ElementsChanged,
 }
 
 macro_rules! storage_errors {
@@ -179,6 +203,9 @@ pub struct NewImage<'a> {
     pub hash_share: &'a [u8; HASH_SHARE_LEN],
     /// The 8 band tokens under this node's keys.
     pub tokens: [Token; BANDS],
+    /// The key version of the tokens: the version the node writes (the next one during a
+    /// rotation; see [`Store::key_versions`]).
+    pub key_version: u32,
     /// With VOPRF tokens, the 8 band elements the tokens were hashed from (the caller checked
     /// that they match); `None` with HMAC tokens.
     pub elements: Option<&'a [[u8; 32]; BANDS]>,
@@ -272,6 +299,9 @@ pub struct Store {
     postings: RwLock<HashMap<[u8; TOKEN_LEN], Vec<ImageId>>>,
     /// Key of the band-counting hash (image ids are chosen by clients).
     count_key: u64,
+    /// The token key versions served, and a rotation's token maps. Lock order: `keys`, then a
+    /// write transaction, then `postings`.
+    keys: RwLock<rotation::KeyState>,
 }
 
 /// Hashes random 128-bit image ids cheaply for counting: fold, then multiply by a per-store
@@ -328,6 +358,7 @@ impl Store {
             db,
             node,
             postings: RwLock::default(),
+            keys: RwLock::default(),
             count_key: std::collections::hash_map::RandomState::new().hash_one(node) | 1,
         };
         let txn = store.db.begin_write()?;
@@ -341,12 +372,14 @@ impl Store {
             txn.open_table(PENDING_HASH_SHARES)?;
             txn.open_multimap_table(POSTINGS)?;
             txn.open_table(TOKEN_ELEMENTS)?;
+            txn.open_table(TOKEN_MAP)?;
             txn.open_table(REQUESTS)?;
             txn.open_table(REQUESTS_BY_TIME)?;
             txn.open_table(AUDIT)?;
         }
         txn.commit()?;
         store.load_postings()?;
+        store.load_keys()?;
         Ok(store)
     }
 
@@ -434,6 +467,10 @@ impl Store {
         {
             return Err(Error::Invalid("empty manifest or image share"));
         }
+        let keys = self.keys();
+        if let Some(img) = images.iter().find(|i| i.key_version != keys.writing()) {
+            return Err(keys.refuse(img.key_version));
+        }
         let txn = self.begin_durable()?;
         {
             let mut state = txn.open_table(STATE)?;
@@ -483,6 +520,7 @@ impl Store {
     /// # Errors
     /// As [`commit`](Self::commit), for the first image that fails; nothing changes then.
     pub fn commit_many(&self, images: &[ImageId], now: u64) -> Result<(), Error> {
+        let keys = self.keys();
         let txn = self.begin_durable()?;
         let mut committed = Vec::with_capacity(images.len());
         {
@@ -498,6 +536,11 @@ impl Store {
                 };
                 if record.state == ImageState::Committed {
                     continue;
+                }
+                // Prepared before a rotation began, committed during it: post the next
+                // version's tokens.
+                if let Some(moved) = keys.forward(&record.tokens)? {
+                    record.tokens = moved;
                 }
                 let hash = pending
                     .remove(id)?
@@ -581,19 +624,29 @@ impl Store {
     /// `tokens` (each image posts one token per band, so this counts bands), sorted by id, and
     /// how many images matched at least one token.
     ///
+    /// The tokens are of key version `key_version`. During a rotation both versions are served:
+    /// each token is also looked up as its counterpart under the other version, so images count
+    /// the same whether their postings moved yet or not (an image's postings move all at once).
+    ///
     /// # Errors
-    /// As [`lookup`](Self::lookup).
+    /// [`Error::KeyVersion`] for a version not served.
     pub fn lookup_at_least(
         &self,
+        key_version: u32,
         tokens: &[Token],
         min_tokens: usize,
     ) -> Result<(Vec<ImageId>, usize), Error> {
+        let keys = self.keys();
+        let other = keys.counterparts(key_version)?;
         let map = self.postings.read().unwrap_or_else(|e| e.into_inner());
         let mut counts: HashMap<ImageId, usize, IdHashing> =
             HashMap::with_hasher(IdHashing(self.count_key));
         for t in tokens {
-            for id in map.get(&t.0).into_iter().flatten() {
-                *counts.entry(*id).or_default() += 1;
+            let twin = other.and_then(|o| o.get(&t.0));
+            for list in [map.get(&t.0), twin.and_then(|t| map.get(t))] {
+                for id in list.into_iter().flatten() {
+                    *counts.entry(*id).or_default() += 1;
+                }
             }
         }
         drop(map);

@@ -57,11 +57,11 @@ fn lookup_at_least_counts_the_tokens_each_image_matches() {
     // a and b share their band-0 token (see Parts); a's other bands are its own.
     let mut query = a.tokens.to_vec();
     query.push(b.tokens[3]);
-    let (ids, matched) = store.lookup_at_least(&query, 8).unwrap();
+    let (ids, matched) = store.lookup_at_least(1, &query, 8).unwrap();
     assert_eq!((ids, matched), (vec![a.id], 2));
-    let (ids, _) = store.lookup_at_least(&query, 2).unwrap();
+    let (ids, _) = store.lookup_at_least(1, &query, 2).unwrap();
     assert_eq!(ids, vec![a.id, b.id]);
-    let (ids, _) = store.lookup_at_least(&query, 3).unwrap();
+    let (ids, _) = store.lookup_at_least(1, &query, 3).unwrap();
     assert_eq!(ids, vec![a.id]);
 }
 

@@ -71,6 +71,7 @@ impl Parts {
             image_share: &self.share,
             hash_share: &self.hash,
             tokens: self.tokens,
+            key_version: 1,
             elements: None,
         }
     }

@@ -1,0 +1,175 @@
+//! `obscura keys rotate`: move a running cluster to a new token key version.
+//!
+//! The plan (`ρ` per node and fresh sharings of zero) is drawn once, sealed into
+//! `DIR/rotation.sealed` before anything is sent, and erased when the rotation finishes; a run
+//! that stops anywhere (a crash, a node down, `--max-steps`) resumes from it when run again.
+//! See `obscura_client::rotation` for the steps.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use obscura_client::config::{self, TokenKind};
+use obscura_client::rotation::{NodeRotation, RotationPlan};
+
+/// Where a rotation's plan is kept while it runs.
+pub const PLAN_FILE: &str = "rotation.sealed";
+
+/// What to do.
+pub struct RotateOptions {
+    /// Images each node moves per step (one durable transaction).
+    pub batch: u32,
+    /// Stop after this many move steps (run again to go on).
+    pub max_steps: Option<u64>,
+}
+
+/// Rotate (or resume rotating) the token keys of the cluster in `dir`.
+///
+/// # Errors
+/// A message saying what failed; the rotation can be resumed by running again.
+pub async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, String> {
+    let config = config::read_config(dir).map_err(|e| e.to_string())?;
+    if config.tokens != TokenKind::Voprf {
+        return Err(
+            "this cluster uses HMAC tokens: every client holds the token keys, and there is no \
+             key version to rotate (make a VOPRF cluster with `cluster init --tokens voprf`)"
+                .into(),
+        );
+    }
+    let wrapping = config::wrapping_key(dir, &config).map_err(|e| e.to_string())?;
+    let plan_path = dir.join(PLAN_FILE);
+    let plan = match std::fs::read(&plan_path) {
+        Ok(sealed) => {
+            let plan = RotationPlan::open(&sealed, &wrapping)
+                .map_err(|e| format!("{}: {e}", plan_path.display()))?;
+            if config.key_version != plan.from && config.key_version != plan.to {
+                return Err(format!(
+                    "{} is a rotation from version {} to {}, but the clients use version {}: \
+                     it belongs to another cluster state; remove it only if you are sure",
+                    plan_path.display(),
+                    plan.from,
+                    plan.to,
+                    config.key_version
+                ));
+            }
+            eprintln!(
+                "resuming the rotation from key version {} to {}",
+                plan.from, plan.to
+            );
+            plan
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let plan = RotationPlan::draw(
+                config.key_version,
+                config.nodes.len(),
+                config.keepers.len(),
+                usize::from(config.keeper_threshold),
+                &mut rand_core::OsRng,
+            )?;
+            let sealed = plan.seal(&wrapping, &mut rand_core::OsRng)?;
+            obscura_node::config::write_atomic(&plan_path, &sealed).map_err(|e| e.to_string())?;
+            eprintln!(
+                "rotating the token keys from version {} to {} (the plan is kept sealed in {} \
+                 until the rotation finishes)",
+                plan.from,
+                plan.to,
+                plan_path.display()
+            );
+            plan
+        }
+        Err(e) => return Err(format!("{}: {e}", plan_path.display())),
+    };
+    let client = crate::client(dir)?;
+    let mut moved = (0u64, 0u64);
+    let mut moving = 0f64;
+    if config.key_version == plan.from {
+        let next = client
+            .rekey_keepers(&plan)
+            .await
+            .map_err(|e| resumable(&e))?;
+        eprintln!(
+            "{} keepers hold shares of version {}; their public shares check out",
+            config.keepers.len(),
+            plan.to
+        );
+        let begun = client
+            .begin_rotation(&plan)
+            .await
+            .map_err(|e| resumable(&e))?;
+        let before = sum(&begun);
+        let total: u64 = begun.iter().map(|r| r.total).sum();
+        eprintln!(
+            "{} nodes moved their band elements and serve both versions; moving {total} image \
+             records",
+            begun.len()
+        );
+        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg:>10} [{bar:30}] {pos}/{len} images {elapsed} ({per_sec})",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message("moving");
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut state = begun;
+        let mut steps = 0u64;
+        let t0 = Instant::now();
+        while !state.iter().all(|r| r.done) {
+            if opt.max_steps.is_some_and(|m| steps >= m) {
+                bar.abandon();
+                eprintln!(
+                    "stopped after {steps} steps ({} of {total} images moved); both versions are \
+                     served meanwhile; run `obscura keys rotate --cluster {}` again to go on",
+                    sum(&state).0,
+                    dir.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            state = client
+                .rotation_step(opt.batch)
+                .await
+                .map_err(|e| resumable(&e))?;
+            steps += 1;
+            let (images, postings) = sum(&state);
+            bar.set_position(images.min(total));
+            if bar.is_hidden() {
+                eprintln!("moved {images} of {total} images ({postings} postings)");
+            }
+        }
+        bar.finish_and_clear();
+        moving = t0.elapsed().as_secs_f64();
+        let after = sum(&state);
+        moved = (after.0 - before.0, after.1 - before.1);
+        config::switch_key_version(dir, plan.to, &next).map_err(|e| e.to_string())?;
+        eprintln!("client.json now uses key version {}", plan.to);
+    }
+    client
+        .finish_rotation(&plan)
+        .await
+        .map_err(|e| resumable(&e))?;
+    std::fs::remove_file(&plan_path).map_err(|e| format!("{}: {e}", plan_path.display()))?;
+    println!(
+        "rotated to key version {}: {} image records and {} postings moved in {moving:.2} s \
+         ({:.0} postings/s); version {} is erased at every node and keeper",
+        plan.to,
+        moved.0,
+        moved.1,
+        moved.1 as f64 / moving.max(1e-9),
+        plan.from
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sum(state: &[NodeRotation]) -> (u64, u64) {
+    state
+        .iter()
+        .fold((0, 0), |(i, p), r| (i + r.moved, p + r.postings))
+}
+
+fn resumable(e: &obscura_client::Error) -> String {
+    format!("{e}\nthe rotation is not finished: fix this and run the same command again to resume")
+}

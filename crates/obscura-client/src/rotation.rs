@@ -1,0 +1,352 @@
+//! Rotating the band-token keys to a new version, driven by the cluster's operator.
+//!
+//! A rotation from version `v` to `v + 1` draws, per node key, a factor `ρ` and a fresh sharing
+//! of zero ([`RotationPlan`]); nobody, the operator included, learns a key. Then:
+//!
+//! 1. every keeper takes `ρ · k_j + z_j` as its share of `v + 1` and answers its new public
+//!    shares, which must equal `ρ · P_j + z_j · G` ([`Client::rekey_keepers`]);
+//! 2. every node is given its `ρ`, moves its stored elements and from then on serves lookups
+//!    under both versions ([`Client::begin_rotation`]);
+//! 3. the nodes move their postings in durable steps ([`Client::rotation_step`]);
+//! 4. the operator switches the clients' configuration to `v + 1` and its public shares;
+//! 5. the nodes forget `v` and `ρ`, and the keepers erase their shares of `v`
+//!    ([`Client::finish_rotation`]).
+//!
+//! Every step can be repeated: a rotation that stopped anywhere resumes by running the same plan
+//! again, which is why the plan is kept (sealed) until the rotation finishes. Searches keep
+//! working throughout, under either version, until step 5.
+
+use obscura_keeper::threshold::Rekey;
+use obscura_keeper::{oprf, RistrettoPoint, Scalar};
+use obscura_proto::{KeeperRekeyPart, RequestBody, ResponseBody, RotateOp};
+use obscura_tokens::keyfile::{self, WrappingKey};
+use rand_core::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::{failures_of, post, Client, Error, KeeperFailure, NodeFailure};
+
+/// Purpose label of a sealed rotation plan.
+pub const PLAN_PURPOSE: &str = "rotation-plan";
+
+/// A rotation's secret parts, drawn once: whoever holds them and `T` keeper shares of the old
+/// version can compute the new keys, so the plan is sealed while it is kept and erased when the
+/// rotation finishes.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct RotationPlan {
+    /// The version served now.
+    pub from: u32,
+    /// The next version.
+    pub to: u32,
+    /// `ρ` of each node's key, node 1 first, canonical scalars.
+    pub factors: Vec<[u8; 32]>,
+    /// `zero_shares[x - 1][j - 1]`: keeper `j`'s share of zero for node `x`'s key.
+    pub zero_shares: Vec<Vec<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for RotationPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RotationPlan {{ {} -> {}, .. }}", self.from, self.to)
+    }
+}
+
+/// One node's progress in a rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeRotation {
+    /// The node.
+    pub node: u8,
+    /// The version it serves.
+    pub current: u32,
+    /// The version it is moving to.
+    pub next: Option<u32>,
+    /// Images moved so far.
+    pub moved: u64,
+    /// Images stored when it began.
+    pub total: u64,
+    /// Postings moved so far.
+    pub postings: u64,
+    /// Every image has moved.
+    pub done: bool,
+}
+
+impl RotationPlan {
+    /// Draw the plan for moving `nodes` node keys, shared among `keepers` with threshold
+    /// `threshold`, from version `from` to `from + 1`.
+    ///
+    /// # Errors
+    /// A message for impossible parameters.
+    pub fn draw<R: RngCore + CryptoRng>(
+        from: u32,
+        nodes: usize,
+        keepers: usize,
+        threshold: usize,
+        rng: &mut R,
+    ) -> Result<RotationPlan, String> {
+        let to = from
+            .checked_add(1)
+            .ok_or("the key version cannot grow further")?;
+        let mut factors = Vec::with_capacity(nodes);
+        let mut zero_shares = Vec::with_capacity(nodes);
+        for _ in 0..nodes {
+            let r = Rekey::random(keepers, threshold, rng).map_err(|e| e.to_string())?;
+            factors.push(r.factor.to_bytes());
+            zero_shares.push(r.zero_shares.iter().map(Scalar::to_bytes).collect());
+        }
+        Ok(RotationPlan {
+            from,
+            to,
+            factors,
+            zero_shares,
+        })
+    }
+
+    /// Seal for keeping on disk until the rotation finishes.
+    ///
+    /// # Errors
+    /// A message if sealing fails.
+    pub fn seal<R: RngCore + CryptoRng>(
+        &self,
+        key: &WrappingKey,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, String> {
+        let plain = Zeroizing::new(postcard::to_allocvec(self).map_err(|e| e.to_string())?);
+        keyfile::seal(&plain, PLAN_PURPOSE, 1, key, rng).map_err(|e| e.to_string())
+    }
+
+    /// Open a sealed plan.
+    ///
+    /// # Errors
+    /// A message for a wrong key or an altered file.
+    pub fn open(sealed: &[u8], key: &WrappingKey) -> Result<RotationPlan, String> {
+        let opened = keyfile::open(sealed, PLAN_PURPOSE, key).map_err(|e| e.to_string())?;
+        postcard::from_bytes(&opened.secret).map_err(|e| e.to_string())
+    }
+
+    fn rekey(&self, node: usize) -> Result<Rekey, String> {
+        let scalar = |b: &[u8; 32]| {
+            Option::<Scalar>::from(Scalar::from_canonical_bytes(*b))
+                .ok_or_else(|| "the rotation plan holds a value that is not a scalar".to_string())
+        };
+        let factors = self.factors.get(node).ok_or("the plan has too few nodes")?;
+        let zeros = self
+            .zero_shares
+            .get(node)
+            .ok_or("the plan has too few nodes")?;
+        Ok(Rekey {
+            factor: scalar(factors)?,
+            zero_shares: zeros.iter().map(scalar).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The keepers' public shares of the next version, `next[x - 1][j - 1] = ρ_x · P_xj +
+    /// z_xj · G`, from those of the current version.
+    ///
+    /// # Errors
+    /// A message when the plan and the shares disagree in shape.
+    pub fn next_public_shares(
+        &self,
+        current: &[Vec<RistrettoPoint>],
+    ) -> Result<Vec<Vec<RistrettoPoint>>, String> {
+        current
+            .iter()
+            .enumerate()
+            .map(|(x, shares)| {
+                let r = self.rekey(x)?;
+                shares
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| r.public_share(j as u8 + 1, p).map_err(|e| e.to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl Client {
+    /// Step 1: every keeper takes its share of the plan's next version, and its public shares
+    /// are checked against those the plan predicts. Returns the next public shares (for the
+    /// clients' configuration). Every keeper is needed.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] naming each keeper that failed or answered shares that are not the
+    /// predicted ones; [`Error::Rotation`] when this client uses no keepers or the plan does
+    /// not fit the cluster.
+    pub async fn rekey_keepers(
+        &self,
+        plan: &RotationPlan,
+    ) -> Result<Vec<Vec<RistrettoPoint>>, Error> {
+        let keepers = self.tokens.keepers().ok_or_else(no_keepers)?;
+        let next = plan
+            .next_public_shares(&keepers.public_shares)
+            .map_err(Error::Rotation)?;
+        if plan.factors.len() != self.n() || next.len() != self.n() {
+            return Err(Error::Rotation(format!(
+                "the plan is for {} nodes, the cluster has {}",
+                plan.factors.len(),
+                self.n()
+            )));
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (j, url) in keepers.urls.iter().enumerate() {
+            let parts = (0..self.n())
+                .map(|x| KeeperRekeyPart {
+                    node: x as u8 + 1,
+                    factor: plan.factors[x],
+                    zero_share: plan.zero_shares[x][j],
+                })
+                .collect();
+            let body = RequestBody::KeeperRekey {
+                from: plan.from,
+                to: plan.to,
+                parts,
+            };
+            let expected: Vec<[u8; 32]> = next.iter().map(|n| oprf::serialize(&n[j])).collect();
+            let (http, url) = (self.http.clone(), url.clone());
+            set.spawn(async move {
+                let (r, _, _) = post(&http, &url, body).await;
+                let r = r.and_then(|b| match b {
+                    ResponseBody::KeeperRekeyed { public_shares, .. }
+                        if public_shares == expected =>
+                    {
+                        Ok(())
+                    }
+                    ResponseBody::KeeperRekeyed { .. } => Err(
+                        "its public shares of the next version are not those the plan makes"
+                            .to_string(),
+                    ),
+                    _ => Err("unexpected answer".to_string()),
+                });
+                (j as u8 + 1, r)
+            });
+        }
+        let mut failures = Vec::new();
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok((keeper, Err(reason))) => failures.push(KeeperFailure { keeper, reason }),
+                Ok((_, Ok(()))) => {}
+                Err(e) => failures.push(KeeperFailure {
+                    keeper: 0,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        if failures.is_empty() {
+            Ok(next)
+        } else {
+            failures.sort_by_key(|f| f.keeper);
+            Err(Error::Keepers {
+                what: "key rotation at the keepers",
+                failures,
+            })
+        }
+    }
+
+    /// Step 2: every node moves its stored elements with its `ρ` and serves both versions.
+    ///
+    /// # Errors
+    /// [`Error::Nodes`] naming each node that failed.
+    pub async fn begin_rotation(&self, plan: &RotationPlan) -> Result<Vec<NodeRotation>, Error> {
+        let results = self
+            .call_all(|x| RequestBody::Rotate {
+                op: RotateOp::Begin {
+                    from: plan.from,
+                    to: plan.to,
+                    factor: plan.factors[usize::from(x) - 1],
+                },
+            })
+            .await;
+        progress("key rotation (begin)", results)
+    }
+
+    /// Step 3: every node moves up to `max_images` more images; call until all are `done`.
+    ///
+    /// # Errors
+    /// [`Error::Nodes`] naming each node that failed.
+    pub async fn rotation_step(&self, max_images: u32) -> Result<Vec<NodeRotation>, Error> {
+        let results = self
+            .call_all(|_| RequestBody::Rotate {
+                op: RotateOp::Move { max_images },
+            })
+            .await;
+        progress("key rotation (move)", results)
+    }
+
+    /// Step 5: the nodes forget the old version and `ρ`, then the keepers erase their shares
+    /// of it. Call it only once the clients are configured for the next version: clients still
+    /// on the old one are refused from then on.
+    ///
+    /// # Errors
+    /// [`Error::Nodes`] naming each node (or keeper) that failed.
+    pub async fn finish_rotation(&self, plan: &RotationPlan) -> Result<(), Error> {
+        let results = self
+            .call_all(|_| RequestBody::Rotate {
+                op: RotateOp::Finish { to: plan.to },
+            })
+            .await;
+        progress("key rotation (finish)", results)?;
+        let keepers = self.tokens.keepers().ok_or_else(no_keepers)?;
+        let mut failures = Vec::new();
+        for (j, url) in keepers.urls.iter().enumerate() {
+            let body = RequestBody::KeeperRetire { version: plan.from };
+            if let (Err(reason), _, _) = post(&self.http, url, body).await {
+                failures.push(KeeperFailure {
+                    keeper: j as u8 + 1,
+                    reason,
+                });
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Keepers {
+                what: "erasing the old key version at the keepers",
+                failures,
+            })
+        }
+    }
+}
+
+fn no_keepers() -> Error {
+    Error::Rotation(
+        "this cluster uses HMAC tokens: there are no keepers and no key versions to rotate".into(),
+    )
+}
+
+fn progress(
+    what: &'static str,
+    results: Vec<(u8, Result<ResponseBody, String>, u64, u64)>,
+) -> Result<Vec<NodeRotation>, Error> {
+    let failures = failures_of(&results);
+    if !failures.is_empty() {
+        return Err(Error::Nodes { what, failures });
+    }
+    results
+        .into_iter()
+        .map(|(x, r, _, _)| match r {
+            Ok(ResponseBody::Rotation {
+                current,
+                next,
+                moved,
+                total,
+                postings,
+                done,
+                ..
+            }) => Ok(NodeRotation {
+                node: x,
+                current,
+                next,
+                moved,
+                total,
+                postings,
+                done,
+            }),
+            _ => Err(Error::Nodes {
+                what,
+                failures: vec![NodeFailure {
+                    node: x,
+                    reason: "unexpected answer".into(),
+                }],
+            }),
+        })
+        .collect()
+}

@@ -1,0 +1,509 @@
+//! Token-key versions and their rotation at a node.
+//!
+//! A node serves one token key version. A rotation moves every stored posting to the next one
+//! without any hash or key being known here: the node is given `ρ` with `k' = ρ · k`, turns each
+//! stored band element `E = k · H(x)` into `ρ · E`, and hashes that into the next version's token
+//! (the node crate does the group arithmetic and hands the store the resulting [`TokenMove`]s).
+//! The store keeps the old → new token map and moves images in durable steps, in id order, an
+//! image's postings and record together; a step that is interrupted is either all there or not at
+//! all, and the next step picks up from the last image moved. While the rotation runs, lookups
+//! under either version find every image (each token is also looked up as its counterpart), new
+//! images are written under the next version, and an image prepared under the old version and
+//! committed meanwhile is posted under the next one. Finishing forgets the old tokens, their
+//! elements and `ρ`.
+
+use std::collections::HashMap;
+
+use obscura_tokens::{Token, BANDS, TOKEN_LEN};
+use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTableMetadata};
+use zeroize::Zeroizing;
+
+use crate::{
+    audit, AuditKind, Error, ImageRecord, ImageState, Store, META, POSTINGS, STATE, TOKEN_ELEMENTS,
+    TOKEN_MAP,
+};
+
+type Tok = [u8; TOKEN_LEN];
+
+/// One stored band element moved to the next key version: its token now, its token and element
+/// under the next version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenMove {
+    /// The token under the current version.
+    pub from: Token,
+    /// The token under the next version.
+    pub to: Token,
+    /// The element under the next version, `ρ · E`.
+    pub element: [u8; 32],
+}
+
+/// The token key versions a node serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyVersions {
+    /// The version served.
+    pub current: u32,
+    /// The version being moved to, during a rotation.
+    pub next: Option<u32>,
+}
+
+/// Where a rotation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationStatus {
+    /// The versions served now.
+    pub versions: KeyVersions,
+    /// Images moved so far in this rotation.
+    pub moved: u64,
+    /// Images stored when it began.
+    pub total: u64,
+    /// Postings of committed images moved so far.
+    pub postings: u64,
+    /// Every image has moved (or no rotation is under way).
+    pub done: bool,
+}
+
+/// The in-memory mirror of the key state.
+pub(crate) struct KeyState {
+    current: u32,
+    rotation: Option<Rotating>,
+}
+
+impl Default for KeyState {
+    fn default() -> Self {
+        KeyState {
+            current: 1,
+            rotation: None,
+        }
+    }
+}
+
+struct Rotating {
+    to: u32,
+    factor: Zeroizing<[u8; 32]>,
+    forward: HashMap<Tok, Tok>,
+    backward: HashMap<Tok, Tok>,
+}
+
+impl KeyState {
+    fn versions(&self) -> KeyVersions {
+        KeyVersions {
+            current: self.current,
+            next: self.rotation.as_ref().map(|r| r.to),
+        }
+    }
+
+    /// The version new tokens must be under.
+    pub(crate) fn writing(&self) -> u32 {
+        self.rotation.as_ref().map_or(self.current, |r| r.to)
+    }
+
+    pub(crate) fn refuse(&self, asked: u32) -> Error {
+        let v = self.versions();
+        Error::KeyVersion {
+            asked,
+            current: v.current,
+            next: v.next,
+        }
+    }
+
+    /// For tokens of `version`, the map to their counterparts under the other version served.
+    pub(crate) fn counterparts(&self, version: u32) -> Result<Option<&HashMap<Tok, Tok>>, Error> {
+        match &self.rotation {
+            _ if version == self.current => Ok(self.rotation.as_ref().map(|r| &r.forward)),
+            Some(r) if version == r.to => Ok(Some(&r.backward)),
+            _ => Err(self.refuse(version)),
+        }
+    }
+
+    /// An image's tokens under the next version, when they are of the version being retired.
+    pub(crate) fn forward(&self, tokens: &[Token; BANDS]) -> Result<Option<[Token; BANDS]>, Error> {
+        let Some(r) = &self.rotation else {
+            return Ok(None);
+        };
+        if !r.forward.contains_key(&tokens[0].0) {
+            return Ok(None);
+        }
+        let mut out = *tokens;
+        for t in &mut out {
+            t.0 = *r
+                .forward
+                .get(&t.0)
+                .ok_or(Error::Corrupt("an image's tokens are of two key versions"))?;
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The rotation record kept in the meta table while one is under way.
+struct Record {
+    to: u32,
+    factor: Zeroizing<[u8; 32]>,
+    /// The last image moved, in id order.
+    cursor: Option<[u8; 16]>,
+    moved: u64,
+    total: u64,
+    postings: u64,
+    done: bool,
+}
+
+impl Record {
+    const LEN: usize = 4 + 32 + 1 + 16 + 8 * 3 + 1;
+
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(Self::LEN));
+        out.extend_from_slice(&self.to.to_be_bytes());
+        out.extend_from_slice(self.factor.as_slice());
+        out.push(u8::from(self.cursor.is_some()));
+        out.extend_from_slice(&self.cursor.unwrap_or_default());
+        for v in [self.moved, self.total, self.postings] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out.push(u8::from(self.done));
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<Record, Error> {
+        if b.len() != Self::LEN {
+            return Err(Error::Corrupt("rotation record length"));
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Ok(Record {
+            to: u32::from_be_bytes(b[..4].try_into().expect("4 bytes")),
+            factor: Zeroizing::new(b[4..36].try_into().expect("32 bytes")),
+            cursor: (b[36] == 1).then(|| b[37..53].try_into().expect("16 bytes")),
+            moved: u64_at(53),
+            total: u64_at(61),
+            postings: u64_at(69),
+            done: b[77] == 1,
+        })
+    }
+}
+
+const KEY_VERSION: &str = "key_version";
+const ROTATION: &str = "rotation";
+
+fn tok(bytes: &[u8]) -> Result<Tok, Error> {
+    bytes.try_into().map_err(|_| Error::Corrupt("token"))
+}
+
+impl Store {
+    pub(crate) fn keys(&self) -> std::sync::RwLockReadGuard<'_, KeyState> {
+        // Every change replaces whole values after its transaction committed: a poisoned lock
+        // still holds a consistent state.
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, KeyState> {
+        self.keys.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn load_keys(&self) -> Result<(), Error> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let current = match meta.get(KEY_VERSION)? {
+            None => 1,
+            Some(v) => u32::from_be_bytes(
+                v.value()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("key version"))?,
+            ),
+        };
+        let rotation = match meta.get(ROTATION)? {
+            None => None,
+            Some(r) => {
+                let record = Record::decode(r.value())?;
+                let mut forward = HashMap::new();
+                for e in txn.open_table(TOKEN_MAP)?.iter()? {
+                    let (k, v) = e?;
+                    forward.insert(tok(k.value())?, tok(v.value())?);
+                }
+                Some(Rotating {
+                    to: record.to,
+                    factor: record.factor,
+                    backward: forward.iter().map(|(a, b)| (*b, *a)).collect(),
+                    forward,
+                })
+            }
+        };
+        *self.keys_mut() = KeyState { current, rotation };
+        Ok(())
+    }
+
+    /// The token key versions this node serves.
+    pub fn key_versions(&self) -> KeyVersions {
+        self.keys().versions()
+    }
+
+    /// During a rotation, its target version and `ρ`, to move the tokens of an image uploaded
+    /// under the old version.
+    pub fn rotation_factor(&self) -> Option<(u32, Zeroizing<[u8; 32]>)> {
+        self.keys()
+            .rotation
+            .as_ref()
+            .map(|r| (r.to, r.factor.clone()))
+    }
+
+    /// Begin moving from key version `from` to `to`: `moves` must hold every stored element of
+    /// `from` (see [`token_elements`](Self::token_elements)), moved with the same `factor`.
+    /// Repeating a begun (or finished) rotation with the same values reports where it stands.
+    ///
+    /// # Errors
+    /// [`Error::KeyVersion`] when `from` is not the version served, [`Error::Invalid`] when
+    /// another rotation is under way or `to` is not newer, [`Error::ElementsChanged`] when an
+    /// element was stored since `moves` was computed (compute again).
+    pub fn begin_rotation(
+        &self,
+        from: u32,
+        to: u32,
+        factor: &[u8; 32],
+        moves: &[TokenMove],
+        now: u64,
+    ) -> Result<RotationStatus, Error> {
+        let mut keys = self.keys_mut();
+        if let Some(r) = &keys.rotation {
+            if (keys.current, r.to, r.factor.as_slice()) == (from, to, factor.as_slice()) {
+                drop(keys);
+                return self.rotation_status();
+            }
+            return Err(Error::Invalid(
+                "another rotation is under way: finish it first",
+            ));
+        }
+        if keys.current == to {
+            drop(keys);
+            return self.rotation_status();
+        }
+        if keys.current != from {
+            return Err(keys.refuse(from));
+        }
+        if to <= from {
+            return Err(Error::Invalid("the next key version must be newer"));
+        }
+        let forward: HashMap<Tok, Tok> = moves.iter().map(|m| (m.from.0, m.to.0)).collect();
+        let txn = self.begin_durable()?;
+        let total;
+        {
+            let mut elements = txn.open_table(TOKEN_ELEMENTS)?;
+            let stored = elements.len()?;
+            let mut covered = 0u64;
+            for e in elements.iter()? {
+                if !forward.contains_key(&tok(e?.0.value())?) {
+                    return Err(Error::ElementsChanged);
+                }
+                covered += 1;
+            }
+            if covered != stored || forward.len() as u64 != stored {
+                return Err(Error::ElementsChanged);
+            }
+            let mut map = txn.open_table(TOKEN_MAP)?;
+            for m in moves {
+                elements.insert(m.to.0.as_slice(), m.element.as_slice())?;
+                map.insert(m.from.0.as_slice(), m.to.0.as_slice())?;
+            }
+            total = txn.open_table(STATE)?.len()?;
+            let record = Record {
+                to,
+                factor: Zeroizing::new(*factor),
+                cursor: None,
+                moved: 0,
+                total,
+                postings: 0,
+                done: false,
+            };
+            txn.open_table(META)?
+                .insert(ROTATION, record.encode().as_slice())?;
+        }
+        let detail = format!(
+            "key version {from} -> {to}: begin, {} elements, {total} images",
+            moves.len()
+        );
+        audit::append(&txn, now, AuditKind::KeyChange, &[0; 16], detail.as_bytes())?;
+        txn.commit()?;
+        keys.rotation = Some(Rotating {
+            to,
+            factor: Zeroizing::new(*factor),
+            backward: forward.iter().map(|(a, b)| (*b, *a)).collect(),
+            forward,
+        });
+        drop(keys);
+        self.rotation_status()
+    }
+
+    /// Move up to `max_images` more images to the next key version, in one durable
+    /// transaction, and report progress.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when no rotation is under way, [`Error::Corrupt`] for an image whose
+    /// tokens are of neither version.
+    pub fn rotate_step(&self, max_images: usize, now: u64) -> Result<RotationStatus, Error> {
+        let keys = self.keys();
+        if keys.rotation.is_none() {
+            return Err(Error::Invalid("no rotation is under way"));
+        }
+        if max_images == 0 {
+            drop(keys);
+            return self.rotation_status();
+        }
+        let txn = self.begin_durable()?;
+        let mut moved: Vec<(crate::ImageId, [Token; BANDS], [Token; BANDS])> = Vec::new();
+        let mut scanned = 0usize;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut record = match meta.get(ROTATION)? {
+                Some(r) => Record::decode(r.value())?,
+                None => return Err(Error::Corrupt("rotation without its record")),
+            };
+            let mut state = txn.open_table(STATE)?;
+            let mut postings = txn.open_multimap_table(POSTINGS)?;
+            let elements = txn.open_table(TOKEN_ELEMENTS)?;
+            let batch: Vec<([u8; 16], ImageRecord)> = {
+                let range = match &record.cursor {
+                    Some(c) => state.range::<&[u8]>((
+                        std::ops::Bound::Excluded(c.as_slice()),
+                        std::ops::Bound::Unbounded,
+                    ))?,
+                    None => state.range::<&[u8]>(..)?,
+                };
+                range
+                    .take(max_images)
+                    .map(|e| {
+                        let (k, v) = e?;
+                        let id: [u8; 16] =
+                            k.value().try_into().map_err(|_| Error::Corrupt("id"))?;
+                        Ok((id, ImageRecord::decode(v.value())?))
+                    })
+                    .collect::<Result<_, Error>>()?
+            };
+            for (id, mut r) in batch {
+                scanned += 1;
+                record.cursor = Some(id);
+                let Some(next) = keys.forward(&r.tokens)? else {
+                    // Written under the next version already, and so with its elements; an
+                    // image without elements (HMAC tokens) cannot move, and must not be left.
+                    if elements.get(r.tokens[0].0.as_slice())?.is_none() {
+                        return Err(Error::Invalid(
+                            "an image has no stored band elements (HMAC tokens?) and cannot move",
+                        ));
+                    }
+                    continue;
+                };
+                if r.state == ImageState::Committed {
+                    for (old, new) in r.tokens.iter().zip(&next) {
+                        postings.remove(old.0.as_slice(), id.as_slice())?;
+                        postings.insert(new.0.as_slice(), id.as_slice())?;
+                    }
+                    record.postings += BANDS as u64;
+                    moved.push((crate::ImageId(id), r.tokens, next));
+                }
+                r.tokens = next;
+                state.insert(id.as_slice(), r.encode().as_slice())?;
+                record.moved += 1;
+            }
+            record.done = scanned < max_images;
+            meta.insert(ROTATION, record.encode().as_slice())?;
+        }
+        let detail = format!("key version move: {scanned} images scanned");
+        audit::append(&txn, now, AuditKind::KeyChange, &[0; 16], detail.as_bytes())?;
+        // Hold the posting mirror across the commit, so no delete or commit slips between the
+        // table and the mirror.
+        let mut map = self.postings_mut();
+        txn.commit()?;
+        for (id, old, new) in &moved {
+            for (o, n) in old.iter().zip(new) {
+                if let Some(list) = map.get_mut(&o.0) {
+                    list.retain(|x| x != id);
+                    if list.is_empty() {
+                        map.remove(&o.0);
+                    }
+                }
+                map.entry(n.0).or_default().push(*id);
+            }
+        }
+        drop(map);
+        drop(keys);
+        self.rotation_status()
+    }
+
+    /// Finish the rotation to `to` once every image moved: the old version's tokens and
+    /// elements and `ρ` are erased, and only `to` is served. Finishing a finished rotation
+    /// changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when images remain to be moved or no such rotation is under way.
+    pub fn finish_rotation(&self, to: u32, now: u64) -> Result<RotationStatus, Error> {
+        let mut keys = self.keys_mut();
+        let Some(r) = &keys.rotation else {
+            if keys.current == to {
+                drop(keys);
+                return self.rotation_status();
+            }
+            return Err(Error::Invalid(
+                "no rotation to this key version is under way",
+            ));
+        };
+        if r.to != to {
+            return Err(Error::Invalid("another rotation is under way"));
+        }
+        let from = keys.current;
+        let txn = self.begin_durable()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let record = match meta.get(ROTATION)? {
+                Some(v) => Record::decode(v.value())?,
+                None => return Err(Error::Corrupt("rotation without its record")),
+            };
+            if !record.done {
+                return Err(Error::Invalid("images remain to be moved: move them first"));
+            }
+            let postings = txn.open_multimap_table(POSTINGS)?;
+            let mut elements = txn.open_table(TOKEN_ELEMENTS)?;
+            for old in r.forward.keys() {
+                if !postings.get(old.as_slice())?.is_empty() {
+                    return Err(Error::Corrupt("a posting of the old key version remains"));
+                }
+                elements.remove(old.as_slice())?;
+            }
+            drop(postings);
+            txn.open_table(TOKEN_MAP)?.retain(|_, _| false)?;
+            meta.remove(ROTATION)?;
+            meta.insert(KEY_VERSION, to.to_be_bytes().as_slice())?;
+        }
+        let detail = format!("key version {from} -> {to}: finished");
+        audit::append(&txn, now, AuditKind::KeyChange, &[0; 16], detail.as_bytes())?;
+        txn.commit()?;
+        *keys = KeyState {
+            current: to,
+            rotation: None,
+        };
+        drop(keys);
+        self.rotation_status()
+    }
+
+    /// Where the rotation stands (`done` with no `next` when none is under way).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn rotation_status(&self) -> Result<RotationStatus, Error> {
+        let versions = self.key_versions();
+        let txn = self.db.begin_read()?;
+        let record = match txn.open_table(META)?.get(ROTATION)? {
+            Some(v) => Some(Record::decode(v.value())?),
+            None => None,
+        };
+        Ok(match record {
+            Some(r) => RotationStatus {
+                versions,
+                moved: r.moved,
+                total: r.total,
+                postings: r.postings,
+                done: r.done,
+            },
+            None => RotationStatus {
+                versions,
+                moved: 0,
+                total: 0,
+                postings: 0,
+                done: true,
+            },
+        })
+    }
+}
