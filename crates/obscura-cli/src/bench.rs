@@ -586,6 +586,7 @@ fn load_synthetic(
                     tokens: std::array::from_fn(|b| at(u, b).tokens[b]),
                     key_version: 1,
                     elements: e.as_ref(),
+                    retired_tokens: None,
                 })
                 .collect();
             store

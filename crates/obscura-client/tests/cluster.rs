@@ -39,6 +39,13 @@ struct Cluster {
     keepers: Vec<Option<Running>>,
     reserved: Vec<std::net::TcpListener>,
     client: Client,
+    /// What another client of this cluster is made from (see [`Cluster::client_at`]).
+    template: ClientTemplate,
+}
+
+struct ClientTemplate {
+    tls: rustls::ClientConfig,
+    owner: SigningKey,
 }
 
 /// How a test cluster is made.
@@ -204,11 +211,12 @@ impl Cluster {
         } else {
             TokenParts::Hmac(TokenRoot::random(&mut rng))
         };
+        let client_tls = client_config(&tls.ca_cert_pem, &tls.clients[0]).unwrap();
         let client = Client::new(ClientParts {
             k: K,
             t: T,
             nodes: ports.iter().map(url).collect(),
-            tls: client_config(&tls.ca_cert_pem, &tls.clients[0]).unwrap(),
+            tls: client_tls.clone(),
             tokens,
             key_version: 1,
             owner: Some(owner.clone()),
@@ -226,6 +234,10 @@ impl Cluster {
             keepers: (0..m).map(|_| None).collect(),
             reserved,
             client,
+            template: ClientTemplate {
+                tls: client_tls,
+                owner,
+            },
         };
         for node in 1..=N as u8 {
             c.up(node).await;
@@ -263,6 +275,33 @@ impl Cluster {
             rx.await.ok();
         }));
         self.running[i] = Some(Running { stop, task });
+    }
+
+    /// A client of key version `version`, with the keepers' public shares of it.
+    fn client_at(
+        &self,
+        version: u32,
+        public_shares: Vec<Vec<obscura_keeper::RistrettoPoint>>,
+    ) -> Client {
+        let url = |p: &u16| format!("https://127.0.0.1:{p}");
+        Client::new(ClientParts {
+            k: K,
+            t: T,
+            nodes: self.ports.iter().map(url).collect(),
+            tls: self.template.tls.clone(),
+            tokens: TokenParts::Voprf(KeeperParts {
+                urls: self.keeper_ports.iter().map(url).collect(),
+                threshold: KT,
+                public_shares,
+            }),
+            key_version: version,
+            owner: Some(self.template.owner.clone()),
+            owner_public: self.template.owner.verifying_key(),
+            plan: BatchPlan::new(1, 12).unwrap(),
+            timeout: Duration::from_secs(5),
+            journal: None,
+        })
+        .unwrap()
     }
 
     async fn down(&mut self, node: u8) {
@@ -600,4 +639,121 @@ async fn a_spent_budget_is_refused_and_audited() {
         audited += usize::from(refused);
     }
     assert!(audited >= 1);
+}
+
+async fn finds(client: &Client, name: &str, id: obscura_sharing::manifest::ImageId) {
+    let q = testdata(&format!("derived/{name}.q75.jpg"));
+    let found = client.search(&q, 10, 10).await.unwrap();
+    assert!(
+        !found.matches.is_empty(),
+        "{name}: {} candidates, {} hits",
+        found.candidates,
+        found.stage1_hits
+    );
+    assert_eq!(found.matches[0].id, id, "{name}");
+}
+
+/// A key rotation stopped half-way (with a node and a keeper restarted in the middle) and
+/// resumed: every image stays findable throughout, under the old version and the new one, an
+/// image indexed meanwhile under the old version lands under the new one, and once finished
+/// only the new version works, at nodes and keepers alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
+    use obscura_client::rotation::RotationPlan;
+    let mut c = Cluster::start("rotation").await;
+    let names = ["camera", "coffee", "astronaut", "rocket"];
+    let files: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| {
+            testdata(&format!(
+                "photos/{n}.{}",
+                if *n == "rocket" { "jpg" } else { "png" }
+            ))
+        })
+        .collect();
+    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let mut ids: Vec<_> = c
+        .client
+        .index_many(&refs)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let plan = RotationPlan::draw(1, N, M, KT, &mut rng).unwrap();
+    let next = c.client.rekey_keepers(&plan).await.unwrap();
+    // A keeper restarted now has sealed its shares of version 2.
+    c.keeper_down(2).await;
+    c.keeper_up(2).await;
+    let begun = c.client.begin_rotation(&plan).await.unwrap();
+    assert!(begun
+        .iter()
+        .all(|r| r.next == Some(2) && r.total == 4 && !r.done));
+    let half = c.client.rotation_step(2).await.unwrap();
+    assert!(half
+        .iter()
+        .all(|r| r.moved == 2 && r.postings == 16 && !r.done));
+
+    // Interrupted: node 3 goes down and comes back mid-rotation.
+    c.down(3).await;
+    c.up(3).await;
+    let v2 = c.client_at(2, next.clone());
+    for (name, id) in names.iter().zip(&ids) {
+        finds(&c.client, name, *id).await;
+        finds(&v2, name, *id).await;
+    }
+    // Indexed under version 1 meanwhile: the nodes write it under version 2.
+    let chelsea = testdata("photos/chelsea.png");
+    ids.push(c.client.index(&chelsea).await.unwrap());
+    finds(&c.client, "chelsea", ids[4]).await;
+    finds(&v2, "chelsea", ids[4]).await;
+    // And one indexed under version 2 meanwhile: clients still on version 1 find it too.
+    ids.push(v2.index(&testdata("photos/horse.png")).await.unwrap());
+    finds(&c.client, "horse", ids[5]).await;
+    finds(&v2, "horse", ids[5]).await;
+
+    // Finishing before every image moved is refused, and leaves both versions served.
+    let err = c.client.finish_rotation(&plan).await.unwrap_err();
+    assert!(err.to_string().contains("remain to be moved"), "{err}");
+    finds(&c.client, "coffee", ids[1]).await;
+
+    // Resumed: the same plan again, steps to the end.
+    assert_eq!(c.client.rekey_keepers(&plan).await.unwrap(), next);
+    c.client.begin_rotation(&plan).await.unwrap();
+    let mut steps = 0;
+    loop {
+        let s = c.client.rotation_step(2).await.unwrap();
+        steps += 1;
+        if s.iter().all(|r| r.done) {
+            assert!(s.iter().all(|r| r.postings == 4 * 8), "{s:?}");
+            break;
+        }
+    }
+    assert!(steps <= 3);
+    // A different plan for a version the keepers already hold is refused.
+    let other = RotationPlan::draw(1, N, M, KT, &mut rng).unwrap();
+    assert!(c.client.rekey_keepers(&other).await.is_err());
+    c.client.finish_rotation(&plan).await.unwrap();
+    c.client.finish_rotation(&plan).await.unwrap();
+
+    // Only version 2 now, even after restarts.
+    c.keeper_down(1).await;
+    c.keeper_up(1).await;
+    c.down(1).await;
+    c.up(1).await;
+    let err = c.client.search(&files[0], 10, 10).await.unwrap_err();
+    assert!(err.to_string().contains("version 1"), "{err}");
+    for (i, name) in names.iter().chain(["chelsea", "horse"].iter()).enumerate() {
+        finds(&v2, name, ids[i]).await;
+    }
+    assert_eq!(v2.get(ids[4]).await.unwrap().image, chelsea);
+    for (node, log) in c.client.audit_logs().await {
+        let changes = log
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == obscura_store::AuditKind::KeyChange.tag())
+            .count();
+        assert!(changes >= 3, "node {node}: {changes} key changes audited");
+    }
 }

@@ -160,6 +160,21 @@ fn move_element(
     Ok((voprf_token(&next), next))
 }
 
+/// A prepared image after the checks: its tokens and elements as sent.
+type Checked<'a> = (
+    &'a obscura_proto::PreparedImage,
+    [Token; BANDS],
+    Option<[WireElement; BANDS]>,
+);
+
+/// What is written of a prepared image: tokens and elements under the version written, and
+/// during a rotation its tokens under the retired version.
+struct Written {
+    tokens: [Token; BANDS],
+    elements: Option<[WireElement; BANDS]>,
+    retired: Option<[Token; BANDS]>,
+}
+
 fn rotation(node: u8, s: RotationStatus) -> ResponseBody {
     ResponseBody::Rotation {
         node,
@@ -229,7 +244,7 @@ impl NodeState {
                 key_version,
                 images,
             } => {
-                let mut checked = Vec::with_capacity(images.len());
+                let mut checked: Vec<Checked<'_>> = Vec::with_capacity(images.len());
                 for img in images {
                     self.check_against_manifest(
                         &img.image,
@@ -249,14 +264,15 @@ impl NodeState {
                     let batch: Vec<NewImage<'_>> = checked
                         .iter()
                         .zip(&moved)
-                        .map(|((img, _, _), (tokens, elements))| NewImage {
+                        .map(|((img, _, _), w)| NewImage {
                             id: ImageId(img.image),
                             manifest: &img.manifest,
                             image_share: &img.image_share,
                             hash_share: img.hash_share.as_slice().try_into().expect("size checked"),
-                            tokens: *tokens,
+                            tokens: w.tokens,
                             key_version: version,
-                            elements: elements.as_ref(),
+                            elements: w.elements.as_ref(),
+                            retired_tokens: w.retired,
                         })
                         .collect();
                     match self.store.prepare_many(&batch, now) {
@@ -348,42 +364,66 @@ impl NodeState {
 
     /// The key version a prepared batch is written under, and its images' tokens and elements
     /// under it: as sent, or moved by `ρ` when made under the version a rotation retires.
-    #[allow(clippy::type_complexity)]
+    /// During a rotation each image also gets its tokens under the retired version, so that
+    /// lookups under either version find it.
     fn to_writing_version(
         &self,
         key_version: u32,
-        images: &[(
-            &obscura_proto::PreparedImage,
-            [Token; BANDS],
-            Option<[WireElement; BANDS]>,
-        )],
-    ) -> Result<(u32, Vec<([Token; BANDS], Option<[WireElement; BANDS]>)>), ResponseBody> {
-        let as_sent = || images.iter().map(|(_, t, e)| (*t, *e)).collect();
+        images: &[Checked<'_>],
+    ) -> Result<(u32, Vec<Written>), ResponseBody> {
+        let as_sent = || {
+            images
+                .iter()
+                .map(|(_, t, e)| Written {
+                    tokens: *t,
+                    elements: *e,
+                    retired: None,
+                })
+                .collect()
+        };
         let Some((to, factor)) = self.store.rotation_factor() else {
             return Ok((key_version, as_sent()));
         };
-        if key_version != self.store.key_versions().current {
-            return Ok((key_version, as_sent()));
+        let current = self.store.key_versions().current;
+        if key_version != current && key_version != to {
+            return Ok((key_version, as_sent())); // the store refuses it
         }
-        let factor = scalar(&factor)?;
+        let rho = scalar(&factor)?;
+        let rho = if key_version == current {
+            rho
+        } else {
+            rho.invert()
+        };
         let mut out = Vec::with_capacity(images.len());
-        for (img, _, elements) in images {
+        for (img, tokens, elements) in images {
             let Some(elements) = elements else {
                 return Err(error(
                     ErrorCode::UnknownKey,
                     format!(
-                        "image {}: during a rotation to key version {to}, an image made under \
-                         version {key_version} needs its band elements",
+                        "image {}: during a rotation to key version {to}, images need their \
+                         band elements",
                         ImageId(img.image)
                     ),
                 ));
             };
-            let mut tokens = [Token([0; 16]); BANDS];
-            let mut next = [[0; 32]; BANDS];
+            let mut other = [Token([0; 16]); BANDS];
+            let mut other_elements = [[0; 32]; BANDS];
             for (band, e) in elements.iter().enumerate() {
-                (tokens[band], next[band]) = move_element(&factor, e)?;
+                (other[band], other_elements[band]) = move_element(&rho, e)?;
             }
-            out.push((tokens, Some(next)));
+            out.push(if key_version == current {
+                Written {
+                    tokens: other,
+                    elements: Some(other_elements),
+                    retired: Some(*tokens),
+                }
+            } else {
+                Written {
+                    tokens: *tokens,
+                    elements: Some(*elements),
+                    retired: Some(other),
+                }
+            });
         }
         Ok((to, out))
     }

@@ -29,6 +29,7 @@
 //!     tokens,
 //!     key_version: 1,
 //!     elements: None,
+//!     retired_tokens: None,
 //! }, 1_790_000_000)?;
 //! assert!(store.lookup(&[tokens[3]])?[0].is_empty()); // pending: invisible
 //! store.commit(&id, 1_790_000_001)?;
@@ -209,6 +210,9 @@ pub struct NewImage<'a> {
     /// With VOPRF tokens, the 8 band elements the tokens were hashed from (the caller checked
     /// that they match); `None` with HMAC tokens.
     pub elements: Option<&'a [[u8; 32]; BANDS]>,
+    /// During a rotation, the same elements' tokens under the version being retired, so that
+    /// lookups under that version find the image too; `None` otherwise.
+    pub retired_tokens: Option<[Token; BANDS]>,
 }
 
 /// Where an image stands.
@@ -467,17 +471,36 @@ impl Store {
         {
             return Err(Error::Invalid("empty manifest or image share"));
         }
-        let keys = self.keys();
+        if images.iter().any(|i| i.retired_tokens.is_some()) {
+            let mut keys = self.keys_mut();
+            let added = self.prepare_under(&keys, images, now)?;
+            keys.add_counterparts(&added);
+        } else {
+            self.prepare_under(&self.keys(), images, now)?;
+        }
+        Ok(())
+    }
+
+    /// [`prepare_many`](Self::prepare_many) with the key state locked; returns the token pairs
+    /// (retired, next) it recorded.
+    fn prepare_under(
+        &self,
+        keys: &rotation::KeyState,
+        images: &[NewImage<'_>],
+        now: u64,
+    ) -> Result<Vec<rotation::TokenPair>, Error> {
         if let Some(img) = images.iter().find(|i| i.key_version != keys.writing()) {
             return Err(keys.refuse(img.key_version));
         }
         let txn = self.begin_durable()?;
+        let mut added = Vec::new();
         {
             let mut state = txn.open_table(STATE)?;
             let mut manifests = txn.open_table(MANIFESTS)?;
             let mut shares = txn.open_table(IMAGE_SHARES)?;
             let mut pending = txn.open_table(PENDING_HASH_SHARES)?;
             let mut elements = txn.open_table(TOKEN_ELEMENTS)?;
+            let mut map = txn.open_table(TOKEN_MAP)?;
             for img in images {
                 let id = img.id.0.as_slice();
                 if let Some(r) = state.get(id)? {
@@ -497,13 +520,21 @@ impl Store {
                 for (t, e) in img.tokens.iter().zip(img.elements.into_iter().flatten()) {
                     elements.insert(t.0.as_slice(), e.as_slice())?;
                 }
+                if let Some(retired) = img.retired_tokens.filter(|_| keys.rotating()) {
+                    for (old, new) in retired.iter().zip(&img.tokens) {
+                        if !keys.has_counterpart(&old.0) {
+                            map.insert(old.0.as_slice(), new.0.as_slice())?;
+                            added.push((old.0, new.0));
+                        }
+                    }
+                }
             }
         }
         for img in images {
             audit::append(&txn, now, AuditKind::Prepare, &img.id.0, &[])?;
         }
         txn.commit()?;
-        Ok(())
+        Ok(added)
     }
 
     /// Make a prepared image visible: post its tokens and publish its hash share. Committing a

@@ -24,6 +24,8 @@ use crate::{
 };
 
 type Tok = [u8; TOKEN_LEN];
+/// A token of the version being retired and its counterpart under the next.
+pub(crate) type TokenPair = (Tok, Tok);
 
 /// One stored band element moved to the next key version: its token now, its token and element
 /// under the next version.
@@ -88,6 +90,27 @@ impl KeyState {
         KeyVersions {
             current: self.current,
             next: self.rotation.as_ref().map(|r| r.to),
+        }
+    }
+
+    pub(crate) fn rotating(&self) -> bool {
+        self.rotation.is_some()
+    }
+
+    /// Whether a token of the version being retired has its counterpart recorded.
+    pub(crate) fn has_counterpart(&self, retired: &Tok) -> bool {
+        self.rotation
+            .as_ref()
+            .is_some_and(|r| r.forward.contains_key(retired))
+    }
+
+    /// Record more (retired, next) token pairs, after they were committed.
+    pub(crate) fn add_counterparts(&mut self, pairs: &[TokenPair]) {
+        if let Some(r) = &mut self.rotation {
+            for (old, new) in pairs {
+                r.forward.insert(*old, *new);
+                r.backward.insert(*new, *old);
+            }
         }
     }
 
@@ -192,7 +215,7 @@ impl Store {
         self.keys.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, KeyState> {
+    pub(crate) fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, KeyState> {
         self.keys.write().unwrap_or_else(|e| e.into_inner())
     }
 

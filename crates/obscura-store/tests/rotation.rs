@@ -119,8 +119,23 @@ fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
             })
         ));
         let late_next: [Token; 8] = std::array::from_fn(|b| next(&late.tokens[b]));
-        prepare(&store, &late, 2, late_next).unwrap();
+        let elements: [[u8; 32]; 8] = std::array::from_fn(|b| element(&late_next[b]));
+        store
+            .prepare(
+                &NewImage {
+                    tokens: late_next,
+                    key_version: 2,
+                    elements: Some(&elements),
+                    retired_tokens: Some(late.tokens),
+                    ..late.new_image()
+                },
+                14,
+            )
+            .unwrap();
         store.commit(&late.id, 14).unwrap();
+        // Written under version 2 with its version-1 tokens: found under either.
+        assert_eq!(found(&store, 1, &late.tokens), BTreeSet::from([late.id]));
+        assert_eq!(found(&store, 2, &late_next), BTreeSet::from([late.id]));
         // Image 5 has moved, image 30 not yet: both can be deleted cleanly.
         store.delete(&images[5].id, 14).unwrap();
         store.delete(&images[30].id, 14).unwrap();

@@ -73,6 +73,7 @@ impl Parts {
             tokens: self.tokens,
             key_version: 1,
             elements: None,
+            retired_tokens: None,
         }
     }
 }
