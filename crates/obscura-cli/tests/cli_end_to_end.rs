@@ -83,6 +83,38 @@ fn init_up_index_search_get_and_failures() {
         std::fs::read(testdata("photos/coffee.png")).unwrap()
     );
 
+    // Rotate the token keys in two runs: stopped after one step, searched meanwhile, resumed.
+    let search_first = |q: &str| {
+        let out = obscura(&["search", "--cluster", cluster, &testdata(q), "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["results"][0]["id"].as_str().unwrap().to_string()
+    };
+    let rotate = |more: &[&str]| {
+        let mut args = vec!["keys", "rotate", "--cluster", cluster, "--batch", "4"];
+        args.extend_from_slice(more);
+        let out = obscura(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let said = rotate(&["--max-steps", "1"]);
+    assert!(said.contains("stopped after 1 steps"), "{said}");
+    assert!(dir.join("rotation.sealed").exists());
+    assert_eq!(
+        search_first("derived/chelsea.q75.jpg"),
+        id_of("chelsea.png")
+    );
+    let said = rotate(&[]);
+    assert!(
+        said.contains("resuming") && said.contains("rotated to key version 2"),
+        "{said}"
+    );
+    assert!(!dir.join("rotation.sealed").exists());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("client.json")).unwrap()).unwrap();
+    assert_eq!(config["key_version"], 2);
+    assert_eq!(search_first("derived/horse.q75.jpg"), id_of("horse.png"));
+
     // Node 5 killed: get still works; search fails at once, naming node 5.
     stop_node(&dir, 5, "KILL");
     let out = get(cluster, &id, &rebuilt);
