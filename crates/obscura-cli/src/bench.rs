@@ -11,6 +11,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use obscura_client::config::TokenKind;
+use obscura_client::rotation::RotationPlan;
 use obscura_client::Client;
 use obscura_mpc::{node, share_hash, HashShare, Querier, SearchParams};
 use obscura_sharing::bytes::{reconstruct, split, Params};
@@ -447,6 +449,7 @@ async fn cluster_figures(
     let mut stored: Vec<u64> = Vec::new();
     let mut sizes = opt.sizes.clone();
     sizes.sort_unstable();
+    let mut last_p50 = 0.0;
     for &size in &sizes {
         let add = size.saturating_sub(stored.len() + already);
         if add > 0 {
@@ -474,12 +477,7 @@ async fn cluster_figures(
         let (mut lat, mut s1, mut s2, mut cands) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
         let mut scan = Vec::new();
         for _ in 0..opt.queries {
-            // A stored hash with 0..=6 bits flipped, so real matches exist.
-            let base = stored[(rng.next_u64() % stored.len() as u64) as usize];
-            let mut q = base;
-            for _ in 0..rng.next_u32() % 7 {
-                q ^= 1 << (rng.next_u32() % 64);
-            }
+            let q = near(&stored, &mut rng);
             let r = client
                 .search_hash(q, 10, 10, Instant::now())
                 .await
@@ -522,6 +520,104 @@ async fn cluster_figures(
             baseline_value: scan.p50,
             ratio: scan.p50 / lat.p50,
             goal: (size >= 100_000).then(|| ("p50 ≤ 20 ms".to_string(), lat.p50 <= 20.0)),
+        });
+        last_p50 = lat.p50;
+    }
+    if cluster.tokens == TokenKind::Voprf {
+        let postings_indexed = index_rate * 8.0 * 5.0;
+        let last = (postings_indexed, last_p50);
+        rotation_figures(cluster, &stored, opt, last, progress, out).await?;
+    }
+    Ok(())
+}
+
+/// A stored hash with 0..=6 bits flipped, so real matches exist.
+fn near(stored: &[u64], rng: &mut AesCtrRng) -> u64 {
+    let mut q = stored[(rng.next_u64() % stored.len() as u64) as usize];
+    for _ in 0..rng.next_u32() % 7 {
+        q ^= 1 << (rng.next_u32() % 64);
+    }
+    q
+}
+
+/// A key rotation of the whole cluster at its largest size: postings moved per second, and
+/// query latency half-way, while both versions are served.
+async fn rotation_figures(
+    cluster: &mut LocalCluster,
+    stored: &[u64],
+    opt: &BenchOptions,
+    (postings_indexed, query_p50): (f64, f64),
+    progress: &Progress,
+    out: &mut Vec<Figure>,
+) -> Result<(), String> {
+    let config = obscura_client::config::read_config(&cluster.dir).map_err(|e| e.to_string())?;
+    let client = cluster.client(None).await?;
+    let plan = RotationPlan::draw(
+        config.key_version,
+        config.nodes.len(),
+        config.keepers.len(),
+        usize::from(config.keeper_threshold),
+        &mut rand_core::OsRng,
+    )?;
+    let e = |e: obscura_client::Error| e.to_string();
+    client.rekey_keepers(&plan).await.map_err(e)?;
+    let begun = client.begin_rotation(&plan).await.map_err(e)?;
+    let total: u64 = begun.iter().map(|r| r.total).sum();
+    // About eight steps, so that queries can be timed half-way.
+    let step = (total / begun.len().max(1) as u64 / 8).clamp(100, 5000) as u32;
+    let bar = progress.bar(total as usize, "rotate");
+    let (mut moving, mut halfway) = (Duration::ZERO, None);
+    let mut rng = AesCtrRng::from_os();
+    let postings = loop {
+        let t = Instant::now();
+        let state = client.rotation_step(step).await.map_err(e)?;
+        moving += t.elapsed();
+        let moved: u64 = state.iter().map(|r| r.moved).sum();
+        bar.set_position(moved);
+        if state.iter().all(|r| r.done) {
+            break state.iter().map(|r| r.postings).sum::<u64>();
+        }
+        if halfway.is_none() && moved * 2 >= total && !stored.is_empty() {
+            let mut lat = Vec::new();
+            for _ in 0..opt.queries.min(50) {
+                let r = client
+                    .search_hash(near(stored, &mut rng), 10, 10, Instant::now())
+                    .await
+                    .map_err(e)?;
+                lat.push(r.total.as_secs_f64() * 1e3);
+            }
+            halfway = Some(Spread::of(lat));
+        }
+    };
+    bar.finish_and_clear();
+    client.finish_rotation(&plan).await.map_err(e)?;
+    let rate = postings as f64 / moving.as_secs_f64().max(1e-9);
+    progress.say(&format!(
+        "rotated {total} image records ({postings} postings) to key version {} in {:.2} s",
+        plan.to,
+        moving.as_secs_f64()
+    ));
+    out.push(Figure {
+        name: format!("key rotation: postings moved ({total} records, steps of {step})"),
+        value: rate,
+        unit: "postings/s",
+        baseline: "postings written by indexing".into(),
+        baseline_value: postings_indexed,
+        ratio: rate / postings_indexed,
+        goal: None,
+    });
+    if let Some(h) = halfway {
+        out.push(Figure {
+            name: format!(
+                "query half-way through the rotation: p50 (p95 {:.1})",
+                h.p95
+            ),
+            value: h.p50,
+            unit: "ms",
+            baseline: "the same query before the rotation, p50".into(),
+            baseline_value: query_p50,
+            ratio: query_p50 / h.p50,
+            goal: None,
         });
     }
     Ok(())
