@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod oprf;
+pub mod session;
 pub mod threshold;
 
 pub use curve25519_dalek::ristretto::RistrettoPoint;

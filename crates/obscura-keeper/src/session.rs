@@ -1,0 +1,447 @@
+//! Password logins at a keeper (OPAQUE, RFC 9807) and the encrypted session they open.
+//!
+//! A user registers with every keeper separately and logs in to each it needs, so no keeper
+//! ever sees the password or anything that lets it test guesses offline (the pairwise interim
+//! design; a threshold OPAQUE would also stop one keeper from testing guesses online without
+//! the others seeing them). The suite is ristretto255 for the OPRF and 3DH with SHA-512, and
+//! Argon2id stretches the password.
+//!
+//! A login ends in a 64-byte session key known to the client and that keeper only. [`Channel`]
+//! turns it into one AES-256-GCM key per direction (HKDF-SHA512, salted with the session id),
+//! and every message carries its sequence number; the associated data binds the session id,
+//! the direction and that number. The receiver accepts only the next number, so a message
+//! replayed, reordered, dropped, reflected back to its sender or moved to another session fails
+//! to open, and a channel refuses everything once it expired.
+//!
+//! ```
+//! use obscura_keeper::session::{self, Channel, Role};
+//! use rand_core::OsRng;
+//!
+//! let keeper = session::ServerKeys::random(&mut OsRng);
+//! let user = b"alice";
+//! // Registration: three messages, then the keeper stores the password file.
+//! let (reg, request) = session::ClientRegistration::start(b"correct horse", &mut OsRng)?;
+//! let response = keeper.registration_response(&request, user)?;
+//! let upload = reg.finish(b"correct horse", &response, &mut OsRng)?;
+//! let file = session::password_file(&upload)?;
+//! // Login: three messages, and both ends hold the same session key.
+//! let (login, ke1) = session::ClientLogin::start(b"correct horse", &mut OsRng)?;
+//! let (pending, ke2) = keeper.login_response(Some(&file), &ke1, user, b"keeper 1", &mut OsRng)?;
+//! let (ke3, client_key) = login.finish(b"correct horse", &ke2, b"keeper 1", &mut OsRng)?;
+//! let server_key = pending.finish(&ke3, b"keeper 1")?;
+//! let id = [7; 16];
+//! let mut client = Channel::new(&client_key, id, Role::Client, u64::MAX);
+//! let mut server = Channel::new(&server_key, id, Role::Server, u64::MAX);
+//! let sealed = client.seal(b"evaluate these", 0)?;
+//! assert_eq!(server.open(&sealed, 0)?, b"evaluate these");
+//! assert!(server.open(&sealed, 0).is_err()); // a replay
+//! # Ok::<(), obscura_keeper::session::SessionError>(())
+//! ```
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use opaque_ke::argon2::Argon2;
+use opaque_ke::{
+    ClientLoginFinishParameters, ClientRegistrationFinishParameters, CredentialFinalization,
+    CredentialRequest, CredentialResponse, Identifiers, RegistrationRequest, RegistrationResponse,
+    RegistrationUpload, ServerLoginParameters, ServerRegistration, ServerSetup,
+};
+use rand_core::{CryptoRng, RngCore};
+use zeroize::{Zeroize, Zeroizing};
+
+/// The OPAQUE suite: ristretto255, 3DH with SHA-512, Argon2id.
+pub struct Suite;
+
+impl opaque_ke::CipherSuite for Suite {
+    type OprfCs = opaque_ke::Ristretto255;
+    type KeyExchange = opaque_ke::TripleDh<opaque_ke::Ristretto255, sha2::Sha512>;
+    type Ksf = Argon2<'static>;
+}
+
+/// Length of a session key.
+pub const SESSION_KEY_LEN: usize = 64;
+
+/// Why a registration, login or session message failed. Deliberately coarse: a login that
+/// fails says only that, whatever the reason, so it is no oracle.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// A protocol message does not parse.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// The login failed: a wrong password, an unknown user or a changed message.
+    #[error("login failed")]
+    LoginFailed,
+    /// A registration step failed.
+    #[error("registration failed")]
+    RegistrationFailed,
+    /// A session message failed to open: altered, replayed, reordered, reflected or from
+    /// another session.
+    #[error("session message refused")]
+    Refused,
+    /// The session expired.
+    #[error("session expired")]
+    Expired,
+}
+
+/// A keeper's OPAQUE keys: its 3DH key pair and OPRF seed. Secret; sealed with the keeper's
+/// other secrets.
+pub struct ServerKeys(ServerSetup<Suite>);
+
+impl ServerKeys {
+    /// Fresh keys.
+    pub fn random<R: RngCore + CryptoRng>(rng: &mut R) -> ServerKeys {
+        ServerKeys(ServerSetup::new(rng))
+    }
+
+    /// The stored form.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.serialize().to_vec())
+    }
+
+    /// From the stored form.
+    ///
+    /// # Errors
+    /// [`SessionError::Malformed`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<ServerKeys, SessionError> {
+        ServerSetup::deserialize(bytes)
+            .map(ServerKeys)
+            .map_err(|_| SessionError::Malformed("server keys"))
+    }
+
+    /// Registration, second message: evaluate the client's blinded password for `user`.
+    ///
+    /// # Errors
+    /// [`SessionError::Malformed`], [`SessionError::RegistrationFailed`].
+    pub fn registration_response(
+        &self,
+        request: &[u8],
+        user: &[u8],
+    ) -> Result<Vec<u8>, SessionError> {
+        let request = RegistrationRequest::<Suite>::deserialize(request)
+            .map_err(|_| SessionError::Malformed("registration request"))?;
+        let start = ServerRegistration::<Suite>::start(&self.0, request, user)
+            .map_err(|_| SessionError::RegistrationFailed)?;
+        Ok(start.message.serialize().to_vec())
+    }
+
+    /// Login, second message (KE2) for `user`, whose password file is `file` (`None` for a user
+    /// this keeper does not know: the answer then looks the same, and the login fails at the
+    /// client as for a wrong password). `context` binds the keeper's identity.
+    ///
+    /// # Errors
+    /// [`SessionError::Malformed`] for a bad KE1 or password file.
+    pub fn login_response<R: RngCore + CryptoRng>(
+        &self,
+        file: Option<&[u8]>,
+        ke1: &[u8],
+        user: &[u8],
+        context: &[u8],
+        rng: &mut R,
+    ) -> Result<(PendingLogin, Vec<u8>), SessionError> {
+        let file = file
+            .map(ServerRegistration::<Suite>::deserialize)
+            .transpose()
+            .map_err(|_| SessionError::Malformed("password file"))?;
+        let ke1 = CredentialRequest::<Suite>::deserialize(ke1)
+            .map_err(|_| SessionError::Malformed("KE1"))?;
+        let params = ServerLoginParameters {
+            context: Some(context),
+            identifiers: Identifiers::default(),
+        };
+        let start = opaque_ke::ServerLogin::start(rng, &self.0, file, ke1, user, params)
+            .map_err(|_| SessionError::LoginFailed)?;
+        Ok((
+            PendingLogin(start.state),
+            start.message.serialize().to_vec(),
+        ))
+    }
+}
+
+/// A keeper's side of a login between KE2 and KE3.
+pub struct PendingLogin(opaque_ke::ServerLogin<Suite>);
+
+impl PendingLogin {
+    /// Login, last message (KE3): the client proved it knows the password; returns the
+    /// session key.
+    ///
+    /// # Errors
+    /// [`SessionError::LoginFailed`].
+    pub fn finish(
+        self,
+        ke3: &[u8],
+        context: &[u8],
+    ) -> Result<Zeroizing<[u8; SESSION_KEY_LEN]>, SessionError> {
+        let ke3 = CredentialFinalization::<Suite>::deserialize(ke3)
+            .map_err(|_| SessionError::LoginFailed)?;
+        let params = ServerLoginParameters {
+            context: Some(context),
+            identifiers: Identifiers::default(),
+        };
+        let done = self
+            .0
+            .finish(ke3, params)
+            .map_err(|_| SessionError::LoginFailed)?;
+        Ok(key_of(&done.session_key))
+    }
+}
+
+fn key_of(bytes: &[u8]) -> Zeroizing<[u8; SESSION_KEY_LEN]> {
+    let mut key = Zeroizing::new([0u8; SESSION_KEY_LEN]);
+    key.copy_from_slice(bytes);
+    key
+}
+
+/// The password file a keeper stores for a user, from the client's last registration message.
+///
+/// # Errors
+/// [`SessionError::Malformed`].
+pub fn password_file(upload: &[u8]) -> Result<Vec<u8>, SessionError> {
+    let upload = RegistrationUpload::<Suite>::deserialize(upload)
+        .map_err(|_| SessionError::Malformed("registration upload"))?;
+    Ok(ServerRegistration::finish(upload).serialize().to_vec())
+}
+
+/// A client's registration between its two messages.
+pub struct ClientRegistration(opaque_ke::ClientRegistration<Suite>);
+
+impl ClientRegistration {
+    /// Registration, first message: the blinded password.
+    ///
+    /// # Errors
+    /// [`SessionError::RegistrationFailed`].
+    pub fn start<R: RngCore + CryptoRng>(
+        password: &[u8],
+        rng: &mut R,
+    ) -> Result<(ClientRegistration, Vec<u8>), SessionError> {
+        let start = opaque_ke::ClientRegistration::<Suite>::start(rng, password)
+            .map_err(|_| SessionError::RegistrationFailed)?;
+        Ok((
+            ClientRegistration(start.state),
+            start.message.serialize().to_vec(),
+        ))
+    }
+
+    /// Registration, last message: the envelope the keeper stores.
+    ///
+    /// # Errors
+    /// [`SessionError::Malformed`], [`SessionError::RegistrationFailed`].
+    pub fn finish<R: RngCore + CryptoRng>(
+        self,
+        password: &[u8],
+        response: &[u8],
+        rng: &mut R,
+    ) -> Result<Vec<u8>, SessionError> {
+        let response = RegistrationResponse::<Suite>::deserialize(response)
+            .map_err(|_| SessionError::Malformed("registration response"))?;
+        let done = self
+            .0
+            .finish(
+                rng,
+                password,
+                response,
+                ClientRegistrationFinishParameters::default(),
+            )
+            .map_err(|_| SessionError::RegistrationFailed)?;
+        Ok(done.message.serialize().to_vec())
+    }
+}
+
+/// A client's login between KE1 and KE3.
+pub struct ClientLogin(opaque_ke::ClientLogin<Suite>);
+
+impl ClientLogin {
+    /// Login, first message (KE1).
+    ///
+    /// # Errors
+    /// [`SessionError::LoginFailed`].
+    pub fn start<R: RngCore + CryptoRng>(
+        password: &[u8],
+        rng: &mut R,
+    ) -> Result<(ClientLogin, Vec<u8>), SessionError> {
+        let start = opaque_ke::ClientLogin::<Suite>::start(rng, password)
+            .map_err(|_| SessionError::LoginFailed)?;
+        Ok((ClientLogin(start.state), start.message.serialize().to_vec()))
+    }
+
+    /// Login, last message (KE3) and the session key, if the password opens the envelope and
+    /// the keeper proved it holds the key the envelope names.
+    ///
+    /// # Errors
+    /// [`SessionError::LoginFailed`] for a wrong password, an unknown user or an altered KE2.
+    pub fn finish<R: RngCore + CryptoRng>(
+        self,
+        password: &[u8],
+        ke2: &[u8],
+        context: &[u8],
+        rng: &mut R,
+    ) -> Result<(Vec<u8>, Zeroizing<[u8; SESSION_KEY_LEN]>), SessionError> {
+        let ke2 =
+            CredentialResponse::<Suite>::deserialize(ke2).map_err(|_| SessionError::LoginFailed)?;
+        let params = ClientLoginFinishParameters::new(Some(context), Identifiers::default(), None);
+        let done = self
+            .0
+            .finish(rng, password, ke2, params)
+            .map_err(|_| SessionError::LoginFailed)?;
+        Ok((done.message.serialize().to_vec(), key_of(&done.session_key)))
+    }
+}
+
+/// Which end of a session this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The user's end.
+    Client,
+    /// The keeper's end.
+    Server,
+}
+
+const TO_SERVER: u8 = 1;
+const TO_CLIENT: u8 = 2;
+
+/// One end of an encrypted session: a key and a sequence number per direction.
+pub struct Channel {
+    id: [u8; 16],
+    send: Aes256Gcm,
+    recv: Aes256Gcm,
+    send_dir: u8,
+    recv_dir: u8,
+    sent: u64,
+    received: u64,
+    expires_at: u64,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("sent", &self.sent)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Header of a sealed message: the sequence number.
+const HEADER: usize = 8;
+
+impl Channel {
+    /// The channel of session `id` from its key, for `role`, usable until Unix time
+    /// `expires_at`.
+    pub fn new(
+        session_key: &[u8; SESSION_KEY_LEN],
+        id: [u8; 16],
+        role: Role,
+        expires_at: u64,
+    ) -> Channel {
+        let hk = hkdf::Hkdf::<sha2::Sha512>::new(Some(&id), session_key);
+        let key = |dir: u8| {
+            let mut k = Zeroizing::new([0u8; 32]);
+            hk.expand(
+                &[b"obscura session v1 key ".as_slice(), &[dir]].concat(),
+                &mut *k,
+            )
+            .expect("32 bytes is a valid HKDF-SHA512 length");
+            Aes256Gcm::new_from_slice(&*k).expect("32-byte key")
+        };
+        let (send_dir, recv_dir) = match role {
+            Role::Client => (TO_SERVER, TO_CLIENT),
+            Role::Server => (TO_CLIENT, TO_SERVER),
+        };
+        Channel {
+            id,
+            send: key(send_dir),
+            recv: key(recv_dir),
+            send_dir,
+            recv_dir,
+            sent: 0,
+            received: 0,
+            expires_at,
+        }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> [u8; 16] {
+        self.id
+    }
+
+    /// When it expires (Unix seconds).
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+
+    fn aad(&self, dir: u8, seq: u64) -> Vec<u8> {
+        let mut aad = b"obscura/session/v1".to_vec();
+        aad.extend_from_slice(&self.id);
+        aad.push(dir);
+        aad.extend_from_slice(&seq.to_be_bytes());
+        aad
+    }
+
+    fn nonce(dir: u8, seq: u64) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        n[3] = dir;
+        n[4..].copy_from_slice(&seq.to_be_bytes());
+        n
+    }
+
+    /// Encrypt the next message to the other end.
+    ///
+    /// # Errors
+    /// [`SessionError::Expired`] at or after the expiry time, or when the sequence numbers
+    /// are spent.
+    pub fn seal(&mut self, plaintext: &[u8], now: u64) -> Result<Vec<u8>, SessionError> {
+        if now >= self.expires_at || self.sent == u64::MAX {
+            return Err(SessionError::Expired);
+        }
+        let seq = self.sent;
+        let ct = self
+            .send
+            .encrypt(
+                Nonce::from_slice(&Self::nonce(self.send_dir, seq)),
+                Payload {
+                    msg: plaintext,
+                    aad: &self.aad(self.send_dir, seq),
+                },
+            )
+            .map_err(|_| SessionError::Refused)?;
+        self.sent += 1;
+        let mut out = Vec::with_capacity(HEADER + ct.len());
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Decrypt the next message from the other end: only the next sequence number opens.
+    ///
+    /// # Errors
+    /// [`SessionError::Refused`] for anything altered, replayed, reordered, reflected or from
+    /// another session; [`SessionError::Expired`] at or after the expiry time.
+    pub fn open(&mut self, sealed: &[u8], now: u64) -> Result<Vec<u8>, SessionError> {
+        if now >= self.expires_at {
+            return Err(SessionError::Expired);
+        }
+        if sealed.len() < HEADER {
+            return Err(SessionError::Refused);
+        }
+        let seq = u64::from_be_bytes(sealed[..HEADER].try_into().expect("8 bytes"));
+        if seq != self.received {
+            return Err(SessionError::Refused);
+        }
+        let plain = self
+            .recv
+            .decrypt(
+                Nonce::from_slice(&Self::nonce(self.recv_dir, seq)),
+                Payload {
+                    msg: &sealed[HEADER..],
+                    aad: &self.aad(self.recv_dir, seq),
+                },
+            )
+            .map_err(|_| SessionError::Refused)?;
+        self.received += 1;
+        Ok(plain)
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        self.id.zeroize();
+    }
+}
