@@ -84,5 +84,51 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// A whole OPAQUE login with one keeper (both ends, Argon2id at its default cost), and one
+/// session message sealed and opened.
+fn login(c: &mut Criterion) {
+    use obscura_keeper::session::{self, Channel, ClientLogin, ClientRegistration, Role};
+    let mut rng = ChaCha20Rng::from_entropy();
+    let keeper = session::ServerKeys::random(&mut rng);
+    let (reg, request) = ClientRegistration::start(b"pw", &mut rng).unwrap();
+    let response = keeper.registration_response(&request, b"alice").unwrap();
+    let file = session::password_file(&reg.finish(b"pw", &response, &mut rng).unwrap()).unwrap();
+    let mut g = c.benchmark_group("session");
+    g.sample_size(10);
+    g.bench_function("opaque_login_both_ends", |b| {
+        b.iter(|| {
+            let (client, ke1) = ClientLogin::start(b"pw", &mut rng).unwrap();
+            let (pending, ke2) = keeper
+                .login_response(Some(&file), &ke1, b"alice", b"k1", &mut rng)
+                .unwrap();
+            let (ke3, key) = client.finish(b"pw", &ke2, b"k1", &mut rng).unwrap();
+            pending.finish(&ke3, b"k1").unwrap();
+            key
+        })
+    });
+    g.bench_function("opaque_login_keeper_side", |b| {
+        let (client, ke1) = ClientLogin::start(b"pw", &mut rng).unwrap();
+        let (_, ke2) = keeper
+            .login_response(Some(&file), &ke1, b"alice", b"k1", &mut rng)
+            .unwrap();
+        let (ke3, _) = client.finish(b"pw", &ke2, b"k1", &mut rng).unwrap();
+        b.iter(|| {
+            let (pending, _) = keeper
+                .login_response(Some(&file), &ke1, b"alice", b"k1", &mut rng)
+                .unwrap();
+            // The KE3 of another login: the keeper's work is the same, the result a refusal.
+            black_box(pending.finish(&ke3, b"k1").is_err())
+        })
+    });
+    let mut client = Channel::new(&[1; 64], [2; 16], Role::Client, u64::MAX);
+    let mut server = Channel::new(&[1; 64], [2; 16], Role::Server, u64::MAX);
+    let msg = vec![0u8; 4096];
+    g.throughput(Throughput::Bytes(msg.len() as u64));
+    g.bench_function("seal_open_4k", |b| {
+        b.iter(|| server.open(&client.seal(&msg, 0).unwrap(), 0).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, login);
 criterion_main!(benches);
