@@ -59,13 +59,7 @@ pub async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, String>
             plan
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let plan = RotationPlan::draw(
-                config.key_version,
-                config.nodes.len(),
-                config.keepers.len(),
-                usize::from(config.keeper_threshold),
-                &mut rand_core::OsRng,
-            )?;
+            let plan = RotationPlan::next_for(&config, &mut rand_core::OsRng)?;
             let sealed = plan.seal(&wrapping, &mut rand_core::OsRng)?;
             obscura_node::config::write_atomic(&plan_path, &sealed).map_err(|e| e.to_string())?;
             eprintln!(

@@ -135,8 +135,8 @@ impl ClientSecrets {
         key: &WrappingKey,
         rng: &mut R,
     ) -> Result<Vec<u8>, String> {
-        let plain = Zeroizing::new(postcard::to_allocvec(self).map_err(|e| e.to_string())?);
-        keyfile::seal(&plain, SECRETS_PURPOSE, 1, key, rng).map_err(|e| e.to_string())
+        obscura_node::config::seal_secrets(self, SECRETS_PURPOSE, key, rng)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -231,10 +231,9 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
         |p: &Path| std::fs::read(dir.join(p)).map_err(|e| fail(format!("{}: {e}", p.display())));
     let config = read_config(dir)?;
     let wrapping = wrapping_key(dir, &config)?;
-    let opened = keyfile::open(&read(&config.secrets)?, SECRETS_PURPOSE, &wrapping)
-        .map_err(|e| fail(format!("{}: {e}", config.secrets.display())))?;
     let secrets: ClientSecrets =
-        postcard::from_bytes(&opened.secret).map_err(|e| fail(format!("secrets: {e}")))?;
+        obscura_node::config::open_secrets(&read(&config.secrets)?, SECRETS_PURPOSE, &wrapping)
+            .map_err(|e| fail(format!("{}: {e}", config.secrets.display())))?;
     let text = |p: &Path| {
         read(p).and_then(|b| {
             String::from_utf8(b).map_err(|_| fail(format!("{} is not text", p.display())))

@@ -18,13 +18,14 @@
 
 use obscura_keeper::threshold::Rekey;
 use obscura_keeper::{oprf, RistrettoPoint, Scalar};
+use obscura_node::config::{open_secrets, seal_secrets};
 use obscura_proto::{KeeperRekeyPart, RequestBody, ResponseBody, RotateOp};
-use obscura_tokens::keyfile::{self, WrappingKey};
+use obscura_tokens::keyfile::WrappingKey;
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::{failures_of, post, Client, Error, KeeperFailure, NodeFailure};
+use crate::{post, Client, Error, KeeperFailure, NodeFailure};
 
 /// Purpose label of a sealed rotation plan.
 pub const PLAN_PURPOSE: &str = "rotation-plan";
@@ -100,6 +101,24 @@ impl RotationPlan {
         })
     }
 
+    /// Draw the plan that moves the cluster `config` describes from its current version to
+    /// the next.
+    ///
+    /// # Errors
+    /// As [`draw`](Self::draw).
+    pub fn next_for<R: RngCore + CryptoRng>(
+        config: &crate::config::ClientConfig,
+        rng: &mut R,
+    ) -> Result<RotationPlan, String> {
+        Self::draw(
+            config.key_version,
+            config.nodes.len(),
+            config.keepers.len(),
+            usize::from(config.keeper_threshold),
+            rng,
+        )
+    }
+
     /// Seal for keeping on disk until the rotation finishes.
     ///
     /// # Errors
@@ -109,8 +128,7 @@ impl RotationPlan {
         key: &WrappingKey,
         rng: &mut R,
     ) -> Result<Vec<u8>, String> {
-        let plain = Zeroizing::new(postcard::to_allocvec(self).map_err(|e| e.to_string())?);
-        keyfile::seal(&plain, PLAN_PURPOSE, 1, key, rng).map_err(|e| e.to_string())
+        seal_secrets(self, PLAN_PURPOSE, key, rng).map_err(|e| e.to_string())
     }
 
     /// Open a sealed plan.
@@ -118,8 +136,7 @@ impl RotationPlan {
     /// # Errors
     /// A message for a wrong key or an altered file.
     pub fn open(sealed: &[u8], key: &WrappingKey) -> Result<RotationPlan, String> {
-        let opened = keyfile::open(sealed, PLAN_PURPOSE, key).map_err(|e| e.to_string())?;
-        postcard::from_bytes(&opened.secret).map_err(|e| e.to_string())
+        open_secrets(sealed, PLAN_PURPOSE, key).map_err(|e| e.to_string())
     }
 
     fn rekey(&self, node: usize) -> Result<Rekey, String> {
@@ -316,13 +333,10 @@ fn progress(
     what: &'static str,
     results: Vec<(u8, Result<ResponseBody, String>, u64, u64)>,
 ) -> Result<Vec<NodeRotation>, Error> {
-    let failures = failures_of(&results);
-    if !failures.is_empty() {
-        return Err(Error::Nodes { what, failures });
-    }
-    results
-        .into_iter()
-        .map(|(x, r, _, _)| match r {
+    let mut failures = Vec::new();
+    let mut state = Vec::with_capacity(results.len());
+    for (node, r, _, _) in results {
+        match r {
             Ok(ResponseBody::Rotation {
                 current,
                 next,
@@ -331,8 +345,8 @@ fn progress(
                 postings,
                 done,
                 ..
-            }) => Ok(NodeRotation {
-                node: x,
+            }) => state.push(NodeRotation {
+                node,
                 current,
                 next,
                 moved,
@@ -340,13 +354,16 @@ fn progress(
                 postings,
                 done,
             }),
-            _ => Err(Error::Nodes {
-                what,
-                failures: vec![NodeFailure {
-                    node: x,
-                    reason: "unexpected answer".into(),
-                }],
+            Ok(_) => failures.push(NodeFailure {
+                node,
+                reason: "unexpected answer".into(),
             }),
-        })
-        .collect()
+            Err(reason) => failures.push(NodeFailure { node, reason }),
+        }
+    }
+    if failures.is_empty() {
+        Ok(state)
+    } else {
+        Err(Error::Nodes { what, failures })
+    }
 }

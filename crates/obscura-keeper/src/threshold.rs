@@ -133,13 +133,11 @@ impl Rekey {
                 break s;
             }
         };
-        let mut coefficients: Vec<Scalar> = std::iter::once(Scalar::ZERO)
-            .chain((1..t).map(|_| Scalar::random(rng)))
+        // A sharing of zero is a dealing of the key zero.
+        let zero_shares = deal(&Scalar::ZERO, m, t, rng)?
+            .iter()
+            .map(|s| s.secret)
             .collect();
-        let zero_shares = (1..=m as u8)
-            .map(|j| eval_poly(&coefficients, Scalar::from(j)))
-            .collect();
-        coefficients.zeroize();
         Ok(Rekey {
             factor,
             zero_shares,

@@ -43,7 +43,7 @@ pub enum Error {
         reason: String,
     },
     /// The sealed secrets do not open or are malformed.
-    #[error("node secrets: {0}")]
+    #[error("sealed secrets: {0}")]
     Secrets(String),
     /// TLS material is unusable.
     #[error(transparent)]
@@ -117,8 +117,12 @@ impl NodeSecrets {
     }
 }
 
-/// Seal a server's secrets (postcard) under the wrapping key, labelled with their purpose.
-pub(crate) fn seal_secrets<T: Serialize, R: rand_core::RngCore + rand_core::CryptoRng>(
+/// Seal secrets (postcard) under the wrapping key, labelled with their purpose: a server's,
+/// a client's, a rotation plan.
+///
+/// # Errors
+/// [`Error::Secrets`] if encoding or sealing fails.
+pub fn seal_secrets<T: Serialize, R: rand_core::RngCore + rand_core::CryptoRng>(
     secrets: &T,
     purpose: &str,
     key: &WrappingKey,
@@ -130,7 +134,10 @@ pub(crate) fn seal_secrets<T: Serialize, R: rand_core::RngCore + rand_core::Cryp
 }
 
 /// Open what [`seal_secrets`] sealed with the same purpose.
-pub(crate) fn open_secrets<T: serde::de::DeserializeOwned>(
+///
+/// # Errors
+/// [`Error::Secrets`] for a wrong key, another purpose, an altered file or a bad encoding.
+pub fn open_secrets<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     purpose: &str,
     key: &WrappingKey,

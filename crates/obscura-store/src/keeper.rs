@@ -189,16 +189,13 @@ impl KeeperStore {
         detail: &str,
         now: u64,
     ) -> Result<(), Error> {
-        let txn = crate::begin_durable(&self.db)?;
-        audit::append(
-            &txn,
-            now,
+        crate::audit_durably(
+            &self.db,
             AuditKind::KeyChange,
             request_id,
             detail.as_bytes(),
-        )?;
-        txn.commit()?;
-        Ok(())
+            now,
+        )
     }
 
     /// Sign the audit log's head (see [`crate::Store::audit_checkpoint`]).

@@ -942,8 +942,19 @@ fn admit(
 
 /// Append a refusal to the audit log of `db`, durably.
 fn audit_refusal(db: &Database, request_id: &[u8; 16], now: u64, why: &[u8]) -> Result<(), Error> {
+    audit_durably(db, AuditKind::Refused, request_id, why, now)
+}
+
+/// Append one audit entry to `db` in a transaction of its own, synced to disk.
+fn audit_durably(
+    db: &Database,
+    kind: AuditKind,
+    subject: &[u8; 16],
+    detail: &[u8],
+    now: u64,
+) -> Result<(), Error> {
     let txn = begin_durable(db)?;
-    audit::append(&txn, now, AuditKind::Refused, request_id, why)?;
+    audit::append(&txn, now, kind, subject, detail)?;
     txn.commit()?;
     Ok(())
 }
