@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 use obscura_client::Client;
 use serde_json::{json, Value};
@@ -175,7 +176,13 @@ pub struct LocalCluster {
     pub dir: PathBuf,
     pub tokens: TokenKind,
     running: Option<nodes::Running>,
+    /// The operator account's password, once registered (VOPRF clusters): every client logs in
+    /// with it.
+    operator: Option<Zeroizing<String>>,
 }
+
+/// The account a local cluster's clients log in as.
+pub const OPERATOR: &str = "operator";
 
 impl LocalCluster {
     /// Create the cluster in a fresh folder named after `what` and start its nodes and keepers.
@@ -213,6 +220,7 @@ impl LocalCluster {
             dir,
             tokens,
             running: Some(running),
+            operator: None,
         })
     }
 
@@ -238,6 +246,28 @@ impl LocalCluster {
         let client = Client::new(parts).map_err(|e| e.to_string())?;
         if let Some(running) = &mut self.running {
             running.wait_ready(&client, Duration::from_secs(30)).await?;
+        }
+        if client.uses_keepers() {
+            // Keeper operations need a session: the first client registers the operator (the
+            // cluster's first account, its admin), and every client logs in, in memory only.
+            let password = match &self.operator {
+                Some(p) => p.clone(),
+                None => {
+                    let mut raw = [0u8; 16];
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
+                    let p = Zeroizing::new(obscura_tokens::keyfile::to_hex(&raw).to_string());
+                    client
+                        .register(OPERATOR, p.as_bytes())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.operator = Some(p.clone());
+                    p
+                }
+            };
+            client
+                .login(OPERATOR, password.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(Arc::new(client))
     }

@@ -9,6 +9,7 @@ use ed25519_dalek::SigningKey;
 use obscura_client::config::{ClientConfig, ClientSecrets, TokenKind};
 use obscura_keeper::oprf;
 use obscura_keeper::threshold::deal;
+use obscura_node::accounts::LoginPolicy;
 use obscura_node::config::{NodeConfig, NodeSecrets};
 use obscura_node::keeper::{KeeperConfig, KeeperSecrets, SealedShare};
 use obscura_node::tls::{make_cluster_tls, ClusterTls};
@@ -280,16 +281,19 @@ fn write_keepers(
             });
         }
     }
+    // Every keeper's secrets first: each configuration lists all peer keys.
+    let mut made = Vec::with_capacity(m);
+    let mut peers = Vec::with_capacity(m);
     for (j, shares) in per_keeper.into_iter().enumerate() {
+        let (secrets, peer) = KeeperSecrets::new(tls.keepers[j].key_pem.to_string(), shares, rng);
+        peers.push(hex(&peer));
+        made.push(secrets);
+    }
+    for (j, secrets) in made.into_iter().enumerate() {
         let keeper = j + 1;
         let kd = dir.join(format!("keeper{keeper}"));
         std::fs::create_dir_all(&kd).map_err(|e| format!("{}: {e}", kd.display()))?;
-        let audit_key = SigningKey::generate(rng);
-        let secrets = KeeperSecrets {
-            tls_key_pem: tls.keepers[j].key_pem.to_string(),
-            audit_key: audit_key.to_bytes(),
-            shares,
-        };
+        let audit_key = SigningKey::from_bytes(&secrets.audit_key);
         write(
             &kd.join("secrets.sealed"),
             &secrets.seal(wrapping, rng).map_err(|e| e.to_string())?,
@@ -314,6 +318,10 @@ fn write_keepers(
             budget_window_s: 3600,
             replay_window_s: 120,
             checkpoint_interval_s: 60,
+            keyring: Some(PathBuf::from("keyring.sealed")),
+            peers: peers.clone(),
+            login: LoginPolicy::default(),
+            session_ttl_s: 3600,
         };
         write(
             &kd.join("keeper.json"),

@@ -1,6 +1,7 @@
 //! `obscura`: private image similarity search over secret-shared images.
 #![deny(unsafe_code)]
 
+mod account;
 mod alloc;
 mod audit;
 mod bench;
@@ -56,6 +57,63 @@ enum Command {
     /// Manage the band-token keys of a running cluster.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Register an account with every keeper (OPAQUE: the password never leaves this
+    /// machine). The first account of a cluster is its admin; after that, an admin logged in
+    /// registers others. The password is read from OBSCURA_PASSWORD or standard input.
+    Register {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account's name.
+        #[arg(long)]
+        user: String,
+    },
+    /// Log in with every keeper that answers (at least T must accept). The sessions are kept in
+    /// DIR/session.json (or OBSCURA_SESSION), readable only by you; every keeper operation,
+    /// token evaluation included, runs inside them. Failed logins are limited per account and
+    /// per address, with growing delays and a lockout an admin lifts.
+    Login {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account's name.
+        #[arg(long)]
+        user: String,
+    },
+    /// End the sessions at the keepers and delete the session file.
+    Logout {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+    },
+    /// As an admin: lift an account's login lockout at every keeper.
+    Unlock {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account.
+        #[arg(long)]
+        user: String,
+    },
+    /// Secrets held at the keepers as Shamir shares (any T of M rebuild one), and threshold
+    /// signing keys; every operation is recorded in your audit trail (`obscura audit events`).
+    #[command(subcommand)]
+    Secret(account::SecretCommand),
+    /// Sign FILE with a threshold signing key: T keepers each give a FROST (RFC 9591) share and
+    /// the result is a standard Ed25519 signature. A keeper whose share is wrong is named.
+    Sign {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The signing key's id (from `obscura secret generate --signing`).
+        #[arg(long)]
+        key: String,
+        /// The file to sign.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Share image files (and folders, recursively) among the nodes.
     Index {
         /// The cluster directory made by `cluster init`.
@@ -258,6 +316,16 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Your own audit trail at each keeper: logins, secrets made, used, exported, deleted,
+    /// signatures.
+    Events {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where band tokens come from (see `cluster init --tokens`).
@@ -283,6 +351,13 @@ enum KeeperCommand {
     /// Serve one keeper from its configuration file until interrupted: it evaluates blinded
     /// band elements with its shares of the token keys, within each client's budget.
     Run {
+        /// The keeper's `keeper.json`.
+        config: PathBuf,
+    },
+    /// A keeper refuses to start when its store is older than its state counter (restored from
+    /// an old copy, which could bring back spent login attempts). After checking why, an admin
+    /// accepts the restored store with this; the keeper must be stopped.
+    AcceptRestore {
         /// The keeper's `keeper.json`.
         config: PathBuf,
     },
@@ -339,9 +414,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// A client of the cluster in `dir`, with the user's keeper sessions if logged in.
 fn client(dir: &Path) -> Result<Client, String> {
     let parts = obscura_client::config::load(dir).map_err(|e| e.to_string())?;
-    Client::new(parts).map_err(|e| e.to_string())
+    let client = Client::new(parts).map_err(|e| e.to_string())?;
+    if client.uses_keepers() {
+        client
+            .attach_session(&account::session_path(dir))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(client)
 }
 
 fn exit(ok: bool) -> ExitCode {
@@ -396,6 +478,12 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Cluster(ClusterCommand::Up { dir }) => cluster_up(&dir).await,
         Command::Node(NodeCommand::Run { config }) => node_run(&config).await,
         Command::Keeper(KeeperCommand::Run { config }) => keeper_run(&config).await,
+        Command::Keeper(KeeperCommand::AcceptRestore { config }) => {
+            let (was, now) =
+                obscura_node::keeper::accept_restore(&config).map_err(|e| e.to_string())?;
+            println!("keeper store accepted: state counter {was} -> {now}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keys(KeysCommand::Rotate {
             cluster,
             batch,
@@ -520,6 +608,20 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 }
             }
             Ok(exit(ok))
+        }
+        Command::Register { cluster, user } => account::register(&cluster, &user).await,
+        Command::Login { cluster, user } => account::login(&cluster, &user).await,
+        Command::Logout { cluster } => account::logout(&cluster).await,
+        Command::Unlock { cluster, user } => account::unlock(&cluster, &user).await,
+        Command::Secret(command) => account::secret(command).await,
+        Command::Sign {
+            cluster,
+            key,
+            file,
+            json,
+        } => account::sign(&cluster, &key, &file, json).await,
+        Command::Audit(AuditCommand::Events { cluster, json }) => {
+            account::events(&cluster, json).await
         }
         Command::Audit(AuditCommand::Verify { cluster, json }) => {
             let verdicts = audit::verify_cluster(&cluster, &client(&cluster)?).await?;

@@ -15,6 +15,8 @@
 pub mod config;
 mod journal;
 pub mod rotation;
+pub mod secrets;
+pub mod session;
 pub mod tokens;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +32,8 @@ use obscura_sharing::manifest::{ImageId, Manifest, SignedManifest};
 use obscura_sharing::rng::AesCtrRng;
 use obscura_tokens::BatchPlan;
 use rand_core::{OsRng, RngCore};
+pub use secrets::{Opened, Signed};
+pub use session::LoginReport;
 pub use tokens::{IndexTokens, KeeperFailure, KeeperParts, TokenError, TokenParts};
 
 /// Errors of client operations. Each names the nodes involved.
@@ -39,6 +43,12 @@ pub enum Error {
     /// The file is not an image we can hash.
     #[error(transparent)]
     Image(#[from] obscura_phash::Error),
+    /// The session file or a session step failed.
+    #[error("session: {0}")]
+    Session(String),
+    /// A user secret could not be stored, rebuilt or used.
+    #[error("secret: {0}")]
+    Secret(String),
     /// Sharing or manifest failure.
     #[error(transparent)]
     Sharing(#[from] obscura_sharing::Error),
@@ -162,6 +172,7 @@ pub struct Client {
     t: usize,
     nodes: Vec<String>,
     http: reqwest::Client,
+    keepers: session::KeeperLink,
     tokens: tokens::Source,
     key_version: u32,
     owner: Option<SigningKey>,
@@ -247,7 +258,7 @@ pub struct SearchOutcome {
     pub bytes_received: u64,
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -277,6 +288,11 @@ impl Client {
             k: parts.k,
             t: parts.t,
             nodes: parts.nodes,
+            keepers: session::KeeperLink {
+                http: http.clone(),
+                urls: tokens.keeper_urls().to_vec(),
+                sessions: std::sync::Arc::default(),
+            },
             http,
             tokens,
             key_version: parts.key_version,
@@ -480,7 +496,7 @@ impl Client {
         }
         let got = self
             .tokens
-            .index(&self.http, self.key_version, self.n(), hashes)
+            .index(&self.keepers, self.key_version, self.n(), hashes)
             .await?;
         Ok(got.value)
     }
@@ -708,7 +724,7 @@ impl Client {
         let t0 = Instant::now();
         let obtained = self
             .tokens
-            .query(&self.http, self.key_version, self.n(), &self.plan, q)
+            .query(&self.keepers, self.key_version, self.n(), &self.plan, q)
             .await?;
         let tokens_time = t0.elapsed();
         sent += obtained.sent;
@@ -995,7 +1011,7 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-fn code_name(code: ErrorCode) -> &'static str {
+pub(crate) fn code_name(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::BadRequest => "bad request",
         ErrorCode::UnsupportedVersion => "unsupported protocol version",
@@ -1007,5 +1023,10 @@ fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Internal => "server failure",
         ErrorCode::OverBudget => "evaluation budget spent",
         ErrorCode::UnknownKey => "unknown token key",
+        ErrorCode::NoSession => "no session (log in)",
+        ErrorCode::LoginFailed => "login failed",
+        ErrorCode::TooManyAttempts => "too many login attempts",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::RolledBack => "keeper store rolled back",
     }
 }

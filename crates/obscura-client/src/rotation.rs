@@ -25,7 +25,7 @@ use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::{post, Client, Error, KeeperFailure, NodeFailure};
+use crate::{Client, Error, KeeperFailure, NodeFailure};
 
 /// Purpose label of a sealed rotation plan.
 pub const PLAN_PURPOSE: &str = "rotation-plan";
@@ -204,7 +204,7 @@ impl Client {
             )));
         }
         let mut set = tokio::task::JoinSet::new();
-        for (j, url) in keepers.urls.iter().enumerate() {
+        for j in 0..keepers.urls.len() {
             let parts = (0..self.n())
                 .map(|x| KeeperRekeyPart {
                     node: x as u8 + 1,
@@ -218,9 +218,9 @@ impl Client {
                 parts,
             };
             let expected: Vec<[u8; 32]> = next.iter().map(|n| oprf::serialize(&n[j])).collect();
-            let (http, url) = (self.http.clone(), url.clone());
+            let (link, j) = (self.keepers.clone(), j as u8 + 1);
             set.spawn(async move {
-                let (r, _, _) = post(&http, &url, body).await;
+                let (r, _, _) = link.post(j, body).await;
                 let r = r.and_then(|b| match b {
                     ResponseBody::KeeperRekeyed { public_shares, .. }
                         if public_shares == expected =>
@@ -303,9 +303,9 @@ impl Client {
         progress("key rotation (finish)", results)?;
         let keepers = self.tokens.keepers().ok_or_else(no_keepers)?;
         let mut failures = Vec::new();
-        for (j, url) in keepers.urls.iter().enumerate() {
+        for j in 0..keepers.urls.len() {
             let body = RequestBody::KeeperRetire { version: plan.from };
-            if let (Err(reason), _, _) = post(&self.http, url, body).await {
+            if let (Err(reason), _, _) = self.keepers.post(j as u8 + 1, body).await {
                 failures.push(KeeperFailure {
                     keeper: j as u8 + 1,
                     reason,

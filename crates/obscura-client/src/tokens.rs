@@ -167,7 +167,7 @@ impl Source {
     /// `index[i][x - 1]`: image `i`'s tokens at node `x`.
     pub(crate) async fn index(
         &self,
-        http: &reqwest::Client,
+        link: &crate::session::KeeperLink,
         version: u32,
         nodes: usize,
         hashes: &[u64],
@@ -193,7 +193,7 @@ impl Source {
                     .map(|(band, value)| (band as u8, value))
                     .collect();
                 let got = keepers
-                    .evaluate(http, keys, version, nodes, &probes)
+                    .evaluate(link, keys, version, nodes, &probes)
                     .await?;
                 let mut out: Vec<Vec<IndexTokens>> = (0..hashes.len())
                     .map(|_| Vec::with_capacity(nodes))
@@ -216,7 +216,7 @@ impl Source {
     /// `batches[x - 1]`: the padded, shuffled lookup batch for node `x`.
     pub(crate) async fn query(
         &self,
-        http: &reqwest::Client,
+        link: &crate::session::KeeperLink,
         version: u32,
         nodes: usize,
         plan: &BatchPlan,
@@ -231,7 +231,7 @@ impl Source {
             )),
             Source::Voprf(keepers, keys) => {
                 let got = keepers
-                    .evaluate(http, keys, version, nodes, &plan.probes(hash))
+                    .evaluate(link, keys, version, nodes, &plan.probes(hash))
                     .await?;
                 let value = got
                     .value
@@ -255,7 +255,7 @@ impl KeeperParts {
     /// `out[x - 1][i]` for `probes[i]`.
     async fn evaluate(
         &self,
-        http: &reqwest::Client,
+        link: &crate::session::KeeperLink,
         keys: &std::sync::Arc<Vec<PublicKey>>,
         version: u32,
         nodes: usize,
@@ -330,11 +330,7 @@ impl KeeperParts {
             }
             let mut set = tokio::task::JoinSet::new();
             for j in ask {
-                let (http, url, body) = (
-                    http.clone(),
-                    self.urls[j as usize - 1].clone(),
-                    body.clone(),
-                );
+                let (link, body) = (link.clone(), body.clone());
                 let batches = batches.clone();
                 let public: Vec<RistrettoPoint> = self
                     .public_shares
@@ -342,7 +338,7 @@ impl KeeperParts {
                     .map(|p| p[j as usize - 1])
                     .collect();
                 set.spawn(async move {
-                    let (answer, sent, received) = crate::post(&http, &url, body).await;
+                    let (answer, sent, received) = link.post(j, body).await;
                     let checked = match answer {
                         Ok(ResponseBody::KeeperEvaluated {
                             keeper,

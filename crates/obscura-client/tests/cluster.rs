@@ -10,6 +10,7 @@ use redb::ReadableTable;
 use ed25519_dalek::SigningKey;
 use obscura_client::{Client, ClientParts, Error, KeeperParts, TokenParts};
 use obscura_keeper::{oprf, threshold};
+use obscura_node::accounts::LoginPolicy;
 use obscura_node::config::{LoadedNode, NodeConfig, NodeSecrets};
 use obscura_node::keeper::{KeeperConfig, KeeperSecrets, LoadedKeeper, SealedShare};
 use obscura_node::tls::{client_config, make_cluster_tls};
@@ -25,6 +26,9 @@ const T: usize = 2;
 /// Keepers, and how many evaluate.
 const M: usize = 3;
 const KT: usize = 2;
+/// The cluster's first account (its admin), which the tests' clients log in as.
+const ADMIN: &str = "admin";
+const PASSWORD: &[u8] = b"correct horse battery staple";
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -162,13 +166,16 @@ impl Cluster {
             }
         }
         let mut keeper_ports = Vec::new();
+        let mut made = Vec::new();
+        let mut peers = Vec::new();
         for (j, shares) in keeper_shares.into_iter().enumerate() {
+            let (secrets, peer) =
+                KeeperSecrets::new(tls.keepers[j].key_pem.to_string(), shares, &mut rng);
+            made.push(secrets);
+            peers.push(hex(&peer));
+        }
+        for (j, secrets) in made.into_iter().enumerate() {
             let keeper = j as u8 + 1;
-            let secrets = KeeperSecrets {
-                tls_key_pem: tls.keepers[j].key_pem.to_string(),
-                audit_key: SigningKey::generate(&mut rng).to_bytes(),
-                shares,
-            };
             std::fs::write(
                 dir.join(format!("keeper{keeper}.sealed")),
                 secrets.seal(&wrapping, &mut rng).unwrap(),
@@ -193,6 +200,10 @@ impl Cluster {
                 budget_window_s: 3600,
                 replay_window_s: 120,
                 checkpoint_interval_s: 3600,
+                keyring: None,
+                peers: peers.clone(),
+                login: LoginPolicy::default(),
+                session_ttl_s: 3600,
             };
             std::fs::write(
                 dir.join(format!("keeper{keeper}.json")),
@@ -245,6 +256,10 @@ impl Cluster {
         for keeper in 1..=m as u8 {
             c.keeper_up(keeper).await;
         }
+        if setup.voprf {
+            c.client.register(ADMIN, PASSWORD).await.unwrap();
+            c.client.login(ADMIN, PASSWORD).await.unwrap();
+        }
         c
     }
 
@@ -278,13 +293,13 @@ impl Cluster {
     }
 
     /// A client of key version `version`, with the keepers' public shares of it.
-    fn client_at(
+    async fn client_at(
         &self,
         version: u32,
         public_shares: Vec<Vec<obscura_keeper::RistrettoPoint>>,
     ) -> Client {
         let url = |p: &u16| format!("https://127.0.0.1:{p}");
-        Client::new(ClientParts {
+        let client = Client::new(ClientParts {
             k: K,
             t: T,
             nodes: self.ports.iter().map(url).collect(),
@@ -301,7 +316,9 @@ impl Cluster {
             timeout: Duration::from_secs(5),
             journal: None,
         })
-        .unwrap()
+        .unwrap();
+        client.login(ADMIN, PASSWORD).await.unwrap();
+        client
     }
 
     async fn down(&mut self, node: u8) {
@@ -319,6 +336,10 @@ impl Cluster {
             rx.await.ok();
         }));
         self.keepers[j] = Some(Running { stop, task });
+        // A restarted keeper has forgotten its sessions: log in again.
+        if self.client.user().is_some() {
+            self.client.login(ADMIN, PASSWORD).await.unwrap();
+        }
     }
 
     async fn keeper_down(&mut self, keeper: u8) {
@@ -698,7 +719,7 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
     // Interrupted: node 3 goes down and comes back mid-rotation.
     c.down(3).await;
     c.up(3).await;
-    let v2 = c.client_at(2, next.clone());
+    let v2 = c.client_at(2, next.clone()).await;
     for (name, id) in names.iter().zip(&ids) {
         finds(&c.client, name, *id).await;
         finds(&v2, name, *id).await;
@@ -740,6 +761,7 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
     // Only version 2 now, even after restarts.
     c.keeper_down(1).await;
     c.keeper_up(1).await;
+    v2.login(ADMIN, PASSWORD).await.unwrap();
     c.down(1).await;
     c.up(1).await;
     let err = c.client.search(&files[0], 10, 10).await.unwrap_err();

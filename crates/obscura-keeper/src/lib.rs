@@ -35,6 +35,7 @@
 
 pub mod oprf;
 pub mod session;
+pub mod signing;
 pub mod threshold;
 
 pub use curve25519_dalek::ristretto::RistrettoPoint;

@@ -357,6 +357,27 @@ impl Channel {
         }
     }
 
+    /// The channel of a session already in use, its next sequence numbers `sent` and
+    /// `received` (as [`Channel::counters`] gave them), for a client that keeps its session in a
+    /// file between commands.
+    pub fn resume(
+        session_key: &[u8; SESSION_KEY_LEN],
+        id: [u8; 16],
+        role: Role,
+        expires_at: u64,
+        (sent, received): (u64, u64),
+    ) -> Channel {
+        let mut c = Channel::new(session_key, id, role, expires_at);
+        c.sent = sent;
+        c.received = received;
+        c
+    }
+
+    /// The next sequence numbers: to send, to receive.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.sent, self.received)
+    }
+
     /// The session id.
     pub fn id(&self) -> [u8; 16] {
         self.id

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -27,9 +28,11 @@ use axum::routing::post;
 use axum::Router;
 use ed25519_dalek::SigningKey;
 use obscura_keeper::oprf::{self, Elements};
+use obscura_keeper::session::ServerKeys;
+use obscura_keeper::signing::{self, PeerKeys};
 use obscura_keeper::threshold::{KeyShare, Rekey};
 use obscura_proto::{
-    limits, ErrorCode, KeeperEvaluation, KeeperRekeyPart, Request, RequestBody, ResponseBody,
+    ErrorCode, KeeperEvaluation, KeeperRekeyPart, Request, RequestBody, ResponseBody,
 };
 use obscura_store::keeper::{Budget, KeeperStore};
 use obscura_tokens::keyfile::WrappingKey;
@@ -38,12 +41,14 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::accounts::{Accounts, Caller, LoginPolicy};
 use crate::config::{
     open_secrets, read, read_config, seal_secrets, server_tls, wrapping_key, write_atomic, Error,
 };
 use crate::server::{
     accept_loop, error, now, proto_error, respond, scalar, store_error, wire_audit,
 };
+use crate::vault::Vault;
 
 /// Purpose label of a keeper's sealed secrets.
 pub const SECRETS_PURPOSE: &str = "keeper-secrets";
@@ -77,6 +82,25 @@ pub struct KeeperConfig {
     pub replay_window_s: u64,
     /// How often the audit log is signed, seconds.
     pub checkpoint_interval_s: u64,
+    /// The keyring: the storage key, one key per user secret, and the store's state counter
+    /// (see [`crate::vault`]). Best on other media than the store. Default: beside the sealed
+    /// secrets, with the extension `keyring`.
+    #[serde(default)]
+    pub keyring: Option<PathBuf>,
+    /// Every keeper's public peer key (hex), keeper 1 first: key generation seals its round-2
+    /// packages to them.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Login limits.
+    #[serde(default)]
+    pub login: LoginPolicy,
+    /// How long a session lasts, seconds.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_s: u64,
+}
+
+fn default_session_ttl() -> u64 {
+    3600
 }
 
 /// One key share as sealed: whose key (node, version) and the share's scalar.
@@ -99,9 +123,31 @@ pub struct KeeperSecrets {
     pub audit_key: [u8; 32],
     /// Its shares of the token keys.
     pub shares: Vec<SealedShare>,
+    /// Its OPAQUE keys ([`ServerKeys::to_bytes`]).
+    pub opaque: Vec<u8>,
+    /// Its peer key (a ristretto255 scalar) for key generation.
+    pub peer_key: [u8; 32],
 }
 
 impl KeeperSecrets {
+    /// A keeper's secrets with fresh audit, OPAQUE and peer keys; also returns the public peer
+    /// key, which goes into every keeper's configuration.
+    pub fn new<R: rand_core::RngCore + rand_core::CryptoRng>(
+        tls_key_pem: String,
+        shares: Vec<SealedShare>,
+        rng: &mut R,
+    ) -> (KeeperSecrets, [u8; 32]) {
+        let (peer_key, peer_public) = signing::peer_key(rng);
+        let secrets = KeeperSecrets {
+            tls_key_pem,
+            audit_key: SigningKey::generate(rng).to_bytes(),
+            shares,
+            opaque: ServerKeys::random(rng).to_bytes().to_vec(),
+            peer_key: *peer_key,
+        };
+        (secrets, peer_public)
+    }
+
     /// Seal for writing to disk.
     ///
     /// # Errors
@@ -133,6 +179,49 @@ pub struct LoadedKeeper {
     pub wrapping: WrappingKey,
     /// The TLS key, sealed again with them.
     pub tls_key_pem: Zeroizing<String>,
+    /// The account records' vault, checked against the keyring.
+    pub vault: Vault,
+    /// OPAQUE keys.
+    pub opaque: ServerKeys,
+    /// Peer keys for key generation (none if the configuration lists no peers).
+    pub peers: Option<PeerKeys>,
+    /// The OPAQUE keys and peer key as sealed, to seal them again with the shares.
+    sealed_extra: (Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>),
+}
+
+/// Where a keeper's keyring is: as configured, else beside its sealed secrets.
+pub fn keyring_path(config_path: &Path, config: &KeeperConfig) -> PathBuf {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    match &config.keyring {
+        Some(p) => base.join(p),
+        None => base.join(&config.secrets).with_extension("keyring"),
+    }
+}
+
+/// An admin accepts that keeper's store was restored from an older copy: its state counter is
+/// set to the store's. Returns the counter before and after. The keeper must be stopped.
+///
+/// # Errors
+/// [`Error::File`], [`Error::Config`], [`Error::Secrets`], [`Error::Store`].
+pub fn accept_restore(config_path: &Path) -> Result<(u64, u64), Error> {
+    let config: KeeperConfig = read_config(config_path)?;
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let wrapping = wrapping_key(&base.join(&config.wrapping_key))?;
+    let store = KeeperStore::open(&base.join(&config.store), config.keeper)?;
+    let done = Vault::accept_restore(&store, &keyring_path(config_path, &config), &wrapping)?;
+    store.vault_write(
+        done.1,
+        &[],
+        &[0; 16],
+        &format!(
+            "restored store accepted: state counter {} -> {}",
+            done.0, done.1
+        ),
+        crate::server::now(),
+    )?;
+    // That write advanced the store; the keyring follows.
+    Vault::accept_restore(&store, &keyring_path(config_path, &config), &wrapping)?;
+    Ok(done)
 }
 
 impl std::fmt::Debug for LoadedKeeper {
@@ -183,7 +272,42 @@ impl LoadedKeeper {
             })
             .collect::<Result<_, _>>()?;
         let store = KeeperStore::open(&at(&config.store), config.keeper)?;
+        let vault = Vault::open(
+            &store,
+            &keyring_path(config_path, &config),
+            wrapping.clone(),
+        )?;
+        let opaque = ServerKeys::from_bytes(&secrets.opaque).map_err(|_| {
+            Error::Secrets(
+                "the sealed secrets hold no OPAQUE keys (made by an older obscura): make the \
+                 cluster again"
+                    .into(),
+            )
+        })?;
+        let peers = if config.peers.is_empty() {
+            None
+        } else {
+            let publics = config
+                .peers
+                .iter()
+                .map(|h| {
+                    obscura_tokens::keyfile::hex32(h)
+                        .ok_or_else(|| bad(format!("{h:?} is not a peer key")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(
+                PeerKeys::new(config.keeper, &secrets.peer_key, &publics)
+                    .map_err(|e| bad(format!("peers: {e}")))?,
+            )
+        };
         Ok(LoadedKeeper {
+            vault,
+            opaque,
+            peers,
+            sealed_extra: (
+                Zeroizing::new(secrets.opaque.clone()),
+                Zeroizing::new(secrets.peer_key),
+            ),
             audit_key: SigningKey::from_bytes(&secrets.audit_key),
             secrets_path: at(&config.secrets),
             wrapping,
@@ -203,11 +327,12 @@ pub fn client_id(cert_der: &[u8]) -> [u8; 16] {
     h[..16].try_into().expect("16 bytes")
 }
 
-struct KeeperState {
+pub(crate) struct KeeperState {
     keeper: u8,
     window: u64,
     budget: Budget,
     store: KeeperStore,
+    accounts: Accounts,
     shares: RwLock<HashMap<(u8, u32), KeyShare>>,
     audit_key: SigningKey,
     /// Held while the shares change and are sealed again, so changes apply one at a time.
@@ -219,6 +344,8 @@ struct Sealing {
     path: PathBuf,
     wrapping: WrappingKey,
     tls_key_pem: Zeroizing<String>,
+    opaque: Zeroizing<Vec<u8>>,
+    peer_key: Zeroizing<[u8; 32]>,
 }
 
 #[derive(Clone)]
@@ -226,13 +353,21 @@ struct Connection {
     state: Arc<KeeperState>,
     /// `None` cannot happen behind the verifier, which requires a certificate; it is refused.
     client: Option<[u8; 16]>,
+    /// The peer's address, for login limits per source.
+    source: IpAddr,
 }
 
 impl KeeperState {
-    fn process(&self, client: Option<[u8; 16]>, op: &str, bytes: &[u8]) -> ResponseBody {
-        let Some(client) = client else {
+    fn process(
+        &self,
+        client: Option<[u8; 16]>,
+        source: IpAddr,
+        op: &str,
+        bytes: &[u8],
+    ) -> ResponseBody {
+        if client.is_none() {
             return error(ErrorCode::BadRequest, "no client certificate");
-        };
+        }
         let req = match Request::decode(bytes) {
             Ok(r) => r,
             Err(e) => return proto_error(e),
@@ -247,22 +382,41 @@ impl KeeperState {
         {
             return store_error(e);
         }
-        match &req.body {
-            RequestBody::KeeperEvaluate { version, batches } => {
-                match self.evaluate(client, &req.request_id, *version, batches, now) {
-                    Ok(body) | Err(body) => body,
-                }
+        let a = &self.accounts;
+        let outcome = match &req.body {
+            RequestBody::Audit | RequestBody::Status => Ok(self.public(&req.body, now)),
+            RequestBody::KeeperRegister { user, request } => {
+                a.register(&self.store, None, user, request)
             }
-            RequestBody::KeeperRekey { from, to, parts } => {
-                match self.rekey(&req.request_id, *from, *to, parts, now) {
-                    Ok(body) | Err(body) => body,
-                }
+            RequestBody::KeeperRegisterFinish { user, upload } => {
+                a.register_finish(&self.store, None, user, upload, now)
             }
-            RequestBody::KeeperRetire { version } => {
-                match self.retire(&req.request_id, *version, now) {
-                    Ok(body) | Err(body) => body,
-                }
+            RequestBody::KeeperLoginStart { user, ke1 } => {
+                a.login_start(&self.store, source, user, ke1, now)
             }
+            RequestBody::KeeperLoginFinish { login, ke3 } => {
+                a.login_finish(&self.store, login, ke3, now)
+            }
+            RequestBody::KeeperSealed { session, message } => {
+                Ok(a.sealed(session, message, now, |caller, inner| {
+                    match self.in_session(caller, &inner, now) {
+                        Ok(body) | Err(body) => body,
+                    }
+                }))
+            }
+            _ => Err(error(
+                ErrorCode::NoSession,
+                "a keeper operation needs a session: log in (obscura login)",
+            )),
+        };
+        match outcome {
+            Ok(body) | Err(body) => body,
+        }
+    }
+
+    /// What a keeper answers without a session: its status and audit log.
+    fn public(&self, body: &RequestBody, now: u64) -> ResponseBody {
+        match body {
             RequestBody::Audit => {
                 let entries = self
                     .store
@@ -273,7 +427,7 @@ impl KeeperState {
                     Err(e) => store_error(e),
                 }
             }
-            RequestBody::Status => match self.store.audit_entries() {
+            _ => match self.store.audit_entries() {
                 // A keeper stores no image: `node` is its number, the counts are zero.
                 Ok(e) => ResponseBody::Status {
                     node: self.keeper,
@@ -283,11 +437,63 @@ impl KeeperState {
                 },
                 Err(e) => store_error(e),
             },
-            _ => error(
+        }
+    }
+
+    /// A request opened from a session, run as its caller.
+    fn in_session(
+        &self,
+        caller: &Caller,
+        req: &Request,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let a = &self.accounts;
+        let admin = || {
+            if caller.admin {
+                Ok(())
+            } else {
+                Err(error(ErrorCode::Forbidden, "an admin operation"))
+            }
+        };
+        match &req.body {
+            RequestBody::KeeperEvaluate { version, batches } => {
+                self.evaluate(caller.user, &req.request_id, *version, batches, now)
+            }
+            RequestBody::KeeperRekey { from, to, parts } => {
+                admin()?;
+                self.rekey(&req.request_id, *from, *to, parts, now)
+            }
+            RequestBody::KeeperRetire { version } => {
+                admin()?;
+                self.retire(&req.request_id, *version, now)
+            }
+            RequestBody::KeeperRegister { user, request } => {
+                a.register(&self.store, Some(caller), user, request)
+            }
+            RequestBody::KeeperRegisterFinish { user, upload } => {
+                a.register_finish(&self.store, Some(caller), user, upload, now)
+            }
+            RequestBody::KeeperUnlock { user } => a.unlock(&self.store, caller, user, now),
+            RequestBody::KeeperLogout => {
+                a.end(&caller.session);
+                Ok(ResponseBody::Ok)
+            }
+            RequestBody::Audit | RequestBody::Status => Ok(self.public(&req.body, now)),
+            RequestBody::SecretPut { .. }
+            | RequestBody::SecretGet { .. }
+            | RequestBody::SecretDelete { .. }
+            | RequestBody::SecretList
+            | RequestBody::UserEvents
+            | RequestBody::DkgStart { .. }
+            | RequestBody::DkgRound2 { .. }
+            | RequestBody::DkgFinish { .. }
+            | RequestBody::SignCommit { .. }
+            | RequestBody::SignShare { .. } => a.user_op(&self.store, caller, &req.body, now),
+            _ => Err(error(
                 ErrorCode::BadRequest,
-                "a keeper evaluates tokens, changes its key shares, and shows its status and \
-                 audit log; nothing else",
-            ),
+                "a keeper evaluates tokens, keeps user secrets and signs, changes its key \
+                 shares, and shows its status and audit log; nothing else",
+            )),
         }
     }
 
@@ -436,6 +642,8 @@ impl KeeperState {
         let secrets = KeeperSecrets {
             tls_key_pem: sealing.tls_key_pem.to_string(),
             audit_key: self.audit_key.to_bytes(),
+            opaque: sealing.opaque.to_vec(),
+            peer_key: *sealing.peer_key,
             shares: shares
                 .iter()
                 .map(|(&(node, version), k)| SealedShare {
@@ -507,7 +715,7 @@ async fn handle(
     body: Bytes,
 ) -> (StatusCode, Vec<u8>) {
     // Scalar multiplications and the store are synchronous: keep them off the async workers.
-    respond(move || conn.state.process(conn.client, &op, &body)).await
+    respond(move || conn.state.process(conn.client, conn.source, &op, &body)).await
 }
 
 /// Serve `keeper` on `listener` until `shutdown` completes; then sign the audit log's head.
@@ -527,16 +735,28 @@ pub async fn serve(
             window_s: keeper.config.budget_window_s,
         },
         store: keeper.store,
+        accounts: Accounts::new(
+            keeper.config.keeper,
+            keeper.config.m,
+            keeper.config.threshold,
+            keeper.opaque,
+            keeper.vault,
+            keeper.peers,
+            keeper.config.login,
+            keeper.config.session_ttl_s,
+        ),
         shares: RwLock::new(keeper.shares),
         audit_key: keeper.audit_key,
         changing: Mutex::new(Sealing {
             path: keeper.secrets_path,
             wrapping: keeper.wrapping,
             tls_key_pem: keeper.tls_key_pem,
+            opaque: keeper.sealed_extra.0,
+            peer_key: keeper.sealed_extra.1,
         }),
     });
     let s = state.clone();
-    let app_for = move |tls: &rustls::ServerConnection| {
+    let app_for = move |tls: &rustls::ServerConnection, peer: std::net::SocketAddr| {
         let client = tls
             .peer_certificates()
             .and_then(|c| c.first())
@@ -544,11 +764,12 @@ pub async fn serve(
         Router::new()
             .route("/v1/{op}", post(handle))
             .layer(DefaultBodyLimit::max(
-                limits::MAX_KEEPER_ELEMENTS * 40 + (1 << 16),
+                obscura_proto::account_limits::MAX_SEALED + (1 << 16),
             ))
             .with_state(Connection {
                 state: s.clone(),
                 client,
+                source: peer.ip(),
             })
     };
     let tick = move || {

@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accounts;
 pub mod config;
 pub mod keeper;
 pub mod server;
 pub mod tls;
+pub mod vault;

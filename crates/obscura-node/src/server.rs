@@ -70,6 +70,10 @@ pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::OverBudget => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UnknownKey => StatusCode::NOT_FOUND,
+            ErrorCode::NoSession | ErrorCode::LoginFailed => StatusCode::UNAUTHORIZED,
+            ErrorCode::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::RolledBack => StatusCode::SERVICE_UNAVAILABLE,
         },
         ResponseBody::Ok
         | ResponseBody::Lookup { .. }
@@ -79,7 +83,18 @@ pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::Audit { .. }
         | ResponseBody::KeeperEvaluated { .. }
         | ResponseBody::Rotation { .. }
-        | ResponseBody::KeeperRekeyed { .. } => StatusCode::OK,
+        | ResponseBody::KeeperRekeyed { .. }
+        | ResponseBody::KeeperRegistration { .. }
+        | ResponseBody::KeeperLoginStarted { .. }
+        | ResponseBody::KeeperSession { .. }
+        | ResponseBody::KeeperSealed { .. }
+        | ResponseBody::Secret { .. }
+        | ResponseBody::Secrets { .. }
+        | ResponseBody::Events { .. }
+        | ResponseBody::DkgPackages { .. }
+        | ResponseBody::DkgDone { .. }
+        | ResponseBody::SignCommitment { .. }
+        | ResponseBody::SignatureShare { .. } => StatusCode::OK,
     }
 }
 
@@ -94,6 +109,7 @@ pub(crate) fn store_error(e: obscura_store::Error) -> ResponseBody {
         E::OverBudget { .. } => ErrorCode::OverBudget,
         E::KeyVersion { .. } => ErrorCode::UnknownKey,
         E::ElementsChanged => ErrorCode::Internal,
+        E::RolledBack { .. } => ErrorCode::RolledBack,
         E::Open { .. } | E::WrongNode { .. } | E::Storage(_) | E::Corrupt(_) => ErrorCode::Internal,
     };
     error(code, e.to_string())
@@ -355,9 +371,26 @@ impl NodeState {
             RequestBody::Rotate { op } => self.rotate(op, now).map(|s| rotation(self.node, s)),
             RequestBody::KeeperEvaluate { .. }
             | RequestBody::KeeperRekey { .. }
-            | RequestBody::KeeperRetire { .. } => Err(error(
+            | RequestBody::KeeperRetire { .. }
+            | RequestBody::KeeperRegister { .. }
+            | RequestBody::KeeperRegisterFinish { .. }
+            | RequestBody::KeeperLoginStart { .. }
+            | RequestBody::KeeperLoginFinish { .. }
+            | RequestBody::KeeperSealed { .. }
+            | RequestBody::KeeperLogout
+            | RequestBody::KeeperUnlock { .. }
+            | RequestBody::SecretPut { .. }
+            | RequestBody::SecretGet { .. }
+            | RequestBody::SecretDelete { .. }
+            | RequestBody::SecretList
+            | RequestBody::UserEvents
+            | RequestBody::DkgStart { .. }
+            | RequestBody::DkgRound2 { .. }
+            | RequestBody::DkgFinish { .. }
+            | RequestBody::SignCommit { .. }
+            | RequestBody::SignShare { .. } => Err(error(
                 ErrorCode::BadRequest,
-                "a node holds no token key: send this to a keeper",
+                "a node holds no key and no account: send this to a keeper",
             )),
         }
     }
@@ -616,7 +649,7 @@ pub async fn serve(
     accept_loop(
         listener,
         TlsAcceptor::from(node.tls),
-        move |_| app.clone(),
+        move |_, _| app.clone(),
         Duration::from_secs(node.config.checkpoint_interval_s.max(1)),
         tick,
         shutdown,
@@ -633,7 +666,7 @@ pub async fn serve(
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    app_for: impl Fn(&rustls::ServerConnection) -> Router + Send + Sync + 'static,
+    app_for: impl Fn(&rustls::ServerConnection, std::net::SocketAddr) -> Router + Send + Sync + 'static,
     every: Duration,
     tick: impl Fn() -> Result<(), obscura_store::Error> + Clone + Send + 'static,
     shutdown: impl Future<Output = ()>,
@@ -655,7 +688,7 @@ pub(crate) async fn accept_loop(
                 let _ = tokio::task::spawn_blocking(tick.clone()).await;
             }
             accepted = listener.accept() => {
-                let Ok((tcp, _peer)) = accepted else { continue };
+                let Ok((tcp, peer)) = accepted else { continue };
                 // Small TLS records must not wait for delayed ACKs (40 ms per round on Linux).
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
@@ -664,7 +697,7 @@ pub(crate) async fn accept_loop(
                     let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                         return; // refused or timed out handshake
                     };
-                    let service = TowerToHyperService::new(app_for(tls.get_ref().1));
+                    let service = TowerToHyperService::new(app_for(tls.get_ref().1, peer));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
                         .await;

@@ -18,7 +18,7 @@
 //!     body: RequestBody::Lookup { key_version: 1, tokens: vec![[1; 16], [2; 16]], min_bands: 1 },
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x04");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x05");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -37,7 +37,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -158,6 +158,63 @@ pub struct KeeperRekeyPart {
     pub zero_share: [u8; 32],
 }
 
+/// Limits of the keeper's account and secret messages.
+pub mod account_limits {
+    /// Longest user name (bytes).
+    pub const MAX_USER: usize = 128;
+    /// Largest OPAQUE message or secret share (bytes).
+    pub const MAX_BLOB: usize = 64 << 10;
+    /// Longest secret name (bytes).
+    pub const MAX_NAME: usize = 256;
+    /// Largest sealed session message (bytes): a keeper evaluation fits.
+    pub const MAX_SEALED: usize = 2 << 20;
+}
+
+/// What a user secret held at the keepers is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecretKind {
+    /// Arbitrary bytes, Shamir-shared by the client (any `T` keepers rebuild them).
+    Data,
+    /// A FROST (RFC 9591, Ed25519) signing key made by distributed key generation; it is
+    /// never rebuilt, only used to sign.
+    Signing,
+}
+
+/// One secret in a [`ResponseBody::Secrets`] listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// Its id.
+    pub id: [u8; 16],
+    /// The owner's name for it.
+    pub name: String,
+    /// What it is.
+    pub kind: SecretKind,
+    /// When it was stored (keeper time).
+    pub created: u64,
+}
+
+/// One event of a user's own audit trail at a keeper.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEvent {
+    /// Keeper time.
+    pub time: u64,
+    /// What happened ("login", "secret generate", "secret export", "sign", ...).
+    pub action: String,
+    /// The secret concerned, if any.
+    pub secret: Option<[u8; 16]>,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// A message addressed to keeper `to` (or from keeper `from`) in a key generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeeperPackage {
+    /// The keeper the package is from (round 1) or to (round 2), 1..=m.
+    pub keeper: u8,
+    /// The package bytes (round-2 packages are encrypted to their recipient).
+    pub bytes: Vec<u8>,
+}
+
 /// Stage-1 and storage operations a client asks of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestBody {
@@ -227,6 +284,115 @@ pub enum RequestBody {
         /// The version to erase.
         version: u32,
     },
+    /// To a keeper, outside a session: registration, first step (OPAQUE). Allowed outside a
+    /// session only while the keeper has no account (the first becomes its admin); later
+    /// accounts are registered by an admin, inside the admin's session.
+    KeeperRegister {
+        /// The new account's name.
+        user: String,
+        /// The OPAQUE registration request.
+        request: Vec<u8>,
+    },
+    /// Registration, last step: the envelope the keeper stores.
+    KeeperRegisterFinish {
+        /// The account's name.
+        user: String,
+        /// The OPAQUE registration upload.
+        upload: Vec<u8>,
+    },
+    /// Login, first step (OPAQUE KE1). Counted against the account's and the source's
+    /// login limits until the login succeeds.
+    KeeperLoginStart {
+        /// The account's name.
+        user: String,
+        /// KE1.
+        ke1: Vec<u8>,
+    },
+    /// Login, last step (KE3): opens a session.
+    KeeperLoginFinish {
+        /// The id the keeper gave the login.
+        login: [u8; 16],
+        /// KE3.
+        ke3: Vec<u8>,
+    },
+    /// A request sealed in a session: `message` opens to an encoded [`Request`], and the
+    /// answer is a [`ResponseBody::KeeperSealed`] holding the encoded [`Response`].
+    KeeperSealed {
+        /// The session id.
+        session: [u8; 16],
+        /// The sealed request.
+        message: Vec<u8>,
+    },
+    /// In a session: end it.
+    KeeperLogout,
+    /// In an admin's session: lift a login lockout.
+    KeeperUnlock {
+        /// The account.
+        user: String,
+    },
+    /// In a session: store this keeper's share of a new secret.
+    SecretPut {
+        /// Its id (chosen by the client, the same at every keeper).
+        id: [u8; 16],
+        /// The owner's name for it.
+        name: String,
+        /// "generate" or "import", for the audit trail.
+        origin: String,
+        /// This keeper's Shamir share.
+        share: Vec<u8>,
+    },
+    /// In a session: this keeper's share of a secret.
+    SecretGet {
+        /// Its id.
+        id: [u8; 16],
+        /// Recorded as an export (the secret leaves the keepers' custody) rather than a use.
+        export: bool,
+    },
+    /// In a session: delete a secret, destroying the key that encrypts it.
+    SecretDelete {
+        /// Its id.
+        id: [u8; 16],
+    },
+    /// In a session: the user's secrets.
+    SecretList,
+    /// In a session: the user's own audit trail at this keeper.
+    UserEvents,
+    /// In a session: start a distributed key generation (FROST, round 1) for a signing key.
+    DkgStart {
+        /// The key's id, the same at every keeper.
+        id: [u8; 16],
+        /// The owner's name for it.
+        name: String,
+    },
+    /// In a session: round 2, given every keeper's round-1 package.
+    DkgRound2 {
+        /// The key's id.
+        id: [u8; 16],
+        /// Round-1 packages of the other keepers.
+        round1: Vec<KeeperPackage>,
+    },
+    /// In a session: finish, given the round-2 packages addressed to this keeper.
+    DkgFinish {
+        /// The key's id.
+        id: [u8; 16],
+        /// Round-1 packages of the other keepers (as in round 2).
+        round1: Vec<KeeperPackage>,
+        /// Round-2 packages for this keeper, by sender.
+        round2: Vec<KeeperPackage>,
+    },
+    /// In a session: a FROST round-1 commitment for signing with a key.
+    SignCommit {
+        /// The key.
+        id: [u8; 16],
+    },
+    /// In a session: this keeper's signature share over the signing package (FROST round 2),
+    /// with the nonces of its last commitment for that key, which are then forgotten.
+    SignShare {
+        /// The key.
+        id: [u8; 16],
+        /// The serialized FROST signing package (message and commitments).
+        package: Vec<u8>,
+    },
     /// To a keeper: evaluate blinded band elements under its shares of the node keys of a key
     /// version. Charged to the client's budget.
     KeeperEvaluate {
@@ -253,6 +419,23 @@ impl RequestBody {
             RequestBody::Rotate { .. } => "/v1/rotate",
             RequestBody::KeeperRekey { .. } => "/v1/keeper-rekey",
             RequestBody::KeeperRetire { .. } => "/v1/keeper-retire",
+            RequestBody::KeeperRegister { .. } => "/v1/keeper-register",
+            RequestBody::KeeperRegisterFinish { .. } => "/v1/keeper-register-finish",
+            RequestBody::KeeperLoginStart { .. } => "/v1/keeper-login-start",
+            RequestBody::KeeperLoginFinish { .. } => "/v1/keeper-login-finish",
+            RequestBody::KeeperSealed { .. } => "/v1/keeper-sealed",
+            RequestBody::KeeperLogout => "/v1/keeper-logout",
+            RequestBody::KeeperUnlock { .. } => "/v1/keeper-unlock",
+            RequestBody::SecretPut { .. } => "/v1/secret-put",
+            RequestBody::SecretGet { .. } => "/v1/secret-get",
+            RequestBody::SecretDelete { .. } => "/v1/secret-delete",
+            RequestBody::SecretList => "/v1/secret-list",
+            RequestBody::UserEvents => "/v1/user-events",
+            RequestBody::DkgStart { .. } => "/v1/dkg-start",
+            RequestBody::DkgRound2 { .. } => "/v1/dkg-round2",
+            RequestBody::DkgFinish { .. } => "/v1/dkg-finish",
+            RequestBody::SignCommit { .. } => "/v1/sign-commit",
+            RequestBody::SignShare { .. } => "/v1/sign-share",
         }
     }
 
@@ -315,6 +498,69 @@ impl RequestBody {
             RequestBody::KeeperRekey { parts, .. } => {
                 check((1..=255).contains(&parts.len()), "parts")
             }
+            RequestBody::KeeperRegister {
+                user,
+                request: blob,
+            }
+            | RequestBody::KeeperRegisterFinish { user, upload: blob }
+            | RequestBody::KeeperLoginStart { user, ke1: blob } => {
+                check(
+                    !user.is_empty() && user.len() <= account_limits::MAX_USER,
+                    "user",
+                )?;
+                check(blob.len() <= account_limits::MAX_BLOB, "message")
+            }
+            RequestBody::KeeperUnlock { user } => check(
+                !user.is_empty() && user.len() <= account_limits::MAX_USER,
+                "user",
+            ),
+            RequestBody::KeeperLoginFinish { ke3, .. } => {
+                check(ke3.len() <= account_limits::MAX_BLOB, "ke3")
+            }
+            RequestBody::KeeperSealed { message, .. } => {
+                check(message.len() <= account_limits::MAX_SEALED, "message")
+            }
+            RequestBody::SecretPut {
+                name,
+                share,
+                origin,
+                ..
+            } => {
+                check(name.len() <= account_limits::MAX_NAME, "name")?;
+                check(origin.len() <= 16, "origin")?;
+                check(share.len() <= account_limits::MAX_BLOB, "share")
+            }
+            RequestBody::DkgStart { name, .. } => {
+                check(name.len() <= account_limits::MAX_NAME, "name")
+            }
+            RequestBody::DkgRound2 { round1, .. } => {
+                check(round1.len() <= 255, "round1")?;
+                check(
+                    round1
+                        .iter()
+                        .all(|p| p.bytes.len() <= account_limits::MAX_BLOB),
+                    "package",
+                )
+            }
+            RequestBody::DkgFinish { round1, round2, .. } => {
+                check(round1.len() <= 255 && round2.len() <= 255, "packages")?;
+                check(
+                    round1
+                        .iter()
+                        .chain(round2)
+                        .all(|p| p.bytes.len() <= account_limits::MAX_BLOB),
+                    "package",
+                )
+            }
+            RequestBody::SignShare { package, .. } => {
+                check(package.len() <= account_limits::MAX_BLOB, "package")
+            }
+            RequestBody::KeeperLogout
+            | RequestBody::SecretGet { .. }
+            | RequestBody::SecretDelete { .. }
+            | RequestBody::SecretList
+            | RequestBody::UserEvents
+            | RequestBody::SignCommit { .. } => Ok(()),
             RequestBody::Delete { .. }
             | RequestBody::Rotate { .. }
             | RequestBody::KeeperRetire { .. }
@@ -359,6 +605,18 @@ pub enum ErrorCode {
     OverBudget,
     /// A keeper holds no share of a requested key (node or version).
     UnknownKey,
+    /// A keeper operation needs a session: log in (or the session expired or was ended).
+    NoSession,
+    /// The login failed: wrong password or unknown account (the keeper does not say which).
+    LoginFailed,
+    /// Too many failed logins for the account or from the source: wait `message`'s delay, or
+    /// the account is locked until an admin lifts it.
+    TooManyAttempts,
+    /// The account may not do this (an admin operation).
+    Forbidden,
+    /// The keeper refuses to serve: its store is older than its state counter (restored from
+    /// an old copy) until an admin accepts it.
+    RolledBack,
 }
 
 /// One audit entry on the wire (see the node store's audit module).
@@ -454,6 +712,82 @@ pub enum ResponseBody {
         keeper: u8,
         /// `k'_j · G` per node key.
         public_shares: Vec<WireElement>,
+    },
+    /// Registration, second step: the OPAQUE registration response.
+    KeeperRegistration {
+        /// The response.
+        response: Vec<u8>,
+    },
+    /// Login, second step: KE2 and the id of the pending login.
+    KeeperLoginStarted {
+        /// The login's id, to send back with KE3.
+        login: [u8; 16],
+        /// KE2.
+        ke2: Vec<u8>,
+    },
+    /// A session is open.
+    KeeperSession {
+        /// Its id.
+        session: [u8; 16],
+        /// When it expires (keeper time, Unix seconds).
+        expires_at: u64,
+    },
+    /// The sealed answer to a [`RequestBody::KeeperSealed`].
+    KeeperSealed {
+        /// Opens to an encoded [`Response`].
+        message: Vec<u8>,
+    },
+    /// A secret's share at this keeper.
+    Secret {
+        /// The answering keeper.
+        keeper: u8,
+        /// The owner's name for it.
+        name: String,
+        /// The share.
+        share: Vec<u8>,
+    },
+    /// The user's secrets at this keeper.
+    Secrets {
+        /// Oldest first.
+        items: Vec<SecretInfo>,
+    },
+    /// The user's audit trail at this keeper.
+    Events {
+        /// Oldest first.
+        events: Vec<UserEvent>,
+    },
+    /// A key generation package from the answering keeper (round 1: its broadcast package;
+    /// round 2: one encrypted package per other keeper).
+    DkgPackages {
+        /// The answering keeper.
+        keeper: u8,
+        /// Round 1: one package, `keeper` itself; round 2: one per recipient.
+        packages: Vec<KeeperPackage>,
+    },
+    /// Key generation done at the answering keeper.
+    DkgDone {
+        /// The answering keeper.
+        keeper: u8,
+        /// The group's Ed25519 public key.
+        public_key: [u8; 32],
+        /// The serialized FROST public key package (every keeper's verifying share).
+        public_package: Vec<u8>,
+    },
+    /// A FROST round-1 commitment (serialized), with the key's public package.
+    SignCommitment {
+        /// The answering keeper.
+        keeper: u8,
+        /// The commitment.
+        commitment: Vec<u8>,
+        /// The serialized FROST public key package of the key, as this keeper holds it.
+        public_package: Vec<u8>,
+    },
+    /// A FROST signature share (serialized).
+    SignatureShare {
+        /// The answering keeper.
+        keeper: u8,
+        /// The share.
+        share: Vec<u8>,
     },
     /// Refused.
     Error {

@@ -296,10 +296,10 @@ fn encoding_is_frozen() {
     };
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex.len(), 2 * (6 + 16 + 5 + 1 + 16 + 2 + 256 + 1 + 32));
-    assert_eq!(&hex[..12], "4f4253430004");
+    assert_eq!(&hex[..12], "4f4253430005");
     assert_eq!(
         fnv1a(&r.encode()),
-        "14fada54d6a1d99e",
+        "eeff487144850127",
         "wire encoding changed"
     );
 }

@@ -39,6 +39,9 @@ pub enum AuditKind {
     /// A token key version changed: a rotation began, moved images or finished (at a node), or
     /// a keeper took or erased key shares.
     KeyChange,
+    /// At a keeper: an account or a user's secret changed, or a login was refused (the user is
+    /// named by a keyed digest, never in clear).
+    Account,
 }
 
 impl AuditKind {
@@ -53,6 +56,7 @@ impl AuditKind {
             AuditKind::Refused => 6,
             AuditKind::Checkpoint => 7,
             AuditKind::KeyChange => 8,
+            AuditKind::Account => 9,
         }
     }
 
@@ -67,6 +71,7 @@ impl AuditKind {
             6 => AuditKind::Refused,
             7 => AuditKind::Checkpoint,
             8 => AuditKind::KeyChange,
+            9 => AuditKind::Account,
             _ => return None,
         })
     }

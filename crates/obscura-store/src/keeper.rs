@@ -32,6 +32,13 @@ use crate::{Error, AUDIT, REQUESTS, REQUESTS_BY_TIME};
 
 /// client id → window start (u64 BE) ‖ evaluations used in it (u64 BE).
 const BUDGETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("budgets");
+/// Account records, already encrypted by the keeper: key → sealed record.
+const VAULT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vault");
+/// "state" → the number of vault writes so far.
+const VAULT_STATE: TableDefinition<&str, u64> = TableDefinition::new("vault_state");
+
+/// One change of a [`KeeperStore::vault_write`]: a record put, or removed with `None`.
+pub type VaultChange = (Vec<u8>, Option<Vec<u8>>);
 
 /// How many evaluations a client may ask of a keeper per window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +78,8 @@ impl KeeperStore {
             txn.open_table(REQUESTS)?;
             txn.open_table(REQUESTS_BY_TIME)?;
             txn.open_table(AUDIT)?;
+            txn.open_table(VAULT)?;
+            txn.open_table(VAULT_STATE)?;
         }
         txn.commit()?;
         Ok(KeeperStore { db, keeper })
@@ -216,6 +225,90 @@ impl KeeperStore {
     /// [`Error::Storage`] on a read failure.
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
         crate::read_audit(&self.db)
+    }
+}
+
+impl KeeperStore {
+    /// How many vault writes the store holds: compared with the counter the keeper keeps apart
+    /// from the store, it shows a store restored from an older copy.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn vault_state(&self) -> Result<u64, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(VAULT_STATE)?;
+        Ok(table.get("state")?.map_or(0, |v| v.value()))
+    }
+
+    /// A record, as stored (sealed by the keeper).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn vault_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(VAULT)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every record whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn vault_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(VAULT)?;
+        let mut out = Vec::new();
+        for row in table.range(prefix..)? {
+            let (k, v) = row?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Apply `changes` and audit `detail`, durably and all or none, if the store is at state
+    /// `expected`; it is then at `expected + 1`, which is returned.
+    ///
+    /// # Errors
+    /// [`Error::RolledBack`] when the store is at another state (nothing is written), or
+    /// [`Error::Storage`].
+    pub fn vault_write(
+        &self,
+        expected: u64,
+        changes: &[VaultChange],
+        subject: &[u8; 16],
+        detail: &str,
+        now: u64,
+    ) -> Result<u64, Error> {
+        let txn = self.db.begin_write()?;
+        let state = {
+            let mut table = txn.open_table(VAULT_STATE)?;
+            let state = table.get("state")?.map_or(0, |v| v.value());
+            if state != expected {
+                drop(table);
+                txn.abort()?;
+                return Err(Error::RolledBack {
+                    store: state,
+                    counter: expected,
+                });
+            }
+            table.insert("state", state + 1)?;
+            state + 1
+        };
+        {
+            let mut table = txn.open_table(VAULT)?;
+            for (key, value) in changes {
+                match value {
+                    Some(v) => table.insert(key.as_slice(), v.as_slice())?,
+                    None => table.remove(key.as_slice())?,
+                };
+            }
+        }
+        audit::append(&txn, now, AuditKind::Account, subject, detail.as_bytes())?;
+        txn.commit()?;
+        Ok(state)
     }
 }
 

@@ -171,6 +171,18 @@ pub enum Error {
     /// sees them all.
     #[error("the stored band elements changed while the rotation was set up; try again")]
     ElementsChanged,
+    /// A keeper's account records are at another state than the state counter kept apart
+    /// from the store says: the store was restored from an old copy (or altered).
+    #[error(
+        "the keeper's account records are at state {store}, but its state counter says {counter}: \
+         the store was restored from an older copy"
+    )]
+    RolledBack {
+        /// The state the store holds.
+        store: u64,
+        /// The state the counter holds.
+        counter: u64,
+    },
 }
 
 macro_rules! storage_errors {

@@ -20,7 +20,7 @@ const TAG_LEN: usize = 16;
 pub const MAX_PURPOSE_LEN: usize = 64;
 
 /// The key that seals key files (AES-256-GCM).
-#[derive(Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct WrappingKey([u8; 32]);
 
 impl std::fmt::Debug for WrappingKey {

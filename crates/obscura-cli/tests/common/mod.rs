@@ -11,6 +11,45 @@ pub fn obscura(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// The password the tests' admin account has.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// `obscura ARGS` with `password` on standard input.
+pub fn obscura_with_password(args: &[&str], password: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Register the cluster's first account (its admin) and log in, when it has keepers.
+pub fn register_and_login(dir: &Path) {
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("client.json")).unwrap()).unwrap();
+    if config["tokens"] != "voprf" {
+        return;
+    }
+    let cluster = dir.to_str().unwrap();
+    for args in [
+        ["register", "--cluster", cluster, "--user", "admin"],
+        ["login", "--cluster", cluster, "--user", "admin"],
+    ] {
+        let out = obscura_with_password(&args, ADMIN_PASSWORD);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -195,6 +234,7 @@ pub fn start(dir: &Path) -> Up {
         restarted: Vec::new(),
     };
     wait_for_status(dir);
+    register_and_login(dir);
     up
 }
 

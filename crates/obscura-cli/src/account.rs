@@ -1,0 +1,433 @@
+//! `obscura register|login|logout|unlock`, `obscura secret ...`, `obscura sign` and
+//! `obscura audit events`: the keepers as the user's key server.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use obscura_client::Client;
+use obscura_proto::SecretKind;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+/// Where a cluster's session file is: `OBSCURA_SESSION`, else `DIR/session.json`.
+pub fn session_path(dir: &Path) -> PathBuf {
+    std::env::var_os("OBSCURA_SESSION")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("session.json"))
+}
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Make a new random secret at the keepers (never shown here), or with --signing a
+    /// threshold Ed25519 signing key made by distributed key generation among all keepers.
+    Generate {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// A name for it.
+        #[arg(long)]
+        name: String,
+        /// Random bytes to make.
+        #[arg(long, default_value_t = 32)]
+        bytes: usize,
+        /// A FROST signing key instead (use it with `obscura sign`).
+        #[arg(long)]
+        signing: bool,
+    },
+    /// Store the contents of FILE as a secret at the keepers, split so that any T rebuild it.
+    Import {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// A name for it.
+        #[arg(long)]
+        name: String,
+        /// The secret's file.
+        file: PathBuf,
+    },
+    /// Rebuild a secret for use and write it to --out (recorded as a use).
+    Get {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The secret's id.
+        id: String,
+        /// Where to write it (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Rebuild a secret to take it out of the keepers' custody (recorded as an export).
+    Export {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The secret's id.
+        id: String,
+        /// Where to write it (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Delete a secret at every keeper: each destroys the key that seals its share.
+    Delete {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The secret's id.
+        id: String,
+    },
+    /// List your secrets.
+    List {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn secret_id(s: &str) -> Result<[u8; 16], String> {
+    let bad = || format!("{s:?} is not a secret id (32 hex digits)");
+    if s.len() != 32 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// The password: `OBSCURA_PASSWORD`, else a line of standard input (not echoed on a terminal).
+fn password(prompt: &str) -> Result<Zeroizing<String>, String> {
+    if let Ok(p) = std::env::var("OBSCURA_PASSWORD") {
+        return Ok(Zeroizing::new(p));
+    }
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    if terminal {
+        eprint!("{prompt}: ");
+        std::io::stderr().flush().ok();
+        // No echo while typing; restored whatever happens next.
+        let _ = std::process::Command::new("stty")
+            .arg("-echo")
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    }
+    let mut line = Zeroizing::new(String::new());
+    let read = stdin.lock().read_line(&mut line);
+    if terminal {
+        let _ = std::process::Command::new("stty")
+            .arg("echo")
+            .stdin(std::process::Stdio::inherit())
+            .status();
+        eprintln!();
+    }
+    read.map_err(|e| format!("reading the password: {e}"))?;
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
+    if trimmed.is_empty() {
+        return Err("an empty password".into());
+    }
+    Ok(trimmed)
+}
+
+fn client(dir: &Path) -> Result<Client, String> {
+    let client = crate::client(dir)?;
+    if !client.uses_keepers() {
+        return Err(format!(
+            "{} uses HMAC tokens and has no keepers: accounts, secrets and signing need a \
+             cluster made with --tokens voprf",
+            dir.display()
+        ));
+    }
+    Ok(client)
+}
+
+fn logged_in(dir: &Path) -> Result<Client, String> {
+    let client = client(dir)?;
+    if client.user().is_none() {
+        return Err(format!(
+            "not logged in: run `obscura login --cluster {} --user NAME`",
+            dir.display()
+        ));
+    }
+    Ok(client)
+}
+
+/// `obscura register`.
+pub async fn register(dir: &Path, user: &str) -> Result<ExitCode, String> {
+    let client = client(dir)?;
+    let pw = password(&format!("new password for {user}"))?;
+    client
+        .register(user, pw.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "registered {user} with every keeper{}",
+        match client.user() {
+            Some(admin) => format!(" (by {admin})"),
+            None => " (the first account: its admin)".into(),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `obscura login`.
+pub async fn login(dir: &Path, user: &str) -> Result<ExitCode, String> {
+    let client = client(dir)?;
+    let pw = password(&format!("password for {user}"))?;
+    let report = client
+        .login(user, pw.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    for f in &report.failures {
+        eprintln!("keeper {}: {}", f.keeper, f.reason);
+    }
+    println!(
+        "logged in as {} at keepers {:?}; the session ({}) lasts until Unix time {}",
+        report.user,
+        report.keepers,
+        session_path(dir).display(),
+        report.expires_at
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `obscura logout`.
+pub async fn logout(dir: &Path) -> Result<ExitCode, String> {
+    let client = client(dir)?;
+    let Some(user) = client.user() else {
+        println!("not logged in");
+        return Ok(ExitCode::SUCCESS);
+    };
+    for f in client.logout().await.map_err(|e| e.to_string())? {
+        eprintln!(
+            "keeper {}: {} (its session expires on its own)",
+            f.keeper, f.reason
+        );
+    }
+    println!("logged out {user}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `obscura unlock`.
+pub async fn unlock(dir: &Path, user: &str) -> Result<ExitCode, String> {
+    logged_in(dir)?
+        .unlock(user)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{user} may log in again");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("{}: {e} (it is never overwritten)", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `obscura secret ...`.
+pub async fn secret(command: SecretCommand) -> Result<ExitCode, String> {
+    match command {
+        SecretCommand::Generate {
+            cluster,
+            name,
+            bytes,
+            signing,
+        } => {
+            let client = logged_in(&cluster)?;
+            if signing {
+                let (id, public) = client
+                    .signing_key_generate(&name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "signing key {} ({name}), Ed25519 public key {}",
+                    hex(&id),
+                    hex(&public)
+                );
+            } else {
+                if !(1..=4096).contains(&bytes) {
+                    return Err("--bytes must be 1..=4096".into());
+                }
+                let mut secret = Zeroizing::new(vec![0u8; bytes]);
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+                let id = client
+                    .secret_put(&name, &secret, "generate")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("secret {} ({name}, {bytes} random bytes)", hex(&id));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretCommand::Import {
+            cluster,
+            name,
+            file,
+        } => {
+            let client = logged_in(&cluster)?;
+            let secret = Zeroizing::new(
+                std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?,
+            );
+            if secret.is_empty() || secret.len() > 60 << 10 {
+                return Err(format!("{}: a secret is 1 byte to 60 KiB", file.display()));
+            }
+            let id = client
+                .secret_put(&name, &secret, "import")
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("secret {} ({name}, {} bytes)", hex(&id), secret.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretCommand::Get { cluster, id, out } => secret_out(&cluster, &id, &out, false).await,
+        SecretCommand::Export { cluster, id, out } => secret_out(&cluster, &id, &out, true).await,
+        SecretCommand::Delete { cluster, id } => {
+            let client = logged_in(&cluster)?;
+            let id = secret_id(&id)?;
+            let failed = client.secret_delete(&id).await.map_err(|e| e.to_string())?;
+            for f in &failed {
+                eprintln!("keeper {}: {} (run delete again)", f.keeper, f.reason);
+            }
+            println!("secret {} deleted", hex(&id));
+            Ok(if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        SecretCommand::List { cluster, json } => {
+            let items = logged_in(&cluster)?
+                .secret_list()
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                let list: Vec<_> = items
+                    .iter()
+                    .map(|i| {
+                        json!({"id": hex(&i.id), "name": i.name, "kind": kind(i.kind),
+                            "created": i.created})
+                    })
+                    .collect();
+                println!("{}", json!({ "secrets": list }));
+            } else if items.is_empty() {
+                println!("no secrets");
+            } else {
+                for i in &items {
+                    println!("{}  {:7}  {}", hex(&i.id), kind(i.kind), i.name);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `obscura secret get|export`: they differ only in what the keepers record.
+pub async fn secret_out(
+    dir: &Path,
+    id: &str,
+    out: &Path,
+    export: bool,
+) -> Result<ExitCode, String> {
+    let client = logged_in(dir)?;
+    let id = secret_id(id)?;
+    let opened = client
+        .secret_get(&id, export)
+        .await
+        .map_err(|e| e.to_string())?;
+    for f in &opened.faults {
+        eprintln!("keeper {}: {}", f.keeper, f.reason);
+    }
+    write_private(out, &opened.secret)?;
+    println!(
+        "secret {} ({}) {} to {}",
+        hex(&id),
+        opened.name,
+        if export { "exported" } else { "written" },
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kind(k: SecretKind) -> &'static str {
+    match k {
+        SecretKind::Data => "data",
+        SecretKind::Signing => "signing",
+    }
+}
+
+/// `obscura sign`.
+pub async fn sign(dir: &Path, key: &str, file: &Path, json: bool) -> Result<ExitCode, String> {
+    let client = logged_in(dir)?;
+    let id = secret_id(key)?;
+    let message = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let signed = client
+        .sign(&id, &message)
+        .await
+        .map_err(|e| e.to_string())?;
+    for f in &signed.faults {
+        eprintln!("keeper {}: {}", f.keeper, f.reason);
+    }
+    if json {
+        println!(
+            "{}",
+            json!({"signature": hex(&signed.signature), "public_key": hex(&signed.public_key),
+                "signers": signed.signers,
+                "faults": signed.faults.iter().map(|f| json!({"keeper": f.keeper, "reason": f.reason})).collect::<Vec<_>>()})
+        );
+    } else {
+        println!("signature  {}", hex(&signed.signature));
+        println!("public key {}", hex(&signed.public_key));
+        println!("signed by keepers {:?} (Ed25519, RFC 8032)", signed.signers);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `obscura audit events`.
+pub async fn events(dir: &Path, json: bool) -> Result<ExitCode, String> {
+    let per_keeper = logged_in(dir)?
+        .user_events()
+        .await
+        .map_err(|e| e.to_string())?;
+    if json {
+        let list: Vec<_> = per_keeper
+            .iter()
+            .map(|(j, events)| {
+                json!({"keeper": j, "events": events.iter().map(|e| json!({"time": e.time,
+                    "action": e.action, "secret": e.secret.map(|s| hex(&s)), "ok": e.ok}))
+                    .collect::<Vec<_>>()})
+            })
+            .collect();
+        println!("{}", json!({ "keepers": list }));
+    } else {
+        for (j, events) in &per_keeper {
+            println!("keeper {j}:");
+            for e in events {
+                println!(
+                    "  {}  {}{}",
+                    e.time,
+                    e.action,
+                    e.secret
+                        .map(|s| format!(" {}", hex(&s)))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,565 @@
+//! The user's side of the keepers as a key server: accounts, secrets held as Shamir shares,
+//! the user's audit trail, and threshold Ed25519 signatures.
+//!
+//! A secret is split by the client into `M` Shamir shares over GF(2^8), any `T` of which
+//! rebuild it; each keeper stores one, sealed under a key of its own for that secret. The
+//! shared value is the secret followed by a 32-byte digest of it and its id, so a rebuilt
+//! secret is checked: when a keeper returns a wrong share, the client tries other sets of `T`
+//! answers and names the keeper whose share breaks the check.
+//!
+//! A signing key never exists in one place: the keepers make it by distributed key generation
+//! (FROST, RFC 9591), relaying through this client only public commitments and packages sealed
+//! keeper to keeper. To sign, `T` keepers commit to nonces and each returns a signature share;
+//! the client aggregates them into a standard Ed25519 signature, names any keeper whose share
+//! does not verify, and tries again with the others.
+
+use std::path::Path;
+
+use obscura_keeper::signing;
+use obscura_proto::{KeeperPackage, RequestBody, ResponseBody, SecretInfo, UserEvent};
+use obscura_sharing::bytes::{self, ByteShare, Params};
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::session::LoginReport;
+use crate::tokens::KeeperFailure;
+use crate::{Client, Error};
+
+/// A signature made by `T` keepers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signed {
+    /// The Ed25519 signature (RFC 8032).
+    pub signature: [u8; 64],
+    /// The key's Ed25519 public key.
+    pub public_key: [u8; 32],
+    /// The keepers that signed.
+    pub signers: Vec<u8>,
+    /// Keepers that failed or sent a share that does not verify (named), on the way.
+    pub faults: Vec<KeeperFailure>,
+}
+
+/// A secret rebuilt from the keepers.
+#[derive(Debug)]
+pub struct Opened {
+    /// Its name.
+    pub name: String,
+    /// The secret.
+    pub secret: Zeroizing<Vec<u8>>,
+    /// Keepers that failed or returned a wrong share.
+    pub faults: Vec<KeeperFailure>,
+}
+
+fn digest(id: &[u8; 16], secret: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 user secret check");
+    h.update(id);
+    h.update(secret);
+    *h.finalize().as_bytes()
+}
+
+fn combinations(n: usize, k: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut pick: Vec<usize> = (0..k).collect();
+    if k == 0 || k > n {
+        return out;
+    }
+    loop {
+        out.push(pick.clone());
+        let Some(i) = (0..k).rev().find(|&i| pick[i] != i + n - k) else {
+            return out;
+        };
+        pick[i] += 1;
+        for j in i + 1..k {
+            pick[j] = pick[j - 1] + 1;
+        }
+    }
+}
+
+fn failures(answers: &[(u8, Result<ResponseBody, String>)]) -> Vec<KeeperFailure> {
+    answers
+        .iter()
+        .filter_map(|(j, r)| {
+            r.as_ref().err().map(|reason| KeeperFailure {
+                keeper: *j,
+                reason: reason.clone(),
+            })
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Client {
+    fn keeper_count(&self) -> usize {
+        self.keepers.urls.len()
+    }
+
+    fn keeper_threshold(&self) -> usize {
+        self.tokens.keepers().map_or(0, |k| k.threshold)
+    }
+
+    /// Keep the user's sessions in `path` (mode 0600): loaded now if the file exists, saved
+    /// after every keeper request. Returns whether a session was loaded.
+    ///
+    /// # Errors
+    /// [`Error::Session`] for an unreadable file.
+    pub fn attach_session(&self, path: &Path) -> Result<bool, Error> {
+        self.keepers.sessions.attach(path, self.keeper_count())
+    }
+
+    /// The user logged in, if any.
+    pub fn user(&self) -> Option<String> {
+        self.keepers.sessions.user()
+    }
+
+    /// Register `user` with every keeper (OPAQUE: the password never leaves this process). The
+    /// first account of a cluster needs no session and becomes the admin; later ones are
+    /// registered by a logged-in admin.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] naming each keeper that refused.
+    pub async fn register(&self, user: &str, password: &[u8]) -> Result<(), Error> {
+        self.keepers.register(user, password).await
+    }
+
+    /// Log in as `user` with every keeper that answers; at least `T` must accept.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] when fewer than `T` accept (each named, with its reason: a wrong
+    /// password and an unknown user read the same).
+    pub async fn login(&self, user: &str, password: &[u8]) -> Result<LoginReport, Error> {
+        self.keepers
+            .login(user, password, self.keeper_threshold().max(1))
+            .await
+    }
+
+    /// End the sessions.
+    ///
+    /// # Errors
+    /// [`Error::Session`] if the session file cannot be removed.
+    pub async fn logout(&self) -> Result<Vec<KeeperFailure>, Error> {
+        self.keepers.logout().await
+    }
+
+    /// As an admin: lift `user`'s login lockout at every keeper.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`].
+    pub async fn unlock(&self, user: &str) -> Result<(), Error> {
+        let answers = self
+            .keepers
+            .post_all(|_| RequestBody::KeeperUnlock { user: user.into() })
+            .await;
+        let f = failures(&answers);
+        if f.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Keepers {
+                what: "unlock",
+                failures: f,
+            })
+        }
+    }
+
+    /// Store `secret` at the keepers as `M` Shamir shares (any `T` rebuild it); `origin` is
+    /// "generate" or "import" (for the audit trail). Every keeper must take its share.
+    ///
+    /// # Errors
+    /// [`Error::Secret`] for `T < 2`, [`Error::Keepers`].
+    pub async fn secret_put(
+        &self,
+        name: &str,
+        secret: &[u8],
+        origin: &str,
+    ) -> Result<[u8; 16], Error> {
+        let (m, t) = (self.keeper_count(), self.keeper_threshold());
+        let params = Params::new(t, m).map_err(|_| {
+            Error::Secret(format!(
+                "secrets need at least 2 of the keepers to rebuild them; this cluster has T = {t} of {m}"
+            ))
+        })?;
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let mut plain = Zeroizing::new(secret.to_vec());
+        plain.extend_from_slice(&digest(&id, secret));
+        let shares =
+            bytes::split(&plain, params, &mut OsRng).map_err(|e| Error::Secret(e.to_string()))?;
+        let shares = std::sync::Arc::new(shares);
+        let answers = self
+            .keepers
+            .post_all(|j| RequestBody::SecretPut {
+                id,
+                name: name.into(),
+                origin: origin.into(),
+                share: shares[usize::from(j) - 1].bytes.clone(),
+            })
+            .await;
+        let f = failures(&answers);
+        if f.is_empty() {
+            Ok(id)
+        } else {
+            Err(Error::Keepers {
+                what: "storing the secret",
+                failures: f,
+            })
+        }
+    }
+
+    /// Rebuild secret `id` from the keepers' shares (recorded as an export when `export`).
+    ///
+    /// # Errors
+    /// [`Error::Secret`] when no `T` of the answers rebuild a secret that passes its check.
+    pub async fn secret_get(&self, id: &[u8; 16], export: bool) -> Result<Opened, Error> {
+        let t = self.keeper_threshold();
+        let answers = self
+            .keepers
+            .post_all(|_| RequestBody::SecretGet { id: *id, export })
+            .await;
+        let mut faults = failures(&answers);
+        let mut got: Vec<(u8, String, Vec<u8>)> = Vec::new();
+        for (j, r) in answers {
+            if let Ok(ResponseBody::Secret {
+                keeper,
+                name,
+                share,
+            }) = r
+            {
+                if keeper == j {
+                    got.push((j, name, share));
+                } else {
+                    faults.push(KeeperFailure {
+                        keeper: j,
+                        reason: format!("answered as keeper {keeper}"),
+                    });
+                }
+            }
+        }
+        let mut bad_sets = 0;
+        for pick in combinations(got.len(), t) {
+            let shares: Vec<ByteShare> = pick
+                .iter()
+                .map(|&i| ByteShare {
+                    x: got[i].0,
+                    bytes: got[i].2.clone(),
+                })
+                .collect();
+            let Ok(plain) = bytes::reconstruct(&shares, t) else {
+                bad_sets += 1;
+                continue;
+            };
+            let plain = Zeroizing::new(plain);
+            if plain.len() < 32 {
+                bad_sets += 1;
+                continue;
+            }
+            let (secret, check) = plain.split_at(plain.len() - 32);
+            if digest(id, secret) != check {
+                bad_sets += 1;
+                continue;
+            }
+            // Name every keeper whose share does not lie on the good polynomial.
+            for (j, _, share) in &got {
+                if pick.iter().any(|&i| got[i].0 == *j) {
+                    continue;
+                }
+                let mut with: Vec<ByteShare> = shares[..t - 1].to_vec();
+                with.push(ByteShare {
+                    x: *j,
+                    bytes: share.clone(),
+                });
+                if bytes::reconstruct(&with, t).ok().as_deref() != Some(&plain[..]) {
+                    faults.push(KeeperFailure {
+                        keeper: *j,
+                        reason: "its share does not rebuild the secret".into(),
+                    });
+                }
+            }
+            faults.sort_by_key(|f| f.keeper);
+            return Ok(Opened {
+                name: got[pick[0]].1.clone(),
+                secret: Zeroizing::new(secret.to_vec()),
+                faults,
+            });
+        }
+        Err(Error::Secret(format!(
+            "secret {} could not be rebuilt: {} keepers answered, {} sets of {t} failed the check; {}",
+            hex(id),
+            got.len(),
+            bad_sets,
+            faults
+                .iter()
+                .map(|f| format!("keeper {}: {}", f.keeper, f.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )))
+    }
+
+    /// Delete secret `id` at every keeper that answers (each destroys the key that seals its
+    /// share). Keepers that failed are returned; run it again to finish there.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] when no keeper deleted it.
+    pub async fn secret_delete(&self, id: &[u8; 16]) -> Result<Vec<KeeperFailure>, Error> {
+        let answers = self
+            .keepers
+            .post_all(|_| RequestBody::SecretDelete { id: *id })
+            .await;
+        let f = failures(&answers);
+        if f.len() == answers.len() {
+            return Err(Error::Keepers {
+                what: "deleting the secret",
+                failures: f,
+            });
+        }
+        Ok(f)
+    }
+
+    /// The user's secrets, as the first keeper that answers lists them.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] when none answers.
+    pub async fn secret_list(&self) -> Result<Vec<SecretInfo>, Error> {
+        let answers = self.keepers.post_all(|_| RequestBody::SecretList).await;
+        let f = failures(&answers);
+        for (_, r) in answers {
+            if let Ok(ResponseBody::Secrets { items }) = r {
+                return Ok(items);
+            }
+        }
+        Err(Error::Keepers {
+            what: "listing secrets",
+            failures: f,
+        })
+    }
+
+    /// The user's audit trail at each keeper that answers.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] when none answers.
+    pub async fn user_events(&self) -> Result<Vec<(u8, Vec<UserEvent>)>, Error> {
+        let answers = self.keepers.post_all(|_| RequestBody::UserEvents).await;
+        let f = failures(&answers);
+        let out: Vec<(u8, Vec<UserEvent>)> = answers
+            .into_iter()
+            .filter_map(|(j, r)| match r {
+                Ok(ResponseBody::Events { events }) => Some((j, events)),
+                _ => None,
+            })
+            .collect();
+        if out.is_empty() {
+            return Err(Error::Keepers {
+                what: "reading the audit trail",
+                failures: f,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Make a FROST signing key by distributed key generation among all `M` keepers; returns
+    /// its id and Ed25519 public key. Every keeper must take part.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`], or [`Error::Secret`] when keepers disagree on the public key.
+    pub async fn signing_key_generate(&self, name: &str) -> Result<([u8; 16], [u8; 32]), Error> {
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let all = |answers: &[(u8, Result<ResponseBody, String>)], what| {
+            let f = failures(answers);
+            if f.is_empty() && answers.len() == self.keeper_count() {
+                Ok(())
+            } else {
+                Err(Error::Keepers { what, failures: f })
+            }
+        };
+        let r1 = self
+            .keepers
+            .post_all(|_| RequestBody::DkgStart {
+                id,
+                name: name.into(),
+            })
+            .await;
+        all(&r1, "key generation (round 1)")?;
+        let round1: Vec<KeeperPackage> = r1
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                Ok(ResponseBody::DkgPackages { packages, .. }) => packages.into_iter().next(),
+                _ => None,
+            })
+            .collect();
+        let others = |j: u8| -> Vec<KeeperPackage> {
+            round1.iter().filter(|p| p.keeper != j).cloned().collect()
+        };
+        let r2 = self
+            .keepers
+            .post_all(|j| RequestBody::DkgRound2 {
+                id,
+                round1: others(j),
+            })
+            .await;
+        all(&r2, "key generation (round 2)")?;
+        // Regroup: to[j] holds the packages addressed to keeper j, by sender.
+        let mut to: Vec<Vec<KeeperPackage>> =
+            (0..self.keeper_count()).map(|_| Vec::new()).collect();
+        for (from, r) in r2 {
+            if let Ok(ResponseBody::DkgPackages { packages, .. }) = r {
+                for p in packages {
+                    if let Some(slot) = to.get_mut(usize::from(p.keeper).wrapping_sub(1)) {
+                        slot.push(KeeperPackage {
+                            keeper: from,
+                            bytes: p.bytes,
+                        });
+                    }
+                }
+            }
+        }
+        let r3 = self
+            .keepers
+            .post_all(|j| RequestBody::DkgFinish {
+                id,
+                round1: others(j),
+                round2: to[usize::from(j) - 1].clone(),
+            })
+            .await;
+        all(&r3, "key generation (finish)")?;
+        let mut keys = r3.into_iter().filter_map(|(j, r)| match r {
+            Ok(ResponseBody::DkgDone { public_key, .. }) => Some((j, public_key)),
+            _ => None,
+        });
+        let (_, first) = keys
+            .next()
+            .ok_or_else(|| Error::Secret("no keeper finished the key generation".into()))?;
+        if let Some((j, _)) = keys.find(|(_, k)| *k != first) {
+            return Err(Error::Secret(format!(
+                "keeper {j} ended the key generation with another public key than keeper 1"
+            )));
+        }
+        Ok((id, first))
+    }
+
+    /// Sign `message` with signing key `id`: `T` keepers commit and sign; a keeper whose share
+    /// does not verify is named and replaced by another while keepers remain.
+    ///
+    /// # Errors
+    /// [`Error::Secret`] when fewer than `T` keepers sign correctly.
+    pub async fn sign(&self, id: &[u8; 16], message: &[u8]) -> Result<Signed, Error> {
+        let t = self.keeper_threshold();
+        let mut faults: Vec<KeeperFailure> = Vec::new();
+        let mut excluded: Vec<u8> = Vec::new();
+        loop {
+            // Commitments from every keeper not yet excluded; the first T that answer sign.
+            let answers = self
+                .keepers
+                .post_all(|_| RequestBody::SignCommit { id: *id })
+                .await;
+            let mut commits: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
+            for (j, r) in answers {
+                if excluded.contains(&j) {
+                    continue;
+                }
+                match r {
+                    Ok(ResponseBody::SignCommitment {
+                        keeper,
+                        commitment,
+                        public_package,
+                    }) if keeper == j => commits.push((j, commitment, public_package)),
+                    Ok(_) => {
+                        excluded.push(j);
+                        faults.push(KeeperFailure {
+                            keeper: j,
+                            reason: "unexpected answer".into(),
+                        });
+                    }
+                    Err(reason) => {
+                        excluded.push(j);
+                        faults.push(KeeperFailure { keeper: j, reason });
+                    }
+                }
+            }
+            if commits.len() < t {
+                return Err(Error::Secret(format!(
+                    "signing needs {t} keepers, {} can sign: {}",
+                    commits.len(),
+                    faults
+                        .iter()
+                        .map(|f| format!("keeper {}: {}", f.keeper, f.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )));
+            }
+            commits.truncate(t);
+            // The keepers must agree on the key: take the public package most of them hold.
+            let public_bytes = commits[0].2.clone();
+            if let Some(j) = commits.iter().find(|c| c.2 != public_bytes).map(|c| c.0) {
+                return Err(Error::Secret(format!(
+                    "keepers {} and {j} hold different public keys for key {}",
+                    commits[0].0,
+                    hex(id)
+                )));
+            }
+            let public = signing::public_package_from(&public_bytes)
+                .map_err(|e| Error::Secret(e.to_string()))?;
+            let pairs: Vec<(u8, Vec<u8>)> = commits.iter().map(|c| (c.0, c.1.clone())).collect();
+            let package = signing::signing_package(message, &pairs)
+                .map_err(|e| Error::Secret(e.to_string()))?;
+            let mut set = tokio::task::JoinSet::new();
+            for (j, _) in &pairs {
+                let (link, j, package, id) = (self.keepers.clone(), *j, package.clone(), *id);
+                set.spawn(async move {
+                    (
+                        j,
+                        link.post(j, RequestBody::SignShare { id, package }).await.0,
+                    )
+                });
+            }
+            let mut shares = Vec::new();
+            let mut failed = false;
+            while let Some(done) = set.join_next().await {
+                let Ok((j, r)) = done else { continue };
+                match r {
+                    Ok(ResponseBody::SignatureShare { keeper, share }) if keeper == j => {
+                        shares.push((j, share));
+                    }
+                    Ok(_) => {
+                        failed = true;
+                        excluded.push(j);
+                        faults.push(KeeperFailure {
+                            keeper: j,
+                            reason: "unexpected answer".into(),
+                        });
+                    }
+                    Err(reason) => {
+                        failed = true;
+                        excluded.push(j);
+                        faults.push(KeeperFailure { keeper: j, reason });
+                    }
+                }
+            }
+            if failed {
+                continue;
+            }
+            shares.sort_by_key(|(j, _)| *j);
+            match signing::aggregate(&package, &shares, &public) {
+                Ok(signature) => {
+                    faults.sort_by_key(|f| f.keeper);
+                    return Ok(Signed {
+                        signature,
+                        public_key: signing::public_key(&public),
+                        signers: shares.iter().map(|(j, _)| *j).collect(),
+                        faults,
+                    });
+                }
+                Err(signing::SigningError::Cheaters(cheaters)) => {
+                    for j in cheaters {
+                        excluded.push(j);
+                        faults.push(KeeperFailure {
+                            keeper: j,
+                            reason: "its signature share does not verify".into(),
+                        });
+                    }
+                }
+                Err(e) => return Err(Error::Secret(e.to_string())),
+            }
+        }
+    }
+}

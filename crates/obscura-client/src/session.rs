@@ -1,0 +1,489 @@
+//! The user's sessions with the keepers: registration, login, logout, and every keeper request
+//! sealed in its session.
+//!
+//! A login runs OPAQUE with each keeper separately (the password never leaves the client, and
+//! no keeper can test guesses offline); each one that succeeds gives a session whose key seals
+//! every later request to that keeper ([`obscura_keeper::session::Channel`]). A login needs
+//! `T` keepers; it opens sessions with every keeper that answers.
+//!
+//! Between commands the sessions live in a file (`session.json` in the cluster directory by
+//! default) that only its owner can read (mode 0600): the session keys and the next sequence
+//! numbers, rewritten whole after every request. Two processes using one session at once
+//! would break its sequence; the keeper then refuses and the user logs in again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use obscura_keeper::session::{self, Channel, ClientLogin, ClientRegistration, Role};
+use obscura_proto::{Request, RequestBody, Response, ResponseBody};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::tokens::KeeperFailure;
+use crate::{post, unix_now, Error};
+
+/// One open session with one keeper.
+struct Slot {
+    channel: Channel,
+    key: Zeroizing<[u8; session::SESSION_KEY_LEN]>,
+}
+
+/// The sessions of one user with the keepers.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    user: RwLock<Option<String>>,
+    /// Keeper `j`'s session at `j - 1`.
+    slots: RwLock<Vec<Option<Arc<Mutex<Slot>>>>>,
+    file: RwLock<Option<PathBuf>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSession {
+    keeper: u8,
+    session: String,
+    key: String,
+    expires_at: u64,
+    sent: u64,
+    received: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionFile {
+    user: String,
+    sessions: Vec<StoredSession>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// What a login did: who is logged in at which keepers, and which keepers failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginReport {
+    /// The user.
+    pub user: String,
+    /// Keepers with an open session.
+    pub keepers: Vec<u8>,
+    /// When the first of the sessions expires (Unix seconds).
+    pub expires_at: u64,
+    /// Keepers that refused or did not answer.
+    pub failures: Vec<KeeperFailure>,
+}
+
+impl Sessions {
+    /// The logged-in user, if any.
+    pub(crate) fn user(&self) -> Option<String> {
+        self.user.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn slot(&self, j: u8) -> Option<Arc<Mutex<Slot>>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(usize::from(j).wrapping_sub(1))
+            .cloned()
+            .flatten()
+    }
+
+    fn set(&self, user: &str, m: usize, opened: Vec<(u8, Slot)>) {
+        let mut slots: Vec<Option<Arc<Mutex<Slot>>>> = (0..m).map(|_| None).collect();
+        for (j, s) in opened {
+            if let Some(place) = slots.get_mut(usize::from(j) - 1) {
+                *place = Some(Arc::new(Mutex::new(s)));
+            }
+        }
+        *self.slots.write().unwrap_or_else(|e| e.into_inner()) = slots;
+        *self.user.write().unwrap_or_else(|e| e.into_inner()) = Some(user.to_string());
+    }
+
+    fn clear(&self) {
+        self.slots
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        *self.user.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Load the sessions in `path` (if the file exists) and save them there after every
+    /// request. Returns whether a session was loaded.
+    pub(crate) fn attach(&self, path: &Path, m: usize) -> Result<bool, Error> {
+        *self.file.write().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
+        let bytes = match std::fs::read(path) {
+            Ok(b) => Zeroizing::new(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::Session(format!("{}: {e}", path.display()))),
+        };
+        let bad = |why: &str| Error::Session(format!("{}: {why}", path.display()));
+        let file: SessionFile = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
+        let mut opened = Vec::new();
+        for s in &file.sessions {
+            let id: [u8; 16] = unhex(&s.session).ok_or_else(|| bad("a session id"))?;
+            let key = Zeroizing::new(
+                unhex::<{ session::SESSION_KEY_LEN }>(&s.key)
+                    .ok_or_else(|| bad("a session key"))?,
+            );
+            if s.keeper == 0 || usize::from(s.keeper) > m {
+                return Err(bad("a keeper number outside the cluster"));
+            }
+            let channel =
+                Channel::resume(&key, id, Role::Client, s.expires_at, (s.sent, s.received));
+            opened.push((s.keeper, Slot { channel, key }));
+        }
+        self.set(&file.user, m, opened);
+        Ok(true)
+    }
+
+    /// Write the sessions to the attached file (owner-only), or remove it when logged out.
+    fn save(&self) -> Result<(), Error> {
+        let Some(path) = self.file.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Ok(());
+        };
+        let Some(user) = self.user() else {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::Session(format!("{}: {e}", path.display())))
+                }
+                _ => Ok(()),
+            };
+        };
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let sessions = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = s.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+                let (sent, received) = s.channel.counters();
+                Some(StoredSession {
+                    keeper: i as u8 + 1,
+                    session: hex(&s.channel.id()),
+                    key: hex(&*s.key),
+                    expires_at: s.channel.expires_at(),
+                    sent,
+                    received,
+                })
+            })
+            .collect();
+        let text = Zeroizing::new(
+            serde_json::to_vec_pretty(&SessionFile { user, sessions })
+                .map_err(|e| Error::Session(e.to_string()))?,
+        );
+        write_private(&path, &text).map_err(|e| Error::Session(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Write `bytes` to `path` readable by its owner only: a temporary file made with mode 0600,
+/// synced, then renamed over.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// How the client reaches keepers: HTTP, their URLs, and the user's sessions.
+#[derive(Clone)]
+pub(crate) struct KeeperLink {
+    pub(crate) http: reqwest::Client,
+    pub(crate) urls: Vec<String>,
+    pub(crate) sessions: Arc<Sessions>,
+}
+
+impl KeeperLink {
+    /// Send `body` to keeper `j`: sealed in its session if there is one, else in clear (which a
+    /// keeper accepts only for status, audit, login and the first registration). Returns the
+    /// answer and the bytes moved.
+    pub(crate) async fn post(
+        &self,
+        j: u8,
+        body: RequestBody,
+    ) -> (Result<ResponseBody, String>, u64, u64) {
+        let Some(url) = self.urls.get(usize::from(j).wrapping_sub(1)) else {
+            return (Err(format!("no keeper {j}")), 0, 0);
+        };
+        let Some(slot) = self.sessions.slot(j) else {
+            return post(&self.http, url, body).await;
+        };
+        let mut request_id = [0u8; 16];
+        OsRng.fill_bytes(&mut request_id);
+        let inner = Request {
+            request_id,
+            timestamp: unix_now(),
+            body,
+        }
+        .encode();
+        // The session's sequence numbers allow one request at a time: the lock is held until
+        // the answer is opened.
+        let (session, message) = {
+            let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+            match s.channel.seal(&inner, unix_now()) {
+                Ok(m) => (s.channel.id(), m),
+                Err(e) => return (Err(format!("session: {e}; log in again")), 0, 0),
+            }
+        };
+        let (answer, sent, received) = post(
+            &self.http,
+            url,
+            RequestBody::KeeperSealed { session, message },
+        )
+        .await;
+        let opened = match answer {
+            Ok(ResponseBody::KeeperSealed { message }) => {
+                let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+                s.channel
+                    .open(&message, unix_now())
+                    .map_err(|e| format!("session: {e}; log in again"))
+                    .and_then(|plain| {
+                        Response::decode(&plain).map_err(|e| format!("unreadable answer: {e}"))
+                    })
+                    .and_then(|r| match r.0 {
+                        ResponseBody::Error { code, message } => {
+                            Err(format!("{} ({message})", crate::code_name(code)))
+                        }
+                        other => Ok(other),
+                    })
+            }
+            Ok(_) => Err("unexpected answer to a sealed request".into()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self.sessions.save() {
+            return (Err(e.to_string()), sent, received);
+        }
+        (opened, sent, received)
+    }
+
+    /// Send to every keeper at once; answers in keeper order.
+    pub(crate) async fn post_all(
+        &self,
+        body: impl Fn(u8) -> RequestBody,
+    ) -> Vec<(u8, Result<ResponseBody, String>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for j in 1..=self.urls.len() as u8 {
+            let (link, b) = (self.clone(), body(j));
+            set.spawn(async move { (j, link.post(j, b).await.0) });
+        }
+        let mut out = Vec::with_capacity(self.urls.len());
+        while let Some(done) = set.join_next().await {
+            if let Ok(r) = done {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|(j, _)| *j);
+        out
+    }
+
+    /// Register `user` with every keeper. Outside a session this works only for the first
+    /// account of a keeper (which becomes its admin); later accounts are registered by a
+    /// logged-in admin.
+    pub(crate) async fn register(&self, user: &str, password: &[u8]) -> Result<(), Error> {
+        let mut set = tokio::task::JoinSet::new();
+        for j in 1..=self.urls.len() as u8 {
+            let (link, user, password) = (
+                self.clone(),
+                user.to_string(),
+                Zeroizing::new(password.to_vec()),
+            );
+            set.spawn(async move {
+                let result = async {
+                    let (reg, request) = ClientRegistration::start(&password, &mut OsRng)
+                        .map_err(|e| e.to_string())?;
+                    let response = match link
+                        .post(
+                            j,
+                            RequestBody::KeeperRegister {
+                                user: user.clone(),
+                                request,
+                            },
+                        )
+                        .await
+                        .0?
+                    {
+                        ResponseBody::KeeperRegistration { response } => response,
+                        _ => return Err("unexpected answer".to_string()),
+                    };
+                    // Argon2id runs here: off the async workers.
+                    let upload = tokio::task::spawn_blocking(move || {
+                        reg.finish(&password, &response, &mut OsRng)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                    match link
+                        .post(j, RequestBody::KeeperRegisterFinish { user, upload })
+                        .await
+                        .0?
+                    {
+                        ResponseBody::Ok => Ok(()),
+                        _ => Err("unexpected answer".to_string()),
+                    }
+                }
+                .await;
+                (j, result)
+            });
+        }
+        let failures = joined_failures(set).await;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Keepers {
+                what: "registration",
+                failures,
+            })
+        }
+    }
+
+    /// Log in as `user` with every keeper; at least `need` must succeed. Sessions replace any
+    /// held before.
+    pub(crate) async fn login(
+        &self,
+        user: &str,
+        password: &[u8],
+        need: usize,
+    ) -> Result<LoginReport, Error> {
+        let m = self.urls.len();
+        let mut set = tokio::task::JoinSet::new();
+        for j in 1..=m as u8 {
+            let (http, url, user, password) = (
+                self.http.clone(),
+                self.urls[usize::from(j) - 1].clone(),
+                user.to_string(),
+                Zeroizing::new(password.to_vec()),
+            );
+            set.spawn(async move {
+                let result = async {
+                    let (login, ke1) =
+                        ClientLogin::start(&password, &mut OsRng).map_err(|e| e.to_string())?;
+                    let (id, ke2) =
+                        match post(&http, &url, RequestBody::KeeperLoginStart { user, ke1 })
+                            .await
+                            .0?
+                        {
+                            ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
+                            _ => return Err("unexpected answer".to_string()),
+                        };
+                    let context = obscura_node::accounts::login_context(j);
+                    let (ke3, key) = tokio::task::spawn_blocking(move || {
+                        login.finish(&password, &ke2, &context, &mut OsRng)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                    match post(
+                        &http,
+                        &url,
+                        RequestBody::KeeperLoginFinish { login: id, ke3 },
+                    )
+                    .await
+                    .0?
+                    {
+                        ResponseBody::KeeperSession {
+                            session,
+                            expires_at,
+                        } => Ok(Slot {
+                            channel: Channel::new(&key, session, Role::Client, expires_at),
+                            key,
+                        }),
+                        _ => Err("unexpected answer".to_string()),
+                    }
+                }
+                .await;
+                (j, result)
+            });
+        }
+        let mut opened = Vec::new();
+        let mut failures = Vec::new();
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok((j, Ok(slot))) => opened.push((j, slot)),
+                Ok((j, Err(reason))) => failures.push(KeeperFailure { keeper: j, reason }),
+                Err(e) => failures.push(KeeperFailure {
+                    keeper: 0,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        failures.sort_by_key(|f| f.keeper);
+        opened.sort_by_key(|(j, _)| *j);
+        if opened.len() < need {
+            return Err(Error::Keepers {
+                what: "login",
+                failures,
+            });
+        }
+        let report = LoginReport {
+            user: user.to_string(),
+            keepers: opened.iter().map(|(j, _)| *j).collect(),
+            expires_at: opened
+                .iter()
+                .map(|(_, s)| s.channel.expires_at())
+                .min()
+                .unwrap_or(0),
+            failures,
+        };
+        self.sessions.set(user, m, opened);
+        self.sessions.save()?;
+        Ok(report)
+    }
+
+    /// End every session (at the keepers that answer) and forget them here.
+    pub(crate) async fn logout(&self) -> Result<Vec<KeeperFailure>, Error> {
+        let answers = self.post_all(|_| RequestBody::KeeperLogout).await;
+        let failures = answers
+            .into_iter()
+            .filter(|(j, _)| self.sessions.slot(*j).is_some())
+            .filter_map(|(j, r)| r.err().map(|reason| KeeperFailure { keeper: j, reason }))
+            .collect();
+        self.sessions.clear();
+        self.sessions.save()?;
+        Ok(failures)
+    }
+}
+
+async fn joined_failures(
+    mut set: tokio::task::JoinSet<(u8, Result<(), String>)>,
+) -> Vec<KeeperFailure> {
+    let mut failures = Vec::new();
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok((_, Ok(()))) => {}
+            Ok((keeper, Err(reason))) => failures.push(KeeperFailure { keeper, reason }),
+            Err(e) => failures.push(KeeperFailure {
+                keeper: 0,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    failures.sort_by_key(|f| f.keeper);
+    failures
+}

@@ -1,0 +1,432 @@
+//! Threshold Ed25519 signing keys: FROST (RFC 9591, `FROST(Ed25519, SHA-512)`), with the key
+//! made by distributed key generation among the keepers, so that no keeper, no client and no
+//! `T − 1` keepers together ever hold it.
+//!
+//! Key generation is the two-round Pedersen DKG of the `frost-ed25519` crate, run by the
+//! keepers with the user's client relaying their messages. Round-2 packages carry secret shares,
+//! so each is sealed for its recipient keeper ([`PeerKeys`]): AES-256-GCM under a key from the
+//! static Diffie–Hellman of the two keepers' ristretto255 keys, bound to the key id, the sender
+//! and the recipient. The relaying client sees only the public round-1 commitments.
+//!
+//! Signing is FROST's two rounds: each of `T` keepers commits to fresh nonces
+//! ([`commit`]), the client builds the signing package, each keeper signs with the nonces of its
+//! commitment ([`sign_share`], the nonces are used once), and the client aggregates
+//! ([`aggregate`]). A keeper whose share does not verify against its public verifying share is
+//! named. The signature is a plain Ed25519 signature (RFC 8032) under the group key.
+
+use std::collections::BTreeMap;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use curve25519_dalek::scalar::Scalar;
+use frost_ed25519 as frost;
+use frost_ed25519::keys::dkg;
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+pub use frost_ed25519::keys::{KeyPackage, PublicKeyPackage};
+pub use frost_ed25519::round1::SigningNonces;
+
+/// Why a key generation or a signature failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SigningError {
+    /// A message that does not parse.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// FROST refused a step (wrong package count, a commitment that does not verify, ...).
+    #[error("FROST: {0}")]
+    Frost(String),
+    /// Keepers whose signature shares do not verify.
+    #[error("keeper(s) {0:?} sent signature shares that do not verify")]
+    Cheaters(Vec<u8>),
+    /// A keeper number outside 1..=m, or a package from or to the wrong keeper.
+    #[error("keeper {0} is not part of this key")]
+    Keeper(u8),
+    /// A sealed round-2 package that does not open: altered, or for another keeper or key.
+    #[error("a sealed key-generation package from keeper {0} does not open")]
+    Sealed(u8),
+}
+
+fn frost_err(e: frost::Error) -> SigningError {
+    SigningError::Frost(e.to_string())
+}
+
+/// Keeper `j`'s FROST identifier.
+///
+/// # Errors
+/// [`SigningError::Keeper`] for 0.
+pub fn identifier(j: u8) -> Result<frost::Identifier, SigningError> {
+    frost::Identifier::try_from(u16::from(j)).map_err(|_| SigningError::Keeper(j))
+}
+
+fn keeper_of(id: &frost::Identifier) -> u8 {
+    // Identifiers are made from keeper numbers only: the scalar's first byte is the number.
+    id.serialize()[0]
+}
+
+/// A keeper's static ristretto255 key for sealing key-generation packages to other keepers, and
+/// the other keepers' public keys (from the cluster configuration).
+pub struct PeerKeys {
+    me: u8,
+    secret: Zeroizing<[u8; 32]>,
+    peers: Vec<RistrettoPoint>,
+}
+
+impl std::fmt::Debug for PeerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerKeys")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh peer key: the secret (sealed with a keeper's secrets) and its public key.
+pub fn peer_key<R: RngCore + CryptoRng>(rng: &mut R) -> (Zeroizing<[u8; 32]>, [u8; 32]) {
+    let s = Scalar::random(rng);
+    let public = (RistrettoPoint::mul_base(&s)).compress().to_bytes();
+    (Zeroizing::new(s.to_bytes()), public)
+}
+
+impl PeerKeys {
+    /// Keeper `me`'s keys: its secret and every keeper's public key, keeper 1 first.
+    ///
+    /// # Errors
+    /// [`SigningError::Malformed`] for a key that is not a scalar or a point, or
+    /// [`SigningError::Keeper`] if `me` has no public key in `peers`.
+    pub fn new(me: u8, secret: &[u8; 32], peers: &[[u8; 32]]) -> Result<PeerKeys, SigningError> {
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(*secret))
+            .ok_or(SigningError::Malformed("peer secret key"))?;
+        let peers = peers
+            .iter()
+            .map(|p| {
+                CompressedRistretto(*p)
+                    .decompress()
+                    .ok_or(SigningError::Malformed("peer public key"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if me == 0 || peers.get(usize::from(me) - 1) != Some(&RistrettoPoint::mul_base(&s)) {
+            return Err(SigningError::Keeper(me));
+        }
+        Ok(PeerKeys {
+            me,
+            secret: Zeroizing::new(s.to_bytes()),
+            peers,
+        })
+    }
+
+    /// Keepers in the cluster.
+    pub fn count(&self) -> u8 {
+        self.peers.len() as u8
+    }
+
+    fn cipher(
+        &self,
+        other: u8,
+        from: u8,
+        to: u8,
+        context: &[u8],
+    ) -> Result<Aes256Gcm, SigningError> {
+        let peer = self
+            .peers
+            .get(usize::from(other).wrapping_sub(1))
+            .ok_or(SigningError::Keeper(other))?;
+        let s = Scalar::from_canonical_bytes(*self.secret).expect("checked in new");
+        let shared = Zeroizing::new((peer * s).compress().to_bytes());
+        let hk = hkdf::Hkdf::<sha2::Sha512>::new(Some(context), &*shared);
+        let mut key = Zeroizing::new([0u8; 32]);
+        hk.expand(
+            &[b"obscura dkg seal v1".as_slice(), &[from, to]].concat(),
+            &mut *key,
+        )
+        .expect("32 bytes is a valid HKDF-SHA512 length");
+        Ok(Aes256Gcm::new_from_slice(&*key).expect("32-byte key"))
+    }
+
+    fn aad(from: u8, to: u8, context: &[u8]) -> Vec<u8> {
+        [b"obscura/dkg/v1".as_slice(), &[from, to], context].concat()
+    }
+
+    /// Seal `plain` for keeper `to`, in the key generation named by `context`.
+    ///
+    /// # Errors
+    /// [`SigningError::Keeper`] for an unknown recipient.
+    pub fn seal<R: RngCore + CryptoRng>(
+        &self,
+        to: u8,
+        context: &[u8],
+        plain: &[u8],
+        rng: &mut R,
+    ) -> Result<Vec<u8>, SigningError> {
+        let cipher = self.cipher(to, self.me, to, context)?;
+        let mut nonce = [0u8; 12];
+        rng.fill_bytes(&mut nonce);
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: &Self::aad(self.me, to, context),
+                },
+            )
+            .map_err(|_| SigningError::Sealed(self.me))?;
+        Ok([nonce.as_slice(), &ct].concat())
+    }
+
+    /// Open a package keeper `from` sealed for this keeper.
+    ///
+    /// # Errors
+    /// [`SigningError::Sealed`] if it does not open.
+    pub fn open(
+        &self,
+        from: u8,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SigningError> {
+        if sealed.len() < 12 {
+            return Err(SigningError::Sealed(from));
+        }
+        let cipher = self.cipher(from, from, self.me, context)?;
+        cipher
+            .decrypt(
+                Nonce::from_slice(&sealed[..12]),
+                Payload {
+                    msg: &sealed[12..],
+                    aad: &Self::aad(from, self.me, context),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| SigningError::Sealed(from))
+    }
+}
+
+/// A keeper's state between key-generation rounds. Secret; kept in memory only.
+pub enum DkgState {
+    /// After round 1.
+    Round1(dkg::round1::SecretPackage),
+    /// After round 2.
+    Round2(dkg::round2::SecretPackage),
+}
+
+/// Key generation, round 1 at keeper `me` of `m`, any `t` to sign: the state to keep and the
+/// package to broadcast.
+///
+/// # Errors
+/// [`SigningError::Frost`] for `t < 2` or `t > m`.
+pub fn dkg_start<R: RngCore + CryptoRng>(
+    me: u8,
+    m: u8,
+    t: u8,
+    rng: &mut R,
+) -> Result<(DkgState, Vec<u8>), SigningError> {
+    let (secret, package) =
+        dkg::part1(identifier(me)?, u16::from(m), u16::from(t), rng).map_err(frost_err)?;
+    Ok((
+        DkgState::Round1(secret),
+        package.serialize().map_err(frost_err)?,
+    ))
+}
+
+fn round1_map(
+    me: u8,
+    round1: &[(u8, Vec<u8>)],
+) -> Result<BTreeMap<frost::Identifier, dkg::round1::Package>, SigningError> {
+    let mut map = BTreeMap::new();
+    for (j, bytes) in round1 {
+        if *j == me {
+            return Err(SigningError::Keeper(*j));
+        }
+        let p = dkg::round1::Package::deserialize(bytes)
+            .map_err(|_| SigningError::Malformed("round-1 package"))?;
+        if map.insert(identifier(*j)?, p).is_some() {
+            return Err(SigningError::Keeper(*j));
+        }
+    }
+    Ok(map)
+}
+
+/// Key generation, round 2: given every other keeper's round-1 package, the packages to send,
+/// each sealed for its recipient.
+///
+/// # Errors
+/// [`SigningError::Frost`] (a commitment's proof of knowledge fails, a wrong count),
+/// [`SigningError::Malformed`], [`SigningError::Keeper`].
+pub fn dkg_round2<R: RngCore + CryptoRng>(
+    state: DkgState,
+    keys: &PeerKeys,
+    context: &[u8],
+    round1: &[(u8, Vec<u8>)],
+    rng: &mut R,
+) -> Result<(DkgState, Vec<(u8, Vec<u8>)>), SigningError> {
+    let DkgState::Round1(secret) = state else {
+        return Err(SigningError::Frost("round 2 asked twice".into()));
+    };
+    let map = round1_map(keys.me, round1)?;
+    let (secret, packages) = dkg::part2(secret, &map).map_err(frost_err)?;
+    let mut out = Vec::with_capacity(packages.len());
+    for (id, p) in packages {
+        let to = keeper_of(&id);
+        let plain = Zeroizing::new(p.serialize().map_err(frost_err)?);
+        out.push((to, keys.seal(to, context, &plain, rng)?));
+    }
+    Ok((DkgState::Round2(secret), out))
+}
+
+/// Key generation, last step: this keeper's key package and the group's public key package.
+///
+/// # Errors
+/// [`SigningError::Sealed`] for a package that does not open, [`SigningError::Frost`] for a
+/// share that does not match its sender's commitment.
+pub fn dkg_finish(
+    state: &DkgState,
+    keys: &PeerKeys,
+    context: &[u8],
+    round1: &[(u8, Vec<u8>)],
+    round2: &[(u8, Vec<u8>)],
+) -> Result<(KeyPackage, PublicKeyPackage), SigningError> {
+    let DkgState::Round2(secret) = state else {
+        return Err(SigningError::Frost("finish asked before round 2".into()));
+    };
+    let map1 = round1_map(keys.me, round1)?;
+    let mut map2 = BTreeMap::new();
+    for (from, sealed) in round2 {
+        let plain = keys.open(*from, context, sealed)?;
+        let p = dkg::round2::Package::deserialize(&plain)
+            .map_err(|_| SigningError::Malformed("round-2 package"))?;
+        if map2.insert(identifier(*from)?, p).is_some() {
+            return Err(SigningError::Keeper(*from));
+        }
+    }
+    dkg::part3(secret, &map1, &map2).map_err(frost_err)
+}
+
+/// The 32-byte Ed25519 public key of a key package.
+pub fn public_key(package: &PublicKeyPackage) -> [u8; 32] {
+    package
+        .verifying_key()
+        .serialize()
+        .expect("a verifying key serializes")
+        .try_into()
+        .expect("32 bytes")
+}
+
+/// Signing, round 1 at a keeper: fresh nonces to keep (once) and the commitment to send.
+///
+/// # Errors
+/// [`SigningError::Frost`] if the commitment does not serialize.
+pub fn commit<R: RngCore + CryptoRng>(
+    key: &KeyPackage,
+    rng: &mut R,
+) -> Result<(SigningNonces, Vec<u8>), SigningError> {
+    let (nonces, commitment) = frost::round1::commit(key.signing_share(), rng);
+    Ok((nonces, commitment.serialize().map_err(frost_err)?))
+}
+
+/// The signing package the client sends to every signer: the message and the commitments of
+/// keepers `(j, commitment)`.
+///
+/// # Errors
+/// [`SigningError::Malformed`], [`SigningError::Keeper`].
+pub fn signing_package(
+    message: &[u8],
+    commitments: &[(u8, Vec<u8>)],
+) -> Result<Vec<u8>, SigningError> {
+    let mut map = BTreeMap::new();
+    for (j, bytes) in commitments {
+        let c = frost::round1::SigningCommitments::deserialize(bytes)
+            .map_err(|_| SigningError::Malformed("commitment"))?;
+        if map.insert(identifier(*j)?, c).is_some() {
+            return Err(SigningError::Keeper(*j));
+        }
+    }
+    frost::SigningPackage::new(map, message)
+        .serialize()
+        .map_err(frost_err)
+}
+
+/// Signing, round 2 at a keeper: its signature share over `package` with the nonces of its
+/// commitment (consumed).
+///
+/// # Errors
+/// [`SigningError::Malformed`]; [`SigningError::Frost`] if the package lacks this keeper's
+/// commitment or has too few.
+pub fn sign_share(
+    key: &KeyPackage,
+    nonces: SigningNonces,
+    package: &[u8],
+) -> Result<Vec<u8>, SigningError> {
+    let package = frost::SigningPackage::deserialize(package)
+        .map_err(|_| SigningError::Malformed("signing package"))?;
+    let share = frost::round2::sign(&package, &nonces, key).map_err(frost_err)?;
+    Ok(share.serialize())
+}
+
+/// Aggregate signature shares `(j, share)` into an Ed25519 signature, checking each share
+/// against keeper `j`'s verifying share; keepers whose shares fail are named.
+///
+/// # Errors
+/// [`SigningError::Cheaters`], [`SigningError::Malformed`], [`SigningError::Frost`].
+pub fn aggregate(
+    package: &[u8],
+    shares: &[(u8, Vec<u8>)],
+    public: &PublicKeyPackage,
+) -> Result<[u8; 64], SigningError> {
+    let package = frost::SigningPackage::deserialize(package)
+        .map_err(|_| SigningError::Malformed("signing package"))?;
+    let mut map = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for (j, bytes) in shares {
+        match frost::round2::SignatureShare::deserialize(bytes) {
+            Ok(s) => {
+                map.insert(identifier(*j)?, s);
+            }
+            Err(_) => unreadable.push(*j),
+        }
+    }
+    if !unreadable.is_empty() {
+        return Err(SigningError::Cheaters(unreadable));
+    }
+    match frost::aggregate_custom(&package, &map, public, frost::CheaterDetection::AllCheaters) {
+        Ok(sig) => Ok(sig
+            .serialize()
+            .map_err(frost_err)?
+            .try_into()
+            .map_err(|_| SigningError::Malformed("signature"))?),
+        Err(frost::Error::InvalidSignatureShare { culprits }) => Err(SigningError::Cheaters(
+            culprits.iter().map(keeper_of).collect(),
+        )),
+        Err(e) => Err(frost_err(e)),
+    }
+}
+
+/// Serialized forms, for storing a key package and sending a public one.
+///
+/// # Errors
+/// [`SigningError::Frost`].
+pub fn key_package_bytes(key: &KeyPackage) -> Result<Zeroizing<Vec<u8>>, SigningError> {
+    key.serialize().map(Zeroizing::new).map_err(frost_err)
+}
+
+/// See [`key_package_bytes`].
+///
+/// # Errors
+/// [`SigningError::Malformed`].
+pub fn key_package_from(bytes: &[u8]) -> Result<KeyPackage, SigningError> {
+    KeyPackage::deserialize(bytes).map_err(|_| SigningError::Malformed("key package"))
+}
+
+/// See [`key_package_bytes`].
+///
+/// # Errors
+/// [`SigningError::Frost`].
+pub fn public_package_bytes(p: &PublicKeyPackage) -> Result<Vec<u8>, SigningError> {
+    p.serialize().map_err(frost_err)
+}
+
+/// See [`key_package_bytes`].
+///
+/// # Errors
+/// [`SigningError::Malformed`].
+pub fn public_package_from(bytes: &[u8]) -> Result<PublicKeyPackage, SigningError> {
+    PublicKeyPackage::deserialize(bytes).map_err(|_| SigningError::Malformed("public key package"))
+}

@@ -1,0 +1,353 @@
+//! A keeper's account records: encrypted, bound to their place, fresh, and deletable for good.
+//!
+//! Every record a keeper keeps about a user (the OPAQUE password file, login attempts, secret
+//! shares, the user's own audit trail) is sealed with AES-256-GCM before it reaches the store.
+//! The associated data binds the record's kind, the user (a keyed digest of the name, so the
+//! store never holds a name in clear), the record id and the record's version: a record copied
+//! to another user, another id or another kind fails to open.
+//!
+//! Two things live outside the store, in the *keyring*, a small file sealed under the wrapping
+//! key and written whole (temporary file, sync, rename) before every change of the store:
+//!
+//! - the storage key, which seals accounts, attempts and trails;
+//! - one key per secret. A secret's record is sealed under its own key, and deleting the
+//!   secret removes that key from the keyring before the record leaves the store. A copy of
+//!   the store taken before the deletion then holds a record nothing can open.
+//!
+//! The keyring also holds the store's *state*: the number of writes the store has taken. A
+//! keeper refuses to start, and a running keeper refuses to write, when the store's own count
+//! is behind the keyring's: the store was restored from an older copy, which could bring back
+//! spent login attempts or a replaced password file. Only an admin can accept a restored store
+//! ([`Vault::accept_restore`]). The keyring is written first, so a crash between the two writes
+//! leaves the store exactly one write behind; that one case is accepted, so a copy exactly one
+//! write old cannot be told from it (it can undo one write, and never brings back a deleted
+//! secret, whose key is already gone). The keyring and the store should live on different
+//! media for the check to mean anything; a hardware monotonic counter would replace it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use obscura_store::keeper::{KeeperStore, VaultChange};
+use obscura_tokens::keyfile::WrappingKey;
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::config::{open_secrets, read, seal_secrets, write_atomic, Error};
+
+/// Purpose label of a keeper's sealed keyring.
+pub const KEYRING_PURPOSE: &str = "keeper-keyring";
+
+/// What a record is; part of its key and of its associated data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A user's account: password file and role.
+    Account = 1,
+    /// Failed login attempts of an account name (known or not).
+    Attempts = 2,
+    /// One secret (its own key).
+    Secret = 3,
+    /// One event of a user's audit trail.
+    Event = 4,
+}
+
+/// A user's handle: a keyed digest of the name.
+pub type Handle = [u8; 16];
+
+/// The sealed keyring.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct Keyring {
+    state: u64,
+    storage_key: [u8; 32],
+    /// (secret key id, key).
+    keys: Vec<([u8; 16], [u8; 32])>,
+}
+
+struct Held {
+    /// Writes the store holds, as this keeper last wrote or read it.
+    store_state: u64,
+    keys: HashMap<[u8; 16], Zeroizing<[u8; 32]>>,
+}
+
+/// A keeper's record vault over its store.
+pub struct Vault {
+    storage_key: Zeroizing<[u8; 32]>,
+    held: Mutex<Held>,
+    path: PathBuf,
+    wrapping: WrappingKey,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key of a record: kind ‖ user ‖ id.
+pub fn record_key(kind: Kind, user: &Handle, id: &[u8]) -> Vec<u8> {
+    [&[kind as u8][..], user, id].concat()
+}
+
+fn secret_key_id(user: &Handle, id: &[u8; 16]) -> [u8; 16] {
+    let h = blake3::derive_key(
+        "obscura 2026 keeper secret key id",
+        &[user.as_slice(), id].concat(),
+    );
+    h[..16].try_into().expect("16 bytes")
+}
+
+impl Vault {
+    /// Open the keyring at `path` (creating it, with a fresh storage key, if neither it nor any
+    /// account record exists) and check the store's state against it.
+    ///
+    /// # Errors
+    /// [`Error::Store`] with [`obscura_store::Error::RolledBack`] when the store is behind the
+    /// keyring by more than one write, or ahead of it; [`Error::Secrets`], [`Error::File`].
+    pub fn open(store: &KeeperStore, path: &Path, wrapping: WrappingKey) -> Result<Vault, Error> {
+        let at = store.vault_state()?;
+        let keyring: Keyring = if path.exists() {
+            open_secrets(&read(path)?, KEYRING_PURPOSE, &wrapping)?
+        } else if at == 0 {
+            let mut storage_key = [0u8; 32];
+            OsRng.fill_bytes(&mut storage_key);
+            let k = Keyring {
+                state: 0,
+                storage_key,
+                keys: Vec::new(),
+            };
+            write_atomic(
+                path,
+                &seal_secrets(&k, KEYRING_PURPOSE, &wrapping, &mut OsRng)?,
+            )?;
+            k
+        } else {
+            return Err(Error::Secrets(format!(
+                "the keyring {} is missing, but the store holds {at} account writes: without \
+                 it no account record can be read",
+                path.display()
+            )));
+        };
+        if at != keyring.state && at + 1 != keyring.state {
+            return Err(Error::Store(obscura_store::Error::RolledBack {
+                store: at,
+                counter: keyring.state,
+            }));
+        }
+        Ok(Vault {
+            storage_key: Zeroizing::new(keyring.storage_key),
+            held: Mutex::new(Held {
+                store_state: at,
+                keys: keyring
+                    .keys
+                    .iter()
+                    .map(|(id, k)| (*id, Zeroizing::new(*k)))
+                    .collect(),
+            }),
+            path: path.to_path_buf(),
+            wrapping,
+        })
+    }
+
+    /// An admin accepts a store restored from an older copy: the keyring's state is set to the
+    /// store's. Secrets deleted since the copy stay unreadable (their keys are gone).
+    ///
+    /// # Errors
+    /// [`Error::Secrets`], [`Error::File`], [`Error::Store`].
+    pub fn accept_restore(
+        store: &KeeperStore,
+        path: &Path,
+        wrapping: &WrappingKey,
+    ) -> Result<(u64, u64), Error> {
+        let mut keyring: Keyring = open_secrets(&read(path)?, KEYRING_PURPOSE, wrapping)?;
+        let was = keyring.state;
+        keyring.state = store.vault_state()?;
+        write_atomic(
+            path,
+            &seal_secrets(&keyring, KEYRING_PURPOSE, wrapping, &mut OsRng)?,
+        )?;
+        Ok((was, keyring.state))
+    }
+
+    /// The handle of a user name.
+    pub fn handle(&self, user: &str) -> Handle {
+        let h = blake3::keyed_hash(&self.storage_key, &[b"user ", user.as_bytes()].concat());
+        h.as_bytes()[..16].try_into().expect("16 bytes")
+    }
+
+    fn aad(key: &[u8], version: u64) -> Vec<u8> {
+        [
+            b"obscura/keeper-record/v1".as_slice(),
+            key,
+            &version.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    fn seal_with(cipher_key: &[u8; 32], key: &[u8], version: u64, plain: &[u8]) -> Vec<u8> {
+        let cipher = Aes256Gcm::new_from_slice(cipher_key).expect("32-byte key");
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: &Self::aad(key, version),
+                },
+            )
+            .expect("AES-GCM encryption of a short record cannot fail");
+        [&version.to_be_bytes()[..], &nonce, &ct].concat()
+    }
+
+    fn open_with(
+        cipher_key: &[u8; 32],
+        key: &[u8],
+        sealed: &[u8],
+    ) -> Option<(u64, Zeroizing<Vec<u8>>)> {
+        if sealed.len() < 20 {
+            return None;
+        }
+        let version = u64::from_be_bytes(sealed[..8].try_into().expect("8 bytes"));
+        let cipher = Aes256Gcm::new_from_slice(cipher_key).expect("32-byte key");
+        cipher
+            .decrypt(
+                Nonce::from_slice(&sealed[8..20]),
+                Payload {
+                    msg: &sealed[20..],
+                    aad: &Self::aad(key, version),
+                },
+            )
+            .ok()
+            .map(|p| (version, Zeroizing::new(p)))
+    }
+
+    fn cipher_key(&self, held: &Held, kind: Kind, key: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+        match kind {
+            Kind::Secret => {
+                let user: Handle = key[1..17].try_into().ok()?;
+                let id: [u8; 16] = key[17..33].try_into().ok()?;
+                held.keys.get(&secret_key_id(&user, &id)).cloned()
+            }
+            _ => Some(self.storage_key.clone()),
+        }
+    }
+
+    /// Read a record: its version and contents. `Ok(None)` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::Secrets`] for a record that does not open (moved, altered, or a secret whose
+    /// key was destroyed); [`Error::Store`].
+    pub fn get(
+        &self,
+        store: &KeeperStore,
+        kind: Kind,
+        user: &Handle,
+        id: &[u8],
+    ) -> Result<Option<(u64, Zeroizing<Vec<u8>>)>, Error> {
+        let key = record_key(kind, user, id);
+        let Some(sealed) = store.vault_get(&key)? else {
+            return Ok(None);
+        };
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let cipher_key = self
+            .cipher_key(&held, kind, &key)
+            .ok_or_else(|| Error::Secrets("the record's key was destroyed".into()))?;
+        Self::open_with(&cipher_key, &key, &sealed)
+            .map(Some)
+            .ok_or_else(|| Error::Secrets(format!("a {kind:?} record does not open")))
+    }
+
+    /// Every record of `kind` of `user` that opens: (id, contents), in id order.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn list(
+        &self,
+        store: &KeeperStore,
+        kind: Kind,
+        user: &Handle,
+    ) -> Result<Vec<(Vec<u8>, Zeroizing<Vec<u8>>)>, Error> {
+        let prefix = record_key(kind, user, &[]);
+        let rows = store.vault_scan(&prefix)?;
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let ck = self.cipher_key(&held, kind, &k)?;
+                Self::open_with(&ck, &k, &v).map(|(_, p)| (k[prefix.len()..].to_vec(), p))
+            })
+            .collect())
+    }
+
+    /// Write records in one durable step: the keyring first (its state advanced, secret keys
+    /// made or destroyed), then the store. `puts` are (kind, user, id, contents, version);
+    /// `deletes` are (kind, user, id). A secret's key is made on its first put and destroyed
+    /// with its delete.
+    ///
+    /// # Errors
+    /// [`Error::Store`] with [`obscura_store::Error::RolledBack`] when the store is not at the
+    /// state this keeper left it in (restored or altered while running); others.
+    pub fn write(
+        &self,
+        store: &KeeperStore,
+        puts: &[(Kind, Handle, Vec<u8>, &[u8], u64)],
+        deletes: &[(Kind, Handle, Vec<u8>)],
+        subject: &[u8; 16],
+        detail: &str,
+        now: u64,
+    ) -> Result<(), Error> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = held.keys.clone();
+        let mut changes: Vec<VaultChange> = Vec::with_capacity(puts.len() + deletes.len());
+        for (kind, user, id) in deletes {
+            if *kind == Kind::Secret {
+                let id: [u8; 16] = id.as_slice().try_into().map_err(|_| bad_id())?;
+                keys.remove(&secret_key_id(user, &id));
+            }
+            changes.push((record_key(*kind, user, id), None));
+        }
+        for (kind, user, id, plain, version) in puts {
+            let key = record_key(*kind, user, id);
+            let cipher_key = if *kind == Kind::Secret {
+                let id: [u8; 16] = id.as_slice().try_into().map_err(|_| bad_id())?;
+                keys.entry(secret_key_id(user, &id))
+                    .or_insert_with(|| {
+                        let mut k = Zeroizing::new([0u8; 32]);
+                        OsRng.fill_bytes(&mut *k);
+                        k
+                    })
+                    .clone()
+            } else {
+                self.storage_key.clone()
+            };
+            changes.push((
+                key.clone(),
+                Some(Self::seal_with(&cipher_key, &key, *version, plain)),
+            ));
+        }
+        let next = held.store_state + 1;
+        let keyring = Keyring {
+            state: next,
+            storage_key: *self.storage_key,
+            keys: keys.iter().map(|(id, k)| (*id, **k)).collect(),
+        };
+        write_atomic(
+            &self.path,
+            &seal_secrets(&keyring, KEYRING_PURPOSE, &self.wrapping, &mut OsRng)?,
+        )?;
+        held.keys = keys;
+        store.vault_write(held.store_state, &changes, subject, detail, now)?;
+        held.store_state = next;
+        Ok(())
+    }
+}
+
+fn bad_id() -> Error {
+    Error::Secrets("a secret id is 16 bytes".into())
+}
