@@ -112,12 +112,14 @@ pub struct StoredSecret {
 struct Session {
     channel: Mutex<Channel>,
     user: Handle,
+    tag: [u8; 32],
     admin: bool,
 }
 
 struct Pending {
     login: PendingLogin,
     user: Handle,
+    tag: [u8; 32],
     source: IpAddr,
     expires_at: u64,
 }
@@ -154,7 +156,15 @@ pub(crate) struct Accounts {
 pub(crate) struct Caller {
     pub(crate) session: [u8; 16],
     pub(crate) user: Handle,
+    /// The same for the user at every keeper (unlike `user`, which is keyed per keeper): binds
+    /// the user into what keepers exchange with each other.
+    pub(crate) tag: [u8; 32],
     pub(crate) admin: bool,
+}
+
+/// A user's name as every keeper digests it alike.
+fn user_tag(user: &str) -> [u8; 32] {
+    blake3::derive_key("obscura 2026 keeper user tag", user.as_bytes())
 }
 
 fn context(keeper: u8) -> Vec<u8> {
@@ -430,6 +440,7 @@ impl Accounts {
             Pending {
                 login,
                 user: handle,
+                tag: user_tag(user),
                 source,
                 expires_at: now + PENDING_S,
             },
@@ -512,6 +523,7 @@ impl Accounts {
             std::sync::Arc::new(Session {
                 channel: Mutex::new(Channel::new(&key, id, Role::Server, expires_at)),
                 user: pending.user,
+                tag: pending.tag,
                 admin: account.admin,
             }),
         );
@@ -555,6 +567,7 @@ impl Accounts {
                 &Caller {
                     session: *session,
                     user: s.user,
+                    tag: s.tag,
                     admin: s.admin,
                 },
                 req,
@@ -893,7 +906,7 @@ impl Accounts {
             )
         })?;
         let frost = |e: signing::SigningError| error(ErrorCode::BadRequest, e.to_string());
-        let ctx = [caller.user.as_slice(), id].concat();
+        let ctx = [caller.tag.as_slice(), id].concat();
         let pairs = |p: &[KeeperPackage]| -> Vec<(u8, Vec<u8>)> {
             p.iter().map(|p| (p.keeper, p.bytes.clone())).collect()
         };

@@ -1,0 +1,548 @@
+//! The keepers as a key server, against real keeper servers on loopback: registration and
+//! login (OPAQUE), wrong passwords and unknown users answered alike, growing delays and a
+//! lockout an admin lifts, sessions that refuse replayed, reordered, reflected and moved
+//! messages, a store restored from an old copy refused, a deleted secret unreadable from an
+//! old copy, secrets rebuilt from any T keepers with a lying keeper named, and threshold
+//! Ed25519 signatures with a keeper down and a lying keeper named.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use obscura_client::Error;
+use obscura_keeper::session::{Channel, ClientLogin, Role};
+use obscura_node::accounts::{LoginPolicy, StoredSecret};
+use obscura_node::keeper::{keyring_path, LoadedKeeper};
+use obscura_node::vault::{Kind, Vault};
+use obscura_proto::{ErrorCode, Request, RequestBody, Response, ResponseBody, SecretKind};
+use obscura_store::keeper::KeeperStore;
+use obscura_tokens::keyfile::WrappingKey;
+use rand_core::{OsRng, RngCore};
+
+fn reasons(e: &Error) -> Vec<String> {
+    match e {
+        Error::Keepers { failures, .. } => failures.iter().map(|f| f.reason.clone()).collect(),
+        other => vec![other.to_string()],
+    }
+}
+
+/// Post `body` in clear to keeper `j`, as any client of the cluster could.
+async fn raw(c: &Cluster, j: u8, body: RequestBody) -> ResponseBody {
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(c.template.tls.clone())
+        .build()
+        .unwrap();
+    let mut request_id = [0u8; 16];
+    OsRng.fill_bytes(&mut request_id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let req = Request {
+        request_id,
+        timestamp: now,
+        body,
+    };
+    let url = format!(
+        "https://127.0.0.1:{}{}",
+        c.keeper_ports[j as usize - 1],
+        req.body.path()
+    );
+    let bytes = http
+        .post(url)
+        .body(req.encode())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    Response::decode(&bytes).unwrap().0
+}
+
+/// A login at keeper `j` by hand: the session's channel.
+async fn raw_login(c: &Cluster, j: u8) -> Channel {
+    let (login, ke1) = ClientLogin::start(PASSWORD, &mut OsRng).unwrap();
+    let ResponseBody::KeeperLoginStarted { login: id, ke2 } = raw(
+        c,
+        j,
+        RequestBody::KeeperLoginStart {
+            user: ADMIN.into(),
+            ke1,
+        },
+    )
+    .await
+    else {
+        panic!("no KE2")
+    };
+    let (ke3, key) = login
+        .finish(
+            PASSWORD,
+            &ke2,
+            &obscura_node::accounts::login_context(j),
+            &mut OsRng,
+        )
+        .unwrap();
+    let ResponseBody::KeeperSession {
+        session,
+        expires_at,
+    } = raw(c, j, RequestBody::KeeperLoginFinish { login: id, ke3 }).await
+    else {
+        panic!("no session")
+    };
+    Channel::new(&key, session, Role::Client, expires_at)
+}
+
+fn sealed_request(channel: &mut Channel, body: RequestBody) -> Vec<u8> {
+    let inner = Request {
+        request_id: [0; 16],
+        timestamp: 0,
+        body,
+    }
+    .encode();
+    channel.seal(&inner, 0).unwrap()
+}
+
+fn refused(answer: &ResponseBody) -> bool {
+    matches!(answer, ResponseBody::Error { code: ErrorCode::NoSession, message } if message.contains("refused"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_login_and_no_oracle_for_unknown_users() {
+    let c = Cluster::start("accounts").await;
+    // Without a session a keeper evaluates nothing.
+    let stranger = c.fresh_client();
+    let err = stranger
+        .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("log in"), "{err}");
+    // Nor does it register a second account outside an admin's session.
+    assert!(stranger.register("mallory", b"pw").await.is_err());
+
+    // The admin registers bob; bob logs in and searches; bob is no admin.
+    c.client.register("bob", b"bob's password").await.unwrap();
+    let bob = c.fresh_client();
+    let report = bob.login("bob", b"bob's password").await.unwrap();
+    assert_eq!(report.keepers, vec![1, 2, 3]);
+    assert!(bob
+        .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
+        .await
+        .is_ok());
+    let err = bob.register("carol", b"x").await.unwrap_err().to_string();
+    assert!(err.contains("forbidden"), "{err}");
+    assert!(c.client.register("bob", b"again").await.is_err());
+
+    // A wrong password and an unknown user get the same answer from every keeper.
+    let wrong = c.fresh_client().login("bob", b"not it").await.unwrap_err();
+    let unknown = c
+        .fresh_client()
+        .login("nobody", b"not it")
+        .await
+        .unwrap_err();
+    // (The client sees it first: KE2 does not open with the password, so it sends no KE3.)
+    assert_eq!(reasons(&wrong), vec!["login failed"; 3]);
+    assert_eq!(reasons(&wrong), reasons(&unknown));
+    // And the same KE2 shape: a keeper's second message does not depend on the account.
+    let ke2_len = |user: &'static str| {
+        let c = &c;
+        async move {
+            let (_, ke1) = ClientLogin::start(b"guess", &mut OsRng).unwrap();
+            match raw(
+                c,
+                1,
+                RequestBody::KeeperLoginStart {
+                    user: user.into(),
+                    ke1,
+                },
+            )
+            .await
+            {
+                ResponseBody::KeeperLoginStarted { ke2, .. } => ke2.len(),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(ke2_len("bob").await, ke2_len("nobody").await);
+
+    // Logout ends the sessions at the keepers.
+    bob.logout().await.unwrap();
+    assert!(bob.user().is_none());
+    let err = bob
+        .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("log in"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_wait_longer_then_lock_and_unknown_users_fare_the_same() {
+    let c = Cluster::start_with(
+        "lockout",
+        Setup {
+            login: LoginPolicy {
+                free: 1,
+                lock_after: 3,
+                source_free: 1000,
+                max_delay_s: 60,
+            },
+            ..VOPRF
+        },
+    )
+    .await;
+    c.client.register("bob", b"bob's password").await.unwrap();
+    let attempt = |user: &'static str, pw: &'static [u8]| {
+        let client = c.fresh_client();
+        async move {
+            match client.login(user, pw).await {
+                Ok(_) => vec!["ok".to_string()],
+                Err(e) => reasons(&e),
+            }
+        }
+    };
+    let both = || async {
+        let bob = attempt("bob", b"wrong").await;
+        let nobody = attempt("nobody", b"wrong").await;
+        assert_eq!(bob, nobody, "a known and an unknown account differ");
+        bob[0].clone()
+    };
+    assert!(both().await.contains("login failed"));
+    let wait = both().await;
+    assert!(wait.contains("wait 1 s"), "{wait}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(both().await.contains("login failed"));
+    let wait = both().await;
+    assert!(wait.contains("wait 2 s"), "the delay grows: {wait}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(both().await.contains("login failed"));
+    // Locked now: even the right password is refused, until an admin unlocks.
+    let locked = attempt("bob", b"bob's password").await;
+    assert!(locked[0].contains("locked"), "{locked:?}");
+    assert_eq!(locked, attempt("nobody", b"bob's password").await);
+    c.client.unlock("bob").await.unwrap();
+    assert_eq!(attempt("bob", b"bob's password").await, vec!["ok"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_limited_per_source_too() {
+    let c = Cluster::start_with(
+        "sources",
+        Setup {
+            login: LoginPolicy {
+                free: 100,
+                lock_after: 1000,
+                source_free: 2,
+                max_delay_s: 60,
+            },
+            ..VOPRF
+        },
+    )
+    .await;
+    // Guessing across many names from one address runs into the address's limit.
+    for user in ["a", "b"] {
+        let r = reasons(&c.fresh_client().login(user, b"x").await.unwrap_err());
+        assert!(r[0].contains("login failed"), "{r:?}");
+    }
+    let r = reasons(&c.fresh_client().login("c", b"x").await.unwrap_err());
+    assert!(r[0].contains("from this address"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_messages_replayed_reordered_reflected_or_moved_are_refused() {
+    let c = Cluster::start("channel").await;
+    let mut one = raw_login(&c, 1).await;
+    let mut two = raw_login(&c, 1).await;
+    let session = one.id();
+    let send = |session: [u8; 16], message: Vec<u8>| {
+        let c = &c;
+        async move { raw(c, 1, RequestBody::KeeperSealed { session, message }).await }
+    };
+    let m0 = sealed_request(&mut one, RequestBody::SecretList);
+    let m1 = sealed_request(&mut one, RequestBody::SecretList);
+    let m2 = sealed_request(&mut one, RequestBody::UserEvents);
+
+    let ResponseBody::KeeperSealed { message: r0 } = send(session, m0.clone()).await else {
+        panic!("first message refused")
+    };
+    let opened = Response::decode(&one.open(&r0, 0).unwrap()).unwrap().0;
+    assert!(matches!(opened, ResponseBody::Secrets { .. }), "{opened:?}");
+    // Replayed.
+    assert!(refused(&send(session, m0).await));
+    // Reordered: the third before the second.
+    assert!(refused(&send(session, m2.clone()).await));
+    // Reflected: the keeper's own answer sent back to it.
+    assert!(refused(&send(session, r0).await));
+    // Moved to another session of the same user.
+    assert!(refused(&send(two.id(), m1.clone()).await));
+    // Altered.
+    let mut altered = m1.clone();
+    *altered.last_mut().unwrap() ^= 1;
+    assert!(refused(&send(session, altered).await));
+    // Refusals leave the session in step: the messages in order still go through.
+    for m in [m1, m2] {
+        let ResponseBody::KeeperSealed { message } = send(session, m).await else {
+            panic!("in-order message refused")
+        };
+        one.open(&message, 0).unwrap();
+    }
+    // The other session is untouched too.
+    let m = sealed_request(&mut two, RequestBody::SecretList);
+    assert!(matches!(
+        send(two.id(), m).await,
+        ResponseBody::KeeperSealed { .. }
+    ));
+    // A keeper operation sent in clear is refused.
+    let clear = raw(&c, 1, RequestBody::SecretList).await;
+    assert!(
+        matches!(
+            clear,
+            ResponseBody::Error {
+                code: ErrorCode::NoSession,
+                ..
+            }
+        ),
+        "{clear:?}"
+    );
+}
+
+fn wrapping(c: &Cluster) -> WrappingKey {
+    WrappingKey::from_file(&c.dir.join("wrapping.key")).unwrap()
+}
+
+fn keeper_config(c: &Cluster, j: u8) -> std::path::PathBuf {
+    c.dir.join(format!("keeper{j}.json"))
+}
+
+/// Open keeper `j`'s store and vault while it is down.
+fn open_vault(c: &Cluster, j: u8) -> (KeeperStore, Vault) {
+    let config: obscura_node::keeper::KeeperConfig =
+        serde_json::from_slice(&std::fs::read(keeper_config(c, j)).unwrap()).unwrap();
+    let store = KeeperStore::open(&c.dir.join(format!("keeper{j}.redb")), j).unwrap();
+    let vault = Vault::open(
+        &store,
+        &keyring_path(&keeper_config(c, j), &config),
+        wrapping(c),
+    )
+    .unwrap();
+    (store, vault)
+}
+
+/// Replace keeper `j`'s record of the admin's secret `id` with `change` applied (the keeper is
+/// down): a keeper whose state was tampered with, or that lies.
+fn tamper_secret(c: &Cluster, j: u8, id: &[u8; 16], change: impl FnOnce(&mut StoredSecret)) {
+    let (store, vault) = open_vault(c, j);
+    let user = vault.handle(ADMIN);
+    let (version, bytes) = vault.get(&store, Kind::Secret, &user, id).unwrap().unwrap();
+    let mut secret: StoredSecret = postcard::from_bytes(&bytes).unwrap();
+    change(&mut secret);
+    let bytes = postcard::to_allocvec(&secret).unwrap();
+    vault
+        .write(
+            &store,
+            &[(Kind::Secret, user, id.to_vec(), &bytes, version + 1)],
+            &[],
+            id,
+            "tampered by the test",
+            0,
+        )
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_restored_from_an_old_copy_is_refused_until_an_admin_accepts_it() {
+    let mut c = Cluster::start("rollback").await;
+    let store = c.dir.join("keeper1.redb");
+    let old = c.dir.join("keeper1.old.redb");
+    c.keeper_down(1).await;
+    std::fs::copy(&store, &old).unwrap();
+    // Logins and a secret change keeper 1's records.
+    c.keeper_up(1).await;
+    c.client
+        .secret_put("note", b"written after the copy", "import")
+        .await
+        .unwrap();
+    c.keeper_down(1).await;
+    std::fs::copy(&old, &store).unwrap();
+    let err = LoadedKeeper::load(&keeper_config(&c, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("restored from an older copy"), "{err}");
+    // The admin looks, and accepts.
+    obscura_node::keeper::accept_restore(&keeper_config(&c, 1)).unwrap();
+    c.keeper_up(1).await;
+    assert!(c.client.secret_list().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_secret_cannot_be_read_from_an_older_copy_of_the_store() {
+    let mut c = Cluster::start("deletion").await;
+    let plain = b"a secret that must be gone for good".to_vec();
+    let id = c
+        .client
+        .secret_put("doomed", &plain, "import")
+        .await
+        .unwrap();
+    let store = c.dir.join("keeper1.redb");
+    let copy = c.dir.join("keeper1.copy.redb");
+    c.keeper_down(1).await;
+    std::fs::copy(&store, &copy).unwrap();
+    c.keeper_up(1).await;
+    assert!(c.client.secret_delete(&id).await.unwrap().is_empty());
+    c.keeper_down(1).await;
+
+    // The old copy still holds the sealed record, and the keeper's current keys cannot open it.
+    std::fs::copy(&copy, &store).unwrap();
+    obscura_node::keeper::accept_restore(&keeper_config(&c, 1)).unwrap();
+    let (old, vault) = open_vault(&c, 1);
+    let user = vault.handle(ADMIN);
+    let key = obscura_node::vault::record_key(Kind::Secret, &user, &id);
+    let sealed = old
+        .vault_get(&key)
+        .unwrap()
+        .expect("the old copy holds the record");
+    assert!(!sealed.windows(8).any(|w| plain.windows(8).any(|p| p == w)));
+    let err = vault
+        .get(&old, Kind::Secret, &user, &id)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("destroyed"), "{err}");
+    drop((old, vault));
+    // Served again from the old copy, keeper 1 neither lists nor returns it.
+    c.keeper_up(1).await;
+    assert!(c.client.secret_list().await.unwrap().is_empty());
+    assert!(c.client.secret_get(&id, false).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_round_trip_from_any_t_keepers_and_a_lying_keeper_is_named() {
+    let mut c = Cluster::start("secrets").await;
+    let mut plain = vec![0u8; 100];
+    OsRng.fill_bytes(&mut plain);
+    let id = c
+        .client
+        .secret_put("api key", &plain, "import")
+        .await
+        .unwrap();
+    let got = c.client.secret_get(&id, false).await.unwrap();
+    assert_eq!(*got.secret, plain);
+    assert_eq!(got.name, "api key");
+    assert!(got.faults.is_empty());
+    let list = c.client.secret_list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].id, list[0].kind), (id, SecretKind::Data));
+
+    // A keeper down: any T of M rebuild it.
+    c.keeper_down(3).await;
+    let got = c.client.secret_get(&id, true).await.unwrap();
+    assert_eq!(*got.secret, plain);
+    assert_eq!(got.faults.iter().map(|f| f.keeper).collect::<Vec<_>>(), [3]);
+    c.keeper_up(3).await;
+
+    // A keeper returning a wrong share is named, and the others rebuild the secret.
+    c.keeper_down(2).await;
+    tamper_secret(&c, 2, &id, |s| s.share[7] ^= 0x5a);
+    c.keeper_up(2).await;
+    let got = c.client.secret_get(&id, false).await.unwrap();
+    assert_eq!(*got.secret, plain);
+    assert!(
+        got.faults
+            .iter()
+            .any(|f| f.keeper == 2 && f.reason.contains("does not rebuild")),
+        "{:?}",
+        got.faults
+    );
+
+    // Every operation is in the user's own trail at each keeper.
+    let trails = c.client.user_events().await.unwrap();
+    assert_eq!(trails.len(), 3);
+    let actions: Vec<&str> = trails[0].1.iter().map(|e| e.action.as_str()).collect();
+    for a in [
+        "register",
+        "login",
+        "secret import",
+        "secret get",
+        "secret export",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+
+    // Deleted: gone at every keeper.
+    c.client.secret_delete(&id).await.unwrap();
+    assert!(c.client.secret_get(&id, false).await.is_err());
+    assert!(c.client.secret_list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threshold_signatures_verify_with_ed25519_and_a_lying_keeper_is_named() {
+    use ed25519_dalek::{Signature, VerifyingKey};
+    let mut c = Cluster::start("signing").await;
+    let (id, public) = c.client.signing_key_generate("release key").await.unwrap();
+    let verifier = VerifyingKey::from_bytes(&public).unwrap();
+    let list = c.client.secret_list().await.unwrap();
+    assert_eq!((list[0].id, list[0].kind), (id, SecretKind::Signing));
+    // A signing key is never rebuilt.
+    assert!(c.client.secret_get(&id, true).await.is_err());
+
+    let message = b"obscura release 1.0";
+    let signed = c.client.sign(&id, message).await.unwrap();
+    assert_eq!(signed.public_key, public);
+    assert_eq!(signed.signers.len(), KT);
+    verifier
+        .verify_strict(message, &Signature::from_bytes(&signed.signature))
+        .unwrap();
+    assert!(verifier
+        .verify_strict(
+            b"another message",
+            &Signature::from_bytes(&signed.signature)
+        )
+        .is_err());
+
+    // A keeper down: the other two sign.
+    c.keeper_down(1).await;
+    let signed = c.client.sign(&id, message).await.unwrap();
+    assert_eq!(signed.signers, vec![2, 3]);
+    verifier
+        .verify_strict(message, &Signature::from_bytes(&signed.signature))
+        .unwrap();
+    c.keeper_up(1).await;
+
+    // Keeper 2 signs with a wrong share: named, and keepers 1 and 3 sign instead.
+    c.keeper_down(2).await;
+    tamper_secret(&c, 2, &id, |s| {
+        let key = obscura_keeper::signing::key_package_from(&s.share).unwrap();
+        let mut wrong = [0u8; 32];
+        wrong[0] = 42;
+        let share = frost_ed25519::keys::SigningShare::deserialize(&wrong).unwrap();
+        let lying = frost_ed25519::keys::KeyPackage::new(
+            *key.identifier(),
+            share,
+            *key.verifying_share(),
+            *key.verifying_key(),
+            *key.min_signers(),
+        );
+        s.share = obscura_keeper::signing::key_package_bytes(&lying)
+            .unwrap()
+            .to_vec();
+    });
+    c.keeper_up(2).await;
+    let signed = c.client.sign(&id, message).await.unwrap();
+    assert!(
+        signed
+            .faults
+            .iter()
+            .any(|f| f.keeper == 2 && f.reason.contains("does not verify")),
+        "{:?}",
+        signed.faults
+    );
+    assert_eq!(signed.signers, vec![1, 3]);
+    verifier
+        .verify_strict(message, &Signature::from_bytes(&signed.signature))
+        .unwrap();
+    let trails = c.client.user_events().await.unwrap();
+    assert!(trails
+        .iter()
+        .all(|(_, events)| events.iter().any(|e| e.action == "signing key generate")));
+}
