@@ -5,7 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{get, init_cluster, obscura, start, stop_node, testdata, text, three_photos};
+use common::{
+    get, init_cluster, obscura, obscura_with_password, start, stop_node, testdata, text,
+    three_photos,
+};
 
 #[test]
 fn init_up_index_search_get_and_failures() {
@@ -146,7 +149,139 @@ fn init_up_index_search_get_and_failures() {
     assert!(!out.status.success() && text(&out).contains("not a supported image"));
     let out = obscura(&["hash", &testdata("photos/camera.png")]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0xbff1c1c0434e8cbc  "));
+
+    keeper_accounts_secrets_and_signing(&dir);
     drop(up);
+}
+
+/// The keepers as a key server through the command line: the session file, secrets, a
+/// threshold signature, the user's trail, a second account, logout.
+fn keeper_accounts_secrets_and_signing(dir: &std::path::Path) {
+    let cluster = dir.to_str().unwrap();
+    let session = dir.join("session.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&session).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the session file is the user's alone");
+    }
+    let secret_file = dir.join("secret.in");
+    std::fs::write(&secret_file, b"an API token 0123456789").unwrap();
+    let out = obscura(&[
+        "secret",
+        "import",
+        "--cluster",
+        cluster,
+        "--name",
+        "api",
+        secret_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let back = dir.join("secret.out");
+    let out = obscura(&[
+        "secret",
+        "export",
+        "--cluster",
+        cluster,
+        &id,
+        "--out",
+        back.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(&back).unwrap(), b"an API token 0123456789");
+    let out = obscura(&[
+        "secret",
+        "generate",
+        "--cluster",
+        cluster,
+        "--name",
+        "release",
+        "--signing",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let key = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let out = obscura(&[
+        "sign",
+        "--cluster",
+        cluster,
+        "--key",
+        &key,
+        &secret_file.to_string_lossy(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let unhex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let public: [u8; 32] = unhex(v["public_key"].as_str().unwrap()).try_into().unwrap();
+    let signature: [u8; 64] = unhex(v["signature"].as_str().unwrap()).try_into().unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&public)
+        .unwrap()
+        .verify_strict(
+            b"an API token 0123456789",
+            &ed25519_dalek::Signature::from_bytes(&signature),
+        )
+        .unwrap();
+    let out = obscura(&["secret", "list", "--cluster", cluster, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["secrets"].as_array().unwrap().len(), 2);
+    let out = obscura(&["audit", "events", "--cluster", cluster]);
+    let trail = text(&out);
+    for action in [
+        "login",
+        "secret import",
+        "secret export",
+        "signing key generate",
+        "sign",
+    ] {
+        assert!(trail.contains(action), "{action}: {trail}");
+    }
+    let out = obscura(&["secret", "delete", "--cluster", cluster, &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The admin registers a second account; a wrong password is refused.
+    let out = obscura_with_password(
+        &["register", "--cluster", cluster, "--user", "bob"],
+        "bob pw",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = obscura(&["logout", "--cluster", cluster]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!session.exists());
+    let out = obscura(&["secret", "list", "--cluster", cluster]);
+    assert!(
+        !out.status.success() && text(&out).contains("not logged in"),
+        "{}",
+        text(&out)
+    );
+    let out = obscura_with_password(&["login", "--cluster", cluster, "--user", "bob"], "wrong");
+    assert!(
+        !out.status.success() && text(&out).contains("login failed"),
+        "{}",
+        text(&out)
+    );
+    let out = obscura_with_password(&["login", "--cluster", cluster, "--user", "bob"], "bob pw");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = obscura(&[
+        "search",
+        "--cluster",
+        cluster,
+        &testdata("derived/coffee.q75.jpg"),
+    ]);
+    // Node 5 is down, so the search fails at the nodes, past the keepers.
+    assert!(text(&out).contains("node 5"), "{}", text(&out));
 }
 
 #[test]

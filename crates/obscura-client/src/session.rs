@@ -29,16 +29,37 @@ struct Slot {
     key: Zeroizing<[u8; session::SESSION_KEY_LEN]>,
 }
 
+impl Slot {
+    fn stored(&self, keeper: u8) -> StoredSession {
+        let (sent, received) = self.channel.counters();
+        StoredSession {
+            keeper,
+            session: hex(&self.channel.id()),
+            key: hex(&*self.key),
+            expires_at: self.channel.expires_at(),
+            sent,
+            received,
+        }
+    }
+}
+
+/// A session in use, held for a whole request: its sequence numbers allow one request at a
+/// time, so the next is sealed only once the last answer is opened.
+type Held = Arc<tokio::sync::Mutex<Slot>>;
+
 /// The sessions of one user with the keepers.
 #[derive(Default)]
 pub(crate) struct Sessions {
     user: RwLock<Option<String>>,
     /// Keeper `j`'s session at `j - 1`.
-    slots: RwLock<Vec<Option<Arc<Mutex<Slot>>>>>,
+    slots: RwLock<Vec<Option<Held>>>,
+    /// What the file holds of each session, as of its last finished request; its lock also
+    /// makes writes of the file one at a time.
+    saved: Mutex<Vec<Option<StoredSession>>>,
     file: RwLock<Option<PathBuf>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredSession {
     keeper: u8,
     session: String,
@@ -88,7 +109,7 @@ impl Sessions {
         self.user.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn slot(&self, j: u8) -> Option<Arc<Mutex<Slot>>> {
+    fn slot(&self, j: u8) -> Option<Held> {
         self.slots
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -98,13 +119,16 @@ impl Sessions {
     }
 
     fn set(&self, user: &str, m: usize, opened: Vec<(u8, Slot)>) {
-        let mut slots: Vec<Option<Arc<Mutex<Slot>>>> = (0..m).map(|_| None).collect();
+        let mut slots: Vec<Option<Held>> = (0..m).map(|_| None).collect();
+        let mut saved: Vec<Option<StoredSession>> = (0..m).map(|_| None).collect();
         for (j, s) in opened {
             if let Some(place) = slots.get_mut(usize::from(j) - 1) {
-                *place = Some(Arc::new(Mutex::new(s)));
+                saved[usize::from(j) - 1] = Some(s.stored(j));
+                *place = Some(Arc::new(tokio::sync::Mutex::new(s)));
             }
         }
         *self.slots.write().unwrap_or_else(|e| e.into_inner()) = slots;
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = saved;
         *self.user.write().unwrap_or_else(|e| e.into_inner()) = Some(user.to_string());
     }
 
@@ -158,28 +182,24 @@ impl Sessions {
                 _ => Ok(()),
             };
         };
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let sessions = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let s = s.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
-                let (sent, received) = s.channel.counters();
-                Some(StoredSession {
-                    keeper: i as u8 + 1,
-                    session: hex(&s.channel.id()),
-                    key: hex(&*s.key),
-                    expires_at: s.channel.expires_at(),
-                    sent,
-                    received,
-                })
-            })
-            .collect();
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        let sessions: Vec<StoredSession> = saved.iter().flatten().cloned().collect();
         let text = Zeroizing::new(
             serde_json::to_vec_pretty(&SessionFile { user, sessions })
                 .map_err(|e| Error::Session(e.to_string()))?,
         );
         write_private(&path, &text).map_err(|e| Error::Session(format!("{}: {e}", path.display())))
+    }
+
+    /// Note where keeper `j`'s session stands after a request, then save.
+    fn record(&self, j: u8, slot: &Slot) -> Result<(), Error> {
+        {
+            let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(place) = saved.get_mut(usize::from(j) - 1) {
+                *place = Some(slot.stored(j));
+            }
+        }
+        self.save()
     }
 }
 
@@ -245,13 +265,12 @@ impl KeeperLink {
         .encode();
         // The session's sequence numbers allow one request at a time: the lock is held until
         // the answer is opened.
-        let (session, message) = {
-            let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
-            match s.channel.seal(&inner, unix_now()) {
-                Ok(m) => (s.channel.id(), m),
-                Err(e) => return (Err(format!("session: {e}; log in again")), 0, 0),
-            }
+        let mut s = slot.lock().await;
+        let message = match s.channel.seal(&inner, unix_now()) {
+            Ok(m) => m,
+            Err(e) => return (Err(format!("session: {e}; log in again")), 0, 0),
         };
+        let session = s.channel.id();
         let (answer, sent, received) = post(
             &self.http,
             url,
@@ -259,25 +278,25 @@ impl KeeperLink {
         )
         .await;
         let opened = match answer {
-            Ok(ResponseBody::KeeperSealed { message }) => {
-                let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
-                s.channel
-                    .open(&message, unix_now())
-                    .map_err(|e| format!("session: {e}; log in again"))
-                    .and_then(|plain| {
-                        Response::decode(&plain).map_err(|e| format!("unreadable answer: {e}"))
-                    })
-                    .and_then(|r| match r.0 {
-                        ResponseBody::Error { code, message } => {
-                            Err(format!("{} ({message})", crate::code_name(code)))
-                        }
-                        other => Ok(other),
-                    })
-            }
+            Ok(ResponseBody::KeeperSealed { message }) => s
+                .channel
+                .open(&message, unix_now())
+                .map_err(|e| format!("session: {e}; log in again"))
+                .and_then(|plain| {
+                    Response::decode(&plain).map_err(|e| format!("unreadable answer: {e}"))
+                })
+                .and_then(|r| match r.0 {
+                    ResponseBody::Error { code, message } => {
+                        Err(format!("{} ({message})", crate::code_name(code)))
+                    }
+                    other => Ok(other),
+                }),
             Ok(_) => Err("unexpected answer to a sealed request".into()),
             Err(e) => Err(e),
         };
-        if let Err(e) = self.sessions.save() {
+        let recorded = self.sessions.record(j, &s);
+        drop(s);
+        if let Err(e) = recorded {
             return (Err(e.to_string()), sent, received);
         }
         (opened, sent, received)
