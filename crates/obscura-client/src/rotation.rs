@@ -233,7 +233,7 @@ impl Client {
                     ),
                     _ => Err("unexpected answer".to_string()),
                 });
-                (j as u8 + 1, r)
+                (j, r)
             });
         }
         let mut failures = Vec::new();

@@ -200,6 +200,9 @@ impl PeerKeys {
     }
 }
 
+/// A package and the keeper it is from or to.
+pub type Addressed = (u8, Vec<u8>);
+
 /// A keeper's state between key-generation rounds. Secret; kept in memory only.
 pub enum DkgState {
     /// After round 1.
@@ -257,7 +260,7 @@ pub fn dkg_round2<R: RngCore + CryptoRng>(
     context: &[u8],
     round1: &[(u8, Vec<u8>)],
     rng: &mut R,
-) -> Result<(DkgState, Vec<(u8, Vec<u8>)>), SigningError> {
+) -> Result<(DkgState, Vec<Addressed>), SigningError> {
     let DkgState::Round1(secret) = state else {
         return Err(SigningError::Frost("round 2 asked twice".into()));
     };

@@ -148,9 +148,14 @@ pub(crate) struct Accounts {
     sources: Mutex<HashMap<IpAddr, Attempts>>,
     /// Registrations and attempt counts change one at a time.
     writing: Mutex<()>,
-    dkg: Mutex<HashMap<(Handle, [u8; 16]), (DkgState, u64, String)>>,
-    nonces: Mutex<HashMap<([u8; 16], [u8; 16]), SigningNonces>>,
+    /// Key generations under way: (user, key id) → (state, start, name).
+    dkg: Mutex<HashMap<(Handle, [u8; 16]), Generating>>,
+    /// Signing nonces committed: (session, key id) → nonces, used once.
+    nonces: Mutex<HashMap<SessionKey, SigningNonces>>,
 }
+
+type Generating = (DkgState, u64, String);
+type SessionKey = ([u8; 16], [u8; 16]);
 
 /// Who a sealed request runs as.
 pub(crate) struct Caller {

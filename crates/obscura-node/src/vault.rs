@@ -57,6 +57,12 @@ pub enum Kind {
 
 /// A user's handle: a keyed digest of the name.
 pub type Handle = [u8; 16];
+/// A record opened: its version and contents.
+pub type Opened = (u64, Zeroizing<Vec<u8>>);
+/// A record listed: its id and contents.
+pub type Listed = (Vec<u8>, Zeroizing<Vec<u8>>);
+/// A record to write: kind, user, id, contents, version.
+pub type Put<'a> = (Kind, Handle, Vec<u8>, &'a [u8], u64);
 
 /// The sealed keyring.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -249,7 +255,7 @@ impl Vault {
         kind: Kind,
         user: &Handle,
         id: &[u8],
-    ) -> Result<Option<(u64, Zeroizing<Vec<u8>>)>, Error> {
+    ) -> Result<Option<Opened>, Error> {
         let key = record_key(kind, user, id);
         let Some(sealed) = store.vault_get(&key)? else {
             return Ok(None);
@@ -272,7 +278,7 @@ impl Vault {
         store: &KeeperStore,
         kind: Kind,
         user: &Handle,
-    ) -> Result<Vec<(Vec<u8>, Zeroizing<Vec<u8>>)>, Error> {
+    ) -> Result<Vec<Listed>, Error> {
         let prefix = record_key(kind, user, &[]);
         let rows = store.vault_scan(&prefix)?;
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -296,7 +302,7 @@ impl Vault {
     pub fn write(
         &self,
         store: &KeeperStore,
-        puts: &[(Kind, Handle, Vec<u8>, &[u8], u64)],
+        puts: &[Put<'_>],
         deletes: &[(Kind, Handle, Vec<u8>)],
         subject: &[u8; 16],
         detail: &str,

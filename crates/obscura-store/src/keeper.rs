@@ -39,6 +39,8 @@ const VAULT_STATE: TableDefinition<&str, u64> = TableDefinition::new("vault_stat
 
 /// One change of a [`KeeperStore::vault_write`]: a record put, or removed with `None`.
 pub type VaultChange = (Vec<u8>, Option<Vec<u8>>);
+/// A stored record: key and sealed value.
+pub type VaultRecord = (Vec<u8>, Vec<u8>);
 
 /// How many evaluations a client may ask of a keeper per window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,7 +256,7 @@ impl KeeperStore {
     ///
     /// # Errors
     /// [`Error::Storage`] on a read failure.
-    pub fn vault_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn vault_scan(&self, prefix: &[u8]) -> Result<Vec<VaultRecord>, Error> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(VAULT)?;
         let mut out = Vec::new();
