@@ -106,6 +106,19 @@ fn login(c: &mut Criterion) {
             key
         })
     });
+    g.bench_function("opaque_login_keeper_side_unknown_user", |b| {
+        let (client, ke1) = ClientLogin::start(b"pw", &mut rng).unwrap();
+        let (_, ke2) = keeper
+            .login_response(Some(&file), &ke1, b"alice", b"k1", &mut rng)
+            .unwrap();
+        let (ke3, _) = client.finish(b"pw", &ke2, b"k1", &mut rng).unwrap();
+        b.iter(|| {
+            let (pending, _) = keeper
+                .login_response(None, &ke1, b"nobody", b"k1", &mut rng)
+                .unwrap();
+            black_box(pending.finish(&ke3, b"k1").is_err())
+        })
+    });
     g.bench_function("opaque_login_keeper_side", |b| {
         let (client, ke1) = ClientLogin::start(b"pw", &mut rng).unwrap();
         let (_, ke2) = keeper
@@ -130,5 +143,75 @@ fn login(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, login);
+/// A FROST 2-of-3 Ed25519 signature, all in one process: two commitments, the signing
+/// package, two shares, aggregation with every share checked. Also the keeper-side step alone
+/// and the unknown-user keeper-side login (for comparison with `opaque_login_keeper_side`).
+fn signing(c: &mut Criterion) {
+    use obscura_keeper::signing;
+    let mut rng = ChaCha20Rng::from_entropy();
+    let (m, t) = (3u8, 2u8);
+    let keys: Vec<_> = (0..m).map(|_| signing::peer_key(&mut rng)).collect();
+    let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.1).collect();
+    let peers: Vec<_> = (1..=m)
+        .map(|j| signing::PeerKeys::new(j, &keys[j as usize - 1].0, &publics).unwrap())
+        .collect();
+    let mut states = Vec::new();
+    let mut round1 = Vec::new();
+    for j in 1..=m {
+        let (s, p) = signing::dkg_start(j, m, t, &mut rng).unwrap();
+        states.push(s);
+        round1.push((j, p));
+    }
+    let others =
+        |j: u8| -> Vec<(u8, Vec<u8>)> { round1.iter().filter(|p| p.0 != j).cloned().collect() };
+    let mut to: Vec<Vec<(u8, Vec<u8>)>> = vec![Vec::new(); m as usize];
+    let mut after = Vec::new();
+    for (j, s) in (1..=m).zip(states) {
+        let (s, out) =
+            signing::dkg_round2(s, &peers[j as usize - 1], b"ctx", &others(j), &mut rng).unwrap();
+        for (r, sealed) in out {
+            to[r as usize - 1].push((j, sealed));
+        }
+        after.push(s);
+    }
+    let mut packages = Vec::new();
+    let mut public = None;
+    for j in 1..=m {
+        let (k, p) = signing::dkg_finish(
+            &after[j as usize - 1],
+            &peers[j as usize - 1],
+            b"ctx",
+            &others(j),
+            &to[j as usize - 1],
+        )
+        .unwrap();
+        packages.push(k);
+        public = Some(p);
+    }
+    let public = public.unwrap();
+    let mut g = c.benchmark_group("signing");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("frost_2_of_3_signature", |b| {
+        b.iter(|| {
+            let (n1, c1) = signing::commit(&packages[0], &mut rng).unwrap();
+            let (n2, c2) = signing::commit(&packages[1], &mut rng).unwrap();
+            let package = signing::signing_package(b"a release", &[(1, c1), (2, c2)]).unwrap();
+            let s1 = signing::sign_share(&packages[0], n1, &package).unwrap();
+            let s2 = signing::sign_share(&packages[1], n2, &package).unwrap();
+            signing::aggregate(&package, &[(1, s1), (2, s2)], &public).unwrap()
+        })
+    });
+    g.bench_function("keeper_commit_and_share", |b| {
+        b.iter(|| {
+            let (n1, c1) = signing::commit(&packages[0], &mut rng).unwrap();
+            let (_, c2) = signing::commit(&packages[1], &mut rng).unwrap();
+            let package = signing::signing_package(b"a release", &[(1, c1), (2, c2)]).unwrap();
+            signing::sign_share(&packages[0], n1, &package).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, login, signing);
 criterion_main!(benches);
