@@ -104,6 +104,18 @@ fn sealed_request(channel: &mut Channel, body: RequestBody) -> Vec<u8> {
     channel.seal(&inner, 0).unwrap()
 }
 
+/// Sleep until just after the next whole second of the clock.
+async fn next_second() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    tokio::time::sleep(Duration::from_nanos(
+        u64::from(1_000_000_000 - nanos) + 20_000_000,
+    ))
+    .await;
+}
+
 fn refused(answer: &ResponseBody) -> bool {
     matches!(answer, ResponseBody::Error { code: ErrorCode::NoSession, message } if message.contains("refused"))
 }
@@ -209,14 +221,18 @@ async fn failed_logins_wait_longer_then_lock_and_unknown_users_fare_the_same() {
         assert_eq!(bob, nobody, "a known and an unknown account differ");
         bob[0].clone()
     };
+    // Keepers count time in whole seconds: each step starts just after a second begins, so
+    // that its attempts fall in one second.
+    next_second().await;
     assert!(both().await.contains("login failed"));
     let wait = both().await;
     assert!(wait.contains("wait 1 s"), "{wait}");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    next_second().await;
     assert!(both().await.contains("login failed"));
     let wait = both().await;
     assert!(wait.contains("wait 2 s"), "the delay grows: {wait}");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    next_second().await;
+    next_second().await;
     assert!(both().await.contains("login failed"));
     // Locked now: even the right password is refused, until an admin unlocks.
     let locked = attempt("bob", b"bob's password").await;
