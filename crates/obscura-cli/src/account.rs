@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use obscura_client::Client;
 use obscura_proto::SecretKind;
+use obscura_tokens::keyfile::{from_hex, to_hex as hex};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -88,20 +89,8 @@ pub enum SecretCommand {
     },
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn secret_id(s: &str) -> Result<[u8; 16], String> {
-    let bad = || format!("{s:?} is not a secret id (32 hex digits)");
-    if s.len() != 32 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    from_hex(s).ok_or_else(|| format!("{s:?} is not a secret id (32 hex digits)"))
 }
 
 /// The password: `OBSCURA_PASSWORD`, else a line of standard input (not echoed on a terminal).

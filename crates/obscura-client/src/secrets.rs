@@ -18,6 +18,7 @@ use std::path::Path;
 use obscura_keeper::signing;
 use obscura_proto::{KeeperPackage, RequestBody, ResponseBody, SecretInfo, UserEvent};
 use obscura_sharing::bytes::{self, ByteShare, Params};
+use obscura_tokens::keyfile::to_hex as hex;
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -84,10 +85,6 @@ fn failures(answers: &[(u8, Result<ResponseBody, String>)]) -> Vec<KeeperFailure
             })
         })
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Client {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use obscura_keeper::session::{self, Channel, ClientLogin, ClientRegistration, Role};
 use obscura_proto::{Request, RequestBody, Response, ResponseBody};
+use obscura_tokens::keyfile::{from_hex, to_hex as hex};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -73,21 +74,6 @@ struct StoredSession {
 struct SessionFile {
     user: String,
     sessions: Vec<StoredSession>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// What a login did: who is logged in at which keepers, and which keepers failed.
@@ -153,9 +139,9 @@ impl Sessions {
         let file: SessionFile = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
         let mut opened = Vec::new();
         for s in &file.sessions {
-            let id: [u8; 16] = unhex(&s.session).ok_or_else(|| bad("a session id"))?;
+            let id: [u8; 16] = from_hex(&s.session).ok_or_else(|| bad("a session id"))?;
             let key = Zeroizing::new(
-                unhex::<{ session::SESSION_KEY_LEN }>(&s.key)
+                from_hex::<{ session::SESSION_KEY_LEN }>(&s.key)
                     .ok_or_else(|| bad("a session key"))?,
             );
             if s.keeper == 0 || usize::from(s.keeper) > m {

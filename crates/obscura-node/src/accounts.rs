@@ -31,6 +31,8 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use obscura_tokens::keyfile::to_hex as hex;
+
 use crate::server::error;
 use crate::vault::{Handle, Kind, Vault};
 
@@ -985,8 +987,4 @@ impl Accounts {
             _ => unreachable!("only key generation steps come here"),
         }
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -188,11 +188,15 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// Parse 64 hex digits (surrounding whitespace ignored) into 32 bytes: keys and public keys in
 /// the cluster's text files.
 pub fn hex32(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    from_hex(text.trim())
+}
+
+/// Parse exactly `2 N` hex digits into `N` bytes (nothing else is accepted, whitespace included).
+pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     for (i, b) in out.iter_mut().enumerate() {
         *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
     }
