@@ -174,7 +174,8 @@ impl Sessions {
             serde_json::to_vec_pretty(&SessionFile { user, sessions })
                 .map_err(|e| Error::Session(e.to_string()))?,
         );
-        write_private(&path, &text).map_err(|e| Error::Session(format!("{}: {e}", path.display())))
+        obscura_node::config::write_private_atomic(&path, &text)
+            .map_err(|e| Error::Session(e.to_string()))
     }
 
     /// Note where keeper `j`'s session stands after a request, then save.
@@ -187,35 +188,6 @@ impl Sessions {
         }
         self.save()
     }
-}
-
-/// Write `bytes` to `path` readable by its owner only: a temporary file made with mode 0600,
-/// synced, then renamed over.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
 }
 
 /// How the client reaches keepers: HTTP, their URLs, and the user's sessions.

@@ -195,6 +195,19 @@ pub(crate) fn wrapping_key(file: &Path) -> Result<WrappingKey, Error> {
 /// # Errors
 /// [`Error::File`] when any step fails; the old file is then unchanged.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    replace_file(path, bytes, false)
+}
+
+/// [`write_atomic`] for a file only its owner may read or write (mode 0600 on Unix), such as a
+/// user's session keys: the temporary file has that mode before any byte is written.
+///
+/// # Errors
+/// [`Error::File`] when any step fails; the old file is then unchanged.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    replace_file(path, bytes, true)
+}
+
+fn replace_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), Error> {
     use std::io::Write;
     let fail = |e: std::io::Error| Error::File {
         path: path.display().to_string(),
@@ -206,7 +219,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut f = options.open(&tmp).map_err(fail)?;
+    // A temporary file left by a crash keeps its old mode: set it again.
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+    }
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(fail)?;
