@@ -96,6 +96,13 @@ pub struct Attempts {
     pub locked: bool,
 }
 
+impl Attempts {
+    /// Seconds still to wait at `now` before the next attempt, after `free` failures allowed.
+    fn wait(&self, free: u32, max_delay_s: u64, now: u64) -> u64 {
+        (self.last + delay(self.failures, free, max_delay_s)).saturating_sub(now)
+    }
+}
+
 /// A user's secret as stored (sealed by the vault under the secret's own key).
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct StoredSecret {
@@ -121,6 +128,9 @@ struct Session {
 struct Pending {
     login: PendingLogin,
     user: Handle,
+    /// The account's role as read at the start (false for an unknown name, which never
+    /// finishes: a fake file never verifies KE3).
+    admin: bool,
     tag: [u8; 32],
     source: IpAddr,
     expires_at: u64,
@@ -193,6 +203,13 @@ fn vault_error(e: crate::config::Error) -> ResponseBody {
         crate::config::Error::Store(s) => crate::server::store_error(s),
         other => internal(other),
     }
+}
+
+fn locked() -> ResponseBody {
+    error(
+        ErrorCode::TooManyAttempts,
+        "too many failed logins: the account is locked until an admin unlocks it",
+    )
 }
 
 fn login_failed() -> ResponseBody {
@@ -367,8 +384,7 @@ impl Accounts {
         {
             let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(s) = sources.get(&source) {
-                let wait =
-                    (s.last + delay(s.failures, p.source_free, p.max_delay_s)).saturating_sub(now);
+                let wait = s.wait(p.source_free, p.max_delay_s, now);
                 if wait > 0 {
                     return Err(error(
                         ErrorCode::TooManyAttempts,
@@ -380,13 +396,9 @@ impl Accounts {
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let mut attempts = self.attempts(store, &handle)?;
         if attempts.locked {
-            return Err(error(
-                ErrorCode::TooManyAttempts,
-                "too many failed logins: the account is locked until an admin unlocks it",
-            ));
+            return Err(locked());
         }
-        let wait =
-            (attempts.last + delay(attempts.failures, p.free, p.max_delay_s)).saturating_sub(now);
+        let wait = attempts.wait(p.free, p.max_delay_s, now);
         if wait > 0 {
             return Err(error(
                 ErrorCode::TooManyAttempts,
@@ -402,6 +414,7 @@ impl Accounts {
             .map(|(_, bytes)| postcard::from_bytes::<Account>(&bytes))
             .transpose()
             .map_err(internal)?;
+        let admin = file.as_ref().is_some_and(|a| a.admin);
         let (login, ke2) = self
             .opaque
             .login_response(
@@ -447,6 +460,7 @@ impl Accounts {
             Pending {
                 login,
                 user: handle,
+                admin,
                 tag: user_tag(user),
                 source,
                 expires_at: now + PENDING_S,
@@ -474,23 +488,11 @@ impl Accounts {
             .login
             .finish(ke3, &context(self.keeper))
             .map_err(|_| login_failed())?;
-        // Only a registered account can get here: a fake file never verifies KE3.
-        let account: Account = match self
-            .vault
-            .get(store, Kind::Account, &pending.user, &[])
-            .map_err(vault_error)?
-        {
-            Some((_, bytes)) => postcard::from_bytes(&bytes).map_err(internal)?,
-            None => return Err(login_failed()),
-        };
         {
             let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
             let attempts = self.attempts(store, &pending.user)?;
             if attempts.locked {
-                return Err(error(
-                    ErrorCode::TooManyAttempts,
-                    "too many failed logins: the account is locked until an admin unlocks it",
-                ));
+                return Err(locked());
             }
             let bytes = postcard::to_allocvec(&Attempts::default()).map_err(internal)?;
             let event = self.event("login", None, true, now);
@@ -531,7 +533,7 @@ impl Accounts {
                 channel: Mutex::new(Channel::new(&key, id, Role::Server, expires_at)),
                 user: pending.user,
                 tag: pending.tag,
-                admin: account.admin,
+                admin: pending.admin,
             }),
         );
         Ok(ResponseBody::KeeperSession {
