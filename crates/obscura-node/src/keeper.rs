@@ -208,20 +208,12 @@ pub fn accept_restore(config_path: &Path) -> Result<(u64, u64), Error> {
     let base = config_path.parent().unwrap_or(Path::new("."));
     let wrapping = wrapping_key(&base.join(&config.wrapping_key))?;
     let store = KeeperStore::open(&base.join(&config.store), config.keeper)?;
-    let done = Vault::accept_restore(&store, &keyring_path(config_path, &config), &wrapping)?;
-    store.vault_write(
-        done.1,
-        &[],
-        &[0; 16],
-        &format!(
-            "restored store accepted: state counter {} -> {}",
-            done.0, done.1
-        ),
+    Vault::accept_restore(
+        &store,
+        &keyring_path(config_path, &config),
+        &wrapping,
         crate::server::now(),
-    )?;
-    // That write advanced the store; the keyring follows.
-    Vault::accept_restore(&store, &keyring_path(config_path, &config), &wrapping)?;
-    Ok(done)
+    )
 }
 
 impl std::fmt::Debug for LoadedKeeper {

@@ -160,8 +160,10 @@ impl Vault {
         })
     }
 
-    /// An admin accepts a store restored from an older copy: the keyring's state is set to the
-    /// store's. Secrets deleted since the copy stay unreadable (their keys are gone).
+    /// An admin accepts a store restored from an older copy: the acceptance is written as
+    /// any change is, the keyring first (its state set to one past the store's), then an
+    /// audited write of the store. Returns the keyring's state before and after. Secrets
+    /// deleted since the copy stay unreadable (their keys are gone).
     ///
     /// # Errors
     /// [`Error::Secrets`], [`Error::File`], [`Error::Store`].
@@ -169,15 +171,24 @@ impl Vault {
         store: &KeeperStore,
         path: &Path,
         wrapping: &WrappingKey,
+        now: u64,
     ) -> Result<(u64, u64), Error> {
         let mut keyring: Keyring = open_secrets(&read(path)?, KEYRING_PURPOSE, wrapping)?;
         let was = keyring.state;
-        keyring.state = store.vault_state()?;
+        let at = store.vault_state()?;
+        keyring.state = at + 1;
         write_atomic(
             path,
             &seal_secrets(&keyring, KEYRING_PURPOSE, wrapping, &mut OsRng)?,
         )?;
-        Ok((was, keyring.state))
+        store.vault_write(
+            at,
+            &[],
+            &[0; 16],
+            &format!("restored store accepted: state counter {was} -> {}", at + 1),
+            now,
+        )?;
+        Ok((was, at + 1))
     }
 
     /// The handle of a user name.
