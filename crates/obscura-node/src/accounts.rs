@@ -184,14 +184,10 @@ fn user_tag(user: &str) -> [u8; 32] {
     blake3::derive_key("obscura 2026 keeper user tag", user.as_bytes())
 }
 
-fn context(keeper: u8) -> Vec<u8> {
-    format!("obscura keeper {keeper}").into_bytes()
-}
-
 /// The OPAQUE context a client uses with keeper `keeper`: binds the keeper's identity into
 /// the login.
 pub fn login_context(keeper: u8) -> Vec<u8> {
-    context(keeper)
+    format!("obscura keeper {keeper}").into_bytes()
 }
 
 fn internal(e: impl std::fmt::Display) -> ResponseBody {
@@ -421,7 +417,7 @@ impl Accounts {
                 file.as_ref().map(|a| a.password_file.as_slice()),
                 ke1,
                 user.as_bytes(),
-                &context(self.keeper),
+                &login_context(self.keeper),
                 &mut OsRng,
             )
             .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
@@ -486,7 +482,7 @@ impl Accounts {
             .ok_or_else(login_failed)?;
         let key = pending
             .login
-            .finish(ke3, &context(self.keeper))
+            .finish(ke3, &login_context(self.keeper))
             .map_err(|_| login_failed())?;
         {
             let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
