@@ -92,7 +92,8 @@ fn login(c: &mut Criterion) {
     let keeper = session::ServerKeys::random(&mut rng);
     let (reg, request) = ClientRegistration::start(b"pw", &mut rng).unwrap();
     let response = keeper.registration_response(&request, b"alice").unwrap();
-    let file = session::password_file(&reg.finish(b"pw", &response, &mut rng).unwrap()).unwrap();
+    let file = session::ServerKeys::password_file(&reg.finish(b"pw", &response, &mut rng).unwrap())
+        .unwrap();
     let mut g = c.benchmark_group("session");
     g.sample_size(10);
     g.bench_function("opaque_login_both_ends", |b| {

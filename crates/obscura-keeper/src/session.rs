@@ -23,7 +23,7 @@
 //! let (reg, request) = session::ClientRegistration::start(b"correct horse", &mut OsRng)?;
 //! let response = keeper.registration_response(&request, user)?;
 //! let upload = reg.finish(b"correct horse", &response, &mut OsRng)?;
-//! let file = session::password_file(&upload)?;
+//! let file = session::ServerKeys::password_file(&upload)?;
 //! // Login: three messages, and both ends hold the same session key.
 //! let (login, ke1) = session::ClientLogin::start(b"correct horse", &mut OsRng)?;
 //! let (pending, ke2) = keeper.login_response(Some(&file), &ke1, user, b"keeper 1", &mut OsRng)?;
@@ -40,7 +40,10 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use std::marker::PhantomData;
+
 use opaque_ke::argon2::Argon2;
+use opaque_ke::ksf::Ksf;
 use opaque_ke::{
     ClientLoginFinishParameters, ClientRegistrationFinishParameters, CredentialFinalization,
     CredentialRequest, CredentialResponse, Identifiers, RegistrationRequest, RegistrationResponse,
@@ -49,14 +52,30 @@ use opaque_ke::{
 use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, Zeroizing};
 
-/// The OPAQUE suite: ristretto255, 3DH with SHA-512, Argon2id.
-pub struct Suite;
+/// The OPAQUE suite with key-stretching function `K`: ristretto255 for the OPRF, 3DH with
+/// SHA-512. The keepers use [`Suite`] (Argon2id); only the RFC 9807 test vectors, which use the
+/// identity function, need another `K`. The stretching runs at the client only, so the
+/// messages and the keeper's side are the same for every `K`.
+pub struct SuiteWith<K>(PhantomData<K>);
 
-impl opaque_ke::CipherSuite for Suite {
+impl<K: Ksf> opaque_ke::CipherSuite for SuiteWith<K> {
     type OprfCs = opaque_ke::Ristretto255;
     type KeyExchange = opaque_ke::TripleDh<opaque_ke::Ristretto255, sha2::Sha512>;
-    type Ksf = Argon2<'static>;
+    type Ksf = K;
 }
+
+/// The keepers' OPAQUE suite: ristretto255, 3DH with SHA-512, Argon2id.
+pub type Suite = SuiteWith<Argon2<'static>>;
+
+/// A keeper's OPAQUE keys: its 3DH key pair and OPRF seed. Secret; sealed with the keeper's
+/// other secrets.
+pub type ServerKeys = ServerKeysWith<Argon2<'static>>;
+/// A keeper's side of a login between KE2 and KE3.
+pub type PendingLogin = PendingLoginWith<Argon2<'static>>;
+/// A client's registration between its two messages.
+pub type ClientRegistration = ClientRegistrationWith<Argon2<'static>>;
+/// A client's login between KE1 and KE3.
+pub type ClientLogin = ClientLoginWith<Argon2<'static>>;
 
 /// Length of a session key.
 pub const SESSION_KEY_LEN: usize = 64;
@@ -83,14 +102,13 @@ pub enum SessionError {
     Expired,
 }
 
-/// A keeper's OPAQUE keys: its 3DH key pair and OPRF seed. Secret; sealed with the keeper's
-/// other secrets.
-pub struct ServerKeys(ServerSetup<Suite>);
+/// [`ServerKeys`] for the suite with key-stretching function `K`.
+pub struct ServerKeysWith<K: Ksf>(ServerSetup<SuiteWith<K>>);
 
-impl ServerKeys {
+impl<K: Ksf> ServerKeysWith<K> {
     /// Fresh keys.
-    pub fn random<R: RngCore + CryptoRng>(rng: &mut R) -> ServerKeys {
-        ServerKeys(ServerSetup::new(rng))
+    pub fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+        Self(ServerSetup::new(rng))
     }
 
     /// The stored form.
@@ -98,14 +116,26 @@ impl ServerKeys {
         Zeroizing::new(self.0.serialize().to_vec())
     }
 
-    /// From the stored form.
+    /// From the stored form: the OPRF seed (64 bytes), the 3DH private key (32) and the
+    /// public key that answers for unknown users (32).
     ///
     /// # Errors
     /// [`SessionError::Malformed`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<ServerKeys, SessionError> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SessionError> {
         ServerSetup::deserialize(bytes)
-            .map(ServerKeys)
+            .map(Self)
             .map_err(|_| SessionError::Malformed("server keys"))
+    }
+
+    /// The password file a keeper stores for a user, from the client's last registration
+    /// message.
+    ///
+    /// # Errors
+    /// [`SessionError::Malformed`].
+    pub fn password_file(upload: &[u8]) -> Result<Vec<u8>, SessionError> {
+        let upload = RegistrationUpload::<SuiteWith<K>>::deserialize(upload)
+            .map_err(|_| SessionError::Malformed("registration upload"))?;
+        Ok(ServerRegistration::finish(upload).serialize().to_vec())
     }
 
     /// Registration, second message: evaluate the client's blinded password for `user`.
@@ -117,9 +147,9 @@ impl ServerKeys {
         request: &[u8],
         user: &[u8],
     ) -> Result<Vec<u8>, SessionError> {
-        let request = RegistrationRequest::<Suite>::deserialize(request)
+        let request = RegistrationRequest::<SuiteWith<K>>::deserialize(request)
             .map_err(|_| SessionError::Malformed("registration request"))?;
-        let start = ServerRegistration::<Suite>::start(&self.0, request, user)
+        let start = ServerRegistration::<SuiteWith<K>>::start(&self.0, request, user)
             .map_err(|_| SessionError::RegistrationFailed)?;
         Ok(start.message.serialize().to_vec())
     }
@@ -137,12 +167,12 @@ impl ServerKeys {
         user: &[u8],
         context: &[u8],
         rng: &mut R,
-    ) -> Result<(PendingLogin, Vec<u8>), SessionError> {
+    ) -> Result<(PendingLoginWith<K>, Vec<u8>), SessionError> {
         let file = file
-            .map(ServerRegistration::<Suite>::deserialize)
+            .map(ServerRegistration::<SuiteWith<K>>::deserialize)
             .transpose()
             .map_err(|_| SessionError::Malformed("password file"))?;
-        let ke1 = CredentialRequest::<Suite>::deserialize(ke1)
+        let ke1 = CredentialRequest::<SuiteWith<K>>::deserialize(ke1)
             .map_err(|_| SessionError::Malformed("KE1"))?;
         let params = ServerLoginParameters {
             context: Some(context),
@@ -151,16 +181,16 @@ impl ServerKeys {
         let start = opaque_ke::ServerLogin::start(rng, &self.0, file, ke1, user, params)
             .map_err(|_| SessionError::LoginFailed)?;
         Ok((
-            PendingLogin(start.state),
+            PendingLoginWith(start.state),
             start.message.serialize().to_vec(),
         ))
     }
 }
 
-/// A keeper's side of a login between KE2 and KE3.
-pub struct PendingLogin(opaque_ke::ServerLogin<Suite>);
+/// [`PendingLogin`] for the suite with key-stretching function `K`.
+pub struct PendingLoginWith<K: Ksf>(opaque_ke::ServerLogin<SuiteWith<K>>);
 
-impl PendingLogin {
+impl<K: Ksf> PendingLoginWith<K> {
     /// Login, last message (KE3): the client proved it knows the password; returns the
     /// session key.
     ///
@@ -171,7 +201,7 @@ impl PendingLogin {
         ke3: &[u8],
         context: &[u8],
     ) -> Result<Zeroizing<[u8; SESSION_KEY_LEN]>, SessionError> {
-        let ke3 = CredentialFinalization::<Suite>::deserialize(ke3)
+        let ke3 = CredentialFinalization::<SuiteWith<K>>::deserialize(ke3)
             .map_err(|_| SessionError::LoginFailed)?;
         let params = ServerLoginParameters {
             context: Some(context),
@@ -191,20 +221,10 @@ fn key_of(bytes: &[u8]) -> Zeroizing<[u8; SESSION_KEY_LEN]> {
     key
 }
 
-/// The password file a keeper stores for a user, from the client's last registration message.
-///
-/// # Errors
-/// [`SessionError::Malformed`].
-pub fn password_file(upload: &[u8]) -> Result<Vec<u8>, SessionError> {
-    let upload = RegistrationUpload::<Suite>::deserialize(upload)
-        .map_err(|_| SessionError::Malformed("registration upload"))?;
-    Ok(ServerRegistration::finish(upload).serialize().to_vec())
-}
+/// [`ClientRegistration`] for the suite with key-stretching function `K`.
+pub struct ClientRegistrationWith<K: Ksf>(opaque_ke::ClientRegistration<SuiteWith<K>>);
 
-/// A client's registration between its two messages.
-pub struct ClientRegistration(opaque_ke::ClientRegistration<Suite>);
-
-impl ClientRegistration {
+impl<K: Ksf> ClientRegistrationWith<K> {
     /// Registration, first message: the blinded password.
     ///
     /// # Errors
@@ -212,13 +232,10 @@ impl ClientRegistration {
     pub fn start<R: RngCore + CryptoRng>(
         password: &[u8],
         rng: &mut R,
-    ) -> Result<(ClientRegistration, Vec<u8>), SessionError> {
-        let start = opaque_ke::ClientRegistration::<Suite>::start(rng, password)
+    ) -> Result<(Self, Vec<u8>), SessionError> {
+        let start = opaque_ke::ClientRegistration::<SuiteWith<K>>::start(rng, password)
             .map_err(|_| SessionError::RegistrationFailed)?;
-        Ok((
-            ClientRegistration(start.state),
-            start.message.serialize().to_vec(),
-        ))
+        Ok((Self(start.state), start.message.serialize().to_vec()))
     }
 
     /// Registration, last message: the envelope the keeper stores.
@@ -231,7 +248,7 @@ impl ClientRegistration {
         response: &[u8],
         rng: &mut R,
     ) -> Result<Vec<u8>, SessionError> {
-        let response = RegistrationResponse::<Suite>::deserialize(response)
+        let response = RegistrationResponse::<SuiteWith<K>>::deserialize(response)
             .map_err(|_| SessionError::Malformed("registration response"))?;
         let done = self
             .0
@@ -246,10 +263,10 @@ impl ClientRegistration {
     }
 }
 
-/// A client's login between KE1 and KE3.
-pub struct ClientLogin(opaque_ke::ClientLogin<Suite>);
+/// [`ClientLogin`] for the suite with key-stretching function `K`.
+pub struct ClientLoginWith<K: Ksf>(opaque_ke::ClientLogin<SuiteWith<K>>);
 
-impl ClientLogin {
+impl<K: Ksf> ClientLoginWith<K> {
     /// Login, first message (KE1).
     ///
     /// # Errors
@@ -257,10 +274,10 @@ impl ClientLogin {
     pub fn start<R: RngCore + CryptoRng>(
         password: &[u8],
         rng: &mut R,
-    ) -> Result<(ClientLogin, Vec<u8>), SessionError> {
-        let start = opaque_ke::ClientLogin::<Suite>::start(rng, password)
+    ) -> Result<(Self, Vec<u8>), SessionError> {
+        let start = opaque_ke::ClientLogin::<SuiteWith<K>>::start(rng, password)
             .map_err(|_| SessionError::LoginFailed)?;
-        Ok((ClientLogin(start.state), start.message.serialize().to_vec()))
+        Ok((Self(start.state), start.message.serialize().to_vec()))
     }
 
     /// Login, last message (KE3) and the session key, if the password opens the envelope and
@@ -275,8 +292,8 @@ impl ClientLogin {
         context: &[u8],
         rng: &mut R,
     ) -> Result<(Vec<u8>, Zeroizing<[u8; SESSION_KEY_LEN]>), SessionError> {
-        let ke2 =
-            CredentialResponse::<Suite>::deserialize(ke2).map_err(|_| SessionError::LoginFailed)?;
+        let ke2 = CredentialResponse::<SuiteWith<K>>::deserialize(ke2)
+            .map_err(|_| SessionError::LoginFailed)?;
         let params = ClientLoginFinishParameters::new(Some(context), Identifiers::default(), None);
         let done = self
             .0

@@ -15,7 +15,7 @@ fn register(keeper: &ServerKeys, user: &[u8], password: &[u8], rng: &mut ChaCha2
     let (reg, request) = ClientRegistration::start(password, rng).unwrap();
     let response = keeper.registration_response(&request, user).unwrap();
     let upload = reg.finish(password, &response, rng).unwrap();
-    session::password_file(&upload).unwrap()
+    session::ServerKeys::password_file(&upload).unwrap()
 }
 
 /// A whole login; the client's and the keeper's session keys, or the first error.

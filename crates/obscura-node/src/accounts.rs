@@ -307,7 +307,7 @@ impl Accounts {
                 format!("keeper {} already has an account {user:?}", self.keeper),
             ));
         }
-        let password_file = session::password_file(upload)
+        let password_file = session::ServerKeys::password_file(upload)
             .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
         let account = Account {
             password_file,
