@@ -154,7 +154,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Remove an image from every node.
+    /// Remove an image from every node. Nodes take it only as an order signed with the data
+    /// owner's key, so this client must hold it.
     Delete {
         /// The cluster directory.
         #[arg(long)]
@@ -369,7 +370,9 @@ enum KeysCommand {
     /// fresh shares of k' = ρ·k, each node re-keys its stored band elements with its ρ and moves
     /// its postings in durable steps while searches go on under either version, then the old
     /// version is erased everywhere and client.json names the new one. The cluster must be up;
-    /// every node and keeper is needed. Interrupted, it resumes when run again.
+    /// every node and keeper is needed. Needs an admin session at the keepers and the data
+    /// owner's key (nodes re-key only on its signed order). Interrupted, it resumes when run
+    /// again.
     Rotate {
         /// The cluster directory (client.json is updated in it).
         #[arg(long)]

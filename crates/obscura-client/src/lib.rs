@@ -29,6 +29,7 @@ use obscura_proto::{
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::field::Fp;
 use obscura_sharing::manifest::{ImageId, Manifest, SignedManifest};
+use obscura_sharing::order::Order;
 use obscura_sharing::rng::AesCtrRng;
 use obscura_tokens::BatchPlan;
 use rand_core::{OsRng, RngCore};
@@ -55,8 +56,11 @@ pub enum Error {
     /// Stage-2 failure (too few nodes answered, inconsistent answers).
     #[error(transparent)]
     Mpc(#[from] obscura_mpc::Error),
-    /// The client has no owner key, so it cannot index.
-    #[error("this client holds no data-owner key, so it cannot index images")]
+    /// The client has no owner key, so it cannot index, delete or rotate node keys.
+    #[error(
+        "this client holds no data-owner key, so it cannot index or delete images, nor rotate \
+         node keys"
+    )]
     NotOwner,
     /// Some nodes failed where all were needed.
     #[error("{what} failed: {}", list(failures))]
@@ -567,7 +571,19 @@ impl Client {
     ) -> Result<Vec<(ImageId, Vec<NodeFailure>)>, std::io::Error> {
         let mut open = Vec::new();
         for id in batch {
-            let results = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
+            let results = match self.delete_request(*id) {
+                Ok(request) => self.call_all(|_| request.clone()).await,
+                Err(e) => {
+                    let failures = (1..=self.n() as u8)
+                        .map(|node| NodeFailure {
+                            node,
+                            reason: e.to_string(),
+                        })
+                        .collect();
+                    open.push((*id, failures));
+                    continue;
+                }
+            };
             let failures = unsettled(&results);
             if !failures.is_empty() {
                 open.push((*id, failures));
@@ -609,7 +625,8 @@ impl Client {
     /// [`Error::UnknownImage`] if no node had it, [`Error::Nodes`] if some nodes could not be
     /// reached or failed.
     pub async fn delete(&self, id: ImageId) -> Result<(), Error> {
-        let results = self.call_all(|_| RequestBody::Delete { image: id.0 }).await;
+        let request = self.delete_request(id)?;
+        let results = self.call_all(|_| request.clone()).await;
         let unknown = results
             .iter()
             .filter(|r| matches!(&r.1, Err(e) if is_unknown_image(e)))
@@ -626,6 +643,21 @@ impl Client {
                 failures,
             })
         }
+    }
+
+    /// The owner's signed order to delete `id`, the same for every node.
+    fn delete_request(&self, id: ImageId) -> Result<RequestBody, Error> {
+        let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
+        let issued_at = unix_now();
+        let order = Order::Delete {
+            image: id,
+            issued_at,
+        };
+        Ok(RequestBody::Delete {
+            image: id.0,
+            issued_at,
+            signature: order.sign(owner).to_vec(),
+        })
     }
 
     /// Each node's status: `(committed, pending)` images, or why it failed.

@@ -20,6 +20,7 @@ use obscura_keeper::threshold::Rekey;
 use obscura_keeper::{oprf, RistrettoPoint, Scalar};
 use obscura_node::config::{open_secrets, seal_secrets};
 use obscura_proto::{KeeperRekeyPart, RequestBody, ResponseBody, RotateOp};
+use obscura_sharing::order::Order;
 use obscura_tokens::keyfile::WrappingKey;
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -187,11 +188,13 @@ impl Client {
     /// # Errors
     /// [`Error::Keepers`] naming each keeper that failed or answered shares that are not the
     /// predicted ones; [`Error::Rotation`] when this client uses no keepers or the plan does
-    /// not fit the cluster.
+    /// not fit the cluster; [`Error::NotOwner`] before anything changes when this client
+    /// cannot sign the nodes' orders of step 2.
     pub async fn rekey_keepers(
         &self,
         plan: &RotationPlan,
     ) -> Result<Vec<Vec<RistrettoPoint>>, Error> {
+        self.owner.as_ref().ok_or(Error::NotOwner)?;
         let keepers = self.tokens.keepers().ok_or_else(no_keepers)?;
         let next = plan
             .next_public_shares(&keepers.public_shares)
@@ -259,17 +262,30 @@ impl Client {
     }
 
     /// Step 2: every node moves its stored elements with its `ρ` and serves both versions.
+    /// Each node gets its order signed with the data owner's key.
     ///
     /// # Errors
-    /// [`Error::Nodes`] naming each node that failed.
+    /// [`Error::NotOwner`] when this client holds no owner key; [`Error::Nodes`] naming each
+    /// node that failed.
     pub async fn begin_rotation(&self, plan: &RotationPlan) -> Result<Vec<NodeRotation>, Error> {
+        let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let results = self
-            .call_all(|x| RequestBody::Rotate {
-                op: RotateOp::Begin {
+            .call_all(|x| {
+                let factor = plan.factors[usize::from(x) - 1];
+                let order = Order::Rotate {
+                    node: x,
                     from: plan.from,
                     to: plan.to,
-                    factor: plan.factors[usize::from(x) - 1],
-                },
+                    factor,
+                };
+                RequestBody::Rotate {
+                    op: RotateOp::Begin {
+                        from: plan.from,
+                        to: plan.to,
+                        factor,
+                        signature: order.sign(owner).to_vec(),
+                    },
+                }
             })
             .await;
         progress("key rotation (begin)", results)

@@ -24,6 +24,7 @@ use obscura_proto::{
     WireElement, WireId, WireToken,
 };
 use obscura_sharing::manifest::{ImageId, ShareRole, SignedManifest};
+use obscura_sharing::order::Order;
 use obscura_sharing::zero::ZeroSharingKeys;
 use obscura_store::{NewImage, RotationStatus, Store, TokenMove};
 use obscura_tokens::{voprf_token, Token, BANDS};
@@ -307,12 +308,11 @@ impl NodeState {
                 self.store.commit_many(&ids, now).map_err(store_error)?;
                 Ok(ResponseBody::Ok)
             }
-            RequestBody::Delete { image } => {
-                self.store
-                    .delete(&ImageId(*image), now)
-                    .map_err(store_error)?;
-                Ok(ResponseBody::Ok)
-            }
+            RequestBody::Delete {
+                image,
+                issued_at,
+                signature,
+            } => self.delete(ImageId(*image), *issued_at, signature, now),
             RequestBody::Lookup {
                 key_version,
                 tokens,
@@ -461,10 +461,59 @@ impl NodeState {
         Ok((to, out))
     }
 
+    /// Remove an image on the owner's order, unless the stored copy is newer than the order
+    /// (an old order replayed against the image indexed again under its id).
+    fn delete(
+        &self,
+        image: ImageId,
+        issued_at: u64,
+        signature: &[u8],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        Order::Delete { image, issued_at }
+            .verify(&self.owner, signature)
+            .map_err(|e| error(ErrorCode::Rejected, format!("delete {image} refused: {e}")))?;
+        let mut newer = None;
+        let result = self.store.delete_if(&image, now, |manifest| {
+            let created_at = SignedManifest::from_bytes(manifest)
+                .map_err(|_| obscura_store::Error::Corrupt("a stored manifest does not parse"))?
+                .created_at();
+            if created_at > issued_at {
+                newer = Some(created_at);
+                return Err(obscura_store::Error::Invalid("order older than the image"));
+            }
+            Ok(())
+        });
+        match (result, newer) {
+            (Ok(()), _) => Ok(ResponseBody::Ok),
+            (Err(_), Some(created_at)) => Err(error(
+                ErrorCode::Rejected,
+                format!(
+                    "delete {image} refused: the order was made at {issued_at}, before this copy \
+                     of the image ({created_at}); make a new order"
+                ),
+            )),
+            (Err(e), None) => Err(store_error(e)),
+        }
+    }
+
     /// A step of a key rotation.
     fn rotate(&self, op: &RotateOp, now: u64) -> Result<RotationStatus, ResponseBody> {
         match op {
-            RotateOp::Begin { from, to, factor } => {
+            RotateOp::Begin {
+                from,
+                to,
+                factor,
+                signature,
+            } => {
+                Order::Rotate {
+                    node: self.node,
+                    from: *from,
+                    to: *to,
+                    factor: *factor,
+                }
+                .verify(&self.owner, signature)
+                .map_err(|e| error(ErrorCode::Rejected, format!("key rotation refused: {e}")))?;
                 let rho = scalar(factor)?;
                 // Elements stored while the moves are computed make the store refuse them;
                 // compute again then.

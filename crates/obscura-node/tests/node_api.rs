@@ -6,14 +6,18 @@ mod common;
 use common::{TestNode, N, T};
 use ed25519_dalek::SigningKey;
 use obscura_mpc::share_hash;
-use obscura_proto::{ErrorCode, PreparedImage, RequestBody, ResponseBody};
+use obscura_proto::{ErrorCode, PreparedImage, RequestBody, ResponseBody, RotateOp};
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::manifest::{ImageId, Manifest, ShareRole, SignedManifest};
+use obscura_sharing::order::Order;
 use obscura_store::audit::verify;
 use obscura_store::AuditEntry;
 use obscura_tokens::{NodeTokenKeys, TokenRoot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+
+/// When the test owner made its manifests.
+const CREATED_AT: u64 = 1_790_000_000;
 
 /// What a data owner sends node 1 for one photo.
 struct Upload {
@@ -37,20 +41,12 @@ fn upload(owner: &SigningKey, photo: &str, seed: u64) -> Upload {
     let shares = split(&bytes, Params::new(3, N).unwrap(), &mut rng).unwrap();
     let hashes = share_hash(hash, T, N, &mut rng).unwrap();
     let hash_bytes: Vec<_> = hashes.iter().map(|h| h.to_bytes()).collect();
-    let manifest = Manifest::for_shares(
-        id,
-        3,
-        T as u8,
-        &bytes,
-        &shares,
-        &hash_bytes,
-        1,
-        1_790_000_000,
-    )
-    .unwrap()
-    .sign(owner)
-    .unwrap()
-    .to_bytes();
+    let manifest =
+        Manifest::for_shares(id, 3, T as u8, &bytes, &shares, &hash_bytes, 1, CREATED_AT)
+            .unwrap()
+            .sign(owner)
+            .unwrap()
+            .to_bytes();
     let keys = NodeTokenKeys::derive(&TokenRoot::from_bytes([5; 32]), 1, 1);
     Upload {
         id,
@@ -188,8 +184,26 @@ async fn index_search_fetch_and_audit() {
         other => panic!("{other:?}"),
     }
 
-    // Delete, then it is gone.
-    let del = RequestBody::Delete { image: u.id.0 };
+    // Delete needs the owner's order, made no earlier than the stored copy; then it is gone.
+    let mallory = SigningKey::from_bytes(&[9; 32]);
+    for (signer, issued_at) in [(&mallory, CREATED_AT), (&node.owner, CREATED_AT - 1)] {
+        let (status, body) = node
+            .send(&TestNode::request(delete(signer, u.id, issued_at)))
+            .await;
+        assert_eq!((status, code(&body)), (422, Some(ErrorCode::Rejected)));
+        assert!(matches!(
+            node.send(&TestNode::request(RequestBody::Fetch { image: u.id.0 }))
+                .await,
+            (200, ResponseBody::Fetch { .. })
+        ));
+    }
+    let mut moved = delete(&node.owner, u.id, CREATED_AT);
+    if let RequestBody::Delete { image, .. } = &mut moved {
+        image[0] ^= 1; // the owner's order for another image
+    }
+    let (status, body) = node.send(&TestNode::request(moved)).await;
+    assert_eq!((status, code(&body)), (422, Some(ErrorCode::Rejected)));
+    let del = delete(&node.owner, u.id, CREATED_AT);
     assert_eq!(
         node.send(&TestNode::request(del.clone())).await,
         (200, ResponseBody::Ok)
@@ -197,6 +211,15 @@ async fn index_search_fetch_and_audit() {
     let (status, body) = node.send(&TestNode::request(del)).await;
     assert_eq!((status, code(&body)), (404, Some(ErrorCode::UnknownImage)));
     node.stop().await;
+}
+
+/// The owner's signed order to delete `image`.
+fn delete(owner: &SigningKey, image: ImageId, issued_at: u64) -> RequestBody {
+    RequestBody::Delete {
+        image: image.0,
+        issued_at,
+        signature: Order::Delete { image, issued_at }.sign(owner).to_vec(),
+    }
 }
 
 #[tokio::test]
@@ -409,6 +432,39 @@ async fn voprf_elements_must_match_their_tokens() {
         }
         let (s, b) = node.send(&TestNode::request(body)).await;
         assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)), "{b:?}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_rotation_needs_the_owners_order_for_this_node() {
+    let node = TestNode::start("rotate-order").await;
+    let factor = obscura_keeper::Scalar::from(7u64).to_bytes();
+    let begin = |signer: &SigningKey, for_node: u8| RequestBody::Rotate {
+        op: RotateOp::Begin {
+            from: 1,
+            to: 2,
+            factor,
+            signature: Order::Rotate {
+                node: for_node,
+                from: 1,
+                to: 2,
+                factor,
+            }
+            .sign(signer)
+            .to_vec(),
+        },
+    };
+    let mallory = SigningKey::from_bytes(&[9; 32]);
+    for refused in [begin(&mallory, 1), begin(&node.owner, 2)] {
+        let (status, body) = node.send(&TestNode::request(refused)).await;
+        assert_eq!((status, code(&body)), (422, Some(ErrorCode::Rejected)));
+    }
+    match node.send(&TestNode::request(begin(&node.owner, 1))).await {
+        (200, ResponseBody::Rotation { current, next, .. }) => {
+            assert_eq!((current, next), (1, Some(2)));
+        }
+        other => panic!("{other:?}"),
     }
     node.stop().await;
 }

@@ -18,7 +18,7 @@
 //!     body: RequestBody::Lookup { key_version: 1, tokens: vec![[1; 16], [2; 16]], min_bands: 1 },
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x05");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x06");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -27,8 +27,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 6;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(6))));
+//! future[5] = 7;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(7))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -37,7 +37,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -134,6 +134,9 @@ pub enum RotateOp {
         to: u32,
         /// `ρ`, a canonical non-zero scalar.
         factor: [u8; 32],
+        /// The data owner's signature over this order for this node
+        /// (`obscura_sharing::order::Order::Rotate`), 64 bytes.
+        signature: Vec<u8>,
     },
     /// Move up to `max_images` more images' postings to the next version, in one durable step.
     Move {
@@ -231,10 +234,16 @@ pub enum RequestBody {
         /// Their ids, at most [`limits::MAX_BATCH`].
         images: Vec<WireId>,
     },
-    /// Remove an image.
+    /// Remove an image, on the data owner's signed order.
     Delete {
         /// Its id.
         image: WireId,
+        /// The owner's clock when the order was made (Unix seconds); an image whose manifest
+        /// is newer is not removed.
+        issued_at: u64,
+        /// The owner's signature over the order (`obscura_sharing::order::Order::Delete`),
+        /// 64 bytes.
+        signature: Vec<u8>,
     },
     /// Stage-1: the committed images posted under at least `min_bands` of the tokens. An image
     /// has one token per band, so this counts the bands it matches in.

@@ -41,7 +41,13 @@ fn body() -> impl Strategy<Value = RequestBody> {
             images
         }),
         prop::collection::vec(id(), 1..20).prop_map(|images| RequestBody::Commit { images }),
-        id().prop_map(|image| RequestBody::Delete { image }),
+        (id(), any::<u64>(), prop::collection::vec(any::<u8>(), 64)).prop_map(
+            |(image, issued_at, signature)| RequestBody::Delete {
+                image,
+                issued_at,
+                signature
+            }
+        ),
         (any::<u32>(), prop::collection::vec(id(), 0..100), 1..=8u8).prop_map(
             |(key_version, tokens, min_bands)| RequestBody::Lookup {
                 key_version,
@@ -49,11 +55,20 @@ fn body() -> impl Strategy<Value = RequestBody> {
                 min_bands
             }
         ),
-        (any::<u32>(), any::<u32>(), any::<[u8; 32]>()).prop_map(|(from, to, factor)| {
-            RequestBody::Rotate {
-                op: RotateOp::Begin { from, to, factor },
-            }
-        }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<[u8; 32]>(),
+            prop::collection::vec(any::<u8>(), 64)
+        )
+            .prop_map(|(from, to, factor, signature)| RequestBody::Rotate {
+                op: RotateOp::Begin {
+                    from,
+                    to,
+                    factor,
+                    signature
+                },
+            }),
         any::<u32>().prop_map(|max_images| RequestBody::Rotate {
             op: RotateOp::Move { max_images }
         }),
@@ -296,10 +311,10 @@ fn encoding_is_frozen() {
     };
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex.len(), 2 * (6 + 16 + 5 + 1 + 16 + 2 + 256 + 1 + 32));
-    assert_eq!(&hex[..12], "4f4253430005");
+    assert_eq!(&hex[..12], "4f4253430006");
     assert_eq!(
         fnv1a(&r.encode()),
-        "eeff487144850127",
+        "fcacd9d2368d9b54",
         "wire encoding changed"
     );
 }

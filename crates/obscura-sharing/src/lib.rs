@@ -57,6 +57,7 @@ pub mod field;
 #[allow(unsafe_code)] // the SIMD kernel; each unsafe block carries its SAFETY argument
 pub mod gf256;
 pub mod manifest;
+pub mod order;
 pub mod prime;
 pub mod rng;
 pub mod zero;
@@ -129,6 +130,9 @@ pub enum Error {
     /// Stored zero-sharing keys are inconsistent.
     #[error("invalid zero-sharing keys: {0}")]
     InvalidZeroKeys(&'static str),
+    /// An order to a node is not signed by the data owner's key.
+    #[error("the order is not signed by the data owner's key")]
+    BadOrderSignature,
     /// A manifest encoding is malformed.
     #[error("malformed manifest: {0}")]
     MalformedManifest(&'static str),

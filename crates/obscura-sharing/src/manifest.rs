@@ -353,6 +353,12 @@ impl SignedManifest {
         self.manifest.image_id
     }
 
+    /// When the owner made it (its clock, Unix seconds), readable before verification: for a
+    /// manifest a node verified when it stored it.
+    pub fn created_at(&self) -> u64 {
+        self.manifest.created_at
+    }
+
     /// Check the owner's signature.
     ///
     /// # Errors

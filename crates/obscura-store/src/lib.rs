@@ -613,7 +613,31 @@ impl Store {
     /// # Errors
     /// [`Error::UnknownImage`] when there is no such image.
     pub fn delete(&self, image: &ImageId, now: u64) -> Result<(), Error> {
+        self.delete_if(image, now, |_| Ok(()))
+    }
+
+    /// Remove an image, pending or committed, with its postings, if `allow` accepts its stored
+    /// manifest; it runs inside the deleting transaction, so the image it judged is the one
+    /// removed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownImage`] when there is no such image; whatever `allow` returns, with
+    /// nothing removed.
+    pub fn delete_if(
+        &self,
+        image: &ImageId,
+        now: u64,
+        allow: impl FnOnce(&[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let txn = self.begin_durable()?;
+        {
+            let manifests = txn.open_table(MANIFESTS)?;
+            let stored = manifests.get(image.0.as_slice())?;
+            match stored {
+                Some(m) => allow(m.value())?,
+                None => return Err(Error::UnknownImage(*image)),
+            }
+        }
         let posted = remove_image(&txn, image)?;
         audit::append(&txn, now, AuditKind::Delete, &image.0, &[])?;
         txn.commit()?;
