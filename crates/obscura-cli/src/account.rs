@@ -95,7 +95,13 @@ fn secret_id(s: &str) -> Result<[u8; 16], String> {
 
 /// The password: `OBSCURA_PASSWORD`, else a line of standard input (not echoed on a terminal).
 fn password(prompt: &str) -> Result<Zeroizing<String>, String> {
-    if let Ok(p) = std::env::var("OBSCURA_PASSWORD") {
+    password_from("OBSCURA_PASSWORD", prompt)
+}
+
+/// A password from the environment variable `var`, else a line of standard input (not echoed
+/// on a terminal).
+fn password_from(var: &str, prompt: &str) -> Result<Zeroizing<String>, String> {
+    if let Ok(p) = std::env::var(var) {
         return Ok(Zeroizing::new(p));
     }
     let stdin = std::io::stdin();
@@ -186,6 +192,46 @@ pub async fn login(dir: &Path, user: &str) -> Result<ExitCode, String> {
         report.expires_at
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `obscura passwd`.
+pub async fn passwd(dir: &Path, user: &str) -> Result<ExitCode, String> {
+    let client = client(dir)?;
+    let old = password(&format!("current password for {user}"))?;
+    let new = password_from("OBSCURA_NEW_PASSWORD", &format!("new password for {user}"))?;
+    if std::env::var_os("OBSCURA_NEW_PASSWORD").is_none() && std::io::stdin().is_terminal() {
+        let again = password_from("OBSCURA_NEW_PASSWORD", "the new password again")?;
+        if *again != *new {
+            return Err("the two new passwords differ; nothing changed".into());
+        }
+    }
+    if *old == *new {
+        return Err("the new password is the current one; nothing changed".into());
+    }
+    let change = client
+        .change_password(user, old.as_bytes(), new.as_bytes())
+        .await
+        .map_err(|e| format!("{e}; where the change went through, the new password holds"))?;
+    if !change.changed.is_empty() {
+        println!(
+            "keepers {:?} took the new password; your other sessions there ended",
+            change.changed
+        );
+    }
+    println!(
+        "logged in as {user} with the new password at keepers {:?}",
+        change.login.keepers
+    );
+    if change.left.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &change.left {
+        eprintln!("keeper {}: {}", f.keeper, f.reason);
+    }
+    eprintln!(
+        "these keepers still take the old password: run `obscura passwd` again when they answer"
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 /// `obscura logout`.

@@ -80,6 +80,20 @@ enum Command {
         #[arg(long)]
         user: String,
     },
+    /// Change your password at every keeper. It logs in with the current password (each
+    /// keeper takes a new password only in a session opened minutes before), registers the new
+    /// one, ends your other sessions there and logs you in with it. The current password comes
+    /// from OBSCURA_PASSWORD or the first line of standard input, the new one from
+    /// OBSCURA_NEW_PASSWORD or the next line (asked twice on a terminal). If a keeper is down,
+    /// run it again when it is back: it finishes the keepers left.
+    Passwd {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account's name.
+        #[arg(long)]
+        user: String,
+    },
     /// End the sessions at the keepers and delete the session file.
     Logout {
         /// The cluster directory.
@@ -614,6 +628,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Register { cluster, user } => account::register(&cluster, &user).await,
         Command::Login { cluster, user } => account::login(&cluster, &user).await,
+        Command::Passwd { cluster, user } => account::passwd(&cluster, &user).await,
         Command::Logout { cluster } => account::logout(&cluster).await,
         Command::Unlock { cluster, user } => account::unlock(&cluster, &user).await,
         Command::Secret(command) => account::secret(command).await,

@@ -155,7 +155,7 @@ fn init_up_index_search_get_and_failures() {
 }
 
 /// The keepers as a key server through the command line: the session file, secrets, a
-/// threshold signature, the user's trail, a second account, logout.
+/// threshold signature, the user's trail, a second account, logout, a password change.
 fn keeper_accounts_secrets_and_signing(dir: &std::path::Path) {
     let cluster = dir.to_str().unwrap();
     let session = dir.join("session.json");
@@ -273,6 +273,23 @@ fn keeper_accounts_secrets_and_signing(dir: &std::path::Path) {
         text(&out)
     );
     let out = obscura_with_password(&["login", "--cluster", cluster, "--user", "bob"], "bob pw");
+    assert!(out.status.success(), "{}", text(&out));
+    // Bob changes his password (current, then new, on standard input).
+    let out = obscura_with_password(
+        &["passwd", "--cluster", cluster, "--user", "bob"],
+        "bob pw\nbob's new pw",
+    );
+    assert!(
+        out.status.success() && text(&out).contains("keepers [1, 2, 3] took the new password"),
+        "{}",
+        text(&out)
+    );
+    let out = obscura_with_password(&["login", "--cluster", cluster, "--user", "bob"], "bob pw");
+    assert!(!out.status.success(), "{}", text(&out));
+    let out = obscura_with_password(
+        &["login", "--cluster", cluster, "--user", "bob"],
+        "bob's new pw",
+    );
     assert!(out.status.success(), "{}", text(&out));
     let out = obscura(&[
         "search",

@@ -33,7 +33,7 @@ use obscura_sharing::order::Order;
 use obscura_sharing::rng::AesCtrRng;
 use obscura_tokens::BatchPlan;
 use rand_core::{OsRng, RngCore};
-pub use secrets::{Opened, Signed};
+pub use secrets::{Opened, PasswordChange, Signed};
 pub use session::LoginReport;
 pub use tokens::{IndexTokens, KeeperFailure, KeeperParts, TokenError, TokenParts};
 

@@ -23,6 +23,18 @@ use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::session::LoginReport;
+
+/// What [`Client::change_password`] did.
+#[derive(Debug)]
+pub struct PasswordChange {
+    /// Keepers that took the new password now.
+    pub changed: Vec<u8>,
+    /// Keepers that do not take the new password, with why (down, or the change failed):
+    /// run the change again when they are back.
+    pub left: Vec<KeeperFailure>,
+    /// The login with the new password that ended it.
+    pub login: LoginReport,
+}
 use crate::tokens::KeeperFailure;
 use crate::{Client, Error};
 
@@ -129,6 +141,50 @@ impl Client {
         self.keepers
             .login(user, password, self.keeper_threshold().max(1))
             .await
+    }
+
+    /// Change `user`'s password at every keeper. Each keeper takes the new password only in a
+    /// session opened moments before with the old one, so the change logs in with the old
+    /// password wherever it still holds, registers the new one there (the account keeps its
+    /// role; the user's other sessions at that keeper end), then logs in with the new password
+    /// everywhere. Run again after a partial change, it finishes the keepers left: a keeper
+    /// that already has the new password refuses the old one (counted as a failed login) and
+    /// is skipped.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] when fewer than `T` keepers take the new password at the end.
+    pub async fn change_password(
+        &self,
+        user: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<PasswordChange, Error> {
+        let changing = match self.keepers.login(user, old, 1).await {
+            Ok(report) => report.keepers,
+            Err(_) => Vec::new(),
+        };
+        let failed = self.keepers.register_at(user, new, &changing).await;
+        let login = self.login(user, new).await?;
+        let m = self.keepers.urls.len() as u8;
+        Ok(PasswordChange {
+            changed: changing
+                .iter()
+                .copied()
+                .filter(|j| failed.iter().all(|f| f.keeper != *j))
+                .collect(),
+            left: (1..=m)
+                .filter(|j| !login.keepers.contains(j))
+                .map(|j| KeeperFailure {
+                    keeper: j,
+                    reason: failed
+                        .iter()
+                        .chain(&login.failures)
+                        .find(|f| f.keeper == j)
+                        .map_or_else(|| "no answer".into(), |f| f.reason.clone()),
+                })
+                .collect(),
+            login,
+        })
     }
 
     /// End the sessions.

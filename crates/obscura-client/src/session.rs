@@ -284,8 +284,28 @@ impl KeeperLink {
     /// account of a keeper (which becomes its admin); later accounts are registered by a
     /// logged-in admin.
     pub(crate) async fn register(&self, user: &str, password: &[u8]) -> Result<(), Error> {
+        let all: Vec<u8> = (1..=self.urls.len() as u8).collect();
+        let failures = self.register_at(user, password, &all).await;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Keepers {
+                what: "registration",
+                failures,
+            })
+        }
+    }
+
+    /// Register `user` with `keepers` (in this link's sessions, where it holds them); the
+    /// keepers that failed, with why.
+    pub(crate) async fn register_at(
+        &self,
+        user: &str,
+        password: &[u8],
+        keepers: &[u8],
+    ) -> Vec<KeeperFailure> {
         let mut set = tokio::task::JoinSet::new();
-        for j in 1..=self.urls.len() as u8 {
+        for &j in keepers {
             let (link, user, password) = (
                 self.clone(),
                 user.to_string(),
@@ -329,15 +349,7 @@ impl KeeperLink {
                 (j, result)
             });
         }
-        let failures = joined_failures(set).await;
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Keepers {
-                what: "registration",
-                failures,
-            })
-        }
+        joined_failures(set).await
     }
 
     /// Log in as `user` with every keeper; at least `need` must succeed. Sessions replace any

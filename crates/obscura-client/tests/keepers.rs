@@ -2,8 +2,8 @@
 //! login (OPAQUE), wrong passwords and unknown users answered alike, growing delays and a
 //! lockout an admin lifts, sessions that refuse replayed, reordered, reflected and moved
 //! messages, a store restored from an old copy refused, a deleted secret unreadable from an
-//! old copy, secrets rebuilt from any T keepers with a lying keeper named, and threshold
-//! Ed25519 signatures with a keeper down and a lying keeper named.
+//! old copy, secrets rebuilt from any T keepers with a lying keeper named, threshold Ed25519
+//! signatures with a keeper down and a lying keeper named, and password changes.
 
 mod common;
 
@@ -200,6 +200,7 @@ async fn failed_logins_wait_longer_then_lock_and_unknown_users_fare_the_same() {
                 lock_after: 3,
                 source_free: 1000,
                 max_delay_s: 60,
+                fresh_login_s: 300,
             },
             ..VOPRF
         },
@@ -252,6 +253,7 @@ async fn failed_logins_are_limited_per_source_too() {
                 lock_after: 1000,
                 source_free: 2,
                 max_delay_s: 60,
+                fresh_login_s: 300,
             },
             ..VOPRF
         },
@@ -561,4 +563,88 @@ async fn threshold_signatures_verify_with_ed25519_and_a_lying_keeper_is_named() 
     assert!(trails
         .iter()
         .all(|(_, events)| events.iter().any(|e| e.action == "signing key generate")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_needs_a_fresh_login_and_finishes_after_a_keeper_was_down() {
+    let mut c = Cluster::start_with(
+        "passwd",
+        Setup {
+            login: LoginPolicy {
+                fresh_login_s: 1,
+                ..VOPRF.login
+            },
+            ..VOPRF
+        },
+    )
+    .await;
+    const OLD: &[u8] = b"bob's password";
+    const NEW: &[u8] = b"bob's new password";
+    c.client.register("bob", OLD).await.unwrap();
+    let bob = c.fresh_client();
+    bob.login("bob", OLD).await.unwrap();
+    let elsewhere = c.fresh_client();
+    elsewhere.login("bob", OLD).await.unwrap();
+
+    // Another account's password is not bob's to change, even in a fresh session.
+    let err = bob.register(ADMIN, NEW).await.unwrap_err();
+    assert!(
+        reasons(&err).iter().all(|r| r.contains("only an admin")),
+        "{err}"
+    );
+    // Nor is his own in a session whose login is older than `fresh_login_s`: a session
+    // stolen later cannot change the password and lock him out.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let err = bob.register("bob", NEW).await.unwrap_err();
+    assert!(
+        reasons(&err)
+            .iter()
+            .all(|r| r.contains("a password change needs a login in the last 1 s")),
+        "{err}"
+    );
+
+    // Keeper 3 is down: the change goes through at 1 and 2 and names 3 as left over.
+    c.keeper_down(3).await;
+    let change = bob.change_password("bob", OLD, NEW).await.unwrap();
+    assert_eq!(change.changed, vec![1, 2]);
+    assert_eq!(
+        change.left.iter().map(|f| f.keeper).collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert_eq!(change.login.keepers, vec![1, 2]);
+    // Bob's other sessions ended where the password changed.
+    let err = elsewhere.secret_list().await.unwrap_err();
+    let ended = reasons(&err);
+    assert_eq!(ended.len(), 3, "{err}");
+    assert!(ended[..2].iter().all(|r| r.contains("session")), "{err}");
+
+    // Run again once keeper 3 is back: it finishes there.
+    c.keeper_up(3).await;
+    let change = bob.change_password("bob", OLD, NEW).await.unwrap();
+    assert_eq!(change.changed, vec![3]);
+    assert!(change.left.is_empty(), "{:?}", change.left);
+    assert!(c.fresh_client().login("bob", OLD).await.is_err());
+    let again = c.fresh_client();
+    assert_eq!(
+        again.login("bob", NEW).await.unwrap().keepers,
+        vec![1, 2, 3]
+    );
+    // The account kept its role: bob still registers nobody.
+    assert!(again.register("carol", b"carol's password").await.is_err());
+    let trail = again.user_events().await.unwrap();
+    assert!(trail
+        .iter()
+        .all(|(_, events)| events.iter().any(|e| e.action == "password")));
+
+    // The admin changes its own password and stays the admin.
+    let change = c
+        .client
+        .change_password(ADMIN, PASSWORD, b"the admin's new password")
+        .await
+        .unwrap();
+    assert_eq!(change.changed, vec![1, 2, 3]);
+    c.client
+        .register("carol", b"carol's password")
+        .await
+        .unwrap();
 }

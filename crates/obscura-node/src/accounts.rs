@@ -47,6 +47,14 @@ pub struct LoginPolicy {
     pub source_free: u32,
     /// Longest delay between attempts, seconds.
     pub max_delay_s: u64,
+    /// How recent a session's login must be for its user to change the password, seconds: a
+    /// session stolen later cannot change it and lock its user out.
+    #[serde(default = "default_fresh_login")]
+    pub fresh_login_s: u64,
+}
+
+fn default_fresh_login() -> u64 {
+    300
 }
 
 impl Default for LoginPolicy {
@@ -56,6 +64,7 @@ impl Default for LoginPolicy {
             lock_after: 20,
             source_free: 20,
             max_delay_s: 3600,
+            fresh_login_s: default_fresh_login(),
         }
     }
 }
@@ -123,6 +132,7 @@ struct Session {
     user: Handle,
     tag: [u8; 32],
     admin: bool,
+    opened_at: u64,
 }
 
 struct Pending {
@@ -177,6 +187,8 @@ pub(crate) struct Caller {
     /// the user into what keepers exchange with each other.
     pub(crate) tag: [u8; 32],
     pub(crate) admin: bool,
+    /// The session's login is at most [`LoginPolicy::fresh_login_s`] old.
+    pub(crate) fresh: bool,
 }
 
 /// A user's name as every keeper digests it alike.
@@ -249,7 +261,8 @@ impl Accounts {
             .map_err(crate::server::store_error)
     }
 
-    /// Registration, first step. Outside a session only while the keeper has no account.
+    /// Registration, first step. Outside a session only while the keeper has no account; in
+    /// a session, an admin's for any new account, or a user's own for a new password.
     pub(crate) fn register(
         &self,
         store: &KeeperStore,
@@ -257,7 +270,7 @@ impl Accounts {
         user: &str,
         request: &[u8],
     ) -> Result<ResponseBody, ResponseBody> {
-        self.may_register(store, caller)?;
+        self.may_register(store, caller, &self.vault.handle(user))?;
         let response = self
             .opaque
             .registration_response(request, user.as_bytes())
@@ -269,9 +282,17 @@ impl Accounts {
         &self,
         store: &KeeperStore,
         caller: Option<&Caller>,
+        user: &Handle,
     ) -> Result<(), ResponseBody> {
         match caller {
-            Some(c) if c.admin => Ok(()),
+            Some(c) if c.user == *user && !c.fresh => Err(error(
+                ErrorCode::Forbidden,
+                format!(
+                    "a password change needs a login in the last {} s: log in again",
+                    self.policy.fresh_login_s
+                ),
+            )),
+            Some(c) if c.admin || c.user == *user => Ok(()),
             Some(_) => Err(error(
                 ErrorCode::Forbidden,
                 "only an admin registers accounts",
@@ -284,7 +305,9 @@ impl Accounts {
         }
     }
 
-    /// Registration, last step: store the password file. The first account is the admin.
+    /// Registration, last step: store the password file. The first account is the admin. A
+    /// user registering its own name in a fresh session changes its password: the account
+    /// keeps its role, and the user's other sessions at this keeper end.
     pub(crate) fn register_finish(
         &self,
         store: &KeeperStore,
@@ -294,41 +317,58 @@ impl Accounts {
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        self.may_register(store, caller)?;
         let handle = self.vault.handle(user);
-        if self
+        self.may_register(store, caller, &handle)?;
+        let existing = self
             .vault
             .get(store, Kind::Account, &handle, &[])
             .map_err(vault_error)?
-            .is_some()
-        {
-            return Err(error(
-                ErrorCode::AlreadyExists,
-                format!("keeper {} already has an account {user:?}", self.keeper),
-            ));
-        }
+            .map(|(v, bytes)| {
+                postcard::from_bytes::<Account>(&bytes)
+                    .map(|a| (v, a))
+                    .map_err(internal)
+            })
+            .transpose()?;
+        let own = caller.filter(|c| c.user == handle);
+        let (admin, created, what) = match (&existing, own) {
+            (Some((_, a)), Some(_)) => (a.admin, a.created, "password"),
+            (Some(_), None) => {
+                return Err(error(
+                    ErrorCode::AlreadyExists,
+                    format!("keeper {} already has an account {user:?}", self.keeper),
+                ))
+            }
+            (None, _) => (caller.is_none(), now, "register"),
+        };
         let password_file = session::ServerKeys::password_file(upload)
             .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
         let account = Account {
             password_file,
-            admin: caller.is_none(),
-            created: now,
+            admin,
+            created,
         };
         let bytes = postcard::to_allocvec(&account).map_err(internal)?;
-        let event = self.event("register", None, true, now);
+        let version = existing.as_ref().map_or(1, |(v, _)| v + 1);
+        let event = self.event(what, None, true, now);
         self.vault
             .write(
                 store,
                 &[
-                    (Kind::Account, handle, Vec::new(), &bytes, 1),
+                    (Kind::Account, handle, Vec::new(), &bytes, version),
                     (event.0, handle, event.1, &event.2, 1),
                 ],
                 &[],
                 &handle,
-                &format!("register user={} admin={}", hex(&handle), account.admin),
+                &format!("{what} user={} admin={}", hex(&handle), account.admin),
                 now,
             )
             .map_err(vault_error)?;
+        if let Some(c) = own {
+            self.sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|id, s| s.user != handle || *id == c.session);
+        }
         Ok(ResponseBody::Ok)
     }
 
@@ -530,6 +570,7 @@ impl Accounts {
                 user: pending.user,
                 tag: pending.tag,
                 admin: pending.admin,
+                opened_at: now,
             }),
         );
         Ok(ResponseBody::KeeperSession {
@@ -574,6 +615,7 @@ impl Accounts {
                     user: s.user,
                     tag: s.tag,
                     admin: s.admin,
+                    fresh: now <= s.opened_at.saturating_add(self.policy.fresh_login_s),
                 },
                 req,
             ),

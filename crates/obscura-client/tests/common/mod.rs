@@ -74,6 +74,7 @@ pub const VOPRF: Setup = Setup {
         lock_after: 20,
         source_free: 20,
         max_delay_s: 3600,
+        fresh_login_s: 300,
     },
 };
 
