@@ -671,10 +671,22 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Status { cluster } => {
             let mut ok = true;
             let client = client(&cluster)?;
+            let ours = client.key_version();
+            let mut others = Vec::new();
             for (node, s) in client.status().await {
                 match s {
-                    Ok((committed, pending)) => {
-                        println!("node {node}: {committed} images, {pending} pending")
+                    Ok(s) => {
+                        let (current, next) = (s.key_versions.first(), s.key_versions.get(1));
+                        println!(
+                            "node {node}: {} images, {} pending, key version {}{}",
+                            s.committed,
+                            s.pending,
+                            current.map_or("?".into(), u32::to_string),
+                            next.map_or(String::new(), |v| format!(" (moving to {v})"))
+                        );
+                        if !s.key_versions.contains(&ours) {
+                            others.push(node);
+                        }
                     }
                     Err(e) => {
                         ok = false;
@@ -682,9 +694,19 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                     }
                 }
             }
+            if !others.is_empty() {
+                ok = false;
+                println!(
+                    "this client uses key version {ours}, which nodes {others:?} do not serve: \
+                     finish the rotation (`obscura keys rotate`) or update client.json"
+                );
+            }
             for (keeper, s) in client.keeper_status().await {
                 match s {
-                    Ok(entries) => println!("keeper {keeper}: up, {entries} audit entries"),
+                    Ok(s) => println!(
+                        "keeper {keeper}: up, key versions {:?}, {} audit entries",
+                        s.key_versions, s.audit_entries
+                    ),
                     Err(e) => {
                         ok = false;
                         println!("keeper {keeper}: {e}")

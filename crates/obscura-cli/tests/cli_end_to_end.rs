@@ -103,6 +103,12 @@ fn init_up_index_search_get_and_failures() {
     let said = rotate(&["--max-steps", "1"]);
     assert!(said.contains("stopped after 1 steps"), "{said}");
     assert!(dir.join("rotation.sealed").exists());
+    let status = text(&obscura(&["status", "--cluster", cluster]));
+    assert!(
+        status.contains("node 1: 15 images, 0 pending, key version 1 (moving to 2)")
+            && status.contains("keeper 3: up, key versions [1, 2]"),
+        "{status}"
+    );
     assert_eq!(
         search_first("derived/chelsea.q75.jpg"),
         id_of("chelsea.png")
@@ -117,6 +123,14 @@ fn init_up_index_search_get_and_failures() {
         serde_json::from_slice(&std::fs::read(dir.join("client.json")).unwrap()).unwrap();
     assert_eq!(config["key_version"], 2);
     assert_eq!(search_first("derived/horse.q75.jpg"), id_of("horse.png"));
+    let out = obscura(&["status", "--cluster", cluster]);
+    assert!(
+        out.status.success()
+            && text(&out).contains("node 5: 15 images, 0 pending, key version 2\n")
+            && text(&out).contains("keeper 1: up, key versions [2]"),
+        "{}",
+        text(&out)
+    );
 
     // Node 5 killed: get still works; search fails at once, naming node 5.
     stop_node(&dir, 5, "KILL");

@@ -126,6 +126,26 @@ impl BatchError {
     }
 }
 
+/// What a node reports of itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Committed images.
+    pub committed: u64,
+    /// Prepared images not yet committed.
+    pub pending: u64,
+    /// The token-key version served, then the one being moved to during a rotation.
+    pub key_versions: Vec<u32>,
+}
+
+/// What a keeper reports of itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeeperStatus {
+    /// Entries in its audit log.
+    pub audit_entries: u64,
+    /// The token-key versions it holds shares of, oldest first.
+    pub key_versions: Vec<u32>,
+}
+
 /// Why one node failed a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeFailure {
@@ -660,16 +680,28 @@ impl Client {
         })
     }
 
-    /// Each node's status: `(committed, pending)` images, or why it failed.
-    pub async fn status(&self) -> Vec<(u8, Result<(u64, u64), String>)> {
+    /// The token-key version this client makes its tokens under.
+    pub fn key_version(&self) -> u32 {
+        self.key_version
+    }
+
+    /// Each node's status, or why it failed.
+    pub async fn status(&self) -> Vec<(u8, Result<NodeStatus, String>)> {
         self.call_all(|_| RequestBody::Status)
             .await
             .into_iter()
             .map(|(x, r, _, _)| {
                 let r = r.and_then(|b| match b {
                     ResponseBody::Status {
-                        committed, pending, ..
-                    } => Ok((committed, pending)),
+                        committed,
+                        pending,
+                        key_versions,
+                        ..
+                    } => Ok(NodeStatus {
+                        committed,
+                        pending,
+                        key_versions,
+                    }),
                     _ => Err("unexpected answer".to_string()),
                 });
                 (x, r)
@@ -678,8 +710,8 @@ impl Client {
     }
 
     /// Whether each keeper answers (an empty list with HMAC tokens): keeper number and its
-    /// audit entries, or why not.
-    pub async fn keeper_status(&self) -> Vec<(u8, Result<u64, String>)> {
+    /// status, or why not.
+    pub async fn keeper_status(&self) -> Vec<(u8, Result<KeeperStatus, String>)> {
         let urls = self.tokens.keeper_urls();
         let mut set = tokio::task::JoinSet::new();
         for (j, url) in urls.iter().enumerate() {
@@ -687,7 +719,14 @@ impl Client {
             set.spawn(async move {
                 let (r, _, _) = post(&http, &url, RequestBody::Status).await;
                 let r = r.and_then(|b| match b {
-                    ResponseBody::Status { audit_entries, .. } => Ok(audit_entries),
+                    ResponseBody::Status {
+                        audit_entries,
+                        key_versions,
+                        ..
+                    } => Ok(KeeperStatus {
+                        audit_entries,
+                        key_versions,
+                    }),
                     _ => Err("unexpected answer".to_string()),
                 });
                 (j as u8 + 1, r)

@@ -26,7 +26,9 @@ async fn index_search_get_across_five_nodes() {
     assert!(matches!(results.remove(2), Err(Error::Image(_))));
     let ids: Vec<_> = results.into_iter().map(Result::unwrap).collect();
     for (node, s) in c.client.status().await {
-        assert_eq!(s.unwrap(), (4, 0), "node {node}");
+        let s = s.unwrap();
+        assert_eq!((s.committed, s.pending), (4, 0), "node {node}");
+        assert_eq!(s.key_versions, vec![1], "node {node}");
     }
     for (name, id) in names.iter().zip(&ids) {
         let q = testdata(&format!("derived/{name}.q75.jpg"));
@@ -60,7 +62,8 @@ async fn index_search_get_across_five_nodes() {
     }
     for (node, s) in c.client.status().await {
         if node != 5 {
-            assert_eq!(s.unwrap(), (4, 0), "node {node}");
+            let s = s.unwrap();
+            assert_eq!((s.committed, s.pending), (4, 0), "node {node}");
         }
     }
     // The failed batch was cleaned up at nodes 1–4; its journal entry stays until node 5
@@ -212,7 +215,8 @@ async fn a_keeper_down_changes_nothing_until_fewer_than_t_remain() {
     let err = c.client.index(&testdata("photos/coffee.png")).await;
     assert!(matches!(err, Err(Error::Tokens(_))), "{err:?}");
     for (node, s) in c.client.status().await {
-        assert_eq!(s.unwrap(), (1, 0), "node {node}");
+        let s = s.unwrap();
+        assert_eq!((s.committed, s.pending), (1, 0), "node {node}");
     }
     c.keeper_up(2).await;
     assert!(c.client.index(&testdata("photos/coffee.png")).await.is_ok());
@@ -365,6 +369,12 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
     assert!(half
         .iter()
         .all(|r| r.moved == 2 && r.postings == 16 && !r.done));
+    for (node, s) in c.client.status().await {
+        assert_eq!(s.unwrap().key_versions, vec![1, 2], "node {node}");
+    }
+    for (keeper, s) in c.client.keeper_status().await {
+        assert_eq!(s.unwrap().key_versions, vec![1, 2], "keeper {keeper}");
+    }
 
     // Interrupted: node 3 goes down and comes back mid-rotation.
     c.down(3).await;

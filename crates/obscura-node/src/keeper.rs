@@ -421,12 +421,24 @@ impl KeeperState {
             }
             _ => match self.store.audit_entries() {
                 // A keeper stores no image: `node` is its number, the counts are zero.
-                Ok(e) => ResponseBody::Status {
-                    node: self.keeper,
-                    committed: 0,
-                    pending: 0,
-                    audit_entries: e.len() as u64,
-                },
+                Ok(e) => {
+                    let mut key_versions: Vec<u32> = self
+                        .shares
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .keys()
+                        .map(|(_, v)| *v)
+                        .collect();
+                    key_versions.sort_unstable();
+                    key_versions.dedup();
+                    ResponseBody::Status {
+                        node: self.keeper,
+                        committed: 0,
+                        pending: 0,
+                        audit_entries: e.len() as u64,
+                        key_versions,
+                    }
+                }
                 Err(e) => store_error(e),
             },
         }

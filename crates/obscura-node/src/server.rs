@@ -353,11 +353,13 @@ impl NodeState {
             },
             RequestBody::Status => {
                 let s = self.store.stats().map_err(store_error)?;
+                let v = self.store.key_versions();
                 Ok(ResponseBody::Status {
                     node: self.node,
                     committed: s.committed,
                     pending: s.pending,
                     audit_entries: s.audit_entries,
+                    key_versions: std::iter::once(v.current).chain(v.next).collect(),
                 })
             }
             RequestBody::Audit => {

@@ -684,6 +684,9 @@ pub enum ResponseBody {
         pending: u64,
         /// Audit entries.
         audit_entries: u64,
+        /// Token-key versions: a node's served version, then the one it is moving to; the
+        /// versions a keeper holds shares of, oldest first.
+        key_versions: Vec<u32>,
     },
     /// The audit log.
     Audit {
