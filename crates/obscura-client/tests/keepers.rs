@@ -61,6 +61,27 @@ async fn raw(c: &Cluster, j: u8, body: RequestBody) -> ResponseBody {
     Response::decode(&bytes).unwrap().0
 }
 
+/// A login as `user` started by hand at every keeper and never finished: a failed guess the
+/// keepers count, without the client's password stretching.
+async fn start_logins(c: &Cluster, user: &str) {
+    for j in 1..=3 {
+        let (_, ke1) = ClientLogin::start(b"a guess", &mut OsRng).unwrap();
+        let answer = raw(
+            c,
+            j,
+            RequestBody::KeeperLoginStart {
+                user: user.into(),
+                ke1,
+            },
+        )
+        .await;
+        assert!(
+            matches!(answer, ResponseBody::KeeperLoginStarted { .. }),
+            "{user} at keeper {j}: {answer:?}"
+        );
+    }
+}
+
 /// A login at keeper `j` by hand: the session's channel.
 async fn raw_login(c: &Cluster, j: u8) -> Channel {
     let (login, ke1) = ClientLogin::start(PASSWORD, &mut OsRng).unwrap();
@@ -227,22 +248,7 @@ async fn failed_logins_wait_longer_then_lock_and_unknown_users_fare_the_same() {
     // the same second even on a loaded machine.
     let guess = || async {
         for user in ["bob", "nobody"] {
-            for j in 1..=3 {
-                let (_, ke1) = ClientLogin::start(b"wrong", &mut OsRng).unwrap();
-                let answer = raw(
-                    &c,
-                    j,
-                    RequestBody::KeeperLoginStart {
-                        user: user.into(),
-                        ke1,
-                    },
-                )
-                .await;
-                assert!(
-                    matches!(answer, ResponseBody::KeeperLoginStarted { .. }),
-                    "{user} at keeper {j}: {answer:?}"
-                );
-            }
+            start_logins(&c, user).await;
         }
     };
     // A whole login with a wrong password fails alike for both names.
@@ -291,22 +297,7 @@ async fn failed_logins_are_limited_per_source_too() {
     // failures; starting them costs no password stretching, so the client's login below
     // follows well within the one-second wait even on a loaded machine.
     for user in ["a", "b"] {
-        for j in 1..=3 {
-            let (_, ke1) = ClientLogin::start(b"x", &mut OsRng).unwrap();
-            let answer = raw(
-                &c,
-                j,
-                RequestBody::KeeperLoginStart {
-                    user: user.into(),
-                    ke1,
-                },
-            )
-            .await;
-            assert!(
-                matches!(answer, ResponseBody::KeeperLoginStarted { .. }),
-                "{answer:?}"
-            );
-        }
+        start_logins(&c, user).await;
     }
     let r = reasons(&c.fresh_client().login("c", b"x").await.unwrap_err());
     assert_eq!(r.len(), 3, "{r:?}");

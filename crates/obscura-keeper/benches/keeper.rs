@@ -1,6 +1,10 @@
 //! A keeper's cost per token against one ristretto255 scalar multiplication, and the client's
 //! cost per token for a threshold evaluation with T = 2.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::Dkg;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use obscura_keeper::{oprf, threshold};
 use rand_chacha::ChaCha20Rng;
@@ -107,12 +111,18 @@ fn login(c: &mut Criterion) {
             key
         })
     });
-    g.bench_function("opaque_login_keeper_side_unknown_user", |b| {
+    // The keeper's side alone: the KE1 of one finished login, answered again and again, and
+    // that login's KE3, which no later answer accepts (the keeper's work is the same, the
+    // result a refusal).
+    let (ke1, ke3) = {
         let (client, ke1) = ClientLogin::start(b"pw", &mut rng).unwrap();
         let (_, ke2) = keeper
             .login_response(Some(&file), &ke1, b"alice", b"k1", &mut rng)
             .unwrap();
         let (ke3, _) = client.finish(b"pw", &ke2, b"k1", &mut rng).unwrap();
+        (ke1, ke3)
+    };
+    g.bench_function("opaque_login_keeper_side_unknown_user", |b| {
         b.iter(|| {
             let (pending, _) = keeper
                 .login_response(None, &ke1, b"nobody", b"k1", &mut rng)
@@ -121,16 +131,10 @@ fn login(c: &mut Criterion) {
         })
     });
     g.bench_function("opaque_login_keeper_side", |b| {
-        let (client, ke1) = ClientLogin::start(b"pw", &mut rng).unwrap();
-        let (_, ke2) = keeper
-            .login_response(Some(&file), &ke1, b"alice", b"k1", &mut rng)
-            .unwrap();
-        let (ke3, _) = client.finish(b"pw", &ke2, b"k1", &mut rng).unwrap();
         b.iter(|| {
             let (pending, _) = keeper
                 .login_response(Some(&file), &ke1, b"alice", b"k1", &mut rng)
                 .unwrap();
-            // The KE3 of another login: the keeper's work is the same, the result a refusal.
             black_box(pending.finish(&ke3, b"k1").is_err())
         })
     });
@@ -145,51 +149,12 @@ fn login(c: &mut Criterion) {
 }
 
 /// A FROST 2-of-3 Ed25519 signature, all in one process: two commitments, the signing
-/// package, two shares, aggregation with every share checked. Also the keeper-side step alone
-/// and the unknown-user keeper-side login (for comparison with `opaque_login_keeper_side`).
+/// package, two shares, aggregation with every share checked. Also the keeper's step alone
+/// (commit and share).
 fn signing(c: &mut Criterion) {
     use obscura_keeper::signing;
     let mut rng = ChaCha20Rng::from_entropy();
-    let (m, t) = (3u8, 2u8);
-    let keys: Vec<_> = (0..m).map(|_| signing::peer_key(&mut rng)).collect();
-    let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.1).collect();
-    let peers: Vec<_> = (1..=m)
-        .map(|j| signing::PeerKeys::new(j, &keys[j as usize - 1].0, &publics).unwrap())
-        .collect();
-    let mut states = Vec::new();
-    let mut round1 = Vec::new();
-    for j in 1..=m {
-        let (s, p) = signing::dkg_start(j, m, t, &mut rng).unwrap();
-        states.push(s);
-        round1.push((j, p));
-    }
-    let others =
-        |j: u8| -> Vec<(u8, Vec<u8>)> { round1.iter().filter(|p| p.0 != j).cloned().collect() };
-    let mut to: Vec<Vec<(u8, Vec<u8>)>> = vec![Vec::new(); m as usize];
-    let mut after = Vec::new();
-    for (j, s) in (1..=m).zip(states) {
-        let (s, out) =
-            signing::dkg_round2(s, &peers[j as usize - 1], b"ctx", &others(j), &mut rng).unwrap();
-        for (r, sealed) in out {
-            to[r as usize - 1].push((j, sealed));
-        }
-        after.push(s);
-    }
-    let mut packages = Vec::new();
-    let mut public = None;
-    for j in 1..=m {
-        let (k, p) = signing::dkg_finish(
-            &after[j as usize - 1],
-            &peers[j as usize - 1],
-            b"ctx",
-            &others(j),
-            &to[j as usize - 1],
-        )
-        .unwrap();
-        packages.push(k);
-        public = Some(p);
-    }
-    let public = public.unwrap();
+    let (packages, public) = Dkg::through_round2(3, 2, b"ctx", &mut rng).finish(b"ctx");
     let mut g = c.benchmark_group("signing");
     g.sample_size(20);
     g.throughput(Throughput::Elements(1));

@@ -5,15 +5,10 @@
 //!
 //! Source: <https://www.rfc-editor.org/rfc/rfc9497#appendix-A.1.2>.
 
-use obscura_keeper::oprf::{self, Proof};
+mod common;
 
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
+use common::unhex as hex;
+use obscura_keeper::oprf::{self, Proof};
 
 fn scalar(s: &str) -> curve25519_dalek::Scalar {
     curve25519_dalek::Scalar::from_canonical_bytes(hex(s).try_into().unwrap()).unwrap()

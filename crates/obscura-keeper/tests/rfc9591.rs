@@ -5,17 +5,13 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
+use common::{unhex, Dkg};
 use frost_ed25519 as frost;
 use obscura_keeper::signing;
 
 type Nonce = frost_core::round1::Nonce<frost::Ed25519Sha512>;
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 const VERIFYING_KEY: &str = "15d21ccd7ee42959562fc8aa63224c8851fb3ec85a3faf66040d380fb9738673";
 const MESSAGE: &str = "74657374";
@@ -138,52 +134,22 @@ fn rfc9591_ed25519_vectors_pass_through_the_keepers_signing_path() {
 #[test]
 fn key_generation_among_three_keepers_gives_shares_that_sign_and_that_the_relay_cannot_read() {
     let mut rng = rand_core::OsRng;
-    let (m, t) = (3u8, 2u8);
-    let keys: Vec<_> = (0..m).map(|_| signing::peer_key(&mut rng)).collect();
-    let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.1).collect();
-    let peers: Vec<_> = (1..=m)
-        .map(|j| signing::PeerKeys::new(j, &keys[j as usize - 1].0, &publics).unwrap())
-        .collect();
     let context = b"user tag and key id";
-    let mut states = Vec::new();
-    let mut round1 = Vec::new();
-    for j in 1..=m {
-        let (s, p) = signing::dkg_start(j, m, t, &mut rng).unwrap();
-        states.push(s);
-        round1.push((j, p));
-    }
-    let others =
-        |j: u8| -> Vec<(u8, Vec<u8>)> { round1.iter().filter(|p| p.0 != j).cloned().collect() };
-    let mut to: Vec<Vec<(u8, Vec<u8>)>> = vec![Vec::new(); m as usize];
-    let mut after = Vec::new();
-    for (j, s) in (1..=m).zip(states) {
-        let (s, out) =
-            signing::dkg_round2(s, &peers[j as usize - 1], context, &others(j), &mut rng).unwrap();
-        for (r, sealed) in out {
-            // What the relay sees does not parse as a round-2 package: it is sealed.
-            assert!(frost::keys::dkg::round2::Package::deserialize(&sealed).is_err());
-            to[r as usize - 1].push((j, sealed));
-        }
-        after.push(s);
+    let dkg = Dkg::through_round2(3, 2, context, &mut rng);
+    // What the relay sees does not parse as a round-2 package: it is sealed.
+    for (_, sealed) in dkg.to.iter().flatten() {
+        assert!(frost::keys::dkg::round2::Package::deserialize(sealed).is_err());
     }
     // A package opened with another context (another user or key) fails.
-    let wrong = signing::dkg_finish(&after[0], &peers[0], b"another", &others(1), &to[0]);
+    let wrong = signing::dkg_finish(
+        &dkg.after[0],
+        &dkg.peers[0],
+        b"another",
+        &dkg.others(1),
+        &dkg.to[0],
+    );
     assert!(matches!(wrong, Err(signing::SigningError::Sealed(_))));
-    let mut packages = Vec::new();
-    let mut public = None;
-    for j in 1..=m {
-        let (k, p) = signing::dkg_finish(
-            &after[j as usize - 1],
-            &peers[j as usize - 1],
-            context,
-            &others(j),
-            &to[j as usize - 1],
-        )
-        .unwrap();
-        packages.push(k);
-        public = Some(p);
-    }
-    let public = public.unwrap();
+    let (packages, public) = dkg.finish(context);
     // Keepers 2 and 3 sign.
     let mut nonces = Vec::new();
     let mut commitments = Vec::new();

@@ -8,21 +8,16 @@
 //! that hands out exactly the draws opaque-ke makes, in its order and at its sizes, and fails
 //! on any other draw: a library change in what it draws breaks this test loudly.
 
+mod common;
+
 use std::collections::VecDeque;
 
+use common::unhex;
 use obscura_keeper::session::{ClientLoginWith, ClientRegistrationWith, ServerKeysWith};
 use opaque_ke::ksf::Identity;
 use rand_core::{CryptoRng, RngCore};
 
 type Server = ServerKeysWith<Identity>;
-
-fn unhex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 // Input values.
 const CONTEXT: &str = "4f50415155452d504f43";
@@ -126,6 +121,27 @@ fn blind(scalar: &str) -> Vec<u8> {
     wide
 }
 
+/// The client's draws for a login: the blind, then the keyshare seed, then the nonce.
+fn login_draws() -> Scripted {
+    Scripted::new(&[
+        blind(BLIND_LOGIN),
+        unhex(CLIENT_KEYSHARE_SEED),
+        unhex(CLIENT_NONCE),
+    ])
+}
+
+/// The keeper's draws for KE2: a masking key for the record it would fake for an unknown user
+/// (drawn for known users too, so that both take the same path; the vector does not use it),
+/// the masking nonce, the keyshare seed, the nonce.
+fn keeper_draws() -> Scripted {
+    Scripted::new(&[
+        vec![0x5a; 64],
+        unhex(MASKING_NONCE),
+        unhex(SERVER_KEYSHARE_SEED),
+        unhex(SERVER_NONCE),
+    ])
+}
+
 /// The keeper's stored keys from the vector: OPRF seed, 3DH private key, and the public key
 /// it answers unknown users with (any valid point; the vector does not use it).
 fn server() -> Server {
@@ -162,23 +178,13 @@ fn registration_and_login_give_the_rfc_messages_and_session_key() {
         "the stored record is the upload"
     );
 
-    // Login. The keeper draws a masking key for the record it would fake for an unknown user
-    // even when it knows the user (so both take the same path); the vector does not use it.
-    let mut client_rng = Scripted::new(&[
-        blind(BLIND_LOGIN),
-        unhex(CLIENT_KEYSHARE_SEED),
-        unhex(CLIENT_NONCE),
-    ]);
+    // Login.
+    let mut client_rng = login_draws();
     let (login, ke1) = ClientLoginWith::<Identity>::start(&password, &mut client_rng).unwrap();
     assert_eq!(ke1, unhex(KE1), "KE1");
     client_rng.assert_spent();
 
-    let mut keeper_rng = Scripted::new(&[
-        vec![0x5a; 64],
-        unhex(MASKING_NONCE),
-        unhex(SERVER_KEYSHARE_SEED),
-        unhex(SERVER_NONCE),
-    ]);
+    let mut keeper_rng = keeper_draws();
     let (pending, ke2) = keeper
         .login_response(Some(&file), &ke1, &user, &context, &mut keeper_rng)
         .unwrap();
@@ -210,21 +216,6 @@ fn the_vector_fails_for_a_wrong_password_or_another_context() {
     let user = unhex(CREDENTIAL_IDENTIFIER);
     let context = unhex(CONTEXT);
     let file = unhex(REGISTRATION_UPLOAD);
-    let login_draws = || {
-        Scripted::new(&[
-            blind(BLIND_LOGIN),
-            unhex(CLIENT_KEYSHARE_SEED),
-            unhex(CLIENT_NONCE),
-        ])
-    };
-    let keeper_draws = || {
-        Scripted::new(&[
-            vec![0x5a; 64],
-            unhex(MASKING_NONCE),
-            unhex(SERVER_KEYSHARE_SEED),
-            unhex(SERVER_NONCE),
-        ])
-    };
 
     let wrong = b"CorrectHorseBatteryStaplf";
     let (login, ke1) = ClientLoginWith::<Identity>::start(wrong, &mut login_draws()).unwrap();
