@@ -1,10 +1,23 @@
 //! Arithmetic in GF(2^8) with the polynomial x^8 + x^4 + x^3 + x^2 + 1 (0x11d), and the bulk
-//! multiply-add kernel every split and reconstruction runs on.
+//! multiply-add kernels every split and reconstruction runs on.
 //!
-//! The kernel multiplies a whole buffer by one constant `c`. Multiplication by `c` is linear over
-//! GF(2), so `c·b = c·(b & 0x0f) ⊕ c·(b & 0xf0)`: two 16-entry tables (the "split nibble" tables)
-//! and two byte shuffles give 32 products per AVX2 instruction pair. Without AVX2 a 256-entry row
-//! of the full multiplication table is used.
+//! A kernel multiplies a whole buffer by one constant `c`. The constant is public (a power of a
+//! share's x-coordinate when splitting, a Lagrange weight when reconstructing), but the buffer is
+//! secret: image bytes, random coefficients, shares. So no kernel lets a data byte choose a memory
+//! address or a branch. A table lookup indexed by a secret byte leaves a trace in the cache that
+//! another process on the same core, or a host watching an enclave, can time and turn back into
+//! the byte.
+//!
+//! Multiplication by `c` is linear over GF(2), which both kernels use:
+//! - AVX2: `c·b = c·(b & 0x0f) ⊕ c·(b & 0xf0)`. The two 16-entry "split nibble" tables live in
+//!   registers and `VPSHUFB` looks them up in a time that does not depend on the indices, 32
+//!   bytes per shuffle pair.
+//! - Portable: `c·b = ⊕ b_k·(c·2^k)` over the bits `b_k` of `b`. The eight products `c·2^k` are
+//!   computed once per call; each data bit becomes an all-ones or all-zeros mask that keeps or
+//!   drops its product, eight bytes per `u64`.
+//!
+//! The scalar [`mul`], [`inv`] and [`pow`] index tables by their operands: they are for public
+//! values only (x-coordinates and the weights built from them, the constant of a kernel call).
 
 /// The reduction polynomial, x^8 + x^4 + x^3 + x^2 + 1.
 pub const POLY: u16 = 0x11d;
@@ -49,18 +62,19 @@ const fn build_mul_table() -> [[u8; 256]; 256] {
 /// `MUL[a][b] = a·b`.
 static MUL: [[u8; 256]; 256] = build_mul_table();
 
-/// `a · b`.
+/// `a · b`, for public operands only: the product is a table lookup indexed by both. Multiply
+/// secret bytes with a [`Kernel`].
 #[inline]
 pub fn mul(a: u8, b: u8) -> u8 {
     MUL[a as usize][b as usize]
 }
 
-/// `a⁻¹`, or `None` for zero.
+/// `a⁻¹`, or `None` for zero; for public operands only (a table lookup indexed by `a`).
 pub fn inv(a: u8) -> Option<u8> {
     (a != 0).then(|| EXP[255 - LOG[a as usize] as usize])
 }
 
-/// `a^e`.
+/// `a^e`, for public operands only (a table lookup indexed by `a`).
 pub fn pow(a: u8, e: u32) -> u8 {
     if e == 0 {
         return 1;
@@ -75,9 +89,12 @@ pub fn pow(a: u8, e: u32) -> u8 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Kernel {
-    /// 256-entry table row per constant; runs everywhere.
+    /// Bit by bit with masks, eight bytes per `u64`; runs everywhere. Constant-time in the data
+    /// like [`Kernel::Avx2`]: no load address and no branch depends on a data byte, so a
+    /// machine without AVX2 does not trade the secret for speed.
     Portable,
-    /// Split-nibble tables with `VPSHUFB`, 32 bytes per step.
+    /// Split-nibble tables with `VPSHUFB`, 32 bytes per step; the last `len % 32` bytes run on
+    /// the portable kernel.
     Avx2,
 }
 
@@ -117,16 +134,8 @@ impl Kernel {
     #[inline]
     pub fn mul_add(self, dst: &mut [u8], src: &[u8], c: u8) {
         assert_eq!(dst.len(), src.len(), "mul_add: length mismatch");
-        match (self, c) {
-            (_, 0) => {}
-            #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, _) => simd::mul_avx2(simd::Out::Accumulate(dst), src, c),
-            _ => {
-                let row = &MUL[c as usize];
-                dst.iter_mut()
-                    .zip(src)
-                    .for_each(|(d, s)| *d ^= row[*s as usize]);
-            }
+        if c != 0 {
+            self.run(Out::Accumulate(dst), src, c);
         }
     }
 
@@ -137,16 +146,9 @@ impl Kernel {
     #[inline]
     pub fn mul(self, dst: &mut [u8], src: &[u8], c: u8) {
         assert_eq!(dst.len(), src.len(), "mul: length mismatch");
-        match (self, c) {
-            (_, 0) => dst.fill(0),
-            #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, _) => simd::mul_avx2(simd::Out::Set(dst), src, c),
-            _ => {
-                let row = &MUL[c as usize];
-                dst.iter_mut()
-                    .zip(src)
-                    .for_each(|(d, s)| *d = row[*s as usize]);
-            }
+        match c {
+            0 => dst.fill(0),
+            _ => self.run(Out::Set(dst), src, c),
         }
     }
 
@@ -161,17 +163,118 @@ impl Kernel {
             dst.len() == src.len() && dst.len() == base.len(),
             "mul_add_to: length mismatch"
         );
-        match (self, c) {
-            (_, 0) => dst.copy_from_slice(base),
+        match c {
+            0 => dst.copy_from_slice(base),
+            _ => self.run(Out::AddTo(dst, base), src, c),
+        }
+    }
+
+    /// Hands one call to this kernel's implementation; lengths are already checked.
+    #[inline]
+    fn run(self, out: Out<'_>, src: &[u8], c: u8) {
+        match self {
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, _) => simd::mul_avx2(simd::Out::AddTo(dst, base), src, c),
-            _ => {
-                let row = &MUL[c as usize];
-                for ((d, b), s) in dst.iter_mut().zip(base).zip(src) {
-                    *d = b ^ row[*s as usize];
-                }
+            Kernel::Avx2 => simd::mul_avx2(out, src, c),
+            _ => portable(out, src, c),
+        }
+    }
+}
+
+/// Where products go.
+enum Out<'a> {
+    /// `dst = c·src`
+    Set(&'a mut [u8]),
+    /// `dst ^= c·src`
+    Accumulate(&'a mut [u8]),
+    /// `dst = base ^ c·src`
+    AddTo(&'a mut [u8], &'a [u8]),
+}
+
+impl<'a> Out<'a> {
+    /// The outputs for `src[..mid]` and for `src[mid..]`.
+    #[cfg(target_arch = "x86_64")]
+    fn split_at(self, mid: usize) -> (Out<'a>, Out<'a>) {
+        match self {
+            Out::Set(dst) => {
+                let (a, b) = dst.split_at_mut(mid);
+                (Out::Set(a), Out::Set(b))
+            }
+            Out::Accumulate(dst) => {
+                let (a, b) = dst.split_at_mut(mid);
+                (Out::Accumulate(a), Out::Accumulate(b))
+            }
+            Out::AddTo(dst, base) => {
+                let (a, b) = dst.split_at_mut(mid);
+                let (x, y) = base.split_at(mid);
+                (Out::AddTo(a, x), Out::AddTo(b, y))
             }
         }
+    }
+}
+
+/// One in every byte lane of a `u64`.
+const LANES: u64 = 0x0101_0101_0101_0101;
+
+/// Multiplication of eight packed bytes by one public constant.
+struct Packed {
+    /// `c·2^k` in every byte lane, for k = 0..8.
+    terms: [u64; 8],
+}
+
+impl Packed {
+    fn new(c: u8) -> Packed {
+        Packed {
+            terms: std::array::from_fn(|k| LANES * mul(c, 1 << k) as u64),
+        }
+    }
+
+    /// `c·b` in every byte lane `b` of `w`.
+    #[inline(always)]
+    fn times(&self, w: u64) -> u64 {
+        let mut p = 0;
+        for (k, &term) in self.terms.iter().enumerate() {
+            // Bit k of every lane, widened to 0x00 or 0xff: 0x01·0xff stays inside its lane.
+            let mask = ((w >> k) & LANES) * 0xff;
+            p ^= mask & term;
+        }
+        p
+    }
+}
+
+/// The portable kernel. Only `c` and the lengths, both public, choose a branch or an address.
+fn portable(out: Out<'_>, src: &[u8], c: u8) {
+    let m = Packed::new(c);
+    match out {
+        Out::Set(dst) => each_word(dst, src, |_, s| m.times(s)),
+        Out::Accumulate(dst) => each_word(dst, src, |d, s| d ^ m.times(s)),
+        Out::AddTo(dst, base) => {
+            // A copy of a cache-resident chunk costs a small fraction of the multiply after it.
+            dst.copy_from_slice(base);
+            each_word(dst, src, |d, s| d ^ m.times(s));
+        }
+    }
+}
+
+/// `dst = f(dst, src)` over little-endian `u64` words. A last partial word is zero-padded so it
+/// runs the same arithmetic; only its length, which is public, decides anything.
+#[inline(always)]
+fn each_word(dst: &mut [u8], src: &[u8], f: impl Fn(u64, u64) -> u64) {
+    debug_assert_eq!(dst.len(), src.len());
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("chunks of 8"));
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        d.copy_from_slice(&f(word(d), word(s)).to_le_bytes());
+    }
+    let (d, s) = (d.into_remainder(), s.remainder());
+    if !d.is_empty() {
+        let padded = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        let len = d.len();
+        d.copy_from_slice(&f(padded(d), padded(s)).to_le_bytes()[..len]);
     }
 }
 
@@ -187,20 +290,18 @@ fn nibble_tables(c: u8) -> ([u8; 16], [u8; 16]) {
 mod simd {
     use std::arch::x86_64::*;
 
-    /// Where products go.
-    pub(super) enum Out<'a> {
-        /// `dst = c·src`
-        Set(&'a mut [u8]),
-        /// `dst ^= c·src`
-        Accumulate(&'a mut [u8]),
-        /// `dst = base ^ c·src`
-        AddTo(&'a mut [u8], &'a [u8]),
-    }
+    use super::Out;
 
-    /// Entry point: checks lengths and the CPU feature, then runs the AVX2 loop.
+    /// Entry point: checks lengths and the CPU feature, then runs the AVX2 loop on whole vectors
+    /// and the portable kernel on the rest.
     #[inline]
     pub(super) fn mul_avx2(out: Out<'_>, src: &[u8], c: u8) {
         assert!(std::arch::is_x86_feature_detected!("avx2"));
+        // A scalar tail would look up the nibble tables in memory by secret bytes.
+        let whole = src.len() - src.len() % 32;
+        let (src, src_tail) = src.split_at(whole);
+        let (out, out_tail) = out.split_at(whole);
+        super::portable(out_tail, src_tail, c);
         let (lo, hi) = super::nibble_tables(c);
         match out {
             Out::Set(dst) => {
@@ -223,7 +324,7 @@ mod simd {
         }
     }
 
-    /// `dst[i] = (XOR_BASE ? base[i] : 0) ^ c·src[i]` for `i < src.len()`.
+    /// `dst[i] = (XOR_BASE ? base[i] : 0) ^ c·src[i]` for `i < src.len()`, a multiple of 32.
     ///
     /// # Safety
     /// AVX2 must be available; `dst` must be writable and, when `XOR_BASE`, `base` readable for
@@ -237,6 +338,7 @@ mod simd {
         hi: &[u8; 16],
     ) {
         let len = src.len();
+        debug_assert_eq!(len % 32, 0, "the caller runs the tail elsewhere");
         // SAFETY: `lo` and `hi` are 16 readable bytes; unaligned loads are allowed.
         let (lo_t, hi_t) = unsafe {
             (
@@ -281,21 +383,13 @@ mod simd {
             }
             i += 32;
         }
-        while i < len {
-            let s = src[i];
-            let p = lo[(s & 0x0f) as usize] ^ hi[(s >> 4) as usize];
-            // SAFETY: `i < len`; the caller guarantees `len` bytes at every pointer.
-            unsafe {
-                let b = if XOR_BASE { *base.add(i) } else { 0 };
-                *dst.add(i) = b ^ p;
-            }
-            i += 1;
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     /// Carry-less multiply then reduce: the definition, independent of the tables.
@@ -334,7 +428,9 @@ mod tests {
         let src: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
         for k in Kernel::available() {
             for c in 0..=255u8 {
-                for len in [0, 1, 31, 32, 63, 64, 65, 1000] {
+                // Every length up to two AVX2 vectors and a few bytes: each tail length of both
+                // the 8-byte words and the 32-byte vectors.
+                for len in (0..=67).chain([1000]) {
                     let mut dst: Vec<u8> = (0..len as u32).map(|i| (i * 13) as u8).collect();
                     let want: Vec<u8> = dst
                         .iter()
@@ -355,6 +451,58 @@ mod tests {
                         .collect();
                     assert_eq!(dst, want, "{} mul_add_to c={c} len={len}", k.name());
                 }
+            }
+        }
+    }
+
+    /// Every value in every byte lane of a word, then a partial word, for every constant.
+    #[test]
+    fn portable_kernel_is_the_definition_on_every_constant_value_and_lane() {
+        let src: Vec<u8> = (0..256 * 8 + 5).map(|i| (i / 8) as u8).collect();
+        let base: Vec<u8> = (0..src.len()).map(|i| (i * 29 + 5) as u8).collect();
+        let mut dst = vec![0; src.len()];
+        for c in 0..=255u8 {
+            Kernel::Portable.mul(&mut dst, &src, c);
+            assert!(
+                dst.iter().zip(&src).all(|(d, s)| *d == mul_slow(c, *s)),
+                "mul c={c}"
+            );
+            Kernel::Portable.mul_add_to(&mut dst, &base, &src, c);
+            assert!(
+                dst.iter()
+                    .zip(&base)
+                    .zip(&src)
+                    .all(|((d, b), s)| *d == b ^ mul_slow(c, *s)),
+                "mul_add_to c={c}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Random buffers at random offsets (so words straddle the caller's slices), every
+        /// constant, all three operations.
+        #[test]
+        fn portable_kernel_is_the_definition_on_random_buffers(
+            src in prop::collection::vec(any::<u8>(), 0..300),
+            acc in prop::collection::vec(any::<u8>(), 300),
+            start in 0usize..8,
+        ) {
+            let src = &src[start.min(src.len())..];
+            let acc = &acc[..src.len()];
+            let mut dst = vec![0; src.len()];
+            for c in 0..=255u8 {
+                let product: Vec<u8> = src.iter().map(|s| mul_slow(c, *s)).collect();
+                let sum: Vec<u8> = acc.iter().zip(&product).map(|(a, p)| a ^ p).collect();
+                Kernel::Portable.mul(&mut dst, src, c);
+                prop_assert_eq!(&dst, &product, "mul c={}", c);
+                dst.copy_from_slice(acc);
+                Kernel::Portable.mul_add(&mut dst, src, c);
+                prop_assert_eq!(&dst, &sum, "mul_add c={}", c);
+                dst.fill(0);
+                Kernel::Portable.mul_add_to(&mut dst, acc, src, c);
+                prop_assert_eq!(&dst, &sum, "mul_add_to c={}", c);
             }
         }
     }

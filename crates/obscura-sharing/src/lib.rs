@@ -1,7 +1,8 @@
 //! Secret sharing for Obscura: images, hash bits, zero masks and the manifests that bind them.
 //!
 //! - [`bytes`]: k-of-n Shamir over GF(2^8) for the encoded image file, on a split-nibble
-//!   AVX2 kernel with a portable fallback chosen at run time ([`gf256::Kernel`]).
+//!   AVX2 kernel with a portable fallback chosen at run time ([`gf256::Kernel`]); both are
+//!   constant-time in the secret bytes.
 //! - [`field`] and [`prime`]: Shamir over GF(2^31 − 1) for the 64 hash bits of Stage-2.
 //! - [`zero`]: pseudo-random sharings of zero of degree 2t, the mask that makes Stage-2 private.
 //! - [`manifest`]: the owner-signed record of every share's digest; only a verified manifest can
