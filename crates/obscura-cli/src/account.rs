@@ -133,15 +133,7 @@ fn password_from(var: &str, prompt: &str) -> Result<Zeroizing<String>, String> {
 }
 
 fn client(dir: &Path) -> Result<Client, String> {
-    let client = crate::client(dir)?;
-    if !client.uses_keepers() {
-        return Err(format!(
-            "{} uses HMAC tokens and has no keepers: accounts, secrets and signing need a \
-             cluster made with --tokens voprf",
-            dir.display()
-        ));
-    }
-    Ok(client)
+    crate::client(dir)
 }
 
 fn logged_in(dir: &Path) -> Result<Client, String> {
@@ -155,21 +147,50 @@ fn logged_in(dir: &Path) -> Result<Client, String> {
     Ok(client)
 }
 
-/// `obscura register`.
-pub async fn register(dir: &Path, user: &str) -> Result<ExitCode, String> {
+/// The roles named in `names` (admin, owner, querier, auditor).
+pub fn parse_roles(names: &[String]) -> Result<u8, String> {
+    names.iter().try_fold(0u8, |acc, n| {
+        obscura_proto::roles::from_name(n)
+            .map(|r| acc | r)
+            .ok_or_else(|| format!("{n:?} is not a role: admin, owner, querier or auditor"))
+    })
+}
+
+/// `obscura register`: the cluster's first account (its admin, every role) with the bootstrap
+/// code when nobody is logged in, else, by a logged-in admin, an account with `roles`.
+pub async fn register(dir: &Path, user: &str, roles: &[String]) -> Result<ExitCode, String> {
     let client = client(dir)?;
-    let pw = password(&format!("new password for {user}"))?;
-    client
-        .register(user, pw.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    println!(
-        "registered {user} with every keeper{}",
-        match client.user() {
-            Some(admin) => format!(" (by {admin})"),
-            None => " (the first account: its admin)".into(),
+    let wanted = parse_roles(roles)?;
+    match client.user() {
+        Some(admin) => {
+            let pw = password(&format!("new password for {user}"))?;
+            client
+                .register(user, pw.as_bytes(), wanted)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "registered {user} ({}) with every keeper (by {admin})",
+                obscura_proto::roles::names(wanted).join(", ")
+            );
         }
-    );
+        None => {
+            let code = obscura_cluster::read_bootstrap(dir).map_err(|e| {
+                format!(
+                    "{e}: the first account needs the cluster's bootstrap code; later accounts \
+                     are registered by an admin who is logged in"
+                )
+            })?;
+            let pw = password(&format!("new password for {user}"))?;
+            client
+                .register_first(user, pw.as_bytes(), *code)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "registered {user} with every keeper: the first account, the cluster's admin \
+                 with every role (admin, owner, querier, auditor)"
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -281,7 +281,7 @@ fn library_figures(
         std::hint::black_box(keys.token(usize::from(v % 8), v));
         v = v.wrapping_add(1);
     });
-    let per_query = 5 * 8 * crate::init::DEFAULT_LOOKUPS_PER_BAND;
+    let per_query = 5 * 8 * obscura_cluster::DEFAULT_LOOKUPS_PER_BAND;
     out.push(Figure {
         name: "HMAC-SHA256 band tokens".into(),
         value: token_rate,
@@ -364,7 +364,10 @@ fn offline_client() -> Result<Client, String> {
         tokens: obscura_client::TokenParts::Hmac(TokenRoot::random(&mut rng)),
         key_version: 1,
         owner_public: owner.verifying_key(),
+        capability_key: obscura_auth::capability::CapabilityKey::from(owner.verifying_key()),
         owner: Some(owner),
+        keepers: (1..=3).map(|j| format!("https://127.0.0.1:{j}")).collect(),
+        keeper_threshold: 2,
         plan: obscura_tokens::BatchPlan::exact(),
         timeout: Duration::from_secs(1),
         journal: None,
@@ -564,7 +567,7 @@ async fn rotation_figures(
     let mut rng = AesCtrRng::from_os();
     let postings = loop {
         let t = Instant::now();
-        let state = client.rotation_step(step).await.map_err(e)?;
+        let state = client.rotation_step(&plan, step).await.map_err(e)?;
         moving += t.elapsed();
         let moved: u64 = state.iter().map(|r| r.moved).sum();
         bar.set_position(moved);

@@ -37,8 +37,8 @@ pub struct Mode {
 impl Mode {
     /// The mode clusters are created with (`obscura cluster init`): radius 1, 12 lookups a band.
     pub const DEFAULT: Mode = Mode {
-        radius: crate::init::DEFAULT_PROBE_RADIUS,
-        lookups_per_band: crate::init::DEFAULT_LOOKUPS_PER_BAND,
+        radius: obscura_cluster::DEFAULT_PROBE_RADIUS,
+        lookups_per_band: obscura_cluster::DEFAULT_LOOKUPS_PER_BAND,
     };
 
     /// Parse `exact`, `probe1` or `probe2`.
@@ -316,6 +316,10 @@ async fn measure(
     for &mode in modes {
         progress.say(&format!("querying in mode {}", mode.describe()));
         let plan = BatchPlan::new(mode.radius, mode.lookups_per_band).map_err(|e| e.to_string())?;
+        // Nodes enforce the cluster's Stage-1 policy, so each mode is its own policy.
+        cluster
+            .set_policy(mode.radius, mode.lookups_per_band)
+            .await?;
         let client = cluster.client(Some(plan)).await?;
         let bar = progress.bar(samples.len(), &mode.name());
         let mut run = ModeRun {

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use obscura_client::Client;
 use serde_json::{json, Value};
 
-use crate::{init, nodes};
+use crate::nodes;
 
 /// The photos folder: the one given, else the repository's `testdata/photos`.
 pub fn photos_dir(given: Option<&Path>) -> Result<PathBuf, String> {
@@ -176,8 +176,7 @@ pub struct LocalCluster {
     pub dir: PathBuf,
     pub tokens: TokenKind,
     running: Option<nodes::Running>,
-    /// The operator account's password, once registered (VOPRF clusters): every client logs in
-    /// with it.
+    /// The operator account's password, once registered: every client logs in with it.
     operator: Option<Zeroizing<String>>,
 }
 
@@ -199,21 +198,14 @@ impl LocalCluster {
         std::fs::create_dir_all(&scratch.dir)
             .map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
         let base_port = free_base_port(8)?;
-        init::init(
-            &dir,
-            &init::InitOptions {
-                nodes: 5,
-                threshold: 3,
-                host: "127.0.0.1".into(),
-                base_port,
-                tokens,
-                keepers: 3,
-                keeper_threshold: 2,
-                keeper_base_port: base_port + 5,
-                // Measurements run thousands of searches: no budget should stop them.
-                keeper_budget: u64::MAX / 2,
-            },
-        )?;
+        let mut opt =
+            obscura_cluster::InitOptions::new(5, 3, "127.0.0.1", base_port, base_port + 5);
+        opt.tokens = tokens;
+        // Measurements run thousands of searches: no budget or rate limit should stop them.
+        opt.keeper_budget = u64::MAX / 2;
+        opt.capabilities.queries_per_hour = u32::MAX / 2;
+        opt.capabilities.fetches_per_hour = u32::MAX / 2;
+        obscura_cluster::init(&dir, &opt)?;
         let running = nodes::Running::start(&dir, Some(&scratch.dir))?;
         Ok(LocalCluster {
             scratch,
@@ -247,29 +239,45 @@ impl LocalCluster {
         if let Some(running) = &mut self.running {
             running.wait_ready(&client, Duration::from_secs(30)).await?;
         }
-        if client.uses_keepers() {
-            // Keeper operations need a session: the first client registers the operator (the
-            // cluster's first account, its admin), and every client logs in, in memory only.
-            let password = match &self.operator {
-                Some(p) => p.clone(),
-                None => {
-                    let mut raw = [0u8; 16];
-                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
-                    let p = Zeroizing::new(obscura_tokens::keyfile::to_hex(&raw).to_string());
-                    client
-                        .register(OPERATOR, p.as_bytes())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.operator = Some(p.clone());
-                    p
-                }
-            };
-            client
-                .login(OPERATOR, password.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        // Nodes and keepers need a capability and a session: the first client registers the
+        // operator (the cluster's first account, its admin with every role), and every client
+        // logs in, in memory only.
+        let password = match &self.operator {
+            Some(p) => p.clone(),
+            None => {
+                let mut raw = [0u8; 16];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
+                let p = Zeroizing::new(obscura_tokens::keyfile::to_hex(&raw).to_string());
+                let code = obscura_cluster::read_bootstrap(&self.dir)?;
+                client
+                    .register_first(OPERATOR, p.as_bytes(), *code)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.operator = Some(p.clone());
+                p
+            }
+        };
+        client
+            .login(OPERATOR, password.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Arc::new(client))
+    }
+
+    /// Give every node the Stage-1 policy of multi-probe radius `radius` with
+    /// `lookups_per_band` tokens a band (the nodes restart to take it).
+    pub async fn set_policy(&mut self, radius: u32, lookups_per_band: usize) -> Result<(), String> {
+        self.pause().await?;
+        for (_, path) in nodes::node_configs(&self.dir)? {
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut config: obscura_node::config::NodeConfig =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            config.policy.probe_radius = radius;
+            config.policy.lookups_per_band = lookups_per_band;
+            let text = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
+            obscura_node::config::write_atomic(&path, &text).map_err(|e| e.to_string())?;
+        }
+        self.resume()
     }
 
     /// Stop the nodes (cleanly, as [`stop`](Self::stop)) so their stores can be opened here.

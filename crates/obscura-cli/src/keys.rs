@@ -124,7 +124,7 @@ pub async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, String>
                 return Ok(ExitCode::SUCCESS);
             }
             state = client
-                .rotation_step(opt.batch)
+                .rotation_step(&plan, opt.batch)
                 .await
                 .map_err(|e| resumable(&e))?;
             steps += 1;

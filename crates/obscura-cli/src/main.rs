@@ -9,7 +9,6 @@ mod demo;
 mod eval;
 mod harness;
 mod indexing;
-mod init;
 mod keys;
 mod nodes;
 mod plot;
@@ -58,8 +57,14 @@ enum Command {
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Register an account with every keeper (OPAQUE: the password never leaves this
-    /// machine). The first account of a cluster is its admin; after that, an admin logged in
-    /// registers others. The password is read from OBSCURA_PASSWORD or standard input.
+    /// machine). The first account of a cluster is its admin with every role, and needs the
+    /// cluster's one-time bootstrap code (DIR/bootstrap.code, read here); after that, an admin
+    /// logged in registers others with the roles given. The password is read from
+    /// OBSCURA_PASSWORD or standard input.
+    #[command(after_help = "Examples:\n  \
+        obscura register --cluster /tmp/demo --user admin          # the first account\n  \
+        obscura register --cluster /tmp/demo --user ana --role querier\n  \
+        obscura register --cluster /tmp/demo --user ida --role owner --role querier")]
     Register {
         /// The cluster directory.
         #[arg(long)]
@@ -67,11 +72,18 @@ enum Command {
         /// The account's name.
         #[arg(long)]
         user: String,
+        /// A role of the new account (repeat for several): admin, owner (index, delete, fetch
+        /// any image, grant), querier (search, fetch what its own searches matched), auditor
+        /// (read audit logs). Ignored for the first account, which has every role.
+        #[arg(long = "role", default_value = "querier")]
+        roles: Vec<String>,
     },
     /// Log in with every keeper that answers (at least T must accept). The sessions are kept in
     /// DIR/session.json (or OBSCURA_SESSION), readable only by you; every keeper operation,
     /// token evaluation included, runs inside them. Failed logins are limited per account and
-    /// per address, with growing delays and a lockout an admin lifts.
+    /// per address, with growing delays and lockouts that expire (longer each time). The
+    /// keepers then sign a capability (your roles and limits, for an hour at most) that every
+    /// node checks on every request.
     Login {
         /// The cluster directory.
         #[arg(long)]
@@ -157,7 +169,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rebuild an image from any k nodes, checking every share.
+    /// Rebuild an image from any k nodes, checking every share. Nodes hand out a share to the
+    /// data owner, to a querier whose own search matched the image (the proof is kept in the
+    /// session by `obscura search`), or with the owner's grant.
+    #[command(after_help = "Examples:\n  \
+        obscura get --cluster /tmp/demo 7f3a...e1 --out /tmp/match.jpg\n  \
+        obscura get --cluster /tmp/demo 7f3a...e1 --out /tmp/x.jpg --grant 1767225600:9c1d...")]
     Get {
         /// The cluster directory.
         #[arg(long)]
@@ -167,6 +184,24 @@ enum Command {
         /// Where to write the image.
         #[arg(long)]
         out: PathBuf,
+        /// The owner's grant (`EXPIRY:SIGNATURE`, from `obscura grant`).
+        #[arg(long)]
+        grant: Option<String>,
+    },
+    /// As the data owner: let one account fetch one image, until a time, without searching
+    /// for it. Prints the grant, which that user passes to `obscura get --grant`.
+    Grant {
+        /// The cluster directory (with the owner's key).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account it is for.
+        #[arg(long)]
+        user: String,
+        /// The image id.
+        id: String,
+        /// How long it holds, in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
     },
     /// Remove an image from every node. Nodes take it only as an order signed with the data
     /// owner's key, so this client must hold it.
@@ -268,7 +303,8 @@ enum Command {
     /// Check the nodes' tamper-evident logs.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Show how many images each node holds.
+    /// Show how many images each node holds and which key versions nodes and keepers serve
+    /// (logged out: only whether each node and keeper answers).
     Status {
         /// The cluster directory.
         #[arg(long)]
@@ -307,10 +343,21 @@ enum ClusterCommand {
         /// Keeper j listens on keeper-base-port + j − 1 [default: base-port + 100].
         #[arg(long)]
         keeper_base_port: Option<u16>,
-        /// Evaluations each client may ask of each keeper per hour (a search costs about
+        /// Evaluations each user may ask of each keeper per hour (a search costs about
         /// 8 × 9 per node at radius 1, an image 8 per node).
-        #[arg(long, default_value_t = init::DEFAULT_KEEPER_BUDGET)]
+        #[arg(long, default_value_t = obscura_cluster::DEFAULT_KEEPER_BUDGET)]
         keeper_budget: u64,
+        /// Largest Hamming distance a search reports and a match entitles a querier to fetch
+        /// (τ); every node enforces it.
+        #[arg(long, default_value_t = 10)]
+        max_distance: u32,
+        /// Stage-1 lookups and Stage-2 evaluations each user may make at each node per hour
+        /// (a search is one of each).
+        #[arg(long, default_value_t = 3600)]
+        queries_per_hour: u32,
+        /// Fetches and match resolutions each user may make at each node per hour.
+        #[arg(long, default_value_t = 600)]
+        fetches_per_hour: u32,
     },
     /// Run every node of DIR as a child process until interrupted.
     Up {
@@ -376,6 +423,15 @@ enum KeeperCommand {
         /// The keeper's `keeper.json`.
         config: PathBuf,
     },
+    /// On the keeper's own machine, with the keeper stopped: lift an account's login lockout
+    /// (for when the only admin is locked out). Recorded in the keeper's audit log.
+    Unlock {
+        /// The keeper's `keeper.json`.
+        config: PathBuf,
+        /// The account.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -435,11 +491,9 @@ fn main() -> ExitCode {
 fn client(dir: &Path) -> Result<Client, String> {
     let parts = obscura_client::config::load(dir).map_err(|e| e.to_string())?;
     let client = Client::new(parts).map_err(|e| e.to_string())?;
-    if client.uses_keepers() {
-        client
-            .attach_session(&account::session_path(dir))
-            .map_err(|e| e.to_string())?;
-    }
+    client
+        .attach_session(&account::session_path(dir))
+        .map_err(|e| e.to_string())?;
     Ok(client)
 }
 
@@ -469,26 +523,33 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             keeper_threshold,
             keeper_base_port,
             keeper_budget,
+            max_distance,
+            queries_per_hour,
+            fetches_per_hour,
         }) => {
-            init::init(
-                &dir,
-                &init::InitOptions {
-                    nodes,
-                    threshold,
-                    host,
-                    base_port,
-                    tokens: tokens.into(),
-                    keepers,
-                    keeper_threshold,
-                    keeper_base_port: keeper_base_port
-                        .unwrap_or_else(|| base_port.saturating_add(100)),
-                    keeper_budget,
-                },
-            )?;
+            if max_distance > 64 {
+                return Err("--max-distance is at most 64".into());
+            }
+            let keeper_base = keeper_base_port.unwrap_or_else(|| base_port.saturating_add(100));
+            let mut opt =
+                obscura_cluster::InitOptions::new(nodes, threshold, &host, base_port, keeper_base);
+            opt.tokens = tokens.into();
+            opt.keepers = keepers;
+            opt.keeper_threshold = keeper_threshold;
+            opt.keeper_ports = (0..keepers)
+                .map(|j| keeper_base.saturating_add(j as u16))
+                .collect();
+            opt.keeper_budget = keeper_budget;
+            opt.policy.max_distance = max_distance;
+            opt.capabilities.queries_per_hour = queries_per_hour;
+            opt.capabilities.fetches_per_hour = fetches_per_hour;
+            obscura_cluster::init(&dir, &opt)?;
             println!(
-                "created cluster {} ({threshold}-of-{nodes}); start it with: obscura cluster up {}",
-                dir.display(),
-                dir.display()
+                "created cluster {d} ({threshold}-of-{nodes}); start it with: obscura cluster up {d}\n\
+                 then make its first account (the admin) with: obscura register --cluster {d} --user NAME\n\
+                 {d}/owner holds the data owner's key: give a copy of {d} without it to users who \
+                 only search",
+                d = dir.display(),
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -499,6 +560,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             let (was, now) =
                 obscura_node::keeper::accept_restore(&config).map_err(|e| e.to_string())?;
             println!("keeper store accepted: state counter {was} -> {now}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keeper(KeeperCommand::Unlock { config, user }) => {
+            obscura_node::keeper::unlock_locally(&config, &user).map_err(|e| e.to_string())?;
+            println!("{user} may log in again at this keeper");
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Rotate {
@@ -531,9 +597,27 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             print_search(&out, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Get { cluster, id, out } => {
+        Command::Get {
+            cluster,
+            id,
+            out,
+            grant,
+        } => {
             let id = image_id(&id)?;
-            let rebuilt = client(&cluster)?.get(id).await.map_err(|e| e.to_string())?;
+            let client = client(&cluster)?;
+            let rebuilt = match grant {
+                Some(g) => {
+                    let (expires_at, signature) = g
+                        .split_once(':')
+                        .and_then(|(e, s)| {
+                            Some((e.parse().ok()?, obscura_tokens::keyfile::from_hex(s)?))
+                        })
+                        .ok_or("--grant is EXPIRY:SIGNATURE, as `obscura grant` prints it")?;
+                    client.get_granted(id, expires_at, signature).await
+                }
+                None => client.get(id).await,
+            }
+            .map_err(|e| e.to_string())?;
             for f in &rebuilt.faults {
                 eprintln!("warning: node {} not used: {}", f.node, f.reason);
             }
@@ -542,6 +626,30 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             std::fs::write(&tmp, &rebuilt.image).map_err(|e| format!("{}: {e}", tmp.display()))?;
             std::fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
             println!("wrote {} ({} bytes)", out.display(), rebuilt.image.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Grant {
+            cluster,
+            user,
+            id,
+            hours,
+        } => {
+            let id = image_id(&id)?;
+            let expires_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                + hours.saturating_mul(3600);
+            let signature = client(&cluster)?
+                .grant(id, &user, expires_at)
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{expires_at}:{}",
+                obscura_tokens::keyfile::to_hex(&signature)
+            );
+            eprintln!(
+                "{user} may fetch {id} until Unix time {expires_at} with: obscura get --cluster \
+                 DIR {id} --out FILE --grant <the line above>"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Delete { cluster, id } => {
@@ -626,7 +734,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             }
             Ok(exit(ok))
         }
-        Command::Register { cluster, user } => account::register(&cluster, &user).await,
+        Command::Register {
+            cluster,
+            user,
+            roles,
+        } => account::register(&cluster, &user, &roles).await,
         Command::Login { cluster, user } => account::login(&cluster, &user).await,
         Command::Passwd { cluster, user } => account::passwd(&cluster, &user).await,
         Command::Logout { cluster } => account::logout(&cluster).await,
@@ -673,7 +785,23 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             let client = client(&cluster)?;
             let ours = client.key_version();
             let mut others = Vec::new();
-            for (node, s) in client.status().await {
+            // Logged out, nodes tell nothing but that they answer.
+            let statuses = if client.user().is_some() {
+                client.status().await
+            } else {
+                println!("not logged in: showing only which nodes answer");
+                for (node, r) in client.reachable().await {
+                    match r {
+                        Ok(()) => println!("node {node}: up"),
+                        Err(e) => {
+                            ok = false;
+                            println!("node {node}: {e}")
+                        }
+                    }
+                }
+                Vec::new()
+            };
+            for (node, s) in statuses {
                 match s {
                     Ok(s) => {
                         let (current, next) = (s.key_versions.first(), s.key_versions.get(1));

@@ -165,7 +165,7 @@ impl Running {
                 return Err(format!("{member} exited while starting ({status})"));
             }
             let mut not_ready: Vec<String> = client
-                .status()
+                .reachable()
                 .await
                 .into_iter()
                 .filter_map(|(node, s)| s.err().map(|e| format!("node {node}: {e}")))

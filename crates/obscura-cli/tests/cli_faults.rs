@@ -211,20 +211,30 @@ fn replayed_requests_and_garbage_are_refused_with_clear_errors() {
         .unwrap();
     runtime.block_on(async {
         let parts = obscura_client::config::load(&dir).unwrap();
+        let node1 =
+            obscura_node::tls::Endpoint::new(obscura_node::tls::Party::Node(1), &parts.nodes[0])
+                .unwrap();
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(parts.tls)
+            .use_preconfigured_tls(parts.tls.clone())
+            .resolve(&node1.party.name(), node1.addr)
             .build()
             .unwrap();
-        let request = obscura_proto::Request {
+        // The logged-in admin's capability, from the session file.
+        let client = obscura_client::Client::new(parts).unwrap();
+        client.attach_session(&dir.join("session.json")).unwrap();
+        let holder = client.holder().await.unwrap();
+        let mut request = obscura_proto::Request {
             request_id: [7; 16],
             timestamp: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs(),
             body: obscura_proto::RequestBody::Status,
-        }
-        .encode();
-        let url = format!("{}/v1/status", parts.nodes[0]);
+            auth: None,
+        };
+        holder.sign(1, &mut request);
+        let request = request.encode();
+        let url = format!("{}/v1/status", node1.base);
         let first = http.post(&url).body(request.clone()).send().await.unwrap();
         assert_eq!(first.status().as_u16(), 200);
         let again = http.post(&url).body(request).send().await.unwrap();

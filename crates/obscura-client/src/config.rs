@@ -1,13 +1,16 @@
 //! The client's side of a cluster directory: `client.json` and its sealed secrets.
 //!
-//! `client.json` holds no secret. The client's TLS key, the token root and the data owner's
-//! signing key are sealed together with AES-256-GCM under the cluster's wrapping key, read from
-//! `OBSCURA_WRAPPING_KEY` or the file the configuration names.
+//! `client.json` holds no secret. The client's TLS key and (with HMAC tokens) the token root are
+//! sealed with AES-256-GCM under the client's wrapping key, read from `OBSCURA_WRAPPING_KEY` or
+//! the file the configuration names. The data owner's signing key is not among them: it lives
+//! in its own sealed file under its own wrapping key (`owner/` in a new cluster), so a copy of
+//! the cluster directory without that folder is a client that can search but never index,
+//! delete, rotate or grant.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use obscura_node::config::WRAPPING_KEY_ENV;
 use obscura_node::tls::{client_config, Identity};
 use obscura_tokens::keyfile::{self, WrappingKey};
@@ -25,11 +28,6 @@ fn token_parts(config: &ClientConfig, secrets: &ClientSecrets) -> Result<TokenPa
             .ok_or_else(|| "HMAC tokens, but the sealed secrets hold no token root".into()),
         TokenKind::Voprf => {
             let (m, t) = (config.keepers.len(), usize::from(config.keeper_threshold));
-            if t == 0 || t > m {
-                return Err(format!(
-                    "VOPRF tokens need 1 ≤ keeper_threshold ≤ keepers, got {t} of {m}"
-                ));
-            }
             if config.keeper_public_shares.len() != config.nodes.len()
                 || config.keeper_public_shares.iter().any(|p| p.len() != m)
             {
@@ -62,6 +60,8 @@ fn token_parts(config: &ClientConfig, secrets: &ClientSecrets) -> Result<TokenPa
 
 /// Purpose label of the client's sealed secrets.
 pub const SECRETS_PURPOSE: &str = "client-secrets";
+/// Purpose label of the data owner's sealed signing key.
+pub const OWNER_PURPOSE: &str = "owner-key";
 
 /// `client.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,15 +82,22 @@ pub struct ClientConfig {
     pub wrapping_key: PathBuf,
     /// The data owner's public key, hex.
     pub owner_public_key: String,
+    /// The data owner's sealed signing key, if this client may act as the owner; a client
+    /// without the file (or the entry) is not one.
+    #[serde(default)]
+    pub owner_key: Option<PathBuf>,
+    /// The wrapping key of the owner's sealed key, unless `OBSCURA_OWNER_WRAPPING_KEY` is set.
+    #[serde(default)]
+    pub owner_wrapping_key: Option<PathBuf>,
+    /// The keepers' capability key (Ed25519, hex): capabilities are checked against it.
+    pub capability_key: String,
     /// Where band tokens come from.
     pub tokens: TokenKind,
     /// Token key version.
     pub key_version: u32,
-    /// Keeper URLs, keeper 1 first (VOPRF tokens).
-    #[serde(default)]
+    /// Keeper URLs, keeper 1 first.
     pub keepers: Vec<String>,
-    /// Keepers needed to evaluate (VOPRF tokens).
-    #[serde(default)]
+    /// Keepers needed to log in, sign and (with VOPRF tokens) evaluate.
     pub keeper_threshold: u8,
     /// `keeper_public_shares[x - 1][j - 1]`: keeper `j`'s public share of node `x`'s key of
     /// the current version, hex (VOPRF tokens).
@@ -121,9 +128,10 @@ pub struct ClientSecrets {
     pub tls_key_pem: String,
     /// The token root, with HMAC tokens only.
     pub token_root: Option<[u8; 32]>,
-    /// The data owner's signing key, if this client indexes.
-    pub owner_key: Option<[u8; 32]>,
 }
+
+/// The environment variable that overrides the owner's wrapping-key file.
+pub const OWNER_WRAPPING_KEY_ENV: &str = "OBSCURA_OWNER_WRAPPING_KEY";
 
 impl ClientSecrets {
     /// Seal for writing to disk.
@@ -218,6 +226,32 @@ pub fn switch_key_version(
         .map_err(|e| fail(e.to_string()))
 }
 
+/// Open the owner's sealed key `path` (relative to `dir`).
+fn owner_key(dir: &Path, path: &Path, config: &ClientConfig) -> Result<SigningKey, LoadError> {
+    let fail = |reason: String| LoadError {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let wrapping = match std::env::var(OWNER_WRAPPING_KEY_ENV) {
+        Ok(_) => WrappingKey::from_env(OWNER_WRAPPING_KEY_ENV),
+        Err(_) => {
+            let file = config
+                .owner_wrapping_key
+                .clone()
+                .unwrap_or_else(|| path.with_file_name("wrapping.key"));
+            WrappingKey::from_file(&dir.join(file))
+        }
+    }
+    .map_err(|e| fail(e.to_string()))?;
+    let sealed =
+        std::fs::read(dir.join(path)).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    let key: Zeroizing<[u8; 32]> =
+        obscura_node::config::open_secrets(&sealed, OWNER_PURPOSE, &wrapping)
+            .map(Zeroizing::new)
+            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    Ok(SigningKey::from_bytes(&key))
+}
+
 /// Read `DIR/client.json` and everything it names.
 ///
 /// # Errors
@@ -247,9 +281,29 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
         },
     )
     .map_err(|e| fail(e.to_string()))?;
-    let owner_public = obscura_tokens::keyfile::hex32(&config.owner_public_key)
-        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+    let owner_public = obscura_node::config::ed25519_key(&config.owner_public_key)
         .ok_or_else(|| fail("owner_public_key is not an Ed25519 public key".into()))?;
+    let capability_key = obscura_node::config::ed25519_key(&config.capability_key)
+        .map(obscura_auth::capability::CapabilityKey::from)
+        .ok_or_else(|| fail("capability_key is not an Ed25519 public key".into()))?;
+    let (m, t) = (config.keepers.len(), usize::from(config.keeper_threshold));
+    if t < 2 || t > m {
+        return Err(fail(format!(
+            "keepers: need 2 ≤ keeper_threshold ≤ keepers, got {t} of {m}"
+        )));
+    }
+    let owner = match &config.owner_key {
+        Some(p) if dir.join(p).exists() => Some(owner_key(dir, p, &config)?),
+        _ => None,
+    };
+    if owner
+        .as_ref()
+        .is_some_and(|k| k.verifying_key() != owner_public)
+    {
+        return Err(fail(
+            "the owner key does not match owner_public_key in client.json".into(),
+        ));
+    }
     let plan = BatchPlan::new(config.probe_radius, config.lookups_per_band)
         .map_err(|e| fail(e.to_string()))?;
     Ok(ClientParts {
@@ -259,8 +313,11 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
         tls,
         tokens: token_parts(&config, &secrets).map_err(fail)?,
         key_version: config.key_version,
-        owner: secrets.owner_key.map(|k| SigningKey::from_bytes(&k)),
+        owner,
         owner_public,
+        capability_key,
+        keepers: config.keepers.clone(),
+        keeper_threshold: t,
         plan,
         timeout: Duration::from_millis(config.timeout_ms),
         journal: Some(dir.join("client").join("journal")),

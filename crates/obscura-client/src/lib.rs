@@ -6,9 +6,16 @@
 //!   and commits only when all prepared; a failure part-way deletes what was written, and Stage-2
 //!   never ranks an image that not every answering node holds committed.
 //! - [`Client::search`] runs Stage-1 with a fixed-shape token batch at every node, then Stage-2 on
-//!   shares; it needs `2t + 1` nodes and names the missing ones otherwise.
+//!   shares; it needs `2t + 1` nodes and names the missing ones otherwise. Nodes answer Stage-1
+//!   with handles of this query, not image ids, and sign their Stage-2 values; the client turns
+//!   each match into a proof that opens that one candidate's distance, and learns the matches'
+//!   ids by showing the proofs ([`obscura_auth::matching`]).
 //! - [`Client::get`] fetches shares from every node it can reach, checks each against the
-//!   owner-signed manifest, and rebuilds from `k` good ones, naming the culprits.
+//!   owner-signed manifest, and rebuilds from `k` good ones, naming the culprits. A node hands a
+//!   share to the owner, to a querier with a proof of its own match, or with the owner's grant.
+//!
+//! Every request to a node carries the user's capability, which `T` keepers sign together after
+//! a login, and is signed with the key it names, for that node ([`obscura_auth::capability`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,10 +28,17 @@ pub mod tokens;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use obscura_auth::capability::{CapabilityKey, Holder};
+use obscura_auth::matching::{self, KeptAnswer};
 use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
+use obscura_node::tls::{Endpoint, Party};
 use obscura_proto::{
-    limits, ErrorCode, PreparedImage, Request, RequestBody, Response, ResponseBody, WireAuditEntry,
+    limits, roles, ErrorCode, FetchBy, MatchProof, PreparedImage, Request, RequestBody, Response,
+    ResponseBody, WireAuditEntry,
 };
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::field::Fp;
@@ -58,10 +72,16 @@ pub enum Error {
     Mpc(#[from] obscura_mpc::Error),
     /// The client has no owner key, so it cannot index, delete or rotate node keys.
     #[error(
-        "this client holds no data-owner key, so it cannot index or delete images, nor rotate \
-         node keys"
+        "this client holds no data-owner key, so it cannot index, delete or grant images, nor \
+         rotate node keys"
     )]
     NotOwner,
+    /// The user is not entitled to an image: no match of its own, no grant, not the owner.
+    #[error(
+        "image {0} is not yours to fetch: search for it first (a match within the cluster's \
+         distance limit entitles you), or ask the owner for a grant"
+    )]
+    NotEntitled(ImageId),
     /// Some nodes failed where all were needed.
     #[error("{what} failed: {}", list(failures))]
     Nodes {
@@ -185,6 +205,12 @@ pub struct ClientParts {
     pub plan: BatchPlan,
     /// Limit for each call to a node.
     pub timeout: Duration,
+    /// The keepers' capability key.
+    pub capability_key: CapabilityKey,
+    /// Keeper URLs, keeper 1 first.
+    pub keepers: Vec<String>,
+    /// Keepers needed to log in and sign.
+    pub keeper_threshold: usize,
     /// Folder of the indexing journal (see [`Client::finish_interrupted`]); `None` keeps no
     /// journal, and an index interrupted by a crash may then leave an image at some nodes.
     pub journal: Option<std::path::PathBuf>,
@@ -194,13 +220,16 @@ pub struct ClientParts {
 pub struct Client {
     k: usize,
     t: usize,
+    /// Base URL of node `i + 1`, by its TLS name.
     nodes: Vec<String>,
     http: reqwest::Client,
     keepers: session::KeeperLink,
+    keeper_threshold: usize,
     tokens: tokens::Source,
     key_version: u32,
     owner: Option<SigningKey>,
     owner_public: VerifyingKey,
+    capability_key: CapabilityKey,
     plan: BatchPlan,
     journal: Option<journal::Journal>,
 }
@@ -261,6 +290,8 @@ impl std::fmt::Debug for Client {
 pub struct SearchOutcome {
     /// Ranked matches.
     pub matches: Vec<Match>,
+    /// Matches whose ids fewer than `t + 1` nodes confirmed (left out of `matches`).
+    pub unresolved: usize,
     /// Candidates Stage-1 passed to Stage-2.
     pub candidates: usize,
     /// Images matching the query in at least one band, before the band count (the largest
@@ -270,6 +301,8 @@ pub struct SearchOutcome {
     pub stage1: Duration,
     /// Stage-2 wall time.
     pub stage2: Duration,
+    /// Wall time of resolving the matches' ids with their proofs.
+    pub resolve: Duration,
     /// Wall time of the whole search, hashing the query included.
     pub total: Duration,
     /// Time spent obtaining the band tokens (part of Stage-1).
@@ -295,33 +328,57 @@ impl Client {
     /// [`Error::Nodes`] if the HTTP client cannot be built, [`Error::Tokens`] if the keepers'
     /// public key shares do not fit the cluster or do not lie on one polynomial.
     pub fn new(parts: ClientParts) -> Result<Client, Error> {
-        let http = reqwest::Client::builder()
+        let setup = |reason: String| Error::Nodes {
+            what: "client set-up",
+            failures: vec![NodeFailure { node: 0, reason }],
+        };
+        // Each server is reached at its configured address but under its party's TLS name, so
+        // a certificate of another party cannot answer for it.
+        let endpoints = |party: fn(u8) -> Party, urls: &[String]| {
+            urls.iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    Endpoint::new(party(i as u8 + 1), u).map_err(|e| setup(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let nodes = endpoints(Party::Node, &parts.nodes)?;
+        let keepers = endpoints(Party::Keeper, &parts.keepers)?;
+        let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(parts.tls)
             .timeout(parts.timeout)
             .connect_timeout(parts.timeout.min(Duration::from_secs(3)))
-            .build()
-            .map_err(|e| Error::Nodes {
-                what: "client set-up",
-                failures: vec![NodeFailure {
-                    node: 0,
-                    reason: e.to_string(),
-                }],
-            })?;
-        let tokens = tokens::Source::new(parts.tokens, parts.nodes.len(), parts.key_version)?;
+            // Servers close connections idle for their header timeout: let go of them first.
+            .pool_idle_timeout(Duration::from_secs(5));
+        for e in nodes.iter().chain(&keepers) {
+            builder = builder.resolve(&e.party.name(), e.addr);
+        }
+        let http = builder.build().map_err(|e| setup(e.to_string()))?;
+        let keeper_urls: Vec<String> = keepers.iter().map(|e| e.base.clone()).collect();
+        let token_parts = match parts.tokens {
+            TokenParts::Voprf(mut k) => {
+                k.urls = keeper_urls.clone();
+                TokenParts::Voprf(k)
+            }
+            hmac @ TokenParts::Hmac(_) => hmac,
+        };
+        let tokens = tokens::Source::new(token_parts, nodes.len(), parts.key_version)?;
         Ok(Client {
             k: parts.k,
             t: parts.t,
-            nodes: parts.nodes,
+            nodes: nodes.into_iter().map(|e| e.base).collect(),
             keepers: session::KeeperLink {
                 http: http.clone(),
-                urls: tokens.keeper_urls().to_vec(),
+                urls: keeper_urls,
                 sessions: std::sync::Arc::default(),
             },
+            keeper_threshold: parts.keeper_threshold,
             http,
             tokens,
             key_version: parts.key_version,
             owner: parts.owner,
             owner_public: parts.owner_public,
+            capability_key: parts.capability_key,
             plan: parts.plan,
             journal: parts.journal.map(journal::Journal::new),
         })
@@ -341,14 +398,23 @@ impl Client {
             .await
     }
 
-    /// Call every node concurrently, node `i + 1` with `bodies[i]`.
+    /// Call every node concurrently, node `i + 1` with `bodies[i]`, each request signed with
+    /// the user's capability for that node.
     async fn call_each(
         &self,
         bodies: Vec<RequestBody>,
     ) -> Vec<(u8, Result<ResponseBody, String>, u64, u64)> {
+        let holder = match self.holder().await {
+            Ok(h) => h,
+            Err(e) => {
+                return (1..=self.n() as u8)
+                    .map(|x| (x, Err(e.to_string()), 0, 0))
+                    .collect()
+            }
+        };
         let mut set = tokio::task::JoinSet::new();
         for (x, body) in (1..=self.n() as u8).zip(bodies) {
-            let this = self.clone_for_task();
+            let this = self.clone_for_task(holder.clone());
             set.spawn(async move {
                 let (r, s, rcv) = this.call(x, body).await;
                 (x, r, s, rcv)
@@ -366,11 +432,27 @@ impl Client {
     }
 
     /// A cheap copy for spawned tasks (the HTTP client is reference-counted).
-    fn clone_for_task(&self) -> TaskClient {
+    fn clone_for_task(&self, holder: Arc<Holder>) -> TaskClient {
         TaskClient {
             http: self.http.clone(),
             nodes: self.nodes.clone(),
+            holder,
         }
+    }
+
+    /// The user's capability, from the session file or, when it is missing or about to
+    /// expire, freshly signed by the keepers.
+    ///
+    /// # Errors
+    /// [`Error::Session`] when not logged in, [`Error::Keepers`] when fewer than `T` keepers
+    /// sign.
+    pub async fn holder(&self) -> Result<Arc<Holder>, Error> {
+        if let Some(h) = self.keepers.sessions.capability() {
+            if h.capability().expires_at > unix_now() + 60 {
+                return Ok(h);
+            }
+        }
+        self.refresh_capability().await
     }
 
     /// Index one image file: returns its id once every node committed it.
@@ -709,6 +791,32 @@ impl Client {
             .collect()
     }
 
+    /// Whether each node answers at all, without a capability: it completes a TLS handshake
+    /// under its own name and refuses the unauthenticated request as such. For waiting until a
+    /// cluster is up, before anyone can log in.
+    pub async fn reachable(&self) -> Vec<(u8, Result<(), String>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, base) in self.nodes.iter().enumerate() {
+            let (http, base) = (self.http.clone(), base.clone());
+            set.spawn(async move {
+                let (r, _, _) = post(&http, &base, RequestBody::Status, None).await;
+                let unauthenticated = code_name(ErrorCode::Unauthorized);
+                let r = match r {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.starts_with(unauthenticated) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                (i as u8 + 1, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(Ok(r)) = set.join_next().await {
+            out.push(r);
+        }
+        out.sort_by_key(|r| r.0);
+        out
+    }
+
     /// Whether each keeper answers (an empty list with HMAC tokens): keeper number and its
     /// status, or why not.
     pub async fn keeper_status(&self) -> Vec<(u8, Result<KeeperStatus, String>)> {
@@ -717,7 +825,7 @@ impl Client {
         for (j, url) in urls.iter().enumerate() {
             let (http, url) = (self.http.clone(), url.clone());
             set.spawn(async move {
-                let (r, _, _) = post(&http, &url, RequestBody::Status).await;
+                let (r, _, _) = post(&http, &url, RequestBody::Status, None).await;
                 let r = r.and_then(|b| match b {
                     ResponseBody::Status {
                         audit_entries,
@@ -741,19 +849,43 @@ impl Client {
     }
 
     /// Each node's whole audit log, ending in a checkpoint the node signs when asked, or why
-    /// the node failed. The caller verifies it against the node's audit key.
+    /// the node failed; read page by page. The caller verifies it against the node's audit key.
+    /// Needs the auditor or admin role.
     pub async fn audit_logs(&self) -> Vec<(u8, Result<Vec<WireAuditEntry>, String>)> {
-        self.call_all(|_| RequestBody::Audit)
-            .await
+        let signed = self.call_all(|_| RequestBody::Checkpoint).await;
+        let mut out: Vec<(u8, Result<Vec<WireAuditEntry>, String>)> = signed
             .into_iter()
-            .map(|(x, r, _, _)| {
-                let r = r.and_then(|b| match b {
-                    ResponseBody::Audit { entries } => Ok(entries),
-                    _ => Err("unexpected answer".to_string()),
-                });
-                (x, r)
-            })
-            .collect()
+            .map(|(x, r, _, _)| (x, r.map(|_| Vec::new())))
+            .collect();
+        loop {
+            let wanted: Vec<bool> = out.iter().map(|(_, r)| r.is_ok()).collect();
+            let pages = self
+                .call_each(
+                    out.iter()
+                        .map(|(_, r)| RequestBody::Audit {
+                            from: r.as_ref().map_or(0, |e| e.len() as u64),
+                            max: limits::MAX_AUDIT_PAGE,
+                        })
+                        .collect(),
+                )
+                .await;
+            let mut more = false;
+            for ((_, log), (_, page, _, _)) in out.iter_mut().zip(pages) {
+                let Ok(entries) = log else { continue };
+                match page {
+                    Ok(ResponseBody::Audit { entries: e, total }) => {
+                        let full = e.is_empty();
+                        entries.extend(e);
+                        more |= !full && (entries.len() as u64) < total;
+                    }
+                    Ok(_) => *log = Err("unexpected answer".to_string()),
+                    Err(e) => *log = Err(e),
+                }
+            }
+            if !more || !wanted.iter().any(|w| *w) {
+                return out;
+            }
+        }
     }
 
     /// Search for images like `file`.
@@ -805,26 +937,30 @@ impl Client {
             .into_iter()
             .map(|b| b.into_iter().map(|t| t.0).collect())
             .collect();
-        let need = obscura_tokens::min_bands(self.plan.radius(), max_distance);
+        let mut query_id = [0u8; 16];
+        rng.fill_bytes(&mut query_id);
+        let issued = unix_now();
         let lookups = self
             .call_all(|x| RequestBody::Lookup {
                 key_version: self.key_version,
+                query: query_id,
+                issued,
                 tokens: batches[x as usize - 1].clone(),
-                min_bands: need as u8,
             })
             .await;
-        // Each node holds the same postings under its own keys and counts the bands itself; the
-        // union makes a node that leaves some out change nothing.
+        // Each node holds the same postings under its own keys, counts the bands itself and
+        // gives an image the same handle in this query; the union makes a node that leaves
+        // some out change nothing.
         let mut candidates = std::collections::BTreeSet::new();
         let mut stage1_hits = 0;
         let mut answered = 0;
         for (_, r, s, rcv) in &lookups {
             sent += s;
             received += rcv;
-            if let Ok(ResponseBody::Lookup { ids, matched }) = r {
+            if let Ok(ResponseBody::Lookup { handles, matched }) = r {
                 answered += 1;
                 stage1_hits = stage1_hits.max(*matched as usize);
-                candidates.extend(ids.iter().map(|id| ImageId(*id)));
+                candidates.extend(handles.iter().map(|h| ImageId(*h)));
             }
         }
         let candidates: Vec<ImageId> = candidates.into_iter().collect();
@@ -837,53 +973,202 @@ impl Client {
         let stage1 = t0.elapsed();
 
         let t1 = Instant::now();
+        // Every match within the distance limit comes back here: candidates are handles, whose
+        // order says nothing, so ties are broken by image id only once the ids are known.
         let params = SearchParams {
             n: self.n(),
             t: self.t,
             max_distance,
-            top,
+            top: usize::MAX,
         };
-        let (querier, requests) = Querier::start(q, candidates, params, &mut rng)?;
+        let (querier, requests) =
+            Querier::start_with_id(query_id, q, candidates.clone(), params, &mut rng)?;
         let evals = self
             .call_all(|x| {
                 let r = &requests[x as usize - 1];
                 RequestBody::Evaluate {
-                    query_id: r.query_id,
+                    query_id,
+                    issued,
                     query_share: r.query.to_bytes().to_vec(),
                     candidates: r.candidates.iter().map(|c| c.0).collect(),
                 }
             })
             .await;
         let mut answers = Vec::new();
+        let mut kept = Vec::new();
         for (x, r, s, rcv) in evals {
             sent += s;
             received += rcv;
-            if let Ok(ResponseBody::Evaluate { node, values }) = r {
-                if node == x {
+            if let Ok(ResponseBody::Evaluate {
+                node,
+                values,
+                answer_key,
+                signature,
+            }) = r
+            {
+                let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else {
+                    continue;
+                };
+                if node == x && values.len() == candidates.len() {
                     answers.push(NodeAnswer {
                         node,
                         values: values
-                            .into_iter()
+                            .iter()
                             .map(|v| v.map(|v| Fp::new(u64::from(v))))
                             .collect(),
+                    });
+                    kept.push(KeptAnswer {
+                        node,
+                        values,
+                        answer_key,
+                        signature,
                     });
                 }
             }
         }
-        let candidates = requests[0].candidates.len();
         let ranked = querier.finish(answers)?;
+        let stage2 = t1.elapsed();
+
+        // The matches' ids: each node opens what a proof of this user's own match names.
+        let t2 = Instant::now();
+        let handles: Vec<[u8; 16]> = candidates.iter().map(|c| c.0).collect();
+        let need = 2 * self.t + 1;
+        // The top matches and everything tied with the last of them, as many as one resolve
+        // takes.
+        let mut ranked_matches = ranked.matches;
+        if let Some(cut) = ranked_matches
+            .get(top.saturating_sub(1))
+            .map(|m| m.distance)
+        {
+            ranked_matches.retain(|m| m.distance <= cut);
+        }
+        ranked_matches.truncate(limits::MAX_PROOFS);
+        let proofs: Vec<MatchProof> = ranked_matches
+            .iter()
+            .filter_map(|m| candidates.iter().position(|c| *c == m.id))
+            .map(|p| matching::prove(query_id, issued, &handles, &kept[..need], p))
+            .collect();
+        let mut matches = Vec::with_capacity(proofs.len());
+        let mut unresolved = 0;
+        if !proofs.is_empty() {
+            let resolved = self
+                .call_all(|_| RequestBody::Resolve {
+                    proofs: proofs.clone(),
+                })
+                .await;
+            let mut known = Vec::new();
+            for (i, (m, proof)) in ranked_matches.iter().zip(&proofs).enumerate() {
+                match self.agreed_image(&resolved, i) {
+                    Some(id) => {
+                        known.push((id, proof.clone()));
+                        matches.push(Match {
+                            id,
+                            distance: m.distance,
+                        });
+                    }
+                    None => unresolved += 1,
+                }
+            }
+            self.keepers.sessions.remember(known)?;
+            for (_, _, s, rcv) in &resolved {
+                sent += s;
+                received += rcv;
+            }
+        }
+        matches.sort_by_key(|m| (m.distance, m.id));
+        matches.truncate(top);
         Ok(SearchOutcome {
-            matches: ranked.matches,
-            candidates,
+            matches,
+            unresolved,
+            candidates: candidates.len(),
             stage1_hits,
             stage1,
-            stage2: t1.elapsed(),
+            stage2,
+            resolve: t2.elapsed(),
             total: start.elapsed(),
             tokens: tokens_time,
             keeper_faults: obtained.faults,
             bytes_sent: sent,
             bytes_received: received,
         })
+    }
+
+    /// The image the nodes' answers to a resolve name at position `i`: the id of an
+    /// owner-signed manifest that at least `t + 1` nodes returned, so that `t` lying nodes
+    /// cannot name another image.
+    fn agreed_image(
+        &self,
+        resolved: &[(u8, Result<ResponseBody, String>, u64, u64)],
+        i: usize,
+    ) -> Option<ImageId> {
+        let mut votes: HashMap<ImageId, usize> = HashMap::new();
+        for (_, r, _, _) in resolved {
+            let Ok(ResponseBody::Resolved { manifests }) = r else {
+                continue;
+            };
+            let Some(Some(bytes)) = manifests.get(i) else {
+                continue;
+            };
+            if let Ok(m) =
+                SignedManifest::from_bytes(bytes).and_then(|m| m.verify(&self.owner_public))
+            {
+                *votes.entry(m.manifest().image_id).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .find(|&(_, n)| n > self.t)
+            .map(|(id, _)| id)
+    }
+
+    /// The proof of this user's match of `id` (from a search, kept in the session), if any.
+    pub fn match_proof(&self, id: &ImageId) -> Option<MatchProof> {
+        self.keepers.sessions.proof(id)
+    }
+
+    /// Fetch image `id` with `proof` of a match (a proof kept elsewhere, or altered: the nodes
+    /// judge it).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn get_matched(&self, id: ImageId, proof: MatchProof) -> Result<Rebuilt, Error> {
+        self.get_by(id, FetchBy::Match(proof)).await
+    }
+
+    /// As the data owner: a grant of image `id` to account `user` until `expires_at` (Unix
+    /// seconds), for the user to fetch it with [`get_granted`](Self::get_granted).
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`].
+    pub fn grant(&self, id: ImageId, user: &str, expires_at: u64) -> Result<[u8; 64], Error> {
+        let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
+        Ok(obscura_sharing::order::Order::Grant {
+            image: id,
+            user: obscura_sharing::order::user_digest(user),
+            expires_at,
+        }
+        .sign(owner))
+    }
+
+    /// Rebuild an image the owner granted this user ([`grant`](Self::grant)).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn get_granted(
+        &self,
+        id: ImageId,
+        expires_at: u64,
+        signature: [u8; 64],
+    ) -> Result<Rebuilt, Error> {
+        self.get_by(
+            id,
+            FetchBy::Grant {
+                image: id.0,
+                expires_at,
+                signature: signature.to_vec(),
+            },
+        )
+        .await
     }
 
     /// Rebuild an image from any `k` nodes, checking every share against the owner-signed
@@ -896,7 +1181,20 @@ impl Client {
     /// unreachable and lying nodes when fewer than `k` good shares arrive; [`Error::Nodes`] when
     /// no node returns a manifest signed by the owner.
     pub async fn get(&self, id: ImageId) -> Result<Rebuilt, Error> {
-        let fetched = self.call_all(|_| RequestBody::Fetch { image: id.0 }).await;
+        let by = match self.keepers.sessions.proof(&id) {
+            Some(p) => FetchBy::Match(p),
+            None if self.holder().await?.capability().roles & roles::OWNER != 0 => {
+                FetchBy::Owner { image: id.0 }
+            }
+            None => return Err(Error::NotEntitled(id)),
+        };
+        self.get_by(id, by).await
+    }
+
+    async fn get_by(&self, id: ImageId, by: FetchBy) -> Result<Rebuilt, Error> {
+        let fetched = self
+            .call_all(|_| RequestBody::Fetch { by: by.clone() })
+            .await;
         let mut manifests = Vec::new();
         let mut shares = Vec::new();
         let mut faults = Vec::new();
@@ -1002,28 +1300,45 @@ pub struct Rebuilt {
 struct TaskClient {
     http: reqwest::Client,
     nodes: Vec<String>,
+    holder: Arc<Holder>,
 }
 
 impl TaskClient {
-    /// Send one request to node `x`; returns the response and the bytes moved.
+    /// Send one request to node `x`, signed for it; returns the response and the bytes moved.
     async fn call(&self, x: u8, body: RequestBody) -> (Result<ResponseBody, String>, u64, u64) {
-        post(&self.http, &self.nodes[x as usize - 1], body).await
+        post(
+            &self.http,
+            &self.nodes[x as usize - 1],
+            body,
+            Some((x, &self.holder)),
+        )
+        .await
     }
 }
 
-/// Post one request to the server at `base` (a node or a keeper); returns the response and
-/// the bytes moved.
+/// Post one request to the server at `base` (a node or a keeper), signed with `sign`'s
+/// capability for that node if given; returns the response and the bytes moved. An answer
+/// larger than the protocol allows for the operation is refused unread.
 pub(crate) async fn post(
     http: &reqwest::Client,
     base: &str,
     body: RequestBody,
+    sign: Option<(u8, &Holder)>,
 ) -> (Result<ResponseBody, String>, u64, u64) {
     let mut request_id = [0u8; 16];
     OsRng.fill_bytes(&mut request_id);
-    let req = Request {
+    let mut req = Request {
         request_id,
         timestamp: unix_now(),
         body,
+        auth: None,
+    };
+    if let Some((node, holder)) = sign {
+        holder.sign(node, &mut req);
+    }
+    let limit = match req.body {
+        RequestBody::Fetch { .. } => limits::MAX_FETCH_ANSWER,
+        _ => limits::MAX_ANSWER,
     };
     let bytes = req.encode();
     let sent = bytes.len() as u64;
@@ -1032,9 +1347,9 @@ pub(crate) async fn post(
         Ok(r) => r,
         Err(e) => return (Err(describe(&e)), sent, 0),
     };
-    let body = match resp.bytes().await {
+    let body = match read_bounded(resp, limit).await {
         Ok(b) => b,
-        Err(e) => return (Err(describe(&e)), sent, 0),
+        Err(e) => return (Err(e), sent, 0),
     };
     let received = body.len() as u64;
     let out = match Response::decode(&body) {
@@ -1045,6 +1360,27 @@ pub(crate) async fn post(
         Err(e) => Err(format!("unreadable answer: {e}")),
     };
     (out, sent, received)
+}
+
+/// An answer's body, refused once it passes `limit` bytes (a server cannot make the client hold
+/// more than the protocol allows).
+async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("the answer is larger than {limit} bytes: refused"));
+    }
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if out.len() + chunk.len() > limit {
+                    return Err(format!("the answer is larger than {limit} bytes: refused"));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(describe(&e)),
+        }
+    }
 }
 
 fn failures_of(results: &[(u8, Result<ResponseBody, String>, u64, u64)]) -> Vec<NodeFailure> {
@@ -1099,5 +1435,8 @@ pub(crate) fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::TooManyAttempts => "too many login attempts",
         ErrorCode::Forbidden => "forbidden",
         ErrorCode::RolledBack => "keeper store rolled back",
+        ErrorCode::Unauthorized => "not authenticated (log in again)",
+        ErrorCode::RateLimited => "rate limited",
+        ErrorCode::TooLarge => "request too large",
     }
 }

@@ -15,6 +15,12 @@
 //! Every step can be repeated: a rotation that stopped anywhere resumes by running the same plan
 //! again, which is why the plan is kept (sealed) until the rotation finishes. Searches keep
 //! working throughout, under either version, until step 5.
+//!
+//! Every step is an order signed with the data owner's key, and is sent in an admin's session
+//! or with an admin's capability: keepers take shares only of a plan whose digest the owner
+//! signed (every node's `ρ` and the commitments `z_j · G` to its zero sharing, which each
+//! keeper checks against its own share and for sharing zero), and nodes move and finish only
+//! on the owner's order for them.
 
 use obscura_keeper::threshold::Rekey;
 use obscura_keeper::{oprf, RistrettoPoint, Scalar};
@@ -194,7 +200,7 @@ impl Client {
         &self,
         plan: &RotationPlan,
     ) -> Result<Vec<Vec<RistrettoPoint>>, Error> {
-        self.owner.as_ref().ok_or(Error::NotOwner)?;
+        let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let keepers = self.tokens.keepers().ok_or_else(no_keepers)?;
         let next = plan
             .next_public_shares(&keepers.public_shares)
@@ -206,19 +212,38 @@ impl Client {
                 self.n()
             )));
         }
-        let mut set = tokio::task::JoinSet::new();
-        for j in 0..keepers.urls.len() {
-            let parts = (0..self.n())
+        let commitments: Vec<Vec<[u8; 32]>> = (0..self.n())
+            .map(|x| {
+                plan.rekey(x)
+                    .map(|r| r.zero_commitments().iter().map(oprf::serialize).collect())
+                    .map_err(Error::Rotation)
+            })
+            .collect::<Result<_, _>>()?;
+        let parts_for = |j: usize| -> Vec<KeeperRekeyPart> {
+            (0..self.n())
                 .map(|x| KeeperRekeyPart {
                     node: x as u8 + 1,
                     factor: plan.factors[x],
-                    zero_share: plan.zero_shares[x][j],
+                    zero_share: plan.zero_shares[x].get(j).copied().unwrap_or_default(),
+                    zero_commitments: commitments[x].clone(),
                 })
-                .collect();
+                .collect()
+        };
+        // Every keeper's parts differ only in its own zero share, which the digest leaves out.
+        let order = Order::Rekey {
+            from: plan.from,
+            to: plan.to,
+            plan: obscura_proto::rekey_digest(plan.from, plan.to, &parts_for(0)),
+        }
+        .sign(owner)
+        .to_vec();
+        let mut set = tokio::task::JoinSet::new();
+        for j in 0..keepers.urls.len() {
             let body = RequestBody::KeeperRekey {
                 from: plan.from,
                 to: plan.to,
-                parts,
+                parts: parts_for(j),
+                signature: order.clone(),
             };
             let expected: Vec<[u8; 32]> = next.iter().map(|n| oprf::serialize(&n[j])).collect();
             let (link, j) = (self.keepers.clone(), j as u8 + 1);
@@ -294,11 +319,25 @@ impl Client {
     /// Step 3: every node moves up to `max_images` more images; call until all are `done`.
     ///
     /// # Errors
-    /// [`Error::Nodes`] naming each node that failed.
-    pub async fn rotation_step(&self, max_images: u32) -> Result<Vec<NodeRotation>, Error> {
+    /// [`Error::NotOwner`], [`Error::Nodes`] naming each node that failed.
+    pub async fn rotation_step(
+        &self,
+        plan: &RotationPlan,
+        max_images: u32,
+    ) -> Result<Vec<NodeRotation>, Error> {
+        let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let results = self
-            .call_all(|_| RequestBody::Rotate {
-                op: RotateOp::Move { max_images },
+            .call_all(|x| RequestBody::Rotate {
+                op: RotateOp::Move {
+                    to: plan.to,
+                    max_images,
+                    signature: Order::RotateMove {
+                        node: x,
+                        to: plan.to,
+                    }
+                    .sign(owner)
+                    .to_vec(),
+                },
             })
             .await;
         progress("key rotation (move)", results)
@@ -311,16 +350,29 @@ impl Client {
     /// # Errors
     /// [`Error::Nodes`] naming each node (or keeper) that failed.
     pub async fn finish_rotation(&self, plan: &RotationPlan) -> Result<(), Error> {
+        let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let results = self
-            .call_all(|_| RequestBody::Rotate {
-                op: RotateOp::Finish { to: plan.to },
+            .call_all(|x| RequestBody::Rotate {
+                op: RotateOp::Finish {
+                    to: plan.to,
+                    signature: Order::RotateFinish {
+                        node: x,
+                        to: plan.to,
+                    }
+                    .sign(owner)
+                    .to_vec(),
+                },
             })
             .await;
         progress("key rotation (finish)", results)?;
         let keepers = self.tokens.keepers().ok_or_else(no_keepers)?;
+        let retire = Order::Retire { version: plan.from }.sign(owner).to_vec();
         let mut failures = Vec::new();
         for j in 0..keepers.urls.len() {
-            let body = RequestBody::KeeperRetire { version: plan.from };
+            let body = RequestBody::KeeperRetire {
+                version: plan.from,
+                signature: retire.clone(),
+            };
             if let (Err(reason), _, _) = self.keepers.post(j as u8 + 1, body).await {
                 failures.push(KeeperFailure {
                     keeper: j as u8 + 1,

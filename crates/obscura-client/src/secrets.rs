@@ -15,8 +15,11 @@
 
 use std::path::Path;
 
+use obscura_auth::capability::{Holder, Offer};
 use obscura_keeper::signing;
-use obscura_proto::{KeeperPackage, RequestBody, ResponseBody, SecretInfo, UserEvent};
+use obscura_proto::{
+    Capability, KeeperPackage, RequestBody, ResponseBody, SecretInfo, SignedCapability, UserEvent,
+};
 use obscura_sharing::bytes::{self, ByteShare, Params};
 use obscura_tokens::keyfile::to_hex as hex;
 use rand_core::{OsRng, RngCore};
@@ -105,7 +108,7 @@ impl Client {
     }
 
     fn keeper_threshold(&self) -> usize {
-        self.tokens.keepers().map_or(0, |k| k.threshold)
+        self.keeper_threshold
     }
 
     /// Keep the user's sessions in `path` (mode 0600): loaded now if the file exists, saved
@@ -114,7 +117,9 @@ impl Client {
     /// # Errors
     /// [`Error::Session`] for an unreadable file.
     pub fn attach_session(&self, path: &Path) -> Result<bool, Error> {
-        self.keepers.sessions.attach(path, self.keeper_count())
+        self.keepers
+            .sessions
+            .attach(path, self.keeper_count(), &self.capability_key)
     }
 
     /// The user logged in, if any.
@@ -122,25 +127,44 @@ impl Client {
         self.keepers.sessions.user()
     }
 
-    /// Register `user` with every keeper (OPAQUE: the password never leaves this process). The
-    /// first account of a cluster needs no session and becomes the admin; later ones are
-    /// registered by a logged-in admin.
+    /// As a logged-in admin, register `user` with `roles` ([`obscura_proto::roles`]) at every
+    /// keeper (OPAQUE: the password never leaves this process).
     ///
     /// # Errors
     /// [`Error::Keepers`] naming each keeper that refused.
-    pub async fn register(&self, user: &str, password: &[u8]) -> Result<(), Error> {
-        self.keepers.register(user, password).await
+    pub async fn register(&self, user: &str, password: &[u8], roles: u8) -> Result<(), Error> {
+        self.keepers.register(user, password, roles, None).await
     }
 
-    /// Log in as `user` with every keeper that answers; at least `T` must accept.
+    /// Register the cluster's first account, its admin with every role, with the bootstrap
+    /// code `cluster init` wrote; no session is needed, and no later account can be made so.
+    ///
+    /// # Errors
+    /// [`Error::Keepers`] naming each keeper that refused.
+    pub async fn register_first(
+        &self,
+        user: &str,
+        password: &[u8],
+        bootstrap: [u8; 32],
+    ) -> Result<(), Error> {
+        self.keepers
+            .register(user, password, obscura_proto::roles::ALL, Some(bootstrap))
+            .await
+    }
+
+    /// Log in as `user` with every keeper that answers (at least `T` must accept), then have
+    /// `T` keepers sign the user's capability.
     ///
     /// # Errors
     /// [`Error::Keepers`] when fewer than `T` accept (each named, with its reason: a wrong
-    /// password and an unknown user read the same).
+    /// password and an unknown user read the same) or sign.
     pub async fn login(&self, user: &str, password: &[u8]) -> Result<LoginReport, Error> {
-        self.keepers
+        let report = self
+            .keepers
             .login(user, password, self.keeper_threshold().max(1))
-            .await
+            .await?;
+        self.refresh_capability().await?;
+        Ok(report)
     }
 
     /// Change `user`'s password at every keeper. Each keeper takes the new password only in a
@@ -163,7 +187,10 @@ impl Client {
             Ok(report) => report.keepers,
             Err(_) => Vec::new(),
         };
-        let failed = self.keepers.register_at(user, new, &changing).await;
+        let failed = self
+            .keepers
+            .register_at(user, new, &changing, 0, None)
+            .await;
         let login = self.login(user, new).await?;
         let m = self.keepers.urls.len() as u8;
         Ok(PasswordChange {
@@ -496,16 +523,119 @@ impl Client {
     /// # Errors
     /// [`Error::Secret`] when fewer than `T` keepers sign correctly.
     pub async fn sign(&self, id: &[u8; 16], message: &[u8]) -> Result<Signed, Error> {
+        let what = format!("key {}", hex(id));
+        self.threshold_sign(
+            &what,
+            || RequestBody::SignCommit { id: *id },
+            |package| RequestBody::SignShare { id: *id, package },
+            |_| Ok(message.to_vec()),
+        )
+        .await
+        .map(|(signed, _)| signed)
+    }
+
+    /// Have `T` keepers sign a fresh capability for the logged-in user, with a key made here
+    /// for it, and keep it (in the session file too). Each keeper offers what it will sign (the
+    /// account's roles, the limits, the latest expiry); the capability takes the offers of the
+    /// keepers that sign, which must agree.
+    ///
+    /// # Errors
+    /// [`Error::Session`] when not logged in; [`Error::Keepers`] when fewer than `T` keepers
+    /// sign or their offers disagree.
+    pub async fn refresh_capability(&self) -> Result<std::sync::Arc<Holder>, Error> {
+        let user = self
+            .user()
+            .ok_or_else(|| Error::Session("not logged in: run `obscura login` first".into()))?;
+        let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let issued_at = crate::unix_now();
+        let holder = key.verifying_key().to_bytes();
+        let group = self.capability_key;
+        let (signed, body) = self
+            .threshold_sign(
+                "the capability key",
+                || RequestBody::CapabilityCommit,
+                |package| RequestBody::CapabilityShare { package },
+                |offers| {
+                    let first = offers
+                        .first()
+                        .and_then(|c| c.offer)
+                        .ok_or_else(|| Error::Secret("a keeper made no offer".into()))?;
+                    if offers.iter().any(|c| {
+                        c.offer
+                            .is_none_or(|o| o.roles != first.roles || o.limits != first.limits)
+                    }) {
+                        return Err(Error::Keepers {
+                            what: "capability",
+                            failures: offers
+                                .iter()
+                                .map(|c| KeeperFailure {
+                                    keeper: c.keeper,
+                                    reason: format!("offers {:?}", c.offer),
+                                })
+                                .collect(),
+                        });
+                    }
+                    let expires_at = offers
+                        .iter()
+                        .filter_map(|c| c.offer.map(|o| o.expires_at))
+                        .min()
+                        .unwrap_or(issued_at);
+                    Ok(obscura_auth::capability::signing_message(
+                        &obscura_auth::capability::encode(&Capability {
+                            id,
+                            user: user.clone(),
+                            roles: first.roles,
+                            holder,
+                            issued_at,
+                            expires_at,
+                            limits: first.limits,
+                        }),
+                    ))
+                },
+            )
+            .await?;
+        if signed.public_key != group.to_bytes() {
+            return Err(Error::Secret(
+                "the keepers' capability key is not the one in client.json".into(),
+            ));
+        }
+        let body = obscura_auth::capability::body_of(&body)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let holder = Holder::new(
+            key,
+            SignedCapability {
+                body,
+                signature: signed.signature.to_vec(),
+            },
+            &group,
+            crate::unix_now(),
+        )
+        .map_err(|e| Error::Secret(e.to_string()))?;
+        self.keepers.sessions.set_capability(holder)
+    }
+
+    /// FROST signing with `T` keepers: `commit` asks each for a commitment (and, for a
+    /// capability, its offer), `message_for` makes the message from the commitments of the
+    /// keepers that will sign, `share` asks each of them for its share of the package. A keeper
+    /// whose share does not verify is named and replaced by another while keepers remain.
+    /// Returns the signature and the message signed.
+    async fn threshold_sign(
+        &self,
+        what: &str,
+        commit: impl Fn() -> RequestBody,
+        share: impl Fn(Vec<u8>) -> RequestBody,
+        message_for: impl Fn(&[Committed]) -> Result<Vec<u8>, Error>,
+    ) -> Result<(Signed, Vec<u8>), Error> {
         let t = self.keeper_threshold();
         let mut faults: Vec<KeeperFailure> = Vec::new();
         let mut excluded: Vec<u8> = Vec::new();
         loop {
             // Commitments from every keeper not yet excluded; the first T that answer sign.
-            let answers = self
-                .keepers
-                .post_all(|_| RequestBody::SignCommit { id: *id })
-                .await;
-            let mut commits: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
+            let answers = self.keepers.post_all(|_| commit()).await;
+            let mut commits: Vec<Committed> = Vec::new();
             for (j, r) in answers {
                 if excluded.contains(&j) {
                     continue;
@@ -515,7 +645,29 @@ impl Client {
                         keeper,
                         commitment,
                         public_package,
-                    }) if keeper == j => commits.push((j, commitment, public_package)),
+                    }) if keeper == j => commits.push(Committed {
+                        keeper: j,
+                        commitment,
+                        public_package,
+                        offer: None,
+                    }),
+                    Ok(ResponseBody::CapabilityOffer {
+                        keeper,
+                        commitment,
+                        roles,
+                        limits,
+                        expires_at,
+                        public_package,
+                    }) if keeper == j => commits.push(Committed {
+                        keeper: j,
+                        commitment,
+                        public_package,
+                        offer: Some(Offer {
+                            roles,
+                            limits,
+                            expires_at,
+                        }),
+                    }),
                     Ok(_) => {
                         excluded.push(j);
                         faults.push(KeeperFailure {
@@ -541,29 +693,31 @@ impl Client {
                 )));
             }
             commits.truncate(t);
-            // The keepers must agree on the key: take the public package most of them hold.
-            let public_bytes = commits[0].2.clone();
-            if let Some(j) = commits.iter().find(|c| c.2 != public_bytes).map(|c| c.0) {
+            // The keepers must agree on the key.
+            let public_bytes = commits[0].public_package.clone();
+            if let Some(j) = commits
+                .iter()
+                .find(|c| c.public_package != public_bytes)
+                .map(|c| c.keeper)
+            {
                 return Err(Error::Secret(format!(
-                    "keepers {} and {j} hold different public keys for key {}",
-                    commits[0].0,
-                    hex(id)
+                    "keepers {} and {j} hold different public keys for {what}",
+                    commits[0].keeper
                 )));
             }
             let public = signing::public_package_from(&public_bytes)
                 .map_err(|e| Error::Secret(e.to_string()))?;
-            let pairs: Vec<(u8, Vec<u8>)> = commits.iter().map(|c| (c.0, c.1.clone())).collect();
-            let package = signing::signing_package(message, &pairs)
+            let message = message_for(&commits)?;
+            let pairs: Vec<(u8, Vec<u8>)> = commits
+                .iter()
+                .map(|c| (c.keeper, c.commitment.clone()))
+                .collect();
+            let package = signing::signing_package(&message, &pairs)
                 .map_err(|e| Error::Secret(e.to_string()))?;
             let mut set = tokio::task::JoinSet::new();
             for (j, _) in &pairs {
-                let (link, j, package, id) = (self.keepers.clone(), *j, package.clone(), *id);
-                set.spawn(async move {
-                    (
-                        j,
-                        link.post(j, RequestBody::SignShare { id, package }).await.0,
-                    )
-                });
+                let (link, j, body) = (self.keepers.clone(), *j, share(package.clone()));
+                set.spawn(async move { (j, link.post(j, body).await.0) });
             }
             let mut shares = Vec::new();
             let mut failed = false;
@@ -595,12 +749,15 @@ impl Client {
             match signing::aggregate(&package, &shares, &public) {
                 Ok(signature) => {
                     faults.sort_by_key(|f| f.keeper);
-                    return Ok(Signed {
-                        signature,
-                        public_key: signing::public_key(&public),
-                        signers: shares.iter().map(|(j, _)| *j).collect(),
-                        faults,
-                    });
+                    return Ok((
+                        Signed {
+                            signature,
+                            public_key: signing::public_key(&public),
+                            signers: shares.iter().map(|(j, _)| *j).collect(),
+                            faults,
+                        },
+                        message,
+                    ));
                 }
                 Err(signing::SigningError::Cheaters(cheaters)) => {
                     for j in cheaters {
@@ -615,4 +772,13 @@ impl Client {
             }
         }
     }
+}
+
+/// A keeper's round-1 answer: its commitment, the key's public package as it holds it, and
+/// (for a capability) what it offers to sign.
+pub(crate) struct Committed {
+    keeper: u8,
+    commitment: Vec<u8>,
+    public_package: Vec<u8>,
+    offer: Option<Offer>,
 }

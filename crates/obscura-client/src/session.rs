@@ -8,14 +8,19 @@
 //!
 //! Between commands the sessions live in a file (`session.json` in the cluster directory by
 //! default) that only its owner can read (mode 0600): the session keys and the next sequence
-//! numbers, rewritten whole after every request. Two processes using one session at once
-//! would break its sequence; the keeper then refuses and the user logs in again.
+//! numbers, rewritten whole after every request, and the user's capability with the key it
+//! names. Two processes using one session at once would break its sequence; the keeper then
+//! refuses and the user logs in again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use obscura_auth::capability::{CapabilityKey, Holder};
 use obscura_keeper::session::{self, Channel, ClientLogin, ClientRegistration, Role};
-use obscura_proto::{Request, RequestBody, Response, ResponseBody};
+use obscura_proto::{
+    MatchProof, Request, RequestBody, Response, ResponseBody, SignedCapability, WireRoles,
+};
+use obscura_sharing::manifest::ImageId;
 use obscura_tokens::keyfile::{from_hex, to_hex as hex};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -58,7 +63,14 @@ pub(crate) struct Sessions {
     /// makes writes of the file one at a time.
     saved: Mutex<Vec<Option<StoredSession>>>,
     file: RwLock<Option<PathBuf>>,
+    /// The user's capability and its key.
+    capability: RwLock<Option<Arc<Holder>>>,
+    /// Proofs of the user's own matches, newest last, for fetching them later.
+    matches: Mutex<Vec<(ImageId, MatchProof)>>,
 }
+
+/// Match proofs kept per user (the oldest go first).
+const KEPT_MATCHES: usize = 256;
 
 #[derive(Clone, Serialize, Deserialize)]
 struct StoredSession {
@@ -74,6 +86,19 @@ struct StoredSession {
 struct SessionFile {
     user: String,
     sessions: Vec<StoredSession>,
+    #[serde(default)]
+    capability: Option<StoredCapability>,
+    /// (image id, postcard of its match proof), hex.
+    #[serde(default)]
+    matches: Vec<(String, String)>,
+}
+
+/// A capability as the session file keeps it (hex).
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredCapability {
+    key: String,
+    body: String,
+    signature: String,
 }
 
 /// What a login did: who is logged in at which keepers, and which keepers failed.
@@ -93,6 +118,50 @@ impl Sessions {
     /// The logged-in user, if any.
     pub(crate) fn user(&self) -> Option<String> {
         self.user.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The user's capability, if it holds one.
+    pub(crate) fn capability(&self) -> Option<Arc<Holder>> {
+        self.capability
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Remember the proofs of new matches (and save).
+    pub(crate) fn remember(&self, found: Vec<(ImageId, MatchProof)>) -> Result<(), Error> {
+        if found.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut m = self.matches.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, proof) in found {
+                m.retain(|(i, _)| *i != id);
+                m.push((id, proof));
+            }
+            let over = m.len().saturating_sub(KEPT_MATCHES);
+            m.drain(..over);
+        }
+        self.save()
+    }
+
+    /// The proof of the user's match of `id`, if kept.
+    pub(crate) fn proof(&self, id: &ImageId) -> Option<MatchProof> {
+        self.matches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Keep `holder` as the user's capability, and save.
+    pub(crate) fn set_capability(&self, holder: Holder) -> Result<Arc<Holder>, Error> {
+        let held = Arc::new(holder);
+        *self.capability.write().unwrap_or_else(|e| e.into_inner()) = Some(held.clone());
+        self.save()?;
+        Ok(held)
     }
 
     fn slot(&self, j: u8) -> Option<Held> {
@@ -124,11 +193,21 @@ impl Sessions {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         *self.user.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.capability.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.matches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Load the sessions in `path` (if the file exists) and save them there after every
     /// request. Returns whether a session was loaded.
-    pub(crate) fn attach(&self, path: &Path, m: usize) -> Result<bool, Error> {
+    pub(crate) fn attach(
+        &self,
+        path: &Path,
+        m: usize,
+        group: &CapabilityKey,
+    ) -> Result<bool, Error> {
         *self.file.write().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
         let bytes = match std::fs::read(path) {
             Ok(b) => Zeroizing::new(b),
@@ -152,6 +231,32 @@ impl Sessions {
             opened.push((s.keeper, Slot { channel, key }));
         }
         self.set(&file.user, m, opened);
+        // A capability that no longer verifies (expired, or of another cluster) is dropped: the
+        // next node request asks the keepers for a new one.
+        let holder = file.capability.as_ref().and_then(|c| {
+            let key = Zeroizing::new(from_hex::<32>(&c.key)?);
+            let signed = SignedCapability {
+                body: obscura_tokens::keyfile::bytes_from_hex(&c.body)?,
+                signature: obscura_tokens::keyfile::bytes_from_hex(&c.signature)?,
+            };
+            Holder::new(
+                ed25519_dalek::SigningKey::from_bytes(&key),
+                signed,
+                group,
+                crate::unix_now(),
+            )
+            .ok()
+        });
+        *self.capability.write().unwrap_or_else(|e| e.into_inner()) = holder.map(Arc::new);
+        *self.matches.lock().unwrap_or_else(|e| e.into_inner()) = file
+            .matches
+            .iter()
+            .filter_map(|(id, proof)| {
+                let id = ImageId(from_hex::<16>(id)?);
+                let bytes = obscura_tokens::keyfile::bytes_from_hex(proof)?;
+                Some((id, postcard::from_bytes(&bytes).ok()?))
+            })
+            .collect();
         Ok(true)
     }
 
@@ -170,9 +275,31 @@ impl Sessions {
         };
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
         let sessions: Vec<StoredSession> = saved.iter().flatten().cloned().collect();
+        let capability = self.capability().map(|h| StoredCapability {
+            key: hex(h.key().as_bytes()),
+            body: hex(&h.signed().body),
+            signature: hex(&h.signed().signature),
+        });
+        let matches = self
+            .matches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, p)| {
+                (
+                    hex(&id.0),
+                    hex(&postcard::to_allocvec(p).expect("a proof encodes")),
+                )
+            })
+            .collect();
         let text = Zeroizing::new(
-            serde_json::to_vec_pretty(&SessionFile { user, sessions })
-                .map_err(|e| Error::Session(e.to_string()))?,
+            serde_json::to_vec_pretty(&SessionFile {
+                user,
+                sessions,
+                capability,
+                matches,
+            })
+            .map_err(|e| Error::Session(e.to_string()))?,
         );
         obscura_node::config::write_private_atomic(&path, &text)
             .map_err(|e| Error::Session(e.to_string()))
@@ -211,7 +338,7 @@ impl KeeperLink {
             return (Err(format!("no keeper {j}")), 0, 0);
         };
         let Some(slot) = self.sessions.slot(j) else {
-            return post(&self.http, url, body).await;
+            return post(&self.http, url, body, None).await;
         };
         let mut request_id = [0u8; 16];
         OsRng.fill_bytes(&mut request_id);
@@ -219,6 +346,7 @@ impl KeeperLink {
             request_id,
             timestamp: unix_now(),
             body,
+            auth: None,
         }
         .encode();
         // The session's sequence numbers allow one request at a time: the lock is held until
@@ -233,6 +361,7 @@ impl KeeperLink {
             &self.http,
             url,
             RequestBody::KeeperSealed { session, message },
+            None,
         )
         .await;
         let opened = match answer {
@@ -280,12 +409,20 @@ impl KeeperLink {
         out
     }
 
-    /// Register `user` with every keeper. Outside a session this works only for the first
-    /// account of a keeper (which becomes its admin); later accounts are registered by a
-    /// logged-in admin.
-    pub(crate) async fn register(&self, user: &str, password: &[u8]) -> Result<(), Error> {
+    /// Register `user` with `roles` at every keeper. Outside a session this works only for the
+    /// first account of a keeper (which becomes its admin, with every role), with the
+    /// cluster's bootstrap code; later accounts are registered by a logged-in admin.
+    pub(crate) async fn register(
+        &self,
+        user: &str,
+        password: &[u8],
+        roles: WireRoles,
+        bootstrap: Option<[u8; 32]>,
+    ) -> Result<(), Error> {
         let all: Vec<u8> = (1..=self.urls.len() as u8).collect();
-        let failures = self.register_at(user, password, &all).await;
+        let failures = self
+            .register_at(user, password, &all, roles, bootstrap)
+            .await;
         if failures.is_empty() {
             Ok(())
         } else {
@@ -303,6 +440,8 @@ impl KeeperLink {
         user: &str,
         password: &[u8],
         keepers: &[u8],
+        roles: WireRoles,
+        bootstrap: Option<[u8; 32]>,
     ) -> Vec<KeeperFailure> {
         let mut set = tokio::task::JoinSet::new();
         for &j in keepers {
@@ -321,6 +460,7 @@ impl KeeperLink {
                             RequestBody::KeeperRegister {
                                 user: user.clone(),
                                 request,
+                                bootstrap,
                             },
                         )
                         .await
@@ -337,7 +477,15 @@ impl KeeperLink {
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
                     match link
-                        .post(j, RequestBody::KeeperRegisterFinish { user, upload })
+                        .post(
+                            j,
+                            RequestBody::KeeperRegisterFinish {
+                                user,
+                                upload,
+                                roles,
+                                bootstrap,
+                            },
+                        )
                         .await
                         .0?
                     {
@@ -373,14 +521,18 @@ impl KeeperLink {
                 let result = async {
                     let (login, ke1) =
                         ClientLogin::start(&password, &mut OsRng).map_err(|e| e.to_string())?;
-                    let (id, ke2) =
-                        match post(&http, &url, RequestBody::KeeperLoginStart { user, ke1 })
-                            .await
-                            .0?
-                        {
-                            ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
-                            _ => return Err("unexpected answer".to_string()),
-                        };
+                    let (id, ke2) = match post(
+                        &http,
+                        &url,
+                        RequestBody::KeeperLoginStart { user, ke1 },
+                        None,
+                    )
+                    .await
+                    .0?
+                    {
+                        ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
+                        _ => return Err("unexpected answer".to_string()),
+                    };
                     let context = obscura_node::accounts::login_context(j);
                     let (ke3, key) = tokio::task::spawn_blocking(move || {
                         login.finish(&password, &ke2, &context, &mut OsRng)
@@ -392,6 +544,7 @@ impl KeeperLink {
                         &http,
                         &url,
                         RequestBody::KeeperLoginFinish { login: id, ke3 },
+                        None,
                     )
                     .await
                     .0?

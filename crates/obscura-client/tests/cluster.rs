@@ -68,11 +68,21 @@ async fn index_search_get_across_five_nodes() {
     }
     // The failed batch was cleaned up at nodes 1–4; its journal entry stays until node 5
     // confirms too, and is settled once node 5 is back.
-    assert_eq!(std::fs::read_dir(c.dir.join("journal")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(c.dir.join("client/journal"))
+            .unwrap()
+            .count(),
+        1
+    );
     c.up(5).await;
     let finished = c.client.finish_interrupted().await.unwrap();
     assert_eq!((finished.removed.len(), finished.remaining.len()), (2, 0));
-    assert_eq!(std::fs::read_dir(c.dir.join("journal")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(c.dir.join("client/journal"))
+            .unwrap()
+            .count(),
+        0
+    );
     assert_eq!(
         c.client.finish_interrupted().await.unwrap(),
         Default::default()
@@ -121,8 +131,8 @@ async fn corrupted_shares_and_manifests_are_named_and_the_image_still_rebuilt() 
     // Corrupt node 2's stored share and node 3's stored manifest on disk while they are down.
     c.down(2).await;
     c.down(3).await;
-    flip_byte(&c.dir.join("node2.redb"), "image_shares", &id, 500);
-    flip_byte(&c.dir.join("node3.redb"), "manifests", &id, 40);
+    flip_byte(&c.node_store(2), "image_shares", &id, 500);
+    flip_byte(&c.node_store(3), "manifests", &id, 40);
     c.up(2).await;
     c.up(3).await;
     let rebuilt = c.client.get(id).await.unwrap();
@@ -297,11 +307,8 @@ async fn a_spent_budget_is_refused_and_audited() {
     let mut audited = 0;
     for keeper in 1..=M as u8 {
         c.keeper_down(keeper).await;
-        let store = obscura_store::keeper::KeeperStore::open(
-            &c.dir.join(format!("keeper{keeper}.redb")),
-            keeper,
-        )
-        .unwrap();
+        let store =
+            obscura_store::keeper::KeeperStore::open(&c.keeper_store(keeper), keeper).unwrap();
         let entries = store.audit_entries().unwrap();
         let refused = entries.iter().any(|e| {
             e.kind == obscura_store::AuditKind::Refused
@@ -365,7 +372,7 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
     assert!(begun
         .iter()
         .all(|r| r.next == Some(2) && r.total == 4 && !r.done));
-    let half = c.client.rotation_step(2).await.unwrap();
+    let half = c.client.rotation_step(&plan, 2).await.unwrap();
     assert!(half
         .iter()
         .all(|r| r.moved == 2 && r.postings == 16 && !r.done));
@@ -404,7 +411,7 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
     c.client.begin_rotation(&plan).await.unwrap();
     let mut steps = 0;
     loop {
-        let s = c.client.rotation_step(2).await.unwrap();
+        let s = c.client.rotation_step(&plan, 2).await.unwrap();
         steps += 1;
         if s.iter().all(|r| r.done) {
             assert!(s.iter().all(|r| r.postings == 4 * 8), "{s:?}");

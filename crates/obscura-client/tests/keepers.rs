@@ -15,9 +15,8 @@ use obscura_keeper::session::{Channel, ClientLogin, Role};
 use obscura_node::accounts::{LoginPolicy, StoredSecret};
 use obscura_node::keeper::{keyring_path, LoadedKeeper};
 use obscura_node::vault::{Kind, Vault};
-use obscura_proto::{ErrorCode, Request, RequestBody, Response, ResponseBody, SecretKind};
+use obscura_proto::{roles, ErrorCode, Request, RequestBody, Response, ResponseBody, SecretKind};
 use obscura_store::keeper::KeeperStore;
-use obscura_tokens::keyfile::WrappingKey;
 use rand_core::{OsRng, RngCore};
 
 fn reasons(e: &Error) -> Vec<String> {
@@ -29,10 +28,7 @@ fn reasons(e: &Error) -> Vec<String> {
 
 /// Post `body` in clear to keeper `j`, as any client of the cluster could.
 async fn raw(c: &Cluster, j: u8, body: RequestBody) -> ResponseBody {
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(c.template.tls.clone())
-        .build()
-        .unwrap();
+    let http = c.http();
     let mut request_id = [0u8; 16];
     OsRng.fill_bytes(&mut request_id);
     let now = std::time::SystemTime::now()
@@ -43,12 +39,9 @@ async fn raw(c: &Cluster, j: u8, body: RequestBody) -> ResponseBody {
         request_id,
         timestamp: now,
         body,
+        auth: None,
     };
-    let url = format!(
-        "https://127.0.0.1:{}{}",
-        c.keeper_ports[j as usize - 1],
-        req.body.path()
-    );
+    let url = format!("{}{}", c.keeper_url(j), req.body.path());
     let bytes = http
         .post(url)
         .body(req.encode())
@@ -120,6 +113,7 @@ fn sealed_request(channel: &mut Channel, body: RequestBody) -> Vec<u8> {
         request_id: [0; 16],
         timestamp: 0,
         body,
+        auth: None,
     }
     .encode();
     channel.seal(&inner, 0).unwrap()
@@ -153,10 +147,16 @@ async fn register_login_and_no_oracle_for_unknown_users() {
         .to_string();
     assert!(err.contains("log in"), "{err}");
     // Nor does it register a second account outside an admin's session.
-    assert!(stranger.register("mallory", b"pw").await.is_err());
+    assert!(stranger
+        .register("mallory", b"pw", roles::QUERIER)
+        .await
+        .is_err());
 
     // The admin registers bob; bob logs in and searches; bob is no admin.
-    c.client.register("bob", b"bob's password").await.unwrap();
+    c.client
+        .register("bob", b"bob's password", roles::QUERIER)
+        .await
+        .unwrap();
     let bob = c.fresh_client();
     let report = bob.login("bob", b"bob's password").await.unwrap();
     assert_eq!(report.keepers, vec![1, 2, 3]);
@@ -164,9 +164,17 @@ async fn register_login_and_no_oracle_for_unknown_users() {
         .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
         .await
         .is_ok());
-    let err = bob.register("carol", b"x").await.unwrap_err().to_string();
+    let err = bob
+        .register("carol", b"x", roles::QUERIER)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("forbidden"), "{err}");
-    assert!(c.client.register("bob", b"again").await.is_err());
+    assert!(c
+        .client
+        .register("bob", b"again", roles::QUERIER)
+        .await
+        .is_err());
 
     // A wrong password and an unknown user get the same answer from every keeper.
     let wrong = c.fresh_client().login("bob", b"not it").await.unwrap_err();
@@ -222,12 +230,17 @@ async fn failed_logins_wait_longer_then_lock_and_unknown_users_fare_the_same() {
                 source_free: 1000,
                 max_delay_s: 60,
                 fresh_login_s: 300,
+                lock_s: 900,
+                max_lock_s: 3600,
             },
             ..VOPRF
         },
     )
     .await;
-    c.client.register("bob", b"bob's password").await.unwrap();
+    c.client
+        .register("bob", b"bob's password", roles::QUERIER)
+        .await
+        .unwrap();
     let attempt = |user: &'static str, pw: &'static [u8]| {
         let client = c.fresh_client();
         async move {
@@ -287,6 +300,8 @@ async fn failed_logins_are_limited_per_source_too() {
                 source_free: 2,
                 max_delay_s: 60,
                 fresh_login_s: 300,
+                lock_s: 900,
+                max_lock_s: 3600,
             },
             ..VOPRF
         },
@@ -362,23 +377,20 @@ async fn session_messages_replayed_reordered_reflected_or_moved_are_refused() {
     );
 }
 
-fn wrapping(c: &Cluster) -> WrappingKey {
-    WrappingKey::from_file(&c.dir.join("wrapping.key")).unwrap()
-}
-
 fn keeper_config(c: &Cluster, j: u8) -> std::path::PathBuf {
-    c.dir.join(format!("keeper{j}.json"))
+    c.keeper_config(j)
 }
 
 /// Open keeper `j`'s store and vault while it is down.
 fn open_vault(c: &Cluster, j: u8) -> (KeeperStore, Vault) {
     let config: obscura_node::keeper::KeeperConfig =
         serde_json::from_slice(&std::fs::read(keeper_config(c, j)).unwrap()).unwrap();
-    let store = KeeperStore::open(&c.dir.join(format!("keeper{j}.redb")), j).unwrap();
+    let store = KeeperStore::open(&c.keeper_store(j), j).unwrap();
     let vault = Vault::open(
         &store,
         &keyring_path(&keeper_config(c, j), &config),
-        wrapping(c),
+        j,
+        c.keeper_wrapping(j),
     )
     .unwrap();
     (store, vault)
@@ -408,8 +420,8 @@ fn tamper_secret(c: &Cluster, j: u8, id: &[u8; 16], change: impl FnOnce(&mut Sto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_restored_from_an_old_copy_is_refused_until_an_admin_accepts_it() {
     let mut c = Cluster::start("rollback").await;
-    let store = c.dir.join("keeper1.redb");
-    let old = c.dir.join("keeper1.old.redb");
+    let store = c.keeper_store(1);
+    let old = c.scratch.join("keeper1.old.redb");
     c.keeper_down(1).await;
     std::fs::copy(&store, &old).unwrap();
     // Logins and a secret change keeper 1's records.
@@ -439,8 +451,8 @@ async fn a_deleted_secret_cannot_be_read_from_an_older_copy_of_the_store() {
         .secret_put("doomed", &plain, "import")
         .await
         .unwrap();
-    let store = c.dir.join("keeper1.redb");
-    let copy = c.dir.join("keeper1.copy.redb");
+    let store = c.keeper_store(1);
+    let copy = c.scratch.join("keeper1.copy.redb");
     c.keeper_down(1).await;
     std::fs::copy(&store, &copy).unwrap();
     c.keeper_up(1).await;
@@ -618,14 +630,14 @@ async fn a_password_change_needs_a_fresh_login_and_finishes_after_a_keeper_was_d
     .await;
     const OLD: &[u8] = b"bob's password";
     const NEW: &[u8] = b"bob's new password";
-    c.client.register("bob", OLD).await.unwrap();
+    c.client.register("bob", OLD, roles::QUERIER).await.unwrap();
     let bob = c.fresh_client();
     bob.login("bob", OLD).await.unwrap();
     let elsewhere = c.fresh_client();
     elsewhere.login("bob", OLD).await.unwrap();
 
     // Another account's password is not bob's to change, even in a fresh session.
-    let err = bob.register(ADMIN, NEW).await.unwrap_err();
+    let err = bob.register(ADMIN, NEW, roles::QUERIER).await.unwrap_err();
     assert!(
         reasons(&err).iter().all(|r| r.contains("only an admin")),
         "{err}"
@@ -633,7 +645,7 @@ async fn a_password_change_needs_a_fresh_login_and_finishes_after_a_keeper_was_d
     // Nor is his own in a session whose login is older than `fresh_login_s`: a session
     // stolen later cannot change the password and lock him out.
     tokio::time::sleep(Duration::from_millis(4100)).await;
-    let err = bob.register("bob", NEW).await.unwrap_err();
+    let err = bob.register("bob", NEW, roles::QUERIER).await.unwrap_err();
     assert!(
         reasons(&err)
             .iter()
@@ -668,7 +680,10 @@ async fn a_password_change_needs_a_fresh_login_and_finishes_after_a_keeper_was_d
         vec![1, 2, 3]
     );
     // The account kept its role: bob still registers nobody.
-    assert!(again.register("carol", b"carol's password").await.is_err());
+    assert!(again
+        .register("carol", b"carol's password", roles::QUERIER)
+        .await
+        .is_err());
     let trail = again.user_events().await.unwrap();
     assert!(trail
         .iter()
@@ -682,7 +697,7 @@ async fn a_password_change_needs_a_fresh_login_and_finishes_after_a_keeper_was_d
         .unwrap();
     assert_eq!(change.changed, vec![1, 2, 3]);
     c.client
-        .register("carol", b"carol's password")
+        .register("carol", b"carol's password", roles::QUERIER)
         .await
         .unwrap();
 }

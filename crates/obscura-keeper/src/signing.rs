@@ -8,6 +8,16 @@
 //! static Diffie–Hellman of the two keepers' ristretto255 keys, bound to the key id, the sender
 //! and the recipient. The relaying client sees only the public round-1 commitments.
 //!
+//! The relay must also not show different keepers different round-1 packages (a broadcast it
+//! could split, for example by starting a keeper's key generation twice and passing each
+//! package to different keepers). So every keeper binds the digest of the whole round-1
+//! transcript it saw, its own package included, into the sealing of its round-2 packages: a
+//! keeper that saw another transcript cannot open them, and the key generation fails, naming
+//! the sender, instead of ending in keys that do not fit together.
+//!
+//! The cluster's capability key is a FROST key too, dealt to the keepers when the cluster is
+//! made ([`deal`]); it signs capabilities for logged-in users.
+//!
 //! Signing is FROST's two rounds: each of `T` keepers commits to fresh nonces
 //! ([`commit`]), the client builds the signing package, each keeper signs with the nonces of its
 //! commitment ([`sign_share`], the nonces are used once), and the client aggregates
@@ -205,10 +215,29 @@ pub type Addressed = (u8, Vec<u8>);
 
 /// A keeper's state between key-generation rounds. Secret; kept in memory only.
 pub enum DkgState {
-    /// After round 1.
-    Round1(dkg::round1::SecretPackage),
-    /// After round 2.
-    Round2(dkg::round2::SecretPackage),
+    /// After round 1, with the package this keeper broadcast.
+    Round1(dkg::round1::SecretPackage, Vec<u8>),
+    /// After round 2, with the digest of the round-1 transcript it saw.
+    Round2(dkg::round2::SecretPackage, [u8; 32]),
+}
+
+/// The digest of a round-1 transcript: every keeper's package, this keeper's own included, in
+/// keeper order.
+fn transcript(me: u8, own: &[u8], others: &[(u8, Vec<u8>)]) -> [u8; 32] {
+    let mut all: Vec<(u8, &[u8])> = others.iter().map(|(j, p)| (*j, p.as_slice())).collect();
+    all.push((me, own));
+    all.sort_by_key(|(j, _)| *j);
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 dkg round-1 transcript");
+    for (j, p) in all {
+        h.update(&[j]);
+        h.update(&(p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    *h.finalize().as_bytes()
+}
+
+fn with_transcript(context: &[u8], transcript: &[u8; 32]) -> Vec<u8> {
+    [context, transcript.as_slice()].concat()
 }
 
 /// Key generation, round 1 at keeper `me` of `m`, any `t` to sign: the state to keep and the
@@ -224,10 +253,8 @@ pub fn dkg_start<R: RngCore + CryptoRng>(
 ) -> Result<(DkgState, Vec<u8>), SigningError> {
     let (secret, package) =
         dkg::part1(identifier(me)?, u16::from(m), u16::from(t), rng).map_err(frost_err)?;
-    Ok((
-        DkgState::Round1(secret),
-        package.serialize().map_err(frost_err)?,
-    ))
+    let package = package.serialize().map_err(frost_err)?;
+    Ok((DkgState::Round1(secret, package.clone()), package))
 }
 
 fn round1_map(
@@ -249,7 +276,7 @@ fn round1_map(
 }
 
 /// Key generation, round 2: given every other keeper's round-1 package, the packages to send,
-/// each sealed for its recipient.
+/// each sealed for its recipient and bound to the round-1 transcript this keeper saw.
 ///
 /// # Errors
 /// [`SigningError::Frost`] (a commitment's proof of knowledge fails, a wrong count),
@@ -261,25 +288,28 @@ pub fn dkg_round2<R: RngCore + CryptoRng>(
     round1: &[(u8, Vec<u8>)],
     rng: &mut R,
 ) -> Result<(DkgState, Vec<Addressed>), SigningError> {
-    let DkgState::Round1(secret) = state else {
+    let DkgState::Round1(secret, own) = state else {
         return Err(SigningError::Frost("round 2 asked twice".into()));
     };
     let map = round1_map(keys.me, round1)?;
+    let seen = transcript(keys.me, &own, round1);
     let (secret, packages) = dkg::part2(secret, &map).map_err(frost_err)?;
+    let context = with_transcript(context, &seen);
     let mut out = Vec::with_capacity(packages.len());
     for (id, p) in packages {
         let to = keeper_of(&id);
         let plain = Zeroizing::new(p.serialize().map_err(frost_err)?);
-        out.push((to, keys.seal(to, context, &plain, rng)?));
+        out.push((to, keys.seal(to, &context, &plain, rng)?));
     }
-    Ok((DkgState::Round2(secret), out))
+    Ok((DkgState::Round2(secret, seen), out))
 }
 
 /// Key generation, last step: this keeper's key package and the group's public key package.
 ///
 /// # Errors
-/// [`SigningError::Sealed`] for a package that does not open, [`SigningError::Frost`] for a
-/// share that does not match its sender's commitment.
+/// [`SigningError::Sealed`] for a package that does not open (altered, or sealed by a keeper
+/// that saw another round-1 transcript), [`SigningError::Frost`] for a share that does not
+/// match its sender's commitment or round-1 packages other than those of round 2.
 pub fn dkg_finish(
     state: &DkgState,
     keys: &PeerKeys,
@@ -287,13 +317,14 @@ pub fn dkg_finish(
     round1: &[(u8, Vec<u8>)],
     round2: &[(u8, Vec<u8>)],
 ) -> Result<(KeyPackage, PublicKeyPackage), SigningError> {
-    let DkgState::Round2(secret) = state else {
+    let DkgState::Round2(secret, seen) = state else {
         return Err(SigningError::Frost("finish asked before round 2".into()));
     };
     let map1 = round1_map(keys.me, round1)?;
+    let context = with_transcript(context, seen);
     let mut map2 = BTreeMap::new();
     for (from, sealed) in round2 {
-        let plain = keys.open(*from, context, sealed)?;
+        let plain = keys.open(*from, &context, sealed)?;
         let p = dkg::round2::Package::deserialize(&plain)
             .map_err(|_| SigningError::Malformed("round-2 package"))?;
         if map2.insert(identifier(*from)?, p).is_some() {
@@ -301,6 +332,46 @@ pub fn dkg_finish(
         }
     }
     dkg::part3(secret, &map1, &map2).map_err(frost_err)
+}
+
+/// What [`deal`] makes: every keeper's serialized key package, keeper 1 first, and the public
+/// key package.
+pub type Dealt = (Vec<Zeroizing<Vec<u8>>>, PublicKeyPackage);
+
+/// A FROST key dealt by one party to `m` keepers, any `t` to sign (the cluster's capability key,
+/// made when the cluster is: the dealer sees the key then, as it sees the token keys). Returns
+/// keeper `j`'s key package (serialized) at `j − 1`, and the public key package.
+///
+/// # Errors
+/// [`SigningError::Frost`] unless `2 ≤ t ≤ m`.
+pub fn deal<R: RngCore + CryptoRng>(m: u8, t: u8, rng: &mut R) -> Result<Dealt, SigningError> {
+    let (shares, public) = frost::keys::generate_with_dealer(
+        u16::from(m),
+        u16::from(t),
+        frost::keys::IdentifierList::Default,
+        &mut *rng,
+    )
+    .map_err(frost_err)?;
+    let mut packages = Vec::with_capacity(usize::from(m));
+    for j in 1..=m {
+        let share = shares
+            .get(&identifier(j)?)
+            .ok_or(SigningError::Keeper(j))?
+            .clone();
+        let key = KeyPackage::try_from(share).map_err(frost_err)?;
+        packages.push(key_package_bytes(&key)?);
+    }
+    Ok((packages, public))
+}
+
+/// The message of a signing package, which a signer checks before it signs.
+///
+/// # Errors
+/// [`SigningError::Malformed`].
+pub fn package_message(package: &[u8]) -> Result<Vec<u8>, SigningError> {
+    frost::SigningPackage::deserialize(package)
+        .map(|p| p.message().clone())
+        .map_err(|_| SigningError::Malformed("signing package"))
 }
 
 /// The 32-byte Ed25519 public key of a key package.

@@ -174,6 +174,12 @@ impl Rekey {
         self.factor * current
     }
 
+    /// `z_j · G` for every keeper `j = 1..=m`: what every keeper receives with its own `z_j`
+    /// to check that the shares are a sharing of zero ([`check_zero_commitments`]).
+    pub fn zero_commitments(&self) -> Vec<RistrettoPoint> {
+        self.zero_shares.iter().map(oprf::public_key).collect()
+    }
+
     fn zero_share(&self, j: u8) -> Result<Scalar, Error> {
         j.checked_sub(1)
             .and_then(|i| self.zero_shares.get(usize::from(i)))
@@ -187,6 +193,55 @@ fn eval_poly(coefficients: &[Scalar], x: Scalar) -> Scalar {
         .iter()
         .rev()
         .fold(Scalar::ZERO, |acc, c| acc * x + c)
+}
+
+/// Check that `commitments` (`z_j · G` for `j = 1..=m`) lie on one polynomial of degree below
+/// `t` whose value at zero is the identity — that is, the `z_j` are a sharing of zero with
+/// threshold `t` — and that keeper `me`'s own share `z` is the one committed. Then adding the
+/// `z_j` to the key shares changes the shares but not the key, whatever the rotation's sender
+/// intended.
+///
+/// # Errors
+/// [`Error::Keepers`] saying which check failed; [`Error::Params`] for `t` out of range.
+pub fn check_zero_commitments(
+    commitments: &[RistrettoPoint],
+    t: usize,
+    me: u8,
+    z: &Scalar,
+) -> Result<(), Error> {
+    let m = commitments.len();
+    check_params(m, t)?;
+    let mine = usize::from(me)
+        .checked_sub(1)
+        .and_then(|i| commitments.get(i))
+        .ok_or_else(|| Error::Keepers(format!("no commitment for keeper {me}")))?;
+    if *mine != oprf::public_key(z) {
+        return Err(Error::Keepers(
+            "this keeper's zero share is not the one committed".into(),
+        ));
+    }
+    let first: Vec<u8> = (1..=t as u8).collect();
+    let at = |x: Scalar| -> Result<RistrettoPoint, Error> {
+        Ok(lagrange_at(&first, x)?
+            .iter()
+            .zip(commitments)
+            .map(|(l, c)| l * c)
+            .sum())
+    };
+    if at(Scalar::ZERO)? != RistrettoPoint::default() {
+        return Err(Error::Keepers(
+            "the zero shares do not share zero: the key would change".into(),
+        ));
+    }
+    for (i, c) in commitments.iter().enumerate().skip(t) {
+        if at(Scalar::from(i as u8 + 1))? != *c {
+            return Err(Error::Keepers(format!(
+                "keeper {}'s zero share is off the sharing's polynomial",
+                i + 1
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The Lagrange coefficients at zero for the keepers `indices` (distinct, nonzero).

@@ -274,6 +274,24 @@ impl Querier {
         params: SearchParams,
         rng: &mut R,
     ) -> Result<(Querier, Vec<NodeRequest>), Error> {
+        let mut query_id = [0u8; 16];
+        rng.fill_bytes(&mut query_id);
+        Self::start_with_id(query_id, hash, candidates, params, rng)
+    }
+
+    /// [`start`](Self::start) under a query id drawn earlier (the id its Stage-1 lookups
+    /// carried, to which the nodes bound the candidates' handles). It must be fresh and random:
+    /// nodes answer an id once.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_id<R: RngCore + CryptoRng>(
+        query_id: [u8; 16],
+        hash: u64,
+        candidates: Vec<ImageId>,
+        params: SearchParams,
+        rng: &mut R,
+    ) -> Result<(Querier, Vec<NodeRequest>), Error> {
         if 2 * params.t >= params.n {
             return Err(obscura_sharing::Error::InvalidDegree {
                 t: params.t,
@@ -281,8 +299,6 @@ impl Querier {
             }
             .into());
         }
-        let mut query_id = [0u8; 16];
-        rng.fill_bytes(&mut query_id);
         let requests = share_hash(hash, params.t, params.n, rng)?
             .into_iter()
             .map(|query| NodeRequest {

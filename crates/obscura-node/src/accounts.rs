@@ -1,47 +1,62 @@
 //! A keeper's users: OPAQUE registration and login, sessions, login limits, user secrets, the
-//! user's audit trail, and threshold signing keys.
+//! user's audit trail, threshold signing keys, and capabilities.
 //!
-//! Outside a session a keeper answers only its status and audit log, logins, and the very first
-//! registration (which makes that account the keeper's admin). Everything else, token
+//! Outside a session a keeper answers only its status, logins, and the cluster's very first
+//! registration, which must present the cluster's bootstrap code (made by `cluster init` for its
+//! operator) and makes that account the keeper's admin with every role. Everything else, token
 //! evaluation included, is a request sealed in a session ([`obscura_keeper::session::Channel`]):
 //! the keeper opens it with the session's keys, checks it is the next message, runs it as that
 //! user, and seals the answer.
 //!
 //! Logins are limited per account name and per source address. An OPAQUE client learns whether
 //! its password guess was right from the keeper's second message alone, so every *started*
-//! login counts as a failure, durably, before that message is sent; a finished login clears the
-//! count. After [`LoginPolicy::free`] failures each further attempt must wait twice as long as
-//! the last (up to [`LoginPolicy::max_delay_s`]); after [`LoginPolicy::lock_after`] the account
-//! is locked until an admin unlocks it. Unknown names are counted and locked exactly like known
-//! ones, and their logins run the same steps with a fake password file, so neither the answers
-//! nor the limits tell whether an account exists.
+//! login counts as a failure, durably, before that message is sent. A finished login clears its
+//! account's count but takes back only its own one failure from its source's count, so an
+//! account holder cannot spray guesses at other accounts and clear its address in between.
+//! After [`LoginPolicy::free`] failures each further attempt must wait twice as long as the last
+//! (up to [`LoginPolicy::max_delay_s`]); after [`LoginPolicy::lock_after`] the account is locked
+//! for [`LoginPolicy::lock_s`], twice as long at each lockout up to
+//! [`LoginPolicy::max_lock_s`]: locks expire by themselves, so nobody can lock an account (the
+//! only admin's included) for good; an admin, or the keeper's operator at the keeper's own
+//! machine, lifts one early. Unknown names are counted and locked exactly like known ones, and
+//! their logins run the same steps with a fake password file, so neither the answers nor the
+//! limits tell whether an account exists.
+//!
+//! Registering a name that has an account is refused, except to the account's own user in a
+//! session logged in moments before (a password change), and that first step counts as a login
+//! attempt: a registration's first message evaluates the account's OPAQUE key on a password
+//! guess exactly as a login's does, so it must be limited and audited like one.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use obscura_auth::capability::{self, Offer};
 use obscura_keeper::session::{self, Channel, PendingLogin, Role, ServerKeys};
-use obscura_keeper::signing::{self, DkgState, PeerKeys, SigningNonces};
+use obscura_keeper::signing::{
+    self, DkgState, KeyPackage, PeerKeys, PublicKeyPackage, SigningNonces,
+};
 use obscura_proto::{
-    ErrorCode, KeeperPackage, Request, RequestBody, Response, ResponseBody, SecretInfo, SecretKind,
-    UserEvent,
+    roles, ErrorCode, KeeperPackage, Limits, Request, RequestBody, Response, ResponseBody,
+    SecretInfo, SecretKind, UserEvent, WireRoles,
 };
 use obscura_store::keeper::KeeperStore;
-use rand_core::{OsRng, RngCore};
+use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use obscura_tokens::keyfile::to_hex as hex;
 
 use crate::server::error;
-use crate::vault::{Handle, Kind, Vault};
+use crate::vault::{Handle, Kind, Randomness, Vault};
 
 /// How failed logins are limited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginPolicy {
     /// Failures of an account allowed without delay.
     pub free: u32,
-    /// Failures after which the account is locked until an admin unlocks it.
+    /// Failures after which the account is locked for a while.
     pub lock_after: u32,
     /// Failures from one source address allowed without delay (sources are never locked).
     pub source_free: u32,
@@ -51,10 +66,24 @@ pub struct LoginPolicy {
     /// session stolen later cannot change it and lock its user out.
     #[serde(default = "default_fresh_login")]
     pub fresh_login_s: u64,
+    /// How long the first lockout lasts, seconds; each next one lasts twice as long.
+    #[serde(default = "default_lock")]
+    pub lock_s: u64,
+    /// The longest lockout, seconds.
+    #[serde(default = "default_max_lock")]
+    pub max_lock_s: u64,
 }
 
 fn default_fresh_login() -> u64 {
     300
+}
+
+fn default_lock() -> u64 {
+    900
+}
+
+fn default_max_lock() -> u64 {
+    86_400
 }
 
 impl Default for LoginPolicy {
@@ -65,6 +94,47 @@ impl Default for LoginPolicy {
             source_free: 20,
             max_delay_s: 3600,
             fresh_login_s: default_fresh_login(),
+            lock_s: default_lock(),
+            max_lock_s: default_max_lock(),
+        }
+    }
+}
+
+/// What capabilities a keeper signs: how long they last and the limits they carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityPolicy {
+    /// Longest lifetime of a capability, seconds (never past the session's end).
+    pub ttl_s: u64,
+    /// Stage-1 lookups and Stage-2 evaluations per node per hour.
+    pub queries_per_hour: u32,
+    /// Fetches and match resolutions per node per hour.
+    pub fetches_per_hour: u32,
+}
+
+impl Default for CapabilityPolicy {
+    fn default() -> Self {
+        CapabilityPolicy {
+            ttl_s: 3600,
+            queries_per_hour: 3600,
+            fetches_per_hour: 600,
+        }
+    }
+}
+
+/// How much each user may keep at a keeper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    /// Secrets and signing keys.
+    pub max_secrets: u32,
+    /// Events of the user's own audit trail kept (the oldest go first).
+    pub max_events: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            max_secrets: 256,
+            max_events: 1000,
         }
     }
 }
@@ -88,8 +158,8 @@ fn delay(failures: u32, free: u32, max: u64) -> u64 {
 pub struct Account {
     /// The OPAQUE password file.
     pub password_file: Vec<u8>,
-    /// Whether the account may register others, unlock accounts and change key shares.
-    pub admin: bool,
+    /// Its roles ([`roles`]).
+    pub roles: WireRoles,
     /// When it was registered.
     pub created: u64,
 }
@@ -97,18 +167,34 @@ pub struct Account {
 /// Failed login attempts of an account name, as stored.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Attempts {
-    /// Failures since the last successful login.
+    /// Failures since the last successful login or lockout.
     pub failures: u32,
     /// Time of the last failure.
     pub last: u64,
-    /// Locked until an admin unlocks it.
-    pub locked: bool,
+    /// Locked until then (keeper time).
+    pub locked_until: u64,
+    /// Lockouts since the last successful login: each lasts twice as long as the one before.
+    pub lockouts: u32,
 }
 
 impl Attempts {
     /// Seconds still to wait at `now` before the next attempt, after `free` failures allowed.
     fn wait(&self, free: u32, max_delay_s: u64, now: u64) -> u64 {
         (self.last + delay(self.failures, free, max_delay_s)).saturating_sub(now)
+    }
+
+    /// Count one more failure at `now`; at `lock_after` the account is locked, for longer at
+    /// each lockout.
+    fn fail(&mut self, p: &LoginPolicy, now: u64) {
+        self.failures = self.failures.saturating_add(1);
+        self.last = now;
+        if self.failures >= p.lock_after {
+            let doublings = self.lockouts.min(32);
+            let lock = p.lock_s.saturating_mul(1 << doublings).min(p.max_lock_s);
+            self.locked_until = now.saturating_add(lock);
+            self.lockouts = self.lockouts.saturating_add(1);
+            self.failures = 0;
+        }
     }
 }
 
@@ -131,16 +217,16 @@ struct Session {
     channel: Mutex<Channel>,
     user: Handle,
     tag: [u8; 32],
-    admin: bool,
+    roles: WireRoles,
     opened_at: u64,
 }
 
 struct Pending {
     login: PendingLogin,
     user: Handle,
-    /// The account's role as read at the start (false for an unknown name, which never
+    /// The account's roles as read at the start (none for an unknown name, which never
     /// finishes: a fake file never verifies KE3).
-    admin: bool,
+    roles: WireRoles,
     tag: [u8; 32],
     source: IpAddr,
     expires_at: u64,
@@ -154,6 +240,24 @@ const MAX_PENDING: usize = 4096;
 const MAX_SESSIONS: usize = 1 << 16;
 /// How long a key generation may take between its rounds.
 const DKG_S: u64 = 600;
+/// Where a session's capability nonces are kept among its signing nonces.
+const CAPABILITY_SLOT: [u8; 16] = [0xff; 16];
+
+/// What a keeper's account service is set up with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Setup {
+    pub(crate) keeper: u8,
+    pub(crate) m: u8,
+    pub(crate) threshold: u8,
+    pub(crate) policy: LoginPolicy,
+    pub(crate) session_ttl_s: u64,
+    pub(crate) capabilities: CapabilityPolicy,
+    pub(crate) quotas: Quotas,
+    /// The BLAKE3 digest of the cluster's bootstrap code.
+    pub(crate) bootstrap: [u8; 32],
+    /// Allowed clock skew, seconds.
+    pub(crate) window: u64,
+}
 
 /// Users, sessions and their in-memory state at one keeper.
 pub(crate) struct Accounts {
@@ -165,6 +269,12 @@ pub(crate) struct Accounts {
     pub(crate) peers: Option<PeerKeys>,
     pub(crate) policy: LoginPolicy,
     pub(crate) session_ttl_s: u64,
+    capabilities: CapabilityPolicy,
+    quotas: Quotas,
+    bootstrap: [u8; 32],
+    window: u64,
+    capability_key: (KeyPackage, PublicKeyPackage),
+    rng: Mutex<Randomness>,
     sessions: Mutex<HashMap<[u8; 16], std::sync::Arc<Session>>>,
     pending: Mutex<HashMap<[u8; 16], Pending>>,
     sources: Mutex<HashMap<IpAddr, Attempts>>,
@@ -186,9 +296,17 @@ pub(crate) struct Caller {
     /// The same for the user at every keeper (unlike `user`, which is keyed per keeper): binds
     /// the user into what keepers exchange with each other.
     pub(crate) tag: [u8; 32],
-    pub(crate) admin: bool,
+    pub(crate) roles: WireRoles,
+    /// When the session's login happened.
+    pub(crate) opened_at: u64,
     /// The session's login is at most [`LoginPolicy::fresh_login_s`] old.
     pub(crate) fresh: bool,
+}
+
+impl Caller {
+    fn is(&self, role: WireRoles) -> bool {
+        self.roles & role != 0
+    }
 }
 
 /// A user's name as every keeper digests it alike.
@@ -202,6 +320,11 @@ pub fn login_context(keeper: u8) -> Vec<u8> {
     format!("obscura keeper {keeper}").into_bytes()
 }
 
+/// The digest of a bootstrap code, as keeper configurations hold it.
+pub fn bootstrap_digest(code: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key("obscura 2026 bootstrap code", code)
+}
+
 fn internal(e: impl std::fmt::Display) -> ResponseBody {
     error(ErrorCode::Internal, e.to_string())
 }
@@ -213,10 +336,13 @@ fn vault_error(e: crate::config::Error) -> ResponseBody {
     }
 }
 
-fn locked() -> ResponseBody {
+fn locked(until: u64) -> ResponseBody {
     error(
         ErrorCode::TooManyAttempts,
-        "too many failed logins: the account is locked until an admin unlocks it",
+        format!(
+            "too many failed logins: the account is locked until Unix time {until} (an admin \
+             can lift it sooner)"
+        ),
     )
 }
 
@@ -224,27 +350,51 @@ fn login_failed() -> ResponseBody {
     error(ErrorCode::LoginFailed, "login failed")
 }
 
+/// The local operator lifts `user`'s lockout at a stopped keeper (see
+/// [`crate::keeper::unlock_locally`]).
+pub(crate) fn unlock_locally(
+    store: &KeeperStore,
+    vault: &Vault,
+    user: &str,
+    now: u64,
+) -> Result<(), crate::config::Error> {
+    let handle = vault.handle(user);
+    let bytes = postcard::to_allocvec(&Attempts::default())
+        .map_err(|e| crate::config::Error::Secrets(e.to_string()))?;
+    vault.write(
+        store,
+        &[(Kind::Attempts, handle, Vec::new(), &bytes, 1)],
+        &[],
+        &handle,
+        &format!("unlock user={} by=local operator", hex(&handle)),
+        now,
+    )
+}
+
 impl Accounts {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        keeper: u8,
-        m: u8,
-        threshold: u8,
+        setup: Setup,
         opaque: ServerKeys,
         vault: Vault,
         peers: Option<PeerKeys>,
-        policy: LoginPolicy,
-        session_ttl_s: u64,
+        capability_key: (KeyPackage, PublicKeyPackage),
+        rng: Randomness,
     ) -> Accounts {
         Accounts {
-            keeper,
-            m,
-            threshold,
+            keeper: setup.keeper,
+            m: setup.m,
+            threshold: setup.threshold,
             opaque,
             vault,
             peers,
-            policy,
-            session_ttl_s,
+            policy: setup.policy,
+            session_ttl_s: setup.session_ttl_s,
+            capabilities: setup.capabilities,
+            quotas: setup.quotas,
+            bootstrap: setup.bootstrap,
+            window: setup.window,
+            capability_key,
+            rng: Mutex::new(rng),
             sessions: Mutex::default(),
             pending: Mutex::default(),
             sources: Mutex::default(),
@@ -254,6 +404,15 @@ impl Accounts {
         }
     }
 
+    fn random_id(&self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fill_bytes(&mut id);
+        id
+    }
+
     fn any_account(&self, store: &KeeperStore) -> Result<bool, ResponseBody> {
         store
             .vault_scan(&[Kind::Account as u8])
@@ -261,28 +420,36 @@ impl Accounts {
             .map_err(crate::server::store_error)
     }
 
-    /// Registration, first step. Outside a session only while the keeper has no account; in
-    /// a session, an admin's for any new account, or a user's own for a new password.
-    pub(crate) fn register(
+    fn account(
         &self,
         store: &KeeperStore,
-        caller: Option<&Caller>,
-        user: &str,
-        request: &[u8],
-    ) -> Result<ResponseBody, ResponseBody> {
-        self.may_register(store, caller, &self.vault.handle(user))?;
-        let response = self
-            .opaque
-            .registration_response(request, user.as_bytes())
-            .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
-        Ok(ResponseBody::KeeperRegistration { response })
+        user: &Handle,
+    ) -> Result<Option<(u64, Account)>, ResponseBody> {
+        self.vault
+            .get(store, Kind::Account, user, &[])
+            .map_err(vault_error)?
+            .map(|(v, bytes)| {
+                postcard::from_bytes::<Account>(&bytes)
+                    .map(|a| (v, a))
+                    .map_err(internal)
+            })
+            .transpose()
     }
 
+    fn bootstrap_matches(&self, code: Option<&[u8; 32]>) -> bool {
+        code.is_some_and(|c| bool::from(bootstrap_digest(c).ct_eq(&self.bootstrap)))
+    }
+
+    /// Who may register `user` (with an account already or not, `existing`): the first
+    /// account with the bootstrap code, an admin any new name, a user its own name in a
+    /// fresh session.
     fn may_register(
         &self,
         store: &KeeperStore,
         caller: Option<&Caller>,
         user: &Handle,
+        existing: bool,
+        bootstrap: Option<&[u8; 32]>,
     ) -> Result<(), ResponseBody> {
         match caller {
             Some(c) if c.user == *user && !c.fresh => Err(error(
@@ -292,64 +459,105 @@ impl Accounts {
                     self.policy.fresh_login_s
                 ),
             )),
-            Some(c) if c.admin || c.user == *user => Ok(()),
+            Some(c) if c.user == *user => Ok(()),
+            Some(c) if c.is(roles::ADMIN) && existing => Err(error(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "keeper {} already has this account: only its user changes its password",
+                    self.keeper
+                ),
+            )),
+            Some(c) if c.is(roles::ADMIN) => Ok(()),
             Some(_) => Err(error(
                 ErrorCode::Forbidden,
                 "only an admin registers accounts",
             )),
-            None if !self.any_account(store)? => Ok(()),
-            None => Err(error(
+            None if self.any_account(store)? => Err(error(
                 ErrorCode::NoSession,
                 "this keeper has accounts: an admin registers new ones, logged in",
+            )),
+            None if self.bootstrap_matches(bootstrap) => Ok(()),
+            None => Err(error(
+                ErrorCode::Forbidden,
+                "the first account needs the cluster's bootstrap code (DIR/bootstrap.code)",
             )),
         }
     }
 
-    /// Registration, last step: store the password file. The first account is the admin. A
-    /// user registering its own name in a fresh session changes its password: the account
-    /// keeps its role, and the user's other sessions at this keeper end.
+    /// Registration, first step. Outside a session only for the first account, with the
+    /// bootstrap code; in a session, an admin's for a new name, or a user's own for a new
+    /// password, which counts as a login attempt.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn register(
+        &self,
+        store: &KeeperStore,
+        caller: Option<&Caller>,
+        source: IpAddr,
+        user: &str,
+        request: &[u8],
+        bootstrap: Option<&[u8; 32]>,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let handle = self.vault.handle(user);
+        let existing = self.account(store, &handle)?.is_some();
+        self.may_register(store, caller, &handle, existing, bootstrap)?;
+        if existing {
+            // The answer evaluates the account's OPAQUE key on the caller's guess, as KE2 does.
+            self.count_attempt(store, source, &handle, "registration started", now)?;
+        }
+        let response = self
+            .opaque
+            .registration_response(request, user.as_bytes())
+            .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        Ok(ResponseBody::KeeperRegistration { response })
+    }
+
+    /// Registration, last step: store the password file. The first account is the admin,
+    /// with every role. A user registering its own name in a fresh session changes its
+    /// password: the account keeps its roles, and the user's other sessions at this keeper end.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn register_finish(
         &self,
         store: &KeeperStore,
         caller: Option<&Caller>,
         user: &str,
         upload: &[u8],
+        wanted: WireRoles,
+        bootstrap: Option<&[u8; 32]>,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let handle = self.vault.handle(user);
-        self.may_register(store, caller, &handle)?;
-        let existing = self
-            .vault
-            .get(store, Kind::Account, &handle, &[])
-            .map_err(vault_error)?
-            .map(|(v, bytes)| {
-                postcard::from_bytes::<Account>(&bytes)
-                    .map(|a| (v, a))
-                    .map_err(internal)
-            })
-            .transpose()?;
+        let existing = self.account(store, &handle)?;
+        self.may_register(store, caller, &handle, existing.is_some(), bootstrap)?;
         let own = caller.filter(|c| c.user == handle);
-        let (admin, created, what) = match (&existing, own) {
-            (Some((_, a)), Some(_)) => (a.admin, a.created, "password"),
-            (Some(_), None) => {
-                return Err(error(
-                    ErrorCode::AlreadyExists,
-                    format!("keeper {} already has an account {user:?}", self.keeper),
-                ))
+        let (account_roles, created, what) = match (&existing, own) {
+            (Some((_, a)), Some(_)) => (a.roles, a.created, "password"),
+            (Some(_), None) => unreachable!("may_register refuses an existing name to others"),
+            (None, _) if caller.is_none() => (roles::ALL, now, "register"),
+            (None, _) => {
+                if wanted == 0 || wanted & !roles::ALL != 0 {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        "an account needs one or more of the roles admin, owner, querier, \
+                         auditor",
+                    ));
+                }
+                (wanted, now, "register")
             }
-            (None, _) => (caller.is_none(), now, "register"),
         };
         let password_file = session::ServerKeys::password_file(upload)
             .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
         let account = Account {
             password_file,
-            admin,
+            roles: account_roles,
             created,
         };
         let bytes = postcard::to_allocvec(&account).map_err(internal)?;
         let version = existing.as_ref().map_or(1, |(v, _)| v + 1);
         let event = self.event(what, None, true, now);
+        let mut deletes = Vec::new();
+        self.trim_events(store, &handle, &mut deletes)?;
         self.vault
             .write(
                 store,
@@ -357,9 +565,13 @@ impl Accounts {
                     (Kind::Account, handle, Vec::new(), &bytes, version),
                     (event.0, handle, event.1, &event.2, 1),
                 ],
-                &[],
+                &deletes,
                 &handle,
-                &format!("{what} user={} admin={}", hex(&handle), account.admin),
+                &format!(
+                    "{what} user={} roles={}",
+                    hex(&handle),
+                    roles::names(account.roles).join("+")
+                ),
                 now,
             )
             .map_err(vault_error)?;
@@ -406,19 +618,23 @@ impl Accounts {
             .map_err(vault_error)
     }
 
-    /// Login, first step: check the limits, count the attempt, answer KE2.
-    pub(crate) fn login_start(
+    /// Check the limits of `user` and `source`, then count one attempt at both, durably:
+    /// for a login's first step and for a registration's first step on an existing name.
+    fn count_attempt(
         &self,
         store: &KeeperStore,
         source: IpAddr,
-        user: &str,
-        ke1: &[u8],
+        user: &Handle,
+        what: &str,
         now: u64,
-    ) -> Result<ResponseBody, ResponseBody> {
-        let handle = self.vault.handle(user);
+    ) -> Result<(), ResponseBody> {
         let p = self.policy;
         {
-            let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            // An address's failures are forgotten after the longest delay without one, so a
+            // busy shared address is not slowed for good; a guesser gets `source_free` guesses
+            // per such period.
+            sources.retain(|_, s| s.last.saturating_add(p.max_delay_s) > now);
             if let Some(s) = sources.get(&source) {
                 let wait = s.wait(p.source_free, p.max_delay_s, now);
                 if wait > 0 {
@@ -430,9 +646,9 @@ impl Accounts {
             }
         }
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut attempts = self.attempts(store, &handle)?;
-        if attempts.locked {
-            return Err(locked());
+        let mut attempts = self.attempts(store, user)?;
+        if attempts.locked_until > now {
+            return Err(locked(attempts.locked_until));
         }
         let wait = attempts.wait(p.free, p.max_delay_s, now);
         if wait > 0 {
@@ -441,48 +657,54 @@ impl Accounts {
                 format!("too many failed logins: wait {wait} s"),
             ));
         }
-        // The same work for a known and an unknown name: one read, one OPAQUE answer (with a
-        // fake file for an unknown one), one durable write.
-        let file = self
-            .vault
-            .get(store, Kind::Account, &handle, &[])
-            .map_err(vault_error)?
-            .map(|(_, bytes)| postcard::from_bytes::<Account>(&bytes))
-            .transpose()
-            .map_err(internal)?;
-        let admin = file.as_ref().is_some_and(|a| a.admin);
-        let (login, ke2) = self
-            .opaque
-            .login_response(
-                file.as_ref().map(|a| a.password_file.as_slice()),
-                ke1,
-                user.as_bytes(),
-                &login_context(self.keeper),
-                &mut OsRng,
-            )
-            .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
-        attempts.failures = attempts.failures.saturating_add(1);
-        attempts.last = now;
-        attempts.locked = attempts.failures >= p.lock_after;
+        attempts.fail(&p, now);
         self.put_attempts(
             store,
-            &handle,
+            user,
             &attempts,
             &format!(
-                "login started user={} failures={}",
-                hex(&handle),
-                attempts.failures
+                "{what} user={} failures={} locked_until={}",
+                hex(user),
+                attempts.failures,
+                attempts.locked_until
             ),
             now,
         )?;
-        {
-            let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-            let s = sources.entry(source).or_default();
-            s.failures = s.failures.saturating_add(1);
-            s.last = now;
-        }
-        let mut id = [0u8; 16];
-        OsRng.fill_bytes(&mut id);
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let s = sources.entry(source).or_default();
+        s.failures = s.failures.saturating_add(1);
+        s.last = now;
+        Ok(())
+    }
+
+    /// Login, first step: check the limits, count the attempt, answer KE2.
+    pub(crate) fn login_start(
+        &self,
+        store: &KeeperStore,
+        source: IpAddr,
+        user: &str,
+        ke1: &[u8],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let handle = self.vault.handle(user);
+        // The same work for a known and an unknown name: one read, one durable count, one
+        // OPAQUE answer (with a fake file for an unknown one).
+        let file = self.account(store, &handle)?.map(|(_, a)| a);
+        self.count_attempt(store, source, &handle, "login started", now)?;
+        let account_roles = file.as_ref().map_or(0, |a| a.roles);
+        let (login, ke2) = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            self.opaque
+                .login_response(
+                    file.as_ref().map(|a| a.password_file.as_slice()),
+                    ke1,
+                    user.as_bytes(),
+                    &login_context(self.keeper),
+                    &mut *rng,
+                )
+                .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?
+        };
+        let id = self.random_id();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.retain(|_, p| p.expires_at > now);
         if pending.len() >= MAX_PENDING {
@@ -496,7 +718,7 @@ impl Accounts {
             Pending {
                 login,
                 user: handle,
-                admin,
+                roles: account_roles,
                 tag: user_tag(user),
                 source,
                 expires_at: now + PENDING_S,
@@ -505,7 +727,8 @@ impl Accounts {
         Ok(ResponseBody::KeeperLoginStarted { login: id, ke2 })
     }
 
-    /// Login, last step: check KE3, clear the counts, open a session.
+    /// Login, last step: check KE3, clear the account's count, take this login's own failure
+    /// back from its source's count, open a session.
     pub(crate) fn login_finish(
         &self,
         store: &KeeperStore,
@@ -527,11 +750,13 @@ impl Accounts {
         {
             let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
             let attempts = self.attempts(store, &pending.user)?;
-            if attempts.locked {
-                return Err(locked());
+            if attempts.locked_until > now {
+                return Err(locked(attempts.locked_until));
             }
             let bytes = postcard::to_allocvec(&Attempts::default()).map_err(internal)?;
             let event = self.event("login", None, true, now);
+            let mut deletes = Vec::new();
+            self.trim_events(store, &pending.user, &mut deletes)?;
             self.vault
                 .write(
                     store,
@@ -539,19 +764,22 @@ impl Accounts {
                         (Kind::Attempts, pending.user, Vec::new(), &bytes, 1),
                         (event.0, pending.user, event.1, &event.2, 1),
                     ],
-                    &[],
+                    &deletes,
                     &pending.user,
                     &format!("login user={}", hex(&pending.user)),
                     now,
                 )
                 .map_err(vault_error)?;
         }
-        self.sources
+        if let Some(s) = self
+            .sources
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&pending.source);
-        let mut id = [0u8; 16];
-        OsRng.fill_bytes(&mut id);
+            .get_mut(&pending.source)
+        {
+            s.failures = s.failures.saturating_sub(1);
+        }
+        let id = self.random_id();
         let expires_at = now + self.session_ttl_s;
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|_, s| {
@@ -569,7 +797,7 @@ impl Accounts {
                 channel: Mutex::new(Channel::new(&key, id, Role::Server, expires_at)),
                 user: pending.user,
                 tag: pending.tag,
-                admin: pending.admin,
+                roles: pending.roles,
                 opened_at: now,
             }),
         );
@@ -614,7 +842,8 @@ impl Accounts {
                     session: *session,
                     user: s.user,
                     tag: s.tag,
-                    admin: s.admin,
+                    roles: s.roles,
+                    opened_at: s.opened_at,
                     fresh: now <= s.opened_at.saturating_add(self.policy.fresh_login_s),
                 },
                 req,
@@ -647,7 +876,7 @@ impl Accounts {
         user: &str,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
-        if !caller.admin {
+        if !caller.is(roles::ADMIN) {
             return Err(error(
                 ErrorCode::Forbidden,
                 "only an admin unlocks accounts",
@@ -665,6 +894,89 @@ impl Accounts {
         Ok(ResponseBody::Ok)
     }
 
+    /// The randomness, held for one use.
+    fn rng(&self) -> std::sync::MutexGuard<'_, Randomness> {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What this keeper signs for `caller` now.
+    fn offer(&self, caller: &Caller, now: u64) -> Offer {
+        let p = self.capabilities;
+        Offer {
+            roles: caller.roles,
+            limits: Limits {
+                queries_per_hour: p.queries_per_hour,
+                fetches_per_hour: p.fetches_per_hour,
+            },
+            expires_at: now
+                .saturating_add(p.ttl_s)
+                .min(caller.opened_at.saturating_add(self.session_ttl_s)),
+        }
+    }
+
+    /// Capability signing, round 1: a commitment under the capability key and the offer.
+    fn capability_commit(&self, caller: &Caller, now: u64) -> Result<ResponseBody, ResponseBody> {
+        if caller.roles == 0 {
+            return Err(error(ErrorCode::Forbidden, "the account holds no role"));
+        }
+        let (nonces, commitment) = signing::commit(&self.capability_key.0, &mut *self.rng())
+            .map_err(|e| internal(e.to_string()))?;
+        self.nonces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((caller.session, CAPABILITY_SLOT), nonces);
+        let offer = self.offer(caller, now);
+        Ok(ResponseBody::CapabilityOffer {
+            keeper: self.keeper,
+            commitment,
+            roles: offer.roles,
+            limits: offer.limits,
+            expires_at: offer.expires_at,
+            public_package: signing::public_package_bytes(&self.capability_key.1)
+                .map_err(|e| internal(e.to_string()))?,
+        })
+    }
+
+    /// Capability signing, round 2: check that the package's message is a capability this
+    /// keeper offers the caller, then sign with the nonces of its commitment (used once).
+    fn capability_share(
+        &self,
+        store: &KeeperStore,
+        caller: &Caller,
+        package: &[u8],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let refuse = |e: obscura_auth::Error| error(ErrorCode::Forbidden, e.to_string());
+        let message = signing::package_message(package)
+            .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        let cap = capability::parse_signing_message(&message).map_err(refuse)?;
+        if self.vault.handle(&cap.user) != caller.user {
+            return Err(refuse(obscura_auth::Error::Refused(
+                "it names another user",
+            )));
+        }
+        capability::check_for_signing(&cap, &cap.user, &self.offer(caller, now), now, self.window)
+            .map_err(refuse)?;
+        let nonces = self
+            .nonces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(caller.session, CAPABILITY_SLOT))
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::BadRequest,
+                    "no capability commitment: commit first",
+                )
+            })?;
+        let share = signing::sign_share(&self.capability_key.0, nonces, package)
+            .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        self.record(store, caller, "capability", None, now)?;
+        Ok(ResponseBody::SignatureShare {
+            keeper: self.keeper,
+            share,
+        })
+    }
+
     /// An event record: (kind, id, contents).
     fn event(
         &self,
@@ -674,9 +986,7 @@ impl Accounts {
         now: u64,
     ) -> (Kind, Vec<u8>, Vec<u8>) {
         let mut id = now.to_be_bytes().to_vec();
-        let mut r = [0u8; 8];
-        OsRng.fill_bytes(&mut r);
-        id.extend_from_slice(&r);
+        id.extend_from_slice(&self.random_id()[..8]);
         let e = UserEvent {
             time: now,
             action: action.into(),
@@ -688,6 +998,27 @@ impl Accounts {
             id,
             postcard::to_allocvec(&e).expect("an event encodes"),
         )
+    }
+
+    /// The oldest events of `user` to delete so that one more keeps the trail within its quota.
+    fn trim_events(
+        &self,
+        store: &KeeperStore,
+        user: &Handle,
+        deletes: &mut Vec<(Kind, Handle, Vec<u8>)>,
+    ) -> Result<(), ResponseBody> {
+        let ids = self
+            .vault
+            .ids(store, Kind::Event, user)
+            .map_err(vault_error)?;
+        let keep = self.quotas.max_events.max(1) as usize - 1;
+        let over = ids.len().saturating_sub(keep);
+        deletes.extend(
+            ids.into_iter()
+                .take(over)
+                .map(|id| (Kind::Event, *user, id)),
+        );
+        Ok(())
     }
 
     fn secret(
@@ -734,8 +1065,24 @@ impl Accounts {
                 format!("a secret {} exists already", hex(id)),
             ));
         }
+        let held = self
+            .vault
+            .ids(store, Kind::Secret, &caller.user)
+            .map_err(vault_error)?
+            .len();
+        if held >= self.quotas.max_secrets as usize {
+            return Err(error(
+                ErrorCode::Forbidden,
+                format!(
+                    "keeper {} keeps at most {} secrets per user: delete one first",
+                    self.keeper, self.quotas.max_secrets
+                ),
+            ));
+        }
         let bytes = zeroize::Zeroizing::new(postcard::to_allocvec(secret).map_err(internal)?);
         let event = self.event(action, Some(*id), true, now);
+        let mut deletes = Vec::new();
+        self.trim_events(store, &caller.user, &mut deletes)?;
         self.vault
             .write(
                 store,
@@ -743,7 +1090,7 @@ impl Accounts {
                     (Kind::Secret, caller.user, id.to_vec(), &bytes, 1),
                     (event.0, caller.user, event.1, &event.2, 1),
                 ],
-                &[],
+                &deletes,
                 id,
                 &format!("{action} user={} secret={}", hex(&caller.user), hex(id)),
                 now,
@@ -761,11 +1108,13 @@ impl Accounts {
     ) -> Result<(), ResponseBody> {
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let event = self.event(action, secret, true, now);
+        let mut deletes = Vec::new();
+        self.trim_events(store, &caller.user, &mut deletes)?;
         self.vault
             .write(
                 store,
                 &[(event.0, caller.user, event.1, &event.2, 1)],
-                &[],
+                &deletes,
                 &secret.unwrap_or_default(),
                 &format!("{action} user={}", hex(&caller.user)),
                 now,
@@ -879,12 +1228,16 @@ impl Accounts {
             RequestBody::DkgStart { id, .. }
             | RequestBody::DkgRound2 { id, .. }
             | RequestBody::DkgFinish { id, .. } => self.dkg(store, caller, id, body, now),
+            RequestBody::CapabilityCommit => self.capability_commit(caller, now),
+            RequestBody::CapabilityShare { package } => {
+                self.capability_share(store, caller, package, now)
+            }
             RequestBody::SignCommit { id } => {
                 let secret = self.signing_key(store, &caller.user, id)?;
                 let key = signing::key_package_from(&secret.share)
                     .map_err(|e| internal(e.to_string()))?;
                 let (nonces, commitment) =
-                    signing::commit(&key, &mut OsRng).map_err(|e| internal(e.to_string()))?;
+                    signing::commit(&key, &mut *self.rng()).map_err(|e| internal(e.to_string()))?;
                 self.nonces
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -971,7 +1324,7 @@ impl Accounts {
                     return Err(error(ErrorCode::AlreadyExists, "that key id is taken"));
                 }
                 let (state, package) =
-                    signing::dkg_start(self.keeper, self.m, self.threshold, &mut OsRng)
+                    signing::dkg_start(self.keeper, self.m, self.threshold, &mut *self.rng())
                         .map_err(frost)?;
                 states.insert(slot, (state, now, name.clone()));
                 Ok(ResponseBody::DkgPackages {
@@ -987,7 +1340,7 @@ impl Accounts {
                     .remove(&slot)
                     .ok_or_else(|| error(ErrorCode::BadRequest, "no key generation under way"))?;
                 let (state, out) =
-                    signing::dkg_round2(state, peers, &ctx, &pairs(round1), &mut OsRng)
+                    signing::dkg_round2(state, peers, &ctx, &pairs(round1), &mut *self.rng())
                         .map_err(frost)?;
                 states.insert(slot, (state, now, name));
                 Ok(ResponseBody::DkgPackages {

@@ -1,9 +1,15 @@
 //! A node's configuration file and its sealed secrets.
 //!
 //! The configuration is JSON and holds no secret. The node's secrets (TLS private key, audit
-//! signing key, zero-sharing set keys) live in one file sealed with AES-256-GCM under the
-//! wrapping key ([`obscura_tokens::keyfile`]), which comes from `OBSCURA_WRAPPING_KEY` or the
-//! file the configuration names. Relative paths are relative to the configuration file.
+//! signing key, zero-sharing set keys, the handle key) live in one file sealed with AES-256-GCM
+//! under the node's own wrapping key ([`obscura_tokens::keyfile`]), which comes from
+//! `OBSCURA_WRAPPING_KEY` or the file the configuration names. The sealing names the party (node
+//! `i`), so one party's file does not open as another's even under the same key. Relative paths
+//! are relative to the configuration file.
+//!
+//! Secret files must be readable by their owner only: a server refuses to start when its
+//! folder, its wrapping key, its sealed secrets or its store can be read by other users of the
+//! machine ([`check_private`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +23,13 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::tls::{self, Identity};
 
-/// Purpose label of a node's sealed secrets.
+/// Purpose label of a node's sealed secrets; the node's number follows it ([`node_purpose`]).
 pub const SECRETS_PURPOSE: &str = "node-secrets";
+
+/// The purpose node `node`'s secrets are sealed under: they open as that node's only.
+pub fn node_purpose(node: u8) -> String {
+    format!("{SECRETS_PURPOSE}/node-{node}")
+}
 /// Environment variable that overrides the wrapping-key file.
 pub const WRAPPING_KEY_ENV: &str = "OBSCURA_WRAPPING_KEY";
 
@@ -51,6 +62,16 @@ pub enum Error {
     /// The store does not open.
     #[error(transparent)]
     Store(#[from] obscura_store::Error),
+    /// A secret file or folder that other users of the machine may read.
+    #[error("{path} is open to other users (mode {mode:03o}): run `chmod {fix:o} {path}`")]
+    NotPrivate {
+        /// The file or folder.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+        /// The mode it should have.
+        fix: u32,
+    },
 }
 
 /// What `obscura cluster init` writes for one node.
@@ -86,10 +107,80 @@ pub struct NodeConfig {
     /// (it crashed, or another node failed) and is purged.
     #[serde(default = "default_pending_timeout")]
     pub pending_timeout_s: u64,
+    /// The keepers' capability key (Ed25519, hex): capabilities must carry its signature.
+    pub capability_key: String,
+    /// Every node's answer key (its audit key, Ed25519, hex), node 1 first: a match proof's
+    /// openings must carry their signatures.
+    pub node_keys: Vec<String>,
+    /// What Stage-1 and Stage-2 requests must look like, and what a match entitles to.
+    #[serde(default)]
+    pub policy: SearchPolicy,
+    /// Limits on what a connection can make this server spend.
+    #[serde(default)]
+    pub limits: ServerLimits,
 }
 
 fn default_pending_timeout() -> u64 {
     600
+}
+
+/// The cluster's search policy, enforced by every node: a client's wishes do not change it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchPolicy {
+    /// Stage-1 multi-probe radius.
+    pub probe_radius: u32,
+    /// Tokens per band in every lookup: a lookup has exactly 8 times this many.
+    pub lookups_per_band: usize,
+    /// The largest Hamming distance a search reports and a match entitles to (τ). With the
+    /// radius it fixes how many bands a Stage-1 candidate must match.
+    pub max_distance: u32,
+    /// Most candidates a lookup returns and an evaluation takes.
+    pub max_candidates: u32,
+    /// How long after its query a match proof opens an image, seconds.
+    pub match_window_s: u64,
+}
+
+impl Default for SearchPolicy {
+    fn default() -> Self {
+        SearchPolicy {
+            probe_radius: 1,
+            lookups_per_band: 12,
+            max_distance: 10,
+            max_candidates: 1024,
+            match_window_s: 3600,
+        }
+    }
+}
+
+/// What one connection, or all together, may make a server spend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerLimits {
+    /// Open connections at once.
+    pub max_connections: usize,
+    /// Open connections at once from one address.
+    pub max_connections_per_source: usize,
+    /// Time to send a request's headers, and the longest a kept-alive connection waits idle,
+    /// seconds.
+    pub header_timeout_s: u64,
+    /// Time to send a request's body, seconds.
+    pub body_timeout_s: u64,
+    /// Requests being worked on at once (the rest wait).
+    pub max_in_flight: usize,
+    /// Large uploads (prepares) being received at once.
+    pub max_uploads: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 512,
+            max_connections_per_source: 64,
+            header_timeout_s: 10,
+            body_timeout_s: 60,
+            max_in_flight: 32,
+            max_uploads: 2,
+        }
+    }
 }
 
 /// The secrets sealed for one node.
@@ -101,6 +192,8 @@ pub struct NodeSecrets {
     pub audit_key: [u8; 32],
     /// Zero-sharing set keys: (members bit mask, key).
     pub zero_keys: Vec<(u64, [u8; 32])>,
+    /// The key that makes Stage-1 handles, the same at every node.
+    pub handle_key: [u8; 32],
 }
 
 impl NodeSecrets {
@@ -110,10 +203,11 @@ impl NodeSecrets {
     /// [`Error::Secrets`] if sealing fails.
     pub fn seal<R: rand_core::RngCore + rand_core::CryptoRng>(
         &self,
+        node: u8,
         key: &WrappingKey,
         rng: &mut R,
     ) -> Result<Vec<u8>, Error> {
-        seal_secrets(self, SECRETS_PURPOSE, key, rng)
+        seal_secrets(self, &node_purpose(node), key, rng)
     }
 }
 
@@ -150,7 +244,7 @@ pub fn open_secrets<T: serde::de::DeserializeOwned>(
 /// (relative to the configuration file) and its private key from the sealed secrets; `server`
 /// ("node", "keeper") names its certificate in errors.
 pub(crate) fn server_tls(
-    server: &str,
+    server: tls::Party,
     config_path: &Path,
     ca_cert: &Path,
     cert: &Path,
@@ -248,6 +342,106 @@ fn replace_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuse `path` (a secret file, or the folder holding one) when users other than its owner
+/// have any permission on it: on a shared machine they could copy a store, a wrapping key or
+/// sealed secrets, and with enough of them rebuild images.
+///
+/// # Errors
+/// [`Error::NotPrivate`] with the `chmod` that fixes it, [`Error::File`] if it cannot be read.
+pub fn check_private(path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| Error::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::NotPrivate {
+                path: path.display().to_string(),
+                mode,
+                fix: if meta.is_dir() { 0o700 } else { 0o600 },
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Create the file `path` empty with mode 0600 unless it exists, so that a store made in it is
+/// never readable by others, not even for a moment.
+///
+/// # Errors
+/// [`Error::File`].
+pub fn create_private_file(path: &Path) -> Result<(), Error> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Create the folder `path` (and its parents) so that only its owner may enter it (0700).
+///
+/// # Errors
+/// [`Error::File`].
+pub fn create_private_dir(path: &Path) -> Result<(), Error> {
+    let fail = |e: std::io::Error| Error::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path).map_err(fail)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// The files a server keeps secret, checked before it reads them: its folder, its wrapping
+/// key (unless it comes from the environment), its sealed secrets and its store (created
+/// private when missing).
+pub(crate) fn check_server_files(
+    config_path: &Path,
+    wrapping_key: &Path,
+    secrets: &Path,
+    store: &Path,
+) -> Result<(), Error> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let dir = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    check_private(dir)?;
+    if std::env::var_os(WRAPPING_KEY_ENV).is_none() {
+        check_private(&base.join(wrapping_key))?;
+    }
+    check_private(&base.join(secrets))?;
+    create_private_file(&base.join(store))?;
+    check_private(&base.join(store))
+}
+
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::File {
         path: path.display().to_string(),
@@ -265,10 +459,16 @@ pub struct LoadedNode {
     pub store: Store,
     /// Zero-sharing keys.
     pub zero: ZeroSharingKeys,
-    /// Audit signing key.
+    /// Audit signing key; it also signs Stage-2 answers.
     pub audit_key: SigningKey,
     /// The owner's key, to check manifests.
     pub owner: VerifyingKey,
+    /// The keepers' capability key.
+    pub capability_key: obscura_auth::capability::CapabilityKey,
+    /// Every node's answer key, node 1 first.
+    pub node_keys: Vec<VerifyingKey>,
+    /// The Stage-1 handle key.
+    pub handle_key: obscura_auth::handle::HandleKey,
 }
 
 impl std::fmt::Debug for LoadedNode {
@@ -299,14 +499,40 @@ impl LoadedNode {
                 config.node, config.n
             )));
         }
-        let owner = obscura_tokens::keyfile::hex32(&config.owner_public_key)
-            .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        let owner = ed25519_key(&config.owner_public_key)
             .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
+        let capability_key = ed25519_key(&config.capability_key)
+            .map(obscura_auth::capability::CapabilityKey::from)
+            .ok_or_else(|| bad("capability_key is not an Ed25519 public key".into()))?;
+        let node_keys = config
+            .node_keys
+            .iter()
+            .map(|h| ed25519_key(h))
+            .collect::<Option<Vec<_>>>()
+            .filter(|k| k.len() == usize::from(config.n))
+            .ok_or_else(|| bad("node_keys must hold one Ed25519 public key per node".into()))?;
+        let p = config.policy;
+        if p.lookups_per_band == 0
+            || p.lookups_per_band * obscura_tokens::BANDS > obscura_proto::limits::MAX_LOOKUP_TOKENS
+            || p.max_candidates as usize > obscura_proto::limits::MAX_CANDIDATES
+            || p.max_distance > 64
+        {
+            return Err(bad(format!("policy out of range: {p:?}")));
+        }
+        check_server_files(
+            config_path,
+            &config.wrapping_key,
+            &config.secrets,
+            &config.store,
+        )?;
         let wrapping = wrapping_key(&at(&config.wrapping_key))?;
-        let secrets: NodeSecrets =
-            open_secrets(&read(&at(&config.secrets))?, SECRETS_PURPOSE, &wrapping)?;
+        let secrets: NodeSecrets = open_secrets(
+            &read(&at(&config.secrets))?,
+            &node_purpose(config.node),
+            &wrapping,
+        )?;
         let tls = server_tls(
-            "node",
+            tls::Party::Node(config.node),
             config_path,
             &config.ca_cert,
             &config.cert,
@@ -320,13 +546,28 @@ impl LoadedNode {
         )
         .map_err(|e| Error::Secrets(e.to_string()))?;
         let store = Store::open(&at(&config.store), config.node)?;
+        let audit_key = SigningKey::from_bytes(&secrets.audit_key);
+        if node_keys[usize::from(config.node) - 1] != audit_key.verifying_key() {
+            return Err(bad(format!(
+                "node_keys lists another key for node {} than its own",
+                config.node
+            )));
+        }
         Ok(LoadedNode {
-            audit_key: SigningKey::from_bytes(&secrets.audit_key),
+            audit_key,
+            handle_key: obscura_auth::handle::HandleKey::from_bytes(secrets.handle_key),
             config,
             tls,
             store,
             zero,
             owner,
+            capability_key,
+            node_keys,
         })
     }
+}
+
+/// An Ed25519 public key from 64 hex digits.
+pub fn ed25519_key(hex: &str) -> Option<VerifyingKey> {
+    obscura_tokens::keyfile::hex32(hex).and_then(|b| VerifyingKey::from_bytes(&b).ok())
 }

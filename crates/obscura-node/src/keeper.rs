@@ -7,12 +7,17 @@
 //! blinded elements, uniformly random group elements whatever the band values; it never sees a
 //! token, an element a node stores, or which node the client will query with the results.
 //!
-//! Clients authenticate with the TLS client certificate the cluster CA made for them; the
-//! certificate's digest names the client in the budget table and the audit log. `GET`-like
-//! reads use `POST /v1/status` and `POST /v1/audit`, as at nodes.
+//! Clients connect with the TLS client certificate the cluster CA made; everything but the
+//! keeper's status, logins and the cluster's first registration runs in a user's OPAQUE session
+//! ([`crate::accounts`]), which names the user in budgets and audit entries. The keeper also
+//! holds a share of the cluster's capability key: `T` keepers together sign a short-lived
+//! capability for a logged-in user, which nodes check on every request.
 //!
-//! The configuration (JSON, no secret) and the sealed secrets (TLS key, audit key, key shares)
-//! follow the node's layout ([`crate::config`]).
+//! Changes to the key shares (a rotation's rekey and retire) need an admin's session and the
+//! data owner's signed order; a rekey's zero shares must be committed and share zero.
+//!
+//! The configuration (JSON, no secret) and the sealed secrets (TLS key, audit key, key shares,
+//! OPAQUE keys, peer key, capability key share) follow the node's layout ([`crate::config`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,19 +26,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use obscura_keeper::oprf::{self, Elements};
 use obscura_keeper::session::ServerKeys;
 use obscura_keeper::signing::{self, PeerKeys};
 use obscura_keeper::threshold::{KeyShare, Rekey};
 use obscura_proto::{
-    ErrorCode, KeeperEvaluation, KeeperRekeyPart, Request, RequestBody, ResponseBody,
+    roles, ErrorCode, KeeperEvaluation, KeeperRekeyPart, Request, RequestBody, ResponseBody,
 };
+use obscura_sharing::order::Order;
 use obscura_store::keeper::{Budget, KeeperStore};
 use obscura_tokens::keyfile::WrappingKey;
 use serde::{Deserialize, Serialize};
@@ -41,17 +46,24 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::accounts::{Accounts, Caller, LoginPolicy};
+use crate::accounts::{Accounts, Caller, CapabilityPolicy, LoginPolicy, Quotas};
 use crate::config::{
-    open_secrets, read, read_config, seal_secrets, server_tls, wrapping_key, write_atomic, Error,
+    check_server_files, ed25519_key, open_secrets, read, read_config, seal_secrets, server_tls,
+    wrapping_key, write_private_atomic, Error, ServerLimits,
 };
-use crate::server::{
-    accept_loop, error, now, proto_error, respond, scalar, store_error, wire_audit,
-};
+use crate::server::{error, now, proto_error, scalar, store_error, wire_audit};
+use crate::tls::Party;
+use crate::transport::{self, Guard};
 use crate::vault::Vault;
 
-/// Purpose label of a keeper's sealed secrets.
+/// Purpose label of a keeper's sealed secrets; the keeper's number follows it
+/// ([`keeper_purpose`]).
 pub const SECRETS_PURPOSE: &str = "keeper-secrets";
+
+/// The purpose keeper `keeper`'s secrets are sealed under: they open as that keeper's only.
+pub fn keeper_purpose(keeper: u8) -> String {
+    format!("{SECRETS_PURPOSE}/keeper-{keeper}")
+}
 
 /// What `obscura cluster init` writes for one keeper.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +109,20 @@ pub struct KeeperConfig {
     /// How long a session lasts, seconds.
     #[serde(default = "default_session_ttl")]
     pub session_ttl_s: u64,
+    /// The data owner's Ed25519 public key (hex): rekey and retire need its orders.
+    pub owner_public_key: String,
+    /// The BLAKE3 digest (hex) of the cluster's bootstrap code, which the first registration
+    /// must present.
+    pub bootstrap_digest: String,
+    /// What capabilities this keeper signs.
+    #[serde(default)]
+    pub capabilities: CapabilityPolicy,
+    /// How much each user may keep here.
+    #[serde(default)]
+    pub quotas: Quotas,
+    /// Limits on what a connection can make this server spend.
+    #[serde(default)]
+    pub limits: ServerLimits,
 }
 
 fn default_session_ttl() -> u64 {
@@ -127,6 +153,10 @@ pub struct KeeperSecrets {
     pub opaque: Vec<u8>,
     /// Its peer key (a ristretto255 scalar) for key generation.
     pub peer_key: [u8; 32],
+    /// Its share of the cluster's capability key (a serialized FROST key package).
+    pub capability_key: Vec<u8>,
+    /// The capability key's public package (every keeper's verifying share).
+    pub capability_public: Vec<u8>,
 }
 
 impl KeeperSecrets {
@@ -135,6 +165,8 @@ impl KeeperSecrets {
     pub fn new<R: rand_core::RngCore + rand_core::CryptoRng>(
         tls_key_pem: String,
         shares: Vec<SealedShare>,
+        capability_key: Vec<u8>,
+        capability_public: Vec<u8>,
         rng: &mut R,
     ) -> (KeeperSecrets, [u8; 32]) {
         let (peer_key, peer_public) = signing::peer_key(rng);
@@ -144,20 +176,23 @@ impl KeeperSecrets {
             shares,
             opaque: ServerKeys::random(rng).to_bytes().to_vec(),
             peer_key: *peer_key,
+            capability_key,
+            capability_public,
         };
         (secrets, peer_public)
     }
 
-    /// Seal for writing to disk.
+    /// Seal for writing to disk, as keeper `keeper`'s.
     ///
     /// # Errors
     /// [`Error::Secrets`] if sealing fails.
     pub fn seal<R: rand_core::RngCore + rand_core::CryptoRng>(
         &self,
+        keeper: u8,
         key: &WrappingKey,
         rng: &mut R,
     ) -> Result<Vec<u8>, Error> {
-        seal_secrets(self, SECRETS_PURPOSE, key, rng)
+        seal_secrets(self, &keeper_purpose(keeper), key, rng)
     }
 }
 
@@ -185,8 +220,22 @@ pub struct LoadedKeeper {
     pub opaque: ServerKeys,
     /// Peer keys for key generation (none if the configuration lists no peers).
     pub peers: Option<PeerKeys>,
-    /// The OPAQUE keys and peer key as sealed, to seal them again with the shares.
-    sealed_extra: (Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>),
+    /// The data owner's key, for rekey and retire orders.
+    pub owner: VerifyingKey,
+    /// Its share of the capability key, and the key's public package.
+    pub capability: (signing::KeyPackage, signing::PublicKeyPackage),
+    /// The bootstrap code's digest.
+    pub bootstrap: [u8; 32],
+    /// What is sealed besides the shares, to seal it again with them.
+    sealed_extra: SealedExtra,
+}
+
+/// The sealed secrets other than the token-key shares, kept to seal them again whole.
+struct SealedExtra {
+    opaque: Zeroizing<Vec<u8>>,
+    peer_key: Zeroizing<[u8; 32]>,
+    capability_key: Zeroizing<Vec<u8>>,
+    capability_public: Vec<u8>,
 }
 
 /// Where a keeper's keyring is: as configured, else beside its sealed secrets.
@@ -211,9 +260,29 @@ pub fn accept_restore(config_path: &Path) -> Result<(u64, u64), Error> {
     Vault::accept_restore(
         &store,
         &keyring_path(config_path, &config),
+        config.keeper,
         &wrapping,
         crate::server::now(),
     )
+}
+
+/// The local operator lifts `user`'s login lockout at the stopped keeper whose configuration is
+/// `config_path` (for when the only admin is locked out). Recorded in the keeper's audit log.
+///
+/// # Errors
+/// [`Error::File`], [`Error::Config`], [`Error::Secrets`], [`Error::Store`].
+pub fn unlock_locally(config_path: &Path, user: &str) -> Result<(), Error> {
+    let config: KeeperConfig = read_config(config_path)?;
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let wrapping = wrapping_key(&base.join(&config.wrapping_key))?;
+    let store = KeeperStore::open(&base.join(&config.store), config.keeper)?;
+    let vault = Vault::open(
+        &store,
+        &keyring_path(config_path, &config),
+        config.keeper,
+        wrapping,
+    )?;
+    crate::accounts::unlock_locally(&store, &vault, user, crate::server::now())
 }
 
 impl std::fmt::Debug for LoadedKeeper {
@@ -244,11 +313,35 @@ impl LoadedKeeper {
                 config.keeper, config.m, config.threshold
             )));
         }
+        if config.threshold < 2 {
+            return Err(bad(
+                "a keeper threshold below 2 would let one keeper sign capabilities alone".into(),
+            ));
+        }
+        let owner = ed25519_key(&config.owner_public_key)
+            .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
+        let bootstrap = obscura_tokens::keyfile::hex32(&config.bootstrap_digest)
+            .ok_or_else(|| bad("bootstrap_digest is not 64 hex digits".into()))?;
+        check_server_files(
+            config_path,
+            &config.wrapping_key,
+            &config.secrets,
+            &config.store,
+        )?;
         let wrapping = wrapping_key(&at(&config.wrapping_key))?;
-        let secrets: KeeperSecrets =
-            open_secrets(&read(&at(&config.secrets))?, SECRETS_PURPOSE, &wrapping)?;
+        let secrets: KeeperSecrets = open_secrets(
+            &read(&at(&config.secrets))?,
+            &keeper_purpose(config.keeper),
+            &wrapping,
+        )?;
+        let capability = (
+            signing::key_package_from(&secrets.capability_key)
+                .map_err(|e| Error::Secrets(format!("capability key: {e}")))?,
+            signing::public_package_from(&secrets.capability_public)
+                .map_err(|e| Error::Secrets(format!("capability key: {e}")))?,
+        );
         let tls = server_tls(
-            "keeper",
+            Party::Keeper(config.keeper),
             config_path,
             &config.ca_cert,
             &config.cert,
@@ -264,11 +357,11 @@ impl LoadedKeeper {
             })
             .collect::<Result<_, _>>()?;
         let store = KeeperStore::open(&at(&config.store), config.keeper)?;
-        let vault = Vault::open(
-            &store,
-            &keyring_path(config_path, &config),
-            wrapping.clone(),
-        )?;
+        let keyring = keyring_path(config_path, &config);
+        if keyring.exists() {
+            crate::config::check_private(&keyring)?;
+        }
+        let vault = Vault::open(&store, &keyring, config.keeper, wrapping.clone())?;
         let opaque = ServerKeys::from_bytes(&secrets.opaque).map_err(|_| {
             Error::Secrets(
                 "the sealed secrets hold no OPAQUE keys (made by an older obscura): make the \
@@ -296,10 +389,15 @@ impl LoadedKeeper {
             vault,
             opaque,
             peers,
-            sealed_extra: (
-                Zeroizing::new(secrets.opaque.clone()),
-                Zeroizing::new(secrets.peer_key),
-            ),
+            owner,
+            capability,
+            bootstrap,
+            sealed_extra: SealedExtra {
+                opaque: Zeroizing::new(secrets.opaque.clone()),
+                peer_key: Zeroizing::new(secrets.peer_key),
+                capability_key: Zeroizing::new(secrets.capability_key.clone()),
+                capability_public: secrets.capability_public.clone(),
+            },
             audit_key: SigningKey::from_bytes(&secrets.audit_key),
             secrets_path: at(&config.secrets),
             wrapping,
@@ -312,21 +410,16 @@ impl LoadedKeeper {
     }
 }
 
-/// The id a client's certificate gives it in budgets and audit entries: the first 16 bytes of
-/// a BLAKE3 digest of the certificate (DER).
-pub fn client_id(cert_der: &[u8]) -> [u8; 16] {
-    let h = blake3::derive_key("obscura 2026 keeper client id", cert_der);
-    h[..16].try_into().expect("16 bytes")
-}
-
 pub(crate) struct KeeperState {
     keeper: u8,
+    threshold: u8,
     window: u64,
     budget: Budget,
     store: KeeperStore,
     accounts: Accounts,
     shares: RwLock<HashMap<(u8, u32), KeyShare>>,
     audit_key: SigningKey,
+    owner: VerifyingKey,
     /// Held while the shares change and are sealed again, so changes apply one at a time.
     changing: Mutex<Sealing>,
 }
@@ -336,30 +429,19 @@ struct Sealing {
     path: PathBuf,
     wrapping: WrappingKey,
     tls_key_pem: Zeroizing<String>,
-    opaque: Zeroizing<Vec<u8>>,
-    peer_key: Zeroizing<[u8; 32]>,
+    extra: SealedExtra,
 }
 
 #[derive(Clone)]
 struct Connection {
     state: Arc<KeeperState>,
-    /// `None` cannot happen behind the verifier, which requires a certificate; it is refused.
-    client: Option<[u8; 16]>,
+    guard: Arc<Guard>,
     /// The peer's address, for login limits per source.
     source: IpAddr,
 }
 
 impl KeeperState {
-    fn process(
-        &self,
-        client: Option<[u8; 16]>,
-        source: IpAddr,
-        op: &str,
-        bytes: &[u8],
-    ) -> ResponseBody {
-        if client.is_none() {
-            return error(ErrorCode::BadRequest, "no client certificate");
-        }
+    fn process(&self, source: IpAddr, op: &str, bytes: &[u8]) -> ResponseBody {
         let req = match Request::decode(bytes) {
             Ok(r) => r,
             Err(e) => return proto_error(e),
@@ -376,13 +458,34 @@ impl KeeperState {
         }
         let a = &self.accounts;
         let outcome = match &req.body {
-            RequestBody::Audit | RequestBody::Status => Ok(self.public(&req.body, now)),
-            RequestBody::KeeperRegister { user, request } => {
-                a.register(&self.store, None, user, request)
-            }
-            RequestBody::KeeperRegisterFinish { user, upload } => {
-                a.register_finish(&self.store, None, user, upload, now)
-            }
+            RequestBody::Status => Ok(self.status()),
+            RequestBody::KeeperRegister {
+                user,
+                request,
+                bootstrap,
+            } => a.register(
+                &self.store,
+                None,
+                source,
+                user,
+                request,
+                bootstrap.as_ref(),
+                now,
+            ),
+            RequestBody::KeeperRegisterFinish {
+                user,
+                upload,
+                roles,
+                bootstrap,
+            } => a.register_finish(
+                &self.store,
+                None,
+                user,
+                upload,
+                *roles,
+                bootstrap.as_ref(),
+                now,
+            ),
             RequestBody::KeeperLoginStart { user, ke1 } => {
                 a.login_start(&self.store, source, user, ke1, now)
             }
@@ -391,7 +494,7 @@ impl KeeperState {
             }
             RequestBody::KeeperSealed { session, message } => {
                 Ok(a.sealed(session, message, now, |caller, inner| {
-                    match self.in_session(caller, &inner, now) {
+                    match self.in_session(caller, source, &inner, now) {
                         Ok(body) | Err(body) => body,
                     }
                 }))
@@ -406,41 +509,28 @@ impl KeeperState {
         }
     }
 
-    /// What a keeper answers without a session: its status and audit log.
-    fn public(&self, body: &RequestBody, now: u64) -> ResponseBody {
-        match body {
-            RequestBody::Audit => {
-                let entries = self
-                    .store
-                    .audit_checkpoint(&self.audit_key, now)
-                    .and_then(|_| self.store.audit_entries());
-                match entries {
-                    Ok(e) => wire_audit(e),
-                    Err(e) => store_error(e),
-                }
-            }
-            _ => match self.store.audit_entries() {
-                // A keeper stores no image: `node` is its number, the counts are zero.
-                Ok(e) => {
-                    let mut key_versions: Vec<u32> = self
-                        .shares
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .keys()
-                        .map(|(_, v)| *v)
-                        .collect();
-                    key_versions.sort_unstable();
-                    key_versions.dedup();
-                    ResponseBody::Status {
-                        node: self.keeper,
-                        committed: 0,
-                        pending: 0,
-                        audit_entries: e.len() as u64,
-                        key_versions,
-                    }
-                }
-                Err(e) => store_error(e),
-            },
+    /// What a keeper answers anyone: its number, audit length and key versions.
+    fn status(&self) -> ResponseBody {
+        let (_, total) = match self.store.audit_page(0, 0) {
+            Ok(page) => page,
+            Err(e) => return store_error(e),
+        };
+        let mut key_versions: Vec<u32> = self
+            .shares
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|(_, v)| *v)
+            .collect();
+        key_versions.sort_unstable();
+        key_versions.dedup();
+        // A keeper stores no image: `node` is its number, the counts are zero.
+        ResponseBody::Status {
+            node: self.keeper,
+            committed: 0,
+            pending: 0,
+            audit_entries: total,
+            key_versions,
         }
     }
 
@@ -448,41 +538,108 @@ impl KeeperState {
     fn in_session(
         &self,
         caller: &Caller,
+        source: IpAddr,
         req: &Request,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         let a = &self.accounts;
-        let admin = || {
-            if caller.admin {
+        let needs = |any: &[u8], what: &str| {
+            if any.iter().any(|r| caller.roles & r != 0) {
                 Ok(())
             } else {
-                Err(error(ErrorCode::Forbidden, "an admin operation"))
+                Err(error(
+                    ErrorCode::Forbidden,
+                    format!("{what} needs the {} role", roles::names(any[0]).join("")),
+                ))
             }
         };
         match &req.body {
             RequestBody::KeeperEvaluate { version, batches } => {
+                needs(&[roles::QUERIER, roles::OWNER], "token evaluation")?;
                 self.evaluate(caller.user, &req.request_id, *version, batches, now)
             }
-            RequestBody::KeeperRekey { from, to, parts } => {
-                admin()?;
+            RequestBody::KeeperRekey {
+                from,
+                to,
+                parts,
+                signature,
+            } => {
+                needs(&[roles::ADMIN], "changing key shares")?;
+                Order::Rekey {
+                    from: *from,
+                    to: *to,
+                    plan: obscura_proto::rekey_digest(*from, *to, parts),
+                }
+                .verify(&self.owner, signature)
+                .map_err(|_| {
+                    error(
+                        ErrorCode::Rejected,
+                        "the rekey is not the data owner's order for this plan",
+                    )
+                })?;
                 self.rekey(&req.request_id, *from, *to, parts, now)
             }
-            RequestBody::KeeperRetire { version } => {
-                admin()?;
+            RequestBody::KeeperRetire { version, signature } => {
+                needs(&[roles::ADMIN], "erasing key shares")?;
+                Order::Retire { version: *version }
+                    .verify(&self.owner, signature)
+                    .map_err(|_| {
+                        error(
+                            ErrorCode::Rejected,
+                            "erasing a key version needs the data owner's order",
+                        )
+                    })?;
                 self.retire(&req.request_id, *version, now)
             }
-            RequestBody::KeeperRegister { user, request } => {
-                a.register(&self.store, Some(caller), user, request)
-            }
-            RequestBody::KeeperRegisterFinish { user, upload } => {
-                a.register_finish(&self.store, Some(caller), user, upload, now)
-            }
+            RequestBody::KeeperRegister {
+                user,
+                request,
+                bootstrap,
+            } => a.register(
+                &self.store,
+                Some(caller),
+                source,
+                user,
+                request,
+                bootstrap.as_ref(),
+                now,
+            ),
+            RequestBody::KeeperRegisterFinish {
+                user,
+                upload,
+                roles,
+                bootstrap,
+            } => a.register_finish(
+                &self.store,
+                Some(caller),
+                user,
+                upload,
+                *roles,
+                bootstrap.as_ref(),
+                now,
+            ),
             RequestBody::KeeperUnlock { user } => a.unlock(&self.store, caller, user, now),
             RequestBody::KeeperLogout => {
                 a.end(&caller.session);
                 Ok(ResponseBody::Ok)
             }
-            RequestBody::Audit | RequestBody::Status => Ok(self.public(&req.body, now)),
+            RequestBody::Status => Ok(self.status()),
+            RequestBody::Audit { from, max } => {
+                needs(&[roles::AUDITOR, roles::ADMIN], "reading the audit log")?;
+                let (entries, total) = self
+                    .store
+                    .audit_page(*from, (*max).min(obscura_proto::limits::MAX_AUDIT_PAGE))
+                    .map_err(store_error)?;
+                Ok(wire_audit(entries, total))
+            }
+            RequestBody::Checkpoint => {
+                needs(&[roles::AUDITOR, roles::ADMIN], "signing the audit log")?;
+                let seq = self
+                    .store
+                    .audit_checkpoint(&self.audit_key, now)
+                    .map_err(store_error)?;
+                Ok(ResponseBody::Checkpointed { seq })
+            }
             RequestBody::SecretPut { .. }
             | RequestBody::SecretGet { .. }
             | RequestBody::SecretDelete { .. }
@@ -492,11 +649,23 @@ impl KeeperState {
             | RequestBody::DkgRound2 { .. }
             | RequestBody::DkgFinish { .. }
             | RequestBody::SignCommit { .. }
-            | RequestBody::SignShare { .. } => a.user_op(&self.store, caller, &req.body, now),
-            _ => Err(error(
+            | RequestBody::SignShare { .. }
+            | RequestBody::CapabilityCommit
+            | RequestBody::CapabilityShare { .. } => a.user_op(&self.store, caller, &req.body, now),
+            RequestBody::Prepare { .. }
+            | RequestBody::Commit { .. }
+            | RequestBody::Delete { .. }
+            | RequestBody::Lookup { .. }
+            | RequestBody::Evaluate { .. }
+            | RequestBody::Fetch { .. }
+            | RequestBody::Resolve { .. }
+            | RequestBody::Rotate { .. }
+            | RequestBody::KeeperLoginStart { .. }
+            | RequestBody::KeeperLoginFinish { .. }
+            | RequestBody::KeeperSealed { .. } => Err(error(
                 ErrorCode::BadRequest,
-                "a keeper evaluates tokens, keeps user secrets and signs, changes its key \
-                 shares, and shows its status and audit log; nothing else",
+                "a keeper evaluates tokens, keeps user secrets, signs, changes its key shares, \
+                 and shows its status and audit log; nothing else",
             )),
         }
     }
@@ -550,6 +719,25 @@ impl KeeperState {
                 obscura_keeper::Scalar::from_canonical_bytes(p.zero_share),
             )
             .ok_or_else(|| bad("a zero share is not a scalar".into()))?;
+            let commitments = p
+                .zero_commitments
+                .iter()
+                .map(|c| {
+                    oprf::deserialize(c).map_err(|_| bad("a zero commitment is not a point".into()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            obscura_keeper::threshold::check_zero_commitments(
+                &commitments,
+                usize::from(self.threshold),
+                self.keeper,
+                &zero,
+            )
+            .map_err(|e| {
+                error(
+                    ErrorCode::Rejected,
+                    format!("node {}'s rotation: {e}", p.node),
+                )
+            })?;
             let mut zero_shares = vec![obscura_keeper::Scalar::ZERO; usize::from(self.keeper)];
             zero_shares[usize::from(self.keeper) - 1] = zero;
             let rekey = Rekey {
@@ -646,8 +834,10 @@ impl KeeperState {
         let secrets = KeeperSecrets {
             tls_key_pem: sealing.tls_key_pem.to_string(),
             audit_key: self.audit_key.to_bytes(),
-            opaque: sealing.opaque.to_vec(),
-            peer_key: *sealing.peer_key,
+            opaque: sealing.extra.opaque.to_vec(),
+            peer_key: *sealing.extra.peer_key,
+            capability_key: sealing.extra.capability_key.to_vec(),
+            capability_public: sealing.extra.capability_public.clone(),
             shares: shares
                 .iter()
                 .map(|(&(node, version), k)| SealedShare {
@@ -659,9 +849,9 @@ impl KeeperState {
         };
         let internal = |e: Error| error(ErrorCode::Internal, e.to_string());
         let sealed = secrets
-            .seal(&sealing.wrapping, &mut rand_core::OsRng)
+            .seal(self.keeper, &sealing.wrapping, &mut rand_core::OsRng)
             .map_err(internal)?;
-        write_atomic(&sealing.path, &sealed).map_err(internal)?;
+        write_private_atomic(&sealing.path, &sealed).map_err(internal)?;
         *self.shares.write().unwrap_or_else(|e| e.into_inner()) = shares;
         Ok(())
     }
@@ -716,10 +906,22 @@ impl KeeperState {
 async fn handle(
     State(conn): State<Connection>,
     UrlPath(op): UrlPath<String>,
-    body: Bytes,
+    body: transport::RequestBody,
 ) -> (StatusCode, Vec<u8>) {
+    let (bytes, _) = match conn
+        .guard
+        .body(body, obscura_proto::limits::MAX_BODY, false)
+        .await
+    {
+        Ok(b) => b,
+        Err(refused) => return transport::encode(refused),
+    };
+    let state = conn.state.clone();
+    let source = conn.source;
     // Scalar multiplications and the store are synchronous: keep them off the async workers.
-    respond(move || conn.state.process(conn.client, conn.source, &op, &body)).await
+    conn.guard
+        .respond(move || state.process(source, &op, &bytes))
+        .await
 }
 
 /// Serve `keeper` on `listener` until `shutdown` completes; then sign the audit log's head.
@@ -731,48 +933,53 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), obscura_store::Error> {
+    let c = &keeper.config;
     let state = Arc::new(KeeperState {
-        keeper: keeper.config.keeper,
-        window: keeper.config.replay_window_s,
+        keeper: c.keeper,
+        threshold: c.threshold,
+        window: c.replay_window_s,
         budget: Budget {
-            evaluations: keeper.config.budget_evaluations,
-            window_s: keeper.config.budget_window_s,
+            evaluations: c.budget_evaluations,
+            window_s: c.budget_window_s,
         },
-        store: keeper.store,
+        owner: keeper.owner,
         accounts: Accounts::new(
-            keeper.config.keeper,
-            keeper.config.m,
-            keeper.config.threshold,
+            crate::accounts::Setup {
+                keeper: c.keeper,
+                m: c.m,
+                threshold: c.threshold,
+                policy: c.login,
+                session_ttl_s: c.session_ttl_s,
+                capabilities: c.capabilities,
+                quotas: c.quotas,
+                bootstrap: keeper.bootstrap,
+                window: c.replay_window_s,
+            },
             keeper.opaque,
             keeper.vault,
             keeper.peers,
-            keeper.config.login,
-            keeper.config.session_ttl_s,
+            keeper.capability,
+            Box::new(rand_core::OsRng),
         ),
+        store: keeper.store,
         shares: RwLock::new(keeper.shares),
         audit_key: keeper.audit_key,
         changing: Mutex::new(Sealing {
             path: keeper.secrets_path,
             wrapping: keeper.wrapping,
             tls_key_pem: keeper.tls_key_pem,
-            opaque: keeper.sealed_extra.0,
-            peer_key: keeper.sealed_extra.1,
+            extra: keeper.sealed_extra,
         }),
     });
+    let guard = Guard::new(keeper.config.limits);
     let s = state.clone();
-    let app_for = move |tls: &rustls::ServerConnection, peer: std::net::SocketAddr| {
-        let client = tls
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| client_id(c.as_ref()));
+    let g = guard.clone();
+    let app_for = move |_: &rustls::ServerConnection, peer: std::net::SocketAddr| {
         Router::new()
             .route("/v1/{op}", post(handle))
-            .layer(DefaultBodyLimit::max(
-                obscura_proto::account_limits::MAX_SEALED + (1 << 16),
-            ))
             .with_state(Connection {
                 state: s.clone(),
-                client,
+                guard: g.clone(),
                 source: peer.ip(),
             })
     };
@@ -783,9 +990,10 @@ pub async fn serve(
             .map(drop)
     };
     // The last act, as every tick: sign the audit log's head.
-    accept_loop(
+    transport::accept_loop(
         listener,
         TlsAcceptor::from(keeper.tls),
+        guard,
         app_for,
         Duration::from_secs(keeper.config.checkpoint_interval_s.max(1)),
         tick.clone(),

@@ -12,4 +12,5 @@ pub mod config;
 pub mod keeper;
 pub mod server;
 pub mod tls;
+mod transport;
 pub mod vault;

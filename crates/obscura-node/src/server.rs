@@ -1,40 +1,76 @@
 //! The node's HTTP API over mutual TLS.
 //!
-//! Every operation is `POST /v1/<op>` with a [`Request`] body and a [`Response`] body. Before any
-//! operation the node admits the request id and time into its replay window; Stage-2 queries also
-//! admit their query id, because a zero-sharing context used twice would unmask answers. At
-//! prepare, the node checks the owner's signature on the manifest and its own shares against the
-//! manifest's digests, so nothing unsigned or mismatched is ever stored.
+//! Every operation is `POST /v1/<op>` with a [`Request`] body and a [`Response`] body. A node
+//! first authenticates the request ([`obscura_auth::capability::authenticate`]: a capability
+//! the keepers signed together, and the holder's signature over this request for this node),
+//! then admits its id and time into the replay window, then runs it in the role the operation
+//! needs ([`obscura_auth::capability::Acting`]):
+//!
+//! | operation | role |
+//! |---|---|
+//! | prepare, commit, delete (with the owner's order) | owner |
+//! | lookup, evaluate, resolve | querier, within its hourly limits |
+//! | fetch | owner; or a querier with a proof of its own match, or with the owner's grant |
+//! | audit, checkpoint | auditor or admin |
+//! | rotate (each step with the owner's order) | admin |
+//! | status | any |
+//!
+//! The search policy (batch shape, the bands a candidate must match, the distance a match
+//! entitles to, candidates per query) is the node's own, never the client's. Stage-1 answers
+//! are handles bound to the caller and the query ([`obscura_auth::handle`]); Stage-2 answers are
+//! committed and signed ([`obscura_auth::matching`]) so that a querier can prove a match.
+//!
+//! Every authenticated request, and every refusal after authentication, is an entry in the
+//! audit log naming the user; requests that fail authentication are counted and summed up in
+//! one entry per checkpoint interval, so garbage cannot grow the log one entry at a time.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
+use obscura_auth::capability::{authenticate, Acting, Authorized, CapabilityKey};
+use obscura_auth::handle::HandleKey;
+use obscura_auth::matching::{self, MatchPolicy};
 use obscura_mpc::{node, HashShare, NodeRequest};
 use obscura_proto::{
-    limits, ErrorCode, Request, RequestBody, Response, ResponseBody, RotateOp, WireAuditEntry,
-    WireElement, WireId, WireToken,
+    limits, roles, ErrorCode, FetchBy, MatchProof, Request, RequestBody, ResponseBody, RotateOp,
+    WireAuditEntry, WireElement, WireId, WireToken,
 };
 use obscura_sharing::manifest::{ImageId, ShareRole, SignedManifest};
-use obscura_sharing::order::Order;
+use obscura_sharing::order::{user_digest, Order};
 use obscura_sharing::zero::ZeroSharingKeys;
 use obscura_store::{NewImage, RotationStatus, Store, TokenMove};
 use obscura_tokens::{voprf_token, Token, BANDS};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::LoadedNode;
+use crate::config::{LoadedNode, SearchPolicy};
+use crate::transport::{self, Guard};
 
-/// Longest a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// One hour: the window of the per-user rate limits.
+const RATE_WINDOW_S: u64 = 3600;
+
+/// What one user asked of this node in the current window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    since: u64,
+    queries: u32,
+    fetches: u32,
+}
+
+/// Which of a capability's limits a request counts against.
+#[derive(Clone, Copy, Debug)]
+enum Charge {
+    Queries,
+    Fetches,
+}
 
 struct NodeState {
     node: u8,
@@ -45,6 +81,13 @@ struct NodeState {
     zero: ZeroSharingKeys,
     owner: VerifyingKey,
     audit_key: SigningKey,
+    capability_key: CapabilityKey,
+    handles: HandleKey,
+    policy: SearchPolicy,
+    matches: MatchPolicy,
+    usage: Mutex<HashMap<String, Usage>>,
+    /// Requests refused before anyone was authenticated, since the last summary entry.
+    unauthenticated: AtomicU64,
 }
 
 pub(crate) fn now() -> u64 {
@@ -71,14 +114,19 @@ pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::OverBudget => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UnknownKey => StatusCode::NOT_FOUND,
-            ErrorCode::NoSession | ErrorCode::LoginFailed => StatusCode::UNAUTHORIZED,
-            ErrorCode::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::NoSession | ErrorCode::LoginFailed | ErrorCode::Unauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::TooManyAttempts | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::RolledBack => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         },
         ResponseBody::Ok
         | ResponseBody::Lookup { .. }
         | ResponseBody::Evaluate { .. }
+        | ResponseBody::Resolved { .. }
+        | ResponseBody::Checkpointed { .. }
         | ResponseBody::Fetch { .. }
         | ResponseBody::Status { .. }
         | ResponseBody::Audit { .. }
@@ -95,6 +143,7 @@ pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::DkgPackages { .. }
         | ResponseBody::DkgDone { .. }
         | ResponseBody::SignCommitment { .. }
+        | ResponseBody::CapabilityOffer { .. }
         | ResponseBody::SignatureShare { .. } => StatusCode::OK,
     }
 }
@@ -125,6 +174,18 @@ pub(crate) fn proto_error(e: obscura_proto::Error) -> ResponseBody {
     error(code, e.to_string())
 }
 
+/// An authentication or authorisation failure as the caller sees it.
+pub(crate) fn auth_error(e: obscura_auth::Error) -> ResponseBody {
+    use obscura_auth::Error as E;
+    let code = match &e {
+        E::NoCapability | E::BadCapability | E::Expired { .. } | E::BadRequestSignature => {
+            ErrorCode::Unauthorized
+        }
+        E::MissingRole { .. } | E::Refused(_) | E::Proof(_) => ErrorCode::Forbidden,
+    };
+    error(code, e.to_string())
+}
+
 /// The zero-sharing context of a query is admitted under its own namespace, so a query id can
 /// never collide with a request id.
 fn query_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
@@ -132,8 +193,8 @@ fn query_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
     h[..16].try_into().expect("16 bytes")
 }
 
-/// An audit log as it goes on the wire.
-pub(crate) fn wire_audit(entries: Vec<obscura_store::AuditEntry>) -> ResponseBody {
+/// An audit log page as it goes on the wire.
+pub(crate) fn wire_audit(entries: Vec<obscura_store::AuditEntry>, total: u64) -> ResponseBody {
     ResponseBody::Audit {
         entries: entries
             .into_iter()
@@ -147,6 +208,7 @@ pub(crate) fn wire_audit(entries: Vec<obscura_store::AuditEntry>) -> ResponseBod
                 detail: e.detail,
             })
             .collect(),
+        total,
     }
 }
 
@@ -231,16 +293,32 @@ fn check_elements<'a>(
     Ok(Some(fixed))
 }
 
+/// A short name of an operation for audit entries.
+fn op_name(body: &RequestBody) -> &'static str {
+    body.path().strip_prefix("/v1/").unwrap_or("?")
+}
+
 impl NodeState {
     fn process(&self, op: &str, bytes: &[u8]) -> ResponseBody {
         let req = match Request::decode(bytes) {
             Ok(r) => r,
-            Err(e) => return proto_error(e),
+            Err(e) => {
+                self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                return proto_error(e);
+            }
         };
         if req.body.path().strip_prefix("/v1/") != Some(op) {
+            self.unauthenticated.fetch_add(1, Ordering::Relaxed);
             return error(ErrorCode::BadRequest, "operation does not match the path");
         }
         let now = now();
+        let who = match authenticate(&req, self.node, &self.capability_key, now, self.window) {
+            Ok(who) => who,
+            Err(e) => {
+                self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                return auth_error(e);
+            }
+        };
         // Not synced on its own: an operation that changes state syncs it with its own commit,
         // and a read answered twice after a crash reveals nothing new. Stage-2 query ids are
         // admitted durably (see `evaluate`).
@@ -250,60 +328,99 @@ impl NodeState {
         {
             return store_error(e);
         }
-        match self.dispatch(&req, now) {
-            Ok(body) | Err(body) => body,
+        match self.dispatch(&req, &who, now) {
+            Ok(body) => body,
+            Err(refusal) => {
+                if let ResponseBody::Error { code, message } = &refusal {
+                    // Best effort: the refusal stands even if its entry cannot be written.
+                    let _ = self.store.record_refusal(
+                        &req.request_id,
+                        format!(
+                            "user={} op={} refused={code:?}: {message}",
+                            who.user(),
+                            op_name(&req.body)
+                        )
+                        .as_bytes(),
+                        now,
+                    );
+                }
+                refusal
+            }
         }
     }
 
-    fn dispatch(&self, req: &Request, now: u64) -> Result<ResponseBody, ResponseBody> {
+    /// Audit an authenticated request: who asked what (never query content).
+    fn record(
+        &self,
+        req: &Request,
+        who: &Acting<'_>,
+        detail: std::fmt::Arguments<'_>,
+        now: u64,
+    ) -> Result<(), ResponseBody> {
+        self.store
+            .record_query(
+                &req.request_id,
+                format!(
+                    "user={} role={} op={} {detail}",
+                    who.user(),
+                    roles::names(who.role()).join("+"),
+                    op_name(&req.body)
+                )
+                .as_bytes(),
+                now,
+            )
+            .map_err(store_error)
+    }
+
+    /// Count `n` requests against `who`'s hourly limit of `kind` at this node.
+    fn charge(&self, who: &Authorized, kind: Charge, n: u32, now: u64) -> Result<(), ResponseBody> {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        // Users whose window ended are forgotten, so the table holds only this hour's users.
+        usage.retain(|_, u| u.since + RATE_WINDOW_S > now);
+        let u = usage.entry(who.user().to_string()).or_insert(Usage {
+            since: now,
+            ..Usage::default()
+        });
+        let limits = who.limits();
+        let (used, limit, what) = match kind {
+            Charge::Queries => (&mut u.queries, limits.queries_per_hour, "queries"),
+            Charge::Fetches => (&mut u.fetches, limits.fetches_per_hour, "fetches"),
+        };
+        if used.saturating_add(n) > limit {
+            return Err(error(
+                ErrorCode::RateLimited,
+                format!(
+                    "user {:?} has made {used} {what} at node {} this hour, its limit is \
+                     {limit}: wait {} s",
+                    who.user(),
+                    self.node,
+                    (u.since + RATE_WINDOW_S).saturating_sub(now)
+                ),
+            ));
+        }
+        *used += n;
+        Ok(())
+    }
+
+    fn dispatch(
+        &self,
+        req: &Request,
+        who: &Authorized,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let role = |r: u8| who.acting(r).map_err(auth_error);
         match &req.body {
             RequestBody::Prepare {
                 key_version,
                 images,
             } => {
-                let mut checked: Vec<Checked<'_>> = Vec::with_capacity(images.len());
-                for img in images {
-                    self.check_against_manifest(
-                        &img.image,
-                        &img.manifest,
-                        &img.image_share,
-                        &img.hash_share,
-                    )?;
-                    let elements = check_elements(&img.image, &img.tokens, &img.elements)?;
-                    let tokens: [Token; BANDS] = std::array::from_fn(|i| Token(img.tokens[i]));
-                    checked.push((img, tokens, elements.copied()));
-                }
-                // During a rotation, images made under the old key version are written under
-                // the next one; a rotation that begins meanwhile is met by trying again.
-                let mut attempt = 0;
-                loop {
-                    let (version, moved) = self.to_writing_version(*key_version, &checked)?;
-                    let batch: Vec<NewImage<'_>> = checked
-                        .iter()
-                        .zip(&moved)
-                        .map(|((img, _, _), w)| NewImage {
-                            id: ImageId(img.image),
-                            manifest: &img.manifest,
-                            image_share: &img.image_share,
-                            hash_share: img.hash_share.as_slice().try_into().expect("size checked"),
-                            tokens: w.tokens,
-                            key_version: version,
-                            elements: w.elements.as_ref(),
-                            retired_tokens: w.retired,
-                        })
-                        .collect();
-                    match self.store.prepare_many(&batch, now) {
-                        Err(obscura_store::Error::KeyVersion { .. }) if attempt == 0 => {
-                            attempt += 1;
-                        }
-                        r => {
-                            r.map_err(store_error)?;
-                            return Ok(ResponseBody::Ok);
-                        }
-                    }
-                }
+                let owner = role(roles::OWNER)?;
+                self.record(req, &owner, format_args!("images={}", images.len()), now)?;
+                self.prepare(*key_version, images, now)
             }
             RequestBody::Commit { images } => {
+                let owner = role(roles::OWNER)?;
+                self.record(req, &owner, format_args!("images={}", images.len()), now)?;
                 let ids: Vec<ImageId> = images.iter().map(|id| ImageId(*id)).collect();
                 self.store.commit_many(&ids, now).map_err(store_error)?;
                 Ok(ResponseBody::Ok)
@@ -312,46 +429,48 @@ impl NodeState {
                 image,
                 issued_at,
                 signature,
-            } => self.delete(ImageId(*image), *issued_at, signature, now),
+            } => {
+                let owner = role(roles::OWNER)?;
+                let image = ImageId(*image);
+                self.record(req, &owner, format_args!("image={image}"), now)?;
+                self.delete(image, *issued_at, signature, now)
+            }
             RequestBody::Lookup {
                 key_version,
+                query,
+                issued,
                 tokens,
-                min_bands,
             } => {
-                let tokens: Vec<Token> = tokens.iter().map(|t| Token(*t)).collect();
-                let (ids, matched) = self
-                    .store
-                    .lookup_at_least(*key_version, &tokens, usize::from(*min_bands))
-                    .map_err(store_error)?;
-                self.store
-                    .record_query(
-                        &req.request_id,
-                        format!("lookup tokens={} min_bands={min_bands}", tokens.len()).as_bytes(),
-                        now,
-                    )
-                    .map_err(store_error)?;
-                Ok(ResponseBody::Lookup {
-                    ids: ids.into_iter().map(|id| id.0).collect(),
-                    matched: u32::try_from(matched).unwrap_or(u32::MAX),
-                })
+                let querier = role(roles::QUERIER)?;
+                self.lookup(req, &querier, *key_version, query, *issued, tokens, now)
             }
             RequestBody::Evaluate {
                 query_id,
+                issued,
                 query_share,
                 candidates,
-            } => self.evaluate(req, query_id, query_share, candidates, now),
-            RequestBody::Fetch { image } => match self.store.image(&ImageId(*image)) {
-                Ok(Some(img)) => Ok(ResponseBody::Fetch {
-                    manifest: img.manifest,
-                    image_share: img.image_share,
-                }),
-                Ok(None) => Err(error(
-                    ErrorCode::UnknownImage,
-                    format!("unknown image {}", ImageId(*image)),
-                )),
-                Err(e) => Err(store_error(e)),
-            },
+            } => {
+                let querier = role(roles::QUERIER)?;
+                self.evaluate(
+                    req,
+                    &querier,
+                    query_id,
+                    *issued,
+                    query_share,
+                    candidates,
+                    now,
+                )
+            }
+            RequestBody::Fetch { by } => self.fetch(req, who, by, now),
+            RequestBody::Resolve { proofs } => {
+                let querier = role(roles::QUERIER)?;
+                self.resolve(req, &querier, proofs, now)
+            }
             RequestBody::Status => {
+                let any = who
+                    .acting_as_any(&[roles::QUERIER, roles::OWNER, roles::AUDITOR, roles::ADMIN])
+                    .map_err(auth_error)?;
+                self.record(req, &any, format_args!(""), now)?;
                 let s = self.store.stats().map_err(store_error)?;
                 let v = self.store.key_versions();
                 Ok(ResponseBody::Status {
@@ -362,15 +481,35 @@ impl NodeState {
                     key_versions: std::iter::once(v.current).chain(v.next).collect(),
                 })
             }
-            RequestBody::Audit => {
-                // Sign the head first, so what the client checks ends in a checkpoint.
-                self.store
+            RequestBody::Audit { from, max } => {
+                let auditor = who
+                    .acting_as_any(&[roles::AUDITOR, roles::ADMIN])
+                    .map_err(auth_error)?;
+                self.record(req, &auditor, format_args!("from={from} max={max}"), now)?;
+                let (entries, total) = self
+                    .store
+                    .audit_page(*from, (*max).min(limits::MAX_AUDIT_PAGE))
+                    .map_err(store_error)?;
+                Ok(wire_audit(entries, total))
+            }
+            RequestBody::Checkpoint => {
+                let auditor = who
+                    .acting_as_any(&[roles::AUDITOR, roles::ADMIN])
+                    .map_err(auth_error)?;
+                self.record(req, &auditor, format_args!(""), now)?;
+                // A log already ending in a checkpoint is not signed again, so asking often
+                // costs a sync only when something happened in between.
+                let seq = self
+                    .store
                     .audit_checkpoint(&self.audit_key, now)
                     .map_err(store_error)?;
-                let entries = self.store.audit_entries().map_err(store_error)?;
-                Ok(wire_audit(entries))
+                Ok(ResponseBody::Checkpointed { seq })
             }
-            RequestBody::Rotate { op } => self.rotate(op, now).map(|s| rotation(self.node, s)),
+            RequestBody::Rotate { op } => {
+                let admin = role(roles::ADMIN)?;
+                self.record(req, &admin, format_args!("{}", rotate_name(op)), now)?;
+                self.rotate(op, now).map(|s| rotation(self.node, s))
+            }
             RequestBody::KeeperEvaluate { .. }
             | RequestBody::KeeperRekey { .. }
             | RequestBody::KeeperRetire { .. }
@@ -390,11 +529,331 @@ impl NodeState {
             | RequestBody::DkgRound2 { .. }
             | RequestBody::DkgFinish { .. }
             | RequestBody::SignCommit { .. }
-            | RequestBody::SignShare { .. } => Err(error(
+            | RequestBody::SignShare { .. }
+            | RequestBody::CapabilityCommit
+            | RequestBody::CapabilityShare { .. } => Err(error(
                 ErrorCode::BadRequest,
                 "a node holds no key and no account: send this to a keeper",
             )),
         }
+    }
+
+    fn prepare(
+        &self,
+        key_version: u32,
+        images: &[obscura_proto::PreparedImage],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let mut checked: Vec<Checked<'_>> = Vec::with_capacity(images.len());
+        for img in images {
+            self.check_against_manifest(
+                &img.image,
+                &img.manifest,
+                &img.image_share,
+                &img.hash_share,
+            )?;
+            let elements = check_elements(&img.image, &img.tokens, &img.elements)?;
+            let tokens: [Token; BANDS] = std::array::from_fn(|i| Token(img.tokens[i]));
+            checked.push((img, tokens, elements.copied()));
+        }
+        // During a rotation, images made under the old key version are written under the next
+        // one; a rotation that begins meanwhile is met by trying again.
+        let mut attempt = 0;
+        loop {
+            let (version, moved) = self.to_writing_version(key_version, &checked)?;
+            let batch: Vec<NewImage<'_>> = checked
+                .iter()
+                .zip(&moved)
+                .map(|((img, _, _), w)| NewImage {
+                    id: ImageId(img.image),
+                    manifest: &img.manifest,
+                    image_share: &img.image_share,
+                    hash_share: img.hash_share.as_slice().try_into().expect("size checked"),
+                    tokens: w.tokens,
+                    key_version: version,
+                    elements: w.elements.as_ref(),
+                    retired_tokens: w.retired,
+                })
+                .collect();
+            match self.store.prepare_many(&batch, now) {
+                Err(obscura_store::Error::KeyVersion { .. }) if attempt == 0 => {
+                    attempt += 1;
+                }
+                r => {
+                    r.map_err(store_error)?;
+                    return Ok(ResponseBody::Ok);
+                }
+            }
+        }
+    }
+
+    /// Stage-1 under the node's own policy: the batch holds at most the policy's shape (honest
+    /// clients send exactly it), a token counts once however often it is sent, and an image
+    /// must match in as many bands as the policy's radius and distance limit require, whatever
+    /// the batch. The candidates go back as this query's
+    /// handles.
+    #[allow(clippy::too_many_arguments)]
+    fn lookup(
+        &self,
+        req: &Request,
+        querier: &Acting<'_>,
+        key_version: u32,
+        query: &[u8; 16],
+        issued: u64,
+        tokens: &[WireToken],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let p = self.policy;
+        let shape = BANDS * p.lookups_per_band;
+        if tokens.len() > shape {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!(
+                    "a lookup has at most {shape} tokens ({BANDS} bands of {}), not {}",
+                    p.lookups_per_band,
+                    tokens.len()
+                ),
+            ));
+        }
+        self.fresh(issued, now)?;
+        self.charge(querier.who(), Charge::Queries, 1, now)?;
+        let mut distinct: Vec<Token> = tokens.iter().map(|t| Token(*t)).collect();
+        distinct.sort_unstable_by_key(|t| t.0);
+        distinct.dedup();
+        let need = obscura_tokens::min_bands(p.probe_radius, p.max_distance);
+        let (ids, matched) = self
+            .store
+            .lookup_at_least(key_version, &distinct, need)
+            .map_err(store_error)?;
+        let keys = self.handles.for_query(querier.user(), query, issued);
+        let mut handles: Vec<WireId> = ids.iter().map(|id| keys.seal(&id.0)).collect();
+        // Every node holds the same images and gives them the same handles, so cutting the
+        // sorted handles keeps the nodes' answers alike.
+        handles.sort_unstable();
+        handles.truncate(p.max_candidates as usize);
+        self.record(
+            req,
+            querier,
+            format_args!(
+                "tokens={} bands={need} candidates={} matched={matched}",
+                distinct.len(),
+                handles.len()
+            ),
+            now,
+        )?;
+        Ok(ResponseBody::Lookup {
+            handles,
+            matched: u32::try_from(matched).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// A query's issue time must be within the replay window of now: its handles live that
+    /// long.
+    fn fresh(&self, issued: u64, now: u64) -> Result<(), ResponseBody> {
+        if issued.abs_diff(now) > self.window {
+            return Err(error(
+                ErrorCode::Stale,
+                format!(
+                    "the query was issued at {issued}, more than {} s from this node's clock \
+                     ({now})",
+                    self.window
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &self,
+        req: &Request,
+        querier: &Acting<'_>,
+        query_id: &[u8; 16],
+        issued: u64,
+        query_share: &[u8],
+        candidates: &[WireId],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        if candidates.len() > self.policy.max_candidates as usize {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!(
+                    "at most {} candidates per query at this cluster",
+                    self.policy.max_candidates
+                ),
+            ));
+        }
+        self.fresh(issued, now)?;
+        self.charge(querier.who(), Charge::Queries, 1, now)?;
+        self.store
+            .admit_request(
+                &query_admission_id(query_id),
+                req.timestamp,
+                now,
+                self.window,
+            )
+            .map_err(store_error)?;
+        let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
+        let query = HashShare::from_bytes(self.node, query_share).map_err(bad)?;
+        let keys = self.handles.for_query(querier.user(), query_id, issued);
+        let ids: Vec<ImageId> = candidates.iter().map(|h| ImageId(keys.open(h))).collect();
+        let stored = self
+            .store
+            .hash_shares(&ids)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|s| s.map(|b| HashShare::from_bytes(self.node, &b)).transpose())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        let request = NodeRequest {
+            node: self.node,
+            query_id: *query_id,
+            query,
+            candidates: ids,
+        };
+        let refs: Vec<Option<&HashShare>> = stored.iter().map(Option::as_ref).collect();
+        let answer = node::answer(&self.zero, &request, &refs).map_err(bad)?;
+        let values: Vec<Option<u32>> = answer
+            .values
+            .into_iter()
+            .map(|v| v.map(|f| f.value()))
+            .collect();
+        let signed = matching::sign_answer(
+            &self.audit_key,
+            &matching::Answered {
+                node: self.node,
+                user: querier.user(),
+                query_id,
+                issued,
+            },
+            candidates,
+            &values,
+            &mut rand_core::OsRng,
+        );
+        self.record(
+            req,
+            querier,
+            format_args!("candidates={}", candidates.len()),
+            now,
+        )?;
+        Ok(ResponseBody::Evaluate {
+            node: self.node,
+            values,
+            answer_key: signed.answer_key,
+            signature: signed.signature.to_vec(),
+        })
+    }
+
+    /// The image a match proof of `user`'s opens, with its distance.
+    fn proven(
+        &self,
+        proof: &MatchProof,
+        user: &str,
+        now: u64,
+    ) -> Result<(ImageId, u32), ResponseBody> {
+        let m = matching::verify(proof, user, &self.matches, now).map_err(auth_error)?;
+        let id = self
+            .handles
+            .for_query(user, &proof.query_id, proof.issued)
+            .open(&m.handle);
+        Ok((ImageId(id), m.distance))
+    }
+
+    fn fetch(
+        &self,
+        req: &Request,
+        who: &Authorized,
+        by: &FetchBy,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let (image, acting, how) = match by {
+            FetchBy::Owner { image } => (
+                ImageId(*image),
+                who.acting(roles::OWNER).map_err(auth_error)?,
+                "owner".to_string(),
+            ),
+            FetchBy::Grant {
+                image,
+                expires_at,
+                signature,
+            } => {
+                let acting = who
+                    .acting_as_any(&[roles::QUERIER, roles::OWNER, roles::AUDITOR, roles::ADMIN])
+                    .map_err(auth_error)?;
+                let image = ImageId(*image);
+                Order::Grant {
+                    image,
+                    user: user_digest(who.user()),
+                    expires_at: *expires_at,
+                }
+                .verify(&self.owner, signature)
+                .map_err(|_| {
+                    error(
+                        ErrorCode::Forbidden,
+                        format!(
+                            "the grant of image {image} is not the owner's for user {:?}",
+                            who.user()
+                        ),
+                    )
+                })?;
+                if *expires_at < now {
+                    return Err(error(
+                        ErrorCode::Forbidden,
+                        format!("the grant of image {image} expired at {expires_at}"),
+                    ));
+                }
+                (image, acting, "grant".to_string())
+            }
+            FetchBy::Match(proof) => {
+                let acting = who.acting(roles::QUERIER).map_err(auth_error)?;
+                let (image, distance) = self.proven(proof, who.user(), now)?;
+                (image, acting, format!("match distance={distance}"))
+            }
+        };
+        self.charge(who, Charge::Fetches, 1, now)?;
+        self.record(req, &acting, format_args!("image={image} by={how}"), now)?;
+        match self.store.image(&image) {
+            Ok(Some(img)) => Ok(ResponseBody::Fetch {
+                manifest: img.manifest,
+                image_share: img.image_share,
+            }),
+            Ok(None) => Err(error(
+                ErrorCode::UnknownImage,
+                format!("unknown image {image}"),
+            )),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    fn resolve(
+        &self,
+        req: &Request,
+        querier: &Acting<'_>,
+        proofs: &[MatchProof],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        self.charge(querier.who(), Charge::Fetches, proofs.len() as u32, now)?;
+        let mut manifests = Vec::with_capacity(proofs.len());
+        let mut opened = 0;
+        for proof in proofs {
+            let manifest = match self.proven(proof, querier.user(), now) {
+                Ok((image, _)) => self
+                    .store
+                    .image(&image)
+                    .map_err(store_error)?
+                    .map(|img| img.manifest),
+                Err(_) => None,
+            };
+            opened += usize::from(manifest.is_some());
+            manifests.push(manifest);
+        }
+        self.record(
+            req,
+            querier,
+            format_args!("proofs={} opened={opened}", proofs.len()),
+            now,
+        )?;
+        Ok(ResponseBody::Resolved { manifests })
     }
 
     /// The key version a prepared batch is written under, and its images' tokens and elements
@@ -499,8 +958,10 @@ impl NodeState {
         }
     }
 
-    /// A step of a key rotation.
+    /// A step of a key rotation, each on the owner's order for this node.
     fn rotate(&self, op: &RotateOp, now: u64) -> Result<RotationStatus, ResponseBody> {
+        let refused =
+            |e: obscura_sharing::Error| error(ErrorCode::Rejected, format!("key rotation: {e}"));
         match op {
             RotateOp::Begin {
                 from,
@@ -515,7 +976,7 @@ impl NodeState {
                     factor: *factor,
                 }
                 .verify(&self.owner, signature)
-                .map_err(|e| error(ErrorCode::Rejected, format!("key rotation refused: {e}")))?;
+                .map_err(refused)?;
                 let rho = scalar(factor)?;
                 // Elements stored while the moves are computed make the store refuse them;
                 // compute again then.
@@ -546,11 +1007,37 @@ impl NodeState {
                     "elements kept changing while the rotation was set up; try again",
                 ))
             }
-            RotateOp::Move { max_images } => self
-                .store
-                .rotate_step((*max_images).min(1 << 16) as usize, now)
-                .map_err(store_error),
-            RotateOp::Finish { to } => self.store.finish_rotation(*to, now).map_err(store_error),
+            RotateOp::Move {
+                to,
+                max_images,
+                signature,
+            } => {
+                Order::RotateMove {
+                    node: self.node,
+                    to: *to,
+                }
+                .verify(&self.owner, signature)
+                .map_err(refused)?;
+                let next = self.store.key_versions().next;
+                if next.is_some_and(|n| n != *to) {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        format!("node {} is moving to another key version", self.node),
+                    ));
+                }
+                self.store
+                    .rotate_step((*max_images).min(1 << 16) as usize, now)
+                    .map_err(store_error)
+            }
+            RotateOp::Finish { to, signature } => {
+                Order::RotateFinish {
+                    node: self.node,
+                    to: *to,
+                }
+                .verify(&self.owner, signature)
+                .map_err(refused)?;
+                self.store.finish_rotation(*to, now).map_err(store_error)
+            }
         }
     }
 
@@ -587,75 +1074,57 @@ impl NodeState {
             .map_err(|e| reject(e.to_string()))
     }
 
-    fn evaluate(
-        &self,
-        req: &Request,
-        query_id: &[u8; 16],
-        query_share: &[u8],
-        candidates: &[[u8; 16]],
-        now: u64,
-    ) -> Result<ResponseBody, ResponseBody> {
-        self.store
-            .admit_request(
-                &query_admission_id(query_id),
-                req.timestamp,
+    /// At each tick: one audit entry for the requests refused before authentication since the
+    /// last, if any.
+    fn summarize_unauthenticated(&self, now: u64) -> Result<(), obscura_store::Error> {
+        let refused = self.unauthenticated.swap(0, Ordering::Relaxed);
+        if refused > 0 {
+            self.store.record_refusal(
+                &[0; 16],
+                format!("unauthenticated requests refused={refused}").as_bytes(),
                 now,
-                self.window,
-            )
-            .map_err(store_error)?;
-        let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
-        let query = HashShare::from_bytes(self.node, query_share).map_err(bad)?;
-        let ids: Vec<ImageId> = candidates.iter().map(|c| ImageId(*c)).collect();
-        let stored = self
-            .store
-            .hash_shares(&ids)
-            .map_err(store_error)?
-            .into_iter()
-            .map(|s| s.map(|b| HashShare::from_bytes(self.node, &b)).transpose())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
-        let request = NodeRequest {
-            node: self.node,
-            query_id: *query_id,
-            query,
-            candidates: ids,
-        };
-        let refs: Vec<Option<&HashShare>> = stored.iter().map(Option::as_ref).collect();
-        let answer = node::answer(&self.zero, &request, &refs).map_err(bad)?;
-        self.store
-            .record_query(
-                &req.request_id,
-                format!("evaluate candidates={}", candidates.len()).as_bytes(),
-                now,
-            )
-            .map_err(store_error)?;
-        Ok(ResponseBody::Evaluate {
-            node: self.node,
-            values: answer
-                .values
-                .into_iter()
-                .map(|v| v.map(|f| f.value()))
-                .collect(),
-        })
+            )?;
+        }
+        Ok(())
     }
 }
 
-async fn handle(
-    State(state): State<Arc<NodeState>>,
-    Path(op): Path<String>,
-    body: Bytes,
-) -> (StatusCode, Vec<u8>) {
-    // The store is synchronous and waits for fsync: keep it off the async workers.
-    respond(move || state.process(&op, &body)).await
+fn rotate_name(op: &RotateOp) -> String {
+    match op {
+        RotateOp::Begin { from, to, .. } => format!("begin from={from} to={to}"),
+        RotateOp::Move { to, max_images, .. } => format!("move to={to} max={max_images}"),
+        RotateOp::Finish { to, .. } => format!("finish to={to}"),
+    }
 }
 
-/// Run `process` off the async workers and encode what it answers, with its HTTP status.
-pub(crate) async fn respond(
-    process: impl FnOnce() -> ResponseBody + Send + 'static,
+#[derive(Clone)]
+struct Served {
+    state: Arc<NodeState>,
+    guard: Arc<Guard>,
+}
+
+async fn handle(
+    State(served): State<Served>,
+    Path(op): Path<String>,
+    body: transport::RequestBody,
 ) -> (StatusCode, Vec<u8>) {
-    let outcome = tokio::task::spawn_blocking(process).await;
-    let body = outcome.unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string()));
-    (status_of(&body), Response(body).encode())
+    let (limit, upload) = transport::body_limit(&op);
+    let (bytes, permit) = match served.guard.body(body, limit, upload).await {
+        Ok(b) => b,
+        Err(refused) => {
+            served.state.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            return transport::encode(refused);
+        }
+    };
+    let state = served.state.clone();
+    // The store is synchronous and waits for fsync: keep it off the async workers.
+    served
+        .guard
+        .respond(move || {
+            let _upload = permit;
+            state.process(&op, &bytes)
+        })
+        .await
 }
 
 /// Serve `node` on `listener` until `shutdown` completes; then sign the audit log's head.
@@ -667,39 +1136,56 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), obscura_store::Error> {
+    let c = &node.config;
     let state = Arc::new(NodeState {
-        node: node.config.node,
-        n: node.config.n as usize,
-        t: node.config.t as usize,
-        window: node.config.replay_window_s,
+        node: c.node,
+        n: c.n as usize,
+        t: c.t as usize,
+        window: c.replay_window_s,
+        policy: c.policy,
+        matches: MatchPolicy {
+            node_keys: node.node_keys.clone(),
+            t: c.t as usize,
+            max_distance: c.policy.max_distance,
+            window_s: c.policy.match_window_s,
+        },
         store: node.store,
         zero: node.zero,
         owner: node.owner,
         audit_key: node.audit_key,
+        capability_key: node.capability_key,
+        handles: node.handle_key,
+        usage: Mutex::default(),
+        unauthenticated: AtomicU64::new(0),
     });
+    let guard = Guard::new(node.config.limits);
     let app = Router::new()
         .route("/v1/{op}", post(handle))
-        .layer(DefaultBodyLimit::max(
-            limits::MAX_IMAGE_SHARE + limits::MAX_MANIFEST + (1 << 20),
-        ))
-        .with_state(state.clone());
+        .with_state(Served {
+            state: state.clone(),
+            guard: guard.clone(),
+        });
     let pending_timeout = node.config.pending_timeout_s;
     let s = state.clone();
     let tick = move || {
         let now = now();
+        s.summarize_unauthenticated(now)?;
         s.store
             .purge_pending(now.saturating_sub(pending_timeout), now)?;
         s.store.audit_checkpoint(&s.audit_key, now).map(drop)
     };
     let last = move || {
+        let now = now();
+        state.summarize_unauthenticated(now)?;
         state
             .store
-            .audit_checkpoint(&state.audit_key, now())
+            .audit_checkpoint(&state.audit_key, now)
             .map(drop)
     };
-    accept_loop(
+    transport::accept_loop(
         listener,
         TlsAcceptor::from(node.tls),
+        guard,
         move |_, _| app.clone(),
         Duration::from_secs(node.config.checkpoint_interval_s.max(1)),
         tick,
@@ -707,59 +1193,4 @@ pub async fn serve(
         last,
     )
     .await
-}
-
-/// Accept TLS connections on `listener` and serve each with the router `app_for` makes from
-/// its TLS session, running `tick` (off the async workers) every `every`, until `shutdown`
-/// completes; then close every connection and run `last` (off the async workers too), whose
-/// result this returns.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app_for: impl Fn(&rustls::ServerConnection, std::net::SocketAddr) -> Router + Send + Sync + 'static,
-    every: Duration,
-    tick: impl Fn() -> Result<(), obscura_store::Error> + Clone + Send + 'static,
-    shutdown: impl Future<Output = ()>,
-    last: impl FnOnce() -> Result<(), obscura_store::Error> + Send + 'static,
-) -> Result<(), obscura_store::Error> {
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
-    tokio::pin!(shutdown);
-    // Connections are tracked so that stopping the server closes them too (a kept-alive
-    // connection must not outlive it and keep answering from its store).
-    let mut connections = tokio::task::JoinSet::new();
-    let app_for = Arc::new(app_for);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = ticker.tick() => {
-                // Failures are retried at the next tick.
-                let _ = tokio::task::spawn_blocking(tick.clone()).await;
-            }
-            accepted = listener.accept() => {
-                let Ok((tcp, peer)) = accepted else { continue };
-                // Small TLS records must not wait for delayed ACKs (40 ms per round on Linux).
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let app_for = app_for.clone();
-                connections.spawn(async move {
-                    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
-                        return; // refused or timed out handshake
-                    };
-                    let service = TowerToHyperService::new(app_for(tls.get_ref().1, peer));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        }
-    }
-    drop(listener);
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
-    tokio::task::spawn_blocking(last)
-        .await
-        .map_err(|e| obscura_store::Error::Storage(e.to_string()))?
 }

@@ -1,10 +1,12 @@
 //! TLS material made at cluster creation, and the rustls configurations built from it.
 //!
-//! One cluster CA signs a server certificate per node and per keeper (for its loopback or configured host
-//! names) and a client certificate per cluster client. Nodes accept only connections that present
-//! a client certificate from that CA; clients accept only nodes whose certificate the CA signed.
-//! The CA's private key is used once, at creation, and not stored: adding a member means making
-//! new material.
+//! One cluster CA signs a server certificate per node and per keeper and a client certificate
+//! per cluster client. Each server certificate is valid for one name only, its party's
+//! (`node-3.obscura`, `keeper-1.obscura`, see [`Party::name`]), and clients connect to a party by
+//! that name ([`Endpoint`]: the configured address, reached under the party's name), so the
+//! certificate of node 2 cannot answer as node 3 even though the same CA signed both. Nodes
+//! accept only connections that present a client certificate from that CA. The CA's private key
+//! is used once, at creation, and not stored: adding a member means making new material.
 //!
 //! Both sides use rustls with the `ring` provider.
 
@@ -54,6 +56,72 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+/// A server of the cluster, as its certificate names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Party {
+    /// Node `i`.
+    Node(u8),
+    /// Keeper `j`.
+    Keeper(u8),
+}
+
+impl Party {
+    /// The one DNS name its certificate is valid for, and that clients ask for.
+    pub fn name(self) -> String {
+        match self {
+            Party::Node(i) => format!("node-{i}.obscura"),
+            Party::Keeper(j) => format!("keeper-{j}.obscura"),
+        }
+    }
+}
+
+impl std::fmt::Display for Party {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Party::Node(i) => write!(f, "node {i}"),
+            Party::Keeper(j) => write!(f, "keeper {j}"),
+        }
+    }
+}
+
+/// How a client reaches a party: it connects to the configured address but asks for, and
+/// checks the certificate against, the party's own name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The party.
+    pub party: Party,
+    /// The base URL requests go to: `https://<party name>:<port>`.
+    pub base: String,
+    /// The address the party's name stands for.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Endpoint {
+    /// The endpoint of `party` configured at `url` (`https://host:port`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a URL that is not `https://host:port` or a host that does not
+    /// resolve.
+    pub fn new(party: Party, url: &str) -> Result<Endpoint, Error> {
+        use std::net::ToSocketAddrs;
+        let bad = |why: &str| Error::Config(format!("{party} at {url:?}: {why}"));
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| bad("not an https:// URL"))?
+            .trim_end_matches('/');
+        let addr = rest
+            .to_socket_addrs()
+            .map_err(|e| bad(&e.to_string()))?
+            .next()
+            .ok_or_else(|| bad("the host does not resolve"))?;
+        Ok(Endpoint {
+            party,
+            base: format!("https://{}:{}", party.name(), addr.port()),
+            addr,
+        })
+    }
+}
+
 /// Everything a cluster's TLS needs: the CA certificate, one server identity per node and one
 /// client identity per client.
 #[derive(Debug)]
@@ -75,16 +143,15 @@ fn name(common: &str) -> DistinguishedName {
     dn
 }
 
-/// Make a CA, then `nodes` node and `keepers` keeper server identities valid for `hosts`, and
-/// one client identity per name.
+/// Make a CA, then `nodes` node and `keepers` keeper server identities, each valid for its
+/// party's name only, and one client identity per name.
 ///
 /// # Errors
-/// [`Error::Generate`] if a key or certificate cannot be made (for example an invalid host name).
+/// [`Error::Generate`] if a key or certificate cannot be made.
 pub fn make_cluster_tls(
     cluster: &str,
     nodes: usize,
     keepers: usize,
-    hosts: &[String],
     clients: &[&str],
 ) -> Result<ClusterTls, Error> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -109,7 +176,7 @@ pub fn make_cluster_tls(
         .map(|i| {
             issue(
                 format!("{cluster} node {i}"),
-                hosts.to_vec(),
+                vec![Party::Node(i as u8).name()],
                 ExtendedKeyUsagePurpose::ServerAuth,
             )
         })
@@ -118,7 +185,7 @@ pub fn make_cluster_tls(
         .map(|j| {
             issue(
                 format!("{cluster} keeper {j}"),
-                hosts.to_vec(),
+                vec![Party::Keeper(j as u8).name()],
                 ExtendedKeyUsagePurpose::ServerAuth,
             )
         })

@@ -32,14 +32,26 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use obscura_store::keeper::{KeeperStore, VaultChange};
 use obscura_tokens::keyfile::WrappingKey;
-use rand_core::{OsRng, RngCore};
+use rand_core::{CryptoRng, OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::config::{open_secrets, read, seal_secrets, write_atomic, Error};
+use crate::config::{open_secrets, read, seal_secrets, write_private_atomic, Error};
 
-/// Purpose label of a keeper's sealed keyring.
+/// A source of randomness a keeper's parts share: the operating system's in a server, a seeded
+/// generator in a test that must be repeatable.
+pub type Randomness = Box<dyn CryptoRngCore + Send>;
+
+/// What [`Randomness`] must be.
+pub trait CryptoRngCore: RngCore + CryptoRng {}
+impl<T: RngCore + CryptoRng> CryptoRngCore for T {}
+
+/// Purpose label of a keeper's sealed keyring; the keeper's number follows it.
 pub const KEYRING_PURPOSE: &str = "keeper-keyring";
+
+fn keyring_purpose(keeper: u8) -> String {
+    format!("{KEYRING_PURPOSE}/keeper-{keeper}")
+}
 
 /// What a record is; part of its key and of its associated data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +96,9 @@ pub struct Vault {
     storage_key: Zeroizing<[u8; 32]>,
     held: Mutex<Held>,
     path: PathBuf,
+    purpose: String,
     wrapping: WrappingKey,
+    rng: Mutex<Randomness>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -115,22 +129,39 @@ impl Vault {
     /// # Errors
     /// [`Error::Store`] with [`obscura_store::Error::RolledBack`] when the store is behind the
     /// keyring by more than one write, or ahead of it; [`Error::Secrets`], [`Error::File`].
-    pub fn open(store: &KeeperStore, path: &Path, wrapping: WrappingKey) -> Result<Vault, Error> {
+    pub fn open(
+        store: &KeeperStore,
+        path: &Path,
+        keeper: u8,
+        wrapping: WrappingKey,
+    ) -> Result<Vault, Error> {
+        Self::open_with_rng(store, path, keeper, wrapping, Box::new(OsRng))
+    }
+
+    /// [`open`](Self::open) with the randomness every key and nonce comes from.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_rng(
+        store: &KeeperStore,
+        path: &Path,
+        keeper: u8,
+        wrapping: WrappingKey,
+        mut rng: Randomness,
+    ) -> Result<Vault, Error> {
         let at = store.vault_state()?;
+        let purpose = keyring_purpose(keeper);
         let keyring: Keyring = if path.exists() {
-            open_secrets(&read(path)?, KEYRING_PURPOSE, &wrapping)?
+            open_secrets(&read(path)?, &purpose, &wrapping)?
         } else if at == 0 {
             let mut storage_key = [0u8; 32];
-            OsRng.fill_bytes(&mut storage_key);
+            rng.fill_bytes(&mut storage_key);
             let k = Keyring {
                 state: 0,
                 storage_key,
                 keys: Vec::new(),
             };
-            write_atomic(
-                path,
-                &seal_secrets(&k, KEYRING_PURPOSE, &wrapping, &mut OsRng)?,
-            )?;
+            write_private_atomic(path, &seal_secrets(&k, &purpose, &wrapping, &mut rng)?)?;
             k
         } else {
             return Err(Error::Secrets(format!(
@@ -156,7 +187,9 @@ impl Vault {
                     .collect(),
             }),
             path: path.to_path_buf(),
+            purpose,
             wrapping,
+            rng: Mutex::new(rng),
         })
     }
 
@@ -170,16 +203,18 @@ impl Vault {
     pub fn accept_restore(
         store: &KeeperStore,
         path: &Path,
+        keeper: u8,
         wrapping: &WrappingKey,
         now: u64,
     ) -> Result<(u64, u64), Error> {
-        let mut keyring: Keyring = open_secrets(&read(path)?, KEYRING_PURPOSE, wrapping)?;
+        let purpose = keyring_purpose(keeper);
+        let mut keyring: Keyring = open_secrets(&read(path)?, &purpose, wrapping)?;
         let was = keyring.state;
         let at = store.vault_state()?;
         keyring.state = at + 1;
-        write_atomic(
+        write_private_atomic(
             path,
-            &seal_secrets(&keyring, KEYRING_PURPOSE, wrapping, &mut OsRng)?,
+            &seal_secrets(&keyring, &purpose, wrapping, &mut OsRng)?,
         )?;
         store.vault_write(
             at,
@@ -206,10 +241,16 @@ impl Vault {
         .concat()
     }
 
-    fn seal_with(cipher_key: &[u8; 32], key: &[u8], version: u64, plain: &[u8]) -> Vec<u8> {
+    fn seal_with(
+        rng: &mut Randomness,
+        cipher_key: &[u8; 32],
+        key: &[u8],
+        version: u64,
+        plain: &[u8],
+    ) -> Vec<u8> {
         let cipher = Aes256Gcm::new_from_slice(cipher_key).expect("32-byte key");
         let mut nonce = [0u8; 12];
-        OsRng.fill_bytes(&mut nonce);
+        rng.fill_bytes(&mut nonce);
         let ct = cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
@@ -280,6 +321,32 @@ impl Vault {
             .ok_or_else(|| Error::Secrets(format!("a {kind:?} record does not open")))
     }
 
+    /// The ids of `user`'s records of `kind`, in id order, without opening them (for quotas).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn ids(
+        &self,
+        store: &KeeperStore,
+        kind: Kind,
+        user: &Handle,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let prefix = record_key(kind, user, &[]);
+        Ok(store
+            .vault_scan(&prefix)?
+            .into_iter()
+            .map(|(k, _)| k[prefix.len()..].to_vec())
+            .collect())
+    }
+
+    /// Fill `bytes` from the vault's randomness (for ids and nonces of the keeper's records).
+    pub fn fill(&self, bytes: &mut [u8]) {
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fill_bytes(bytes);
+    }
+
     /// Every record of `kind` of `user` that opens: (id, contents), in id order.
     ///
     /// # Errors
@@ -320,6 +387,7 @@ impl Vault {
         now: u64,
     ) -> Result<(), Error> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         let mut keys = held.keys.clone();
         let mut changes: Vec<VaultChange> = Vec::with_capacity(puts.len() + deletes.len());
         for (kind, user, id) in deletes {
@@ -336,7 +404,7 @@ impl Vault {
                 keys.entry(secret_key_id(user, &id))
                     .or_insert_with(|| {
                         let mut k = Zeroizing::new([0u8; 32]);
-                        OsRng.fill_bytes(&mut *k);
+                        rng.fill_bytes(&mut *k);
                         k
                     })
                     .clone()
@@ -345,7 +413,13 @@ impl Vault {
             };
             changes.push((
                 key.clone(),
-                Some(Self::seal_with(&cipher_key, &key, *version, plain)),
+                Some(Self::seal_with(
+                    &mut rng,
+                    &cipher_key,
+                    &key,
+                    *version,
+                    plain,
+                )),
             ));
         }
         let next = held.store_state + 1;
@@ -354,9 +428,9 @@ impl Vault {
             storage_key: *self.storage_key,
             keys: keys.iter().map(|(id, k)| (*id, **k)).collect(),
         };
-        write_atomic(
+        write_private_atomic(
             &self.path,
-            &seal_secrets(&keyring, KEYRING_PURPOSE, &self.wrapping, &mut OsRng)?,
+            &seal_secrets(&keyring, &self.purpose, &self.wrapping, &mut *rng)?,
         )?;
         held.keys = keys;
         store.vault_write(held.store_state, &changes, subject, detail, now)?;

@@ -1,18 +1,30 @@
 //! Nodes talk only to clients holding a certificate from their cluster's CA, and clients only to
 //! nodes the CA certified: a stranger, or a client of another cluster, cannot complete a handshake.
+//! And a client that asks for node 3 accepts only node 3's certificate: another node of the same
+//! cluster cannot answer in its place.
 
 use std::sync::Arc;
 
-use obscura_node::tls::{client_config, make_cluster_tls, server_config, Identity};
+use obscura_node::tls::{client_config, make_cluster_tls, server_config, Identity, Party};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// Run one handshake over an in-memory pipe and exchange a byte; Ok if both sides succeed.
+/// Run one handshake with a client asking for node 1 over an in-memory pipe and exchange a byte;
+/// Ok if both sides succeed.
 async fn handshake(
     server: Arc<rustls::ServerConfig>,
     client: rustls::ClientConfig,
+) -> Result<(), String> {
+    handshake_as(server, client, Party::Node(1)).await
+}
+
+/// [`handshake`] with a client asking for `party`.
+async fn handshake_as(
+    server: Arc<rustls::ServerConfig>,
+    client: rustls::ClientConfig,
+    party: Party,
 ) -> Result<(), String> {
     let (a, b) = tokio::io::duplex(64 * 1024);
     let srv = tokio::spawn(async move {
@@ -26,7 +38,7 @@ async fn handshake(
         s.flush().await.map_err(|e| e.to_string())?;
         Ok::<_, String>(())
     });
-    let name = ServerName::try_from("localhost").unwrap();
+    let name = ServerName::try_from(party.name()).unwrap();
     let cli = async move {
         let mut c = TlsConnector::from(Arc::new(client))
             .connect(name, b)
@@ -44,22 +56,39 @@ async fn handshake(
     Ok(())
 }
 
-fn hosts() -> Vec<String> {
-    vec!["localhost".into(), "127.0.0.1".into()]
+#[tokio::test]
+async fn cluster_members_connect() {
+    let tls = make_cluster_tls("test", 2, 0, &["admin"]).unwrap();
+    let server = server_config(&tls.ca_cert_pem, &tls.nodes[1]).unwrap();
+    let client = client_config(&tls.ca_cert_pem, &tls.clients[0]).unwrap();
+    handshake_as(server, client, Party::Node(2)).await.unwrap();
 }
 
 #[tokio::test]
-async fn cluster_members_connect() {
-    let tls = make_cluster_tls("test", 2, 0, &hosts(), &["admin"]).unwrap();
-    let server = server_config(&tls.ca_cert_pem, &tls.nodes[1]).unwrap();
-    let client = client_config(&tls.ca_cert_pem, &tls.clients[0]).unwrap();
-    handshake(server, client).await.unwrap();
+async fn node_2s_certificate_cannot_answer_as_node_3_or_as_a_keeper() {
+    let tls = make_cluster_tls("test", 3, 1, &["admin"]).unwrap();
+    let client = || client_config(&tls.ca_cert_pem, &tls.clients[0]).unwrap();
+    let node2 = server_config(&tls.ca_cert_pem, &tls.nodes[1]).unwrap();
+    let err = handshake_as(node2.clone(), client(), Party::Node(3))
+        .await
+        .unwrap_err();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(handshake_as(node2, client(), Party::Keeper(1))
+        .await
+        .is_err());
+    let keeper1 = server_config(&tls.ca_cert_pem, &tls.keepers[0]).unwrap();
+    assert!(handshake_as(keeper1.clone(), client(), Party::Node(1))
+        .await
+        .is_err());
+    handshake_as(keeper1, client(), Party::Keeper(1))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn a_client_of_another_cluster_is_refused() {
-    let ours = make_cluster_tls("ours", 1, 0, &hosts(), &["admin"]).unwrap();
-    let theirs = make_cluster_tls("theirs", 1, 0, &hosts(), &["admin"]).unwrap();
+    let ours = make_cluster_tls("ours", 1, 0, &["admin"]).unwrap();
+    let theirs = make_cluster_tls("theirs", 1, 0, &["admin"]).unwrap();
     let server = server_config(&ours.ca_cert_pem, &ours.nodes[0]).unwrap();
     // Trusts our CA (so it would accept our node) but presents their certificate.
     let client = client_config(&ours.ca_cert_pem, &theirs.clients[0]).unwrap();
@@ -68,7 +97,7 @@ async fn a_client_of_another_cluster_is_refused() {
 
 #[tokio::test]
 async fn a_client_without_a_certificate_is_refused() {
-    let tls = make_cluster_tls("test", 1, 0, &hosts(), &[]).unwrap();
+    let tls = make_cluster_tls("test", 1, 0, &[]).unwrap();
     let server = server_config(&tls.ca_cert_pem, &tls.nodes[0]).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(tls.ca_cert_pem.as_bytes()) {
@@ -86,8 +115,8 @@ async fn a_client_without_a_certificate_is_refused() {
 
 #[tokio::test]
 async fn a_node_of_another_cluster_is_refused_by_the_client() {
-    let ours = make_cluster_tls("ours", 1, 0, &hosts(), &["admin"]).unwrap();
-    let theirs = make_cluster_tls("theirs", 1, 0, &hosts(), &["admin"]).unwrap();
+    let ours = make_cluster_tls("ours", 1, 0, &["admin"]).unwrap();
+    let theirs = make_cluster_tls("theirs", 1, 0, &["admin"]).unwrap();
     let server = server_config(&ours.ca_cert_pem, &theirs.nodes[0]).unwrap();
     let client = client_config(&ours.ca_cert_pem, &ours.clients[0]).unwrap();
     assert!(handshake(server, client).await.is_err());
@@ -95,7 +124,7 @@ async fn a_node_of_another_cluster_is_refused_by_the_client() {
 
 #[test]
 fn bad_pem_is_a_clear_error() {
-    let tls = make_cluster_tls("test", 1, 0, &hosts(), &["admin"]).unwrap();
+    let tls = make_cluster_tls("test", 1, 0, &["admin"]).unwrap();
     let garbage = Identity {
         cert_pem: "not a certificate".into(),
         key_pem: tls.nodes[0].key_pem.clone(),

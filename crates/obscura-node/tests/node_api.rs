@@ -85,6 +85,40 @@ fn commit(ids: &[ImageId]) -> RequestBody {
     }
 }
 
+/// A Stage-1 lookup of `tokens`, padded with random dummies to the policy's shape (8 bands of
+/// 12), for query `query`.
+fn lookup(tokens: &[[u8; 16]], query: [u8; 16]) -> RequestBody {
+    let mut padded = tokens.to_vec();
+    while padded.len() < 96 {
+        let mut t = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut t);
+        padded.push(t);
+    }
+    RequestBody::Lookup {
+        key_version: 1,
+        query,
+        issued: common::now(),
+        tokens: padded,
+    }
+}
+
+/// The audit log from its start, as the node sends it.
+async fn audit(node: &TestNode) -> Vec<obscura_proto::WireAuditEntry> {
+    match node
+        .send(&TestNode::request(RequestBody::Audit {
+            from: 0,
+            max: 4096,
+        }))
+        .await
+    {
+        (200, ResponseBody::Audit { entries, total }) => {
+            assert_eq!(entries.len() as u64, total);
+            entries
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 fn code(body: &ResponseBody) -> Option<ErrorCode> {
     match body {
         ResponseBody::Error { code, .. } => Some(*code),
@@ -102,37 +136,48 @@ async fn index_search_fetch_and_audit() {
     );
 
     // Pending: Stage-1 does not see it.
-    let lookup = || {
-        TestNode::request(RequestBody::Lookup {
-            key_version: 1,
-            tokens: u.tokens.clone(),
-            min_bands: 8,
-        })
-    };
+    let query_id = [3; 16];
+    let lookup = || TestNode::request(lookup(&u.tokens, query_id));
     match node.send(&lookup()).await {
-        (200, ResponseBody::Lookup { ids, matched }) => assert!(ids.is_empty() && matched == 0),
+        (200, ResponseBody::Lookup { handles, matched }) => {
+            assert!(handles.is_empty() && matched == 0)
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(
         node.send(&TestNode::request(commit(&[u.id]))).await,
         (200, ResponseBody::Ok)
     );
-    match node.send(&lookup()).await {
-        (200, ResponseBody::Lookup { ids, matched }) => {
-            assert_eq!((ids, matched), (vec![u.id.0], 1))
+    // Committed: one candidate, as a handle of this query, never its id.
+    let lookup_req = lookup();
+    let issued = match &lookup_req.body {
+        RequestBody::Lookup { issued, .. } => *issued,
+        _ => unreachable!(),
+    };
+    let handle = match node.send(&lookup_req).await {
+        (200, ResponseBody::Lookup { handles, matched }) => {
+            assert_eq!((handles.len(), matched), (1, 1));
+            assert_ne!(handles[0], u.id.0);
+            handles[0]
         }
         other => panic!("{other:?}"),
-    }
+    };
 
-    // Stage-2: a value for the committed image, none for an unknown one.
+    // Stage-2: a value for the committed image, none for an unknown handle.
     let query = share_hash(u.hash ^ 1, T, N, &mut ChaCha20Rng::seed_from_u64(9)).unwrap();
     let eval = RequestBody::Evaluate {
-        query_id: [3; 16],
+        query_id,
+        issued,
         query_share: query[0].to_bytes().to_vec(),
-        candidates: vec![u.id.0, [0xee; 16]],
+        candidates: vec![handle, [0xee; 16]],
     };
     match node.send(&TestNode::request(eval.clone())).await {
-        (200, ResponseBody::Evaluate { node: 1, values }) => {
+        (
+            200,
+            ResponseBody::Evaluate {
+                node: 1, values, ..
+            },
+        ) => {
             assert!(values[0].is_some() && values[1].is_none());
         }
         other => panic!("{other:?}"),
@@ -142,10 +187,7 @@ async fn index_search_fetch_and_audit() {
     assert_eq!((status, code(&body)), (409, Some(ErrorCode::Replay)));
 
     // Fetch returns a share that verifies against the owner-signed manifest.
-    match node
-        .send(&TestNode::request(RequestBody::Fetch { image: u.id.0 }))
-        .await
-    {
+    match node.send(&TestNode::request(fetch(u.id))).await {
         (
             200,
             ResponseBody::Fetch {
@@ -162,26 +204,46 @@ async fn index_search_fetch_and_audit() {
         other => panic!("{other:?}"),
     }
 
-    // The audit log verifies under the node's key and ends in a checkpoint.
-    match node.send(&TestNode::request(RequestBody::Audit)).await {
-        (200, ResponseBody::Audit { entries }) => {
-            let entries: Vec<AuditEntry> = entries
-                .into_iter()
-                .map(|e| AuditEntry {
-                    seq: e.seq,
-                    prev: e.prev,
-                    hash: e.hash,
-                    time: e.time,
-                    kind: obscura_store::AuditKind::from_tag(e.kind).unwrap(),
-                    subject: e.subject,
-                    detail: e.detail,
-                })
-                .collect();
-            let report = verify(&entries, &node.audit_key.verifying_key()).unwrap();
-            assert_eq!(report.unsigned_tail, 0);
-            assert!(report.entries >= 6, "{report:?}");
-        }
-        other => panic!("{other:?}"),
+    // The audit log verifies under the node's key and, once signed, ends in a checkpoint. Every
+    // request is in it with its user.
+    assert!(matches!(
+        node.send(&TestNode::request(RequestBody::Checkpoint)).await,
+        (200, ResponseBody::Checkpointed { .. })
+    ));
+    let entries: Vec<AuditEntry> = audit(&node)
+        .await
+        .into_iter()
+        .map(|e| AuditEntry {
+            seq: e.seq,
+            prev: e.prev,
+            hash: e.hash,
+            time: e.time,
+            kind: obscura_store::AuditKind::from_tag(e.kind).unwrap(),
+            subject: e.subject,
+            detail: e.detail,
+        })
+        .collect();
+    let report = verify(&entries, &node.audit_key.verifying_key()).unwrap();
+    assert_eq!(
+        report.unsigned_tail, 1,
+        "the audit read after the checkpoint"
+    );
+    assert!(report.entries >= 6, "{report:?}");
+    for op in [
+        "prepare",
+        "commit",
+        "lookup",
+        "evaluate",
+        "fetch",
+        "checkpoint",
+    ] {
+        assert!(
+            entries.iter().any(|e| {
+                let d = String::from_utf8_lossy(&e.detail);
+                d.contains("user=tester") && d.contains(&format!("op={op}"))
+            }),
+            "no audit entry names the tester's {op}"
+        );
     }
 
     // Delete needs the owner's order, made no earlier than the stored copy; then it is gone.
@@ -192,8 +254,7 @@ async fn index_search_fetch_and_audit() {
             .await;
         assert_eq!((status, code(&body)), (422, Some(ErrorCode::Rejected)));
         assert!(matches!(
-            node.send(&TestNode::request(RequestBody::Fetch { image: u.id.0 }))
-                .await,
+            node.send(&TestNode::request(fetch(u.id))).await,
             (200, ResponseBody::Fetch { .. })
         ));
     }
@@ -211,6 +272,13 @@ async fn index_search_fetch_and_audit() {
     let (status, body) = node.send(&TestNode::request(del)).await;
     assert_eq!((status, code(&body)), (404, Some(ErrorCode::UnknownImage)));
     node.stop().await;
+}
+
+/// A fetch of `image` in the owner's role.
+fn fetch(image: ImageId) -> RequestBody {
+    RequestBody::Fetch {
+        by: obscura_proto::FetchBy::Owner { image: image.0 },
+    }
 }
 
 /// The owner's signed order to delete `image`.
@@ -339,10 +407,7 @@ async fn a_prepared_image_never_committed_is_purged() {
         assert!(std::time::Instant::now() < deadline, "never purged");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let (_, b) = node.send(&TestNode::request(RequestBody::Audit)).await;
-    let ResponseBody::Audit { entries } = b else {
-        panic!("{b:?}")
-    };
+    let entries = audit(&node).await;
     assert!(entries
         .iter()
         .any(|e| e.kind == obscura_store::AuditKind::Purge.tag() && e.subject == abandoned.id.0));
@@ -355,12 +420,12 @@ async fn a_prepared_image_never_committed_is_purged() {
 #[tokio::test]
 async fn clients_without_a_cluster_certificate_cannot_connect() {
     let node = TestNode::start("stranger").await;
-    let other =
-        obscura_node::tls::make_cluster_tls("other", 1, 0, &["localhost".into()], &["x"]).unwrap();
+    let other = obscura_node::tls::make_cluster_tls("other", 1, 0, &["x"]).unwrap();
     let stranger = reqwest::Client::builder()
         .use_preconfigured_tls(
-            obscura_node::tls::client_config(&node.tls.ca_cert_pem, &other.clients[0]).unwrap(),
+            obscura_node::tls::client_config(&node.ca_pem, &other.clients[0]).unwrap(),
         )
+        .resolve("node-1.obscura", node.addr)
         .build()
         .unwrap();
     let r = stranger
@@ -405,14 +470,10 @@ async fn voprf_elements_must_match_their_tokens() {
         200
     );
     match node
-        .send(&TestNode::request(RequestBody::Lookup {
-            key_version: 1,
-            tokens: good.tokens.clone(),
-            min_bands: 8,
-        }))
+        .send(&TestNode::request(lookup(&good.tokens, [1; 16])))
         .await
     {
-        (200, ResponseBody::Lookup { ids, .. }) => assert_eq!(ids, vec![good.id.0]),
+        (200, ResponseBody::Lookup { handles, .. }) => assert_eq!(handles.len(), 1),
         other => panic!("{other:?}"),
     }
 

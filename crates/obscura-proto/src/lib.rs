@@ -7,7 +7,9 @@
 //! read before anything else, so a message of another version is refused with
 //! [`Error::UnsupportedVersion`] rather than misparsed; trailing bytes, truncation and bodies
 //! that break a size limit are refused too. Every request carries a random 128-bit request id and
-//! the client's clock (Unix seconds) for the node's replay window.
+//! the client's clock (Unix seconds) for the node's replay window, and a request to a node
+//! carries the caller's [`Auth`]: a capability the keepers signed together, naming the user and
+//! its roles, and the capability holder's signature over this very request.
 //!
 //! ```
 //! use obscura_proto::{Request, RequestBody, Response, ResponseBody};
@@ -15,20 +17,26 @@
 //! let req = Request {
 //!     request_id: [7; 16],
 //!     timestamp: 1_790_000_000,
-//!     body: RequestBody::Lookup { key_version: 1, tokens: vec![[1; 16], [2; 16]], min_bands: 1 },
+//!     body: RequestBody::Lookup {
+//!         key_version: 1,
+//!         query: [3; 16],
+//!         issued: 1_790_000_000,
+//!         tokens: vec![[1; 16], [2; 16]],
+//!     },
+//!     auth: None,
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x06");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x07");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
-//! let resp = Response(ResponseBody::Lookup { ids: vec![[9; 16]], matched: 3 });
+//! let resp = Response(ResponseBody::Lookup { handles: vec![[9; 16]], matched: 3 });
 //! assert_eq!(Response::decode(&resp.encode())?, resp);
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 7;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(7))));
+//! future[5] = 8;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(8))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -37,7 +45,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 6;
+pub const VERSION: u16 = 7;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -50,21 +58,40 @@ pub type WireElement = [u8; 32];
 /// Size limits a decoded message must respect.
 pub mod limits {
     /// Largest image share accepted (bytes); the shares of one prepared batch together.
-    pub const MAX_IMAGE_SHARE: usize = 256 << 20;
+    pub const MAX_IMAGE_SHARE: usize = 64 << 20;
     /// Most images prepared or committed in one request.
     pub const MAX_BATCH: usize = 256;
     /// Largest manifest (bytes).
     pub const MAX_MANIFEST: usize = 64 << 10;
+    /// Largest request body a node reads for a prepare: the shares, the manifests and room for
+    /// the rest of the batch.
+    pub const MAX_PREPARE_BODY: usize = MAX_IMAGE_SHARE + MAX_BATCH * (MAX_MANIFEST + 4096);
+    /// Largest request body a node or keeper reads for anything else.
+    pub const MAX_BODY: usize = 4 << 20;
+    /// Largest answer a client reads from a fetch: a share of one image, its manifest, framing.
+    pub const MAX_FETCH_ANSWER: usize = MAX_IMAGE_SHARE + MAX_MANIFEST + 4096;
+    /// Largest answer a client reads for anything else.
+    pub const MAX_ANSWER: usize = 16 << 20;
     /// Most tokens in one lookup.
     pub const MAX_LOOKUP_TOKENS: usize = 8 * 256;
-    /// Most candidates in one Stage-2 request.
-    pub const MAX_CANDIDATES: usize = 1 << 20;
+    /// Most candidates in one Stage-2 request (a node's policy may allow fewer).
+    pub const MAX_CANDIDATES: usize = 4096;
     /// Length of a hash-bit share.
     pub const HASH_SHARE_LEN: usize = 256;
     /// Tokens per image.
     pub const TOKENS_PER_IMAGE: usize = 8;
     /// Most elements a keeper evaluates in one request, all node batches together.
     pub const MAX_KEEPER_ELEMENTS: usize = 1 << 14;
+    /// Most match proofs resolved in one request.
+    pub const MAX_PROOFS: usize = 64;
+    /// Most nodes' openings in one match proof.
+    pub const MAX_OPENINGS: usize = 255;
+    /// Longest Merkle path in a match proof (enough for [`MAX_CANDIDATES`]).
+    pub const MAX_PATH: usize = 32;
+    /// Most audit entries in one page.
+    pub const MAX_AUDIT_PAGE: u32 = 4096;
+    /// Largest capability (bytes, encoded).
+    pub const MAX_CAPABILITY: usize = 1024;
 }
 
 /// Errors decoding a message.
@@ -140,13 +167,21 @@ pub enum RotateOp {
     },
     /// Move up to `max_images` more images' postings to the next version, in one durable step.
     Move {
+        /// The next version, as begun.
+        to: u32,
         /// At most this many images (0: only report progress).
         max_images: u32,
+        /// The data owner's signature over the move order for this node
+        /// (`obscura_sharing::order::Order::RotateMove`), 64 bytes.
+        signature: Vec<u8>,
     },
     /// Every image has moved: forget the old version, its elements and `ρ`.
     Finish {
         /// The next version, as begun.
         to: u32,
+        /// The data owner's signature over the finish order for this node
+        /// (`obscura_sharing::order::Order::RotateFinish`), 64 bytes.
+        signature: Vec<u8>,
     },
 }
 
@@ -159,6 +194,156 @@ pub struct KeeperRekeyPart {
     pub factor: [u8; 32],
     /// This keeper's share of a fresh sharing of zero.
     pub zero_share: [u8; 32],
+    /// `z_j · G` for every keeper `j = 1..=m` (the same list at every keeper): each keeper
+    /// checks its own share against it and that the list lies on a polynomial of degree below
+    /// `T` that is zero at 0, so a rotation cannot hand keepers shares that do not add up.
+    pub zero_commitments: Vec<WireElement>,
+}
+
+/// A user's roles, as a set of bits (see [`roles`]).
+pub type WireRoles = u8;
+
+/// The roles a capability or an account can hold.
+pub mod roles {
+    /// Keeper administration: registers accounts, lifts lockouts, changes key shares with the
+    /// owner's order, and drives node key rotations with it.
+    pub const ADMIN: u8 = 1;
+    /// The data owner's role: index, delete and fetch any image.
+    pub const OWNER: u8 = 2;
+    /// Search, and fetch what one's own searches matched (or what an owner granted).
+    pub const QUERIER: u8 = 4;
+    /// Read the nodes' and keepers' audit logs.
+    pub const AUDITOR: u8 = 8;
+    /// Every role.
+    pub const ALL: u8 = ADMIN | OWNER | QUERIER | AUDITOR;
+
+    /// The names of the roles in `roles`, for people.
+    pub fn names(roles: u8) -> Vec<&'static str> {
+        [
+            (ADMIN, "admin"),
+            (OWNER, "owner"),
+            (QUERIER, "querier"),
+            (AUDITOR, "auditor"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| roles & bit != 0)
+        .map(|(_, name)| name)
+        .collect()
+    }
+
+    /// The role named `name`.
+    pub fn from_name(name: &str) -> Option<u8> {
+        match name {
+            "admin" => Some(ADMIN),
+            "owner" => Some(OWNER),
+            "querier" => Some(QUERIER),
+            "auditor" => Some(AUDITOR),
+            _ => None,
+        }
+    }
+}
+
+/// How much a capability's holder may ask of each node per hour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Stage-1 lookups and Stage-2 evaluations together.
+    pub queries_per_hour: u32,
+    /// Fetches and match resolutions together.
+    pub fetches_per_hour: u32,
+}
+
+/// What the keepers sign together for a logged-in user: who it is, what it may do, until when,
+/// and the key that must sign each of its requests (so a capability seen by a node cannot be
+/// used by that node elsewhere).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capability {
+    /// A random id, for audit entries.
+    pub id: [u8; 16],
+    /// The account's name.
+    pub user: String,
+    /// Its roles ([`roles`]).
+    pub roles: WireRoles,
+    /// The holder's Ed25519 public key.
+    pub holder: [u8; 32],
+    /// When it was made (keeper clock, Unix seconds).
+    pub issued_at: u64,
+    /// When it stops being accepted.
+    pub expires_at: u64,
+    /// Per-node rate limits.
+    pub limits: Limits,
+}
+
+/// A [`Capability`] as encoded, with the keepers' threshold Ed25519 signature over it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCapability {
+    /// The encoded [`Capability`] (postcard), as signed.
+    pub body: Vec<u8>,
+    /// The group signature, 64 bytes.
+    pub signature: Vec<u8>,
+}
+
+/// The caller's credential on a request to a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// The keepers' capability.
+    pub capability: SignedCapability,
+    /// The holder's Ed25519 signature over the request (node, id, time and body), 64 bytes.
+    pub signature: Vec<u8>,
+}
+
+/// One node's part of a [`MatchProof`]: its Stage-2 value for the candidate, opened from the
+/// commitment it signed over all its values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opening {
+    /// The node.
+    pub node: u8,
+    /// Its value for the candidate (`None`: it holds no such image).
+    pub value: Option<u32>,
+    /// The key of this candidate's leaf (derived from the answer's key; reveals no other leaf).
+    pub leaf_key: [u8; 32],
+    /// Sibling hashes from the leaf up.
+    pub path: Vec<[u8; 32]>,
+    /// The node's Ed25519 signature over its answer's commitment, 64 bytes.
+    pub signature: Vec<u8>,
+}
+
+/// Proof that a Stage-2 query of the caller's matched a candidate within the cluster's
+/// distance limit: `2t + 1` nodes' signed values for it, which interpolate to its distance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchProof {
+    /// The query (its Stage-1 handles and Stage-2 context).
+    pub query_id: [u8; 16],
+    /// When the query was issued (client clock, Unix seconds).
+    pub issued: u64,
+    /// The candidate's handle in that query.
+    pub handle: WireId,
+    /// Its position in the query's candidate list.
+    pub position: u32,
+    /// The length of that list.
+    pub count: u32,
+    /// One opening per answering node.
+    pub openings: Vec<Opening>,
+}
+
+/// What entitles a caller to an image's share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FetchBy {
+    /// The owner role: any image, by id.
+    Owner {
+        /// The image.
+        image: WireId,
+    },
+    /// The data owner's grant of this image to the caller's account.
+    Grant {
+        /// The image.
+        image: WireId,
+        /// Until when (Unix seconds).
+        expires_at: u64,
+        /// The owner's signature over the grant (`obscura_sharing::order::Order::Grant`).
+        signature: Vec<u8>,
+    },
+    /// A match of the caller's own query.
+    Match(MatchProof),
 }
 
 /// Limits of the keeper's account and secret messages.
@@ -245,34 +430,52 @@ pub enum RequestBody {
         /// 64 bytes.
         signature: Vec<u8>,
     },
-    /// Stage-1: the committed images posted under at least `min_bands` of the tokens. An image
-    /// has one token per band, so this counts the bands it matches in.
+    /// Stage-1: the committed images posted under enough of the tokens, as handles that only
+    /// this caller's Stage-2 of this query can use. An image has one token per band, so the node
+    /// counts the bands it matches in; how many it needs follows from the cluster's policy and
+    /// the batch shape, which the node checks.
     Lookup {
         /// The token key version the tokens were made under.
         key_version: u32,
-        /// The padded batch.
+        /// The query, the same at every node (handles are bound to it).
+        query: [u8; 16],
+        /// When the query was issued (client clock), the same at every node.
+        issued: u64,
+        /// The padded batch: exactly the policy's shape.
         tokens: Vec<WireToken>,
-        /// Fewest matching tokens (bands) an image needs, 1..=8.
-        min_bands: u8,
     },
     /// Stage-2: evaluate candidates on shares.
     Evaluate {
-        /// The query id, shared by all nodes (the zero-sharing context).
+        /// The query id of the Stage-1 lookups that gave the handles; the zero-sharing context.
         query_id: [u8; 16],
+        /// When that query was issued, as in its lookups.
+        issued: u64,
         /// This node's 256-byte share of the query bits.
         query_share: Vec<u8>,
-        /// The candidates, in the same order at every node.
+        /// The candidates' handles, in the same order at every node.
         candidates: Vec<WireId>,
     },
-    /// A committed image's manifest and share.
+    /// A committed image's manifest and share, for a caller entitled to it.
     Fetch {
-        /// Its id.
-        image: WireId,
+        /// The entitlement.
+        by: FetchBy,
+    },
+    /// The manifests (image ids) of matches of the caller's own queries.
+    Resolve {
+        /// At most [`limits::MAX_PROOFS`] proofs.
+        proofs: Vec<MatchProof>,
     },
     /// Counts and identity.
     Status,
-    /// The audit log.
-    Audit,
+    /// A page of the audit log.
+    Audit {
+        /// The first entry wanted.
+        from: u64,
+        /// At most this many (and at most [`limits::MAX_AUDIT_PAGE`]).
+        max: u32,
+    },
+    /// Sign the audit log's head now (a log already ending in a signature is left as is).
+    Checkpoint,
     /// To a node: a step of a token-key rotation. Sent by the cluster's operator tool.
     Rotate {
         /// The step.
@@ -287,20 +490,29 @@ pub enum RequestBody {
         to: u32,
         /// One part per node key.
         parts: Vec<KeeperRekeyPart>,
+        /// The data owner's signature over the rekey order
+        /// (`obscura_sharing::order::Order::Rekey`), 64 bytes.
+        signature: Vec<u8>,
     },
     /// To a keeper: erase its shares of a key version.
     KeeperRetire {
         /// The version to erase.
         version: u32,
+        /// The data owner's signature over the retire order
+        /// (`obscura_sharing::order::Order::Retire`), 64 bytes.
+        signature: Vec<u8>,
     },
-    /// To a keeper, outside a session: registration, first step (OPAQUE). Allowed outside a
-    /// session only while the keeper has no account (the first becomes its admin); later
-    /// accounts are registered by an admin, inside the admin's session.
+    /// To a keeper: registration, first step (OPAQUE). Outside a session only while the keeper
+    /// has no account, with the cluster's bootstrap code (the first account becomes its
+    /// admin); later accounts are registered by an admin, inside the admin's session, and a
+    /// user re-registers its own name (a new password) in a fresh session of its own.
     KeeperRegister {
         /// The new account's name.
         user: String,
         /// The OPAQUE registration request.
         request: Vec<u8>,
+        /// The cluster's bootstrap code, for the first account only.
+        bootstrap: Option<[u8; 32]>,
     },
     /// Registration, last step: the envelope the keeper stores.
     KeeperRegisterFinish {
@@ -308,6 +520,11 @@ pub enum RequestBody {
         user: String,
         /// The OPAQUE registration upload.
         upload: Vec<u8>,
+        /// The new account's roles ([`roles`]); ignored for the first account (every role)
+        /// and for a password change (the account keeps its roles).
+        roles: WireRoles,
+        /// The cluster's bootstrap code, for the first account only.
+        bootstrap: Option<[u8; 32]>,
     },
     /// Login, first step (OPAQUE KE1). Counted against the account's and the source's
     /// login limits until the login succeeds.
@@ -402,6 +619,15 @@ pub enum RequestBody {
         /// The serialized FROST signing package (message and commitments).
         package: Vec<u8>,
     },
+    /// In a session: a FROST round-1 commitment for signing a capability with the cluster's
+    /// capability key, and what this keeper will sign for the caller.
+    CapabilityCommit,
+    /// In a session: this keeper's signature share over a signing package whose message is a
+    /// capability for the caller, which the keeper checks against the caller's account.
+    CapabilityShare {
+        /// The serialized FROST signing package.
+        package: Vec<u8>,
+    },
     /// To a keeper: evaluate blinded band elements under its shares of the node keys of a key
     /// version. Charged to the client's budget.
     KeeperEvaluate {
@@ -422,8 +648,10 @@ impl RequestBody {
             RequestBody::Lookup { .. } => "/v1/lookup",
             RequestBody::Evaluate { .. } => "/v1/evaluate",
             RequestBody::Fetch { .. } => "/v1/fetch",
+            RequestBody::Resolve { .. } => "/v1/resolve",
             RequestBody::Status => "/v1/status",
-            RequestBody::Audit => "/v1/audit",
+            RequestBody::Audit { .. } => "/v1/audit",
+            RequestBody::Checkpoint => "/v1/checkpoint",
             RequestBody::KeeperEvaluate { .. } => "/v1/keeper-evaluate",
             RequestBody::Rotate { .. } => "/v1/rotate",
             RequestBody::KeeperRekey { .. } => "/v1/keeper-rekey",
@@ -445,6 +673,8 @@ impl RequestBody {
             RequestBody::DkgFinish { .. } => "/v1/dkg-finish",
             RequestBody::SignCommit { .. } => "/v1/sign-commit",
             RequestBody::SignShare { .. } => "/v1/sign-share",
+            RequestBody::CapabilityCommit => "/v1/capability-commit",
+            RequestBody::CapabilityShare { .. } => "/v1/capability-share",
         }
     }
 
@@ -483,11 +713,8 @@ impl RequestBody {
             RequestBody::Commit { images } => {
                 check((1..=MAX_BATCH).contains(&images.len()), "images")
             }
-            RequestBody::Lookup {
-                tokens, min_bands, ..
-            } => {
-                check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens")?;
-                check((1..=8).contains(min_bands), "min_bands")
+            RequestBody::Lookup { tokens, .. } => {
+                check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens")
             }
             RequestBody::Evaluate {
                 query_share,
@@ -505,13 +732,31 @@ impl RequestBody {
                 check(total.is_some_and(|t| t <= MAX_KEEPER_ELEMENTS), "elements")
             }
             RequestBody::KeeperRekey { parts, .. } => {
-                check((1..=255).contains(&parts.len()), "parts")
+                check((1..=255).contains(&parts.len()), "parts")?;
+                check(
+                    parts
+                        .iter()
+                        .all(|p| (1..=255).contains(&p.zero_commitments.len())),
+                    "zero_commitments",
+                )
             }
+            RequestBody::Fetch { by } => match by {
+                FetchBy::Match(proof) => proof.validate(),
+                FetchBy::Owner { .. } | FetchBy::Grant { .. } => Ok(()),
+            },
+            RequestBody::Resolve { proofs } => {
+                check((1..=MAX_PROOFS).contains(&proofs.len()), "proofs")?;
+                proofs.iter().try_for_each(MatchProof::validate)
+            }
+            RequestBody::Audit { max, .. } => check(*max <= MAX_AUDIT_PAGE, "max"),
             RequestBody::KeeperRegister {
                 user,
                 request: blob,
+                ..
             }
-            | RequestBody::KeeperRegisterFinish { user, upload: blob }
+            | RequestBody::KeeperRegisterFinish {
+                user, upload: blob, ..
+            }
             | RequestBody::KeeperLoginStart { user, ke1: blob } => {
                 check(
                     !user.is_empty() && user.len() <= account_limits::MAX_USER,
@@ -561,7 +806,7 @@ impl RequestBody {
                     "package",
                 )
             }
-            RequestBody::SignShare { package, .. } => {
+            RequestBody::SignShare { package, .. } | RequestBody::CapabilityShare { package } => {
                 check(package.len() <= account_limits::MAX_BLOB, "package")
             }
             RequestBody::KeeperLogout
@@ -569,18 +814,35 @@ impl RequestBody {
             | RequestBody::SecretDelete { .. }
             | RequestBody::SecretList
             | RequestBody::UserEvents
-            | RequestBody::SignCommit { .. } => Ok(()),
+            | RequestBody::SignCommit { .. }
+            | RequestBody::CapabilityCommit => Ok(()),
             RequestBody::Delete { .. }
             | RequestBody::Rotate { .. }
             | RequestBody::KeeperRetire { .. }
-            | RequestBody::Fetch { .. }
             | RequestBody::Status
-            | RequestBody::Audit => Ok(()),
+            | RequestBody::Checkpoint => Ok(()),
         }
     }
 }
 
-/// A request: id and time for the replay window, then the operation.
+impl MatchProof {
+    fn validate(&self) -> Result<(), Error> {
+        use limits::*;
+        let ok = (1..=MAX_OPENINGS).contains(&self.openings.len())
+            && self
+                .openings
+                .iter()
+                .all(|o| o.path.len() <= MAX_PATH && o.signature.len() == 64);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::BadSize("match proof"))
+        }
+    }
+}
+
+/// A request: id and time for the replay window, the operation, and (to a node) the caller's
+/// credential.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// A fresh random id per request.
@@ -589,6 +851,66 @@ pub struct Request {
     pub timestamp: u64,
     /// The operation.
     pub body: RequestBody,
+    /// To a node: the caller's capability and its signature over this request. Keepers take
+    /// none: their requests run in OPAQUE sessions.
+    pub auth: Option<Auth>,
+}
+
+/// The digest a capability holder signs for a request to node `node`: the node's number, the
+/// request id and time, and the body as encoded, under their own domain.
+pub fn request_digest(
+    node: u8,
+    request_id: &[u8; 16],
+    timestamp: u64,
+    body: &RequestBody,
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 request signature v1");
+    h.update(&[node]);
+    h.update(request_id);
+    h.update(&timestamp.to_be_bytes());
+    let hasher =
+        postcard::serialize_with_flavor(body, Hashing(h)).expect("hashing an encoding cannot fail");
+    *hasher.finalize().as_bytes()
+}
+
+/// The digest of a rotation plan that the owner's rekey order signs: every node key's `ρ` and
+/// zero-share commitments, which every keeper receives alike (each keeper's own zero share is
+/// not part of it).
+pub fn rekey_digest(from: u32, to: u32, parts: &[KeeperRekeyPart]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 rekey plan v1");
+    h.update(&from.to_be_bytes());
+    h.update(&to.to_be_bytes());
+    h.update(&(parts.len() as u64).to_be_bytes());
+    for p in parts {
+        h.update(&[p.node]);
+        h.update(&p.factor);
+        h.update(&(p.zero_commitments.len() as u64).to_be_bytes());
+        for c in &p.zero_commitments {
+            h.update(c);
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+/// A postcard output that hashes instead of storing, so a large body is digested without a copy.
+struct Hashing(blake3::Hasher);
+
+impl postcard::ser_flavors::Flavor for Hashing {
+    type Output = blake3::Hasher;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.update(&[data]);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.update(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<blake3::Hasher> {
+        Ok(self.0)
+    }
 }
 
 /// Why a node refused a request; the HTTP status is derived from it.
@@ -626,6 +948,13 @@ pub enum ErrorCode {
     /// The keeper refuses to serve: its store is older than its state counter (restored from
     /// an old copy) until an admin accepts it.
     RolledBack,
+    /// A node request without a valid capability, or whose signature is not the capability
+    /// holder's for this request: log in again.
+    Unauthorized,
+    /// The caller asked more of this node than its capability's limits allow this hour.
+    RateLimited,
+    /// The request body is larger than the server takes for this operation.
+    TooLarge,
 }
 
 /// One audit entry on the wire (see the node store's audit module).
@@ -654,18 +983,34 @@ pub enum ResponseBody {
     Ok,
     /// Stage-1 candidates.
     Lookup {
-        /// Committed images matching at least `min_bands` tokens, by id.
-        ids: Vec<WireId>,
+        /// Committed images matching in enough bands, as handles of this query.
+        handles: Vec<WireId>,
         /// Images matching at least one token (before the band count).
         matched: u32,
     },
     /// Stage-2 values, aligned with the request's candidates; `None` where the node holds no
-    /// committed image of that id.
+    /// committed image of that handle.
     Evaluate {
         /// The answering node.
         node: u8,
         /// Field elements below 2^31 − 1.
         values: Vec<Option<u32>>,
+        /// The key from which each value's commitment leaf is keyed; the caller reveals one
+        /// leaf's key, never this, to prove one match.
+        answer_key: [u8; 32],
+        /// The node's Ed25519 signature over the commitment to these values, 64 bytes.
+        signature: Vec<u8>,
+    },
+    /// Manifests of resolved matches, aligned with the request's proofs (`None`: the proof did
+    /// not hold, or no such image).
+    Resolved {
+        /// Owner-signed manifests.
+        manifests: Vec<Option<Vec<u8>>>,
+    },
+    /// The audit log's head was signed.
+    Checkpointed {
+        /// The checkpoint's position.
+        seq: u64,
     },
     /// A committed image's parts.
     Fetch {
@@ -688,10 +1033,12 @@ pub enum ResponseBody {
         /// versions a keeper holds shares of, oldest first.
         key_versions: Vec<u32>,
     },
-    /// The audit log.
+    /// A page of the audit log.
     Audit {
-        /// Oldest first.
+        /// Oldest first, from the page's first entry.
         entries: Vec<WireAuditEntry>,
+        /// Entries in the whole log.
+        total: u64,
     },
     /// A keeper's evaluations, one per batch of the request, in its order.
     KeeperEvaluated {
@@ -794,6 +1141,22 @@ pub enum ResponseBody {
         /// The serialized FROST public key package of the key, as this keeper holds it.
         public_package: Vec<u8>,
     },
+    /// A FROST round-1 commitment for a capability, and what the keeper will sign for the
+    /// caller.
+    CapabilityOffer {
+        /// The answering keeper.
+        keeper: u8,
+        /// The commitment.
+        commitment: Vec<u8>,
+        /// The caller's roles at this keeper.
+        roles: WireRoles,
+        /// The limits the keeper signs for those roles.
+        limits: Limits,
+        /// The latest expiry the keeper signs (its clock, Unix seconds).
+        expires_at: u64,
+        /// The capability key's public package (every keeper's verifying share).
+        public_package: Vec<u8>,
+    },
     /// A FROST signature share (serialized).
     SignatureShare {
         /// The answering keeper.
@@ -851,6 +1214,14 @@ impl Request {
     pub fn decode(bytes: &[u8]) -> Result<Request, Error> {
         let r: Request = decode(bytes)?;
         r.body.validate()?;
+        if let Some(auth) = &r.auth {
+            let ok = auth.capability.body.len() <= limits::MAX_CAPABILITY
+                && auth.capability.signature.len() == 64
+                && auth.signature.len() == 64;
+            if !ok {
+                return Err(Error::BadSize("auth"));
+            }
+        }
         Ok(r)
     }
 }

@@ -2,8 +2,9 @@
 //! fields are refused cleanly; and the encoding is frozen by a snapshot.
 
 use obscura_proto::{
-    Error, KeeperBatch, KeeperEvaluation, KeeperRekeyPart, PreparedImage, Request, RequestBody,
-    Response, ResponseBody, RotateOp, WireAuditEntry,
+    roles, Auth, Capability, Error, FetchBy, KeeperBatch, KeeperEvaluation, KeeperRekeyPart,
+    Limits, MatchProof, Opening, PreparedImage, Request, RequestBody, Response, ResponseBody,
+    RotateOp, SignedCapability, WireAuditEntry,
 };
 use proptest::prelude::*;
 
@@ -48,13 +49,18 @@ fn body() -> impl Strategy<Value = RequestBody> {
                 signature
             }
         ),
-        (any::<u32>(), prop::collection::vec(id(), 0..100), 1..=8u8).prop_map(
-            |(key_version, tokens, min_bands)| RequestBody::Lookup {
+        (
+            any::<u32>(),
+            id(),
+            any::<u64>(),
+            prop::collection::vec(id(), 0..100)
+        )
+            .prop_map(|(key_version, query, issued, tokens)| RequestBody::Lookup {
                 key_version,
-                tokens,
-                min_bands
-            }
-        ),
+                query,
+                issued,
+                tokens
+            }),
         (
             any::<u32>(),
             any::<u32>(),
@@ -69,11 +75,18 @@ fn body() -> impl Strategy<Value = RequestBody> {
                     signature
                 },
             }),
-        any::<u32>().prop_map(|max_images| RequestBody::Rotate {
-            op: RotateOp::Move { max_images }
+        (any::<u32>(), any::<u32>()).prop_map(|(to, max_images)| RequestBody::Rotate {
+            op: RotateOp::Move {
+                to,
+                max_images,
+                signature: vec![1; 64]
+            }
         }),
         any::<u32>().prop_map(|to| RequestBody::Rotate {
-            op: RotateOp::Finish { to }
+            op: RotateOp::Finish {
+                to,
+                signature: vec![2; 64]
+            }
         }),
         (
             any::<u32>(),
@@ -87,11 +100,16 @@ fn body() -> impl Strategy<Value = RequestBody> {
                     .map(|(node, factor, zero_share)| KeeperRekeyPart {
                         node,
                         factor,
-                        zero_share
+                        zero_share,
+                        zero_commitments: vec![[3; 32]; 3],
                     })
                     .collect(),
+                signature: vec![4; 64],
             }),
-        any::<u32>().prop_map(|version| RequestBody::KeeperRetire { version }),
+        any::<u32>().prop_map(|version| RequestBody::KeeperRetire {
+            version,
+            signature: vec![5; 64]
+        }),
         (
             id(),
             prop::collection::vec(any::<u8>(), 256),
@@ -100,13 +118,31 @@ fn body() -> impl Strategy<Value = RequestBody> {
             .prop_map(
                 |(query_id, query_share, candidates)| RequestBody::Evaluate {
                     query_id,
+                    issued: 7,
                     query_share,
                     candidates
                 }
             ),
-        id().prop_map(|image| RequestBody::Fetch { image }),
+        id().prop_map(|image| RequestBody::Fetch {
+            by: FetchBy::Owner { image }
+        }),
+        (id(), any::<u64>()).prop_map(|(image, expires_at)| RequestBody::Fetch {
+            by: FetchBy::Grant {
+                image,
+                expires_at,
+                signature: vec![6; 64]
+            }
+        }),
+        proof().prop_map(|p| RequestBody::Fetch {
+            by: FetchBy::Match(p)
+        }),
+        prop::collection::vec(proof(), 1..4).prop_map(|proofs| RequestBody::Resolve { proofs }),
         Just(RequestBody::Status),
-        Just(RequestBody::Audit),
+        (any::<u64>(), 0..=4096u32).prop_map(|(from, max)| RequestBody::Audit { from, max }),
+        Just(RequestBody::Checkpoint),
+        Just(RequestBody::CapabilityCommit),
+        prop::collection::vec(any::<u8>(), 0..300)
+            .prop_map(|package| RequestBody::CapabilityShare { package }),
         (
             any::<u32>(),
             prop::collection::vec(
@@ -124,24 +160,76 @@ fn body() -> impl Strategy<Value = RequestBody> {
     ]
 }
 
+fn proof() -> impl Strategy<Value = MatchProof> {
+    (
+        id(),
+        any::<u64>(),
+        id(),
+        any::<u32>(),
+        prop::collection::vec(
+            (
+                any::<u8>(),
+                prop::option::of(any::<u32>()),
+                any::<[u8; 32]>(),
+                prop::collection::vec(any::<[u8; 32]>(), 0..12),
+            ),
+            1..6,
+        ),
+    )
+        .prop_map(
+            |(query_id, issued, handle, position, openings)| MatchProof {
+                query_id,
+                issued,
+                handle,
+                position,
+                count: position.saturating_add(1),
+                openings: openings
+                    .into_iter()
+                    .map(|(node, value, leaf_key, path)| Opening {
+                        node,
+                        value,
+                        leaf_key,
+                        path,
+                        signature: vec![9; 64],
+                    })
+                    .collect(),
+            },
+        )
+}
+
+fn auth() -> impl Strategy<Value = Option<Auth>> {
+    prop::option::of(
+        prop::collection::vec(any::<u8>(), 1..200).prop_map(|body| Auth {
+            capability: SignedCapability {
+                body,
+                signature: vec![1; 64],
+            },
+            signature: vec![2; 64],
+        }),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn requests_round_trip(request_id in id(), timestamp in any::<u64>(), body in body()) {
-        let r = Request { request_id, timestamp, body };
+    fn requests_round_trip(request_id in id(), timestamp in any::<u64>(), body in body(), auth in auth()) {
+        let r = Request { request_id, timestamp, body, auth };
         prop_assert_eq!(Request::decode(&r.encode()).unwrap(), r);
     }
 
     #[test]
     fn responses_round_trip(values in prop::collection::vec(prop::option::of(0u32..0x7fff_ffff), 0..50), node in any::<u8>(), entries in prop::collection::vec((any::<u64>(), any::<u8>(), prop::collection::vec(any::<u8>(), 0..70)), 0..5)) {
         for r in [
-            Response(ResponseBody::Evaluate { node, values: values.clone() }),
+            Response(ResponseBody::Evaluate { node, values: values.clone(), answer_key: [3; 32], signature: vec![4; 64] }),
             Response(ResponseBody::Audit {
                 entries: entries.iter().map(|(seq, kind, detail)| WireAuditEntry {
                     seq: *seq, prev: [1; 32], hash: [2; 32], time: 3, kind: *kind, subject: [4; 16], detail: detail.clone(),
                 }).collect(),
+                total: entries.len() as u64,
             }),
+            Response(ResponseBody::Lookup { handles: vec![[5; 16]; values.len()], matched: 3 }),
+            Response(ResponseBody::Resolved { manifests: values.iter().map(|v| v.map(|v| v.to_be_bytes().to_vec())).collect() }),
             Response(ResponseBody::Ok),
             Response(ResponseBody::Rotation {
                 node, current: 1, next: Some(2), moved: values.len() as u64, total: 9, postings: 72, done: false,
@@ -160,7 +248,7 @@ proptest! {
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = Request::decode(&bytes);
         let _ = Response::decode(&bytes);
-        let mut framed = b"OBSC\x00\x04".to_vec();
+        let mut framed = b"OBSC\x00\x07".to_vec();
         framed.extend(&bytes);
         let _ = Request::decode(&framed);
         let _ = Response::decode(&framed);
@@ -168,7 +256,7 @@ proptest! {
 
     #[test]
     fn truncation_is_refused(body in body(), cut in any::<prop::sample::Index>()) {
-        let bytes = Request { request_id: [1; 16], timestamp: 2, body }.encode();
+        let bytes = Request { request_id: [1; 16], timestamp: 2, body, auth: None }.encode();
         let cut = cut.index(bytes.len());
         prop_assert!(Request::decode(&bytes[..cut]).is_err());
     }
@@ -180,6 +268,7 @@ fn headers_and_trailers_are_checked() {
         request_id: [1; 16],
         timestamp: 2,
         body: RequestBody::Status,
+        auth: None,
     }
     .encode();
     assert_eq!(Request::decode(b"HTTP/1.1 200"), Err(Error::BadMagic));
@@ -209,6 +298,7 @@ fn size_limits_are_enforced() {
             key_version: 1,
             images,
         },
+        auth: None,
     };
     let prepare = |hash_len, tokens, share| batch(vec![image(hash_len, tokens, share)]);
     assert!(Request::decode(&prepare(256, 8, 10).encode()).is_ok());
@@ -245,6 +335,7 @@ fn size_limits_are_enforced() {
         body: RequestBody::Commit {
             images: vec![[0; 16]; n],
         },
+        auth: None,
     };
     assert!(Request::decode(&commit(MAX_BATCH).encode()).is_ok());
     assert_eq!(
@@ -256,9 +347,11 @@ fn size_limits_are_enforced() {
         timestamp: 0,
         body: RequestBody::Evaluate {
             query_id: [0; 16],
+            issued: 0,
             query_share: vec![0; 64],
             candidates: vec![],
         },
+        auth: None,
     };
     assert_eq!(
         Request::decode(&eval.encode()),
@@ -288,6 +381,7 @@ fn size_limits_are_enforced() {
                 })
                 .collect(),
         },
+        auth: None,
     };
     assert!(Request::decode(&keeper(&[72; 5]).encode()).is_ok());
     let half = MAX_KEEPER_ELEMENTS / 2;
@@ -295,6 +389,62 @@ fn size_limits_are_enforced() {
     for bad in [&[][..], &[72, 0], &[half, half, 1]] {
         assert!(Request::decode(&keeper(bad).encode()).is_err(), "{bad:?}");
     }
+    // Credentials have fixed sizes; a capability is small.
+    let with_auth = |body_len: usize, sig: usize| Request {
+        request_id: [0; 16],
+        timestamp: 0,
+        body: RequestBody::Status,
+        auth: Some(Auth {
+            capability: SignedCapability {
+                body: vec![1; body_len],
+                signature: vec![2; 64],
+            },
+            signature: vec![3; sig],
+        }),
+    };
+    assert!(Request::decode(&with_auth(100, 64).encode()).is_ok());
+    assert_eq!(
+        Request::decode(&with_auth(100, 63).encode()),
+        Err(Error::BadSize("auth"))
+    );
+    assert_eq!(
+        Request::decode(&with_auth(obscura_proto::limits::MAX_CAPABILITY + 1, 64).encode()),
+        Err(Error::BadSize("auth"))
+    );
+    // Match proofs: bounded openings and paths, 64-byte signatures.
+    let resolve = |openings: usize, path: usize| Request {
+        request_id: [0; 16],
+        timestamp: 0,
+        body: RequestBody::Resolve {
+            proofs: vec![MatchProof {
+                query_id: [0; 16],
+                issued: 0,
+                handle: [0; 16],
+                position: 0,
+                count: 1,
+                openings: vec![
+                    Opening {
+                        node: 1,
+                        value: Some(1),
+                        leaf_key: [0; 32],
+                        path: vec![[0; 32]; path],
+                        signature: vec![0; 64],
+                    };
+                    openings
+                ],
+            }],
+        },
+        auth: None,
+    };
+    assert!(Request::decode(&resolve(5, 10).encode()).is_ok());
+    assert_eq!(
+        Request::decode(&resolve(0, 10).encode()),
+        Err(Error::BadSize("match proof"))
+    );
+    assert_eq!(
+        Request::decode(&resolve(5, obscura_proto::limits::MAX_PATH + 1).encode()),
+        Err(Error::BadSize("match proof"))
+    );
 }
 
 /// The wire format is a contract between nodes and clients of different builds.
@@ -305,17 +455,52 @@ fn encoding_is_frozen() {
         timestamp: 1_790_000_000,
         body: RequestBody::Evaluate {
             query_id: [0x01; 16],
+            issued: 1_790_000_000,
             query_share: (0..=255).collect(),
             candidates: vec![[0x11; 16], [0x22; 16]],
         },
+        auth: Some(Auth {
+            capability: SignedCapability {
+                body: vec![0x33; 40],
+                signature: vec![0x44; 64],
+            },
+            signature: vec![0x55; 64],
+        }),
     };
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(hex.len(), 2 * (6 + 16 + 5 + 1 + 16 + 2 + 256 + 1 + 32));
-    assert_eq!(&hex[..12], "4f4253430006");
+    assert_eq!(
+        hex.len(),
+        2 * (6 + 16 + 5 + 1 + 16 + 5 + 2 + 256 + 1 + 32 + 1 + 1 + 40 + 1 + 64 + 1 + 64)
+    );
+    assert_eq!(&hex[..12], "4f4253430007");
     assert_eq!(
         fnv1a(&r.encode()),
-        "fcacd9d2368d9b54",
+        "51e0f0a3df3708ee",
         "wire encoding changed"
+    );
+}
+
+/// A capability's encoding is what the keepers sign and nodes decode: it may not drift.
+#[test]
+fn capability_encoding_is_frozen() {
+    let c = Capability {
+        id: [0x01; 16],
+        user: "ana".into(),
+        roles: roles::QUERIER | roles::AUDITOR,
+        holder: [0x02; 32],
+        issued_at: 1_790_000_000,
+        expires_at: 1_790_003_600,
+        limits: Limits {
+            queries_per_hour: 3600,
+            fetches_per_hour: 600,
+        },
+    };
+    let bytes = postcard::to_allocvec(&c).unwrap();
+    assert_eq!(bytes.len(), 16 + 1 + 3 + 1 + 32 + 5 + 5 + 2 + 2);
+    assert_eq!(
+        fnv1a(&bytes),
+        "de9930c60981995b",
+        "capability encoding changed"
     );
 }
 

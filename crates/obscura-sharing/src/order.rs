@@ -1,7 +1,8 @@
-//! Orders only the data owner may give a node: delete an image, or start moving the node's
-//! token key to a new version. Nodes accept uploads only under the owner's signed manifest;
-//! these orders carry the same key's signature, so holding a cluster client certificate is not
-//! enough to remove images or to re-key a node.
+//! Orders only the data owner may give: delete an image, each step of moving a node's token key
+//! to a new version, the keepers' share changes of a rotation, and a grant of one image to one
+//! account. Nodes accept uploads only under the owner's signed manifest; these orders carry the
+//! same key's signature, so neither a cluster client certificate nor an admin's capability is
+//! enough to remove images, re-key a node or the keepers, or read an image one did not find.
 //!
 //! A signature covers the order's kind and every field, under its own domain, so it cannot be
 //! taken for a manifest signature or for another kind of order. A rotation order names the
@@ -51,6 +52,50 @@ pub enum Order {
         /// ρ, as the keepers received it for this node.
         factor: [u8; 32],
     },
+    /// At node `node`, move more images to key version `to` of the rotation begun.
+    RotateMove {
+        /// The node the order is for.
+        node: u8,
+        /// The next version.
+        to: u32,
+    },
+    /// At node `node`, finish the rotation to `to`: forget the old version.
+    RotateFinish {
+        /// The node the order is for.
+        node: u8,
+        /// The next version.
+        to: u32,
+    },
+    /// Keepers take shares of version `to` from those of `from`, as the plan with this digest
+    /// says (`obscura_proto::rekey_digest`: every node's ρ and zero-share commitments).
+    Rekey {
+        /// The current version.
+        from: u32,
+        /// The next version.
+        to: u32,
+        /// The plan's digest.
+        plan: [u8; 32],
+    },
+    /// Keepers erase their shares of `version`.
+    Retire {
+        /// The version.
+        version: u32,
+    },
+    /// The account whose name has digest `user` ([`user_digest`]) may fetch `image` until
+    /// `expires_at` (Unix seconds).
+    Grant {
+        /// The image.
+        image: ImageId,
+        /// The account's name digest.
+        user: [u8; 32],
+        /// The end of the grant.
+        expires_at: u64,
+    },
+}
+
+/// The digest that names an account in a [`Order::Grant`].
+pub fn user_digest(user: &str) -> [u8; 32] {
+    blake3::derive_key("obscura 2026 grant user", user.as_bytes())
 }
 
 impl Order {
@@ -73,6 +118,36 @@ impl Order {
                 out.extend_from_slice(&from.to_be_bytes());
                 out.extend_from_slice(&to.to_be_bytes());
                 out.extend_from_slice(factor);
+            }
+            Order::RotateMove { node, to } => {
+                out.push(3);
+                out.push(*node);
+                out.extend_from_slice(&to.to_be_bytes());
+            }
+            Order::RotateFinish { node, to } => {
+                out.push(4);
+                out.push(*node);
+                out.extend_from_slice(&to.to_be_bytes());
+            }
+            Order::Rekey { from, to, plan } => {
+                out.push(5);
+                out.extend_from_slice(&from.to_be_bytes());
+                out.extend_from_slice(&to.to_be_bytes());
+                out.extend_from_slice(plan);
+            }
+            Order::Retire { version } => {
+                out.push(6);
+                out.extend_from_slice(&version.to_be_bytes());
+            }
+            Order::Grant {
+                image,
+                user,
+                expires_at,
+            } => {
+                out.push(7);
+                out.extend_from_slice(&image.0);
+                out.extend_from_slice(user);
+                out.extend_from_slice(&expires_at.to_be_bytes());
             }
         }
         out
@@ -141,6 +216,9 @@ mod tests {
                 image: ImageId([9; 16]),
                 issued_at: 1,
             },
+            Order::RotateMove { node: 2, to: 2 },
+            Order::RotateFinish { node: 2, to: 2 },
+            Order::Retire { version: 1 },
         ];
         for other in changed {
             assert!(matches!(
@@ -148,6 +226,33 @@ mod tests {
                 Err(Error::BadOrderSignature)
             ));
         }
+        let grant = Order::Grant {
+            image: ImageId([1; 16]),
+            user: user_digest("ana"),
+            expires_at: 10,
+        };
+        let sig = grant.sign(&owner);
+        assert!(grant.verify(&key, &sig).is_ok());
+        for other in [
+            Order::Grant {
+                image: ImageId([2; 16]),
+                user: user_digest("ana"),
+                expires_at: 10,
+            },
+            Order::Grant {
+                image: ImageId([1; 16]),
+                user: user_digest("bob"),
+                expires_at: 10,
+            },
+            Order::Grant {
+                image: ImageId([1; 16]),
+                user: user_digest("ana"),
+                expires_at: 11,
+            },
+        ] {
+            assert!(other.verify(&key, &sig).is_err());
+        }
+        let sig = rotate.sign(&owner);
         let stranger = SigningKey::from_bytes(&[4; 32]).verifying_key();
         assert!(matches!(
             rotate.verify(&stranger, &sig),

@@ -261,39 +261,117 @@ pub enum AuditError {
 /// # Errors
 /// The first [`AuditError`] found.
 pub fn verify(entries: &[AuditEntry], node_key: &VerifyingKey) -> Result<AuditReport, AuditError> {
-    let mut prev = [0u8; 32];
-    let mut checkpoints = 0;
-    let mut last_checkpoint = None;
-    for (i, e) in entries.iter().enumerate() {
-        let expected = i as u64;
-        if e.seq != expected {
-            return Err(AuditError::Gap {
-                seq: e.seq,
-                expected,
-            });
+    let mut v = Verifier::new(*node_key);
+    v.feed(entries)?;
+    Ok(v.report())
+}
+
+/// Verifies a log page by page, so that a long log is never held whole: feed the pages in
+/// order, from entry 0 or from a head verified before ([`Verifier::resume`]).
+#[derive(Clone, Debug)]
+pub struct Verifier {
+    key: VerifyingKey,
+    next: u64,
+    prev: [u8; 32],
+    entries: u64,
+    checkpoints: u64,
+    last_checkpoint: Option<u64>,
+}
+
+impl Verifier {
+    /// Verify from the first entry.
+    pub fn new(key: VerifyingKey) -> Verifier {
+        Verifier {
+            key,
+            next: 0,
+            prev: [0; 32],
+            entries: 0,
+            checkpoints: 0,
+            last_checkpoint: None,
         }
-        if e.prev != prev {
-            return Err(AuditError::BrokenLink { seq: e.seq });
-        }
-        if e.expected_hash() != e.hash {
-            return Err(AuditError::Altered { seq: e.seq });
-        }
-        if e.kind == AuditKind::Checkpoint {
-            let sig = <[u8; 64]>::try_from(e.detail.as_slice())
-                .map(|b| Signature::from_bytes(&b))
-                .map_err(|_| AuditError::BadCheckpoint { seq: e.seq })?;
-            node_key
-                .verify_strict(&checkpoint_message(e.seq, &e.prev), &sig)
-                .map_err(|_| AuditError::BadCheckpoint { seq: e.seq })?;
-            checkpoints += 1;
-            last_checkpoint = Some(e.seq);
-        }
-        prev = e.hash;
     }
-    let n = entries.len() as u64;
-    Ok(AuditReport {
-        entries: n,
-        checkpoints,
-        unsigned_tail: last_checkpoint.map_or(n, |c| n - c - 1),
-    })
+
+    /// Verify the entries after `seq`, whose hash was verified before as `hash`; the first
+    /// page fed must start at `seq` itself (its hash must match, so a log cut back behind it,
+    /// or rewritten at it, fails).
+    pub fn resume(key: VerifyingKey, seq: u64, hash: [u8; 32]) -> Verifier {
+        Verifier {
+            key,
+            next: seq,
+            prev: hash,
+            entries: 0,
+            checkpoints: 0,
+            last_checkpoint: None,
+        }
+    }
+
+    /// The position of the next entry expected.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// The hash of the last entry verified.
+    pub fn head(&self) -> [u8; 32] {
+        self.prev
+    }
+
+    /// Verify the next entries, in order.
+    ///
+    /// # Errors
+    /// The first [`AuditError`] found.
+    pub fn feed(&mut self, entries: &[AuditEntry]) -> Result<(), AuditError> {
+        for e in entries {
+            if e.seq != self.next {
+                return Err(AuditError::Gap {
+                    seq: e.seq,
+                    expected: self.next,
+                });
+            }
+            // A resumed verifier first sees the head it already verified: its hash must match.
+            let resumed_head = self.entries == 0 && self.next > 0 && e.hash == self.prev;
+            if resumed_head {
+                if e.expected_hash() != e.hash {
+                    return Err(AuditError::Altered { seq: e.seq });
+                }
+                self.next += 1;
+                self.entries += 1;
+                continue;
+            }
+            if self.entries == 0 && self.next > 0 {
+                return Err(AuditError::BrokenLink { seq: e.seq });
+            }
+            if e.prev != self.prev {
+                return Err(AuditError::BrokenLink { seq: e.seq });
+            }
+            if e.expected_hash() != e.hash {
+                return Err(AuditError::Altered { seq: e.seq });
+            }
+            if e.kind == AuditKind::Checkpoint {
+                let sig = <[u8; 64]>::try_from(e.detail.as_slice())
+                    .map(|b| Signature::from_bytes(&b))
+                    .map_err(|_| AuditError::BadCheckpoint { seq: e.seq })?;
+                self.key
+                    .verify_strict(&checkpoint_message(e.seq, &e.prev), &sig)
+                    .map_err(|_| AuditError::BadCheckpoint { seq: e.seq })?;
+                self.checkpoints += 1;
+                self.last_checkpoint = Some(e.seq);
+            }
+            self.prev = e.hash;
+            self.next += 1;
+            self.entries += 1;
+        }
+        Ok(())
+    }
+
+    /// What was verified: entries fed, checkpoints among them, and entries after the last
+    /// checkpoint (all of them when none was fed).
+    pub fn report(&self) -> AuditReport {
+        AuditReport {
+            entries: self.entries,
+            checkpoints: self.checkpoints,
+            unsigned_tail: self
+                .last_checkpoint
+                .map_or(self.entries, |c| self.next - c - 1),
+        }
+    }
 }

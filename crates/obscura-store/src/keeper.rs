@@ -228,6 +228,14 @@ impl KeeperStore {
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
         crate::read_audit(&self.db)
     }
+
+    /// Up to `max` audit entries from `from` on, and the log's length.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a malformed entry.
+    pub fn audit_page(&self, from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error> {
+        crate::read_audit_page(&self.db, from, max)
+    }
 }
 
 impl KeeperStore {

@@ -828,9 +828,9 @@ impl Store {
         admit(&self.db, request_id, at, now, window, durability)
     }
 
-    /// Append a query to the audit log: its request id and a short description (sizes, never
-    /// query content). Queries change no state, so this commit is not forced to disk on its own;
-    /// it becomes durable with the next state change or checkpoint.
+    /// Append a request to the audit log: its request id and a short description (who asked,
+    /// what, sizes; never query content). This commit is not forced to disk on its own; it
+    /// becomes durable with the next state change (a write request's own) or checkpoint.
     ///
     /// # Errors
     /// [`Error::Storage`] on failure.
@@ -866,6 +866,28 @@ impl Store {
     /// [`Error::Storage`] on a read failure.
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
         read_audit(&self.db)
+    }
+
+    /// Up to `max` audit entries from `from` on, and the log's length.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a malformed entry.
+    pub fn audit_page(&self, from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error> {
+        read_audit_page(&self.db, from, max)
+    }
+
+    /// Append a refusal that the store itself did not see (a request that failed its
+    /// authentication or its authorisation), not synced on its own.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure.
+    pub fn record_refusal(
+        &self,
+        request_id: &[u8; 16],
+        detail: &[u8],
+        now: u64,
+    ) -> Result<(), Error> {
+        audit_refusal(&self.db, request_id, now, detail)
     }
 
     /// The VOPRF band elements stored, by token.
@@ -976,9 +998,27 @@ fn admit(
     Ok(())
 }
 
-/// Append a refusal to the audit log of `db`, durably.
+/// Append a refusal to the audit log of `db`. Not synced on its own: a flood of refused
+/// requests must not cost a disk sync each; the entry becomes durable with the next durable
+/// commit or checkpoint.
 fn audit_refusal(db: &Database, request_id: &[u8; 16], now: u64, why: &[u8]) -> Result<(), Error> {
-    audit_durably(db, AuditKind::Refused, request_id, why, now)
+    audit_deferred(db, AuditKind::Refused, request_id, why, now)
+}
+
+/// Append one audit entry to `db` in a transaction of its own, not synced: durable with the
+/// next durable commit.
+pub(crate) fn audit_deferred(
+    db: &Database,
+    kind: AuditKind,
+    subject: &[u8; 16],
+    detail: &[u8],
+    now: u64,
+) -> Result<(), Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::None)?;
+    audit::append(&txn, now, kind, subject, detail)?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// Append one audit entry to `db` in a transaction of its own, synced to disk.
@@ -993,6 +1033,26 @@ fn audit_durably(
     audit::append(&txn, now, kind, subject, detail)?;
     txn.commit()?;
     Ok(())
+}
+
+/// Up to `max` audit entries of `db` from `from` on, oldest first, and the log's length.
+pub(crate) fn read_audit_page(
+    db: &Database,
+    from: u64,
+    max: u32,
+) -> Result<(Vec<AuditEntry>, u64), Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(AUDIT)?;
+    let total = table.len()?;
+    let entries = table
+        .range(from..)?
+        .take(max as usize)
+        .map(|e| {
+            let (k, v) = e?;
+            AuditEntry::decode(k.value(), v.value())
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((entries, total))
 }
 
 /// Every audit entry of `db`, oldest first.

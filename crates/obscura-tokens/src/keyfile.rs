@@ -193,12 +193,19 @@ pub fn hex32(text: &str) -> Option<[u8; 32]> {
 
 /// Parse exactly `2 N` hex digits into `N` bytes (nothing else is accepted, whitespace included).
 pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if text.len() != 2 * N {
         return None;
     }
-    let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    bytes_from_hex(text)?.try_into().ok()
+}
+
+/// Parse an even number of hex digits into bytes (nothing else is accepted, whitespace
+/// included).
+pub fn bytes_from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
     }
-    Some(out)
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+        .collect()
 }

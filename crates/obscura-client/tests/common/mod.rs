@@ -1,22 +1,17 @@
 //! A test cluster in one process: five real node servers and three keepers on loopback over
-//! mutual TLS, made as `obscura cluster init` would, with the admin account logged in.
+//! mutual TLS, made by `obscura_cluster::init` (as `obscura cluster init` makes one), with the
+//! admin account registered with the bootstrap code and logged in.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
-use obscura_client::{Client, ClientParts, KeeperParts, TokenParts};
-use obscura_keeper::{oprf, threshold};
+use obscura_client::{Client, TokenParts};
 use obscura_node::accounts::LoginPolicy;
-use obscura_node::config::{LoadedNode, NodeConfig, NodeSecrets};
-use obscura_node::keeper::{KeeperConfig, KeeperSecrets, LoadedKeeper, SealedShare};
-use obscura_node::tls::{client_config, make_cluster_tls};
-use obscura_sharing::zero::deal;
+use obscura_node::config::{LoadedNode, NodeConfig};
+use obscura_node::keeper::{keeper_purpose, KeeperConfig, KeeperSecrets, LoadedKeeper};
 use obscura_tokens::keyfile::WrappingKey;
-use obscura_tokens::{BatchPlan, TokenRoot};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 
 pub const N: usize = 5;
 pub const K: usize = 3;
@@ -24,7 +19,7 @@ pub const T: usize = 2;
 /// Keepers, and how many evaluate.
 pub const M: usize = 3;
 pub const KT: usize = 2;
-/// The cluster's first account (its admin), which the tests' clients log in as.
+/// The cluster's first account (its admin, every role), which the tests' clients log in as.
 pub const ADMIN: &str = "admin";
 pub const PASSWORD: &[u8] = b"correct horse battery staple";
 
@@ -34,6 +29,9 @@ pub struct Running {
 }
 
 pub struct Cluster {
+    /// The scratch folder holding the cluster directory.
+    pub scratch: PathBuf,
+    /// The cluster directory.
     pub dir: PathBuf,
     pub ports: Vec<u16>,
     pub running: Vec<Option<Running>>,
@@ -41,15 +39,8 @@ pub struct Cluster {
     pub keepers: Vec<Option<Running>>,
     pub reserved: Vec<std::net::TcpListener>,
     pub client: Client,
-    /// What another client of this cluster is made from (see [`Cluster::client_at`]).
-    pub template: ClientTemplate,
-}
-
-pub struct ClientTemplate {
-    pub tls: rustls::ClientConfig,
-    pub owner: SigningKey,
-    /// The keepers' public shares of key version 1.
-    pub public_shares: Vec<Vec<obscura_keeper::RistrettoPoint>>,
+    /// The first account's bootstrap code.
+    pub bootstrap: [u8; 32],
 }
 
 /// How a test cluster is made.
@@ -59,10 +50,14 @@ pub struct Setup {
     pub voprf: bool,
     /// A keeper whose share is not of the dealt key: its proofs cannot verify.
     pub lying_keeper: Option<u8>,
-    /// Evaluations per client per keeper per hour.
+    /// Evaluations per user per keeper per hour.
     pub budget: u64,
     /// Login limits at every keeper.
     pub login: LoginPolicy,
+    /// Queries per user per node per hour.
+    pub queries_per_hour: u32,
+    /// Fetches per user per node per hour.
+    pub fetches_per_hour: u32,
 }
 
 pub const VOPRF: Setup = Setup {
@@ -75,7 +70,11 @@ pub const VOPRF: Setup = Setup {
         source_free: 20,
         max_delay_s: 3600,
         fresh_login_s: 300,
+        lock_s: 900,
+        max_lock_s: 86_400,
     },
+    queries_per_hour: 100_000,
+    fetches_per_hour: 100_000,
 };
 
 /// A port held open until its server first starts, so that parallel tests cannot take it.
@@ -90,187 +89,172 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Rewrite a JSON configuration file through `edit`.
+pub fn edit_json<T: serde::Serialize + serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    edit: impl FnOnce(&mut T),
+) {
+    let mut value: T = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+}
+
 impl Cluster {
     pub async fn start(name: &str) -> Cluster {
         Cluster::start_with(name, VOPRF).await
     }
 
     pub async fn start_with(name: &str, setup: Setup) -> Cluster {
-        let dir = std::env::temp_dir().join(format!(
+        let scratch = std::env::temp_dir().join(format!(
             "obscura-client-{name}-{}-{}",
             std::process::id(),
             rand_core::OsRng.next_u64()
         ));
-        let mut rng = ChaCha20Rng::from_entropy();
-        let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let m = if setup.voprf { M } else { 0 };
-        let tls = make_cluster_tls("test", N, m, &hosts, &["admin"]).unwrap();
-        let owner = SigningKey::generate(&mut rng);
-        let zero = deal(N, T, &mut rng).unwrap();
-        let wrapping = WrappingKey::random(&mut rng);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("wrapping.key"), &*wrapping.to_hex()).unwrap();
-        std::fs::write(dir.join("ca.pem"), &tls.ca_cert_pem).unwrap();
-        let mut ports = Vec::new();
+        std::fs::create_dir_all(&scratch).unwrap();
+        let dir = scratch.join("cluster");
         let mut reserved = Vec::new();
-        for (i, z) in zero.iter().enumerate() {
-            let node = i as u8 + 1;
-            let secrets = NodeSecrets {
-                tls_key_pem: tls.nodes[i].key_pem.to_string(),
-                audit_key: SigningKey::generate(&mut rng).to_bytes(),
-                zero_keys: z
-                    .subset_keys()
-                    .iter()
-                    .map(|k| (k.members(), *k.key_bytes()))
-                    .collect(),
-            };
-            std::fs::write(
-                dir.join(format!("node{node}.sealed")),
-                secrets.seal(&wrapping, &mut rng).unwrap(),
-            )
-            .unwrap();
-            std::fs::write(dir.join(format!("node{node}.pem")), &tls.nodes[i].cert_pem).unwrap();
-            let config = NodeConfig {
-                node,
-                n: N as u8,
-                k: K as u8,
-                t: T as u8,
-                listen: "127.0.0.1:0".into(),
-                store: format!("node{node}.redb").into(),
-                ca_cert: "ca.pem".into(),
-                cert: format!("node{node}.pem").into(),
-                secrets: format!("node{node}.sealed").into(),
-                wrapping_key: "wrapping.key".into(),
-                owner_public_key: hex(&owner.verifying_key().to_bytes()),
-                replay_window_s: 120,
-                checkpoint_interval_s: 3600,
-                pending_timeout_s: 600,
-            };
-            std::fs::write(
-                dir.join(format!("node{node}.json")),
-                serde_json::to_vec(&config).unwrap(),
-            )
-            .unwrap();
-            ports.push(reserve(&mut reserved));
+        let ports: Vec<u16> = (0..N).map(|_| reserve(&mut reserved)).collect();
+        let keeper_ports: Vec<u16> = (0..M).map(|_| reserve(&mut reserved)).collect();
+        let mut opt = obscura_cluster::InitOptions::new(N, K, "127.0.0.1", 1, 1);
+        opt.node_ports = ports.clone();
+        opt.keeper_ports = keeper_ports.clone();
+        opt.keepers = M;
+        opt.keeper_threshold = KT;
+        opt.keeper_budget = setup.budget;
+        opt.capabilities.queries_per_hour = setup.queries_per_hour;
+        opt.capabilities.fetches_per_hour = setup.fetches_per_hour;
+        if !setup.voprf {
+            opt.tokens = obscura_client::config::TokenKind::Hmac;
         }
-
-        // The dealer: a key per node, shared among the keepers, then forgotten.
-        let mut keeper_shares: Vec<Vec<SealedShare>> = (0..m).map(|_| Vec::new()).collect();
-        let mut public_shares = Vec::new();
-        for x in 1..=N as u8 {
-            let key = oprf::random_scalar(&mut rng);
-            let shares = threshold::deal(&key, M, KT, &mut rng).unwrap();
-            public_shares.push(shares.iter().map(|s| s.public()).collect::<Vec<_>>());
-            for (j, share) in shares.iter().enumerate().take(m) {
-                let secret = if setup.lying_keeper == Some(j as u8 + 1) {
-                    oprf::random_scalar(&mut rng).to_bytes()
-                } else {
-                    *share.secret_bytes()
-                };
-                keeper_shares[j].push(SealedShare {
-                    node: x,
-                    version: 1,
-                    secret,
-                });
+        let made = obscura_cluster::init(&dir, &opt).unwrap();
+        for node in 1..=N {
+            edit_json(
+                &dir.join(format!("node{node}/node.json")),
+                |c: &mut NodeConfig| {
+                    c.listen = "127.0.0.1:0".into();
+                    c.checkpoint_interval_s = 3600;
+                },
+            );
+        }
+        for keeper in 1..=M as u8 {
+            edit_json(
+                &dir.join(format!("keeper{keeper}/keeper.json")),
+                |c: &mut KeeperConfig| {
+                    c.listen = "127.0.0.1:0".into();
+                    c.checkpoint_interval_s = 3600;
+                    c.login = setup.login;
+                },
+            );
+            if setup.lying_keeper == Some(keeper) {
+                // Its shares of the token keys are not the dealt ones: its proofs fail.
+                let path = dir.join(format!("keeper{keeper}/secrets.sealed"));
+                let key = WrappingKey::from_file(&dir.join(format!("keeper{keeper}/wrapping.key")))
+                    .unwrap();
+                let mut secrets: KeeperSecrets = obscura_node::config::open_secrets(
+                    &std::fs::read(&path).unwrap(),
+                    &keeper_purpose(keeper),
+                    &key,
+                )
+                .unwrap();
+                for s in &mut secrets.shares {
+                    s.secret =
+                        obscura_keeper::oprf::random_scalar(&mut rand_core::OsRng).to_bytes();
+                }
+                obscura_node::config::write_private_atomic(
+                    &path,
+                    &secrets.seal(keeper, &key, &mut rand_core::OsRng).unwrap(),
+                )
+                .unwrap();
             }
         }
-        let mut keeper_ports = Vec::new();
-        let mut made = Vec::new();
-        let mut peers = Vec::new();
-        for (j, shares) in keeper_shares.into_iter().enumerate() {
-            let (secrets, peer) =
-                KeeperSecrets::new(tls.keepers[j].key_pem.to_string(), shares, &mut rng);
-            made.push(secrets);
-            peers.push(hex(&peer));
-        }
-        for (j, secrets) in made.into_iter().enumerate() {
-            let keeper = j as u8 + 1;
-            std::fs::write(
-                dir.join(format!("keeper{keeper}.sealed")),
-                secrets.seal(&wrapping, &mut rng).unwrap(),
-            )
-            .unwrap();
-            std::fs::write(
-                dir.join(format!("keeper{keeper}.pem")),
-                &tls.keepers[j].cert_pem,
-            )
-            .unwrap();
-            let config = KeeperConfig {
-                keeper,
-                m: M as u8,
-                threshold: KT as u8,
-                listen: "127.0.0.1:0".into(),
-                store: format!("keeper{keeper}.redb").into(),
-                ca_cert: "ca.pem".into(),
-                cert: format!("keeper{keeper}.pem").into(),
-                secrets: format!("keeper{keeper}.sealed").into(),
-                wrapping_key: "wrapping.key".into(),
-                budget_evaluations: setup.budget,
-                budget_window_s: 3600,
-                replay_window_s: 120,
-                checkpoint_interval_s: 3600,
-                keyring: None,
-                peers: peers.clone(),
-                login: setup.login,
-                session_ttl_s: 3600,
-            };
-            std::fs::write(
-                dir.join(format!("keeper{keeper}.json")),
-                serde_json::to_vec(&config).unwrap(),
-            )
-            .unwrap();
-            keeper_ports.push(reserve(&mut reserved));
-        }
-        let url = |p: &u16| format!("https://127.0.0.1:{p}");
-        let tokens = if setup.voprf {
-            TokenParts::Voprf(KeeperParts {
-                urls: keeper_ports.iter().map(url).collect(),
-                threshold: KT,
-                public_shares: public_shares.clone(),
-            })
-        } else {
-            TokenParts::Hmac(TokenRoot::random(&mut rng))
-        };
-        let client_tls = client_config(&tls.ca_cert_pem, &tls.clients[0]).unwrap();
-        let client = Client::new(ClientParts {
-            k: K,
-            t: T,
-            nodes: ports.iter().map(url).collect(),
-            tls: client_tls.clone(),
-            tokens,
-            key_version: 1,
-            owner: Some(owner.clone()),
-            owner_public: owner.verifying_key(),
-            plan: BatchPlan::new(1, 12).unwrap(),
-            timeout: Duration::from_secs(5),
-            journal: Some(dir.join("journal")),
-        })
-        .unwrap();
+        let client = Self::load_client(&dir, |_| {});
         let mut c = Cluster {
+            scratch,
             dir,
             ports,
             running: (0..N).map(|_| None).collect(),
             keeper_ports,
-            keepers: (0..m).map(|_| None).collect(),
+            keepers: (0..M).map(|_| None).collect(),
             reserved,
             client,
-            template: ClientTemplate {
-                tls: client_tls,
-                owner,
-                public_shares,
-            },
+            bootstrap: *made.bootstrap,
         };
         for node in 1..=N as u8 {
             c.up(node).await;
         }
-        for keeper in 1..=m as u8 {
+        for keeper in 1..=M as u8 {
             c.keeper_up(keeper).await;
         }
-        if setup.voprf {
-            c.client.register(ADMIN, PASSWORD).await.unwrap();
-            c.client.login(ADMIN, PASSWORD).await.unwrap();
-        }
+        c.client
+            .register_first(ADMIN, PASSWORD, c.bootstrap)
+            .await
+            .unwrap();
+        c.client.login(ADMIN, PASSWORD).await.unwrap();
         c
+    }
+
+    /// A client of `dir` as `client.json` makes it, its parts changed by `adjust`.
+    fn load_client(
+        dir: &std::path::Path,
+        adjust: impl FnOnce(&mut obscura_client::ClientParts),
+    ) -> Client {
+        let mut parts = obscura_client::config::load(dir).unwrap();
+        parts.timeout = Duration::from_secs(5);
+        adjust(&mut parts);
+        Client::new(parts).unwrap()
+    }
+
+    /// An HTTP client with the cluster's client certificate that reaches every server by its
+    /// party name, as any holder of the certificate could.
+    pub fn http(&self) -> reqwest::Client {
+        let parts = obscura_client::config::load(&self.dir).unwrap();
+        let mut b = reqwest::Client::builder().use_preconfigured_tls(parts.tls);
+        for (i, p) in self.ports.iter().enumerate() {
+            b = b.resolve(
+                &format!("node-{}.obscura", i + 1),
+                ([127, 0, 0, 1], *p).into(),
+            );
+        }
+        for (j, p) in self.keeper_ports.iter().enumerate() {
+            b = b.resolve(
+                &format!("keeper-{}.obscura", j + 1),
+                ([127, 0, 0, 1], *p).into(),
+            );
+        }
+        b.build().unwrap()
+    }
+
+    /// Keeper `j`'s base URL.
+    pub fn keeper_url(&self, j: u8) -> String {
+        format!(
+            "https://keeper-{j}.obscura:{}",
+            self.keeper_ports[j as usize - 1]
+        )
+    }
+
+    /// Node `i`'s base URL.
+    pub fn node_url(&self, i: u8) -> String {
+        format!("https://node-{i}.obscura:{}", self.ports[i as usize - 1])
+    }
+
+    /// Node `node`'s store file.
+    pub fn node_store(&self, node: u8) -> PathBuf {
+        self.dir.join(format!("node{node}/store.redb"))
+    }
+
+    /// Keeper `j`'s store file.
+    pub fn keeper_store(&self, j: u8) -> PathBuf {
+        self.dir.join(format!("keeper{j}/store.redb"))
+    }
+
+    /// Keeper `j`'s configuration file.
+    pub fn keeper_config(&self, j: u8) -> PathBuf {
+        self.dir.join(format!("keeper{j}/keeper.json"))
+    }
+
+    /// Keeper `j`'s wrapping key.
+    pub fn keeper_wrapping(&self, j: u8) -> WrappingKey {
+        WrappingKey::from_file(&self.dir.join(format!("keeper{j}/wrapping.key"))).unwrap()
     }
 
     /// The reserved listener of `port` the first time, a new one after a restart.
@@ -293,7 +277,7 @@ impl Cluster {
 
     pub async fn up(&mut self, node: u8) {
         let i = node as usize - 1;
-        let loaded = LoadedNode::load(&self.dir.join(format!("node{node}.json"))).unwrap();
+        let loaded = LoadedNode::load(&self.dir.join(format!("node{node}/node.json"))).unwrap();
         let listener = self.listen(self.ports[i]).await;
         let (stop, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(obscura_node::server::serve(loaded, listener, async {
@@ -302,46 +286,43 @@ impl Cluster {
         self.running[i] = Some(Running { stop, task });
     }
 
-    /// A client of key version `version`, with the keepers' public shares of it.
+    /// A client of key version `version`, with the keepers' public shares of it, logged in as
+    /// the admin.
     pub async fn client_at(
         &self,
         version: u32,
         public_shares: Vec<Vec<obscura_keeper::RistrettoPoint>>,
     ) -> Client {
-        let client = self.new_client(version, public_shares);
+        let client = Self::load_client(&self.dir, |p| {
+            p.key_version = version;
+            p.journal = None;
+            if let TokenParts::Voprf(k) = &mut p.tokens {
+                k.public_shares = public_shares;
+            }
+        });
         client.login(ADMIN, PASSWORD).await.unwrap();
         client
     }
 
     /// Another client of the cluster at key version 1, logged in as nobody.
     pub fn fresh_client(&self) -> Client {
-        self.new_client(1, self.template.public_shares.clone())
+        Self::load_client(&self.dir, |p| p.journal = None)
     }
 
-    fn new_client(
-        &self,
-        version: u32,
-        public_shares: Vec<Vec<obscura_keeper::RistrettoPoint>>,
-    ) -> Client {
-        let url = |p: &u16| format!("https://127.0.0.1:{p}");
-        Client::new(ClientParts {
-            k: K,
-            t: T,
-            nodes: self.ports.iter().map(url).collect(),
-            tls: self.template.tls.clone(),
-            tokens: TokenParts::Voprf(KeeperParts {
-                urls: self.keeper_ports.iter().map(url).collect(),
-                threshold: KT,
-                public_shares,
-            }),
-            key_version: version,
-            owner: Some(self.template.owner.clone()),
-            owner_public: self.template.owner.verifying_key(),
-            plan: BatchPlan::new(1, 12).unwrap(),
-            timeout: Duration::from_secs(5),
-            journal: None,
+    /// A client without the data owner's key, logged in as nobody.
+    pub fn querier_client(&self) -> Client {
+        Self::load_client(&self.dir, |p| {
+            p.journal = None;
+            p.owner = None;
         })
-        .unwrap()
+    }
+
+    /// Register `user` with `roles` (as the admin) and log a fresh client in as it.
+    pub async fn user(&self, user: &str, roles: u8) -> Client {
+        self.client.register(user, PASSWORD, roles).await.unwrap();
+        let client = self.querier_client();
+        client.login(user, PASSWORD).await.unwrap();
+        client
     }
 
     pub async fn down(&mut self, node: u8) {
@@ -352,7 +333,7 @@ impl Cluster {
 
     pub async fn keeper_up(&mut self, keeper: u8) {
         let j = keeper as usize - 1;
-        let loaded = LoadedKeeper::load(&self.dir.join(format!("keeper{keeper}.json"))).unwrap();
+        let loaded = LoadedKeeper::load(&self.keeper_config(keeper)).unwrap();
         let listener = self.listen(self.keeper_ports[j]).await;
         let (stop, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(obscura_node::keeper::serve(loaded, listener, async {
@@ -374,7 +355,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.dir).ok();
+        std::fs::remove_dir_all(&self.scratch).ok();
     }
 }
 

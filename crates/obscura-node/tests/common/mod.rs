@@ -1,30 +1,84 @@
-//! A real node on loopback, over TLS, for the API tests.
+//! A real node on loopback, over TLS, for the API tests: node 1 of a 5-node cluster made by
+//! `obscura_cluster::init`. The keepers' capability key is replaced by one Ed25519 key the test
+//! holds (a FROST group signature is a plain Ed25519 signature, so the node checks it the same
+//! way), so tests mint capabilities for any user and role without running keepers.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
-use ed25519_dalek::SigningKey;
-use obscura_node::config::{LoadedNode, NodeConfig, NodeSecrets};
-use obscura_node::tls::{client_config, make_cluster_tls, ClusterTls};
-use obscura_proto::{Request, RequestBody, Response, ResponseBody};
-use obscura_sharing::zero::deal;
+use ed25519_dalek::{Signer, SigningKey};
+use obscura_auth::capability::{self, CapabilityKey, Holder};
+use obscura_node::config::{node_purpose, LoadedNode, NodeConfig, NodeSecrets};
+use obscura_proto::{
+    roles, Capability, Limits, Request, RequestBody, Response, ResponseBody, SignedCapability,
+};
 use obscura_tokens::keyfile::WrappingKey;
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 
 pub const N: usize = 5;
 pub const T: usize = 2;
 
+/// The user the plain [`TestNode::send`] acts as: every role.
+pub const TESTER: &str = "tester";
+
 pub struct TestNode {
+    pub scratch: PathBuf,
     pub dir: PathBuf,
+    /// `https://node-1.obscura:PORT`.
     pub url: String,
+    pub addr: std::net::SocketAddr,
+    /// An HTTP client with the cluster's client certificate.
     pub client: reqwest::Client,
     pub owner: SigningKey,
     pub audit_key: SigningKey,
-    pub tls: ClusterTls,
+    /// Stands in for the keepers' group key.
+    pub keepers: SigningKey,
+    pub ca_pem: String,
+    tester: Holder,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<Result<(), obscura_store::Error>>>,
 }
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A capability for `user` with `roles`, signed with `keepers`, for a fresh holder key.
+pub fn mint(keepers: &SigningKey, user: &str, roles: u8, limits: Limits) -> Holder {
+    let holder = SigningKey::generate(&mut rand_core::OsRng);
+    let mut id = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut id);
+    let cap = Capability {
+        id,
+        user: user.into(),
+        roles,
+        holder: holder.verifying_key().to_bytes(),
+        issued_at: now(),
+        expires_at: now() + 3600,
+        limits,
+    };
+    let body = capability::encode(&cap);
+    let signature = keepers
+        .sign(&capability::signing_message(&body))
+        .to_bytes()
+        .to_vec();
+    Holder::new(
+        holder,
+        SignedCapability { body, signature },
+        &CapabilityKey::from(keepers.verifying_key()),
+        now(),
+    )
+    .unwrap()
+}
+
+/// Generous limits, for tests that are not about them.
+pub const PLENTY: Limits = Limits {
+    queries_per_hour: 100_000,
+    fetches_per_hour: 100_000,
+};
 
 impl TestNode {
     /// Node 1 of a 5-node cluster, started in this process on 127.0.0.1.
@@ -34,97 +88,80 @@ impl TestNode {
 
     /// [`start`](Self::start) with the configuration changed by `adjust` first.
     pub async fn start_with(name: &str, adjust: impl FnOnce(&mut NodeConfig)) -> TestNode {
-        let dir = std::env::temp_dir().join(format!(
+        let scratch = std::env::temp_dir().join(format!(
             "obscura-node-{name}-{}-{}",
             std::process::id(),
             rand_core::OsRng.next_u64()
         ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut rng = ChaCha20Rng::from_entropy();
-        let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let tls = make_cluster_tls("test", 1, 0, &hosts, &["admin"]).unwrap();
-        let owner = SigningKey::generate(&mut rng);
-        let audit_key = SigningKey::generate(&mut rng);
-        let zero = deal(N, T, &mut rng).unwrap().remove(0);
-        let secrets = NodeSecrets {
-            tls_key_pem: tls.nodes[0].key_pem.to_string(),
-            audit_key: audit_key.to_bytes(),
-            zero_keys: zero
-                .subset_keys()
-                .iter()
-                .map(|k| (k.members(), *k.key_bytes()))
-                .collect(),
-        };
-        let wrapping = WrappingKey::random(&mut rng);
-        std::fs::write(dir.join("wrapping.key"), &*wrapping.to_hex()).unwrap();
-        std::fs::write(
-            dir.join("secrets.sealed"),
-            secrets.seal(&wrapping, &mut rng).unwrap(),
-        )
-        .unwrap();
-        std::fs::write(dir.join("ca.pem"), &tls.ca_cert_pem).unwrap();
-        std::fs::write(dir.join("cert.pem"), &tls.nodes[0].cert_pem).unwrap();
-        let mut config = NodeConfig {
-            node: 1,
-            n: N as u8,
-            k: 3,
-            t: T as u8,
-            listen: "127.0.0.1:0".into(),
-            store: "store.redb".into(),
-            ca_cert: "ca.pem".into(),
-            cert: "cert.pem".into(),
-            secrets: "secrets.sealed".into(),
-            wrapping_key: "wrapping.key".into(),
-            owner_public_key: owner
-                .verifying_key()
-                .to_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-            replay_window_s: 120,
-            checkpoint_interval_s: 3600,
-            pending_timeout_s: 600,
-        };
-        adjust(&mut config);
-        std::fs::write(
-            dir.join("node.json"),
-            serde_json::to_vec_pretty(&config).unwrap(),
-        )
-        .unwrap();
-
-        let loaded = LoadedNode::load(&dir.join("node.json")).unwrap();
+        std::fs::create_dir_all(&scratch).unwrap();
+        let dir = scratch.join("cluster");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let addr = listener.local_addr().unwrap();
+        let mut opt = obscura_cluster::InitOptions::new(N, 3, "127.0.0.1", 20_001, 20_101);
+        opt.node_ports[0] = addr.port();
+        obscura_cluster::init(&dir, &opt).unwrap();
+        let keepers = SigningKey::generate(&mut rand_core::OsRng);
+        let config_path = dir.join("node1/node.json");
+        let mut config: NodeConfig =
+            serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+        config.checkpoint_interval_s = 3600;
+        config.capability_key =
+            obscura_tokens::keyfile::to_hex(&keepers.verifying_key().to_bytes());
+        adjust(&mut config);
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+
+        let wrapping = WrappingKey::from_file(&dir.join("node1/wrapping.key")).unwrap();
+        let secrets: NodeSecrets = obscura_node::config::open_secrets(
+            &std::fs::read(dir.join("node1/secrets.sealed")).unwrap(),
+            &node_purpose(1),
+            &wrapping,
+        )
+        .unwrap();
+        let audit_key = SigningKey::from_bytes(&secrets.audit_key);
+        let parts = obscura_client::config::load(&dir).unwrap();
+        let owner = parts.owner.clone().unwrap();
+        let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+
+        let loaded = LoadedNode::load(&config_path).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(obscura_node::server::serve(loaded, listener, async {
             rx.await.ok();
         }));
         let client = reqwest::Client::builder()
-            .use_preconfigured_tls(client_config(&tls.ca_cert_pem, &tls.clients[0]).unwrap())
+            .use_preconfigured_tls(parts.tls)
+            .resolve("node-1.obscura", addr)
             .build()
             .unwrap();
         TestNode {
+            scratch,
             dir,
-            url: format!("https://127.0.0.1:{port}"),
+            url: format!("https://node-1.obscura:{}", addr.port()),
+            addr,
             client,
             owner,
             audit_key,
-            tls,
+            tester: mint(&keepers, TESTER, roles::ALL, PLENTY),
+            keepers,
+            ca_pem,
             shutdown: Some(tx),
             task: Some(task),
         }
     }
 
+    /// A capability for `user` with `roles` at this node's cluster.
+    pub fn holder(&self, user: &str, roles: u8) -> Holder {
+        mint(&self.keepers, user, roles, PLENTY)
+    }
+
+    /// A request with a fresh id and the current time, not yet signed.
     pub fn request(body: RequestBody) -> Request {
         let mut id = [0u8; 16];
         rand_core::OsRng.fill_bytes(&mut id);
         Request {
             request_id: id,
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
+            timestamp: now(),
             body,
+            auth: None,
         }
     }
 
@@ -142,13 +179,21 @@ impl TestNode {
         (status, body)
     }
 
+    /// Send `req` signed as the tester, who holds every role.
     pub async fn send(&self, req: &Request) -> (u16, ResponseBody) {
+        self.send_as(&self.tester, req).await
+    }
+
+    /// Send `req` signed with `holder`'s capability for node 1.
+    pub async fn send_as(&self, holder: &Holder, req: &Request) -> (u16, ResponseBody) {
+        let mut req = req.clone();
+        holder.sign(1, &mut req);
         self.post_raw(req.body.path(), req.encode()).await
     }
 
     pub async fn stop(mut self) {
         self.shutdown.take().unwrap().send(()).ok();
         self.task.take().unwrap().await.unwrap().unwrap();
-        std::fs::remove_dir_all(&self.dir).ok();
+        std::fs::remove_dir_all(&self.scratch).ok();
     }
 }

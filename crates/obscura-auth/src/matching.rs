@@ -1,0 +1,433 @@
+//! Proofs that a querier's own Stage-2 query matched a candidate within the cluster's distance
+//! limit, so that a node hands out an image's share only to a querier that found it.
+//!
+//! **Committing.** Node `i` answers a Stage-2 query with values `D_i(c)` per candidate. It also
+//! draws a fresh answer key `a`, computes one leaf per candidate position `p`:
+//! `L_p = BLAKE3-keyed(k_p, 0 ‖ handle_p ‖ value_p)` with the leaf key
+//! `k_p = BLAKE3-keyed(a, "leaf" ‖ p)`, builds a Merkle tree over the leaves (an odd node is
+//! carried up a level unchanged), and signs `(i, user, query id, issued, count, root)` with its
+//! Ed25519 key ([`sign_answer`]). The querier gets the values, `a` and the signature.
+//!
+//! **Proving.** To fetch candidate `p`, the querier sends, for `2t + 1` nodes, the value, `k_p`,
+//! the sibling hashes from `L_p` to the root, and the node's signature ([`prove`]). It never
+//! sends `a`, so the fetching node learns no other leaf's key; sibling leaves are keyed hashes
+//! under keys it does not know, so it cannot test guesses of other candidates' values.
+//!
+//! **Checking.** The fetching node rebuilds each root, checks each node's signature (with the
+//! cluster's list of node keys), that every answer names the caller, the same query and the same
+//! position, and that the `2t + 1` values interpolate to a distance within its limit
+//! ([`verify`]). It learns that candidate's distance to the query, and nothing of the others.
+//!
+//! What this proves rests on Stage-2 itself: a querier that sends node shares that are not a
+//! sharing of bits can shift the distance it opens. The threat model says so.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use obscura_proto::{MatchProof, Opening, WireId};
+use obscura_sharing::field::Fp;
+use obscura_sharing::prime::interpolate_at_zero;
+use rand_core::{CryptoRng, RngCore};
+
+use crate::Error;
+
+const ANSWER_DOMAIN: &[u8] = b"obscura/stage-2-answer/v1";
+
+/// The key of the leaf at `position` of an answer keyed with `answer_key`.
+pub fn leaf_key(answer_key: &[u8; 32], position: u32) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(answer_key);
+    h.update(b"leaf");
+    h.update(&position.to_be_bytes());
+    *h.finalize().as_bytes()
+}
+
+fn leaf(key: &[u8; 32], handle: &WireId, value: Option<u32>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(&[0]);
+    h.update(handle);
+    match value {
+        Some(v) => h.update(&[1]).update(&v.to_be_bytes()),
+        None => h.update(&[0]),
+    };
+    *h.finalize().as_bytes()
+}
+
+fn parent(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&[1]);
+    h.update(left);
+    h.update(right);
+    *h.finalize().as_bytes()
+}
+
+/// Every level of the tree over `leaves`, leaves first.
+fn levels(leaves: Vec<[u8; 32]>) -> Vec<Vec<[u8; 32]>> {
+    let mut out = vec![leaves];
+    while out.last().is_some_and(|l| l.len() > 1) {
+        let below = out.last().expect("a level");
+        let above = below
+            .chunks(2)
+            .map(|pair| match pair {
+                [l, r] => parent(l, r),
+                [single] => *single,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+        out.push(above);
+    }
+    out
+}
+
+/// The root of `levels`; the tree of no leaf has an all-zero root.
+fn root_of(levels: &[Vec<[u8; 32]>]) -> [u8; 32] {
+    levels
+        .last()
+        .and_then(|l| l.first())
+        .copied()
+        .unwrap_or([0; 32])
+}
+
+fn leaves(answer_key: &[u8; 32], handles: &[WireId], values: &[Option<u32>]) -> Vec<[u8; 32]> {
+    handles
+        .iter()
+        .zip(values)
+        .enumerate()
+        .map(|(p, (h, v))| leaf(&leaf_key(answer_key, p as u32), h, *v))
+        .collect()
+}
+
+/// The message node `node` signs for its answer to `user`'s query.
+fn answer_message(
+    node: u8,
+    user: &str,
+    query_id: &[u8; 16],
+    issued: u64,
+    count: u32,
+    root: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = ANSWER_DOMAIN.to_vec();
+    m.push(node);
+    m.extend_from_slice(&(user.len() as u64).to_be_bytes());
+    m.extend_from_slice(user.as_bytes());
+    m.extend_from_slice(query_id);
+    m.extend_from_slice(&issued.to_be_bytes());
+    m.extend_from_slice(&count.to_be_bytes());
+    m.extend_from_slice(root);
+    m
+}
+
+/// A node's commitment to its Stage-2 answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedAnswer {
+    /// The answer key (for the querier only).
+    pub answer_key: [u8; 32],
+    /// The node's signature over the commitment.
+    pub signature: [u8; 64],
+}
+
+/// Whose answer to which query: what a node's signature binds besides the values.
+#[derive(Clone, Copy, Debug)]
+pub struct Answered<'a> {
+    /// The answering node.
+    pub node: u8,
+    /// The user whose query it is.
+    pub user: &'a str,
+    /// The query.
+    pub query_id: &'a [u8; 16],
+    /// When the query was issued.
+    pub issued: u64,
+}
+
+/// A node commits to `values` for `handles` of a query and signs.
+pub fn sign_answer<R: RngCore + CryptoRng>(
+    key: &SigningKey,
+    answered: &Answered<'_>,
+    handles: &[WireId],
+    values: &[Option<u32>],
+    rng: &mut R,
+) -> SignedAnswer {
+    let mut answer_key = [0u8; 32];
+    rng.fill_bytes(&mut answer_key);
+    let root = root_of(&levels(leaves(&answer_key, handles, values)));
+    let message = answer_message(
+        answered.node,
+        answered.user,
+        answered.query_id,
+        answered.issued,
+        handles.len() as u32,
+        &root,
+    );
+    SignedAnswer {
+        answer_key,
+        signature: key.sign(&message).to_bytes(),
+    }
+}
+
+/// One node's answer as the querier keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptAnswer {
+    /// The node.
+    pub node: u8,
+    /// Its values, aligned with the candidates.
+    pub values: Vec<Option<u32>>,
+    /// Its answer key.
+    pub answer_key: [u8; 32],
+    /// Its signature.
+    pub signature: [u8; 64],
+}
+
+/// The querier's proof for the candidate at `position` of `handles`, from the kept answers
+/// (the first `2t + 1` are enough; all given are included).
+///
+/// # Panics
+/// If `position` is out of range or an answer's values are not aligned with `handles`.
+pub fn prove(
+    query_id: [u8; 16],
+    issued: u64,
+    handles: &[WireId],
+    answers: &[KeptAnswer],
+    position: usize,
+) -> MatchProof {
+    let openings = answers
+        .iter()
+        .map(|a| {
+            assert_eq!(a.values.len(), handles.len(), "values aligned with handles");
+            let tree = levels(leaves(&a.answer_key, handles, &a.values));
+            let mut path = Vec::new();
+            let mut p = position;
+            for level in &tree[..tree.len() - 1] {
+                if let Some(sibling) = level.get(p ^ 1) {
+                    path.push(*sibling);
+                }
+                p /= 2;
+            }
+            Opening {
+                node: a.node,
+                value: a.values[position],
+                leaf_key: leaf_key(&a.answer_key, position as u32),
+                path,
+                signature: a.signature.to_vec(),
+            }
+        })
+        .collect();
+    MatchProof {
+        query_id,
+        issued,
+        handle: handles[position],
+        position: position as u32,
+        count: handles.len() as u32,
+        openings,
+    }
+}
+
+/// The root an opening leads to, or `None` when its path has the wrong length for the tree.
+fn opened_root(proof: &MatchProof, o: &Opening) -> Option<[u8; 32]> {
+    if proof.position >= proof.count {
+        return None;
+    }
+    let mut hash = leaf(&o.leaf_key, &proof.handle, o.value);
+    let mut path = o.path.iter();
+    let (mut p, mut len) = (proof.position as usize, proof.count as usize);
+    while len > 1 {
+        let sibling = p ^ 1;
+        if sibling < len {
+            let s = path.next()?;
+            hash = if p % 2 == 0 {
+                parent(&hash, s)
+            } else {
+                parent(s, &hash)
+            };
+        }
+        p /= 2;
+        len = len.div_ceil(2);
+    }
+    path.next().is_none().then_some(hash)
+}
+
+/// A match the caller proved: the handle of its query and its distance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProvenMatch {
+    /// The candidate's handle in the query.
+    pub handle: WireId,
+    /// Its Hamming distance to the query.
+    pub distance: u32,
+}
+
+/// What a node checks a proof against.
+#[derive(Clone, Debug)]
+pub struct MatchPolicy {
+    /// Every node's answer key, node 1 first.
+    pub node_keys: Vec<VerifyingKey>,
+    /// Degree of the hash sharing: `2t + 1` openings are needed.
+    pub t: usize,
+    /// The largest distance that entitles the querier to the image.
+    pub max_distance: u32,
+    /// How long after the query a proof is accepted, seconds.
+    pub window_s: u64,
+}
+
+/// Check `proof` for the caller `user` at `now`.
+///
+/// # Errors
+/// [`Error::Proof`] saying what does not hold.
+pub fn verify(
+    proof: &MatchProof,
+    user: &str,
+    policy: &MatchPolicy,
+    now: u64,
+) -> Result<ProvenMatch, Error> {
+    let need = 2 * policy.t + 1;
+    if proof.openings.len() != need {
+        return Err(Error::Proof("it needs exactly 2t + 1 nodes' openings"));
+    }
+    if now > proof.issued.saturating_add(policy.window_s) || proof.issued > now + policy.window_s {
+        return Err(Error::Proof("its query is too old or from the future"));
+    }
+    let mut points = Vec::with_capacity(need);
+    for o in &proof.openings {
+        let key = usize::from(o.node)
+            .checked_sub(1)
+            .and_then(|i| policy.node_keys.get(i))
+            .ok_or(Error::Proof("an opening names no node of this cluster"))?;
+        if points.iter().any(|&(x, _)| x == o.node) {
+            return Err(Error::Proof("a node is opened twice"));
+        }
+        let value = o
+            .value
+            .filter(|v| *v < obscura_sharing::field::P)
+            .ok_or(Error::Proof("a node holds no such image"))?;
+        let root = opened_root(proof, o).ok_or(Error::Proof("an opening's path does not fit"))?;
+        let signature: [u8; 64] = o
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Proof("a signature is malformed"))?;
+        let message = answer_message(
+            o.node,
+            user,
+            &proof.query_id,
+            proof.issued,
+            proof.count,
+            &root,
+        );
+        key.verify_strict(&message, &Signature::from_bytes(&signature))
+            .map_err(|_| {
+                Error::Proof("an opening is not what that node signed for this user's query")
+            })?;
+        points.push((o.node, Fp::from(value)));
+    }
+    let distance = interpolate_at_zero(&points)
+        .map_err(|_| Error::Proof("the openings do not interpolate"))?
+        .value();
+    if distance > policy.max_distance {
+        return Err(Error::Proof(
+            "the candidate is farther than the cluster's limit",
+        ));
+    }
+    Ok(ProvenMatch {
+        handle: proof.handle,
+        distance,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    /// Five nodes' values for `count` candidates whose distances are `d(c)`, on degree-4
+    /// polynomials, each answer committed and signed.
+    fn answers(
+        keys: &[SigningKey],
+        d: impl Fn(usize) -> u32,
+        handles: &[WireId],
+        rng: &mut ChaCha20Rng,
+    ) -> Vec<KeptAnswer> {
+        let coeffs: Vec<Vec<Fp>> = (0..handles.len())
+            .map(|c| {
+                let mut v = vec![Fp::from(d(c))];
+                v.extend((0..4).map(|_| Fp::random(rng)));
+                v
+            })
+            .collect();
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let node = i as u8 + 1;
+                let x = Fp::from(u32::from(node));
+                let values: Vec<Option<u32>> = coeffs
+                    .iter()
+                    .map(|c| Some(c.iter().rev().fold(Fp::ZERO, |a, &k| a * x + k).value()))
+                    .collect();
+                let answered = Answered {
+                    node,
+                    user: "ana",
+                    query_id: &[5; 16],
+                    issued: 1000,
+                };
+                let s = sign_answer(k, &answered, handles, &values, rng);
+                KeptAnswer {
+                    node,
+                    values,
+                    answer_key: s.answer_key,
+                    signature: s.signature,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_proof_opens_one_candidate_and_holds_only_for_its_user_and_distance() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let keys: Vec<SigningKey> = (0..5).map(|_| SigningKey::generate(&mut rng)).collect();
+        let policy = MatchPolicy {
+            node_keys: keys.iter().map(|k| k.verifying_key()).collect(),
+            t: 2,
+            max_distance: 10,
+            window_s: 3600,
+        };
+        for count in [1usize, 2, 3, 5, 8, 13] {
+            let handles: Vec<WireId> = (0..count).map(|c| [c as u8; 16]).collect();
+            let kept = answers(&keys, |c| if c == 0 { 3 } else { 20 }, &handles, &mut rng);
+            for p in 0..count {
+                let proof = prove([5; 16], 1000, &handles, &kept, p);
+                let got = verify(&proof, "ana", &policy, 1000);
+                if p == 0 {
+                    assert_eq!(
+                        got.unwrap(),
+                        ProvenMatch {
+                            handle: handles[0],
+                            distance: 3
+                        }
+                    );
+                } else {
+                    assert!(got.is_err(), "distance 20 is beyond 10");
+                }
+            }
+            let proof = prove([5; 16], 1000, &handles, &kept, 0);
+            // Another user, a changed value, handle, position, count, a stale query.
+            assert!(verify(&proof, "bob", &policy, 1000).is_err());
+            let mut p = proof.clone();
+            p.openings[1].value = p.openings[1].value.map(|v| v ^ 1);
+            assert!(verify(&p, "ana", &policy, 1000).is_err());
+            let mut p = proof.clone();
+            p.handle[0] ^= 1;
+            assert!(verify(&p, "ana", &policy, 1000).is_err());
+            let mut p = proof.clone();
+            p.count += 1;
+            assert!(verify(&p, "ana", &policy, 1000).is_err());
+            if count > 1 {
+                let mut p = proof.clone();
+                p.position = 1;
+                assert!(verify(&p, "ana", &policy, 1000).is_err());
+            }
+            assert!(verify(&proof, "ana", &policy, 1000 + 3601).is_err());
+            // Too few nodes, or one twice.
+            let mut p = proof.clone();
+            p.openings.truncate(4);
+            assert!(verify(&p, "ana", &policy, 1000).is_err());
+            let mut p = proof.clone();
+            p.openings[4] = p.openings[0].clone();
+            assert!(verify(&p, "ana", &policy, 1000).is_err());
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! What a connection may make a server spend, for nodes and keepers alike: connections at once
+//! (in all and per address), time to send headers and bodies, body sizes per operation, and
+//! requests worked on at once. Every limit comes from [`ServerLimits`] in the server's
+//! configuration.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::StatusCode;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use obscura_proto::{limits, ErrorCode, Response, ResponseBody};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ServerLimits;
+use crate::server::{error, status_of};
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The limits of one server, shared by its connections.
+pub(crate) struct Guard {
+    limits: ServerLimits,
+    connections: Arc<Semaphore>,
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    in_flight: Arc<Semaphore>,
+    uploads: Arc<Semaphore>,
+}
+
+/// A connection's place, given back when it closes.
+struct Admitted {
+    guard: Arc<Guard>,
+    source: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut per = self
+            .guard
+            .per_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl Guard {
+    pub(crate) fn new(limits: ServerLimits) -> Arc<Guard> {
+        Arc::new(Guard {
+            connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            per_source: Mutex::default(),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            uploads: Arc::new(Semaphore::new(limits.max_uploads.max(1))),
+            limits,
+        })
+    }
+
+    /// A place for a new connection from `source`, or `None` when the server or that address
+    /// has as many as it allows (the connection is then closed at once).
+    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Admitted> {
+        let permit = self.connections.clone().try_acquire_owned().ok()?;
+        let mut per = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per.entry(source).or_default();
+        if *n >= self.limits.max_connections_per_source {
+            return None;
+        }
+        *n += 1;
+        Some(Admitted {
+            guard: self.clone(),
+            source,
+            _permit: permit,
+        })
+    }
+
+    /// Read a request body of at most `limit` bytes within the body timeout. A large upload
+    /// (`upload`) first waits, within the same time, for one of the few places for uploads, so
+    /// that concurrent large bodies cannot exhaust memory.
+    pub(crate) async fn body(
+        &self,
+        body: Body,
+        limit: usize,
+        upload: bool,
+    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ResponseBody> {
+        let timeout = Duration::from_secs(self.limits.body_timeout_s.max(1));
+        let read = async {
+            let permit = if upload {
+                Some(
+                    self.uploads
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| error(ErrorCode::Internal, "shutting down"))?,
+                )
+            } else {
+                None
+            };
+            axum::body::to_bytes(body, limit)
+                .await
+                .map(|b| (b, permit))
+                .map_err(|_| {
+                    error(
+                        ErrorCode::TooLarge,
+                        format!("the request body is over {limit} bytes, or broke off"),
+                    )
+                })
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(error(
+                    ErrorCode::BadRequest,
+                    format!("the request body took longer than {} s", timeout.as_secs()),
+                ))
+            })
+    }
+
+    /// Run `process` off the async workers, at most `max_in_flight` at once, and encode what it
+    /// answers with its HTTP status.
+    pub(crate) async fn respond(
+        &self,
+        process: impl FnOnce() -> ResponseBody + Send + 'static,
+    ) -> (StatusCode, Vec<u8>) {
+        let body = match self.in_flight.clone().acquire_owned().await {
+            Ok(permit) => tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                process()
+            })
+            .await
+            .unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string())),
+            Err(_) => error(ErrorCode::Internal, "shutting down"),
+        };
+        encode(body)
+    }
+}
+
+/// A response body with its HTTP status.
+pub(crate) fn encode(body: ResponseBody) -> (StatusCode, Vec<u8>) {
+    (status_of(&body), Response(body).encode())
+}
+
+/// The body limit of operation `op`: prepares carry image shares, nothing else is large.
+pub(crate) fn body_limit(op: &str) -> (usize, bool) {
+    if op == "prepare" {
+        (limits::MAX_PREPARE_BODY, true)
+    } else {
+        (limits::MAX_BODY, false)
+    }
+}
+
+/// Accept TLS connections on `listener` within `guard`'s limits and serve each with the router
+/// `app_for` makes from its TLS session, running `tick` (off the async workers) every `every`,
+/// until `shutdown` completes; then close every connection and run `last` (off the async
+/// workers too), whose result this returns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    guard: Arc<Guard>,
+    app_for: impl Fn(&rustls::ServerConnection, std::net::SocketAddr) -> Router + Send + Sync + 'static,
+    every: Duration,
+    tick: impl Fn() -> Result<(), obscura_store::Error> + Clone + Send + 'static,
+    shutdown: impl Future<Output = ()>,
+    last: impl FnOnce() -> Result<(), obscura_store::Error> + Send + 'static,
+) -> Result<(), obscura_store::Error> {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    tokio::pin!(shutdown);
+    // Connections are tracked so that stopping the server closes them too (a kept-alive
+    // connection must not outlive it and keep answering from its store).
+    let mut connections = tokio::task::JoinSet::new();
+    let app_for = Arc::new(app_for);
+    let header_timeout = Duration::from_secs(guard.limits.header_timeout_s.max(1));
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = ticker.tick() => {
+                // Failures are retried at the next tick.
+                let _ = tokio::task::spawn_blocking(tick.clone()).await;
+            }
+            accepted = listener.accept() => {
+                let Ok((tcp, peer)) = accepted else { continue };
+                let Some(place) = guard.admit(peer.ip()) else {
+                    continue; // over the connection limits: closed at once
+                };
+                // Small TLS records must not wait for delayed ACKs (40 ms per round on Linux).
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let app_for = app_for.clone();
+                connections.spawn(async move {
+                    let _place = place;
+                    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                        return; // refused or timed out handshake
+                    };
+                    let service = TowerToHyperService::new(app_for(tls.get_ref().1, peer));
+                    // The header timeout also closes a kept-alive connection that sends nothing.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .max_buf_size(64 << 10)
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    tokio::task::spawn_blocking(last)
+        .await
+        .map_err(|e| obscura_store::Error::Storage(e.to_string()))?
+}
+
+/// `Body` for handlers, re-exported so servers share one type.
+pub(crate) type RequestBody = Body;
