@@ -1440,3 +1440,63 @@ pub(crate) fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::TooLarge => "request too large",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every request with `head` and then `body_len` bytes (sent as they
+    /// are read, so a client that keeps reading gets them all).
+    async fn answering(head: &'static str, body_len: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(head.as_bytes()).await;
+            let chunk = vec![b'x'; 1 << 16];
+            let mut left = body_len;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if s.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_server_cannot_make_the_client_read_more_than_the_protocol_allows() {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .unwrap();
+        // Announced too large: refused before a byte of the body is read.
+        let big = limits::MAX_ANSWER + 1;
+        let head: &'static str =
+            Box::leak(format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\n\r\n").into_boxed_str());
+        let base = answering(head, 0).await;
+        let (r, _, received) = post(&http, &base, RequestBody::Status, None).await;
+        assert!(r.unwrap_err().contains("larger than"), "refused unread");
+        assert_eq!(received, 0);
+        // Not announced (chunked, endless in effect): cut off at the limit.
+        let base = answering(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\nconnection: close\r\n\r\n",
+            limits::MAX_ANSWER + (1 << 20),
+        )
+        .await;
+        let (r, _, _) = post(&http, &base, RequestBody::Status, None).await;
+        assert!(r.unwrap_err().contains("larger than"));
+    }
+}

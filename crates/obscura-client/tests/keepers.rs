@@ -17,7 +17,7 @@ use obscura_node::keeper::{keyring_path, LoadedKeeper};
 use obscura_node::vault::{Kind, Vault};
 use obscura_proto::{roles, ErrorCode, Request, RequestBody, Response, ResponseBody, SecretKind};
 use obscura_store::keeper::KeeperStore;
-use rand_core::{OsRng, RngCore};
+use rand_core::{OsRng, RngCore, SeedableRng};
 
 fn reasons(e: &Error) -> Vec<String> {
     match e {
@@ -700,4 +700,360 @@ async fn a_password_change_needs_a_fresh_login_and_finishes_after_a_keeper_was_d
         .register("carol", b"carol's password", roles::QUERIER)
         .await
         .unwrap();
+}
+
+/// A raw sealed request in `channel`'s session at keeper `j`, opened.
+async fn in_session(c: &Cluster, j: u8, channel: &mut Channel, body: RequestBody) -> ResponseBody {
+    let message = sealed_request(channel, body);
+    let session = channel.id();
+    match raw(c, j, RequestBody::KeeperSealed { session, message }).await {
+        ResponseBody::KeeperSealed { message } => {
+            Response::decode(&channel.open(&message, 0).unwrap())
+                .unwrap()
+                .0
+        }
+        other => other,
+    }
+}
+
+/// A login at keeper `j` by hand as `user`: the session's channel.
+async fn raw_login_as(c: &Cluster, j: u8, user: &str, password: &[u8]) -> Channel {
+    let (login, ke1) = ClientLogin::start(password, &mut OsRng).unwrap();
+    let ResponseBody::KeeperLoginStarted { login: id, ke2 } = raw(
+        c,
+        j,
+        RequestBody::KeeperLoginStart {
+            user: user.into(),
+            ke1,
+        },
+    )
+    .await
+    else {
+        panic!("no KE2")
+    };
+    let (ke3, key) = login
+        .finish(
+            password,
+            &ke2,
+            &obscura_node::accounts::login_context(j),
+            &mut OsRng,
+        )
+        .unwrap();
+    let ResponseBody::KeeperSession {
+        session,
+        expires_at,
+    } = raw(c, j, RequestBody::KeeperLoginFinish { login: id, ke3 }).await
+    else {
+        panic!("no session")
+    };
+    Channel::new(&key, session, Role::Client, expires_at)
+}
+
+fn error_code(body: &ResponseBody) -> Option<ErrorCode> {
+    match body {
+        ResponseBody::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepers_sign_a_capability_only_for_its_caller_and_the_roles_it_holds() {
+    use obscura_proto::{Capability, Limits};
+    let c = Cluster::start("capabilities").await;
+    c.client
+        .register("bob", b"bob's password", roles::QUERIER)
+        .await
+        .unwrap();
+    // FROST needs T = 2 commitments: bob commits at keepers 1 and 2, and asks keeper 1 to sign.
+    let mut bob = raw_login_as(&c, 1, "bob", b"bob's password").await;
+    let mut bob2 = raw_login_as(&c, 2, "bob", b"bob's password").await;
+    let ResponseBody::CapabilityOffer {
+        commitment,
+        roles: offered,
+        limits,
+        expires_at,
+        ..
+    } = in_session(&c, 1, &mut bob, RequestBody::CapabilityCommit).await
+    else {
+        panic!("no offer")
+    };
+    let ResponseBody::CapabilityOffer {
+        commitment: commitment2,
+        ..
+    } = in_session(&c, 2, &mut bob2, RequestBody::CapabilityCommit).await
+    else {
+        panic!("no offer")
+    };
+    let commitments = [(1, commitment), (2, commitment2)];
+    assert_eq!(offered, roles::QUERIER);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = Capability {
+        id: [1; 16],
+        user: "bob".into(),
+        roles: roles::QUERIER,
+        holder: [2; 32],
+        issued_at: now,
+        expires_at,
+        limits,
+    };
+    let package = |cap: &Capability| {
+        let message =
+            obscura_auth::capability::signing_message(&obscura_auth::capability::encode(cap));
+        obscura_keeper::signing::signing_package(&message, &commitments).unwrap()
+    };
+    // Another user's name, roles bob does not hold, other limits, a longer life: refused.
+    let mut wrong = Vec::new();
+    let mut cap = good.clone();
+    cap.user = ADMIN.into();
+    wrong.push(cap);
+    let mut cap = good.clone();
+    cap.roles = roles::ALL;
+    wrong.push(cap);
+    let mut cap = good.clone();
+    cap.limits = Limits {
+        queries_per_hour: u32::MAX,
+        fetches_per_hour: u32::MAX,
+    };
+    wrong.push(cap);
+    let mut cap = good.clone();
+    cap.expires_at += 3600;
+    wrong.push(cap);
+    for cap in &wrong {
+        let answer = in_session(
+            &c,
+            1,
+            &mut bob,
+            RequestBody::CapabilityShare {
+                package: package(cap),
+            },
+        )
+        .await;
+        assert_eq!(
+            error_code(&answer),
+            Some(ErrorCode::Forbidden),
+            "{cap:?}: {answer:?}"
+        );
+    }
+    // Any other message is no capability.
+    let other = obscura_keeper::signing::signing_package(b"pay mallory", &commitments).unwrap();
+    let answer = in_session(
+        &c,
+        1,
+        &mut bob,
+        RequestBody::CapabilityShare { package: other },
+    )
+    .await;
+    assert_eq!(
+        error_code(&answer),
+        Some(ErrorCode::Forbidden),
+        "{answer:?}"
+    );
+    // The honest one gets a share.
+    let answer = in_session(
+        &c,
+        1,
+        &mut bob,
+        RequestBody::CapabilityShare {
+            package: package(&good),
+        },
+    )
+    .await;
+    assert!(
+        matches!(answer, ResponseBody::SignatureShare { .. }),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepers_audit_log_needs_a_session_and_an_auditor_and_names_no_user() {
+    let c = Cluster::start("keeper-audit").await;
+    c.client
+        .register("bob", b"bob's password", roles::QUERIER)
+        .await
+        .unwrap();
+    let audit = RequestBody::Audit { from: 0, max: 4096 };
+    assert_eq!(
+        error_code(&raw(&c, 1, audit.clone()).await),
+        Some(ErrorCode::NoSession)
+    );
+    let mut bob = raw_login_as(&c, 1, "bob", b"bob's password").await;
+    assert_eq!(
+        error_code(&in_session(&c, 1, &mut bob, audit.clone()).await),
+        Some(ErrorCode::Forbidden)
+    );
+    let mut admin = raw_login_as(&c, 1, ADMIN, PASSWORD).await;
+    let ResponseBody::Audit { entries, total } = in_session(&c, 1, &mut admin, audit).await else {
+        panic!("no audit page")
+    };
+    assert_eq!(entries.len() as u64, total);
+    assert!(entries.len() > 5);
+    for e in &entries {
+        let text = String::from_utf8_lossy(&e.detail);
+        assert!(
+            !text.contains("bob") && !text.contains(&format!("user={ADMIN}")),
+            "entry {} names a user: {text}",
+            e.seq
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekey_needs_the_owners_order_and_zero_shares_that_share_zero() {
+    use obscura_keeper::oprf;
+    use obscura_keeper::threshold::Rekey;
+    use obscura_proto::KeeperRekeyPart;
+    use obscura_sharing::order::Order;
+    let c = Cluster::start("rekey").await;
+    let owner = obscura_client::config::load(&c.dir).unwrap().owner.unwrap();
+    let mut admin = raw_login_as(&c, 1, ADMIN, PASSWORD).await;
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
+    let plans: Vec<Rekey> = (0..N)
+        .map(|_| Rekey::random(M, KT, &mut rng).unwrap())
+        .collect();
+    let parts = |plans: &[Rekey], commitments: &dyn Fn(&Rekey) -> Vec<[u8; 32]>| {
+        plans
+            .iter()
+            .enumerate()
+            .map(|(x, r)| KeeperRekeyPart {
+                node: x as u8 + 1,
+                factor: r.factor.to_bytes(),
+                zero_share: r.zero_shares[0].to_bytes(),
+                zero_commitments: commitments(r),
+            })
+            .collect::<Vec<_>>()
+    };
+    let honest = |r: &Rekey| r.zero_commitments().iter().map(oprf::serialize).collect();
+    let rekey = |parts: Vec<KeeperRekeyPart>, signer: &ed25519_dalek::SigningKey| {
+        let signature = Order::Rekey {
+            from: 1,
+            to: 2,
+            plan: obscura_proto::rekey_digest(1, 2, &parts),
+        }
+        .sign(signer)
+        .to_vec();
+        RequestBody::KeeperRekey {
+            from: 1,
+            to: 2,
+            parts,
+            signature,
+        }
+    };
+    let rejected = Some(ErrorCode::Rejected);
+    // An admin without the owner's order.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let answer = in_session(&c, 1, &mut admin, rekey(parts(&plans, &honest), &stranger)).await;
+    assert_eq!(error_code(&answer), rejected, "{answer:?}");
+    // Zero shares that are not a sharing of zero (g(0) = 1): every keeper would add 1 to its
+    // share, the key would change, and retiring the old version would lose it.
+    let not_zero = |r: &Rekey| {
+        let shifted: Vec<_> = r
+            .zero_shares
+            .iter()
+            .map(|z| oprf::serialize(&oprf::public_key(&(z + obscura_keeper::Scalar::ONE))))
+            .collect();
+        shifted
+    };
+    let mut shifted = parts(&plans, &not_zero);
+    for (p, r) in shifted.iter_mut().zip(&plans) {
+        p.zero_share = (r.zero_shares[0] + obscura_keeper::Scalar::ONE).to_bytes();
+    }
+    let answer = in_session(&c, 1, &mut admin, rekey(shifted, &owner)).await;
+    assert_eq!(error_code(&answer), rejected, "{answer:?}");
+    assert!(
+        matches!(&answer, ResponseBody::Error { message, .. } if message.contains("do not share zero")),
+        "{answer:?}"
+    );
+    // A share other than the one committed.
+    let mut other = parts(&plans, &honest);
+    other[2].zero_share = obscura_keeper::Scalar::from(5u64).to_bytes();
+    let answer = in_session(&c, 1, &mut admin, rekey(other, &owner)).await;
+    assert_eq!(error_code(&answer), rejected, "{answer:?}");
+    // The honest plan with the owner's order is taken.
+    let answer = in_session(&c, 1, &mut admin, rekey(parts(&plans, &honest), &owner)).await;
+    assert!(
+        matches!(answer, ResponseBody::KeeperRekeyed { .. }),
+        "{answer:?}"
+    );
+    // Retiring needs the owner's order too.
+    let retire = |signer: &ed25519_dalek::SigningKey| RequestBody::KeeperRetire {
+        version: 1,
+        signature: Order::Retire { version: 1 }.sign(signer).to_vec(),
+    };
+    let answer = in_session(&c, 1, &mut admin, retire(&stranger)).await;
+    assert_eq!(error_code(&answer), rejected, "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keepers_operator_unlocks_the_only_admin_at_the_keepers_machine() {
+    let mut c = Cluster::start_with(
+        "local-unlock",
+        Setup {
+            login: LoginPolicy {
+                free: 100,
+                lock_after: 3,
+                source_free: 1000,
+                max_delay_s: 60,
+                fresh_login_s: 300,
+                lock_s: 3600,
+                max_lock_s: 3600,
+            },
+            ..VOPRF
+        },
+    )
+    .await;
+    // Anyone can lock the only admin out by starting logins under its name.
+    c.client.logout().await.unwrap();
+    for _ in 0..3 {
+        start_logins(&c, ADMIN).await;
+    }
+    let err = c.fresh_client().login(ADMIN, PASSWORD).await.unwrap_err();
+    assert!(reasons(&err).iter().all(|r| r.contains("locked")), "{err}");
+    // The operator of keeper 1, on its machine with the keeper stopped, lifts it there.
+    c.keeper_down(1).await;
+    obscura_node::keeper::unlock_locally(&c.keeper_config(1), ADMIN).unwrap();
+    c.keeper_up(1).await;
+    let err = c.fresh_client().login(ADMIN, PASSWORD).await.unwrap_err();
+    let r = reasons(&err);
+    assert!(!r.iter().any(|r| r.contains("keeper 1")), "{r:?}");
+    assert_eq!(r.len(), 2, "keepers 2 and 3 are still locked: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_keeps_at_most_its_quota_of_secrets() {
+    let c = Cluster::start_with(
+        "quota",
+        Setup {
+            quotas: obscura_node::accounts::Quotas {
+                max_secrets: 2,
+                max_events: 5,
+            },
+            ..VOPRF
+        },
+    )
+    .await;
+    for i in 0..2 {
+        c.client
+            .secret_put(&format!("s{i}"), b"x", "import")
+            .await
+            .unwrap();
+    }
+    let err = c
+        .client
+        .secret_put("one too many", b"x", "import")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 2 secrets"), "{err}");
+    // The trail keeps the newest events only.
+    for (keeper, events) in c.client.user_events().await.unwrap() {
+        assert!(
+            events.len() <= 5,
+            "keeper {keeper}: {} events",
+            events.len()
+        );
+        assert!(events.iter().any(|e| e.action == "secret import"));
+    }
 }

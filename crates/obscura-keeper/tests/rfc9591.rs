@@ -175,3 +175,47 @@ fn key_generation_among_three_keepers_gives_shares_that_sign_and_that_the_relay_
         .verify_strict(b"hello", &ed25519_dalek::Signature::from_bytes(&signature))
         .unwrap();
 }
+
+/// The relay starts keeper 1's key generation twice and shows keeper 2 the first round-1
+/// package, keeper 3 the second (a broadcast split in two). FROST alone would fail only at the
+/// keeper whose share does not match the commitment it saw, and let the others finish with a
+/// key not every keeper holds. Each keeper binds the round-1 transcript it saw into its sealed
+/// round-2 packages, so no keeper finishes.
+#[test]
+fn a_relay_that_splits_the_round1_broadcast_makes_every_keeper_fail() {
+    let mut rng = rand_core::OsRng;
+    let context = b"user tag and key id";
+    let keys: Vec<_> = (0..3).map(|_| signing::peer_key(&mut rng)).collect();
+    let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.1).collect();
+    let peers: Vec<_> = (1..=3u8)
+        .map(|j| signing::PeerKeys::new(j, &keys[j as usize - 1].0, &publics).unwrap())
+        .collect();
+    let (_, first) = signing::dkg_start(1, 3, 2, &mut rng).unwrap();
+    let (s1, second) = signing::dkg_start(1, 3, 2, &mut rng).unwrap();
+    let (s2, p2) = signing::dkg_start(2, 3, 2, &mut rng).unwrap();
+    let (s3, p3) = signing::dkg_start(3, 3, 2, &mut rng).unwrap();
+    let seen: [Vec<(u8, Vec<u8>)>; 3] = [
+        vec![(2, p2.clone()), (3, p3.clone())],
+        vec![(1, first), (3, p3)],
+        vec![(1, second), (2, p2)],
+    ];
+    let mut after = Vec::new();
+    let mut to: Vec<Vec<(u8, Vec<u8>)>> = vec![Vec::new(); 3];
+    for (i, s) in [s1, s2, s3].into_iter().enumerate() {
+        let j = i as u8 + 1;
+        let (s, out) = signing::dkg_round2(s, &peers[i], context, &seen[i], &mut rng).unwrap();
+        for (r, sealed) in out {
+            to[r as usize - 1].push((j, sealed));
+        }
+        after.push(s);
+    }
+    for i in 0..3 {
+        let r = signing::dkg_finish(&after[i], &peers[i], context, &seen[i], &to[i]);
+        assert!(
+            matches!(r, Err(signing::SigningError::Sealed(_))),
+            "keeper {} finished: {:?}",
+            i + 1,
+            r.map(|_| ())
+        );
+    }
+}

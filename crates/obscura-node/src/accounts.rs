@@ -1381,3 +1381,297 @@ impl Accounts {
         }
     }
 }
+
+/// Hazard tests of the account service alone: no TLS, no sockets, no sleeping. The clock is the
+/// `now` each call takes and the randomness a seeded generator, so every step is exact.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use obscura_keeper::session::{ClientLogin, ClientRegistration};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    const CODE: [u8; 32] = [7; 32];
+
+    struct Service {
+        _dir: TempDir,
+        store: KeeperStore,
+        accounts: Accounts,
+        rng: ChaCha20Rng,
+    }
+
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            std::fs::remove_dir_all(&self.0).ok();
+        }
+    }
+
+    fn service(name: &str, policy: LoginPolicy) -> Service {
+        let dir =
+            std::env::temp_dir().join(format!("obscura-accounts-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let store = KeeperStore::open(&dir.join("store.redb"), 1).unwrap();
+        let vault = Vault::open_with_rng(
+            &store,
+            &dir.join("keyring.sealed"),
+            1,
+            obscura_tokens::keyfile::WrappingKey::random(&mut rng),
+            Box::new(ChaCha20Rng::seed_from_u64(2)),
+        )
+        .unwrap();
+        let (keys, public) = signing::deal(3, 2, &mut rng).unwrap();
+        let accounts = Accounts::new(
+            Setup {
+                keeper: 1,
+                m: 3,
+                threshold: 2,
+                policy,
+                session_ttl_s: 3600,
+                capabilities: CapabilityPolicy::default(),
+                quotas: Quotas::default(),
+                bootstrap: bootstrap_digest(&CODE),
+                window: 120,
+            },
+            ServerKeys::random(&mut rng),
+            vault,
+            None,
+            (signing::key_package_from(&keys[0]).unwrap(), public),
+            Box::new(ChaCha20Rng::seed_from_u64(3)),
+        );
+        Service {
+            _dir: TempDir(dir),
+            store,
+            accounts,
+            rng,
+        }
+    }
+
+    fn addr(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    fn code_of(r: &Result<ResponseBody, ResponseBody>) -> Option<ErrorCode> {
+        match r {
+            Ok(ResponseBody::Error { code, .. }) | Err(ResponseBody::Error { code, .. }) => {
+                Some(*code)
+            }
+            _ => None,
+        }
+    }
+
+    fn message_of(r: &Result<ResponseBody, ResponseBody>) -> String {
+        match r {
+            Err(ResponseBody::Error { message, .. }) => message.clone(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    impl Service {
+        /// A login of `user` started from `source` at `now` (a counted attempt).
+        fn start(
+            &mut self,
+            user: &str,
+            source: IpAddr,
+            now: u64,
+        ) -> Result<ResponseBody, ResponseBody> {
+            let (_, ke1) = ClientLogin::start(b"a guess", &mut self.rng).unwrap();
+            self.accounts
+                .login_start(&self.store, source, user, &ke1, now)
+        }
+
+        /// Register `user` with `password`, as `caller` (the first account: none, with the
+        /// bootstrap code).
+        fn register(
+            &mut self,
+            caller: Option<&Caller>,
+            user: &str,
+            password: &[u8],
+            now: u64,
+        ) -> Result<ResponseBody, ResponseBody> {
+            let code = caller.is_none().then_some(CODE);
+            let (reg, request) = ClientRegistration::start(password, &mut self.rng).unwrap();
+            let response = match self.accounts.register(
+                &self.store,
+                caller,
+                addr(200),
+                user,
+                &request,
+                code.as_ref(),
+                now,
+            )? {
+                ResponseBody::KeeperRegistration { response } => response,
+                other => return Err(other),
+            };
+            let upload = reg.finish(password, &response, &mut self.rng).unwrap();
+            self.accounts.register_finish(
+                &self.store,
+                caller,
+                user,
+                &upload,
+                roles::QUERIER,
+                code.as_ref(),
+                now,
+            )
+        }
+
+        /// A whole login of `user` from `source` at `now`.
+        fn login(
+            &mut self,
+            user: &str,
+            password: &[u8],
+            source: IpAddr,
+            now: u64,
+        ) -> Result<ResponseBody, ResponseBody> {
+            let (login, ke1) = ClientLogin::start(password, &mut self.rng).unwrap();
+            let (id, ke2) = match self
+                .accounts
+                .login_start(&self.store, source, user, &ke1, now)?
+            {
+                ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
+                other => return Err(other),
+            };
+            let (ke3, _) = login
+                .finish(password, &ke2, &login_context(1), &mut self.rng)
+                .map_err(|_| login_failed())?;
+            self.accounts.login_finish(&self.store, &id, &ke3, now)
+        }
+
+        fn caller(&self, user: &str, roles: WireRoles, opened_at: u64, now: u64) -> Caller {
+            Caller {
+                session: [0; 16],
+                user: self.accounts.vault.handle(user),
+                tag: user_tag(user),
+                roles,
+                opened_at,
+                fresh: now <= opened_at + self.accounts.policy.fresh_login_s,
+            }
+        }
+    }
+
+    #[test]
+    fn lockouts_expire_by_themselves_and_last_longer_each_time() {
+        let policy = LoginPolicy {
+            free: 1,
+            lock_after: 3,
+            source_free: 1000,
+            max_delay_s: 60,
+            fresh_login_s: 300,
+            lock_s: 10,
+            max_lock_s: 25,
+        };
+        let mut s = service("lockout", policy);
+        let ok = |r: &Result<ResponseBody, ResponseBody>| {
+            matches!(r, Ok(ResponseBody::KeeperLoginStarted { .. }))
+        };
+        // Three counted attempts (with the doubling wait between) lock the name for 10 s.
+        assert!(ok(&s.start("nobody", addr(1), 1000)));
+        assert!(message_of(&s.start("nobody", addr(2), 1000)).contains("wait 1 s"));
+        assert!(ok(&s.start("nobody", addr(3), 1001)));
+        assert!(ok(&s.start("nobody", addr(4), 1003)));
+        let locked = s.start("nobody", addr(5), 1012);
+        assert_eq!(code_of(&locked), Some(ErrorCode::TooManyAttempts));
+        assert!(message_of(&locked).contains("locked until Unix time 1013"));
+        // It expires without anyone's help; the next lock lasts twice as long.
+        assert!(ok(&s.start("nobody", addr(6), 1013)));
+        assert!(ok(&s.start("nobody", addr(7), 1014)));
+        assert!(ok(&s.start("nobody", addr(8), 1016)));
+        assert!(message_of(&s.start("nobody", addr(9), 1035)).contains("until Unix time 1036"));
+        assert!(ok(&s.start("nobody", addr(10), 1036)));
+        assert!(ok(&s.start("nobody", addr(11), 1037)));
+        assert!(ok(&s.start("nobody", addr(12), 1039)));
+        // The third would last 40 s; the policy caps it at 25.
+        assert!(message_of(&s.start("nobody", addr(13), 1040)).contains("until Unix time 1064"));
+        assert!(ok(&s.start("nobody", addr(14), 1064)));
+    }
+
+    #[test]
+    fn a_successful_login_takes_back_only_its_own_failure_at_its_address() {
+        let policy = LoginPolicy {
+            free: 100,
+            lock_after: 1000,
+            source_free: 3,
+            max_delay_s: 600,
+            fresh_login_s: 300,
+            lock_s: 900,
+            max_lock_s: 3600,
+        };
+        let mut s = service("spray", policy);
+        s.register(None, "eve", b"eve's password", 1000).unwrap();
+        let eve = addr(66);
+        // Eve guesses at bob twice, then logs in as herself, then guesses again.
+        assert!(s.start("bob", eve, 1000).is_ok());
+        assert!(s.start("bob", eve, 1000).is_ok());
+        assert!(matches!(
+            s.login("eve", b"eve's password", eve, 1000),
+            Ok(ResponseBody::KeeperSession { .. })
+        ));
+        assert!(s.start("carol", eve, 1000).is_ok());
+        // Her own login did not clear her address: three failures, and the fourth waits.
+        let refused = s.start("dave", eve, 1000);
+        assert!(
+            message_of(&refused).contains("from this address"),
+            "{refused:?}"
+        );
+        // The address's count is forgotten only after the longest delay without a failure.
+        assert!(s.start("dave", eve, 1000 + 600).is_ok());
+    }
+
+    #[test]
+    fn registering_a_taken_name_is_refused_to_the_admin_and_counted_for_its_own_user() {
+        let policy = LoginPolicy {
+            free: 1,
+            ..LoginPolicy::default()
+        };
+        let mut s = service("reregister", policy);
+        // The first account needs the bootstrap code: none, or a wrong one, is refused.
+        let (_, request) = ClientRegistration::start(b"pw", &mut s.rng).unwrap();
+        for code in [None, Some([8; 32])] {
+            let r = s.accounts.register(
+                &s.store,
+                None,
+                addr(1),
+                "root",
+                &request,
+                code.as_ref(),
+                1000,
+            );
+            assert_eq!(code_of(&r), Some(ErrorCode::Forbidden), "{r:?}");
+        }
+        s.register(None, "root", b"root's password", 1000).unwrap();
+        // Outside a session, no second account, code or not.
+        assert_eq!(
+            code_of(&s.register(None, "mallory", b"pw", 1000)),
+            Some(ErrorCode::NoSession)
+        );
+        let admin = s.caller("root", roles::ALL, 1000, 1000);
+        s.register(Some(&admin), "bob", b"bob's password", 1000)
+            .unwrap();
+        // The admin cannot register bob again: its first step would evaluate bob's OPAQUE key
+        // on the admin's guess, an unlimited and unaudited password oracle.
+        let (_, guess) = ClientRegistration::start(b"bob's password?", &mut s.rng).unwrap();
+        let r = s
+            .accounts
+            .register(&s.store, Some(&admin), addr(1), "bob", &guess, None, 1000);
+        assert_eq!(code_of(&r), Some(ErrorCode::AlreadyExists), "{r:?}");
+        // Bob's own fresh session may, and each first step counts as a login attempt.
+        let bob = s.caller("bob", roles::QUERIER, 1000, 1000);
+        let first = s
+            .accounts
+            .register(&s.store, Some(&bob), addr(2), "bob", &guess, None, 1000);
+        assert!(matches!(first, Ok(ResponseBody::KeeperRegistration { .. })));
+        let second = s
+            .accounts
+            .register(&s.store, Some(&bob), addr(3), "bob", &guess, None, 1000);
+        assert!(message_of(&second).contains("wait 1 s"), "{second:?}");
+        // A stale session may not change the password at all.
+        let stale = s.caller("bob", roles::QUERIER, 1000, 2000);
+        let r = s
+            .accounts
+            .register(&s.store, Some(&stale), addr(4), "bob", &guess, None, 2000);
+        assert_eq!(code_of(&r), Some(ErrorCode::Forbidden));
+    }
+}

@@ -470,6 +470,8 @@ impl NodeState {
                 let any = who
                     .acting_as_any(&[roles::QUERIER, roles::OWNER, roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
+                // Each read adds an audit entry: reads count against the hourly limit too.
+                self.charge(who, Charge::Queries, 1, now)?;
                 self.record(req, &any, format_args!(""), now)?;
                 let s = self.store.stats().map_err(store_error)?;
                 let v = self.store.key_versions();
@@ -485,6 +487,7 @@ impl NodeState {
                 let auditor = who
                     .acting_as_any(&[roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
+                self.charge(who, Charge::Queries, 1, now)?;
                 self.record(req, &auditor, format_args!("from={from} max={max}"), now)?;
                 let (entries, total) = self
                     .store
@@ -496,6 +499,7 @@ impl NodeState {
                 let auditor = who
                     .acting_as_any(&[roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
+                self.charge(who, Charge::Queries, 1, now)?;
                 self.record(req, &auditor, format_args!(""), now)?;
                 // A log already ending in a checkpoint is not signed again, so asking often
                 // costs a sync only when something happened in between.

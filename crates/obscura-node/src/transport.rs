@@ -94,6 +94,16 @@ impl Guard {
         limit: usize,
         upload: bool,
     ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ResponseBody> {
+        let too_large = || {
+            error(
+                ErrorCode::TooLarge,
+                format!("the request body is over {limit} bytes, or broke off"),
+            )
+        };
+        // A body announced larger than the limit is refused before a byte of it is read.
+        if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+            return Err(too_large());
+        }
         let timeout = Duration::from_secs(self.limits.body_timeout_s.max(1));
         let read = async {
             let permit = if upload {
@@ -110,12 +120,7 @@ impl Guard {
             axum::body::to_bytes(body, limit)
                 .await
                 .map(|b| (b, permit))
-                .map_err(|_| {
-                    error(
-                        ErrorCode::TooLarge,
-                        format!("the request body is over {limit} bytes, or broke off"),
-                    )
-                })
+                .map_err(|_| too_large())
         };
         tokio::time::timeout(timeout, read)
             .await

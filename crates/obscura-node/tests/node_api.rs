@@ -3,128 +3,16 @@
 
 mod common;
 
-use common::{TestNode, N, T};
+use common::*;
 use ed25519_dalek::SigningKey;
 use obscura_mpc::share_hash;
-use obscura_proto::{ErrorCode, PreparedImage, RequestBody, ResponseBody, RotateOp};
-use obscura_sharing::bytes::{split, ByteShare, Params};
-use obscura_sharing::manifest::{ImageId, Manifest, ShareRole, SignedManifest};
+use obscura_proto::{ErrorCode, RequestBody, ResponseBody, RotateOp};
+use obscura_sharing::manifest::{ImageId, ShareRole, SignedManifest};
 use obscura_sharing::order::Order;
 use obscura_store::audit::verify;
 use obscura_store::AuditEntry;
-use obscura_tokens::{NodeTokenKeys, TokenRoot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-
-/// When the test owner made its manifests.
-const CREATED_AT: u64 = 1_790_000_000;
-
-/// What a data owner sends node 1 for one photo.
-struct Upload {
-    id: ImageId,
-    manifest: Vec<u8>,
-    share: ByteShare,
-    hash_share: Vec<u8>,
-    tokens: Vec<[u8; 16]>,
-    hash: u64,
-}
-
-fn upload(owner: &SigningKey, photo: &str, seed: u64) -> Upload {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let bytes = std::fs::read(format!(
-        "{}/../../testdata/photos/{photo}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let hash = obscura_phash::phash64(&bytes).unwrap().0;
-    let id = ImageId::random(&mut rng);
-    let shares = split(&bytes, Params::new(3, N).unwrap(), &mut rng).unwrap();
-    let hashes = share_hash(hash, T, N, &mut rng).unwrap();
-    let hash_bytes: Vec<_> = hashes.iter().map(|h| h.to_bytes()).collect();
-    let manifest =
-        Manifest::for_shares(id, 3, T as u8, &bytes, &shares, &hash_bytes, 1, CREATED_AT)
-            .unwrap()
-            .sign(owner)
-            .unwrap()
-            .to_bytes();
-    let keys = NodeTokenKeys::derive(&TokenRoot::from_bytes([5; 32]), 1, 1);
-    Upload {
-        id,
-        manifest,
-        share: shares[0].clone(),
-        hash_share: hashes[0].to_bytes().to_vec(),
-        tokens: keys.index_tokens(hash).iter().map(|t| t.0).collect(),
-        hash,
-    }
-}
-
-fn prepare(u: &Upload) -> RequestBody {
-    prepare_batch(&[u])
-}
-
-fn prepare_batch(batch: &[&Upload]) -> RequestBody {
-    RequestBody::Prepare {
-        key_version: 1,
-        images: batch
-            .iter()
-            .map(|u| PreparedImage {
-                image: u.id.0,
-                manifest: u.manifest.clone(),
-                image_share: u.share.bytes.clone(),
-                hash_share: u.hash_share.clone(),
-                tokens: u.tokens.clone(),
-                elements: Vec::new(),
-            })
-            .collect(),
-    }
-}
-
-fn commit(ids: &[ImageId]) -> RequestBody {
-    RequestBody::Commit {
-        images: ids.iter().map(|id| id.0).collect(),
-    }
-}
-
-/// A Stage-1 lookup of `tokens`, padded with random dummies to the policy's shape (8 bands of
-/// 12), for query `query`.
-fn lookup(tokens: &[[u8; 16]], query: [u8; 16]) -> RequestBody {
-    let mut padded = tokens.to_vec();
-    while padded.len() < 96 {
-        let mut t = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut t);
-        padded.push(t);
-    }
-    RequestBody::Lookup {
-        key_version: 1,
-        query,
-        issued: common::now(),
-        tokens: padded,
-    }
-}
-
-/// The audit log from its start, as the node sends it.
-async fn audit(node: &TestNode) -> Vec<obscura_proto::WireAuditEntry> {
-    match node
-        .send(&TestNode::request(RequestBody::Audit {
-            from: 0,
-            max: 4096,
-        }))
-        .await
-    {
-        (200, ResponseBody::Audit { entries, total }) => {
-            assert_eq!(entries.len() as u64, total);
-            entries
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-fn code(body: &ResponseBody) -> Option<ErrorCode> {
-    match body {
-        ResponseBody::Error { code, .. } => Some(*code),
-        _ => None,
-    }
-}
 
 #[tokio::test]
 async fn index_search_fetch_and_audit() {
@@ -272,13 +160,6 @@ async fn index_search_fetch_and_audit() {
     let (status, body) = node.send(&TestNode::request(del)).await;
     assert_eq!((status, code(&body)), (404, Some(ErrorCode::UnknownImage)));
     node.stop().await;
-}
-
-/// A fetch of `image` in the owner's role.
-fn fetch(image: ImageId) -> RequestBody {
-    RequestBody::Fetch {
-        by: obscura_proto::FetchBy::Owner { image: image.0 },
-    }
 }
 
 /// The owner's signed order to delete `image`.

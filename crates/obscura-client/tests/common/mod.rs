@@ -58,6 +58,10 @@ pub struct Setup {
     pub queries_per_hour: u32,
     /// Fetches per user per node per hour.
     pub fetches_per_hour: u32,
+    /// What each user may keep at a keeper.
+    pub quotas: obscura_node::accounts::Quotas,
+    /// Register the admin and log the cluster's client in at the start.
+    pub register: bool,
 }
 
 pub const VOPRF: Setup = Setup {
@@ -75,6 +79,11 @@ pub const VOPRF: Setup = Setup {
     },
     queries_per_hour: 100_000,
     fetches_per_hour: 100_000,
+    quotas: obscura_node::accounts::Quotas {
+        max_secrets: 256,
+        max_events: 1000,
+    },
+    register: true,
 };
 
 /// A port held open until its server first starts, so that parallel tests cannot take it.
@@ -143,6 +152,7 @@ impl Cluster {
                     c.listen = "127.0.0.1:0".into();
                     c.checkpoint_interval_s = 3600;
                     c.login = setup.login;
+                    c.quotas = setup.quotas;
                 },
             );
             if setup.lying_keeper == Some(keeper) {
@@ -185,11 +195,13 @@ impl Cluster {
         for keeper in 1..=M as u8 {
             c.keeper_up(keeper).await;
         }
-        c.client
-            .register_first(ADMIN, PASSWORD, c.bootstrap)
-            .await
-            .unwrap();
-        c.client.login(ADMIN, PASSWORD).await.unwrap();
+        if setup.register {
+            c.client
+                .register_first(ADMIN, PASSWORD, c.bootstrap)
+                .await
+                .unwrap();
+            c.client.login(ADMIN, PASSWORD).await.unwrap();
+        }
         c
     }
 

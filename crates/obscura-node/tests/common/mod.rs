@@ -6,14 +6,21 @@
 
 use std::path::PathBuf;
 
+use ed25519_dalek::SigningKey as OwnerKey;
 use ed25519_dalek::{Signer, SigningKey};
 use obscura_auth::capability::{self, CapabilityKey, Holder};
+use obscura_mpc::share_hash;
 use obscura_node::config::{node_purpose, LoadedNode, NodeConfig, NodeSecrets};
 use obscura_proto::{
     roles, Capability, Limits, Request, RequestBody, Response, ResponseBody, SignedCapability,
 };
+use obscura_proto::{ErrorCode, PreparedImage};
+use obscura_sharing::bytes::{split, ByteShare, Params};
+use obscura_sharing::manifest::{ImageId, Manifest};
 use obscura_tokens::keyfile::WrappingKey;
-use rand_core::RngCore;
+use obscura_tokens::{NodeTokenKeys, TokenRoot};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
 
 pub const N: usize = 5;
 pub const T: usize = 2;
@@ -29,6 +36,8 @@ pub struct TestNode {
     pub addr: std::net::SocketAddr,
     /// An HTTP client with the cluster's client certificate.
     pub client: reqwest::Client,
+    /// The client's TLS configuration (the cluster's client certificate).
+    pub tls: rustls::ClientConfig,
     pub owner: SigningKey,
     pub audit_key: SigningKey,
     /// Stands in for the keepers' group key.
@@ -127,6 +136,7 @@ impl TestNode {
         let task = tokio::spawn(obscura_node::server::serve(loaded, listener, async {
             rx.await.ok();
         }));
+        let tls = parts.tls.clone();
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(parts.tls)
             .resolve("node-1.obscura", addr)
@@ -138,6 +148,7 @@ impl TestNode {
             url: format!("https://node-1.obscura:{}", addr.port()),
             addr,
             client,
+            tls,
             owner,
             audit_key,
             tester: mint(&keepers, TESTER, roles::ALL, PLENTY),
@@ -195,5 +206,122 @@ impl TestNode {
         self.shutdown.take().unwrap().send(()).ok();
         self.task.take().unwrap().await.unwrap().unwrap();
         std::fs::remove_dir_all(&self.scratch).ok();
+    }
+}
+
+/// When the test owner made its manifests.
+pub const CREATED_AT: u64 = 1_790_000_000;
+
+/// What a data owner sends node 1 for one photo.
+pub struct Upload {
+    pub id: ImageId,
+    pub manifest: Vec<u8>,
+    pub share: ByteShare,
+    pub hash_share: Vec<u8>,
+    pub tokens: Vec<[u8; 16]>,
+    pub hash: u64,
+}
+
+pub fn upload(owner: &OwnerKey, photo: &str, seed: u64) -> Upload {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let bytes = std::fs::read(format!(
+        "{}/../../testdata/photos/{photo}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let hash = obscura_phash::phash64(&bytes).unwrap().0;
+    let id = ImageId::random(&mut rng);
+    let shares = split(&bytes, Params::new(3, N).unwrap(), &mut rng).unwrap();
+    let hashes = share_hash(hash, T, N, &mut rng).unwrap();
+    let hash_bytes: Vec<_> = hashes.iter().map(|h| h.to_bytes()).collect();
+    let manifest =
+        Manifest::for_shares(id, 3, T as u8, &bytes, &shares, &hash_bytes, 1, CREATED_AT)
+            .unwrap()
+            .sign(owner)
+            .unwrap()
+            .to_bytes();
+    let keys = NodeTokenKeys::derive(&TokenRoot::from_bytes([5; 32]), 1, 1);
+    Upload {
+        id,
+        manifest,
+        share: shares[0].clone(),
+        hash_share: hashes[0].to_bytes().to_vec(),
+        tokens: keys.index_tokens(hash).iter().map(|t| t.0).collect(),
+        hash,
+    }
+}
+
+pub fn prepare(u: &Upload) -> RequestBody {
+    prepare_batch(&[u])
+}
+
+pub fn prepare_batch(batch: &[&Upload]) -> RequestBody {
+    RequestBody::Prepare {
+        key_version: 1,
+        images: batch
+            .iter()
+            .map(|u| PreparedImage {
+                image: u.id.0,
+                manifest: u.manifest.clone(),
+                image_share: u.share.bytes.clone(),
+                hash_share: u.hash_share.clone(),
+                tokens: u.tokens.clone(),
+                elements: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+pub fn commit(ids: &[ImageId]) -> RequestBody {
+    RequestBody::Commit {
+        images: ids.iter().map(|id| id.0).collect(),
+    }
+}
+
+/// A Stage-1 lookup of `tokens`, padded with random dummies to the policy's shape (8 bands of
+/// 12), for query `query`.
+pub fn lookup(tokens: &[[u8; 16]], query: [u8; 16]) -> RequestBody {
+    let mut padded = tokens.to_vec();
+    while padded.len() < 96 {
+        let mut t = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut t);
+        padded.push(t);
+    }
+    RequestBody::Lookup {
+        key_version: 1,
+        query,
+        issued: now(),
+        tokens: padded,
+    }
+}
+
+/// The audit log from its start, as the node sends it.
+pub async fn audit(node: &TestNode) -> Vec<obscura_proto::WireAuditEntry> {
+    match node
+        .send(&TestNode::request(RequestBody::Audit {
+            from: 0,
+            max: 4096,
+        }))
+        .await
+    {
+        (200, ResponseBody::Audit { entries, total }) => {
+            assert_eq!(entries.len() as u64, total);
+            entries
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn code(body: &ResponseBody) -> Option<ErrorCode> {
+    match body {
+        ResponseBody::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// A fetch of `image` in the owner's role.
+pub fn fetch(image: ImageId) -> RequestBody {
+    RequestBody::Fetch {
+        by: obscura_proto::FetchBy::Owner { image: image.0 },
     }
 }

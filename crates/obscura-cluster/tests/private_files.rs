@@ -1,0 +1,120 @@
+//! What a local user on a shared machine can read of a cluster directory: nothing secret. Every
+//! party has its own wrapping key, every secret file is 0600 in a 0700 folder, a server refuses
+//! to start when its secret files are open to others, and one party's sealed secrets do not open
+//! as another's even beside that party's own wrapping key.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use obscura_node::config::{Error, LoadedNode};
+use obscura_node::keeper::LoadedKeeper;
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn made(name: &str) -> (Scratch, PathBuf) {
+    let scratch = std::env::temp_dir().join(format!("obscura-files-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&scratch).ok();
+    std::fs::create_dir_all(&scratch).unwrap();
+    let dir = scratch.join("cluster");
+    let opt = obscura_cluster::InitOptions::new(5, 3, "127.0.0.1", 27_401, 27_501);
+    obscura_cluster::init(&dir, &opt).unwrap();
+    (Scratch(scratch), dir)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn every_secret_is_owner_only_and_every_party_has_its_own_wrapping_key() {
+    let (_s, dir) = made("modes");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("bootstrap.code")), 0o600);
+    let mut keys = Vec::new();
+    for party in ["client", "owner", "node1", "node5", "keeper1", "keeper3"] {
+        let d = dir.join(party);
+        assert_eq!(mode(&d), 0o700, "{party}");
+        let key = d.join("wrapping.key");
+        assert_eq!(mode(&key), 0o600, "{party}");
+        keys.push(std::fs::read_to_string(&key).unwrap());
+        for secret in ["secrets.sealed", "owner.sealed"] {
+            if d.join(secret).exists() {
+                assert_eq!(mode(&d.join(secret)), 0o600, "{party}/{secret}");
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 6, "parties share a wrapping key");
+    // The owner's key is not among the client's secrets: a copy of the directory without
+    // `owner/` is a client that cannot act as the owner.
+    std::fs::remove_dir_all(dir.join("owner")).unwrap();
+    let parts = obscura_client::config::load(&dir).unwrap();
+    assert!(parts.owner.is_none());
+}
+
+#[test]
+fn a_server_refuses_to_start_when_its_secrets_are_open_to_others() {
+    let (_s, dir) = made("refuse");
+    let node = dir.join("node2");
+    for (path, was) in [
+        (node.join("secrets.sealed"), 0o600),
+        (node.join("wrapping.key"), 0o600),
+        (node.clone(), 0o700),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(was | 0o044)).unwrap();
+        let err = LoadedNode::load(&node.join("node.json")).unwrap_err();
+        assert!(matches!(err, Error::NotPrivate { .. }), "{err}");
+        assert!(err.to_string().contains("chmod"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(was)).unwrap();
+    }
+    // Restored, it starts, and the store it makes is owner-only from the first byte.
+    let loaded = LoadedNode::load(&node.join("node.json")).unwrap();
+    drop(loaded);
+    assert_eq!(mode(&node.join("store.redb")), 0o600);
+    std::fs::set_permissions(
+        node.join("store.redb"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    assert!(matches!(
+        LoadedNode::load(&node.join("node.json")),
+        Err(Error::NotPrivate { .. })
+    ));
+    // Keepers check theirs too.
+    let keeper = dir.join("keeper1");
+    std::fs::set_permissions(
+        keeper.join("secrets.sealed"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let err = LoadedKeeper::load(&keeper.join("keeper.json")).unwrap_err();
+    assert!(matches!(err, Error::NotPrivate { .. }), "{err}");
+}
+
+#[test]
+fn one_partys_sealed_secrets_do_not_open_as_anothers() {
+    let (_s, dir) = made("swap");
+    // Node 2's sealed secrets and its wrapping key, both copied over node 3's.
+    for file in ["secrets.sealed", "wrapping.key"] {
+        std::fs::copy(dir.join("node2").join(file), dir.join("node3").join(file)).unwrap();
+    }
+    let err = LoadedNode::load(&dir.join("node3/node.json")).unwrap_err();
+    assert!(matches!(err, Error::Secrets(_)), "{err}");
+    // Nor do a keeper's as another keeper's.
+    for file in ["secrets.sealed", "wrapping.key"] {
+        std::fs::copy(
+            dir.join("keeper1").join(file),
+            dir.join("keeper2").join(file),
+        )
+        .unwrap();
+    }
+    let err = LoadedKeeper::load(&dir.join("keeper2/keeper.json")).unwrap_err();
+    assert!(matches!(err, Error::Secrets(_)), "{err}");
+}

@@ -1,0 +1,651 @@
+//! Who may ask a node what, tried as an attacker with ordinary credentials would, with raw wire
+//! requests: no capability, a forged or expired one, a request signed for another node or
+//! altered after signing; an operation outside one's roles; Stage-1 probes that try to list
+//! images (one band repeated, oversized batches, raw ids as candidates, another query's
+//! handles); fetches of images one never matched (the owner role claimed, another user's grant
+//! or proof, a proof of a distance beyond the limit, altered openings); more queries than the
+//! capability allows; rotation steps without the owner's order. Every refusal is a clear error,
+//! and those after authentication are audited with the user.
+
+mod common;
+
+use common::*;
+use ed25519_dalek::{Signer, SigningKey};
+use obscura_auth::capability::{self, CapabilityKey, Holder};
+use obscura_auth::matching::{self, Answered, KeptAnswer};
+use obscura_mpc::share_hash;
+use obscura_node::config::{node_purpose, NodeSecrets};
+use obscura_proto::{
+    roles, Capability, ErrorCode, FetchBy, Limits, RequestBody, ResponseBody, RotateOp,
+    SignedCapability,
+};
+use obscura_sharing::field::Fp;
+use obscura_sharing::order::{user_digest, Order};
+use obscura_tokens::keyfile::WrappingKey;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// `(status, error code)` of an answer.
+fn refusal(answer: (u16, ResponseBody)) -> (u16, Option<ErrorCode>) {
+    (answer.0, code(&answer.1))
+}
+
+/// Index `photo` at node 1 as the owner (prepare and commit).
+async fn stored(node: &TestNode, photo: &str, seed: u64) -> Upload {
+    let u = upload(&node.owner, photo, seed);
+    assert_eq!(node.send(&TestNode::request(prepare(&u))).await.0, 200);
+    assert_eq!(node.send(&TestNode::request(commit(&[u.id]))).await.0, 200);
+    u
+}
+
+/// A capability made as the keepers would, but with every field chosen.
+fn minted(keepers: &SigningKey, cap: Capability, holder: SigningKey) -> Holder {
+    let body = capability::encode(&cap);
+    let signature = keepers
+        .sign(&capability::signing_message(&body))
+        .to_bytes()
+        .to_vec();
+    Holder::new(
+        holder,
+        SignedCapability { body, signature },
+        &CapabilityKey::from(keepers.verifying_key()),
+        cap.issued_at,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_capability_are_refused_and_do_not_grow_the_log() {
+    let node = TestNode::start("no-capability").await;
+    let before = audit(&node).await.len();
+    let status = || TestNode::request(RequestBody::Status);
+    let unauthorized = (401, Some(ErrorCode::Unauthorized));
+
+    // No capability at all: the client certificate alone is not a credential.
+    let req = status();
+    assert_eq!(
+        refusal(node.post_raw("/v1/status", req.encode()).await),
+        unauthorized
+    );
+    // A capability signed by someone other than the keepers.
+    let stranger = SigningKey::from_bytes(&[7; 32]);
+    let forged = mint(&stranger, "mallory", roles::ALL, PLENTY);
+    assert_eq!(
+        refusal(node.send_as(&forged, &status()).await),
+        unauthorized
+    );
+    // An expired one.
+    let holder = SigningKey::generate(&mut rand_core::OsRng);
+    let old = Capability {
+        id: [1; 16],
+        user: "ana".into(),
+        roles: roles::ALL,
+        holder: holder.verifying_key().to_bytes(),
+        issued_at: now() - 7200,
+        expires_at: now() - 3600,
+        limits: PLENTY,
+    };
+    let expired = minted(&node.keepers, old, holder);
+    assert_eq!(
+        refusal(node.send_as(&expired, &status()).await),
+        unauthorized
+    );
+    // A request signed for node 2, sent to node 1 (a node replaying what it saw).
+    let ana = node.holder("ana", roles::ALL);
+    let mut for_two = status();
+    ana.sign(2, &mut for_two);
+    assert_eq!(
+        refusal(node.post_raw("/v1/status", for_two.encode()).await),
+        unauthorized
+    );
+    // Ana's capability with a request signed by another key (stolen from a log, say).
+    let mut stolen = status();
+    node.holder("bob", roles::ALL).sign(1, &mut stolen);
+    let mut with_anas = stolen.clone();
+    let mut anas = status();
+    ana.sign(1, &mut anas);
+    with_anas.auth.as_mut().unwrap().capability = anas.auth.unwrap().capability;
+    assert_eq!(
+        refusal(node.post_raw("/v1/status", with_anas.encode()).await),
+        unauthorized
+    );
+    // A signed request whose body was changed afterwards.
+    let mut signed = TestNode::request(RequestBody::Audit { from: 0, max: 1 });
+    ana.sign(1, &mut signed);
+    signed.body = RequestBody::Audit { from: 0, max: 4096 };
+    assert_eq!(
+        refusal(node.post_raw("/v1/audit", signed.encode()).await),
+        unauthorized
+    );
+    // None of these added an entry to the log, which only the tester's own reads grew.
+    let after = audit(&node).await;
+    assert_eq!(
+        after.len(),
+        before + 1,
+        "one entry: the tester's first audit read"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn each_operation_needs_its_role_and_refusals_are_audited_with_the_user() {
+    let node = TestNode::start("roles").await;
+    let u = upload(&node.owner, "camera.png", 1);
+    let querier = node.holder("quinn", roles::QUERIER);
+    let owner = node.holder("olga", roles::OWNER);
+    let auditor = node.holder("aude", roles::AUDITOR);
+    let forbidden = (403, Some(ErrorCode::Forbidden));
+    let delete = RequestBody::Delete {
+        image: u.id.0,
+        issued_at: CREATED_AT,
+        signature: Order::Delete {
+            image: u.id,
+            issued_at: CREATED_AT,
+        }
+        .sign(&node.owner)
+        .to_vec(),
+    };
+    // A querier holding the owner's signed manifest still cannot store it, nor delete with the
+    // owner's order, read the audit log, or fetch by claiming the owner role.
+    for body in [
+        prepare(&u),
+        commit(&[u.id]),
+        delete,
+        RequestBody::Audit { from: 0, max: 10 },
+        RequestBody::Checkpoint,
+        fetch(u.id),
+        RequestBody::Rotate {
+            op: RotateOp::Move {
+                to: 2,
+                max_images: 1,
+                signature: vec![0; 64],
+            },
+        },
+    ] {
+        assert_eq!(
+            refusal(
+                node.send_as(&querier, &TestNode::request(body.clone()))
+                    .await
+            ),
+            forbidden,
+            "{body:?}"
+        );
+    }
+    // An owner does not search, an auditor neither searches nor fetches.
+    let lookup_body = lookup(&u.tokens, [2; 16]);
+    assert_eq!(
+        refusal(
+            node.send_as(&owner, &TestNode::request(lookup_body.clone()))
+                .await
+        ),
+        forbidden
+    );
+    assert_eq!(
+        refusal(
+            node.send_as(&auditor, &TestNode::request(lookup_body))
+                .await
+        ),
+        forbidden
+    );
+    assert_eq!(
+        refusal(
+            node.send_as(&auditor, &TestNode::request(fetch(u.id)))
+                .await
+        ),
+        forbidden
+    );
+    // Each does what its role allows.
+    assert_eq!(
+        node.send_as(&owner, &TestNode::request(prepare(&u)))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        node.send_as(&auditor, &TestNode::request(RequestBody::Checkpoint))
+            .await
+            .0,
+        200
+    );
+    for who in [&querier, &owner, &auditor] {
+        assert_eq!(
+            node.send_as(who, &TestNode::request(RequestBody::Status))
+                .await
+                .0,
+            200
+        );
+    }
+    // The refusals are in the log, each naming its user and operation.
+    let entries = audit(&node).await;
+    let refused = |user: &str, op: &str| {
+        entries.iter().any(|e| {
+            let d = String::from_utf8_lossy(&e.detail);
+            e.kind == obscura_store::AuditKind::Refused.tag()
+                && d.contains(&format!("user={user}"))
+                && d.contains(&format!("op={op}"))
+        })
+    };
+    for op in ["prepare", "commit", "delete", "audit", "fetch", "rotate"] {
+        assert!(refused("quinn", op), "quinn's {op} refusal not audited");
+    }
+    assert!(refused("olga", "lookup") && refused("aude", "fetch"));
+    node.stop().await;
+}
+
+/// The handle node 1 gave image `u` for `who`'s lookup of `tokens` under query `query`, if any.
+async fn handles(
+    node: &TestNode,
+    who: &Holder,
+    tokens: &[[u8; 16]],
+    query: [u8; 16],
+) -> Vec<[u8; 16]> {
+    match node
+        .send_as(who, &TestNode::request(lookup(tokens, query)))
+        .await
+    {
+        (200, ResponseBody::Lookup { handles, .. }) => handles,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stage1_hands_out_handles_of_one_query_and_counts_the_bands_itself() {
+    let node = TestNode::start("stage1").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let ana = node.holder("ana", roles::QUERIER);
+    let bob = node.holder("bob", roles::QUERIER);
+
+    // One band's token sent twelve times: counted once, so the image (one band of eight) is no
+    // candidate. Before, the client chose `min_bands = 1`: 2,048 such lookups listed every id.
+    assert!(handles(&node, &ana, &[u.tokens[0]; 12], [1; 16])
+        .await
+        .is_empty());
+    // Two bands are not enough either with the default policy (radius 1, τ = 10: three).
+    assert!(handles(&node, &ana, &u.tokens[..2], [1; 16])
+        .await
+        .is_empty());
+    let three = handles(&node, &ana, &u.tokens[..3], [1; 16]).await;
+    assert_eq!(three.len(), 1);
+    // The handle is not the id, and differs per query and per user.
+    assert_ne!(three[0], u.id.0);
+    let again = handles(&node, &ana, &u.tokens, [2; 16]).await;
+    let bobs = handles(&node, &bob, &u.tokens, [1; 16]).await;
+    assert_ne!(again, three);
+    assert_ne!(bobs, three);
+    // More tokens than the policy's shape are refused.
+    let mut oversized = lookup(&u.tokens, [3; 16]);
+    if let RequestBody::Lookup { tokens, .. } = &mut oversized {
+        tokens.push([9; 16]);
+    }
+    let (s, b) = node.send_as(&ana, &TestNode::request(oversized)).await;
+    assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)));
+
+    // Stage-2 takes only handles of the caller's own query: the raw id, bob's handle, or ana's
+    // handle of another query evaluate to nothing.
+    let issued = now();
+    let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
+    let evaluate = |query_id: [u8; 16], candidates: Vec<[u8; 16]>, issued: u64| {
+        TestNode::request(RequestBody::Evaluate {
+            query_id,
+            issued,
+            query_share: query[0].to_bytes().to_vec(),
+            candidates,
+        })
+    };
+    let lookup_now = |q| TestNode::request(lookup(&u.tokens, q));
+    let mut req = lookup_now([4; 16]);
+    if let RequestBody::Lookup { issued: i, .. } = &mut req.body {
+        *i = issued;
+    }
+    let ResponseBody::Lookup { handles: mine, .. } = node.send_as(&ana, &req).await.1 else {
+        panic!()
+    };
+    let candidates = vec![mine[0], u.id.0, bobs[0], again[0]];
+    match node
+        .send_as(&ana, &evaluate([4; 16], candidates, issued))
+        .await
+    {
+        (200, ResponseBody::Evaluate { values, .. }) => {
+            assert!(values[0].is_some(), "her own handle");
+            assert!(values[1..].iter().all(Option::is_none), "{values:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A query issued outside the window is stale: its handles have expired.
+    let (s, b) = node
+        .send_as(&ana, &evaluate([5; 16], vec![mine[0]], issued - 600))
+        .await;
+    assert_eq!((s, code(&b)), (403, Some(ErrorCode::Stale)));
+    // More candidates than the policy allows are refused.
+    let (s, b) = node
+        .send_as(&ana, &evaluate([6; 16], vec![[0; 16]; 1025], issued))
+        .await;
+    assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)));
+    node.stop().await;
+}
+
+/// Every node's answer key (each node's audit key), from the cluster directory.
+fn node_keys(node: &TestNode) -> Vec<SigningKey> {
+    (1..=N as u8)
+        .map(|i| {
+            let dir = node.dir.join(format!("node{i}"));
+            let wrapping = WrappingKey::from_file(&dir.join("wrapping.key")).unwrap();
+            let secrets: NodeSecrets = obscura_node::config::open_secrets(
+                &std::fs::read(dir.join("secrets.sealed")).unwrap(),
+                &node_purpose(i),
+                &wrapping,
+            )
+            .unwrap();
+            SigningKey::from_bytes(&secrets.audit_key)
+        })
+        .collect()
+}
+
+/// A proof for node 1's real answer to `who`'s query, with nodes 2–5's answers made up (with
+/// their keys) on a degree-4 polynomial through node 1's value whose constant is `distance`.
+/// Only a coalition of 2t + 1 nodes could do this; here it lets the test put any distance
+/// in a proof that every signature check passes.
+async fn proof_with_distance(
+    node: &TestNode,
+    who: &Holder,
+    u: &Upload,
+    query_id: [u8; 16],
+    distance: u32,
+) -> obscura_proto::MatchProof {
+    let issued = now();
+    let mut req = TestNode::request(lookup(&u.tokens, query_id));
+    if let RequestBody::Lookup { issued: i, .. } = &mut req.body {
+        *i = issued;
+    }
+    let ResponseBody::Lookup { handles, .. } = node.send_as(who, &req).await.1 else {
+        panic!()
+    };
+    let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
+    let ResponseBody::Evaluate {
+        values,
+        answer_key,
+        signature,
+        ..
+    } = node
+        .send_as(
+            who,
+            &TestNode::request(RequestBody::Evaluate {
+                query_id,
+                issued,
+                query_share: query[0].to_bytes().to_vec(),
+                candidates: handles.clone(),
+            }),
+        )
+        .await
+        .1
+    else {
+        panic!()
+    };
+    // D(x) = distance + c1·x + … + c4·x^4 with D(1) = node 1's value.
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let mut c: Vec<Fp> = (0..4).map(|_| Fp::random(&mut rng)).collect();
+    let v1 = Fp::from(values[0].unwrap());
+    let rest: Fp = c[1..].iter().copied().sum();
+    c[0] = v1 - Fp::from(distance) - rest;
+    let at = |x: u8| {
+        let x = Fp::from(u32::from(x));
+        c.iter().rev().fold(Fp::ZERO, |acc, &k| acc * x + k) * x + Fp::from(distance)
+    };
+    let keys = node_keys(node);
+    let mut kept = vec![KeptAnswer {
+        node: 1,
+        values,
+        answer_key,
+        signature: signature.try_into().unwrap(),
+    }];
+    for i in 2..=N as u8 {
+        let values = vec![Some(at(i).value())];
+        let s = matching::sign_answer(
+            &keys[usize::from(i) - 1],
+            &Answered {
+                node: i,
+                user: &who.capability().user,
+                query_id: &query_id,
+                issued,
+            },
+            &handles,
+            &values,
+            &mut rng,
+        );
+        kept.push(KeptAnswer {
+            node: i,
+            values,
+            answer_key: s.answer_key,
+            signature: s.signature,
+        });
+    }
+    assert_eq!(at(1), v1);
+    matching::prove(query_id, issued, &handles, &kept, 0)
+}
+
+#[tokio::test]
+async fn a_querier_fetches_only_what_its_own_query_matched_or_the_owner_granted() {
+    let node = TestNode::start("fetch").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let ana = node.holder("ana", roles::QUERIER);
+    let bob = node.holder("bob", roles::QUERIER);
+    let forbidden = (403, Some(ErrorCode::Forbidden));
+    let by = |by: FetchBy| TestNode::request(RequestBody::Fetch { by });
+
+    // The owner role claimed, a grant for bob, an expired grant, a grant for another image.
+    assert_eq!(
+        refusal(node.send_as(&ana, &TestNode::request(fetch(u.id))).await),
+        forbidden
+    );
+    let grant =
+        |user: &str, image: obscura_sharing::manifest::ImageId, expires_at: u64| FetchBy::Grant {
+            image: u.id.0,
+            expires_at,
+            signature: Order::Grant {
+                image,
+                user: user_digest(user),
+                expires_at,
+            }
+            .sign(&node.owner)
+            .to_vec(),
+        };
+    let later = now() + 3600;
+    assert_eq!(
+        refusal(node.send_as(&ana, &by(grant("bob", u.id, later))).await),
+        forbidden
+    );
+    assert_eq!(
+        refusal(node.send_as(&ana, &by(grant("ana", u.id, now() - 1))).await),
+        forbidden
+    );
+    let other = obscura_sharing::manifest::ImageId([0x42; 16]);
+    assert_eq!(
+        refusal(node.send_as(&ana, &by(grant("ana", other, later))).await),
+        forbidden
+    );
+    assert!(matches!(
+        node.send_as(&ana, &by(grant("ana", u.id, later))).await,
+        (200, ResponseBody::Fetch { .. })
+    ));
+
+    // A proof of a match within τ opens the image; beyond τ, for bob's query, with an altered
+    // opening, with an opening missing, it does not.
+    let near = proof_with_distance(&node, &ana, &u, [1; 16], 3).await;
+    assert!(matches!(
+        node.send_as(&ana, &by(FetchBy::Match(near.clone()))).await,
+        (200, ResponseBody::Fetch { .. })
+    ));
+    match node
+        .send_as(
+            &ana,
+            &TestNode::request(RequestBody::Resolve {
+                proofs: vec![near.clone()],
+            }),
+        )
+        .await
+    {
+        (200, ResponseBody::Resolved { manifests }) => assert!(manifests[0].is_some()),
+        other => panic!("{other:?}"),
+    }
+    let far = proof_with_distance(&node, &ana, &u, [2; 16], 11).await;
+    assert_eq!(
+        refusal(node.send_as(&ana, &by(FetchBy::Match(far.clone()))).await),
+        forbidden
+    );
+    assert_eq!(
+        refusal(node.send_as(&bob, &by(FetchBy::Match(near.clone()))).await),
+        forbidden,
+        "ana's proof is not bob's"
+    );
+    let mut altered = near.clone();
+    altered.openings[2].value = altered.openings[2].value.map(|v| v ^ 1);
+    assert_eq!(
+        refusal(node.send_as(&ana, &by(FetchBy::Match(altered))).await),
+        forbidden
+    );
+    let mut short = near.clone();
+    short.openings.pop();
+    assert_eq!(
+        refusal(node.send_as(&ana, &by(FetchBy::Match(short))).await),
+        forbidden
+    );
+    // Resolving the far proof opens nothing.
+    match node
+        .send_as(
+            &ana,
+            &TestNode::request(RequestBody::Resolve { proofs: vec![far] }),
+        )
+        .await
+    {
+        (200, ResponseBody::Resolved { manifests }) => assert!(manifests[0].is_none()),
+        other => panic!("{other:?}"),
+    }
+    // The fetches are audited with how they were entitled.
+    let entries = audit(&node).await;
+    for how in ["by=grant", "by=match distance=3"] {
+        assert!(
+            entries.iter().any(|e| {
+                let d = String::from_utf8_lossy(&e.detail);
+                d.contains("user=ana") && d.contains("op=fetch") && d.contains(how)
+            }),
+            "no fetch {how} audited"
+        );
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn queries_and_fetches_beyond_the_capabilitys_hourly_limits_are_refused() {
+    let node = TestNode::start("rates").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let few = Limits {
+        queries_per_hour: 3,
+        fetches_per_hour: 1,
+    };
+    let ana = mint(&node.keepers, "ana", roles::QUERIER, few);
+    for q in 0..3u8 {
+        assert_eq!(
+            node.send_as(&ana, &TestNode::request(lookup(&u.tokens, [q; 16])))
+                .await
+                .0,
+            200
+        );
+    }
+    let (s, b) = node
+        .send_as(&ana, &TestNode::request(lookup(&u.tokens, [9; 16])))
+        .await;
+    assert_eq!((s, code(&b)), (429, Some(ErrorCode::RateLimited)));
+    assert!(
+        matches!(&b, ResponseBody::Error { message, .. } if message.contains("limit is 3")),
+        "{b:?}"
+    );
+    // A new capability of the same user does not reset the count: it is per user.
+    let again = mint(&node.keepers, "ana", roles::QUERIER, few);
+    let (s, _) = node
+        .send_as(&again, &TestNode::request(lookup(&u.tokens, [10; 16])))
+        .await;
+    assert_eq!(s, 429);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn rotation_steps_need_the_owners_order_for_this_node() {
+    let node = TestNode::start("rotation-orders").await;
+    let mallory = SigningKey::from_bytes(&[9; 32]);
+    let step = |op: RotateOp| TestNode::request(RequestBody::Rotate { op });
+    let factor = obscura_keeper::Scalar::from(7u64).to_bytes();
+    let begin = Order::Rotate {
+        node: 1,
+        from: 1,
+        to: 2,
+        factor,
+    };
+    assert_eq!(
+        node.send(&step(RotateOp::Begin {
+            from: 1,
+            to: 2,
+            factor,
+            signature: begin.sign(&node.owner).to_vec(),
+        }))
+        .await
+        .0,
+        200
+    );
+    let rejected = (422, Some(ErrorCode::Rejected));
+    for (signer, for_node) in [(&mallory, 1), (&node.owner, 2)] {
+        let moving = RotateOp::Move {
+            to: 2,
+            max_images: 10,
+            signature: Order::RotateMove {
+                node: for_node,
+                to: 2,
+            }
+            .sign(signer)
+            .to_vec(),
+        };
+        assert_eq!(refusal(node.send(&step(moving)).await), rejected);
+        let finish = RotateOp::Finish {
+            to: 2,
+            signature: Order::RotateFinish {
+                node: for_node,
+                to: 2,
+            }
+            .sign(signer)
+            .to_vec(),
+        };
+        assert_eq!(refusal(node.send(&step(finish)).await), rejected);
+    }
+    // A move order is not a finish order.
+    let finish = RotateOp::Finish {
+        to: 2,
+        signature: Order::RotateMove { node: 1, to: 2 }
+            .sign(&node.owner)
+            .to_vec(),
+    };
+    assert_eq!(refusal(node.send(&step(finish)).await), rejected);
+    // With the owner's orders, the rotation moves and finishes.
+    let moving = RotateOp::Move {
+        to: 2,
+        max_images: 10,
+        signature: Order::RotateMove { node: 1, to: 2 }
+            .sign(&node.owner)
+            .to_vec(),
+    };
+    assert!(matches!(
+        node.send(&step(moving)).await,
+        (200, ResponseBody::Rotation { done: true, .. })
+    ));
+    let finish = RotateOp::Finish {
+        to: 2,
+        signature: Order::RotateFinish { node: 1, to: 2 }
+            .sign(&node.owner)
+            .to_vec(),
+    };
+    match node.send(&step(finish)).await {
+        (200, ResponseBody::Rotation { current, next, .. }) => {
+            assert_eq!((current, next), (2, None))
+        }
+        other => panic!("{other:?}"),
+    }
+    node.stop().await;
+}
