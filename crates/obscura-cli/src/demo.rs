@@ -236,6 +236,11 @@ async fn exercise(
         }
     };
 
+    // Users with their own roles: a querier (without the owner's key) fetches what its own
+    // search matched, and is refused what it did not find; another querier cannot use its
+    // proof.
+    let roles = roles_check(cluster, &client, &queries, &ids, progress).await;
+
     // Every node's audit log: chain and signed checkpoints.
     let verdicts = crate::audit::verify_cluster(&cluster.dir, &client).await?;
     let audit_ok = verdicts.iter().all(|v| v.outcome.is_ok());
@@ -254,6 +259,7 @@ async fn exercise(
         "no_search_errors": search_errors == 0,
         "recall_at_10_at_least_0_9": recall10 >= RECALL_AT_10_FLOOR,
         "rebuild_byte_identical": rebuild["ok"] == json!(true),
+        "querier_fetches_only_its_matches": roles["ok"] == json!(true),
         "audit_logs_verify": audit_ok,
     });
     let ok = checks
@@ -281,7 +287,69 @@ async fn exercise(
             "error": r.error,
         })).collect::<Vec<_>>(),
         "rebuild": rebuild,
+        "roles": roles,
         "checks": checks,
     });
     Ok((report, ok))
+}
+
+/// A querier's view: its search of the first query, the rebuild of its top match with its own
+/// match proof, an image it did not find (refused by the client before any node), and another
+/// querier presenting its proof (refused by every node).
+async fn roles_check(
+    cluster: &LocalCluster,
+    operator: &obscura_client::Client,
+    queries: &[(String, usize, Vec<u8>)],
+    ids: &[Option<ImageId>],
+    progress: &Progress,
+) -> Value {
+    let run = async {
+        let querier = obscura_proto::roles::QUERIER;
+        let analyst = cluster.user_client(operator, "analyst", querier).await?;
+        let intruder = cluster.user_client(operator, "intruder", querier).await?;
+        let (_, truth, bytes) = queries.first().ok_or("no query")?;
+        let found = analyst
+            .search(bytes, 10, 10)
+            .await
+            .map_err(|e| e.to_string())?;
+        let top = found.matches.first().ok_or("the analyst found nothing")?.id;
+        let rebuilt = analyst.get(top).await.map_err(|e| e.to_string())?;
+        let own = Some(top) == ids[*truth] && !rebuilt.image.is_empty();
+        let other = ids
+            .iter()
+            .flatten()
+            .find(|id| found.matches.iter().all(|m| m.id != **id))
+            .copied();
+        let unmatched_refused = match other {
+            Some(id) => matches!(
+                analyst.get(id).await,
+                Err(obscura_client::Error::NotEntitled(_))
+            ),
+            None => true,
+        };
+        let proof = analyst.match_proof(&top).ok_or("no proof kept")?;
+        let stolen_refused = intruder.get_matched(top, proof).await.is_err();
+        Ok::<_, String>((own, unmatched_refused, stolen_refused))
+    };
+    match run.await {
+        Ok((own, unmatched, stolen)) => {
+            progress.say(&format!(
+                "querier \"analyst\" (no owner key): rebuilt its own match: {}; an image it did \
+                 not find: {}; querier \"intruder\" with the analyst's proof: {}",
+                if own { "yes" } else { "NO" },
+                if unmatched { "refused" } else { "SERVED" },
+                if stolen {
+                    "refused by every node"
+                } else {
+                    "SERVED"
+                },
+            ));
+            json!({"ok": own && unmatched && stolen, "own_match_rebuilt": own,
+                "unmatched_refused": unmatched, "stolen_proof_refused": stolen})
+        }
+        Err(e) => {
+            progress.say(&format!("querier check failed: {e}"));
+            json!({"ok": false, "error": e})
+        }
+    }
 }

@@ -264,6 +264,32 @@ impl LocalCluster {
         Ok(Arc::new(client))
     }
 
+    /// Register `user` with `roles` (as the operator, with `operator`, a client logged in as it)
+    /// and return a client of the cluster without the data owner's key, logged in as `user`.
+    pub async fn user_client(
+        &self,
+        operator: &Client,
+        user: &str,
+        roles: u8,
+    ) -> Result<Client, String> {
+        let mut raw = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
+        let password = Zeroizing::new(obscura_tokens::keyfile::to_hex(&raw));
+        operator
+            .register(user, password.as_bytes(), roles)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut parts = obscura_client::config::load(&self.dir).map_err(|e| e.to_string())?;
+        parts.owner = None;
+        parts.journal = None;
+        let client = Client::new(parts).map_err(|e| e.to_string())?;
+        client
+            .login(user, password.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(client)
+    }
+
     /// Give every node the Stage-1 policy of multi-probe radius `radius` with
     /// `lookups_per_band` tokens a band (the nodes restart to take it).
     pub async fn set_policy(&mut self, radius: u32, lookups_per_band: usize) -> Result<(), String> {

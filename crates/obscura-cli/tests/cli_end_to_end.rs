@@ -132,6 +132,8 @@ fn init_up_index_search_get_and_failures() {
         text(&out)
     );
 
+    querier_with_a_copy_of_the_directory_without_the_owner_key(&dir, &id_of);
+
     // Node 5 killed: get still works; search fails at once, naming node 5.
     stop_node(&dir, 5, "KILL");
     let out = get(cluster, &id, &rebuilt);
@@ -166,6 +168,109 @@ fn init_up_index_search_get_and_failures() {
 
     keeper_accounts_secrets_and_signing(&dir);
     drop(up);
+}
+
+/// A querier as a user of the command line meets it: the admin registers her with the querier
+/// role and gives her a copy of the cluster directory without `owner/`; she searches, fetches
+/// what she found, is refused what she did not find and anything an owner does, and fetches
+/// what the owner granted her.
+fn querier_with_a_copy_of_the_directory_without_the_owner_key(
+    dir: &std::path::Path,
+    id_of: &dyn Fn(&str) -> String,
+) {
+    let cluster = dir.to_str().unwrap();
+    let out = obscura_with_password(
+        &[
+            "register",
+            "--cluster",
+            cluster,
+            "--user",
+            "ana",
+            "--role",
+            "querier",
+        ],
+        "ana's password",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let hers = dir.join("ana");
+    std::fs::create_dir_all(hers.join("client")).unwrap();
+    for f in [
+        "client.json",
+        "ca.pem",
+        "client/cert.pem",
+        "client/secrets.sealed",
+        "client/wrapping.key",
+    ] {
+        std::fs::copy(dir.join(f), hers.join(f)).unwrap();
+    }
+    let ana = hers.to_str().unwrap();
+    let out = obscura_with_password(
+        &["login", "--cluster", ana, "--user", "ana"],
+        "ana's password",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = obscura(&[
+        "search",
+        "--cluster",
+        ana,
+        &testdata("derived/rocket.q75.jpg"),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rocket = id_of("rocket.jpg");
+    assert_eq!(v["results"][0]["id"], rocket.as_str());
+    let got = hers.join("rocket.jpg");
+    let out = get(ana, &rocket, &got);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(testdata("photos/rocket.jpg")).unwrap()
+    );
+    // What she did not find is not hers, and she cannot act as the owner.
+    let horse = id_of("horse.png");
+    let out = get(ana, &horse, &hers.join("horse.png"));
+    assert!(
+        !out.status.success() && text(&out).contains("not yours to fetch"),
+        "{}",
+        text(&out)
+    );
+    let out = obscura(&["index", "--cluster", ana, &testdata("photos/coffee.png")]);
+    assert!(
+        !out.status.success() && text(&out).contains("no data-owner key"),
+        "{}",
+        text(&out)
+    );
+    let out = obscura(&["audit", "verify", "--cluster", ana]);
+    assert!(!out.status.success(), "{}", text(&out));
+    // The owner grants her the horse for an hour.
+    let out = obscura(&[
+        "grant",
+        "--cluster",
+        cluster,
+        "--user",
+        "ana",
+        &horse,
+        "--hours",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let grant = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = obscura(&[
+        "get",
+        "--cluster",
+        ana,
+        &horse,
+        "--out",
+        hers.join("horse.png").to_str().unwrap(),
+        "--grant",
+        &grant,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(hers.join("horse.png")).unwrap(),
+        std::fs::read(testdata("photos/horse.png")).unwrap()
+    );
 }
 
 /// The keepers as a key server through the command line: the session file, secrets, a
