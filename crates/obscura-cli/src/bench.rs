@@ -22,7 +22,7 @@ use obscura_sharing::rng::AesCtrRng;
 use obscura_sharing::zero::deal;
 use obscura_store::{NewImage, Store};
 use obscura_tokens::{NodeTokenKeys, TokenRoot};
-use rand_core::RngCore;
+use rand_core::{RngCore, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::harness::{load_photos, photos_dir, LocalCluster, Progress, Spread};
@@ -293,6 +293,7 @@ fn library_figures(
     });
 
     voprf_figures(&mut rng, out)?;
+    auth_figures(out)?;
 
     // Stage-2 at one node beside a plaintext Hamming scan of the same candidates.
     const CANDIDATES: usize = 10_000;
@@ -478,6 +479,7 @@ async fn cluster_figures(
         let total = stored.len() + already;
         let bar = progress.bar(opt.queries, &format!("N={total}"));
         let (mut lat, mut s1, mut s2, mut cands) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
+        let (mut resolve, mut core) = (Vec::new(), Vec::new());
         let mut scan = Vec::new();
         for _ in 0..opt.queries {
             let q = near(&stored, &mut rng);
@@ -488,6 +490,8 @@ async fn cluster_figures(
             lat.push(r.total.as_secs_f64() * 1e3);
             s1.push(r.stage1.as_secs_f64() * 1e3);
             s2.push(r.stage2.as_secs_f64() * 1e3);
+            resolve.push(r.resolve.as_secs_f64() * 1e3);
+            core.push((r.stage1 + r.stage2).as_secs_f64() * 1e3);
             cands += r.candidates;
             let t = Instant::now();
             let mut hits: Vec<(u32, usize)> = stored
@@ -509,6 +513,21 @@ async fn cluster_figures(
             Spread::of(s2),
             Spread::of(scan),
         );
+        let (resolve, core) = (Spread::of(resolve), Spread::of(core));
+        // What proving matches costs a search: the round that resolves the matches' ids with
+        // their proofs, beside the same searches' two stages alone.
+        out.push(Figure {
+            name: format!(
+                "query N = {total}: stages 1 + 2 alone, p50 (resolving the matches' ids: p50 {:.1} ms)",
+                resolve.p50
+            ),
+            value: core.p50,
+            unit: "ms",
+            baseline: "the whole search with its proofs, p50".into(),
+            baseline_value: lat.p50,
+            ratio: lat.p50 / core.p50.max(1e-9),
+            goal: None,
+        });
         out.push(Figure {
             name: format!(
                 "query N = {total}: p50 (p95 {:.1}; stage 1 {:.1}, stage 2 {:.1}; {:.0} cand.)",
@@ -697,6 +716,142 @@ fn load_synthetic(
 
 /// A keeper's cost per token beside one scalar multiplication, and a client's cost for the
 /// tokens of one search (5 nodes × 72 probes, T = 2), all on one core.
+/// What authorisation costs per request: a node's check of a capability and a request
+/// signature, a client's request signature, a node's commitment and signature over a Stage-2
+/// answer, and a node's check of a match proof, each beside an Ed25519 verification.
+fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
+    use ed25519_dalek::{Signer, SigningKey, Verifier};
+    use obscura_auth::capability::{self, authenticate, CapabilityKey, Holder};
+    use obscura_auth::matching::{self, Answered, KeptAnswer, MatchPolicy};
+    use obscura_proto::{Capability, Limits, Request, RequestBody, SignedCapability};
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([1; 32]);
+    let group = SigningKey::generate(&mut rng);
+    let key = CapabilityKey::from(group.verifying_key());
+    let holder_key = SigningKey::generate(&mut rng);
+    let now = 1_800_000_000;
+    let cap = Capability {
+        id: [1; 16],
+        user: "bench".into(),
+        roles: obscura_proto::roles::QUERIER,
+        holder: holder_key.verifying_key().to_bytes(),
+        issued_at: now,
+        expires_at: now + 3600,
+        limits: Limits {
+            queries_per_hour: 1,
+            fetches_per_hour: 1,
+        },
+    };
+    let body = capability::encode(&cap);
+    let signature = group.sign(&capability::signing_message(&body)).to_bytes().to_vec();
+    let holder = Holder::new(holder_key, SignedCapability { body, signature }, &key, now)
+        .map_err(|e| e.to_string())?;
+    let mut req = Request {
+        request_id: [2; 16],
+        timestamp: now,
+        body: RequestBody::Lookup {
+            key_version: 1,
+            query: [3; 16],
+            issued: now,
+            tokens: vec![[4; 16]; 96],
+        },
+        auth: None,
+    };
+    let sign_rate = per_second(|| holder.sign(1, std::hint::black_box(&mut req)));
+    let check_rate = per_second(|| {
+        std::hint::black_box(authenticate(&req, 1, &key, now, 120).is_ok());
+    });
+    let message = [5u8; 64];
+    let sig = group.sign(&message);
+    let verify_rate = per_second(|| {
+        std::hint::black_box(group.verifying_key().verify(&message, &sig).is_ok());
+    });
+    out.push(Figure {
+        name: "node: check a request's capability and signature".into(),
+        value: 1e6 / check_rate,
+        unit: "µs",
+        baseline: "one Ed25519 verification, µs".into(),
+        baseline_value: 1e6 / verify_rate,
+        ratio: check_rate / verify_rate,
+        goal: None,
+    });
+    out.push(Figure {
+        name: "client: sign a request (96-token lookup) for a node".into(),
+        value: 1e6 / sign_rate,
+        unit: "µs",
+        baseline: "one Ed25519 verification, µs".into(),
+        baseline_value: 1e6 / verify_rate,
+        ratio: sign_rate / verify_rate,
+        goal: None,
+    });
+    // Five nodes' signed answers for 20 candidates, and a proof of one of them.
+    let nodes: Vec<SigningKey> = (0..5).map(|_| SigningKey::generate(&mut rng)).collect();
+    let handles: Vec<[u8; 16]> = (0..20u8).map(|i| [i; 16]).collect();
+    let values: Vec<Option<u32>> = (0..20).map(|i| Some(i * 7)).collect();
+    let answered = |node| Answered {
+        node,
+        user: "bench",
+        query_id: &[3; 16],
+        issued: now,
+    };
+    let answer_rate = per_second(|| {
+        std::hint::black_box(matching::sign_answer(
+            &nodes[0],
+            &answered(1),
+            &handles,
+            &values,
+            &mut rand_core::OsRng,
+        ));
+    });
+    let kept: Vec<KeptAnswer> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let s = matching::sign_answer(
+                k,
+                &answered(i as u8 + 1),
+                &handles,
+                &values,
+                &mut rand_core::OsRng,
+            );
+            KeptAnswer {
+                node: i as u8 + 1,
+                values: values.clone(),
+                answer_key: s.answer_key,
+                signature: s.signature,
+            }
+        })
+        .collect();
+    let proof = matching::prove([3; 16], now, &handles, &kept, 7);
+    let policy = MatchPolicy {
+        node_keys: nodes.iter().map(SigningKey::verifying_key).collect(),
+        t: 2,
+        max_distance: u32::MAX,
+        window_s: 3600,
+    };
+    let proof_rate = per_second(|| {
+        std::hint::black_box(matching::verify(&proof, "bench", &policy, now).is_ok());
+    });
+    out.push(Figure {
+        name: "node: commit to and sign a Stage-2 answer (20 candidates)".into(),
+        value: 1e6 / answer_rate,
+        unit: "µs",
+        baseline: "one Ed25519 verification, µs".into(),
+        baseline_value: 1e6 / verify_rate,
+        ratio: answer_rate / verify_rate,
+        goal: None,
+    });
+    out.push(Figure {
+        name: "node: check a match proof (2t + 1 = 5 signed openings)".into(),
+        value: 1e6 / proof_rate,
+        unit: "µs",
+        baseline: "one Ed25519 verification, µs".into(),
+        baseline_value: 1e6 / verify_rate,
+        ratio: proof_rate / verify_rate,
+        goal: None,
+    });
+    Ok(())
+}
+
 fn voprf_figures(rng: &mut AesCtrRng, out: &mut Vec<Figure>) -> Result<(), String> {
     use obscura_keeper::{oprf, threshold};
     let err = |e: obscura_keeper::Error| e.to_string();
