@@ -105,6 +105,7 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
     };
     let mut verdicts = Vec::new();
     for (node, log) in client.audit_logs().await {
+        let log = log.map_err(|e| e.to_string());
         let outcome = match check_node(dir, node, log, heads.get(&node)) {
             Ok((report, head)) => {
                 if let Some(h) = head {

@@ -742,7 +742,10 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
         },
     };
     let body = capability::encode(&cap);
-    let signature = group.sign(&capability::signing_message(&body)).to_bytes().to_vec();
+    let signature = group
+        .sign(&capability::signing_message(&body))
+        .to_bytes()
+        .to_vec();
     let holder = Holder::new(holder_key, SignedCapability { body, signature }, &key, now)
         .map_err(|e| e.to_string())?;
     let mut req = Request {

@@ -619,7 +619,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             }
             .map_err(|e| e.to_string())?;
             for f in &rebuilt.faults {
-                eprintln!("warning: node {} not used: {}", f.node, f.reason);
+                eprintln!("warning: node {} not used: {}", f.node, f.fault);
             }
             // Write beside the target, then rename: no half-written output.
             let tmp = out.with_extension("obscura-partial");

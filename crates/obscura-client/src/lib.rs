@@ -166,19 +166,77 @@ pub struct KeeperStatus {
     pub key_versions: Vec<u32>,
 }
 
+/// Why a server failed one call, typed so that callers match on it instead of parsing text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// No connection could be made (refused, reset, a handshake that failed: a certificate
+    /// that is not the party's, say).
+    #[error("unreachable")]
+    Unreachable,
+    /// No answer within the call's time limit.
+    #[error("timed out")]
+    TimedOut,
+    /// The server refused the request, saying why.
+    #[error("{} ({message})", code_name(*code))]
+    Refused {
+        /// Its error code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// The answer could not be read: broken off, too large, not a message of this protocol.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The answer was a valid message, but not the one asked for.
+    #[error("answered something other than {0}")]
+    Unexpected(&'static str),
+    /// Its share or its manifest did not pass the owner-signed manifest's check.
+    #[error("{0}")]
+    BadShare(obscura_sharing::manifest::Culprit),
+    /// It returned a manifest that is not the owner's.
+    #[error("returned a manifest that is not the owner's")]
+    ForeignManifest,
+    /// This client could not make the request (no capability, say).
+    #[error("{0}")]
+    NotSent(String),
+}
+
+impl Fault {
+    /// Whether the server said it holds no such image.
+    pub fn is_unknown_image(&self) -> bool {
+        matches!(
+            self,
+            Fault::Refused {
+                code: ErrorCode::UnknownImage,
+                ..
+            }
+        )
+    }
+}
+
 /// Why one node failed a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeFailure {
     /// The node.
     pub node: u8,
     /// What went wrong.
-    pub reason: String,
+    pub fault: Fault,
 }
+
+impl NodeFailure {
+    /// What went wrong, for people.
+    pub fn reason(&self) -> String {
+        self.fault.to_string()
+    }
+}
+
+/// One answer of a call to every node: the node, its answer or fault, bytes sent and received.
+type Answered = (u8, Result<ResponseBody, Fault>, u64, u64);
 
 fn list(failures: &[NodeFailure]) -> String {
     failures
         .iter()
-        .map(|f| format!("node {}: {}", f.node, f.reason))
+        .map(|f| format!("node {}: {}", f.node, f.fault))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -330,7 +388,10 @@ impl Client {
     pub fn new(parts: ClientParts) -> Result<Client, Error> {
         let setup = |reason: String| Error::Nodes {
             what: "client set-up",
-            failures: vec![NodeFailure { node: 0, reason }],
+            failures: vec![NodeFailure {
+                node: 0,
+                fault: Fault::NotSent(reason),
+            }],
         };
         // Each server is reached at its configured address but under its party's TLS name, so
         // a certificate of another party cannot answer for it.
@@ -390,25 +451,19 @@ impl Client {
     }
 
     /// Call every node concurrently with the body `make(x)`.
-    async fn call_all(
-        &self,
-        make: impl Fn(u8) -> RequestBody,
-    ) -> Vec<(u8, Result<ResponseBody, String>, u64, u64)> {
+    async fn call_all(&self, make: impl Fn(u8) -> RequestBody) -> Vec<Answered> {
         self.call_each((1..=self.n() as u8).map(make).collect())
             .await
     }
 
     /// Call every node concurrently, node `i + 1` with `bodies[i]`, each request signed with
     /// the user's capability for that node.
-    async fn call_each(
-        &self,
-        bodies: Vec<RequestBody>,
-    ) -> Vec<(u8, Result<ResponseBody, String>, u64, u64)> {
+    async fn call_each(&self, bodies: Vec<RequestBody>) -> Vec<Answered> {
         let holder = match self.holder().await {
             Ok(h) => h,
             Err(e) => {
                 return (1..=self.n() as u8)
-                    .map(|x| (x, Err(e.to_string()), 0, 0))
+                    .map(|x| (x, Err(Fault::NotSent(e.to_string())), 0, 0))
                     .collect()
             }
         };
@@ -424,7 +479,7 @@ impl Client {
         while let Some(res) = set.join_next().await {
             match res {
                 Ok(v) => out.push(v),
-                Err(e) => out.push((0, Err(e.to_string()), 0, 0)),
+                Err(e) => out.push((0, Err(Fault::NotSent(e.to_string())), 0, 0)),
             }
         }
         out.sort_by_key(|r| r.0);
@@ -679,7 +734,7 @@ impl Client {
                     let failures = (1..=self.n() as u8)
                         .map(|node| NodeFailure {
                             node,
-                            reason: e.to_string(),
+                            fault: Fault::NotSent(e.to_string()),
                         })
                         .collect();
                     open.push((*id, failures));
@@ -731,7 +786,7 @@ impl Client {
         let results = self.call_all(|_| request.clone()).await;
         let unknown = results
             .iter()
-            .filter(|r| matches!(&r.1, Err(e) if is_unknown_image(e)))
+            .filter(|r| matches!(&r.1, Err(e) if e.is_unknown_image()))
             .count();
         if unknown == results.len() {
             return Err(Error::UnknownImage(id));
@@ -768,7 +823,7 @@ impl Client {
     }
 
     /// Each node's status, or why it failed.
-    pub async fn status(&self) -> Vec<(u8, Result<NodeStatus, String>)> {
+    pub async fn status(&self) -> Vec<(u8, Result<NodeStatus, Fault>)> {
         self.call_all(|_| RequestBody::Status)
             .await
             .into_iter()
@@ -784,7 +839,7 @@ impl Client {
                         pending,
                         key_versions,
                     }),
-                    _ => Err("unexpected answer".to_string()),
+                    _ => Err(Fault::Unexpected("a status")),
                 });
                 (x, r)
             })
@@ -794,16 +849,18 @@ impl Client {
     /// Whether each node answers at all, without a capability: it completes a TLS handshake
     /// under its own name and refuses the unauthenticated request as such. For waiting until a
     /// cluster is up, before anyone can log in.
-    pub async fn reachable(&self) -> Vec<(u8, Result<(), String>)> {
+    pub async fn reachable(&self) -> Vec<(u8, Result<(), Fault>)> {
         let mut set = tokio::task::JoinSet::new();
         for (i, base) in self.nodes.iter().enumerate() {
             let (http, base) = (self.http.clone(), base.clone());
             set.spawn(async move {
                 let (r, _, _) = post(&http, &base, RequestBody::Status, None).await;
-                let unauthenticated = code_name(ErrorCode::Unauthorized);
                 let r = match r {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.starts_with(unauthenticated) => Ok(()),
+                    Ok(_)
+                    | Err(Fault::Refused {
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    }) => Ok(()),
                     Err(e) => Err(e),
                 };
                 (i as u8 + 1, r)
@@ -819,7 +876,7 @@ impl Client {
 
     /// Whether each keeper answers (an empty list with HMAC tokens): keeper number and its
     /// status, or why not.
-    pub async fn keeper_status(&self) -> Vec<(u8, Result<KeeperStatus, String>)> {
+    pub async fn keeper_status(&self) -> Vec<(u8, Result<KeeperStatus, Fault>)> {
         let urls = self.tokens.keeper_urls();
         let mut set = tokio::task::JoinSet::new();
         for (j, url) in urls.iter().enumerate() {
@@ -835,7 +892,7 @@ impl Client {
                         audit_entries,
                         key_versions,
                     }),
-                    _ => Err("unexpected answer".to_string()),
+                    _ => Err(Fault::Unexpected("a status")),
                 });
                 (j as u8 + 1, r)
             });
@@ -851,9 +908,9 @@ impl Client {
     /// Each node's whole audit log, ending in a checkpoint the node signs when asked, or why
     /// the node failed; read page by page. The caller verifies it against the node's audit key.
     /// Needs the auditor or admin role.
-    pub async fn audit_logs(&self) -> Vec<(u8, Result<Vec<WireAuditEntry>, String>)> {
+    pub async fn audit_logs(&self) -> Vec<(u8, Result<Vec<WireAuditEntry>, Fault>)> {
         let signed = self.call_all(|_| RequestBody::Checkpoint).await;
-        let mut out: Vec<(u8, Result<Vec<WireAuditEntry>, String>)> = signed
+        let mut out: Vec<(u8, Result<Vec<WireAuditEntry>, Fault>)> = signed
             .into_iter()
             .map(|(x, r, _, _)| (x, r.map(|_| Vec::new())))
             .collect();
@@ -878,7 +935,7 @@ impl Client {
                         entries.extend(e);
                         more |= !full && (entries.len() as u64) < total;
                     }
-                    Ok(_) => *log = Err("unexpected answer".to_string()),
+                    Ok(_) => *log = Err(Fault::Unexpected("a page of the audit log")),
                     Err(e) => *log = Err(e),
                 }
             }
@@ -1096,11 +1153,7 @@ impl Client {
     /// The image the nodes' answers to a resolve name at position `i`: the id of an
     /// owner-signed manifest that at least `t + 1` nodes returned, so that `t` lying nodes
     /// cannot name another image.
-    fn agreed_image(
-        &self,
-        resolved: &[(u8, Result<ResponseBody, String>, u64, u64)],
-        i: usize,
-    ) -> Option<ImageId> {
+    fn agreed_image(&self, resolved: &[Answered], i: usize) -> Option<ImageId> {
         let mut votes: HashMap<ImageId, usize> = HashMap::new();
         for (_, r, _, _) in resolved {
             let Ok(ResponseBody::Resolved { manifests }) = r else {
@@ -1212,9 +1265,9 @@ impl Client {
                 }
                 Ok(_) => faults.push(NodeFailure {
                     node: x,
-                    reason: "answered something other than a share".into(),
+                    fault: Fault::Unexpected("a share"),
                 }),
-                Err(e) => faults.push(NodeFailure { node: x, reason: e }),
+                Err(fault) => faults.push(NodeFailure { node: x, fault }),
             }
         }
         // The first manifest that verifies under the owner's key and names this image is the
@@ -1234,13 +1287,13 @@ impl Client {
                         .iter()
                         .map(|(x, _)| NodeFailure {
                             node: *x,
-                            reason: "manifest not signed by the owner".into(),
+                            fault: Fault::ForeignManifest,
                         })
                         .chain(faults)
                         .collect(),
                 });
             }
-            if faults.iter().all(|f| is_unknown_image(&f.reason)) {
+            if faults.iter().all(|f| f.fault.is_unknown_image()) {
                 return Err(Error::UnknownImage(id));
             }
             return Err(Error::Nodes {
@@ -1254,14 +1307,14 @@ impl Client {
                 .filter(|(_, bytes)| bytes != good_bytes)
                 .map(|(x, _)| NodeFailure {
                     node: *x,
-                    reason: "returned a manifest that is not the owner's".into(),
+                    fault: Fault::ForeignManifest,
                 }),
         );
         let named = |mut faults: Vec<NodeFailure>,
                      culprits: &[obscura_sharing::manifest::Culprit]| {
             faults.extend(culprits.iter().map(|c| NodeFailure {
                 node: c.node,
-                reason: c.to_string(),
+                fault: Fault::BadShare(*c),
             }));
             faults.sort_by_key(|f| f.node);
             faults
@@ -1305,7 +1358,7 @@ struct TaskClient {
 
 impl TaskClient {
     /// Send one request to node `x`, signed for it; returns the response and the bytes moved.
-    async fn call(&self, x: u8, body: RequestBody) -> (Result<ResponseBody, String>, u64, u64) {
+    async fn call(&self, x: u8, body: RequestBody) -> (Result<ResponseBody, Fault>, u64, u64) {
         post(
             &self.http,
             &self.nodes[x as usize - 1],
@@ -1324,7 +1377,7 @@ pub(crate) async fn post(
     base: &str,
     body: RequestBody,
     sign: Option<(u8, &Holder)>,
-) -> (Result<ResponseBody, String>, u64, u64) {
+) -> (Result<ResponseBody, Fault>, u64, u64) {
     let mut request_id = [0u8; 16];
     OsRng.fill_bytes(&mut request_id);
     let mut req = Request {
@@ -1354,26 +1407,28 @@ pub(crate) async fn post(
     let received = body.len() as u64;
     let out = match Response::decode(&body) {
         Ok(Response(ResponseBody::Error { code, message })) => {
-            Err(format!("{} ({message})", code_name(code)))
+            Err(Fault::Refused { code, message })
         }
         Ok(Response(other)) => Ok(other),
-        Err(e) => Err(format!("unreadable answer: {e}")),
+        Err(e) => Err(Fault::Unreadable(format!("unreadable answer: {e}"))),
     };
     (out, sent, received)
 }
 
 /// An answer's body, refused once it passes `limit` bytes (a server cannot make the client hold
 /// more than the protocol allows).
-async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, Fault> {
+    let too_large =
+        || Fault::Unreadable(format!("the answer is larger than {limit} bytes: refused"));
     if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(format!("the answer is larger than {limit} bytes: refused"));
+        return Err(too_large());
     }
     let mut out = Vec::new();
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
                 if out.len() + chunk.len() > limit {
-                    return Err(format!("the answer is larger than {limit} bytes: refused"));
+                    return Err(too_large());
                 }
                 out.extend_from_slice(&chunk);
             }
@@ -1383,38 +1438,33 @@ async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
     }
 }
 
-fn failures_of(results: &[(u8, Result<ResponseBody, String>, u64, u64)]) -> Vec<NodeFailure> {
+fn failures_of(results: &[Answered]) -> Vec<NodeFailure> {
     results
         .iter()
         .filter_map(|(x, r, _, _)| {
-            r.as_ref().err().map(|e| NodeFailure {
+            r.as_ref().err().map(|fault| NodeFailure {
                 node: *x,
-                reason: e.clone(),
+                fault: fault.clone(),
             })
         })
         .collect()
 }
 
-/// Whether a node's failure says it does not hold the image (as [`TaskClient::call`] renders it).
-fn is_unknown_image(reason: &str) -> bool {
-    reason.starts_with(code_name(ErrorCode::UnknownImage))
-}
-
 /// The failures of a delete other than "not held": a node that lacks the image is settled.
-fn unsettled(results: &[(u8, Result<ResponseBody, String>, u64, u64)]) -> Vec<NodeFailure> {
+fn unsettled(results: &[Answered]) -> Vec<NodeFailure> {
     failures_of(results)
         .into_iter()
-        .filter(|f| !is_unknown_image(&f.reason))
+        .filter(|f| !f.fault.is_unknown_image())
         .collect()
 }
 
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: &reqwest::Error) -> Fault {
     if e.is_timeout() {
-        "timed out".into()
+        Fault::TimedOut
     } else if e.is_connect() {
-        "unreachable".into()
+        Fault::Unreachable
     } else {
-        e.to_string()
+        Fault::Unreadable(e.to_string())
     }
 }
 
@@ -1488,7 +1538,10 @@ mod tests {
             Box::leak(format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\n\r\n").into_boxed_str());
         let base = answering(head, 0).await;
         let (r, _, received) = post(&http, &base, RequestBody::Status, None).await;
-        assert!(r.unwrap_err().contains("larger than"), "refused unread");
+        assert!(
+            r.unwrap_err().to_string().contains("larger than"),
+            "refused unread"
+        );
         assert_eq!(received, 0);
         // Not announced (chunked, endless in effect): cut off at the limit.
         let base = answering(
@@ -1497,6 +1550,6 @@ mod tests {
         )
         .await;
         let (r, _, _) = post(&http, &base, RequestBody::Status, None).await;
-        assert!(r.unwrap_err().contains("larger than"));
+        assert!(r.unwrap_err().to_string().contains("larger than"));
     }
 }

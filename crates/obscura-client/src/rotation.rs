@@ -399,7 +399,7 @@ fn no_keepers() -> Error {
 
 fn progress(
     what: &'static str,
-    results: Vec<(u8, Result<ResponseBody, String>, u64, u64)>,
+    results: Vec<(u8, Result<ResponseBody, crate::Fault>, u64, u64)>,
 ) -> Result<Vec<NodeRotation>, Error> {
     let mut failures = Vec::new();
     let mut state = Vec::with_capacity(results.len());
@@ -424,9 +424,9 @@ fn progress(
             }),
             Ok(_) => failures.push(NodeFailure {
                 node,
-                reason: "unexpected answer".into(),
+                fault: crate::Fault::Unexpected("a rotation's progress"),
             }),
-            Err(reason) => failures.push(NodeFailure { node, reason }),
+            Err(fault) => failures.push(NodeFailure { node, fault }),
         }
     }
     if failures.is_empty() {

@@ -338,7 +338,8 @@ impl KeeperLink {
             return (Err(format!("no keeper {j}")), 0, 0);
         };
         let Some(slot) = self.sessions.slot(j) else {
-            return post(&self.http, url, body, None).await;
+            let (r, sent, received) = post(&self.http, url, body, None).await;
+            return (r.map_err(|f| f.to_string()), sent, received);
         };
         let mut request_id = [0u8; 16];
         OsRng.fill_bytes(&mut request_id);
@@ -379,7 +380,7 @@ impl KeeperLink {
                     other => Ok(other),
                 }),
             Ok(_) => Err("unexpected answer to a sealed request".into()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         let recorded = self.sessions.record(j, &s);
         drop(s);
@@ -528,7 +529,8 @@ impl KeeperLink {
                         None,
                     )
                     .await
-                    .0?
+                    .0
+                    .map_err(|f| f.to_string())?
                     {
                         ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
                         _ => return Err("unexpected answer".to_string()),
@@ -547,7 +549,8 @@ impl KeeperLink {
                         None,
                     )
                     .await
-                    .0?
+                    .0
+                    .map_err(|f| f.to_string())?
                     {
                         ResponseBody::KeeperSession {
                             session,

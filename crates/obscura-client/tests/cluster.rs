@@ -140,14 +140,23 @@ async fn corrupted_shares_and_manifests_are_named_and_the_image_still_rebuilt() 
     let named: Vec<_> = rebuilt
         .faults
         .iter()
-        .map(|f| (f.node, f.reason.as_str()))
+        .map(|f| (f.node, f.reason()))
         .collect();
     assert_eq!(
         named,
         [
-            (2, "node 2 share failed its digest"),
-            (3, "returned a manifest that is not the owner's")
+            (2, "node 2 share failed its digest".to_string()),
+            (3, "returned a manifest that is not the owner's".to_string())
         ]
+    );
+    // The faults are typed: a caller matches on them, never on their text.
+    assert!(matches!(
+        rebuilt.faults[0].fault,
+        obscura_client::Fault::BadShare(c) if c.node == 2
+    ));
+    assert_eq!(
+        rebuilt.faults[1].fault,
+        obscura_client::Fault::ForeignManifest
     );
     // With two more nodes down only node 2's bad share and one good one remain: named.
     c.down(4).await;

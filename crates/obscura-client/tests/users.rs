@@ -58,7 +58,7 @@ async fn a_querier_fetches_what_its_own_search_matched_and_nothing_else() {
     // Nor can it read the nodes' audit logs.
     for (node, log) in ana.audit_logs().await {
         let err = log.unwrap_err();
-        assert!(err.contains("forbidden"), "node {node}: {err}");
+        assert!(err.to_string().contains("forbidden"), "node {node}: {err}");
     }
 }
 

@@ -43,7 +43,7 @@ use obscura_proto::{
     limits, roles, ErrorCode, FetchBy, MatchProof, Request, RequestBody, ResponseBody, RotateOp,
     WireAuditEntry, WireElement, WireId, WireToken,
 };
-use obscura_sharing::manifest::{ImageId, ShareRole, SignedManifest};
+use obscura_sharing::manifest::{CheckedShare, ImageId, ShareRole, SignedManifest};
 use obscura_sharing::order::{user_digest, Order};
 use obscura_sharing::zero::ZeroSharingKeys;
 use obscura_store::{NewImage, RotationStatus, Store, TokenMove};
@@ -239,12 +239,15 @@ fn move_element(
     Ok((voprf_token(&next), next))
 }
 
-/// A prepared image after the checks: its tokens and elements as sent.
-type Checked<'a> = (
-    &'a obscura_proto::PreparedImage,
-    [Token; BANDS],
-    Option<[WireElement; BANDS]>,
-);
+/// A prepared image whose manifest is the owner's, whose shares match it and whose elements
+/// match its tokens: only [`NodeState::check_upload`] makes one, and only these are written.
+struct CheckedUpload<'a> {
+    img: &'a obscura_proto::PreparedImage,
+    tokens: [Token; BANDS],
+    elements: Option<[WireElement; BANDS]>,
+    /// The share checks this upload passed.
+    _shares: (CheckedShare, CheckedShare),
+}
 
 /// What is written of a prepared image: tokens and elements under the version written, and
 /// during a rotation its tokens under the retired version.
@@ -548,18 +551,10 @@ impl NodeState {
         images: &[obscura_proto::PreparedImage],
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
-        let mut checked: Vec<Checked<'_>> = Vec::with_capacity(images.len());
-        for img in images {
-            self.check_against_manifest(
-                &img.image,
-                &img.manifest,
-                &img.image_share,
-                &img.hash_share,
-            )?;
-            let elements = check_elements(&img.image, &img.tokens, &img.elements)?;
-            let tokens: [Token; BANDS] = std::array::from_fn(|i| Token(img.tokens[i]));
-            checked.push((img, tokens, elements.copied()));
-        }
+        let checked = images
+            .iter()
+            .map(|img| self.check_upload(img))
+            .collect::<Result<Vec<_>, _>>()?;
         // During a rotation, images made under the old key version are written under the next
         // one; a rotation that begins meanwhile is met by trying again.
         let mut attempt = 0;
@@ -568,7 +563,7 @@ impl NodeState {
             let batch: Vec<NewImage<'_>> = checked
                 .iter()
                 .zip(&moved)
-                .map(|((img, _, _), w)| NewImage {
+                .map(|(CheckedUpload { img, .. }, w)| NewImage {
                     id: ImageId(img.image),
                     manifest: &img.manifest,
                     image_share: &img.image_share,
@@ -867,14 +862,14 @@ impl NodeState {
     fn to_writing_version(
         &self,
         key_version: u32,
-        images: &[Checked<'_>],
+        images: &[CheckedUpload<'_>],
     ) -> Result<(u32, Vec<Written>), ResponseBody> {
         let as_sent = || {
             images
                 .iter()
-                .map(|(_, t, e)| Written {
-                    tokens: *t,
-                    elements: *e,
+                .map(|u| Written {
+                    tokens: u.tokens,
+                    elements: u.elements,
                     retired: None,
                 })
                 .collect()
@@ -893,7 +888,13 @@ impl NodeState {
             rho.invert()
         };
         let mut out = Vec::with_capacity(images.len());
-        for (img, tokens, elements) in images {
+        for CheckedUpload {
+            img,
+            tokens,
+            elements,
+            ..
+        } in images
+        {
             let Some(elements) = elements else {
                 return Err(error(
                     ErrorCode::UnknownKey,
@@ -1045,6 +1046,27 @@ impl NodeState {
         }
     }
 
+    /// Refuse anything not signed by the owner, whose shares do not match their digests, or
+    /// whose elements are not its tokens'.
+    fn check_upload<'a>(
+        &self,
+        img: &'a obscura_proto::PreparedImage,
+    ) -> Result<CheckedUpload<'a>, ResponseBody> {
+        let shares = self.check_against_manifest(
+            &img.image,
+            &img.manifest,
+            &img.image_share,
+            &img.hash_share,
+        )?;
+        let elements = check_elements(&img.image, &img.tokens, &img.elements)?;
+        Ok(CheckedUpload {
+            img,
+            tokens: std::array::from_fn(|i| Token(img.tokens[i])),
+            elements: elements.copied(),
+            _shares: shares,
+        })
+    }
+
     /// Refuse anything not signed by the owner, or whose shares do not match their digests.
     fn check_against_manifest(
         &self,
@@ -1052,7 +1074,7 @@ impl NodeState {
         manifest: &[u8],
         image_share: &[u8],
         hash_share: &[u8],
-    ) -> Result<(), ResponseBody> {
+    ) -> Result<(CheckedShare, CheckedShare), ResponseBody> {
         let reject = |m: String| {
             error(
                 ErrorCode::Rejected,
@@ -1072,10 +1094,13 @@ impl NodeState {
                 m.n, m.t, self.n, self.t
             )));
         }
-        verified
+        let image_checked = verified
             .check_share(self.node, ShareRole::Image, image_share)
-            .and_then(|()| verified.check_share(self.node, ShareRole::Hash, hash_share))
-            .map_err(|e| reject(e.to_string()))
+            .map_err(|e| reject(e.to_string()))?;
+        let hash_checked = verified
+            .check_share(self.node, ShareRole::Hash, hash_share)
+            .map_err(|e| reject(e.to_string()))?;
+        Ok((image_checked, hash_checked))
     }
 
     /// At each tick: one audit entry for the requests refused before authentication since the

@@ -406,6 +406,32 @@ impl std::fmt::Display for Culprit {
     }
 }
 
+/// Proof that one share matched its owner-signed manifest: only
+/// [`VerifiedManifest::check_share`] makes one, so code that stores a share can require it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckedShare {
+    image: ImageId,
+    node: u8,
+    role: ShareRole,
+}
+
+impl CheckedShare {
+    /// The image the share is of.
+    pub fn image(&self) -> ImageId {
+        self.image
+    }
+
+    /// The node it is for.
+    pub fn node(&self) -> u8 {
+        self.node
+    }
+
+    /// Which share it is.
+    pub fn role(&self) -> ShareRole {
+        self.role
+    }
+}
+
 impl VerifiedManifest {
     /// The verified contents.
     pub fn manifest(&self) -> &Manifest {
@@ -416,7 +442,12 @@ impl VerifiedManifest {
     ///
     /// # Errors
     /// [`Error::BadShares`] naming the node.
-    pub fn check_share(&self, node: u8, role: ShareRole, bytes: &[u8]) -> Result<(), Error> {
+    pub fn check_share(
+        &self,
+        node: u8,
+        role: ShareRole,
+        bytes: &[u8],
+    ) -> Result<CheckedShare, Error> {
         let fault = match self.0.nodes.iter().find(|e| e.node == node) {
             None => ShareFault::UnknownNode,
             Some(e) => {
@@ -426,7 +457,11 @@ impl VerifiedManifest {
                 };
                 let got = share_digest(&self.0.image_id, node, role, bytes);
                 if bool::from(subtle::ConstantTimeEq::ct_eq(&got[..], &want[..])) {
-                    return Ok(());
+                    return Ok(CheckedShare {
+                        image: self.0.image_id,
+                        node,
+                        role,
+                    });
                 }
                 ShareFault::DigestMismatch
             }
@@ -443,7 +478,7 @@ impl VerifiedManifest {
         let mut culprits = Vec::new();
         for s in shares {
             match self.check_share(s.x, ShareRole::Image, &s.bytes) {
-                Ok(()) => good.push(s),
+                Ok(_) => good.push(s),
                 Err(Error::BadShares { culprits: c, .. }) => culprits.extend(c),
                 Err(_) => unreachable!("check_share only reports bad shares"),
             }

@@ -110,9 +110,14 @@ fn a_share_from_another_image_or_role_does_not_verify() {
     let f = fixture();
     let verified = f.signed.clone().verify(&f.owner.verifying_key()).unwrap();
     let node = f.shares[0].x;
-    verified
+    let checked = verified
         .check_share(node, ShareRole::Image, &f.shares[0].bytes)
         .unwrap();
+    // The check's proof names what it checked.
+    assert_eq!(
+        (checked.node(), checked.role(), checked.image()),
+        (node, ShareRole::Image, verified.manifest().image_id)
+    );
     assert!(verified
         .check_share(node, ShareRole::Hash, &f.shares[0].bytes)
         .is_err());
