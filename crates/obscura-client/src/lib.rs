@@ -1396,7 +1396,16 @@ pub(crate) async fn post(
     let bytes = req.encode();
     let sent = bytes.len() as u64;
     let url = format!("{base}{}", req.body.path());
-    let resp = match http.post(url).body(bytes).send().await {
+    let mut post = http.post(url);
+    // A node checks an upload's capability before it reads the body.
+    if let (RequestBody::Prepare { .. }, Some((_, holder))) = (&req.body, sign) {
+        let capability = postcard::to_allocvec(holder.signed()).expect("a capability encodes");
+        post = post.header(
+            obscura_node::server::CAPABILITY_HEADER,
+            obscura_tokens::keyfile::to_hex(&capability),
+        );
+    }
+    let resp = match post.body(bytes).send().await {
         Ok(r) => r,
         Err(e) => return (Err(describe(&e)), sent, 0),
     };

@@ -1057,3 +1057,101 @@ async fn a_user_keeps_at_most_its_quota_of_secrets() {
         assert!(events.iter().any(|e| e.action == "secret import"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_and_replayed_requests_are_summed_up_in_a_keepers_log_not_logged_one_by_one() {
+    let mut c = Cluster::start("keeper-flood").await;
+    let entries = |c: &Cluster| {
+        KeeperStore::open(&c.keeper_store(1), 1)
+            .unwrap()
+            .audit_entries()
+            .unwrap()
+    };
+    c.keeper_down(1).await;
+    let before = entries(&c).len();
+    c.keeper_up(1).await;
+    // Anyone who reaches the keeper, before any session: 100 requests from 1970.
+    let http = c.http();
+    for i in 0..100u8 {
+        let req = Request {
+            request_id: [i; 16],
+            timestamp: 1,
+            body: RequestBody::Status,
+            auth: None,
+        };
+        let answer = http
+            .post(format!("{}/v1/status", c.keeper_url(1)))
+            .body(req.encode())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 403);
+    }
+    c.keeper_down(1).await;
+    let after = entries(&c);
+    let new: Vec<String> = after[before..]
+        .iter()
+        .filter(|e| e.kind == obscura_store::AuditKind::Refused)
+        .map(|e| String::from_utf8_lossy(&e.detail).into_owned())
+        .collect();
+    assert_eq!(
+        new,
+        vec!["stale or replayed requests refused=100".to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_cannot_fill_a_keepers_sessions_or_key_generations() {
+    let c = Cluster::start("keeper-state").await;
+    c.client
+        .register("bob", b"bob's password", roles::QUERIER)
+        .await
+        .unwrap();
+    // Seventeen logins: the first session has ended, the last ones work.
+    let mut first = raw_login_as(&c, 1, "bob", b"bob's password").await;
+    let mut last = None;
+    for _ in 0..16 {
+        last = Some(raw_login_as(&c, 1, "bob", b"bob's password").await);
+    }
+    assert_eq!(
+        error_code(&in_session(&c, 1, &mut first, RequestBody::SecretList).await),
+        Some(ErrorCode::NoSession)
+    );
+    let mut last = last.unwrap();
+    assert!(matches!(
+        in_session(&c, 1, &mut last, RequestBody::SecretList).await,
+        ResponseBody::Secrets { .. }
+    ));
+    // Four key generations under way at once, not a fifth.
+    for i in 0..4u8 {
+        let answer = in_session(
+            &c,
+            1,
+            &mut last,
+            RequestBody::DkgStart {
+                id: [i; 16],
+                name: format!("k{i}"),
+            },
+        )
+        .await;
+        assert!(
+            matches!(answer, ResponseBody::DkgPackages { .. }),
+            "{answer:?}"
+        );
+    }
+    let answer = in_session(
+        &c,
+        1,
+        &mut last,
+        RequestBody::DkgStart {
+            id: [9; 16],
+            name: "one too many".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        error_code(&answer),
+        Some(ErrorCode::TooManyAttempts),
+        "{answer:?}"
+    );
+}

@@ -219,6 +219,9 @@ struct Session {
     tag: [u8; 32],
     roles: WireRoles,
     opened_at: u64,
+    /// This keeper's count of sessions opened when this one was: orders sessions opened in
+    /// the same second.
+    serial: u64,
 }
 
 struct Pending {
@@ -240,8 +243,11 @@ const MAX_PENDING: usize = 4096;
 const MAX_SESSIONS: usize = 1 << 16;
 /// How long a key generation may take between its rounds.
 const DKG_S: u64 = 600;
-/// Where a session's capability nonces are kept among its signing nonces.
-const CAPABILITY_SLOT: [u8; 16] = [0xff; 16];
+/// Key generations under way per user, and in all.
+const DKG_PER_USER: usize = 4;
+const DKG_IN_ALL: usize = 1024;
+/// Open sessions per user: a user's oldest ends when it opens one more.
+const SESSIONS_PER_USER: usize = 16;
 
 /// What a keeper's account service is set up with.
 #[derive(Clone, Copy, Debug)]
@@ -284,6 +290,10 @@ pub(crate) struct Accounts {
     dkg: Mutex<HashMap<(Handle, [u8; 16]), Generating>>,
     /// Signing nonces committed: (session, key id) → nonces, used once.
     nonces: Mutex<HashMap<SessionKey, SigningNonces>>,
+    /// Capability-signing nonces committed, by session, used once.
+    capability_nonces: Mutex<HashMap<[u8; 16], SigningNonces>>,
+    /// Sessions opened so far.
+    opened: std::sync::atomic::AtomicU64,
 }
 
 type Generating = (DkgState, u64, String);
@@ -401,6 +411,8 @@ impl Accounts {
             writing: Mutex::default(),
             dkg: Mutex::default(),
             nonces: Mutex::default(),
+            capability_nonces: Mutex::default(),
+            opened: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -788,6 +800,21 @@ impl Accounts {
                 .map(|c| c.expires_at() > now)
                 .unwrap_or(false)
         });
+        // One user cannot fill the table: its oldest session ends when it opens one too many.
+        let mut own: Vec<([u8; 16], u64)> = sessions
+            .iter()
+            .filter(|(_, s)| s.user == pending.user)
+            .map(|(id, s)| (*id, s.serial))
+            .collect();
+        own.sort_unstable_by_key(|&(_, serial)| serial);
+        let ended: Vec<[u8; 16]> = own
+            .iter()
+            .take((own.len() + 1).saturating_sub(SESSIONS_PER_USER))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ended {
+            sessions.remove(id);
+        }
         if sessions.len() >= MAX_SESSIONS {
             return Err(error(ErrorCode::Internal, "too many open sessions"));
         }
@@ -799,8 +826,22 @@ impl Accounts {
                 tag: pending.tag,
                 roles: pending.roles,
                 opened_at: now,
+                serial: self
+                    .opened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             }),
         );
+        drop(sessions);
+        for ended in &ended {
+            self.nonces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(s, _), _| s != ended);
+            self.capability_nonces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(ended);
+        }
         Ok(ResponseBody::KeeperSession {
             session: id,
             expires_at,
@@ -866,6 +907,10 @@ impl Accounts {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(s, _), _| s != session);
+        self.capability_nonces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(session);
     }
 
     /// An admin lifts `user`'s lockout and clears its failures.
@@ -921,10 +966,10 @@ impl Accounts {
         }
         let (nonces, commitment) = signing::commit(&self.capability_key.0, &mut *self.rng())
             .map_err(|e| internal(e.to_string()))?;
-        self.nonces
+        self.capability_nonces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((caller.session, CAPABILITY_SLOT), nonces);
+            .insert(caller.session, nonces);
         let offer = self.offer(caller, now);
         Ok(ResponseBody::CapabilityOffer {
             keeper: self.keeper,
@@ -958,10 +1003,10 @@ impl Accounts {
         capability::check_for_signing(&cap, &cap.user, &self.offer(caller, now), now, self.window)
             .map_err(refuse)?;
         let nonces = self
-            .nonces
+            .capability_nonces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(caller.session, CAPABILITY_SLOT))
+            .remove(&caller.session)
             .ok_or_else(|| {
                 error(
                     ErrorCode::BadRequest,
@@ -1315,6 +1360,19 @@ impl Accounts {
         let slot = (caller.user, *id);
         match body {
             RequestBody::DkgStart { name, .. } => {
+                let own = states.keys().filter(|(u, _)| *u == caller.user).count();
+                if !states.contains_key(&slot)
+                    && (own >= DKG_PER_USER || states.len() >= DKG_IN_ALL)
+                {
+                    return Err(error(
+                        ErrorCode::TooManyAttempts,
+                        format!(
+                            "keeper {} has {own} key generations of this user under way (at \
+                             most {DKG_PER_USER}) or too many in all: finish one, or wait {DKG_S} s",
+                            self.keeper
+                        ),
+                    ));
+                }
                 if self
                     .vault
                     .get(store, Kind::Secret, &caller.user, id)

@@ -173,7 +173,7 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            max_connections: 512,
+            max_connections: 256,
             max_connections_per_source: 64,
             header_timeout_s: 10,
             body_timeout_s: 60,
@@ -312,9 +312,16 @@ fn replace_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), Error> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
+    // A fresh random name, created exclusively: nothing another user placed at a predictable
+    // name (a symbolic link, say) is followed or truncated.
+    let mut tag = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut tag);
+    let tmp = dir.join(format!(
+        ".{name}.{}.tmp",
+        obscura_tokens::keyfile::to_hex(&tag)
+    ));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt;
@@ -323,18 +330,15 @@ fn replace_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), Error> {
     #[cfg(not(unix))]
     let _ = private;
     let mut f = options.open(&tmp).map_err(fail)?;
-    // A temporary file left by a crash keeps its old mode: set it again.
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(fail)?;
-    }
-    f.write_all(bytes)
+    let written = f
+        .write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(fail)?;
+        .and_then(|()| std::fs::rename(&tmp, path));
     drop(f);
-    std::fs::rename(&tmp, path).map_err(fail)?;
+    if let Err(e) = written {
+        std::fs::remove_file(&tmp).ok();
+        return Err(fail(e));
+    }
     // A folder cannot be opened for syncing everywhere; the rename stands regardless.
     if let Ok(d) = std::fs::File::open(dir) {
         d.sync_all().ok();

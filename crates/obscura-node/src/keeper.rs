@@ -422,6 +422,8 @@ pub(crate) struct KeeperState {
     owner: VerifyingKey,
     /// Held while the shares change and are sealed again, so changes apply one at a time.
     changing: Mutex<Sealing>,
+    /// Requests refused before any session since the last summary entry.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 /// What sealing the secrets again takes.
@@ -454,6 +456,8 @@ impl KeeperState {
             .store
             .admit_request(&req.request_id, req.timestamp, now, self.window)
         {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return store_error(e);
         }
         let a = &self.accounts;
@@ -908,11 +912,9 @@ async fn handle(
     UrlPath(op): UrlPath<String>,
     body: transport::RequestBody,
 ) -> (StatusCode, Vec<u8>) {
-    let (bytes, _) = match conn
-        .guard
-        .body(body, obscura_proto::limits::MAX_BODY, false)
-        .await
-    {
+    // A keeper's largest request is a sealed evaluation of many elements.
+    let limit = obscura_proto::account_limits::MAX_SEALED + (64 << 10);
+    let (bytes, _) = match conn.guard.body(body, limit, false).await {
         Ok(b) => b,
         Err(refused) => return transport::encode(refused),
     };
@@ -970,6 +972,7 @@ pub async fn serve(
             tls_key_pem: keeper.tls_key_pem,
             extra: keeper.sealed_extra,
         }),
+        refused: std::sync::atomic::AtomicU64::new(0),
     });
     let guard = Guard::new(keeper.config.limits);
     let s = state.clone();
@@ -984,9 +987,18 @@ pub async fn serve(
             })
     };
     let tick = move || {
+        let now = now();
+        let refused = state.refused.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if refused > 0 {
+            state.store.record_refusal(
+                &[0; 16],
+                &format!("stale or replayed requests refused={refused}"),
+                now,
+            )?;
+        }
         state
             .store
-            .audit_checkpoint(&state.audit_key, now())
+            .audit_checkpoint(&state.audit_key, now)
             .map(drop)
     };
     // The last act, as every tick: sign the audit log's head.

@@ -54,6 +54,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{LoadedNode, SearchPolicy};
 use crate::transport::{self, Guard};
 
+/// The HTTP header that carries an upload's capability (hex of its encoding), so that a node
+/// checks it before it reads the body.
+pub const CAPABILITY_HEADER: &str = "obscura-capability";
+
 /// One hour: the window of the per-user rate limits.
 const RATE_WINDOW_S: u64 = 3600;
 
@@ -190,6 +194,13 @@ pub(crate) fn auth_error(e: obscura_auth::Error) -> ResponseBody {
 /// never collide with a request id.
 fn query_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
     let h = blake3::derive_key("obscura 2026 stage-2 query id", query_id);
+    h[..16].try_into().expect("16 bytes")
+}
+
+/// A query's Stage-1 lookup is admitted once per node under its own namespace: handles made
+/// under one query id cannot be linked across lookups with other tokens.
+fn lookup_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
+    let h = blake3::derive_key("obscura 2026 stage-1 query id", query_id);
     h[..16].try_into().expect("16 bytes")
 }
 
@@ -330,6 +341,15 @@ impl NodeState {
                 .admit_request_deferred(&req.request_id, req.timestamp, now, self.window)
         {
             return store_error(e);
+        }
+        // Every authenticated request counts against its user's hourly limit, refused ones too:
+        // each writes an audit entry.
+        let kind = match &req.body {
+            RequestBody::Fetch { .. } | RequestBody::Resolve { .. } => Charge::Fetches,
+            _ => Charge::Queries,
+        };
+        if let Err(refused) = self.charge(&who, kind, 1, now) {
+            return refused;
         }
         match self.dispatch(&req, &who, now) {
             Ok(body) => body,
@@ -473,8 +493,6 @@ impl NodeState {
                 let any = who
                     .acting_as_any(&[roles::QUERIER, roles::OWNER, roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
-                // Each read adds an audit entry: reads count against the hourly limit too.
-                self.charge(who, Charge::Queries, 1, now)?;
                 self.record(req, &any, format_args!(""), now)?;
                 let s = self.store.stats().map_err(store_error)?;
                 let v = self.store.key_versions();
@@ -490,7 +508,6 @@ impl NodeState {
                 let auditor = who
                     .acting_as_any(&[roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
-                self.charge(who, Charge::Queries, 1, now)?;
                 self.record(req, &auditor, format_args!("from={from} max={max}"), now)?;
                 let (entries, total) = self
                     .store
@@ -502,7 +519,6 @@ impl NodeState {
                 let auditor = who
                     .acting_as_any(&[roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
-                self.charge(who, Charge::Queries, 1, now)?;
                 self.record(req, &auditor, format_args!(""), now)?;
                 // A log already ending in a checkpoint is not signed again, so asking often
                 // costs a sync only when something happened in between.
@@ -615,7 +631,16 @@ impl NodeState {
             ));
         }
         self.fresh(issued, now)?;
-        self.charge(querier.who(), Charge::Queries, 1, now)?;
+        // Admitted at its issue time: it stays known for as long as a lookup under it is fresh.
+        self.store
+            .admit_request_deferred(&lookup_admission_id(query), issued, now, self.window)
+            .map_err(|e| match e {
+                obscura_store::Error::Replay => error(
+                    ErrorCode::Replay,
+                    "this query id was looked up already: a new query needs a new id",
+                ),
+                other => store_error(other),
+            })?;
         let mut distinct: Vec<Token> = tokens.iter().map(|t| Token(*t)).collect();
         distinct.sort_unstable_by_key(|t| t.0);
         distinct.dedup();
@@ -683,14 +708,10 @@ impl NodeState {
             ));
         }
         self.fresh(issued, now)?;
-        self.charge(querier.who(), Charge::Queries, 1, now)?;
+        // Admitted at the query's issue time, not the request's: a query id is known for as
+        // long as its handles are fresh, so its zero-sharing context never serves twice.
         self.store
-            .admit_request(
-                &query_admission_id(query_id),
-                req.timestamp,
-                now,
-                self.window,
-            )
+            .admit_request(&query_admission_id(query_id), issued, now, self.window)
             .map_err(store_error)?;
         let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
         let query = HashShare::from_bytes(self.node, query_share).map_err(bad)?;
@@ -805,11 +826,12 @@ impl NodeState {
             }
             FetchBy::Match(proof) => {
                 let acting = who.acting(roles::QUERIER).map_err(auth_error)?;
-                let (image, distance) = self.proven(proof, who.user(), now)?;
-                (image, acting, format!("match distance={distance}"))
+                // The distance stays out of the log: it would tell an auditor how close the
+                // user's query was to this image.
+                let (image, _) = self.proven(proof, who.user(), now)?;
+                (image, acting, "match".to_string())
             }
         };
-        self.charge(who, Charge::Fetches, 1, now)?;
         self.record(req, &acting, format_args!("image={image} by={how}"), now)?;
         match self.store.image(&image) {
             Ok(Some(img)) => Ok(ResponseBody::Fetch {
@@ -831,7 +853,13 @@ impl NodeState {
         proofs: &[MatchProof],
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
-        self.charge(querier.who(), Charge::Fetches, proofs.len() as u32, now)?;
+        // The request itself was counted once already.
+        self.charge(
+            querier.who(),
+            Charge::Fetches,
+            (proofs.len() as u32).saturating_sub(1),
+            now,
+        )?;
         let mut manifests = Vec::with_capacity(proofs.len());
         let mut opened = 0;
         for proof in proofs {
@@ -1103,6 +1131,33 @@ impl NodeState {
         Ok((image_checked, hash_checked))
     }
 
+    /// Whether the capability in the upload header is the keepers', valid now and an owner's.
+    fn may_upload(&self, headers: &axum::http::HeaderMap) -> Result<(), ResponseBody> {
+        let refuse = || {
+            error(
+                ErrorCode::Unauthorized,
+                format!("an upload needs an owner's capability in the {CAPABILITY_HEADER} header"),
+            )
+        };
+        let signed: obscura_proto::SignedCapability = headers
+            .get(CAPABILITY_HEADER)
+            .and_then(|v| obscura_tokens::keyfile::bytes_from_hex(v.to_str().ok()?))
+            .filter(|b| b.len() <= 2 * limits::MAX_CAPABILITY)
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .ok_or_else(refuse)?;
+        let verified = self
+            .capability_key
+            .verify(&signed, now(), self.window)
+            .map_err(auth_error)?;
+        if verified.capability().roles & roles::OWNER == 0 {
+            return Err(error(
+                ErrorCode::Forbidden,
+                "an upload needs the owner role",
+            ));
+        }
+        Ok(())
+    }
+
     /// At each tick: one audit entry for the requests refused before authentication since the
     /// last, if any.
     fn summarize_unauthenticated(&self, now: u64) -> Result<(), obscura_store::Error> {
@@ -1135,9 +1190,18 @@ struct Served {
 async fn handle(
     State(served): State<Served>,
     Path(op): Path<String>,
+    headers: axum::http::HeaderMap,
     body: transport::RequestBody,
 ) -> (StatusCode, Vec<u8>) {
     let (limit, upload) = transport::body_limit(&op);
+    // A large upload is received only from an owner: its capability travels in a header and
+    // is checked before a place for the upload is taken or a byte of it read.
+    if upload {
+        if let Err(refused) = served.state.may_upload(&headers) {
+            served.state.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            return transport::encode(refused);
+        }
+    }
     let (bytes, permit) = match served.guard.body(body, limit, upload).await {
         Ok(b) => b,
         Err(refused) => {

@@ -225,7 +225,10 @@ async fn each_operation_needs_its_role_and_refusals_are_audited_with_the_user() 
                 && d.contains(&format!("op={op}"))
         })
     };
-    for op in ["prepare", "commit", "delete", "audit", "fetch", "rotate"] {
+    // A prepare is refused at the upload gate, from its header alone, before the signed
+    // request is read: it is counted with the unauthenticated refusals, not put to a user.
+    assert!(!refused("quinn", "prepare"));
+    for op in ["commit", "delete", "audit", "fetch", "rotate"] {
         assert!(refused("quinn", op), "quinn's {op} refusal not audited");
     }
     assert!(refused("olga", "lookup") && refused("aude", "fetch"));
@@ -261,15 +264,16 @@ async fn stage1_hands_out_handles_of_one_query_and_counts_the_bands_itself() {
         .await
         .is_empty());
     // Two bands are not enough either with the default policy (radius 1, τ = 10: three).
-    assert!(handles(&node, &ana, &u.tokens[..2], [1; 16])
+    assert!(handles(&node, &ana, &u.tokens[..2], [11; 16])
         .await
         .is_empty());
-    let three = handles(&node, &ana, &u.tokens[..3], [1; 16]).await;
+    let three = handles(&node, &ana, &u.tokens[..3], [12; 16]).await;
     assert_eq!(three.len(), 1);
-    // The handle is not the id, and differs per query and per user.
+    // The handle is not the id, and differs per query and per user. (Each lookup has its own
+    // query id: a node answers one lookup per id.)
     assert_ne!(three[0], u.id.0);
     let again = handles(&node, &ana, &u.tokens, [2; 16]).await;
-    let bobs = handles(&node, &bob, &u.tokens, [1; 16]).await;
+    let bobs = handles(&node, &bob, &u.tokens, [13; 16]).await;
     assert_ne!(again, three);
     assert_ne!(bobs, three);
     // More tokens than the policy's shape are refused.
@@ -522,7 +526,11 @@ async fn a_querier_fetches_only_what_its_own_query_matched_or_the_owner_granted(
     }
     // The fetches are audited with how they were entitled.
     let entries = audit(&node).await;
-    for how in ["by=grant", "by=match distance=3"] {
+    // A match fetch's entry names no distance: the log says who fetched what, not how close.
+    assert!(!entries
+        .iter()
+        .any(|e| String::from_utf8_lossy(&e.detail).contains("distance")));
+    for how in ["by=grant", "by=match"] {
         assert!(
             entries.iter().any(|e| {
                 let d = String::from_utf8_lossy(&e.detail);
@@ -647,5 +655,47 @@ async fn rotation_steps_need_the_owners_order_for_this_node() {
         }
         other => panic!("{other:?}"),
     }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_query_id_is_looked_up_once_so_handles_cannot_be_followed_across_lookups() {
+    let node = TestNode::start("lookup-once").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let ana = node.holder("ana", roles::QUERIER);
+    // The first lookup under a query id gets its handles; a second one under the same id, with
+    // other tokens (to follow one handle band by band), is refused.
+    assert_eq!(handles(&node, &ana, &u.tokens, [7; 16]).await.len(), 1);
+    let (s, b) = node
+        .send_as(&ana, &TestNode::request(lookup(&u.tokens[..3], [7; 16])))
+        .await;
+    assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn refused_requests_count_against_the_hourly_limit_so_they_cannot_flood_the_log() {
+    let node = TestNode::start("refusal-flood").await;
+    let few = Limits {
+        queries_per_hour: 5,
+        fetches_per_hour: 5,
+    };
+    let mallory = mint(&node.keepers, "mallory", roles::QUERIER, few);
+    let before = audit(&node).await.len();
+    let mut refused = 0;
+    for _ in 0..40 {
+        // A querier may not sign the log's head: each try is refused, and counted.
+        match node
+            .send_as(&mallory, &TestNode::request(RequestBody::Checkpoint))
+            .await
+        {
+            (403, _) => refused += 1,
+            (429, _) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused, 5, "only the hour's allowance reached the log");
+    let after = audit(&node).await.len();
+    assert!(after - before <= 5 + 1, "{} new entries", after - before);
     node.stop().await;
 }

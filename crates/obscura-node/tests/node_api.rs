@@ -23,10 +23,12 @@ async fn index_search_fetch_and_audit() {
         (200, ResponseBody::Ok)
     );
 
-    // Pending: Stage-1 does not see it.
+    // Pending: Stage-1 does not see it. (A node answers one lookup per query id.)
     let query_id = [3; 16];
-    let lookup = || TestNode::request(lookup(&u.tokens, query_id));
-    match node.send(&lookup()).await {
+    match node
+        .send(&TestNode::request(lookup(&u.tokens, [2; 16])))
+        .await
+    {
         (200, ResponseBody::Lookup { handles, matched }) => {
             assert!(handles.is_empty() && matched == 0)
         }
@@ -37,7 +39,7 @@ async fn index_search_fetch_and_audit() {
         (200, ResponseBody::Ok)
     );
     // Committed: one candidate, as a handle of this query, never its id.
-    let lookup_req = lookup();
+    let lookup_req = TestNode::request(lookup(&u.tokens, query_id));
     let issued = match &lookup_req.body {
         RequestBody::Lookup { issued, .. } => *issued,
         _ => unreachable!(),

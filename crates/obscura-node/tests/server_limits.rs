@@ -46,12 +46,20 @@ async fn read_until_closed(
 #[tokio::test]
 async fn a_body_over_the_operations_limit_is_refused_before_it_is_read() {
     let node = TestNode::start("big-body").await;
-    // 200 MB announced to an operation that takes at most 4 MiB, and to a prepare (about
-    // 80 MiB): refused at once, from the announced length, without reading it.
-    for (path, len) in [("/v1/status", 200u64 << 20), ("/v1/prepare", 200 << 20)] {
+    // 200 MB announced to an operation that takes at most 1 MiB, and to an owner's prepare
+    // (about 80 MiB): refused at once, from the announced length, without reading it.
+    let owner = hex(&postcard::to_allocvec(
+        node.holder("olga", obscura_proto::roles::OWNER).signed(),
+    )
+    .unwrap());
+    let upload = format!("obscura-capability: {owner}\r\n");
+    for (path, header, len) in [
+        ("/v1/status", "", 200u64 << 20),
+        ("/v1/prepare", upload.as_str(), 200 << 20),
+    ] {
         let mut s = connect(&node).await.unwrap();
         let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: node-1.obscura\r\ncontent-length: {len}\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nhost: node-1.obscura\r\n{header}content-length: {len}\r\n\r\n"
         );
         s.write_all(head.as_bytes()).await.unwrap();
         s.write_all(&[0u8; 1024]).await.unwrap();
@@ -179,4 +187,62 @@ async fn refused_unauthenticated_requests_are_summed_up_not_logged_one_by_one() 
         other => panic!("{other:?}"),
     }
     node.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_is_read_only_from_an_owner_whose_capability_comes_first() {
+    let node = TestNode::start_with("upload-gate", |c| c.limits.max_uploads = 1).await;
+    // Without the header, or with a querier's capability, a prepare is refused at once,
+    // before a place for uploads is taken or a byte of the body read.
+    let querier = hex(&postcard::to_allocvec(
+        node.holder("quinn", obscura_proto::roles::QUERIER).signed(),
+    )
+    .unwrap());
+    for header in [String::new(), format!("obscura-capability: {querier}\r\n")] {
+        let mut s = connect(&node).await.unwrap();
+        let head = format!(
+            "POST /v1/prepare HTTP/1.1\r\nhost: node-1.obscura\r\n{header}content-length: 50000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let t = Instant::now();
+        let answer = read_until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 401") || text.starts_with("HTTP/1.1 403"),
+            "{text}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+    // So strangers holding the cluster certificate cannot keep the one upload place busy:
+    // the owner's upload goes through while they try.
+    let mut hogs = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect(&node).await.unwrap();
+        s.write_all(b"POST /v1/prepare HTTP/1.1\r\nhost: node-1.obscura\r\ncontent-length: 50000000\r\n\r\nx")
+            .await
+            .unwrap();
+        hogs.push(s);
+    }
+    let u = upload(&node.owner, "camera.png", 1);
+    let owner = node.holder("olga", obscura_proto::roles::OWNER);
+    let mut req = TestNode::request(prepare(&u));
+    owner.sign(1, &mut req);
+    let capability = hex(&postcard::to_allocvec(owner.signed()).unwrap());
+    let answer = node
+        .client
+        .post(format!("{}/v1/prepare", node.url))
+        .header("obscura-capability", capability)
+        .body(req.encode())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    drop(hogs);
+    node.stop().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

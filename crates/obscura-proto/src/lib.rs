@@ -66,8 +66,9 @@ pub mod limits {
     /// Largest request body a node reads for a prepare: the shares, the manifests and room for
     /// the rest of the batch.
     pub const MAX_PREPARE_BODY: usize = MAX_IMAGE_SHARE + MAX_BATCH * (MAX_MANIFEST + 4096);
-    /// Largest request body a node or keeper reads for anything else.
-    pub const MAX_BODY: usize = 4 << 20;
+    /// Largest request body a node reads for anything else (the largest, a resolve of
+    /// [`MAX_PROOFS`] proofs, is well under it).
+    pub const MAX_BODY: usize = 1 << 20;
     /// Largest answer a client reads from a fetch: a share of one image, its manifest, framing.
     pub const MAX_FETCH_ANSWER: usize = MAX_IMAGE_SHARE + MAX_MANIFEST + 4096;
     /// Largest answer a client reads for anything else.

@@ -104,7 +104,26 @@ impl KeeperStore {
         now: u64,
         window: u64,
     ) -> Result<(), Error> {
-        crate::admit(&self.db, request_id, at, now, window, Durability::None)
+        // Not audited here: anyone who reaches a keeper can send stale or replayed requests
+        // before any session, so the keeper counts refusals and sums them up
+        // ([`record_refusal`](Self::record_refusal)).
+        crate::admit(
+            &self.db,
+            request_id,
+            at,
+            now,
+            window,
+            Durability::None,
+            false,
+        )
+    }
+
+    /// Append a refusal, or a summary of refusals, to the audit log, not synced on its own.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure.
+    pub fn record_refusal(&self, subject: &[u8; 16], detail: &str, now: u64) -> Result<(), Error> {
+        crate::record_refusal(&self.db, subject, detail.as_bytes(), now)
     }
 
     /// Charge `evaluations` to `client`'s budget for the window holding `now`, and audit it. A

@@ -704,13 +704,20 @@ impl Store {
         min_tokens: usize,
     ) -> Result<(Vec<ImageId>, usize), Error> {
         let keys = self.keys();
-        let other = keys.counterparts(key_version)?;
+        // Refuses a version not served.
+        keys.counterparts(key_version)?;
+        // Each band counts once: tokens sent twice, or under both versions during a rotation,
+        // are one token.
+        let mut canonical: Vec<_> = tokens.iter().map(|t| keys.canonical(&t.0)).collect();
+        canonical.sort_unstable();
+        canonical.dedup();
+        let forward = keys.forward_map();
         let map = self.postings.read().unwrap_or_else(|e| e.into_inner());
         let mut counts: HashMap<ImageId, usize, IdHashing> =
             HashMap::with_hasher(IdHashing(self.count_key));
-        for t in tokens {
-            let twin = other.and_then(|o| o.get(&t.0));
-            for list in [map.get(&t.0), twin.and_then(|t| map.get(t))] {
+        for t in &canonical {
+            let twin = forward.and_then(|o| o.get(t));
+            for list in [map.get(t), twin.and_then(|t| map.get(t))] {
                 for id in list.into_iter().flatten() {
                     *counts.entry(*id).or_default() += 1;
                 }
@@ -825,7 +832,7 @@ impl Store {
         window: u64,
         durability: Durability,
     ) -> Result<(), Error> {
-        admit(&self.db, request_id, at, now, window, durability)
+        admit(&self.db, request_id, at, now, window, durability, true)
     }
 
     /// Append a request to the audit log: its request id and a short description (who asked,
@@ -954,7 +961,8 @@ fn remove_image(txn: &WriteTransaction, image: &ImageId) -> Result<Option<[Token
     Ok((record.state == ImageState::Committed).then_some(record.tokens))
 }
 
-/// Admit a request id into the replay window of `db` (see [`Store::admit_request`]).
+/// Admit a request id into the replay window of `db` (see [`Store::admit_request`]), auditing
+/// a refusal when `audited`.
 fn admit(
     db: &Database,
     request_id: &[u8; 16],
@@ -962,9 +970,12 @@ fn admit(
     now: u64,
     window: u64,
     durability: Durability,
+    audited: bool,
 ) -> Result<(), Error> {
     if at.abs_diff(now) > window {
-        audit_refusal(db, request_id, now, b"stale")?;
+        if audited {
+            audit_refusal(db, request_id, now, b"stale")?;
+        }
         return Err(Error::Stale { at, now, window });
     }
     let mut txn = db.begin_write()?;
@@ -975,7 +986,9 @@ fn admit(
         .is_some();
     if seen {
         txn.abort()?;
-        audit_refusal(db, request_id, now, b"replay")?;
+        if audited {
+            audit_refusal(db, request_id, now, b"replay")?;
+        }
         return Err(Error::Replay);
     }
     {
@@ -1003,6 +1016,16 @@ fn admit(
 /// commit or checkpoint.
 fn audit_refusal(db: &Database, request_id: &[u8; 16], now: u64, why: &[u8]) -> Result<(), Error> {
     audit_deferred(db, AuditKind::Refused, request_id, why, now)
+}
+
+/// Append a refusal to the audit log of `db` (see [`audit_refusal`]).
+pub(crate) fn record_refusal(
+    db: &Database,
+    subject: &[u8; 16],
+    detail: &[u8],
+    now: u64,
+) -> Result<(), Error> {
+    audit_refusal(db, subject, now, detail)
 }
 
 /// Append one audit entry to `db` in a transaction of its own, not synced: durable with the

@@ -128,6 +128,22 @@ impl KeyState {
         }
     }
 
+    /// A token as a lookup counts it: during a rotation a token of the next version stands for
+    /// its counterpart of the version being retired, so that a band sent under both versions
+    /// counts once.
+    pub(crate) fn canonical(&self, t: &Tok) -> Tok {
+        self.rotation
+            .as_ref()
+            .and_then(|r| r.backward.get(t))
+            .copied()
+            .unwrap_or(*t)
+    }
+
+    /// During a rotation, the retired version's tokens' counterparts under the next one.
+    pub(crate) fn forward_map(&self) -> Option<&HashMap<Tok, Tok>> {
+        self.rotation.as_ref().map(|r| &r.forward)
+    }
+
     /// For tokens of `version`, the map to their counterparts under the other version served.
     pub(crate) fn counterparts(&self, version: u32) -> Result<Option<&HashMap<Tok, Tok>>, Error> {
         match &self.rotation {

@@ -203,3 +203,37 @@ fn images_without_elements_stop_a_rotation() {
         "still served under version 1"
     );
 }
+
+/// A band counts once however it is sent: the same token twice, or a token beside its
+/// counterpart under the other version during a rotation. Otherwise four bands of an image,
+/// each sent under both versions, would pass for the eight a lookup asks.
+#[test]
+fn a_band_sent_under_both_versions_during_a_rotation_counts_once() {
+    let dir = TempDir::new("rotation-twice");
+    let images: Vec<Parts> = (0..4).map(Parts::new).collect();
+    let store = Store::open(&dir.db(), 1).unwrap();
+    for p in &images {
+        prepare(&store, p, 1, p.tokens).unwrap();
+        store.commit(&p.id, 11).unwrap();
+    }
+    store
+        .begin_rotation(1, 2, &[7; 32], &moves(&store), 12)
+        .unwrap();
+    // Images 0 and 1 have moved, 2 and 3 not yet.
+    store.rotate_step(2, 13).unwrap();
+    for p in &images {
+        let half: Vec<Token> = p.tokens[..4].iter().flat_map(|t| [*t, next(t)]).collect();
+        for version in [1, 2] {
+            let (ids, _) = store.lookup_at_least(version, &half, 8).unwrap();
+            assert!(ids.is_empty(), "version {version}: {ids:?}");
+            let (ids, _) = store.lookup_at_least(version, &half, 4).unwrap();
+            assert_eq!(ids, vec![p.id], "version {version}");
+        }
+        let repeated = vec![p.tokens[0]; 8];
+        assert!(store.lookup_at_least(1, &repeated, 2).unwrap().0.is_empty());
+        // The whole image, sent under either version, is found as before.
+        assert_eq!(found(&store, 1, &p.tokens), BTreeSet::from([p.id]));
+        let moved: [Token; 8] = std::array::from_fn(|b| next(&p.tokens[b]));
+        assert_eq!(found(&store, 2, &moved), BTreeSet::from([p.id]));
+    }
+}

@@ -178,13 +178,25 @@ impl TestNode {
 
     /// Send raw bytes to a path; returns the HTTP status and the decoded response.
     pub async fn post_raw(&self, path: &str, bytes: Vec<u8>) -> (u16, ResponseBody) {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
+        self.post_with(path, bytes, None).await
+    }
+
+    /// [`post_raw`](Self::post_raw) with an upload's capability header.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        capability: Option<&SignedCapability>,
+    ) -> (u16, ResponseBody) {
+        let mut post = self.client.post(format!("{}{path}", self.url));
+        if let Some(c) = capability {
+            let encoded = postcard::to_allocvec(c).unwrap();
+            post = post.header(
+                obscura_node::server::CAPABILITY_HEADER,
+                obscura_tokens::keyfile::to_hex(&encoded),
+            );
+        }
+        let resp = post.body(bytes).send().await.unwrap();
         let status = resp.status().as_u16();
         let body = Response::decode(&resp.bytes().await.unwrap()).unwrap().0;
         (status, body)
@@ -195,11 +207,13 @@ impl TestNode {
         self.send_as(&self.tester, req).await
     }
 
-    /// Send `req` signed with `holder`'s capability for node 1.
+    /// Send `req` signed with `holder`'s capability for node 1 (and, for an upload, with it in
+    /// the header too, as clients send it).
     pub async fn send_as(&self, holder: &Holder, req: &Request) -> (u16, ResponseBody) {
         let mut req = req.clone();
         holder.sign(1, &mut req);
-        self.post_raw(req.body.path(), req.encode()).await
+        let header = matches!(req.body, RequestBody::Prepare { .. }).then(|| holder.signed());
+        self.post_with(req.body.path(), req.encode(), header).await
     }
 
     pub async fn stop(mut self) {
