@@ -10,10 +10,14 @@
 //! Every request to a node carries the capability and the holder's signature over
 //! [`obscura_proto::request_digest`] — the node's number, the request id and time, and the body —
 //! so a node that sees a user's requests cannot replay them at another node, nor use the
-//! capability for requests of its own.
+//! capability for requests of its own. An upload also carries, in a header, an
+//! [`UploadTicket`] signed the same way for its node and request id, so that a node checks the
+//! uploader before it reads a large body ([`check_upload_ticket`]).
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use obscura_proto::{roles, Auth, Capability, Limits, Request, SignedCapability, WireRoles};
+use obscura_proto::{
+    roles, Auth, Capability, Limits, Request, SignedCapability, UploadTicket, WireRoles,
+};
 
 use crate::Error;
 
@@ -226,6 +230,18 @@ impl Holder {
         });
     }
 
+    /// A ticket for uploading `request` to node `node`, for its header.
+    pub fn upload_ticket(&self, node: u8, request: &Request) -> UploadTicket {
+        let digest =
+            obscura_proto::upload_ticket_digest(node, &request.request_id, request.timestamp);
+        UploadTicket {
+            capability: self.signed.clone(),
+            request_id: request.request_id,
+            timestamp: request.timestamp,
+            signature: self.key.sign(&digest).to_bytes().to_vec(),
+        }
+    }
+
     /// What the capability says.
     pub fn capability(&self) -> &Capability {
         &self.capability
@@ -347,6 +363,39 @@ pub fn authenticate(
         .map_err(|_| Error::BadRequestSignature)?;
     let digest =
         obscura_proto::request_digest(node, &request.request_id, request.timestamp, &request.body);
+    verified
+        .holder
+        .verify_strict(&digest, &Signature::from_bytes(&signature))
+        .map_err(|_| Error::BadRequestSignature)?;
+    Ok(Authorized {
+        capability: verified.capability,
+    })
+}
+
+/// Check an upload ticket for node `node`: the capability is the keepers', valid at `now`, the
+/// ticket is fresh and signed by the capability's holder for this node. The body it comes
+/// with must then carry the ticket's request id under the same capability.
+///
+/// # Errors
+/// [`Error::BadCapability`], [`Error::Expired`], [`Error::BadRequestSignature`] (a signature
+/// that does not verify, or a ticket outside the window).
+pub fn check_upload_ticket(
+    ticket: &UploadTicket,
+    node: u8,
+    key: &CapabilityKey,
+    now: u64,
+    skew: u64,
+) -> Result<Authorized, Error> {
+    let verified = key.verify(&ticket.capability, now, skew)?;
+    if ticket.timestamp.abs_diff(now) > skew {
+        return Err(Error::BadRequestSignature);
+    }
+    let signature: [u8; 64] = ticket
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::BadRequestSignature)?;
+    let digest = obscura_proto::upload_ticket_digest(node, &ticket.request_id, ticket.timestamp);
     verified
         .holder
         .verify_strict(&digest, &Signature::from_bytes(&signature))

@@ -117,9 +117,7 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
         };
         verdicts.push(NodeVerdict { node, outcome });
     }
-    let tmp = path.with_extension("json.partial");
     let json = serde_json::to_vec_pretty(&heads).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, json).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    obscura_node::config::write_atomic(&path, &json).map_err(|e| e.to_string())?;
     Ok(verdicts)
 }

@@ -621,10 +621,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             for f in &rebuilt.faults {
                 eprintln!("warning: node {} not used: {}", f.node, f.fault);
             }
-            // Write beside the target, then rename: no half-written output.
-            let tmp = out.with_extension("obscura-partial");
-            std::fs::write(&tmp, &rebuilt.image).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+            // Written beside the target under a fresh name, readable by this user only, then
+            // renamed: no half-written output, and no file or link planted by another user at a
+            // predictable name receives the image.
+            obscura_node::config::write_private_atomic(&out, &rebuilt.image)
+                .map_err(|e| e.to_string())?;
             println!("wrote {} ({} bytes)", out.display(), rebuilt.image.len());
             Ok(ExitCode::SUCCESS)
         }

@@ -1397,12 +1397,14 @@ pub(crate) async fn post(
     let sent = bytes.len() as u64;
     let url = format!("{base}{}", req.body.path());
     let mut post = http.post(url);
-    // A node checks an upload's capability before it reads the body.
-    if let (RequestBody::Prepare { .. }, Some((_, holder))) = (&req.body, sign) {
-        let capability = postcard::to_allocvec(holder.signed()).expect("a capability encodes");
+    // A node checks an upload's ticket, signed for it and this request, before it reads the
+    // body.
+    if let (RequestBody::Prepare { .. }, Some((node, holder))) = (&req.body, sign) {
+        let ticket =
+            postcard::to_allocvec(&holder.upload_ticket(node, &req)).expect("a ticket encodes");
         post = post.header(
-            obscura_node::server::CAPABILITY_HEADER,
-            obscura_tokens::keyfile::to_hex(&capability),
+            obscura_proto::UPLOAD_TICKET_HEADER,
+            obscura_tokens::keyfile::to_hex(&ticket),
         );
     }
     let resp = match post.body(bytes).send().await {

@@ -75,37 +75,9 @@ async fn start_logins(c: &Cluster, user: &str) {
     }
 }
 
-/// A login at keeper `j` by hand: the session's channel.
+/// A login at keeper `j` by hand as the administrator: the session's channel.
 async fn raw_login(c: &Cluster, j: u8) -> Channel {
-    let (login, ke1) = ClientLogin::start(PASSWORD, &mut OsRng).unwrap();
-    let ResponseBody::KeeperLoginStarted { login: id, ke2 } = raw(
-        c,
-        j,
-        RequestBody::KeeperLoginStart {
-            user: ADMIN.into(),
-            ke1,
-        },
-    )
-    .await
-    else {
-        panic!("no KE2")
-    };
-    let (ke3, key) = login
-        .finish(
-            PASSWORD,
-            &ke2,
-            &obscura_node::accounts::login_context(j),
-            &mut OsRng,
-        )
-        .unwrap();
-    let ResponseBody::KeeperSession {
-        session,
-        expires_at,
-    } = raw(c, j, RequestBody::KeeperLoginFinish { login: id, ke3 }).await
-    else {
-        panic!("no session")
-    };
-    Channel::new(&key, session, Role::Client, expires_at)
+    raw_login_as(c, j, ADMIN, PASSWORD).await
 }
 
 fn sealed_request(channel: &mut Channel, body: RequestBody) -> Vec<u8> {

@@ -27,7 +27,7 @@
 //! attempt: a registration's first message evaluates the account's OPAQUE key on a password
 //! guess exactly as a login's does, so it must be limited and audited like one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -588,10 +588,15 @@ impl Accounts {
             )
             .map_err(vault_error)?;
         if let Some(c) = own {
-            self.sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|id, s| s.user != handle || *id == c.session);
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let ended: HashSet<[u8; 16]> = sessions
+                .iter()
+                .filter(|(id, s)| s.user == handle && **id != c.session)
+                .map(|(id, _)| *id)
+                .collect();
+            sessions.retain(|id, _| !ended.contains(id));
+            drop(sessions);
+            self.forget(&ended);
         }
         Ok(ResponseBody::Ok)
     }
@@ -794,28 +799,34 @@ impl Accounts {
         let id = self.random_id();
         let expires_at = now + self.session_ttl_s;
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, s| {
+        let expired = |s: &Session| {
             s.channel
                 .lock()
-                .map(|c| c.expires_at() > now)
-                .unwrap_or(false)
-        });
+                .map(|c| c.expires_at() <= now)
+                .unwrap_or(true)
+        };
+        let mut ended: HashSet<[u8; 16]> = sessions
+            .iter()
+            .filter(|(_, s)| expired(s))
+            .map(|(id, _)| *id)
+            .collect();
         // One user cannot fill the table: its oldest session ends when it opens one too many.
         let mut own: Vec<([u8; 16], u64)> = sessions
             .iter()
-            .filter(|(_, s)| s.user == pending.user)
+            .filter(|(id, s)| s.user == pending.user && !ended.contains(*id))
             .map(|(id, s)| (*id, s.serial))
             .collect();
         own.sort_unstable_by_key(|&(_, serial)| serial);
-        let ended: Vec<[u8; 16]> = own
-            .iter()
-            .take((own.len() + 1).saturating_sub(SESSIONS_PER_USER))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &ended {
-            sessions.remove(id);
-        }
-        if sessions.len() >= MAX_SESSIONS {
+        ended.extend(
+            own.iter()
+                .take((own.len() + 1).saturating_sub(SESSIONS_PER_USER))
+                .map(|(id, _)| *id),
+        );
+        sessions.retain(|id, _| !ended.contains(id));
+        let full = sessions.len() >= MAX_SESSIONS;
+        if full {
+            drop(sessions);
+            self.forget(&ended);
             return Err(error(ErrorCode::Internal, "too many open sessions"));
         }
         sessions.insert(
@@ -832,16 +843,7 @@ impl Accounts {
             }),
         );
         drop(sessions);
-        for ended in &ended {
-            self.nonces
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|(s, _), _| s != ended);
-            self.capability_nonces
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(ended);
-        }
+        self.forget(&ended);
         Ok(ResponseBody::KeeperSession {
             session: id,
             expires_at,
@@ -903,14 +905,22 @@ impl Accounts {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(session);
+        self.forget(&HashSet::from([*session]));
+    }
+
+    /// Drop the signing nonces of sessions that have ended, however they ended.
+    fn forget(&self, ended: &HashSet<[u8; 16]>) {
+        if ended.is_empty() {
+            return;
+        }
         self.nonces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(s, _), _| s != session);
+            .retain(|(s, _), _| !ended.contains(s));
         self.capability_nonces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(session);
+            .retain(|s, _| !ended.contains(s));
     }
 
     /// An admin lifts `user`'s lockout and clears its failures.
@@ -1676,6 +1686,30 @@ mod tests {
         );
         // The address's count is forgotten only after the longest delay without a failure.
         assert!(s.start("dave", eve, 1000 + 600).is_ok());
+    }
+
+    #[test]
+    fn the_signing_nonces_of_an_expired_session_are_forgotten() {
+        let mut s = service("nonces", LoginPolicy::default());
+        s.register(None, "bob", b"pw", 1_000).unwrap();
+        let session = match s.login("bob", b"pw", addr(1), 1_000).unwrap() {
+            ResponseBody::KeeperSession { session, .. } => session,
+            other => panic!("{other:?}"),
+        };
+        let mut caller = s.caller("bob", roles::QUERIER, 1_000, 1_000);
+        caller.session = session;
+        s.accounts.capability_commit(&caller, 1_000).unwrap();
+        let held = |s: &Service| {
+            s.accounts
+                .capability_nonces
+                .lock()
+                .unwrap()
+                .contains_key(&session)
+        };
+        assert!(held(&s));
+        // The session expires unused; the next login anywhere sweeps it, nonces and all.
+        s.login("bob", b"pw", addr(1), 1_000 + 3_601).unwrap();
+        assert!(!held(&s));
     }
 
     #[test]

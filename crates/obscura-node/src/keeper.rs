@@ -463,33 +463,9 @@ impl KeeperState {
         let a = &self.accounts;
         let outcome = match &req.body {
             RequestBody::Status => Ok(self.status()),
-            RequestBody::KeeperRegister {
-                user,
-                request,
-                bootstrap,
-            } => a.register(
-                &self.store,
-                None,
-                source,
-                user,
-                request,
-                bootstrap.as_ref(),
-                now,
-            ),
-            RequestBody::KeeperRegisterFinish {
-                user,
-                upload,
-                roles,
-                bootstrap,
-            } => a.register_finish(
-                &self.store,
-                None,
-                user,
-                upload,
-                *roles,
-                bootstrap.as_ref(),
-                now,
-            ),
+            RequestBody::KeeperRegister { .. } | RequestBody::KeeperRegisterFinish { .. } => {
+                self.registration(None, source, &req.body, now)
+            }
             RequestBody::KeeperLoginStart { user, ke1 } => {
                 a.login_start(&self.store, source, user, ke1, now)
             }
@@ -510,6 +486,48 @@ impl KeeperState {
         };
         match outcome {
             Ok(body) | Err(body) => body,
+        }
+    }
+
+    /// A registration step, by `caller` (an administrator's session) or by anyone (the first
+    /// account, with the bootstrap code).
+    fn registration(
+        &self,
+        caller: Option<&Caller>,
+        source: IpAddr,
+        body: &RequestBody,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let a = &self.accounts;
+        match body {
+            RequestBody::KeeperRegister {
+                user,
+                request,
+                bootstrap,
+            } => a.register(
+                &self.store,
+                caller,
+                source,
+                user,
+                request,
+                bootstrap.as_ref(),
+                now,
+            ),
+            RequestBody::KeeperRegisterFinish {
+                user,
+                upload,
+                roles,
+                bootstrap,
+            } => a.register_finish(
+                &self.store,
+                caller,
+                user,
+                upload,
+                *roles,
+                bootstrap.as_ref(),
+                now,
+            ),
+            _ => Err(error(ErrorCode::BadRequest, "not a registration")),
         }
     }
 
@@ -595,33 +613,9 @@ impl KeeperState {
                     })?;
                 self.retire(&req.request_id, *version, now)
             }
-            RequestBody::KeeperRegister {
-                user,
-                request,
-                bootstrap,
-            } => a.register(
-                &self.store,
-                Some(caller),
-                source,
-                user,
-                request,
-                bootstrap.as_ref(),
-                now,
-            ),
-            RequestBody::KeeperRegisterFinish {
-                user,
-                upload,
-                roles,
-                bootstrap,
-            } => a.register_finish(
-                &self.store,
-                Some(caller),
-                user,
-                upload,
-                *roles,
-                bootstrap.as_ref(),
-                now,
-            ),
+            RequestBody::KeeperRegister { .. } | RequestBody::KeeperRegisterFinish { .. } => {
+                self.registration(Some(caller), source, &req.body, now)
+            }
             RequestBody::KeeperUnlock { user } => a.unlock(&self.store, caller, user, now),
             RequestBody::KeeperLogout => {
                 a.end(&caller.session);

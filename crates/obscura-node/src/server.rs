@@ -41,7 +41,7 @@ use obscura_auth::matching::{self, MatchPolicy};
 use obscura_mpc::{node, HashShare, NodeRequest};
 use obscura_proto::{
     limits, roles, ErrorCode, FetchBy, MatchProof, Request, RequestBody, ResponseBody, RotateOp,
-    WireAuditEntry, WireElement, WireId, WireToken,
+    UploadTicket, WireAuditEntry, WireElement, WireId, WireToken, UPLOAD_TICKET_HEADER,
 };
 use obscura_sharing::manifest::{CheckedShare, ImageId, ShareRole, SignedManifest};
 use obscura_sharing::order::{user_digest, Order};
@@ -54,9 +54,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{LoadedNode, SearchPolicy};
 use crate::transport::{self, Guard};
 
-/// The HTTP header that carries an upload's capability (hex of its encoding), so that a node
-/// checks it before it reads the body.
-pub const CAPABILITY_HEADER: &str = "obscura-capability";
+/// An upload let through the gate: the request its body must carry, under which capability.
+#[derive(Clone, Copy, Debug)]
+struct Admitted {
+    request_id: [u8; 16],
+    capability: [u8; 16],
+}
 
 /// One hour: the window of the per-user rate limits.
 const RATE_WINDOW_S: u64 = 3600;
@@ -313,7 +316,7 @@ fn op_name(body: &RequestBody) -> &'static str {
 }
 
 impl NodeState {
-    fn process(&self, op: &str, bytes: &[u8]) -> ResponseBody {
+    fn process(&self, op: &str, bytes: &[u8], admitted: Option<Admitted>) -> ResponseBody {
         let req = match Request::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -333,23 +336,33 @@ impl NodeState {
                 return auth_error(e);
             }
         };
-        // Not synced on its own: an operation that changes state syncs it with its own commit,
-        // and a read answered twice after a crash reveals nothing new. Stage-2 query ids are
-        // admitted durably (see `evaluate`).
-        if let Err(e) =
-            self.store
-                .admit_request_deferred(&req.request_id, req.timestamp, now, self.window)
-        {
-            return store_error(e);
+        // An upload's body is the request its ticket was signed for, under the same capability.
+        if let Some(a) = admitted {
+            if a.request_id != req.request_id || a.capability != who.capability_id() {
+                self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                return error(
+                    ErrorCode::Unauthorized,
+                    "the upload is not the request its ticket was signed for",
+                );
+            }
         }
-        // Every authenticated request counts against its user's hourly limit, refused ones too:
-        // each writes an audit entry.
+        // Every authenticated request counts against its user's hourly limit, refused ones too
+        // (a replayed or stale one as well): each writes an audit entry.
         let kind = match &req.body {
             RequestBody::Fetch { .. } | RequestBody::Resolve { .. } => Charge::Fetches,
             _ => Charge::Queries,
         };
         if let Err(refused) = self.charge(&who, kind, 1, now) {
             return refused;
+        }
+        // Not synced on its own: an operation that changes state syncs it with its own commit,
+        // and a read answered twice after a crash reveals nothing new. Query ids are admitted
+        // durably (see `lookup` and `evaluate`).
+        if let Err(e) =
+            self.store
+                .admit_request_deferred(&req.request_id, req.timestamp, now, self.window)
+        {
+            return store_error(e);
         }
         match self.dispatch(&req, &who, now) {
             Ok(body) => body,
@@ -631,9 +644,10 @@ impl NodeState {
             ));
         }
         self.fresh(issued, now)?;
-        // Admitted at its issue time: it stays known for as long as a lookup under it is fresh.
+        // Admitted at its issue time, durably: it stays known for as long as a lookup under it
+        // is fresh, a restart included, so a second lookup never links to the first's handles.
         self.store
-            .admit_request_deferred(&lookup_admission_id(query), issued, now, self.window)
+            .admit_request(&lookup_admission_id(query), issued, now, self.window)
             .map_err(|e| match e {
                 obscura_store::Error::Replay => error(
                     ErrorCode::Replay,
@@ -1087,6 +1101,20 @@ impl NodeState {
             &img.hash_share,
         )?;
         let elements = check_elements(&img.image, &img.tokens, &img.elements)?;
+        // Each band's token carries its band, so two equal tokens are no honest upload; taken,
+        // they would make one band count twice.
+        let mut distinct = img.tokens.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != img.tokens.len() {
+            return Err(error(
+                ErrorCode::Rejected,
+                format!(
+                    "image {}: two bands have the same token",
+                    ImageId(img.image)
+                ),
+            ));
+        }
         Ok(CheckedUpload {
             img,
             tokens: std::array::from_fn(|i| Token(img.tokens[i])),
@@ -1131,31 +1159,40 @@ impl NodeState {
         Ok((image_checked, hash_checked))
     }
 
-    /// Whether the capability in the upload header is the keepers', valid now and an owner's.
-    fn may_upload(&self, headers: &axum::http::HeaderMap) -> Result<(), ResponseBody> {
+    /// The upload ticket in `headers`, checked: the keepers' capability, valid now, an
+    /// owner's, signed by its holder for this node within the window.
+    fn may_upload(&self, headers: &axum::http::HeaderMap) -> Result<Admitted, ResponseBody> {
         let refuse = || {
             error(
                 ErrorCode::Unauthorized,
-                format!("an upload needs an owner's capability in the {CAPABILITY_HEADER} header"),
+                format!("an upload needs an owner's ticket in the {UPLOAD_TICKET_HEADER} header"),
             )
         };
-        let signed: obscura_proto::SignedCapability = headers
-            .get(CAPABILITY_HEADER)
-            .and_then(|v| obscura_tokens::keyfile::bytes_from_hex(v.to_str().ok()?))
-            .filter(|b| b.len() <= 2 * limits::MAX_CAPABILITY)
+        let ticket: UploadTicket = headers
+            .get(UPLOAD_TICKET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 2 * (limits::MAX_CAPABILITY + 256))
+            .and_then(obscura_tokens::keyfile::bytes_from_hex)
             .and_then(|b| postcard::from_bytes(&b).ok())
             .ok_or_else(refuse)?;
-        let verified = self
-            .capability_key
-            .verify(&signed, now(), self.window)
-            .map_err(auth_error)?;
-        if verified.capability().roles & roles::OWNER == 0 {
+        let who = obscura_auth::capability::check_upload_ticket(
+            &ticket,
+            self.node,
+            &self.capability_key,
+            now(),
+            self.window,
+        )
+        .map_err(auth_error)?;
+        if who.roles() & roles::OWNER == 0 {
             return Err(error(
                 ErrorCode::Forbidden,
                 "an upload needs the owner role",
             ));
         }
-        Ok(())
+        Ok(Admitted {
+            request_id: ticket.request_id,
+            capability: who.capability_id(),
+        })
     }
 
     /// At each tick: one audit entry for the requests refused before authentication since the
@@ -1194,14 +1231,19 @@ async fn handle(
     body: transport::RequestBody,
 ) -> (StatusCode, Vec<u8>) {
     let (limit, upload) = transport::body_limit(&op);
-    // A large upload is received only from an owner: its capability travels in a header and
-    // is checked before a place for the upload is taken or a byte of it read.
-    if upload {
-        if let Err(refused) = served.state.may_upload(&headers) {
-            served.state.unauthenticated.fetch_add(1, Ordering::Relaxed);
-            return transport::encode(refused);
+    // A large upload is received only from an owner: its ticket travels in a header and is
+    // checked before a place for the upload is taken or a byte of it read.
+    let admitted = if upload {
+        match served.state.may_upload(&headers) {
+            Ok(admitted) => Some(admitted),
+            Err(refused) => {
+                served.state.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                return transport::encode(refused);
+            }
         }
-    }
+    } else {
+        None
+    };
     let (bytes, permit) = match served.guard.body(body, limit, upload).await {
         Ok(b) => b,
         Err(refused) => {
@@ -1215,7 +1257,7 @@ async fn handle(
         .guard
         .respond(move || {
             let _upload = permit;
-            state.process(&op, &bytes)
+            state.process(&op, &bytes, admitted)
         })
         .await
 }

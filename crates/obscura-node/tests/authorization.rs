@@ -10,14 +10,13 @@
 mod common;
 
 use common::*;
-use ed25519_dalek::{Signer, SigningKey};
-use obscura_auth::capability::{self, CapabilityKey, Holder};
+use ed25519_dalek::SigningKey;
+use obscura_auth::capability::Holder;
 use obscura_auth::matching::{self, Answered, KeptAnswer};
 use obscura_mpc::share_hash;
 use obscura_node::config::{node_purpose, NodeSecrets};
 use obscura_proto::{
     roles, Capability, ErrorCode, FetchBy, Limits, RequestBody, ResponseBody, RotateOp,
-    SignedCapability,
 };
 use obscura_sharing::field::Fp;
 use obscura_sharing::order::{user_digest, Order};
@@ -36,22 +35,6 @@ async fn stored(node: &TestNode, photo: &str, seed: u64) -> Upload {
     assert_eq!(node.send(&TestNode::request(prepare(&u))).await.0, 200);
     assert_eq!(node.send(&TestNode::request(commit(&[u.id]))).await.0, 200);
     u
-}
-
-/// A capability made as the keepers would, but with every field chosen.
-fn minted(keepers: &SigningKey, cap: Capability, holder: SigningKey) -> Holder {
-    let body = capability::encode(&cap);
-    let signature = keepers
-        .sign(&capability::signing_message(&body))
-        .to_bytes()
-        .to_vec();
-    Holder::new(
-        holder,
-        SignedCapability { body, signature },
-        &CapabilityKey::from(keepers.verifying_key()),
-        cap.issued_at,
-    )
-    .unwrap()
 }
 
 #[tokio::test]
@@ -695,6 +678,27 @@ async fn refused_requests_count_against_the_hourly_limit_so_they_cannot_flood_th
         }
     }
     assert_eq!(refused, 5, "only the hour's allowance reached the log");
+    let after = audit(&node).await.len();
+    assert!(after - before <= 5 + 1, "{} new entries", after - before);
+
+    // The same with one signed request sent again and again, and with stale ones: a replay is
+    // counted like any other request, so it cannot write entries beyond the allowance either.
+    let rory = mint(&node.keepers, "rory", roles::QUERIER, few);
+    let before = audit(&node).await.len();
+    let once = TestNode::request(RequestBody::Status);
+    let mut stale = TestNode::request(RequestBody::Status);
+    stale.timestamp = 1;
+    let mut answered = Vec::new();
+    for i in 0..40 {
+        let req = if i % 2 == 0 { &once } else { &stale };
+        match node.send_as(&rory, req).await {
+            (429, _) => {}
+            (status, _) => answered.push(status),
+        }
+    }
+    assert_eq!(answered.len(), 5, "{answered:?}");
+    assert_eq!(answered[0], 200);
+    assert!(answered[1..].iter().all(|s| *s != 200), "{answered:?}");
     let after = audit(&node).await.len();
     assert!(after - before <= 5 + 1, "{} new entries", after - before);
     node.stop().await;

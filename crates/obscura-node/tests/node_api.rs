@@ -224,6 +224,12 @@ async fn unsigned_or_mismatched_uploads_are_rejected_and_not_stored() {
         "{b:?}"
     );
 
+    // Two bands with one token (which would count one band twice) are no honest upload.
+    let mut doubled = upload(&node.owner, "coffee.png", 5);
+    doubled.tokens[1] = doubled.tokens[0];
+    let (s, b) = node.send(&TestNode::request(prepare(&doubled))).await;
+    assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)), "{b:?}");
+
     // A batch with one bad image is refused whole, naming that image.
     let good = upload(&node.owner, "camera.png", 4);
     let (s, b) = node

@@ -48,11 +48,8 @@ async fn a_body_over_the_operations_limit_is_refused_before_it_is_read() {
     let node = TestNode::start("big-body").await;
     // 200 MB announced to an operation that takes at most 1 MiB, and to an owner's prepare
     // (about 80 MiB): refused at once, from the announced length, without reading it.
-    let owner = hex(&postcard::to_allocvec(
-        node.holder("olga", obscura_proto::roles::OWNER).signed(),
-    )
-    .unwrap());
-    let upload = format!("obscura-capability: {owner}\r\n");
+    let owner = node.holder("olga", obscura_proto::roles::OWNER);
+    let upload = ticket_header(&owner, 1, &TestNode::request(prepare(&some_upload(&node))));
     for (path, header, len) in [
         ("/v1/status", "", 200u64 << 20),
         ("/v1/prepare", upload.as_str(), 200 << 20),
@@ -190,15 +187,29 @@ async fn refused_unauthenticated_requests_are_summed_up_not_logged_one_by_one() 
 }
 
 #[tokio::test]
-async fn an_upload_is_read_only_from_an_owner_whose_capability_comes_first() {
+async fn an_upload_is_read_only_from_an_owner_whose_ticket_comes_first() {
     let node = TestNode::start_with("upload-gate", |c| c.limits.max_uploads = 1).await;
-    // Without the header, or with a querier's capability, a prepare is refused at once,
-    // before a place for uploads is taken or a byte of the body read.
-    let querier = hex(&postcard::to_allocvec(
-        node.holder("quinn", obscura_proto::roles::QUERIER).signed(),
-    )
-    .unwrap());
-    for header in [String::new(), format!("obscura-capability: {querier}\r\n")] {
+    let u = some_upload(&node);
+    let owner = node.holder("olga", obscura_proto::roles::OWNER);
+    let quinn = node.holder("quinn", obscura_proto::roles::QUERIER);
+    let req = TestNode::request(prepare(&u));
+    // Refused at once, before a place for uploads is taken or a byte of the body read: no
+    // header; a querier's ticket; the owner's bare capability, as every node sees it on the
+    // owner's requests (what a node that turned would send the others); the owner's ticket
+    // for node 2 (what node 2 would replay here); a ticket from long ago.
+    let bare = format!(
+        "obscura-upload-ticket: {}\r\n",
+        hex(&postcard::to_allocvec(owner.signed()).unwrap())
+    );
+    let mut old = req.clone();
+    old.timestamp -= 3600;
+    for header in [
+        String::new(),
+        ticket_header(&quinn, 1, &req),
+        bare,
+        ticket_header(&owner, 2, &req),
+        ticket_header(&owner, 1, &old),
+    ] {
         let mut s = connect(&node).await.unwrap();
         let head = format!(
             "POST /v1/prepare HTTP/1.1\r\nhost: node-1.obscura\r\n{header}content-length: 50000000\r\n\r\n"
@@ -211,10 +222,26 @@ async fn an_upload_is_read_only_from_an_owner_whose_capability_comes_first() {
         let text = String::from_utf8_lossy(&answer);
         assert!(
             text.starts_with("HTTP/1.1 401") || text.starts_with("HTTP/1.1 403"),
-            "{text}"
+            "{header}: {text}"
         );
         assert!(t.elapsed() < Duration::from_secs(2));
     }
+    // A ticket opens the gate for its own request only: another body behind it is refused.
+    let mut signed = req.clone();
+    owner.sign(1, &mut signed);
+    let other = TestNode::request(prepare(&u));
+    let (status, body) = node
+        .post_with(
+            "/v1/prepare",
+            {
+                let mut o = other.clone();
+                owner.sign(1, &mut o);
+                o.encode()
+            },
+            Some(&owner.upload_ticket(1, &signed)),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (401, Some(ErrorCode::Unauthorized)));
     // So strangers holding the cluster certificate cannot keep the one upload place busy:
     // the owner's upload goes through while they try.
     let mut hogs = Vec::new();
@@ -225,22 +252,31 @@ async fn an_upload_is_read_only_from_an_owner_whose_capability_comes_first() {
             .unwrap();
         hogs.push(s);
     }
-    let u = upload(&node.owner, "camera.png", 1);
-    let owner = node.holder("olga", obscura_proto::roles::OWNER);
-    let mut req = TestNode::request(prepare(&u));
-    owner.sign(1, &mut req);
-    let capability = hex(&postcard::to_allocvec(owner.signed()).unwrap());
-    let answer = node
-        .client
-        .post(format!("{}/v1/prepare", node.url))
-        .header("obscura-capability", capability)
-        .body(req.encode())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status().as_u16(), 200);
+    let (status, _) = node
+        .post_with(
+            "/v1/prepare",
+            signed.encode(),
+            Some(&owner.upload_ticket(1, &signed)),
+        )
+        .await;
+    assert_eq!(status, 200);
     drop(hogs);
     node.stop().await;
+}
+
+/// The header line of `holder`'s upload ticket for `req` at node `node`.
+fn ticket_header(
+    holder: &obscura_auth::capability::Holder,
+    node: u8,
+    req: &obscura_proto::Request,
+) -> String {
+    let ticket = postcard::to_allocvec(&holder.upload_ticket(node, req)).unwrap();
+    format!("obscura-upload-ticket: {}\r\n", hex(&ticket))
+}
+
+/// An upload of one photo from the test owner.
+fn some_upload(node: &TestNode) -> Upload {
+    upload(&node.owner, "camera.png", 1)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -283,6 +283,33 @@ pub struct SignedCapability {
     pub signature: Vec<u8>,
 }
 
+/// What an upload carries in its header ([`UPLOAD_TICKET_HEADER`]) so that a node checks who
+/// uploads before it reads the body: the capability and its holder's signature over
+/// [`upload_ticket_digest`] for one node and one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadTicket {
+    /// The uploader's capability.
+    pub capability: SignedCapability,
+    /// The id of the request the body carries.
+    pub request_id: [u8; 16],
+    /// When the ticket was made, seconds since the Unix epoch.
+    pub timestamp: u64,
+    /// The holder's Ed25519 signature, 64 bytes.
+    pub signature: Vec<u8>,
+}
+
+/// The HTTP header that carries an upload's [`UploadTicket`] (hex of its encoding).
+pub const UPLOAD_TICKET_HEADER: &str = "obscura-upload-ticket";
+
+/// The digest a capability holder signs for an upload ticket to node `node`.
+pub fn upload_ticket_digest(node: u8, request_id: &[u8; 16], timestamp: u64) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 upload ticket v1");
+    h.update(&[node]);
+    h.update(request_id);
+    h.update(&timestamp.to_be_bytes());
+    *h.finalize().as_bytes()
+}
+
 /// The caller's credential on a request to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Auth {

@@ -123,7 +123,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on failure.
     pub fn record_refusal(&self, subject: &[u8; 16], detail: &str, now: u64) -> Result<(), Error> {
-        crate::record_refusal(&self.db, subject, detail.as_bytes(), now)
+        crate::audit_refusal(&self.db, subject, now, detail.as_bytes())
     }
 
     /// Charge `evaluations` to `client`'s budget for the window holding `now`, and audit it. A

@@ -1018,16 +1018,6 @@ fn audit_refusal(db: &Database, request_id: &[u8; 16], now: u64, why: &[u8]) -> 
     audit_deferred(db, AuditKind::Refused, request_id, why, now)
 }
 
-/// Append a refusal to the audit log of `db` (see [`audit_refusal`]).
-pub(crate) fn record_refusal(
-    db: &Database,
-    subject: &[u8; 16],
-    detail: &[u8],
-    now: u64,
-) -> Result<(), Error> {
-    audit_refusal(db, subject, now, detail)
-}
-
 /// Append one audit entry to `db` in a transaction of its own, not synced: durable with the
 /// next durable commit.
 pub(crate) fn audit_deferred(

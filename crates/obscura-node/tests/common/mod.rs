@@ -13,6 +13,7 @@ use obscura_mpc::share_hash;
 use obscura_node::config::{node_purpose, LoadedNode, NodeConfig, NodeSecrets};
 use obscura_proto::{
     roles, Capability, Limits, Request, RequestBody, Response, ResponseBody, SignedCapability,
+    UploadTicket,
 };
 use obscura_proto::{ErrorCode, PreparedImage};
 use obscura_sharing::bytes::{split, ByteShare, Params};
@@ -69,6 +70,11 @@ pub fn mint(keepers: &SigningKey, user: &str, roles: u8, limits: Limits) -> Hold
         expires_at: now() + 3600,
         limits,
     };
+    minted(keepers, cap, holder)
+}
+
+/// A capability made as the keepers would, but with every field chosen.
+pub fn minted(keepers: &SigningKey, cap: Capability, holder: SigningKey) -> Holder {
     let body = capability::encode(&cap);
     let signature = keepers
         .sign(&capability::signing_message(&body))
@@ -78,7 +84,7 @@ pub fn mint(keepers: &SigningKey, user: &str, roles: u8, limits: Limits) -> Hold
         holder,
         SignedCapability { body, signature },
         &CapabilityKey::from(keepers.verifying_key()),
-        now(),
+        cap.issued_at,
     )
     .unwrap()
 }
@@ -186,13 +192,13 @@ impl TestNode {
         &self,
         path: &str,
         bytes: Vec<u8>,
-        capability: Option<&SignedCapability>,
+        ticket: Option<&UploadTicket>,
     ) -> (u16, ResponseBody) {
         let mut post = self.client.post(format!("{}{path}", self.url));
-        if let Some(c) = capability {
-            let encoded = postcard::to_allocvec(c).unwrap();
+        if let Some(t) = ticket {
+            let encoded = postcard::to_allocvec(t).unwrap();
             post = post.header(
-                obscura_node::server::CAPABILITY_HEADER,
+                obscura_proto::UPLOAD_TICKET_HEADER,
                 obscura_tokens::keyfile::to_hex(&encoded),
             );
         }
@@ -207,13 +213,15 @@ impl TestNode {
         self.send_as(&self.tester, req).await
     }
 
-    /// Send `req` signed with `holder`'s capability for node 1 (and, for an upload, with it in
-    /// the header too, as clients send it).
+    /// Send `req` signed with `holder`'s capability for node 1 (and, for an upload, with its
+    /// ticket in the header, as clients send it).
     pub async fn send_as(&self, holder: &Holder, req: &Request) -> (u16, ResponseBody) {
         let mut req = req.clone();
         holder.sign(1, &mut req);
-        let header = matches!(req.body, RequestBody::Prepare { .. }).then(|| holder.signed());
-        self.post_with(req.body.path(), req.encode(), header).await
+        let ticket =
+            matches!(req.body, RequestBody::Prepare { .. }).then(|| holder.upload_ticket(1, &req));
+        self.post_with(req.body.path(), req.encode(), ticket.as_ref())
+            .await
     }
 
     pub async fn stop(mut self) {
