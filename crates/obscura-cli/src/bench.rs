@@ -454,18 +454,24 @@ async fn cluster_figures(
     let mut sizes = opt.sizes.clone();
     sizes.sort_unstable();
     let mut last_p50 = 0.0;
+    // Every (band, value) at every node: 256 hashes whose 8 bands all hold one value. Asked
+    // once, before the first pause: keepers forget sessions when they restart, so `client`
+    // has none afterwards.
+    let table = if sizes.iter().any(|&n| n > already) {
+        client
+            .index_tokens(
+                &(0..=255u8)
+                    .map(|v| u64::from_be_bytes([v; 8]))
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        Vec::new()
+    };
     for &size in &sizes {
         let add = size.saturating_sub(stored.len() + already);
         if add > 0 {
-            // Every (band, value) at every node: 256 hashes whose 8 bands all hold one value.
-            let table = client
-                .index_tokens(
-                    &(0..=255u8)
-                        .map(|v| u64::from_be_bytes([v; 8]))
-                        .collect::<Vec<_>>(),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
             cluster.pause().await?;
             let t = Instant::now();
             load_synthetic(&cluster.dir, &client, &table, add, &mut stored, progress)?;
