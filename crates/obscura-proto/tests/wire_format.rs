@@ -511,3 +511,43 @@ fn fnv1a(bytes: &[u8]) -> String {
     });
     format!("{h:016x}")
 }
+
+/// A request's digest is BLAKE3 of exactly its encoding (after the node, id and time), however
+/// the encoder hands the bytes over: a body far larger than the hasher's buffer, with byte
+/// vectors of every length around the buffer's size, digests as its whole encoding does.
+#[test]
+fn a_request_digest_hashes_exactly_the_body_as_encoded() {
+    let image = |len: usize, fill: u8| PreparedImage {
+        image: [fill; 16],
+        manifest: vec![fill; 300],
+        image_share: (0..len).map(|i| (i as u8) ^ fill).collect(),
+        hash_share: vec![fill; 256],
+        tokens: vec![[fill; 16]; 8],
+        elements: Vec::new(),
+    };
+    for lens in [
+        vec![0],
+        vec![1, 16 << 10],
+        vec![(16 << 10) - 1, (16 << 10) + 1, 3],
+        vec![2 << 20, 7, 100_000],
+    ] {
+        let body = RequestBody::Prepare {
+            key_version: 3,
+            images: lens
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| image(l, i as u8))
+                .collect(),
+        };
+        let mut want = blake3::Hasher::new_derive_key("obscura 2026 request signature v1");
+        want.update(&[4]);
+        want.update(&[9; 16]);
+        want.update(&77u64.to_be_bytes());
+        want.update(&postcard::to_allocvec(&body).unwrap());
+        assert_eq!(
+            obscura_proto::request_digest(4, &[9; 16], 77, &body),
+            *want.finalize().as_bytes(),
+            "{lens:?}"
+        );
+    }
+}
