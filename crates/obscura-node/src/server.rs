@@ -533,8 +533,9 @@ impl NodeState {
                     .acting_as_any(&[roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
                 self.record(req, &auditor, format_args!(""), now)?;
-                // A log already ending in a checkpoint is not signed again, so asking often
-                // costs a sync only when something happened in between.
+                // The request's own entry comes first, so each checkpoint request writes that
+                // entry and a checkpoint with one sync; it counts against the auditor's hourly
+                // limit like any request.
                 let seq = self
                     .store
                     .audit_checkpoint(&self.audit_key, now)
