@@ -211,7 +211,9 @@ pub struct SearchParams {
 pub struct NodeRequest {
     /// The node it is for.
     pub node: u8,
-    /// A fresh random id; it is also the zero-sharing context, so nodes must answer it only once.
+    /// The zero-sharing context: a node must never answer two requests under one context
+    /// (two answers hand out the difference of their unmasked values). The node server derives
+    /// it from the query id, the query's issue time and the candidate list.
     pub query_id: [u8; 16],
     /// The node's share of the query bits.
     pub query: HashShare,

@@ -200,6 +200,21 @@ fn query_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
     h[..16].try_into().expect("16 bytes")
 }
 
+/// The zero-sharing context of a Stage-2 answer: the query id, its issue time and the
+/// candidate handles, so a context never serves twice by construction. A query id sent again
+/// once its admission is forgotten comes with another issue time (the old one is stale), and
+/// different candidate lists at different nodes give masks that do not cancel.
+fn zero_sharing_context(query_id: &[u8; 16], issued: u64, candidates: &[WireId]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 stage-2 zero-sharing context");
+    h.update(query_id);
+    h.update(&issued.to_be_bytes());
+    h.update(&(candidates.len() as u64).to_be_bytes());
+    for c in candidates {
+        h.update(c);
+    }
+    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+}
+
 /// A query's Stage-1 lookup is admitted once per node under its own namespace: handles made
 /// under one query id cannot be linked across lookups with other tokens.
 fn lookup_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
@@ -742,7 +757,7 @@ impl NodeState {
             .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
         let request = NodeRequest {
             node: self.node,
-            query_id: *query_id,
+            query_id: zero_sharing_context(query_id, issued, candidates),
             query,
             candidates: ids,
         };

@@ -656,6 +656,45 @@ async fn a_query_id_is_looked_up_once_so_handles_cannot_be_followed_across_looku
     node.stop().await;
 }
 
+/// The attack: one query, the same shares, sent again under the same query id once the node
+/// has forgotten the id's admission. With the id alone as the zero-sharing context the masks
+/// repeat, and the two answers' difference (here: none) is the difference of unmasked values.
+#[tokio::test]
+async fn a_query_id_sent_again_after_the_window_gets_fresh_masks() {
+    // A one-second window, so that the admissions are forgotten within the test.
+    let node = TestNode::start_with("reuse", |c| c.replay_window_s = 1).await;
+    let u = stored(&node, "camera.png", 1).await;
+    let ana = node.holder("ana", roles::QUERIER);
+    let query = share_hash(u.hash ^ 0b101, T, N, &mut ChaCha20Rng::seed_from_u64(3)).unwrap();
+    let ask = || async {
+        let issued = now();
+        let mut req = TestNode::request(lookup(&u.tokens, [8; 16]));
+        if let RequestBody::Lookup { issued: i, .. } = &mut req.body {
+            *i = issued;
+        }
+        let ResponseBody::Lookup { handles, .. } = node.send_as(&ana, &req).await.1 else {
+            panic!("no handles")
+        };
+        let evaluate = TestNode::request(RequestBody::Evaluate {
+            query_id: [8; 16],
+            issued,
+            query_share: query[0].to_bytes().to_vec(),
+            candidates: handles,
+        });
+        match node.send_as(&ana, &evaluate).await {
+            (200, ResponseBody::Evaluate { values, .. }) => values,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = ask().await;
+    // Past twice the window: both admissions of the query id are gone.
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+    let second = ask().await;
+    assert!(first[0].is_some());
+    assert_ne!(first, second, "the same masks served twice");
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn refused_requests_count_against_the_hourly_limit_so_they_cannot_flood_the_log() {
     let node = TestNode::start("refusal-flood").await;
