@@ -41,6 +41,14 @@ impl HandleKey {
         Zeroizing::new(self.0)
     }
 
+    /// The key from which nodes derive the coefficients of a query's check
+    /// (`obscura_mpc::check::CheckCoin`): the same at every node, held by no querier.
+    pub fn check_coin_key(&self) -> Zeroizing<[u8; 32]> {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"obscura 2026 query-check coin key v1");
+        Zeroizing::new(*h.finalize().as_bytes())
+    }
+
     /// The handles of `user`'s query `query` issued at `issued`.
     pub fn for_query(&self, user: &str, query: &[u8; 16], issued: u64) -> QueryHandles {
         let mut h = blake3::Hasher::new_keyed(&self.0);

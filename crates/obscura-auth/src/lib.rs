@@ -90,6 +90,9 @@ pub enum Error {
     /// A capability a keeper was asked to sign does not match the caller's account or policy.
     #[error("capability refused: {0}")]
     Refused(&'static str),
+    /// A query whose check by the nodes does not pass, or whose checks are not the nodes'.
+    #[error("query refused: {0}")]
+    QueryCheck(String),
     /// A match proof that does not hold.
     #[error("match proof refused: {0}")]
     Proof(&'static str),

@@ -18,11 +18,14 @@
 //! position, and that the `2t + 1` values interpolate to a distance within its limit
 //! ([`verify`]). It learns that candidate's distance to the query, and nothing of the others.
 //!
-//! What this proves rests on Stage-2 itself: a querier that sends node shares that are not a
-//! sharing of bits can shift the distance it opens. The threat model says so.
+//! What this proves rests on Stage-2 itself: the distance is the query's only because nodes
+//! answer a query only after its check passed (a degree-t sharing of bits,
+//! `obscura_mpc::check`); this module also signs and verifies those checks ([`sign_check`],
+//! [`verify_checks`]).
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use obscura_proto::{MatchProof, Opening, WireId};
+use obscura_mpc::check::{self, CheckShare, CHECKS};
+use obscura_proto::{MatchProof, Opening, WireCheck, WireId};
 use obscura_sharing::field::Fp;
 use obscura_sharing::prime::interpolate_at_zero;
 use rand_core::{CryptoRng, RngCore};
@@ -134,6 +137,139 @@ pub struct Answered<'a> {
     pub query_id: &'a [u8; 16],
     /// When the query was issued.
     pub issued: u64,
+}
+
+/// The context of a Stage-2 query at the nodes: its id, its issue time and its candidate
+/// handles. It seeds the zero-sharing masks of the answers and the coefficients of the query's
+/// check, so neither ever serves twice by construction: a query id sent again once the nodes
+/// forgot it comes with another issue time (the old one is stale), and different candidate
+/// lists at different nodes give masks that do not cancel.
+pub fn query_context(query_id: &[u8; 16], issued: u64, candidates: &[WireId]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 stage-2 zero-sharing context");
+    h.update(query_id);
+    h.update(&issued.to_be_bytes());
+    h.update(&(candidates.len() as u64).to_be_bytes());
+    for c in candidates {
+        h.update(c);
+    }
+    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+const CHECK_DOMAIN: &[u8] = b"obscura/query-check/v1";
+
+/// The message node `check.node` signs for its check of `answered`'s query.
+fn check_message(
+    answered: &Answered<'_>,
+    context: &[u8; 16],
+    share_digest: &[u8; 32],
+    check: &CheckShare,
+) -> Vec<u8> {
+    let mut m = CHECK_DOMAIN.to_vec();
+    m.push(check.node);
+    m.extend_from_slice(&(answered.user.len() as u64).to_be_bytes());
+    m.extend_from_slice(answered.user.as_bytes());
+    m.extend_from_slice(answered.query_id);
+    m.extend_from_slice(&answered.issued.to_be_bytes());
+    m.extend_from_slice(context);
+    m.extend_from_slice(share_digest);
+    for v in check.degree.iter().chain(&check.bits) {
+        m.extend_from_slice(&v.value().to_be_bytes());
+    }
+    m
+}
+
+/// The digest of a query share as a node checked it.
+pub fn share_digest(query_share: &[u8]) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("obscura 2026 checked query share")
+        .update(query_share)
+        .finalize()
+        .as_bytes()
+}
+
+/// Node `answered.node` signs its check of the query, for the querier to pass to every node.
+pub fn sign_check(
+    key: &SigningKey,
+    answered: &Answered<'_>,
+    context: &[u8; 16],
+    query_share: &[u8],
+    check: &CheckShare,
+) -> WireCheck {
+    let digest = share_digest(query_share);
+    let signature = key.sign(&check_message(answered, context, &digest, check));
+    WireCheck {
+        node: check.node,
+        share_digest: digest,
+        degree: check.degree.iter().map(|v| v.value()).collect(),
+        bits: check.bits.iter().map(|v| v.value()).collect(),
+        signature: signature.to_bytes().to_vec(),
+    }
+}
+
+/// The nodes' checks of `answered`'s query with `context`, each verified under its node's key
+/// from `node_keys`, and the one of node `answered.node` made of `query_share`; then checked
+/// together ([`obscura_mpc::check::verify`]).
+///
+/// # Errors
+/// [`Error::QueryCheck`] saying what does not hold.
+pub fn verify_checks(
+    checks: &[WireCheck],
+    answered: &Answered<'_>,
+    context: &[u8; 16],
+    query_share: &[u8],
+    node_keys: &[VerifyingKey],
+    t: usize,
+) -> Result<(), Error> {
+    let refuse = |m: String| Error::QueryCheck(m);
+    let mut opened = Vec::with_capacity(checks.len());
+    for c in checks {
+        let key = usize::from(c.node)
+            .checked_sub(1)
+            .and_then(|i| node_keys.get(i))
+            .ok_or_else(|| refuse(format!("a check names node {}, not one", c.node)))?;
+        let values = |v: &[u32]| -> Option<[Fp; CHECKS]> {
+            let fp: Vec<Fp> = v
+                .iter()
+                .map(|&x| (x < obscura_sharing::field::P).then(|| Fp::from(x)))
+                .collect::<Option<_>>()?;
+            fp.try_into().ok()
+        };
+        let check = CheckShare {
+            node: c.node,
+            degree: values(&c.degree).ok_or_else(|| refuse("malformed check values".into()))?,
+            bits: values(&c.bits).ok_or_else(|| refuse("malformed check values".into()))?,
+        };
+        let signature: [u8; 64] = c
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| refuse("malformed check signature".into()))?;
+        let signer = Answered {
+            node: c.node,
+            ..*answered
+        };
+        key.verify_strict(
+            &check_message(&signer, context, &c.share_digest, &check),
+            &Signature::from_bytes(&signature),
+        )
+        .map_err(|_| {
+            refuse(format!(
+                "node {}'s check is not its own for this query",
+                c.node
+            ))
+        })?;
+        if c.node == answered.node && c.share_digest != share_digest(query_share) {
+            return Err(refuse(
+                "the query share is not the one this node checked".into(),
+            ));
+        }
+        opened.push(check);
+    }
+    if opened.iter().all(|c| c.node != answered.node) {
+        return Err(refuse(
+            "this node's own check is not among the checks".into(),
+        ));
+    }
+    check::verify(node_keys.len(), t, &opened).map_err(|e| refuse(e.to_string()))
 }
 
 /// A node commits to `values` for `handles` of a query and signs.

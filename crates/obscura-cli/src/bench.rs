@@ -858,6 +858,63 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
         ratio: proof_rate / verify_rate,
         goal: None,
     });
+    // The query check: what a node opens and signs (first round), and what it verifies before
+    // answering (every node's signed check, then the two checks).
+    use obscura_mpc::check::{self, CheckCoin};
+    let zero = obscura_sharing::zero::deal(5, 2, &mut rng).map_err(|e| e.to_string())?;
+    let shares = obscura_mpc::share_hash(0x0123_4567_89ab_cdef, 2, 5, &mut rng)
+        .map_err(|e| e.to_string())?;
+    let context = matching::query_context(&[3; 16], now, &handles);
+    let coin_key = [9u8; 32];
+    let open_rate = per_second(|| {
+        let coin = CheckCoin::derive(&coin_key, &context);
+        let c = check::check_share(&zero[0], &coin, &context, &shares[0]).expect("node 1");
+        std::hint::black_box(matching::sign_check(
+            &nodes[0],
+            &answered(1),
+            &context,
+            &shares[0].to_bytes(),
+            &c,
+        ));
+    });
+    let coin = CheckCoin::derive(&coin_key, &context);
+    let checks: Vec<_> = (0..5)
+        .map(|i| {
+            let c = check::check_share(&zero[i], &coin, &context, &shares[i]).expect("a node");
+            matching::sign_check(
+                &nodes[i],
+                &answered(i as u8 + 1),
+                &context,
+                &shares[i].to_bytes(),
+                &c,
+            )
+        })
+        .collect();
+    let own = shares[0].to_bytes();
+    let checked_rate = per_second(|| {
+        std::hint::black_box(
+            matching::verify_checks(&checks, &answered(1), &context, &own, &policy.node_keys, 2)
+                .is_ok(),
+        );
+    });
+    out.push(Figure {
+        name: "node: open and sign its check of a query (2 + 2 values)".into(),
+        value: 1e6 / open_rate,
+        unit: "µs",
+        baseline: "one Ed25519 verification, µs".into(),
+        baseline_value: 1e6 / verify_rate,
+        ratio: open_rate / verify_rate,
+        goal: None,
+    });
+    out.push(Figure {
+        name: "node: verify every node's check before answering (5 signed)".into(),
+        value: 1e6 / checked_rate,
+        unit: "µs",
+        baseline: "one Ed25519 verification, µs".into(),
+        baseline_value: 1e6 / verify_rate,
+        ratio: checked_rate / verify_rate,
+        goal: None,
+    });
     Ok(())
 }
 

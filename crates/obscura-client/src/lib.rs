@@ -1040,15 +1040,48 @@ impl Client {
         };
         let (querier, requests) =
             Querier::start_with_id(query_id, q, candidates.clone(), params, &mut rng)?;
+        let shares: Vec<Vec<u8>> = requests
+            .iter()
+            .map(|r| r.query.to_bytes().to_vec())
+            .collect();
+        let handles: Vec<[u8; 16]> = candidates.iter().map(|c| c.0).collect();
+        // First every node checks its share, then each answers once it has seen every node's
+        // check pass: nothing is answered for a query that is not a sharing of bits.
+        let checked = self
+            .call_all(|x| RequestBody::CheckQuery {
+                query_id,
+                issued,
+                query_share: shares[x as usize - 1].clone(),
+                candidates: handles.clone(),
+            })
+            .await;
+        let mut checks = Vec::with_capacity(self.n());
+        let mut failures = Vec::new();
+        for (x, r, s, rcv) in checked {
+            sent += s;
+            received += rcv;
+            match r {
+                Ok(ResponseBody::QueryChecked { check }) if check.node == x => checks.push(check),
+                Ok(_) => failures.push(NodeFailure {
+                    node: x,
+                    fault: Fault::Unexpected("a check of the query"),
+                }),
+                Err(fault) => failures.push(NodeFailure { node: x, fault }),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(Error::Nodes {
+                what: "search (checking the query)",
+                failures,
+            });
+        }
         let evals = self
-            .call_all(|x| {
-                let r = &requests[x as usize - 1];
-                RequestBody::Evaluate {
-                    query_id,
-                    issued,
-                    query_share: r.query.to_bytes().to_vec(),
-                    candidates: r.candidates.iter().map(|c| c.0).collect(),
-                }
+            .call_all(|x| RequestBody::Evaluate {
+                query_id,
+                issued,
+                query_share: shares[x as usize - 1].clone(),
+                candidates: handles.clone(),
+                checks: checks.clone(),
             })
             .await;
         let mut answers = Vec::new();
@@ -1088,7 +1121,6 @@ impl Client {
 
         // The matches' ids: each node opens what a proof of this user's own match names.
         let t2 = Instant::now();
-        let handles: Vec<[u8; 16]> = candidates.iter().map(|c| c.0).collect();
         let need = 2 * self.t + 1;
         // The top matches and everything tied with the last of them, as many as one resolve
         // takes.

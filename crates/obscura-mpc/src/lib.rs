@@ -14,8 +14,12 @@
 //! `Z_i` is node `i`'s share of a fresh pseudo-random sharing of zero
 //! ([`obscura_sharing::zero`]): without it the querier, who knows its own `q_j` polynomials, could
 //! solve for the candidates' hash polynomials from a few answers. The querier interpolates the
-//! distances from `2t + 1` answers, keeps those within the threshold and ranks them. One round,
-//! no traffic between nodes; with `n = 5, t = 2` every node must answer.
+//! distances from `2t + 1` answers, keeps those within the threshold and ranks them; with
+//! `n = 5, t = 2` every node must answer.
+//!
+//! A node answers only a query that is a degree-t sharing of bits: before the answers, every
+//! node opens masked check values ([`check`]) that the querier carries to every other node, so
+//! a malicious querier cannot choose what the nodes open. Nodes never talk to each other.
 //!
 //! The protocol core does no I/O: [`Querier`] and [`node::answer`] take and return messages.
 //!
@@ -55,6 +59,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod node;
 
 use obscura_sharing::field::{Fp, P};

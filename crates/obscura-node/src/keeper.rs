@@ -655,6 +655,7 @@ impl KeeperState {
             | RequestBody::Delete { .. }
             | RequestBody::Lookup { .. }
             | RequestBody::Evaluate { .. }
+            | RequestBody::CheckQuery { .. }
             | RequestBody::Fetch { .. }
             | RequestBody::Resolve { .. }
             | RequestBody::Rotate { .. }

@@ -38,6 +38,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use obscura_auth::capability::{authenticate, Acting, Authorized, CapabilityKey};
 use obscura_auth::handle::HandleKey;
 use obscura_auth::matching::{self, MatchPolicy};
+use obscura_mpc::check::{self, CheckCoin};
 use obscura_mpc::{node, HashShare, NodeRequest};
 use obscura_proto::{
     limits, roles, ErrorCode, FetchBy, MatchProof, Request, RequestBody, ResponseBody, RotateOp,
@@ -90,6 +91,8 @@ struct NodeState {
     audit_key: SigningKey,
     capability_key: CapabilityKey,
     handles: HandleKey,
+    /// The key of queries' check coefficients, derived from the handle key.
+    coin_key: zeroize::Zeroizing<[u8; 32]>,
     policy: SearchPolicy,
     matches: MatchPolicy,
     usage: Mutex<HashMap<String, Usage>>,
@@ -132,6 +135,7 @@ pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
         ResponseBody::Ok
         | ResponseBody::Lookup { .. }
         | ResponseBody::Evaluate { .. }
+        | ResponseBody::QueryChecked { .. }
         | ResponseBody::Resolved { .. }
         | ResponseBody::Checkpointed { .. }
         | ResponseBody::Fetch { .. }
@@ -189,6 +193,7 @@ pub(crate) fn auth_error(e: obscura_auth::Error) -> ResponseBody {
             ErrorCode::Unauthorized
         }
         E::MissingRole { .. } | E::Refused(_) | E::Proof(_) => ErrorCode::Forbidden,
+        E::QueryCheck(_) => ErrorCode::Rejected,
     };
     error(code, e.to_string())
 }
@@ -200,19 +205,34 @@ fn query_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
     h[..16].try_into().expect("16 bytes")
 }
 
-/// The zero-sharing context of a Stage-2 answer: the query id, its issue time and the
-/// candidate handles, so a context never serves twice by construction. A query id sent again
-/// once its admission is forgotten comes with another issue time (the old one is stale), and
-/// different candidate lists at different nodes give masks that do not cancel.
-fn zero_sharing_context(query_id: &[u8; 16], issued: u64, candidates: &[WireId]) -> [u8; 16] {
-    let mut h = blake3::Hasher::new_derive_key("obscura 2026 stage-2 zero-sharing context");
-    h.update(query_id);
-    h.update(&issued.to_be_bytes());
-    h.update(&(candidates.len() as u64).to_be_bytes());
-    for c in candidates {
-        h.update(c);
+/// A query's check is admitted once per node under its own namespace.
+fn check_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
+    let h = blake3::derive_key("obscura 2026 stage-2 query check", query_id);
+    h[..16].try_into().expect("16 bytes")
+}
+
+/// What a Stage-2 request asks about: the query and its candidates.
+#[derive(Clone, Copy, Debug)]
+struct Asked<'a> {
+    query_id: &'a [u8; 16],
+    issued: u64,
+    query_share: &'a [u8],
+    candidates: &'a [WireId],
+}
+
+impl Asked<'_> {
+    fn context(&self) -> [u8; 16] {
+        matching::query_context(self.query_id, self.issued, self.candidates)
     }
-    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+
+    fn answered<'a>(&'a self, node: u8, user: &'a str) -> matching::Answered<'a> {
+        matching::Answered {
+            node,
+            user,
+            query_id: self.query_id,
+            issued: self.issued,
+        }
+    }
 }
 
 /// A query's Stage-1 lookup is admitted once per node under its own namespace: handles made
@@ -495,22 +515,36 @@ impl NodeState {
                 let querier = role(roles::QUERIER)?;
                 self.lookup(req, &querier, *key_version, query, *issued, tokens, now)
             }
-            RequestBody::Evaluate {
+            RequestBody::CheckQuery {
                 query_id,
                 issued,
                 query_share,
                 candidates,
             } => {
                 let querier = role(roles::QUERIER)?;
-                self.evaluate(
-                    req,
-                    &querier,
+                let asked = Asked {
                     query_id,
-                    *issued,
+                    issued: *issued,
                     query_share,
                     candidates,
-                    now,
-                )
+                };
+                self.check_query(req, &querier, &asked, now)
+            }
+            RequestBody::Evaluate {
+                query_id,
+                issued,
+                query_share,
+                candidates,
+                checks,
+            } => {
+                let querier = role(roles::QUERIER)?;
+                let asked = Asked {
+                    query_id,
+                    issued: *issued,
+                    query_share,
+                    candidates,
+                };
+                self.evaluate(req, &querier, &asked, checks, now)
             }
             RequestBody::Fetch { by } => self.fetch(req, who, by, now),
             RequestBody::Resolve { proofs } => {
@@ -717,17 +751,8 @@ impl NodeState {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn evaluate(
-        &self,
-        req: &Request,
-        querier: &Acting<'_>,
-        query_id: &[u8; 16],
-        issued: u64,
-        query_share: &[u8],
-        candidates: &[WireId],
-        now: u64,
-    ) -> Result<ResponseBody, ResponseBody> {
+    /// The candidates of a Stage-2 request, if this node's policy allows so many.
+    fn candidates_allowed(&self, candidates: &[WireId]) -> Result<(), ResponseBody> {
         if candidates.len() > self.policy.max_candidates as usize {
             return Err(error(
                 ErrorCode::BadRequest,
@@ -737,7 +762,88 @@ impl NodeState {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Stage-2, first round: this node's signed values of the check that the query is a
+    /// degree-t sharing of bits (see `obscura_mpc::check`).
+    fn check_query(
+        &self,
+        req: &Request,
+        querier: &Acting<'_>,
+        asked: &Asked<'_>,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        self.candidates_allowed(asked.candidates)?;
+        self.fresh(asked.issued, now)?;
+        // Once per query id, durably: two checks of one query under other shares would show
+        // the querier how the check's coefficients act on its shares.
+        self.store
+            .admit_request(
+                &check_admission_id(asked.query_id),
+                asked.issued,
+                now,
+                self.window,
+            )
+            .map_err(|e| match e {
+                obscura_store::Error::Replay => error(
+                    ErrorCode::Replay,
+                    "this query was checked already: a new query needs a new id",
+                ),
+                other => store_error(other),
+            })?;
+        let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
+        let query = HashShare::from_bytes(self.node, asked.query_share).map_err(bad)?;
+        let context = asked.context();
+        let coin = CheckCoin::derive(&self.coin_key, &context);
+        let check = check::check_share(&self.zero, &coin, &context, &query).map_err(bad)?;
+        let signed = matching::sign_check(
+            &self.audit_key,
+            &asked.answered(self.node, querier.user()),
+            &context,
+            asked.query_share,
+            &check,
+        );
+        self.record(
+            req,
+            querier,
+            format_args!("candidates={}", asked.candidates.len()),
+            now,
+        )?;
+        Ok(ResponseBody::QueryChecked { check: signed })
+    }
+
+    /// Stage-2, second round: once every node's check of the query passed, this node's masked
+    /// values, signed.
+    fn evaluate(
+        &self,
+        req: &Request,
+        querier: &Acting<'_>,
+        asked: &Asked<'_>,
+        checks: &[obscura_proto::WireCheck],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let Asked {
+            query_id,
+            issued,
+            query_share,
+            candidates,
+        } = *asked;
+        self.candidates_allowed(candidates)?;
         self.fresh(issued, now)?;
+        let context = asked.context();
+        let answered = asked.answered(self.node, querier.user());
+        // Nothing is answered for a query that is not a degree-t sharing of bits: its values
+        // would open whatever linear function of the stored bits the querier chose.
+        matching::verify_checks(
+            checks,
+            &answered,
+            &context,
+            query_share,
+            &self.matches.node_keys,
+            self.t,
+        )
+        .map_err(auth_error)?;
         // Admitted at the query's issue time, not the request's: a query id is known for as
         // long as its handles are fresh, so its zero-sharing context never serves twice.
         self.store
@@ -757,7 +863,7 @@ impl NodeState {
             .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
         let request = NodeRequest {
             node: self.node,
-            query_id: zero_sharing_context(query_id, issued, candidates),
+            query_id: context,
             query,
             candidates: ids,
         };
@@ -770,12 +876,7 @@ impl NodeState {
             .collect();
         let signed = matching::sign_answer(
             &self.audit_key,
-            &matching::Answered {
-                node: self.node,
-                user: querier.user(),
-                query_id,
-                issued,
-            },
+            &answered,
             candidates,
             &values,
             &mut rand_core::OsRng,
@@ -1305,6 +1406,7 @@ pub async fn serve(
         owner: node.owner,
         audit_key: node.audit_key,
         capability_key: node.capability_key,
+        coin_key: node.handle_key.check_coin_key(),
         handles: node.handle_key,
         usage: Mutex::default(),
         unauthenticated: AtomicU64::new(0),

@@ -13,7 +13,7 @@ use common::*;
 use ed25519_dalek::SigningKey;
 use obscura_auth::capability::Holder;
 use obscura_auth::matching::{self, Answered, KeptAnswer};
-use obscura_mpc::share_hash;
+use obscura_mpc::{share_hash, HashShare};
 use obscura_node::config::{node_purpose, NodeSecrets};
 use obscura_proto::{
     roles, Capability, ErrorCode, FetchBy, Limits, RequestBody, ResponseBody, RotateOp,
@@ -271,14 +271,6 @@ async fn stage1_hands_out_handles_of_one_query_and_counts_the_bands_itself() {
     // handle of another query evaluate to nothing.
     let issued = now();
     let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
-    let evaluate = |query_id: [u8; 16], candidates: Vec<[u8; 16]>, issued: u64| {
-        TestNode::request(RequestBody::Evaluate {
-            query_id,
-            issued,
-            query_share: query[0].to_bytes().to_vec(),
-            candidates,
-        })
-    };
     let lookup_now = |q| TestNode::request(lookup(&u.tokens, q));
     let mut req = lookup_now([4; 16]);
     if let RequestBody::Lookup { issued: i, .. } = &mut req.body {
@@ -289,7 +281,7 @@ async fn stage1_hands_out_handles_of_one_query_and_counts_the_bands_itself() {
     };
     let candidates = vec![mine[0], u.id.0, bobs[0], again[0]];
     match node
-        .send_as(&ana, &evaluate([4; 16], candidates, issued))
+        .evaluate_as(&ana, [4; 16], issued, &query, &candidates)
         .await
     {
         (200, ResponseBody::Evaluate { values, .. }) => {
@@ -300,12 +292,12 @@ async fn stage1_hands_out_handles_of_one_query_and_counts_the_bands_itself() {
     }
     // A query issued outside the window is stale: its handles have expired.
     let (s, b) = node
-        .send_as(&ana, &evaluate([5; 16], vec![mine[0]], issued - 600))
+        .evaluate_as(&ana, [5; 16], issued - 600, &query, &[mine[0]])
         .await;
     assert_eq!((s, code(&b)), (403, Some(ErrorCode::Stale)));
     // More candidates than the policy allows are refused.
     let (s, b) = node
-        .send_as(&ana, &evaluate([6; 16], vec![[0; 16]; 1025], issued))
+        .evaluate_as(&ana, [6; 16], issued, &query, &[[0; 16]; 1025])
         .await;
     assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)));
     node.stop().await;
@@ -354,15 +346,7 @@ async fn proof_with_distance(
         signature,
         ..
     } = node
-        .send_as(
-            who,
-            &TestNode::request(RequestBody::Evaluate {
-                query_id,
-                issued,
-                query_share: query[0].to_bytes().to_vec(),
-                candidates: handles.clone(),
-            }),
-        )
+        .evaluate_as(who, query_id, issued, &query, &handles)
         .await
         .1
     else {
@@ -675,13 +659,10 @@ async fn a_query_id_sent_again_after_the_window_gets_fresh_masks() {
         let ResponseBody::Lookup { handles, .. } = node.send_as(&ana, &req).await.1 else {
             panic!("no handles")
         };
-        let evaluate = TestNode::request(RequestBody::Evaluate {
-            query_id: [8; 16],
-            issued,
-            query_share: query[0].to_bytes().to_vec(),
-            candidates: handles,
-        });
-        match node.send_as(&ana, &evaluate).await {
+        match node
+            .evaluate_as(&ana, [8; 16], issued, &query, &handles)
+            .await
+        {
             (200, ResponseBody::Evaluate { values, .. }) => values,
             other => panic!("{other:?}"),
         }
@@ -692,6 +673,173 @@ async fn a_query_id_sent_again_after_the_window_gets_fresh_masks() {
     let second = ask().await;
     assert!(first[0].is_some());
     assert_ne!(first, second, "the same masks served twice");
+    node.stop().await;
+}
+
+/// The handles of `who`'s lookup of `tokens` under `query_id` issued at `issued`.
+async fn handles_issued(
+    node: &TestNode,
+    who: &Holder,
+    tokens: &[[u8; 16]],
+    query_id: [u8; 16],
+    issued: u64,
+) -> Vec<[u8; 16]> {
+    let mut req = TestNode::request(lookup(tokens, query_id));
+    if let RequestBody::Lookup { issued: i, .. } = &mut req.body {
+        *i = issued;
+    }
+    match node.send_as(who, &req).await {
+        (200, ResponseBody::Lookup { handles, .. }) => handles,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The finding: shares of `q_j = (1 − 2^j) / 2` on 30 bits (a valid degree-t sharing) open 30
+/// stored bits of every candidate in one evaluation. Now every node checks, with the others,
+/// that a query is a degree-t sharing of bits before it answers; each way a querier could
+/// bend that check is refused too.
+#[tokio::test]
+async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
+    let node = TestNode::start("bit-check").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let ana = node.holder("ana", roles::QUERIER);
+    let bob = node.holder("bob", roles::QUERIER);
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let share_of = |values: &[Fp], degree: usize, rng: &mut ChaCha20Rng| -> Vec<HashShare> {
+        obscura_sharing::prime::share_values(values, degree, N, rng)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| HashShare {
+                node: i as u8 + 1,
+                bits: v.try_into().unwrap(),
+            })
+            .collect()
+    };
+    let refused = |(status, body): (u16, ResponseBody), what: &str| {
+        assert_eq!(
+            (status, code(&body)),
+            (422, Some(ErrorCode::Rejected)),
+            "{body:?}"
+        );
+        let ResponseBody::Error { message, .. } = body else {
+            unreachable!()
+        };
+        assert!(message.contains(what), "{message}");
+    };
+
+    // The reading query, and a constant 1/2: refused as not bits.
+    let half = Fp::from(2u32).inv().unwrap();
+    let reading: Vec<Fp> = (0..64)
+        .map(|j| {
+            if j < 30 {
+                (Fp::ONE - Fp::from(2u32).pow(j)) * half
+            } else {
+                Fp::ZERO
+            }
+        })
+        .collect();
+    for (q, values) in [(1u8, reading), (2, vec![half; 64])] {
+        let issued = now();
+        let handles = handles_issued(&node, &ana, &u.tokens, [q; 16], issued).await;
+        let shares = share_of(&values, T, &mut rng);
+        refused(
+            node.evaluate_as(&ana, [q; 16], issued, &shares, &handles)
+                .await,
+            "not a sharing of bits",
+        );
+    }
+    // Shares of bits on a polynomial of degree 2t: what isolates one node's stored share.
+    let issued = now();
+    let handles = handles_issued(&node, &ana, &u.tokens, [3; 16], issued).await;
+    let shares = share_of(&[Fp::ONE; 64], 2 * T, &mut rng);
+    refused(
+        node.evaluate_as(&ana, [3; 16], issued, &shares, &handles)
+            .await,
+        "not a sharing of degree t",
+    );
+
+    // An honest query's checks, bent: a node's check made up, one left out, another user's,
+    // or another share than the one node 1 checked.
+    let honest = share_hash(u.hash, T, N, &mut rng).unwrap();
+    let evaluate = |query_id: [u8; 16],
+                    issued: u64,
+                    share: &HashShare,
+                    handles: &[[u8; 16]],
+                    checks: Vec<obscura_proto::WireCheck>| {
+        TestNode::request(RequestBody::Evaluate {
+            query_id,
+            issued,
+            query_share: share.to_bytes().to_vec(),
+            candidates: handles.to_vec(),
+            checks,
+        })
+    };
+    let issued = now();
+    let handles = handles_issued(&node, &ana, &u.tokens, [4; 16], issued).await;
+    let checks = node
+        .checks_as(&ana, [4; 16], issued, &honest, &handles)
+        .await
+        .unwrap();
+    let mut forged = checks.clone();
+    forged[2].bits[0] = 0;
+    refused(
+        node.send_as(
+            &ana,
+            &evaluate([4; 16], issued, &honest[0], &handles, forged),
+        )
+        .await,
+        "node 3's check is not its own",
+    );
+    refused(
+        node.send_as(
+            &ana,
+            &evaluate([4; 16], issued, &honest[0], &handles, checks[..4].to_vec()),
+        )
+        .await,
+        "node 5 missing",
+    );
+    let mut other = honest[0].clone();
+    other.bits[0] += Fp::ONE;
+    refused(
+        node.send_as(
+            &ana,
+            &evaluate([4; 16], issued, &other, &handles, checks.clone()),
+        )
+        .await,
+        "not the one this node checked",
+    );
+    refused(
+        node.send_as(
+            &bob,
+            &evaluate([4; 16], issued, &honest[0], &handles, checks.clone()),
+        )
+        .await,
+        "is not its own",
+    );
+    // The checks as they came: answered.
+    let (status, body) = node
+        .send_as(
+            &ana,
+            &evaluate([4; 16], issued, &honest[0], &handles, checks),
+        )
+        .await;
+    assert!(
+        matches!(&body, ResponseBody::Evaluate { values, .. } if values[0].is_some()),
+        "{status} {body:?}"
+    );
+    // Every refusal is in the log with the user.
+    let entries = audit(&node).await;
+    let refusals = entries
+        .iter()
+        .filter(|e| {
+            let d = String::from_utf8_lossy(&e.detail);
+            e.kind == obscura_store::AuditKind::Refused.tag()
+                && d.contains("op=evaluate")
+                && d.contains("query refused")
+        })
+        .count();
+    assert_eq!(refusals, 7);
     node.stop().await;
 }
 

@@ -55,11 +55,17 @@ async fn index_search_fetch_and_audit() {
 
     // Stage-2: a value for the committed image, none for an unknown handle.
     let query = share_hash(u.hash ^ 1, T, N, &mut ChaCha20Rng::seed_from_u64(9)).unwrap();
+    let candidates = [handle, [0xee; 16]];
+    let checks = node
+        .checks_as(&node.tester, query_id, issued, &query, &candidates)
+        .await
+        .unwrap();
     let eval = RequestBody::Evaluate {
         query_id,
         issued,
         query_share: query[0].to_bytes().to_vec(),
-        candidates: vec![handle, [0xee; 16]],
+        candidates: candidates.to_vec(),
+        checks,
     };
     match node.send(&TestNode::request(eval.clone())).await {
         (
@@ -75,6 +81,16 @@ async fn index_search_fetch_and_audit() {
     // The same query id again, under a fresh request id: the zero-sharing context would repeat.
     let (status, body) = node.send(&TestNode::request(eval)).await;
     assert_eq!((status, code(&body)), (409, Some(ErrorCode::Replay)));
+    // Nor is the query checked twice (under other shares, that would tell the querier how the
+    // check's coefficients act).
+    let (status, body) = node
+        .evaluate_as(&node.tester, query_id, issued, &query, &candidates)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, Some(ErrorCode::Replay)),
+        "{body:?}"
+    );
 
     // Fetch returns a share that verifies against the owner-signed manifest.
     match node.send(&TestNode::request(fetch(u.id))).await {

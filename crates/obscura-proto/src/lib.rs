@@ -26,7 +26,7 @@
 //!     auth: None,
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x07");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x08");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -35,8 +35,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 8;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(8))));
+//! future[5] = 9;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(9))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -45,7 +45,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 7;
+pub const VERSION: u16 = 8;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -77,6 +77,10 @@ pub mod limits {
     pub const MAX_LOOKUP_TOKENS: usize = 8 * 256;
     /// Most candidates in one Stage-2 request (a node's policy may allow fewer).
     pub const MAX_CANDIDATES: usize = 4096;
+    /// Most nodes' checks in one Stage-2 request (the most nodes a cluster may have).
+    pub const MAX_NODES: usize = 64;
+    /// Most values per check in one node's check of a query.
+    pub const MAX_CHECK_VALUES: usize = 8;
     /// Length of a hash-bit share.
     pub const HASH_SHARE_LEN: usize = 256;
     /// Tokens per image.
@@ -310,6 +314,22 @@ pub fn upload_ticket_digest(node: u8, request_id: &[u8; 16], timestamp: u64) -> 
     *h.finalize().as_bytes()
 }
 
+/// One node's values of the check of one query (`obscura_mpc::check`), signed with its answer
+/// key over the user, the query, its context and the digest of the share it checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCheck {
+    /// The node.
+    pub node: u8,
+    /// BLAKE3 of the query share the node checked.
+    pub share_digest: [u8; 32],
+    /// The degree check's values, field elements below 2^31 − 1.
+    pub degree: Vec<u32>,
+    /// The bit check's values.
+    pub bits: Vec<u32>,
+    /// The node's Ed25519 signature, 64 bytes.
+    pub signature: Vec<u8>,
+}
+
 /// The caller's credential on a request to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Auth {
@@ -472,16 +492,18 @@ pub enum RequestBody {
         /// The padded batch: exactly the policy's shape.
         tokens: Vec<WireToken>,
     },
-    /// Stage-2: evaluate candidates on shares.
+    /// Stage-2: evaluate candidates on shares, once every node's check of the query passed.
     Evaluate {
-        /// The query id of the Stage-1 lookups that gave the handles; the zero-sharing context.
+        /// The query id of the Stage-1 lookups that gave the handles.
         query_id: [u8; 16],
         /// When that query was issued, as in its lookups.
         issued: u64,
-        /// This node's 256-byte share of the query bits.
+        /// This node's 256-byte share of the query bits: the one it checked.
         query_share: Vec<u8>,
         /// The candidates' handles, in the same order at every node.
         candidates: Vec<WireId>,
+        /// Every node's signed check of this query ([`RequestBody::CheckQuery`]), one each.
+        checks: Vec<WireCheck>,
     },
     /// A committed image's manifest and share, for a caller entitled to it.
     Fetch {
@@ -664,6 +686,19 @@ pub enum RequestBody {
         /// One batch per node key, at most [`limits::MAX_KEEPER_ELEMENTS`] elements in all.
         batches: Vec<KeeperBatch>,
     },
+    /// Stage-2, first round: open this node's values of the check that the query shares are a
+    /// degree-t sharing of bits (`obscura_mpc::check`), signed. Each node does it once per
+    /// query id.
+    CheckQuery {
+        /// As in [`RequestBody::Evaluate`].
+        query_id: [u8; 16],
+        /// As in [`RequestBody::Evaluate`].
+        issued: u64,
+        /// As in [`RequestBody::Evaluate`].
+        query_share: Vec<u8>,
+        /// As in [`RequestBody::Evaluate`].
+        candidates: Vec<WireId>,
+    },
 }
 
 impl RequestBody {
@@ -675,6 +710,7 @@ impl RequestBody {
             RequestBody::Delete { .. } => "/v1/delete",
             RequestBody::Lookup { .. } => "/v1/lookup",
             RequestBody::Evaluate { .. } => "/v1/evaluate",
+            RequestBody::CheckQuery { .. } => "/v1/check-query",
             RequestBody::Fetch { .. } => "/v1/fetch",
             RequestBody::Resolve { .. } => "/v1/resolve",
             RequestBody::Status => "/v1/status",
@@ -745,6 +781,24 @@ impl RequestBody {
                 check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens")
             }
             RequestBody::Evaluate {
+                query_share,
+                candidates,
+                checks,
+                ..
+            } => {
+                check(query_share.len() == HASH_SHARE_LEN, "query_share")?;
+                check(candidates.len() <= MAX_CANDIDATES, "candidates")?;
+                check(checks.len() <= MAX_NODES, "checks")?;
+                for c in checks {
+                    check(
+                        c.degree.len() <= MAX_CHECK_VALUES && c.bits.len() <= MAX_CHECK_VALUES,
+                        "check values",
+                    )?;
+                    check(c.signature.len() == 64, "check signature")?;
+                }
+                Ok(())
+            }
+            RequestBody::CheckQuery {
                 query_share,
                 candidates,
                 ..
@@ -1230,6 +1284,11 @@ pub enum ResponseBody {
         code: ErrorCode,
         /// For people.
         message: String,
+    },
+    /// This node's signed check of a query.
+    QueryChecked {
+        /// The check.
+        check: WireCheck,
     },
 }
 

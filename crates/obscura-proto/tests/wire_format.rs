@@ -4,7 +4,7 @@
 use obscura_proto::{
     roles, Auth, Capability, Error, FetchBy, KeeperBatch, KeeperEvaluation, KeeperRekeyPart,
     Limits, MatchProof, Opening, PreparedImage, Request, RequestBody, Response, ResponseBody,
-    RotateOp, SignedCapability, WireAuditEntry,
+    RotateOp, SignedCapability, WireAuditEntry, WireCheck,
 };
 use proptest::prelude::*;
 
@@ -120,7 +120,29 @@ fn body() -> impl Strategy<Value = RequestBody> {
                     query_id,
                     issued: 7,
                     query_share,
-                    candidates
+                    candidates,
+                    checks: (1..=5)
+                        .map(|node| WireCheck {
+                            node,
+                            share_digest: [node; 32],
+                            degree: vec![u32::from(node); 2],
+                            bits: vec![7; 2],
+                            signature: vec![node; 64],
+                        })
+                        .collect(),
+                }
+            ),
+        (
+            id(),
+            prop::collection::vec(any::<u8>(), 256),
+            prop::collection::vec(id(), 0..50)
+        )
+            .prop_map(
+                |(query_id, query_share, candidates)| RequestBody::CheckQuery {
+                    query_id,
+                    issued: 8,
+                    query_share,
+                    candidates,
                 }
             ),
         id().prop_map(|image| RequestBody::Fetch {
@@ -231,6 +253,9 @@ proptest! {
             Response(ResponseBody::Lookup { handles: vec![[5; 16]; values.len()], matched: 3 }),
             Response(ResponseBody::Resolved { manifests: values.iter().map(|v| v.map(|v| v.to_be_bytes().to_vec())).collect() }),
             Response(ResponseBody::Ok),
+            Response(ResponseBody::QueryChecked {
+                check: WireCheck { node, share_digest: [6; 32], degree: vec![1, 2], bits: vec![3, 4], signature: vec![7; 64] },
+            }),
             Response(ResponseBody::Rotation {
                 node, current: 1, next: Some(2), moved: values.len() as u64, total: 9, postings: 72, done: false,
             }),
@@ -350,6 +375,7 @@ fn size_limits_are_enforced() {
             issued: 0,
             query_share: vec![0; 64],
             candidates: vec![],
+            checks: vec![],
         },
         auth: None,
     };
@@ -458,6 +484,7 @@ fn encoding_is_frozen() {
             issued: 1_790_000_000,
             query_share: (0..=255).collect(),
             candidates: vec![[0x11; 16], [0x22; 16]],
+            checks: vec![],
         },
         auth: Some(Auth {
             capability: SignedCapability {
@@ -470,12 +497,12 @@ fn encoding_is_frozen() {
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         hex.len(),
-        2 * (6 + 16 + 5 + 1 + 16 + 5 + 2 + 256 + 1 + 32 + 1 + 1 + 40 + 1 + 64 + 1 + 64)
+        2 * (6 + 16 + 5 + 1 + 16 + 5 + 2 + 256 + 1 + 32 + 1 + 1 + 1 + 40 + 1 + 64 + 1 + 64)
     );
-    assert_eq!(&hex[..12], "4f4253430007");
+    assert_eq!(&hex[..12], "4f4253430008");
     assert_eq!(
         fnv1a(&r.encode()),
-        "51e0f0a3df3708ee",
+        "0cff9692b5b8a137",
         "wire encoding changed"
     );
 }

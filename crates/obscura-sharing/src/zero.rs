@@ -1,4 +1,6 @@
-//! Pseudo-random zero sharing of degree 2t (Cramer–Damgård–Ishai, "share conversion").
+//! Pseudo-random zero sharing of degree 2t (Cramer–Damgård–Ishai, "share conversion"), and
+//! from the same keys a pseudo-random sharing of degree t of a value nobody knows
+//! ([`ZeroSharingKeys::random_share`]).
 //!
 //! At cluster creation a dealer draws one 256-bit key `r_A` for every set `A` of `n − t` nodes and
 //! gives it to the members of `A`. For `A`, let `f_A` be the degree-t polynomial with `f_A(0) = 1`
@@ -31,6 +33,7 @@ pub const MAX_NODES: usize = 64;
 pub const MAX_SUBSETS: usize = 4096;
 
 const DOMAIN: &[u8] = b"obscura/zero-sharing/v1";
+const RANDOM_DOMAIN: &[u8] = b"obscura/random-sharing/v1";
 
 /// One set key: the members (bit `x − 1` set for node x) and the secret.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -231,6 +234,38 @@ impl ZeroSharingKeys {
             })
             .collect();
         ZeroShareStream { rngs, keys: self }
+    }
+}
+
+impl ZeroSharingKeys {
+    /// This node's share of a pseudo-random value shared with degree `t`, for `context`
+    /// (pseudo-random secret sharing, the same construction with `l = 0`):
+    ///
+    /// ```text
+    /// R_i = Σ_{A ∋ i} ρ_A · f_A(i)
+    /// ```
+    ///
+    /// Every `f_A` has degree `t`, so the `R_i` lie on one degree-t polynomial whose constant,
+    /// `Σ_A ρ_A`, holds the term of the set made of everyone outside any `t` colluding nodes:
+    /// they, and anyone who sees every `R_i`, learn nothing of it. Contexts must differ from
+    /// those given to [`stream`](Self::stream) (the keys are used under another domain here,
+    /// but a caller that needs both should still keep them apart).
+    pub fn random_share(&self, context: &[u8]) -> Fp {
+        let i_inv = Fp::from(u32::from(self.node)).inv().expect("node ≥ 1");
+        self.keys
+            .iter()
+            .zip(&self.weights)
+            .map(|(k, w)| {
+                let mut h = blake3::Hasher::new_keyed(&k.key);
+                h.update(RANDOM_DOMAIN);
+                h.update(&(context.len() as u64).to_le_bytes());
+                h.update(context);
+                let mut wide = [0u8; 8];
+                h.finalize_xof().fill(&mut wide);
+                // weights[0] = i · f_A(i)
+                Fp::from(reduce64(u64::from_le_bytes(wide))) * w[0] * i_inv
+            })
+            .sum()
     }
 }
 

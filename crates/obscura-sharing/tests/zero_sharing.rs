@@ -111,3 +111,28 @@ fn bad_parameters_and_keys_are_refused() {
     ));
     assert!(format!("{:?}", keys[0].subset_keys()[0]).contains("<redacted>"));
 }
+
+/// The random sharing of degree t: every node's share lies on one polynomial of degree t (its
+/// constant nobody knows), and contexts give unrelated values.
+#[test]
+fn random_shares_lie_on_one_polynomial_of_degree_t() {
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    for (n, t) in [(3, 1), (5, 2), (7, 3)] {
+        let keys = deal(n, t, &mut rng).unwrap();
+        let mut secrets = Vec::new();
+        for context in [&b"check-a"[..], b"check-b", b"check-c"] {
+            let points: Vec<(u8, Fp)> = keys
+                .iter()
+                .map(|k| (k.node(), k.random_share(context)))
+                .collect();
+            let coeffs = interpolate_coefficients(&points).unwrap();
+            assert!(
+                coeffs[t + 1..].iter().all(|&c| c == Fp::ZERO),
+                "n={n} t={t}"
+            );
+            assert_ne!(coeffs[t], Fp::ZERO, "degree exactly t, almost surely");
+            secrets.push(coeffs[0]);
+        }
+        assert!(secrets[0] != secrets[1] && secrets[1] != secrets[2]);
+    }
+}

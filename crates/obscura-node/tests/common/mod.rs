@@ -9,8 +9,12 @@ use std::path::PathBuf;
 use ed25519_dalek::SigningKey as OwnerKey;
 use ed25519_dalek::{Signer, SigningKey};
 use obscura_auth::capability::{self, CapabilityKey, Holder};
-use obscura_mpc::share_hash;
+use obscura_auth::handle::HandleKey;
+use obscura_auth::matching;
+use obscura_mpc::check::{self, CheckCoin};
+use obscura_mpc::{share_hash, HashShare};
 use obscura_node::config::{node_purpose, LoadedNode, NodeConfig, NodeSecrets};
+use obscura_proto::WireCheck;
 use obscura_proto::{
     roles, Capability, Limits, Request, RequestBody, Response, ResponseBody, SignedCapability,
     UploadTicket,
@@ -18,6 +22,7 @@ use obscura_proto::{
 use obscura_proto::{ErrorCode, PreparedImage};
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::manifest::{ImageId, Manifest};
+use obscura_sharing::zero::ZeroSharingKeys;
 use obscura_tokens::keyfile::WrappingKey;
 use obscura_tokens::{NodeTokenKeys, TokenRoot};
 use rand_chacha::ChaCha20Rng;
@@ -44,7 +49,7 @@ pub struct TestNode {
     /// Stands in for the keepers' group key.
     pub keepers: SigningKey,
     pub ca_pem: String,
-    tester: Holder,
+    pub tester: Holder,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<Result<(), obscura_store::Error>>>,
 }
@@ -222,6 +227,111 @@ impl TestNode {
             matches!(req.body, RequestBody::Prepare { .. }).then(|| holder.upload_ticket(1, &req));
         self.post_with(req.body.path(), req.encode(), ticket.as_ref())
             .await
+    }
+
+    /// Node `i`'s secrets, from the cluster directory.
+    pub fn secrets_of(&self, i: u8) -> NodeSecrets {
+        let dir = self.dir.join(format!("node{i}"));
+        let wrapping = WrappingKey::from_file(&dir.join("wrapping.key")).unwrap();
+        obscura_node::config::open_secrets(
+            &std::fs::read(dir.join("secrets.sealed")).unwrap(),
+            &node_purpose(i),
+            &wrapping,
+        )
+        .unwrap()
+    }
+
+    /// Node `i`'s signed check of `shares[i − 1]`, made here from its secrets as node `i` makes
+    /// it: what a querier gets from the nodes this test does not run.
+    pub fn check_of(
+        &self,
+        i: u8,
+        user: &str,
+        query_id: &[u8; 16],
+        issued: u64,
+        share: &HashShare,
+        candidates: &[[u8; 16]],
+    ) -> WireCheck {
+        let secrets = self.secrets_of(i);
+        let zero = ZeroSharingKeys::from_parts(i, N, T, secrets.zero_keys.clone()).unwrap();
+        let coin_key = HandleKey::from_bytes(secrets.handle_key).check_coin_key();
+        let context = matching::query_context(query_id, issued, candidates);
+        let coin = CheckCoin::derive(&coin_key, &context);
+        let check = check::check_share(&zero, &coin, &context, share).unwrap();
+        matching::sign_check(
+            &SigningKey::from_bytes(&secrets.audit_key),
+            &matching::Answered {
+                node: i,
+                user,
+                query_id,
+                issued,
+            },
+            &context,
+            &share.to_bytes(),
+            &check,
+        )
+    }
+
+    /// Stage-2's first round as `who` runs it: node 1 checks `shares[0]` over the wire, nodes
+    /// 2–5's checks are made here. The checks in node order, or node 1's refusal.
+    pub async fn checks_as(
+        &self,
+        who: &Holder,
+        query_id: [u8; 16],
+        issued: u64,
+        shares: &[HashShare],
+        candidates: &[[u8; 16]],
+    ) -> Result<Vec<WireCheck>, (u16, ResponseBody)> {
+        let req = TestNode::request(RequestBody::CheckQuery {
+            query_id,
+            issued,
+            query_share: shares[0].to_bytes().to_vec(),
+            candidates: candidates.to_vec(),
+        });
+        let first = match self.send_as(who, &req).await {
+            (200, ResponseBody::QueryChecked { check }) => check,
+            other => return Err(other),
+        };
+        let user = who.capability().user.clone();
+        Ok(std::iter::once(first)
+            .chain((2..=N as u8).map(|i| {
+                self.check_of(
+                    i,
+                    &user,
+                    &query_id,
+                    issued,
+                    &shares[i as usize - 1],
+                    candidates,
+                )
+            }))
+            .collect())
+    }
+
+    /// Both rounds of Stage-2 at node 1 as `who`: the answer, or the first refusal.
+    pub async fn evaluate_as(
+        &self,
+        who: &Holder,
+        query_id: [u8; 16],
+        issued: u64,
+        shares: &[HashShare],
+        candidates: &[[u8; 16]],
+    ) -> (u16, ResponseBody) {
+        match self
+            .checks_as(who, query_id, issued, shares, candidates)
+            .await
+        {
+            Ok(checks) => {
+                let req = TestNode::request(RequestBody::Evaluate {
+                    query_id,
+                    issued,
+                    query_share: shares[0].to_bytes().to_vec(),
+                    candidates: candidates.to_vec(),
+                    checks,
+                });
+                self.send_as(who, &req).await
+            }
+            Err(refused) => refused,
+        }
     }
 
     pub async fn stop(mut self) {
