@@ -350,9 +350,16 @@ impl BatchPlan {
             .collect()
     }
 
-    /// The batch for one node from the tokens of [`probes`](Self::probes), in that order:
-    /// band-major, each band padded with uniformly random dummies to `lookups_per_band` and
-    /// shuffled (Fisher–Yates with `rng`) so position says nothing.
+    /// The batch for one node from the tokens of [`probes`](Self::probes): each band's probes
+    /// padded with uniformly random dummies to `lookups_per_band`, then the whole batch
+    /// shuffled (Fisher–Yates with `rng`), so a token's position says neither its band nor
+    /// which probe of it it is.
+    ///
+    /// What a node still learns from a lookup is which stored tokens it hits: each is one
+    /// image's token for a known band (the node stored it so), so a hit says that band's value
+    /// of the query is within the radius of that image's, and hits of one band in one query
+    /// that their stored values are within twice the radius of each other. Misses and dummies
+    /// look alike and say nothing.
     ///
     /// # Panics
     /// If `real` does not hold exactly one token per probe.
@@ -368,8 +375,8 @@ impl BatchPlan {
                 rng.fill_bytes(&mut dummy);
                 out.push(Token(dummy));
             }
-            shuffle(&mut out[start..], rng);
         }
+        shuffle(&mut out, rng);
         out
     }
 
