@@ -140,11 +140,11 @@ pub struct Answered<'a> {
 }
 
 /// The context of a Stage-2 query at the nodes: its id, its issue time and its candidate
-/// handles. It seeds the zero-sharing masks of the answers and the coefficients of the query's
-/// check, so neither ever serves twice by construction: a query id sent again once the nodes
-/// forgot it comes with another issue time (the old one is stale), and different candidate
-/// lists at different nodes give masks that do not cancel.
-pub fn query_context(query_id: &[u8; 16], issued: u64, candidates: &[WireId]) -> [u8; 16] {
+/// handles. It seeds the zero-sharing masks of the answers, so they never serve twice by
+/// construction: a query id sent again once the nodes forgot it comes with another issue time
+/// (the old one is stale), and different candidate lists at different nodes give masks that
+/// do not cancel.
+pub fn query_context(query_id: &[u8; 16], issued: u64, candidates: &[WireId]) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key("obscura 2026 stage-2 zero-sharing context");
     h.update(query_id);
     h.update(&issued.to_be_bytes());
@@ -152,33 +152,10 @@ pub fn query_context(query_id: &[u8; 16], issued: u64, candidates: &[WireId]) ->
     for c in candidates {
         h.update(c);
     }
-    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+    *h.finalize().as_bytes()
 }
 
-const CHECK_DOMAIN: &[u8] = b"obscura/query-check/v1";
-
-/// The message node `check.node` signs for its check of `answered`'s query.
-fn check_message(
-    answered: &Answered<'_>,
-    context: &[u8; 16],
-    share_digest: &[u8; 32],
-    check: &CheckShare,
-) -> Vec<u8> {
-    let mut m = CHECK_DOMAIN.to_vec();
-    m.push(check.node);
-    m.extend_from_slice(&(answered.user.len() as u64).to_be_bytes());
-    m.extend_from_slice(answered.user.as_bytes());
-    m.extend_from_slice(answered.query_id);
-    m.extend_from_slice(&answered.issued.to_be_bytes());
-    m.extend_from_slice(context);
-    m.extend_from_slice(share_digest);
-    for v in check.degree.iter().chain(&check.bits) {
-        m.extend_from_slice(&v.value().to_be_bytes());
-    }
-    m
-}
-
-/// The digest of a query share as a node checked it.
+/// The digest of one node's query share, as the querier commits to it.
 pub fn share_digest(query_share: &[u8]) -> [u8; 32] {
     *blake3::Hasher::new_derive_key("obscura 2026 checked query share")
         .update(query_share)
@@ -186,46 +163,90 @@ pub fn share_digest(query_share: &[u8]) -> [u8; 32] {
         .as_bytes()
 }
 
-/// Node `answered.node` signs its check of the query, for the querier to pass to every node.
+/// The context of a query's check: the query's context and the querier's commitment to every
+/// node's share (their digests, node 1 first). The check's coefficients derive from it, so they
+/// depend on all the shares at once: a querier cannot learn anything of them from some nodes
+/// and then choose the shares of others.
+pub fn check_context(context: &[u8; 32], share_digests: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 query check context");
+    h.update(context);
+    h.update(&(share_digests.len() as u64).to_be_bytes());
+    for d in share_digests {
+        h.update(d);
+    }
+    *h.finalize().as_bytes()
+}
+
+const CHECK_DOMAIN: &[u8] = b"obscura/query-check/v2";
+
+/// The message node `check.node` signs for its check of `answered`'s query.
+fn check_message(answered: &Answered<'_>, check_context: &[u8; 32], check: &CheckShare) -> Vec<u8> {
+    let mut m = CHECK_DOMAIN.to_vec();
+    m.push(check.node);
+    m.extend_from_slice(&(answered.user.len() as u64).to_be_bytes());
+    m.extend_from_slice(answered.user.as_bytes());
+    m.extend_from_slice(answered.query_id);
+    m.extend_from_slice(&answered.issued.to_be_bytes());
+    m.extend_from_slice(check_context);
+    for v in check.degree.iter().chain(&check.bits) {
+        m.extend_from_slice(&v.value().to_be_bytes());
+    }
+    m
+}
+
+/// Node `check.node` signs its check of the query, for the querier to pass to every node.
 pub fn sign_check(
     key: &SigningKey,
     answered: &Answered<'_>,
-    context: &[u8; 16],
-    query_share: &[u8],
+    check_context: &[u8; 32],
     check: &CheckShare,
 ) -> WireCheck {
-    let digest = share_digest(query_share);
-    let signature = key.sign(&check_message(answered, context, &digest, check));
+    let signature = key.sign(&check_message(answered, check_context, check));
     WireCheck {
         node: check.node,
-        share_digest: digest,
         degree: check.degree.iter().map(|v| v.value()).collect(),
         bits: check.bits.iter().map(|v| v.value()).collect(),
         signature: signature.to_bytes().to_vec(),
     }
 }
 
-/// The nodes' checks of `answered`'s query with `context`, each verified under its node's key
-/// from `node_keys`, and the one of node `answered.node` made of `query_share`; then checked
-/// together ([`obscura_mpc::check::verify`]).
+/// The nodes' checks of `answered`'s query under `check_context`, each verified under its
+/// node's key from `node_keys`, this node's (`answered.node`) among them; then checked together
+/// ([`obscura_mpc::check::verify`]).
 ///
 /// # Errors
 /// [`Error::QueryCheck`] saying what does not hold.
 pub fn verify_checks(
     checks: &[WireCheck],
     answered: &Answered<'_>,
-    context: &[u8; 16],
-    query_share: &[u8],
+    check_context: &[u8; 32],
     node_keys: &[VerifyingKey],
     t: usize,
 ) -> Result<(), Error> {
     let refuse = |m: String| Error::QueryCheck(m);
+    // Cheap refusals first: no signature is checked for a set that cannot pass.
+    let mut seen = vec![false; node_keys.len()];
+    for c in checks {
+        let slot = usize::from(c.node)
+            .checked_sub(1)
+            .and_then(|i| seen.get_mut(i))
+            .ok_or_else(|| refuse(format!("a check names node {}, not one", c.node)))?;
+        if std::mem::replace(slot, true) {
+            return Err(refuse(format!("node {}'s check is there twice", c.node)));
+        }
+    }
+    if !seen
+        .get(usize::from(answered.node).wrapping_sub(1))
+        .copied()
+        .unwrap_or(false)
+    {
+        return Err(refuse(
+            "this node's own check is not among the checks".into(),
+        ));
+    }
     let mut opened = Vec::with_capacity(checks.len());
     for c in checks {
-        let key = usize::from(c.node)
-            .checked_sub(1)
-            .and_then(|i| node_keys.get(i))
-            .ok_or_else(|| refuse(format!("a check names node {}, not one", c.node)))?;
+        let key = &node_keys[usize::from(c.node) - 1];
         let values = |v: &[u32]| -> Option<[Fp; CHECKS]> {
             let fp: Vec<Fp> = v
                 .iter()
@@ -243,12 +264,8 @@ pub fn verify_checks(
             .as_slice()
             .try_into()
             .map_err(|_| refuse("malformed check signature".into()))?;
-        let signer = Answered {
-            node: c.node,
-            ..*answered
-        };
         key.verify_strict(
-            &check_message(&signer, context, &c.share_digest, &check),
+            &check_message(answered, check_context, &check),
             &Signature::from_bytes(&signature),
         )
         .map_err(|_| {
@@ -257,17 +274,7 @@ pub fn verify_checks(
                 c.node
             ))
         })?;
-        if c.node == answered.node && c.share_digest != share_digest(query_share) {
-            return Err(refuse(
-                "the query share is not the one this node checked".into(),
-            ));
-        }
         opened.push(check);
-    }
-    if opened.iter().all(|c| c.node != answered.node) {
-        return Err(refuse(
-            "this node's own check is not among the checks".into(),
-        ));
     }
     check::verify(node_keys.len(), t, &opened).map_err(|e| refuse(e.to_string()))
 }

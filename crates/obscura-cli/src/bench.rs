@@ -864,37 +864,32 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
     let zero = obscura_sharing::zero::deal(5, 2, &mut rng).map_err(|e| e.to_string())?;
     let shares = obscura_mpc::share_hash(0x0123_4567_89ab_cdef, 2, 5, &mut rng)
         .map_err(|e| e.to_string())?;
-    let context = matching::query_context(&[3; 16], now, &handles);
+    let digests: Vec<[u8; 32]> = shares
+        .iter()
+        .map(|s| matching::share_digest(&s.to_bytes()))
+        .collect();
     let coin_key = [9u8; 32];
     let open_rate = per_second(|| {
+        let own = matching::share_digest(&shares[0].to_bytes());
+        std::hint::black_box(own == digests[0]);
+        let context =
+            matching::check_context(&matching::query_context(&[3; 16], now, &handles), &digests);
         let coin = CheckCoin::derive(&coin_key, &context);
         let c = check::check_share(&zero[0], &coin, &context, &shares[0]).expect("node 1");
-        std::hint::black_box(matching::sign_check(
-            &nodes[0],
-            &answered(1),
-            &context,
-            &shares[0].to_bytes(),
-            &c,
-        ));
+        std::hint::black_box(matching::sign_check(&nodes[0], &answered(1), &context, &c));
     });
+    let context =
+        matching::check_context(&matching::query_context(&[3; 16], now, &handles), &digests);
     let coin = CheckCoin::derive(&coin_key, &context);
     let checks: Vec<_> = (0..5)
         .map(|i| {
             let c = check::check_share(&zero[i], &coin, &context, &shares[i]).expect("a node");
-            matching::sign_check(
-                &nodes[i],
-                &answered(i as u8 + 1),
-                &context,
-                &shares[i].to_bytes(),
-                &c,
-            )
+            matching::sign_check(&nodes[i], &answered(i as u8 + 1), &context, &c)
         })
         .collect();
-    let own = shares[0].to_bytes();
     let checked_rate = per_second(|| {
         std::hint::black_box(
-            matching::verify_checks(&checks, &answered(1), &context, &own, &policy.node_keys, 2)
-                .is_ok(),
+            matching::verify_checks(&checks, &answered(1), &context, &policy.node_keys, 2).is_ok(),
         );
     });
     out.push(Figure {

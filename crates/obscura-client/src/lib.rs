@@ -1038,13 +1038,17 @@ impl Client {
             max_distance,
             top: usize::MAX,
         };
+        let handles: Vec<[u8; 16]> = candidates.iter().map(|c| c.0).collect();
+        let context = matching::query_context(&query_id, issued, &handles);
         let (querier, requests) =
-            Querier::start_with_id(query_id, q, candidates.clone(), params, &mut rng)?;
+            Querier::start_with_context(context, q, candidates.clone(), params, &mut rng)?;
         let shares: Vec<Vec<u8>> = requests
             .iter()
             .map(|r| r.query.to_bytes().to_vec())
             .collect();
-        let handles: Vec<[u8; 16]> = candidates.iter().map(|c| c.0).collect();
+        // The commitment to every node's share, fixed before any node opens anything.
+        let share_digests: Vec<[u8; 32]> =
+            shares.iter().map(|s| matching::share_digest(s)).collect();
         // First every node checks its share, then each answers once it has seen every node's
         // check pass: nothing is answered for a query that is not a sharing of bits.
         let checked = self
@@ -1053,6 +1057,7 @@ impl Client {
                 issued,
                 query_share: shares[x as usize - 1].clone(),
                 candidates: handles.clone(),
+                share_digests: share_digests.clone(),
             })
             .await;
         let mut checks = Vec::with_capacity(self.n());
@@ -1083,6 +1088,7 @@ impl Client {
                 issued,
                 query_share: shares[x as usize - 1].clone(),
                 candidates: handles.clone(),
+                share_digests: share_digests.clone(),
                 checks: checks.clone(),
             })
             .await;

@@ -20,8 +20,9 @@
 //! Each check runs [`CHECKS`] times with independent coefficients: a query that is not a
 //! degree-t sharing of bits passes with probability below `2^-62`, and every try costs the
 //! querier a query. The coefficients come from a key every node holds and no querier does
-//! ([`CheckCoin`]), and from the query's context, which names the query id, its issue time and
-//! its candidates: fixed before the querier learns anything of them.
+//! ([`CheckCoin`]), and from the check context the caller gives: the node server names in it the
+//! query id, its issue time, its candidates and the querier's digests of every node's share, so
+//! every share is fixed before anyone can know a coefficient.
 //!
 //! **What is opened.** The `C_i` are a uniformly random polynomial of degree t (the mask `R`
 //! fills every degree of freedom a coalition of t nodes lacks), and the `B_i` a uniformly
@@ -29,9 +30,10 @@
 //! honest query: nodes learn nothing of the query, t colluding nodes neither.
 //!
 //! **What it does not cover.** The check is sound against a querier alone. A node that colludes
-//! with the querier knows the coefficients, and with exactly `2t + 1` nodes it can shift the
-//! opened `B` by anything it likes; the threat model's limit on a lying node at `n = 2t + 1`
-//! covers that too.
+//! with the querier holds the coin key, so together they know the `B(0)` of a non-bit query,
+//! and the node can shift its own `B_i` to cancel it: unseen by a node that checks exactly
+//! `2t + 1` values of `B`, caught by one that checks more (a shifted value is off the
+//! polynomial).
 
 use obscura_sharing::field::{reduce64, Fp};
 use obscura_sharing::prime::interpolate_coefficients;

@@ -219,7 +219,7 @@ pub struct NodeRequest {
     /// The zero-sharing context: a node must never answer two requests under one context
     /// (two answers hand out the difference of their unmasked values). The node server derives
     /// it from the query id, the query's issue time and the candidate list.
-    pub query_id: [u8; 16],
+    pub context: [u8; 32],
     /// The node's share of the query bits.
     pub query: HashShare,
     /// The candidates, in the same order for every node.
@@ -281,19 +281,19 @@ impl Querier {
         params: SearchParams,
         rng: &mut R,
     ) -> Result<(Querier, Vec<NodeRequest>), Error> {
-        let mut query_id = [0u8; 16];
-        rng.fill_bytes(&mut query_id);
-        Self::start_with_id(query_id, hash, candidates, params, rng)
+        let mut context = [0u8; 32];
+        rng.fill_bytes(&mut context);
+        Self::start_with_context(context, hash, candidates, params, rng)
     }
 
-    /// [`start`](Self::start) under a query id drawn earlier (the id its Stage-1 lookups
-    /// carried, to which the nodes bound the candidates' handles). It must be fresh and random:
-    /// nodes answer an id once.
+    /// [`start`](Self::start) under a context made earlier (a node server's, from the query
+    /// id its Stage-1 lookups carried, the issue time and the candidates). It must never
+    /// repeat: nodes answer a context once.
     ///
     /// # Errors
     /// As [`start`](Self::start).
-    pub fn start_with_id<R: RngCore + CryptoRng>(
-        query_id: [u8; 16],
+    pub fn start_with_context<R: RngCore + CryptoRng>(
+        context: [u8; 32],
         hash: u64,
         candidates: Vec<ImageId>,
         params: SearchParams,
@@ -310,7 +310,7 @@ impl Querier {
             .into_iter()
             .map(|query| NodeRequest {
                 node: query.node,
-                query_id,
+                context,
                 query,
                 candidates: candidates.clone(),
             })

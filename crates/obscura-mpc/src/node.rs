@@ -32,7 +32,7 @@ pub fn answer(
     // Σ_j q_j(i), and 2·q_j(i) (each < 2^32), computed once per query.
     let q_sum: Fp = q.iter().copied().sum();
     let q2: [u64; HASH_BITS] = std::array::from_fn(|j| 2 * u64::from(q[j].value()));
-    let mut zero = keys.stream(&request.query_id);
+    let mut zero = keys.stream(&request.context);
     let values = stored
         .iter()
         .map(|h| {

@@ -168,3 +168,44 @@ fn what_the_check_opens_says_nothing_of_the_query() {
         }
     }
 }
+
+/// The limit the threat model states: a node colluding with the querier holds the coin key, so
+/// it knows the `B(0)` of a non-bit query and shifts its own `B_i` to cancel it. A node that
+/// checks exactly `2t + 1` values cannot see the shift (n = 3 and n = 4 at t = 1, where the
+/// querier hands each node the fewest checks it needs); one that checks more sees a value off
+/// the polynomial (n = 5 at t = 1 needs four).
+#[test]
+fn a_colluding_node_hides_a_non_bit_query_only_from_a_node_checking_2t_plus_1_values() {
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let t = 1;
+    let half = Fp::from(2u32).inv().unwrap();
+    for (n, hidden) in [(3, true), (4, true), (5, false)] {
+        let keys = deal(n, t, &mut rng).unwrap();
+        let shares = shares_of(&vec![half; HASH_BITS], t, n, &mut rng);
+        let context = rng.next_u64().to_be_bytes();
+        let need = obscura_mpc::check::checks_needed(n, t);
+        let mut given = checks(&keys, &shares, &context)[..need].to_vec();
+        assert_eq!(verify(n, t, &given), Err(CheckFailure::NotBits));
+        // Node 1 lies: it moves B(0) over the checks given to zero.
+        let xs: Vec<u8> = given.iter().map(|c| c.node).collect();
+        let weights = obscura_sharing::prime::lagrange_at_zero(&xs).unwrap();
+        for k in 0..obscura_mpc::check::CHECKS {
+            let opened: Fp = given
+                .iter()
+                .zip(&weights)
+                .map(|(c, &w)| c.bits[k] * w)
+                .fold(Fp::ZERO, |a, b| a + b);
+            given[0].bits[k] -= opened * weights[0].inv().unwrap();
+        }
+        let verdict = verify(n, t, &given);
+        if hidden {
+            assert_eq!(
+                verdict,
+                Ok(()),
+                "n = {n}: the limit is no longer what is documented"
+            );
+        } else {
+            assert_eq!(verdict, Err(CheckFailure::NotBits), "n = {n}");
+        }
+    }
+}

@@ -218,11 +218,27 @@ struct Asked<'a> {
     issued: u64,
     query_share: &'a [u8],
     candidates: &'a [WireId],
+    share_digests: &'a [[u8; 32]],
 }
 
 impl Asked<'_> {
-    fn context(&self) -> [u8; 16] {
+    fn context(&self) -> [u8; 32] {
         matching::query_context(self.query_id, self.issued, self.candidates)
+    }
+
+    /// The check's context, once this node's share is the one the querier committed to among
+    /// all `n`.
+    fn check_context(&self, node: u8, n: usize) -> Result<[u8; 32], ResponseBody> {
+        let own = usize::from(node)
+            .checked_sub(1)
+            .and_then(|i| self.share_digests.get(i));
+        if self.share_digests.len() != n || own != Some(&matching::share_digest(self.query_share)) {
+            return Err(error(
+                ErrorCode::Rejected,
+                "the query share is not the one the querier committed to for this node",
+            ));
+        }
+        Ok(matching::check_context(&self.context(), self.share_digests))
     }
 
     fn answered<'a>(&'a self, node: u8, user: &'a str) -> matching::Answered<'a> {
@@ -520,6 +536,7 @@ impl NodeState {
                 issued,
                 query_share,
                 candidates,
+                share_digests,
             } => {
                 let querier = role(roles::QUERIER)?;
                 let asked = Asked {
@@ -527,6 +544,7 @@ impl NodeState {
                     issued: *issued,
                     query_share,
                     candidates,
+                    share_digests,
                 };
                 self.check_query(req, &querier, &asked, now)
             }
@@ -535,6 +553,7 @@ impl NodeState {
                 issued,
                 query_share,
                 candidates,
+                share_digests,
                 checks,
             } => {
                 let querier = role(roles::QUERIER)?;
@@ -543,6 +562,7 @@ impl NodeState {
                     issued: *issued,
                     query_share,
                     candidates,
+                    share_digests,
                 };
                 self.evaluate(req, &querier, &asked, checks, now)
             }
@@ -794,14 +814,13 @@ impl NodeState {
             })?;
         let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
         let query = HashShare::from_bytes(self.node, asked.query_share).map_err(bad)?;
-        let context = asked.context();
+        let context = asked.check_context(self.node, self.n)?;
         let coin = CheckCoin::derive(&self.coin_key, &context);
         let check = check::check_share(&self.zero, &coin, &context, &query).map_err(bad)?;
         let signed = matching::sign_check(
             &self.audit_key,
             &asked.answered(self.node, querier.user()),
             &context,
-            asked.query_share,
             &check,
         );
         self.record(
@@ -828,6 +847,7 @@ impl NodeState {
             issued,
             query_share,
             candidates,
+            ..
         } = *asked;
         self.candidates_allowed(candidates)?;
         self.fresh(issued, now)?;
@@ -835,11 +855,11 @@ impl NodeState {
         let answered = asked.answered(self.node, querier.user());
         // Nothing is answered for a query that is not a degree-t sharing of bits: its values
         // would open whatever linear function of the stored bits the querier chose.
+        let check_context = asked.check_context(self.node, self.n)?;
         matching::verify_checks(
             checks,
             &answered,
-            &context,
-            query_share,
+            &check_context,
             &self.matches.node_keys,
             self.t,
         )
@@ -863,7 +883,7 @@ impl NodeState {
             .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
         let request = NodeRequest {
             node: self.node,
-            query_id: context,
+            context,
             query,
             candidates: ids,
         };

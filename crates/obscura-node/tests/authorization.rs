@@ -762,16 +762,19 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
     // An honest query's checks, bent: a node's check made up, one left out, another user's,
     // or another share than the one node 1 checked.
     let honest = share_hash(u.hash, T, N, &mut rng).unwrap();
+    let digests = TestNode::digests(&honest);
     let evaluate = |query_id: [u8; 16],
                     issued: u64,
                     share: &HashShare,
                     handles: &[[u8; 16]],
+                    digests: &[[u8; 32]],
                     checks: Vec<obscura_proto::WireCheck>| {
         TestNode::request(RequestBody::Evaluate {
             query_id,
             issued,
             query_share: share.to_bytes().to_vec(),
             candidates: handles.to_vec(),
+            share_digests: digests.to_vec(),
             checks,
         })
     };
@@ -786,7 +789,7 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
     refused(
         node.send_as(
             &ana,
-            &evaluate([4; 16], issued, &honest[0], &handles, forged),
+            &evaluate([4; 16], issued, &honest[0], &handles, &digests, forged),
         )
         .await,
         "node 3's check is not its own",
@@ -794,25 +797,63 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
     refused(
         node.send_as(
             &ana,
-            &evaluate([4; 16], issued, &honest[0], &handles, checks[..4].to_vec()),
+            &evaluate(
+                [4; 16],
+                issued,
+                &honest[0],
+                &handles,
+                &digests,
+                checks[..4].to_vec(),
+            ),
         )
         .await,
         "node 5 missing",
     );
-    let mut other = honest[0].clone();
-    other.bits[0] += Fp::ONE;
+    // Another share than the committed one; or another share with a commitment to match, under
+    // which no node's check was made.
+    let mut other = honest.clone();
+    other[0].bits[0] += Fp::ONE;
     refused(
         node.send_as(
             &ana,
-            &evaluate([4; 16], issued, &other, &handles, checks.clone()),
+            &evaluate(
+                [4; 16],
+                issued,
+                &other[0],
+                &handles,
+                &digests,
+                checks.clone(),
+            ),
         )
         .await,
-        "not the one this node checked",
+        "not the one the querier committed to",
+    );
+    refused(
+        node.send_as(
+            &ana,
+            &evaluate(
+                [4; 16],
+                issued,
+                &other[0],
+                &handles,
+                &TestNode::digests(&other),
+                checks.clone(),
+            ),
+        )
+        .await,
+        "is not its own",
     );
     refused(
         node.send_as(
             &bob,
-            &evaluate([4; 16], issued, &honest[0], &handles, checks.clone()),
+            &evaluate(
+                [4; 16],
+                issued,
+                &honest[0],
+                &handles,
+                &digests,
+                checks.clone(),
+            ),
         )
         .await,
         "is not its own",
@@ -821,13 +862,29 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
     let (status, body) = node
         .send_as(
             &ana,
-            &evaluate([4; 16], issued, &honest[0], &handles, checks),
+            &evaluate([4; 16], issued, &honest[0], &handles, &digests, checks),
         )
         .await;
     assert!(
         matches!(&body, ResponseBody::Evaluate { values, .. } if values[0].is_some()),
         "{status} {body:?}"
     );
+    // A first round whose commitment names another share for this node is refused too.
+    let issued = now();
+    let handles = handles_issued(&node, &ana, &u.tokens, [5; 16], issued).await;
+    let (status, body) = node
+        .send_as(
+            &ana,
+            &TestNode::request(RequestBody::CheckQuery {
+                query_id: [5; 16],
+                issued,
+                query_share: other[0].to_bytes().to_vec(),
+                candidates: handles,
+                share_digests: digests.clone(),
+            }),
+        )
+        .await;
+    refused((status, body), "not the one the querier committed to");
     // Every refusal is in the log with the user.
     let entries = audit(&node).await;
     let refusals = entries
@@ -835,11 +892,11 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
         .filter(|e| {
             let d = String::from_utf8_lossy(&e.detail);
             e.kind == obscura_store::AuditKind::Refused.tag()
-                && d.contains("op=evaluate")
-                && d.contains("query refused")
+                && (d.contains("op=evaluate") || d.contains("op=check-query"))
+                && d.contains("refused=Rejected")
         })
         .count();
-    assert_eq!(refusals, 7);
+    assert_eq!(refusals, 9);
     node.stop().await;
 }
 

@@ -65,6 +65,7 @@ async fn index_search_fetch_and_audit() {
         issued,
         query_share: query[0].to_bytes().to_vec(),
         candidates: candidates.to_vec(),
+        share_digests: TestNode::digests(&query),
         checks,
     };
     match node.send(&TestNode::request(eval.clone())).await {
@@ -227,7 +228,7 @@ async fn replayed_stale_and_malformed_requests_are_refused() {
     assert_eq!((s, code(&b)), (403, Some(ErrorCode::Stale)));
 
     let mut future = TestNode::request(RequestBody::Status).encode();
-    future[5] = 9;
+    future[5] = 10;
     let (s, b) = node.post_raw("/v1/status", future).await;
     assert_eq!((s, code(&b)), (400, Some(ErrorCode::UnsupportedVersion)));
 

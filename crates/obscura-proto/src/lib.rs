@@ -26,7 +26,7 @@
 //!     auth: None,
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x08");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x09");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -35,8 +35,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 9;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(9))));
+//! future[5] = 10;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(10))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -45,7 +45,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 8;
+pub const VERSION: u16 = 9;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -315,13 +315,12 @@ pub fn upload_ticket_digest(node: u8, request_id: &[u8; 16], timestamp: u64) -> 
 }
 
 /// One node's values of the check of one query (`obscura_mpc::check`), signed with its answer
-/// key over the user, the query, its context and the digest of the share it checked.
+/// key over the user, the query and the check's context (which holds the querier's commitment
+/// to every node's share).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireCheck {
     /// The node.
     pub node: u8,
-    /// BLAKE3 of the query share the node checked.
-    pub share_digest: [u8; 32],
     /// The degree check's values, field elements below 2^31 − 1.
     pub degree: Vec<u32>,
     /// The bit check's values.
@@ -502,7 +501,9 @@ pub enum RequestBody {
         query_share: Vec<u8>,
         /// The candidates' handles, in the same order at every node.
         candidates: Vec<WireId>,
-        /// Every node's signed check of this query ([`RequestBody::CheckQuery`]), one each.
+        /// As in [`RequestBody::CheckQuery`].
+        share_digests: Vec<[u8; 32]>,
+        /// Nodes' signed checks of this query ([`RequestBody::CheckQuery`]), one each.
         checks: Vec<WireCheck>,
     },
     /// A committed image's manifest and share, for a caller entitled to it.
@@ -698,6 +699,10 @@ pub enum RequestBody {
         query_share: Vec<u8>,
         /// As in [`RequestBody::Evaluate`].
         candidates: Vec<WireId>,
+        /// The querier's commitment to every node's share: the digest of each, node 1 first
+        /// (`obscura_auth::matching::share_digest`). The check's coefficients depend on all of
+        /// them, and each node checks its own.
+        share_digests: Vec<[u8; 32]>,
     },
 }
 
@@ -783,11 +788,13 @@ impl RequestBody {
             RequestBody::Evaluate {
                 query_share,
                 candidates,
+                share_digests,
                 checks,
                 ..
             } => {
                 check(query_share.len() == HASH_SHARE_LEN, "query_share")?;
                 check(candidates.len() <= MAX_CANDIDATES, "candidates")?;
+                check(share_digests.len() <= MAX_NODES, "share_digests")?;
                 check(checks.len() <= MAX_NODES, "checks")?;
                 for c in checks {
                     check(
@@ -801,10 +808,12 @@ impl RequestBody {
             RequestBody::CheckQuery {
                 query_share,
                 candidates,
+                share_digests,
                 ..
             } => {
                 check(query_share.len() == HASH_SHARE_LEN, "query_share")?;
-                check(candidates.len() <= MAX_CANDIDATES, "candidates")
+                check(candidates.len() <= MAX_CANDIDATES, "candidates")?;
+                check(share_digests.len() <= MAX_NODES, "share_digests")
             }
             RequestBody::KeeperEvaluate { batches, .. } => {
                 let total = batches.iter().try_fold(0usize, |acc, b| {

@@ -121,10 +121,10 @@ fn body() -> impl Strategy<Value = RequestBody> {
                     issued: 7,
                     query_share,
                     candidates,
+                    share_digests: vec![[9; 32]; 5],
                     checks: (1..=5)
                         .map(|node| WireCheck {
                             node,
-                            share_digest: [node; 32],
                             degree: vec![u32::from(node); 2],
                             bits: vec![7; 2],
                             signature: vec![node; 64],
@@ -143,6 +143,7 @@ fn body() -> impl Strategy<Value = RequestBody> {
                     issued: 8,
                     query_share,
                     candidates,
+                    share_digests: vec![[8; 32]; 5],
                 }
             ),
         id().prop_map(|image| RequestBody::Fetch {
@@ -254,7 +255,7 @@ proptest! {
             Response(ResponseBody::Resolved { manifests: values.iter().map(|v| v.map(|v| v.to_be_bytes().to_vec())).collect() }),
             Response(ResponseBody::Ok),
             Response(ResponseBody::QueryChecked {
-                check: WireCheck { node, share_digest: [6; 32], degree: vec![1, 2], bits: vec![3, 4], signature: vec![7; 64] },
+                check: WireCheck { node, degree: vec![1, 2], bits: vec![3, 4], signature: vec![7; 64] },
             }),
             Response(ResponseBody::Rotation {
                 node, current: 1, next: Some(2), moved: values.len() as u64, total: 9, postings: 72, done: false,
@@ -375,6 +376,7 @@ fn size_limits_are_enforced() {
             issued: 0,
             query_share: vec![0; 64],
             candidates: vec![],
+            share_digests: vec![],
             checks: vec![],
         },
         auth: None,
@@ -484,6 +486,7 @@ fn encoding_is_frozen() {
             issued: 1_790_000_000,
             query_share: (0..=255).collect(),
             candidates: vec![[0x11; 16], [0x22; 16]],
+            share_digests: vec![],
             checks: vec![],
         },
         auth: Some(Auth {
@@ -497,12 +500,12 @@ fn encoding_is_frozen() {
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         hex.len(),
-        2 * (6 + 16 + 5 + 1 + 16 + 5 + 2 + 256 + 1 + 32 + 1 + 1 + 1 + 40 + 1 + 64 + 1 + 64)
+        2 * (6 + 16 + 5 + 1 + 16 + 5 + 2 + 256 + 1 + 32 + 1 + 1 + 1 + 1 + 40 + 1 + 64 + 1 + 64)
     );
-    assert_eq!(&hex[..12], "4f4253430008");
+    assert_eq!(&hex[..12], "4f4253430009");
     assert_eq!(
         fnv1a(&r.encode()),
-        "0cff9692b5b8a137",
+        "3b5ca780ed203aa8",
         "wire encoding changed"
     );
 }

@@ -81,9 +81,10 @@ proptest! {
         let batch = plan.query_tokens(&keys, query, &mut rng);
         prop_assert_eq!(batch.len(), 80);
         let posted = keys.index_tokens(stored);
-        for band in 0..8 {
-            let d = (bands(stored)[band] ^ bands(query)[band]).count_ones();
-            prop_assert_eq!(batch.contains(&posted[band]), d <= 1);
+        let (stored_bands, query_bands) = (bands(stored), bands(query));
+        for (band, token) in posted.iter().enumerate() {
+            let d = (stored_bands[band] ^ query_bands[band]).count_ones();
+            prop_assert_eq!(batch.contains(token), d <= 1);
         }
     }
 }

@@ -241,8 +241,10 @@ impl TestNode {
         .unwrap()
     }
 
-    /// Node `i`'s signed check of `shares[i − 1]`, made here from its secrets as node `i` makes
-    /// it: what a querier gets from the nodes this test does not run.
+    /// Node `i`'s signed check of `share` under the querier's commitment `digests`, made here
+    /// from its secrets as node `i` makes it: what a querier gets from the nodes this test does
+    /// not run.
+    #[allow(clippy::too_many_arguments)]
     pub fn check_of(
         &self,
         i: u8,
@@ -251,11 +253,15 @@ impl TestNode {
         issued: u64,
         share: &HashShare,
         candidates: &[[u8; 16]],
+        digests: &[[u8; 32]],
     ) -> WireCheck {
         let secrets = self.secrets_of(i);
         let zero = ZeroSharingKeys::from_parts(i, N, T, secrets.zero_keys.clone()).unwrap();
         let coin_key = HandleKey::from_bytes(secrets.handle_key).check_coin_key();
-        let context = matching::query_context(query_id, issued, candidates);
+        let context = matching::check_context(
+            &matching::query_context(query_id, issued, candidates),
+            digests,
+        );
         let coin = CheckCoin::derive(&coin_key, &context);
         let check = check::check_share(&zero, &coin, &context, share).unwrap();
         matching::sign_check(
@@ -267,9 +273,16 @@ impl TestNode {
                 issued,
             },
             &context,
-            &share.to_bytes(),
             &check,
         )
+    }
+
+    /// The querier's commitment to `shares`.
+    pub fn digests(shares: &[HashShare]) -> Vec<[u8; 32]> {
+        shares
+            .iter()
+            .map(|s| matching::share_digest(&s.to_bytes()))
+            .collect()
     }
 
     /// Stage-2's first round as `who` runs it: node 1 checks `shares[0]` over the wire, nodes
@@ -282,11 +295,13 @@ impl TestNode {
         shares: &[HashShare],
         candidates: &[[u8; 16]],
     ) -> Result<Vec<WireCheck>, (u16, ResponseBody)> {
+        let digests = Self::digests(shares);
         let req = TestNode::request(RequestBody::CheckQuery {
             query_id,
             issued,
             query_share: shares[0].to_bytes().to_vec(),
             candidates: candidates.to_vec(),
+            share_digests: digests.clone(),
         });
         let first = match self.send_as(who, &req).await {
             (200, ResponseBody::QueryChecked { check }) => check,
@@ -302,6 +317,7 @@ impl TestNode {
                     issued,
                     &shares[i as usize - 1],
                     candidates,
+                    &digests,
                 )
             }))
             .collect())
@@ -326,6 +342,7 @@ impl TestNode {
                     issued,
                     query_share: shares[0].to_bytes().to_vec(),
                     candidates: candidates.to_vec(),
+                    share_digests: Self::digests(shares),
                     checks,
                 });
                 self.send_as(who, &req).await
