@@ -2,7 +2,7 @@
 //! same run on this machine.
 //!
 //! In-process figures time the library code in batches of at least 50 ms and report the median
-//! of seven batches. Cluster figures run a temporary 3-of-5 cluster of real node processes on
+//! of seven batches. Cluster figures run a temporary 3-of-6 cluster of real node processes on
 //! loopback: indexing and rebuilding go through the nodes; for the query latency at large N the
 //! nodes are stopped, synthetic images (random 64-byte files with random pHashes, prepared by
 //! the real client code) are written into their stores in batches, and the nodes restarted, so
@@ -404,7 +404,8 @@ async fn cluster_figures(
     let ratio = index_rate / hash_rate;
     out.push(Figure {
         name: format!(
-            "index through 5 nodes ({} files, batches of {}, {} in flight)",
+            "index through {} nodes ({} files, batches of {}, {} in flight)",
+            cluster.nodes(),
             files.len(),
             indexing::BATCH_FILES,
             indexing::IN_FLIGHT
@@ -552,10 +553,57 @@ async fn cluster_figures(
         last_p50 = lat.p50;
     }
     if cluster.tokens == TokenKind::Voprf {
-        let postings_indexed = index_rate * 8.0 * 5.0;
+        let postings_indexed = index_rate * 8.0 * cluster.nodes() as f64;
         let last = (postings_indexed, last_p50);
         rotation_figures(cluster, &stored, opt, last, progress, out).await?;
     }
+    if !stored.is_empty() {
+        node_down_figure(cluster, &stored, opt, last_p50, progress, out).await?;
+    }
+    Ok(())
+}
+
+/// Search latency with the last node stopped (the default cluster has a node to spare), beside
+/// the same run's latency with every node up. Last, since the node stays down.
+async fn node_down_figure(
+    cluster: &mut LocalCluster,
+    stored: &[u64],
+    opt: &BenchOptions,
+    all_up_p50: f64,
+    progress: &Progress,
+    out: &mut Vec<Figure>,
+) -> Result<(), String> {
+    let client = cluster.client(None).await?;
+    let x = cluster.nodes() as u8;
+    cluster.stop_node(x).await?;
+    let queries = opt.queries.min(50);
+    let bar = progress.bar(queries, &format!("node {x} down"));
+    let mut rng = AesCtrRng::from_os();
+    let mut lat = Vec::new();
+    for _ in 0..queries {
+        let r = client
+            .search_hash(near(stored, &mut rng), 10, 10, Instant::now())
+            .await
+            .map_err(|e| format!("search with node {x} down: {e}"))?;
+        lat.push(r.total.as_secs_f64() * 1e3);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let lat = Spread::of(lat);
+    out.push(Figure {
+        name: format!(
+            "query N = {}, node {x} of {} down: p50 (p95 {:.1})",
+            stored.len(),
+            cluster.nodes(),
+            lat.p95
+        ),
+        value: lat.p50,
+        unit: "ms",
+        baseline: "every node up, p50".into(),
+        baseline_value: all_up_p50,
+        ratio: all_up_p50 / lat.p50,
+        goal: None,
+    });
     Ok(())
 }
 

@@ -168,7 +168,7 @@ impl Progress {
     }
 }
 
-/// A temporary 3-of-5 cluster whose nodes (and, with VOPRF tokens, 2-of-3 keepers) run as
+/// A temporary cluster of the default shape (3-of-6) whose nodes (and, with VOPRF tokens, 2-of-3 keepers) run as
 /// `obscura node run` and `obscura keeper run` processes on loopback, in a scratch folder
 /// removed afterwards unless kept.
 pub struct LocalCluster {
@@ -197,9 +197,13 @@ impl LocalCluster {
         let dir = scratch.dir.join("cluster");
         std::fs::create_dir_all(&scratch.dir)
             .map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
-        let base_port = free_base_port(8)?;
+        let (n, k) = (
+            obscura_cluster::DEFAULT_NODES,
+            obscura_cluster::DEFAULT_THRESHOLD,
+        );
+        let base_port = free_base_port(n as u16 + 3)?;
         let mut opt =
-            obscura_cluster::InitOptions::new(5, 3, "127.0.0.1", base_port, base_port + 5);
+            obscura_cluster::InitOptions::new(n, k, "127.0.0.1", base_port, base_port + n as u16);
         opt.tokens = tokens;
         // Measurements run thousands of searches: no budget or rate limit should stop them.
         opt.keeper_budget = u64::MAX / 2;
@@ -216,13 +220,35 @@ impl LocalCluster {
         })
     }
 
-    /// "5 nodes (3-of-5), VOPRF tokens from 3 keepers (2-of-3), in DIR", for progress lines.
+    /// "6 nodes (3-of-6), VOPRF tokens from 3 keepers (2-of-3), in DIR", for progress lines.
     pub fn describe(&self) -> String {
         let tokens = match self.tokens {
             TokenKind::Voprf => "VOPRF tokens from 3 keepers (2-of-3)",
             TokenKind::Hmac => "HMAC tokens",
         };
-        format!("5 nodes (3-of-5), {tokens}, in {}", self.dir.display())
+        let (n, k) = (self.nodes(), obscura_cluster::DEFAULT_THRESHOLD);
+        format!(
+            "{n} nodes ({k}-of-{n}), {tokens}, in {}",
+            self.dir.display()
+        )
+    }
+
+    /// How many nodes the cluster has.
+    pub fn nodes(&self) -> usize {
+        obscura_cluster::DEFAULT_NODES
+    }
+
+    /// Stop node `x` (SIGTERM, as at the end) while the others go on, to show what the cluster
+    /// does with a node down.
+    ///
+    /// # Errors
+    /// The nodes are not running, or node `x` did not stop cleanly.
+    pub async fn stop_node(&mut self, x: u8) -> Result<(), String> {
+        let running = self.running.as_mut().ok_or("the nodes are not running")?;
+        match running.stop_member(nodes::Member::Node(x)).await? {
+            s if s.success() => Ok(()),
+            s => Err(format!("node {x} stopped badly: {s}")),
+        }
     }
 
     /// A client of the cluster, once every node answers; `plan` replaces the configured

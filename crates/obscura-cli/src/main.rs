@@ -237,7 +237,7 @@ enum Command {
         Every photo in --photos yields 20 samples (the original and 19 edits: JPEG, WebP, \
         rotation, crop, perspective, resampling, gamma, brightness, contrast, noise, \
         salt-and-pepper, motion blur, watermark, occlusion; seed 2025). All are indexed into a \
-        temporary 3-of-5 cluster of real node processes, and every sample queries the others in \
+        temporary 3-of-6 cluster of real node processes, and every sample queries the others in \
         each Stage-1 mode; the same pHashes are ranked in plaintext as the baseline. Prints \
         P@1/5/10, R@1/5/10 and mAP per transform, Stage-1 keep rate, latencies and bytes, and \
         writes summary.json, recall.svg and latency.svg to --out. Exits non-zero when the \
@@ -269,10 +269,11 @@ enum Command {
         plaintext baseline, measured in the same run.\n\n\
         In this process: GF(2^8) sharing against the raw multiply-add rate, decode + pHash, \
         everything indexing computes, HMAC band tokens, Stage-2 at a node against a plaintext \
-        popcount. Through a temporary 3-of-5 cluster of real node processes on loopback: \
-        indexing, rebuilding a 1 MB image, and query latency at each --sizes N (synthetic \
+        popcount. Through a temporary 3-of-6 cluster of real node processes on loopback: \
+        indexing, rebuilding a 1 MB image, query latency at each --sizes N (synthetic \
         images are written into the stopped nodes' stores to reach N) against a plaintext \
-        brute-force scan. Exits non-zero when a goal is missed. Takes a few minutes at N = 10^5."
+        brute-force scan, and, last, query latency with one node stopped. Exits non-zero when a \
+        goal is missed. Takes a few minutes at N = 10^5."
     )]
     Bench {
         /// Folder of photos (default: the repository's testdata/photos).
@@ -318,11 +319,14 @@ enum ClusterCommand {
     Init {
         /// The directory to create (must not exist).
         dir: PathBuf,
-        /// Number of nodes (n).
-        #[arg(long, default_value_t = 5)]
+        /// Number of nodes (n). A search needs 2t + 1 nodes (t = k − 1), and enough that any
+        /// two nodes that answer saw the same query checked: at least ⌈(n + t + 1) / 2⌉. With
+        /// k = 3: 5 nodes search only when all are up, 6 with one down, 7 or 8 with two down.
+        /// Rebuilding an image needs k; indexing needs every node.
+        #[arg(long, default_value_t = obscura_cluster::DEFAULT_NODES)]
         nodes: usize,
-        /// Shares needed to rebuild an image (k); searches need 2(k − 1) + 1 nodes.
-        #[arg(long, default_value_t = 3)]
+        /// Shares needed to rebuild an image (k); any k − 1 nodes together learn nothing.
+        #[arg(long, default_value_t = obscura_cluster::DEFAULT_THRESHOLD)]
         threshold: usize,
         /// Host the nodes listen on and are reached at.
         #[arg(long, default_value = "127.0.0.1")]
@@ -544,8 +548,12 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             opt.capabilities.queries_per_hour = queries_per_hour;
             opt.capabilities.fetches_per_hour = fetches_per_hour;
             obscura_cluster::init(&dir, &opt)?;
+            let availability = obscura_cluster::Availability::of(nodes, threshold)
+                .map(|a| a.describe())
+                .unwrap_or_default();
             println!(
-                "created cluster {d} ({threshold}-of-{nodes}); start it with: obscura cluster up {d}\n\
+                "created cluster {d} ({threshold}-of-{nodes}): {availability}\n\
+                 start it with: obscura cluster up {d}\n\
                  then make its first account (the admin) with: obscura register --cluster {d} --user NAME\n\
                  {d}/owner holds the data owner's key: give a copy of {d} without it to users who \
                  only search",

@@ -191,6 +191,24 @@ impl Running {
         }
     }
 
+    /// Stop one member as [`stop`](Self::stop) does, leaving the others running; stopping it
+    /// again returns the same status.
+    ///
+    /// # Errors
+    /// No such member, or why it had to be killed.
+    pub async fn stop_member(&mut self, member: Member) -> Result<ExitStatus, String> {
+        let i = self
+            .children
+            .iter()
+            .position(|(m, _)| *m == member)
+            .ok_or_else(|| format!("{member} is not part of this cluster"))?;
+        let child = &mut self.children[i].1;
+        terminate(child);
+        let r = wait_or_kill(child).await;
+        self.exited[i] = true;
+        r
+    }
+
     /// Stop every member: SIGTERM, then a kill after the grace period. Returns each one's exit
     /// status, or why it had to be killed.
     pub async fn stop(mut self) -> Vec<(Member, Result<ExitStatus, String>)> {
@@ -199,19 +217,23 @@ impl Running {
         }
         let mut out = Vec::new();
         for (member, c) in &mut self.children {
-            let r = match tokio::time::timeout(STOP_GRACE, c.wait()).await {
-                Ok(Ok(status)) => Ok(status),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => {
-                    let _ = c.kill().await;
-                    Err(format!(
-                        "did not stop within {} s; killed",
-                        STOP_GRACE.as_secs()
-                    ))
-                }
-            };
-            out.push((*member, r));
+            out.push((*member, wait_or_kill(c).await));
         }
         out
+    }
+}
+
+/// Wait the grace period for `child` to exit, then kill it.
+async fn wait_or_kill(child: &mut Child) -> Result<ExitStatus, String> {
+    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(format!(
+                "did not stop within {} s; killed",
+                STOP_GRACE.as_secs()
+            ))
+        }
     }
 }

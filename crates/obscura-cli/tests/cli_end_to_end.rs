@@ -126,7 +126,7 @@ fn init_up_index_search_get_and_failures() {
     let out = obscura(&["status", "--cluster", cluster]);
     assert!(
         out.status.success()
-            && text(&out).contains("node 5: 15 images, 0 pending, key version 2\n")
+            && text(&out).contains("node 6: 15 images, 0 pending, key version 2\n")
             && text(&out).contains("keeper 1: up, key versions [2]"),
         "{}",
         text(&out)
@@ -134,7 +134,12 @@ fn init_up_index_search_get_and_failures() {
 
     querier_with_a_copy_of_the_directory_without_the_owner_key(&dir, &id_of);
 
-    // Node 5 killed: get still works; search fails at once, naming node 5.
+    // Node 6 killed: get and search still work (the default cluster has a node to spare).
+    stop_node(&dir, 6, "KILL");
+    let out = get(cluster, &id, &rebuilt);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(search_first("derived/coffee.q75.jpg"), id_of("coffee.png"));
+    // Node 5 killed too: search fails at once, naming both.
     stop_node(&dir, 5, "KILL");
     let out = get(cluster, &id, &rebuilt);
     assert!(out.status.success(), "{}", text(&out));
@@ -146,7 +151,11 @@ fn init_up_index_search_get_and_failures() {
         &testdata("derived/coffee.q75.jpg"),
     ]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("node 5"), "{}", text(&out));
+    assert!(
+        text(&out).contains("node 5") && text(&out).contains("node 6"),
+        "{}",
+        text(&out)
+    );
     assert!(t0.elapsed() < Duration::from_secs(15), "search hung");
 
     // Clear errors for bad input.
@@ -416,7 +425,7 @@ fn keeper_accounts_secrets_and_signing(dir: &std::path::Path) {
         cluster,
         &testdata("derived/coffee.q75.jpg"),
     ]);
-    // Node 5 is down, so the search fails at the nodes, past the keepers.
+    // Nodes 5 and 6 are down, so the search fails at the nodes, past the keepers.
     assert!(text(&out).contains("node 5"), "{}", text(&out));
 }
 

@@ -12,7 +12,7 @@ use redb::ReadableTable;
 
 use common::{
     get, index_one, init_cluster, obscura, start, status, stop_node, testdata, text,
-    wait_for_status, BIN,
+    wait_for_status, BIN, NODES,
 };
 
 /// Flip one byte of the value under `key` in a stopped node's redb table.
@@ -99,7 +99,7 @@ fn kill_9_of_a_node_while_indexing_leaves_nothing_half_written() {
     // holds exactly the reported images plus the new one, none pending.
     index_one(cluster, &testdata("photos/camera.png"));
     let expected = reported.len() as u64 + 1;
-    assert_eq!(status(&dir), vec![(expected, 0); 5]);
+    assert_eq!(status(&dir), vec![(expected, 0); NODES]);
     assert_eq!(
         std::fs::read_dir(dir.join("client").join("journal"))
             .unwrap()
@@ -153,7 +153,7 @@ fn tampered_stores_are_named_and_the_image_still_rebuilt() {
     assert!(!out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let nodes = v["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 5);
+    assert_eq!(nodes.len(), NODES);
     assert_eq!(nodes[0]["ok"], false);
     assert!(
         nodes[0]["error"]
@@ -277,7 +277,7 @@ fn replayed_requests_and_garbage_are_refused_with_clear_errors() {
         .as_str()
         .unwrap()
         .contains("more than the limit"));
-    assert_eq!(status(&dir), vec![(1, 0); 5]);
+    assert_eq!(status(&dir), vec![(1, 0); NODES]);
 
     // An id no node holds; a path that does not exist; a search with a non-image.
     let unknown = "0123456789abcdef0123456789abcdef";

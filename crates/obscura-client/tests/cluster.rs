@@ -1,6 +1,7 @@
 //! The client against five real node servers and three keepers on loopback over mutual TLS:
-//! index, search and get end to end with VOPRF tokens (and with HMAC tokens); a node down; a
-//! node whose stored share was corrupted; a keeper down, a lying keeper, a spent budget.
+//! index, search and get end to end with VOPRF tokens (and with HMAC tokens); a node down (at
+//! five nodes, and at six, where searches go on); a node whose stored share was corrupted; a
+//! keeper down, a lying keeper, a spent budget.
 
 mod common;
 
@@ -102,6 +103,58 @@ async fn index_search_get_across_five_nodes() {
         c.client.delete(ids[0]).await,
         Err(Error::UnknownImage(_))
     ));
+}
+
+/// The default shape, 3-of-6 (t = 2, as with five nodes): with any one node down every search
+/// still finds its image, names the node it missed, and the match is rebuilt; with two down,
+/// searches fail at once naming both, while images are still rebuilt from the four left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_goes_on_with_a_node_down_on_six_nodes() {
+    let mut c = Cluster::start_with("six", Setup { nodes: 6, ..VOPRF }).await;
+    let names = ["camera", "coffee", "rocket"];
+    let files: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| {
+            testdata(&format!(
+                "photos/{n}.{}",
+                if *n == "rocket" { "jpg" } else { "png" }
+            ))
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for f in &files {
+        ids.push(c.client.index(f).await.unwrap());
+    }
+    for down in [6u8, 2] {
+        c.down(down).await;
+        for (i, name) in names.iter().enumerate() {
+            let q = testdata(&format!("derived/{name}.q75.jpg"));
+            let found = c.client.search(&q, 5, 10).await.unwrap();
+            assert_eq!(found.matches[0].id, ids[i], "{name}, node {down} down");
+        }
+        let rebuilt = c.client.get(ids[1]).await.unwrap();
+        assert_eq!(rebuilt.image, files[1]);
+        assert_eq!(rebuilt.faults.len(), 1, "{:?}", rebuilt.faults);
+        assert_eq!(rebuilt.faults[0].node, down);
+        if down == 6 {
+            c.up(6).await;
+        }
+    }
+    // Nodes 2 and 6 down: a search needs five.
+    c.down(6).await;
+    let t0 = std::time::Instant::now();
+    let err = c
+        .client
+        .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("node 2") && text.contains("node 6"), "{text}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "search hung"
+    );
+    assert_eq!(c.client.get(ids[2]).await.unwrap().image, files[2]);
 }
 
 /// Flip one byte of `image`'s value in a node's redb table (the node must be stopped).

@@ -110,6 +110,67 @@ impl InitOptions {
     }
 }
 
+/// Nodes of a new cluster: `2t + 2` for the default threshold 3 (t = 2), so that searches go on
+/// with one node down. With `2t + 1` nodes every search needs every node.
+pub const DEFAULT_NODES: usize = 6;
+
+/// Shares needed to rebuild an image in a new cluster (k); any `k − 1` nodes together learn
+/// nothing.
+pub const DEFAULT_THRESHOLD: usize = 3;
+
+/// What a cluster of `n` nodes with threshold `k` withstands.
+///
+/// A search needs Stage-2 answers from `2t + 1` nodes and, before any node answers, the query
+/// checks of [`checks_needed`](obscura_mpc::check::checks_needed) nodes, so that two nodes that
+/// answer saw the same query; rebuilding an image needs `k` shares; indexing writes to every
+/// node. More nodes than `2t + 1` also let the client catch a node whose Stage-2 answer lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Availability {
+    /// Nodes that may collude and learn nothing of images, hashes or queries (`t = k − 1`).
+    pub collusion: usize,
+    /// Nodes that may be down while searches go on.
+    pub search_down: usize,
+    /// Nodes that may be down while images are rebuilt.
+    pub get_down: usize,
+}
+
+impl Availability {
+    /// The figures for `n` nodes and threshold `k` (`None` when the pair is not a valid cluster:
+    /// `2 ≤ k` and `2(k − 1) + 1 ≤ n`).
+    pub fn of(n: usize, k: usize) -> Option<Availability> {
+        let t = k.checked_sub(1).filter(|&t| t >= 1 && 2 * t < n)?;
+        let search = (2 * t + 1).max(obscura_mpc::check::checks_needed(n, t));
+        Some(Availability {
+            collusion: t,
+            search_down: n - search,
+            get_down: n - k,
+        })
+    }
+
+    /// One line for people: "any 2 nodes together learn nothing; search goes on with 1 node
+    /// down, rebuilding an image with 3; indexing needs every node".
+    pub fn describe(&self) -> String {
+        let nodes = |x: usize| {
+            if x == 1 {
+                "1 node".to_string()
+            } else {
+                format!("{x} nodes")
+            }
+        };
+        let search = if self.search_down == 0 {
+            "every search needs every node".to_string()
+        } else {
+            format!("searches go on with {} down", nodes(self.search_down))
+        };
+        format!(
+            "any {} together learn nothing; {search}, rebuilding an image with {} down; \
+             indexing needs every node",
+            nodes(self.collusion),
+            self.get_down
+        )
+    }
+}
+
 /// What [`init`] made that its caller may need at once.
 #[derive(Debug)]
 pub struct Made {

@@ -93,13 +93,17 @@ pub fn free_ports(n: u16) -> u16 {
         .expect("free ports")
 }
 
-/// `obscura cluster init` of a fresh 3-of-5 cluster in the temporary folder.
+/// Nodes of a cluster `obscura cluster init` makes by default.
+pub const NODES: usize = 6;
+
+/// `obscura cluster init` of a fresh cluster of the default shape (3-of-6) in the temporary
+/// folder.
 pub fn init_cluster(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("obscura-cli-{name}-{}", std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
-    // 5 nodes, then 3 keepers.
-    let base = free_ports(8);
-    let (base, keeper_base) = (base.to_string(), (base + 5).to_string());
+    // 6 nodes, then 3 keepers.
+    let base = free_ports(NODES as u16 + 3);
+    let (base, keeper_base) = (base.to_string(), (base + NODES as u16).to_string());
     let init = obscura(&[
         "cluster",
         "init",
@@ -110,6 +114,13 @@ pub fn init_cluster(name: &str) -> PathBuf {
         &keeper_base,
     ]);
     assert!(init.status.success(), "{}", text(&init));
+    assert!(
+        text(&init).contains(
+            "(3-of-6): any 2 nodes together learn nothing; searches go on with 1 node down"
+        ),
+        "{}",
+        text(&init)
+    );
     dir
 }
 

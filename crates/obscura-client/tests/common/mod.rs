@@ -1,4 +1,4 @@
-//! A test cluster in one process: five real node servers and three keepers on loopback over
+//! A test cluster in one process: five real node servers (or as many as asked) and three keepers on loopback over
 //! mutual TLS, made by `obscura_cluster::init` (as `obscura cluster init` makes one), with the
 //! admin account registered with the bootstrap code and logged in.
 #![allow(dead_code)]
@@ -62,6 +62,8 @@ pub struct Setup {
     pub quotas: obscura_node::accounts::Quotas,
     /// Register the admin and log the cluster's client in at the start.
     pub register: bool,
+    /// Nodes (threshold `K` whatever their number).
+    pub nodes: usize,
 }
 
 pub const VOPRF: Setup = Setup {
@@ -84,6 +86,7 @@ pub const VOPRF: Setup = Setup {
         max_events: 1000,
     },
     register: true,
+    nodes: N,
 };
 
 /// A port held open until its server first starts, so that parallel tests cannot take it.
@@ -122,9 +125,10 @@ impl Cluster {
         std::fs::create_dir_all(&scratch).unwrap();
         let dir = scratch.join("cluster");
         let mut reserved = Vec::new();
-        let ports: Vec<u16> = (0..N).map(|_| reserve(&mut reserved)).collect();
+        let n = setup.nodes;
+        let ports: Vec<u16> = (0..n).map(|_| reserve(&mut reserved)).collect();
         let keeper_ports: Vec<u16> = (0..M).map(|_| reserve(&mut reserved)).collect();
-        let mut opt = obscura_cluster::InitOptions::new(N, K, "127.0.0.1", 1, 1);
+        let mut opt = obscura_cluster::InitOptions::new(n, K, "127.0.0.1", 1, 1);
         opt.node_ports = ports.clone();
         opt.keeper_ports = keeper_ports.clone();
         opt.keepers = M;
@@ -136,7 +140,7 @@ impl Cluster {
             opt.tokens = obscura_client::config::TokenKind::Hmac;
         }
         let made = obscura_cluster::init(&dir, &opt).unwrap();
-        for node in 1..=N {
+        for node in 1..=n {
             edit_json(
                 &dir.join(format!("node{node}/node.json")),
                 |c: &mut NodeConfig| {
@@ -182,14 +186,14 @@ impl Cluster {
             scratch,
             dir,
             ports,
-            running: (0..N).map(|_| None).collect(),
+            running: (0..n).map(|_| None).collect(),
             keeper_ports,
             keepers: (0..M).map(|_| None).collect(),
             reserved,
             client,
             bootstrap: *made.bootstrap,
         };
-        for node in 1..=N as u8 {
+        for node in 1..=n as u8 {
             c.up(node).await;
         }
         for keeper in 1..=M as u8 {
