@@ -676,6 +676,34 @@ async fn a_query_id_sent_again_after_the_window_gets_fresh_masks() {
     node.stop().await;
 }
 
+/// The same query sent again after the node restarted (its admissions are on disk, synced
+/// before it answered) and with another candidate list under the same id: neither is answered,
+/// so no two answers under one query id exist to subtract.
+#[tokio::test]
+async fn a_query_id_answered_before_a_restart_is_not_answered_after_it() {
+    let mut node = TestNode::start("reuse-restart").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let v = stored(&node, "coffee.png", 2).await;
+    let ana = node.holder("ana", roles::QUERIER);
+    let query = share_hash(u.hash ^ 0b11, T, N, &mut ChaCha20Rng::seed_from_u64(4)).unwrap();
+    let issued = now();
+    let both: Vec<[u8; 16]> = u.tokens.iter().chain(&v.tokens).copied().collect();
+    let handles = handles_issued(&node, &ana, &both, [9; 16], issued).await;
+    assert_eq!(handles.len(), 2);
+    let (s, b) = node
+        .evaluate_as(&ana, [9; 16], issued, &query, &handles)
+        .await;
+    assert_eq!(s, 200, "{b:?}");
+    node.restart().await;
+    for candidates in [handles.clone(), handles[..1].to_vec()] {
+        let (s, b) = node
+            .evaluate_as(&ana, [9; 16], issued, &query, &candidates)
+            .await;
+        assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
+    }
+    node.stop().await;
+}
+
 /// The handles of `who`'s lookup of `tokens` under `query_id` issued at `issued`.
 async fn handles_issued(
     node: &TestNode,

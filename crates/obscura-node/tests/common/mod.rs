@@ -351,6 +351,23 @@ impl TestNode {
         }
     }
 
+    /// Stop the node cleanly and start it again from its store, on the same address.
+    pub async fn restart(&mut self) {
+        self.shutdown.take().unwrap().send(()).ok();
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        let loaded = LoadedNode::load(&self.dir.join("node1/node.json")).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.task = Some(tokio::spawn(obscura_node::server::serve(
+            loaded,
+            listener,
+            async {
+                rx.await.ok();
+            },
+        )));
+        self.shutdown = Some(tx);
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.take().unwrap().send(()).ok();
         self.task.take().unwrap().await.unwrap().unwrap();
