@@ -552,22 +552,24 @@ async fn cluster_figures(
         });
         last_p50 = lat.p50;
     }
+    if !stored.is_empty() {
+        let total = stored.len() + already;
+        node_down_figure(cluster, &stored, total, opt, last_p50, progress, out).await?;
+    }
     if cluster.tokens == TokenKind::Voprf {
         let postings_indexed = index_rate * 8.0 * cluster.nodes() as f64;
         let last = (postings_indexed, last_p50);
         rotation_figures(cluster, &stored, opt, last, progress, out).await?;
     }
-    if !stored.is_empty() {
-        node_down_figure(cluster, &stored, opt, last_p50, progress, out).await?;
-    }
     Ok(())
 }
 
 /// Search latency with the last node stopped (the default cluster has a node to spare), beside
-/// the same run's latency with every node up. Last, since the node stays down.
+/// the same run's latency with every node up; then every node is started again.
 async fn node_down_figure(
     cluster: &mut LocalCluster,
     stored: &[u64],
+    total: usize,
     opt: &BenchOptions,
     all_up_p50: f64,
     progress: &Progress,
@@ -589,11 +591,13 @@ async fn node_down_figure(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // Back to every node: stop the rest, start them all.
+    cluster.pause().await?;
+    cluster.resume()?;
     let lat = Spread::of(lat);
     out.push(Figure {
         name: format!(
-            "query N = {}, node {x} of {} down: p50 (p95 {:.1})",
-            stored.len(),
+            "query N = {total}, node {x} of {} down: p50 (p95 {:.1})",
             cluster.nodes(),
             lat.p95
         ),

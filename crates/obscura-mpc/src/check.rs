@@ -29,11 +29,10 @@
 //! random polynomial of degree 2t through `(0, Σ_j s_j·q_j·(1 − q_j))`, which is `(0, 0)` for an
 //! honest query: nodes learn nothing of the query, t colluding nodes neither.
 //!
-//! **What it does not cover.** The check is sound against a querier alone. A node that colludes
-//! with the querier holds the coin key, so together they know the `B(0)` of a non-bit query,
-//! and the node can shift its own `B_i` to cancel it: unseen by a node that checks exactly
-//! `2t + 1` values of `B`, caught by one that checks more (a shifted value is off the
-//! polynomial).
+//! **What it does not cover.** The check is sound against a querier alone. Nodes that collude
+//! with the querier choose their own values after seeing the honest ones (or shift them, with
+//! the coin key they hold), so as to make `B(0)` zero for a non-bit query. A node catches that
+//! only when it checks at least `2t + 1` honest values of `B`, which fix the polynomial.
 
 use obscura_sharing::field::{reduce64, Fp};
 use obscura_sharing::prime::interpolate_coefficients;

@@ -796,6 +796,10 @@ impl NodeState {
     ) -> Result<ResponseBody, ResponseBody> {
         self.candidates_allowed(asked.candidates)?;
         self.fresh(asked.issued, now)?;
+        // A malformed share or commitment is refused before the query id is spent.
+        let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
+        let query = HashShare::from_bytes(self.node, asked.query_share).map_err(bad)?;
+        let context = asked.check_context(self.node, self.n)?;
         // Once per query id, durably: two checks of one query under other shares would show
         // the querier how the check's coefficients act on its shares.
         self.store
@@ -812,9 +816,6 @@ impl NodeState {
                 ),
                 other => store_error(other),
             })?;
-        let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
-        let query = HashShare::from_bytes(self.node, asked.query_share).map_err(bad)?;
-        let context = asked.check_context(self.node, self.n)?;
         let coin = CheckCoin::derive(&self.coin_key, &context);
         let check = check::check_share(&self.zero, &coin, &context, &query).map_err(bad)?;
         let signed = matching::sign_check(
@@ -864,13 +865,13 @@ impl NodeState {
             self.t,
         )
         .map_err(auth_error)?;
+        let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
+        let query = HashShare::from_bytes(self.node, query_share).map_err(bad)?;
         // Admitted at the query's issue time, not the request's: a query id is known for as
         // long as its handles are fresh, so its zero-sharing context never serves twice.
         self.store
             .admit_request(&query_admission_id(query_id), issued, now, self.window)
             .map_err(store_error)?;
-        let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
-        let query = HashShare::from_bytes(self.node, query_share).map_err(bad)?;
         let keys = self.handles.for_query(querier.user(), query_id, issued);
         let ids: Vec<ImageId> = candidates.iter().map(|h| ImageId(keys.open(h))).collect();
         let stored = self

@@ -676,9 +676,11 @@ async fn a_query_id_sent_again_after_the_window_gets_fresh_masks() {
     node.stop().await;
 }
 
-/// The same query sent again after the node restarted (its admissions are on disk, synced
-/// before it answered) and with another candidate list under the same id: neither is answered,
-/// so no two answers under one query id exist to subtract.
+/// The attack: keep a query's checks, let the node answer, and send the same `Evaluate` again
+/// once the node has restarted (here abruptly, without its clean stop), or check the query
+/// again with another candidate list under the same id. Nothing is answered twice under one
+/// query id: its admissions were synced before the node answered. A malformed check, on the
+/// other hand, does not spend the id.
 #[tokio::test]
 async fn a_query_id_answered_before_a_restart_is_not_answered_after_it() {
     let mut node = TestNode::start("reuse-restart").await;
@@ -690,17 +692,40 @@ async fn a_query_id_answered_before_a_restart_is_not_answered_after_it() {
     let both: Vec<[u8; 16]> = u.tokens.iter().chain(&v.tokens).copied().collect();
     let handles = handles_issued(&node, &ana, &both, [9; 16], issued).await;
     assert_eq!(handles.len(), 2);
-    let (s, b) = node
-        .evaluate_as(&ana, [9; 16], issued, &query, &handles)
-        .await;
+    let check = |digests: Vec<[u8; 32]>| {
+        TestNode::request(RequestBody::CheckQuery {
+            query_id: [9; 16],
+            issued,
+            query_share: query[0].to_bytes().to_vec(),
+            candidates: handles.clone(),
+            share_digests: digests,
+        })
+    };
+    let (_, b) = node.send_as(&ana, &check(vec![[0; 32]; 2])).await;
+    assert_eq!(code(&b), Some(ErrorCode::Rejected), "{b:?}");
+    let checks = node
+        .checks_as(&ana, [9; 16], issued, &query, &handles)
+        .await
+        .expect("a malformed check left the query id unspent");
+    let evaluate = || {
+        TestNode::request(RequestBody::Evaluate {
+            query_id: [9; 16],
+            issued,
+            query_share: query[0].to_bytes().to_vec(),
+            candidates: handles.clone(),
+            share_digests: TestNode::digests(&query),
+            checks: checks.clone(),
+        })
+    };
+    let (s, b) = node.send_as(&ana, &evaluate()).await;
     assert_eq!(s, 200, "{b:?}");
-    node.restart().await;
-    for candidates in [handles.clone(), handles[..1].to_vec()] {
-        let (s, b) = node
-            .evaluate_as(&ana, [9; 16], issued, &query, &candidates)
-            .await;
-        assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
-    }
+    node.restart_abruptly().await;
+    let (s, b) = node.send_as(&ana, &evaluate()).await;
+    assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
+    let (s, b) = node
+        .evaluate_as(&ana, [9; 16], issued, &query, &handles[..1])
+        .await;
+    assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
     node.stop().await;
 }
 

@@ -351,10 +351,13 @@ impl TestNode {
         }
     }
 
-    /// Stop the node cleanly and start it again from its store, on the same address.
-    pub async fn restart(&mut self) {
-        self.shutdown.take().unwrap().send(()).ok();
-        self.task.take().unwrap().await.unwrap().unwrap();
+    /// Drop the node's server mid-life, without its clean stop (no final checkpoint, nothing
+    /// flushed on the way out), and start it again from its store on the same address.
+    pub async fn restart_abruptly(&mut self) {
+        self.shutdown.take();
+        let task = self.task.take().unwrap();
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
         let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
         let loaded = LoadedNode::load(&self.dir.join("node1/node.json")).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
