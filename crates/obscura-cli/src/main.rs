@@ -471,6 +471,7 @@ enum NodeCommand {
 
 fn main() -> ExitCode {
     alloc::keep_freed_memory();
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -499,6 +500,25 @@ fn client(dir: &Path) -> Result<Client, String> {
         .attach_session(&account::session_path(dir))
         .map_err(|e| e.to_string())?;
     Ok(client)
+}
+
+/// Output piped into a reader that stops early (`obscura status | head -1`) ends the process
+/// quietly, as the shell's other tools do (status 141, as for SIGPIPE), instead of a panic
+/// report: `println!` panics when standard output is closed.
+fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
 }
 
 fn exit(ok: bool) -> ExitCode {
@@ -612,6 +632,13 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             grant,
         } => {
             let id = image_id(&id)?;
+            if out.is_dir() {
+                return Err(format!(
+                    "--out {} is a folder: give the file to write, e.g. {}",
+                    out.display(),
+                    out.join(format!("{id}.png")).display()
+                ));
+            }
             let client = client(&cluster)?;
             let rebuilt = match grant {
                 Some(g) => {
@@ -1028,7 +1055,9 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     } else {
         println!("indexed {}, skipped {}", indexed.len(), skipped.len());
     }
-    Ok(exit(!cluster_failure))
+    // Nothing indexed of something asked is a failure, even when each file had its reason.
+    let nothing = indexed.is_empty() && !skipped.is_empty();
+    Ok(exit(!cluster_failure && !nothing))
 }
 
 fn print_search(out: &SearchOutcome, json: bool) {

@@ -161,6 +161,30 @@ fn init_up_index_search_get_and_failures() {
     // Clear errors for bad input.
     let out = obscura(&["get", "--cluster", cluster, "not-an-id", "--out", "/tmp/x"]);
     assert!(!out.status.success() && text(&out).contains("not an image id"));
+    // A folder as --out: refused before anything is fetched, nothing left in it.
+    let folder = dir.join("client");
+    let before = std::fs::read_dir(&folder).unwrap().count();
+    let out = obscura(&[
+        "get",
+        "--cluster",
+        cluster,
+        &id,
+        "--out",
+        &format!("{}/", folder.display()),
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains("is a folder"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), before);
+    // Indexing only files that are not images indexes nothing, and says so with its status.
+    let out = obscura(&["index", "--cluster", cluster, &testdata("LICENSES.md")]);
+    assert!(
+        !out.status.success() && text(&out).contains("indexed 0, skipped 1"),
+        "{}",
+        text(&out)
+    );
     let out = obscura(&[
         "get",
         "--cluster",
@@ -451,4 +475,21 @@ fn the_demo_passes_on_three_photos_and_cleans_up() {
     let out = obscura(&["demo", "--photos", "/no/such/folder"]);
     assert!(!out.status.success() && text(&out).contains("not a folder"));
     std::fs::remove_dir_all(&photos).ok();
+}
+
+/// `obscura hash … | head -0`: the reader is gone before anything is printed. The command ends
+/// quietly with the status a closed pipe gives (141), not with a panic report.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["hash", &testdata("photos/camera.png")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
 }

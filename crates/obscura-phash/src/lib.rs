@@ -176,6 +176,14 @@ pub fn decode_luma(bytes: &[u8], limits: &Limits) -> Result<LumaImage, Error> {
         format: name,
         reason: e.to_string(),
     };
+    // JPEG decoders fill a missing tail with grey and call the image whole; a file cut short
+    // is refused here instead.
+    if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
+        return Err(Error::Decode {
+            format: name,
+            reason: "the file ends before its last scan does (truncated)".into(),
+        });
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // The decoder enforces its own allocation cap as a second line of defence.
     let mut image_limits = image::Limits::default();
@@ -195,6 +203,18 @@ pub fn decode_luma(bytes: &[u8], limits: &Limits) -> Result<LumaImage, Error> {
     }
     let image = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     Ok(to_luma(image))
+}
+
+/// Whether a JPEG's last scan is followed by its end-of-image marker. Inside entropy-coded data
+/// every 0xFF byte is followed by 0x00 or a restart marker, so `FF D9` after the last start of
+/// scan (`FF DA`) is the end of the image, and `FF DA` cannot appear in scan data either. An
+/// embedded thumbnail's markers come before the main image's scans.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let marker = |m: u8| move |w: &[u8]| w[0] == 0xFF && w[1] == m;
+    match bytes.windows(2).rposition(marker(0xDA)) {
+        Some(scan) => bytes[scan..].windows(2).any(marker(0xD9)),
+        None => false,
+    }
 }
 
 /// Pillow's `L = (R·19595 + G·38470 + B·7471 + 0x8000) >> 16`.
