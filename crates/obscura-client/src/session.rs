@@ -7,10 +7,12 @@
 //! `T` keepers; it opens sessions with every keeper that answers.
 //!
 //! Between commands the sessions live in a file (`session.json` in the cluster directory by
-//! default) that only its owner can read (mode 0600): the session keys and the next sequence
-//! numbers, rewritten whole after every request, and the user's capability with the key it
-//! names. Two processes using one session at once would break its sequence; the keeper then
-//! refuses and the user logs in again.
+//! default) that only its owner can read (mode 0600): the session keys, the next free lane of
+//! each session, and the user's capability with the key it names. Each process takes a lane of
+//! its own when it loads the file ([`Channel::resume`]), under a lock on a sibling `.lock`
+//! file, and every write of the file merges with what other processes wrote meanwhile: two
+//! commands at once, a request that timed out or a client killed mid-request never leave a
+//! session out of step, and no sequence number is ever sealed twice.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,18 +35,18 @@ use crate::{post, unix_now, Error};
 struct Slot {
     channel: Channel,
     key: Zeroizing<[u8; session::SESSION_KEY_LEN]>,
+    /// The lane after this process's own: where the next process starts.
+    next_lane: u32,
 }
 
 impl Slot {
     fn stored(&self, keeper: u8) -> StoredSession {
-        let (sent, received) = self.channel.counters();
         StoredSession {
             keeper,
             session: hex(&self.channel.id()),
             key: hex(&*self.key),
             expires_at: self.channel.expires_at(),
-            sent,
-            received,
+            next_lane: self.next_lane,
         }
     }
 }
@@ -59,8 +61,8 @@ pub(crate) struct Sessions {
     user: RwLock<Option<String>>,
     /// Keeper `j`'s session at `j - 1`.
     slots: RwLock<Vec<Option<Held>>>,
-    /// What the file holds of each session, as of its last finished request; its lock also
-    /// makes writes of the file one at a time.
+    /// What the file holds of each session (its key and next free lane); its lock also makes
+    /// this process's writes of the file one at a time.
     saved: Mutex<Vec<Option<StoredSession>>>,
     file: RwLock<Option<PathBuf>>,
     /// The user's capability and its key.
@@ -78,8 +80,9 @@ struct StoredSession {
     session: String,
     key: String,
     expires_at: u64,
-    sent: u64,
-    received: u64,
+    /// The lane the next process to load this file sends in.
+    #[serde(default)]
+    next_lane: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -209,6 +212,12 @@ impl Sessions {
         group: &CapabilityKey,
     ) -> Result<bool, Error> {
         *self.file.write().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
+        // Lanes are handed out one process at a time.
+        locked(path, || self.load(path, m, group))
+    }
+
+    /// [`attach`](Self::attach) under the file's lock: read, take a lane, write back.
+    fn load(&self, path: &Path, m: usize, group: &CapabilityKey) -> Result<bool, Error> {
         let bytes = match std::fs::read(path) {
             Ok(b) => Zeroizing::new(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -226,9 +235,19 @@ impl Sessions {
             if s.keeper == 0 || usize::from(s.keeper) > m {
                 return Err(bad("a keeper number outside the cluster"));
             }
-            let channel =
-                Channel::resume(&key, id, Role::Client, s.expires_at, (s.sent, s.received));
-            opened.push((s.keeper, Slot { channel, key }));
+            // This process's own lane; the file then names the next one.
+            let channel = Channel::resume(&key, id, s.expires_at, s.next_lane);
+            let next_lane = s.next_lane.checked_add(1).ok_or_else(|| {
+                Error::Session("the session's lanes are spent: log in again".into())
+            })?;
+            opened.push((
+                s.keeper,
+                Slot {
+                    channel,
+                    key,
+                    next_lane,
+                },
+            ));
         }
         self.set(&file.user, m, opened);
         // A capability that no longer verifies (expired, or of another cluster) is dropped: the
@@ -257,6 +276,7 @@ impl Sessions {
                 Some((id, postcard::from_bytes(&bytes).ok()?))
             })
             .collect();
+        self.write_file(path)?;
         Ok(true)
     }
 
@@ -265,15 +285,31 @@ impl Sessions {
         let Some(path) = self.file.read().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Ok(());
         };
+        locked(&path, || self.write_file(&path))
+    }
+
+    /// [`save`](Self::save) under the file's lock. Lanes other processes took since this one
+    /// read the file stay taken: each session's next lane is the larger of the two.
+    fn write_file(&self, path: &Path) -> Result<(), Error> {
         let Some(user) = self.user() else {
-            return match std::fs::remove_file(&path) {
+            return match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(Error::Session(format!("{}: {e}", path.display())))
                 }
                 _ => Ok(()),
             };
         };
-        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        let on_disk: Vec<StoredSession> = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SessionFile>(&Zeroizing::new(b)).ok())
+            .map(|f| f.sessions)
+            .unwrap_or_default();
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        for s in saved.iter_mut().flatten() {
+            for d in on_disk.iter().filter(|d| d.session == s.session) {
+                s.next_lane = s.next_lane.max(d.next_lane);
+            }
+        }
         let sessions: Vec<StoredSession> = saved.iter().flatten().cloned().collect();
         let capability = self.capability().map(|h| StoredCapability {
             key: hex(h.key().as_bytes()),
@@ -301,20 +337,30 @@ impl Sessions {
             })
             .map_err(|e| Error::Session(e.to_string()))?,
         );
-        obscura_node::config::write_private_atomic(&path, &text)
+        obscura_node::config::write_private_atomic(path, &text)
             .map_err(|e| Error::Session(e.to_string()))
     }
+}
 
-    /// Note where keeper `j`'s session stands after a request, then save.
-    fn record(&self, j: u8, slot: &Slot) -> Result<(), Error> {
-        {
-            let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(place) = saved.get_mut(usize::from(j) - 1) {
-                *place = Some(slot.stored(j));
-            }
-        }
-        self.save()
+/// Run `f` holding an exclusive lock on `path`'s sibling `PATH.lock` (created 0600), so that
+/// processes sharing a session file read, change and write it one at a time.
+fn locked<T>(path: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let fail = |e: std::io::Error| Error::Session(format!("{}: {e}", lock_path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    let file = options.open(&lock_path).map_err(fail)?;
+    file.lock().map_err(fail)?;
+    let result = f();
+    file.unlock().ok();
+    result
 }
 
 /// How the client reaches keepers: HTTP, their URLs, and the user's sessions.
@@ -382,11 +428,7 @@ impl KeeperLink {
             Ok(_) => Err("unexpected answer to a sealed request".into()),
             Err(e) => Err(e.to_string()),
         };
-        let recorded = self.sessions.record(j, &s);
         drop(s);
-        if let Err(e) = recorded {
-            return (Err(e.to_string()), sent, received);
-        }
         (opened, sent, received)
     }
 
@@ -558,6 +600,7 @@ impl KeeperLink {
                         } => Ok(Slot {
                             channel: Channel::new(&key, session, Role::Client, expires_at),
                             key,
+                            next_lane: 1,
                         }),
                         _ => Err("unexpected answer".to_string()),
                     }

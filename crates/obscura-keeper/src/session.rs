@@ -9,9 +9,17 @@
 //! A login ends in a 64-byte session key known to the client and that keeper only. [`Channel`]
 //! turns it into one AES-256-GCM key per direction (HKDF-SHA512, salted with the session id),
 //! and every message carries its sequence number; the associated data binds the session id,
-//! the direction and that number. The receiver accepts only the next number, so a message
-//! replayed, reordered, dropped, reflected back to its sender or moved to another session fails
-//! to open, and a channel refuses everything once it expired.
+//! the direction and that number.
+//!
+//! A request's number is a **lane** (high 32 bits) and a counter within it (low 32 bits). Each
+//! process using a session takes a lane of its own ([`Channel::resume`]), so numbers never
+//! repeat across processes, and the keeper accepts a request only above the last one it
+//! accepted in that lane, in one of the [`LANES`] newest lanes it has seen. So a replayed or
+//! older message, or one reflected back to its sender or moved to another session, fails to
+//! open, while a request that was lost, timed out or cut short does not stop the next one, and
+//! two commands at once do not break each other's session. An answer carries its request's
+//! number, and the client opens only the answer to the request it just sent. A channel refuses
+//! everything once it expired.
 //!
 //! ```
 //! use obscura_keeper::session::{self, Channel, Role};
@@ -315,24 +323,43 @@ pub enum Role {
 const TO_SERVER: u8 = 1;
 const TO_CLIENT: u8 = 2;
 
-/// One end of an encrypted session: a key and a sequence number per direction.
+/// Lanes a keeper tracks per session: the newest ones seen; a request in an older lane is
+/// refused (its process logs in again).
+pub const LANES: usize = 64;
+
+/// One end of an encrypted session: a key per direction, and where the sequence numbers stand.
 pub struct Channel {
     id: [u8; 16],
     send: Aes256Gcm,
     recv: Aes256Gcm,
     send_dir: u8,
     recv_dir: u8,
-    sent: u64,
-    received: u64,
+    state: Numbers,
     expires_at: u64,
+}
+
+/// Sequence numbers: a client's next request and the one awaiting its answer; a keeper's next
+/// counter per lane, the lowest lane it still takes, and the request it has to answer.
+enum Numbers {
+    Client {
+        next: u64,
+        awaiting: Option<u64>,
+    },
+    Server {
+        lanes: std::collections::BTreeMap<u32, u32>,
+        floor: u32,
+        answering: Option<u64>,
+    },
 }
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel")
-            .field("sent", &self.sent)
-            .field("received", &self.received)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("Channel");
+        match &self.state {
+            Numbers::Client { next, .. } => d.field("lane", &(next >> 32)),
+            Numbers::Server { lanes, .. } => d.field("lanes", &lanes.len()),
+        };
+        d.finish_non_exhaustive()
     }
 }
 
@@ -362,37 +389,52 @@ impl Channel {
             Role::Client => (TO_SERVER, TO_CLIENT),
             Role::Server => (TO_CLIENT, TO_SERVER),
         };
+        let state = match role {
+            Role::Client => Numbers::Client {
+                next: 0,
+                awaiting: None,
+            },
+            Role::Server => Numbers::Server {
+                lanes: std::collections::BTreeMap::new(),
+                floor: 0,
+                answering: None,
+            },
+        };
         Channel {
             id,
             send: key(send_dir),
             recv: key(recv_dir),
             send_dir,
             recv_dir,
-            sent: 0,
-            received: 0,
+            state,
             expires_at,
         }
     }
 
-    /// The channel of a session already in use, its next sequence numbers `sent` and
-    /// `received` (as [`Channel::counters`] gave them), for a client that keeps its session in a
-    /// file between commands.
+    /// A client's channel of a session already in use, sending in `lane`, for a client that
+    /// keeps its session in a file between commands. The caller makes sure no other process
+    /// ever sends in that lane: a number sealed twice under one key would repeat an AES-GCM
+    /// nonce.
     pub fn resume(
         session_key: &[u8; SESSION_KEY_LEN],
         id: [u8; 16],
-        role: Role,
         expires_at: u64,
-        (sent, received): (u64, u64),
+        lane: u32,
     ) -> Channel {
-        let mut c = Channel::new(session_key, id, role, expires_at);
-        c.sent = sent;
-        c.received = received;
+        let mut c = Channel::new(session_key, id, Role::Client, expires_at);
+        c.state = Numbers::Client {
+            next: u64::from(lane) << 32,
+            awaiting: None,
+        };
         c
     }
 
-    /// The next sequence numbers: to send, to receive.
-    pub fn counters(&self) -> (u64, u64) {
-        (self.sent, self.received)
+    /// The lane a client's channel sends in (a keeper's: `None`).
+    pub fn lane(&self) -> Option<u32> {
+        match self.state {
+            Numbers::Client { next, .. } => Some((next >> 32) as u32),
+            Numbers::Server { .. } => None,
+        }
     }
 
     /// The session id.
@@ -420,16 +462,28 @@ impl Channel {
         n
     }
 
-    /// Encrypt the next message to the other end.
+    /// Encrypt a message to the other end: a client's next request (which then awaits its
+    /// answer), or a keeper's answer to the request it opened last.
     ///
     /// # Errors
-    /// [`SessionError::Expired`] at or after the expiry time, or when the sequence numbers
-    /// are spent.
+    /// [`SessionError::Expired`] at or after the expiry time, or when the lane's numbers are
+    /// spent; [`SessionError::Refused`] for a keeper with no request to answer.
     pub fn seal(&mut self, plaintext: &[u8], now: u64) -> Result<Vec<u8>, SessionError> {
-        if now >= self.expires_at || self.sent == u64::MAX {
+        if now >= self.expires_at {
             return Err(SessionError::Expired);
         }
-        let seq = self.sent;
+        let seq = match &mut self.state {
+            Numbers::Client { next, awaiting } => {
+                if *next & 0xffff_ffff == 0xffff_ffff {
+                    return Err(SessionError::Expired);
+                }
+                let seq = *next;
+                *next += 1;
+                *awaiting = Some(seq);
+                seq
+            }
+            Numbers::Server { answering, .. } => answering.take().ok_or(SessionError::Refused)?,
+        };
         let ct = self
             .send
             .encrypt(
@@ -440,18 +494,19 @@ impl Channel {
                 },
             )
             .map_err(|_| SessionError::Refused)?;
-        self.sent += 1;
         let mut out = Vec::with_capacity(HEADER + ct.len());
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(&ct);
         Ok(out)
     }
 
-    /// Decrypt the next message from the other end: only the next sequence number opens.
+    /// Decrypt a message from the other end: at a keeper, a request above the last one its lane
+    /// accepted; at a client, the answer to the request it sealed last.
     ///
     /// # Errors
-    /// [`SessionError::Refused`] for anything altered, replayed, reordered, reflected or from
-    /// another session; [`SessionError::Expired`] at or after the expiry time.
+    /// [`SessionError::Refused`] for anything altered, replayed, older than its lane's last
+    /// request, in a lane too old, reflected, from another session, or an answer to another
+    /// request; [`SessionError::Expired`] at or after the expiry time.
     pub fn open(&mut self, sealed: &[u8], now: u64) -> Result<Vec<u8>, SessionError> {
         if now >= self.expires_at {
             return Err(SessionError::Expired);
@@ -460,7 +515,16 @@ impl Channel {
             return Err(SessionError::Refused);
         }
         let seq = u64::from_be_bytes(sealed[..HEADER].try_into().expect("8 bytes"));
-        if seq != self.received {
+        let (lane, counter) = ((seq >> 32) as u32, seq as u32);
+        let fresh = match &self.state {
+            Numbers::Client { awaiting, .. } => *awaiting == Some(seq),
+            Numbers::Server { lanes, floor, .. } => {
+                lane >= *floor
+                    && counter < u32::MAX
+                    && lanes.get(&lane).is_none_or(|&next| counter >= next)
+            }
+        };
+        if !fresh {
             return Err(SessionError::Refused);
         }
         let plain = self
@@ -473,7 +537,23 @@ impl Channel {
                 },
             )
             .map_err(|_| SessionError::Refused)?;
-        self.received += 1;
+        match &mut self.state {
+            Numbers::Client { awaiting, .. } => *awaiting = None,
+            Numbers::Server {
+                lanes,
+                floor,
+                answering,
+            } => {
+                lanes.insert(lane, counter.saturating_add(1));
+                // Only the newest lanes are kept; every older one is closed for good.
+                while lanes.len() > LANES {
+                    if let Some((oldest, _)) = lanes.pop_first() {
+                        *floor = (*floor).max(oldest.saturating_add(1));
+                    }
+                }
+                *answering = Some(seq);
+            }
+        }
         Ok(plain)
     }
 }
