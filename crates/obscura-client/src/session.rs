@@ -7,18 +7,21 @@
 //! `T` keepers; it opens sessions with every keeper that answers.
 //!
 //! Between commands the sessions live in a file (`session.json` in the cluster directory by
-//! default) that only its owner can read (mode 0600): the session keys, the next free lane of
-//! each session, and the user's capability with the key it names. Each process takes a lane of
-//! its own when it loads the file ([`Channel::resume`]), under a lock on a sibling `.lock`
-//! file, and every write of the file merges with what other processes wrote meanwhile: two
-//! commands at once, a request that timed out or a client killed mid-request never leave a
-//! session out of step, and no sequence number is ever sealed twice.
+//! default) that only its owner can read (mode 0600): the session keys and the user's
+//! capability with the key it names. Each process sends in a lane of its own
+//! ([`Channel::resume`]): it takes the next one from a counter in the sibling `PATH.lock` file,
+//! under that file's lock, when it loads the sessions, logs in, or finds its lane closed at a
+//! keeper. The counter only rises and the lock file is never removed, so no two processes ever
+//! share a lane, whatever logins and logouts happen in between. Two commands at once, a request
+//! that timed out or a client killed mid-request never leave a session out of step. The file
+//! is for one machine: a copy restored from a backup is fine, but a folder synchronised between
+//! machines shares the sessions without the counter's lock.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use obscura_auth::capability::{CapabilityKey, Holder};
-use obscura_keeper::session::{self, Channel, ClientLogin, ClientRegistration, Role};
+use obscura_keeper::session::{self, Channel, ClientLogin, ClientRegistration};
 use obscura_proto::{
     MatchProof, Request, RequestBody, Response, ResponseBody, SignedCapability, WireRoles,
 };
@@ -35,8 +38,6 @@ use crate::{post, unix_now, Error};
 struct Slot {
     channel: Channel,
     key: Zeroizing<[u8; session::SESSION_KEY_LEN]>,
-    /// The lane after this process's own: where the next process starts.
-    next_lane: u32,
 }
 
 impl Slot {
@@ -46,7 +47,6 @@ impl Slot {
             session: hex(&self.channel.id()),
             key: hex(&*self.key),
             expires_at: self.channel.expires_at(),
-            next_lane: self.next_lane,
         }
     }
 }
@@ -80,9 +80,6 @@ struct StoredSession {
     session: String,
     key: String,
     expires_at: u64,
-    /// The lane the next process to load this file sends in.
-    #[serde(default)]
-    next_lane: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -145,7 +142,7 @@ impl Sessions {
             let over = m.len().saturating_sub(KEPT_MATCHES);
             m.drain(..over);
         }
-        self.save()
+        self.save(false)
     }
 
     /// The proof of the user's match of `id`, if kept.
@@ -163,7 +160,7 @@ impl Sessions {
     pub(crate) fn set_capability(&self, holder: Holder) -> Result<Arc<Holder>, Error> {
         let held = Arc::new(holder);
         *self.capability.write().unwrap_or_else(|e| e.into_inner()) = Some(held.clone());
-        self.save()?;
+        self.save(false)?;
         Ok(held)
     }
 
@@ -203,8 +200,9 @@ impl Sessions {
             .clear();
     }
 
-    /// Load the sessions in `path` (if the file exists) and save them there after every
-    /// request. Returns whether a session was loaded.
+    /// Load the sessions in `path` (if the file exists), taking a lane of them for this process,
+    /// and save them there after a login, a logout, a new capability or a new match. Returns
+    /// whether a session was loaded.
     pub(crate) fn attach(
         &self,
         path: &Path,
@@ -212,12 +210,6 @@ impl Sessions {
         group: &CapabilityKey,
     ) -> Result<bool, Error> {
         *self.file.write().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
-        // Lanes are handed out one process at a time.
-        locked(path, || self.load(path, m, group))
-    }
-
-    /// [`attach`](Self::attach) under the file's lock: read, take a lane, write back.
-    fn load(&self, path: &Path, m: usize, group: &CapabilityKey) -> Result<bool, Error> {
         let bytes = match std::fs::read(path) {
             Ok(b) => Zeroizing::new(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -225,6 +217,8 @@ impl Sessions {
         };
         let bad = |why: &str| Error::Session(format!("{}: {why}", path.display()));
         let file: SessionFile = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
+        // This process's own lane, taken (and recorded) before anything is sealed in it.
+        let lane = take_lane(path)?;
         let mut opened = Vec::new();
         for s in &file.sessions {
             let id: [u8; 16] = from_hex(&s.session).ok_or_else(|| bad("a session id"))?;
@@ -235,19 +229,8 @@ impl Sessions {
             if s.keeper == 0 || usize::from(s.keeper) > m {
                 return Err(bad("a keeper number outside the cluster"));
             }
-            // This process's own lane; the file then names the next one.
-            let channel = Channel::resume(&key, id, s.expires_at, s.next_lane);
-            let next_lane = s.next_lane.checked_add(1).ok_or_else(|| {
-                Error::Session("the session's lanes are spent: log in again".into())
-            })?;
-            opened.push((
-                s.keeper,
-                Slot {
-                    channel,
-                    key,
-                    next_lane,
-                },
-            ));
+            let channel = Channel::resume(&key, id, s.expires_at, lane);
+            opened.push((s.keeper, Slot { channel, key }));
         }
         self.set(&file.user, m, opened);
         // A capability that no longer verifies (expired, or of another cluster) is dropped: the
@@ -276,21 +259,50 @@ impl Sessions {
                 Some((id, postcard::from_bytes(&bytes).ok()?))
             })
             .collect();
-        self.write_file(path)?;
         Ok(true)
     }
 
-    /// Write the sessions to the attached file (owner-only), or remove it when logged out.
-    fn save(&self) -> Result<(), Error> {
+    /// The lane for sessions this process opens now: a fresh one from the attached file's
+    /// counter, or lane 0 for a client that keeps its sessions in memory only.
+    fn new_lane(&self) -> Result<u32, Error> {
+        match self
+            .file
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+        {
+            Some(path) => take_lane(path),
+            None => Ok(0),
+        }
+    }
+
+    /// Write the sessions to the attached file (owner-only), or remove it when logged out;
+    /// after a login or logout, whatever the file holds (`replace`). Otherwise (a new
+    /// capability, a new match) the file is left alone when another process logged in or out
+    /// since this one read it: its sessions are no longer this process's to write back.
+    fn save(&self, replace: bool) -> Result<(), Error> {
         let Some(path) = self.file.read().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Ok(());
         };
-        locked(&path, || self.write_file(&path))
+        locked(&path, |_| self.write_file(&path, replace))
     }
 
-    /// [`save`](Self::save) under the file's lock. Lanes other processes took since this one
-    /// read the file stay taken: each session's next lane is the larger of the two.
-    fn write_file(&self, path: &Path) -> Result<(), Error> {
+    fn write_file(&self, path: &Path, replace: bool) -> Result<(), Error> {
+        let on_disk: Option<Vec<String>> = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SessionFile>(&Zeroizing::new(b)).ok())
+            .map(|f| f.sessions.into_iter().map(|s| s.session).collect());
+        let ours: Vec<String> = self
+            .saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flatten()
+            .map(|s| s.session.clone())
+            .collect();
+        if !replace && on_disk.as_ref() != Some(&ours) {
+            return Ok(());
+        }
         let Some(user) = self.user() else {
             return match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -299,17 +311,7 @@ impl Sessions {
                 _ => Ok(()),
             };
         };
-        let on_disk: Vec<StoredSession> = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<SessionFile>(&Zeroizing::new(b)).ok())
-            .map(|f| f.sessions)
-            .unwrap_or_default();
-        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
-        for s in saved.iter_mut().flatten() {
-            for d in on_disk.iter().filter(|d| d.session == s.session) {
-                s.next_lane = s.next_lane.max(d.next_lane);
-            }
-        }
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
         let sessions: Vec<StoredSession> = saved.iter().flatten().cloned().collect();
         let capability = self.capability().map(|h| StoredCapability {
             key: hex(h.key().as_bytes()),
@@ -342,9 +344,34 @@ impl Sessions {
     }
 }
 
-/// Run `f` holding an exclusive lock on `path`'s sibling `PATH.lock` (created 0600), so that
-/// processes sharing a session file read, change and write it one at a time.
-fn locked<T>(path: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+/// Take the next lane of the session file at `path` from the counter in `PATH.lock`: lane 1
+/// first (lane 0 stays with clients that keep no file, and with files written before lanes).
+fn take_lane(path: &Path) -> Result<u32, Error> {
+    use std::io::{Read, Seek, Write};
+    locked(path, |file| {
+        let fail = |e: std::io::Error| Error::Session(format!("{}.lock: {e}", path.display()));
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(fail)?;
+        let lane: u32 = text.trim().parse().unwrap_or(0).max(1);
+        let next = lane
+            .checked_add(1)
+            .ok_or_else(|| Error::Session("the session file's lanes are spent".into()))?;
+        file.set_len(0).map_err(fail)?;
+        file.rewind().map_err(fail)?;
+        file.write_all(next.to_string().as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(fail)?;
+        Ok(lane)
+    })
+}
+
+/// Run `f` holding an exclusive lock on `path`'s sibling `PATH.lock` (created 0600, never
+/// removed; it holds the lane counter), so that processes sharing a session file read, change
+/// and write it one at a time.
+fn locked<T>(
+    path: &Path,
+    f: impl FnOnce(&mut std::fs::File) -> Result<T, Error>,
+) -> Result<T, Error> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
@@ -356,9 +383,9 @@ fn locked<T>(path: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Err
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let file = options.open(&lock_path).map_err(fail)?;
+    let mut file = options.open(&lock_path).map_err(fail)?;
     file.lock().map_err(fail)?;
-    let result = f();
+    let result = f(&mut file);
     file.unlock().ok();
     result
 }
@@ -399,18 +426,40 @@ impl KeeperLink {
         // The session's sequence numbers allow one request at a time: the lock is held until
         // the answer is opened.
         let mut s = slot.lock().await;
-        let message = match s.channel.seal(&inner, unix_now()) {
-            Ok(m) => m,
-            Err(e) => return (Err(format!("session: {e}; log in again")), 0, 0),
-        };
         let session = s.channel.id();
-        let (answer, sent, received) = post(
-            &self.http,
-            url,
-            RequestBody::KeeperSealed { session, message },
-            None,
-        )
-        .await;
+        let (mut sent, mut received) = (0, 0);
+        let mut moved = false;
+        let answer = loop {
+            let message = match s.channel.seal(&inner, unix_now()) {
+                Ok(m) => m,
+                Err(e) => return (Err(format!("session: {e}; log in again")), sent, received),
+            };
+            let (answer, out, back) = post(
+                &self.http,
+                url,
+                RequestBody::KeeperSealed { session, message },
+                None,
+            )
+            .await;
+            (sent, received) = (sent + out, received + back);
+            // A lane the keeper no longer takes (many newer processes used the session since
+            // this one started): the request was refused unopened, so it goes again, once, in
+            // a fresh lane.
+            let closed = matches!(
+                &answer,
+                Err(crate::Fault::Refused { code: obscura_proto::ErrorCode::NoSession, message })
+                    if message == &session::SessionError::Refused.to_string()
+            );
+            if closed && !moved {
+                if let Ok(lane @ 1..) = self.sessions.new_lane() {
+                    let (key, expires_at) = (s.key.clone(), s.channel.expires_at());
+                    s.channel = Channel::resume(&key, session, expires_at, lane);
+                    moved = true;
+                    continue;
+                }
+            }
+            break answer;
+        };
         let opened = match answer {
             Ok(ResponseBody::KeeperSealed { message }) => s
                 .channel
@@ -552,6 +601,8 @@ impl KeeperLink {
         need: usize,
     ) -> Result<LoginReport, Error> {
         let m = self.urls.len();
+        // The new sessions' lane for this process, taken before anything is sealed in it.
+        let lane = self.sessions.new_lane()?;
         let mut set = tokio::task::JoinSet::new();
         for j in 1..=m as u8 {
             let (http, url, user, password) = (
@@ -598,9 +649,8 @@ impl KeeperLink {
                             session,
                             expires_at,
                         } => Ok(Slot {
-                            channel: Channel::new(&key, session, Role::Client, expires_at),
+                            channel: Channel::resume(&key, session, expires_at, lane),
                             key,
-                            next_lane: 1,
                         }),
                         _ => Err("unexpected answer".to_string()),
                     }
@@ -640,7 +690,7 @@ impl KeeperLink {
             failures,
         };
         self.sessions.set(user, m, opened);
-        self.sessions.save()?;
+        self.sessions.save(true)?;
         Ok(report)
     }
 
@@ -653,7 +703,7 @@ impl KeeperLink {
             .filter_map(|(j, r)| r.err().map(|reason| KeeperFailure { keeper: j, reason }))
             .collect();
         self.sessions.clear();
-        self.sessions.save()?;
+        self.sessions.save(true)?;
         Ok(failures)
     }
 }

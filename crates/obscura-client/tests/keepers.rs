@@ -1155,3 +1155,46 @@ async fn two_commands_on_one_session_file_and_a_request_cut_short_leave_it_worki
     assert_eq!(fourth.user_events().await.unwrap().len(), M);
     assert_eq!(first.user_events().await.unwrap().len(), M);
 }
+
+/// What other processes do in between: a long command whose lane the keeper stopped taking
+/// (64 newer commands since) goes on in a fresh lane; a login by another process is not undone
+/// when an older process saves its state; and the lane counter never repeats, so no two
+/// processes ever seal under the same number, whatever logins happened in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_stay_apart_across_logins_and_a_closed_lane_moves_on() {
+    let c = Cluster::start("lanes").await;
+    let path = c.scratch.join("session.json");
+    let long = c.fresh_client();
+    long.attach_session(&path).unwrap();
+    long.login(ADMIN, PASSWORD).await.unwrap();
+    let older = c.fresh_client();
+    assert!(older.attach_session(&path).unwrap());
+    assert_eq!(older.user_events().await.unwrap().len(), M);
+    for _ in 0..obscura_keeper::session::LANES {
+        let short = c.fresh_client();
+        short.attach_session(&path).unwrap();
+        assert_eq!(short.user_events().await.unwrap().len(), M);
+    }
+    // The long command's lane is below every lane the keepers keep now: it moves on.
+    assert_eq!(long.user_events().await.unwrap().len(), M);
+
+    // Another process logs in anew; the older one then refreshes its capability (a save).
+    let fresh = c.fresh_client();
+    fresh.attach_session(&path).unwrap();
+    fresh.login(ADMIN, PASSWORD).await.unwrap();
+    let sessions = |p: &std::path::Path| {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        v["sessions"].clone()
+    };
+    let after_login = sessions(&path);
+    older.refresh_capability().await.unwrap();
+    assert_eq!(
+        sessions(&path),
+        after_login,
+        "an older process undid a login"
+    );
+    let next = c.fresh_client();
+    assert!(next.attach_session(&path).unwrap());
+    assert_eq!(next.user_events().await.unwrap().len(), M);
+    assert_eq!(fresh.user_events().await.unwrap().len(), M);
+}

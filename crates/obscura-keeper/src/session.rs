@@ -12,12 +12,13 @@
 //! the direction and that number.
 //!
 //! A request's number is a **lane** (high 32 bits) and a counter within it (low 32 bits). Each
-//! process using a session takes a lane of its own ([`Channel::resume`]), so numbers never
-//! repeat across processes, and the keeper accepts a request only above the last one it
-//! accepted in that lane, in one of the [`LANES`] newest lanes it has seen. So a replayed or
-//! older message, or one reflected back to its sender or moved to another session, fails to
-//! open, while a request that was lost, timed out or cut short does not stop the next one, and
-//! two commands at once do not break each other's session. An answer carries its request's
+//! process using a session takes a lane of its own ([`Channel::resume`]; the caller makes sure
+//! no two processes share one), so numbers never repeat, and the keeper accepts a request only
+//! above the last one it accepted in that lane, among the [`LANES`] highest lanes it has seen
+//! (a lane below them is closed for good). So a replayed or older message, or one reflected
+//! back to its sender or moved to another session, fails to open, while a request that was
+//! lost, timed out or cut short does not stop the next one, and two commands at once do not
+//! break each other's session. An answer carries its request's
 //! number, and the client opens only the answer to the request it just sent. A channel refuses
 //! everything once it expired.
 //!
@@ -323,8 +324,8 @@ pub enum Role {
 const TO_SERVER: u8 = 1;
 const TO_CLIENT: u8 = 2;
 
-/// Lanes a keeper tracks per session: the newest ones seen; a request in an older lane is
-/// refused (its process logs in again).
+/// Lanes a keeper tracks per session: the highest ones seen; a request in a lower lane is
+/// refused (its process moves to a fresh lane).
 pub const LANES: usize = 64;
 
 /// One end of an encrypted session: a key per direction, and where the sequence numbers stand.

@@ -851,8 +851,8 @@ impl Accounts {
     }
 
     /// Open a sealed request, run it with `run` as its caller, seal the answer. A message that
-    /// does not open (replayed, reordered, altered, reflected, expired session) is refused in
-    /// clear, without touching the session.
+    /// does not open (replayed, older than its lane's last, in a closed lane, altered,
+    /// reflected, expired session) is refused in clear, without touching the session.
     pub(crate) fn sealed(
         &self,
         session: &[u8; 16],

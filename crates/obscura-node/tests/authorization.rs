@@ -225,13 +225,7 @@ async fn handles(
     tokens: &[[u8; 16]],
     query: [u8; 16],
 ) -> Vec<[u8; 16]> {
-    match node
-        .send_as(who, &TestNode::request(lookup(tokens, query)))
-        .await
-    {
-        (200, ResponseBody::Lookup { handles, .. }) => handles,
-        other => panic!("{other:?}"),
-    }
+    handles_issued(node, who, tokens, query, now()).await
 }
 
 #[tokio::test]
