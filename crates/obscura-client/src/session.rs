@@ -384,7 +384,37 @@ fn locked<T>(
         options.mode(0o600);
     }
     let mut file = options.open(&lock_path).map_err(fail)?;
-    file.lock().map_err(fail)?;
+    // Another user's lock file (one placed there first, open to others) would let them hold
+    // this user's sessions up, or move the lane counter.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(fail)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::Session(format!(
+                "{} is open to other users (mode {:o}): remove it",
+                lock_path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    // Held only for a read and a write; a process that keeps it longer is stuck.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Session(format!(
+                    "{} is held by another process for over 10 s",
+                    lock_path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
+        }
+    }
     let result = f(&mut file);
     file.unlock().ok();
     result

@@ -81,9 +81,14 @@ async fn raw_login(c: &Cluster, j: u8) -> Channel {
 }
 
 fn sealed_request(channel: &mut Channel, body: RequestBody) -> Vec<u8> {
+    sealed_request_at(channel, body, now_s())
+}
+
+/// A sealed request whose own time is `timestamp`.
+fn sealed_request_at(channel: &mut Channel, body: RequestBody, timestamp: u64) -> Vec<u8> {
     let inner = Request {
         request_id: [0; 16],
-        timestamp: 0,
+        timestamp,
         body,
         auth: None,
     }
@@ -326,6 +331,23 @@ async fn session_messages_replayed_reordered_reflected_or_moved_are_refused() {
     };
     one.open(&message, 0).unwrap();
     assert!(refused(&send(session, m1).await));
+    // Held back for an hour by whoever carried it: its number still opens, but the keeper
+    // refuses a request that old.
+    let held = sealed_request_at(&mut one, RequestBody::SecretList, now_s() - 3600);
+    let ResponseBody::KeeperSealed { message } = send(session, held).await else {
+        panic!("a held-back message did not open")
+    };
+    let opened = Response::decode(&one.open(&message, 0).unwrap()).unwrap().0;
+    assert!(
+        matches!(
+            opened,
+            ResponseBody::Error {
+                code: ErrorCode::Stale,
+                ..
+            }
+        ),
+        "{opened:?}"
+    );
     // The other session is untouched too.
     let m = sealed_request(&mut two, RequestBody::SecretList);
     assert!(matches!(
@@ -1197,4 +1219,29 @@ async fn lanes_stay_apart_across_logins_and_a_closed_lane_moves_on() {
     assert!(next.attach_session(&path).unwrap());
     assert_eq!(next.user_events().await.unwrap().len(), M);
     assert_eq!(fresh.user_events().await.unwrap().len(), M);
+}
+
+/// Unix seconds now.
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A lock file beside the session file that others may write (placed there first by another
+/// user of a shared folder) is refused: it would let them hold this user's sessions up or move
+/// the lane counter back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_lock_file_open_to_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start("open-lock").await;
+    let path = c.scratch.join("session.json");
+    let first = c.fresh_client();
+    first.attach_session(&path).unwrap();
+    first.login(ADMIN, PASSWORD).await.unwrap();
+    let lock = c.scratch.join("session.json.lock");
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = c.fresh_client().attach_session(&path).unwrap_err();
+    assert!(err.to_string().contains("open to other users"), "{err}");
 }

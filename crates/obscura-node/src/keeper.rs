@@ -564,6 +564,14 @@ impl KeeperState {
         req: &Request,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
+        // The sealed request's own time: a request held back by whoever carried it is refused
+        // once older than the replay window, though its number still opens.
+        if req.timestamp.abs_diff(now) > self.window {
+            return Err(error(
+                ErrorCode::Stale,
+                "the request is outside the replay window: check this machine's clock",
+            ));
+        }
         let a = &self.accounts;
         let needs = |any: &[u8], what: &str| {
             if any.iter().any(|r| caller.roles & r != 0) {
