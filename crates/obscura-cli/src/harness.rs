@@ -168,9 +168,9 @@ impl Progress {
     }
 }
 
-/// A temporary cluster of the default shape (3-of-6) whose nodes (and, with VOPRF tokens, 2-of-3 keepers) run as
-/// `obscura node run` and `obscura keeper run` processes on loopback, in a scratch folder
-/// removed afterwards unless kept.
+/// A temporary cluster of the default shape (3-of-6) whose nodes (and, with VOPRF tokens,
+/// 2-of-3 keepers) run as `obscura node run` and `obscura keeper run` processes on loopback, in
+/// a scratch folder removed afterwards unless kept.
 pub struct LocalCluster {
     pub scratch: Scratch,
     pub dir: PathBuf,

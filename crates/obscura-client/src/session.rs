@@ -61,8 +61,8 @@ pub(crate) struct Sessions {
     user: RwLock<Option<String>>,
     /// Keeper `j`'s session at `j - 1`.
     slots: RwLock<Vec<Option<Held>>>,
-    /// What the file holds of each session (its key and next free lane); its lock also makes
-    /// this process's writes of the file one at a time.
+    /// What the file holds of each session; its lock also makes this process's writes of the
+    /// file one at a time.
     saved: Mutex<Vec<Option<StoredSession>>>,
     file: RwLock<Option<PathBuf>>,
     /// The user's capability and its key.

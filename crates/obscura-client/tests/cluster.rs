@@ -105,14 +105,9 @@ async fn index_search_get_across_five_nodes() {
     ));
 }
 
-/// The default shape, 3-of-6 (t = 2, as with five nodes): with any one node down every search
-/// still finds its image, names the node it missed, and the match is rebuilt; with two down,
-/// searches fail at once naming both, while images are still rebuilt from the four left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn search_goes_on_with_a_node_down_on_six_nodes() {
-    let mut c = Cluster::start_with("six", Setup { nodes: 6, ..VOPRF }).await;
-    let names = ["camera", "coffee", "rocket"];
-    let files: Vec<Vec<u8>> = names
+/// The test photos named `names` (`rocket` is the JPEG, the others PNGs).
+fn photos(names: &[&str]) -> Vec<Vec<u8>> {
+    names
         .iter()
         .map(|n| {
             testdata(&format!(
@@ -120,7 +115,17 @@ async fn search_goes_on_with_a_node_down_on_six_nodes() {
                 if *n == "rocket" { "jpg" } else { "png" }
             ))
         })
-        .collect();
+        .collect()
+}
+
+/// The default shape, 3-of-6 (t = 2, as with five nodes): with any one node down every search
+/// still finds its image, names the node it missed, and the match is rebuilt; with two down,
+/// searches fail at once naming both, while images are still rebuilt from the four left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_goes_on_with_a_node_down_on_six_nodes() {
+    let mut c = Cluster::start_with("six", Setup { nodes: 6, ..VOPRF }).await;
+    let names = ["camera", "coffee", "rocket"];
+    let files = photos(&names);
     let mut ids = Vec::new();
     for f in &files {
         ids.push(c.client.index(f).await.unwrap());
@@ -406,15 +411,7 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
     use obscura_client::rotation::RotationPlan;
     let mut c = Cluster::start("rotation").await;
     let names = ["camera", "coffee", "astronaut", "rocket"];
-    let files: Vec<Vec<u8>> = names
-        .iter()
-        .map(|n| {
-            testdata(&format!(
-                "photos/{n}.{}",
-                if *n == "rocket" { "jpg" } else { "png" }
-            ))
-        })
-        .collect();
+    let files = photos(&names);
     let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let mut ids: Vec<_> = c
         .client

@@ -139,7 +139,8 @@ impl Availability {
     /// `2 ≤ k` and `2(k − 1) + 1 ≤ n`).
     pub fn of(n: usize, k: usize) -> Option<Availability> {
         let t = k.checked_sub(1).filter(|&t| t >= 1 && 2 * t < n)?;
-        let search = (2 * t + 1).max(obscura_mpc::check::checks_needed(n, t));
+        // At least 2t + 1, the answers Stage-2 needs.
+        let search = obscura_mpc::check::checks_needed(n, t);
         Some(Availability {
             collusion: t,
             search_down: n - search,

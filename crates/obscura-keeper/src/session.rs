@@ -18,9 +18,8 @@
 //! (a lane below them is closed for good). So a replayed or older message, or one reflected
 //! back to its sender or moved to another session, fails to open, while a request that was
 //! lost, timed out or cut short does not stop the next one, and two commands at once do not
-//! break each other's session. An answer carries its request's
-//! number, and the client opens only the answer to the request it just sent. A channel refuses
-//! everything once it expired.
+//! break each other's session. An answer carries its request's number, and the client opens
+//! only the answer to the request it just sent. A channel refuses everything once it expired.
 //!
 //! ```
 //! use obscura_keeper::session::{self, Channel, Role};

@@ -226,9 +226,14 @@ impl Asked<'_> {
         matching::query_context(self.query_id, self.issued, self.candidates)
     }
 
-    /// The check's context, once this node's share is the one the querier committed to among
-    /// all `n`.
-    fn check_context(&self, node: u8, n: usize) -> Result<[u8; 32], ResponseBody> {
+    /// The check's context (over the query's `context`), once this node's share is the one the
+    /// querier committed to among all `n`.
+    fn check_context(
+        &self,
+        context: &[u8; 32],
+        node: u8,
+        n: usize,
+    ) -> Result<[u8; 32], ResponseBody> {
         let own = usize::from(node)
             .checked_sub(1)
             .and_then(|i| self.share_digests.get(i));
@@ -238,7 +243,7 @@ impl Asked<'_> {
                 "the query share is not the one the querier committed to for this node",
             ));
         }
-        Ok(matching::check_context(&self.context(), self.share_digests))
+        Ok(matching::check_context(context, self.share_digests))
     }
 
     fn answered<'a>(&'a self, node: u8, user: &'a str) -> matching::Answered<'a> {
@@ -799,7 +804,7 @@ impl NodeState {
         // A malformed share or commitment is refused before the query id is spent.
         let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
         let query = HashShare::from_bytes(self.node, asked.query_share).map_err(bad)?;
-        let context = asked.check_context(self.node, self.n)?;
+        let context = asked.check_context(&asked.context(), self.node, self.n)?;
         // Once per query id, durably: two checks of one query under other shares would show
         // the querier how the check's coefficients act on its shares.
         self.store
@@ -856,7 +861,7 @@ impl NodeState {
         let answered = asked.answered(self.node, querier.user());
         // Nothing is answered for a query that is not a degree-t sharing of bits: its values
         // would open whatever linear function of the stored bits the querier chose.
-        let check_context = asked.check_context(self.node, self.n)?;
+        let check_context = asked.check_context(&context, self.node, self.n)?;
         matching::verify_checks(
             checks,
             &answered,
