@@ -1,7 +1,8 @@
 //! Proofs that a querier's own Stage-2 query matched a candidate within the cluster's distance
 //! limit, so that a node hands out an image's share only to a querier that found it.
 //!
-//! **Committing.** Node `i` answers a Stage-2 query with values `D_i(c)` per candidate. It also
+//! **Committing.** Node `i` answers a Stage-2 query with its shares of `(h, g)` per candidate
+//! (`obscura_mpc`: `g = 0` and `h` = the distance exactly when the candidate is within τ). It also
 //! draws a fresh answer key `a`, computes one leaf per candidate position `p`:
 //! `L_p = BLAKE3-keyed(k_p, 0 ‖ handle_p ‖ value_p)` with the leaf key
 //! `k_p = BLAKE3-keyed(a, "leaf" ‖ p)`, builds a Merkle tree over the leaves (an odd node is
@@ -15,17 +16,20 @@
 //!
 //! **Checking.** The fetching node rebuilds each root, checks each node's signature (with the
 //! cluster's list of node keys), that every answer names the caller, the same query and the same
-//! position, and that the `2t + 1` values interpolate to a distance within its limit
-//! ([`verify`]). It learns that candidate's distance to the query, and nothing of the others.
+//! position, and that the `2t + 1` values interpolate to `g = 0` and a distance `h` within its
+//! limit ([`verify`]). It learns that candidate's distance to the query, and nothing of the
+//! others.
 //!
 //! What this proves rests on Stage-2 itself: the distance is the query's only because nodes
 //! answer a query only after its check passed (a degree-t sharing of bits,
 //! `obscura_mpc::check`); this module also signs and verifies those checks ([`sign_check`],
-//! [`verify_checks`]).
+//! [`verify_checks`]) and the openings nodes relay to each other between rounds
+//! ([`sign_opened`], [`verify_openings`]).
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use obscura_mpc::check::{self, CheckShare, CHECKS};
-use obscura_proto::{MatchProof, Opening, WireCheck, WireId};
+use obscura_mpc::Opened;
+use obscura_proto::{MatchProof, Opening, WireCheck, WireId, WireOpened};
 use obscura_sharing::field::Fp;
 use obscura_sharing::prime::interpolate_at_zero;
 use rand_core::{CryptoRng, RngCore};
@@ -42,12 +46,15 @@ pub fn leaf_key(answer_key: &[u8; 32], position: u32) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn leaf(key: &[u8; 32], handle: &WireId, value: Option<u32>) -> [u8; 32] {
+fn leaf(key: &[u8; 32], handle: &WireId, value: Option<[u32; 2]>) -> [u8; 32] {
     let mut h = blake3::Hasher::new_keyed(key);
     h.update(&[0]);
     h.update(handle);
     match value {
-        Some(v) => h.update(&[1]).update(&v.to_be_bytes()),
+        Some([v, w]) => h
+            .update(&[1])
+            .update(&v.to_be_bytes())
+            .update(&w.to_be_bytes()),
         None => h.update(&[0]),
     };
     *h.finalize().as_bytes()
@@ -88,7 +95,7 @@ fn root_of(levels: &[Vec<[u8; 32]>]) -> [u8; 32] {
         .unwrap_or([0; 32])
 }
 
-fn leaves(answer_key: &[u8; 32], handles: &[WireId], values: &[Option<u32>]) -> Vec<[u8; 32]> {
+fn leaves(answer_key: &[u8; 32], handles: &[WireId], values: &[Option<[u32; 2]>]) -> Vec<[u8; 32]> {
     handles
         .iter()
         .zip(values)
@@ -279,12 +286,134 @@ pub fn verify_checks(
     check::verify(node_keys.len(), t, &opened).map_err(|e| refuse(e.to_string()))
 }
 
+const OPENED_DOMAIN: &[u8] = b"obscura/stage-2-opened/v1";
+
+/// The message node `node` signs for its openings of `round` of `answered`'s query: the query's
+/// context (its candidates), the nodes' τ, the round and a digest of the values.
+fn opened_message(
+    answered: &Answered<'_>,
+    node: u8,
+    context: &[u8; 32],
+    tau: u32,
+    round: u8,
+    values: &[Option<u32>],
+) -> Vec<u8> {
+    let mut digest = blake3::Hasher::new();
+    digest.update(&(values.len() as u64).to_be_bytes());
+    for v in values {
+        match v {
+            Some(v) => digest.update(&[1]).update(&v.to_be_bytes()),
+            None => digest.update(&[0]),
+        };
+    }
+    let mut m = OPENED_DOMAIN.to_vec();
+    m.push(node);
+    m.extend_from_slice(&(answered.user.len() as u64).to_be_bytes());
+    m.extend_from_slice(answered.user.as_bytes());
+    m.extend_from_slice(answered.query_id);
+    m.extend_from_slice(&answered.issued.to_be_bytes());
+    m.extend_from_slice(context);
+    m.extend_from_slice(&tau.to_be_bytes());
+    m.push(round);
+    m.extend_from_slice(digest.finalize().as_bytes());
+    m
+}
+
+/// Node `answered.node` signs its openings of a Stage-2 round of the query with `context`
+/// under the nodes' `tau`, for the querier to relay.
+pub fn sign_opened(
+    key: &SigningKey,
+    answered: &Answered<'_>,
+    context: &[u8; 32],
+    tau: u32,
+    opened: &Opened,
+) -> WireOpened {
+    let values: Vec<Option<u32>> = opened.values.iter().map(|v| v.map(Fp::value)).collect();
+    let signature = key.sign(&opened_message(
+        answered,
+        opened.node,
+        context,
+        tau,
+        opened.round,
+        &values,
+    ));
+    WireOpened {
+        node: opened.node,
+        round: opened.round,
+        values,
+        signature: signature.to_bytes().to_vec(),
+    }
+}
+
+/// The relayed openings of a round of `answered`'s query, each verified under its node's key
+/// from `node_keys` for this query's `context` and the nodes' `tau`: a querier can choose which
+/// nodes' openings to relay, never what they say.
+///
+/// # Errors
+/// [`Error::QueryCheck`] naming the opening that does not hold.
+pub fn verify_openings(
+    openings: &[WireOpened],
+    answered: &Answered<'_>,
+    context: &[u8; 32],
+    tau: u32,
+    node_keys: &[VerifyingKey],
+) -> Result<Vec<Opened>, Error> {
+    let refuse = |m: String| Error::QueryCheck(m);
+    // Cheap refusals first: at most one signature per node of the cluster is checked.
+    let mut seen = vec![false; node_keys.len()];
+    for o in openings {
+        let slot = usize::from(o.node)
+            .checked_sub(1)
+            .and_then(|i| seen.get_mut(i))
+            .ok_or_else(|| refuse(format!("an opening names node {}, not one", o.node)))?;
+        if std::mem::replace(slot, true) {
+            return Err(refuse(format!("node {}'s opening is there twice", o.node)));
+        }
+    }
+    openings
+        .iter()
+        .map(|o| {
+            let key = &node_keys[usize::from(o.node) - 1];
+            let values = o
+                .values
+                .iter()
+                .map(|v| match v {
+                    Some(x) if *x >= obscura_sharing::field::P => None,
+                    Some(x) => Some(Some(Fp::from(*x))),
+                    None => Some(None),
+                })
+                .collect::<Option<Vec<Option<Fp>>>>()
+                .ok_or_else(|| refuse("malformed opening values".into()))?;
+            let signature: [u8; 64] = o
+                .signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| refuse("malformed opening signature".into()))?;
+            key.verify_strict(
+                &opened_message(answered, o.node, context, tau, o.round, &o.values),
+                &Signature::from_bytes(&signature),
+            )
+            .map_err(|_| {
+                refuse(format!(
+                    "node {}'s opening is not its own for this round of this query",
+                    o.node
+                ))
+            })?;
+            Ok(Opened {
+                node: o.node,
+                round: o.round,
+                values,
+            })
+        })
+        .collect()
+}
+
 /// A node commits to `values` for `handles` of a query and signs.
 pub fn sign_answer<R: RngCore + CryptoRng>(
     key: &SigningKey,
     answered: &Answered<'_>,
     handles: &[WireId],
-    values: &[Option<u32>],
+    values: &[Option<[u32; 2]>],
     rng: &mut R,
 ) -> SignedAnswer {
     let mut answer_key = [0u8; 32];
@@ -309,8 +438,8 @@ pub fn sign_answer<R: RngCore + CryptoRng>(
 pub struct KeptAnswer {
     /// The node.
     pub node: u8,
-    /// Its values, aligned with the candidates.
-    pub values: Vec<Option<u32>>,
+    /// Its shares of `(h, g)`, aligned with the candidates.
+    pub values: Vec<Option<[u32; 2]>>,
     /// Its answer key.
     pub answer_key: [u8; 32],
     /// Its signature.
@@ -435,7 +564,7 @@ pub fn verify(
         }
         let value = o
             .value
-            .filter(|v| *v < obscura_sharing::field::P)
+            .filter(|v| v.iter().all(|&x| x < obscura_sharing::field::P))
             .ok_or(Error::Proof("a node holds no such image"))?;
         let root = opened_root(proof, o).ok_or(Error::Proof("an opening's path does not fit"))?;
         let signature: [u8; 64] = o
@@ -455,16 +584,20 @@ pub fn verify(
             .map_err(|_| {
                 Error::Proof("an opening is not what that node signed for this user's query")
             })?;
-        points.push((o.node, Fp::from(value)));
+        points.push((o.node, value.map(Fp::from)));
     }
-    let distance = interpolate_at_zero(&points)
-        .map_err(|_| Error::Proof("the openings do not interpolate"))?
-        .value();
-    if distance > policy.max_distance {
+    let at_zero = |k: usize| {
+        let p: Vec<(u8, Fp)> = points.iter().map(|&(x, v)| (x, v[k])).collect();
+        interpolate_at_zero(&p).map_err(|_| Error::Proof("the openings do not interpolate"))
+    };
+    let (h, g) = (at_zero(0)?, at_zero(1)?);
+    // g is zero exactly for a candidate within the nodes' τ, and then h is its distance.
+    if g != Fp::ZERO || h.value() > policy.max_distance {
         return Err(Error::Proof(
             "the candidate is farther than the cluster's limit",
         ));
     }
+    let distance = h.value();
     Ok(ProvenMatch {
         handle: proof.handle,
         distance,
@@ -477,19 +610,27 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
-    /// Five nodes' values for `count` candidates whose distances are `d(c)`, on degree-4
-    /// polynomials, each answer committed and signed.
+    /// Five nodes' shares of `(h, g)` for `count` candidates whose distances are `d(c)`: `(d, 0)`
+    /// within 10, random beyond; on degree-4 polynomials, each answer committed and signed.
     fn answers(
         keys: &[SigningKey],
         d: impl Fn(usize) -> u32,
         handles: &[WireId],
         rng: &mut ChaCha20Rng,
     ) -> Vec<KeptAnswer> {
-        let coeffs: Vec<Vec<Fp>> = (0..handles.len())
+        let poly = |c0: Fp, rng: &mut ChaCha20Rng| {
+            let mut v = vec![c0];
+            v.extend((0..4).map(|_| Fp::random(rng)));
+            v
+        };
+        let coeffs: Vec<[Vec<Fp>; 2]> = (0..handles.len())
             .map(|c| {
-                let mut v = vec![Fp::from(d(c))];
-                v.extend((0..4).map(|_| Fp::random(rng)));
-                v
+                let (h, g) = if d(c) <= 10 {
+                    (Fp::from(d(c)), Fp::ZERO)
+                } else {
+                    (Fp::random(rng), Fp::random(rng))
+                };
+                [poly(h, rng), poly(g, rng)]
             })
             .collect();
         keys.iter()
@@ -497,10 +638,9 @@ mod tests {
             .map(|(i, k)| {
                 let node = i as u8 + 1;
                 let x = Fp::from(u32::from(node));
-                let values: Vec<Option<u32>> = coeffs
-                    .iter()
-                    .map(|c| Some(c.iter().rev().fold(Fp::ZERO, |a, &k| a * x + k).value()))
-                    .collect();
+                let at = |c: &[Fp]| c.iter().rev().fold(Fp::ZERO, |a, &k| a * x + k).value();
+                let values: Vec<Option<[u32; 2]>> =
+                    coeffs.iter().map(|[h, g]| Some([at(h), at(g)])).collect();
                 let answered = Answered {
                     node,
                     user: "ana",
@@ -544,13 +684,19 @@ mod tests {
                     );
                 } else {
                     assert!(got.is_err(), "distance 20 is beyond 10");
+                    // Even a node's limit of 64 does not open it: g is not zero.
+                    let all = MatchPolicy {
+                        max_distance: 64,
+                        ..policy.clone()
+                    };
+                    assert!(verify(&proof, "ana", &all, 1000).is_err());
                 }
             }
             let proof = prove([5; 16], 1000, &handles, &kept, 0);
             // Another user, a changed value, handle, position, count, a stale query.
             assert!(verify(&proof, "bob", &policy, 1000).is_err());
             let mut p = proof.clone();
-            p.openings[1].value = p.openings[1].value.map(|v| v ^ 1);
+            p.openings[1].value = p.openings[1].value.map(|[h, g]| [h ^ 1, g]);
             assert!(verify(&p, "ana", &policy, 1000).is_err());
             let mut p = proof.clone();
             p.handle[0] ^= 1;
@@ -572,5 +718,73 @@ mod tests {
             p.openings[4] = p.openings[0].clone();
             assert!(verify(&p, "ana", &policy, 1000).is_err());
         }
+    }
+
+    /// What a querier relaying openings between nodes might try: change a value, pass one
+    /// round's openings off as another's, or another query's, user's or τ's, or name a node twice.
+    #[test]
+    fn a_relayed_opening_holds_only_as_its_node_signed_it() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let keys: Vec<SigningKey> = (0..6).map(|_| SigningKey::generate(&mut rng)).collect();
+        let node_keys: Vec<VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
+        let answered = |node| Answered {
+            node,
+            user: "ana",
+            query_id: &[5; 16],
+            issued: 1000,
+        };
+        let context = [7u8; 32];
+        let wire: Vec<WireOpened> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let node = i as u8 + 1;
+                let opened = Opened {
+                    node,
+                    round: 2,
+                    values: vec![Some(Fp::from(node as u32)), None, Some(Fp::from(3))],
+                };
+                sign_opened(k, &answered(node), &context, 10, &opened)
+            })
+            .collect();
+        let got = verify_openings(&wire, &answered(1), &context, 10, &node_keys).unwrap();
+        assert_eq!(got.len(), 6);
+        assert_eq!(
+            got[3].values,
+            vec![Some(Fp::from(4)), None, Some(Fp::from(3))]
+        );
+        let refused = |w: &[WireOpened], a: &Answered<'_>, c: &[u8; 32], tau| {
+            verify_openings(w, a, c, tau, &node_keys).is_err()
+        };
+        let mut w = wire.clone();
+        w[2].values[0] = w[2].values[0].map(|v| v + 1);
+        assert!(refused(&w, &answered(1), &context, 10));
+        let mut w = wire.clone();
+        w[2].values[1] = Some(0);
+        assert!(refused(&w, &answered(1), &context, 10));
+        let mut w = wire.clone();
+        w[4].round = 3;
+        assert!(refused(&w, &answered(1), &context, 10));
+        let mut w = wire.clone();
+        w[5] = w[0].clone();
+        assert!(refused(&w, &answered(1), &context, 10));
+        let mut w = wire.clone();
+        w[1].node = 7;
+        assert!(refused(&w, &answered(1), &context, 10));
+        let mut w = wire.clone();
+        w[0].values[2] = Some(obscura_sharing::field::P);
+        assert!(refused(&w, &answered(1), &context, 10));
+        assert!(refused(&wire, &answered(1), &[8; 32], 10));
+        assert!(refused(&wire, &answered(1), &context, 64));
+        let bob = Answered {
+            user: "bob",
+            ..answered(1)
+        };
+        assert!(refused(&wire, &bob, &context, 10));
+        let other = Answered {
+            query_id: &[6; 16],
+            ..answered(1)
+        };
+        assert!(refused(&wire, &other, &context, 10));
     }
 }

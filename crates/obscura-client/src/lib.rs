@@ -38,7 +38,7 @@ use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
 use obscura_node::tls::{Endpoint, Party};
 use obscura_proto::{
     limits, roles, ErrorCode, FetchBy, MatchProof, PreparedImage, Request, RequestBody, Response,
-    ResponseBody, WireAuditEntry,
+    ResponseBody, WireAuditEntry, WireOpened,
 };
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::field::Fp;
@@ -459,16 +459,24 @@ impl Client {
     /// Call every node concurrently, node `i + 1` with `bodies[i]`, each request signed with
     /// the user's capability for that node.
     async fn call_each(&self, bodies: Vec<RequestBody>) -> Vec<Answered> {
+        self.call_some((1..=self.n() as u8).zip(bodies).collect())
+            .await
+    }
+
+    /// Call the nodes of `calls` concurrently, each with its body, signed with the user's
+    /// capability for that node; answers come back by node.
+    async fn call_some(&self, calls: Vec<(u8, RequestBody)>) -> Vec<Answered> {
         let holder = match self.holder().await {
             Ok(h) => h,
             Err(e) => {
-                return (1..=self.n() as u8)
-                    .map(|x| (x, Err(Fault::NotSent(e.to_string())), 0, 0))
+                return calls
+                    .into_iter()
+                    .map(|(x, _)| (x, Err(Fault::NotSent(e.to_string())), 0, 0))
                     .collect()
             }
         };
         let mut set = tokio::task::JoinSet::new();
-        for (x, body) in (1..=self.n() as u8).zip(bodies) {
+        for (x, body) in calls {
             let this = self.clone_for_task(holder.clone());
             set.spawn(async move {
                 let (r, s, rcv) = this.call(x, body).await;
@@ -1082,7 +1090,7 @@ impl Client {
                 failures,
             });
         }
-        let evals = self
+        let started = self
             .call_all(|x| RequestBody::Evaluate {
                 query_id,
                 issued,
@@ -1092,44 +1100,117 @@ impl Client {
                 checks: checks.clone(),
             })
             .await;
-        let mut answers = Vec::new();
-        let mut kept = Vec::new();
-        for (x, r, s, rcv) in evals {
+        // Then the rounds: each node's signed openings go to every node still in the search,
+        // until they answer. A node that fails leaves the search; it goes on while 2t + 1 stay.
+        let need = 2 * self.t + 1;
+        let mut openings: Vec<WireOpened> = Vec::new();
+        let mut failures = Vec::new();
+        for (x, r, s, rcv) in started {
             sent += s;
             received += rcv;
-            if let Ok(ResponseBody::Evaluate {
-                node,
-                values,
-                answer_key,
-                signature,
-            }) = r
-            {
-                let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else {
-                    continue;
-                };
-                if node == x && values.len() == candidates.len() {
-                    answers.push(NodeAnswer {
-                        node,
-                        values: values
-                            .iter()
-                            .map(|v| v.map(|v| Fp::new(u64::from(v))))
-                            .collect(),
-                    });
-                    kept.push(KeptAnswer {
+            match r {
+                Ok(ResponseBody::Opened { opened }) if opened.node == x && opened.round == 0 => {
+                    openings.push(opened)
+                }
+                Ok(_) => failures.push(NodeFailure {
+                    node: x,
+                    fault: Fault::Unexpected("the first round of the evaluation"),
+                }),
+                Err(fault) => failures.push(NodeFailure { node: x, fault }),
+            }
+        }
+        let mut answers = Vec::new();
+        let mut kept = Vec::new();
+        let mut round = 0u8;
+        while answers.is_empty() {
+            if openings.len() < need {
+                return Err(Error::Nodes {
+                    what: "search (evaluating)",
+                    failures,
+                });
+            }
+            let members: Vec<u8> = openings.iter().map(|o| o.node).collect();
+            let relayed: Vec<WireOpened> = openings[..need].to_vec();
+            let calls = members
+                .iter()
+                .map(|&x| {
+                    (
+                        x,
+                        RequestBody::Reduce {
+                            query_id,
+                            issued,
+                            round,
+                            openings: relayed.clone(),
+                        },
+                    )
+                })
+                .collect();
+            openings.clear();
+            round = round.saturating_add(1);
+            for (x, r, s, rcv) in self.call_some(calls).await {
+                sent += s;
+                received += rcv;
+                match r {
+                    Ok(ResponseBody::Opened { opened })
+                        if opened.node == x && opened.round == round =>
+                    {
+                        openings.push(opened)
+                    }
+                    Ok(ResponseBody::Evaluate {
                         node,
                         values,
                         answer_key,
                         signature,
-                    });
+                    }) if node == x && values.len() == candidates.len() => {
+                        let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else {
+                            failures.push(NodeFailure {
+                                node: x,
+                                fault: Fault::Unexpected("a signed answer"),
+                            });
+                            continue;
+                        };
+                        answers.push(NodeAnswer {
+                            node,
+                            values: values
+                                .iter()
+                                .map(|v| v.map(|[h, g]| [Fp::new(h.into()), Fp::new(g.into())]))
+                                .collect(),
+                        });
+                        kept.push(KeptAnswer {
+                            node,
+                            values,
+                            answer_key,
+                            signature,
+                        });
+                    }
+                    Ok(_) => failures.push(NodeFailure {
+                        node: x,
+                        fault: Fault::Unexpected("a round of the evaluation"),
+                    }),
+                    Err(fault) => failures.push(NodeFailure { node: x, fault }),
                 }
             }
+            if !answers.is_empty() && !openings.is_empty() {
+                return Err(Error::Nodes {
+                    what: "search (evaluating)",
+                    failures: vec![NodeFailure {
+                        node: openings[0].node,
+                        fault: Fault::Unexpected("an answer, like the other nodes'"),
+                    }],
+                });
+            }
+        }
+        if answers.len() < need {
+            return Err(Error::Nodes {
+                what: "search (evaluating)",
+                failures,
+            });
         }
         let ranked = querier.finish(answers)?;
         let stage2 = t1.elapsed();
 
         // The matches' ids: each node opens what a proof of this user's own match names.
         let t2 = Instant::now();
-        let need = 2 * self.t + 1;
         // The top matches and everything tied with the last of them, as many as one resolve
         // takes.
         let mut ranked_matches = ranked.matches;

@@ -30,7 +30,6 @@ const KEY_VERSION: u32 = 1;
 
 /// What one node holds: shares, hash shares, manifests and token postings. Never a hash or image.
 struct Node {
-    zero: ZeroSharingKeys,
     images: HashMap<ImageId, (ByteShare, HashShare, Vec<u8>)>,
     postings: HashMap<Token, Vec<ImageId>>,
 }
@@ -69,10 +68,9 @@ fn run() -> Result<bool> {
     let mut rng = AesCtrRng::from_os();
 
     // Cluster creation: zero-sharing keys for the nodes, token root and owner key for clients.
-    let mut nodes: Vec<Node> = deal(N, T, &mut rng)?
-        .into_iter()
-        .map(|zero| Node {
-            zero,
+    let zero_keys: Vec<ZeroSharingKeys> = deal(N, T, &mut rng)?;
+    let mut nodes: Vec<Node> = (0..N)
+        .map(|_| Node {
             images: HashMap::new(),
             postings: HashMap::new(),
         })
@@ -167,18 +165,17 @@ fn run() -> Result<bool> {
         // Stage-2: distances on shares.
         let (querier, requests) =
             Querier::start(q, candidates.iter().copied().collect(), search, &mut rng)?;
-        let answers = requests
+        let stored: Vec<Vec<Option<&HashShare>>> = requests
             .iter()
             .zip(&nodes)
             .map(|(req, node)| {
-                let stored: Vec<Option<&HashShare>> = req
-                    .candidates
+                req.candidates
                     .iter()
                     .map(|id| node.images.get(id).map(|e| &e.1))
-                    .collect();
-                node::answer(&node.zero, req, &stored)
+                    .collect()
             })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .collect();
+        let answers = node::run_all(&zero_keys, &requests, &stored)?.answers;
         let ranked = querier.finish(answers)?;
         stage1 += t1 - t0;
         stage2 += t1.elapsed();

@@ -1,27 +1,46 @@
-//! Stage-2 of Obscura's search: the Hamming distance between the query's pHash and each
-//! candidate's, computed on secret shares so that no node sees either hash.
+//! Stage-2 of Obscura's search: which candidates lie within distance τ of the query, and at
+//! what distance, computed on secret shares so that no node sees either hash and the querier
+//! learns nothing of the candidates beyond τ.
 //!
 //! Every stored hash bit `h_j` is shared over GF(2^31 − 1) with a degree-t polynomial; node `i`
 //! stores `h_j(i)`. The querier shares its bits `q_j` the same way, with fresh polynomials per
-//! query, and sends node `i` its shares and the candidate list. For each candidate, node `i`
-//! answers
+//! query, and sends node `i` its shares and the candidate list. A node answers only a query that
+//! is a degree-t sharing of bits: first every node opens masked check values ([`check`]) that
+//! the querier carries to every other node.
+//!
+//! **Distances.** For each candidate, node `i` holds `D_i = Σ_j h_j(i) + q_j(i) − 2·q_j(i)·h_j(i)`,
+//! a point on a degree-2t polynomial through the Hamming distance `d`.
+//!
+//! **Only the winners.** The querier must learn `d` when `d ≤ τ` and nothing else, so the nodes
+//! open, per candidate, the pair
 //!
 //! ```text
-//! D_i = Σ_j ( h_j(i) + q_j(i) − 2·q_j(i)·h_j(i) ) + Z_i
+//! h = d + r₁·Π_{j=0..τ} (d − j)        g = r₂·Π_{j=0..τ} (d − j)
 //! ```
 //!
-//! a point on a degree-2t polynomial whose constant term is `Σ_j h_j ⊕ q_j`, the Hamming distance.
-//! `Z_i` is node `i`'s share of a fresh pseudo-random sharing of zero
-//! ([`obscura_sharing::zero`]): without it the querier, who knows its own `q_j` polynomials, could
-//! solve for the candidates' hash polynomials from a few answers. The querier interpolates the
-//! distances from `2t + 1` answers, keeps those within the threshold and ranks them; with
-//! `n = 5, t = 2` every node must answer.
+//! with `r₁, r₂` random values nobody knows. For a winner the product is zero: `g = 0` and
+//! `h = d`. Beyond τ the product is not zero (d ≤ 64 < p), so `h` and `g` are independent and
+//! uniform: the querier learns that the candidate is not a winner and nothing else (`g = 0` by
+//! chance has probability `1/p`, and then `h` still must land in `0..=τ`).
 //!
-//! A node answers only a query that is a degree-t sharing of bits: before the answers, every
-//! node opens masked check values ([`check`]) that the querier carries to every other node, so
-//! a malicious querier cannot choose what the nodes open. Nodes never talk to each other.
+//! The product takes multiplications, each doubling the degree, so the nodes reduce the degree
+//! between levels (Damgård–Nielsen with the querier as the relay): node `i` opens `v_i − ρ_i + Z_i`
+//! for each degree-2t product `v`, with `ρ` a pseudo-random sharing of degree t of an unknown
+//! value and `Z` one of zero of degree 2t (both from [`obscura_sharing::zero`], no interaction);
+//! every node interpolates the opened `v − ρ` from `2t + 1` nodes' openings and adds its `ρ_i`,
+//! which gives it a degree-t share of `v`. Round 0 reduces `d`; then the `τ + 2` factors
+//! `d − 0, …, d − τ, (r₁, r₂)` are multiplied pairwise, level by level, and the last level's
+//! product is opened directly as `(h, g)`. For τ = 10 that is 4 relays ([`node::rounds`]).
 //!
-//! The protocol core does no I/O: [`Querier`] and [`node::answer`] take and return messages.
+//! **What is opened, to whom.** Every `v − ρ` is uniform (ρ holds the key of the set of nodes
+//! outside any `t` colluding ones), and `Z` makes every opened polynomial uniform given its
+//! constant: the querier, or `t` colluding nodes, see uniform values in every round and `(h, g)`
+//! at the end. The openings go from node to node through the querier, so the node server signs
+//! each and checks every other node's signature: a querier that could hand two nodes different
+//! openings would make them multiply by shares it had shifted, and learn from the result.
+//!
+//! The protocol core does no I/O: [`Querier`] and [`node::NodeSession`] take and return
+//! messages.
 //!
 //! A full exchange with five nodes:
 //!
@@ -45,15 +64,15 @@
 //! let params = SearchParams { n, t, max_distance: 10, top: 10 };
 //! let (querier, requests) = Querier::start(0xc2924c5532bddfc9, vec![near, far], params, &mut rng)?;
 //!
-//! // Each node answers from its own shares and zero keys.
-//! let answers: Vec<_> = requests.iter().map(|req| {
-//!     let i = req.node as usize - 1;
-//!     node::answer(&zero_keys[i], req, &[Some(&stored_near[i]), Some(&stored_far[i])])
-//! }).collect::<Result<_, _>>()?;
+//! // Each node starts from its own shares and zero keys; the querier relays their openings
+//! // (here all in one process, as `run_all` does) until every node answers.
+//! let stored: Vec<Vec<_>> = (0..n).map(|i| vec![Some(&stored_near[i]), Some(&stored_far[i])]).collect();
+//! let answers = node::run_all(&zero_keys, &requests, &stored)?.answers;
 //!
 //! let ranked = querier.finish(answers)?;
 //! assert_eq!(ranked.matches.len(), 1);
 //! assert_eq!((ranked.matches[0].id, ranked.matches[0].distance), (near, 1));
+//! assert_eq!(ranked.beyond, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -216,23 +235,38 @@ pub struct SearchParams {
 pub struct NodeRequest {
     /// The node it is for.
     pub node: u8,
-    /// The zero-sharing context: a node must never answer two requests under one context
-    /// (two answers hand out the difference of their unmasked values). The node server derives
-    /// it from the query id, the query's issue time and the candidate list.
+    /// The context of the masks: a node must never start two queries under one context
+    /// (two sets of openings hand out the difference of their unmasked values). The node server
+    /// derives it from the query id, the query's issue time and the candidate list.
     pub context: [u8; 32],
     /// The node's share of the query bits.
     pub query: HashShare,
     /// The candidates, in the same order for every node.
     pub candidates: Vec<ImageId>,
+    /// τ: the largest distance revealed. The node server puts its own here, never the
+    /// querier's.
+    pub max_distance: u32,
 }
 
-/// A node's answer: one masked value per candidate, `None` where it holds no such image.
+/// One node's openings of one round: for each candidate, the round's width of masked values,
+/// `None` where the node (or a node whose openings it used) holds no such image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The opening node.
+    pub node: u8,
+    /// The round, from 0.
+    pub round: u8,
+    /// `candidates × width` values, candidate by candidate.
+    pub values: Vec<Option<Fp>>,
+}
+
+/// A node's answer: per candidate its shares of `(h, g)`, `None` where it holds no such image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeAnswer {
     /// The answering node.
     pub node: u8,
     /// Aligned with the request's candidates.
-    pub values: Vec<Option<Fp>>,
+    pub values: Vec<Option<[Fp; 2]>>,
 }
 
 /// One ranked result.
@@ -251,6 +285,8 @@ pub struct Ranked {
     pub matches: Vec<Match>,
     /// Candidates evaluated.
     pub candidates: usize,
+    /// Candidates beyond the threshold: all the querier learns of them is how many.
+    pub beyond: usize,
     /// Candidates some answering node did not hold (deleted or not yet committed), skipped.
     pub incomplete: usize,
 }
@@ -313,15 +349,18 @@ impl Querier {
                 context,
                 query,
                 candidates: candidates.clone(),
+                max_distance: params.max_distance,
             })
             .collect();
         Ok((Querier { params, candidates }, requests))
     }
 
-    /// Interpolate the distances from the answers and rank.
+    /// Interpolate `(h, g)` for every candidate from the answers and rank the winners: `g = 0`,
+    /// and then `h` is the distance.
     ///
     /// With more than `2t + 1` answers, every extra answer is checked to lie on the same
-    /// degree-2t polynomial; with exactly `2t + 1` a distance outside 0..=64 is still caught.
+    /// degree-2t polynomials; with exactly `2t + 1` a winner at a distance outside 0..=64 is
+    /// still caught.
     ///
     /// # Errors
     /// [`Error::NotEnoughAnswers`] naming the silent nodes, [`Error::MalformedAnswer`],
@@ -364,7 +403,7 @@ impl Querier {
         let lambda = lagrange_at_zero(&xs)?;
         let mut matches = Vec::new();
         let mut inconsistent = Vec::new();
-        let mut incomplete = 0;
+        let (mut incomplete, mut beyond) = (0, 0);
         for (c, &id) in self.candidates.iter().enumerate() {
             let Some(points) = base
                 .iter()
@@ -374,15 +413,24 @@ impl Querier {
                 incomplete += 1;
                 continue;
             };
-            let d: Fp = lambda.iter().zip(&points).map(|(&l, &(_, v))| l * v).sum();
-            let consistent = d.value() as usize <= HASH_BITS
-                && (extra.is_empty() || on_polynomial(&points, extra, c));
+            let part =
+                |k: usize| -> Vec<(u8, Fp)> { points.iter().map(|&(x, v)| (x, v[k])).collect() };
+            let (h_points, g_points) = (part(0), part(1));
+            let at_zero =
+                |p: &[(u8, Fp)]| -> Fp { lambda.iter().zip(p).map(|(&l, &(_, v))| l * v).sum() };
+            let (h, g) = (at_zero(&h_points), at_zero(&g_points));
+            let consistent = (g != Fp::ZERO || h.value() as usize <= HASH_BITS)
+                && (extra.is_empty()
+                    || (on_polynomial(&h_points, extra, c, 0)
+                        && on_polynomial(&g_points, extra, c, 1)));
             if !consistent {
                 inconsistent.push(id);
-            } else if d.value() <= max_distance {
+            } else if g != Fp::ZERO || h.value() > max_distance {
+                beyond += 1;
+            } else {
                 matches.push(Match {
                     id,
-                    distance: d.value(),
+                    distance: h.value(),
                 });
             }
         }
@@ -396,19 +444,21 @@ impl Querier {
         Ok(Ranked {
             matches,
             candidates: self.candidates.len(),
+            beyond,
             incomplete,
         })
     }
 }
 
-/// Do the extra answers for candidate `c` lie on the polynomial through `points`?
-fn on_polynomial(points: &[(u8, Fp)], extra: &[NodeAnswer], c: usize) -> bool {
+/// Do the extra answers' values `k` for candidate `c` lie on the polynomial through `points`?
+fn on_polynomial(points: &[(u8, Fp)], extra: &[NodeAnswer], c: usize, k: usize) -> bool {
     let Ok(coeffs) = interpolate_coefficients(points) else {
         return false;
     };
     extra.iter().all(|a| match a.values[c] {
         None => true,
         Some(v) => {
+            let v = v[k];
             let x = Fp::from(u32::from(a.node));
             coeffs.iter().rev().fold(Fp::ZERO, |acc, &k| acc * x + k) == v
         }

@@ -1,58 +1,427 @@
-//! The node's side of Stage-2: evaluate every candidate on shares and add the zero mask.
+//! The node's side of Stage-2: distances on shares, then the product rounds that hide every
+//! distance beyond τ (see the crate's documentation for the protocol).
+//!
+//! A [`NodeSession`] lives from the query's first answer to its last: [`NodeSession::start`]
+//! opens the masked distances of round 0, and each [`NodeSession::step`] takes every node's
+//! openings of the last round (relayed by the querier, authenticated by the caller) and opens
+//! the next round, until it returns the node's [`NodeAnswer`].
 
 use obscura_sharing::field::{Fp, P};
+use obscura_sharing::prime::lagrange_at_zero;
 use obscura_sharing::zero::ZeroSharingKeys;
 
-use crate::{Error, HashShare, NodeAnswer, NodeRequest, HASH_BITS};
+use crate::{Error, HashShare, NodeAnswer, NodeRequest, Opened, HASH_BITS};
 
-/// Answer one request. `stored[m]` is this node's hash share of `request.candidates[m]`, or
-/// `None` if it holds no such image; a zero share is drawn for every position either way, so the
-/// masks stay aligned across nodes.
-///
-/// The caller must answer each `query_id` at most once (the zero-sharing context must not
-/// repeat): the node server refuses replayed request ids.
+/// The most τ a node takes: every distance of a 64-bit hash.
+pub const MAX_TAU: u32 = HASH_BITS as u32;
+
+/// The widths of the slots of one level: 1 for a value, 2 for the pair `(r₁, r₂)`.
+type Kinds = Vec<usize>;
+
+/// The slots a candidate starts its product with: `d − j` for `j = 0..=τ`, then `(r₁, r₂)`.
+fn first_kinds(tau: u32) -> Kinds {
+    let mut kinds = vec![1; tau as usize + 1];
+    kinds.push(2);
+    kinds
+}
+
+/// The products of one level (adjacent slots, pairwise) and the slot carried over unopened
+/// when their number is odd.
+fn level(kinds: &[usize]) -> (Kinds, Option<usize>) {
+    let products = kinds
+        .chunks_exact(2)
+        .map(|pair| pair[0].max(pair[1]))
+        .collect();
+    (
+        products,
+        (kinds.len() % 2 == 1).then(|| kinds[kinds.len() - 1]),
+    )
+}
+
+/// How many product rounds follow the opening of the distances for `tau`: the querier relays
+/// this many times, and the last relay's answer is the node's [`NodeAnswer`].
+pub fn rounds(tau: u32) -> usize {
+    let mut kinds = first_kinds(tau);
+    let mut rounds = 1;
+    while kinds.len() > 2 {
+        let (mut products, carried) = level(&kinds);
+        products.extend(carried);
+        kinds = products;
+        rounds += 1;
+    }
+    rounds
+}
+
+/// The pairwise products of one candidate's slots (`values` laid out by `kinds`), degree 2t.
+fn multiply(kinds: &[usize], values: &[Fp], out: &mut Vec<Fp>) {
+    let mut at = 0;
+    for pair in kinds.chunks_exact(2) {
+        let (a, b) = (
+            &values[at..at + pair[0]],
+            &values[at + pair[0]..at + pair[0] + pair[1]],
+        );
+        match (a, b) {
+            ([x], [y]) => out.push(*x * *y),
+            ([x], [y, z]) | ([y, z], [x]) => out.extend([*x * *y, *x * *z]),
+            _ => unreachable!("the pair (r₁, r₂) is one slot of a level"),
+        }
+        at += pair[0] + pair[1];
+    }
+}
+
+fn labelled(context: &[u8; 32], label: &[u8], round: u8) -> Vec<u8> {
+    let mut out = b"obscura/stage-2/".to_vec();
+    out.extend_from_slice(label);
+    out.push(round);
+    out.extend_from_slice(context);
+    out
+}
+
+/// This node's share of the distance between the query and one stored hash, degree 2t:
+/// `Σ_j h_j + q_j − 2·q_j·h_j`.
+struct Distances {
+    q_sum: Fp,
+    q2: [u64; HASH_BITS],
+}
+
+impl Distances {
+    fn new(query: &HashShare) -> Distances {
+        let q = &query.bits;
+        Distances {
+            q_sum: q.iter().copied().sum(),
+            q2: std::array::from_fn(|j| 2 * u64::from(q[j].value())),
+        }
+    }
+
+    fn of(&self, h: &HashShare) -> Fp {
+        // Σ_j h_j − Σ_j 2·q_j·h_j, with products folded below 2^33 and summed in u64.
+        let mut h_sum: u64 = 0;
+        let mut cross: u64 = 0;
+        for (hj, &q2j) in h.bits.iter().zip(&self.q2) {
+            let hj = u64::from(hj.value());
+            h_sum += hj;
+            let p = q2j * hj; // < 2^63
+            cross += (p & u64::from(P)) + (p >> 31);
+        }
+        Fp::new(h_sum) - Fp::new(cross) + self.q_sum
+    }
+}
+
+/// What a [`NodeSession::step`] gives.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// The next round's openings, for the querier to relay to every node.
+    Open(Opened),
+    /// The node's answer: the protocol is over.
+    Answer(NodeAnswer),
+}
+
+/// One node's state of one query between rounds. It holds shares only; dropping it ends the
+/// query at this node.
+pub struct NodeSession {
+    node: u8,
+    n: usize,
+    t: usize,
+    tau: u32,
+    context: [u8; 32],
+    count: usize,
+    /// The round whose openings this node gave and now waits for.
+    round: u8,
+    /// Candidates this node and every node whose openings it used hold.
+    alive: Vec<bool>,
+    /// Degree-t shares of the distances, from round 1 on.
+    d: Vec<Fp>,
+    /// Widths of the values opened this round, per candidate.
+    opened: Kinds,
+    /// Width of the slot carried over unopened, per candidate.
+    carried_kind: Option<usize>,
+    /// `count × carried width` degree-t shares.
+    carried: Vec<Fp>,
+    /// `count × opened width` shares of the masks `ρ` of this round's openings.
+    rho: Vec<Fp>,
+}
+
+impl std::fmt::Debug for NodeSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSession")
+            .field("node", &self.node)
+            .field("tau", &self.tau)
+            .field("count", &self.count)
+            .field("round", &self.round)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeSession {
+    /// Start the query of `request`: `stored[m]` is this node's hash share of
+    /// `request.candidates[m]`, or `None` if it holds no such image. Returns the session and
+    /// round 0's openings, the masked distances `d − ρ`.
+    ///
+    /// The caller must start each `request.context` at most once (the masks must never
+    /// repeat): the node server derives it from a query id it admits once.
+    ///
+    /// # Errors
+    /// [`Error::MalformedRequest`] when the request is for another node, `stored` does not
+    /// match the candidate list or τ is above [`MAX_TAU`].
+    pub fn start(
+        keys: &ZeroSharingKeys,
+        request: &NodeRequest,
+        stored: &[Option<&HashShare>],
+    ) -> Result<(NodeSession, Opened), Error> {
+        if request.node != keys.node() || request.query.node != keys.node() {
+            return Err(Error::MalformedRequest("request is for another node"));
+        }
+        if stored.len() != request.candidates.len() {
+            return Err(Error::MalformedRequest(
+                "stored shares do not match the candidate list",
+            ));
+        }
+        if request.max_distance > MAX_TAU {
+            return Err(Error::MalformedRequest("τ is above 64"));
+        }
+        let mut session = NodeSession {
+            node: keys.node(),
+            n: keys.n(),
+            t: keys.t(),
+            tau: request.max_distance,
+            context: request.context,
+            count: stored.len(),
+            round: 0,
+            alive: stored.iter().map(Option::is_some).collect(),
+            d: Vec::new(),
+            opened: vec![1],
+            carried_kind: None,
+            carried: Vec::new(),
+            rho: Vec::with_capacity(stored.len()),
+        };
+        let distances = Distances::new(&request.query);
+        let values: Vec<Option<Fp>> = stored.iter().map(|h| h.map(|h| distances.of(h))).collect();
+        let opened = session.open(keys, values.len(), |c, out| {
+            if let Some(v) = values[c] {
+                out.push(v);
+            }
+        });
+        Ok((session, opened))
+    }
+
+    /// The round this node waits for the openings of.
+    pub fn round(&self) -> u8 {
+        self.round
+    }
+
+    /// Open this round's values: for each candidate, `fill` pushes the degree-2t products (or
+    /// nothing for a dead candidate); each goes out as `v − ρ + Z` with fresh `ρ` of degree t and
+    /// `Z` a sharing of zero of degree 2t. Masks are drawn for every position, dead or not, so
+    /// they stay aligned across nodes.
+    fn open(
+        &mut self,
+        keys: &ZeroSharingKeys,
+        count: usize,
+        mut fill: impl FnMut(usize, &mut Vec<Fp>),
+    ) -> Opened {
+        let width: usize = self.opened.iter().sum();
+        let mut rho = keys.random_stream(&labelled(&self.context, b"rho", self.round));
+        let mut zero = keys.stream(&labelled(&self.context, b"zero", self.round));
+        self.rho.clear();
+        let mut values = Vec::with_capacity(count * width);
+        let mut products = Vec::with_capacity(width);
+        for c in 0..count {
+            products.clear();
+            if self.alive[c] {
+                fill(c, &mut products);
+            }
+            let alive = products.len() == width;
+            for k in 0..width {
+                let (r, z) = (rho.next_share(), zero.next_share());
+                self.rho.push(r);
+                values.push(products.get(k).filter(|_| alive).map(|&v| v - r + z));
+            }
+            self.alive[c] &= alive;
+        }
+        Opened {
+            node: self.node,
+            round: self.round,
+            values,
+        }
+    }
+
+    /// Take every node's openings of this round (at least `2t + 1`, this node's among them or
+    /// not) and give the next round's openings, or the answer after the last round.
+    ///
+    /// # Errors
+    /// [`Error::MalformedAnswer`] for openings of another round or length, a node that is not
+    /// one or is there twice; [`Error::NotEnoughAnswers`] for fewer than `2t + 1`.
+    pub fn step(&mut self, keys: &ZeroSharingKeys, openings: &[Opened]) -> Result<Step, Error> {
+        let width: usize = self.opened.iter().sum();
+        let chosen = choose(self.n, self.t, self.count * width, self.round, openings)?;
+        let xs: Vec<u8> = chosen.iter().map(|o| o.node).collect();
+        let lambda = lagrange_at_zero(&xs)?;
+        // Each opened value plus its mask: the products, now of degree t.
+        let mut reduced = Vec::with_capacity(self.count * width);
+        for (k, &rho) in self.rho.iter().enumerate() {
+            let mut z = Fp::ZERO;
+            for (o, &l) in chosen.iter().zip(&lambda) {
+                match o.values[k] {
+                    Some(v) => z += l * v,
+                    None => self.alive[k / width] = false,
+                }
+            }
+            reduced.push(z + rho);
+        }
+        // The slots of the next level, per candidate.
+        let (kinds, slots) = if self.round == 0 {
+            self.d = reduced;
+            let mut pair = keys.random_stream(&labelled(&self.context, b"pair", 0));
+            let kinds = first_kinds(self.tau);
+            let mut slots = Vec::with_capacity(self.count * (self.tau as usize + 3));
+            for &d in &self.d {
+                slots.extend((0..=self.tau).map(|j| d - Fp::from(j)));
+                slots.extend([pair.next_share(), pair.next_share()]);
+            }
+            (kinds, slots)
+        } else {
+            let mut kinds = self.opened.clone();
+            kinds.extend(self.carried_kind);
+            let cw = self.carried_kind.unwrap_or(0);
+            let mut slots = Vec::with_capacity(self.count * (width + cw));
+            for c in 0..self.count {
+                slots.extend_from_slice(&reduced[c * width..(c + 1) * width]);
+                slots.extend_from_slice(&self.carried[c * cw..(c + 1) * cw]);
+            }
+            (kinds, slots)
+        };
+        let per: usize = kinds.iter().sum();
+        self.round += 1;
+        if kinds.len() == 2 {
+            return Ok(Step::Answer(self.answer(keys, &slots, per)));
+        }
+        let (products, carried_kind) = level(&kinds);
+        let cw = carried_kind.unwrap_or(0);
+        self.carried = slots
+            .chunks_exact(per)
+            .flat_map(|s| s[per - cw..].iter().copied())
+            .collect();
+        self.opened = products;
+        self.carried_kind = carried_kind;
+        let opened = self.open(keys, self.count, |c, out| {
+            multiply(&kinds, &slots[c * per..(c + 1) * per], out);
+        });
+        Ok(Step::Open(opened))
+    }
+
+    /// The last level: `X · (r₁, r₂)`, opened as `h = d + X·r₁` and `g = X·r₂` under fresh zero
+    /// masks of degree 2t.
+    fn answer(&self, keys: &ZeroSharingKeys, slots: &[Fp], per: usize) -> NodeAnswer {
+        let mut zero = keys.stream(&labelled(&self.context, b"answer", self.round));
+        let values = slots
+            .chunks_exact(per)
+            .enumerate()
+            .map(|(c, s)| {
+                let (z1, z2) = (zero.next_share(), zero.next_share());
+                let [x, r1, r2] = s else {
+                    unreachable!("the last level is a value and the pair");
+                };
+                self.alive[c].then(|| [self.d[c] + *x * *r1 + z1, *x * *r2 + z2])
+            })
+            .collect();
+        NodeAnswer {
+            node: self.node,
+            values,
+        }
+    }
+}
+
+/// The first `2t + 1` well-formed openings by node, after checking that every one is of this
+/// `round`, of `len` values and from a distinct node of `1..=n`.
+fn choose(
+    n: usize,
+    t: usize,
+    len: usize,
+    round: u8,
+    openings: &[Opened],
+) -> Result<Vec<&Opened>, Error> {
+    let mut seen = vec![false; n + 1];
+    for o in openings {
+        let bad = |reason| Error::MalformedAnswer {
+            node: o.node,
+            reason,
+        };
+        if o.node == 0 || o.node as usize > n {
+            return Err(bad("not a node of this cluster"));
+        }
+        if std::mem::replace(&mut seen[o.node as usize], true) {
+            return Err(bad("answered twice"));
+        }
+        if o.round != round {
+            return Err(bad("an opening of another round"));
+        }
+        if o.values.len() != len {
+            return Err(bad("wrong number of values"));
+        }
+    }
+    let need = 2 * t + 1;
+    if openings.len() < need {
+        return Err(Error::NotEnoughAnswers {
+            need,
+            got: openings.len(),
+            n,
+            t,
+            missing: (1..=n as u8).filter(|&x| !seen[x as usize]).collect(),
+        });
+    }
+    let mut chosen: Vec<&Opened> = openings.iter().collect();
+    chosen.sort_by_key(|o| o.node);
+    chosen.truncate(need);
+    Ok(chosen)
+}
+
+/// What the querier sees of one query run by [`run_all`]: every round's openings, then the
+/// answers.
+#[derive(Clone, Debug)]
+pub struct Transcript {
+    /// `rounds[r]` = every node's openings of round `r`.
+    pub rounds: Vec<Vec<Opened>>,
+    /// Every node's answer.
+    pub answers: Vec<NodeAnswer>,
+}
+
+/// Every node of `requests` in this process, each with its `keys` (by node, node 1 first) and
+/// its `stored` shares of the candidates (by node): for tests and benchmarks.
 ///
 /// # Errors
-/// [`Error::MalformedRequest`] when the request is for another node or `stored` does not match
-/// the candidate list.
-pub fn answer(
-    keys: &ZeroSharingKeys,
-    request: &NodeRequest,
-    stored: &[Option<&HashShare>],
-) -> Result<NodeAnswer, Error> {
-    if request.node != keys.node() || request.query.node != keys.node() {
-        return Err(Error::MalformedRequest("request is for another node"));
+/// Whatever a node's [`NodeSession::start`] or [`NodeSession::step`] gives.
+pub fn run_all(
+    keys: &[ZeroSharingKeys],
+    requests: &[NodeRequest],
+    stored: &[Vec<Option<&HashShare>>],
+) -> Result<Transcript, Error> {
+    let mut sessions = Vec::with_capacity(requests.len());
+    let mut openings = Vec::with_capacity(requests.len());
+    for r in requests {
+        let i = usize::from(r.node)
+            .checked_sub(1)
+            .ok_or(Error::MalformedRequest("node 0"))?;
+        let (keys, stored) = keys
+            .get(i)
+            .zip(stored.get(i))
+            .ok_or(Error::MalformedRequest("no such node"))?;
+        let (s, o) = NodeSession::start(keys, r, stored)?;
+        sessions.push((s, keys));
+        openings.push(o);
     }
-    if stored.len() != request.candidates.len() {
-        return Err(Error::MalformedRequest(
-            "stored shares do not match the candidate list",
-        ));
+    let mut rounds = Vec::new();
+    loop {
+        let mut next = Vec::with_capacity(sessions.len());
+        let mut answers = Vec::with_capacity(sessions.len());
+        for (s, keys) in &mut sessions {
+            match s.step(keys, &openings)? {
+                Step::Open(o) => next.push(o),
+                Step::Answer(a) => answers.push(a),
+            }
+        }
+        rounds.push(std::mem::replace(&mut openings, next));
+        if !answers.is_empty() {
+            return Ok(Transcript { rounds, answers });
+        }
     }
-    let q = &request.query.bits;
-    // Σ_j q_j(i), and 2·q_j(i) (each < 2^32), computed once per query.
-    let q_sum: Fp = q.iter().copied().sum();
-    let q2: [u64; HASH_BITS] = std::array::from_fn(|j| 2 * u64::from(q[j].value()));
-    let mut zero = keys.stream(&request.context);
-    let values = stored
-        .iter()
-        .map(|h| {
-            let z = zero.next_share();
-            h.map(|h| {
-                // Σ_j h_j − Σ_j 2·q_j·h_j, with products folded below 2^33 and summed in u64.
-                let mut h_sum: u64 = 0;
-                let mut cross: u64 = 0;
-                for (hj, &q2j) in h.bits.iter().zip(&q2) {
-                    let hj = u64::from(hj.value());
-                    h_sum += hj;
-                    let p = q2j * hj; // < 2^63
-                    cross += (p & u64::from(P)) + (p >> 31);
-                }
-                Fp::new(h_sum) - Fp::new(cross) + q_sum + z
-            })
-        })
-        .collect();
-    Ok(NodeAnswer {
-        node: keys.node(),
-        values,
-    })
 }

@@ -1,6 +1,8 @@
-//! The zero mask is what makes Stage-2 private against a curious querier.
+//! The masks are what make Stage-2 private against a curious querier.
 //!
-//! The querier knows its own query polynomials `q_j(x)`. Without the mask, every answer gives it
+//! The querier knows its own query polynomials `q_j(x)`. The first values it sees of a
+//! candidate are the nodes' round-0 openings, its distance shares `D_i` masked by `−ρ_i + Z_i`.
+//! Without the masks, every such value gives it
 //! `2t + 1` linear equations in the `64·(t + 1)` coefficients of the candidate's bit polynomials
 //! `h_j(x)`: after 40 queries (200 equations for 192 unknowns, with n = 5, t = 2) it solves for
 //! them and reads every hash bit off the constant terms. That is fewer queries than the 64 that
@@ -20,19 +22,15 @@ const T: usize = 2;
 const UNKNOWNS: usize = 64 * (T + 1);
 const ID: ImageId = ImageId([9; 16]);
 
-/// What a node without zero sharing would send.
-fn answer_unmasked(request: &NodeRequest, stored: &HashShare) -> NodeAnswer {
+/// What a node without masks would open in round 0: its share of the distance.
+fn opened_unmasked(request: &NodeRequest, stored: &HashShare) -> Fp {
     let q = &request.query.bits;
-    let v = stored
+    stored
         .bits
         .iter()
         .zip(q)
         .map(|(&h, &q)| h + q - Fp::from(2) * q * h)
-        .sum();
-    NodeAnswer {
-        node: request.node,
-        values: vec![Some(v)],
-    }
+        .sum()
 }
 
 struct World {
@@ -55,9 +53,12 @@ fn world(seed: u64) -> World {
     }
 }
 
-/// One query with a random hash: the querier's state, the requests it made (it knows them) and
-/// the answers it got.
-fn query_full(w: &mut World, masked: bool) -> (Querier, u64, Vec<NodeRequest>, Vec<NodeAnswer>) {
+/// One query with a random hash, τ = 64 (every candidate a winner): the querier's state, the
+/// requests it made (it knows them), what each node opened in round 0, and the answers.
+fn query_full(
+    w: &mut World,
+    masked: bool,
+) -> (Querier, u64, Vec<NodeRequest>, Vec<Fp>, Vec<NodeAnswer>) {
     let params = SearchParams {
         n: N,
         t: T,
@@ -66,37 +67,39 @@ fn query_full(w: &mut World, masked: bool) -> (Querier, u64, Vec<NodeRequest>, V
     };
     let q = w.rng.next_u64();
     let (querier, requests) = Querier::start(q, vec![ID], params, &mut w.rng).unwrap();
-    let answers = requests
+    if !masked {
+        let opened = requests
+            .iter()
+            .map(|r| opened_unmasked(r, &w.stored[r.node as usize - 1]))
+            .collect();
+        return (querier, q, requests, opened, Vec::new());
+    }
+    let stored: Vec<Vec<Option<&HashShare>>> = w.stored.iter().map(|s| vec![Some(s)]).collect();
+    let transcript = node::run_all(&w.keys, &requests, &stored).unwrap();
+    let opened = transcript.rounds[0]
         .iter()
-        .map(|r| {
-            let i = r.node as usize - 1;
-            if masked {
-                node::answer(&w.keys[i], r, &[Some(&w.stored[i])]).unwrap()
-            } else {
-                answer_unmasked(r, &w.stored[i])
-            }
-        })
+        .map(|o| o.values[0].unwrap())
         .collect();
-    (querier, q, requests, answers)
+    (querier, q, requests, opened, transcript.answers)
 }
 
-/// The transcript a querier keeps: its requests and the answers.
-fn query(w: &mut World, masked: bool) -> (Vec<NodeRequest>, Vec<NodeAnswer>) {
-    let (_, _, requests, answers) = query_full(w, masked);
-    (requests, answers)
+/// The transcript a querier keeps: its requests and the round-0 openings.
+fn query(w: &mut World, masked: bool) -> (Vec<NodeRequest>, Vec<Fp>) {
+    let (_, _, requests, opened, _) = query_full(w, masked);
+    (requests, opened)
 }
 
 /// The attack: one equation per (query, node),
 /// `D_i − Σ_j q_j(i) = Σ_j Σ_l c_{j,l} · i^l · (1 − 2·q_j(i))`,
 /// solved for the `c_{j,l}` by Gaussian elimination mod p. Returns the recovered constant terms,
 /// or `None` if the system is inconsistent.
-fn attack(transcripts: &[(Vec<NodeRequest>, Vec<NodeAnswer>)]) -> Option<Vec<Fp>> {
+fn attack(transcripts: &[(Vec<NodeRequest>, Vec<Fp>)]) -> Option<Vec<Fp>> {
     let mut rows: Vec<Vec<Fp>> = Vec::new();
     for (requests, answers) in transcripts {
         for (r, a) in requests.iter().zip(answers) {
             let x = Fp::from(u32::from(r.node));
             let mut row = vec![Fp::ZERO; UNKNOWNS + 1];
-            let mut rhs = a.values[0].unwrap();
+            let mut rhs = *a;
             for (j, &qj) in r.query.bits.iter().enumerate() {
                 rhs -= qj;
                 let factor = Fp::ONE - Fp::from(2) * qj;
@@ -205,39 +208,52 @@ fn with_the_mask_the_same_attack_fails() {
 fn masked_answers_still_give_the_right_distance() {
     let mut w = world(2);
     for _ in 0..20 {
-        let (querier, q, _, answers) = query_full(&mut w, true);
+        let (querier, q, _, _, answers) = query_full(&mut w, true);
         let ranked = querier.finish(answers).unwrap();
         assert_eq!(ranked.matches[0].distance, (q ^ w.secret_hash).count_ones());
     }
 }
 
-/// Over many queries of one candidate, each non-constant coefficient of the masked answer
-/// polynomial is uniform on GF(p) (top 4 bits, 16 cells per coefficient).
+/// χ² of the top 4 bits against uniform is below mean + 6 sd (df = 15).
+fn assert_uniform(hist: &[u64; 16], what: &str) {
+    let e = hist.iter().sum::<u64>() as f64 / 16.0;
+    let chi: f64 = hist.iter().map(|&c| (c as f64 - e).powi(2) / e).sum();
+    assert!(chi < 15.0 + 6.0 * 30f64.sqrt(), "{what}: chi² = {chi}");
+}
+
+/// Over many queries of one candidate, every coefficient of the round-0 openings' polynomial
+/// (the distance too) and each non-constant coefficient of the answer polynomial is uniform on
+/// GF(p); the answer's constant is the distance.
 #[test]
 fn masked_answer_coefficients_are_uniform() {
     let mut w = world(3);
-    let queries = 4000;
-    let mut cells = vec![[0u64; 16]; 2 * T];
+    let queries = 3000;
+    let mut opened_cells = vec![[0u64; 16]; 2 * T + 1];
+    let mut answer_cells = vec![[0u64; 16]; 2 * T];
     for _ in 0..queries {
-        let (_, answers) = query(&mut w, true);
+        let (_, q, requests, opened, answers) = query_full(&mut w, true);
+        let points: Vec<(u8, Fp)> = requests.iter().map(|r| r.node).zip(opened).collect();
+        for (d, c) in interpolate_coefficients(&points)
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            opened_cells[d][(c.value() >> 27) as usize] += 1;
+        }
         let points: Vec<(u8, Fp)> = answers
             .iter()
-            .map(|a| (a.node, a.values[0].unwrap()))
+            .map(|a| (a.node, a.values[0].unwrap()[0]))
             .collect();
         let coeffs = interpolate_coefficients(&points).unwrap();
-        assert!(coeffs[0].value() <= 64, "constant term is the distance");
+        assert_eq!(coeffs[0].value(), (q ^ w.secret_hash).count_ones());
         for (d, c) in coeffs[1..].iter().enumerate() {
-            cells[d][(c.value() >> 27) as usize] += 1;
+            answer_cells[d][(c.value() >> 27) as usize] += 1;
         }
     }
-    let e = queries as f64 / 16.0;
-    for (d, hist) in cells.iter().enumerate() {
-        let chi: f64 = hist.iter().map(|&c| (c as f64 - e).powi(2) / e).sum();
-        // df = 15, mean + 6 sd.
-        assert!(
-            chi < 15.0 + 6.0 * 30f64.sqrt(),
-            "coefficient {}: chi² = {chi}",
-            d + 1
-        );
+    for (d, hist) in opened_cells.iter().enumerate() {
+        assert_uniform(hist, &format!("round-0 coefficient {d}"));
+    }
+    for (d, hist) in answer_cells.iter().enumerate() {
+        assert_uniform(hist, &format!("answer coefficient {}", d + 1));
     }
 }

@@ -1,8 +1,9 @@
 //! Stage-2 computes exactly the plaintext Hamming distance, ranks like a plaintext scan, and
 //! turns every missing, duplicated or lying node into a clear error.
 
+use obscura_mpc::node::{self, NodeSession};
 use obscura_mpc::{
-    node, share_hash, Error, HashShare, NodeAnswer, NodeRequest, Querier, Ranked, SearchParams,
+    share_hash, Error, HashShare, NodeAnswer, NodeRequest, Querier, Ranked, SearchParams,
 };
 use obscura_phash::phash64;
 use obscura_sharing::field::Fp;
@@ -50,17 +51,20 @@ impl Cluster {
         }
     }
 
-    fn answer(&self, r: &NodeRequest) -> NodeAnswer {
-        let i = r.node as usize - 1;
-        let stored: Vec<Option<&HashShare>> = self.stored.iter().map(|s| Some(&s[i])).collect();
-        node::answer(&self.keys[i], r, &stored).unwrap()
+    /// Every node's answer to `requests`, the openings relayed between them in this process.
+    fn answers(&self, requests: &[NodeRequest]) -> Vec<NodeAnswer> {
+        let stored: Vec<Vec<Option<&HashShare>>> = (0..self.n)
+            .map(|i| self.stored.iter().map(|s| Some(&s[i])).collect())
+            .collect();
+        node::run_all(&self.keys, requests, &stored)
+            .unwrap()
+            .answers
     }
 
     fn search(&self, q: u64, max_distance: u32, top: usize, rng: &mut ChaCha20Rng) -> Ranked {
         let (querier, requests) =
             Querier::start(q, self.ids.clone(), self.params(max_distance, top), rng).unwrap();
-        let answers = requests.iter().map(|r| self.answer(r)).collect();
-        querier.finish(answers).unwrap()
+        querier.finish(self.answers(&requests)).unwrap()
     }
 }
 
@@ -77,6 +81,33 @@ proptest! {
             let i = u64::from_be_bytes(m.id.0[..8].try_into().unwrap()) as usize;
             prop_assert_eq!(m.distance, (hashes[i] ^ q).count_ones());
         }
+    }
+
+    /// Within τ every distance comes back exact; beyond it, only the count.
+    #[test]
+    fn winners_come_back_exact_and_the_rest_only_counted(
+        hashes in prop::collection::vec(any::<u64>(), 1..12),
+        flips in prop::collection::vec(0u32..64, 1..12),
+        tau in 0u32..=16,
+        q in any::<u64>(),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        // Hashes near the query, at `flips` bits, and random ones far from it.
+        let near: Vec<u64> = flips.iter().map(|&f| q ^ ((1u64 << f) - 1)).collect();
+        let all: Vec<u64> = near.iter().chain(&hashes).copied().collect();
+        let c = cluster(6, 2, &all, &mut rng);
+        let ranked = c.search(q, tau, usize::MAX, &mut rng);
+        let mut plain: Vec<(u32, ImageId)> = all
+            .iter()
+            .zip(&c.ids)
+            .map(|(h, id)| ((h ^ q).count_ones(), *id))
+            .filter(|(d, _)| *d <= tau)
+            .collect();
+        plain.sort();
+        let private: Vec<(u32, ImageId)> = ranked.matches.iter().map(|m| (m.distance, m.id)).collect();
+        prop_assert_eq!(&private, &plain);
+        prop_assert_eq!(ranked.beyond, all.len() - plain.len());
     }
 }
 
@@ -140,10 +171,10 @@ fn missing_nodes_are_named() {
     let mut rng = ChaCha20Rng::seed_from_u64(6);
     let c = cluster(5, 2, &[1, 2, 3], &mut rng);
     let (querier, requests) = Querier::start(7, c.ids.clone(), c.params(10, 10), &mut rng).unwrap();
-    let answers: Vec<_> = requests
-        .iter()
-        .filter(|r| r.node != 2 && r.node != 4)
-        .map(|r| c.answer(r))
+    let answers: Vec<_> = c
+        .answers(&requests)
+        .into_iter()
+        .filter(|a| a.node != 2 && a.node != 4)
         .collect();
     let err = querier.finish(answers).unwrap_err();
     assert!(
@@ -162,7 +193,7 @@ fn malformed_answers_are_refused() {
     let c = cluster(5, 2, &[1, 2], &mut rng);
     let run = |edit: &dyn Fn(&mut Vec<NodeAnswer>), rng: &mut ChaCha20Rng| {
         let (querier, requests) = Querier::start(7, c.ids.clone(), c.params(10, 10), rng).unwrap();
-        let mut answers: Vec<_> = requests.iter().map(|r| c.answer(r)).collect();
+        let mut answers = c.answers(&requests);
         edit(&mut answers);
         querier.finish(answers)
     };
@@ -186,11 +217,20 @@ fn malformed_answers_are_refused() {
         ),
         Err(Error::MalformedAnswer { node: 3, .. })
     ));
-    // A lying node with exactly 2t + 1 answers: random garbage lands outside 0..=64.
-    assert!(matches!(
-        run(&|a| a[4].values[0] = Some(Fp::new(123_456_789)), &mut rng),
-        Err(Error::InconsistentAnswers { .. })
-    ));
+    // A lying node with exactly 2t + 1 answers: a winner whose g it shifts to zero-free
+    // garbage looks like a candidate beyond τ (only extra answers catch that, below); one that
+    // leaves g at zero and shifts h lands outside 0..=64.
+    let shifted = run(
+        &|a| {
+            let [h, g] = a[4].values[1].unwrap();
+            a[4].values[1] = Some([h + Fp::new(123_456_789), g]);
+        },
+        &mut rng,
+    );
+    assert!(
+        matches!(shifted, Err(Error::InconsistentAnswers { .. })),
+        "{shifted:?}"
+    );
     // A node that does not hold a candidate: that candidate is skipped and counted.
     let ok = run(&|a| a[0].values[1] = None, &mut rng).unwrap();
     assert_eq!((ok.incomplete, ok.matches.len()), (1, 1));
@@ -203,8 +243,9 @@ fn extra_nodes_catch_a_subtle_liar() {
     let mut rng = ChaCha20Rng::seed_from_u64(8);
     let c = cluster(7, 2, &[0xff], &mut rng);
     let (querier, requests) = Querier::start(0, c.ids.clone(), c.params(64, 10), &mut rng).unwrap();
-    let mut answers: Vec<_> = requests.iter().map(|r| c.answer(r)).collect();
-    answers[6].values[0] = Some(answers[6].values[0].unwrap() + Fp::ONE);
+    let mut answers = c.answers(&requests);
+    let [h, g] = answers[6].values[0].unwrap();
+    answers[6].values[0] = Some([h + Fp::ONE, g]);
     assert!(matches!(
         querier.finish(answers),
         Err(Error::InconsistentAnswers { .. })
@@ -217,11 +258,17 @@ fn requests_for_another_node_are_refused() {
     let c = cluster(5, 2, &[1], &mut rng);
     let (_, requests) = Querier::start(7, c.ids.clone(), c.params(10, 10), &mut rng).unwrap();
     assert!(matches!(
-        node::answer(&c.keys[0], &requests[1], &[Some(&c.stored[0][0])]),
+        NodeSession::start(&c.keys[0], &requests[1], &[Some(&c.stored[0][0])]),
         Err(Error::MalformedRequest(_))
     ));
     assert!(matches!(
-        node::answer(&c.keys[0], &requests[0], &[]),
+        NodeSession::start(&c.keys[0], &requests[0], &[]),
+        Err(Error::MalformedRequest(_))
+    ));
+    let mut greedy = requests[0].clone();
+    greedy.max_distance = 65;
+    assert!(matches!(
+        NodeSession::start(&c.keys[0], &greedy, &[Some(&c.stored[0][0])]),
         Err(Error::MalformedRequest(_))
     ));
     // 2t + 1 > n is refused up front.

@@ -664,6 +664,7 @@ impl KeeperState {
             | RequestBody::Lookup { .. }
             | RequestBody::Evaluate { .. }
             | RequestBody::CheckQuery { .. }
+            | RequestBody::Reduce { .. }
             | RequestBody::Fetch { .. }
             | RequestBody::Resolve { .. }
             | RequestBody::Rotate { .. }

@@ -9,7 +9,8 @@
 //! | operation | role |
 //! |---|---|
 //! | prepare, commit, delete (with the owner's order) | owner |
-//! | lookup, evaluate, resolve | querier, within its hourly limits |
+//! | lookup, check-query, evaluate, resolve | querier, within its hourly limits |
+//! | reduce (the rounds of a search its evaluate started) | querier |
 //! | fetch | owner; or a querier with a proof of its own match, or with the owner's grant |
 //! | audit, checkpoint | auditor or admin |
 //! | rotate (each step with the owner's order) | admin |
@@ -39,7 +40,8 @@ use obscura_auth::capability::{authenticate, Acting, Authorized, CapabilityKey};
 use obscura_auth::handle::HandleKey;
 use obscura_auth::matching::{self, MatchPolicy};
 use obscura_mpc::check::{self, CheckCoin};
-use obscura_mpc::{node, HashShare, NodeRequest};
+use obscura_mpc::node::{NodeSession, Step};
+use obscura_mpc::{HashShare, NodeRequest};
 use obscura_proto::{
     limits, roles, ErrorCode, FetchBy, MatchProof, Request, RequestBody, ResponseBody, RotateOp,
     UploadTicket, WireAuditEntry, WireElement, WireId, WireToken, UPLOAD_TICKET_HEADER,
@@ -60,6 +62,72 @@ use crate::transport::{self, Guard};
 struct Admitted {
     request_id: [u8; 16],
     capability: [u8; 16],
+}
+
+/// Stage-2 searches a node keeps between rounds, all users together.
+const MAX_LIVE_SEARCHES: usize = 256;
+/// Stage-2 searches one user may have in progress at a node.
+const MAX_LIVE_SEARCHES_PER_USER: usize = 8;
+
+/// A Stage-2 search between rounds: the node's session and what binds the next round to it.
+struct LiveSearch {
+    session: NodeSession,
+    context: [u8; 32],
+    issued: u64,
+    handles: Vec<WireId>,
+}
+
+/// The searches in progress, by user and query id. Each lives as long as its query is fresh
+/// and ends with its answer; a restart forgets them (the search fails and is run again).
+#[derive(Default)]
+struct LiveSearches(Mutex<HashMap<(String, [u8; 16]), LiveSearch>>);
+
+impl LiveSearches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, [u8; 16]), LiveSearch>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keep `search` until its next round, within the limits; searches whose query is stale
+    /// are dropped first.
+    fn keep(
+        &self,
+        user: &str,
+        query_id: [u8; 16],
+        search: LiveSearch,
+        now: u64,
+        window: u64,
+    ) -> Result<(), ResponseBody> {
+        let mut live = self.lock();
+        live.retain(|_, s| s.issued.abs_diff(now) <= window);
+        let mine = live.keys().filter(|(u, _)| u == user).count();
+        if mine >= MAX_LIVE_SEARCHES_PER_USER {
+            return Err(error(
+                ErrorCode::RateLimited,
+                format!(
+                    "{MAX_LIVE_SEARCHES_PER_USER} searches of this user are in progress at this \
+                     node: wait for one to end"
+                ),
+            ));
+        }
+        if live.len() >= MAX_LIVE_SEARCHES {
+            return Err(error(
+                ErrorCode::RateLimited,
+                "this node has too many searches in progress: try again shortly",
+            ));
+        }
+        live.insert((user.to_string(), query_id), search);
+        Ok(())
+    }
+
+    /// Take `user`'s search of `query_id` out for its next round.
+    fn take(&self, user: &str, query_id: &[u8; 16]) -> Option<LiveSearch> {
+        self.lock().remove(&(user.to_string(), *query_id))
+    }
+
+    /// Put a search back after a refused round.
+    fn put_back(&self, user: &str, query_id: [u8; 16], search: LiveSearch) {
+        self.lock().insert((user.to_string(), query_id), search);
+    }
 }
 
 /// One hour: the window of the per-user rate limits.
@@ -96,6 +164,7 @@ struct NodeState {
     policy: SearchPolicy,
     matches: MatchPolicy,
     usage: Mutex<HashMap<String, Usage>>,
+    live: LiveSearches,
     /// Requests refused before anyone was authenticated, since the last summary entry.
     unauthenticated: AtomicU64,
 }
@@ -136,6 +205,7 @@ pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::Lookup { .. }
         | ResponseBody::Evaluate { .. }
         | ResponseBody::QueryChecked { .. }
+        | ResponseBody::Opened { .. }
         | ResponseBody::Resolved { .. }
         | ResponseBody::Checkpointed { .. }
         | ResponseBody::Fetch { .. }
@@ -404,12 +474,16 @@ impl NodeState {
         }
         // Every authenticated request counts against its user's hourly limit, refused ones too
         // (a replayed or stale one as well): each writes an audit entry.
+        // A Stage-2 round after the first is part of the query its Evaluate was charged for.
         let kind = match &req.body {
-            RequestBody::Fetch { .. } | RequestBody::Resolve { .. } => Charge::Fetches,
-            _ => Charge::Queries,
+            RequestBody::Fetch { .. } | RequestBody::Resolve { .. } => Some(Charge::Fetches),
+            RequestBody::Reduce { .. } => None,
+            _ => Some(Charge::Queries),
         };
-        if let Err(refused) = self.charge(&who, kind, 1, now) {
-            return refused;
+        if let Some(kind) = kind {
+            if let Err(refused) = self.charge(&who, kind, 1, now) {
+                return refused;
+            }
         }
         // Not synced on its own: an operation that changes state syncs it with its own commit,
         // and a read answered twice after a crash reveals nothing new. Query ids are admitted
@@ -570,6 +644,15 @@ impl NodeState {
                     share_digests,
                 };
                 self.evaluate(req, &querier, &asked, checks, now)
+            }
+            RequestBody::Reduce {
+                query_id,
+                issued,
+                round,
+                openings,
+            } => {
+                let querier = role(roles::QUERIER)?;
+                self.reduce(&querier, query_id, *issued, *round, openings, now)
             }
             RequestBody::Fetch { by } => self.fetch(req, who, by, now),
             RequestBody::Resolve { proofs } => {
@@ -892,33 +975,116 @@ impl NodeState {
             context,
             query,
             candidates: ids,
+            max_distance: self.matches.max_distance,
         };
         let refs: Vec<Option<&HashShare>> = stored.iter().map(Option::as_ref).collect();
-        let answer = node::answer(&self.zero, &request, &refs).map_err(bad)?;
-        let values: Vec<Option<u32>> = answer
-            .values
-            .into_iter()
-            .map(|v| v.map(|f| f.value()))
-            .collect();
-        let signed = matching::sign_answer(
-            &self.audit_key,
-            &answered,
-            candidates,
-            &values,
-            &mut rand_core::OsRng,
-        );
+        let (session, opened) = NodeSession::start(&self.zero, &request, &refs).map_err(bad)?;
+        let tau = self.matches.max_distance;
+        let opened = matching::sign_opened(&self.audit_key, &answered, &context, tau, &opened);
+        self.live.keep(
+            querier.user(),
+            *query_id,
+            LiveSearch {
+                session,
+                context,
+                issued,
+                handles: candidates.to_vec(),
+            },
+            now,
+            self.window,
+        )?;
         self.record(
             req,
             querier,
             format_args!("candidates={}", candidates.len()),
             now,
         )?;
-        Ok(ResponseBody::Evaluate {
+        Ok(ResponseBody::Opened { opened })
+    }
+
+    /// Stage-2, the rounds after the first: every node's openings of the last round, relayed by
+    /// the querier, each checked against its node's signature; then this node's openings of the
+    /// next round, signed, or after the last its answer, committed and signed.
+    fn reduce(
+        &self,
+        querier: &Acting<'_>,
+        query_id: &[u8; 16],
+        issued: u64,
+        round: u8,
+        openings: &[obscura_proto::WireOpened],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        self.fresh(issued, now)?;
+        let user = querier.user();
+        let mut live = self.live.take(user, query_id).ok_or_else(|| {
+            error(
+                ErrorCode::Rejected,
+                "no search of this query is in progress at this node (it ended, expired, or \
+                 the node restarted): search again",
+            )
+        })?;
+        let tau = self.matches.max_distance;
+        let answered = matching::Answered {
             node: self.node,
-            values,
-            answer_key: signed.answer_key,
-            signature: signed.signature.to_vec(),
-        })
+            user,
+            query_id,
+            issued,
+        };
+        let stepped = (|| {
+            if live.issued != issued || live.session.round() != round {
+                return Err(error(
+                    ErrorCode::Rejected,
+                    format!(
+                        "this node waits for round {} of this query",
+                        live.session.round()
+                    ),
+                ));
+            }
+            let opened = matching::verify_openings(
+                openings,
+                &answered,
+                &live.context,
+                tau,
+                &self.matches.node_keys,
+            )
+            .map_err(auth_error)?;
+            live.session
+                .step(&self.zero, &opened)
+                .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))
+        })();
+        match stepped {
+            Err(refused) => {
+                // A bad relay spends nothing: the search waits for a good one.
+                self.live.put_back(user, *query_id, live);
+                Err(refused)
+            }
+            Ok(Step::Open(next)) => {
+                let opened =
+                    matching::sign_opened(&self.audit_key, &answered, &live.context, tau, &next);
+                self.live.put_back(user, *query_id, live);
+                Ok(ResponseBody::Opened { opened })
+            }
+            Ok(Step::Answer(answer)) => {
+                let values: Vec<Option<[u32; 2]>> = answer
+                    .values
+                    .into_iter()
+                    .map(|v| v.map(|[h, g]| [h.value(), g.value()]))
+                    .collect();
+                let signed = matching::sign_answer(
+                    &self.audit_key,
+                    &answered,
+                    &live.handles,
+                    &values,
+                    &mut rand_core::OsRng,
+                );
+                Ok(ResponseBody::Evaluate {
+                    node: self.node,
+                    values,
+                    answer_key: signed.answer_key,
+                    signature: signed.signature.to_vec(),
+                })
+            }
+        }
     }
 
     /// The image a match proof of `user`'s opens, with its distance.
@@ -1435,6 +1601,7 @@ pub async fn serve(
         coin_key: node.handle_key.check_coin_key(),
         handles: node.handle_key,
         usage: Mutex::default(),
+        live: LiveSearches::default(),
         unauthenticated: AtomicU64::new(0),
     });
     let guard = Guard::new(node.config.limits);

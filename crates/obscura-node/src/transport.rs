@@ -160,6 +160,8 @@ pub(crate) fn encode(body: ResponseBody) -> (StatusCode, Vec<u8>) {
 pub(crate) fn body_limit(op: &str) -> (usize, bool) {
     if op == "prepare" {
         (limits::MAX_PREPARE_BODY, true)
+    } else if op == "reduce" {
+        (limits::MAX_REDUCE_BODY, false)
     } else {
         (limits::MAX_BODY, false)
     }

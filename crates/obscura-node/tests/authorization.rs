@@ -346,16 +346,21 @@ async fn proof_with_distance(
     else {
         panic!()
     };
-    // D(x) = distance + c1·x + … + c4·x^4 with D(1) = node 1's value.
+    // H(x) = distance + c1·x + … + c4·x^4 with H(1) = node 1's h, and G the same through 0 and
+    // node 1's g.
     let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let mut c: Vec<Fp> = (0..4).map(|_| Fp::random(&mut rng)).collect();
-    let v1 = Fp::from(values[0].unwrap());
-    let rest: Fp = c[1..].iter().copied().sum();
-    c[0] = v1 - Fp::from(distance) - rest;
-    let at = |x: u8| {
-        let x = Fp::from(u32::from(x));
-        c.iter().rev().fold(Fp::ZERO, |acc, &k| acc * x + k) * x + Fp::from(distance)
+    let [h1, g1] = values[0].unwrap().map(Fp::from);
+    let through = |constant: Fp, at_1: Fp, rng: &mut ChaCha20Rng| {
+        let mut c: Vec<Fp> = (0..4).map(|_| Fp::random(rng)).collect();
+        let rest: Fp = c[1..].iter().copied().sum();
+        c[0] = at_1 - constant - rest;
+        move |x: u8| {
+            let x = Fp::from(u32::from(x));
+            c.iter().rev().fold(Fp::ZERO, |acc, &k| acc * x + k) * x + constant
+        }
     };
+    let h = through(Fp::from(distance), h1, &mut rng);
+    let g = through(Fp::ZERO, g1, &mut rng);
     let keys = node_keys(node);
     let mut kept = vec![KeptAnswer {
         node: 1,
@@ -364,7 +369,7 @@ async fn proof_with_distance(
         signature: signature.try_into().unwrap(),
     }];
     for i in 2..=N as u8 {
-        let values = vec![Some(at(i).value())];
+        let values = vec![Some([h(i).value(), g(i).value()])];
         let s = matching::sign_answer(
             &keys[usize::from(i) - 1],
             &Answered {
@@ -384,7 +389,7 @@ async fn proof_with_distance(
             signature: s.signature,
         });
     }
-    assert_eq!(at(1), v1);
+    assert_eq!((h(1), g(1)), (h1, g1));
     matching::prove(query_id, issued, &handles, &kept, 0)
 }
 
@@ -463,7 +468,7 @@ async fn a_querier_fetches_only_what_its_own_query_matched_or_the_owner_granted(
         "ana's proof is not bob's"
     );
     let mut altered = near.clone();
-    altered.openings[2].value = altered.openings[2].value.map(|v| v ^ 1);
+    altered.openings[2].value = altered.openings[2].value.map(|[h, g]| [h ^ 1, g]);
     assert_eq!(
         refusal(node.send_as(&ana, &by(FetchBy::Match(altered))).await),
         forbidden
@@ -905,7 +910,7 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
         .await,
         "is not its own",
     );
-    // The checks as they came: answered.
+    // The checks as they came: the first round is opened.
     let (status, body) = node
         .send_as(
             &ana,
@@ -913,7 +918,7 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
         )
         .await;
     assert!(
-        matches!(&body, ResponseBody::Evaluate { values, .. } if values[0].is_some()),
+        matches!(&body, ResponseBody::Opened { opened } if opened.values[0].is_some()),
         "{status} {body:?}"
     );
     // A first round whose commitment names another share for this node is refused too.
@@ -992,5 +997,154 @@ async fn refused_requests_count_against_the_hourly_limit_so_they_cannot_flood_th
     assert!(answered[1..].iter().all(|s| *s != 200), "{answered:?}");
     let after = audit(&node).await.len();
     assert!(after - before <= 5 + 1, "{} new entries", after - before);
+    node.stop().await;
+}
+
+/// Start `who`'s Stage-2 of `query` at node 1 over handles of query id `q`: node 1's first
+/// openings, with nodes 2–5 played here.
+async fn started_search(
+    node: &TestNode,
+    who: &Holder,
+    u: &Upload,
+    q: u8,
+    query: &[HashShare],
+) -> (u64, Vec<[u8; 16]>, obscura_proto::WireOpened) {
+    let issued = now();
+    let handles = handles_issued(node, who, &u.tokens, [q; 16], issued).await;
+    let checks = node
+        .checks_as(who, [q; 16], issued, query, &handles)
+        .await
+        .unwrap();
+    let req = TestNode::request(RequestBody::Evaluate {
+        query_id: [q; 16],
+        issued,
+        query_share: query[0].to_bytes().to_vec(),
+        candidates: handles.clone(),
+        share_digests: TestNode::digests(query),
+        checks,
+    });
+    match node.send_as(who, &req).await {
+        (200, ResponseBody::Opened { opened }) => (issued, handles, opened),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The querier carries every round's openings from node to node. Were it able to hand a node
+/// openings other than those the nodes gave, it would choose what that node multiplies and
+/// learn from the answer (a shifted share of the random factor unmasks a candidate beyond τ).
+/// So each opening is signed by its node for this user, query, round and τ, and a node checks
+/// every one: a changed value, another query's opening, a round out of order, another user's
+/// relay, or a relay after the search ended is refused, and a refused relay spends nothing.
+#[tokio::test]
+async fn a_relay_the_querier_bent_gets_no_answer() {
+    let node = TestNode::start("relay").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let ana = node.holder("ana", roles::QUERIER);
+    let bob = node.holder("bob", roles::QUERIER);
+    let query = share_hash(u.hash ^ 0b111, T, N, &mut ChaCha20Rng::seed_from_u64(21)).unwrap();
+    let (issued, handles, first) = started_search(&node, &ana, &u, 31, &query).await;
+    let played: Vec<_> = (2..=N as u8)
+        .map(|i| {
+            node.played_node(
+                i,
+                "ana",
+                &[31; 16],
+                issued,
+                &query[usize::from(i) - 1],
+                &handles,
+            )
+            .3
+        })
+        .collect();
+    let honest: Vec<obscura_proto::WireOpened> =
+        std::iter::once(first.clone()).chain(played).collect();
+    let relay = |round: u8, openings: Vec<obscura_proto::WireOpened>| {
+        TestNode::request(RequestBody::Reduce {
+            query_id: [31; 16],
+            issued,
+            round,
+            openings,
+        })
+    };
+    let refused = |answer: (u16, ResponseBody), what: &str| {
+        assert_eq!(
+            refusal(answer.clone()).1,
+            Some(ErrorCode::Rejected),
+            "{answer:?}"
+        );
+        let ResponseBody::Error { message, .. } = answer.1 else {
+            unreachable!()
+        };
+        assert!(message.contains(what), "{message}");
+    };
+
+    // Node 3's opening with one value shifted.
+    let mut bent = honest.clone();
+    bent[2].values[0] = bent[2].values[0].map(|v| (v + 1) % 0x7fff_ffff);
+    refused(
+        node.send_as(&ana, &relay(0, bent)).await,
+        "node 3's opening is not its own",
+    );
+    // Node 2's opening of another query by ana.
+    let other = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(22)).unwrap();
+    let elsewhere = node
+        .played_node(2, "ana", &[32; 16], issued, &other[1], &handles)
+        .3;
+    let mut bent = honest.clone();
+    bent[1] = elsewhere;
+    refused(
+        node.send_as(&ana, &relay(0, bent)).await,
+        "node 2's opening is not its own",
+    );
+    // The right openings, named as another round.
+    refused(
+        node.send_as(&ana, &relay(1, honest.clone())).await,
+        "waits for round 0",
+    );
+    // Fewer than 2t + 1 nodes' openings.
+    let (s, b) = node.send_as(&ana, &relay(0, honest[..4].to_vec())).await;
+    assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)), "{b:?}");
+    // Bob relays ana's search: he has none in progress.
+    refused(
+        node.send_as(&bob, &relay(0, honest.clone())).await,
+        "no search",
+    );
+
+    // None of that spent the search: the honest relay completes it.
+    let (s, b) = node
+        .rounds_as(&ana, [31; 16], issued, &query, &handles, first)
+        .await;
+    assert!(matches!(b, ResponseBody::Evaluate { .. }), "{s} {b:?}");
+    // And once answered, the search is over.
+    refused(node.send_as(&ana, &relay(0, honest)).await, "no search");
+    node.stop().await;
+}
+
+/// A node keeps a search between rounds; a querier who starts searches and never finishes them
+/// could fill its memory. Each user has at most 8 in progress at a node.
+#[tokio::test]
+async fn searches_left_in_progress_are_bounded_per_user() {
+    let node = TestNode::start("live-searches").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let ana = node.holder("ana", roles::QUERIER);
+    let bob = node.holder("bob", roles::QUERIER);
+    let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(23)).unwrap();
+    for q in 40..48 {
+        started_search(&node, &ana, &u, q, &query).await;
+    }
+    let issued = now();
+    let handles = handles_issued(&node, &ana, &u.tokens, [48; 16], issued).await;
+    let (s, b) = node
+        .evaluate_as(&ana, [48; 16], issued, &query, &handles)
+        .await;
+    assert_eq!((s, code(&b)), (429, Some(ErrorCode::RateLimited)), "{b:?}");
+    // Another user is not held up by ana's.
+    let (s, b) = {
+        let issued = now();
+        let handles = handles_issued(&node, &bob, &u.tokens, [49; 16], issued).await;
+        node.evaluate_as(&bob, [49; 16], issued, &query, &handles)
+            .await
+    };
+    assert!(matches!(b, ResponseBody::Evaluate { .. }), "{s} {b:?}");
     node.stop().await;
 }

@@ -68,7 +68,19 @@ async fn index_search_fetch_and_audit() {
         share_digests: TestNode::digests(&query),
         checks,
     };
-    match node.send(&TestNode::request(eval.clone())).await {
+    let first = match node.send(&TestNode::request(eval.clone())).await {
+        (200, ResponseBody::Opened { opened }) => {
+            let width = opened.values.len() / 2;
+            assert_eq!((opened.node, opened.round, width), (1, 0, 1));
+            assert!(opened.values[0].is_some() && opened.values[1].is_none());
+            opened
+        }
+        other => panic!("{other:?}"),
+    };
+    match node
+        .rounds_as(&node.tester, query_id, issued, &query, &candidates, first)
+        .await
+    {
         (
             200,
             ResponseBody::Evaluate {
@@ -228,7 +240,7 @@ async fn replayed_stale_and_malformed_requests_are_refused() {
     assert_eq!((s, code(&b)), (403, Some(ErrorCode::Stale)));
 
     let mut future = TestNode::request(RequestBody::Status).encode();
-    future[5] = 10;
+    future[5] = 11;
     let (s, b) = node.post_raw("/v1/status", future).await;
     assert_eq!((s, code(&b)), (400, Some(ErrorCode::UnsupportedVersion)));
 

@@ -26,7 +26,7 @@
 //!     auth: None,
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x09");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x0a");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -35,8 +35,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 10;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(10))));
+//! future[5] = 11;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(11))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -45,7 +45,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 9;
+pub const VERSION: u16 = 10;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -91,6 +91,12 @@ pub mod limits {
     pub const MAX_PROOFS: usize = 64;
     /// Most nodes' openings in one match proof.
     pub const MAX_OPENINGS: usize = 255;
+    /// Most values a Stage-2 opening gives per candidate (level 1 with τ = 64: 33 products,
+    /// one of them a pair).
+    pub const MAX_OPENED_WIDTH: usize = 34;
+    /// Largest body of a [`RequestBody::Reduce`](crate::RequestBody::Reduce): `2t + 1`
+    /// openings of every candidate, at most.
+    pub const MAX_REDUCE_BODY: usize = 8 << 20;
     /// Longest Merkle path in a match proof (enough for [`MAX_CANDIDATES`]).
     pub const MAX_PATH: usize = 32;
     /// Most audit entries in one page.
@@ -329,6 +335,22 @@ pub struct WireCheck {
     pub signature: Vec<u8>,
 }
 
+/// One node's openings of one round of Stage-2 (`obscura_mpc::node`), signed with its answer
+/// key over the user, the query, its context and the round, for the querier to relay to every
+/// other node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireOpened {
+    /// The node.
+    pub node: u8,
+    /// The round, from 0.
+    pub round: u8,
+    /// `candidates × width` field elements below 2^31 − 1, `None` for a candidate the node
+    /// does not hold.
+    pub values: Vec<Option<u32>>,
+    /// The node's Ed25519 signature, 64 bytes.
+    pub signature: Vec<u8>,
+}
+
 /// The caller's credential on a request to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Auth {
@@ -344,8 +366,8 @@ pub struct Auth {
 pub struct Opening {
     /// The node.
     pub node: u8,
-    /// Its value for the candidate (`None`: it holds no such image).
-    pub value: Option<u32>,
+    /// Its shares of `(h, g)` for the candidate (`None`: it holds no such image).
+    pub value: Option<[u32; 2]>,
     /// The key of this candidate's leaf (derived from the answer's key; reveals no other leaf).
     pub leaf_key: [u8; 32],
     /// Sibling hashes from the leaf up.
@@ -704,6 +726,19 @@ pub enum RequestBody {
         /// them, and each node checks its own.
         share_digests: Vec<[u8; 32]>,
     },
+    /// Stage-2, the rounds after [`RequestBody::Evaluate`]: every node's signed openings of the
+    /// last round, relayed. The node answers with the next round's openings
+    /// ([`ResponseBody::Opened`]) or, after the last, its answer ([`ResponseBody::Evaluate`]).
+    Reduce {
+        /// As in [`RequestBody::Evaluate`].
+        query_id: [u8; 16],
+        /// As in [`RequestBody::Evaluate`].
+        issued: u64,
+        /// The round the openings are of.
+        round: u8,
+        /// At least `2t + 1` nodes' openings of that round.
+        openings: Vec<WireOpened>,
+    },
 }
 
 impl RequestBody {
@@ -716,6 +751,7 @@ impl RequestBody {
             RequestBody::Lookup { .. } => "/v1/lookup",
             RequestBody::Evaluate { .. } => "/v1/evaluate",
             RequestBody::CheckQuery { .. } => "/v1/check-query",
+            RequestBody::Reduce { .. } => "/v1/reduce",
             RequestBody::Fetch { .. } => "/v1/fetch",
             RequestBody::Resolve { .. } => "/v1/resolve",
             RequestBody::Status => "/v1/status",
@@ -804,6 +840,16 @@ impl RequestBody {
                     check(c.signature.len() == 64, "check signature")?;
                 }
                 Ok(())
+            }
+            RequestBody::Reduce { openings, .. } => {
+                check(openings.len() <= MAX_NODES, "openings")?;
+                check(
+                    openings.iter().all(|o| {
+                        o.values.len() <= MAX_CANDIDATES * MAX_OPENED_WIDTH
+                            && o.signature.len() == 64
+                    }),
+                    "opening",
+                )
             }
             RequestBody::CheckQuery {
                 query_share,
@@ -1111,13 +1157,15 @@ pub enum ResponseBody {
         /// Images matching at least one token (before the band count).
         matched: u32,
     },
-    /// Stage-2 values, aligned with the request's candidates; `None` where the node holds no
-    /// committed image of that handle.
+    /// A node's Stage-2 answer, after the last round ([`RequestBody::Reduce`]): values aligned
+    /// with the request's candidates, `None` where the node holds no committed image of that
+    /// handle.
     Evaluate {
         /// The answering node.
         node: u8,
-        /// Field elements below 2^31 − 1.
-        values: Vec<Option<u32>>,
+        /// The node's shares of `(h, g)` per candidate (`obscura_mpc`), field elements below
+        /// 2^31 − 1.
+        values: Vec<Option<[u32; 2]>>,
         /// The key from which each value's commitment leaf is keyed; the caller reveals one
         /// leaf's key, never this, to prove one match.
         answer_key: [u8; 32],
@@ -1298,6 +1346,11 @@ pub enum ResponseBody {
     QueryChecked {
         /// The check.
         check: WireCheck,
+    },
+    /// This node's signed openings of a Stage-2 round.
+    Opened {
+        /// The openings.
+        opened: WireOpened,
     },
 }
 

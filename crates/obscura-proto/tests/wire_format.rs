@@ -4,7 +4,7 @@
 use obscura_proto::{
     roles, Auth, Capability, Error, FetchBy, KeeperBatch, KeeperEvaluation, KeeperRekeyPart,
     Limits, MatchProof, Opening, PreparedImage, Request, RequestBody, Response, ResponseBody,
-    RotateOp, SignedCapability, WireAuditEntry, WireCheck,
+    RotateOp, SignedCapability, WireAuditEntry, WireCheck, WireOpened,
 };
 use proptest::prelude::*;
 
@@ -112,6 +112,24 @@ fn body() -> impl Strategy<Value = RequestBody> {
         }),
         (
             id(),
+            any::<u8>(),
+            prop::collection::vec(prop::option::of(0u32..0x7fff_ffff), 0..40)
+        )
+            .prop_map(|(query_id, round, values)| RequestBody::Reduce {
+                query_id,
+                issued: 9,
+                round,
+                openings: (1..=5)
+                    .map(|node| WireOpened {
+                        node,
+                        round,
+                        values: values.clone(),
+                        signature: vec![node; 64],
+                    })
+                    .collect(),
+            }),
+        (
+            id(),
             prop::collection::vec(any::<u8>(), 256),
             prop::collection::vec(id(), 0..50)
         )
@@ -192,7 +210,7 @@ fn proof() -> impl Strategy<Value = MatchProof> {
         prop::collection::vec(
             (
                 any::<u8>(),
-                prop::option::of(any::<u32>()),
+                prop::option::of(any::<[u32; 2]>()),
                 any::<[u8; 32]>(),
                 prop::collection::vec(any::<[u8; 32]>(), 0..12),
             ),
@@ -244,7 +262,8 @@ proptest! {
     #[test]
     fn responses_round_trip(values in prop::collection::vec(prop::option::of(0u32..0x7fff_ffff), 0..50), node in any::<u8>(), entries in prop::collection::vec((any::<u64>(), any::<u8>(), prop::collection::vec(any::<u8>(), 0..70)), 0..5)) {
         for r in [
-            Response(ResponseBody::Evaluate { node, values: values.clone(), answer_key: [3; 32], signature: vec![4; 64] }),
+            Response(ResponseBody::Evaluate { node, values: values.iter().map(|v| v.map(|v| [v, v ^ 1])).collect(), answer_key: [3; 32], signature: vec![4; 64] }),
+            Response(ResponseBody::Opened { opened: WireOpened { node, round: 3, values: values.clone(), signature: vec![5; 64] } }),
             Response(ResponseBody::Audit {
                 entries: entries.iter().map(|(seq, kind, detail)| WireAuditEntry {
                     seq: *seq, prev: [1; 32], hash: [2; 32], time: 3, kind: *kind, subject: [4; 16], detail: detail.clone(),
@@ -385,6 +404,36 @@ fn size_limits_are_enforced() {
         Request::decode(&eval.encode()),
         Err(Error::BadSize("query_share"))
     );
+    // A relayed round: openings bounded in number and length, each signed.
+    let reduce = |nodes: usize, len: usize, signature: usize| Request {
+        request_id: [0; 16],
+        timestamp: 0,
+        body: RequestBody::Reduce {
+            query_id: [0; 16],
+            issued: 0,
+            round: 1,
+            openings: vec![
+                WireOpened {
+                    node: 1,
+                    round: 1,
+                    values: vec![None; len],
+                    signature: vec![0; signature],
+                };
+                nodes
+            ],
+        },
+        auth: None,
+    };
+    assert!(Request::decode(&reduce(5, 7 * 4096, 64).encode()).is_ok());
+    for (nodes, len, signature) in [(65, 1, 64), (5, 34 * 4096 + 1, 64), (5, 1, 63)] {
+        assert!(
+            matches!(
+                Request::decode(&reduce(nodes, len, signature).encode()),
+                Err(Error::BadSize(_))
+            ),
+            "{nodes} {len} {signature}"
+        );
+    }
     // Elements come 8 per image or not at all.
     let mut with_elements = image(256, 8, 1);
     with_elements.elements = vec![[5; 32]; 8];
@@ -453,7 +502,7 @@ fn size_limits_are_enforced() {
                 openings: vec![
                     Opening {
                         node: 1,
-                        value: Some(1),
+                        value: Some([1, 0]),
                         leaf_key: [0; 32],
                         path: vec![[0; 32]; path],
                         signature: vec![0; 64],
@@ -502,10 +551,10 @@ fn encoding_is_frozen() {
         hex.len(),
         2 * (6 + 16 + 5 + 1 + 16 + 5 + 2 + 256 + 1 + 32 + 1 + 1 + 1 + 1 + 40 + 1 + 64 + 1 + 64)
     );
-    assert_eq!(&hex[..12], "4f4253430009");
+    assert_eq!(&hex[..12], "4f425343000a");
     assert_eq!(
         fnv1a(&r.encode()),
-        "3b5ca780ed203aa8",
+        "0584a482e65343a5",
         "wire encoding changed"
     );
 }

@@ -136,3 +136,44 @@ fn random_shares_lie_on_one_polynomial_of_degree_t() {
         assert!(secrets[0] != secrets[1] && secrets[1] != secrets[2]);
     }
 }
+
+/// The stream of random sharings: each value's shares lie on one polynomial of degree t, and
+/// successive values and contexts are unrelated.
+#[test]
+fn random_share_streams_give_degree_t_sharings_of_unrelated_values() {
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    for (n, t) in [(3, 1), (5, 2), (6, 2), (7, 3)] {
+        let keys = deal(n, t, &mut rng).unwrap();
+        let mut secrets = Vec::new();
+        for context in [&b"round-a"[..], b"round-b"] {
+            let mut streams: Vec<_> = keys.iter().map(|k| k.random_stream(context)).collect();
+            for _ in 0..4 {
+                let points: Vec<(u8, Fp)> = keys
+                    .iter()
+                    .zip(&mut streams)
+                    .map(|(k, s)| (k.node(), s.next_share()))
+                    .collect();
+                let coeffs = interpolate_coefficients(&points).unwrap();
+                assert!(
+                    coeffs[t + 1..].iter().all(|&c| c == Fp::ZERO),
+                    "n={n} t={t}"
+                );
+                assert_ne!(coeffs[t], Fp::ZERO, "degree exactly t, almost surely");
+                secrets.push(coeffs[0]);
+            }
+        }
+        let mut unique = secrets.clone();
+        unique.sort_by_key(|f| f.value());
+        unique.dedup();
+        assert_eq!(unique.len(), secrets.len(), "n={n} t={t}: no value repeats");
+        // Another domain than the single random share's.
+        let single = interpolate_coefficients(
+            &keys
+                .iter()
+                .map(|k| (k.node(), k.random_share(b"round-a")))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()[0];
+        assert!(!secrets.contains(&single));
+    }
+}

@@ -12,7 +12,8 @@ use obscura_auth::capability::{self, CapabilityKey, Holder};
 use obscura_auth::handle::HandleKey;
 use obscura_auth::matching;
 use obscura_mpc::check::{self, CheckCoin};
-use obscura_mpc::{share_hash, HashShare};
+use obscura_mpc::node::{NodeSession, Step};
+use obscura_mpc::{share_hash, HashShare, NodeRequest};
 use obscura_node::config::{node_purpose, LoadedNode, NodeConfig, NodeSecrets};
 use obscura_proto::WireCheck;
 use obscura_proto::{
@@ -30,6 +31,12 @@ use rand_core::{RngCore, SeedableRng};
 
 pub const N: usize = 5;
 pub const T: usize = 2;
+/// The cluster's τ (its default policy).
+pub const TAU: u32 = 10;
+
+/// Every node's hash shares of every image [`upload`] made, for the nodes 2–5 this test plays.
+static HASH_SHARES: std::sync::Mutex<Vec<(ImageId, Vec<HashShare>)>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// The user the plain [`TestNode::send`] acts as: every role.
 pub const TESTER: &str = "tester";
@@ -323,7 +330,8 @@ impl TestNode {
             .collect())
     }
 
-    /// Both rounds of Stage-2 at node 1 as `who`: the answer, or the first refusal.
+    /// Every round of Stage-2 at node 1 as `who`, the other nodes played here: node 1's answer,
+    /// or its first refusal.
     pub async fn evaluate_as(
         &self,
         who: &Holder,
@@ -345,10 +353,149 @@ impl TestNode {
                     share_digests: Self::digests(shares),
                     checks,
                 });
-                self.send_as(who, &req).await
+                match self.send_as(who, &req).await {
+                    (200, ResponseBody::Opened { opened }) => {
+                        self.rounds_as(who, query_id, issued, shares, candidates, opened)
+                            .await
+                    }
+                    other => other,
+                }
             }
             Err(refused) => refused,
         }
+    }
+
+    /// Node `i` as this test plays it for `who`'s query: its Stage-2 session, started from its
+    /// secrets and its hash shares of the images the handles open to, and its first openings.
+    pub fn played_node(
+        &self,
+        i: u8,
+        user: &str,
+        query_id: &[u8; 16],
+        issued: u64,
+        share: &HashShare,
+        candidates: &[[u8; 16]],
+    ) -> (
+        ZeroSharingKeys,
+        SigningKey,
+        NodeSession,
+        obscura_proto::WireOpened,
+    ) {
+        let secrets = self.secrets_of(i);
+        let zero = ZeroSharingKeys::from_parts(i, N, T, secrets.zero_keys.clone()).unwrap();
+        let handles = HandleKey::from_bytes(secrets.handle_key).for_query(user, query_id, issued);
+        let ids: Vec<ImageId> = candidates
+            .iter()
+            .map(|h| ImageId(handles.open(h)))
+            .collect();
+        let known = HASH_SHARES.lock().unwrap().clone();
+        let stored: Vec<Option<HashShare>> = ids
+            .iter()
+            .map(|id| {
+                known
+                    .iter()
+                    .find(|(k, _)| k == id)
+                    .map(|(_, s)| s[usize::from(i) - 1].clone())
+            })
+            .collect();
+        let refs: Vec<Option<&HashShare>> = stored.iter().map(Option::as_ref).collect();
+        let context = matching::query_context(query_id, issued, candidates);
+        let request = NodeRequest {
+            node: i,
+            context,
+            query: share.clone(),
+            candidates: ids,
+            max_distance: TAU,
+        };
+        let (session, opened) = NodeSession::start(&zero, &request, &refs).unwrap();
+        let key = SigningKey::from_bytes(&secrets.audit_key);
+        let answered = matching::Answered {
+            node: i,
+            user,
+            query_id,
+            issued,
+        };
+        let wire = matching::sign_opened(&key, &answered, &context, TAU, &opened);
+        (zero, key, session, wire)
+    }
+
+    /// Every round of Stage-2 after the first as `who` runs them, node 1 over the wire and
+    /// nodes 2–5 played here, from node 1's first openings `first`: node 1's answer, or its
+    /// first refusal.
+    pub async fn rounds_as(
+        &self,
+        who: &Holder,
+        query_id: [u8; 16],
+        issued: u64,
+        shares: &[HashShare],
+        candidates: &[[u8; 16]],
+        first: obscura_proto::WireOpened,
+    ) -> (u16, ResponseBody) {
+        let user = who.capability().user.clone();
+        let mut played: Vec<_> = (2..=N as u8)
+            .map(|i| {
+                self.played_node(
+                    i,
+                    &user,
+                    &query_id,
+                    issued,
+                    &shares[usize::from(i) - 1],
+                    candidates,
+                )
+            })
+            .collect();
+        let context = matching::query_context(&query_id, issued, candidates);
+        let mut openings: Vec<obscura_proto::WireOpened> = std::iter::once(first)
+            .chain(played.iter().map(|p| p.3.clone()))
+            .collect();
+        for round in 0u8.. {
+            let req = TestNode::request(RequestBody::Reduce {
+                query_id,
+                issued,
+                round,
+                openings: openings.clone(),
+            });
+            let from_node_1 = self.send_as(who, &req).await;
+            let next = match from_node_1 {
+                (200, ResponseBody::Opened { opened }) => opened,
+                other => return other,
+            };
+            let verified = matching::verify_openings(
+                &openings,
+                &matching::Answered {
+                    node: 2,
+                    user: &user,
+                    query_id: &query_id,
+                    issued,
+                },
+                &context,
+                TAU,
+                &self.node_verifying_keys(),
+            )
+            .unwrap();
+            openings = vec![next];
+            for (i, (zero, key, session, _)) in played.iter_mut().enumerate() {
+                let node = i as u8 + 2;
+                let Step::Open(o) = session.step(zero, &verified).unwrap() else {
+                    panic!("node {node} answered before node 1")
+                };
+                let answered = matching::Answered {
+                    node,
+                    user: &user,
+                    query_id: &query_id,
+                    issued,
+                };
+                openings.push(matching::sign_opened(key, &answered, &context, TAU, &o));
+            }
+        }
+        unreachable!("rounds end")
+    }
+
+    /// Every node's answer key, node 1 first.
+    pub fn node_verifying_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
+        (1..=N as u8)
+            .map(|i| SigningKey::from_bytes(&self.secrets_of(i).audit_key).verifying_key())
+            .collect()
     }
 
     /// Drop the node's server mid-life, without its clean stop (no final checkpoint, nothing
@@ -402,6 +549,7 @@ pub fn upload(owner: &OwnerKey, photo: &str, seed: u64) -> Upload {
     let id = ImageId::random(&mut rng);
     let shares = split(&bytes, Params::new(3, N).unwrap(), &mut rng).unwrap();
     let hashes = share_hash(hash, T, N, &mut rng).unwrap();
+    HASH_SHARES.lock().unwrap().push((id, hashes.clone()));
     let hash_bytes: Vec<_> = hashes.iter().map(|h| h.to_bytes()).collect();
     let manifest =
         Manifest::for_shares(id, 3, T as u8, &bytes, &shares, &hash_bytes, 1, CREATED_AT)
