@@ -36,7 +36,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::Error;
 
-const ANSWER_DOMAIN: &[u8] = b"obscura/stage-2-answer/v1";
+const ANSWER_DOMAIN: &[u8] = b"obscura/stage-2-answer/v2";
 
 /// The key of the leaf at `position` of an answer keyed with `answer_key`.
 pub fn leaf_key(answer_key: &[u8; 32], position: u32) -> [u8; 32] {

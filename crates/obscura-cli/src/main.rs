@@ -162,7 +162,9 @@ enum Command {
         /// Most results.
         #[arg(long, default_value_t = 10)]
         top: usize,
-        /// Largest Hamming distance reported (0..=64).
+        /// Largest Hamming distance reported (0..=64). The nodes reveal nothing beyond the
+        /// cluster's own limit τ (`cluster init --max-distance`, 10 by default), so a larger
+        /// value reports no more.
         #[arg(long, default_value_t = 10)]
         max_distance: u32,
         /// Print JSON.
@@ -355,8 +357,8 @@ enum ClusterCommand {
         /// (τ); every node enforces it.
         #[arg(long, default_value_t = 10)]
         max_distance: u32,
-        /// Stage-1 lookups and Stage-2 evaluations each user may make at each node per hour
-        /// (a search is one of each).
+        /// Requests each user may make at each node per hour: a search is a Stage-1 lookup, a
+        /// query check and a Stage-2 evaluation (its later rounds count only when refused).
         #[arg(long, default_value_t = 3600)]
         queries_per_hour: u32,
         /// Fetches and match resolutions each user may make at each node per hour.

@@ -1129,8 +1129,10 @@ impl Client {
                     failures,
                 });
             }
+            // Every opening in, not just 2t + 1: the nodes check the extra ones against the
+            // rest, so one node that shifts its own is caught while all are up.
             let members: Vec<u8> = openings.iter().map(|o| o.node).collect();
-            let relayed: Vec<WireOpened> = openings[..need].to_vec();
+            let relayed: Vec<WireOpened> = openings.clone();
             let calls = members
                 .iter()
                 .map(|&x| {

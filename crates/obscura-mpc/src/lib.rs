@@ -127,6 +127,12 @@ pub enum Error {
         /// The candidates whose answers failed the check.
         candidates: Vec<ImageId>,
     },
+    /// The openings of a round lie on no polynomial of degree 2t: a node computed wrongly.
+    #[error("the openings of round {round} do not lie on one polynomial: a node computed wrongly")]
+    InconsistentOpenings {
+        /// The round.
+        round: u8,
+    },
     /// A request's query share or candidate list does not fit.
     #[error("malformed request: {0}")]
     MalformedRequest(&'static str),
@@ -359,8 +365,7 @@ impl Querier {
     /// and then `h` is the distance.
     ///
     /// With more than `2t + 1` answers, every extra answer is checked to lie on the same
-    /// degree-2t polynomials; with exactly `2t + 1` a winner at a distance outside 0..=64 is
-    /// still caught.
+    /// degree-2t polynomials; with exactly `2t + 1` a wrong answer goes unseen.
     ///
     /// # Errors
     /// [`Error::NotEnoughAnswers`] naming the silent nodes, [`Error::MalformedAnswer`],
@@ -419,10 +424,9 @@ impl Querier {
             let at_zero =
                 |p: &[(u8, Fp)]| -> Fp { lambda.iter().zip(p).map(|(&l, &(_, v))| l * v).sum() };
             let (h, g) = (at_zero(&h_points), at_zero(&g_points));
-            let consistent = (g != Fp::ZERO || h.value() as usize <= HASH_BITS)
-                && (extra.is_empty()
-                    || (on_polynomial(&h_points, extra, c, 0)
-                        && on_polynomial(&g_points, extra, c, 1)));
+            // g = 0 with h beyond 64 is a candidate beyond τ whose r₂ was 0 (probability 1/p).
+            let consistent = extra.is_empty()
+                || (on_polynomial(&h_points, extra, c, 0) && on_polynomial(&g_points, extra, c, 1));
             if !consistent {
                 inconsistent.push(id);
             } else if g != Fp::ZERO || h.value() > max_distance {

@@ -246,16 +246,34 @@ impl NodeSession {
     }
 
     /// Take every node's openings of this round (at least `2t + 1`, this node's among them or
-    /// not) and give the next round's openings, or the answer after the last round.
+    /// not) and give the next round's openings, or the answer after the last round. The first
+    /// `2t + 1` by node fix each value; every further opening must agree with them.
     ///
     /// # Errors
     /// [`Error::MalformedAnswer`] for openings of another round or length, a node that is not
-    /// one or is there twice; [`Error::NotEnoughAnswers`] for fewer than `2t + 1`.
+    /// one or is there twice; [`Error::NotEnoughAnswers`] for fewer than `2t + 1`;
+    /// [`Error::InconsistentOpenings`] when the openings lie on no polynomial of degree 2t.
     pub fn step(&mut self, keys: &ZeroSharingKeys, openings: &[Opened]) -> Result<Step, Error> {
         let width: usize = self.opened.iter().sum();
-        let chosen = choose(self.n, self.t, self.count * width, self.round, openings)?;
+        let (chosen, extra) = choose(self.n, self.t, self.count * width, self.round, openings)?;
         let xs: Vec<u8> = chosen.iter().map(|o| o.node).collect();
         let lambda = lagrange_at_zero(&xs)?;
+        // Openings beyond 2t + 1 must lie on the polynomial the first ones fix: with all n
+        // nodes' openings relayed, one node that shifts its own is caught here.
+        for e in &extra {
+            let mu = lagrange_at(&xs, e.node);
+            for (k, v) in e.values.iter().enumerate() {
+                let on = chosen
+                    .iter()
+                    .zip(&mu)
+                    .try_fold(Fp::ZERO, |acc, (o, &m)| o.values[k].map(|b| acc + m * b));
+                if let (Some(v), Some(on)) = (v, on) {
+                    if *v != on {
+                        return Err(Error::InconsistentOpenings { round: self.round });
+                    }
+                }
+            }
+        }
         // Each opened value plus its mask: the products, now of degree t.
         let mut reduced = Vec::with_capacity(self.count * width);
         for (k, &rho) in self.rho.iter().enumerate() {
@@ -331,15 +349,30 @@ impl NodeSession {
     }
 }
 
-/// The first `2t + 1` well-formed openings by node, after checking that every one is of this
+/// The Lagrange coefficients at `x` of the points `xs` (distinct, none equal to `x`).
+fn lagrange_at(xs: &[u8], x: u8) -> Vec<Fp> {
+    let x = Fp::from(u32::from(x));
+    xs.iter()
+        .map(|&j| {
+            let xj = Fp::from(u32::from(j));
+            xs.iter().filter(|&&m| m != j).fold(Fp::ONE, |acc, &m| {
+                let xm = Fp::from(u32::from(m));
+                acc * (x - xm) * (xj - xm).inv().expect("distinct points")
+            })
+        })
+        .collect()
+}
+
+/// The first `2t + 1` openings by node and the rest, after checking that every one is of this
 /// `round`, of `len` values and from a distinct node of `1..=n`.
+#[allow(clippy::type_complexity)]
 fn choose(
     n: usize,
     t: usize,
     len: usize,
     round: u8,
     openings: &[Opened],
-) -> Result<Vec<&Opened>, Error> {
+) -> Result<(Vec<&Opened>, Vec<&Opened>), Error> {
     let mut seen = vec![false; n + 1];
     for o in openings {
         let bad = |reason| Error::MalformedAnswer {
@@ -371,8 +404,8 @@ fn choose(
     }
     let mut chosen: Vec<&Opened> = openings.iter().collect();
     chosen.sort_by_key(|o| o.node);
-    chosen.truncate(need);
-    Ok(chosen)
+    let extra = chosen.split_off(need);
+    Ok((chosen, extra))
 }
 
 /// What the querier sees of one query run by [`run_all`]: every round's openings, then the

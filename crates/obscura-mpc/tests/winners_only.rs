@@ -188,3 +188,57 @@ fn five_of_six_nodes_carry_every_round() {
     assert_eq!(got, vec![0, 7, 10]);
     assert_eq!(ranked.beyond, 2);
 }
+
+/// The limit, shown: a node that colludes with the querier adds `δ/λ₁` to its round-0 opening,
+/// so that the 2t + 1 openings the querier relays interpolate to `d + δ`. With exactly 2t + 1
+/// relayed, nothing is off any polynomial: a candidate at 25 "wins" at 5 and the querier reads
+/// 25. With every node's opening relayed (what the client does), the shifted one is off the
+/// polynomial the others fix, and the nodes stop.
+#[test]
+fn a_colluding_node_opens_a_non_winner_only_when_the_querier_relays_exactly_2t_plus_1() {
+    let mut rng = ChaCha20Rng::seed_from_u64(20);
+    let keys = deal(N, T, &mut rng).unwrap();
+    let stored = share_hash(at(25), T, N, &mut rng).unwrap();
+    let lambda_1 = obscura_sharing::prime::lagrange_at_zero(&[1, 2, 3, 4, 5]).unwrap()[0];
+    let delta = Fp::ZERO - Fp::from(20);
+    let run = |relayed: usize, rng: &mut ChaCha20Rng| {
+        let (querier, requests) =
+            Querier::start(QUERY, vec![ImageId([1; 16])], params(), rng).unwrap();
+        let mut sessions = Vec::new();
+        let mut openings = Vec::new();
+        for r in &requests {
+            let i = r.node as usize - 1;
+            let (s, o) = NodeSession::start(&keys[i], r, &[Some(&stored[i])]).unwrap();
+            sessions.push(s);
+            openings.push(o);
+        }
+        let shift = delta * lambda_1.inv().unwrap();
+        openings[0].values[0] = openings[0].values[0].map(|v| v + shift);
+        loop {
+            let relay = &openings[..relayed];
+            let mut next = Vec::new();
+            let mut answers = Vec::new();
+            for (s, k) in sessions.iter_mut().zip(&keys) {
+                match s.step(k, relay)? {
+                    Step::Open(o) => next.push(o),
+                    Step::Answer(a) => answers.push(a),
+                }
+            }
+            if !answers.is_empty() {
+                return querier.finish(answers);
+            }
+            openings = next;
+        }
+    };
+    let ranked = run(2 * T + 1, &mut rng).unwrap();
+    assert_eq!(ranked.matches.len(), 1, "the shifted candidate wins");
+    assert_eq!(
+        ranked.matches[0].distance + 20,
+        25,
+        "and gives its distance away"
+    );
+    assert!(matches!(
+        run(N, &mut rng),
+        Err(Error::InconsistentOpenings { round: 0 })
+    ));
+}

@@ -87,17 +87,18 @@ impl LiveSearches {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keep `search` until its next round, within the limits; searches whose query is stale
-    /// are dropped first.
-    fn keep(
-        &self,
+    /// Whether `user` may start one more search now: searches whose query is stale are
+    /// dropped first.
+    fn has_room(&self, user: &str, now: u64, window: u64) -> Result<(), ResponseBody> {
+        Self::room(&mut self.lock(), user, now, window)
+    }
+
+    fn room(
+        live: &mut HashMap<(String, [u8; 16]), LiveSearch>,
         user: &str,
-        query_id: [u8; 16],
-        search: LiveSearch,
         now: u64,
         window: u64,
     ) -> Result<(), ResponseBody> {
-        let mut live = self.lock();
         live.retain(|_, s| s.issued.abs_diff(now) <= window);
         let mine = live.keys().filter(|(u, _)| u == user).count();
         if mine >= MAX_LIVE_SEARCHES_PER_USER {
@@ -115,6 +116,20 @@ impl LiveSearches {
                 "this node has too many searches in progress: try again shortly",
             ));
         }
+        Ok(())
+    }
+
+    /// Keep `search` until its next round, within the limits.
+    fn keep(
+        &self,
+        user: &str,
+        query_id: [u8; 16],
+        search: LiveSearch,
+        now: u64,
+        window: u64,
+    ) -> Result<(), ResponseBody> {
+        let mut live = self.lock();
+        Self::room(&mut live, user, now, window)?;
         live.insert((user.to_string(), query_id), search);
         Ok(())
     }
@@ -474,13 +489,15 @@ impl NodeState {
         }
         // Every authenticated request counts against its user's hourly limit, refused ones too
         // (a replayed or stale one as well): each writes an audit entry.
-        // A Stage-2 round after the first is part of the query its Evaluate was charged for.
+        // A Stage-2 round after the first is part of the query its Evaluate was charged for,
+        // unless it is refused: then it counts like any request, and past the user's limit it
+        // is refused unaudited, so refused relays cannot grow the audit log without end.
+        let relay = matches!(req.body, RequestBody::Reduce { .. });
         let kind = match &req.body {
-            RequestBody::Fetch { .. } | RequestBody::Resolve { .. } => Some(Charge::Fetches),
-            RequestBody::Reduce { .. } => None,
-            _ => Some(Charge::Queries),
+            RequestBody::Fetch { .. } | RequestBody::Resolve { .. } => Charge::Fetches,
+            _ => Charge::Queries,
         };
-        if let Some(kind) = kind {
+        if !relay {
             if let Err(refused) = self.charge(&who, kind, 1, now) {
                 return refused;
             }
@@ -497,6 +514,11 @@ impl NodeState {
         match self.dispatch(&req, &who, now) {
             Ok(body) => body,
             Err(refusal) => {
+                if relay {
+                    if let Err(over) = self.charge(&who, kind, 1, now) {
+                        return over;
+                    }
+                }
                 if let ResponseBody::Error { code, message } = &refusal {
                     // Best effort: the refusal stands even if its entry cannot be written.
                     let _ = self.store.record_refusal(
@@ -955,6 +977,8 @@ impl NodeState {
         .map_err(auth_error)?;
         let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
         let query = HashShare::from_bytes(self.node, query_share).map_err(bad)?;
+        // A search that could not be kept between rounds must not spend its query id.
+        self.live.has_room(querier.user(), now, self.window)?;
         // Admitted at the query's issue time, not the request's: a query id is known for as
         // long as its handles are fresh, so its zero-sharing context never serves twice.
         self.store

@@ -1148,3 +1148,50 @@ async fn searches_left_in_progress_are_bounded_per_user() {
     assert!(matches!(b, ResponseBody::Evaluate { .. }), "{s} {b:?}");
     node.stop().await;
 }
+
+/// A relay of a search's rounds costs nothing of the user's hourly limit when it goes through
+/// (the search was charged for its lookup, check and evaluation), but a refused one counts like
+/// any other request, each an audit entry; past the limit a refused relay is refused unaudited:
+/// garbage relays cannot grow the audit log without end.
+#[tokio::test]
+async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
+    let node = TestNode::start("relay-limits").await;
+    let u = stored(&node, "camera.png", 1).await;
+    // A lookup, a check and an evaluation: 3; two refused relays: 5.
+    let five = Limits {
+        queries_per_hour: 5,
+        fetches_per_hour: 1,
+    };
+    let ana = mint(&node.keepers, "ana", roles::QUERIER, five);
+    let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(24)).unwrap();
+    let (issued, handles, first) = started_search(&node, &ana, &u, 50, &query).await;
+    let garbage = || {
+        TestNode::request(RequestBody::Reduce {
+            query_id: [51; 16],
+            issued,
+            round: 0,
+            openings: vec![],
+        })
+    };
+    for _ in 0..2 {
+        let (s, b) = node.send_as(&ana, &garbage()).await;
+        assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)), "{b:?}");
+    }
+    for _ in 0..3 {
+        let (s, b) = node.send_as(&ana, &garbage()).await;
+        assert_eq!((s, code(&b)), (429, Some(ErrorCode::RateLimited)), "{b:?}");
+    }
+    // Two refusals audited, not five.
+    let relays = audit(&node)
+        .await
+        .iter()
+        .filter(|e| String::from_utf8_lossy(&e.detail).contains("op=reduce"))
+        .count();
+    assert_eq!(relays, 2);
+    // The good relays of the search in progress still go through at the limit.
+    let (s, b) = node
+        .rounds_as(&ana, [50; 16], issued, &query, &handles, first)
+        .await;
+    assert!(matches!(b, ResponseBody::Evaluate { .. }), "{s} {b:?}");
+    node.stop().await;
+}

@@ -335,9 +335,9 @@ pub struct WireCheck {
     pub signature: Vec<u8>,
 }
 
-/// One node's openings of one round of Stage-2 (`obscura_mpc::node`), signed with its answer
-/// key over the user, the query, its context and the round, for the querier to relay to every
-/// other node.
+/// One node's openings of one round of Stage-2 (`obscura_mpc::node`), signed with the node's
+/// Ed25519 key (the one its checks and answers are signed with) over the user, the query, its
+/// context, τ and the round, for the querier to relay to every other node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireOpened {
     /// The node.
