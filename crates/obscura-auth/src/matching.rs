@@ -298,14 +298,19 @@ fn opened_message(
     round: u8,
     values: &[Option<u32>],
 ) -> Vec<u8> {
-    let mut digest = blake3::Hasher::new();
-    digest.update(&(values.len() as u64).to_be_bytes());
+    // Each value as 5 bytes (a presence byte, then the value), hashed in one pass.
+    let mut encoded = Vec::with_capacity(8 + 5 * values.len());
+    encoded.extend_from_slice(&(values.len() as u64).to_be_bytes());
     for v in values {
         match v {
-            Some(v) => digest.update(&[1]).update(&v.to_be_bytes()),
-            None => digest.update(&[0]),
-        };
+            Some(v) => {
+                encoded.push(1);
+                encoded.extend_from_slice(&v.to_be_bytes());
+            }
+            None => encoded.extend_from_slice(&[0; 5]),
+        }
     }
+    let digest = blake3::hash(&encoded);
     let mut m = OPENED_DOMAIN.to_vec();
     m.push(node);
     m.extend_from_slice(&(answered.user.len() as u64).to_be_bytes());
@@ -315,7 +320,7 @@ fn opened_message(
     m.extend_from_slice(context);
     m.extend_from_slice(&tau.to_be_bytes());
     m.push(round);
-    m.extend_from_slice(digest.finalize().as_bytes());
+    m.extend_from_slice(digest.as_bytes());
     m
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use obscura_client::config::TokenKind;
 use obscura_client::rotation::RotationPlan;
-use obscura_client::Client;
+use obscura_client::{Client, Scan};
 use obscura_mpc::node::{self, NodeSession};
 use obscura_mpc::{share_hash, HashShare, Querier, SearchParams};
 use obscura_sharing::bytes::{reconstruct, split, Params};
@@ -581,6 +581,41 @@ async fn cluster_figures(
             goal: (size >= 100_000).then(|| ("p50 ≤ 20 ms".to_string(), lat.p50 <= 20.0)),
         });
         last_p50 = lat.p50;
+        // The exhaustive scan, where the nodes take it: Stage-2 over every stored image.
+        if total <= obscura_proto::limits::MAX_CANDIDATES && !stored.is_empty() {
+            let runs = opt.queries.clamp(1, 10);
+            let bar = progress.bar(runs, &format!("exhaustive N={total}"));
+            let (mut all, mut stage2) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let r = client
+                    .search_hash_with(
+                        near(&stored, &mut rng),
+                        10,
+                        10,
+                        Instant::now(),
+                        Scan::Exhaustive,
+                    )
+                    .await
+                    .map_err(|e| format!("exhaustive search: {e}"))?;
+                all.push(r.total.as_secs_f64() * 1e3);
+                stage2.push(r.stage2.as_secs_f64() * 1e3);
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            let (all, stage2) = (Spread::of(all), Spread::of(stage2));
+            out.push(Figure {
+                name: format!(
+                    "exhaustive scan N = {total}: p50 (p95 {:.1}; stage 2 {:.1})",
+                    all.p95, stage2.p50
+                ),
+                value: all.p50,
+                unit: "ms",
+                baseline: "plaintext brute-force scan, p50".into(),
+                baseline_value: scan.p50,
+                ratio: scan.p50 / all.p50,
+                goal: None,
+            });
+        }
     }
     if !stored.is_empty() {
         let total = stored.len() + already;

@@ -152,7 +152,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Find the stored images closest to IMAGE, privately.
+    /// Find the stored images closest to IMAGE, privately. The nodes open only the images
+    /// within the cluster's distance limit, with their distances; of the rest, only how many.
+    #[command(after_help = "Examples:\n  \
+        obscura search --cluster /tmp/demo photo.jpg\n  \
+        obscura search --cluster /tmp/demo photo.jpg --exhaustive --json")]
     Search {
         /// The cluster directory.
         #[arg(long)]
@@ -167,6 +171,11 @@ enum Command {
         /// value reports no more.
         #[arg(long, default_value_t = 10)]
         max_distance: u32,
+        /// Scan every stored image instead of Stage-1's candidates: no band lookup, so the
+        /// nodes see nothing of the query, and no image within the limit is missed; slower,
+        /// and refused by nodes holding more than their `max_exhaustive` images (16,384).
+        #[arg(long)]
+        exhaustive: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -617,13 +626,19 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             image,
             top,
             max_distance,
+            exhaustive,
             json,
         } => {
             let bytes = std::fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
-            let out = client(&cluster)?
-                .search(&bytes, top, max_distance.min(64))
-                .await
-                .map_err(|e| e.to_string())?;
+            let client = client(&cluster)?;
+            let out = if exhaustive {
+                client
+                    .search_exhaustive(&bytes, top, max_distance.min(64))
+                    .await
+            } else {
+                client.search(&bytes, top, max_distance.min(64)).await
+            }
+            .map_err(|e| e.to_string())?;
             print_search(&out, json);
             Ok(ExitCode::SUCCESS)
         }

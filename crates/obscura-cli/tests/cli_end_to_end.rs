@@ -75,6 +75,19 @@ fn init_up_index_search_get_and_failures() {
         assert!(v["timings_ms"][field].as_f64().unwrap() > 0.0);
     }
     assert!(v["bytes"]["sent"].as_u64().unwrap() > 0);
+    // The exhaustive scan finds the same, with every indexed image a candidate.
+    let out = obscura(&[
+        "search",
+        "--cluster",
+        cluster,
+        &testdata("derived/chelsea.q75.jpg"),
+        "--exhaustive",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(w["results"], v["results"]);
+    assert!(w["candidates"].as_u64().unwrap() > v["candidates"].as_u64().unwrap());
 
     // Get is byte-identical.
     let rebuilt = dir.join("rebuilt.png");

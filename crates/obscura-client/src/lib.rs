@@ -324,6 +324,18 @@ pub struct UploadPart {
     pub hash_share: [u8; obscura_mpc::HASH_SHARE_LEN],
 }
 
+/// Where a search's Stage-2 candidates come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scan {
+    /// Stage-1: images that match the query's band tokens in enough bands. Fast; each node
+    /// sees which of its postings the query's tokens hit.
+    #[default]
+    Stage1,
+    /// Every stored image: no tokens and no lookup, so no node sees anything of the query
+    /// but its size; Stage-2 scans them all (up to each node's `max_exhaustive`).
+    Exhaustive,
+}
+
 /// What [`Client::finish_interrupted`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interrupted {
@@ -986,33 +998,82 @@ impl Client {
         max_distance: u32,
         start: Instant,
     ) -> Result<SearchOutcome, Error> {
+        self.search_hash_with(q, top, max_distance, start, Scan::Stage1)
+            .await
+    }
+
+    /// Search for images like `file` among every stored image ([`Scan::Exhaustive`]).
+    ///
+    /// # Errors
+    /// As [`search`](Self::search); a node holding more images than its policy's
+    /// `max_exhaustive` refuses.
+    pub async fn search_exhaustive(
+        &self,
+        file: &[u8],
+        top: usize,
+        max_distance: u32,
+    ) -> Result<SearchOutcome, Error> {
+        let start = Instant::now();
+        let q = obscura_phash::phash64(file)?.0;
+        self.search_hash_with(q, top, max_distance, start, Scan::Exhaustive)
+            .await
+    }
+
+    /// [`search_hash`](Self::search_hash) with the candidates of `scan`.
+    ///
+    /// # Errors
+    /// As [`search_hash`](Self::search_hash).
+    pub async fn search_hash_with(
+        &self,
+        q: u64,
+        top: usize,
+        max_distance: u32,
+        start: Instant,
+        scan: Scan,
+    ) -> Result<SearchOutcome, Error> {
         let mut rng = AesCtrRng::from_os();
         let (mut sent, mut received) = (0, 0);
 
         let t0 = Instant::now();
-        let obtained = self
-            .tokens
-            .query(&self.keepers, self.key_version, self.n(), &self.plan, q)
-            .await?;
-        let tokens_time = t0.elapsed();
-        sent += obtained.sent;
-        received += obtained.received;
-        let batches: Vec<Vec<[u8; 16]>> = obtained
-            .value
-            .into_iter()
-            .map(|b| b.into_iter().map(|t| t.0).collect())
-            .collect();
         let mut query_id = [0u8; 16];
         rng.fill_bytes(&mut query_id);
-        let issued = unix_now();
-        let lookups = self
-            .call_all(|x| RequestBody::Lookup {
-                key_version: self.key_version,
-                query: query_id,
-                issued,
-                tokens: batches[x as usize - 1].clone(),
-            })
-            .await;
+        let (lookups, tokens_time, issued, keeper_faults) = match scan {
+            Scan::Stage1 => {
+                let obtained = self
+                    .tokens
+                    .query(&self.keepers, self.key_version, self.n(), &self.plan, q)
+                    .await?;
+                let tokens_time = t0.elapsed();
+                sent += obtained.sent;
+                received += obtained.received;
+                let batches: Vec<Vec<[u8; 16]>> = obtained
+                    .value
+                    .into_iter()
+                    .map(|b| b.into_iter().map(|t| t.0).collect())
+                    .collect();
+                let issued = unix_now();
+                let lookups = self
+                    .call_all(|x| RequestBody::Lookup {
+                        key_version: self.key_version,
+                        query: query_id,
+                        issued,
+                        tokens: batches[x as usize - 1].clone(),
+                    })
+                    .await;
+                (lookups, tokens_time, issued, obtained.faults)
+            }
+            // No tokens and no lookup: every node lists every image, and Stage-2 scans them.
+            Scan::Exhaustive => {
+                let issued = unix_now();
+                let lists = self
+                    .call_all(|_| RequestBody::List {
+                        query: query_id,
+                        issued,
+                    })
+                    .await;
+                (lists, Duration::ZERO, issued, Vec::new())
+            }
+        };
         // Each node holds the same postings under its own keys, counts the bands itself and
         // gives an image the same handle in this query; the union makes a node that leaves
         // some out change nothing.
@@ -1022,10 +1083,18 @@ impl Client {
         for (_, r, s, rcv) in &lookups {
             sent += s;
             received += rcv;
-            if let Ok(ResponseBody::Lookup { handles, matched }) = r {
-                answered += 1;
-                stage1_hits = stage1_hits.max(*matched as usize);
-                candidates.extend(handles.iter().map(|h| ImageId(*h)));
+            match r {
+                Ok(ResponseBody::Lookup { handles, matched }) => {
+                    answered += 1;
+                    stage1_hits = stage1_hits.max(*matched as usize);
+                    candidates.extend(handles.iter().map(|h| ImageId(*h)));
+                }
+                Ok(ResponseBody::Listed { handles }) => {
+                    answered += 1;
+                    stage1_hits = stage1_hits.max(handles.len());
+                    candidates.extend(handles.iter().map(|h| ImageId(*h)));
+                }
+                _ => {}
             }
         }
         let candidates: Vec<ImageId> = candidates.into_iter().collect();
@@ -1267,7 +1336,7 @@ impl Client {
             resolve: t2.elapsed(),
             total: start.elapsed(),
             tokens: tokens_time,
-            keeper_faults: obtained.faults,
+            keeper_faults,
             bytes_sent: sent,
             bytes_received: received,
         })

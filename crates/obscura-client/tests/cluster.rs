@@ -505,3 +505,43 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
         assert!(changes >= 3, "node {node}: {changes} key changes audited");
     }
 }
+
+/// An exhaustive search scans every stored image: its candidates are all of them (no token is
+/// asked of the keepers, no lookup made), and its ranking is the plaintext scan's within τ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhaustive_search_ranks_every_image_like_a_plaintext_scan() {
+    let c = Cluster::start_with("exhaustive", Setup { nodes: 6, ..VOPRF }).await;
+    let names = ["camera", "coffee", "astronaut", "rocket", "horse"];
+    let files = photos(&names);
+    let mut stored = Vec::new();
+    for f in &files {
+        let id = c.client.index(f).await.unwrap();
+        stored.push((id, obscura_phash::phash64(f).unwrap().0));
+    }
+    for name in names {
+        let q = testdata(&format!("derived/{name}.q75.jpg"));
+        let qh = obscura_phash::phash64(&q).unwrap().0;
+        let found = c.client.search_exhaustive(&q, 10, 10).await.unwrap();
+        assert_eq!(
+            found.candidates,
+            names.len(),
+            "{name}: every image a candidate"
+        );
+        assert_eq!(
+            found.tokens,
+            std::time::Duration::ZERO,
+            "{name}: no tokens asked"
+        );
+        let mut plain: Vec<(u32, obscura_sharing::manifest::ImageId)> = stored
+            .iter()
+            .map(|&(id, h)| ((h ^ qh).count_ones(), id))
+            .filter(|&(d, _)| d <= 10)
+            .collect();
+        plain.sort();
+        let private: Vec<_> = found.matches.iter().map(|m| (m.distance, m.id)).collect();
+        assert_eq!(private, plain, "{name}");
+        // The Stage-1 search finds the same (the default policy drops nothing within τ).
+        let staged = c.client.search(&q, 10, 10).await.unwrap();
+        assert_eq!(staged.matches, found.matches, "{name}");
+    }
+}

@@ -124,6 +124,10 @@ fn default_pending_timeout() -> u64 {
     600
 }
 
+fn default_max_exhaustive() -> u32 {
+    obscura_proto::limits::MAX_CANDIDATES as u32
+}
+
 /// The cluster's search policy, enforced by every node: a client's wishes do not change it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SearchPolicy {
@@ -134,8 +138,12 @@ pub struct SearchPolicy {
     /// The largest Hamming distance a search reports and a match entitles to (τ). With the
     /// radius it fixes how many bands a Stage-1 candidate must match.
     pub max_distance: u32,
-    /// Most candidates a lookup returns and an evaluation takes.
+    /// Most candidates a lookup returns.
     pub max_candidates: u32,
+    /// Most images an exhaustive search scans (every committed image is a candidate), and so
+    /// most candidates an evaluation takes; at least `max_candidates`.
+    #[serde(default = "default_max_exhaustive")]
+    pub max_exhaustive: u32,
     /// How long after its query a match proof opens an image, seconds.
     pub match_window_s: u64,
 }
@@ -147,6 +155,7 @@ impl Default for SearchPolicy {
             lookups_per_band: 12,
             max_distance: 10,
             max_candidates: 1024,
+            max_exhaustive: default_max_exhaustive(),
             match_window_s: 3600,
         }
     }
@@ -519,6 +528,8 @@ impl LoadedNode {
         if p.lookups_per_band == 0
             || p.lookups_per_band * obscura_tokens::BANDS > obscura_proto::limits::MAX_LOOKUP_TOKENS
             || p.max_candidates as usize > obscura_proto::limits::MAX_CANDIDATES
+            || p.max_exhaustive < p.max_candidates
+            || p.max_exhaustive as usize > obscura_proto::limits::MAX_CANDIDATES
             || p.max_distance > 64
         {
             return Err(bad(format!("policy out of range: {p:?}")));

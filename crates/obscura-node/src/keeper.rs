@@ -665,6 +665,7 @@ impl KeeperState {
             | RequestBody::Evaluate { .. }
             | RequestBody::CheckQuery { .. }
             | RequestBody::Reduce { .. }
+            | RequestBody::List { .. }
             | RequestBody::Fetch { .. }
             | RequestBody::Resolve { .. }
             | RequestBody::Rotate { .. }

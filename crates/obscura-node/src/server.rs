@@ -9,7 +9,7 @@
 //! | operation | role |
 //! |---|---|
 //! | prepare, commit, delete (with the owner's order) | owner |
-//! | lookup, check-query, evaluate, resolve | querier, within its hourly limits |
+//! | lookup, list, check-query, evaluate, resolve | querier, within its hourly limits |
 //! | reduce (the rounds of a search its evaluate started) | querier |
 //! | fetch | owner; or a querier with a proof of its own match, or with the owner's grant |
 //! | audit, checkpoint | auditor or admin |
@@ -221,6 +221,7 @@ pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::Evaluate { .. }
         | ResponseBody::QueryChecked { .. }
         | ResponseBody::Opened { .. }
+        | ResponseBody::Listed { .. }
         | ResponseBody::Resolved { .. }
         | ResponseBody::Checkpointed { .. }
         | ResponseBody::Fetch { .. }
@@ -667,6 +668,10 @@ impl NodeState {
                 };
                 self.evaluate(req, &querier, &asked, checks, now)
             }
+            RequestBody::List { query, issued } => {
+                let querier = role(roles::QUERIER)?;
+                self.list(req, &querier, query, *issued, now)
+            }
             RequestBody::Reduce {
                 query_id,
                 issued,
@@ -881,18 +886,64 @@ impl NodeState {
         Ok(())
     }
 
-    /// The candidates of a Stage-2 request, if this node's policy allows so many.
+    /// The candidates of a Stage-2 request, if this node's policy allows so many (an
+    /// exhaustive search's are every image, up to `max_exhaustive`).
     fn candidates_allowed(&self, candidates: &[WireId]) -> Result<(), ResponseBody> {
-        if candidates.len() > self.policy.max_candidates as usize {
+        let most = self.policy.max_exhaustive.max(self.policy.max_candidates);
+        if candidates.len() > most as usize {
             return Err(error(
                 ErrorCode::BadRequest,
-                format!(
-                    "at most {} candidates per query at this cluster",
-                    self.policy.max_candidates
-                ),
+                format!("at most {most} candidates per query at this cluster"),
             ));
         }
         Ok(())
+    }
+
+    /// An exhaustive search's candidates: every committed image, sealed as handles of this
+    /// query and sorted, so that Stage-2 scans them all and no lookup shows which bands the
+    /// query has. The query id is spent as a lookup's is.
+    fn list(
+        &self,
+        req: &Request,
+        querier: &Acting<'_>,
+        query: &[u8; 16],
+        issued: u64,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        self.fresh(issued, now)?;
+        let most = self.policy.max_exhaustive;
+        let ids = self
+            .store
+            .committed_ids(u64::from(most))
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "this node holds more than {most} images, the most an exhaustive search \
+                         scans here: search without --exhaustive"
+                    ),
+                )
+            })?;
+        self.store
+            .admit_request(&lookup_admission_id(query), issued, now, self.window)
+            .map_err(|e| match e {
+                obscura_store::Error::Replay => error(
+                    ErrorCode::Replay,
+                    "this query id was looked up already: a new query needs a new id",
+                ),
+                other => store_error(other),
+            })?;
+        let keys = self.handles.for_query(querier.user(), query, issued);
+        let mut handles: Vec<WireId> = ids.iter().map(|id| keys.seal(&id.0)).collect();
+        handles.sort_unstable();
+        self.record(
+            req,
+            querier,
+            format_args!("exhaustive candidates={}", handles.len()),
+            now,
+        )?;
+        Ok(ResponseBody::Listed { handles })
     }
 
     /// Stage-2, first round: this node's signed values of the check that the query is a

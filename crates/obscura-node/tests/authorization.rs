@@ -291,7 +291,7 @@ async fn stage1_hands_out_handles_of_one_query_and_counts_the_bands_itself() {
     assert_eq!((s, code(&b)), (403, Some(ErrorCode::Stale)));
     // More candidates than the policy allows are refused.
     let (s, b) = node
-        .evaluate_as(&ana, [6; 16], issued, &query, &[[0; 16]; 1025])
+        .evaluate_as(&ana, [6; 16], issued, &query, &[[0; 16]; 16_385])
         .await;
     assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)));
     node.stop().await;
@@ -1194,4 +1194,101 @@ async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
         .await;
     assert!(matches!(b, ResponseBody::Evaluate { .. }), "{s} {b:?}");
     node.stop().await;
+}
+
+/// An exhaustive search's candidates: every committed image once, as handles of the caller's
+/// query (pending ones left out), so that Stage-2 scans them all and the node sees no token of
+/// the query. The list spends the query id as a lookup does (no second list, no lookup, to
+/// link handles across), and a node holding more images than its policy's `max_exhaustive`
+/// refuses it.
+#[tokio::test]
+async fn an_exhaustive_list_hands_out_every_image_once_per_query_id() {
+    let node = TestNode::start_with("list", |c| c.policy.max_exhaustive = 2048).await;
+    let u = stored(&node, "camera.png", 1).await;
+    let v = stored(&node, "coffee.png", 2).await;
+    let pending = upload(&node.owner, "rocket.jpg", 3);
+    assert_eq!(
+        node.send(&TestNode::request(prepare(&pending))).await.0,
+        200
+    );
+    let ana = node.holder("ana", roles::QUERIER);
+    let issued = now();
+    let list = |q: u8| {
+        TestNode::request(RequestBody::List {
+            query: [q; 16],
+            issued,
+        })
+    };
+    let handles = match node.send_as(&ana, &list(60)).await {
+        (200, ResponseBody::Listed { handles }) => handles,
+        other => panic!("{other:?}"),
+    };
+    let keys = obscura_auth::handle::HandleKey::from_bytes(node.secrets_of(1).handle_key)
+        .for_query("ana", &[60; 16], issued);
+    let mut opened: Vec<[u8; 16]> = handles.iter().map(|h| keys.open(h)).collect();
+    opened.sort();
+    let mut want = vec![u.id.0, v.id.0];
+    want.sort();
+    assert_eq!(
+        opened, want,
+        "every committed image, the pending one left out"
+    );
+    assert!(handles.windows(2).all(|w| w[0] < w[1]), "sorted");
+    // The query id is spent: no second list and no lookup under it.
+    let (s, b) = node.send_as(&ana, &list(60)).await;
+    assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
+    let mut lookup_same = TestNode::request(lookup(&u.tokens, [60; 16]));
+    if let RequestBody::Lookup { issued: i, .. } = &mut lookup_same.body {
+        *i = issued;
+    }
+    let (s, b) = node.send_as(&ana, &lookup_same).await;
+    assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
+    // Stage-2 over the whole list: the near image wins, the other is only counted.
+    let query = share_hash(u.hash ^ 0b11, T, N, &mut ChaCha20Rng::seed_from_u64(25)).unwrap();
+    let issued2 = now();
+    let (_, b) = node
+        .send_as(
+            &ana,
+            &TestNode::request(RequestBody::List {
+                query: [61; 16],
+                issued: issued2,
+            }),
+        )
+        .await;
+    let ResponseBody::Listed { handles } = b else {
+        panic!("{b:?}")
+    };
+    let (s, b) = node
+        .evaluate_as(&ana, [61; 16], issued2, &query, &handles)
+        .await;
+    assert!(
+        matches!(&b, ResponseBody::Evaluate { values, .. } if values.len() == 2),
+        "{s} {b:?}"
+    );
+    node.stop().await;
+
+    // A node over its limit refuses, saying why.
+    let small = TestNode::start_with("list-small", |c| {
+        c.policy.max_candidates = 1;
+        c.policy.max_exhaustive = 1;
+    })
+    .await;
+    stored(&small, "camera.png", 1).await;
+    stored(&small, "coffee.png", 2).await;
+    let ana = small.holder("ana", roles::QUERIER);
+    let (s, b) = small
+        .send_as(
+            &ana,
+            &TestNode::request(RequestBody::List {
+                query: [62; 16],
+                issued: now(),
+            }),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)), "{b:?}");
+    assert!(
+        matches!(&b, ResponseBody::Error { message, .. } if message.contains("more than 1 images")),
+        "{b:?}"
+    );
+    small.stop().await;
 }

@@ -76,7 +76,7 @@ pub mod limits {
     /// Most tokens in one lookup.
     pub const MAX_LOOKUP_TOKENS: usize = 8 * 256;
     /// Most candidates in one Stage-2 request (a node's policy may allow fewer).
-    pub const MAX_CANDIDATES: usize = 4096;
+    pub const MAX_CANDIDATES: usize = 16_384;
     /// Most nodes' checks in one Stage-2 request (the most nodes a cluster may have).
     pub const MAX_NODES: usize = 64;
     /// Most values per check in one node's check of a query.
@@ -739,6 +739,14 @@ pub enum RequestBody {
         /// At least `2t + 1` nodes' openings of that round.
         openings: Vec<WireOpened>,
     },
+    /// An exhaustive search's candidates: every committed image, as handles of this query
+    /// (sorted by handle), instead of a Stage-1 lookup's. The node learns nothing of the query.
+    List {
+        /// The query, as in [`RequestBody::Lookup`]: its id is spent on this list.
+        query: [u8; 16],
+        /// When the query was issued, the same at every node.
+        issued: u64,
+    },
 }
 
 impl RequestBody {
@@ -752,6 +760,7 @@ impl RequestBody {
             RequestBody::Evaluate { .. } => "/v1/evaluate",
             RequestBody::CheckQuery { .. } => "/v1/check-query",
             RequestBody::Reduce { .. } => "/v1/reduce",
+            RequestBody::List { .. } => "/v1/list",
             RequestBody::Fetch { .. } => "/v1/fetch",
             RequestBody::Resolve { .. } => "/v1/resolve",
             RequestBody::Status => "/v1/status",
@@ -954,6 +963,7 @@ impl RequestBody {
             | RequestBody::SignCommit { .. }
             | RequestBody::CapabilityCommit => Ok(()),
             RequestBody::Delete { .. }
+            | RequestBody::List { .. }
             | RequestBody::Rotate { .. }
             | RequestBody::KeeperRetire { .. }
             | RequestBody::Status
@@ -1351,6 +1361,11 @@ pub enum ResponseBody {
     Opened {
         /// The openings.
         opened: WireOpened,
+    },
+    /// Every committed image as a handle of the query, sorted.
+    Listed {
+        /// The handles.
+        handles: Vec<WireId>,
     },
 }
 

@@ -425,7 +425,8 @@ fn size_limits_are_enforced() {
         auth: None,
     };
     assert!(Request::decode(&reduce(5, 7 * 4096, 64).encode()).is_ok());
-    for (nodes, len, signature) in [(65, 1, 64), (5, 34 * 4096 + 1, 64), (5, 1, 63)] {
+    let longest = obscura_proto::limits::MAX_CANDIDATES * obscura_proto::limits::MAX_OPENED_WIDTH;
+    for (nodes, len, signature) in [(65, 1, 64), (5, longest + 1, 64), (5, 1, 63)] {
         assert!(
             matches!(
                 Request::decode(&reduce(nodes, len, signature).encode()),

@@ -755,6 +755,28 @@ impl Store {
             .collect()
     }
 
+    /// Every committed image's id, in id order; `None` when there are more than `max`.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn committed_ids(&self, max: u64) -> Result<Option<Vec<ImageId>>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HASH_SHARES)?;
+        if table.len()? > max {
+            return Ok(None);
+        }
+        let mut ids = Vec::with_capacity(table.len()? as usize);
+        for entry in table.iter()? {
+            let (k, _) = entry?;
+            let id: [u8; 16] = k
+                .value()
+                .try_into()
+                .map_err(|_| Error::Corrupt("image id length"))?;
+            ids.push(ImageId(id));
+        }
+        Ok(Some(ids))
+    }
+
     /// A committed image's manifest and share (for reconstruction).
     ///
     /// # Errors
