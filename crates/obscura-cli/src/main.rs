@@ -171,9 +171,9 @@ enum Command {
         /// value reports no more.
         #[arg(long, default_value_t = 10)]
         max_distance: u32,
-        /// Scan every stored image instead of Stage-1's candidates: no band lookup, so the
-        /// nodes see nothing of the query, and no image within the limit is missed; slower,
-        /// and refused by nodes holding more than their `max_exhaustive` images (16,384).
+        /// Scan every stored image instead of Stage-1's candidates: no band lookup, so no node
+        /// sees which postings the query's bands hit (the matches it resolves it still sees);
+        /// slower, and refused by nodes holding more than their `max_exhaustive` images.
         #[arg(long)]
         exhaustive: bool,
         /// Print JSON.
@@ -366,8 +366,9 @@ enum ClusterCommand {
         /// (τ); every node enforces it.
         #[arg(long, default_value_t = 10)]
         max_distance: u32,
-        /// Requests each user may make at each node per hour: a search is a Stage-1 lookup, a
-        /// query check and a Stage-2 evaluation (its later rounds count only when refused).
+        /// Requests each user may make at each node per hour: a search is a Stage-1 lookup (or
+        /// an exhaustive list), a query check and a Stage-2 evaluation (its later rounds count
+        /// only when refused).
         #[arg(long, default_value_t = 3600)]
         queries_per_hour: u32,
         /// Fetches and match resolutions each user may make at each node per hour.

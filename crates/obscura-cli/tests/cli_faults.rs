@@ -318,3 +318,85 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
     chunk(&mut out, b"IDAT", &data);
     out
 }
+
+/// Send `signal` ("STOP", "CONT") to node `node`'s process.
+fn signal_node(dir: &Path, node: u8, signal: &str) {
+    assert!(Command::new("pkill")
+        .args([
+            &format!("-{signal}"),
+            "-f",
+            &common::node_pattern(dir, node)
+        ])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// A node that stalls (stopped with SIGSTOP: connections open, nothing answered) costs a get or
+/// a search a short grace once enough other nodes have answered, not the client's 10 s time
+/// limit, and the output names it. Two stalled nodes of six end a search after one time limit,
+/// naming both and how long they were given.
+#[test]
+fn a_stalled_node_costs_a_grace_not_a_timeout() {
+    let dir = init_cluster("stall");
+    let cluster = dir.to_str().unwrap();
+    let up = start(&dir);
+    let id = index_one(cluster, &testdata("photos/coffee.png"));
+    signal_node(&dir, 3, "STOP");
+
+    let rebuilt = dir.join("coffee.png");
+    let t0 = std::time::Instant::now();
+    let out = get(cluster, &id, &rebuilt);
+    let took = t0.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&rebuilt).unwrap(),
+        std::fs::read(testdata("photos/coffee.png")).unwrap()
+    );
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "get took {took:?}"
+    );
+    assert!(
+        text(&out).contains("node 3") && text(&out).contains("did not answer within"),
+        "{}",
+        text(&out)
+    );
+
+    let search = || {
+        let t0 = std::time::Instant::now();
+        let out = obscura(&[
+            "search",
+            "--cluster",
+            cluster,
+            &testdata("derived/coffee.q75.jpg"),
+            "--json",
+        ]);
+        (out, t0.elapsed())
+    };
+    let (out, took) = search();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][0]["id"], id.as_str());
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "search took {took:?}"
+    );
+
+    signal_node(&dir, 5, "STOP");
+    let (out, took) = search();
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("node 3: timed out after") && said.contains("node 5: timed out after"),
+        "{said}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "search took {took:?}"
+    );
+    for node in [3, 5] {
+        signal_node(&dir, node, "CONT");
+    }
+    drop(up);
+}

@@ -173,9 +173,13 @@ pub enum Fault {
     /// that is not the party's, say).
     #[error("unreachable")]
     Unreachable,
-    /// No answer within the call's time limit.
-    #[error("timed out")]
-    TimedOut,
+    /// No answer within the call's time limit (how long it waited).
+    #[error("timed out after {:.1} s", .0.as_secs_f64())]
+    TimedOut(Duration),
+    /// No answer yet when enough other nodes had answered and a grace had passed (how long it
+    /// was given): left behind, not waited for.
+    #[error("did not answer within {:.1} s, while enough other nodes had", .0.as_secs_f64())]
+    Slow(Duration),
     /// The server refused the request, saying why.
     #[error("{} ({message})", code_name(*code))]
     Refused {
@@ -331,10 +335,15 @@ pub enum Scan {
     /// sees which of its postings the query's tokens hit.
     #[default]
     Stage1,
-    /// Every stored image: no tokens and no lookup, so no node sees anything of the query
-    /// but its size; Stage-2 scans them all (up to each node's `max_exhaustive`).
+    /// Every stored image: no tokens and no lookup, so no node sees which postings the
+    /// query's bands hit; Stage-2 scans them all (up to each node's `max_exhaustive`). The
+    /// matches are resolved as in any search, so each node sees those.
     Exhaustive,
 }
+
+/// The least time a stalled node is given once enough others have answered (see
+/// [`Client`]'s calls that need only some nodes: get, and each step of a search).
+pub const GRACE: Duration = Duration::from_millis(250);
 
 /// What [`Client::finish_interrupted`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -502,6 +511,62 @@ impl Client {
                 Err(e) => out.push((0, Err(Fault::NotSent(e.to_string())), 0, 0)),
             }
         }
+        out.sort_by_key(|r| r.0);
+        out
+    }
+
+    /// Call the nodes of `calls` concurrently, like [`call_some`](Self::call_some), but do not
+    /// wait for a stalled node once `quorum` nodes have answered without a fault: the others get
+    /// a grace as long again as the quorum took (at least [`GRACE`]), and a node still silent
+    /// then is left behind as [`Fault::Slow`]. With fewer answers than `quorum`, every call
+    /// runs to its own time limit.
+    async fn call_quorum(&self, calls: Vec<(u8, RequestBody)>, quorum: usize) -> Vec<Answered> {
+        let holder = match self.holder().await {
+            Ok(h) => h,
+            Err(e) => {
+                return calls
+                    .into_iter()
+                    .map(|(x, _)| (x, Err(Fault::NotSent(e.to_string())), 0, 0))
+                    .collect()
+            }
+        };
+        let started = Instant::now();
+        let mut pending: std::collections::BTreeSet<u8> = calls.iter().map(|c| c.0).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (x, body) in calls {
+            let this = self.clone_for_task(holder.clone());
+            set.spawn(async move {
+                let (r, s, rcv) = this.call(x, body).await;
+                (x, r, s, rcv)
+            });
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        let (mut answered, mut deadline) = (0, None);
+        loop {
+            let next = match deadline {
+                None => set.join_next().await,
+                Some(d) => match tokio::time::timeout_at(d, set.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some(joined) = next else { break };
+            if let Ok(v) = joined {
+                pending.remove(&v.0);
+                answered += usize::from(v.1.is_ok());
+                out.push(v);
+            }
+            if deadline.is_none() && answered >= quorum && !pending.is_empty() {
+                deadline = Some(tokio::time::Instant::now() + started.elapsed().max(GRACE));
+            }
+        }
+        set.abort_all();
+        let waited = started.elapsed();
+        out.extend(
+            pending
+                .into_iter()
+                .map(|x| (x, Err(Fault::Slow(waited)), 0, 0)),
+        );
         out.sort_by_key(|r| r.0);
         out
     }
@@ -1053,12 +1118,21 @@ impl Client {
                     .collect();
                 let issued = unix_now();
                 let lookups = self
-                    .call_all(|x| RequestBody::Lookup {
-                        key_version: self.key_version,
-                        query: query_id,
-                        issued,
-                        tokens: batches[x as usize - 1].clone(),
-                    })
+                    .call_quorum(
+                        (1..=self.n() as u8)
+                            .map(|x| {
+                                let tokens = batches[x as usize - 1].clone();
+                                let body = RequestBody::Lookup {
+                                    key_version: self.key_version,
+                                    query: query_id,
+                                    issued,
+                                    tokens,
+                                };
+                                (x, body)
+                            })
+                            .collect(),
+                        2 * self.t + 1,
+                    )
                     .await;
                 (lookups, tokens_time, issued, obtained.faults)
             }
@@ -1066,10 +1140,18 @@ impl Client {
             Scan::Exhaustive => {
                 let issued = unix_now();
                 let lists = self
-                    .call_all(|_| RequestBody::List {
-                        query: query_id,
-                        issued,
-                    })
+                    .call_quorum(
+                        (1..=self.n() as u8)
+                            .map(|x| {
+                                let body = RequestBody::List {
+                                    query: query_id,
+                                    issued,
+                                };
+                                (x, body)
+                            })
+                            .collect(),
+                        2 * self.t + 1,
+                    )
                     .await;
                 (lists, Duration::ZERO, issued, Vec::new())
             }
@@ -1079,18 +1161,18 @@ impl Client {
         // some out change nothing.
         let mut candidates = std::collections::BTreeSet::new();
         let mut stage1_hits = 0;
-        let mut answered = 0;
-        for (_, r, s, rcv) in &lookups {
+        let mut up = Vec::new();
+        for (x, r, s, rcv) in &lookups {
             sent += s;
             received += rcv;
             match r {
                 Ok(ResponseBody::Lookup { handles, matched }) => {
-                    answered += 1;
+                    up.push(*x);
                     stage1_hits = stage1_hits.max(*matched as usize);
                     candidates.extend(handles.iter().map(|h| ImageId(*h)));
                 }
                 Ok(ResponseBody::Listed { handles }) => {
-                    answered += 1;
+                    up.push(*x);
                     stage1_hits = stage1_hits.max(handles.len());
                     candidates.extend(handles.iter().map(|h| ImageId(*h)));
                 }
@@ -1098,7 +1180,9 @@ impl Client {
             }
         }
         let candidates: Vec<ImageId> = candidates.into_iter().collect();
-        if answered == 0 {
+        // Stage-2 goes on with the nodes that answered Stage-1; a node that failed or stalled
+        // there is not waited for again, and with too few left the search ends here.
+        if up.len() < obscura_mpc::check::checks_needed(self.n(), self.t) {
             return Err(Error::Nodes {
                 what: "search (stage 1)",
                 failures: failures_of(&lookups),
@@ -1129,13 +1213,21 @@ impl Client {
         // First every node checks its share, then each answers once it has seen every node's
         // check pass: nothing is answered for a query that is not a sharing of bits.
         let checked = self
-            .call_all(|x| RequestBody::CheckQuery {
-                query_id,
-                issued,
-                query_share: shares[x as usize - 1].clone(),
-                candidates: handles.clone(),
-                share_digests: share_digests.clone(),
-            })
+            .call_quorum(
+                up.iter()
+                    .map(|&x| {
+                        let body = RequestBody::CheckQuery {
+                            query_id,
+                            issued,
+                            query_share: shares[x as usize - 1].clone(),
+                            candidates: handles.clone(),
+                            share_digests: share_digests.clone(),
+                        };
+                        (x, body)
+                    })
+                    .collect(),
+                obscura_mpc::check::checks_needed(self.n(), self.t),
+            )
             .await;
         let mut checks = Vec::with_capacity(self.n());
         let mut failures = Vec::new();
@@ -1159,19 +1251,30 @@ impl Client {
                 failures,
             });
         }
-        let started = self
-            .call_all(|x| RequestBody::Evaluate {
-                query_id,
-                issued,
-                query_share: shares[x as usize - 1].clone(),
-                candidates: handles.clone(),
-                share_digests: share_digests.clone(),
-                checks: checks.clone(),
-            })
-            .await;
-        // Then the rounds: each node's signed openings go to every node still in the search,
-        // until they answer. A node that fails leaves the search; it goes on while 2t + 1 stay.
+        // Then the rounds, among the nodes whose checks are in: each node's signed openings go
+        // to every node still in the search, until they answer. A node that fails or stalls
+        // leaves the search; it goes on while 2t + 1 stay.
         let need = 2 * self.t + 1;
+        let started = self
+            .call_quorum(
+                checks
+                    .iter()
+                    .map(|c| {
+                        let x = c.node;
+                        let body = RequestBody::Evaluate {
+                            query_id,
+                            issued,
+                            query_share: shares[x as usize - 1].clone(),
+                            candidates: handles.clone(),
+                            share_digests: share_digests.clone(),
+                            checks: checks.clone(),
+                        };
+                        (x, body)
+                    })
+                    .collect(),
+                need,
+            )
+            .await;
         let mut openings: Vec<WireOpened> = Vec::new();
         let mut failures = Vec::new();
         for (x, r, s, rcv) in started {
@@ -1218,7 +1321,7 @@ impl Client {
                 .collect();
             openings.clear();
             round = round.saturating_add(1);
-            for (x, r, s, rcv) in self.call_some(calls).await {
+            for (x, r, s, rcv) in self.call_quorum(calls, need).await {
                 sent += s;
                 received += rcv;
                 match r {
@@ -1437,13 +1540,42 @@ impl Client {
     }
 
     async fn get_by(&self, id: ImageId, by: FetchBy) -> Result<Rebuilt, Error> {
-        let fetched = self
-            .call_all(|_| RequestBody::Fetch { by: by.clone() })
-            .await;
+        // k answers are enough unless a share fails its check: then the nodes left behind are
+        // asked again, this time waited for.
+        let every = |nodes: &[u8]| -> Vec<(u8, RequestBody)> {
+            nodes
+                .iter()
+                .map(|&x| (x, RequestBody::Fetch { by: by.clone() }))
+                .collect()
+        };
+        let all: Vec<u8> = (1..=self.n() as u8).collect();
+        let fetched = self.call_quorum(every(&all), self.k).await;
+        let slow: Vec<u8> = fetched
+            .iter()
+            .filter(|(_, r, _, _)| matches!(r, Err(Fault::Slow(_))))
+            .map(|(x, ..)| *x)
+            .collect();
+        match self.rebuild(id, &fetched) {
+            Err(Error::NotEnoughShares { .. }) | Err(Error::Nodes { .. }) if !slow.is_empty() => {
+                let mut again: Vec<Answered> = fetched
+                    .into_iter()
+                    .filter(|(x, ..)| !slow.contains(x))
+                    .collect();
+                again.extend(self.call_some(every(&slow)).await);
+                again.sort_by_key(|r| r.0);
+                self.rebuild(id, &again)
+            }
+            other => other,
+        }
+    }
+
+    /// Check the fetched shares against the owner's manifest and rebuild the image.
+    fn rebuild(&self, id: ImageId, fetched: &[Answered]) -> Result<Rebuilt, Error> {
         let mut manifests = Vec::new();
         let mut shares = Vec::new();
         let mut faults = Vec::new();
         for (x, r, _, _) in fetched {
+            let x = *x;
             match r {
                 Ok(ResponseBody::Fetch {
                     manifest,
@@ -1452,14 +1584,17 @@ impl Client {
                     manifests.push((x, manifest));
                     shares.push(ByteShare {
                         x,
-                        bytes: image_share,
+                        bytes: image_share.clone(),
                     });
                 }
                 Ok(_) => faults.push(NodeFailure {
                     node: x,
                     fault: Fault::Unexpected("a share"),
                 }),
-                Err(fault) => faults.push(NodeFailure { node: x, fault }),
+                Err(fault) => faults.push(NodeFailure {
+                    node: x,
+                    fault: fault.clone(),
+                }),
             }
         }
         // The first manifest that verifies under the owner's key and names this image is the
@@ -1570,6 +1705,7 @@ pub(crate) async fn post(
     body: RequestBody,
     sign: Option<(u8, &Holder)>,
 ) -> (Result<ResponseBody, Fault>, u64, u64) {
+    let started = Instant::now();
     let mut request_id = [0u8; 16];
     OsRng.fill_bytes(&mut request_id);
     let mut req = Request {
@@ -1601,9 +1737,9 @@ pub(crate) async fn post(
     }
     let resp = match post.body(bytes).send().await {
         Ok(r) => r,
-        Err(e) => return (Err(describe(&e)), sent, 0),
+        Err(e) => return (Err(describe(&e, started.elapsed())), sent, 0),
     };
-    let body = match read_bounded(resp, limit).await {
+    let body = match read_bounded(resp, limit, started).await {
         Ok(b) => b,
         Err(e) => return (Err(e), sent, 0),
     };
@@ -1620,7 +1756,11 @@ pub(crate) async fn post(
 
 /// An answer's body, refused once it passes `limit` bytes (a server cannot make the client hold
 /// more than the protocol allows).
-async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, Fault> {
+async fn read_bounded(
+    mut resp: reqwest::Response,
+    limit: usize,
+    started: Instant,
+) -> Result<Vec<u8>, Fault> {
     let too_large =
         || Fault::Unreadable(format!("the answer is larger than {limit} bytes: refused"));
     if resp.content_length().is_some_and(|n| n > limit as u64) {
@@ -1636,7 +1776,7 @@ async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
                 out.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(out),
-            Err(e) => return Err(describe(&e)),
+            Err(e) => return Err(describe(&e, started.elapsed())),
         }
     }
 }
@@ -1661,9 +1801,9 @@ fn unsettled(results: &[Answered]) -> Vec<NodeFailure> {
         .collect()
 }
 
-fn describe(e: &reqwest::Error) -> Fault {
+fn describe(e: &reqwest::Error, waited: Duration) -> Fault {
     if e.is_timeout() {
-        Fault::TimedOut
+        Fault::TimedOut(waited)
     } else if e.is_connect() {
         Fault::Unreachable
     } else {

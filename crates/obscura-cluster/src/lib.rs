@@ -340,7 +340,7 @@ fn build(
             pending_timeout_s: 600,
             capability_key: capability_hex.clone(),
             node_keys: node_keys.clone(),
-            policy: opt.policy,
+            policy: fitted(opt.policy, n as u8),
             limits: ServerLimits::default(),
         };
         write(
@@ -529,4 +529,13 @@ pub fn read_bootstrap(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
     obscura_tokens::keyfile::hex32(&text)
         .map(Zeroizing::new)
         .ok_or_else(|| format!("{}: not 64 hex digits", path.display()))
+}
+
+/// `policy` with its candidate limits lowered, where needed, so that a search's relayed rounds
+/// on `n` nodes fit in what a node takes (a cluster of many nodes, or a large τ).
+fn fitted(mut policy: SearchPolicy, n: u8) -> SearchPolicy {
+    let most = policy.fitting_exhaustive(n);
+    policy.max_candidates = policy.max_candidates.min(most);
+    policy.max_exhaustive = Some(policy.exhaustive().min(most));
+    policy
 }

@@ -52,6 +52,20 @@ pub fn rounds(tau: u32) -> usize {
     rounds
 }
 
+/// The most values a node opens per candidate in one round for `tau` (round 0 opens one):
+/// what bounds the size of a relayed round.
+pub fn widest_opening(tau: u32) -> usize {
+    let mut kinds = first_kinds(tau);
+    let mut widest = 1;
+    while kinds.len() > 2 {
+        let (mut products, carried) = level(&kinds);
+        widest = widest.max(products.iter().sum());
+        products.extend(carried);
+        kinds = products;
+    }
+    widest
+}
+
 /// The pairwise products of one candidate's slots (`values` laid out by `kinds`), degree 2t.
 fn multiply(kinds: &[usize], values: &[Fp], out: &mut Vec<Fp>) {
     let mut at = 0;

@@ -124,10 +124,6 @@ fn default_pending_timeout() -> u64 {
     600
 }
 
-fn default_max_exhaustive() -> u32 {
-    obscura_proto::limits::MAX_CANDIDATES as u32
-}
-
 /// The cluster's search policy, enforced by every node: a client's wishes do not change it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SearchPolicy {
@@ -141,9 +137,10 @@ pub struct SearchPolicy {
     /// Most candidates a lookup returns.
     pub max_candidates: u32,
     /// Most images an exhaustive search scans (every committed image is a candidate), and so
-    /// most candidates an evaluation takes; at least `max_candidates`.
-    #[serde(default = "default_max_exhaustive")]
-    pub max_exhaustive: u32,
+    /// most candidates an evaluation takes; at least `max_candidates`. A configuration without
+    /// it scans no more than `max_candidates` ([`SearchPolicy::exhaustive`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_exhaustive: Option<u32>,
     /// How long after its query a match proof opens an image, seconds.
     pub match_window_s: u64,
 }
@@ -155,9 +152,34 @@ impl Default for SearchPolicy {
             lookups_per_band: 12,
             max_distance: 10,
             max_candidates: 1024,
-            max_exhaustive: default_max_exhaustive(),
+            max_exhaustive: Some(obscura_proto::limits::MAX_CANDIDATES as u32),
             match_window_s: 3600,
         }
+    }
+}
+
+impl SearchPolicy {
+    /// Most images an exhaustive search scans: `max_exhaustive`, or `max_candidates` when the
+    /// configuration predates it.
+    pub fn exhaustive(&self) -> u32 {
+        self.max_exhaustive.unwrap_or(self.max_candidates)
+    }
+
+    /// The bytes of the largest relayed Stage-2 round of an evaluation of `candidates` on `n`
+    /// nodes: every node's opening of the widest round (about 6 bytes a value, and a little
+    /// for the rest).
+    pub fn relay_bytes(&self, candidates: u32, n: u8) -> u64 {
+        let width = obscura_mpc::node::widest_opening(self.max_distance) as u64;
+        u64::from(candidates) * u64::from(n) * width * 6 + 64 * 1024
+    }
+
+    /// The most candidates whose relayed rounds on `n` nodes fit in what a node takes
+    /// ([`limits::MAX_REDUCE_BODY`](obscura_proto::limits::MAX_REDUCE_BODY)), and the wire's
+    /// own limit.
+    pub fn fitting_exhaustive(&self, n: u8) -> u32 {
+        let per = self.relay_bytes(1, n) - 64 * 1024;
+        let room = obscura_proto::limits::MAX_REDUCE_BODY as u64 - 64 * 1024;
+        (room / per.max(1)).min(obscura_proto::limits::MAX_CANDIDATES as u64) as u32
     }
 }
 
@@ -528,11 +550,22 @@ impl LoadedNode {
         if p.lookups_per_band == 0
             || p.lookups_per_band * obscura_tokens::BANDS > obscura_proto::limits::MAX_LOOKUP_TOKENS
             || p.max_candidates as usize > obscura_proto::limits::MAX_CANDIDATES
-            || p.max_exhaustive < p.max_candidates
-            || p.max_exhaustive as usize > obscura_proto::limits::MAX_CANDIDATES
+            || p.exhaustive() < p.max_candidates
+            || p.exhaustive() as usize > obscura_proto::limits::MAX_CANDIDATES
             || p.max_distance > 64
         {
             return Err(bad(format!("policy out of range: {p:?}")));
+        }
+        if p.relay_bytes(p.exhaustive(), config.n) > obscura_proto::limits::MAX_REDUCE_BODY as u64 {
+            return Err(bad(format!(
+                "policy: a search of {} candidates on {} nodes would relay rounds of {} bytes, \
+                 above the {} a node takes; set max_candidates and max_exhaustive to at most {}",
+                p.exhaustive(),
+                config.n,
+                p.relay_bytes(p.exhaustive(), config.n),
+                obscura_proto::limits::MAX_REDUCE_BODY,
+                p.fitting_exhaustive(config.n)
+            )));
         }
         check_server_files(
             config_path,

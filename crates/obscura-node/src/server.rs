@@ -68,9 +68,14 @@ struct Admitted {
 const MAX_LIVE_SEARCHES: usize = 256;
 /// Stage-2 searches one user may have in progress at a node.
 const MAX_LIVE_SEARCHES_PER_USER: usize = 8;
+/// Refused relays after which a search in progress is dropped: each costs the node a check of
+/// every opening, and an honest client relays what the nodes gave.
+const MAX_REFUSED_RELAYS: u8 = 8;
 
 /// A Stage-2 search between rounds: the node's session and what binds the next round to it.
 struct LiveSearch {
+    /// Relays refused so far: a search is dropped at [`MAX_REFUSED_RELAYS`].
+    refused: u8,
     session: NodeSession,
     context: [u8; 32],
     issued: u64,
@@ -506,13 +511,20 @@ impl NodeState {
         // Not synced on its own: an operation that changes state syncs it with its own commit,
         // and a read answered twice after a crash reveals nothing new. Query ids are admitted
         // durably (see `lookup` and `evaluate`).
-        if let Err(e) =
+        // A relay's admission is not audited by the store: its refusal is charged first, below.
+        let admitted = if relay {
+            self.store
+                .admit_request_unaudited(&req.request_id, req.timestamp, now, self.window)
+        } else {
             self.store
                 .admit_request_deferred(&req.request_id, req.timestamp, now, self.window)
-        {
-            return store_error(e);
-        }
-        match self.dispatch(&req, &who, now) {
+        };
+        let answer = match admitted {
+            Ok(()) => self.dispatch(&req, &who, now),
+            Err(e) if relay => Err(store_error(e)),
+            Err(e) => return store_error(e),
+        };
+        match answer {
             Ok(body) => body,
             Err(refusal) => {
                 if relay {
@@ -889,8 +901,17 @@ impl NodeState {
     /// The candidates of a Stage-2 request, if this node's policy allows so many (an
     /// exhaustive search's are every image, up to `max_exhaustive`).
     fn candidates_allowed(&self, candidates: &[WireId]) -> Result<(), ResponseBody> {
-        let most = self.policy.max_exhaustive.max(self.policy.max_candidates);
-        if candidates.len() > most as usize {
+        let p = self.policy;
+        if candidates.len() <= p.max_candidates as usize {
+            return Ok(());
+        }
+        // More than a lookup gives only for an exhaustive search: never more than the images
+        // this node holds.
+        let held = self.store.stats().map_err(store_error)?.committed;
+        let most = u64::from(p.exhaustive())
+            .min(held)
+            .max(u64::from(p.max_candidates));
+        if candidates.len() as u64 > most {
             return Err(error(
                 ErrorCode::BadRequest,
                 format!("at most {most} candidates per query at this cluster"),
@@ -911,7 +932,7 @@ impl NodeState {
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         self.fresh(issued, now)?;
-        let most = self.policy.max_exhaustive;
+        let most = self.policy.exhaustive();
         let ids = self
             .store
             .committed_ids(u64::from(most))
@@ -1060,6 +1081,7 @@ impl NodeState {
             querier.user(),
             *query_id,
             LiveSearch {
+                refused: 0,
                 session,
                 context,
                 issued,
@@ -1129,8 +1151,11 @@ impl NodeState {
         })();
         match stepped {
             Err(refused) => {
-                // A bad relay spends nothing: the search waits for a good one.
-                self.live.put_back(user, *query_id, live);
+                // A bad relay changes nothing: the search waits for a good one, a few times.
+                live.refused += 1;
+                if live.refused < MAX_REFUSED_RELAYS {
+                    self.live.put_back(user, *query_id, live);
+                }
                 Err(refused)
             }
             Ok(Step::Open(next)) => {

@@ -1117,6 +1117,38 @@ async fn a_relay_the_querier_bent_gets_no_answer() {
     assert!(matches!(b, ResponseBody::Evaluate { .. }), "{s} {b:?}");
     // And once answered, the search is over.
     refused(node.send_as(&ana, &relay(0, honest)).await, "no search");
+
+    // A search that keeps getting bent relays is dropped after 8 of them.
+    let (issued, handles, first) = started_search(&node, &ana, &u, 33, &query).await;
+    let played: Vec<_> = (2..=N as u8)
+        .map(|i| {
+            node.played_node(
+                i,
+                "ana",
+                &[33; 16],
+                issued,
+                &query[usize::from(i) - 1],
+                &handles,
+            )
+            .3
+        })
+        .collect();
+    let honest: Vec<obscura_proto::WireOpened> = std::iter::once(first).chain(played).collect();
+    let relay = |round: u8, openings: Vec<obscura_proto::WireOpened>| {
+        TestNode::request(RequestBody::Reduce {
+            query_id: [33; 16],
+            issued,
+            round,
+            openings,
+        })
+    };
+    for _ in 0..8 {
+        refused(
+            node.send_as(&ana, &relay(1, honest.clone())).await,
+            "waits for round 0",
+        );
+    }
+    refused(node.send_as(&ana, &relay(0, honest)).await, "no search");
     node.stop().await;
 }
 
@@ -1164,7 +1196,7 @@ async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
     };
     let ana = mint(&node.keepers, "ana", roles::QUERIER, five);
     let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(24)).unwrap();
-    let (issued, handles, first) = started_search(&node, &ana, &u, 50, &query).await;
+    let (issued, handles, opened) = started_search(&node, &ana, &u, 50, &query).await;
     let garbage = || {
         TestNode::request(RequestBody::Reduce {
             query_id: [51; 16],
@@ -1173,15 +1205,22 @@ async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
             openings: vec![],
         })
     };
-    for _ in 0..2 {
-        let (s, b) = node.send_as(&ana, &garbage()).await;
-        assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)), "{b:?}");
-    }
+    // A relay for no search, then a stale one: refused, and counted.
+    let first = garbage();
+    let (s, b) = node.send_as(&ana, &first).await;
+    assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)), "{b:?}");
+    let mut stale = garbage();
+    stale.timestamp -= 1000;
+    let (s, b) = node.send_as(&ana, &stale).await;
+    assert_eq!((s, code(&b)), (403, Some(ErrorCode::Stale)), "{b:?}");
+    // Past the limit: the first one replayed, and more garbage, refused unaudited.
+    let (s, b) = node.send_as(&ana, &first).await;
+    assert_eq!((s, code(&b)), (429, Some(ErrorCode::RateLimited)), "{b:?}");
     for _ in 0..3 {
         let (s, b) = node.send_as(&ana, &garbage()).await;
         assert_eq!((s, code(&b)), (429, Some(ErrorCode::RateLimited)), "{b:?}");
     }
-    // Two refusals audited, not five.
+    // Two refusals audited, not six.
     let relays = audit(&node)
         .await
         .iter()
@@ -1190,7 +1229,7 @@ async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
     assert_eq!(relays, 2);
     // The good relays of the search in progress still go through at the limit.
     let (s, b) = node
-        .rounds_as(&ana, [50; 16], issued, &query, &handles, first)
+        .rounds_as(&ana, [50; 16], issued, &query, &handles, opened)
         .await;
     assert!(matches!(b, ResponseBody::Evaluate { .. }), "{s} {b:?}");
     node.stop().await;
@@ -1203,7 +1242,7 @@ async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
 /// refuses it.
 #[tokio::test]
 async fn an_exhaustive_list_hands_out_every_image_once_per_query_id() {
-    let node = TestNode::start_with("list", |c| c.policy.max_exhaustive = 2048).await;
+    let node = TestNode::start_with("list", |c| c.policy.max_exhaustive = Some(2048)).await;
     let u = stored(&node, "camera.png", 1).await;
     let v = stored(&node, "coffee.png", 2).await;
     let pending = upload(&node.owner, "rocket.jpg", 3);
@@ -1270,7 +1309,7 @@ async fn an_exhaustive_list_hands_out_every_image_once_per_query_id() {
     // A node over its limit refuses, saying why.
     let small = TestNode::start_with("list-small", |c| {
         c.policy.max_candidates = 1;
-        c.policy.max_exhaustive = 1;
+        c.policy.max_exhaustive = Some(1);
     })
     .await;
     stored(&small, "camera.png", 1).await;

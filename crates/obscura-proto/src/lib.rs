@@ -26,7 +26,7 @@
 //!     auth: None,
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x0a");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x0b");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -35,8 +35,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 11;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(11))));
+//! future[5] = 12;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(12))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -45,7 +45,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 10;
+pub const VERSION: u16 = 11;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -94,8 +94,9 @@ pub mod limits {
     /// Most values a Stage-2 opening gives per candidate (level 1 with τ = 64: 33 products,
     /// one of them a pair).
     pub const MAX_OPENED_WIDTH: usize = 34;
-    /// Largest body of a [`RequestBody::Reduce`](crate::RequestBody::Reduce): `2t + 1`
-    /// openings of every candidate, at most.
+    /// Largest body of a [`RequestBody::Reduce`](crate::RequestBody::Reduce): every node's
+    /// opening of every candidate in one round (a node's configuration is refused when its
+    /// candidate limits, node count and τ could exceed it).
     pub const MAX_REDUCE_BODY: usize = 8 << 20;
     /// Longest Merkle path in a match proof (enough for [`MAX_CANDIDATES`]).
     pub const MAX_PATH: usize = 32;

@@ -846,6 +846,29 @@ impl Store {
         self.admit(request_id, at, now, window, Durability::None)
     }
 
+    /// As [`admit_request_deferred`](Self::admit_request_deferred), with refusals left for the
+    /// caller to audit (or not).
+    ///
+    /// # Errors
+    /// As [`admit_request`](Self::admit_request).
+    pub fn admit_request_unaudited(
+        &self,
+        request_id: &[u8; 16],
+        at: u64,
+        now: u64,
+        window: u64,
+    ) -> Result<(), Error> {
+        admit(
+            &self.db,
+            request_id,
+            at,
+            now,
+            window,
+            Durability::None,
+            false,
+        )
+    }
+
     fn admit(
         &self,
         request_id: &[u8; 16],
