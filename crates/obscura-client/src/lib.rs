@@ -485,34 +485,10 @@ impl Client {
     }
 
     /// Call the nodes of `calls` concurrently, each with its body, signed with the user's
-    /// capability for that node; answers come back by node.
+    /// capability for that node; every call runs to its answer or its time limit, and answers
+    /// come back by node.
     async fn call_some(&self, calls: Vec<(u8, RequestBody)>) -> Vec<Answered> {
-        let holder = match self.holder().await {
-            Ok(h) => h,
-            Err(e) => {
-                return calls
-                    .into_iter()
-                    .map(|(x, _)| (x, Err(Fault::NotSent(e.to_string())), 0, 0))
-                    .collect()
-            }
-        };
-        let mut set = tokio::task::JoinSet::new();
-        for (x, body) in calls {
-            let this = self.clone_for_task(holder.clone());
-            set.spawn(async move {
-                let (r, s, rcv) = this.call(x, body).await;
-                (x, r, s, rcv)
-            });
-        }
-        let mut out = Vec::with_capacity(self.n());
-        while let Some(res) = set.join_next().await {
-            match res {
-                Ok(v) => out.push(v),
-                Err(e) => out.push((0, Err(Fault::NotSent(e.to_string())), 0, 0)),
-            }
-        }
-        out.sort_by_key(|r| r.0);
-        out
+        self.call_quorum(calls, usize::MAX).await
     }
 
     /// Call the nodes of `calls` concurrently, like [`call_some`](Self::call_some), but do not
@@ -533,12 +509,14 @@ impl Client {
         let started = Instant::now();
         let mut pending: std::collections::BTreeSet<u8> = calls.iter().map(|c| c.0).collect();
         let mut set = tokio::task::JoinSet::new();
+        let mut tasks = HashMap::new();
         for (x, body) in calls {
             let this = self.clone_for_task(holder.clone());
-            set.spawn(async move {
+            let task = set.spawn(async move {
                 let (r, s, rcv) = this.call(x, body).await;
                 (x, r, s, rcv)
             });
+            tasks.insert(task.id(), x);
         }
         let mut out = Vec::with_capacity(pending.len());
         let (mut answered, mut deadline) = (0, None);
@@ -551,10 +529,18 @@ impl Client {
                 },
             };
             let Some(joined) = next else { break };
-            if let Ok(v) = joined {
-                pending.remove(&v.0);
-                answered += usize::from(v.1.is_ok());
-                out.push(v);
+            match joined {
+                Ok(v) => {
+                    pending.remove(&v.0);
+                    answered += usize::from(v.1.is_ok());
+                    out.push(v);
+                }
+                Err(e) => {
+                    if let Some(&x) = tasks.get(&e.id()) {
+                        pending.remove(&x);
+                        out.push((x, Err(Fault::NotSent(e.to_string())), 0, 0));
+                    }
+                }
             }
             if deadline.is_none() && answered >= quorum && !pending.is_empty() {
                 deadline = Some(tokio::time::Instant::now() + started.elapsed().max(GRACE));

@@ -841,17 +841,7 @@ impl NodeState {
             ));
         }
         self.fresh(issued, now)?;
-        // Admitted at its issue time, durably: it stays known for as long as a lookup under it
-        // is fresh, a restart included, so a second lookup never links to the first's handles.
-        self.store
-            .admit_request(&lookup_admission_id(query), issued, now, self.window)
-            .map_err(|e| match e {
-                obscura_store::Error::Replay => error(
-                    ErrorCode::Replay,
-                    "this query id was looked up already: a new query needs a new id",
-                ),
-                other => store_error(other),
-            })?;
+        self.admit_lookup(query, issued, now)?;
         let mut distinct: Vec<Token> = tokens.iter().map(|t| Token(*t)).collect();
         distinct.sort_unstable_by_key(|t| t.0);
         distinct.dedup();
@@ -880,6 +870,21 @@ impl NodeState {
             handles,
             matched: u32::try_from(matched).unwrap_or(u32::MAX),
         })
+    }
+
+    /// A query id's lookup (or exhaustive list), admitted at its issue time, durably: it stays
+    /// known for as long as a lookup under it is fresh, a restart included, so a second lookup
+    /// never links to the first's handles.
+    fn admit_lookup(&self, query: &[u8; 16], issued: u64, now: u64) -> Result<(), ResponseBody> {
+        self.store
+            .admit_request(&lookup_admission_id(query), issued, now, self.window)
+            .map_err(|e| match e {
+                obscura_store::Error::Replay => error(
+                    ErrorCode::Replay,
+                    "this query id was looked up already: a new query needs a new id",
+                ),
+                other => store_error(other),
+            })
     }
 
     /// A query's issue time must be within the replay window of now: its handles live that
@@ -946,15 +951,7 @@ impl NodeState {
                     ),
                 )
             })?;
-        self.store
-            .admit_request(&lookup_admission_id(query), issued, now, self.window)
-            .map_err(|e| match e {
-                obscura_store::Error::Replay => error(
-                    ErrorCode::Replay,
-                    "this query id was looked up already: a new query needs a new id",
-                ),
-                other => store_error(other),
-            })?;
+        self.admit_lookup(query, issued, now)?;
         let keys = self.handles.for_query(querier.user(), query, issued);
         let mut handles: Vec<WireId> = ids.iter().map(|id| keys.seal(&id.0)).collect();
         handles.sort_unstable();
