@@ -148,7 +148,8 @@ enum Command {
         /// Files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Print `{"indexed":[{"path","id"}],"skipped":[{"path","error"}]}`.
+        /// Print `{"indexed":[{"path","id"}],"skipped":[{"path","error"}],"recovered":[id]}`
+        /// (recovered: images an interrupted run committed but never reported).
         #[arg(long)]
         json: bool,
     },
@@ -1005,7 +1006,10 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 }
 
 async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode, String> {
-    let client = client(cluster)?;
+    let mut client = client(cluster)?;
+    // An image counts as indexed once it is printed: one committed but never printed (this
+    // process killed in between) is reported by the next run instead of left unnamed.
+    client.acknowledge_reports();
     let files = collect_files(paths)?;
     // Images of an earlier index that was interrupted are removed before new ones go in.
     let finished = client
@@ -1017,6 +1021,12 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
             "removed {} image(s) left at some nodes by an interrupted index",
             finished.removed.len()
         );
+    }
+    let recovered: Vec<String> = finished.recovered.iter().map(|id| id.to_string()).collect();
+    for id in &recovered {
+        if !json {
+            println!("{id}  (indexed by an interrupted run that did not report it)");
+        }
     }
     for (id, failures) in &finished.remaining {
         let nodes: Vec<String> = failures.iter().map(|f| f.node.to_string()).collect();
@@ -1041,6 +1051,13 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     let (mut indexed, mut skipped) = (Vec::new(), Vec::new());
     let mut cluster_failure = false;
     let client = std::sync::Arc::new(client);
+    let acknowledging = client.clone();
+    let acknowledge = |id| {
+        if let Err(e) = acknowledging.acknowledge(id) {
+            eprintln!("warning: {e}");
+        }
+    };
+    let mut printed_later = Vec::new();
     let path = |i: usize| files[i].display().to_string();
     indexing::index_all(
         &client,
@@ -1052,6 +1069,11 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
                 indexing::Outcome::Indexed(id) => {
                     say(format!("{id}  {}", path(i)));
                     indexed.push((i, json!({"path": path(i), "id": id.to_string()})));
+                    if json {
+                        printed_later.push(id);
+                    } else {
+                        acknowledge(id);
+                    }
                 }
                 indexing::Outcome::Skipped(e) | indexing::Outcome::Failed(e) => {
                     say(format!("skipped {}: {e}", path(i)));
@@ -1069,7 +1091,13 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     let skipped: Vec<_> = skipped.into_iter().map(|e| e.1).collect();
     bar.finish_and_clear();
     if json {
-        println!("{}", json!({"indexed": indexed, "skipped": skipped}));
+        println!(
+            "{}",
+            json!({"indexed": indexed, "skipped": skipped, "recovered": recovered})
+        );
+        for id in printed_later {
+            acknowledge(id);
+        }
     } else {
         println!("indexed {}, skipped {}", indexed.len(), skipped.len());
     }

@@ -400,3 +400,72 @@ fn a_stalled_node_costs_a_grace_not_a_timeout() {
     }
     drop(up);
 }
+
+/// The finding: a client killed after a batch was committed at every node but before its ids
+/// were printed left images that searches return and nobody was told of (the journal had
+/// already let them go). Now `obscura index` keeps a committed batch in its journal until it has
+/// printed its ids; killed in between (here with `--json`, which prints at the end), the next
+/// run reports them as recovered, and every image the nodes hold is one some run reported.
+#[test]
+fn a_client_killed_between_commit_and_report_leaves_no_image_unreported() {
+    let dir = init_cluster("client-kill");
+    let cluster = dir.to_str().unwrap();
+    let up = start(&dir);
+    let journal = dir.join("client").join("journal");
+    let mut index = Command::new(BIN)
+        .args(["index", "--cluster", cluster, "--json"])
+        .args([testdata("photos"), testdata("derived")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed as soon as a batch is committed everywhere and waits for its report.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    'wait: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no batch was committed"
+        );
+        if let Ok(entries) = std::fs::read_dir(&journal) {
+            for e in entries.flatten() {
+                let first = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if first
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.ends_with("committed"))
+                {
+                    break 'wait;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    index.kill().unwrap();
+    let out = index.wait_with_output().unwrap();
+    assert!(out.stdout.is_empty(), "nothing was printed before the kill");
+
+    let out = obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        &testdata("photos/camera.png"),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recovered: Vec<String> = v["recovered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect();
+    assert!(!recovered.is_empty(), "{}", text(&out));
+    assert_eq!(v["indexed"].as_array().unwrap().len(), 1);
+    // Every image at every node was reported: the recovered ones and the new one.
+    assert_eq!(status(&dir), vec![(recovered.len() as u64 + 1, 0); NODES]);
+    let rebuilt = dir.join("recovered");
+    let out = get(cluster, &recovered[0], &rebuilt);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 0);
+    drop(up);
+}

@@ -8,6 +8,11 @@
 //! An entry is named after the batch's first image id. It holds the writer's process id and a
 //! number drawn by the writing client, so a second client sharing the directory leaves an index
 //! still in flight alone, then the other ids of the batch, one per line.
+//!
+//! A client that reports its images itself (the `obscura index` command, which prints them)
+//! keeps an entry past the commit, marked `committed`, until it says each image reached its user
+//! ([`Journal::acknowledge`]): an entry left behind then names images that every node holds but
+//! nobody was told of, which the next run reports instead of deleting.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -28,7 +33,22 @@ pub(crate) struct Journal {
     /// Tells this client's entries from those of other clients in the same process.
     writer: u64,
     in_flight: Mutex<HashSet<ImageId>>,
+    /// Committed entries waiting for their images to be reported: entry → ids not yet.
+    unreported: Mutex<Vec<(ImageId, Vec<ImageId>)>>,
 }
+
+/// An entry nobody is working on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Abandoned {
+    /// The entry's name: the batch's first image.
+    pub(crate) entry: ImageId,
+    /// Its images (the entry's name first, unless it was committed and that one reported).
+    pub(crate) ids: Vec<ImageId>,
+    /// Every node committed them; they were not all reported.
+    pub(crate) committed: bool,
+}
+
+const COMMITTED: &str = "committed";
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
@@ -55,6 +75,7 @@ impl Journal {
             dir,
             writer: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
             in_flight: Mutex::new(HashSet::new()),
+            unreported: Mutex::new(Vec::new()),
         }
     }
 
@@ -84,6 +105,56 @@ impl Journal {
         sync_dir(&self.dir)
     }
 
+    /// The batch of the entry `first` is committed everywhere and `ids` (not empty) wait to be
+    /// reported: the entry is rewritten as committed, naming them, durable when this returns.
+    pub(crate) fn committed(&self, first: &ImageId, ids: &[ImageId]) -> std::io::Result<()> {
+        self.rewrite_committed(first, ids)?;
+        self.unreported().push((*first, ids.to_vec()));
+        Ok(())
+    }
+
+    /// Image `id` reached its user: it leaves its committed entry, and the entry goes with its
+    /// last image. An id of no waiting entry is ignored.
+    pub(crate) fn acknowledge(&self, id: &ImageId) -> std::io::Result<()> {
+        let mut unreported = self.unreported();
+        let Some(at) = unreported.iter().position(|(_, ids)| ids.contains(id)) else {
+            return Ok(());
+        };
+        let (first, ids) = &mut unreported[at];
+        ids.retain(|x| x != id);
+        let first = *first;
+        if ids.is_empty() {
+            unreported.remove(at);
+            drop(unreported);
+            self.end(&first)
+        } else {
+            let left = ids.clone();
+            drop(unreported);
+            self.rewrite_committed(&first, &left)
+        }
+    }
+
+    fn unreported(&self) -> std::sync::MutexGuard<'_, Vec<(ImageId, Vec<ImageId>)>> {
+        self.unreported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replace the entry `first` by a committed one naming `ids`: written beside it, synced,
+    /// renamed over it.
+    fn rewrite_committed(&self, first: &ImageId, ids: &[ImageId]) -> std::io::Result<()> {
+        let mut text = format!("{} {} {COMMITTED}\n", std::process::id(), self.writer);
+        for id in ids {
+            text.push_str(&format!("{id}\n"));
+        }
+        let partial = self.dir.join(format!("{first}.partial"));
+        let mut f = std::fs::File::create(&partial)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&partial, self.path(first))?;
+        sync_dir(&self.dir)
+    }
+
     /// This client stops working on the entry `first` but could not settle it: it stays.
     pub(crate) fn release(&self, first: &ImageId) {
         self.in_flight().remove(first);
@@ -100,9 +171,8 @@ impl Journal {
         }
     }
 
-    /// Entries nobody is working on: interrupted indexing, each batch with the entry's name
-    /// first.
-    pub(crate) fn abandoned(&self) -> std::io::Result<Vec<Vec<ImageId>>> {
+    /// Entries nobody is working on: interrupted indexing.
+    pub(crate) fn abandoned(&self) -> std::io::Result<Vec<Abandoned>> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -116,25 +186,39 @@ impl Journal {
             };
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             let mut lines = text.lines();
-            let mut fields = lines
+            let header: Vec<&str> = lines
                 .next()
                 .unwrap_or_default()
                 .split_whitespace()
-                .map(|f| f.parse::<u64>().ok());
-            let (pid, writer) = (fields.next().flatten(), fields.next().flatten());
+                .collect();
+            let field = |i: usize| header.get(i).and_then(|f| f.parse::<u64>().ok());
+            let (pid, writer) = (field(0), field(1));
+            let committed = header.get(2) == Some(&COMMITTED);
             let abandoned = if writer == Some(self.writer) {
                 !self.in_flight().contains(&id)
             } else {
                 let pid = pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
                 process_gone(pid, e.metadata()?.modified()?)
             };
-            if abandoned {
+            if abandoned && committed {
+                // Rewritten whole and renamed: every line is an unreported image.
+                let ids = lines.filter_map(|l| l.parse().ok()).collect();
+                out.push(Abandoned {
+                    entry: id,
+                    ids,
+                    committed: true,
+                });
+            } else if abandoned {
                 // A line that does not parse was torn by a crash while the entry was written,
                 // before any node was asked: only the ids before it can have been sent.
-                let batch = std::iter::once(id)
+                let ids = std::iter::once(id)
                     .chain(lines.map_while(|l| l.parse().ok()))
                     .collect();
-                out.push(batch);
+                out.push(Abandoned {
+                    entry: id,
+                    ids,
+                    committed: false,
+                });
             }
         }
         out.sort();
@@ -160,7 +244,12 @@ mod tests {
         assert!(other.abandoned().unwrap().is_empty());
         // Released without being settled: abandoned.
         j.release(&mine);
-        assert_eq!(j.abandoned().unwrap(), [vec![mine, also_mine]]);
+        let batch = |ids: Vec<ImageId>| Abandoned {
+            entry: ids[0],
+            ids,
+            committed: false,
+        };
+        assert_eq!(j.abandoned().unwrap(), [batch(vec![mine, also_mine])]);
         // An entry written by a process that has exited.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
@@ -170,12 +259,40 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert_eq!(
                 j.abandoned().unwrap(),
-                [vec![mine, also_mine], vec![theirs]]
+                [batch(vec![mine, also_mine]), batch(vec![theirs])]
             );
         }
         j.end(&mine).unwrap();
         j.end(&theirs).unwrap();
         j.end(&theirs).unwrap();
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A committed entry lives until its last image is acknowledged; left behind by a writer
+    /// that is gone, it names the images never acknowledged, as committed.
+    #[test]
+    fn a_committed_entry_names_its_unreported_images_until_the_last_is_acknowledged() {
+        let dir = std::env::temp_dir().join(format!("obscura-journal-c-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let j = Journal::new(dir.clone());
+        let ids = [ImageId([1; 16]), ImageId([2; 16]), ImageId([3; 16])];
+        j.begin(&ids).unwrap();
+        j.committed(&ids[0], &ids).unwrap();
+        j.acknowledge(&ids[1]).unwrap();
+        // Its writer stops working on it (as if gone): the two unreported, as committed.
+        j.release(&ids[0]);
+        assert_eq!(
+            j.abandoned().unwrap(),
+            [Abandoned {
+                entry: ids[0],
+                ids: vec![ids[0], ids[2]],
+                committed: true
+            }]
+        );
+        j.acknowledge(&ids[0]).unwrap();
+        j.acknowledge(&ids[2]).unwrap();
+        j.acknowledge(&ids[2]).unwrap();
         assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -294,6 +294,8 @@ pub struct Client {
     capability_key: CapabilityKey,
     plan: BatchPlan,
     journal: Option<journal::Journal>,
+    /// Whether the caller reports indexed images itself and says so ([`Client::acknowledge`]).
+    acknowledging: bool,
 }
 
 /// One image ready for the nodes (see [`Client::upload`]).
@@ -350,6 +352,9 @@ pub const GRACE: Duration = Duration::from_millis(250);
 pub struct Interrupted {
     /// Images of interrupted indexing now removed from every node.
     pub removed: Vec<ImageId>,
+    /// Images an interrupted index committed at every node but never reported: they stay,
+    /// and are for the caller to report now.
+    pub recovered: Vec<ImageId>,
     /// Those that some node could not confirm removing yet; tried again next time.
     pub remaining: Vec<(ImageId, Vec<NodeFailure>)>,
 }
@@ -463,7 +468,29 @@ impl Client {
             capability_key: parts.capability_key,
             plan: parts.plan,
             journal: parts.journal.map(journal::Journal::new),
+            acknowledging: false,
         })
+    }
+
+    /// From now on, an indexed image stays in the journal until [`acknowledge`](Self::acknowledge)
+    /// says it reached its user: a client killed between the commit and its report leaves it
+    /// for [`finish_interrupted`](Self::finish_interrupted) to report (as
+    /// [`Interrupted::recovered`]) instead of an image every node holds and nobody was told of.
+    /// For a caller that reports images itself, as `obscura index` prints them.
+    pub fn acknowledge_reports(&mut self) {
+        self.acknowledging = true;
+    }
+
+    /// Image `id`, indexed, reached its user (see
+    /// [`acknowledge_reports`](Self::acknowledge_reports)).
+    ///
+    /// # Errors
+    /// [`Error::Journal`] when the journal cannot be updated.
+    pub fn acknowledge(&self, id: ImageId) -> Result<(), Error> {
+        match &self.journal {
+            Some(j) => j.acknowledge(&id).map_err(Error::Journal),
+            None => Ok(()),
+        }
     }
 
     /// Nodes in the cluster.
@@ -712,7 +739,11 @@ impl Client {
             return Err(BatchError::Nodes(failed.0, failed.1));
         }
         if let Some(j) = &self.journal {
-            j.end(&ids[0]).map_err(BatchError::Journal)?;
+            if self.acknowledging {
+                j.committed(&ids[0], ids).map_err(BatchError::Journal)?;
+            } else {
+                j.end(&ids[0]).map_err(BatchError::Journal)?;
+            }
         }
         Ok(())
     }
@@ -828,8 +859,10 @@ impl Client {
     }
 
     /// Finish indexing that was interrupted (a killed client, or a node down during the
-    /// clean-up of a failed index): every image in the journal whose writer is gone is deleted
-    /// from every node. None of them was ever reported as indexed.
+    /// clean-up of a failed index): every image in the journal whose writer is gone and that
+    /// some node may not have committed is deleted from every node (none of them was ever
+    /// reported as indexed); images every node committed but whose report was never
+    /// acknowledged are kept and returned, for the caller to report now.
     ///
     /// # Errors
     /// [`Error::Journal`] when the journal cannot be read or updated.
@@ -838,7 +871,15 @@ impl Client {
             return Ok(Interrupted::default());
         };
         let mut out = Interrupted::default();
-        for batch in j.abandoned().map_err(Error::Journal)? {
+        for abandoned in j.abandoned().map_err(Error::Journal)? {
+            let batch = abandoned.ids;
+            if abandoned.committed {
+                for id in &batch {
+                    out.recovered.push(*id);
+                }
+                j.end(&abandoned.entry).map_err(Error::Journal)?;
+                continue;
+            }
             let open = self.forget(&batch).await.map_err(Error::Journal)?;
             out.removed
                 .extend(batch.iter().filter(|id| open.iter().all(|(o, _)| o != *id)));
