@@ -116,6 +116,8 @@ impl Journal {
     /// Image `id` reached its user: it leaves its committed entry, and the entry goes with its
     /// last image. An id of no waiting entry is ignored.
     pub(crate) fn acknowledge(&self, id: &ImageId) -> std::io::Result<()> {
+        // Held across the rewrite: two acknowledgements of one entry write it one after the
+        // other, the later with fewer ids.
         let mut unreported = self.unreported();
         let Some(at) = unreported.iter().position(|(_, ids)| ids.contains(id)) else {
             return Ok(());
@@ -125,12 +127,9 @@ impl Journal {
         let first = *first;
         if ids.is_empty() {
             unreported.remove(at);
-            drop(unreported);
             self.end(&first)
         } else {
-            let left = ids.clone();
-            drop(unreported);
-            self.rewrite_committed(&first, &left)
+            self.rewrite_committed(&first, ids)
         }
     }
 
