@@ -133,6 +133,23 @@ impl Journal {
         }
     }
 
+    /// Whether the writer of the file `e` (an entry's header) is another process that is gone.
+    fn writer_gone(&self, e: &std::fs::DirEntry) -> std::io::Result<bool> {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let header: Vec<&str> = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let field = |i: usize| header.get(i).and_then(|f| f.parse::<u64>().ok());
+        if field(1) == Some(self.writer) {
+            return Ok(false);
+        }
+        let pid = field(0).and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
+        Ok(process_gone(pid, e.metadata()?.modified()?))
+    }
+
     fn unreported(&self) -> std::sync::MutexGuard<'_, Vec<(ImageId, Vec<ImageId>)>> {
         self.unreported
             .lock()
@@ -180,7 +197,16 @@ impl Journal {
         let mut out = Vec::new();
         for e in entries {
             let e = e?;
-            let Some(id) = e.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            let name = e.file_name();
+            let name = name.to_str().unwrap_or_default();
+            if let Some(stem) = name.strip_suffix(".partial") {
+                // A rewrite its writer did not finish: the entry it was to replace stands.
+                if stem.parse::<ImageId>().is_ok() && self.writer_gone(&e)? {
+                    std::fs::remove_file(e.path())?;
+                }
+                continue;
+            }
+            let Ok(id) = name.parse() else {
                 continue; // not ours
             };
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
@@ -293,6 +319,16 @@ mod tests {
         j.acknowledge(&ids[2]).unwrap();
         j.acknowledge(&ids[2]).unwrap();
         assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+        // A rewrite left half-done by a process that is gone is cleared, the entry untouched.
+        if cfg!(target_os = "linux") {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let dead = child.id();
+            child.wait().unwrap();
+            let partial = dir.join(format!("{}.partial", ids[1]));
+            std::fs::write(&partial, format!("{dead} 7 committed\n")).unwrap();
+            assert!(j.abandoned().unwrap().is_empty());
+            assert!(!partial.exists());
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }
