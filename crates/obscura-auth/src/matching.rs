@@ -217,6 +217,31 @@ pub fn sign_check(
     }
 }
 
+/// Which of nodes `1..=n` the relayed `what`s (checks, openings) come from, each at most once;
+/// `a_what` is the noun with its article.
+///
+/// # Errors
+/// [`Error::QueryCheck`] for a node outside the cluster or one named twice.
+fn distinct_nodes(
+    nodes: impl Iterator<Item = u8>,
+    n: usize,
+    (a_what, what): (&str, &str),
+) -> Result<Vec<bool>, Error> {
+    let mut seen = vec![false; n];
+    for node in nodes {
+        let slot = usize::from(node)
+            .checked_sub(1)
+            .and_then(|i| seen.get_mut(i))
+            .ok_or_else(|| Error::QueryCheck(format!("{a_what} names node {node}, not one")))?;
+        if std::mem::replace(slot, true) {
+            return Err(Error::QueryCheck(format!(
+                "node {node}'s {what} is there twice"
+            )));
+        }
+    }
+    Ok(seen)
+}
+
 /// The nodes' checks of `answered`'s query under `check_context`, each verified under its
 /// node's key from `node_keys`, this node's (`answered.node`) among them; then checked together
 /// ([`obscura_mpc::check::verify`]).
@@ -232,16 +257,11 @@ pub fn verify_checks(
 ) -> Result<(), Error> {
     let refuse = |m: String| Error::QueryCheck(m);
     // Cheap refusals first: no signature is checked for a set that cannot pass.
-    let mut seen = vec![false; node_keys.len()];
-    for c in checks {
-        let slot = usize::from(c.node)
-            .checked_sub(1)
-            .and_then(|i| seen.get_mut(i))
-            .ok_or_else(|| refuse(format!("a check names node {}, not one", c.node)))?;
-        if std::mem::replace(slot, true) {
-            return Err(refuse(format!("node {}'s check is there twice", c.node)));
-        }
-    }
+    let seen = distinct_nodes(
+        checks.iter().map(|c| c.node),
+        node_keys.len(),
+        ("a check", "check"),
+    )?;
     if !seen
         .get(usize::from(answered.node).wrapping_sub(1))
         .copied()
@@ -365,16 +385,11 @@ pub fn verify_openings(
 ) -> Result<Vec<Opened>, Error> {
     let refuse = |m: String| Error::QueryCheck(m);
     // Cheap refusals first: at most one signature per node of the cluster is checked.
-    let mut seen = vec![false; node_keys.len()];
-    for o in openings {
-        let slot = usize::from(o.node)
-            .checked_sub(1)
-            .and_then(|i| seen.get_mut(i))
-            .ok_or_else(|| refuse(format!("an opening names node {}, not one", o.node)))?;
-        if std::mem::replace(slot, true) {
-            return Err(refuse(format!("node {}'s opening is there twice", o.node)));
-        }
-    }
+    distinct_nodes(
+        openings.iter().map(|o| o.node),
+        node_keys.len(),
+        ("an opening", "opening"),
+    )?;
     openings
         .iter()
         .map(|o| {

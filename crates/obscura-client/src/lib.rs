@@ -500,8 +500,12 @@ impl Client {
 
     /// Call every node concurrently with the body `make(x)`.
     async fn call_all(&self, make: impl Fn(u8) -> RequestBody) -> Vec<Answered> {
-        self.call_each((1..=self.n() as u8).map(make).collect())
-            .await
+        self.call_some(self.to_every_node(make)).await
+    }
+
+    /// Node `x`'s call with the body `make(x)`, for every node.
+    fn to_every_node(&self, make: impl Fn(u8) -> RequestBody) -> Vec<(u8, RequestBody)> {
+        (1..=self.n() as u8).map(|x| (x, make(x))).collect()
     }
 
     /// Call every node concurrently, node `i + 1` with `bodies[i]`, each request signed with
@@ -1146,18 +1150,12 @@ impl Client {
                 let issued = unix_now();
                 let lookups = self
                     .call_quorum(
-                        (1..=self.n() as u8)
-                            .map(|x| {
-                                let tokens = batches[x as usize - 1].clone();
-                                let body = RequestBody::Lookup {
-                                    key_version: self.key_version,
-                                    query: query_id,
-                                    issued,
-                                    tokens,
-                                };
-                                (x, body)
-                            })
-                            .collect(),
+                        self.to_every_node(|x| RequestBody::Lookup {
+                            key_version: self.key_version,
+                            query: query_id,
+                            issued,
+                            tokens: batches[x as usize - 1].clone(),
+                        }),
                         2 * self.t + 1,
                     )
                     .await;
@@ -1168,15 +1166,10 @@ impl Client {
                 let issued = unix_now();
                 let lists = self
                     .call_quorum(
-                        (1..=self.n() as u8)
-                            .map(|x| {
-                                let body = RequestBody::List {
-                                    query: query_id,
-                                    issued,
-                                };
-                                (x, body)
-                            })
-                            .collect(),
+                        self.to_every_node(|_| RequestBody::List {
+                            query: query_id,
+                            issued,
+                        }),
                         2 * self.t + 1,
                     )
                     .await;

@@ -7,7 +7,7 @@
 //! the next round, until it returns the node's [`NodeAnswer`].
 
 use obscura_sharing::field::{Fp, P};
-use obscura_sharing::prime::lagrange_at_zero;
+use obscura_sharing::prime::{lagrange_at, lagrange_at_zero};
 use obscura_sharing::zero::ZeroSharingKeys;
 
 use crate::{Error, HashShare, NodeAnswer, NodeRequest, Opened, HASH_BITS};
@@ -38,32 +38,33 @@ fn level(kinds: &[usize]) -> (Kinds, Option<usize>) {
     )
 }
 
+/// The widths of the values opened per candidate at each product level for `tau`, level 1
+/// first (round 0, which opens the distances, is not among them).
+fn opened_levels(tau: u32) -> Vec<Kinds> {
+    let mut kinds = first_kinds(tau);
+    let mut levels = Vec::new();
+    while kinds.len() > 2 {
+        let (mut products, carried) = level(&kinds);
+        levels.push(products.clone());
+        products.extend(carried);
+        kinds = products;
+    }
+    levels
+}
+
 /// How many product rounds follow the opening of the distances for `tau`: the querier relays
 /// this many times, and the last relay's answer is the node's [`NodeAnswer`].
 pub fn rounds(tau: u32) -> usize {
-    let mut kinds = first_kinds(tau);
-    let mut rounds = 1;
-    while kinds.len() > 2 {
-        let (mut products, carried) = level(&kinds);
-        products.extend(carried);
-        kinds = products;
-        rounds += 1;
-    }
-    rounds
+    1 + opened_levels(tau).len()
 }
 
 /// The most values a node opens per candidate in one round for `tau` (round 0 opens one):
 /// what bounds the size of a relayed round.
 pub fn widest_opening(tau: u32) -> usize {
-    let mut kinds = first_kinds(tau);
-    let mut widest = 1;
-    while kinds.len() > 2 {
-        let (mut products, carried) = level(&kinds);
-        widest = widest.max(products.iter().sum());
-        products.extend(carried);
-        kinds = products;
-    }
-    widest
+    opened_levels(tau)
+        .iter()
+        .map(|widths| widths.iter().sum())
+        .fold(1, usize::max)
 }
 
 /// The pairwise products of one candidate's slots (`values` laid out by `kinds`), degree 2t.
@@ -210,7 +211,7 @@ impl NodeSession {
         };
         let distances = Distances::new(&request.query);
         let values: Vec<Option<Fp>> = stored.iter().map(|h| h.map(|h| distances.of(h))).collect();
-        let opened = session.open(keys, values.len(), |c, out| {
+        let opened = session.open(keys, |c, out| {
             if let Some(v) = values[c] {
                 out.push(v);
             }
@@ -230,16 +231,15 @@ impl NodeSession {
     fn open(
         &mut self,
         keys: &ZeroSharingKeys,
-        count: usize,
         mut fill: impl FnMut(usize, &mut Vec<Fp>),
     ) -> Opened {
         let width: usize = self.opened.iter().sum();
         let mut rho = keys.random_stream(&labelled(&self.context, b"rho", self.round));
         let mut zero = keys.stream(&labelled(&self.context, b"zero", self.round));
         self.rho.clear();
-        let mut values = Vec::with_capacity(count * width);
+        let mut values = Vec::with_capacity(self.count * width);
         let mut products = Vec::with_capacity(width);
-        for c in 0..count {
+        for c in 0..self.count {
             products.clear();
             if self.alive[c] {
                 fill(c, &mut products);
@@ -275,7 +275,7 @@ impl NodeSession {
         // Openings beyond 2t + 1 must lie on the polynomial the first ones fix: with all n
         // nodes' openings relayed, one node that shifts its own is caught here.
         for e in &extra {
-            let mu = lagrange_at(&xs, e.node);
+            let mu = lagrange_at(&xs, e.node)?;
             for (k, v) in e.values.iter().enumerate() {
                 let on = chosen
                     .iter()
@@ -335,7 +335,7 @@ impl NodeSession {
             .collect();
         self.opened = products;
         self.carried_kind = carried_kind;
-        let opened = self.open(keys, self.count, |c, out| {
+        let opened = self.open(keys, |c, out| {
             multiply(&kinds, &slots[c * per..(c + 1) * per], out);
         });
         Ok(Step::Open(opened))
@@ -361,20 +361,6 @@ impl NodeSession {
             values,
         }
     }
-}
-
-/// The Lagrange coefficients at `x` of the points `xs` (distinct, none equal to `x`).
-fn lagrange_at(xs: &[u8], x: u8) -> Vec<Fp> {
-    let x = Fp::from(u32::from(x));
-    xs.iter()
-        .map(|&j| {
-            let xj = Fp::from(u32::from(j));
-            xs.iter().filter(|&&m| m != j).fold(Fp::ONE, |acc, &m| {
-                let xm = Fp::from(u32::from(m));
-                acc * (x - xm) * (xj - xm).inv().expect("distinct points")
-            })
-        })
-        .collect()
 }
 
 /// The first `2t + 1` openings by node and the rest, after checking that every one is of this

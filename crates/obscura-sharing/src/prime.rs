@@ -40,7 +40,17 @@ pub fn eval_with_constant(c0: Fp, higher: &[Fp], x: Fp) -> Fp {
 /// # Errors
 /// [`Error::InvalidShareIndex`] for x = 0 and [`Error::DuplicateShare`] for a repeated x.
 pub fn lagrange_at_zero(xs: &[u8]) -> Result<Vec<Fp>, Error> {
+    lagrange_at(xs, 0)
+}
+
+/// The Lagrange weights that give f(x) from values at `xs` (distinct, non-zero):
+/// `Π_{j≠i} (x − x_j) / (x_i − x_j)` for each `x_i`.
+///
+/// # Errors
+/// As [`lagrange_at_zero`].
+pub fn lagrange_at(xs: &[u8], x: u8) -> Result<Vec<Fp>, Error> {
     crate::check_share_indices(xs)?;
+    let x = Fp::from(u32::from(x));
     Ok(xs
         .iter()
         .map(|&xi| {
@@ -50,7 +60,7 @@ pub fn lagrange_at_zero(xs: &[u8]) -> Result<Vec<Fp>, Error> {
                 .map(|&xj| Fp::from(u32::from(xj)))
                 .filter(|&xj| xj != xi)
                 .fold((Fp::ONE, Fp::ONE), |(num, den), xj| {
-                    (num * xj, den * (xj - xi))
+                    (num * (x - xj), den * (xi - xj))
                 });
             num * den.inv().expect("distinct x")
         })

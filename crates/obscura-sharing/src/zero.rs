@@ -45,6 +45,15 @@ pub struct SubsetKey {
 }
 
 impl SubsetKey {
+    /// The generator of this set's values for `context` under `domain`.
+    fn generator(&self, domain: &[u8], context: &[u8]) -> ChaCha20Rng {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(domain);
+        h.update(&(context.len() as u64).to_le_bytes());
+        h.update(context);
+        ChaCha20Rng::from_seed(*h.finalize().as_bytes())
+    }
+
     /// The members as a bit mask (bit `x − 1` for node x).
     pub fn members(&self) -> u64 {
         self.members
@@ -226,13 +235,7 @@ impl ZeroSharingKeys {
         let rngs = self
             .keys
             .iter()
-            .map(|k| {
-                let mut h = blake3::Hasher::new_keyed(&k.key);
-                h.update(DOMAIN);
-                h.update(&(context.len() as u64).to_le_bytes());
-                h.update(context);
-                ChaCha20Rng::from_seed(*h.finalize().as_bytes())
-            })
+            .map(|k| k.generator(DOMAIN, context))
             .collect();
         ZeroShareStream { rngs, keys: self }
     }
@@ -282,17 +285,8 @@ impl ZeroSharingKeys {
             .keys
             .iter()
             .zip(&self.weights)
-            .map(|(k, w)| {
-                let mut h = blake3::Hasher::new_keyed(&k.key);
-                h.update(RANDOM_STREAM_DOMAIN);
-                h.update(&(context.len() as u64).to_le_bytes());
-                h.update(context);
-                // weights[0] = i · f_A(i)
-                (
-                    ChaCha20Rng::from_seed(*h.finalize().as_bytes()),
-                    w[0] * i_inv,
-                )
-            })
+            // weights[0] = i · f_A(i)
+            .map(|(k, w)| (k.generator(RANDOM_STREAM_DOMAIN, context), w[0] * i_inv))
             .collect();
         RandomShareStream { sets }
     }
