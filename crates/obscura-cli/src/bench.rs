@@ -581,6 +581,7 @@ async fn cluster_figures(
             goal: (size >= 100_000).then(|| ("p50 ≤ 20 ms".to_string(), lat.p50 <= 20.0)),
         });
         last_p50 = lat.p50;
+        memory_figure(cluster, total, out);
         // The exhaustive scan, where the nodes take it: Stage-2 over every stored image.
         if total <= obscura_proto::limits::MAX_CANDIDATES && !stored.is_empty() {
             let runs = opt.queries.clamp(1, 10);
@@ -627,6 +628,33 @@ async fn cluster_figures(
         rotation_figures(cluster, &stored, opt, last, progress, out).await?;
     }
     Ok(())
+}
+
+/// Each node's resident memory after the queries at N images, beside its store's size: the
+/// store's page cache (`storage.cache_mb`, 64 MiB by default) bounds how far it grows.
+fn memory_figure(cluster: &LocalCluster, total: usize, out: &mut Vec<Figure>) {
+    let nodes = cluster.node_memory();
+    let rss: Vec<u64> = nodes.iter().filter_map(|(_, r, _)| *r).collect();
+    if rss.is_empty() {
+        return; // no /proc here
+    }
+    let mean = rss.iter().sum::<u64>() as f64 / rss.len() as f64;
+    let max = *rss.iter().max().expect("not empty") as f64;
+    let store = nodes.iter().map(|(_, _, s)| *s as f64).sum::<f64>() / nodes.len() as f64;
+    out.push(Figure {
+        name: format!(
+            "node memory N = {total}: resident, mean of {} nodes (max {:.1} MB; {:.0} bytes per image)",
+            rss.len(),
+            max / 1e6,
+            mean / total as f64
+        ),
+        value: mean / 1e6,
+        unit: "MB",
+        baseline: "the node's store file".into(),
+        baseline_value: store / 1e6,
+        ratio: mean / store.max(1.0),
+        goal: None,
+    });
 }
 
 /// Search latency with the last node stopped (the default cluster has a node to spare), beside

@@ -238,6 +238,21 @@ impl LocalCluster {
         obscura_cluster::DEFAULT_NODES
     }
 
+    /// Each running node's resident memory in bytes, and the size of its store file.
+    pub fn node_memory(&self) -> Vec<(u8, Option<u64>, u64)> {
+        let Some(running) = &self.running else {
+            return Vec::new();
+        };
+        running
+            .node_memory()
+            .into_iter()
+            .map(|(x, rss)| {
+                let store = self.dir.join(format!("node{x}")).join("store.redb");
+                (x, rss, std::fs::metadata(store).map_or(0, |m| m.len()))
+            })
+            .collect()
+    }
+
     /// Stop node `x` (SIGTERM, as at the end) while the others go on, to show what the cluster
     /// does with a node down.
     ///

@@ -71,6 +71,14 @@ fn terminate(child: &Child) {
     }
 }
 
+/// A process's resident memory from `/proc/PID/status` ("VmRSS:  1234 kB").
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Every node and keeper of a cluster directory, running as child processes.
 pub struct Running {
     children: Vec<(Member, Child)>,
@@ -147,6 +155,19 @@ impl Running {
             }
         }
         out
+    }
+
+    /// Each running node's resident memory (VmRSS), in bytes, node 1 first; `None` where the
+    /// system does not say (no /proc).
+    pub fn node_memory(&self) -> Vec<(u8, Option<u64>)> {
+        self.children
+            .iter()
+            .zip(&self.exited)
+            .filter_map(|((member, child), exited)| match member {
+                Member::Node(x) if !exited => Some((*x, child.id().and_then(resident_bytes))),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether every node has exited.

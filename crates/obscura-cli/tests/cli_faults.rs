@@ -470,3 +470,153 @@ fn a_client_killed_between_commit_and_report_leaves_no_image_unreported() {
     assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 0);
     drop(up);
 }
+
+/// A small tmpfs mounted for a node's store, detached when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mount `mib` MiB of tmpfs at `at`, or say why not (mounting needs root and a kernel that
+    /// lets this process mount).
+    fn mount(at: &Path, mib: u32) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .map_err(|e| e.to_string())?;
+        match out.status.success() {
+            true => Ok(SmallDisk(at.to_path_buf())),
+            false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        }
+    }
+
+    fn free(&self) -> u64 {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut w = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+        w.next().unwrap() * w.next().unwrap()
+    }
+
+    /// Write a file that leaves `left` bytes free.
+    fn fill_leaving(&self, left: u64) {
+        use std::io::Write;
+        let mut size = self.free().saturating_sub(left);
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0x5a; 64 * 1024];
+        while size > 0 {
+            let n = size.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n]).unwrap();
+            size -= n as u64;
+        }
+        f.sync_all().unwrap();
+    }
+
+    fn empty(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Move node `node`'s store onto `disk`, keeping `reserve_mb` free there.
+fn store_on(dir: &Path, node: u8, disk: &SmallDisk, reserve_mb: u64) {
+    let file = dir.join(format!("node{node}")).join("node.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    config["store"] = disk.0.join("store.redb").to_str().unwrap().into();
+    config["storage"] = serde_json::json!({ "cache_mb": 16, "reserve_mb": reserve_mb });
+    std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+/// The finding: after its disk filled, a node failed every request until restarted, reads and
+/// status included ("Previous I/O error occurred"), and freeing space did not help. Now node 3
+/// keeps a reserve: the upload that would eat into it is refused as "disk full", and status,
+/// searches and fetches go on. Node 4 keeps none: the disk refuses its write for real, and
+/// it serves nothing that writes until space returns. Once it does, both take images again
+/// without a restart (node 4 reopens its store). Real node processes, stores on small tmpfs
+/// mounts.
+#[test]
+fn a_full_disk_refuses_uploads_serves_reads_and_recovers_without_a_restart() {
+    let dir = init_cluster("diskfull");
+    let cluster = dir.to_str().unwrap();
+    let disks = match (
+        SmallDisk::mount(&dir.join("disk3"), 8),
+        SmallDisk::mount(&dir.join("disk4"), 8),
+    ) {
+        (Ok(a), Ok(b)) => [a, b],
+        (Err(why), _) | (_, Err(why)) => {
+            eprintln!("skipped: cannot mount a small tmpfs here ({why}); run as root to test");
+            std::fs::remove_dir_all(&dir).ok();
+            return;
+        }
+    };
+    store_on(&dir, 3, &disks[0], 1);
+    store_on(&dir, 4, &disks[1], 0);
+    let up = start(&dir);
+    let first = index_one(cluster, &testdata("photos/camera.png"));
+
+    // Both disks full but for 300 KiB; the next photo is 790 KB.
+    for disk in &disks {
+        disk.fill_leaving(300 << 10);
+    }
+    let big = testdata("photos/astronaut.png");
+    let out = obscura(&["index", "--cluster", cluster, &big]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("node 3: disk full"), "{said}");
+    assert!(said.contains("node 4: server failure"), "{said}");
+    assert!(said.contains("No space left on device"), "{said}");
+
+    // Node 3 still serves: status, a search (5 of the 6 nodes must answer, and node 4 cannot
+    // record one), and a fetch from nodes 3, 5 and 6 with the others stopped.
+    let out = obscura(&["status", "--cluster", cluster]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = obscura(&[
+        "search",
+        "--cluster",
+        cluster,
+        &testdata("derived/camera.q75.jpg"),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][0]["id"], first.as_str());
+    for node in [1, 2, 4] {
+        signal_node(&dir, node, "STOP");
+    }
+    let rebuilt = dir.join("camera.png");
+    let out = get(cluster, &first, &rebuilt);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&rebuilt).unwrap(),
+        std::fs::read(testdata("photos/camera.png")).unwrap()
+    );
+    for node in [1, 2, 4] {
+        signal_node(&dir, node, "CONT");
+    }
+
+    // Space returns: the same photo goes in, no node restarted.
+    for disk in &disks {
+        disk.empty();
+    }
+    index_one(cluster, &big);
+    assert_eq!(status(&dir), vec![(2, 0); NODES]);
+    let out = obscura(&["audit", "verify", "--cluster", cluster]);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(up);
+    drop(disks);
+}

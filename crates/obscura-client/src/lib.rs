@@ -1851,6 +1851,7 @@ pub(crate) fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Unauthorized => "not authenticated (log in again)",
         ErrorCode::RateLimited => "rate limited",
         ErrorCode::TooLarge => "request too large",
+        ErrorCode::StorageFull => "disk full",
     }
 }
 

@@ -342,6 +342,7 @@ fn build(
             node_keys: node_keys.clone(),
             policy: fitted(opt.policy, n as u8),
             limits: ServerLimits::default(),
+            storage: Default::default(),
         };
         write(
             &nd.join("node.json"),

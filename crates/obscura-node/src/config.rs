@@ -118,6 +118,42 @@ pub struct NodeConfig {
     /// Limits on what a connection can make this server spend.
     #[serde(default)]
     pub limits: ServerLimits,
+    /// How the store uses memory and disk.
+    #[serde(default)]
+    pub storage: StorageSettings,
+}
+
+/// How a node's store uses memory and disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageSettings {
+    /// MiB of store pages kept in memory: the node's memory stops growing with its store here.
+    pub cache_mb: u64,
+    /// MiB kept free on the store's disk: an upload that would eat into it is refused ("disk
+    /// full", nothing written), so searches, fetches and their audit entries go on. With 0 the
+    /// disk itself refuses, and every request that writes (searches and fetches record theirs)
+    /// fails until space returns; the store reopens by itself then.
+    pub reserve_mb: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        let d = obscura_store::StoreOptions::default();
+        StorageSettings {
+            cache_mb: (d.cache_bytes >> 20) as u64,
+            reserve_mb: d.reserve_bytes >> 20,
+        }
+    }
+}
+
+impl StorageSettings {
+    /// As the store takes them.
+    pub fn options(&self) -> obscura_store::StoreOptions {
+        obscura_store::StoreOptions {
+            cache_bytes: usize::try_from(self.cache_mb.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            reserve_bytes: self.reserve_mb.saturating_mul(1 << 20),
+        }
+    }
 }
 
 fn default_pending_timeout() -> u64 {
@@ -593,7 +629,7 @@ impl LoadedNode {
             secrets.zero_keys.clone(),
         )
         .map_err(|e| Error::Secrets(e.to_string()))?;
-        let store = Store::open(&at(&config.store), config.node)?;
+        let store = Store::open_with(&at(&config.store), config.node, config.storage.options())?;
         let audit_key = SigningKey::from_bytes(&secrets.audit_key);
         if node_keys[usize::from(config.node) - 1] != audit_key.verifying_key() {
             return Err(bad(format!(

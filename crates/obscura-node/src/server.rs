@@ -220,6 +220,7 @@ pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::RolledBack => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         },
         ResponseBody::Ok
         | ResponseBody::Lookup { .. }
@@ -262,6 +263,7 @@ pub(crate) fn store_error(e: obscura_store::Error) -> ResponseBody {
         E::KeyVersion { .. } => ErrorCode::UnknownKey,
         E::ElementsChanged => ErrorCode::Internal,
         E::RolledBack { .. } => ErrorCode::RolledBack,
+        E::DiskFull { .. } => ErrorCode::StorageFull,
         E::Open { .. } | E::WrongNode { .. } | E::Storage(_) | E::Corrupt(_) => ErrorCode::Internal,
     };
     error(code, e.to_string())

@@ -240,7 +240,7 @@ async fn replayed_stale_and_malformed_requests_are_refused() {
     assert_eq!((s, code(&b)), (403, Some(ErrorCode::Stale)));
 
     let mut future = TestNode::request(RequestBody::Status).encode();
-    future[5] = 12;
+    future[5] = (obscura_proto::VERSION + 1) as u8;
     let (s, b) = node.post_raw("/v1/status", future).await;
     assert_eq!((s, code(&b)), (400, Some(ErrorCode::UnsupportedVersion)));
 

@@ -26,7 +26,7 @@
 //!     auth: None,
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x0b");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x0c");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -35,8 +35,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 12;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(12))));
+//! future[5] = 13;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(13))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -45,7 +45,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 11;
+pub const VERSION: u16 = 12;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -1135,6 +1135,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The request body is larger than the server takes for this operation.
     TooLarge,
+    /// The server's disk is full: it refused a write, and nothing of it was written. Reads go
+    /// on while the server's reserve of free space lasts.
+    StorageFull,
 }
 
 /// One audit entry on the wire (see the node store's audit module).

@@ -552,10 +552,10 @@ fn encoding_is_frozen() {
         hex.len(),
         2 * (6 + 16 + 5 + 1 + 16 + 5 + 2 + 256 + 1 + 32 + 1 + 1 + 1 + 1 + 40 + 1 + 64 + 1 + 64)
     );
-    assert_eq!(&hex[..12], "4f425343000b");
+    assert_eq!(&hex[..12], "4f425343000c");
     assert_eq!(
         fnv1a(&r.encode()),
-        "15b9c219511e4362",
+        "8b91b1e70f15592f",
         "wire encoding changed"
     );
 }

@@ -25,7 +25,7 @@
 
 use std::path::Path;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::audit::{self, AuditEntry, AuditKind};
 use crate::{Error, AUDIT, REQUESTS, REQUESTS_BY_TIME};
@@ -53,7 +53,7 @@ pub struct Budget {
 
 /// A keeper's redb store.
 pub struct KeeperStore {
-    db: Database,
+    db: crate::db::Db,
     keeper: u8,
 }
 
@@ -72,8 +72,9 @@ impl KeeperStore {
     /// [`Error::Open`] when the file cannot be opened, [`Error::WrongNode`] when it belongs to
     /// another keeper.
     pub fn open(path: &Path, keeper: u8) -> Result<KeeperStore, Error> {
-        let db = crate::create_database(path)?;
-        let txn = db.begin_write()?;
+        let db = crate::db::Db::open(path, crate::StoreOptions::default())?;
+        let guard = db.get()?;
+        let txn = guard.begin_write()?;
         {
             crate::claim(&txn, "keeper", keeper)?;
             txn.open_table(BUDGETS)?;
@@ -84,6 +85,7 @@ impl KeeperStore {
             txn.open_table(VAULT_STATE)?;
         }
         txn.commit()?;
+        drop(guard);
         Ok(KeeperStore { db, keeper })
     }
 
@@ -108,7 +110,7 @@ impl KeeperStore {
         // before any session, so the keeper counts refusals and sums them up
         // ([`record_refusal`](Self::record_refusal)).
         crate::admit(
-            &self.db,
+            &*self.db.get()?,
             request_id,
             at,
             now,
@@ -123,7 +125,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on failure.
     pub fn record_refusal(&self, subject: &[u8; 16], detail: &str, now: u64) -> Result<(), Error> {
-        crate::audit_refusal(&self.db, subject, now, detail.as_bytes())
+        crate::audit_refusal(&*self.db.get()?, subject, now, detail.as_bytes())
     }
 
     /// Charge `evaluations` to `client`'s budget for the window holding `now`, and audit it. A
@@ -144,7 +146,8 @@ impl KeeperStore {
     ) -> Result<(), Error> {
         let window = budget.window_s.max(1);
         let start = now - now % window;
-        let mut txn = self.db.begin_write()?;
+        let db = self.db.get()?;
+        let mut txn = db.begin_write()?;
         txn.set_durability(Durability::None)?;
         let used = {
             let table = txn.open_table(BUDGETS)?;
@@ -170,7 +173,7 @@ impl KeeperStore {
                 hex(client),
                 budget.evaluations
             );
-            crate::audit_refusal(&self.db, request_id, now, detail.as_bytes())?;
+            crate::audit_refusal(&db, request_id, now, detail.as_bytes())?;
             return Err(Error::OverBudget {
                 used,
                 asked: evaluations,
@@ -197,7 +200,8 @@ impl KeeperStore {
     /// [`Error::Storage`] on a read failure.
     pub fn used(&self, client: &[u8; 16], window_s: u64, now: u64) -> Result<u64, Error> {
         let start = now - now % window_s.max(1);
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(BUDGETS)?;
         let row = table.get(client.as_slice())?;
         Ok(match row.map(|v| v.value().to_vec()) {
@@ -220,7 +224,7 @@ impl KeeperStore {
         now: u64,
     ) -> Result<(), Error> {
         crate::audit_durably(
-            &self.db,
+            &*self.db.get()?,
             AuditKind::KeyChange,
             request_id,
             detail.as_bytes(),
@@ -237,7 +241,7 @@ impl KeeperStore {
         key: &ed25519_dalek::SigningKey,
         now: u64,
     ) -> Result<u64, Error> {
-        crate::audit_checkpoint(&self.db, key, now)
+        crate::audit_checkpoint(&*self.db.get()?, key, now)
     }
 
     /// Every audit entry, oldest first.
@@ -245,7 +249,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
-        crate::read_audit(&self.db)
+        crate::read_audit(&*self.db.get()?)
     }
 
     /// Up to `max` audit entries from `from` on, and the log's length.
@@ -253,7 +257,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a malformed entry.
     pub fn audit_page(&self, from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error> {
-        crate::read_audit_page(&self.db, from, max)
+        crate::read_audit_page(&*self.db.get()?, from, max)
     }
 }
 
@@ -264,7 +268,8 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn vault_state(&self) -> Result<u64, Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(VAULT_STATE)?;
         Ok(table.get("state")?.map_or(0, |v| v.value()))
     }
@@ -274,7 +279,8 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn vault_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(VAULT)?;
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
     }
@@ -284,7 +290,8 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn vault_scan(&self, prefix: &[u8]) -> Result<Vec<VaultRecord>, Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(VAULT)?;
         let mut out = Vec::new();
         for row in table.range(prefix..)? {
@@ -311,7 +318,8 @@ impl KeeperStore {
         detail: &str,
         now: u64,
     ) -> Result<u64, Error> {
-        let txn = self.db.begin_write()?;
+        let db = self.db.get()?;
+        let txn = db.begin_write()?;
         let state = {
             let mut table = txn.open_table(VAULT_STATE)?;
             let state = table.get("state")?.map_or(0, |v| v.value());

@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+mod db;
 pub mod keeper;
 mod rotation;
 
@@ -58,6 +59,7 @@ use redb::{
 };
 
 pub use audit::{AuditEntry, AuditKind};
+pub use db::StoreOptions;
 pub use rotation::{KeyVersions, RotationStatus, TokenMove};
 
 /// Length of a stored hash-bit share (64 field elements).
@@ -134,6 +136,21 @@ pub enum Error {
         now: u64,
         /// Allowed skew in seconds.
         window: u64,
+    },
+    /// Storing this would leave less free space than the store keeps for bookkeeping
+    /// ([`StoreOptions::reserve_bytes`]); nothing was written.
+    #[error(
+        "the disk holding the store is full: {free} bytes free, and this write needs about \
+         {needed} on top of the {reserve} kept for request records and audit entries; \
+         nothing was written"
+    )]
+    DiskFull {
+        /// Bytes free on the file system.
+        free: u64,
+        /// Bytes the write needs, counted generously.
+        needed: u64,
+        /// Bytes kept free.
+        reserve: u64,
     },
     /// A stored record is corrupt.
     #[error("corrupt store: {0}")]
@@ -307,7 +324,7 @@ pub struct StoreStats {
 
 /// One node's store.
 pub struct Store {
-    db: Database,
+    db: db::Db,
     node: u8,
     /// Every committed posting, token → images, mirrored from the `postings` table so Stage-1
     /// reads no B-tree: at most 8 × 256 tokens per key version, 16 bytes per image and band.
@@ -368,7 +385,16 @@ impl Store {
     /// [`Error::Open`] when the file cannot be opened (also when another process holds it),
     /// [`Error::WrongNode`] when it belongs to another node.
     pub fn open(path: &Path, node: u8) -> Result<Store, Error> {
-        let db = create_database(path)?;
+        Self::open_with(path, node, StoreOptions::default())
+    }
+
+    /// Open (or create) the store of node `node` at `path`, with the cache and free-space
+    /// reserve of `options`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with(path: &Path, node: u8, options: StoreOptions) -> Result<Store, Error> {
+        let db = db::Db::open(path, options)?;
         use std::hash::BuildHasher;
         let store = Store {
             db,
@@ -377,7 +403,8 @@ impl Store {
             keys: RwLock::default(),
             count_key: std::collections::hash_map::RandomState::new().hash_one(node) | 1,
         };
-        let txn = store.db.begin_write()?;
+        let guard = store.db.get()?;
+        let txn = guard.begin_write()?;
         {
             claim(&txn, "node", node)?;
             // Create every table so readers never meet a missing one.
@@ -394,13 +421,15 @@ impl Store {
             txn.open_table(AUDIT)?;
         }
         txn.commit()?;
+        drop(guard);
         store.load_postings()?;
         store.load_keys()?;
         Ok(store)
     }
 
     fn load_postings(&self) -> Result<(), Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let table = txn.open_multimap_table(POSTINGS)?;
         let mut map: HashMap<[u8; TOKEN_LEN], Vec<ImageId>> = HashMap::new();
         for entry in table.iter()? {
@@ -458,10 +487,6 @@ impl Store {
         self.node
     }
 
-    fn begin_durable(&self) -> Result<WriteTransaction, Error> {
-        begin_durable(&self.db)
-    }
-
     /// Store an image as pending. Idempotent: preparing the same image again succeeds, and
     /// replaces a pending image's parts.
     ///
@@ -483,6 +508,11 @@ impl Store {
         {
             return Err(Error::Invalid("empty manifest or image share"));
         }
+        let bytes = images
+            .iter()
+            .map(|i| (i.manifest.len() + i.image_share.len() + HASH_SHARE_LEN) as u64 + 1024)
+            .sum();
+        self.db.check_room(bytes)?;
         if images.iter().any(|i| i.retired_tokens.is_some()) {
             let mut keys = self.keys_mut();
             let added = self.prepare_under(&keys, images, now)?;
@@ -504,7 +534,8 @@ impl Store {
         if let Some(img) = images.iter().find(|i| i.key_version != keys.writing()) {
             return Err(keys.refuse(img.key_version));
         }
-        let txn = self.begin_durable()?;
+        let db = self.db.get()?;
+        let txn = begin_durable(&db)?;
         let mut added = Vec::new();
         {
             let mut state = txn.open_table(STATE)?;
@@ -564,7 +595,8 @@ impl Store {
     /// As [`commit`](Self::commit), for the first image that fails; nothing changes then.
     pub fn commit_many(&self, images: &[ImageId], now: u64) -> Result<(), Error> {
         let keys = self.keys();
-        let txn = self.begin_durable()?;
+        let db = self.db.get()?;
+        let txn = begin_durable(&db)?;
         let mut committed = Vec::with_capacity(images.len());
         {
             let mut state = txn.open_table(STATE)?;
@@ -629,7 +661,8 @@ impl Store {
         now: u64,
         allow: impl FnOnce(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let txn = self.begin_durable()?;
+        let db = self.db.get()?;
+        let txn = begin_durable(&db)?;
         {
             let manifests = txn.open_table(MANIFESTS)?;
             let stored = manifests.get(image.0.as_slice())?;
@@ -652,7 +685,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on failure (nothing removed).
     pub fn purge_pending(&self, before: u64, now: u64) -> Result<usize, Error> {
-        let txn = self.begin_durable()?;
+        let db = self.db.get()?;
+        let txn = begin_durable(&db)?;
         let stale: Vec<ImageId> = {
             let state = txn.open_table(STATE)?;
             let mut v = Vec::new();
@@ -739,7 +773,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a share of the wrong size.
     pub fn hash_shares(&self, ids: &[ImageId]) -> Result<Vec<Option<[u8; HASH_SHARE_LEN]>>, Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(HASH_SHARES)?;
         ids.iter()
             .map(|id| {
@@ -760,7 +795,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn committed_ids(&self, max: u64) -> Result<Option<Vec<ImageId>>, Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(HASH_SHARES)?;
         if table.len()? > max {
             return Ok(None);
@@ -782,7 +818,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn image(&self, image: &ImageId) -> Result<Option<StoredImage>, Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let id = image.0.as_slice();
         match txn.open_table(STATE)?.get(id)? {
             Some(r) if ImageRecord::decode(r.value())?.state == ImageState::Committed => {}
@@ -804,7 +841,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn state(&self, image: &ImageId) -> Result<Option<ImageState>, Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let state = txn.open_table(STATE)?;
         let r = state.get(image.0.as_slice())?;
         r.map(|r| ImageRecord::decode(r.value()).map(|r| r.state))
@@ -859,7 +897,7 @@ impl Store {
         window: u64,
     ) -> Result<(), Error> {
         admit(
-            &self.db,
+            &*self.db.get()?,
             request_id,
             at,
             now,
@@ -877,7 +915,15 @@ impl Store {
         window: u64,
         durability: Durability,
     ) -> Result<(), Error> {
-        admit(&self.db, request_id, at, now, window, durability, true)
+        admit(
+            &*self.db.get()?,
+            request_id,
+            at,
+            now,
+            window,
+            durability,
+            true,
+        )
     }
 
     /// Append a request to the audit log: its request id and a short description (who asked,
@@ -892,7 +938,8 @@ impl Store {
         detail: &[u8],
         now: u64,
     ) -> Result<(), Error> {
-        let mut txn = self.db.begin_write()?;
+        let db = self.db.get()?;
+        let mut txn = db.begin_write()?;
         txn.set_durability(Durability::None)?;
         audit::append(&txn, now, AuditKind::Query, request_id, detail)?;
         txn.commit()?;
@@ -909,7 +956,7 @@ impl Store {
         key: &ed25519_dalek::SigningKey,
         now: u64,
     ) -> Result<u64, Error> {
-        audit_checkpoint(&self.db, key, now)
+        audit_checkpoint(&*self.db.get()?, key, now)
     }
 
     /// Every audit entry, oldest first.
@@ -917,7 +964,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
-        read_audit(&self.db)
+        read_audit(&*self.db.get()?)
     }
 
     /// Up to `max` audit entries from `from` on, and the log's length.
@@ -925,7 +972,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a malformed entry.
     pub fn audit_page(&self, from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error> {
-        read_audit_page(&self.db, from, max)
+        read_audit_page(&*self.db.get()?, from, max)
     }
 
     /// Append a refusal that the store itself did not see (a request that failed its
@@ -939,7 +986,7 @@ impl Store {
         detail: &[u8],
         now: u64,
     ) -> Result<(), Error> {
-        audit_refusal(&self.db, request_id, now, detail)
+        audit_refusal(&*self.db.get()?, request_id, now, detail)
     }
 
     /// The VOPRF band elements stored, by token.
@@ -947,7 +994,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a malformed row.
     pub fn token_elements(&self) -> Result<Vec<(Token, [u8; 32])>, Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(TOKEN_ELEMENTS)?;
         table
             .iter()?
@@ -968,7 +1016,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn stats(&self) -> Result<StoreStats, Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let committed = txn.open_table(HASH_SHARES)?.len()?;
         let pending = txn.open_table(PENDING_HASH_SHARES)?.len()?;
         let audit_entries = txn.open_table(AUDIT)?.len()?;
@@ -1124,17 +1173,6 @@ fn read_audit(db: &Database) -> Result<Vec<AuditEntry>, Error> {
             AuditEntry::decode(k.value(), v.value())
         })
         .collect()
-}
-
-/// Create (or open) the redb file at `path`, making its folder first.
-fn create_database(path: &Path) -> Result<Database, Error> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Storage(e.to_string()))?;
-    }
-    Database::create(path).map_err(|source| Error::Open {
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 /// Record in a new store that it belongs to server `id` of kind `role` ("node", "keeper"), or

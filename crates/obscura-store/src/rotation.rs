@@ -19,8 +19,8 @@ use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTable
 use zeroize::Zeroizing;
 
 use crate::{
-    audit, AuditKind, Error, ImageRecord, ImageState, Store, META, POSTINGS, STATE, TOKEN_ELEMENTS,
-    TOKEN_MAP,
+    audit, begin_durable, AuditKind, Error, ImageRecord, ImageState, Store, META, POSTINGS, STATE,
+    TOKEN_ELEMENTS, TOKEN_MAP,
 };
 
 type Tok = [u8; TOKEN_LEN];
@@ -236,7 +236,8 @@ impl Store {
     }
 
     pub(crate) fn load_keys(&self) -> Result<(), Error> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let current = match meta.get(KEY_VERSION)? {
             None => 1,
@@ -318,7 +319,8 @@ impl Store {
             return Err(Error::Invalid("the next key version must be newer"));
         }
         let forward: HashMap<Tok, Tok> = moves.iter().map(|m| (m.from.0, m.to.0)).collect();
-        let txn = self.begin_durable()?;
+        let db = self.db.get()?;
+        let txn = begin_durable(&db)?;
         let total;
         {
             let mut elements = txn.open_table(TOKEN_ELEMENTS)?;
@@ -362,6 +364,7 @@ impl Store {
             forward,
         });
         drop(keys);
+        drop(db);
         self.rotation_status()
     }
 
@@ -380,7 +383,8 @@ impl Store {
             drop(keys);
             return self.rotation_status();
         }
-        let txn = self.begin_durable()?;
+        let db = self.db.get()?;
+        let txn = begin_durable(&db)?;
         let mut moved: Vec<(crate::ImageId, [Token; BANDS], [Token; BANDS])> = Vec::new();
         let mut scanned = 0usize;
         {
@@ -457,6 +461,7 @@ impl Store {
         }
         drop(map);
         drop(keys);
+        drop(db);
         self.rotation_status()
     }
 
@@ -481,7 +486,8 @@ impl Store {
             return Err(Error::Invalid("another rotation is under way"));
         }
         let from = keys.current;
-        let txn = self.begin_durable()?;
+        let db = self.db.get()?;
+        let txn = begin_durable(&db)?;
         {
             let mut meta = txn.open_table(META)?;
             let record = match meta.get(ROTATION)? {
@@ -512,6 +518,7 @@ impl Store {
             rotation: None,
         };
         drop(keys);
+        drop(db);
         self.rotation_status()
     }
 
@@ -521,7 +528,8 @@ impl Store {
     /// [`Error::Storage`] on a read failure.
     pub fn rotation_status(&self) -> Result<RotationStatus, Error> {
         let versions = self.key_versions();
-        let txn = self.db.begin_read()?;
+        let db = self.db.get()?;
+        let txn = db.begin_read()?;
         let record = match txn.open_table(META)?.get(ROTATION)? {
             Some(v) => Some(Record::decode(v.value())?),
             None => None,
