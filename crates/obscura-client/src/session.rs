@@ -557,6 +557,11 @@ impl KeeperLink {
 
     /// Register `user` with `keepers` (in this link's sessions, where it holds them); the
     /// keepers that failed, with why.
+    ///
+    /// A keeper that already holds the account (an earlier run registered it there, and failed
+    /// at another keeper) counts as done when this password logs in there. When it does not,
+    /// the account there has another password, and no keeper is asked to store anything: every
+    /// first step is taken before any second one, and only the second stores.
     pub(crate) async fn register_at(
         &self,
         user: &str,
@@ -573,24 +578,68 @@ impl KeeperLink {
                 Zeroizing::new(password.to_vec()),
             );
             set.spawn(async move {
-                let result = async {
+                let started = async {
                     let (reg, request) = ClientRegistration::start(&password, &mut OsRng)
                         .map_err(|e| e.to_string())?;
-                    let response = match link
-                        .post(
-                            j,
-                            RequestBody::KeeperRegister {
-                                user: user.clone(),
-                                request,
-                                bootstrap,
-                            },
-                        )
-                        .await
-                        .0?
-                    {
-                        ResponseBody::KeeperRegistration { response } => response,
-                        _ => return Err("unexpected answer".to_string()),
+                    let body = RequestBody::KeeperRegister {
+                        user,
+                        request,
+                        bootstrap,
                     };
+                    match link.post(j, body).await.0? {
+                        ResponseBody::KeeperRegistration { response } => Ok((reg, response)),
+                        _ => Err("unexpected answer".to_string()),
+                    }
+                }
+                .await;
+                (j, started)
+            });
+        }
+        let (mut ready, mut held, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok((j, Ok(started))) => ready.push((j, started)),
+                Ok((j, Err(reason))) if holds_account(&reason, bootstrap.is_some()) => {
+                    held.push((j, reason))
+                }
+                Ok((keeper, Err(reason))) => failures.push(KeeperFailure { keeper, reason }),
+                Err(e) => failures.push(KeeperFailure {
+                    keeper: 0,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let mut other_password = Vec::new();
+        for (keeper, reason) in held {
+            if let Err(why) = self.confirm_password(keeper, user, password).await {
+                other_password.push(KeeperFailure {
+                    keeper,
+                    reason: format!("{reason}, and this password does not log in there ({why})"),
+                });
+            }
+        }
+        if !other_password.is_empty() {
+            failures.extend(other_password);
+            failures.extend(ready.iter().map(|(keeper, _)| {
+                KeeperFailure {
+                    keeper: *keeper,
+                    reason: "not registered: another keeper holds this account under another \
+                         password (use that one)"
+                        .into(),
+                }
+            }));
+            failures.sort_by_key(|f| f.keeper);
+            return failures;
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (j, (reg, response)) in ready {
+            let (link, user, password) = (
+                self.clone(),
+                user.to_string(),
+                Zeroizing::new(password.to_vec()),
+            );
+            set.spawn(async move {
+                let result = async {
                     // Argon2id runs here: off the async workers.
                     let upload = tokio::task::spawn_blocking(move || {
                         reg.finish(&password, &response, &mut OsRng)
@@ -598,19 +647,13 @@ impl KeeperLink {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
-                    match link
-                        .post(
-                            j,
-                            RequestBody::KeeperRegisterFinish {
-                                user,
-                                upload,
-                                roles,
-                                bootstrap,
-                            },
-                        )
-                        .await
-                        .0?
-                    {
+                    let body = RequestBody::KeeperRegisterFinish {
+                        user,
+                        upload,
+                        roles,
+                        bootstrap,
+                    };
+                    match link.post(j, body).await.0? {
                         ResponseBody::Ok => Ok(()),
                         _ => Err("unexpected answer".to_string()),
                     }
@@ -619,7 +662,93 @@ impl KeeperLink {
                 (j, result)
             });
         }
-        joined_failures(set).await
+        failures.extend(joined_failures(set).await);
+        failures.sort_by_key(|f| f.keeper);
+        failures
+    }
+
+    /// Whether `password` logs `user` in at keeper `j`. The session this opens is ended at once.
+    async fn confirm_password(&self, j: u8, user: &str, password: &[u8]) -> Result<(), String> {
+        let mut slot = self.login_at(j, user, password, 0).await?;
+        let url = &self.urls[usize::from(j) - 1];
+        let mut request_id = [0u8; 16];
+        OsRng.fill_bytes(&mut request_id);
+        let logout = Request {
+            request_id,
+            timestamp: unix_now(),
+            body: RequestBody::KeeperLogout,
+            auth: None,
+        }
+        .encode();
+        if let Ok(message) = slot.channel.seal(&logout, unix_now()) {
+            let session = slot.channel.id();
+            // Ending it is a courtesy: the keeper drops it on expiry anyway.
+            let _ = post(
+                &self.http,
+                url,
+                RequestBody::KeeperSealed { session, message },
+                None,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Log in as `user` at keeper `j` alone; the session's channel sends in `lane`.
+    async fn login_at(
+        &self,
+        j: u8,
+        user: &str,
+        password: &[u8],
+        lane: u32,
+    ) -> Result<Slot, String> {
+        let url = self
+            .urls
+            .get(usize::from(j).wrapping_sub(1))
+            .ok_or_else(|| format!("no keeper {j}"))?;
+        let (login, ke1) = ClientLogin::start(password, &mut OsRng).map_err(|e| e.to_string())?;
+        let user = user.to_string();
+        let (id, ke2) = match post(
+            &self.http,
+            url,
+            RequestBody::KeeperLoginStart { user, ke1 },
+            None,
+        )
+        .await
+        .0
+        .map_err(|f| f.to_string())?
+        {
+            ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
+            _ => return Err("unexpected answer".to_string()),
+        };
+        let context = obscura_node::accounts::login_context(j);
+        let password = Zeroizing::new(password.to_vec());
+        // Argon2id runs here: off the async workers.
+        let (ke3, key) = tokio::task::spawn_blocking(move || {
+            login.finish(&password, &ke2, &context, &mut OsRng)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        match post(
+            &self.http,
+            url,
+            RequestBody::KeeperLoginFinish { login: id, ke3 },
+            None,
+        )
+        .await
+        .0
+        .map_err(|f| f.to_string())?
+        {
+            ResponseBody::KeeperSession {
+                session,
+                expires_at,
+            } => Ok(Slot {
+                channel: Channel::resume(&key, session, expires_at, lane),
+                key,
+            }),
+            _ => Err("unexpected answer".to_string()),
+        }
     }
 
     /// Log in as `user` with every keeper; at least `need` must succeed. Sessions replace any
@@ -635,59 +764,12 @@ impl KeeperLink {
         let lane = self.sessions.new_lane()?;
         let mut set = tokio::task::JoinSet::new();
         for j in 1..=m as u8 {
-            let (http, url, user, password) = (
-                self.http.clone(),
-                self.urls[usize::from(j) - 1].clone(),
+            let (link, user, password) = (
+                self.clone(),
                 user.to_string(),
                 Zeroizing::new(password.to_vec()),
             );
-            set.spawn(async move {
-                let result = async {
-                    let (login, ke1) =
-                        ClientLogin::start(&password, &mut OsRng).map_err(|e| e.to_string())?;
-                    let (id, ke2) = match post(
-                        &http,
-                        &url,
-                        RequestBody::KeeperLoginStart { user, ke1 },
-                        None,
-                    )
-                    .await
-                    .0
-                    .map_err(|f| f.to_string())?
-                    {
-                        ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
-                        _ => return Err("unexpected answer".to_string()),
-                    };
-                    let context = obscura_node::accounts::login_context(j);
-                    let (ke3, key) = tokio::task::spawn_blocking(move || {
-                        login.finish(&password, &ke2, &context, &mut OsRng)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                    match post(
-                        &http,
-                        &url,
-                        RequestBody::KeeperLoginFinish { login: id, ke3 },
-                        None,
-                    )
-                    .await
-                    .0
-                    .map_err(|f| f.to_string())?
-                    {
-                        ResponseBody::KeeperSession {
-                            session,
-                            expires_at,
-                        } => Ok(Slot {
-                            channel: Channel::resume(&key, session, expires_at, lane),
-                            key,
-                        }),
-                        _ => Err("unexpected answer".to_string()),
-                    }
-                }
-                .await;
-                (j, result)
-            });
+            set.spawn(async move { (j, link.login_at(j, &user, &password, lane).await) });
         }
         let mut opened = Vec::new();
         let mut failures = Vec::new();
@@ -736,6 +818,14 @@ impl KeeperLink {
         self.sessions.save(true)?;
         Ok(failures)
     }
+}
+
+/// Whether a keeper's refusal of a registration's first step says it holds the account already:
+/// an admin's registration of an existing name, or a first account's where the keeper has one.
+fn holds_account(reason: &str, first_account: bool) -> bool {
+    let refused = |code| reason.starts_with(&format!("{} (", crate::code_name(code)));
+    refused(obscura_proto::ErrorCode::AlreadyExists)
+        || (first_account && refused(obscura_proto::ErrorCode::NoSession))
 }
 
 async fn joined_failures(

@@ -146,7 +146,7 @@ async fn a_node_serving_another_nodes_certificate_is_named_and_not_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keeper_that_missed_the_first_registration_is_not_left_to_whoever_comes_next() {
+async fn a_registration_a_keeper_missed_is_finished_by_running_it_again_and_by_nobody_else() {
     let mut c = Cluster::start_with(
         "bootstrap",
         Setup {
@@ -179,14 +179,48 @@ async fn a_keeper_that_missed_the_first_registration_is_not_left_to_whoever_come
         .register("mallory", b"pw", roles::ALL)
         .await
         .is_err());
-    // The operator, with the code, finishes at keeper 3 (the others refuse a second first).
+    // The same code with another password registers nothing: keepers 1 and 2 hold the account,
+    // and that password does not log in there, so keeper 3 is not asked to store it.
     let err = c
         .client
-        .register_first(ADMIN, PASSWORD, c.bootstrap)
+        .register_first(ADMIN, b"another password", c.bootstrap)
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(!text.contains("keeper 3"), "{text}");
+    assert!(
+        text.contains("keeper 1") && text.contains("does not log in there"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keeper 3: not registered: another keeper holds this account"),
+        "{text}"
+    );
+    // The operator runs the registration again and it finishes at keeper 3: keepers 1 and 2
+    // count as done because its password logs in there. Before, they refused a second first
+    // account and the run failed, leaving keeper 3 without one for good.
+    c.client
+        .register_first(ADMIN, PASSWORD, c.bootstrap)
+        .await
+        .unwrap();
     let report = c.client.login(ADMIN, PASSWORD).await.unwrap();
     assert_eq!(report.keepers, vec![1, 2, 3]);
+
+    // The same for an account an admin registers while a keeper is down.
+    c.keeper_down(2).await;
+    let err = c
+        .client
+        .register("alice", PASSWORD, roles::QUERIER)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("keeper 2"), "{err}");
+    c.keeper_up(2).await;
+    c.client
+        .register("alice", PASSWORD, roles::QUERIER)
+        .await
+        .unwrap();
+    let alice = c.querier_client();
+    assert_eq!(
+        alice.login("alice", PASSWORD).await.unwrap().keepers,
+        vec![1, 2, 3]
+    );
 }
