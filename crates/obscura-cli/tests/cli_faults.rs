@@ -545,10 +545,10 @@ fn store_on(dir: &Path, node: u8, disk: &SmallDisk, reserve_mb: u64) {
 /// The finding: after its disk filled, a node failed every request until restarted, reads and
 /// status included ("Previous I/O error occurred"), and freeing space did not help. Now node 3
 /// keeps a reserve: the upload that would eat into it is refused as "disk full", and status,
-/// searches and fetches go on. Node 4 keeps none: the disk refuses its write for real, and
-/// it serves nothing that writes until space returns. Once it does, both take images again
-/// without a restart (node 4 reopens its store). Real node processes, stores on small tmpfs
-/// mounts.
+/// searches and fetches go on. Node 4 keeps none: the disk refuses its write for real, and it
+/// refuses what needs its store, saying why, until space returns. Once it does, both take
+/// images again without a restart (node 4 reopens its store). Real node processes, stores on
+/// small tmpfs mounts.
 #[test]
 fn a_full_disk_refuses_uploads_serves_reads_and_recovers_without_a_restart() {
     let dir = init_cluster("diskfull");
@@ -581,10 +581,15 @@ fn a_full_disk_refuses_uploads_serves_reads_and_recovers_without_a_restart() {
     assert!(said.contains("node 4: server failure"), "{said}");
     assert!(said.contains("No space left on device"), "{said}");
 
-    // Node 3 still serves: status, a search (5 of the 6 nodes must answer, and node 4 cannot
-    // record one), and a fetch from nodes 3, 5 and 6 with the others stopped.
+    // Node 3 still serves: status, a search (5 of the 6 nodes must answer, and node 4 cannot),
+    // and a fetch from nodes 3, 5 and 6 with the others stopped. Node 4 says why it cannot.
     let out = obscura(&["status", "--cluster", cluster]);
-    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("node 3: 1 images, 0 pending"), "{said}");
+    assert!(
+        said.contains("node 4: server failure") && said.contains("reopens once the disk has room"),
+        "{said}"
+    );
     let out = obscura(&[
         "search",
         "--cluster",

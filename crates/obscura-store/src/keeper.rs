@@ -89,6 +89,14 @@ impl KeeperStore {
         Ok(KeeperStore { db, keeper })
     }
 
+    /// The database, reopened first where a failure latched in it.
+    fn db(&self) -> Result<crate::db::DbGuard<'_>, Error> {
+        if self.db.wants_reopen() {
+            self.db.reopen(|_| Ok(()))?;
+        }
+        self.db.get()
+    }
+
     /// The keeper this store belongs to.
     pub fn keeper(&self) -> u8 {
         self.keeper
@@ -110,7 +118,7 @@ impl KeeperStore {
         // before any session, so the keeper counts refusals and sums them up
         // ([`record_refusal`](Self::record_refusal)).
         crate::admit(
-            &*self.db.get()?,
+            &*self.db()?,
             request_id,
             at,
             now,
@@ -125,7 +133,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on failure.
     pub fn record_refusal(&self, subject: &[u8; 16], detail: &str, now: u64) -> Result<(), Error> {
-        crate::audit_refusal(&*self.db.get()?, subject, now, detail.as_bytes())
+        crate::audit_refusal(&*self.db()?, subject, now, detail.as_bytes())
     }
 
     /// Charge `evaluations` to `client`'s budget for the window holding `now`, and audit it. A
@@ -146,7 +154,7 @@ impl KeeperStore {
     ) -> Result<(), Error> {
         let window = budget.window_s.max(1);
         let start = now - now % window;
-        let db = self.db.get()?;
+        let db = self.db()?;
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::None)?;
         let used = {
@@ -200,7 +208,7 @@ impl KeeperStore {
     /// [`Error::Storage`] on a read failure.
     pub fn used(&self, client: &[u8; 16], window_s: u64, now: u64) -> Result<u64, Error> {
         let start = now - now % window_s.max(1);
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(BUDGETS)?;
         let row = table.get(client.as_slice())?;
@@ -224,7 +232,7 @@ impl KeeperStore {
         now: u64,
     ) -> Result<(), Error> {
         crate::audit_durably(
-            &*self.db.get()?,
+            &*self.db()?,
             AuditKind::KeyChange,
             request_id,
             detail.as_bytes(),
@@ -241,7 +249,7 @@ impl KeeperStore {
         key: &ed25519_dalek::SigningKey,
         now: u64,
     ) -> Result<u64, Error> {
-        crate::audit_checkpoint(&*self.db.get()?, key, now)
+        crate::audit_checkpoint(&*self.db()?, key, now)
     }
 
     /// Every audit entry, oldest first.
@@ -249,7 +257,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
-        crate::read_audit(&*self.db.get()?)
+        crate::read_audit(&*self.db()?)
     }
 
     /// Up to `max` audit entries from `from` on, and the log's length.
@@ -257,7 +265,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a malformed entry.
     pub fn audit_page(&self, from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error> {
-        crate::read_audit_page(&*self.db.get()?, from, max)
+        crate::read_audit_page(&*self.db()?, from, max)
     }
 }
 
@@ -268,7 +276,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn vault_state(&self) -> Result<u64, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(VAULT_STATE)?;
         Ok(table.get("state")?.map_or(0, |v| v.value()))
@@ -279,7 +287,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn vault_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(VAULT)?;
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
@@ -290,7 +298,7 @@ impl KeeperStore {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn vault_scan(&self, prefix: &[u8]) -> Result<Vec<VaultRecord>, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(VAULT)?;
         let mut out = Vec::new();
@@ -318,7 +326,7 @@ impl KeeperStore {
         detail: &str,
         now: u64,
     ) -> Result<u64, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_write()?;
         let state = {
             let mut table = txn.open_table(VAULT_STATE)?;

@@ -206,7 +206,7 @@ macro_rules! storage_errors {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Storage(e.to_string())
+                storage_error(e.to_string())
             }
         }
     )*};
@@ -219,6 +219,19 @@ storage_errors!(
     redb::CommitError,
     redb::SetDurabilityError
 );
+
+/// A redb failure as [`Error::Storage`]; the one every operation meets after a write failed
+/// (until the store reopens) says what happened in the store's terms.
+fn storage_error(text: String) -> Error {
+    if text == redb::StorageError::PreviousIo.to_string() {
+        return Error::Storage(format!(
+            "an earlier write to the store failed (its disk full?); the store reopens once the \
+             disk has room, at most every {} s",
+            db::RETRY.as_secs()
+        ));
+    }
+    Error::Storage(text)
+}
 
 /// An image as a client hands it to a node.
 #[derive(Clone, Copy, Debug)]
@@ -421,34 +434,34 @@ impl Store {
             txn.open_table(AUDIT)?;
         }
         txn.commit()?;
+        let postings = read_postings(&guard)?;
+        let keys = rotation::read_keys(&guard)?;
         drop(guard);
-        store.load_postings()?;
-        store.load_keys()?;
+        *store.postings_mut() = postings;
+        *store.keys_mut() = keys;
         Ok(store)
     }
 
-    fn load_postings(&self) -> Result<(), Error> {
-        let db = self.db.get()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_multimap_table(POSTINGS)?;
-        let mut map: HashMap<[u8; TOKEN_LEN], Vec<ImageId>> = HashMap::new();
-        for entry in table.iter()? {
-            let (token, ids) = entry?;
-            let token: [u8; TOKEN_LEN] = token
-                .value()
-                .try_into()
-                .map_err(|_| Error::Corrupt("posting token"))?;
-            let list = map.entry(token).or_default();
-            for id in ids {
-                list.push(ImageId(
-                    id?.value()
-                        .try_into()
-                        .map_err(|_| Error::Corrupt("posting"))?,
-                ));
+    /// The database, reopened first where a failure latched in it; the posting mirror and the
+    /// key state are reloaded with it. Skipped while another thread holds the key state (this
+    /// one may): the next operation reopens it then.
+    fn db(&self) -> Result<db::DbGuard<'_>, Error> {
+        if self.db.wants_reopen() {
+            let keys = match self.keys.try_write() {
+                Ok(keys) => Some(keys),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut keys) = keys {
+                self.db.reopen(|database| {
+                    let postings = read_postings(database)?;
+                    *keys = rotation::read_keys(database)?;
+                    *self.postings_mut() = postings;
+                    Ok(())
+                })?;
             }
         }
-        *self.postings_mut() = map;
-        Ok(())
+        self.db.get()
     }
 
     fn postings_mut(
@@ -534,7 +547,7 @@ impl Store {
         if let Some(img) = images.iter().find(|i| i.key_version != keys.writing()) {
             return Err(keys.refuse(img.key_version));
         }
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = begin_durable(&db)?;
         let mut added = Vec::new();
         {
@@ -595,7 +608,7 @@ impl Store {
     /// As [`commit`](Self::commit), for the first image that fails; nothing changes then.
     pub fn commit_many(&self, images: &[ImageId], now: u64) -> Result<(), Error> {
         let keys = self.keys();
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = begin_durable(&db)?;
         let mut committed = Vec::with_capacity(images.len());
         {
@@ -661,7 +674,7 @@ impl Store {
         now: u64,
         allow: impl FnOnce(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = begin_durable(&db)?;
         {
             let manifests = txn.open_table(MANIFESTS)?;
@@ -685,7 +698,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on failure (nothing removed).
     pub fn purge_pending(&self, before: u64, now: u64) -> Result<usize, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = begin_durable(&db)?;
         let stale: Vec<ImageId> = {
             let state = txn.open_table(STATE)?;
@@ -773,7 +786,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a share of the wrong size.
     pub fn hash_shares(&self, ids: &[ImageId]) -> Result<Vec<Option<[u8; HASH_SHARE_LEN]>>, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(HASH_SHARES)?;
         ids.iter()
@@ -795,7 +808,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn committed_ids(&self, max: u64) -> Result<Option<Vec<ImageId>>, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(HASH_SHARES)?;
         if table.len()? > max {
@@ -818,7 +831,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn image(&self, image: &ImageId) -> Result<Option<StoredImage>, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let id = image.0.as_slice();
         match txn.open_table(STATE)?.get(id)? {
@@ -841,7 +854,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn state(&self, image: &ImageId) -> Result<Option<ImageState>, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let state = txn.open_table(STATE)?;
         let r = state.get(image.0.as_slice())?;
@@ -897,7 +910,7 @@ impl Store {
         window: u64,
     ) -> Result<(), Error> {
         admit(
-            &*self.db.get()?,
+            &*self.db()?,
             request_id,
             at,
             now,
@@ -915,15 +928,7 @@ impl Store {
         window: u64,
         durability: Durability,
     ) -> Result<(), Error> {
-        admit(
-            &*self.db.get()?,
-            request_id,
-            at,
-            now,
-            window,
-            durability,
-            true,
-        )
+        admit(&*self.db()?, request_id, at, now, window, durability, true)
     }
 
     /// Append a request to the audit log: its request id and a short description (who asked,
@@ -938,7 +943,7 @@ impl Store {
         detail: &[u8],
         now: u64,
     ) -> Result<(), Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::None)?;
         audit::append(&txn, now, AuditKind::Query, request_id, detail)?;
@@ -956,7 +961,7 @@ impl Store {
         key: &ed25519_dalek::SigningKey,
         now: u64,
     ) -> Result<u64, Error> {
-        audit_checkpoint(&*self.db.get()?, key, now)
+        audit_checkpoint(&*self.db()?, key, now)
     }
 
     /// Every audit entry, oldest first.
@@ -964,7 +969,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
-        read_audit(&*self.db.get()?)
+        read_audit(&*self.db()?)
     }
 
     /// Up to `max` audit entries from `from` on, and the log's length.
@@ -972,7 +977,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a malformed entry.
     pub fn audit_page(&self, from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error> {
-        read_audit_page(&*self.db.get()?, from, max)
+        read_audit_page(&*self.db()?, from, max)
     }
 
     /// Append a refusal that the store itself did not see (a request that failed its
@@ -986,7 +991,7 @@ impl Store {
         detail: &[u8],
         now: u64,
     ) -> Result<(), Error> {
-        audit_refusal(&*self.db.get()?, request_id, now, detail)
+        audit_refusal(&*self.db()?, request_id, now, detail)
     }
 
     /// The VOPRF band elements stored, by token.
@@ -994,7 +999,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure, [`Error::Corrupt`] for a malformed row.
     pub fn token_elements(&self) -> Result<Vec<(Token, [u8; 32])>, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(TOKEN_ELEMENTS)?;
         table
@@ -1016,7 +1021,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn stats(&self) -> Result<StoreStats, Error> {
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let committed = txn.open_table(HASH_SHARES)?.len()?;
         let pending = txn.open_table(PENDING_HASH_SHARES)?.len()?;
@@ -1160,6 +1165,29 @@ pub(crate) fn read_audit_page(
         })
         .collect::<Result<_, _>>()?;
     Ok((entries, total))
+}
+
+/// Every committed posting of `db`, token → images.
+fn read_postings(db: &Database) -> Result<HashMap<[u8; TOKEN_LEN], Vec<ImageId>>, Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_multimap_table(POSTINGS)?;
+    let mut map: HashMap<[u8; TOKEN_LEN], Vec<ImageId>> = HashMap::new();
+    for entry in table.iter()? {
+        let (token, ids) = entry?;
+        let token: [u8; TOKEN_LEN] = token
+            .value()
+            .try_into()
+            .map_err(|_| Error::Corrupt("posting token"))?;
+        let list = map.entry(token).or_default();
+        for id in ids {
+            list.push(ImageId(
+                id?.value()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("posting"))?,
+            ));
+        }
+    }
+    Ok(map)
 }
 
 /// Every audit entry of `db`, oldest first.

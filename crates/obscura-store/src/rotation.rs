@@ -234,40 +234,41 @@ impl Store {
     pub(crate) fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, KeyState> {
         self.keys.write().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    pub(crate) fn load_keys(&self) -> Result<(), Error> {
-        let db = self.db.get()?;
-        let txn = db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let current = match meta.get(KEY_VERSION)? {
-            None => 1,
-            Some(v) => u32::from_be_bytes(
-                v.value()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("key version"))?,
-            ),
-        };
-        let rotation = match meta.get(ROTATION)? {
-            None => None,
-            Some(r) => {
-                let record = Record::decode(r.value())?;
-                let mut forward = HashMap::new();
-                for e in txn.open_table(TOKEN_MAP)?.iter()? {
-                    let (k, v) = e?;
-                    forward.insert(tok(k.value())?, tok(v.value())?);
-                }
-                Some(Rotating {
-                    to: record.to,
-                    factor: record.factor,
-                    backward: forward.iter().map(|(a, b)| (*b, *a)).collect(),
-                    forward,
-                })
+/// The key state recorded in `db`.
+pub(crate) fn read_keys(db: &redb::Database) -> Result<KeyState, Error> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let current = match meta.get(KEY_VERSION)? {
+        None => 1,
+        Some(v) => u32::from_be_bytes(
+            v.value()
+                .try_into()
+                .map_err(|_| Error::Corrupt("key version"))?,
+        ),
+    };
+    let rotation = match meta.get(ROTATION)? {
+        None => None,
+        Some(r) => {
+            let record = Record::decode(r.value())?;
+            let mut forward = HashMap::new();
+            for e in txn.open_table(TOKEN_MAP)?.iter()? {
+                let (k, v) = e?;
+                forward.insert(tok(k.value())?, tok(v.value())?);
             }
-        };
-        *self.keys_mut() = KeyState { current, rotation };
-        Ok(())
-    }
+            Some(Rotating {
+                to: record.to,
+                factor: record.factor,
+                backward: forward.iter().map(|(a, b)| (*b, *a)).collect(),
+                forward,
+            })
+        }
+    };
+    Ok(KeyState { current, rotation })
+}
 
+impl Store {
     /// The token key versions this node serves.
     pub fn key_versions(&self) -> KeyVersions {
         self.keys().versions()
@@ -319,7 +320,7 @@ impl Store {
             return Err(Error::Invalid("the next key version must be newer"));
         }
         let forward: HashMap<Tok, Tok> = moves.iter().map(|m| (m.from.0, m.to.0)).collect();
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = begin_durable(&db)?;
         let total;
         {
@@ -383,7 +384,7 @@ impl Store {
             drop(keys);
             return self.rotation_status();
         }
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = begin_durable(&db)?;
         let mut moved: Vec<(crate::ImageId, [Token; BANDS], [Token; BANDS])> = Vec::new();
         let mut scanned = 0usize;
@@ -486,7 +487,7 @@ impl Store {
             return Err(Error::Invalid("another rotation is under way"));
         }
         let from = keys.current;
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = begin_durable(&db)?;
         {
             let mut meta = txn.open_table(META)?;
@@ -528,7 +529,7 @@ impl Store {
     /// [`Error::Storage`] on a read failure.
     pub fn rotation_status(&self) -> Result<RotationStatus, Error> {
         let versions = self.key_versions();
-        let db = self.db.get()?;
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let record = match txn.open_table(META)?.get(ROTATION)? {
             Some(v) => Some(Record::decode(v.value())?),
