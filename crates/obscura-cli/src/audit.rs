@@ -1,9 +1,10 @@
 //! `obscura audit verify`: fetch every node's hash-chained audit log and check it.
 //!
 //! Each log must be an unbroken chain whose checkpoints verify under the node's audit key (the
-//! public half sits in `DIR/nodeN/audit-key.pub` from cluster creation). The head verified last
-//! time is kept in `DIR/client/audit-heads.json`; a log that no longer contains that head was
-//! truncated or rewritten since, even if it is a valid chain again now.
+//! public half sits in `DIR/nodeN/audit-key.pub` from cluster creation). The last checkpoint
+//! verified (each verification asks every node for one first) is kept in
+//! `DIR/client/audit-heads.json`; a log that no longer contains it was truncated or rewritten
+//! since, even if it is a valid chain again now.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,10 +85,18 @@ fn check_node(
             }
         }
     }
-    let head = entries.last().map(|e| Head {
-        seq: e.seq,
-        hash: hex(&e.hash),
-    });
+    // The last signed checkpoint, not the last entry: a checkpoint is synced to disk, and so is
+    // everything before it, while a node that crashes loses the entries after its last sync
+    // (reads are recorded without one) and writes others in their places. Remembering those
+    // would call every crash a rewrite.
+    let head = entries
+        .iter()
+        .rev()
+        .find(|e| e.kind == AuditKind::Checkpoint)
+        .map(|e| Head {
+            seq: e.seq,
+            hash: hex(&e.hash),
+        });
     Ok((report, head))
 }
 

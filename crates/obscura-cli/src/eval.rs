@@ -1,7 +1,7 @@
 //! `obscura eval`: what privacy costs in accuracy, measured against plaintext search.
 //!
 //! Every photo yields the 20 samples of the "medium" profile ([`crate::profile`]). All samples
-//! are indexed into a temporary 5-node cluster of real node processes, then every sample queries
+//! are indexed into a temporary 6-node cluster of real node processes, then every sample queries
 //! the cluster privately, in each Stage-1 mode asked for, and the same pHashes are ranked in
 //! plaintext by brute-force Hamming distance with the same threshold, ranking and ties. A query's
 //! positives are the other 19 samples of its photo; the query itself is left out of its results.
@@ -657,7 +657,10 @@ fn write_outputs(
     write(
         "latency.svg",
         &plot::histogram(
-            &format!("Query latency, mode {mode}, 5-node loopback cluster"),
+            &format!(
+                "Query latency, mode {mode}, {}-node loopback cluster",
+                obscura_cluster::DEFAULT_NODES
+            ),
             "milliseconds",
             &series,
             x_max,

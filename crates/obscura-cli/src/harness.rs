@@ -238,6 +238,11 @@ impl LocalCluster {
         obscura_cluster::DEFAULT_NODES
     }
 
+    /// Each running node's and keeper's resident memory in bytes.
+    pub fn memory(&self) -> Vec<(nodes::Member, Option<u64>)> {
+        self.running.as_ref().map_or_else(Vec::new, |r| r.memory())
+    }
+
     /// Each running node's resident memory in bytes, and the size of its store file.
     pub fn node_memory(&self) -> Vec<(u8, Option<u64>, u64)> {
         let Some(running) = &self.running else {

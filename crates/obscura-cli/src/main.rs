@@ -10,6 +10,7 @@ mod eval;
 mod harness;
 mod indexing;
 mod keys;
+mod load;
 mod nodes;
 mod plot;
 mod profile;
@@ -224,7 +225,7 @@ enum Command {
         /// The image id.
         id: String,
     },
-    /// Run the whole system on this machine and check it: a temporary 5-node cluster of real
+    /// Run the whole system on this machine and check it: a temporary 6-node cluster of real
     /// node processes on loopback indexes the photos, searches privately with edited variants
     /// of each (JPEG re-encode, half size, noise, brightness), prints recall and latencies,
     /// rebuilds a match byte for byte, verifies the audit logs and shuts down. Exits non-zero if
@@ -244,7 +245,7 @@ enum Command {
         tokens: Tokens,
     },
     /// Measure accuracy against plaintext search: every photo's 20 "medium" samples are indexed
-    /// into a temporary 5-node cluster and each queries the others, privately and in plaintext.
+    /// into a temporary 6-node cluster and each queries the others, privately and in plaintext.
     #[command(long_about = "Measure what privacy costs in accuracy.\n\n\
         Every photo in --photos yields 20 samples (the original and 19 edits: JPEG, WebP, \
         rotation, crop, perspective, resampling, gamma, brightness, contrast, noise, \
@@ -306,6 +307,35 @@ enum Command {
         /// Band tokens of the temporary cluster: voprf (keepers) or hmac.
         #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
         tokens: Tokens,
+    },
+    /// Hold a temporary cluster under load: several clients searching and one indexing.
+    #[command(
+        long_about = "Hold a temporary 3-of-6 cluster (real node and keeper processes on \
+        loopback) under load for --seconds: --searchers clients, each logged in as its own \
+        user, search with the photos in a loop while one client indexes them again and again, \
+        all through the library in this process. Reports searches per second, latency \
+        p50/p95/p99, images indexed, every error, and each process's memory after the warm-up \
+        (the first fifth of the run), at the end and at most, and whether it stayed within 10 % \
+        after the warm-up (each node's page cache, 64 MiB by default, fills first). Exits \
+        non-zero on any error or a search that did not find its photo.\n\n\
+        Examples:\n  obscura load --seconds 30\n  obscura load --seconds 600 --searchers 8 --json"
+    )]
+    Load {
+        /// Folder of photos (default: the repository's testdata/photos).
+        #[arg(long)]
+        photos: Option<PathBuf>,
+        /// How long to hold the load.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Clients searching at once.
+        #[arg(long, default_value_t = 4)]
+        searchers: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keep the temporary cluster and the node logs.
+        #[arg(long)]
+        keep: bool,
     },
     /// Print the pHash-64 of each file, as `0x%016x  FILE`.
     Hash {
@@ -769,6 +799,23 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 queries,
                 keep,
                 tokens: tokens.into(),
+            })
+            .await?;
+            Ok(exit(ok))
+        }
+        Command::Load {
+            photos,
+            seconds,
+            searchers,
+            json,
+            keep,
+        } => {
+            let ok = load::run(load::LoadOptions {
+                photos,
+                seconds,
+                searchers,
+                json,
+                keep,
             })
             .await?;
             Ok(exit(ok))

@@ -160,13 +160,23 @@ impl Running {
     /// Each running node's resident memory (VmRSS), in bytes, node 1 first; `None` where the
     /// system does not say (no /proc).
     pub fn node_memory(&self) -> Vec<(u8, Option<u64>)> {
+        self.memory()
+            .into_iter()
+            .filter_map(|(member, rss)| match member {
+                Member::Node(x) => Some((x, rss)),
+                Member::Keeper(_) => None,
+            })
+            .collect()
+    }
+
+    /// Each running member's resident memory (VmRSS), in bytes; `None` where the system does
+    /// not say (no /proc).
+    pub fn memory(&self) -> Vec<(Member, Option<u64>)> {
         self.children
             .iter()
             .zip(&self.exited)
-            .filter_map(|((member, child), exited)| match member {
-                Member::Node(x) if !exited => Some((*x, child.id().and_then(resident_bytes))),
-                _ => None,
-            })
+            .filter(|(_, exited)| !**exited)
+            .map(|((member, child), _)| (*member, child.id().and_then(resident_bytes)))
             .collect()
     }
 
