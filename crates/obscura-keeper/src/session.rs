@@ -130,9 +130,11 @@ impl<K: Ksf> ServerKeysWith<K> {
     /// # Errors
     /// [`SessionError::Malformed`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SessionError> {
-        ServerSetup::deserialize(bytes)
-            .map(Self)
-            .map_err(|_| SessionError::Malformed("server keys"))
+        exact(ServerSetup::deserialize(bytes), bytes, |m| {
+            m.serialize().len()
+        })
+        .map(Self)
+        .map_err(|_| SessionError::Malformed("server keys"))
     }
 
     /// The password file a keeper stores for a user, from the client's last registration
@@ -141,8 +143,12 @@ impl<K: Ksf> ServerKeysWith<K> {
     /// # Errors
     /// [`SessionError::Malformed`].
     pub fn password_file(upload: &[u8]) -> Result<Vec<u8>, SessionError> {
-        let upload = RegistrationUpload::<SuiteWith<K>>::deserialize(upload)
-            .map_err(|_| SessionError::Malformed("registration upload"))?;
+        let upload = exact(
+            RegistrationUpload::<SuiteWith<K>>::deserialize(upload),
+            upload,
+            |m| m.serialize().len(),
+        )
+        .map_err(|_| SessionError::Malformed("registration upload"))?;
         Ok(ServerRegistration::finish(upload).serialize().to_vec())
     }
 
@@ -155,8 +161,12 @@ impl<K: Ksf> ServerKeysWith<K> {
         request: &[u8],
         user: &[u8],
     ) -> Result<Vec<u8>, SessionError> {
-        let request = RegistrationRequest::<SuiteWith<K>>::deserialize(request)
-            .map_err(|_| SessionError::Malformed("registration request"))?;
+        let request = exact(
+            RegistrationRequest::<SuiteWith<K>>::deserialize(request),
+            request,
+            |m| m.serialize().len(),
+        )
+        .map_err(|_| SessionError::Malformed("registration request"))?;
         let start = ServerRegistration::<SuiteWith<K>>::start(&self.0, request, user)
             .map_err(|_| SessionError::RegistrationFailed)?;
         Ok(start.message.serialize().to_vec())
@@ -177,11 +187,19 @@ impl<K: Ksf> ServerKeysWith<K> {
         rng: &mut R,
     ) -> Result<(PendingLoginWith<K>, Vec<u8>), SessionError> {
         let file = file
-            .map(ServerRegistration::<SuiteWith<K>>::deserialize)
+            .map(|f| {
+                exact(ServerRegistration::<SuiteWith<K>>::deserialize(f), f, |m| {
+                    m.serialize().len()
+                })
+            })
             .transpose()
             .map_err(|_| SessionError::Malformed("password file"))?;
-        let ke1 = CredentialRequest::<SuiteWith<K>>::deserialize(ke1)
-            .map_err(|_| SessionError::Malformed("KE1"))?;
+        let ke1 = exact(
+            CredentialRequest::<SuiteWith<K>>::deserialize(ke1),
+            ke1,
+            |m| m.serialize().len(),
+        )
+        .map_err(|_| SessionError::Malformed("KE1"))?;
         let params = ServerLoginParameters {
             context: Some(context),
             identifiers: Identifiers::default(),
@@ -209,8 +227,12 @@ impl<K: Ksf> PendingLoginWith<K> {
         ke3: &[u8],
         context: &[u8],
     ) -> Result<Zeroizing<[u8; SESSION_KEY_LEN]>, SessionError> {
-        let ke3 = CredentialFinalization::<SuiteWith<K>>::deserialize(ke3)
-            .map_err(|_| SessionError::LoginFailed)?;
+        let ke3 = exact(
+            CredentialFinalization::<SuiteWith<K>>::deserialize(ke3),
+            ke3,
+            |m| m.serialize().len(),
+        )
+        .map_err(|_| SessionError::LoginFailed)?;
         let params = ServerLoginParameters {
             context: Some(context),
             identifiers: Identifiers::default(),
@@ -220,6 +242,20 @@ impl<K: Ksf> PendingLoginWith<K> {
             .finish(ke3, params)
             .map_err(|_| SessionError::LoginFailed)?;
         Ok(key_of(&done.session_key))
+    }
+}
+
+/// `parsed` only if it is all of `bytes`: opaque-ke's deserializers read the fields a message
+/// has and ignore whatever follows, so every message would have endless encodings (a genuine
+/// KE3 with bytes appended finished a login; found by fuzzing).
+fn exact<T, E>(
+    parsed: Result<T, E>,
+    bytes: &[u8],
+    encoded_len: impl FnOnce(&T) -> usize,
+) -> Result<T, ()> {
+    match parsed {
+        Ok(message) if encoded_len(&message) == bytes.len() => Ok(message),
+        _ => Err(()),
     }
 }
 
@@ -256,8 +292,12 @@ impl<K: Ksf> ClientRegistrationWith<K> {
         response: &[u8],
         rng: &mut R,
     ) -> Result<Vec<u8>, SessionError> {
-        let response = RegistrationResponse::<SuiteWith<K>>::deserialize(response)
-            .map_err(|_| SessionError::Malformed("registration response"))?;
+        let response = exact(
+            RegistrationResponse::<SuiteWith<K>>::deserialize(response),
+            response,
+            |m| m.serialize().len(),
+        )
+        .map_err(|_| SessionError::Malformed("registration response"))?;
         let done = self
             .0
             .finish(
@@ -300,8 +340,12 @@ impl<K: Ksf> ClientLoginWith<K> {
         context: &[u8],
         rng: &mut R,
     ) -> Result<(Vec<u8>, Zeroizing<[u8; SESSION_KEY_LEN]>), SessionError> {
-        let ke2 = CredentialResponse::<SuiteWith<K>>::deserialize(ke2)
-            .map_err(|_| SessionError::LoginFailed)?;
+        let ke2 = exact(
+            CredentialResponse::<SuiteWith<K>>::deserialize(ke2),
+            ke2,
+            |m| m.serialize().len(),
+        )
+        .map_err(|_| SessionError::LoginFailed)?;
         let params = ClientLoginFinishParameters::new(Some(context), Identifiers::default(), None);
         let done = self
             .0

@@ -240,3 +240,38 @@ fn an_expired_session_refuses_everything() {
     // Before expiry the same message still opens.
     assert_eq!(server.open(&m, 99).unwrap(), b"late");
 }
+
+/// Found by fuzzing: opaque-ke reads the fields of a message and ignores what follows, so a
+/// genuine KE3 with bytes appended finished a login. Every OPAQUE message a keeper or client
+/// reads must now be exactly its encoding.
+#[test]
+fn an_opaque_message_with_bytes_appended_is_refused() {
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let keeper = ServerKeys::random(&mut rng);
+    let longer = |m: &[u8]| [m, b"trailing".as_slice()].concat();
+
+    let (reg, request) = ClientRegistration::start(b"pw", &mut rng).unwrap();
+    assert!(keeper
+        .registration_response(&longer(&request), b"alice")
+        .is_err());
+    let response = keeper.registration_response(&request, b"alice").unwrap();
+    let upload = reg.finish(b"pw", &response, &mut rng).unwrap();
+    assert!(ServerKeys::password_file(&longer(&upload)).is_err());
+    let file = ServerKeys::password_file(&upload).unwrap();
+
+    let (client, ke1) = ClientLogin::start(b"pw", &mut rng).unwrap();
+    assert!(keeper
+        .login_response(Some(&file), &longer(&ke1), b"alice", CONTEXT, &mut rng)
+        .is_err());
+    assert!(keeper
+        .login_response(Some(&longer(&file)), &ke1, b"alice", CONTEXT, &mut rng)
+        .is_err());
+    let (pending, ke2) = keeper
+        .login_response(Some(&file), &ke1, b"alice", CONTEXT, &mut rng)
+        .unwrap();
+    let (ke3, _) = client.finish(b"pw", &ke2, CONTEXT, &mut rng).unwrap();
+    assert_eq!(
+        pending.finish(&longer(&ke3), CONTEXT),
+        Err(SessionError::LoginFailed)
+    );
+}
