@@ -584,7 +584,9 @@ impl LoadedNode {
             .ok_or_else(|| bad("node_keys must hold one Ed25519 public key per node".into()))?;
         let p = config.policy;
         if p.lookups_per_band == 0
-            || p.lookups_per_band * obscura_tokens::BANDS > obscura_proto::limits::MAX_LOOKUP_TOKENS
+            || p.lookups_per_band
+                .checked_mul(obscura_tokens::BANDS)
+                .is_none_or(|n| n > obscura_proto::limits::MAX_LOOKUP_TOKENS)
             || p.max_candidates as usize > obscura_proto::limits::MAX_CANDIDATES
             || p.exhaustive() < p.max_candidates
             || p.exhaustive() as usize > obscura_proto::limits::MAX_CANDIDATES
