@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
-use obscura_client::Client;
+use obscura_client::{AuditLog, Client};
 use obscura_proto::WireAuditEntry;
 use obscura_store::audit::{verify, AuditEntry, AuditKind, AuditReport};
 use obscura_tokens::keyfile::to_hex as hex;
@@ -62,12 +62,24 @@ fn from_wire(entries: Vec<WireAuditEntry>) -> Result<Vec<AuditEntry>, String> {
 fn check_node(
     dir: &Path,
     node: u8,
-    log: Result<Vec<WireAuditEntry>, String>,
+    log: Result<AuditLog, String>,
     known: Option<&Head>,
-) -> Result<(AuditReport, Option<Head>), String> {
+) -> Result<(AuditReport, Head), String> {
     let key = audit_key(dir, node)?;
-    let entries = from_wire(log?)?;
+    let log = log?;
+    let entries = from_wire(log.entries)?;
     let report = verify(&entries, &key).map_err(|e| e.to_string())?;
+    // The checkpoint it signed when asked must be in the log it shows; it is what is kept.
+    let signed = entries
+        .get(log.checkpoint as usize)
+        .filter(|e| e.kind == AuditKind::Checkpoint)
+        .ok_or_else(|| {
+            format!(
+                "it answered that it signed its log at entry {}, and its log shows no checkpoint \
+                 there",
+                log.checkpoint
+            )
+        })?;
     if let Some(h) = known {
         match entries.get(h.seq as usize) {
             Some(e) if hex(&e.hash) == h.hash => {}
@@ -85,18 +97,14 @@ fn check_node(
             }
         }
     }
-    // The last signed checkpoint, not the last entry: a checkpoint is synced to disk, and so is
-    // everything before it, while a node that crashes loses the entries after its last sync
-    // (reads are recorded without one) and writes others in their places. Remembering those
-    // would call every crash a rewrite.
-    let head = entries
-        .iter()
-        .rev()
-        .find(|e| e.kind == AuditKind::Checkpoint)
-        .map(|e| Head {
-            seq: e.seq,
-            hash: hex(&e.hash),
-        });
+    // The checkpoint, not the last entry: a checkpoint is synced to disk, and so is everything
+    // before it, while a node that crashes loses the entries after its last sync (reads are
+    // recorded without one) and writes others in their places. Remembering those would call
+    // every crash a rewrite.
+    let head = Head {
+        seq: signed.seq,
+        hash: hex(&signed.hash),
+    };
     Ok((report, head))
 }
 
@@ -117,9 +125,7 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
         let log = log.map_err(|e| e.to_string());
         let outcome = match check_node(dir, node, log, heads.get(&node)) {
             Ok((report, head)) => {
-                if let Some(h) = head {
-                    heads.insert(node, h);
-                }
+                heads.insert(node, head);
                 Ok(report)
             }
             Err(e) => Err(e),
@@ -129,4 +135,76 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
     let json = serde_json::to_vec_pretty(&heads).map_err(|e| e.to_string())?;
     obscura_node::config::write_atomic(&path, &json).map_err(|e| e.to_string())?;
     Ok(verdicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use obscura_store::Store;
+
+    /// A node's store with `reads` recorded queries and a checkpoint after them; its log as the
+    /// node sends it, and the checkpoint's place.
+    fn log_of(store: &Store, key: &SigningKey, reads: u8) -> AuditLog {
+        for i in 0..reads {
+            store.record_query(&[i; 16], b"a read", 100).unwrap();
+        }
+        let checkpoint = store.audit_checkpoint(key, 101).unwrap();
+        AuditLog {
+            checkpoint,
+            entries: wire(store.audit_entries().unwrap()),
+        }
+    }
+
+    fn wire(entries: Vec<AuditEntry>) -> Vec<WireAuditEntry> {
+        entries
+            .into_iter()
+            .map(|e| WireAuditEntry {
+                seq: e.seq,
+                prev: e.prev,
+                hash: e.hash,
+                time: e.time,
+                kind: e.kind.tag(),
+                subject: e.subject,
+                detail: e.detail,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_checkpoint_a_node_signed_when_asked_is_kept_and_must_be_in_its_log() {
+        let dir = std::env::temp_dir().join(format!("obscura-audit-heads-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(dir.join("node1")).unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]);
+        std::fs::write(
+            dir.join("node1").join("audit-key.pub"),
+            hex(&key.verifying_key().to_bytes()),
+        )
+        .unwrap();
+        let store = Store::open(&dir.join("store.redb"), 1).unwrap();
+        let first = log_of(&store, &key, 3);
+        let (_, head) = check_node(&dir, 1, Ok(first.clone()), None).unwrap();
+        assert_eq!(head.seq, first.checkpoint);
+
+        // Entries after the kept checkpoint may change (a crash loses them): not a rewrite.
+        let mut cut = first.clone();
+        cut.entries.truncate(head.seq as usize + 1);
+        let second = log_of(&store, &key, 2);
+        assert!(check_node(&dir, 1, Ok(second.clone()), Some(&head)).is_ok());
+        let (_, head) = check_node(&dir, 1, Ok(second.clone()), Some(&head)).unwrap();
+        assert_eq!(head.seq, second.checkpoint);
+
+        // A node that says it signed where its log shows no checkpoint fails.
+        let mut lying = second.clone();
+        lying.checkpoint -= 1;
+        let e = check_node(&dir, 1, Ok(lying), Some(&head)).unwrap_err();
+        assert!(e.contains("shows no checkpoint there"), "{e}");
+
+        // A log cut back to its first checkpoint, valid and signed, fails: the second was kept.
+        let e = check_node(&dir, 1, Ok(cut), Some(&head)).unwrap_err();
+        assert!(e.contains("truncated"), "{e}");
+        drop(store);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

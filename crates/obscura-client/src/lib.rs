@@ -399,6 +399,15 @@ pub struct SearchOutcome {
     pub bytes_received: u64,
 }
 
+/// A node's audit log as [`Client::audit_logs`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditLog {
+    /// The entry at which the node said it signed a checkpoint when asked.
+    pub checkpoint: u64,
+    /// Every entry, oldest first.
+    pub entries: Vec<WireAuditEntry>,
+}
+
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1021,14 +1030,24 @@ impl Client {
         out
     }
 
-    /// Each node's whole audit log, ending in a checkpoint the node signs when asked, or why
-    /// the node failed; read page by page. The caller verifies it against the node's audit key.
-    /// Needs the auditor or admin role.
-    pub async fn audit_logs(&self) -> Vec<(u8, Result<Vec<WireAuditEntry>, Fault>)> {
+    /// Each node's whole audit log and the entry at which it signed a checkpoint when asked
+    /// first (the caller checks that the log shows one there), or why the node failed; read page
+    /// by page. The caller verifies it against the node's audit key. Needs the auditor or admin
+    /// role.
+    pub async fn audit_logs(&self) -> Vec<(u8, Result<AuditLog, Fault>)> {
         let signed = self.call_all(|_| RequestBody::Checkpoint).await;
-        let mut out: Vec<(u8, Result<Vec<WireAuditEntry>, Fault>)> = signed
+        let mut out: Vec<(u8, Result<AuditLog, Fault>)> = signed
             .into_iter()
-            .map(|(x, r, _, _)| (x, r.map(|_| Vec::new())))
+            .map(|(x, r, _, _)| {
+                let r = r.and_then(|body| match body {
+                    ResponseBody::Checkpointed { seq } => Ok(AuditLog {
+                        checkpoint: seq,
+                        entries: Vec::new(),
+                    }),
+                    _ => Err(Fault::Unexpected("a checkpoint")),
+                });
+                (x, r)
+            })
             .collect();
         loop {
             let wanted: Vec<bool> = out.iter().map(|(_, r)| r.is_ok()).collect();
@@ -1036,23 +1055,23 @@ impl Client {
                 .call_each(
                     out.iter()
                         .map(|(_, r)| RequestBody::Audit {
-                            from: r.as_ref().map_or(0, |e| e.len() as u64),
+                            from: r.as_ref().map_or(0, |l| l.entries.len() as u64),
                             max: limits::MAX_AUDIT_PAGE,
                         })
                         .collect(),
                 )
                 .await;
             let mut more = false;
-            for ((_, log), (_, page, _, _)) in out.iter_mut().zip(pages) {
-                let Ok(entries) = log else { continue };
+            for ((_, slot), (_, page, _, _)) in out.iter_mut().zip(pages) {
+                let Ok(log) = slot else { continue };
                 match page {
                     Ok(ResponseBody::Audit { entries: e, total }) => {
                         let full = e.is_empty();
-                        entries.extend(e);
-                        more |= !full && (entries.len() as u64) < total;
+                        log.entries.extend(e);
+                        more |= !full && (log.entries.len() as u64) < total;
                     }
-                    Ok(_) => *log = Err(Fault::Unexpected("a page of the audit log")),
-                    Err(e) => *log = Err(e),
+                    Ok(_) => *slot = Err(Fault::Unexpected("a page of the audit log")),
+                    Err(e) => *slot = Err(e),
                 }
             }
             if !more || !wanted.iter().any(|w| *w) {

@@ -559,9 +559,10 @@ impl KeeperLink {
     /// keepers that failed, with why.
     ///
     /// A keeper that already holds the account (an earlier run registered it there, and failed
-    /// at another keeper) counts as done when this password logs in there. When it does not,
-    /// the account there has another password, and no keeper is asked to store anything: every
-    /// first step is taken before any second one, and only the second stores.
+    /// at another keeper between the steps) counts as done when this password logs in there.
+    /// Every first step is taken before any second one, and only the second stores: when a
+    /// keeper holds the account under another password, or a keeper does not answer, no keeper
+    /// is asked to store anything.
     pub(crate) async fn register_at(
         &self,
         user: &str,
@@ -618,15 +619,24 @@ impl KeeperLink {
                 });
             }
         }
-        if !other_password.is_empty() {
-            failures.extend(other_password);
-            failures.extend(ready.iter().map(|(keeper, _)| {
-                KeeperFailure {
-                    keeper: *keeper,
-                    reason: "not registered: another keeper holds this account under another \
-                         password (use that one)"
-                        .into(),
+        // Stored everywhere or nowhere: a keeper that holds the account under another password,
+        // or one that did not answer (it may hold one), stops every second step, so no run can
+        // leave one account with two passwords.
+        if !other_password.is_empty() || !failures.is_empty() {
+            let why = match other_password.is_empty() {
+                true => {
+                    "not registered: every keeper must answer, so that no run can leave this \
+                         account with two passwords (run it again when they do)"
                 }
+                false => {
+                    "not registered: another keeper holds this account under another \
+                          password (use that one)"
+                }
+            };
+            failures.extend(other_password);
+            failures.extend(ready.iter().map(|(keeper, _)| KeeperFailure {
+                keeper: *keeper,
+                reason: why.into(),
             }));
             failures.sort_by_key(|f| f.keeper);
             return failures;

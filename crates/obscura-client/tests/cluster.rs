@@ -499,6 +499,7 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
     for (node, log) in c.client.audit_logs().await {
         let changes = log
             .unwrap()
+            .entries
             .iter()
             .filter(|e| e.kind == obscura_store::AuditKind::KeyChange.tag())
             .count();

@@ -26,34 +26,6 @@ fn reasons(e: &Error) -> Vec<String> {
     }
 }
 
-/// Post `body` in clear to keeper `j`, as any client of the cluster could.
-async fn raw(c: &Cluster, j: u8, body: RequestBody) -> ResponseBody {
-    let http = c.http();
-    let mut request_id = [0u8; 16];
-    OsRng.fill_bytes(&mut request_id);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let req = Request {
-        request_id,
-        timestamp: now,
-        body,
-        auth: None,
-    };
-    let url = format!("{}{}", c.keeper_url(j), req.body.path());
-    let bytes = http
-        .post(url)
-        .body(req.encode())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    Response::decode(&bytes).unwrap().0
-}
-
 /// A login as `user` started by hand at every keeper and never finished: a failed guess the
 /// keepers count, without the client's password stretching.
 async fn start_logins(c: &Cluster, user: &str) {

@@ -378,3 +378,35 @@ impl Drop for Cluster {
 pub fn testdata(p: &str) -> Vec<u8> {
     std::fs::read(format!("{}/../../testdata/{p}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
+
+/// Post `body` in clear to keeper `j`, as any client of the cluster could.
+pub async fn raw(
+    c: &Cluster,
+    j: u8,
+    body: obscura_proto::RequestBody,
+) -> obscura_proto::ResponseBody {
+    let http = c.http();
+    let mut request_id = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut request_id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let req = obscura_proto::Request {
+        request_id,
+        timestamp: now,
+        body,
+        auth: None,
+    };
+    let url = format!("{}{}", c.keeper_url(j), req.body.path());
+    let bytes = http
+        .post(url)
+        .body(req.encode())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    obscura_proto::Response::decode(&bytes).unwrap().0
+}
