@@ -105,12 +105,13 @@ class Cluster:
                  stdin=PASSWORD + "\n", check=True)
 
     def status(self):
+        """Exit status, each node's (images, pending, key version line), and the text."""
         r = self.cli(["status", "--cluster", str(self.dir)])
         counts = []
         for line in r.stdout.splitlines():
-            m = re.match(r"node (\d+): (\d+) images, (\d+) pending", line)
+            m = re.match(r"node (\d+): (\d+) images, (\d+) pending, (.*)$", line)
             if m:
-                counts.append((int(m.group(2)), int(m.group(3))))
+                counts.append((int(m.group(2)), int(m.group(3)), m.group(4)))
         return r.returncode, counts, r.stdout + r.stderr
 
     def stop(self):
@@ -247,13 +248,16 @@ def main():
             if code != 0 or len(counts) != NODES:
                 violations.append(f"trial {trial}: status failed: {said}")
             else:
-                if any(p != 0 for _, p in counts):
+                if any(p != 0 for _, p, _ in counts):
                     violations.append(f"trial {trial}: pending images remain: {counts}")
-                if len({c for c, _ in counts}) != 1:
+                if len({c for c, _, _ in counts}) != 1:
                     violations.append(f"trial {trial}: nodes disagree: {counts}")
                 elif counts[0][0] != len(reported):
                     violations.append(f"trial {trial}: nodes hold {counts[0][0]} images, "
                                       f"{len(reported)} were reported")
+                # Every node on one key version, none moving (a finished or resumed rotation).
+                if len({v for _, _, v in counts}) != 1 or "moving" in counts[0][2]:
+                    violations.append(f"trial {trial}: key versions differ: {counts}")
             check = [i for i, p in reported.items() if p in batch]
             check += random.sample(sorted(reported), min(2, len(reported)))
             for image in set(check):
@@ -261,7 +265,18 @@ def main():
                 r = cluster.cli(["get", "--cluster", d, image, "--out", str(rebuilt)])
                 if r.returncode != 0 or rebuilt.read_bytes() != reported[image].read_bytes():
                     violations.append(f"trial {trial}: {image} does not rebuild: {r.stderr.strip()}")
+                elif "warning" in r.stderr or "not used" in r.stderr:
+                    # A node whose share is missing or bad: rebuilt from the others, but lost there.
+                    violations.append(f"trial {trial}: {image}: {r.stderr.strip()}")
                 rebuilt.unlink(missing_ok=True)
+            # Searches still find what is stored, under whatever key version is served now.
+            if reported:
+                image = random.choice(sorted(reported))
+                r = cluster.cli(["search", "--cluster", d, str(reported[image]), "--json"])
+                found = json.loads(r.stdout)["results"] if r.returncode == 0 else []
+                if not any(m["distance"] == 0 for m in found):
+                    violations.append(f"trial {trial}: a search for {reported[image].name} "
+                                      f"found nothing at distance 0: {r.stderr.strip()}")
             r = cluster.cli(["audit", "verify", "--cluster", d])
             if r.returncode != 0:
                 violations.append(f"trial {trial}: audit verify: {r.stdout}{r.stderr}")
@@ -271,6 +286,17 @@ def main():
                 missing = sorted(secrets - listed)
                 if r.returncode != 0 or missing:
                     violations.append(f"trial {trial}: secrets not listed: {missing} {r.stderr}")
+                # And one rebuilds from the keepers.
+                name = random.choice(sorted(secrets))
+                ids = [m.group(1) for line in r.stdout.splitlines()
+                       for m in [re.search(r"([0-9a-f]{32}).*\b" + name + r"\b", line)] if m]
+                out = work / "secret"
+                r = cluster.cli(["secret", "get", "--cluster", d, ids[0] if ids else name,
+                                 "--out", str(out)])
+                if r.returncode != 0 or not out.exists() or out.stat().st_size != 32:
+                    violations.append(f"trial {trial}: secret {name} does not rebuild: "
+                                      f"{r.stdout}{r.stderr}")
+                out.unlink(missing_ok=True)
             who = victim if victim == "client" else f"{victim[0]} {victim[1]}"
             key = f"{op}/{who.split()[0]}"
             tally[key] = tally.get(key, 0) + 1

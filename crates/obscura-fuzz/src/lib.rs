@@ -14,10 +14,12 @@
 //! Keys are fixed bytes, so a corpus file means the same on every run: the seeds are signed or
 //! sealed under them, and the targets also check each input under a key that signed nothing.
 //!
-//! Private parsers are reached through the public function a server runs on the same bytes:
-//! the store's audit entry decoder through the auditor's check of a wire page
-//! ([`audit_entry`]), the client's journal reader through the image-id parser it uses
-//! ([`journal`]).
+//! Some parsers are private and not reached here: the store's own record decoders
+//! (`AuditEntry::decode`, image state and rotation records: bytes the node itself wrote), the
+//! client's journal and session files (the user's own files). [`audit_entry`] checks the
+//! auditor's verification of a wire page, [`journal`] only the image-id parser the journal
+//! reader uses. FROST packages (frost-core parses with postcard, which ignores trailing bytes)
+//! are checked for panics and forgeries, not for one encoding per message.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
