@@ -52,8 +52,11 @@ class Cluster:
         self.work = work
         self.dir = work / "cluster"
         base = free_base(NODES + KEEPERS)
+        # Every trial rebuilds and searches: no hourly limit should be what stops it.
         self.cli(["cluster", "init", str(self.dir), "--base-port", str(base),
-                  "--keeper-base-port", str(base + NODES)], check=True)
+                  "--keeper-base-port", str(base + NODES), "--queries-per-hour", "1000000",
+                  "--fetches-per-hour", "1000000", "--keeper-budget", "1000000000"],
+                 check=True)
         self.procs = {}
         for member in self.members():
             self.start(member)
@@ -148,6 +151,7 @@ def main():
     started = time.time()
     try:
         for trial in range(1, trials + 1):
+            before = len(violations)
             op = random.choice(["index", "index", "index", "delete", "rotate", "secret"])
             if op == "delete" and not reported:
                 op = "index"
@@ -300,6 +304,8 @@ def main():
             who = victim if victim == "client" else f"{victim[0]} {victim[1]}"
             key = f"{op}/{who.split()[0]}"
             tally[key] = tally.get(key, 0) + 1
+            for v in violations[before:]:
+                print(f"  VIOLATION {v}", flush=True)
             when = "mid-way" if mid else "after it"
             print(f"trial {trial:>4}: {op:<6} kill {who:<9} after {delay:.2f} s ({when}): "
                   f"{len(reported)} images, {len(violations)} violations so far", flush=True)
