@@ -210,44 +210,64 @@ impl Journal {
                 continue; // not ours
             };
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let mut lines = text.lines();
-            let header: Vec<&str> = lines
-                .next()
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect();
-            let field = |i: usize| header.get(i).and_then(|f| f.parse::<u64>().ok());
-            let (pid, writer) = (field(0), field(1));
-            let committed = header.get(2) == Some(&COMMITTED);
-            let abandoned = if writer == Some(self.writer) {
+            let entry = EntryText::parse(&text);
+            let abandoned = if entry.writer == Some(self.writer) {
                 !self.in_flight().contains(&id)
             } else {
-                let pid = pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
-                process_gone(pid, e.metadata()?.modified()?)
+                process_gone(entry.pid.unwrap_or(0), e.metadata()?.modified()?)
             };
-            if abandoned && committed {
-                // Rewritten whole and renamed: every line is an unreported image.
-                let ids = lines.filter_map(|l| l.parse().ok()).collect();
+            if abandoned {
+                let ids = match entry.committed {
+                    true => entry.ids,
+                    false => std::iter::once(id).chain(entry.ids).collect(),
+                };
                 out.push(Abandoned {
                     entry: id,
                     ids,
-                    committed: true,
-                });
-            } else if abandoned {
-                // A line that does not parse was torn by a crash while the entry was written,
-                // before any node was asked: only the ids before it can have been sent.
-                let ids = std::iter::once(id)
-                    .chain(lines.map_while(|l| l.parse().ok()))
-                    .collect();
-                out.push(Abandoned {
-                    entry: id,
-                    ids,
-                    committed: false,
+                    committed: entry.committed,
                 });
             }
         }
         out.sort();
         Ok(out)
+    }
+}
+
+/// A journal entry's text as it is read back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryText {
+    /// The writing process's id.
+    pub pid: Option<u32>,
+    /// The writer's number within that process.
+    pub writer: Option<u64>,
+    /// Whether every node committed the batch (the entry was rewritten whole and renamed).
+    pub committed: bool,
+    /// The image ids of its lines: of a committed entry, every line's (each an image nobody
+    /// was told of); of another, those before the first line that does not parse (a crash tore
+    /// the entry there while it was written, before any node was asked).
+    pub ids: Vec<ImageId>,
+}
+
+impl EntryText {
+    /// Read an entry's text: a header line `PID WRITER [committed]`, then an image id a line.
+    pub fn parse(text: &str) -> EntryText {
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let field = |i: usize| header.get(i).and_then(|f| f.parse::<u64>().ok());
+        let committed = header.get(2) == Some(&COMMITTED);
+        EntryText {
+            pid: field(0).and_then(|p| u32::try_from(p).ok()),
+            writer: field(1),
+            committed,
+            ids: match committed {
+                true => lines.filter_map(|l| l.parse().ok()).collect(),
+                false => lines.map_while(|l| l.parse().ok()).collect(),
+            },
+        }
     }
 }
 

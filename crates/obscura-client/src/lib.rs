@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use journal::EntryText;
 use obscura_auth::capability::{CapabilityKey, Holder};
 use obscura_auth::matching::{self, KeptAnswer};
 use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};

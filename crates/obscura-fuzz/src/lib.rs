@@ -842,43 +842,30 @@ fn node_checks(config: &NodeConfig) {
     let _ = config.storage.options();
 }
 
-/// The client's indexing journal as it reads an entry back: the header fields and the image ids
-/// of its lines. Every id that parses prints as 32 lower-case hex digits that parse to the same
-/// id. (The reader itself is private to the client; this runs the same parsers in its order.
-/// `ImageId::from_str` also takes a `+` before any byte, as `u8::from_str_radix` does, so only
-/// the canonical form is checked to round-trip.)
+/// The client's indexing journal as it reads an entry back ([`obscura_client::EntryText`]):
+/// never panics, every id it yields prints as 32 hex digits that parse to the same id, and an
+/// entry written in the journal's own form reads back as written.
 pub fn journal(data: &[u8]) {
     if data.len() > MAX_INPUT {
         return;
     }
     let text = std::str::from_utf8(data).unwrap_or_default();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| header.get(i).and_then(|f| f.parse::<u64>().ok());
-    let _pid = field(0).and_then(|p| u32::try_from(p).ok());
-    let _writer = field(1);
-    let committed = header.get(2) == Some(&"committed");
-    let ids: Vec<ImageId> = if committed {
-        lines.filter_map(|l| l.parse().ok()).collect()
-    } else {
-        lines.map_while(|l| l.parse().ok()).collect()
-    };
-    let names = text.lines().filter_map(|l| {
-        l.strip_suffix(".partial")
-            .unwrap_or(l)
-            .parse::<ImageId>()
-            .ok()
-    });
-    for id in ids.into_iter().chain(names) {
-        let printed = id.to_string();
-        assert_eq!(printed.len(), 32);
-        assert_eq!(printed, printed.to_ascii_lowercase());
-        assert_eq!(printed.parse::<ImageId>().ok(), Some(id));
+    let entry = obscura_client::EntryText::parse(text);
+    for id in &entry.ids {
+        assert_eq!(id.to_string().parse::<ImageId>().ok(), Some(*id));
     }
+    let mut written = format!(
+        "{} {}{}\n",
+        entry.pid.unwrap_or(1),
+        entry.writer.unwrap_or(0),
+        if entry.committed { " committed" } else { "" }
+    );
+    for id in &entry.ids {
+        written.push_str(&format!("{id}\n"));
+    }
+    let again = obscura_client::EntryText::parse(&written);
+    assert_eq!(again.ids, entry.ids);
+    assert_eq!(again.committed, entry.committed);
 }
 
 /// The audit entry an auditor builds from a wire entry (as `obscura audit verify` does).

@@ -52,7 +52,9 @@ impl std::str::FromStr for ImageId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        if s.len() != 32 || !s.is_ascii() {
+        // Hex digits only: `u8::from_str_radix` alone also takes a sign ("+a"), which would
+        // give one id many spellings.
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::MalformedManifest("image id must be 32 hex digits"));
         }
         let mut id = [0u8; 16];

@@ -72,6 +72,9 @@ fn image_id_parsing_rejects_garbage() {
         &"g".repeat(32),
         &"0".repeat(33),
         "é".repeat(16).as_str(),
+        // A sign before a byte: `u8::from_str_radix` takes it (found by fuzzing the journal).
+        &"+a".repeat(16),
+        &format!("+{}", "0".repeat(31)),
     ] {
         assert!(bad.parse::<ImageId>().is_err(), "{bad:?}");
     }
