@@ -69,17 +69,24 @@ fn check_node(
     let log = log?;
     let entries = from_wire(log.entries)?;
     let report = verify(&entries, &key).map_err(|e| e.to_string())?;
-    // The checkpoint it signed when asked must be in the log it shows; it is what is kept.
-    let signed = entries
+    // The checkpoint it signed when asked must be in the log it shows, and no older than the
+    // one kept from last time (checkpoints are synced: an honest node's never go back).
+    if entries
         .get(log.checkpoint as usize)
-        .filter(|e| e.kind == AuditKind::Checkpoint)
-        .ok_or_else(|| {
-            format!(
-                "it answered that it signed its log at entry {}, and its log shows no checkpoint \
-                 there",
-                log.checkpoint
-            )
-        })?;
+        .is_none_or(|e| e.kind != AuditKind::Checkpoint)
+    {
+        return Err(format!(
+            "it answered that it signed its log at entry {}, and its log shows no checkpoint there",
+            log.checkpoint
+        ));
+    }
+    if let Some(h) = known.filter(|h| log.checkpoint < h.seq) {
+        return Err(format!(
+            "it answered that it signed its log at entry {}, before entry {}, the checkpoint \
+             verified last time",
+            log.checkpoint, h.seq
+        ));
+    }
     if let Some(h) = known {
         match entries.get(h.seq as usize) {
             Some(e) if hex(&e.hash) == h.hash => {}
@@ -101,9 +108,15 @@ fn check_node(
     // before it, while a node that crashes loses the entries after its last sync (reads are
     // recorded without one) and writes others in their places. Remembering those would call
     // every crash a rewrite.
+    // The last checkpoint of the log, at or after the one it signed when asked.
+    let last = entries
+        .iter()
+        .rev()
+        .find(|e| e.kind == AuditKind::Checkpoint)
+        .expect("the log holds the checkpoint it signed");
     let head = Head {
-        seq: signed.seq,
-        hash: hex(&signed.hash),
+        seq: last.seq,
+        hash: hex(&last.hash),
     };
     Ok((report, head))
 }
@@ -195,15 +208,23 @@ mod tests {
         let (_, head) = check_node(&dir, 1, Ok(second.clone()), Some(&head)).unwrap();
         assert_eq!(head.seq, second.checkpoint);
 
-        // A node that says it signed where its log shows no checkpoint fails.
+        // A node that says it signed where its log shows no checkpoint fails, and so does one
+        // that names an older checkpoint than the one kept (to move the pin back, then cut).
         let mut lying = second.clone();
         lying.checkpoint -= 1;
         let e = check_node(&dir, 1, Ok(lying), Some(&head)).unwrap_err();
         assert!(e.contains("shows no checkpoint there"), "{e}");
+        let mut older = second.clone();
+        older.checkpoint = first.checkpoint;
+        let e = check_node(&dir, 1, Ok(older), Some(&head)).unwrap_err();
+        assert!(e.contains("the checkpoint verified last time"), "{e}");
 
         // A log cut back to its first checkpoint, valid and signed, fails: the second was kept.
+        let e = check_node(&dir, 1, Ok(cut.clone()), Some(&head)).unwrap_err();
+        assert!(e.contains("verified last time"), "{e}");
+        cut.checkpoint = head.seq;
         let e = check_node(&dir, 1, Ok(cut), Some(&head)).unwrap_err();
-        assert!(e.contains("truncated"), "{e}");
+        assert!(e.contains("shows no checkpoint there"), "{e}");
         drop(store);
         std::fs::remove_dir_all(&dir).ok();
     }

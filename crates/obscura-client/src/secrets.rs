@@ -189,7 +189,7 @@ impl Client {
         };
         let failed = self
             .keepers
-            .register_at(user, new, &changing, 0, None)
+            .register_at(user, new, &changing, 0, None, false)
             .await;
         let login = self.login(user, new).await?;
         let m = self.keepers.urls.len() as u8;

@@ -543,7 +543,7 @@ impl KeeperLink {
     ) -> Result<(), Error> {
         let all: Vec<u8> = (1..=self.urls.len() as u8).collect();
         let failures = self
-            .register_at(user, password, &all, roles, bootstrap)
+            .register_at(user, password, &all, roles, bootstrap, true)
             .await;
         if failures.is_empty() {
             Ok(())
@@ -560,9 +560,11 @@ impl KeeperLink {
     ///
     /// A keeper that already holds the account (an earlier run registered it there, and failed
     /// at another keeper between the steps) counts as done when this password logs in there.
-    /// Every first step is taken before any second one, and only the second stores: when a
-    /// keeper holds the account under another password, or a keeper does not answer, no keeper
-    /// is asked to store anything.
+    /// Every first step is taken before any second one, and only the second stores: `together`
+    /// (a registration), when a keeper holds the account under another password or a keeper
+    /// does not answer, no keeper is asked to store anything. A password change (not
+    /// `together`) goes on wherever its first step passed: each of those keepers has just
+    /// taken the old password, and a rerun finishes the others.
     pub(crate) async fn register_at(
         &self,
         user: &str,
@@ -570,6 +572,7 @@ impl KeeperLink {
         keepers: &[u8],
         roles: WireRoles,
         bootstrap: Option<[u8; 32]>,
+        together: bool,
     ) -> Vec<KeeperFailure> {
         let mut set = tokio::task::JoinSet::new();
         for &j in keepers {
@@ -622,7 +625,7 @@ impl KeeperLink {
         // Stored everywhere or nowhere: a keeper that holds the account under another password,
         // or one that did not answer (it may hold one), stops every second step, so no run can
         // leave one account with two passwords.
-        if !other_password.is_empty() || !failures.is_empty() {
+        if together && (!other_password.is_empty() || !failures.is_empty()) {
             let why = match other_password.is_empty() {
                 true => {
                     "not registered: every keeper must answer, so that no run can leave this \
