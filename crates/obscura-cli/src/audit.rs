@@ -172,15 +172,7 @@ mod tests {
     fn wire(entries: Vec<AuditEntry>) -> Vec<WireAuditEntry> {
         entries
             .into_iter()
-            .map(|e| WireAuditEntry {
-                seq: e.seq,
-                prev: e.prev,
-                hash: e.hash,
-                time: e.time,
-                kind: e.kind.tag(),
-                subject: e.subject,
-                detail: e.detail,
-            })
+            .map(obscura_node::server::wire_entry)
             .collect()
     }
 

@@ -480,15 +480,7 @@ fn audit_chain(len: u64, checkpoint: Option<u64>) -> Vec<AuditEntry> {
 fn to_wire(entries: Vec<AuditEntry>) -> Vec<WireAuditEntry> {
     entries
         .into_iter()
-        .map(|e| WireAuditEntry {
-            seq: e.seq,
-            prev: e.prev,
-            hash: e.hash,
-            time: e.time,
-            kind: e.kind.tag(),
-            subject: e.subject,
-            detail: e.detail,
-        })
+        .map(obscura_node::server::wire_entry)
         .collect()
 }
 

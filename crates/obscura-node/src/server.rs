@@ -359,19 +359,21 @@ fn lookup_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
 /// An audit log page as it goes on the wire.
 pub(crate) fn wire_audit(entries: Vec<obscura_store::AuditEntry>, total: u64) -> ResponseBody {
     ResponseBody::Audit {
-        entries: entries
-            .into_iter()
-            .map(|e| WireAuditEntry {
-                seq: e.seq,
-                prev: e.prev,
-                hash: e.hash,
-                time: e.time,
-                kind: e.kind.tag(),
-                subject: e.subject,
-                detail: e.detail,
-            })
-            .collect(),
+        entries: entries.into_iter().map(wire_entry).collect(),
         total,
+    }
+}
+
+/// One audit entry as it goes on the wire.
+pub fn wire_entry(e: obscura_store::AuditEntry) -> WireAuditEntry {
+    WireAuditEntry {
+        seq: e.seq,
+        prev: e.prev,
+        hash: e.hash,
+        time: e.time,
+        kind: e.kind.tag(),
+        subject: e.subject,
+        detail: e.detail,
     }
 }
 
