@@ -80,35 +80,27 @@ fn check_node(
             log.checkpoint
         ));
     }
-    if let Some(h) = known.filter(|h| log.checkpoint < h.seq) {
-        return Err(format!(
-            "it answered that it signed its log at entry {}, before entry {}, the checkpoint \
-             verified last time",
-            log.checkpoint, h.seq
-        ));
-    }
     if let Some(h) = known {
-        match entries.get(h.seq as usize) {
-            Some(e) if hex(&e.hash) == h.hash => {}
-            Some(_) => {
-                return Err(format!(
-                    "entry {} differs from the one verified before: the log was rewritten",
-                    h.seq
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "the log ends before entry {}, which was verified before: it was truncated",
-                    h.seq
-                ))
-            }
+        if log.checkpoint < h.seq {
+            return Err(format!(
+                "it answered that it signed its log at entry {}, before entry {}, the checkpoint \
+                 verified last time",
+                log.checkpoint, h.seq
+            ));
+        }
+        // The log reaches its checkpoint, at or after the kept one: the kept entry is in it (a
+        // log cut behind it fails one of the two checks above).
+        if hex(&entries[h.seq as usize].hash) != h.hash {
+            return Err(format!(
+                "entry {} differs from the one verified before: the log was rewritten",
+                h.seq
+            ));
         }
     }
-    // The checkpoint, not the last entry: a checkpoint is synced to disk, and so is everything
-    // before it, while a node that crashes loses the entries after its last sync (reads are
-    // recorded without one) and writes others in their places. Remembering those would call
-    // every crash a rewrite.
-    // The last checkpoint of the log, at or after the one it signed when asked.
+    // Kept: the log's last checkpoint (at or after the one it signed when asked), not its last
+    // entry. A checkpoint is synced to disk, and so is everything before it, while a node that
+    // crashes loses the entries after its last sync (reads are recorded without one) and writes
+    // others in their places: remembering those would call every crash a rewrite.
     let last = entries
         .iter()
         .rev()

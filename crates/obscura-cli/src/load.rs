@@ -153,7 +153,7 @@ async fn drive(
     let seconds = started.elapsed().as_secs_f64();
 
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut latencies = tally.searches.clone();
+    let mut latencies = tally.searches;
     latencies.sort_by(f64::total_cmp);
     let spread = |p| {
         if latencies.is_empty() {

@@ -136,18 +136,14 @@ impl Journal {
     /// Whether the writer of the file `e` (an entry's header) is another process that is gone.
     fn writer_gone(&self, e: &std::fs::DirEntry) -> std::io::Result<bool> {
         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        let header: Vec<&str> = text
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let field = |i: usize| header.get(i).and_then(|f| f.parse::<u64>().ok());
-        if field(1) == Some(self.writer) {
+        let entry = EntryText::parse(&text);
+        if entry.writer == Some(self.writer) {
             return Ok(false);
         }
-        let pid = field(0).and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
-        Ok(process_gone(pid, e.metadata()?.modified()?))
+        Ok(process_gone(
+            entry.pid.unwrap_or(0),
+            e.metadata()?.modified()?,
+        ))
     }
 
     fn unreported(&self) -> std::sync::MutexGuard<'_, Vec<(ImageId, Vec<ImageId>)>> {

@@ -888,9 +888,7 @@ impl Client {
         for abandoned in j.abandoned().map_err(Error::Journal)? {
             let batch = abandoned.ids;
             if abandoned.committed {
-                for id in &batch {
-                    out.recovered.push(*id);
-                }
+                out.recovered.extend(&batch);
                 j.end(&abandoned.entry).map_err(Error::Journal)?;
                 continue;
             }

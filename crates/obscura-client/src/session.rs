@@ -444,15 +444,7 @@ impl KeeperLink {
             let (r, sent, received) = post(&self.http, url, body, None).await;
             return (r.map_err(|f| f.to_string()), sent, received);
         };
-        let mut request_id = [0u8; 16];
-        OsRng.fill_bytes(&mut request_id);
-        let inner = Request {
-            request_id,
-            timestamp: unix_now(),
-            body,
-            auth: None,
-        }
-        .encode();
+        let inner = inner_request(body);
         // The session's sequence numbers allow one request at a time: the lock is held until
         // the answer is opened.
         let mut s = slot.lock().await;
@@ -684,16 +676,10 @@ impl KeeperLink {
     async fn confirm_password(&self, j: u8, user: &str, password: &[u8]) -> Result<(), String> {
         let mut slot = self.login_at(j, user, password, 0).await?;
         let url = &self.urls[usize::from(j) - 1];
-        let mut request_id = [0u8; 16];
-        OsRng.fill_bytes(&mut request_id);
-        let logout = Request {
-            request_id,
-            timestamp: unix_now(),
-            body: RequestBody::KeeperLogout,
-            auth: None,
-        }
-        .encode();
-        if let Ok(message) = slot.channel.seal(&logout, unix_now()) {
+        if let Ok(message) = slot
+            .channel
+            .seal(&inner_request(RequestBody::KeeperLogout), unix_now())
+        {
             let session = slot.channel.id();
             // Ending it is a courtesy: the keeper drops it on expiry anyway.
             let _ = post(
@@ -831,6 +817,19 @@ impl KeeperLink {
         self.sessions.save(true)?;
         Ok(failures)
     }
+}
+
+/// `body` as a request to seal in a session: a fresh id, the time now, no capability.
+fn inner_request(body: RequestBody) -> Vec<u8> {
+    let mut request_id = [0u8; 16];
+    OsRng.fill_bytes(&mut request_id);
+    Request {
+        request_id,
+        timestamp: unix_now(),
+        body,
+        auth: None,
+    }
+    .encode()
 }
 
 /// Whether a keeper's refusal of a registration's first step says it holds the account already:
