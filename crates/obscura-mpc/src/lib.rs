@@ -28,9 +28,11 @@
 //! for each degree-2t product `v`, with `ρ` a pseudo-random sharing of degree t of an unknown
 //! value and `Z` one of zero of degree 2t (both from [`obscura_sharing::zero`], no interaction);
 //! every node interpolates the opened `v − ρ` from `2t + 1` nodes' openings and adds its `ρ_i`,
-//! which gives it a degree-t share of `v`. Round 0 reduces `d`; then the `τ + 2` factors
-//! `d − 0, …, d − τ, (r₁, r₂)` are multiplied pairwise, level by level, and the last level's
-//! product is opened directly as `(h, g)`. For τ = 10 that is 4 relays ([`node::rounds`]).
+//! which gives it a degree-t share of `v`. Round 0 reduces `d`; the next rounds raise it to
+//! `d², …, d^g`, on which every run of `g` factors `d − j` is a polynomial each node evaluates
+//! without a round; those group factors and `(r₁, r₂)` are multiplied pairwise, level by level,
+//! and the last level's product is opened directly as `(h, g)`. For τ = 10 that is 4 relays and
+//! 9 values per candidate ([`node::rounds`], [`node::opened_per_candidate`]).
 //!
 //! **What is opened, to whom.** Every `v − ρ` is uniform (ρ holds the key of the set of nodes
 //! outside any `t` colluding ones), and `Z` makes every opened polynomial uniform given its
@@ -83,7 +85,7 @@ pub mod node;
 
 use obscura_sharing::field::{Fp, P};
 use obscura_sharing::manifest::ImageId;
-use obscura_sharing::prime::{interpolate_coefficients, lagrange_at_zero, share_values};
+use obscura_sharing::prime::{lagrange_at, lagrange_at_zero, share_values};
 use rand_core::{CryptoRng, RngCore};
 
 /// Bits per hash.
@@ -361,6 +363,13 @@ impl Querier {
         Ok((Querier { params, candidates }, requests))
     }
 
+    /// The querier of a query shared earlier (by [`share_hash`]), waiting for the answers
+    /// about `candidates`: one part of the query's candidates, when it scans them in parts
+    /// under one sharing.
+    pub fn waiting(candidates: Vec<ImageId>, params: SearchParams) -> Querier {
+        Querier { params, candidates }
+    }
+
     /// Interpolate `(h, g)` for every candidate from the answers and rank the winners: `g = 0`,
     /// and then `h` is the distance.
     ///
@@ -406,27 +415,36 @@ impl Querier {
         let (base, extra) = answers.split_at(need);
         let xs: Vec<u8> = base.iter().map(|a| a.node).collect();
         let lambda = lagrange_at_zero(&xs)?;
+        // Answers beyond 2t + 1 must lie on the polynomials the first ones fix.
+        let mus = extra
+            .iter()
+            .map(|a| lagrange_at(&xs, a.node))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut matches = Vec::new();
         let mut inconsistent = Vec::new();
         let (mut incomplete, mut beyond) = (0, 0);
+        let mut points = Vec::with_capacity(need);
         for (c, &id) in self.candidates.iter().enumerate() {
-            let Some(points) = base
-                .iter()
-                .map(|a| a.values[c].map(|v| (a.node, v)))
-                .collect::<Option<Vec<_>>>()
-            else {
+            points.clear();
+            points.extend(base.iter().map_while(|a| a.values[c]));
+            if points.len() < need {
                 incomplete += 1;
                 continue;
+            }
+            let at = |weights: &[Fp]| {
+                weights
+                    .iter()
+                    .zip(&points)
+                    .fold([Fp::ZERO; 2], |[h, g], (&w, v)| {
+                        [h + w * v[0], g + w * v[1]]
+                    })
             };
-            let part =
-                |k: usize| -> Vec<(u8, Fp)> { points.iter().map(|&(x, v)| (x, v[k])).collect() };
-            let (h_points, g_points) = (part(0), part(1));
-            let at_zero =
-                |p: &[(u8, Fp)]| -> Fp { lambda.iter().zip(p).map(|(&l, &(_, v))| l * v).sum() };
-            let (h, g) = (at_zero(&h_points), at_zero(&g_points));
+            let [h, g] = at(&lambda);
+            let consistent = extra
+                .iter()
+                .zip(&mus)
+                .all(|(a, mu)| a.values[c].is_none_or(|v| at(mu) == v));
             // g = 0 with h beyond 64 is a candidate beyond τ whose r₂ was 0 (probability 1/p).
-            let consistent = extra.is_empty()
-                || (on_polynomial(&h_points, extra, c, 0) && on_polynomial(&g_points, extra, c, 1));
             if !consistent {
                 inconsistent.push(id);
             } else if g != Fp::ZERO || h.value() > max_distance {
@@ -452,19 +470,4 @@ impl Querier {
             incomplete,
         })
     }
-}
-
-/// Do the extra answers' values `k` for candidate `c` lie on the polynomial through `points`?
-fn on_polynomial(points: &[(u8, Fp)], extra: &[NodeAnswer], c: usize, k: usize) -> bool {
-    let Ok(coeffs) = interpolate_coefficients(points) else {
-        return false;
-    };
-    extra.iter().all(|a| match a.values[c] {
-        None => true,
-        Some(v) => {
-            let v = v[k];
-            let x = Fp::from(u32::from(a.node));
-            coeffs.iter().rev().fold(Fp::ZERO, |acc, &k| acc * x + k) == v
-        }
-    })
 }

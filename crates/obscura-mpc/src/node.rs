@@ -18,11 +18,83 @@ pub const MAX_TAU: u32 = HASH_BITS as u32;
 /// The widths of the slots of one level: 1 for a value, 2 for the pair `(r₁, r₂)`.
 type Kinds = Vec<usize>;
 
-/// The slots a candidate starts its product with: `d − j` for `j = 0..=τ`, then `(r₁, r₂)`.
-fn first_kinds(tau: u32) -> Kinds {
-    let mut kinds = vec![1; tau as usize + 1];
-    kinds.push(2);
-    kinds
+/// How the rounds after round 0 compute `Π_{j=0..τ} (d − j)` for one τ.
+///
+/// First `powers` rounds raise `d` to `d², …, d^g` with `g = 2^powers` (round `r` multiplies
+/// `d^(2^(r−1))` by each power up to it). Then every run of `g` consecutive factors `d − j` is a
+/// polynomial of degree ≤ g in `d`, which each node evaluates on its shares of the powers
+/// without a round; these group factors and the pair `(r₁, r₂)` are multiplied pairwise, level
+/// by level, and the last level is opened as the answer. For τ = 10 that is `d²`, then `d³, d⁴`,
+/// then one level: 6 values opened per candidate, where multiplying the 11 factors themselves
+/// took 12.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Schedule {
+    tau: u32,
+    powers: u32,
+}
+
+impl Schedule {
+    /// The schedule with the fewest rounds for `tau`, and among those the fewest values opened.
+    fn for_tau(tau: u32) -> Schedule {
+        (0..=6)
+            .map(|powers| Schedule { tau, powers })
+            .min_by_key(|s| {
+                let levels = s.opened_levels();
+                let opened: usize = levels.iter().flatten().sum();
+                (levels.len(), opened)
+            })
+            .expect("seven schedules")
+    }
+
+    /// `g`: the highest power of `d` computed, and the factors per group.
+    fn degree(self) -> usize {
+        1 << self.powers
+    }
+
+    /// The group factors: `⌈(τ + 1) / g⌉`.
+    fn groups(self) -> usize {
+        (self.tau as usize + 1).div_ceil(self.degree())
+    }
+
+    /// Coefficients (constant first) of each group's `Π_{j in group} (x − j)`.
+    fn group_polynomials(self) -> Vec<Vec<Fp>> {
+        let g = self.degree();
+        (0..self.groups())
+            .map(|k| {
+                let end = ((k + 1) * g).min(self.tau as usize + 1);
+                (k * g..end).fold(vec![Fp::ONE], |poly, j| {
+                    // poly · (x − j)
+                    let mut next = vec![Fp::ZERO; poly.len() + 1];
+                    for (e, &c) in poly.iter().enumerate() {
+                        next[e + 1] += c;
+                        next[e] -= c * Fp::from(j as u32);
+                    }
+                    next
+                })
+            })
+            .collect()
+    }
+
+    /// The slots the product levels start with: the group factors, then `(r₁, r₂)`.
+    fn first_kinds(self) -> Kinds {
+        let mut kinds = vec![1; self.groups()];
+        kinds.push(2);
+        kinds
+    }
+
+    /// The widths of the values opened per candidate in each round after round 0: the power
+    /// rounds, then the product levels.
+    fn opened_levels(self) -> Vec<Kinds> {
+        let mut levels: Vec<Kinds> = (0..self.powers).map(|r| vec![1; 1 << r]).collect();
+        let mut kinds = self.first_kinds();
+        while kinds.len() > 2 {
+            let (mut products, carried) = level(&kinds);
+            levels.push(products.clone());
+            products.extend(carried);
+            kinds = products;
+        }
+        levels
+    }
 }
 
 /// The products of one level (adjacent slots, pairwise) and the slot carried over unopened
@@ -38,33 +110,31 @@ fn level(kinds: &[usize]) -> (Kinds, Option<usize>) {
     )
 }
 
-/// The widths of the values opened per candidate at each product level for `tau`, level 1
-/// first (round 0, which opens the distances, is not among them).
-fn opened_levels(tau: u32) -> Vec<Kinds> {
-    let mut kinds = first_kinds(tau);
-    let mut levels = Vec::new();
-    while kinds.len() > 2 {
-        let (mut products, carried) = level(&kinds);
-        levels.push(products.clone());
-        products.extend(carried);
-        kinds = products;
-    }
-    levels
-}
-
-/// How many product rounds follow the opening of the distances for `tau`: the querier relays
-/// this many times, and the last relay's answer is the node's [`NodeAnswer`].
+/// How many rounds follow the opening of the distances for `tau`: the querier relays this
+/// many times, and the last relay's answer is the node's [`NodeAnswer`].
 pub fn rounds(tau: u32) -> usize {
-    1 + opened_levels(tau).len()
+    1 + Schedule::for_tau(tau).opened_levels().len()
 }
 
 /// The most values a node opens per candidate in one round for `tau` (round 0 opens one):
 /// what bounds the size of a relayed round.
 pub fn widest_opening(tau: u32) -> usize {
-    opened_levels(tau)
+    Schedule::for_tau(tau)
+        .opened_levels()
         .iter()
         .map(|widths| widths.iter().sum())
         .fold(1, usize::max)
+}
+
+/// The values a node opens per candidate in a whole evaluation for `tau`, the answer's two
+/// included.
+pub fn opened_per_candidate(tau: u32) -> usize {
+    1 + Schedule::for_tau(tau)
+        .opened_levels()
+        .iter()
+        .flatten()
+        .sum::<usize>()
+        + 2
 }
 
 /// The pairwise products of one candidate's slots (`values` laid out by `kinds`), degree 2t.
@@ -137,15 +207,16 @@ pub struct NodeSession {
     node: u8,
     n: usize,
     t: usize,
-    tau: u32,
+    schedule: Schedule,
     context: [u8; 32],
     count: usize,
     /// The round whose openings this node gave and now waits for.
     round: u8,
     /// Candidates this node and every node whose openings it used hold.
     alive: Vec<bool>,
-    /// Degree-t shares of the distances, from round 1 on.
-    d: Vec<Fp>,
+    /// `powers[e − 1][c]`: degree-t share of `d^e` for candidate `c`, from round 1 on (`d`
+    /// itself first).
+    powers: Vec<Vec<Fp>>,
     /// Widths of the values opened this round, per candidate.
     opened: Kinds,
     /// Width of the slot carried over unopened, per candidate.
@@ -160,7 +231,7 @@ impl std::fmt::Debug for NodeSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeSession")
             .field("node", &self.node)
-            .field("tau", &self.tau)
+            .field("tau", &self.schedule.tau)
             .field("count", &self.count)
             .field("round", &self.round)
             .finish_non_exhaustive()
@@ -198,12 +269,12 @@ impl NodeSession {
             node: keys.node(),
             n: keys.n(),
             t: keys.t(),
-            tau: request.max_distance,
+            schedule: Schedule::for_tau(request.max_distance),
             context: request.context,
             count: stored.len(),
             round: 0,
             alive: stored.iter().map(Option::is_some).collect(),
-            d: Vec::new(),
+            powers: Vec::new(),
             opened: vec![1],
             carried_kind: None,
             carried: Vec::new(),
@@ -234,9 +305,13 @@ impl NodeSession {
         mut fill: impl FnMut(usize, &mut Vec<Fp>),
     ) -> Opened {
         let width: usize = self.opened.iter().sum();
-        let mut rho = keys.random_stream(&labelled(&self.context, b"rho", self.round));
-        let mut zero = keys.stream(&labelled(&self.context, b"zero", self.round));
         self.rho.clear();
+        self.rho.resize(self.count * width, Fp::ZERO);
+        keys.random_stream(&labelled(&self.context, b"rho", self.round))
+            .fill(&mut self.rho);
+        let mut zero = vec![Fp::ZERO; self.count * width];
+        keys.stream(&labelled(&self.context, b"zero", self.round))
+            .fill(&mut zero);
         let mut values = Vec::with_capacity(self.count * width);
         let mut products = Vec::with_capacity(width);
         for c in 0..self.count {
@@ -245,9 +320,8 @@ impl NodeSession {
                 fill(c, &mut products);
             }
             let alive = products.len() == width;
-            for k in 0..width {
-                let (r, z) = (rho.next_share(), zero.next_share());
-                self.rho.push(r);
+            let at = c * width..(c + 1) * width;
+            for (k, (&r, &z)) in self.rho[at.clone()].iter().zip(&zero[at]).enumerate() {
                 values.push(products.get(k).filter(|_| alive).map(|&v| v - r + z));
             }
             self.alive[c] &= alive;
@@ -300,17 +374,22 @@ impl NodeSession {
             }
             reduced.push(z + rho);
         }
-        // The slots of the next level, per candidate.
-        let (kinds, slots) = if self.round == 0 {
-            self.d = reduced;
-            let mut pair = keys.random_stream(&labelled(&self.context, b"pair", 0));
-            let kinds = first_kinds(self.tau);
-            let mut slots = Vec::with_capacity(self.count * (self.tau as usize + 3));
-            for &d in &self.d {
-                slots.extend((0..=self.tau).map(|j| d - Fp::from(j)));
-                slots.extend([pair.next_share(), pair.next_share()]);
+        let round = u32::from(self.round);
+        self.round += 1;
+        // Round 0 gave d, each power round the powers up to the next power of two.
+        if round <= self.schedule.powers {
+            // `reduced` holds each candidate's `width` new powers in a row.
+            for e in 0..width {
+                let column = reduced.iter().skip(e).step_by(width).copied().collect();
+                self.powers.push(column);
             }
-            (kinds, slots)
+            if round < self.schedule.powers {
+                return Ok(Step::Open(self.open_powers(keys)));
+            }
+        }
+        // The slots of the next level, per candidate.
+        let (kinds, slots) = if round == self.schedule.powers {
+            self.first_slots(keys)
         } else {
             let mut kinds = self.opened.clone();
             kinds.extend(self.carried_kind);
@@ -323,7 +402,6 @@ impl NodeSession {
             (kinds, slots)
         };
         let per: usize = kinds.iter().sum();
-        self.round += 1;
         if kinds.len() == 2 {
             return Ok(Step::Answer(self.answer(keys, &slots, per)));
         }
@@ -341,19 +419,59 @@ impl NodeSession {
         Ok(Step::Open(opened))
     }
 
+    /// Open the next power round: `d^h · d^a` for `a = 1..=h`, `h` the highest power held.
+    fn open_powers(&mut self, keys: &ZeroSharingKeys) -> Opened {
+        let h = self.powers.len();
+        self.opened = vec![1; h];
+        self.carried_kind = None;
+        self.carried.clear();
+        let powers = std::mem::take(&mut self.powers);
+        let opened = self.open(keys, |c, out| {
+            let top = powers[h - 1][c];
+            out.extend(powers.iter().map(|p| top * p[c]));
+        });
+        self.powers = powers;
+        opened
+    }
+
+    /// The slots the product levels start with, per candidate: each group factor evaluated on
+    /// this node's shares of the powers (a linear combination, so still degree t), then the
+    /// pair `(r₁, r₂)`.
+    fn first_slots(&self, keys: &ZeroSharingKeys) -> (Kinds, Vec<Fp>) {
+        let polynomials = self.schedule.group_polynomials();
+        let mut pairs = vec![Fp::ZERO; 2 * self.count];
+        keys.random_stream(&labelled(&self.context, b"pair", 0))
+            .fill(&mut pairs);
+        let kinds = self.schedule.first_kinds();
+        let mut slots = Vec::with_capacity(self.count * kinds.iter().sum::<usize>());
+        for (c, pair) in pairs.chunks_exact(2).enumerate() {
+            slots.extend(polynomials.iter().map(|poly| {
+                poly[1..]
+                    .iter()
+                    .zip(&self.powers)
+                    .fold(poly[0], |acc, (&coef, power)| acc + coef * power[c])
+            }));
+            slots.extend_from_slice(pair);
+        }
+        (kinds, slots)
+    }
+
     /// The last level: `X · (r₁, r₂)`, opened as `h = d + X·r₁` and `g = X·r₂` under fresh zero
     /// masks of degree 2t.
     fn answer(&self, keys: &ZeroSharingKeys, slots: &[Fp], per: usize) -> NodeAnswer {
-        let mut zero = keys.stream(&labelled(&self.context, b"answer", self.round));
+        let mut zero = vec![Fp::ZERO; 2 * self.count];
+        keys.stream(&labelled(&self.context, b"answer", self.round))
+            .fill(&mut zero);
         let values = slots
             .chunks_exact(per)
+            .zip(zero.chunks_exact(2))
             .enumerate()
-            .map(|(c, s)| {
-                let (z1, z2) = (zero.next_share(), zero.next_share());
+            .map(|(c, (s, z))| {
+                let [z1, z2] = [z[0], z[1]];
                 let [x, r1, r2] = s else {
                     unreachable!("the last level is a value and the pair");
                 };
-                self.alive[c].then(|| [self.d[c] + *x * *r1 + z1, *x * *r2 + z2])
+                self.alive[c].then(|| [self.powers[0][c] + *x * *r1 + z1, *x * *r2 + z2])
             })
             .collect();
         NodeAnswer {
@@ -456,5 +574,53 @@ pub fn run_all(
         if !answers.is_empty() {
             return Ok(Transcript { rounds, answers });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The group factors multiply to `Π_{j=0..τ} (x − j)` at every point: zero exactly at
+    /// `0..=τ`, and the product of the factors elsewhere.
+    #[test]
+    fn group_factors_multiply_to_the_whole_product() {
+        for tau in 0..=MAX_TAU {
+            let s = Schedule::for_tau(tau);
+            let polys = s.group_polynomials();
+            assert_eq!(polys.len(), s.groups());
+            for x in 0..=70u32 {
+                let x = Fp::from(x);
+                let grouped = polys.iter().fold(Fp::ONE, |acc, p| {
+                    acc * p.iter().rev().fold(Fp::ZERO, |v, &c| v * x + c)
+                });
+                let whole = (0..=tau).fold(Fp::ONE, |acc, j| acc * (x - Fp::from(j)));
+                assert_eq!(grouped, whole, "τ = {tau}, x = {}", x.value());
+            }
+        }
+    }
+
+    /// What the schedule costs: at the default τ = 10, four relays as before the powers, and 9
+    /// values opened per candidate instead of 15; never more rounds or values than multiplying
+    /// the factors themselves.
+    #[test]
+    fn powers_cut_the_values_opened_without_adding_rounds() {
+        assert_eq!((rounds(10), opened_per_candidate(10)), (4, 9));
+        for tau in 0..=MAX_TAU {
+            let plain = Schedule { tau, powers: 0 }.opened_levels();
+            let chosen = Schedule::for_tau(tau).opened_levels();
+            assert!(chosen.len() <= plain.len(), "τ = {tau}");
+            let sum = |l: &[Kinds]| l.iter().flatten().sum::<usize>();
+            assert!(sum(&chosen) <= sum(&plain), "τ = {tau}");
+        }
+        assert_eq!(
+            Schedule { tau: 10, powers: 0 }
+                .opened_levels()
+                .iter()
+                .flatten()
+                .sum::<usize>()
+                + 3,
+            15
+        );
     }
 }

@@ -88,7 +88,7 @@ proptest! {
     fn winners_come_back_exact_and_the_rest_only_counted(
         hashes in prop::collection::vec(any::<u64>(), 1..12),
         flips in prop::collection::vec(0u32..64, 1..12),
-        tau in 0u32..=16,
+        tau in 0u32..=64,
         q in any::<u64>(),
         seed in any::<u64>(),
     ) {
