@@ -29,7 +29,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use obscura_mpc::check::{self, CheckShare, CHECKS};
 use obscura_mpc::Opened;
-use obscura_proto::{MatchProof, Opening, WireCheck, WireId, WireOpened};
+use obscura_proto::{MatchProof, Opening, ScanOf, WireCheck, WireId, WireOpened};
 use obscura_sharing::field::Fp;
 use obscura_sharing::prime::interpolate_at_zero;
 use rand_core::{CryptoRng, RngCore};
@@ -146,19 +146,49 @@ pub struct Answered<'a> {
     pub issued: u64,
 }
 
-/// The context of a Stage-2 query at the nodes: its id, its issue time and its candidate
-/// handles. It seeds the zero-sharing masks of the answers, so they never serve twice by
-/// construction: a query id sent again once the nodes forgot it comes with another issue time
-/// (the old one is stale), and different candidate lists at different nodes give masks that
-/// do not cancel.
-pub fn query_context(query_id: &[u8; 16], issued: u64, candidates: &[WireId]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key("obscura 2026 stage-2 zero-sharing context");
-    h.update(query_id);
-    h.update(&issued.to_be_bytes());
+/// The digest of a query's whole candidate list, in order: what [`ScanOf`] names.
+pub fn scan_digest(candidates: &[WireId]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 stage-2 candidate list");
     h.update(&(candidates.len() as u64).to_be_bytes());
     for c in candidates {
         h.update(c);
     }
+    *h.finalize().as_bytes()
+}
+
+/// The [`ScanOf`] of a query's whole candidate list.
+///
+/// # Panics
+/// If the list holds more than `u32::MAX` candidates (the wire takes far fewer).
+pub fn scan_of(candidates: &[WireId]) -> ScanOf {
+    ScanOf {
+        count: u32::try_from(candidates.len()).expect("fewer than 2^32 candidates"),
+        digest: scan_digest(candidates),
+    }
+}
+
+/// The context of a Stage-2 query at the nodes: its id, its issue time and its whole candidate
+/// list. The check of the query is made under it, once; each part's masks under its
+/// [`part_context`].
+pub fn query_context(query_id: &[u8; 16], issued: u64, scan: &ScanOf) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 stage-2 zero-sharing context");
+    h.update(query_id);
+    h.update(&issued.to_be_bytes());
+    h.update(&u64::from(scan.count).to_be_bytes());
+    h.update(&scan.digest);
+    *h.finalize().as_bytes()
+}
+
+/// The context of one part of a query: the query's context, the part and its candidate
+/// handles. It seeds the zero-sharing masks of the part's rounds and answers, so they never
+/// serve twice by construction: a query id sent again once the nodes forgot it comes with
+/// another issue time (the old one is stale), parts differ by number, and different candidate
+/// lists at different nodes give masks that do not cancel.
+pub fn part_context(context: &[u8; 32], part: u32, candidates: &[WireId]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 stage-2 part context");
+    h.update(context);
+    h.update(&part.to_be_bytes());
+    h.update(&scan_digest(candidates));
     *h.finalize().as_bytes()
 }
 

@@ -583,7 +583,7 @@ async fn cluster_figures(
         last_p50 = lat.p50;
         memory_figure(cluster, total, out);
         // The exhaustive scan, where the nodes take it: Stage-2 over every stored image.
-        if total <= obscura_proto::limits::MAX_CANDIDATES && !stored.is_empty() {
+        if total <= obscura_proto::limits::MAX_SCAN && !stored.is_empty() {
             let runs = opt.queries.clamp(1, 10);
             let bar = progress.bar(runs, &format!("exhaustive N={total}"));
             let (mut all, mut stage2) = (Vec::new(), Vec::new());
@@ -1049,14 +1049,17 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
     let open_rate = per_second(|| {
         let own = matching::share_digest(&shares[0].to_bytes());
         std::hint::black_box(own == digests[0]);
+        let scan = matching::scan_of(&handles);
         let context =
-            matching::check_context(&matching::query_context(&[3; 16], now, &handles), &digests);
+            matching::check_context(&matching::query_context(&[3; 16], now, &scan), &digests);
         let coin = CheckCoin::derive(&coin_key, &context);
         let c = check::check_share(&zero[0], &coin, &context, &shares[0]).expect("node 1");
         std::hint::black_box(matching::sign_check(&nodes[0], &answered(1), &context, &c));
     });
-    let context =
-        matching::check_context(&matching::query_context(&[3; 16], now, &handles), &digests);
+    let context = matching::check_context(
+        &matching::query_context(&[3; 16], now, &matching::scan_of(&handles)),
+        &digests,
+    );
     let coin = CheckCoin::derive(&coin_key, &context);
     let checks: Vec<_> = (0..5)
         .map(|i| {

@@ -39,7 +39,7 @@ use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
 use obscura_node::tls::{Endpoint, Party};
 use obscura_proto::{
     limits, roles, ErrorCode, FetchBy, MatchProof, PreparedImage, Request, RequestBody, Response,
-    ResponseBody, WireAuditEntry, WireOpened,
+    ResponseBody, ScanOf, WireAuditEntry, WireCheck, WireOpened,
 };
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::field::Fp;
@@ -342,6 +342,25 @@ pub enum Scan {
     /// query's bands hit; Stage-2 scans them all (up to each node's `max_exhaustive`). The
     /// matches are resolved as in any search, so each node sees those.
     Exhaustive,
+}
+
+/// What every part of one search's Stage-2 carries: the query, the list it scans, every node's
+/// share and the nodes' checks of it.
+struct QueryParts {
+    query_id: [u8; 16],
+    issued: u64,
+    scan: ScanOf,
+    shares: Vec<Vec<u8>>,
+    share_digests: Vec<[u8; 32]>,
+    checks: Vec<WireCheck>,
+}
+
+/// The nodes' answers to one part, and the bytes it took.
+struct PartOutcome {
+    answers: Vec<NodeAnswer>,
+    kept: Vec<KeptAnswer>,
+    sent: u64,
+    received: u64,
 }
 
 /// The least time a stalled node is given once enough others have answered (see
@@ -1238,12 +1257,10 @@ impl Client {
             top: usize::MAX,
         };
         let handles: Vec<[u8; 16]> = candidates.iter().map(|c| c.0).collect();
-        let context = matching::query_context(&query_id, issued, &handles);
-        let (querier, requests) =
-            Querier::start_with_context(context, q, candidates.clone(), params, &mut rng)?;
-        let shares: Vec<Vec<u8>> = requests
+        let scan = matching::scan_of(&handles);
+        let shares: Vec<Vec<u8>> = share_hash(q, self.t, self.n(), &mut rng)?
             .iter()
-            .map(|r| r.query.to_bytes().to_vec())
+            .map(|s| s.to_bytes().to_vec())
             .collect();
         // The commitment to every node's share, fixed before any node opens anything.
         let share_digests: Vec<[u8; 32]> =
@@ -1258,7 +1275,7 @@ impl Client {
                             query_id,
                             issued,
                             query_share: shares[x as usize - 1].clone(),
-                            candidates: handles.clone(),
+                            scan,
                             share_digests: share_digests.clone(),
                         };
                         (x, body)
@@ -1289,23 +1306,154 @@ impl Client {
                 failures,
             });
         }
-        // Then the rounds, among the nodes whose checks are in: each node's signed openings go
-        // to every node still in the search, until they answer. A node that fails or stalls
-        // leaves the search; it goes on while 2t + 1 stay.
+        // Then the parts of the candidate list, two at a time, each evaluated in rounds among
+        // the nodes whose checks are in. A node that fails or stalls leaves the search; it goes
+        // on while 2t + 1 stay.
+        let query = QueryParts {
+            query_id,
+            issued,
+            scan,
+            shares,
+            share_digests,
+            checks,
+        };
+        let mut members: Vec<u8> = query.checks.iter().map(|c| c.node).collect();
+        let parts: Vec<(u32, &[[u8; 16]])> = (0u32..)
+            .zip(handles.chunks(limits::MAX_CANDIDATES))
+            .collect();
+        let mut ranked_matches = Vec::new();
+        // For each match: its part's kept answers, and its position there.
+        let mut kept_of_parts: Vec<(&[[u8; 16]], Vec<KeptAnswer>)> = Vec::new();
+        let mut proofs_of = Vec::new();
+        for pair in parts.chunks(2) {
+            let (first, second) = match pair {
+                [a, b] => {
+                    let (first, second) = tokio::join!(
+                        self.evaluate_part(&query, *a, &members),
+                        self.evaluate_part(&query, *b, &members)
+                    );
+                    (first, Some(second))
+                }
+                [a] => (self.evaluate_part(&query, *a, &members).await, None),
+                _ => unreachable!("chunks of two"),
+            };
+            for (part, outcome) in pair.iter().zip([Some(first), second].into_iter().flatten()) {
+                let outcome = outcome?;
+                sent += outcome.sent;
+                received += outcome.received;
+                members.retain(|x| outcome.kept.iter().any(|k| k.node == *x));
+                let (at, part_handles) = *part;
+                let start = at as usize * limits::MAX_CANDIDATES;
+                let querier = Querier::waiting(
+                    candidates[start..start + part_handles.len()].to_vec(),
+                    params,
+                );
+                let ranked = querier.finish(outcome.answers)?;
+                for m in ranked.matches {
+                    let position = part_handles
+                        .iter()
+                        .position(|h| *h == m.id.0)
+                        .expect("a match is a candidate of its part");
+                    ranked_matches.push(m);
+                    proofs_of.push((kept_of_parts.len(), position));
+                }
+                kept_of_parts.push((part_handles, outcome.kept));
+            }
+        }
+        let stage2 = t1.elapsed();
+
+        // The matches' ids: each node opens what a proof of this user's own match names.
+        let t2 = Instant::now();
+        // The top matches and everything tied with the last of them, as many as one resolve
+        // takes.
+        let mut order: Vec<usize> = (0..ranked_matches.len()).collect();
+        order.sort_by_key(|&i| (ranked_matches[i].distance, ranked_matches[i].id));
+        if let Some(cut) = order
+            .get(top.saturating_sub(1))
+            .map(|&i| ranked_matches[i].distance)
+        {
+            order.retain(|&i| ranked_matches[i].distance <= cut);
+        }
+        order.truncate(limits::MAX_PROOFS);
         let need = 2 * self.t + 1;
+        let ranked_matches: Vec<Match> = order.iter().map(|&i| ranked_matches[i]).collect();
+        let proofs: Vec<MatchProof> = order
+            .iter()
+            .map(|&i| {
+                let (part, position) = proofs_of[i];
+                let (part_handles, kept) = &kept_of_parts[part];
+                matching::prove(query_id, issued, part_handles, &kept[..need], position)
+            })
+            .collect();
+        let mut matches = Vec::with_capacity(proofs.len());
+        let mut unresolved = 0;
+        if !proofs.is_empty() {
+            let resolved = self
+                .call_all(|_| RequestBody::Resolve {
+                    proofs: proofs.clone(),
+                })
+                .await;
+            let mut known = Vec::new();
+            for (i, (m, proof)) in ranked_matches.iter().zip(&proofs).enumerate() {
+                match self.agreed_image(&resolved, i) {
+                    Some(id) => {
+                        known.push((id, proof.clone()));
+                        matches.push(Match {
+                            id,
+                            distance: m.distance,
+                        });
+                    }
+                    None => unresolved += 1,
+                }
+            }
+            self.keepers.sessions.remember(known)?;
+            for (_, _, s, rcv) in &resolved {
+                sent += s;
+                received += rcv;
+            }
+        }
+        matches.sort_by_key(|m| (m.distance, m.id));
+        matches.truncate(top);
+        Ok(SearchOutcome {
+            matches,
+            unresolved,
+            candidates: candidates.len(),
+            stage1_hits,
+            stage1,
+            stage2,
+            resolve: t2.elapsed(),
+            total: start.elapsed(),
+            tokens: tokens_time,
+            keeper_faults,
+            bytes_sent: sent,
+            bytes_received: received,
+        })
+    }
+
+    /// One part of a search's Stage-2: its evaluation at `members`, then the rounds, each
+    /// node's signed openings relayed to every node still in, until they answer.
+    async fn evaluate_part(
+        &self,
+        query: &QueryParts,
+        (part, handles): (u32, &[[u8; 16]]),
+        members: &[u8],
+    ) -> Result<PartOutcome, Error> {
+        let need = 2 * self.t + 1;
+        let (mut sent, mut received) = (0, 0);
         let started = self
             .call_quorum(
-                checks
+                members
                     .iter()
-                    .map(|c| {
-                        let x = c.node;
+                    .map(|&x| {
                         let body = RequestBody::Evaluate {
-                            query_id,
-                            issued,
-                            query_share: shares[x as usize - 1].clone(),
-                            candidates: handles.clone(),
-                            share_digests: share_digests.clone(),
-                            checks: checks.clone(),
+                            query_id: query.query_id,
+                            issued: query.issued,
+                            query_share: query.shares[x as usize - 1].clone(),
+                            scan: query.scan,
+                            part,
+                            candidates: handles.to_vec(),
+                            share_digests: query.share_digests.clone(),
+                            checks: query.checks.clone(),
                         };
                         (x, body)
                     })
@@ -1342,22 +1490,22 @@ impl Client {
             // Every opening in, not just 2t + 1: the nodes check the extra ones against the
             // rest, so one node that shifts its own is caught while all are up.
             let members: Vec<u8> = openings.iter().map(|o| o.node).collect();
-            let relayed: Vec<WireOpened> = openings.clone();
+            let relayed: Vec<WireOpened> = std::mem::take(&mut openings);
             let calls = members
                 .iter()
                 .map(|&x| {
                     (
                         x,
                         RequestBody::Reduce {
-                            query_id,
-                            issued,
+                            query_id: query.query_id,
+                            issued: query.issued,
+                            part,
                             round,
                             openings: relayed.clone(),
                         },
                     )
                 })
                 .collect();
-            openings.clear();
             round = round.saturating_add(1);
             for (x, r, s, rcv) in self.call_quorum(calls, need).await {
                 sent += s;
@@ -1373,7 +1521,7 @@ impl Client {
                         values,
                         answer_key,
                         signature,
-                    }) if node == x && values.len() == candidates.len() => {
+                    }) if node == x && values.len() == handles.len() => {
                         let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else {
                             failures.push(NodeFailure {
                                 node: x,
@@ -1418,68 +1566,11 @@ impl Client {
                 failures,
             });
         }
-        let ranked = querier.finish(answers)?;
-        let stage2 = t1.elapsed();
-
-        // The matches' ids: each node opens what a proof of this user's own match names.
-        let t2 = Instant::now();
-        // The top matches and everything tied with the last of them, as many as one resolve
-        // takes.
-        let mut ranked_matches = ranked.matches;
-        if let Some(cut) = ranked_matches
-            .get(top.saturating_sub(1))
-            .map(|m| m.distance)
-        {
-            ranked_matches.retain(|m| m.distance <= cut);
-        }
-        ranked_matches.truncate(limits::MAX_PROOFS);
-        let proofs: Vec<MatchProof> = ranked_matches
-            .iter()
-            .filter_map(|m| candidates.iter().position(|c| *c == m.id))
-            .map(|p| matching::prove(query_id, issued, &handles, &kept[..need], p))
-            .collect();
-        let mut matches = Vec::with_capacity(proofs.len());
-        let mut unresolved = 0;
-        if !proofs.is_empty() {
-            let resolved = self
-                .call_all(|_| RequestBody::Resolve {
-                    proofs: proofs.clone(),
-                })
-                .await;
-            let mut known = Vec::new();
-            for (i, (m, proof)) in ranked_matches.iter().zip(&proofs).enumerate() {
-                match self.agreed_image(&resolved, i) {
-                    Some(id) => {
-                        known.push((id, proof.clone()));
-                        matches.push(Match {
-                            id,
-                            distance: m.distance,
-                        });
-                    }
-                    None => unresolved += 1,
-                }
-            }
-            self.keepers.sessions.remember(known)?;
-            for (_, _, s, rcv) in &resolved {
-                sent += s;
-                received += rcv;
-            }
-        }
-        matches.sort_by_key(|m| (m.distance, m.id));
-        matches.truncate(top);
-        Ok(SearchOutcome {
-            matches,
-            unresolved,
-            candidates: candidates.len(),
-            stage1_hits,
-            stage1,
-            stage2,
-            resolve: t2.elapsed(),
-            total: start.elapsed(),
-            tokens: tokens_time,
-            keeper_faults,
-            bytes_sent: sent,
-            bytes_received: received,
+        Ok(PartOutcome {
+            answers,
+            kept,
+            sent,
+            received,
         })
     }
 
@@ -1757,6 +1848,7 @@ pub(crate) async fn post(
     }
     let limit = match req.body {
         RequestBody::Fetch { .. } => limits::MAX_FETCH_ANSWER,
+        RequestBody::List { .. } => limits::MAX_LIST_ANSWER,
         _ => limits::MAX_ANSWER,
     };
     let bytes = req.encode();

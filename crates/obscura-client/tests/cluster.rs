@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use obscura_client::{Client, Error};
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 use redb::ReadableTable;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_search_get_across_five_nodes() {
@@ -545,4 +545,107 @@ async fn an_exhaustive_search_ranks_every_image_like_a_plaintext_scan() {
         let staged = c.client.search(&q, 10, 10).await.unwrap();
         assert_eq!(staged.matches, found.matches, "{name}");
     }
+}
+
+/// A search scans a list longer than one Stage-2 request takes (16,384 candidates) in parts,
+/// all under one check of the query, each part's masks its own: 24,000 images written into
+/// every node's store, scanned exhaustively, rank like a plaintext scan, with matches planted
+/// so that both parts hold some, and every match resolved. Before, a node refused any list
+/// over 16,384 candidates, so no exhaustive search could scan such a cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_longer_than_one_part_is_evaluated_in_parts_and_ranks_like_a_plaintext_scan() {
+    const IMAGES: usize = 24_000;
+    let mut c = Cluster::start_with(
+        "parts",
+        Setup {
+            nodes: 6,
+            voprf: false,
+            ..VOPRF
+        },
+    )
+    .await;
+    let mut rng = ChaCha20Rng::seed_from_u64(41);
+    let query = rng.next_u64();
+    // 40 hashes within τ of the query (distances 0..=10), the rest random (none near).
+    let hashes: Vec<u64> = (0..IMAGES)
+        .map(|i| match i {
+            0..40 => query ^ (((1u128 << (i % 11)) - 1) as u64).rotate_left(i as u32),
+            _ => rng.next_u64(),
+        })
+        .collect();
+    // Token of band b of a hash at node i: a table of every (band, value).
+    let table = c
+        .client
+        .index_tokens(
+            &(0..=255u8)
+                .map(|v| u64::from_be_bytes([v; 8]))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let uploads: Vec<obscura_client::Upload> = hashes
+        .iter()
+        .map(|&h| {
+            let mut file = [0u8; 32];
+            rng.fill_bytes(&mut file);
+            c.client.upload(&file, h).unwrap()
+        })
+        .collect();
+    for node in 1..=6u8 {
+        c.down(node).await;
+        let store = obscura_store::Store::open(&c.node_store(node), node).unwrap();
+        let i = usize::from(node) - 1;
+        for batch in uploads.chunks(2000) {
+            let images: Vec<obscura_store::NewImage<'_>> = batch
+                .iter()
+                .map(|u| obscura_store::NewImage {
+                    id: u.id,
+                    manifest: &u.manifest,
+                    image_share: &u.parts[i].image_share,
+                    hash_share: &u.parts[i].hash_share,
+                    tokens: std::array::from_fn(|b| {
+                        table[usize::from(u.hash.to_be_bytes()[b])][i].tokens[b]
+                    }),
+                    key_version: 1,
+                    elements: None,
+                    retired_tokens: None,
+                })
+                .collect();
+            store.prepare_many(&images, now()).unwrap();
+            let ids: Vec<_> = batch.iter().map(|u| u.id).collect();
+            store.commit_many(&ids, now()).unwrap();
+        }
+        drop(store);
+        c.up(node).await;
+    }
+    let found = c
+        .client
+        .search_hash_with(
+            query,
+            64,
+            10,
+            std::time::Instant::now(),
+            obscura_client::Scan::Exhaustive,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.candidates, IMAGES, "every image a candidate");
+    let mut plain: Vec<(u32, obscura_sharing::manifest::ImageId)> = hashes
+        .iter()
+        .zip(&uploads)
+        .map(|(&h, u)| ((h ^ query).count_ones(), u.id))
+        .filter(|&(d, _)| d <= 10)
+        .collect();
+    plain.sort();
+    assert_eq!(plain.len(), 40);
+    let private: Vec<_> = found.matches.iter().map(|m| (m.distance, m.id)).collect();
+    assert_eq!(private, plain);
+    assert_eq!(found.unresolved, 0);
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

@@ -538,7 +538,7 @@ pub fn matching(data: &[u8]) {
             RequestBody::Evaluate {
                 query_id,
                 issued,
-                candidates,
+                scan,
                 share_digests,
                 checks,
                 ..
@@ -550,7 +550,7 @@ pub fn matching(data: &[u8]) {
                     issued: *issued,
                 };
                 let context = matching::check_context(
-                    &matching::query_context(query_id, *issued, candidates),
+                    &matching::query_context(query_id, *issued, scan),
                     share_digests,
                 );
                 assert!(

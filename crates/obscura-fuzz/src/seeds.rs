@@ -270,6 +270,8 @@ fn requests() -> Vec<Request> {
             query_id: [3; 16],
             issued: NOW,
             query_share: vec![0; obscura_proto::limits::HASH_SHARE_LEN],
+            scan: matching::scan_of(&[[4; 16], [5; 16]]),
+            part: 0,
             candidates: vec![[4; 16], [5; 16]],
             share_digests: vec![[6; 32]; 3],
             checks: vec![WireCheck {
@@ -283,12 +285,13 @@ fn requests() -> Vec<Request> {
             query_id: [3; 16],
             issued: NOW,
             query_share: vec![0; obscura_proto::limits::HASH_SHARE_LEN],
-            candidates: vec![[4; 16]],
+            scan: matching::scan_of(&[[4; 16]]),
             share_digests: vec![[6; 32]; 3],
         },
         RequestBody::Reduce {
             query_id: [3; 16],
             issued: NOW,
+            part: 0,
             round: 0,
             openings: vec![WireOpened {
                 node: 1,

@@ -173,8 +173,9 @@ pub struct SearchPolicy {
     /// Most candidates a lookup returns.
     pub max_candidates: u32,
     /// Most images an exhaustive search scans (every committed image is a candidate), and so
-    /// most candidates an evaluation takes; at least `max_candidates`. A configuration without
-    /// it scans no more than `max_candidates` ([`SearchPolicy::exhaustive`]).
+    /// most candidates a query scans, in parts of at most 16,384; at least `max_candidates`, at
+    /// most 2^20. A configuration without it scans no more than `max_candidates`
+    /// ([`SearchPolicy::exhaustive`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_exhaustive: Option<u32>,
     /// How long after its query a match proof opens an image, seconds.
@@ -188,7 +189,7 @@ impl Default for SearchPolicy {
             lookups_per_band: 12,
             max_distance: 10,
             max_candidates: 1024,
-            max_exhaustive: Some(obscura_proto::limits::MAX_CANDIDATES as u32),
+            max_exhaustive: Some(obscura_proto::limits::MAX_SCAN as u32),
             match_window_s: 3600,
         }
     }
@@ -209,13 +210,27 @@ impl SearchPolicy {
         u64::from(candidates) * u64::from(n) * width * 6 + 64 * 1024
     }
 
-    /// The most candidates whose relayed rounds on `n` nodes fit in what a node takes
-    /// ([`limits::MAX_REDUCE_BODY`](obscura_proto::limits::MAX_REDUCE_BODY)), and the wire's
-    /// own limit.
+    /// The most candidates a search on `n` nodes may scan: the wire's
+    /// [`MAX_SCAN`](obscura_proto::limits::MAX_SCAN) when the relayed rounds of a whole part
+    /// ([`MAX_CANDIDATES`](obscura_proto::limits::MAX_CANDIDATES)) fit in what a node takes
+    /// ([`MAX_REDUCE_BODY`](obscura_proto::limits::MAX_REDUCE_BODY)), and otherwise as many as
+    /// fit in one part (a cluster of many nodes, or a large τ).
     pub fn fitting_exhaustive(&self, n: u8) -> u32 {
+        use obscura_proto::limits::{MAX_CANDIDATES, MAX_REDUCE_BODY, MAX_SCAN};
         let per = self.relay_bytes(1, n) - 64 * 1024;
-        let room = obscura_proto::limits::MAX_REDUCE_BODY as u64 - 64 * 1024;
-        (room / per.max(1)).min(obscura_proto::limits::MAX_CANDIDATES as u64) as u32
+        let room = MAX_REDUCE_BODY as u64 - 64 * 1024;
+        let fitting = room / per.max(1);
+        if fitting >= MAX_CANDIDATES as u64 {
+            MAX_SCAN as u32
+        } else {
+            fitting as u32
+        }
+    }
+
+    /// The most candidates of one part of a search: a Stage-2 request's.
+    pub fn part(&self) -> u32 {
+        self.exhaustive()
+            .min(obscura_proto::limits::MAX_CANDIDATES as u32)
     }
 }
 
@@ -589,18 +604,18 @@ impl LoadedNode {
                 .is_none_or(|n| n > obscura_proto::limits::MAX_LOOKUP_TOKENS)
             || p.max_candidates as usize > obscura_proto::limits::MAX_CANDIDATES
             || p.exhaustive() < p.max_candidates
-            || p.exhaustive() as usize > obscura_proto::limits::MAX_CANDIDATES
+            || p.exhaustive() as usize > obscura_proto::limits::MAX_SCAN
             || p.max_distance > 64
         {
             return Err(bad(format!("policy out of range: {p:?}")));
         }
-        if p.relay_bytes(p.exhaustive(), config.n) > obscura_proto::limits::MAX_REDUCE_BODY as u64 {
+        if p.relay_bytes(p.part(), config.n) > obscura_proto::limits::MAX_REDUCE_BODY as u64 {
             return Err(bad(format!(
                 "policy: a search of {} candidates on {} nodes would relay rounds of {} bytes, \
                  above the {} a node takes; set max_candidates and max_exhaustive to at most {}",
-                p.exhaustive(),
+                p.part(),
                 config.n,
-                p.relay_bytes(p.exhaustive(), config.n),
+                p.relay_bytes(p.part(), config.n),
                 obscura_proto::limits::MAX_REDUCE_BODY,
                 p.fitting_exhaustive(config.n)
             )));

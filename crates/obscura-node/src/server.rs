@@ -44,7 +44,7 @@ use obscura_mpc::node::{NodeSession, Step};
 use obscura_mpc::{HashShare, NodeRequest};
 use obscura_proto::{
     limits, roles, ErrorCode, FetchBy, MatchProof, Request, RequestBody, ResponseBody, RotateOp,
-    UploadTicket, WireAuditEntry, WireElement, WireId, WireToken, UPLOAD_TICKET_HEADER,
+    ScanOf, UploadTicket, WireAuditEntry, WireElement, WireId, WireToken, UPLOAD_TICKET_HEADER,
 };
 use obscura_sharing::manifest::{CheckedShare, ImageId, ShareRole, SignedManifest};
 use obscura_sharing::order::{user_digest, Order};
@@ -82,13 +82,16 @@ struct LiveSearch {
     handles: Vec<WireId>,
 }
 
-/// The searches in progress, by user and query id. Each lives as long as its query is fresh
-/// and ends with its answer; a restart forgets them (the search fails and is run again).
+/// Whose search of which query, and which part of it.
+type SearchKey = (String, [u8; 16], u32);
+
+/// The searches in progress, by user, query id and part. Each lives as long as its query is
+/// fresh and ends with its answer; a restart forgets them (the search fails and is run again).
 #[derive(Default)]
-struct LiveSearches(Mutex<HashMap<(String, [u8; 16]), LiveSearch>>);
+struct LiveSearches(Mutex<HashMap<SearchKey, LiveSearch>>);
 
 impl LiveSearches {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, [u8; 16]), LiveSearch>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SearchKey, LiveSearch>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -99,13 +102,13 @@ impl LiveSearches {
     }
 
     fn room(
-        live: &mut HashMap<(String, [u8; 16]), LiveSearch>,
+        live: &mut HashMap<SearchKey, LiveSearch>,
         user: &str,
         now: u64,
         window: u64,
     ) -> Result<(), ResponseBody> {
         live.retain(|_, s| s.issued.abs_diff(now) <= window);
-        let mine = live.keys().filter(|(u, _)| u == user).count();
+        let mine = live.keys().filter(|(u, ..)| u == user).count();
         if mine >= MAX_LIVE_SEARCHES_PER_USER {
             return Err(error(
                 ErrorCode::RateLimited,
@@ -127,26 +130,25 @@ impl LiveSearches {
     /// Keep `search` until its next round, within the limits.
     fn keep(
         &self,
-        user: &str,
-        query_id: [u8; 16],
+        key: SearchKey,
         search: LiveSearch,
         now: u64,
         window: u64,
     ) -> Result<(), ResponseBody> {
         let mut live = self.lock();
-        Self::room(&mut live, user, now, window)?;
-        live.insert((user.to_string(), query_id), search);
+        Self::room(&mut live, &key.0, now, window)?;
+        live.insert(key, search);
         Ok(())
     }
 
-    /// Take `user`'s search of `query_id` out for its next round.
-    fn take(&self, user: &str, query_id: &[u8; 16]) -> Option<LiveSearch> {
-        self.lock().remove(&(user.to_string(), *query_id))
+    /// Take a search out for its next round.
+    fn take(&self, key: &SearchKey) -> Option<LiveSearch> {
+        self.lock().remove(key)
     }
 
     /// Put a search back after a refused round.
-    fn put_back(&self, user: &str, query_id: [u8; 16], search: LiveSearch) {
-        self.lock().insert((user.to_string(), query_id), search);
+    fn put_back(&self, key: SearchKey, search: LiveSearch) {
+        self.lock().insert(key, search);
     }
 }
 
@@ -291,11 +293,13 @@ pub(crate) fn auth_error(e: obscura_auth::Error) -> ResponseBody {
     error(code, e.to_string())
 }
 
-/// The zero-sharing context of a query is admitted under its own namespace, so a query id can
-/// never collide with a request id.
-fn query_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
-    let h = blake3::derive_key("obscura 2026 stage-2 query id", query_id);
-    h[..16].try_into().expect("16 bytes")
+/// Each part of a query is admitted under its own namespace, so a query id can never collide
+/// with a request id, and each part is evaluated once.
+fn part_admission_id(query_id: &[u8; 16], part: u32) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 stage-2 query part");
+    h.update(query_id);
+    h.update(&part.to_be_bytes());
+    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
 }
 
 /// A query's check is admitted once per node under its own namespace.
@@ -304,19 +308,46 @@ fn check_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
     h[..16].try_into().expect("16 bytes")
 }
 
-/// What a Stage-2 request asks about: the query and its candidates.
+/// Whether `candidates` are part `part` of the list `scan` names: the handles from position
+/// `part × MAX_CANDIDATES`, as many as there are up to the next part. A list of one part must
+/// be exactly the one named; the parts of a longer list are each bound to their own masks
+/// (their context holds their handles), and each handle opens only under this query.
+fn part_fits(scan: &ScanOf, part: u32, candidates: &[WireId]) -> Result<(), ResponseBody> {
+    let per = limits::MAX_CANDIDATES as u64;
+    let start = u64::from(part) * per;
+    let len = (u64::from(scan.count).saturating_sub(start)).min(per);
+    if len == 0 || candidates.len() as u64 != len {
+        return Err(error(
+            ErrorCode::BadRequest,
+            format!(
+                "part {part} of a list of {} candidates holds {len}, not {}",
+                scan.count,
+                candidates.len()
+            ),
+        ));
+    }
+    if u64::from(scan.count) <= per && matching::scan_digest(candidates) != scan.digest {
+        return Err(error(
+            ErrorCode::BadRequest,
+            "the candidates are not the list the query was checked with",
+        ));
+    }
+    Ok(())
+}
+
+/// What a Stage-2 request asks about: the query and the candidate list it scans.
 #[derive(Clone, Copy, Debug)]
 struct Asked<'a> {
     query_id: &'a [u8; 16],
     issued: u64,
     query_share: &'a [u8],
-    candidates: &'a [WireId],
+    scan: &'a ScanOf,
     share_digests: &'a [[u8; 32]],
 }
 
 impl Asked<'_> {
     fn context(&self) -> [u8; 32] {
-        matching::query_context(self.query_id, self.issued, self.candidates)
+        matching::query_context(self.query_id, self.issued, self.scan)
     }
 
     /// The check's context (over the query's `context`), once this node's share is the one the
@@ -653,7 +684,7 @@ impl NodeState {
                 query_id,
                 issued,
                 query_share,
-                candidates,
+                scan,
                 share_digests,
             } => {
                 let querier = role(roles::QUERIER)?;
@@ -661,7 +692,7 @@ impl NodeState {
                     query_id,
                     issued: *issued,
                     query_share,
-                    candidates,
+                    scan,
                     share_digests,
                 };
                 self.check_query(req, &querier, &asked, now)
@@ -670,6 +701,8 @@ impl NodeState {
                 query_id,
                 issued,
                 query_share,
+                scan,
+                part,
                 candidates,
                 share_digests,
                 checks,
@@ -679,10 +712,10 @@ impl NodeState {
                     query_id,
                     issued: *issued,
                     query_share,
-                    candidates,
+                    scan,
                     share_digests,
                 };
-                self.evaluate(req, &querier, &asked, checks, now)
+                self.evaluate(req, &querier, &asked, (*part, candidates), checks, now)
             }
             RequestBody::List { query, issued } => {
                 let querier = role(roles::QUERIER)?;
@@ -691,11 +724,12 @@ impl NodeState {
             RequestBody::Reduce {
                 query_id,
                 issued,
+                part,
                 round,
                 openings,
             } => {
                 let querier = role(roles::QUERIER)?;
-                self.reduce(&querier, query_id, *issued, *round, openings, now)
+                self.reduce(&querier, query_id, *issued, *part, *round, openings, now)
             }
             RequestBody::Fetch { by } => self.fetch(req, who, by, now),
             RequestBody::Resolve { proofs } => {
@@ -907,11 +941,11 @@ impl NodeState {
         Ok(())
     }
 
-    /// The candidates of a Stage-2 request, if this node's policy allows so many (an
+    /// The candidates a Stage-2 query scans, if this node's policy allows so many (an
     /// exhaustive search's are every image, up to `max_exhaustive`).
-    fn candidates_allowed(&self, candidates: &[WireId]) -> Result<(), ResponseBody> {
+    fn candidates_allowed(&self, scan: &ScanOf) -> Result<(), ResponseBody> {
         let p = self.policy;
-        if candidates.len() <= p.max_candidates as usize {
+        if scan.count <= p.max_candidates {
             return Ok(());
         }
         // More than a lookup gives only for an exhaustive search: never more than the images
@@ -920,7 +954,7 @@ impl NodeState {
         let most = u64::from(p.exhaustive())
             .min(held)
             .max(u64::from(p.max_candidates));
-        if candidates.len() as u64 > most {
+        if u64::from(scan.count) > most {
             return Err(error(
                 ErrorCode::BadRequest,
                 format!("at most {most} candidates per query at this cluster"),
@@ -977,7 +1011,7 @@ impl NodeState {
         asked: &Asked<'_>,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
-        self.candidates_allowed(asked.candidates)?;
+        self.candidates_allowed(asked.scan)?;
         self.fresh(asked.issued, now)?;
         // A malformed share or commitment is refused before the query id is spent.
         let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
@@ -1010,19 +1044,20 @@ impl NodeState {
         self.record(
             req,
             querier,
-            format_args!("candidates={}", asked.candidates.len()),
+            format_args!("candidates={}", asked.scan.count),
             now,
         )?;
         Ok(ResponseBody::QueryChecked { check: signed })
     }
 
-    /// Stage-2, second round: once every node's check of the query passed, this node's masked
-    /// values, signed.
+    /// Stage-2, second round, for one part of the query's candidates: once every node's check
+    /// of the query passed, this node's masked values, signed.
     fn evaluate(
         &self,
         req: &Request,
         querier: &Acting<'_>,
         asked: &Asked<'_>,
+        (part, candidates): (u32, &[WireId]),
         checks: &[obscura_proto::WireCheck],
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
@@ -1030,16 +1065,18 @@ impl NodeState {
             query_id,
             issued,
             query_share,
-            candidates,
+            scan,
             ..
         } = *asked;
-        self.candidates_allowed(candidates)?;
+        self.candidates_allowed(scan)?;
+        part_fits(scan, part, candidates)?;
         self.fresh(issued, now)?;
-        let context = asked.context();
+        let query_context = asked.context();
+        let context = matching::part_context(&query_context, part, candidates);
         let answered = asked.answered(self.node, querier.user());
         // Nothing is answered for a query that is not a degree-t sharing of bits: its values
         // would open whatever linear function of the stored bits the querier chose.
-        let check_context = asked.check_context(&context, self.node, self.n)?;
+        let check_context = asked.check_context(&query_context, self.node, self.n)?;
         matching::verify_checks(
             checks,
             &answered,
@@ -1053,9 +1090,9 @@ impl NodeState {
         // A search that could not be kept between rounds must not spend its query id.
         self.live.has_room(querier.user(), now, self.window)?;
         // Admitted at the query's issue time, not the request's: a query id is known for as
-        // long as its handles are fresh, so its zero-sharing context never serves twice.
+        // long as its handles are fresh, so a part's zero-sharing context never serves twice.
         self.store
-            .admit_request(&query_admission_id(query_id), issued, now, self.window)
+            .admit_request(&part_admission_id(query_id, part), issued, now, self.window)
             .map_err(store_error)?;
         let keys = self.handles.for_query(querier.user(), query_id, issued);
         let ids: Vec<ImageId> = candidates.iter().map(|h| ImageId(keys.open(h))).collect();
@@ -1079,8 +1116,7 @@ impl NodeState {
         let tau = self.matches.max_distance;
         let opened = matching::sign_opened(&self.audit_key, &answered, &context, tau, &opened);
         self.live.keep(
-            querier.user(),
-            *query_id,
+            (querier.user().to_string(), *query_id, part),
             LiveSearch {
                 refused: 0,
                 session,
@@ -1103,18 +1139,21 @@ impl NodeState {
     /// Stage-2, the rounds after the first: every node's openings of the last round, relayed by
     /// the querier, each checked against its node's signature; then this node's openings of the
     /// next round, signed, or after the last its answer, committed and signed.
+    #[allow(clippy::too_many_arguments)]
     fn reduce(
         &self,
         querier: &Acting<'_>,
         query_id: &[u8; 16],
         issued: u64,
+        part: u32,
         round: u8,
         openings: &[obscura_proto::WireOpened],
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         self.fresh(issued, now)?;
         let user = querier.user();
-        let mut live = self.live.take(user, query_id).ok_or_else(|| {
+        let key = (user.to_string(), *query_id, part);
+        let mut live = self.live.take(&key).ok_or_else(|| {
             error(
                 ErrorCode::Rejected,
                 "no search of this query is in progress at this node (it ended, expired, or \
@@ -1155,14 +1194,14 @@ impl NodeState {
                 // A bad relay changes nothing: the search waits for a good one, a few times.
                 live.refused += 1;
                 if live.refused < MAX_REFUSED_RELAYS {
-                    self.live.put_back(user, *query_id, live);
+                    self.live.put_back(key, live);
                 }
                 Err(refused)
             }
             Ok(Step::Open(next)) => {
                 let opened =
                     matching::sign_opened(&self.audit_key, &answered, &live.context, tau, &next);
-                self.live.put_back(user, *query_id, live);
+                self.live.put_back(key, live);
                 Ok(ResponseBody::Opened { opened })
             }
             Ok(Step::Answer(answer)) => {

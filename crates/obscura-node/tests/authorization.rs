@@ -16,7 +16,7 @@ use obscura_auth::matching::{self, Answered, KeptAnswer};
 use obscura_mpc::{share_hash, HashShare};
 use obscura_node::config::{node_purpose, NodeSecrets};
 use obscura_proto::{
-    roles, Capability, ErrorCode, FetchBy, Limits, RequestBody, ResponseBody, RotateOp,
+    roles, Capability, ErrorCode, FetchBy, Limits, RequestBody, ResponseBody, RotateOp, ScanOf,
 };
 use obscura_sharing::field::Fp;
 use obscura_sharing::order::{user_digest, Order};
@@ -696,7 +696,7 @@ async fn a_query_id_answered_before_a_restart_is_not_answered_after_it() {
             query_id: [9; 16],
             issued,
             query_share: query[0].to_bytes().to_vec(),
-            candidates: handles.clone(),
+            scan: matching::scan_of(&handles),
             share_digests: digests,
         })
     };
@@ -711,6 +711,8 @@ async fn a_query_id_answered_before_a_restart_is_not_answered_after_it() {
             query_id: [9; 16],
             issued,
             query_share: query[0].to_bytes().to_vec(),
+            scan: matching::scan_of(&handles),
+            part: 0,
             candidates: handles.clone(),
             share_digests: TestNode::digests(&query),
             checks: checks.clone(),
@@ -825,6 +827,8 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
             query_id,
             issued,
             query_share: share.to_bytes().to_vec(),
+            scan: matching::scan_of(handles),
+            part: 0,
             candidates: handles.to_vec(),
             share_digests: digests.to_vec(),
             checks,
@@ -931,7 +935,7 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
                 query_id: [5; 16],
                 issued,
                 query_share: other[0].to_bytes().to_vec(),
-                candidates: handles,
+                scan: matching::scan_of(&handles),
                 share_digests: digests.clone(),
             }),
         )
@@ -1019,6 +1023,8 @@ async fn started_search(
         query_id: [q; 16],
         issued,
         query_share: query[0].to_bytes().to_vec(),
+        scan: matching::scan_of(&handles),
+        part: 0,
         candidates: handles.clone(),
         share_digests: TestNode::digests(query),
         checks,
@@ -1062,6 +1068,7 @@ async fn a_relay_the_querier_bent_gets_no_answer() {
         TestNode::request(RequestBody::Reduce {
             query_id: [31; 16],
             issued,
+            part: 0,
             round,
             openings,
         })
@@ -1138,6 +1145,7 @@ async fn a_relay_the_querier_bent_gets_no_answer() {
         TestNode::request(RequestBody::Reduce {
             query_id: [33; 16],
             issued,
+            part: 0,
             round,
             openings,
         })
@@ -1201,6 +1209,7 @@ async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
         TestNode::request(RequestBody::Reduce {
             query_id: [51; 16],
             issued,
+            part: 0,
             round: 0,
             openings: vec![],
         })
@@ -1232,6 +1241,82 @@ async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
         .rounds_as(&ana, [50; 16], issued, &query, &handles, opened)
         .await;
     assert!(matches!(b, ResponseBody::Evaluate { .. }), "{s} {b:?}");
+    node.stop().await;
+}
+
+/// A query's candidates are evaluated in parts of at most 16,384 under one check, each part
+/// once and with masks of its own (its context holds its number and handles): a part beyond
+/// the list or not as long as its place in it, a list of one part other than the one checked,
+/// a list longer than the node holds, and a part sent again are refused.
+#[tokio::test]
+async fn a_scan_in_parts_takes_each_part_once_and_only_as_a_part_of_its_list() {
+    let node = TestNode::start("parts").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let v = stored(&node, "coffee.png", 2).await;
+    let ana = node.holder("ana", roles::QUERIER);
+    let query = share_hash(u.hash ^ 1, T, N, &mut ChaCha20Rng::seed_from_u64(26)).unwrap();
+    let issued = now();
+    let both: Vec<[u8; 16]> = u.tokens.iter().chain(&v.tokens).copied().collect();
+    let handles = handles_issued(&node, &ana, &both, [70; 16], issued).await;
+    assert_eq!(handles.len(), 2);
+    let checks = node
+        .checks_as(&ana, [70; 16], issued, &query, &handles)
+        .await
+        .unwrap();
+    let evaluate = |scan: ScanOf, part: u32, candidates: Vec<[u8; 16]>| {
+        TestNode::request(RequestBody::Evaluate {
+            query_id: [70; 16],
+            issued,
+            query_share: query[0].to_bytes().to_vec(),
+            scan,
+            part,
+            candidates,
+            share_digests: TestNode::digests(&query),
+            checks: checks.clone(),
+        })
+    };
+    let refused = |(s, b): (u16, ResponseBody), what: &str| {
+        assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)), "{b:?}");
+        assert!(format!("{b:?}").contains(what), "{what}: {b:?}");
+    };
+    let scan = matching::scan_of(&handles);
+    // A part beyond the list, or not as long as its place in it.
+    refused(
+        node.send_as(&ana, &evaluate(scan, 1, handles.clone()))
+            .await,
+        "part 1 of a list of 2 candidates holds 0",
+    );
+    refused(
+        node.send_as(&ana, &evaluate(scan, 0, handles[..1].to_vec()))
+            .await,
+        "part 0 of a list of 2 candidates holds 2, not 1",
+    );
+    // A list of one part must be the list checked: the same handles in another order are
+    // another list.
+    refused(
+        node.send_as(&ana, &evaluate(scan, 0, vec![handles[1], handles[0]]))
+            .await,
+        "not the list the query was checked with",
+    );
+    // A list longer than the images this node holds (and than a lookup gives).
+    let long = ScanOf {
+        count: 20_000,
+        digest: scan.digest,
+    };
+    refused(
+        node.send_as(&ana, &evaluate(long, 1, handles.clone()))
+            .await,
+        "at most 1024 candidates",
+    );
+    // The part itself is answered, once.
+    let (s, b) = node
+        .send_as(&ana, &evaluate(scan, 0, handles.clone()))
+        .await;
+    assert_eq!(s, 200, "{b:?}");
+    let (s, b) = node
+        .send_as(&ana, &evaluate(scan, 0, handles.clone()))
+        .await;
+    assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
     node.stop().await;
 }
 

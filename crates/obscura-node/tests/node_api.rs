@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use ed25519_dalek::SigningKey;
+use obscura_auth::matching;
 use obscura_mpc::share_hash;
 use obscura_proto::{ErrorCode, RequestBody, ResponseBody, RotateOp};
 use obscura_sharing::manifest::{ImageId, ShareRole, SignedManifest};
@@ -64,6 +65,8 @@ async fn index_search_fetch_and_audit() {
         query_id,
         issued,
         query_share: query[0].to_bytes().to_vec(),
+        scan: matching::scan_of(&candidates),
+        part: 0,
         candidates: candidates.to_vec(),
         share_digests: TestNode::digests(&query),
         checks,

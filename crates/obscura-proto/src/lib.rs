@@ -26,7 +26,7 @@
 //!     auth: None,
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x0c");
+//! assert_eq!(&bytes[..6], b"OBSC\x00\x0d");
 //! assert_eq!(Request::decode(&bytes)?, req);
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
@@ -35,8 +35,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 13;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(13))));
+//! future[5] = 14;
+//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(14))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -45,7 +45,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 12;
+pub const VERSION: u16 = 13;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -75,8 +75,14 @@ pub mod limits {
     pub const MAX_ANSWER: usize = 16 << 20;
     /// Most tokens in one lookup.
     pub const MAX_LOOKUP_TOKENS: usize = 8 * 256;
-    /// Most candidates in one Stage-2 request (a node's policy may allow fewer).
+    /// Most candidates in one Stage-2 request: one part of a query's candidates (a node's
+    /// policy may allow fewer).
     pub const MAX_CANDIDATES: usize = 16_384;
+    /// Most candidates one query scans, in parts of at most [`MAX_CANDIDATES`]: what an
+    /// exhaustive search may list (a node's policy may allow fewer).
+    pub const MAX_SCAN: usize = 1 << 20;
+    /// Largest answer a client reads for a list of [`MAX_SCAN`] handles.
+    pub const MAX_LIST_ANSWER: usize = MAX_SCAN * 16 + (64 << 10);
     /// Most nodes' checks in one Stage-2 request (the most nodes a cluster may have).
     pub const MAX_NODES: usize = 64;
     /// Most values per check in one node's check of a query.
@@ -473,6 +479,17 @@ pub struct KeeperPackage {
     pub bytes: Vec<u8>,
 }
 
+/// The candidate list a Stage-2 query scans, fixed before any node checks the query: how many
+/// handles and the digest of all of them in order (`obscura_auth::matching::scan_digest`).
+/// Its parts are sent one evaluation each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanOf {
+    /// Candidates in the whole list.
+    pub count: u32,
+    /// Digest of every handle, in order.
+    pub digest: [u8; 32],
+}
+
 /// Stage-1 and storage operations a client asks of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestBody {
@@ -514,7 +531,9 @@ pub enum RequestBody {
         /// The padded batch: exactly the policy's shape.
         tokens: Vec<WireToken>,
     },
-    /// Stage-2: evaluate candidates on shares, once every node's check of the query passed.
+    /// Stage-2: evaluate one part of the query's candidates on shares, once every node's check
+    /// of the query passed. A query's candidates are evaluated in parts of at most
+    /// [`limits::MAX_CANDIDATES`], each once, under one check.
     Evaluate {
         /// The query id of the Stage-1 lookups that gave the handles.
         query_id: [u8; 16],
@@ -522,7 +541,12 @@ pub enum RequestBody {
         issued: u64,
         /// This node's 256-byte share of the query bits: the one it checked.
         query_share: Vec<u8>,
-        /// The candidates' handles, in the same order at every node.
+        /// As in [`RequestBody::CheckQuery`].
+        scan: ScanOf,
+        /// Which part this is, from 0: the candidates from position `part ×`
+        /// [`limits::MAX_CANDIDATES`] of the query's list.
+        part: u32,
+        /// This part's candidates' handles, in the same order at every node.
         candidates: Vec<WireId>,
         /// As in [`RequestBody::CheckQuery`].
         share_digests: Vec<[u8; 32]>,
@@ -720,8 +744,8 @@ pub enum RequestBody {
         issued: u64,
         /// As in [`RequestBody::Evaluate`].
         query_share: Vec<u8>,
-        /// As in [`RequestBody::Evaluate`].
-        candidates: Vec<WireId>,
+        /// The whole candidate list the query scans, by count and digest.
+        scan: ScanOf,
         /// The querier's commitment to every node's share: the digest of each, node 1 first
         /// (`obscura_auth::matching::share_digest`). The check's coefficients depend on all of
         /// them, and each node checks its own.
@@ -735,6 +759,8 @@ pub enum RequestBody {
         query_id: [u8; 16],
         /// As in [`RequestBody::Evaluate`].
         issued: u64,
+        /// As in [`RequestBody::Evaluate`].
+        part: u32,
         /// The round the openings are of.
         round: u8,
         /// At least `2t + 1` nodes' openings of that round.
@@ -833,6 +859,7 @@ impl RequestBody {
             }
             RequestBody::Evaluate {
                 query_share,
+                scan,
                 candidates,
                 share_digests,
                 checks,
@@ -840,6 +867,7 @@ impl RequestBody {
             } => {
                 check(query_share.len() == HASH_SHARE_LEN, "query_share")?;
                 check(candidates.len() <= MAX_CANDIDATES, "candidates")?;
+                check(scan.count as usize <= MAX_SCAN, "scan")?;
                 check(share_digests.len() <= MAX_NODES, "share_digests")?;
                 check(checks.len() <= MAX_NODES, "checks")?;
                 for c in checks {
@@ -863,12 +891,12 @@ impl RequestBody {
             }
             RequestBody::CheckQuery {
                 query_share,
-                candidates,
+                scan,
                 share_digests,
                 ..
             } => {
                 check(query_share.len() == HASH_SHARE_LEN, "query_share")?;
-                check(candidates.len() <= MAX_CANDIDATES, "candidates")?;
+                check(scan.count as usize <= MAX_SCAN, "scan")?;
                 check(share_digests.len() <= MAX_NODES, "share_digests")
             }
             RequestBody::KeeperEvaluate { batches, .. } => {

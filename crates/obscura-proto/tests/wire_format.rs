@@ -4,7 +4,7 @@
 use obscura_proto::{
     roles, Auth, Capability, Error, FetchBy, KeeperBatch, KeeperEvaluation, KeeperRekeyPart,
     Limits, MatchProof, Opening, PreparedImage, Request, RequestBody, Response, ResponseBody,
-    RotateOp, SignedCapability, WireAuditEntry, WireCheck, WireOpened,
+    RotateOp, ScanOf, SignedCapability, WireAuditEntry, WireCheck, WireOpened,
 };
 use proptest::prelude::*;
 
@@ -118,6 +118,7 @@ fn body() -> impl Strategy<Value = RequestBody> {
             .prop_map(|(query_id, round, values)| RequestBody::Reduce {
                 query_id,
                 issued: 9,
+                part: u32::from(round) * 3,
                 round,
                 openings: (1..=5)
                     .map(|node| WireOpened {
@@ -138,6 +139,11 @@ fn body() -> impl Strategy<Value = RequestBody> {
                     query_id,
                     issued: 7,
                     query_share,
+                    scan: ScanOf {
+                        count: candidates.len() as u32 * 7,
+                        digest: [candidates.len() as u8; 32],
+                    },
+                    part: 2,
                     candidates,
                     share_digests: vec![[9; 32]; 5],
                     checks: (1..=5)
@@ -160,7 +166,10 @@ fn body() -> impl Strategy<Value = RequestBody> {
                     query_id,
                     issued: 8,
                     query_share,
-                    candidates,
+                    scan: ScanOf {
+                        count: candidates.len() as u32,
+                        digest: candidates.first().map_or([0; 32], |c| [c[0]; 32]),
+                    },
                     share_digests: vec![[8; 32]; 5],
                 }
             ),
@@ -394,6 +403,11 @@ fn size_limits_are_enforced() {
             query_id: [0; 16],
             issued: 0,
             query_share: vec![0; 64],
+            scan: ScanOf {
+                count: 0,
+                digest: [0; 32],
+            },
+            part: 0,
             candidates: vec![],
             share_digests: vec![],
             checks: vec![],
@@ -411,6 +425,7 @@ fn size_limits_are_enforced() {
         body: RequestBody::Reduce {
             query_id: [0; 16],
             issued: 0,
+            part: 0,
             round: 1,
             openings: vec![
                 WireOpened {
@@ -535,6 +550,11 @@ fn encoding_is_frozen() {
             query_id: [0x01; 16],
             issued: 1_790_000_000,
             query_share: (0..=255).collect(),
+            scan: ScanOf {
+                count: 2,
+                digest: [0x66; 32],
+            },
+            part: 0,
             candidates: vec![[0x11; 16], [0x22; 16]],
             share_digests: vec![],
             checks: vec![],
@@ -550,12 +570,33 @@ fn encoding_is_frozen() {
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         hex.len(),
-        2 * (6 + 16 + 5 + 1 + 16 + 5 + 2 + 256 + 1 + 32 + 1 + 1 + 1 + 1 + 40 + 1 + 64 + 1 + 64)
+        2 * (6
+            + 16
+            + 5
+            + 1
+            + 16
+            + 5
+            + 2
+            + 256
+            + 1
+            + 32
+            + 1
+            + 1
+            + 32
+            + 1
+            + 1
+            + 1
+            + 1
+            + 40
+            + 1
+            + 64
+            + 1
+            + 64)
     );
-    assert_eq!(&hex[..12], "4f425343000c");
+    assert_eq!(&hex[..12], "4f425343000d");
     assert_eq!(
         fnv1a(&r.encode()),
-        "8b91b1e70f15592f",
+        "6630415a684e45f6",
         "wire encoding changed"
     );
 }

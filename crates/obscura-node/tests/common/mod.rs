@@ -266,7 +266,7 @@ impl TestNode {
         let zero = ZeroSharingKeys::from_parts(i, N, T, secrets.zero_keys.clone()).unwrap();
         let coin_key = HandleKey::from_bytes(secrets.handle_key).check_coin_key();
         let context = matching::check_context(
-            &matching::query_context(query_id, issued, candidates),
+            &matching::query_context(query_id, issued, &matching::scan_of(candidates)),
             digests,
         );
         let coin = CheckCoin::derive(&coin_key, &context);
@@ -307,7 +307,7 @@ impl TestNode {
             query_id,
             issued,
             query_share: shares[0].to_bytes().to_vec(),
-            candidates: candidates.to_vec(),
+            scan: matching::scan_of(candidates),
             share_digests: digests.clone(),
         });
         let first = match self.send_as(who, &req).await {
@@ -349,6 +349,8 @@ impl TestNode {
                     query_id,
                     issued,
                     query_share: shares[0].to_bytes().to_vec(),
+                    scan: matching::scan_of(candidates),
+                    part: 0,
                     candidates: candidates.to_vec(),
                     share_digests: Self::digests(shares),
                     checks,
@@ -399,7 +401,7 @@ impl TestNode {
             })
             .collect();
         let refs: Vec<Option<&HashShare>> = stored.iter().map(Option::as_ref).collect();
-        let context = matching::query_context(query_id, issued, candidates);
+        let context = part_context(query_id, issued, candidates);
         let request = NodeRequest {
             node: i,
             context,
@@ -444,7 +446,7 @@ impl TestNode {
                 )
             })
             .collect();
-        let context = matching::query_context(&query_id, issued, candidates);
+        let context = part_context(&query_id, issued, candidates);
         let mut openings: Vec<obscura_proto::WireOpened> = std::iter::once(first)
             .chain(played.iter().map(|p| p.3.clone()))
             .collect();
@@ -452,6 +454,7 @@ impl TestNode {
             let req = TestNode::request(RequestBody::Reduce {
                 query_id,
                 issued,
+                part: 0,
                 round,
                 openings: openings.clone(),
             });
@@ -641,4 +644,10 @@ pub fn fetch(image: ImageId) -> RequestBody {
     RequestBody::Fetch {
         by: obscura_proto::FetchBy::Owner { image: image.0 },
     }
+}
+
+/// The masks' context of a query's only part: `candidates`, the whole list.
+pub fn part_context(query_id: &[u8; 16], issued: u64, candidates: &[[u8; 16]]) -> [u8; 32] {
+    let context = matching::query_context(query_id, issued, &matching::scan_of(candidates));
+    matching::part_context(&context, 0, candidates)
 }
