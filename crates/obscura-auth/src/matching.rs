@@ -36,7 +36,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::Error;
 
-const ANSWER_DOMAIN: &[u8] = b"obscura/stage-2-answer/v2";
+const ANSWER_DOMAIN: &[u8] = b"obscura/stage-2-answer/v3";
 
 /// The key of the leaf at `position` of an answer keyed with `answer_key`.
 pub fn leaf_key(answer_key: &[u8; 32], position: u32) -> [u8; 32] {
@@ -110,6 +110,7 @@ fn answer_message(
     user: &str,
     query_id: &[u8; 16],
     issued: u64,
+    part: u32,
     count: u32,
     root: &[u8; 32],
 ) -> Vec<u8> {
@@ -119,6 +120,7 @@ fn answer_message(
     m.extend_from_slice(user.as_bytes());
     m.extend_from_slice(query_id);
     m.extend_from_slice(&issued.to_be_bytes());
+    m.extend_from_slice(&part.to_be_bytes());
     m.extend_from_slice(&count.to_be_bytes());
     m.extend_from_slice(root);
     m
@@ -458,10 +460,13 @@ pub fn verify_openings(
         .collect()
 }
 
-/// A node commits to `values` for `handles` of a query and signs.
+/// A node commits to `values` for `handles`, part `part` of a query, and signs: the part is
+/// in the signed message, so a proof cannot take one node's opening from one part and
+/// another's from another.
 pub fn sign_answer<R: RngCore + CryptoRng>(
     key: &SigningKey,
     answered: &Answered<'_>,
+    part: u32,
     handles: &[WireId],
     values: &[Option<[u32; 2]>],
     rng: &mut R,
@@ -474,6 +479,7 @@ pub fn sign_answer<R: RngCore + CryptoRng>(
         answered.user,
         answered.query_id,
         answered.issued,
+        part,
         handles.len() as u32,
         &root,
     );
@@ -504,6 +510,7 @@ pub struct KeptAnswer {
 pub fn prove(
     query_id: [u8; 16],
     issued: u64,
+    part: u32,
     handles: &[WireId],
     answers: &[KeptAnswer],
     position: usize,
@@ -533,6 +540,7 @@ pub fn prove(
     MatchProof {
         query_id,
         issued,
+        part,
         handle: handles[position],
         position: position as u32,
         count: handles.len() as u32,
@@ -627,6 +635,7 @@ pub fn verify(
             user,
             &proof.query_id,
             proof.issued,
+            proof.part,
             proof.count,
             &root,
         );
@@ -697,7 +706,7 @@ mod tests {
                     query_id: &[5; 16],
                     issued: 1000,
                 };
-                let s = sign_answer(k, &answered, handles, &values, rng);
+                let s = sign_answer(k, &answered, 0, handles, &values, rng);
                 KeptAnswer {
                     node,
                     values,
@@ -722,7 +731,7 @@ mod tests {
             let handles: Vec<WireId> = (0..count).map(|c| [c as u8; 16]).collect();
             let kept = answers(&keys, |c| if c == 0 { 3 } else { 20 }, &handles, &mut rng);
             for p in 0..count {
-                let proof = prove([5; 16], 1000, &handles, &kept, p);
+                let proof = prove([5; 16], 1000, 0, &handles, &kept, p);
                 let got = verify(&proof, "ana", &policy, 1000);
                 if p == 0 {
                     assert_eq!(
@@ -742,7 +751,7 @@ mod tests {
                     assert!(verify(&proof, "ana", &all, 1000).is_err());
                 }
             }
-            let proof = prove([5; 16], 1000, &handles, &kept, 0);
+            let proof = prove([5; 16], 1000, 0, &handles, &kept, 0);
             // Another user, a changed value, handle, position, count, a stale query.
             assert!(verify(&proof, "bob", &policy, 1000).is_err());
             let mut p = proof.clone();
@@ -768,6 +777,59 @@ mod tests {
             p.openings[4] = p.openings[0].clone();
             assert!(verify(&p, "ana", &policy, 1000).is_err());
         }
+    }
+
+    /// A query's parts are answered under one query id, each with the same count (16,384), so
+    /// a proof could take some nodes' openings from one part and the rest from another. A
+    /// querier that found such a mix interpolating to a winner (here: both parts' answers for
+    /// the handle at position 0 are the same sharing of a winner, the best it could hope for)
+    /// held a proof for a candidate no single part matched. The part is in every signed
+    /// answer, so the proof names one part and the other part's openings do not verify.
+    #[test]
+    fn a_proof_cannot_mix_the_answers_of_two_parts() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let keys: Vec<SigningKey> = (0..5).map(|_| SigningKey::generate(&mut rng)).collect();
+        let policy = MatchPolicy {
+            node_keys: keys.iter().map(|k| k.verifying_key()).collect(),
+            t: 2,
+            max_distance: 10,
+            window_s: 3600,
+        };
+        let handles: Vec<WireId> = (0..4).map(|c| [c as u8; 16]).collect();
+        let part0 = answers(&keys, |c| if c == 0 { 3 } else { 20 }, &handles, &mut rng);
+        // Part 1: the same values, signed by each node as its answer to part 1.
+        let part1: Vec<KeptAnswer> = part0
+            .iter()
+            .zip(&keys)
+            .map(|(a, k)| {
+                let answered = Answered {
+                    node: a.node,
+                    user: "ana",
+                    query_id: &[5; 16],
+                    issued: 1000,
+                };
+                let s = sign_answer(k, &answered, 1, &handles, &a.values, &mut rng);
+                KeptAnswer {
+                    answer_key: s.answer_key,
+                    signature: s.signature,
+                    ..a.clone()
+                }
+            })
+            .collect();
+        for (part, kept) in [(0, &part0), (1, &part1)] {
+            let proof = prove([5; 16], 1000, part, &handles, kept, 0);
+            assert!(verify(&proof, "ana", &policy, 1000).is_ok(), "part {part}");
+        }
+        let mut mixed = prove([5; 16], 1000, 0, &handles, &part0, 0);
+        let from_part1 = prove([5; 16], 1000, 1, &handles, &part1, 0);
+        mixed.openings[3..].clone_from_slice(&from_part1.openings[3..]);
+        assert!(verify(&mixed, "ana", &policy, 1000).is_err());
+        mixed.part = 1;
+        assert!(verify(&mixed, "ana", &policy, 1000).is_err());
+        // Nor does a proof of one part hold as another's.
+        let mut moved = prove([5; 16], 1000, 0, &handles, &part0, 0);
+        moved.part = 1;
+        assert!(verify(&moved, "ana", &policy, 1000).is_err());
     }
 
     /// What a querier relaying openings between nodes might try: change a value, pass one

@@ -1321,10 +1321,10 @@ impl Client {
         let parts: Vec<(u32, &[[u8; 16]])> = (0u32..)
             .zip(handles.chunks(limits::MAX_CANDIDATES))
             .collect();
-        let mut ranked_matches = Vec::new();
-        // For each match: its part's kept answers, and its position there.
-        let mut kept_of_parts: Vec<(&[[u8; 16]], Vec<KeptAnswer>)> = Vec::new();
-        let mut proofs_of = Vec::new();
+        // Each part's kept answers, by part, and each match with its part and its position
+        // there.
+        let mut kept_by_part: Vec<Vec<KeptAnswer>> = Vec::with_capacity(parts.len());
+        let mut found: Vec<(Match, u32, usize)> = Vec::new();
         for pair in parts.chunks(2) {
             let (first, second) = match pair {
                 [a, b] => {
@@ -1337,27 +1337,26 @@ impl Client {
                 [a] => (self.evaluate_part(&query, *a, &members).await, None),
                 _ => unreachable!("chunks of two"),
             };
-            for (part, outcome) in pair.iter().zip([Some(first), second].into_iter().flatten()) {
+            for (&(part, part_handles), outcome) in
+                pair.iter().zip([Some(first), second].into_iter().flatten())
+            {
                 let outcome = outcome?;
                 sent += outcome.sent;
                 received += outcome.received;
                 members.retain(|x| outcome.kept.iter().any(|k| k.node == *x));
-                let (at, part_handles) = *part;
-                let start = at as usize * limits::MAX_CANDIDATES;
+                let start = part as usize * limits::MAX_CANDIDATES;
                 let querier = Querier::waiting(
                     candidates[start..start + part_handles.len()].to_vec(),
                     params,
                 );
-                let ranked = querier.finish(outcome.answers)?;
-                for m in ranked.matches {
+                for m in querier.finish(outcome.answers)?.matches {
                     let position = part_handles
                         .iter()
                         .position(|h| *h == m.id.0)
                         .expect("a match is a candidate of its part");
-                    ranked_matches.push(m);
-                    proofs_of.push((kept_of_parts.len(), position));
+                    found.push((m, part, position));
                 }
-                kept_of_parts.push((part_handles, outcome.kept));
+                kept_by_part.push(outcome.kept);
             }
         }
         let stage2 = t1.elapsed();
@@ -1366,23 +1365,19 @@ impl Client {
         let t2 = Instant::now();
         // The top matches and everything tied with the last of them, as many as one resolve
         // takes.
-        let mut order: Vec<usize> = (0..ranked_matches.len()).collect();
-        order.sort_by_key(|&i| (ranked_matches[i].distance, ranked_matches[i].id));
-        if let Some(cut) = order
-            .get(top.saturating_sub(1))
-            .map(|&i| ranked_matches[i].distance)
-        {
-            order.retain(|&i| ranked_matches[i].distance <= cut);
+        found.sort_by_key(|(m, ..)| (m.distance, m.id));
+        if let Some(cut) = found.get(top.saturating_sub(1)).map(|(m, ..)| m.distance) {
+            found.retain(|(m, ..)| m.distance <= cut);
         }
-        order.truncate(limits::MAX_PROOFS);
+        found.truncate(limits::MAX_PROOFS);
         let need = 2 * self.t + 1;
-        let ranked_matches: Vec<Match> = order.iter().map(|&i| ranked_matches[i]).collect();
-        let proofs: Vec<MatchProof> = order
+        let ranked_matches: Vec<Match> = found.iter().map(|(m, ..)| *m).collect();
+        let proofs: Vec<MatchProof> = found
             .iter()
-            .map(|&i| {
-                let (part, position) = proofs_of[i];
-                let (part_handles, kept) = &kept_of_parts[part];
-                matching::prove(query_id, issued, part_handles, &kept[..need], position)
+            .map(|&(_, part, position)| {
+                let at = part as usize;
+                let kept = &kept_by_part[at][..need];
+                matching::prove(query_id, issued, part, parts[at].1, kept, position)
             })
             .collect();
         let mut matches = Vec::with_capacity(proofs.len());

@@ -643,7 +643,8 @@ fn honest_match(input: &mut Input<'_>) {
                 query_id: &query_id,
                 issued,
             };
-            let signed = matching::sign_answer(&keys[i], &answered, &handles, &values[i], &mut rng);
+            let signed =
+                matching::sign_answer(&keys[i], &answered, 0, &handles, &values[i], &mut rng);
             KeptAnswer {
                 node,
                 values: values[i].clone(),
@@ -656,7 +657,7 @@ fn honest_match(input: &mut Input<'_>) {
     shuffle(&mut order, input);
     order.truncate(need);
     let chosen: Vec<KeptAnswer> = order.iter().map(|&i| answers[i].clone()).collect();
-    let proof = matching::prove(query_id, issued, &handles, &chosen, position);
+    let proof = matching::prove(query_id, issued, 0, &handles, &chosen, position);
     let within =
         g == Fp::ZERO && distance <= MAX_DISTANCE && !lacking.is_some_and(|l| order.contains(&l));
     match matching::verify(&proof, USER, &policy, NOW) {

@@ -194,7 +194,7 @@ fn honest_proof() -> MatchProof {
                 issued: NOW,
             };
             let signed =
-                matching::sign_answer(&node_key(node), &answered, &handles, &values, &mut rng);
+                matching::sign_answer(&node_key(node), &answered, 0, &handles, &values, &mut rng);
             KeptAnswer {
                 node,
                 values,
@@ -203,7 +203,7 @@ fn honest_proof() -> MatchProof {
             }
         })
         .collect();
-    matching::prove(query_id, NOW, &handles, &answers, position)
+    matching::prove(query_id, NOW, 0, &handles, &answers, position)
 }
 
 fn packages(list: &[(u8, Vec<u8>)]) -> Vec<KeeperPackage> {

@@ -117,6 +117,55 @@ fn a_querier_cannot_tell_two_databases_that_differ_only_beyond_tau() {
     }
 }
 
+/// Every value the querier sees of a candidate beyond τ, in every round and in the answer, is
+/// uniform on its own (by its low bits and by its high bits) and so is the difference of any
+/// two: a mask dropped from a round would leave a value fixed by d (d², d³, … of a far
+/// candidate are all small, so a test over the high bits alone misses them), and one mask
+/// drawn twice would leave a fixed difference.
+#[test]
+fn every_value_seen_of_a_non_winner_is_uniform_and_so_is_every_difference() {
+    let mut rng = ChaCha20Rng::seed_from_u64(23);
+    let keys = deal(N, T, &mut rng).unwrap();
+    let stored: Vec<Vec<HashShare>> = [at(3), at(40)]
+        .iter()
+        .map(|&h| share_hash(h, T, N, &mut rng).unwrap())
+        .collect();
+    let queries = 800;
+    let views: Vec<Vec<Fp>> = (0..queries)
+        .map(|_| view(&keys, &stored, 1, &mut rng))
+        .collect();
+    let values = views[0].len();
+    assert_eq!(values, node::opened_per_candidate(TAU), "every value seen");
+    let uniform = |what: &str, of: &dyn Fn(&[Fp]) -> u32| {
+        for (bucket, name) in [
+            (&(|v: u32| v % 16) as &dyn Fn(u32) -> u32, "low"),
+            (&|v: u32| v >> 27, "high"),
+        ] {
+            let mut hist = [0u64; 16];
+            for seen in &views {
+                hist[bucket(of(seen)) as usize] += 1;
+            }
+            let expected = queries as f64 / 16.0;
+            let chi: f64 = hist
+                .iter()
+                .map(|&x| (x as f64 - expected).powi(2) / expected)
+                .sum();
+            assert!(
+                chi < 15.0 + 6.0 * 30f64.sqrt(),
+                "{what}, {name} bits: χ² = {chi}"
+            );
+        }
+    };
+    for k in 0..values {
+        uniform(&format!("value {k}"), &|seen| seen[k].value());
+        for l in k + 1..values {
+            uniform(&format!("value {k} − value {l}"), &|seen| {
+                (seen[k] - seen[l]).value()
+            });
+        }
+    }
+}
+
 fn started(keys: &[ZeroSharingKeys], rng: &mut ChaCha20Rng) -> (Vec<NodeSession>, Vec<Opened>) {
     let stored: Vec<HashShare> = share_hash(at(2), T, N, rng).unwrap();
     let (_, requests) = Querier::start(QUERY, vec![ImageId([1; 16])], params(), rng).unwrap();

@@ -85,30 +85,45 @@ struct LiveSearch {
 /// Whose search of which query, and which part of it.
 type SearchKey = (String, [u8; 16], u32);
 
+/// A place in the table of searches: a search waiting for its next round, or one being started
+/// or stepped right now (its place is held, so the limits count it).
+enum Slot {
+    Waiting(Box<LiveSearch>),
+    Busy { issued: u64 },
+}
+
+impl Slot {
+    fn issued(&self) -> u64 {
+        match self {
+            Slot::Waiting(s) => s.issued,
+            Slot::Busy { issued } => *issued,
+        }
+    }
+}
+
 /// The searches in progress, by user, query id and part. Each lives as long as its query is
 /// fresh and ends with its answer; a restart forgets them (the search fails and is run again).
 #[derive(Default)]
-struct LiveSearches(Mutex<HashMap<SearchKey, LiveSearch>>);
+struct LiveSearches(Mutex<HashMap<SearchKey, Slot>>);
 
 impl LiveSearches {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SearchKey, LiveSearch>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SearchKey, Slot>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `user` may start one more search now: searches whose query is stale are
-    /// dropped first.
-    fn has_room(&self, user: &str, now: u64, window: u64) -> Result<(), ResponseBody> {
-        Self::room(&mut self.lock(), user, now, window)
-    }
-
-    fn room(
-        live: &mut HashMap<SearchKey, LiveSearch>,
-        user: &str,
+    /// Hold a place for `key`'s search, issued at `issued`, if its user and the node have room
+    /// now (searches whose query is stale are dropped first): taken before the query's part is
+    /// spent, so a part is never spent on a search that could not be kept.
+    fn reserve(
+        &self,
+        key: SearchKey,
+        issued: u64,
         now: u64,
         window: u64,
-    ) -> Result<(), ResponseBody> {
-        live.retain(|_, s| s.issued.abs_diff(now) <= window);
-        let mine = live.keys().filter(|(u, ..)| u == user).count();
+    ) -> Result<Place<'_>, ResponseBody> {
+        let mut live = self.lock();
+        live.retain(|_, s| s.issued().abs_diff(now) <= window);
+        let mine = live.keys().filter(|(u, ..)| *u == key.0).count();
         if mine >= MAX_LIVE_SEARCHES_PER_USER {
             return Err(error(
                 ErrorCode::RateLimited,
@@ -124,31 +139,61 @@ impl LiveSearches {
                 "this node has too many searches in progress: try again shortly",
             ));
         }
-        Ok(())
+        if live.contains_key(&key) {
+            return Err(error(
+                ErrorCode::Replay,
+                "this part of the query is being evaluated already",
+            ));
+        }
+        live.insert(key.clone(), Slot::Busy { issued });
+        Ok(Place { live: self, key })
     }
 
-    /// Keep `search` until its next round, within the limits.
-    fn keep(
-        &self,
-        key: SearchKey,
-        search: LiveSearch,
-        now: u64,
-        window: u64,
-    ) -> Result<(), ResponseBody> {
+    /// Take a waiting search out for its next round; its place stays held until the round
+    /// ends.
+    fn take(&self, key: &SearchKey) -> Option<(LiveSearch, Place<'_>)> {
         let mut live = self.lock();
-        Self::room(&mut live, &key.0, now, window)?;
-        live.insert(key, search);
-        Ok(())
+        let issued = match live.get(key)? {
+            Slot::Waiting(s) => s.issued,
+            Slot::Busy { .. } => return None,
+        };
+        let Some(Slot::Waiting(search)) = live.insert(key.clone(), Slot::Busy { issued }) else {
+            unreachable!("a waiting search was there");
+        };
+        Some((
+            *search,
+            Place {
+                live: self,
+                key: key.clone(),
+            },
+        ))
     }
+}
 
-    /// Take a search out for its next round.
-    fn take(&self, key: &SearchKey) -> Option<LiveSearch> {
-        self.lock().remove(key)
+/// A held place in [`LiveSearches`]: [`keep`](Place::keep) puts a search there, and dropping
+/// it frees the place.
+struct Place<'a> {
+    live: &'a LiveSearches,
+    key: SearchKey,
+}
+
+impl Place<'_> {
+    /// Keep `search` in this place until its next round (the place is no longer busy, so
+    /// dropping it leaves the search there).
+    fn keep(self, search: LiveSearch) {
+        self.live
+            .lock()
+            .insert(self.key.clone(), Slot::Waiting(Box::new(search)));
     }
+}
 
-    /// Put a search back after a refused round.
-    fn put_back(&self, key: SearchKey, search: LiveSearch) {
-        self.lock().insert(key, search);
+impl Drop for Place<'_> {
+    /// Frees the place unless a search was kept in it.
+    fn drop(&mut self) {
+        let mut live = self.live.lock();
+        if matches!(live.get(&self.key), Some(Slot::Busy { .. })) {
+            live.remove(&self.key);
+        }
     }
 }
 
@@ -719,7 +764,7 @@ impl NodeState {
             }
             RequestBody::List { query, issued } => {
                 let querier = role(roles::QUERIER)?;
-                self.list(req, &querier, query, *issued, now)
+                self.list(req, who, &querier, query, *issued, now)
             }
             RequestBody::Reduce {
                 query_id,
@@ -942,19 +987,14 @@ impl NodeState {
     }
 
     /// The candidates a Stage-2 query scans, if this node's policy allows so many (an
-    /// exhaustive search's are every image, up to `max_exhaustive`).
+    /// exhaustive search's are every image, up to `max_exhaustive`). Not capped at the images
+    /// this node holds: the querier scans the union of every node's list, and an image one node
+    /// holds and another does not (an orphan of an interrupted index, an image deleted since
+    /// the list) must not stop the search. Each part is charged as a query.
     fn candidates_allowed(&self, scan: &ScanOf) -> Result<(), ResponseBody> {
         let p = self.policy;
-        if scan.count <= p.max_candidates {
-            return Ok(());
-        }
-        // More than a lookup gives only for an exhaustive search: never more than the images
-        // this node holds.
-        let held = self.store.stats().map_err(store_error)?.committed;
-        let most = u64::from(p.exhaustive())
-            .min(held)
-            .max(u64::from(p.max_candidates));
-        if u64::from(scan.count) > most {
+        let most = p.exhaustive().max(p.max_candidates);
+        if scan.count > most {
             return Err(error(
                 ErrorCode::BadRequest,
                 format!("at most {most} candidates per query at this cluster"),
@@ -966,9 +1006,13 @@ impl NodeState {
     /// An exhaustive search's candidates: every committed image, sealed as handles of this
     /// query and sorted, so that Stage-2 scans them all and no lookup shows which bands the
     /// query has. The query id is spent as a lookup's is.
+    ///
+    /// A list costs one query for every part it makes (16,384 handles), as their evaluations
+    /// will, and its query id is spent before the images are read.
     fn list(
         &self,
         req: &Request,
+        who: &Authorized,
         querier: &Acting<'_>,
         query: &[u8; 16],
         issued: u64,
@@ -976,20 +1020,28 @@ impl NodeState {
     ) -> Result<ResponseBody, ResponseBody> {
         self.fresh(issued, now)?;
         let most = self.policy.exhaustive();
+        let too_many = || {
+            error(
+                ErrorCode::BadRequest,
+                format!(
+                    "this node holds more than {most} images, the most an exhaustive search \
+                     scans here: search without --exhaustive"
+                ),
+            )
+        };
+        let held = self.store.stats().map_err(store_error)?.committed;
+        if held > u64::from(most) {
+            return Err(too_many());
+        }
+        let parts = held.div_ceil(limits::MAX_CANDIDATES as u64).max(1);
+        // The request itself was charged one.
+        self.charge(who, Charge::Queries, (parts - 1) as u32, now)?;
+        self.admit_lookup(query, issued, now)?;
         let ids = self
             .store
             .committed_ids(u64::from(most))
             .map_err(store_error)?
-            .ok_or_else(|| {
-                error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "this node holds more than {most} images, the most an exhaustive search \
-                         scans here: search without --exhaustive"
-                    ),
-                )
-            })?;
-        self.admit_lookup(query, issued, now)?;
+            .ok_or_else(too_many)?;
         let keys = self.handles.for_query(querier.user(), query, issued);
         let mut handles: Vec<WireId> = ids.iter().map(|id| keys.seal(&id.0)).collect();
         handles.sort_unstable();
@@ -1087,8 +1139,14 @@ impl NodeState {
         .map_err(auth_error)?;
         let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
         let query = HashShare::from_bytes(self.node, query_share).map_err(bad)?;
-        // A search that could not be kept between rounds must not spend its query id.
-        self.live.has_room(querier.user(), now, self.window)?;
+        // A search that could not be kept between rounds must not spend its query id: its
+        // place is held first.
+        let place = self.live.reserve(
+            (querier.user().to_string(), *query_id, part),
+            issued,
+            now,
+            self.window,
+        )?;
         // Admitted at the query's issue time, not the request's: a query id is known for as
         // long as its handles are fresh, so a part's zero-sharing context never serves twice.
         self.store
@@ -1115,18 +1173,13 @@ impl NodeState {
         let (session, opened) = NodeSession::start(&self.zero, &request, &refs).map_err(bad)?;
         let tau = self.matches.max_distance;
         let opened = matching::sign_opened(&self.audit_key, &answered, &context, tau, &opened);
-        self.live.keep(
-            (querier.user().to_string(), *query_id, part),
-            LiveSearch {
-                refused: 0,
-                session,
-                context,
-                issued,
-                handles: candidates.to_vec(),
-            },
-            now,
-            self.window,
-        )?;
+        place.keep(LiveSearch {
+            refused: 0,
+            session,
+            context,
+            issued,
+            handles: candidates.to_vec(),
+        });
         self.record(
             req,
             querier,
@@ -1153,7 +1206,7 @@ impl NodeState {
         self.fresh(issued, now)?;
         let user = querier.user();
         let key = (user.to_string(), *query_id, part);
-        let mut live = self.live.take(&key).ok_or_else(|| {
+        let (mut live, place) = self.live.take(&key).ok_or_else(|| {
             error(
                 ErrorCode::Rejected,
                 "no search of this query is in progress at this node (it ended, expired, or \
@@ -1194,14 +1247,14 @@ impl NodeState {
                 // A bad relay changes nothing: the search waits for a good one, a few times.
                 live.refused += 1;
                 if live.refused < MAX_REFUSED_RELAYS {
-                    self.live.put_back(key, live);
+                    place.keep(live);
                 }
                 Err(refused)
             }
             Ok(Step::Open(next)) => {
                 let opened =
                     matching::sign_opened(&self.audit_key, &answered, &live.context, tau, &next);
-                self.live.put_back(key, live);
+                place.keep(live);
                 Ok(ResponseBody::Opened { opened })
             }
             Ok(Step::Answer(answer)) => {
@@ -1213,6 +1266,7 @@ impl NodeState {
                 let signed = matching::sign_answer(
                     &self.audit_key,
                     &answered,
+                    part,
                     &live.handles,
                     &values,
                     &mut rand_core::OsRng,

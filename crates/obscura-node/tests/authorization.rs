@@ -378,6 +378,7 @@ async fn proof_with_distance(
                 query_id: &query_id,
                 issued,
             },
+            0,
             &handles,
             &values,
             &mut rng,
@@ -390,7 +391,7 @@ async fn proof_with_distance(
         });
     }
     assert_eq!((h(1), g(1)), (h1, g1));
-    matching::prove(query_id, issued, &handles, &kept, 0)
+    matching::prove(query_id, issued, 0, &handles, &kept, 0)
 }
 
 #[tokio::test]
@@ -1245,78 +1246,154 @@ async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
 }
 
 /// A query's candidates are evaluated in parts of at most 16,384 under one check, each part
-/// once and with masks of its own (its context holds its number and handles): a part beyond
-/// the list or not as long as its place in it, a list of one part other than the one checked,
-/// a list longer than the node holds, and a part sent again are refused.
+/// once and with masks of its own (its context holds the part's number and handles): a part
+/// beyond the list or not as long as its place in it, a list of one part other than the one
+/// checked, a list longer than the wire or the policy allows, a part sent again (even with
+/// other handles) and one part's openings relayed as another's (even one with the same
+/// handles) are refused.
 #[tokio::test]
 async fn a_scan_in_parts_takes_each_part_once_and_only_as_a_part_of_its_list() {
-    let node = TestNode::start("parts").await;
+    let node = TestNode::start_with("parts", |c| c.policy.max_exhaustive = Some(40_000)).await;
     let u = stored(&node, "camera.png", 1).await;
     let v = stored(&node, "coffee.png", 2).await;
     let ana = node.holder("ana", roles::QUERIER);
     let query = share_hash(u.hash ^ 1, T, N, &mut ChaCha20Rng::seed_from_u64(26)).unwrap();
-    let issued = now();
     let both: Vec<[u8; 16]> = u.tokens.iter().chain(&v.tokens).copied().collect();
-    let handles = handles_issued(&node, &ana, &both, [70; 16], issued).await;
-    assert_eq!(handles.len(), 2);
-    let checks = node
-        .checks_as(&ana, [70; 16], issued, &query, &handles)
-        .await
-        .unwrap();
-    let evaluate = |scan: ScanOf, part: u32, candidates: Vec<[u8; 16]>| {
+    let evaluate = |id: u8,
+                    issued: u64,
+                    scan: ScanOf,
+                    part: u32,
+                    candidates: Vec<[u8; 16]>,
+                    checks: &[obscura_proto::WireCheck]| {
         TestNode::request(RequestBody::Evaluate {
-            query_id: [70; 16],
+            query_id: [id; 16],
             issued,
             query_share: query[0].to_bytes().to_vec(),
             scan,
             part,
             candidates,
             share_digests: TestNode::digests(&query),
-            checks: checks.clone(),
+            checks: checks.to_vec(),
         })
     };
     let refused = |(s, b): (u16, ResponseBody), what: &str| {
         assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)), "{b:?}");
         assert!(format!("{b:?}").contains(what), "{what}: {b:?}");
     };
+
+    // A list of one part.
+    let issued = now();
+    let handles = handles_issued(&node, &ana, &both, [70; 16], issued).await;
+    assert_eq!(handles.len(), 2);
+    let checks = node
+        .checks_as(&ana, [70; 16], issued, &query, &handles)
+        .await
+        .unwrap();
+    let one = |scan, part, candidates| evaluate(70, issued, scan, part, candidates, &checks);
     let scan = matching::scan_of(&handles);
-    // A part beyond the list, or not as long as its place in it.
     refused(
-        node.send_as(&ana, &evaluate(scan, 1, handles.clone()))
-            .await,
+        node.send_as(&ana, &one(scan, 1, handles.clone())).await,
         "part 1 of a list of 2 candidates holds 0",
     );
     refused(
-        node.send_as(&ana, &evaluate(scan, 0, handles[..1].to_vec()))
+        node.send_as(&ana, &one(scan, 0, handles[..1].to_vec()))
             .await,
         "part 0 of a list of 2 candidates holds 2, not 1",
     );
-    // A list of one part must be the list checked: the same handles in another order are
-    // another list.
+    // It must be the list checked: the same handles in another order are another list.
     refused(
-        node.send_as(&ana, &evaluate(scan, 0, vec![handles[1], handles[0]]))
+        node.send_as(&ana, &one(scan, 0, vec![handles[1], handles[0]]))
             .await,
         "not the list the query was checked with",
     );
-    // A list longer than the images this node holds (and than a lookup gives).
-    let long = ScanOf {
-        count: 20_000,
+    // A list longer than the wire takes, or than this node's policy.
+    let beyond = ScanOf {
+        count: obscura_proto::limits::MAX_SCAN as u32 + 1,
         digest: scan.digest,
     };
     refused(
-        node.send_as(&ana, &evaluate(long, 1, handles.clone()))
-            .await,
-        "at most 1024 candidates",
+        node.send_as(&ana, &one(beyond, 1, handles.clone())).await,
+        "field scan",
     );
-    // The part itself is answered, once.
-    let (s, b) = node
-        .send_as(&ana, &evaluate(scan, 0, handles.clone()))
-        .await;
+    let beyond = ScanOf {
+        count: 40_001,
+        digest: scan.digest,
+    };
+    refused(
+        node.send_as(&ana, &one(beyond, 1, handles.clone())).await,
+        "at most 40000 candidates",
+    );
+    let (s, b) = node.send_as(&ana, &one(scan, 0, handles.clone())).await;
     assert_eq!(s, 200, "{b:?}");
+    let (s, b) = node.send_as(&ana, &one(scan, 0, handles.clone())).await;
+    assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
+
+    // A list of three parts: twice the same 16,384 handles, then the two of this query.
+    let issued = now();
+    let handles = handles_issued(&node, &ana, &both, [71; 16], issued).await;
+    let per = obscura_proto::limits::MAX_CANDIDATES;
+    let scan = ScanOf {
+        count: (2 * per + 2) as u32,
+        digest: [7; 32],
+    };
+    let checks = node
+        .checks_of_scan(&ana, [71; 16], issued, &query, scan)
+        .await
+        .unwrap();
+    let three = |part, candidates| evaluate(71, issued, scan, part, candidates, &checks);
+    let filler: Vec<[u8; 16]> = (0..per as u32)
+        .map(|i| {
+            let mut h = [0xee; 16];
+            h[..4].copy_from_slice(&i.to_be_bytes());
+            h
+        })
+        .collect();
+    let first_of = |answer: (u16, ResponseBody)| match answer {
+        (200, ResponseBody::Opened { opened }) => opened,
+        other => panic!("{other:?}"),
+    };
+    let part0 = first_of(node.send_as(&ana, &three(0, filler.clone())).await);
+    assert_eq!(part0.values.len(), per, "every handle of part 0 at width 1");
+    let part1 = first_of(node.send_as(&ana, &three(1, filler.clone())).await);
+    let part2 = first_of(node.send_as(&ana, &three(2, handles.clone())).await);
+    assert_eq!(part2.values.len(), 2);
+    // Each part once, whatever handles it comes with.
     let (s, b) = node
-        .send_as(&ana, &evaluate(scan, 0, handles.clone()))
+        .send_as(&ana, &three(2, vec![handles[1], handles[0]]))
         .await;
     assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
+    // Part 1's round-0 openings, every node's (nodes 2–6 played here). Parts 0 and 1 hold the
+    // same handles: only the part's number keeps their masks, and so their openings, apart.
+    let openings: Vec<obscura_proto::WireOpened> = std::iter::once(part1)
+        .chain((2..=N as u8).map(|i| {
+            node.played_part(
+                i,
+                "ana",
+                &[71; 16],
+                issued,
+                &query[usize::from(i) - 1],
+                (&scan, 1, &filler),
+            )
+            .3
+        }))
+        .collect();
+    let relay = |part| {
+        TestNode::request(RequestBody::Reduce {
+            query_id: [71; 16],
+            issued,
+            part,
+            round: 0,
+            openings: openings.clone(),
+        })
+    };
+    let (s, b) = node.send_as(&ana, &relay(0)).await;
+    assert_eq!((s, code(&b)), (422, Some(ErrorCode::Rejected)), "{b:?}");
+    assert!(format!("{b:?}").contains("is not its own"), "{b:?}");
+    let (s, b) = node.send_as(&ana, &relay(1)).await;
+    assert!(
+        s == 200 && matches!(b, ResponseBody::Opened { ref opened } if opened.round == 1),
+        "{s} {b:?}"
+    );
     node.stop().await;
 }
 

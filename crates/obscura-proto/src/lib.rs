@@ -391,11 +391,13 @@ pub struct MatchProof {
     pub query_id: [u8; 16],
     /// When the query was issued (client clock, Unix seconds).
     pub issued: u64,
+    /// The part of the query's candidates the answers are of.
+    pub part: u32,
     /// The candidate's handle in that query.
     pub handle: WireId,
-    /// Its position in the query's candidate list.
+    /// Its position in that part.
     pub position: u32,
-    /// The length of that list.
+    /// The length of that part.
     pub count: u32,
     /// One opening per answering node.
     pub openings: Vec<Opening>,

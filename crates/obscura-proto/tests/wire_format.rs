@@ -230,6 +230,7 @@ fn proof() -> impl Strategy<Value = MatchProof> {
             |(query_id, issued, handle, position, openings)| MatchProof {
                 query_id,
                 issued,
+                part: position / 3,
                 handle,
                 position,
                 count: position.saturating_add(1),
@@ -512,6 +513,7 @@ fn size_limits_are_enforced() {
             proofs: vec![MatchProof {
                 query_id: [0; 16],
                 issued: 0,
+                part: 0,
                 handle: [0; 16],
                 position: 0,
                 count: 1,

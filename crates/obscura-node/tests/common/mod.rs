@@ -15,12 +15,12 @@ use obscura_mpc::check::{self, CheckCoin};
 use obscura_mpc::node::{NodeSession, Step};
 use obscura_mpc::{share_hash, HashShare, NodeRequest};
 use obscura_node::config::{node_purpose, LoadedNode, NodeConfig, NodeSecrets};
-use obscura_proto::WireCheck;
 use obscura_proto::{
     roles, Capability, Limits, Request, RequestBody, Response, ResponseBody, SignedCapability,
     UploadTicket,
 };
 use obscura_proto::{ErrorCode, PreparedImage};
+use obscura_proto::{ScanOf, WireCheck};
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::manifest::{ImageId, Manifest};
 use obscura_sharing::zero::ZeroSharingKeys;
@@ -259,16 +259,14 @@ impl TestNode {
         query_id: &[u8; 16],
         issued: u64,
         share: &HashShare,
-        candidates: &[[u8; 16]],
+        scan: &ScanOf,
         digests: &[[u8; 32]],
     ) -> WireCheck {
         let secrets = self.secrets_of(i);
         let zero = ZeroSharingKeys::from_parts(i, N, T, secrets.zero_keys.clone()).unwrap();
         let coin_key = HandleKey::from_bytes(secrets.handle_key).check_coin_key();
-        let context = matching::check_context(
-            &matching::query_context(query_id, issued, &matching::scan_of(candidates)),
-            digests,
-        );
+        let context =
+            matching::check_context(&matching::query_context(query_id, issued, scan), digests);
         let coin = CheckCoin::derive(&coin_key, &context);
         let check = check::check_share(&zero, &coin, &context, share).unwrap();
         matching::sign_check(
@@ -302,12 +300,26 @@ impl TestNode {
         shares: &[HashShare],
         candidates: &[[u8; 16]],
     ) -> Result<Vec<WireCheck>, (u16, ResponseBody)> {
+        let scan = matching::scan_of(candidates);
+        self.checks_of_scan(who, query_id, issued, shares, scan)
+            .await
+    }
+
+    /// [`checks_as`](Self::checks_as) for a list known by its [`ScanOf`] only.
+    pub async fn checks_of_scan(
+        &self,
+        who: &Holder,
+        query_id: [u8; 16],
+        issued: u64,
+        shares: &[HashShare],
+        scan: ScanOf,
+    ) -> Result<Vec<WireCheck>, (u16, ResponseBody)> {
         let digests = Self::digests(shares);
         let req = TestNode::request(RequestBody::CheckQuery {
             query_id,
             issued,
             query_share: shares[0].to_bytes().to_vec(),
-            scan: matching::scan_of(candidates),
+            scan,
             share_digests: digests.clone(),
         });
         let first = match self.send_as(who, &req).await {
@@ -323,7 +335,7 @@ impl TestNode {
                     &query_id,
                     issued,
                     &shares[i as usize - 1],
-                    candidates,
+                    &scan,
                     &digests,
                 )
             }))
@@ -383,6 +395,25 @@ impl TestNode {
         NodeSession,
         obscura_proto::WireOpened,
     ) {
+        let scan = matching::scan_of(candidates);
+        self.played_part(i, user, query_id, issued, share, (&scan, 0, candidates))
+    }
+
+    /// [`played_node`](Self::played_node) for part `part` of the list `scan`.
+    pub fn played_part(
+        &self,
+        i: u8,
+        user: &str,
+        query_id: &[u8; 16],
+        issued: u64,
+        share: &HashShare,
+        (scan, part, candidates): (&ScanOf, u32, &[[u8; 16]]),
+    ) -> (
+        ZeroSharingKeys,
+        SigningKey,
+        NodeSession,
+        obscura_proto::WireOpened,
+    ) {
         let secrets = self.secrets_of(i);
         let zero = ZeroSharingKeys::from_parts(i, N, T, secrets.zero_keys.clone()).unwrap();
         let handles = HandleKey::from_bytes(secrets.handle_key).for_query(user, query_id, issued);
@@ -401,7 +432,11 @@ impl TestNode {
             })
             .collect();
         let refs: Vec<Option<&HashShare>> = stored.iter().map(Option::as_ref).collect();
-        let context = part_context(query_id, issued, candidates);
+        let context = matching::part_context(
+            &matching::query_context(query_id, issued, scan),
+            part,
+            candidates,
+        );
         let request = NodeRequest {
             node: i,
             context,
