@@ -791,7 +791,10 @@ async fn rotation_figures(
 }
 
 /// Write `count` synthetic images into every node's store (nodes stopped), in batches of one
-/// transaction each, exactly as the nodes would store them after prepare and commit.
+/// transaction each, exactly as the nodes would store them after prepare and commit. The stores
+/// are written at once, one thread each, with a page cache of 1 GiB each (the nodes are
+/// stopped, so the memory is free): random image ids touch every page of a large store, and a
+/// small cache would read most of them back from disk.
 fn load_synthetic(
     cluster: &std::path::Path,
     client: &Client,
@@ -801,13 +804,20 @@ fn load_synthetic(
     progress: &Progress,
 ) -> Result<(), String> {
     const BATCH: usize = 2000;
+    let options = obscura_store::StoreOptions {
+        cache_bytes: 1 << 30,
+        ..Default::default()
+    };
     let mut stores = Vec::new();
     for (node, config) in crate::nodes::node_configs(cluster)? {
         let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
         let c: obscura_node::config::NodeConfig =
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
         let path = config.parent().unwrap_or(cluster).join(&c.store);
-        stores.push(Store::open(&path, node).map_err(|e| format!("{}: {e}", path.display()))?);
+        stores.push(
+            Store::open_with(&path, node, options)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        );
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -825,44 +835,64 @@ fn load_synthetic(
             uploads.push(client.upload(&file, hash).map_err(|e| e.to_string())?);
             hashes.push(hash);
         }
-        for (i, store) in stores.iter().enumerate() {
-            // Token of band b at node i + 1: the table row of the band's value.
-            let at = |u: &obscura_client::Upload, b: usize| {
-                &table[usize::from(u.hash.to_be_bytes()[b])][i]
-            };
-            let elements: Vec<Option<[[u8; 32]; 8]>> = uploads
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = stores
                 .iter()
-                .map(|u| {
-                    at(u, 0).elements.map(|_| {
-                        std::array::from_fn(|b| at(u, b).elements.expect("all or none")[b])
-                    })
+                .enumerate()
+                .map(|(i, store)| {
+                    let uploads = &uploads;
+                    scope.spawn(move || write_synthetic(store, i, uploads, table, now))
                 })
                 .collect();
-            let images: Vec<NewImage<'_>> = uploads
-                .iter()
-                .zip(&elements)
-                .map(|(u, e)| NewImage {
-                    id: u.id,
-                    manifest: &u.manifest,
-                    image_share: &u.parts[i].image_share,
-                    hash_share: &u.parts[i].hash_share,
-                    tokens: std::array::from_fn(|b| at(u, b).tokens[b]),
-                    key_version: 1,
-                    elements: e.as_ref(),
-                    retired_tokens: None,
-                })
-                .collect();
-            store
-                .prepare_many(&images, now)
-                .map_err(|e| e.to_string())?;
-            let ids: Vec<ImageId> = uploads.iter().map(|u| u.id).collect();
-            store.commit_many(&ids, now).map_err(|e| e.to_string())?;
-        }
+            writers.into_iter().try_for_each(|w| {
+                w.join()
+                    .map_err(|_| "a store writer panicked".to_string())?
+            })
+        })?;
         done += len;
         bar.inc(len as u64);
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// One batch of synthetic images into node `i + 1`'s store: prepared and committed.
+fn write_synthetic(
+    store: &Store,
+    i: usize,
+    uploads: &[obscura_client::Upload],
+    table: &[Vec<obscura_client::IndexTokens>],
+    now: u64,
+) -> Result<(), String> {
+    // Token of band b at node i + 1: the table row of the band's value.
+    let at = |u: &obscura_client::Upload, b: usize| &table[usize::from(u.hash.to_be_bytes()[b])][i];
+    let elements: Vec<Option<[[u8; 32]; 8]>> = uploads
+        .iter()
+        .map(|u| {
+            at(u, 0)
+                .elements
+                .map(|_| std::array::from_fn(|b| at(u, b).elements.expect("all or none")[b]))
+        })
+        .collect();
+    let images: Vec<NewImage<'_>> = uploads
+        .iter()
+        .zip(&elements)
+        .map(|(u, e)| NewImage {
+            id: u.id,
+            manifest: &u.manifest,
+            image_share: &u.parts[i].image_share,
+            hash_share: &u.parts[i].hash_share,
+            tokens: std::array::from_fn(|b| at(u, b).tokens[b]),
+            key_version: 1,
+            elements: e.as_ref(),
+            retired_tokens: None,
+        })
+        .collect();
+    store
+        .prepare_many(&images, now)
+        .map_err(|e| e.to_string())?;
+    let ids: Vec<ImageId> = uploads.iter().map(|u| u.id).collect();
+    store.commit_many(&ids, now).map_err(|e| e.to_string())
 }
 
 /// A keeper's cost per token beside one scalar multiplication, and a client's cost for the
@@ -951,6 +981,7 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
         std::hint::black_box(matching::sign_answer(
             &nodes[0],
             &answered(1),
+            0,
             &handles,
             &values,
             &mut rand_core::OsRng,
@@ -963,6 +994,7 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
             let s = matching::sign_answer(
                 k,
                 &answered(i as u8 + 1),
+                0,
                 &handles,
                 &values,
                 &mut rand_core::OsRng,
@@ -975,7 +1007,7 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
             }
         })
         .collect();
-    let proof = matching::prove([3; 16], now, &handles, &kept, 7);
+    let proof = matching::prove([3; 16], now, 0, &handles, &kept, 7);
     let policy = MatchPolicy {
         node_keys: nodes.iter().map(SigningKey::verifying_key).collect(),
         t: 2,

@@ -949,6 +949,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
 }
 
 async fn keeper_run(config: &Path) -> Result<ExitCode, String> {
+    let stop = shutdown_signal();
     let loaded = obscura_node::keeper::LoadedKeeper::load(config).map_err(|e| e.to_string())?;
     let listen = loaded.config.listen.clone();
     let keeper = loaded.config.keeper;
@@ -959,7 +960,7 @@ async fn keeper_run(config: &Path) -> Result<ExitCode, String> {
         "keeper {keeper} listening on {listen} ({} key shares)",
         loaded.shares.len()
     );
-    obscura_node::keeper::serve(loaded, listener, shutdown_signal())
+    obscura_node::keeper::serve(loaded, listener, stop)
         .await
         .map_err(|e| e.to_string())?;
     eprintln!("keeper {keeper} stopped");
@@ -967,6 +968,9 @@ async fn keeper_run(config: &Path) -> Result<ExitCode, String> {
 }
 
 async fn node_run(config: &Path) -> Result<ExitCode, String> {
+    // Before the store is opened, which takes a while for a large one: a stop sent meanwhile
+    // then ends the server cleanly once it is up instead of killing it.
+    let stop = shutdown_signal();
     let loaded = obscura_node::config::LoadedNode::load(config).map_err(|e| e.to_string())?;
     let listen = loaded.config.listen.clone();
     let node = loaded.config.node;
@@ -974,32 +978,42 @@ async fn node_run(config: &Path) -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("node {node} cannot listen on {listen}: {e}"))?;
     eprintln!("node {node} listening on {listen}");
-    obscura_node::server::serve(loaded, listener, shutdown_signal())
+    obscura_node::server::serve(loaded, listener, stop)
         .await
         .map_err(|e| e.to_string())?;
     eprintln!("node {node} stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// What ends a server: SIGTERM or Ctrl-C. Both are taken over when this is called, not when
+/// the future is first polled, so a signal that comes while the server is still starting is
+/// kept for it instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let recv = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                _ = recv(term) => {}
+                _ = recv(interrupt) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
