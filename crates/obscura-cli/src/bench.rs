@@ -1018,7 +1018,8 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
         std::hint::black_box(matching::verify(&proof, "bench", &policy, now).is_ok());
     });
     // The relayed openings a node checks in the busiest round: 2t + 1 nodes', 1,000 candidates
-    // with 7 values each (τ = 10, level 1).
+    // with the widest round's values each (τ = 10).
+    let width = obscura_mpc::node::widest_opening(10);
     let context = [9u8; 32];
     let relayed: Vec<obscura_proto::WireOpened> = nodes
         .iter()
@@ -1027,7 +1028,7 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
             let opened = obscura_mpc::Opened {
                 node: i as u8 + 1,
                 round: 1,
-                values: (0..7_000u32)
+                values: (0..1000 * width as u32)
                     .map(|v| Some(obscura_sharing::field::Fp::from(v)))
                     .collect(),
             };
@@ -1041,7 +1042,9 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
         );
     });
     out.push(Figure {
-        name: "node: check 5 relayed openings of a round (1,000 candidates × 7 values)".into(),
+        name: format!(
+            "node: check 5 relayed openings of a round (1,000 candidates × {width} values)"
+        ),
         value: 1e6 / relay_rate,
         unit: "µs",
         baseline: "one Ed25519 verification, µs".into(),

@@ -86,29 +86,38 @@ struct LiveSearch {
 type SearchKey = (String, [u8; 16], u32);
 
 /// A place in the table of searches: a search waiting for its next round, or one being started
-/// or stepped right now (its place is held, so the limits count it).
+/// or stepped right now by the holder of `token` (its place is held, so the limits count it).
 enum Slot {
     Waiting(Box<LiveSearch>),
-    Busy { issued: u64 },
+    Busy { issued: u64, token: u64 },
 }
 
 impl Slot {
     fn issued(&self) -> u64 {
         match self {
             Slot::Waiting(s) => s.issued,
-            Slot::Busy { issued } => *issued,
+            Slot::Busy { issued, .. } => *issued,
         }
     }
 }
 
-/// The searches in progress, by user, query id and part. Each lives as long as its query is
-/// fresh and ends with its answer; a restart forgets them (the search fails and is run again).
+/// The searches in progress, by user, query id and part, and the last token handed out. Each
+/// lives as long as its query is fresh and ends with its answer; a restart forgets them (the
+/// search fails and is run again).
 #[derive(Default)]
-struct LiveSearches(Mutex<HashMap<SearchKey, Slot>>);
+struct LiveSearches(Mutex<(HashMap<SearchKey, Slot>, u64)>);
 
 impl LiveSearches {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SearchKey, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<SearchKey, Slot>, u64)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mark `key` busy under a fresh token.
+    fn hold(table: &mut (HashMap<SearchKey, Slot>, u64), key: &SearchKey, issued: u64) -> u64 {
+        table.1 += 1;
+        let token = table.1;
+        table.0.insert(key.clone(), Slot::Busy { issued, token });
+        token
     }
 
     /// Hold a place for `key`'s search, issued at `issued`, if its user and the node have room
@@ -121,7 +130,8 @@ impl LiveSearches {
         now: u64,
         window: u64,
     ) -> Result<Place<'_>, ResponseBody> {
-        let mut live = self.lock();
+        let mut table = self.lock();
+        let live = &mut table.0;
         live.retain(|_, s| s.issued().abs_diff(now) <= window);
         let mine = live.keys().filter(|(u, ..)| *u == key.0).count();
         if mine >= MAX_LIVE_SEARCHES_PER_USER {
@@ -145,54 +155,68 @@ impl LiveSearches {
                 "this part of the query is being evaluated already",
             ));
         }
-        live.insert(key.clone(), Slot::Busy { issued });
-        Ok(Place { live: self, key })
+        let token = Self::hold(&mut table, &key, issued);
+        Ok(Place {
+            live: self,
+            key,
+            token,
+        })
     }
 
     /// Take a waiting search out for its next round; its place stays held until the round
     /// ends.
     fn take(&self, key: &SearchKey) -> Option<(LiveSearch, Place<'_>)> {
-        let mut live = self.lock();
-        let issued = match live.get(key)? {
+        let mut table = self.lock();
+        let issued = match table.0.get(key)? {
             Slot::Waiting(s) => s.issued,
             Slot::Busy { .. } => return None,
         };
-        let Some(Slot::Waiting(search)) = live.insert(key.clone(), Slot::Busy { issued }) else {
+        let Some(Slot::Waiting(search)) = table.0.remove(key) else {
             unreachable!("a waiting search was there");
         };
+        let token = Self::hold(&mut table, key, issued);
         Some((
             *search,
             Place {
                 live: self,
                 key: key.clone(),
+                token,
             },
         ))
     }
 }
 
 /// A held place in [`LiveSearches`]: [`keep`](Place::keep) puts a search there, and dropping
-/// it frees the place.
+/// it frees the place. Each holds its own token, so it never touches a place another request
+/// holds now.
 struct Place<'a> {
     live: &'a LiveSearches,
     key: SearchKey,
+    token: u64,
 }
 
 impl Place<'_> {
-    /// Keep `search` in this place until its next round (the place is no longer busy, so
-    /// dropping it leaves the search there).
+    /// Keep `search` in this place until its next round, if the place is still this one's: a
+    /// search whose query went stale while it was worked on lost its place, and is dropped
+    /// rather than put back past the limits.
     fn keep(self, search: LiveSearch) {
-        self.live
-            .lock()
-            .insert(self.key.clone(), Slot::Waiting(Box::new(search)));
+        let mut table = self.live.lock();
+        if matches!(table.0.get(&self.key), Some(Slot::Busy { token, .. }) if *token == self.token)
+        {
+            table
+                .0
+                .insert(self.key.clone(), Slot::Waiting(Box::new(search)));
+        }
     }
 }
 
 impl Drop for Place<'_> {
-    /// Frees the place unless a search was kept in it.
+    /// Frees the place if it is still this one's and busy (not kept).
     fn drop(&mut self) {
-        let mut live = self.live.lock();
-        if matches!(live.get(&self.key), Some(Slot::Busy { .. })) {
-            live.remove(&self.key);
+        let mut table = self.live.lock();
+        if matches!(table.0.get(&self.key), Some(Slot::Busy { token, .. }) if *token == self.token)
+        {
+            table.0.remove(&self.key);
         }
     }
 }
@@ -760,7 +784,7 @@ impl NodeState {
                     scan,
                     share_digests,
                 };
-                self.evaluate(req, &querier, &asked, (*part, candidates), checks, now)
+                self.evaluate(req, who, &querier, &asked, (*part, candidates), checks, now)
             }
             RequestBody::List { query, issued } => {
                 let querier = role(roles::QUERIER)?;
@@ -1103,10 +1127,13 @@ impl NodeState {
     }
 
     /// Stage-2, second round, for one part of the query's candidates: once every node's check
-    /// of the query passed, this node's masked values, signed.
+    /// of the query passed, this node's masked values, signed. A part costs a query for every
+    /// `max_candidates` candidates it holds (a lookup's worth), charged before it is spent.
+    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
         req: &Request,
+        who: &Authorized,
         querier: &Acting<'_>,
         asked: &Asked<'_>,
         (part, candidates): (u32, &[WireId]),
@@ -1139,6 +1166,12 @@ impl NodeState {
         .map_err(auth_error)?;
         let bad = |e: obscura_mpc::Error| error(ErrorCode::BadRequest, e.to_string());
         let query = HashShare::from_bytes(self.node, query_share).map_err(bad)?;
+        // The request itself was charged one.
+        let units = candidates
+            .len()
+            .div_ceil(self.policy.max_candidates.max(1) as usize)
+            .max(1);
+        self.charge(who, Charge::Queries, (units - 1) as u32, now)?;
         // A search that could not be kept between rounds must not spend its query id: its
         // place is held first.
         let place = self.live.reserve(
@@ -1833,4 +1866,84 @@ pub async fn serve(
         last,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use obscura_mpc::{share_hash, NodeRequest};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn search(issued: u64) -> LiveSearch {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let keys = obscura_sharing::zero::deal(6, 2, &mut rng).unwrap();
+        let query = share_hash(0, 2, 6, &mut rng).unwrap().remove(0);
+        let request = NodeRequest {
+            node: 1,
+            context: [0; 32],
+            query: query.clone(),
+            candidates: vec![ImageId([1; 16])],
+            max_distance: 10,
+        };
+        let (session, _) = NodeSession::start(&keys[0], &request, &[Some(&query)]).unwrap();
+        LiveSearch {
+            refused: 0,
+            session,
+            context: [0; 32],
+            issued,
+            handles: vec![[1; 16]],
+        }
+    }
+
+    fn key(user: &str, part: u32) -> SearchKey {
+        (user.to_string(), [7; 16], part)
+    }
+
+    /// A place is held from its reservation until its search is kept or dropped; a place taken
+    /// back by the stale purge, and given to another, is neither overwritten by the first
+    /// holder's keep nor freed by its drop, so the table never holds more than its limits.
+    #[test]
+    fn a_place_holds_until_kept_and_a_purged_one_is_not_put_back() {
+        let live = LiveSearches::default();
+        let window = 120;
+        let place = live.reserve(key("ana", 0), 1000, 1000, window).unwrap();
+        // A second reservation of the same part, while the first is worked on.
+        assert!(live.reserve(key("ana", 0), 1000, 1000, window).is_err());
+        // Dropped without a search: the place is free again.
+        drop(place);
+        let place = live.reserve(key("ana", 0), 1000, 1000, window).unwrap();
+        place.keep(search(1000));
+        let (s, place) = live.take(&key("ana", 0)).expect("kept");
+        // Stepped, and kept again.
+        place.keep(s);
+        assert!(live.take(&key("ana", 0)).is_some_and(|(_, p)| {
+            drop(p);
+            true
+        }));
+        assert!(live.lock().0.is_empty(), "a dropped place is freed");
+
+        // Ana's search goes stale while it is worked on; the purge gives its place to another.
+        let stale = live.reserve(key("ana", 1), 1000, 1000, window).unwrap();
+        let later = 1000 + window + 1;
+        let other = live.reserve(key("ana", 1), later, later, window).unwrap();
+        stale.keep(search(1000));
+        assert!(
+            matches!(live.lock().0.get(&key("ana", 1)), Some(Slot::Busy { .. })),
+            "the stale holder's keep does not overwrite the new holder's place"
+        );
+        other.keep(search(later));
+        assert!(matches!(
+            live.lock().0.get(&key("ana", 1)),
+            Some(Slot::Waiting(_))
+        ));
+
+        // Eight places per user at most, busy ones counted.
+        let held: Vec<_> = (10..17)
+            .map(|p| live.reserve(key("ana", p), later, later, window).unwrap())
+            .collect();
+        assert!(live.reserve(key("ana", 99), later, later, window).is_err());
+        assert!(live.reserve(key("bob", 0), later, later, window).is_ok());
+        drop(held);
+    }
 }

@@ -1170,15 +1170,38 @@ async fn searches_left_in_progress_are_bounded_per_user() {
     let ana = node.holder("ana", roles::QUERIER);
     let bob = node.holder("bob", roles::QUERIER);
     let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(23)).unwrap();
+    let mut searches = Vec::new();
     for q in 40..48 {
-        started_search(&node, &ana, &u, q, &query).await;
+        searches.push(started_search(&node, &ana, &u, q, &query).await);
     }
     let issued = now();
     let handles = handles_issued(&node, &ana, &u.tokens, [48; 16], issued).await;
-    let (s, b) = node
-        .evaluate_as(&ana, [48; 16], issued, &query, &handles)
-        .await;
+    let checks = node
+        .checks_as(&ana, [48; 16], issued, &query, &handles)
+        .await
+        .unwrap();
+    let ninth = TestNode::request(RequestBody::Evaluate {
+        query_id: [48; 16],
+        issued,
+        query_share: query[0].to_bytes().to_vec(),
+        scan: matching::scan_of(&handles),
+        part: 0,
+        candidates: handles.clone(),
+        share_digests: TestNode::digests(&query),
+        checks,
+    });
+    let (s, b) = node.send_as(&ana, &ninth).await;
     assert_eq!((s, code(&b)), (429, Some(ErrorCode::RateLimited)), "{b:?}");
+    // Once one of them ends, the ninth goes through: the refusal did not spend its part.
+    let (issued40, handles40, first) = searches.swap_remove(0);
+    let (s, b) = node
+        .rounds_as(&ana, [40; 16], issued40, &query, &handles40, first)
+        .await;
+    assert!(matches!(b, ResponseBody::Evaluate { .. }), "{s} {b:?}");
+    let mut again = ninth.clone();
+    again.request_id = [0x99; 16];
+    let (s, b) = node.send_as(&ana, &again).await;
+    assert!(matches!(b, ResponseBody::Opened { .. }), "{s} {b:?}");
     // Another user is not held up by ana's.
     let (s, b) = {
         let issued = now();
@@ -1394,6 +1417,57 @@ async fn a_scan_in_parts_takes_each_part_once_and_only_as_a_part_of_its_list() {
         s == 200 && matches!(b, ResponseBody::Opened { ref opened } if opened.round == 1),
         "{s} {b:?}"
     );
+    node.stop().await;
+}
+
+/// A part costs a query for every `max_candidates` (1,024) candidates it holds, charged before
+/// it is spent: 16,384 handles are 16 lookups' worth of work, whatever the node holds.
+#[tokio::test]
+async fn a_part_is_charged_for_its_size() {
+    let node = TestNode::start("part-charge").await;
+    let u = stored(&node, "camera.png", 1).await;
+    let ten = Limits {
+        queries_per_hour: 10,
+        fetches_per_hour: 1,
+    };
+    let ana = mint(&node.keepers, "ana", roles::QUERIER, ten);
+    let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(27)).unwrap();
+    let issued = now();
+    let handles = handles_issued(&node, &ana, &u.tokens, [72; 16], issued).await;
+    let per = obscura_proto::limits::MAX_CANDIDATES;
+    let scan = ScanOf {
+        count: (per + handles.len()) as u32,
+        digest: [8; 32],
+    };
+    // A lookup and a check: 2 of 10.
+    let checks = node
+        .checks_of_scan(&ana, [72; 16], issued, &query, scan)
+        .await
+        .unwrap();
+    let evaluate = |part, candidates| {
+        TestNode::request(RequestBody::Evaluate {
+            query_id: [72; 16],
+            issued,
+            query_share: query[0].to_bytes().to_vec(),
+            scan,
+            part,
+            candidates,
+            share_digests: TestNode::digests(&query),
+            checks: checks.clone(),
+        })
+    };
+    let filler: Vec<[u8; 16]> = (0..per as u32)
+        .map(|i| {
+            let mut h = [0xee; 16];
+            h[..4].copy_from_slice(&i.to_be_bytes());
+            h
+        })
+        .collect();
+    let (s, b) = node.send_as(&ana, &evaluate(0, filler)).await;
+    assert_eq!((s, code(&b)), (429, Some(ErrorCode::RateLimited)), "{b:?}");
+    // The small part costs one.
+    let (s, b) = node.send_as(&ana, &evaluate(1, handles)).await;
+    assert!(matches!(b, ResponseBody::Opened { .. }), "{s} {b:?}");
     node.stop().await;
 }
 
