@@ -803,7 +803,9 @@ fn load_synthetic(
     hashes: &mut Vec<u64>,
     progress: &Progress,
 ) -> Result<(), String> {
-    const BATCH: usize = 2000;
+    // Large transactions (two syncs each per store), their images in id order so that the
+    // inserts walk the tree rather than jump about it.
+    const BATCH: usize = 20_000;
     let options = obscura_store::StoreOptions {
         cache_bytes: 1 << 30,
         ..Default::default()
@@ -835,6 +837,7 @@ fn load_synthetic(
             uploads.push(client.upload(&file, hash).map_err(|e| e.to_string())?);
             hashes.push(hash);
         }
+        uploads.sort_unstable_by_key(|u| u.id);
         std::thread::scope(|scope| {
             let writers: Vec<_> = stores
                 .iter()

@@ -257,10 +257,15 @@ async fn failed_logins_are_limited_per_source_too() {
     )
     .await;
     // Guessing across many names from one address runs into the address's limit. A keeper
-    // counts a login when it starts, so two started by hand at every keeper count as two
-    // failures; starting them costs no password stretching, so the client's login below
-    // follows well within the one-second wait even on a loaded machine.
-    for user in ["a", "b"] {
+    // counts a login when it starts, so four started by hand at every keeper count as four
+    // failures, two past the two free ones: a wait of 4 s (each started once the wait of the
+    // ones before ran out). Starting them costs no password stretching, so the client's login
+    // below follows well within the wait even on a loaded machine (with two failures the wait
+    // was 1 s, and a busy CI machine outran it).
+    for (i, user) in ["a", "b", "d", "e"].into_iter().enumerate() {
+        if i >= 2 {
+            tokio::time::sleep(std::time::Duration::from_millis((1000 << (i - 2)) + 200)).await;
+        }
         start_logins(&c, user).await;
     }
     let r = reasons(&c.fresh_client().login("c", b"x").await.unwrap_err());

@@ -1364,13 +1364,7 @@ async fn a_scan_in_parts_takes_each_part_once_and_only_as_a_part_of_its_list() {
         .await
         .unwrap();
     let three = |part, candidates| evaluate(71, issued, scan, part, candidates, &checks);
-    let filler: Vec<[u8; 16]> = (0..per as u32)
-        .map(|i| {
-            let mut h = [0xee; 16];
-            h[..4].copy_from_slice(&i.to_be_bytes());
-            h
-        })
-        .collect();
+    let filler = filler_handles(per);
     let first_of = |answer: (u16, ResponseBody)| match answer {
         (200, ResponseBody::Opened { opened }) => opened,
         other => panic!("{other:?}"),
@@ -1420,6 +1414,18 @@ async fn a_scan_in_parts_takes_each_part_once_and_only_as_a_part_of_its_list() {
     node.stop().await;
 }
 
+/// `count` made-up handles: each opens, under any query, to an id no node holds (but by a
+/// 2^-128 chance).
+fn filler_handles(count: usize) -> Vec<[u8; 16]> {
+    (0..count as u32)
+        .map(|i| {
+            let mut h = [0xee; 16];
+            h[..4].copy_from_slice(&i.to_be_bytes());
+            h
+        })
+        .collect()
+}
+
 /// A part costs a query for every `max_candidates` (1,024) candidates it holds, charged before
 /// it is spent: 16,384 handles are 16 lookups' worth of work, whatever the node holds.
 #[tokio::test]
@@ -1456,13 +1462,7 @@ async fn a_part_is_charged_for_its_size() {
             checks: checks.clone(),
         })
     };
-    let filler: Vec<[u8; 16]> = (0..per as u32)
-        .map(|i| {
-            let mut h = [0xee; 16];
-            h[..4].copy_from_slice(&i.to_be_bytes());
-            h
-        })
-        .collect();
+    let filler = filler_handles(per);
     let (s, b) = node.send_as(&ana, &evaluate(0, filler)).await;
     assert_eq!((s, code(&b)), (429, Some(ErrorCode::RateLimited)), "{b:?}");
     // The small part costs one.
