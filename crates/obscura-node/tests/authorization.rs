@@ -1426,6 +1426,37 @@ fn filler_handles(count: usize) -> Vec<[u8; 16]> {
         .collect()
 }
 
+/// An exhaustive list costs a query for every part it makes (16,384 images), charged before
+/// the node reads its images or spends the query id: at a node holding 16,385 images a user
+/// with one query left is refused, and the id stays unspent for another.
+#[tokio::test]
+async fn a_list_is_charged_for_every_part_it_makes() {
+    let mut node = TestNode::start("list-charge").await;
+    node.fill_store(obscura_proto::limits::MAX_CANDIDATES + 1)
+        .await;
+    let one = Limits {
+        queries_per_hour: 1,
+        fetches_per_hour: 1,
+    };
+    let ana = mint(&node.keepers, "ana", roles::QUERIER, one);
+    let bob = node.holder("bob", roles::QUERIER);
+    let list = TestNode::request(RequestBody::List {
+        query: [81; 16],
+        issued: now(),
+    });
+    let (s, b) = node.send_as(&ana, &list).await;
+    assert_eq!((s, code(&b)), (429, Some(ErrorCode::RateLimited)), "{b:?}");
+    let mut again = list.clone();
+    again.request_id = [0x81; 16];
+    match node.send_as(&bob, &again).await {
+        (200, ResponseBody::Listed { handles }) => {
+            assert_eq!(handles.len(), obscura_proto::limits::MAX_CANDIDATES + 1)
+        }
+        other => panic!("{other:?}"),
+    }
+    node.stop().await;
+}
+
 /// A part costs a query for every `max_candidates` (1,024) candidates it holds, charged before
 /// it is spent: 16,384 handles are 16 lookups' worth of work, whatever the node holds.
 #[tokio::test]

@@ -556,6 +556,61 @@ impl TestNode {
         self.shutdown = Some(tx);
     }
 
+    /// Stop the node's server, write `count` made-up committed images straight into its store
+    /// (random hash shares, manifests, shares and tokens: what a node holding that many images
+    /// lists and counts), and start it again on the same address.
+    pub async fn fill_store(&mut self, count: usize) {
+        self.shutdown.take().unwrap().send(()).ok();
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let config = self.dir.join("node1/node.json");
+        let c: NodeConfig = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        let store = obscura_store::Store::open(&self.dir.join("node1").join(&c.store), 1).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(count as u64);
+        let images: Vec<(ImageId, [u8; 256], [[u8; 16]; 8])> = (0..count)
+            .map(|_| {
+                let mut id = [0u8; 16];
+                rng.fill_bytes(&mut id);
+                let mut share = [0u8; 256];
+                for v in share.chunks_exact_mut(4) {
+                    v.copy_from_slice(&(rng.next_u32() & 0x3fff_ffff).to_le_bytes());
+                }
+                let mut tokens = [[0u8; 16]; 8];
+                tokens.iter_mut().for_each(|t| rng.fill_bytes(t));
+                (ImageId(id), share, tokens)
+            })
+            .collect();
+        for batch in images.chunks(4096) {
+            let new: Vec<obscura_store::NewImage<'_>> = batch
+                .iter()
+                .map(|(id, share, tokens)| obscura_store::NewImage {
+                    id: *id,
+                    manifest: b"made up",
+                    image_share: b"made up",
+                    hash_share: share,
+                    tokens: tokens.map(obscura_tokens::Token),
+                    key_version: 1,
+                    elements: None,
+                    retired_tokens: None,
+                })
+                .collect();
+            store.prepare_many(&new, now()).unwrap();
+            let ids: Vec<ImageId> = batch.iter().map(|i| i.0).collect();
+            store.commit_many(&ids, now()).unwrap();
+        }
+        drop(store);
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        let loaded = LoadedNode::load(&config).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.task = Some(tokio::spawn(obscura_node::server::serve(
+            loaded,
+            listener,
+            async {
+                rx.await.ok();
+            },
+        )));
+        self.shutdown = Some(tx);
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.take().unwrap().send(()).ok();
         self.task.take().unwrap().await.unwrap().unwrap();
