@@ -543,6 +543,11 @@ impl TestNode {
         let task = self.task.take().unwrap();
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
+        self.serve_again().await;
+    }
+
+    /// Start the node's server again from its store, on the same address.
+    async fn serve_again(&mut self) {
         let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
         let loaded = LoadedNode::load(&self.dir.join("node1/node.json")).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -598,17 +603,7 @@ impl TestNode {
             store.commit_many(&ids, now()).unwrap();
         }
         drop(store);
-        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
-        let loaded = LoadedNode::load(&config).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.task = Some(tokio::spawn(obscura_node::server::serve(
-            loaded,
-            listener,
-            async {
-                rx.await.ok();
-            },
-        )));
-        self.shutdown = Some(tx);
+        self.serve_again().await;
     }
 
     pub async fn stop(mut self) {
