@@ -69,6 +69,9 @@ pub(crate) struct Sessions {
     capability: RwLock<Option<Arc<Holder>>>,
     /// Proofs of the user's own matches, newest last, for fetching them later.
     matches: Mutex<Vec<(ImageId, MatchProof)>>,
+    /// The next lane of a client that keeps its sessions in memory only (no other process
+    /// sends in them).
+    memory_lane: std::sync::atomic::AtomicU32,
 }
 
 /// Match proofs kept per user (the oldest go first).
@@ -262,8 +265,8 @@ impl Sessions {
         Ok(true)
     }
 
-    /// The lane for sessions this process opens now: a fresh one from the attached file's
-    /// counter, or lane 0 for a client that keeps its sessions in memory only.
+    /// A fresh lane for this process: from the attached file's counter, or from this
+    /// client's own for sessions kept in memory only (lane 0 first).
     fn new_lane(&self) -> Result<u32, Error> {
         match self
             .file
@@ -272,7 +275,9 @@ impl Sessions {
             .as_deref()
         {
             Some(path) => take_lane(path),
-            None => Ok(0),
+            None => Ok(self
+                .memory_lane
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         }
     }
 
@@ -465,8 +470,8 @@ impl KeeperLink {
             .await;
             (sent, received) = (sent + out, received + back);
             // A lane the keeper no longer takes (many newer processes used the session since
-            // this one started): the request was refused unopened, so it goes again, once, in
-            // a fresh lane.
+            // this one started, or the keeper restarted since it took this lane): the request
+            // was refused unopened, so it goes again, once, in a fresh lane.
             let closed = matches!(
                 &answer,
                 Err(crate::Fault::Refused { code: obscura_proto::ErrorCode::NoSession, message })

@@ -390,14 +390,17 @@ async fn a_store_restored_from_an_old_copy_is_refused_until_an_admin_accepts_it(
     let mut c = Cluster::start("rollback").await;
     let store = c.keeper_store(1);
     let old = c.scratch.join("keeper1.old.redb");
+    let (key, id, expires_at) = raw_session(&c, 1, ADMIN, PASSWORD).await;
     c.keeper_down(1).await;
     std::fs::copy(&store, &old).unwrap();
-    // Logins and a secret change keeper 1's records.
+    // Two secrets change keeper 1's records (a copy one write behind is a crash's).
     c.keeper_up(1).await;
-    c.client
-        .secret_put("note", b"written after the copy", "import")
-        .await
-        .unwrap();
+    for name in ["note", "another"] {
+        c.client
+            .secret_put(name, b"written after the copy", "import")
+            .await
+            .unwrap();
+    }
     c.keeper_down(1).await;
     std::fs::copy(&old, &store).unwrap();
     let err = LoadedKeeper::load(&keeper_config(&c, 1))
@@ -407,6 +410,15 @@ async fn a_store_restored_from_an_old_copy_is_refused_until_an_admin_accepts_it(
     // The admin looks, and accepts.
     obscura_node::keeper::accept_restore(&keeper_config(&c, 1)).unwrap();
     c.keeper_up(1).await;
+    // The copy's sessions ended with the restore: their lanes may be behind what was sealed.
+    let mut channel = Channel::resume(&key, id, expires_at, 9);
+    let answer = in_session(&c, 1, &mut channel, RequestBody::SecretList).await;
+    assert_eq!(
+        error_code(&answer),
+        Some(ErrorCode::NoSession),
+        "{answer:?}"
+    );
+    c.client.login(ADMIN, PASSWORD).await.unwrap();
     assert!(c.client.secret_list().await.is_ok());
 }
 
@@ -686,6 +698,22 @@ async fn in_session(c: &Cluster, j: u8, channel: &mut Channel, body: RequestBody
 
 /// A login at keeper `j` by hand as `user`: the session's channel.
 async fn raw_login_as(c: &Cluster, j: u8, user: &str, password: &[u8]) -> Channel {
+    let (key, session, expires_at) = raw_session(c, j, user, password).await;
+    Channel::new(&key, session, Role::Client, expires_at)
+}
+
+/// A sealed message of `session` to keeper 1, as sent: its answer.
+async fn send_sealed(c: &Cluster, session: [u8; 16], message: Vec<u8>) -> ResponseBody {
+    raw(c, 1, RequestBody::KeeperSealed { session, message }).await
+}
+
+/// A login at keeper `j` by hand as `user`: the session key, id and expiry.
+async fn raw_session(
+    c: &Cluster,
+    j: u8,
+    user: &str,
+    password: &[u8],
+) -> (zeroize::Zeroizing<[u8; 64]>, [u8; 16], u64) {
     let (login, ke1) = ClientLogin::start(password, &mut OsRng).unwrap();
     let ResponseBody::KeeperLoginStarted { login: id, ke2 } = raw(
         c,
@@ -714,7 +742,7 @@ async fn raw_login_as(c: &Cluster, j: u8, user: &str, password: &[u8]) -> Channe
     else {
         panic!("no session")
     };
-    Channel::new(&key, session, Role::Client, expires_at)
+    (key, session, expires_at)
 }
 
 fn error_code(body: &ResponseBody) -> Option<ErrorCode> {
@@ -1221,4 +1249,94 @@ async fn a_session_lock_file_open_to_others_is_refused() {
     std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o666)).unwrap();
     let err = c.fresh_client().attach_session(&path).unwrap_err();
     assert!(err.to_string().contains("open to other users"), "{err}");
+}
+
+/// A keeper restart logs nobody out: the command that was running goes on (its lane is closed,
+/// so it moves to a fresh one), the next command too, and so does a client that keeps its
+/// sessions in memory only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_restart_logs_nobody_out() {
+    let mut c = Cluster::start("restart-login").await;
+    let path = c.scratch.join("session.json");
+    let running = c.fresh_client();
+    running.attach_session(&path).unwrap();
+    running.login(ADMIN, PASSWORD).await.unwrap();
+    assert_eq!(running.user_events().await.unwrap().len(), M);
+    let tokens = |t: Vec<Vec<obscura_client::IndexTokens>>| -> Vec<Vec<[u8; 16]>> {
+        t.iter()
+            .flatten()
+            .map(|i| i.tokens.iter().map(|t| t.0).collect())
+            .collect()
+    };
+    let before = tokens(
+        c.client
+            .index_tokens(&[0x0123_4567_89ab_cdef])
+            .await
+            .unwrap(),
+    );
+    for j in 1..=M as u8 {
+        c.keeper_down(j).await;
+        c.keeper_up(j).await;
+    }
+    assert_eq!(running.user_events().await.unwrap().len(), M);
+    let next = c.fresh_client();
+    assert!(next.attach_session(&path).unwrap());
+    assert_eq!(next.user_events().await.unwrap().len(), M);
+    let after = tokens(
+        c.client
+            .index_tokens(&[0x0123_4567_89ab_cdef])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(after, before, "the same tokens, from the same sessions");
+}
+
+/// What a keeper keeps of a session across a restart gives nothing to whoever kept a sealed
+/// request, or reads the keeper's store: the keeper records a lane before it answers in it and
+/// after the restart takes only lanes above, so a request sent before the restart (replayed)
+/// or sealed then and held back is refused; a session that ended stays ended; and the store
+/// holds no session key in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_sealed_before_a_keeper_restart_opens_after_it_and_a_logout_holds() {
+    let mut c = Cluster::start("restart-replay").await;
+    let (key, id, expires_at) = raw_session(&c, 1, ADMIN, PASSWORD).await;
+    let mut before = Channel::resume(&key, id, expires_at, 3);
+    let sent = sealed_request(&mut before, RequestBody::SecretList);
+    let ResponseBody::KeeperSealed { message } = send_sealed(&c, id, sent.clone()).await else {
+        panic!("refused before the restart")
+    };
+    before.open(&message, 0).unwrap();
+    // Sealed in the same lane and held back: it would be the lane's next.
+    let held = sealed_request(&mut before, RequestBody::SecretList);
+    let (gone_key, gone, gone_expiry) = raw_session(&c, 1, ADMIN, PASSWORD).await;
+    let mut ending = Channel::resume(&gone_key, gone, gone_expiry, 1);
+    let out = in_session(&c, 1, &mut ending, RequestBody::KeeperLogout).await;
+    assert!(matches!(out, ResponseBody::Ok), "{out:?}");
+
+    c.keeper_down(1).await;
+    let store = std::fs::read(c.keeper_store(1)).unwrap();
+    assert!(
+        !store.windows(key.len()).any(|w| w == key.as_slice()),
+        "a session key in clear in the keeper's store"
+    );
+    c.keeper_up(1).await;
+
+    assert!(
+        refused(&send_sealed(&c, id, sent).await),
+        "a replay after the restart"
+    );
+    assert!(
+        refused(&send_sealed(&c, id, held).await),
+        "a held-back request after the restart"
+    );
+    let mut after = Channel::resume(&key, id, expires_at, 4);
+    let answer = in_session(&c, 1, &mut after, RequestBody::SecretList).await;
+    assert!(matches!(answer, ResponseBody::Secrets { .. }), "{answer:?}");
+    let mut ended = Channel::resume(&gone_key, gone, gone_expiry, 2);
+    let answer = in_session(&c, 1, &mut ended, RequestBody::SecretList).await;
+    assert_eq!(
+        error_code(&answer),
+        Some(ErrorCode::NoSession),
+        "{answer:?}"
+    );
 }

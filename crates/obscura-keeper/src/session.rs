@@ -20,6 +20,9 @@
 //! lost, timed out or cut short does not stop the next one, and two commands at once do not
 //! break each other's session. An answer carries its request's number, and the client opens
 //! only the answer to the request it just sent. A channel refuses everything once it expired.
+//! A keeper that keeps its sessions across a restart records the highest lane it has taken
+//! before it answers in it, and reopens the channel above that lane ([`Channel::reopen`]), so
+//! no request it opened before the restart opens again after it.
 //!
 //! ```
 //! use obscura_keeper::session::{self, Channel, Role};
@@ -471,6 +474,33 @@ impl Channel {
             awaiting: None,
         };
         c
+    }
+
+    /// A keeper's channel of a session it kept across a restart, taking requests only in lanes
+    /// from `floor` up. The keeper recorded the highest lane it had taken before answering in
+    /// it, and passes the lane above: a request it opened before the restart is then refused,
+    /// like any older lane's (the client moves on to a fresh lane).
+    pub fn reopen(
+        session_key: &[u8; SESSION_KEY_LEN],
+        id: [u8; 16],
+        expires_at: u64,
+        floor: u32,
+    ) -> Channel {
+        let mut c = Channel::new(session_key, id, Role::Server, expires_at);
+        c.state = Numbers::Server {
+            lanes: std::collections::BTreeMap::new(),
+            floor,
+            answering: None,
+        };
+        c
+    }
+
+    /// At a keeper, the lane of the request it opened and has yet to answer.
+    pub fn answering_lane(&self) -> Option<u32> {
+        match self.state {
+            Numbers::Server { answering, .. } => answering.map(|seq| (seq >> 32) as u32),
+            Numbers::Client { .. } => None,
+        }
     }
 
     /// The lane a client's channel sends in (a keeper's: `None`).

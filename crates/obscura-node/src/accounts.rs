@@ -215,6 +215,12 @@ pub struct StoredSecret {
 
 struct Session {
     channel: Mutex<Channel>,
+    /// The session key, kept to record the session again when its lane moves up.
+    key: zeroize::Zeroizing<[u8; session::SESSION_KEY_LEN]>,
+    expires_at: u64,
+    /// One above the highest lane recorded in the store (0: none yet); it rises only under
+    /// `channel`'s lock.
+    floor: std::sync::atomic::AtomicU64,
     user: Handle,
     tag: [u8; 32],
     roles: WireRoles,
@@ -222,6 +228,35 @@ struct Session {
     /// This keeper's count of sessions opened when this one was: orders sessions opened in
     /// the same second.
     serial: u64,
+}
+
+impl Session {
+    fn kept(&self, floor: u64) -> KeptSession {
+        KeptSession {
+            key: self.key.to_vec(),
+            tag: self.tag,
+            roles: self.roles,
+            opened_at: self.opened_at,
+            expires_at: self.expires_at,
+            serial: self.serial,
+            floor,
+        }
+    }
+}
+
+/// An open session as the keeper's store keeps it (sealed by the vault, like every record), so
+/// that a restart logs nobody out.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct KeptSession {
+    key: Vec<u8>,
+    tag: [u8; 32],
+    roles: WireRoles,
+    opened_at: u64,
+    expires_at: u64,
+    serial: u64,
+    /// One above the highest lane the keeper has taken requests in (0: none): after a restart
+    /// it takes only lanes from here up, so no request opened before the restart opens again.
+    floor: u64,
 }
 
 struct Pending {
@@ -570,6 +605,16 @@ impl Accounts {
         let event = self.event(what, None, true, now);
         let mut deletes = Vec::new();
         self.trim_events(store, &handle, &mut deletes)?;
+        // A password change ends the user's other sessions, in the store too.
+        if let Some(c) = own {
+            let others = self
+                .vault
+                .ids(store, Kind::Session, &handle)
+                .map_err(vault_error)?
+                .into_iter()
+                .filter(|id| id.as_slice() != c.session.as_slice());
+            deletes.extend(others.map(|id| (Kind::Session, handle, id)));
+        }
         self.vault
             .write(
                 store,
@@ -798,51 +843,69 @@ impl Accounts {
         }
         let id = self.random_id();
         let expires_at = now + self.session_ttl_s;
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let expired = |s: &Session| {
-            s.channel
-                .lock()
-                .map(|c| c.expires_at() <= now)
-                .unwrap_or(true)
+        let opened = Session {
+            channel: Mutex::new(Channel::new(&key, id, Role::Server, expires_at)),
+            key,
+            expires_at,
+            floor: std::sync::atomic::AtomicU64::new(0),
+            user: pending.user,
+            tag: pending.tag,
+            roles: pending.roles,
+            opened_at: now,
+            serial: self
+                .opened
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
-        let mut ended: HashSet<[u8; 16]> = sessions
+        // The session is recorded, and the sessions it ends removed, before anyone can use it;
+        // one login at a time, so that two of one user's cannot both slip under its limit.
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let ended: Vec<([u8; 16], Handle)> = {
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ended: Vec<([u8; 16], Handle)> = sessions
+                .iter()
+                .filter(|(_, s)| s.expires_at <= now)
+                .map(|(id, s)| (*id, s.user))
+                .collect();
+            // One user cannot fill the table: its oldest session ends when it opens one too
+            // many.
+            let mut own: Vec<([u8; 16], u64)> = sessions
+                .iter()
+                .filter(|(_, s)| s.user == pending.user && s.expires_at > now)
+                .map(|(id, s)| (*id, s.serial))
+                .collect();
+            own.sort_unstable_by_key(|&(_, serial)| serial);
+            ended.extend(
+                own.iter()
+                    .take((own.len() + 1).saturating_sub(SESSIONS_PER_USER))
+                    .map(|(id, _)| (*id, pending.user)),
+            );
+            if sessions.len() - ended.len() >= MAX_SESSIONS {
+                return Err(error(ErrorCode::Internal, "too many open sessions"));
+            }
+            ended
+        };
+        let record =
+            zeroize::Zeroizing::new(postcard::to_allocvec(&opened.kept(0)).map_err(internal)?);
+        let deletes: Vec<(Kind, Handle, Vec<u8>)> = ended
             .iter()
-            .filter(|(_, s)| expired(s))
-            .map(|(id, _)| *id)
+            .map(|(id, user)| (Kind::Session, *user, id.to_vec()))
             .collect();
-        // One user cannot fill the table: its oldest session ends when it opens one too many.
-        let mut own: Vec<([u8; 16], u64)> = sessions
-            .iter()
-            .filter(|(id, s)| s.user == pending.user && !ended.contains(*id))
-            .map(|(id, s)| (*id, s.serial))
-            .collect();
-        own.sort_unstable_by_key(|&(_, serial)| serial);
-        ended.extend(
-            own.iter()
-                .take((own.len() + 1).saturating_sub(SESSIONS_PER_USER))
-                .map(|(id, _)| *id),
-        );
-        sessions.retain(|id, _| !ended.contains(id));
-        let full = sessions.len() >= MAX_SESSIONS;
-        if full {
-            drop(sessions);
-            self.forget(&ended);
-            return Err(error(ErrorCode::Internal, "too many open sessions"));
+        self.vault
+            .write(
+                store,
+                &[(Kind::Session, pending.user, id.to_vec(), &record, 1)],
+                &deletes,
+                &pending.user,
+                &format!("session user={}", hex(&pending.user)),
+                now,
+            )
+            .map_err(vault_error)?;
+        let ended: HashSet<[u8; 16]> = ended.into_iter().map(|(id, _)| id).collect();
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            sessions.retain(|id, _| !ended.contains(id));
+            sessions.insert(id, std::sync::Arc::new(opened));
         }
-        sessions.insert(
-            id,
-            std::sync::Arc::new(Session {
-                channel: Mutex::new(Channel::new(&key, id, Role::Server, expires_at)),
-                user: pending.user,
-                tag: pending.tag,
-                roles: pending.roles,
-                opened_at: now,
-                serial: self
-                    .opened
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            }),
-        );
-        drop(sessions);
         self.forget(&ended);
         Ok(ResponseBody::KeeperSession {
             session: id,
@@ -855,6 +918,7 @@ impl Accounts {
     /// reflected, expired session) is refused in clear, without touching the session.
     pub(crate) fn sealed(
         &self,
+        store: &KeeperStore,
         session: &[u8; 16],
         message: &[u8],
         now: u64,
@@ -874,12 +938,19 @@ impl Accounts {
             Ok(p) => p,
             Err(session::SessionError::Expired) => {
                 drop(channel);
-                self.end(session);
+                // An expired session's record is dropped at the next start if not here.
+                let _ = self.end(store, session, now);
                 return error(ErrorCode::NoSession, "the session expired: log in again");
             }
             Err(e) => return error(ErrorCode::NoSession, e.to_string()),
         };
-        let answer = match Request::decode(&plain) {
+        let recorded = match channel.answering_lane() {
+            Some(lane) => self.record_lane(store, session, &s, lane, now),
+            None => Ok(()),
+        };
+        let answer = match recorded
+            .and_then(|()| Request::decode(&plain).map_err(crate::server::proto_error))
+        {
             Ok(req) => run(
                 &Caller {
                     session: *session,
@@ -891,7 +962,7 @@ impl Accounts {
                 },
                 req,
             ),
-            Err(e) => crate::server::proto_error(e),
+            Err(refused) => refused,
         };
         match channel.seal(&Response(answer).encode(), now) {
             Ok(message) => ResponseBody::KeeperSealed { message },
@@ -899,13 +970,146 @@ impl Accounts {
         }
     }
 
-    /// End a session.
-    pub(crate) fn end(&self, session: &[u8; 16]) {
+    /// Record in the store that session `id` took a request in `lane`, before the request
+    /// runs, if it is above every lane recorded so far: a keeper restarted later takes only
+    /// lanes above it. A lane already recorded costs nothing.
+    fn record_lane(
+        &self,
+        store: &KeeperStore,
+        id: &[u8; 16],
+        s: &Session,
+        lane: u32,
+        now: u64,
+    ) -> Result<(), ResponseBody> {
+        let floor = u64::from(lane) + 1;
+        if floor <= s.floor.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        // A session ended meanwhile (a logout, a login past the user's limit) stays ended.
+        if !self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+        {
+            return Err(error(
+                ErrorCode::NoSession,
+                "the session ended: log in again",
+            ));
+        }
+        let record =
+            zeroize::Zeroizing::new(postcard::to_allocvec(&s.kept(floor)).map_err(internal)?);
+        self.vault
+            .write(
+                store,
+                &[(Kind::Session, s.user, id.to_vec(), &record, 1)],
+                &[],
+                &s.user,
+                &format!("session lane={lane} user={}", hex(&s.user)),
+                now,
+            )
+            .map_err(vault_error)?;
+        s.floor.store(floor, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// End a session, in the store first: a logout holds across a restart.
+    ///
+    /// # Errors
+    /// When the store does not take the change (the session stays open then).
+    pub(crate) fn end(
+        &self,
+        store: &KeeperStore,
+        session: &[u8; 16],
+        now: u64,
+    ) -> Result<(), ResponseBody> {
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let user = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(session)
+            .map(|s| s.user);
+        if let Some(user) = user {
+            self.vault
+                .write(
+                    store,
+                    &[],
+                    &[(Kind::Session, user, session.to_vec())],
+                    &user,
+                    &format!("logout user={}", hex(&user)),
+                    now,
+                )
+                .map_err(vault_error)?;
+        }
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(session);
         self.forget(&HashSet::from([*session]));
+        Ok(())
+    }
+
+    /// Take back the sessions the store keeps, at a keeper's start: each one takes requests only
+    /// in lanes above those it took before. Expired records, and any that no longer open, are
+    /// removed. Returns how many sessions were reopened.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub(crate) fn reopen_sessions(
+        &self,
+        store: &KeeperStore,
+        now: u64,
+    ) -> Result<usize, obscura_store::Error> {
+        let rows = store.vault_scan(&[Kind::Session as u8])?;
+        let mut gone: Vec<(Kind, Handle, Vec<u8>)> = Vec::new();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, _) in rows {
+            let (Some(user), Some(id)) = (
+                key.get(1..17).and_then(|b| Handle::try_from(b).ok()),
+                key.get(17..).and_then(|b| <[u8; 16]>::try_from(b).ok()),
+            ) else {
+                continue;
+            };
+            let kept = match self.vault.get(store, Kind::Session, &user, &id) {
+                Ok(Some((_, bytes))) => postcard::from_bytes::<KeptSession>(&bytes).ok(),
+                _ => None,
+            };
+            let reopened = kept.filter(|k| k.expires_at > now).and_then(|k| {
+                let key = <[u8; session::SESSION_KEY_LEN]>::try_from(k.key.as_slice()).ok()?;
+                let floor = u32::try_from(k.floor).ok()?;
+                Some((k, zeroize::Zeroizing::new(key), floor))
+            });
+            let Some((k, key, floor)) = reopened else {
+                gone.push((Kind::Session, user, id.to_vec()));
+                continue;
+            };
+            self.opened
+                .fetch_max(k.serial + 1, std::sync::atomic::Ordering::Relaxed);
+            sessions.insert(
+                id,
+                std::sync::Arc::new(Session {
+                    channel: Mutex::new(Channel::reopen(&key, id, k.expires_at, floor)),
+                    key,
+                    expires_at: k.expires_at,
+                    floor: std::sync::atomic::AtomicU64::new(k.floor),
+                    user,
+                    tag: k.tag,
+                    roles: k.roles,
+                    opened_at: k.opened_at,
+                    serial: k.serial,
+                }),
+            );
+        }
+        let reopened = sessions.len();
+        drop(sessions);
+        if !gone.is_empty() {
+            let detail = format!("sessions ended while stopped: {}", gone.len());
+            // Left for the next start if the store does not take it now: none is reopened.
+            let _ = self.vault.write(store, &[], &gone, &[0; 16], &detail, now);
+        }
+        Ok(reopened)
     }
 
     /// Drop the signing nonces of sessions that have ended, however they ended.

@@ -472,13 +472,15 @@ impl KeeperState {
             RequestBody::KeeperLoginFinish { login, ke3 } => {
                 a.login_finish(&self.store, login, ke3, now)
             }
-            RequestBody::KeeperSealed { session, message } => {
-                Ok(a.sealed(session, message, now, |caller, inner| {
-                    match self.in_session(caller, source, &inner, now) {
-                        Ok(body) | Err(body) => body,
-                    }
-                }))
-            }
+            RequestBody::KeeperSealed { session, message } => Ok(a.sealed(
+                &self.store,
+                session,
+                message,
+                now,
+                |caller, inner| match self.in_session(caller, source, &inner, now) {
+                    Ok(body) | Err(body) => body,
+                },
+            )),
             _ => Err(error(
                 ErrorCode::NoSession,
                 "a keeper operation needs a session: log in (obscura login)",
@@ -626,7 +628,7 @@ impl KeeperState {
             }
             RequestBody::KeeperUnlock { user } => a.unlock(&self.store, caller, user, now),
             RequestBody::KeeperLogout => {
-                a.end(&caller.session);
+                a.end(&self.store, &caller.session, now)?;
                 Ok(ResponseBody::Ok)
             }
             RequestBody::Status => Ok(self.status()),
@@ -979,6 +981,8 @@ pub async fn serve(
         }),
         refused: std::sync::atomic::AtomicU64::new(0),
     });
+    // Sessions opened before a restart go on: nobody is logged out by it.
+    state.accounts.reopen_sessions(&state.store, now())?;
     let guard = Guard::new(keeper.config.limits);
     let s = state.clone();
     let g = guard.clone();

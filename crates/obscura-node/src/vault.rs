@@ -1,10 +1,11 @@
 //! A keeper's account records: encrypted, bound to their place, fresh, and deletable for good.
 //!
 //! Every record a keeper keeps about a user (the OPAQUE password file, login attempts, secret
-//! shares, the user's own audit trail) is sealed with AES-256-GCM before it reaches the store.
-//! The associated data binds the record's kind, the user (a keyed digest of the name, so the
-//! store never holds a name in clear), the record id and the record's version: a record copied
-//! to another user, another id or another kind fails to open.
+//! shares, the user's own audit trail, open sessions with their keys) is sealed with
+//! AES-256-GCM before it reaches the store. The associated data binds the record's kind, the
+//! user (a keyed digest of the name, so the store never holds a name in clear), the record id
+//! and the record's version: a record copied to another user, another id or another kind fails
+//! to open.
 //!
 //! Two things live outside the store, in the *keyring*, a small file sealed under the wrapping
 //! key and written whole (temporary file, sync, rename) before every change of the store:
@@ -65,6 +66,8 @@ pub enum Kind {
     Secret = 3,
     /// One event of a user's audit trail.
     Event = 4,
+    /// An open session: its key, roles and expiry, and the highest lane it has taken.
+    Session = 5,
 }
 
 /// A user's handle: a keyed digest of the name.
@@ -196,7 +199,9 @@ impl Vault {
     /// An admin accepts a store restored from an older copy: the acceptance is written as
     /// any change is, the keyring first (its state set to one past the store's), then an
     /// audited write of the store. Returns the keyring's state before and after. Secrets
-    /// deleted since the copy stay unreadable (their keys are gone).
+    /// deleted since the copy stay unreadable (their keys are gone). Every session the copy
+    /// holds ends with it: its record of the lanes taken may be older than the requests sealed
+    /// since, so its users log in again.
     ///
     /// # Errors
     /// [`Error::Secrets`], [`Error::File`], [`Error::Store`].
@@ -216,11 +221,20 @@ impl Vault {
             path,
             &seal_secrets(&keyring, &purpose, wrapping, &mut OsRng)?,
         )?;
+        let sessions: Vec<VaultChange> = store
+            .vault_scan(&[Kind::Session as u8])?
+            .into_iter()
+            .map(|(key, _)| (key, None))
+            .collect();
         store.vault_write(
             at,
-            &[],
+            &sessions,
             &[0; 16],
-            &format!("restored store accepted: state counter {was} -> {}", at + 1),
+            &format!(
+                "restored store accepted: state counter {was} -> {}, sessions ended {}",
+                at + 1,
+                sessions.len()
+            ),
             now,
         )?;
         Ok((was, at + 1))

@@ -356,10 +356,6 @@ impl Cluster {
             rx.await.ok();
         }));
         self.keepers[j] = Some(Running { stop, task });
-        // A restarted keeper has forgotten its sessions: log in again.
-        if self.client.user().is_some() {
-            self.client.login(ADMIN, PASSWORD).await.unwrap();
-        }
     }
 
     pub async fn keeper_down(&mut self, keeper: u8) {
