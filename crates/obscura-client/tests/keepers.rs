@@ -1340,3 +1340,63 @@ async fn nothing_sealed_before_a_keeper_restart_opens_after_it_and_a_logout_hold
         "{answer:?}"
     );
 }
+
+/// Someone who can write the keeper's store puts back an older copy of a session's record (an
+/// older lane floor: requests sealed since would open again) or the record of a session that
+/// ended: neither opens, because a session's record is sealed under a key of its own that the
+/// keyring replaces at every write and drops when the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_copy_of_a_session_record_or_an_ended_ones_does_not_open() {
+    let mut c = Cluster::start("session-records").await;
+    c.keeper_down(1).await;
+    let (store, vault) = open_vault(&c, 1);
+    let user = vault.handle(ADMIN);
+    let (live, ended) = ([1u8; 16], [2u8; 16]);
+    let key = |id: &[u8; 16]| obscura_node::vault::record_key(Kind::Session, &user, id);
+    let put = |id: &[u8; 16], body: &[u8]| {
+        vault
+            .write(
+                &store,
+                &[(Kind::Session, user, id.to_vec(), body, 1)],
+                &[],
+                &user,
+                "test",
+                0,
+            )
+            .unwrap()
+    };
+    put(&live, b"floor 4");
+    put(&ended, b"floor 1");
+    let older = store.vault_get(&key(&live)).unwrap().unwrap();
+    let gone = store.vault_get(&key(&ended)).unwrap().unwrap();
+    put(&live, b"floor 6");
+    vault
+        .write(
+            &store,
+            &[],
+            &[(Kind::Session, user, ended.to_vec())],
+            &user,
+            "end",
+            0,
+        )
+        .unwrap();
+    let opened = vault
+        .get(&store, Kind::Session, &user, &live)
+        .unwrap()
+        .unwrap()
+        .1;
+    assert_eq!(opened.as_slice(), b"floor 6");
+    // Put back as they were, bytes for bytes.
+    let at = store.vault_state().unwrap();
+    store
+        .vault_write(
+            at,
+            &[(key(&live), Some(older)), (key(&ended), Some(gone))],
+            &[0; 16],
+            "put back",
+            0,
+        )
+        .unwrap();
+    assert!(vault.get(&store, Kind::Session, &user, &live).is_err());
+    assert!(vault.get(&store, Kind::Session, &user, &ended).is_err());
+}

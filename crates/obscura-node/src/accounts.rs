@@ -944,13 +944,14 @@ impl Accounts {
             }
             Err(e) => return error(ErrorCode::NoSession, e.to_string()),
         };
-        let recorded = match channel.answering_lane() {
-            Some(lane) => self.record_lane(store, session, &s, lane, now),
-            None => Ok(()),
-        };
-        let answer = match recorded
-            .and_then(|()| Request::decode(&plain).map_err(crate::server::proto_error))
-        {
+        // A lane the store could not record is refused in clear: nothing is sealed under its
+        // number, which a keeper restarted without the record would take again.
+        if let Some(lane) = channel.answering_lane() {
+            if let Err(refused) = self.record_lane(store, session, &s, lane, now) {
+                return refused;
+            }
+        }
+        let answer = match Request::decode(&plain) {
             Ok(req) => run(
                 &Caller {
                     session: *session,
@@ -962,7 +963,7 @@ impl Accounts {
                 },
                 req,
             ),
-            Err(refused) => refused,
+            Err(e) => crate::server::proto_error(e),
         };
         match channel.seal(&Response(answer).encode(), now) {
             Ok(message) => ResponseBody::KeeperSealed { message },

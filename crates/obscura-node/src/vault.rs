@@ -13,7 +13,11 @@
 //! - the storage key, which seals accounts, attempts and trails;
 //! - one key per secret. A secret's record is sealed under its own key, and deleting the
 //!   secret removes that key from the keyring before the record leaves the store. A copy of
-//!   the store taken before the deletion then holds a record nothing can open.
+//!   the store taken before the deletion then holds a record nothing can open;
+//! - one key per open session, replaced at every write of the session's record and removed
+//!   when the session ends: only the latest record of a live session opens, so neither an
+//!   older copy (an older lane floor) nor an ended session can be put back, and a session key
+//!   is gone from the store with its session.
 //!
 //! The keyring also holds the store's *state*: the number of writes the store has taken. A
 //! keeper refuses to start, and a running keeper refuses to write, when the store's own count
@@ -123,6 +127,24 @@ fn secret_key_id(user: &Handle, id: &[u8; 16]) -> [u8; 16] {
         &[user.as_slice(), id].concat(),
     );
     h[..16].try_into().expect("16 bytes")
+}
+
+fn session_key_id(user: &Handle, id: &[u8; 16]) -> [u8; 16] {
+    let h = blake3::derive_key(
+        "obscura 2026 keeper session key id",
+        &[user.as_slice(), id].concat(),
+    );
+    h[..16].try_into().expect("16 bytes")
+}
+
+/// The keyring entry of a record sealed under a key of its own: a secret, or a session.
+fn own_key_id(kind: Kind, user: &Handle, id: &[u8]) -> Option<[u8; 16]> {
+    let id: &[u8; 16] = id.try_into().ok()?;
+    match kind {
+        Kind::Secret => Some(secret_key_id(user, id)),
+        Kind::Session => Some(session_key_id(user, id)),
+        _ => None,
+    }
 }
 
 impl Vault {
@@ -301,10 +323,11 @@ impl Vault {
 
     fn cipher_key(&self, held: &Held, kind: Kind, key: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
         match kind {
-            Kind::Secret => {
-                let user: Handle = key[1..17].try_into().ok()?;
-                let id: [u8; 16] = key[17..33].try_into().ok()?;
-                held.keys.get(&secret_key_id(&user, &id)).cloned()
+            Kind::Secret | Kind::Session => {
+                let user: Handle = key.get(1..17)?.try_into().ok()?;
+                held.keys
+                    .get(&own_key_id(kind, &user, key.get(17..)?)?)
+                    .cloned()
             }
             _ => Some(self.storage_key.clone()),
         }
@@ -405,25 +428,27 @@ impl Vault {
         let mut keys = held.keys.clone();
         let mut changes: Vec<VaultChange> = Vec::with_capacity(puts.len() + deletes.len());
         for (kind, user, id) in deletes {
-            if *kind == Kind::Secret {
-                let id: [u8; 16] = id.as_slice().try_into().map_err(|_| bad_id())?;
-                keys.remove(&secret_key_id(user, &id));
+            if matches!(kind, Kind::Secret | Kind::Session) {
+                keys.remove(&own_key_id(*kind, user, id).ok_or_else(bad_id)?);
             }
             changes.push((record_key(*kind, user, id), None));
         }
         for (kind, user, id, plain, version) in puts {
             let key = record_key(*kind, user, id);
-            let cipher_key = if *kind == Kind::Secret {
-                let id: [u8; 16] = id.as_slice().try_into().map_err(|_| bad_id())?;
-                keys.entry(secret_key_id(user, &id))
-                    .or_insert_with(|| {
-                        let mut k = Zeroizing::new([0u8; 32]);
-                        rng.fill_bytes(&mut *k);
-                        k
-                    })
-                    .clone()
-            } else {
-                self.storage_key.clone()
+            let cipher_key = match kind {
+                // A secret keeps its key until it is deleted.
+                Kind::Secret => keys
+                    .entry(own_key_id(*kind, user, id).ok_or_else(bad_id)?)
+                    .or_insert_with(|| fresh_key(&mut *rng))
+                    .clone(),
+                // A session gets a new key at every write: an older copy of its record (an
+                // older floor, or one already ended) no longer opens.
+                Kind::Session => {
+                    let k = fresh_key(&mut *rng);
+                    keys.insert(own_key_id(*kind, user, id).ok_or_else(bad_id)?, k.clone());
+                    k
+                }
+                _ => self.storage_key.clone(),
             };
             changes.push((
                 key.clone(),
@@ -454,5 +479,11 @@ impl Vault {
 }
 
 fn bad_id() -> Error {
-    Error::Secrets("a secret id is 16 bytes".into())
+    Error::Secrets("a secret or session id is 16 bytes".into())
+}
+
+fn fresh_key(rng: &mut dyn RngCore) -> Zeroizing<[u8; 32]> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(&mut *k);
+    k
 }
