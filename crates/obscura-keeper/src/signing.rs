@@ -58,6 +58,31 @@ pub enum SigningError {
     Sealed(u8),
 }
 
+/// Read a FROST message that must be exactly its own encoding. FROST's decoders read a message
+/// and ignore whatever follows it, so each message had endless encodings, and a keeper would
+/// sign, record or forward bytes that are not the message it checked.
+fn exact<T>(
+    bytes: &[u8],
+    what: &'static str,
+    read: impl FnOnce(&[u8]) -> Result<T, frost::Error>,
+    write: impl FnOnce(&T) -> Option<Vec<u8>>,
+) -> Result<T, SigningError> {
+    let value = read(bytes).map_err(|_| SigningError::Malformed(what))?;
+    if write(&value).as_deref() != Some(bytes) {
+        return Err(SigningError::Malformed(what));
+    }
+    Ok(value)
+}
+
+fn signing_package_from(bytes: &[u8]) -> Result<frost::SigningPackage, SigningError> {
+    exact(
+        bytes,
+        "signing package",
+        frost::SigningPackage::deserialize,
+        |p| p.serialize().ok(),
+    )
+}
+
 fn frost_err(e: frost::Error) -> SigningError {
     SigningError::Frost(e.to_string())
 }
@@ -266,8 +291,12 @@ fn round1_map(
         if *j == me {
             return Err(SigningError::Keeper(*j));
         }
-        let p = dkg::round1::Package::deserialize(bytes)
-            .map_err(|_| SigningError::Malformed("round-1 package"))?;
+        let p = exact(
+            bytes,
+            "round-1 package",
+            dkg::round1::Package::deserialize,
+            |p| p.serialize().ok(),
+        )?;
         if map.insert(identifier(*j)?, p).is_some() {
             return Err(SigningError::Keeper(*j));
         }
@@ -325,8 +354,12 @@ pub fn dkg_finish(
     let mut map2 = BTreeMap::new();
     for (from, sealed) in round2 {
         let plain = keys.open(*from, &context, sealed)?;
-        let p = dkg::round2::Package::deserialize(&plain)
-            .map_err(|_| SigningError::Malformed("round-2 package"))?;
+        let p = exact(
+            &plain,
+            "round-2 package",
+            dkg::round2::Package::deserialize,
+            |p| p.serialize().ok(),
+        )?;
         if map2.insert(identifier(*from)?, p).is_some() {
             return Err(SigningError::Keeper(*from));
         }
@@ -369,9 +402,7 @@ pub fn deal<R: RngCore + CryptoRng>(m: u8, t: u8, rng: &mut R) -> Result<Dealt, 
 /// # Errors
 /// [`SigningError::Malformed`].
 pub fn package_message(package: &[u8]) -> Result<Vec<u8>, SigningError> {
-    frost::SigningPackage::deserialize(package)
-        .map(|p| p.message().clone())
-        .map_err(|_| SigningError::Malformed("signing package"))
+    signing_package_from(package).map(|p| p.message().clone())
 }
 
 /// The 32-byte Ed25519 public key of a key package.
@@ -407,8 +438,12 @@ pub fn signing_package(
 ) -> Result<Vec<u8>, SigningError> {
     let mut map = BTreeMap::new();
     for (j, bytes) in commitments {
-        let c = frost::round1::SigningCommitments::deserialize(bytes)
-            .map_err(|_| SigningError::Malformed("commitment"))?;
+        let c = exact(
+            bytes,
+            "commitment",
+            frost::round1::SigningCommitments::deserialize,
+            |c| c.serialize().ok(),
+        )?;
         if map.insert(identifier(*j)?, c).is_some() {
             return Err(SigningError::Keeper(*j));
         }
@@ -429,8 +464,7 @@ pub fn sign_share(
     nonces: SigningNonces,
     package: &[u8],
 ) -> Result<Vec<u8>, SigningError> {
-    let package = frost::SigningPackage::deserialize(package)
-        .map_err(|_| SigningError::Malformed("signing package"))?;
+    let package = signing_package_from(package)?;
     let share = frost::round2::sign(&package, &nonces, key).map_err(frost_err)?;
     Ok(share.serialize())
 }
@@ -445,12 +479,16 @@ pub fn aggregate(
     shares: &[(u8, Vec<u8>)],
     public: &PublicKeyPackage,
 ) -> Result<[u8; 64], SigningError> {
-    let package = frost::SigningPackage::deserialize(package)
-        .map_err(|_| SigningError::Malformed("signing package"))?;
+    let package = signing_package_from(package)?;
     let mut map = BTreeMap::new();
     let mut unreadable = Vec::new();
     for (j, bytes) in shares {
-        match frost::round2::SignatureShare::deserialize(bytes) {
+        match exact(
+            bytes,
+            "signature share",
+            frost::round2::SignatureShare::deserialize,
+            |s| Some(s.serialize()),
+        ) {
             Ok(s) => {
                 map.insert(identifier(*j)?, s);
             }
@@ -486,7 +524,9 @@ pub fn key_package_bytes(key: &KeyPackage) -> Result<Zeroizing<Vec<u8>>, Signing
 /// # Errors
 /// [`SigningError::Malformed`].
 pub fn key_package_from(bytes: &[u8]) -> Result<KeyPackage, SigningError> {
-    KeyPackage::deserialize(bytes).map_err(|_| SigningError::Malformed("key package"))
+    exact(bytes, "key package", KeyPackage::deserialize, |k| {
+        k.serialize().ok()
+    })
 }
 
 /// See [`key_package_bytes`].
@@ -502,5 +542,10 @@ pub fn public_package_bytes(p: &PublicKeyPackage) -> Result<Vec<u8>, SigningErro
 /// # Errors
 /// [`SigningError::Malformed`].
 pub fn public_package_from(bytes: &[u8]) -> Result<PublicKeyPackage, SigningError> {
-    PublicKeyPackage::deserialize(bytes).map_err(|_| SigningError::Malformed("public key package"))
+    exact(
+        bytes,
+        "public key package",
+        PublicKeyPackage::deserialize,
+        |p| p.serialize().ok(),
+    )
 }

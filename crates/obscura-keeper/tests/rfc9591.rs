@@ -129,6 +129,32 @@ fn rfc9591_ed25519_vectors_pass_through_the_keepers_signing_path() {
         signing::aggregate(&package, &bad, &public),
         Err(signing::SigningError::Cheaters(vec![3]))
     );
+
+    // Every message must be exactly its encoding: FROST's decoders ignore bytes after one, so
+    // a commitment, package or share with a byte appended was taken as the message before it.
+    let longer = |b: &[u8]| [b, &[0][..]].concat();
+    let mut padded = commitments.clone();
+    padded[0].1.push(0);
+    assert!(signing::signing_package(&message, &padded).is_err());
+    assert!(signing::package_message(&longer(&package)).is_err());
+    assert!(signing::aggregate(&longer(&package), &shares, &public).is_err());
+    let (j, hiding, binding, ..) = SIGNERS[0];
+    let n = frost::round1::SigningNonces::from_nonces(
+        Nonce::deserialize(&unhex(hiding)).unwrap(),
+        Nonce::deserialize(&unhex(binding)).unwrap(),
+    );
+    assert!(signing::sign_share(&key_package(j), n, &longer(&package)).is_err());
+    let mut padded = shares.clone();
+    padded[0].1.push(0);
+    assert_eq!(
+        signing::aggregate(&package, &padded, &public),
+        Err(signing::SigningError::Cheaters(vec![j]))
+    );
+    let kp = signing::key_package_bytes(&key_package(j)).unwrap();
+    assert!(signing::key_package_from(&kp).is_ok());
+    assert!(signing::key_package_from(&longer(&kp)).is_err());
+    let pp = signing::public_package_bytes(&public).unwrap();
+    assert!(signing::public_package_from(&longer(&pp)).is_err());
 }
 
 #[test]
