@@ -485,9 +485,8 @@ async fn cluster_figures(
     let mut sizes = opt.sizes.clone();
     sizes.sort_unstable();
     let mut last_p50 = 0.0;
-    // Every (band, value) at every node: 256 hashes whose 8 bands all hold one value. Asked
-    // once, before the first pause: keepers forget sessions when they restart, so `client`
-    // has none afterwards.
+    // Every (band, value) at every node: 256 hashes whose 8 bands all hold one value, asked
+    // once.
     let table = if sizes.iter().any(|&n| n > already) {
         client
             .index_tokens(
@@ -790,11 +789,10 @@ async fn rotation_figures(
     Ok(())
 }
 
-/// Write `count` synthetic images into every node's store (nodes stopped), in batches of one
-/// transaction each, exactly as the nodes would store them after prepare and commit. The stores
-/// are written at once, one thread each, with a page cache of 1 GiB each (the nodes are
-/// stopped, so the memory is free): random image ids touch every page of a large store, and a
-/// small cache would read most of them back from disk.
+/// Write `count` synthetic images into every node's store (nodes stopped), exactly as the nodes
+/// would store them after prepare and commit: all of them made first, then written in id order
+/// in transactions of `BATCH`. The stores are written at once, one thread each, with a page
+/// cache of 1 GiB each (the nodes are stopped, so the memory is free).
 fn load_synthetic(
     cluster: &std::path::Path,
     client: &Client,
@@ -803,8 +801,7 @@ fn load_synthetic(
     hashes: &mut Vec<u64>,
     progress: &Progress,
 ) -> Result<(), String> {
-    // Large transactions (two syncs each per store), their images in id order so that the
-    // inserts walk the tree rather than jump about it.
+    // Large transactions: two syncs each per store.
     const BATCH: usize = 20_000;
     let options = obscura_store::StoreOptions {
         cache_bytes: 1 << 30,
@@ -824,36 +821,36 @@ fn load_synthetic(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    // Every image first, then written in id order: each transaction then lands in a key range
+    // of its own, touching only the pages of that range, where batches of random ids would
+    // each rewrite nearly every page of a large store.
     let mut rng = AesCtrRng::from_os();
+    let made = progress.bar(count, "prepare");
+    let mut uploads = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut file = [0u8; 64];
+        rng.fill_bytes(&mut file);
+        let hash = rng.next_u64();
+        uploads.push(client.upload(&file, hash).map_err(|e| e.to_string())?);
+        hashes.push(hash);
+        made.inc(1);
+    }
+    made.finish_and_clear();
+    uploads.sort_unstable_by_key(|u| u.id);
     let bar = progress.bar(count, "load");
-    let mut done = 0;
-    while done < count {
-        let len = BATCH.min(count - done);
-        let mut uploads = Vec::with_capacity(len);
-        for _ in 0..len {
-            let mut file = [0u8; 64];
-            rng.fill_bytes(&mut file);
-            let hash = rng.next_u64();
-            uploads.push(client.upload(&file, hash).map_err(|e| e.to_string())?);
-            hashes.push(hash);
-        }
-        uploads.sort_unstable_by_key(|u| u.id);
+    for batch in uploads.chunks(BATCH) {
         std::thread::scope(|scope| {
             let writers: Vec<_> = stores
                 .iter()
                 .enumerate()
-                .map(|(i, store)| {
-                    let uploads = &uploads;
-                    scope.spawn(move || write_synthetic(store, i, uploads, table, now))
-                })
+                .map(|(i, store)| scope.spawn(move || write_synthetic(store, i, batch, table, now)))
                 .collect();
             writers.into_iter().try_for_each(|w| {
                 w.join()
                     .map_err(|_| "a store writer panicked".to_string())?
             })
         })?;
-        done += len;
-        bar.inc(len as u64);
+        bar.inc(batch.len() as u64);
     }
     bar.finish_and_clear();
     Ok(())

@@ -47,7 +47,7 @@ mod db;
 pub mod keeper;
 mod rotation;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -343,6 +343,10 @@ pub struct Store {
     /// reads no B-tree: at most 8 × 256 tokens per key version, 16 bytes per image and band.
     /// Updated after each transaction commits; loaded at open.
     postings: RwLock<HashMap<[u8; TOKEN_LEN], Vec<ImageId>>>,
+    /// Every committed image, mirrored with `postings` (whose lists name each one once per
+    /// band), so an exhaustive list reads no B-tree either: 16 bytes and the set's overhead per
+    /// image. Lock order: `postings`, then this.
+    committed: RwLock<HashSet<ImageId, IdHashing>>,
     /// Key of the band-counting hash (image ids are chosen by clients).
     count_key: u64,
     /// The token key versions served, and a rotation's token maps. Lock order: `keys`, then a
@@ -409,12 +413,14 @@ impl Store {
     pub fn open_with(path: &Path, node: u8, options: StoreOptions) -> Result<Store, Error> {
         let db = db::Db::open(path, options)?;
         use std::hash::BuildHasher;
+        let count_key = std::collections::hash_map::RandomState::new().hash_one(node) | 1;
         let store = Store {
             db,
             node,
             postings: RwLock::default(),
+            committed: RwLock::new(HashSet::with_hasher(IdHashing(count_key))),
             keys: RwLock::default(),
-            count_key: std::collections::hash_map::RandomState::new().hash_one(node) | 1,
+            count_key,
         };
         let guard = store.db.get()?;
         let txn = guard.begin_write()?;
@@ -437,7 +443,7 @@ impl Store {
         let postings = read_postings(&guard)?;
         let keys = rotation::read_keys(&guard)?;
         drop(guard);
-        *store.postings_mut() = postings;
+        store.mirror(postings);
         *store.keys_mut() = keys;
         Ok(store)
     }
@@ -456,7 +462,7 @@ impl Store {
                 self.db.reopen(|database| {
                     let postings = read_postings(database)?;
                     *keys = rotation::read_keys(database)?;
-                    *self.postings_mut() = postings;
+                    self.mirror(postings);
                     Ok(())
                 })?;
             }
@@ -472,6 +478,20 @@ impl Store {
         self.postings.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn committed_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<ImageId, IdHashing>> {
+        // Every update is one insert or one remove: a poisoned lock is still consistent.
+        self.committed.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take `postings`, read from the table, as the mirror, with the committed images they name.
+    fn mirror(&self, postings: HashMap<[u8; TOKEN_LEN], Vec<ImageId>>) {
+        let mut map = self.postings_mut();
+        let mut committed = HashSet::with_hasher(IdHashing(self.count_key));
+        committed.extend(postings.values().flatten().copied());
+        *map = postings;
+        *self.committed_mut() = committed;
+    }
+
     fn post(&self, images: &[(ImageId, [Token; BANDS])]) {
         let mut map = self.postings_mut();
         for (id, tokens) in images {
@@ -479,6 +499,8 @@ impl Store {
                 map.entry(t.0).or_default().push(*id);
             }
         }
+        self.committed_mut()
+            .extend(images.iter().map(|(id, _)| *id));
     }
 
     fn unpost(&self, images: &[(ImageId, [Token; BANDS])]) {
@@ -492,6 +514,10 @@ impl Store {
                     }
                 }
             }
+        }
+        let mut committed = self.committed_mut();
+        for (id, _) in images {
+            committed.remove(id);
         }
     }
 
@@ -803,27 +829,18 @@ impl Store {
             .collect()
     }
 
-    /// Every committed image's id, in id order; `None` when there are more than `max`.
+    /// Every committed image's id, in no particular order; `None` when there are more than
+    /// `max`. Read from memory.
     ///
     /// # Errors
-    /// [`Error::Storage`] on a read failure.
+    /// [`Error::Storage`] when the store had to be reopened and could not be.
     pub fn committed_ids(&self, max: u64) -> Result<Option<Vec<ImageId>>, Error> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(HASH_SHARES)?;
-        if table.len()? > max {
+        drop(self.db()?);
+        let committed = self.committed.read().unwrap_or_else(|e| e.into_inner());
+        if committed.len() as u64 > max {
             return Ok(None);
         }
-        let mut ids = Vec::with_capacity(table.len()? as usize);
-        for entry in table.iter()? {
-            let (k, _) = entry?;
-            let id: [u8; 16] = k
-                .value()
-                .try_into()
-                .map_err(|_| Error::Corrupt("image id length"))?;
-            ids.push(ImageId(id));
-        }
-        Ok(Some(ids))
+        Ok(Some(committed.iter().copied().collect()))
     }
 
     /// A committed image's manifest and share (for reconstruction).

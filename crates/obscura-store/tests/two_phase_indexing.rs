@@ -209,11 +209,23 @@ fn batches_are_all_or_none_and_audited_per_image() {
     assert_eq!((prepared, committed), (5, 5), "{kinds:?}");
 }
 
+/// The postings, and the list of committed images an exhaustive search reads (both mirrored in
+/// memory), are the same after reopening as before: pending and deleted images in neither.
 #[test]
 fn postings_read_after_reopening_are_those_before() {
     let dir = TempDir::new("reopen");
     let parts: Vec<Parts> = (0..6).map(Parts::new).collect();
     let tokens: Vec<_> = parts.iter().flat_map(|p| p.tokens).collect();
+    let listed = |store: &Store| {
+        let mut ids = store
+            .committed_ids(4)
+            .unwrap()
+            .expect("4 images, at most 4");
+        ids.sort();
+        assert_eq!(store.committed_ids(3).unwrap(), None, "more than 3");
+        ids
+    };
+    let committed: Vec<_> = [0, 2, 3, 4].iter().map(|&i| parts[i].id).collect();
     let before = {
         let store = Store::open(&dir.db(), 1).unwrap();
         for p in &parts {
@@ -224,9 +236,11 @@ fn postings_read_after_reopening_are_those_before() {
         }
         store.delete(&parts[1].id, 3).unwrap();
         store.delete(&parts[5].id, 3).unwrap();
+        assert_eq!(listed(&store), committed);
         store.lookup(&tokens).unwrap()
     };
     let store = Store::open(&dir.db(), 1).unwrap();
+    assert_eq!(listed(&store), committed);
     let sorted = |mut v: Vec<Vec<_>>| {
         v.iter_mut().for_each(|l| l.sort());
         v
