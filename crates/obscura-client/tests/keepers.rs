@@ -1400,3 +1400,37 @@ async fn an_older_copy_of_a_session_record_or_an_ended_ones_does_not_open() {
     assert!(vault.get(&store, Kind::Session, &user, &live).is_err());
     assert!(vault.get(&store, Kind::Session, &user, &ended).is_err());
 }
+
+/// A session that opens a new lane with every request would make every request a durable write
+/// at the keeper (its floor): past 120 new lanes in a minute they are refused, in clear, while
+/// its lanes already open go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opens_at_most_its_new_lanes_a_minute() {
+    let c = Cluster::start("new-lanes").await;
+    let (key, id, expires_at) = raw_session(&c, 1, ADMIN, PASSWORD).await;
+    // Well inside one minute of the keeper's clock.
+    if now_s() % 60 > 40 {
+        tokio::time::sleep(Duration::from_secs(61 - now_s() % 60)).await;
+    }
+    let most = obscura_node::accounts::NEW_LANES_PER_MINUTE;
+    let mut last = None;
+    for lane in 1..=most {
+        let mut channel = Channel::resume(&key, id, expires_at, lane);
+        let answer = in_session(&c, 1, &mut channel, RequestBody::SecretList).await;
+        assert!(
+            matches!(answer, ResponseBody::Secrets { .. }),
+            "lane {lane}: {answer:?}"
+        );
+        last = Some(channel);
+    }
+    let mut one_more = Channel::resume(&key, id, expires_at, most + 1);
+    let message = sealed_request(&mut one_more, RequestBody::SecretList);
+    let answer = send_sealed(&c, id, message).await;
+    assert_eq!(
+        error_code(&answer),
+        Some(ErrorCode::RateLimited),
+        "{answer:?}"
+    );
+    let answer = in_session(&c, 1, last.as_mut().unwrap(), RequestBody::SecretList).await;
+    assert!(matches!(answer, ResponseBody::Secrets { .. }), "{answer:?}");
+}

@@ -221,6 +221,8 @@ struct Session {
     /// One above the highest lane recorded in the store (0: none yet); it rises only under
     /// `channel`'s lock.
     floor: std::sync::atomic::AtomicU64,
+    /// New lanes opened in the current minute: (minute, count).
+    new_lanes: Mutex<(u64, u32)>,
     user: Handle,
     tag: [u8; 32],
     roles: WireRoles,
@@ -283,6 +285,9 @@ const DKG_PER_USER: usize = 4;
 const DKG_IN_ALL: usize = 1024;
 /// Open sessions per user: a user's oldest ends when it opens one more.
 const SESSIONS_PER_USER: usize = 16;
+/// New lanes a session may open in a minute: each is a durable write (its floor), and a command
+/// opens one. Beyond it the session's requests in new lanes are refused until the next minute.
+pub const NEW_LANES_PER_MINUTE: u32 = 120;
 
 /// What a keeper's account service is set up with.
 #[derive(Clone, Copy, Debug)]
@@ -848,6 +853,7 @@ impl Accounts {
             key,
             expires_at,
             floor: std::sync::atomic::AtomicU64::new(0),
+            new_lanes: Mutex::default(),
             user: pending.user,
             tag: pending.tag,
             roles: pending.roles,
@@ -986,6 +992,22 @@ impl Accounts {
         if floor <= s.floor.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(());
         }
+        {
+            let mut opened = s.new_lanes.lock().unwrap_or_else(|e| e.into_inner());
+            if opened.0 != now / 60 {
+                *opened = (now / 60, 0);
+            }
+            if opened.1 >= NEW_LANES_PER_MINUTE {
+                return Err(error(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "this session opened {NEW_LANES_PER_MINUTE} new lanes (commands) at this \
+                         keeper this minute, each a durable write: wait for the next minute"
+                    ),
+                ));
+            }
+            opened.1 += 1;
+        }
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         // A session ended meanwhile (a logout, a login past the user's limit) stays ended.
         if !self
@@ -1095,6 +1117,7 @@ impl Accounts {
                     key,
                     expires_at: k.expires_at,
                     floor: std::sync::atomic::AtomicU64::new(k.floor),
+                    new_lanes: Mutex::default(),
                     user,
                     tag: k.tag,
                     roles: k.roles,
