@@ -1434,3 +1434,46 @@ async fn a_session_opens_at_most_its_new_lanes_a_minute() {
     let answer = in_session(&c, 1, last.as_mut().unwrap(), RequestBody::SecretList).await;
     assert!(matches!(answer, ResponseBody::Secrets { .. }), "{answer:?}");
 }
+
+/// A password is changed because the old one leaked: whoever holds it starts a login with it
+/// just before the change and finishes it after. The keeper refuses the finish, since the
+/// account changed since the login started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_started_before_a_password_change_does_not_finish_after_it() {
+    let c = Cluster::start("stale-login").await;
+    const OLD: &[u8] = b"carol's leaked password";
+    const NEW: &[u8] = b"carol's new password";
+    c.client
+        .register("carol", OLD, roles::QUERIER)
+        .await
+        .unwrap();
+    let (login, ke1) = ClientLogin::start(OLD, &mut OsRng).unwrap();
+    let started = raw(
+        &c,
+        1,
+        RequestBody::KeeperLoginStart {
+            user: "carol".into(),
+            ke1,
+        },
+    )
+    .await;
+    let ResponseBody::KeeperLoginStarted { login: id, ke2 } = started else {
+        panic!("no KE2: {started:?}")
+    };
+    let (ke3, _) = login
+        .finish(
+            OLD,
+            &ke2,
+            &obscura_node::accounts::login_context(1),
+            &mut OsRng,
+        )
+        .unwrap();
+    let carol = c.fresh_client();
+    carol.change_password("carol", OLD, NEW).await.unwrap();
+    let finished = raw(&c, 1, RequestBody::KeeperLoginFinish { login: id, ke3 }).await;
+    assert_eq!(
+        error_code(&finished),
+        Some(ErrorCode::LoginFailed),
+        "{finished:?}"
+    );
+}

@@ -267,6 +267,9 @@ struct Pending {
     /// The account's roles as read at the start (none for an unknown name, which never
     /// finishes: a fake file never verifies KE3).
     roles: WireRoles,
+    /// The account record's version at the start (0: none): a login started before a
+    /// password change does not finish after it.
+    version: u64,
     tag: [u8; 32],
     source: IpAddr,
     expires_at: u64,
@@ -756,7 +759,10 @@ impl Accounts {
         let handle = self.vault.handle(user);
         // The same work for a known and an unknown name: one read, one durable count, one
         // OPAQUE answer (with a fake file for an unknown one).
-        let file = self.account(store, &handle)?.map(|(_, a)| a);
+        let (version, file) = match self.account(store, &handle)? {
+            Some((version, account)) => (version, Some(account)),
+            None => (0, None),
+        };
         self.count_attempt(store, source, &handle, "login started", now)?;
         let account_roles = file.as_ref().map_or(0, |a| a.roles);
         let (login, ke2) = {
@@ -786,6 +792,7 @@ impl Accounts {
                 login,
                 user: handle,
                 roles: account_roles,
+                version,
                 tag: user_tag(user),
                 source,
                 expires_at: now + PENDING_S,
@@ -816,6 +823,12 @@ impl Accounts {
             .map_err(|_| login_failed())?;
         {
             let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+            // The password (or roles) changed since this login started: the password it proved
+            // may be the one the change was made to shut out.
+            let version = self.account(store, &pending.user)?.map_or(0, |(v, _)| v);
+            if version != pending.version {
+                return Err(login_failed());
+            }
             let attempts = self.attempts(store, &pending.user)?;
             if attempts.locked_until > now {
                 return Err(locked(attempts.locked_until));
