@@ -119,12 +119,7 @@ fn check_node(
 /// Only when the heads file cannot be read or written; each node's failure is in its verdict.
 pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdict>, String> {
     let path = heads_path(dir);
-    let mut heads: BTreeMap<u8, Head> = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{}: {e} (delete it to start afresh)", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
+    let mut heads = read_heads(&path)?;
     let mut verdicts = Vec::new();
     for (node, log) in client.audit_logs().await {
         let log = log.map_err(|e| e.to_string());
@@ -137,9 +132,41 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
         };
         verdicts.push(NodeVerdict { node, outcome });
     }
-    let json = serde_json::to_vec_pretty(&heads).map_err(|e| e.to_string())?;
-    obscura_node::config::write_atomic(&path, &json).map_err(|e| e.to_string())?;
+    keep_heads(&path, heads)?;
     Ok(verdicts)
+}
+
+fn read_heads(path: &Path) -> Result<BTreeMap<u8, Head>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: {e} (delete it to start afresh)", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Write the heads verified now, merged, under the lock of `PATH.lock`, with what the file holds
+/// by then: another verification that ran meanwhile may have kept a later head, and a kept head
+/// must never move back (a node could then cut its log back to it).
+fn keep_heads(path: &Path, mut heads: BTreeMap<u8, Head>) -> Result<(), String> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let fail = |e: std::io::Error| format!("{}: {e}", lock_path.display());
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(fail)?;
+    lock.lock().map_err(fail)?;
+    for (node, kept) in read_heads(path)? {
+        if heads.get(&node).is_none_or(|ours| ours.seq < kept.seq) {
+            heads.insert(node, kept);
+        }
+    }
+    let json = serde_json::to_vec_pretty(&heads).map_err(|e| e.to_string())?;
+    obscura_node::config::write_atomic(path, &json).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -166,6 +193,31 @@ mod tests {
             .into_iter()
             .map(obscura_node::server::wire_entry)
             .collect()
+    }
+
+    /// Two verifications at once: the one that read the heads first, and so verified against an
+    /// older head, finishes last. The later head another kept stays.
+    #[test]
+    fn a_kept_head_never_moves_back_when_two_verifications_overlap() {
+        let dir = std::env::temp_dir().join(format!("obscura-audit-merge-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit-heads.json");
+        let head = |seq: u64| Head {
+            seq,
+            hash: format!("{seq:064x}"),
+        };
+        keep_heads(&path, BTreeMap::from([(1, head(10)), (2, head(4))])).unwrap();
+        keep_heads(
+            &path,
+            BTreeMap::from([(1, head(5)), (2, head(7)), (3, head(1))]),
+        )
+        .unwrap();
+        assert_eq!(
+            read_heads(&path).unwrap(),
+            BTreeMap::from([(1, head(10)), (2, head(7)), (3, head(1))])
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
