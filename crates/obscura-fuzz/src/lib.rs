@@ -18,8 +18,8 @@
 //! (`AuditEntry::decode`, image state and rotation records: bytes the node itself wrote), the
 //! client's journal and session files (the user's own files). [`audit_entry`] checks the
 //! auditor's verification of a wire page, [`journal`] only the image-id parser the journal
-//! reader uses. FROST packages (frost-core parses with postcard, which ignores trailing bytes)
-//! are checked for panics and forgeries, not for one encoding per message.
+//! reader uses. FROST packages are checked for panics and forgeries; the keepers' signing
+//! module holds each to exactly its encoding (frost-core's decoders ignore trailing bytes).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
