@@ -119,6 +119,10 @@ fn check_node(
 /// Only when the heads file cannot be read or written; each node's failure is in its verdict.
 pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdict>, String> {
     let path = heads_path(dir);
+    // One verification at a time, from reading the kept heads to writing them: one that read
+    // them first and finished last would move another's later pin back, or replace the pin of
+    // a log rewritten in between with a head of the rewritten log.
+    let _held = lock_heads(&path, std::time::Duration::from_secs(60))?;
     let mut heads = read_heads(&path)?;
     let mut verdicts = Vec::new();
     for (node, log) in client.audit_logs().await {
@@ -132,7 +136,8 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
         };
         verdicts.push(NodeVerdict { node, outcome });
     }
-    keep_heads(&path, heads)?;
+    let json = serde_json::to_vec_pretty(&heads).map_err(|e| e.to_string())?;
+    obscura_node::config::write_atomic(&path, &json).map_err(|e| e.to_string())?;
     Ok(verdicts)
 }
 
@@ -145,10 +150,9 @@ fn read_heads(path: &Path) -> Result<BTreeMap<u8, Head>, String> {
     }
 }
 
-/// Write the heads verified now, merged, under the lock of `PATH.lock`, with what the file holds
-/// by then: another verification that ran meanwhile may have kept a later head, and a kept head
-/// must never move back (a node could then cut its log back to it).
-fn keep_heads(path: &Path, mut heads: BTreeMap<u8, Head>) -> Result<(), String> {
+/// Hold the lock of `PATH.lock` (an exclusive file lock, released when the file closes, a
+/// killed process's too), waiting at most `wait` for another verification to finish.
+fn lock_heads(path: &Path, wait: std::time::Duration) -> Result<std::fs::File, String> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
@@ -159,14 +163,23 @@ fn keep_heads(path: &Path, mut heads: BTreeMap<u8, Head>) -> Result<(), String> 
         .truncate(false)
         .open(&lock_path)
         .map_err(fail)?;
-    lock.lock().map_err(fail)?;
-    for (node, kept) in read_heads(path)? {
-        if heads.get(&node).is_none_or(|ours| ours.seq < kept.seq) {
-            heads.insert(node, kept);
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "{} is held by another audit verification for over {} s",
+                    lock_path.display(),
+                    wait.as_secs()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
         }
     }
-    let json = serde_json::to_vec_pretty(&heads).map_err(|e| e.to_string())?;
-    obscura_node::config::write_atomic(path, &json).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -195,28 +208,20 @@ mod tests {
             .collect()
     }
 
-    /// Two verifications at once: the one that read the heads first, and so verified against an
-    /// older head, finishes last. The later head another kept stays.
+    /// Two verifications at once: the second waits for the first to write its heads (it would
+    /// otherwise have verified against older ones and written them over the newer), and says
+    /// so when the first holds on too long.
     #[test]
-    fn a_kept_head_never_moves_back_when_two_verifications_overlap() {
-        let dir = std::env::temp_dir().join(format!("obscura-audit-merge-{}", std::process::id()));
+    fn a_second_verification_waits_for_the_first_to_keep_its_heads() {
+        let dir = std::env::temp_dir().join(format!("obscura-audit-lock-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit-heads.json");
-        let head = |seq: u64| Head {
-            seq,
-            hash: format!("{seq:064x}"),
-        };
-        keep_heads(&path, BTreeMap::from([(1, head(10)), (2, head(4))])).unwrap();
-        keep_heads(
-            &path,
-            BTreeMap::from([(1, head(5)), (2, head(7)), (3, head(1))]),
-        )
-        .unwrap();
-        assert_eq!(
-            read_heads(&path).unwrap(),
-            BTreeMap::from([(1, head(10)), (2, head(7)), (3, head(1))])
-        );
+        let first = lock_heads(&path, std::time::Duration::ZERO).unwrap();
+        let e = lock_heads(&path, std::time::Duration::from_millis(200)).unwrap_err();
+        assert!(e.contains("held by another audit verification"), "{e}");
+        drop(first);
+        lock_heads(&path, std::time::Duration::ZERO).unwrap();
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -1413,7 +1413,7 @@ async fn a_session_opens_at_most_its_new_lanes_a_minute() {
         tokio::time::sleep(Duration::from_secs(61 - now_s() % 60)).await;
     }
     let most = obscura_node::accounts::NEW_LANES_PER_MINUTE;
-    let mut last = None;
+    let mut open = Vec::new();
     for lane in 1..=most {
         let mut channel = Channel::resume(&key, id, expires_at, lane);
         let answer = in_session(&c, 1, &mut channel, RequestBody::SecretList).await;
@@ -1421,18 +1421,27 @@ async fn a_session_opens_at_most_its_new_lanes_a_minute() {
             matches!(answer, ResponseBody::Secrets { .. }),
             "lane {lane}: {answer:?}"
         );
-        last = Some(channel);
+        open.push(channel);
     }
-    let mut one_more = Channel::resume(&key, id, expires_at, most + 1);
-    let message = sealed_request(&mut one_more, RequestBody::SecretList);
-    let answer = send_sealed(&c, id, message).await;
-    assert_eq!(
-        error_code(&answer),
-        Some(ErrorCode::RateLimited),
-        "{answer:?}"
-    );
-    let answer = in_session(&c, 1, last.as_mut().unwrap(), RequestBody::SecretList).await;
-    assert!(matches!(answer, ResponseBody::Secrets { .. }), "{answer:?}");
+    // Refused lanes close none of the open ones: lane 60 is among the 64 newest kept.
+    for lane in most + 1..most + 11 {
+        let mut one_more = Channel::resume(&key, id, expires_at, lane);
+        let message = sealed_request(&mut one_more, RequestBody::SecretList);
+        let answer = send_sealed(&c, id, message).await;
+        assert_eq!(
+            error_code(&answer),
+            Some(ErrorCode::RateLimited),
+            "{answer:?}"
+        );
+    }
+    for lane in [60, most] {
+        let channel = &mut open[lane as usize - 1];
+        let answer = in_session(&c, 1, channel, RequestBody::SecretList).await;
+        assert!(
+            matches!(answer, ResponseBody::Secrets { .. }),
+            "lane {lane}: {answer:?}"
+        );
+    }
 }
 
 /// A password is changed because the old one leaked: whoever holds it starts a login with it

@@ -495,6 +495,12 @@ impl Channel {
         c
     }
 
+    /// The lane a sealed message claims, read from its header before anything is checked.
+    pub fn lane_of(sealed: &[u8]) -> Option<u32> {
+        let seq = u64::from_be_bytes(sealed.get(..HEADER)?.try_into().ok()?);
+        Some((seq >> 32) as u32)
+    }
+
     /// At a keeper, the lane of the request it opened and has yet to answer.
     pub fn answering_lane(&self) -> Option<u32> {
         match self.state {

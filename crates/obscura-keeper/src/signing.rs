@@ -61,14 +61,14 @@ pub enum SigningError {
 /// Read a FROST message that must be exactly its own encoding. FROST's decoders read a message
 /// and ignore whatever follows it, so each message had endless encodings, and a keeper would
 /// sign, record or forward bytes that are not the message it checked.
-fn exact<T>(
+fn exact<T, B: AsRef<[u8]>>(
     bytes: &[u8],
     what: &'static str,
     read: impl FnOnce(&[u8]) -> Result<T, frost::Error>,
-    write: impl FnOnce(&T) -> Option<Vec<u8>>,
+    write: impl FnOnce(&T) -> Option<B>,
 ) -> Result<T, SigningError> {
     let value = read(bytes).map_err(|_| SigningError::Malformed(what))?;
-    if write(&value).as_deref() != Some(bytes) {
+    if write(&value).as_ref().map(AsRef::as_ref) != Some(bytes) {
         return Err(SigningError::Malformed(what));
     }
     Ok(value)
@@ -524,8 +524,9 @@ pub fn key_package_bytes(key: &KeyPackage) -> Result<Zeroizing<Vec<u8>>, Signing
 /// # Errors
 /// [`SigningError::Malformed`].
 pub fn key_package_from(bytes: &[u8]) -> Result<KeyPackage, SigningError> {
+    // The encoding holds the secret share: wiped once compared.
     exact(bytes, "key package", KeyPackage::deserialize, |k| {
-        k.serialize().ok()
+        k.serialize().ok().map(Zeroizing::new)
     })
 }
 

@@ -233,6 +233,31 @@ struct Session {
 }
 
 impl Session {
+    /// Whether the session may open one more lane this minute.
+    fn may_open_lane(&self, now: u64) -> Result<(), ResponseBody> {
+        let opened = self.new_lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if opened.0 == now / 60 && opened.1 >= NEW_LANES_PER_MINUTE {
+            return Err(error(
+                ErrorCode::RateLimited,
+                format!(
+                    "this session opened {NEW_LANES_PER_MINUTE} new lanes (commands) at this \
+                     keeper this minute, each a durable write: wait {} s",
+                    60 - now % 60
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Count a lane opened (its floor written).
+    fn lane_opened(&self, now: u64) {
+        let mut opened = self.new_lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if opened.0 != now / 60 {
+            *opened = (now / 60, 0);
+        }
+        opened.1 += 1;
+    }
+
     fn kept(&self, floor: u64) -> KeptSession {
         KeptSession {
             key: self.key.to_vec(),
@@ -876,8 +901,13 @@ impl Accounts {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         // The session is recorded, and the sessions it ends removed, before anyone can use it;
-        // one login at a time, so that two of one user's cannot both slip under its limit.
+        // one login at a time, so that two of one user's cannot both slip under its limit. The
+        // account is checked again here: a password change between the two locks would not see
+        // this session to end it.
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.account(store, &pending.user)?.map_or(0, |(v, _)| v) != pending.version {
+            return Err(login_failed());
+        }
         let ended: Vec<([u8; 16], Handle)> = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             let mut ended: Vec<([u8; 16], Handle)> = sessions
@@ -953,6 +983,16 @@ impl Accounts {
             return error(ErrorCode::NoSession, "no such session: log in again");
         };
         let mut channel = s.channel.lock().unwrap_or_else(|e| e.into_inner());
+        // A new lane past the session's allowance is refused before the channel takes it in,
+        // so it closes none of the lanes open now.
+        let new_lane = Channel::lane_of(message).is_some_and(|lane| {
+            u64::from(lane) >= s.floor.load(std::sync::atomic::Ordering::Acquire)
+        });
+        if new_lane {
+            if let Err(refused) = s.may_open_lane(now) {
+                return refused;
+            }
+        }
         let plain = match channel.open(message, now) {
             Ok(p) => p,
             Err(session::SessionError::Expired) => {
@@ -1005,22 +1045,6 @@ impl Accounts {
         if floor <= s.floor.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(());
         }
-        {
-            let mut opened = s.new_lanes.lock().unwrap_or_else(|e| e.into_inner());
-            if opened.0 != now / 60 {
-                *opened = (now / 60, 0);
-            }
-            if opened.1 >= NEW_LANES_PER_MINUTE {
-                return Err(error(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "this session opened {NEW_LANES_PER_MINUTE} new lanes (commands) at this \
-                         keeper this minute, each a durable write: wait for the next minute"
-                    ),
-                ));
-            }
-            opened.1 += 1;
-        }
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         // A session ended meanwhile (a logout, a login past the user's limit) stays ended.
         if !self
@@ -1047,6 +1071,7 @@ impl Accounts {
             )
             .map_err(vault_error)?;
         s.floor.store(floor, std::sync::atomic::Ordering::Release);
+        s.lane_opened(now);
         Ok(())
     }
 

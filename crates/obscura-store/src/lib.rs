@@ -335,6 +335,9 @@ pub struct StoreStats {
     pub audit_entries: u64,
 }
 
+/// Token → images: the posting mirror.
+type PostingMap = HashMap<[u8; TOKEN_LEN], Vec<ImageId>>;
+
 /// One node's store.
 pub struct Store {
     db: db::Db,
@@ -346,47 +349,10 @@ pub struct Store {
     /// Every committed image, mirrored with `postings` (whose lists name each one once per
     /// band), so an exhaustive list reads no B-tree either: 16 bytes and the set's overhead per
     /// image. Lock order: `postings`, then this.
-    committed: RwLock<HashSet<ImageId, IdHashing>>,
-    /// Key of the band-counting hash (image ids are chosen by clients).
-    count_key: u64,
+    committed: RwLock<HashSet<ImageId>>,
     /// The token key versions served, and a rotation's token maps. Lock order: `keys`, then a
     /// write transaction, then `postings`.
     keys: RwLock<rotation::KeyState>,
-}
-
-/// Hashes random 128-bit image ids cheaply for counting: fold, then multiply by a per-store
-/// odd key so chosen ids cannot be made to collide.
-#[derive(Clone, Copy)]
-struct IdHashing(u64);
-
-struct IdHasher {
-    key: u64,
-    state: u64,
-}
-
-impl std::hash::BuildHasher for IdHashing {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher {
-            key: self.0,
-            state: 0,
-        }
-    }
-}
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.state
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.state =
-                (self.state.rotate_left(29) ^ u64::from_le_bytes(b)).wrapping_mul(self.key);
-        }
-    }
-    fn write_usize(&mut self, _: usize) {}
 }
 
 impl std::fmt::Debug for Store {
@@ -412,15 +378,12 @@ impl Store {
     /// As [`open`](Self::open).
     pub fn open_with(path: &Path, node: u8, options: StoreOptions) -> Result<Store, Error> {
         let db = db::Db::open(path, options)?;
-        use std::hash::BuildHasher;
-        let count_key = std::collections::hash_map::RandomState::new().hash_one(node) | 1;
         let store = Store {
             db,
             node,
             postings: RwLock::default(),
-            committed: RwLock::new(HashSet::with_hasher(IdHashing(count_key))),
+            committed: RwLock::default(),
             keys: RwLock::default(),
-            count_key,
         };
         let guard = store.db.get()?;
         let txn = guard.begin_write()?;
@@ -478,7 +441,7 @@ impl Store {
         self.postings.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn committed_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<ImageId, IdHashing>> {
+    fn committed_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<ImageId>> {
         // Every update is one insert or one remove: a poisoned lock is still consistent.
         self.committed.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -486,14 +449,15 @@ impl Store {
     /// Take `postings`, read from the table, as the mirror, with the committed images they name.
     fn mirror(&self, postings: HashMap<[u8; TOKEN_LEN], Vec<ImageId>>) {
         let mut map = self.postings_mut();
-        let mut committed = HashSet::with_hasher(IdHashing(self.count_key));
+        // Keyed SipHash (the standard library's): image ids are chosen by their owners, and ids
+        // made to collide must not make every insert a long probe.
+        let mut committed = HashSet::new();
         committed.extend(postings.values().flatten().copied());
         *map = postings;
         *self.committed_mut() = committed;
     }
 
-    fn post(&self, images: &[(ImageId, [Token; BANDS])]) {
-        let mut map = self.postings_mut();
+    fn post(&self, map: &mut PostingMap, images: &[(ImageId, [Token; BANDS])]) {
         for (id, tokens) in images {
             for t in tokens {
                 map.entry(t.0).or_default().push(*id);
@@ -503,8 +467,7 @@ impl Store {
             .extend(images.iter().map(|(id, _)| *id));
     }
 
-    fn unpost(&self, images: &[(ImageId, [Token; BANDS])]) {
-        let mut map = self.postings_mut();
+    fn unpost(&self, map: &mut PostingMap, images: &[(ImageId, [Token; BANDS])]) {
         for (id, tokens) in images {
             for t in tokens {
                 if let Some(list) = map.get_mut(&t.0) {
@@ -674,8 +637,11 @@ impl Store {
         for (image, _) in &committed {
             audit::append(&txn, now, AuditKind::Commit, &image.0, &[])?;
         }
+        // The mirror is held across the commit (as a rotation step holds it), so a delete that
+        // commits after this one cannot update the mirror before this one does.
+        let mut map = self.postings_mut();
         txn.commit()?;
-        self.post(&committed);
+        self.post(&mut map, &committed);
         Ok(())
     }
 
@@ -712,9 +678,10 @@ impl Store {
         }
         let posted = remove_image(&txn, image)?;
         audit::append(&txn, now, AuditKind::Delete, &image.0, &[])?;
+        let mut map = self.postings_mut();
         txn.commit()?;
         if let Some(tokens) = posted {
-            self.unpost(&[(*image, tokens)]);
+            self.unpost(&mut map, &[(*image, tokens)]);
         }
         Ok(())
     }
@@ -786,8 +753,8 @@ impl Store {
         canonical.dedup();
         let forward = keys.forward_map();
         let map = self.postings.read().unwrap_or_else(|e| e.into_inner());
-        let mut counts: HashMap<ImageId, usize, IdHashing> =
-            HashMap::with_hasher(IdHashing(self.count_key));
+        // Keyed SipHash: ids chosen to collide would otherwise make counting quadratic.
+        let mut counts: HashMap<ImageId, usize> = HashMap::new();
         for t in &canonical {
             let twin = forward.and_then(|o| o.get(t));
             for list in [map.get(t), twin.and_then(|t| map.get(t))] {
