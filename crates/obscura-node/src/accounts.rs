@@ -32,7 +32,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use obscura_auth::capability::{self, Offer};
-use obscura_keeper::session::{self, Channel, PendingLogin, Role, ServerKeys};
+use obscura_keeper::session::{self, Channel, PendingLogin, ServerKeys};
 use obscura_keeper::signing::{
     self, DkgState, KeyPackage, PeerKeys, PublicKeyPackage, SigningNonces,
 };
@@ -256,6 +256,28 @@ impl Session {
             *opened = (now / 60, 0);
         }
         opened.1 += 1;
+    }
+
+    /// The session `id` of `user` as the store keeps it: its channel takes requests in lanes
+    /// from the kept floor up (every lane, for a login's new session). `None` for a key of the
+    /// wrong length or a floor past the last lane.
+    fn from_kept(id: [u8; 16], user: Handle, k: &KeptSession) -> Option<Session> {
+        let key = zeroize::Zeroizing::new(
+            <[u8; session::SESSION_KEY_LEN]>::try_from(k.key.as_slice()).ok()?,
+        );
+        let floor = u32::try_from(k.floor).ok()?;
+        Some(Session {
+            channel: Mutex::new(Channel::reopen(&key, id, k.expires_at, floor)),
+            key,
+            expires_at: k.expires_at,
+            floor: std::sync::atomic::AtomicU64::new(k.floor),
+            new_lanes: Mutex::default(),
+            user,
+            tag: k.tag,
+            roles: k.roles,
+            opened_at: k.opened_at,
+            serial: k.serial,
+        })
     }
 
     fn kept(&self, floor: u64) -> KeptSession {
@@ -846,67 +868,34 @@ impl Accounts {
             .login
             .finish(ke3, &login_context(self.keeper))
             .map_err(|_| login_failed())?;
-        {
-            let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-            // The password (or roles) changed since this login started: the password it proved
-            // may be the one the change was made to shut out.
-            let version = self.account(store, &pending.user)?.map_or(0, |(v, _)| v);
-            if version != pending.version {
-                return Err(login_failed());
-            }
-            let attempts = self.attempts(store, &pending.user)?;
-            if attempts.locked_until > now {
-                return Err(locked(attempts.locked_until));
-            }
-            let bytes = postcard::to_allocvec(&Attempts::default()).map_err(internal)?;
-            let event = self.event("login", None, true, now);
-            let mut deletes = Vec::new();
-            self.trim_events(store, &pending.user, &mut deletes)?;
-            self.vault
-                .write(
-                    store,
-                    &[
-                        (Kind::Attempts, pending.user, Vec::new(), &bytes, 1),
-                        (event.0, pending.user, event.1, &event.2, 1),
-                    ],
-                    &deletes,
-                    &pending.user,
-                    &format!("login user={}", hex(&pending.user)),
-                    now,
-                )
-                .map_err(vault_error)?;
-        }
-        if let Some(s) = self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&pending.source)
-        {
-            s.failures = s.failures.saturating_sub(1);
-        }
         let id = self.random_id();
         let expires_at = now + self.session_ttl_s;
-        let opened = Session {
-            channel: Mutex::new(Channel::new(&key, id, Role::Server, expires_at)),
-            key,
-            expires_at,
-            floor: std::sync::atomic::AtomicU64::new(0),
-            new_lanes: Mutex::default(),
-            user: pending.user,
+        let kept = KeptSession {
+            key: key.to_vec(),
             tag: pending.tag,
             roles: pending.roles,
             opened_at: now,
+            expires_at,
             serial: self
                 .opened
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            floor: 0,
         };
-        // The session is recorded, and the sessions it ends removed, before anyone can use it;
-        // one login at a time, so that two of one user's cannot both slip under its limit. The
-        // account is checked again here: a password change between the two locks would not see
-        // this session to end it.
+        let opened = Session::from_kept(id, pending.user, &kept)
+            .ok_or_else(|| internal("a session key of the wrong length"))?;
+        // One login at a time, from its checks to its session recorded (with the account's count
+        // cleared and the sessions it ends removed, in one write) before anyone can use it: a
+        // password change cannot slip in between, and two of one user's logins cannot both slip
+        // under its limit.
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        // The password (or roles) changed since this login started: the password it proved may
+        // be the one the change was made to shut out.
         if self.account(store, &pending.user)?.map_or(0, |(v, _)| v) != pending.version {
             return Err(login_failed());
+        }
+        let attempts = self.attempts(store, &pending.user)?;
+        if attempts.locked_until > now {
+            return Err(locked(attempts.locked_until));
         }
         let ended: Vec<([u8; 16], Handle)> = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -933,22 +922,38 @@ impl Accounts {
             }
             ended
         };
-        let record =
-            zeroize::Zeroizing::new(postcard::to_allocvec(&opened.kept(0)).map_err(internal)?);
-        let deletes: Vec<(Kind, Handle, Vec<u8>)> = ended
-            .iter()
-            .map(|(id, user)| (Kind::Session, *user, id.to_vec()))
-            .collect();
+        let cleared = postcard::to_allocvec(&Attempts::default()).map_err(internal)?;
+        let record = zeroize::Zeroizing::new(postcard::to_allocvec(&kept).map_err(internal)?);
+        let event = self.event("login", None, true, now);
+        let mut deletes = Vec::new();
+        self.trim_events(store, &pending.user, &mut deletes)?;
+        deletes.extend(
+            ended
+                .iter()
+                .map(|(id, user)| (Kind::Session, *user, id.to_vec())),
+        );
         self.vault
             .write(
                 store,
-                &[(Kind::Session, pending.user, id.to_vec(), &record, 1)],
+                &[
+                    (Kind::Attempts, pending.user, Vec::new(), &cleared, 1),
+                    (event.0, pending.user, event.1, &event.2, 1),
+                    (Kind::Session, pending.user, id.to_vec(), &record, 1),
+                ],
                 &deletes,
                 &pending.user,
-                &format!("session user={}", hex(&pending.user)),
+                &format!("login user={}", hex(&pending.user)),
                 now,
             )
             .map_err(vault_error)?;
+        if let Some(s) = self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&pending.source)
+        {
+            s.failures = s.failures.saturating_sub(1);
+        }
         let ended: HashSet<[u8; 16]> = ended.into_iter().map(|(id, _)| id).collect();
         {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -1137,32 +1142,16 @@ impl Accounts {
                 Ok(Some((_, bytes))) => postcard::from_bytes::<KeptSession>(&bytes).ok(),
                 _ => None,
             };
-            let reopened = kept.filter(|k| k.expires_at > now).and_then(|k| {
-                let key = <[u8; session::SESSION_KEY_LEN]>::try_from(k.key.as_slice()).ok()?;
-                let floor = u32::try_from(k.floor).ok()?;
-                Some((k, zeroize::Zeroizing::new(key), floor))
-            });
-            let Some((k, key, floor)) = reopened else {
+            let Some(session) = kept
+                .filter(|k| k.expires_at > now)
+                .and_then(|k| Session::from_kept(id, user, &k))
+            else {
                 gone.push((Kind::Session, user, id.to_vec()));
                 continue;
             };
             self.opened
-                .fetch_max(k.serial + 1, std::sync::atomic::Ordering::Relaxed);
-            sessions.insert(
-                id,
-                std::sync::Arc::new(Session {
-                    channel: Mutex::new(Channel::reopen(&key, id, k.expires_at, floor)),
-                    key,
-                    expires_at: k.expires_at,
-                    floor: std::sync::atomic::AtomicU64::new(k.floor),
-                    new_lanes: Mutex::default(),
-                    user,
-                    tag: k.tag,
-                    roles: k.roles,
-                    opened_at: k.opened_at,
-                    serial: k.serial,
-                }),
-            );
+                .fetch_max(session.serial + 1, std::sync::atomic::Ordering::Relaxed);
+            sessions.insert(id, std::sync::Arc::new(session));
         }
         let reopened = sessions.len();
         drop(sessions);

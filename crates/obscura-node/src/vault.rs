@@ -121,30 +121,16 @@ pub fn record_key(kind: Kind, user: &Handle, id: &[u8]) -> Vec<u8> {
     [&[kind as u8][..], user, id].concat()
 }
 
-fn secret_key_id(user: &Handle, id: &[u8; 16]) -> [u8; 16] {
-    let h = blake3::derive_key(
-        "obscura 2026 keeper secret key id",
-        &[user.as_slice(), id].concat(),
-    );
-    h[..16].try_into().expect("16 bytes")
-}
-
-fn session_key_id(user: &Handle, id: &[u8; 16]) -> [u8; 16] {
-    let h = blake3::derive_key(
-        "obscura 2026 keeper session key id",
-        &[user.as_slice(), id].concat(),
-    );
-    h[..16].try_into().expect("16 bytes")
-}
-
 /// The keyring entry of a record sealed under a key of its own: a secret, or a session.
 fn own_key_id(kind: Kind, user: &Handle, id: &[u8]) -> Option<[u8; 16]> {
+    let context = match kind {
+        Kind::Secret => "obscura 2026 keeper secret key id",
+        Kind::Session => "obscura 2026 keeper session key id",
+        _ => return None,
+    };
     let id: &[u8; 16] = id.try_into().ok()?;
-    match kind {
-        Kind::Secret => Some(secret_key_id(user, id)),
-        Kind::Session => Some(session_key_id(user, id)),
-        _ => None,
-    }
+    let h = blake3::derive_key(context, &[user.as_slice(), id].concat());
+    Some(h[..16].try_into().expect("16 bytes"))
 }
 
 impl Vault {

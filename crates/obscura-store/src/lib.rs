@@ -344,8 +344,8 @@ pub struct Store {
     node: u8,
     /// Every committed posting, token → images, mirrored from the `postings` table so Stage-1
     /// reads no B-tree: at most 8 × 256 tokens per key version, 16 bytes per image and band.
-    /// Updated after each transaction commits; loaded at open.
-    postings: RwLock<HashMap<[u8; TOKEN_LEN], Vec<ImageId>>>,
+    /// Held across each commit that changes it and updated right after; loaded at open.
+    postings: RwLock<PostingMap>,
     /// Every committed image, mirrored with `postings` (whose lists name each one once per
     /// band), so an exhaustive list reads no B-tree either: 16 bytes and the set's overhead per
     /// image. Lock order: `postings`, then this.
@@ -433,9 +433,7 @@ impl Store {
         self.db.get()
     }
 
-    fn postings_mut(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<[u8; TOKEN_LEN], Vec<ImageId>>> {
+    fn postings_mut(&self) -> std::sync::RwLockWriteGuard<'_, PostingMap> {
         // A panic while holding the lock leaves whole lists (every update is one push or one
         // retain per token), so a poisoned lock is still consistent.
         self.postings.write().unwrap_or_else(|e| e.into_inner())
@@ -447,7 +445,7 @@ impl Store {
     }
 
     /// Take `postings`, read from the table, as the mirror, with the committed images they name.
-    fn mirror(&self, postings: HashMap<[u8; TOKEN_LEN], Vec<ImageId>>) {
+    fn mirror(&self, postings: PostingMap) {
         let mut map = self.postings_mut();
         // Keyed SipHash (the standard library's): image ids are chosen by their owners, and ids
         // made to collide must not make every insert a long probe.
@@ -1152,10 +1150,10 @@ pub(crate) fn read_audit_page(
 }
 
 /// Every committed posting of `db`, token → images.
-fn read_postings(db: &Database) -> Result<HashMap<[u8; TOKEN_LEN], Vec<ImageId>>, Error> {
+fn read_postings(db: &Database) -> Result<PostingMap, Error> {
     let txn = db.begin_read()?;
     let table = txn.open_multimap_table(POSTINGS)?;
-    let mut map: HashMap<[u8; TOKEN_LEN], Vec<ImageId>> = HashMap::new();
+    let mut map = PostingMap::new();
     for entry in table.iter()? {
         let (token, ids) = entry?;
         let token: [u8; TOKEN_LEN] = token
