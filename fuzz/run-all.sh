@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fuzz every target for SECONDS seconds each, one after the other:
+# Fuzz every target (or only those named) for SECONDS seconds each, one after the other:
 #
 #   fuzz/run-all.sh 60
+#   fuzz/run-all.sh 300 session_file store_records
 #
 # Each run starts from the committed corpus fuzz/corpus/<target>/ (read only) and saves the new
 # inputs it finds in fuzz/work/<target>/ (ignored by git), so the committed corpus stays small.
@@ -11,14 +12,22 @@
 # any target crashed or failed to run. Needs a nightly toolchain and cargo-fuzz.
 set -euo pipefail
 
-if [[ $# -ne 1 || ! $1 =~ ^[0-9]+$ ]]; then
-  echo "usage: $0 SECONDS" >&2
+if [[ $# -lt 1 || ! $1 =~ ^[0-9]+$ ]]; then
+  echo "usage: $0 SECONDS [TARGET...]" >&2
   exit 2
 fi
 seconds=$1
+shift
 cd "$(dirname "$0")/.."
 
-targets=$(cargo +nightly fuzz list)
+all=$(cargo +nightly fuzz list)
+targets=${*:-$all}
+for target in $targets; do
+  if ! grep -qx "$target" <<<"$all"; then
+    echo "no fuzz target $target (cargo +nightly fuzz list)" >&2
+    exit 2
+  fi
+done
 mkdir -p fuzz/logs
 rows=()
 json=()

@@ -20,6 +20,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod journal;
 pub mod rotation;
 pub mod secrets;

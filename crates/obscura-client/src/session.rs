@@ -285,7 +285,7 @@ impl Sessions {
     /// after a login or logout, whatever the file holds (`replace`). Otherwise (a new
     /// capability, a new match) the file is left alone when another process logged in or out
     /// since this one read it: its sessions are no longer this process's to write back.
-    fn save(&self, replace: bool) -> Result<(), Error> {
+    pub(crate) fn save(&self, replace: bool) -> Result<(), Error> {
         let Some(path) = self.file.read().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Ok(());
         };

@@ -14,12 +14,14 @@
 //! Keys are fixed bytes, so a corpus file means the same on every run: the seeds are signed or
 //! sealed under them, and the targets also check each input under a key that signed nothing.
 //!
-//! Some parsers are private and not reached here: the store's own record decoders
-//! (`AuditEntry::decode`, image state and rotation records: bytes the node itself wrote), the
-//! client's journal and session files (the user's own files). [`audit_entry`] checks the
-//! auditor's verification of a wire page, [`journal`] only the image-id parser the journal
-//! reader uses. FROST packages are checked for panics and forgeries; the keepers' signing
-//! module holds each to exactly its encoding (frost-core's decoders ignore trailing bytes).
+//! Bytes a party wrote for itself are read back too, since a damaged disk or anyone who can
+//! write the file may have changed them: [`store_records`] runs the store's own record decoders
+//! (image state, key rotation, audit entries as stored; through `obscura_store::fuzzing`),
+//! [`session_file`] the client's session file reader, [`journal`] the indexing journal's entry
+//! parser. A keeper's account records are not reached: each is sealed with AES-256-GCM bound
+//! to its kind, user, id and version, and nothing reads their bytes before that opens. FROST
+//! packages are checked for panics and forgeries; the keepers' signing module holds each to
+//! exactly its encoding (frost-core's decoders ignore trailing bytes).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -86,6 +88,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stage2_node", stage2_node),
     ("share_roundtrip", share_roundtrip),
     ("handle", handle),
+    ("store_records", store_records),
+    ("session_file", session_file),
 ];
 
 /// Inputs above this are skipped: every message a server reads in one piece is smaller
@@ -1689,4 +1693,103 @@ pub fn handle(data: &[u8]) {
     assert_eq!(handles.open(&sealed), id);
     assert_eq!(key.for_query(&user, &query, issued).seal(&id), sealed);
     let _ = key.for_query(&user, &query, issued).open(&query);
+}
+
+/// A record of a node's store, read back as the store reads it. The first byte picks the
+/// record: 0 an image's state, 1 a key rotation, 2 an audit entry (then 8 bytes of its
+/// position). What decodes must be exactly what the store writes for it: a record read back
+/// as something it was not written as is a record the node acts on wrongly.
+pub fn store_records(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    match kind % 3 {
+        0 => {
+            if let Some(again) = obscura_store::fuzzing::image_record(rest) {
+                assert_eq!(again, rest, "an image record reads back as another");
+            }
+        }
+        1 => {
+            if let Some(again) = obscura_store::fuzzing::rotation_record(rest) {
+                assert_eq!(again, rest, "a rotation record reads back as another");
+            }
+        }
+        _ => {
+            let Some((seq, record)) = rest.split_first_chunk::<8>() else {
+                return;
+            };
+            let seq = u64::from_be_bytes(*seq);
+            if let Some((entry, again)) = obscura_store::fuzzing::audit_entry(seq, record) {
+                assert_eq!(again, record, "an audit entry reads back as another");
+                assert_eq!(entry.seq, seq);
+                // A log starting with it verifies only if it is a first entry, rightly hashed.
+                let verdict = audit::verify(
+                    std::slice::from_ref(&entry),
+                    &node_key(NODE).verifying_key(),
+                );
+                if seq != 0 || entry.prev != [0; 32] || entry.hash != entry.expected_hash() {
+                    assert!(verdict.is_err(), "a log of a wrong first entry verifies");
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Where the session file target writes its file: a folder per thread (tests run targets
+    /// on several at once), in memory where the system has `/dev/shm`, made on first use.
+    static SCRATCH: std::path::PathBuf = {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("obscura-fuzz-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch folder");
+        dir
+    };
+}
+
+/// Remove this thread's scratch folder of the session file target (the replay tests do, once
+/// done with a target).
+pub fn remove_scratch() {
+    SCRATCH.with(|dir| {
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}
+
+/// The client's session file, as a client of three keepers reads it when it starts. It must
+/// load or be refused without a panic; what loads is written back as the client writes it, owner
+/// only, and that reads back to the same file.
+pub fn session_file(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let path = SCRATCH.with(|dir| {
+        std::fs::create_dir_all(dir).expect("a scratch folder");
+        dir.join("session.json")
+    });
+    std::fs::write(&path, data).expect("the scratch folder is writable");
+    let group = CapabilityKey::from(group_key().verifying_key());
+    let Ok(Some(written)) = obscura_client::fuzzing::reload_session_file(&path, 3, &group) else {
+        return;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .expect("written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the session file is open to others");
+    }
+    let again = obscura_client::fuzzing::reload_session_file(&path, 3, &group)
+        .expect("a file the client wrote loads")
+        .expect("it is there");
+    assert_eq!(
+        again, written,
+        "a written session file reads back as another"
+    );
 }

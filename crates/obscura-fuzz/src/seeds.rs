@@ -72,6 +72,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             prefixed_random(0x53, &[0, 3, 6], &[49, 60, 300, 5000]),
         ),
         ("handle", prefixed_random(0x54, &[0], &[0, 72, 80, 200])),
+        ("store_records", store_record_seeds()),
+        ("session_file", session_files()),
     ]
 }
 
@@ -1105,4 +1107,99 @@ fn frost_seeds() -> Vec<Vec<u8>> {
             addressed(&[6], &f.round1),
         ]
     })
+}
+
+/// Records as a store writes them (layouts of `obscura-store`), each behind the byte that
+/// picks its decoder; the target checks each reads back the same.
+fn store_record_seeds() -> Vec<Vec<u8>> {
+    let tokens: Vec<u8> = (0..obscura_tokens::BANDS * obscura_tokens::TOKEN_LEN)
+        .map(|i| i as u8)
+        .collect();
+    let image = |state: u8| {
+        let mut r = vec![0, state];
+        r.extend_from_slice(&NOW.to_be_bytes());
+        r.extend_from_slice(&tokens);
+        r
+    };
+    let rotation = |cursor: Option<[u8; 16]>, done: bool| {
+        let mut r = vec![1];
+        r.extend_from_slice(&2u32.to_be_bytes());
+        r.extend_from_slice(&[0x5e; 32]);
+        r.push(u8::from(cursor.is_some()));
+        r.extend_from_slice(&cursor.unwrap_or_default());
+        for v in [40u64, 100, 800] {
+            r.extend_from_slice(&v.to_be_bytes());
+        }
+        r.push(u8::from(done));
+        r
+    };
+    let mut out = vec![
+        image(1),
+        image(2),
+        rotation(None, false),
+        rotation(Some([0x7a; 16]), false),
+        rotation(Some([0xff; 16]), true),
+    ];
+    for entry in audit_chain(4, Some(3)) {
+        let mut r = vec![2];
+        r.extend_from_slice(&entry.seq.to_be_bytes());
+        r.extend_from_slice(&entry.prev);
+        r.extend_from_slice(&entry.hash);
+        r.extend_from_slice(&entry.time.to_be_bytes());
+        r.push(entry.kind.tag());
+        r.extend_from_slice(&entry.subject);
+        r.extend_from_slice(&entry.detail);
+        out.push(r);
+    }
+    for seed in &out {
+        let (kind, rest) = seed.split_first().expect("a picking byte");
+        let read = match kind {
+            0 => obscura_store::fuzzing::image_record(rest).is_some(),
+            1 => obscura_store::fuzzing::rotation_record(rest).is_some(),
+            _ => obscura_store::fuzzing::audit_entry(0, &rest[8..]).is_some(),
+        };
+        assert!(read, "a seed record the store does not read");
+    }
+    out
+}
+
+/// Session files as a client of three keepers writes them: sessions with one, two and three
+/// keepers, with and without a capability and kept match proofs.
+fn session_files() -> Vec<Vec<u8>> {
+    let session = |keeper: u8| {
+        serde_json::json!({
+            "keeper": keeper,
+            "session": keyfile::to_hex(&[keeper; 16]),
+            "key": keyfile::to_hex(&SESSION_KEY),
+            "expires_at": NOW + 3600,
+        })
+    };
+    let signed = holder().signed().clone();
+    let capability = serde_json::json!({
+        "key": keyfile::to_hex(holder_key().as_bytes()),
+        "body": keyfile::to_hex(&signed.body),
+        "signature": keyfile::to_hex(&signed.signature),
+    });
+    let proof = postcard::to_allocvec(&honest_proof()).expect("a proof encodes");
+    let files = [
+        serde_json::json!({ "user": USER, "sessions": [session(1)] }),
+        serde_json::json!({
+            "user": USER,
+            "sessions": [session(1), session(2), session(3)],
+            "capability": capability,
+        }),
+        serde_json::json!({
+            "user": "another user",
+            "sessions": [session(3), session(2)],
+            "capability": capability,
+            "matches": [
+                [ImageId([2; 16]).to_string(), keyfile::to_hex(&proof)],
+                [ImageId([9; 16]).to_string(), "00"],
+            ],
+        }),
+    ];
+    files
+        .iter()
+        .map(|f| serde_json::to_vec_pretty(f).expect("a session file serializes"))
+        .collect()
 }

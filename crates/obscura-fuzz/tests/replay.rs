@@ -45,6 +45,7 @@ fn every_corpus_and_regression_input_passes_its_target() {
             regressions.len()
         );
     }
+    obscura_fuzz::remove_scratch();
     assert!(
         missing.is_empty(),
         "no corpus for {missing:?}: run fuzz/seed.sh"
@@ -83,6 +84,7 @@ fn the_seeds_pass_their_targets() {
             assert!(ok, "{name} seed-{i} fails its target");
         }
     }
+    obscura_fuzz::remove_scratch();
 }
 
 /// Inputs mutated from each target's corpus per run of this test: the short form of the fuzz
@@ -170,6 +172,7 @@ fn mutations_of_every_corpus_pass_their_targets() {
             }
         }
     }
+    obscura_fuzz::remove_scratch();
     assert!(
         failed.is_empty(),
         "mutated inputs that fail their target: {failed:#?}"

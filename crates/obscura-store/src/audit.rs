@@ -113,6 +113,18 @@ impl AuditEntry {
         })
     }
 
+    /// The entry as the log stores it (its position is the key, not part of the value).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(HEADER_LEN + self.detail.len());
+        bytes.extend_from_slice(&self.prev);
+        bytes.extend_from_slice(&self.hash);
+        bytes.extend_from_slice(&self.time.to_be_bytes());
+        bytes.push(self.kind.tag());
+        bytes.extend_from_slice(&self.subject);
+        bytes.extend_from_slice(&self.detail);
+        bytes
+    }
+
     /// The hash this entry should have, recomputed from its contents.
     pub fn expected_hash(&self) -> [u8; 32] {
         entry_hash(
@@ -182,15 +194,17 @@ pub(crate) fn append(
         None => (0, [0u8; 32]),
         Some((s, h, _)) => (s + 1, h),
     };
-    let hash = entry_hash(seq, &prev, time, kind, subject, detail);
-    let mut bytes = Vec::with_capacity(HEADER_LEN + detail.len());
-    bytes.extend_from_slice(&prev);
-    bytes.extend_from_slice(&hash);
-    bytes.extend_from_slice(&time.to_be_bytes());
-    bytes.push(kind.tag());
-    bytes.extend_from_slice(subject);
-    bytes.extend_from_slice(detail);
-    txn.open_table(AUDIT)?.insert(seq, bytes.as_slice())?;
+    let entry = AuditEntry {
+        seq,
+        prev,
+        hash: entry_hash(seq, &prev, time, kind, subject, detail),
+        time,
+        kind,
+        subject: *subject,
+        detail: detail.to_vec(),
+    };
+    txn.open_table(AUDIT)?
+        .insert(seq, entry.encode().as_slice())?;
     Ok(seq)
 }
 

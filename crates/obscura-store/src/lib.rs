@@ -44,6 +44,8 @@
 
 pub mod audit;
 mod db;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keeper;
 mod rotation;
 
@@ -268,7 +270,7 @@ pub enum ImageState {
 }
 
 /// The per-image state record: state, time of the last change, tokens.
-struct ImageRecord {
+pub(crate) struct ImageRecord {
     state: ImageState,
     changed_at: u64,
     tokens: [Token; BANDS],
@@ -277,7 +279,7 @@ struct ImageRecord {
 impl ImageRecord {
     const LEN: usize = 1 + 8 + BANDS * TOKEN_LEN;
 
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::LEN);
         out.push(match self.state {
             ImageState::Pending => 1,
@@ -290,7 +292,7 @@ impl ImageRecord {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != Self::LEN {
             return Err(Error::Corrupt("image record length"));
         }

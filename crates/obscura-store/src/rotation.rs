@@ -173,7 +173,7 @@ impl KeyState {
 }
 
 /// The rotation record kept in the meta table while one is under way.
-struct Record {
+pub(crate) struct Record {
     to: u32,
     factor: Zeroizing<[u8; 32]>,
     /// The last image moved, in id order.
@@ -187,7 +187,7 @@ struct Record {
 impl Record {
     const LEN: usize = 4 + 32 + 1 + 16 + 8 * 3 + 1;
 
-    fn encode(&self) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(Self::LEN));
         out.extend_from_slice(&self.to.to_be_bytes());
         out.extend_from_slice(self.factor.as_slice());
@@ -200,19 +200,32 @@ impl Record {
         out
     }
 
-    fn decode(b: &[u8]) -> Result<Record, Error> {
+    pub(crate) fn decode(b: &[u8]) -> Result<Record, Error> {
         if b.len() != Self::LEN {
             return Err(Error::Corrupt("rotation record length"));
         }
         let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        // Only what `encode` writes is read: a flag is 0 or 1 and an absent cursor is zeros, so
+        // a damaged record is refused instead of read as some other rotation's state.
+        let flag = |i: usize| match b[i] {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Error::Corrupt("rotation record flag")),
+        };
+        let cursor: [u8; 16] = b[37..53].try_into().expect("16 bytes");
+        let cursor = match flag(36)? {
+            true => Some(cursor),
+            false if cursor == [0; 16] => None,
+            false => return Err(Error::Corrupt("rotation record cursor")),
+        };
         Ok(Record {
             to: u32::from_be_bytes(b[..4].try_into().expect("4 bytes")),
             factor: Zeroizing::new(b[4..36].try_into().expect("32 bytes")),
-            cursor: (b[36] == 1).then(|| b[37..53].try_into().expect("16 bytes")),
+            cursor,
             moved: u64_at(53),
             total: u64_at(61),
             postings: u64_at(69),
-            done: b[77] == 1,
+            done: flag(77)?,
         })
     }
 }
