@@ -33,9 +33,11 @@ pub fn photos_dir(given: Option<&Path>) -> Result<PathBuf, String> {
         .ok_or_else(|| "no photos folder found; pass --photos DIR".to_string())
 }
 
-/// A base port with `n` consecutive ports free on loopback.
+/// A base port with `n` consecutive ports free on loopback, from a random place: two runs
+/// started at once (seeded by process ids, which follow each other, they probed overlapping
+/// ranges) then rarely pick ranges that overlap before either has bound its ports.
 pub fn free_base_port(n: u16) -> Result<u16, String> {
-    let seed = std::process::id() as u16;
+    let seed = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
     (0..500u16)
         .map(|i| 20_000 + (seed.wrapping_add(i.wrapping_mul(97))) % 40_000)
         .find(|&base| (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))

@@ -22,6 +22,11 @@ pub struct LoadOptions {
 /// The run's first fifth warms the processes up; memory is compared from its end.
 const WARM_UP_SHARE: f64 = 0.2;
 
+/// Memory is compared as the mean over a tenth of the run right after the warm-up and over the
+/// last tenth: one sample falls at any moment of a burst of uploads, whose buffers are freed a
+/// moment later, and would decide alone.
+const LEVEL_SHARE: f64 = 0.1;
+
 /// How often memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
@@ -184,29 +189,38 @@ async fn drive(
     }))
 }
 
-/// Per process: resident memory at the end of the warm-up, at the end and at most, and how far
-/// it grew from the first to the second.
+/// Per process: resident memory just after the warm-up and at the end (each the mean over a
+/// tenth of the run, [`LEVEL_SHARE`]) and at most, and how far it grew from the first to the
+/// second.
 fn memory_report(samples: &[(f64, Vec<(String, u64)>)], seconds: f64) -> Vec<Value> {
-    let warm = samples
-        .iter()
-        .find(|(at, _)| *at >= seconds * WARM_UP_SHARE)
-        .or(samples.first());
-    let (Some((_, warm)), Some((_, last))) = (warm, samples.last()) else {
+    let warm = seconds * WARM_UP_SHARE;
+    let span = seconds * LEVEL_SHARE;
+    let level = |member: &str, from: f64, to: f64| {
+        let within: Vec<u64> = samples
+            .iter()
+            .filter(|(at, _)| (from..=to).contains(at))
+            .filter_map(|(_, s)| s.iter().find(|(m, _)| m == member).map(|(_, r)| *r))
+            .collect();
+        (!within.is_empty()).then(|| within.iter().sum::<u64>() as f64 / within.len() as f64)
+    };
+    let Some((_, first)) = samples.first() else {
         return Vec::new();
     };
-    warm.iter()
-        .filter_map(|(member, at_warm)| {
-            let end = last.iter().find(|(m, _)| m == member)?.1;
+    first
+        .iter()
+        .filter_map(|(member, _)| {
+            let after_warm_up = level(member, warm, warm + span)?;
+            let end = level(member, seconds - span, seconds)?;
             let max = samples
                 .iter()
                 .filter_map(|(_, s)| s.iter().find(|(m, _)| m == member).map(|(_, r)| *r))
                 .max()?;
             Some(json!({
                 "process": member,
-                "after_warm_up_mb": *at_warm as f64 / 1e6,
-                "end_mb": end as f64 / 1e6,
+                "after_warm_up_mb": after_warm_up / 1e6,
+                "end_mb": end / 1e6,
                 "max_mb": max as f64 / 1e6,
-                "growth": end as f64 / (*at_warm).max(1) as f64 - 1.0,
+                "growth": end / after_warm_up.max(1.0) - 1.0,
             }))
         })
         .collect()

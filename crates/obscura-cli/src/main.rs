@@ -315,8 +315,9 @@ enum Command {
         user, search with the photos in a loop while one client indexes them again and again, \
         all through the library in this process. Reports searches per second, latency \
         p50/p95/p99, images indexed, every error, and each process's memory after the warm-up \
-        (the first fifth of the run), at the end and at most, and whether it stayed within 10 % \
-        after the warm-up (each node's page cache, 64 MiB by default, fills first). Exits \
+        (the first fifth of the run, in which each node's page cache, 64 MiB by default, fills) \
+        and at the end (each the mean over a tenth of the run), and at most, and whether it \
+        stayed within 10 % after the warm-up. Exits \
         non-zero on any error or a search that did not find its photo.\n\n\
         Examples:\n  obscura load --seconds 30\n  obscura load --seconds 600 --searchers 8 --json"
     )]
@@ -515,9 +516,18 @@ enum NodeCommand {
 }
 
 fn main() -> ExitCode {
-    alloc::keep_freed_memory();
     quiet_on_closed_stdout();
+    // Parsed before the runtime starts: the allocator is set while this is the only thread.
     let cli = Cli::parse();
+    let server = matches!(
+        cli.command,
+        Command::Node(NodeCommand::Run { .. }) | Command::Keeper(KeeperCommand::Run { .. })
+    );
+    if server {
+        alloc::bound_retained_memory();
+    } else {
+        alloc::keep_freed_memory();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -952,6 +962,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
 
 async fn keeper_run(config: &Path) -> Result<ExitCode, String> {
     let stop = shutdown_signal();
+    release_freed_memory_periodically();
     let loaded = obscura_node::keeper::LoadedKeeper::load(config).map_err(|e| e.to_string())?;
     let listen = loaded.config.listen.clone();
     let keeper = loaded.config.keeper;
@@ -973,6 +984,7 @@ async fn node_run(config: &Path) -> Result<ExitCode, String> {
     // Before the store is opened, which takes a while for a large one: a stop sent meanwhile
     // then ends the server cleanly once it is up instead of killing it.
     let stop = shutdown_signal();
+    release_freed_memory_periodically();
     let loaded = obscura_node::config::LoadedNode::load(config).map_err(|e| e.to_string())?;
     let listen = loaded.config.listen.clone();
     let node = loaded.config.node;
@@ -985,6 +997,36 @@ async fn node_run(config: &Path) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     eprintln!("node {node} stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A server's freed memory goes back to the kernel every [`alloc::RELEASE_EVERY`], for as long
+/// as the process runs.
+fn release_freed_memory_periodically() {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(alloc::RELEASE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let _ = tokio::task::spawn_blocking(alloc::release_freed_memory).await;
+        }
+    });
+}
+
+/// Ends when the process that started this server as its own (`obscura cluster up`, a demo, a
+/// benchmark or a load run, which name themselves in [`nodes::STOP_WITH_PARENT`]) is gone:
+/// killed, even with SIGKILL, it cannot stop its servers, which would otherwise run on unseen,
+/// holding their ports and stores. Never for a server started any other way.
+#[cfg(unix)]
+async fn parent_gone() {
+    let parent = std::env::var(nodes::STOP_WITH_PARENT)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok());
+    let Some(parent) = parent else {
+        return std::future::pending().await;
+    };
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// What ends a server: SIGTERM or Ctrl-C. On Unix both are taken over when this is called, not
@@ -1008,6 +1050,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             tokio::select! {
                 _ = recv(term) => {}
                 _ = recv(interrupt) => {}
+                _ = parent_gone() => {
+                    eprintln!("the process that started this server is gone: stopping");
+                }
             }
         }
     }
