@@ -122,7 +122,9 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
     // One verification at a time, from reading the kept heads to writing them: one that read
     // them first and finished last would move another's later pin back, or replace the pin of
     // a log rewritten in between with a head of the rewritten log.
-    let _held = lock_heads(&path, std::time::Duration::from_secs(60))?;
+    // The lock is released when its file closes, a killed process's too.
+    let _held = obscura_node::config::lock_beside(&path, std::time::Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
     let mut heads = read_heads(&path)?;
     let mut verdicts = Vec::new();
     for (node, log) in client.audit_logs().await {
@@ -147,38 +149,6 @@ fn read_heads(path: &Path) -> Result<BTreeMap<u8, Head>, String> {
             .map_err(|e| format!("{}: {e} (delete it to start afresh)", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-/// Hold the lock of `PATH.lock` (an exclusive file lock, released when the file closes, a
-/// killed process's too), waiting at most `wait` for another verification to finish.
-fn lock_heads(path: &Path, wait: std::time::Duration) -> Result<std::fs::File, String> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock_path = PathBuf::from(name);
-    let fail = |e: std::io::Error| format!("{}: {e}", lock_path.display());
-    let lock = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(fail)?;
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        match lock.try_lock() {
-            Ok(()) => return Ok(lock),
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(format!(
-                    "{} is held by another audit verification for over {} s",
-                    lock_path.display(),
-                    wait.as_secs()
-                ))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
-        }
     }
 }
 
@@ -217,11 +187,12 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit-heads.json");
-        let first = lock_heads(&path, std::time::Duration::ZERO).unwrap();
-        let e = lock_heads(&path, std::time::Duration::from_millis(200)).unwrap_err();
-        assert!(e.contains("held by another audit verification"), "{e}");
+        let lock = |wait| obscura_node::config::lock_beside(&path, wait).map_err(|e| e.to_string());
+        let first = lock(std::time::Duration::ZERO).unwrap();
+        let e = lock(std::time::Duration::from_millis(200)).unwrap_err();
+        assert!(e.contains("held by another process"), "{e}");
         drop(first);
-        lock_heads(&path, std::time::Duration::ZERO).unwrap();
+        lock(std::time::Duration::ZERO).unwrap();
         std::fs::remove_dir_all(&dir).ok();
     }
 

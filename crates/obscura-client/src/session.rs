@@ -370,59 +370,16 @@ fn take_lane(path: &Path) -> Result<u32, Error> {
     })
 }
 
-/// Run `f` holding an exclusive lock on `path`'s sibling `PATH.lock` (created 0600, never
-/// removed; it holds the lane counter), so that processes sharing a session file read, change
-/// and write it one at a time.
+/// Run `f` holding the lock on `path`'s sibling `PATH.lock` (it holds the lane counter), so
+/// that processes sharing a session file read, change and write it one at a time. It is held
+/// only for a read and a write: a process that keeps it over 10 s is stuck.
 fn locked<T>(
     path: &Path,
     f: impl FnOnce(&mut std::fs::File) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock_path = PathBuf::from(name);
-    let fail = |e: std::io::Error| Error::Session(format!("{}: {e}", lock_path.display()));
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&lock_path).map_err(fail)?;
-    // Another user's lock file (one placed there first, open to others) would let them hold
-    // this user's sessions up, or move the lane counter.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().map_err(fail)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(Error::Session(format!(
-                "{} is open to other users (mode {:o}): remove it",
-                lock_path.display(),
-                mode & 0o777
-            )));
-        }
-    }
-    // Held only for a read and a write; a process that keeps it longer is stuck.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Session(format!(
-                    "{} is held by another process for over 10 s",
-                    lock_path.display()
-                )))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
-        }
-    }
-    let result = f(&mut file);
-    file.unlock().ok();
-    result
+    let mut lock = obscura_node::config::lock_beside(path, std::time::Duration::from_secs(10))
+        .map_err(|e| Error::Session(e.to_string()))?;
+    f(lock.file())
 }
 
 /// How the client reaches keepers: HTTP, their URLs, and the user's sessions.

@@ -72,6 +72,14 @@ pub enum Error {
         /// The mode it should have.
         fix: u32,
     },
+    /// Another process holds a lock past the time allowed.
+    #[error("{path} is held by another process for over {seconds} s")]
+    Locked {
+        /// The lock file.
+        path: String,
+        /// How long this one waited.
+        seconds: u64,
+    },
 }
 
 /// What `obscura cluster init` writes for one node.
@@ -426,6 +434,81 @@ fn replace_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), Error> {
         d.sync_all().ok();
     }
     Ok(())
+}
+
+/// An exclusive lock on a lock file, released when dropped.
+#[derive(Debug)]
+pub struct FileLock {
+    file: std::fs::File,
+}
+
+impl FileLock {
+    /// The lock file, open for reading and writing: it may keep a small state of its own, such
+    /// as a counter that the lock's holders change one at a time.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        &mut self.file
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        self.file.unlock().ok();
+    }
+}
+
+/// Take an exclusive lock on `PATH.lock` beside `path`, so that processes that read, change
+/// and write `path` do it one at a time. The lock file is created owner-only (0600) and never
+/// removed; one that others may use is refused (another user who placed it could hold it
+/// forever, or change what it keeps). Waits up to `wait` for another holder.
+///
+/// # Errors
+/// [`Error::NotPrivate`] for a lock file open to others, [`Error::Locked`] when another process
+/// holds it past `wait`, [`Error::File`] when it cannot be opened or locked.
+pub fn lock_beside(path: &Path, wait: std::time::Duration) -> Result<FileLock, Error> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let fail = |e: std::io::Error| Error::File {
+        path: lock_path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(&lock_path).map_err(fail)?;
+    // The file opened, not the name: nothing swapped in after the open is what gets checked.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(fail)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::NotPrivate {
+                path: lock_path.display().to_string(),
+                mode,
+                fix: 0o600,
+            });
+        }
+    }
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(FileLock { file }),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: lock_path.display().to_string(),
+                    seconds: wait.as_secs_f64().ceil() as u64,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
+        }
+    }
 }
 
 /// Refuse `path` (a secret file, or the folder holding one) when users other than its owner
