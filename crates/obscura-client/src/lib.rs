@@ -51,8 +51,8 @@ use obscura_sharing::rng::AesCtrRng;
 use obscura_tokens::BatchPlan;
 use rand_core::{OsRng, RngCore};
 pub use secrets::{Opened, PasswordChange, Signed};
-pub use session::LoginReport;
-pub use tokens::{IndexTokens, KeeperFailure, KeeperParts, TokenError, TokenParts};
+pub use session::{KeeperFailure, LoginReport};
+pub use tokens::{IndexTokens, KeeperParts, TokenError, TokenParts};
 
 /// Errors of client operations. Each names the nodes involved.
 #[derive(Debug, thiserror::Error)]

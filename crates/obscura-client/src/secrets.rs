@@ -38,7 +38,7 @@ pub struct PasswordChange {
     /// The login with the new password that ended it.
     pub login: LoginReport,
 }
-use crate::tokens::KeeperFailure;
+use crate::session::KeeperFailure;
 use crate::{Client, Error};
 
 /// A signature made by `T` keepers.

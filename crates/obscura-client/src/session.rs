@@ -31,8 +31,16 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::tokens::KeeperFailure;
 use crate::{post, unix_now, Error};
+
+/// A keeper that failed a call or whose answer was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeeperFailure {
+    /// The keeper, 1..=m.
+    pub keeper: u8,
+    /// What went wrong.
+    pub reason: String,
+}
 
 /// One open session with one keeper.
 struct Slot {

@@ -14,14 +14,7 @@ use obscura_proto::{KeeperBatch, RequestBody, ResponseBody};
 use obscura_tokens::{voprf_input, voprf_token, BatchPlan, NodeTokenKeys, Token, BANDS};
 use rand_core::{OsRng, RngCore};
 
-/// A keeper that failed a call or whose answer was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeeperFailure {
-    /// The keeper, 1..=m.
-    pub keeper: u8,
-    /// What went wrong.
-    pub reason: String,
-}
+use crate::session::{KeeperFailure, KeeperLink};
 
 /// Why tokens could not be had.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -167,7 +160,7 @@ impl Source {
     /// `index[i][x - 1]`: image `i`'s tokens at node `x`.
     pub(crate) async fn index(
         &self,
-        link: &crate::session::KeeperLink,
+        link: &KeeperLink,
         version: u32,
         nodes: usize,
         hashes: &[u64],
@@ -216,7 +209,7 @@ impl Source {
     /// `batches[x - 1]`: the padded, shuffled lookup batch for node `x`.
     pub(crate) async fn query(
         &self,
-        link: &crate::session::KeeperLink,
+        link: &KeeperLink,
         version: u32,
         nodes: usize,
         plan: &BatchPlan,
@@ -255,7 +248,7 @@ impl KeeperParts {
     /// `out[x - 1][i]` for `probes[i]`.
     async fn evaluate(
         &self,
-        link: &crate::session::KeeperLink,
+        link: &KeeperLink,
         keys: &std::sync::Arc<Vec<PublicKey>>,
         version: u32,
         nodes: usize,
