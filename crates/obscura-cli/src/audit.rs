@@ -196,6 +196,27 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// A lock file another user could open (placed there first, open to others) would let
+    /// them hold every verification up: it is refused, with the fix.
+    #[cfg(unix)]
+    #[test]
+    fn an_audit_heads_lock_file_open_to_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("obscura-audit-open-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit-heads.json");
+        let lock_path = dir.join("audit-heads.json.lock");
+        std::fs::write(&lock_path, b"").unwrap();
+        std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = obscura_node::config::lock_beside(&path, std::time::Duration::ZERO).unwrap_err();
+        assert!(e.to_string().contains("open to other users"), "{e}");
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        obscura_node::config::lock_beside(&path, std::time::Duration::ZERO).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn the_checkpoint_a_node_signed_when_asked_is_kept_and_must_be_in_its_log() {
         let dir = std::env::temp_dir().join(format!("obscura-audit-heads-{}", std::process::id()));

@@ -38,8 +38,10 @@ pub fn photos_dir(given: Option<&Path>) -> Result<PathBuf, String> {
 /// ranges) then rarely pick ranges that overlap before either has bound its ports.
 pub fn free_base_port(n: u16) -> Result<u16, String> {
     let seed = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
+    // Below 32768, where Linux draws the ports of outgoing connections, which could take one
+    // of a restarted server's ports meanwhile.
     (0..500u16)
-        .map(|i| 20_000 + (seed.wrapping_add(i.wrapping_mul(97))) % 40_000)
+        .map(|i| 20_000 + (seed.wrapping_add(i.wrapping_mul(97))) % (32_768 - 20_000 - n))
         .find(|&base| (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
         .ok_or_else(|| format!("no {n} consecutive free ports on 127.0.0.1"))
 }

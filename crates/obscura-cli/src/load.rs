@@ -167,10 +167,11 @@ async fn drive(
             percentile(&latencies, p)
         }
     };
-    let memory = memory_report(&samples, seconds);
-    let flat = memory
-        .iter()
-        .all(|m| m["growth"].as_f64().is_some_and(|g| g <= 0.10));
+    let memory = memory_report(&samples);
+    let flat = !memory.is_empty()
+        && memory
+            .iter()
+            .all(|m| m["growth"].as_f64().is_some_and(|g| g <= 0.10));
     let ok = tally.errors.is_empty() && !latencies.is_empty();
     Ok(json!({
         "seconds": seconds,
@@ -190,38 +191,42 @@ async fn drive(
 }
 
 /// Per process: resident memory just after the warm-up and at the end (each the mean over a
-/// tenth of the run, [`LEVEL_SHARE`]) and at most, and how far it grew from the first to the
-/// second.
-fn memory_report(samples: &[(f64, Vec<(String, u64)>)], seconds: f64) -> Vec<Value> {
-    let warm = seconds * WARM_UP_SHARE;
-    let span = seconds * LEVEL_SHARE;
+/// tenth of the sampled time, [`LEVEL_SHARE`], and at least three samples) and at most, and
+/// how far it grew from the first to the second. A process without both levels (it stopped
+/// answering, or the run was too short to sample) has no growth, so the run is not called flat.
+fn memory_report(samples: &[(f64, Vec<(String, u64)>)]) -> Vec<Value> {
+    let Some(((_, first), (last_at, _))) = samples.first().zip(samples.last()) else {
+        return Vec::new();
+    };
+    let span = (last_at * LEVEL_SHARE).max(3.0 * SAMPLE_EVERY.as_secs_f64());
+    let warm = last_at * WARM_UP_SHARE;
     let level = |member: &str, from: f64, to: f64| {
         let within: Vec<u64> = samples
             .iter()
             .filter(|(at, _)| (from..=to).contains(at))
             .filter_map(|(_, s)| s.iter().find(|(m, _)| m == member).map(|(_, r)| *r))
             .collect();
-        (!within.is_empty()).then(|| within.iter().sum::<u64>() as f64 / within.len() as f64)
-    };
-    let Some((_, first)) = samples.first() else {
-        return Vec::new();
+        (within.len() >= 3).then(|| within.iter().sum::<u64>() as f64 / within.len() as f64)
     };
     first
         .iter()
-        .filter_map(|(member, _)| {
-            let after_warm_up = level(member, warm, warm + span)?;
-            let end = level(member, seconds - span, seconds)?;
+        .map(|(member, _)| {
+            let after_warm_up = level(member, warm, warm + span);
+            let end = level(member, last_at - span, *last_at);
             let max = samples
                 .iter()
                 .filter_map(|(_, s)| s.iter().find(|(m, _)| m == member).map(|(_, r)| *r))
-                .max()?;
-            Some(json!({
+                .max();
+            let growth = after_warm_up
+                .zip(end)
+                .map(|(from, to)| to / from.max(1.0) - 1.0);
+            json!({
                 "process": member,
-                "after_warm_up_mb": after_warm_up / 1e6,
-                "end_mb": end / 1e6,
-                "max_mb": max as f64 / 1e6,
-                "growth": end / after_warm_up.max(1.0) - 1.0,
-            }))
+                "after_warm_up_mb": after_warm_up.map(|b| b / 1e6),
+                "end_mb": end.map(|b| b / 1e6),
+                "max_mb": max.map(|b| b as f64 / 1e6),
+                "growth": growth,
+            })
         })
         .collect()
 }
@@ -255,14 +260,18 @@ fn print_report(r: &Value) {
         "{:<10} {:>16} {:>10} {:>10} {:>8}",
         "process", "after warm-up MB", "end MB", "max MB", "growth"
     );
+    // A level the run could not sample is shown as "-".
+    let mb = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
     for m in r["memory"].as_array().into_iter().flatten() {
         println!(
-            "{:<10} {:>16.1} {:>10.1} {:>10.1} {:>7.1}%",
+            "{:<10} {:>16} {:>10} {:>10} {:>8}",
             m["process"].as_str().unwrap_or_default(),
-            f(&m["after_warm_up_mb"]),
-            f(&m["end_mb"]),
-            f(&m["max_mb"]),
-            f(&m["growth"]) * 100.0
+            mb(&m["after_warm_up_mb"]),
+            mb(&m["end_mb"]),
+            mb(&m["max_mb"]),
+            m["growth"]
+                .as_f64()
+                .map_or("-".to_string(), |g| format!("{:.1}%", g * 100.0))
         );
     }
     println!(

@@ -1027,6 +1027,15 @@ async fn parent_gone() {
     while std::os::unix::process::parent_id() == parent {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+    // Its standard error may be the gone parent's, closed: the note must not fail.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "stopping: started by process {parent} ({} says), whose child this server no longer is \
+         (its parent is now {})",
+        nodes::STOP_WITH_PARENT,
+        std::os::unix::process::parent_id()
+    );
 }
 
 /// What ends a server: SIGTERM or Ctrl-C. On Unix both are taken over when this is called, not
@@ -1050,9 +1059,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             tokio::select! {
                 _ = recv(term) => {}
                 _ = recv(interrupt) => {}
-                _ = parent_gone() => {
-                    eprintln!("the process that started this server is gone: stopping");
-                }
+                _ = parent_gone() => {}
             }
         }
     }

@@ -9,8 +9,8 @@ use crate::session::Sessions;
 use crate::Error;
 
 /// Load the session file at `path` as a client of `m` keepers whose capabilities `group`
-/// checks does when it starts; where it loads, write it back as the client does after a login
-/// and return what it wrote. `Ok(None)` when there is no file.
+/// checks does when it starts at time `now`; where it loads, write it back as the client does
+/// after a login and return what it wrote. `Ok(None)` when there is no file.
 ///
 /// # Errors
 /// What the client reports for a file it cannot read.
@@ -18,9 +18,10 @@ pub fn reload_session_file(
     path: &Path,
     m: usize,
     group: &CapabilityKey,
+    now: u64,
 ) -> Result<Option<Vec<u8>>, Error> {
     let sessions = Sessions::default();
-    if !sessions.attach(path, m, group)? {
+    if !sessions.attach(path, m, group, now)? {
         return Ok(None);
     }
     sessions.save(true)?;

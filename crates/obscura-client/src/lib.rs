@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod journal;

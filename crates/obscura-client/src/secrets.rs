@@ -117,9 +117,12 @@ impl Client {
     /// # Errors
     /// [`Error::Session`] for an unreadable file.
     pub fn attach_session(&self, path: &Path) -> Result<bool, Error> {
-        self.keepers
-            .sessions
-            .attach(path, self.keeper_count(), &self.capability_key)
+        self.keepers.sessions.attach(
+            path,
+            self.keeper_count(),
+            &self.capability_key,
+            crate::unix_now(),
+        )
     }
 
     /// The user logged in, if any.

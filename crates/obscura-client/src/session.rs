@@ -212,13 +212,14 @@ impl Sessions {
     }
 
     /// Load the sessions in `path` (if the file exists), taking a lane of them for this process,
-    /// and save them there after a login, a logout, a new capability or a new match. Returns
-    /// whether a session was loaded.
+    /// and save them there after a login, a logout, a new capability or a new match. A kept
+    /// capability is kept only if it holds at `now`. Returns whether a session was loaded.
     pub(crate) fn attach(
         &self,
         path: &Path,
         m: usize,
         group: &CapabilityKey,
+        now: u64,
     ) -> Result<bool, Error> {
         *self.file.write().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
         let bytes = match std::fs::read(path) {
@@ -256,7 +257,7 @@ impl Sessions {
                 ed25519_dalek::SigningKey::from_bytes(&key),
                 signed,
                 group,
-                crate::unix_now(),
+                now,
             )
             .ok()
         });

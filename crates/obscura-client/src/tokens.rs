@@ -14,7 +14,8 @@ use obscura_proto::{KeeperBatch, RequestBody, ResponseBody};
 use obscura_tokens::{voprf_input, voprf_token, BatchPlan, NodeTokenKeys, Token, BANDS};
 use rand_core::{OsRng, RngCore};
 
-use crate::session::{KeeperFailure, KeeperLink};
+pub use crate::session::KeeperFailure;
+use crate::session::KeeperLink;
 
 /// Why tokens could not be had.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

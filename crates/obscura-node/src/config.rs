@@ -458,8 +458,11 @@ impl Drop for FileLock {
 
 /// Take an exclusive lock on `PATH.lock` beside `path`, so that processes that read, change
 /// and write `path` do it one at a time. The lock file is created owner-only (0600) and never
-/// removed; one that others may use is refused (another user who placed it could hold it
-/// forever, or change what it keeps). Waits up to `wait` for another holder.
+/// removed. What is found there must be a plain file of one name that only its owner may use:
+/// a symbolic or hard link is refused (someone who can write the folder could point it at one of
+/// the user's own files, which the lock's holder then rewrites), and so is a file others may
+/// open (another user who placed it could hold the lock forever, or change what it keeps).
+/// Waits up to `wait` for another holder.
 ///
 /// # Errors
 /// [`Error::NotPrivate`] for a lock file open to others, [`Error::Locked`] when another process
@@ -477,14 +480,23 @@ pub fn lock_beside(path: &Path, wait: std::time::Duration) -> Result<FileLock, E
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
     }
     let file = options.open(&lock_path).map_err(fail)?;
     // The file opened, not the name: nothing swapped in after the open is what gets checked.
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().map_err(fail)?.permissions().mode() & 0o777;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = file.metadata().map_err(fail)?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(Error::File {
+                path: lock_path.display().to_string(),
+                reason: "not a plain file of one name (a link?): remove it".into(),
+            });
+        }
+        let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(Error::NotPrivate {
                 path: lock_path.display().to_string(),
@@ -754,4 +766,48 @@ impl LoadedNode {
 /// An Ed25519 public key from 64 hex digits.
 pub fn ed25519_key(hex: &str) -> Option<VerifyingKey> {
     obscura_tokens::keyfile::hex32(hex).and_then(|b| VerifyingKey::from_bytes(&b).ok())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("obscura-lock-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Someone who can write the folder points `PATH.lock` at one of the user's own files: the
+    /// lock is refused and the file is not touched, whether the link is symbolic or hard.
+    #[test]
+    fn a_lock_file_that_is_a_link_is_refused_and_what_it_names_is_untouched() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("link");
+        let precious = dir.join("id_ed25519");
+        std::fs::write(&precious, b"the user's own key").unwrap();
+        std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.join("session.json");
+        let lock = dir.join("session.json.lock");
+
+        std::os::unix::fs::symlink(&precious, &lock).unwrap();
+        assert!(lock_beside(&path, std::time::Duration::ZERO).is_err());
+        std::fs::remove_file(&lock).unwrap();
+
+        std::fs::hard_link(&precious, &lock).unwrap();
+        let e = lock_beside(&path, std::time::Duration::ZERO).unwrap_err();
+        assert!(
+            e.to_string().contains("not a plain file of one name"),
+            "{e}"
+        );
+        std::fs::remove_file(&lock).unwrap();
+
+        assert_eq!(std::fs::read(&precious).unwrap(), b"the user's own key");
+        // A lock file of its own is made owner-only and taken.
+        let mut held = lock_beside(&path, std::time::Duration::ZERO).unwrap();
+        let mode = held.file().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -6,15 +6,17 @@
 use crate::audit::AuditEntry;
 use crate::rotation::Record;
 use crate::ImageRecord;
+use zeroize::Zeroizing;
 
 /// An image state record as the store reads it, encoded again; `None` where it is refused.
 pub fn image_record(bytes: &[u8]) -> Option<Vec<u8>> {
     ImageRecord::decode(bytes).ok().map(|r| r.encode())
 }
 
-/// A key-rotation record as the store reads it, encoded again; `None` where it is refused.
-pub fn rotation_record(bytes: &[u8]) -> Option<Vec<u8>> {
-    Record::decode(bytes).ok().map(|r| r.encode().to_vec())
+/// A key-rotation record as the store reads it, encoded again (it holds the rotation's
+/// factor, so it is wiped when dropped); `None` where it is refused.
+pub fn rotation_record(bytes: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    Record::decode(bytes).ok().map(|r| r.encode())
 }
 
 /// The audit entry at position `seq` as the store reads it, with its encoding again; `None`

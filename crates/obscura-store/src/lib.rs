@@ -44,6 +44,7 @@
 
 pub mod audit;
 mod db;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keeper;
