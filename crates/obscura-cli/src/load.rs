@@ -201,10 +201,9 @@ fn memory_report(samples: &[(f64, Vec<(String, u64)>)]) -> Vec<Value> {
     let span = (last_at * LEVEL_SHARE).max(3.0 * SAMPLE_EVERY.as_secs_f64());
     let warm = last_at * WARM_UP_SHARE;
     let level = |member: &str, from: f64, to: f64| {
-        let within: Vec<u64> = samples
-            .iter()
+        let within: Vec<u64> = series(samples, member)
             .filter(|(at, _)| (from..=to).contains(at))
-            .filter_map(|(_, s)| s.iter().find(|(m, _)| m == member).map(|(_, r)| *r))
+            .map(|(_, r)| r)
             .collect();
         (within.len() >= 3).then(|| within.iter().sum::<u64>() as f64 / within.len() as f64)
     };
@@ -213,10 +212,7 @@ fn memory_report(samples: &[(f64, Vec<(String, u64)>)]) -> Vec<Value> {
         .map(|(member, _)| {
             let after_warm_up = level(member, warm, warm + span);
             let end = level(member, last_at - span, *last_at);
-            let max = samples
-                .iter()
-                .filter_map(|(_, s)| s.iter().find(|(m, _)| m == member).map(|(_, r)| *r))
-                .max();
+            let max = series(samples, member).map(|(_, r)| r).max();
             let growth = after_warm_up
                 .zip(end)
                 .map(|(from, to)| to / from.max(1.0) - 1.0);
@@ -229,6 +225,16 @@ fn memory_report(samples: &[(f64, Vec<(String, u64)>)]) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// One process's samples: (time, resident bytes).
+fn series<'a>(
+    samples: &'a [(f64, Vec<(String, u64)>)],
+    member: &'a str,
+) -> impl Iterator<Item = (f64, u64)> + 'a {
+    samples
+        .iter()
+        .filter_map(move |(at, s)| s.iter().find(|(m, _)| m == member).map(|(_, r)| (*at, *r)))
 }
 
 fn print_report(r: &Value) {
