@@ -488,7 +488,7 @@ pub fn lock_beside(path: &Path, wait: std::time::Duration) -> Result<FileLock, E
     // The file opened, not the name: nothing swapped in after the open is what gets checked.
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::os::unix::fs::MetadataExt;
         let meta = file.metadata().map_err(fail)?;
         if !meta.is_file() || meta.nlink() != 1 {
             return Err(Error::File {
@@ -496,14 +496,7 @@ pub fn lock_beside(path: &Path, wait: std::time::Duration) -> Result<FileLock, E
                 reason: "not a plain file of one name (a link?): remove it".into(),
             });
         }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::NotPrivate {
-                path: lock_path.display().to_string(),
-                mode,
-                fix: 0o600,
-            });
-        }
+        refuse_open_to_others(&lock_path, &meta)?;
     }
     let deadline = std::time::Instant::now() + wait;
     loop {
@@ -532,22 +525,30 @@ pub fn lock_beside(path: &Path, wait: std::time::Duration) -> Result<FileLock, E
 pub fn check_private(path: &Path) -> Result<(), Error> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(path).map_err(|e| Error::File {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::NotPrivate {
-                path: path.display().to_string(),
-                mode,
-                fix: if meta.is_dir() { 0o700 } else { 0o600 },
-            });
-        }
+        refuse_open_to_others(path, &meta)?;
     }
     #[cfg(not(unix))]
     let _ = path;
+    Ok(())
+}
+
+/// [`Error::NotPrivate`], with the `chmod` that fixes it, when users other than the owner of
+/// `path` (whose metadata is `meta`) have any permission on it.
+#[cfg(unix)]
+fn refuse_open_to_others(path: &Path, meta: &std::fs::Metadata) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::NotPrivate {
+            path: path.display().to_string(),
+            mode,
+            fix: if meta.is_dir() { 0o700 } else { 0o600 },
+        });
+    }
     Ok(())
 }
 
