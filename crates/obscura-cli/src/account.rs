@@ -174,7 +174,7 @@ pub async fn register(dir: &Path, user: &str, roles: &[String]) -> Result<ExitCo
             );
         }
         None => {
-            let code = obscura_cluster::read_bootstrap(dir).map_err(|e| {
+            let code = obscura_cluster::deal::read_bootstrap(dir).map_err(|e| {
                 format!(
                     "{e}: the first account needs the cluster's bootstrap code; later accounts \
                      are registered by an admin who is logged in"

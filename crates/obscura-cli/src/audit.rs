@@ -123,7 +123,7 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
     // them first and finished last would move another's later pin back, or replace the pin of
     // a log rewritten in between with a head of the rewritten log.
     // The lock is released when its file closes, a killed process's too.
-    let _held = obscura_node::config::lock_beside(&path, std::time::Duration::from_secs(60))
+    let _held = obscura_cluster::files::lock_beside(&path, std::time::Duration::from_secs(60))
         .map_err(|e| e.to_string())?;
     let mut heads = read_heads(&path)?;
     let mut verdicts = Vec::new();
@@ -139,7 +139,7 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
         verdicts.push(NodeVerdict { node, outcome });
     }
     let json = serde_json::to_vec_pretty(&heads).map_err(|e| e.to_string())?;
-    obscura_node::config::write_atomic(&path, &json).map_err(|e| e.to_string())?;
+    obscura_cluster::files::write_atomic(&path, &json).map_err(|e| e.to_string())?;
     Ok(verdicts)
 }
 
@@ -174,7 +174,7 @@ mod tests {
     fn wire(entries: Vec<AuditEntry>) -> Vec<WireAuditEntry> {
         entries
             .into_iter()
-            .map(obscura_node::server::wire_entry)
+            .map(obscura_server::wire_entry)
             .collect()
     }
 
@@ -187,7 +187,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit-heads.json");
-        let lock = |wait| obscura_node::config::lock_beside(&path, wait).map_err(|e| e.to_string());
+        let lock =
+            |wait| obscura_cluster::files::lock_beside(&path, wait).map_err(|e| e.to_string());
         let first = lock(std::time::Duration::ZERO).unwrap();
         let e = lock(std::time::Duration::from_millis(200)).unwrap_err();
         assert!(e.contains("held by another process"), "{e}");
@@ -209,11 +210,11 @@ mod tests {
         let lock_path = dir.join("audit-heads.json.lock");
         std::fs::write(&lock_path, b"").unwrap();
         std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = obscura_node::config::lock_beside(&path, std::time::Duration::ZERO).unwrap_err();
+        let e = obscura_cluster::files::lock_beside(&path, std::time::Duration::ZERO).unwrap_err();
         assert!(e.to_string().contains("open to other users"), "{e}");
         assert!(e.to_string().contains("chmod 600"), "{e}");
         std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        obscura_node::config::lock_beside(&path, std::time::Duration::ZERO).unwrap();
+        obscura_cluster::files::lock_beside(&path, std::time::Duration::ZERO).unwrap();
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -282,7 +282,7 @@ fn library_figures(
         std::hint::black_box(keys.token(usize::from(v % 8), v));
         v = v.wrapping_add(1);
     });
-    let per_query = 5 * 8 * obscura_cluster::DEFAULT_LOOKUPS_PER_BAND;
+    let per_query = 5 * 8 * obscura_cluster::deal::DEFAULT_LOOKUPS_PER_BAND;
     out.push(Figure {
         name: "HMAC-SHA256 band tokens".into(),
         value: token_rate,
@@ -300,8 +300,8 @@ fn library_figures(
     // alone (round 0, all Stage-2 was before only winners were revealed), then every round.
     const CANDIDATES: usize = 10_000;
     let (n, t) = (
-        obscura_cluster::DEFAULT_NODES,
-        obscura_cluster::DEFAULT_THRESHOLD - 1,
+        obscura_cluster::deal::DEFAULT_NODES,
+        obscura_cluster::deal::DEFAULT_THRESHOLD - 1,
     );
     let zero = deal(n, t, &mut rng).map_err(|e| e.to_string())?;
     let hashes: Vec<u64> = (0..CANDIDATES).map(|_| rng.next_u64()).collect();
@@ -810,7 +810,7 @@ fn load_synthetic(
     let mut stores = Vec::new();
     for (node, config) in crate::nodes::node_configs(cluster)? {
         let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-        let c: obscura_node::config::NodeConfig =
+        let c: obscura_cluster::node::NodeConfig =
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
         let path = config.parent().unwrap_or(cluster).join(&c.store);
         stores.push(

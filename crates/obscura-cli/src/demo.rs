@@ -60,9 +60,12 @@ pub async fn run(opt: DemoOptions) -> Result<bool, String> {
     progress.say(&format!(
         "cluster: {} ({})",
         cluster.describe(),
-        obscura_cluster::Availability::of(cluster.nodes(), obscura_cluster::DEFAULT_THRESHOLD)
-            .map(|a| a.describe())
-            .unwrap_or_default()
+        obscura_cluster::deal::Availability::of(
+            cluster.nodes(),
+            obscura_cluster::deal::DEFAULT_THRESHOLD
+        )
+        .map(|a| a.describe())
+        .unwrap_or_default()
     ));
     let outcome = exercise(&mut cluster, &photos, queries, &progress).await;
     let (scratch, stopped) = cluster.stop().await;

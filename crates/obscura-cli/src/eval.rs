@@ -37,8 +37,8 @@ pub struct Mode {
 impl Mode {
     /// The mode clusters are created with (`obscura cluster init`): radius 1, 12 lookups a band.
     pub const DEFAULT: Mode = Mode {
-        radius: obscura_cluster::DEFAULT_PROBE_RADIUS,
-        lookups_per_band: obscura_cluster::DEFAULT_LOOKUPS_PER_BAND,
+        radius: obscura_cluster::deal::DEFAULT_PROBE_RADIUS,
+        lookups_per_band: obscura_cluster::deal::DEFAULT_LOOKUPS_PER_BAND,
     };
 
     /// Parse `exact`, `probe1` or `probe2`.
@@ -659,7 +659,7 @@ fn write_outputs(
         &plot::histogram(
             &format!(
                 "Query latency, mode {mode}, {}-node loopback cluster",
-                obscura_cluster::DEFAULT_NODES
+                obscura_cluster::deal::DEFAULT_NODES
             ),
             "milliseconds",
             &series,

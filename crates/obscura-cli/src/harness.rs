@@ -202,18 +202,23 @@ impl LocalCluster {
         std::fs::create_dir_all(&scratch.dir)
             .map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
         let (n, k) = (
-            obscura_cluster::DEFAULT_NODES,
-            obscura_cluster::DEFAULT_THRESHOLD,
+            obscura_cluster::deal::DEFAULT_NODES,
+            obscura_cluster::deal::DEFAULT_THRESHOLD,
         );
         let base_port = free_base_port(n as u16 + 3)?;
-        let mut opt =
-            obscura_cluster::InitOptions::new(n, k, "127.0.0.1", base_port, base_port + n as u16);
+        let mut opt = obscura_cluster::deal::InitOptions::new(
+            n,
+            k,
+            "127.0.0.1",
+            base_port,
+            base_port + n as u16,
+        );
         opt.tokens = tokens;
         // Measurements run thousands of searches: no budget or rate limit should stop them.
         opt.keeper_budget = u64::MAX / 2;
         opt.capabilities.queries_per_hour = u32::MAX / 2;
         opt.capabilities.fetches_per_hour = u32::MAX / 2;
-        obscura_cluster::init(&dir, &opt)?;
+        obscura_cluster::deal::init(&dir, &opt).map_err(|e| e.to_string())?;
         let running = nodes::Running::start(&dir, Some(&scratch.dir))?;
         Ok(LocalCluster {
             scratch,
@@ -230,7 +235,7 @@ impl LocalCluster {
             TokenKind::Voprf => "VOPRF tokens from 3 keepers (2-of-3)",
             TokenKind::Hmac => "HMAC tokens",
         };
-        let (n, k) = (self.nodes(), obscura_cluster::DEFAULT_THRESHOLD);
+        let (n, k) = (self.nodes(), obscura_cluster::deal::DEFAULT_THRESHOLD);
         format!(
             "{n} nodes ({k}-of-{n}), {tokens}, in {}",
             self.dir.display()
@@ -239,7 +244,7 @@ impl LocalCluster {
 
     /// How many nodes the cluster has.
     pub fn nodes(&self) -> usize {
-        obscura_cluster::DEFAULT_NODES
+        obscura_cluster::deal::DEFAULT_NODES
     }
 
     /// Each running node's and keeper's resident memory in bytes.
@@ -298,7 +303,8 @@ impl LocalCluster {
                 let mut raw = [0u8; 16];
                 rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
                 let p = Zeroizing::new(obscura_tokens::keyfile::to_hex(&raw).to_string());
-                let code = obscura_cluster::read_bootstrap(&self.dir)?;
+                let code =
+                    obscura_cluster::deal::read_bootstrap(&self.dir).map_err(|e| e.to_string())?;
                 client
                     .register_first(OPERATOR, p.as_bytes(), *code)
                     .await
@@ -346,12 +352,12 @@ impl LocalCluster {
         self.pause().await?;
         for (_, path) in nodes::node_configs(&self.dir)? {
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut config: obscura_node::config::NodeConfig =
+            let mut config: obscura_cluster::node::NodeConfig =
                 serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             config.policy.probe_radius = radius;
             config.policy.lookups_per_band = lookups_per_band;
             let text = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
-            obscura_node::config::write_atomic(&path, &text).map_err(|e| e.to_string())?;
+            obscura_cluster::files::write_atomic(&path, &text).map_err(|e| e.to_string())?;
         }
         self.resume()
     }

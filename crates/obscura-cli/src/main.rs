@@ -366,10 +366,10 @@ enum ClusterCommand {
         /// two nodes that answer saw the same query checked: at least ⌈(n + t + 1) / 2⌉. With
         /// k = 3: 5 nodes search only when all are up, 6 with one down, 7 or 8 with two down.
         /// Rebuilding an image needs k; indexing needs every node.
-        #[arg(long, default_value_t = obscura_cluster::DEFAULT_NODES)]
+        #[arg(long, default_value_t = obscura_cluster::deal::DEFAULT_NODES)]
         nodes: usize,
         /// Shares needed to rebuild an image (k); any k − 1 nodes together learn nothing.
-        #[arg(long, default_value_t = obscura_cluster::DEFAULT_THRESHOLD)]
+        #[arg(long, default_value_t = obscura_cluster::deal::DEFAULT_THRESHOLD)]
         threshold: usize,
         /// Host the nodes listen on and are reached at.
         #[arg(long, default_value = "127.0.0.1")]
@@ -392,7 +392,7 @@ enum ClusterCommand {
         keeper_base_port: Option<u16>,
         /// Evaluations each user may ask of each keeper per hour (a search costs about
         /// 8 × 9 per node at radius 1, an image 8 per node).
-        #[arg(long, default_value_t = obscura_cluster::DEFAULT_KEEPER_BUDGET)]
+        #[arg(long, default_value_t = obscura_cluster::deal::DEFAULT_KEEPER_BUDGET)]
         keeper_budget: u64,
         /// Largest Hamming distance a search reports and a match entitles a querier to fetch
         /// (τ); every node enforces it.
@@ -610,8 +610,13 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 return Err("--max-distance is at most 64".into());
             }
             let keeper_base = keeper_base_port.unwrap_or_else(|| base_port.saturating_add(100));
-            let mut opt =
-                obscura_cluster::InitOptions::new(nodes, threshold, &host, base_port, keeper_base);
+            let mut opt = obscura_cluster::deal::InitOptions::new(
+                nodes,
+                threshold,
+                &host,
+                base_port,
+                keeper_base,
+            );
             opt.tokens = tokens.into();
             opt.keepers = keepers;
             opt.keeper_threshold = keeper_threshold;
@@ -622,8 +627,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             opt.policy.max_distance = max_distance;
             opt.capabilities.queries_per_hour = queries_per_hour;
             opt.capabilities.fetches_per_hour = fetches_per_hour;
-            obscura_cluster::init(&dir, &opt)?;
-            let availability = obscura_cluster::Availability::of(nodes, threshold)
+            obscura_cluster::deal::init(&dir, &opt).map_err(|e| e.to_string())?;
+            let availability = obscura_cluster::deal::Availability::of(nodes, threshold)
                 .map(|a| a.describe())
                 .unwrap_or_default();
             println!(
@@ -641,12 +646,12 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Keeper(KeeperCommand::Run { config }) => keeper_run(&config).await,
         Command::Keeper(KeeperCommand::AcceptRestore { config }) => {
             let (was, now) =
-                obscura_node::keeper::accept_restore(&config).map_err(|e| e.to_string())?;
+                obscura_keeper_server::accept_restore(&config).map_err(|e| e.to_string())?;
             println!("keeper store accepted: state counter {was} -> {now}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Keeper(KeeperCommand::Unlock { config, user }) => {
-            obscura_node::keeper::unlock_locally(&config, &user).map_err(|e| e.to_string())?;
+            obscura_keeper_server::unlock_locally(&config, &user).map_err(|e| e.to_string())?;
             println!("{user} may log in again at this keeper");
             Ok(ExitCode::SUCCESS)
         }
@@ -720,7 +725,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             // Written beside the target under a fresh name, readable by this user only, then
             // renamed: no half-written output, and no file or link planted by another user at a
             // predictable name receives the image.
-            obscura_node::config::write_private_atomic(&out, &rebuilt.image)
+            obscura_cluster::files::write_private_atomic(&out, &rebuilt.image)
                 .map_err(|e| e.to_string())?;
             println!("wrote {} ({} bytes)", out.display(), rebuilt.image.len());
             Ok(ExitCode::SUCCESS)
@@ -963,7 +968,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
 async fn keeper_run(config: &Path) -> Result<ExitCode, String> {
     let stop = shutdown_signal();
     release_freed_memory_periodically();
-    let loaded = obscura_node::keeper::LoadedKeeper::load(config).map_err(|e| e.to_string())?;
+    let loaded = obscura_keeper_server::LoadedKeeper::load(config).map_err(|e| e.to_string())?;
     let listen = loaded.config.listen.clone();
     let keeper = loaded.config.keeper;
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -973,7 +978,7 @@ async fn keeper_run(config: &Path) -> Result<ExitCode, String> {
         "keeper {keeper} listening on {listen} ({} key shares)",
         loaded.shares.len()
     );
-    obscura_node::keeper::serve(loaded, listener, stop)
+    obscura_keeper_server::serve(loaded, listener, stop)
         .await
         .map_err(|e| e.to_string())?;
     eprintln!("keeper {keeper} stopped");

@@ -232,9 +232,11 @@ fn replayed_requests_and_garbage_are_refused_with_clear_errors() {
         .unwrap();
     runtime.block_on(async {
         let parts = obscura_client::config::load(&dir).unwrap();
-        let node1 =
-            obscura_node::tls::Endpoint::new(obscura_node::tls::Party::Node(1), &parts.nodes[0])
-                .unwrap();
+        let node1 = obscura_cluster::tls::Endpoint::new(
+            obscura_cluster::tls::Party::Node(1),
+            &parts.nodes[0],
+        )
+        .unwrap();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(parts.tls.clone())
             .resolve(&node1.party.name(), node1.addr)

@@ -7,16 +7,15 @@
 //! the cluster directory without that folder is a client that can search but never index,
 //! delete, rotate or grant.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use obscura_node::config::WRAPPING_KEY_ENV;
-use obscura_node::tls::{client_config, Identity};
+use obscura_cluster::files::WRAPPING_KEY_ENV;
+use obscura_cluster::tls::{client_config, Identity};
 use obscura_tokens::keyfile::{self, WrappingKey};
 use obscura_tokens::{BatchPlan, TokenRoot};
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::{ClientParts, KeeperParts, TokenParts};
 
@@ -58,95 +57,9 @@ fn token_parts(config: &ClientConfig, secrets: &ClientSecrets) -> Result<TokenPa
     }
 }
 
-/// Purpose label of the client's sealed secrets.
-pub const SECRETS_PURPOSE: &str = "client-secrets";
-/// Purpose label of the data owner's sealed signing key.
-pub const OWNER_PURPOSE: &str = "owner-key";
-
-/// `client.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientConfig {
-    /// Shares needed to rebuild.
-    pub k: u8,
-    /// Degree of the hash sharing.
-    pub t: u8,
-    /// Node URLs, node 1 first.
-    pub nodes: Vec<String>,
-    /// Cluster CA certificate.
-    pub ca_cert: PathBuf,
-    /// This client's certificate.
-    pub cert: PathBuf,
-    /// Sealed secrets.
-    pub secrets: PathBuf,
-    /// Wrapping-key file, unless `OBSCURA_WRAPPING_KEY` is set.
-    pub wrapping_key: PathBuf,
-    /// The data owner's public key, hex.
-    pub owner_public_key: String,
-    /// The data owner's sealed signing key, if this client may act as the owner; a client
-    /// without the file (or the entry) is not one.
-    #[serde(default)]
-    pub owner_key: Option<PathBuf>,
-    /// The wrapping key of the owner's sealed key, unless `OBSCURA_OWNER_WRAPPING_KEY` is set.
-    #[serde(default)]
-    pub owner_wrapping_key: Option<PathBuf>,
-    /// The keepers' capability key (Ed25519, hex): capabilities are checked against it.
-    pub capability_key: String,
-    /// Where band tokens come from.
-    pub tokens: TokenKind,
-    /// Token key version.
-    pub key_version: u32,
-    /// Keeper URLs, keeper 1 first.
-    pub keepers: Vec<String>,
-    /// Keepers needed to log in, sign and (with VOPRF tokens) evaluate.
-    pub keeper_threshold: u8,
-    /// `keeper_public_shares[x - 1][j - 1]`: keeper `j`'s public share of node `x`'s key of
-    /// the current version, hex (VOPRF tokens).
-    #[serde(default)]
-    pub keeper_public_shares: Vec<Vec<String>>,
-    /// Stage-1 multi-probe radius.
-    pub probe_radius: u32,
-    /// Stage-1 lookups per band (dummies fill the rest).
-    pub lookups_per_band: usize,
-    /// Limit for each call to a node, milliseconds.
-    pub timeout_ms: u64,
-}
-
-/// Where a cluster's band tokens come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenKind {
-    /// HMAC-SHA256 under keys derived from a root every client holds.
-    Hmac,
-    /// The RFC 9497 VOPRF, evaluated by threshold keepers; clients hold no key.
-    Voprf,
-}
-
-/// The client's sealed secrets.
-#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-pub struct ClientSecrets {
-    /// TLS private key, PEM.
-    pub tls_key_pem: String,
-    /// The token root, with HMAC tokens only.
-    pub token_root: Option<[u8; 32]>,
-}
-
-/// The environment variable that overrides the owner's wrapping-key file.
-pub const OWNER_WRAPPING_KEY_ENV: &str = "OBSCURA_OWNER_WRAPPING_KEY";
-
-impl ClientSecrets {
-    /// Seal for writing to disk.
-    ///
-    /// # Errors
-    /// A message if sealing fails.
-    pub fn seal<R: rand_core::RngCore + rand_core::CryptoRng>(
-        &self,
-        key: &WrappingKey,
-        rng: &mut R,
-    ) -> Result<Vec<u8>, String> {
-        obscura_node::config::seal_secrets(self, SECRETS_PURPOSE, key, rng)
-            .map_err(|e| e.to_string())
-    }
-}
+pub use obscura_cluster::client::{
+    ClientConfig, ClientSecrets, TokenKind, OWNER_PURPOSE, OWNER_WRAPPING_KEY_ENV, SECRETS_PURPOSE,
+};
 
 /// Why a cluster directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -222,7 +135,7 @@ pub fn switch_key_version(
     };
     let mut text = serde_json::to_string_pretty(&config).map_err(|e| fail(e.to_string()))?;
     text.push('\n');
-    obscura_node::config::write_atomic(&dir.join("client.json"), text.as_bytes())
+    obscura_cluster::files::write_atomic(&dir.join("client.json"), text.as_bytes())
         .map_err(|e| fail(e.to_string()))
 }
 
@@ -246,7 +159,7 @@ fn owner_key(dir: &Path, path: &Path, config: &ClientConfig) -> Result<SigningKe
     let sealed =
         std::fs::read(dir.join(path)).map_err(|e| fail(format!("{}: {e}", path.display())))?;
     let key: Zeroizing<[u8; 32]> =
-        obscura_node::config::open_secrets(&sealed, OWNER_PURPOSE, &wrapping)
+        obscura_cluster::files::open_secrets(&sealed, OWNER_PURPOSE, &wrapping)
             .map(Zeroizing::new)
             .map_err(|e| fail(format!("{}: {e}", path.display())))?;
     Ok(SigningKey::from_bytes(&key))
@@ -266,7 +179,7 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
     let config = read_config(dir)?;
     let wrapping = wrapping_key(dir, &config)?;
     let secrets: ClientSecrets =
-        obscura_node::config::open_secrets(&read(&config.secrets)?, SECRETS_PURPOSE, &wrapping)
+        obscura_cluster::files::open_secrets(&read(&config.secrets)?, SECRETS_PURPOSE, &wrapping)
             .map_err(|e| fail(format!("{}: {e}", config.secrets.display())))?;
     let text = |p: &Path| {
         read(p).and_then(|b| {
@@ -281,9 +194,9 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
         },
     )
     .map_err(|e| fail(e.to_string()))?;
-    let owner_public = obscura_node::config::ed25519_key(&config.owner_public_key)
+    let owner_public = obscura_cluster::ed25519_key(&config.owner_public_key)
         .ok_or_else(|| fail("owner_public_key is not an Ed25519 public key".into()))?;
-    let capability_key = obscura_node::config::ed25519_key(&config.capability_key)
+    let capability_key = obscura_cluster::ed25519_key(&config.capability_key)
         .map(obscura_auth::capability::CapabilityKey::from)
         .ok_or_else(|| fail("capability_key is not an Ed25519 public key".into()))?;
     let (m, t) = (config.keepers.len(), usize::from(config.keeper_threshold));

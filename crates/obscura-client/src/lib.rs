@@ -38,8 +38,8 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use journal::EntryText;
 use obscura_auth::capability::{CapabilityKey, Holder};
 use obscura_auth::matching::{self, KeptAnswer};
+use obscura_cluster::tls::{Endpoint, Party};
 use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
-use obscura_node::tls::{Endpoint, Party};
 use obscura_proto::{
     limits, roles, ErrorCode, FetchBy, MatchProof, PreparedImage, Request, RequestBody, Response,
     ResponseBody, ScanOf, WireAuditEntry, WireCheck, WireOpened,

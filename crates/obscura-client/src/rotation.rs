@@ -22,9 +22,9 @@
 //! keeper checks against its own share and for sharing zero), and nodes move and finish only
 //! on the owner's order for them.
 
+use obscura_cluster::files::{open_secrets, seal_secrets};
 use obscura_keeper::threshold::Rekey;
 use obscura_keeper::{oprf, RistrettoPoint, Scalar};
-use obscura_node::config::{open_secrets, seal_secrets};
 use obscura_proto::{KeeperRekeyPart, RequestBody, ResponseBody, RotateOp};
 use obscura_sharing::order::Order;
 use obscura_tokens::keyfile::WrappingKey;

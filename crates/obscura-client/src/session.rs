@@ -353,7 +353,7 @@ impl Sessions {
             })
             .map_err(|e| Error::Session(e.to_string()))?,
         );
-        obscura_node::config::write_private_atomic(path, &text)
+        obscura_cluster::files::write_private_atomic(path, &text)
             .map_err(|e| Error::Session(e.to_string()))
     }
 }
@@ -386,7 +386,7 @@ fn locked<T>(
     path: &Path,
     f: impl FnOnce(&mut std::fs::File) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let mut lock = obscura_node::config::lock_beside(path, std::time::Duration::from_secs(10))
+    let mut lock = obscura_cluster::files::lock_beside(path, std::time::Duration::from_secs(10))
         .map_err(|e| Error::Session(e.to_string()))?;
     f(lock.file())
 }
@@ -691,7 +691,7 @@ impl KeeperLink {
             ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
             _ => return Err("unexpected answer".to_string()),
         };
-        let context = obscura_node::accounts::login_context(j);
+        let context = obscura_cluster::keeper::login_context(j);
         let password = Zeroizing::new(password.to_vec());
         // Argon2id runs here: off the async workers.
         let (ke3, key) = tokio::task::spawn_blocking(move || {

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use common::*;
 use obscura_client::Error;
+use obscura_cluster::keeper::keyring_path;
+use obscura_cluster::keeper::LoginPolicy;
 use obscura_keeper::session::{Channel, ClientLogin, Role};
-use obscura_node::accounts::{LoginPolicy, StoredSecret};
-use obscura_node::keeper::{keyring_path, LoadedKeeper};
-use obscura_node::vault::{Kind, Vault};
+use obscura_keeper_server::accounts::StoredSecret;
+use obscura_keeper_server::vault::{Kind, Vault};
+use obscura_keeper_server::LoadedKeeper;
 use obscura_proto::{roles, ErrorCode, Request, RequestBody, Response, ResponseBody, SecretKind};
 use obscura_store::keeper::KeeperStore;
 use rand_core::{OsRng, RngCore, SeedableRng};
@@ -351,7 +353,7 @@ fn keeper_config(c: &Cluster, j: u8) -> std::path::PathBuf {
 
 /// Open keeper `j`'s store and vault while it is down.
 fn open_vault(c: &Cluster, j: u8) -> (KeeperStore, Vault) {
-    let config: obscura_node::keeper::KeeperConfig =
+    let config: obscura_cluster::keeper::KeeperConfig =
         serde_json::from_slice(&std::fs::read(keeper_config(c, j)).unwrap()).unwrap();
     let store = KeeperStore::open(&c.keeper_store(j), j).unwrap();
     let vault = Vault::open(
@@ -408,7 +410,7 @@ async fn a_store_restored_from_an_old_copy_is_refused_until_an_admin_accepts_it(
         .to_string();
     assert!(err.contains("restored from an older copy"), "{err}");
     // The admin looks, and accepts.
-    obscura_node::keeper::accept_restore(&keeper_config(&c, 1)).unwrap();
+    obscura_keeper_server::accept_restore(&keeper_config(&c, 1)).unwrap();
     c.keeper_up(1).await;
     // The copy's sessions ended with the restore: their lanes may be behind what was sealed.
     let mut channel = Channel::resume(&key, id, expires_at, 9);
@@ -441,10 +443,10 @@ async fn a_deleted_secret_cannot_be_read_from_an_older_copy_of_the_store() {
 
     // The old copy still holds the sealed record, and the keeper's current keys cannot open it.
     std::fs::copy(&copy, &store).unwrap();
-    obscura_node::keeper::accept_restore(&keeper_config(&c, 1)).unwrap();
+    obscura_keeper_server::accept_restore(&keeper_config(&c, 1)).unwrap();
     let (old, vault) = open_vault(&c, 1);
     let user = vault.handle(ADMIN);
-    let key = obscura_node::vault::record_key(Kind::Secret, &user, &id);
+    let key = obscura_keeper_server::vault::record_key(Kind::Secret, &user, &id);
     let sealed = old
         .vault_get(&key)
         .unwrap()
@@ -731,7 +733,7 @@ async fn raw_session(
         .finish(
             password,
             &ke2,
-            &obscura_node::accounts::login_context(j),
+            &obscura_cluster::keeper::login_context(j),
             &mut OsRng,
         )
         .unwrap();
@@ -1009,7 +1011,7 @@ async fn the_keepers_operator_unlocks_the_only_admin_at_the_keepers_machine() {
     assert!(reasons(&err).iter().all(|r| r.contains("locked")), "{err}");
     // The operator of keeper 1, on its machine with the keeper stopped, lifts it there.
     c.keeper_down(1).await;
-    obscura_node::keeper::unlock_locally(&c.keeper_config(1), ADMIN).unwrap();
+    obscura_keeper_server::unlock_locally(&c.keeper_config(1), ADMIN).unwrap();
     c.keeper_up(1).await;
     let err = c.fresh_client().login(ADMIN, PASSWORD).await.unwrap_err();
     let r = reasons(&err);
@@ -1022,7 +1024,7 @@ async fn a_user_keeps_at_most_its_quota_of_secrets() {
     let c = Cluster::start_with(
         "quota",
         Setup {
-            quotas: obscura_node::accounts::Quotas {
+            quotas: obscura_cluster::keeper::Quotas {
                 max_secrets: 2,
                 max_events: 5,
             },
@@ -1352,7 +1354,7 @@ async fn an_older_copy_of_a_session_record_or_an_ended_ones_does_not_open() {
     let (store, vault) = open_vault(&c, 1);
     let user = vault.handle(ADMIN);
     let (live, ended) = ([1u8; 16], [2u8; 16]);
-    let key = |id: &[u8; 16]| obscura_node::vault::record_key(Kind::Session, &user, id);
+    let key = |id: &[u8; 16]| obscura_keeper_server::vault::record_key(Kind::Session, &user, id);
     let put = |id: &[u8; 16], body: &[u8]| {
         vault
             .write(
@@ -1412,7 +1414,7 @@ async fn a_session_opens_at_most_its_new_lanes_a_minute() {
     if now_s() % 60 > 40 {
         tokio::time::sleep(Duration::from_secs(61 - now_s() % 60)).await;
     }
-    let most = obscura_node::accounts::NEW_LANES_PER_MINUTE;
+    let most = obscura_keeper_server::accounts::NEW_LANES_PER_MINUTE;
     let mut open = Vec::new();
     for lane in 1..=most {
         let mut channel = Channel::resume(&key, id, expires_at, lane);
@@ -1473,7 +1475,7 @@ async fn a_login_started_before_a_password_change_does_not_finish_after_it() {
         .finish(
             OLD,
             &ke2,
-            &obscura_node::accounts::login_context(1),
+            &obscura_cluster::keeper::login_context(1),
             &mut OsRng,
         )
         .unwrap();

@@ -101,7 +101,7 @@ fn obscura_now() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_serving_another_nodes_certificate_is_named_and_not_used() {
-    use obscura_node::config::{node_purpose, NodeSecrets};
+    use obscura_cluster::node::{node_purpose, NodeSecrets};
     use obscura_tokens::keyfile::WrappingKey;
     let mut c = Cluster::start("impostor").await;
     let coffee = testdata("photos/coffee.png");
@@ -111,7 +111,7 @@ async fn a_node_serving_another_nodes_certificate_is_named_and_not_used() {
     let secrets = |i: u8| {
         let dir = c.dir.join(format!("node{i}"));
         let key = WrappingKey::from_file(&dir.join("wrapping.key")).unwrap();
-        let s: NodeSecrets = obscura_node::config::open_secrets(
+        let s: NodeSecrets = obscura_cluster::files::open_secrets(
             &std::fs::read(dir.join("secrets.sealed")).unwrap(),
             &node_purpose(i),
             &key,
@@ -122,7 +122,7 @@ async fn a_node_serving_another_nodes_certificate_is_named_and_not_used() {
     let (two, _, dir2) = secrets(2);
     let (mut three, key3, dir3) = secrets(3);
     three.tls_key_pem = two.tls_key_pem.clone();
-    obscura_node::config::write_private_atomic(
+    obscura_cluster::files::write_private_atomic(
         &dir3.join("secrets.sealed"),
         &three.seal(3, &key3, &mut rand_core::OsRng).unwrap(),
     )

@@ -1,7 +1,7 @@
 //! What a cluster shape withstands, as `cluster init` reports it: the default keeps searching
 //! with a node down, and no shape claims more than its checks allow.
 
-use obscura_cluster::{Availability, DEFAULT_NODES, DEFAULT_THRESHOLD};
+use obscura_cluster::deal::{Availability, DEFAULT_NODES, DEFAULT_THRESHOLD};
 
 #[test]
 fn the_default_cluster_searches_with_a_node_down_and_keeps_t_at_2() {

@@ -35,6 +35,10 @@ use obscura_auth::handle::HandleKey;
 use obscura_auth::matching::{self, Answered, KeptAnswer, MatchPolicy, ProvenMatch};
 use obscura_client::config::{ClientConfig, ClientSecrets, OWNER_PURPOSE};
 use obscura_client::rotation::{RotationPlan, PLAN_PURPOSE};
+use obscura_cluster::ed25519_key;
+use obscura_cluster::files::open_secrets;
+use obscura_cluster::keeper::{keeper_purpose, KeeperConfig, KeeperSecrets};
+use obscura_cluster::node::{node_purpose, NodeConfig, NodeSecrets};
 use obscura_keeper::oprf::{self, Elements, Evaluation, Proof};
 use obscura_keeper::session::{
     Channel, ClientLogin, ClientRegistration, Role, ServerKeys, SessionError, SESSION_KEY_LEN,
@@ -46,8 +50,6 @@ use obscura_mpc::node::{NodeSession, Step};
 use obscura_mpc::{
     share_hash, HashShare, Match, NodeAnswer, Opened, Querier, Ranked, SearchParams, HASH_SHARE_LEN,
 };
-use obscura_node::config::{ed25519_key, node_purpose, open_secrets, NodeConfig, NodeSecrets};
-use obscura_node::keeper::{keeper_purpose, KeeperConfig, KeeperSecrets};
 use obscura_phash::{decode_luma, hash_luma, phash64, Limits};
 use obscura_proto::{
     account_limits, FetchBy, MatchProof, Request, RequestBody, Response, ResponseBody, RotateOp,
@@ -722,7 +724,7 @@ fn purposes() -> Vec<String> {
         obscura_client::config::SECRETS_PURPOSE.to_string(),
         OWNER_PURPOSE.to_string(),
         PLAN_PURPOSE.to_string(),
-        obscura_node::vault::KEYRING_PURPOSE.to_string(),
+        obscura_keeper_server::vault::KEYRING_PURPOSE.to_string(),
     ]
 }
 
@@ -844,7 +846,7 @@ fn node_checks(config: &NodeConfig) {
         let _ = p.relay_bytes(p.exhaustive(), config.n);
         let _ = p.fitting_exhaustive(config.n);
     }
-    let _ = config.storage.options();
+    let _ = obscura_node::config::store_options(&config.storage);
 }
 
 /// The client's indexing journal as it reads an entry back ([`obscura_client::EntryText`]):
@@ -1051,7 +1053,7 @@ impl Opaque {
     fn new() -> Opaque {
         let mut rng = rng([0x0a; 32]);
         let keys = ServerKeys::random(&mut rng);
-        let context = obscura_node::accounts::login_context(NODE);
+        let context = obscura_cluster::keeper::login_context(NODE);
         let (client, registration) =
             ClientRegistration::start(PASSWORD, &mut rng).expect("registration starts");
         let response = keys

@@ -7,13 +7,14 @@ use obscura_auth::capability::{self, CapabilityKey, Holder};
 use obscura_auth::matching::{self, Answered, KeptAnswer};
 use obscura_client::config::{ClientConfig, ClientSecrets, TokenKind};
 use obscura_client::rotation::RotationPlan;
+use obscura_cluster::keeper::{CapabilityPolicy, LoginPolicy, Quotas};
+use obscura_cluster::keeper::{KeeperConfig, KeeperSecrets, SealedShare};
+use obscura_cluster::node::{NodeConfig, NodeSecrets, SearchPolicy, StorageSettings};
+use obscura_cluster::server::ServerLimits;
 use obscura_keeper::oprf;
 use obscura_keeper::session::{Channel, Role};
 use obscura_keeper::signing;
 use obscura_keeper::Scalar;
-use obscura_node::accounts::{CapabilityPolicy, LoginPolicy, Quotas};
-use obscura_node::config::{NodeConfig, NodeSecrets, SearchPolicy, ServerLimits, StorageSettings};
-use obscura_node::keeper::{KeeperConfig, KeeperSecrets, SealedShare};
 use obscura_proto::{
     roles, Capability, ErrorCode, FetchBy, KeeperBatch, KeeperEvaluation, KeeperPackage,
     KeeperRekeyPart, Limits, MatchProof, PreparedImage, Request, RequestBody, Response,
@@ -485,7 +486,7 @@ fn audit_chain(len: u64, checkpoint: Option<u64>) -> Vec<AuditEntry> {
 fn to_wire(entries: Vec<AuditEntry>) -> Vec<WireAuditEntry> {
     entries
         .into_iter()
-        .map(obscura_node::server::wire_entry)
+        .map(obscura_server::wire_entry)
         .collect()
 }
 

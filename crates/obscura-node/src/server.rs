@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -44,7 +44,7 @@ use obscura_mpc::node::{NodeSession, Step};
 use obscura_mpc::{HashShare, NodeRequest};
 use obscura_proto::{
     limits, roles, ErrorCode, FetchBy, MatchProof, Request, RequestBody, ResponseBody, RotateOp,
-    ScanOf, UploadTicket, WireAuditEntry, WireElement, WireId, WireToken, UPLOAD_TICKET_HEADER,
+    ScanOf, UploadTicket, WireElement, WireId, WireToken, UPLOAD_TICKET_HEADER,
 };
 use obscura_sharing::manifest::{CheckedShare, ImageId, ShareRole, SignedManifest};
 use obscura_sharing::order::{user_digest, Order};
@@ -54,8 +54,10 @@ use obscura_tokens::{voprf_token, Token, BANDS};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{LoadedNode, SearchPolicy};
-use crate::transport::{self, Guard};
+use obscura_cluster::node::SearchPolicy;
+use obscura_server::{error, now, proto_error, scalar, store_error, wire_audit, Guard};
+
+use crate::config::LoadedNode;
 
 /// An upload let through the gate: the request its body must carry, under which capability.
 #[derive(Clone, Copy, Debug)]
@@ -260,95 +262,6 @@ struct NodeState {
     unauthenticated: AtomicU64,
 }
 
-pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ResponseBody {
-    ResponseBody::Error {
-        code,
-        message: message.into(),
-    }
-}
-
-pub(crate) fn status_of(body: &ResponseBody) -> StatusCode {
-    match body {
-        ResponseBody::Error { code, .. } => match code {
-            ErrorCode::BadRequest | ErrorCode::UnsupportedVersion => StatusCode::BAD_REQUEST,
-            ErrorCode::Replay | ErrorCode::AlreadyExists => StatusCode::CONFLICT,
-            ErrorCode::Stale => StatusCode::FORBIDDEN,
-            ErrorCode::UnknownImage => StatusCode::NOT_FOUND,
-            ErrorCode::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::OverBudget => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::UnknownKey => StatusCode::NOT_FOUND,
-            ErrorCode::NoSession | ErrorCode::LoginFailed | ErrorCode::Unauthorized => {
-                StatusCode::UNAUTHORIZED
-            }
-            ErrorCode::TooManyAttempts | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::RolledBack => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-        },
-        ResponseBody::Ok
-        | ResponseBody::Lookup { .. }
-        | ResponseBody::Evaluate { .. }
-        | ResponseBody::QueryChecked { .. }
-        | ResponseBody::Opened { .. }
-        | ResponseBody::Listed { .. }
-        | ResponseBody::Resolved { .. }
-        | ResponseBody::Checkpointed { .. }
-        | ResponseBody::Fetch { .. }
-        | ResponseBody::Status { .. }
-        | ResponseBody::Audit { .. }
-        | ResponseBody::KeeperEvaluated { .. }
-        | ResponseBody::Rotation { .. }
-        | ResponseBody::KeeperRekeyed { .. }
-        | ResponseBody::KeeperRegistration { .. }
-        | ResponseBody::KeeperLoginStarted { .. }
-        | ResponseBody::KeeperSession { .. }
-        | ResponseBody::KeeperSealed { .. }
-        | ResponseBody::Secret { .. }
-        | ResponseBody::Secrets { .. }
-        | ResponseBody::Events { .. }
-        | ResponseBody::DkgPackages { .. }
-        | ResponseBody::DkgDone { .. }
-        | ResponseBody::SignCommitment { .. }
-        | ResponseBody::CapabilityOffer { .. }
-        | ResponseBody::SignatureShare { .. } => StatusCode::OK,
-    }
-}
-
-pub(crate) fn store_error(e: obscura_store::Error) -> ResponseBody {
-    use obscura_store::Error as E;
-    let code = match &e {
-        E::Replay => ErrorCode::Replay,
-        E::Stale { .. } => ErrorCode::Stale,
-        E::UnknownImage(_) => ErrorCode::UnknownImage,
-        E::AlreadyExists(_) => ErrorCode::AlreadyExists,
-        E::Invalid(_) => ErrorCode::BadRequest,
-        E::OverBudget { .. } => ErrorCode::OverBudget,
-        E::KeyVersion { .. } => ErrorCode::UnknownKey,
-        E::ElementsChanged => ErrorCode::Internal,
-        E::RolledBack { .. } => ErrorCode::RolledBack,
-        E::DiskFull { .. } => ErrorCode::StorageFull,
-        E::Open { .. } | E::WrongNode { .. } | E::Storage(_) | E::Corrupt(_) => ErrorCode::Internal,
-    };
-    error(code, e.to_string())
-}
-
-pub(crate) fn proto_error(e: obscura_proto::Error) -> ResponseBody {
-    use obscura_proto::Error as E;
-    let code = match e {
-        E::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
-        E::BadMagic | E::Malformed(_) | E::BadSize(_) => ErrorCode::BadRequest,
-    };
-    error(code, e.to_string())
-}
-
 /// An authentication or authorisation failure as the caller sees it.
 pub(crate) fn auth_error(e: obscura_auth::Error) -> ResponseBody {
     use obscura_auth::Error as E;
@@ -454,39 +367,6 @@ impl Asked<'_> {
 fn lookup_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
     let h = blake3::derive_key("obscura 2026 stage-1 query id", query_id);
     h[..16].try_into().expect("16 bytes")
-}
-
-/// An audit log page as it goes on the wire.
-pub(crate) fn wire_audit(entries: Vec<obscura_store::AuditEntry>, total: u64) -> ResponseBody {
-    ResponseBody::Audit {
-        entries: entries.into_iter().map(wire_entry).collect(),
-        total,
-    }
-}
-
-/// One audit entry as it goes on the wire.
-pub fn wire_entry(e: obscura_store::AuditEntry) -> WireAuditEntry {
-    WireAuditEntry {
-        seq: e.seq,
-        prev: e.prev,
-        hash: e.hash,
-        time: e.time,
-        kind: e.kind.tag(),
-        subject: e.subject,
-        detail: e.detail,
-    }
-}
-
-/// A rotation factor `ρ` from the wire: a canonical non-zero scalar.
-pub(crate) fn scalar(bytes: &[u8; 32]) -> Result<obscura_keeper::Scalar, ResponseBody> {
-    Option::<obscura_keeper::Scalar>::from(obscura_keeper::Scalar::from_canonical_bytes(*bytes))
-        .filter(|s| *s != obscura_keeper::Scalar::ZERO)
-        .ok_or_else(|| {
-            error(
-                ErrorCode::BadRequest,
-                "the rotation factor is not a canonical non-zero scalar",
-            )
-        })
 }
 
 /// A stored element `E` under the next key version: `ρ · E` and its token.
@@ -1764,9 +1644,9 @@ async fn handle(
     State(served): State<Served>,
     Path(op): Path<String>,
     headers: axum::http::HeaderMap,
-    body: transport::RequestBody,
+    body: obscura_server::RequestBody,
 ) -> (StatusCode, Vec<u8>) {
-    let (limit, upload) = transport::body_limit(&op);
+    let (limit, upload) = obscura_server::body_limit(&op);
     // A large upload is received only from an owner: its ticket travels in a header and is
     // checked before a place for the upload is taken or a byte of it read.
     let admitted = if upload {
@@ -1774,7 +1654,7 @@ async fn handle(
             Ok(admitted) => Some(admitted),
             Err(refused) => {
                 served.state.unauthenticated.fetch_add(1, Ordering::Relaxed);
-                return transport::encode(refused);
+                return obscura_server::encode(refused);
             }
         }
     } else {
@@ -1784,7 +1664,7 @@ async fn handle(
         Ok(b) => b,
         Err(refused) => {
             served.state.unauthenticated.fetch_add(1, Ordering::Relaxed);
-            return transport::encode(refused);
+            return obscura_server::encode(refused);
         }
     };
     let state = served.state.clone();
@@ -1855,7 +1735,7 @@ pub async fn serve(
             .audit_checkpoint(&state.audit_key, now)
             .map(drop)
     };
-    transport::accept_loop(
+    obscura_server::accept_loop(
         listener,
         TlsAcceptor::from(node.tls),
         guard,

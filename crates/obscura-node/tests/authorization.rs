@@ -13,8 +13,8 @@ use common::*;
 use ed25519_dalek::SigningKey;
 use obscura_auth::capability::Holder;
 use obscura_auth::matching::{self, Answered, KeptAnswer};
+use obscura_cluster::node::{node_purpose, NodeSecrets};
 use obscura_mpc::{share_hash, HashShare};
-use obscura_node::config::{node_purpose, NodeSecrets};
 use obscura_proto::{
     roles, Capability, ErrorCode, FetchBy, Limits, RequestBody, ResponseBody, RotateOp, ScanOf,
 };
@@ -303,7 +303,7 @@ fn node_keys(node: &TestNode) -> Vec<SigningKey> {
         .map(|i| {
             let dir = node.dir.join(format!("node{i}"));
             let wrapping = WrappingKey::from_file(&dir.join("wrapping.key")).unwrap();
-            let secrets: NodeSecrets = obscura_node::config::open_secrets(
+            let secrets: NodeSecrets = obscura_cluster::files::open_secrets(
                 &std::fs::read(dir.join("secrets.sealed")).unwrap(),
                 &node_purpose(i),
                 &wrapping,

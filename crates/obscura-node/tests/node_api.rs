@@ -365,10 +365,10 @@ async fn a_prepared_image_never_committed_is_purged() {
 #[tokio::test]
 async fn clients_without_a_cluster_certificate_cannot_connect() {
     let node = TestNode::start("stranger").await;
-    let other = obscura_node::tls::make_cluster_tls("other", 1, 0, &["x"]).unwrap();
+    let other = obscura_cluster::tls::make_cluster_tls("other", 1, 0, &["x"]).unwrap();
     let stranger = reqwest::Client::builder()
         .use_preconfigured_tls(
-            obscura_node::tls::client_config(&node.ca_pem, &other.clients[0]).unwrap(),
+            obscura_cluster::tls::client_config(&node.ca_pem, &other.clients[0]).unwrap(),
         )
         .resolve("node-1.obscura", node.addr)
         .build()

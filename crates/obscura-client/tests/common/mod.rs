@@ -1,5 +1,5 @@
 //! A test cluster in one process: five real node servers (or as many as asked) and three keepers on loopback over
-//! mutual TLS, made by `obscura_cluster::init` (as `obscura cluster init` makes one), with the
+//! mutual TLS, made by `obscura_cluster::deal::init` (as `obscura cluster init` makes one), with the
 //! admin account registered with the bootstrap code and logged in.
 #![allow(dead_code)]
 
@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use obscura_client::{Client, TokenParts};
-use obscura_node::accounts::LoginPolicy;
-use obscura_node::config::{LoadedNode, NodeConfig};
-use obscura_node::keeper::{keeper_purpose, KeeperConfig, KeeperSecrets, LoadedKeeper};
+use obscura_cluster::keeper::LoginPolicy;
+use obscura_cluster::keeper::{keeper_purpose, KeeperConfig, KeeperSecrets};
+use obscura_cluster::node::NodeConfig;
+use obscura_keeper_server::LoadedKeeper;
+use obscura_node::config::LoadedNode;
 use obscura_tokens::keyfile::WrappingKey;
 use rand_core::RngCore;
 
@@ -59,7 +61,7 @@ pub struct Setup {
     /// Fetches per user per node per hour.
     pub fetches_per_hour: u32,
     /// What each user may keep at a keeper.
-    pub quotas: obscura_node::accounts::Quotas,
+    pub quotas: obscura_cluster::keeper::Quotas,
     /// Register the admin and log the cluster's client in at the start.
     pub register: bool,
     /// Nodes (threshold `K` whatever their number).
@@ -81,7 +83,7 @@ pub const VOPRF: Setup = Setup {
     },
     queries_per_hour: 100_000,
     fetches_per_hour: 100_000,
-    quotas: obscura_node::accounts::Quotas {
+    quotas: obscura_cluster::keeper::Quotas {
         max_secrets: 256,
         max_events: 1000,
     },
@@ -128,7 +130,7 @@ impl Cluster {
         let n = setup.nodes;
         let ports: Vec<u16> = (0..n).map(|_| reserve(&mut reserved)).collect();
         let keeper_ports: Vec<u16> = (0..M).map(|_| reserve(&mut reserved)).collect();
-        let mut opt = obscura_cluster::InitOptions::new(n, K, "127.0.0.1", 1, 1);
+        let mut opt = obscura_cluster::deal::InitOptions::new(n, K, "127.0.0.1", 1, 1);
         opt.node_ports = ports.clone();
         opt.keeper_ports = keeper_ports.clone();
         opt.keepers = M;
@@ -139,7 +141,7 @@ impl Cluster {
         if !setup.voprf {
             opt.tokens = obscura_client::config::TokenKind::Hmac;
         }
-        let made = obscura_cluster::init(&dir, &opt).unwrap();
+        let made = obscura_cluster::deal::init(&dir, &opt).unwrap();
         for node in 1..=n {
             edit_json(
                 &dir.join(format!("node{node}/node.json")),
@@ -164,7 +166,7 @@ impl Cluster {
                 let path = dir.join(format!("keeper{keeper}/secrets.sealed"));
                 let key = WrappingKey::from_file(&dir.join(format!("keeper{keeper}/wrapping.key")))
                     .unwrap();
-                let mut secrets: KeeperSecrets = obscura_node::config::open_secrets(
+                let mut secrets: KeeperSecrets = obscura_cluster::files::open_secrets(
                     &std::fs::read(&path).unwrap(),
                     &keeper_purpose(keeper),
                     &key,
@@ -174,7 +176,7 @@ impl Cluster {
                     s.secret =
                         obscura_keeper::oprf::random_scalar(&mut rand_core::OsRng).to_bytes();
                 }
-                obscura_node::config::write_private_atomic(
+                obscura_cluster::files::write_private_atomic(
                     &path,
                     &secrets.seal(keeper, &key, &mut rand_core::OsRng).unwrap(),
                 )
@@ -352,7 +354,7 @@ impl Cluster {
         let loaded = LoadedKeeper::load(&self.keeper_config(keeper)).unwrap();
         let listener = self.listen(self.keeper_ports[j]).await;
         let (stop, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(obscura_node::keeper::serve(loaded, listener, async {
+        let task = tokio::spawn(obscura_keeper_server::serve(loaded, listener, async {
             rx.await.ok();
         }));
         self.keepers[j] = Some(Running { stop, task });

@@ -1,5 +1,5 @@
 //! A real node on loopback, over TLS, for the API tests: node 1 of a 5-node cluster made by
-//! `obscura_cluster::init`. The keepers' capability key is replaced by one Ed25519 key the test
+//! `obscura_cluster::deal::init`. The keepers' capability key is replaced by one Ed25519 key the test
 //! holds (a FROST group signature is a plain Ed25519 signature, so the node checks it the same
 //! way), so tests mint capabilities for any user and role without running keepers.
 #![allow(dead_code)]
@@ -11,10 +11,11 @@ use ed25519_dalek::{Signer, SigningKey};
 use obscura_auth::capability::{self, CapabilityKey, Holder};
 use obscura_auth::handle::HandleKey;
 use obscura_auth::matching;
+use obscura_cluster::node::{node_purpose, NodeConfig, NodeSecrets};
 use obscura_mpc::check::{self, CheckCoin};
 use obscura_mpc::node::{NodeSession, Step};
 use obscura_mpc::{share_hash, HashShare, NodeRequest};
-use obscura_node::config::{node_purpose, LoadedNode, NodeConfig, NodeSecrets};
+use obscura_node::config::LoadedNode;
 use obscura_proto::{
     roles, Capability, Limits, Request, RequestBody, Response, ResponseBody, SignedCapability,
     UploadTicket,
@@ -124,9 +125,9 @@ impl TestNode {
         let dir = scratch.join("cluster");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut opt = obscura_cluster::InitOptions::new(N, 3, "127.0.0.1", 20_001, 20_101);
+        let mut opt = obscura_cluster::deal::InitOptions::new(N, 3, "127.0.0.1", 20_001, 20_101);
         opt.node_ports[0] = addr.port();
-        obscura_cluster::init(&dir, &opt).unwrap();
+        obscura_cluster::deal::init(&dir, &opt).unwrap();
         let keepers = SigningKey::generate(&mut rand_core::OsRng);
         let config_path = dir.join("node1/node.json");
         let mut config: NodeConfig =
@@ -138,7 +139,7 @@ impl TestNode {
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 
         let wrapping = WrappingKey::from_file(&dir.join("node1/wrapping.key")).unwrap();
-        let secrets: NodeSecrets = obscura_node::config::open_secrets(
+        let secrets: NodeSecrets = obscura_cluster::files::open_secrets(
             &std::fs::read(dir.join("node1/secrets.sealed")).unwrap(),
             &node_purpose(1),
             &wrapping,
@@ -240,7 +241,7 @@ impl TestNode {
     pub fn secrets_of(&self, i: u8) -> NodeSecrets {
         let dir = self.dir.join(format!("node{i}"));
         let wrapping = WrappingKey::from_file(&dir.join("wrapping.key")).unwrap();
-        obscura_node::config::open_secrets(
+        obscura_cluster::files::open_secrets(
             &std::fs::read(dir.join("secrets.sealed")).unwrap(),
             &node_purpose(i),
             &wrapping,

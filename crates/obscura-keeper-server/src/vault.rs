@@ -41,7 +41,8 @@ use rand_core::{CryptoRng, OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::config::{open_secrets, read, seal_secrets, write_private_atomic, Error};
+use obscura_cluster::files::{open_secrets, read, seal_secrets, write_private_atomic};
+use obscura_server::Error;
 
 /// A source of randomness a keeper's parts share: the operating system's in a server, a seeded
 /// generator in a test that must be repeatable.
@@ -175,7 +176,7 @@ impl Vault {
             write_private_atomic(path, &seal_secrets(&k, &purpose, &wrapping, &mut rng)?)?;
             k
         } else {
-            return Err(Error::Secrets(format!(
+            return Err(Error::secrets(format!(
                 "the keyring {} is missing, but the store holds {at} account writes: without \
                  it no account record can be read",
                 path.display()
@@ -338,10 +339,10 @@ impl Vault {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let cipher_key = self
             .cipher_key(&held, kind, &key)
-            .ok_or_else(|| Error::Secrets("the record's key was destroyed".into()))?;
+            .ok_or_else(|| Error::secrets("the record's key was destroyed"))?;
         Self::open_with(&cipher_key, &key, &sealed)
             .map(Some)
-            .ok_or_else(|| Error::Secrets(format!("a {kind:?} record does not open")))
+            .ok_or_else(|| Error::secrets(format!("a {kind:?} record does not open")))
     }
 
     /// The ids of `user`'s records of `kind`, in id order, without opening them (for quotas).
@@ -465,7 +466,7 @@ impl Vault {
 }
 
 fn bad_id() -> Error {
-    Error::Secrets("a secret or session id is 16 bytes".into())
+    Error::secrets("a secret or session id is 16 bytes")
 }
 
 fn fresh_key(rng: &mut dyn RngCore) -> Zeroizing<[u8; 32]> {

@@ -48,96 +48,11 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use obscura_tokens::keyfile::to_hex as hex;
 
-use crate::server::error;
 use crate::vault::{Handle, Kind, Randomness, Vault};
-
-/// How failed logins are limited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoginPolicy {
-    /// Failures of an account allowed without delay.
-    pub free: u32,
-    /// Failures after which the account is locked for a while.
-    pub lock_after: u32,
-    /// Failures from one source address allowed without delay (sources are never locked).
-    pub source_free: u32,
-    /// Longest delay between attempts, seconds.
-    pub max_delay_s: u64,
-    /// How recent a session's login must be for its user to change the password, seconds: a
-    /// session stolen later cannot change it and lock its user out.
-    #[serde(default = "default_fresh_login")]
-    pub fresh_login_s: u64,
-    /// How long the first lockout lasts, seconds; each next one lasts twice as long.
-    #[serde(default = "default_lock")]
-    pub lock_s: u64,
-    /// The longest lockout, seconds.
-    #[serde(default = "default_max_lock")]
-    pub max_lock_s: u64,
-}
-
-fn default_fresh_login() -> u64 {
-    300
-}
-
-fn default_lock() -> u64 {
-    900
-}
-
-fn default_max_lock() -> u64 {
-    86_400
-}
-
-impl Default for LoginPolicy {
-    fn default() -> Self {
-        LoginPolicy {
-            free: 5,
-            lock_after: 20,
-            source_free: 20,
-            max_delay_s: 3600,
-            fresh_login_s: default_fresh_login(),
-            lock_s: default_lock(),
-            max_lock_s: default_max_lock(),
-        }
-    }
-}
-
-/// What capabilities a keeper signs: how long they last and the limits they carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapabilityPolicy {
-    /// Longest lifetime of a capability, seconds (never past the session's end).
-    pub ttl_s: u64,
-    /// Stage-1 lookups and Stage-2 evaluations per node per hour.
-    pub queries_per_hour: u32,
-    /// Fetches and match resolutions per node per hour.
-    pub fetches_per_hour: u32,
-}
-
-impl Default for CapabilityPolicy {
-    fn default() -> Self {
-        CapabilityPolicy {
-            ttl_s: 3600,
-            queries_per_hour: 3600,
-            fetches_per_hour: 600,
-        }
-    }
-}
-
-/// How much each user may keep at a keeper.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Quotas {
-    /// Secrets and signing keys.
-    pub max_secrets: u32,
-    /// Events of the user's own audit trail kept (the oldest go first).
-    pub max_events: u32,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Quotas {
-            max_secrets: 256,
-            max_events: 1000,
-        }
-    }
-}
+use obscura_cluster::keeper::{
+    bootstrap_digest, login_context, CapabilityPolicy, LoginPolicy, Quotas,
+};
+use obscura_server::error;
 
 /// Seconds to wait after the last failure before another attempt, after `failures`.
 fn delay(failures: u32, free: u32, max: u64) -> u64 {
@@ -414,24 +329,13 @@ fn user_tag(user: &str) -> [u8; 32] {
     blake3::derive_key("obscura 2026 keeper user tag", user.as_bytes())
 }
 
-/// The OPAQUE context a client uses with keeper `keeper`: binds the keeper's identity into
-/// the login.
-pub fn login_context(keeper: u8) -> Vec<u8> {
-    format!("obscura keeper {keeper}").into_bytes()
-}
-
-/// The digest of a bootstrap code, as keeper configurations hold it.
-pub fn bootstrap_digest(code: &[u8; 32]) -> [u8; 32] {
-    blake3::derive_key("obscura 2026 bootstrap code", code)
-}
-
 fn internal(e: impl std::fmt::Display) -> ResponseBody {
     error(ErrorCode::Internal, e.to_string())
 }
 
-fn vault_error(e: crate::config::Error) -> ResponseBody {
+fn vault_error(e: obscura_server::Error) -> ResponseBody {
     match e {
-        crate::config::Error::Store(s) => crate::server::store_error(s),
+        obscura_server::Error::Store(s) => obscura_server::store_error(s),
         other => internal(other),
     }
 }
@@ -451,16 +355,16 @@ fn login_failed() -> ResponseBody {
 }
 
 /// The local operator lifts `user`'s lockout at a stopped keeper (see
-/// [`crate::keeper::unlock_locally`]).
+/// [`crate::unlock_locally`]).
 pub(crate) fn unlock_locally(
     store: &KeeperStore,
     vault: &Vault,
     user: &str,
     now: u64,
-) -> Result<(), crate::config::Error> {
+) -> Result<(), obscura_server::Error> {
     let handle = vault.handle(user);
     let bytes = postcard::to_allocvec(&Attempts::default())
-        .map_err(|e| crate::config::Error::Secrets(e.to_string()))?;
+        .map_err(|e| obscura_server::Error::secrets(e.to_string()))?;
     vault.write(
         store,
         &[(Kind::Attempts, handle, Vec::new(), &bytes, 1)],
@@ -519,7 +423,7 @@ impl Accounts {
         store
             .vault_scan(&[Kind::Account as u8])
             .map(|rows| !rows.is_empty())
-            .map_err(crate::server::store_error)
+            .map_err(obscura_server::store_error)
     }
 
     fn account(
@@ -1027,7 +931,7 @@ impl Accounts {
                 },
                 req,
             ),
-            Err(e) => crate::server::proto_error(e),
+            Err(e) => obscura_server::proto_error(e),
         };
         match channel.seal(&Response(answer).encode(), now) {
             Ok(message) => ResponseBody::KeeperSealed { message },

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use obscura_node::tls::{client_config, make_cluster_tls, server_config, Identity, Party};
+use obscura_cluster::tls::{client_config, make_cluster_tls, server_config, Identity, Party};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,13 +1,18 @@
-//! What a connection may make a server spend, for nodes and keepers alike: connections at once
-//! (in all and per address), time to send headers and bodies, body sizes per operation, and
-//! requests worked on at once. Every limit comes from [`ServerLimits`] in the server's
-//! configuration.
+//! The HTTP layer both servers (node and keeper) stand on: the TLS accept loop, what a
+//! connection may make a server spend, how answers map to HTTP statuses, and the errors of
+//! loading a server.
+//!
+//! Limits: connections at once (in all and per address), time to send headers and bodies, body
+//! sizes per operation, and requests worked on at once. Every limit comes from
+//! [`ServerLimits`] in the server's configuration.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
@@ -19,14 +24,39 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ServerLimits;
-use crate::server::{error, status_of};
+use obscura_cluster::server::ServerLimits;
+use obscura_proto::WireAuditEntry;
+
+/// Errors loading a server: its files, or its store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Its files: configuration, sealed secrets, TLS material, permissions, locks.
+    #[error(transparent)]
+    Files(#[from] obscura_cluster::Error),
+    /// The store does not open.
+    #[error(transparent)]
+    Store(#[from] obscura_store::Error),
+}
+
+impl Error {
+    /// Sealed secrets that do not open or hold what they should.
+    pub fn secrets(reason: impl Into<String>) -> Error {
+        Error::Files(obscura_cluster::Error::Secrets(reason.into()))
+    }
+
+    /// A configuration file `path` that is malformed or out of range.
+    pub fn config(path: &std::path::Path, reason: impl Into<String>) -> Error {
+        Error::Files(obscura_cluster::server::config_error(path, reason))
+    }
+}
 
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The limits of one server, shared by its connections.
-pub(crate) struct Guard {
+#[derive(Debug)]
+pub struct Guard {
     limits: ServerLimits,
     connections: Arc<Semaphore>,
     per_source: Mutex<HashMap<IpAddr, usize>>,
@@ -58,7 +88,8 @@ impl Drop for Admitted {
 }
 
 impl Guard {
-    pub(crate) fn new(limits: ServerLimits) -> Arc<Guard> {
+    /// The limits `limits`, for one server's connections to share.
+    pub fn new(limits: ServerLimits) -> Arc<Guard> {
         Arc::new(Guard {
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             per_source: Mutex::default(),
@@ -88,7 +119,7 @@ impl Guard {
     /// Read a request body of at most `limit` bytes within the body timeout. A large upload
     /// (`upload`) first waits, within the same time, for one of the few places for uploads, so
     /// that concurrent large bodies cannot exhaust memory.
-    pub(crate) async fn body(
+    pub async fn body(
         &self,
         body: Body,
         limit: usize,
@@ -134,7 +165,7 @@ impl Guard {
 
     /// Run `process` off the async workers, at most `max_in_flight` at once, and encode what it
     /// answers with its HTTP status.
-    pub(crate) async fn respond(
+    pub async fn respond(
         &self,
         process: impl FnOnce() -> ResponseBody + Send + 'static,
     ) -> (StatusCode, Vec<u8>) {
@@ -152,12 +183,12 @@ impl Guard {
 }
 
 /// A response body with its HTTP status.
-pub(crate) fn encode(body: ResponseBody) -> (StatusCode, Vec<u8>) {
+pub fn encode(body: ResponseBody) -> (StatusCode, Vec<u8>) {
     (status_of(&body), Response(body).encode())
 }
 
 /// The body limit of operation `op`: prepares carry image shares, nothing else is large.
-pub(crate) fn body_limit(op: &str) -> (usize, bool) {
+pub fn body_limit(op: &str) -> (usize, bool) {
     if op == "prepare" {
         (limits::MAX_PREPARE_BODY, true)
     } else if op == "reduce" {
@@ -172,7 +203,7 @@ pub(crate) fn body_limit(op: &str) -> (usize, bool) {
 /// until `shutdown` completes; then close every connection and run `last` (off the async
 /// workers too), whose result this returns.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn accept_loop(
+pub async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     guard: Arc<Guard>,
@@ -233,4 +264,131 @@ pub(crate) async fn accept_loop(
 }
 
 /// `Body` for handlers, re-exported so servers share one type.
-pub(crate) type RequestBody = Body;
+pub type RequestBody = Body;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An error answer.
+pub fn error(code: ErrorCode, message: impl Into<String>) -> ResponseBody {
+    ResponseBody::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The HTTP status an answer goes with.
+pub fn status_of(body: &ResponseBody) -> StatusCode {
+    match body {
+        ResponseBody::Error { code, .. } => match code {
+            ErrorCode::BadRequest | ErrorCode::UnsupportedVersion => StatusCode::BAD_REQUEST,
+            ErrorCode::Replay | ErrorCode::AlreadyExists => StatusCode::CONFLICT,
+            ErrorCode::Stale => StatusCode::FORBIDDEN,
+            ErrorCode::UnknownImage => StatusCode::NOT_FOUND,
+            ErrorCode::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::OverBudget => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::UnknownKey => StatusCode::NOT_FOUND,
+            ErrorCode::NoSession | ErrorCode::LoginFailed | ErrorCode::Unauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::TooManyAttempts | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::RolledBack => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+        },
+        ResponseBody::Ok
+        | ResponseBody::Lookup { .. }
+        | ResponseBody::Evaluate { .. }
+        | ResponseBody::QueryChecked { .. }
+        | ResponseBody::Opened { .. }
+        | ResponseBody::Listed { .. }
+        | ResponseBody::Resolved { .. }
+        | ResponseBody::Checkpointed { .. }
+        | ResponseBody::Fetch { .. }
+        | ResponseBody::Status { .. }
+        | ResponseBody::Audit { .. }
+        | ResponseBody::KeeperEvaluated { .. }
+        | ResponseBody::Rotation { .. }
+        | ResponseBody::KeeperRekeyed { .. }
+        | ResponseBody::KeeperRegistration { .. }
+        | ResponseBody::KeeperLoginStarted { .. }
+        | ResponseBody::KeeperSession { .. }
+        | ResponseBody::KeeperSealed { .. }
+        | ResponseBody::Secret { .. }
+        | ResponseBody::Secrets { .. }
+        | ResponseBody::Events { .. }
+        | ResponseBody::DkgPackages { .. }
+        | ResponseBody::DkgDone { .. }
+        | ResponseBody::SignCommitment { .. }
+        | ResponseBody::CapabilityOffer { .. }
+        | ResponseBody::SignatureShare { .. } => StatusCode::OK,
+    }
+}
+
+/// A store failure as the caller sees it.
+pub fn store_error(e: obscura_store::Error) -> ResponseBody {
+    use obscura_store::Error as E;
+    let code = match &e {
+        E::Replay => ErrorCode::Replay,
+        E::Stale { .. } => ErrorCode::Stale,
+        E::UnknownImage(_) => ErrorCode::UnknownImage,
+        E::AlreadyExists(_) => ErrorCode::AlreadyExists,
+        E::Invalid(_) => ErrorCode::BadRequest,
+        E::OverBudget { .. } => ErrorCode::OverBudget,
+        E::KeyVersion { .. } => ErrorCode::UnknownKey,
+        E::ElementsChanged => ErrorCode::Internal,
+        E::RolledBack { .. } => ErrorCode::RolledBack,
+        E::DiskFull { .. } => ErrorCode::StorageFull,
+        E::Open { .. } | E::WrongNode { .. } | E::Storage(_) | E::Corrupt(_) => ErrorCode::Internal,
+    };
+    error(code, e.to_string())
+}
+
+/// A request that does not decode, as the caller sees it.
+pub fn proto_error(e: obscura_proto::Error) -> ResponseBody {
+    use obscura_proto::Error as E;
+    let code = match e {
+        E::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+        E::BadMagic | E::Malformed(_) | E::BadSize(_) => ErrorCode::BadRequest,
+    };
+    error(code, e.to_string())
+}
+
+/// An audit log page as it goes on the wire.
+pub fn wire_audit(entries: Vec<obscura_store::AuditEntry>, total: u64) -> ResponseBody {
+    ResponseBody::Audit {
+        entries: entries.into_iter().map(wire_entry).collect(),
+        total,
+    }
+}
+
+/// One audit entry as it goes on the wire.
+pub fn wire_entry(e: obscura_store::AuditEntry) -> WireAuditEntry {
+    WireAuditEntry {
+        seq: e.seq,
+        prev: e.prev,
+        hash: e.hash,
+        time: e.time,
+        kind: e.kind.tag(),
+        subject: e.subject,
+        detail: e.detail,
+    }
+}
+
+/// A rotation factor `ρ` from the wire: a canonical non-zero scalar.
+pub fn scalar(bytes: &[u8; 32]) -> Result<obscura_keeper::Scalar, ResponseBody> {
+    Option::<obscura_keeper::Scalar>::from(obscura_keeper::Scalar::from_canonical_bytes(*bytes))
+        .filter(|s| *s != obscura_keeper::Scalar::ZERO)
+        .ok_or_else(|| {
+            error(
+                ErrorCode::BadRequest,
+                "the rotation factor is not a canonical non-zero scalar",
+            )
+        })
+}

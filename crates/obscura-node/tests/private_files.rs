@@ -6,8 +6,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use obscura_cluster::Error as FilesError;
+use obscura_keeper_server::LoadedKeeper;
 use obscura_node::config::{Error, LoadedNode};
-use obscura_node::keeper::LoadedKeeper;
 
 struct Scratch(PathBuf);
 
@@ -22,8 +23,8 @@ fn made(name: &str) -> (Scratch, PathBuf) {
     std::fs::remove_dir_all(&scratch).ok();
     std::fs::create_dir_all(&scratch).unwrap();
     let dir = scratch.join("cluster");
-    let opt = obscura_cluster::InitOptions::new(5, 3, "127.0.0.1", 27_401, 27_501);
-    obscura_cluster::init(&dir, &opt).unwrap();
+    let opt = obscura_cluster::deal::InitOptions::new(5, 3, "127.0.0.1", 27_401, 27_501);
+    obscura_cluster::deal::init(&dir, &opt).unwrap();
     (Scratch(scratch), dir)
 }
 
@@ -70,7 +71,10 @@ fn a_server_refuses_to_start_when_its_secrets_are_open_to_others() {
     ] {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(was | 0o044)).unwrap();
         let err = LoadedNode::load(&node.join("node.json")).unwrap_err();
-        assert!(matches!(err, Error::NotPrivate { .. }), "{err}");
+        assert!(
+            matches!(err, Error::Files(FilesError::NotPrivate { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(was)).unwrap();
     }
@@ -85,7 +89,7 @@ fn a_server_refuses_to_start_when_its_secrets_are_open_to_others() {
     .unwrap();
     assert!(matches!(
         LoadedNode::load(&node.join("node.json")),
-        Err(Error::NotPrivate { .. })
+        Err(Error::Files(FilesError::NotPrivate { .. }))
     ));
     // Keepers check theirs too.
     let keeper = dir.join("keeper1");
@@ -95,7 +99,10 @@ fn a_server_refuses_to_start_when_its_secrets_are_open_to_others() {
     )
     .unwrap();
     let err = LoadedKeeper::load(&keeper.join("keeper.json")).unwrap_err();
-    assert!(matches!(err, Error::NotPrivate { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Files(FilesError::NotPrivate { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -106,7 +113,7 @@ fn one_partys_sealed_secrets_do_not_open_as_anothers() {
         std::fs::copy(dir.join("node2").join(file), dir.join("node3").join(file)).unwrap();
     }
     let err = LoadedNode::load(&dir.join("node3/node.json")).unwrap_err();
-    assert!(matches!(err, Error::Secrets(_)), "{err}");
+    assert!(matches!(err, Error::Files(FilesError::Secrets(_))), "{err}");
     // Nor do a keeper's as another keeper's.
     for file in ["secrets.sealed", "wrapping.key"] {
         std::fs::copy(
@@ -116,5 +123,5 @@ fn one_partys_sealed_secrets_do_not_open_as_anothers() {
         .unwrap();
     }
     let err = LoadedKeeper::load(&dir.join("keeper2/keeper.json")).unwrap_err();
-    assert!(matches!(err, Error::Secrets(_)), "{err}");
+    assert!(matches!(err, Error::Files(FilesError::Secrets(_))), "{err}");
 }

@@ -16,8 +16,11 @@
 //! Changes to the key shares (a rotation's rekey and retire) need an admin's session and the
 //! data owner's signed order; a rekey's zero shares must be committed and share zero.
 //!
-//! The configuration (JSON, no secret) and the sealed secrets (TLS key, audit key, key shares,
-//! OPAQUE keys, peer key, capability key share) follow the node's layout ([`crate::config`]).
+//! The configuration ([`KeeperConfig`], JSON, no secret) and the sealed secrets
+//! ([`KeeperSecrets`]: TLS key, audit key, key shares, OPAQUE keys, peer key, capability key
+//! share) are opened as the node's are ([`obscura_cluster::server::open_server`]).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,160 +44,21 @@ use obscura_proto::{
 use obscura_sharing::order::Order;
 use obscura_store::keeper::{Budget, KeeperStore};
 use obscura_tokens::keyfile::WrappingKey;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
-use crate::accounts::{Accounts, Caller, CapabilityPolicy, LoginPolicy, Quotas};
-use crate::config::{
-    check_server_files, ed25519_key, open_secrets, read, read_config, seal_secrets, server_tls,
-    wrapping_key, write_private_atomic, Error, ServerLimits,
-};
-use crate::server::{error, now, proto_error, scalar, store_error, wire_audit};
-use crate::tls::Party;
-use crate::transport::{self, Guard};
+use obscura_cluster::ed25519_key;
+use obscura_cluster::files::{wrapping_key, write_private_atomic};
+use obscura_cluster::keeper::{keyring_path, KeeperConfig, KeeperSecrets, SealedShare};
+use obscura_cluster::server::{beside, open_server, read_server_config};
+use obscura_server::{error, now, proto_error, scalar, store_error, wire_audit, Error, Guard};
+
+use crate::accounts::{Accounts, Caller};
 use crate::vault::Vault;
 
-/// Purpose label of a keeper's sealed secrets; the keeper's number follows it
-/// ([`keeper_purpose`]).
-pub const SECRETS_PURPOSE: &str = "keeper-secrets";
-
-/// The purpose keeper `keeper`'s secrets are sealed under: they open as that keeper's only.
-pub fn keeper_purpose(keeper: u8) -> String {
-    format!("{SECRETS_PURPOSE}/keeper-{keeper}")
-}
-
-/// What `obscura cluster init` writes for one keeper.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeeperConfig {
-    /// This keeper's number, 1..=m: the x-coordinate of its shares.
-    pub keeper: u8,
-    /// Keepers in the cluster.
-    pub m: u8,
-    /// Keepers needed to evaluate.
-    pub threshold: u8,
-    /// Address to listen on.
-    pub listen: String,
-    /// The redb file (budgets, replay window, audit log).
-    pub store: PathBuf,
-    /// The cluster CA certificate (PEM).
-    pub ca_cert: PathBuf,
-    /// This keeper's certificate (PEM).
-    pub cert: PathBuf,
-    /// The sealed secrets.
-    pub secrets: PathBuf,
-    /// File holding the wrapping key, unless `OBSCURA_WRAPPING_KEY` is set.
-    pub wrapping_key: PathBuf,
-    /// Evaluations each client may ask per window.
-    pub budget_evaluations: u64,
-    /// Budget window, seconds.
-    pub budget_window_s: u64,
-    /// Allowed clock skew and replay window, seconds.
-    pub replay_window_s: u64,
-    /// How often the audit log is signed, seconds.
-    pub checkpoint_interval_s: u64,
-    /// The keyring: the storage key, one key per user secret, and the store's state counter
-    /// (see [`crate::vault`]). Best on other media than the store. Default: beside the sealed
-    /// secrets, with the extension `keyring`.
-    #[serde(default)]
-    pub keyring: Option<PathBuf>,
-    /// Every keeper's public peer key (hex), keeper 1 first: key generation seals its round-2
-    /// packages to them.
-    #[serde(default)]
-    pub peers: Vec<String>,
-    /// Login limits.
-    #[serde(default)]
-    pub login: LoginPolicy,
-    /// How long a session lasts, seconds.
-    #[serde(default = "default_session_ttl")]
-    pub session_ttl_s: u64,
-    /// The data owner's Ed25519 public key (hex): rekey and retire need its orders.
-    pub owner_public_key: String,
-    /// The BLAKE3 digest (hex) of the cluster's bootstrap code, which the first registration
-    /// must present.
-    pub bootstrap_digest: String,
-    /// What capabilities this keeper signs.
-    #[serde(default)]
-    pub capabilities: CapabilityPolicy,
-    /// How much each user may keep here.
-    #[serde(default)]
-    pub quotas: Quotas,
-    /// Limits on what a connection can make this server spend.
-    #[serde(default)]
-    pub limits: ServerLimits,
-}
-
-fn default_session_ttl() -> u64 {
-    3600
-}
-
-/// One key share as sealed: whose key (node, version) and the share's scalar.
-#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-pub struct SealedShare {
-    /// The node whose tokens this key makes.
-    pub node: u8,
-    /// The key version.
-    pub version: u32,
-    /// The share, a canonical little-endian scalar.
-    pub secret: [u8; 32],
-}
-
-/// The secrets sealed for one keeper.
-#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-pub struct KeeperSecrets {
-    /// TLS private key, PEM.
-    pub tls_key_pem: String,
-    /// Ed25519 key that signs audit checkpoints.
-    pub audit_key: [u8; 32],
-    /// Its shares of the token keys.
-    pub shares: Vec<SealedShare>,
-    /// Its OPAQUE keys ([`ServerKeys::to_bytes`]).
-    pub opaque: Vec<u8>,
-    /// Its peer key (a ristretto255 scalar) for key generation.
-    pub peer_key: [u8; 32],
-    /// Its share of the cluster's capability key (a serialized FROST key package).
-    pub capability_key: Vec<u8>,
-    /// The capability key's public package (every keeper's verifying share).
-    pub capability_public: Vec<u8>,
-}
-
-impl KeeperSecrets {
-    /// A keeper's secrets with fresh audit, OPAQUE and peer keys; also returns the public peer
-    /// key, which goes into every keeper's configuration.
-    pub fn new<R: rand_core::RngCore + rand_core::CryptoRng>(
-        tls_key_pem: String,
-        shares: Vec<SealedShare>,
-        capability_key: Vec<u8>,
-        capability_public: Vec<u8>,
-        rng: &mut R,
-    ) -> (KeeperSecrets, [u8; 32]) {
-        let (peer_key, peer_public) = signing::peer_key(rng);
-        let secrets = KeeperSecrets {
-            tls_key_pem,
-            audit_key: SigningKey::generate(rng).to_bytes(),
-            shares,
-            opaque: ServerKeys::random(rng).to_bytes().to_vec(),
-            peer_key: *peer_key,
-            capability_key,
-            capability_public,
-        };
-        (secrets, peer_public)
-    }
-
-    /// Seal for writing to disk, as keeper `keeper`'s.
-    ///
-    /// # Errors
-    /// [`Error::Secrets`] if sealing fails.
-    pub fn seal<R: rand_core::RngCore + rand_core::CryptoRng>(
-        &self,
-        keeper: u8,
-        key: &WrappingKey,
-        rng: &mut R,
-    ) -> Result<Vec<u8>, Error> {
-        seal_secrets(self, &keeper_purpose(keeper), key, rng)
-    }
-}
+pub mod accounts;
+pub mod vault;
 
 /// Everything a running keeper needs, loaded and checked.
 pub struct LoadedKeeper {
@@ -238,31 +102,28 @@ struct SealedExtra {
     capability_public: Vec<u8>,
 }
 
-/// Where a keeper's keyring is: as configured, else beside its sealed secrets.
-pub fn keyring_path(config_path: &Path, config: &KeeperConfig) -> PathBuf {
-    let base = config_path.parent().unwrap_or(Path::new("."));
-    match &config.keyring {
-        Some(p) => base.join(p),
-        None => base.join(&config.secrets).with_extension("keyring"),
-    }
+/// What a stopped keeper's operator works on at its machine: its configuration, its wrapping
+/// key and its store.
+fn stopped(config_path: &Path) -> Result<(KeeperConfig, WrappingKey, KeeperStore), Error> {
+    let config: KeeperConfig = read_server_config(config_path)?;
+    let wrapping = wrapping_key(&beside(config_path, &config.wrapping_key))?;
+    let store = KeeperStore::open(&beside(config_path, &config.store), config.keeper)?;
+    Ok((config, wrapping, store))
 }
 
 /// An admin accepts that keeper's store was restored from an older copy: its state counter is
 /// set to the store's. Returns the counter before and after. The keeper must be stopped.
 ///
 /// # Errors
-/// [`Error::File`], [`Error::Config`], [`Error::Secrets`], [`Error::Store`].
+/// [`Error::Files`] (configuration, wrapping key, keyring), [`Error::Store`].
 pub fn accept_restore(config_path: &Path) -> Result<(u64, u64), Error> {
-    let config: KeeperConfig = read_config(config_path)?;
-    let base = config_path.parent().unwrap_or(Path::new("."));
-    let wrapping = wrapping_key(&base.join(&config.wrapping_key))?;
-    let store = KeeperStore::open(&base.join(&config.store), config.keeper)?;
+    let (config, wrapping, store) = stopped(config_path)?;
     Vault::accept_restore(
         &store,
         &keyring_path(config_path, &config),
         config.keeper,
         &wrapping,
-        crate::server::now(),
+        now(),
     )
 }
 
@@ -270,19 +131,16 @@ pub fn accept_restore(config_path: &Path) -> Result<(u64, u64), Error> {
 /// `config_path` (for when the only admin is locked out). Recorded in the keeper's audit log.
 ///
 /// # Errors
-/// [`Error::File`], [`Error::Config`], [`Error::Secrets`], [`Error::Store`].
+/// [`Error::Files`] (configuration, wrapping key, keyring), [`Error::Store`].
 pub fn unlock_locally(config_path: &Path, user: &str) -> Result<(), Error> {
-    let config: KeeperConfig = read_config(config_path)?;
-    let base = config_path.parent().unwrap_or(Path::new("."));
-    let wrapping = wrapping_key(&base.join(&config.wrapping_key))?;
-    let store = KeeperStore::open(&base.join(&config.store), config.keeper)?;
+    let (config, wrapping, store) = stopped(config_path)?;
     let vault = Vault::open(
         &store,
         &keyring_path(config_path, &config),
         config.keeper,
         wrapping,
     )?;
-    crate::accounts::unlock_locally(&store, &vault, user, crate::server::now())
+    crate::accounts::unlock_locally(&store, &vault, user, now())
 }
 
 impl std::fmt::Debug for LoadedKeeper {
@@ -297,16 +155,13 @@ impl LoadedKeeper {
     /// Read a keeper configuration file and everything it names.
     ///
     /// # Errors
-    /// [`Error::File`], [`Error::Config`], [`Error::Secrets`] (wrong wrapping key, altered file,
-    /// or a share that is not a scalar), [`Error::Tls`], [`Error::Store`].
+    /// [`Error::Files`] for a configuration out of range or its files (unreadable, open to other
+    /// users, secrets that do not open as this keeper's or hold a share that is not a scalar,
+    /// unusable TLS material); [`Error::Store`].
     pub fn load(config_path: &Path) -> Result<LoadedKeeper, Error> {
-        let bad = |reason: String| Error::Config {
-            path: config_path.display().to_string(),
-            reason,
-        };
-        let config: KeeperConfig = read_config(config_path)?;
-        let base = config_path.parent().unwrap_or(Path::new("."));
-        let at = |p: &Path| base.join(p);
+        let bad = |reason: String| Error::config(config_path, reason);
+        let config: KeeperConfig = read_server_config(config_path)?;
+        let at = |p: &Path| beside(config_path, p);
         if config.keeper == 0 || config.keeper > config.m || config.threshold == 0 {
             return Err(bad(format!(
                 "keeper {} of {} with threshold {} is out of range",
@@ -322,51 +177,34 @@ impl LoadedKeeper {
             .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
         let bootstrap = obscura_tokens::keyfile::hex32(&config.bootstrap_digest)
             .ok_or_else(|| bad("bootstrap_digest is not 64 hex digits".into()))?;
-        check_server_files(
-            config_path,
-            &config.wrapping_key,
-            &config.secrets,
-            &config.store,
-        )?;
-        let wrapping = wrapping_key(&at(&config.wrapping_key))?;
-        let secrets: KeeperSecrets = open_secrets(
-            &read(&at(&config.secrets))?,
-            &keeper_purpose(config.keeper),
-            &wrapping,
-        )?;
+        let opened = open_server(config_path, &config)?;
+        let (secrets, wrapping, tls) =
+            (&opened.secrets, opened.wrapping.clone(), opened.tls.clone());
         let capability = (
             signing::key_package_from(&secrets.capability_key)
-                .map_err(|e| Error::Secrets(format!("capability key: {e}")))?,
+                .map_err(|e| Error::secrets(format!("capability key: {e}")))?,
             signing::public_package_from(&secrets.capability_public)
-                .map_err(|e| Error::Secrets(format!("capability key: {e}")))?,
+                .map_err(|e| Error::secrets(format!("capability key: {e}")))?,
         );
-        let tls = server_tls(
-            Party::Keeper(config.keeper),
-            config_path,
-            &config.ca_cert,
-            &config.cert,
-            &secrets.tls_key_pem,
-        )?;
         let shares = secrets
             .shares
             .iter()
             .map(|s| {
                 KeyShare::from_bytes(config.keeper, &s.secret)
                     .map(|k| ((s.node, s.version), k))
-                    .map_err(|e| Error::Secrets(e.to_string()))
+                    .map_err(|e| Error::secrets(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
         let store = KeeperStore::open(&at(&config.store), config.keeper)?;
         let keyring = keyring_path(config_path, &config);
         if keyring.exists() {
-            crate::config::check_private(&keyring)?;
+            obscura_cluster::files::check_private(&keyring)?;
         }
         let vault = Vault::open(&store, &keyring, config.keeper, wrapping.clone())?;
         let opaque = ServerKeys::from_bytes(&secrets.opaque).map_err(|_| {
-            Error::Secrets(
+            Error::secrets(
                 "the sealed secrets hold no OPAQUE keys (made by an older obscura): make the \
-                 cluster again"
-                    .into(),
+                 cluster again",
             )
         })?;
         let peers = if config.peers.is_empty() {
@@ -858,7 +696,7 @@ impl KeeperState {
                 })
                 .collect(),
         };
-        let internal = |e: Error| error(ErrorCode::Internal, e.to_string());
+        let internal = |e: obscura_cluster::Error| error(ErrorCode::Internal, e.to_string());
         let sealed = secrets
             .seal(self.keeper, &sealing.wrapping, &mut rand_core::OsRng)
             .map_err(internal)?;
@@ -917,13 +755,13 @@ impl KeeperState {
 async fn handle(
     State(conn): State<Connection>,
     UrlPath(op): UrlPath<String>,
-    body: transport::RequestBody,
+    body: obscura_server::RequestBody,
 ) -> (StatusCode, Vec<u8>) {
     // A keeper's largest request is a sealed evaluation of many elements.
     let limit = obscura_proto::account_limits::MAX_SEALED + (64 << 10);
     let (bytes, _) = match conn.guard.body(body, limit, false).await {
         Ok(b) => b,
-        Err(refused) => return transport::encode(refused),
+        Err(refused) => return obscura_server::encode(refused),
     };
     let state = conn.state.clone();
     let source = conn.source;
@@ -1011,7 +849,7 @@ pub async fn serve(
             .map(drop)
     };
     // The last act, as every tick: sign the audit log's head.
-    transport::accept_loop(
+    obscura_server::accept_loop(
         listener,
         TlsAcceptor::from(keeper.tls),
         guard,

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "deal")]
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
@@ -27,6 +28,7 @@ use zeroize::Zeroizing;
 #[non_exhaustive]
 pub enum Error {
     /// Certificate generation failed.
+    #[cfg(feature = "deal")]
     #[error("cannot make certificate: {0}")]
     Generate(#[from] rcgen::Error),
     /// A PEM file does not hold what it should.
@@ -124,6 +126,7 @@ impl Endpoint {
 
 /// Everything a cluster's TLS needs: the CA certificate, one server identity per node and one
 /// client identity per client.
+#[cfg(feature = "deal")]
 #[derive(Debug)]
 pub struct ClusterTls {
     /// The CA certificate every party trusts.
@@ -136,6 +139,7 @@ pub struct ClusterTls {
     pub clients: Vec<Identity>,
 }
 
+#[cfg(feature = "deal")]
 fn name(common: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Obscura cluster");
@@ -148,6 +152,7 @@ fn name(common: &str) -> DistinguishedName {
 ///
 /// # Errors
 /// [`Error::Generate`] if a key or certificate cannot be made.
+#[cfg(feature = "deal")]
 pub fn make_cluster_tls(
     cluster: &str,
     nodes: usize,
