@@ -72,20 +72,17 @@ impl KeeperStore {
     /// [`Error::Open`] when the file cannot be opened, [`Error::WrongNode`] when it belongs to
     /// another keeper.
     pub fn open(path: &Path, keeper: u8) -> Result<KeeperStore, Error> {
-        let db = crate::db::Db::open(path, crate::StoreOptions::default())?;
-        let guard = db.get()?;
-        let txn = guard.begin_write()?;
-        {
-            crate::claim(&txn, "keeper", keeper)?;
-            txn.open_table(BUDGETS)?;
-            txn.open_table(REQUESTS)?;
-            txn.open_table(REQUESTS_BY_TIME)?;
-            txn.open_table(AUDIT)?;
-            txn.open_table(VAULT)?;
-            txn.open_table(VAULT_STATE)?;
-        }
-        txn.commit()?;
-        drop(guard);
+        let db = crate::open_claimed(
+            path,
+            crate::StoreOptions::default(),
+            "keeper",
+            keeper,
+            |txn| {
+                crate::create_tables!(txn, BUDGETS, REQUESTS, REQUESTS_BY_TIME, AUDIT, VAULT);
+                crate::create_tables!(txn, VAULT_STATE);
+                Ok(())
+            },
+        )?;
         Ok(KeeperStore { db, keeper })
     }
 

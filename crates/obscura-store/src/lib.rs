@@ -380,7 +380,26 @@ impl Store {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_with(path: &Path, node: u8, options: StoreOptions) -> Result<Store, Error> {
-        let db = db::Db::open(path, options)?;
+        let db = open_claimed(path, options, "node", node, |txn| {
+            create_tables!(
+                txn,
+                STATE,
+                MANIFESTS,
+                IMAGE_SHARES,
+                HASH_SHARES,
+                PENDING_HASH_SHARES
+            );
+            create_tables!(
+                txn,
+                TOKEN_ELEMENTS,
+                TOKEN_MAP,
+                REQUESTS,
+                REQUESTS_BY_TIME,
+                AUDIT
+            );
+            txn.open_multimap_table(POSTINGS)?;
+            Ok(())
+        })?;
         let store = Store {
             db,
             node,
@@ -389,23 +408,6 @@ impl Store {
             keys: RwLock::default(),
         };
         let guard = store.db.get()?;
-        let txn = guard.begin_write()?;
-        {
-            claim(&txn, "node", node)?;
-            // Create every table so readers never meet a missing one.
-            txn.open_table(STATE)?;
-            txn.open_table(MANIFESTS)?;
-            txn.open_table(IMAGE_SHARES)?;
-            txn.open_table(HASH_SHARES)?;
-            txn.open_table(PENDING_HASH_SHARES)?;
-            txn.open_multimap_table(POSTINGS)?;
-            txn.open_table(TOKEN_ELEMENTS)?;
-            txn.open_table(TOKEN_MAP)?;
-            txn.open_table(REQUESTS)?;
-            txn.open_table(REQUESTS_BY_TIME)?;
-            txn.open_table(AUDIT)?;
-        }
-        txn.commit()?;
         let postings = read_postings(&guard)?;
         let keys = rotation::read_keys(&guard)?;
         drop(guard);
@@ -1190,6 +1192,34 @@ fn read_audit(db: &Database) -> Result<Vec<AuditEntry>, Error> {
 
 /// Record in a new store that it belongs to server `id` of kind `role` ("node", "keeper"), or
 /// check that an existing one does.
+/// Create each table named, so that readers never meet a missing one.
+macro_rules! create_tables {
+    ($txn:expr, $($table:expr),+) => {
+        $( $txn.open_table($table)?; )+
+    };
+}
+pub(crate) use create_tables;
+
+/// Open (or create) the database at `path` as the store of `role` `id` (a store made for another
+/// party is refused), and create its tables with `tables`, in one transaction.
+fn open_claimed(
+    path: &Path,
+    options: StoreOptions,
+    role: &'static str,
+    id: u8,
+    tables: impl FnOnce(&WriteTransaction) -> Result<(), Error>,
+) -> Result<db::Db, Error> {
+    let db = db::Db::open(path, options)?;
+    {
+        let guard = db.get()?;
+        let txn = guard.begin_write()?;
+        claim(&txn, role, id)?;
+        tables(&txn)?;
+        txn.commit()?;
+    }
+    Ok(db)
+}
+
 fn claim(txn: &WriteTransaction, role: &'static str, id: u8) -> Result<(), Error> {
     let mut meta = txn.open_table(META)?;
     let found = meta.get(role)?.map(|v| v.value().to_vec());
