@@ -812,7 +812,7 @@ fn load_synthetic(
         let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
         let c: obscura_cluster::node::NodeConfig =
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
-        let path = config.parent().unwrap_or(cluster).join(&c.store);
+        let path = config.parent().unwrap_or(cluster).join(&c.files.store);
         stores.push(
             Store::open_with(&path, node, options)
                 .map_err(|e| format!("{}: {e}", path.display()))?,

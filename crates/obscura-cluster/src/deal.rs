@@ -38,7 +38,7 @@ use crate::keeper::{
     SealedShare,
 };
 use crate::node::{NodeConfig, NodeSecrets, SearchPolicy};
-use crate::server::ServerLimits;
+use crate::server::{ServerFiles, ServerLimits};
 use crate::tls::{make_cluster_tls, ClusterTls};
 
 /// Stage-1 multi-probe radius of new clusters. With 8 bands of 8 bits and a distance
@@ -239,6 +239,17 @@ fn private_dir(path: &Path) -> Result<(), Error> {
     Ok(create_private_dir(path)?)
 }
 
+/// Where a server's files are in its folder: the same for every node and keeper.
+fn server_files() -> ServerFiles {
+    ServerFiles {
+        store: PathBuf::from("store.redb"),
+        ca_cert: PathBuf::from("../ca.pem"),
+        cert: PathBuf::from("cert.pem"),
+        secrets: PathBuf::from("secrets.sealed"),
+        wrapping_key: PathBuf::from("wrapping.key"),
+    }
+}
+
 /// A fresh wrapping key for one party, written to `dir/wrapping.key`.
 fn party_key(dir: &Path, rng: &mut ChaCha20Rng) -> Result<WrappingKey, Error> {
     let key = WrappingKey::random(rng);
@@ -371,11 +382,7 @@ fn build(
             k: k as u8,
             t: t as u8,
             listen: format!("{}:{}", opt.host, opt.node_ports[i]),
-            store: PathBuf::from("store.redb"),
-            ca_cert: PathBuf::from("../ca.pem"),
-            cert: PathBuf::from("cert.pem"),
-            secrets: PathBuf::from("secrets.sealed"),
-            wrapping_key: PathBuf::from("wrapping.key"),
+            files: server_files(),
             owner_public_key: owner_hex.clone(),
             replay_window_s: 120,
             checkpoint_interval_s: 60,
@@ -525,11 +532,7 @@ fn write_keepers(
             m: m as u8,
             threshold: opt.keeper_threshold as u8,
             listen: format!("{}:{}", opt.host, opt.keeper_ports[j]),
-            store: PathBuf::from("store.redb"),
-            ca_cert: PathBuf::from("../ca.pem"),
-            cert: PathBuf::from("cert.pem"),
-            secrets: PathBuf::from("secrets.sealed"),
-            wrapping_key: PathBuf::from("wrapping.key"),
+            files: server_files(),
             budget_evaluations: opt.keeper_budget,
             budget_window_s: 3600,
             replay_window_s: 120,

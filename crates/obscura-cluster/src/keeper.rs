@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::files::seal_secrets;
-use crate::server::{ServerFiles, ServerLimits, ServerRole};
-use crate::tls::Party;
+use crate::server::{ServerFiles, ServerLimits, ServerSecrets};
 use crate::Error;
 
 /// Purpose label of a keeper's sealed secrets; the keeper's number follows it
@@ -36,16 +35,9 @@ pub struct KeeperConfig {
     pub threshold: u8,
     /// Address to listen on.
     pub listen: String,
-    /// The redb file (budgets, replay window, audit log).
-    pub store: PathBuf,
-    /// The cluster CA certificate (PEM).
-    pub ca_cert: PathBuf,
-    /// This keeper's certificate (PEM).
-    pub cert: PathBuf,
-    /// The sealed secrets.
-    pub secrets: PathBuf,
-    /// File holding the wrapping key, unless `OBSCURA_WRAPPING_KEY` is set.
-    pub wrapping_key: PathBuf,
+    /// Its store, certificates, sealed secrets and wrapping key.
+    #[serde(flatten)]
+    pub files: ServerFiles,
     /// Evaluations each client may ask per window.
     pub budget_evaluations: u64,
     /// Budget window, seconds.
@@ -161,7 +153,7 @@ pub fn keyring_path(config_path: &Path, config: &KeeperConfig) -> PathBuf {
     let base = config_path.parent().unwrap_or(Path::new("."));
     match &config.keyring {
         Some(p) => base.join(p),
-        None => base.join(&config.secrets).with_extension("keyring"),
+        None => base.join(&config.files.secrets).with_extension("keyring"),
     }
 }
 
@@ -264,28 +256,8 @@ pub fn bootstrap_digest(code: &[u8; 32]) -> [u8; 32] {
     blake3::derive_key("obscura 2026 bootstrap code", code)
 }
 
-impl ServerRole for KeeperConfig {
-    type Secrets = KeeperSecrets;
-
-    fn party(&self) -> Party {
-        Party::Keeper(self.keeper)
-    }
-
-    fn purpose(&self) -> String {
-        keeper_purpose(self.keeper)
-    }
-
-    fn files(&self) -> ServerFiles<'_> {
-        ServerFiles {
-            ca_cert: &self.ca_cert,
-            cert: &self.cert,
-            secrets: &self.secrets,
-            wrapping_key: &self.wrapping_key,
-            store: &self.store,
-        }
-    }
-
-    fn tls_key(secrets: &KeeperSecrets) -> &str {
-        &secrets.tls_key_pem
+impl ServerSecrets for KeeperSecrets {
+    fn tls_key_pem(&self) -> &str {
+        &self.tls_key_pem
     }
 }

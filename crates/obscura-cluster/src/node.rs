@@ -2,15 +2,12 @@
 //! sealed for it (TLS key, audit key, zero-sharing set keys, the handle key). Relative paths are
 //! relative to the configuration file.
 
-use std::path::PathBuf;
-
 use obscura_tokens::keyfile::WrappingKey;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::files::seal_secrets;
-use crate::server::{ServerFiles, ServerLimits, ServerRole};
-use crate::tls::Party;
+use crate::server::{ServerFiles, ServerLimits, ServerSecrets};
 use crate::Error;
 
 /// Purpose label of a node's sealed secrets; the node's number follows it ([`node_purpose`]).
@@ -34,16 +31,9 @@ pub struct NodeConfig {
     pub t: u8,
     /// Address to listen on, e.g. `127.0.0.1:7401`.
     pub listen: String,
-    /// The redb file.
-    pub store: PathBuf,
-    /// The cluster CA certificate (PEM).
-    pub ca_cert: PathBuf,
-    /// This node's certificate (PEM).
-    pub cert: PathBuf,
-    /// The sealed secrets.
-    pub secrets: PathBuf,
-    /// File holding the wrapping key (64 hex digits), unless `OBSCURA_WRAPPING_KEY` is set.
-    pub wrapping_key: PathBuf,
+    /// Its store, certificates, sealed secrets and wrapping key.
+    #[serde(flatten)]
+    pub files: ServerFiles,
     /// The data owner's Ed25519 public key, hex.
     pub owner_public_key: String,
     /// Allowed clock skew and replay window, seconds.
@@ -198,28 +188,8 @@ impl NodeSecrets {
     }
 }
 
-impl ServerRole for NodeConfig {
-    type Secrets = NodeSecrets;
-
-    fn party(&self) -> Party {
-        Party::Node(self.node)
-    }
-
-    fn purpose(&self) -> String {
-        node_purpose(self.node)
-    }
-
-    fn files(&self) -> ServerFiles<'_> {
-        ServerFiles {
-            ca_cert: &self.ca_cert,
-            cert: &self.cert,
-            secrets: &self.secrets,
-            wrapping_key: &self.wrapping_key,
-            store: &self.store,
-        }
-    }
-
-    fn tls_key(secrets: &NodeSecrets) -> &str {
-        &secrets.tls_key_pem
+impl ServerSecrets for NodeSecrets {
+    fn tls_key_pem(&self) -> &str {
+        &self.tls_key_pem
     }
 }

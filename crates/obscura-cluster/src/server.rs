@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::files::{
-    check_private, create_private_file, open_secrets, read, read_config, wrapping_key,
-    WRAPPING_KEY_ENV,
+    check_private, create_private_file, open_secrets, read, wrapping_key, WRAPPING_KEY_ENV,
 };
 use crate::tls::{self, Identity};
 use crate::Error;
@@ -48,26 +47,21 @@ impl Default for ServerLimits {
 }
 
 /// A server's TLS configuration from the CA and certificate files named in its configuration
-/// (relative to the configuration file) and its private key from the sealed secrets; `server`
-/// ("node", "keeper") names its certificate in errors.
+/// and its private key from the sealed secrets; `server` names its certificate in errors.
 fn server_tls(
     server: tls::Party,
     config_path: &Path,
-    ca_cert: &Path,
-    cert: &Path,
+    files: &ServerFiles,
     key_pem: &str,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let base = config_path.parent().unwrap_or(Path::new("."));
     let text = |p: &Path, what: &str| {
-        String::from_utf8(read(&base.join(p))?).map_err(|_| Error::Config {
-            path: config_path.display().to_string(),
-            reason: format!("{what} is not text"),
-        })
+        String::from_utf8(read(&beside(config_path, p))?)
+            .map_err(|_| config_error(config_path, format!("{what} is not text")))
     };
     Ok(tls::server_config(
-        &text(ca_cert, "CA certificate")?,
+        &text(&files.ca_cert, "CA certificate")?,
         &Identity {
-            cert_pem: text(cert, &format!("{server} certificate"))?,
+            cert_pem: text(&files.cert, &format!("{server} certificate"))?,
             key_pem: Zeroizing::new(key_pem.to_string()),
         },
     )?)
@@ -76,12 +70,7 @@ fn server_tls(
 /// The files a server keeps secret, checked before it reads them: its folder, its wrapping
 /// key (unless it comes from the environment), its sealed secrets and its store (created
 /// private when missing).
-fn check_server_files(
-    config_path: &Path,
-    wrapping_key: &Path,
-    secrets: &Path,
-    store: &Path,
-) -> Result<(), Error> {
+fn check_server_files(config_path: &Path, files: &ServerFiles) -> Result<(), Error> {
     let base = config_path.parent().unwrap_or(Path::new("."));
     let dir = if base.as_os_str().is_empty() {
         Path::new(".")
@@ -90,40 +79,41 @@ fn check_server_files(
     };
     check_private(dir)?;
     if std::env::var_os(WRAPPING_KEY_ENV).is_none() {
-        check_private(&base.join(wrapping_key))?;
+        check_private(&base.join(&files.wrapping_key))?;
     }
-    check_private(&base.join(secrets))?;
-    create_private_file(&base.join(store))?;
-    check_private(&base.join(store))
+    check_private(&base.join(&files.secrets))?;
+    create_private_file(&base.join(&files.store))?;
+    check_private(&base.join(&files.store))
 }
 
-/// A server's configuration file, as [`open_server`] reads what it names.
-pub trait ServerRole: serde::de::DeserializeOwned {
-    /// What is sealed for it.
-    type Secrets: serde::de::DeserializeOwned;
-    /// Who it is, as its certificate names it.
-    fn party(&self) -> tls::Party;
-    /// The purpose its secrets are sealed under: they open as this party's only.
-    fn purpose(&self) -> String;
-    /// The files it names, relative to the configuration file.
-    fn files(&self) -> ServerFiles<'_>;
-    /// Its TLS private key (PEM), among its secrets.
-    fn tls_key(secrets: &Self::Secrets) -> &str;
-}
-
-/// The files a server's configuration names.
-#[derive(Clone, Copy, Debug)]
-pub struct ServerFiles<'a> {
-    /// The cluster CA certificate.
-    pub ca_cert: &'a Path,
-    /// The server's certificate.
-    pub cert: &'a Path,
+/// Where a server's files are, relative to its configuration file: the same block in a node's
+/// configuration and a keeper's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerFiles {
+    /// Its store (a redb file).
+    pub store: PathBuf,
+    /// The cluster CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// The server's own certificate (PEM).
+    pub cert: PathBuf,
     /// Its sealed secrets.
-    pub secrets: &'a Path,
-    /// Its wrapping key, unless `OBSCURA_WRAPPING_KEY` is set.
-    pub wrapping_key: &'a Path,
-    /// Its store.
-    pub store: &'a Path,
+    pub secrets: PathBuf,
+    /// The file holding its wrapping key (64 hex digits), unless `OBSCURA_WRAPPING_KEY` is set.
+    pub wrapping_key: PathBuf,
+}
+
+/// A server's sealed secrets, as [`open_server`] opens them.
+pub trait ServerSecrets: serde::de::DeserializeOwned {
+    /// Its TLS private key (PEM).
+    fn tls_key_pem(&self) -> &str;
+}
+
+/// The purpose `party`'s secrets are sealed under: they open as that party's only.
+pub fn sealed_for(party: tls::Party) -> String {
+    match party {
+        tls::Party::Node(i) => crate::node::node_purpose(i),
+        tls::Party::Keeper(j) => crate::keeper::keeper_purpose(j),
+    }
 }
 
 /// What [`open_server`] opened.
@@ -142,14 +132,6 @@ impl<S> std::fmt::Debug for Opened<S> {
     }
 }
 
-/// A server's configuration file, parsed.
-///
-/// # Errors
-/// [`Error::File`], [`Error::Config`].
-pub fn read_server_config<C: ServerRole>(config_path: &Path) -> Result<C, Error> {
-    read_config(config_path)
-}
-
 /// Where `path`, named in the configuration file `config_path`, is.
 pub fn beside(config_path: &Path, path: &Path) -> PathBuf {
     config_path.parent().unwrap_or(Path::new(".")).join(path)
@@ -163,33 +145,27 @@ pub fn config_error(config_path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Open what a server's configuration (read from `config_path`, already checked by its server)
-/// names: its folder, wrapping key, sealed secrets and store must be private to its owner (the
-/// store is created empty and private when missing), the secrets must open as this party's,
-/// and its certificate with the sealed key must make a TLS configuration.
+/// Open what the configuration file `config_path` of `party` (read and checked by its server)
+/// names in `files`: its folder, wrapping key, sealed secrets and store must be private to its
+/// owner (the store is created empty and private when missing), the secrets must open as this
+/// party's, and its certificate with the sealed key must make a TLS configuration.
 ///
 /// # Errors
 /// [`Error::NotPrivate`], [`Error::File`], [`Error::Config`], [`Error::Secrets`] (wrong wrapping
 /// key, another party's file, an altered file), [`Error::Tls`].
-pub fn open_server<C: ServerRole>(
+pub fn open_server<S: ServerSecrets>(
     config_path: &Path,
-    config: &C,
-) -> Result<Opened<C::Secrets>, Error> {
-    let files = config.files();
-    check_server_files(config_path, files.wrapping_key, files.secrets, files.store)?;
-    let wrapping = wrapping_key(&beside(config_path, files.wrapping_key))?;
-    let secrets: C::Secrets = open_secrets(
-        &read(&beside(config_path, files.secrets))?,
-        &config.purpose(),
+    party: tls::Party,
+    files: &ServerFiles,
+) -> Result<Opened<S>, Error> {
+    check_server_files(config_path, files)?;
+    let wrapping = wrapping_key(&beside(config_path, &files.wrapping_key))?;
+    let secrets: S = open_secrets(
+        &read(&beside(config_path, &files.secrets))?,
+        &sealed_for(party),
         &wrapping,
     )?;
-    let tls = server_tls(
-        config.party(),
-        config_path,
-        files.ca_cert,
-        files.cert,
-        C::tls_key(&secrets),
-    )?;
+    let tls = server_tls(party, config_path, files, secrets.tls_key_pem())?;
     Ok(Opened {
         secrets,
         wrapping,

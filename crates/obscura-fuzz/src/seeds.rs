@@ -10,7 +10,7 @@ use obscura_client::rotation::RotationPlan;
 use obscura_cluster::keeper::{CapabilityPolicy, LoginPolicy, Quotas};
 use obscura_cluster::keeper::{KeeperConfig, KeeperSecrets, SealedShare};
 use obscura_cluster::node::{NodeConfig, NodeSecrets, SearchPolicy, StorageSettings};
-use obscura_cluster::server::ServerLimits;
+use obscura_cluster::server::{ServerFiles, ServerLimits};
 use obscura_keeper::oprf;
 use obscura_keeper::session::{Channel, Role};
 use obscura_keeper::signing;
@@ -913,11 +913,7 @@ fn configs() -> Vec<Vec<u8>> {
         k: 2,
         t: 1,
         listen: "127.0.0.1:7401".into(),
-        store: "node1/store.redb".into(),
-        ca_cert: "ca.pem".into(),
-        cert: "node1/cert.pem".into(),
-        secrets: "node1/secrets.sealed".into(),
-        wrapping_key: "node1/wrapping.key".into(),
+        files: server_files("node1"),
         owner_public_key: hex(&owner_key()),
         replay_window_s: 120,
         checkpoint_interval_s: 60,
@@ -933,11 +929,7 @@ fn configs() -> Vec<Vec<u8>> {
         m: 3,
         threshold: 2,
         listen: "127.0.0.1:7501".into(),
-        store: "keeper1/store.redb".into(),
-        ca_cert: "ca.pem".into(),
-        cert: "keeper1/cert.pem".into(),
-        secrets: "keeper1/secrets.sealed".into(),
-        wrapping_key: "keeper1/wrapping.key".into(),
+        files: server_files("keeper1"),
         budget_evaluations: 100_000,
         budget_window_s: 3600,
         replay_window_s: 120,
@@ -1206,4 +1198,15 @@ fn session_files() -> Vec<Vec<u8>> {
         .iter()
         .map(|f| serde_json::to_vec_pretty(f).expect("a session file serializes"))
         .collect()
+}
+
+/// A server's files in folder `dir` of a cluster directory.
+fn server_files(dir: &str) -> ServerFiles {
+    ServerFiles {
+        store: format!("{dir}/store.redb").into(),
+        ca_cert: "ca.pem".into(),
+        cert: format!("{dir}/cert.pem").into(),
+        secrets: format!("{dir}/secrets.sealed").into(),
+        wrapping_key: format!("{dir}/wrapping.key").into(),
+    }
 }

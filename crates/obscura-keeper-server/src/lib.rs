@@ -49,9 +49,10 @@ use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
 use obscura_cluster::ed25519_key;
-use obscura_cluster::files::{wrapping_key, write_private_atomic};
+use obscura_cluster::files::{read_config, wrapping_key, write_private_atomic};
 use obscura_cluster::keeper::{keyring_path, KeeperConfig, KeeperSecrets, SealedShare};
-use obscura_cluster::server::{beside, open_server, read_server_config};
+use obscura_cluster::server::{beside, open_server};
+use obscura_cluster::tls::Party;
 use obscura_server::{error, now, proto_error, scalar, store_error, wire_audit, Error, Guard};
 
 use crate::accounts::{Accounts, Caller};
@@ -105,9 +106,9 @@ struct SealedExtra {
 /// What a stopped keeper's operator works on at its machine: its configuration, its wrapping
 /// key and its store.
 fn stopped(config_path: &Path) -> Result<(KeeperConfig, WrappingKey, KeeperStore), Error> {
-    let config: KeeperConfig = read_server_config(config_path)?;
-    let wrapping = wrapping_key(&beside(config_path, &config.wrapping_key))?;
-    let store = KeeperStore::open(&beside(config_path, &config.store), config.keeper)?;
+    let config: KeeperConfig = read_config(config_path)?;
+    let wrapping = wrapping_key(&beside(config_path, &config.files.wrapping_key))?;
+    let store = KeeperStore::open(&beside(config_path, &config.files.store), config.keeper)?;
     Ok((config, wrapping, store))
 }
 
@@ -160,7 +161,7 @@ impl LoadedKeeper {
     /// unusable TLS material); [`Error::Store`].
     pub fn load(config_path: &Path) -> Result<LoadedKeeper, Error> {
         let bad = |reason: String| Error::config(config_path, reason);
-        let config: KeeperConfig = read_server_config(config_path)?;
+        let config: KeeperConfig = read_config(config_path)?;
         let at = |p: &Path| beside(config_path, p);
         if config.keeper == 0 || config.keeper > config.m || config.threshold == 0 {
             return Err(bad(format!(
@@ -177,7 +178,8 @@ impl LoadedKeeper {
             .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
         let bootstrap = obscura_tokens::keyfile::hex32(&config.bootstrap_digest)
             .ok_or_else(|| bad("bootstrap_digest is not 64 hex digits".into()))?;
-        let opened = open_server(config_path, &config)?;
+        let opened =
+            open_server::<KeeperSecrets>(config_path, Party::Keeper(config.keeper), &config.files)?;
         let (secrets, wrapping, tls) =
             (&opened.secrets, opened.wrapping.clone(), opened.tls.clone());
         let capability = (
@@ -195,7 +197,7 @@ impl LoadedKeeper {
                     .map_err(|e| Error::secrets(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
-        let store = KeeperStore::open(&at(&config.store), config.keeper)?;
+        let store = KeeperStore::open(&at(&config.files.store), config.keeper)?;
         let keyring = keyring_path(config_path, &config);
         if keyring.exists() {
             obscura_cluster::files::check_private(&keyring)?;
@@ -237,7 +239,7 @@ impl LoadedKeeper {
                 capability_public: secrets.capability_public.clone(),
             },
             audit_key: SigningKey::from_bytes(&secrets.audit_key),
-            secrets_path: at(&config.secrets),
+            secrets_path: at(&config.files.secrets),
             wrapping,
             tls_key_pem: Zeroizing::new(secrets.tls_key_pem.clone()),
             config,

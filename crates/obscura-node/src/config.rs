@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use obscura_cluster::ed25519_key;
-use obscura_cluster::node::{NodeConfig, StorageSettings};
-use obscura_cluster::server::{beside, open_server, read_server_config};
+use obscura_cluster::files::read_config;
+use obscura_cluster::node::{NodeConfig, NodeSecrets, StorageSettings};
+use obscura_cluster::server::{beside, open_server};
+use obscura_cluster::tls::Party;
 use obscura_sharing::zero::ZeroSharingKeys;
 use obscura_store::{Store, StoreOptions};
 
@@ -62,7 +64,7 @@ impl LoadedNode {
     /// [`Error::Store`].
     pub fn load(config_path: &Path) -> Result<LoadedNode, Error> {
         let bad = |reason: String| Error::config(config_path, reason);
-        let config: NodeConfig = read_server_config(config_path)?;
+        let config: NodeConfig = read_config(config_path)?;
         if config.node == 0 || config.node > config.n {
             return Err(bad(format!(
                 "node {} is not in 1..={}",
@@ -104,7 +106,8 @@ impl LoadedNode {
                 p.fitting_exhaustive(config.n)
             )));
         }
-        let opened = open_server(config_path, &config)?;
+        let opened =
+            open_server::<NodeSecrets>(config_path, Party::Node(config.node), &config.files)?;
         let (secrets, tls) = (&opened.secrets, opened.tls.clone());
         let zero = ZeroSharingKeys::from_parts(
             config.node,
@@ -114,7 +117,7 @@ impl LoadedNode {
         )
         .map_err(|e| Error::secrets(e.to_string()))?;
         let store = Store::open_with(
-            &beside(config_path, &config.store),
+            &beside(config_path, &config.files.store),
             config.node,
             store_options(&config.storage),
         )?;

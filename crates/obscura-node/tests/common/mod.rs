@@ -570,7 +570,8 @@ impl TestNode {
         self.task.take().unwrap().await.unwrap().unwrap();
         let config = self.dir.join("node1/node.json");
         let c: NodeConfig = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-        let store = obscura_store::Store::open(&self.dir.join("node1").join(&c.store), 1).unwrap();
+        let store =
+            obscura_store::Store::open(&self.dir.join("node1").join(&c.files.store), 1).unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(count as u64);
         let images: Vec<(ImageId, [u8; 256], [[u8; 16]; 8])> = (0..count)
             .map(|_| {
