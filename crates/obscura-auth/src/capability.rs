@@ -16,7 +16,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use obscura_proto::{
-    roles, Auth, Capability, Limits, Request, SignedCapability, UploadTicket, WireRoles,
+    roles, Auth, Capability, Limits, NodeBody, Request, SignedCapability, UploadTicket, WireRoles,
 };
 
 use crate::Error;
@@ -217,7 +217,7 @@ impl Holder {
     }
 
     /// Sign `request` for node `node`, putting the capability and the signature in its `auth`.
-    pub fn sign(&self, node: u8, request: &mut Request) {
+    pub fn sign(&self, node: u8, request: &mut Request<NodeBody>) {
         let digest = obscura_proto::request_digest(
             node,
             &request.request_id,
@@ -231,7 +231,7 @@ impl Holder {
     }
 
     /// A ticket for uploading `request` to node `node`, for its header.
-    pub fn upload_ticket(&self, node: u8, request: &Request) -> UploadTicket {
+    pub fn upload_ticket(&self, node: u8, request: &Request<NodeBody>) -> UploadTicket {
         let digest =
             obscura_proto::upload_ticket_digest(node, &request.request_id, request.timestamp);
         UploadTicket {
@@ -348,7 +348,7 @@ impl Acting<'_> {
 /// [`Error::NoCapability`], [`Error::BadCapability`], [`Error::Expired`],
 /// [`Error::BadRequestSignature`].
 pub fn authenticate(
-    request: &Request,
+    request: &Request<NodeBody>,
     node: u8,
     key: &CapabilityKey,
     now: u64,
@@ -408,7 +408,7 @@ pub fn check_upload_ticket(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use obscura_proto::RequestBody;
+    use obscura_proto::NodeBody;
 
     fn cap(holder: &SigningKey, now: u64) -> Capability {
         Capability {
@@ -484,7 +484,7 @@ mod tests {
         let mut req = Request {
             request_id: [9; 16],
             timestamp: now,
-            body: RequestBody::Status,
+            body: NodeBody::Status,
             auth: None,
         };
         assert_eq!(
@@ -499,7 +499,7 @@ mod tests {
             Error::BadRequestSignature
         );
         let mut moved = req.clone();
-        moved.body = RequestBody::Checkpoint;
+        moved.body = NodeBody::Checkpoint;
         assert_eq!(
             authenticate(&moved, 1, &key, now, 60).unwrap_err(),
             Error::BadRequestSignature

@@ -19,7 +19,7 @@
 //! ```
 //! use ed25519_dalek::{Signer, SigningKey};
 //! use obscura_auth::capability::{self, authenticate, CapabilityKey, Holder};
-//! use obscura_proto::{roles, Capability, Limits, Request, RequestBody, SignedCapability};
+//! use obscura_proto::{roles, Capability, Limits, NodeBody, Request, SignedCapability};
 //!
 //! let group = SigningKey::from_bytes(&[1; 32]); // the keepers, together
 //! let key = CapabilityKey::from(group.verifying_key());
@@ -39,7 +39,7 @@
 //! let holder = Holder::new(holder_key, SignedCapability { body, signature }, &key, now)?;
 //!
 //! // The client signs each request for the node it goes to.
-//! let mut req = Request { request_id: [4; 16], timestamp: now, body: RequestBody::Status, auth: None };
+//! let mut req = Request { request_id: [4; 16], timestamp: now, body: NodeBody::Status, auth: None };
 //! holder.sign(2, &mut req);
 //!
 //! // Node 2 checks it and learns who asks; node 3 would refuse it.

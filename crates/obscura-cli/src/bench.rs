@@ -904,7 +904,7 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
     use ed25519_dalek::{Signer, SigningKey, Verifier};
     use obscura_auth::capability::{self, authenticate, CapabilityKey, Holder};
     use obscura_auth::matching::{self, Answered, KeptAnswer, MatchPolicy};
-    use obscura_proto::{Capability, Limits, Request, RequestBody, SignedCapability};
+    use obscura_proto::{Capability, Limits, NodeBody, Request, SignedCapability};
     let mut rng = rand_chacha::ChaCha20Rng::from_seed([1; 32]);
     let group = SigningKey::generate(&mut rng);
     let key = CapabilityKey::from(group.verifying_key());
@@ -932,7 +932,7 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
     let mut req = Request {
         request_id: [2; 16],
         timestamp: now,
-        body: RequestBody::Lookup {
+        body: NodeBody::Lookup {
             key_version: 1,
             query: [3; 16],
             issued: now,

@@ -252,7 +252,7 @@ fn replayed_requests_and_garbage_are_refused_with_clear_errors() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs(),
-            body: obscura_proto::RequestBody::Status,
+            body: obscura_proto::NodeBody::Status,
             auth: None,
         };
         holder.sign(1, &mut request);

@@ -41,8 +41,8 @@ use obscura_auth::matching::{self, KeptAnswer};
 use obscura_cluster::tls::{Endpoint, Party};
 use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
 use obscura_proto::{
-    limits, roles, ErrorCode, FetchBy, MatchProof, PreparedImage, Request, RequestBody, Response,
-    ResponseBody, ScanOf, WireAuditEntry, WireCheck, WireOpened,
+    limits, roles, Body, ErrorCode, FetchBy, KeeperBody, MatchProof, NodeBody, PreparedImage,
+    Request, Response, ResponseBody, ScanOf, WireAuditEntry, WireCheck, WireOpened,
 };
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::field::Fp;
@@ -531,18 +531,18 @@ impl Client {
     }
 
     /// Call every node concurrently with the body `make(x)`.
-    async fn call_all(&self, make: impl Fn(u8) -> RequestBody) -> Vec<Answered> {
+    async fn call_all(&self, make: impl Fn(u8) -> NodeBody) -> Vec<Answered> {
         self.call_some(self.to_every_node(make)).await
     }
 
     /// Node `x`'s call with the body `make(x)`, for every node.
-    fn to_every_node(&self, make: impl Fn(u8) -> RequestBody) -> Vec<(u8, RequestBody)> {
+    fn to_every_node(&self, make: impl Fn(u8) -> NodeBody) -> Vec<(u8, NodeBody)> {
         (1..=self.n() as u8).map(|x| (x, make(x))).collect()
     }
 
     /// Call every node concurrently, node `i + 1` with `bodies[i]`, each request signed with
     /// the user's capability for that node.
-    async fn call_each(&self, bodies: Vec<RequestBody>) -> Vec<Answered> {
+    async fn call_each(&self, bodies: Vec<NodeBody>) -> Vec<Answered> {
         self.call_some((1..=self.n() as u8).zip(bodies).collect())
             .await
     }
@@ -550,7 +550,7 @@ impl Client {
     /// Call the nodes of `calls` concurrently, each with its body, signed with the user's
     /// capability for that node; every call runs to its answer or its time limit, and answers
     /// come back by node.
-    async fn call_some(&self, calls: Vec<(u8, RequestBody)>) -> Vec<Answered> {
+    async fn call_some(&self, calls: Vec<(u8, NodeBody)>) -> Vec<Answered> {
         self.call_quorum(calls, usize::MAX).await
     }
 
@@ -559,7 +559,7 @@ impl Client {
     /// a grace as long again as the quorum took (at least [`GRACE`]), and a node still silent
     /// then is left behind as [`Fault::Slow`]. With fewer answers than `quorum`, every call
     /// runs to its own time limit.
-    async fn call_quorum(&self, calls: Vec<(u8, RequestBody)>, quorum: usize) -> Vec<Answered> {
+    async fn call_quorum(&self, calls: Vec<(u8, NodeBody)>, quorum: usize) -> Vec<Answered> {
         let holder = match self.holder().await {
             Ok(h) => h,
             Err(e) => {
@@ -753,7 +753,7 @@ impl Client {
             .call_each(
                 per_node
                     .into_iter()
-                    .map(|images| RequestBody::Prepare {
+                    .map(|images| NodeBody::Prepare {
                         key_version: self.key_version,
                         images,
                     })
@@ -764,7 +764,7 @@ impl Client {
         let mut failed = ("indexing (prepare)", failures_of(&prepared));
         if failed.1.is_empty() {
             let committed = self
-                .call_all(|_| RequestBody::Commit {
+                .call_all(|_| NodeBody::Commit {
                     images: wire_ids.clone(),
                 })
                 .await;
@@ -949,14 +949,14 @@ impl Client {
     }
 
     /// The owner's signed order to delete `id`, the same for every node.
-    fn delete_request(&self, id: ImageId) -> Result<RequestBody, Error> {
+    fn delete_request(&self, id: ImageId) -> Result<NodeBody, Error> {
         let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let issued_at = unix_now();
         let order = Order::Delete {
             image: id,
             issued_at,
         };
-        Ok(RequestBody::Delete {
+        Ok(NodeBody::Delete {
             image: id.0,
             issued_at,
             signature: order.sign(owner).to_vec(),
@@ -970,7 +970,7 @@ impl Client {
 
     /// Each node's status, or why it failed.
     pub async fn status(&self) -> Vec<(u8, Result<NodeStatus, Fault>)> {
-        self.call_all(|_| RequestBody::Status)
+        self.call_all(|_| NodeBody::Status)
             .await
             .into_iter()
             .map(|(x, r, _, _)| {
@@ -1000,7 +1000,7 @@ impl Client {
         for (i, base) in self.nodes.iter().enumerate() {
             let (http, base) = (self.http.clone(), base.clone());
             set.spawn(async move {
-                let (r, _, _) = post(&http, &base, RequestBody::Status, None).await;
+                let (r, _, _) = post(&http, &base, NodeBody::Status, None).await;
                 let r = match r {
                     Ok(_)
                     | Err(Fault::Refused {
@@ -1028,7 +1028,7 @@ impl Client {
         for (j, url) in urls.iter().enumerate() {
             let (http, url) = (self.http.clone(), url.clone());
             set.spawn(async move {
-                let (r, _, _) = post(&http, &url, RequestBody::Status, None).await;
+                let (r, _, _) = post_keeper(&http, &url, KeeperBody::Status).await;
                 let r = r.and_then(|b| match b {
                     ResponseBody::Status {
                         audit_entries,
@@ -1056,7 +1056,7 @@ impl Client {
     /// by page. The caller verifies it against the node's audit key. Needs the auditor or admin
     /// role.
     pub async fn audit_logs(&self) -> Vec<(u8, Result<AuditLog, Fault>)> {
-        let signed = self.call_all(|_| RequestBody::Checkpoint).await;
+        let signed = self.call_all(|_| NodeBody::Checkpoint).await;
         let mut out: Vec<(u8, Result<AuditLog, Fault>)> = signed
             .into_iter()
             .map(|(x, r, _, _)| {
@@ -1075,7 +1075,7 @@ impl Client {
             let pages = self
                 .call_each(
                     out.iter()
-                        .map(|(_, r)| RequestBody::Audit {
+                        .map(|(_, r)| NodeBody::Audit {
                             from: r.as_ref().map_or(0, |l| l.entries.len() as u64),
                             max: limits::MAX_AUDIT_PAGE,
                         })
@@ -1190,7 +1190,7 @@ impl Client {
                 let issued = unix_now();
                 let lookups = self
                     .call_quorum(
-                        self.to_every_node(|x| RequestBody::Lookup {
+                        self.to_every_node(|x| NodeBody::Lookup {
                             key_version: self.key_version,
                             query: query_id,
                             issued,
@@ -1206,7 +1206,7 @@ impl Client {
                 let issued = unix_now();
                 let lists = self
                     .call_quorum(
-                        self.to_every_node(|_| RequestBody::List {
+                        self.to_every_node(|_| NodeBody::List {
                             query: query_id,
                             issued,
                         }),
@@ -1277,7 +1277,7 @@ impl Client {
             .call_quorum(
                 up.iter()
                     .map(|&x| {
-                        let body = RequestBody::CheckQuery {
+                        let body = NodeBody::CheckQuery {
                             query_id,
                             issued,
                             query_share: shares[x as usize - 1].clone(),
@@ -1390,7 +1390,7 @@ impl Client {
         let mut unresolved = 0;
         if !proofs.is_empty() {
             let resolved = self
-                .call_all(|_| RequestBody::Resolve {
+                .call_all(|_| NodeBody::Resolve {
                     proofs: proofs.clone(),
                 })
                 .await;
@@ -1446,7 +1446,7 @@ impl Client {
                 members
                     .iter()
                     .map(|&x| {
-                        let body = RequestBody::Evaluate {
+                        let body = NodeBody::Evaluate {
                             query_id: query.query_id,
                             issued: query.issued,
                             query_share: query.shares[x as usize - 1].clone(),
@@ -1497,7 +1497,7 @@ impl Client {
                 .map(|&x| {
                     (
                         x,
-                        RequestBody::Reduce {
+                        NodeBody::Reduce {
                             query_id: query.query_id,
                             issued: query.issued,
                             part,
@@ -1672,10 +1672,10 @@ impl Client {
     async fn get_by(&self, id: ImageId, by: FetchBy) -> Result<Rebuilt, Error> {
         // k answers are enough unless a share fails its check: then the nodes left behind are
         // asked again, this time waited for.
-        let every = |nodes: &[u8]| -> Vec<(u8, RequestBody)> {
+        let every = |nodes: &[u8]| -> Vec<(u8, NodeBody)> {
             nodes
                 .iter()
-                .map(|&x| (x, RequestBody::Fetch { by: by.clone() }))
+                .map(|&x| (x, NodeBody::Fetch { by: by.clone() }))
                 .collect()
         };
         let all: Vec<u8> = (1..=self.n() as u8).collect();
@@ -1815,7 +1815,7 @@ struct TaskClient {
 
 impl TaskClient {
     /// Send one request to node `x`, signed for it; returns the response and the bytes moved.
-    async fn call(&self, x: u8, body: RequestBody) -> (Result<ResponseBody, Fault>, u64, u64) {
+    async fn call(&self, x: u8, body: NodeBody) -> (Result<ResponseBody, Fault>, u64, u64) {
         post(
             &self.http,
             &self.nodes[x as usize - 1],
@@ -1826,41 +1826,71 @@ impl TaskClient {
     }
 }
 
-/// Post one request to the server at `base` (a node or a keeper), signed with `sign`'s
-/// capability for that node if given; returns the response and the bytes moved. An answer
-/// larger than the protocol allows for the operation is refused unread.
-pub(crate) async fn post(
-    http: &reqwest::Client,
-    base: &str,
-    body: RequestBody,
-    sign: Option<(u8, &Holder)>,
-) -> (Result<ResponseBody, Fault>, u64, u64) {
-    let started = Instant::now();
+/// A fresh request for `body`: a random id, the time now, no capability yet.
+pub(crate) fn fresh_request<B>(body: B) -> Request<B> {
     let mut request_id = [0u8; 16];
     OsRng.fill_bytes(&mut request_id);
-    let mut req = Request {
+    Request {
         request_id,
         timestamp: unix_now(),
         body,
         auth: None,
-    };
+    }
+}
+
+/// Post one request to node `base`, signed with `sign`'s capability for that node if given;
+/// returns the response and the bytes moved. An answer larger than the protocol allows for the
+/// operation is refused unread.
+pub(crate) async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    body: NodeBody,
+    sign: Option<(u8, &Holder)>,
+) -> (Result<ResponseBody, Fault>, u64, u64) {
+    let mut req = fresh_request(body);
     if let Some((node, holder)) = sign {
         holder.sign(node, &mut req);
     }
     let limit = match req.body {
-        RequestBody::Fetch { .. } => limits::MAX_FETCH_ANSWER,
-        RequestBody::List { .. } => limits::MAX_LIST_ANSWER,
+        NodeBody::Fetch { .. } => limits::MAX_FETCH_ANSWER,
+        NodeBody::List { .. } => limits::MAX_LIST_ANSWER,
         _ => limits::MAX_ANSWER,
     };
+    // A node checks an upload's ticket, signed for it and this request, before it reads the
+    // body.
+    let ticket = match (&req.body, sign) {
+        (NodeBody::Prepare { .. }, Some((node, holder))) => Some(
+            postcard::to_allocvec(&holder.upload_ticket(node, &req)).expect("a ticket encodes"),
+        ),
+        _ => None,
+    };
+    send(http, base, &req, limit, ticket).await
+}
+
+/// Post one request, as it is, to keeper `base`; returns the response and the bytes moved.
+pub(crate) async fn post_keeper(
+    http: &reqwest::Client,
+    base: &str,
+    body: KeeperBody,
+) -> (Result<ResponseBody, Fault>, u64, u64) {
+    send(http, base, &fresh_request(body), limits::MAX_ANSWER, None).await
+}
+
+/// Send `req` to the server at `base`, with an upload `ticket` if given, and read an answer of at
+/// most `limit` bytes.
+async fn send<B: Body>(
+    http: &reqwest::Client,
+    base: &str,
+    req: &Request<B>,
+    limit: usize,
+    ticket: Option<Vec<u8>>,
+) -> (Result<ResponseBody, Fault>, u64, u64) {
+    let started = Instant::now();
     let bytes = req.encode();
     let sent = bytes.len() as u64;
     let url = format!("{base}{}", req.body.path());
     let mut post = http.post(url);
-    // A node checks an upload's ticket, signed for it and this request, before it reads the
-    // body.
-    if let (RequestBody::Prepare { .. }, Some((node, holder))) = (&req.body, sign) {
-        let ticket =
-            postcard::to_allocvec(&holder.upload_ticket(node, &req)).expect("a ticket encodes");
+    if let Some(ticket) = ticket {
         post = post.header(
             obscura_proto::UPLOAD_TICKET_HEADER,
             obscura_tokens::keyfile::to_hex(&ticket),
@@ -2012,7 +2042,7 @@ mod tests {
         let head: &'static str =
             Box::leak(format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\n\r\n").into_boxed_str());
         let base = answering(head, 0).await;
-        let (r, _, received) = post(&http, &base, RequestBody::Status, None).await;
+        let (r, _, received) = post(&http, &base, NodeBody::Status, None).await;
         assert!(
             r.unwrap_err().to_string().contains("larger than"),
             "refused unread"
@@ -2024,7 +2054,7 @@ mod tests {
             limits::MAX_ANSWER + (1 << 20),
         )
         .await;
-        let (r, _, _) = post(&http, &base, RequestBody::Status, None).await;
+        let (r, _, _) = post(&http, &base, NodeBody::Status, None).await;
         assert!(r.unwrap_err().to_string().contains("larger than"));
     }
 }

@@ -25,7 +25,7 @@
 use obscura_cluster::files::{open_secrets, seal_secrets};
 use obscura_keeper::threshold::Rekey;
 use obscura_keeper::{oprf, RistrettoPoint, Scalar};
-use obscura_proto::{KeeperRekeyPart, RequestBody, ResponseBody, RotateOp};
+use obscura_proto::{KeeperBody, KeeperRekeyPart, NodeBody, ResponseBody, RotateOp};
 use obscura_sharing::order::Order;
 use obscura_tokens::keyfile::WrappingKey;
 use rand_core::{CryptoRng, RngCore};
@@ -239,7 +239,7 @@ impl Client {
         .to_vec();
         let mut set = tokio::task::JoinSet::new();
         for j in 0..keepers.urls.len() {
-            let body = RequestBody::KeeperRekey {
+            let body = KeeperBody::KeeperRekey {
                 from: plan.from,
                 to: plan.to,
                 parts: parts_for(j),
@@ -303,7 +303,7 @@ impl Client {
                     to: plan.to,
                     factor,
                 };
-                RequestBody::Rotate {
+                NodeBody::Rotate {
                     op: RotateOp::Begin {
                         from: plan.from,
                         to: plan.to,
@@ -327,7 +327,7 @@ impl Client {
     ) -> Result<Vec<NodeRotation>, Error> {
         let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let results = self
-            .call_all(|x| RequestBody::Rotate {
+            .call_all(|x| NodeBody::Rotate {
                 op: RotateOp::Move {
                     to: plan.to,
                     max_images,
@@ -352,7 +352,7 @@ impl Client {
     pub async fn finish_rotation(&self, plan: &RotationPlan) -> Result<(), Error> {
         let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let results = self
-            .call_all(|x| RequestBody::Rotate {
+            .call_all(|x| NodeBody::Rotate {
                 op: RotateOp::Finish {
                     to: plan.to,
                     signature: Order::RotateFinish {
@@ -369,7 +369,7 @@ impl Client {
         let retire = Order::Retire { version: plan.from }.sign(owner).to_vec();
         let mut failures = Vec::new();
         for j in 0..keepers.urls.len() {
-            let body = RequestBody::KeeperRetire {
+            let body = KeeperBody::KeeperRetire {
                 version: plan.from,
                 signature: retire.clone(),
             };

@@ -18,7 +18,7 @@ use std::path::Path;
 use obscura_auth::capability::{Holder, Offer};
 use obscura_keeper::signing;
 use obscura_proto::{
-    Capability, KeeperPackage, RequestBody, ResponseBody, SecretInfo, SignedCapability, UserEvent,
+    Capability, KeeperBody, KeeperPackage, ResponseBody, SecretInfo, SignedCapability, UserEvent,
 };
 use obscura_sharing::bytes::{self, ByteShare, Params};
 use obscura_tokens::keyfile::to_hex as hex;
@@ -232,7 +232,7 @@ impl Client {
     pub async fn unlock(&self, user: &str) -> Result<(), Error> {
         let answers = self
             .keepers
-            .post_all(|_| RequestBody::KeeperUnlock { user: user.into() })
+            .post_all(|_| KeeperBody::KeeperUnlock { user: user.into() })
             .await;
         let f = failures(&answers);
         if f.is_empty() {
@@ -271,7 +271,7 @@ impl Client {
         let shares = std::sync::Arc::new(shares);
         let answers = self
             .keepers
-            .post_all(|j| RequestBody::SecretPut {
+            .post_all(|j| KeeperBody::SecretPut {
                 id,
                 name: name.into(),
                 origin: origin.into(),
@@ -297,7 +297,7 @@ impl Client {
         let t = self.keeper_threshold();
         let answers = self
             .keepers
-            .post_all(|_| RequestBody::SecretGet { id: *id, export })
+            .post_all(|_| KeeperBody::SecretGet { id: *id, export })
             .await;
         let mut faults = failures(&answers);
         let mut got: Vec<(u8, String, Vec<u8>)> = Vec::new();
@@ -386,7 +386,7 @@ impl Client {
     pub async fn secret_delete(&self, id: &[u8; 16]) -> Result<Vec<KeeperFailure>, Error> {
         let answers = self
             .keepers
-            .post_all(|_| RequestBody::SecretDelete { id: *id })
+            .post_all(|_| KeeperBody::SecretDelete { id: *id })
             .await;
         let f = failures(&answers);
         if f.len() == answers.len() {
@@ -403,7 +403,7 @@ impl Client {
     /// # Errors
     /// [`Error::Keepers`] when none answers.
     pub async fn secret_list(&self) -> Result<Vec<SecretInfo>, Error> {
-        let answers = self.keepers.post_all(|_| RequestBody::SecretList).await;
+        let answers = self.keepers.post_all(|_| KeeperBody::SecretList).await;
         let f = failures(&answers);
         for (_, r) in answers {
             if let Ok(ResponseBody::Secrets { items }) = r {
@@ -421,7 +421,7 @@ impl Client {
     /// # Errors
     /// [`Error::Keepers`] when none answers.
     pub async fn user_events(&self) -> Result<Vec<(u8, Vec<UserEvent>)>, Error> {
-        let answers = self.keepers.post_all(|_| RequestBody::UserEvents).await;
+        let answers = self.keepers.post_all(|_| KeeperBody::UserEvents).await;
         let f = failures(&answers);
         let out: Vec<(u8, Vec<UserEvent>)> = answers
             .into_iter()
@@ -457,7 +457,7 @@ impl Client {
         };
         let r1 = self
             .keepers
-            .post_all(|_| RequestBody::DkgStart {
+            .post_all(|_| KeeperBody::DkgStart {
                 id,
                 name: name.into(),
             })
@@ -475,7 +475,7 @@ impl Client {
         };
         let r2 = self
             .keepers
-            .post_all(|j| RequestBody::DkgRound2 {
+            .post_all(|j| KeeperBody::DkgRound2 {
                 id,
                 round1: others(j),
             })
@@ -498,7 +498,7 @@ impl Client {
         }
         let r3 = self
             .keepers
-            .post_all(|j| RequestBody::DkgFinish {
+            .post_all(|j| KeeperBody::DkgFinish {
                 id,
                 round1: others(j),
                 round2: to[usize::from(j) - 1].clone(),
@@ -529,8 +529,8 @@ impl Client {
         let what = format!("key {}", hex(id));
         self.threshold_sign(
             &what,
-            || RequestBody::SignCommit { id: *id },
-            |package| RequestBody::SignShare { id: *id, package },
+            || KeeperBody::SignCommit { id: *id },
+            |package| KeeperBody::SignShare { id: *id, package },
             |_| Ok(message.to_vec()),
         )
         .await
@@ -558,8 +558,8 @@ impl Client {
         let (signed, body) = self
             .threshold_sign(
                 "the capability key",
-                || RequestBody::CapabilityCommit,
-                |package| RequestBody::CapabilityShare { package },
+                || KeeperBody::CapabilityCommit,
+                |package| KeeperBody::CapabilityShare { package },
                 |offers| {
                     let first = offers
                         .first()
@@ -628,8 +628,8 @@ impl Client {
     async fn threshold_sign(
         &self,
         what: &str,
-        commit: impl Fn() -> RequestBody,
-        share: impl Fn(Vec<u8>) -> RequestBody,
+        commit: impl Fn() -> KeeperBody,
+        share: impl Fn(Vec<u8>) -> KeeperBody,
         message_for: impl Fn(&[Committed]) -> Result<Vec<u8>, Error>,
     ) -> Result<(Signed, Vec<u8>), Error> {
         let t = self.keeper_threshold();

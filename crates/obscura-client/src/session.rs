@@ -22,16 +22,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use obscura_auth::capability::{CapabilityKey, Holder};
 use obscura_keeper::session::{self, Channel, ClientLogin, ClientRegistration};
-use obscura_proto::{
-    MatchProof, Request, RequestBody, Response, ResponseBody, SignedCapability, WireRoles,
-};
+use obscura_proto::{KeeperBody, MatchProof, Response, ResponseBody, SignedCapability, WireRoles};
 use obscura_sharing::manifest::ImageId;
 use obscura_tokens::keyfile::{from_hex, to_hex as hex};
-use rand_core::{OsRng, RngCore};
+use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{post, unix_now, Error};
+use crate::{fresh_request, post_keeper, unix_now, Error};
 
 /// A keeper that failed a call or whose answer was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -406,13 +404,13 @@ impl KeeperLink {
     pub(crate) async fn post(
         &self,
         j: u8,
-        body: RequestBody,
+        body: KeeperBody,
     ) -> (Result<ResponseBody, String>, u64, u64) {
         let Some(url) = self.urls.get(usize::from(j).wrapping_sub(1)) else {
             return (Err(format!("no keeper {j}")), 0, 0);
         };
         let Some(slot) = self.sessions.slot(j) else {
-            let (r, sent, received) = post(&self.http, url, body, None).await;
+            let (r, sent, received) = post_keeper(&self.http, url, body).await;
             return (r.map_err(|f| f.to_string()), sent, received);
         };
         let inner = inner_request(body);
@@ -427,11 +425,10 @@ impl KeeperLink {
                 Ok(m) => m,
                 Err(e) => return (Err(format!("session: {e}; log in again")), sent, received),
             };
-            let (answer, out, back) = post(
+            let (answer, out, back) = post_keeper(
                 &self.http,
                 url,
-                RequestBody::KeeperSealed { session, message },
-                None,
+                KeeperBody::KeeperSealed { session, message },
             )
             .await;
             (sent, received) = (sent + out, received + back);
@@ -477,7 +474,7 @@ impl KeeperLink {
     /// Send to every keeper at once; answers in keeper order.
     pub(crate) async fn post_all(
         &self,
-        body: impl Fn(u8) -> RequestBody,
+        body: impl Fn(u8) -> KeeperBody,
     ) -> Vec<(u8, Result<ResponseBody, String>)> {
         let mut set = tokio::task::JoinSet::new();
         for j in 1..=self.urls.len() as u8 {
@@ -548,7 +545,7 @@ impl KeeperLink {
                 let started = async {
                     let (reg, request) = ClientRegistration::start(&password, &mut OsRng)
                         .map_err(|e| e.to_string())?;
-                    let body = RequestBody::KeeperRegister {
+                    let body = KeeperBody::KeeperRegister {
                         user,
                         request,
                         bootstrap,
@@ -623,7 +620,7 @@ impl KeeperLink {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
-                    let body = RequestBody::KeeperRegisterFinish {
+                    let body = KeeperBody::KeeperRegisterFinish {
                         user,
                         upload,
                         roles,
@@ -649,15 +646,14 @@ impl KeeperLink {
         let url = &self.urls[usize::from(j) - 1];
         if let Ok(message) = slot
             .channel
-            .seal(&inner_request(RequestBody::KeeperLogout), unix_now())
+            .seal(&inner_request(KeeperBody::KeeperLogout), unix_now())
         {
             let session = slot.channel.id();
             // Ending it is a courtesy: the keeper drops it on expiry anyway.
-            let _ = post(
+            let _ = post_keeper(
                 &self.http,
                 url,
-                RequestBody::KeeperSealed { session, message },
-                None,
+                KeeperBody::KeeperSealed { session, message },
             )
             .await;
         }
@@ -678,19 +674,15 @@ impl KeeperLink {
             .ok_or_else(|| format!("no keeper {j}"))?;
         let (login, ke1) = ClientLogin::start(password, &mut OsRng).map_err(|e| e.to_string())?;
         let user = user.to_string();
-        let (id, ke2) = match post(
-            &self.http,
-            url,
-            RequestBody::KeeperLoginStart { user, ke1 },
-            None,
-        )
-        .await
-        .0
-        .map_err(|f| f.to_string())?
-        {
-            ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
-            _ => return Err("unexpected answer".to_string()),
-        };
+        let (id, ke2) =
+            match post_keeper(&self.http, url, KeeperBody::KeeperLoginStart { user, ke1 })
+                .await
+                .0
+                .map_err(|f| f.to_string())?
+            {
+                ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
+                _ => return Err("unexpected answer".to_string()),
+            };
         let context = obscura_cluster::keeper::login_context(j);
         let password = Zeroizing::new(password.to_vec());
         // Argon2id runs here: off the async workers.
@@ -700,11 +692,10 @@ impl KeeperLink {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        match post(
+        match post_keeper(
             &self.http,
             url,
-            RequestBody::KeeperLoginFinish { login: id, ke3 },
-            None,
+            KeeperBody::KeeperLoginFinish { login: id, ke3 },
         )
         .await
         .0
@@ -778,7 +769,7 @@ impl KeeperLink {
 
     /// End every session (at the keepers that answer) and forget them here.
     pub(crate) async fn logout(&self) -> Result<Vec<KeeperFailure>, Error> {
-        let answers = self.post_all(|_| RequestBody::KeeperLogout).await;
+        let answers = self.post_all(|_| KeeperBody::KeeperLogout).await;
         let failures = answers
             .into_iter()
             .filter(|(j, _)| self.sessions.slot(*j).is_some())
@@ -791,16 +782,8 @@ impl KeeperLink {
 }
 
 /// `body` as a request to seal in a session: a fresh id, the time now, no capability.
-fn inner_request(body: RequestBody) -> Vec<u8> {
-    let mut request_id = [0u8; 16];
-    OsRng.fill_bytes(&mut request_id);
-    Request {
-        request_id,
-        timestamp: unix_now(),
-        body,
-        auth: None,
-    }
-    .encode()
+fn inner_request(body: KeeperBody) -> Vec<u8> {
+    fresh_request(body).encode()
 }
 
 /// Whether a keeper's refusal of a registration's first step says it holds the account already:

@@ -10,7 +10,7 @@
 use obscura_keeper::oprf::{self, Evaluation, Proof};
 use obscura_keeper::threshold::{AdditiveBatch, PublicKey, Verified};
 use obscura_keeper::RistrettoPoint;
-use obscura_proto::{KeeperBatch, RequestBody, ResponseBody};
+use obscura_proto::{KeeperBatch, KeeperBody, ResponseBody};
 use obscura_tokens::{voprf_input, voprf_token, BatchPlan, NodeTokenKeys, Token, BANDS};
 use rand_core::{OsRng, RngCore};
 
@@ -286,7 +286,7 @@ impl KeeperParts {
             batches.push(batch.map_err(|reason| fail(vec![KeeperFailure { keeper: 0, reason }]))?);
         }
         let batches = std::sync::Arc::new(batches);
-        let body = RequestBody::KeeperEvaluate {
+        let body = KeeperBody::KeeperEvaluate {
             version,
             batches: batches
                 .iter()

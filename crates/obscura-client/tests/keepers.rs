@@ -17,7 +17,7 @@ use obscura_keeper::session::{Channel, ClientLogin, Role};
 use obscura_keeper_server::accounts::StoredSecret;
 use obscura_keeper_server::vault::{Kind, Vault};
 use obscura_keeper_server::LoadedKeeper;
-use obscura_proto::{roles, ErrorCode, Request, RequestBody, Response, ResponseBody, SecretKind};
+use obscura_proto::{roles, ErrorCode, KeeperBody, Request, Response, ResponseBody, SecretKind};
 use obscura_store::keeper::KeeperStore;
 use rand_core::{OsRng, RngCore, SeedableRng};
 
@@ -36,7 +36,7 @@ async fn start_logins(c: &Cluster, user: &str) {
         let answer = raw(
             c,
             j,
-            RequestBody::KeeperLoginStart {
+            KeeperBody::KeeperLoginStart {
                 user: user.into(),
                 ke1,
             },
@@ -54,12 +54,12 @@ async fn raw_login(c: &Cluster, j: u8) -> Channel {
     raw_login_as(c, j, ADMIN, PASSWORD).await
 }
 
-fn sealed_request(channel: &mut Channel, body: RequestBody) -> Vec<u8> {
+fn sealed_request(channel: &mut Channel, body: KeeperBody) -> Vec<u8> {
     sealed_request_at(channel, body, now_s())
 }
 
 /// A sealed request whose own time is `timestamp`.
-fn sealed_request_at(channel: &mut Channel, body: RequestBody, timestamp: u64) -> Vec<u8> {
+fn sealed_request_at(channel: &mut Channel, body: KeeperBody, timestamp: u64) -> Vec<u8> {
     let inner = Request {
         request_id: [0; 16],
         timestamp,
@@ -145,7 +145,7 @@ async fn register_login_and_no_oracle_for_unknown_users() {
             match raw(
                 c,
                 1,
-                RequestBody::KeeperLoginStart {
+                KeeperBody::KeeperLoginStart {
                     user: user.into(),
                     ke1,
                 },
@@ -283,9 +283,9 @@ async fn session_messages_replayed_reordered_reflected_or_moved_are_refused() {
     let session = one.id();
     let send = |session: [u8; 16], message: Vec<u8>| {
         let c = &c;
-        async move { raw(c, 1, RequestBody::KeeperSealed { session, message }).await }
+        async move { raw(c, 1, KeeperBody::KeeperSealed { session, message }).await }
     };
-    let m0 = sealed_request(&mut one, RequestBody::SecretList);
+    let m0 = sealed_request(&mut one, KeeperBody::SecretList);
     let ResponseBody::KeeperSealed { message: r0 } = send(session, m0.clone()).await else {
         panic!("first message refused")
     };
@@ -295,8 +295,8 @@ async fn session_messages_replayed_reordered_reflected_or_moved_are_refused() {
     assert!(refused(&send(session, m0).await));
     // Reflected: the keeper's own answer sent back to it.
     assert!(refused(&send(session, r0).await));
-    let m1 = sealed_request(&mut one, RequestBody::SecretList);
-    let m2 = sealed_request(&mut one, RequestBody::UserEvents);
+    let m1 = sealed_request(&mut one, KeeperBody::SecretList);
+    let m2 = sealed_request(&mut one, KeeperBody::UserEvents);
     // Moved to another session of the same user.
     assert!(refused(&send(two.id(), m1.clone()).await));
     // Altered.
@@ -312,7 +312,7 @@ async fn session_messages_replayed_reordered_reflected_or_moved_are_refused() {
     assert!(refused(&send(session, m1).await));
     // Held back for an hour by whoever carried it: its number still opens, but the keeper
     // refuses a request that old.
-    let held = sealed_request_at(&mut one, RequestBody::SecretList, now_s() - 3600);
+    let held = sealed_request_at(&mut one, KeeperBody::SecretList, now_s() - 3600);
     let ResponseBody::KeeperSealed { message } = send(session, held).await else {
         panic!("a held-back message did not open")
     };
@@ -328,13 +328,13 @@ async fn session_messages_replayed_reordered_reflected_or_moved_are_refused() {
         "{opened:?}"
     );
     // The other session is untouched too.
-    let m = sealed_request(&mut two, RequestBody::SecretList);
+    let m = sealed_request(&mut two, KeeperBody::SecretList);
     assert!(matches!(
         send(two.id(), m).await,
         ResponseBody::KeeperSealed { .. }
     ));
     // A keeper operation sent in clear is refused.
-    let clear = raw(&c, 1, RequestBody::SecretList).await;
+    let clear = raw(&c, 1, KeeperBody::SecretList).await;
     assert!(
         matches!(
             clear,
@@ -414,7 +414,7 @@ async fn a_store_restored_from_an_old_copy_is_refused_until_an_admin_accepts_it(
     c.keeper_up(1).await;
     // The copy's sessions ended with the restore: their lanes may be behind what was sealed.
     let mut channel = Channel::resume(&key, id, expires_at, 9);
-    let answer = in_session(&c, 1, &mut channel, RequestBody::SecretList).await;
+    let answer = in_session(&c, 1, &mut channel, KeeperBody::SecretList).await;
     assert_eq!(
         error_code(&answer),
         Some(ErrorCode::NoSession),
@@ -685,10 +685,10 @@ async fn a_password_change_needs_a_fresh_login_and_finishes_after_a_keeper_was_d
 }
 
 /// A raw sealed request in `channel`'s session at keeper `j`, opened.
-async fn in_session(c: &Cluster, j: u8, channel: &mut Channel, body: RequestBody) -> ResponseBody {
+async fn in_session(c: &Cluster, j: u8, channel: &mut Channel, body: KeeperBody) -> ResponseBody {
     let message = sealed_request(channel, body);
     let session = channel.id();
-    match raw(c, j, RequestBody::KeeperSealed { session, message }).await {
+    match raw(c, j, KeeperBody::KeeperSealed { session, message }).await {
         ResponseBody::KeeperSealed { message } => {
             Response::decode(&channel.open(&message, 0).unwrap())
                 .unwrap()
@@ -706,7 +706,7 @@ async fn raw_login_as(c: &Cluster, j: u8, user: &str, password: &[u8]) -> Channe
 
 /// A sealed message of `session` to keeper 1, as sent: its answer.
 async fn send_sealed(c: &Cluster, session: [u8; 16], message: Vec<u8>) -> ResponseBody {
-    raw(c, 1, RequestBody::KeeperSealed { session, message }).await
+    raw(c, 1, KeeperBody::KeeperSealed { session, message }).await
 }
 
 /// A login at keeper `j` by hand as `user`: the session key, id and expiry.
@@ -720,7 +720,7 @@ async fn raw_session(
     let ResponseBody::KeeperLoginStarted { login: id, ke2 } = raw(
         c,
         j,
-        RequestBody::KeeperLoginStart {
+        KeeperBody::KeeperLoginStart {
             user: user.into(),
             ke1,
         },
@@ -740,7 +740,7 @@ async fn raw_session(
     let ResponseBody::KeeperSession {
         session,
         expires_at,
-    } = raw(c, j, RequestBody::KeeperLoginFinish { login: id, ke3 }).await
+    } = raw(c, j, KeeperBody::KeeperLoginFinish { login: id, ke3 }).await
     else {
         panic!("no session")
     };
@@ -771,14 +771,14 @@ async fn keepers_sign_a_capability_only_for_its_caller_and_the_roles_it_holds() 
         limits,
         expires_at,
         ..
-    } = in_session(&c, 1, &mut bob, RequestBody::CapabilityCommit).await
+    } = in_session(&c, 1, &mut bob, KeeperBody::CapabilityCommit).await
     else {
         panic!("no offer")
     };
     let ResponseBody::CapabilityOffer {
         commitment: commitment2,
         ..
-    } = in_session(&c, 2, &mut bob2, RequestBody::CapabilityCommit).await
+    } = in_session(&c, 2, &mut bob2, KeeperBody::CapabilityCommit).await
     else {
         panic!("no offer")
     };
@@ -824,7 +824,7 @@ async fn keepers_sign_a_capability_only_for_its_caller_and_the_roles_it_holds() 
             &c,
             1,
             &mut bob,
-            RequestBody::CapabilityShare {
+            KeeperBody::CapabilityShare {
                 package: package(cap),
             },
         )
@@ -841,7 +841,7 @@ async fn keepers_sign_a_capability_only_for_its_caller_and_the_roles_it_holds() 
         &c,
         1,
         &mut bob,
-        RequestBody::CapabilityShare { package: other },
+        KeeperBody::CapabilityShare { package: other },
     )
     .await;
     assert_eq!(
@@ -854,7 +854,7 @@ async fn keepers_sign_a_capability_only_for_its_caller_and_the_roles_it_holds() 
         &c,
         1,
         &mut bob,
-        RequestBody::CapabilityShare {
+        KeeperBody::CapabilityShare {
             package: package(&good),
         },
     )
@@ -872,7 +872,7 @@ async fn a_keepers_audit_log_needs_a_session_and_an_auditor_and_names_no_user() 
         .register("bob", b"bob's password", roles::QUERIER)
         .await
         .unwrap();
-    let audit = RequestBody::Audit { from: 0, max: 4096 };
+    let audit = KeeperBody::Audit { from: 0, max: 4096 };
     assert_eq!(
         error_code(&raw(&c, 1, audit.clone()).await),
         Some(ErrorCode::NoSession)
@@ -932,7 +932,7 @@ async fn a_rekey_needs_the_owners_order_and_zero_shares_that_share_zero() {
         }
         .sign(signer)
         .to_vec();
-        RequestBody::KeeperRekey {
+        KeeperBody::KeeperRekey {
             from: 1,
             to: 2,
             parts,
@@ -976,7 +976,7 @@ async fn a_rekey_needs_the_owners_order_and_zero_shares_that_share_zero() {
         "{answer:?}"
     );
     // Retiring needs the owner's order too.
-    let retire = |signer: &ed25519_dalek::SigningKey| RequestBody::KeeperRetire {
+    let retire = |signer: &ed25519_dalek::SigningKey| KeeperBody::KeeperRetire {
         version: 1,
         signature: Order::Retire { version: 1 }.sign(signer).to_vec(),
     };
@@ -1074,7 +1074,7 @@ async fn stale_and_replayed_requests_are_summed_up_in_a_keepers_log_not_logged_o
         let req = Request {
             request_id: [i; 16],
             timestamp: 1,
-            body: RequestBody::Status,
+            body: KeeperBody::Status,
             auth: None,
         };
         let answer = http
@@ -1112,12 +1112,12 @@ async fn one_account_cannot_fill_a_keepers_sessions_or_key_generations() {
         last = Some(raw_login_as(&c, 1, "bob", b"bob's password").await);
     }
     assert_eq!(
-        error_code(&in_session(&c, 1, &mut first, RequestBody::SecretList).await),
+        error_code(&in_session(&c, 1, &mut first, KeeperBody::SecretList).await),
         Some(ErrorCode::NoSession)
     );
     let mut last = last.unwrap();
     assert!(matches!(
-        in_session(&c, 1, &mut last, RequestBody::SecretList).await,
+        in_session(&c, 1, &mut last, KeeperBody::SecretList).await,
         ResponseBody::Secrets { .. }
     ));
     // Four key generations under way at once, not a fifth.
@@ -1126,7 +1126,7 @@ async fn one_account_cannot_fill_a_keepers_sessions_or_key_generations() {
             &c,
             1,
             &mut last,
-            RequestBody::DkgStart {
+            KeeperBody::DkgStart {
                 id: [i; 16],
                 name: format!("k{i}"),
             },
@@ -1141,7 +1141,7 @@ async fn one_account_cannot_fill_a_keepers_sessions_or_key_generations() {
         &c,
         1,
         &mut last,
-        RequestBody::DkgStart {
+        KeeperBody::DkgStart {
             id: [9; 16],
             name: "one too many".into(),
         },
@@ -1303,16 +1303,16 @@ async fn nothing_sealed_before_a_keeper_restart_opens_after_it_and_a_logout_hold
     let mut c = Cluster::start("restart-replay").await;
     let (key, id, expires_at) = raw_session(&c, 1, ADMIN, PASSWORD).await;
     let mut before = Channel::resume(&key, id, expires_at, 3);
-    let sent = sealed_request(&mut before, RequestBody::SecretList);
+    let sent = sealed_request(&mut before, KeeperBody::SecretList);
     let ResponseBody::KeeperSealed { message } = send_sealed(&c, id, sent.clone()).await else {
         panic!("refused before the restart")
     };
     before.open(&message, 0).unwrap();
     // Sealed in the same lane and held back: it would be the lane's next.
-    let held = sealed_request(&mut before, RequestBody::SecretList);
+    let held = sealed_request(&mut before, KeeperBody::SecretList);
     let (gone_key, gone, gone_expiry) = raw_session(&c, 1, ADMIN, PASSWORD).await;
     let mut ending = Channel::resume(&gone_key, gone, gone_expiry, 1);
-    let out = in_session(&c, 1, &mut ending, RequestBody::KeeperLogout).await;
+    let out = in_session(&c, 1, &mut ending, KeeperBody::KeeperLogout).await;
     assert!(matches!(out, ResponseBody::Ok), "{out:?}");
 
     c.keeper_down(1).await;
@@ -1332,10 +1332,10 @@ async fn nothing_sealed_before_a_keeper_restart_opens_after_it_and_a_logout_hold
         "a held-back request after the restart"
     );
     let mut after = Channel::resume(&key, id, expires_at, 4);
-    let answer = in_session(&c, 1, &mut after, RequestBody::SecretList).await;
+    let answer = in_session(&c, 1, &mut after, KeeperBody::SecretList).await;
     assert!(matches!(answer, ResponseBody::Secrets { .. }), "{answer:?}");
     let mut ended = Channel::resume(&gone_key, gone, gone_expiry, 2);
-    let answer = in_session(&c, 1, &mut ended, RequestBody::SecretList).await;
+    let answer = in_session(&c, 1, &mut ended, KeeperBody::SecretList).await;
     assert_eq!(
         error_code(&answer),
         Some(ErrorCode::NoSession),
@@ -1418,7 +1418,7 @@ async fn a_session_opens_at_most_its_new_lanes_a_minute() {
     let mut open = Vec::new();
     for lane in 1..=most {
         let mut channel = Channel::resume(&key, id, expires_at, lane);
-        let answer = in_session(&c, 1, &mut channel, RequestBody::SecretList).await;
+        let answer = in_session(&c, 1, &mut channel, KeeperBody::SecretList).await;
         assert!(
             matches!(answer, ResponseBody::Secrets { .. }),
             "lane {lane}: {answer:?}"
@@ -1428,7 +1428,7 @@ async fn a_session_opens_at_most_its_new_lanes_a_minute() {
     // Refused lanes close none of the open ones: lane 60 is among the 64 newest kept.
     for lane in most + 1..most + 11 {
         let mut one_more = Channel::resume(&key, id, expires_at, lane);
-        let message = sealed_request(&mut one_more, RequestBody::SecretList);
+        let message = sealed_request(&mut one_more, KeeperBody::SecretList);
         let answer = send_sealed(&c, id, message).await;
         assert_eq!(
             error_code(&answer),
@@ -1438,7 +1438,7 @@ async fn a_session_opens_at_most_its_new_lanes_a_minute() {
     }
     for lane in [60, most] {
         let channel = &mut open[lane as usize - 1];
-        let answer = in_session(&c, 1, channel, RequestBody::SecretList).await;
+        let answer = in_session(&c, 1, channel, KeeperBody::SecretList).await;
         assert!(
             matches!(answer, ResponseBody::Secrets { .. }),
             "lane {lane}: {answer:?}"
@@ -1462,7 +1462,7 @@ async fn a_login_started_before_a_password_change_does_not_finish_after_it() {
     let started = raw(
         &c,
         1,
-        RequestBody::KeeperLoginStart {
+        KeeperBody::KeeperLoginStart {
             user: "carol".into(),
             ke1,
         },
@@ -1481,7 +1481,7 @@ async fn a_login_started_before_a_password_change_does_not_finish_after_it() {
         .unwrap();
     let carol = c.fresh_client();
     carol.change_password("carol", OLD, NEW).await.unwrap();
-    let finished = raw(&c, 1, RequestBody::KeeperLoginFinish { login: id, ke3 }).await;
+    let finished = raw(&c, 1, KeeperBody::KeeperLoginFinish { login: id, ke3 }).await;
     assert_eq!(
         error_code(&finished),
         Some(ErrorCode::LoginFailed),

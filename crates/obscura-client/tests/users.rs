@@ -149,9 +149,9 @@ async fn a_node_serving_another_nodes_certificate_is_named_and_not_used() {
 /// other keepers failed between the steps leaves it at some keepers only).
 async fn first_account_at(c: &Cluster, j: u8, password: &[u8]) {
     use obscura_keeper::session::ClientRegistration;
-    use obscura_proto::{RequestBody, ResponseBody};
+    use obscura_proto::{KeeperBody, ResponseBody};
     let (reg, request) = ClientRegistration::start(password, &mut rand_core::OsRng).unwrap();
-    let body = RequestBody::KeeperRegister {
+    let body = KeeperBody::KeeperRegister {
         user: ADMIN.into(),
         request,
         bootstrap: Some(c.bootstrap),
@@ -162,7 +162,7 @@ async fn first_account_at(c: &Cluster, j: u8, password: &[u8]) {
     let upload = reg
         .finish(password, &response, &mut rand_core::OsRng)
         .unwrap();
-    let body = RequestBody::KeeperRegisterFinish {
+    let body = KeeperBody::KeeperRegisterFinish {
         user: ADMIN.into(),
         upload,
         roles: roles::ALL,

@@ -13,7 +13,7 @@ pub enum Error {
         reason: String,
     },
     /// The configuration is malformed.
-    #[error("invalid node configuration {path}: {reason}")]
+    #[error("invalid configuration {path}: {reason}")]
     Config {
         /// The file.
         path: String,

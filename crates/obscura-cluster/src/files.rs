@@ -54,11 +54,12 @@ pub fn read_config<T: serde::de::DeserializeOwned>(config_path: &Path) -> Result
     })
 }
 
-/// The wrapping key: from `OBSCURA_WRAPPING_KEY` when set, else from `file`.
+/// The wrapping key: from `OBSCURA_WRAPPING_KEY` when set (a value that is not 64 hex digits,
+/// or not even text, is refused rather than passed over for the file), else from `file`.
 pub fn wrapping_key(file: &Path) -> Result<WrappingKey, Error> {
-    match std::env::var(WRAPPING_KEY_ENV) {
-        Ok(_) => WrappingKey::from_env(WRAPPING_KEY_ENV),
-        Err(_) => WrappingKey::from_file(file),
+    match std::env::var_os(WRAPPING_KEY_ENV) {
+        Some(_) => WrappingKey::from_env(WRAPPING_KEY_ENV),
+        None => WrappingKey::from_file(file),
     }
     .map_err(|e| Error::Secrets(e.to_string()))
 }
@@ -310,6 +311,30 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// An `OBSCURA_WRAPPING_KEY` that is not text is refused, not passed over for the key file
+    /// (whose permissions a server does not check when the variable is set).
+    #[test]
+    fn a_wrapping_key_variable_that_is_not_text_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("env");
+        let file = dir.join("wrapping.key");
+        std::fs::write(&file, "11".repeat(32)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(wrapping_key(&file).is_ok());
+        std::env::set_var(
+            WRAPPING_KEY_ENV,
+            std::ffi::OsStr::from_bytes(b"\xff not text"),
+        );
+        let refused = wrapping_key(&file);
+        std::env::remove_var(WRAPPING_KEY_ENV);
+        assert!(
+            matches!(refused, Err(Error::Secrets(_))),
+            "the key file was read instead"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// Someone who can write the folder points `PATH.lock` at one of the user's own files: the

@@ -13,6 +13,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::files::seal_secrets;
 use crate::server::{ServerFiles, ServerLimits, ServerSecrets};
+use crate::tls::Party;
 use crate::Error;
 
 /// Purpose label of a keeper's sealed secrets; the keeper's number follows it
@@ -47,7 +48,7 @@ pub struct KeeperConfig {
     /// How often the audit log is signed, seconds.
     pub checkpoint_interval_s: u64,
     /// The keyring: the storage key, one key per user secret, and the store's state counter
-    /// (see [`crate::vault`]). Best on other media than the store. Default: beside the sealed
+    /// (see the keeper server's vault). Best on other media than the store. Default: beside the sealed
     /// secrets, with the extension `keyring`.
     #[serde(default)]
     pub keyring: Option<PathBuf>,
@@ -257,6 +258,14 @@ pub fn bootstrap_digest(code: &[u8; 32]) -> [u8; 32] {
 }
 
 impl ServerSecrets for KeeperSecrets {
+    fn party(id: u8) -> Party {
+        Party::Keeper(id)
+    }
+
+    fn purpose(id: u8) -> String {
+        keeper_purpose(id)
+    }
+
     fn tls_key_pem(&self) -> &str {
         &self.tls_key_pem
     }

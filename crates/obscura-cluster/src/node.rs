@@ -8,6 +8,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::files::seal_secrets;
 use crate::server::{ServerFiles, ServerLimits, ServerSecrets};
+use crate::tls::Party;
 use crate::Error;
 
 /// Purpose label of a node's sealed secrets; the node's number follows it ([`node_purpose`]).
@@ -189,6 +190,14 @@ impl NodeSecrets {
 }
 
 impl ServerSecrets for NodeSecrets {
+    fn party(id: u8) -> Party {
+        Party::Node(id)
+    }
+
+    fn purpose(id: u8) -> String {
+        node_purpose(id)
+    }
+
     fn tls_key_pem(&self) -> &str {
         &self.tls_key_pem
     }

@@ -102,18 +102,16 @@ pub struct ServerFiles {
     pub wrapping_key: PathBuf,
 }
 
-/// A server's sealed secrets, as [`open_server`] opens them.
+/// A server's sealed secrets, as [`open_server`] opens them: whose they are and what they hold.
 pub trait ServerSecrets: serde::de::DeserializeOwned {
+    /// The server numbered `id` whose secrets these are.
+    fn party(id: u8) -> tls::Party;
+
+    /// The purpose server `id`'s secrets are sealed under: they open as that server's only.
+    fn purpose(id: u8) -> String;
+
     /// Its TLS private key (PEM).
     fn tls_key_pem(&self) -> &str;
-}
-
-/// The purpose `party`'s secrets are sealed under: they open as that party's only.
-pub fn sealed_for(party: tls::Party) -> String {
-    match party {
-        tls::Party::Node(i) => crate::node::node_purpose(i),
-        tls::Party::Keeper(j) => crate::keeper::keeper_purpose(j),
-    }
 }
 
 /// What [`open_server`] opened.
@@ -145,8 +143,8 @@ pub fn config_error(config_path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Open what the configuration file `config_path` of `party` (read and checked by its server)
-/// names in `files`: its folder, wrapping key, sealed secrets and store must be private to its
+/// Open what the configuration file `config_path` of server `id` (read and checked by that
+/// server; the secrets' type says which kind) names in `files`: its folder, wrapping key, sealed secrets and store must be private to its
 /// owner (the store is created empty and private when missing), the secrets must open as this
 /// party's, and its certificate with the sealed key must make a TLS configuration.
 ///
@@ -155,17 +153,17 @@ pub fn config_error(config_path: &Path, reason: impl Into<String>) -> Error {
 /// key, another party's file, an altered file), [`Error::Tls`].
 pub fn open_server<S: ServerSecrets>(
     config_path: &Path,
-    party: tls::Party,
+    id: u8,
     files: &ServerFiles,
 ) -> Result<Opened<S>, Error> {
     check_server_files(config_path, files)?;
     let wrapping = wrapping_key(&beside(config_path, &files.wrapping_key))?;
     let secrets: S = open_secrets(
         &read(&beside(config_path, &files.secrets))?,
-        &sealed_for(party),
+        &S::purpose(id),
         &wrapping,
     )?;
-    let tls = server_tls(party, config_path, files, secrets.tls_key_pem())?;
+    let tls = server_tls(S::party(id), config_path, files, secrets.tls_key_pem())?;
     Ok(Opened {
         secrets,
         wrapping,

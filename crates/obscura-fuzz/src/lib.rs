@@ -52,8 +52,8 @@ use obscura_mpc::{
 };
 use obscura_phash::{decode_luma, hash_luma, phash64, Limits};
 use obscura_proto::{
-    account_limits, FetchBy, MatchProof, Request, RequestBody, Response, ResponseBody, RotateOp,
-    SignedCapability, UploadTicket,
+    account_limits, Body, FetchBy, KeeperBody, MatchProof, NodeBody, Request, Response,
+    ResponseBody, RotateOp, SignedCapability, UploadTicket,
 };
 use obscura_sharing::bytes::{reconstruct, reconstruct_with_kernel, split_with_kernel, Params};
 use obscura_sharing::field::{Fp, P};
@@ -250,21 +250,32 @@ fn shuffle<T>(items: &mut [T], input: &mut Input<'_>) {
     }
 }
 
-/// A node's and a keeper's request parser: anything that decodes re-encodes, no longer than it
-/// came, to a message that decodes to the same request; its path and signing digest exist.
+/// A node's and a keeper's request parsers: anything that decodes re-encodes, no longer than it
+/// came, to a message that decodes to the same request; its path (and, to a node, its signing
+/// digest) exists.
 pub fn wire_request(data: &[u8]) {
     if data.len() > MAX_INPUT {
         return;
     }
-    let Ok(request) = Request::decode(data) else {
-        return;
-    };
+    if let Some(request) = round_trip::<NodeBody>(data) {
+        let _ = obscura_proto::request_digest(
+            NODE,
+            &request.request_id,
+            request.timestamp,
+            &request.body,
+        );
+    }
+    round_trip::<KeeperBody>(data);
+}
+
+/// `data` decoded as a request of body `B`, checked to re-encode as it came.
+fn round_trip<B: Body + Clone + PartialEq + std::fmt::Debug>(data: &[u8]) -> Option<Request<B>> {
+    let request = Request::<B>::decode(data).ok()?;
     let again = request.encode();
     assert!(again.len() <= data.len(), "re-encoding grew the request");
-    assert_eq!(Request::decode(&again), Ok(request.clone()));
+    assert_eq!(Request::<B>::decode(&again), Ok(request.clone()));
     let _ = request.body.path();
-    let _ =
-        obscura_proto::request_digest(NODE, &request.request_id, request.timestamp, &request.body);
+    Some(request)
 }
 
 /// A client's response parser: anything that decodes re-encodes, no longer than it came, to a
@@ -314,11 +325,11 @@ pub fn manifest(data: &[u8]) {
     }
 }
 
-/// The owner's orders among a request's fields, as the node or keeper builds them before it
-/// checks the signature (node `NODE`, caller `USER`).
-fn orders_of(body: &RequestBody) -> Vec<(Order, &[u8])> {
+/// The owner's orders among a node request's fields, as the node builds them before it checks
+/// the signature (node `NODE`, caller `USER`).
+fn node_orders(body: &NodeBody) -> Vec<(Order, &[u8])> {
     match body {
-        RequestBody::Delete {
+        NodeBody::Delete {
             image,
             issued_at,
             signature,
@@ -329,7 +340,7 @@ fn orders_of(body: &RequestBody) -> Vec<(Order, &[u8])> {
             },
             signature.as_slice(),
         )],
-        RequestBody::Rotate { op } => match op {
+        NodeBody::Rotate { op } => match op {
             RotateOp::Begin {
                 from,
                 to,
@@ -359,23 +370,7 @@ fn orders_of(body: &RequestBody) -> Vec<(Order, &[u8])> {
                 signature.as_slice(),
             )],
         },
-        RequestBody::KeeperRekey {
-            from,
-            to,
-            parts,
-            signature,
-        } => vec![(
-            Order::Rekey {
-                from: *from,
-                to: *to,
-                plan: obscura_proto::rekey_digest(*from, *to, parts),
-            },
-            signature.as_slice(),
-        )],
-        RequestBody::KeeperRetire { version, signature } => {
-            vec![(Order::Retire { version: *version }, signature.as_slice())]
-        }
-        RequestBody::Fetch {
+        NodeBody::Fetch {
             by:
                 FetchBy::Grant {
                     image,
@@ -390,6 +385,30 @@ fn orders_of(body: &RequestBody) -> Vec<(Order, &[u8])> {
             },
             signature.as_slice(),
         )],
+        _ => Vec::new(),
+    }
+}
+
+/// The owner's orders among a keeper request's fields, as the keeper builds them before it
+/// checks the signature.
+fn keeper_orders(body: &KeeperBody) -> Vec<(Order, &[u8])> {
+    match body {
+        KeeperBody::KeeperRekey {
+            from,
+            to,
+            parts,
+            signature,
+        } => vec![(
+            Order::Rekey {
+                from: *from,
+                to: *to,
+                plan: obscura_proto::rekey_digest(*from, *to, parts),
+            },
+            signature.as_slice(),
+        )],
+        KeeperBody::KeeperRetire { version, signature } => {
+            vec![(Order::Retire { version: *version }, signature.as_slice())]
+        }
         _ => Vec::new(),
     }
 }
@@ -441,8 +460,14 @@ pub fn orders(data: &[u8]) {
     }
     let owner = owner_key().verifying_key();
     let stranger = stranger_key().verifying_key();
-    if let Ok(request) = Request::decode(data) {
-        for (order, signature) in orders_of(&request.body) {
+    let node = Request::<NodeBody>::decode(data).ok();
+    let keeper = Request::<KeeperBody>::decode(data).ok();
+    let found = node
+        .iter()
+        .flat_map(|r| node_orders(&r.body))
+        .chain(keeper.iter().flat_map(|r| keeper_orders(&r.body)));
+    {
+        for (order, signature) in found {
             assert!(
                 order.verify(&stranger, signature).is_err(),
                 "{order:?} verified under a key that signed nothing"
@@ -531,17 +556,17 @@ pub fn matching(data: &[u8]) {
             window_s: 3600,
         };
         let proofs: Vec<&MatchProof> = match &request.body {
-            RequestBody::Fetch {
+            NodeBody::Fetch {
                 by: FetchBy::Match(proof),
             } => vec![proof],
-            RequestBody::Resolve { proofs } => proofs.iter().collect(),
+            NodeBody::Resolve { proofs } => proofs.iter().collect(),
             _ => Vec::new(),
         };
         for proof in proofs {
             assert!(matching::verify(proof, USER, &policy, NOW).is_err());
         }
         match &request.body {
-            RequestBody::Evaluate {
+            NodeBody::Evaluate {
                 query_id,
                 issued,
                 scan,
@@ -563,7 +588,7 @@ pub fn matching(data: &[u8]) {
                     matching::verify_checks(checks, &answered, &context, &strangers, 1).is_err()
                 );
             }
-            RequestBody::Reduce {
+            NodeBody::Reduce {
                 query_id,
                 issued,
                 openings,

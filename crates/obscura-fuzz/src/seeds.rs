@@ -16,8 +16,8 @@ use obscura_keeper::session::{Channel, Role};
 use obscura_keeper::signing;
 use obscura_keeper::Scalar;
 use obscura_proto::{
-    roles, Capability, ErrorCode, FetchBy, KeeperBatch, KeeperEvaluation, KeeperPackage,
-    KeeperRekeyPart, Limits, MatchProof, PreparedImage, Request, RequestBody, Response,
+    roles, Capability, ErrorCode, FetchBy, KeeperBatch, KeeperBody, KeeperEvaluation,
+    KeeperPackage, KeeperRekeyPart, Limits, MatchProof, NodeBody, PreparedImage, Request, Response,
     ResponseBody, RotateOp, SecretInfo, SecretKind, SignedCapability, UserEvent, WireAuditEntry,
     WireCheck, WireOpened,
 };
@@ -39,10 +39,7 @@ use crate::{
 /// `fuzz/corpus/NAME/seed-N` (the image target also gets a few of the test photos there).
 pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
-        (
-            "wire_request",
-            requests().iter().map(Request::encode).collect(),
-        ),
+        ("wire_request", requests()),
         (
             "wire_response",
             responses().iter().map(Response::encode).collect(),
@@ -218,7 +215,23 @@ fn packages(list: &[(u8, Vec<u8>)]) -> Vec<KeeperPackage> {
         .collect()
 }
 
-fn request(i: usize, body: RequestBody) -> Request {
+/// Requests of `node` bodies and `keeper` bodies, as they go on the wire.
+fn encoded(
+    node: impl IntoIterator<Item = NodeBody>,
+    keeper: impl IntoIterator<Item = KeeperBody>,
+) -> Vec<Vec<u8>> {
+    let node = node
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| request(i, b).encode());
+    let keeper = keeper
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| request(i, b).encode());
+    node.chain(keeper).collect()
+}
+
+fn request<B>(i: usize, body: B) -> Request<B> {
     Request {
         request_id: [i as u8; 16],
         timestamp: NOW,
@@ -227,8 +240,9 @@ fn request(i: usize, body: RequestBody) -> Request {
     }
 }
 
-/// One request of every kind, and two signed by a capability holder.
-fn requests() -> Vec<Request> {
+/// One request of every kind, to nodes and to keepers, and two signed by a capability holder,
+/// as they go on the wire.
+fn requests() -> Vec<Vec<u8>> {
     let element = element();
     let (registration, upload, ke1, ke3) = OPAQUE.with(|f| {
         (
@@ -241,10 +255,10 @@ fn requests() -> Vec<Request> {
     let (package, round1) = FROST.with(|f| (f.package.clone(), f.round1.clone()));
     let mut client = Channel::new(&SESSION_KEY, SESSION_ID, Role::Client, NOW + 3600);
     let sealed = client
-        .seal(&request(0, RequestBody::SecretList).encode(), NOW)
+        .seal(&request(0, KeeperBody::SecretList).encode(), NOW)
         .expect("the session is in force");
-    let bodies = [
-        RequestBody::Prepare {
+    let node_bodies = [
+        NodeBody::Prepare {
             key_version: 1,
             images: vec![PreparedImage {
                 image: [7; 16],
@@ -255,21 +269,21 @@ fn requests() -> Vec<Request> {
                 elements: vec![element; 8],
             }],
         },
-        RequestBody::Commit {
+        NodeBody::Commit {
             images: vec![[7; 16], [8; 16]],
         },
-        RequestBody::Delete {
+        NodeBody::Delete {
             image: [7; 16],
             issued_at: NOW,
             signature: vec![0; 64],
         },
-        RequestBody::Lookup {
+        NodeBody::Lookup {
             key_version: 1,
             query: [3; 16],
             issued: NOW,
             tokens: vec![[1; 16]; 96],
         },
-        RequestBody::Evaluate {
+        NodeBody::Evaluate {
             query_id: [3; 16],
             issued: NOW,
             query_share: vec![0; obscura_proto::limits::HASH_SHARE_LEN],
@@ -284,14 +298,14 @@ fn requests() -> Vec<Request> {
                 signature: vec![0; 64],
             }],
         },
-        RequestBody::CheckQuery {
+        NodeBody::CheckQuery {
             query_id: [3; 16],
             issued: NOW,
             query_share: vec![0; obscura_proto::limits::HASH_SHARE_LEN],
             scan: matching::scan_of(&[[4; 16]]),
             share_digests: vec![[6; 32]; 3],
         },
-        RequestBody::Reduce {
+        NodeBody::Reduce {
             query_id: [3; 16],
             issued: NOW,
             part: 0,
@@ -303,30 +317,30 @@ fn requests() -> Vec<Request> {
                 signature: vec![0; 64],
             }],
         },
-        RequestBody::List {
+        NodeBody::List {
             query: [3; 16],
             issued: NOW,
         },
-        RequestBody::Fetch {
+        NodeBody::Fetch {
             by: FetchBy::Owner { image: [7; 16] },
         },
-        RequestBody::Fetch {
+        NodeBody::Fetch {
             by: FetchBy::Grant {
                 image: [7; 16],
                 expires_at: NOW + 60,
                 signature: vec![0; 64],
             },
         },
-        RequestBody::Fetch {
+        NodeBody::Fetch {
             by: FetchBy::Match(honest_proof()),
         },
-        RequestBody::Resolve {
+        NodeBody::Resolve {
             proofs: vec![honest_proof()],
         },
-        RequestBody::Status,
-        RequestBody::Audit { from: 0, max: 100 },
-        RequestBody::Checkpoint,
-        RequestBody::Rotate {
+        NodeBody::Status,
+        NodeBody::Audit { from: 0, max: 100 },
+        NodeBody::Checkpoint,
+        NodeBody::Rotate {
             op: RotateOp::Begin {
                 from: 1,
                 to: 2,
@@ -334,27 +348,29 @@ fn requests() -> Vec<Request> {
                 signature: vec![0; 64],
             },
         },
-        RequestBody::Rotate {
+        NodeBody::Rotate {
             op: RotateOp::Move {
                 to: 2,
                 max_images: 100,
                 signature: vec![0; 64],
             },
         },
-        RequestBody::Rotate {
+        NodeBody::Rotate {
             op: RotateOp::Finish {
                 to: 2,
                 signature: vec![0; 64],
             },
         },
-        RequestBody::KeeperEvaluate {
+    ];
+    let keeper_bodies = [
+        KeeperBody::KeeperEvaluate {
             version: 1,
             batches: vec![KeeperBatch {
                 node: 1,
                 elements: vec![element; 3],
             }],
         },
-        RequestBody::KeeperRekey {
+        KeeperBody::KeeperRekey {
             from: 1,
             to: 2,
             parts: vec![KeeperRekeyPart {
@@ -365,78 +381,74 @@ fn requests() -> Vec<Request> {
             }],
             signature: vec![0; 64],
         },
-        RequestBody::KeeperRetire {
+        KeeperBody::KeeperRetire {
             version: 1,
             signature: vec![0; 64],
         },
-        RequestBody::KeeperRegister {
+        KeeperBody::KeeperRegister {
             user: USER.into(),
             request: registration,
             bootstrap: Some([9; 32]),
         },
-        RequestBody::KeeperRegisterFinish {
+        KeeperBody::KeeperRegisterFinish {
             user: USER.into(),
             upload,
             roles: roles::QUERIER,
             bootstrap: None,
         },
-        RequestBody::KeeperLoginStart {
+        KeeperBody::KeeperLoginStart {
             user: USER.into(),
             ke1,
         },
-        RequestBody::KeeperLoginFinish {
+        KeeperBody::KeeperLoginFinish {
             login: [1; 16],
             ke3,
         },
-        RequestBody::KeeperSealed {
+        KeeperBody::KeeperSealed {
             session: SESSION_ID,
             message: sealed,
         },
-        RequestBody::KeeperLogout,
-        RequestBody::KeeperUnlock { user: USER.into() },
-        RequestBody::SecretPut {
+        KeeperBody::KeeperLogout,
+        KeeperBody::KeeperUnlock { user: USER.into() },
+        KeeperBody::SecretPut {
             id: [5; 16],
             name: "backup key".into(),
             origin: "import".into(),
             share: vec![1, 2, 3, 4],
         },
-        RequestBody::SecretGet {
+        KeeperBody::SecretGet {
             id: [5; 16],
             export: true,
         },
-        RequestBody::SecretDelete { id: [5; 16] },
-        RequestBody::SecretList,
-        RequestBody::UserEvents,
-        RequestBody::DkgStart {
+        KeeperBody::SecretDelete { id: [5; 16] },
+        KeeperBody::SecretList,
+        KeeperBody::UserEvents,
+        KeeperBody::DkgStart {
             id: [6; 16],
             name: "signing key".into(),
         },
-        RequestBody::DkgRound2 {
+        KeeperBody::DkgRound2 {
             id: [6; 16],
             round1: packages(&round1),
         },
-        RequestBody::DkgFinish {
+        KeeperBody::DkgFinish {
             id: [6; 16],
             round1: packages(&round1),
             round2: packages(&[(2, vec![0; 80])]),
         },
-        RequestBody::SignCommit { id: [6; 16] },
-        RequestBody::SignShare {
+        KeeperBody::SignCommit { id: [6; 16] },
+        KeeperBody::SignShare {
             id: [6; 16],
             package: package.clone(),
         },
-        RequestBody::CapabilityCommit,
-        RequestBody::CapabilityShare { package },
+        KeeperBody::CapabilityCommit,
+        KeeperBody::CapabilityShare { package },
     ];
-    let mut out: Vec<Request> = bodies
-        .into_iter()
-        .enumerate()
-        .map(|(i, body)| request(i, body))
-        .collect();
+    let mut out = encoded(node_bodies, keeper_bodies);
     let holder = holder();
     for body in [
-        RequestBody::Status,
-        RequestBody::Lookup {
+        NodeBody::Status,
+        NodeBody::Lookup {
             key_version: 1,
             query: [3; 16],
             issued: NOW,
@@ -445,7 +457,7 @@ fn requests() -> Vec<Request> {
     ] {
         let mut r = request(out.len(), body);
         holder.sign(NODE, &mut r);
-        out.push(r);
+        out.push(r.encode());
     }
     out
 }
@@ -673,8 +685,8 @@ fn order_seeds() -> Vec<Vec<u8>> {
         zero_commitments: vec![element(); 3],
     }];
     let plan = obscura_proto::rekey_digest(1, 2, &parts);
-    let bodies = [
-        RequestBody::Delete {
+    let node_bodies = [
+        NodeBody::Delete {
             image: [7; 16],
             issued_at: NOW,
             signature: sign(Order::Delete {
@@ -682,7 +694,7 @@ fn order_seeds() -> Vec<Vec<u8>> {
                 issued_at: NOW,
             }),
         },
-        RequestBody::Rotate {
+        NodeBody::Rotate {
             op: RotateOp::Begin {
                 from: 1,
                 to: 2,
@@ -695,34 +707,20 @@ fn order_seeds() -> Vec<Vec<u8>> {
                 }),
             },
         },
-        RequestBody::Rotate {
+        NodeBody::Rotate {
             op: RotateOp::Move {
                 to: 2,
                 max_images: 10,
                 signature: sign(Order::RotateMove { node: NODE, to: 2 }),
             },
         },
-        RequestBody::Rotate {
+        NodeBody::Rotate {
             op: RotateOp::Finish {
                 to: 2,
                 signature: sign(Order::RotateFinish { node: NODE, to: 2 }),
             },
         },
-        RequestBody::KeeperRekey {
-            from: 1,
-            to: 2,
-            parts,
-            signature: sign(Order::Rekey {
-                from: 1,
-                to: 2,
-                plan,
-            }),
-        },
-        RequestBody::KeeperRetire {
-            version: 1,
-            signature: sign(Order::Retire { version: 1 }),
-        },
-        RequestBody::Fetch {
+        NodeBody::Fetch {
             by: FetchBy::Grant {
                 image: [7; 16],
                 expires_at: NOW + 3600,
@@ -734,11 +732,23 @@ fn order_seeds() -> Vec<Vec<u8>> {
             },
         },
     ];
-    let mut out: Vec<Vec<u8>> = bodies
-        .into_iter()
-        .enumerate()
-        .map(|(i, body)| request(i, body).encode())
-        .collect();
+    let keeper_bodies = [
+        KeeperBody::KeeperRekey {
+            from: 1,
+            to: 2,
+            parts,
+            signature: sign(Order::Rekey {
+                from: 1,
+                to: 2,
+                plan,
+            }),
+        },
+        KeeperBody::KeeperRetire {
+            version: 1,
+            signature: sign(Order::Retire { version: 1 }),
+        },
+    ];
+    let mut out = encoded(node_bodies, keeper_bodies);
     out.extend(prefixed_random(0x55, &[0, 1, 2, 3, 4, 5, 6], &[80]));
     out
 }
@@ -746,12 +756,12 @@ fn order_seeds() -> Vec<Vec<u8>> {
 fn capability_seeds() -> Vec<Vec<u8>> {
     let holder = holder();
     let mut out = Vec::new();
-    let mut status = request(0, RequestBody::Status);
+    let mut status = request(0, NodeBody::Status);
     holder.sign(NODE, &mut status);
     out.push(status.encode());
     let mut lookup = request(
         1,
-        RequestBody::Lookup {
+        NodeBody::Lookup {
             key_version: 1,
             query: [3; 16],
             issued: NOW,
@@ -787,14 +797,14 @@ fn matching_seeds() -> Vec<Vec<u8>> {
     let mut out = vec![
         request(
             0,
-            RequestBody::Fetch {
+            NodeBody::Fetch {
                 by: FetchBy::Match(honest_proof()),
             },
         )
         .encode(),
         request(
             1,
-            RequestBody::Resolve {
+            NodeBody::Resolve {
                 proofs: vec![honest_proof(), honest_proof()],
             },
         )

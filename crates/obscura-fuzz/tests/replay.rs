@@ -87,6 +87,36 @@ fn the_seeds_pass_their_targets() {
     obscura_fuzz::remove_scratch();
 }
 
+/// The wire seeds on disk are requests of today's protocol, to nodes and to keepers alike, as
+/// `fuzz/seed.sh` writes them: a seed of an older version is refused at its first bytes, and so
+/// is every mutation of it, so a stale corpus would fuzz nothing past the version check.
+#[test]
+fn the_wire_seeds_on_disk_are_of_todays_protocol() {
+    use obscura_proto::{KeeperBody, NodeBody, Request};
+    let dir = fuzz_dir().join("corpus/wire_request");
+    let seeds: Vec<Vec<u8>> = files(&dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+        })
+        .map(|p| std::fs::read(p).expect("a readable seed"))
+        .collect();
+    let node = seeds
+        .iter()
+        .filter(|s| Request::<NodeBody>::decode(s).is_ok())
+        .count();
+    let keeper = seeds
+        .iter()
+        .filter(|s| Request::<KeeperBody>::decode(s).is_ok())
+        .count();
+    assert!(
+        node >= 14 && keeper >= 20,
+        "{node} node and {keeper} keeper requests among {} seeds: run fuzz/seed.sh",
+        seeds.len()
+    );
+}
+
 /// Inputs mutated from each target's corpus per run of this test: the short form of the fuzz
 /// campaign that runs on stable with every test. It is not coverage-guided (that is
 /// `fuzz/run-all.sh`), but it walks the same parsers off their valid inputs.

@@ -37,8 +37,8 @@ use obscura_keeper::signing::{
     self, DkgState, KeyPackage, PeerKeys, PublicKeyPackage, SigningNonces,
 };
 use obscura_proto::{
-    roles, ErrorCode, KeeperPackage, Limits, Request, RequestBody, Response, ResponseBody,
-    SecretInfo, SecretKind, UserEvent, WireRoles,
+    roles, ErrorCode, KeeperBody, KeeperPackage, Limits, Response, ResponseBody, SecretInfo,
+    SecretKind, UserEvent, WireRoles,
 };
 use obscura_store::keeper::KeeperStore;
 use rand_core::RngCore;
@@ -53,6 +53,9 @@ use obscura_cluster::keeper::{
     bootstrap_digest, login_context, CapabilityPolicy, LoginPolicy, Quotas,
 };
 use obscura_server::error;
+
+/// A request to a keeper: it parses only a keeper's operations.
+type Request = obscura_proto::Request<KeeperBody>;
 
 /// Seconds to wait after the last failure before another attempt, after `failures`.
 fn delay(failures: u32, free: u32, max: u64) -> u64 {
@@ -1341,11 +1344,11 @@ impl Accounts {
         &self,
         store: &KeeperStore,
         caller: &Caller,
-        body: &RequestBody,
+        body: &KeeperBody,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         match body {
-            RequestBody::SecretPut {
+            KeeperBody::SecretPut {
                 id,
                 name,
                 origin,
@@ -1366,7 +1369,7 @@ impl Accounts {
                 self.store_secret(store, caller, id, &secret, action, now)?;
                 Ok(ResponseBody::Ok)
             }
-            RequestBody::SecretGet { id, export } => {
+            KeeperBody::SecretGet { id, export } => {
                 let secret = self.secret(store, &caller.user, id)?;
                 if secret.signing {
                     return Err(error(
@@ -1386,7 +1389,7 @@ impl Accounts {
                     share: secret.share.clone(),
                 })
             }
-            RequestBody::SecretDelete { id } => {
+            KeeperBody::SecretDelete { id } => {
                 self.secret(store, &caller.user, id)?;
                 let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
                 let event = self.event("secret delete", Some(*id), true, now);
@@ -1406,7 +1409,7 @@ impl Accounts {
                     .map_err(vault_error)?;
                 Ok(ResponseBody::Ok)
             }
-            RequestBody::SecretList => {
+            KeeperBody::SecretList => {
                 let mut items = Vec::new();
                 for (id, bytes) in self
                     .vault
@@ -1428,7 +1431,7 @@ impl Accounts {
                 items.sort_by_key(|i| (i.created, i.id));
                 Ok(ResponseBody::Secrets { items })
             }
-            RequestBody::UserEvents => {
+            KeeperBody::UserEvents => {
                 let events = self
                     .vault
                     .list(store, Kind::Event, &caller.user)
@@ -1439,14 +1442,14 @@ impl Accounts {
                     .map_err(internal)?;
                 Ok(ResponseBody::Events { events })
             }
-            RequestBody::DkgStart { id, .. }
-            | RequestBody::DkgRound2 { id, .. }
-            | RequestBody::DkgFinish { id, .. } => self.dkg(store, caller, id, body, now),
-            RequestBody::CapabilityCommit => self.capability_commit(caller, now),
-            RequestBody::CapabilityShare { package } => {
+            KeeperBody::DkgStart { id, .. }
+            | KeeperBody::DkgRound2 { id, .. }
+            | KeeperBody::DkgFinish { id, .. } => self.dkg(store, caller, id, body, now),
+            KeeperBody::CapabilityCommit => self.capability_commit(caller, now),
+            KeeperBody::CapabilityShare { package } => {
                 self.capability_share(store, caller, package, now)
             }
-            RequestBody::SignCommit { id } => {
+            KeeperBody::SignCommit { id } => {
                 let secret = self.signing_key(store, &caller.user, id)?;
                 let key = signing::key_package_from(&secret.share)
                     .map_err(|e| internal(e.to_string()))?;
@@ -1462,7 +1465,7 @@ impl Accounts {
                     public_package: secret.public_package.clone(),
                 })
             }
-            RequestBody::SignShare { id, package } => {
+            KeeperBody::SignShare { id, package } => {
                 let secret = self.signing_key(store, &caller.user, id)?;
                 let nonces = self
                     .nonces
@@ -1510,7 +1513,7 @@ impl Accounts {
         store: &KeeperStore,
         caller: &Caller,
         id: &[u8; 16],
-        body: &RequestBody,
+        body: &KeeperBody,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         let peers = self.peers.as_ref().ok_or_else(|| {
@@ -1528,7 +1531,7 @@ impl Accounts {
         states.retain(|_, (_, at, _)| *at + DKG_S > now);
         let slot = (caller.user, *id);
         match body {
-            RequestBody::DkgStart { name, .. } => {
+            KeeperBody::DkgStart { name, .. } => {
                 let own = states.keys().filter(|(u, _)| *u == caller.user).count();
                 if !states.contains_key(&slot)
                     && (own >= DKG_PER_USER || states.len() >= DKG_IN_ALL)
@@ -1562,7 +1565,7 @@ impl Accounts {
                     }],
                 })
             }
-            RequestBody::DkgRound2 { round1, .. } => {
+            KeeperBody::DkgRound2 { round1, .. } => {
                 let (state, _, name) = states
                     .remove(&slot)
                     .ok_or_else(|| error(ErrorCode::BadRequest, "no key generation under way"))?;
@@ -1578,7 +1581,7 @@ impl Accounts {
                         .collect(),
                 })
             }
-            RequestBody::DkgFinish { round1, round2, .. } => {
+            KeeperBody::DkgFinish { round1, round2, .. } => {
                 let (state, _, name) = states
                     .remove(&slot)
                     .ok_or_else(|| error(ErrorCode::BadRequest, "no key generation under way"))?;

@@ -1,7 +1,7 @@
 //! The keeper server: it holds one share of every band-token key and evaluates blinded
 //! elements with it, for clients of the cluster only, within each client's budget.
 //!
-//! A keeper answers `POST /v1/keeper-evaluate` (a [`RequestBody::KeeperEvaluate`]) with, for
+//! A keeper answers `POST /v1/keeper-evaluate` (a [`KeeperBody::KeeperEvaluate`]) with, for
 //! every node key asked for, its share applied to each blinded element and one batched DLEQ
 //! proof against its public share of that key (RFC 9497, ristretto255-SHA512). It sees only
 //! blinded elements, uniformly random group elements whatever the band values; it never sees a
@@ -39,7 +39,7 @@ use obscura_keeper::session::ServerKeys;
 use obscura_keeper::signing::{self, PeerKeys};
 use obscura_keeper::threshold::{KeyShare, Rekey};
 use obscura_proto::{
-    roles, ErrorCode, KeeperEvaluation, KeeperRekeyPart, Request, RequestBody, ResponseBody,
+    roles, Body, ErrorCode, KeeperBody, KeeperEvaluation, KeeperRekeyPart, ResponseBody,
 };
 use obscura_sharing::order::Order;
 use obscura_store::keeper::{Budget, KeeperStore};
@@ -52,11 +52,13 @@ use obscura_cluster::ed25519_key;
 use obscura_cluster::files::{read_config, wrapping_key, write_private_atomic};
 use obscura_cluster::keeper::{keyring_path, KeeperConfig, KeeperSecrets, SealedShare};
 use obscura_cluster::server::{beside, open_server};
-use obscura_cluster::tls::Party;
 use obscura_server::{error, now, proto_error, scalar, store_error, wire_audit, Error, Guard};
 
 use crate::accounts::{Accounts, Caller};
 use crate::vault::Vault;
+
+/// A request to a keeper: it parses only a keeper's operations.
+type Request = obscura_proto::Request<KeeperBody>;
 
 pub mod accounts;
 pub mod vault;
@@ -178,8 +180,7 @@ impl LoadedKeeper {
             .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
         let bootstrap = obscura_tokens::keyfile::hex32(&config.bootstrap_digest)
             .ok_or_else(|| bad("bootstrap_digest is not 64 hex digits".into()))?;
-        let opened =
-            open_server::<KeeperSecrets>(config_path, Party::Keeper(config.keeper), &config.files)?;
+        let opened = open_server::<KeeperSecrets>(config_path, config.keeper, &config.files)?;
         let (secrets, wrapping, tls) =
             (&opened.secrets, opened.wrapping.clone(), opened.tls.clone());
         let capability = (
@@ -302,17 +303,17 @@ impl KeeperState {
         }
         let a = &self.accounts;
         let outcome = match &req.body {
-            RequestBody::Status => Ok(self.status()),
-            RequestBody::KeeperRegister { .. } | RequestBody::KeeperRegisterFinish { .. } => {
+            KeeperBody::Status => Ok(self.status()),
+            KeeperBody::KeeperRegister { .. } | KeeperBody::KeeperRegisterFinish { .. } => {
                 self.registration(None, source, &req.body, now)
             }
-            RequestBody::KeeperLoginStart { user, ke1 } => {
+            KeeperBody::KeeperLoginStart { user, ke1 } => {
                 a.login_start(&self.store, source, user, ke1, now)
             }
-            RequestBody::KeeperLoginFinish { login, ke3 } => {
+            KeeperBody::KeeperLoginFinish { login, ke3 } => {
                 a.login_finish(&self.store, login, ke3, now)
             }
-            RequestBody::KeeperSealed { session, message } => Ok(a.sealed(
+            KeeperBody::KeeperSealed { session, message } => Ok(a.sealed(
                 &self.store,
                 session,
                 message,
@@ -337,12 +338,12 @@ impl KeeperState {
         &self,
         caller: Option<&Caller>,
         source: IpAddr,
-        body: &RequestBody,
+        body: &KeeperBody,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         let a = &self.accounts;
         match body {
-            RequestBody::KeeperRegister {
+            KeeperBody::KeeperRegister {
                 user,
                 request,
                 bootstrap,
@@ -355,7 +356,7 @@ impl KeeperState {
                 bootstrap.as_ref(),
                 now,
             ),
-            RequestBody::KeeperRegisterFinish {
+            KeeperBody::KeeperRegisterFinish {
                 user,
                 upload,
                 roles,
@@ -426,11 +427,11 @@ impl KeeperState {
             }
         };
         match &req.body {
-            RequestBody::KeeperEvaluate { version, batches } => {
+            KeeperBody::KeeperEvaluate { version, batches } => {
                 needs(&[roles::QUERIER, roles::OWNER], "token evaluation")?;
                 self.evaluate(caller.user, &req.request_id, *version, batches, now)
             }
-            RequestBody::KeeperRekey {
+            KeeperBody::KeeperRekey {
                 from,
                 to,
                 parts,
@@ -451,7 +452,7 @@ impl KeeperState {
                 })?;
                 self.rekey(&req.request_id, *from, *to, parts, now)
             }
-            RequestBody::KeeperRetire { version, signature } => {
+            KeeperBody::KeeperRetire { version, signature } => {
                 needs(&[roles::ADMIN], "erasing key shares")?;
                 Order::Retire { version: *version }
                     .verify(&self.owner, signature)
@@ -463,16 +464,16 @@ impl KeeperState {
                     })?;
                 self.retire(&req.request_id, *version, now)
             }
-            RequestBody::KeeperRegister { .. } | RequestBody::KeeperRegisterFinish { .. } => {
+            KeeperBody::KeeperRegister { .. } | KeeperBody::KeeperRegisterFinish { .. } => {
                 self.registration(Some(caller), source, &req.body, now)
             }
-            RequestBody::KeeperUnlock { user } => a.unlock(&self.store, caller, user, now),
-            RequestBody::KeeperLogout => {
+            KeeperBody::KeeperUnlock { user } => a.unlock(&self.store, caller, user, now),
+            KeeperBody::KeeperLogout => {
                 a.end(&self.store, &caller.session, now)?;
                 Ok(ResponseBody::Ok)
             }
-            RequestBody::Status => Ok(self.status()),
-            RequestBody::Audit { from, max } => {
+            KeeperBody::Status => Ok(self.status()),
+            KeeperBody::Audit { from, max } => {
                 needs(&[roles::AUDITOR, roles::ADMIN], "reading the audit log")?;
                 let (entries, total) = self
                     .store
@@ -480,7 +481,7 @@ impl KeeperState {
                     .map_err(store_error)?;
                 Ok(wire_audit(entries, total))
             }
-            RequestBody::Checkpoint => {
+            KeeperBody::Checkpoint => {
                 needs(&[roles::AUDITOR, roles::ADMIN], "signing the audit log")?;
                 let seq = self
                     .store
@@ -488,35 +489,23 @@ impl KeeperState {
                     .map_err(store_error)?;
                 Ok(ResponseBody::Checkpointed { seq })
             }
-            RequestBody::SecretPut { .. }
-            | RequestBody::SecretGet { .. }
-            | RequestBody::SecretDelete { .. }
-            | RequestBody::SecretList
-            | RequestBody::UserEvents
-            | RequestBody::DkgStart { .. }
-            | RequestBody::DkgRound2 { .. }
-            | RequestBody::DkgFinish { .. }
-            | RequestBody::SignCommit { .. }
-            | RequestBody::SignShare { .. }
-            | RequestBody::CapabilityCommit
-            | RequestBody::CapabilityShare { .. } => a.user_op(&self.store, caller, &req.body, now),
-            RequestBody::Prepare { .. }
-            | RequestBody::Commit { .. }
-            | RequestBody::Delete { .. }
-            | RequestBody::Lookup { .. }
-            | RequestBody::Evaluate { .. }
-            | RequestBody::CheckQuery { .. }
-            | RequestBody::Reduce { .. }
-            | RequestBody::List { .. }
-            | RequestBody::Fetch { .. }
-            | RequestBody::Resolve { .. }
-            | RequestBody::Rotate { .. }
-            | RequestBody::KeeperLoginStart { .. }
-            | RequestBody::KeeperLoginFinish { .. }
-            | RequestBody::KeeperSealed { .. } => Err(error(
+            KeeperBody::SecretPut { .. }
+            | KeeperBody::SecretGet { .. }
+            | KeeperBody::SecretDelete { .. }
+            | KeeperBody::SecretList
+            | KeeperBody::UserEvents
+            | KeeperBody::DkgStart { .. }
+            | KeeperBody::DkgRound2 { .. }
+            | KeeperBody::DkgFinish { .. }
+            | KeeperBody::SignCommit { .. }
+            | KeeperBody::SignShare { .. }
+            | KeeperBody::CapabilityCommit
+            | KeeperBody::CapabilityShare { .. } => a.user_op(&self.store, caller, &req.body, now),
+            KeeperBody::KeeperLoginStart { .. }
+            | KeeperBody::KeeperLoginFinish { .. }
+            | KeeperBody::KeeperSealed { .. } => Err(error(
                 ErrorCode::BadRequest,
-                "a keeper evaluates tokens, keeps user secrets, signs, changes its key shares, \
-                 and shows its status and audit log; nothing else",
+                "logins and sealed messages are sent as they are, not inside a session",
             )),
         }
     }
@@ -757,7 +746,7 @@ impl KeeperState {
 async fn handle(
     State(conn): State<Connection>,
     UrlPath(op): UrlPath<String>,
-    body: obscura_server::RequestBody,
+    body: obscura_server::HttpBody,
 ) -> (StatusCode, Vec<u8>) {
     // A keeper's largest request is a sealed evaluation of many elements.
     let limit = obscura_proto::account_limits::MAX_SEALED + (64 << 10);

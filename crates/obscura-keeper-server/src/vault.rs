@@ -140,7 +140,8 @@ impl Vault {
     ///
     /// # Errors
     /// [`Error::Store`] with [`obscura_store::Error::RolledBack`] when the store is behind the
-    /// keyring by more than one write, or ahead of it; [`Error::Secrets`], [`Error::File`].
+    /// keyring by more than one write, or ahead of it; [`Error::Files`] for a keyring that does not
+    /// open or cannot be read.
     pub fn open(
         store: &KeeperStore,
         path: &Path,
@@ -213,7 +214,7 @@ impl Vault {
     /// since, so its users log in again.
     ///
     /// # Errors
-    /// [`Error::Secrets`], [`Error::File`], [`Error::Store`].
+    /// [`Error::Files`] for a keyring that does not open or cannot be written, [`Error::Store`].
     pub fn accept_restore(
         store: &KeeperStore,
         path: &Path,
@@ -323,7 +324,7 @@ impl Vault {
     /// Read a record: its version and contents. `Ok(None)` if there is none.
     ///
     /// # Errors
-    /// [`Error::Secrets`] for a record that does not open (moved, altered, or a secret whose
+    /// [`Error::Files`] for a record that does not open (moved, altered, or a secret whose
     /// key was destroyed); [`Error::Store`].
     pub fn get(
         &self,

@@ -10,7 +10,6 @@ use obscura_cluster::ed25519_key;
 use obscura_cluster::files::read_config;
 use obscura_cluster::node::{NodeConfig, NodeSecrets, StorageSettings};
 use obscura_cluster::server::{beside, open_server};
-use obscura_cluster::tls::Party;
 use obscura_sharing::zero::ZeroSharingKeys;
 use obscura_store::{Store, StoreOptions};
 
@@ -106,8 +105,7 @@ impl LoadedNode {
                 p.fitting_exhaustive(config.n)
             )));
         }
-        let opened =
-            open_server::<NodeSecrets>(config_path, Party::Node(config.node), &config.files)?;
+        let opened = open_server::<NodeSecrets>(config_path, config.node, &config.files)?;
         let (secrets, tls) = (&opened.secrets, opened.tls.clone());
         let zero = ZeroSharingKeys::from_parts(
             config.node,

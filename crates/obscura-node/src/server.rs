@@ -43,8 +43,8 @@ use obscura_mpc::check::{self, CheckCoin};
 use obscura_mpc::node::{NodeSession, Step};
 use obscura_mpc::{HashShare, NodeRequest};
 use obscura_proto::{
-    limits, roles, ErrorCode, FetchBy, MatchProof, Request, RequestBody, ResponseBody, RotateOp,
-    ScanOf, UploadTicket, WireElement, WireId, WireToken, UPLOAD_TICKET_HEADER,
+    limits, roles, Body, ErrorCode, FetchBy, MatchProof, NodeBody, ResponseBody, RotateOp, ScanOf,
+    UploadTicket, WireElement, WireId, WireToken, UPLOAD_TICKET_HEADER,
 };
 use obscura_sharing::manifest::{CheckedShare, ImageId, ShareRole, SignedManifest};
 use obscura_sharing::order::{user_digest, Order};
@@ -58,6 +58,9 @@ use obscura_cluster::node::SearchPolicy;
 use obscura_server::{error, now, proto_error, scalar, store_error, wire_audit, Guard};
 
 use crate::config::LoadedNode;
+
+/// A request to a node: it parses only a node's operations.
+type Request = obscura_proto::Request<NodeBody>;
 
 /// An upload let through the gate: the request its body must carry, under which capability.
 #[derive(Clone, Copy, Debug)]
@@ -442,7 +445,7 @@ fn check_elements<'a>(
 }
 
 /// A short name of an operation for audit entries.
-fn op_name(body: &RequestBody) -> &'static str {
+fn op_name(body: &NodeBody) -> &'static str {
     body.path().strip_prefix("/v1/").unwrap_or("?")
 }
 
@@ -482,9 +485,9 @@ impl NodeState {
         // A Stage-2 round after the first is part of the query its Evaluate was charged for,
         // unless it is refused: then it counts like any request, and past the user's limit it
         // is refused unaudited, so refused relays cannot grow the audit log without end.
-        let relay = matches!(req.body, RequestBody::Reduce { .. });
+        let relay = matches!(req.body, NodeBody::Reduce { .. });
         let kind = match &req.body {
-            RequestBody::Fetch { .. } | RequestBody::Resolve { .. } => Charge::Fetches,
+            NodeBody::Fetch { .. } | NodeBody::Resolve { .. } => Charge::Fetches,
             _ => Charge::Queries,
         };
         if !relay {
@@ -595,7 +598,7 @@ impl NodeState {
     ) -> Result<ResponseBody, ResponseBody> {
         let role = |r: u8| who.acting(r).map_err(auth_error);
         match &req.body {
-            RequestBody::Prepare {
+            NodeBody::Prepare {
                 key_version,
                 images,
             } => {
@@ -603,14 +606,14 @@ impl NodeState {
                 self.record(req, &owner, format_args!("images={}", images.len()), now)?;
                 self.prepare(*key_version, images, now)
             }
-            RequestBody::Commit { images } => {
+            NodeBody::Commit { images } => {
                 let owner = role(roles::OWNER)?;
                 self.record(req, &owner, format_args!("images={}", images.len()), now)?;
                 let ids: Vec<ImageId> = images.iter().map(|id| ImageId(*id)).collect();
                 self.store.commit_many(&ids, now).map_err(store_error)?;
                 Ok(ResponseBody::Ok)
             }
-            RequestBody::Delete {
+            NodeBody::Delete {
                 image,
                 issued_at,
                 signature,
@@ -620,7 +623,7 @@ impl NodeState {
                 self.record(req, &owner, format_args!("image={image}"), now)?;
                 self.delete(image, *issued_at, signature, now)
             }
-            RequestBody::Lookup {
+            NodeBody::Lookup {
                 key_version,
                 query,
                 issued,
@@ -629,7 +632,7 @@ impl NodeState {
                 let querier = role(roles::QUERIER)?;
                 self.lookup(req, &querier, *key_version, query, *issued, tokens, now)
             }
-            RequestBody::CheckQuery {
+            NodeBody::CheckQuery {
                 query_id,
                 issued,
                 query_share,
@@ -646,7 +649,7 @@ impl NodeState {
                 };
                 self.check_query(req, &querier, &asked, now)
             }
-            RequestBody::Evaluate {
+            NodeBody::Evaluate {
                 query_id,
                 issued,
                 query_share,
@@ -666,11 +669,11 @@ impl NodeState {
                 };
                 self.evaluate(req, who, &querier, &asked, (*part, candidates), checks, now)
             }
-            RequestBody::List { query, issued } => {
+            NodeBody::List { query, issued } => {
                 let querier = role(roles::QUERIER)?;
                 self.list(req, who, &querier, query, *issued, now)
             }
-            RequestBody::Reduce {
+            NodeBody::Reduce {
                 query_id,
                 issued,
                 part,
@@ -680,12 +683,12 @@ impl NodeState {
                 let querier = role(roles::QUERIER)?;
                 self.reduce(&querier, query_id, *issued, *part, *round, openings, now)
             }
-            RequestBody::Fetch { by } => self.fetch(req, who, by, now),
-            RequestBody::Resolve { proofs } => {
+            NodeBody::Fetch { by } => self.fetch(req, who, by, now),
+            NodeBody::Resolve { proofs } => {
                 let querier = role(roles::QUERIER)?;
                 self.resolve(req, &querier, proofs, now)
             }
-            RequestBody::Status => {
+            NodeBody::Status => {
                 let any = who
                     .acting_as_any(&[roles::QUERIER, roles::OWNER, roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
@@ -700,7 +703,7 @@ impl NodeState {
                     key_versions: std::iter::once(v.current).chain(v.next).collect(),
                 })
             }
-            RequestBody::Audit { from, max } => {
+            NodeBody::Audit { from, max } => {
                 let auditor = who
                     .acting_as_any(&[roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
@@ -711,7 +714,7 @@ impl NodeState {
                     .map_err(store_error)?;
                 Ok(wire_audit(entries, total))
             }
-            RequestBody::Checkpoint => {
+            NodeBody::Checkpoint => {
                 let auditor = who
                     .acting_as_any(&[roles::AUDITOR, roles::ADMIN])
                     .map_err(auth_error)?;
@@ -725,36 +728,11 @@ impl NodeState {
                     .map_err(store_error)?;
                 Ok(ResponseBody::Checkpointed { seq })
             }
-            RequestBody::Rotate { op } => {
+            NodeBody::Rotate { op } => {
                 let admin = role(roles::ADMIN)?;
                 self.record(req, &admin, format_args!("{}", rotate_name(op)), now)?;
                 self.rotate(op, now).map(|s| rotation(self.node, s))
             }
-            RequestBody::KeeperEvaluate { .. }
-            | RequestBody::KeeperRekey { .. }
-            | RequestBody::KeeperRetire { .. }
-            | RequestBody::KeeperRegister { .. }
-            | RequestBody::KeeperRegisterFinish { .. }
-            | RequestBody::KeeperLoginStart { .. }
-            | RequestBody::KeeperLoginFinish { .. }
-            | RequestBody::KeeperSealed { .. }
-            | RequestBody::KeeperLogout
-            | RequestBody::KeeperUnlock { .. }
-            | RequestBody::SecretPut { .. }
-            | RequestBody::SecretGet { .. }
-            | RequestBody::SecretDelete { .. }
-            | RequestBody::SecretList
-            | RequestBody::UserEvents
-            | RequestBody::DkgStart { .. }
-            | RequestBody::DkgRound2 { .. }
-            | RequestBody::DkgFinish { .. }
-            | RequestBody::SignCommit { .. }
-            | RequestBody::SignShare { .. }
-            | RequestBody::CapabilityCommit
-            | RequestBody::CapabilityShare { .. } => Err(error(
-                ErrorCode::BadRequest,
-                "a node holds no key and no account: send this to a keeper",
-            )),
         }
     }
 
@@ -1644,7 +1622,7 @@ async fn handle(
     State(served): State<Served>,
     Path(op): Path<String>,
     headers: axum::http::HeaderMap,
-    body: obscura_server::RequestBody,
+    body: obscura_server::HttpBody,
 ) -> (StatusCode, Vec<u8>) {
     let (limit, upload) = obscura_server::body_limit(&op);
     // A large upload is received only from an owner: its ticket travels in a header and is

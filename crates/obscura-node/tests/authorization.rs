@@ -16,7 +16,7 @@ use obscura_auth::matching::{self, Answered, KeptAnswer};
 use obscura_cluster::node::{node_purpose, NodeSecrets};
 use obscura_mpc::{share_hash, HashShare};
 use obscura_proto::{
-    roles, Capability, ErrorCode, FetchBy, Limits, RequestBody, ResponseBody, RotateOp, ScanOf,
+    roles, Capability, ErrorCode, FetchBy, Limits, NodeBody, ResponseBody, RotateOp, ScanOf,
 };
 use obscura_sharing::field::Fp;
 use obscura_sharing::order::{user_digest, Order};
@@ -41,7 +41,7 @@ async fn stored(node: &TestNode, photo: &str, seed: u64) -> Upload {
 async fn requests_without_a_valid_capability_are_refused_and_do_not_grow_the_log() {
     let node = TestNode::start("no-capability").await;
     let before = audit(&node).await.len();
-    let status = || TestNode::request(RequestBody::Status);
+    let status = || TestNode::request(NodeBody::Status);
     let unauthorized = (401, Some(ErrorCode::Unauthorized));
 
     // No capability at all: the client certificate alone is not a credential.
@@ -93,9 +93,9 @@ async fn requests_without_a_valid_capability_are_refused_and_do_not_grow_the_log
         unauthorized
     );
     // A signed request whose body was changed afterwards.
-    let mut signed = TestNode::request(RequestBody::Audit { from: 0, max: 1 });
+    let mut signed = TestNode::request(NodeBody::Audit { from: 0, max: 1 });
     ana.sign(1, &mut signed);
-    signed.body = RequestBody::Audit { from: 0, max: 4096 };
+    signed.body = NodeBody::Audit { from: 0, max: 4096 };
     assert_eq!(
         refusal(node.post_raw("/v1/audit", signed.encode()).await),
         unauthorized
@@ -118,7 +118,7 @@ async fn each_operation_needs_its_role_and_refusals_are_audited_with_the_user() 
     let owner = node.holder("olga", roles::OWNER);
     let auditor = node.holder("aude", roles::AUDITOR);
     let forbidden = (403, Some(ErrorCode::Forbidden));
-    let delete = RequestBody::Delete {
+    let delete = NodeBody::Delete {
         image: u.id.0,
         issued_at: CREATED_AT,
         signature: Order::Delete {
@@ -134,10 +134,10 @@ async fn each_operation_needs_its_role_and_refusals_are_audited_with_the_user() 
         prepare(&u),
         commit(&[u.id]),
         delete,
-        RequestBody::Audit { from: 0, max: 10 },
-        RequestBody::Checkpoint,
+        NodeBody::Audit { from: 0, max: 10 },
+        NodeBody::Checkpoint,
         fetch(u.id),
-        RequestBody::Rotate {
+        NodeBody::Rotate {
             op: RotateOp::Move {
                 to: 2,
                 max_images: 1,
@@ -185,14 +185,14 @@ async fn each_operation_needs_its_role_and_refusals_are_audited_with_the_user() 
         200
     );
     assert_eq!(
-        node.send_as(&auditor, &TestNode::request(RequestBody::Checkpoint))
+        node.send_as(&auditor, &TestNode::request(NodeBody::Checkpoint))
             .await
             .0,
         200
     );
     for who in [&querier, &owner, &auditor] {
         assert_eq!(
-            node.send_as(who, &TestNode::request(RequestBody::Status))
+            node.send_as(who, &TestNode::request(NodeBody::Status))
                 .await
                 .0,
             200
@@ -255,7 +255,7 @@ async fn stage1_hands_out_handles_of_one_query_and_counts_the_bands_itself() {
     assert_ne!(bobs, three);
     // More tokens than the policy's shape are refused.
     let mut oversized = lookup(&u.tokens, [3; 16]);
-    if let RequestBody::Lookup { tokens, .. } = &mut oversized {
+    if let NodeBody::Lookup { tokens, .. } = &mut oversized {
         tokens.push([9; 16]);
     }
     let (s, b) = node.send_as(&ana, &TestNode::request(oversized)).await;
@@ -267,7 +267,7 @@ async fn stage1_hands_out_handles_of_one_query_and_counts_the_bands_itself() {
     let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
     let lookup_now = |q| TestNode::request(lookup(&u.tokens, q));
     let mut req = lookup_now([4; 16]);
-    if let RequestBody::Lookup { issued: i, .. } = &mut req.body {
+    if let NodeBody::Lookup { issued: i, .. } = &mut req.body {
         *i = issued;
     }
     let ResponseBody::Lookup { handles: mine, .. } = node.send_as(&ana, &req).await.1 else {
@@ -327,7 +327,7 @@ async fn proof_with_distance(
 ) -> obscura_proto::MatchProof {
     let issued = now();
     let mut req = TestNode::request(lookup(&u.tokens, query_id));
-    if let RequestBody::Lookup { issued: i, .. } = &mut req.body {
+    if let NodeBody::Lookup { issued: i, .. } = &mut req.body {
         *i = issued;
     }
     let ResponseBody::Lookup { handles, .. } = node.send_as(who, &req).await.1 else {
@@ -401,7 +401,7 @@ async fn a_querier_fetches_only_what_its_own_query_matched_or_the_owner_granted(
     let ana = node.holder("ana", roles::QUERIER);
     let bob = node.holder("bob", roles::QUERIER);
     let forbidden = (403, Some(ErrorCode::Forbidden));
-    let by = |by: FetchBy| TestNode::request(RequestBody::Fetch { by });
+    let by = |by: FetchBy| TestNode::request(NodeBody::Fetch { by });
 
     // The owner role claimed, a grant for bob, an expired grant, a grant for another image.
     assert_eq!(
@@ -449,7 +449,7 @@ async fn a_querier_fetches_only_what_its_own_query_matched_or_the_owner_granted(
     match node
         .send_as(
             &ana,
-            &TestNode::request(RequestBody::Resolve {
+            &TestNode::request(NodeBody::Resolve {
                 proofs: vec![near.clone()],
             }),
         )
@@ -484,7 +484,7 @@ async fn a_querier_fetches_only_what_its_own_query_matched_or_the_owner_granted(
     match node
         .send_as(
             &ana,
-            &TestNode::request(RequestBody::Resolve { proofs: vec![far] }),
+            &TestNode::request(NodeBody::Resolve { proofs: vec![far] }),
         )
         .await
     {
@@ -547,7 +547,7 @@ async fn queries_and_fetches_beyond_the_capabilitys_hourly_limits_are_refused() 
 async fn rotation_steps_need_the_owners_order_for_this_node() {
     let node = TestNode::start("rotation-orders").await;
     let mallory = SigningKey::from_bytes(&[9; 32]);
-    let step = |op: RotateOp| TestNode::request(RequestBody::Rotate { op });
+    let step = |op: RotateOp| TestNode::request(NodeBody::Rotate { op });
     let factor = obscura_keeper::Scalar::from(7u64).to_bytes();
     let begin = Order::Rotate {
         node: 1,
@@ -653,7 +653,7 @@ async fn a_query_id_sent_again_after_the_window_gets_fresh_masks() {
     let ask = || async {
         let issued = now();
         let mut req = TestNode::request(lookup(&u.tokens, [8; 16]));
-        if let RequestBody::Lookup { issued: i, .. } = &mut req.body {
+        if let NodeBody::Lookup { issued: i, .. } = &mut req.body {
             *i = issued;
         }
         let ResponseBody::Lookup { handles, .. } = node.send_as(&ana, &req).await.1 else {
@@ -693,7 +693,7 @@ async fn a_query_id_answered_before_a_restart_is_not_answered_after_it() {
     let handles = handles_issued(&node, &ana, &both, [9; 16], issued).await;
     assert_eq!(handles.len(), 2);
     let check = |digests: Vec<[u8; 32]>| {
-        TestNode::request(RequestBody::CheckQuery {
+        TestNode::request(NodeBody::CheckQuery {
             query_id: [9; 16],
             issued,
             query_share: query[0].to_bytes().to_vec(),
@@ -708,7 +708,7 @@ async fn a_query_id_answered_before_a_restart_is_not_answered_after_it() {
         .await
         .expect("a malformed check left the query id unspent");
     let evaluate = || {
-        TestNode::request(RequestBody::Evaluate {
+        TestNode::request(NodeBody::Evaluate {
             query_id: [9; 16],
             issued,
             query_share: query[0].to_bytes().to_vec(),
@@ -740,7 +740,7 @@ async fn handles_issued(
     issued: u64,
 ) -> Vec<[u8; 16]> {
     let mut req = TestNode::request(lookup(tokens, query_id));
-    if let RequestBody::Lookup { issued: i, .. } = &mut req.body {
+    if let NodeBody::Lookup { issued: i, .. } = &mut req.body {
         *i = issued;
     }
     match node.send_as(who, &req).await {
@@ -824,7 +824,7 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
                     handles: &[[u8; 16]],
                     digests: &[[u8; 32]],
                     checks: Vec<obscura_proto::WireCheck>| {
-        TestNode::request(RequestBody::Evaluate {
+        TestNode::request(NodeBody::Evaluate {
             query_id,
             issued,
             query_share: share.to_bytes().to_vec(),
@@ -932,7 +932,7 @@ async fn a_query_that_is_not_a_sharing_of_bits_gets_no_answer() {
     let (status, body) = node
         .send_as(
             &ana,
-            &TestNode::request(RequestBody::CheckQuery {
+            &TestNode::request(NodeBody::CheckQuery {
                 query_id: [5; 16],
                 issued,
                 query_share: other[0].to_bytes().to_vec(),
@@ -970,7 +970,7 @@ async fn refused_requests_count_against_the_hourly_limit_so_they_cannot_flood_th
     for _ in 0..40 {
         // A querier may not sign the log's head: each try is refused, and counted.
         match node
-            .send_as(&mallory, &TestNode::request(RequestBody::Checkpoint))
+            .send_as(&mallory, &TestNode::request(NodeBody::Checkpoint))
             .await
         {
             (403, _) => refused += 1,
@@ -986,8 +986,8 @@ async fn refused_requests_count_against_the_hourly_limit_so_they_cannot_flood_th
     // counted like any other request, so it cannot write entries beyond the allowance either.
     let rory = mint(&node.keepers, "rory", roles::QUERIER, few);
     let before = audit(&node).await.len();
-    let once = TestNode::request(RequestBody::Status);
-    let mut stale = TestNode::request(RequestBody::Status);
+    let once = TestNode::request(NodeBody::Status);
+    let mut stale = TestNode::request(NodeBody::Status);
     stale.timestamp = 1;
     let mut answered = Vec::new();
     for i in 0..40 {
@@ -1020,7 +1020,7 @@ async fn started_search(
         .checks_as(who, [q; 16], issued, query, &handles)
         .await
         .unwrap();
-    let req = TestNode::request(RequestBody::Evaluate {
+    let req = TestNode::request(NodeBody::Evaluate {
         query_id: [q; 16],
         issued,
         query_share: query[0].to_bytes().to_vec(),
@@ -1066,7 +1066,7 @@ async fn a_relay_the_querier_bent_gets_no_answer() {
     let honest: Vec<obscura_proto::WireOpened> =
         std::iter::once(first.clone()).chain(played).collect();
     let relay = |round: u8, openings: Vec<obscura_proto::WireOpened>| {
-        TestNode::request(RequestBody::Reduce {
+        TestNode::request(NodeBody::Reduce {
             query_id: [31; 16],
             issued,
             part: 0,
@@ -1143,7 +1143,7 @@ async fn a_relay_the_querier_bent_gets_no_answer() {
         .collect();
     let honest: Vec<obscura_proto::WireOpened> = std::iter::once(first).chain(played).collect();
     let relay = |round: u8, openings: Vec<obscura_proto::WireOpened>| {
-        TestNode::request(RequestBody::Reduce {
+        TestNode::request(NodeBody::Reduce {
             query_id: [33; 16],
             issued,
             part: 0,
@@ -1180,7 +1180,7 @@ async fn searches_left_in_progress_are_bounded_per_user() {
         .checks_as(&ana, [48; 16], issued, &query, &handles)
         .await
         .unwrap();
-    let ninth = TestNode::request(RequestBody::Evaluate {
+    let ninth = TestNode::request(NodeBody::Evaluate {
         query_id: [48; 16],
         issued,
         query_share: query[0].to_bytes().to_vec(),
@@ -1230,7 +1230,7 @@ async fn refused_relays_count_against_the_hourly_limit_and_good_ones_do_not() {
     let query = share_hash(u.hash, T, N, &mut ChaCha20Rng::seed_from_u64(24)).unwrap();
     let (issued, handles, opened) = started_search(&node, &ana, &u, 50, &query).await;
     let garbage = || {
-        TestNode::request(RequestBody::Reduce {
+        TestNode::request(NodeBody::Reduce {
             query_id: [51; 16],
             issued,
             part: 0,
@@ -1288,7 +1288,7 @@ async fn a_scan_in_parts_takes_each_part_once_and_only_as_a_part_of_its_list() {
                     part: u32,
                     candidates: Vec<[u8; 16]>,
                     checks: &[obscura_proto::WireCheck]| {
-        TestNode::request(RequestBody::Evaluate {
+        TestNode::request(NodeBody::Evaluate {
             query_id: [id; 16],
             issued,
             query_share: query[0].to_bytes().to_vec(),
@@ -1395,7 +1395,7 @@ async fn a_scan_in_parts_takes_each_part_once_and_only_as_a_part_of_its_list() {
         }))
         .collect();
     let relay = |part| {
-        TestNode::request(RequestBody::Reduce {
+        TestNode::request(NodeBody::Reduce {
             query_id: [71; 16],
             issued,
             part,
@@ -1440,7 +1440,7 @@ async fn a_list_is_charged_for_every_part_it_makes() {
     };
     let ana = mint(&node.keepers, "ana", roles::QUERIER, one);
     let bob = node.holder("bob", roles::QUERIER);
-    let list = TestNode::request(RequestBody::List {
+    let list = TestNode::request(NodeBody::List {
         query: [81; 16],
         issued: now(),
     });
@@ -1482,7 +1482,7 @@ async fn a_part_is_charged_for_its_size() {
         .await
         .unwrap();
     let evaluate = |part, candidates| {
-        TestNode::request(RequestBody::Evaluate {
+        TestNode::request(NodeBody::Evaluate {
             query_id: [72; 16],
             issued,
             query_share: query[0].to_bytes().to_vec(),
@@ -1520,7 +1520,7 @@ async fn an_exhaustive_list_hands_out_every_image_once_per_query_id() {
     let ana = node.holder("ana", roles::QUERIER);
     let issued = now();
     let list = |q: u8| {
-        TestNode::request(RequestBody::List {
+        TestNode::request(NodeBody::List {
             query: [q; 16],
             issued,
         })
@@ -1544,7 +1544,7 @@ async fn an_exhaustive_list_hands_out_every_image_once_per_query_id() {
     let (s, b) = node.send_as(&ana, &list(60)).await;
     assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)), "{b:?}");
     let mut lookup_same = TestNode::request(lookup(&u.tokens, [60; 16]));
-    if let RequestBody::Lookup { issued: i, .. } = &mut lookup_same.body {
+    if let NodeBody::Lookup { issued: i, .. } = &mut lookup_same.body {
         *i = issued;
     }
     let (s, b) = node.send_as(&ana, &lookup_same).await;
@@ -1555,7 +1555,7 @@ async fn an_exhaustive_list_hands_out_every_image_once_per_query_id() {
     let (_, b) = node
         .send_as(
             &ana,
-            &TestNode::request(RequestBody::List {
+            &TestNode::request(NodeBody::List {
                 query: [61; 16],
                 issued: issued2,
             }),
@@ -1585,7 +1585,7 @@ async fn an_exhaustive_list_hands_out_every_image_once_per_query_id() {
     let (s, b) = small
         .send_as(
             &ana,
-            &TestNode::request(RequestBody::List {
+            &TestNode::request(NodeBody::List {
                 query: [62; 16],
                 issued: now(),
             }),

@@ -7,7 +7,7 @@ use common::*;
 use ed25519_dalek::SigningKey;
 use obscura_auth::matching;
 use obscura_mpc::share_hash;
-use obscura_proto::{ErrorCode, RequestBody, ResponseBody, RotateOp};
+use obscura_proto::{ErrorCode, NodeBody, ResponseBody, RotateOp};
 use obscura_sharing::manifest::{ImageId, ShareRole, SignedManifest};
 use obscura_sharing::order::Order;
 use obscura_store::audit::verify;
@@ -42,7 +42,7 @@ async fn index_search_fetch_and_audit() {
     // Committed: one candidate, as a handle of this query, never its id.
     let lookup_req = TestNode::request(lookup(&u.tokens, query_id));
     let issued = match &lookup_req.body {
-        RequestBody::Lookup { issued, .. } => *issued,
+        NodeBody::Lookup { issued, .. } => *issued,
         _ => unreachable!(),
     };
     let handle = match node.send(&lookup_req).await {
@@ -61,7 +61,7 @@ async fn index_search_fetch_and_audit() {
         .checks_as(&node.tester, query_id, issued, &query, &candidates)
         .await
         .unwrap();
-    let eval = RequestBody::Evaluate {
+    let eval = NodeBody::Evaluate {
         query_id,
         issued,
         query_share: query[0].to_bytes().to_vec(),
@@ -129,7 +129,7 @@ async fn index_search_fetch_and_audit() {
     // The audit log verifies under the node's key and, once signed, ends in a checkpoint. Every
     // request is in it with its user.
     assert!(matches!(
-        node.send(&TestNode::request(RequestBody::Checkpoint)).await,
+        node.send(&TestNode::request(NodeBody::Checkpoint)).await,
         (200, ResponseBody::Checkpointed { .. })
     ));
     let entries: Vec<AuditEntry> = audit(&node)
@@ -179,7 +179,7 @@ async fn index_search_fetch_and_audit() {
     let before = checkpoints(&audit(&node).await);
     for from in 0..5 {
         match node
-            .send(&TestNode::request(RequestBody::Audit { from, max: 2 }))
+            .send(&TestNode::request(NodeBody::Audit { from, max: 2 }))
             .await
         {
             (200, ResponseBody::Audit { entries, total }) => {
@@ -205,7 +205,7 @@ async fn index_search_fetch_and_audit() {
         ));
     }
     let mut moved = delete(&node.owner, u.id, CREATED_AT);
-    if let RequestBody::Delete { image, .. } = &mut moved {
+    if let NodeBody::Delete { image, .. } = &mut moved {
         image[0] ^= 1; // the owner's order for another image
     }
     let (status, body) = node.send(&TestNode::request(moved)).await;
@@ -221,8 +221,8 @@ async fn index_search_fetch_and_audit() {
 }
 
 /// The owner's signed order to delete `image`.
-fn delete(owner: &SigningKey, image: ImageId, issued_at: u64) -> RequestBody {
-    RequestBody::Delete {
+fn delete(owner: &SigningKey, image: ImageId, issued_at: u64) -> NodeBody {
+    NodeBody::Delete {
         image: image.0,
         issued_at,
         signature: Order::Delete { image, issued_at }.sign(owner).to_vec(),
@@ -232,17 +232,17 @@ fn delete(owner: &SigningKey, image: ImageId, issued_at: u64) -> RequestBody {
 #[tokio::test]
 async fn replayed_stale_and_malformed_requests_are_refused() {
     let node = TestNode::start("refusals").await;
-    let status = TestNode::request(RequestBody::Status);
+    let status = TestNode::request(NodeBody::Status);
     assert_eq!(node.send(&status).await.0, 200);
     let (s, b) = node.send(&status).await;
     assert_eq!((s, code(&b)), (409, Some(ErrorCode::Replay)));
 
-    let mut stale = TestNode::request(RequestBody::Status);
+    let mut stale = TestNode::request(NodeBody::Status);
     stale.timestamp -= 600;
     let (s, b) = node.send(&stale).await;
     assert_eq!((s, code(&b)), (403, Some(ErrorCode::Stale)));
 
-    let mut future = TestNode::request(RequestBody::Status).encode();
+    let mut future = TestNode::request(NodeBody::Status).encode();
     future[5] = (obscura_proto::VERSION + 1) as u8;
     let (s, b) = node.post_raw("/v1/status", future).await;
     assert_eq!((s, code(&b)), (400, Some(ErrorCode::UnsupportedVersion)));
@@ -252,10 +252,7 @@ async fn replayed_stale_and_malformed_requests_are_refused() {
 
     // A body for one operation posted to another path.
     let (s, b) = node
-        .post_raw(
-            "/v1/delete",
-            TestNode::request(RequestBody::Status).encode(),
-        )
+        .post_raw("/v1/delete", TestNode::request(NodeBody::Status).encode())
         .await;
     assert_eq!((s, code(&b)), (400, Some(ErrorCode::BadRequest)));
     node.stop().await;
@@ -298,7 +295,7 @@ async fn unsigned_or_mismatched_uploads_are_rejected_and_not_stored() {
     );
 
     // Nothing was stored.
-    match node.send(&TestNode::request(RequestBody::Status)).await {
+    match node.send(&TestNode::request(NodeBody::Status)).await {
         (
             200,
             ResponseBody::Status {
@@ -318,7 +315,7 @@ async fn unsigned_or_mismatched_uploads_are_rejected_and_not_stored() {
         .send(&TestNode::request(commit(&[good.id, altered.id])))
         .await;
     assert_eq!((s, code(&b)), (404, Some(ErrorCode::UnknownImage)));
-    match node.send(&TestNode::request(RequestBody::Status)).await {
+    match node.send(&TestNode::request(NodeBody::Status)).await {
         (
             200,
             ResponseBody::Status {
@@ -344,7 +341,7 @@ async fn a_prepared_image_never_committed_is_purged() {
     assert_eq!(s, 200);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match node.send(&TestNode::request(RequestBody::Status)).await {
+        match node.send(&TestNode::request(NodeBody::Status)).await {
             (200, ResponseBody::Status { pending: 0, .. }) => break,
             (200, ResponseBody::Status { .. }) => {}
             other => panic!("{other:?}"),
@@ -375,7 +372,7 @@ async fn clients_without_a_cluster_certificate_cannot_connect() {
         .unwrap();
     let r = stranger
         .post(format!("{}/v1/status", node.url))
-        .body(TestNode::request(RequestBody::Status).encode())
+        .body(TestNode::request(NodeBody::Status).encode())
         .send()
         .await;
     assert!(r.is_err(), "a foreign client got {r:?}");
@@ -406,7 +403,7 @@ async fn voprf_elements_must_match_their_tokens() {
     let mut good = upload(&node.owner, "camera.png", 5);
     let elements = with_elements(&mut good);
     let mut body = prepare(&good);
-    if let RequestBody::Prepare { images, .. } = &mut body {
+    if let NodeBody::Prepare { images, .. } = &mut body {
         images[0].elements = elements.clone();
     }
     assert_eq!(node.send(&TestNode::request(body)).await.0, 200);
@@ -432,7 +429,7 @@ async fn voprf_elements_must_match_their_tokens() {
         let (mut e, mut t) = (elements.clone(), bad.tokens.clone());
         corrupt(&mut e, &mut t);
         let mut body = prepare(&bad);
-        if let RequestBody::Prepare { images, .. } = &mut body {
+        if let NodeBody::Prepare { images, .. } = &mut body {
             images[0].elements = e;
             images[0].tokens = t;
         }
@@ -446,7 +443,7 @@ async fn voprf_elements_must_match_their_tokens() {
 async fn a_key_rotation_needs_the_owners_order_for_this_node() {
     let node = TestNode::start("rotate-order").await;
     let factor = obscura_keeper::Scalar::from(7u64).to_bytes();
-    let begin = |signer: &SigningKey, for_node: u8| RequestBody::Rotate {
+    let begin = |signer: &SigningKey, for_node: u8| NodeBody::Rotate {
         op: RotateOp::Begin {
             from: 1,
             to: 2,

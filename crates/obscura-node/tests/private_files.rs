@@ -103,6 +103,21 @@ fn a_server_refuses_to_start_when_its_secrets_are_open_to_others() {
         matches!(err, Error::Files(FilesError::NotPrivate { .. })),
         "{err}"
     );
+    // And their keyring, which holds the key of every user record.
+    std::fs::set_permissions(
+        keeper.join("secrets.sealed"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    drop(LoadedKeeper::load(&keeper.join("keeper.json")).unwrap());
+    let keyring = keeper.join("keyring.sealed");
+    assert_eq!(mode(&keyring), 0o600);
+    std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = LoadedKeeper::load(&keeper.join("keeper.json")).unwrap_err();
+    assert!(
+        matches!(err, Error::Files(FilesError::NotPrivate { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -123,5 +138,11 @@ fn one_partys_sealed_secrets_do_not_open_as_anothers() {
         .unwrap();
     }
     let err = LoadedKeeper::load(&dir.join("keeper2/keeper.json")).unwrap_err();
+    assert!(matches!(err, Error::Files(FilesError::Secrets(_))), "{err}");
+    // Nor a node's as a keeper's, beside that node's own wrapping key.
+    for file in ["secrets.sealed", "wrapping.key"] {
+        std::fs::copy(dir.join("node1").join(file), dir.join("keeper3").join(file)).unwrap();
+    }
+    let err = LoadedKeeper::load(&dir.join("keeper3/keeper.json")).unwrap_err();
     assert!(matches!(err, Error::Files(FilesError::Secrets(_))), "{err}");
 }

@@ -153,7 +153,7 @@ async fn refused_unauthenticated_requests_are_summed_up_not_logged_one_by_one() 
         let (status, _) = if i % 2 == 0 {
             node.post_raw("/v1/status", b"garbage".to_vec()).await
         } else {
-            let req = TestNode::request(obscura_proto::RequestBody::Status);
+            let req = TestNode::request(obscura_proto::NodeBody::Status);
             node.post_raw("/v1/status", req.encode()).await
         };
         assert!(status == 400 || status == 401, "{status}");
@@ -177,7 +177,7 @@ async fn refused_unauthenticated_requests_are_summed_up_not_logged_one_by_one() 
         entries.len() - before
     );
     match node
-        .send(&TestNode::request(obscura_proto::RequestBody::Status))
+        .send(&TestNode::request(obscura_proto::NodeBody::Status))
         .await
     {
         (200, ResponseBody::Status { .. }) => {}
@@ -268,7 +268,7 @@ async fn an_upload_is_read_only_from_an_owner_whose_ticket_comes_first() {
 fn ticket_header(
     holder: &obscura_auth::capability::Holder,
     node: u8,
-    req: &obscura_proto::Request,
+    req: &obscura_proto::Request<obscura_proto::NodeBody>,
 ) -> String {
     let ticket = postcard::to_allocvec(&holder.upload_ticket(node, req)).unwrap();
     format!("obscura-upload-ticket: {}\r\n", hex(&ticket))

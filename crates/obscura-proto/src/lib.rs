@@ -12,12 +12,12 @@
 //! its roles, and the capability holder's signature over this very request.
 //!
 //! ```
-//! use obscura_proto::{Request, RequestBody, Response, ResponseBody};
+//! use obscura_proto::{Body, KeeperBody, NodeBody, Request, Response, ResponseBody};
 //!
 //! let req = Request {
 //!     request_id: [7; 16],
 //!     timestamp: 1_790_000_000,
-//!     body: RequestBody::Lookup {
+//!     body: NodeBody::Lookup {
 //!         key_version: 1,
 //!         query: [3; 16],
 //!         issued: 1_790_000_000,
@@ -26,8 +26,14 @@
 //!     auth: None,
 //! };
 //! let bytes = req.encode();
-//! assert_eq!(&bytes[..6], b"OBSC\x00\x0d");
-//! assert_eq!(Request::decode(&bytes)?, req);
+//! // Magic, version 14, and the kind of server it is for (1: a node).
+//! assert_eq!(&bytes[..7], b"OBSC\x00\x0e\x01");
+//! assert_eq!(Request::<NodeBody>::decode(&bytes)?, req);
+//! // A keeper does not take a node's request.
+//! assert!(matches!(
+//!     Request::<KeeperBody>::decode(&bytes),
+//!     Err(obscura_proto::Error::OtherServer("node"))
+//! ));
 //! assert_eq!(req.body.path(), "/v1/lookup");
 //!
 //! let resp = Response(ResponseBody::Lookup { handles: vec![[9; 16]], matched: 3 });
@@ -35,8 +41,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 14;
-//! assert!(matches!(Request::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(14))));
+//! future[5] = 15;
+//! assert!(matches!(Request::<NodeBody>::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(15))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -45,7 +51,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 13;
+pub const VERSION: u16 = 14;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -100,7 +106,7 @@ pub mod limits {
     /// Most values a Stage-2 opening gives per candidate (level 1 with τ = 64: 33 products,
     /// one of them a pair).
     pub const MAX_OPENED_WIDTH: usize = 34;
-    /// Largest body of a [`RequestBody::Reduce`](crate::RequestBody::Reduce): every node's
+    /// Largest body of a [`NodeBody::Reduce`](crate::NodeBody::Reduce): every node's
     /// opening of every candidate in one round (a node's configuration is refused when its
     /// candidate limits, node count and τ could exceed it).
     pub const MAX_REDUCE_BODY: usize = 8 << 20;
@@ -127,9 +133,12 @@ pub enum Error {
     /// A field breaks a size limit.
     #[error("message field {0} has the wrong size")]
     BadSize(&'static str),
+    /// A request for another kind of server (a keeper's sent to a node, or a node's to a keeper).
+    #[error("a request for a {0}, not for this server")]
+    OtherServer(&'static str),
 }
 
-/// One image of a [`RequestBody::Prepare`] batch: what this node stores of it.
+/// One image of a [`NodeBody::Prepare`] batch: what this node stores of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedImage {
     /// Its id.
@@ -147,7 +156,7 @@ pub struct PreparedImage {
     pub elements: Vec<WireElement>,
 }
 
-/// The blinded elements of one node's key in a [`RequestBody::KeeperEvaluate`].
+/// The blinded elements of one node's key in a [`KeeperBody::KeeperEvaluate`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeeperBatch {
     /// Whose key: node 1..=n.
@@ -166,7 +175,7 @@ pub struct KeeperEvaluation {
     pub proof: Vec<u8>,
 }
 
-/// A step of a token-key rotation at a node (see [`RequestBody::Rotate`]).
+/// A step of a token-key rotation at a node (see [`NodeBody::Rotate`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RotateOp {
     /// Start moving from key version `from` to `to`: the node multiplies every stored element
@@ -203,7 +212,7 @@ pub enum RotateOp {
     },
 }
 
-/// One node key's part of a [`RequestBody::KeeperRekey`], for one keeper.
+/// One node key's part of a [`KeeperBody::KeeperRekey`], for one keeper.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeeperRekeyPart {
     /// Whose key: node 1..=n.
@@ -492,9 +501,9 @@ pub struct ScanOf {
     pub digest: [u8; 32],
 }
 
-/// Stage-1 and storage operations a client asks of a node.
+/// What a client asks of a node: storage, Stage-1 and Stage-2, fetches, audit and rotation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RequestBody {
+pub enum NodeBody {
     /// Store images as pending, all or none (one disk sync at the node for the batch).
     Prepare {
         /// The token key version the tokens were made under.
@@ -543,16 +552,16 @@ pub enum RequestBody {
         issued: u64,
         /// This node's 256-byte share of the query bits: the one it checked.
         query_share: Vec<u8>,
-        /// As in [`RequestBody::CheckQuery`].
+        /// As in [`NodeBody::CheckQuery`].
         scan: ScanOf,
         /// Which part this is, from 0: the candidates from position `part ×`
         /// [`limits::MAX_CANDIDATES`] of the query's list.
         part: u32,
         /// This part's candidates' handles, in the same order at every node.
         candidates: Vec<WireId>,
-        /// As in [`RequestBody::CheckQuery`].
+        /// As in [`NodeBody::CheckQuery`].
         share_digests: Vec<[u8; 32]>,
-        /// Nodes' signed checks of this query ([`RequestBody::CheckQuery`]), one each.
+        /// Nodes' signed checks of this query ([`NodeBody::CheckQuery`]), one each.
         checks: Vec<WireCheck>,
     },
     /// A committed image's manifest and share, for a caller entitled to it.
@@ -581,6 +590,63 @@ pub enum RequestBody {
         /// The step.
         op: RotateOp,
     },
+    /// Stage-2, first round: open this node's values of the check that the query shares are a
+    /// degree-t sharing of bits (`obscura_mpc::check`), signed. Each node does it once per
+    /// query id.
+    CheckQuery {
+        /// As in [`NodeBody::Evaluate`].
+        query_id: [u8; 16],
+        /// As in [`NodeBody::Evaluate`].
+        issued: u64,
+        /// As in [`NodeBody::Evaluate`].
+        query_share: Vec<u8>,
+        /// The whole candidate list the query scans, by count and digest.
+        scan: ScanOf,
+        /// The querier's commitment to every node's share: the digest of each, node 1 first
+        /// (`obscura_auth::matching::share_digest`). The check's coefficients depend on all of
+        /// them, and each node checks its own.
+        share_digests: Vec<[u8; 32]>,
+    },
+    /// Stage-2, the rounds after [`NodeBody::Evaluate`]: every node's signed openings of the
+    /// last round, relayed. The node answers with the next round's openings
+    /// ([`ResponseBody::Opened`]) or, after the last, its answer ([`ResponseBody::Evaluate`]).
+    Reduce {
+        /// As in [`NodeBody::Evaluate`].
+        query_id: [u8; 16],
+        /// As in [`NodeBody::Evaluate`].
+        issued: u64,
+        /// As in [`NodeBody::Evaluate`].
+        part: u32,
+        /// The round the openings are of.
+        round: u8,
+        /// At least `2t + 1` nodes' openings of that round.
+        openings: Vec<WireOpened>,
+    },
+    /// An exhaustive search's candidates: every committed image, as handles of this query
+    /// (sorted by handle), instead of a Stage-1 lookup's. The node learns nothing of the query.
+    List {
+        /// The query, as in [`NodeBody::Lookup`]: its id is spent on this list.
+        query: [u8; 16],
+        /// When the query was issued, the same at every node.
+        issued: u64,
+    },
+}
+
+/// What a client asks of a keeper: accounts and sessions, token evaluation, user secrets and
+/// signing keys, capabilities, and the owner's rekey and retire orders.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeeperBody {
+    /// Counts and identity.
+    Status,
+    /// A page of the audit log.
+    Audit {
+        /// The first entry wanted.
+        from: u64,
+        /// At most this many (and at most [`limits::MAX_AUDIT_PAGE`]).
+        max: u32,
+    },
+    /// Sign the audit log's head now (a log already ending in a signature is left as is).
+    Checkpoint,
     /// To a keeper: hold shares of key version `to` for every node key, `ρ · k_j + z_j` from
     /// the shares of version `from`. Repeating it once done changes nothing.
     KeeperRekey {
@@ -736,88 +802,45 @@ pub enum RequestBody {
         /// One batch per node key, at most [`limits::MAX_KEEPER_ELEMENTS`] elements in all.
         batches: Vec<KeeperBatch>,
     },
-    /// Stage-2, first round: open this node's values of the check that the query shares are a
-    /// degree-t sharing of bits (`obscura_mpc::check`), signed. Each node does it once per
-    /// query id.
-    CheckQuery {
-        /// As in [`RequestBody::Evaluate`].
-        query_id: [u8; 16],
-        /// As in [`RequestBody::Evaluate`].
-        issued: u64,
-        /// As in [`RequestBody::Evaluate`].
-        query_share: Vec<u8>,
-        /// The whole candidate list the query scans, by count and digest.
-        scan: ScanOf,
-        /// The querier's commitment to every node's share: the digest of each, node 1 first
-        /// (`obscura_auth::matching::share_digest`). The check's coefficients depend on all of
-        /// them, and each node checks its own.
-        share_digests: Vec<[u8; 32]>,
-    },
-    /// Stage-2, the rounds after [`RequestBody::Evaluate`]: every node's signed openings of the
-    /// last round, relayed. The node answers with the next round's openings
-    /// ([`ResponseBody::Opened`]) or, after the last, its answer ([`ResponseBody::Evaluate`]).
-    Reduce {
-        /// As in [`RequestBody::Evaluate`].
-        query_id: [u8; 16],
-        /// As in [`RequestBody::Evaluate`].
-        issued: u64,
-        /// As in [`RequestBody::Evaluate`].
-        part: u32,
-        /// The round the openings are of.
-        round: u8,
-        /// At least `2t + 1` nodes' openings of that round.
-        openings: Vec<WireOpened>,
-    },
-    /// An exhaustive search's candidates: every committed image, as handles of this query
-    /// (sorted by handle), instead of a Stage-1 lookup's. The node learns nothing of the query.
-    List {
-        /// The query, as in [`RequestBody::Lookup`]: its id is spent on this list.
-        query: [u8; 16],
-        /// When the query was issued, the same at every node.
-        issued: u64,
-    },
 }
 
-impl RequestBody {
+/// A request body: what one kind of server is asked. Each server decodes only its own, so a
+/// node cannot even parse a keeper's operations, nor a keeper a node's.
+pub trait Body: Serialize + serde::de::DeserializeOwned {
+    /// The kind of server that takes these requests, as the byte after the version says it
+    /// (so that one server's request is refused whole by the other's decoder, never read as one
+    /// of its own operations that happens to share a variant index) and its name in errors.
+    const SERVER: (u8, &'static str);
+
     /// The HTTP path this request is posted to.
-    pub fn path(&self) -> &'static str {
+    fn path(&self) -> &'static str;
+
+    /// Check the sizes the decoder does not: every list and blob within its limit.
+    ///
+    /// # Errors
+    /// [`Error::BadSize`] naming the field.
+    fn validate(&self) -> Result<(), Error>;
+}
+
+impl Body for NodeBody {
+    const SERVER: (u8, &'static str) = (1, "node");
+
+    fn path(&self) -> &'static str {
         match self {
-            RequestBody::Prepare { .. } => "/v1/prepare",
-            RequestBody::Commit { .. } => "/v1/commit",
-            RequestBody::Delete { .. } => "/v1/delete",
-            RequestBody::Lookup { .. } => "/v1/lookup",
-            RequestBody::Evaluate { .. } => "/v1/evaluate",
-            RequestBody::CheckQuery { .. } => "/v1/check-query",
-            RequestBody::Reduce { .. } => "/v1/reduce",
-            RequestBody::List { .. } => "/v1/list",
-            RequestBody::Fetch { .. } => "/v1/fetch",
-            RequestBody::Resolve { .. } => "/v1/resolve",
-            RequestBody::Status => "/v1/status",
-            RequestBody::Audit { .. } => "/v1/audit",
-            RequestBody::Checkpoint => "/v1/checkpoint",
-            RequestBody::KeeperEvaluate { .. } => "/v1/keeper-evaluate",
-            RequestBody::Rotate { .. } => "/v1/rotate",
-            RequestBody::KeeperRekey { .. } => "/v1/keeper-rekey",
-            RequestBody::KeeperRetire { .. } => "/v1/keeper-retire",
-            RequestBody::KeeperRegister { .. } => "/v1/keeper-register",
-            RequestBody::KeeperRegisterFinish { .. } => "/v1/keeper-register-finish",
-            RequestBody::KeeperLoginStart { .. } => "/v1/keeper-login-start",
-            RequestBody::KeeperLoginFinish { .. } => "/v1/keeper-login-finish",
-            RequestBody::KeeperSealed { .. } => "/v1/keeper-sealed",
-            RequestBody::KeeperLogout => "/v1/keeper-logout",
-            RequestBody::KeeperUnlock { .. } => "/v1/keeper-unlock",
-            RequestBody::SecretPut { .. } => "/v1/secret-put",
-            RequestBody::SecretGet { .. } => "/v1/secret-get",
-            RequestBody::SecretDelete { .. } => "/v1/secret-delete",
-            RequestBody::SecretList => "/v1/secret-list",
-            RequestBody::UserEvents => "/v1/user-events",
-            RequestBody::DkgStart { .. } => "/v1/dkg-start",
-            RequestBody::DkgRound2 { .. } => "/v1/dkg-round2",
-            RequestBody::DkgFinish { .. } => "/v1/dkg-finish",
-            RequestBody::SignCommit { .. } => "/v1/sign-commit",
-            RequestBody::SignShare { .. } => "/v1/sign-share",
-            RequestBody::CapabilityCommit => "/v1/capability-commit",
-            RequestBody::CapabilityShare { .. } => "/v1/capability-share",
+            NodeBody::Prepare { .. } => "/v1/prepare",
+            NodeBody::Commit { .. } => "/v1/commit",
+            NodeBody::Delete { .. } => "/v1/delete",
+            NodeBody::Lookup { .. } => "/v1/lookup",
+            NodeBody::Evaluate { .. } => "/v1/evaluate",
+            NodeBody::CheckQuery { .. } => "/v1/check-query",
+            NodeBody::Reduce { .. } => "/v1/reduce",
+            NodeBody::List { .. } => "/v1/list",
+            NodeBody::Fetch { .. } => "/v1/fetch",
+            NodeBody::Resolve { .. } => "/v1/resolve",
+            NodeBody::Status => "/v1/status",
+            NodeBody::Audit { .. } => "/v1/audit",
+            NodeBody::Checkpoint => "/v1/checkpoint",
+            NodeBody::Rotate { .. } => "/v1/rotate",
         }
     }
 
@@ -831,7 +854,7 @@ impl RequestBody {
             }
         };
         match self {
-            RequestBody::Prepare { images, .. } => {
+            NodeBody::Prepare { images, .. } => {
                 check((1..=MAX_BATCH).contains(&images.len()), "images")?;
                 let mut total = 0usize;
                 for img in images {
@@ -853,13 +876,9 @@ impl RequestBody {
                 }
                 Ok(())
             }
-            RequestBody::Commit { images } => {
-                check((1..=MAX_BATCH).contains(&images.len()), "images")
-            }
-            RequestBody::Lookup { tokens, .. } => {
-                check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens")
-            }
-            RequestBody::Evaluate {
+            NodeBody::Commit { images } => check((1..=MAX_BATCH).contains(&images.len()), "images"),
+            NodeBody::Lookup { tokens, .. } => check(tokens.len() <= MAX_LOOKUP_TOKENS, "tokens"),
+            NodeBody::Evaluate {
                 query_share,
                 scan,
                 candidates,
@@ -881,7 +900,7 @@ impl RequestBody {
                 }
                 Ok(())
             }
-            RequestBody::Reduce { openings, .. } => {
+            NodeBody::Reduce { openings, .. } => {
                 check(openings.len() <= MAX_NODES, "openings")?;
                 check(
                     openings.iter().all(|o| {
@@ -891,7 +910,7 @@ impl RequestBody {
                     "opening",
                 )
             }
-            RequestBody::CheckQuery {
+            NodeBody::CheckQuery {
                 query_share,
                 scan,
                 share_digests,
@@ -901,14 +920,75 @@ impl RequestBody {
                 check(scan.count as usize <= MAX_SCAN, "scan")?;
                 check(share_digests.len() <= MAX_NODES, "share_digests")
             }
-            RequestBody::KeeperEvaluate { batches, .. } => {
+            NodeBody::Fetch { by } => match by {
+                FetchBy::Match(proof) => proof.validate(),
+                FetchBy::Owner { .. } | FetchBy::Grant { .. } => Ok(()),
+            },
+            NodeBody::Resolve { proofs } => {
+                check((1..=MAX_PROOFS).contains(&proofs.len()), "proofs")?;
+                proofs.iter().try_for_each(MatchProof::validate)
+            }
+            NodeBody::Audit { max, .. } => check(*max <= MAX_AUDIT_PAGE, "max"),
+            NodeBody::Delete { .. }
+            | NodeBody::List { .. }
+            | NodeBody::Rotate { .. }
+            | NodeBody::Status
+            | NodeBody::Checkpoint => Ok(()),
+        }
+    }
+}
+
+impl Body for KeeperBody {
+    const SERVER: (u8, &'static str) = (2, "keeper");
+
+    fn path(&self) -> &'static str {
+        match self {
+            KeeperBody::Status => "/v1/status",
+            KeeperBody::Audit { .. } => "/v1/audit",
+            KeeperBody::Checkpoint => "/v1/checkpoint",
+            KeeperBody::KeeperEvaluate { .. } => "/v1/keeper-evaluate",
+            KeeperBody::KeeperRekey { .. } => "/v1/keeper-rekey",
+            KeeperBody::KeeperRetire { .. } => "/v1/keeper-retire",
+            KeeperBody::KeeperRegister { .. } => "/v1/keeper-register",
+            KeeperBody::KeeperRegisterFinish { .. } => "/v1/keeper-register-finish",
+            KeeperBody::KeeperLoginStart { .. } => "/v1/keeper-login-start",
+            KeeperBody::KeeperLoginFinish { .. } => "/v1/keeper-login-finish",
+            KeeperBody::KeeperSealed { .. } => "/v1/keeper-sealed",
+            KeeperBody::KeeperLogout => "/v1/keeper-logout",
+            KeeperBody::KeeperUnlock { .. } => "/v1/keeper-unlock",
+            KeeperBody::SecretPut { .. } => "/v1/secret-put",
+            KeeperBody::SecretGet { .. } => "/v1/secret-get",
+            KeeperBody::SecretDelete { .. } => "/v1/secret-delete",
+            KeeperBody::SecretList => "/v1/secret-list",
+            KeeperBody::UserEvents => "/v1/user-events",
+            KeeperBody::DkgStart { .. } => "/v1/dkg-start",
+            KeeperBody::DkgRound2 { .. } => "/v1/dkg-round2",
+            KeeperBody::DkgFinish { .. } => "/v1/dkg-finish",
+            KeeperBody::SignCommit { .. } => "/v1/sign-commit",
+            KeeperBody::SignShare { .. } => "/v1/sign-share",
+            KeeperBody::CapabilityCommit => "/v1/capability-commit",
+            KeeperBody::CapabilityShare { .. } => "/v1/capability-share",
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        use limits::*;
+        let check = |ok: bool, field| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::BadSize(field))
+            }
+        };
+        match self {
+            KeeperBody::KeeperEvaluate { batches, .. } => {
                 let total = batches.iter().try_fold(0usize, |acc, b| {
                     (!b.elements.is_empty()).then_some(acc + b.elements.len())
                 });
                 check(!batches.is_empty(), "batches")?;
                 check(total.is_some_and(|t| t <= MAX_KEEPER_ELEMENTS), "elements")
             }
-            RequestBody::KeeperRekey { parts, .. } => {
+            KeeperBody::KeeperRekey { parts, .. } => {
                 check((1..=255).contains(&parts.len()), "parts")?;
                 check(
                     parts
@@ -917,41 +997,33 @@ impl RequestBody {
                     "zero_commitments",
                 )
             }
-            RequestBody::Fetch { by } => match by {
-                FetchBy::Match(proof) => proof.validate(),
-                FetchBy::Owner { .. } | FetchBy::Grant { .. } => Ok(()),
-            },
-            RequestBody::Resolve { proofs } => {
-                check((1..=MAX_PROOFS).contains(&proofs.len()), "proofs")?;
-                proofs.iter().try_for_each(MatchProof::validate)
-            }
-            RequestBody::Audit { max, .. } => check(*max <= MAX_AUDIT_PAGE, "max"),
-            RequestBody::KeeperRegister {
+            KeeperBody::Audit { max, .. } => check(*max <= MAX_AUDIT_PAGE, "max"),
+            KeeperBody::KeeperRegister {
                 user,
                 request: blob,
                 ..
             }
-            | RequestBody::KeeperRegisterFinish {
+            | KeeperBody::KeeperRegisterFinish {
                 user, upload: blob, ..
             }
-            | RequestBody::KeeperLoginStart { user, ke1: blob } => {
+            | KeeperBody::KeeperLoginStart { user, ke1: blob } => {
                 check(
                     !user.is_empty() && user.len() <= account_limits::MAX_USER,
                     "user",
                 )?;
                 check(blob.len() <= account_limits::MAX_BLOB, "message")
             }
-            RequestBody::KeeperUnlock { user } => check(
+            KeeperBody::KeeperUnlock { user } => check(
                 !user.is_empty() && user.len() <= account_limits::MAX_USER,
                 "user",
             ),
-            RequestBody::KeeperLoginFinish { ke3, .. } => {
+            KeeperBody::KeeperLoginFinish { ke3, .. } => {
                 check(ke3.len() <= account_limits::MAX_BLOB, "ke3")
             }
-            RequestBody::KeeperSealed { message, .. } => {
+            KeeperBody::KeeperSealed { message, .. } => {
                 check(message.len() <= account_limits::MAX_SEALED, "message")
             }
-            RequestBody::SecretPut {
+            KeeperBody::SecretPut {
                 name,
                 share,
                 origin,
@@ -961,10 +1033,10 @@ impl RequestBody {
                 check(origin.len() <= 16, "origin")?;
                 check(share.len() <= account_limits::MAX_BLOB, "share")
             }
-            RequestBody::DkgStart { name, .. } => {
+            KeeperBody::DkgStart { name, .. } => {
                 check(name.len() <= account_limits::MAX_NAME, "name")
             }
-            RequestBody::DkgRound2 { round1, .. } => {
+            KeeperBody::DkgRound2 { round1, .. } => {
                 check(round1.len() <= 255, "round1")?;
                 check(
                     round1
@@ -973,7 +1045,7 @@ impl RequestBody {
                     "package",
                 )
             }
-            RequestBody::DkgFinish { round1, round2, .. } => {
+            KeeperBody::DkgFinish { round1, round2, .. } => {
                 check(round1.len() <= 255 && round2.len() <= 255, "packages")?;
                 check(
                     round1
@@ -983,22 +1055,17 @@ impl RequestBody {
                     "package",
                 )
             }
-            RequestBody::SignShare { package, .. } | RequestBody::CapabilityShare { package } => {
+            KeeperBody::SignShare { package, .. } | KeeperBody::CapabilityShare { package } => {
                 check(package.len() <= account_limits::MAX_BLOB, "package")
             }
-            RequestBody::KeeperLogout
-            | RequestBody::SecretGet { .. }
-            | RequestBody::SecretDelete { .. }
-            | RequestBody::SecretList
-            | RequestBody::UserEvents
-            | RequestBody::SignCommit { .. }
-            | RequestBody::CapabilityCommit => Ok(()),
-            RequestBody::Delete { .. }
-            | RequestBody::List { .. }
-            | RequestBody::Rotate { .. }
-            | RequestBody::KeeperRetire { .. }
-            | RequestBody::Status
-            | RequestBody::Checkpoint => Ok(()),
+            KeeperBody::KeeperLogout
+            | KeeperBody::SecretGet { .. }
+            | KeeperBody::SecretDelete { .. }
+            | KeeperBody::SecretList
+            | KeeperBody::UserEvents
+            | KeeperBody::SignCommit { .. }
+            | KeeperBody::CapabilityCommit => Ok(()),
+            KeeperBody::KeeperRetire { .. } | KeeperBody::Status | KeeperBody::Checkpoint => Ok(()),
         }
     }
 }
@@ -1022,13 +1089,13 @@ impl MatchProof {
 /// A request: id and time for the replay window, the operation, and (to a node) the caller's
 /// credential.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
+pub struct Request<B> {
     /// A fresh random id per request.
     pub request_id: [u8; 16],
     /// The client's clock, Unix seconds.
     pub timestamp: u64,
-    /// The operation.
-    pub body: RequestBody,
+    /// The operation: a [`NodeBody`] to a node, a [`KeeperBody`] to a keeper.
+    pub body: B,
     /// To a node: the caller's capability and its signature over this request. Keepers take
     /// none: their requests run in OPAQUE sessions.
     pub auth: Option<Auth>,
@@ -1040,7 +1107,7 @@ pub fn request_digest(
     node: u8,
     request_id: &[u8; 16],
     timestamp: u64,
-    body: &RequestBody,
+    body: &NodeBody,
 ) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key("obscura 2026 request signature v1");
     h.update(&[node]);
@@ -1201,7 +1268,7 @@ pub enum ResponseBody {
         /// Images matching at least one token (before the band count).
         matched: u32,
     },
-    /// A node's Stage-2 answer, after the last round ([`RequestBody::Reduce`]): values aligned
+    /// A node's Stage-2 answer, after the last round ([`NodeBody::Reduce`]): values aligned
     /// with the request's candidates, `None` where the node holds no committed image of that
     /// handle.
     Evaluate {
@@ -1306,7 +1373,7 @@ pub enum ResponseBody {
         /// When it expires (keeper time, Unix seconds).
         expires_at: u64,
     },
-    /// The sealed answer to a [`RequestBody::KeeperSealed`].
+    /// The sealed answer to a [`KeeperBody::KeeperSealed`].
     KeeperSealed {
         /// Opens to an encoded [`Response`].
         message: Vec<u8>,
@@ -1407,13 +1474,16 @@ pub enum ResponseBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response(pub ResponseBody);
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// `MAGIC ‖ VERSION ‖ header ‖ postcard(value)`.
+fn encode<T: Serialize>(value: &T, header: &[u8]) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&VERSION.to_be_bytes());
+    out.extend_from_slice(header);
     postcard::to_extend(value, out).expect("encoding into a Vec cannot fail")
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
+/// What follows the magic and a version this build speaks.
+fn payload(bytes: &[u8]) -> Result<&[u8], Error> {
     let rest = bytes.strip_prefix(MAGIC).ok_or(Error::BadMagic)?;
     if rest.len() < 2 {
         return Err(Error::Malformed("truncated header".into()));
@@ -1422,27 +1492,43 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
     if version != VERSION {
         return Err(Error::UnsupportedVersion(version));
     }
+    Ok(&rest[2..])
+}
+
+/// The whole of `bytes` as one postcard value.
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
     let (value, tail) =
-        postcard::take_from_bytes(&rest[2..]).map_err(|e| Error::Malformed(e.to_string()))?;
+        postcard::take_from_bytes(bytes).map_err(|e| Error::Malformed(e.to_string()))?;
     if !tail.is_empty() {
         return Err(Error::Malformed("trailing bytes".into()));
     }
     Ok(value)
 }
 
-impl Request {
-    /// The wire encoding.
+impl<B: Body> Request<B> {
+    /// The wire encoding: magic, version, the server kind of `B`, the request.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        encode(self, &[B::SERVER.0])
     }
 
     /// Parse and check sizes.
     ///
     /// # Errors
-    /// [`Error::BadMagic`], [`Error::UnsupportedVersion`], [`Error::Malformed`],
-    /// [`Error::BadSize`].
-    pub fn decode(bytes: &[u8]) -> Result<Request, Error> {
-        let r: Request = decode(bytes)?;
+    /// [`Error::BadMagic`], [`Error::UnsupportedVersion`], [`Error::OtherServer`] for another
+    /// server's request, [`Error::Malformed`], [`Error::BadSize`].
+    pub fn decode(bytes: &[u8]) -> Result<Request<B>, Error> {
+        let rest = payload(bytes)?;
+        match rest.first() {
+            Some(&kind) if kind == B::SERVER.0 => {}
+            Some(&kind) if kind == NodeBody::SERVER.0 => {
+                return Err(Error::OtherServer(NodeBody::SERVER.1))
+            }
+            Some(&kind) if kind == KeeperBody::SERVER.0 => {
+                return Err(Error::OtherServer(KeeperBody::SERVER.1))
+            }
+            _ => return Err(Error::Malformed("unknown server kind".into())),
+        }
+        let r: Request<B> = decode(&rest[1..])?;
         r.body.validate()?;
         if let Some(auth) = &r.auth {
             let ok = auth.capability.body.len() <= limits::MAX_CAPABILITY
@@ -1459,7 +1545,7 @@ impl Request {
 impl Response {
     /// The wire encoding.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        encode(self, &[])
     }
 
     /// Parse.
@@ -1467,6 +1553,6 @@ impl Response {
     /// # Errors
     /// [`Error::BadMagic`], [`Error::UnsupportedVersion`], [`Error::Malformed`].
     pub fn decode(bytes: &[u8]) -> Result<Response, Error> {
-        decode(bytes)
+        decode(payload(bytes)?)
     }
 }

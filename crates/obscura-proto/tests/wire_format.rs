@@ -2,9 +2,9 @@
 //! fields are refused cleanly; and the encoding is frozen by a snapshot.
 
 use obscura_proto::{
-    roles, Auth, Capability, Error, FetchBy, KeeperBatch, KeeperEvaluation, KeeperRekeyPart,
-    Limits, MatchProof, Opening, PreparedImage, Request, RequestBody, Response, ResponseBody,
-    RotateOp, ScanOf, SignedCapability, WireAuditEntry, WireCheck, WireOpened,
+    roles, Auth, Capability, Error, FetchBy, KeeperBatch, KeeperBody, KeeperEvaluation,
+    KeeperRekeyPart, Limits, MatchProof, NodeBody, Opening, PreparedImage, Request, Response,
+    ResponseBody, RotateOp, ScanOf, SignedCapability, WireAuditEntry, WireCheck, WireOpened,
 };
 use proptest::prelude::*;
 
@@ -12,7 +12,7 @@ fn id() -> impl Strategy<Value = [u8; 16]> {
     any::<[u8; 16]>()
 }
 
-fn body() -> impl Strategy<Value = RequestBody> {
+fn body() -> impl Strategy<Value = NodeBody> {
     prop_oneof![
         prop::collection::vec(
             (
@@ -37,13 +37,13 @@ fn body() -> impl Strategy<Value = RequestBody> {
                 ),
             1..4
         )
-        .prop_map(|images| RequestBody::Prepare {
+        .prop_map(|images| NodeBody::Prepare {
             key_version: 1,
             images
         }),
-        prop::collection::vec(id(), 1..20).prop_map(|images| RequestBody::Commit { images }),
+        prop::collection::vec(id(), 1..20).prop_map(|images| NodeBody::Commit { images }),
         (id(), any::<u64>(), prop::collection::vec(any::<u8>(), 64)).prop_map(
-            |(image, issued_at, signature)| RequestBody::Delete {
+            |(image, issued_at, signature)| NodeBody::Delete {
                 image,
                 issued_at,
                 signature
@@ -55,7 +55,7 @@ fn body() -> impl Strategy<Value = RequestBody> {
             any::<u64>(),
             prop::collection::vec(id(), 0..100)
         )
-            .prop_map(|(key_version, query, issued, tokens)| RequestBody::Lookup {
+            .prop_map(|(key_version, query, issued, tokens)| NodeBody::Lookup {
                 key_version,
                 query,
                 issued,
@@ -67,7 +67,7 @@ fn body() -> impl Strategy<Value = RequestBody> {
             any::<[u8; 32]>(),
             prop::collection::vec(any::<u8>(), 64)
         )
-            .prop_map(|(from, to, factor, signature)| RequestBody::Rotate {
+            .prop_map(|(from, to, factor, signature)| NodeBody::Rotate {
                 op: RotateOp::Begin {
                     from,
                     to,
@@ -75,47 +75,25 @@ fn body() -> impl Strategy<Value = RequestBody> {
                     signature
                 },
             }),
-        (any::<u32>(), any::<u32>()).prop_map(|(to, max_images)| RequestBody::Rotate {
+        (any::<u32>(), any::<u32>()).prop_map(|(to, max_images)| NodeBody::Rotate {
             op: RotateOp::Move {
                 to,
                 max_images,
                 signature: vec![1; 64]
             }
         }),
-        any::<u32>().prop_map(|to| RequestBody::Rotate {
+        any::<u32>().prop_map(|to| NodeBody::Rotate {
             op: RotateOp::Finish {
                 to,
                 signature: vec![2; 64]
             }
         }),
         (
-            any::<u32>(),
-            prop::collection::vec((any::<u8>(), any::<[u8; 32]>(), any::<[u8; 32]>()), 1..6)
-        )
-            .prop_map(|(from, parts)| RequestBody::KeeperRekey {
-                from,
-                to: from.wrapping_add(1),
-                parts: parts
-                    .into_iter()
-                    .map(|(node, factor, zero_share)| KeeperRekeyPart {
-                        node,
-                        factor,
-                        zero_share,
-                        zero_commitments: vec![[3; 32]; 3],
-                    })
-                    .collect(),
-                signature: vec![4; 64],
-            }),
-        any::<u32>().prop_map(|version| RequestBody::KeeperRetire {
-            version,
-            signature: vec![5; 64]
-        }),
-        (
             id(),
             any::<u8>(),
             prop::collection::vec(prop::option::of(0u32..0x7fff_ffff), 0..40)
         )
-            .prop_map(|(query_id, round, values)| RequestBody::Reduce {
+            .prop_map(|(query_id, round, values)| NodeBody::Reduce {
                 query_id,
                 issued: 9,
                 part: u32::from(round) * 3,
@@ -134,65 +112,88 @@ fn body() -> impl Strategy<Value = RequestBody> {
             prop::collection::vec(any::<u8>(), 256),
             prop::collection::vec(id(), 0..50)
         )
-            .prop_map(
-                |(query_id, query_share, candidates)| RequestBody::Evaluate {
-                    query_id,
-                    issued: 7,
-                    query_share,
-                    scan: ScanOf {
-                        count: candidates.len() as u32 * 7,
-                        digest: [candidates.len() as u8; 32],
-                    },
-                    part: 2,
-                    candidates,
-                    share_digests: vec![[9; 32]; 5],
-                    checks: (1..=5)
-                        .map(|node| WireCheck {
-                            node,
-                            degree: vec![u32::from(node); 2],
-                            bits: vec![7; 2],
-                            signature: vec![node; 64],
-                        })
-                        .collect(),
-                }
-            ),
+            .prop_map(|(query_id, query_share, candidates)| NodeBody::Evaluate {
+                query_id,
+                issued: 7,
+                query_share,
+                scan: ScanOf {
+                    count: candidates.len() as u32 * 7,
+                    digest: [candidates.len() as u8; 32],
+                },
+                part: 2,
+                candidates,
+                share_digests: vec![[9; 32]; 5],
+                checks: (1..=5)
+                    .map(|node| WireCheck {
+                        node,
+                        degree: vec![u32::from(node); 2],
+                        bits: vec![7; 2],
+                        signature: vec![node; 64],
+                    })
+                    .collect(),
+            }),
         (
             id(),
             prop::collection::vec(any::<u8>(), 256),
             prop::collection::vec(id(), 0..50)
         )
-            .prop_map(
-                |(query_id, query_share, candidates)| RequestBody::CheckQuery {
-                    query_id,
-                    issued: 8,
-                    query_share,
-                    scan: ScanOf {
-                        count: candidates.len() as u32,
-                        digest: candidates.first().map_or([0; 32], |c| [c[0]; 32]),
-                    },
-                    share_digests: vec![[8; 32]; 5],
-                }
-            ),
-        id().prop_map(|image| RequestBody::Fetch {
+            .prop_map(|(query_id, query_share, candidates)| NodeBody::CheckQuery {
+                query_id,
+                issued: 8,
+                query_share,
+                scan: ScanOf {
+                    count: candidates.len() as u32,
+                    digest: candidates.first().map_or([0; 32], |c| [c[0]; 32]),
+                },
+                share_digests: vec![[8; 32]; 5],
+            }),
+        id().prop_map(|image| NodeBody::Fetch {
             by: FetchBy::Owner { image }
         }),
-        (id(), any::<u64>()).prop_map(|(image, expires_at)| RequestBody::Fetch {
+        (id(), any::<u64>()).prop_map(|(image, expires_at)| NodeBody::Fetch {
             by: FetchBy::Grant {
                 image,
                 expires_at,
                 signature: vec![6; 64]
             }
         }),
-        proof().prop_map(|p| RequestBody::Fetch {
+        proof().prop_map(|p| NodeBody::Fetch {
             by: FetchBy::Match(p)
         }),
-        prop::collection::vec(proof(), 1..4).prop_map(|proofs| RequestBody::Resolve { proofs }),
-        Just(RequestBody::Status),
-        (any::<u64>(), 0..=4096u32).prop_map(|(from, max)| RequestBody::Audit { from, max }),
-        Just(RequestBody::Checkpoint),
-        Just(RequestBody::CapabilityCommit),
+        prop::collection::vec(proof(), 1..4).prop_map(|proofs| NodeBody::Resolve { proofs }),
+        Just(NodeBody::Status),
+        (any::<u64>(), 0..=4096u32).prop_map(|(from, max)| NodeBody::Audit { from, max }),
+        Just(NodeBody::Checkpoint),
+    ]
+}
+
+fn keeper_body() -> impl Strategy<Value = KeeperBody> {
+    prop_oneof![
+        (
+            any::<u32>(),
+            prop::collection::vec((any::<u8>(), any::<[u8; 32]>(), any::<[u8; 32]>()), 1..6)
+        )
+            .prop_map(|(from, parts)| KeeperBody::KeeperRekey {
+                from,
+                to: from.wrapping_add(1),
+                parts: parts
+                    .into_iter()
+                    .map(|(node, factor, zero_share)| KeeperRekeyPart {
+                        node,
+                        factor,
+                        zero_share,
+                        zero_commitments: vec![[3; 32]; 3],
+                    })
+                    .collect(),
+                signature: vec![4; 64],
+            }),
+        any::<u32>().prop_map(|version| KeeperBody::KeeperRetire {
+            version,
+            signature: vec![5; 64]
+        }),
+        Just(KeeperBody::CapabilityCommit),
         prop::collection::vec(any::<u8>(), 0..300)
-            .prop_map(|package| RequestBody::CapabilityShare { package }),
+            .prop_map(|package| KeeperBody::CapabilityShare { package }),
         (
             any::<u32>(),
             prop::collection::vec(
@@ -200,13 +201,15 @@ fn body() -> impl Strategy<Value = RequestBody> {
                 1..6
             )
         )
-            .prop_map(|(version, batches)| RequestBody::KeeperEvaluate {
+            .prop_map(|(version, batches)| KeeperBody::KeeperEvaluate {
                 version,
                 batches: batches
                     .into_iter()
                     .map(|(node, elements)| KeeperBatch { node, elements })
                     .collect(),
             }),
+        Just(KeeperBody::Status),
+        (any::<u64>(), 0..=4096u32).prop_map(|(from, max)| KeeperBody::Audit { from, max }),
     ]
 }
 
@@ -270,6 +273,23 @@ proptest! {
     }
 
     #[test]
+    fn keeper_requests_round_trip(request_id in id(), timestamp in any::<u64>(), body in keeper_body()) {
+        let r = Request { request_id, timestamp, body, auth: None };
+        prop_assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+    }
+
+    /// Each server parses only its own operations: a keeper's request sent to a node (or a
+    /// node's to a keeper) is refused whole by the decoder, before any handler sees it, and never
+    /// read as whichever of the server's own operations shares its variant index.
+    #[test]
+    fn one_servers_requests_do_not_parse_as_the_others(body in body(), keeper in keeper_body()) {
+        let node = Request { request_id: [1; 16], timestamp: 2, body, auth: None }.encode();
+        prop_assert_eq!(Request::<KeeperBody>::decode(&node), Err(Error::OtherServer("node")));
+        let keeper = Request { request_id: [1; 16], timestamp: 2, body: keeper, auth: None }.encode();
+        prop_assert_eq!(Request::<NodeBody>::decode(&keeper), Err(Error::OtherServer("keeper")));
+    }
+
+    #[test]
     fn responses_round_trip(values in prop::collection::vec(prop::option::of(0u32..0x7fff_ffff), 0..50), node in any::<u8>(), entries in prop::collection::vec((any::<u64>(), any::<u8>(), prop::collection::vec(any::<u8>(), 0..70)), 0..5)) {
         for r in [
             Response(ResponseBody::Evaluate { node, values: values.iter().map(|v| v.map(|v| [v, v ^ 1])).collect(), answer_key: [3; 32], signature: vec![4; 64] }),
@@ -301,11 +321,13 @@ proptest! {
 
     #[test]
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
-        let _ = Request::decode(&bytes);
+        let _ = Request::<NodeBody>::decode(&bytes);
+        let _ = Request::<KeeperBody>::decode(&bytes);
         let _ = Response::decode(&bytes);
-        let mut framed = b"OBSC\x00\x07".to_vec();
+        let mut framed = b"OBSC\x00\x0e".to_vec();
         framed.extend(&bytes);
-        let _ = Request::decode(&framed);
+        let _ = Request::<NodeBody>::decode(&framed);
+        let _ = Request::<KeeperBody>::decode(&framed);
         let _ = Response::decode(&framed);
     }
 
@@ -313,7 +335,7 @@ proptest! {
     fn truncation_is_refused(body in body(), cut in any::<prop::sample::Index>()) {
         let bytes = Request { request_id: [1; 16], timestamp: 2, body, auth: None }.encode();
         let cut = cut.index(bytes.len());
-        prop_assert!(Request::decode(&bytes[..cut]).is_err());
+        prop_assert!(Request::<NodeBody>::decode(&bytes[..cut]).is_err());
     }
 }
 
@@ -322,17 +344,26 @@ fn headers_and_trailers_are_checked() {
     let bytes = Request {
         request_id: [1; 16],
         timestamp: 2,
-        body: RequestBody::Status,
+        body: NodeBody::Status,
         auth: None,
     }
     .encode();
-    assert_eq!(Request::decode(b"HTTP/1.1 200"), Err(Error::BadMagic));
+    assert_eq!(
+        Request::<NodeBody>::decode(b"HTTP/1.1 200"),
+        Err(Error::BadMagic)
+    );
     let mut v0 = bytes.clone();
     v0[4..6].copy_from_slice(&0u16.to_be_bytes());
-    assert_eq!(Request::decode(&v0), Err(Error::UnsupportedVersion(0)));
+    assert_eq!(
+        Request::<NodeBody>::decode(&v0),
+        Err(Error::UnsupportedVersion(0))
+    );
     let mut long = bytes.clone();
     long.push(0);
-    assert!(matches!(Request::decode(&long), Err(Error::Malformed(_))));
+    assert!(matches!(
+        Request::<NodeBody>::decode(&long),
+        Err(Error::Malformed(_))
+    ));
 }
 
 #[test]
@@ -349,58 +380,62 @@ fn size_limits_are_enforced() {
     let batch = |images: Vec<PreparedImage>| Request {
         request_id: [0; 16],
         timestamp: 0,
-        body: RequestBody::Prepare {
+        body: NodeBody::Prepare {
             key_version: 1,
             images,
         },
         auth: None,
     };
     let prepare = |hash_len, tokens, share| batch(vec![image(hash_len, tokens, share)]);
-    assert!(Request::decode(&prepare(256, 8, 10).encode()).is_ok());
+    assert!(Request::<NodeBody>::decode(&prepare(256, 8, 10).encode()).is_ok());
     assert_eq!(
-        Request::decode(&prepare(255, 8, 10).encode()),
+        Request::<NodeBody>::decode(&prepare(255, 8, 10).encode()),
         Err(Error::BadSize("hash_share"))
     );
     assert_eq!(
-        Request::decode(&prepare(256, 9, 10).encode()),
+        Request::<NodeBody>::decode(&prepare(256, 9, 10).encode()),
         Err(Error::BadSize("tokens"))
     );
     assert_eq!(
-        Request::decode(&prepare(256, 8, 0).encode()),
+        Request::<NodeBody>::decode(&prepare(256, 8, 0).encode()),
         Err(Error::BadSize("image_share"))
     );
     assert_eq!(
-        Request::decode(&batch(vec![]).encode()),
+        Request::<NodeBody>::decode(&batch(vec![]).encode()),
         Err(Error::BadSize("images"))
     );
-    assert!(Request::decode(&batch(vec![image(256, 8, 1); MAX_BATCH]).encode()).is_ok());
+    assert!(
+        Request::<NodeBody>::decode(&batch(vec![image(256, 8, 1); MAX_BATCH]).encode()).is_ok()
+    );
     assert_eq!(
-        Request::decode(&batch(vec![image(256, 8, 1); MAX_BATCH + 1]).encode()),
+        Request::<NodeBody>::decode(&batch(vec![image(256, 8, 1); MAX_BATCH + 1]).encode()),
         Err(Error::BadSize("images"))
     );
     // The shares of a batch count together against the share limit.
     let half = MAX_IMAGE_SHARE / 2 + 1;
     assert_eq!(
-        Request::decode(&batch(vec![image(256, 8, half), image(256, 8, half)]).encode()),
+        Request::<NodeBody>::decode(
+            &batch(vec![image(256, 8, half), image(256, 8, half)]).encode()
+        ),
         Err(Error::BadSize("image_share"))
     );
     let commit = |n| Request {
         request_id: [0; 16],
         timestamp: 0,
-        body: RequestBody::Commit {
+        body: NodeBody::Commit {
             images: vec![[0; 16]; n],
         },
         auth: None,
     };
-    assert!(Request::decode(&commit(MAX_BATCH).encode()).is_ok());
+    assert!(Request::<NodeBody>::decode(&commit(MAX_BATCH).encode()).is_ok());
     assert_eq!(
-        Request::decode(&commit(0).encode()),
+        Request::<NodeBody>::decode(&commit(0).encode()),
         Err(Error::BadSize("images"))
     );
     let eval = Request {
         request_id: [0; 16],
         timestamp: 0,
-        body: RequestBody::Evaluate {
+        body: NodeBody::Evaluate {
             query_id: [0; 16],
             issued: 0,
             query_share: vec![0; 64],
@@ -416,14 +451,14 @@ fn size_limits_are_enforced() {
         auth: None,
     };
     assert_eq!(
-        Request::decode(&eval.encode()),
+        Request::<NodeBody>::decode(&eval.encode()),
         Err(Error::BadSize("query_share"))
     );
     // A relayed round: openings bounded in number and length, each signed.
     let reduce = |nodes: usize, len: usize, signature: usize| Request {
         request_id: [0; 16],
         timestamp: 0,
-        body: RequestBody::Reduce {
+        body: NodeBody::Reduce {
             query_id: [0; 16],
             issued: 0,
             part: 0,
@@ -440,12 +475,12 @@ fn size_limits_are_enforced() {
         },
         auth: None,
     };
-    assert!(Request::decode(&reduce(5, 7 * 4096, 64).encode()).is_ok());
+    assert!(Request::<NodeBody>::decode(&reduce(5, 7 * 4096, 64).encode()).is_ok());
     let longest = obscura_proto::limits::MAX_CANDIDATES * obscura_proto::limits::MAX_OPENED_WIDTH;
     for (nodes, len, signature) in [(65, 1, 64), (5, longest + 1, 64), (5, 1, 63)] {
         assert!(
             matches!(
-                Request::decode(&reduce(nodes, len, signature).encode()),
+                Request::<NodeBody>::decode(&reduce(nodes, len, signature).encode()),
                 Err(Error::BadSize(_))
             ),
             "{nodes} {len} {signature}"
@@ -454,17 +489,17 @@ fn size_limits_are_enforced() {
     // Elements come 8 per image or not at all.
     let mut with_elements = image(256, 8, 1);
     with_elements.elements = vec![[5; 32]; 8];
-    assert!(Request::decode(&batch(vec![with_elements.clone()]).encode()).is_ok());
+    assert!(Request::<NodeBody>::decode(&batch(vec![with_elements.clone()]).encode()).is_ok());
     with_elements.elements.pop();
     assert_eq!(
-        Request::decode(&batch(vec![with_elements]).encode()),
+        Request::<NodeBody>::decode(&batch(vec![with_elements]).encode()),
         Err(Error::BadSize("elements"))
     );
     // A keeper request: no empty batch, and a bound on all its elements together.
     let keeper = |sizes: &[usize]| Request {
         request_id: [0; 16],
         timestamp: 0,
-        body: RequestBody::KeeperEvaluate {
+        body: KeeperBody::KeeperEvaluate {
             version: 1,
             batches: sizes
                 .iter()
@@ -477,17 +512,20 @@ fn size_limits_are_enforced() {
         },
         auth: None,
     };
-    assert!(Request::decode(&keeper(&[72; 5]).encode()).is_ok());
+    assert!(Request::<KeeperBody>::decode(&keeper(&[72; 5]).encode()).is_ok());
     let half = MAX_KEEPER_ELEMENTS / 2;
-    assert!(Request::decode(&keeper(&[half, half]).encode()).is_ok());
+    assert!(Request::<KeeperBody>::decode(&keeper(&[half, half]).encode()).is_ok());
     for bad in [&[][..], &[72, 0], &[half, half, 1]] {
-        assert!(Request::decode(&keeper(bad).encode()).is_err(), "{bad:?}");
+        assert!(
+            Request::<KeeperBody>::decode(&keeper(bad).encode()).is_err(),
+            "{bad:?}"
+        );
     }
     // Credentials have fixed sizes; a capability is small.
     let with_auth = |body_len: usize, sig: usize| Request {
         request_id: [0; 16],
         timestamp: 0,
-        body: RequestBody::Status,
+        body: NodeBody::Status,
         auth: Some(Auth {
             capability: SignedCapability {
                 body: vec![1; body_len],
@@ -496,20 +534,22 @@ fn size_limits_are_enforced() {
             signature: vec![3; sig],
         }),
     };
-    assert!(Request::decode(&with_auth(100, 64).encode()).is_ok());
+    assert!(Request::<NodeBody>::decode(&with_auth(100, 64).encode()).is_ok());
     assert_eq!(
-        Request::decode(&with_auth(100, 63).encode()),
+        Request::<NodeBody>::decode(&with_auth(100, 63).encode()),
         Err(Error::BadSize("auth"))
     );
     assert_eq!(
-        Request::decode(&with_auth(obscura_proto::limits::MAX_CAPABILITY + 1, 64).encode()),
+        Request::<NodeBody>::decode(
+            &with_auth(obscura_proto::limits::MAX_CAPABILITY + 1, 64).encode()
+        ),
         Err(Error::BadSize("auth"))
     );
     // Match proofs: bounded openings and paths, 64-byte signatures.
     let resolve = |openings: usize, path: usize| Request {
         request_id: [0; 16],
         timestamp: 0,
-        body: RequestBody::Resolve {
+        body: NodeBody::Resolve {
             proofs: vec![MatchProof {
                 query_id: [0; 16],
                 issued: 0,
@@ -531,13 +571,13 @@ fn size_limits_are_enforced() {
         },
         auth: None,
     };
-    assert!(Request::decode(&resolve(5, 10).encode()).is_ok());
+    assert!(Request::<NodeBody>::decode(&resolve(5, 10).encode()).is_ok());
     assert_eq!(
-        Request::decode(&resolve(0, 10).encode()),
+        Request::<NodeBody>::decode(&resolve(0, 10).encode()),
         Err(Error::BadSize("match proof"))
     );
     assert_eq!(
-        Request::decode(&resolve(5, obscura_proto::limits::MAX_PATH + 1).encode()),
+        Request::<NodeBody>::decode(&resolve(5, obscura_proto::limits::MAX_PATH + 1).encode()),
         Err(Error::BadSize("match proof"))
     );
 }
@@ -548,7 +588,7 @@ fn encoding_is_frozen() {
     let r = Request {
         request_id: [0xab; 16],
         timestamp: 1_790_000_000,
-        body: RequestBody::Evaluate {
+        body: NodeBody::Evaluate {
             query_id: [0x01; 16],
             issued: 1_790_000_000,
             query_share: (0..=255).collect(),
@@ -572,7 +612,7 @@ fn encoding_is_frozen() {
     let hex: String = r.encode().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         hex.len(),
-        2 * (6
+        2 * (7
             + 16
             + 5
             + 1
@@ -595,10 +635,10 @@ fn encoding_is_frozen() {
             + 1
             + 64)
     );
-    assert_eq!(&hex[..12], "4f425343000d");
+    assert_eq!(&hex[..14], "4f425343000e01");
     assert_eq!(
         fnv1a(&r.encode()),
-        "6630415a684e45f6",
+        "2be4d797cd5418ac",
         "wire encoding changed"
     );
 }
@@ -654,7 +694,7 @@ fn a_request_digest_hashes_exactly_the_body_as_encoded() {
         vec![(16 << 10) - 1, (16 << 10) + 1, 3],
         vec![2 << 20, 7, 100_000],
     ] {
-        let body = RequestBody::Prepare {
+        let body = NodeBody::Prepare {
             key_version: 3,
             images: lens
                 .iter()

@@ -264,7 +264,7 @@ pub async fn accept_loop(
 }
 
 /// `Body` for handlers, re-exported so servers share one type.
-pub type RequestBody = Body;
+pub type HttpBody = Body;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
@@ -355,7 +355,7 @@ pub fn proto_error(e: obscura_proto::Error) -> ResponseBody {
     use obscura_proto::Error as E;
     let code = match e {
         E::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
-        E::BadMagic | E::Malformed(_) | E::BadSize(_) => ErrorCode::BadRequest,
+        E::BadMagic | E::Malformed(_) | E::BadSize(_) | E::OtherServer(_) => ErrorCode::BadRequest,
     };
     error(code, e.to_string())
 }

@@ -1190,8 +1190,6 @@ fn read_audit(db: &Database) -> Result<Vec<AuditEntry>, Error> {
         .collect()
 }
 
-/// Record in a new store that it belongs to server `id` of kind `role` ("node", "keeper"), or
-/// check that an existing one does.
 /// Create each table named, so that readers never meet a missing one.
 macro_rules! create_tables {
     ($txn:expr, $($table:expr),+) => {
@@ -1220,6 +1218,8 @@ fn open_claimed(
     Ok(db)
 }
 
+/// Record in a new store that it belongs to server `id` of kind `role` ("node", "keeper"), or
+/// check that an existing one does.
 fn claim(txn: &WriteTransaction, role: &'static str, id: u8) -> Result<(), Error> {
     let mut meta = txn.open_table(META)?;
     let found = meta.get(role)?.map(|v| v.value().to_vec());

@@ -57,8 +57,13 @@ impl WrappingKey {
     /// # Errors
     /// [`Error::BadWrappingKey`] when it is unset or malformed.
     pub fn from_env(var: &str) -> Result<Self, Error> {
-        let v = Zeroizing::new(std::env::var(var).map_err(|_| {
-            Error::BadWrappingKey(format!("environment variable {var} is not set"))
+        let v = Zeroizing::new(std::env::var(var).map_err(|e| {
+            Error::BadWrappingKey(match e {
+                std::env::VarError::NotPresent => format!("environment variable {var} is not set"),
+                std::env::VarError::NotUnicode(_) => {
+                    format!("environment variable {var} is not 64 hex digits")
+                }
+            })
         })?);
         Self::from_hex(&v)
     }

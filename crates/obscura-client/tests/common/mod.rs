@@ -381,7 +381,7 @@ pub fn testdata(p: &str) -> Vec<u8> {
 pub async fn raw(
     c: &Cluster,
     j: u8,
-    body: obscura_proto::RequestBody,
+    body: obscura_proto::KeeperBody,
 ) -> obscura_proto::ResponseBody {
     let http = c.http();
     let mut request_id = [0u8; 16];
@@ -396,7 +396,11 @@ pub async fn raw(
         body,
         auth: None,
     };
-    let url = format!("{}{}", c.keeper_url(j), req.body.path());
+    let url = format!(
+        "{}{}",
+        c.keeper_url(j),
+        obscura_proto::Body::path(&req.body)
+    );
     let bytes = http
         .post(url)
         .body(req.encode())

@@ -17,9 +17,12 @@ use obscura_mpc::node::{NodeSession, Step};
 use obscura_mpc::{share_hash, HashShare, NodeRequest};
 use obscura_node::config::LoadedNode;
 use obscura_proto::{
-    roles, Capability, Limits, Request, RequestBody, Response, ResponseBody, SignedCapability,
+    roles, Body, Capability, Limits, NodeBody, Response, ResponseBody, SignedCapability,
     UploadTicket,
 };
+
+/// A request to a node.
+type Request = obscura_proto::Request<NodeBody>;
 use obscura_proto::{ErrorCode, PreparedImage};
 use obscura_proto::{ScanOf, WireCheck};
 use obscura_sharing::bytes::{split, ByteShare, Params};
@@ -184,7 +187,7 @@ impl TestNode {
     }
 
     /// A request with a fresh id and the current time, not yet signed.
-    pub fn request(body: RequestBody) -> Request {
+    pub fn request(body: NodeBody) -> Request {
         let mut id = [0u8; 16];
         rand_core::OsRng.fill_bytes(&mut id);
         Request {
@@ -232,7 +235,7 @@ impl TestNode {
         let mut req = req.clone();
         holder.sign(1, &mut req);
         let ticket =
-            matches!(req.body, RequestBody::Prepare { .. }).then(|| holder.upload_ticket(1, &req));
+            matches!(req.body, NodeBody::Prepare { .. }).then(|| holder.upload_ticket(1, &req));
         self.post_with(req.body.path(), req.encode(), ticket.as_ref())
             .await
     }
@@ -316,7 +319,7 @@ impl TestNode {
         scan: ScanOf,
     ) -> Result<Vec<WireCheck>, (u16, ResponseBody)> {
         let digests = Self::digests(shares);
-        let req = TestNode::request(RequestBody::CheckQuery {
+        let req = TestNode::request(NodeBody::CheckQuery {
             query_id,
             issued,
             query_share: shares[0].to_bytes().to_vec(),
@@ -358,7 +361,7 @@ impl TestNode {
             .await
         {
             Ok(checks) => {
-                let req = TestNode::request(RequestBody::Evaluate {
+                let req = TestNode::request(NodeBody::Evaluate {
                     query_id,
                     issued,
                     query_share: shares[0].to_bytes().to_vec(),
@@ -487,7 +490,7 @@ impl TestNode {
             .chain(played.iter().map(|p| p.3.clone()))
             .collect();
         for round in 0u8.. {
-            let req = TestNode::request(RequestBody::Reduce {
+            let req = TestNode::request(NodeBody::Reduce {
                 query_id,
                 issued,
                 part: 0,
@@ -658,12 +661,12 @@ pub fn upload(owner: &OwnerKey, photo: &str, seed: u64) -> Upload {
     }
 }
 
-pub fn prepare(u: &Upload) -> RequestBody {
+pub fn prepare(u: &Upload) -> NodeBody {
     prepare_batch(&[u])
 }
 
-pub fn prepare_batch(batch: &[&Upload]) -> RequestBody {
-    RequestBody::Prepare {
+pub fn prepare_batch(batch: &[&Upload]) -> NodeBody {
+    NodeBody::Prepare {
         key_version: 1,
         images: batch
             .iter()
@@ -679,22 +682,22 @@ pub fn prepare_batch(batch: &[&Upload]) -> RequestBody {
     }
 }
 
-pub fn commit(ids: &[ImageId]) -> RequestBody {
-    RequestBody::Commit {
+pub fn commit(ids: &[ImageId]) -> NodeBody {
+    NodeBody::Commit {
         images: ids.iter().map(|id| id.0).collect(),
     }
 }
 
 /// A Stage-1 lookup of `tokens`, padded with random dummies to the policy's shape (8 bands of
 /// 12), for query `query`.
-pub fn lookup(tokens: &[[u8; 16]], query: [u8; 16]) -> RequestBody {
+pub fn lookup(tokens: &[[u8; 16]], query: [u8; 16]) -> NodeBody {
     let mut padded = tokens.to_vec();
     while padded.len() < 96 {
         let mut t = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut t);
         padded.push(t);
     }
-    RequestBody::Lookup {
+    NodeBody::Lookup {
         key_version: 1,
         query,
         issued: now(),
@@ -705,10 +708,7 @@ pub fn lookup(tokens: &[[u8; 16]], query: [u8; 16]) -> RequestBody {
 /// The audit log from its start, as the node sends it.
 pub async fn audit(node: &TestNode) -> Vec<obscura_proto::WireAuditEntry> {
     match node
-        .send(&TestNode::request(RequestBody::Audit {
-            from: 0,
-            max: 4096,
-        }))
+        .send(&TestNode::request(NodeBody::Audit { from: 0, max: 4096 }))
         .await
     {
         (200, ResponseBody::Audit { entries, total }) => {
@@ -727,8 +727,8 @@ pub fn code(body: &ResponseBody) -> Option<ErrorCode> {
 }
 
 /// A fetch of `image` in the owner's role.
-pub fn fetch(image: ImageId) -> RequestBody {
-    RequestBody::Fetch {
+pub fn fetch(image: ImageId) -> NodeBody {
+    NodeBody::Fetch {
         by: obscura_proto::FetchBy::Owner { image: image.0 },
     }
 }
