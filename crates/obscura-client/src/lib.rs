@@ -16,6 +16,33 @@
 //!
 //! Every request to a node carries the user's capability, which `T` keepers sign together after
 //! a login, and is signed with the key it names, for that node ([`obscura_auth::capability`]).
+//!
+//! A data owner indexes a photo, searches with a variant of it and rebuilds the best match, in a
+//! cluster directory `obscura cluster init` made (compiled here; it needs the cluster running,
+//! as `obscura cluster up` runs it):
+//!
+//! ```no_run
+//! use obscura_client::{config, Client};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::path::Path::new("cluster");
+//! let client = Client::new(config::load(dir)?)?;
+//! // The session (keys shared with each keeper) outlives this process in a file only the
+//! // user can read; the login brings a capability the nodes check on every request.
+//! client.attach_session(&dir.join("session.json"))?;
+//! client.login("ana", b"ana's password").await?;
+//!
+//! let id = client.index(&std::fs::read("photo.jpg")?).await?;
+//! let found = client.search(&std::fs::read("photo-cropped.jpg")?, 5, 10).await?;
+//! for m in &found.matches {
+//!     println!("{} at distance {}", m.id, m.distance);
+//! }
+//! // Shares from any k nodes, each checked against the owner-signed manifest.
+//! let rebuilt = client.get(id).await?;
+//! assert_eq!(rebuilt.image, std::fs::read("photo.jpg")?);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -19,6 +19,24 @@
 //! The configuration ([`KeeperConfig`], JSON, no secret) and the sealed secrets
 //! ([`KeeperSecrets`]: TLS key, audit key, key shares, OPAQUE keys, peer key, capability key
 //! share) are opened as the node's are ([`obscura_cluster::server::open_server`]).
+//!
+//! Running keeper 2 of a cluster directory, as `obscura keeper run` does (compiled here, not
+//! run: it needs the cluster's files):
+//!
+//! ```no_run
+//! use obscura_keeper_server::LoadedKeeper;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let keeper = LoadedKeeper::load(std::path::Path::new("cluster/keeper2/keeper.json"))?;
+//! let listener = tokio::net::TcpListener::bind(&keeper.config.listen).await?;
+//! let stop = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! // Sessions opened before a restart go on; the audit log's head is signed on the way out.
+//! obscura_keeper_server::serve(keeper, listener, stop).await?;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
