@@ -27,7 +27,7 @@ use rand_core::{RngCore, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::harness::{load_photos, photos_dir, LocalCluster, Progress, Spread};
-use crate::indexing;
+use obscura_client::pipeline;
 
 /// What `obscura bench` was asked.
 pub struct BenchOptions {
@@ -425,7 +425,7 @@ async fn cluster_figures(
         .take(photos.len() * 3)
         .map(|p| p.bytes.as_slice())
         .collect();
-    let batch = indexing::index_files(&client, &files, &indicatif::ProgressBar::hidden()).await;
+    let batch = pipeline::index_files(&client, &files, || ()).await;
     if !batch.failures.is_empty() {
         let lines: Vec<String> = batch.failures.iter().map(|(_, e)| e.clone()).collect();
         return Err(format!("indexing failed: {}", lines.join("; ")));
@@ -437,8 +437,8 @@ async fn cluster_figures(
             "index through {} nodes ({} files, batches of {}, {} in flight)",
             cluster.nodes(),
             files.len(),
-            indexing::BATCH_FILES,
-            indexing::IN_FLIGHT
+            pipeline::BATCH_FILES,
+            pipeline::IN_FLIGHT
         ),
         value: index_rate,
         unit: "images/s",

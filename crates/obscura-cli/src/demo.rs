@@ -14,8 +14,8 @@ use obscura_sharing::manifest::ImageId;
 use serde_json::{json, Value};
 
 use crate::harness::{load_photos, photos_dir, LocalCluster, Photo, Progress, Spread};
-use crate::indexing;
 use crate::variants::Edit;
+use obscura_client::pipeline;
 
 /// Smallest recall@10 the demo accepts on the photos it is given.
 const RECALL_AT_10_FLOOR: f64 = 0.9;
@@ -108,11 +108,11 @@ async fn exercise(
     // Index.
     let bar = progress.bar(photos.len(), "index");
     let files: Vec<&[u8]> = photos.iter().map(|p| p.bytes.as_slice()).collect();
-    let indexing::Batch {
+    let pipeline::Indexed {
         ids,
         failures,
         seconds: index_s,
-    } = indexing::index_files(&client, &files, &bar).await;
+    } = pipeline::index_files(&client, &files, || bar.inc(1)).await;
     bar.finish_and_clear();
     let index_errors: Vec<String> = failures
         .iter()
@@ -282,7 +282,7 @@ async fn exercise(
         "recall_at_1": recall1,
         "recall_at_10": recall10,
         "index": {"images": indexed, "bytes": bytes_in, "seconds": index_s,
-            "images_per_s": indexed as f64 / index_s, "in_flight": indexing::IN_FLIGHT, "batch_files": indexing::BATCH_FILES,
+            "images_per_s": indexed as f64 / index_s, "in_flight": pipeline::IN_FLIGHT, "batch_files": pipeline::BATCH_FILES,
             "errors": index_errors},
         "latency_ms": {"stage1": s1.json(), "stage2": s2.json(), "total": total.json()},
         "per_query": {"candidates": candidates as f64 / n_queries,

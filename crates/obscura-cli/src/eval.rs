@@ -15,9 +15,9 @@ use obscura_tokens::{min_bands, probes_per_band, stage1_is_lossless, BatchPlan};
 use serde_json::{json, Value};
 
 use crate::harness::{load_photos, photos_dir, LocalCluster, Progress, Spread};
-use crate::indexing;
 use crate::plot::{self, Series};
 use crate::profile::Transform;
+use obscura_client::pipeline;
 
 /// Largest Hamming distance a match may have (the search default).
 pub const MAX_DISTANCE: u32 = 10;
@@ -292,7 +292,7 @@ async fn measure(
     let client = cluster.client(None).await?;
     let bar = progress.bar(samples.len(), "index");
     let files: Vec<&[u8]> = samples.iter().map(|s| s.bytes.as_slice()).collect();
-    let batch = indexing::index_files(&client, &files, &bar).await;
+    let batch = pipeline::index_files(&client, &files, || bar.inc(1)).await;
     bar.finish_and_clear();
     if !batch.failures.is_empty() {
         let lines: Vec<String> = batch
@@ -482,7 +482,7 @@ fn report(
             "seconds": index.seconds,
             "images_per_s": n as f64 / index.seconds,
             "mb_per_s": index.bytes as f64 / 1e6 / index.seconds,
-            "in_flight": indexing::IN_FLIGHT, "batch_files": indexing::BATCH_FILES,
+            "in_flight": pipeline::IN_FLIGHT, "batch_files": pipeline::BATCH_FILES,
             "plaintext_decode_hash_images_per_s": n as f64 / index.hash_seconds,
             "ratio_to_plaintext": index.hash_seconds / index.seconds,
         },

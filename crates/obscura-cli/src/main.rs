@@ -8,7 +8,6 @@ mod bench;
 mod demo;
 mod eval;
 mod harness;
-mod indexing;
 mod keys;
 mod load;
 mod nodes;
@@ -22,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use obscura_client::{Client, SearchOutcome};
+use obscura_client::{pipeline, Client, SearchOutcome};
 use obscura_sharing::manifest::ImageId;
 use serde_json::json;
 
@@ -1180,14 +1179,14 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     };
     let mut printed_later = Vec::new();
     let path = |i: usize| files[i].display().to_string();
-    indexing::index_all(
+    pipeline::index_all(
         &client,
         files.len(),
         |i| std::fs::read(&files[i]).map_err(|e| e.to_string()),
         |i, outcome| {
-            cluster_failure |= matches!(outcome, indexing::Outcome::Failed(_));
+            cluster_failure |= matches!(outcome, pipeline::Outcome::Failed(_));
             match outcome {
-                indexing::Outcome::Indexed(id) => {
+                pipeline::Outcome::Indexed(id) => {
                     say(format!("{id}  {}", path(i)));
                     indexed.push((i, json!({"path": path(i), "id": id.to_string()})));
                     if json {
@@ -1196,7 +1195,7 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
                         acknowledge(id);
                     }
                 }
-                indexing::Outcome::Skipped(e) | indexing::Outcome::Failed(e) => {
+                pipeline::Outcome::Skipped(e) | pipeline::Outcome::Failed(e) => {
                     say(format!("skipped {}: {e}", path(i)));
                     skipped.push((i, json!({"path": path(i), "error": e})));
                 }

@@ -51,6 +51,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 mod journal;
+pub mod pipeline;
 pub mod rotation;
 pub mod secrets;
 pub mod session;

@@ -1,11 +1,33 @@
 //! Indexing many files: in batches, so that each node syncs its disk twice per batch rather than
 //! twice per image, with a few batches in flight at once, so that hashing and sharing on this
-//! machine's cores overlaps the nodes' work.
+//! machine's cores overlaps the nodes' work. [`Client::index_uploads`] keeps each batch within
+//! the protocol's limits; this decides how many files make one for speed.
+//!
+//! ```no_run
+//! # async fn example(client: std::sync::Arc<obscura_client::Client>) {
+//! use obscura_client::pipeline::{index_all, Outcome};
+//!
+//! let files = ["a.jpg", "b.png", "notes.txt"];
+//! index_all(
+//!     &client,
+//!     files.len(),
+//!     |i| std::fs::read(files[i]).map_err(|e| e.to_string()),
+//!     |i, outcome| match outcome {
+//!         Outcome::Indexed(id) => println!("{id}  {}", files[i]),
+//!         Outcome::Skipped(why) => println!("skipped {}: {why}", files[i]),
+//!         Outcome::Failed(why) => println!("failed {}: {why}", files[i]),
+//!     },
+//! )
+//! .await;
+//! # }
+//! ```
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use obscura_client::Client;
 use obscura_sharing::manifest::ImageId;
+
+use crate::{Client, Error};
 
 /// Batches indexed at once.
 pub const IN_FLIGHT: usize = 3;
@@ -15,6 +37,7 @@ pub const BATCH_FILES: usize = 8;
 pub const BATCH_BYTES: usize = 32 << 20;
 
 /// What became of one file.
+#[derive(Debug)]
 pub enum Outcome {
     /// Committed at every node.
     Indexed(ImageId),
@@ -25,7 +48,8 @@ pub enum Outcome {
 }
 
 /// What [`index_files`] did.
-pub struct Batch {
+#[derive(Debug)]
+pub struct Indexed {
     /// Each file's id, `None` where it was skipped or failed.
     pub ids: Vec<Option<ImageId>>,
     /// `(file index, reason)` of each file not indexed, in the order they finished.
@@ -34,12 +58,12 @@ pub struct Batch {
     pub seconds: f64,
 }
 
-/// Index files held in memory, advancing `bar` as each finishes.
+/// Index files held in memory, calling `progress` as each finishes.
 pub async fn index_files(
     client: &Arc<Client>,
     files: &[&[u8]],
-    bar: &indicatif::ProgressBar,
-) -> Batch {
+    mut progress: impl FnMut(),
+) -> Indexed {
     let t0 = std::time::Instant::now();
     let mut ids = vec![None; files.len()];
     let mut failures = Vec::new();
@@ -52,11 +76,11 @@ pub async fn index_files(
                 Outcome::Indexed(id) => ids[i] = Some(id),
                 Outcome::Skipped(e) | Outcome::Failed(e) => failures.push((i, e)),
             }
-            bar.inc(1);
+            progress();
         },
     )
     .await;
-    Batch {
+    Indexed {
         ids,
         failures,
         seconds: t0.elapsed().as_secs_f64(),
@@ -74,6 +98,8 @@ pub async fn index_all(
     mut done: impl FnMut(usize, Outcome),
 ) {
     let mut set = tokio::task::JoinSet::new();
+    // Which items each task holds, to report them should it panic.
+    let mut held: HashMap<tokio::task::Id, Vec<usize>> = HashMap::new();
     let mut next = 0;
     while next < count || !set.is_empty() {
         while next < count && set.len() < IN_FLIGHT {
@@ -91,17 +117,23 @@ pub async fn index_all(
                 }
             }
             if !batch.is_empty() {
-                set.spawn(index_batch(client.clone(), batch));
+                let items = batch.iter().map(|(i, _)| *i).collect();
+                held.insert(set.spawn(index_batch(client.clone(), batch)).id(), items);
             }
         }
-        match set.join_next().await {
-            Some(Ok(outcomes)) => {
+        match set.join_next_with_id().await {
+            Some(Ok((id, outcomes))) => {
+                held.remove(&id);
                 for (i, outcome) in outcomes {
                     done(i, outcome);
                 }
             }
-            // A panicked task: its images were never reported; the journal covers what it sent.
-            Some(Err(e)) => eprintln!("error: an indexing task failed: {e}"),
+            // A panicked task: its items fail; the journal covers what it had sent.
+            Some(Err(e)) => {
+                for i in held.remove(&e.id()).unwrap_or_default() {
+                    done(i, Outcome::Failed(format!("the indexing task failed: {e}")));
+                }
+            }
             None => {}
         }
     }
@@ -135,10 +167,10 @@ async fn index_batch(client: Arc<Client>, batch: Vec<(usize, Vec<u8>)>) -> Vec<(
 }
 
 /// A file that is not an image is skipped; anything else failed it.
-fn outcome(result: Result<ImageId, obscura_client::Error>) -> Outcome {
+fn outcome(result: Result<ImageId, Error>) -> Outcome {
     match result {
         Ok(id) => Outcome::Indexed(id),
-        Err(e @ obscura_client::Error::Image(_)) => Outcome::Skipped(e.to_string()),
+        Err(e @ Error::Image(_)) => Outcome::Skipped(e.to_string()),
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }
