@@ -248,7 +248,9 @@ async fn exercise(
     let roles = roles_check(cluster, &client, &queries, &ids, progress).await;
 
     // Every node's audit log: chain and signed checkpoints.
-    let verdicts = crate::audit::verify_cluster(&cluster.dir, &client).await?;
+    let verdicts = obscura_client::audit::verify_cluster(&cluster.dir, &client)
+        .await
+        .map_err(|e| e.to_string())?;
     let audit_ok = verdicts.iter().all(|v| v.outcome.is_ok());
     for v in &verdicts {
         match &v.outcome {

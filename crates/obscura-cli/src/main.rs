@@ -3,7 +3,6 @@
 
 mod account;
 mod alloc;
-mod audit;
 mod bench;
 mod demo;
 mod eval;
@@ -21,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use obscura_client::{pipeline, Client, SearchOutcome};
+use obscura_client::{audit, pipeline, Client, SearchOutcome};
 use obscura_sharing::manifest::ImageId;
 use serde_json::json;
 
@@ -872,7 +871,9 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             account::events(&cluster, json).await
         }
         Command::Audit(AuditCommand::Verify { cluster, json }) => {
-            let verdicts = audit::verify_cluster(&cluster, &client(&cluster)?).await?;
+            let verdicts = audit::verify_cluster(&cluster, &client(&cluster)?)
+                .await
+                .map_err(|e| e.to_string())?;
             let ok = verdicts.iter().all(|v| v.outcome.is_ok());
             if json {
                 let nodes: Vec<_> = verdicts
@@ -881,7 +882,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                         Ok(r) => json!({"node": v.node, "ok": true, "entries": r.entries,
                             "checkpoints": r.checkpoints, "error": null}),
                         Err(e) => json!({"node": v.node, "ok": false, "entries": null,
-                            "checkpoints": null, "error": e}),
+                            "checkpoints": null, "error": e.to_string()}),
                     })
                     .collect();
                 println!("{}", json!({ "nodes": nodes }));

@@ -496,10 +496,7 @@ fn audit_chain(len: u64, checkpoint: Option<u64>) -> Vec<AuditEntry> {
 }
 
 fn to_wire(entries: Vec<AuditEntry>) -> Vec<WireAuditEntry> {
-    entries
-        .into_iter()
-        .map(obscura_server::wire_entry)
-        .collect()
+    entries.into_iter().map(WireAuditEntry::from).collect()
 }
 
 /// One response of every kind.

@@ -50,6 +50,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
+
 /// The protocol version this crate speaks.
 pub const VERSION: u16 = 14;
 const MAGIC: &[u8; 4] = b"OBSC";

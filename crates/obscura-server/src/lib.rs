@@ -25,7 +25,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use obscura_cluster::server::ServerLimits;
-use obscura_proto::WireAuditEntry;
 
 /// Errors loading a server: its files, or its store.
 #[derive(Debug, thiserror::Error)]
@@ -363,21 +362,8 @@ pub fn proto_error(e: obscura_proto::Error) -> ResponseBody {
 /// An audit log page as it goes on the wire.
 pub fn wire_audit(entries: Vec<obscura_store::AuditEntry>, total: u64) -> ResponseBody {
     ResponseBody::Audit {
-        entries: entries.into_iter().map(wire_entry).collect(),
+        entries: entries.into_iter().map(Into::into).collect(),
         total,
-    }
-}
-
-/// One audit entry as it goes on the wire.
-pub fn wire_entry(e: obscura_store::AuditEntry) -> WireAuditEntry {
-    WireAuditEntry {
-        seq: e.seq,
-        prev: e.prev,
-        hash: e.hash,
-        time: e.time,
-        kind: e.kind.tag(),
-        subject: e.subject,
-        detail: e.detail,
     }
 }
 

@@ -1148,7 +1148,7 @@ pub(crate) fn read_audit_page(
         .take(max as usize)
         .map(|e| {
             let (k, v) = e?;
-            AuditEntry::decode(k.value(), v.value())
+            AuditEntry::decode(k.value(), v.value()).map_err(Error::Corrupt)
         })
         .collect::<Result<_, _>>()?;
     Ok((entries, total))
@@ -1185,7 +1185,7 @@ fn read_audit(db: &Database) -> Result<Vec<AuditEntry>, Error> {
         .iter()?
         .map(|e| {
             let (k, v) = e?;
-            AuditEntry::decode(k.value(), v.value())
+            AuditEntry::decode(k.value(), v.value()).map_err(Error::Corrupt)
         })
         .collect()
 }

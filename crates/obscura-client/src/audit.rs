@@ -1,4 +1,5 @@
-//! `obscura audit verify`: fetch every node's hash-chained audit log and check it.
+//! Verifying a cluster's audit logs (`obscura audit verify`): fetch every node's hash-chained
+//! audit log and check it, and catch a log rolled back or rewritten since the last verification.
 //!
 //! Each log must be an unbroken chain whose checkpoints verify under the node's audit key (the
 //! public half sits in `DIR/nodeN/audit-key.pub` from cluster creation). The last checkpoint
@@ -10,11 +11,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
-use obscura_client::{AuditLog, Client};
-use obscura_proto::WireAuditEntry;
-use obscura_store::audit::{verify, AuditEntry, AuditKind, AuditReport};
+use obscura_proto::audit::{verify, AuditEntry, AuditError, AuditKind, AuditReport};
 use obscura_tokens::keyfile::to_hex as hex;
 use serde::{Deserialize, Serialize};
+
+use crate::{AuditLog, Client, Fault};
 
 /// The last verified head of one node's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,77 +25,105 @@ struct Head {
 }
 
 /// One node's verdict.
+#[derive(Debug)]
 pub struct NodeVerdict {
+    /// The node.
     pub node: u8,
-    pub outcome: Result<AuditReport, String>,
+    /// What its log holds, or why it fails.
+    pub outcome: Result<AuditReport, LogFault>,
+}
+
+/// Why a node's audit log fails verification.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogFault {
+    /// Its public audit key (`DIR/nodeN/audit-key.pub`) is missing or malformed.
+    #[error("{path}: {reason}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// It did not send its log.
+    #[error(transparent)]
+    Unanswered(#[from] Fault),
+    /// An entry of a kind this build does not know.
+    #[error(transparent)]
+    Unreadable(#[from] obscura_proto::Error),
+    /// The chain or a checkpoint signature is broken.
+    #[error(transparent)]
+    Chain(#[from] AuditError),
+    /// It answered that it signed its log where its log shows no checkpoint.
+    #[error(
+        "it answered that it signed its log at entry {0}, and its log shows no checkpoint there"
+    )]
+    NoCheckpoint(u64),
+    /// It named a checkpoint older than the one verified last time (to move the pin back).
+    #[error(
+        "it answered that it signed its log at entry {said}, before entry {kept}, the \
+         checkpoint verified last time"
+    )]
+    OlderCheckpoint {
+        /// The checkpoint it named.
+        said: u64,
+        /// The one verified last time.
+        kept: u64,
+    },
+    /// The entry verified last time differs now.
+    #[error("entry {0} differs from the one verified before: the log was rewritten")]
+    Rewritten(u64),
 }
 
 fn heads_path(dir: &Path) -> PathBuf {
     dir.join("client").join("audit-heads.json")
 }
 
-fn audit_key(dir: &Path, node: u8) -> Result<VerifyingKey, String> {
+fn audit_key(dir: &Path, node: u8) -> Result<VerifyingKey, LogFault> {
     let path = dir.join(format!("node{node}")).join("audit-key.pub");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let fault = |reason: String| LogFault::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| fault(e.to_string()))?;
     obscura_tokens::keyfile::hex32(&text)
         .and_then(|b| VerifyingKey::from_bytes(&b).ok())
-        .ok_or_else(|| format!("{}: not an Ed25519 public key", path.display()))
-}
-
-fn from_wire(entries: Vec<WireAuditEntry>) -> Result<Vec<AuditEntry>, String> {
-    entries
-        .into_iter()
-        .map(|e| {
-            Ok(AuditEntry {
-                seq: e.seq,
-                prev: e.prev,
-                hash: e.hash,
-                time: e.time,
-                kind: AuditKind::from_tag(e.kind)
-                    .ok_or_else(|| format!("audit entry {}: unknown kind {}", e.seq, e.kind))?,
-                subject: e.subject,
-                detail: e.detail,
-            })
-        })
-        .collect()
+        .ok_or_else(|| fault("not an Ed25519 public key".into()))
 }
 
 fn check_node(
     dir: &Path,
     node: u8,
-    log: Result<AuditLog, String>,
+    log: Result<AuditLog, Fault>,
     known: Option<&Head>,
-) -> Result<(AuditReport, Head), String> {
+) -> Result<(AuditReport, Head), LogFault> {
     let key = audit_key(dir, node)?;
     let log = log?;
-    let entries = from_wire(log.entries)?;
-    let report = verify(&entries, &key).map_err(|e| e.to_string())?;
+    let entries = log
+        .entries
+        .into_iter()
+        .map(AuditEntry::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = verify(&entries, &key)?;
     // The checkpoint it signed when asked must be in the log it shows, and no older than the
     // one kept from last time (checkpoints are synced: an honest node's never go back).
     if entries
         .get(log.checkpoint as usize)
         .is_none_or(|e| e.kind != AuditKind::Checkpoint)
     {
-        return Err(format!(
-            "it answered that it signed its log at entry {}, and its log shows no checkpoint there",
-            log.checkpoint
-        ));
+        return Err(LogFault::NoCheckpoint(log.checkpoint));
     }
     if let Some(h) = known {
         if log.checkpoint < h.seq {
-            return Err(format!(
-                "it answered that it signed its log at entry {}, before entry {}, the checkpoint \
-                 verified last time",
-                log.checkpoint, h.seq
-            ));
+            return Err(LogFault::OlderCheckpoint {
+                said: log.checkpoint,
+                kept: h.seq,
+            });
         }
         // The log reaches its checkpoint, at or after the kept one: the kept entry is in it (a
         // log cut behind it fails one of the two checks above).
         if hex(&entries[h.seq as usize].hash) != h.hash {
-            return Err(format!(
-                "entry {} differs from the one verified before: the log was rewritten",
-                h.seq
-            ));
+            return Err(LogFault::Rewritten(h.seq));
         }
     }
     // Kept: the log's last checkpoint (at or after the one it signed when asked), not its last
@@ -113,22 +142,25 @@ fn check_node(
     Ok((report, head))
 }
 
-/// Verify every node's log and remember the verified heads.
+/// Verify every node's log of the cluster directory `dir` and remember the verified heads in
+/// `DIR/client/audit-heads.json`.
 ///
 /// # Errors
-/// Only when the heads file cannot be read or written; each node's failure is in its verdict.
-pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdict>, String> {
+/// Only when the heads file cannot be locked, read or written; each node's failure is in its
+/// verdict.
+pub async fn verify_cluster(
+    dir: &Path,
+    client: &Client,
+) -> Result<Vec<NodeVerdict>, obscura_cluster::Error> {
     let path = heads_path(dir);
     // One verification at a time, from reading the kept heads to writing them: one that read
     // them first and finished last would move another's later pin back, or replace the pin of
     // a log rewritten in between with a head of the rewritten log.
     // The lock is released when its file closes, a killed process's too.
-    let _held = obscura_cluster::files::lock_beside(&path, std::time::Duration::from_secs(60))
-        .map_err(|e| e.to_string())?;
+    let _held = obscura_cluster::files::lock_beside(&path, std::time::Duration::from_secs(60))?;
     let mut heads = read_heads(&path)?;
     let mut verdicts = Vec::new();
     for (node, log) in client.audit_logs().await {
-        let log = log.map_err(|e| e.to_string());
         let outcome = match check_node(dir, node, log, heads.get(&node)) {
             Ok((report, head)) => {
                 heads.insert(node, head);
@@ -138,17 +170,21 @@ pub async fn verify_cluster(dir: &Path, client: &Client) -> Result<Vec<NodeVerdi
         };
         verdicts.push(NodeVerdict { node, outcome });
     }
-    let json = serde_json::to_vec_pretty(&heads).map_err(|e| e.to_string())?;
-    obscura_cluster::files::write_atomic(&path, &json).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec_pretty(&heads).expect("heads encode");
+    obscura_cluster::files::write_atomic(&path, &json)?;
     Ok(verdicts)
 }
 
-fn read_heads(path: &Path) -> Result<BTreeMap<u8, Head>, String> {
+fn read_heads(path: &Path) -> Result<BTreeMap<u8, Head>, obscura_cluster::Error> {
+    let fault = |reason: String| obscura_cluster::Error::File {
+        path: path.display().to_string(),
+        reason,
+    };
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{}: {e} (delete it to start afresh)", path.display())),
+            .map_err(|e| fault(format!("{e} (delete it to start afresh)"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(fault(e.to_string())),
     }
 }
 
@@ -171,11 +207,8 @@ mod tests {
         }
     }
 
-    fn wire(entries: Vec<AuditEntry>) -> Vec<WireAuditEntry> {
-        entries
-            .into_iter()
-            .map(obscura_server::wire_entry)
-            .collect()
+    fn wire(entries: Vec<AuditEntry>) -> Vec<obscura_proto::WireAuditEntry> {
+        entries.into_iter().map(Into::into).collect()
     }
 
     /// Two verifications at once: the second waits for the first to write its heads (it would
@@ -187,11 +220,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit-heads.json");
-        let lock =
-            |wait| obscura_cluster::files::lock_beside(&path, wait).map_err(|e| e.to_string());
+        let lock = |wait| obscura_cluster::files::lock_beside(&path, wait);
         let first = lock(std::time::Duration::ZERO).unwrap();
         let e = lock(std::time::Duration::from_millis(200)).unwrap_err();
-        assert!(e.contains("held by another process"), "{e}");
+        assert!(e.to_string().contains("held by another process"), "{e}");
         drop(first);
         lock(std::time::Duration::ZERO).unwrap();
         std::fs::remove_dir_all(&dir).ok();
@@ -247,18 +279,18 @@ mod tests {
         let mut lying = second.clone();
         lying.checkpoint -= 1;
         let e = check_node(&dir, 1, Ok(lying), Some(&head)).unwrap_err();
-        assert!(e.contains("shows no checkpoint there"), "{e}");
+        assert!(matches!(e, LogFault::NoCheckpoint(_)), "{e}");
         let mut older = second.clone();
         older.checkpoint = first.checkpoint;
         let e = check_node(&dir, 1, Ok(older), Some(&head)).unwrap_err();
-        assert!(e.contains("the checkpoint verified last time"), "{e}");
+        assert!(matches!(e, LogFault::OlderCheckpoint { .. }), "{e}");
 
         // A log cut back to its first checkpoint, valid and signed, fails: the second was kept.
         let e = check_node(&dir, 1, Ok(cut.clone()), Some(&head)).unwrap_err();
-        assert!(e.contains("verified last time"), "{e}");
+        assert!(matches!(e, LogFault::OlderCheckpoint { .. }), "{e}");
         cut.checkpoint = head.seq;
         let e = check_node(&dir, 1, Ok(cut), Some(&head)).unwrap_err();
-        assert!(e.contains("shows no checkpoint there"), "{e}");
+        assert!(matches!(e, LogFault::NoCheckpoint(_)), "{e}");
         drop(store);
         std::fs::remove_dir_all(&dir).ok();
     }
