@@ -223,7 +223,9 @@ def main():
                     done = True
                 elif "log in" in said:
                     # Keepers keep sessions across a restart: nothing may log the user out.
-                    violations.append(f"trial {trial}: {op} needed a new login after the crash")
+                    why = " ".join(said.split())[-300:]
+                    violations.append(
+                        f"trial {trial}: {op} needed a new login after the crash ({why})")
                     cluster.login()
                 else:
                     time.sleep(1)

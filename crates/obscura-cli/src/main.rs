@@ -3,16 +3,9 @@
 
 mod account;
 mod alloc;
-mod bench;
-mod demo;
-mod eval;
-mod harness;
 mod keys;
-mod load;
-mod nodes;
-mod plot;
-mod profile;
-mod variants;
+#[cfg(feature = "lab")]
+mod lab;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -34,7 +27,7 @@ use serde_json::json;
         nodes; a search finds the closest stored images without any node seeing an image, a \
         hash or the query; any k nodes rebuild an image.\n\n\
         Start with `obscura cluster init DIR`, then `obscura cluster up DIR` in another \
-        terminal, then index, search and get with `--cluster DIR`."
+        terminal (or each server's `node run` and `keeper run`), then index, search and get with `--cluster DIR`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,7 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create or run a whole cluster on this machine.
+    /// Create a cluster (and, with the laboratory, run it on this machine).
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// Run one node.
@@ -223,119 +216,9 @@ enum Command {
         /// The image id.
         id: String,
     },
-    /// Run the whole system on this machine and check it: a temporary 6-node cluster of real
-    /// node processes on loopback indexes the photos, searches privately with edited variants
-    /// of each (JPEG re-encode, half size, noise, brightness), prints recall and latencies,
-    /// rebuilds a match byte for byte, verifies the audit logs and shuts down. Exits non-zero if
-    /// any check fails.
-    Demo {
-        /// Folder of photos (default: the repository's testdata/photos).
-        #[arg(long)]
-        photos: Option<PathBuf>,
-        /// Print one JSON report instead of the table.
-        #[arg(long)]
-        json: bool,
-        /// Keep the temporary cluster and the node logs instead of deleting them.
-        #[arg(long)]
-        keep: bool,
-        /// Band tokens of the temporary cluster: voprf (keepers) or hmac.
-        #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
-        tokens: Tokens,
-    },
-    /// Measure accuracy against plaintext search: every photo's 20 "medium" samples are indexed
-    /// into a temporary 6-node cluster and each queries the others, privately and in plaintext.
-    #[command(long_about = "Measure what privacy costs in accuracy.\n\n\
-        Every photo in --photos yields 20 samples (the original and 19 edits: JPEG, WebP, \
-        rotation, crop, perspective, resampling, gamma, brightness, contrast, noise, \
-        salt-and-pepper, motion blur, watermark, occlusion; seed 2025). All are indexed into a \
-        temporary 3-of-6 cluster of real node processes, and every sample queries the others in \
-        each Stage-1 mode; the same pHashes are ranked in plaintext as the baseline. Prints \
-        P@1/5/10, R@1/5/10 and mAP per transform, Stage-1 keep rate, latencies and bytes, and \
-        writes summary.json, recall.svg and latency.svg to --out. Exits non-zero when the \
-        default mode misses the goal: private R@10 >= 0.99 x plaintext on every transform.")]
-    Eval {
-        /// Folder of photos (default: the repository's testdata/photos).
-        #[arg(long)]
-        photos: Option<PathBuf>,
-        /// Folder for summary.json and the plots.
-        #[arg(long, default_value = "eval-out")]
-        out: PathBuf,
-        /// Print the summary as JSON instead of tables.
-        #[arg(long)]
-        json: bool,
-        /// Stage-1 modes to measure, comma-separated: exact (one lookup per band), probe1 (the
-        /// default: radius-1 multi-probe), probe2.
-        #[arg(long, value_delimiter = ',', default_value = "exact,probe1,probe2")]
-        modes: Vec<String>,
-        /// Keep the temporary cluster and the node logs.
-        #[arg(long)]
-        keep: bool,
-        /// Band tokens of the temporary cluster: voprf (keepers) or hmac.
-        #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
-        tokens: Tokens,
-    },
-    /// Measure speed: each figure beside its ceiling or plaintext baseline, on this machine.
-    #[command(
-        long_about = "Measure speed on this machine: each figure beside its ceiling or \
-        plaintext baseline, measured in the same run.\n\n\
-        In this process: GF(2^8) sharing against the raw multiply-add rate, decode + pHash, \
-        everything indexing computes, HMAC band tokens, Stage-2 at a node against a plaintext \
-        popcount. Through a temporary 3-of-6 cluster of real node processes on loopback: \
-        indexing, rebuilding a 1 MB image, query latency at each --sizes N (synthetic \
-        images are written into the stopped nodes' stores to reach N) against a plaintext \
-        brute-force scan, and, last, query latency with one node stopped. Exits non-zero when a \
-        goal is missed. Takes a few minutes at N = 10^5."
-    )]
-    Bench {
-        /// Folder of photos (default: the repository's testdata/photos).
-        #[arg(long)]
-        photos: Option<PathBuf>,
-        /// Print the figures as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Stored images at which query latency is measured, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
-        sizes: Vec<usize>,
-        /// Queries at each size.
-        #[arg(long, default_value_t = 200)]
-        queries: usize,
-        /// Keep the temporary cluster and the node logs.
-        #[arg(long)]
-        keep: bool,
-        /// Band tokens of the temporary cluster: voprf (keepers) or hmac.
-        #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
-        tokens: Tokens,
-    },
-    /// Hold a temporary cluster under load: several clients searching and one indexing.
-    #[command(
-        long_about = "Hold a temporary 3-of-6 cluster (real node and keeper processes on \
-        loopback) under load for --seconds: --searchers clients, each logged in as its own \
-        user, search with the photos in a loop while one client indexes them again and again, \
-        all through the library in this process. Reports searches per second, latency \
-        p50/p95/p99, images indexed, every error, and each process's memory after the warm-up \
-        (the first fifth of the run, in which each node's page cache, 64 MiB by default, fills) \
-        and at the end (each the mean over a tenth of the run), and at most, and whether it \
-        stayed within 10 % after the warm-up. Exits \
-        non-zero on any error or a search that did not find its photo.\n\n\
-        Examples:\n  obscura load --seconds 30\n  obscura load --seconds 600 --searchers 8 --json"
-    )]
-    Load {
-        /// Folder of photos (default: the repository's testdata/photos).
-        #[arg(long)]
-        photos: Option<PathBuf>,
-        /// How long to hold the load.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        /// Clients searching at once.
-        #[arg(long, default_value_t = 4)]
-        searchers: usize,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Keep the temporary cluster and the node logs.
-        #[arg(long)]
-        keep: bool,
-    },
+    #[cfg(feature = "lab")]
+    #[command(flatten)]
+    Lab(lab::LabCommand),
     /// Print the pHash-64 of each file, as `0x%016x  FILE`.
     Hash {
         /// Image files.
@@ -407,7 +290,8 @@ enum ClusterCommand {
         #[arg(long, default_value_t = 600)]
         fetches_per_hour: u32,
     },
-    /// Run every node of DIR as a child process until interrupted.
+    /// Run every node and keeper of DIR as a child process until interrupted.
+    #[cfg(feature = "lab")]
     Up {
         /// The cluster directory.
         dir: PathBuf,
@@ -440,7 +324,7 @@ enum AuditCommand {
 
 /// Where band tokens come from (see `cluster init --tokens`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Tokens {
+pub(crate) enum Tokens {
     /// RFC 9497 VOPRF evaluated by threshold keepers.
     Voprf,
     /// HMAC-SHA256 under keys every client holds.
@@ -574,7 +458,7 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
-fn exit(ok: bool) -> ExitCode {
+pub(crate) fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -629,9 +513,19 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             let availability = obscura_cluster::deal::Availability::of(nodes, threshold)
                 .map(|a| a.describe())
                 .unwrap_or_default();
+            // Without the laboratory there is no `cluster up`: each server runs on its own.
+            let start = if cfg!(feature = "lab") {
+                format!("obscura cluster up {}", dir.display())
+            } else {
+                format!(
+                    "obscura keeper run {d}/keeperJ/keeper.json and obscura node run \
+                     {d}/nodeI/node.json for each keeper and node",
+                    d = dir.display()
+                )
+            };
             println!(
                 "created cluster {d} ({threshold}-of-{nodes}): {availability}\n\
-                 start it with: obscura cluster up {d}\n\
+                 start it with: {start}\n\
                  then make its first account (the admin) with: obscura register --cluster {d} --user NAME\n\
                  {d}/owner holds the data owner's key: give a copy of {d} without it to users who \
                  only search",
@@ -639,7 +533,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cluster(ClusterCommand::Up { dir }) => cluster_up(&dir).await,
+        #[cfg(feature = "lab")]
+        Command::Cluster(ClusterCommand::Up { dir }) => lab::cluster_up(&dir).await,
         Command::Node(NodeCommand::Run { config }) => node_run(&config).await,
         Command::Keeper(KeeperCommand::Run { config }) => keeper_run(&config).await,
         Command::Keeper(KeeperCommand::AcceptRestore { config }) => {
@@ -761,80 +656,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo {
-            photos,
-            json,
-            keep,
-            tokens,
-        } => {
-            let ok = demo::run(demo::DemoOptions {
-                photos,
-                json,
-                keep,
-                tokens: tokens.into(),
-            })
-            .await?;
-            Ok(exit(ok))
-        }
-        Command::Eval {
-            photos,
-            out,
-            json,
-            modes,
-            keep,
-            tokens,
-        } => {
-            let modes = modes
-                .iter()
-                .map(|m| eval::Mode::parse(m))
-                .collect::<Result<Vec<_>, _>>()?;
-            let ok = eval::run(eval::EvalOptions {
-                photos,
-                out,
-                json,
-                modes,
-                keep,
-                tokens: tokens.into(),
-            })
-            .await?;
-            Ok(exit(ok))
-        }
-        Command::Bench {
-            photos,
-            json,
-            sizes,
-            queries,
-            keep,
-            tokens,
-        } => {
-            let ok = bench::run(bench::BenchOptions {
-                photos,
-                json,
-                sizes,
-                queries,
-                keep,
-                tokens: tokens.into(),
-            })
-            .await?;
-            Ok(exit(ok))
-        }
-        Command::Load {
-            photos,
-            seconds,
-            searchers,
-            json,
-            keep,
-        } => {
-            let ok = load::run(load::LoadOptions {
-                photos,
-                seconds,
-                searchers,
-                json,
-                keep,
-            })
-            .await?;
-            Ok(exit(ok))
-        }
+        #[cfg(feature = "lab")]
+        Command::Lab(command) => lab::run(command).await,
         Command::Hash { files } => {
             let mut ok = true;
             for f in files {
@@ -1018,12 +841,12 @@ fn release_freed_memory_periodically() {
 }
 
 /// Ends when the process that started this server as its own (`obscura cluster up`, a demo, a
-/// benchmark or a load run, which name themselves in [`nodes::STOP_WITH_PARENT`]) is gone:
+/// benchmark or a load run, which name themselves in [`obscura_server::STOP_WITH_PARENT`]) is gone:
 /// killed, even with SIGKILL, it cannot stop its servers, which would otherwise run on unseen,
 /// holding their ports and stores. Never for a server started any other way.
 #[cfg(unix)]
 async fn parent_gone() {
-    let parent = std::env::var(nodes::STOP_WITH_PARENT)
+    let parent = std::env::var(obscura_server::STOP_WITH_PARENT)
         .ok()
         .and_then(|p| p.parse::<u32>().ok());
     let Some(parent) = parent else {
@@ -1038,7 +861,7 @@ async fn parent_gone() {
         std::io::stderr(),
         "stopping: started by process {parent} ({} says), whose child this server no longer is \
          (its parent is now {})",
-        nodes::STOP_WITH_PARENT,
+        obscura_server::STOP_WITH_PARENT,
         std::os::unix::process::parent_id()
     );
 }
@@ -1046,7 +869,7 @@ async fn parent_gone() {
 /// What ends a server: SIGTERM or Ctrl-C. On Unix both are taken over when this is called, not
 /// when the future is first polled, so a signal that comes while the server is still starting
 /// (opening a large store) is kept for it, and ends it once it is up, instead of killing it.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -1074,37 +897,6 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-async fn cluster_up(dir: &Path) -> Result<ExitCode, String> {
-    let mut running = nodes::Running::start(dir, None)?;
-    let (n, m) = running.counts();
-    eprintln!(
-        "{n} nodes and {m} keepers running from {}; Ctrl-C stops them",
-        dir.display()
-    );
-    // A member that dies is reported, and the others keep serving: with up to n − k nodes
-    // down images can still be rebuilt, and with up to m − T keepers down tokens still come.
-    let mut stop = std::pin::pin!(shutdown_signal());
-    let outcome = loop {
-        tokio::select! {
-            () = &mut stop => break Ok(ExitCode::SUCCESS),
-            () = tokio::time::sleep(Duration::from_millis(200)) => {
-                for (member, status) in running.newly_exited() {
-                    eprintln!("{member} exited ({status}); the others keep running");
-                }
-                if running.all_exited() {
-                    break Err("every node and keeper has exited".to_string());
-                }
-            }
-        }
-    };
-    for (member, r) in running.stop().await {
-        if let Err(e) = r {
-            eprintln!("{member}: {e}");
-        }
-    }
-    outcome
 }
 
 fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {

@@ -900,17 +900,9 @@ pub fn journal(data: &[u8]) {
     assert_eq!(again.committed, entry.committed);
 }
 
-/// The audit entry an auditor builds from a wire entry (as `obscura audit verify` does).
+/// The audit entry an auditor builds from a wire entry, as the client's verification does.
 fn from_wire(e: obscura_proto::WireAuditEntry) -> Option<AuditEntry> {
-    Some(AuditEntry {
-        seq: e.seq,
-        prev: e.prev,
-        hash: e.hash,
-        time: e.time,
-        kind: AuditKind::from_tag(e.kind)?,
-        subject: e.subject,
-        detail: e.detail,
-    })
+    AuditEntry::try_from(e).ok()
 }
 
 /// The position an audit error names.

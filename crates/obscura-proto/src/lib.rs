@@ -1,9 +1,13 @@
-//! Wire messages between Obscura clients and nodes.
+//! Wire messages between Obscura clients and servers (nodes and keepers), and the audit log's
+//! chain rules ([`audit`]).
 //!
 //! The message enums are deliberately exhaustive: a new operation or error is a new protocol
-//! version, and the node matches every variant.
+//! version, and each server matches every variant of its own request type ([`NodeBody`],
+//! [`KeeperBody`]).
 //!
-//! A message on the wire is `"OBSC" ‖ version (u16, big-endian) ‖ postcard(body)`. The version is
+//! A response on the wire is `"OBSC" ‖ version (u16, big-endian) ‖ postcard(body)`; a request
+//! has the kind of server it is for between the two ([`Body::SERVER`]), so one server's request
+//! is refused whole by the other's decoder ([`Error::OtherServer`]). The version is
 //! read before anything else, so a message of another version is refused with
 //! [`Error::UnsupportedVersion`] rather than misparsed; trailing bytes, truncation and bodies
 //! that break a size limit are refused too. Every request carries a random 128-bit request id and
@@ -1239,7 +1243,7 @@ pub enum ErrorCode {
     StorageFull,
 }
 
-/// One audit entry on the wire (see the node store's audit module).
+/// One audit entry on the wire (see [`audit::AuditEntry`], which converts to and from it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireAuditEntry {
     /// Position from 0.

@@ -643,6 +643,39 @@ fn encoding_is_frozen() {
     );
 }
 
+/// A keeper's request encoding: the kind byte after the version, then the body, whose variants
+/// (Status, Audit and Checkpoint first) may not drift.
+#[test]
+fn keeper_encoding_is_frozen() {
+    let r = Request {
+        request_id: [0xab; 16],
+        timestamp: 1_790_000_000,
+        body: KeeperBody::KeeperEvaluate {
+            version: 3,
+            batches: vec![KeeperBatch {
+                node: 2,
+                elements: vec![[0x5a; 32]],
+            }],
+        },
+        auth: None,
+    };
+    let bytes = r.encode();
+    assert_eq!(&bytes[..7], b"OBSC\x00\x0e\x02");
+    assert_eq!(
+        fnv1a(&bytes),
+        "86eb16741328e8cd",
+        "keeper wire encoding changed"
+    );
+    let status = Request {
+        request_id: [0; 16],
+        timestamp: 0,
+        body: KeeperBody::Status,
+        auth: None,
+    };
+    // Status is variant 0 of a keeper's requests.
+    assert_eq!(status.encode()[7 + 16 + 1], 0);
+}
+
 /// A capability's encoding is what the keepers sign and nodes decode: it may not drift.
 #[test]
 fn capability_encoding_is_frozen() {

@@ -50,6 +50,11 @@ impl Error {
     }
 }
 
+/// The environment variable that names, to a server a local cluster started (`obscura cluster
+/// up`, the laboratory), the process that started it: the server stops when its parent is no
+/// longer that process (it died, however it was killed), so no server outlives its cluster.
+pub const STOP_WITH_PARENT: &str = "OBSCURA_STOP_WITH_PARENT";
+
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -808,7 +808,7 @@ fn load_synthetic(
         ..Default::default()
     };
     let mut stores = Vec::new();
-    for (node, config) in crate::nodes::node_configs(cluster)? {
+    for (node, config) in crate::local::node_configs(cluster)? {
         let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
         let c: obscura_cluster::node::NodeConfig =
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;

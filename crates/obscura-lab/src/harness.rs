@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use obscura_client::Client;
 use serde_json::{json, Value};
 
-use crate::nodes;
+use crate::local;
 
 /// The photos folder: the one given, else the repository's `testdata/photos`.
 pub fn photos_dir(given: Option<&Path>) -> Result<PathBuf, String> {
@@ -179,7 +179,7 @@ pub struct LocalCluster {
     pub scratch: Scratch,
     pub dir: PathBuf,
     pub tokens: TokenKind,
-    running: Option<nodes::Running>,
+    running: Option<local::Running>,
     /// The operator account's password, once registered: every client logs in with it.
     operator: Option<Zeroizing<String>>,
 }
@@ -219,7 +219,7 @@ impl LocalCluster {
         opt.capabilities.queries_per_hour = u32::MAX / 2;
         opt.capabilities.fetches_per_hour = u32::MAX / 2;
         obscura_cluster::deal::init(&dir, &opt).map_err(|e| e.to_string())?;
-        let running = nodes::Running::start(&dir, Some(&scratch.dir))?;
+        let running = local::Running::start(&dir, Some(&scratch.dir))?;
         Ok(LocalCluster {
             scratch,
             dir,
@@ -248,7 +248,7 @@ impl LocalCluster {
     }
 
     /// Each running node's and keeper's resident memory in bytes.
-    pub fn memory(&self) -> Vec<(nodes::Member, Option<u64>)> {
+    pub fn memory(&self) -> Vec<(local::Member, Option<u64>)> {
         self.running.as_ref().map_or_else(Vec::new, |r| r.memory())
     }
 
@@ -274,7 +274,7 @@ impl LocalCluster {
     /// The nodes are not running, or node `x` did not stop cleanly.
     pub async fn stop_node(&mut self, x: u8) -> Result<(), String> {
         let running = self.running.as_mut().ok_or("the nodes are not running")?;
-        match running.stop_member(nodes::Member::Node(x)).await? {
+        match running.stop_member(local::Member::Node(x)).await? {
             s if s.success() => Ok(()),
             s => Err(format!("node {x} stopped badly: {s}")),
         }
@@ -350,7 +350,7 @@ impl LocalCluster {
     /// `lookups_per_band` tokens a band (the nodes restart to take it).
     pub async fn set_policy(&mut self, radius: u32, lookups_per_band: usize) -> Result<(), String> {
         self.pause().await?;
-        for (_, path) in nodes::node_configs(&self.dir)? {
+        for (_, path) in local::node_configs(&self.dir)? {
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let mut config: obscura_cluster::node::NodeConfig =
                 serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -373,7 +373,7 @@ impl LocalCluster {
     /// Start the nodes again after [`pause`](Self::pause).
     pub fn resume(&mut self) -> Result<(), String> {
         if self.running.is_none() {
-            self.running = Some(nodes::Running::start(&self.dir, Some(&self.scratch.dir))?);
+            self.running = Some(local::Running::start(&self.dir, Some(&self.scratch.dir))?);
         }
         Ok(())
     }
@@ -389,7 +389,7 @@ impl LocalCluster {
 }
 
 fn stopped_cleanly(
-    stopped: Vec<(nodes::Member, Result<std::process::ExitStatus, String>)>,
+    stopped: Vec<(local::Member, Result<std::process::ExitStatus, String>)>,
 ) -> Result<(), Vec<String>> {
     let bad: Vec<String> = stopped
         .iter()

@@ -85,10 +85,6 @@ pub struct Running {
     exited: Vec<bool>,
 }
 
-/// The variable that tells a server started here the id of this process: the server stops when
-/// its parent is no longer this process (it died, however it was killed).
-pub const STOP_WITH_PARENT: &str = "OBSCURA_STOP_WITH_PARENT";
-
 impl Running {
     /// Start `obscura keeper run` for every keeper and `obscura node run` for every node of
     /// `dir`. With `logs`, node N's output goes to `logs/nodeN.log` (keeper J's to
@@ -126,7 +122,10 @@ impl Running {
             let child = Command::new(&exe)
                 .args([kind, "run"])
                 .arg(&config)
-                .env(STOP_WITH_PARENT, std::process::id().to_string())
+                .env(
+                    obscura_server::STOP_WITH_PARENT,
+                    std::process::id().to_string(),
+                )
                 .stdout(out)
                 .stderr(err)
                 .kill_on_drop(true)
