@@ -810,6 +810,15 @@ pub enum KeeperBody {
     },
 }
 
+/// `Ok` when `ok`, else [`Error::BadSize`] naming `field`.
+fn check(ok: bool, field: &'static str) -> Result<(), Error> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadSize(field))
+    }
+}
+
 /// A request body: what one kind of server is asked. Each server decodes only its own, so a
 /// node cannot even parse a keeper's operations, nor a keeper a node's.
 pub trait Body: Serialize + serde::de::DeserializeOwned {
@@ -852,13 +861,6 @@ impl Body for NodeBody {
 
     fn validate(&self) -> Result<(), Error> {
         use limits::*;
-        let check = |ok: bool, field| {
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::BadSize(field))
-            }
-        };
         match self {
             NodeBody::Prepare { images, .. } => {
                 check((1..=MAX_BATCH).contains(&images.len()), "images")?;
@@ -979,13 +981,6 @@ impl Body for KeeperBody {
 
     fn validate(&self) -> Result<(), Error> {
         use limits::*;
-        let check = |ok: bool, field| {
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::BadSize(field))
-            }
-        };
         match self {
             KeeperBody::KeeperEvaluate { batches, .. } => {
                 let total = batches.iter().try_fold(0usize, |acc, b| {
