@@ -59,8 +59,11 @@ pub async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, String>
             plan
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let plan = RotationPlan::next_for(&config, &mut rand_core::OsRng)?;
-            let sealed = plan.seal(&wrapping, &mut rand_core::OsRng)?;
+            let plan = RotationPlan::next_for(&config, &mut rand_core::OsRng)
+                .map_err(|e| e.to_string())?;
+            let sealed = plan
+                .seal(&wrapping, &mut rand_core::OsRng)
+                .map_err(|e| e.to_string())?;
             obscura_cluster::files::write_atomic(&plan_path, &sealed).map_err(|e| e.to_string())?;
             eprintln!(
                 "rotating the token keys from version {} to {} (the plan is kept sealed in {} \

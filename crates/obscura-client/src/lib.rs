@@ -157,6 +157,9 @@ pub enum Error {
     /// A key rotation cannot be done as asked.
     #[error("key rotation: {0}")]
     Rotation(String),
+    /// A rotation plan does not fit, or does not open.
+    #[error("key rotation: {0}")]
+    Plan(#[from] rotation::PlanError),
 }
 
 /// Why a batch failed, for each of its images.

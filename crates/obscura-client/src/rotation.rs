@@ -77,26 +77,45 @@ pub struct NodeRotation {
     pub done: bool,
 }
 
+/// Why a rotation plan cannot be drawn, sealed, opened or applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The key version is at its largest.
+    #[error("the key version cannot grow further")]
+    VersionExhausted,
+    /// The keepers' parameters do not make a rekey, or the shares do not fit the plan.
+    #[error(transparent)]
+    Keys(#[from] obscura_keeper::Error),
+    /// Sealing or opening the plan failed: a wrong key, another file, an altered one.
+    #[error(transparent)]
+    File(#[from] obscura_cluster::Error),
+    /// A plan value that is not a canonical scalar (an altered or foreign plan).
+    #[error("the rotation plan holds a value that is not a scalar")]
+    NotAScalar,
+    /// The plan is for fewer nodes than asked of it.
+    #[error("the plan has too few nodes")]
+    TooFewNodes,
+}
+
 impl RotationPlan {
     /// Draw the plan for moving `nodes` node keys, shared among `keepers` with threshold
     /// `threshold`, from version `from` to `from + 1`.
     ///
     /// # Errors
-    /// A message for impossible parameters.
+    /// [`PlanError::VersionExhausted`], [`PlanError::Keys`] for impossible keeper parameters.
     pub fn draw<R: RngCore + CryptoRng>(
         from: u32,
         nodes: usize,
         keepers: usize,
         threshold: usize,
         rng: &mut R,
-    ) -> Result<RotationPlan, String> {
-        let to = from
-            .checked_add(1)
-            .ok_or("the key version cannot grow further")?;
+    ) -> Result<RotationPlan, PlanError> {
+        let to = from.checked_add(1).ok_or(PlanError::VersionExhausted)?;
         let mut factors = Vec::with_capacity(nodes);
         let mut zero_shares = Vec::with_capacity(nodes);
         for _ in 0..nodes {
-            let r = Rekey::random(keepers, threshold, rng).map_err(|e| e.to_string())?;
+            let r = Rekey::random(keepers, threshold, rng)?;
             factors.push(r.factor.to_bytes());
             zero_shares.push(r.zero_shares.iter().map(Scalar::to_bytes).collect());
         }
@@ -116,7 +135,7 @@ impl RotationPlan {
     pub fn next_for<R: RngCore + CryptoRng>(
         config: &crate::config::ClientConfig,
         rng: &mut R,
-    ) -> Result<RotationPlan, String> {
+    ) -> Result<RotationPlan, PlanError> {
         Self::draw(
             config.key_version,
             config.nodes.len(),
@@ -129,33 +148,29 @@ impl RotationPlan {
     /// Seal for keeping on disk until the rotation finishes.
     ///
     /// # Errors
-    /// A message if sealing fails.
+    /// [`PlanError::File`] if sealing fails.
     pub fn seal<R: RngCore + CryptoRng>(
         &self,
         key: &WrappingKey,
         rng: &mut R,
-    ) -> Result<Vec<u8>, String> {
-        seal_secrets(self, PLAN_PURPOSE, key, rng).map_err(|e| e.to_string())
+    ) -> Result<Vec<u8>, PlanError> {
+        Ok(seal_secrets(self, PLAN_PURPOSE, key, rng)?)
     }
 
     /// Open a sealed plan.
     ///
     /// # Errors
-    /// A message for a wrong key or an altered file.
-    pub fn open(sealed: &[u8], key: &WrappingKey) -> Result<RotationPlan, String> {
-        open_secrets(sealed, PLAN_PURPOSE, key).map_err(|e| e.to_string())
+    /// [`PlanError::File`] for a wrong key or an altered file.
+    pub fn open(sealed: &[u8], key: &WrappingKey) -> Result<RotationPlan, PlanError> {
+        Ok(open_secrets(sealed, PLAN_PURPOSE, key)?)
     }
 
-    fn rekey(&self, node: usize) -> Result<Rekey, String> {
+    fn rekey(&self, node: usize) -> Result<Rekey, PlanError> {
         let scalar = |b: &[u8; 32]| {
-            Option::<Scalar>::from(Scalar::from_canonical_bytes(*b))
-                .ok_or_else(|| "the rotation plan holds a value that is not a scalar".to_string())
+            Option::<Scalar>::from(Scalar::from_canonical_bytes(*b)).ok_or(PlanError::NotAScalar)
         };
-        let factors = self.factors.get(node).ok_or("the plan has too few nodes")?;
-        let zeros = self
-            .zero_shares
-            .get(node)
-            .ok_or("the plan has too few nodes")?;
+        let factors = self.factors.get(node).ok_or(PlanError::TooFewNodes)?;
+        let zeros = self.zero_shares.get(node).ok_or(PlanError::TooFewNodes)?;
         Ok(Rekey {
             factor: scalar(factors)?,
             zero_shares: zeros.iter().map(scalar).collect::<Result<_, _>>()?,
@@ -166,11 +181,11 @@ impl RotationPlan {
     /// z_xj · G`, from those of the current version.
     ///
     /// # Errors
-    /// A message when the plan and the shares disagree in shape.
+    /// [`PlanError`] when the plan and the shares disagree in shape.
     pub fn next_public_shares(
         &self,
         current: &[Vec<RistrettoPoint>],
-    ) -> Result<Vec<Vec<RistrettoPoint>>, String> {
+    ) -> Result<Vec<Vec<RistrettoPoint>>, PlanError> {
         current
             .iter()
             .enumerate()
@@ -179,7 +194,7 @@ impl RotationPlan {
                 shares
                     .iter()
                     .enumerate()
-                    .map(|(j, p)| r.public_share(j as u8 + 1, p).map_err(|e| e.to_string()))
+                    .map(|(j, p)| Ok(r.public_share(j as u8 + 1, p)?))
                     .collect()
             })
             .collect()
@@ -202,9 +217,7 @@ impl Client {
     ) -> Result<Vec<Vec<RistrettoPoint>>, Error> {
         let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let keepers = self.tokens.keepers().ok_or_else(no_keepers)?;
-        let next = plan
-            .next_public_shares(&keepers.public_shares)
-            .map_err(Error::Rotation)?;
+        let next = plan.next_public_shares(&keepers.public_shares)?;
         if plan.factors.len() != self.n() || next.len() != self.n() {
             return Err(Error::Rotation(format!(
                 "the plan is for {} nodes, the cluster has {}",
@@ -216,7 +229,7 @@ impl Client {
             .map(|x| {
                 plan.rekey(x)
                     .map(|r| r.zero_commitments().iter().map(oprf::serialize).collect())
-                    .map_err(Error::Rotation)
+                    .map_err(Error::Plan)
             })
             .collect::<Result<_, _>>()?;
         let parts_for = |j: usize| -> Vec<KeeperRekeyPart> {

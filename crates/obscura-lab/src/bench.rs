@@ -724,7 +724,7 @@ async fn rotation_figures(
 ) -> Result<(), String> {
     let config = obscura_client::config::read_config(&cluster.dir).map_err(|e| e.to_string())?;
     let client = cluster.client(None).await?;
-    let plan = RotationPlan::next_for(&config, &mut rand_core::OsRng)?;
+    let plan = RotationPlan::next_for(&config, &mut rand_core::OsRng).map_err(|e| e.to_string())?;
     let e = |e: obscura_client::Error| e.to_string();
     client.rekey_keepers(&plan).await.map_err(e)?;
     let begun = client.begin_rotation(&plan).await.map_err(e)?;
