@@ -262,10 +262,6 @@ impl ServerSecrets for KeeperSecrets {
         Party::Keeper(id)
     }
 
-    fn purpose(id: u8) -> String {
-        keeper_purpose(id)
-    }
-
     fn tls_key_pem(&self) -> &str {
         &self.tls_key_pem
     }

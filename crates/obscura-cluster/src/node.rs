@@ -194,10 +194,6 @@ impl ServerSecrets for NodeSecrets {
         Party::Node(id)
     }
 
-    fn purpose(id: u8) -> String {
-        node_purpose(id)
-    }
-
     fn tls_key_pem(&self) -> &str {
         &self.tls_key_pem
     }

@@ -108,7 +108,12 @@ pub trait ServerSecrets: serde::de::DeserializeOwned {
     fn party(id: u8) -> tls::Party;
 
     /// The purpose server `id`'s secrets are sealed under: they open as that server's only.
-    fn purpose(id: u8) -> String;
+    fn purpose(id: u8) -> String {
+        match Self::party(id) {
+            tls::Party::Node(i) => crate::node::node_purpose(i),
+            tls::Party::Keeper(j) => crate::keeper::keeper_purpose(j),
+        }
+    }
 
     /// Its TLS private key (PEM).
     fn tls_key_pem(&self) -> &str;

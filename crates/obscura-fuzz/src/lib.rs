@@ -466,14 +466,12 @@ pub fn orders(data: &[u8]) {
         .iter()
         .flat_map(|r| node_orders(&r.body))
         .chain(keeper.iter().flat_map(|r| keeper_orders(&r.body)));
-    {
-        for (order, signature) in found {
-            assert!(
-                order.verify(&stranger, signature).is_err(),
-                "{order:?} verified under a key that signed nothing"
-            );
-            let _ = order.verify(&owner, signature);
-        }
+    for (order, signature) in found {
+        assert!(
+            order.verify(&stranger, signature).is_err(),
+            "{order:?} verified under a key that signed nothing"
+        );
+        let _ = order.verify(&owner, signature);
     }
     let mut input = Input(data);
     let order = order_from(&mut input);

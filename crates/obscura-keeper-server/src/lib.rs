@@ -69,7 +69,7 @@ use zeroize::Zeroizing;
 use obscura_cluster::ed25519_key;
 use obscura_cluster::files::{read_config, wrapping_key, write_private_atomic};
 use obscura_cluster::keeper::{keyring_path, KeeperConfig, KeeperSecrets, SealedShare};
-use obscura_cluster::server::{beside, open_server};
+use obscura_cluster::server::{beside, open_server, Opened};
 use obscura_server::{error, now, proto_error, scalar, store_error, wire_audit, Error, Guard};
 
 use crate::accounts::{Accounts, Caller};
@@ -198,9 +198,11 @@ impl LoadedKeeper {
             .ok_or_else(|| bad("owner_public_key is not an Ed25519 public key".into()))?;
         let bootstrap = obscura_tokens::keyfile::hex32(&config.bootstrap_digest)
             .ok_or_else(|| bad("bootstrap_digest is not 64 hex digits".into()))?;
-        let opened = open_server::<KeeperSecrets>(config_path, config.keeper, &config.files)?;
-        let (secrets, wrapping, tls) =
-            (&opened.secrets, opened.wrapping.clone(), opened.tls.clone());
+        let Opened {
+            secrets,
+            wrapping,
+            tls,
+        } = open_server::<KeeperSecrets>(config_path, config.keeper, &config.files)?;
         let capability = (
             signing::key_package_from(&secrets.capability_key)
                 .map_err(|e| Error::secrets(format!("capability key: {e}")))?,

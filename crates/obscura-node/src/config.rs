@@ -9,7 +9,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use obscura_cluster::ed25519_key;
 use obscura_cluster::files::read_config;
 use obscura_cluster::node::{NodeConfig, NodeSecrets, StorageSettings};
-use obscura_cluster::server::{beside, open_server};
+use obscura_cluster::server::{beside, open_server, Opened};
 use obscura_sharing::zero::ZeroSharingKeys;
 use obscura_store::{Store, StoreOptions};
 
@@ -105,8 +105,8 @@ impl LoadedNode {
                 p.fitting_exhaustive(config.n)
             )));
         }
-        let opened = open_server::<NodeSecrets>(config_path, config.node, &config.files)?;
-        let (secrets, tls) = (&opened.secrets, opened.tls.clone());
+        let Opened { secrets, tls, .. } =
+            open_server::<NodeSecrets>(config_path, config.node, &config.files)?;
         let zero = ZeroSharingKeys::from_parts(
             config.node,
             config.n as usize,
