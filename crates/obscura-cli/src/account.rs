@@ -12,15 +12,129 @@ use obscura_tokens::keyfile::{from_hex, to_hex as hex};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::error::Failure;
+
 /// Where a cluster's session file is: `OBSCURA_SESSION`, else `DIR/session.json`.
-pub fn session_path(dir: &Path) -> PathBuf {
+pub(crate) fn session_path(dir: &Path) -> PathBuf {
     std::env::var_os("OBSCURA_SESSION")
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("session.json"))
 }
 
+/// The account commands, flattened into the top level.
 #[derive(Subcommand)]
-pub enum SecretCommand {
+pub(crate) enum AccountCommand {
+    /// Register an account with every keeper (OPAQUE: the password never leaves this
+    /// machine). The first account of a cluster is its admin with every role, and needs the
+    /// cluster's one-time bootstrap code (DIR/bootstrap.code, read here); after that, an admin
+    /// logged in registers others with the roles given. The password is read from
+    /// OBSCURA_PASSWORD or standard input.
+    #[command(after_help = "Examples:\n  \
+        obscura register --cluster /tmp/demo --user admin          # the first account\n  \
+        obscura register --cluster /tmp/demo --user ana --role querier\n  \
+        obscura register --cluster /tmp/demo --user ida --role owner --role querier")]
+    Register {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account's name.
+        #[arg(long)]
+        user: String,
+        /// A role of the new account (repeat for several): admin, owner (index, delete, fetch
+        /// any image, grant), querier (search, fetch what its own searches matched), auditor
+        /// (read audit logs). Ignored for the first account, which has every role.
+        #[arg(long = "role", default_value = "querier")]
+        roles: Vec<String>,
+    },
+    /// Log in with every keeper that answers (at least T must accept). The sessions are kept in
+    /// DIR/session.json (or OBSCURA_SESSION), readable only by you; every keeper operation,
+    /// token evaluation included, runs inside them. Failed logins are limited per account and
+    /// per address, with growing delays and lockouts that expire (longer each time). The
+    /// keepers then sign a capability (your roles and limits, for an hour at most) that every
+    /// node checks on every request.
+    Login {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account's name.
+        #[arg(long)]
+        user: String,
+    },
+    /// Change your password at every keeper. It logs in with the current password (each
+    /// keeper takes a new password only in a session opened minutes before), registers the new
+    /// one, ends your other sessions there and logs you in with it. The current password comes
+    /// from OBSCURA_PASSWORD or the first line of standard input, the new one from
+    /// OBSCURA_NEW_PASSWORD or the next line (asked twice on a terminal). If a keeper is down,
+    /// run it again when it is back: it finishes the keepers left.
+    Passwd {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account's name.
+        #[arg(long)]
+        user: String,
+    },
+    /// End the sessions at the keepers and delete the session file.
+    Logout {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+    },
+    /// As an admin: lift an account's login lockout at every keeper.
+    Unlock {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account.
+        #[arg(long)]
+        user: String,
+    },
+    /// Secrets held at the keepers as Shamir shares (any T of M rebuild one), and threshold
+    /// signing keys; every operation is recorded in your audit trail (`obscura audit events`).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Sign FILE with a threshold signing key: T keepers each give a FROST (RFC 9591) share and
+    /// the result is a standard Ed25519 signature. A keeper whose share is wrong is named.
+    Sign {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The signing key's id (from `obscura secret generate --signing`).
+        #[arg(long)]
+        key: String,
+        /// The file to sign.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl AccountCommand {
+    pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
+        match self {
+            AccountCommand::Register {
+                cluster,
+                user,
+                roles,
+            } => register(&cluster, &user, &roles).await,
+            AccountCommand::Login { cluster, user } => login(&cluster, &user).await,
+            AccountCommand::Passwd { cluster, user } => passwd(&cluster, &user).await,
+            AccountCommand::Logout { cluster } => logout(&cluster).await,
+            AccountCommand::Unlock { cluster, user } => unlock(&cluster, &user).await,
+            AccountCommand::Secret(command) => secret(command).await,
+            AccountCommand::Sign {
+                cluster,
+                key,
+                file,
+                json,
+            } => sign(&cluster, &key, &file, json).await,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SecretCommand {
     /// Make a new random secret at the keepers (never shown here), or with --signing a
     /// threshold Ed25519 signing key made by distributed key generation among all keepers.
     Generate {
@@ -132,23 +246,24 @@ fn password_from(var: &str, prompt: &str) -> Result<Zeroizing<String>, String> {
     Ok(trimmed)
 }
 
-fn client(dir: &Path) -> Result<Client, String> {
+fn client(dir: &Path) -> Result<Client, Failure> {
     crate::client(dir)
 }
 
-fn logged_in(dir: &Path) -> Result<Client, String> {
+fn logged_in(dir: &Path) -> Result<Client, Failure> {
     let client = client(dir)?;
     if client.user().is_none() {
         return Err(format!(
             "not logged in: run `obscura login --cluster {} --user NAME`",
             dir.display()
-        ));
+        )
+        .into());
     }
     Ok(client)
 }
 
 /// The roles named in `names` (admin, owner, querier, auditor).
-pub fn parse_roles(names: &[String]) -> Result<u8, String> {
+pub(crate) fn parse_roles(names: &[String]) -> Result<u8, String> {
     names.iter().try_fold(0u8, |acc, n| {
         obscura_proto::roles::from_name(n)
             .map(|r| acc | r)
@@ -158,16 +273,13 @@ pub fn parse_roles(names: &[String]) -> Result<u8, String> {
 
 /// `obscura register`: the cluster's first account (its admin, every role) with the bootstrap
 /// code when nobody is logged in, else, by a logged-in admin, an account with `roles`.
-pub async fn register(dir: &Path, user: &str, roles: &[String]) -> Result<ExitCode, String> {
+pub async fn register(dir: &Path, user: &str, roles: &[String]) -> Result<ExitCode, Failure> {
     let client = client(dir)?;
     let wanted = parse_roles(roles)?;
     match client.user() {
         Some(admin) => {
             let pw = password(&format!("new password for {user}"))?;
-            client
-                .register(user, pw.as_bytes(), wanted)
-                .await
-                .map_err(|e| e.to_string())?;
+            client.register(user, pw.as_bytes(), wanted).await?;
             println!(
                 "registered {user} ({}) with every keeper (by {admin})",
                 obscura_proto::roles::names(wanted).join(", ")
@@ -181,10 +293,7 @@ pub async fn register(dir: &Path, user: &str, roles: &[String]) -> Result<ExitCo
                 )
             })?;
             let pw = password(&format!("new password for {user}"))?;
-            client
-                .register_first(user, pw.as_bytes(), *code)
-                .await
-                .map_err(|e| e.to_string())?;
+            client.register_first(user, pw.as_bytes(), *code).await?;
             println!(
                 "registered {user} with every keeper: the first account, the cluster's admin \
                  with every role (admin, owner, querier, auditor)"
@@ -195,15 +304,12 @@ pub async fn register(dir: &Path, user: &str, roles: &[String]) -> Result<ExitCo
 }
 
 /// `obscura login`.
-pub async fn login(dir: &Path, user: &str) -> Result<ExitCode, String> {
+pub async fn login(dir: &Path, user: &str) -> Result<ExitCode, Failure> {
     let client = client(dir)?;
     let pw = password(&format!("password for {user}"))?;
-    let report = client
-        .login(user, pw.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = client.login(user, pw.as_bytes()).await?;
     for f in &report.failures {
-        eprintln!("keeper {}: {}", f.keeper, f.reason);
+        eprintln!("keeper {}: {}", f.keeper, f.fault);
     }
     println!(
         "logged in as {} at keepers {:?}; the session ({}) lasts until Unix time {}",
@@ -216,7 +322,7 @@ pub async fn login(dir: &Path, user: &str) -> Result<ExitCode, String> {
 }
 
 /// `obscura passwd`.
-pub async fn passwd(dir: &Path, user: &str) -> Result<ExitCode, String> {
+pub async fn passwd(dir: &Path, user: &str) -> Result<ExitCode, Failure> {
     let client = client(dir)?;
     let old = password(&format!("current password for {user}"))?;
     let new = password_from("OBSCURA_NEW_PASSWORD", &format!("new password for {user}"))?;
@@ -232,7 +338,7 @@ pub async fn passwd(dir: &Path, user: &str) -> Result<ExitCode, String> {
     let change = client
         .change_password(user, old.as_bytes(), new.as_bytes())
         .await
-        .map_err(|e| format!("{e}; where the change went through, the new password holds"))?;
+        .map_err(|e| Failure::then(e, "where the change went through, the new password holds"))?;
     if !change.changed.is_empty() {
         println!(
             "keepers {:?} took the new password; your other sessions there ended",
@@ -247,7 +353,7 @@ pub async fn passwd(dir: &Path, user: &str) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     for f in &change.left {
-        eprintln!("keeper {}: {}", f.keeper, f.reason);
+        eprintln!("keeper {}: {}", f.keeper, f.fault);
     }
     eprintln!(
         "these keepers still take the old password: run `obscura passwd` again when they answer"
@@ -256,16 +362,16 @@ pub async fn passwd(dir: &Path, user: &str) -> Result<ExitCode, String> {
 }
 
 /// `obscura logout`.
-pub async fn logout(dir: &Path) -> Result<ExitCode, String> {
+pub async fn logout(dir: &Path) -> Result<ExitCode, Failure> {
     let client = client(dir)?;
     let Some(user) = client.user() else {
         println!("not logged in");
         return Ok(ExitCode::SUCCESS);
     };
-    for f in client.logout().await.map_err(|e| e.to_string())? {
+    for f in client.logout().await? {
         eprintln!(
             "keeper {}: {} (its session expires on its own)",
-            f.keeper, f.reason
+            f.keeper, f.fault
         );
     }
     println!("logged out {user}");
@@ -273,11 +379,8 @@ pub async fn logout(dir: &Path) -> Result<ExitCode, String> {
 }
 
 /// `obscura unlock`.
-pub async fn unlock(dir: &Path, user: &str) -> Result<ExitCode, String> {
-    logged_in(dir)?
-        .unlock(user)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn unlock(dir: &Path, user: &str) -> Result<ExitCode, Failure> {
+    logged_in(dir)?.unlock(user).await?;
     println!("{user} may log in again");
     Ok(ExitCode::SUCCESS)
 }
@@ -299,7 +402,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// `obscura secret ...`.
-pub async fn secret(command: SecretCommand) -> Result<ExitCode, String> {
+pub async fn secret(command: SecretCommand) -> Result<ExitCode, Failure> {
     match command {
         SecretCommand::Generate {
             cluster,
@@ -309,10 +412,7 @@ pub async fn secret(command: SecretCommand) -> Result<ExitCode, String> {
         } => {
             let client = logged_in(&cluster)?;
             if signing {
-                let (id, public) = client
-                    .signing_key_generate(&name)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (id, public) = client.signing_key_generate(&name).await?;
                 println!(
                     "signing key {} ({name}), Ed25519 public key {}",
                     hex(&id),
@@ -324,10 +424,7 @@ pub async fn secret(command: SecretCommand) -> Result<ExitCode, String> {
                 }
                 let mut secret = Zeroizing::new(vec![0u8; bytes]);
                 rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
-                let id = client
-                    .secret_put(&name, &secret, "generate")
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let id = client.secret_put(&name, &secret, "generate").await?;
                 println!("secret {} ({name}, {bytes} random bytes)", hex(&id));
             }
             Ok(ExitCode::SUCCESS)
@@ -342,12 +439,9 @@ pub async fn secret(command: SecretCommand) -> Result<ExitCode, String> {
                 std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?,
             );
             if secret.is_empty() || secret.len() > 60 << 10 {
-                return Err(format!("{}: a secret is 1 byte to 60 KiB", file.display()));
+                return Err(format!("{}: a secret is 1 byte to 60 KiB", file.display()).into());
             }
-            let id = client
-                .secret_put(&name, &secret, "import")
-                .await
-                .map_err(|e| e.to_string())?;
+            let id = client.secret_put(&name, &secret, "import").await?;
             println!("secret {} ({name}, {} bytes)", hex(&id), secret.len());
             Ok(ExitCode::SUCCESS)
         }
@@ -356,9 +450,9 @@ pub async fn secret(command: SecretCommand) -> Result<ExitCode, String> {
         SecretCommand::Delete { cluster, id } => {
             let client = logged_in(&cluster)?;
             let id = secret_id(&id)?;
-            let failed = client.secret_delete(&id).await.map_err(|e| e.to_string())?;
+            let failed = client.secret_delete(&id).await?;
             for f in &failed {
-                eprintln!("keeper {}: {} (run delete again)", f.keeper, f.reason);
+                eprintln!("keeper {}: {} (run delete again)", f.keeper, f.fault);
             }
             println!("secret {} deleted", hex(&id));
             Ok(if failed.is_empty() {
@@ -368,10 +462,7 @@ pub async fn secret(command: SecretCommand) -> Result<ExitCode, String> {
             })
         }
         SecretCommand::List { cluster, json } => {
-            let items = logged_in(&cluster)?
-                .secret_list()
-                .await
-                .map_err(|e| e.to_string())?;
+            let items = logged_in(&cluster)?.secret_list().await?;
             if json {
                 let list: Vec<_> = items
                     .iter()
@@ -399,15 +490,12 @@ pub async fn secret_out(
     id: &str,
     out: &Path,
     export: bool,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, Failure> {
     let client = logged_in(dir)?;
     let id = secret_id(id)?;
-    let opened = client
-        .secret_get(&id, export)
-        .await
-        .map_err(|e| e.to_string())?;
+    let opened = client.secret_get(&id, export).await?;
     for f in &opened.faults {
-        eprintln!("keeper {}: {}", f.keeper, f.reason);
+        eprintln!("keeper {}: {}", f.keeper, f.fault);
     }
     write_private(out, &opened.secret)?;
     println!(
@@ -428,23 +516,20 @@ fn kind(k: SecretKind) -> &'static str {
 }
 
 /// `obscura sign`.
-pub async fn sign(dir: &Path, key: &str, file: &Path, json: bool) -> Result<ExitCode, String> {
+pub async fn sign(dir: &Path, key: &str, file: &Path, json: bool) -> Result<ExitCode, Failure> {
     let client = logged_in(dir)?;
     let id = secret_id(key)?;
     let message = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let signed = client
-        .sign(&id, &message)
-        .await
-        .map_err(|e| e.to_string())?;
+    let signed = client.sign(&id, &message).await?;
     for f in &signed.faults {
-        eprintln!("keeper {}: {}", f.keeper, f.reason);
+        eprintln!("keeper {}: {}", f.keeper, f.fault);
     }
     if json {
         println!(
             "{}",
             json!({"signature": hex(&signed.signature), "public_key": hex(&signed.public_key),
                 "signers": signed.signers,
-                "faults": signed.faults.iter().map(|f| json!({"keeper": f.keeper, "reason": f.reason})).collect::<Vec<_>>()})
+                "faults": signed.faults.iter().map(|f| json!({"keeper": f.keeper, "reason": f.fault.to_string(), "misbehaved": f.fault.is_misbehaviour()})).collect::<Vec<_>>()})
         );
     } else {
         println!("signature  {}", hex(&signed.signature));
@@ -455,11 +540,8 @@ pub async fn sign(dir: &Path, key: &str, file: &Path, json: bool) -> Result<Exit
 }
 
 /// `obscura audit events`.
-pub async fn events(dir: &Path, json: bool) -> Result<ExitCode, String> {
-    let per_keeper = logged_in(dir)?
-        .user_events()
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn events(dir: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let per_keeper = logged_in(dir)?.user_events().await?;
     if json {
         let list: Vec<_> = per_keeper
             .iter()

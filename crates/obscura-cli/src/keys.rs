@@ -5,18 +5,60 @@
 //! that stops anywhere (a crash, a node down, `--max-steps`) resumes from it when run again.
 //! See `obscura_client::rotation` for the steps.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::Subcommand;
 use obscura_client::config::{self, TokenKind};
 use obscura_client::rotation::{NodeRotation, RotationPlan};
 
+use crate::error::Failure;
+
+#[derive(Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Move every node key to a new version without anyone learning a key: the keepers take
+    /// fresh shares of k' = ρ·k, each node re-keys its stored band elements with its ρ and moves
+    /// its postings in durable steps while searches go on under either version, then the old
+    /// version is erased everywhere and client.json names the new one. The cluster must be up;
+    /// every node and keeper is needed. Needs an admin session at the keepers and the data
+    /// owner's key (nodes re-key only on its signed order). Interrupted, it resumes when run
+    /// again.
+    Rotate {
+        /// The cluster directory (client.json is updated in it).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Images each node moves per step (one durable transaction each).
+        #[arg(long, default_value_t = 1000)]
+        batch: u32,
+        /// Stop after this many steps, leaving both versions served; run again to go on.
+        #[arg(long)]
+        max_steps: Option<u64>,
+    },
+}
+
+impl KeysCommand {
+    pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
+        match self {
+            KeysCommand::Rotate {
+                cluster,
+                batch,
+                max_steps,
+            } => {
+                if batch == 0 {
+                    return Err("--batch must be at least 1".into());
+                }
+                rotate(&cluster, &RotateOptions { batch, max_steps }).await
+            }
+        }
+    }
+}
+
 /// Where a rotation's plan is kept while it runs.
-pub const PLAN_FILE: &str = "rotation.sealed";
+pub(crate) const PLAN_FILE: &str = "rotation.sealed";
 
 /// What to do.
-pub struct RotateOptions {
+pub(crate) struct RotateOptions {
     /// Images each node moves per step (one durable transaction).
     pub batch: u32,
     /// Stop after this many move steps (run again to go on).
@@ -27,7 +69,7 @@ pub struct RotateOptions {
 ///
 /// # Errors
 /// A message saying what failed; the rotation can be resumed by running again.
-pub async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, String> {
+pub(crate) async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, Failure> {
     let config = config::read_config(dir).map_err(|e| e.to_string())?;
     if config.tokens != TokenKind::Voprf {
         return Err(
@@ -50,7 +92,8 @@ pub async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, String>
                     plan.from,
                     plan.to,
                     config.key_version
-                ));
+                )
+                .into());
             }
             eprintln!(
                 "resuming the rotation from key version {} to {}",
@@ -74,25 +117,19 @@ pub async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, String>
             );
             plan
         }
-        Err(e) => return Err(format!("{}: {e}", plan_path.display())),
+        Err(e) => return Err(format!("{}: {e}", plan_path.display()).into()),
     };
     let client = crate::client(dir)?;
     let mut moved = (0u64, 0u64);
     let mut moving = 0f64;
     if config.key_version == plan.from {
-        let next = client
-            .rekey_keepers(&plan)
-            .await
-            .map_err(|e| resumable(&e))?;
+        let next = client.rekey_keepers(&plan).await.map_err(resumable)?;
         eprintln!(
             "{} keepers hold shares of version {}; their public shares check out",
             config.keepers.len(),
             plan.to
         );
-        let begun = client
-            .begin_rotation(&plan)
-            .await
-            .map_err(|e| resumable(&e))?;
+        let begun = client.begin_rotation(&plan).await.map_err(resumable)?;
         let before = sum(&begun);
         let total: u64 = begun.iter().map(|r| r.total).sum();
         eprintln!(
@@ -129,7 +166,7 @@ pub async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, String>
             state = client
                 .rotation_step(&plan, opt.batch)
                 .await
-                .map_err(|e| resumable(&e))?;
+                .map_err(resumable)?;
             steps += 1;
             let (images, postings) = sum(&state);
             bar.set_position(images.min(total));
@@ -144,10 +181,7 @@ pub async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, String>
         config::switch_key_version(dir, plan.to, &next).map_err(|e| e.to_string())?;
         eprintln!("client.json now uses key version {}", plan.to);
     }
-    client
-        .finish_rotation(&plan)
-        .await
-        .map_err(|e| resumable(&e))?;
+    client.finish_rotation(&plan).await.map_err(resumable)?;
     std::fs::remove_file(&plan_path).map_err(|e| format!("{}: {e}", plan_path.display()))?;
     println!(
         "rotated to key version {}: {} image records and {} postings moved in {moving:.2} s \
@@ -167,6 +201,9 @@ fn sum(state: &[NodeRotation]) -> (u64, u64) {
         .fold((0, 0), |(i, p), r| (i + r.moved, p + r.postings))
 }
 
-fn resumable(e: &obscura_client::Error) -> String {
-    format!("{e}\nthe rotation is not finished: fix this and run the same command again to resume")
+fn resumable(e: obscura_client::Error) -> Failure {
+    Failure::then(
+        e,
+        "the rotation is not finished: fix this and run the same command again to resume",
+    )
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Subcommand;
 use obscura_lab::{bench, demo, eval, load};
 
-use crate::{exit, shutdown_signal, Tokens};
+use crate::cluster::Tokens;
+use crate::exit;
+use crate::serve::shutdown_signal;
 
 /// The laboratory's commands, flattened into the top level.
 #[derive(Subcommand)]

@@ -139,14 +139,38 @@ fn tampered_stores_are_named_and_the_image_still_rebuilt() {
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(
-        said.contains("node 2 not used: returned a manifest that is not the owner's")
-            && said.contains("node 4 not used: node 4 share failed its digest"),
+        said.contains("node 2 (misbehaved): returned a manifest that is not the owner's")
+            && said.contains("node 4 (misbehaved): node 4 share failed its digest"),
         "{said}"
     );
     assert_eq!(
         std::fs::read(&rebuilt).unwrap(),
         std::fs::read(testdata("photos/coffee.png")).unwrap()
     );
+
+    // Three more nodes down: too few good shares (node 2's share is good: only its manifest is
+    // not). The error names the two whose answers failed the owner's check as having
+    // misbehaved, and not the three that are only down.
+    for node in [3, 5, 6] {
+        stop_node(&dir, node, "TERM");
+    }
+    let out = get(cluster, &id, &dir.join("not-written.png"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    let culprits = said
+        .lines()
+        .find(|l| l.starts_with("misbehaved: "))
+        .unwrap_or_else(|| panic!("no culprits named: {said}"));
+    assert!(
+        culprits.starts_with("misbehaved: node 2, node 4 ("),
+        "{said}"
+    );
+    assert!(said.contains("node 5: unreachable"), "{said}");
+    assert!(!dir.join("not-written.png").exists());
+    for node in [3, 5, 6] {
+        up.restart_node(node);
+    }
+    wait_for_status(&dir);
 
     // The audit log of node 1 fails verification, naming the entry; the others pass.
     let out = obscura(&["audit", "verify", "--cluster", cluster, "--json"]);

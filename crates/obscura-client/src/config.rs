@@ -19,20 +19,28 @@ use zeroize::Zeroizing;
 
 use crate::{ClientParts, KeeperParts, TokenParts};
 
-fn token_parts(config: &ClientConfig, secrets: &ClientSecrets) -> Result<TokenParts, String> {
+fn token_parts(
+    dir: &Path,
+    config: &ClientConfig,
+    secrets: &ClientSecrets,
+) -> Result<TokenParts, LoadError> {
+    let fail = |reason: String| LoadError {
+        dir: dir.display().to_string(),
+        reason,
+    };
     match config.tokens {
         TokenKind::Hmac => secrets
             .token_root
             .map(|r| TokenParts::Hmac(TokenRoot::from_bytes(r)))
-            .ok_or_else(|| "HMAC tokens, but the sealed secrets hold no token root".into()),
+            .ok_or_else(|| fail("HMAC tokens, but the sealed secrets hold no token root".into())),
         TokenKind::Voprf => {
             let (m, t) = (config.keepers.len(), usize::from(config.keeper_threshold));
             if config.keeper_public_shares.len() != config.nodes.len()
                 || config.keeper_public_shares.iter().any(|p| p.len() != m)
             {
-                return Err(
+                return Err(fail(
                     "keeper_public_shares must hold one share per keeper for every node".into(),
-                );
+                ));
             }
             let public_shares = config
                 .keeper_public_shares
@@ -43,7 +51,7 @@ fn token_parts(config: &ClientConfig, secrets: &ClientSecrets) -> Result<TokenPa
                         .map(|h| {
                             keyfile::hex32(h)
                                 .and_then(|b| obscura_keeper::oprf::deserialize(&b).ok())
-                                .ok_or_else(|| format!("{h:?} is not a public key share"))
+                                .ok_or_else(|| fail(format!("{h:?} is not a public key share")))
                         })
                         .collect::<Result<Vec<_>, _>>()
                 })
@@ -224,7 +232,7 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
         t: config.t as usize,
         nodes: config.nodes.clone(),
         tls,
-        tokens: token_parts(&config, &secrets).map_err(fail)?,
+        tokens: token_parts(dir, &config, &secrets)?,
         key_version: config.key_version,
         owner,
         owner_public,

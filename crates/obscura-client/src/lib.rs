@@ -48,6 +48,7 @@
 
 pub mod audit;
 pub mod config;
+mod fault;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -64,10 +65,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use fault::{Fault, KeeperFailure, NodeFailure};
 pub use journal::EntryText;
 use obscura_auth::capability::{CapabilityKey, Holder};
 use obscura_auth::matching::{self, KeptAnswer};
-use obscura_cluster::tls::{Endpoint, Party};
+use obscura_cluster::tls::Endpoint;
+pub use obscura_cluster::tls::Party;
 use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
 use obscura_proto::{
     limits, roles, Body, ErrorCode, FetchBy, KeeperBody, MatchProof, NodeBody, PreparedImage,
@@ -81,7 +84,7 @@ use obscura_sharing::rng::AesCtrRng;
 use obscura_tokens::BatchPlan;
 use rand_core::{OsRng, RngCore};
 pub use secrets::{Opened, PasswordChange, Signed};
-pub use session::{KeeperFailure, LoginReport};
+pub use session::LoginReport;
 pub use tokens::{IndexTokens, KeeperParts, TokenError, TokenParts};
 
 /// Errors of client operations. Each names the nodes involved.
@@ -116,7 +119,7 @@ pub enum Error {
     )]
     NotEntitled(ImageId),
     /// Some nodes failed where all were needed.
-    #[error("{what} failed: {}", list(failures))]
+    #[error("{what} failed: {}", fault::list_nodes(failures))]
     Nodes {
         /// The operation.
         what: &'static str,
@@ -124,7 +127,10 @@ pub enum Error {
         failures: Vec<NodeFailure>,
     },
     /// Fewer than `k` verified shares could be gathered.
-    #[error("need {need} shares of image {image}, got {got}: {}", list(failures))]
+    #[error(
+        "need {need} shares of image {image}, got {got}: {}",
+        fault::list_nodes(failures)
+    )]
     NotEnoughShares {
         /// The image.
         image: ImageId,
@@ -147,7 +153,7 @@ pub enum Error {
     #[error(transparent)]
     Tokens(#[from] TokenError),
     /// Keepers failed where all were needed (a key rotation).
-    #[error("{what} failed: {}", failures.iter().map(|f| format!("keeper {}: {}", f.keeper, f.reason)).collect::<Vec<_>>().join("; "))]
+    #[error("{what} failed: {}", fault::list_keepers(failures))]
     Keepers {
         /// The operation.
         what: &'static str,
@@ -160,6 +166,52 @@ pub enum Error {
     /// A rotation plan does not fit, or does not open.
     #[error("key rotation: {0}")]
     Plan(#[from] rotation::PlanError),
+    /// No `need` of the keepers' shares rebuild a user secret that passes its check.
+    #[error(
+        "secret {} could not be rebuilt: {answered} keepers answered, {failed_sets} sets of \
+         {need} failed the check; {}",
+        obscura_tokens::keyfile::to_hex(id),
+        fault::list_keepers(failures)
+    )]
+    NotRebuilt {
+        /// The secret.
+        id: [u8; 16],
+        /// Shares needed.
+        need: usize,
+        /// Keepers that answered with a share.
+        answered: usize,
+        /// Sets of `need` shares that failed the check.
+        failed_sets: usize,
+        /// Keepers that failed, or whose share was shown wrong.
+        failures: Vec<KeeperFailure>,
+    },
+    /// A fault of this client itself: a task of its own that ended without a result.
+    #[error("this client failed: {0}")]
+    Internal(&'static str),
+}
+
+impl Error {
+    /// The servers this error proves misbehaved: a node whose share or manifest failed the
+    /// owner's check, or whose Stage-2 answer is malformed; a keeper whose VOPRF proof, secret
+    /// share or signature share does not verify, or that answered in another's name. Servers
+    /// that were only down, slow or refusing are not named, nor is any server when a check
+    /// fails without showing whose answer broke it (Stage-2 answers that lie on no polynomial,
+    /// say).
+    pub fn culprits(&self) -> Vec<Party> {
+        match self {
+            Error::Nodes { failures, .. } | Error::NotEnoughShares { failures, .. } => {
+                fault::culprit_nodes(failures)
+            }
+            Error::Keepers { failures, .. } | Error::NotRebuilt { failures, .. } => {
+                fault::culprit_keepers(failures)
+            }
+            Error::Tokens(e) => e.culprits(),
+            Error::Mpc(obscura_mpc::Error::MalformedAnswer { node, .. }) => {
+                vec![Party::Node(*node)]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Why a batch failed, for each of its images.
@@ -202,84 +254,8 @@ pub struct KeeperStatus {
     pub key_versions: Vec<u32>,
 }
 
-/// Why a server failed one call, typed so that callers match on it instead of parsing text.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Fault {
-    /// No connection could be made (refused, reset, a handshake that failed: a certificate
-    /// that is not the party's, say).
-    #[error("unreachable")]
-    Unreachable,
-    /// No answer within the call's time limit (how long it waited).
-    #[error("timed out after {:.1} s", .0.as_secs_f64())]
-    TimedOut(Duration),
-    /// No answer yet when enough other nodes had answered and a grace had passed (how long it
-    /// was given): left behind, not waited for.
-    #[error("did not answer within {:.1} s, while enough other nodes had", .0.as_secs_f64())]
-    Slow(Duration),
-    /// The server refused the request, saying why.
-    #[error("{} ({message})", code_name(*code))]
-    Refused {
-        /// Its error code.
-        code: ErrorCode,
-        /// Its explanation.
-        message: String,
-    },
-    /// The answer could not be read: broken off, too large, not a message of this protocol.
-    #[error("{0}")]
-    Unreadable(String),
-    /// The answer was a valid message, but not the one asked for.
-    #[error("answered something other than {0}")]
-    Unexpected(&'static str),
-    /// Its share or its manifest did not pass the owner-signed manifest's check.
-    #[error("{0}")]
-    BadShare(obscura_sharing::manifest::Culprit),
-    /// It returned a manifest that is not the owner's.
-    #[error("returned a manifest that is not the owner's")]
-    ForeignManifest,
-    /// This client could not make the request (no capability, say).
-    #[error("{0}")]
-    NotSent(String),
-}
-
-impl Fault {
-    /// Whether the server said it holds no such image.
-    pub fn is_unknown_image(&self) -> bool {
-        matches!(
-            self,
-            Fault::Refused {
-                code: ErrorCode::UnknownImage,
-                ..
-            }
-        )
-    }
-}
-
-/// Why one node failed a call.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeFailure {
-    /// The node.
-    pub node: u8,
-    /// What went wrong.
-    pub fault: Fault,
-}
-
-impl NodeFailure {
-    /// What went wrong, for people.
-    pub fn reason(&self) -> String {
-        self.fault.to_string()
-    }
-}
-
 /// One answer of a call to every node: the node, its answer or fault, bytes sent and received.
 type Answered = (u8, Result<ResponseBody, Fault>, u64, u64);
-
-fn list(failures: &[NodeFailure]) -> String {
-    failures
-        .iter()
-        .map(|f| format!("node {}: {}", f.node, f.fault))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
 
 /// What a client needs to reach and use a cluster.
 pub struct ClientParts {
@@ -1834,7 +1810,9 @@ impl Client {
 pub struct Rebuilt {
     /// The image file, byte-identical to the one indexed.
     pub image: Vec<u8>,
-    /// Nodes that did not contribute a verified share, and why.
+    /// Nodes that failed or misbehaved, and why: down, a share that failed its check, or a
+    /// manifest not the owner's (such a node's share is still used when it verifies against
+    /// the owner's manifest).
     pub faults: Vec<NodeFailure>,
 }
 
@@ -2001,30 +1979,6 @@ fn describe(e: &reqwest::Error, waited: Duration) -> Fault {
         Fault::Unreachable
     } else {
         Fault::Unreadable(e.to_string())
-    }
-}
-
-pub(crate) fn code_name(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::BadRequest => "bad request",
-        ErrorCode::UnsupportedVersion => "unsupported protocol version",
-        ErrorCode::Replay => "replayed request",
-        ErrorCode::Stale => "clock skew too large",
-        ErrorCode::UnknownImage => "unknown image",
-        ErrorCode::AlreadyExists => "image already exists",
-        ErrorCode::Rejected => "rejected",
-        ErrorCode::Internal => "server failure",
-        ErrorCode::OverBudget => "evaluation budget spent",
-        ErrorCode::UnknownKey => "unknown token key",
-        ErrorCode::NoSession => "no session (log in)",
-        ErrorCode::LoginFailed => "login failed",
-        ErrorCode::TooManyAttempts => "too many login attempts",
-        ErrorCode::Forbidden => "forbidden",
-        ErrorCode::RolledBack => "keeper store rolled back",
-        ErrorCode::Unauthorized => "not authenticated (log in again)",
-        ErrorCode::RateLimited => "rate limited",
-        ErrorCode::TooLarge => "request too large",
-        ErrorCode::StorageFull => "disk full",
     }
 }
 

@@ -11,7 +11,7 @@
 //! index_all(
 //!     &client,
 //!     files.len(),
-//!     |i| std::fs::read(files[i]).map_err(|e| e.to_string()),
+//!     |i| std::fs::read(files[i]),
 //!     |i, outcome| match outcome {
 //!         Outcome::Indexed(id) => println!("{id}  {}", files[i]),
 //!         Outcome::Skipped(why) => println!("skipped {}: {why}", files[i]),
@@ -37,14 +37,28 @@ pub const BATCH_FILES: usize = 8;
 pub const BATCH_BYTES: usize = 32 << 20;
 
 /// What became of one file.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Outcome {
     /// Committed at every node.
+    #[error("indexed as {0}")]
     Indexed(ImageId),
     /// Unreadable, or not an image: skipped, nothing sent.
-    Skipped(String),
+    #[error(transparent)]
+    Skipped(Skip),
     /// The cluster failed it (nodes down, refused); nothing of it remains visible.
-    Failed(String),
+    #[error(transparent)]
+    Failed(Error),
+}
+
+/// Why a file was skipped before anything of it was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Skip {
+    /// It could not be read.
+    #[error("unreadable: {0}")]
+    Unreadable(std::io::Error),
+    /// It is not an image this client can hash.
+    #[error(transparent)]
+    NotImage(obscura_phash::Error),
 }
 
 /// What [`index_files`] did.
@@ -52,8 +66,8 @@ pub enum Outcome {
 pub struct Indexed {
     /// Each file's id, `None` where it was skipped or failed.
     pub ids: Vec<Option<ImageId>>,
-    /// `(file index, reason)` of each file not indexed, in the order they finished.
-    pub failures: Vec<(usize, String)>,
+    /// `(file index, what became of it)` of each file not indexed, in the order they finished.
+    pub failures: Vec<(usize, Outcome)>,
     /// Wall time of the whole batch, seconds.
     pub seconds: f64,
 }
@@ -74,7 +88,7 @@ pub async fn index_files(
         |i, outcome| {
             match outcome {
                 Outcome::Indexed(id) => ids[i] = Some(id),
-                Outcome::Skipped(e) | Outcome::Failed(e) => failures.push((i, e)),
+                not => failures.push((i, not)),
             }
             progress();
         },
@@ -94,7 +108,7 @@ pub async fn index_files(
 pub async fn index_all(
     client: &Arc<Client>,
     count: usize,
-    mut load: impl FnMut(usize) -> Result<Vec<u8>, String>,
+    mut load: impl FnMut(usize) -> std::io::Result<Vec<u8>>,
     mut done: impl FnMut(usize, Outcome),
 ) {
     let mut set = tokio::task::JoinSet::new();
@@ -113,7 +127,7 @@ pub async fn index_all(
                         bytes += file.len();
                         batch.push((i, file));
                     }
-                    Err(e) => done(i, Outcome::Skipped(e)),
+                    Err(e) => done(i, Outcome::Skipped(Skip::Unreadable(e))),
                 }
             }
             if !batch.is_empty() {
@@ -131,7 +145,10 @@ pub async fn index_all(
             // A panicked task: its items fail; the journal covers what it had sent.
             Some(Err(e)) => {
                 for i in held.remove(&e.id()).unwrap_or_default() {
-                    done(i, Outcome::Failed(format!("the indexing task failed: {e}")));
+                    done(
+                        i,
+                        Outcome::Failed(Error::Internal("the indexing task failed")),
+                    );
                 }
             }
             None => {}
@@ -170,7 +187,7 @@ async fn index_batch(client: Arc<Client>, batch: Vec<(usize, Vec<u8>)>) -> Vec<(
 fn outcome(result: Result<ImageId, Error>) -> Outcome {
     match result {
         Ok(id) => Outcome::Indexed(id),
-        Err(e @ Error::Image(_)) => Outcome::Skipped(e.to_string()),
-        Err(e) => Outcome::Failed(e.to_string()),
+        Err(Error::Image(e)) => Outcome::Skipped(Skip::NotImage(e)),
+        Err(e) => Outcome::Failed(e),
     }
 }

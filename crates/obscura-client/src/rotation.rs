@@ -32,6 +32,7 @@ use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::fault::{keeper_failures, Fault, PerKeeper};
 use crate::{Client, Error, KeeperFailure, NodeFailure};
 
 /// Purpose label of a sealed rotation plan.
@@ -250,7 +251,7 @@ impl Client {
         }
         .sign(owner)
         .to_vec();
-        let mut set = tokio::task::JoinSet::new();
+        let mut set = PerKeeper::new();
         for j in 0..keepers.urls.len() {
             let body = KeeperBody::KeeperRekey {
                 from: plan.from,
@@ -260,34 +261,19 @@ impl Client {
             };
             let expected: Vec<[u8; 32]> = next.iter().map(|n| oprf::serialize(&n[j])).collect();
             let (link, j) = (self.keepers.clone(), j as u8 + 1);
-            set.spawn(async move {
-                let (r, _, _) = link.post(j, body).await;
-                let r = r.and_then(|b| match b {
+            set.spawn(j, async move {
+                match link.post(j, body).await.0? {
                     ResponseBody::KeeperRekeyed { public_shares, .. }
                         if public_shares == expected =>
                     {
                         Ok(())
                     }
-                    ResponseBody::KeeperRekeyed { .. } => Err(
-                        "its public shares of the next version are not those the plan makes"
-                            .to_string(),
-                    ),
-                    _ => Err("unexpected answer".to_string()),
-                });
-                (j, r)
+                    ResponseBody::KeeperRekeyed { .. } => Err(Fault::WrongPublicShares),
+                    _ => Err(Fault::Unexpected("a rekeying acknowledgement")),
+                }
             });
         }
-        let mut failures = Vec::new();
-        while let Some(done) = set.join_next().await {
-            match done {
-                Ok((keeper, Err(reason))) => failures.push(KeeperFailure { keeper, reason }),
-                Ok((_, Ok(()))) => {}
-                Err(e) => failures.push(KeeperFailure {
-                    keeper: 0,
-                    reason: e.to_string(),
-                }),
-            }
-        }
+        let mut failures = keeper_failures(&set.all().await);
         if failures.is_empty() {
             Ok(next)
         } else {
@@ -386,10 +372,10 @@ impl Client {
                 version: plan.from,
                 signature: retire.clone(),
             };
-            if let (Err(reason), _, _) = self.keepers.post(j as u8 + 1, body).await {
+            if let (Err(fault), _, _) = self.keepers.post(j as u8 + 1, body).await {
                 failures.push(KeeperFailure {
                     keeper: j as u8 + 1,
-                    reason,
+                    fault,
                 });
             }
         }

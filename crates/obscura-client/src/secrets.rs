@@ -38,7 +38,7 @@ pub struct PasswordChange {
     /// The login with the new password that ended it.
     pub login: LoginReport,
 }
-use crate::session::KeeperFailure;
+use crate::fault::{keeper_failures as failures, Fault, KeeperFailure, PerKeeper};
 use crate::{Client, Error};
 
 /// A signature made by `T` keepers.
@@ -88,18 +88,6 @@ fn combinations(n: usize, k: usize) -> Vec<Vec<usize>> {
             pick[j] = pick[j - 1] + 1;
         }
     }
-}
-
-fn failures(answers: &[(u8, Result<ResponseBody, String>)]) -> Vec<KeeperFailure> {
-    answers
-        .iter()
-        .filter_map(|(j, r)| {
-            r.as_ref().err().map(|reason| KeeperFailure {
-                keeper: *j,
-                reason: reason.clone(),
-            })
-        })
-        .collect()
 }
 
 impl Client {
@@ -206,11 +194,11 @@ impl Client {
                 .filter(|j| !login.keepers.contains(j))
                 .map(|j| KeeperFailure {
                     keeper: j,
-                    reason: failed
+                    fault: failed
                         .iter()
                         .chain(&login.failures)
                         .find(|f| f.keeper == j)
-                        .map_or_else(|| "no answer".into(), |f| f.reason.clone()),
+                        .map_or(Fault::NoAnswer, |f| f.fault.clone()),
                 })
                 .collect(),
             login,
@@ -292,7 +280,7 @@ impl Client {
     /// Rebuild secret `id` from the keepers' shares (recorded as an export when `export`).
     ///
     /// # Errors
-    /// [`Error::Secret`] when no `T` of the answers rebuild a secret that passes its check.
+    /// [`Error::NotRebuilt`] when no `T` of the answers rebuild a secret that passes its check.
     pub async fn secret_get(&self, id: &[u8; 16], export: bool) -> Result<Opened, Error> {
         let t = self.keeper_threshold();
         let answers = self
@@ -313,7 +301,7 @@ impl Client {
                 } else {
                     faults.push(KeeperFailure {
                         keeper: j,
-                        reason: format!("answered as keeper {keeper}"),
+                        fault: Fault::AnsweredAs(keeper),
                     });
                 }
             }
@@ -354,7 +342,7 @@ impl Client {
                 if bytes::reconstruct(&with, t).ok().as_deref() != Some(&plain[..]) {
                     faults.push(KeeperFailure {
                         keeper: *j,
-                        reason: "its share does not rebuild the secret".into(),
+                        fault: Fault::BadSecretShare,
                     });
                 }
             }
@@ -365,17 +353,14 @@ impl Client {
                 faults,
             });
         }
-        Err(Error::Secret(format!(
-            "secret {} could not be rebuilt: {} keepers answered, {} sets of {t} failed the check; {}",
-            hex(id),
-            got.len(),
-            bad_sets,
-            faults
-                .iter()
-                .map(|f| format!("keeper {}: {}", f.keeper, f.reason))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )))
+        faults.sort_by_key(|f| f.keeper);
+        Err(Error::NotRebuilt {
+            id: *id,
+            need: t,
+            answered: got.len(),
+            failed_sets: bad_sets,
+            failures: faults,
+        })
     }
 
     /// Delete secret `id` at every keeper that answers (each destroys the key that seals its
@@ -447,7 +432,7 @@ impl Client {
     pub async fn signing_key_generate(&self, name: &str) -> Result<([u8; 16], [u8; 32]), Error> {
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
-        let all = |answers: &[(u8, Result<ResponseBody, String>)], what| {
+        let all = |answers: &[(u8, Result<ResponseBody, Fault>)], what| {
             let f = failures(answers);
             if f.is_empty() && answers.len() == self.keeper_count() {
                 Ok(())
@@ -524,7 +509,7 @@ impl Client {
     /// does not verify is named and replaced by another while keepers remain.
     ///
     /// # Errors
-    /// [`Error::Secret`] when fewer than `T` keepers sign correctly.
+    /// [`Error::Keepers`] when fewer than `T` keepers sign correctly (see [`Error::culprits`]).
     pub async fn sign(&self, id: &[u8; 16], message: &[u8]) -> Result<Signed, Error> {
         let what = format!("key {}", hex(id));
         self.threshold_sign(
@@ -575,7 +560,7 @@ impl Client {
                                 .iter()
                                 .map(|c| KeeperFailure {
                                     keeper: c.keeper,
-                                    reason: format!("offers {:?}", c.offer),
+                                    fault: Fault::OtherOffer(format!("{:?}", c.offer)),
                                 })
                                 .collect(),
                         });
@@ -675,25 +660,21 @@ impl Client {
                         excluded.push(j);
                         faults.push(KeeperFailure {
                             keeper: j,
-                            reason: "unexpected answer".into(),
+                            fault: Fault::Unexpected("a signing commitment"),
                         });
                     }
-                    Err(reason) => {
+                    Err(fault) => {
                         excluded.push(j);
-                        faults.push(KeeperFailure { keeper: j, reason });
+                        faults.push(KeeperFailure { keeper: j, fault });
                     }
                 }
             }
             if commits.len() < t {
-                return Err(Error::Secret(format!(
-                    "signing needs {t} keepers, {} can sign: {}",
-                    commits.len(),
-                    faults
-                        .iter()
-                        .map(|f| format!("keeper {}: {}", f.keeper, f.reason))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )));
+                faults.sort_by_key(|f| f.keeper);
+                return Err(Error::Keepers {
+                    what: "signing (too few keepers can sign)",
+                    failures: faults,
+                });
             }
             commits.truncate(t);
             // The keepers must agree on the key.
@@ -717,33 +698,25 @@ impl Client {
                 .collect();
             let package = signing::signing_package(&message, &pairs)
                 .map_err(|e| Error::Secret(e.to_string()))?;
-            let mut set = tokio::task::JoinSet::new();
+            let mut set = PerKeeper::new();
             for (j, _) in &pairs {
                 let (link, j, body) = (self.keepers.clone(), *j, share(package.clone()));
-                set.spawn(async move { (j, link.post(j, body).await.0) });
+                set.spawn(j, async move { link.post(j, body).await.0 });
             }
             let mut shares = Vec::new();
             let mut failed = false;
-            while let Some(done) = set.join_next().await {
-                let Ok((j, r)) = done else { continue };
-                match r {
+            while let Some((j, r)) = set.next().await {
+                let fault = match r {
                     Ok(ResponseBody::SignatureShare { keeper, share }) if keeper == j => {
                         shares.push((j, share));
+                        continue;
                     }
-                    Ok(_) => {
-                        failed = true;
-                        excluded.push(j);
-                        faults.push(KeeperFailure {
-                            keeper: j,
-                            reason: "unexpected answer".into(),
-                        });
-                    }
-                    Err(reason) => {
-                        failed = true;
-                        excluded.push(j);
-                        faults.push(KeeperFailure { keeper: j, reason });
-                    }
-                }
+                    Ok(_) => Fault::Unexpected("a signature share"),
+                    Err(fault) => fault,
+                };
+                failed = true;
+                excluded.push(j);
+                faults.push(KeeperFailure { keeper: j, fault });
             }
             if failed {
                 continue;
@@ -767,7 +740,7 @@ impl Client {
                         excluded.push(j);
                         faults.push(KeeperFailure {
                             keeper: j,
-                            reason: "its signature share does not verify".into(),
+                            fault: Fault::BadSignatureShare,
                         });
                     }
                 }

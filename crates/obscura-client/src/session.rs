@@ -29,16 +29,9 @@ use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use crate::fault::KeeperFailure;
+use crate::fault::{Fault, PerKeeper};
 use crate::{fresh_request, post_keeper, unix_now, Error};
-
-/// A keeper that failed a call or whose answer was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeeperFailure {
-    /// The keeper, 1..=m.
-    pub keeper: u8,
-    /// What went wrong.
-    pub reason: String,
-}
 
 /// One open session with one keeper.
 struct Slot {
@@ -405,13 +398,12 @@ impl KeeperLink {
         &self,
         j: u8,
         body: KeeperBody,
-    ) -> (Result<ResponseBody, String>, u64, u64) {
+    ) -> (Result<ResponseBody, Fault>, u64, u64) {
         let Some(url) = self.urls.get(usize::from(j).wrapping_sub(1)) else {
-            return (Err(format!("no keeper {j}")), 0, 0);
+            return (Err(Fault::NotSent(format!("no keeper {j}"))), 0, 0);
         };
         let Some(slot) = self.sessions.slot(j) else {
-            let (r, sent, received) = post_keeper(&self.http, url, body).await;
-            return (r.map_err(|f| f.to_string()), sent, received);
+            return post_keeper(&self.http, url, body).await;
         };
         let inner = inner_request(body);
         // The session's sequence numbers allow one request at a time: the lock is held until
@@ -423,7 +415,7 @@ impl KeeperLink {
         let answer = loop {
             let message = match s.channel.seal(&inner, unix_now()) {
                 Ok(m) => m,
-                Err(e) => return (Err(format!("session: {e}; log in again")), sent, received),
+                Err(e) => return (Err(Fault::Session(e)), sent, received),
             };
             let (answer, out, back) = post_keeper(
                 &self.http,
@@ -454,18 +446,19 @@ impl KeeperLink {
             Ok(ResponseBody::KeeperSealed { message }) => s
                 .channel
                 .open(&message, unix_now())
-                .map_err(|e| format!("session: {e}; log in again"))
+                .map_err(Fault::Session)
                 .and_then(|plain| {
-                    Response::decode(&plain).map_err(|e| format!("unreadable answer: {e}"))
+                    // An answer that opens came from the keeper: one that does not decode is
+                    // its fault, not the network's.
+                    Response::decode(&plain)
+                        .map_err(|_| Fault::Unexpected("a message of this protocol"))
                 })
                 .and_then(|r| match r.0 {
-                    ResponseBody::Error { code, message } => {
-                        Err(format!("{} ({message})", crate::code_name(code)))
-                    }
+                    ResponseBody::Error { code, message } => Err(Fault::Refused { code, message }),
                     other => Ok(other),
                 }),
-            Ok(_) => Err("unexpected answer to a sealed request".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(_) => Err(Fault::Unexpected("a sealed answer")),
+            Err(e) => Err(e),
         };
         drop(s);
         (opened, sent, received)
@@ -475,20 +468,13 @@ impl KeeperLink {
     pub(crate) async fn post_all(
         &self,
         body: impl Fn(u8) -> KeeperBody,
-    ) -> Vec<(u8, Result<ResponseBody, String>)> {
-        let mut set = tokio::task::JoinSet::new();
+    ) -> Vec<(u8, Result<ResponseBody, Fault>)> {
+        let mut set = PerKeeper::new();
         for j in 1..=self.urls.len() as u8 {
             let (link, b) = (self.clone(), body(j));
-            set.spawn(async move { (j, link.post(j, b).await.0) });
+            set.spawn(j, async move { link.post(j, b).await.0 });
         }
-        let mut out = Vec::with_capacity(self.urls.len());
-        while let Some(done) = set.join_next().await {
-            if let Ok(r) = done {
-                out.push(r);
-            }
-        }
-        out.sort_by_key(|(j, _)| *j);
-        out
+        set.all().await
     }
 
     /// Register `user` with `roles` at every keeper. Outside a session this works only for the
@@ -534,51 +520,41 @@ impl KeeperLink {
         bootstrap: Option<[u8; 32]>,
         together: bool,
     ) -> Vec<KeeperFailure> {
-        let mut set = tokio::task::JoinSet::new();
+        let mut set = PerKeeper::new();
         for &j in keepers {
             let (link, user, password) = (
                 self.clone(),
                 user.to_string(),
                 Zeroizing::new(password.to_vec()),
             );
-            set.spawn(async move {
-                let started = async {
-                    let (reg, request) = ClientRegistration::start(&password, &mut OsRng)
-                        .map_err(|e| e.to_string())?;
-                    let body = KeeperBody::KeeperRegister {
-                        user,
-                        request,
-                        bootstrap,
-                    };
-                    match link.post(j, body).await.0? {
-                        ResponseBody::KeeperRegistration { response } => Ok((reg, response)),
-                        _ => Err("unexpected answer".to_string()),
-                    }
+            set.spawn(j, async move {
+                let (reg, request) =
+                    ClientRegistration::start(&password, &mut OsRng).map_err(Fault::Opaque)?;
+                let body = KeeperBody::KeeperRegister {
+                    user,
+                    request,
+                    bootstrap,
+                };
+                match link.post(j, body).await.0? {
+                    ResponseBody::KeeperRegistration { response } => Ok((reg, response)),
+                    _ => Err(Fault::Unexpected("a registration response")),
                 }
-                .await;
-                (j, started)
             });
         }
         let (mut ready, mut held, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-        while let Some(done) = set.join_next().await {
+        while let Some((j, done)) = set.next().await {
             match done {
-                Ok((j, Ok(started))) => ready.push((j, started)),
-                Ok((j, Err(reason))) if holds_account(&reason, bootstrap.is_some()) => {
-                    held.push((j, reason))
-                }
-                Ok((keeper, Err(reason))) => failures.push(KeeperFailure { keeper, reason }),
-                Err(e) => failures.push(KeeperFailure {
-                    keeper: 0,
-                    reason: e.to_string(),
-                }),
+                Ok(started) => ready.push((j, started)),
+                Err(fault) if holds_account(&fault, bootstrap.is_some()) => held.push((j, fault)),
+                Err(fault) => failures.push(KeeperFailure { keeper: j, fault }),
             }
         }
         let mut other_password = Vec::new();
-        for (keeper, reason) in held {
-            if let Err(why) = self.confirm_password(keeper, user, password).await {
+        for (keeper, fault) in held {
+            if self.confirm_password(keeper, user, password).await.is_err() {
                 other_password.push(KeeperFailure {
                     keeper,
-                    reason: format!("{reason}, and this password does not log in there ({why})"),
+                    fault: Fault::OtherPassword(Box::new(fault)),
                 });
             }
         }
@@ -588,60 +564,53 @@ impl KeeperLink {
         if together && (!other_password.is_empty() || !failures.is_empty()) {
             let why = match other_password.is_empty() {
                 true => {
-                    "not registered: every keeper must answer, so that no run can leave this \
-                         account with two passwords (run it again when they do)"
+                    "every keeper must answer, so that no run can leave this account with two \
+                     passwords (run it again when they do)"
                 }
-                false => {
-                    "not registered: another keeper holds this account under another \
-                          password (use that one)"
-                }
+                false => "another keeper holds this account under another password (use that one)",
             };
             failures.extend(other_password);
             failures.extend(ready.iter().map(|(keeper, _)| KeeperFailure {
                 keeper: *keeper,
-                reason: why.into(),
+                fault: Fault::Withheld(why),
             }));
             failures.sort_by_key(|f| f.keeper);
             return failures;
         }
-        let mut set = tokio::task::JoinSet::new();
+        let mut set = PerKeeper::new();
         for (j, (reg, response)) in ready {
             let (link, user, password) = (
                 self.clone(),
                 user.to_string(),
                 Zeroizing::new(password.to_vec()),
             );
-            set.spawn(async move {
-                let result = async {
-                    // Argon2id runs here: off the async workers.
-                    let upload = tokio::task::spawn_blocking(move || {
-                        reg.finish(&password, &response, &mut OsRng)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                    let body = KeeperBody::KeeperRegisterFinish {
-                        user,
-                        upload,
-                        roles,
-                        bootstrap,
-                    };
-                    match link.post(j, body).await.0? {
-                        ResponseBody::Ok => Ok(()),
-                        _ => Err("unexpected answer".to_string()),
-                    }
+            set.spawn(j, async move {
+                // Argon2id runs here: off the async workers.
+                let upload = tokio::task::spawn_blocking(move || {
+                    reg.finish(&password, &response, &mut OsRng)
+                })
+                .await
+                .map_err(|_| Fault::Panicked)?
+                .map_err(Fault::Opaque)?;
+                let body = KeeperBody::KeeperRegisterFinish {
+                    user,
+                    upload,
+                    roles,
+                    bootstrap,
+                };
+                match link.post(j, body).await.0? {
+                    ResponseBody::Ok => Ok(()),
+                    _ => Err(Fault::Unexpected("an acknowledgement")),
                 }
-                .await;
-                (j, result)
             });
         }
-        failures.extend(joined_failures(set).await);
+        failures.extend(crate::fault::keeper_failures(&set.all().await));
         failures.sort_by_key(|f| f.keeper);
         failures
     }
 
     /// Whether `password` logs `user` in at keeper `j`. The session this opens is ended at once.
-    async fn confirm_password(&self, j: u8, user: &str, password: &[u8]) -> Result<(), String> {
+    async fn confirm_password(&self, j: u8, user: &str, password: &[u8]) -> Result<(), Fault> {
         let mut slot = self.login_at(j, user, password, 0).await?;
         let url = &self.urls[usize::from(j) - 1];
         if let Ok(message) = slot
@@ -661,27 +630,20 @@ impl KeeperLink {
     }
 
     /// Log in as `user` at keeper `j` alone; the session's channel sends in `lane`.
-    async fn login_at(
-        &self,
-        j: u8,
-        user: &str,
-        password: &[u8],
-        lane: u32,
-    ) -> Result<Slot, String> {
+    async fn login_at(&self, j: u8, user: &str, password: &[u8], lane: u32) -> Result<Slot, Fault> {
         let url = self
             .urls
             .get(usize::from(j).wrapping_sub(1))
-            .ok_or_else(|| format!("no keeper {j}"))?;
-        let (login, ke1) = ClientLogin::start(password, &mut OsRng).map_err(|e| e.to_string())?;
+            .ok_or_else(|| Fault::NotSent(format!("no keeper {j}")))?;
+        let (login, ke1) = ClientLogin::start(password, &mut OsRng).map_err(Fault::Opaque)?;
         let user = user.to_string();
         let (id, ke2) =
             match post_keeper(&self.http, url, KeeperBody::KeeperLoginStart { user, ke1 })
                 .await
-                .0
-                .map_err(|f| f.to_string())?
+                .0?
             {
                 ResponseBody::KeeperLoginStarted { login, ke2 } => (login, ke2),
-                _ => return Err("unexpected answer".to_string()),
+                _ => return Err(Fault::Unexpected("a login response")),
             };
         let context = obscura_cluster::keeper::login_context(j);
         let password = Zeroizing::new(password.to_vec());
@@ -690,16 +652,15 @@ impl KeeperLink {
             login.finish(&password, &ke2, &context, &mut OsRng)
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| Fault::Panicked)?
+        .map_err(Fault::Opaque)?;
         match post_keeper(
             &self.http,
             url,
             KeeperBody::KeeperLoginFinish { login: id, ke3 },
         )
         .await
-        .0
-        .map_err(|f| f.to_string())?
+        .0?
         {
             ResponseBody::KeeperSession {
                 session,
@@ -708,7 +669,7 @@ impl KeeperLink {
                 channel: Channel::resume(&key, session, expires_at, lane),
                 key,
             }),
-            _ => Err("unexpected answer".to_string()),
+            _ => Err(Fault::Unexpected("a session")),
         }
     }
 
@@ -723,25 +684,24 @@ impl KeeperLink {
         let m = self.urls.len();
         // The new sessions' lane for this process, taken before anything is sealed in it.
         let lane = self.sessions.new_lane()?;
-        let mut set = tokio::task::JoinSet::new();
+        let mut set = PerKeeper::new();
         for j in 1..=m as u8 {
             let (link, user, password) = (
                 self.clone(),
                 user.to_string(),
                 Zeroizing::new(password.to_vec()),
             );
-            set.spawn(async move { (j, link.login_at(j, &user, &password, lane).await) });
+            set.spawn(
+                j,
+                async move { link.login_at(j, &user, &password, lane).await },
+            );
         }
         let mut opened = Vec::new();
         let mut failures = Vec::new();
-        while let Some(done) = set.join_next().await {
+        while let Some((j, done)) = set.next().await {
             match done {
-                Ok((j, Ok(slot))) => opened.push((j, slot)),
-                Ok((j, Err(reason))) => failures.push(KeeperFailure { keeper: j, reason }),
-                Err(e) => failures.push(KeeperFailure {
-                    keeper: 0,
-                    reason: e.to_string(),
-                }),
+                Ok(slot) => opened.push((j, slot)),
+                Err(fault) => failures.push(KeeperFailure { keeper: j, fault }),
             }
         }
         failures.sort_by_key(|f| f.keeper);
@@ -773,7 +733,7 @@ impl KeeperLink {
         let failures = answers
             .into_iter()
             .filter(|(j, _)| self.sessions.slot(*j).is_some())
-            .filter_map(|(j, r)| r.err().map(|reason| KeeperFailure { keeper: j, reason }))
+            .filter_map(|(j, r)| r.err().map(|fault| KeeperFailure { keeper: j, fault }))
             .collect();
         self.sessions.clear();
         self.sessions.save(true)?;
@@ -788,26 +748,7 @@ fn inner_request(body: KeeperBody) -> Vec<u8> {
 
 /// Whether a keeper's refusal of a registration's first step says it holds the account already:
 /// an admin's registration of an existing name, or a first account's where the keeper has one.
-fn holds_account(reason: &str, first_account: bool) -> bool {
-    let refused = |code| reason.starts_with(&format!("{} (", crate::code_name(code)));
-    refused(obscura_proto::ErrorCode::AlreadyExists)
-        || (first_account && refused(obscura_proto::ErrorCode::NoSession))
-}
-
-async fn joined_failures(
-    mut set: tokio::task::JoinSet<(u8, Result<(), String>)>,
-) -> Vec<KeeperFailure> {
-    let mut failures = Vec::new();
-    while let Some(done) = set.join_next().await {
-        match done {
-            Ok((_, Ok(()))) => {}
-            Ok((keeper, Err(reason))) => failures.push(KeeperFailure { keeper, reason }),
-            Err(e) => failures.push(KeeperFailure {
-                keeper: 0,
-                reason: e.to_string(),
-            }),
-        }
-    }
-    failures.sort_by_key(|f| f.keeper);
-    failures
+fn holds_account(fault: &Fault, first_account: bool) -> bool {
+    fault.is_refusal(obscura_proto::ErrorCode::AlreadyExists)
+        || (first_account && fault.is_refusal(obscura_proto::ErrorCode::NoSession))
 }

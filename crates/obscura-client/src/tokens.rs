@@ -14,30 +14,64 @@ use obscura_proto::{KeeperBatch, KeeperBody, ResponseBody};
 use obscura_tokens::{voprf_input, voprf_token, BatchPlan, NodeTokenKeys, Token, BANDS};
 use rand_core::{OsRng, RngCore};
 
-pub use crate::session::KeeperFailure;
+pub use crate::fault::KeeperFailure;
+use crate::fault::{self, Fault, PerKeeper};
 use crate::session::KeeperLink;
 
 /// Why tokens could not be had.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("band tokens: need {need} keepers, {got} answered correctly: {}", list(.failures))]
-pub struct TokenError {
-    /// Keepers needed.
-    pub need: usize,
-    /// Keepers whose answers verified.
-    pub got: usize,
-    /// Every keeper that failed, and why.
-    pub failures: Vec<KeeperFailure>,
+#[non_exhaustive]
+pub enum TokenError {
+    /// Fewer than `need` keepers answered with evaluations that verify.
+    #[error("band tokens: need {need} keepers, {got} answered correctly: {}", list(.failures))]
+    Keepers {
+        /// Keepers needed.
+        need: usize,
+        /// Keepers whose answers verified.
+        got: usize,
+        /// Every keeper that failed, and why.
+        failures: Vec<KeeperFailure>,
+    },
+    /// The configuration's public key shares are for another number of nodes.
+    #[error("band tokens: public key shares for {got} nodes, the cluster has {nodes}")]
+    PublicShares {
+        /// Nodes the shares are for.
+        got: usize,
+        /// Nodes in the cluster.
+        nodes: usize,
+    },
+    /// Node `node`'s public key shares lie on no one polynomial: a bad configuration, or a
+    /// dealer that published inconsistent shares.
+    #[error("band tokens: node {node}'s key: {error}")]
+    NodeKey {
+        /// The node.
+        node: u8,
+        /// What the check found.
+        error: obscura_keeper::Error,
+    },
+    /// Blinding the inputs, or combining verified evaluations, failed.
+    #[error("band tokens: {0}")]
+    Evaluation(obscura_keeper::Error),
+    /// A task of this client ended without a result.
+    #[error("band tokens: this client's task failed")]
+    Panicked,
+}
+
+impl TokenError {
+    /// The keepers whose answers proved them wrong (see [`Fault::is_misbehaviour`]).
+    pub fn culprits(&self) -> Vec<obscura_cluster::tls::Party> {
+        match self {
+            TokenError::Keepers { failures, .. } => fault::culprit_keepers(failures),
+            _ => Vec::new(),
+        }
+    }
 }
 
 fn list(failures: &[KeeperFailure]) -> String {
     if failures.is_empty() {
         return "no keeper failed".into();
     }
-    failures
-        .iter()
-        .map(|f| format!("keeper {}: {}", f.keeper, f.reason))
-        .collect::<Vec<_>>()
-        .join("; ")
+    fault::list_keepers(failures)
 }
 
 /// What a client needs to obtain tokens from keepers.
@@ -114,24 +148,23 @@ impl Source {
                     .collect(),
             )),
             TokenParts::Voprf(k) => {
-                let bad = |reason: String| TokenError {
-                    need: k.threshold,
-                    got: 0,
-                    failures: vec![KeeperFailure { keeper: 0, reason }],
-                };
                 if k.public_shares.len() != nodes {
-                    return Err(bad(format!(
-                        "public key shares for {} nodes, the cluster has {nodes}",
-                        k.public_shares.len()
-                    )));
+                    return Err(TokenError::PublicShares {
+                        got: k.public_shares.len(),
+                        nodes,
+                    });
                 }
                 let keys = k
                     .public_shares
                     .iter()
                     .enumerate()
                     .map(|(x, shares)| {
-                        PublicKey::from_shares(shares, k.threshold)
-                            .map_err(|e| bad(format!("node {}'s key: {e}", x + 1)))
+                        PublicKey::from_shares(shares, k.threshold).map_err(|error| {
+                            TokenError::NodeKey {
+                                node: x as u8 + 1,
+                                error,
+                            }
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Source::Voprf(k, std::sync::Arc::new(keys)))
@@ -257,11 +290,6 @@ impl KeeperParts {
     ) -> Result<Obtained<Vec<Vec<RistrettoPoint>>>, TokenError> {
         let m = self.urls.len();
         let need = self.threshold;
-        let fail = |failures| TokenError {
-            need,
-            got: 0,
-            failures,
-        };
         // Blinding is a scalar multiplication per input: off the async workers, a task per node
         // so that every core takes part.
         let probes = std::sync::Arc::new(probes.to_vec());
@@ -279,11 +307,8 @@ impl KeeperParts {
         }
         let mut batches = Vec::with_capacity(nodes);
         for task in blinding {
-            let batch = task
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            batches.push(batch.map_err(|reason| fail(vec![KeeperFailure { keeper: 0, reason }]))?);
+            let batch = task.await.map_err(|_| TokenError::Panicked)?;
+            batches.push(batch.map_err(TokenError::Evaluation)?);
         }
         let batches = std::sync::Arc::new(batches);
         let body = KeeperBody::KeeperEvaluate {
@@ -316,13 +341,13 @@ impl KeeperParts {
                 Vec::new()
             };
             if ask.is_empty() {
-                return Err(TokenError {
+                return Err(TokenError::Keepers {
                     need,
                     got: verified.len(),
                     failures: faults,
                 });
             }
-            let mut set = tokio::task::JoinSet::new();
+            let mut set = PerKeeper::new();
             for j in ask {
                 let (link, body) = (link.clone(), body.clone());
                 let batches = batches.clone();
@@ -331,7 +356,7 @@ impl KeeperParts {
                     .iter()
                     .map(|p| p[j as usize - 1])
                     .collect();
-                set.spawn(async move {
+                set.spawn(j, async move {
                     let (answer, sent, received) = link.post(j, body).await;
                     let checked = match answer {
                         Ok(ResponseBody::KeeperEvaluated {
@@ -341,29 +366,29 @@ impl KeeperParts {
                             // Proof checks are multiscalar multiplications: off the async workers.
                             tokio::task::spawn_blocking(move || check(j, &batches, &public, got))
                                 .await
-                                .unwrap_or_else(|e| Err(e.to_string()))
+                                .unwrap_or(Err(Fault::Panicked))
                         }
                         Ok(ResponseBody::KeeperEvaluated { keeper, .. }) => {
-                            Err(format!("answered as keeper {keeper}"))
+                            Err(Fault::AnsweredAs(keeper))
                         }
-                        Ok(_) => Err("unexpected answer".into()),
+                        Ok(_) => Err(Fault::Unexpected("an evaluation")),
                         Err(e) => Err(e),
                     };
-                    (j, checked, sent, received)
+                    Ok((checked, sent, received))
                 });
             }
-            while let Some(done) = set.join_next().await {
-                if let Ok((_, _, s, r)) = &done {
-                    sent += s;
-                    received += r;
-                }
-                match done {
-                    Ok((j, Ok(v), _, _)) => verified.push((j, v)),
-                    Ok((j, Err(reason), _, _)) => faults.push(KeeperFailure { keeper: j, reason }),
-                    Err(e) => faults.push(KeeperFailure {
-                        keeper: 0,
-                        reason: e.to_string(),
-                    }),
+            while let Some((j, done)) = set.next().await {
+                let checked = match done {
+                    Ok((checked, s, r)) => {
+                        sent += s;
+                        received += r;
+                        checked
+                    }
+                    Err(fault) => Err(fault),
+                };
+                match checked {
+                    Ok(v) => verified.push((j, v)),
+                    Err(fault) => faults.push(KeeperFailure { keeper: j, fault }),
                 }
             }
         }
@@ -386,15 +411,8 @@ impl KeeperParts {
         }
         let mut value = Vec::with_capacity(nodes);
         for task in finishing {
-            let done = task
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            value.push(done.map_err(|reason| TokenError {
-                need,
-                got: need,
-                failures: vec![KeeperFailure { keeper: 0, reason }],
-            })?);
+            let done = task.await.map_err(|_| TokenError::Panicked)?;
+            value.push(done.map_err(TokenError::Evaluation)?);
         }
         Ok(Obtained {
             value,
@@ -411,13 +429,12 @@ fn check(
     batches: &[AdditiveBatch],
     public: &[RistrettoPoint],
     got: Vec<obscura_proto::KeeperEvaluation>,
-) -> Result<Vec<Verified>, String> {
+) -> Result<Vec<Verified>, Fault> {
     if got.len() != batches.len() {
-        return Err(format!(
-            "answered {} batches for {} asked",
-            got.len(),
-            batches.len()
-        ));
+        return Err(Fault::BadEvaluation {
+            node: 0,
+            error: obscura_keeper::Error::Batch,
+        });
     }
     batches
         .iter()
@@ -425,20 +442,22 @@ fn check(
         .zip(got)
         .enumerate()
         .map(|(i, ((batch, pk), ev))| {
+            let bad = |error| Fault::BadEvaluation {
+                node: i as u8 + 1,
+                error,
+            };
             let proof: [u8; 64] = ev
                 .proof
                 .as_slice()
                 .try_into()
-                .map_err(|_| "a proof of the wrong length".to_string())?;
+                .map_err(|_| bad(obscura_keeper::Error::Proof))?;
             let answer = Evaluation {
                 elements: ev.elements,
-                proof: Proof::from_bytes(&proof).map_err(|e| e.to_string())?,
+                proof: Proof::from_bytes(&proof).map_err(bad)?,
             };
             batch.verify(j, pk, &answer).map_err(|e| match e {
-                obscura_keeper::Error::Keeper { reason, .. } => {
-                    format!("node {}'s key: {reason}", i + 1)
-                }
-                other => other.to_string(),
+                obscura_keeper::Error::Keeper { reason, .. } => bad(*reason),
+                other => bad(other),
             })
         })
         .collect()

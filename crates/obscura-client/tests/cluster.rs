@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use obscura_client::{Client, Error};
+use obscura_client::{Client, Error, Fault, Party};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use redb::ReadableTable;
@@ -288,6 +288,8 @@ async fn a_keeper_down_changes_nothing_until_fewer_than_t_remain() {
         text.contains("keeper 2") && text.contains("keeper 3"),
         "{text}"
     );
+    // Keepers that are only down are named as failures, never as culprits.
+    assert_eq!(err.culprits(), [], "{text}");
     // Indexing fails the same way, before anything reaches a node.
     let err = c.client.index(&testdata("photos/coffee.png")).await;
     assert!(matches!(err, Err(Error::Tokens(_))), "{err:?}");
@@ -326,7 +328,17 @@ async fn a_lying_keeper_is_named_and_the_others_answer() {
         assert_eq!(found.matches[0].id, id);
         for f in &found.keeper_faults {
             assert_eq!(f.keeper, 1, "{f:?}");
-            assert!(f.reason.contains("proof does not verify"), "{f:?}");
+            assert!(
+                matches!(
+                    f.fault,
+                    Fault::BadEvaluation {
+                        node: 1..,
+                        error: obscura_keeper::Error::Proof
+                    }
+                ),
+                "{f:?}"
+            );
+            assert!(f.fault.is_misbehaviour());
             named += 1;
         }
     }
@@ -338,12 +350,14 @@ async fn a_lying_keeper_is_named_and_the_others_answer() {
         .client
         .search(&testdata("derived/astronaut.q75.jpg"), 5, 10)
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    let text = err.to_string();
     assert!(
-        err.contains("keeper 1: node 1's key: the DLEQ proof does not verify"),
-        "{err}"
+        text.contains("keeper 1: node 1's key: the DLEQ proof does not verify"),
+        "{text}"
     );
+    // The liar is the one culprit; keeper 3, down, is not one.
+    assert_eq!(err.culprits(), [Party::Keeper(1)], "{text}");
 }
 
 /// A client's budget per window is enforced at every keeper; refusals are audited there.

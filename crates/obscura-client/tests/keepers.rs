@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use obscura_client::Error;
+use obscura_client::{Error, Fault};
 use obscura_cluster::keeper::keyring_path;
 use obscura_cluster::keeper::LoginPolicy;
 use obscura_keeper::session::{Channel, ClientLogin, Role};
@@ -23,7 +23,7 @@ use rand_core::{OsRng, RngCore, SeedableRng};
 
 fn reasons(e: &Error) -> Vec<String> {
     match e {
-        Error::Keepers { failures, .. } => failures.iter().map(|f| f.reason.clone()).collect(),
+        Error::Keepers { failures, .. } => failures.iter().map(|f| f.reason()).collect(),
         other => vec![other.to_string()],
     }
 }
@@ -498,10 +498,27 @@ async fn secrets_round_trip_from_any_t_keepers_and_a_lying_keeper_is_named() {
     assert!(
         got.faults
             .iter()
-            .any(|f| f.keeper == 2 && f.reason.contains("does not rebuild")),
+            .any(|f| f.keeper == 2 && f.fault == Fault::BadSecretShare),
         "{:?}",
         got.faults
     );
+    // With keeper 3 down too, keepers 1 and 2 disagree and nothing shows which of them lies:
+    // the secret is not rebuilt, and no keeper is accused (the one down least of all).
+    c.keeper_down(3).await;
+    let err = c.client.secret_get(&id, false).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotRebuilt {
+                answered: 2,
+                failed_sets: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.culprits(), []);
+    c.keeper_up(3).await;
 
     // Every operation is in the user's own trail at each keeper.
     let trails = c.client.user_events().await.unwrap();
@@ -581,7 +598,7 @@ async fn threshold_signatures_verify_with_ed25519_and_a_lying_keeper_is_named() 
         signed
             .faults
             .iter()
-            .any(|f| f.keeper == 2 && f.reason.contains("does not verify")),
+            .any(|f| f.keeper == 2 && f.fault == Fault::BadSignatureShare),
         "{:?}",
         signed.faults
     );
@@ -589,6 +606,12 @@ async fn threshold_signatures_verify_with_ed25519_and_a_lying_keeper_is_named() 
     verifier
         .verify_strict(message, &Signature::from_bytes(&signed.signature))
         .unwrap();
+    // With keeper 1 down as well, the liar and keeper 3 cannot sign: the error names the liar
+    // as the one culprit, and keeper 1 only as down.
+    c.keeper_down(1).await;
+    let err = c.client.sign(&id, message).await.unwrap_err();
+    assert_eq!(err.culprits(), [obscura_client::Party::Keeper(2)], "{err}");
+    c.keeper_up(1).await;
     let trails = c.client.user_events().await.unwrap();
     assert!(trails
         .iter()

@@ -74,7 +74,7 @@ pub enum Error {
         /// The keeper.
         keeper: u8,
         /// Why its answer was refused.
-        reason: String,
+        reason: Box<Error>,
     },
     /// Keeper indices that cannot be combined.
     #[error("{0}")]

@@ -93,7 +93,7 @@ pub const SESSION_KEY_LEN: usize = 64;
 
 /// Why a registration, login or session message failed. Deliberately coarse: a login that
 /// fails says only that, whatever the reason, so it is no oracle.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
     /// A protocol message does not parse.
     #[error("malformed {0}")]

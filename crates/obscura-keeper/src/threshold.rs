@@ -402,7 +402,7 @@ fn verify_answer(
         .map(|elements| Verified { keeper, elements })
         .map_err(|e| Error::Keeper {
             keeper,
-            reason: e.to_string(),
+            reason: Box::new(e),
         })
 }
 

@@ -427,7 +427,7 @@ async fn cluster_figures(
         .collect();
     let batch = pipeline::index_files(&client, &files, || ()).await;
     if !batch.failures.is_empty() {
-        let lines: Vec<String> = batch.failures.iter().map(|(_, e)| e.clone()).collect();
+        let lines: Vec<String> = batch.failures.iter().map(|(_, e)| e.to_string()).collect();
         return Err(format!("indexing failed: {}", lines.join("; ")));
     }
     let index_rate = files.len() as f64 / batch.seconds;

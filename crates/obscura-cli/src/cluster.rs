@@ -1,0 +1,166 @@
+//! `obscura cluster init` (and, with the laboratory, `cluster up`): a new cluster's
+//! configurations, TLS material and sealed keys, made by the dealer in one directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::error::Failure;
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Make node configurations, TLS material and keys (sealed) in a new directory.
+    Init(Init),
+    /// Run every node and keeper of DIR as a child process until interrupted.
+    #[cfg(feature = "lab")]
+    Up {
+        /// The cluster directory.
+        dir: PathBuf,
+    },
+}
+
+// `cluster init`'s arguments (its help is the variant's).
+#[derive(clap::Args)]
+pub(crate) struct Init {
+    /// The directory to create (must not exist).
+    dir: PathBuf,
+    /// Number of nodes (n). A search needs 2t + 1 nodes (t = k − 1), and enough that any
+    /// two nodes that answer saw the same query checked: at least ⌈(n + t + 1) / 2⌉. With
+    /// k = 3: 5 nodes search only when all are up, 6 with one down, 7 or 8 with two down.
+    /// Rebuilding an image needs k; indexing needs every node.
+    #[arg(long, default_value_t = obscura_cluster::deal::DEFAULT_NODES)]
+    nodes: usize,
+    /// Shares needed to rebuild an image (k); any k − 1 nodes together learn nothing.
+    #[arg(long, default_value_t = obscura_cluster::deal::DEFAULT_THRESHOLD)]
+    threshold: usize,
+    /// Host the nodes listen on and are reached at.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Node i listens on base-port + i − 1.
+    #[arg(long, default_value_t = 7401)]
+    base_port: u16,
+    /// Where band tokens come from: `voprf` (keepers evaluate an RFC 9497 VOPRF on shares
+    /// of the keys; no client holds one) or `hmac` (every client holds the token keys).
+    #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
+    tokens: Tokens,
+    /// Keepers (m), each holding one Shamir share of every token key.
+    #[arg(long, default_value_t = 3)]
+    keepers: usize,
+    /// Keepers needed to evaluate tokens (T); fewer learn nothing of the keys.
+    #[arg(long, default_value_t = 2)]
+    keeper_threshold: usize,
+    /// Keeper j listens on keeper-base-port + j − 1 [default: base-port + 100].
+    #[arg(long)]
+    keeper_base_port: Option<u16>,
+    /// Evaluations each user may ask of each keeper per hour (a search costs about
+    /// 8 × 9 per node at radius 1, an image 8 per node).
+    #[arg(long, default_value_t = obscura_cluster::deal::DEFAULT_KEEPER_BUDGET)]
+    keeper_budget: u64,
+    /// Largest Hamming distance a search reports and a match entitles a querier to fetch
+    /// (τ); every node enforces it.
+    #[arg(long, default_value_t = 10)]
+    max_distance: u32,
+    /// Requests each user may make at each node per hour: a search is a Stage-1 lookup, a
+    /// query check and a Stage-2 evaluation, 3 in all (its later rounds count only when
+    /// refused). An evaluation costs one more for every 1,024 candidates past the first
+    /// 1,024, and an exhaustive list one for every 16,384 images: an exhaustive search of
+    /// 100,000 images costs about 110, of 2^20 about 1,090.
+    #[arg(long, default_value_t = 3600)]
+    queries_per_hour: u32,
+    /// Fetches and match resolutions each user may make at each node per hour.
+    #[arg(long, default_value_t = 600)]
+    fetches_per_hour: u32,
+}
+
+/// Where band tokens come from (see `cluster init --tokens`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Tokens {
+    /// RFC 9497 VOPRF evaluated by threshold keepers.
+    Voprf,
+    /// HMAC-SHA256 under keys every client holds.
+    Hmac,
+}
+
+impl From<Tokens> for obscura_client::config::TokenKind {
+    fn from(t: Tokens) -> Self {
+        match t {
+            Tokens::Voprf => obscura_client::config::TokenKind::Voprf,
+            Tokens::Hmac => obscura_client::config::TokenKind::Hmac,
+        }
+    }
+}
+
+impl ClusterCommand {
+    pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
+        match self {
+            ClusterCommand::Init(init) => init.run(),
+            #[cfg(feature = "lab")]
+            ClusterCommand::Up { dir } => Ok(crate::lab::cluster_up(&dir).await?),
+        }
+    }
+}
+
+impl Init {
+    fn run(self) -> Result<ExitCode, Failure> {
+        let Init {
+            dir,
+            nodes,
+            threshold,
+            host,
+            base_port,
+            tokens,
+            keepers,
+            keeper_threshold,
+            keeper_base_port,
+            keeper_budget,
+            max_distance,
+            queries_per_hour,
+            fetches_per_hour,
+        } = self;
+        if max_distance > 64 {
+            return Err("--max-distance is at most 64".into());
+        }
+        let keeper_base = keeper_base_port.unwrap_or_else(|| base_port.saturating_add(100));
+        let mut opt = obscura_cluster::deal::InitOptions::new(
+            nodes,
+            threshold,
+            &host,
+            base_port,
+            keeper_base,
+        );
+        opt.tokens = tokens.into();
+        opt.keepers = keepers;
+        opt.keeper_threshold = keeper_threshold;
+        opt.keeper_ports = (0..keepers)
+            .map(|j| keeper_base.saturating_add(j as u16))
+            .collect();
+        opt.keeper_budget = keeper_budget;
+        opt.policy.max_distance = max_distance;
+        opt.capabilities.queries_per_hour = queries_per_hour;
+        opt.capabilities.fetches_per_hour = fetches_per_hour;
+        obscura_cluster::deal::init(&dir, &opt).map_err(|e| e.to_string())?;
+        let availability = obscura_cluster::deal::Availability::of(nodes, threshold)
+            .map(|a| a.describe())
+            .unwrap_or_default();
+        // Without the laboratory there is no `cluster up`: each server runs on its own.
+        let start = if cfg!(feature = "lab") {
+            format!("obscura cluster up {}", dir.display())
+        } else {
+            format!(
+                "obscura keeper run {d}/keeperJ/keeper.json and obscura node run \
+                     {d}/nodeI/node.json for each keeper and node",
+                d = dir.display()
+            )
+        };
+        println!(
+                "created cluster {d} ({threshold}-of-{nodes}): {availability}\n\
+                 start it with: {start}\n\
+                 then make its first account (the admin) with: obscura register --cluster {d} --user NAME\n\
+                 {d}/owner holds the data owner's key: give a copy of {d} without it to users who \
+                 only search",
+                d = dir.display(),
+            );
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,397 @@
+//! `obscura index|search|get|grant|delete|hash`: images in and out of a cluster.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use obscura_client::{pipeline, SearchOutcome};
+use obscura_sharing::manifest::ImageId;
+use serde_json::json;
+
+use crate::error::Failure;
+use crate::{client, exit};
+
+/// The image commands, flattened into the top level.
+#[derive(Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Share image files (and folders, recursively) among the nodes.
+    Index {
+        /// The cluster directory made by `cluster init`.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print `{"indexed":[{"path","id"}],"skipped":[{"path","error"}],"recovered":[id]}`
+        /// (recovered: images an interrupted run committed but never reported).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find the stored images closest to IMAGE, privately. The nodes open only the images
+    /// within the cluster's distance limit, with their distances; of the rest, only how many.
+    #[command(after_help = "Examples:\n  \
+        obscura search --cluster /tmp/demo photo.jpg\n  \
+        obscura search --cluster /tmp/demo photo.jpg --exhaustive --json")]
+    Search {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The query image.
+        image: PathBuf,
+        /// Most results.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Largest Hamming distance reported (0..=64). The nodes reveal nothing beyond the
+        /// cluster's own limit τ (`cluster init --max-distance`, 10 by default), so a larger
+        /// value reports no more.
+        #[arg(long, default_value_t = 10)]
+        max_distance: u32,
+        /// Scan every stored image instead of Stage-1's candidates: no band lookup, so no node
+        /// sees which postings the query's bands hit (the matches it resolves it still sees);
+        /// slower, and refused by nodes holding more than their `max_exhaustive` images.
+        #[arg(long)]
+        exhaustive: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild an image from any k nodes, checking every share. Nodes hand out a share to the
+    /// data owner, to a querier whose own search matched the image (the proof is kept in the
+    /// session by `obscura search`), or with the owner's grant.
+    #[command(after_help = "Examples:\n  \
+        obscura get --cluster /tmp/demo 7f3a...e1 --out /tmp/match.jpg\n  \
+        obscura get --cluster /tmp/demo 7f3a...e1 --out /tmp/x.jpg --grant 1767225600:9c1d...")]
+    Get {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The image id (32 hex digits).
+        id: String,
+        /// Where to write the image.
+        #[arg(long)]
+        out: PathBuf,
+        /// The owner's grant (`EXPIRY:SIGNATURE`, from `obscura grant`).
+        #[arg(long)]
+        grant: Option<String>,
+    },
+    /// As the data owner: let one account fetch one image, until a time, without searching
+    /// for it. Prints the grant, which that user passes to `obscura get --grant`.
+    Grant {
+        /// The cluster directory (with the owner's key).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The account it is for.
+        #[arg(long)]
+        user: String,
+        /// The image id.
+        id: String,
+        /// How long it holds, in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+    /// Remove an image from every node. Nodes take it only as an order signed with the data
+    /// owner's key, so this client must hold it.
+    Delete {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The image id.
+        id: String,
+    },
+    /// Print the pHash-64 of each file, as `0x%016x  FILE`.
+    Hash {
+        /// Image files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+impl ImageCommand {
+    pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
+        match self {
+            ImageCommand::Index {
+                cluster,
+                paths,
+                json,
+            } => index(&cluster, &paths, json).await,
+            ImageCommand::Search {
+                cluster,
+                image,
+                top,
+                max_distance,
+                exhaustive,
+                json,
+            } => {
+                let bytes =
+                    std::fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+                let client = client(&cluster)?;
+                let out = if exhaustive {
+                    client
+                        .search_exhaustive(&bytes, top, max_distance.min(64))
+                        .await
+                } else {
+                    client.search(&bytes, top, max_distance.min(64)).await
+                }?;
+                print_search(&out, json);
+                Ok(ExitCode::SUCCESS)
+            }
+            ImageCommand::Get {
+                cluster,
+                id,
+                out,
+                grant,
+            } => {
+                let id = image_id(&id)?;
+                if out.is_dir() {
+                    return Err(format!(
+                        "--out {} is a folder: give the file to write, e.g. {}",
+                        out.display(),
+                        out.join(format!("{id}.png")).display()
+                    )
+                    .into());
+                }
+                let client = client(&cluster)?;
+                let rebuilt = match grant {
+                    Some(g) => {
+                        let (expires_at, signature) = g
+                            .split_once(':')
+                            .and_then(|(e, s)| {
+                                Some((e.parse().ok()?, obscura_tokens::keyfile::from_hex(s)?))
+                            })
+                            .ok_or("--grant is EXPIRY:SIGNATURE, as `obscura grant` prints it")?;
+                        client.get_granted(id, expires_at, signature).await
+                    }
+                    None => client.get(id).await,
+                }?;
+                for f in &rebuilt.faults {
+                    let misbehaved = if f.fault.is_misbehaviour() {
+                        " (misbehaved)"
+                    } else {
+                        ""
+                    };
+                    eprintln!("warning: node {}{misbehaved}: {}", f.node, f.fault);
+                }
+                // Written beside the target under a fresh name, readable by this user only, then
+                // renamed: no half-written output, and no file or link planted by another user at a
+                // predictable name receives the image.
+                obscura_cluster::files::write_private_atomic(&out, &rebuilt.image)
+                    .map_err(|e| e.to_string())?;
+                println!("wrote {} ({} bytes)", out.display(), rebuilt.image.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            ImageCommand::Grant {
+                cluster,
+                user,
+                id,
+                hours,
+            } => {
+                let id = image_id(&id)?;
+                let expires_at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+                    + hours.saturating_mul(3600);
+                let signature = client(&cluster)?.grant(id, &user, expires_at)?;
+                println!(
+                    "{expires_at}:{}",
+                    obscura_tokens::keyfile::to_hex(&signature)
+                );
+                eprintln!(
+                "{user} may fetch {id} until Unix time {expires_at} with: obscura get --cluster \
+                 DIR {id} --out FILE --grant <the line above>"
+            );
+                Ok(ExitCode::SUCCESS)
+            }
+            ImageCommand::Delete { cluster, id } => {
+                let id = image_id(&id)?;
+                client(&cluster)?.delete(id).await?;
+                println!("deleted {id}");
+                Ok(ExitCode::SUCCESS)
+            }
+            ImageCommand::Hash { files } => {
+                let mut ok = true;
+                for f in files {
+                    match std::fs::read(&f)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| obscura_phash::phash64(&b).map_err(|e| e.to_string()))
+                    {
+                        Ok(h) => println!("{h}  {}", f.display()),
+                        Err(e) => {
+                            eprintln!("{}: {e}", f.display());
+                            ok = false;
+                        }
+                    }
+                }
+                Ok(exit(ok))
+            }
+        }
+    }
+}
+
+fn image_id(s: &str) -> Result<ImageId, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an image id (32 hex digits)"))
+}
+
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            out.extend(collect_files(&entries)?);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such file or folder", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode, Failure> {
+    let mut client = client(cluster)?;
+    // An image counts as indexed once it is printed: one committed but never printed (this
+    // process killed in between) is reported by the next run instead of left unnamed.
+    client.acknowledge_reports();
+    let files = collect_files(paths)?;
+    // Images of an earlier index that was interrupted are removed before new ones go in.
+    let finished = client.finish_interrupted().await?;
+    if !finished.removed.is_empty() {
+        eprintln!(
+            "removed {} image(s) left at some nodes by an interrupted index",
+            finished.removed.len()
+        );
+    }
+    let recovered: Vec<String> = finished.recovered.iter().map(|id| id.to_string()).collect();
+    for id in &recovered {
+        if !json {
+            println!("{id}  (indexed by an interrupted run that did not report it)");
+        }
+    }
+    for (id, failures) in &finished.remaining {
+        let nodes: Vec<String> = failures.iter().map(|f| f.node.to_string()).collect();
+        eprintln!(
+            "warning: image {id} of an interrupted index is still at node(s) {}; it is removed when they are back",
+            nodes.join(", ")
+        );
+    }
+    let bar = if !json && std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(files.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let say = |line: String| {
+        if json {
+        } else if bar.is_hidden() {
+            println!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let (mut indexed, mut skipped) = (Vec::new(), Vec::new());
+    let mut cluster_failure = false;
+    let client = std::sync::Arc::new(client);
+    let acknowledging = client.clone();
+    let acknowledge = |id| {
+        if let Err(e) = acknowledging.acknowledge(id) {
+            eprintln!("warning: {e}");
+        }
+    };
+    let mut printed_later = Vec::new();
+    let path = |i: usize| files[i].display().to_string();
+    pipeline::index_all(
+        &client,
+        files.len(),
+        |i| std::fs::read(&files[i]),
+        |i, outcome| {
+            cluster_failure |= matches!(outcome, pipeline::Outcome::Failed(_));
+            match outcome {
+                pipeline::Outcome::Indexed(id) => {
+                    say(format!("{id}  {}", path(i)));
+                    indexed.push((i, json!({"path": path(i), "id": id.to_string()})));
+                    if json {
+                        printed_later.push(id);
+                    } else {
+                        acknowledge(id);
+                    }
+                }
+                not => {
+                    say(format!("skipped {}: {not}", path(i)));
+                    skipped.push((i, json!({"path": path(i), "error": not.to_string()})));
+                }
+            }
+            bar.inc(1);
+        },
+    )
+    .await;
+    // Reported as they finish; listed in the order given.
+    indexed.sort_by_key(|e| e.0);
+    skipped.sort_by_key(|e| e.0);
+    let indexed: Vec<_> = indexed.into_iter().map(|e| e.1).collect();
+    let skipped: Vec<_> = skipped.into_iter().map(|e| e.1).collect();
+    bar.finish_and_clear();
+    if json {
+        println!(
+            "{}",
+            json!({"indexed": indexed, "skipped": skipped, "recovered": recovered})
+        );
+        for id in printed_later {
+            acknowledge(id);
+        }
+    } else {
+        println!("indexed {}, skipped {}", indexed.len(), skipped.len());
+    }
+    // Nothing indexed of something asked is a failure, even when each file had its reason.
+    let nothing = indexed.is_empty() && !skipped.is_empty();
+    Ok(exit(!cluster_failure && !nothing))
+}
+
+fn print_search(out: &SearchOutcome, json: bool) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    // A keeper that failed was replaced by another: the answer stands, the operator should know.
+    for f in &out.keeper_faults {
+        let misbehaved = if f.fault.is_misbehaviour() {
+            " (misbehaved)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "warning: keeper {}{misbehaved} was not used: {}",
+            f.keeper, f.fault
+        );
+    }
+    if json {
+        println!(
+            "{}",
+            json!({
+                "results": out.matches.iter().map(|m| json!({"id": m.id.to_string(), "distance": m.distance})).collect::<Vec<_>>(),
+                "candidates": out.candidates,
+                "timings_ms": {"tokens": ms(out.tokens), "stage1": ms(out.stage1), "stage2": ms(out.stage2), "total": ms(out.total)},
+                "keeper_faults": out.keeper_faults.iter().map(|f| json!({"keeper": f.keeper, "reason": f.fault.to_string(), "misbehaved": f.fault.is_misbehaviour()})).collect::<Vec<_>>(),
+                "bytes": {"sent": out.bytes_sent, "received": out.bytes_received},
+            })
+        );
+        return;
+    }
+    if out.matches.is_empty() {
+        println!("no stored image within the distance limit");
+    }
+    for m in &out.matches {
+        println!("{}  distance {}", m.id, m.distance);
+    }
+    println!(
+        "{} candidates; stage 1 {:.1} ms (tokens {:.1}), stage 2 {:.1} ms, total {:.1} ms; {} bytes sent, {} received",
+        out.candidates,
+        ms(out.stage1),
+        ms(out.tokens),
+        ms(out.stage2),
+        ms(out.total),
+        out.bytes_sent,
+        out.bytes_received
+    );
+}
