@@ -92,6 +92,14 @@ pub enum Fault {
     /// an account is stored everywhere or nowhere.
     #[error("not registered: {0}")]
     Withheld(&'static str),
+    /// It answered out of step with the other nodes: its signed answer while others sent
+    /// another round's openings, or the reverse. One side is off the protocol, and which is not
+    /// known (a lying node could answer early to have the honest ones blamed), so no node is
+    /// named a culprit for it.
+    #[error(
+        "answered out of step with the other nodes (some answered, some opened another round)"
+    )]
+    OutOfStep,
     /// Nothing was heard from it.
     #[error("no answer")]
     NoAnswer,

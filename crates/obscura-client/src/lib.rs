@@ -53,6 +53,7 @@ mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 mod journal;
+pub mod ops;
 pub mod pipeline;
 pub mod rotation;
 pub mod secrets;
@@ -68,20 +69,19 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use fault::{Fault, KeeperFailure, NodeFailure};
 pub use journal::EntryText;
 use obscura_auth::capability::{CapabilityKey, Holder};
-use obscura_auth::matching::{self, KeptAnswer};
 use obscura_cluster::tls::Endpoint;
 pub use obscura_cluster::tls::Party;
-use obscura_mpc::{share_hash, Match, NodeAnswer, Querier, SearchParams};
+use obscura_mpc::{share_hash, Match};
 use obscura_proto::{
     limits, roles, Body, ErrorCode, FetchBy, KeeperBody, MatchProof, NodeBody, PreparedImage,
-    Request, Response, ResponseBody, ScanOf, WireAuditEntry, WireCheck, WireOpened,
+    Request, Response, ResponseBody, WireAuditEntry,
 };
 use obscura_sharing::bytes::{split, ByteShare, Params};
-use obscura_sharing::field::Fp;
 use obscura_sharing::manifest::{ImageId, Manifest, SignedManifest};
 use obscura_sharing::order::Order;
 use obscura_sharing::rng::AesCtrRng;
 use obscura_tokens::BatchPlan;
+use ops::search;
 use rand_core::{OsRng, RngCore};
 pub use secrets::{Opened, PasswordChange, Signed};
 pub use session::LoginReport;
@@ -355,21 +355,9 @@ pub enum Scan {
     Exhaustive,
 }
 
-/// What every part of one search's Stage-2 carries: the query, the list it scans, every node's
-/// share and the nodes' checks of it.
-struct QueryParts {
-    query_id: [u8; 16],
-    issued: u64,
-    scan: ScanOf,
-    shares: Vec<Vec<u8>>,
-    share_digests: Vec<[u8; 32]>,
-    checks: Vec<WireCheck>,
-}
-
-/// The nodes' answers to one part, and the bytes it took.
-struct PartOutcome {
-    answers: Vec<NodeAnswer>,
-    kept: Vec<KeptAnswer>,
+/// Bytes a protocol step's calls moved.
+#[derive(Clone, Copy, Debug, Default)]
+struct Moved {
     sent: u64,
     received: u64,
 }
@@ -1176,435 +1164,128 @@ impl Client {
         scan: Scan,
     ) -> Result<SearchOutcome, Error> {
         let mut rng = AesCtrRng::from_os();
-        let (mut sent, mut received) = (0, 0);
+        let mut moved = Moved::default();
+        let setting = search::Setting {
+            n: self.n(),
+            t: self.t,
+            max_distance,
+            top,
+        };
 
         let t0 = Instant::now();
-        let mut query_id = [0u8; 16];
-        rng.fill_bytes(&mut query_id);
-        let (lookups, tokens_time, issued, keeper_faults) = match scan {
+        let (batches, keeper_faults) = match scan {
             Scan::Stage1 => {
                 let obtained = self
                     .tokens
                     .query(&self.keepers, self.key_version, self.n(), &self.plan, q)
                     .await?;
-                let tokens_time = t0.elapsed();
-                sent += obtained.sent;
-                received += obtained.received;
-                let batches: Vec<Vec<[u8; 16]>> = obtained
+                moved.sent += obtained.sent;
+                moved.received += obtained.received;
+                let batches = obtained
                     .value
                     .into_iter()
                     .map(|b| b.into_iter().map(|t| t.0).collect())
                     .collect();
-                let issued = unix_now();
-                let lookups = self
-                    .call_quorum(
-                        self.to_every_node(|x| NodeBody::Lookup {
-                            key_version: self.key_version,
-                            query: query_id,
-                            issued,
-                            tokens: batches[x as usize - 1].clone(),
-                        }),
-                        2 * self.t + 1,
-                    )
-                    .await;
-                (lookups, tokens_time, issued, obtained.faults)
+                (batches, obtained.faults)
             }
-            // No tokens and no lookup: every node lists every image, and Stage-2 scans them.
-            Scan::Exhaustive => {
-                let issued = unix_now();
-                let lists = self
-                    .call_quorum(
-                        self.to_every_node(|_| NodeBody::List {
-                            query: query_id,
-                            issued,
-                        }),
-                        2 * self.t + 1,
-                    )
-                    .await;
-                (lists, Duration::ZERO, issued, Vec::new())
-            }
+            Scan::Exhaustive => (Vec::new(), Vec::new()),
         };
-        // Each node holds the same postings under its own keys, counts the bands itself and
-        // gives an image the same handle in this query; the union makes a node that leaves
-        // some out change nothing.
-        let mut candidates: Vec<ImageId> = Vec::new();
-        let mut stage1_hits = 0;
-        let mut up = Vec::new();
-        for (x, r, s, rcv) in &lookups {
-            sent += s;
-            received += rcv;
-            match r {
-                Ok(ResponseBody::Lookup { handles, matched }) => {
-                    up.push(*x);
-                    stage1_hits = stage1_hits.max(*matched as usize);
-                    candidates.extend(handles.iter().map(|h| ImageId(*h)));
-                }
-                Ok(ResponseBody::Listed { handles }) => {
-                    up.push(*x);
-                    stage1_hits = stage1_hits.max(handles.len());
-                    candidates.extend(handles.iter().map(|h| ImageId(*h)));
-                }
-                _ => {}
-            }
-        }
-        // Sorted and each once: a million-image list from each of six nodes takes a sort, not
-        // six million tree inserts.
-        candidates.sort_unstable();
-        candidates.dedup();
-        // Stage-2 goes on with the nodes that answered Stage-1; a node that failed or stalled
-        // there is not waited for again, and with too few left the search ends here.
-        if up.len() < obscura_mpc::check::checks_needed(self.n(), self.t) {
-            return Err(Error::Nodes {
-                what: "search (stage 1)",
-                failures: failures_of(&lookups),
-            });
-        }
+        let tokens = t0.elapsed();
+        let (lookup, calls) = search::Lookup::start(
+            scan,
+            setting,
+            q,
+            self.key_version,
+            batches,
+            unix_now(),
+            &mut rng,
+        );
+        let answers = self.run(calls, &mut moved).await;
         let stage1 = t0.elapsed();
 
         let t1 = Instant::now();
-        // Every match within the distance limit comes back here: candidates are handles, whose
-        // order says nothing, so ties are broken by image id only once the ids are known.
-        let params = SearchParams {
-            n: self.n(),
-            t: self.t,
-            max_distance,
-            top: usize::MAX,
-        };
-        let handles: Vec<[u8; 16]> = candidates.iter().map(|c| c.0).collect();
-        let scan = matching::scan_of(&handles);
-        let shares: Vec<Vec<u8>> = share_hash(q, self.t, self.n(), &mut rng)?
-            .iter()
-            .map(|s| s.to_bytes().to_vec())
-            .collect();
-        // The commitment to every node's share, fixed before any node opens anything.
-        let share_digests: Vec<[u8; 32]> =
-            shares.iter().map(|s| matching::share_digest(s)).collect();
-        // First every node checks its share, then each answers once it has seen every node's
-        // check pass: nothing is answered for a query that is not a sharing of bits.
-        let checked = self
-            .call_quorum(
-                up.iter()
-                    .map(|&x| {
-                        let body = NodeBody::CheckQuery {
-                            query_id,
-                            issued,
-                            query_share: shares[x as usize - 1].clone(),
-                            scan,
-                            share_digests: share_digests.clone(),
-                        };
-                        (x, body)
-                    })
-                    .collect(),
-                obscura_mpc::check::checks_needed(self.n(), self.t),
-            )
-            .await;
-        let mut checks = Vec::with_capacity(self.n());
-        let mut failures = Vec::new();
-        for (x, r, s, rcv) in checked {
-            sent += s;
-            received += rcv;
-            match r {
-                Ok(ResponseBody::QueryChecked { check }) if check.node == x => checks.push(check),
-                Ok(_) => failures.push(NodeFailure {
-                    node: x,
-                    fault: Fault::Unexpected("a check of the query"),
-                }),
-                Err(fault) => failures.push(NodeFailure { node: x, fault }),
-            }
-        }
-        // Each node answers only with enough nodes' checks (every node at n = 2t + 1; one may
-        // be missing from a cluster with a node to spare).
-        if checks.len() < obscura_mpc::check::checks_needed(self.n(), self.t) {
-            return Err(Error::Nodes {
-                what: "search (checking the query)",
-                failures,
-            });
-        }
-        // Then the parts of the candidate list, two at a time, each evaluated in rounds among
-        // the nodes whose checks are in. A node that fails or stalls leaves the search; it goes
-        // on while 2t + 1 stay.
-        let query = QueryParts {
-            query_id,
-            issued,
-            scan,
-            shares,
-            share_digests,
-            checks,
-        };
-        let mut members: Vec<u8> = query.checks.iter().map(|c| c.node).collect();
-        let parts: Vec<(u32, &[[u8; 16]])> = (0u32..)
-            .zip(handles.chunks(limits::MAX_CANDIDATES))
-            .collect();
-        // Each part's kept answers, by part, and each match with its part and its position
-        // there.
-        let mut kept_by_part: Vec<Vec<KeptAnswer>> = Vec::with_capacity(parts.len());
-        let mut found: Vec<(Match, u32, usize)> = Vec::new();
-        for pair in parts.chunks(2) {
-            let (first, second) = match pair {
-                [a, b] => {
-                    let (first, second) = tokio::join!(
-                        self.evaluate_part(&query, *a, &members),
-                        self.evaluate_part(&query, *b, &members)
-                    );
-                    (first, Some(second))
+        let (checking, calls) = lookup.answered(answers, &mut rng)?;
+        let mut evaluating = checking.answered(self.run(calls, &mut moved).await)?;
+        let resolving = loop {
+            match evaluating.next() {
+                search::Stage2::Resolve(resolving) => break resolving,
+                search::Stage2::Parts(waiting, parts) => {
+                    let mut parts = parts.into_iter();
+                    let done = match (parts.next(), parts.next()) {
+                        (Some(a), Some(b)) => {
+                            let (a, b) = tokio::join!(self.drive_part(a), self.drive_part(b));
+                            vec![a?, b?]
+                        }
+                        (Some(a), None) => vec![self.drive_part(a).await?],
+                        _ => Vec::new(),
+                    };
+                    let mut outcomes = Vec::with_capacity(done.len());
+                    for (outcome, bytes) in done {
+                        moved.sent += bytes.sent;
+                        moved.received += bytes.received;
+                        outcomes.push(outcome);
+                    }
+                    evaluating = waiting.finish(outcomes)?;
                 }
-                [a] => (self.evaluate_part(&query, *a, &members).await, None),
-                _ => unreachable!("chunks of two"),
-            };
-            for (&(part, part_handles), outcome) in
-                pair.iter().zip([Some(first), second].into_iter().flatten())
-            {
-                let outcome = outcome?;
-                sent += outcome.sent;
-                received += outcome.received;
-                members.retain(|x| outcome.kept.iter().any(|k| k.node == *x));
-                let start = part as usize * limits::MAX_CANDIDATES;
-                let querier = Querier::waiting(
-                    candidates[start..start + part_handles.len()].to_vec(),
-                    params,
-                );
-                for m in querier.finish(outcome.answers)?.matches {
-                    let position = part_handles
-                        .iter()
-                        .position(|h| *h == m.id.0)
-                        .expect("a match is a candidate of its part");
-                    found.push((m, part, position));
-                }
-                kept_by_part.push(outcome.kept);
             }
-        }
+        };
         let stage2 = t1.elapsed();
 
-        // The matches' ids: each node opens what a proof of this user's own match names.
         let t2 = Instant::now();
-        // The top matches and everything tied with the last of them, as many as one resolve
-        // takes.
-        found.sort_by_key(|(m, ..)| (m.distance, m.id));
-        if let Some(cut) = found.get(top.saturating_sub(1)).map(|(m, ..)| m.distance) {
-            found.retain(|(m, ..)| m.distance <= cut);
+        let asked = resolving.calls();
+        let resolved = match asked {
+            Some(calls) => Some(self.run(calls, &mut moved).await),
+            None => None,
+        };
+        let found = resolving.answered(resolved.as_deref().unwrap_or_default(), &self.owner_public);
+        if resolved.is_some() {
+            self.keepers.sessions.remember(found.proofs)?;
         }
-        found.truncate(limits::MAX_PROOFS);
-        let need = 2 * self.t + 1;
-        let ranked_matches: Vec<Match> = found.iter().map(|(m, ..)| *m).collect();
-        let proofs: Vec<MatchProof> = found
-            .iter()
-            .map(|&(_, part, position)| {
-                let at = part as usize;
-                let kept = &kept_by_part[at][..need];
-                matching::prove(query_id, issued, part, parts[at].1, kept, position)
-            })
-            .collect();
-        let mut matches = Vec::with_capacity(proofs.len());
-        let mut unresolved = 0;
-        if !proofs.is_empty() {
-            let resolved = self
-                .call_all(|_| NodeBody::Resolve {
-                    proofs: proofs.clone(),
-                })
-                .await;
-            let mut known = Vec::new();
-            for (i, (m, proof)) in ranked_matches.iter().zip(&proofs).enumerate() {
-                match self.agreed_image(&resolved, i) {
-                    Some(id) => {
-                        known.push((id, proof.clone()));
-                        matches.push(Match {
-                            id,
-                            distance: m.distance,
-                        });
-                    }
-                    None => unresolved += 1,
-                }
-            }
-            self.keepers.sessions.remember(known)?;
-            for (_, _, s, rcv) in &resolved {
-                sent += s;
-                received += rcv;
-            }
-        }
-        matches.sort_by_key(|m| (m.distance, m.id));
-        matches.truncate(top);
         Ok(SearchOutcome {
-            matches,
-            unresolved,
-            candidates: candidates.len(),
-            stage1_hits,
+            matches: found.matches,
+            unresolved: found.unresolved,
+            candidates: found.candidates,
+            stage1_hits: found.stage1_hits,
             stage1,
             stage2,
             resolve: t2.elapsed(),
             total: start.elapsed(),
-            tokens: tokens_time,
+            tokens: match scan {
+                Scan::Stage1 => tokens,
+                Scan::Exhaustive => Duration::ZERO,
+            },
             keeper_faults,
-            bytes_sent: sent,
-            bytes_received: received,
+            bytes_sent: moved.sent,
+            bytes_received: moved.received,
         })
     }
 
-    /// One part of a search's Stage-2: its evaluation at `members`, then the rounds, each
-    /// node's signed openings relayed to every node still in, until they answer.
-    async fn evaluate_part(
-        &self,
-        query: &QueryParts,
-        (part, handles): (u32, &[[u8; 16]]),
-        members: &[u8],
-    ) -> Result<PartOutcome, Error> {
-        let need = 2 * self.t + 1;
-        let (mut sent, mut received) = (0, 0);
-        let started = self
-            .call_quorum(
-                members
-                    .iter()
-                    .map(|&x| {
-                        let body = NodeBody::Evaluate {
-                            query_id: query.query_id,
-                            issued: query.issued,
-                            query_share: query.shares[x as usize - 1].clone(),
-                            scan: query.scan,
-                            part,
-                            candidates: handles.to_vec(),
-                            share_digests: query.share_digests.clone(),
-                            checks: query.checks.clone(),
-                        };
-                        (x, body)
-                    })
-                    .collect(),
-                need,
-            )
-            .await;
-        let mut openings: Vec<WireOpened> = Vec::new();
-        let mut failures = Vec::new();
-        for (x, r, s, rcv) in started {
-            sent += s;
-            received += rcv;
-            match r {
-                Ok(ResponseBody::Opened { opened }) if opened.node == x && opened.round == 0 => {
-                    openings.push(opened)
-                }
-                Ok(_) => failures.push(NodeFailure {
-                    node: x,
-                    fault: Fault::Unexpected("the first round of the evaluation"),
-                }),
-                Err(fault) => failures.push(NodeFailure { node: x, fault }),
-            }
-        }
-        let mut answers = Vec::new();
-        let mut kept = Vec::new();
-        let mut round = 0u8;
-        while answers.is_empty() {
-            if openings.len() < need {
-                return Err(Error::Nodes {
-                    what: "search (evaluating)",
-                    failures,
-                });
-            }
-            // Every opening in, not just 2t + 1: the nodes check the extra ones against the
-            // rest, so one node that shifts its own is caught while all are up.
-            let members: Vec<u8> = openings.iter().map(|o| o.node).collect();
-            let relayed: Vec<WireOpened> = std::mem::take(&mut openings);
-            let calls = members
-                .iter()
-                .map(|&x| {
-                    (
-                        x,
-                        NodeBody::Reduce {
-                            query_id: query.query_id,
-                            issued: query.issued,
-                            part,
-                            round,
-                            openings: relayed.clone(),
-                        },
-                    )
-                })
-                .collect();
-            round = round.saturating_add(1);
-            for (x, r, s, rcv) in self.call_quorum(calls, need).await {
-                sent += s;
-                received += rcv;
-                match r {
-                    Ok(ResponseBody::Opened { opened })
-                        if opened.node == x && opened.round == round =>
-                    {
-                        openings.push(opened)
-                    }
-                    Ok(ResponseBody::Evaluate {
-                        node,
-                        values,
-                        answer_key,
-                        signature,
-                    }) if node == x && values.len() == handles.len() => {
-                        let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else {
-                            failures.push(NodeFailure {
-                                node: x,
-                                fault: Fault::Unexpected("a signed answer"),
-                            });
-                            continue;
-                        };
-                        answers.push(NodeAnswer {
-                            node,
-                            values: values
-                                .iter()
-                                .map(|v| v.map(|[h, g]| [Fp::new(h.into()), Fp::new(g.into())]))
-                                .collect(),
-                        });
-                        kept.push(KeptAnswer {
-                            node,
-                            values,
-                            answer_key,
-                            signature,
-                        });
-                    }
-                    Ok(_) => failures.push(NodeFailure {
-                        node: x,
-                        fault: Fault::Unexpected("a round of the evaluation"),
-                    }),
-                    Err(fault) => failures.push(NodeFailure { node: x, fault }),
-                }
-            }
-            if !answers.is_empty() && !openings.is_empty() {
-                return Err(Error::Nodes {
-                    what: "search (evaluating)",
-                    failures: vec![NodeFailure {
-                        node: openings[0].node,
-                        fault: Fault::Unexpected("an answer, like the other nodes'"),
-                    }],
-                });
-            }
-        }
-        if answers.len() < need {
-            return Err(Error::Nodes {
-                what: "search (evaluating)",
-                failures,
-            });
-        }
-        Ok(PartOutcome {
-            answers,
-            kept,
-            sent,
-            received,
-        })
-    }
-
-    /// The image the nodes' answers to a resolve name at position `i`: the id of an
-    /// owner-signed manifest that at least `t + 1` nodes returned, so that `t` lying nodes
-    /// cannot name another image.
-    fn agreed_image(&self, resolved: &[Answered], i: usize) -> Option<ImageId> {
-        let mut votes: HashMap<ImageId, usize> = HashMap::new();
-        for (_, r, _, _) in resolved {
-            let Ok(ResponseBody::Resolved { manifests }) = r else {
-                continue;
-            };
-            let Some(Some(bytes)) = manifests.get(i) else {
-                continue;
-            };
-            if let Ok(m) =
-                SignedManifest::from_bytes(bytes).and_then(|m| m.verify(&self.owner_public))
-            {
-                *votes.entry(m.manifest().image_id).or_default() += 1;
-            }
-        }
-        votes
+    /// Send a protocol step's calls, counting the bytes they moved, and give back the answers.
+    async fn run(&self, calls: search::Calls, moved: &mut Moved) -> Vec<search::Answer> {
+        self.call_quorum(calls.calls, calls.quorum)
+            .await
             .into_iter()
-            .find(|&(_, n)| n > self.t)
-            .map(|(id, _)| id)
+            .map(|(x, r, sent, received)| {
+                moved.sent += sent;
+                moved.received += received;
+                (x, r)
+            })
+            .collect()
+    }
+
+    /// One part of a search's Stage-2, driven round after round until the nodes answer.
+    async fn drive_part(
+        &self,
+        (mut part, mut calls): (search::Part, search::Calls),
+    ) -> Result<(search::PartDone, Moved), Error> {
+        let mut moved = Moved::default();
+        loop {
+            let answers = self.run(calls, &mut moved).await;
+            match part.answered(answers)? {
+                search::PartStep::Round(next, more) => (part, calls) = (next, more),
+                search::PartStep::Done(done) => return Ok((done, moved)),
+            }
+        }
     }
 
     /// The proof of this user's match of `id` (from a search, kept in the session), if any.
