@@ -309,7 +309,7 @@ pub async fn login(dir: &Path, user: &str) -> Result<ExitCode, Failure> {
     let pw = password(&format!("password for {user}"))?;
     let report = client.login(user, pw.as_bytes()).await?;
     for f in &report.failures {
-        eprintln!("keeper {}: {}", f.keeper, f.fault);
+        eprintln!("{}", crate::error::keeper_fault(f));
     }
     println!(
         "logged in as {} at keepers {:?}; the session ({}) lasts until Unix time {}",
@@ -353,7 +353,7 @@ pub async fn passwd(dir: &Path, user: &str) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     for f in &change.left {
-        eprintln!("keeper {}: {}", f.keeper, f.fault);
+        eprintln!("{}", crate::error::keeper_fault(f));
     }
     eprintln!(
         "these keepers still take the old password: run `obscura passwd` again when they answer"
@@ -495,7 +495,7 @@ pub async fn secret_out(
     let id = secret_id(id)?;
     let opened = client.secret_get(&id, export).await?;
     for f in &opened.faults {
-        eprintln!("keeper {}: {}", f.keeper, f.fault);
+        eprintln!("{}", crate::error::keeper_fault(f));
     }
     write_private(out, &opened.secret)?;
     println!(
@@ -522,7 +522,7 @@ pub async fn sign(dir: &Path, key: &str, file: &Path, json: bool) -> Result<Exit
     let message = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let signed = client.sign(&id, &message).await?;
     for f in &signed.faults {
-        eprintln!("keeper {}: {}", f.keeper, f.fault);
+        eprintln!("{}", crate::error::keeper_fault(f));
     }
     if json {
         println!(

@@ -38,6 +38,16 @@ impl Failure {
     }
 }
 
+/// `keeper 2: why`, with `(misbehaved)` after the keeper when its answer failed a check.
+pub(crate) fn keeper_fault(f: &obscura_client::KeeperFailure) -> String {
+    let misbehaved = if f.fault.is_misbehaviour() {
+        " (misbehaved)"
+    } else {
+        ""
+    };
+    format!("keeper {}{misbehaved}: {}", f.keeper, f.fault)
+}
+
 /// `keeper 2, node 3`.
 pub(crate) fn names(parties: &[Party]) -> String {
     parties

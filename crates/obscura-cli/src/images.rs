@@ -321,7 +321,13 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
                     }
                 }
                 not => {
-                    say(format!("skipped {}: {not}", path(i)));
+                    let culprits = match &not {
+                        pipeline::Outcome::Failed(e) if !e.culprits().is_empty() => {
+                            format!(" (misbehaved: {})", crate::error::names(&e.culprits()))
+                        }
+                        _ => String::new(),
+                    };
+                    say(format!("skipped {}: {not}{culprits}", path(i)));
                     skipped.push((i, json!({"path": path(i), "error": not.to_string()})));
                 }
             }
@@ -329,6 +335,10 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
         },
     )
     .await;
+    // Keepers that failed on the way, where others answered instead.
+    for f in client.take_keeper_faults() {
+        eprintln!("warning: {} (not used)", crate::error::keeper_fault(&f));
+    }
     // Reported as they finish; listed in the order given.
     indexed.sort_by_key(|e| e.0);
     skipped.sort_by_key(|e| e.0);
@@ -355,15 +365,7 @@ fn print_search(out: &SearchOutcome, json: bool) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     // A keeper that failed was replaced by another: the answer stands, the operator should know.
     for f in &out.keeper_faults {
-        let misbehaved = if f.fault.is_misbehaviour() {
-            " (misbehaved)"
-        } else {
-            ""
-        };
-        eprintln!(
-            "warning: keeper {}{misbehaved} was not used: {}",
-            f.keeper, f.fault
-        );
+        eprintln!("warning: {} (not used)", crate::error::keeper_fault(f));
     }
     if json {
         println!(

@@ -62,11 +62,10 @@ pub enum Fault {
     /// It answered in another keeper's name.
     #[error("answered as keeper {0}")]
     AnsweredAs(u8),
-    /// Its VOPRF evaluation does not verify against its public share of node `node`'s key
-    /// (or, `node` 0, its answer as a whole is malformed).
+    /// Its VOPRF evaluation does not verify against its public share of node `node`'s key.
     #[error("node {node}'s key: {error}")]
     BadEvaluation {
-        /// The node whose key the evaluation is for; 0 for the answer as a whole.
+        /// The node whose key the evaluation is for.
         node: u8,
         /// What the check found.
         error: obscura_keeper::Error,
@@ -100,6 +99,12 @@ pub enum Fault {
         "answered out of step with the other nodes (some answered, some opened another round)"
     )]
     OutOfStep,
+    /// Its answer failed a check that no server's answer passed and at least one other's
+    /// failed, so the check itself may be what is wrong (this client configured for another
+    /// cluster, a plan of another rotation): `.0` is what the check found, and nobody is named a
+    /// culprit for it.
+    #[error("{0} (as every other answer did: is this client configured for this cluster?)")]
+    Unconfirmed(Box<Fault>),
     /// Nothing was heard from it.
     #[error("no answer")]
     NoAnswer,
@@ -168,6 +173,21 @@ impl KeeperFailure {
     /// What went wrong, for people.
     pub fn reason(&self) -> String {
         self.fault.to_string()
+    }
+}
+
+/// The faults of a check that no server passed: when more than one server failed it, the
+/// check itself is in doubt (this client's configuration may be another cluster's), and each
+/// such fault becomes [`Fault::Unconfirmed`]. One server alone failing it is still named: a
+/// lying server cannot hide behind another that is only down.
+pub(crate) fn doubt<'a>(faults: impl IntoIterator<Item = &'a mut Fault>) {
+    let mut failed: Vec<&mut Fault> = faults.into_iter().filter(|f| f.is_misbehaviour()).collect();
+    if failed.len() < 2 {
+        return;
+    }
+    for f in &mut failed {
+        let found = std::mem::replace(&mut **f, Fault::NoAnswer);
+        **f = Fault::Unconfirmed(Box::new(found));
     }
 }
 

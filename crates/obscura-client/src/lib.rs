@@ -308,6 +308,9 @@ pub struct Client {
     journal: Option<journal::Journal>,
     /// Whether the caller reports indexed images itself and says so ([`Client::acknowledge`]).
     acknowledging: bool,
+    /// Keepers that failed while indexing, where others answered instead (see
+    /// [`Client::take_keeper_faults`]).
+    noticed: std::sync::Mutex<Vec<KeeperFailure>>,
 }
 
 /// One image ready for the nodes (see [`Client::upload`]).
@@ -497,6 +500,7 @@ impl Client {
             plan: parts.plan,
             journal: parts.journal.map(journal::Journal::new),
             acknowledging: false,
+            noticed: std::sync::Mutex::default(),
         })
     }
 
@@ -793,7 +797,20 @@ impl Client {
             .tokens
             .index(&self.keepers, self.key_version, self.n(), hashes)
             .await?;
+        if !got.faults.is_empty() {
+            self.noticed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(got.faults);
+        }
         Ok(got.value)
+    }
+
+    /// Keepers that failed or answered wrongly while this client indexed, where others answered
+    /// instead (a search reports its own in [`SearchOutcome::keeper_faults`]); each is returned
+    /// once.
+    pub fn take_keeper_faults(&self) -> Vec<KeeperFailure> {
+        std::mem::take(&mut *self.noticed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Whether band tokens come from keepers (VOPRF) rather than HMAC keys held here.
@@ -1427,16 +1444,19 @@ impl Client {
         });
         let Some((manifest, good_bytes)) = verified else {
             if !manifests.is_empty() {
+                let mut failures: Vec<NodeFailure> = manifests
+                    .iter()
+                    .map(|(x, _)| NodeFailure {
+                        node: *x,
+                        fault: Fault::ForeignManifest,
+                    })
+                    .chain(faults)
+                    .collect();
+                // No manifest verifies: the owner key this client holds may be another's.
+                fault::doubt(failures.iter_mut().map(|f| &mut f.fault));
                 return Err(Error::Nodes {
                     what: "get (no node returned a manifest signed by the owner)",
-                    failures: manifests
-                        .iter()
-                        .map(|(x, _)| NodeFailure {
-                            node: *x,
-                            fault: Fault::ForeignManifest,
-                        })
-                        .chain(faults)
-                        .collect(),
+                    failures,
                 });
             }
             if faults.iter().all(|f| f.fault.is_unknown_image()) {

@@ -551,11 +551,24 @@ impl KeeperLink {
         }
         let mut other_password = Vec::new();
         for (keeper, fault) in held {
-            if self.confirm_password(keeper, user, password).await.is_err() {
-                other_password.push(KeeperFailure {
+            match self.confirm_password(keeper, user, password).await {
+                Ok(()) => {}
+                // The password does not log in there: the account is another's, or this user's
+                // under another password.
+                Err(login)
+                    if login == Fault::Opaque(session::SessionError::LoginFailed)
+                        || login.is_refusal(obscura_proto::ErrorCode::LoginFailed) =>
+                {
+                    other_password.push(KeeperFailure {
+                        keeper,
+                        fault: Fault::OtherPassword(Box::new(fault)),
+                    })
+                }
+                // Down, locked out, slow: not known, so as a keeper that did not answer.
+                Err(login) => failures.push(KeeperFailure {
                     keeper,
-                    fault: Fault::OtherPassword(Box::new(fault)),
-                });
+                    fault: login,
+                }),
             }
         }
         // Stored everywhere or nowhere: a keeper that holds the account under another password,

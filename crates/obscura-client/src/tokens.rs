@@ -329,7 +329,7 @@ impl KeeperParts {
         let mut untried: Vec<u8> = (0..m).map(|i| ((start + i) % m) as u8 + 1).collect();
         untried.reverse();
         let mut verified: Vec<(u8, Vec<Verified>)> = Vec::new();
-        let mut faults = Vec::new();
+        let mut faults: Vec<KeeperFailure> = Vec::new();
         let (mut sent, mut received) = (0, 0);
         while verified.len() < need {
             // Asking keepers that cannot make up the threshold would only spend their budget.
@@ -341,6 +341,11 @@ impl KeeperParts {
                 Vec::new()
             };
             if ask.is_empty() {
+                // Proofs that failed at every keeper asked may say more of this client's public
+                // shares (another cluster's, another version's) than of the keepers.
+                if verified.is_empty() {
+                    fault::doubt(faults.iter_mut().map(|f| &mut f.fault));
+                }
                 return Err(TokenError::Keepers {
                     need,
                     got: verified.len(),
@@ -431,10 +436,7 @@ fn check(
     got: Vec<obscura_proto::KeeperEvaluation>,
 ) -> Result<Vec<Verified>, Fault> {
     if got.len() != batches.len() {
-        return Err(Fault::BadEvaluation {
-            node: 0,
-            error: obscura_keeper::Error::Batch,
-        });
+        return Err(Fault::Unexpected("one evaluation per node key"));
     }
     batches
         .iter()

@@ -360,6 +360,46 @@ async fn a_lying_keeper_is_named_and_the_others_answer() {
     assert_eq!(err.culprits(), [Party::Keeper(1)], "{text}");
 }
 
+/// A client configured for another cluster (other keys' public shares, another owner's key)
+/// finds every server failing its checks alike: it names no server a culprit, since the fault
+/// may as well be its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_configured_for_another_cluster_blames_no_server() {
+    let c = Cluster::start_with("misconfigured", VOPRF).await;
+    let id = c
+        .client
+        .index(&testdata("photos/astronaut.png"))
+        .await
+        .unwrap();
+    // Each keeper's public share doubled: still one polynomial, of another key.
+    let parts = obscura_client::config::load(&c.dir).unwrap();
+    let obscura_client::TokenParts::Voprf(keepers) = parts.tokens else {
+        panic!("a VOPRF cluster")
+    };
+    let doubled = keepers
+        .public_shares
+        .iter()
+        .map(|per_node| per_node.iter().map(|p| p + p).collect())
+        .collect();
+    let client = c.client_at(1, doubled).await;
+    let err = client
+        .search(&testdata("derived/astronaut.q75.jpg"), 5, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tokens(_)), "{err}");
+    assert!(err.to_string().contains("does not verify"), "{err}");
+    assert_eq!(err.culprits(), [], "{err}");
+
+    // Another owner's key: no node's manifest verifies.
+    let client = c.adjusted_client(|p| {
+        p.owner_public = ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key();
+    });
+    client.login(ADMIN, PASSWORD).await.unwrap();
+    let err = client.get(id).await.unwrap_err();
+    assert!(err.to_string().contains("not the owner's"), "{err}");
+    assert_eq!(err.culprits(), [], "{err}");
+}
+
 /// A client's budget per window is enforced at every keeper; refusals are audited there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_budget_is_refused_and_audited() {

@@ -322,6 +322,14 @@ impl Cluster {
         client
     }
 
+    /// A client of the cluster with its parts changed by `adjust`, logged in as nobody.
+    pub fn adjusted_client(&self, adjust: impl FnOnce(&mut obscura_client::ClientParts)) -> Client {
+        Self::load_client(&self.dir, |p| {
+            p.journal = None;
+            adjust(p);
+        })
+    }
+
     /// Another client of the cluster at key version 1, logged in as nobody.
     pub fn fresh_client(&self) -> Client {
         Self::load_client(&self.dir, |p| p.journal = None)
