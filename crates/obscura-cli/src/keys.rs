@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use clap::Subcommand;
 use obscura_client::config::{self, TokenKind};
-use obscura_client::rotation::{NodeRotation, RotationPlan};
+use obscura_client::rotation::{Moves, NodeRotation, Phase, RotationPlan};
 
 use crate::error::Failure;
 
@@ -80,27 +80,12 @@ pub(crate) async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, 
     }
     let wrapping = config::wrapping_key(dir, &config).map_err(|e| e.to_string())?;
     let plan_path = dir.join(PLAN_FILE);
-    let plan = match std::fs::read(&plan_path) {
-        Ok(sealed) => {
-            let plan = RotationPlan::open(&sealed, &wrapping)
-                .map_err(|e| format!("{}: {e}", plan_path.display()))?;
-            if config.key_version != plan.from && config.key_version != plan.to {
-                return Err(format!(
-                    "{} is a rotation from version {} to {}, but the clients use version {}: \
-                     it belongs to another cluster state; remove it only if you are sure",
-                    plan_path.display(),
-                    plan.from,
-                    plan.to,
-                    config.key_version
-                )
-                .into());
-            }
-            eprintln!(
-                "resuming the rotation from key version {} to {}",
-                plan.from, plan.to
-            );
-            plan
-        }
+    let (plan, resumed) = match std::fs::read(&plan_path) {
+        Ok(sealed) => (
+            RotationPlan::open(&sealed, &wrapping)
+                .map_err(|e| format!("{}: {e}", plan_path.display()))?,
+            true,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let plan = RotationPlan::next_for(&config, &mut rand_core::OsRng)
                 .map_err(|e| e.to_string())?;
@@ -115,82 +100,97 @@ pub(crate) async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, 
                 plan.to,
                 plan_path.display()
             );
-            plan
+            (plan, false)
         }
         Err(e) => return Err(format!("{}: {e}", plan_path.display()).into()),
     };
+    let (from, to) = (plan.from, plan.to);
+    // The phase is the plan's and the clients' version's to say, not this command's to guess.
+    let phase = Phase::of(plan, config.key_version).map_err(|e| {
+        format!(
+            "{}: {e}; remove it only if you are sure",
+            plan_path.display()
+        )
+    })?;
+    if resumed {
+        eprintln!("resuming the rotation from key version {from} to {to}");
+    }
     let client = crate::client(dir)?;
     let mut moved = (0u64, 0u64);
-    let mut moving = 0f64;
-    if config.key_version == plan.from {
-        let next = client.rekey_keepers(&plan).await.map_err(resumable)?;
-        eprintln!(
-            "{} keepers hold shares of version {}; their public shares check out",
-            config.keepers.len(),
-            plan.to
-        );
-        let begun = client.begin_rotation(&plan).await.map_err(resumable)?;
-        let before = sum(&begun);
-        let total: u64 = begun.iter().map(|r| r.total).sum();
-        eprintln!(
-            "{} nodes moved their band elements and serve both versions; moving {total} image \
-             records",
-            begun.len()
-        );
-        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            let bar = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{msg:>10} [{bar:30}] {pos}/{len} images {elapsed} ({per_sec})",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.set_message("moving");
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        let mut state = begun;
-        let mut steps = 0u64;
-        let t0 = Instant::now();
-        while !state.iter().all(|r| r.done) {
-            if opt.max_steps.is_some_and(|m| steps >= m) {
-                bar.abandon();
-                eprintln!(
-                    "stopped after {steps} steps ({} of {total} images moved); both versions are \
-                     served meanwhile; run `obscura keys rotate --cluster {}` again to go on",
-                    sum(&state).0,
-                    dir.display()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            state = client
-                .rotation_step(&plan, opt.batch)
-                .await
-                .map_err(resumable)?;
-            steps += 1;
-            let (images, postings) = sum(&state);
-            bar.set_position(images.min(total));
-            if bar.is_hidden() {
-                eprintln!("moved {images} of {total} images ({postings} postings)");
-            }
+    let mut moving_s = 0f64;
+    let switched = match phase {
+        Phase::Switched(switched) => switched,
+        Phase::Planned(planned) => {
+            let rekeyed = planned.rekey_keepers(&client).await.map_err(resumable)?;
+            eprintln!(
+                "{} keepers hold shares of version {to}; their public shares check out",
+                config.keepers.len(),
+            );
+            let mut moving = rekeyed.begin(&client).await.map_err(resumable)?;
+            let before = sum(moving.began());
+            let total: u64 = moving.began().iter().map(|r| r.total).sum();
+            eprintln!(
+                "{} nodes moved their band elements and serve both versions; moving {total} \
+                 image records",
+                moving.began().len()
+            );
+            let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                let bar = indicatif::ProgressBar::new(total);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{msg:>10} [{bar:30}] {pos}/{len} images {elapsed} ({per_sec})",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_message("moving");
+                bar
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let mut steps = 0u64;
+            let t0 = Instant::now();
+            let all_moved = loop {
+                let now = sum(moving.state());
+                moving = match moving.all_moved() {
+                    Moves::Done(all) => {
+                        moved = (now.0 - before.0, now.1 - before.1);
+                        break all;
+                    }
+                    Moves::Left(still) => still,
+                };
+                if opt.max_steps.is_some_and(|m| steps >= m) {
+                    bar.abandon();
+                    eprintln!(
+                        "stopped after {steps} steps ({} of {total} images moved); both \
+                         versions are served meanwhile; run `obscura keys rotate --cluster {}` \
+                         again to go on",
+                        sum(moving.state()).0,
+                        dir.display()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                moving = moving.step(&client, opt.batch).await.map_err(resumable)?;
+                steps += 1;
+                let (images, postings) = sum(moving.state());
+                bar.set_position(images.min(total));
+                if bar.is_hidden() {
+                    eprintln!("moved {images} of {total} images ({postings} postings)");
+                }
+            };
+            bar.finish_and_clear();
+            moving_s = t0.elapsed().as_secs_f64();
+            let switched = all_moved.switch(dir).map_err(resumable)?;
+            eprintln!("client.json now uses key version {to}");
+            switched
         }
-        bar.finish_and_clear();
-        moving = t0.elapsed().as_secs_f64();
-        let after = sum(&state);
-        moved = (after.0 - before.0, after.1 - before.1);
-        config::switch_key_version(dir, plan.to, &next).map_err(|e| e.to_string())?;
-        eprintln!("client.json now uses key version {}", plan.to);
-    }
-    client.finish_rotation(&plan).await.map_err(resumable)?;
+    };
+    switched.finish(&client).await.map_err(resumable)?;
     std::fs::remove_file(&plan_path).map_err(|e| format!("{}: {e}", plan_path.display()))?;
     println!(
-        "rotated to key version {}: {} image records and {} postings moved in {moving:.2} s \
-         ({:.0} postings/s); version {} is erased at every node and keeper",
-        plan.to,
+        "rotated to key version {to}: {} image records and {} postings moved in {moving_s:.2} s \
+         ({:.0} postings/s); version {from} is erased at every node and keeper",
         moved.0,
         moved.1,
-        moved.1 as f64 / moving.max(1e-9),
-        plan.from
+        moved.1 as f64 / moving_s.max(1e-9),
     );
     Ok(ExitCode::SUCCESS)
 }

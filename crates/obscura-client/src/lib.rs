@@ -166,6 +166,9 @@ pub enum Error {
     /// A rotation plan does not fit, or does not open.
     #[error("key rotation: {0}")]
     Plan(#[from] rotation::PlanError),
+    /// The cluster directory's client configuration cannot be read or written.
+    #[error(transparent)]
+    Config(#[from] config::LoadError),
     /// No `need` of the keepers' shares rebuild a user secret that passes its check.
     #[error(
         "secret {} could not be rebuilt: {answered} keepers answered, {failed_sets} sets of \

@@ -16,6 +16,42 @@
 //! again, which is why the plan is kept (sealed) until the rotation finishes. Searches keep
 //! working throughout, under either version, until step 5.
 //!
+//! The phases are types ([`Phase`]): the phase a rotation is in is read once from its plan and
+//! the clients' key version, and each phase offers only its own next step, consuming itself:
+//! [`Planned`] → [`KeepersRekeyed`] → [`Moving`] (step by step) → [`Moved`] → [`Switched`]. Finishing, which
+//! refuses every client still on the old version, can only follow the switch of the clients'
+//! configuration:
+//!
+//! ```compile_fail
+//! # async fn too_soon(moving: obscura_client::rotation::Moving, client: &obscura_client::Client) {
+//! // No such step: the clients still use the old version.
+//! moving.finish(client).await;
+//! # }
+//! ```
+//!
+//! ```no_run
+//! use obscura_client::rotation::{Moves, Phase, RotationPlan};
+//!
+//! # async fn rotate(client: &obscura_client::Client, dir: &std::path::Path,
+//! #     plan: RotationPlan, key_version: u32) -> Result<(), Box<dyn std::error::Error>> {
+//! let switched = match Phase::of(plan, key_version)? {
+//!     Phase::Planned(planned) => {
+//!         let mut moving = planned.rekey_keepers(client).await?.begin(client).await?;
+//!         let moved = loop {
+//!             match moving.all_moved() {
+//!                 Moves::Done(moved) => break moved,
+//!                 Moves::Left(still) => moving = still.step(client, 1000).await?,
+//!             }
+//!         };
+//!         moved.switch(dir)?
+//!     }
+//!     Phase::Switched(switched) => switched,
+//! };
+//! switched.finish(client).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Every step is an order signed with the data owner's key, and is sent in an admin's session
 //! or with an admin's capability: keepers take shares only of a plan whose digest the owner
 //! signed (every node's `ρ` and the commitments `z_j · G` to its zero sharing, which each
@@ -97,6 +133,186 @@ pub enum PlanError {
     /// The plan is for fewer nodes than asked of it.
     #[error("the plan has too few nodes")]
     TooFewNodes,
+    /// The plan moves between versions of which the clients use neither: it belongs to another
+    /// state of the cluster.
+    #[error(
+        "the plan is a rotation from key version {from} to {to}, but the clients use version \
+         {clients}: it belongs to another state of the cluster"
+    )]
+    OtherState {
+        /// The plan's version served before.
+        from: u32,
+        /// The plan's next version.
+        to: u32,
+        /// The version the clients use.
+        clients: u32,
+    },
+}
+
+/// The phase of a rotation, as its plan and the clients' key version show it.
+pub enum Phase {
+    /// The clients use the old version: the keepers, then the nodes are to take the next one
+    /// (any of which may be done already: each step is repeated safely).
+    Planned(Planned),
+    /// The clients use the next version: the old one is to be erased.
+    Switched(Switched),
+}
+
+impl Phase {
+    /// The phase of `plan` for clients on key version `clients`.
+    ///
+    /// # Errors
+    /// [`PlanError::OtherState`] when the clients use neither of the plan's versions.
+    pub fn of(plan: RotationPlan, clients: u32) -> Result<Phase, PlanError> {
+        if clients == plan.from {
+            Ok(Phase::Planned(Planned { plan }))
+        } else if clients == plan.to {
+            Ok(Phase::Switched(Switched { plan }))
+        } else {
+            Err(PlanError::OtherState {
+                from: plan.from,
+                to: plan.to,
+                clients,
+            })
+        }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &RotationPlan {
+        match self {
+            Phase::Planned(p) => &p.plan,
+            Phase::Switched(s) => &s.plan,
+        }
+    }
+}
+
+/// Step 1 is next: the keepers take shares of the next version.
+pub struct Planned {
+    plan: RotationPlan,
+}
+
+impl Planned {
+    /// Step 1 ([`Client::rekey_keepers`]).
+    ///
+    /// # Errors
+    /// As [`Client::rekey_keepers`]: run the rotation again from its plan to resume.
+    pub async fn rekey_keepers(self, client: &Client) -> Result<KeepersRekeyed, Error> {
+        let next = client.rekey_keepers(&self.plan).await?;
+        Ok(KeepersRekeyed {
+            plan: self.plan,
+            next,
+        })
+    }
+}
+
+/// Step 2 is next: the nodes begin moving.
+pub struct KeepersRekeyed {
+    plan: RotationPlan,
+    next: Vec<Vec<RistrettoPoint>>,
+}
+
+impl KeepersRekeyed {
+    /// The keepers' public shares of the next version, checked against the plan.
+    pub fn next_public_shares(&self) -> &[Vec<RistrettoPoint>] {
+        &self.next
+    }
+
+    /// Step 2 ([`Client::begin_rotation`]).
+    ///
+    /// # Errors
+    /// As [`Client::begin_rotation`].
+    pub async fn begin(self, client: &Client) -> Result<Moving, Error> {
+        let state = client.begin_rotation(&self.plan).await?;
+        Ok(Moving {
+            plan: self.plan,
+            next: self.next,
+            began: state.clone(),
+            state,
+        })
+    }
+}
+
+/// Step 3, until every node has moved every image.
+pub struct Moving {
+    plan: RotationPlan,
+    next: Vec<Vec<RistrettoPoint>>,
+    began: Vec<NodeRotation>,
+    state: Vec<NodeRotation>,
+}
+
+impl Moving {
+    /// Each node's progress when the nodes began (or resumed).
+    pub fn began(&self) -> &[NodeRotation] {
+        &self.began
+    }
+
+    /// Each node's progress now.
+    pub fn state(&self) -> &[NodeRotation] {
+        &self.state
+    }
+
+    /// Step 3 once more: every node moves up to `max_images` more images
+    /// ([`Client::rotation_step`]).
+    ///
+    /// # Errors
+    /// As [`Client::rotation_step`].
+    pub async fn step(self, client: &Client, max_images: u32) -> Result<Moving, Error> {
+        let state = client.rotation_step(&self.plan, max_images).await?;
+        Ok(Moving { state, ..self })
+    }
+
+    /// The rotation with every image moved at every node, or this phase while some remain.
+    pub fn all_moved(self) -> Moves {
+        if self.state.iter().all(|r| r.done) {
+            Moves::Done(Moved {
+                plan: self.plan,
+                next: self.next,
+            })
+        } else {
+            Moves::Left(self)
+        }
+    }
+}
+
+/// Whether images remain to be moved.
+pub enum Moves {
+    /// Some node has images to move: step again.
+    Left(Moving),
+    /// Every image is moved: switch the clients.
+    Done(Moved),
+}
+
+/// Step 4 is next: the clients switch to the next version.
+pub struct Moved {
+    plan: RotationPlan,
+    next: Vec<Vec<RistrettoPoint>>,
+}
+
+impl Moved {
+    /// Step 4: `DIR/client.json` names the next version and its public shares
+    /// ([`crate::config::switch_key_version`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the configuration cannot be written.
+    pub fn switch(self, dir: &std::path::Path) -> Result<Switched, Error> {
+        crate::config::switch_key_version(dir, self.plan.to, &self.next)?;
+        Ok(Switched { plan: self.plan })
+    }
+}
+
+/// Step 5 is next: the nodes and keepers erase the old version.
+pub struct Switched {
+    plan: RotationPlan,
+}
+
+impl Switched {
+    /// Step 5 ([`Client::finish_rotation`]); the rotation is over, and its plan may go.
+    ///
+    /// # Errors
+    /// As [`Client::finish_rotation`].
+    pub async fn finish(self, client: &Client) -> Result<(), Error> {
+        client.finish_rotation(&self.plan).await
+    }
 }
 
 impl RotationPlan {
@@ -202,6 +418,8 @@ impl RotationPlan {
     }
 }
 
+/// The steps one by one, for tools that must take them out of order (to check that servers
+/// refuse that); [`Phase`] allows them only in order.
 impl Client {
     /// Step 1: every keeper takes its share of the plan's next version, and its public shares
     /// are checked against those the plan predicts. Returns the next public shares (for the

@@ -360,6 +360,55 @@ async fn a_lying_keeper_is_named_and_the_others_answer() {
     assert_eq!(err.culprits(), [Party::Keeper(1)], "{text}");
 }
 
+/// A rotation run through its phases from the cluster directory: a plan of another state of
+/// the cluster has no phase, the clients' configuration is switched before the old version is
+/// erased, and a client made from the directory afterwards finds every image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_runs_its_phases_in_order_from_the_cluster_directory() {
+    use obscura_client::rotation::{Moves, Phase, PlanError, RotationPlan};
+    let c = Cluster::start("phases").await;
+    let id = c
+        .client
+        .index(&testdata("photos/coffee.png"))
+        .await
+        .unwrap();
+    let config = obscura_client::config::read_config(&c.dir).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let stale = RotationPlan::draw(7, N, M, KT, &mut rng).unwrap();
+    assert!(matches!(
+        Phase::of(stale, config.key_version),
+        Err(PlanError::OtherState {
+            from: 7,
+            to: 8,
+            clients: 1
+        })
+    ));
+    let plan = RotationPlan::next_for(&config, &mut rng).unwrap();
+    let Ok(Phase::Planned(planned)) = Phase::of(plan, config.key_version) else {
+        panic!("a fresh plan is planned")
+    };
+    let mut moving = planned
+        .rekey_keepers(&c.client)
+        .await
+        .unwrap()
+        .begin(&c.client)
+        .await
+        .unwrap();
+    let moved = loop {
+        match moving.all_moved() {
+            Moves::Done(moved) => break moved,
+            Moves::Left(left) => moving = left.step(&c.client, 1).await.unwrap(),
+        }
+    };
+    let switched = moved.switch(&c.dir).unwrap();
+    let config = obscura_client::config::read_config(&c.dir).unwrap();
+    assert_eq!(config.key_version, 2);
+    switched.finish(&c.client).await.unwrap();
+    let fresh = c.fresh_client();
+    fresh.login(ADMIN, PASSWORD).await.unwrap();
+    finds(&fresh, "coffee", id).await;
+}
+
 /// A client configured for another cluster (other keys' public shares, another owner's key)
 /// finds every server failing its checks alike: it names no server a culprit, since the fault
 /// may as well be its own.

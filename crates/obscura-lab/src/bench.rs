@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use obscura_client::config::TokenKind;
-use obscura_client::rotation::RotationPlan;
+use obscura_client::rotation::{Moves, Phase, RotationPlan};
 use obscura_client::{Client, Scan};
 use obscura_mpc::node::{self, NodeSession};
 use obscura_mpc::{share_hash, HashShare, Querier, SearchParams};
@@ -726,23 +726,34 @@ async fn rotation_figures(
     let client = cluster.client(None).await?;
     let plan = RotationPlan::next_for(&config, &mut rand_core::OsRng).map_err(|e| e.to_string())?;
     let e = |e: obscura_client::Error| e.to_string();
-    client.rekey_keepers(&plan).await.map_err(e)?;
-    let begun = client.begin_rotation(&plan).await.map_err(e)?;
-    let total: u64 = begun.iter().map(|r| r.total).sum();
+    let to = plan.to;
+    let Ok(Phase::Planned(planned)) = Phase::of(plan, config.key_version) else {
+        return Err("a fresh plan is of the clients' version".into());
+    };
+    let mut rotation = planned
+        .rekey_keepers(&client)
+        .await
+        .map_err(e)?
+        .begin(&client)
+        .await
+        .map_err(e)?;
+    let total: u64 = rotation.began().iter().map(|r| r.total).sum();
     // About eight steps, so that queries can be timed half-way.
-    let step = (total / begun.len().max(1) as u64 / 8).clamp(100, 5000) as u32;
+    let step = (total / rotation.began().len().max(1) as u64 / 8).clamp(100, 5000) as u32;
     let bar = progress.bar(total as usize, "rotate");
     let (mut moving, mut halfway) = (Duration::ZERO, None);
     let mut rng = AesCtrRng::from_os();
-    let postings = loop {
+    let (moved_all, postings) = loop {
         let t = Instant::now();
-        let state = client.rotation_step(&plan, step).await.map_err(e)?;
+        rotation = rotation.step(&client, step).await.map_err(e)?;
         moving += t.elapsed();
-        let moved: u64 = state.iter().map(|r| r.moved).sum();
+        let moved: u64 = rotation.state().iter().map(|r| r.moved).sum();
         bar.set_position(moved);
-        if state.iter().all(|r| r.done) {
-            break state.iter().map(|r| r.postings).sum::<u64>();
-        }
+        let postings = rotation.state().iter().map(|r| r.postings).sum::<u64>();
+        rotation = match rotation.all_moved() {
+            Moves::Done(all) => break (all, postings),
+            Moves::Left(still) => still,
+        };
         if halfway.is_none() && moved * 2 >= total && !stored.is_empty() {
             let mut lat = Vec::new();
             for _ in 0..opt.queries.min(50) {
@@ -756,11 +767,16 @@ async fn rotation_figures(
         }
     };
     bar.finish_and_clear();
-    client.finish_rotation(&plan).await.map_err(e)?;
+    moved_all
+        .switch(&cluster.dir)
+        .map_err(e)?
+        .finish(&client)
+        .await
+        .map_err(e)?;
     let rate = postings as f64 / moving.as_secs_f64().max(1e-9);
     progress.say(&format!(
         "rotated {total} image records ({postings} postings) to key version {} in {:.2} s",
-        plan.to,
+        to,
         moving.as_secs_f64()
     ));
     out.push(Figure {
