@@ -76,12 +76,12 @@ use obscura_proto::{
     limits, roles, Body, ErrorCode, FetchBy, KeeperBody, MatchProof, NodeBody, PreparedImage,
     Request, Response, ResponseBody, WireAuditEntry,
 };
-use obscura_sharing::bytes::{split, ByteShare, Params};
-use obscura_sharing::manifest::{ImageId, Manifest, SignedManifest};
+use obscura_sharing::bytes::{split, Params};
+use obscura_sharing::manifest::{ImageId, Manifest};
 use obscura_sharing::order::Order;
 use obscura_sharing::rng::AesCtrRng;
 use obscura_tokens::BatchPlan;
-use ops::search;
+use ops::{get, search};
 use rand_core::{OsRng, RngCore};
 pub use secrets::{Opened, PasswordChange, Signed};
 pub use session::LoginReport;
@@ -604,7 +604,7 @@ impl Client {
                 Err(e) => {
                     if let Some(&x) = tasks.get(&e.id()) {
                         pending.remove(&x);
-                        out.push((x, Err(Fault::NotSent(e.to_string())), 0, 0));
+                        out.push((x, Err(Fault::Panicked), 0, 0));
                     }
                 }
             }
@@ -1379,132 +1379,11 @@ impl Client {
     }
 
     async fn get_by(&self, id: ImageId, by: FetchBy) -> Result<Rebuilt, Error> {
-        // k answers are enough unless a share fails its check: then the nodes left behind are
-        // asked again, this time waited for.
-        let every = |nodes: &[u8]| -> Vec<(u8, NodeBody)> {
-            nodes
-                .iter()
-                .map(|&x| (x, NodeBody::Fetch { by: by.clone() }))
-                .collect()
-        };
-        let all: Vec<u8> = (1..=self.n() as u8).collect();
-        let fetched = self.call_quorum(every(&all), self.k).await;
-        let slow: Vec<u8> = fetched
-            .iter()
-            .filter(|(_, r, _, _)| matches!(r, Err(Fault::Slow(_))))
-            .map(|(x, ..)| *x)
-            .collect();
-        match self.rebuild(id, &fetched) {
-            Err(Error::NotEnoughShares { .. }) | Err(Error::Nodes { .. }) if !slow.is_empty() => {
-                let mut again: Vec<Answered> = fetched
-                    .into_iter()
-                    .filter(|(x, ..)| !slow.contains(x))
-                    .collect();
-                again.extend(self.call_some(every(&slow)).await);
-                again.sort_by_key(|r| r.0);
-                self.rebuild(id, &again)
-            }
-            other => other,
-        }
-    }
-
-    /// Check the fetched shares against the owner's manifest and rebuild the image.
-    fn rebuild(&self, id: ImageId, fetched: &[Answered]) -> Result<Rebuilt, Error> {
-        let mut manifests = Vec::new();
-        let mut shares = Vec::new();
-        let mut faults = Vec::new();
-        for (x, r, _, _) in fetched {
-            let x = *x;
-            match r {
-                Ok(ResponseBody::Fetch {
-                    manifest,
-                    image_share,
-                }) => {
-                    manifests.push((x, manifest));
-                    shares.push(ByteShare {
-                        x,
-                        bytes: image_share.clone(),
-                    });
-                }
-                Ok(_) => faults.push(NodeFailure {
-                    node: x,
-                    fault: Fault::Unexpected("a share"),
-                }),
-                Err(fault) => faults.push(NodeFailure {
-                    node: x,
-                    fault: fault.clone(),
-                }),
-            }
-        }
-        // The first manifest that verifies under the owner's key and names this image is the
-        // one every share is checked against; a node that sent a different one is named.
-        let verified = manifests.iter().find_map(|(_, bytes)| {
-            SignedManifest::from_bytes(bytes)
-                .and_then(|m| m.verify(&self.owner_public))
-                .ok()
-                .filter(|m| m.manifest().image_id == id)
-                .map(|m| (m, bytes))
-        });
-        let Some((manifest, good_bytes)) = verified else {
-            if !manifests.is_empty() {
-                let mut failures: Vec<NodeFailure> = manifests
-                    .iter()
-                    .map(|(x, _)| NodeFailure {
-                        node: *x,
-                        fault: Fault::ForeignManifest,
-                    })
-                    .chain(faults)
-                    .collect();
-                // No manifest verifies: the owner key this client holds may be another's.
-                fault::doubt(failures.iter_mut().map(|f| &mut f.fault));
-                return Err(Error::Nodes {
-                    what: "get (no node returned a manifest signed by the owner)",
-                    failures,
-                });
-            }
-            if faults.iter().all(|f| f.fault.is_unknown_image()) {
-                return Err(Error::UnknownImage(id));
-            }
-            return Err(Error::Nodes {
-                what: "get",
-                failures: faults,
-            });
-        };
-        faults.extend(
-            manifests
-                .iter()
-                .filter(|(_, bytes)| bytes != good_bytes)
-                .map(|(x, _)| NodeFailure {
-                    node: *x,
-                    fault: Fault::ForeignManifest,
-                }),
-        );
-        let named = |mut faults: Vec<NodeFailure>,
-                     culprits: &[obscura_sharing::manifest::Culprit]| {
-            faults.extend(culprits.iter().map(|c| NodeFailure {
-                node: c.node,
-                fault: Fault::BadShare(*c),
-            }));
-            faults.sort_by_key(|f| f.node);
-            faults
-        };
-        match manifest.reconstruct_naming(shares) {
-            Ok((image, culprits)) => Ok(Rebuilt {
-                image,
-                faults: named(faults, &culprits),
-            }),
-            Err(obscura_sharing::Error::NotEnoughVerifiedShares {
-                need,
-                got,
-                culprits,
-                ..
-            }) => Err(Error::NotEnoughShares {
-                image: id,
-                need,
-                got,
-                failures: named(faults, &culprits),
-            }),
-            Err(e) => Err(e.into()),
+        let mut moved = Moved::default();
+        let (fetch, calls) = get::Fetch::start(id, by, self.n(), self.k, self.owner_public);
+        match fetch.answered(self.run(calls, &mut moved).await) {
+            get::Fetched::Done(rebuilt) => rebuilt,
+            get::Fetched::Again(again, calls) => again.answered(self.run(calls, &mut moved).await),
         }
     }
 }

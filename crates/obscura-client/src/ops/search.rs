@@ -39,18 +39,7 @@ use rand_core::{CryptoRng, RngCore};
 use crate::fault::{Fault, NodeFailure};
 use crate::{Error, Scan};
 
-/// Requests for some nodes, and how many good answers the step needs: a transport may stop
-/// waiting for the others once that many have come.
-#[derive(Debug)]
-pub struct Calls {
-    /// `(node, request)`.
-    pub calls: Vec<(u8, NodeBody)>,
-    /// Good answers needed.
-    pub quorum: usize,
-}
-
-/// One node's answer to a call, or why there is none.
-pub type Answer = (u8, Result<ResponseBody, Fault>);
+pub use super::{Answer, Calls};
 
 /// The cluster's shape and what the user asked.
 #[derive(Clone, Copy, Debug)]
