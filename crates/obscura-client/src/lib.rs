@@ -73,15 +73,15 @@ use obscura_cluster::tls::Endpoint;
 pub use obscura_cluster::tls::Party;
 use obscura_mpc::{share_hash, Match};
 use obscura_proto::{
-    limits, roles, Body, ErrorCode, FetchBy, KeeperBody, MatchProof, NodeBody, PreparedImage,
-    Request, Response, ResponseBody, WireAuditEntry,
+    limits, roles, Body, ErrorCode, FetchBy, KeeperBody, MatchProof, NodeBody, Request, Response,
+    ResponseBody, WireAuditEntry,
 };
 use obscura_sharing::bytes::{split, Params};
 use obscura_sharing::manifest::{ImageId, Manifest};
 use obscura_sharing::order::Order;
 use obscura_sharing::rng::AesCtrRng;
 use obscura_tokens::BatchPlan;
-use ops::{get, search};
+use ops::{get, index, search};
 use rand_core::{OsRng, RngCore};
 pub use secrets::{Opened, PasswordChange, Signed};
 pub use session::LoginReport;
@@ -738,44 +738,16 @@ impl Client {
         if let Some(j) = &self.journal {
             j.begin(ids).map_err(BatchError::Journal)?;
         }
-        // Each node's request owns its shares: move them, clone only the small manifests.
-        let mut per_node: Vec<Vec<PreparedImage>> = vec![Vec::with_capacity(ids.len()); self.n()];
-        for (upload, tokens) in uploads.into_iter().zip(tokens) {
-            for ((images, part), t) in per_node.iter_mut().zip(upload.parts).zip(tokens) {
-                images.push(PreparedImage {
-                    image: upload.id.0,
-                    manifest: upload.manifest.clone(),
-                    image_share: part.image_share,
-                    hash_share: part.hash_share.to_vec(),
-                    tokens: t.tokens.iter().map(|t| t.0).collect(),
-                    elements: t.elements.map(|e| e.to_vec()).unwrap_or_default(),
-                });
-            }
-        }
-        let prepared = self
-            .call_each(
-                per_node
-                    .into_iter()
-                    .map(|images| NodeBody::Prepare {
-                        key_version: self.key_version,
-                        images,
-                    })
-                    .collect(),
-            )
-            .await;
-        let wire_ids: Vec<_> = ids.iter().map(|id| id.0).collect();
-        let mut failed = ("indexing (prepare)", failures_of(&prepared));
-        if failed.1.is_empty() {
-            let committed = self
-                .call_all(|_| NodeBody::Commit {
-                    images: wire_ids.clone(),
-                })
-                .await;
-            failed = ("indexing (commit)", failures_of(&committed));
-        }
-        if !failed.1.is_empty() {
-            self.forget(ids).await.map_err(BatchError::Journal)?;
-            return Err(BatchError::Nodes(failed.0, failed.1));
+        let mut moved = Moved::default();
+        let (preparing, calls) =
+            index::Preparing::start(uploads, tokens, self.key_version, self.n());
+        let done = match preparing.answered(self.run(calls, &mut moved).await) {
+            Ok((committing, calls)) => committing.answered(self.run(calls, &mut moved).await),
+            Err(undo) => Err(undo),
+        };
+        if let Err(undo) = done {
+            self.forget(&undo.ids).await.map_err(BatchError::Journal)?;
+            return Err(BatchError::Nodes(undo.what, undo.failures));
         }
         if let Some(j) = &self.journal {
             if self.acknowledging {

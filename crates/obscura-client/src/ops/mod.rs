@@ -5,6 +5,7 @@
 //! drives them.
 
 pub mod get;
+pub mod index;
 pub mod search;
 
 use obscura_proto::{NodeBody, ResponseBody};
