@@ -96,7 +96,7 @@ impl ClusterCommand {
         match self {
             ClusterCommand::Init(init) => init.run(),
             #[cfg(feature = "lab")]
-            ClusterCommand::Up { dir } => Ok(crate::lab::cluster_up(&dir).await?),
+            ClusterCommand::Up { dir } => crate::lab::cluster_up(&dir).await,
         }
     }
 }

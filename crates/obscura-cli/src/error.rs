@@ -75,6 +75,16 @@ impl From<obscura_client::Error> for Failure {
     }
 }
 
+#[cfg(feature = "lab")]
+impl From<obscura_lab::Error> for Failure {
+    fn from(e: obscura_lab::Error) -> Self {
+        match e {
+            obscura_lab::Error::Client(e) => Failure::Client(e, None),
+            obscura_lab::Error::Failed(s) => Failure::Said(s),
+        }
+    }
+}
+
 impl From<String> for Failure {
     fn from(s: String) -> Self {
         Failure::Said(s)

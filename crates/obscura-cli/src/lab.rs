@@ -9,6 +9,7 @@ use clap::Subcommand;
 use obscura_lab::{bench, demo, eval, load};
 
 use crate::cluster::Tokens;
+use crate::error::Failure;
 use crate::exit;
 use crate::serve::shutdown_signal;
 
@@ -131,7 +132,7 @@ pub enum LabCommand {
 }
 
 /// Run one of the laboratory's commands.
-pub async fn run(command: LabCommand) -> Result<ExitCode, String> {
+pub(crate) async fn run(command: LabCommand) -> Result<ExitCode, Failure> {
     match command {
         LabCommand::Demo {
             photos,
@@ -211,7 +212,7 @@ pub async fn run(command: LabCommand) -> Result<ExitCode, String> {
 }
 
 /// `obscura cluster up`: every node and keeper of `dir` as a child process until interrupted.
-pub async fn cluster_up(dir: &Path) -> Result<ExitCode, String> {
+pub(crate) async fn cluster_up(dir: &Path) -> Result<ExitCode, Failure> {
     let mut running = obscura_lab::local::Running::start(dir, None)?;
     let (n, m) = running.counts();
     eprintln!(
@@ -229,7 +230,7 @@ pub async fn cluster_up(dir: &Path) -> Result<ExitCode, String> {
                     eprintln!("{member} exited ({status}); the others keep running");
                 }
                 if running.all_exited() {
-                    break Err("every node and keeper has exited".to_string());
+                    break Err(Failure::from("every node and keeper has exited"));
                 }
             }
         }

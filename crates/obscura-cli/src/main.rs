@@ -84,7 +84,7 @@ impl Command {
             Command::Account(c) => c.run().await,
             Command::Images(c) => c.run().await,
             #[cfg(feature = "lab")]
-            Command::Lab(c) => Ok(lab::run(c).await?),
+            Command::Lab(c) => lab::run(c).await,
             Command::Audit(c) => c.run().await,
             Command::Status(c) => c.run().await,
         }

@@ -11,6 +11,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::Error;
+
 use obscura_client::config::TokenKind;
 use obscura_client::rotation::{Moves, Phase, RotationPlan};
 use obscura_client::{Client, Scan};
@@ -94,7 +96,7 @@ fn per_second(mut f: impl FnMut()) -> f64 {
 }
 
 /// Run the benchmark; `Ok(true)` when every goal was met.
-pub async fn run(opt: BenchOptions) -> Result<bool, String> {
+pub async fn run(opt: BenchOptions) -> Result<bool, Error> {
     let progress = Progress::new(opt.json);
     let photos = load_photos(&photos_dir(opt.photos.as_deref())?, &progress)?;
     let mut figures = Vec::new();
@@ -116,7 +118,7 @@ pub async fn run(opt: BenchOptions) -> Result<bool, String> {
     let (_scratch, stopped) = cluster.stop().await;
     outcome?;
     if let Err(lines) = stopped {
-        return Err(format!("nodes did not stop cleanly: {}", lines.join("; ")));
+        return Err(format!("nodes did not stop cleanly: {}", lines.join("; ")).into());
     }
 
     let ok = figures.iter().all(|f| f.goal.as_ref().is_none_or(|g| g.1));
@@ -191,7 +193,7 @@ struct Baselines {
 fn library_figures(
     photos: &[crate::harness::Photo],
     out: &mut Vec<Figure>,
-) -> Result<Baselines, String> {
+) -> Result<Baselines, Error> {
     let mut rng = AesCtrRng::from_os();
     let kernel = Kernel::detect();
     const BUF: usize = 16 * 1024;
@@ -253,7 +255,7 @@ fn library_figures(
         }
     });
     if let Some(e) = failed {
-        return Err(format!("preparing an upload failed: {e}"));
+        return Err(format!("preparing an upload failed: {e}").into());
     }
     out.push(Figure {
         name: "decode + pHash (the test photos)".into(),
@@ -374,7 +376,7 @@ fn library_figures(
 }
 
 /// A client with fresh keys that never talks to a node: for timing what indexing computes.
-fn offline_client() -> Result<Client, String> {
+fn offline_client() -> Result<Client, Error> {
     let mut rng = AesCtrRng::from_os();
     let mut seed = [0u8; 32];
     rng.fill_bytes(&mut seed);
@@ -403,7 +405,7 @@ fn offline_client() -> Result<Client, String> {
         timeout: Duration::from_secs(1),
         journal: None,
     })
-    .map_err(|e| e.to_string())
+    .map_err(Error::from)
 }
 
 /// Indexing and rebuilding through the nodes, and query latency at each N.
@@ -414,7 +416,7 @@ async fn cluster_figures(
     baselines: Baselines,
     progress: &Progress,
     out: &mut Vec<Figure>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let client = cluster.client(None).await?;
     let hash_rate = baselines.hash_rate;
 
@@ -428,7 +430,7 @@ async fn cluster_figures(
     let batch = pipeline::index_files(&client, &files, || ()).await;
     if !batch.failures.is_empty() {
         let lines: Vec<String> = batch.failures.iter().map(|(_, e)| e.to_string()).collect();
-        return Err(format!("indexing failed: {}", lines.join("; ")));
+        return Err(format!("indexing failed: {}", lines.join("; ")).into());
     }
     let index_rate = files.len() as f64 / batch.seconds;
     let ratio = index_rate / hash_rate;
@@ -454,11 +456,11 @@ async fn cluster_figures(
     rng.fill_bytes(&mut pixels);
     let img = image::RgbImage::from_raw(580, 580, pixels).ok_or("image buffer")?;
     let big = crate::profile::png(&img)?;
-    let id = client.index(&big).await.map_err(|e| e.to_string())?;
+    let id = client.index(&big).await.map_err(Error::from)?;
     let mut times = Vec::new();
     for _ in 0..21 {
         let t = Instant::now();
-        let r = client.get(id).await.map_err(|e| e.to_string())?;
+        let r = client.get(id).await.map_err(Error::from)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         if r.image != big {
             return Err("the rebuilt 1 MB image differs from the indexed one".into());
@@ -519,10 +521,7 @@ async fn cluster_figures(
         let mut scan = Vec::new();
         for _ in 0..opt.queries {
             let q = near(&stored, &mut rng);
-            let r = client
-                .search_hash(q, 10, 10, Instant::now())
-                .await
-                .map_err(|e| e.to_string())?;
+            let r = client.search_hash(q, 10, 10, Instant::now()).await?;
             lat.push(r.total.as_secs_f64() * 1e3);
             s1.push(r.stage1.as_secs_f64() * 1e3);
             s2.push(r.stage2.as_secs_f64() * 1e3);
@@ -666,7 +665,7 @@ async fn node_down_figure(
     all_up_p50: f64,
     progress: &Progress,
     out: &mut Vec<Figure>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let client = cluster.client(None).await?;
     let x = cluster.nodes() as u8;
     cluster.stop_node(x).await?;
@@ -721,11 +720,11 @@ async fn rotation_figures(
     (postings_indexed, query_p50): (f64, f64),
     progress: &Progress,
     out: &mut Vec<Figure>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let config = obscura_client::config::read_config(&cluster.dir).map_err(|e| e.to_string())?;
     let client = cluster.client(None).await?;
     let plan = RotationPlan::next_for(&config, &mut rand_core::OsRng).map_err(|e| e.to_string())?;
-    let e = |e: obscura_client::Error| e.to_string();
+    let e = Error::from;
     let to = plan.to;
     let Ok(Phase::Planned(planned)) = Phase::of(plan, config.key_version) else {
         return Err("a fresh plan is of the clients' version".into());
@@ -816,7 +815,7 @@ fn load_synthetic(
     count: usize,
     hashes: &mut Vec<u64>,
     progress: &Progress,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     // Large transactions: two syncs each per store.
     const BATCH: usize = 20_000;
     let options = obscura_store::StoreOptions {
@@ -879,7 +878,7 @@ fn write_synthetic(
     uploads: &[obscura_client::Upload],
     table: &[Vec<obscura_client::IndexTokens>],
     now: u64,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     // Token of band b at node i + 1: the table row of the band's value.
     let at = |u: &obscura_client::Upload, b: usize| &table[usize::from(u.hash.to_be_bytes()[b])][i];
     let elements: Vec<Option<[[u8; 32]; 8]>> = uploads
@@ -908,7 +907,9 @@ fn write_synthetic(
         .prepare_many(&images, now)
         .map_err(|e| e.to_string())?;
     let ids: Vec<ImageId> = uploads.iter().map(|u| u.id).collect();
-    store.commit_many(&ids, now).map_err(|e| e.to_string())
+    store
+        .commit_many(&ids, now)
+        .map_err(|e| e.to_string().into())
 }
 
 /// A keeper's cost per token beside one scalar multiplication, and a client's cost for the
@@ -916,7 +917,7 @@ fn write_synthetic(
 /// What authorisation costs per request: a node's check of a capability and a request
 /// signature, a client's request signature, a node's commitment and signature over a Stage-2
 /// answer, and a node's check of a match proof, each beside an Ed25519 verification.
-fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
+fn auth_figures(out: &mut Vec<Figure>) -> Result<(), Error> {
     use ed25519_dalek::{Signer, SigningKey, Verifier};
     use obscura_auth::capability::{self, authenticate, CapabilityKey, Holder};
     use obscura_auth::matching::{self, Answered, KeptAnswer, MatchPolicy};
@@ -1144,7 +1145,7 @@ fn auth_figures(out: &mut Vec<Figure>) -> Result<(), String> {
     Ok(())
 }
 
-fn voprf_figures(rng: &mut AesCtrRng, out: &mut Vec<Figure>) -> Result<(), String> {
+fn voprf_figures(rng: &mut AesCtrRng, out: &mut Vec<Figure>) -> Result<(), Error> {
     use obscura_keeper::{oprf, threshold};
     let err = |e: obscura_keeper::Error| e.to_string();
     let key = oprf::random_scalar(rng);
@@ -1169,7 +1170,7 @@ fn voprf_figures(rng: &mut AesCtrRng, out: &mut Vec<Figure>) -> Result<(), Strin
         }
     }) * PROBES as f64;
     if let Some(e) = failed {
-        return Err(e.to_string());
+        return Err(e.to_string().into());
     }
     let ratio = mul_rate / eval_rate;
     out.push(Figure {
@@ -1210,7 +1211,7 @@ fn voprf_figures(rng: &mut AesCtrRng, out: &mut Vec<Figure>) -> Result<(), Strin
         }
     }) / 5.0;
     if let Some(e) = failed {
-        return Err(e.to_string());
+        return Err(e.to_string().into());
     }
     out.push(Figure {
         name: "client: VOPRF tokens of one search (5 nodes × 72, T = 2), one core".into(),

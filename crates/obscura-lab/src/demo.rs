@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::Error;
+
 use obscura_sharing::manifest::ImageId;
 use serde_json::{json, Value};
 
@@ -37,7 +39,7 @@ struct QueryRow {
 }
 
 /// Run the demo; `Ok(true)` when every check passed.
-pub async fn run(opt: DemoOptions) -> Result<bool, String> {
+pub async fn run(opt: DemoOptions) -> Result<bool, Error> {
     let progress = Progress::new(opt.json);
     let photos_dir = photos_dir(opt.photos.as_deref())?;
     let photos = load_photos(&photos_dir, &progress)?;
@@ -102,7 +104,7 @@ async fn exercise(
     photos: &[Photo],
     queries: Vec<(String, usize, Vec<u8>)>,
     progress: &Progress,
-) -> Result<(Value, bool), String> {
+) -> Result<(Value, bool), Error> {
     let client = cluster.client(None).await?;
 
     // Index.
@@ -318,7 +320,7 @@ async fn node_down_check(
     let x = cluster.nodes() as u8;
     if let Err(e) = cluster.stop_node(x).await {
         progress.say(&format!("stopping node {x} failed: {e}"));
-        return json!({"ok": false, "node": x, "error": e});
+        return json!({"ok": false, "node": x, "error": e.to_string()});
     }
     let picked: Vec<_> = queries.iter().step_by(Edit::ALL.len()).take(4).collect();
     let (mut found, mut ms, mut errors) = (0, Vec::new(), Vec::new());
@@ -362,12 +364,9 @@ async fn roles_check(
         let analyst = cluster.user_client(operator, "analyst", querier).await?;
         let intruder = cluster.user_client(operator, "intruder", querier).await?;
         let (_, truth, bytes) = queries.first().ok_or("no query")?;
-        let found = analyst
-            .search(bytes, 10, 10)
-            .await
-            .map_err(|e| e.to_string())?;
+        let found = analyst.search(bytes, 10, 10).await.map_err(Error::from)?;
         let top = found.matches.first().ok_or("the analyst found nothing")?.id;
-        let rebuilt = analyst.get(top).await.map_err(|e| e.to_string())?;
+        let rebuilt = analyst.get(top).await.map_err(Error::from)?;
         let own = Some(top) == ids[*truth] && !rebuilt.image.is_empty();
         let other = ids
             .iter()
@@ -383,7 +382,7 @@ async fn roles_check(
         };
         let proof = analyst.match_proof(&top).ok_or("no proof kept")?;
         let stolen_refused = intruder.get_matched(top, proof).await.is_err();
-        Ok::<_, String>((own, unmatched_refused, stolen_refused))
+        Ok::<_, Error>((own, unmatched_refused, stolen_refused))
     };
     match run.await {
         Ok((own, unmatched, stolen)) => {
@@ -403,7 +402,7 @@ async fn roles_check(
         }
         Err(e) => {
             progress.say(&format!("querier check failed: {e}"));
-            json!({"ok": false, "error": e})
+            json!({"ok": false, "error": e.to_string()})
         }
     }
 }

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::Error;
+
 use obscura_sharing::manifest::ImageId;
 use obscura_tokens::{min_bands, probes_per_band, stage1_is_lossless, BatchPlan};
 use serde_json::{json, Value};
@@ -42,7 +44,7 @@ impl Mode {
     };
 
     /// Parse `exact`, `probe1` or `probe2`.
-    pub fn parse(s: &str) -> Result<Mode, String> {
+    pub fn parse(s: &str) -> Result<Mode, Error> {
         match s {
             "exact" => Ok(Mode {
                 radius: 0,
@@ -53,7 +55,7 @@ impl Mode {
                 radius: 2,
                 lookups_per_band: probes_per_band(2),
             }),
-            _ => Err(format!("unknown mode {s:?}: use exact, probe1 or probe2")),
+            _ => Err(format!("unknown mode {s:?}: use exact, probe1 or probe2").into()),
         }
     }
 
@@ -179,7 +181,7 @@ struct ModeRun {
 
 /// Run the evaluation; `Ok(true)` when every mode ran without error and the default mode (when
 /// run) met the goal on every transform.
-pub async fn run(opt: EvalOptions) -> Result<bool, String> {
+pub async fn run(opt: EvalOptions) -> Result<bool, Error> {
     let progress = Progress::new(opt.json);
     let dir = photos_dir(opt.photos.as_deref())?;
     let photos = load_photos(&dir, &progress)?;
@@ -226,7 +228,7 @@ pub async fn run(opt: EvalOptions) -> Result<bool, String> {
     let (_scratch, stopped) = cluster.stop().await;
     let (ids, index_s, runs) = outcome?;
     if let Err(lines) = stopped {
-        return Err(format!("nodes did not stop cleanly: {}", lines.join("; ")));
+        return Err(format!("nodes did not stop cleanly: {}", lines.join("; ")).into());
     }
 
     // Plaintext: brute force over the same hashes, same threshold, ranked by (distance, id).
@@ -288,7 +290,7 @@ async fn measure(
     samples: &[Sample],
     modes: &[Mode],
     progress: &Progress,
-) -> Result<Measured, String> {
+) -> Result<Measured, Error> {
     let client = cluster.client(None).await?;
     let bar = progress.bar(samples.len(), "index");
     let files: Vec<&[u8]> = samples.iter().map(|s| s.bytes.as_slice()).collect();
@@ -300,7 +302,7 @@ async fn measure(
             .iter()
             .map(|(i, e)| format!("sample {i}: {e}"))
             .collect();
-        return Err(format!("indexing failed: {}", lines.join("; ")));
+        return Err(format!("indexing failed: {}", lines.join("; ")).into());
     }
     let index_s = batch.seconds;
     let ids: Vec<ImageId> = batch.ids.into_iter().flatten().collect();
@@ -571,7 +573,7 @@ fn write_outputs(
     report: &Value,
     runs: &[ModeRun],
     samples: &[Sample],
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let write = |name: &str, text: &str| {
         std::fs::write(out.join(name), text)
             .map_err(|e| format!("{}: {e}", out.join(name).display()))
@@ -667,6 +669,7 @@ fn write_outputs(
             40,
         ),
     )
+    .map_err(Error::from)
 }
 
 #[cfg(test)]

@@ -8,18 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+use crate::Error;
+
 use obscura_client::Client;
 use serde_json::{json, Value};
 
 use crate::local;
 
 /// The photos folder: the one given, else the repository's `testdata/photos`.
-pub fn photos_dir(given: Option<&Path>) -> Result<PathBuf, String> {
+pub fn photos_dir(given: Option<&Path>) -> Result<PathBuf, Error> {
     if let Some(p) = given {
         return if p.is_dir() {
             Ok(p.to_path_buf())
         } else {
-            Err(format!("{}: not a folder", p.display()))
+            Err(format!("{}: not a folder", p.display()).into())
         };
     }
     let candidates = [
@@ -30,20 +32,20 @@ pub fn photos_dir(given: Option<&Path>) -> Result<PathBuf, String> {
     candidates
         .into_iter()
         .find(|p| p.is_dir())
-        .ok_or_else(|| "no photos folder found; pass --photos DIR".to_string())
+        .ok_or_else(|| "no photos folder found; pass --photos DIR".into())
 }
 
 /// A base port with `n` consecutive ports free on loopback, from a random place: two runs
 /// started at once (seeded by process ids, which follow each other, they probed overlapping
 /// ranges) then rarely pick ranges that overlap before either has bound its ports.
-pub fn free_base_port(n: u16) -> Result<u16, String> {
+pub fn free_base_port(n: u16) -> Result<u16, Error> {
     let seed = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
     // Below 32768, where Linux draws the ports of outgoing connections, which could take one
     // of a restarted server's ports meanwhile.
     (0..500u16)
         .map(|i| 20_000 + (seed.wrapping_add(i.wrapping_mul(97))) % (32_768 - 20_000 - n))
         .find(|&base| (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
-        .ok_or_else(|| format!("no {n} consecutive free ports on 127.0.0.1"))
+        .ok_or_else(|| format!("no {n} consecutive free ports on 127.0.0.1").into())
 }
 
 /// Removes a scratch folder when dropped, unless asked to keep it.
@@ -95,7 +97,7 @@ pub struct Photo {
     pub decoded: image::DynamicImage,
 }
 
-pub fn load_photos(dir: &Path, progress: &Progress) -> Result<Vec<Photo>, String> {
+pub fn load_photos(dir: &Path, progress: &Progress) -> Result<Vec<Photo>, Error> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -128,7 +130,8 @@ pub fn load_photos(dir: &Path, progress: &Progress) -> Result<Vec<Photo>, String
             "{} holds {} usable photo(s); at least 2 are needed",
             dir.display(),
             photos.len()
-        ));
+        )
+        .into());
     }
     Ok(photos)
 }
@@ -189,7 +192,7 @@ pub const OPERATOR: &str = "operator";
 
 impl LocalCluster {
     /// Create the cluster in a fresh folder named after `what` and start its nodes and keepers.
-    pub fn start(what: &str, keep: bool, tokens: TokenKind) -> Result<LocalCluster, String> {
+    pub fn start(what: &str, keep: bool, tokens: TokenKind) -> Result<LocalCluster, Error> {
         let scratch = Scratch {
             dir: std::env::temp_dir().join(format!(
                 "obscura-{what}-{}-{:08x}",
@@ -272,11 +275,11 @@ impl LocalCluster {
     ///
     /// # Errors
     /// The nodes are not running, or node `x` did not stop cleanly.
-    pub async fn stop_node(&mut self, x: u8) -> Result<(), String> {
+    pub async fn stop_node(&mut self, x: u8) -> Result<(), Error> {
         let running = self.running.as_mut().ok_or("the nodes are not running")?;
         match running.stop_member(local::Member::Node(x)).await? {
             s if s.success() => Ok(()),
-            s => Err(format!("node {x} stopped badly: {s}")),
+            s => Err(format!("node {x} stopped badly: {s}").into()),
         }
     }
 
@@ -285,7 +288,7 @@ impl LocalCluster {
     pub async fn client(
         &mut self,
         plan: Option<obscura_tokens::BatchPlan>,
-    ) -> Result<Arc<Client>, String> {
+    ) -> Result<Arc<Client>, Error> {
         let mut parts = obscura_client::config::load(&self.dir).map_err(|e| e.to_string())?;
         if let Some(plan) = plan {
             parts.plan = plan;
@@ -308,7 +311,7 @@ impl LocalCluster {
                 client
                     .register_first(OPERATOR, p.as_bytes(), *code)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(Error::from)?;
                 self.operator = Some(p.clone());
                 p
             }
@@ -316,7 +319,7 @@ impl LocalCluster {
         client
             .login(OPERATOR, password.as_bytes())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Error::from)?;
         Ok(Arc::new(client))
     }
 
@@ -327,14 +330,14 @@ impl LocalCluster {
         operator: &Client,
         user: &str,
         roles: u8,
-    ) -> Result<Client, String> {
+    ) -> Result<Client, Error> {
         let mut raw = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
         let password = Zeroizing::new(obscura_tokens::keyfile::to_hex(&raw));
         operator
             .register(user, password.as_bytes(), roles)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Error::from)?;
         let mut parts = obscura_client::config::load(&self.dir).map_err(|e| e.to_string())?;
         parts.owner = None;
         parts.journal = None;
@@ -342,13 +345,13 @@ impl LocalCluster {
         client
             .login(user, password.as_bytes())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Error::from)?;
         Ok(client)
     }
 
     /// Give every node the Stage-1 policy of multi-probe radius `radius` with
     /// `lookups_per_band` tokens a band (the nodes restart to take it).
-    pub async fn set_policy(&mut self, radius: u32, lookups_per_band: usize) -> Result<(), String> {
+    pub async fn set_policy(&mut self, radius: u32, lookups_per_band: usize) -> Result<(), Error> {
         self.pause().await?;
         for (_, path) in local::node_configs(&self.dir)? {
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -363,15 +366,15 @@ impl LocalCluster {
     }
 
     /// Stop the nodes (cleanly, as [`stop`](Self::stop)) so their stores can be opened here.
-    pub async fn pause(&mut self) -> Result<(), String> {
+    pub async fn pause(&mut self) -> Result<(), Error> {
         match self.running.take() {
-            Some(running) => stopped_cleanly(running.stop().await).map_err(|e| e.join("; ")),
+            Some(running) => stopped_cleanly(running.stop().await).map_err(|e| e.join("; ").into()),
             None => Ok(()),
         }
     }
 
     /// Start the nodes again after [`pause`](Self::pause).
-    pub fn resume(&mut self) -> Result<(), String> {
+    pub fn resume(&mut self) -> Result<(), Error> {
         if self.running.is_none() {
             self.running = Some(local::Running::start(&self.dir, Some(&self.scratch.dir))?);
         }
@@ -389,7 +392,7 @@ impl LocalCluster {
 }
 
 fn stopped_cleanly(
-    stopped: Vec<(local::Member, Result<std::process::ExitStatus, String>)>,
+    stopped: Vec<(local::Member, Result<std::process::ExitStatus, Error>)>,
 ) -> Result<(), Vec<String>> {
     let bad: Vec<String> = stopped
         .iter()

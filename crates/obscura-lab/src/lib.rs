@@ -16,8 +16,11 @@
 //! image encoders the variants need.
 #![forbid(unsafe_code)]
 
+pub use error::Error;
+
 pub mod bench;
 pub mod demo;
+mod error;
 pub mod eval;
 mod harness;
 pub mod load;

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::Error;
+
 use obscura_client::config::TokenKind;
 use serde_json::{json, Value};
 
@@ -41,7 +43,7 @@ struct Tally {
 /// Run the load; `Ok(true)` when no request failed and every search found its photo. Whether
 /// every process's memory stayed within 10 % of its size after the warm-up is reported beside
 /// (a run shorter than the time the nodes' page caches take to fill shows them filling).
-pub async fn run(opt: LoadOptions) -> Result<bool, String> {
+pub async fn run(opt: LoadOptions) -> Result<bool, Error> {
     let progress = Progress::new(opt.json);
     let photos = load_photos(&photos_dir(opt.photos.as_deref())?, &progress)?;
     let mut cluster = LocalCluster::start("load", opt.keep, TokenKind::Voprf)?;
@@ -50,7 +52,7 @@ pub async fn run(opt: LoadOptions) -> Result<bool, String> {
     let (_scratch, stopped) = cluster.stop().await;
     let report = outcome?;
     if let Err(lines) = stopped {
-        return Err(format!("nodes did not stop cleanly: {}", lines.join("; ")));
+        return Err(format!("nodes did not stop cleanly: {}", lines.join("; ")).into());
     }
     let ok = report["ok"].as_bool().unwrap_or(false);
     if opt.json {
@@ -66,7 +68,7 @@ async fn drive(
     photos: &[crate::harness::Photo],
     opt: &LoadOptions,
     progress: &Progress,
-) -> Result<Value, String> {
+) -> Result<Value, Error> {
     let operator = cluster.client(None).await?;
     let files: Vec<&[u8]> = photos.iter().map(|p| p.bytes.as_slice()).collect();
     for result in operator.index_many(&files).await {

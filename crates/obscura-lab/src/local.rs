@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::Error;
+
 use obscura_client::Client;
 use tokio::process::{Child, Command};
 
@@ -30,7 +32,7 @@ impl std::fmt::Display for Member {
 }
 
 /// The `PREFIXN/FILE` configurations of a cluster directory, in number order.
-fn configs(dir: &Path, prefix: &str, file: &str) -> Result<Vec<(u8, PathBuf)>, String> {
+fn configs(dir: &Path, prefix: &str, file: &str) -> Result<Vec<(u8, PathBuf)>, Error> {
     let mut configs: Vec<(u8, PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| {
@@ -45,18 +47,19 @@ fn configs(dir: &Path, prefix: &str, file: &str) -> Result<Vec<(u8, PathBuf)>, S
 }
 
 /// The `keeperJ/keeper.json` files of a cluster directory (none with HMAC tokens).
-pub fn keeper_configs(dir: &Path) -> Result<Vec<(u8, PathBuf)>, String> {
+pub fn keeper_configs(dir: &Path) -> Result<Vec<(u8, PathBuf)>, Error> {
     configs(dir, "keeper", "keeper.json")
 }
 
 /// The `nodeN/node.json` files of a cluster directory, in node order.
-pub fn node_configs(dir: &Path) -> Result<Vec<(u8, PathBuf)>, String> {
+pub fn node_configs(dir: &Path) -> Result<Vec<(u8, PathBuf)>, Error> {
     let configs = configs(dir, "node", "node.json")?;
     if configs.is_empty() {
         return Err(format!(
             "{} holds no node configurations; make one with `obscura cluster init`",
             dir.display()
-        ));
+        )
+        .into());
     }
     Ok(configs)
 }
@@ -93,7 +96,7 @@ impl Running {
     /// # Errors
     /// No node configurations, or a process that cannot be started (those already started are
     /// killed).
-    pub fn start(dir: &Path, logs: Option<&Path>) -> Result<Running, String> {
+    pub fn start(dir: &Path, logs: Option<&Path>) -> Result<Running, Error> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut children = Vec::new();
         let members = keeper_configs(dir)?
@@ -193,11 +196,11 @@ impl Running {
     ///
     /// # Errors
     /// A member that exits first, or `limit` passing, naming those not ready.
-    pub async fn wait_ready(&mut self, client: &Client, limit: Duration) -> Result<(), String> {
+    pub async fn wait_ready(&mut self, client: &Client, limit: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some((member, status)) = self.newly_exited().first() {
-                return Err(format!("{member} exited while starting ({status})"));
+                return Err(format!("{member} exited while starting ({status})").into());
             }
             let mut not_ready: Vec<String> = client
                 .reachable()
@@ -220,7 +223,8 @@ impl Running {
                     "not ready after {} s: {}",
                     limit.as_secs(),
                     not_ready.join("; ")
-                ));
+                )
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -231,7 +235,7 @@ impl Running {
     ///
     /// # Errors
     /// No such member, or why it had to be killed.
-    pub async fn stop_member(&mut self, member: Member) -> Result<ExitStatus, String> {
+    pub async fn stop_member(&mut self, member: Member) -> Result<ExitStatus, Error> {
         let i = self
             .children
             .iter()
@@ -246,7 +250,7 @@ impl Running {
 
     /// Stop every member: SIGTERM, then a kill after the grace period. Returns each one's exit
     /// status, or why it had to be killed.
-    pub async fn stop(mut self) -> Vec<(Member, Result<ExitStatus, String>)> {
+    pub async fn stop(mut self) -> Vec<(Member, Result<ExitStatus, Error>)> {
         for (_, c) in &self.children {
             terminate(c);
         }
@@ -259,16 +263,13 @@ impl Running {
 }
 
 /// Wait the grace period for `child` to exit, then kill it.
-async fn wait_or_kill(child: &mut Child) -> Result<ExitStatus, String> {
+async fn wait_or_kill(child: &mut Child) -> Result<ExitStatus, Error> {
     match tokio::time::timeout(STOP_GRACE, child.wait()).await {
         Ok(Ok(status)) => Ok(status),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e.to_string().into()),
         Err(_) => {
             let _ = child.kill().await;
-            Err(format!(
-                "did not stop within {} s; killed",
-                STOP_GRACE.as_secs()
-            ))
+            Err(format!("did not stop within {} s; killed", STOP_GRACE.as_secs()).into())
         }
     }
 }

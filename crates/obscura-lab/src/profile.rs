@@ -10,6 +10,8 @@
 
 use std::io::Cursor;
 
+use crate::Error;
+
 use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::imageops::FilterType;
 use image::{ImageEncoder, RgbImage};
@@ -119,7 +121,7 @@ impl Transform {
     ///
     /// # Errors
     /// An encoder failure, as text.
-    pub fn apply(self, name: &str, bytes: &[u8], img: &RgbImage) -> Result<Vec<u8>, String> {
+    pub fn apply(self, name: &str, bytes: &[u8], img: &RgbImage) -> Result<Vec<u8>, Error> {
         let mut rng = self.rng(name);
         let (w, h) = img.dimensions();
         match self {
@@ -242,7 +244,7 @@ fn mean_grey(img: &RgbImage) -> f64 {
 }
 
 /// PNG, fast compression: the samples are decoded again at once, never kept.
-pub(crate) fn png(img: &RgbImage) -> Result<Vec<u8>, String> {
+pub(crate) fn png(img: &RgbImage) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     PngEncoder::new_with_quality(
         Cursor::new(&mut out),
@@ -263,7 +265,7 @@ fn jpeg(
     img: &RgbImage,
     quality: u8,
     sampling: jpeg_encoder::SamplingFactor,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Error> {
     let (w, h) = (
         u16::try_from(img.width()).map_err(|_| "too wide for JPEG".to_string())?,
         u16::try_from(img.height()).map_err(|_| "too tall for JPEG".to_string())?,

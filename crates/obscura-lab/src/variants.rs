@@ -7,6 +7,8 @@ use image::DynamicImage;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+use crate::Error;
+
 use crate::profile::{map_levels, noise, png};
 
 /// One kind of edit.
@@ -40,7 +42,7 @@ impl Edit {
     ///
     /// # Errors
     /// An encoder failure, as text.
-    pub fn apply(self, photo: &DynamicImage, seed: u64) -> Result<Vec<u8>, String> {
+    pub fn apply(self, photo: &DynamicImage, seed: u64) -> Result<Vec<u8>, Error> {
         let rgb = photo.to_rgb8();
         match self {
             Edit::Jpeg75 => {
