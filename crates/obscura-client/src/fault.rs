@@ -178,10 +178,21 @@ impl KeeperFailure {
 
 /// The faults of a check that no server passed: when more than one server failed it, the
 /// check itself is in doubt (this client's configuration may be another cluster's), and each
-/// such fault becomes [`Fault::Unconfirmed`]. One server alone failing it is still named: a
-/// lying server cannot hide behind another that is only down.
+/// such fault becomes [`Fault::Unconfirmed`]. Only faults that a wrong configuration of this
+/// client could cause are doubted (a proof or public share that does not verify against the
+/// shares it holds, a manifest that does not verify under the owner key it holds); an answer
+/// of the wrong kind, or in another's name, stays evidence. One server alone failing a check
+/// is still named: a lying server cannot hide behind another that is only down.
 pub(crate) fn doubt<'a>(faults: impl IntoIterator<Item = &'a mut Fault>) {
-    let mut failed: Vec<&mut Fault> = faults.into_iter().filter(|f| f.is_misbehaviour()).collect();
+    let mut failed: Vec<&mut Fault> = faults
+        .into_iter()
+        .filter(|f| {
+            matches!(
+                f,
+                Fault::BadEvaluation { .. } | Fault::WrongPublicShares | Fault::ForeignManifest
+            )
+        })
+        .collect();
     if failed.len() < 2 {
         return;
     }
@@ -211,26 +222,25 @@ pub(crate) fn list_keepers(failures: &[KeeperFailure]) -> String {
 
 /// The parties among `failures` whose answers prove they misbehaved, each once, in order.
 pub(crate) fn culprit_nodes(failures: &[NodeFailure]) -> Vec<Party> {
-    let mut out: Vec<u8> = failures
-        .iter()
-        .filter(|f| f.fault.is_misbehaviour())
-        .map(|f| f.node)
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out.into_iter().map(Party::Node).collect()
+    culprits(failures.iter().map(|f| (f.node, &f.fault)), Party::Node)
 }
 
 /// As [`culprit_nodes`], for keepers.
 pub(crate) fn culprit_keepers(failures: &[KeeperFailure]) -> Vec<Party> {
+    culprits(failures.iter().map(|f| (f.keeper, &f.fault)), Party::Keeper)
+}
+
+fn culprits<'a>(
+    failures: impl Iterator<Item = (u8, &'a Fault)>,
+    party: fn(u8) -> Party,
+) -> Vec<Party> {
     let mut out: Vec<u8> = failures
-        .iter()
-        .filter(|f| f.fault.is_misbehaviour())
-        .map(|f| f.keeper)
+        .filter(|(_, fault)| fault.is_misbehaviour())
+        .map(|(x, _)| x)
         .collect();
     out.sort_unstable();
     out.dedup();
-    out.into_iter().map(Party::Keeper).collect()
+    out.into_iter().map(party).collect()
 }
 
 /// Tasks, one per keeper, joined with the keeper each ran for, a task that panicked included

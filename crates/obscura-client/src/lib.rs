@@ -1193,10 +1193,10 @@ impl Client {
             &mut rng,
         );
         let answers = self.run(calls, &mut moved).await;
+        let (checking, calls) = lookup.answered(answers, &mut rng)?;
         let stage1 = t0.elapsed();
 
         let t1 = Instant::now();
-        let (checking, calls) = lookup.answered(answers, &mut rng)?;
         let mut evaluating = checking.answered(self.run(calls, &mut moved).await)?;
         let resolving = loop {
             match evaluating.next() {

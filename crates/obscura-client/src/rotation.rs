@@ -159,7 +159,9 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// The phase of `plan` for clients on key version `clients`.
+    /// The phase of `plan` for clients on key version `clients`: the version the cluster
+    /// directory's `client.json` names (as [`crate::config::read_config`] reads it), never one
+    /// assumed, since a rotation is switched exactly when that file says so.
     ///
     /// # Errors
     /// [`PlanError::OtherState`] when the clients use neither of the plan's versions.

@@ -331,18 +331,25 @@ impl KeeperParts {
         let mut verified: Vec<(u8, Vec<Verified>)> = Vec::new();
         let mut faults: Vec<KeeperFailure> = Vec::new();
         let (mut sent, mut received) = (0, 0);
+        let mut witnessed = false;
         while verified.len() < need {
-            // Asking keepers that cannot make up the threshold would only spend their budget.
+            let failed_proofs = faults.iter().filter(|f| f.fault.is_misbehaviour()).count();
+            // Asking keepers that cannot make up the threshold would only spend their budget,
+            // but for one thing: when two or more proofs failed and none verified, the rest are
+            // asked as witnesses. One proof of theirs that verifies shows this client's public
+            // shares are right, and the failed ones lies; none, and it is the shares that are
+            // in doubt.
             let ask: Vec<u8> = if verified.len() + untried.len() >= need {
                 (0..need - verified.len())
                     .filter_map(|_| untried.pop())
                     .collect()
+            } else if verified.is_empty() && failed_proofs >= 2 && !witnessed {
+                witnessed = true;
+                std::mem::take(&mut untried)
             } else {
                 Vec::new()
             };
             if ask.is_empty() {
-                // Proofs that failed at every keeper asked may say more of this client's public
-                // shares (another cluster's, another version's) than of the keepers.
                 if verified.is_empty() {
                     fault::doubt(faults.iter_mut().map(|f| &mut f.fault));
                 }

@@ -308,7 +308,7 @@ async fn a_lying_keeper_is_named_and_the_others_answer() {
     let mut c = Cluster::start_with(
         "lying",
         Setup {
-            lying_keeper: Some(1),
+            lying_keepers: &[1],
             ..VOPRF
         },
     )
@@ -358,6 +358,37 @@ async fn a_lying_keeper_is_named_and_the_others_answer() {
     );
     // The liar is the one culprit; keeper 3, down, is not one.
     assert_eq!(err.culprits(), [Party::Keeper(1)], "{text}");
+}
+
+/// Two keepers of three lie: no tokens can be had, and both are named every time, whichever
+/// keepers a search asks first. When the two asked first both fail, the third is asked as a
+/// witness: its proof verifies, so the client's public shares are right and the failures are
+/// the keepers' own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lying_keepers_are_named_by_the_honest_ones_proof() {
+    let c = Cluster::start_with(
+        "two-liars",
+        Setup {
+            lying_keepers: &[1, 2],
+            ..VOPRF
+        },
+    )
+    .await;
+    // Each search starts at a random keeper: in twelve, the two liars are asked first in one
+    // at least, but for a chance of (2/3)^12 < 1%.
+    for _ in 0..12 {
+        let err = c
+            .client
+            .search(&testdata("derived/astronaut.q75.jpg"), 5, 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Tokens(_)), "{err}");
+        assert_eq!(
+            err.culprits(),
+            [Party::Keeper(1), Party::Keeper(2)],
+            "{err}"
+        );
+    }
 }
 
 /// A rotation run through its phases from the cluster directory: a plan of another state of

@@ -497,7 +497,7 @@ async fn cluster_figures(
                     .collect::<Vec<_>>(),
             )
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(obscura_client::Error::from)?
     } else {
         Vec::new()
     };
@@ -846,7 +846,7 @@ fn load_synthetic(
         let mut file = [0u8; 64];
         rng.fill_bytes(&mut file);
         let hash = rng.next_u64();
-        uploads.push(client.upload(&file, hash).map_err(|e| e.to_string())?);
+        uploads.push(client.upload(&file, hash)?);
         hashes.push(hash);
         made.inc(1);
     }

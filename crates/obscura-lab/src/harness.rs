@@ -293,7 +293,7 @@ impl LocalCluster {
         if let Some(plan) = plan {
             parts.plan = plan;
         }
-        let client = Client::new(parts).map_err(|e| e.to_string())?;
+        let client = Client::new(parts)?;
         if let Some(running) = &mut self.running {
             running.wait_ready(&client, Duration::from_secs(30)).await?;
         }
@@ -341,7 +341,7 @@ impl LocalCluster {
         let mut parts = obscura_client::config::load(&self.dir).map_err(|e| e.to_string())?;
         parts.owner = None;
         parts.journal = None;
-        let client = Client::new(parts).map_err(|e| e.to_string())?;
+        let client = Client::new(parts)?;
         client
             .login(user, password.as_bytes())
             .await

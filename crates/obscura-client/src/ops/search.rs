@@ -547,7 +547,8 @@ impl Part {
     ///
     /// # Errors
     /// [`Error::Nodes`] with fewer than `2t + 1` nodes left, or when some nodes answer while
-    /// others go on opening (one of them is off the protocol).
+    /// others go on opening and neither side is larger than `t` (nothing shows which is off the
+    /// protocol).
     pub fn answered(mut self, answers: Vec<Answer>) -> Result<PartStep, Error> {
         let need = self.setting.need();
         let (mut openings, mut done, mut kept) = (Vec::new(), Vec::new(), Vec::new());
@@ -597,21 +598,47 @@ impl Part {
             }
         }
         if !done.is_empty() && !openings.is_empty() {
-            let mut failures = self.failures;
-            failures.extend(
-                done.iter()
-                    .map(|a| a.node)
-                    .chain(openings.iter().map(|o| o.node))
-                    .map(|node| NodeFailure {
-                        node,
-                        fault: Fault::OutOfStep,
-                    }),
-            );
-            failures.sort_by_key(|f| f.node);
-            return Err(Error::Nodes {
-                what: "search (evaluating)",
-                failures,
-            });
+            // Honest nodes are given the same openings and keep one schedule of rounds, so they
+            // all land on one side. With at most t nodes off the protocol, a side of more than t
+            // holds an honest node: the other side is off it, and is named. Otherwise (both
+            // sides of t or fewer, or both of more, which honest nodes configured alike cannot
+            // make) nothing shows which side is, and nobody is named.
+            let t = self.setting.t;
+            match (done.len() > t, openings.len() > t) {
+                (true, false) => {
+                    self.failures
+                        .extend(openings.drain(..).map(|o| NodeFailure {
+                            node: o.node,
+                            fault: Fault::Unexpected("an answer, like the other nodes'"),
+                        }));
+                }
+                (false, true) => {
+                    self.failures.extend(done.drain(..).map(|a| NodeFailure {
+                        node: a.node,
+                        fault: Fault::Unexpected(
+                            "openings of the next round, like the other nodes'",
+                        ),
+                    }));
+                    kept.clear();
+                }
+                _ => {
+                    let mut failures = self.failures;
+                    failures.extend(
+                        done.iter()
+                            .map(|a| a.node)
+                            .chain(openings.iter().map(|o| o.node))
+                            .map(|node| NodeFailure {
+                                node,
+                                fault: Fault::OutOfStep,
+                            }),
+                    );
+                    failures.sort_by_key(|f| f.node);
+                    return Err(Error::Nodes {
+                        what: "search (evaluating)",
+                        failures,
+                    });
+                }
+            }
         }
         if !done.is_empty() {
             if done.len() < need {
@@ -922,27 +949,56 @@ mod tests {
         assert_eq!(failed(&err), [4, 1, 2, 3]);
     }
 
-    #[test]
-    fn a_node_that_answers_a_round_early_gets_nobody_named() {
+    /// A part at round 1 of a search whose five nodes all opened round 0.
+    fn at_round_one() -> Part {
         let Stage2::Parts(_, mut parts) = evaluating(&[[1; 16]]).next() else {
             panic!("one part to evaluate")
         };
         let (part, _) = parts.remove(0);
-        let step = part.answered((1..=5).map(|x| opened(x, 0)).collect());
-        let Ok(PartStep::Round(part, _)) = step else {
-            panic!("another round")
-        };
-        // Node 1 sends a well-formed signed answer while the others go on opening: one side is
-        // off the protocol, and nothing shows which.
-        let early = ResponseBody::Evaluate {
-            node: 1,
+        match part.answered((1..=5).map(|x| opened(x, 0)).collect()) {
+            Ok(PartStep::Round(part, _)) => part,
+            _ => panic!("another round"),
+        }
+    }
+
+    fn early(x: u8) -> Answer {
+        let answer = ResponseBody::Evaluate {
+            node: x,
             values: vec![Some([0, 0])],
             answer_key: [0; 32],
             signature: vec![0; 64],
         };
-        let mut answers = vec![(1, Ok(early))];
+        (x, Ok(answer))
+    }
+
+    #[test]
+    fn a_node_out_of_step_with_more_than_t_others_is_named_and_the_rest_go_on() {
+        // Node 1 sends a well-formed signed answer while four others go on opening: with at
+        // most t = 1 node off the protocol, the four hold an honest one, so node 1 is the one.
+        let mut answers = vec![early(1)];
         answers.extend((2..=5).map(|x| opened(x, 1)));
-        let Err(err) = part.answered(answers) else {
+        let Ok(PartStep::Round(part, calls)) = at_round_one().answered(answers) else {
+            panic!("the four go on")
+        };
+        assert_eq!(nodes(&calls), [2, 3, 4, 5]);
+        // Its name stays with the part's failures: a later failure of the part reports it.
+        let Err(err) = part.answered(vec![(2, Err(Fault::Unreachable))]) else {
+            panic!("one node left")
+        };
+        assert_eq!(err.culprits(), [Party::Node(1)], "{err}");
+    }
+
+    #[test]
+    fn nodes_out_of_step_with_no_side_larger_than_t_get_nobody_named() {
+        // One answers, one opens, three are down: either could be the honest one.
+        let answers = vec![
+            early(1),
+            opened(2, 1),
+            (3, Err(Fault::Unreachable)),
+            (4, Err(Fault::Unreachable)),
+            (5, Err(Fault::Unreachable)),
+        ];
+        let Err(err) = at_round_one().answered(answers) else {
             panic!("answers out of step end the search")
         };
         assert_eq!(failed(&err), [1, 2, 3, 4, 5]);

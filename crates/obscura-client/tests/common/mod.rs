@@ -51,7 +51,7 @@ pub struct Setup {
     /// VOPRF tokens from keepers, else HMAC.
     pub voprf: bool,
     /// A keeper whose share is not of the dealt key: its proofs cannot verify.
-    pub lying_keeper: Option<u8>,
+    pub lying_keepers: &'static [u8],
     /// Evaluations per user per keeper per hour.
     pub budget: u64,
     /// Login limits at every keeper.
@@ -70,7 +70,7 @@ pub struct Setup {
 
 pub const VOPRF: Setup = Setup {
     voprf: true,
-    lying_keeper: None,
+    lying_keepers: &[],
     budget: 1_000_000,
     login: LoginPolicy {
         free: 5,
@@ -161,7 +161,7 @@ impl Cluster {
                     c.quotas = setup.quotas;
                 },
             );
-            if setup.lying_keeper == Some(keeper) {
+            if setup.lying_keepers.contains(&keeper) {
                 // Its shares of the token keys are not the dealt ones: its proofs fail.
                 let path = dir.join(format!("keeper{keeper}/secrets.sealed"));
                 let key = WrappingKey::from_file(&dir.join(format!("keeper{keeper}/wrapping.key")))
