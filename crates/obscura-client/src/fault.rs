@@ -79,6 +79,10 @@ pub enum Fault {
     /// Its public shares of the next token-key version are not those the rotation plan makes.
     #[error("its public shares of the next version are not those the plan makes")]
     WrongPublicShares,
+    /// It holds another public key for a signing key than the one this client knows (the
+    /// cluster's capability key, in `client.json`).
+    #[error("holds another public key for it than the cluster's")]
+    OtherKey,
     /// It offered to sign a capability other than the other signers offered (which of them is
     /// right is not known: none is named a culprit).
     #[error("offers another capability than the other signers ({0})")]
@@ -140,6 +144,7 @@ impl Fault {
                 | Fault::BadSecretShare
                 | Fault::BadSignatureShare
                 | Fault::WrongPublicShares
+                | Fault::OtherKey
         )
     }
 }
@@ -189,7 +194,10 @@ pub(crate) fn doubt<'a>(faults: impl IntoIterator<Item = &'a mut Fault>) {
         .filter(|f| {
             matches!(
                 f,
-                Fault::BadEvaluation { .. } | Fault::WrongPublicShares | Fault::ForeignManifest
+                Fault::BadEvaluation { .. }
+                    | Fault::WrongPublicShares
+                    | Fault::ForeignManifest
+                    | Fault::OtherKey
             )
         })
         .collect();

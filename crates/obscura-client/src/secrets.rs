@@ -514,6 +514,7 @@ impl Client {
         let what = format!("key {}", hex(id));
         self.threshold_sign(
             &what,
+            None,
             || KeeperBody::SignCommit { id: *id },
             |package| KeeperBody::SignShare { id: *id, package },
             |_| Ok(message.to_vec()),
@@ -543,6 +544,7 @@ impl Client {
         let (signed, body) = self
             .threshold_sign(
                 "the capability key",
+                Some(group.to_bytes()),
                 || KeeperBody::CapabilityCommit,
                 |package| KeeperBody::CapabilityShare { package },
                 |offers| {
@@ -613,6 +615,7 @@ impl Client {
     async fn threshold_sign(
         &self,
         what: &str,
+        key: Option<[u8; 32]>,
         commit: impl Fn() -> KeeperBody,
         share: impl Fn(Vec<u8>) -> KeeperBody,
         message_for: impl Fn(&[Committed]) -> Result<Vec<u8>, Error>,
@@ -628,12 +631,12 @@ impl Client {
                 if excluded.contains(&j) {
                     continue;
                 }
-                match r {
+                let committed = match r {
                     Ok(ResponseBody::SignCommitment {
                         keeper,
                         commitment,
                         public_package,
-                    }) if keeper == j => commits.push(Committed {
+                    }) if keeper == j => Ok(Committed {
                         keeper: j,
                         commitment,
                         public_package,
@@ -646,7 +649,7 @@ impl Client {
                         limits,
                         expires_at,
                         public_package,
-                    }) if keeper == j => commits.push(Committed {
+                    }) if keeper == j => Ok(Committed {
                         keeper: j,
                         commitment,
                         public_package,
@@ -656,18 +659,21 @@ impl Client {
                             expires_at,
                         }),
                     }),
-                    Ok(_) => {
-                        excluded.push(j);
-                        faults.push(KeeperFailure {
-                            keeper: j,
-                            fault: Fault::Unexpected("a signing commitment"),
-                        });
-                    }
+                    Ok(_) => Err(Fault::Unexpected("a signing commitment")),
+                    Err(fault) => Err(fault),
+                };
+                // A malformed commitment, or a public key other than the one this client
+                // knows, leaves its keeper out, so that one keeper cannot stop the signing.
+                match committed.and_then(|c| checked(c, key)) {
+                    Ok(c) => commits.push(c),
                     Err(fault) => {
                         excluded.push(j);
                         faults.push(KeeperFailure { keeper: j, fault });
                     }
                 }
+            }
+            if commits.is_empty() {
+                crate::fault::doubt(faults.iter_mut().map(|f| &mut f.fault));
             }
             if commits.len() < t {
                 faults.sort_by_key(|f| f.keeper);
@@ -748,6 +754,19 @@ impl Client {
             }
         }
     }
+}
+
+/// `c` when its commitment is one and its public key package parses and, where this client
+/// knows the key (`key`), is of that key.
+fn checked(c: Committed, key: Option<[u8; 32]>) -> Result<Committed, Fault> {
+    signing::check_commitment(&c.commitment)
+        .map_err(|_| Fault::Unexpected("a well-formed signing commitment"))?;
+    let public = signing::public_package_from(&c.public_package)
+        .map_err(|_| Fault::Unexpected("a well-formed public key package"))?;
+    if key.is_some_and(|k| signing::public_key(&public) != k) {
+        return Err(Fault::OtherKey);
+    }
+    Ok(c)
 }
 
 /// A keeper's round-1 answer: its commitment, the key's public package as it holds it, and

@@ -387,6 +387,35 @@ fn tamper_secret(c: &Cluster, j: u8, id: &[u8; 16], change: impl FnOnce(&mut Sto
         .unwrap();
 }
 
+/// A keeper that holds another public key for the cluster's capability key (tampered with, or
+/// lying) is left out of the signing and the others sign: one keeper cannot stop every login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_with_another_capability_key_cannot_stop_logins() {
+    use obscura_cluster::keeper::{keeper_purpose, KeeperSecrets};
+    let mut c = Cluster::start("other-capability-key").await;
+    c.keeper_down(1).await;
+    let path = c.dir.join("keeper1/secrets.sealed");
+    let key = c.keeper_wrapping(1);
+    let mut secrets: KeeperSecrets = obscura_cluster::files::open_secrets(
+        &std::fs::read(&path).unwrap(),
+        &keeper_purpose(1),
+        &key,
+    )
+    .unwrap();
+    let (_, other) = obscura_keeper::signing::deal(3, 2, &mut OsRng).unwrap();
+    secrets.capability_public = obscura_keeper::signing::public_package_bytes(&other).unwrap();
+    let sealed =
+        obscura_cluster::files::seal_secrets(&secrets, &keeper_purpose(1), &key, &mut OsRng)
+            .unwrap();
+    obscura_cluster::files::write_private_atomic(&path, &sealed).unwrap();
+    c.keeper_up(1).await;
+    // Keeper 1 answers first and used to stop the signing ("keepers 1 and 2 hold different
+    // public keys"); now it is left out, and keepers 2 and 3 sign the capability.
+    let client = c.fresh_client();
+    client.login(ADMIN, PASSWORD).await.unwrap();
+    assert!(client.holder().await.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_restored_from_an_old_copy_is_refused_until_an_admin_accepts_it() {
     let mut c = Cluster::start("rollback").await;

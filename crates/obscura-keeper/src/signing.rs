@@ -427,6 +427,22 @@ pub fn commit<R: RngCore + CryptoRng>(
     Ok((nonces, commitment.serialize().map_err(frost_err)?))
 }
 
+/// Check that `bytes` is a signing commitment, exactly encoded: what a client checks of each
+/// keeper's before it builds a signing package of them, so that one malformed commitment
+/// leaves its keeper out instead of failing the package.
+///
+/// # Errors
+/// [`SigningError::Malformed`].
+pub fn check_commitment(bytes: &[u8]) -> Result<(), SigningError> {
+    exact(
+        bytes,
+        "commitment",
+        frost::round1::SigningCommitments::deserialize,
+        |c| c.serialize().ok(),
+    )
+    .map(|_| ())
+}
+
 /// The signing package the client sends to every signer: the message and the commitments of
 /// keepers `(j, commitment)`.
 ///
