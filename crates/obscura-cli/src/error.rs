@@ -40,12 +40,21 @@ impl Failure {
 
 /// `keeper 2: why`, with `(misbehaved)` after the keeper when its answer failed a check.
 pub(crate) fn keeper_fault(f: &obscura_client::KeeperFailure) -> String {
-    let misbehaved = if f.fault.is_misbehaviour() {
+    fault_line("keeper", f.keeper, &f.fault)
+}
+
+/// `node 2: why`, as [`keeper_fault`].
+pub(crate) fn node_fault(f: &obscura_client::NodeFailure) -> String {
+    fault_line("node", f.node, &f.fault)
+}
+
+fn fault_line(party: &str, x: u8, fault: &obscura_client::Fault) -> String {
+    let misbehaved = if fault.is_misbehaviour() {
         " (misbehaved)"
     } else {
         ""
     };
-    format!("keeper {}{misbehaved}: {}", f.keeper, f.fault)
+    format!("{party} {x}{misbehaved}: {fault}")
 }
 
 /// `keeper 2, node 3`.

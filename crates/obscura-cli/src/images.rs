@@ -166,12 +166,7 @@ impl ImageCommand {
                     None => client.get(id).await,
                 }?;
                 for f in &rebuilt.faults {
-                    let misbehaved = if f.fault.is_misbehaviour() {
-                        " (misbehaved)"
-                    } else {
-                        ""
-                    };
-                    eprintln!("warning: node {}{misbehaved}: {}", f.node, f.fault);
+                    eprintln!("warning: {}", crate::error::node_fault(f));
                 }
                 // Written beside the target under a fresh name, readable by this user only, then
                 // renamed: no half-written output, and no file or link planted by another user at a
@@ -367,6 +362,11 @@ fn print_search(out: &SearchOutcome, json: bool) {
     for f in &out.keeper_faults {
         eprintln!("warning: {} (not used)", crate::error::keeper_fault(f));
     }
+    // A node that failed while enough others answered: the answer stands, the operator should
+    // know.
+    for f in &out.node_faults {
+        eprintln!("warning: {} (not used)", crate::error::node_fault(f));
+    }
     if json {
         println!(
             "{}",
@@ -375,6 +375,7 @@ fn print_search(out: &SearchOutcome, json: bool) {
                 "candidates": out.candidates,
                 "timings_ms": {"tokens": ms(out.tokens), "stage1": ms(out.stage1), "stage2": ms(out.stage2), "total": ms(out.total)},
                 "keeper_faults": out.keeper_faults.iter().map(|f| json!({"keeper": f.keeper, "reason": f.fault.to_string(), "misbehaved": f.fault.is_misbehaviour()})).collect::<Vec<_>>(),
+                "node_faults": out.node_faults.iter().map(|f| json!({"node": f.node, "reason": f.fault.to_string(), "misbehaved": f.fault.is_misbehaviour()})).collect::<Vec<_>>(),
                 "bytes": {"sent": out.bytes_sent, "received": out.bytes_received},
             })
         );

@@ -418,6 +418,9 @@ pub struct SearchOutcome {
     pub tokens: Duration,
     /// Keepers that failed or answered wrongly on the way (others answered instead).
     pub keeper_faults: Vec<KeeperFailure>,
+    /// Nodes that failed or answered wrongly on the way, while enough others answered (a node
+    /// down, slow, or out of step with the others in Stage-2).
+    pub node_faults: Vec<NodeFailure>,
     /// Request bytes sent to all nodes.
     pub bytes_sent: u64,
     /// Response bytes received.
@@ -1247,6 +1250,7 @@ impl Client {
                 Scan::Exhaustive => Duration::ZERO,
             },
             keeper_faults,
+            node_faults: found.node_faults,
             bytes_sent: moved.sent,
             bytes_received: moved.received,
         })

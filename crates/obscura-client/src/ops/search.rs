@@ -234,6 +234,7 @@ impl Lookup {
             setting,
             candidates,
             stage1_hits,
+            faults: failures,
             query: QueryParts {
                 query_id,
                 issued,
@@ -265,6 +266,8 @@ pub struct Checking {
     candidates: Vec<ImageId>,
     stage1_hits: usize,
     query: QueryParts,
+    /// Nodes that failed so far, while enough others answered.
+    faults: Vec<NodeFailure>,
 }
 
 impl Checking {
@@ -284,8 +287,9 @@ impl Checking {
             candidates,
             stage1_hits,
             mut query,
+            faults,
         } = self;
-        let mut failures = Vec::new();
+        let mut failures = faults;
         for (x, r) in answers {
             match r {
                 Ok(ResponseBody::QueryChecked { check }) if check.node == x => {
@@ -309,6 +313,7 @@ impl Checking {
             setting,
             candidates,
             stage1_hits,
+            faults: failures,
             query: Arc::new(query),
             members,
             next: 0,
@@ -325,6 +330,8 @@ pub struct Evaluating {
     setting: Setting,
     candidates: Vec<ImageId>,
     stage1_hits: usize,
+    /// Nodes that failed so far, while enough others answered.
+    faults: Vec<NodeFailure>,
     query: Arc<QueryParts>,
     members: Vec<u8>,
     /// The next part to start.
@@ -401,8 +408,10 @@ impl Evaluating {
             query,
             kept_by_part,
             mut found,
+            mut faults,
             ..
         } = self;
+        faults.sort_by_key(|f| f.node);
         found.sort_by_key(|(m, ..)| (m.distance, m.id));
         if let Some(cut) = found
             .get(setting.top.saturating_sub(1))
@@ -429,6 +438,7 @@ impl Evaluating {
             stage1_hits,
             ranked,
             proofs,
+            faults,
         }
     }
 }
@@ -474,6 +484,7 @@ impl Waiting {
                 evaluating.found.push((m, part, position));
             }
             evaluating.kept_by_part.push(outcome.kept);
+            evaluating.faults.extend(outcome.failures);
         }
         Ok(evaluating)
     }
@@ -504,6 +515,8 @@ pub struct PartDone {
     part: u32,
     answers: Vec<NodeAnswer>,
     kept: Vec<KeptAnswer>,
+    /// Nodes that failed the part while enough others answered.
+    failures: Vec<NodeFailure>,
 }
 
 impl Part {
@@ -651,6 +664,7 @@ impl Part {
                 part: self.part,
                 answers: done,
                 kept,
+                failures: self.failures,
             }));
         }
         if openings.len() < need {
@@ -690,6 +704,7 @@ pub struct Resolving {
     setting: Setting,
     candidates: usize,
     stage1_hits: usize,
+    faults: Vec<NodeFailure>,
     ranked: Vec<Match>,
     proofs: Vec<MatchProof>,
 }
@@ -706,6 +721,8 @@ pub struct Found {
     pub candidates: usize,
     /// Images matching in at least one band (the largest figure any node reported).
     pub stage1_hits: usize,
+    /// Nodes that failed or answered wrongly on the way, while enough others answered.
+    pub node_faults: Vec<NodeFailure>,
 }
 
 impl Resolving {
@@ -753,6 +770,7 @@ impl Resolving {
             proofs,
             candidates: self.candidates,
             stage1_hits: self.stage1_hits,
+            node_faults: self.faults,
         }
     }
 }
@@ -986,6 +1004,24 @@ mod tests {
             panic!("one node left")
         };
         assert_eq!(err.culprits(), [Party::Node(1)], "{err}");
+
+        // And when the four answer, the part is done, with node 1 among its faults for the
+        // search to report.
+        let mut answers = vec![early(1)];
+        answers.extend((2..=5).map(|x| opened(x, 1)));
+        let Ok(PartStep::Round(part, _)) = at_round_one().answered(answers) else {
+            panic!("the four go on")
+        };
+        let Ok(PartStep::Done(done)) = part.answered((2..=5).map(early).collect()) else {
+            panic!("the four answer")
+        };
+        assert_eq!(done.answers.len(), 4);
+        let named: Vec<(u8, bool)> = done
+            .failures
+            .iter()
+            .map(|f| (f.node, f.fault.is_misbehaviour()))
+            .collect();
+        assert_eq!(named, [(1, true)]);
     }
 
     #[test]
