@@ -317,10 +317,13 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
                 }
                 not => {
                     let culprits = match &not {
-                        pipeline::Outcome::Failed(e) if !e.culprits().is_empty() => {
-                            format!(" (misbehaved: {})", crate::error::names(&e.culprits()))
-                        }
-                        _ => String::new(),
+                        pipeline::Outcome::Failed(e) => e.culprits(),
+                        _ => Vec::new(),
+                    };
+                    let culprits = if culprits.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (misbehaved: {})", crate::error::names(&culprits))
                     };
                     say(format!("skipped {}: {not}{culprits}", path(i)));
                     skipped.push((i, json!({"path": path(i), "error": not.to_string()})));

@@ -1168,12 +1168,13 @@ impl Client {
         };
 
         let t0 = Instant::now();
-        let (batches, keeper_faults) = match scan {
+        let (lookup, calls, keeper_faults, tokens) = match scan {
             Scan::Stage1 => {
                 let obtained = self
                     .tokens
                     .query(&self.keepers, self.key_version, self.n(), &self.plan, q)
                     .await?;
+                let tokens = t0.elapsed();
                 moved.sent += obtained.sent;
                 moved.received += obtained.received;
                 let batches = obtained
@@ -1181,20 +1182,22 @@ impl Client {
                     .into_iter()
                     .map(|b| b.into_iter().map(|t| t.0).collect())
                     .collect();
-                (batches, obtained.faults)
+                let (lookup, calls) = search::Lookup::stage1(
+                    setting,
+                    q,
+                    self.key_version,
+                    batches,
+                    unix_now(),
+                    &mut rng,
+                );
+                (lookup, calls, obtained.faults, tokens)
             }
-            Scan::Exhaustive => (Vec::new(), Vec::new()),
+            // No tokens and no lookup: every node lists every image, and Stage-2 scans them.
+            Scan::Exhaustive => {
+                let (lookup, calls) = search::Lookup::exhaustive(setting, q, unix_now(), &mut rng);
+                (lookup, calls, Vec::new(), Duration::ZERO)
+            }
         };
-        let tokens = t0.elapsed();
-        let (lookup, calls) = search::Lookup::start(
-            scan,
-            setting,
-            q,
-            self.key_version,
-            batches,
-            unix_now(),
-            &mut rng,
-        );
         let answers = self.run(calls, &mut moved).await;
         let (checking, calls) = lookup.answered(answers, &mut rng)?;
         let stage1 = t0.elapsed();
@@ -1245,10 +1248,7 @@ impl Client {
             stage2,
             resolve: t2.elapsed(),
             total: start.elapsed(),
-            tokens: match scan {
-                Scan::Stage1 => tokens,
-                Scan::Exhaustive => Duration::ZERO,
-            },
+            tokens,
             keeper_faults,
             node_faults: found.node_faults,
             bytes_sent: moved.sent,

@@ -131,12 +131,14 @@ fn rebuild(id: ImageId, fetched: &[Answer], owner: &VerifyingKey) -> Result<Rebu
     }
     // The first manifest that verifies under the owner's key and names this image is the
     // one every share is checked against; a node that sent a different one is named.
+    // One that verifies for another image still shows the owner key this client holds right.
+    let mut key_shown_right = false;
     let verified = manifests.iter().find_map(|(_, bytes)| {
-        SignedManifest::from_bytes(bytes)
+        let m = SignedManifest::from_bytes(bytes)
             .and_then(|m| m.verify(owner))
-            .ok()
-            .filter(|m| m.manifest().image_id == id)
-            .map(|m| (m, bytes))
+            .ok()?;
+        key_shown_right = true;
+        (m.manifest().image_id == id).then_some((m, bytes))
     });
     let Some((manifest, good_bytes)) = verified else {
         if !manifests.is_empty() {
@@ -149,12 +151,7 @@ fn rebuild(id: ImageId, fetched: &[Answer], owner: &VerifyingKey) -> Result<Rebu
                 .chain(faults)
                 .collect();
             // No manifest verifies: the owner key this client holds may be another's, unless
-            // one verifies under it for another image, which shows the key right.
-            let key_shown_right = manifests.iter().any(|(_, bytes)| {
-                SignedManifest::from_bytes(bytes)
-                    .and_then(|m| m.verify(owner))
-                    .is_ok()
-            });
+            // one verified under it for another image.
             if !key_shown_right {
                 fault::doubt(failures.iter_mut().map(|f| &mut f.fault));
             }

@@ -11,7 +11,7 @@
 //!                                         Waiting ◀── Part ──answers──▶ Part (next round)
 //! ```
 //!
-//! - [`Lookup`]: Stage-1 at every node (band tokens, or every image with [`Scan::Exhaustive`]);
+//! - [`Lookup`]: Stage-1 at every node (band tokens, or every image with [`Scan::Exhaustive`](crate::Scan::Exhaustive));
 //!   the candidates are the union of the handles that `2t + 1` nodes return.
 //! - [`Checking`]: every node checks its share of the query hash against the querier's
 //!   commitment to all the shares; nothing is evaluated for a query that is not a sharing of
@@ -37,7 +37,7 @@ use obscura_sharing::manifest::{ImageId, SignedManifest};
 use rand_core::{CryptoRng, RngCore};
 
 use crate::fault::{Fault, NodeFailure};
-use crate::{Error, Scan};
+use crate::Error;
 
 pub use super::{Answer, Calls};
 
@@ -123,22 +123,6 @@ impl Lookup {
         (lookup, calls)
     }
 
-    /// Either way, per `scan`; `batches` are ignored for [`Scan::Exhaustive`].
-    pub fn start(
-        scan: Scan,
-        setting: Setting,
-        q: u64,
-        key_version: u32,
-        batches: Vec<Vec<[u8; 16]>>,
-        now: u64,
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> (Lookup, Calls) {
-        match scan {
-            Scan::Stage1 => Lookup::stage1(setting, q, key_version, batches, now, rng),
-            Scan::Exhaustive => Lookup::exhaustive(setting, q, now, rng),
-        }
-    }
-
     fn new(setting: Setting, q: u64, now: u64, rng: &mut (impl RngCore + CryptoRng)) -> Lookup {
         let mut query_id = [0u8; 16];
         rng.fill_bytes(&mut query_id);
@@ -208,8 +192,7 @@ impl Lookup {
         // six million tree inserts.
         candidates.sort_unstable();
         candidates.dedup();
-        let handles: Vec<[u8; 16]> = candidates.iter().map(|c| c.0).collect();
-        let scan = matching::scan_of(&handles);
+        let scan = matching::scan_of(&wire_ids(&candidates));
         let shares: Vec<Vec<u8>> = share_hash(q, setting.t, setting.n, rng)?
             .iter()
             .map(|s| s.to_bytes().to_vec())
@@ -362,9 +345,7 @@ impl Evaluating {
     }
 
     fn handles_of(&self, part: u32) -> Vec<[u8; 16]> {
-        let start = part as usize * limits::MAX_CANDIDATES;
-        let end = (start + limits::MAX_CANDIDATES).min(self.candidates.len());
-        self.candidates[start..end].iter().map(|c| c.0).collect()
+        wire_ids(part_of(&self.candidates, part))
     }
 
     /// The next two parts (or the last one), or, when all are done, the resolution.
@@ -426,9 +407,7 @@ impl Evaluating {
             .iter()
             .map(|&(_, part, position)| {
                 let kept = &kept_by_part[part as usize][..need];
-                let start = part as usize * limits::MAX_CANDIDATES;
-                let end = (start + limits::MAX_CANDIDATES).min(candidates.len());
-                let handles: Vec<[u8; 16]> = candidates[start..end].iter().map(|c| c.0).collect();
+                let handles = wire_ids(part_of(&candidates, part));
                 matching::prove(query.query_id, query.issued, part, &handles, kept, position)
             })
             .collect();
@@ -461,8 +440,7 @@ impl Waiting {
             evaluating
                 .members
                 .retain(|x| outcome.kept.iter().any(|k| k.node == *x));
-            let handles = evaluating.handles_of(part);
-            let start = part as usize * limits::MAX_CANDIDATES;
+            let candidates = part_of(&evaluating.candidates, part).to_vec();
             let params = SearchParams {
                 n: evaluating.setting.n,
                 t: evaluating.setting.t,
@@ -472,14 +450,11 @@ impl Waiting {
                 // the ids are known.
                 top: usize::MAX,
             };
-            let querier = Querier::waiting(
-                evaluating.candidates[start..start + handles.len()].to_vec(),
-                params,
-            );
+            let querier = Querier::waiting(candidates, params);
             for m in querier.finish(outcome.answers)?.matches {
-                let position = handles
+                let position = part_of(&evaluating.candidates, part)
                     .iter()
-                    .position(|h| *h == m.id.0)
+                    .position(|c| *c == m.id)
                     .expect("a match is a candidate of its part");
                 evaluating.found.push((m, part, position));
             }
@@ -488,6 +463,19 @@ impl Waiting {
         }
         Ok(evaluating)
     }
+}
+
+/// Part `part` of the candidate list: at most [`limits::MAX_CANDIDATES`] from position
+/// `part ×` that many.
+fn part_of(candidates: &[ImageId], part: u32) -> &[ImageId] {
+    let start = part as usize * limits::MAX_CANDIDATES;
+    let end = (start + limits::MAX_CANDIDATES).min(candidates.len());
+    &candidates[start..end]
+}
+
+/// The handles the nodes know `candidates` by, as the wire carries them.
+fn wire_ids(candidates: &[ImageId]) -> Vec<[u8; 16]> {
+    candidates.iter().map(|c| c.0).collect()
 }
 
 /// One part of Stage-2 at the nodes still in: its evaluation, then rounds in which each node's
