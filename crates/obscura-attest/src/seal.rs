@@ -1,0 +1,127 @@
+//! Sealing to an attested party: HPKE (RFC 9180, base mode, DHKEM(X25519, HKDF-SHA256),
+//! HKDF-SHA256, ChaCha20-Poly1305) to the key an [`Appraisal`] binds.
+//!
+//! The only way to name a recipient is an appraisal made by [`crate::Verifier::appraise_party`],
+//! so a secret cannot reach a key whose evidence was not appraised.
+
+use hpke::aead::ChaCha20Poly1305;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+use rand_core::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::{hexser, Appraisal};
+
+type Kem = X25519HkdfSha256;
+
+/// Domain for the HPKE `info`: every sealed message names what it is for.
+const INFO_DOMAIN: &[u8] = b"obscura attested seal v1 ";
+
+/// A party's HPKE key pair, made at start; the public half goes in its evidence's report data.
+pub struct PartyKey {
+    secret: <Kem as hpke::Kem>::PrivateKey,
+    public: [u8; 32],
+}
+
+impl std::fmt::Debug for PartyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PartyKey({}, <redacted>)", hex::encode(self.public))
+    }
+}
+
+impl PartyKey {
+    /// A fresh key pair.
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> PartyKey {
+        let mut ikm = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut *ikm);
+        let (secret, public) = Kem::derive_keypair(&*ikm);
+        PartyKey {
+            public: public.to_bytes().into(),
+            secret,
+        }
+    }
+
+    /// The public key, X25519.
+    pub fn public(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// Opens a message sealed to this key for `purpose`.
+    ///
+    /// # Errors
+    /// [`SealError::Open`] when it was sealed to another key, for another purpose, or altered.
+    pub fn open(&self, purpose: &[u8], sealed: &Sealed) -> Result<Vec<u8>, SealError> {
+        let encapped = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc)
+            .map_err(|_| SealError::Open)?;
+        hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
+            &OpModeR::Base,
+            &self.secret,
+            &encapped,
+            &info(purpose),
+            &sealed.ciphertext,
+            &[],
+        )
+        .map_err(|_| SealError::Open)
+    }
+}
+
+/// A message sealed to an appraised party.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    /// The HPKE encapsulated key.
+    #[serde(with = "hexser")]
+    pub enc: Vec<u8>,
+    /// The AEAD ciphertext.
+    #[serde(with = "hexser")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// Why sealing or opening failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The appraisal binds no party key (it was made by [`crate::Verifier::appraise`] with a
+    /// bare report data).
+    #[error("the appraisal binds no party key to seal to")]
+    NotBound,
+    /// HPKE refused the key.
+    #[error("the party key is not an X25519 public key")]
+    Key,
+    /// The message does not open under this key and purpose.
+    #[error("the sealed message does not open (another key, another purpose, or altered)")]
+    Open,
+}
+
+fn info(purpose: &[u8]) -> Vec<u8> {
+    [INFO_DOMAIN, purpose].concat()
+}
+
+/// Seals `plaintext` for `purpose` to the key `appraisal` binds.
+///
+/// # Errors
+/// [`SealError::NotBound`] for an appraisal without a party key.
+pub fn seal<R: RngCore + CryptoRng>(
+    appraisal: &Appraisal,
+    purpose: &[u8],
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Sealed, SealError> {
+    let key = appraisal.party_key().ok_or(SealError::NotBound)?;
+    let public = <Kem as hpke::Kem>::PublicKey::from_bytes(key).map_err(|_| SealError::Key)?;
+    let (enc, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem, _>(
+        &OpModeS::Base,
+        &public,
+        &info(purpose),
+        plaintext,
+        &[],
+        rng,
+    )
+    .map_err(|_| SealError::Key)?;
+    Ok(Sealed {
+        enc: enc.to_bytes().to_vec(),
+        ciphertext,
+    })
+}
