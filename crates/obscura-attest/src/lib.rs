@@ -474,7 +474,8 @@ impl Verifier {
         if !bool::from(claims.report_data.ct_eq(expected_report_data)) {
             return Err(Refusal::ReportData);
         }
-        policy.check(&claims, Some(role), now)?;
+        policy.check_platform(&claims, now)?;
+        policy.check_measurement(&claims, role)?;
         Ok(Appraisal::new(claims, role.name(), None, policy, now))
     }
 
@@ -502,8 +503,9 @@ impl Verifier {
     }
 
     /// Checks evidence offline without an expected report data (`obscura attest verify`): the
-    /// platform's checks and the policy, for any role the policy names when `role` is `None`.
-    /// The result is an [`Inspection`], which releases nothing.
+    /// platform's checks and the policy. With a `role`, a measurement the policy does not allow
+    /// for it is refused; without one, the inspection lists the roles it is allowed for (maybe
+    /// none). An [`Inspection`] releases nothing.
     ///
     /// # Errors
     /// As [`Verifier::appraise`], without [`Refusal::ReportData`].
@@ -515,9 +517,15 @@ impl Verifier {
         now: u64,
     ) -> Result<Inspection, Refusal> {
         let claims = self.verify(evidence, policy, now)?;
-        let roles = policy.check(&claims, role, now)?;
+        policy.check_platform(&claims, now)?;
+        if let Some(role) = role {
+            policy.check_measurement(&claims, role)?;
+        }
+        let allowed_for = policy.allowed_roles(&claims);
+        let role = role.map_or_else(|| allowed_for.join(","), Role::name);
         Ok(Inspection {
-            appraisal: Appraisal::new(claims, roles, None, policy, now),
+            appraisal: Appraisal::new(claims, role, None, policy, now),
+            allowed_for,
         })
     }
 
@@ -572,15 +580,19 @@ impl Appraisal {
 /// The result of [`Verifier::inspect`]: what an appraisal would say, minus the report-data
 /// binding. It cannot be used to seal anything.
 #[derive(Clone, Debug, Serialize)]
-#[serde(transparent)]
 pub struct Inspection {
     appraisal: Appraisal,
+    allowed_for: Vec<String>,
 }
 
 impl Inspection {
-    /// The appraisal's fields, for display. `role` lists the roles the measurement is allowed
-    /// for.
+    /// The appraisal's fields, for display.
     pub fn details(&self) -> &Appraisal {
         &self.appraisal
+    }
+
+    /// The roles the policy allows this measurement for (`*` is any role); empty when none.
+    pub fn allowed_for(&self) -> &[String] {
+        &self.allowed_for
     }
 }

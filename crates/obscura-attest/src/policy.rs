@@ -185,13 +185,8 @@ impl Policy {
             .collect()
     }
 
-    /// Applies the policy to verified claims; returns the roles the measurement is allowed for.
-    pub(crate) fn check(
-        &self,
-        claims: &Claims,
-        role: Option<&Role>,
-        now: u64,
-    ) -> Result<String, Refusal> {
+    /// Applies the policy to verified claims, everything but the measurement.
+    pub(crate) fn check_platform(&self, claims: &Claims, now: u64) -> Result<(), Refusal> {
         if claims.platform == Platform::Simulation && !self.allow_simulation {
             return Err(Refusal::Simulation);
         }
@@ -204,31 +199,33 @@ impl Policy {
                 return Err(Refusal::TooOld { age, max });
             }
         }
-        self.check_tcb(claims)?;
+        self.check_tcb(claims)
+    }
+
+    /// The roles the claims' measurement is allowed for (`*` for any).
+    pub(crate) fn allowed_roles(&self, claims: &Claims) -> Vec<String> {
         let measurement = hex::encode(&claims.measurement);
-        let roles: Vec<&str> = self
-            .measurements
+        self.measurements
             .iter()
             .filter(|a| {
                 a.platform == claims.platform && a.measurement.eq_ignore_ascii_case(&measurement)
             })
-            .filter(|a| match role {
-                Some(role) => a.role == "*" || a.role == role.name(),
-                None => true,
-            })
-            .map(|a| a.role.as_str())
-            .collect();
-        if roles.is_empty() {
-            return Err(Refusal::Measurement {
-                role: role.map_or_else(|| "any".into(), Role::name),
+            .map(|a| a.role.clone())
+            .collect()
+    }
+
+    /// Refuses a measurement not allowed for `role`.
+    pub(crate) fn check_measurement(&self, claims: &Claims, role: &Role) -> Result<(), Refusal> {
+        let allowed = self.allowed_roles(claims);
+        if allowed.iter().any(|r| r == "*" || *r == role.name()) {
+            Ok(())
+        } else {
+            Err(Refusal::Measurement {
+                role: role.name(),
                 platform: claims.platform,
-                measurement,
-            });
+                measurement: hex::encode(&claims.measurement),
+            })
         }
-        Ok(match role {
-            Some(role) => role.name(),
-            None => roles.join(","),
-        })
     }
 
     fn check_tcb(&self, claims: &Claims) -> Result<(), Refusal> {

@@ -146,7 +146,7 @@ fn cases(dir: &Path) -> Vec<Case> {
     ]
 }
 
-/// The measurement the platform checks found, read from the refusal of a policy that lists none.
+/// The measurement the platform checks found, under a policy that lists none.
 fn measurement_of(case: &Case) -> String {
     let empty = Policy::from_json(r#"{"version": 1, "name": "empty"}"#).unwrap();
     let loose = Policy {

@@ -5,11 +5,12 @@
 //! Each command group lives in a module of its own, which owns its arguments and runs them:
 //! `cluster` (init, up), `serve` (node and keeper servers), `keys` (rotation), `account`
 //! (register, login, secrets, signing), `images` (index, search, get, grant, delete, hash),
-//! `audit`, `status`, and, with the default feature `lab`, `lab` (demo, eval, bench, load).
+//! `audit`, `attest`, `status`, and, with the default feature `lab`, `lab` (demo, eval, bench, load).
 //! This file holds only the command tree and what every command shares.
 
 mod account;
 mod alloc;
+mod attest;
 mod audit;
 mod cluster;
 mod error;
@@ -69,6 +70,9 @@ enum Command {
     /// Check the nodes' tamper-evident logs.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Appraise remote-attestation evidence (SGX, TDX, SEV-SNP, simulation) under a policy.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
     /// Show how many images each node holds and which key versions nodes and keepers serve
     /// (logged out: only whether each node and keeper answers).
     Status(status::Status),
@@ -86,6 +90,7 @@ impl Command {
             #[cfg(feature = "lab")]
             Command::Lab(c) => lab::run(c).await,
             Command::Audit(c) => c.run().await,
+            Command::Attest(c) => c.run().await,
             Command::Status(c) => c.run().await,
         }
     }
