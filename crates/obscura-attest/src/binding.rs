@@ -1,7 +1,7 @@
 //! Report-data binding: what a party's evidence must carry so that it cannot be replayed with
 //! another key, for another role, configuration or verifier.
 
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::Role;
 
@@ -28,6 +28,21 @@ pub fn report_data(
     h.update(party_key);
     h.update(context);
     h.update(nonce);
+    h.finalize().into()
+}
+
+/// The context a cluster's server binds: which cluster (`cluster`, its CA certificate as the
+/// client and the server both hold it), which role and which seat (`node 3`, `keeper 1`). A
+/// server's evidence then names the seat it answers for, and evidence from another cluster's
+/// server, or from another seat, does not pass for it.
+pub fn context(cluster: &[u8], role: &Role, seat: u8) -> [u8; 32] {
+    let role = role.name();
+    let mut h = Sha256::new();
+    h.update(b"obscura attestation context v1");
+    h.update(Sha256::digest(cluster));
+    h.update((role.len() as u16).to_be_bytes());
+    h.update(role.as_bytes());
+    h.update([seat]);
     h.finalize().into()
 }
 

@@ -409,6 +409,9 @@ pub enum Refusal {
         /// The policy's maximum.
         max: u64,
     },
+    /// The party gave no evidence: it does not attest, or answered something else.
+    #[error("the party gave no evidence: {0}")]
+    NoEvidence(String),
     /// Another verification failure from the platform library, kept verbatim.
     #[error("the evidence does not verify: {0}")]
     Invalid(String),

@@ -165,7 +165,7 @@ impl SimulatedPlatform {
         Evidence::Simulation(SimEvidence {
             report,
             signature: signature.to_vec(),
-            platform: self.name.clone(),
+            party: self.name.clone(),
             platform_key: self.key.verifying_key().to_bytes().to_vec(),
             endorsement: self.endorsement.to_vec(),
             root: self.root.to_vec(),
@@ -184,7 +184,7 @@ pub struct SimEvidence {
     #[serde(with = "hexser")]
     pub signature: Vec<u8>,
     /// The party name the root endorsed.
-    pub platform: String,
+    pub party: String,
     /// The simulated platform's public key.
     #[serde(with = "hexser")]
     pub platform_key: Vec<u8>,
@@ -215,14 +215,14 @@ pub(crate) fn verify(evidence: &SimEvidence, trusted: &[[u8; 32]]) -> Result<Cla
     let platform_key: [u8; 32] = array(&evidence.platform_key, "the platform key")?;
     let endorsement = Signature::from_bytes(&array(&evidence.endorsement, "the endorsement")?);
     root.verify(
-        &endorsement_message(&evidence.platform, &platform_key),
+        &endorsement_message(&evidence.party, &platform_key),
         &endorsement,
     )
     .map_err(|_| {
         Refusal::Certificate(format!(
             "the root did not endorse platform key {} for {:?}",
             hex::encode(platform_key),
-            evidence.platform
+            evidence.party
         ))
     })?;
     let platform_key = VerifyingKey::from_bytes(&platform_key)
@@ -249,7 +249,7 @@ pub(crate) fn verify(evidence: &SimEvidence, trusted: &[[u8; 32]]) -> Result<Cla
         tcb: Tcb {
             status: "Simulated".into(),
             advisories: Vec::new(),
-            version: format!("platform {:?}", evidence.platform),
+            version: format!("platform {:?}", evidence.party),
         },
         report_data: array(&report[64..128], "report data")?,
         issued_at: Some(u64::from_be_bytes(array(&report[129..137], "the time")?)),

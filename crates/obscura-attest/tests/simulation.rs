@@ -89,7 +89,7 @@ fn a_platform_key_the_root_did_not_endorse_is_refused() {
     let Evidence::Simulation(mut ev) = evidence(&s, false, NOW) else {
         unreachable!()
     };
-    ev.platform = "node 1".into(); // the endorsement names keeper 2
+    ev.party = "node 1".into(); // the endorsement names keeper 2
     let refusal = appraise(&s, &Evidence::Simulation(ev), &policy(&s.root, "")).unwrap_err();
     assert!(matches!(refusal, Refusal::Certificate(_)), "{refusal:?}");
 }
@@ -242,4 +242,11 @@ fn policies_with_unknown_fields_or_bad_values_are_refused() {
     ] {
         assert!(Policy::from_json(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn simulated_evidence_survives_its_json_form() {
+    let s = setup();
+    let again = Evidence::from_json(&evidence(&s, false, NOW).to_json()).unwrap();
+    appraise(&s, &again, &policy(&s.root, "")).unwrap();
 }

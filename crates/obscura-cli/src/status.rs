@@ -19,6 +19,7 @@ impl Status {
         let Status { cluster } = self;
         let mut ok = true;
         let client = client(&cluster)?;
+        ok &= attestation(&client).await;
         let ours = client.key_version();
         let mut others = Vec::new();
         // Logged out, nodes tell nothing but that they answer.
@@ -79,4 +80,39 @@ impl Status {
         }
         Ok(exit(ok))
     }
+}
+
+/// Each server's appraisal under the cluster's attestation policy; whether every one passed.
+async fn attestation(client: &obscura_client::Client) -> bool {
+    let Some(policy) = client.attestation_policy() else {
+        println!("attestation: this cluster has no policy (made before attestation); servers are not appraised");
+        return true;
+    };
+    println!(
+        "attestation policy {:?} version {}",
+        policy.name, policy.version
+    );
+    if policy.allow_simulation {
+        println!(
+            "  SIMULATION ALLOWED: no TEE here; an appraisal proves only that the cluster's own \
+             simulation root endorsed the server, not what hardware runs it"
+        );
+    }
+    let mut ok = true;
+    for (party, appraisal) in client.appraisals().await {
+        let who = crate::error::names(&[party]);
+        match appraisal {
+            Ok(a) => println!("  {who}: attested, {}", a.summary()),
+            Err(e) => {
+                ok = false;
+                let misbehaved = if e.is_misbehaviour() {
+                    " (misbehaved)"
+                } else {
+                    ""
+                };
+                println!("  {who}{misbehaved}: not used: {e}");
+            }
+        }
+    }
+    ok
 }

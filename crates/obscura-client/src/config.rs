@@ -227,6 +227,15 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
     }
     let plan = BatchPlan::new(config.probe_radius, config.lookups_per_band)
         .map_err(|e| fail(e.to_string()))?;
+    let attestation = obscura_cluster::attestation::load_policy(dir)
+        .map_err(|e| fail(e.to_string()))?
+        .map(|policy| -> Result<_, LoadError> {
+            Ok(crate::AttestationParts {
+                policy,
+                cluster: read(&config.ca_cert)?,
+            })
+        })
+        .transpose()?;
     Ok(ClientParts {
         k: config.k as usize,
         t: config.t as usize,
@@ -242,5 +251,6 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
         plan,
         timeout: Duration::from_millis(config.timeout_ms),
         journal: Some(dir.join("client").join("journal")),
+        attestation,
     })
 }

@@ -115,6 +115,10 @@ pub enum Fault {
     /// This client's task for the call ended without an answer (a fault of this client).
     #[error("this client's task for it failed")]
     Panicked,
+    /// Its attestation evidence was refused under the cluster's policy (or it gave none), so
+    /// it was sent nothing else.
+    #[error("refused by the attestation policy: {0}")]
+    NotAttested(obscura_attest::Refusal),
 }
 
 impl Fault {
@@ -145,6 +149,7 @@ impl Fault {
                 | Fault::BadSignatureShare
                 | Fault::WrongPublicShares
                 | Fault::OtherKey
+                | Fault::NotAttested(_)
         )
     }
 }

@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod attested;
 pub mod audit;
 pub mod config;
 mod fault;
@@ -65,9 +66,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use attested::AttestationParts;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use fault::{Fault, KeeperFailure, NodeFailure};
 pub use journal::EntryText;
+pub use obscura_attest::{Appraisal, Refusal};
 use obscura_auth::capability::{CapabilityKey, Holder};
 use obscura_cluster::tls::Endpoint;
 pub use obscura_cluster::tls::Party;
@@ -291,6 +294,9 @@ pub struct ClientParts {
     /// Folder of the indexing journal (see [`Client::finish_interrupted`]); `None` keeps no
     /// journal, and an index interrupted by a crash may then leave an image at some nodes.
     pub journal: Option<std::path::PathBuf>,
+    /// The attestation policy every server is appraised under before it is sent anything;
+    /// `None` (a cluster made before attestation) appraises nothing.
+    pub attestation: Option<AttestationParts>,
 }
 
 /// A connected client.
@@ -299,7 +305,7 @@ pub struct Client {
     t: usize,
     /// Base URL of node `i + 1`, by its TLS name.
     nodes: Vec<String>,
-    http: reqwest::Client,
+    http: Http,
     keepers: session::KeeperLink,
     keeper_threshold: usize,
     tokens: tokens::Source,
@@ -477,8 +483,14 @@ impl Client {
         for e in nodes.iter().chain(&keepers) {
             builder = builder.resolve(&e.party.name(), e.addr);
         }
-        let http = builder.build().map_err(|e| setup(e.to_string()))?;
         let keeper_urls: Vec<String> = keepers.iter().map(|e| e.base.clone()).collect();
+        let node_urls: Vec<String> = nodes.iter().map(|e| e.base.clone()).collect();
+        let http = Http {
+            client: builder.build().map_err(|e| setup(e.to_string()))?,
+            gate: parts
+                .attestation
+                .map(|a| Arc::new(attested::Gate::new(a, &node_urls, &keeper_urls))),
+        };
         let token_parts = match parts.tokens {
             TokenParts::Voprf(mut k) => {
                 k.urls = keeper_urls.clone();
@@ -490,7 +502,7 @@ impl Client {
         Ok(Client {
             k: parts.k,
             t: parts.t,
-            nodes: nodes.into_iter().map(|e| e.base).collect(),
+            nodes: node_urls,
             keepers: session::KeeperLink {
                 http: http.clone(),
                 urls: keeper_urls,
@@ -1011,6 +1023,53 @@ impl Client {
         out
     }
 
+    /// The attestation policy servers are appraised under, if the cluster has one.
+    pub fn attestation_policy(&self) -> Option<&obscura_attest::Policy> {
+        self.http.gate.as_deref().map(attested::Gate::policy)
+    }
+
+    /// Every node's and keeper's appraisal under the cluster's attestation policy (made now
+    /// for those not yet appraised), or why there is none: refused (the policy's reason),
+    /// unreachable, or no policy (an empty list).
+    pub async fn appraisals(&self) -> Vec<(Party, Result<Appraisal, Fault>)> {
+        let Some(gate) = self.http.gate.clone() else {
+            return Vec::new();
+        };
+        let servers = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, base)| (Party::Node(i as u8 + 1), base.clone()))
+            .chain(
+                self.keepers
+                    .urls
+                    .iter()
+                    .enumerate()
+                    .map(|(j, base)| (Party::Keeper(j as u8 + 1), base.clone())),
+            );
+        let mut set = tokio::task::JoinSet::new();
+        for (party, base) in servers {
+            let (gate, http) = (gate.clone(), self.http.client.clone());
+            set.spawn(async move {
+                let outcome = match gate.appraisal(&http, &base).await {
+                    Ok(Ok(appraisal)) => Ok(appraisal),
+                    Ok(Err(refusal)) => Err(Fault::NotAttested(refusal)),
+                    Err(fault) => Err(fault),
+                };
+                (party, outcome)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(Ok(r)) = set.join_next().await {
+            out.push(r);
+        }
+        out.sort_by_key(|(p, _)| match p {
+            Party::Node(i) => (0, *i),
+            Party::Keeper(j) => (1, *j),
+        });
+        out
+    }
+
     /// Whether each keeper answers (an empty list with HMAC tokens): keeper number and its
     /// status, or why not.
     pub async fn keeper_status(&self) -> Vec<(u8, Result<KeeperStatus, Fault>)> {
@@ -1377,7 +1436,7 @@ pub struct Rebuilt {
 
 /// What a spawned call needs.
 struct TaskClient {
-    http: reqwest::Client,
+    http: Http,
     nodes: Vec<String>,
     holder: Arc<Holder>,
 }
@@ -1411,7 +1470,7 @@ pub(crate) fn fresh_request<B>(body: B) -> Request<B> {
 /// returns the response and the bytes moved. An answer larger than the protocol allows for the
 /// operation is refused unread.
 pub(crate) async fn post(
-    http: &reqwest::Client,
+    http: &Http,
     base: &str,
     body: NodeBody,
     sign: Option<(u8, &Holder)>,
@@ -1433,21 +1492,46 @@ pub(crate) async fn post(
         ),
         _ => None,
     };
-    send(http, base, &req, limit, ticket).await
+    send_gated(http, base, &req, limit, ticket).await
 }
 
 /// Post one request, as it is, to keeper `base`; returns the response and the bytes moved.
 pub(crate) async fn post_keeper(
-    http: &reqwest::Client,
+    http: &Http,
     base: &str,
     body: KeeperBody,
 ) -> (Result<ResponseBody, Fault>, u64, u64) {
-    send(http, base, &fresh_request(body), limits::MAX_ANSWER, None).await
+    send_gated(http, base, &fresh_request(body), limits::MAX_ANSWER, None).await
 }
 
-/// Send `req` to the server at `base`, with an upload `ticket` if given, and read an answer of at
-/// most `limit` bytes.
-async fn send<B: Body>(
+/// The client's connections and, under an attestation policy, the gate every request passes.
+#[derive(Clone)]
+pub(crate) struct Http {
+    pub(crate) client: reqwest::Client,
+    pub(crate) gate: Option<Arc<attested::Gate>>,
+}
+
+/// Send `req` to the server at `base` once the gate admits it (its evidence appraised under the
+/// cluster's policy), with an upload `ticket` if given, and read an answer of at most `limit`
+/// bytes.
+async fn send_gated<B: Body>(
+    http: &Http,
+    base: &str,
+    req: &Request<B>,
+    limit: usize,
+    ticket: Option<Vec<u8>>,
+) -> (Result<ResponseBody, Fault>, u64, u64) {
+    if let Some(gate) = &http.gate {
+        if let Err(refused) = gate.admit(&http.client, base).await {
+            return (Err(refused), 0, 0);
+        }
+    }
+    send(&http.client, base, req, limit, ticket).await
+}
+
+/// Send `req` to the server at `base`, ungated: for [`send_gated`], and for the gate's own
+/// requests for evidence.
+pub(crate) async fn send<B: Body>(
     http: &reqwest::Client,
     base: &str,
     req: &Request<B>,
@@ -1578,10 +1662,13 @@ mod tests {
         .unwrap()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .build()
-            .unwrap();
+        let http = Http {
+            client: reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .build()
+                .unwrap(),
+            gate: None,
+        };
         // Announced too large: refused before a byte of the body is read.
         let big = limits::MAX_ANSWER + 1;
         let head: &'static str =

@@ -385,7 +385,7 @@ fn locked<T>(
 /// How the client reaches keepers: HTTP, their URLs, and the user's sessions.
 #[derive(Clone)]
 pub(crate) struct KeeperLink {
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: crate::Http,
     pub(crate) urls: Vec<String>,
     pub(crate) sessions: Arc<Sessions>,
 }

@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
+use obscura_attest::sim::SimulationRoot;
 use obscura_keeper::oprf;
 use obscura_keeper::signing;
 use obscura_keeper::threshold::deal;
@@ -31,6 +32,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::attestation::{self, AttestationSource};
 use crate::client::{ClientConfig, ClientSecrets, TokenKind, OWNER_PURPOSE};
 use crate::files::{create_private_dir, seal_secrets, write_private_atomic};
 use crate::keeper::{
@@ -348,6 +350,25 @@ fn build(
     write(&dir.join("ca.pem"), tls.ca_cert_pem.as_bytes())?;
     write_secret(&dir.join("bootstrap.code"), hex(&*bootstrap).as_bytes())?;
 
+    // Attestation: no machine here has a TEE, so every server attests with the labelled
+    // simulation backend, under a root made for this cluster, and the policy allows simulation
+    // for servers running this executable. A production cluster replaces the policy.
+    let simulation = SimulationRoot::generate(&mut rng);
+    write_secret(
+        &dir.join(attestation::SIMULATION_ROOT_FILE),
+        hex(&*simulation.to_secret_bytes()).as_bytes(),
+    )?;
+    let measurement = obscura_attest::producer::own_measurement()
+        .map_err(|e| file_error(Path::new("the running executable"), e))?;
+    json(
+        &dir.join(attestation::POLICY_FILE),
+        &attestation::simulation_policy(&simulation.public(), &measurement),
+    )?;
+    let platform = |name: String, rng: &mut ChaCha20Rng| -> Option<String> {
+        let file = simulation.issue(&name, rng).to_file();
+        Some(String::from_utf8(file.to_vec()).expect("a platform file is JSON text"))
+    };
+
     // Every node's audit key first: each node's configuration lists them all.
     let audit_keys: Vec<SigningKey> = (0..n).map(|_| SigningKey::generate(&mut rng)).collect();
     let node_keys: Vec<String> = audit_keys
@@ -369,6 +390,7 @@ fn build(
                 .map(|s| (s.members(), *s.key_bytes()))
                 .collect(),
             handle_key: *handle_key,
+            simulated_platform: platform(format!("node {node}"), &mut rng),
         };
         write_secret(
             &nd.join("secrets.sealed"),
@@ -392,6 +414,7 @@ fn build(
             policy: fitted(opt.policy, n as u8),
             limits: ServerLimits::default(),
             storage: Default::default(),
+            attestation: Some(AttestationSource::Simulation),
         };
         json(&nd.join("node.json"), &config)?;
     }
@@ -405,6 +428,7 @@ fn build(
         &capability_public,
         &owner_hex,
         &bootstrap,
+        &simulation,
         &mut rng,
     )?;
 
@@ -472,6 +496,7 @@ fn write_keepers(
     capability_public: &[u8],
     owner_hex: &str,
     bootstrap: &[u8; 32],
+    simulation: &SimulationRoot,
     rng: &mut ChaCha20Rng,
 ) -> Result<Vec<Vec<String>>, Error> {
     let m = opt.keepers;
@@ -502,13 +527,18 @@ fn write_keepers(
     let mut made = Vec::with_capacity(m);
     let mut peers = Vec::with_capacity(m);
     for (j, shares) in per_keeper.into_iter().enumerate() {
-        let (secrets, peer) = KeeperSecrets::new(
+        let (mut secrets, peer) = KeeperSecrets::new(
             tls.keepers[j].key_pem.to_string(),
             shares,
             capability_keys[j].to_vec(),
             capability_public.to_vec(),
             rng,
         );
+        let platform = simulation
+            .issue(&format!("keeper {}", j + 1), rng)
+            .to_file();
+        secrets.simulated_platform =
+            Some(String::from_utf8(platform.to_vec()).expect("a platform file is JSON text"));
         peers.push(hex(&peer));
         made.push(secrets);
     }
@@ -546,6 +576,7 @@ fn write_keepers(
             capabilities: opt.capabilities,
             quotas: Quotas::default(),
             limits: ServerLimits::default(),
+            attestation: Some(AttestationSource::Simulation),
         };
         json(&kd.join("keeper.json"), &config)?;
     }

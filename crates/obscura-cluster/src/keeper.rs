@@ -76,6 +76,10 @@ pub struct KeeperConfig {
     /// Limits on what a connection can make this server spend.
     #[serde(default)]
     pub limits: ServerLimits,
+    /// Where its attestation evidence comes from, as a node's
+    /// ([`crate::node::NodeConfig::attestation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::attestation::AttestationSource>,
 }
 
 fn default_session_ttl() -> u64 {
@@ -110,6 +114,9 @@ pub struct KeeperSecrets {
     pub capability_key: Vec<u8>,
     /// The capability key's public package (every keeper's verifying share).
     pub capability_public: Vec<u8>,
+    /// Its simulated platform, as a node's ([`crate::node::NodeSecrets::simulated_platform`]).
+    #[serde(default)]
+    pub simulated_platform: Option<String>,
 }
 
 impl KeeperSecrets {
@@ -131,6 +138,7 @@ impl KeeperSecrets {
             peer_key: *peer_key,
             capability_key,
             capability_public,
+            simulated_platform: None,
         };
         (secrets, peer_public)
     }

@@ -5,6 +5,7 @@
 //! - [`files`]: sealed secrets, atomic and private writes, locks, the checks that keep secret
 //!   files from other users of the machine;
 //! - [`node`], [`keeper`], [`client`]: each party's configuration file and sealed secrets;
+//! - [`attestation`]: how servers attest and what policy clients appraise them under;
 //! - [`server`]: what both servers load the same way ([`server::open_server`]);
 //! - `deal` (feature `deal`): making a cluster directory, for `obscura cluster init`, the
 //!   laboratory and every test harness.
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attestation;
 pub mod client;
 #[cfg(feature = "deal")]
 pub mod deal;

@@ -59,6 +59,10 @@ pub struct NodeConfig {
     /// How the store uses memory and disk.
     #[serde(default)]
     pub storage: StorageSettings,
+    /// Where its attestation evidence comes from; without it the node does not attest, and a
+    /// client under an attestation policy does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::attestation::AttestationSource>,
 }
 
 /// How a node's store uses memory and disk.
@@ -172,6 +176,10 @@ pub struct NodeSecrets {
     pub zero_keys: Vec<(u64, [u8; 32])>,
     /// The key that makes Stage-1 handles, the same at every node.
     pub handle_key: [u8; 32],
+    /// Its simulated platform (`obscura_attest::sim::SimulatedPlatform` file), with the
+    /// simulation backend.
+    #[serde(default)]
+    pub simulated_platform: Option<String>,
 }
 
 impl NodeSecrets {

@@ -868,6 +868,7 @@ fn sealed_files() -> Vec<Vec<u8>> {
             .map(|k| (k.members(), *k.key_bytes()))
             .collect(),
         handle_key: [2; 32],
+        simulated_platform: None,
     };
     out.push(node.seal(NODE, &key, &mut rng).expect("node secrets seal"));
     let (packages, public) = signing::deal(3, 2, &mut rng).expect("2 of 3");
@@ -930,6 +931,7 @@ fn configs() -> Vec<Vec<u8>> {
         policy: SearchPolicy::default(),
         limits: ServerLimits::default(),
         storage: StorageSettings::default(),
+        attestation: None,
     };
     let keeper = KeeperConfig {
         keeper: 1,
@@ -950,6 +952,7 @@ fn configs() -> Vec<Vec<u8>> {
         capabilities: CapabilityPolicy::default(),
         quotas: Quotas::default(),
         limits: ServerLimits::default(),
+        attestation: None,
     };
     let client = ClientConfig {
         k: 2,

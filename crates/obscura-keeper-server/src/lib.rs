@@ -113,6 +113,8 @@ pub struct LoadedKeeper {
     pub bootstrap: [u8; 32],
     /// What is sealed besides the shares, to seal it again with them.
     sealed_extra: SealedExtra,
+    /// Its attestation (none when its configuration names no evidence source).
+    pub attester: Option<obscura_server::attest::Attester>,
 }
 
 /// The sealed secrets other than the token-key shares, kept to seal them again whole.
@@ -121,6 +123,7 @@ struct SealedExtra {
     peer_key: Zeroizing<[u8; 32]>,
     capability_key: Zeroizing<Vec<u8>>,
     capability_public: Vec<u8>,
+    simulated_platform: Option<Zeroizing<String>>,
 }
 
 /// What a stopped keeper's operator works on at its machine: its configuration, its wrapping
@@ -218,6 +221,14 @@ impl LoadedKeeper {
                     .map_err(|e| Error::secrets(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
+        let attester = obscura_server::attest::Attester::load(
+            config_path,
+            config.attestation,
+            secrets.simulated_platform.as_deref(),
+            obscura_attest::Role::Keeper,
+            config.keeper,
+            &obscura_cluster::files::read(&at(&config.files.ca_cert))?,
+        )?;
         let store = KeeperStore::open(&at(&config.files.store), config.keeper)?;
         let keyring = keyring_path(config_path, &config);
         if keyring.exists() {
@@ -258,7 +269,9 @@ impl LoadedKeeper {
                 peer_key: Zeroizing::new(secrets.peer_key),
                 capability_key: Zeroizing::new(secrets.capability_key.clone()),
                 capability_public: secrets.capability_public.clone(),
+                simulated_platform: secrets.simulated_platform.clone().map(Zeroizing::new),
             },
+            attester,
             audit_key: SigningKey::from_bytes(&secrets.audit_key),
             secrets_path: at(&config.files.secrets),
             wrapping,
@@ -285,6 +298,8 @@ pub(crate) struct KeeperState {
     changing: Mutex<Sealing>,
     /// Requests refused before any session since the last summary entry.
     refused: std::sync::atomic::AtomicU64,
+    /// Its attestation.
+    attester: Option<obscura_server::attest::Attester>,
 }
 
 /// What sealing the secrets again takes.
@@ -313,6 +328,11 @@ impl KeeperState {
             return error(ErrorCode::BadRequest, "operation does not match the path");
         }
         let now = now();
+        // Evidence first, outside any session and without touching the store: a client asks
+        // for it before it sends this keeper anything else.
+        if let KeeperBody::Evidence { nonce } = &req.body {
+            return obscura_server::attest::Attester::answer(self.attester.as_ref(), nonce, now);
+        }
         if let Err(e) = self
             .store
             .admit_request(&req.request_id, req.timestamp, now, self.window)
@@ -447,6 +467,12 @@ impl KeeperState {
             }
         };
         match &req.body {
+            // In a session as outside one: evidence is given to whoever asks.
+            KeeperBody::Evidence { nonce } => Ok(obscura_server::attest::Attester::answer(
+                self.attester.as_ref(),
+                nonce,
+                now,
+            )),
             KeeperBody::KeeperEvaluate { version, batches } => {
                 needs(&[roles::QUERIER, roles::OWNER], "token evaluation")?;
                 self.evaluate(caller.user, &req.request_id, *version, batches, now)
@@ -698,6 +724,11 @@ impl KeeperState {
             peer_key: *sealing.extra.peer_key,
             capability_key: sealing.extra.capability_key.to_vec(),
             capability_public: sealing.extra.capability_public.clone(),
+            simulated_platform: sealing
+                .extra
+                .simulated_platform
+                .as_ref()
+                .map(|p| p.to_string()),
             shares: shares
                 .iter()
                 .map(|(&(node, version), k)| SealedShare {
@@ -829,6 +860,7 @@ pub async fn serve(
             extra: keeper.sealed_extra,
         }),
         refused: std::sync::atomic::AtomicU64::new(0),
+        attester: keeper.attester,
     });
     // Sessions opened before a restart go on: nobody is logged out by it.
     state.accounts.reopen_sessions(&state.store, now())?;

@@ -404,6 +404,8 @@ fn offline_client() -> Result<Client, Error> {
         plan: obscura_tokens::BatchPlan::exact(),
         timeout: Duration::from_secs(1),
         journal: None,
+        // Never connects: it times the client's own work.
+        attestation: None,
     })
     .map_err(Error::from)
 }

@@ -107,6 +107,9 @@ async fn exercise(
 ) -> Result<(Value, bool), Error> {
     let client = cluster.client(None).await?;
 
+    // Attestation: each server appraised under the cluster's policy before it is sent anything.
+    let attestation = attestation_check(&client, progress).await;
+
     // Index.
     let bar = progress.bar(photos.len(), "index");
     let files: Vec<&[u8]> = photos.iter().map(|p| p.bytes.as_slice()).collect();
@@ -275,6 +278,7 @@ async fn exercise(
         "querier_fetches_only_its_matches": roles["ok"] == json!(true),
         "audit_logs_verify": audit_ok,
         "search_with_a_node_down": node_down["ok"] == json!(true),
+        "every_server_attested": attestation["ok"] == json!(true),
     });
     let ok = checks
         .as_object()
@@ -303,9 +307,48 @@ async fn exercise(
         "rebuild": rebuild,
         "roles": roles,
         "node_down": node_down,
+        "attestation": attestation,
         "checks": checks,
     });
     Ok((report, ok))
+}
+
+/// Every node's and keeper's appraisal, said loudly when it rests on the simulation backend.
+async fn attestation_check(client: &obscura_client::Client, progress: &Progress) -> Value {
+    let Some(policy) = client.attestation_policy() else {
+        progress.say("attestation: the cluster has no policy; servers not appraised");
+        return json!({"ok": false, "policy": null, "servers": []});
+    };
+    let (name, version, simulation) =
+        (policy.name.clone(), policy.version, policy.allow_simulation);
+    progress.say(&format!("attestation policy {name:?} version {version}"));
+    if simulation {
+        progress.say(
+            "  SIMULATION: this machine has no TEE; each appraisal below proves only that the \
+             cluster's own simulation root endorsed the server running this executable",
+        );
+    }
+    let appraisals = client.appraisals().await;
+    let mut servers = Vec::new();
+    for (party, outcome) in &appraisals {
+        let who = match party {
+            obscura_client::Party::Node(i) => format!("node {i}"),
+            obscura_client::Party::Keeper(j) => format!("keeper {j}"),
+        };
+        match outcome {
+            Ok(a) => {
+                progress.say(&format!("  {who}: attested, {}", a.summary()));
+                servers.push(json!({"server": who, "ok": true, "appraisal": a}));
+            }
+            Err(e) => {
+                progress.say(&format!("  {who}: NOT attested: {e}"));
+                servers.push(json!({"server": who, "ok": false, "error": e.to_string()}));
+            }
+        }
+    }
+    let ok = !appraisals.is_empty() && appraisals.iter().all(|(_, a)| a.is_ok());
+    json!({"ok": ok, "policy": {"name": name, "version": version, "simulation": simulation},
+        "servers": servers})
 }
 
 /// Stop the last node and search again with the first variant of up to four photos: each

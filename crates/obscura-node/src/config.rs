@@ -44,6 +44,8 @@ pub struct LoadedNode {
     pub node_keys: Vec<VerifyingKey>,
     /// The Stage-1 handle key.
     pub handle_key: obscura_auth::handle::HandleKey,
+    /// Its attestation (none when its configuration names no evidence source).
+    pub attester: Option<obscura_server::attest::Attester>,
 }
 
 impl std::fmt::Debug for LoadedNode {
@@ -119,6 +121,14 @@ impl LoadedNode {
             config.node,
             store_options(&config.storage),
         )?;
+        let attester = obscura_server::attest::Attester::load(
+            config_path,
+            config.attestation,
+            secrets.simulated_platform.as_deref(),
+            obscura_attest::Role::Node,
+            config.node,
+            &obscura_cluster::files::read(&beside(config_path, &config.files.ca_cert))?,
+        )?;
         let audit_key = SigningKey::from_bytes(&secrets.audit_key);
         if node_keys[usize::from(config.node) - 1] != audit_key.verifying_key() {
             return Err(bad(format!(
@@ -136,6 +146,7 @@ impl LoadedNode {
             owner,
             capability_key,
             node_keys,
+            attester,
         })
     }
 }

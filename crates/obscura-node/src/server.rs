@@ -263,6 +263,8 @@ struct NodeState {
     live: LiveSearches,
     /// Requests refused before anyone was authenticated, since the last summary entry.
     unauthenticated: AtomicU64,
+    /// Its attestation, answered to anyone before authentication.
+    attester: Option<obscura_server::attest::Attester>,
 }
 
 /// An authentication or authorisation failure as the caller sees it.
@@ -463,6 +465,11 @@ impl NodeState {
             return error(ErrorCode::BadRequest, "operation does not match the path");
         }
         let now = now();
+        // Evidence is what a client checks before it sends anything else: it is given to
+        // whoever asks, as a TLS certificate is, and carries no secret.
+        if let NodeBody::Evidence { nonce } = &req.body {
+            return obscura_server::attest::Attester::answer(self.attester.as_ref(), nonce, now);
+        }
         let who = match authenticate(&req, self.node, &self.capability_key, now, self.window) {
             Ok(who) => who,
             Err(e) => {
@@ -598,6 +605,12 @@ impl NodeState {
     ) -> Result<ResponseBody, ResponseBody> {
         let role = |r: u8| who.acting(r).map_err(auth_error);
         match &req.body {
+            // Answered before authentication (see `process`).
+            NodeBody::Evidence { nonce } => Ok(obscura_server::attest::Attester::answer(
+                self.attester.as_ref(),
+                nonce,
+                now,
+            )),
             NodeBody::Prepare {
                 key_version,
                 images,
@@ -1688,6 +1701,7 @@ pub async fn serve(
         usage: Mutex::default(),
         live: LiveSearches::default(),
         unauthenticated: AtomicU64::new(0),
+        attester: node.attester,
     });
     let guard = Guard::new(node.config.limits);
     let app = Router::new()

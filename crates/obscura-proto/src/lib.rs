@@ -120,6 +120,8 @@ pub mod limits {
     pub const MAX_PATH: usize = 32;
     /// Most audit entries in one page.
     pub const MAX_AUDIT_PAGE: u32 = 4096;
+    /// Largest attestation evidence (bytes): a DCAP quote with its collateral is about 20 KiB.
+    pub const MAX_EVIDENCE: usize = 256 << 10;
     /// Largest capability (bytes, encoded).
     pub const MAX_CAPABILITY: usize = 1024;
 }
@@ -636,6 +638,13 @@ pub enum NodeBody {
         /// When the query was issued, the same at every node.
         issued: u64,
     },
+    /// Remote attestation: the node's evidence, whose report data binds its HPKE key, its
+    /// seat in the cluster and this nonce. Answered without authentication, before a client
+    /// sends the node anything else.
+    Evidence {
+        /// The verifier's fresh challenge.
+        nonce: [u8; 32],
+    },
 }
 
 /// What a client asks of a keeper: accounts and sessions, token evaluation, user secrets and
@@ -808,6 +817,11 @@ pub enum KeeperBody {
         /// One batch per node key, at most [`limits::MAX_KEEPER_ELEMENTS`] elements in all.
         batches: Vec<KeeperBatch>,
     },
+    /// Remote attestation, as [`NodeBody::Evidence`]; answered outside any session.
+    Evidence {
+        /// The verifier's fresh challenge.
+        nonce: [u8; 32],
+    },
 }
 
 /// `Ok` when `ok`, else [`Error::BadSize`] naming `field`.
@@ -856,6 +870,7 @@ impl Body for NodeBody {
             NodeBody::Audit { .. } => "/v1/audit",
             NodeBody::Checkpoint => "/v1/checkpoint",
             NodeBody::Rotate { .. } => "/v1/rotate",
+            NodeBody::Evidence { .. } => "/v1/evidence",
         }
     }
 
@@ -941,6 +956,7 @@ impl Body for NodeBody {
             | NodeBody::List { .. }
             | NodeBody::Rotate { .. }
             | NodeBody::Status
+            | NodeBody::Evidence { .. }
             | NodeBody::Checkpoint => Ok(()),
         }
     }
@@ -976,6 +992,7 @@ impl Body for KeeperBody {
             KeeperBody::SignShare { .. } => "/v1/sign-share",
             KeeperBody::CapabilityCommit => "/v1/capability-commit",
             KeeperBody::CapabilityShare { .. } => "/v1/capability-share",
+            KeeperBody::Evidence { .. } => "/v1/evidence",
         }
     }
 
@@ -1066,7 +1083,10 @@ impl Body for KeeperBody {
             | KeeperBody::UserEvents
             | KeeperBody::SignCommit { .. }
             | KeeperBody::CapabilityCommit => Ok(()),
-            KeeperBody::KeeperRetire { .. } | KeeperBody::Status | KeeperBody::Checkpoint => Ok(()),
+            KeeperBody::KeeperRetire { .. }
+            | KeeperBody::Status
+            | KeeperBody::Evidence { .. }
+            | KeeperBody::Checkpoint => Ok(()),
         }
     }
 }
@@ -1468,6 +1488,14 @@ pub enum ResponseBody {
     Listed {
         /// The handles.
         handles: Vec<WireId>,
+    },
+    /// A server's attestation evidence ([`NodeBody::Evidence`], [`KeeperBody::Evidence`]).
+    Evidence {
+        /// The server's HPKE public key (X25519), made at its start.
+        party_key: [u8; 32],
+        /// The evidence, JSON (`obscura_attest::Evidence`), at most
+        /// [`limits::MAX_EVIDENCE`] bytes.
+        evidence: Vec<u8>,
     },
 }
 

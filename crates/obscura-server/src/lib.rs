@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attest;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
@@ -312,6 +314,7 @@ pub fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::QueryChecked { .. }
         | ResponseBody::Opened { .. }
         | ResponseBody::Listed { .. }
+        | ResponseBody::Evidence { .. }
         | ResponseBody::Resolved { .. }
         | ResponseBody::Checkpointed { .. }
         | ResponseBody::Fetch { .. }

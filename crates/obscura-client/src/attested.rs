@@ -1,0 +1,144 @@
+//! The client's attestation gate: before it sends a node or keeper anything but a request for
+//! evidence, the client appraises that server's evidence under the cluster's policy, once per
+//! server and process, with a fresh nonce. A server whose appraisal fails is not sent anything
+//! else, and is named ([`Fault::NotAttested`] is a misbehaviour).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use obscura_attest::{binding, Appraisal, Evidence, Policy, Refusal, Role, Verifier};
+use obscura_proto::{limits, KeeperBody, NodeBody, ResponseBody};
+use rand_core::{OsRng, RngCore};
+use tokio::sync::OnceCell;
+
+use crate::{fresh_request, send, unix_now, Fault};
+
+/// What the client appraises servers under: the policy, and the cluster they must belong to.
+#[derive(Clone, Debug)]
+pub struct AttestationParts {
+    /// The cluster's attestation policy.
+    pub policy: Policy,
+    /// The cluster CA certificate (PEM), whose digest each server's evidence binds.
+    pub cluster: Vec<u8>,
+}
+
+type Outcome = Result<Appraisal, Refusal>;
+
+/// One appraisal per server, shared by every task of a client.
+pub(crate) struct Gate {
+    policy: Policy,
+    verifier: Verifier,
+    cluster: Vec<u8>,
+    /// Each server's base URL and its seat.
+    seats: HashMap<String, (Role, u8)>,
+    outcomes: Mutex<HashMap<String, Arc<OnceCell<Outcome>>>>,
+}
+
+impl Gate {
+    pub(crate) fn new(parts: AttestationParts, nodes: &[String], keepers: &[String]) -> Gate {
+        let seats = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, base)| (base.clone(), (Role::Node, i as u8 + 1)))
+            .chain(
+                keepers
+                    .iter()
+                    .enumerate()
+                    .map(|(j, base)| (base.clone(), (Role::Keeper, j as u8 + 1))),
+            )
+            .collect();
+        Gate {
+            policy: parts.policy,
+            verifier: Verifier::new(),
+            cluster: parts.cluster,
+            seats,
+            outcomes: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Whether the server at `base` may be sent a request: its appraisal, made now if this is
+    /// the first request to it. A server that cannot be reached is not appraised yet, and is
+    /// asked again next time.
+    pub(crate) async fn admit(&self, http: &reqwest::Client, base: &str) -> Result<(), Fault> {
+        match self.appraisal(http, base).await? {
+            Ok(_) => Ok(()),
+            Err(refusal) => Err(Fault::NotAttested(refusal)),
+        }
+    }
+
+    /// The appraisal of the server at `base`, or why it was refused.
+    pub(crate) async fn appraisal(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+    ) -> Result<Outcome, Fault> {
+        let Some((role, seat)) = self.seats.get(base).cloned() else {
+            return Err(Fault::NotSent(format!(
+                "{base} is not a server of this cluster"
+            )));
+        };
+        let cell = self
+            .outcomes
+            .lock()
+            .expect("the gate's lock is never poisoned")
+            .entry(base.to_owned())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.appraise(http, base, role, seat))
+            .await
+            .cloned()
+    }
+
+    async fn appraise(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        role: Role,
+        seat: u8,
+    ) -> Result<Outcome, Fault> {
+        let mut nonce = [0u8; 32];
+        OsRng.fill_bytes(&mut nonce);
+        // Evidence and its collateral, with room for the answer's framing.
+        let limit = limits::MAX_EVIDENCE + 1024;
+        let (answer, _, _) = match role {
+            Role::Keeper => {
+                let req = fresh_request(KeeperBody::Evidence { nonce });
+                send(http, base, &req, limit, None).await
+            }
+            _ => {
+                let req = fresh_request(NodeBody::Evidence { nonce });
+                send(http, base, &req, limit, None).await
+            }
+        };
+        let (party_key, evidence) = match answer {
+            Ok(ResponseBody::Evidence {
+                party_key,
+                evidence,
+            }) => (party_key, evidence),
+            Ok(_) => {
+                return Ok(Err(Refusal::NoEvidence(
+                    "it answered something other than evidence".into(),
+                )))
+            }
+            // A server that answers, but refuses to attest, is refused for good.
+            Err(Fault::Refused { message, .. }) => return Ok(Err(Refusal::NoEvidence(message))),
+            Err(transient) => return Err(transient),
+        };
+        let outcome = Evidence::from_json(&evidence).and_then(|evidence| {
+            self.verifier.appraise_party(
+                &evidence,
+                &self.policy,
+                &role,
+                &party_key,
+                &binding::context(&self.cluster, &role, seat),
+                &nonce,
+                unix_now(),
+            )
+        });
+        Ok(outcome)
+    }
+}
