@@ -50,6 +50,30 @@ pub(crate) enum AttestCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Allow another build of `obscura` to serve in a cluster that attests with the simulation
+    /// backend: add its measurement (SHA-384 of the executable) to the cluster's policy, for
+    /// the given roles, and raise the policy's version. Needed after an upgrade: until then the
+    /// new build's servers are refused and named.
+    #[command(after_help = "Examples:\n  \
+        obscura attest allow --cluster /tmp/demo                       # this executable, every role\n  \
+        obscura attest allow --cluster /tmp/demo --binary ./obscura-2 --role node")]
+    Allow {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The executable to allow; default: this one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Roles to allow it for (repeat); default: node, keeper and worker.
+        #[arg(long, value_parser = parse_role)]
+        role: Vec<Role>,
+    },
+    /// Show the cluster's attestation policy.
+    Policy {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+    },
 }
 
 impl AttestCommand {
@@ -72,6 +96,18 @@ impl AttestCommand {
                 at,
                 json,
             ),
+            AttestCommand::Allow {
+                cluster,
+                binary,
+                role,
+            } => allow(&cluster, binary.as_deref(), role),
+            AttestCommand::Policy { cluster } => {
+                let policy = obscura_cluster::attestation::load_policy(&cluster)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{} has no attestation policy", cluster.display()))?;
+                println!("{}", policy.to_json());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }
@@ -295,6 +331,58 @@ fn verify(
         }
     }
     Ok(crate::exit(ok))
+}
+
+/// `obscura attest allow`.
+fn allow(cluster: &Path, binary: Option<&Path>, roles: Vec<Role>) -> Result<ExitCode, Failure> {
+    use obscura_attest::{Allowed, Platform};
+    let path = cluster.join(obscura_cluster::attestation::POLICY_FILE);
+    let mut policy = obscura_cluster::attestation::load_policy(cluster)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} has no attestation policy", cluster.display()))?;
+    let measurement = match binary {
+        Some(b) => obscura_attest::producer::measure_file(b)
+            .map_err(|e| format!("{}: {e}", b.display()))?,
+        None => obscura_attest::producer::own_measurement()
+            .map_err(|e| format!("this executable: {e}"))?,
+    };
+    let measurement = hex::encode(measurement);
+    let roles = if roles.is_empty() {
+        vec![Role::Node, Role::Keeper, Role::Worker]
+    } else {
+        roles
+    };
+    let mut added = Vec::new();
+    for role in &roles {
+        let entry = Allowed {
+            role: role.name(),
+            platform: Platform::Simulation,
+            measurement: measurement.clone(),
+        };
+        if !policy.measurements.contains(&entry) {
+            policy.measurements.push(entry);
+            added.push(role.name());
+        }
+    }
+    if added.is_empty() {
+        println!(
+            "measurement {measurement} is already allowed for {}; policy unchanged (version {})",
+            roles.iter().map(Role::name).collect::<Vec<_>>().join(", "),
+            policy.version
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    policy.version += 1;
+    obscura_cluster::files::write_atomic(&path, policy.to_json().as_bytes())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "policy version {}: measurement {measurement} allowed for {} (simulation); \
+         copy {} to every client of the cluster",
+        policy.version,
+        added.join(", "),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
