@@ -74,6 +74,10 @@ pub(crate) fn verify(
             report_data: report.report_data,
             issued_at,
             snp_tcb: None,
+            fields: vec![
+                ("isv_prod_id", report.isv_prod_id.to_string()),
+                ("isv_svn", report.isv_svn.to_string()),
+            ],
         },
         report => {
             let td = report
@@ -83,12 +87,22 @@ pub(crate) fn verify(
                 platform,
                 measurement: td.mr_td.to_vec(),
                 signer: None,
-                // TDX TD_ATTRIBUTES.TUD.DEBUG is bit 0.
-                debug: td.td_attributes[0] & 0x01 != 0,
+                // TD_ATTRIBUTES.TUD (the first byte): DEBUG is bit 0, and bits 4–6 enable
+                // profiling; any bit of it puts the TD outside the TCB.
+                debug: td.td_attributes[0] != 0,
                 tcb,
                 report_data: td.report_data,
                 issued_at,
                 snp_tcb: None,
+                fields: vec![
+                    ("rtmr0", hex::encode(td.rt_mr0)),
+                    ("rtmr1", hex::encode(td.rt_mr1)),
+                    ("rtmr2", hex::encode(td.rt_mr2)),
+                    ("rtmr3", hex::encode(td.rt_mr3)),
+                    ("mr_config_id", hex::encode(td.mr_config_id)),
+                    ("mr_owner", hex::encode(td.mr_owner)),
+                    ("mr_owner_config", hex::encode(td.mr_owner_config)),
+                ],
             }
         }
     })

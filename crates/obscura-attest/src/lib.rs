@@ -218,8 +218,8 @@ impl Evidence {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Tcb {
     /// DCAP: Intel's status (`UpToDate`, `SWHardeningNeeded`, `OutOfDate`, …). SNP: `UpToDate`
-    /// when the reported TCB meets the policy's minimum (or there is none). Simulation:
-    /// `Simulated`.
+    /// when the reported TCB meets the policy's minimum, `Unrated` when the policy sets none.
+    /// Simulation: `Simulated`.
     pub status: String,
     /// Intel security advisories (`INTEL-SA-…`) that apply to this TCB.
     pub advisories: Vec<String>,
@@ -241,6 +241,9 @@ pub(crate) struct Claims {
     pub issued_at: Option<u64>,
     /// Whether the platform's TCB needs the policy's SNP minimum checked.
     pub snp_tcb: Option<SnpTcb>,
+    /// Other signed fields a policy entry may require (`rtmr0`, `mr_config_id`, `host_data`,
+    /// `vmpl`, …), hex or decimal as [`Allowed::require`] writes them.
+    pub fields: Vec<(&'static str, String)>,
 }
 
 /// Proof that evidence passed its platform's checks, the policy and the report-data binding at
@@ -259,6 +262,7 @@ pub struct Appraisal {
     report_data: Vec<u8>,
     #[serde(serialize_with = "hexser::serialize_option")]
     party_key: Option<Vec<u8>>,
+    fields: std::collections::BTreeMap<&'static str, String>,
     appraised_at: u64,
     policy: String,
     policy_version: u64,
@@ -299,6 +303,12 @@ impl Appraisal {
     /// [`Verifier::appraise_party`].
     pub fn party_key(&self) -> Option<&[u8]> {
         self.party_key.as_deref()
+    }
+    /// The other signed fields of the report (`rtmr0`…`rtmr3`, `mr_config_id`, `mr_owner`,
+    /// `mr_owner_config` for TDX; `host_data`, `vmpl`, `guest_policy` for SNP; `isv_prod_id`,
+    /// `isv_svn` for SGX), as a policy's `require` names them.
+    pub fn fields(&self) -> &std::collections::BTreeMap<&'static str, String> {
+        &self.fields
     }
     /// The (injected) time of the appraisal, Unix seconds.
     pub fn appraised_at(&self) -> u64 {
@@ -385,6 +395,16 @@ pub enum Refusal {
     /// The environment allows debugging, and the policy does not.
     #[error("the environment is in debug mode, which the policy refuses")]
     Debug,
+    /// The measurement is allowed, but a field the policy's entry requires differs.
+    #[error("{field} is {found}, and the policy requires {required} for this measurement")]
+    Field {
+        /// The field's name.
+        field: String,
+        /// Its value in the evidence.
+        found: String,
+        /// The value the policy requires.
+        required: String,
+    },
     /// The measurement is not one the policy allows for this role and platform.
     #[error("measurement {measurement} is not allowed for role {role} on {platform}")]
     Measurement {
@@ -473,11 +493,12 @@ impl Verifier {
         expected_report_data: &[u8; 64],
         now: u64,
     ) -> Result<Appraisal, Refusal> {
-        let claims = self.verify(evidence, policy, now)?;
+        let mut claims = self.verify(evidence, policy, now)?;
         if !bool::from(claims.report_data.ct_eq(expected_report_data)) {
             return Err(Refusal::ReportData);
         }
         policy.check_platform(&claims, now)?;
+        policy.rate(&mut claims);
         policy.check_measurement(&claims, role)?;
         Ok(Appraisal::new(claims, role.name(), None, policy, now))
     }
@@ -519,8 +540,9 @@ impl Verifier {
         role: Option<&Role>,
         now: u64,
     ) -> Result<Inspection, Refusal> {
-        let claims = self.verify(evidence, policy, now)?;
+        let mut claims = self.verify(evidence, policy, now)?;
         policy.check_platform(&claims, now)?;
+        policy.rate(&mut claims);
         if let Some(role) = role {
             policy.check_measurement(&claims, role)?;
         }
@@ -573,6 +595,7 @@ impl Appraisal {
             tcb: claims.tcb,
             report_data: claims.report_data.to_vec(),
             party_key,
+            fields: claims.fields.into_iter().collect(),
             appraised_at: now,
             policy: policy.name.clone(),
             policy_version: policy.version,

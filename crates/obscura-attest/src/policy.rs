@@ -128,6 +128,13 @@ pub struct Allowed {
     pub platform: Platform,
     /// The measurement, hex.
     pub measurement: String,
+    /// Other signed fields that must hold these values with this measurement: a TD's
+    /// `rtmr0`–`rtmr3` (firmware, kernel, command line, application: MRTD alone covers only
+    /// the TD firmware), `mr_config_id`, `mr_owner`, `mr_owner_config`; an SNP guest's
+    /// `host_data`, `vmpl` (decimal), `guest_policy` (`0x…`); an enclave's `isv_prod_id`,
+    /// `isv_svn` (decimal).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub require: std::collections::BTreeMap<String, String>,
 }
 
 /// A policy file that cannot be used.
@@ -202,6 +209,13 @@ impl Policy {
         self.check_tcb(claims)
     }
 
+    /// Rates an SNP TCB that met the policy's minimum (checked by [`Policy::check_platform`]).
+    pub(crate) fn rate(&self, claims: &mut Claims) {
+        if claims.platform == Platform::Snp && self.tcb.snp_minimum.is_some() {
+            claims.tcb.status = "UpToDate".into();
+        }
+    }
+
     /// The roles the claims' measurement is allowed for (`*` for any).
     pub(crate) fn allowed_roles(&self, claims: &Claims) -> Vec<String> {
         let measurement = hex::encode(&claims.measurement);
@@ -214,18 +228,42 @@ impl Policy {
             .collect()
     }
 
-    /// Refuses a measurement not allowed for `role`.
+    /// Refuses a measurement not allowed for `role`, or allowed only with fields the evidence
+    /// does not hold.
     pub(crate) fn check_measurement(&self, claims: &Claims, role: &Role) -> Result<(), Refusal> {
-        let allowed = self.allowed_roles(claims);
-        if allowed.iter().any(|r| r == "*" || *r == role.name()) {
-            Ok(())
-        } else {
-            Err(Refusal::Measurement {
-                role: role.name(),
-                platform: claims.platform,
-                measurement: hex::encode(&claims.measurement),
+        let measurement = hex::encode(&claims.measurement);
+        let entries: Vec<&Allowed> = self
+            .measurements
+            .iter()
+            .filter(|a| {
+                a.platform == claims.platform
+                    && a.measurement.eq_ignore_ascii_case(&measurement)
+                    && (a.role == "*" || a.role == role.name())
             })
+            .collect();
+        let mut refusal = Refusal::Measurement {
+            role: role.name(),
+            platform: claims.platform,
+            measurement,
+        };
+        for entry in entries {
+            match entry.require.iter().find_map(|(field, required)| {
+                let found = claims
+                    .fields
+                    .iter()
+                    .find(|(name, _)| name == field)
+                    .map(|(_, v)| v.as_str());
+                (!found.is_some_and(|f| f.eq_ignore_ascii_case(required))).then(|| Refusal::Field {
+                    field: field.clone(),
+                    found: found.unwrap_or("absent").to_owned(),
+                    required: required.clone(),
+                })
+            }) {
+                None => return Ok(()),
+                Some(unmet) => refusal = unmet,
+            }
         }
+        Err(refusal)
     }
 
     fn check_tcb(&self, claims: &Claims) -> Result<(), Refusal> {

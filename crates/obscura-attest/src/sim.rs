@@ -254,5 +254,6 @@ pub(crate) fn verify(evidence: &SimEvidence, trusted: &[[u8; 32]]) -> Result<Cla
         report_data: array(&report[64..128], "report data")?,
         issued_at: Some(u64::from_be_bytes(array(&report[129..137], "the time")?)),
         snp_tcb: None,
+        fields: Vec::new(),
     })
 }

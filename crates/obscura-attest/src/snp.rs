@@ -220,14 +220,20 @@ pub(crate) fn verify(
         measurement: parsed.measurement.to_vec(),
         signer: (parsed.author_key_digest != [0; 48]).then(|| parsed.author_key_digest.to_vec()),
         debug: parsed.policy.debug_allowed(),
+        // Rated against the policy's minimum there (`UpToDate` or refused); `Unrated` without one.
         tcb: Tcb {
-            status: "UpToDate".into(),
+            status: "Unrated".into(),
             advisories: Vec::new(),
             version: format!("{tcb}, vmpl {}", parsed.vmpl),
         },
         report_data: parsed.report_data,
         issued_at: None,
         snp_tcb: Some(tcb),
+        fields: vec![
+            ("host_data", hex::encode(parsed.host_data)),
+            ("vmpl", parsed.vmpl.to_string()),
+            ("guest_policy", format!("{:#x}", parsed.policy.0)),
+        ],
     })
 }
 
@@ -296,6 +302,34 @@ fn check_vek_matches(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The real Milan VCEK against the trustee sample's report: another chip, another TCB.
+    /// (No real report verifies under another chip's VCEK, so this runs the binding check on
+    /// its own; the appraisal refuses such a pair at the signature first.)
+    #[test]
+    fn a_vcek_whose_hwid_is_another_chips_is_refused() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/testdata/evidence");
+        if !dir.is_dir() {
+            eprintln!("SKIPPED: {} is absent", dir.display());
+            return;
+        }
+        let vcek =
+            parse_certificate(&std::fs::read(dir.join("sev-snp/vcek_milan.der")).unwrap()).unwrap();
+        let report = AttestationReport::from_bytes(
+            &std::fs::read(dir.join("sev-snp-trustee/test-report.bin")).unwrap(),
+        )
+        .unwrap();
+        let refusal = check_vek_matches(&vcek, &report).unwrap_err();
+        assert!(
+            matches!(&refusal, Refusal::WrongChip(m) if m.contains("hwID")),
+            "{refusal:?}"
+        );
+        let own =
+            parse_certificate(&std::fs::read(dir.join("sev-snp-trustee/test-vcek.der")).unwrap())
+                .unwrap();
+        check_vek_matches(&own, &report).unwrap();
+    }
 
     #[test]
     fn each_pinned_intermediate_is_signed_by_its_generations_ark() {

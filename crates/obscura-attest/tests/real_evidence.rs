@@ -581,3 +581,58 @@ fn evidence_survives_its_json_form() {
         appraise(case, &again, policy, data).unwrap_or_else(|e| panic!("{}: {e}", case.name));
     });
 }
+
+#[test]
+fn a_field_the_policy_requires_must_hold_its_value() {
+    each_case(|case, _, data| {
+        let field = match case.evidence.platform() {
+            // MRTD covers only the TD firmware: the kernel and application are in the RTMRs.
+            obscura_attest::Platform::Tdx => "rtmr0",
+            obscura_attest::Platform::Snp => "vmpl",
+            obscura_attest::Platform::Sgx => "isv_svn",
+            obscura_attest::Platform::Simulation => unreachable!(),
+        };
+        let measurement = measurement_of(case);
+        let require = |value: &str| {
+            let mut policy = policy_for(case, "node", &measurement);
+            policy.measurements[0]
+                .require
+                .insert(field.to_owned(), value.to_owned());
+            policy
+        };
+        let appraisal = Verifier::new()
+            .appraise(
+                &case.evidence,
+                &policy_for(case, "node", &measurement),
+                &Role::Node,
+                data,
+                case.now,
+            )
+            .unwrap();
+        let actual = appraisal.fields()[field].clone();
+        appraise(case, &case.evidence, &require(&actual), data)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let refusal = appraise(case, &case.evidence, &require("1234"), data).unwrap_err();
+        assert!(
+            matches!(&refusal, Refusal::Field { field: f, found, .. } if f == field && *found == actual),
+            "{}: {refusal:?}",
+            case.name
+        );
+    });
+}
+
+#[test]
+fn an_snp_tcb_is_rated_only_against_a_policy_minimum() {
+    let Some(dir) = evidence_dir() else { return };
+    let case = cases(&dir).remove(2);
+    let open = Policy::from_json(r#"{"version": 1, "name": "open"}"#).unwrap();
+    let unrated = Verifier::new()
+        .inspect(&case.evidence, &open, None, case.now)
+        .unwrap();
+    assert_eq!(unrated.details().tcb().status, "Unrated");
+    let policy = policy_for(&case, "node", &measurement_of(&case));
+    let rated = Verifier::new()
+        .inspect(&case.evidence, &policy, None, case.now)
+        .unwrap();
+    assert_eq!(rated.details().tcb().status, "UpToDate");
+}

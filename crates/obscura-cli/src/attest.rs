@@ -358,6 +358,7 @@ fn allow(cluster: &Path, binary: Option<&Path>, roles: Vec<Role>) -> Result<Exit
             role: role.name(),
             platform: Platform::Simulation,
             measurement: measurement.clone(),
+            require: Default::default(),
         };
         if !policy.measurements.contains(&entry) {
             policy.measurements.push(entry);

@@ -104,7 +104,7 @@ fn a_node_running_a_modified_build_is_refused_named_and_not_used() {
 }
 
 #[test]
-fn a_policy_that_refuses_simulation_refuses_every_server_and_searches_stop() {
+fn a_policy_that_refuses_simulation_refuses_every_server_and_a_missing_one_fails_closed() {
     let dir = init_cluster("attest-production");
     let cluster = dir.to_str().unwrap();
     let up = start(&dir);
@@ -133,5 +133,16 @@ fn a_policy_that_refuses_simulation_refuses_every_server_and_searches_stop() {
         &testdata("photos/coffee.png"),
     ]);
     assert!(!out.status.success(), "{}", text(&out));
+
+    // Without the policy file, a client of this cluster does not fall back to trusting every
+    // server: it does not start.
+    std::fs::remove_file(&path).unwrap();
+    let out = obscura(&["status", "--cluster", cluster]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("client.json requires attestation"),
+        "{}",
+        text(&out)
+    );
     drop(up);
 }

@@ -1,15 +1,16 @@
 //! The client's attestation gate: before it sends a node or keeper anything but a request for
-//! evidence, the client appraises that server's evidence under the cluster's policy, once per
-//! server and process, with a fresh nonce. A server whose appraisal fails is not sent anything
-//! else, and is named ([`Fault::NotAttested`] is a misbehaviour).
+//! evidence, the client appraises that server's evidence under the cluster's policy, with a
+//! fresh nonce, and again once the last appraisal is [`REAPPRAISE_AFTER`] old. A server whose
+//! appraisal fails is not sent anything else, and is named ([`Fault::NotAttested`] is a
+//! misbehaviour); one that cannot be reached, or is busy, is asked again on the next request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use obscura_attest::{binding, Appraisal, Evidence, Policy, Refusal, Role, Verifier};
-use obscura_proto::{limits, KeeperBody, NodeBody, ResponseBody};
+use obscura_proto::{limits, ErrorCode, KeeperBody, NodeBody, ResponseBody};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::OnceCell;
 
 use crate::{fresh_request, send, unix_now, Fault};
 
@@ -24,6 +25,14 @@ pub struct AttestationParts {
 
 type Outcome = Result<Appraisal, Refusal>;
 
+/// How long an appraisal admits its server before the client asks for fresh evidence: a server
+/// whose build is swapped while a long-running client uses it is caught within this time.
+pub(crate) const REAPPRAISE_AFTER: Duration = Duration::from_secs(300);
+
+/// A server's last definite outcome and when it was reached; the lock makes one appraisal at a
+/// time per server.
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Outcome)>>>;
+
 /// One appraisal per server, shared by every task of a client.
 pub(crate) struct Gate {
     policy: Policy,
@@ -31,7 +40,7 @@ pub(crate) struct Gate {
     cluster: Vec<u8>,
     /// Each server's base URL and its seat.
     seats: HashMap<String, (Role, u8)>,
-    outcomes: Mutex<HashMap<String, Arc<OnceCell<Outcome>>>>,
+    outcomes: Mutex<HashMap<String, Slot>>,
 }
 
 impl Gate {
@@ -61,8 +70,8 @@ impl Gate {
     }
 
     /// Whether the server at `base` may be sent a request: its appraisal, made now if this is
-    /// the first request to it. A server that cannot be reached is not appraised yet, and is
-    /// asked again next time.
+    /// the first request to it or the last is stale. A server that cannot be reached is not
+    /// appraised yet, and is asked again next time.
     pub(crate) async fn admit(&self, http: &reqwest::Client, base: &str) -> Result<(), Fault> {
         match self.appraisal(http, base).await? {
             Ok(_) => Ok(()),
@@ -81,16 +90,22 @@ impl Gate {
                 "{base} is not a server of this cluster"
             )));
         };
-        let cell = self
+        let slot = self
             .outcomes
             .lock()
             .expect("the gate's lock is never poisoned")
             .entry(base.to_owned())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| self.appraise(http, base, role, seat))
-            .await
-            .cloned()
+        let mut last = slot.lock().await;
+        if let Some((at, outcome)) = last.as_ref() {
+            if at.elapsed() < REAPPRAISE_AFTER {
+                return Ok(outcome.clone());
+            }
+        }
+        let outcome = self.appraise(http, base, role, seat).await?;
+        *last = Some((Instant::now(), outcome.clone()));
+        Ok(outcome)
     }
 
     async fn appraise(
@@ -124,8 +139,12 @@ impl Gate {
                     "it answered something other than evidence".into(),
                 )))
             }
-            // A server that answers, but refuses to attest, is refused for good.
-            Err(Fault::Refused { message, .. }) => return Ok(Err(Refusal::NoEvidence(message))),
+            // A server that says it does not attest is refused; one that is busy or failed
+            // to make evidence this time is asked again later, and not blamed.
+            Err(Fault::Refused {
+                code: ErrorCode::Rejected,
+                message,
+            }) => return Ok(Err(Refusal::NoEvidence(message))),
             Err(transient) => return Err(transient),
         };
         let outcome = Evidence::from_json(&evidence).and_then(|evidence| {

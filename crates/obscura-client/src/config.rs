@@ -236,6 +236,13 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
             })
         })
         .transpose()?;
+    if attestation.is_none() && config.attestation_required {
+        return Err(fail(format!(
+            "client.json requires attestation, and {} is missing: copy it from the cluster's \
+             operator (without it no server can be appraised, and none is used)",
+            obscura_cluster::attestation::POLICY_FILE
+        )));
+    }
     Ok(ClientParts {
         k: config.k as usize,
         t: config.t as usize,

@@ -42,6 +42,7 @@ pub fn simulation_policy(root: &[u8; 32], measurement: &[u8; 48]) -> Policy {
         role: role.into(),
         platform: Platform::Simulation,
         measurement: hex(measurement),
+        require: Default::default(),
     };
     Policy {
         version: 1,

@@ -64,6 +64,11 @@ pub struct ClientConfig {
     pub lookups_per_band: usize,
     /// Limit for each call to a node, milliseconds.
     pub timeout_ms: u64,
+    /// Whether servers must be appraised under the cluster's attestation policy
+    /// ([`crate::attestation::POLICY_FILE`]): with it, a copy of the directory without the
+    /// policy does not load, rather than trusting every server unappraised.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attestation_required: bool,
 }
 
 /// Where a cluster's band tokens come from.

@@ -477,6 +477,7 @@ fn build(
         probe_radius: opt.policy.probe_radius,
         lookups_per_band: opt.policy.lookups_per_band,
         timeout_ms: 10_000,
+        attestation_required: true,
     };
     json(&dir.join("client.json"), &config)?;
     Ok(bootstrap)

@@ -978,6 +978,7 @@ fn configs() -> Vec<Vec<u8>> {
         probe_radius: 1,
         lookups_per_band: 12,
         timeout_ms: 10_000,
+        attestation_required: false,
     };
     let mut out = vec![
         serde_json::to_vec_pretty(&node).expect("a configuration serializes"),

@@ -19,6 +19,9 @@ pub struct Attester {
     key: PartyKey,
     context: [u8; 32],
     producer: Box<dyn Producer>,
+    /// One report at a time: configfs-tsm and Gramine take the report data and give the report
+    /// through files, which concurrent requests would mix up.
+    making: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Attester {
@@ -68,6 +71,7 @@ impl Attester {
             role,
             key: PartyKey::generate(&mut rand_core::OsRng),
             producer,
+            making: std::sync::Mutex::new(()),
         }))
     }
 
@@ -86,6 +90,26 @@ impl Attester {
             };
         };
         let data = binding::report_data(&a.role, &a.key.public(), &a.context, nonce);
+        // Unauthenticated requests wait a little for the producer, not a worker's whole time:
+        // a flood of them is answered "busy" rather than holding every request slot.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let _making = loop {
+            match a.making.try_lock() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return ResponseBody::Error {
+                        code: ErrorCode::RateLimited,
+                        message: "busy making evidence for other requests; ask again".into(),
+                    }
+                }
+            }
+        };
         match a.producer.evidence(&data, now) {
             Ok(evidence) => {
                 let evidence = evidence.to_json();
