@@ -46,6 +46,24 @@ pub fn context(cluster: &[u8], role: &Role, seat: u8) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The context a worker's evidence binds when keeper `keeper` releases secret `secret` to it:
+/// evidence made for one keeper's release, or one secret's, does not pass for another's.
+pub fn release_context(keeper: u8, secret: &[u8; 16]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"obscura secret release v1");
+    h.update([keeper]);
+    h.update(secret);
+    h.finalize().into()
+}
+
+/// The HPKE purpose of keeper `keeper`'s share of `secret`, sealed to a worker.
+pub fn release_purpose(keeper: u8, secret: &[u8; 16]) -> Vec<u8> {
+    let mut p = b"obscura secret share ".to_vec();
+    p.push(keeper);
+    p.extend_from_slice(secret);
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

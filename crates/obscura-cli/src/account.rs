@@ -150,6 +150,10 @@ pub(crate) enum SecretCommand {
         /// A FROST signing key instead (use it with `obscura sign`).
         #[arg(long)]
         signing: bool,
+        /// Release it only to attested workers whose appraisal this policy (JSON) accepts,
+        /// never to you: `obscura secret release` hands it to such a worker.
+        #[arg(long, value_name = "POLICY", conflicts_with = "signing")]
+        release_to: Option<PathBuf>,
     },
     /// Store the contents of FILE as a secret at the keepers, split so that any T rebuild it.
     Import {
@@ -161,6 +165,28 @@ pub(crate) enum SecretCommand {
         name: String,
         /// The secret's file.
         file: PathBuf,
+        /// Release it only to attested workers whose appraisal this policy (JSON) accepts,
+        /// never to you.
+        #[arg(long, value_name = "POLICY")]
+        release_to: Option<PathBuf>,
+    },
+    /// Release a secret stored with --release-to to an attested worker: each keeper appraises
+    /// the worker under the secret's policy and seals its share to the worker's key; the worker
+    /// rebuilds it and says only its size and SHA-256. Refusals are in the keepers' logs.
+    #[command(after_help = "Example:\n  \
+        obscura secret release --cluster /tmp/demo ID --worker http://127.0.0.1:7601")]
+    Release {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The secret's id.
+        id: String,
+        /// The worker's address (`obscura worker run` prints it).
+        #[arg(long)]
+        worker: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Rebuild a secret for use and write it to --out (recorded as a use).
     Get {
@@ -409,8 +435,10 @@ pub async fn secret(command: SecretCommand) -> Result<ExitCode, Failure> {
             name,
             bytes,
             signing,
+            release_to,
         } => {
             let client = logged_in(&cluster)?;
+            let policy = release_to.as_deref().map(read_policy).transpose()?;
             if signing {
                 let (id, public) = client.signing_key_generate(&name).await?;
                 println!(
@@ -424,8 +452,19 @@ pub async fn secret(command: SecretCommand) -> Result<ExitCode, Failure> {
                 }
                 let mut secret = Zeroizing::new(vec![0u8; bytes]);
                 rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
-                let id = client.secret_put(&name, &secret, "generate").await?;
-                println!("secret {} ({name}, {bytes} random bytes)", hex(&id));
+                let id = match &policy {
+                    Some(p) => {
+                        client
+                            .secret_put_released(&name, &secret, "generate", p)
+                            .await?
+                    }
+                    None => client.secret_put(&name, &secret, "generate").await?,
+                };
+                println!(
+                    "secret {} ({name}, {bytes} random bytes){}",
+                    hex(&id),
+                    released_note(policy.as_ref())
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -433,16 +472,59 @@ pub async fn secret(command: SecretCommand) -> Result<ExitCode, Failure> {
             cluster,
             name,
             file,
+            release_to,
         } => {
             let client = logged_in(&cluster)?;
+            let policy = release_to.as_deref().map(read_policy).transpose()?;
             let secret = Zeroizing::new(
                 std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?,
             );
             if secret.is_empty() || secret.len() > 60 << 10 {
                 return Err(format!("{}: a secret is 1 byte to 60 KiB", file.display()).into());
             }
-            let id = client.secret_put(&name, &secret, "import").await?;
-            println!("secret {} ({name}, {} bytes)", hex(&id), secret.len());
+            let id = match &policy {
+                Some(p) => {
+                    client
+                        .secret_put_released(&name, &secret, "import", p)
+                        .await?
+                }
+                None => client.secret_put(&name, &secret, "import").await?,
+            };
+            println!(
+                "secret {} ({name}, {} bytes){}",
+                hex(&id),
+                secret.len(),
+                released_note(policy.as_ref())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretCommand::Release {
+            cluster,
+            id,
+            worker,
+            json,
+        } => {
+            let client = logged_in(&cluster)?;
+            let id = secret_id(&id)?;
+            let report = client.secret_release(&id, &worker).await?;
+            for f in &report.failures {
+                eprintln!("warning: {}", crate::error::keeper_fault(f));
+            }
+            let r = &report.received;
+            if json {
+                println!(
+                    "{}",
+                    json!({"secret": r.secret, "worker": worker, "bytes": r.bytes,
+                        "sha256": r.sha256, "released_by": report.released_by,
+                        "liars": r.liars,
+                        "failures": report.failures.iter().map(crate::error::keeper_fault).collect::<Vec<_>>()})
+                );
+            } else {
+                println!(
+                    "secret {} released to worker {worker} by keepers {:?}: it rebuilt {} bytes, SHA-256 {}",
+                    r.secret, report.released_by, r.bytes, r.sha256
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         SecretCommand::Get { cluster, id, out } => secret_out(&cluster, &id, &out, false).await,
@@ -568,4 +650,20 @@ pub async fn events(dir: &Path, json: bool) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A release policy file.
+fn read_policy(path: &Path) -> Result<obscura_attest::Policy, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    obscura_attest::Policy::from_json(&text)
+        .map_err(|e| Failure::Said(format!("{}: {e}", path.display())))
+}
+
+fn released_note(policy: Option<&obscura_attest::Policy>) -> String {
+    policy.map_or_else(String::new, |p| {
+        format!(
+            "; released only to attested workers under policy {:?} version {}",
+            p.name, p.version
+        )
+    })
 }

@@ -5,7 +5,7 @@
 //! Each command group lives in a module of its own, which owns its arguments and runs them:
 //! `cluster` (init, up), `serve` (node and keeper servers), `keys` (rotation), `account`
 //! (register, login, secrets, signing), `images` (index, search, get, grant, delete, hash),
-//! `audit`, `attest`, `status`, and, with the default feature `lab`, `lab` (demo, eval, bench, load).
+//! `audit`, `attest`, `worker`, `status`, and, with the default feature `lab`, `lab` (demo, eval, bench, load).
 //! This file holds only the command tree and what every command shares.
 
 mod account;
@@ -20,6 +20,7 @@ mod keys;
 mod lab;
 mod serve;
 mod status;
+mod worker;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -73,6 +74,9 @@ enum Command {
     /// Appraise remote-attestation evidence (SGX, TDX, SEV-SNP, simulation) under a policy.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
+    /// Run an attested worker, which takes secrets released to it by the keepers.
+    #[command(subcommand)]
+    Worker(worker::WorkerCommand),
     /// Show how many images each node holds and which key versions nodes and keepers serve
     /// (logged out: only whether each node and keeper answers).
     Status(status::Status),
@@ -91,6 +95,7 @@ impl Command {
             Command::Lab(c) => lab::run(c).await,
             Command::Audit(c) => c.run().await,
             Command::Attest(c) => c.run().await,
+            Command::Worker(c) => c.run().await,
             Command::Status(c) => c.run().await,
         }
     }

@@ -146,3 +146,152 @@ fn a_policy_that_refuses_simulation_refuses_every_server_and_a_missing_one_fails
     );
     drop(up);
 }
+
+/// Start `obscura worker run` (from `exe`) for the worker `name` of `dir` on `port`.
+fn worker(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    port: u16,
+) -> std::process::Child {
+    let cluster = dir.to_str().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let out = obscura(&[
+        "worker",
+        "init",
+        "--cluster",
+        cluster,
+        "--name",
+        name,
+        "--listen",
+        &listen,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let child = Command::new(exe)
+        .args(["worker", "run"])
+        .arg(dir.join("workers").join(name).join("worker.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker {name} did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+#[test]
+fn a_secret_with_a_release_policy_reaches_a_worker_of_this_build_and_not_another() {
+    let dir = init_cluster("release");
+    let cluster = dir.to_str().unwrap();
+    let up = start(&dir);
+    let port = free_ports(2);
+    let mut good = worker(std::path::Path::new(BIN), &dir, "good", port);
+    let modified = modified_build("worker");
+    let mut other = worker(&modified, &dir, "other", port + 1);
+
+    let file = dir.join("api-token");
+    std::fs::write(&file, b"a token only attested workers may hold").unwrap();
+    let policy = dir.join("attestation-policy.json");
+    let out = obscura(&[
+        "secret",
+        "import",
+        "--cluster",
+        cluster,
+        "--name",
+        "api",
+        "--release-to",
+        policy.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = text(&out).split_whitespace().nth(1).unwrap().to_owned();
+
+    // Its owner cannot read it back.
+    let out = obscura(&[
+        "secret",
+        "get",
+        "--cluster",
+        cluster,
+        &id,
+        "--out",
+        dir.join("x").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("released only to attested workers"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.join("x").exists());
+
+    // A worker of this build rebuilds it: the digest it reports is the file's.
+    let url = format!("http://127.0.0.1:{port}");
+    let out = obscura(&[
+        "secret",
+        "release",
+        "--cluster",
+        cluster,
+        &id,
+        "--worker",
+        &url,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    use sha2::Digest;
+    let expected = hex(&sha2::Sha256::digest(
+        b"a token only attested workers may hold",
+    ));
+    assert_eq!(v["sha256"], expected.as_str(), "{v}");
+    assert_eq!(v["released_by"].as_array().unwrap().len(), 3, "{v}");
+
+    // A worker of another build is refused by every keeper, and nothing reaches it.
+    let url = format!("http://127.0.0.1:{}", port + 1);
+    let out = obscura(&[
+        "secret",
+        "release",
+        "--cluster",
+        cluster,
+        &id,
+        "--worker",
+        &url,
+    ]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert_eq!(
+        said.matches("refuses the worker: measurement").count(),
+        3,
+        "{said}"
+    );
+
+    // Both outcomes are in the keepers' audit trail.
+    let out = obscura(&["audit", "events", "--cluster", cluster]);
+    let said = text(&out);
+    assert_eq!(
+        said.matches("secret release to worker simulation").count(),
+        3,
+        "{said}"
+    );
+    assert_eq!(
+        said.matches("secret release refused: measurement").count(),
+        3,
+        "{said}"
+    );
+
+    for child in [&mut good, &mut other] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    std::fs::remove_file(&modified).ok();
+    drop(up);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -56,6 +56,7 @@ pub mod fuzzing;
 mod journal;
 pub mod ops;
 pub mod pipeline;
+pub mod release;
 pub mod rotation;
 pub mod secrets;
 pub mod session;

@@ -72,6 +72,70 @@ fn digest(id: &[u8; 16], secret: &[u8]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// A secret rebuilt from keepers' shares ([`rebuild`]).
+pub struct Rebuilt {
+    /// The secret, its check passed.
+    pub secret: Zeroizing<Vec<u8>>,
+    /// The keepers whose shares rebuilt it.
+    pub from: Vec<u8>,
+    /// Keepers whose shares do not lie on it (they lied, or their share was damaged).
+    pub liars: Vec<u8>,
+}
+
+/// Rebuilds secret `id` from `shares` (keeper, share), any `t` of which should do: tries each
+/// set of `t` until one rebuilds a value that passes the secret's check, then names every other
+/// keeper whose share does not lie on it. What a client does with the shares it gets back, and
+/// what an attested worker does with the shares released to it.
+///
+/// # Errors
+/// The number of sets of `t` that failed, when none passed.
+pub fn rebuild(id: &[u8; 16], shares: &[(u8, Vec<u8>)], t: usize) -> Result<Rebuilt, usize> {
+    let mut bad_sets = 0;
+    for pick in combinations(shares.len(), t) {
+        let picked: Vec<ByteShare> = pick
+            .iter()
+            .map(|&i| ByteShare {
+                x: shares[i].0,
+                bytes: shares[i].1.clone(),
+            })
+            .collect();
+        let Ok(plain) = bytes::reconstruct(&picked, t) else {
+            bad_sets += 1;
+            continue;
+        };
+        let plain = Zeroizing::new(plain);
+        if plain.len() < 32 {
+            bad_sets += 1;
+            continue;
+        }
+        let (secret, check) = plain.split_at(plain.len() - 32);
+        if digest(id, secret) != check {
+            bad_sets += 1;
+            continue;
+        }
+        let mut liars = Vec::new();
+        for (j, share) in shares {
+            if pick.iter().any(|&i| shares[i].0 == *j) {
+                continue;
+            }
+            let mut with: Vec<ByteShare> = picked[..t - 1].to_vec();
+            with.push(ByteShare {
+                x: *j,
+                bytes: share.clone(),
+            });
+            if bytes::reconstruct(&with, t).ok().as_deref() != Some(&plain[..]) {
+                liars.push(*j);
+            }
+        }
+        return Ok(Rebuilt {
+            secret: Zeroizing::new(secret.to_vec()),
+            from: pick.iter().map(|&i| shares[i].0).collect(),
+            liars,
+        });
+    }
+    Err(bad_sets)
+}
+
 fn combinations(n: usize, k: usize) -> Vec<Vec<usize>> {
     let mut out = Vec::new();
     let mut pick: Vec<usize> = (0..k).collect();
@@ -244,6 +308,33 @@ impl Client {
         secret: &[u8],
         origin: &str,
     ) -> Result<[u8; 16], Error> {
+        self.put_secret(name, secret, origin, None).await
+    }
+
+    /// [`Client::secret_put`] for a secret the keepers give out only to attested workers whose
+    /// appraisal satisfies `policy` (sealed to the worker's key: [`Client::secret_release`]),
+    /// never to its user, this one included.
+    ///
+    /// # Errors
+    /// As [`Client::secret_put`]; a keeper refuses a policy that does not parse.
+    pub async fn secret_put_released(
+        &self,
+        name: &str,
+        secret: &[u8],
+        origin: &str,
+        policy: &obscura_attest::Policy,
+    ) -> Result<[u8; 16], Error> {
+        self.put_secret(name, secret, origin, Some(policy.to_json().into_bytes()))
+            .await
+    }
+
+    async fn put_secret(
+        &self,
+        name: &str,
+        secret: &[u8],
+        origin: &str,
+        policy: Option<Vec<u8>>,
+    ) -> Result<[u8; 16], Error> {
         let (m, t) = (self.keeper_count(), self.keeper_threshold());
         let params = Params::new(t, m).map_err(|_| {
             Error::Secret(format!(
@@ -259,11 +350,23 @@ impl Client {
         let shares = std::sync::Arc::new(shares);
         let answers = self
             .keepers
-            .post_all(|j| KeeperBody::SecretPut {
-                id,
-                name: name.into(),
-                origin: origin.into(),
-                share: shares[usize::from(j) - 1].bytes.clone(),
+            .post_all(|j| {
+                let share = shares[usize::from(j) - 1].bytes.clone();
+                match &policy {
+                    None => KeeperBody::SecretPut {
+                        id,
+                        name: name.into(),
+                        origin: origin.into(),
+                        share,
+                    },
+                    Some(policy) => KeeperBody::SecretPutReleased {
+                        id,
+                        name: name.into(),
+                        origin: origin.into(),
+                        share,
+                        policy: policy.clone(),
+                    },
+                }
             })
             .await;
         let f = failures(&answers);
@@ -306,53 +409,27 @@ impl Client {
                 }
             }
         }
-        let mut bad_sets = 0;
-        for pick in combinations(got.len(), t) {
-            let shares: Vec<ByteShare> = pick
-                .iter()
-                .map(|&i| ByteShare {
-                    x: got[i].0,
-                    bytes: got[i].2.clone(),
-                })
-                .collect();
-            let Ok(plain) = bytes::reconstruct(&shares, t) else {
-                bad_sets += 1;
-                continue;
-            };
-            let plain = Zeroizing::new(plain);
-            if plain.len() < 32 {
-                bad_sets += 1;
-                continue;
-            }
-            let (secret, check) = plain.split_at(plain.len() - 32);
-            if digest(id, secret) != check {
-                bad_sets += 1;
-                continue;
-            }
-            // Name every keeper whose share does not lie on the good polynomial.
-            for (j, _, share) in &got {
-                if pick.iter().any(|&i| got[i].0 == *j) {
-                    continue;
-                }
-                let mut with: Vec<ByteShare> = shares[..t - 1].to_vec();
-                with.push(ByteShare {
-                    x: *j,
-                    bytes: share.clone(),
+        let shares: Vec<(u8, Vec<u8>)> = got.iter().map(|(j, _, s)| (*j, s.clone())).collect();
+        let bad_sets = match rebuild(id, &shares, t) {
+            Ok(rebuilt) => {
+                faults.extend(rebuilt.liars.iter().map(|&keeper| KeeperFailure {
+                    keeper,
+                    fault: Fault::BadSecretShare,
+                }));
+                faults.sort_by_key(|f| f.keeper);
+                let name = got
+                    .iter()
+                    .find(|(j, _, _)| *j == rebuilt.from[0])
+                    .map(|(_, n, _)| n.clone())
+                    .unwrap_or_default();
+                return Ok(Opened {
+                    name,
+                    secret: rebuilt.secret,
+                    faults,
                 });
-                if bytes::reconstruct(&with, t).ok().as_deref() != Some(&plain[..]) {
-                    faults.push(KeeperFailure {
-                        keeper: *j,
-                        fault: Fault::BadSecretShare,
-                    });
-                }
             }
-            faults.sort_by_key(|f| f.keeper);
-            return Ok(Opened {
-                name: got[pick[0]].1.clone(),
-                secret: Zeroizing::new(secret.to_vec()),
-                faults,
-            });
-        }
+            Err(bad_sets) => bad_sets,
+        };
         faults.sort_by_key(|f| f.keeper);
         Err(Error::NotRebuilt {
             id: *id,

@@ -1540,3 +1540,159 @@ async fn a_login_started_before_a_password_change_does_not_finish_after_it() {
         "{finished:?}"
     );
 }
+
+/// A request in `channel` to keeper 1, and its answer opened.
+async fn ask(c: &Cluster, channel: &mut Channel, body: KeeperBody) -> ResponseBody {
+    let message = sealed_request(channel, body);
+    match send_sealed(c, channel.id(), message).await {
+        ResponseBody::KeeperSealed { message } => {
+            Response::decode(&channel.open(&message, 0).unwrap())
+                .unwrap()
+                .0
+        }
+        other => other,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_share_goes_only_to_the_appraised_worker_key_never_to_a_modified_client() {
+    use obscura_attest::{binding, producer, seal::PartyKey, sim::SimulationRoot, Role};
+    let c = Cluster::start("release").await;
+    // The admin stores a secret that keepers release only to workers of this build.
+    let policy = obscura_cluster::attestation::load_policy(&c.dir)
+        .unwrap()
+        .unwrap();
+    let id = c
+        .client
+        .secret_put_released("api", b"the secret", "import", &policy)
+        .await
+        .unwrap();
+    // A worker of this build: a simulated platform the cluster's root endorsed.
+    let root_hex = std::fs::read_to_string(c.dir.join("simulation-root.secret")).unwrap();
+    let root = SimulationRoot::from_secret_bytes(
+        &obscura_tokens::keyfile::from_hex(root_hex.trim()).unwrap(),
+    );
+    let platform = root.issue("worker x", &mut OsRng);
+    let worker = PartyKey::generate(&mut OsRng);
+    let measurement = producer::own_measurement().unwrap();
+    let evidence = |key: &[u8; 32], keeper: u8, nonce: &[u8; 32], m: &[u8; 48]| {
+        let data = binding::report_data(
+            &Role::Worker,
+            key,
+            &binding::release_context(keeper, &id),
+            nonce,
+        );
+        platform.evidence(m, &data, false, now_s()).to_json()
+    };
+    let mut ch = raw_login(&c, 1).await;
+    let challenge = |answer: ResponseBody| match answer {
+        ResponseBody::ReleaseChallenge { nonce } => nonce,
+        other => panic!("no challenge: {other:?}"),
+    };
+    let forbidden = |answer: &ResponseBody, why: &str| matches!(answer, ResponseBody::Error { code: ErrorCode::Forbidden, message } if message.contains(why));
+
+    // The user cannot read it itself.
+    let got = ask(&c, &mut ch, KeeperBody::SecretGet { id, export: false }).await;
+    assert!(
+        forbidden(&got, "released only to attested workers"),
+        "{got:?}"
+    );
+
+    // A modified client relays a genuine worker's evidence with its own key: refused.
+    let nonce = challenge(ask(&c, &mut ch, KeeperBody::ReleaseStart { id }).await);
+    let genuine = evidence(&worker.public(), 1, &nonce, &measurement);
+    let mine = PartyKey::generate(&mut OsRng);
+    let answer = ask(
+        &c,
+        &mut ch,
+        KeeperBody::ReleaseFinish {
+            id,
+            nonce,
+            party_key: mine.public(),
+            evidence: genuine.clone(),
+        },
+    )
+    .await;
+    assert!(forbidden(&answer, "report data"), "{answer:?}");
+    // The challenge is spent: the same evidence cannot be tried again with it.
+    let answer = ask(
+        &c,
+        &mut ch,
+        KeeperBody::ReleaseFinish {
+            id,
+            nonce,
+            party_key: worker.public(),
+            evidence: genuine,
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            &answer,
+            ResponseBody::Error {
+                code: ErrorCode::Rejected,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+
+    // Evidence made for keeper 2's release does not pass at keeper 1.
+    let nonce = challenge(ask(&c, &mut ch, KeeperBody::ReleaseStart { id }).await);
+    let answer = ask(
+        &c,
+        &mut ch,
+        KeeperBody::ReleaseFinish {
+            id,
+            nonce,
+            party_key: worker.public(),
+            evidence: evidence(&worker.public(), 2, &nonce, &measurement),
+        },
+    )
+    .await;
+    assert!(forbidden(&answer, "report data"), "{answer:?}");
+
+    // A worker of another build, bound honestly: refused for its measurement.
+    let nonce = challenge(ask(&c, &mut ch, KeeperBody::ReleaseStart { id }).await);
+    let answer = ask(
+        &c,
+        &mut ch,
+        KeeperBody::ReleaseFinish {
+            id,
+            nonce,
+            party_key: worker.public(),
+            evidence: evidence(&worker.public(), 1, &nonce, &[7; 48]),
+        },
+    )
+    .await;
+    assert!(
+        forbidden(&answer, "is not allowed for role worker"),
+        "{answer:?}"
+    );
+
+    // The genuine worker gets keeper 1's share, which only its key opens.
+    let nonce = challenge(ask(&c, &mut ch, KeeperBody::ReleaseStart { id }).await);
+    let answer = ask(
+        &c,
+        &mut ch,
+        KeeperBody::ReleaseFinish {
+            id,
+            nonce,
+            party_key: worker.public(),
+            evidence: evidence(&worker.public(), 1, &nonce, &measurement),
+        },
+    )
+    .await;
+    let ResponseBody::Released {
+        keeper: 1,
+        enc,
+        ciphertext,
+    } = answer
+    else {
+        panic!("not released: {answer:?}")
+    };
+    let sealed = obscura_attest::seal::Sealed { enc, ciphertext };
+    let purpose = binding::release_purpose(1, &id);
+    assert!(!worker.open(&purpose, &sealed).unwrap().is_empty());
+    assert!(mine.open(&purpose, &sealed).is_err());
+}

@@ -129,7 +129,42 @@ pub struct StoredSecret {
     pub share: Vec<u8>,
     /// Signing: the FROST public key package.
     pub public_package: Vec<u8>,
+    /// Data released only to attested workers: the release policy (JSON). Records stored
+    /// before release policies existed end before this field and read as `None`.
+    pub release: Option<Vec<u8>>,
 }
+
+/// A secret as stored before release policies ([`StoredSecret`] without `release`).
+#[derive(Deserialize)]
+struct StoredSecretBefore {
+    name: String,
+    signing: bool,
+    created: u64,
+    share: Vec<u8>,
+    public_package: Vec<u8>,
+}
+
+impl StoredSecret {
+    fn decode(bytes: &[u8]) -> Result<StoredSecret, postcard::Error> {
+        postcard::from_bytes(bytes).or_else(|_| {
+            postcard::from_bytes::<StoredSecretBefore>(bytes).map(|b| StoredSecret {
+                name: b.name,
+                signing: b.signing,
+                created: b.created,
+                share: b.share,
+                public_package: b.public_package,
+                release: None,
+            })
+        })
+    }
+}
+
+/// A release challenge for (user, secret): its nonce and when it expires.
+type Challenge = ([u8; 32], u64);
+
+/// How long a release challenge holds, seconds, and how many are open at once.
+const RELEASE_CHALLENGE_S: u64 = 60;
+const MAX_RELEASE_CHALLENGES: usize = 4096;
 
 struct Session {
     channel: Mutex<Channel>,
@@ -300,6 +335,8 @@ pub(crate) struct Accounts {
     nonces: Mutex<HashMap<SessionKey, SigningNonces>>,
     /// Capability-signing nonces committed, by session, used once.
     capability_nonces: Mutex<HashMap<[u8; 16], SigningNonces>>,
+    /// Release challenges given out, each used once.
+    releases: Mutex<HashMap<(Handle, [u8; 16]), Challenge>>,
     /// Sessions opened so far.
     opened: std::sync::atomic::AtomicU64,
 }
@@ -409,6 +446,7 @@ impl Accounts {
             dkg: Mutex::default(),
             nonces: Mutex::default(),
             capability_nonces: Mutex::default(),
+            releases: Mutex::default(),
             opened: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -1249,7 +1287,7 @@ impl Accounts {
             .get(store, Kind::Secret, user, id)
             .map_err(vault_error)?
         {
-            Some((_, bytes)) => postcard::from_bytes(&bytes).map_err(internal),
+            Some((_, bytes)) => StoredSecret::decode(&bytes).map_err(internal),
             None => Err(error(
                 ErrorCode::UnknownKey,
                 format!(
@@ -1323,8 +1361,21 @@ impl Accounts {
         secret: Option<[u8; 16]>,
         now: u64,
     ) -> Result<(), ResponseBody> {
+        self.record_as(store, caller, action, secret, true, now)
+    }
+
+    /// [`Accounts::record`], for an event that succeeded (`ok`) or was refused.
+    fn record_as(
+        &self,
+        store: &KeeperStore,
+        caller: &Caller,
+        action: &str,
+        secret: Option<[u8; 16]>,
+        ok: bool,
+        now: u64,
+    ) -> Result<(), ResponseBody> {
         let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let event = self.event(action, secret, true, now);
+        let event = self.event(action, secret, ok, now);
         let mut deletes = Vec::new();
         self.trim_events(store, &caller.user, &mut deletes)?;
         self.vault
@@ -1337,6 +1388,95 @@ impl Accounts {
                 now,
             )
             .map_err(vault_error)
+    }
+
+    /// Release this keeper's share of `id` to the worker whose evidence binds `party_key`
+    /// and the challenge this keeper gave for it, if the secret's release policy accepts the
+    /// worker: the share sealed to that key. Releases and refusals are recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn release(
+        &self,
+        store: &KeeperStore,
+        caller: &Caller,
+        id: &[u8; 16],
+        nonce: &[u8; 32],
+        party_key: &[u8; 32],
+        evidence: &[u8],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let given = self
+            .releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(caller.user, *id));
+        match given {
+            Some((n, expires)) if bool::from(n.ct_eq(nonce)) && expires > now => {}
+            _ => {
+                return Err(error(
+                    ErrorCode::Rejected,
+                    "no such release challenge (expired, used, or for another secret): start again",
+                ))
+            }
+        }
+        let secret = self.secret(store, &caller.user, id)?;
+        let Some(policy) = secret.release.as_deref() else {
+            return Err(error(
+                ErrorCode::Forbidden,
+                "this secret has no release policy",
+            ));
+        };
+        let policy = release_policy(policy)?;
+        let appraised = obscura_attest::Evidence::from_json(evidence).and_then(|evidence| {
+            obscura_attest::Verifier::new().appraise_party(
+                &evidence,
+                &policy,
+                &obscura_attest::Role::Worker,
+                party_key,
+                &obscura_attest::binding::release_context(self.keeper, id),
+                nonce,
+                now,
+            )
+        });
+        let appraisal = match appraised {
+            Ok(a) => a,
+            Err(refusal) => {
+                self.record_as(
+                    store,
+                    caller,
+                    &format!("secret release refused: {refusal}"),
+                    Some(*id),
+                    false,
+                    now,
+                )?;
+                return Err(error(
+                    ErrorCode::Forbidden,
+                    format!("keeper {} refuses the worker: {refusal}", self.keeper),
+                ));
+            }
+        };
+        let sealed = obscura_attest::seal::seal(
+            &appraisal,
+            &obscura_attest::binding::release_purpose(self.keeper, id),
+            &secret.share,
+            &mut *self.rng.lock().unwrap_or_else(|e| e.into_inner()),
+        )
+        .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        self.record(
+            store,
+            caller,
+            &format!(
+                "secret release to worker {} measurement {}",
+                appraisal.platform(),
+                hex(&appraisal.measurement()[..appraisal.measurement().len().min(8)])
+            ),
+            Some(*id),
+            now,
+        )?;
+        Ok(ResponseBody::Released {
+            keeper: self.keeper,
+            enc: sealed.enc,
+            ciphertext: sealed.ciphertext,
+        })
     }
 
     /// The user-secret and signing operations of a session.
@@ -1365,16 +1505,86 @@ impl Accounts {
                     created: now,
                     share: share.clone(),
                     public_package: Vec::new(),
+                    release: None,
                 };
                 self.store_secret(store, caller, id, &secret, action, now)?;
                 Ok(ResponseBody::Ok)
             }
+            KeeperBody::SecretPutReleased {
+                id,
+                name,
+                origin,
+                share,
+                policy,
+            } => {
+                let action = match origin.as_str() {
+                    "generate" => "secret generate (released to attested workers only)",
+                    "import" => "secret import (released to attested workers only)",
+                    _ => return Err(error(ErrorCode::BadRequest, "origin: generate or import")),
+                };
+                release_policy(policy)?;
+                let secret = StoredSecret {
+                    name: name.clone(),
+                    signing: false,
+                    created: now,
+                    share: share.clone(),
+                    public_package: Vec::new(),
+                    release: Some(policy.clone()),
+                };
+                self.store_secret(store, caller, id, &secret, action, now)?;
+                Ok(ResponseBody::Ok)
+            }
+            KeeperBody::ReleaseStart { id } => {
+                let secret = self.secret(store, &caller.user, id)?;
+                if secret.release.is_none() {
+                    return Err(error(
+                        ErrorCode::Forbidden,
+                        "this secret has no release policy: it is rebuilt by its user (secret get)",
+                    ));
+                }
+                let mut nonce = [0u8; 32];
+                self.rng
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .fill_bytes(&mut nonce);
+                let mut open = self.releases.lock().unwrap_or_else(|e| e.into_inner());
+                open.retain(|_, (_, expires)| *expires > now);
+                if open.len() >= MAX_RELEASE_CHALLENGES {
+                    return Err(error(
+                        ErrorCode::RateLimited,
+                        "too many releases under way; try again in a minute",
+                    ));
+                }
+                open.insert((caller.user, *id), (nonce, now + RELEASE_CHALLENGE_S));
+                Ok(ResponseBody::ReleaseChallenge { nonce })
+            }
+            KeeperBody::ReleaseFinish {
+                id,
+                nonce,
+                party_key,
+                evidence,
+            } => self.release(store, caller, id, nonce, party_key, evidence, now),
             KeeperBody::SecretGet { id, export } => {
                 let secret = self.secret(store, &caller.user, id)?;
                 if secret.signing {
                     return Err(error(
                         ErrorCode::Forbidden,
                         "a signing key is never rebuilt; use it to sign",
+                    ));
+                }
+                if secret.release.is_some() {
+                    self.record_as(
+                        store,
+                        caller,
+                        "secret get refused: release policy",
+                        Some(*id),
+                        false,
+                        now,
+                    )?;
+                    return Err(error(
+                        ErrorCode::Forbidden,
+                        "this secret is released only to attested workers that its release \
+                         policy allows (obscura secret release), never to its user",
                     ));
                 }
                 let action = if *export {
@@ -1416,7 +1626,7 @@ impl Accounts {
                     .list(store, Kind::Secret, &caller.user)
                     .map_err(vault_error)?
                 {
-                    let s: StoredSecret = postcard::from_bytes(&bytes).map_err(internal)?;
+                    let s = StoredSecret::decode(&bytes).map_err(internal)?;
                     items.push(SecretInfo {
                         id: id.as_slice().try_into().map_err(internal)?,
                         name: s.name.clone(),
@@ -1599,6 +1809,7 @@ impl Accounts {
                         .map_err(|e| internal(e.to_string()))?
                         .to_vec(),
                     public_package: public_package.clone(),
+                    release: None,
                 };
                 self.store_secret(store, caller, id, &secret, "signing key generate", now)?;
                 Ok(ResponseBody::DkgDone {
@@ -1614,6 +1825,19 @@ impl Accounts {
 
 /// Hazard tests of the account service alone: no TLS, no sockets, no sleeping. The clock is the
 /// `now` each call takes and the randomness a seeded generator, so every step is exact.
+/// A release policy as stored: JSON that parses as an attestation policy.
+fn release_policy(bytes: &[u8]) -> Result<obscura_attest::Policy, ResponseBody> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| obscura_attest::Policy::from_json(text).ok())
+        .ok_or_else(|| {
+            error(
+                ErrorCode::BadRequest,
+                "the release policy is not a valid policy",
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -536,6 +536,9 @@ impl KeeperState {
                 Ok(ResponseBody::Checkpointed { seq })
             }
             KeeperBody::SecretPut { .. }
+            | KeeperBody::SecretPutReleased { .. }
+            | KeeperBody::ReleaseStart { .. }
+            | KeeperBody::ReleaseFinish { .. }
             | KeeperBody::SecretGet { .. }
             | KeeperBody::SecretDelete { .. }
             | KeeperBody::SecretList

@@ -822,6 +822,38 @@ pub enum KeeperBody {
         /// The verifier's fresh challenge.
         nonce: [u8; 32],
     },
+    /// In a session: store a share of a secret that is given out only to attested workers
+    /// whose appraisal satisfies `policy` ([`KeeperBody::ReleaseFinish`]), never to the user.
+    SecretPutReleased {
+        /// Its id.
+        id: [u8; 16],
+        /// The owner's name for it.
+        name: String,
+        /// "generate" or "import".
+        origin: String,
+        /// This keeper's Shamir share.
+        share: Vec<u8>,
+        /// The release policy (`obscura_attest::Policy`, JSON), at most
+        /// [`limits::MAX_EVIDENCE`] bytes.
+        policy: Vec<u8>,
+    },
+    /// In a session: a challenge for releasing secret `id` to a worker, valid for a minute.
+    ReleaseStart {
+        /// The secret.
+        id: [u8; 16],
+    },
+    /// In a session: release this keeper's share of secret `id`, sealed to the worker whose
+    /// evidence binds `party_key` and the challenge.
+    ReleaseFinish {
+        /// The secret.
+        id: [u8; 16],
+        /// The challenge [`KeeperBody::ReleaseStart`] gave.
+        nonce: [u8; 32],
+        /// The worker's HPKE public key.
+        party_key: [u8; 32],
+        /// The worker's evidence (JSON), at most [`limits::MAX_EVIDENCE`] bytes.
+        evidence: Vec<u8>,
+    },
 }
 
 /// `Ok` when `ok`, else [`Error::BadSize`] naming `field`.
@@ -993,6 +1025,9 @@ impl Body for KeeperBody {
             KeeperBody::CapabilityCommit => "/v1/capability-commit",
             KeeperBody::CapabilityShare { .. } => "/v1/capability-share",
             KeeperBody::Evidence { .. } => "/v1/evidence",
+            KeeperBody::SecretPutReleased { .. } => "/v1/secret-put-released",
+            KeeperBody::ReleaseStart { .. } => "/v1/release-start",
+            KeeperBody::ReleaseFinish { .. } => "/v1/release-finish",
         }
     }
 
@@ -1073,11 +1108,27 @@ impl Body for KeeperBody {
                     "package",
                 )
             }
+            KeeperBody::SecretPutReleased {
+                name,
+                share,
+                origin,
+                policy,
+                ..
+            } => {
+                check(name.len() <= account_limits::MAX_NAME, "name")?;
+                check(origin.len() <= 16, "origin")?;
+                check(share.len() <= account_limits::MAX_BLOB, "share")?;
+                check(policy.len() <= MAX_EVIDENCE, "policy")
+            }
+            KeeperBody::ReleaseFinish { evidence, .. } => {
+                check(evidence.len() <= MAX_EVIDENCE, "evidence")
+            }
             KeeperBody::SignShare { package, .. } | KeeperBody::CapabilityShare { package } => {
                 check(package.len() <= account_limits::MAX_BLOB, "package")
             }
             KeeperBody::KeeperLogout
             | KeeperBody::SecretGet { .. }
+            | KeeperBody::ReleaseStart { .. }
             | KeeperBody::SecretDelete { .. }
             | KeeperBody::SecretList
             | KeeperBody::UserEvents
@@ -1488,6 +1539,20 @@ pub enum ResponseBody {
     Listed {
         /// The handles.
         handles: Vec<WireId>,
+    },
+    /// A release challenge ([`KeeperBody::ReleaseStart`]).
+    ReleaseChallenge {
+        /// The nonce the worker's evidence must bind.
+        nonce: [u8; 32],
+    },
+    /// A keeper's share of a secret, sealed to an appraised worker ([`KeeperBody::ReleaseFinish`]).
+    Released {
+        /// The keeper.
+        keeper: u8,
+        /// HPKE encapsulated key.
+        enc: Vec<u8>,
+        /// The sealed share.
+        ciphertext: Vec<u8>,
     },
     /// A server's attestation evidence ([`NodeBody::Evidence`], [`KeeperBody::Evidence`]).
     Evidence {

@@ -315,6 +315,8 @@ pub fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::Opened { .. }
         | ResponseBody::Listed { .. }
         | ResponseBody::Evidence { .. }
+        | ResponseBody::ReleaseChallenge { .. }
+        | ResponseBody::Released { .. }
         | ResponseBody::Resolved { .. }
         | ResponseBody::Checkpointed { .. }
         | ResponseBody::Fetch { .. }
