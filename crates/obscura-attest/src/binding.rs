@@ -64,6 +64,28 @@ pub fn release_purpose(keeper: u8, secret: &[u8; 16]) -> Vec<u8> {
     p
 }
 
+/// What keeper `keeper` signs (with its audit key) over a share of `secret` it released to the
+/// worker key `worker` against challenge `nonce`: the worker takes only shares that keepers
+/// signed, for challenges it answered, so nobody else can deliver it a secret of their making.
+pub fn release_statement(
+    keeper: u8,
+    secret: &[u8; 16],
+    nonce: &[u8; 32],
+    worker: &[u8; 32],
+    enc: &[u8],
+    ciphertext: &[u8],
+) -> Vec<u8> {
+    let mut m = b"obscura secret release statement v1".to_vec();
+    m.push(keeper);
+    m.extend_from_slice(secret);
+    m.extend_from_slice(nonce);
+    m.extend_from_slice(worker);
+    m.extend_from_slice(&(enc.len() as u32).to_be_bytes());
+    m.extend_from_slice(enc);
+    m.extend_from_slice(ciphertext);
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,6 +119,11 @@ impl SimulatedPlatform {
         &self.name
     }
 
+    /// The simulation root that endorsed it.
+    pub fn root(&self) -> [u8; 32] {
+        self.root
+    }
+
     /// The file form, JSON (secret).
     pub fn to_file(&self) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(

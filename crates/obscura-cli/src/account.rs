@@ -172,7 +172,7 @@ pub(crate) enum SecretCommand {
     },
     /// Release a secret stored with --release-to to an attested worker: each keeper appraises
     /// the worker under the secret's policy and seals its share to the worker's key; the worker
-    /// rebuilds it and says only its size and SHA-256. Refusals are in the keepers' logs.
+    /// rebuilds it and says only its size. Releases and refusals are in the keepers' logs.
     #[command(after_help = "Example:\n  \
         obscura secret release --cluster /tmp/demo ID --worker http://127.0.0.1:7601")]
     Release {
@@ -515,14 +515,14 @@ pub async fn secret(command: SecretCommand) -> Result<ExitCode, Failure> {
                 println!(
                     "{}",
                     json!({"secret": r.secret, "worker": worker, "bytes": r.bytes,
-                        "sha256": r.sha256, "released_by": report.released_by,
+                        "released_by": report.released_by,
                         "liars": r.liars,
                         "failures": report.failures.iter().map(crate::error::keeper_fault).collect::<Vec<_>>()})
                 );
             } else {
                 println!(
-                    "secret {} released to worker {worker} by keepers {:?}: it rebuilt {} bytes, SHA-256 {}",
-                    r.secret, report.released_by, r.bytes, r.sha256
+                    "secret {} released to worker {worker} by keepers {:?}: it rebuilt {} bytes, and their check passed",
+                    r.secret, report.released_by, r.bytes
                 );
             }
             Ok(ExitCode::SUCCESS)

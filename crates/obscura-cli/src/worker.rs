@@ -75,6 +75,11 @@ struct WorkerConfig {
     attestation: AttestationSource,
     /// Its simulated platform (secret, 0600), relative to this file.
     platform: PathBuf,
+    /// Every keeper's audit key (Ed25519, hex), keeper 1 first: a released share must carry its
+    /// keeper's signature.
+    keepers: Vec<String>,
+    /// Shares that rebuild a secret.
+    threshold: usize,
 }
 
 fn init(cluster: &Path, name: &str, listen: &str) -> Result<ExitCode, Failure> {
@@ -89,6 +94,28 @@ fn init(cluster: &Path, name: &str, listen: &str) -> Result<ExitCode, Failure> {
     let root: [u8; 32] = obscura_tokens::keyfile::from_hex(root_hex.trim())
         .ok_or("the simulation root is not 64 hex digits")?;
     let root = SimulationRoot::from_secret_bytes(&root);
+    // The keepers' audit keys and threshold, from the cluster directory.
+    let mut keepers = Vec::new();
+    while let Ok(key) = std::fs::read_to_string(
+        cluster
+            .join(format!("keeper{}", keepers.len() + 1))
+            .join("audit-key.pub"),
+    ) {
+        keepers.push(key.trim().to_owned());
+    }
+    let client: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cluster.join("client.json")).map_err(|e| format!("client.json: {e}"))?,
+    )
+    .map_err(|e| format!("client.json: {e}"))?;
+    let threshold = client["keeper_threshold"].as_u64().unwrap_or(0) as usize;
+    if keepers.is_empty() || !(2..=keepers.len()).contains(&threshold) {
+        return Err(format!(
+            "{} holds {} keeper audit keys and a keeper threshold of {threshold}: not a cluster with keepers",
+            cluster.display(),
+            keepers.len()
+        )
+        .into());
+    }
     let dir = cluster.join("workers").join(name);
     if dir.exists() {
         return Err(format!("{} exists already", dir.display()).into());
@@ -103,6 +130,8 @@ fn init(cluster: &Path, name: &str, listen: &str) -> Result<ExitCode, Failure> {
         listen: listen.into(),
         attestation: AttestationSource::Simulation,
         platform: PathBuf::from("platform.secret"),
+        keepers,
+        threshold,
     };
     let path = dir.join("worker.json");
     obscura_cluster::files::write_atomic(
@@ -118,13 +147,22 @@ fn init(cluster: &Path, name: &str, listen: &str) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Secrets held at most at once, and the largest request taken.
+/// Secrets held at most at once, the largest request taken, how long a challenge this worker
+/// answered may be used for a delivery, and how many may wait.
 const MAX_HELD: usize = 64;
 const MAX_REQUEST: usize = 1 << 20;
+const CHALLENGE_S: u64 = 120;
+const MAX_CHALLENGES: usize = 1024;
 
 struct Worker {
     key: PartyKey,
     producer: Box<dyn Producer>,
+    keepers: Vec<ed25519_dalek::VerifyingKey>,
+    threshold: usize,
+    /// Challenges this worker made evidence for, until used or expired.
+    answered: Mutex<HashMap<[u8; 32], u64>>,
+    /// One report at a time (configfs-tsm and Gramine pass it through files).
+    making: tokio::sync::Semaphore,
     held: Mutex<HashMap<[u8; 16], Zeroizing<Vec<u8>>>>,
 }
 
@@ -132,6 +170,18 @@ async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
     let text = std::fs::read(config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config: WorkerConfig =
         serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let keepers = config
+        .keepers
+        .iter()
+        .map(|k| obscura_cluster::ed25519_key(k))
+        .collect::<Option<Vec<_>>>()
+        .filter(|k| (2..=32).contains(&k.len()) && (2..=k.len()).contains(&config.threshold))
+        .ok_or_else(|| {
+            format!(
+                "{}: keepers must be 2 to 32 Ed25519 keys, and the threshold between 2 and their number",
+                config_path.display()
+            )
+        })?;
     let producer: Box<dyn Producer> = match config.attestation {
         AttestationSource::Simulation => {
             let path = obscura_cluster::server::beside(config_path, &config.platform);
@@ -150,6 +200,10 @@ async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
     let worker = Arc::new(Worker {
         key: PartyKey::generate(&mut rand_core::OsRng),
         producer,
+        keepers,
+        threshold: config.threshold,
+        answered: Mutex::default(),
+        making: tokio::sync::Semaphore::new(1),
         held: Mutex::default(),
     });
     let app = Router::new()
@@ -180,6 +234,8 @@ async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+type Answer = Result<(StatusCode, String), (StatusCode, String)>;
+
 fn refuse(status: StatusCode, why: impl Into<String>) -> (StatusCode, String) {
     (status, why.into())
 }
@@ -191,16 +247,29 @@ fn now() -> u64 {
 }
 
 /// `POST /v1/evidence`: evidence binding this worker's key, the caller's context and nonce.
-async fn evidence(
-    State(w): State<Arc<Worker>>,
-    body: Bytes,
-) -> Result<(StatusCode, String), (StatusCode, String)> {
+async fn evidence(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
     let request: EvidenceRequest = serde_json::from_slice(&body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
     let nonce: [u8; 32] = obscura_tokens::keyfile::from_hex(&request.nonce)
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "nonce: 64 hex digits"))?;
     let context: [u8; 32] = obscura_tokens::keyfile::from_hex(&request.context)
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "context: 64 hex digits"))?;
+    {
+        let mut answered = w.answered.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now();
+        answered.retain(|_, expires| *expires > now);
+        if answered.len() >= MAX_CHALLENGES {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many challenges waiting; ask again later",
+            ));
+        }
+        answered.insert(nonce, now + CHALLENGE_S);
+    }
+    let _one = tokio::time::timeout(std::time::Duration::from_secs(2), w.making.acquire())
+        .await
+        .map_err(|_| refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; ask again"))?
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let data = binding::report_data(&Role::Worker, &w.key.public(), &context, &nonce);
     let w2 = w.clone();
     let evidence = tokio::task::spawn_blocking(move || w2.producer.evidence(&data, now()))
@@ -217,53 +286,50 @@ async fn evidence(
     ))
 }
 
-/// `POST /v1/deliver`: open every share sealed to this worker and rebuild the secret.
-async fn deliver(
-    State(w): State<Arc<Worker>>,
-    body: Bytes,
-) -> Result<(StatusCode, String), (StatusCode, String)> {
-    use sha2::Digest;
+/// `POST /v1/deliver`: check every share's keeper signature and challenge, open it, and
+/// rebuild the secret.
+async fn deliver(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
     let delivery: Delivery = serde_json::from_slice(&body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
     let id: [u8; 16] = obscura_tokens::keyfile::from_hex(&delivery.secret)
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "secret: 32 hex digits"))?;
-    if delivery.threshold < 2 || delivery.shares.len() < delivery.threshold {
+    let (m, t) = (w.keepers.len(), w.threshold);
+    if delivery.threshold != t || delivery.shares.len() < t || delivery.shares.len() > m {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "fewer shares than the threshold",
+            format!("need {t} to {m} shares under threshold {t}"),
         ));
     }
-    let mut shares = Vec::new();
-    for s in &delivery.shares {
-        let share = w
-            .key
-            .open(&binding::release_purpose(s.keeper, &id), &s.sealed)
-            .map_err(|e| {
-                refuse(
-                    StatusCode::BAD_REQUEST,
-                    format!("keeper {}'s share: {e}", s.keeper),
-                )
-            })?;
-        shares.push((s.keeper, share));
+    if w.held
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(&id)
+    {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            "this worker holds that secret already",
+        ));
     }
-    let rebuilt =
-        obscura_client::secrets::rebuild(&id, &shares, delivery.threshold).map_err(|_| {
-            refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "the shares do not rebuild a secret that passes its check",
-            )
-        })?;
+    let mut shares: Vec<(u8, Vec<u8>)> = Vec::new();
+    for s in &delivery.shares {
+        shares.push(open_share(&w, &id, s, &shares)?);
+    }
+    let rebuilt = obscura_client::secrets::rebuild(&id, &shares, t).map_err(|_| {
+        refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the shares do not rebuild a secret that passes its check",
+        )
+    })?;
     let received = Received {
         secret: delivery.secret.clone(),
         bytes: rebuilt.secret.len(),
-        sha256: obscura_tokens::keyfile::to_hex(&sha2::Sha256::digest(&rebuilt.secret[..])),
         liars: rebuilt.liars.clone(),
     };
     let mut held = w.held.lock().unwrap_or_else(|e| e.into_inner());
-    if held.len() >= MAX_HELD && !held.contains_key(&id) {
+    if held.len() >= MAX_HELD || held.contains_key(&id) {
         return Err(refuse(
             StatusCode::INSUFFICIENT_STORAGE,
-            "this worker holds as many secrets as it keeps",
+            "this worker holds as many secrets as it keeps, or this one already",
         ));
     }
     held.insert(id, rebuilt.secret);
@@ -271,4 +337,75 @@ async fn deliver(
         StatusCode::OK,
         serde_json::to_string(&received).expect("a receipt serialises"),
     ))
+}
+
+/// One delivered share, taken only if its keeper signed its release to this worker's key for a
+/// challenge this worker answered (each used once): nobody else can deliver it a secret of
+/// their own making.
+fn open_share(
+    w: &Worker,
+    id: &[u8; 16],
+    s: &obscura_client::release::SealedShare,
+    taken: &[(u8, Vec<u8>)],
+) -> Result<(u8, Vec<u8>), (StatusCode, String)> {
+    let keeper = s.keeper;
+    let Some(key) = usize::from(keeper)
+        .checked_sub(1)
+        .and_then(|i| w.keepers.get(i))
+    else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("no keeper {keeper}"),
+        ));
+    };
+    if taken.iter().any(|(k, _)| *k == keeper) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("keeper {keeper} twice"),
+        ));
+    }
+    let nonce: [u8; 32] = obscura_tokens::keyfile::from_hex(&s.nonce)
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "nonce: 64 hex digits"))?;
+    let signature: [u8; 64] = obscura_tokens::keyfile::from_hex(&s.signature)
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "signature: 128 hex digits"))?;
+    let statement = binding::release_statement(
+        keeper,
+        id,
+        &nonce,
+        &w.key.public(),
+        &s.sealed.enc,
+        &s.sealed.ciphertext,
+    );
+    key.verify_strict(
+        &statement,
+        &ed25519_dalek::Signature::from_bytes(&signature),
+    )
+    .map_err(|_| {
+        refuse(
+            StatusCode::FORBIDDEN,
+            format!("keeper {keeper}'s signature over its release does not verify"),
+        )
+    })?;
+    let fresh = w
+        .answered
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&nonce)
+        .is_some_and(|expires| expires > now());
+    if !fresh {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!("keeper {keeper}'s share answers no challenge this worker has open"),
+        ));
+    }
+    let share = w
+        .key
+        .open(&binding::release_purpose(keeper, id), &s.sealed)
+        .map_err(|e| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                format!("keeper {keeper}'s share: {e}"),
+            )
+        })?;
+    Ok((keeper, share))
 }

@@ -230,7 +230,7 @@ fn a_secret_with_a_release_policy_reaches_a_worker_of_this_build_and_not_another
     );
     assert!(!dir.join("x").exists());
 
-    // A worker of this build rebuilds it: the digest it reports is the file's.
+    // A worker of this build rebuilds it (its check passes), and says only its size.
     let url = format!("http://127.0.0.1:{port}");
     let out = obscura(&[
         "secret",
@@ -244,12 +244,31 @@ fn a_secret_with_a_release_policy_reaches_a_worker_of_this_build_and_not_another
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    use sha2::Digest;
-    let expected = hex(&sha2::Sha256::digest(
-        b"a token only attested workers may hold",
-    ));
-    assert_eq!(v["sha256"], expected.as_str(), "{v}");
+    assert_eq!(
+        v["bytes"],
+        b"a token only attested workers may hold".len(),
+        "{v}"
+    );
     assert_eq!(v["released_by"].as_array().unwrap().len(), 3, "{v}");
+    assert!(!text(&out).contains("a token only"), "{}", text(&out));
+
+    // Anyone on the worker's port can post a delivery; one the keepers did not sign is refused.
+    let shares: Vec<serde_json::Value> = [1, 2]
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "keeper": k, "nonce": "00".repeat(32),
+                "sealed": {"enc": "00".repeat(32), "ciphertext": "00".repeat(48)},
+                "signature": "00".repeat(64),
+            })
+        })
+        .collect();
+    // For the secret it holds: refused, it is not replaced.
+    let forged = serde_json::json!({"secret": id, "threshold": 2, "shares": shares});
+    assert_eq!(post_status(port, "/v1/deliver", &forged.to_string()), 409);
+    // For another: refused, the keepers' signatures do not verify.
+    let forged = serde_json::json!({"secret": "ab".repeat(16), "threshold": 2, "shares": shares});
+    assert_eq!(post_status(port, "/v1/deliver", &forged.to_string()), 403);
 
     // A worker of another build is refused by every keeper, and nothing reaches it.
     let url = format!("http://127.0.0.1:{}", port + 1);
@@ -292,6 +311,18 @@ fn a_secret_with_a_release_policy_reaches_a_worker_of_this_build_and_not_another
     drop(up);
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The HTTP status of a JSON POST to a worker on loopback.
+fn post_status(port: u16, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: worker\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

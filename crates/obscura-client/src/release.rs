@@ -33,13 +33,18 @@ pub struct EvidenceAnswer {
     pub evidence: obscura_attest::Evidence,
 }
 
-/// One keeper's share, sealed to the worker.
+/// One keeper's share, sealed to the worker, with the keeper's signature over the release.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SealedShare {
     /// The keeper.
     pub keeper: u8,
+    /// The challenge the keeper gave, which the worker answered (hex).
+    pub nonce: String,
     /// The sealed share.
     pub sealed: obscura_attest::seal::Sealed,
+    /// The keeper's audit-key signature over
+    /// [`release_statement`](obscura_attest::binding::release_statement) (hex).
+    pub signature: String,
 }
 
 /// The shares of a secret, handed to the worker.
@@ -53,15 +58,14 @@ pub struct Delivery {
     pub shares: Vec<SealedShare>,
 }
 
-/// What the worker says it received: never the secret, only its size and a digest.
+/// What the worker says it received: never the secret, nor a digest of it (a low-entropy
+/// secret could be guessed from one); only its size, its check having passed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Received {
     /// The secret's id (hex).
     pub secret: String,
     /// Its size in bytes.
     pub bytes: usize,
-    /// SHA-256 of the secret (hex), for its owner to compare.
-    pub sha256: String,
     /// Keepers whose shares did not lie on the rebuilt secret.
     pub liars: Vec<u8>,
 }
@@ -168,9 +172,12 @@ impl Client {
                     keeper,
                     enc,
                     ciphertext,
+                    signature,
                 }) if keeper == j => shares.push(SealedShare {
                     keeper,
+                    nonce: to_hex(&nonce),
                     sealed: obscura_attest::seal::Sealed { enc, ciphertext },
+                    signature: to_hex(&signature),
                 }),
                 Ok(ResponseBody::Released { keeper, .. }) => failures.push(KeeperFailure {
                     keeper: j,

@@ -1687,12 +1687,72 @@ async fn a_released_share_goes_only_to_the_appraised_worker_key_never_to_a_modif
         keeper: 1,
         enc,
         ciphertext,
+        signature,
     } = answer
     else {
         panic!("not released: {answer:?}")
     };
+    // Signed by keeper 1's audit key, for this worker's key and challenge.
+    let audit = std::fs::read_to_string(c.dir.join("keeper1/audit-key.pub")).unwrap();
+    let audit = obscura_cluster::ed25519_key(audit.trim()).unwrap();
+    let statement = binding::release_statement(1, &id, &nonce, &worker.public(), &enc, &ciphertext);
+    audit
+        .verify_strict(
+            &statement,
+            &ed25519_dalek::Signature::from_slice(&signature).unwrap(),
+        )
+        .unwrap();
     let sealed = obscura_attest::seal::Sealed { enc, ciphertext };
     let purpose = binding::release_purpose(1, &id);
     assert!(!worker.open(&purpose, &sealed).unwrap().is_empty());
     assert!(mine.open(&purpose, &sealed).is_err());
+
+    // An older challenge, replaced by a newer one, does not release.
+    let old = challenge(ask(&c, &mut ch, KeeperBody::ReleaseStart { id }).await);
+    let _newer = challenge(ask(&c, &mut ch, KeeperBody::ReleaseStart { id }).await);
+    let answer = ask(
+        &c,
+        &mut ch,
+        KeeperBody::ReleaseFinish {
+            id,
+            nonce: old,
+            party_key: worker.public(),
+            evidence: evidence(&worker.public(), 1, &old, &measurement),
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            &answer,
+            ResponseBody::Error {
+                code: ErrorCode::Rejected,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+
+    // A policy trusting the user's own simulation root, or debug, is refused when stored.
+    let mine_root = SimulationRoot::generate(&mut OsRng);
+    let mut own = policy.clone();
+    own.simulation_roots = vec![obscura_tokens::keyfile::to_hex(&mine_root.public())];
+    let refused = c
+        .client
+        .secret_put_released("mine", b"x", "import", &own)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("a simulation root other than the cluster's"),
+        "{refused}"
+    );
+    let mut debug = policy.clone();
+    debug.allow_debug = true;
+    let refused = c
+        .client
+        .secret_put_released("dbg", b"x", "import", &debug)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("debug"), "{refused}");
 }

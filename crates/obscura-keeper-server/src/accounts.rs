@@ -147,7 +147,12 @@ struct StoredSecretBefore {
 impl StoredSecret {
     fn decode(bytes: &[u8]) -> Result<StoredSecret, postcard::Error> {
         postcard::from_bytes(bytes).or_else(|_| {
-            postcard::from_bytes::<StoredSecretBefore>(bytes).map(|b| StoredSecret {
+            // Only a record that is exactly an older one, nothing left over.
+            let (b, rest) = postcard::take_from_bytes::<StoredSecretBefore>(bytes)?;
+            if !rest.is_empty() {
+                return Err(postcard::Error::DeserializeBadEncoding);
+            }
+            Ok(StoredSecret {
                 name: b.name,
                 signing: b.signing,
                 created: b.created,
@@ -159,12 +164,27 @@ impl StoredSecret {
     }
 }
 
-/// A release challenge for (user, secret): its nonce and when it expires.
-type Challenge = ([u8; 32], u64);
+/// A release challenge: its user, its nonce and when it expires.
+type Challenge = (Handle, [u8; 32], u64);
 
-/// How long a release challenge holds, seconds, and how many are open at once.
+/// Whose release challenge: (session, secret).
+type ChallengeKey = ([u8; 16], [u8; 16]);
+
+/// How long a release challenge holds, seconds, and how many are open at once, in all and per
+/// user.
 const RELEASE_CHALLENGE_S: u64 = 60;
 const MAX_RELEASE_CHALLENGES: usize = 4096;
+const MAX_RELEASE_CHALLENGES_PER_USER: usize = 16;
+
+/// Longest refusal reason recorded in the audit log and the user's trail.
+const MAX_REASON: usize = 160;
+
+fn bounded(reason: &str) -> String {
+    match reason.char_indices().nth(MAX_REASON) {
+        Some((at, _)) => format!("{}…", &reason[..at]),
+        None => reason.to_owned(),
+    }
+}
 
 struct Session {
     channel: Mutex<Channel>,
@@ -306,6 +326,9 @@ pub(crate) struct Setup {
     pub(crate) bootstrap: [u8; 32],
     /// Allowed clock skew, seconds.
     pub(crate) window: u64,
+    /// The simulation root of this keeper's own simulated platform, when it attests with the
+    /// simulation backend: the only root a release policy may trust (`None`: no simulation).
+    pub(crate) simulation_root: Option<[u8; 32]>,
 }
 
 /// Users, sessions and their in-memory state at one keeper.
@@ -335,8 +358,9 @@ pub(crate) struct Accounts {
     nonces: Mutex<HashMap<SessionKey, SigningNonces>>,
     /// Capability-signing nonces committed, by session, used once.
     capability_nonces: Mutex<HashMap<[u8; 16], SigningNonces>>,
-    /// Release challenges given out, each used once.
-    releases: Mutex<HashMap<(Handle, [u8; 16]), Challenge>>,
+    /// Release challenges given out, by (session, secret), each used once.
+    releases: Mutex<HashMap<ChallengeKey, Challenge>>,
+    simulation_root: Option<[u8; 32]>,
     /// Sessions opened so far.
     opened: std::sync::atomic::AtomicU64,
 }
@@ -447,6 +471,7 @@ impl Accounts {
             nonces: Mutex::default(),
             capability_nonces: Mutex::default(),
             releases: Mutex::default(),
+            simulation_root: setup.simulation_root,
             opened: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -1394,7 +1419,7 @@ impl Accounts {
     /// and the challenge this keeper gave for it, if the secret's release policy accepts the
     /// worker: the share sealed to that key. Releases and refusals are recorded.
     #[allow(clippy::too_many_arguments)]
-    fn release(
+    pub(crate) fn release(
         &self,
         store: &KeeperStore,
         caller: &Caller,
@@ -1402,15 +1427,17 @@ impl Accounts {
         nonce: &[u8; 32],
         party_key: &[u8; 32],
         evidence: &[u8],
+        signer: &ed25519_dalek::SigningKey,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         let given = self
             .releases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(caller.user, *id));
+            .remove(&(caller.session, *id));
         match given {
-            Some((n, expires)) if bool::from(n.ct_eq(nonce)) && expires > now => {}
+            Some((user, n, expires))
+                if user == caller.user && bool::from(n.ct_eq(nonce)) && expires > now => {}
             _ => {
                 return Err(error(
                     ErrorCode::Rejected,
@@ -1425,7 +1452,7 @@ impl Accounts {
                 "this secret has no release policy",
             ));
         };
-        let policy = release_policy(policy)?;
+        let policy = self.release_policy(policy)?;
         let appraised = obscura_attest::Evidence::from_json(evidence).and_then(|evidence| {
             obscura_attest::Verifier::new().appraise_party(
                 &evidence,
@@ -1443,7 +1470,7 @@ impl Accounts {
                 self.record_as(
                     store,
                     caller,
-                    &format!("secret release refused: {refusal}"),
+                    &bounded(&format!("secret release refused: {refusal}")),
                     Some(*id),
                     false,
                     now,
@@ -1472,11 +1499,55 @@ impl Accounts {
             Some(*id),
             now,
         )?;
+        let statement = obscura_attest::binding::release_statement(
+            self.keeper,
+            id,
+            nonce,
+            party_key,
+            &sealed.enc,
+            &sealed.ciphertext,
+        );
         Ok(ResponseBody::Released {
             keeper: self.keeper,
+            signature: ed25519_dalek::Signer::sign(signer, &statement)
+                .to_bytes()
+                .to_vec(),
             enc: sealed.enc,
             ciphertext: sealed.ciphertext,
         })
+    }
+
+    /// A release policy as stored: JSON that parses as an attestation policy and stays within
+    /// what this keeper allows any policy: no debug, and simulation only in a cluster that
+    /// attests with it, under its own simulation root (a user's own root would let the user
+    /// make evidence for any worker it likes, itself included).
+    fn release_policy(&self, bytes: &[u8]) -> Result<obscura_attest::Policy, ResponseBody> {
+        let bad = |why: &str| error(ErrorCode::BadRequest, format!("release policy: {why}"));
+        let policy = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| obscura_attest::Policy::from_json(text).ok())
+            .ok_or_else(|| bad("not a valid attestation policy"))?;
+        if policy.allow_debug {
+            return Err(bad(
+                "it allows debug environments, whose memory their host reads",
+            ));
+        }
+        if policy.allow_simulation || !policy.simulation_roots.is_empty() {
+            let Some(own) = self.simulation_root else {
+                return Err(bad(
+                    "this cluster does not attest with the simulation backend",
+                ));
+            };
+            let own = hex(&own);
+            if policy
+                .simulation_roots
+                .iter()
+                .any(|r| !r.eq_ignore_ascii_case(&own))
+            {
+                return Err(bad("it trusts a simulation root other than the cluster's"));
+            }
+        }
+        Ok(policy)
     }
 
     /// The user-secret and signing operations of a session.
@@ -1522,7 +1593,7 @@ impl Accounts {
                     "import" => "secret import (released to attested workers only)",
                     _ => return Err(error(ErrorCode::BadRequest, "origin: generate or import")),
                 };
-                release_policy(policy)?;
+                self.release_policy(policy)?;
                 let secret = StoredSecret {
                     name: name.clone(),
                     signing: false,
@@ -1548,22 +1619,24 @@ impl Accounts {
                     .unwrap_or_else(|e| e.into_inner())
                     .fill_bytes(&mut nonce);
                 let mut open = self.releases.lock().unwrap_or_else(|e| e.into_inner());
-                open.retain(|_, (_, expires)| *expires > now);
-                if open.len() >= MAX_RELEASE_CHALLENGES {
+                open.retain(|_, (_, _, expires)| *expires > now);
+                let mine = open.values().filter(|(u, _, _)| *u == caller.user).count();
+                if open.len() >= MAX_RELEASE_CHALLENGES || mine >= MAX_RELEASE_CHALLENGES_PER_USER {
                     return Err(error(
                         ErrorCode::RateLimited,
                         "too many releases under way; try again in a minute",
                     ));
                 }
-                open.insert((caller.user, *id), (nonce, now + RELEASE_CHALLENGE_S));
+                open.insert(
+                    (caller.session, *id),
+                    (caller.user, nonce, now + RELEASE_CHALLENGE_S),
+                );
                 Ok(ResponseBody::ReleaseChallenge { nonce })
             }
-            KeeperBody::ReleaseFinish {
-                id,
-                nonce,
-                party_key,
-                evidence,
-            } => self.release(store, caller, id, nonce, party_key, evidence, now),
+            KeeperBody::ReleaseFinish { .. } => Err(error(
+                ErrorCode::Internal,
+                "a release is finished by the keeper itself (it signs it)",
+            )),
             KeeperBody::SecretGet { id, export } => {
                 let secret = self.secret(store, &caller.user, id)?;
                 if secret.signing {
@@ -1825,19 +1898,6 @@ impl Accounts {
 
 /// Hazard tests of the account service alone: no TLS, no sockets, no sleeping. The clock is the
 /// `now` each call takes and the randomness a seeded generator, so every step is exact.
-/// A release policy as stored: JSON that parses as an attestation policy.
-fn release_policy(bytes: &[u8]) -> Result<obscura_attest::Policy, ResponseBody> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|text| obscura_attest::Policy::from_json(text).ok())
-        .ok_or_else(|| {
-            error(
-                ErrorCode::BadRequest,
-                "the release policy is not a valid policy",
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1889,6 +1949,7 @@ mod tests {
                 quotas: Quotas::default(),
                 bootstrap: bootstrap_digest(&CODE),
                 window: 120,
+                simulation_root: None,
             },
             ServerKeys::random(&mut rng),
             vault,

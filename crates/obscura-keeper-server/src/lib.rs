@@ -535,10 +535,24 @@ impl KeeperState {
                     .map_err(store_error)?;
                 Ok(ResponseBody::Checkpointed { seq })
             }
+            KeeperBody::ReleaseFinish {
+                id,
+                nonce,
+                party_key,
+                evidence,
+            } => a.release(
+                &self.store,
+                caller,
+                id,
+                nonce,
+                party_key,
+                evidence,
+                &self.audit_key,
+                now,
+            ),
             KeeperBody::SecretPut { .. }
             | KeeperBody::SecretPutReleased { .. }
             | KeeperBody::ReleaseStart { .. }
-            | KeeperBody::ReleaseFinish { .. }
             | KeeperBody::SecretGet { .. }
             | KeeperBody::SecretDelete { .. }
             | KeeperBody::SecretList
@@ -846,6 +860,18 @@ pub async fn serve(
                 quotas: c.quotas,
                 bootstrap: keeper.bootstrap,
                 window: c.replay_window_s,
+                simulation_root: keeper
+                    .sealed_extra
+                    .simulated_platform
+                    .as_ref()
+                    .filter(|_| {
+                        c.attestation
+                            == Some(obscura_cluster::attestation::AttestationSource::Simulation)
+                    })
+                    .and_then(|p| {
+                        obscura_attest::sim::SimulatedPlatform::from_file(p.as_bytes()).ok()
+                    })
+                    .map(|p| p.root()),
             },
             keeper.opaque,
             keeper.vault,

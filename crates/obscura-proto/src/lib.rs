@@ -1553,6 +1553,9 @@ pub enum ResponseBody {
         enc: Vec<u8>,
         /// The sealed share.
         ciphertext: Vec<u8>,
+        /// The keeper's audit-key signature over the release
+        /// (`obscura_attest::binding::release_statement`).
+        signature: Vec<u8>,
     },
     /// A server's attestation evidence ([`NodeBody::Evidence`], [`KeeperBody::Evidence`]).
     Evidence {
