@@ -157,8 +157,9 @@ impl Init {
                 "created cluster {d} ({threshold}-of-{nodes}): {availability}\n\
                  start it with: {start}\n\
                  then make its first account (the admin) with: obscura register --cluster {d} --user NAME\n\
-                 {d}/owner holds the data owner's key: give a copy of {d} without it to users who \
-                 only search",
+                 {d}/owner holds the data owner's key: give a copy of {d} without it (nor \
+                 simulation-root.secret, which vouches for servers) to users who only search\n\
+                 servers attest with the SIMULATION backend (no TEE here): see {d}/attestation-policy.json",
                 d = dir.display(),
             );
         Ok(ExitCode::SUCCESS)

@@ -48,11 +48,18 @@ fn a_node_running_a_modified_build_is_refused_named_and_not_used() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
-
-    let status = obscura(&["status", "--cluster", cluster]);
-    assert!(!status.status.success(), "{}", text(&status));
-    let said = text(&status);
+    // Up once it answers (it measures its executable first, which takes a while under load).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let said = loop {
+        let status = obscura(&["status", "--cluster", cluster]);
+        assert!(!status.status.success(), "{}", text(&status));
+        let said = text(&status);
+        if !said.contains("node 3: not used: unreachable") {
+            break said;
+        }
+        assert!(std::time::Instant::now() < deadline, "{said}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert!(
         said.contains(
             "node 3 (misbehaved): not used: refused by the attestation policy: measurement"

@@ -240,9 +240,12 @@ fn querier_with_a_copy_of_the_directory_without_the_owner_key(
     assert!(out.status.success(), "{}", text(&out));
     let hers = dir.join("ana");
     std::fs::create_dir_all(hers.join("client")).unwrap();
+    // What a user's copy needs: the client's files and the policy servers are appraised under
+    // (not the owner key, nor the simulation root).
     for f in [
         "client.json",
         "ca.pem",
+        "attestation-policy.json",
         "client/cert.pem",
         "client/secrets.sealed",
         "client/wrapping.key",
