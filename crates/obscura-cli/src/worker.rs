@@ -95,22 +95,19 @@ fn init(cluster: &Path, name: &str, listen: &str) -> Result<ExitCode, Failure> {
         .ok_or("the simulation root is not 64 hex digits")?;
     let root = SimulationRoot::from_secret_bytes(&root);
     // The keepers' audit keys and threshold, from the cluster directory.
-    let mut keepers = Vec::new();
-    while let Ok(key) = std::fs::read_to_string(
-        cluster
-            .join(format!("keeper{}", keepers.len() + 1))
-            .join("audit-key.pub"),
-    ) {
-        keepers.push(key.trim().to_owned());
-    }
-    let client: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(cluster.join("client.json")).map_err(|e| format!("client.json: {e}"))?,
-    )
-    .map_err(|e| format!("client.json: {e}"))?;
-    let threshold = client["keeper_threshold"].as_u64().unwrap_or(0) as usize;
-    if keepers.is_empty() || !(2..=keepers.len()).contains(&threshold) {
+    let client = obscura_client::config::read_config(cluster).map_err(|e| e.to_string())?;
+    let threshold = usize::from(client.keeper_threshold);
+    let keepers = (1..=client.keepers.len())
+        .map(|j| {
+            let path = cluster.join(format!("keeper{j}")).join("audit-key.pub");
+            std::fs::read_to_string(&path)
+                .map(|k| k.trim().to_owned())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !(2..=keepers.len()).contains(&threshold) {
         return Err(format!(
-            "{} holds {} keeper audit keys and a keeper threshold of {threshold}: not a cluster with keepers",
+            "{} has {} keepers and a keeper threshold of {threshold}: not a cluster with keepers",
             cluster.display(),
             keepers.len()
         )

@@ -361,6 +361,8 @@ pub(crate) struct Accounts {
     /// Release challenges given out, by (session, secret), each used once.
     releases: Mutex<HashMap<ChallengeKey, Challenge>>,
     simulation_root: Option<[u8; 32]>,
+    /// Pinned roots parsed once, for appraising workers.
+    verifier: obscura_attest::Verifier,
     /// Sessions opened so far.
     opened: std::sync::atomic::AtomicU64,
 }
@@ -472,6 +474,7 @@ impl Accounts {
             capability_nonces: Mutex::default(),
             releases: Mutex::default(),
             simulation_root: setup.simulation_root,
+            verifier: obscura_attest::Verifier::new(),
             opened: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -1454,7 +1457,7 @@ impl Accounts {
         };
         let policy = self.release_policy(policy)?;
         let appraised = obscura_attest::Evidence::from_json(evidence).and_then(|evidence| {
-            obscura_attest::Verifier::new().appraise_party(
+            self.verifier.appraise_party(
                 &evidence,
                 &policy,
                 &obscura_attest::Role::Worker,

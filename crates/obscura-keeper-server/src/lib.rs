@@ -861,17 +861,9 @@ pub async fn serve(
                 bootstrap: keeper.bootstrap,
                 window: c.replay_window_s,
                 simulation_root: keeper
-                    .sealed_extra
-                    .simulated_platform
+                    .attester
                     .as_ref()
-                    .filter(|_| {
-                        c.attestation
-                            == Some(obscura_cluster::attestation::AttestationSource::Simulation)
-                    })
-                    .and_then(|p| {
-                        obscura_attest::sim::SimulatedPlatform::from_file(p.as_bytes()).ok()
-                    })
-                    .map(|p| p.root()),
+                    .and_then(obscura_server::attest::Attester::simulation_root),
             },
             keeper.opaque,
             keeper.vault,

@@ -22,6 +22,8 @@ pub struct Attester {
     /// One report at a time: configfs-tsm and Gramine take the report data and give the report
     /// through files, which concurrent requests would mix up.
     making: std::sync::Mutex<()>,
+    /// The root that endorsed its simulated platform, with the simulation backend.
+    simulation_root: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Attester {
@@ -47,6 +49,7 @@ impl Attester {
         seat: u8,
         cluster: &[u8],
     ) -> Result<Option<Attester>, Error> {
+        let mut simulation_root = None;
         let producer: Box<dyn Producer> = match source {
             None => return Ok(None),
             Some(AttestationSource::Simulation) => {
@@ -60,6 +63,7 @@ impl Attester {
                 let measurement = producer::own_measurement().map_err(|e| {
                     Error::config(config, format!("cannot measure this executable: {e}"))
                 })?;
+                simulation_root = Some(platform.root());
                 Box::new(Simulated::new(platform, measurement))
             }
             Some(AttestationSource::ConfigfsTsm) => Box::new(ConfigfsTsm::new()),
@@ -72,7 +76,14 @@ impl Attester {
             key: PartyKey::generate(&mut rand_core::OsRng),
             producer,
             making: std::sync::Mutex::new(()),
+            simulation_root,
         }))
+    }
+
+    /// The simulation root that endorsed this server's platform, when it attests with the
+    /// simulation backend.
+    pub fn simulation_root(&self) -> Option<[u8; 32]> {
+        self.simulation_root
     }
 
     /// The server's HPKE key, to open what is sealed to it.
