@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha384};
+use zeroize::Zeroizing;
 
 use crate::sim::SimulatedPlatform;
 use crate::{Evidence, Platform};
@@ -31,7 +32,33 @@ pub trait Producer: Send + Sync {
     /// # Errors
     /// [`ProduceError`] when the platform's interface is absent or answers something else.
     fn evidence(&self, report_data: &[u8; 64], now: u64) -> Result<Evidence, ProduceError>;
+
+    /// A key for `purpose` that only this platform, running the measured code it runs now, can
+    /// derive: what a party seals its long-term secrets under, so that another build on the same
+    /// machine, or the same files on another machine, cannot open them.
+    ///
+    /// # Errors
+    /// [`ProduceError::NoSealing`] where the platform has no such key (TDX, and SNP through
+    /// configfs-tsm); [`ProduceError`] when the interface is absent or refuses.
+    fn sealing_key(&self, purpose: &[u8]) -> Result<Zeroizing<[u8; 32]>, ProduceError> {
+        let _ = purpose;
+        Err(ProduceError::NoSealing(format!(
+            "{} through this interface gives no sealing key",
+            self.platform()
+        )))
+    }
 }
+
+/// The sealing key for `purpose` from a platform's key material `ikm`.
+fn derive_sealing_key(ikm: &[u8], purpose: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(SEALING_SALT), ikm)
+        .expand(purpose, &mut *key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    key
+}
+
+const SEALING_SALT: &[u8] = b"obscura sealing key v1";
 
 /// Why a producer could not make evidence.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +75,9 @@ pub enum ProduceError {
     /// The interface answered in a way the producer does not understand.
     #[error("{0}")]
     Unexpected(String),
+    /// The platform derives no sealing key ([`Producer::sealing_key`]).
+    #[error("{0}")]
+    NoSealing(String),
 }
 
 fn unavailable(path: &Path) -> impl FnOnce(std::io::Error) -> ProduceError + '_ {
@@ -244,6 +274,24 @@ impl Producer for SevGuest {
             chain: None,
         })
     }
+
+    /// `SNP_GET_DERIVED_KEY` from the VCEK root, mixing in the launch measurement and the guest
+    /// policy (message version 1, which takes no launch mitigation vector). Written to AMD's
+    /// interface through `sev`; not run here, for want of the hardware.
+    fn sealing_key(&self, purpose: &[u8]) -> Result<Zeroizing<[u8; 32]>, ProduceError> {
+        use sev::firmware::guest::{DerivedKey, GuestFieldSelect};
+        let path = Path::new("/dev/sev-guest");
+        let mut firmware = sev::firmware::guest::Firmware::open().map_err(unavailable(path))?;
+        let mut fields = GuestFieldSelect::default();
+        fields.set_measurement(true);
+        fields.set_guest_policy(true);
+        let root = Zeroizing::new(
+            firmware
+                .get_derived_key(Some(1), DerivedKey::new(false, fields, 0, 0, 0, None))
+                .map_err(|e| ProduceError::Unexpected(format!("SNP_GET_DERIVED_KEY: {e}")))?,
+        );
+        Ok(derive_sealing_key(&*root, purpose))
+    }
 }
 
 /// SGX inside Gramine: write `user_report_data`, read `quote` from `/dev/attestation`.
@@ -295,6 +343,21 @@ impl Producer for Gramine {
             collateral: None,
         })
     }
+
+    /// Gramine's MRENCLAVE-bound sealing key, `/dev/attestation/keys/_sgx_mrenclave` (EGETKEY
+    /// with the enclave's measurement: another enclave build derives another key).
+    fn sealing_key(&self, purpose: &[u8]) -> Result<Zeroizing<[u8; 32]>, ProduceError> {
+        let path = self.dir.join("keys").join("_sgx_mrenclave");
+        let root = Zeroizing::new(std::fs::read(&path).map_err(unavailable(&path))?);
+        if root.len() != 16 {
+            return Err(ProduceError::Unexpected(format!(
+                "{}: {} bytes, not a 128-bit SGX key",
+                path.display(),
+                root.len()
+            )));
+        }
+        Ok(derive_sealing_key(&root, purpose))
+    }
 }
 
 /// The simulation backend: evidence for a fixed measurement, normally [`own_measurement`].
@@ -327,5 +390,19 @@ impl Producer for Simulated {
         Ok(self
             .platform
             .evidence(&self.measurement, report_data, false, now))
+    }
+
+    /// Derived from the simulated platform's key and the measurement, as hardware derives its
+    /// from a fused secret and the measurement. Anyone holding the platform file can derive it
+    /// for any measurement: like all of the simulation, it protects nothing.
+    fn sealing_key(&self, purpose: &[u8]) -> Result<Zeroizing<[u8; 32]>, ProduceError> {
+        let ikm = Zeroizing::new(
+            [
+                self.platform.sealing_secret().as_slice(),
+                self.measurement.as_slice(),
+            ]
+            .concat(),
+        );
+        Ok(derive_sealing_key(&ikm, purpose))
     }
 }

@@ -124,6 +124,12 @@ impl SimulatedPlatform {
         self.root
     }
 
+    /// The platform's secret from which its sealing keys derive (the producer mixes in the
+    /// measurement).
+    pub(crate) fn sealing_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.key.to_bytes())
+    }
+
     /// The file form, JSON (secret).
     pub fn to_file(&self) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(

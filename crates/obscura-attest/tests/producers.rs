@@ -138,4 +138,76 @@ fn sev_guest_without_the_device_says_it_is_unavailable() {
     let err = SevGuest.evidence(&[0; 64], 0).unwrap_err();
     assert!(matches!(err, ProduceError::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("/dev/sev-guest"));
+    let err = SevGuest.sealing_key(b"token shares").unwrap_err();
+    assert!(matches!(err, ProduceError::Unavailable { .. }), "{err}");
+}
+
+#[test]
+fn gramine_sealing_keys_follow_the_enclave_key_and_the_purpose() {
+    let dir = tempdir::Dir::new();
+    let gramine = Gramine::at(dir.path());
+    // No key file: the interface is absent, and said so.
+    assert!(matches!(
+        gramine.sealing_key(b"token shares"),
+        Err(ProduceError::Unavailable { .. })
+    ));
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let key_file = dir.path().join("keys/_sgx_mrenclave");
+    std::fs::write(&key_file, [1u8; 16]).unwrap();
+    let first = gramine.sealing_key(b"token shares").unwrap();
+    assert_eq!(*first, *gramine.sealing_key(b"token shares").unwrap());
+    assert_ne!(*first, *gramine.sealing_key(b"another purpose").unwrap());
+    // Another enclave build: EGETKEY gives another MRENCLAVE key, and so another sealing key.
+    std::fs::write(&key_file, [2u8; 16]).unwrap();
+    assert_ne!(*first, *gramine.sealing_key(b"token shares").unwrap());
+    std::fs::write(&key_file, [2u8; 15]).unwrap();
+    assert!(matches!(
+        gramine.sealing_key(b"token shares"),
+        Err(ProduceError::Unexpected(_))
+    ));
+}
+
+#[test]
+fn configfs_tsm_gives_no_sealing_key_and_says_so() {
+    let dir = fake_tsm_entry("tdx_guest", b"a TDX quote", None);
+    let tsm = ConfigfsTsm::at(dir.path(), "obscura");
+    assert!(matches!(
+        tsm.sealing_key(b"token shares"),
+        Err(ProduceError::NoSealing(_))
+    ));
+}
+
+#[test]
+fn a_simulated_sealing_key_changes_with_the_measurement_and_the_platform() {
+    use obscura_attest::producer::Simulated;
+    use obscura_attest::sim::{SimulatedPlatform, SimulationRoot};
+    let mut rng = rand_core::OsRng;
+    let root = SimulationRoot::generate(&mut rng);
+    let file = root.issue("keeper 1", &mut rng).to_file();
+    let other = root.issue("keeper 1", &mut rng).to_file();
+    let producer = |file: &[u8], measurement: u8| {
+        Simulated::new(
+            SimulatedPlatform::from_file(file).unwrap(),
+            [measurement; 48],
+        )
+    };
+    let key = producer(&file, 1).sealing_key(b"token shares").unwrap();
+    // The same platform and build after a restart derive the same key, for this purpose only.
+    assert_eq!(
+        *key,
+        *producer(&file, 1).sealing_key(b"token shares").unwrap()
+    );
+    assert_ne!(
+        *key,
+        *producer(&file, 1).sealing_key(b"another purpose").unwrap()
+    );
+    // Another build on the same platform, and the same build on another platform.
+    assert_ne!(
+        *key,
+        *producer(&file, 2).sealing_key(b"token shares").unwrap()
+    );
+    assert_ne!(
+        *key,
+        *producer(&other, 1).sealing_key(b"token shares").unwrap()
+    );
 }
