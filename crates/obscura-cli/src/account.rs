@@ -319,6 +319,11 @@ pub async fn register(dir: &Path, user: &str, roles: &[String]) -> Result<ExitCo
                 )
             })?;
             let pw = password(&format!("new password for {user}"))?;
+            // The cluster's set-up ends here: the keepers take their token-key shares first.
+            let provisioned = crate::cluster::provision(dir, &client).await?;
+            if !provisioned.is_empty() {
+                crate::cluster::report_provision(dir, &provisioned);
+            }
             client.register_first(user, pw.as_bytes(), *code).await?;
             println!(
                 "registered {user} with every keeper: the first account, the cluster's admin \

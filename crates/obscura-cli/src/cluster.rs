@@ -12,6 +12,20 @@ use crate::error::Failure;
 pub(crate) enum ClusterCommand {
     /// Make node configurations, TLS material and keys (sealed) in a new directory.
     Init(Init),
+    /// Deliver each keeper its token-key shares, once its evidence is appraised under the
+    /// cluster's attestation policy: sealed to the key the evidence binds, with the data owner's
+    /// signed order. A keeper refused, or down, is sent nothing; its shares stay waiting in
+    /// DIR/owner/provision.sealed for the next run. The first `obscura register` does this too.
+    ///
+    /// Example: `obscura cluster provision --cluster DIR`
+    Provision {
+        /// The cluster directory (with the data owner's folder).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run every node and keeper of DIR as a child process until interrupted.
     #[cfg(feature = "lab")]
     Up {
@@ -95,6 +109,31 @@ impl ClusterCommand {
     pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
         match self {
             ClusterCommand::Init(init) => init.run(),
+            ClusterCommand::Provision { cluster, json } => {
+                let client = crate::client(&cluster)?;
+                let outcome = provision(&cluster, &client).await?;
+                let waiting = outcome.iter().filter(|(_, r)| r.is_err()).count();
+                if json {
+                    let keepers: Vec<_> = outcome
+                        .iter()
+                        .map(|(j, r)| match r {
+                            Ok(()) => serde_json::json!({"keeper": j, "provisioned": true}),
+                            Err(f) => serde_json::json!({
+                                "keeper": j, "provisioned": false, "reason": f.to_string(),
+                                "misbehaved": f.is_misbehaviour(),
+                            }),
+                        })
+                        .collect();
+                    println!("{}", serde_json::json!({ "keepers": keepers }));
+                } else {
+                    report_provision(&cluster, &outcome);
+                }
+                Ok(if waiting == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
             #[cfg(feature = "lab")]
             ClusterCommand::Up { dir } => crate::lab::cluster_up(&dir).await,
         }
@@ -163,5 +202,45 @@ impl Init {
                 d = dir.display(),
             );
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Deliver the token-key shares waiting in `dir` to their keepers.
+pub(crate) async fn provision(
+    dir: &std::path::Path,
+    client: &obscura_client::Client,
+) -> Result<Vec<(u8, Result<(), obscura_client::Fault>)>, Failure> {
+    Ok(obscura_client::config::provision_waiting(dir, client).await?)
+}
+
+/// What [`provision`] did, for people.
+pub(crate) fn report_provision(
+    dir: &std::path::Path,
+    outcome: &[(u8, Result<(), obscura_client::Fault>)],
+) {
+    if outcome.is_empty() {
+        println!("no token-key shares wait here: every keeper took its own");
+    }
+    for (keeper, r) in outcome {
+        match r {
+            Ok(()) => println!(
+                "keeper {keeper}: appraised, and took its token-key shares (sealed to its \
+                 attested key; it keeps them bound to its build)"
+            ),
+            Err(f) => {
+                let culprit = if f.is_misbehaviour() {
+                    " (misbehaved)"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "keeper {keeper}{culprit}: did not take its token-key shares: {f}; they wait \
+                     in {}/{}: run `obscura cluster provision --cluster {}` once it is fixed",
+                    dir.display(),
+                    obscura_cluster::provision::PROVISION_FILE,
+                    dir.display()
+                );
+            }
+        }
     }
 }

@@ -68,6 +68,13 @@ impl Status {
         }
         for (keeper, s) in client.keeper_status().await {
             match s {
+                // Up and waiting for its shares: not a fault of the cluster's servers.
+                Ok(s) if s.key_versions.is_empty() => {
+                    println!(
+                        "keeper {keeper}: up, but holds no token-key share yet: the data owner \
+                         delivers them once it is appraised (`obscura cluster provision`)"
+                    );
+                }
                 Ok(s) => println!(
                     "keeper {keeper}: up, key versions {:?}, {} audit entries",
                     s.key_versions, s.audit_entries

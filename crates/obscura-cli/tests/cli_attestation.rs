@@ -333,3 +333,120 @@ fn post_status(port: u16, path: &str, body: &str) -> u16 {
     s.read_to_string(&mut answer).unwrap();
     answer.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// Start keeper `keeper` of `dir` from `binary`.
+fn keeper(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    keeper: u8,
+    stderr: Stdio,
+) -> std::process::Child {
+    Command::new(binary)
+        .args(["keeper", "run"])
+        .arg(dir.join(format!("keeper{keeper}")).join("keeper.json"))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// `obscura cluster provision --json`: whether it succeeded, and each keeper's entry.
+fn provision(cluster: &str) -> (bool, Vec<serde_json::Value>) {
+    let out = obscura(&["cluster", "provision", "--cluster", cluster, "--json"]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("not JSON: {}", text(&out)));
+    (
+        out.status.success(),
+        json["keepers"].as_array().unwrap().clone(),
+    )
+}
+
+#[test]
+fn token_key_shares_reach_only_keepers_of_this_build_and_stay_bound_to_it() {
+    let dir = init_cluster("provision");
+    let cluster = dir.to_str().unwrap();
+    let waiting = dir.join("owner").join("provision.sealed");
+    assert!(waiting.exists(), "the dealt shares wait at the data owner");
+    let up = up(&dir);
+
+    // Keeper 2's operator runs another build from the start, with the keeper's own files.
+    stop_keeper(&dir, 2, "TERM");
+    let modified = modified_build("keeper2");
+    let mut impostor = keeper(&modified, &dir, 2, Stdio::null());
+    // Up once it answers (it measures its executable first, which takes a while under load).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let said = text(&obscura(&["status", "--cluster", cluster]));
+        if said.contains("keeper 2 (misbehaved): not used") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{said}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (ok, entries) = provision(cluster);
+    assert!(!ok, "{entries:?}");
+    // It is refused and sent nothing; the others took theirs.
+    let two = entries.iter().find(|e| e["keeper"] == 2).unwrap();
+    assert_eq!(two["provisioned"], false, "{entries:?}");
+    assert_eq!(two["misbehaved"], true, "{entries:?}");
+    assert!(
+        two["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not allowed for role keeper on simulation"),
+        "{entries:?}"
+    );
+    for j in [1, 3] {
+        let e = entries.iter().find(|e| e["keeper"] == j);
+        assert!(e.is_some_and(|e| e["provisioned"] == true), "{entries:?}");
+    }
+    assert!(waiting.exists(), "keeper 2's shares still wait");
+
+    // Its operator runs this build: appraised, it takes its shares, and the owner forgets them.
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    let mut genuine = keeper(std::path::Path::new(BIN), &dir, 2, Stdio::null());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, entries) = provision(cluster);
+        if ok {
+            assert_eq!(entries.len(), 1, "only keeper 2 was waiting: {entries:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{entries:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        !waiting.exists(),
+        "delivered shares are forgotten by the owner"
+    );
+    let (ok, entries) = provision(cluster);
+    assert!(ok && entries.is_empty(), "{entries:?}");
+
+    // Every keeper evaluates: an image is indexed and found.
+    register_and_login(&dir);
+    let id = index_one(cluster, &testdata("photos/coffee.png"));
+    let out = obscura(&[
+        "search",
+        "--cluster",
+        cluster,
+        &testdata("derived/coffee.q75.jpg"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&id), "{}", text(&out));
+
+    // Later the operator swaps in another build: it cannot open the shares, and says so.
+    let _ = Command::new("kill").arg(genuine.id().to_string()).status();
+    let _ = genuine.wait();
+    let out = keeper(&modified, &dir, 2, Stdio::piped())
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("keeper 2's token-key shares are sealed to another build or platform"),
+        "{said}"
+    );
+    std::fs::remove_file(&modified).ok();
+    drop(up);
+}

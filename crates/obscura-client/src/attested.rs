@@ -108,6 +108,31 @@ impl Gate {
         Ok(outcome)
     }
 
+    /// The appraisal of the server at `base` made now, whatever the last: for sealing to the
+    /// key it holds at this moment (a server that restarted has another).
+    pub(crate) async fn fresh_appraisal(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+    ) -> Result<Outcome, Fault> {
+        let Some((role, seat)) = self.seats.get(base).cloned() else {
+            return Err(Fault::NotSent(format!(
+                "{base} is not a server of this cluster"
+            )));
+        };
+        let slot = self
+            .outcomes
+            .lock()
+            .expect("the gate's lock is never poisoned")
+            .entry(base.to_owned())
+            .or_default()
+            .clone();
+        let mut last = slot.lock().await;
+        let outcome = self.appraise(http, base, role, seat).await?;
+        *last = Some((Instant::now(), outcome.clone()));
+        Ok(outcome)
+    }
+
     async fn appraise(
         &self,
         http: &reqwest::Client,

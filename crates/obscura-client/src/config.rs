@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use obscura_cluster::files::WRAPPING_KEY_ENV;
+use obscura_cluster::provision::Pending;
 use obscura_cluster::tls::{client_config, Identity};
 use obscura_tokens::keyfile::{self, WrappingKey};
 use obscura_tokens::{BatchPlan, TokenRoot};
@@ -147,13 +148,14 @@ pub fn switch_key_version(
         .map_err(|e| fail(e.to_string()))
 }
 
-/// Open the owner's sealed key `path` (relative to `dir`).
-fn owner_key(dir: &Path, path: &Path, config: &ClientConfig) -> Result<SigningKey, LoadError> {
-    let fail = |reason: String| LoadError {
-        dir: dir.display().to_string(),
-        reason,
-    };
-    let wrapping = match std::env::var(OWNER_WRAPPING_KEY_ENV) {
+/// The owner's wrapping key: `OBSCURA_OWNER_WRAPPING_KEY` if set, else the file the
+/// configuration names (beside the owner's key by default).
+fn owner_wrapping(
+    dir: &Path,
+    path: &Path,
+    config: &ClientConfig,
+) -> Result<WrappingKey, LoadError> {
+    match std::env::var(OWNER_WRAPPING_KEY_ENV) {
         Ok(_) => WrappingKey::from_env(OWNER_WRAPPING_KEY_ENV),
         Err(_) => {
             let file = config
@@ -163,7 +165,19 @@ fn owner_key(dir: &Path, path: &Path, config: &ClientConfig) -> Result<SigningKe
             WrappingKey::from_file(&dir.join(file))
         }
     }
-    .map_err(|e| fail(e.to_string()))?;
+    .map_err(|e| LoadError {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Open the owner's sealed key `path` (relative to `dir`).
+fn owner_key(dir: &Path, path: &Path, config: &ClientConfig) -> Result<SigningKey, LoadError> {
+    let fail = |reason: String| LoadError {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let wrapping = owner_wrapping(dir, path, config)?;
     let sealed =
         std::fs::read(dir.join(path)).map_err(|e| fail(format!("{}: {e}", path.display())))?;
     let key: Zeroizing<[u8; 32]> =
@@ -171,6 +185,74 @@ fn owner_key(dir: &Path, path: &Path, config: &ClientConfig) -> Result<SigningKe
             .map(Zeroizing::new)
             .map_err(|e| fail(format!("{}: {e}", path.display())))?;
     Ok(SigningKey::from_bytes(&key))
+}
+
+/// The token-key shares in `dir` still waiting for their keepers (none once every keeper took
+/// its own, or in a copy of the directory without the data owner's folder).
+///
+/// # Errors
+/// [`LoadError`] when the file is there and does not open under the owner's wrapping key.
+pub fn pending_provision(dir: &Path) -> Result<Option<Pending>, LoadError> {
+    let config = read_config(dir)?;
+    let Some(owner) = &config.owner_key else {
+        return Ok(None);
+    };
+    if !dir
+        .join(obscura_cluster::provision::PROVISION_FILE)
+        .exists()
+    {
+        return Ok(None);
+    }
+    let wrapping = owner_wrapping(dir, owner, &config)?;
+    obscura_cluster::provision::read(dir, &wrapping).map_err(|e| LoadError {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Keep only `pending` waiting in `dir` (the file goes when nothing waits).
+///
+/// # Errors
+/// [`LoadError`] when it cannot be written.
+pub fn settle_provision(dir: &Path, pending: &Pending) -> Result<(), LoadError> {
+    let config = read_config(dir)?;
+    let fail = |reason: String| LoadError {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let owner = config
+        .owner_key
+        .as_ref()
+        .ok_or_else(|| fail("client.json names no owner key".into()))?;
+    let wrapping = owner_wrapping(dir, owner, &config)?;
+    obscura_cluster::provision::write(dir, &wrapping, pending).map_err(|e| fail(e.to_string()))
+}
+
+/// Deliver the token-key shares waiting in `dir` to their keepers through `client` (the data
+/// owner's), and keep waiting only those not delivered. Returns each keeper tried and whether it
+/// took its shares; an empty list when none wait.
+///
+/// # Errors
+/// [`crate::Error::Config`] for the file; [`crate::Error::NotOwner`],
+/// [`crate::Error::NoAttestation`].
+pub async fn provision_waiting(
+    dir: &Path,
+    client: &crate::Client,
+) -> Result<Vec<(u8, Result<(), crate::Fault>)>, crate::Error> {
+    if pending_provision(dir)?.is_none() {
+        return Ok(Vec::new());
+    }
+    // One round at a time: read, deliver, write back what is left.
+    let _lock = obscura_cluster::provision::lock(dir).map_err(|e| LoadError {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let Some(mut pending) = pending_provision(dir)? else {
+        return Ok(Vec::new());
+    };
+    let outcome = client.provision(&mut pending).await?;
+    settle_provision(dir, &pending)?;
+    Ok(outcome)
 }
 
 /// Read `DIR/client.json` and everything it names.

@@ -79,6 +79,10 @@ pub enum Fault {
     /// Its public shares of the next token-key version are not those the rotation plan makes.
     #[error("its public shares of the next version are not those the plan makes")]
     WrongPublicShares,
+    /// It did not prove that it took the token-key shares sealed to its appraised key: its
+    /// receipt, or the public shares it says it holds, are not those of the delivery.
+    #[error("did not prove it took the token-key shares sealed to its appraised key")]
+    OtherShares,
     /// It holds another public key for a signing key than the one this client knows (the
     /// cluster's capability key, in `client.json`).
     #[error("holds another public key for it than the cluster's")]
@@ -148,6 +152,7 @@ impl Fault {
                 | Fault::BadSecretShare
                 | Fault::BadSignatureShare
                 | Fault::WrongPublicShares
+                | Fault::OtherShares
                 | Fault::OtherKey
                 | Fault::NotAttested(_)
         )

@@ -56,6 +56,7 @@ pub mod fuzzing;
 mod journal;
 pub mod ops;
 pub mod pipeline;
+pub mod provision;
 pub mod release;
 pub mod rotation;
 pub mod secrets;
@@ -195,6 +196,12 @@ pub enum Error {
     /// A fault of this client itself: a task of its own that ended without a result.
     #[error("this client failed: {0}")]
     Internal(&'static str),
+    /// The cluster has no attestation policy, so no keeper can be appraised to receive shares.
+    #[error(
+        "this cluster has no attestation policy: keepers that do not attest take their \
+         token-key shares with their sealed secrets"
+    )]
+    NoAttestation,
 }
 
 impl Error {

@@ -1756,3 +1756,212 @@ async fn a_released_share_goes_only_to_the_appraised_worker_key_never_to_a_modif
         .unwrap_err();
     assert!(refused.to_string().contains("debug"), "{refused}");
 }
+
+/// A keeper takes token-key shares only on the data owner's order, sealed to the key its
+/// appraised evidence binds, and once. A user who seals shares of its own choosing to a
+/// keeper's appraised key (with them it would know the token keys, and could test any band
+/// value against a node's store), the owner's delivery for one keeper replayed to another, a
+/// second set of shares for keys it holds, and a delivery sealed before a restart are all
+/// refused, and the keepers go on evaluating with the dealt keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_takes_token_key_shares_only_from_the_owner_sealed_to_its_appraised_key_once() {
+    use obscura_attest::Appraisal;
+    use obscura_cluster::keeper::SealedShare;
+    let mut c = Cluster::start("provision").await;
+    let owner = obscura_client::config::load(&c.dir).unwrap().owner.unwrap();
+    let policy = obscura_cluster::attestation::load_policy(&c.dir)
+        .unwrap()
+        .unwrap();
+    let ca = std::fs::read(c.dir.join("ca.pem")).unwrap();
+    // Every keeper took its shares at the start, and the owner forgot them.
+    assert!(!c
+        .dir
+        .join(obscura_cluster::provision::PROVISION_FILE)
+        .exists());
+    let chosen: Vec<SealedShare> = (1..=N as u8)
+        .map(|node| SealedShare {
+            node,
+            version: 1,
+            secret: obscura_keeper::oprf::random_scalar(&mut OsRng).to_bytes(),
+        })
+        .collect();
+    let delivery = |appraisal: &Appraisal, keeper: u8, signer: &ed25519_dalek::SigningKey| {
+        provision_body(appraisal, keeper, &chosen, signer)
+    };
+    let refused = |answer: &ResponseBody, why: &str| {
+        matches!(answer, ResponseBody::Error { code: ErrorCode::Rejected, message }
+            if message.contains(why))
+    };
+
+    // A user's own shares, sealed to keeper 1's appraised key, signed by the user.
+    let one = appraise_keeper(&c, 1, &policy, &ca).await;
+    let user = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    let answer = raw(&c, 1, delivery(&one, 1, &user)).await;
+    assert!(refused(&answer, "data owner's order"), "{answer:?}");
+    // The owner's delivery for keeper 1, replayed to keeper 2.
+    let for_one = delivery(&one, 1, &owner);
+    let answer = raw(&c, 2, for_one.clone()).await;
+    assert!(refused(&answer, "data owner's order"), "{answer:?}");
+    // The owner's order for other shares than keeper 1 holds: it takes its shares once.
+    let answer = raw(&c, 1, for_one).await;
+    assert!(refused(&answer, "takes its shares once"), "{answer:?}");
+    // Nor shares of a version it does not hold (a recorded delivery replayed after a retire
+    // would bring the retired version back).
+    let later: Vec<SealedShare> = chosen
+        .iter()
+        .map(|s| SealedShare {
+            node: s.node,
+            version: 7,
+            secret: s.secret,
+        })
+        .collect();
+    let answer = raw(&c, 1, provision_body(&one, 1, &later, &owner)).await;
+    assert!(refused(&answer, "takes its shares once"), "{answer:?}");
+    // A delivery sealed to keeper 2 before it restarted: its key is another now.
+    let two = appraise_keeper(&c, 2, &policy, &ca).await;
+    let before = delivery(&two, 2, &owner);
+    c.keeper_down(2).await;
+    c.keeper_up(2).await;
+    let answer = raw(&c, 2, before).await;
+    assert!(refused(&answer, "another key of this keeper"), "{answer:?}");
+
+    // Keeper 2 opened its shares after the restart (the same build), and every keeper still
+    // evaluates with the dealt keys: an image indexed and found again, with keeper 3 down so
+    // that keepers 1 and 2 make every token.
+    c.keeper_down(3).await;
+    let photo = testdata("photos/coffee.png");
+    let id = c.client.index(&photo).await.unwrap();
+    let found = c
+        .client
+        .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
+        .await
+        .unwrap();
+    assert_eq!(found.matches[0].id, id);
+    // And nothing of it is in the keepers' files outside their sealing.
+    for j in 1..=M as u8 {
+        let secrets: obscura_cluster::keeper::KeeperSecrets = obscura_cluster::files::open_secrets(
+            &std::fs::read(c.dir.join(format!("keeper{j}/secrets.sealed"))).unwrap(),
+            &obscura_cluster::keeper::keeper_purpose(j),
+            &c.keeper_wrapping(j),
+        )
+        .unwrap();
+        assert!(secrets.shares.is_empty(), "keeper {j}");
+        assert!(secrets.bound_shares.is_some(), "keeper {j}");
+    }
+}
+
+/// A relay in front of keeper 2 (its operator keeps the keeper's TLS key and passes every
+/// request to the genuine keeper, so evidence requests are answered by it) drops the owner's
+/// delivery and answers in keeper 2's name with the public shares `client.json` lists: it cannot
+/// make the receipt, which needs the key sealed to the genuine keeper. Keeper 2 is named, its
+/// shares stay waiting, and go to the genuine keeper once it answers itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_drops_a_delivery_cannot_fake_the_keepers_receipt() {
+    use axum::routing::post;
+    use obscura_proto::Request;
+    let mut c = Cluster::start_with(
+        "relay",
+        Setup {
+            provision: false,
+            register: false,
+            ..VOPRF
+        },
+    )
+    .await;
+    // The genuine keeper 2 moves to a port of its operator's choosing.
+    c.keeper_down(2).await;
+    let genuine = LoadedKeeper::load(&c.keeper_config(2)).unwrap();
+    let tls = genuine.tls.clone();
+    let hidden = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hidden_port = hidden.local_addr().unwrap().port();
+    let (stop_genuine, stopped) = tokio::sync::oneshot::channel::<()>();
+    let genuine_task = tokio::spawn(obscura_keeper_server::serve(genuine, hidden, async {
+        stopped.await.ok();
+    }));
+    let parts = obscura_client::config::load(&c.dir).unwrap();
+    let to_genuine = reqwest::Client::builder()
+        .use_preconfigured_tls(parts.tls)
+        .resolve("keeper-2.obscura", ([127, 0, 0, 1], hidden_port).into())
+        .build()
+        .unwrap();
+    // What client.json says keeper 2 holds: the relay's forged answer.
+    let config = obscura_client::config::read_config(&c.dir).unwrap();
+    let public_shares: Vec<(u8, u32, [u8; 32])> = config
+        .keeper_public_shares
+        .iter()
+        .enumerate()
+        .map(|(x, per)| {
+            let p = obscura_tokens::keyfile::hex32(&per[1]).unwrap();
+            (x as u8 + 1, 1, p)
+        })
+        .collect();
+    // The relay, on keeper 2's own port with keeper 2's own certificate.
+    let relay = async move |axum::extract::Path(op): axum::extract::Path<String>,
+                            body: axum::body::Bytes| {
+        let req = Request::<KeeperBody>::decode(&body).unwrap();
+        if matches!(req.body, KeeperBody::Provision { .. }) {
+            return obscura_server::encode(ResponseBody::Provisioned {
+                keeper: 2,
+                public_shares: public_shares.clone(),
+                receipt: [0; 32],
+            });
+        }
+        let answer = to_genuine
+            .post(format!("https://keeper-2.obscura:{hidden_port}/v1/{op}"))
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        (status, answer.bytes().await.unwrap().to_vec())
+    };
+    let front = c.listen(c.keeper_ports[1]).await;
+    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay_task = tokio::spawn(obscura_server::accept_loop(
+        front,
+        tokio_rustls::TlsAcceptor::from(tls),
+        obscura_server::Guard::new(Default::default()),
+        move |_, _| axum::Router::new().route("/v1/{op}", post(relay.clone())),
+        Duration::from_secs(3600),
+        || Ok(()),
+        async {
+            relay_stopped.await.ok();
+        },
+        || Ok(()),
+    ));
+
+    let outcome = obscura_client::config::provision_waiting(&c.dir, &c.client)
+        .await
+        .unwrap();
+    let two = outcome.iter().find(|(j, _)| *j == 2).unwrap();
+    assert_eq!(two.1, Err(Fault::OtherShares), "{outcome:?}");
+    assert!(two.1.as_ref().unwrap_err().is_misbehaviour());
+    for j in [1, 3] {
+        assert!(
+            outcome.iter().any(|(k, r)| *k == j && r.is_ok()),
+            "{outcome:?}"
+        );
+    }
+    let owner_wrapping =
+        obscura_tokens::keyfile::WrappingKey::from_file(&c.dir.join("owner/wrapping.key")).unwrap();
+    let waiting = obscura_cluster::provision::read(&c.dir, &owner_wrapping)
+        .unwrap()
+        .unwrap();
+    let left: Vec<u8> = waiting.keepers.iter().map(|a| a.keeper).collect();
+    assert_eq!(left, [2]);
+
+    // The genuine keeper answers on its own port again: it takes its shares.
+    stop_relay.send(()).ok();
+    relay_task.await.unwrap().unwrap();
+    stop_genuine.send(()).ok();
+    genuine_task.await.unwrap().unwrap();
+    c.keeper_up(2).await;
+    let outcome = obscura_client::config::provision_waiting(&c.dir, &c.client)
+        .await
+        .unwrap();
+    assert_eq!(outcome, [(2, Ok(()))]);
+    assert!(!c
+        .dir
+        .join(obscura_cluster::provision::PROVISION_FILE)
+        .exists());
+}

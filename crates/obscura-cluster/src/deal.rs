@@ -7,7 +7,9 @@
 //!   client.json            what a client needs (no secret)
 //!   bootstrap.code   0600  the one-time code the first account presents (it becomes the admin)
 //!   client/          0700  the client's TLS identity and wrapping key (its secrets sealed)
-//!   owner/           0700  the data owner's signing key, sealed under its own wrapping key
+//!   owner/           0700  the data owner's signing key, sealed under its own wrapping key,
+//!                          and the keepers' token-key shares until each keeper, appraised,
+//!                          takes its own (provision.sealed)
 //!   nodeI/           0700  node.json, certificate, sealed secrets, wrapping key, audit key
 //!   keeperJ/         0700  keeper.json, certificate, sealed secrets, wrapping key, audit key
 //! ```
@@ -419,7 +421,7 @@ fn build(
         json(&nd.join("node.json"), &config)?;
     }
 
-    let public_shares = write_keepers(
+    let (public_shares, awaiting) = write_keepers(
         dir,
         n,
         opt,
@@ -439,6 +441,7 @@ fn build(
         &od.join("owner.sealed"),
         &seal_secrets(&owner.to_bytes(), OWNER_PURPOSE, &owner_wrapping, &mut rng)?,
     )?;
+    crate::provision::write(dir, &owner_wrapping, &awaiting)?;
 
     let cd = dir.join("client");
     private_dir(&cd)?;
@@ -484,9 +487,11 @@ fn build(
 }
 
 /// The keepers: with VOPRF tokens, a fresh key per node Shamir-shared among them and forgotten;
-/// each keeper gets its token-key shares, its share of the capability key, OPAQUE, audit and
-/// peer keys, sealed under its own wrapping key. Returns the token keys' public shares for
-/// the client, `[x - 1][j - 1]` in hex (empty with HMAC tokens).
+/// each keeper gets its share of the capability key, OPAQUE, audit and peer keys, sealed under
+/// its own wrapping key. Its token-key shares are not among them: it attests, so they wait at
+/// the data owner until it is appraised ([`crate::provision`]). Returns the token keys' public
+/// shares for the client, `[x - 1][j - 1]` in hex (empty with HMAC tokens), and the shares
+/// waiting.
 #[allow(clippy::too_many_arguments)]
 fn write_keepers(
     dir: &Path,
@@ -499,7 +504,7 @@ fn write_keepers(
     bootstrap: &[u8; 32],
     simulation: &SimulationRoot,
     rng: &mut ChaCha20Rng,
-) -> Result<Vec<Vec<String>>, Error> {
+) -> Result<(Vec<Vec<String>>, crate::provision::Pending), Error> {
     let m = opt.keepers;
     let mut per_keeper: Vec<Vec<SealedShare>> = (0..m).map(|_| Vec::new()).collect();
     let mut public = Vec::new();
@@ -527,10 +532,17 @@ fn write_keepers(
     // Every keeper's secrets first: each configuration lists all peer keys.
     let mut made = Vec::with_capacity(m);
     let mut peers = Vec::with_capacity(m);
+    let mut awaiting = crate::provision::Pending::default();
     for (j, shares) in per_keeper.into_iter().enumerate() {
+        if !shares.is_empty() {
+            awaiting.keepers.push(crate::provision::Awaiting {
+                keeper: j as u8 + 1,
+                shares,
+            });
+        }
         let (mut secrets, peer) = KeeperSecrets::new(
             tls.keepers[j].key_pem.to_string(),
-            shares,
+            Vec::new(),
             capability_keys[j].to_vec(),
             capability_public.to_vec(),
             rng,
@@ -581,7 +593,7 @@ fn write_keepers(
         };
         json(&kd.join("keeper.json"), &config)?;
     }
-    Ok(public)
+    Ok((public, awaiting))
 }
 
 /// The bootstrap code in `dir/bootstrap.code`.

@@ -104,7 +104,8 @@ pub struct KeeperSecrets {
     pub tls_key_pem: String,
     /// Ed25519 key that signs audit checkpoints.
     pub audit_key: [u8; 32],
-    /// Its shares of the token keys.
+    /// Its shares of the token keys, sealed only under the wrapping key: a keeper that does not
+    /// attest. An attesting keeper keeps its shares in `bound_shares` instead.
     pub shares: Vec<SealedShare>,
     /// Its OPAQUE keys ([`ServerKeys::to_bytes`]).
     pub opaque: Vec<u8>,
@@ -117,6 +118,52 @@ pub struct KeeperSecrets {
     /// Its simulated platform, as a node's ([`crate::node::NodeSecrets::simulated_platform`]).
     #[serde(default)]
     pub simulated_platform: Option<String>,
+    /// An attesting keeper's token-key shares, sealed under its platform's sealing key for its
+    /// measurement ([`seal_bound_shares`]): the same files run by another build, or on another
+    /// platform, do not open them. None until the keeper is provisioned.
+    #[serde(default)]
+    pub bound_shares: Option<Vec<u8>>,
+}
+
+/// What binds a keeper's token-key shares to its platform and measurement: the purpose of its
+/// sealing key, and of the sealed file.
+pub fn bound_shares_purpose(keeper: u8) -> String {
+    format!("keeper-{keeper}-token-key-shares")
+}
+
+/// Seal keeper `keeper`'s token-key shares under its platform's `sealing_key`.
+///
+/// # Errors
+/// [`Error::Secrets`] if sealing fails.
+pub fn seal_bound_shares<R: rand_core::RngCore + rand_core::CryptoRng>(
+    shares: &[SealedShare],
+    keeper: u8,
+    sealing_key: &[u8; 32],
+    rng: &mut R,
+) -> Result<Vec<u8>, Error> {
+    seal_secrets(
+        &shares,
+        &bound_shares_purpose(keeper),
+        &WrappingKey::from_bytes(*sealing_key),
+        rng,
+    )
+}
+
+/// Open what [`seal_bound_shares`] sealed.
+///
+/// # Errors
+/// [`Error::Secrets`] under another sealing key (another build or platform), for another keeper,
+/// or altered.
+pub fn open_bound_shares(
+    bytes: &[u8],
+    keeper: u8,
+    sealing_key: &[u8; 32],
+) -> Result<Vec<SealedShare>, Error> {
+    crate::files::open_secrets(
+        bytes,
+        &bound_shares_purpose(keeper),
+        &WrappingKey::from_bytes(*sealing_key),
+    )
 }
 
 impl KeeperSecrets {
@@ -139,6 +186,7 @@ impl KeeperSecrets {
             capability_key,
             capability_public,
             simulated_platform: None,
+            bound_shares: None,
         };
         (secrets, peer_public)
     }

@@ -33,6 +33,7 @@ mod error;
 pub mod files;
 pub mod keeper;
 pub mod node;
+pub mod provision;
 pub mod server;
 pub mod tls;
 

@@ -16,6 +16,12 @@
 //! Changes to the key shares (a rotation's rekey and retire) need an admin's session and the
 //! data owner's signed order; a rekey's zero shares must be committed and share zero.
 //!
+//! An attesting keeper starts without token-key shares. The data owner appraises its evidence
+//! and sends its shares sealed to the HPKE key that evidence binds, with a signed order
+//! ([`KeeperBody::Provision`]); the keeper keeps them sealed under its platform's key for its own
+//! measurement ([`obscura_cluster::keeper::seal_bound_shares`]), so the same files run by
+//! another build do not open them, and a keeper that restarts opens them only as the same build.
+//!
 //! The configuration ([`KeeperConfig`], JSON, no secret) and the sealed secrets
 //! ([`KeeperSecrets`]: TLS key, audit key, key shares, OPAQUE keys, peer key, capability key
 //! share) are opened as the node's are ([`obscura_cluster::server::open_server`]).
@@ -68,7 +74,10 @@ use zeroize::Zeroizing;
 
 use obscura_cluster::ed25519_key;
 use obscura_cluster::files::{read_config, wrapping_key, write_private_atomic};
-use obscura_cluster::keeper::{keyring_path, KeeperConfig, KeeperSecrets, SealedShare};
+use obscura_cluster::keeper::{
+    bound_shares_purpose, keyring_path, open_bound_shares, seal_bound_shares, KeeperConfig,
+    KeeperSecrets, SealedShare,
+};
 use obscura_cluster::server::{beside, open_server, Opened};
 use obscura_server::{error, now, proto_error, scalar, store_error, wire_audit, Error, Guard};
 
@@ -115,6 +124,9 @@ pub struct LoadedKeeper {
     sealed_extra: SealedExtra,
     /// Its attestation (none when its configuration names no evidence source).
     pub attester: Option<obscura_server::attest::Attester>,
+    /// The key its token-key shares are sealed under, bound to its platform and measurement, or
+    /// why its platform gives none (none at all when it does not attest).
+    bound_key: Option<Result<Zeroizing<[u8; 32]>, String>>,
 }
 
 /// The sealed secrets other than the token-key shares, kept to seal them again whole.
@@ -212,15 +224,6 @@ impl LoadedKeeper {
             signing::public_package_from(&secrets.capability_public)
                 .map_err(|e| Error::secrets(format!("capability key: {e}")))?,
         );
-        let shares = secrets
-            .shares
-            .iter()
-            .map(|s| {
-                KeyShare::from_bytes(config.keeper, &s.secret)
-                    .map(|k| ((s.node, s.version), k))
-                    .map_err(|e| Error::secrets(e.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
         let attester = obscura_server::attest::Attester::load(
             config_path,
             config.attestation,
@@ -229,6 +232,54 @@ impl LoadedKeeper {
             config.keeper,
             &obscura_cluster::files::read(&at(&config.files.ca_cert))?,
         )?;
+        let bound_key = attester.as_ref().map(|a| {
+            a.sealing_key(bound_shares_purpose(config.keeper).as_bytes())
+                .map_err(|e| e.to_string())
+        });
+        if attester.is_some() && !secrets.shares.is_empty() {
+            return Err(Error::secrets(format!(
+                "keeper {} attests, and its sealed secrets hold token-key shares outside its \
+                 platform's sealing: an attesting keeper takes its shares only from the data \
+                 owner, after its appraisal (obscura cluster provision)",
+                config.keeper
+            )));
+        }
+        let bound = match (&secrets.bound_shares, &bound_key) {
+            (None, _) => Vec::new(),
+            (Some(sealed), Some(Ok(key))) => open_bound_shares(sealed, config.keeper, key)
+                .map_err(|_| {
+                    Error::secrets(format!(
+                        "keeper {}'s token-key shares are sealed to another build or platform: \
+                         run the build they were sealed to (this executable measures otherwise), \
+                         on the machine that sealed them",
+                        config.keeper
+                    ))
+                })?,
+            (Some(_), Some(Err(why))) => {
+                return Err(Error::secrets(format!(
+                    "keeper {}'s token-key shares are sealed to its platform, which gives no \
+                     sealing key now: {why}",
+                    config.keeper
+                )))
+            }
+            (Some(_), None) => {
+                return Err(bad(
+                    "its token-key shares are sealed to an attested platform, and the \
+                     configuration names no attestation source"
+                        .into(),
+                ))
+            }
+        };
+        let shares = secrets
+            .shares
+            .iter()
+            .chain(&bound)
+            .map(|s| {
+                KeyShare::from_bytes(config.keeper, &s.secret)
+                    .map(|k| ((s.node, s.version), k))
+                    .map_err(|e| Error::secrets(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
         let store = KeeperStore::open(&at(&config.files.store), config.keeper)?;
         let keyring = keyring_path(config_path, &config);
         if keyring.exists() {
@@ -272,6 +323,7 @@ impl LoadedKeeper {
                 simulated_platform: secrets.simulated_platform.clone().map(Zeroizing::new),
             },
             attester,
+            bound_key,
             audit_key: SigningKey::from_bytes(&secrets.audit_key),
             secrets_path: at(&config.files.secrets),
             wrapping,
@@ -308,6 +360,8 @@ struct Sealing {
     wrapping: WrappingKey,
     tls_key_pem: Zeroizing<String>,
     extra: SealedExtra,
+    /// With attestation, the key the token-key shares are sealed under, or why there is none.
+    bound_key: Option<Result<Zeroizing<[u8; 32]>, String>>,
 }
 
 #[derive(Clone)]
@@ -344,6 +398,12 @@ impl KeeperState {
         let a = &self.accounts;
         let outcome = match &req.body {
             KeeperBody::Status => Ok(self.status()),
+            KeeperBody::Provision {
+                party_key,
+                enc,
+                ciphertext,
+                signature,
+            } => self.provision(&req.request_id, party_key, enc, ciphertext, signature, now),
             KeeperBody::KeeperRegister { .. } | KeeperBody::KeeperRegisterFinish { .. } => {
                 self.registration(None, source, &req.body, now)
             }
@@ -566,11 +626,120 @@ impl KeeperState {
             | KeeperBody::CapabilityShare { .. } => a.user_op(&self.store, caller, &req.body, now),
             KeeperBody::KeeperLoginStart { .. }
             | KeeperBody::KeeperLoginFinish { .. }
-            | KeeperBody::KeeperSealed { .. } => Err(error(
+            | KeeperBody::KeeperSealed { .. }
+            | KeeperBody::Provision { .. } => Err(error(
                 ErrorCode::BadRequest,
-                "logins and sealed messages are sent as they are, not inside a session",
+                "logins, sealed messages and provisioning are sent as they are, not inside a \
+                 session",
             )),
         }
+    }
+
+    /// Take the token-key shares the data owner sealed to this keeper's attested HPKE key, once:
+    /// the owner's order must name this keeper, its current key and this delivery; shares of a
+    /// key it already holds must be the same. They are sealed at once under the platform's key
+    /// for this build. Answers the public shares of what it holds from the delivery.
+    fn provision(
+        &self,
+        request_id: &[u8; 16],
+        party_key: &[u8; 32],
+        enc: &[u8],
+        ciphertext: &[u8],
+        signature: &[u8],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let refuse = |m: String| error(ErrorCode::Rejected, m);
+        let Some(attester) = &self.attester else {
+            return Err(refuse(
+                "this keeper does not attest, so it takes no token-key shares by provisioning"
+                    .into(),
+            ));
+        };
+        Order::Provision {
+            keeper: self.keeper,
+            party_key: *party_key,
+            delivery: obscura_proto::provision_digest(enc, ciphertext),
+        }
+        .verify(&self.owner, signature)
+        .map_err(|_| {
+            refuse(
+                "token-key shares are taken only on the data owner's order for this keeper".into(),
+            )
+        })?;
+        if *party_key != attester.key().public() {
+            return Err(refuse(
+                "the shares are sealed to another key of this keeper (it restarted since it \
+                 was appraised): appraise it again"
+                    .into(),
+            ));
+        }
+        let mut sealing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Err(why)) = &sealing.bound_key {
+            return Err(refuse(format!(
+                "this keeper's platform gives no sealing key, so it cannot hold token-key shares \
+                 bound to its build: {why}"
+            )));
+        }
+        let sealed = obscura_attest::seal::Sealed {
+            enc: enc.to_vec(),
+            ciphertext: ciphertext.to_vec(),
+        };
+        let opened = Zeroizing::new(
+            attester
+                .key()
+                .open(
+                    &obscura_cluster::provision::delivery_purpose(self.keeper),
+                    &sealed,
+                )
+                .map_err(|e| refuse(e.to_string()))?,
+        );
+        let delivery: obscura_cluster::provision::Delivery = postcard::from_bytes(&opened)
+            .map_err(|_| error(ErrorCode::BadRequest, "the delivery holds no shares"))?;
+        let mut shares = self
+            .shares
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Provisioned once: a keeper that holds shares takes none it does not hold already (a
+        // delivery repeated because its answer was lost is answered again). A recorded delivery
+        // replayed after a retire would otherwise bring a retired key version back.
+        let provisioned = !shares.is_empty();
+        let mut public = Vec::with_capacity(delivery.shares.len());
+        let mut taken = Vec::new();
+        for g in &delivery.shares {
+            let share = KeyShare::from_bytes(self.keeper, &g.secret)
+                .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+            match shares.get(&(g.node, g.version)) {
+                Some(held) if held.secret == share.secret => {}
+                _ if provisioned => {
+                    return Err(refuse(format!(
+                        "keeper {} holds its token-key shares already, and not this share of \
+                         node {}'s key version {}: a keeper takes its shares once",
+                        self.keeper, g.node, g.version
+                    )))
+                }
+                _ => {
+                    taken.push((g.node, g.version));
+                    shares.insert((g.node, g.version), share.clone());
+                }
+            }
+            public.push((g.node, g.version, oprf::serialize(&share.public())));
+        }
+        if !taken.is_empty() {
+            self.seal_and_swap(&mut sealing, shares)?;
+            let detail = format!(
+                "token-key shares provisioned by the data owner to this attested build: \
+                 (node, version) {taken:?}"
+            );
+            self.store
+                .record_key_change(request_id, &detail, now)
+                .map_err(store_error)?;
+        }
+        Ok(ResponseBody::Provisioned {
+            keeper: self.keeper,
+            receipt: obscura_proto::provision_receipt(&delivery.receipt, self.keeper, &public),
+            public_shares: public,
+        })
     }
 
     /// Take shares of key version `to` for every node key: `ρ · k_j + z_j` from the shares of
@@ -734,6 +903,37 @@ impl KeeperState {
         sealing: &mut Sealing,
         shares: HashMap<(u8, u32), KeyShare>,
     ) -> Result<(), ResponseBody> {
+        let internal = |e: obscura_cluster::Error| error(ErrorCode::Internal, e.to_string());
+        let mut plain: Vec<SealedShare> = shares
+            .iter()
+            .map(|(&(node, version), k)| SealedShare {
+                node,
+                version,
+                secret: *k.secret_bytes(),
+            })
+            .collect();
+        // An attesting keeper's shares are bound to its platform and build; a keeper that does
+        // not attest holds them under its wrapping key alone.
+        let bound_shares = match &sealing.bound_key {
+            Some(Ok(key)) => Some(
+                seal_bound_shares(
+                    &std::mem::take(&mut plain),
+                    self.keeper,
+                    key,
+                    &mut rand_core::OsRng,
+                )
+                .map_err(internal)?,
+            ),
+            // An attesting keeper never holds shares outside its platform's sealing (it would
+            // refuse to start on them).
+            Some(Err(why)) => {
+                return Err(error(
+                    ErrorCode::Internal,
+                    format!("this keeper's platform gives no sealing key for its shares: {why}"),
+                ))
+            }
+            None => None,
+        };
         let secrets = KeeperSecrets {
             tls_key_pem: sealing.tls_key_pem.to_string(),
             audit_key: self.audit_key.to_bytes(),
@@ -746,16 +946,9 @@ impl KeeperState {
                 .simulated_platform
                 .as_ref()
                 .map(|p| p.to_string()),
-            shares: shares
-                .iter()
-                .map(|(&(node, version), k)| SealedShare {
-                    node,
-                    version,
-                    secret: *k.secret_bytes(),
-                })
-                .collect(),
+            shares: plain,
+            bound_shares,
         };
-        let internal = |e: obscura_cluster::Error| error(ErrorCode::Internal, e.to_string());
         let sealed = secrets
             .seal(self.keeper, &sealing.wrapping, &mut rand_core::OsRng)
             .map_err(internal)?;
@@ -879,6 +1072,7 @@ pub async fn serve(
             wrapping: keeper.wrapping,
             tls_key_pem: keeper.tls_key_pem,
             extra: keeper.sealed_extra,
+            bound_key: keeper.bound_key,
         }),
         refused: std::sync::atomic::AtomicU64::new(0),
         attester: keeper.attester,

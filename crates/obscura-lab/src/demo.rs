@@ -108,7 +108,7 @@ async fn exercise(
     let client = cluster.client(None).await?;
 
     // Attestation: each server appraised under the cluster's policy before it is sent anything.
-    let attestation = attestation_check(&client, progress).await;
+    let attestation = attestation_check(cluster, &client, progress).await;
 
     // Index.
     let bar = progress.bar(photos.len(), "index");
@@ -314,7 +314,11 @@ async fn exercise(
 }
 
 /// Every node's and keeper's appraisal, said loudly when it rests on the simulation backend.
-async fn attestation_check(client: &obscura_client::Client, progress: &Progress) -> Value {
+async fn attestation_check(
+    cluster: &LocalCluster,
+    client: &obscura_client::Client,
+    progress: &Progress,
+) -> Value {
     let Some(policy) = client.attestation_policy() else {
         progress.say("attestation: the cluster has no policy; servers not appraised");
         return json!({"ok": false, "policy": null, "servers": []});
@@ -346,9 +350,29 @@ async fn attestation_check(client: &obscura_client::Client, progress: &Progress)
             }
         }
     }
-    let ok = !appraisals.is_empty() && appraisals.iter().all(|(_, a)| a.is_ok());
+    // The token-key shares went to each keeper only once it was appraised; nothing of them is
+    // left at the data owner.
+    let keepers = client.keeper_status().await.len();
+    let left = cluster
+        .dir
+        .join(obscura_cluster::provision::PROVISION_FILE)
+        .exists();
+    let provisioned = cluster.provisioned.len() == keepers && !left;
+    if keepers > 0 {
+        progress.say(&format!(
+            "  keepers {:?} took their token-key shares sealed to their appraised keys, and keep \
+             them sealed to their build; {}",
+            cluster.provisioned,
+            if left {
+                "SOME STILL WAIT at the data owner"
+            } else {
+                "the data owner kept none"
+            }
+        ));
+    }
+    let ok = !appraisals.is_empty() && appraisals.iter().all(|(_, a)| a.is_ok()) && provisioned;
     json!({"ok": ok, "policy": {"name": name, "version": version, "simulation": simulation},
-        "servers": servers})
+        "servers": servers, "keepers_provisioned": cluster.provisioned, "shares_left_at_owner": left})
 }
 
 /// Stop the last node and search again with the first variant of up to four photos: each

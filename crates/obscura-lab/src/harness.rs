@@ -185,6 +185,8 @@ pub struct LocalCluster {
     running: Option<local::Running>,
     /// The operator account's password, once registered: every client logs in with it.
     operator: Option<Zeroizing<String>>,
+    /// The keepers that took their token-key shares from this harness, once appraised.
+    pub provisioned: Vec<u8>,
 }
 
 /// The account a local cluster's clients log in as.
@@ -229,6 +231,7 @@ impl LocalCluster {
             tokens,
             running: Some(running),
             operator: None,
+            provisioned: Vec::new(),
         })
     }
 
@@ -296,6 +299,15 @@ impl LocalCluster {
         let client = Client::new(parts)?;
         if let Some(running) = &mut self.running {
             running.wait_ready(&client, Duration::from_secs(30)).await?;
+        }
+        // The keepers take their token-key shares once appraised, before anyone needs tokens.
+        for (keeper, outcome) in obscura_client::config::provision_waiting(&self.dir, &client)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            outcome
+                .map_err(|e| format!("keeper {keeper} did not take its token-key shares: {e}"))?;
+            self.provisioned.push(keeper);
         }
         // Nodes and keepers need a capability and a session: the first client registers the
         // operator (the cluster's first account, its admin with every role), and every client

@@ -38,6 +38,7 @@ fn every_secret_is_owner_only_and_every_party_has_its_own_wrapping_key() {
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("bootstrap.code")), 0o600);
     let mut keys = Vec::new();
+    assert_eq!(mode(&dir.join("owner/provision.sealed")), 0o600);
     for party in ["client", "owner", "node1", "node5", "keeper1", "keeper3"] {
         let d = dir.join(party);
         assert_eq!(mode(&d), 0o700, "{party}");
@@ -145,4 +146,43 @@ fn one_partys_sealed_secrets_do_not_open_as_anothers() {
     }
     let err = LoadedKeeper::load(&dir.join("keeper3/keeper.json")).unwrap_err();
     assert!(matches!(err, Error::Files(FilesError::Secrets(_))), "{err}");
+}
+
+/// A keeper's files hold no token-key share until it runs and is appraised: a local user who
+/// reads them (or a keeper machine's operator with the keeper's wrapping key, running whatever
+/// build it likes) finds none. The shares wait at the data owner, under the owner's key only.
+#[test]
+fn a_new_keepers_files_hold_no_token_key_share_until_it_is_appraised() {
+    use obscura_cluster::keeper::{keeper_purpose, KeeperSecrets};
+    use obscura_tokens::keyfile::WrappingKey;
+    let (_s, dir) = made("unprovisioned");
+    for j in 1..=3u8 {
+        let kd = dir.join(format!("keeper{j}"));
+        let secrets: KeeperSecrets = obscura_cluster::files::open_secrets(
+            &std::fs::read(kd.join("secrets.sealed")).unwrap(),
+            &keeper_purpose(j),
+            &WrappingKey::from_file(&kd.join("wrapping.key")).unwrap(),
+        )
+        .unwrap();
+        assert!(secrets.shares.is_empty(), "keeper {j}");
+        assert!(secrets.bound_shares.is_none(), "keeper {j}");
+    }
+    let owner = WrappingKey::from_file(&dir.join("owner/wrapping.key")).unwrap();
+    let pending = obscura_cluster::provision::read(&dir, &owner)
+        .unwrap()
+        .unwrap();
+    let held: Vec<(u8, usize)> = pending
+        .keepers
+        .iter()
+        .map(|a| (a.keeper, a.shares.len()))
+        .collect();
+    assert_eq!(held, [(1, 5), (2, 5), (3, 5)]);
+    // Not under any other party's key.
+    for party in ["client", "keeper1", "node1"] {
+        let key = WrappingKey::from_file(&dir.join(party).join("wrapping.key")).unwrap();
+        assert!(
+            obscura_cluster::provision::read(&dir, &key).is_err(),
+            "{party}"
+        );
+    }
 }

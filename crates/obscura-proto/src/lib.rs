@@ -854,6 +854,20 @@ pub enum KeeperBody {
         /// The worker's evidence (JSON), at most [`limits::MAX_EVIDENCE`] bytes.
         evidence: Vec<u8>,
     },
+    /// Outside any session: this keeper's token-key shares, sealed by the data owner to the HPKE
+    /// key its appraised evidence binds, with the owner's signature over the delivery
+    /// ([`provision_digest`]). Taken once: a keeper holding other shares of the same keys
+    /// refuses.
+    Provision {
+        /// The keeper's HPKE public key the shares are sealed to.
+        party_key: [u8; 32],
+        /// HPKE encapsulated key.
+        enc: Vec<u8>,
+        /// The sealed shares.
+        ciphertext: Vec<u8>,
+        /// The data owner's signature (`Order::Provision`).
+        signature: Vec<u8>,
+    },
 }
 
 /// `Ok` when `ok`, else [`Error::BadSize`] naming `field`.
@@ -1028,6 +1042,7 @@ impl Body for KeeperBody {
             KeeperBody::SecretPutReleased { .. } => "/v1/secret-put-released",
             KeeperBody::ReleaseStart { .. } => "/v1/release-start",
             KeeperBody::ReleaseFinish { .. } => "/v1/release-finish",
+            KeeperBody::Provision { .. } => "/v1/provision",
         }
     }
 
@@ -1123,6 +1138,16 @@ impl Body for KeeperBody {
             KeeperBody::ReleaseFinish { evidence, .. } => {
                 check(evidence.len() <= MAX_EVIDENCE, "evidence")
             }
+            KeeperBody::Provision {
+                enc,
+                ciphertext,
+                signature,
+                ..
+            } => {
+                check(enc.len() <= 64, "enc")?;
+                check(ciphertext.len() <= account_limits::MAX_BLOB, "ciphertext")?;
+                check(signature.len() <= 64, "signature")
+            }
             KeeperBody::SignShare { package, .. } | KeeperBody::CapabilityShare { package } => {
                 check(package.len() <= account_limits::MAX_BLOB, "package")
             }
@@ -1205,6 +1230,35 @@ pub fn rekey_digest(from: u32, to: u32, parts: &[KeeperRekeyPart]) -> [u8; 32] {
         for c in &p.zero_commitments {
             h.update(c);
         }
+    }
+    *h.finalize().as_bytes()
+}
+
+/// What the data owner signs to deliver token-key shares to a keeper
+/// ([`KeeperBody::Provision`]): the sealed delivery.
+pub fn provision_digest(enc: &[u8], ciphertext: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 keeper provisioning v1");
+    h.update(&(enc.len() as u64).to_be_bytes());
+    h.update(enc);
+    h.update(ciphertext);
+    *h.finalize().as_bytes()
+}
+
+/// A keeper's receipt for a delivery of token-key shares: keyed by the receipt key sealed in it,
+/// over the keeper and the public shares of what it holds.
+pub fn provision_receipt(
+    key: &[u8; 32],
+    keeper: u8,
+    public_shares: &[(u8, u32, WireElement)],
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(b"obscura 2026 provisioning receipt v1");
+    h.update(&[keeper]);
+    h.update(&(public_shares.len() as u64).to_be_bytes());
+    for (node, version, point) in public_shares {
+        h.update(&[*node]);
+        h.update(&version.to_be_bytes());
+        h.update(point);
     }
     *h.finalize().as_bytes()
 }
@@ -1556,6 +1610,18 @@ pub enum ResponseBody {
         /// The keeper's audit-key signature over the release
         /// (`obscura_attest::binding::release_statement`).
         signature: Vec<u8>,
+    },
+    /// The public shares of the token-key shares a keeper now holds from a
+    /// [`KeeperBody::Provision`], as `(node, version, k_j · G)`, for the owner to check before
+    /// forgetting them.
+    Provisioned {
+        /// The keeper.
+        keeper: u8,
+        /// What it holds.
+        public_shares: Vec<(u8, u32, WireElement)>,
+        /// [`provision_receipt`] under the receipt key sealed in the delivery: proof that the
+        /// holder of the appraised key opened it.
+        receipt: [u8; 32],
     },
     /// A server's attestation evidence ([`NodeBody::Evidence`], [`KeeperBody::Evidence`]).
     Evidence {

@@ -91,6 +91,18 @@ impl Attester {
         &self.key
     }
 
+    /// The platform's sealing key for `purpose`, bound to the measurement this server runs
+    /// ([`Producer::sealing_key`]).
+    ///
+    /// # Errors
+    /// [`producer::ProduceError`] where the platform gives none.
+    pub fn sealing_key(
+        &self,
+        purpose: &[u8],
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, producer::ProduceError> {
+        self.producer.sealing_key(purpose)
+    }
+
     /// Evidence for `nonce`, or the reason there is none.
     pub fn answer(attester: Option<&Attester>, nonce: &[u8; 32], now: u64) -> ResponseBody {
         let Some(a) = attester else {

@@ -325,6 +325,7 @@ pub fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::KeeperEvaluated { .. }
         | ResponseBody::Rotation { .. }
         | ResponseBody::KeeperRekeyed { .. }
+        | ResponseBody::Provisioned { .. }
         | ResponseBody::KeeperRegistration { .. }
         | ResponseBody::KeeperLoginStarted { .. }
         | ResponseBody::KeeperSession { .. }

@@ -76,6 +76,16 @@ pub enum Order {
         /// The plan's digest.
         plan: [u8; 32],
     },
+    /// Keeper `keeper`, whose appraised HPKE key is `party_key`, takes the token-key shares
+    /// sealed in the delivery with digest `delivery` (`obscura_proto::provision_digest`).
+    Provision {
+        /// The keeper.
+        keeper: u8,
+        /// Its HPKE public key.
+        party_key: [u8; 32],
+        /// The delivery's digest.
+        delivery: [u8; 32],
+    },
     /// Keepers erase their shares of `version`.
     Retire {
         /// The version.
@@ -148,6 +158,16 @@ impl Order {
                 out.extend_from_slice(&image.0);
                 out.extend_from_slice(user);
                 out.extend_from_slice(&expires_at.to_be_bytes());
+            }
+            Order::Provision {
+                keeper,
+                party_key,
+                delivery,
+            } => {
+                out.push(8);
+                out.push(*keeper);
+                out.extend_from_slice(party_key);
+                out.extend_from_slice(delivery);
             }
         }
         out

@@ -37,6 +37,11 @@ impl WrappingKey {
         WrappingKey(k)
     }
 
+    /// A key derived elsewhere (a platform's sealing key).
+    pub fn from_bytes(key: [u8; 32]) -> Self {
+        WrappingKey(key)
+    }
+
     /// Parse 64 hex digits (surrounding whitespace ignored).
     ///
     /// # Errors

@@ -134,21 +134,37 @@ pub fn node_pattern(dir: &Path, node: u8) -> String {
 
 /// Stop node `node` with `signal` ("TERM" or "KILL") and wait until its process is gone.
 pub fn stop_node(dir: &Path, node: u8, signal: &str) {
-    let pattern = node_pattern(dir, node);
+    stop_matching(&node_pattern(dir, node), signal);
+}
+
+/// Stop keeper `keeper` with `signal` and wait until its process is gone.
+pub fn stop_keeper(dir: &Path, keeper: u8, signal: &str) {
+    stop_matching(
+        &format!(
+            "keeper run {}",
+            dir.join(format!("keeper{keeper}"))
+                .join("keeper.json")
+                .display()
+        ),
+        signal,
+    );
+}
+
+fn stop_matching(pattern: &str, signal: &str) {
     assert!(Command::new("pkill")
-        .args([&format!("-{signal}"), "-f", &pattern])
+        .args([&format!("-{signal}"), "-f", pattern])
         .status()
         .unwrap()
         .success());
     let deadline = Instant::now() + Duration::from_secs(15);
     while Command::new("pgrep")
-        .args(["-f", &pattern])
+        .args(["-f", pattern])
         .stdout(Stdio::null())
         .status()
         .unwrap()
         .success()
     {
-        assert!(Instant::now() < deadline, "node {node} did not stop");
+        assert!(Instant::now() < deadline, "{pattern} did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -227,6 +243,13 @@ impl Drop for Up {
 }
 
 pub fn start(dir: &Path) -> Up {
+    let up = up(dir);
+    register_and_login(dir);
+    up
+}
+
+/// `obscura cluster up`, once every node and keeper answers, with no account yet.
+pub fn up(dir: &Path) -> Up {
     let child = Command::new(BIN)
         .args(["cluster", "up"])
         .arg(dir)
@@ -240,7 +263,6 @@ pub fn start(dir: &Path) -> Up {
         restarted: Vec::new(),
     };
     wait_for_status(dir);
-    register_and_login(dir);
     up
 }
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use obscura_client::{Client, TokenParts};
+use obscura_cluster::keeper::KeeperConfig;
 use obscura_cluster::keeper::LoginPolicy;
-use obscura_cluster::keeper::{keeper_purpose, KeeperConfig, KeeperSecrets};
 use obscura_cluster::node::NodeConfig;
 use obscura_keeper_server::LoadedKeeper;
 use obscura_node::config::LoadedNode;
@@ -64,6 +64,8 @@ pub struct Setup {
     pub quotas: obscura_cluster::keeper::Quotas,
     /// Register the admin and log the cluster's client in at the start.
     pub register: bool,
+    /// Deliver every keeper its token-key shares at the start.
+    pub provision: bool,
     /// Nodes (threshold `K` whatever their number).
     pub nodes: usize,
 }
@@ -88,6 +90,7 @@ pub const VOPRF: Setup = Setup {
         max_events: 1000,
     },
     register: true,
+    provision: true,
     nodes: N,
 };
 
@@ -161,27 +164,6 @@ impl Cluster {
                     c.quotas = setup.quotas;
                 },
             );
-            if setup.lying_keepers.contains(&keeper) {
-                // Its shares of the token keys are not the dealt ones: its proofs fail.
-                let path = dir.join(format!("keeper{keeper}/secrets.sealed"));
-                let key = WrappingKey::from_file(&dir.join(format!("keeper{keeper}/wrapping.key")))
-                    .unwrap();
-                let mut secrets: KeeperSecrets = obscura_cluster::files::open_secrets(
-                    &std::fs::read(&path).unwrap(),
-                    &keeper_purpose(keeper),
-                    &key,
-                )
-                .unwrap();
-                for s in &mut secrets.shares {
-                    s.secret =
-                        obscura_keeper::oprf::random_scalar(&mut rand_core::OsRng).to_bytes();
-                }
-                obscura_cluster::files::write_private_atomic(
-                    &path,
-                    &secrets.seal(keeper, &key, &mut rand_core::OsRng).unwrap(),
-                )
-                .unwrap();
-            }
         }
         let client = Self::load_client(&dir, |_| {});
         let mut c = Cluster {
@@ -200,6 +182,45 @@ impl Cluster {
         }
         for keeper in 1..=M as u8 {
             c.keeper_up(keeper).await;
+        }
+        // A lying keeper's shares of the token keys are not the dealt ones, so its proofs fail:
+        // it takes others first, on the owner's order (the test's stand-in for a keeper whose
+        // share went bad), and then refuses the dealt ones.
+        let owner = obscura_client::config::load(&c.dir).unwrap().owner.unwrap();
+        let policy = obscura_cluster::attestation::load_policy(&c.dir)
+            .unwrap()
+            .unwrap();
+        let ca = std::fs::read(c.dir.join("ca.pem")).unwrap();
+        for &j in setup.lying_keepers {
+            let others: Vec<obscura_cluster::keeper::SealedShare> = (1..=n as u8)
+                .map(|node| obscura_cluster::keeper::SealedShare {
+                    node,
+                    version: 1,
+                    secret: obscura_keeper::oprf::random_scalar(&mut rand_core::OsRng).to_bytes(),
+                })
+                .collect();
+            let appraisal = appraise_keeper(&c, j, &policy, &ca).await;
+            let answer = raw(&c, j, provision_body(&appraisal, j, &others, &owner)).await;
+            assert!(
+                matches!(answer, obscura_proto::ResponseBody::Provisioned { .. }),
+                "{answer:?}"
+            );
+        }
+        // Every keeper takes its token-key shares once appraised.
+        let provisioned = if setup.provision {
+            obscura_client::config::provision_waiting(&c.dir, &c.client)
+                .await
+                .unwrap()
+        } else {
+            Vec::new()
+        };
+        for (keeper, outcome) in provisioned {
+            match outcome {
+                Err(obscura_client::Fault::Refused { message, .. })
+                    if setup.lying_keepers.contains(&keeper)
+                        && message.contains("takes its shares once") => {}
+                other => assert!(other.is_ok(), "keeper {keeper}: {other:?}"),
+            }
         }
         if setup.register {
             c.client
@@ -419,4 +440,83 @@ pub async fn raw(
         .await
         .unwrap();
     obscura_proto::Response::decode(&bytes).unwrap().0
+}
+
+/// Keeper `j`'s evidence, appraised as the owner's client appraises it.
+pub async fn appraise_keeper(
+    c: &Cluster,
+    j: u8,
+    policy: &obscura_attest::Policy,
+    ca: &[u8],
+) -> obscura_attest::Appraisal {
+    use obscura_attest::{binding, Evidence, Verifier};
+    let mut nonce = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut nonce);
+    let obscura_proto::ResponseBody::Evidence {
+        party_key,
+        evidence,
+    } = raw(c, j, obscura_proto::KeeperBody::Evidence { nonce }).await
+    else {
+        panic!("keeper {j} gave no evidence");
+    };
+    let role = obscura_attest::Role::Keeper;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Verifier::new()
+        .appraise_party(
+            &Evidence::from_json(&evidence).unwrap(),
+            policy,
+            &role,
+            &party_key,
+            &binding::context(ca, &role, j),
+            &nonce,
+            now,
+        )
+        .unwrap()
+}
+
+/// A delivery of `shares` to keeper `keeper`, sealed to the key `appraisal` binds, ordered by
+/// `signer`, as the owner's client makes one.
+pub fn provision_body(
+    appraisal: &obscura_attest::Appraisal,
+    keeper: u8,
+    shares: &[obscura_cluster::keeper::SealedShare],
+    signer: &ed25519_dalek::SigningKey,
+) -> obscura_proto::KeeperBody {
+    let mut delivery = obscura_cluster::provision::Delivery {
+        receipt: [0; 32],
+        shares: shares
+            .iter()
+            .map(|s| obscura_cluster::keeper::SealedShare {
+                node: s.node,
+                version: s.version,
+                secret: s.secret,
+            })
+            .collect(),
+    };
+    rand_core::OsRng.fill_bytes(&mut delivery.receipt);
+    let plain = postcard::to_allocvec(&delivery).unwrap();
+    let sealed = obscura_attest::seal::seal(
+        appraisal,
+        &obscura_cluster::provision::delivery_purpose(keeper),
+        &plain,
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    let party_key: [u8; 32] = appraisal.party_key().unwrap().try_into().unwrap();
+    let signature = obscura_sharing::order::Order::Provision {
+        keeper,
+        party_key,
+        delivery: obscura_proto::provision_digest(&sealed.enc, &sealed.ciphertext),
+    }
+    .sign(signer)
+    .to_vec();
+    obscura_proto::KeeperBody::Provision {
+        party_key,
+        enc: sealed.enc,
+        ciphertext: sealed.ciphertext,
+        signature,
+    }
 }
