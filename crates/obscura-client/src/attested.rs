@@ -85,27 +85,7 @@ impl Gate {
         http: &reqwest::Client,
         base: &str,
     ) -> Result<Outcome, Fault> {
-        let Some((role, seat)) = self.seats.get(base).cloned() else {
-            return Err(Fault::NotSent(format!(
-                "{base} is not a server of this cluster"
-            )));
-        };
-        let slot = self
-            .outcomes
-            .lock()
-            .expect("the gate's lock is never poisoned")
-            .entry(base.to_owned())
-            .or_default()
-            .clone();
-        let mut last = slot.lock().await;
-        if let Some((at, outcome)) = last.as_ref() {
-            if at.elapsed() < REAPPRAISE_AFTER {
-                return Ok(outcome.clone());
-            }
-        }
-        let outcome = self.appraise(http, base, role, seat).await?;
-        *last = Some((Instant::now(), outcome.clone()));
-        Ok(outcome)
+        self.appraisal_within(http, base, REAPPRAISE_AFTER).await
     }
 
     /// The appraisal of the server at `base` made now, whatever the last: for sealing to the
@@ -114,6 +94,16 @@ impl Gate {
         &self,
         http: &reqwest::Client,
         base: &str,
+    ) -> Result<Outcome, Fault> {
+        self.appraisal_within(http, base, Duration::ZERO).await
+    }
+
+    /// The last outcome for `base` if younger than `max_age`, else a new appraisal.
+    async fn appraisal_within(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        max_age: Duration,
     ) -> Result<Outcome, Fault> {
         let Some((role, seat)) = self.seats.get(base).cloned() else {
             return Err(Fault::NotSent(format!(
@@ -128,6 +118,11 @@ impl Gate {
             .or_default()
             .clone();
         let mut last = slot.lock().await;
+        if let Some((at, outcome)) = last.as_ref() {
+            if at.elapsed() < max_age {
+                return Ok(outcome.clone());
+            }
+        }
         let outcome = self.appraise(http, base, role, seat).await?;
         *last = Some((Instant::now(), outcome.clone()));
         Ok(outcome)
