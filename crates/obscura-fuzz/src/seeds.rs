@@ -443,6 +443,27 @@ fn requests() -> Vec<Vec<u8>> {
         },
         KeeperBody::CapabilityCommit,
         KeeperBody::CapabilityShare { package },
+        KeeperBody::Evidence { nonce: [7; 32] },
+        KeeperBody::SecretPutReleased {
+            id: [5; 16],
+            name: "api token".into(),
+            origin: "import".into(),
+            share: vec![1, 2, 3, 4],
+            policy: br#"{"version":1,"name":"workers"}"#.to_vec(),
+        },
+        KeeperBody::ReleaseStart { id: [5; 16] },
+        KeeperBody::ReleaseFinish {
+            id: [5; 16],
+            nonce: [7; 32],
+            party_key: [8; 32],
+            evidence: br#"{"platform":"simulation"}"#.to_vec(),
+        },
+        KeeperBody::Provision {
+            party_key: [8; 32],
+            enc: vec![9; 32],
+            ciphertext: vec![10; 120],
+            signature: vec![0; 64],
+        },
     ];
     let mut out = encoded(node_bodies, keeper_bodies);
     let holder = holder();

@@ -209,6 +209,20 @@ fn keeper_body() -> impl Strategy<Value = KeeperBody> {
                     .collect(),
             }),
         Just(KeeperBody::Status),
+        (
+            any::<[u8; 32]>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            proptest::collection::vec(any::<u8>(), 0..256),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(
+                |(party_key, enc, ciphertext, signature)| KeeperBody::Provision {
+                    party_key,
+                    enc,
+                    ciphertext,
+                    signature,
+                }
+            ),
         (any::<u64>(), 0..=4096u32).prop_map(|(from, max)| KeeperBody::Audit { from, max }),
     ]
 }
