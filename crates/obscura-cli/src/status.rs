@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use obscura_client::{Client, Fault};
+use serde_json::{json, Value};
+
 use crate::error::Failure;
 use crate::{client, exit};
 
@@ -12,114 +15,210 @@ pub(crate) struct Status {
     /// The cluster directory.
     #[arg(long)]
     cluster: PathBuf,
+    /// Print everything as one JSON object: `attestation` (the policy and each server's
+    /// appraisal or refusal), `nodes`, `keepers`, `key_version` and `ok`.
+    ///
+    /// Example: `obscura status --cluster DIR --json | jq '.keepers[] | select(.ok | not)'`
+    #[arg(long)]
+    json: bool,
+}
+
+/// A fault as JSON: what it is, and whether it proves the server misbehaved.
+fn fault(e: &Fault) -> Value {
+    json!({"ok": false, "error": e.to_string(), "misbehaved": e.is_misbehaviour()})
 }
 
 impl Status {
     pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
-        let Status { cluster } = self;
-        let mut ok = true;
+        let Status { cluster, json } = self;
         let client = client(&cluster)?;
-        ok &= attestation(&client).await;
+        let (mut ok, attestation) = attestation(&client, !json).await;
         let ours = client.key_version();
         let mut others = Vec::new();
+        let mut nodes = Vec::new();
         // Logged out, nodes tell nothing but that they answer.
-        let statuses = if client.user().is_some() {
-            client.status().await
-        } else {
-            println!("not logged in: showing only which nodes answer");
-            for (node, r) in client.reachable().await {
-                match r {
-                    Ok(()) => println!("node {node}: up"),
+        if client.user().is_some() {
+            for (node, s) in client.status().await {
+                match s {
+                    Ok(s) => {
+                        let (current, next) = (s.key_versions.first(), s.key_versions.get(1));
+                        if !json {
+                            println!(
+                                "node {node}: {} images, {} pending, key version {}{}",
+                                s.committed,
+                                s.pending,
+                                current.map_or("?".into(), u32::to_string),
+                                next.map_or(String::new(), |v| format!(" (moving to {v})"))
+                            );
+                        }
+                        if !s.key_versions.contains(&ours) {
+                            others.push(node);
+                        }
+                        nodes.push(json!({"node": node, "ok": true, "images": s.committed,
+                            "pending": s.pending, "key_versions": s.key_versions}));
+                    }
                     Err(e) => {
                         ok = false;
-                        println!("node {node}: {e}")
+                        if !json {
+                            println!("node {node}: {e}");
+                        }
+                        let mut v = fault(&e);
+                        v["node"] = json!(node);
+                        nodes.push(v);
                     }
                 }
             }
-            Vec::new()
-        };
-        for (node, s) in statuses {
-            match s {
-                Ok(s) => {
-                    let (current, next) = (s.key_versions.first(), s.key_versions.get(1));
-                    println!(
-                        "node {node}: {} images, {} pending, key version {}{}",
-                        s.committed,
-                        s.pending,
-                        current.map_or("?".into(), u32::to_string),
-                        next.map_or(String::new(), |v| format!(" (moving to {v})"))
-                    );
-                    if !s.key_versions.contains(&ours) {
-                        others.push(node);
+        } else {
+            if !json {
+                println!("not logged in: showing only which nodes answer");
+            }
+            for (node, r) in client.reachable().await {
+                match r {
+                    Ok(()) => {
+                        if !json {
+                            println!("node {node}: up");
+                        }
+                        nodes.push(json!({"node": node, "ok": true}));
                     }
-                }
-                Err(e) => {
-                    ok = false;
-                    println!("node {node}: {e}")
+                    Err(e) => {
+                        ok = false;
+                        if !json {
+                            println!("node {node}: {e}");
+                        }
+                        let mut v = fault(&e);
+                        v["node"] = json!(node);
+                        nodes.push(v);
+                    }
                 }
             }
         }
         if !others.is_empty() {
             ok = false;
-            println!(
-                "this client uses key version {ours}, which nodes {others:?} do not serve: \
+            if !json {
+                println!(
+                    "this client uses key version {ours}, which nodes {others:?} do not serve: \
                      finish the rotation (`obscura keys rotate`) or update client.json"
-            );
+                );
+            }
         }
+        let mut keepers = Vec::new();
         for (keeper, s) in client.keeper_status().await {
             match s {
-                // Up and waiting for its shares: not a fault of the cluster's servers.
-                Ok(s) if s.key_versions.is_empty() => {
-                    println!(
-                        "keeper {keeper}: up, but holds no token-key share yet: the data owner \
-                         delivers them once it is appraised (`obscura cluster provision`)"
-                    );
+                Ok(s) => {
+                    // Up and waiting for its shares is not a fault of the cluster's servers.
+                    if !json {
+                        if s.key_versions.is_empty() {
+                            println!(
+                                "keeper {keeper}: up, but holds no token-key share yet: the \
+                                 data owner delivers them once it is appraised (`obscura \
+                                 cluster provision`)"
+                            );
+                        } else {
+                            println!(
+                                "keeper {keeper}: up, key versions {:?}, {} audit entries",
+                                s.key_versions, s.audit_entries
+                            );
+                        }
+                    }
+                    keepers.push(json!({"keeper": keeper, "ok": true,
+                        "key_versions": s.key_versions, "audit_entries": s.audit_entries,
+                        "holds_shares": !s.key_versions.is_empty()}));
                 }
-                Ok(s) => println!(
-                    "keeper {keeper}: up, key versions {:?}, {} audit entries",
-                    s.key_versions, s.audit_entries
-                ),
                 Err(e) => {
                     ok = false;
-                    println!("keeper {keeper}: {e}")
+                    if !json {
+                        println!("keeper {keeper}: {e}");
+                    }
+                    let mut v = fault(&e);
+                    v["keeper"] = json!(keeper);
+                    keepers.push(v);
                 }
             }
+        }
+        // Tokens need T keepers holding shares of the version this client uses.
+        let holding = keepers
+            .iter()
+            .filter(|k| {
+                k["key_versions"]
+                    .as_array()
+                    .is_some_and(|v| v.contains(&json!(ours)))
+            })
+            .count();
+        let tokens = keepers.is_empty() || holding >= client.keeper_threshold();
+        if !tokens {
+            ok = false;
+            if !json {
+                println!(
+                    "only {holding} keepers hold shares of key version {ours}, and tokens need \
+                     {}: no search or index works until more do",
+                    client.keeper_threshold()
+                );
+            }
+        }
+        if json {
+            println!(
+                "{}",
+                json!({"ok": ok, "key_version": ours, "logged_in": client.user().is_some(),
+                    "attestation": attestation, "nodes": nodes, "keepers": keepers,
+                    "nodes_without_key_version": others, "tokens": tokens})
+            );
         }
         Ok(exit(ok))
     }
 }
 
-/// Each server's appraisal under the cluster's attestation policy; whether every one passed.
-async fn attestation(client: &obscura_client::Client) -> bool {
+/// Each server's appraisal under the cluster's attestation policy, printed when `say`; whether
+/// every one passed, and all of it as JSON.
+async fn attestation(client: &Client, say: bool) -> (bool, Value) {
     let Some(policy) = client.attestation_policy() else {
-        println!("attestation: this cluster has no policy (made before attestation); servers are not appraised");
-        return true;
+        if say {
+            println!(
+                "attestation: this cluster has no policy (made before attestation); servers are \
+                 not appraised"
+            );
+        }
+        return (true, json!({"policy": null, "servers": []}));
     };
-    println!(
-        "attestation policy {:?} version {}",
-        policy.name, policy.version
-    );
-    if policy.allow_simulation {
+    if say {
         println!(
-            "  SIMULATION ALLOWED: no TEE here; an appraisal proves only that the cluster's own \
-             simulation root endorsed the server, not what hardware runs it"
+            "attestation policy {:?} version {}",
+            policy.name, policy.version
         );
+        if policy.allow_simulation {
+            println!(
+                "  SIMULATION ALLOWED: no TEE here; an appraisal proves only that the cluster's \
+                 own simulation root endorsed the server, not what hardware runs it"
+            );
+        }
     }
+    let about = json!({"name": policy.name, "version": policy.version,
+        "allow_simulation": policy.allow_simulation});
     let mut ok = true;
+    let mut servers = Vec::new();
     for (party, appraisal) in client.appraisals().await {
         let who = crate::error::names(&[party]);
         match appraisal {
-            Ok(a) => println!("  {who}: attested, {}", a.summary()),
+            Ok(a) => {
+                if say {
+                    println!("  {who}: attested, {}", a.summary());
+                }
+                servers.push(json!({"server": who, "ok": true, "appraisal": a}));
+            }
             Err(e) => {
                 ok = false;
-                let misbehaved = if e.is_misbehaviour() {
-                    " (misbehaved)"
-                } else {
-                    ""
-                };
-                println!("  {who}{misbehaved}: not used: {e}");
+                if say {
+                    let misbehaved = if e.is_misbehaviour() {
+                        " (misbehaved)"
+                    } else {
+                        ""
+                    };
+                    println!("  {who}{misbehaved}: not used: {e}");
+                }
+                let mut v = fault(&e);
+                v["server"] = json!(who);
+                servers.push(v);
             }
         }
     }
-    ok
+    (ok, json!({"policy": about, "servers": servers}))
 }

@@ -159,7 +159,8 @@ impl Client {
         self.keepers.urls.len()
     }
 
-    fn keeper_threshold(&self) -> usize {
+    /// Keepers needed to log in, sign and make tokens (T).
+    pub fn keeper_threshold(&self) -> usize {
         self.keeper_threshold
     }
 

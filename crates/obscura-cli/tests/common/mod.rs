@@ -169,11 +169,28 @@ fn stop_matching(pattern: &str, signal: &str) {
     }
 }
 
-/// Wait until every node and keeper answers `obscura status`.
+/// Wait until every node and keeper answers `obscura status` and passes its appraisal (keepers
+/// may still be waiting for their token-key shares).
 pub fn wait_for_status(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let cluster = dir.to_str().unwrap();
-    while !obscura(&["status", "--cluster", cluster]).status.success() {
+    let answers = || {
+        let out = obscura(&["status", "--cluster", cluster, "--json"]);
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return false;
+        };
+        let all_ok = |key: &str| {
+            v[key]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| x["ok"] == true))
+        };
+        all_ok("nodes")
+            && all_ok("keepers")
+            && v["attestation"]["servers"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| x["ok"] == true))
+    };
+    while !answers() {
         assert!(Instant::now() < deadline, "cluster did not come up");
         std::thread::sleep(Duration::from_millis(200));
     }
