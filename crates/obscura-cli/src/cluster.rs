@@ -111,6 +111,14 @@ impl ClusterCommand {
             ClusterCommand::Init(init) => init.run(),
             ClusterCommand::Provision { cluster, json } => {
                 let client = crate::client(&cluster)?;
+                if !client.is_owner() {
+                    return Err(format!(
+                        "{} holds no data owner's key (owner/): provisioning keepers is the data \
+                         owner's, from the directory `cluster init` made",
+                        cluster.display()
+                    )
+                    .into());
+                }
                 let outcome = provision(&cluster, &client).await?;
                 let waiting = outcome.iter().filter(|(_, r)| r.is_err()).count();
                 if json {

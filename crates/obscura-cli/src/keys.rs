@@ -78,6 +78,27 @@ pub(crate) async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, 
                 .into(),
         );
     }
+    // Shares still waiting for a keeper's receipt (its answer lost, say) would outlive a
+    // rotation in the owner's folder, the retired version's included: deliver them first.
+    if config::pending_provision(dir)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        let client = crate::client(dir)?;
+        crate::cluster::report_provision(dir, &crate::cluster::provision(dir, &client).await?);
+        if let Some(pending) = config::pending_provision(dir).map_err(|e| e.to_string())? {
+            let keepers: Vec<u8> = pending.keepers.iter().map(|a| a.keeper).collect();
+            return Err(format!(
+                "keepers {keepers:?} have not confirmed their token-key shares, which still wait \
+                 in {}: a rotation now would leave them there after the old version is erased; \
+                 run `obscura cluster provision --cluster {}` until every keeper has",
+                dir.join(obscura_cluster::provision::PROVISION_FILE)
+                    .display(),
+                dir.display()
+            )
+            .into());
+        }
+    }
     let wrapping = config::wrapping_key(dir, &config).map_err(|e| e.to_string())?;
     let plan_path = dir.join(PLAN_FILE);
     let (plan, resumed) = match std::fs::read(&plan_path) {

@@ -368,6 +368,18 @@ fn token_key_shares_reach_only_keepers_of_this_build_and_stay_bound_to_it() {
     let waiting = dir.join("owner").join("provision.sealed");
     assert!(waiting.exists(), "the dealt shares wait at the data owner");
     let up = up(&dir);
+    // Every keeper is up and attested, and none holds a share yet: no token can be made.
+    let out = obscura(&["status", "--cluster", cluster, "--json"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["ok"], false, "{status}");
+    assert_eq!(status["tokens"], false, "{status}");
+    let keepers = status["keepers"].as_array().unwrap();
+    assert_eq!(keepers.len(), 3, "{status}");
+    assert!(
+        keepers.iter().all(|k| k["holds_shares"] == false),
+        "{status}"
+    );
 
     // Keeper 2's operator runs another build from the start, with the keeper's own files.
     stop_keeper(&dir, 2, "TERM");
@@ -401,6 +413,32 @@ fn token_key_shares_reach_only_keepers_of_this_build_and_stay_bound_to_it() {
         assert!(e.is_some_and(|e| e["provisioned"] == true), "{entries:?}");
     }
     assert!(waiting.exists(), "keeper 2's shares still wait");
+    // `status --json` says the same: keeper 2 refused and holding nothing, the others holding
+    // their shares.
+    let out = obscura(&["status", "--cluster", cluster, "--json"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let servers = status["attestation"]["servers"].as_array().unwrap();
+    let two = servers.iter().find(|s| s["server"] == "keeper 2").unwrap();
+    assert_eq!(two["misbehaved"], true, "{status}");
+    assert_eq!(status["attestation"]["policy"]["allow_simulation"], true);
+    for k in status["keepers"].as_array().unwrap() {
+        if k["keeper"] == 2 {
+            assert_eq!(k["misbehaved"], true, "{status}");
+        } else {
+            assert_eq!(k["holds_shares"], true, "{status}");
+        }
+    }
+
+    // A rotation now would leave keeper 2's waiting shares in the owner's folder after the old
+    // version is erased: it is refused until every keeper has confirmed its shares.
+    let out = obscura(&["keys", "rotate", "--cluster", cluster]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("keepers [2] have not confirmed their token-key shares"),
+        "{}",
+        text(&out)
+    );
 
     // Its operator runs this build: appraised, it takes its shares, and the owner forgets them.
     let _ = impostor.kill();

@@ -243,10 +243,14 @@ pub async fn provision_waiting(
         return Ok(Vec::new());
     }
     // One round at a time: read, deliver, write back what is left.
-    let _lock = obscura_cluster::provision::lock(dir).map_err(|e| LoadError {
-        dir: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let at = dir.to_path_buf();
+    let _lock = tokio::task::spawn_blocking(move || obscura_cluster::provision::lock(&at))
+        .await
+        .map_err(|_| crate::Error::Internal("the provisioning lock's task"))?
+        .map_err(|e| LoadError {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let Some(mut pending) = pending_provision(dir)? else {
         return Ok(Vec::new());
     };

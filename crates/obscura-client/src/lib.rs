@@ -1031,6 +1031,11 @@ impl Client {
         out
     }
 
+    /// Whether this client holds the data owner's key.
+    pub fn is_owner(&self) -> bool {
+        self.owner.is_some()
+    }
+
     /// The attestation policy servers are appraised under, if the cluster has one.
     pub fn attestation_policy(&self) -> Option<&obscura_attest::Policy> {
         self.http.gate.as_deref().map(attested::Gate::policy)

@@ -1895,11 +1895,15 @@ async fn a_relay_that_drops_a_delivery_cannot_fake_the_keepers_receipt() {
             (x as u8 + 1, 1, p)
         })
         .collect();
-    // The relay, on keeper 2's own port with keeper 2's own certificate.
+    // The relay, on keeper 2's own port with keeper 2's own certificate. It forges the answer
+    // to a delivery, or (once `lose` is set) passes the delivery on and loses the answer.
+    let lose = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let losing = lose.clone();
     let relay = async move |axum::extract::Path(op): axum::extract::Path<String>,
                             body: axum::body::Bytes| {
         let req = Request::<KeeperBody>::decode(&body).unwrap();
-        if matches!(req.body, KeeperBody::Provision { .. }) {
+        let provision = matches!(req.body, KeeperBody::Provision { .. });
+        if provision && !losing.load(std::sync::atomic::Ordering::SeqCst) {
             return obscura_server::encode(ResponseBody::Provisioned {
                 keeper: 2,
                 public_shares: public_shares.clone(),
@@ -1913,7 +1917,14 @@ async fn a_relay_that_drops_a_delivery_cannot_fake_the_keepers_receipt() {
             .await
             .unwrap();
         let status = answer.status();
-        (status, answer.bytes().await.unwrap().to_vec())
+        let bytes = answer.bytes().await.unwrap().to_vec();
+        if provision {
+            return obscura_server::encode(ResponseBody::Error {
+                code: ErrorCode::Internal,
+                message: "lost".into(),
+            });
+        }
+        (status, bytes)
     };
     let front = c.listen(c.keeper_ports[1]).await;
     let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -1950,7 +1961,23 @@ async fn a_relay_that_drops_a_delivery_cannot_fake_the_keepers_receipt() {
     let left: Vec<u8> = waiting.keepers.iter().map(|a| a.keeper).collect();
     assert_eq!(left, [2]);
 
-    // The genuine keeper answers on its own port again: it takes its shares.
+    // The relay now passes the delivery on and loses the answer: the genuine keeper holds its
+    // shares, and the owner, without a receipt, keeps them waiting.
+    lose.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcome = obscura_client::config::provision_waiting(&c.dir, &c.client)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome[..], [(2, Err(Fault::Refused { message, .. }))] if message == "lost"),
+        "{outcome:?}"
+    );
+    assert!(c
+        .dir
+        .join(obscura_cluster::provision::PROVISION_FILE)
+        .exists());
+
+    // The genuine keeper answers on its own port again: the retry (a new delivery of the same
+    // shares, with a new receipt key) is answered, and the owner forgets them.
     stop_relay.send(()).ok();
     relay_task.await.unwrap().unwrap();
     stop_genuine.send(()).ok();

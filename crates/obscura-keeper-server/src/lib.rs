@@ -239,8 +239,8 @@ impl LoadedKeeper {
         if attester.is_some() && !secrets.shares.is_empty() {
             return Err(Error::secrets(format!(
                 "keeper {} attests, and its sealed secrets hold token-key shares outside its \
-                 platform's sealing: an attesting keeper takes its shares only from the data \
-                 owner, after its appraisal (obscura cluster provision)",
+                 platform's sealing (a cluster made by an older obscura: make it again): an \
+                 attesting keeper takes its shares only from the data owner, after its appraisal",
                 config.keeper
             )));
         }
