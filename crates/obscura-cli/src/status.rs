@@ -145,22 +145,34 @@ impl Status {
             })
             .count();
         let tokens = keepers.is_empty() || holding >= client.keeper_threshold();
-        if !tokens {
+        // Shares still waiting at the data owner are a cluster being set up, not a fault.
+        let waiting = obscura_client::config::pending_provision(&cluster)
+            .ok()
+            .flatten()
+            .is_some();
+        if !tokens && !json {
+            println!(
+                "only {holding} keepers hold shares of key version {ours}, and tokens need {}: \
+                 no search or index works until more do{}",
+                client.keeper_threshold(),
+                if waiting {
+                    "; their shares wait at the data owner: the first `obscura register`, or \
+                     `obscura cluster provision`, delivers them"
+                } else {
+                    ""
+                }
+            );
+        }
+        if !tokens && !waiting {
             ok = false;
-            if !json {
-                println!(
-                    "only {holding} keepers hold shares of key version {ours}, and tokens need \
-                     {}: no search or index works until more do",
-                    client.keeper_threshold()
-                );
-            }
         }
         if json {
             println!(
                 "{}",
                 json!({"ok": ok, "key_version": ours, "logged_in": client.user().is_some(),
                     "attestation": attestation, "nodes": nodes, "keepers": keepers,
-                    "nodes_without_key_version": others, "tokens": tokens})
+                    "nodes_without_key_version": others, "tokens": tokens,
+                    "shares_waiting": waiting})
             );
         }
         Ok(exit(ok))

@@ -368,12 +368,31 @@ fn token_key_shares_reach_only_keepers_of_this_build_and_stay_bound_to_it() {
     let waiting = dir.join("owner").join("provision.sealed");
     assert!(waiting.exists(), "the dealt shares wait at the data owner");
     let up = up(&dir);
-    // Every keeper is up and attested, and none holds a share yet: no token can be made.
+    // Every keeper is up and attested, and none holds a share yet: no token can be made, and
+    // the shares wait at the owner (a cluster being set up, not a fault).
     let out = obscura(&["status", "--cluster", cluster, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["tokens"], false, "{status}");
+    assert_eq!(status["shares_waiting"], true, "{status}");
+    // A user's copy of the directory, without the owner's folder, cannot tell a cluster being
+    // set up from keepers that lost their shares: it says so and fails.
+    let copy = dir.with_extension("user-copy");
+    assert!(Command::new("cp")
+        .args(["-a"])
+        .arg(&dir)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::remove_dir_all(copy.join("owner")).unwrap();
+    let out = obscura(&["status", "--cluster", copy.to_str().unwrap(), "--json"]);
+    std::fs::remove_dir_all(&copy).ok();
     assert!(!out.status.success(), "{}", text(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["ok"], false, "{status}");
     assert_eq!(status["tokens"], false, "{status}");
+    assert_eq!(status["shares_waiting"], false, "{status}");
     let keepers = status["keepers"].as_array().unwrap();
     assert_eq!(keepers.len(), 3, "{status}");
     assert!(
