@@ -1992,3 +1992,57 @@ async fn a_relay_that_drops_a_delivery_cannot_fake_the_keepers_receipt() {
         .join(obscura_cluster::provision::PROVISION_FILE)
         .exists());
 }
+
+/// Shares in the owner's folder that are not the ones `client.json` names (another cluster's
+/// file, say) are not sent: no honest keeper takes them, is then refused the right ones, and is
+/// blamed. Nobody is named a culprit, and the shares stay waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_that_are_not_the_clusters_are_not_sent_and_nobody_is_blamed() {
+    use obscura_cluster::provision::{Awaiting, Pending};
+    let c = Cluster::start_with(
+        "foreign",
+        Setup {
+            provision: false,
+            register: false,
+            ..VOPRF
+        },
+    )
+    .await;
+    let owner =
+        obscura_tokens::keyfile::WrappingKey::from_file(&c.dir.join("owner/wrapping.key")).unwrap();
+    let foreign = Pending {
+        keepers: (1..=M as u8)
+            .map(|keeper| Awaiting {
+                keeper,
+                shares: (1..=N as u8)
+                    .map(|node| obscura_cluster::keeper::SealedShare {
+                        node,
+                        version: 1,
+                        secret: obscura_keeper::oprf::random_scalar(&mut OsRng).to_bytes(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    obscura_cluster::provision::write(&c.dir, &owner, &foreign).unwrap();
+    let outcome = obscura_client::config::provision_waiting(&c.dir, &c.client)
+        .await
+        .unwrap();
+    assert_eq!(outcome.len(), M, "{outcome:?}");
+    for (keeper, r) in &outcome {
+        let fault = r.as_ref().unwrap_err();
+        assert!(
+            matches!(fault, Fault::NotSent(m) if m.contains("not this cluster's")),
+            "keeper {keeper}: {fault:?}"
+        );
+        assert!(!fault.is_misbehaviour());
+    }
+    // Every keeper still holds nothing, and the shares still wait.
+    for (keeper, s) in c.client.keeper_status().await {
+        assert!(s.unwrap().key_versions.is_empty(), "keeper {keeper}");
+    }
+    let left = obscura_cluster::provision::read(&c.dir, &owner)
+        .unwrap()
+        .unwrap();
+    assert_eq!(left.keepers.len(), M);
+}
