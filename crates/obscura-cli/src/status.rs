@@ -28,6 +28,17 @@ fn fault(e: &Fault) -> Value {
     json!({"ok": false, "error": e.to_string(), "misbehaved": e.is_misbehaviour()})
 }
 
+/// Node or keeper `n` that failed with `e`: said as `{kind} {n}: {e}` unless `json`, and as
+/// JSON.
+fn failed(kind: &str, n: u8, e: &Fault, json: bool) -> Value {
+    if !json {
+        println!("{kind} {n}: {e}");
+    }
+    let mut v = fault(e);
+    v[kind] = json!(n);
+    v
+}
+
 impl Status {
     pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
         let Status { cluster, json } = self;
@@ -59,12 +70,7 @@ impl Status {
                     }
                     Err(e) => {
                         ok = false;
-                        if !json {
-                            println!("node {node}: {e}");
-                        }
-                        let mut v = fault(&e);
-                        v["node"] = json!(node);
-                        nodes.push(v);
+                        nodes.push(failed("node", node, &e, json));
                     }
                 }
             }
@@ -82,12 +88,7 @@ impl Status {
                     }
                     Err(e) => {
                         ok = false;
-                        if !json {
-                            println!("node {node}: {e}");
-                        }
-                        let mut v = fault(&e);
-                        v["node"] = json!(node);
-                        nodes.push(v);
+                        nodes.push(failed("node", node, &e, json));
                     }
                 }
             }
@@ -126,12 +127,7 @@ impl Status {
                 }
                 Err(e) => {
                     ok = false;
-                    if !json {
-                        println!("keeper {keeper}: {e}");
-                    }
-                    let mut v = fault(&e);
-                    v["keeper"] = json!(keeper);
-                    keepers.push(v);
+                    keepers.push(failed("keeper", keeper, &e, json));
                 }
             }
         }
