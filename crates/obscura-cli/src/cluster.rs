@@ -26,6 +26,28 @@ pub(crate) enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give keeper J back its token-key shares from T other keepers: after it was replaced,
+    /// or upgraded to a build (allowed first with `obscura attest allow`) its sealed shares do
+    /// not open under. Each helper appraises the keeper's evidence under the cluster's policy
+    /// and sends its part sealed to the key the evidence binds, masked so that no keeper learns
+    /// another's share; keeper J checks every part against client.json's public shares, and
+    /// names a helper whose part is wrong. The data owner's order, from DIR/owner.
+    ///
+    /// Examples:
+    ///   obscura cluster recover --cluster DIR --keeper 2
+    ///   obscura cluster recover --cluster DIR --keeper 2 --json
+    #[command(verbatim_doc_comment)]
+    Recover {
+        /// The cluster directory (with the data owner's folder).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The keeper that lost its shares, 1..=m.
+        #[arg(long)]
+        keeper: u8,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run every node and keeper of DIR as a child process until interrupted.
     #[cfg(feature = "lab")]
     Up {
@@ -141,6 +163,68 @@ impl ClusterCommand {
                 } else {
                     ExitCode::FAILURE
                 })
+            }
+            ClusterCommand::Recover {
+                cluster,
+                keeper,
+                json,
+            } => {
+                let client = crate::client(&cluster)?;
+                if !client.is_owner() {
+                    return Err(format!(
+                        "{} holds no data owner's key (owner/): recovering a keeper's shares is \
+                         the data owner's order, from the directory `cluster init` made",
+                        cluster.display()
+                    )
+                    .into());
+                }
+                match client.recover(keeper).await {
+                    Ok(r) => {
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({
+                                    "keeper": r.keeper, "recovered": true,
+                                    "helpers": r.helpers, "key_version": r.version,
+                                    "node_keys": r.nodes,
+                                })
+                            );
+                        } else {
+                            println!(
+                                "keeper {} holds its token-key shares again: key version {}, {} \
+                                 node keys, parts from keepers {}",
+                                r.keeper,
+                                r.version,
+                                r.nodes,
+                                r.helpers
+                                    .iter()
+                                    .map(u8::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            );
+                        }
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) if json => {
+                        let culprits = e.culprits();
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "keeper": keeper, "recovered": false, "reason": e.to_string(),
+                                "misbehaved": culprits
+                                    .iter()
+                                    .map(|p| crate::error::names(std::slice::from_ref(p)))
+                                    .collect::<Vec<_>>(),
+                            })
+                        );
+                        Ok(ExitCode::FAILURE)
+                    }
+                    Err(e) => Err(Failure::then(
+                        e,
+                        "the keeper keeps no part of a failed recovery; fix what is named and \
+                         run it again",
+                    )),
+                }
             }
             #[cfg(feature = "lab")]
             ClusterCommand::Up { dir } => crate::lab::cluster_up(&dir).await,

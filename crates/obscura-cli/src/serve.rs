@@ -90,6 +90,9 @@ async fn keeper_run(config: &Path) -> Result<ExitCode, Failure> {
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("keeper {keeper} cannot listen on {listen}: {e}"))?;
+    if let Some(why) = &loaded.stranded {
+        eprintln!("warning: {why}");
+    }
     eprintln!(
         "keeper {keeper} listening on {listen} ({} key shares)",
         loaded.shares.len()

@@ -110,9 +110,11 @@ impl Status {
                     if !json {
                         if s.key_versions.is_empty() {
                             println!(
-                                "keeper {keeper}: up, but holds no token-key share yet: the \
-                                 data owner delivers them once it is appraised (`obscura \
-                                 cluster provision`)"
+                                "keeper {keeper}: up, but holds no token-key share: the data \
+                                 owner delivers them once it is appraised (`obscura cluster \
+                                 provision`), or, if it held them before (replaced, or \
+                                 upgraded), has the other keepers give them back (`obscura \
+                                 cluster recover --keeper {keeper}`)"
                             );
                         } else {
                             println!(

@@ -492,18 +492,111 @@ fn token_key_shares_reach_only_keepers_of_this_build_and_stay_bound_to_it() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&id), "{}", text(&out));
 
-    // Later the operator swaps in another build: it cannot open the shares, and says so.
+    // Later the operator upgrades keeper 2 to another build. Its shares, sealed to this
+    // build, do not open under that one: it starts holding none, and says so.
     let _ = Command::new("kill").arg(genuine.id().to_string()).status();
     let _ = genuine.wait();
-    let out = keeper(&modified, &dir, 2, Stdio::piped())
-        .wait_with_output()
-        .unwrap();
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    let log = dir.join("keeper2-upgraded.log");
+    let started = |log: &std::path::Path| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            if said.contains("listening on") {
+                return said;
+            }
+            assert!(std::time::Instant::now() < deadline, "{said}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let mut upgraded = keeper(
+        &modified,
+        &dir,
+        2,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let said = started(&log);
     assert!(
         said.contains("keeper 2's token-key shares are sealed to another build or platform"),
         "{said}"
     );
+    assert!(said.contains("(0 key shares)"), "{said}");
+
+    // The owner cannot have its shares sent to a build the policy does not allow.
+    let recover = || {
+        let out = obscura(&[
+            "cluster",
+            "recover",
+            "--cluster",
+            cluster,
+            "--keeper",
+            "2",
+            "--json",
+        ]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("not JSON: {}", text(&out)));
+        (out.status.success(), json)
+    };
+    let (ok, json) = recover();
+    assert!(!ok, "{json}");
+    assert_eq!(json["recovered"], false, "{json}");
+    assert!(
+        json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not allowed for role keeper on simulation"),
+        "{json}"
+    );
+    assert_eq!(
+        json["misbehaved"],
+        serde_json::json!(["keeper 2"]),
+        "{json}"
+    );
+
+    // Once the owner allows the new build for keepers, the other two give keeper 2 its shares
+    // back, each part checked, and no key is rebuilt anywhere.
+    let out = obscura(&[
+        "attest",
+        "allow",
+        "--cluster",
+        cluster,
+        "--binary",
+        modified.to_str().unwrap(),
+        "--role",
+        "keeper",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (ok, json) = recover();
+    assert!(ok, "{json}");
+    assert_eq!(json["recovered"], true, "{json}");
+    assert_eq!(json["helpers"], serde_json::json!([1, 3]), "{json}");
+    assert_eq!(json["node_keys"], NODES, "{json}");
+
+    // Keeper 2 now evaluates: with keeper 1 down, search needs keepers 2 and 3.
+    stop_keeper(&dir, 1, "TERM");
+    let out = obscura(&[
+        "search",
+        "--cluster",
+        cluster,
+        &testdata("derived/coffee.q75.jpg"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&id), "{}", text(&out));
+
+    // And its shares are now sealed to the new build: restarted, it holds them at once.
+    let _ = Command::new("kill").arg(upgraded.id().to_string()).status();
+    let _ = upgraded.wait();
+    let log = dir.join("keeper2-restarted.log");
+    let mut restarted = keeper(
+        &modified,
+        &dir,
+        2,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let said = started(&log);
+    assert!(!said.contains("sealed to another build"), "{said}");
+    assert!(said.contains(&format!("({NODES} key shares)")), "{said}");
+    let _ = restarted.kill();
+    let _ = restarted.wait();
     std::fs::remove_file(&modified).ok();
     drop(up);
 }

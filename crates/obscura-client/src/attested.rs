@@ -135,6 +135,34 @@ impl Gate {
         role: Role,
         seat: u8,
     ) -> Result<Outcome, Fault> {
+        Ok(self
+            .appraise_evidence(http, base, role, seat)
+            .await?
+            .map(|(appraisal, _)| appraisal))
+    }
+
+    /// A fresh appraisal of the server at `base` with the evidence it passed on, so that
+    /// others can appraise the same evidence (keepers helping one recover its shares).
+    pub(crate) async fn appraisal_with_evidence(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+    ) -> Result<Result<(Appraisal, Presented), Refusal>, Fault> {
+        let Some((role, seat)) = self.seats.get(base).cloned() else {
+            return Err(Fault::NotSent(format!(
+                "{base} is not a server of this cluster"
+            )));
+        };
+        self.appraise_evidence(http, base, role, seat).await
+    }
+
+    async fn appraise_evidence(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        role: Role,
+        seat: u8,
+    ) -> Result<Result<(Appraisal, Presented), Refusal>, Fault> {
         let mut nonce = [0u8; 32];
         OsRng.fill_bytes(&mut nonce);
         // Evidence and its collateral, with room for the answer's framing.
@@ -167,9 +195,9 @@ impl Gate {
             }) => return Ok(Err(Refusal::NoEvidence(message))),
             Err(transient) => return Err(transient),
         };
-        let outcome = Evidence::from_json(&evidence).and_then(|evidence| {
+        let outcome = Evidence::from_json(&evidence).and_then(|parsed| {
             self.verifier.appraise_party(
-                &evidence,
+                &parsed,
                 &self.policy,
                 &role,
                 &party_key,
@@ -178,6 +206,26 @@ impl Gate {
                 unix_now(),
             )
         });
-        Ok(outcome)
+        Ok(outcome.map(|appraisal| {
+            (
+                appraisal,
+                Presented {
+                    party_key,
+                    nonce,
+                    evidence,
+                },
+            )
+        }))
     }
+}
+
+/// Evidence a server presented, as appraised.
+#[derive(Clone, Debug)]
+pub(crate) struct Presented {
+    /// The HPKE key it binds.
+    pub(crate) party_key: [u8; 32],
+    /// The nonce it binds.
+    pub(crate) nonce: [u8; 32],
+    /// The evidence (JSON).
+    pub(crate) evidence: Vec<u8>,
 }

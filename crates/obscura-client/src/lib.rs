@@ -57,6 +57,7 @@ mod journal;
 pub mod ops;
 pub mod pipeline;
 pub mod provision;
+pub mod recover;
 pub mod release;
 pub mod rotation;
 pub mod secrets;

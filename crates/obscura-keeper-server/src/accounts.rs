@@ -361,8 +361,8 @@ pub(crate) struct Accounts {
     /// Release challenges given out, by (session, secret), each used once.
     releases: Mutex<HashMap<ChallengeKey, Challenge>>,
     simulation_root: Option<[u8; 32]>,
-    /// Pinned roots parsed once, for appraising workers.
-    verifier: obscura_attest::Verifier,
+    /// Pinned roots parsed once, for appraising workers and recovering keepers.
+    pub(crate) verifier: obscura_attest::Verifier,
     /// Sessions opened so far.
     opened: std::sync::atomic::AtomicU64,
 }
@@ -1455,7 +1455,7 @@ impl Accounts {
                 "this secret has no release policy",
             ));
         };
-        let policy = self.release_policy(policy)?;
+        let policy = self.vet_policy(policy, "release policy")?;
         let appraised = obscura_attest::Evidence::from_json(evidence).and_then(|evidence| {
             self.verifier.appraise_party(
                 &evidence,
@@ -1520,12 +1520,17 @@ impl Accounts {
         })
     }
 
-    /// A release policy as stored: JSON that parses as an attestation policy and stays within
-    /// what this keeper allows any policy: no debug, and simulation only in a cluster that
-    /// attests with it, under its own simulation root (a user's own root would let the user
-    /// make evidence for any worker it likes, itself included).
-    fn release_policy(&self, bytes: &[u8]) -> Result<obscura_attest::Policy, ResponseBody> {
-        let bad = |why: &str| error(ErrorCode::BadRequest, format!("release policy: {why}"));
+    /// A policy this keeper appraises under (a secret's release policy, a recovery's): JSON
+    /// that parses as an attestation policy and stays within what this keeper allows any
+    /// policy: no debug, and simulation only in a cluster that attests with it, under its own
+    /// simulation root (a user's own root would let the user make evidence for any worker it
+    /// likes, itself included). `what` names it in errors.
+    pub(crate) fn vet_policy(
+        &self,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<obscura_attest::Policy, ResponseBody> {
+        let bad = |why: &str| error(ErrorCode::BadRequest, format!("{what}: {why}"));
         let policy = std::str::from_utf8(bytes)
             .ok()
             .and_then(|text| obscura_attest::Policy::from_json(text).ok())
@@ -1596,7 +1601,7 @@ impl Accounts {
                     "import" => "secret import (released to attested workers only)",
                     _ => return Err(error(ErrorCode::BadRequest, "origin: generate or import")),
                 };
-                self.release_policy(policy)?;
+                self.vet_policy(policy, "release policy")?;
                 let secret = StoredSecret {
                     name: name.clone(),
                     signing: false,

@@ -88,6 +88,7 @@ use crate::vault::Vault;
 type Request = obscura_proto::Request<KeeperBody>;
 
 pub mod accounts;
+mod recovery;
 pub mod vault;
 
 /// Everything a running keeper needs, loaded and checked.
@@ -127,6 +128,11 @@ pub struct LoadedKeeper {
     /// The key its token-key shares are sealed under, bound to its platform and measurement, or
     /// why its platform gives none (none at all when it does not attest).
     bound_key: Option<Result<Zeroizing<[u8; 32]>, String>>,
+    /// The cluster's CA certificate.
+    cluster: Vec<u8>,
+    /// Why the token-key shares sealed to its platform do not open under this build, when
+    /// they do not: it then starts holding none, until they are recovered.
+    pub stranded: Option<String>,
 }
 
 /// The sealed secrets other than the token-key shares, kept to seal them again whole.
@@ -224,13 +230,14 @@ impl LoadedKeeper {
             signing::public_package_from(&secrets.capability_public)
                 .map_err(|e| Error::secrets(format!("capability key: {e}")))?,
         );
+        let cluster = obscura_cluster::files::read(&at(&config.files.ca_cert))?;
         let attester = obscura_server::attest::Attester::load(
             config_path,
             config.attestation,
             secrets.simulated_platform.as_deref(),
             obscura_attest::Role::Keeper,
             config.keeper,
-            &obscura_cluster::files::read(&at(&config.files.ca_cert))?,
+            &cluster,
         )?;
         let bound_key = attester.as_ref().map(|a| {
             a.sealing_key(bound_shares_purpose(config.keeper).as_bytes())
@@ -244,17 +251,23 @@ impl LoadedKeeper {
                 config.keeper
             )));
         }
+        let mut stranded = None;
         let bound = match (&secrets.bound_shares, &bound_key) {
             (None, _) => Vec::new(),
+            // Another build (an upgrade) or another machine: the shares stay sealed where they
+            // are, and this build starts holding none, until the data owner has the other
+            // keepers give them back to it, attested (`obscura cluster recover`).
             (Some(sealed), Some(Ok(key))) => open_bound_shares(sealed, config.keeper, key)
-                .map_err(|_| {
-                    Error::secrets(format!(
-                        "keeper {}'s token-key shares are sealed to another build or platform: \
-                         run the build they were sealed to (this executable measures otherwise), \
-                         on the machine that sealed them",
-                        config.keeper
-                    ))
-                })?,
+                .unwrap_or_else(|_| {
+                    stranded = Some(format!(
+                        "keeper {}'s token-key shares are sealed to another build or platform \
+                         (this executable measures otherwise, or this is another machine): it \
+                         holds none until they are recovered (obscura cluster recover --keeper \
+                         {})",
+                        config.keeper, config.keeper
+                    ));
+                    Vec::new()
+                }),
             (Some(_), Some(Err(why))) => {
                 return Err(Error::secrets(format!(
                     "keeper {}'s token-key shares are sealed to its platform, which gives no \
@@ -324,6 +337,8 @@ impl LoadedKeeper {
             },
             attester,
             bound_key,
+            cluster,
+            stranded,
             audit_key: SigningKey::from_bytes(&secrets.audit_key),
             secrets_path: at(&config.files.secrets),
             wrapping,
@@ -352,6 +367,8 @@ pub(crate) struct KeeperState {
     refused: std::sync::atomic::AtomicU64,
     /// Its attestation.
     attester: Option<obscura_server::attest::Attester>,
+    /// The cluster's CA certificate, whose digest a keeper's evidence binds.
+    cluster: Vec<u8>,
 }
 
 /// What sealing the secrets again takes.
@@ -404,6 +421,28 @@ impl KeeperState {
                 ciphertext,
                 signature,
             } => self.provision(&req.request_id, party_key, enc, ciphertext, signature, now),
+            KeeperBody::RecoverPart {
+                plan,
+                evidence,
+                signature,
+            } => self.recover_part(&req.request_id, plan, evidence, signature, now),
+            KeeperBody::Recover {
+                plan,
+                signature,
+                parts,
+                receipt_enc,
+                receipt_ciphertext,
+            } => self.recover(
+                &req.request_id,
+                plan,
+                signature,
+                parts,
+                &obscura_attest::seal::Sealed {
+                    enc: receipt_enc.clone(),
+                    ciphertext: receipt_ciphertext.clone(),
+                },
+                now,
+            ),
             KeeperBody::KeeperRegister { .. } | KeeperBody::KeeperRegisterFinish { .. } => {
                 self.registration(None, source, &req.body, now)
             }
@@ -627,10 +666,12 @@ impl KeeperState {
             KeeperBody::KeeperLoginStart { .. }
             | KeeperBody::KeeperLoginFinish { .. }
             | KeeperBody::KeeperSealed { .. }
-            | KeeperBody::Provision { .. } => Err(error(
+            | KeeperBody::Provision { .. }
+            | KeeperBody::RecoverPart { .. }
+            | KeeperBody::Recover { .. } => Err(error(
                 ErrorCode::BadRequest,
-                "logins, sealed messages and provisioning are sent as they are, not inside a \
-                 session",
+                "logins, sealed messages, provisioning and recovery are sent as they are, not \
+                 inside a session",
             )),
         }
     }
@@ -1076,6 +1117,7 @@ pub async fn serve(
         }),
         refused: std::sync::atomic::AtomicU64::new(0),
         attester: keeper.attester,
+        cluster: keeper.cluster,
     });
     // Sessions opened before a restart go on: nobody is logged out by it.
     state.accounts.reopen_sessions(&state.store, now())?;

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod oprf;
+pub mod recovery;
 pub mod session;
 pub mod signing;
 pub mod threshold;

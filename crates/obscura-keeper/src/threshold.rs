@@ -254,7 +254,10 @@ pub fn lagrange_at_zero(indices: &[u8]) -> Result<Vec<Scalar>, Error> {
 
 /// The Lagrange coefficients at `x` for the keepers `indices`:
 /// `L_i(x) = Π_{j ≠ i} (x − x_j) / (x_i − x_j)`.
-fn lagrange_at(indices: &[u8], x: Scalar) -> Result<Vec<Scalar>, Error> {
+///
+/// # Errors
+/// As [`lagrange_at_zero`].
+pub fn lagrange_at(indices: &[u8], x: Scalar) -> Result<Vec<Scalar>, Error> {
     if indices.is_empty() {
         return Err(Error::Params { m: 0, t: 0 });
     }

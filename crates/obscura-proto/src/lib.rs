@@ -235,6 +235,49 @@ pub struct KeeperRekeyPart {
     pub zero_commitments: Vec<WireElement>,
 }
 
+/// What the data owner orders when keeper `keeper` gets its token-key shares back from
+/// `helpers` ([`KeeperBody::RecoverPart`], [`KeeperBody::Recover`]); signed through
+/// [`recovery_digest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryPlan {
+    /// Names the recovery: each helper takes part once.
+    pub id: [u8; 16],
+    /// The owner's clock when it was made (Unix seconds): helpers refuse a plan older than
+    /// their replay window.
+    pub issued_at: u64,
+    /// The keeper that recovers.
+    pub keeper: u8,
+    /// The HPKE key its evidence binds, to which each part is sealed.
+    pub party_key: [u8; 32],
+    /// The nonce its evidence binds.
+    pub nonce: [u8; 32],
+    /// The key version recovered.
+    pub version: u32,
+    /// The `T` keepers that give their parts, in order.
+    pub helpers: Vec<u8>,
+    /// `k_j · G` of that version for every node key (outer, node 1..=n) and keeper (inner,
+    /// keeper 1..=m), as the owner's `client.json` has them: the keeper checks each part and
+    /// the result against them.
+    pub public_shares: Vec<Vec<WireElement>>,
+    /// The attestation policy (JSON) each helper appraises the keeper's evidence under.
+    pub policy: Vec<u8>,
+}
+
+/// One helper's part of a recovery ([`RecoveryPlan`]), as the recovering keeper receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryPart {
+    /// The helper.
+    pub helper: u8,
+    /// HPKE encapsulated key.
+    pub enc: Vec<u8>,
+    /// The helper's contributions, one per node key, sealed to the recovering keeper's key
+    /// ([`recovery_purpose`]).
+    pub ciphertext: Vec<u8>,
+    /// Per node key, its commitment to the mask it shares with each other helper, in the
+    /// helpers' order.
+    pub masks: Vec<Vec<WireElement>>,
+}
+
 /// A user's roles, as a set of bits (see [`roles`]).
 pub type WireRoles = u8;
 
@@ -868,6 +911,32 @@ pub enum KeeperBody {
         /// The data owner's signature (`Order::Provision`).
         signature: Vec<u8>,
     },
+    /// Outside any session: this keeper's part of another keeper's token-key shares, for the
+    /// data owner's recovery `plan`, sealed to the recovering keeper's key once its `evidence`
+    /// passes the plan's policy here. Given once per plan, within the replay window.
+    RecoverPart {
+        /// The plan.
+        plan: RecoveryPlan,
+        /// The recovering keeper's evidence (JSON), binding the plan's key and nonce.
+        evidence: Vec<u8>,
+        /// The data owner's signature (`Order::Recover`).
+        signature: Vec<u8>,
+    },
+    /// Outside any session: take this keeper's token-key shares back from the helpers' parts,
+    /// checking each against the plan's public shares; answered, like a provisioning, with a
+    /// receipt under the key sealed to this keeper in `receipt_enc` / `receipt_ciphertext`.
+    Recover {
+        /// The plan.
+        plan: RecoveryPlan,
+        /// The data owner's signature (`Order::Recover`).
+        signature: Vec<u8>,
+        /// The parts, in the plan's helpers' order.
+        parts: Vec<RecoveryPart>,
+        /// HPKE encapsulated key of the receipt key.
+        receipt_enc: Vec<u8>,
+        /// The receipt key, sealed to this keeper ([`recovery_receipt_purpose`]).
+        receipt_ciphertext: Vec<u8>,
+    },
 }
 
 /// `Ok` when `ok`, else [`Error::BadSize`] naming `field`.
@@ -1043,6 +1112,8 @@ impl Body for KeeperBody {
             KeeperBody::ReleaseStart { .. } => "/v1/release-start",
             KeeperBody::ReleaseFinish { .. } => "/v1/release-finish",
             KeeperBody::Provision { .. } => "/v1/provision",
+            KeeperBody::RecoverPart { .. } => "/v1/recover-part",
+            KeeperBody::Recover { .. } => "/v1/recover",
         }
     }
 
@@ -1148,6 +1219,38 @@ impl Body for KeeperBody {
                 check(ciphertext.len() <= account_limits::MAX_BLOB, "ciphertext")?;
                 check(signature.len() <= 64, "signature")
             }
+            KeeperBody::RecoverPart {
+                plan,
+                evidence,
+                signature,
+            } => {
+                plan.validate()?;
+                check(evidence.len() <= MAX_EVIDENCE, "evidence")?;
+                check(signature.len() <= 64, "signature")
+            }
+            KeeperBody::Recover {
+                plan,
+                signature,
+                parts,
+                receipt_enc,
+                receipt_ciphertext,
+            } => {
+                plan.validate()?;
+                check(signature.len() <= 64, "signature")?;
+                check(receipt_enc.len() <= 64, "receipt_enc")?;
+                check(receipt_ciphertext.len() <= 256, "receipt_ciphertext")?;
+                check(parts.len() == plan.helpers.len(), "parts")?;
+                for p in parts {
+                    check(p.enc.len() <= 64, "enc")?;
+                    check(p.ciphertext.len() <= account_limits::MAX_BLOB, "ciphertext")?;
+                    check(
+                        p.masks.len() <= MAX_NODES
+                            && p.masks.iter().all(|m| m.len() < plan.helpers.len()),
+                        "masks",
+                    )?;
+                }
+                Ok(())
+            }
             KeeperBody::SignShare { package, .. } | KeeperBody::CapabilityShare { package } => {
                 check(package.len() <= account_limits::MAX_BLOB, "package")
             }
@@ -1242,6 +1345,62 @@ pub fn provision_digest(enc: &[u8], ciphertext: &[u8]) -> [u8; 32] {
     h.update(enc);
     h.update(ciphertext);
     *h.finalize().as_bytes()
+}
+
+impl RecoveryPlan {
+    fn validate(&self) -> Result<(), Error> {
+        check((2..=255).contains(&self.helpers.len()), "helpers")?;
+        check(
+            self.public_shares.len() <= limits::MAX_NODES
+                && self.public_shares.iter().all(|p| p.len() <= 255),
+            "public_shares",
+        )?;
+        check(self.policy.len() <= limits::MAX_EVIDENCE, "policy")
+    }
+}
+
+/// What the data owner signs to have keepers give a keeper its token-key shares back
+/// ([`RecoveryPlan`]): the digest of the whole plan. The nonce the recovering keeper's evidence
+/// binds is in it, so the evidence and the plan go together.
+pub fn recovery_digest(plan: &RecoveryPlan) -> [u8; 32] {
+    let bytes = postcard::to_allocvec(plan).expect("a plan encodes");
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 keeper recovery plan v1");
+    h.update(&bytes);
+    *h.finalize().as_bytes()
+}
+
+/// The HPKE purpose of helper `helper`'s part, sealed to keeper `keeper`, in the recovery with
+/// plan digest `plan`: a part opens only for the recovery and the helper it was made in.
+pub fn recovery_purpose(keeper: u8, helper: u8, plan: &[u8; 32]) -> Vec<u8> {
+    [
+        b"obscura keeper recovery part v1".as_slice(),
+        &[keeper, helper],
+        plan,
+    ]
+    .concat()
+}
+
+/// The HPKE purpose of the receipt key the data owner seals to keeper `keeper` in the recovery
+/// with plan digest `plan`.
+pub fn recovery_receipt_purpose(keeper: u8, plan: &[u8; 32]) -> Vec<u8> {
+    [
+        b"obscura keeper recovery receipt v1".as_slice(),
+        &[keeper],
+        plan,
+    ]
+    .concat()
+}
+
+/// What a helper's masks are derived under for one node key of a recovery: the plan, the node
+/// and the version, so that no two keys or recoveries share a mask.
+pub fn recovery_label(plan: &[u8; 32], node: u8, version: u32) -> Vec<u8> {
+    [
+        b"obscura keeper recovery mask v1".as_slice(),
+        plan,
+        &[node],
+        &version.to_be_bytes(),
+    ]
+    .concat()
 }
 
 /// A keeper's receipt for a delivery of token-key shares: keyed by the receipt key sealed in it,
@@ -1631,6 +1790,8 @@ pub enum ResponseBody {
         /// [`limits::MAX_EVIDENCE`] bytes.
         evidence: Vec<u8>,
     },
+    /// A helper's part of a recovery ([`KeeperBody::RecoverPart`]).
+    RecoveryPart(RecoveryPart),
 }
 
 /// A response.

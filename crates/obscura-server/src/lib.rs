@@ -326,6 +326,7 @@ pub fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::Rotation { .. }
         | ResponseBody::KeeperRekeyed { .. }
         | ResponseBody::Provisioned { .. }
+        | ResponseBody::RecoveryPart(_)
         | ResponseBody::KeeperRegistration { .. }
         | ResponseBody::KeeperLoginStarted { .. }
         | ResponseBody::KeeperSession { .. }

@@ -86,6 +86,18 @@ pub enum Order {
         /// The delivery's digest.
         delivery: [u8; 32],
     },
+    /// Keepers give keeper `keeper`, whose appraised HPKE key is `party_key`, its token-key
+    /// shares back, as the recovery plan with digest `plan` says
+    /// (`obscura_proto::recovery_digest`: the helpers, the key version, the public shares and
+    /// the policy the helpers appraise the keeper under).
+    Recover {
+        /// The keeper.
+        keeper: u8,
+        /// Its HPKE public key.
+        party_key: [u8; 32],
+        /// The plan's digest.
+        plan: [u8; 32],
+    },
     /// Keepers erase their shares of `version`.
     Retire {
         /// The version.
@@ -169,6 +181,16 @@ impl Order {
                 out.extend_from_slice(party_key);
                 out.extend_from_slice(delivery);
             }
+            Order::Recover {
+                keeper,
+                party_key,
+                plan,
+            } => {
+                out.push(9);
+                out.push(*keeper);
+                out.extend_from_slice(party_key);
+                out.extend_from_slice(plan);
+            }
         }
         out
     }
@@ -239,6 +261,16 @@ mod tests {
             Order::RotateMove { node: 2, to: 2 },
             Order::RotateFinish { node: 2, to: 2 },
             Order::Retire { version: 1 },
+            Order::Provision {
+                keeper: 2,
+                party_key: [9; 32],
+                delivery: [1; 32],
+            },
+            Order::Recover {
+                keeper: 2,
+                party_key: [9; 32],
+                plan: [1; 32],
+            },
         ];
         for other in changed {
             assert!(matches!(

@@ -1,0 +1,367 @@
+//! Share recovery at a keeper ([`obscura_keeper::recovery`]): as a helper, its part of another
+//! keeper's token-key shares; as the keeper that recovers, its shares from the helpers' parts.
+//!
+//! Both act only on the data owner's signed plan ([`RecoveryPlan`]). A helper appraises the
+//! recovering keeper's evidence itself, under the plan's policy within this keeper's limits
+//! (no debug, only the cluster's simulation root), for that keeper's seat in this cluster and
+//! the plan's key and nonce; it gives its part once per plan, within the replay window, sealed
+//! to the appraised key. The recovering keeper checks every part against the helpers' public
+//! shares, so a helper that lies is named, and seals the result to its platform and build.
+
+use obscura_attest::seal::Sealed;
+use obscura_attest::{binding, Evidence, Role};
+use obscura_keeper::oprf;
+use obscura_keeper::recovery::{self, Part};
+use obscura_keeper::threshold::KeyShare;
+use obscura_keeper::{RistrettoPoint, Scalar};
+use obscura_proto::{
+    recovery_digest, recovery_label, recovery_purpose, recovery_receipt_purpose, ErrorCode,
+    RecoveryPart, RecoveryPlan, ResponseBody, WireElement,
+};
+use obscura_server::{error, store_error};
+use obscura_sharing::order::Order;
+use zeroize::Zeroizing;
+
+use crate::KeeperState;
+
+fn refuse(m: impl Into<String>) -> ResponseBody {
+    error(ErrorCode::Rejected, m)
+}
+
+fn point(bytes: &WireElement) -> Result<RistrettoPoint, ResponseBody> {
+    oprf::deserialize(bytes).map_err(|_| {
+        error(
+            ErrorCode::BadRequest,
+            "a public share is not a group element",
+        )
+    })
+}
+
+impl KeeperState {
+    /// The owner's order for `plan`, checked against `signature`, and the plan's digest.
+    fn recovery_order(
+        &self,
+        plan: &RecoveryPlan,
+        signature: &[u8],
+    ) -> Result<[u8; 32], ResponseBody> {
+        let digest = recovery_digest(plan);
+        Order::Recover {
+            keeper: plan.keeper,
+            party_key: plan.party_key,
+            plan: digest,
+        }
+        .verify(&self.owner, signature)
+        .map_err(|_| refuse("a keeper's shares are recovered only on the data owner's order"))?;
+        let m = usize::from(self.accounts.m);
+        if plan.keeper == 0
+            || plan.keeper > self.accounts.m
+            || plan.helpers.len() != usize::from(self.threshold)
+            || plan.helpers.contains(&plan.keeper)
+            || plan.public_shares.iter().any(|p| p.len() != m)
+        {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!(
+                    "a recovery plan names a keeper of 1..={m}, {} other keepers as helpers, and \
+                     every keeper's public share of each node key",
+                    self.threshold
+                ),
+            ));
+        }
+        Ok(digest)
+    }
+
+    /// This keeper's part of keeper `plan.keeper`'s shares, sealed to its appraised key.
+    pub(crate) fn recover_part(
+        &self,
+        request_id: &[u8; 16],
+        plan: &RecoveryPlan,
+        evidence: &[u8],
+        signature: &[u8],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        if self.attester.is_none() {
+            return Err(refuse(
+                "this keeper does not attest: token-key shares are recovered only among \
+                 attested keepers",
+            ));
+        }
+        let digest = self.recovery_order(plan, signature)?;
+        if !plan.helpers.contains(&self.keeper) {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!("the plan does not name keeper {} as a helper", self.keeper),
+            ));
+        }
+        let peers = self
+            .accounts
+            .peers
+            .as_ref()
+            .ok_or_else(|| refuse("this keeper has no peer keys to mask its part with"))?;
+        // Once per plan, and only while it is fresh: a recorded plan and evidence cannot be
+        // played again for another copy of the parts.
+        self.store
+            .admit_request(&plan.id, plan.issued_at, now, self.window)
+            .map_err(store_error)?;
+        let policy = self.accounts.vet_policy(&plan.policy, "recovery policy")?;
+        let appraised = Evidence::from_json(evidence).and_then(|evidence| {
+            self.accounts.verifier.appraise_party(
+                &evidence,
+                &policy,
+                &Role::Keeper,
+                &plan.party_key,
+                &binding::context(&self.cluster, &Role::Keeper, plan.keeper),
+                &plan.nonce,
+                now,
+            )
+        });
+        let appraisal = match appraised {
+            Ok(a) => a,
+            Err(refusal) => {
+                self.store
+                    .record_refusal(
+                        request_id,
+                        &format!(
+                            "token-key share recovery for keeper {} refused: {refusal}",
+                            plan.keeper
+                        ),
+                        now,
+                    )
+                    .map_err(store_error)?;
+                return Err(error(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "keeper {} refuses keeper {}: {refusal}",
+                        self.keeper, plan.keeper
+                    ),
+                ));
+            }
+        };
+        let shares = self.shares.read().unwrap_or_else(|e| e.into_inner());
+        let mut contributions = Zeroizing::new(Vec::with_capacity(plan.public_shares.len()));
+        let mut masks = Vec::with_capacity(plan.public_shares.len());
+        for (i, publics) in plan.public_shares.iter().enumerate() {
+            let node = i as u8 + 1;
+            let share = shares.get(&(node, plan.version)).ok_or_else(|| {
+                error(
+                    ErrorCode::UnknownKey,
+                    format!(
+                        "keeper {} holds no share of node {node}'s key version {}",
+                        self.keeper, plan.version
+                    ),
+                )
+            })?;
+            if oprf::serialize(&share.public()) != publics[usize::from(self.keeper) - 1] {
+                return Err(refuse(format!(
+                    "the plan's public share of keeper {} for node {node} is not the one it \
+                     holds: the plan is not this cluster's",
+                    self.keeper
+                )));
+            }
+            let part = recovery::part(
+                share,
+                plan.keeper,
+                &plan.helpers,
+                peers,
+                &recovery_label(&digest, node, plan.version),
+            )
+            .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+            contributions.push(part.contribution.to_bytes());
+            masks.push(part.masks.iter().map(oprf::serialize).collect());
+        }
+        if shares.keys().any(|&(node, version)| {
+            version == plan.version && usize::from(node) > plan.public_shares.len()
+        }) {
+            return Err(error(
+                ErrorCode::BadRequest,
+                "the plan leaves out node keys of that version",
+            ));
+        }
+        drop(shares);
+        let plain = Zeroizing::new(postcard::to_allocvec(&*contributions).expect("encodes"));
+        let sealed = obscura_attest::seal::seal(
+            &appraisal,
+            &recovery_purpose(plan.keeper, self.keeper, &digest),
+            &plain,
+            &mut rand_core::OsRng,
+        )
+        .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        let measurement = appraisal.measurement();
+        self.store
+            .record_key_change(
+                request_id,
+                &format!(
+                    "token-key share recovery: part of key version {} given to keeper {} \
+                     ({} measurement {}), helpers {:?}",
+                    plan.version,
+                    plan.keeper,
+                    appraisal.platform(),
+                    hex(&measurement[..measurement.len().min(8)]),
+                    plan.helpers
+                ),
+                now,
+            )
+            .map_err(store_error)?;
+        Ok(ResponseBody::RecoveryPart(RecoveryPart {
+            helper: self.keeper,
+            enc: sealed.enc,
+            ciphertext: sealed.ciphertext,
+            masks,
+        }))
+    }
+
+    /// Take this keeper's shares back from the helpers' parts, each checked; answered with
+    /// the public shares it now holds and a receipt under the owner's receipt key.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn recover(
+        &self,
+        request_id: &[u8; 16],
+        plan: &RecoveryPlan,
+        signature: &[u8],
+        parts: &[RecoveryPart],
+        receipt: &Sealed,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let Some(attester) = &self.attester else {
+            return Err(refuse(
+                "this keeper does not attest: token-key shares are recovered only among \
+                 attested keepers",
+            ));
+        };
+        let digest = self.recovery_order(plan, signature)?;
+        if plan.keeper != self.keeper {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!("the plan recovers keeper {}, not this one", plan.keeper),
+            ));
+        }
+        if plan.party_key != attester.key().public() {
+            return Err(refuse(
+                "the parts are sealed to another key of this keeper (it restarted since it was \
+                 appraised): recover again",
+            ));
+        }
+        let key = attester.key();
+        let receipt_key: [u8; 32] = key
+            .open(&recovery_receipt_purpose(self.keeper, &digest), receipt)
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(Zeroizing::new(k).as_slice()).ok())
+            .ok_or_else(|| refuse("the receipt key does not open"))?;
+        let mut sealing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Err(why)) = &sealing.bound_key {
+            return Err(refuse(format!(
+                "this keeper's platform gives no sealing key, so it cannot hold token-key shares \
+                 bound to its build: {why}"
+            )));
+        }
+        let n = plan.public_shares.len();
+        // Each helper's contributions, one per node key.
+        let mut opened = Vec::with_capacity(parts.len());
+        for (part, &helper) in parts.iter().zip(&plan.helpers) {
+            let named = |why: &str| refuse(format!("helper keeper {helper}'s part {why}"));
+            if part.helper != helper || part.masks.len() != n {
+                return Err(named("is not the plan's"));
+            }
+            let plain = Zeroizing::new(
+                key.open(
+                    &recovery_purpose(self.keeper, helper, &digest),
+                    &Sealed {
+                        enc: part.enc.clone(),
+                        ciphertext: part.ciphertext.clone(),
+                    },
+                )
+                .map_err(|_| named("does not open"))?,
+            );
+            let scalars: Zeroizing<Vec<[u8; 32]>> = Zeroizing::new(
+                postcard::from_bytes(&plain).map_err(|_| named("holds no contributions"))?,
+            );
+            if scalars.len() != n {
+                return Err(named("is not one contribution per node key"));
+            }
+            opened.push(scalars);
+        }
+        if opened.len() != plan.helpers.len() {
+            return Err(error(ErrorCode::BadRequest, "one part per helper"));
+        }
+        let mut shares = self
+            .shares
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let holding = !shares.is_empty();
+        let me = usize::from(self.keeper) - 1;
+        let mut public = Vec::with_capacity(n);
+        let mut taken = Vec::new();
+        for (i, publics) in plan.public_shares.iter().enumerate() {
+            let node = i as u8 + 1;
+            let mut rebuilt = Vec::with_capacity(parts.len());
+            let mut helper_publics = Vec::with_capacity(parts.len());
+            for ((part, scalars), &helper) in parts.iter().zip(&opened).zip(&plan.helpers) {
+                let named = |why: &str| refuse(format!("helper keeper {helper}'s part {why}"));
+                let contribution = Option::<Scalar>::from(Scalar::from_canonical_bytes(scalars[i]))
+                    .ok_or_else(|| named("holds a contribution that is not a scalar"))?;
+                let masks = part.masks[i]
+                    .iter()
+                    .map(|m| oprf::deserialize(m).map_err(|_| named("has a bad mask")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                rebuilt.push(Part {
+                    contribution,
+                    masks,
+                });
+                helper_publics.push(point(&publics[usize::from(helper) - 1])?);
+            }
+            let expected = point(&publics[me])?;
+            let share: KeyShare = recovery::combine(
+                self.keeper,
+                &plan.helpers,
+                &helper_publics,
+                &rebuilt,
+                &expected,
+            )
+            .map_err(|blame| {
+                refuse(format!(
+                    "keeper {} refuses the recovery of node {node}'s key: {blame}",
+                    self.keeper
+                ))
+            })?;
+            match shares.get(&(node, plan.version)) {
+                Some(held) if held.secret == share.secret => {}
+                _ if holding => {
+                    return Err(refuse(format!(
+                        "keeper {} holds token-key shares already, and not this share of node \
+                         {node}'s key version {}: a keeper recovers only what it lost",
+                        self.keeper, plan.version
+                    )))
+                }
+                _ => {
+                    taken.push((node, plan.version));
+                    shares.insert((node, plan.version), share.clone());
+                }
+            }
+            public.push((node, plan.version, oprf::serialize(&share.public())));
+        }
+        if !taken.is_empty() {
+            self.seal_and_swap(&mut sealing, shares)?;
+            self.store
+                .record_key_change(
+                    request_id,
+                    &format!(
+                        "token-key shares recovered from keepers {:?} for this attested build: \
+                         (node, version) {taken:?}",
+                        plan.helpers
+                    ),
+                    now,
+                )
+                .map_err(store_error)?;
+        }
+        Ok(ResponseBody::Provisioned {
+            keeper: self.keeper,
+            receipt: obscura_proto::provision_receipt(&receipt_key, self.keeper, &public),
+            public_shares: public,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
