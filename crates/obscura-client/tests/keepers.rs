@@ -2046,3 +2046,256 @@ async fn shares_that_are_not_the_clusters_are_not_sent_and_nobody_is_blamed() {
         .unwrap();
     assert_eq!(left.keepers.len(), M);
 }
+
+/// Keeper 2's machine loses its sealed shares (or it runs a build they do not open under): it
+/// starts holding none. Only the data owner's plan, for the key keeper 2's evidence binds,
+/// brings each helper to give its part, once; the parts cannot be taken by anyone else's key,
+/// and keeper 2 names a helper whose part does not check. Then `Client::recover` gives keeper 2
+/// its shares back, and it evaluates with the dealt keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_and_a_liar_is_named(
+) {
+    use obscura_keeper::recovery;
+    use obscura_proto::{recovery_digest, recovery_purpose, RecoveryPart, RecoveryPlan};
+    use obscura_sharing::order::Order;
+    let mut c = Cluster::start("recover").await;
+    let owner = obscura_client::config::load(&c.dir).unwrap().owner.unwrap();
+    let policy = obscura_cluster::attestation::load_policy(&c.dir)
+        .unwrap()
+        .unwrap();
+    let ca = std::fs::read(c.dir.join("ca.pem")).unwrap();
+    let photo = testdata("photos/coffee.png");
+    let id = c.client.index(&photo).await.unwrap();
+
+    // Keeper 3's share and peer keys, to play a helper that lies.
+    c.keeper_down(3).await;
+    let (three_shares, three_peers) = {
+        let three = LoadedKeeper::load(&c.keeper_config(3)).unwrap();
+        (three.shares, three.peers.unwrap())
+    };
+    c.keeper_up(3).await;
+    // Keeper 2's sealed shares are lost.
+    c.keeper_down(2).await;
+    let path = c.dir.join("keeper2/secrets.sealed");
+    let mut secrets: obscura_cluster::keeper::KeeperSecrets = obscura_cluster::files::open_secrets(
+        &std::fs::read(&path).unwrap(),
+        &obscura_cluster::keeper::keeper_purpose(2),
+        &c.keeper_wrapping(2),
+    )
+    .unwrap();
+    secrets.bound_shares = None;
+    std::fs::write(&path, secrets.seal(2, &c.keeper_wrapping(2), &mut OsRng).unwrap()).unwrap();
+    c.keeper_up(2).await;
+    let status = c.client.keeper_status().await;
+    assert!(status[1].1.as_ref().unwrap().key_versions.is_empty());
+
+    // Keeper 2's evidence, for a nonce the plan names.
+    let mut nonce = [0u8; 32];
+    OsRng.fill_bytes(&mut nonce);
+    let ResponseBody::Evidence {
+        party_key,
+        evidence,
+    } = raw(&c, 2, KeeperBody::Evidence { nonce }).await
+    else {
+        panic!("keeper 2 gave no evidence");
+    };
+    let parts = obscura_client::config::load(&c.dir).unwrap();
+    let obscura_client::TokenParts::Voprf(keepers) = &parts.tokens else {
+        panic!("VOPRF cluster");
+    };
+    let plan_for = |party_key: [u8; 32]| {
+        let mut plan = RecoveryPlan {
+            id: [0; 16],
+            issued_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            keeper: 2,
+            party_key,
+            nonce,
+            version: parts.key_version,
+            helpers: vec![1, 3],
+            public_shares: keepers
+                .public_shares
+                .iter()
+                .map(|per| per.iter().map(obscura_keeper::oprf::serialize).collect())
+                .collect(),
+            policy: policy.to_json().into_bytes(),
+        };
+        OsRng.fill_bytes(&mut plan.id);
+        plan
+    };
+    let sign = |plan: &RecoveryPlan, signer: &ed25519_dalek::SigningKey| {
+        Order::Recover {
+            keeper: plan.keeper,
+            party_key: plan.party_key,
+            plan: recovery_digest(plan),
+        }
+        .sign(signer)
+        .to_vec()
+    };
+    let ask = |plan: &RecoveryPlan, signature: Vec<u8>| KeeperBody::RecoverPart {
+        plan: plan.clone(),
+        evidence: evidence.clone(),
+        signature,
+    };
+    let refused = |answer: &ResponseBody, code: ErrorCode, why: &str| {
+        matches!(answer, ResponseBody::Error { code: c, message } if *c == code
+            && message.contains(why))
+    };
+
+    // A user's own plan for keeper 2's genuine key: no part.
+    let user = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    let plan = plan_for(party_key);
+    let answer = raw(&c, 1, ask(&plan, sign(&plan, &user))).await;
+    assert!(
+        refused(&answer, ErrorCode::Rejected, "data owner's order"),
+        "{answer:?}"
+    );
+    // The owner's plan, for a key of the attacker's with keeper 2's evidence: the evidence
+    // does not bind that key, and the helper gives nothing.
+    let thief = obscura_attest::seal::PartyKey::generate(&mut OsRng);
+    let plan = plan_for(thief.public());
+    let answer = raw(&c, 1, ask(&plan, sign(&plan, &owner))).await;
+    assert!(
+        refused(&answer, ErrorCode::Forbidden, "keeper 1 refuses keeper 2"),
+        "{answer:?}"
+    );
+    // A plan whose policy would pass a debug environment is refused whoever signed it.
+    let mut debug = plan_for(party_key);
+    let mut lax = policy.clone();
+    lax.allow_debug = true;
+    debug.policy = lax.to_json().into_bytes();
+    let answer = raw(&c, 1, ask(&debug, sign(&debug, &owner))).await;
+    assert!(
+        refused(&answer, ErrorCode::BadRequest, "recovery policy"),
+        "{answer:?}"
+    );
+
+    // The owner's genuine plan: each helper gives its part once.
+    let plan = plan_for(party_key);
+    let signature = sign(&plan, &owner);
+    let mut given = Vec::new();
+    for h in [1, 3] {
+        let ResponseBody::RecoveryPart(part) = raw(&c, h, ask(&plan, signature.clone())).await
+        else {
+            panic!("keeper {h} gave no part");
+        };
+        given.push(part);
+    }
+    let answer = raw(&c, 1, ask(&plan, signature.clone())).await;
+    assert!(
+        refused(&answer, ErrorCode::Replay, ""),
+        "a plan is used once at each helper: {answer:?}"
+    );
+    // The parts open only under keeper 2's key.
+    let digest = recovery_digest(&plan);
+    let sealed = |p: &RecoveryPart| obscura_attest::seal::Sealed {
+        enc: p.enc.clone(),
+        ciphertext: p.ciphertext.clone(),
+    };
+    assert!(thief
+        .open(&recovery_purpose(2, 1, &digest), &sealed(&given[0]))
+        .is_err());
+
+    // Keeper 2 takes its shares only from parts that all check, naming the helper at fault.
+    let appraisal = appraise_keeper(&c, 2, &policy, &ca).await;
+    assert_eq!(appraisal.party_key(), Some(party_key.as_slice()));
+    let mut receipt = [0u8; 32];
+    OsRng.fill_bytes(&mut receipt);
+    let receipt_sealed = obscura_attest::seal::seal(
+        &appraisal,
+        &obscura_proto::recovery_receipt_purpose(2, &digest),
+        &receipt,
+        &mut OsRng,
+    )
+    .unwrap();
+    let recover = |parts: Vec<RecoveryPart>| KeeperBody::Recover {
+        plan: plan.clone(),
+        signature: signature.clone(),
+        parts,
+        receipt_enc: receipt_sealed.enc.clone(),
+        receipt_ciphertext: receipt_sealed.ciphertext.clone(),
+    };
+    // Keeper 3 lies: its part is made from another share, masked as it should be.
+    let mut lying = given.clone();
+    let contributions: Vec<[u8; 32]> = (1..=N as u8)
+        .map(|node| {
+            let mut wrong = three_shares[&(node, parts.key_version)].clone();
+            wrong.secret += obscura_keeper::Scalar::ONE;
+            recovery::part(
+                &wrong,
+                2,
+                &[1, 3],
+                &three_peers,
+                &obscura_proto::recovery_label(&digest, node, parts.key_version),
+            )
+            .unwrap()
+            .contribution
+            .to_bytes()
+        })
+        .collect();
+    let resealed = obscura_attest::seal::seal(
+        &appraisal,
+        &recovery_purpose(2, 3, &digest),
+        &postcard::to_allocvec(&contributions).unwrap(),
+        &mut OsRng,
+    )
+    .unwrap();
+    lying[1].enc = resealed.enc;
+    lying[1].ciphertext = resealed.ciphertext;
+    let answer = raw(&c, 2, recover(lying)).await;
+    assert!(
+        refused(
+            &answer,
+            ErrorCode::Rejected,
+            "helper keeper 3's part does not match its public share"
+        ),
+        "{answer:?}"
+    );
+    // A relay shifts a mask commitment: the two helpers that share it are named.
+    let mut shifted = given.clone();
+    shifted[0].masks[0][0] = obscura_keeper::oprf::serialize(
+        &(obscura_keeper::oprf::deserialize(&shifted[0].masks[0][0]).unwrap()
+            + obscura_keeper::RistrettoPoint::mul_base(&obscura_keeper::Scalar::ONE)),
+    );
+    let answer = raw(&c, 2, recover(shifted)).await;
+    assert!(
+        refused(&answer, ErrorCode::Rejected, "helper keepers 1 and 3 disagree"),
+        "{answer:?}"
+    );
+    // A part swapped for the other helper's does not open.
+    let swapped = vec![given[1].clone(), given[0].clone()];
+    let answer = raw(&c, 2, recover(swapped)).await;
+    assert!(
+        refused(&answer, ErrorCode::Rejected, "helper keeper 1's part"),
+        "{answer:?}"
+    );
+    let status = c.client.keeper_status().await;
+    assert!(
+        status[1].1.as_ref().unwrap().key_versions.is_empty(),
+        "nothing is taken from a recovery that fails"
+    );
+
+    // The owner's client recovers it; it then evaluates with the dealt keys (keeper 1 down, so
+    // keepers 2 and 3 make every token), and holds the shares sealed to its build.
+    let recovered = c.client.recover(2).await.unwrap();
+    assert_eq!(recovered.helpers, vec![1, 3]);
+    assert_eq!(recovered.nodes, N);
+    c.keeper_down(1).await;
+    let found = c
+        .client
+        .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
+        .await
+        .unwrap();
+    assert_eq!(found.matches[0].id, id);
+    c.keeper_down(2).await;
+    let two = LoadedKeeper::load(&c.keeper_config(2)).unwrap();
+    assert!(two.stranded.is_none());
+    assert_eq!(two.shares.len(), N);
+    // A querier cannot order a recovery.
+    assert!(matches!(
+        c.querier_client().recover(2).await,
+        Err(Error::NotOwner)
+    ));
+}
