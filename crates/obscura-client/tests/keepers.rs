@@ -2053,8 +2053,8 @@ async fn shares_that_are_not_the_clusters_are_not_sent_and_nobody_is_blamed() {
 /// and keeper 2 names a helper whose part does not check. Then `Client::recover` gives keeper 2
 /// its shares back, and it evaluates with the dealt keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_and_a_liar_is_named(
-) {
+async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_and_a_liar_is_named()
+{
     use obscura_keeper::recovery;
     use obscura_proto::{recovery_digest, recovery_purpose, RecoveryPart, RecoveryPlan};
     use obscura_sharing::order::Order;
@@ -2084,7 +2084,11 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     )
     .unwrap();
     secrets.bound_shares = None;
-    std::fs::write(&path, secrets.seal(2, &c.keeper_wrapping(2), &mut OsRng).unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        secrets.seal(2, &c.keeper_wrapping(2), &mut OsRng).unwrap(),
+    )
+    .unwrap();
     c.keeper_up(2).await;
     let status = c.client.keeper_status().await;
     assert!(status[1].1.as_ref().unwrap().key_versions.is_empty());
@@ -2261,7 +2265,11 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     );
     let answer = raw(&c, 2, recover(shifted)).await;
     assert!(
-        refused(&answer, ErrorCode::Rejected, "helper keepers 1 and 3 disagree"),
+        refused(
+            &answer,
+            ErrorCode::Rejected,
+            "helper keepers 1 and 3 disagree"
+        ),
         "{answer:?}"
     );
     // A part swapped for the other helper's does not open.

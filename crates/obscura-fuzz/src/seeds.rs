@@ -464,6 +464,26 @@ fn requests() -> Vec<Vec<u8>> {
             ciphertext: vec![10; 120],
             signature: vec![0; 64],
         },
+        KeeperBody::RecoverPart {
+            plan: recovery_plan(),
+            evidence: br#"{"platform":"simulation"}"#.to_vec(),
+            signature: vec![0; 64],
+        },
+        KeeperBody::Recover {
+            plan: recovery_plan(),
+            signature: vec![0; 64],
+            parts: [1, 3]
+                .into_iter()
+                .map(|helper| obscura_proto::RecoveryPart {
+                    helper,
+                    enc: vec![9; 32],
+                    ciphertext: vec![10; 80],
+                    masks: vec![vec![[11; 32]]; 2],
+                })
+                .collect(),
+            receipt_enc: vec![9; 32],
+            receipt_ciphertext: vec![12; 48],
+        },
     ];
     let mut out = encoded(node_bodies, keeper_bodies);
     let holder = holder();
@@ -1240,5 +1260,20 @@ fn server_files(dir: &str) -> ServerFiles {
         cert: format!("{dir}/cert.pem").into(),
         secrets: format!("{dir}/secrets.sealed").into(),
         wrapping_key: format!("{dir}/wrapping.key").into(),
+    }
+}
+
+/// A recovery plan of keeper 2 from keepers 1 and 3, for two node keys.
+fn recovery_plan() -> obscura_proto::RecoveryPlan {
+    obscura_proto::RecoveryPlan {
+        id: [4; 16],
+        issued_at: NOW,
+        keeper: 2,
+        party_key: [8; 32],
+        nonce: [7; 32],
+        version: 1,
+        helpers: vec![1, 3],
+        public_shares: vec![vec![[2; 32]; 3]; 2],
+        policy: br#"{"version":1,"name":"keepers"}"#.to_vec(),
     }
 }

@@ -224,7 +224,64 @@ fn keeper_body() -> impl Strategy<Value = KeeperBody> {
                 }
             ),
         (any::<u64>(), 0..=4096u32).prop_map(|(from, max)| KeeperBody::Audit { from, max }),
+        (
+            recovery_plan(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(|(plan, evidence)| KeeperBody::RecoverPart {
+                plan,
+                evidence,
+                signature: vec![6; 64],
+            }),
+        (
+            recovery_plan(),
+            proptest::collection::vec(any::<u8>(), 0..200),
+        )
+            .prop_map(|(plan, ciphertext)| KeeperBody::Recover {
+                parts: plan
+                    .helpers
+                    .iter()
+                    .map(|&helper| obscura_proto::RecoveryPart {
+                        helper,
+                        enc: vec![8; 32],
+                        ciphertext: ciphertext.clone(),
+                        masks: vec![vec![[helper; 32]; plan.helpers.len() - 1]; 2],
+                    })
+                    .collect(),
+                plan,
+                signature: vec![7; 64],
+                receipt_enc: vec![9; 32],
+                receipt_ciphertext: vec![10; 48],
+            }),
     ]
+}
+
+fn recovery_plan() -> impl Strategy<Value = obscura_proto::RecoveryPlan> {
+    (
+        any::<[u8; 16]>(),
+        any::<u64>(),
+        any::<u8>(),
+        any::<[u8; 32]>(),
+        any::<u32>(),
+        proptest::collection::vec(any::<u8>(), 2..5),
+        proptest::collection::vec(proptest::collection::vec(any::<[u8; 32]>(), 0..4), 0..4),
+        proptest::collection::vec(any::<u8>(), 0..100),
+    )
+        .prop_map(
+            |(id, issued_at, keeper, party_key, version, helpers, public_shares, policy)| {
+                obscura_proto::RecoveryPlan {
+                    id,
+                    issued_at,
+                    keeper,
+                    party_key,
+                    nonce: party_key,
+                    version,
+                    helpers,
+                    public_shares,
+                    policy,
+                }
+            },
+        )
 }
 
 fn proof() -> impl Strategy<Value = MatchProof> {
