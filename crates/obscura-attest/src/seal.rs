@@ -48,6 +48,19 @@ impl PartyKey {
         self.public
     }
 
+    /// X25519 of this key and another party's public key `peer`: a secret only the two
+    /// holders share (parties that both hold attested keys derive pairwise masks from it).
+    /// `None` for a peer key of small order, whose result would be known to anyone.
+    pub fn agree(&self, peer: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+        let secret = Zeroizing::new(<[u8; 32]>::from(self.secret.to_bytes()));
+        let shared = Zeroizing::new(
+            curve25519_dalek::montgomery::MontgomeryPoint(*peer)
+                .mul_clamped(*secret)
+                .to_bytes(),
+        );
+        (shared.iter().any(|&b| b != 0)).then_some(shared)
+    }
+
     /// Opens a message sealed to this key for `purpose`.
     ///
     /// # Errors

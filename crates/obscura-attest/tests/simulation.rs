@@ -250,3 +250,23 @@ fn simulated_evidence_survives_its_json_form() {
     let again = Evidence::from_json(&evidence(&s, false, NOW).to_json()).unwrap();
     appraise(&s, &again, &policy(&s.root, "")).unwrap();
 }
+
+#[test]
+fn two_party_keys_agree_on_a_secret_no_third_key_has() {
+    use obscura_attest::seal::PartyKey;
+    let mut rng = rand_core::OsRng;
+    let (a, b, c) = (
+        PartyKey::generate(&mut rng),
+        PartyKey::generate(&mut rng),
+        PartyKey::generate(&mut rng),
+    );
+    let ab = a.agree(&b.public()).unwrap();
+    assert_eq!(*ab, *b.agree(&a.public()).unwrap());
+    assert_ne!(*ab, *c.agree(&a.public()).unwrap());
+    assert_ne!(*ab, *c.agree(&b.public()).unwrap());
+    // A small-order "key" would give a result anyone knows: refused.
+    assert!(a.agree(&[0; 32]).is_none());
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    assert!(a.agree(&one).is_none());
+}

@@ -94,6 +94,24 @@ impl Client {
         if helpers.len() < keepers.threshold {
             return Err(Error::Keepers { what, failures });
         }
+        // The key each helper's evidence binds now: their masks derive from these.
+        let mut helper_keys = Vec::with_capacity(helpers.len());
+        for &h in &helpers {
+            let key = match gate
+                .fresh_appraisal(&self.http.client, &urls[usize::from(h) - 1])
+                .await
+            {
+                Ok(Ok(a)) => a.party_key().and_then(|k| <[u8; 32]>::try_from(k).ok()),
+                Ok(Err(refusal)) => return Err(fail(h, Fault::NotAttested(refusal))),
+                Err(fault) => return Err(fail(h, fault)),
+            };
+            helper_keys.push(key.ok_or_else(|| {
+                fail(
+                    h,
+                    Fault::NotSent("its appraisal binds no X25519 key".into()),
+                )
+            })?);
+        }
 
         let mut plan = RecoveryPlan {
             id: [0; 16],
@@ -103,6 +121,7 @@ impl Client {
             nonce: presented.nonce,
             version: self.key_version,
             helpers: helpers.clone(),
+            helper_keys,
             public_shares: keepers
                 .public_shares
                 .iter()

@@ -2067,12 +2067,9 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     let photo = testdata("photos/coffee.png");
     let id = c.client.index(&photo).await.unwrap();
 
-    // Keeper 3's share and peer keys, to play a helper that lies.
+    // Keeper 3's shares, to play a helper that lies.
     c.keeper_down(3).await;
-    let (three_shares, three_peers) = {
-        let three = LoadedKeeper::load(&c.keeper_config(3)).unwrap();
-        (three.shares, three.peers.unwrap())
-    };
+    let three_shares = LoadedKeeper::load(&c.keeper_config(3)).unwrap().shares;
     c.keeper_up(3).await;
     // Keeper 2's sealed shares are lost.
     c.keeper_down(2).await;
@@ -2107,7 +2104,16 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     let obscura_client::TokenParts::Voprf(keepers) = &parts.tokens else {
         panic!("VOPRF cluster");
     };
-    let plan_for = |party_key: [u8; 32]| {
+    let mut helper_keys = Vec::new();
+    for h in [1, 3] {
+        let key = appraise_keeper(&c, h, &policy, &ca)
+            .await
+            .party_key()
+            .unwrap()
+            .to_vec();
+        helper_keys.push(<[u8; 32]>::try_from(key).unwrap());
+    }
+    let plan_for = |party_key: [u8; 32], helper_keys: Vec<[u8; 32]>| {
         let mut plan = RecoveryPlan {
             id: [0; 16],
             issued_at: std::time::SystemTime::now()
@@ -2119,6 +2125,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
             nonce,
             version: parts.key_version,
             helpers: vec![1, 3],
+            helper_keys,
             public_shares: keepers
                 .public_shares
                 .iter()
@@ -2150,7 +2157,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
 
     // A user's own plan for keeper 2's genuine key: no part.
     let user = ed25519_dalek::SigningKey::generate(&mut OsRng);
-    let plan = plan_for(party_key);
+    let plan = plan_for(party_key, helper_keys.clone());
     let answer = raw(&c, 1, ask(&plan, sign(&plan, &user))).await;
     assert!(
         refused(&answer, ErrorCode::Rejected, "data owner's order"),
@@ -2159,14 +2166,14 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     // The owner's plan, for a key of the attacker's with keeper 2's evidence: the evidence
     // does not bind that key, and the helper gives nothing.
     let thief = obscura_attest::seal::PartyKey::generate(&mut OsRng);
-    let plan = plan_for(thief.public());
+    let plan = plan_for(thief.public(), helper_keys.clone());
     let answer = raw(&c, 1, ask(&plan, sign(&plan, &owner))).await;
     assert!(
         refused(&answer, ErrorCode::Forbidden, "keeper 1 refuses keeper 2"),
         "{answer:?}"
     );
     // A plan whose policy would pass a debug environment is refused whoever signed it.
-    let mut debug = plan_for(party_key);
+    let mut debug = plan_for(party_key, helper_keys.clone());
     let mut lax = policy.clone();
     lax.allow_debug = true;
     debug.policy = lax.to_json().into_bytes();
@@ -2177,7 +2184,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     );
 
     // The owner's genuine plan: each helper gives its part once.
-    let plan = plan_for(party_key);
+    let plan = plan_for(party_key, helper_keys.clone());
     let signature = sign(&plan, &owner);
     let mut given = Vec::new();
     for h in [1, 3] {
@@ -2221,42 +2228,6 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         receipt_enc: receipt_sealed.enc.clone(),
         receipt_ciphertext: receipt_sealed.ciphertext.clone(),
     };
-    // Keeper 3 lies: its part is made from another share, masked as it should be.
-    let mut lying = given.clone();
-    let contributions: Vec<[u8; 32]> = (1..=N as u8)
-        .map(|node| {
-            let mut wrong = three_shares[&(node, parts.key_version)].clone();
-            wrong.secret += obscura_keeper::Scalar::ONE;
-            recovery::part(
-                &wrong,
-                2,
-                &[1, 3],
-                &three_peers,
-                &obscura_proto::recovery_label(&digest, node, parts.key_version),
-            )
-            .unwrap()
-            .contribution
-            .to_bytes()
-        })
-        .collect();
-    let resealed = obscura_attest::seal::seal(
-        &appraisal,
-        &recovery_purpose(2, 3, &digest),
-        &postcard::to_allocvec(&contributions).unwrap(),
-        &mut OsRng,
-    )
-    .unwrap();
-    lying[1].enc = resealed.enc;
-    lying[1].ciphertext = resealed.ciphertext;
-    let answer = raw(&c, 2, recover(lying)).await;
-    assert!(
-        refused(
-            &answer,
-            ErrorCode::Rejected,
-            "helper keeper 3's part does not match its public share"
-        ),
-        "{answer:?}"
-    );
     // A relay shifts a mask commitment: the two helpers that share it are named.
     let mut shifted = given.clone();
     shifted[0].masks[0][0] = obscura_keeper::oprf::serialize(
@@ -2277,6 +2248,78 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     let answer = raw(&c, 2, recover(swapped)).await;
     assert!(
         refused(&answer, ErrorCode::Rejected, "helper keeper 1's part"),
+        "{answer:?}"
+    );
+
+    // Keeper 3 lies (a build of its own that the owner appraised, whose key the plan lists):
+    // its part is made from another share, masked as the honest helper expects.
+    let liar = obscura_attest::seal::PartyKey::generate(&mut OsRng);
+    let plan = plan_for(party_key, vec![helper_keys[0], liar.public()]);
+    let signature = sign(&plan, &owner);
+    let ResponseBody::RecoveryPart(honest) = raw(&c, 1, ask(&plan, signature.clone())).await else {
+        panic!("keeper 1 gave no part");
+    };
+    let digest = recovery_digest(&plan);
+    let shared = liar.agree(&helper_keys[0]).unwrap();
+    let mut masks = Vec::new();
+    let contributions: Vec<[u8; 32]> = (1..=N as u8)
+        .map(|node| {
+            let mut wrong = three_shares[&(node, parts.key_version)].clone();
+            wrong.secret += obscura_keeper::Scalar::ONE;
+            let label = obscura_proto::recovery_label(&digest, node, parts.key_version);
+            let part = recovery::part(&wrong, 2, &[1, 3], |m| {
+                Ok(recovery::mask(&shared, &label, 3, m))
+            })
+            .unwrap();
+            masks.push(
+                part.masks
+                    .iter()
+                    .map(obscura_keeper::oprf::serialize)
+                    .collect(),
+            );
+            part.contribution.to_bytes()
+        })
+        .collect();
+    let lied = obscura_attest::seal::seal(
+        &appraisal,
+        &recovery_purpose(2, 3, &digest),
+        &postcard::to_allocvec(&contributions).unwrap(),
+        &mut OsRng,
+    )
+    .unwrap();
+    let receipt_sealed = obscura_attest::seal::seal(
+        &appraisal,
+        &obscura_proto::recovery_receipt_purpose(2, &digest),
+        &receipt,
+        &mut OsRng,
+    )
+    .unwrap();
+    let answer = raw(
+        &c,
+        2,
+        KeeperBody::Recover {
+            plan: plan.clone(),
+            signature,
+            parts: vec![
+                honest,
+                RecoveryPart {
+                    helper: 3,
+                    enc: lied.enc,
+                    ciphertext: lied.ciphertext,
+                    masks,
+                },
+            ],
+            receipt_enc: receipt_sealed.enc,
+            receipt_ciphertext: receipt_sealed.ciphertext,
+        },
+    )
+    .await;
+    assert!(
+        refused(
+            &answer,
+            ErrorCode::Rejected,
+            "helper keeper 3's part does not match its public share"
+        ),
         "{answer:?}"
     );
     let status = c.client.keeper_status().await;

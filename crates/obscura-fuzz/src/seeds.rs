@@ -1273,6 +1273,7 @@ fn recovery_plan() -> obscura_proto::RecoveryPlan {
         nonce: [7; 32],
         version: 1,
         helpers: vec![1, 3],
+        helper_keys: vec![[5; 32], [6; 32]],
         public_shares: vec![vec![[2; 32]; 3]; 2],
         policy: br#"{"version":1,"name":"keepers"}"#.to_vec(),
     }

@@ -1,7 +1,9 @@
 //! Share recovery at a keeper ([`obscura_keeper::recovery`]): as a helper, its part of another
 //! keeper's token-key shares; as the keeper that recovers, its shares from the helpers' parts.
 //!
-//! Both act only on the data owner's signed plan ([`RecoveryPlan`]). A helper appraises the
+//! Both act only on the data owner's signed plan ([`RecoveryPlan`]). A helper derives the masks
+//! it shares with each other helper from its own attested key and that helper's, as the plan
+//! lists them, so no host can unmask a part. A helper appraises the
 //! recovering keeper's evidence itself, under the plan's policy within this keeper's limits
 //! (no debug, only the cluster's simulation root), for that keeper's seat in this cluster and
 //! the plan's key and nonce; it gives its part once per plan, within the replay window, sealed
@@ -80,24 +82,25 @@ impl KeeperState {
         signature: &[u8],
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
-        if self.attester.is_none() {
+        let Some(attester) = &self.attester else {
             return Err(refuse(
                 "this keeper does not attest: token-key shares are recovered only among \
                  attested keepers",
             ));
-        }
+        };
         let digest = self.recovery_order(plan, signature)?;
-        if !plan.helpers.contains(&self.keeper) {
+        let Some(at) = plan.helpers.iter().position(|&h| h == self.keeper) else {
             return Err(error(
                 ErrorCode::BadRequest,
                 format!("the plan does not name keeper {} as a helper", self.keeper),
             ));
+        };
+        if plan.helper_keys[at] != attester.key().public() {
+            return Err(refuse(
+                "the plan names another key of this keeper (it restarted since it was \
+                 appraised): recover again",
+            ));
         }
-        let peers = self
-            .accounts
-            .peers
-            .as_ref()
-            .ok_or_else(|| refuse("this keeper has no peer keys to mask its part with"))?;
         // Once per plan, and only while it is fresh: a recorded plan and evidence cannot be
         // played again for another copy of the parts.
         self.store
@@ -158,13 +161,21 @@ impl KeeperState {
                     self.keeper
                 )));
             }
-            let part = recovery::part(
-                share,
-                plan.keeper,
-                &plan.helpers,
-                peers,
-                &recovery_label(&digest, node, plan.version),
-            )
+            let label = recovery_label(&digest, node, plan.version);
+            // Each mask from this build's key and the other helper's, as appraised by the
+            // owner: neither host can derive it.
+            let part = recovery::part(share, plan.keeper, &plan.helpers, |m| {
+                let other = plan
+                    .helpers
+                    .iter()
+                    .position(|&h| h == m)
+                    .map(|b| plan.helper_keys[b])
+                    .ok_or(obscura_keeper::Error::Keepers("unknown helper".into()))?;
+                let shared = attester.key().agree(&other).ok_or_else(|| {
+                    obscura_keeper::Error::Keepers(format!("helper keeper {m}'s key is unusable"))
+                })?;
+                Ok(recovery::mask(&shared, &label, self.keeper, m))
+            })
             .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
             contributions.push(part.contribution.to_bytes());
             masks.push(part.masks.iter().map(oprf::serialize).collect());

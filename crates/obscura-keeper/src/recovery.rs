@@ -8,8 +8,9 @@
 //! c_i = L_i(j) · k_i + Σ_{m ∈ H, m ≠ i} ±r_{im}      (+ when i < m, − when i > m)
 //! ```
 //!
-//! where `r_{im} = r_{mi}` is a scalar only `i` and `m` derive, from the static Diffie–Hellman
-//! of their peer keys bound to the recovery ([`crate::signing::PeerKeys::pairwise_scalar`]).
+//! where `r_{im} = r_{mi}` is a scalar only `i` and `m` derive ([`mask`]): from the
+//! Diffie–Hellman of the keys their evidence binds, made at start and held inside the attested
+//! build, bound to the recovery, the key and the pair.
 //! The masks cancel in the sum, so `Σ c_i = Σ L_i(j) · k_i = f(j) = k_j`; each `c_i` alone is
 //! uniformly random to `j`, which knows no `r_{im}`.
 //!
@@ -24,7 +25,6 @@ use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::VartimeMultiscalarMul;
 use zeroize::Zeroize;
 
-use crate::signing::PeerKeys;
 use crate::threshold::{lagrange_at, KeyShare};
 use crate::Error;
 
@@ -71,19 +71,34 @@ fn coefficients(keeper: u8, helpers: &[u8]) -> Result<Vec<Scalar>, Error> {
     lagrange_at(helpers, Scalar::from(keeper))
 }
 
+/// The mask helpers `a` and `b` share in the recovery `label`, from their Diffie–Hellman secret
+/// `shared`: the same whichever of the two derives it.
+pub fn mask(shared: &[u8; 32], label: &[u8], a: u8, b: u8) -> Scalar {
+    let hk = hkdf::Hkdf::<sha2::Sha512>::new(Some(label), shared);
+    let mut wide = zeroize::Zeroizing::new([0u8; 64]);
+    hk.expand(
+        &[
+            b"obscura recovery mask v1".as_slice(),
+            &[a.min(b), a.max(b)],
+        ]
+        .concat(),
+        &mut *wide,
+    )
+    .expect("64 bytes is a valid HKDF-SHA512 length");
+    Scalar::from_bytes_mod_order_wide(&wide)
+}
+
 /// Helper `share.index`'s part of keeper `keeper`'s share, with the helpers `helpers` (itself
-/// among them), under the recovery `label` (which must name the recovery and the key, so that
-/// no two recoveries, nor two keys of one, share a mask).
+/// among them); `mask_with(m)` gives the mask it shares with helper `m` ([`mask`]).
 ///
 /// # Errors
-/// [`Error::Keepers`] if the helper is not in `helpers`, `keeper` is, or an index repeats or is
-/// unknown to `peers`.
+/// [`Error::Keepers`] if the helper is not in `helpers`, `keeper` is, or an index repeats; or
+/// what `mask_with` fails with.
 pub fn part(
     share: &KeyShare,
     keeper: u8,
     helpers: &[u8],
-    peers: &PeerKeys,
-    label: &[u8],
+    mut mask_with: impl FnMut(u8) -> Result<Scalar, Error>,
 ) -> Result<Part, Error> {
     let lambdas = coefficients(keeper, helpers)?;
     let me = share.index;
@@ -94,9 +109,7 @@ pub fn part(
     let mut contribution = lambdas[at] * share.secret;
     let mut masks = Vec::with_capacity(helpers.len() - 1);
     for &m in helpers.iter().filter(|&&m| m != me) {
-        let mut r = peers
-            .pairwise_scalar(m, label)
-            .map_err(|e| Error::Keepers(e.to_string()))?;
+        let mut r = mask_with(m)?;
         contribution += sign(me, m, r);
         masks.push(RistrettoPoint::mul_base(&r));
         r.zeroize();
@@ -180,37 +193,53 @@ pub fn combine(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::peer_key;
     use crate::threshold::deal;
     use rand_chacha::rand_core::SeedableRng;
 
     struct Cluster {
         shares: Vec<KeyShare>,
-        peers: Vec<PeerKeys>,
+        /// The secret each pair of keepers shares.
+        shared: std::collections::HashMap<(u8, u8), [u8; 32]>,
     }
 
     fn cluster(m: u8, t: usize) -> Cluster {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
         let key = Scalar::random(&mut rng);
         let shares = deal(&key, usize::from(m), t, &mut rng).unwrap();
-        let keys: Vec<_> = (0..m).map(|_| peer_key(&mut rng)).collect();
-        let publics: Vec<[u8; 32]> = keys.iter().map(|(_, p)| *p).collect();
-        let peers = keys
-            .iter()
-            .enumerate()
-            .map(|(i, (s, _))| PeerKeys::new(i as u8 + 1, s, &publics).unwrap())
-            .collect();
-        Cluster { shares, peers }
+        let mut shared = std::collections::HashMap::new();
+        for a in 1..=m {
+            for b in a + 1..=m {
+                let mut s = [0u8; 32];
+                rand_chacha::rand_core::RngCore::fill_bytes(&mut rng, &mut s);
+                shared.insert((a, b), s);
+            }
+        }
+        Cluster { shares, shared }
     }
 
     impl Cluster {
+        fn part_of(
+            &self,
+            helper: u8,
+            keeper: u8,
+            helpers: &[u8],
+            label: &[u8],
+        ) -> Result<Part, Error> {
+            let share = &self.shares[usize::from(helper - 1)];
+            part(share, keeper, helpers, |m| {
+                Ok(mask(
+                    &self.shared[&(helper.min(m), helper.max(m))],
+                    label,
+                    helper,
+                    m,
+                ))
+            })
+        }
+
         fn parts(&self, keeper: u8, helpers: &[u8], label: &[u8]) -> Vec<Part> {
             helpers
                 .iter()
-                .map(|&h| {
-                    let i = usize::from(h - 1);
-                    part(&self.shares[i], keeper, helpers, &self.peers[i], label).unwrap()
-                })
+                .map(|&h| self.part_of(h, keeper, helpers, label).unwrap())
                 .collect()
         }
 
@@ -298,7 +327,7 @@ mod tests {
             ),
             Err(Blame::Malformed(_))
         ));
-        assert!(part(&c.shares[1], 2, &helpers, &c.peers[1], b"r").is_err());
-        assert!(part(&c.shares[0], 5, &helpers, &c.peers[0], b"r").is_err());
+        assert!(c.part_of(2, 2, &helpers, b"r").is_err());
+        assert!(c.part_of(1, 5, &helpers, b"r").is_err());
     }
 }

@@ -178,34 +178,6 @@ impl PeerKeys {
         Ok(Aes256Gcm::new_from_slice(&*key).expect("32-byte key"))
     }
 
-    /// A scalar this keeper and keeper `other` both derive, and nobody else: from the static
-    /// Diffie–Hellman of their keys, bound to `label` (share recovery's masks,
-    /// [`crate::recovery`]). The same for both, whichever asks.
-    ///
-    /// # Errors
-    /// [`SigningError::Keeper`] for an unknown keeper, or this keeper itself.
-    pub fn pairwise_scalar(&self, other: u8, label: &[u8]) -> Result<Scalar, SigningError> {
-        let peer = self
-            .peers
-            .get(usize::from(other).wrapping_sub(1))
-            .filter(|_| other != self.me)
-            .ok_or(SigningError::Keeper(other))?;
-        let s = Scalar::from_canonical_bytes(*self.secret).expect("checked in new");
-        let shared = Zeroizing::new((peer * s).compress().to_bytes());
-        let hk = hkdf::Hkdf::<sha2::Sha512>::new(Some(label), &*shared);
-        let mut wide = Zeroizing::new([0u8; 64]);
-        hk.expand(
-            &[
-                b"obscura pairwise scalar v1".as_slice(),
-                &[self.me.min(other), self.me.max(other)],
-            ]
-            .concat(),
-            &mut *wide,
-        )
-        .expect("64 bytes is a valid HKDF-SHA512 length");
-        Ok(Scalar::from_bytes_mod_order_wide(&wide))
-    }
-
     fn aad(from: u8, to: u8, context: &[u8]) -> Vec<u8> {
         [b"obscura/dkg/v1".as_slice(), &[from, to], context].concat()
     }

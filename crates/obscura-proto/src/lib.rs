@@ -255,6 +255,9 @@ pub struct RecoveryPlan {
     pub version: u32,
     /// The `T` keepers that give their parts, in order.
     pub helpers: Vec<u8>,
+    /// The HPKE key each helper's evidence binds (same order), as the owner appraised it:
+    /// each pair of helpers derives its mask from their two keys, held inside their builds.
+    pub helper_keys: Vec<[u8; 32]>,
     /// `k_j · G` of that version for every node key (outer, node 1..=n) and keeper (inner,
     /// keeper 1..=m), as the owner's `client.json` has them: the keeper checks each part and
     /// the result against them.
@@ -1350,6 +1353,7 @@ pub fn provision_digest(enc: &[u8], ciphertext: &[u8]) -> [u8; 32] {
 impl RecoveryPlan {
     fn validate(&self) -> Result<(), Error> {
         check((2..=255).contains(&self.helpers.len()), "helpers")?;
+        check(self.helper_keys.len() == self.helpers.len(), "helper_keys")?;
         check(
             self.public_shares.len() <= limits::MAX_NODES
                 && self.public_shares.iter().all(|p| p.len() <= 255),

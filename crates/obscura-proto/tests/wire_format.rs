@@ -276,6 +276,7 @@ fn recovery_plan() -> impl Strategy<Value = obscura_proto::RecoveryPlan> {
                     party_key,
                     nonce: party_key,
                     version,
+                    helper_keys: helpers.iter().map(|&h| [h; 32]).collect(),
                     helpers,
                     public_shares,
                     policy,
