@@ -123,6 +123,14 @@ pub enum Fault {
     /// it was sent nothing else.
     #[error("refused by the attestation policy: {0}")]
     NotAttested(obscura_attest::Refusal),
+    /// Its part of a share recovery, authenticated as its own, does not fit its public share:
+    /// the recovering keeper's verdict, proven under the key sealed to it (`.0`).
+    #[error("its part of the share recovery does not check ({0})")]
+    BadRecoveryPart(String),
+    /// It and keeper `.0` gave mask commitments that disagree in a share recovery: one of the
+    /// two lied, and which is not known, so neither is named a culprit.
+    #[error("it and keeper {0} disagree on the mask they share: one of the two lied")]
+    MaskDispute(u8),
 }
 
 impl Fault {
@@ -155,6 +163,7 @@ impl Fault {
                 | Fault::OtherShares
                 | Fault::OtherKey
                 | Fault::NotAttested(_)
+                | Fault::BadRecoveryPart(_)
         )
     }
 }

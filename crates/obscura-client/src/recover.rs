@@ -80,6 +80,15 @@ impl Client {
                 continue;
             }
             match status {
+                // A keeper holding another version too is mid-rotation: recovering the old
+                // version now would leave the keeper outside the rotation's next step.
+                Ok(s) if s.key_versions.len() > 1 => {
+                    return Err(Error::Rotation(format!(
+                        "keeper {j} holds key versions {:?}: finish the rotation (obscura keys \
+                         rotate) before recovering a keeper's shares",
+                        s.key_versions
+                    )))
+                }
                 Ok(s) if s.key_versions.contains(&self.key_version) => helpers.push(j),
                 Ok(_) => failures.push(KeeperFailure {
                     keeper: j,
@@ -209,6 +218,38 @@ impl Client {
                     nodes: expected.len(),
                 })
             }
+            // Its verdict on the parts counts only with proof that the appraised keeper made it.
+            Ok(ResponseBody::RecoveryRefused {
+                keeper: answered,
+                blamed,
+                reason,
+                proof,
+            }) if answered == keeper
+                && proof == obscura_proto::recovery_verdict(&receipt, keeper, &blamed, &reason) =>
+            {
+                let failures = match blamed[..] {
+                    [h] => vec![KeeperFailure {
+                        keeper: h,
+                        fault: Fault::BadRecoveryPart(reason),
+                    }],
+                    [a, b] => vec![
+                        KeeperFailure {
+                            keeper: a,
+                            fault: Fault::MaskDispute(b),
+                        },
+                        KeeperFailure {
+                            keeper: b,
+                            fault: Fault::MaskDispute(a),
+                        },
+                    ],
+                    _ => vec![KeeperFailure {
+                        keeper,
+                        fault: Fault::NotSent(reason),
+                    }],
+                };
+                Err(Error::Keepers { what, failures })
+            }
+            Ok(ResponseBody::RecoveryRefused { .. }) => Err(fail(keeper, Fault::OtherShares)),
             Ok(_) => Err(fail(keeper, Fault::Unexpected("recovered public shares"))),
             Err(fault) => Err(fail(keeper, fault)),
         }

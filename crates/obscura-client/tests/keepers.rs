@@ -2047,11 +2047,67 @@ async fn shares_that_are_not_the_clusters_are_not_sent_and_nobody_is_blamed() {
     assert_eq!(left.keepers.len(), M);
 }
 
+/// The parts helpers `from` give for `plan`, each as it answered.
+async fn parts_for(
+    c: &Cluster,
+    plan: &obscura_proto::RecoveryPlan,
+    signature: &[u8],
+    evidence: &[u8],
+    from: &[u8],
+) -> Vec<ResponseBody> {
+    let mut out = Vec::new();
+    for &h in from {
+        let body = KeeperBody::RecoverPart {
+            plan: plan.clone(),
+            evidence: evidence.to_vec(),
+            signature: signature.to_vec(),
+        };
+        out.push(raw(c, h, body).await);
+    }
+    out
+}
+
+/// A recovery of `plan` from `parts`, with the owner's receipt key `receipt` sealed to the key
+/// `appraisal` binds.
+fn recover_body(
+    plan: &obscura_proto::RecoveryPlan,
+    signature: &[u8],
+    parts: Vec<obscura_proto::RecoveryPart>,
+    appraisal: &obscura_attest::Appraisal,
+    receipt: &[u8; 32],
+) -> KeeperBody {
+    let sealed = obscura_attest::seal::seal(
+        appraisal,
+        &obscura_proto::recovery_receipt_purpose(
+            plan.keeper,
+            &obscura_proto::recovery_digest(plan),
+        ),
+        receipt,
+        &mut OsRng,
+    )
+    .unwrap();
+    KeeperBody::Recover {
+        plan: plan.clone(),
+        signature: signature.to_vec(),
+        parts,
+        receipt_enc: sealed.enc,
+        receipt_ciphertext: sealed.ciphertext,
+    }
+}
+
+fn part_of(answer: ResponseBody) -> obscura_proto::RecoveryPart {
+    match answer {
+        ResponseBody::RecoveryPart(p) => p,
+        other => panic!("no part: {other:?}"),
+    }
+}
+
 /// Keeper 2's machine loses its sealed shares (or it runs a build they do not open under): it
-/// starts holding none. Only the data owner's plan, for the key keeper 2's evidence binds,
-/// brings each helper to give its part, once; the parts cannot be taken by anyone else's key,
-/// and keeper 2 names a helper whose part does not check. Then `Client::recover` gives keeper 2
-/// its shares back, and it evaluates with the dealt keys.
+/// starts holding none. Only the data owner's fresh plan, for the key keeper 2's evidence binds,
+/// brings a helper to give its part; the parts open only under that key, carry a tag only the
+/// helper's attested key makes, and keeper 2 takes a plan once. A part altered on its way blames
+/// nobody; a helper's own wrong part is named, with keeper 2's proof. Then `Client::recover`
+/// gives keeper 2 its shares back, and it evaluates with the dealt keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_and_a_liar_is_named()
 {
@@ -2090,7 +2146,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     let status = c.client.keeper_status().await;
     assert!(status[1].1.as_ref().unwrap().key_versions.is_empty());
 
-    // Keeper 2's evidence, for a nonce the plan names.
+    // Keeper 2's evidence, for a nonce the plans name, and the helpers' keys.
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
     let ResponseBody::Evidence {
@@ -2099,10 +2155,6 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     } = raw(&c, 2, KeeperBody::Evidence { nonce }).await
     else {
         panic!("keeper 2 gave no evidence");
-    };
-    let parts = obscura_client::config::load(&c.dir).unwrap();
-    let obscura_client::TokenParts::Voprf(keepers) = &parts.tokens else {
-        panic!("VOPRF cluster");
     };
     let mut helper_keys = Vec::new();
     for h in [1, 3] {
@@ -2113,13 +2165,20 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
             .to_vec();
         helper_keys.push(<[u8; 32]>::try_from(key).unwrap());
     }
+    let parts = obscura_client::config::load(&c.dir).unwrap();
+    let obscura_client::TokenParts::Voprf(keepers) = &parts.tokens else {
+        panic!("VOPRF cluster");
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
     let plan_for = |party_key: [u8; 32], helper_keys: Vec<[u8; 32]>| {
         let mut plan = RecoveryPlan {
             id: [0; 16],
-            issued_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
+            issued_at: now(),
             keeper: 2,
             party_key,
             nonce,
@@ -2145,20 +2204,23 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         .sign(signer)
         .to_vec()
     };
-    let ask = |plan: &RecoveryPlan, signature: Vec<u8>| KeeperBody::RecoverPart {
-        plan: plan.clone(),
-        evidence: evidence.clone(),
-        signature,
-    };
     let refused = |answer: &ResponseBody, code: ErrorCode, why: &str| {
         matches!(answer, ResponseBody::Error { code: c, message } if *c == code
             && message.contains(why))
+    };
+    let one = |plan: RecoveryPlan, signature: Vec<u8>| {
+        let (c, evidence) = (&c, evidence.clone());
+        async move {
+            parts_for(c, &plan, &signature, &evidence, &[1])
+                .await
+                .remove(0)
+        }
     };
 
     // A user's own plan for keeper 2's genuine key: no part.
     let user = ed25519_dalek::SigningKey::generate(&mut OsRng);
     let plan = plan_for(party_key, helper_keys.clone());
-    let answer = raw(&c, 1, ask(&plan, sign(&plan, &user))).await;
+    let answer = one(plan.clone(), sign(&plan, &user)).await;
     assert!(
         refused(&answer, ErrorCode::Rejected, "data owner's order"),
         "{answer:?}"
@@ -2167,7 +2229,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     // does not bind that key, and the helper gives nothing.
     let thief = obscura_attest::seal::PartyKey::generate(&mut OsRng);
     let plan = plan_for(thief.public(), helper_keys.clone());
-    let answer = raw(&c, 1, ask(&plan, sign(&plan, &owner))).await;
+    let answer = one(plan.clone(), sign(&plan, &owner)).await;
     assert!(
         refused(&answer, ErrorCode::Forbidden, "keeper 1 refuses keeper 2"),
         "{answer:?}"
@@ -2177,29 +2239,48 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     let mut lax = policy.clone();
     lax.allow_debug = true;
     debug.policy = lax.to_json().into_bytes();
-    let answer = raw(&c, 1, ask(&debug, sign(&debug, &owner))).await;
+    let answer = one(debug.clone(), sign(&debug, &owner)).await;
     assert!(
         refused(&answer, ErrorCode::BadRequest, "recovery policy"),
         "{answer:?}"
     );
-
-    // The owner's genuine plan: each helper gives its part once.
-    let plan = plan_for(party_key, helper_keys.clone());
-    let signature = sign(&plan, &owner);
-    let mut given = Vec::new();
-    for h in [1, 3] {
-        let ResponseBody::RecoveryPart(part) = raw(&c, h, ask(&plan, signature.clone())).await
-        else {
-            panic!("keeper {h} gave no part");
-        };
-        given.push(part);
-    }
-    let answer = raw(&c, 1, ask(&plan, signature.clone())).await;
+    // A plan listing another key for the helper (made before it restarted, or for a key its
+    // host made): the helper's masks would not be its build's.
+    let plan = plan_for(party_key, vec![thief.public(), helper_keys[1]]);
+    let answer = one(plan.clone(), sign(&plan, &owner)).await;
     assert!(
-        refused(&answer, ErrorCode::Replay, ""),
-        "a plan is used once at each helper: {answer:?}"
+        refused(
+            &answer,
+            ErrorCode::Rejected,
+            "names another key of this keeper"
+        ),
+        "{answer:?}"
     );
-    // The parts open only under keeper 2's key.
+    // A plan recorded an hour ago is not played again.
+    let mut old = plan_for(party_key, helper_keys.clone());
+    old.issued_at -= 3600;
+    let answer = one(old.clone(), sign(&old, &owner)).await;
+    assert!(
+        refused(&answer, ErrorCode::Stale, "replay window"),
+        "{answer:?}"
+    );
+
+    // The owner's genuine plan: each helper gives its part, sealed to keeper 2's key only.
+    let appraisal = appraise_keeper(&c, 2, &policy, &ca).await;
+    assert_eq!(appraisal.party_key(), Some(party_key.as_slice()));
+    let mut receipt = [0u8; 32];
+    OsRng.fill_bytes(&mut receipt);
+    let genuine = || {
+        let plan = plan_for(party_key, helper_keys.clone());
+        let signature = sign(&plan, &owner);
+        (plan, signature)
+    };
+    let (plan, signature) = genuine();
+    let given: Vec<RecoveryPart> = parts_for(&c, &plan, &signature, &evidence, &[1, 3])
+        .await
+        .into_iter()
+        .map(part_of)
+        .collect();
     let digest = recovery_digest(&plan);
     let sealed = |p: &RecoveryPart| obscura_attest::seal::Sealed {
         enc: p.enc.clone(),
@@ -2209,56 +2290,75 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         .open(&recovery_purpose(2, 1, &digest), &sealed(&given[0]))
         .is_err());
 
-    // Keeper 2 takes its shares only from parts that all check, naming the helper at fault.
-    let appraisal = appraise_keeper(&c, 2, &policy, &ca).await;
-    assert_eq!(appraisal.party_key(), Some(party_key.as_slice()));
-    let mut receipt = [0u8; 32];
-    OsRng.fill_bytes(&mut receipt);
-    let receipt_sealed = obscura_attest::seal::seal(
-        &appraisal,
-        &obscura_proto::recovery_receipt_purpose(2, &digest),
-        &receipt,
-        &mut OsRng,
-    )
-    .unwrap();
-    let recover = |parts: Vec<RecoveryPart>| KeeperBody::Recover {
-        plan: plan.clone(),
-        signature: signature.clone(),
-        parts,
-        receipt_enc: receipt_sealed.enc.clone(),
-        receipt_ciphertext: receipt_sealed.ciphertext.clone(),
-    };
-    // A relay shifts a mask commitment: the two helpers that share it are named.
+    // Whoever carries the parts shifts a mask commitment: the part's tag fails, nobody is
+    // blamed, and keeper 2 takes nothing. (The plan is then used up at keeper 2.)
     let mut shifted = given.clone();
     shifted[0].masks[0][0] = obscura_keeper::oprf::serialize(
         &(obscura_keeper::oprf::deserialize(&shifted[0].masks[0][0]).unwrap()
             + obscura_keeper::RistrettoPoint::mul_base(&obscura_keeper::Scalar::ONE)),
     );
-    let answer = raw(&c, 2, recover(shifted)).await;
+    let answer = raw(
+        &c,
+        2,
+        recover_body(&plan, &signature, shifted, &appraisal, &receipt),
+    )
+    .await;
     assert!(
         refused(
             &answer,
             ErrorCode::Rejected,
-            "helper keepers 1 and 3 disagree"
+            "helper keeper 1's part was altered on its way"
         ),
         "{answer:?}"
     );
-    // A part swapped for the other helper's does not open.
-    let swapped = vec![given[1].clone(), given[0].clone()];
-    let answer = raw(&c, 2, recover(swapped)).await;
+    let answer = raw(
+        &c,
+        2,
+        recover_body(&plan, &signature, given, &appraisal, &receipt),
+    )
+    .await;
     assert!(
-        refused(&answer, ErrorCode::Rejected, "helper keeper 1's part"),
+        refused(&answer, ErrorCode::Replay, ""),
+        "keeper 2 takes a plan once: {answer:?}"
+    );
+    // Or passes helper 3's sealed contributions off as helper 1's: the tag is helper 3's.
+    let (plan, signature) = genuine();
+    let mut given: Vec<RecoveryPart> = parts_for(&c, &plan, &signature, &evidence, &[1, 3])
+        .await
+        .into_iter()
+        .map(part_of)
+        .collect();
+    let three = given[1].clone();
+    given[0].enc = three.enc;
+    given[0].ciphertext = three.ciphertext;
+    given[0].masks = three.masks;
+    given[0].tag = three.tag;
+    let answer = raw(
+        &c,
+        2,
+        recover_body(&plan, &signature, given, &appraisal, &receipt),
+    )
+    .await;
+    assert!(
+        refused(
+            &answer,
+            ErrorCode::Rejected,
+            "helper keeper 1's part was altered on its way"
+        ),
         "{answer:?}"
     );
 
     // Keeper 3 lies (a build of its own that the owner appraised, whose key the plan lists):
-    // its part is made from another share, masked as the honest helper expects.
+    // its part is made from another share, masked and tagged as its key would. Keeper 2 names
+    // it, with proof under the receipt key that the verdict is its own.
     let liar = obscura_attest::seal::PartyKey::generate(&mut OsRng);
     let plan = plan_for(party_key, vec![helper_keys[0], liar.public()]);
     let signature = sign(&plan, &owner);
-    let ResponseBody::RecoveryPart(honest) = raw(&c, 1, ask(&plan, signature.clone())).await else {
-        panic!("keeper 1 gave no part");
-    };
+    let honest = part_of(
+        parts_for(&c, &plan, &signature, &evidence, &[1])
+            .await
+            .remove(0),
+    );
     let digest = recovery_digest(&plan);
     let shared = liar.agree(&helper_keys[0]).unwrap();
     let mut masks = Vec::new();
@@ -2279,7 +2379,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
             );
             part.contribution.to_bytes()
         })
-        .collect();
+        .collect::<Vec<_>>();
     let lied = obscura_attest::seal::seal(
         &appraisal,
         &recovery_purpose(2, 3, &digest),
@@ -2287,40 +2387,41 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         &mut OsRng,
     )
     .unwrap();
-    let receipt_sealed = obscura_attest::seal::seal(
-        &appraisal,
-        &obscura_proto::recovery_receipt_purpose(2, &digest),
-        &receipt,
-        &mut OsRng,
-    )
-    .unwrap();
+    let tag = obscura_proto::recovery_part_tag(
+        &liar.agree(&party_key).unwrap(),
+        &digest,
+        3,
+        &lied.enc,
+        &lied.ciphertext,
+        &masks,
+    );
+    let lying = RecoveryPart {
+        helper: 3,
+        enc: lied.enc,
+        ciphertext: lied.ciphertext,
+        masks,
+        tag,
+    };
     let answer = raw(
         &c,
         2,
-        KeeperBody::Recover {
-            plan: plan.clone(),
-            signature,
-            parts: vec![
-                honest,
-                RecoveryPart {
-                    helper: 3,
-                    enc: lied.enc,
-                    ciphertext: lied.ciphertext,
-                    masks,
-                },
-            ],
-            receipt_enc: receipt_sealed.enc,
-            receipt_ciphertext: receipt_sealed.ciphertext,
-        },
+        recover_body(&plan, &signature, vec![honest, lying], &appraisal, &receipt),
     )
     .await;
-    assert!(
-        refused(
-            &answer,
-            ErrorCode::Rejected,
-            "helper keeper 3's part does not match its public share"
-        ),
-        "{answer:?}"
+    let ResponseBody::RecoveryRefused {
+        keeper,
+        blamed,
+        reason,
+        proof,
+    } = answer
+    else {
+        panic!("no verdict: {answer:?}");
+    };
+    assert_eq!((keeper, blamed.as_slice()), (2, [3].as_slice()));
+    assert!(reason.contains("helper keeper 3's part does not match its public share"));
+    assert_eq!(
+        proof,
+        obscura_proto::recovery_verdict(&receipt, 2, &blamed, &reason)
     );
     let status = c.client.keeper_status().await;
     assert!(

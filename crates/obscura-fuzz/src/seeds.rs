@@ -464,11 +464,6 @@ fn requests() -> Vec<Vec<u8>> {
             ciphertext: vec![10; 120],
             signature: vec![0; 64],
         },
-        KeeperBody::RecoverPart {
-            plan: recovery_plan(),
-            evidence: br#"{"platform":"simulation"}"#.to_vec(),
-            signature: vec![0; 64],
-        },
         KeeperBody::Recover {
             plan: recovery_plan(),
             signature: vec![0; 64],
@@ -479,6 +474,7 @@ fn requests() -> Vec<Vec<u8>> {
                     enc: vec![9; 32],
                     ciphertext: vec![10; 80],
                     masks: vec![vec![[11; 32]]; 2],
+                    tag: [13; 32],
                 })
                 .collect(),
             receipt_enc: vec![9; 32],

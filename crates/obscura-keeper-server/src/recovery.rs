@@ -17,8 +17,8 @@ use obscura_keeper::recovery::{self, Part};
 use obscura_keeper::threshold::KeyShare;
 use obscura_keeper::{RistrettoPoint, Scalar};
 use obscura_proto::{
-    recovery_digest, recovery_label, recovery_purpose, recovery_receipt_purpose, ErrorCode,
-    RecoveryPart, RecoveryPlan, ResponseBody, WireElement,
+    recovery_digest, recovery_label, recovery_part_tag, recovery_purpose, recovery_receipt_purpose,
+    recovery_verdict, ErrorCode, RecoveryPart, RecoveryPlan, ResponseBody, WireElement,
 };
 use obscura_server::{error, store_error};
 use obscura_sharing::order::Order;
@@ -45,6 +45,7 @@ impl KeeperState {
         &self,
         plan: &RecoveryPlan,
         signature: &[u8],
+        now: u64,
     ) -> Result<[u8; 32], ResponseBody> {
         let digest = recovery_digest(plan);
         Order::Recover {
@@ -55,9 +56,11 @@ impl KeeperState {
         .verify(&self.owner, signature)
         .map_err(|_| refuse("a keeper's shares are recovered only on the data owner's order"))?;
         let m = usize::from(self.accounts.m);
+        // (The wire format already refuses helpers repeated, zero or the keeper itself.)
         if plan.keeper == 0
             || plan.keeper > self.accounts.m
             || plan.helpers.len() != usize::from(self.threshold)
+            || plan.helpers.iter().any(|&h| h == 0 || h > self.accounts.m)
             || plan.helpers.contains(&plan.keeper)
             || plan.public_shares.iter().any(|p| p.len() != m)
         {
@@ -68,6 +71,13 @@ impl KeeperState {
                      every keeper's public share of each node key",
                     self.threshold
                 ),
+            ));
+        }
+        // Only while fresh: an old plan, and the evidence it names, cannot be played again.
+        if plan.issued_at.abs_diff(now) > self.window {
+            return Err(error(
+                ErrorCode::Stale,
+                "the recovery plan is older than the replay window: make a new one",
             ));
         }
         Ok(digest)
@@ -88,7 +98,7 @@ impl KeeperState {
                  attested keepers",
             ));
         };
-        let digest = self.recovery_order(plan, signature)?;
+        let digest = self.recovery_order(plan, signature, now)?;
         let Some(at) = plan.helpers.iter().position(|&h| h == self.keeper) else {
             return Err(error(
                 ErrorCode::BadRequest,
@@ -101,11 +111,9 @@ impl KeeperState {
                  appraised): recover again",
             ));
         }
-        // Once per plan, and only while it is fresh: a recorded plan and evidence cannot be
-        // played again for another copy of the parts.
-        self.store
-            .admit_request(&plan.id, plan.issued_at, now, self.window)
-            .map_err(store_error)?;
+        // A plan may be asked again while fresh (an answer lost): the part is the same, and
+        // opens only under the appraised key. Not recorded as used, so that whoever relays the
+        // plan cannot use it up at the other helpers first.
         let policy = self.accounts.vet_policy(&plan.policy, "recovery policy")?;
         let appraised = Evidence::from_json(evidence).and_then(|evidence| {
             self.accounts.verifier.appraise_party(
@@ -213,11 +221,24 @@ impl KeeperState {
                 now,
             )
             .map_err(store_error)?;
+        let shared = attester
+            .key()
+            .agree(&plan.party_key)
+            .ok_or_else(|| refuse("the recovering keeper's key is unusable"))?;
+        let tag = recovery_part_tag(
+            &shared,
+            &digest,
+            self.keeper,
+            &sealed.enc,
+            &sealed.ciphertext,
+            &masks,
+        );
         Ok(ResponseBody::RecoveryPart(RecoveryPart {
             helper: self.keeper,
             enc: sealed.enc,
             ciphertext: sealed.ciphertext,
             masks,
+            tag,
         }))
     }
 
@@ -239,7 +260,7 @@ impl KeeperState {
                  attested keepers",
             ));
         };
-        let digest = self.recovery_order(plan, signature)?;
+        let digest = self.recovery_order(plan, signature, now)?;
         if plan.keeper != self.keeper {
             return Err(error(
                 ErrorCode::BadRequest,
@@ -252,6 +273,11 @@ impl KeeperState {
                  appraised): recover again",
             ));
         }
+        // Taken once, while fresh: a recovery held back by a relay cannot be delivered after the
+        // owner has moved on (a rotation's retire, say) to bring an erased version back.
+        self.store
+            .admit_request(&plan.id, plan.issued_at, now, self.window)
+            .map_err(store_error)?;
         let key = attester.key();
         let receipt_key: [u8; 32] = key
             .open(&recovery_receipt_purpose(self.keeper, &digest), receipt)
@@ -272,6 +298,26 @@ impl KeeperState {
             let named = |why: &str| refuse(format!("helper keeper {helper}'s part {why}"));
             if part.helper != helper || part.masks.len() != n {
                 return Err(named("is not the plan's"));
+            }
+            // Made by the helper's attested key, as the plan lists it: a part altered or made
+            // by whoever carried it is refused, and blames nobody.
+            let at = plan.helpers.iter().position(|&h| h == helper).unwrap_or(0);
+            let shared = key
+                .agree(&plan.helper_keys[at])
+                .ok_or_else(|| named("comes from an unusable key"))?;
+            let tag = recovery_part_tag(
+                &shared,
+                &digest,
+                helper,
+                &part.enc,
+                &part.ciphertext,
+                &part.masks,
+            );
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], &part.tag[..])) {
+                return Err(refuse(format!(
+                    "helper keeper {helper}'s part was altered on its way, or made by another \
+                     than the helper: nobody is blamed; recover again"
+                )));
             }
             let plain = Zeroizing::new(
                 key.open(
@@ -330,10 +376,23 @@ impl KeeperState {
                 &expected,
             )
             .map_err(|blame| {
-                refuse(format!(
+                // Every part is the helper's own (its tag checked): the verdict names it, with
+                // proof under the receipt key that this keeper made it.
+                let blamed = match blame {
+                    recovery::Blame::Part(h) => vec![h],
+                    recovery::Blame::Masks(a, b) => vec![a, b],
+                    recovery::Blame::Malformed(_) | recovery::Blame::Sum => Vec::new(),
+                };
+                let reason = format!(
                     "keeper {} refuses the recovery of node {node}'s key: {blame}",
                     self.keeper
-                ))
+                );
+                ResponseBody::RecoveryRefused {
+                    keeper: self.keeper,
+                    proof: recovery_verdict(&receipt_key, self.keeper, &blamed, &reason),
+                    blamed,
+                    reason,
+                }
             })?;
             match shares.get(&(node, plan.version)) {
                 Some(held) if held.secret == share.secret => {}

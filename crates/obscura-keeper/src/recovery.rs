@@ -182,8 +182,10 @@ pub fn combine(
             return Err(Blame::Part(helpers[a]));
         }
     }
-    let secret: Scalar = parts.iter().map(|p| p.contribution).sum();
-    let share = KeyShare::from_bytes(keeper, &secret.to_bytes()).map_err(|_| Blame::Sum)?;
+    let mut secret: Scalar = parts.iter().map(|p| p.contribution).sum();
+    let bytes = zeroize::Zeroizing::new(secret.to_bytes());
+    secret.zeroize();
+    let share = KeyShare::from_bytes(keeper, &bytes).map_err(|_| Blame::Sum)?;
     if share.public() != *expected {
         return Err(Blame::Sum);
     }

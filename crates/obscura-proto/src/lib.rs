@@ -279,6 +279,10 @@ pub struct RecoveryPart {
     /// Per node key, its commitment to the mask it shares with each other helper, in the
     /// helpers' order.
     pub masks: Vec<Vec<WireElement>>,
+    /// [`recovery_part_tag`] under the secret of the helper's attested key and the recovering
+    /// keeper's: whoever carries the part can neither alter it nor make one in the helper's
+    /// name, so a part that fails its check is the helper's own.
+    pub tag: [u8; 32],
 }
 
 /// A user's roles, as a set of bits (see [`roles`]).
@@ -1355,6 +1359,13 @@ impl RecoveryPlan {
         check((2..=255).contains(&self.helpers.len()), "helpers")?;
         check(self.helper_keys.len() == self.helpers.len(), "helper_keys")?;
         check(
+            self.helpers
+                .iter()
+                .enumerate()
+                .all(|(a, &h)| h != 0 && h != self.keeper && !self.helpers[..a].contains(&h)),
+            "helpers",
+        )?;
+        check(
             self.public_shares.len() <= limits::MAX_NODES
                 && self.public_shares.iter().all(|p| p.len() <= 255),
             "public_shares",
@@ -1393,6 +1404,48 @@ pub fn recovery_receipt_purpose(keeper: u8, plan: &[u8; 32]) -> Vec<u8> {
         plan,
     ]
     .concat()
+}
+
+/// The tag of helper `helper`'s part in the recovery with plan digest `plan`, keyed by the
+/// X25519 secret of the helper's attested key and the recovering keeper's: over the sealed
+/// contributions and the mask commitments.
+pub fn recovery_part_tag(
+    shared: &[u8; 32],
+    plan: &[u8; 32],
+    helper: u8,
+    enc: &[u8],
+    ciphertext: &[u8],
+    masks: &[Vec<WireElement>],
+) -> [u8; 32] {
+    let key = blake3::derive_key("obscura 2026 recovery part tag key v1", shared);
+    let mut h = blake3::Hasher::new_keyed(&key);
+    h.update(plan);
+    h.update(&[helper]);
+    for field in [enc, ciphertext] {
+        h.update(&(field.len() as u64).to_be_bytes());
+        h.update(field);
+    }
+    h.update(&(masks.len() as u64).to_be_bytes());
+    for per in masks {
+        h.update(&(per.len() as u64).to_be_bytes());
+        for m in per {
+            h.update(m);
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+/// A recovering keeper's proof of its verdict on the parts ([`ResponseBody::RecoveryRefused`]):
+/// keyed by the receipt key the data owner sealed to it, so only the appraised keeper can
+/// blame a helper.
+pub fn recovery_verdict(key: &[u8; 32], keeper: u8, blamed: &[u8], reason: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(b"obscura 2026 recovery verdict v1");
+    h.update(&[keeper]);
+    h.update(&(blamed.len() as u64).to_be_bytes());
+    h.update(blamed);
+    h.update(reason.as_bytes());
+    *h.finalize().as_bytes()
 }
 
 /// What a helper's masks are derived under for one node key of a recovery: the plan, the node
@@ -1796,6 +1849,19 @@ pub enum ResponseBody {
     },
     /// A helper's part of a recovery ([`KeeperBody::RecoverPart`]).
     RecoveryPart(RecoveryPart),
+    /// A recovering keeper refuses the parts ([`KeeperBody::Recover`]) because those of
+    /// `blamed` do not check (one helper: its part is wrong; two: they disagree on the mask they
+    /// share, and one of them lied), with [`recovery_verdict`] under the receipt key.
+    RecoveryRefused {
+        /// The keeper.
+        keeper: u8,
+        /// The helpers at fault.
+        blamed: Vec<u8>,
+        /// Why, for people.
+        reason: String,
+        /// [`recovery_verdict`].
+        proof: [u8; 32],
+    },
 }
 
 /// A response.

@@ -246,6 +246,7 @@ fn keeper_body() -> impl Strategy<Value = KeeperBody> {
                         enc: vec![8; 32],
                         ciphertext: ciphertext.clone(),
                         masks: vec![vec![[helper; 32]; plan.helpers.len() - 1]; 2],
+                        tag: [helper; 32],
                     })
                     .collect(),
                 plan,
@@ -263,16 +264,16 @@ fn recovery_plan() -> impl Strategy<Value = obscura_proto::RecoveryPlan> {
         any::<u8>(),
         any::<[u8; 32]>(),
         any::<u32>(),
-        proptest::collection::vec(any::<u8>(), 2..5),
+        proptest::sample::subsequence(vec![1u8, 3, 4, 5, 6], 2..5),
         proptest::collection::vec(proptest::collection::vec(any::<[u8; 32]>(), 0..4), 0..4),
         proptest::collection::vec(any::<u8>(), 0..100),
     )
         .prop_map(
-            |(id, issued_at, keeper, party_key, version, helpers, public_shares, policy)| {
+            |(id, issued_at, _, party_key, version, helpers, public_shares, policy)| {
                 obscura_proto::RecoveryPlan {
                     id,
                     issued_at,
-                    keeper,
+                    keeper: 2,
                     party_key,
                     nonce: party_key,
                     version,

@@ -327,6 +327,7 @@ pub fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::KeeperRekeyed { .. }
         | ResponseBody::Provisioned { .. }
         | ResponseBody::RecoveryPart(_)
+        | ResponseBody::RecoveryRefused { .. }
         | ResponseBody::KeeperRegistration { .. }
         | ResponseBody::KeeperLoginStarted { .. }
         | ResponseBody::KeeperSession { .. }
