@@ -35,7 +35,7 @@ pub(crate) enum ClusterCommand {
     ///
     /// Examples:
     ///   obscura cluster recover --cluster DIR --keeper 2
-    ///   obscura cluster recover --cluster DIR --keeper 2 --json
+    ///   obscura cluster recover --cluster DIR --keeper 2 --exclude 1 --json
     #[command(verbatim_doc_comment)]
     Recover {
         /// The cluster directory (with the data owner's folder).
@@ -44,6 +44,10 @@ pub(crate) enum ClusterCommand {
         /// The keeper that lost its shares, 1..=m.
         #[arg(long)]
         keeper: u8,
+        /// A keeper not to ask for a part (repeat): one that was down or made the last try
+        /// fail. Default: the first T keepers that hold the key version.
+        #[arg(long, value_name = "J")]
+        exclude: Vec<u8>,
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
@@ -167,6 +171,7 @@ impl ClusterCommand {
             ClusterCommand::Recover {
                 cluster,
                 keeper,
+                exclude,
                 json,
             } => {
                 let client = crate::client(&cluster)?;
@@ -178,7 +183,7 @@ impl ClusterCommand {
                     )
                     .into());
                 }
-                match client.recover(keeper).await {
+                match client.recover(keeper, &exclude).await {
                     Ok(r) => {
                         if json {
                             println!(

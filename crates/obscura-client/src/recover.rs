@@ -33,14 +33,15 @@ pub struct Recovered {
 
 impl Client {
     /// Have `T` keepers give keeper `keeper` back its shares of the key version this client
-    /// uses, as described in [the module](self).
+    /// uses, as described in [the module](self); the keepers in `exclude` are not asked (one
+    /// that made the last try fail, say).
     ///
     /// # Errors
     /// [`Error::NotOwner`] without the data owner's key; [`Error::NoAttestation`] without an
     /// attestation policy; [`Error::Keepers`] naming the keeper refused at appraisal, helpers
     /// that were down or refused (fewer than `T` usable), or the keeper's refusal of the parts
     /// (which names a helper whose part does not check).
-    pub async fn recover(&self, keeper: u8) -> Result<Recovered, Error> {
+    pub async fn recover(&self, keeper: u8, exclude: &[u8]) -> Result<Recovered, Error> {
         let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let Some(gate) = self.http.gate.as_deref() else {
             return Err(Error::NoAttestation);
@@ -76,9 +77,6 @@ impl Client {
         let mut helpers = Vec::new();
         let mut failures = Vec::new();
         for (j, status) in self.keeper_status().await {
-            if j == keeper || helpers.len() == keepers.threshold {
-                continue;
-            }
             match status {
                 // A keeper holding another version too is mid-rotation: recovering the old
                 // version now would leave the keeper outside the rotation's next step.
@@ -89,6 +87,7 @@ impl Client {
                         s.key_versions
                     )))
                 }
+                _ if j == keeper || exclude.contains(&j) || helpers.len() == keepers.threshold => {}
                 Ok(s) if s.key_versions.contains(&self.key_version) => helpers.push(j),
                 Ok(_) => failures.push(KeeperFailure {
                     keeper: j,
@@ -228,6 +227,9 @@ impl Client {
                 && proof == obscura_proto::recovery_verdict(&receipt, keeper, &blamed, &reason) =>
             {
                 let failures = match blamed[..] {
+                    _ if blamed.iter().any(|h| !helpers.contains(h)) => {
+                        return Err(fail(keeper, Fault::OtherShares))
+                    }
                     [h] => vec![KeeperFailure {
                         keeper: h,
                         fault: Fault::BadRecoveryPart(reason),

@@ -2105,7 +2105,7 @@ fn part_of(answer: ResponseBody) -> obscura_proto::RecoveryPart {
 /// Keeper 2's machine loses its sealed shares (or it runs a build they do not open under): it
 /// starts holding none. Only the data owner's fresh plan, for the key keeper 2's evidence binds,
 /// brings a helper to give its part; the parts open only under that key, carry a tag only the
-/// helper's attested key makes, and keeper 2 takes a plan once. A part altered on its way blames
+/// helper's attested key makes, and a plan is only good while fresh. A part altered on its way blames
 /// nobody; a helper's own wrong part is named, with keeper 2's proof. Then `Client::recover`
 /// gives keeper 2 its shares back, and it evaluates with the dealt keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2275,13 +2275,21 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         let signature = sign(&plan, &owner);
         (plan, signature)
     };
-    let (plan, signature) = genuine();
-    let given: Vec<RecoveryPart> = parts_for(&c, &plan, &signature, &evidence, &[1, 3])
+    let (first_plan, first_signature) = genuine();
+    let given: Vec<RecoveryPart> = parts_for(&c, &first_plan, &first_signature, &evidence, &[1, 3])
         .await
         .into_iter()
         .map(part_of)
         .collect();
-    let digest = recovery_digest(&plan);
+    // Asked again (an answer lost), a helper gives its part again: whoever relays a plan
+    // cannot use it up.
+    let again = part_of(
+        parts_for(&c, &first_plan, &first_signature, &evidence, &[1])
+            .await
+            .remove(0),
+    );
+    assert_eq!(again.masks, given[0].masks);
+    let digest = recovery_digest(&first_plan);
     let sealed = |p: &RecoveryPart| obscura_attest::seal::Sealed {
         enc: p.enc.clone(),
         ciphertext: p.ciphertext.clone(),
@@ -2291,7 +2299,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         .is_err());
 
     // Whoever carries the parts shifts a mask commitment: the part's tag fails, nobody is
-    // blamed, and keeper 2 takes nothing. (The plan is then used up at keeper 2.)
+    // blamed, and keeper 2 takes nothing.
     let mut shifted = given.clone();
     shifted[0].masks[0][0] = obscura_keeper::oprf::serialize(
         &(obscura_keeper::oprf::deserialize(&shifted[0].masks[0][0]).unwrap()
@@ -2300,7 +2308,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     let answer = raw(
         &c,
         2,
-        recover_body(&plan, &signature, shifted, &appraisal, &receipt),
+        recover_body(&first_plan, &first_signature, shifted, &appraisal, &receipt),
     )
     .await;
     assert!(
@@ -2311,32 +2319,22 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         ),
         "{answer:?}"
     );
-    let answer = raw(
-        &c,
-        2,
-        recover_body(&plan, &signature, given, &appraisal, &receipt),
-    )
-    .await;
-    assert!(
-        refused(&answer, ErrorCode::Replay, ""),
-        "keeper 2 takes a plan once: {answer:?}"
-    );
     // Or passes helper 3's sealed contributions off as helper 1's: the tag is helper 3's.
     let (plan, signature) = genuine();
-    let mut given: Vec<RecoveryPart> = parts_for(&c, &plan, &signature, &evidence, &[1, 3])
+    let mut swapped: Vec<RecoveryPart> = parts_for(&c, &plan, &signature, &evidence, &[1, 3])
         .await
         .into_iter()
         .map(part_of)
         .collect();
-    let three = given[1].clone();
-    given[0].enc = three.enc;
-    given[0].ciphertext = three.ciphertext;
-    given[0].masks = three.masks;
-    given[0].tag = three.tag;
+    let three = swapped[1].clone();
+    swapped[0].enc = three.enc;
+    swapped[0].ciphertext = three.ciphertext;
+    swapped[0].masks = three.masks;
+    swapped[0].tag = three.tag;
     let answer = raw(
         &c,
         2,
-        recover_body(&plan, &signature, given, &appraisal, &receipt),
+        recover_body(&plan, &signature, swapped, &appraisal, &receipt),
     )
     .await;
     assert!(
@@ -2387,41 +2385,75 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         &mut OsRng,
     )
     .unwrap();
-    let tag = obscura_proto::recovery_part_tag(
-        &liar.agree(&party_key).unwrap(),
-        &digest,
-        3,
-        &lied.enc,
-        &lied.ciphertext,
-        &masks,
-    );
-    let lying = RecoveryPart {
-        helper: 3,
-        enc: lied.enc,
-        ciphertext: lied.ciphertext,
-        masks,
-        tag,
+    let tagged = |masks: Vec<Vec<[u8; 32]>>| {
+        let tag = obscura_proto::recovery_part_tag(
+            &liar.agree(&party_key).unwrap(),
+            &digest,
+            3,
+            &lied.enc,
+            &lied.ciphertext,
+            &masks,
+        );
+        RecoveryPart {
+            helper: 3,
+            enc: lied.enc.clone(),
+            ciphertext: lied.ciphertext.clone(),
+            masks,
+            tag,
+        }
     };
+    let named_three = |answer: ResponseBody, why: &str| {
+        let ResponseBody::RecoveryRefused {
+            keeper,
+            blamed,
+            reason,
+            proof,
+        } = answer
+        else {
+            panic!("no verdict: {answer:?}");
+        };
+        assert_eq!((keeper, blamed.as_slice()), (2, [3].as_slice()));
+        assert!(reason.contains(why), "{reason}");
+        assert_eq!(
+            proof,
+            obscura_proto::recovery_verdict(&receipt, 2, &blamed, &reason)
+        );
+    };
+    let lying = tagged(masks.clone());
     let answer = raw(
         &c,
         2,
-        recover_body(&plan, &signature, vec![honest, lying], &appraisal, &receipt),
+        recover_body(
+            &plan,
+            &signature,
+            vec![honest.clone(), lying],
+            &appraisal,
+            &receipt,
+        ),
     )
     .await;
-    let ResponseBody::RecoveryRefused {
-        keeper,
-        blamed,
-        reason,
-        proof,
-    } = answer
-    else {
-        panic!("no verdict: {answer:?}");
-    };
-    assert_eq!((keeper, blamed.as_slice()), (2, [3].as_slice()));
-    assert!(reason.contains("helper keeper 3's part does not match its public share"));
-    assert_eq!(
-        proof,
-        obscura_proto::recovery_verdict(&receipt, 2, &blamed, &reason)
+    named_three(
+        answer,
+        "helper keeper 3's part does not match its public share",
+    );
+    // Nor can it fail unnamed with a part malformed under a good tag (a mask missing).
+    let mut short = masks;
+    short[0].clear();
+    let answer = raw(
+        &c,
+        2,
+        recover_body(
+            &plan,
+            &signature,
+            vec![honest, tagged(short)],
+            &appraisal,
+            &receipt,
+        ),
+    )
+    .await;
+    named_three(
+        answer,
+        "helper keeper 3's part is not one mask per other helper",
     );
     let status = c.client.keeper_status().await;
     assert!(
@@ -2429,9 +2461,31 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         "nothing is taken from a recovery that fails"
     );
 
-    // The owner's client recovers it; it then evaluates with the dealt keys (keeper 1 down, so
+    // The genuine parts the relay tampered with first still recover keeper 2 while their plan
+    // is fresh, and keeper 2 proves it with the receipt.
+    let answer = raw(
+        &c,
+        2,
+        recover_body(&first_plan, &first_signature, given, &appraisal, &receipt),
+    )
+    .await;
+    let ResponseBody::Provisioned {
+        keeper: 2,
+        public_shares,
+        receipt: proof,
+    } = answer
+    else {
+        panic!("not recovered: {answer:?}");
+    };
+    assert_eq!(public_shares.len(), N);
+    assert_eq!(
+        proof,
+        obscura_proto::provision_receipt(&receipt, 2, &public_shares)
+    );
+
+    // The owner's client recovers it (again: it holds the same shares); it then evaluates with the dealt keys (keeper 1 down, so
     // keepers 2 and 3 make every token), and holds the shares sealed to its build.
-    let recovered = c.client.recover(2).await.unwrap();
+    let recovered = c.client.recover(2, &[]).await.unwrap();
     assert_eq!(recovered.helpers, vec![1, 3]);
     assert_eq!(recovered.nodes, N);
     c.keeper_down(1).await;
@@ -2447,7 +2501,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     assert_eq!(two.shares.len(), N);
     // A querier cannot order a recovery.
     assert!(matches!(
-        c.querier_client().recover(2).await,
+        c.querier_client().recover(2, &[]).await,
         Err(Error::NotOwner)
     ));
 }

@@ -273,11 +273,10 @@ impl KeeperState {
                  appraised): recover again",
             ));
         }
-        // Taken once, while fresh: a recovery held back by a relay cannot be delivered after the
-        // owner has moved on (a rotation's retire, say) to bring an erased version back.
-        self.store
-            .admit_request(&plan.id, plan.issued_at, now, self.window)
-            .map_err(store_error)?;
+        // Not recorded as used (whoever carries the plan could use it up first): a plan taken
+        // twice gives the same shares, which a keeper holding them answers again. A recovery
+        // held back cannot bring an erased version back: the plan is fresh only within the
+        // replay window, and no rotation moves on while a keeper holds nothing.
         let key = attester.key();
         let receipt_key: [u8; 32] = key
             .open(&recovery_receipt_purpose(self.keeper, &digest), receipt)
@@ -292,19 +291,27 @@ impl KeeperState {
             )));
         }
         let n = plan.public_shares.len();
+        let t = plan.helpers.len();
+        // This keeper's verdict on the helpers `blamed`, proven under the receipt key.
+        let verdict = |blamed: Vec<u8>, reason: String| ResponseBody::RecoveryRefused {
+            keeper: self.keeper,
+            proof: recovery_verdict(&receipt_key, self.keeper, &blamed, &reason),
+            blamed,
+            reason,
+        };
         // Each helper's contributions, one per node key.
         let mut opened = Vec::with_capacity(parts.len());
-        for (part, &helper) in parts.iter().zip(&plan.helpers) {
-            let named = |why: &str| refuse(format!("helper keeper {helper}'s part {why}"));
-            if part.helper != helper || part.masks.len() != n {
-                return Err(named("is not the plan's"));
-            }
-            // Made by the helper's attested key, as the plan lists it: a part altered or made
-            // by whoever carried it is refused, and blames nobody.
-            let at = plan.helpers.iter().position(|&h| h == helper).unwrap_or(0);
-            let shared = key
-                .agree(&plan.helper_keys[at])
-                .ok_or_else(|| named("comes from an unusable key"))?;
+        for (at, (part, &helper)) in parts.iter().zip(&plan.helpers).enumerate() {
+            // Once its tag checks, the part is the helper's own: whatever is wrong with it
+            // then is the helper's, and the verdict names it.
+            let named =
+                |why: &str| verdict(vec![helper], format!("helper keeper {helper}'s part {why}"));
+            let unusable = || {
+                refuse(format!(
+                    "helper keeper {helper}'s key in the plan is unusable: make a new plan"
+                ))
+            };
+            let shared = key.agree(&plan.helper_keys[at]).ok_or_else(unusable)?;
             let tag = recovery_part_tag(
                 &shared,
                 &digest,
@@ -313,11 +320,18 @@ impl KeeperState {
                 &part.ciphertext,
                 &part.masks,
             );
-            if !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], &part.tag[..])) {
+            // Made by the helper's attested key, as the plan lists it: a part altered or made
+            // by whoever carried it is refused, and blames nobody.
+            if part.helper != helper
+                || !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], &part.tag[..]))
+            {
                 return Err(refuse(format!(
                     "helper keeper {helper}'s part was altered on its way, or made by another \
                      than the helper: nobody is blamed; recover again"
                 )));
+            }
+            if part.masks.len() != n || part.masks.iter().any(|m| m.len() != t - 1) {
+                return Err(named("is not one mask per other helper for each node key"));
             }
             let plain = Zeroizing::new(
                 key.open(
@@ -354,7 +368,9 @@ impl KeeperState {
             let mut rebuilt = Vec::with_capacity(parts.len());
             let mut helper_publics = Vec::with_capacity(parts.len());
             for ((part, scalars), &helper) in parts.iter().zip(&opened).zip(&plan.helpers) {
-                let named = |why: &str| refuse(format!("helper keeper {helper}'s part {why}"));
+                let named = |why: &str| {
+                    verdict(vec![helper], format!("helper keeper {helper}'s part {why}"))
+                };
                 let contribution = Option::<Scalar>::from(Scalar::from_canonical_bytes(scalars[i]))
                     .ok_or_else(|| named("holds a contribution that is not a scalar"))?;
                 let masks = part.masks[i]
@@ -383,16 +399,13 @@ impl KeeperState {
                     recovery::Blame::Masks(a, b) => vec![a, b],
                     recovery::Blame::Malformed(_) | recovery::Blame::Sum => Vec::new(),
                 };
-                let reason = format!(
-                    "keeper {} refuses the recovery of node {node}'s key: {blame}",
-                    self.keeper
-                );
-                ResponseBody::RecoveryRefused {
-                    keeper: self.keeper,
-                    proof: recovery_verdict(&receipt_key, self.keeper, &blamed, &reason),
+                verdict(
                     blamed,
-                    reason,
-                }
+                    format!(
+                        "keeper {} refuses the recovery of node {node}'s key: {blame}",
+                        self.keeper
+                    ),
+                )
             })?;
             match shares.get(&(node, plan.version)) {
                 Some(held) if held.secret == share.secret => {}
