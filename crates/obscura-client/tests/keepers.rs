@@ -2298,6 +2298,16 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         .open(&recovery_purpose(2, 1, &digest), &sealed(&given[0]))
         .is_err());
 
+    let altered = |answer: &ResponseBody| {
+        assert!(
+            refused(
+                answer,
+                ErrorCode::Rejected,
+                "helper keeper 1's part was altered on its way"
+            ),
+            "{answer:?}"
+        );
+    };
     // Whoever carries the parts shifts a mask commitment: the part's tag fails, nobody is
     // blamed, and keeper 2 takes nothing.
     let mut shifted = given.clone();
@@ -2311,14 +2321,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         recover_body(&first_plan, &first_signature, shifted, &appraisal, &receipt),
     )
     .await;
-    assert!(
-        refused(
-            &answer,
-            ErrorCode::Rejected,
-            "helper keeper 1's part was altered on its way"
-        ),
-        "{answer:?}"
-    );
+    altered(&answer);
     // Or passes helper 3's sealed contributions off as helper 1's: the tag is helper 3's.
     let (plan, signature) = genuine();
     let mut swapped: Vec<RecoveryPart> = parts_for(&c, &plan, &signature, &evidence, &[1, 3])
@@ -2337,14 +2340,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         recover_body(&plan, &signature, swapped, &appraisal, &receipt),
     )
     .await;
-    assert!(
-        refused(
-            &answer,
-            ErrorCode::Rejected,
-            "helper keeper 1's part was altered on its way"
-        ),
-        "{answer:?}"
-    );
+    altered(&answer);
 
     // Keeper 3 lies (a build of its own that the owner appraised, whose key the plan lists):
     // its part is made from another share, masked and tagged as its key would. Keeper 2 names

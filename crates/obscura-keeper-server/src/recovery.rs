@@ -1,14 +1,16 @@
 //! Share recovery at a keeper ([`obscura_keeper::recovery`]): as a helper, its part of another
 //! keeper's token-key shares; as the keeper that recovers, its shares from the helpers' parts.
 //!
-//! Both act only on the data owner's signed plan ([`RecoveryPlan`]). A helper derives the masks
-//! it shares with each other helper from its own attested key and that helper's, as the plan
-//! lists them, so no host can unmask a part. A helper appraises the
-//! recovering keeper's evidence itself, under the plan's policy within this keeper's limits
-//! (no debug, only the cluster's simulation root), for that keeper's seat in this cluster and
-//! the plan's key and nonce; it gives its part once per plan, within the replay window, sealed
-//! to the appraised key. The recovering keeper checks every part against the helpers' public
-//! shares, so a helper that lies is named, and seals the result to its platform and build.
+//! Both act only on the data owner's signed plan ([`RecoveryPlan`]), while it is within the
+//! replay window. A helper appraises the recovering keeper's evidence itself, under the plan's
+//! policy within this keeper's limits (no debug, only the cluster's simulation root), for that
+//! keeper's seat in this cluster and the plan's key and nonce. It derives the masks it shares
+//! with each other helper from its own attested key and that helper's, as the plan lists them,
+//! so no host can unmask a part; seals its part to the appraised key; and tags it with the
+//! secret of its key and the recovering keeper's, so nobody who carries it can alter it. The
+//! recovering keeper checks every tag, then every part against the helpers' public shares: a
+//! helper whose part fails is named in a verdict proven under the owner's receipt key. It seals
+//! the result to its platform and build.
 
 use obscura_attest::seal::Sealed;
 use obscura_attest::{binding, Evidence, Role};
@@ -40,6 +42,16 @@ fn point(bytes: &WireElement) -> Result<RistrettoPoint, ResponseBody> {
 }
 
 impl KeeperState {
+    /// Its attestation: recovery runs only among attested keepers.
+    fn recovery_attester(&self) -> Result<&obscura_server::attest::Attester, ResponseBody> {
+        self.attester.as_ref().ok_or_else(|| {
+            refuse(
+                "this keeper does not attest: token-key shares are recovered only among \
+                 attested keepers",
+            )
+        })
+    }
+
     /// The owner's order for `plan`, checked against `signature`, and the plan's digest.
     fn recovery_order(
         &self,
@@ -92,12 +104,7 @@ impl KeeperState {
         signature: &[u8],
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
-        let Some(attester) = &self.attester else {
-            return Err(refuse(
-                "this keeper does not attest: token-key shares are recovered only among \
-                 attested keepers",
-            ));
-        };
+        let attester = self.recovery_attester()?;
         let digest = self.recovery_order(plan, signature, now)?;
         let Some(at) = plan.helpers.iter().position(|&h| h == self.keeper) else {
             return Err(error(
@@ -254,12 +261,7 @@ impl KeeperState {
         receipt: &Sealed,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
-        let Some(attester) = &self.attester else {
-            return Err(refuse(
-                "this keeper does not attest: token-key shares are recovered only among \
-                 attested keepers",
-            ));
-        };
+        let attester = self.recovery_attester()?;
         let digest = self.recovery_order(plan, signature, now)?;
         if plan.keeper != self.keeper {
             return Err(error(

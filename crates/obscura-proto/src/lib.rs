@@ -920,7 +920,7 @@ pub enum KeeperBody {
     },
     /// Outside any session: this keeper's part of another keeper's token-key shares, for the
     /// data owner's recovery `plan`, sealed to the recovering keeper's key once its `evidence`
-    /// passes the plan's policy here. Given once per plan, within the replay window.
+    /// passes the plan's policy here, while the plan is within the replay window.
     RecoverPart {
         /// The plan.
         plan: RecoveryPlan,
