@@ -361,6 +361,18 @@ fn provision(cluster: &str) -> (bool, Vec<serde_json::Value>) {
     )
 }
 
+/// `obscura search` with a JPEG of the coffee photo succeeds and finds `id`.
+fn search_finds(cluster: &str, id: &str) {
+    let out = obscura(&[
+        "search",
+        "--cluster",
+        cluster,
+        &testdata("derived/coffee.q75.jpg"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(id), "{}", text(&out));
+}
+
 #[test]
 fn token_key_shares_reach_only_keepers_of_this_build_and_stay_bound_to_it() {
     let dir = init_cluster("provision");
@@ -483,14 +495,7 @@ fn token_key_shares_reach_only_keepers_of_this_build_and_stay_bound_to_it() {
     // Every keeper evaluates: an image is indexed and found.
     register_and_login(&dir);
     let id = index_one(cluster, &testdata("photos/coffee.png"));
-    let out = obscura(&[
-        "search",
-        "--cluster",
-        cluster,
-        &testdata("derived/coffee.q75.jpg"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&id), "{}", text(&out));
+    search_finds(cluster, &id);
 
     // Later the operator upgrades keeper 2 to another build. Its shares, sealed to this
     // build, do not open under that one: it starts holding none, and says so.
@@ -573,14 +578,7 @@ fn token_key_shares_reach_only_keepers_of_this_build_and_stay_bound_to_it() {
 
     // Keeper 2 now evaluates: with keeper 1 down, search needs keepers 2 and 3.
     stop_keeper(&dir, 1, "TERM");
-    let out = obscura(&[
-        "search",
-        "--cluster",
-        cluster,
-        &testdata("derived/coffee.q75.jpg"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&id), "{}", text(&out));
+    search_finds(cluster, &id);
 
     // And its shares are now sealed to the new build: restarted, it holds them at once.
     let _ = Command::new("kill").arg(upgraded.id().to_string()).status();

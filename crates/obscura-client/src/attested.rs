@@ -229,3 +229,11 @@ pub(crate) struct Presented {
     /// The evidence (JSON).
     pub(crate) evidence: Vec<u8>,
 }
+
+/// The X25519 key `appraisal` binds, to seal to or agree with.
+pub(crate) fn party_key(appraisal: &Appraisal) -> Result<[u8; 32], Fault> {
+    appraisal
+        .party_key()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| Fault::NotSent("the appraisal binds no X25519 key".into()))
+}

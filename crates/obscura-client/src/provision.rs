@@ -128,10 +128,7 @@ async fn deliver(
         &mut rand_core::OsRng,
     )
     .map_err(|e| Fault::NotSent(e.to_string()))?;
-    let party_key: [u8; 32] = appraisal
-        .party_key()
-        .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| Fault::NotSent("the appraisal binds no X25519 key".into()))?;
+    let party_key = crate::attested::party_key(&appraisal)?;
     let signature = Order::Provision {
         keeper: awaiting.keeper,
         party_key,

@@ -109,16 +109,11 @@ impl Client {
                 .fresh_appraisal(&self.http.client, &urls[usize::from(h) - 1])
                 .await
             {
-                Ok(Ok(a)) => a.party_key().and_then(|k| <[u8; 32]>::try_from(k).ok()),
-                Ok(Err(refusal)) => return Err(fail(h, Fault::NotAttested(refusal))),
-                Err(fault) => return Err(fail(h, fault)),
+                Ok(Ok(a)) => crate::attested::party_key(&a),
+                Ok(Err(refusal)) => Err(Fault::NotAttested(refusal)),
+                Err(fault) => Err(fault),
             };
-            helper_keys.push(key.ok_or_else(|| {
-                fail(
-                    h,
-                    Fault::NotSent("its appraisal binds no X25519 key".into()),
-                )
-            })?);
+            helper_keys.push(key.map_err(|f| fail(h, f))?);
         }
 
         let mut plan = RecoveryPlan {

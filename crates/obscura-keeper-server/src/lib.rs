@@ -714,13 +714,7 @@ impl KeeperState {
                     .into(),
             ));
         }
-        let mut sealing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(Err(why)) = &sealing.bound_key {
-            return Err(refuse(format!(
-                "this keeper's platform gives no sealing key, so it cannot hold token-key shares \
-                 bound to its build: {why}"
-            )));
-        }
+        let mut sealing = self.sealing_for_shares()?;
         let sealed = obscura_attest::seal::Sealed {
             enc: enc.to_vec(),
             ciphertext: ciphertext.to_vec(),
@@ -736,41 +730,91 @@ impl KeeperState {
         );
         let delivery: obscura_cluster::provision::Delivery = postcard::from_bytes(&opened)
             .map_err(|_| error(ErrorCode::BadRequest, "the delivery holds no shares"))?;
+        let incoming = delivery
+            .shares
+            .iter()
+            .map(|g| {
+                KeyShare::from_bytes(self.keeper, &g.secret)
+                    .map(|share| (g.node, g.version, share))
+                    .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.take_shares(
+            &mut sealing,
+            request_id,
+            &incoming,
+            "a keeper takes its shares once",
+            "provisioned by the data owner",
+            &delivery.receipt,
+            now,
+        )
+    }
+
+    /// The lock under which token-key shares change, for taking shares from outside: refused
+    /// where the platform gives no sealing key to keep them bound to this build.
+    fn sealing_for_shares(&self) -> Result<std::sync::MutexGuard<'_, Sealing>, ResponseBody> {
+        let sealing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Err(why)) = &sealing.bound_key {
+            return Err(error(
+                ErrorCode::Rejected,
+                format!(
+                    "this keeper's platform gives no sealing key, so it cannot hold token-key \
+                     shares bound to its build: {why}"
+                ),
+            ));
+        }
+        Ok(sealing)
+    }
+
+    /// Take `incoming` shares as `(node, version, share)`, delivered (`from` says by whom, for
+    /// the audit log), once: a keeper that holds shares takes none it does not hold already (a
+    /// delivery repeated because its answer was lost is answered again; a recorded one replayed
+    /// after a retire would otherwise bring a retired key version back; `once` ends the
+    /// refusal). Answers the public shares of what it holds from them, with the receipt keyed
+    /// by `receipt`.
+    #[allow(clippy::too_many_arguments)]
+    fn take_shares(
+        &self,
+        sealing: &mut Sealing,
+        request_id: &[u8; 16],
+        incoming: &[(u8, u32, KeyShare)],
+        once: &str,
+        from: &str,
+        receipt: &[u8; 32],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
         let mut shares = self
             .shares
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        // Provisioned once: a keeper that holds shares takes none it does not hold already (a
-        // delivery repeated because its answer was lost is answered again). A recorded delivery
-        // replayed after a retire would otherwise bring a retired key version back.
-        let provisioned = !shares.is_empty();
-        let mut public = Vec::with_capacity(delivery.shares.len());
+        let holding = !shares.is_empty();
+        let mut public = Vec::with_capacity(incoming.len());
         let mut taken = Vec::new();
-        for g in &delivery.shares {
-            let share = KeyShare::from_bytes(self.keeper, &g.secret)
-                .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
-            match shares.get(&(g.node, g.version)) {
+        for (node, version, share) in incoming {
+            match shares.get(&(*node, *version)) {
                 Some(held) if held.secret == share.secret => {}
-                _ if provisioned => {
-                    return Err(refuse(format!(
-                        "keeper {} holds its token-key shares already, and not this share of \
-                         node {}'s key version {}: a keeper takes its shares once",
-                        self.keeper, g.node, g.version
-                    )))
+                _ if holding => {
+                    return Err(error(
+                        ErrorCode::Rejected,
+                        format!(
+                            "keeper {} holds its token-key shares already, and not this share \
+                             of node {node}'s key version {version}: {once}",
+                            self.keeper
+                        ),
+                    ))
                 }
                 _ => {
-                    taken.push((g.node, g.version));
-                    shares.insert((g.node, g.version), share.clone());
+                    taken.push((*node, *version));
+                    shares.insert((*node, *version), share.clone());
                 }
             }
-            public.push((g.node, g.version, oprf::serialize(&share.public())));
+            public.push((*node, *version, oprf::serialize(&share.public())));
         }
         if !taken.is_empty() {
-            self.seal_and_swap(&mut sealing, shares)?;
+            self.seal_and_swap(sealing, shares)?;
             let detail = format!(
-                "token-key shares provisioned by the data owner to this attested build: \
-                 (node, version) {taken:?}"
+                "token-key shares {from} to this attested build: (node, version) {taken:?}"
             );
             self.store
                 .record_key_change(request_id, &detail, now)
@@ -778,7 +822,7 @@ impl KeeperState {
         }
         Ok(ResponseBody::Provisioned {
             keeper: self.keeper,
-            receipt: obscura_proto::provision_receipt(&delivery.receipt, self.keeper, &public),
+            receipt: obscura_proto::provision_receipt(receipt, self.keeper, &public),
             public_shares: public,
         })
     }

@@ -24,6 +24,7 @@ use obscura_proto::{
 };
 use obscura_server::{error, store_error};
 use obscura_sharing::order::Order;
+use obscura_tokens::keyfile::to_hex as hex;
 use zeroize::Zeroizing;
 
 use crate::KeeperState;
@@ -155,6 +156,22 @@ impl KeeperState {
                 ));
             }
         };
+        // The secret this build's key shares with each other helper's, as the owner appraised
+        // them (neither host can derive it), and with the recovering keeper's key, for the tag.
+        let agree = |key: &[u8; 32], whose: String| {
+            attester
+                .key()
+                .agree(key)
+                .ok_or_else(|| refuse(format!("{whose} key is unusable")))
+        };
+        let with_helpers = plan
+            .helpers
+            .iter()
+            .zip(&plan.helper_keys)
+            .filter(|(&h, _)| h != self.keeper)
+            .map(|(&h, key)| Ok((h, agree(key, format!("helper keeper {h}'s"))?)))
+            .collect::<Result<std::collections::HashMap<_, _>, ResponseBody>>()?;
+        let with_keeper = agree(&plan.party_key, "the recovering keeper's".into())?;
         let shares = self.shares.read().unwrap_or_else(|e| e.into_inner());
         let mut contributions = Zeroizing::new(Vec::with_capacity(plan.public_shares.len()));
         let mut masks = Vec::with_capacity(plan.public_shares.len());
@@ -177,19 +194,11 @@ impl KeeperState {
                 )));
             }
             let label = recovery_label(&digest, node, plan.version);
-            // Each mask from this build's key and the other helper's, as appraised by the
-            // owner: neither host can derive it.
             let part = recovery::part(share, plan.keeper, &plan.helpers, |m| {
-                let other = plan
-                    .helpers
-                    .iter()
-                    .position(|&h| h == m)
-                    .map(|b| plan.helper_keys[b])
-                    .ok_or(obscura_keeper::Error::Keepers("unknown helper".into()))?;
-                let shared = attester.key().agree(&other).ok_or_else(|| {
-                    obscura_keeper::Error::Keepers(format!("helper keeper {m}'s key is unusable"))
-                })?;
-                Ok(recovery::mask(&shared, &label, self.keeper, m))
+                with_helpers
+                    .get(&m)
+                    .map(|shared| recovery::mask(shared, &label, self.keeper, m))
+                    .ok_or(obscura_keeper::Error::Keepers("unknown helper".into()))
             })
             .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
             contributions.push(part.contribution.to_bytes());
@@ -228,12 +237,8 @@ impl KeeperState {
                 now,
             )
             .map_err(store_error)?;
-        let shared = attester
-            .key()
-            .agree(&plan.party_key)
-            .ok_or_else(|| refuse("the recovering keeper's key is unusable"))?;
         let tag = recovery_part_tag(
-            &shared,
+            &with_keeper,
             &digest,
             self.keeper,
             &sealed.enc,
@@ -285,13 +290,7 @@ impl KeeperState {
             .ok()
             .and_then(|k| <[u8; 32]>::try_from(Zeroizing::new(k).as_slice()).ok())
             .ok_or_else(|| refuse("the receipt key does not open"))?;
-        let mut sealing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(Err(why)) = &sealing.bound_key {
-            return Err(refuse(format!(
-                "this keeper's platform gives no sealing key, so it cannot hold token-key shares \
-                 bound to its build: {why}"
-            )));
-        }
+        let mut sealing = self.sealing_for_shares()?;
         let n = plan.public_shares.len();
         let t = plan.helpers.len();
         // This keeper's verdict on the helpers `blamed`, proven under the receipt key.
@@ -356,15 +355,8 @@ impl KeeperState {
         if opened.len() != plan.helpers.len() {
             return Err(error(ErrorCode::BadRequest, "one part per helper"));
         }
-        let mut shares = self
-            .shares
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let holding = !shares.is_empty();
         let me = usize::from(self.keeper) - 1;
-        let mut public = Vec::with_capacity(n);
-        let mut taken = Vec::new();
+        let mut recovered = Vec::with_capacity(n);
         for (i, publics) in plan.public_shares.iter().enumerate() {
             let node = i as u8 + 1;
             let mut rebuilt = Vec::with_capacity(parts.len());
@@ -409,44 +401,16 @@ impl KeeperState {
                     ),
                 )
             })?;
-            match shares.get(&(node, plan.version)) {
-                Some(held) if held.secret == share.secret => {}
-                _ if holding => {
-                    return Err(refuse(format!(
-                        "keeper {} holds token-key shares already, and not this share of node \
-                         {node}'s key version {}: a keeper recovers only what it lost",
-                        self.keeper, plan.version
-                    )))
-                }
-                _ => {
-                    taken.push((node, plan.version));
-                    shares.insert((node, plan.version), share.clone());
-                }
-            }
-            public.push((node, plan.version, oprf::serialize(&share.public())));
+            recovered.push((node, plan.version, share));
         }
-        if !taken.is_empty() {
-            self.seal_and_swap(&mut sealing, shares)?;
-            self.store
-                .record_key_change(
-                    request_id,
-                    &format!(
-                        "token-key shares recovered from keepers {:?} for this attested build: \
-                         (node, version) {taken:?}",
-                        plan.helpers
-                    ),
-                    now,
-                )
-                .map_err(store_error)?;
-        }
-        Ok(ResponseBody::Provisioned {
-            keeper: self.keeper,
-            receipt: obscura_proto::provision_receipt(&receipt_key, self.keeper, &public),
-            public_shares: public,
-        })
+        self.take_shares(
+            &mut sealing,
+            request_id,
+            &recovered,
+            "a keeper recovers only what it lost",
+            &format!("recovered from keepers {:?}", plan.helpers),
+            &receipt_key,
+            now,
+        )
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
