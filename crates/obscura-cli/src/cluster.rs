@@ -136,15 +136,7 @@ impl ClusterCommand {
         match self {
             ClusterCommand::Init(init) => init.run(),
             ClusterCommand::Provision { cluster, json } => {
-                let client = crate::client(&cluster)?;
-                if !client.is_owner() {
-                    return Err(format!(
-                        "{} holds no data owner's key (owner/): provisioning keepers is the data \
-                         owner's, from the directory `cluster init` made",
-                        cluster.display()
-                    )
-                    .into());
-                }
+                let client = owner_client(&cluster, "provisioning keepers")?;
                 let outcome = provision(&cluster, &client).await?;
                 let waiting = outcome.iter().filter(|(_, r)| r.is_err()).count();
                 if json {
@@ -174,15 +166,7 @@ impl ClusterCommand {
                 exclude,
                 json,
             } => {
-                let client = crate::client(&cluster)?;
-                if !client.is_owner() {
-                    return Err(format!(
-                        "{} holds no data owner's key (owner/): recovering a keeper's shares is \
-                         the data owner's order, from the directory `cluster init` made",
-                        cluster.display()
-                    )
-                    .into());
-                }
+                let client = owner_client(&cluster, "recovering a keeper's shares")?;
                 match client.recover(keeper, &exclude).await {
                     Ok(r) => {
                         if json {
@@ -235,6 +219,21 @@ impl ClusterCommand {
             ClusterCommand::Up { dir } => crate::lab::cluster_up(&dir).await,
         }
     }
+}
+
+/// The client of `cluster`, which must hold the data owner's key: `what` is the data owner's
+/// to do.
+fn owner_client(cluster: &std::path::Path, what: &str) -> Result<obscura_client::Client, Failure> {
+    let client = crate::client(cluster)?;
+    if !client.is_owner() {
+        return Err(format!(
+            "{} holds no data owner's key (owner/): {what} is the data owner's, from the \
+             directory `cluster init` made",
+            cluster.display()
+        )
+        .into());
+    }
+    Ok(client)
 }
 
 impl Init {
