@@ -180,6 +180,38 @@ impl Policy {
         Ok(policy)
     }
 
+    /// A policy a server appraises a party under on someone else's say (a secret's release
+    /// policy, a recovery plan's, a clean-room approval's): JSON that parses, and stays within
+    /// what every server allows any such policy: no debug, and simulation only where the server
+    /// attests with it itself, under its own simulation root `own_root` (someone else's root
+    /// would let them make evidence for any worker they like, themselves included).
+    ///
+    /// # Errors
+    /// What is wrong, to go after the policy's name in a refusal.
+    pub fn vet(bytes: &[u8], own_root: Option<&[u8; 32]>) -> Result<Policy, String> {
+        let policy = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| Policy::from_json(text).ok())
+            .ok_or("not a valid attestation policy")?;
+        if policy.allow_debug {
+            return Err("it allows debug environments, whose memory their host reads".into());
+        }
+        if policy.allow_simulation || !policy.simulation_roots.is_empty() {
+            let Some(own) = own_root else {
+                return Err("this cluster does not attest with the simulation backend".into());
+            };
+            let own = hex::encode(own);
+            if policy
+                .simulation_roots
+                .iter()
+                .any(|r| !r.eq_ignore_ascii_case(&own))
+            {
+                return Err("it trusts a simulation root other than the cluster's".into());
+            }
+        }
+        Ok(policy)
+    }
+
     /// The JSON form.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("policy serialises")

@@ -1530,32 +1530,8 @@ impl Accounts {
         bytes: &[u8],
         what: &str,
     ) -> Result<obscura_attest::Policy, ResponseBody> {
-        let bad = |why: &str| error(ErrorCode::BadRequest, format!("{what}: {why}"));
-        let policy = std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|text| obscura_attest::Policy::from_json(text).ok())
-            .ok_or_else(|| bad("not a valid attestation policy"))?;
-        if policy.allow_debug {
-            return Err(bad(
-                "it allows debug environments, whose memory their host reads",
-            ));
-        }
-        if policy.allow_simulation || !policy.simulation_roots.is_empty() {
-            let Some(own) = self.simulation_root else {
-                return Err(bad(
-                    "this cluster does not attest with the simulation backend",
-                ));
-            };
-            let own = hex(&own);
-            if policy
-                .simulation_roots
-                .iter()
-                .any(|r| !r.eq_ignore_ascii_case(&own))
-            {
-                return Err(bad("it trusts a simulation root other than the cluster's"));
-            }
-        }
-        Ok(policy)
+        obscura_attest::Policy::vet(bytes, self.simulation_root.as_ref())
+            .map_err(|why| error(ErrorCode::BadRequest, format!("{what}: {why}")))
     }
 
     /// The user-secret and signing operations of a session.

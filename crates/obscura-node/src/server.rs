@@ -59,6 +59,8 @@ use obscura_server::{error, now, proto_error, scalar, store_error, wire_audit, G
 
 use crate::config::LoadedNode;
 
+mod room;
+
 /// A request to a node: it parses only a node's operations.
 type Request = obscura_proto::Request<NodeBody>;
 
@@ -265,6 +267,10 @@ struct NodeState {
     unauthenticated: AtomicU64,
     /// Its attestation, answered to anyone before authentication.
     attester: Option<obscura_server::attest::Attester>,
+    /// Appraises clean-room workers.
+    verifier: obscura_attest::Verifier,
+    /// Clean-room challenges given and not yet used, by nonce.
+    room: Mutex<HashMap<[u8; 32], room::Challenge>>,
 }
 
 /// An authentication or authorisation failure as the caller sees it.
@@ -697,6 +703,33 @@ impl NodeState {
                 self.reduce(&querier, query_id, *issued, *part, *round, openings, now)
             }
             NodeBody::Fetch { by } => self.fetch(req, who, by, now),
+            NodeBody::RoomChallenge { work } => self.room_challenge(req, who, work, now),
+            NodeBody::RoomRelease {
+                work,
+                images,
+                policy,
+                expires_at,
+                max_runs,
+                approval,
+                nonce,
+                worker_key,
+                signing_key,
+                evidence,
+            } => {
+                let asked = room::Asked {
+                    work,
+                    images,
+                    policy,
+                    expires_at: *expires_at,
+                    max_runs: *max_runs,
+                    approval,
+                    nonce,
+                    worker_key,
+                    signing_key,
+                    evidence,
+                };
+                self.room_release(req, who, &asked, now)
+            }
             NodeBody::Resolve { proofs } => {
                 let querier = role(roles::QUERIER)?;
                 self.resolve(req, &querier, proofs, now)
@@ -1702,6 +1735,8 @@ pub async fn serve(
         live: LiveSearches::default(),
         unauthenticated: AtomicU64::new(0),
         attester: node.attester,
+        verifier: obscura_attest::Verifier::new(),
+        room: Mutex::default(),
     });
     let guard = Guard::new(node.config.limits);
     let app = Router::new()

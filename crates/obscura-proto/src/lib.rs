@@ -124,6 +124,13 @@ pub mod limits {
     pub const MAX_EVIDENCE: usize = 256 << 10;
     /// Largest capability (bytes, encoded).
     pub const MAX_CAPABILITY: usize = 1024;
+    /// Most input images of one clean-room work.
+    pub const MAX_ROOM_INPUTS: usize = 64;
+    /// How long a node's clean-room challenge may be used (seconds).
+    pub const ROOM_CHALLENGE_S: u64 = 120;
+    /// Largest answer a client reads for a clean-room release: every input's share and
+    /// manifest (a node refuses a release whose shares are larger than [`MAX_IMAGE_SHARE`]).
+    pub const MAX_ROOM_ANSWER: usize = MAX_IMAGE_SHARE + MAX_ROOM_INPUTS * (MAX_MANIFEST + 4096);
 }
 
 /// Errors decoding a message.
@@ -695,6 +702,54 @@ pub enum NodeBody {
         /// The verifier's fresh challenge.
         nonce: [u8; 32],
     },
+    /// Clean room: a challenge for releasing the inputs of work `work` to one worker, good for
+    /// [`limits::ROOM_CHALLENGE_S`] seconds and one release.
+    RoomChallenge {
+        /// The Work-ID.
+        work: [u8; 32],
+    },
+    /// Clean room: this node's shares of the work's input images, sealed to the worker whose
+    /// evidence binds `worker_key`, the work and this node's challenge, under the data owner's
+    /// approval. The node appraises the worker itself and counts the run.
+    RoomRelease {
+        /// The Work-ID.
+        work: [u8; 32],
+        /// The work's input images, in order (their digest is in the approval), at most
+        /// [`limits::MAX_ROOM_INPUTS`].
+        images: Vec<WireId>,
+        /// The attestation policy the worker must pass (`obscura_attest::Policy`, JSON), at
+        /// most [`limits::MAX_EVIDENCE`] bytes; its digest is in the approval.
+        policy: Vec<u8>,
+        /// The end of the approval (Unix seconds).
+        expires_at: u64,
+        /// Most runs the approval allows at each node.
+        max_runs: u32,
+        /// The data owner's signature over the approval
+        /// (`obscura_sharing::order::Order::Approve`), 64 bytes.
+        approval: Vec<u8>,
+        /// The challenge this node gave ([`NodeBody::RoomChallenge`]).
+        nonce: [u8; 32],
+        /// The worker's HPKE key for this work, bound in its evidence.
+        worker_key: [u8; 32],
+        /// The worker's Ed25519 key for this work's result, bound in its evidence
+        /// ([`room_context`]).
+        signing_key: [u8; 32],
+        /// The worker's evidence, at most [`limits::MAX_EVIDENCE`] bytes.
+        evidence: Vec<u8>,
+    },
+}
+
+/// One input image's share as a node releases it to a clean-room worker: the signed manifest
+/// and the image share, postcard-encoded together and sealed with HPKE to the worker's key
+/// under [`room_purpose`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomShare {
+    /// The image.
+    pub image: WireId,
+    /// HPKE encapsulated key.
+    pub enc: Vec<u8>,
+    /// The sealed manifest and share.
+    pub ciphertext: Vec<u8>,
 }
 
 /// What a client asks of a keeper: accounts and sessions, token evaluation, user secrets and
@@ -993,6 +1048,8 @@ impl Body for NodeBody {
             NodeBody::Checkpoint => "/v1/checkpoint",
             NodeBody::Rotate { .. } => "/v1/rotate",
             NodeBody::Evidence { .. } => "/v1/evidence",
+            NodeBody::RoomChallenge { .. } => "/v1/room-challenge",
+            NodeBody::RoomRelease { .. } => "/v1/room-release",
         }
     }
 
@@ -1074,7 +1131,20 @@ impl Body for NodeBody {
                 proofs.iter().try_for_each(MatchProof::validate)
             }
             NodeBody::Audit { max, .. } => check(*max <= MAX_AUDIT_PAGE, "max"),
-            NodeBody::Delete { .. }
+            NodeBody::RoomRelease {
+                images,
+                policy,
+                approval,
+                evidence,
+                ..
+            } => {
+                check((1..=MAX_ROOM_INPUTS).contains(&images.len()), "images")?;
+                check(policy.len() <= MAX_EVIDENCE, "policy")?;
+                check(approval.len() == 64, "approval")?;
+                check(evidence.len() <= MAX_EVIDENCE, "evidence")
+            }
+            NodeBody::RoomChallenge { .. }
+            | NodeBody::Delete { .. }
             | NodeBody::List { .. }
             | NodeBody::Rotate { .. }
             | NodeBody::Status
@@ -1448,6 +1518,88 @@ pub fn recovery_verdict(key: &[u8; 32], keeper: u8, blamed: &[u8], reason: &str)
     *h.finalize().as_bytes()
 }
 
+/// The digest of a clean-room work's input images, in order, as the data owner's approval
+/// names them.
+pub fn room_inputs_digest(images: &[WireId]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 room inputs v1");
+    h.update(&(images.len() as u64).to_be_bytes());
+    for image in images {
+        h.update(image);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// The digest of the attestation policy (its bytes as sent) an approval names.
+pub fn room_policy_digest(policy: &[u8]) -> [u8; 32] {
+    blake3::derive_key("obscura 2026 room policy v1", policy)
+}
+
+/// The attestation context a clean-room worker's evidence binds: the Work-ID and the key the
+/// worker signs the result with, so both come from the appraised environment.
+pub fn room_context(work: &[u8; 32], signing_key: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 room worker context v1");
+    h.update(work);
+    h.update(signing_key);
+    *h.finalize().as_bytes()
+}
+
+/// The HPKE purpose of node `node`'s share of `image`, released for work `work` under the
+/// node's challenge `nonce`: a sealed share opens only for that release.
+pub fn room_purpose(node: u8, work: &[u8; 32], nonce: &[u8; 32], image: &WireId) -> Vec<u8> {
+    [
+        b"obscura room release v1".as_slice(),
+        &[node],
+        work,
+        nonce,
+        image,
+    ]
+    .concat()
+}
+
+/// What a node signs with its audit key when it releases shares to a clean-room worker: the
+/// node, the work, its challenge, the run, the worker's keys and every sealed share.
+pub fn room_release_statement(
+    node: u8,
+    work: &[u8; 32],
+    nonce: &[u8; 32],
+    run: u32,
+    worker_key: &[u8; 32],
+    shares: &[RoomShare],
+) -> Vec<u8> {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 room release statement v1");
+    h.update(&[node]);
+    h.update(work);
+    h.update(nonce);
+    h.update(&run.to_be_bytes());
+    h.update(worker_key);
+    h.update(&(shares.len() as u64).to_be_bytes());
+    for s in shares {
+        h.update(&s.image);
+        h.update(&(s.enc.len() as u64).to_be_bytes());
+        h.update(&s.enc);
+        h.update(&(s.ciphertext.len() as u64).to_be_bytes());
+        h.update(&s.ciphertext);
+    }
+    h.finalize().as_bytes().to_vec()
+}
+
+/// What a clean-room worker signs over its result: the Work-ID, the digest of every input's
+/// owner-signed manifest in order, and the digest of the output.
+pub fn room_result_statement(
+    work: &[u8; 32],
+    manifests: &[[u8; 32]],
+    output: &[u8; 32],
+) -> Vec<u8> {
+    let mut out = b"obscura 2026 room result v1".to_vec();
+    out.extend_from_slice(work);
+    out.extend_from_slice(&(manifests.len() as u64).to_be_bytes());
+    for m in manifests {
+        out.extend_from_slice(m);
+    }
+    out.extend_from_slice(output);
+    out
+}
+
 /// What a helper's masks are derived under for one node key of a recovery: the plan, the node
 /// and the version, so that no two keys or recoveries share a mask.
 pub fn recovery_label(plan: &[u8; 32], node: u8, version: u32) -> Vec<u8> {
@@ -1814,6 +1966,23 @@ pub enum ResponseBody {
     ReleaseChallenge {
         /// The nonce the worker's evidence must bind.
         nonce: [u8; 32],
+    },
+    /// A node's clean-room challenge ([`NodeBody::RoomChallenge`]).
+    RoomChallenge {
+        /// The nonce the worker's evidence must bind.
+        nonce: [u8; 32],
+    },
+    /// A node's shares of a work's inputs, sealed to the appraised worker
+    /// ([`NodeBody::RoomRelease`]).
+    RoomReleased {
+        /// The node.
+        node: u8,
+        /// Which run of the work this is at this node, from 1.
+        run: u32,
+        /// One per input, in the work's order.
+        shares: Vec<RoomShare>,
+        /// The node's audit-key signature over [`room_release_statement`], 64 bytes.
+        signature: Vec<u8>,
     },
     /// A keeper's share of a secret, sealed to an appraised worker ([`KeeperBody::ReleaseFinish`]).
     Released {

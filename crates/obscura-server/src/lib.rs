@@ -317,6 +317,8 @@ pub fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::Evidence { .. }
         | ResponseBody::ReleaseChallenge { .. }
         | ResponseBody::Released { .. }
+        | ResponseBody::RoomChallenge { .. }
+        | ResponseBody::RoomReleased { .. }
         | ResponseBody::Resolved { .. }
         | ResponseBody::Checkpointed { .. }
         | ResponseBody::Fetch { .. }

@@ -103,6 +103,21 @@ pub enum Order {
         /// The version.
         version: u32,
     },
+    /// Clean-room work `work` (its Work-ID) may read the images whose list has digest `inputs`
+    /// (`obscura_proto::room_inputs_digest`), in workers that pass the attestation policy with
+    /// digest `policy`, until `expires_at` (Unix seconds), at most `max_runs` times at each node.
+    Approve {
+        /// The Work-ID.
+        work: [u8; 32],
+        /// The digest of its input images, in order.
+        inputs: [u8; 32],
+        /// The digest of the attestation policy a worker must pass.
+        policy: [u8; 32],
+        /// The end of the approval.
+        expires_at: u64,
+        /// Most runs each node releases shares to.
+        max_runs: u32,
+    },
     /// The account whose name has digest `user` ([`user_digest`]) may fetch `image` until
     /// `expires_at` (Unix seconds).
     Grant {
@@ -191,6 +206,20 @@ impl Order {
                 out.extend_from_slice(party_key);
                 out.extend_from_slice(plan);
             }
+            Order::Approve {
+                work,
+                inputs,
+                policy,
+                expires_at,
+                max_runs,
+            } => {
+                out.push(10);
+                out.extend_from_slice(work);
+                out.extend_from_slice(inputs);
+                out.extend_from_slice(policy);
+                out.extend_from_slice(&expires_at.to_be_bytes());
+                out.extend_from_slice(&max_runs.to_be_bytes());
+            }
         }
         out
     }
@@ -277,6 +306,26 @@ mod tests {
                 other.verify(&key, &sig),
                 Err(Error::BadOrderSignature)
             ));
+        }
+        let approve = |work, inputs, policy, expires_at, max_runs| Order::Approve {
+            work,
+            inputs,
+            policy,
+            expires_at,
+            max_runs,
+        };
+        let sig = approve([1; 32], [2; 32], [3; 32], 10, 1).sign(&owner);
+        assert!(approve([1; 32], [2; 32], [3; 32], 10, 1)
+            .verify(&key, &sig)
+            .is_ok());
+        for other in [
+            approve([9; 32], [2; 32], [3; 32], 10, 1),
+            approve([1; 32], [9; 32], [3; 32], 10, 1),
+            approve([1; 32], [2; 32], [9; 32], 10, 1),
+            approve([1; 32], [2; 32], [3; 32], 11, 1),
+            approve([1; 32], [2; 32], [3; 32], 10, 2),
+        ] {
+            assert!(other.verify(&key, &sig).is_err());
         }
         let grant = Order::Grant {
             image: ImageId([1; 16]),

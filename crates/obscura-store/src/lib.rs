@@ -95,6 +95,8 @@ const REQUESTS_BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("reque
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// name → value.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Clean-room runs released to, by Work-ID.
+const ROOM_RUNS: TableDefinition<&[u8], u64> = TableDefinition::new("room_runs");
 
 /// Errors of the node store. Exhaustive on purpose: the node maps each to a wire error code.
 #[derive(Debug, thiserror::Error)]
@@ -936,6 +938,53 @@ impl Store {
         audit::append(&txn, now, AuditKind::Query, request_id, detail)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Count one clean-room run of `work`, durably and with its audit entry in the same
+    /// commit, unless `max` runs of it were counted already: the run's number from 1, or `None`
+    /// when they are spent. A run is counted before any share leaves, so a crash cannot give
+    /// one more than the approval allows.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure.
+    pub fn count_room_run(
+        &self,
+        work: &[u8; 32],
+        max: u32,
+        request_id: &[u8; 16],
+        detail: &[u8],
+        now: u64,
+    ) -> Result<Option<u32>, Error> {
+        let db = self.db()?;
+        let txn = begin_durable(&db)?;
+        let run = {
+            let mut runs = txn.open_table(ROOM_RUNS)?;
+            let done = runs.get(work.as_slice())?.map_or(0, |v| v.value());
+            if done >= u64::from(max) {
+                return Ok(None);
+            }
+            runs.insert(work.as_slice(), done + 1)?;
+            done + 1
+        };
+        audit::append(&txn, now, AuditKind::Query, request_id, detail)?;
+        txn.commit()?;
+        Ok(Some(u32::try_from(run).unwrap_or(u32::MAX)))
+    }
+
+    /// How many clean-room runs of `work` were released to.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on a read failure.
+    pub fn room_runs(&self, work: &[u8; 32]) -> Result<u32, Error> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let runs = match txn.open_table(ROOM_RUNS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let n = runs.get(work.as_slice())?.map_or(0, |v| v.value());
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// Sign the audit log's current head with the node's key and append the signature as a
