@@ -43,6 +43,16 @@ impl PartyKey {
         }
     }
 
+    /// The key pair derived from `seed`, a 32-byte secret: how a person's key (a clean-room
+    /// result's recipient) is kept in a file.
+    pub fn from_seed(seed: &[u8; 32]) -> PartyKey {
+        let (secret, public) = Kem::derive_keypair(seed);
+        PartyKey {
+            public: public.to_bytes().into(),
+            secret,
+        }
+    }
+
     /// The public key, X25519.
     pub fn public(&self) -> [u8; 32] {
         self.public
@@ -112,6 +122,21 @@ fn info(purpose: &[u8]) -> Vec<u8> {
     [INFO_DOMAIN, purpose].concat()
 }
 
+/// Seals `plaintext` for `purpose` to a party that is not appraised: a clean-room result's
+/// recipient, a person whose key the data owner approved (in the work's manifest). Whoever calls
+/// it vouches for the key; everything sealed to a server goes through [`seal`] instead.
+///
+/// # Errors
+/// [`SealError::Key`] if `key` is not an X25519 public key.
+pub fn seal_to_recipient<R: RngCore + CryptoRng>(
+    key: &[u8; 32],
+    purpose: &[u8],
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Sealed, SealError> {
+    seal_to(key, purpose, plaintext, rng)
+}
+
 /// Seals `plaintext` for `purpose` to the key `appraisal` binds.
 ///
 /// # Errors
@@ -123,6 +148,15 @@ pub fn seal<R: RngCore + CryptoRng>(
     rng: &mut R,
 ) -> Result<Sealed, SealError> {
     let key = appraisal.party_key().ok_or(SealError::NotBound)?;
+    seal_to(key, purpose, plaintext, rng)
+}
+
+fn seal_to<R: RngCore + CryptoRng>(
+    key: &[u8],
+    purpose: &[u8],
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Sealed, SealError> {
     let public = <Kem as hpke::Kem>::PublicKey::from_bytes(key).map_err(|_| SealError::Key)?;
     let (enc, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem, _>(
         &OpModeS::Base,

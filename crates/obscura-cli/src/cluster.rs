@@ -223,7 +223,10 @@ impl ClusterCommand {
 
 /// The client of `cluster`, which must hold the data owner's key: `what` is the data owner's
 /// to do.
-fn owner_client(cluster: &std::path::Path, what: &str) -> Result<obscura_client::Client, Failure> {
+pub(crate) fn owner_client(
+    cluster: &std::path::Path,
+    what: &str,
+) -> Result<obscura_client::Client, Failure> {
     let client = crate::client(cluster)?;
     if !client.is_owner() {
         return Err(format!(

@@ -18,6 +18,7 @@ mod images;
 mod keys;
 #[cfg(feature = "lab")]
 mod lab;
+mod room;
 mod serve;
 mod status;
 mod worker;
@@ -74,9 +75,14 @@ enum Command {
     /// Appraise remote-attestation evidence (SGX, TDX, SEV-SNP, simulation) under a policy.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
-    /// Run an attested worker, which takes secrets released to it by the keepers.
+    /// Run an attested worker, which takes secrets released to it by the keepers and runs
+    /// clean-room functions on images the nodes release to it.
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
+    /// The clean room: run a function on stored images in an attested worker, with the data
+    /// owner's approval, and hand its output only to the recipients.
+    #[command(subcommand)]
+    Room(room::RoomCommand),
     /// Show how many images each node holds and which key versions nodes and keepers serve
     /// (logged out: only whether each node and keeper answers).
     Status(status::Status),
@@ -96,6 +102,7 @@ impl Command {
             Command::Audit(c) => c.run().await,
             Command::Attest(c) => c.run().await,
             Command::Worker(c) => c.run().await,
+            Command::Room(c) => c.run().await,
             Command::Status(c) => c.run().await,
         }
     }

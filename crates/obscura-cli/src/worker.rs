@@ -28,6 +28,8 @@ use zeroize::Zeroizing;
 
 use crate::error::Failure;
 
+mod room;
+
 #[derive(Subcommand)]
 pub(crate) enum WorkerCommand {
     /// Make a worker's configuration in DIR/workers/NAME, with a simulated platform endorsed by
@@ -80,6 +82,16 @@ struct WorkerConfig {
     keepers: Vec<String>,
     /// Shares that rebuild a secret.
     threshold: usize,
+    /// Every node's audit key (Ed25519, hex), node 1 first: a clean-room release must carry
+    /// its node's signature. Empty in a configuration made before the clean room.
+    #[serde(default)]
+    nodes: Vec<String>,
+    /// The data owner's key (Ed25519, hex), which signs every image's manifest.
+    #[serde(default)]
+    owner: String,
+    /// Shares that rebuild an image.
+    #[serde(default)]
+    k: usize,
 }
 
 fn init(cluster: &Path, name: &str, listen: &str) -> Result<ExitCode, Failure> {
@@ -113,6 +125,14 @@ fn init(cluster: &Path, name: &str, listen: &str) -> Result<ExitCode, Failure> {
         )
         .into());
     }
+    let nodes = (1..=client.nodes.len())
+        .map(|i| {
+            let path = cluster.join(format!("node{i}")).join("audit-key.pub");
+            std::fs::read_to_string(&path)
+                .map(|k| k.trim().to_owned())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let dir = cluster.join("workers").join(name);
     if dir.exists() {
         return Err(format!("{} exists already", dir.display()).into());
@@ -129,6 +149,9 @@ fn init(cluster: &Path, name: &str, listen: &str) -> Result<ExitCode, Failure> {
         platform: PathBuf::from("platform.secret"),
         keepers,
         threshold,
+        nodes,
+        owner: client.owner_public_key.clone(),
+        k: usize::from(client.k),
     };
     let path = dir.join("worker.json");
     obscura_cluster::files::write_atomic(
@@ -161,6 +184,8 @@ struct Worker {
     /// One report at a time (configfs-tsm and Gramine pass it through files).
     making: tokio::sync::Semaphore,
     held: Mutex<HashMap<[u8; 16], Zeroizing<Vec<u8>>>>,
+    /// The clean room, when the configuration names the nodes and the owner.
+    room: Option<room::RoomSide>,
 }
 
 async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
@@ -194,6 +219,8 @@ async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
         AttestationSource::Gramine => Box::new(obscura_attest::producer::Gramine::new()),
     };
     let platform = producer.platform();
+    let room = room::RoomSide::load(&config.nodes, &config.owner, config.k)
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
     let worker = Arc::new(Worker {
         key: PartyKey::generate(&mut rand_core::OsRng),
         producer,
@@ -202,11 +229,13 @@ async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
         answered: Mutex::default(),
         making: tokio::sync::Semaphore::new(1),
         held: Mutex::default(),
+        room,
     });
     let app = Router::new()
         .route("/v1/evidence", post(evidence))
         .route("/v1/deliver", post(deliver))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST))
+        .merge(room::routes())
         .with_state(worker.clone());
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -5,21 +5,9 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use common::*;
-
-/// A copy of the `obscura` executable with one byte more: another build, as far as a
-/// measurement can tell.
-fn modified_build(name: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("obscura-modified-{name}-{}", std::process::id()));
-    let mut bytes = std::fs::read(BIN).unwrap();
-    bytes.push(0);
-    std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
 
 #[test]
 fn a_node_running_a_modified_build_is_refused_named_and_not_used() {
@@ -152,44 +140,6 @@ fn a_policy_that_refuses_simulation_refuses_every_server_and_a_missing_one_fails
         text(&out)
     );
     drop(up);
-}
-
-/// Start `obscura worker run` (from `exe`) for the worker `name` of `dir` on `port`.
-fn worker(
-    exe: &std::path::Path,
-    dir: &std::path::Path,
-    name: &str,
-    port: u16,
-) -> std::process::Child {
-    let cluster = dir.to_str().unwrap();
-    let listen = format!("127.0.0.1:{port}");
-    let out = obscura(&[
-        "worker",
-        "init",
-        "--cluster",
-        cluster,
-        "--name",
-        name,
-        "--listen",
-        &listen,
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let child = Command::new(exe)
-        .args(["worker", "run"])
-        .arg(dir.join("workers").join(name).join("worker.json"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "worker {name} did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child
 }
 
 #[test]

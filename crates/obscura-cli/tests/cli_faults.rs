@@ -11,23 +11,9 @@ use std::process::{Command, Stdio};
 use redb::ReadableTable;
 
 use common::{
-    get, index_one, init_cluster, obscura, start, status, stop_node, testdata, text,
-    wait_for_status, BIN, NODES,
+    flip_byte, get, hex_id, index_one, init_cluster, obscura, start, status, stop_node, testdata,
+    text, wait_for_status, BIN, NODES,
 };
-
-/// Flip one byte of the value under `key` in a stopped node's redb table.
-fn flip_byte(dir: &Path, node: u8, table: &str, key: &[u8], at: usize) {
-    let db = redb::Database::open(dir.join(format!("node{node}")).join("store.redb")).unwrap();
-    let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
-    let txn = db.begin_write().unwrap();
-    {
-        let mut t = txn.open_table(def).unwrap();
-        let mut value = t.get(key).unwrap().unwrap().value().to_vec();
-        value[at] ^= 0x55;
-        t.insert(key, value.as_slice()).unwrap();
-    }
-    txn.commit().unwrap();
-}
 
 /// Edit a stopped node's audit table.
 fn edit_audit(dir: &Path, node: u8, edit: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
@@ -36,14 +22,6 @@ fn edit_audit(dir: &Path, node: u8, edit: impl FnOnce(&mut redb::Table<u64, &[u8
     let txn = db.begin_write().unwrap();
     edit(&mut txn.open_table(def).unwrap());
     txn.commit().unwrap();
-}
-
-fn hex_id(s: &str) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
-    }
-    out
 }
 
 #[test]

@@ -59,6 +59,7 @@ pub mod pipeline;
 pub mod provision;
 pub mod recover;
 pub mod release;
+pub mod room;
 pub mod rotation;
 pub mod secrets;
 pub mod session;
@@ -106,6 +107,9 @@ pub enum Error {
     /// A user secret could not be stored, rebuilt or used.
     #[error("secret: {0}")]
     Secret(String),
+    /// A clean-room run could not be made or its result does not check.
+    #[error("clean room: {0}")]
+    Room(String),
     /// Sharing or manifest failure.
     #[error(transparent)]
     Sharing(#[from] obscura_sharing::Error),
@@ -1496,6 +1500,7 @@ pub(crate) async fn post(
     let limit = match req.body {
         NodeBody::Fetch { .. } => limits::MAX_FETCH_ANSWER,
         NodeBody::List { .. } => limits::MAX_LIST_ANSWER,
+        NodeBody::RoomRelease { .. } => limits::MAX_ROOM_ANSWER,
         _ => limits::MAX_ANSWER,
     };
     // A node checks an upload's ticket, signed for it and this request, before it reads the

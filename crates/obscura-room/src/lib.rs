@@ -40,6 +40,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "sandbox")]
+pub mod job;
+pub mod result;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod work;
 

@@ -208,6 +208,128 @@ impl Work {
     }
 }
 
+/// A work as a file: the module (binary, hex) and the manifest. What the controller uploads and
+/// every party reads the Work-ID from.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkFile {
+    #[serde(with = "hexvec")]
+    module: Vec<u8>,
+    manifest: Manifest,
+}
+
+impl Work {
+    /// The work as a JSON file.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&WorkFile {
+            module: self.module.clone(),
+            manifest: self.manifest.clone(),
+        })
+        .expect("a work serialises")
+    }
+
+    /// A work from its JSON file, checked as [`Work::new`] checks it.
+    ///
+    /// # Errors
+    /// [`RoomError::Manifest`] if it does not parse; as [`Work::new`].
+    pub fn from_json(text: &[u8]) -> Result<Work, RoomError> {
+        let file: WorkFile =
+            serde_json::from_slice(text).map_err(|e| RoomError::Manifest(e.to_string()))?;
+        Work::new(&file.module, file.manifest)
+    }
+
+    /// The input images, in order.
+    pub fn images(&self) -> Vec<[u8; 16]> {
+        self.manifest.inputs.iter().map(|i| i.image).collect()
+    }
+}
+
+/// The data owner's approval of a work: what the nodes check before they release anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The Work-ID (hex).
+    pub work: String,
+    /// The attestation policy a worker must pass (JSON, as signed).
+    pub policy: String,
+    /// The end of the approval (Unix seconds).
+    pub expires_at: u64,
+    /// Most runs at each node.
+    pub max_runs: u32,
+    /// The owner's signature over `obscura_sharing::order::Order::Approve` (hex).
+    pub signature: String,
+}
+
+impl Approval {
+    /// The owner's approval of `work`, signed with `owner`.
+    pub fn sign(
+        work: &Work,
+        policy: &str,
+        expires_at: u64,
+        max_runs: u32,
+        owner: &ed25519_dalek::SigningKey,
+    ) -> Approval {
+        let signature =
+            Approval::order(&work.id().0, &work.images(), policy, expires_at, max_runs).sign(owner);
+        Approval {
+            work: work.id().to_hex(),
+            policy: policy.to_owned(),
+            expires_at,
+            max_runs,
+            signature: hex::encode(signature),
+        }
+    }
+
+    /// The order an approval signs.
+    pub fn order(
+        work: &[u8; 32],
+        images: &[[u8; 16]],
+        policy: &str,
+        expires_at: u64,
+        max_runs: u32,
+    ) -> obscura_sharing::order::Order {
+        obscura_sharing::order::Order::Approve {
+            work: *work,
+            inputs: obscura_proto::room_inputs_digest(images),
+            policy: obscura_proto::room_policy_digest(policy.as_bytes()),
+            expires_at,
+            max_runs,
+        }
+    }
+
+    /// Check that this approval is the owner's, for `work`.
+    ///
+    /// # Errors
+    /// [`RoomError::Manifest`] saying what does not fit.
+    pub fn check(
+        &self,
+        work: &Work,
+        owner: &ed25519_dalek::VerifyingKey,
+    ) -> Result<[u8; 64], RoomError> {
+        if !self.work.eq_ignore_ascii_case(&work.id().to_hex()) {
+            return Err(RoomError::Manifest(format!(
+                "the approval is for work {}, not {}",
+                self.work,
+                work.id()
+            )));
+        }
+        let mut signature = [0u8; 64];
+        hex::decode_to_slice(&self.signature, &mut signature).map_err(|_| {
+            RoomError::Manifest("the approval's signature is not 128 hex digits".into())
+        })?;
+        Approval::order(
+            &work.id().0,
+            &work.images(),
+            &self.policy,
+            self.expires_at,
+            self.max_runs,
+        )
+        .verify(owner, &signature)
+        .map_err(|_| RoomError::Manifest("the approval is not the data owner's".into()))?;
+        Ok(signature)
+    }
+}
+
 fn put_len(out: &mut Vec<u8>, len: usize) {
     // Every length is bounded far below 2^32 by the limits `Manifest::check` keeps.
     out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());

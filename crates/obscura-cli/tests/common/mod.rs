@@ -1,6 +1,7 @@
 //! Helpers for driving the `obscura` binary and its node processes.
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -292,4 +293,77 @@ pub fn three_photos(what: &str) -> PathBuf {
         std::fs::copy(testdata(&format!("photos/{name}")), photos.join(name)).unwrap();
     }
     photos
+}
+
+/// Flip one byte of the value under `key` in a stopped node's redb table.
+pub fn flip_byte(dir: &Path, node: u8, table: &str, key: &[u8], at: usize) {
+    use redb::ReadableTable;
+    let db = redb::Database::open(dir.join(format!("node{node}")).join("store.redb")).unwrap();
+    let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(def).unwrap();
+        let mut value = t.get(key).unwrap().unwrap().value().to_vec();
+        value[at] ^= 0x55;
+        t.insert(key, value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// An image id's 16 bytes from its hex.
+pub fn hex_id(s: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+/// A copy of the `obscura` executable with one byte more: another build, as far as a
+/// measurement can tell.
+pub fn modified_build(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("obscura-modified-{name}-{}", std::process::id()));
+    let mut bytes = std::fs::read(BIN).unwrap();
+    bytes.push(0);
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Start `obscura worker run` (from `exe`) for the worker `name` of `dir` on `port`.
+pub fn worker(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    port: u16,
+) -> std::process::Child {
+    let cluster = dir.to_str().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let out = obscura(&[
+        "worker",
+        "init",
+        "--cluster",
+        cluster,
+        "--name",
+        name,
+        "--listen",
+        &listen,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let child = Command::new(exe)
+        .args(["worker", "run"])
+        .arg(dir.join("workers").join(name).join("worker.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker {name} did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
 }

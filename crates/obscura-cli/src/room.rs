@@ -1,0 +1,428 @@
+//! `obscura room`: the clean room. Make a work from a WebAssembly function and its manifest,
+//! show its Work-ID, approve it as the data owner, run it in an attested worker (this command
+//! is the controller: it relays, and sees only evidence and ciphertext), and open the result as
+//! a recipient.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use obscura_attest::seal::PartyKey;
+use obscura_room::result::{open_output, RunResult};
+use obscura_room::work::{Approval, Manifest, Work};
+use serde_json::json;
+
+use crate::error::Failure;
+
+#[derive(Subcommand)]
+pub(crate) enum RoomCommand {
+    /// Make a work: a function (WebAssembly, text or binary) and its I/O manifest (JSON),
+    /// written as one file. Prints its Work-ID, which the owner approves.
+    #[command(after_help = "Example:\n  \
+        obscura room work --module examples/room/colour_stats.wat --manifest m.json --out work.json\n\n\
+        The manifest names the input image ids, labels, parameters (hex), the output kind\n\
+        (json, text or image) and its largest size, the run's fuel and memory, and the\n\
+        recipients' keys (from `obscura room keygen`):\n  \
+        {\"inputs\":[{\"image\":\"…32 hex…\"}],\"output\":{\"kind\":\"json\",\"max_bytes\":4096},\n   \
+        \"limits\":{\"fuel\":100000000,\"memory_bytes\":67108864},\"recipients\":[\"…64 hex…\"]}")]
+    Work {
+        /// The function: a `.wat` or `.wasm` file.
+        #[arg(long)]
+        module: PathBuf,
+        /// The manifest (JSON).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Where to write the work.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a work: its Work-ID and everything the Work-ID covers except the module's bytes.
+    Show {
+        /// The work file.
+        work: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a recipient's key: the secret to FILE (0600), the public key printed, for a
+    /// manifest's recipients.
+    #[command(after_help = "Example:\n  obscura room keygen --out ~/.obscura-room.key")]
+    Keygen {
+        /// Where to write the secret key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// As the data owner: approve a work for workers that pass the cluster's attestation
+    /// policy (or another), for a time and a number of runs at each node.
+    #[command(after_help = "Example:\n  \
+        obscura room approve --cluster /tmp/demo --work work.json --max-runs 1 --out approval.json")]
+    Approve {
+        /// The cluster directory (with the owner's key).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The work file.
+        #[arg(long)]
+        work: PathBuf,
+        /// The attestation policy a worker must pass (default: the cluster's).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// How long the approval lasts, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        expires_in: u64,
+        /// Most runs each node releases its shares to.
+        #[arg(long, default_value_t = 1)]
+        max_runs: u32,
+        /// Where to write the approval.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an approved work in an attested worker: every node appraises the worker and
+    /// releases its shares sealed to it; the result, sealed to the recipients and signed by
+    /// the worker, is written to --out.
+    #[command(after_help = "Example:\n  \
+        obscura room run --cluster /tmp/demo --work work.json --approval approval.json \\\n    \
+        --worker http://127.0.0.1:7601 --out result.json")]
+    Run {
+        /// The cluster directory (logged in).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The work file.
+        #[arg(long)]
+        work: PathBuf,
+        /// The owner's approval.
+        #[arg(long)]
+        approval: PathBuf,
+        /// The worker's base URL.
+        #[arg(long)]
+        worker: String,
+        /// Where to write the result.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// As a recipient: check a result's signature and open its output with your key.
+    #[command(after_help = "Example:\n  \
+        obscura room open --result result.json --key ~/.obscura-room.key --out stats.json")]
+    Open {
+        /// The result file.
+        #[arg(long)]
+        result: PathBuf,
+        /// Your key (from `obscura room keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the output (`-` for standard output).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl RoomCommand {
+    pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
+        match self {
+            RoomCommand::Work {
+                module,
+                manifest,
+                out,
+                json,
+            } => make_work(&module, &manifest, &out, json),
+            RoomCommand::Show { work, json } => show(&read_work(&work)?, json),
+            RoomCommand::Keygen { out, json } => keygen(&out, json),
+            RoomCommand::Approve {
+                cluster,
+                work,
+                policy,
+                expires_in,
+                max_runs,
+                out,
+                json,
+            } => {
+                let work = read_work(&work)?;
+                let policy_path = policy.unwrap_or_else(|| cluster.join("attestation-policy.json"));
+                let policy = std::fs::read_to_string(&policy_path)
+                    .map_err(|e| format!("{}: {e}", policy_path.display()))?;
+                obscura_attest::Policy::from_json(&policy)
+                    .map_err(|e| format!("{}: {e}", policy_path.display()))?;
+                if max_runs == 0 {
+                    return Err("--max-runs is at least 1".into());
+                }
+                let client = crate::cluster::owner_client(&cluster, "approving a work")?;
+                let expires_at = unix_now() + expires_in;
+                let approval = client.approve(&work, &policy, expires_at, max_runs)?;
+                write_new(
+                    &out,
+                    serde_json::to_string_pretty(&approval)
+                        .expect("an approval serialises")
+                        .as_bytes(),
+                )?;
+                if json {
+                    println!(
+                        "{}",
+                        json!({"work": approval.work, "expires_at": expires_at,
+                               "max_runs": max_runs, "approval": out})
+                    );
+                } else {
+                    println!(
+                        "approved work {} for {max_runs} run(s) at each node until {expires_at}: {}",
+                        approval.work,
+                        out.display()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            RoomCommand::Run {
+                cluster,
+                work,
+                approval,
+                worker,
+                out,
+                json,
+            } => run(&cluster, &work, &approval, &worker, &out, json).await,
+            RoomCommand::Open {
+                result,
+                key,
+                out,
+                json,
+            } => open(&result, &key, &out, json),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn read_work(path: &Path) -> Result<Work, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Work::from_json(&bytes).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+/// Write a file that must not exist yet, whole or not at all.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    if path.exists() {
+        return Err(format!("{} exists already", path.display()).into());
+    }
+    obscura_cluster::files::write_atomic(path, bytes)
+        .map_err(|e| Failure::Said(format!("{}: {e}", path.display())))
+}
+
+fn make_work(module: &Path, manifest: &Path, out: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let module_bytes = std::fs::read(module).map_err(|e| format!("{}: {e}", module.display()))?;
+    let text = std::fs::read(manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let work = Work::new(&module_bytes, manifest).map_err(|e| e.to_string())?;
+    // Refuse a module that could never run before anyone approves it.
+    let sandbox = obscura_room::sandbox::Sandbox::new().map_err(|e| e.to_string())?;
+    sandbox
+        .compile(&work)
+        .map_err(|e| format!("{}: {e}", module.display()))?;
+    write_new(out, work.to_json().as_bytes())?;
+    if json {
+        println!("{}", describe(&work));
+    } else {
+        println!("work {}: {}", work.id(), out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(work: &Work) -> serde_json::Value {
+    let m = work.manifest();
+    json!({
+        "work": work.id().to_hex(),
+        "module_bytes": work.module().len(),
+        "inputs": m.inputs.iter().map(|i| hex(&i.image)).collect::<Vec<_>>(),
+        "labels": m.labels,
+        "parameters": hex(&m.parameters),
+        "output": {"kind": m.output.kind, "max_bytes": m.output.max_bytes},
+        "limits": {"fuel": m.limits.fuel, "memory_bytes": m.limits.memory_bytes},
+        "recipients": m.recipients.iter().map(|r| hex(r)).collect::<Vec<_>>(),
+    })
+}
+
+fn show(work: &Work, json: bool) -> Result<ExitCode, Failure> {
+    if json {
+        println!("{}", describe(work));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = work.manifest();
+    println!("work {}", work.id());
+    println!("  module      {} bytes", work.module().len());
+    println!("  inputs      {}", m.inputs.len());
+    for i in &m.inputs {
+        let label = i
+            .label
+            .and_then(|l| m.labels.get(usize::from(l)))
+            .map_or(String::new(), |l| format!("  label {l:?}"));
+        println!("    {}{label}", hex(&i.image));
+    }
+    println!("  parameters  {} bytes", m.parameters.len());
+    println!(
+        "  output      {:?}, at most {} bytes",
+        m.output.kind, m.output.max_bytes
+    );
+    println!(
+        "  limits      {} fuel, {} bytes of memory",
+        m.limits.fuel, m.limits.memory_bytes
+    );
+    for r in &m.recipients {
+        println!("  recipient   {}", hex(r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(out: &Path, json: bool) -> Result<ExitCode, Failure> {
+    if out.exists() {
+        return Err(format!("{} exists already", out.display()).into());
+    }
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut *seed);
+    let key = PartyKey::from_seed(&seed);
+    let text = zeroize::Zeroizing::new(hex(&*seed));
+    obscura_cluster::files::write_private_atomic(out, text.as_bytes())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    if json {
+        println!("{}", json!({"public_key": hex(&key.public()), "key": out}));
+    } else {
+        println!("{}", hex(&key.public()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(
+    cluster: &Path,
+    work: &Path,
+    approval: &Path,
+    worker: &str,
+    out: &Path,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let work = read_work(work)?;
+    let text = std::fs::read(approval).map_err(|e| format!("{}: {e}", approval.display()))?;
+    let approval: Approval =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", approval.display()))?;
+    if out.exists() {
+        return Err(format!("{} exists already", out.display()).into());
+    }
+    let client = crate::client(cluster)?;
+    if !json {
+        eprintln!(
+            "running work {} in {worker}: loading, then each node appraises the worker",
+            work.id()
+        );
+    }
+    let report = client.room_run(&work, &approval, worker).await?;
+    write_new(
+        out,
+        serde_json::to_string_pretty(&report.result)
+            .expect("a result serialises")
+            .as_bytes(),
+    )?;
+    let r = &report.result;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "work": hex(&r.work),
+                "result": out,
+                "released_by": report.released_by.iter()
+                    .map(|(node, run)| json!({"node": node, "run": run})).collect::<Vec<_>>(),
+                "refused": report.failures.iter()
+                    .map(|f| json!({"node": f.node, "why": crate::error::node_fault(f)}))
+                    .collect::<Vec<_>>(),
+                "blamed": r.blamed,
+                "output_digest": hex(&r.output_digest),
+                "fuel_used": r.fuel_used,
+                "ms": {
+                    "load": report.load_ms,
+                    "attest_and_release": report.release_ms,
+                    "run": report.run_ms,
+                    "worker": r.phases_ms,
+                },
+            })
+        );
+    } else {
+        for f in &report.failures {
+            eprintln!("  {}", crate::error::node_fault(f));
+        }
+        for b in &r.blamed {
+            eprintln!("  node {} blamed: {}", b.node, b.why);
+        }
+        println!(
+            "work {}: result {} (output {}, released by nodes {}), load {:.0} ms, \
+             attestation and release {:.0} ms, run {:.0} ms",
+            hex(&r.work),
+            out.display(),
+            &hex(&r.output_digest)[..16],
+            report
+                .released_by
+                .iter()
+                .map(|(n, _)| n.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            report.load_ms,
+            report.release_ms,
+            report.run_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(result: &Path, key: &Path, out: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let text = std::fs::read(result).map_err(|e| format!("{}: {e}", result.display()))?;
+    let parsed: RunResult =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", result.display()))?;
+    obscura_cluster::files::check_private(key).map_err(|e| e.to_string())?;
+    let seed_text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?,
+    );
+    let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+        obscura_tokens::keyfile::from_hex(seed_text.trim())
+            .ok_or_else(|| format!("{}: not a key from `obscura room keygen`", key.display()))?,
+    );
+    let output = open_output(&parsed, &PartyKey::from_seed(&seed))
+        .map_err(|e| format!("{}: {e}", result.display()))?;
+    if out.as_os_str() == "-" {
+        use std::io::Write;
+        std::io::stdout()
+            .write_all(&output)
+            .map_err(|e| e.to_string())?;
+    } else {
+        write_new(out, &output)?;
+    }
+    if json {
+        println!(
+            "{}",
+            json!({"work": hex(&parsed.work), "bytes": output.len(), "out": out,
+                   "signing_key": hex(&parsed.signing_key)})
+        );
+    } else if out.as_os_str() != "-" {
+        println!(
+            "{} bytes of work {}'s output, signed by worker key {}: {}",
+            output.len(),
+            &hex(&parsed.work)[..16],
+            &hex(&parsed.signing_key)[..16],
+            out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    obscura_tokens::keyfile::to_hex(bytes)
+}
