@@ -113,9 +113,12 @@ pub enum Role {
     Node,
     /// A token keeper.
     Keeper,
-    /// A clean-room worker, for any work.
+    /// An attested worker taking secrets keepers release to it.
     Worker,
-    /// A worker for one Work-ID (hex), so a policy can allow a measurement for one function only.
+    /// A clean-room worker running one work, its Work-ID in hex: what the worker's evidence
+    /// for that work names, so evidence made for anything else (a secret's release, another
+    /// work) does not pass as it. A policy entry for `worker` allows it for any work; one for
+    /// `work:<hex>` for that work only.
     Work(String),
 }
 

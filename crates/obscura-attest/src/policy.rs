@@ -149,6 +149,13 @@ pub enum PolicyError {
     Invalid(String),
 }
 
+/// Whether a policy entry for `entry` (a role's name, or `*`) allows `role`: its own name, `*`,
+/// and `worker` for a worker of any one work (`work:<hex>`), which an entry naming that work
+/// allows alone.
+fn role_allows(entry: &str, role: &Role) -> bool {
+    entry == "*" || entry == role.name() || (entry == "worker" && matches!(role, Role::Work(_)))
+}
+
 impl Policy {
     /// Parses and checks a policy.
     ///
@@ -270,7 +277,7 @@ impl Policy {
             .filter(|a| {
                 a.platform == claims.platform
                     && a.measurement.eq_ignore_ascii_case(&measurement)
-                    && (a.role == "*" || a.role == role.name())
+                    && role_allows(&a.role, role)
             })
             .collect();
         let mut refusal = Refusal::Measurement {
@@ -331,5 +338,23 @@ impl Policy {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use super::role_allows;
+    use crate::Role;
+
+    #[test]
+    fn a_worker_entry_allows_any_work_and_a_work_entry_that_work_alone() {
+        let work = |id: &str| Role::Work(id.into());
+        assert!(role_allows("worker", &Role::Worker));
+        assert!(role_allows("worker", &work("ab")));
+        assert!(role_allows("work:ab", &work("ab")));
+        assert!(!role_allows("work:ab", &work("cd")));
+        assert!(!role_allows("work:ab", &Role::Worker));
+        assert!(!role_allows("worker", &Role::Keeper));
+        assert!(role_allows("*", &work("cd")));
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use obscura_attest::seal::PartyKey;
-use obscura_room::result::{open_output, RunResult};
+use obscura_room::result::{open_output, verify_result, RunResult, Witnesses};
 use obscura_room::work::{Approval, Manifest, Work};
 use serde_json::json;
 
@@ -111,13 +111,18 @@ pub(crate) enum RoomCommand {
         #[arg(long)]
         json: bool,
     },
-    /// As a recipient: check a result's signature and open its output with your key.
+    /// As a recipient: check a result (the worker's signature and, given the cluster, that k
+    /// nodes signed releases to the key that made it) and open its output with your key.
     #[command(after_help = "Example:\n  \
-        obscura room open --result result.json --key ~/.obscura-room.key --out stats.json")]
+        obscura room open --result result.json --cluster /tmp/demo --key ~/.obscura-room.key --out stats.json")]
     Open {
         /// The result file.
         #[arg(long)]
         result: PathBuf,
+        /// The cluster directory, to check the nodes' signatures on their releases to the
+        /// worker (without it, only the worker's own signature is checked).
+        #[arg(long)]
+        cluster: Option<PathBuf>,
         /// Your key (from `obscura room keygen`).
         #[arg(long)]
         key: PathBuf,
@@ -193,10 +198,11 @@ impl RoomCommand {
             } => run(&cluster, &work, &approval, &worker, &out, json).await,
             RoomCommand::Open {
                 result,
+                cluster,
                 key,
                 out,
                 json,
-            } => open(&result, &key, &out, json),
+            } => open(&result, cluster.as_deref(), &key, &out, json),
         }
     }
 }
@@ -346,13 +352,11 @@ async fn run(
                     .map(|f| json!({"node": f.node, "why": crate::error::node_fault(f)}))
                     .collect::<Vec<_>>(),
                 "blamed": r.blamed,
-                "output_digest": hex(&r.output_digest),
-                "fuel_used": r.fuel_used,
+                "unsigned": r.unsigned,
                 "ms": {
                     "load": report.load_ms,
                     "attest_and_release": report.release_ms,
                     "run": report.run_ms,
-                    "worker": r.phases_ms,
                 },
             })
         );
@@ -363,12 +367,16 @@ async fn run(
         for b in &r.blamed {
             eprintln!("  node {} blamed: {}", b.node, b.why);
         }
+        for n in &r.unsigned {
+            eprintln!(
+                "  node {n}: its release reached the worker without its signature (not used)"
+            );
+        }
         println!(
-            "work {}: result {} (output {}, released by nodes {}), load {:.0} ms, \
-             attestation and release {:.0} ms, run {:.0} ms",
+            "work {}: result {} (released by nodes {}), load {:.0} ms, attestation and release \
+             {:.0} ms, run {:.0} ms",
             hex(&r.work),
             out.display(),
-            &hex(&r.output_digest)[..16],
             report
                 .released_by
                 .iter()
@@ -383,10 +391,50 @@ async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn open(result: &Path, key: &Path, out: &Path, json: bool) -> Result<ExitCode, Failure> {
+/// Every node's audit key from a cluster directory (`nodeN/audit-key.pub`), node 1 first.
+pub(crate) fn node_audit_keys(cluster: &Path) -> Result<Vec<String>, Failure> {
+    let client = obscura_client::config::read_config(cluster).map_err(|e| e.to_string())?;
+    (1..=client.nodes.len())
+        .map(|i| {
+            let path = cluster.join(format!("node{i}")).join("audit-key.pub");
+            std::fs::read_to_string(&path)
+                .map(|k| k.trim().to_owned())
+                .map_err(|e| Failure::Said(format!("{}: {e}", path.display())))
+        })
+        .collect()
+}
+
+fn open(
+    result: &Path,
+    cluster: Option<&Path>,
+    key: &Path,
+    out: &Path,
+    json: bool,
+) -> Result<ExitCode, Failure> {
     let text = std::fs::read(result).map_err(|e| format!("{}: {e}", result.display()))?;
     let parsed: RunResult =
         serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", result.display()))?;
+    let witnesses = match cluster {
+        None => None,
+        Some(dir) => {
+            let nodes = node_audit_keys(dir)?
+                .iter()
+                .map(|k| obscura_cluster::ed25519_key(k))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("a node's audit key is not an Ed25519 key")?;
+            let k = usize::from(
+                obscura_client::config::read_config(dir)
+                    .map_err(|e| e.to_string())?
+                    .k,
+            );
+            Some((nodes, k))
+        }
+    };
+    let witnesses = witnesses
+        .as_ref()
+        .map(|(nodes, k)| Witnesses { nodes, k: *k });
+    let signed_by = verify_result(&parsed, witnesses.as_ref())
+        .map_err(|e| format!("{}: {e}", result.display()))?;
     obscura_cluster::files::check_private(key).map_err(|e| e.to_string())?;
     let seed_text = zeroize::Zeroizing::new(
         std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?,
@@ -395,28 +443,36 @@ fn open(result: &Path, key: &Path, out: &Path, json: bool) -> Result<ExitCode, F
         obscura_tokens::keyfile::from_hex(seed_text.trim())
             .ok_or_else(|| format!("{}: not a key from `obscura room keygen`", key.display()))?,
     );
-    let output = open_output(&parsed, &PartyKey::from_seed(&seed))
+    let payload = open_output(&parsed, &PartyKey::from_seed(&seed))
         .map_err(|e| format!("{}: {e}", result.display()))?;
+    let output = &payload.output;
     if out.as_os_str() == "-" {
         use std::io::Write;
         std::io::stdout()
-            .write_all(&output)
+            .write_all(output)
             .map_err(|e| e.to_string())?;
     } else {
-        write_new(out, &output)?;
+        write_new(out, output)?;
     }
     if json {
         println!(
             "{}",
             json!({"work": hex(&parsed.work), "bytes": output.len(), "out": out,
-                   "signing_key": hex(&parsed.signing_key)})
+                   "signing_key": hex(&parsed.signing_key), "released_by": signed_by,
+                   "blamed": parsed.blamed, "fuel_used": payload.fuel_used,
+                   "worker_ms": payload.phases_ms})
         );
     } else if out.as_os_str() != "-" {
         println!(
-            "{} bytes of work {}'s output, signed by worker key {}: {}",
+            "{} bytes of work {}'s output, signed by worker key {}{}: {}",
             output.len(),
             &hex(&parsed.work)[..16],
             &hex(&parsed.signing_key)[..16],
+            if signed_by.is_empty() {
+                " (give --cluster to check the nodes appraised it)".to_string()
+            } else {
+                format!(", which nodes {signed_by:?} appraised and released to")
+            },
             out.display()
         );
     }

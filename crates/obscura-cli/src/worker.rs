@@ -125,14 +125,7 @@ fn init(cluster: &Path, name: &str, listen: &str) -> Result<ExitCode, Failure> {
         )
         .into());
     }
-    let nodes = (1..=client.nodes.len())
-        .map(|i| {
-            let path = cluster.join(format!("node{i}")).join("audit-key.pub");
-            std::fs::read_to_string(&path)
-                .map(|k| k.trim().to_owned())
-                .map_err(|e| format!("{}: {e}", path.display()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let nodes = crate::room::node_audit_keys(cluster)?;
     let dir = cluster.join("workers").join(name);
     if dir.exists() {
         return Err(format!("{} exists already", dir.display()).into());

@@ -1,6 +1,6 @@
 //! The clean room on real processes: a cluster, a worker of this build and one of another, and
 //! the controller (`obscura room run`) talking to the worker through a proxy that keeps every
-//! byte. The owner approves a function once; every node appraises the worker and releases
+//! byte it relays (the nodes' releases and the result). The owner approves a function once; every node appraises the worker and releases
 //! its shares sealed to it; a node with a damaged share is named and the run completes; only
 //! the recipient opens the output; the controller's traffic holds none of the images nor the
 //! output; runs past the approval's count, a worker of another build, and hostile functions are
@@ -144,8 +144,19 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
         .map(|p| index_one(cluster, &testdata(&format!("photos/{p}"))))
         .collect();
 
-    // Node 4's share of the coffee photo is damaged on disk.
+    // Node 4's share of the coffee photo is damaged on disk (kept first, to look for it in
+    // what the controller relays).
     stop_node(&dir, 4, "TERM");
+    let share = {
+        use redb::ReadableDatabase;
+        let db = redb::Database::open(dir.join("node4").join("store.redb")).unwrap();
+        let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("image_shares");
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(def).unwrap();
+        let id = hex_id(&ids[1]);
+        let value = table.get(id.as_slice()).unwrap().unwrap().value().to_vec();
+        value
+    };
     flip_byte(&dir, 4, "image_shares", &hex_id(&ids[1]), 1000);
     up.restart_node(4);
     wait_for_status(&dir);
@@ -169,14 +180,15 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
         1,
     );
 
-    // The run: every node releases, node 4 is named, the result is the recipient's alone.
+    // The run: k + 1 = 4 nodes release (nodes 1 to 4), node 4 is named, the result is the
+    // recipient's alone.
     let result = dir.join("result.json");
     let out = room_run(cluster, &work, &approval, proxy, &result);
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["released_by"].as_array().unwrap().len(),
-        NODES,
+        4,
         "{report}"
     );
     let blamed = report["blamed"].as_array().unwrap();
@@ -195,12 +207,21 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
         "open",
         "--result",
         result.to_str().unwrap(),
+        "--cluster",
+        cluster,
         "--key",
         key.to_str().unwrap(),
         "--out",
         output.to_str().unwrap(),
+        "--json",
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    let opened: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        opened["released_by"],
+        serde_json::json!([1, 2, 3, 4]),
+        "{opened}"
+    );
     let output_bytes = std::fs::read(&output).unwrap();
     let stats: serde_json::Value = serde_json::from_slice(&output_bytes).unwrap();
     assert_eq!(stats[0]["width"], 512);
@@ -253,16 +274,24 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
         &seen,
         &output_bytes[..output_bytes.len().min(64)]
     ));
+    for window in share.chunks(4096).map(|c| &c[..c.len().min(48)]) {
+        assert!(
+            !contains(&seen, window),
+            "a piece of node 4's share passed the controller"
+        );
+    }
 
-    // The approval allows one run at each node: a second is refused by every node.
+    // The approval allows one run at each node: the four that released refuse a second, and
+    // the two left (which release now) are fewer than k, so nothing runs.
     let out = room_run(cluster, &work, &approval, port, &dir.join("again.json"));
     assert!(!out.status.success());
     assert_eq!(
         text(&out).matches("runs its approval allows").count(),
-        NODES,
+        4,
         "{}",
         text(&out)
     );
+    assert!(!dir.join("again.json").exists());
 
     // A worker of another build is refused by every node, naming its measurement.
     let (work2, approval2) = approved_work(

@@ -15,7 +15,17 @@ use crate::release::EvidenceAnswer;
 use crate::{Client, Error};
 use obscura_tokens::keyfile::{from_hex, to_hex};
 
-/// What a worker answers when a work is loaded: the job's keys, which its evidence will bind.
+/// What a worker is asked to load: a work, with the data owner's approval of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Load {
+    /// The work, as its JSON file.
+    pub work: String,
+    /// The owner's approval.
+    pub approval: Approval,
+}
+
+/// What a worker answers when a work is loaded: the job's keys, which its evidence will bind,
+/// and the token its loader shows for the job's evidence and run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Loaded {
     /// The Work-ID the worker computed (hex).
@@ -24,6 +34,8 @@ pub struct Loaded {
     pub party_key: String,
     /// The job's result-signing key (hex).
     pub signing_key: String,
+    /// The loader's token (hex).
+    pub token: String,
 }
 
 /// What a worker is asked for evidence for a job: the node's challenge.
@@ -31,18 +43,16 @@ pub struct Loaded {
 pub struct JobEvidence {
     /// The job (its HPKE key, hex).
     pub job: String,
+    /// The loader's token (hex).
+    pub token: String,
     /// The node's challenge (hex).
     pub nonce: String,
 }
 
-/// The releases handed to a worker for a job (postcard over HTTP: shares are large).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunRequest {
-    /// The job's HPKE key.
-    pub job: [u8; 32],
-    /// The nodes' releases.
-    pub releases: Vec<Release>,
-}
+/// The header naming the job of a run (its HPKE key, hex); the body is the releases, postcard.
+pub const JOB_HEADER: &str = "x-obscura-job";
+/// The header holding the loader's token for a run.
+pub const TOKEN_HEADER: &str = "x-obscura-token";
 
 /// A finished run, as the controller saw it.
 #[derive(Debug)]
@@ -62,6 +72,10 @@ pub struct RoomReport {
     pub run_ms: f64,
 }
 
+/// Releases asked for beyond `k`: one node may lie and the run still completes. Each node that
+/// releases counts a run, so no more are asked than that.
+const SPARE_RELEASES: usize = 1;
+
 /// Largest answer read from a worker's run: the output sealed to each recipient, in JSON.
 const MAX_RUN_ANSWER: usize = 96 << 20;
 /// Largest answer read from a worker otherwise.
@@ -70,17 +84,15 @@ const MAX_WORKER_ANSWER: usize = limits::MAX_EVIDENCE + 4096;
 async fn post_worker(
     http: &reqwest::Client,
     url: &str,
-    content_type: &str,
+    headers: &[(&str, String)],
     body: Vec<u8>,
     limit: usize,
 ) -> Result<Vec<u8>, String> {
-    let mut resp = http
-        .post(url)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut post = http.post(url);
+    for (name, value) in headers {
+        post = post.header(*name, value);
+    }
+    let mut resp = post.body(body).send().await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let mut bytes = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
@@ -133,11 +145,15 @@ impl Client {
         let http = self.http.client.clone();
         let said = |e: String| Error::Room(format!("worker {worker}: {e}"));
         let started = Instant::now();
+        let load = Load {
+            work: work.to_json(),
+            approval: approval.clone(),
+        };
         let loaded = post_worker(
             &http,
             &format!("{worker}/v1/room/load"),
-            "application/json",
-            work.to_json().into_bytes(),
+            &[("content-type", "application/json".into())],
+            serde_json::to_vec(&load).expect("a load serialises"),
             MAX_WORKER_ANSWER,
         )
         .await
@@ -151,11 +167,18 @@ impl Client {
                 work.id()
             )));
         }
-        let (Some(party_key), Some(signing_key)) = (
+        let (Some(party_key), Some(signing_key), Some(_)) = (
             from_hex::<32>(&loaded.party_key),
             from_hex::<32>(&loaded.signing_key),
+            from_hex::<32>(&loaded.token),
         ) else {
             return Err(said("its keys are not 32 bytes of hex".into()));
+        };
+        let job = Job {
+            worker,
+            party_key,
+            signing_key,
+            token: loaded.token.clone(),
         };
         let load_ms = ms(started);
         let started = Instant::now();
@@ -164,17 +187,11 @@ impl Client {
         let mut failures = Vec::new();
         let mut releases = Vec::new();
         for x in 1..=self.n() as u8 {
+            if releases.len() >= self.k + SPARE_RELEASES {
+                break;
+            }
             match self
-                .release_from(
-                    x,
-                    work_id,
-                    &images,
-                    approval,
-                    &approval_signature,
-                    worker,
-                    party_key,
-                    signing_key,
-                )
+                .release_from(x, work_id, &images, approval, &approval_signature, &job)
                 .await
             {
                 Ok(release) => releases.push(release),
@@ -190,15 +207,15 @@ impl Client {
         }
         let released_by = releases.iter().map(|r| (r.node, r.run)).collect();
         let started = Instant::now();
-        let request = RunRequest {
-            job: party_key,
-            releases,
-        };
         let answer = post_worker(
             &http,
             &format!("{worker}/v1/room/run"),
-            "application/octet-stream",
-            postcard::to_allocvec(&request).expect("a run request encodes"),
+            &[
+                ("content-type", "application/octet-stream".into()),
+                (JOB_HEADER, to_hex(&party_key)),
+                (TOKEN_HEADER, job.token.clone()),
+            ],
+            postcard::to_allocvec(&releases).expect("releases encode"),
             MAX_RUN_ANSWER,
         )
         .await
@@ -206,13 +223,16 @@ impl Client {
         let result: RunResult =
             serde_json::from_slice(&answer).map_err(|e| said(format!("its result: {e}")))?;
         let run_ms = ms(started);
-        if result.work != work_id || result.signing_key != signing_key {
+        if result.work != work_id
+            || result.signing_key != signing_key
+            || result.worker_key != party_key
+        {
             return Err(said(
                 "its result is for another work, or signed by a key the nodes did not appraise"
                     .into(),
             ));
         }
-        verify_result(&result).map_err(said)?;
+        verify_result(&result, None).map_err(said)?;
         Ok(RoomReport {
             result,
             released_by,
@@ -224,7 +244,6 @@ impl Client {
     }
 
     /// One node's challenge, the worker's evidence for it, and the node's release.
-    #[allow(clippy::too_many_arguments)]
     async fn release_from(
         &self,
         x: u8,
@@ -232,10 +251,9 @@ impl Client {
         images: &[[u8; 16]],
         approval: &Approval,
         approval_signature: &[u8; 64],
-        worker: &str,
-        party_key: [u8; 32],
-        signing_key: [u8; 32],
+        job: &Job<'_>,
     ) -> Result<Release, Fault> {
+        let (worker, party_key, signing_key) = (job.worker, job.party_key, job.signing_key);
         let answer = self
             .call_some(vec![(x, NodeBody::RoomChallenge { work })])
             .await
@@ -247,12 +265,13 @@ impl Client {
         };
         let request = JobEvidence {
             job: to_hex(&party_key),
+            token: job.token.clone(),
             nonce: to_hex(&nonce),
         };
         let evidence = post_worker(
             &self.http.client,
             &format!("{worker}/v1/room/evidence"),
-            "application/json",
+            &[("content-type", "application/json".into())],
             serde_json::to_vec(&request).expect("a request serialises"),
             MAX_WORKER_ANSWER,
         )
@@ -300,6 +319,14 @@ impl Client {
             _ => Err(Fault::Unexpected("a clean-room release")),
         }
     }
+}
+
+/// A job loaded at a worker, as the controller holds it.
+struct Job<'a> {
+    worker: &'a str,
+    party_key: [u8; 32],
+    signing_key: [u8; 32],
+    token: String,
 }
 
 fn ms(since: Instant) -> f64 {

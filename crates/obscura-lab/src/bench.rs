@@ -483,6 +483,9 @@ async fn cluster_figures(
         goal: Some(("≤ 10 ms".into(), get.p50 <= 10.0)),
     });
 
+    // The clean room: the colour statistics of the photos, in a worker of this build.
+    room_figures(cluster, &client, photos.len(), &batch.ids, out).await?;
+
     // Query latency at each N: synthetic images written into the stopped nodes' stores.
     let already = files.len() + 1;
     let mut stored: Vec<u64> = Vec::new();
@@ -632,6 +635,79 @@ async fn cluster_figures(
 
 /// Each node's resident memory after the queries at N images, beside its store's size: the
 /// store's page cache (`storage.cache_mb`, 64 MiB by default) bounds how far it grows.
+/// Five runs of the colour statistics example over the first `count` images, each approved
+/// for one run, in one worker: the median time of each phase beside the whole run's.
+async fn room_figures(
+    cluster: &LocalCluster,
+    client: &Client,
+    count: usize,
+    ids: &[Option<ImageId>],
+    out: &mut Vec<Figure>,
+) -> Result<(), Error> {
+    let ids: Vec<ImageId> = ids.iter().take(count).flatten().copied().collect();
+    let policy = std::fs::read_to_string(cluster.dir.join("attestation-policy.json"))
+        .map_err(|e| format!("the cluster's policy: {e}"))?;
+    let worker =
+        crate::local::Worker::start(&cluster.dir, "bench", Some(&cluster.scratch.dir)).await?;
+    let mut phases: Vec<Vec<f64>> = vec![Vec::new(); 7];
+    let mut failed = None;
+    for _ in 0..5 {
+        match crate::room::colour_stats(client, &policy, &ids, &worker.url).await {
+            Ok(run) => {
+                let (r, w) = (&run.report, run.phases_ms);
+                let whole = r.load_ms + r.release_ms + r.run_ms;
+                for (i, v) in [
+                    r.release_ms,
+                    w.open,
+                    w.rebuild,
+                    w.decode,
+                    w.function,
+                    w.seal,
+                    whole,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    phases[i].push(v);
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    worker.stop().await;
+    if let Some(e) = failed {
+        return Err(format!("clean-room run: {e}").into());
+    }
+    let p50: Vec<f64> = phases.into_iter().map(|v| Spread::of(v).p50).collect();
+    let whole = p50[6];
+    for (i, phase) in [
+        "attestation and release (6 nodes)",
+        "open and check the shares",
+        "rebuild",
+        "decode",
+        "function (colour_stats.wat)",
+        "seal and sign the output",
+        "whole run",
+    ]
+    .iter()
+    .enumerate()
+    {
+        out.push(Figure {
+            name: format!("clean room, {} images: {phase}, p50", ids.len()),
+            value: p50[i],
+            unit: "ms",
+            baseline: "the whole run".into(),
+            baseline_value: whole,
+            ratio: p50[i] / whole,
+            goal: None,
+        });
+    }
+    Ok(())
+}
+
 fn memory_figure(cluster: &LocalCluster, total: usize, out: &mut Vec<Figure>) {
     let nodes = cluster.node_memory();
     let rss: Vec<u64> = nodes.iter().filter_map(|(_, r, _)| *r).collect();

@@ -267,6 +267,9 @@ async fn exercise(
         }
     }
 
+    // The clean room: a function the owner approved runs on every photo in an attested worker.
+    let room = room_check(cluster, &client, photos, &ids, progress).await;
+
     // The default cluster has a node to spare: with the last one stopped, searches go on.
     let node_down = node_down_check(cluster, &client, &queries, &ids, progress).await;
 
@@ -279,6 +282,7 @@ async fn exercise(
         "audit_logs_verify": audit_ok,
         "search_with_a_node_down": node_down["ok"] == json!(true),
         "every_server_attested": attestation["ok"] == json!(true),
+        "clean_room_run": room["ok"] == json!(true),
     });
     let ok = checks
         .as_object()
@@ -308,9 +312,81 @@ async fn exercise(
         "roles": roles,
         "node_down": node_down,
         "attestation": attestation,
+        "clean_room": room,
         "checks": checks,
     });
     Ok((report, ok))
+}
+
+/// One clean-room run: the colour statistics of every indexed photo, in a worker of this build
+/// that every node appraises, approved by the data owner for one run; the output opened by its
+/// recipient and checked against the photos.
+async fn room_check(
+    cluster: &LocalCluster,
+    client: &obscura_client::Client,
+    photos: &[Photo],
+    ids: &[Option<ImageId>],
+    progress: &Progress,
+) -> Value {
+    let inputs: Vec<(ImageId, &Photo)> = ids
+        .iter()
+        .zip(photos)
+        .filter_map(|(id, p)| id.map(|id| (id, p)))
+        .take(obscura_room::work::MAX_INPUTS)
+        .collect();
+    let policy = match std::fs::read_to_string(cluster.dir.join("attestation-policy.json")) {
+        Ok(p) => p,
+        Err(e) => return json!({"ok": false, "error": format!("the cluster's policy: {e}")}),
+    };
+    let worker =
+        match crate::local::Worker::start(&cluster.dir, "demo", Some(&cluster.scratch.dir)).await {
+            Ok(w) => w,
+            Err(e) => {
+                progress.say(&format!("clean room: the worker did not start: {e}"));
+                return json!({"ok": false, "error": e.to_string()});
+            }
+        };
+    let id_list: Vec<ImageId> = inputs.iter().map(|(id, _)| *id).collect();
+    let ran = crate::room::colour_stats(client, &policy, &id_list, &worker.url).await;
+    worker.stop().await;
+    match ran {
+        Ok(run) => {
+            let right = crate::room::stats_match(
+                &run.output,
+                &inputs.iter().map(|(_, p)| *p).collect::<Vec<_>>(),
+            );
+            let r = &run.report;
+            let w = &run.phases_ms;
+            progress.say(&format!(
+                "clean room (SIMULATION worker, no TEE): the owner approved one run of \
+                 colour_stats.wat over {} photos; {} nodes appraised the worker and released their \
+                 shares to it; the recipient opened {}: attestation and release {:.0} ms, worker \
+                 {:.0} ms (open {:.0}, rebuild {:.0}, decode {:.0}, function {:.0}, seal {:.1})",
+                inputs.len(),
+                r.released_by.len(),
+                if right {
+                    "the right size and mean colour of each"
+                } else {
+                    "WRONG statistics"
+                },
+                r.release_ms,
+                r.run_ms,
+                w.open,
+                w.rebuild,
+                w.decode,
+                w.function,
+                w.seal,
+            ));
+            json!({"ok": right && r.result.blamed.is_empty(), "work": obscura_tokens::keyfile::to_hex(&r.result.work),
+                "inputs": inputs.len(), "released_by": r.released_by.len(), "output_right": right,
+                "simulation": true, "ms": {"load": r.load_ms, "attest_and_release": r.release_ms,
+                "run": r.run_ms, "worker": w}})
+        }
+        Err(e) => {
+            progress.say(&format!("clean room FAILED: {e}"));
+            json!({"ok": false, "error": e.to_string()})
+        }
+    }
 }
 
 /// Every node's and keeper's appraisal, said loudly when it rests on the simulation backend.

@@ -27,4 +27,5 @@ pub mod load;
 pub mod local;
 mod plot;
 mod profile;
+pub mod room;
 mod variants;

@@ -273,3 +273,73 @@ async fn wait_or_kill(child: &mut Child) -> Result<ExitStatus, Error> {
         }
     }
 }
+
+/// An attested worker (`obscura worker run`) of a cluster, as a child process; killed when
+/// dropped.
+pub struct Worker {
+    child: Child,
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Worker {
+    /// Make worker `name` of the cluster in `dir` (`obscura worker init`) on a free port and
+    /// run it, once it listens.
+    ///
+    /// # Errors
+    /// Why it could not be made or did not start within ten seconds.
+    pub async fn start(dir: &Path, name: &str, logs: Option<&Path>) -> Result<Worker, Error> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let port = crate::harness::free_base_port(1)?;
+        let listen = format!("127.0.0.1:{port}");
+        let made = Command::new(&exe)
+            .args(["worker", "init", "--cluster"])
+            .arg(dir)
+            .args(["--name", name, "--listen", &listen])
+            .output()
+            .await
+            .map_err(|e| format!("cannot run `obscura worker init`: {e}"))?;
+        if !made.status.success() {
+            return Err(format!(
+                "obscura worker init: {}",
+                String::from_utf8_lossy(&made.stderr).trim()
+            )
+            .into());
+        }
+        let config = dir.join("workers").join(name).join("worker.json");
+        let log = match logs {
+            Some(l) => {
+                let path = l.join(format!("worker-{name}.log"));
+                Stdio::from(
+                    std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+                )
+            }
+            None => Stdio::null(),
+        };
+        let child = Command::new(&exe)
+            .args(["worker", "run"])
+            .arg(&config)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", config.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(&listen).await.is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("worker {name} did not listen on {listen}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Worker {
+            child,
+            url: format!("http://{listen}"),
+        })
+    }
+
+    /// Stop it.
+    pub async fn stop(mut self) {
+        terminate(&self.child);
+        let _ = wait_or_kill(&mut self.child).await;
+    }
+}

@@ -12,8 +12,8 @@ use obscura_attest::seal::{PartyKey, Sealed};
 use obscura_attest::sim::{SimulatedPlatform, SimulationRoot};
 use obscura_attest::{binding, Role};
 use obscura_proto::{
-    room_context, room_inputs_digest, room_policy_digest, room_purpose, room_release_statement,
-    ErrorCode, NodeBody, ResponseBody, RoomShare,
+    room_cluster_digest, room_context, room_inputs_digest, room_policy_digest, room_purpose,
+    room_release_statement, room_shares_digest, ErrorCode, NodeBody, ResponseBody, RoomShare,
 };
 use obscura_sharing::order::Order;
 use rand_core::OsRng;
@@ -22,16 +22,29 @@ const WORK: [u8; 32] = [0x5a; 32];
 const GOOD: [u8; 48] = [1; 48];
 
 /// A worker as the test plays it: a platform the cluster's simulation root endorsed, a
-/// measurement, and the job's keys.
+/// measurement, the job's keys, and the cluster it trusts.
 struct Worker {
     platform: SimulatedPlatform,
     measurement: [u8; 48],
     key: PartyKey,
     signing: [u8; 32],
+    cluster: [u8; 32],
+}
+
+/// The digest of the test node's cluster as a worker binds it: the owner and every node key.
+fn cluster_of(node: &TestNode) -> [u8; 32] {
+    let config: obscura_cluster::node::NodeConfig =
+        serde_json::from_slice(&std::fs::read(node.dir.join("node1/node.json")).unwrap()).unwrap();
+    let nodes: Vec<[u8; 32]> = config
+        .node_keys
+        .iter()
+        .map(|k| obscura_tokens::keyfile::from_hex(k).unwrap())
+        .collect();
+    room_cluster_digest(&node.owner.verifying_key().to_bytes(), &nodes)
 }
 
 impl Worker {
-    fn new(root: &SimulationRoot, measurement: [u8; 48]) -> Worker {
+    fn new(root: &SimulationRoot, measurement: [u8; 48], cluster: [u8; 32]) -> Worker {
         Worker {
             platform: root.issue("worker", &mut OsRng),
             measurement,
@@ -39,21 +52,37 @@ impl Worker {
             signing: ed25519_dalek::SigningKey::generate(&mut OsRng)
                 .verifying_key()
                 .to_bytes(),
+            cluster,
         }
     }
 
-    /// Evidence for `work` and the node's challenge `nonce`.
+    /// Evidence for `work` and the node's challenge `nonce`, as a clean-room job makes it.
     fn evidence(&self, work: &[u8; 32], nonce: &[u8; 32]) -> Vec<u8> {
+        self.evidence_as(&Role::Work(hex(work)), work, &self.cluster, nonce)
+    }
+
+    /// Evidence under any role and cluster digest.
+    fn evidence_as(
+        &self,
+        role: &Role,
+        work: &[u8; 32],
+        cluster: &[u8; 32],
+        nonce: &[u8; 32],
+    ) -> Vec<u8> {
         let data = binding::report_data(
-            &Role::Worker,
+            role,
             &self.key.public(),
-            &room_context(work, &self.signing),
+            &room_context(work, &self.signing, cluster),
             nonce,
         );
         self.platform
             .evidence(&self.measurement, &data, false, now())
             .to_json()
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    obscura_tokens::keyfile::to_hex(bytes)
 }
 
 fn policy(root: &SimulationRoot, measurements: &[[u8; 48]], debug: bool) -> Vec<u8> {
@@ -163,7 +192,8 @@ async fn a_node_releases_a_works_inputs_only_to_a_worker_it_appraised_under_the_
     let root = SimulationRoot::from_secret_bytes(
         &obscura_tokens::keyfile::from_hex(root_hex.trim()).unwrap(),
     );
-    let worker = Worker::new(&root, GOOD);
+    let cluster = cluster_of(&node);
+    let worker = Worker::new(&root, GOOD, cluster);
     let good_policy = policy(&root, &[GOOD], false);
     let far = now() + 3600;
     let ask = approved(&node.owner, &[a.id.0], good_policy.clone(), far, 2);
@@ -182,7 +212,15 @@ async fn a_node_releases_a_works_inputs_only_to_a_worker_it_appraised_under_the_
     else {
         panic!("{answer:?}");
     };
-    let statement = room_release_statement(1, &WORK, &nonce, 1, &worker.key.public(), shares);
+    let statement = room_release_statement(
+        1,
+        &WORK,
+        &nonce,
+        1,
+        &worker.key.public(),
+        &worker.signing,
+        &room_shares_digest(shares),
+    );
     node.audit_key
         .verifying_key()
         .verify_strict(
@@ -229,7 +267,7 @@ async fn a_node_releases_a_works_inputs_only_to_a_worker_it_appraised_under_the_
     );
 
     // A worker of another build is refused, and named as such.
-    let other = Worker::new(&root, [2; 48]);
+    let other = Worker::new(&root, [2; 48], cluster);
     let answer = ask_release(&node, &ask, &other).await;
     assert!(
         refused(
@@ -244,6 +282,27 @@ async fn a_node_releases_a_works_inputs_only_to_a_worker_it_appraised_under_the_
     let elsewhere = worker.evidence(&[0x77; 32], &nonce);
     let answer = node
         .send(&TestNode::request(release(&ask, nonce, &worker, elsewhere)))
+        .await;
+    assert!(
+        refused(&answer, ErrorCode::Forbidden, "report data"),
+        "{answer:?}"
+    );
+    // Evidence the worker's plain endpoint makes (role `worker`, as for a secret's release)
+    // for the same context: not a clean-room job's, refused.
+    let nonce = challenge(&node, WORK).await;
+    let plain = worker.evidence_as(&Role::Worker, &WORK, &cluster, &nonce);
+    let answer = node
+        .send(&TestNode::request(release(&ask, nonce, &worker, plain)))
+        .await;
+    assert!(
+        refused(&answer, ErrorCode::Forbidden, "report data"),
+        "{answer:?}"
+    );
+    // A worker whose host gave it another owner's key (to feed it images of its making).
+    let nonce = challenge(&node, WORK).await;
+    let fooled = worker.evidence_as(&Role::Work(hex(&WORK)), &WORK, &[3; 32], &nonce);
+    let answer = node
+        .send(&TestNode::request(release(&ask, nonce, &worker, fooled)))
         .await;
     assert!(
         refused(&answer, ErrorCode::Forbidden, "report data"),
@@ -361,7 +420,7 @@ async fn a_node_releases_a_works_inputs_only_to_a_worker_it_appraised_under_the_
         far,
         2,
     );
-    let answer = ask_release(&node, &own, &Worker::new(&mine, GOOD)).await;
+    let answer = ask_release(&node, &own, &Worker::new(&mine, GOOD, cluster)).await;
     assert!(
         refused(&answer, ErrorCode::BadRequest, "simulation root"),
         "{answer:?}"

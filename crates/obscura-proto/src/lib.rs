@@ -1534,12 +1534,28 @@ pub fn room_policy_digest(policy: &[u8]) -> [u8; 32] {
     blake3::derive_key("obscura 2026 room policy v1", policy)
 }
 
-/// The attestation context a clean-room worker's evidence binds: the Work-ID and the key the
-/// worker signs the result with, so both come from the appraised environment.
-pub fn room_context(work: &[u8; 32], signing_key: &[u8; 32]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key("obscura 2026 room worker context v1");
+/// The digest of the cluster a clean-room worker trusts: the data owner's key, which signs
+/// every manifest, and every node's audit key, which signs every release, node 1 first. It is
+/// in the worker's attestation context, so a worker whose host gave it other keys (and fed it
+/// images of its own making) is refused by every node.
+pub fn room_cluster_digest(owner: &[u8; 32], nodes: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 room cluster v1");
+    h.update(owner);
+    h.update(&(nodes.len() as u64).to_be_bytes());
+    for n in nodes {
+        h.update(n);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// The attestation context a clean-room worker's evidence binds (as role `work:<Work-ID>`):
+/// the Work-ID, the key the worker signs the result with, and the cluster it trusts
+/// ([`room_cluster_digest`]), so all three come from the appraised environment.
+pub fn room_context(work: &[u8; 32], signing_key: &[u8; 32], cluster: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 room worker context v2");
     h.update(work);
     h.update(signing_key);
+    h.update(cluster);
     *h.finalize().as_bytes()
 }
 
@@ -1556,22 +1572,9 @@ pub fn room_purpose(node: u8, work: &[u8; 32], nonce: &[u8; 32], image: &WireId)
     .concat()
 }
 
-/// What a node signs with its audit key when it releases shares to a clean-room worker: the
-/// node, the work, its challenge, the run, the worker's keys and every sealed share.
-pub fn room_release_statement(
-    node: u8,
-    work: &[u8; 32],
-    nonce: &[u8; 32],
-    run: u32,
-    worker_key: &[u8; 32],
-    shares: &[RoomShare],
-) -> Vec<u8> {
-    let mut h = blake3::Hasher::new_derive_key("obscura 2026 room release statement v1");
-    h.update(&[node]);
-    h.update(work);
-    h.update(nonce);
-    h.update(&run.to_be_bytes());
-    h.update(worker_key);
+/// The digest of a release's sealed shares, in order.
+pub fn room_shares_digest(shares: &[RoomShare]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("obscura 2026 room release shares v1");
     h.update(&(shares.len() as u64).to_be_bytes());
     for s in shares {
         h.update(&s.image);
@@ -1580,23 +1583,52 @@ pub fn room_release_statement(
         h.update(&(s.ciphertext.len() as u64).to_be_bytes());
         h.update(&s.ciphertext);
     }
-    h.finalize().as_bytes().to_vec()
+    *h.finalize().as_bytes()
+}
+
+/// What a node signs with its audit key when it releases shares to a clean-room worker: the
+/// node, the work, its challenge, the run, the worker's two keys it appraised, and the digest
+/// of the sealed shares ([`room_shares_digest`]). A result's recipient checks these signatures
+/// to know its signing key is one the nodes appraised.
+pub fn room_release_statement(
+    node: u8,
+    work: &[u8; 32],
+    nonce: &[u8; 32],
+    run: u32,
+    worker_key: &[u8; 32],
+    signing_key: &[u8; 32],
+    shares: &[u8; 32],
+) -> Vec<u8> {
+    let mut out = b"obscura 2026 room release statement v2".to_vec();
+    out.push(node);
+    out.extend_from_slice(work);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(&run.to_be_bytes());
+    out.extend_from_slice(worker_key);
+    out.extend_from_slice(signing_key);
+    out.extend_from_slice(shares);
+    out
 }
 
 /// What a clean-room worker signs over its result: the Work-ID, the digest of every input's
-/// owner-signed manifest in order, and the digest of the output.
+/// owner-signed manifest in order, the commitment to the output (SHA-256 of a random salt and
+/// the output, the salt sealed with the output, so the output cannot be guessed from it), and
+/// the nodes it blamed (`blamed`: their encoding, as the result carries them).
 pub fn room_result_statement(
     work: &[u8; 32],
     manifests: &[[u8; 32]],
-    output: &[u8; 32],
+    commitment: &[u8; 32],
+    blamed: &[u8],
 ) -> Vec<u8> {
-    let mut out = b"obscura 2026 room result v1".to_vec();
+    let mut out = b"obscura 2026 room result v2".to_vec();
     out.extend_from_slice(work);
     out.extend_from_slice(&(manifests.len() as u64).to_be_bytes());
     for m in manifests {
         out.extend_from_slice(m);
     }
-    out.extend_from_slice(output);
+    out.extend_from_slice(commitment);
+    out.extend_from_slice(&(blamed.len() as u64).to_be_bytes());
+    out.extend_from_slice(blamed);
     out
 }
 

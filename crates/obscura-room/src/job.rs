@@ -11,13 +11,19 @@ use std::time::Instant;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use obscura_attest::seal::{PartyKey, Sealed};
-use obscura_proto::{room_purpose, room_release_statement, room_result_statement};
+use obscura_proto::{
+    room_purpose, room_release_statement, room_result_statement, room_shares_digest,
+};
 use obscura_sharing::bytes::ByteShare;
-use obscura_sharing::manifest::SignedManifest;
+use obscura_sharing::manifest::{SignedManifest, VerifiedManifest};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
-use crate::result::{result_purpose, Blame, Phases, Release, RunResult, SealedOutput};
+use crate::result::{
+    blamed_encoding, commitment, result_purpose, Blame, Payload, Phases, Release, ReleaseProof,
+    RunResult, SealedOutput,
+};
 use crate::sandbox::{Function, Input, RunError, Sandbox};
 use crate::work::Work;
 
@@ -32,6 +38,14 @@ pub struct Cluster {
     pub owner: VerifyingKey,
 }
 
+impl Cluster {
+    /// Its digest, which the worker's evidence binds (`obscura_proto::room_cluster_digest`).
+    pub fn digest(&self) -> [u8; 32] {
+        let nodes: Vec<[u8; 32]> = self.nodes.iter().map(VerifyingKey::to_bytes).collect();
+        obscura_proto::room_cluster_digest(&self.owner.to_bytes(), &nodes)
+    }
+}
+
 /// Why a run did not give a result.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,19 +57,37 @@ pub enum JobError {
         image: String,
         /// Why, naming the nodes at fault.
         why: String,
-        /// Nodes whose releases or shares were refused.
-        blamed: Vec<Blame>,
     },
+    /// Input number `0` does not decode within the limits.
+    #[error("input {0} does not decode to an image within the limits")]
+    Decode(usize),
+    /// Recipient number `0`'s key is not an X25519 key.
+    #[error("recipient {0}'s key is not an X25519 public key")]
+    Recipient(usize),
     /// The function did not give an output.
     #[error(transparent)]
     Run(#[from] RunError),
-    /// An input decoded to no image.
-    #[error(transparent)]
-    Room(#[from] crate::RoomError),
+}
+
+impl JobError {
+    /// What the controller may be told: everything but the details a function chooses (its
+    /// own error code, the memory it asked for, what is wrong with its output), which would
+    /// let an approved function send the controller data instead of its recipients.
+    pub fn public(&self) -> String {
+        match self {
+            JobError::Run(e) => e.public(),
+            JobError::Input { .. } | JobError::Decode(_) | JobError::Recipient(_) => {
+                self.to_string()
+            }
+        }
+    }
 }
 
 /// Per input image, what each node gave: `(node, signed manifest, share)`.
 type Given = BTreeMap<[u8; 16], Vec<(u8, Vec<u8>, Vec<u8>)>>;
+
+/// One opened share: `(image, signed manifest, share)`.
+type Opened = ([u8; 16], Vec<u8>, Vec<u8>);
 
 /// A loaded work in a worker, waiting for its releases.
 pub struct Job {
@@ -105,9 +137,15 @@ impl Job {
         self.signer.verifying_key().to_bytes()
     }
 
-    /// The attestation context this job's evidence binds: the Work-ID and the signing key.
-    pub fn context(&self) -> [u8; 32] {
-        obscura_proto::room_context(&self.work.id().0, &self.signing_key())
+    /// The role this job's evidence names: `work:<Work-ID>`.
+    pub fn role(&self) -> obscura_attest::Role {
+        obscura_attest::Role::Work(self.work.id().to_hex())
+    }
+
+    /// The attestation context this job's evidence binds: the Work-ID, the result key and the
+    /// cluster this worker trusts.
+    pub fn context(&self, cluster: &Cluster) -> [u8; 32] {
+        obscura_proto::room_context(&self.work.id().0, &self.signing_key(), &cluster.digest())
     }
 
     /// Run once on the nodes' releases.
@@ -124,15 +162,31 @@ impl Job {
         let work = self.work.id().0;
         let started = Instant::now();
         let mut blamed = Vec::new();
+        let mut unsigned = Vec::new();
+        let mut proofs: Vec<ReleaseProof> = Vec::new();
         // Per input image: the (manifest, share) each node gave.
         let mut given = Given::new();
-        let mut seen = Vec::new();
         for release in releases {
-            if let Err(why) = self.open(cluster, release, &mut seen, &mut given) {
-                blamed.push(Blame {
-                    node: release.node,
-                    why,
-                });
+            match self.check(cluster, release, &proofs) {
+                Err(()) => unsigned.push(release.node),
+                Ok(proof) => match self.open(release) {
+                    Ok(opened) => {
+                        proofs.push(proof);
+                        for (image, manifest, bytes) in opened {
+                            given
+                                .entry(image)
+                                .or_default()
+                                .push((release.node, manifest, bytes));
+                        }
+                    }
+                    Err(why) => {
+                        proofs.push(proof);
+                        blamed.push(Blame {
+                            node: release.node,
+                            why,
+                        });
+                    }
+                },
             }
         }
         let mut phases = Phases {
@@ -141,13 +195,13 @@ impl Job {
         };
         let mut inputs = Vec::with_capacity(self.work.manifest().inputs.len());
         let mut manifests = Vec::with_capacity(inputs.capacity());
-        for spec in &self.work.manifest().inputs {
+        for (i, spec) in self.work.manifest().inputs.iter().enumerate() {
             let t = Instant::now();
             let shares = given.remove(&spec.image).unwrap_or_default();
             let (bytes, manifest) = rebuild(cluster, &spec.image, shares, &mut blamed)?;
             phases.rebuild += ms(t);
             let t = Instant::now();
-            inputs.push(Input::decode(&bytes)?);
+            inputs.push(Input::decode(&bytes).map_err(|_| JobError::Decode(i))?);
             phases.decode += ms(t);
             manifests.push(Sha256::digest(&manifest).into());
         }
@@ -155,81 +209,96 @@ impl Job {
         let ran = sandbox.run(&self.function, self.work.manifest(), inputs)?;
         phases.function = ms(t);
         let t = Instant::now();
-        let output_digest: [u8; 32] = Sha256::digest(&ran.output).into();
+        let mut salt = [0u8; 32];
+        rng.fill_bytes(&mut salt);
+        let committed = commitment(&salt, &ran.output);
         let mut outputs = Vec::new();
         for (i, recipient) in self.work.manifest().recipients.iter().enumerate() {
+            phases.seal = ms(t);
+            let payload = Zeroizing::new(
+                postcard::to_allocvec(&Payload {
+                    salt,
+                    output: ran.output.clone(),
+                    fuel_used: ran.fuel_used,
+                    phases_ms: phases,
+                })
+                .expect("a payload encodes"),
+            );
             let sealed = obscura_attest::seal::seal_to_recipient(
                 recipient,
                 &result_purpose(&work, i),
-                &ran.output,
+                &payload,
                 rng,
             )
-            .map_err(|e| RunError::Kind {
-                kind: self.work.manifest().output.kind,
-                why: format!("recipient {i}: {e}"),
-            })?;
+            .map_err(|_| JobError::Recipient(i))?;
             outputs.push(SealedOutput {
                 recipient: *recipient,
                 sealed,
             });
         }
-        let statement = room_result_statement(&work, &manifests, &output_digest);
+        let statement = room_result_statement(
+            &work,
+            &manifests,
+            &committed,
+            &blamed_encoding(&blamed, &unsigned),
+        );
         let signature = self.signer.sign(&statement).to_bytes().to_vec();
-        phases.seal = ms(t);
         Ok(RunResult {
             work,
             manifests,
-            output_digest,
+            commitment: committed,
             outputs,
+            worker_key: self.key.public(),
             signing_key: self.signing_key(),
-            signature,
+            releases: proofs,
             blamed,
-            fuel_used: ran.fuel_used,
-            phases_ms: phases,
+            unsigned,
+            signature,
         })
     }
 
-    /// Check one release's signature and open its shares. A release whose signature does not
-    /// verify may be anyone's making: it is dropped and the node is reported, not as the
-    /// author. Once it verifies, whatever is wrong inside is the node's.
-    fn open(
+    /// Check one release's signature, for a node not taken yet. A release whose signature
+    /// does not verify may be anyone's making (the controller relays it): it is left out, and
+    /// its node is not blamed, nor does it keep the node's genuine release out.
+    fn check(
         &self,
         cluster: &Cluster,
         release: &Release,
-        seen: &mut Vec<u8>,
-        given: &mut Given,
-    ) -> Result<(), String> {
-        let work = self.work.id().0;
+        taken: &[ReleaseProof],
+    ) -> Result<ReleaseProof, ()> {
         let node = release.node;
         let key = usize::from(node)
             .checked_sub(1)
             .and_then(|i| cluster.nodes.get(i))
-            .ok_or_else(|| format!("no node {node} in this cluster"))?;
-        if seen.contains(&node) {
-            return Err("a second release from the same node".into());
+            .ok_or(())?;
+        if taken.iter().any(|p| p.node == node) {
+            return Err(());
         }
-        seen.push(node);
+        let shares = room_shares_digest(&release.shares);
         let statement = room_release_statement(
             node,
-            &work,
+            &self.work.id().0,
             &release.nonce,
             release.run,
             &self.key.public(),
-            &release.shares,
+            &self.signing_key(),
+            &shares,
         );
-        let signature: [u8; 64] = release
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| "its release is not signed (altered on its way?)".to_string())?;
-        key.verify_strict(
-            &statement,
-            &ed25519_dalek::Signature::from_bytes(&signature),
-        )
-        .map_err(|_| {
-            "its release's signature does not verify (altered on its way, or not the node's)"
-                .to_string()
-        })?;
+        let signature = ed25519_dalek::Signature::from_slice(&release.signature).map_err(|_| ())?;
+        key.verify_strict(&statement, &signature).map_err(|_| ())?;
+        Ok(ReleaseProof {
+            node,
+            nonce: release.nonce,
+            run: release.run,
+            shares,
+            signature: release.signature.clone(),
+        })
+    }
+
+    /// Open a signed release's shares: whatever is wrong with them is its node's.
+    fn open(&self, release: &Release) -> Result<Vec<Opened>, String> {
+        let work = self.work.id().0;
+        let node = release.node;
         let inputs = &self.work.manifest().inputs;
         if release.shares.len() != inputs.len()
             || release
@@ -257,18 +326,14 @@ impl Job {
                 .map_err(|_| "its signed share is malformed".to_string())?;
             opened.push((share.image, manifest, bytes));
         }
-        for (image, manifest, bytes) in opened {
-            given
-                .entry(image)
-                .or_default()
-                .push((node, manifest, bytes));
-        }
-        Ok(())
+        Ok(opened)
     }
 }
 
-/// Rebuild one image from the shares given, against the owner-signed manifest most nodes
-/// gave; every node whose manifest or share does not fit it is blamed.
+/// Rebuild one image from the shares given, against the owner-signed manifest that the most
+/// nodes gave (the newest of those equally many): a node holding an old manifest of the same
+/// image cannot have the honest nodes' shares fail against it. Every node whose manifest or
+/// share does not fit is blamed.
 fn rebuild(
     cluster: &Cluster,
     image: &[u8; 16],
@@ -276,9 +341,15 @@ fn rebuild(
     blamed: &mut Vec<Blame>,
 ) -> Result<(Vec<u8>, Vec<u8>), JobError> {
     let hex_id: String = image.iter().map(|b| format!("{b:02x}")).collect();
-    let mut verified = None;
+    // Each distinct manifest that verifies, with the nodes that gave it.
+    let mut manifests: Vec<(Vec<u8>, VerifiedManifest, Vec<u8>)> = Vec::new();
     let mut good = Vec::new();
     for (node, manifest, bytes) in shares {
+        if let Some(m) = manifests.iter_mut().find(|(b, _, _)| *b == manifest) {
+            m.2.push(node);
+            good.push((node, manifest, bytes));
+            continue;
+        }
         let checked = SignedManifest::from_bytes(&manifest)
             .ok()
             .and_then(|m| m.verify(&cluster.owner).ok())
@@ -289,21 +360,32 @@ fn rebuild(
                 why: format!("image {hex_id}: its manifest is not the owner's for this image"),
             }),
             Some(m) => {
-                if verified.is_none() {
-                    verified = Some((m, manifest));
-                }
-                good.push(ByteShare { x: node, bytes });
+                manifests.push((manifest.clone(), m, vec![node]));
+                good.push((node, manifest, bytes));
             }
         }
     }
-    let Some((manifest, manifest_bytes)) = verified else {
+    let Some((chosen, manifest, _)) = manifests
+        .into_iter()
+        .max_by_key(|(_, m, nodes)| (nodes.len(), m.manifest().created_at))
+    else {
         return Err(JobError::Input {
             image: hex_id,
             why: "no node released a manifest signed by the owner".into(),
-            blamed: blamed.clone(),
         });
     };
-    match manifest.reconstruct_naming(good) {
+    let mut shares = Vec::new();
+    for (node, m, bytes) in good {
+        if m == chosen {
+            shares.push(ByteShare { x: node, bytes });
+        } else {
+            blamed.push(Blame {
+                node,
+                why: format!("image {hex_id}: it gave another manifest than the other nodes"),
+            });
+        }
+    }
+    match manifest.reconstruct_naming(shares) {
         Ok((bytes, culprits)) => {
             for c in culprits {
                 blamed.push(Blame {
@@ -311,12 +393,11 @@ fn rebuild(
                     why: format!("image {hex_id}: {c}"),
                 });
             }
-            Ok((bytes, manifest_bytes))
+            Ok((bytes, chosen))
         }
         Err(e) => Err(JobError::Input {
             image: hex_id,
             why: format!("{e} (need {} shares)", cluster.k),
-            blamed: blamed.clone(),
         }),
     }
 }

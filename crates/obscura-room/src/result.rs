@@ -1,9 +1,14 @@
 //! What passes between the controller, the worker and the recipients of a run: the nodes'
 //! releases as relayed, and the signed result with its output sealed to each recipient.
+//!
+//! Everything in a result but the sealed outputs is seen by the controller, so nothing in the
+//! clear depends on the output or on what the function did: no output digest (a low-entropy
+//! output could be guessed from it; the result signs a salted commitment instead), no fuel
+//! count, no timings. Those travel sealed with the output.
 
 use ed25519_dalek::VerifyingKey;
 use obscura_attest::seal::{PartyKey, Sealed};
-use obscura_proto::{room_result_statement, RoomShare};
+use obscura_proto::{room_release_statement, room_result_statement, RoomShare};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -22,6 +27,22 @@ pub struct Release {
     pub signature: Vec<u8>,
 }
 
+/// What a node signed when it released to this job, kept in the result so that a recipient
+/// can check, offline, that the nodes appraised the key that signed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseProof {
+    /// The node.
+    pub node: u8,
+    /// Its challenge.
+    pub nonce: [u8; 32],
+    /// The run it counted.
+    pub run: u32,
+    /// The digest of the shares it sealed (`obscura_proto::room_shares_digest`).
+    pub shares: [u8; 32],
+    /// Its audit-key signature over `obscura_proto::room_release_statement`.
+    pub signature: Vec<u8>,
+}
+
 /// A node that did not do its part, and what it did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blame {
@@ -36,36 +57,51 @@ pub struct Blame {
 pub struct SealedOutput {
     /// The recipient's X25519 key, as the manifest names it.
     pub recipient: [u8; 32],
-    /// The output, sealed under [`result_purpose`].
+    /// The [`Payload`], sealed under [`result_purpose`].
     pub sealed: Sealed,
 }
 
-/// A run's result: verifiable offline by anyone holding the worker's key from its evidence,
-/// readable only by the recipients.
+/// What each recipient's sealed copy holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    /// The salt of the result's commitment.
+    pub salt: [u8; 32],
+    /// The output.
+    pub output: Vec<u8>,
+    /// Fuel the function used.
+    pub fuel_used: u64,
+    /// Where the worker's time went.
+    pub phases_ms: Phases,
+}
+
+/// A run's result: signed by the job's key, which the releasing nodes appraised and signed
+/// for; readable only by the recipients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunResult {
     /// The Work-ID.
     pub work: [u8; 32],
     /// SHA-256 of each input's owner-signed manifest, in order.
     pub manifests: Vec<[u8; 32]>,
-    /// SHA-256 of the output.
-    pub output_digest: [u8; 32],
+    /// SHA-256 of the salt and the output ([`commitment`]).
+    pub commitment: [u8; 32],
     /// The output, once per recipient.
     pub outputs: Vec<SealedOutput>,
-    /// The worker's key for this job (bound in the evidence the nodes appraised).
+    /// The job's HPKE key, which the nodes sealed to.
+    pub worker_key: [u8; 32],
+    /// The job's result key, bound in the evidence the nodes appraised.
     pub signing_key: [u8; 32],
-    /// Its signature over [`room_result_statement`].
-    pub signature: Vec<u8>,
-    /// Nodes whose releases or shares were refused; the run went on without them.
+    /// The releases the run used, as their nodes signed them.
+    pub releases: Vec<ReleaseProof>,
+    /// Nodes whose signed releases or shares were wrong; the run went on without them.
     pub blamed: Vec<Blame>,
-    /// Fuel the function used.
-    pub fuel_used: u64,
-    /// Milliseconds spent opening and checking releases, rebuilding images, decoding them,
-    /// running the function and sealing the output.
-    pub phases_ms: Phases,
+    /// Nodes whose releases came without a valid signature (altered on the way, or not
+    /// theirs): left out, not blamed.
+    pub unsigned: Vec<u8>,
+    /// The job's signature over [`room_result_statement`].
+    pub signature: Vec<u8>,
 }
 
-/// Where a run's time went, in milliseconds.
+/// Where a run's time went in the worker, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Phases {
     /// Opening the releases and checking the shares.
@@ -90,44 +126,106 @@ pub fn result_purpose(work: &[u8; 32], index: usize) -> Vec<u8> {
     .concat()
 }
 
-/// Check a result's signature under the worker's key it names, offline.
-///
-/// # Errors
-/// When the signature does not verify.
-pub fn verify_result(result: &RunResult) -> Result<(), String> {
-    let key = VerifyingKey::from_bytes(&result.signing_key)
-        .map_err(|_| "the result's signing key is not an Ed25519 key".to_string())?;
-    let signature: [u8; 64] = result
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| "the result's signature is not 64 bytes".to_string())?;
-    let statement = room_result_statement(&result.work, &result.manifests, &result.output_digest);
-    key.verify_strict(
-        &statement,
-        &ed25519_dalek::Signature::from_bytes(&signature),
-    )
-    .map_err(|_| "the result's signature does not verify".to_string())
+/// The commitment a result signs: SHA-256 over a domain, the salt and the output.
+pub fn commitment(salt: &[u8; 32], output: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"obscura room output commitment v1");
+    h.update(salt);
+    h.update(output);
+    h.finalize().into()
 }
 
-/// Open the output sealed to `key` in a result, and check it against the signed digest.
+/// The encoding of the blamed and unsigned nodes that the result's signature covers.
+pub fn blamed_encoding(blamed: &[Blame], unsigned: &[u8]) -> Vec<u8> {
+    postcard::to_allocvec(&(blamed, unsigned)).expect("a list encodes")
+}
+
+/// The cluster a recipient checks a result against: every node's audit key, node 1 first, and
+/// how many of them must have released to the result's key.
+pub struct Witnesses<'a> {
+    /// Node audit keys.
+    pub nodes: &'a [VerifyingKey],
+    /// Releases needed.
+    pub k: usize,
+}
+
+/// Check a result offline: the job's signature, and, given the cluster, that at least `k`
+/// nodes signed releases to this job's keys for this work. Returns the nodes that did.
 ///
 /// # Errors
-/// When no output is sealed to this key, it does not open, or it is not the signed one.
-pub fn open_output(result: &RunResult, key: &PartyKey) -> Result<Vec<u8>, String> {
-    verify_result(result)?;
+/// What does not verify.
+pub fn verify_result(
+    result: &RunResult,
+    cluster: Option<&Witnesses<'_>>,
+) -> Result<Vec<u8>, String> {
+    let key = VerifyingKey::from_bytes(&result.signing_key)
+        .map_err(|_| "the result's signing key is not an Ed25519 key".to_string())?;
+    let signature = ed25519_dalek::Signature::from_slice(&result.signature)
+        .map_err(|_| "the result's signature is not 64 bytes".to_string())?;
+    let statement = room_result_statement(
+        &result.work,
+        &result.manifests,
+        &result.commitment,
+        &blamed_encoding(&result.blamed, &result.unsigned),
+    );
+    key.verify_strict(&statement, &signature)
+        .map_err(|_| "the result's signature does not verify".to_string())?;
+    let Some(cluster) = cluster else {
+        return Ok(Vec::new());
+    };
+    let mut witnesses: Vec<u8> = Vec::new();
+    for r in &result.releases {
+        let Some(node_key) = usize::from(r.node)
+            .checked_sub(1)
+            .and_then(|i| cluster.nodes.get(i))
+        else {
+            continue;
+        };
+        let statement = room_release_statement(
+            r.node,
+            &result.work,
+            &r.nonce,
+            r.run,
+            &result.worker_key,
+            &result.signing_key,
+            &r.shares,
+        );
+        let signed = ed25519_dalek::Signature::from_slice(&r.signature)
+            .is_ok_and(|s| node_key.verify_strict(&statement, &s).is_ok());
+        if signed && !witnesses.contains(&r.node) {
+            witnesses.push(r.node);
+        }
+    }
+    if witnesses.len() < cluster.k {
+        return Err(format!(
+            "only {} node(s) signed a release to the key that signed this result; {} are needed \
+             to show the nodes appraised it",
+            witnesses.len(),
+            cluster.k
+        ));
+    }
+    Ok(witnesses)
+}
+
+/// Open the payload sealed to `key` in a result, and check its output against the signed
+/// commitment. Check the result first ([`verify_result`]).
+///
+/// # Errors
+/// When no output is sealed to this key, it does not open, or it is not the one committed to.
+pub fn open_output(result: &RunResult, key: &PartyKey) -> Result<Payload, String> {
     let (index, sealed) = result
         .outputs
         .iter()
         .enumerate()
         .find(|(_, o)| o.recipient == key.public())
         .ok_or("no output in this result is sealed to this key")?;
-    let output = key
+    let plain = key
         .open(&result_purpose(&result.work, index), &sealed.sealed)
         .map_err(|e| e.to_string())?;
-    let digest: [u8; 32] = Sha256::digest(&output).into();
-    if digest != result.output_digest {
+    let payload: Payload =
+        postcard::from_bytes(&plain).map_err(|_| "the sealed output is malformed".to_string())?;
+    if commitment(&payload.salt, &payload.output) != result.commitment {
         return Err("the output is not the one the worker signed".into());
     }
-    Ok(output)
+    Ok(payload)
 }

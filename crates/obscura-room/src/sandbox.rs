@@ -18,9 +18,10 @@
 //! | `params` | `(i32 ptr) -> i32` | copies the parameters to `ptr`; returns the count |
 //! | `output` | `(i32 ptr, i32 len) -> ()` | appends `len` bytes at `ptr` to the output |
 //!
-//! A copy out of bounds, an output past the manifest's maximum, fuel run out and memory asked
-//! past the limit each stop the run with their own [`RunError`]; the sandbox and the process
-//! around it go on.
+//! A copy out of bounds, an output past the manifest's maximum, fuel run out, memory asked
+//! past the limit and a run past its deadline (a second per 20 million fuel, at least two: a
+//! bound on time whatever fuel does or does not count) each stop the run with their own
+//! [`RunError`]; the sandbox and the process around it go on.
 
 use wasmtime::{
     Caller, Config, Engine, ExternType, Instance, Linker, Module, ResourceLimiter, Store, Trap,
@@ -67,6 +68,30 @@ pub enum RunError {
     /// It trapped (out-of-bounds access, unreachable, stack exhausted …).
     #[error("the function trapped: {0}")]
     Trap(String),
+    /// It ran past its deadline: fuel bounds what the function does, the deadline the time it
+    /// takes, whatever fuel does not count.
+    #[error("the function ran past its {0} s deadline")]
+    Time(u64),
+}
+
+impl RunError {
+    /// The reason as the controller may hear it: which limit stopped the function, without
+    /// the values a function chooses (its error code, the memory it asked for, what its output
+    /// held), which would carry its data past its recipients.
+    pub fn public(&self) -> String {
+        match self {
+            RunError::Module(_) | RunError::Import(_) | RunError::Fuel(_) | RunError::Output(_) => {
+                self.to_string()
+            }
+            RunError::Time(_) => self.to_string(),
+            RunError::Memory { limit, .. } => {
+                format!("the function asked for more than its manifest's {limit} bytes of memory")
+            }
+            RunError::Kind { kind, .. } => format!("the function's output is not {kind:?}"),
+            RunError::Failed(_) => "the function failed with an error code of its own".into(),
+            RunError::Trap(_) => "the function trapped".into(),
+        }
+    }
 }
 
 /// The imports a function may have.
@@ -170,9 +195,32 @@ pub struct Ran {
 /// Host-copy fuel: one unit per this many bytes, so a loop of copies pays for what it moves.
 const BYTES_PER_FUEL: u64 = 8;
 
-/// The compiler and runtime, made once and shared by every run.
+/// The compiler and runtime, made once and shared by every run, with the clock that ends runs
+/// past their deadline.
 pub struct Sandbox {
     engine: Engine,
+    /// Fuel a run may burn per second of its deadline.
+    fuel_per_second: u64,
+    /// Stops the epoch ticker when the sandbox goes.
+    ticking: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How often the epoch moves.
+const TICK: std::time::Duration = std::time::Duration::from_millis(10);
+/// A run's deadline: a second per this much fuel, and never less than [`MIN_DEADLINE_S`].
+const FUEL_PER_SECOND: u64 = 20_000_000;
+const MIN_DEADLINE_S: u64 = 2;
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticking
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The deadline of a run given `fuel`, in seconds, at `fuel_per_second`.
+pub fn deadline_s(fuel: u64, fuel_per_second: u64) -> u64 {
+    (fuel / fuel_per_second.max(1)).max(MIN_DEADLINE_S)
 }
 
 struct State {
@@ -250,17 +298,44 @@ impl ResourceLimiter for Limiter {
 }
 
 impl Sandbox {
-    /// A sandbox: fuel metering on (threads are not built in), a 512 KiB WebAssembly stack.
+    /// A sandbox: fuel metering and a deadline per run (threads are not built in), a 512 KiB
+    /// WebAssembly stack.
     ///
     /// # Errors
     ///
     /// [`RoomError::Engine`] if Wasmtime cannot start on this machine.
     pub fn new() -> Result<Sandbox, RoomError> {
+        Sandbox::with_deadline(FUEL_PER_SECOND)
+    }
+
+    /// A sandbox whose runs' deadlines allow `fuel_per_second` (the default, 20 million, is
+    /// slower than any machine this runs on, so fuel ends a run first; a higher rate makes the
+    /// deadline come first).
+    ///
+    /// # Errors
+    /// As [`Sandbox::new`].
+    pub fn with_deadline(fuel_per_second: u64) -> Result<Sandbox, RoomError> {
         let mut config = Config::new();
         config.consume_fuel(true);
+        config.epoch_interruption(true);
         config.max_wasm_stack(512 << 10);
         let engine = Engine::new(&config).map_err(|e| RoomError::Engine(e.to_string()))?;
-        Ok(Sandbox { engine })
+        let ticking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (clock, on) = (engine.clone(), ticking.clone());
+        std::thread::Builder::new()
+            .name("room-epoch".into())
+            .spawn(move || {
+                while on.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    clock.increment_epoch();
+                }
+            })
+            .map_err(|e| RoomError::Engine(e.to_string()))?;
+        Ok(Sandbox {
+            engine,
+            fuel_per_second,
+            ticking,
+        })
     }
 
     /// Compile a work's module and check what it imports and exports.
@@ -332,6 +407,9 @@ impl Sandbox {
         store
             .set_fuel(fuel)
             .map_err(|e| RunError::Module(e.to_string()))?;
+        let deadline = deadline_s(fuel, self.fuel_per_second);
+        store.set_epoch_deadline(deadline * 1000 / TICK.as_millis() as u64);
+        store.epoch_deadline_trap();
         let linker = self.linker().map_err(|e| RunError::Module(e.to_string()))?;
         let ran =
             linker
@@ -341,7 +419,7 @@ impl Sandbox {
                     run.call(&mut store, ())
                 });
         let used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let code = ran.map_err(|e| stopped(&e, &store, fuel))?;
+        let code = ran.map_err(|e| stopped(&e, &store, fuel, deadline))?;
         if code != 0 {
             return Err(RunError::Failed(code));
         }
@@ -460,7 +538,7 @@ fn copy_in(
 }
 
 /// Map what stopped a run to its reason.
-fn stopped(e: &wasmtime::Error, store: &Store<State>, fuel: u64) -> RunError {
+fn stopped(e: &wasmtime::Error, store: &Store<State>, fuel: u64, deadline: u64) -> RunError {
     if let Some(stop) = e.downcast_ref::<Stop>() {
         return match stop {
             Stop::Memory(asked) => RunError::Memory {
@@ -482,6 +560,7 @@ fn stopped(e: &wasmtime::Error, store: &Store<State>, fuel: u64) -> RunError {
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => RunError::Fuel(fuel),
+        Some(Trap::Interrupt) => RunError::Time(deadline),
         Some(trap) => RunError::Trap(trap.to_string()),
         None => RunError::Module(format!("{e:#}")),
     }

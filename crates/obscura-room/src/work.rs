@@ -386,6 +386,12 @@ impl Manifest {
         if self.recipients.is_empty() || self.recipients.len() > MAX_RECIPIENTS {
             return bad(format!("1 to {MAX_RECIPIENTS} recipients"));
         }
+        // Each recipient gets its own sealed copy: the result holds them all.
+        if u64::from(self.output.max_bytes) * self.recipients.len() as u64 > u64::from(MAX_OUTPUT) {
+            return bad(format!(
+                "the output's maximum times the recipients is at most {MAX_OUTPUT} bytes"
+            ));
+        }
         Ok(())
     }
 }

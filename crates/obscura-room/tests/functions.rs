@@ -204,15 +204,23 @@ fn a_forbidden_import_is_refused_before_it_runs() {
     );
 }
 
-/// Host copies are charged by size: a loop copying a large input over and over runs out of
-/// fuel instead of moving gigabytes for a few instructions each.
+/// Host copies are charged by size: a function that copies a 3 MiB input a thousand times
+/// (3 GiB moved for a few thousand instructions) runs out of fuel first. Were copies free, it
+/// would finish and write its output.
 #[test]
 fn copying_an_input_again_and_again_costs_fuel_by_the_byte() {
     let module = r#"(module
       (import "obscura" "pixels" (func $pixels (param i32 i32) (result i32)))
+      (import "obscura" "output" (func $output (param i32 i32)))
       (memory (export "memory") 64)
+      (data (i32.const 0) "[]")
       (func (export "run") (result i32)
-        (loop $again (drop (call $pixels (i32.const 0) (i32.const 0))) (br $again))
+        (local $n i32)
+        (loop $again
+          (drop (call $pixels (i32.const 0) (i32.const 16)))
+          (local.set $n (i32.add (local.get $n) (i32.const 1)))
+          (br_if $again (i32.lt_u (local.get $n) (i32.const 1000))))
+        (call $output (i32.const 0) (i32.const 2))
         (i32.const 0)))"#;
     let mut m = manifest(1, OutputKind::Json, vec![]);
     m.limits.fuel = 10_000_000;
@@ -220,11 +228,69 @@ fn copying_an_input_again_and_again_costs_fuel_by_the_byte() {
     let sandbox = Sandbox::new().unwrap();
     let f = sandbox.compile(&work).unwrap();
     let big = Input::from_rgb(1024, 1024, vec![7; 1024 * 1024 * 3]).unwrap();
-    // 3 MiB a copy at 8 bytes a unit: about 25 copies, not millions.
+    // 3 MiB a copy at 8 bytes a unit: about 25 copies, not a thousand.
     assert_eq!(
         sandbox.run(&f, work.manifest(), vec![big]).unwrap_err(),
         RunError::Fuel(10_000_000)
     );
+}
+
+/// Bulk-memory instructions are charged by what they write: a loop of 16 MiB fills runs out of
+/// its million units of fuel in well under a second, not after terabytes.
+#[test]
+fn a_loop_of_bulk_fills_runs_out_of_fuel() {
+    let limits = Limits {
+        fuel: 1_000_000,
+        memory_bytes: 16 << 20,
+    };
+    let e = stopped("bulk_fill.wat", OutputKind::Json, limits, 64);
+    assert_eq!(e, RunError::Fuel(1_000_000));
+}
+
+/// Whatever fuel leaves uncounted, a run ends at its deadline: an endless loop with fuel for
+/// minutes, in a sandbox whose deadline allows far less, is stopped at two seconds.
+#[test]
+fn a_run_past_its_deadline_is_stopped() {
+    let mut m = manifest(1, OutputKind::Json, vec![]);
+    m.limits.fuel = 200_000_000_000 / 10;
+    let work = Work::new(&example("hostile/endless_loop.wat"), m).unwrap();
+    let sandbox = Sandbox::with_deadline(u64::MAX).unwrap();
+    let f = sandbox.compile(&work).unwrap();
+    let tiny = Input::from_rgb(1, 1, vec![1, 2, 3]).unwrap();
+    let e = sandbox.run(&f, work.manifest(), vec![tiny]).unwrap_err();
+    assert_eq!(e, RunError::Time(2));
+    assert_eq!(e.public(), e.to_string());
+}
+
+/// What the controller hears of a failed run names the limit, never a value the function
+/// chose.
+#[test]
+fn a_failed_runs_public_reason_carries_nothing_the_function_chose() {
+    let module = r#"(module
+      (memory (export "memory") 1)
+      (func (export "run") (result i32) (i32.const 123456789)))"#;
+    let work = Work::new(module.as_bytes(), manifest(1, OutputKind::Json, vec![])).unwrap();
+    let sandbox = Sandbox::new().unwrap();
+    let f = sandbox.compile(&work).unwrap();
+    let input = Input::from_rgb(1, 1, vec![1; 3]).unwrap();
+    let e = sandbox
+        .run(&f, work.manifest(), vec![input.clone()])
+        .unwrap_err();
+    assert_eq!(e, RunError::Failed(123456789));
+    assert!(!e.public().contains("123456789"), "{}", e.public());
+    // An image output whose size header says what the function likes.
+    let module = r#"(module
+      (import "obscura" "output" (func $output (param i32 i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "\15\cd\5b\07\01\00\00\00")
+      (func (export "run") (result i32)
+        (call $output (i32.const 0) (i32.const 8))
+        (i32.const 0)))"#;
+    let work = Work::new(module.as_bytes(), manifest(1, OutputKind::Image, vec![])).unwrap();
+    let f = sandbox.compile(&work).unwrap();
+    let e = sandbox.run(&f, work.manifest(), vec![input]).unwrap_err();
+    assert!(e.to_string().contains("123456789"), "{e}");
+    assert!(!e.public().contains("123456789"), "{}", e.public());
 }
 
 #[test]
@@ -279,8 +345,28 @@ fn an_image_that_claims_a_huge_size_allocates_nothing() {
         image::ImageFormat::Png,
     )
     .unwrap();
-    // IHDR's width and height sit at bytes 16..24.
+    // IHDR's width and height sit at bytes 16..24, its CRC (over type and data) at 29..33:
+    // fixed, so the decoder reads the header and meets the limit, not a checksum error.
     bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
     bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-    assert!(Input::decode(&bytes).is_err());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    let e = Input::decode(&bytes).unwrap_err().to_string();
+    assert!(e.contains("limit"), "{e}");
+}
+
+/// CRC-32 (ISO-HDLC), as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }

@@ -1,38 +1,49 @@
-//! The worker's clean room: load a work (compile its function, make the job's keys), answer
-//! evidence for a job binding the Work-ID and its result key, and run the job once on the
-//! nodes' releases. Anyone on the worker's port can ask, as the controller is untrusted: what
-//! it answers is evidence, public keys, or a result sealed to the recipients.
+//! The worker's clean room: load a work with the owner's approval (compile its function, make
+//! the job's keys and a token for its loader), answer evidence for a job binding the Work-ID,
+//! its result key and the cluster it trusts, and run the job once on the nodes' releases.
+//! Anyone on the worker's port can ask, as the controller is untrusted: what it answers is
+//! evidence, public keys, or a result sealed to the recipients, and what it tells of a failed
+//! run is which limit stopped it, never values the function chose.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use obscura_client::release::EvidenceAnswer;
-use obscura_client::room::{JobEvidence, Loaded, RunRequest};
+use obscura_client::room::{JobEvidence, Load, Loaded, JOB_HEADER, TOKEN_HEADER};
 use obscura_room::job::{Cluster, Job};
+use obscura_room::result::Release;
 use obscura_room::sandbox::Sandbox;
-use obscura_room::work::Work;
+use subtle::ConstantTimeEq;
 
 use super::{now, refuse, Answer, Worker};
 
 /// Jobs waiting at once, how long one waits for its run, the largest work and the largest
 /// set of releases taken.
 const MAX_JOBS: usize = 8;
-const JOB_S: u64 = 600;
+const JOB_S: u64 = 120;
 const MAX_WORK: usize = 10 << 20;
 const MAX_RELEASES: usize = 320 << 20;
 
 pub(super) struct RoomSide {
     cluster: Cluster,
     sandbox: Arc<Sandbox>,
-    /// Jobs by their HPKE key, with when they lapse.
-    jobs: Mutex<HashMap<[u8; 32], (Job, u64)>>,
+    /// Jobs by their HPKE key, with their loader's token and when they lapse.
+    jobs: Mutex<HashMap<[u8; 32], Waiting>>,
+    /// One compilation at a time.
+    compiling: tokio::sync::Semaphore,
     /// One run at a time: a run takes a core and the inputs' memory.
-    running: tokio::sync::Semaphore,
+    running: Arc<tokio::sync::Semaphore>,
+}
+
+struct Waiting {
+    job: Job,
+    token: [u8; 32],
+    lapses: u64,
 }
 
 impl RoomSide {
@@ -58,7 +69,8 @@ impl RoomSide {
             cluster: Cluster { nodes, k, owner },
             sandbox: Arc::new(sandbox),
             jobs: Mutex::default(),
-            running: tokio::sync::Semaphore::new(1),
+            compiling: tokio::sync::Semaphore::new(1),
+            running: Arc::new(tokio::sync::Semaphore::new(1)),
         }))
     }
 }
@@ -70,10 +82,7 @@ pub(super) fn routes() -> Router<Arc<Worker>> {
             post(load).layer(DefaultBodyLimit::max(MAX_WORK)),
         )
         .route("/v1/room/evidence", post(evidence))
-        .route(
-            "/v1/room/run",
-            post(run).layer(DefaultBodyLimit::max(MAX_RELEASES)),
-        )
+        .route("/v1/room/run", post(run))
 }
 
 fn side(w: &Worker) -> Result<&RoomSide, (StatusCode, String)> {
@@ -85,60 +94,120 @@ fn side(w: &Worker) -> Result<&RoomSide, (StatusCode, String)> {
     })
 }
 
-/// `POST /v1/room/load`: compile the work's function and make a job for it.
+/// `POST /v1/room/load`: with the data owner's approval of the work, compile its function and
+/// make a job for it. Nothing is compiled without the approval, nor when the job slots are full.
 async fn load(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
     let room = side(&w)?;
-    let work =
-        Work::from_json(&body).map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let asked: Load = serde_json::from_slice(&body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
+    drop(body);
+    let work = obscura_room::work::Work::from_json(asked.work.as_bytes())
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
+    asked
+        .approval
+        .check(&work, &room.cluster.owner)
+        .map_err(|e| refuse(StatusCode::FORBIDDEN, e.to_string()))?;
+    if asked.approval.expires_at < now() {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "the owner's approval has expired",
+        ));
+    }
+    if room.waiting() >= MAX_JOBS {
+        return Err(full());
+    }
+    let _one = room
+        .compiling
+        .acquire()
+        .await
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let sandbox = room.sandbox.clone();
     let job = tokio::task::spawn_blocking(move || Job::new(&sandbox, work, &mut rand_core::OsRng))
         .await
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        .map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, e.public()))?;
+    let mut token = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
     let loaded = Loaded {
         work: job.work().id().to_hex(),
         party_key: hex(&job.party_key()),
         signing_key: hex(&job.signing_key()),
+        token: hex(&token),
     };
     let mut jobs = room.jobs.lock().unwrap_or_else(|e| e.into_inner());
     let now = now();
-    jobs.retain(|_, (_, lapses)| *lapses > now);
+    jobs.retain(|_, waiting| waiting.lapses > now);
     if jobs.len() >= MAX_JOBS {
-        return Err(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("this worker holds {MAX_JOBS} jobs waiting for their run; try again later"),
-        ));
+        return Err(full());
     }
-    jobs.insert(job.party_key(), (job, now + JOB_S));
+    jobs.insert(
+        job.party_key(),
+        Waiting {
+            job,
+            token,
+            lapses: now + JOB_S,
+        },
+    );
     Ok((
         StatusCode::OK,
         serde_json::to_string(&loaded).expect("an answer serialises"),
     ))
 }
 
-/// `POST /v1/room/evidence`: evidence binding a job's HPKE key, its Work-ID and result key,
-/// and a node's challenge.
+fn full() -> (StatusCode, String) {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("this worker holds {MAX_JOBS} jobs waiting for their run; try again later"),
+    )
+}
+
+impl RoomSide {
+    /// Jobs waiting that have not lapsed.
+    fn waiting(&self) -> usize {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now();
+        jobs.retain(|_, waiting| waiting.lapses > now);
+        jobs.len()
+    }
+
+    /// Check a job's key and its loader's token (hex).
+    fn authorise(&self, job: &str, token: &str) -> Result<[u8; 32], (StatusCode, String)> {
+        let job: [u8; 32] = obscura_tokens::keyfile::from_hex(job)
+            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "job: 64 hex digits"))?;
+        let token: [u8; 32] = obscura_tokens::keyfile::from_hex(token)
+            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "token: 64 hex digits"))?;
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        match jobs.get(&job) {
+            Some(w) if bool::from(w.token.ct_eq(&token)) && w.lapses > now() => Ok(job),
+            _ => Err(refuse(
+                StatusCode::NOT_FOUND,
+                "no such job waiting here for this token",
+            )),
+        }
+    }
+}
+
+/// `POST /v1/room/evidence`: evidence naming a job's work as its role and binding the job's
+/// HPKE key, its Work-ID, result key and cluster, and a node's challenge; for the job's loader.
 async fn evidence(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
     let room = side(&w)?;
     let asked: JobEvidence = serde_json::from_slice(&body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let job: [u8; 32] = obscura_tokens::keyfile::from_hex(&asked.job)
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "job: 64 hex digits"))?;
+    let job = room.authorise(&asked.job, &asked.token)?;
     let nonce: [u8; 32] = obscura_tokens::keyfile::from_hex(&asked.nonce)
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "nonce: 64 hex digits"))?;
-    let context = room
+    let (role, context) = room
         .jobs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&job)
-        .map(|(j, _)| j.context())
+        .map(|w| (w.job.role(), w.job.context(&room.cluster)))
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such job waiting here"))?;
     let _one = tokio::time::timeout(std::time::Duration::from_secs(2), w.making.acquire())
         .await
         .map_err(|_| refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; ask again"))?
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let data =
-        obscura_attest::binding::report_data(&obscura_attest::Role::Worker, &job, &context, &nonce);
+    let data = obscura_attest::binding::report_data(&role, &job, &context, &nonce);
     let w2 = w.clone();
     let evidence = tokio::task::spawn_blocking(move || w2.producer.evidence(&data, now()))
         .await
@@ -154,53 +223,54 @@ async fn evidence(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
     ))
 }
 
-/// `POST /v1/room/run`: run a job once on the nodes' releases; the job is gone after, whatever
+/// `POST /v1/room/run`: run a job once on the nodes' releases (postcard), for its loader (the
+/// job and token in headers, checked before the body is read); the job is gone after, whatever
 /// the outcome.
-async fn run(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
+async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Body) -> Answer {
     let room = side(&w)?;
-    let request: RunRequest = postcard::from_bytes(&body)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("the releases: {e}")))?;
-    drop(body);
-    let _one = room
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let job = room.authorise(&header(JOB_HEADER), &header(TOKEN_HEADER))?;
+    let permit = room
         .running
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (job, lapses) = room
+    let waiting = room
         .jobs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&request.job)
+        .remove(&job)
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such job waiting here"))?;
-    if lapses <= now() {
-        return Err(refuse(StatusCode::GONE, "the job lapsed before its run"));
-    }
+    let body = axum::body::to_bytes(body, MAX_RELEASES)
+        .await
+        .map_err(|e| refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("the releases: {e}")))?;
+    let releases: Vec<Release> = postcard::from_bytes(&body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("the releases: {e}")))?;
+    drop(body);
     let sandbox = room.sandbox.clone();
     let cluster = room.cluster.clone();
+    // The permit goes with the run: a controller that hangs up does not free the slot while
+    // the run goes on.
     let result = tokio::task::spawn_blocking(move || {
-        job.run(&sandbox, &cluster, &request.releases, &mut rand_core::OsRng)
+        let _permit = permit;
+        waiting
+            .job
+            .run(&sandbox, &cluster, &releases, &mut rand_core::OsRng)
     })
     .await
     .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, run_refusal(&e)))?;
+    .map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, e.public()))?;
     Ok((
         StatusCode::OK,
         serde_json::to_string(&result).expect("a result serialises"),
     ))
-}
-
-/// A failed run's reason, with the nodes blamed on the way.
-fn run_refusal(e: &obscura_room::job::JobError) -> String {
-    match e {
-        obscura_room::job::JobError::Input { blamed, .. } if !blamed.is_empty() => {
-            let named: Vec<String> = blamed
-                .iter()
-                .map(|b| format!("node {}: {}", b.node, b.why))
-                .collect();
-            format!("{e} ({})", named.join("; "))
-        }
-        _ => e.to_string(),
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

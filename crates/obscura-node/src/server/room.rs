@@ -5,8 +5,9 @@
 use obscura_attest::Role;
 use obscura_auth::capability::Authorized;
 use obscura_proto::{
-    limits, roles, room_context, room_inputs_digest, room_policy_digest, room_purpose,
-    room_release_statement, ErrorCode, ResponseBody, RoomShare, WireId,
+    limits, roles, room_cluster_digest, room_context, room_inputs_digest, room_policy_digest,
+    room_purpose, room_release_statement, room_shares_digest, ErrorCode, ResponseBody, RoomShare,
+    WireId,
 };
 use obscura_sharing::manifest::ImageId;
 use obscura_sharing::order::Order;
@@ -150,14 +151,24 @@ impl NodeState {
             .and_then(obscura_server::attest::Attester::simulation_root);
         let policy = obscura_attest::Policy::vet(asked.policy, own_root.as_ref())
             .map_err(|why| error(ErrorCode::BadRequest, format!("the approved policy: {why}")))?;
+        // The worker's evidence names this work as its role, and binds its result key and the
+        // cluster it trusts (this node's owner and nodes), so evidence made for a secret's
+        // release, another work or another cluster's keys does not pass.
+        let nodes: Vec<[u8; 32]> = self
+            .matches
+            .node_keys
+            .iter()
+            .map(|k| k.to_bytes())
+            .collect();
+        let cluster = room_cluster_digest(&self.owner.to_bytes(), &nodes);
         let appraisal = obscura_attest::Evidence::from_json(asked.evidence)
             .and_then(|evidence| {
                 self.verifier.appraise_party(
                     &evidence,
                     &policy,
-                    &Role::Worker,
+                    &Role::Work(hex(work)),
                     asked.worker_key,
-                    &room_context(work, asked.signing_key),
+                    &room_context(work, asked.signing_key, &cluster),
                     asked.nonce,
                     now,
                 )
@@ -195,13 +206,16 @@ impl NodeState {
             stored.push((image, img));
         }
         let detail = format!(
-            "user={} op=room-release work={} signing={} worker={} measurement={} images={}",
+            "user={} op=room-release work={} signing={} worker={} measurement={} images={} \
+             approved-until={} max-runs={}",
             who.user(),
             hex(work),
             hex(asked.signing_key),
             appraisal.platform(),
             hex(&appraisal.measurement()[..appraisal.measurement().len().min(8)]),
-            asked.images.len()
+            asked.images.len(),
+            asked.expires_at,
+            asked.max_runs
         );
         let run = self
             .store
@@ -242,8 +256,15 @@ impl NodeState {
                 ciphertext: sealed.ciphertext,
             });
         }
-        let statement =
-            room_release_statement(self.node, work, asked.nonce, run, asked.worker_key, &shares);
+        let statement = room_release_statement(
+            self.node,
+            work,
+            asked.nonce,
+            run,
+            asked.worker_key,
+            asked.signing_key,
+            &room_shares_digest(&shares),
+        );
         Ok(ResponseBody::RoomReleased {
             node: self.node,
             run,
