@@ -268,22 +268,6 @@ fn a_secret_with_a_release_policy_reaches_a_worker_of_this_build_and_not_another
     drop(up);
 }
 
-/// The HTTP status of a JSON POST to a worker on loopback.
-fn post_status(port: u16, path: &str, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: worker\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Start keeper `keeper` of `dir` from `binary`.
 fn keeper(
     binary: &std::path::Path,

@@ -318,6 +318,38 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
     );
     assert!(!dir.join("other.json").exists());
 
+    // Anyone on the worker's port: a load with an approval that is not the owner's is refused
+    // before anything compiles; a job's evidence and run need its loader's token.
+    let work_text = std::fs::read_to_string(&work2).unwrap();
+    let mut forged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&approval2).unwrap()).unwrap();
+    forged["max_runs"] = serde_json::json!(100);
+    let load = |approval: &serde_json::Value| {
+        serde_json::json!({"work": work_text, "approval": approval}).to_string()
+    };
+    let (status, said) = post_worker(port, "/v1/room/load", &[], &load(&forged));
+    assert_eq!(status, 403, "{said}");
+    assert!(said.contains("not the data owner's"), "{said}");
+    let genuine: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&approval2).unwrap()).unwrap();
+    let (status, said) = post_worker(port, "/v1/room/load", &[], &load(&genuine));
+    assert_eq!(status, 200, "{said}");
+    let loaded: serde_json::Value = serde_json::from_str(&said).unwrap();
+    let job = loaded["party_key"].as_str().unwrap();
+    let wrong = "00".repeat(32);
+    let asked = serde_json::json!({"job": job, "token": wrong, "nonce": "11".repeat(32)});
+    assert_eq!(
+        post_status(port, "/v1/room/evidence", &asked.to_string()),
+        404
+    );
+    let (status, _) = post_worker(
+        port,
+        "/v1/room/run",
+        &[("x-obscura-job", job), ("x-obscura-token", &wrong)],
+        "",
+    );
+    assert_eq!(status, 404);
+
     // A hostile function is stopped by its fuel, with the reason; the worker stays up and runs
     // the next work.
     let (endless, endless_approval) = approved_work(

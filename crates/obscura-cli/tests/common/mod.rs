@@ -367,3 +367,34 @@ pub fn worker(
     }
     child
 }
+
+/// The HTTP status and body of a POST to a worker on loopback, with `headers` besides.
+pub fn post_worker(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: worker\r\nContent-Type: application/json\r\n{extra}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+/// The HTTP status of a JSON POST to a worker on loopback.
+pub fn post_status(port: u16, path: &str, body: &str) -> u16 {
+    post_worker(port, path, &[], body).0
+}
