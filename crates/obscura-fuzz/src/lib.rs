@@ -92,6 +92,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("handle", handle),
     ("store_records", store_records),
     ("session_file", session_file),
+    ("room", room),
 ];
 
 /// Inputs above this are skipped: every message a server reads in one piece is smaller
@@ -370,6 +371,24 @@ fn node_orders(body: &NodeBody) -> Vec<(Order, &[u8])> {
                 signature.as_slice(),
             )],
         },
+        NodeBody::RoomRelease {
+            work,
+            images,
+            policy,
+            expires_at,
+            max_runs,
+            approval,
+            ..
+        } => vec![(
+            Order::Approve {
+                work: *work,
+                inputs: obscura_proto::room_inputs_digest(images),
+                policy: obscura_proto::room_policy_digest(policy),
+                expires_at: *expires_at,
+                max_runs: *max_runs,
+            },
+            approval.as_slice(),
+        )],
         NodeBody::Fetch {
             by:
                 FetchBy::Grant {
@@ -415,7 +434,7 @@ fn keeper_orders(body: &KeeperBody) -> Vec<(Order, &[u8])> {
 
 /// An order built from the bytes.
 fn order_from(input: &mut Input<'_>) -> Order {
-    match input.byte() % 7 {
+    match input.byte() % 8 {
         0 => Order::Delete {
             image: ImageId(input.array()),
             issued_at: input.u64(),
@@ -442,6 +461,13 @@ fn order_from(input: &mut Input<'_>) -> Order {
         5 => Order::Retire {
             version: input.u32(),
         },
+        6 => Order::Approve {
+            work: input.array(),
+            inputs: input.array(),
+            policy: input.array(),
+            expires_at: input.u64(),
+            max_runs: input.u32(),
+        },
         _ => Order::Grant {
             image: ImageId(input.array()),
             user: input.array(),
@@ -450,7 +476,7 @@ fn order_from(input: &mut Input<'_>) -> Order {
     }
 }
 
-/// The owner's signed orders (delete, rotation steps, rekey, retire, grant): in a request, an
+/// The owner's signed orders (delete, rotation steps, rekey, retire, approve, grant): in a request, an
 /// order never verifies under a key that signed nothing; built from the bytes and signed, it
 /// verifies, and neither a signature with one bit flipped, nor a short one, nor another order
 /// under the same signature does.
@@ -1840,4 +1866,74 @@ pub fn session_file(data: &[u8]) {
         again, written,
         "a written session file reads back as another"
     );
+}
+
+/// The clean room's files and bodies as a worker, a controller or a recipient reads them: a
+/// work (its manifest's limits, the Work-ID stable through its own file), an approval (never
+/// the owner's under a key that signed nothing), a load, the releases a worker is handed
+/// (postcard), and a result: its signature may verify under the key it names, but never with
+/// releases signed by nodes whose keys signed nothing.
+pub fn room(data: &[u8]) {
+    use obscura_room::result::{verify_result, Release, RunResult, Witnesses};
+    use obscura_room::work::{Approval, Work};
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let work = Work::from_json(data).ok();
+    if let Some(w) = &work {
+        let again = Work::from_json(w.to_json().as_bytes()).expect("a work reads its own file");
+        assert_eq!(again.id(), w.id());
+    }
+    if let Ok(load) = serde_json::from_slice::<obscura_client::room::Load>(data) {
+        if let Ok(w) = Work::from_json(load.work.as_bytes()) {
+            assert!(load
+                .approval
+                .check(&w, &stranger_key().verifying_key())
+                .is_err());
+            let _ = load.approval.check(&w, &owner_key().verifying_key());
+        }
+    }
+    if let Ok(approval) = serde_json::from_slice::<Approval>(data) {
+        for w in work.iter().chain(seed_work().iter()) {
+            assert!(approval.check(w, &stranger_key().verifying_key()).is_err());
+            let _ = approval.check(w, &owner_key().verifying_key());
+        }
+    }
+    let _ = postcard::from_bytes::<Vec<Release>>(data);
+    if let Ok(result) = serde_json::from_slice::<RunResult>(data) {
+        let nodes = [stranger_key().verifying_key()];
+        for k in [1, 2] {
+            let witnesses = Witnesses { nodes: &nodes, k };
+            assert!(
+                verify_result(&result, Some(&witnesses)).is_err(),
+                "a result verified with releases no node signed"
+            );
+        }
+        let _ = verify_result(&result, None);
+    }
+}
+
+/// The clean-room work the seeds use.
+pub(crate) fn seed_work() -> Option<obscura_room::work::Work> {
+    use obscura_room::work::{InputSpec, Limits, Manifest, OutputKind, OutputSpec, Work};
+    let manifest = Manifest {
+        inputs: vec![InputSpec {
+            image: [7; 16],
+            label: Some(0),
+        }],
+        labels: vec!["cat".into()],
+        parameters: vec![1, 2, 3],
+        output: OutputSpec {
+            kind: OutputKind::Json,
+            max_bytes: 4096,
+        },
+        limits: Limits {
+            fuel: 1_000_000,
+            memory_bytes: 1 << 20,
+        },
+        recipients: vec![[9; 32]],
+    };
+    let module =
+        r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 0))"#;
+    Work::new(module.as_bytes(), manifest).ok()
 }

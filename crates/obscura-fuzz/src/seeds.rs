@@ -72,6 +72,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("handle", prefixed_random(0x54, &[0], &[0, 72, 80, 200])),
         ("store_records", store_record_seeds()),
         ("session_file", session_files()),
+        ("room", room_seeds()),
     ]
 }
 
@@ -1273,4 +1274,74 @@ fn recovery_plan() -> obscura_proto::RecoveryPlan {
         public_shares: vec![vec![[2; 32]; 3]; 2],
         policy: br#"{"version":1,"name":"keepers"}"#.to_vec(),
     }
+}
+
+/// A work, its approval, a load, a result and releases, as the clean room's parties read them.
+fn room_seeds() -> Vec<Vec<u8>> {
+    use obscura_room::result::{
+        blamed_encoding, Blame, Release, ReleaseProof, RunResult, SealedOutput,
+    };
+    use obscura_room::work::Approval;
+    let work = crate::seed_work().expect("the seed work is valid");
+    let approval = Approval::sign(&work, "{}", 1_900_000_000, 1, &owner_key());
+    let load = obscura_client::room::Load {
+        work: work.to_json(),
+        approval: approval.clone(),
+    };
+    let releases = vec![Release {
+        node: 1,
+        nonce: [1; 32],
+        run: 1,
+        shares: vec![obscura_proto::RoomShare {
+            image: [7; 16],
+            enc: vec![2; 32],
+            ciphertext: vec![3; 48],
+        }],
+        signature: vec![4; 64],
+    }];
+    let job = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let blamed = vec![Blame {
+        node: 2,
+        why: "image 07…: node 2 share failed its digest".into(),
+    }];
+    let (manifests, commitment) = (vec![[6; 32]], [8; 32]);
+    let statement = obscura_proto::room_result_statement(
+        &work.id().0,
+        &manifests,
+        &commitment,
+        &blamed_encoding(&blamed, &[3]),
+    );
+    let result = RunResult {
+        work: work.id().0,
+        manifests,
+        commitment,
+        outputs: vec![SealedOutput {
+            recipient: [9; 32],
+            sealed: obscura_attest::seal::Sealed {
+                enc: vec![1; 32],
+                ciphertext: vec![2; 40],
+            },
+        }],
+        worker_key: [10; 32],
+        signing_key: job.verifying_key().to_bytes(),
+        releases: vec![ReleaseProof {
+            node: 1,
+            nonce: [1; 32],
+            run: 1,
+            shares: [11; 32],
+            signature: vec![4; 64],
+        }],
+        blamed,
+        unsigned: vec![3],
+        signature: ed25519_dalek::Signer::sign(&job, &statement)
+            .to_bytes()
+            .to_vec(),
+    };
+    vec![
+        work.to_json().into_bytes(),
+        serde_json::to_vec(&approval).expect("an approval serialises"),
+        serde_json::to_vec(&load).expect("a load serialises"),
+        serde_json::to_vec(&result).expect("a result serialises"),
+        postcard::to_allocvec(&releases).expect("releases encode"),
+    ]
 }

@@ -361,7 +361,7 @@ async fn room_check(
                 "clean room (SIMULATION worker, no TEE): the owner approved one run of \
                  colour_stats.wat over {} photos; {} nodes appraised the worker and released their \
                  shares to it; the recipient opened {}: attestation and release {:.0} ms, worker \
-                 {:.0} ms (open {:.0}, rebuild {:.0}, decode {:.0}, function {:.0}, seal {:.1})",
+                 {:.0} ms (open {:.0}, rebuild {:.0}, decode {:.0}, function {:.0})",
                 inputs.len(),
                 r.released_by.len(),
                 if right {
@@ -375,7 +375,6 @@ async fn room_check(
                 w.rebuild,
                 w.decode,
                 w.function,
-                w.seal,
             ));
             json!({"ok": right && r.result.blamed.is_empty(), "work": obscura_tokens::keyfile::to_hex(&r.result.work),
                 "inputs": inputs.len(), "released_by": r.released_by.len(), "output_right": right,

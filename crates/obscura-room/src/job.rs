@@ -208,13 +208,11 @@ impl Job {
         let t = Instant::now();
         let ran = sandbox.run(&self.function, self.work.manifest(), inputs)?;
         phases.function = ms(t);
-        let t = Instant::now();
         let mut salt = [0u8; 32];
         rng.fill_bytes(&mut salt);
         let committed = commitment(&salt, &ran.output);
         let mut outputs = Vec::new();
         for (i, recipient) in self.work.manifest().recipients.iter().enumerate() {
-            phases.seal = ms(t);
             let payload = Zeroizing::new(
                 postcard::to_allocvec(&Payload {
                     salt,

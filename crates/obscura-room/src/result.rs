@@ -110,10 +110,9 @@ pub struct Phases {
     pub rebuild: f64,
     /// Decoding them to pixels.
     pub decode: f64,
-    /// The function.
+    /// The function. (Sealing and signing come after, and are not in the sealed copy: they
+    /// are the rest of the run as the controller times it.)
     pub function: f64,
-    /// Sealing and signing the output.
-    pub seal: f64,
 }
 
 /// The HPKE purpose of the output sealed to recipient number `index` of work `work`.
