@@ -162,8 +162,12 @@ impl Policy {
     /// # Errors
     /// [`PolicyError`] naming the field at fault.
     pub fn from_json(text: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = serde_json::from_str(text)?;
-        for allowed in &policy.measurements {
+        let mut policy: Policy = serde_json::from_str(text)?;
+        for allowed in &mut policy.measurements {
+            // A Work-ID is hex in either case; roles are compared as `Role::name` writes them.
+            if allowed.role.starts_with("work:") {
+                allowed.role = allowed.role.to_ascii_lowercase();
+            }
             if allowed.role != "*" && Role::parse(&allowed.role).is_none() {
                 return Err(PolicyError::Invalid(format!(
                     "role {:?} is not node, keeper, worker, work:<hex> or *",

@@ -111,18 +111,27 @@ pub(crate) enum RoomCommand {
         #[arg(long)]
         json: bool,
     },
-    /// As a recipient: check a result (the worker's signature and, given the cluster, that k
-    /// nodes signed releases to the key that made it) and open its output with your key.
+    /// As a recipient: check a result (the worker's signature, and that k nodes signed
+    /// releases to the key that made it) and open its output with your key. An image output
+    /// is written as PNG.
     #[command(after_help = "Example:\n  \
-        obscura room open --result result.json --cluster /tmp/demo --key ~/.obscura-room.key --out stats.json")]
+        obscura room open --result result.json --cluster /tmp/demo --work WORK-ID --key ~/.obscura-room.key --out stats.json")]
     Open {
         /// The result file.
         #[arg(long)]
         result: PathBuf,
-        /// The cluster directory, to check the nodes' signatures on their releases to the
-        /// worker (without it, only the worker's own signature is checked).
-        #[arg(long)]
+        /// The cluster directory: the nodes' audit keys, to check their signatures on their
+        /// releases to the worker.
+        #[arg(long, required_unless_present = "unverified")]
         cluster: Option<PathBuf>,
+        /// Open without checking that the nodes appraised the worker: anyone can make a result
+        /// sealed to your public key, so what this opens proves nothing.
+        #[arg(long)]
+        unverified: bool,
+        /// The Work-ID the result must be for (hex): another approved work that names you as
+        /// recipient gives results that check too.
+        #[arg(long)]
+        work: Option<String>,
         /// Your key (from `obscura room keygen`).
         #[arg(long)]
         key: PathBuf,
@@ -199,10 +208,19 @@ impl RoomCommand {
             RoomCommand::Open {
                 result,
                 cluster,
+                unverified: _,
+                work,
                 key,
                 out,
                 json,
-            } => open(&result, cluster.as_deref(), &key, &out, json),
+            } => open(
+                &result,
+                cluster.as_deref(),
+                work.as_deref(),
+                &key,
+                &out,
+                json,
+            ),
         }
     }
 }
@@ -407,6 +425,7 @@ pub(crate) fn node_audit_keys(cluster: &Path) -> Result<Vec<String>, Failure> {
 fn open(
     result: &Path,
     cluster: Option<&Path>,
+    work: Option<&str>,
     key: &Path,
     out: &Path,
     json: bool,
@@ -414,6 +433,16 @@ fn open(
     let text = std::fs::read(result).map_err(|e| format!("{}: {e}", result.display()))?;
     let parsed: RunResult =
         serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", result.display()))?;
+    if let Some(work) = work {
+        if !work.eq_ignore_ascii_case(&hex(&parsed.work)) {
+            return Err(format!(
+                "{}: a result of work {}, not {work}",
+                result.display(),
+                hex(&parsed.work)
+            )
+            .into());
+        }
+    }
     let witnesses = match cluster {
         None => None,
         Some(dir) => {
@@ -445,7 +474,17 @@ fn open(
     );
     let payload = open_output(&parsed, &PartyKey::from_seed(&seed))
         .map_err(|e| format!("{}: {e}", result.display()))?;
-    let output = &payload.output;
+    let png;
+    let output = match payload.kind {
+        obscura_room::work::OutputKind::Image => {
+            png = obscura_room::sandbox::image_png(&payload.output)
+                .map_err(|e| format!("{}: the image: {e}", result.display()))?;
+            &png
+        }
+        obscura_room::work::OutputKind::Json | obscura_room::work::OutputKind::Text => {
+            &payload.output
+        }
+    };
     if out.as_os_str() == "-" {
         use std::io::Write;
         std::io::stdout()
@@ -458,6 +497,7 @@ fn open(
         println!(
             "{}",
             json!({"work": hex(&parsed.work), "bytes": output.len(), "out": out,
+                   "verified": !signed_by.is_empty(),
                    "signing_key": hex(&parsed.signing_key), "released_by": signed_by,
                    "blamed": parsed.blamed, "fuel_used": payload.fuel_used,
                    "worker_ms": payload.phases_ms})
@@ -469,7 +509,7 @@ fn open(
             &hex(&parsed.work)[..16],
             &hex(&parsed.signing_key)[..16],
             if signed_by.is_empty() {
-                " (give --cluster to check the nodes appraised it)".to_string()
+                " (UNVERIFIED: not checked against the nodes)".to_string()
             } else {
                 format!(", which nodes {signed_by:?} appraised and released to")
             },

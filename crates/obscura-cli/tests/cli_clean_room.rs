@@ -241,6 +241,8 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
         "open",
         "--result",
         result.to_str().unwrap(),
+        "--cluster",
+        cluster,
         "--key",
         stranger.to_str().unwrap(),
         "--out",
@@ -252,6 +254,23 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
         "{}",
         text(&out)
     );
+    // A result of another work is refused when the recipient names the one it expects.
+    let out = obscura(&[
+        "room",
+        "open",
+        "--result",
+        result.to_str().unwrap(),
+        "--cluster",
+        cluster,
+        "--work",
+        &"ab".repeat(32),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        "-",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("a result of work"), "{}", text(&out));
 
     // Everything the controller sent the worker and got back: no piece of any photo, and not
     // the output.

@@ -18,7 +18,6 @@ use obscura_sharing::bytes::ByteShare;
 use obscura_sharing::manifest::{SignedManifest, VerifiedManifest};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 use crate::result::{
     blamed_encoding, commitment, result_purpose, Blame, Payload, Phases, Release, ReleaseProof,
@@ -61,6 +60,9 @@ pub enum JobError {
     /// Input number `0` does not decode within the limits.
     #[error("input {0} does not decode to an image within the limits")]
     Decode(usize),
+    /// The inputs together hold more pixels than a run may.
+    #[error("the inputs hold more than {} pixels together", MAX_TOTAL_PIXELS)]
+    TooLarge,
     /// Recipient number `0`'s key is not an X25519 key.
     #[error("recipient {0}'s key is not an X25519 public key")]
     Recipient(usize),
@@ -76,15 +78,27 @@ impl JobError {
     pub fn public(&self) -> String {
         match self {
             JobError::Run(e) => e.public(),
-            JobError::Input { .. } | JobError::Decode(_) | JobError::Recipient(_) => {
-                self.to_string()
-            }
+            JobError::Input { .. }
+            | JobError::Decode(_)
+            | JobError::TooLarge
+            | JobError::Recipient(_) => self.to_string(),
         }
     }
 }
 
 /// Per input image, what each node gave: `(node, signed manifest, share)`.
 type Given = BTreeMap<[u8; 16], Vec<(u8, Vec<u8>, Vec<u8>)>>;
+
+/// Why a release was not taken: its signature does not verify (listed in the result), or it
+/// names no node of the cluster or one already taken (left out silently: the controller could
+/// name any number, and listing it would be a claim about a node it never heard from).
+enum Unchecked {
+    Unsigned,
+    Ignored,
+}
+
+/// Most pixels all of a run's inputs may hold decoded (192 MiB of RGB).
+const MAX_TOTAL_PIXELS: u64 = 64 << 20;
 
 /// One opened share: `(image, signed manifest, share)`.
 type Opened = ([u8; 16], Vec<u8>, Vec<u8>);
@@ -168,7 +182,12 @@ impl Job {
         let mut given = Given::new();
         for release in releases {
             match self.check(cluster, release, &proofs) {
-                Err(()) => unsigned.push(release.node),
+                Err(Unchecked::Unsigned) => {
+                    if !unsigned.contains(&release.node) {
+                        unsigned.push(release.node);
+                    }
+                }
+                Err(Unchecked::Ignored) => {}
                 Ok(proof) => match self.open(release) {
                     Ok(opened) => {
                         proofs.push(proof);
@@ -194,6 +213,7 @@ impl Job {
             ..Phases::default()
         };
         let mut inputs = Vec::with_capacity(self.work.manifest().inputs.len());
+        let mut pixels = 0u64;
         let mut manifests = Vec::with_capacity(inputs.capacity());
         for (i, spec) in self.work.manifest().inputs.iter().enumerate() {
             let t = Instant::now();
@@ -201,7 +221,12 @@ impl Job {
             let (bytes, manifest) = rebuild(cluster, &spec.image, shares, &mut blamed)?;
             phases.rebuild += ms(t);
             let t = Instant::now();
-            inputs.push(Input::decode(&bytes).map_err(|_| JobError::Decode(i))?);
+            let input = Input::decode(&bytes).map_err(|_| JobError::Decode(i))?;
+            pixels += u64::from(input.width()) * u64::from(input.height());
+            if pixels > MAX_TOTAL_PIXELS {
+                return Err(JobError::TooLarge);
+            }
+            inputs.push(input);
             phases.decode += ms(t);
             manifests.push(Sha256::digest(&manifest).into());
         }
@@ -213,15 +238,14 @@ impl Job {
         let committed = commitment(&salt, &ran.output);
         let mut outputs = Vec::new();
         for (i, recipient) in self.work.manifest().recipients.iter().enumerate() {
-            let payload = Zeroizing::new(
-                postcard::to_allocvec(&Payload {
-                    salt,
-                    output: ran.output.clone(),
-                    fuel_used: ran.fuel_used,
-                    phases_ms: phases,
-                })
-                .expect("a payload encodes"),
-            );
+            let payload = Payload {
+                salt,
+                kind: self.work.manifest().output.kind,
+                output: ran.output.clone(),
+                fuel_used: ran.fuel_used,
+                phases_ms: phases,
+            }
+            .to_padded(self.work.manifest().output.max_bytes);
             let sealed = obscura_attest::seal::seal_to_recipient(
                 recipient,
                 &result_purpose(&work, i),
@@ -263,14 +287,14 @@ impl Job {
         cluster: &Cluster,
         release: &Release,
         taken: &[ReleaseProof],
-    ) -> Result<ReleaseProof, ()> {
+    ) -> Result<ReleaseProof, Unchecked> {
         let node = release.node;
         let key = usize::from(node)
             .checked_sub(1)
             .and_then(|i| cluster.nodes.get(i))
-            .ok_or(())?;
+            .ok_or(Unchecked::Ignored)?;
         if taken.iter().any(|p| p.node == node) {
-            return Err(());
+            return Err(Unchecked::Ignored);
         }
         let shares = room_shares_digest(&release.shares);
         let statement = room_release_statement(
@@ -282,8 +306,10 @@ impl Job {
             &self.signing_key(),
             &shares,
         );
-        let signature = ed25519_dalek::Signature::from_slice(&release.signature).map_err(|_| ())?;
-        key.verify_strict(&statement, &signature).map_err(|_| ())?;
+        let signature = ed25519_dalek::Signature::from_slice(&release.signature)
+            .map_err(|_| Unchecked::Unsigned)?;
+        key.verify_strict(&statement, &signature)
+            .map_err(|_| Unchecked::Unsigned)?;
         Ok(ReleaseProof {
             node,
             nonce: release.nonce,
@@ -331,7 +357,12 @@ impl Job {
 /// Rebuild one image from the shares given, against the owner-signed manifest that the most
 /// nodes gave (the newest of those equally many): a node holding an old manifest of the same
 /// image cannot have the honest nodes' shares fail against it. Every node whose manifest or
-/// share does not fit is blamed.
+/// share does not fit is blamed, except on a tie, where nobody can tell which side is right.
+/// (If `k` nodes hold an older manifest, the controller can have the run use it; the approval
+/// does not name each input's manifest.)
+/// A manifest that verified, its bytes, and the nodes that gave it.
+type Candidate = (Vec<u8>, VerifiedManifest, Vec<u8>);
+
 fn rebuild(
     cluster: &Cluster,
     image: &[u8; 16],
@@ -340,7 +371,7 @@ fn rebuild(
 ) -> Result<(Vec<u8>, Vec<u8>), JobError> {
     let hex_id: String = image.iter().map(|b| format!("{b:02x}")).collect();
     // Each distinct manifest that verifies, with the nodes that gave it.
-    let mut manifests: Vec<(Vec<u8>, VerifiedManifest, Vec<u8>)> = Vec::new();
+    let mut manifests: Vec<Candidate> = Vec::new();
     let mut good = Vec::new();
     for (node, manifest, bytes) in shares {
         if let Some(m) = manifests.iter_mut().find(|(b, _, _)| *b == manifest) {
@@ -363,10 +394,21 @@ fn rebuild(
             }
         }
     }
-    let Some((chosen, manifest, _)) = manifests
-        .into_iter()
-        .max_by_key(|(_, m, nodes)| (nodes.len(), m.manifest().created_at))
-    else {
+    // The most nodes, then the newest, then (a tie, which blames nobody) the smallest bytes:
+    // the choice does not depend on the order the controller relayed the releases in.
+    let rank = |(bytes, m, nodes): &Candidate| {
+        (
+            nodes.len(),
+            m.manifest().created_at,
+            std::cmp::Reverse(bytes.clone()),
+        )
+    };
+    manifests.sort_by_key(|m| std::cmp::Reverse(rank(m)));
+    let tied = manifests.len() > 1 && {
+        let (a, b) = (rank(&manifests[0]), rank(&manifests[1]));
+        (a.0, a.1) == (b.0, b.1)
+    };
+    let Some((chosen, manifest, _)) = manifests.into_iter().next() else {
         return Err(JobError::Input {
             image: hex_id,
             why: "no node released a manifest signed by the owner".into(),
@@ -376,7 +418,7 @@ fn rebuild(
     for (node, m, bytes) in good {
         if m == chosen {
             shares.push(ByteShare { x: node, bytes });
-        } else {
+        } else if !tied {
             blamed.push(Blame {
                 node,
                 why: format!("image {hex_id}: it gave another manifest than the other nodes"),

@@ -11,6 +11,9 @@ use obscura_attest::seal::{PartyKey, Sealed};
 use obscura_proto::{room_release_statement, room_result_statement, RoomShare};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::work::OutputKind;
 
 /// One node's release as the controller hands it on.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,17 +64,74 @@ pub struct SealedOutput {
     pub sealed: Sealed,
 }
 
-/// What each recipient's sealed copy holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What each recipient's sealed copy holds. It is sealed in a fixed layout padded to the
+/// manifest's largest output, so the ciphertext's length, which the controller sees, is the
+/// same whatever the output, its fuel or its timings.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Payload {
     /// The salt of the result's commitment.
     pub salt: [u8; 32],
+    /// The output's kind (an image is its raw size and pixels).
+    pub kind: OutputKind,
     /// The output.
     pub output: Vec<u8>,
     /// Fuel the function used.
     pub fuel_used: u64,
     /// Where the worker's time went.
     pub phases_ms: Phases,
+}
+
+/// Bytes of a sealed payload before its output.
+const PAYLOAD_HEAD: usize = 32 + 1 + 8 + 4 * 8 + 4;
+
+impl Payload {
+    /// The fixed layout: salt, kind, fuel, the four phase times, the output's length, the
+    /// output, zeros up to `max_bytes` of output.
+    pub fn to_padded(&self, max_bytes: u32) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(PAYLOAD_HEAD + max_bytes as usize));
+        out.extend_from_slice(&self.salt);
+        out.push(self.kind.tag());
+        out.extend_from_slice(&self.fuel_used.to_be_bytes());
+        let p = &self.phases_ms;
+        for v in [p.open, p.rebuild, p.decode, p.function] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out.extend_from_slice(&(self.output.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.output);
+        out.resize(
+            PAYLOAD_HEAD + (max_bytes as usize).max(self.output.len()),
+            0,
+        );
+        out
+    }
+
+    /// Read the fixed layout back.
+    ///
+    /// # Errors
+    /// When it is not one.
+    pub fn from_padded(bytes: &[u8]) -> Result<Payload, String> {
+        let bad = || "the sealed output is malformed".to_string();
+        if bytes.len() < PAYLOAD_HEAD {
+            return Err(bad());
+        }
+        let (head, rest) = bytes.split_at(PAYLOAD_HEAD);
+        let word = |at: usize| -> [u8; 8] { head[at..at + 8].try_into().expect("8 bytes") };
+        let f = |at: usize| f64::from_be_bytes(word(at));
+        let len = u32::from_be_bytes(head[73..77].try_into().expect("4 bytes")) as usize;
+        let output = rest.get(..len).ok_or_else(bad)?.to_vec();
+        Ok(Payload {
+            salt: head[..32].try_into().expect("32 bytes"),
+            kind: OutputKind::from_tag(head[32]).ok_or_else(bad)?,
+            fuel_used: u64::from_be_bytes(word(33)),
+            phases_ms: Phases {
+                open: f(41),
+                rebuild: f(49),
+                decode: f(57),
+                function: f(65),
+            },
+            output,
+        })
+    }
 }
 
 /// A run's result: signed by the job's key, which the releasing nodes appraised and signed
@@ -221,8 +281,7 @@ pub fn open_output(result: &RunResult, key: &PartyKey) -> Result<Payload, String
     let plain = key
         .open(&result_purpose(&result.work, index), &sealed.sealed)
         .map_err(|e| e.to_string())?;
-    let payload: Payload =
-        postcard::from_bytes(&plain).map_err(|_| "the sealed output is malformed".to_string())?;
+    let payload = Payload::from_padded(&Zeroizing::new(plain))?;
     if commitment(&payload.salt, &payload.output) != result.commitment {
         return Err("the output is not the one the worker signed".into());
     }

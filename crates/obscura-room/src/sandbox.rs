@@ -186,7 +186,7 @@ pub struct Function {
 /// What a run gave.
 #[derive(Debug)]
 pub struct Ran {
-    /// The output, checked against the manifest's kind (an image as PNG).
+    /// The output, checked against the manifest's kind (an image as its raw pixels).
     pub output: Vec<u8>,
     /// The fuel it used.
     pub fuel_used: u64,
@@ -233,7 +233,10 @@ struct State {
 }
 
 struct Limiter {
+    /// The limit, memory and tables together.
     memory: u64,
+    /// What memory and tables hold now.
+    used: u64,
     /// What the function asked for when it was refused, to say so.
     refused: Option<u64>,
 }
@@ -255,33 +258,41 @@ impl std::fmt::Display for Stop {
 
 impl std::error::Error for Stop {}
 
+impl Limiter {
+    /// Allow a growth by `more` bytes only if memory and tables together stay within the limit.
+    fn grow(&mut self, more: u64) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_add(more);
+        if total > self.memory {
+            self.refused = Some(total);
+            return Err(wasmtime::Error::new(Stop::Memory(total)));
+        }
+        self.used = total;
+        Ok(true)
+    }
+}
+
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory {
-            self.refused = Some(desired as u64);
-            return Err(wasmtime::Error::new(Stop::Memory(desired as u64)));
-        }
-        Ok(true)
+        self.grow((desired as u64).saturating_sub(current as u64))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // A table's element is a pointer: count it against the same memory.
-        let bytes = (desired as u64).saturating_mul(8);
-        if bytes > self.memory {
-            self.refused = Some(bytes);
-            return Err(wasmtime::Error::new(Stop::Memory(bytes)));
-        }
-        Ok(true)
+        // A table's element is a pointer: count it against the same limit as memory.
+        self.grow(
+            (desired as u64)
+                .saturating_sub(current as u64)
+                .saturating_mul(8),
+        )
     }
 
     fn instances(&self) -> usize {
@@ -398,6 +409,7 @@ impl Sandbox {
             max_output: manifest.output.max_bytes,
             limits: Limiter {
                 memory: manifest.limits.memory_bytes,
+                used: 0,
                 refused: None,
             },
         };
@@ -562,11 +574,11 @@ fn stopped(e: &wasmtime::Error, store: &Store<State>, fuel: u64, deadline: u64) 
         Some(Trap::OutOfFuel) => RunError::Fuel(fuel),
         Some(Trap::Interrupt) => RunError::Time(deadline),
         Some(trap) => RunError::Trap(trap.to_string()),
-        None => RunError::Module(format!("{e:#}")),
+        None => RunError::Trap(format!("{e:#}")),
     }
 }
 
-/// Check an output against its kind; an image becomes PNG.
+/// Check an output against its kind (an image is checked, and stays raw: see [`image_png`]).
 ///
 /// # Errors
 ///
@@ -582,25 +594,45 @@ pub fn check_output(kind: OutputKind, output: Vec<u8>) -> Result<Vec<u8>, RunErr
             Ok(output)
         }
         OutputKind::Image => {
-            let head: [u8; 8] = output
-                .get(..8)
-                .and_then(|h| h.try_into().ok())
-                .ok_or_else(|| bad("shorter than its 8-byte size".into()))?;
-            let width = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-            let height = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-            let want = u64::from(width) * u64::from(height) * 3 + 8;
-            if width == 0 || height == 0 || output.len() as u64 != want {
-                return Err(bad(format!(
-                    "{width}×{height} RGB needs {want} bytes with its size, not {}",
-                    output.len()
-                )));
-            }
-            let rgb = image::RgbImage::from_raw(width, height, output[8..].to_vec())
-                .ok_or_else(|| bad("its pixels do not fill its size".into()))?;
-            let mut png = Vec::new();
-            rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-                .map_err(|e| bad(e.to_string()))?;
-            Ok(png)
+            image_size(&output).map_err(bad)?;
+            Ok(output)
         }
     }
+}
+
+/// The width and height of an image output (its 8-byte size, then RGB8 pixels).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn image_size(output: &[u8]) -> Result<(u32, u32), String> {
+    let head: [u8; 8] = output
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or("shorter than its 8-byte size")?;
+    let width = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let height = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let want = u64::from(width) * u64::from(height) * 3 + 8;
+    if width == 0 || height == 0 || output.len() as u64 != want {
+        return Err(format!(
+            "{width}×{height} RGB needs {want} bytes with its size, not {}",
+            output.len()
+        ));
+    }
+    Ok((width, height))
+}
+
+/// An image output as PNG, as its recipient keeps it: the worker seals the raw pixels, whose
+/// size is fixed by the manifest, since a compressed image's length would tell the controller
+/// how much detail it has.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn image_png(output: &[u8]) -> Result<Vec<u8>, String> {
+    let (width, height) = image_size(output)?;
+    let rgb = image::RgbImage::from_raw(width, height, output[8..].to_vec())
+        .ok_or("its pixels do not fill its size")?;
+    let mut png = Vec::new();
+    rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| e.to_string())?;
+    Ok(png)
 }

@@ -60,11 +60,22 @@ pub enum OutputKind {
 }
 
 impl OutputKind {
-    fn tag(self) -> u8 {
+    /// Its number in encodings.
+    pub fn tag(self) -> u8 {
         match self {
             OutputKind::Json => 1,
             OutputKind::Text => 2,
             OutputKind::Image => 3,
+        }
+    }
+
+    /// The kind numbered `tag`.
+    pub fn from_tag(tag: u8) -> Option<OutputKind> {
+        match tag {
+            1 => Some(OutputKind::Json),
+            2 => Some(OutputKind::Text),
+            3 => Some(OutputKind::Image),
+            _ => None,
         }
     }
 }
@@ -235,6 +246,22 @@ impl Work {
     pub fn from_json(text: &[u8]) -> Result<Work, RoomError> {
         let file: WorkFile =
             serde_json::from_slice(text).map_err(|e| RoomError::Manifest(e.to_string()))?;
+        Work::new(&file.module, file.manifest)
+    }
+
+    /// A work from its JSON file whose module is in binary form, as a worker takes it: text
+    /// would have it parse WebAssembly text before it checks the approval.
+    ///
+    /// # Errors
+    /// [`RoomError::Module`] for a module in text form; as [`Work::from_json`].
+    pub fn from_json_binary(text: &[u8]) -> Result<Work, RoomError> {
+        let file: WorkFile =
+            serde_json::from_slice(text).map_err(|e| RoomError::Manifest(e.to_string()))?;
+        if !file.module.starts_with(b"\0asm") {
+            return Err(RoomError::Module(
+                "a worker takes a module in binary form (`obscura room work` makes one)".into(),
+            ));
+        }
         Work::new(&file.module, file.manifest)
     }
 

@@ -240,3 +240,153 @@ fn a_node_whose_share_fails_its_manifest_is_named_and_the_run_completes() {
     );
     assert!(open_output(&result, &recipient).is_ok());
 }
+
+/// Run the colour statistics of the stored image over nodes 1 to 3 and return the result.
+fn ran(s: &Stored, cluster: &Cluster, recipient: &PartyKey) -> obscura_room::result::RunResult {
+    let sandbox = Sandbox::new().unwrap();
+    let job = Job::new(&sandbox, work(recipient), &mut OsRng).unwrap();
+    let releases: Vec<Release> = (0..3)
+        .map(|i| {
+            release(
+                &job,
+                &s.nodes[i],
+                i as u8 + 1,
+                &s.manifest,
+                &s.shares[i].bytes,
+            )
+        })
+        .collect();
+    job.run(&sandbox, cluster, &releases, &mut OsRng).unwrap()
+}
+
+/// Re-sign `result` with `key` as a forger would, keeping it self-consistent.
+fn resigned(
+    mut result: obscura_room::result::RunResult,
+    key: &SigningKey,
+) -> obscura_room::result::RunResult {
+    result.signing_key = key.verifying_key().to_bytes();
+    let statement = obscura_proto::room_result_statement(
+        &result.work,
+        &result.manifests,
+        &result.commitment,
+        &obscura_room::result::blamed_encoding(&result.blamed, &result.unsigned),
+    );
+    result.signature = key.sign(&statement).to_bytes().to_vec();
+    result
+}
+
+#[test]
+fn a_result_checks_only_with_k_distinct_nodes_releasing_to_its_own_keys() {
+    let (s, cluster, recipient) = setup();
+    let witnesses = Witnesses {
+        nodes: &cluster.nodes,
+        k: K,
+    };
+    let result = ran(&s, &cluster, &recipient);
+    assert_eq!(
+        verify_result(&result, Some(&witnesses)).unwrap(),
+        vec![1, 2, 3]
+    );
+
+    // A forger's key: its own signature checks, the nodes' do not name it.
+    let forger = SigningKey::generate(&mut OsRng);
+    let forged = resigned(result.clone(), &forger);
+    assert!(verify_result(&forged, None).is_ok());
+    assert!(verify_result(&forged, Some(&witnesses)).is_err());
+    let mut bare = forged.clone();
+    bare.releases.clear();
+    assert!(verify_result(&bare, Some(&witnesses)).is_err());
+    // One node's release repeated k times counts once.
+    let mut repeated = result.clone();
+    repeated.releases = vec![result.releases[0].clone(); K];
+    assert!(verify_result(&repeated, Some(&witnesses)).is_err());
+    // k − 1 releases are too few.
+    let mut few = result.clone();
+    few.releases.truncate(K - 1);
+    assert!(verify_result(&few, Some(&witnesses)).is_err());
+    // Node numbers outside the cluster count for nothing.
+    let mut outside = result.clone();
+    outside.releases[1].node = 0;
+    outside.releases[2].node = 200;
+    assert!(verify_result(&outside, Some(&witnesses)).is_err());
+    // Releases made to another job's keys: another run's, moved into this result.
+    let other = ran(&s, &cluster, &recipient);
+    let mut swapped = result.clone();
+    swapped.releases = other.releases.clone();
+    assert!(verify_result(&swapped, Some(&witnesses)).is_err());
+}
+
+#[test]
+fn the_sealed_output_is_as_long_whatever_the_output() {
+    let (s, cluster, recipient) = setup();
+    // A wide grey image and the small colour one: their statistics differ in length.
+    let other = stored(&s.owner, &s.nodes, &png_of(1000, [200, 200, 200]), 2_000);
+    let a = ran(&s, &cluster, &recipient);
+    let b = ran(&other, &cluster, &recipient);
+    let (pa, pb) = (
+        open_output(&a, &recipient).unwrap(),
+        open_output(&b, &recipient).unwrap(),
+    );
+    assert_ne!(pa.output.len(), pb.output.len());
+    assert_ne!(pa.fuel_used, pb.fuel_used);
+    assert_eq!(
+        a.outputs[0].sealed.ciphertext.len(),
+        b.outputs[0].sealed.ciphertext.len()
+    );
+}
+
+#[test]
+fn equally_many_nodes_behind_two_manifests_blame_nobody_whatever_the_order() {
+    let (s, cluster, recipient) = setup();
+    // Nodes 3 and 4 hold another file under the same id, stored at the same time: a tie.
+    let rival = stored(&s.owner, &s.nodes, &png_of(40, [1, 2, 3]), 2_000);
+    let sandbox = Sandbox::new().unwrap();
+    let mut outputs = Vec::new();
+    for order in [[0, 1, 2, 3], [3, 2, 1, 0]] {
+        let job = Job::new(&sandbox, work(&recipient), &mut OsRng).unwrap();
+        let releases: Vec<Release> = order
+            .iter()
+            .map(|&i| {
+                let held = if i < 2 { &s } else { &rival };
+                release(
+                    &job,
+                    &s.nodes[i],
+                    i as u8 + 1,
+                    &held.manifest,
+                    &held.shares[i].bytes,
+                )
+            })
+            .collect();
+        let result = job.run(&sandbox, &cluster, &releases, &mut OsRng).unwrap();
+        assert!(result.blamed.is_empty(), "{:?}", result.blamed);
+        outputs.push(open_output(&result, &recipient).unwrap().output);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+#[test]
+fn a_release_naming_no_node_of_the_cluster_or_a_node_taken_is_left_out_unlisted() {
+    let (s, cluster, recipient) = setup();
+    let sandbox = Sandbox::new().unwrap();
+    let job = Job::new(&sandbox, work(&recipient), &mut OsRng).unwrap();
+    let mut stray = release(&job, &s.nodes[0], 1, &s.manifest, &s.shares[0].bytes);
+    stray.node = 200;
+    let releases = vec![
+        stray,
+        release(&job, &s.nodes[0], 1, &s.manifest, &s.shares[0].bytes),
+        release(&job, &s.nodes[0], 1, &s.manifest, &s.shares[0].bytes),
+        release(&job, &s.nodes[1], 2, &s.manifest, &s.shares[1].bytes),
+    ];
+    let result = job.run(&sandbox, &cluster, &releases, &mut OsRng).unwrap();
+    assert!(result.unsigned.is_empty(), "{:?}", result.unsigned);
+    assert!(result.blamed.is_empty(), "{:?}", result.blamed);
+}
+
+/// A small one-colour image, `width` pixels wide.
+fn png_of(width: u32, colour: [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(width, 2, image::Rgb(colour));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}

@@ -112,7 +112,8 @@ fn blur_thumbnail_blurs_the_region_and_nothing_else() {
     let ran = sandbox
         .run(&function, work.manifest(), vec![input])
         .unwrap();
-    let thumb = image::load_from_memory(&ran.output).unwrap().into_rgb8();
+    let png = obscura_room::sandbox::image_png(&ran.output).unwrap();
+    let thumb = image::load_from_memory(&png).unwrap().into_rgb8();
     assert_eq!(thumb.dimensions(), (128, 128));
     // Outside the region: the nearest-neighbour sample of the photo, exactly.
     let photo = image::load_from_memory(&bytes).unwrap().into_rgb8();
@@ -177,6 +178,30 @@ fn a_memory_bomb_is_stopped_at_its_memory_limit() {
     let e = stopped("memory_bomb.wat", OutputKind::Json, limits, 64);
     assert!(
         matches!(e, RunError::Memory { asked, limit } if asked > limit && limit == 8 << 20),
+        "{e:?}"
+    );
+}
+
+/// Memory and tables count together: a function whose memory and a table each fit the limit
+/// but together do not is stopped.
+#[test]
+fn memory_and_tables_together_are_held_to_the_memory_limit() {
+    let module = r#"(module
+      (memory (export "memory") 100)
+      (table 0 funcref)
+      (func (export "run") (result i32)
+        (drop (table.grow (ref.null func) (i32.const 300000)))
+        (i32.const 0)))"#;
+    let mut m = manifest(1, OutputKind::Json, vec![]);
+    m.limits.memory_bytes = 8 << 20;
+    let work = Work::new(module.as_bytes(), m).unwrap();
+    let sandbox = Sandbox::new().unwrap();
+    let f = sandbox.compile(&work).unwrap();
+    let tiny = Input::from_rgb(1, 1, vec![1, 2, 3]).unwrap();
+    let e = sandbox.run(&f, work.manifest(), vec![tiny]).unwrap_err();
+    // 6.25 MiB of memory and 2.3 MiB of table: each under 8 MiB, together over.
+    assert!(
+        matches!(e, RunError::Memory { asked, limit } if asked > limit && asked < 2 * limit),
         "{e:?}"
     );
 }

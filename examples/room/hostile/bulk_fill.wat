@@ -1,5 +1,6 @@
-;; Hostile: fills its whole memory again and again with one instruction each time. Fuel counts
-;; each fill once, however many bytes it writes; stopped by the run's deadline.
+;; Hostile: fills its whole memory again and again, one instruction a time. Fuel is charged by
+;; what a bulk instruction writes, so its fuel runs out at once; the run's deadline would stop
+;; it besides.
 (module
   (memory (export "memory") 256)
   (func (export "run") (result i32)

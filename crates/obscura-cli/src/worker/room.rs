@@ -28,6 +28,8 @@ const MAX_JOBS: usize = 8;
 const JOB_S: u64 = 120;
 const MAX_WORK: usize = 10 << 20;
 const MAX_RELEASES: usize = 320 << 20;
+/// How long a run's releases may take to arrive.
+const BODY_S: u64 = 60;
 
 pub(super) struct RoomSide {
     cluster: Cluster,
@@ -101,7 +103,7 @@ async fn load(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
     let asked: Load = serde_json::from_slice(&body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
     drop(body);
-    let work = obscura_room::work::Work::from_json(asked.work.as_bytes())
+    let work = obscura_room::work::Work::from_json_binary(asked.work.as_bytes())
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
     asked
         .approval
@@ -224,8 +226,8 @@ async fn evidence(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
 }
 
 /// `POST /v1/room/run`: run a job once on the nodes' releases (postcard), for its loader (the
-/// job and token in headers, checked before the body is read); the job is gone after, whatever
-/// the outcome.
+/// job and token in headers, checked before the body is read: at most one body per job, and
+/// eight jobs); the job is gone after, whatever the outcome.
 async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Body) -> Answer {
     let room = side(&w)?;
     let header = |name: &str| {
@@ -236,21 +238,32 @@ async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Body) -> An
             .to_owned()
     };
     let job = room.authorise(&header(JOB_HEADER), &header(TOKEN_HEADER))?;
-    let permit = room
-        .running
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // The job is taken first, so one token reads one body; the body is read within a time, and
+    // only then does the run wait for the one slot, which a slow sender cannot hold.
     let waiting = room
         .jobs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&job)
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such job waiting here"))?;
-    let body = axum::body::to_bytes(body, MAX_RELEASES)
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(BODY_S),
+        axum::body::to_bytes(body, MAX_RELEASES),
+    )
+    .await
+    .map_err(|_| {
+        refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "the releases took too long to send",
+        )
+    })?
+    .map_err(|e| refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("the releases: {e}")))?;
+    let permit = room
+        .running
+        .clone()
+        .acquire_owned()
         .await
-        .map_err(|e| refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("the releases: {e}")))?;
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let releases: Vec<Release> = postcard::from_bytes(&body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("the releases: {e}")))?;
     drop(body);
