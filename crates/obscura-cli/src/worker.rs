@@ -285,16 +285,8 @@ async fn evidence(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
         }
         answered.insert(nonce, now + CHALLENGE_S);
     }
-    let _one = tokio::time::timeout(std::time::Duration::from_secs(2), w.making.acquire())
-        .await
-        .map_err(|_| refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; ask again"))?
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let data = binding::report_data(&Role::Worker, &w.key.public(), &context, &nonce);
-    let w2 = w.clone();
-    let evidence = tokio::task::spawn_blocking(move || w2.producer.evidence(&data, now()))
-        .await
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let evidence = make_evidence(&w, data).await?;
     let answer = EvidenceAnswer {
         party_key: obscura_tokens::keyfile::to_hex(&w.key.public()),
         evidence,
@@ -303,6 +295,22 @@ async fn evidence(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
         StatusCode::OK,
         serde_json::to_string(&answer).expect("an answer serialises"),
     ))
+}
+
+/// Evidence for `data`, one report at a time (waiting at most two seconds for the producer).
+async fn make_evidence(
+    w: &Arc<Worker>,
+    data: [u8; 64],
+) -> Result<obscura_attest::Evidence, (StatusCode, String)> {
+    let _one = tokio::time::timeout(std::time::Duration::from_secs(2), w.making.acquire())
+        .await
+        .map_err(|_| refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; ask again"))?
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let w2 = w.clone();
+    tokio::task::spawn_blocking(move || w2.producer.evidence(&data, now()))
+        .await
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
 /// `POST /v1/deliver`: check every share's keeper signature and challenge, open it, and

@@ -20,7 +20,7 @@ use obscura_room::result::Release;
 use obscura_room::sandbox::Sandbox;
 use subtle::ConstantTimeEq;
 
-use super::{now, refuse, Answer, Worker};
+use super::{make_evidence, now, refuse, Answer, Worker};
 
 /// Jobs waiting at once, how long one waits for its run, the largest work and the largest
 /// set of releases taken.
@@ -205,16 +205,8 @@ async fn evidence(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
         .get(&job)
         .map(|w| (w.job.role(), w.job.context(&room.cluster)))
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such job waiting here"))?;
-    let _one = tokio::time::timeout(std::time::Duration::from_secs(2), w.making.acquire())
-        .await
-        .map_err(|_| refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; ask again"))?
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let data = obscura_attest::binding::report_data(&role, &job, &context, &nonce);
-    let w2 = w.clone();
-    let evidence = tokio::task::spawn_blocking(move || w2.producer.evidence(&data, now()))
-        .await
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let evidence = make_evidence(&w, data).await?;
     let answer = EvidenceAnswer {
         party_key: hex(&job),
         evidence,
