@@ -124,9 +124,10 @@ impl Client {
         Ok(Approval::sign(work, policy, expires_at, max_runs, owner))
     }
 
-    /// Run `work` under `approval` in the worker at `worker` (its base URL): load it, have
-    /// every node appraise the worker and release its shares to it, hand the releases over,
-    /// and check the result's signature under the key the nodes appraised.
+    /// Run `work` under `approval` in the worker at `worker` (its base URL): load it, have the
+    /// nodes, in order, appraise the worker and release their shares to it until `k + 1` have
+    /// (each release counts a run at its node), hand the releases over, and check the result's
+    /// signature under the key the nodes appraised.
     ///
     /// # Errors
     /// [`Error::Room`] when the approval is not the owner's for this work, or the worker
