@@ -19,10 +19,12 @@ pub(crate) enum RoomCommand {
     /// Make a work: a function (WebAssembly, text or binary) and its I/O manifest (JSON),
     /// written as one file. Prints its Work-ID, which the owner approves.
     #[command(after_help = "Example:\n  \
-        obscura room work --module examples/room/colour_stats.wat --manifest m.json --out work.json\n\n\
-        The manifest names the input image ids, labels, parameters (hex), the output kind\n\
-        (json, text or image) and its largest size, the run's fuel and memory, and the\n\
-        recipients' keys (from `obscura room keygen`):\n  \
+        obscura room work --module examples/room/colour_stats.wat --manifest m.json --out work.json\n  \
+        obscura room work --module examples/room/colour_stats.wat --manifest m.json \\\n      \
+            --matches query.jpg --within 10 --cluster /tmp/demo --out work.json\n\n\
+        The manifest names the input image ids (or, with --matches, leaves them out), labels,\n\
+        parameters (hex), the output kind (json, text or image) and its largest size, the run's\n\
+        fuel and memory, and the recipients' keys (from `obscura room keygen`):\n  \
         {\"inputs\":[{\"image\":\"…32 hex…\"}],\"output\":{\"kind\":\"json\",\"max_bytes\":4096},\n   \
         \"limits\":{\"fuel\":100000000,\"memory_bytes\":67108864},\"recipients\":[\"…64 hex…\"]}")]
     Work {
@@ -32,6 +34,22 @@ pub(crate) enum RoomCommand {
         /// The manifest (JSON).
         #[arg(long)]
         manifest: PathBuf,
+        /// Take the inputs from a private search instead of the manifest: the stored images
+        /// within `--within` of this query image, closest first. The search is yours (the
+        /// querier role), run now; the work names the images it found, and that list is what
+        /// the owner approves.
+        #[arg(long, requires = "cluster")]
+        matches: Option<PathBuf>,
+        /// The cluster to search (with `--matches`).
+        #[arg(long)]
+        cluster: Option<PathBuf>,
+        /// Largest Hamming distance of a match taken as an input (with `--matches`; nodes
+        /// reveal nothing beyond the cluster's own limit).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=64))]
+        within: u32,
+        /// Most matches taken as inputs (with `--matches`).
+        #[arg(long, default_value_t = 16)]
+        top: usize,
         /// Where to write the work.
         #[arg(long)]
         out: PathBuf,
@@ -150,9 +168,24 @@ impl RoomCommand {
             RoomCommand::Work {
                 module,
                 manifest,
+                matches,
+                cluster,
+                within,
+                top,
                 out,
                 json,
-            } => make_work(&module, &manifest, &out, json),
+            } => {
+                let query = match (matches, cluster) {
+                    (Some(image), Some(cluster)) => Some(Query {
+                        image,
+                        cluster,
+                        within,
+                        top,
+                    }),
+                    _ => None,
+                };
+                make_work(&module, &manifest, query.as_ref(), &out, json).await
+            }
             RoomCommand::Show { work, json } => show(&read_work(&work)?, json),
             RoomCommand::Keygen { out, json } => keygen(&out, json),
             RoomCommand::Approve {
@@ -245,11 +278,67 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
         .map_err(|e| Failure::Said(format!("{}: {e}", path.display())))
 }
 
-fn make_work(module: &Path, manifest: &Path, out: &Path, json: bool) -> Result<ExitCode, Failure> {
+/// A work's inputs as a search's matches.
+struct Query {
+    image: PathBuf,
+    cluster: PathBuf,
+    within: u32,
+    top: usize,
+}
+
+async fn make_work(
+    module: &Path,
+    manifest_path: &Path,
+    query: Option<&Query>,
+    out: &Path,
+    json: bool,
+) -> Result<ExitCode, Failure> {
     let module_bytes = std::fs::read(module).map_err(|e| format!("{}: {e}", module.display()))?;
-    let text = std::fs::read(manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
-    let manifest: Manifest =
-        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let text =
+        std::fs::read(manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let mut manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    if let Some(q) = query {
+        if !manifest.inputs.is_empty() {
+            return Err(format!(
+                "{} names inputs and --matches asks for a search's: give one or the other",
+                manifest_path.display()
+            )
+            .into());
+        }
+        let bytes = std::fs::read(&q.image).map_err(|e| format!("{}: {e}", q.image.display()))?;
+        let found = crate::client(&q.cluster)?
+            .search(
+                &bytes,
+                q.top.clamp(1, obscura_room::work::MAX_INPUTS),
+                q.within,
+            )
+            .await?;
+        if found.matches.is_empty() {
+            return Err(format!(
+                "no stored image within distance {} of {}: the work would have no input",
+                q.within,
+                q.image.display()
+            )
+            .into());
+        }
+        manifest.inputs = found
+            .matches
+            .iter()
+            .map(|m| obscura_room::work::InputSpec {
+                image: m.id.0,
+                label: None,
+            })
+            .collect();
+        if !json {
+            eprintln!(
+                "{} match(es) of {} within distance {} taken as inputs",
+                manifest.inputs.len(),
+                q.image.display(),
+                q.within
+            );
+        }
+    }
     let work = Work::new(&module_bytes, manifest).map_err(|e| e.to_string())?;
     // Refuse a module that could never run before anyone approves it.
     let sandbox = obscura_room::sandbox::Sandbox::new().map_err(|e| e.to_string())?;
@@ -371,9 +460,11 @@ async fn run(
                     .collect::<Vec<_>>(),
                 "blamed": r.blamed,
                 "unsigned": r.unsigned,
+                "entered_at": report.filed_at,
                 "ms": {
                     "load": report.load_ms,
-                    "attest_and_release": report.release_ms,
+                    "attestation": report.attestation_ms,
+                    "release": report.release_ms,
                     "run": report.run_ms,
                 },
             })
@@ -390,18 +481,18 @@ async fn run(
                 "  node {n}: its release reached the worker without its signature (not used)"
             );
         }
+        let list = |nodes: &mut dyn Iterator<Item = u8>| {
+            nodes.map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+        };
         println!(
-            "work {}: result {} (released by nodes {}), load {:.0} ms, attestation and release \
-             {:.0} ms, run {:.0} ms",
+            "work {}: result {} (released by nodes {}; in the audit logs of nodes {}), load {:.0} \
+             ms, attestation {:.0} ms, release {:.0} ms, run {:.0} ms",
             hex(&r.work),
             out.display(),
-            report
-                .released_by
-                .iter()
-                .map(|(n, _)| n.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
+            list(&mut report.released_by.iter().map(|(n, _)| *n)),
+            list(&mut report.filed_at.iter().copied()),
             report.load_ms,
+            report.attestation_ms,
             report.release_ms,
             report.run_ms
         );

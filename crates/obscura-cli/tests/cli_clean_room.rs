@@ -191,6 +191,12 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
         4,
         "{report}"
     );
+    // Every node that released entered the signed result in its audit log.
+    assert_eq!(
+        report["entered_at"],
+        serde_json::json!([1, 2, 3, 4]),
+        "{report}"
+    );
     let blamed = report["blamed"].as_array().unwrap();
     assert_eq!(blamed.len(), 1, "{report}");
     assert_eq!(blamed[0]["node"], 4, "{report}");
@@ -406,6 +412,59 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
     assert!(!out.status.success());
     assert!(
         text(&out).contains("imports wasi_snapshot_preview1.fd_write"),
+        "{}",
+        text(&out)
+    );
+
+    // Inputs from a search: the matches of a re-encoded coffee photo are the coffee photo
+    // alone; a manifest that names inputs as well is refused, as is a search with no match.
+    let open_manifest = dir.join("open.manifest.json");
+    std::fs::write(
+        &open_manifest,
+        serde_json::json!({
+            "output": {"kind": "json", "max_bytes": 4096},
+            "limits": {"fuel": 200_000_000u64, "memory_bytes": 64u64 << 20},
+            "recipients": [recipient],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let by_search = |manifest: &Path, query: &str, within: &str| {
+        obscura(&[
+            "room",
+            "work",
+            "--module",
+            &example("colour_stats.wat"),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--matches",
+            &testdata(query),
+            "--within",
+            within,
+            "--cluster",
+            cluster,
+            "--out",
+            dir.join(format!("search-{within}.work.json"))
+                .to_str()
+                .unwrap(),
+            "--json",
+        ])
+    };
+    let out = by_search(&open_manifest, "derived/coffee.q75.jpg", "10");
+    assert!(out.status.success(), "{}", text(&out));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(made["inputs"], serde_json::json!([ids[1]]), "{made}");
+    let out = by_search(&manifest, "derived/coffee.q75.jpg", "9");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("names inputs and --matches"),
+        "{}",
+        text(&out)
+    );
+    let out = by_search(&open_manifest, "photos/chelsea.png", "0");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no stored image within distance 0"),
         "{}",
         text(&out)
     );

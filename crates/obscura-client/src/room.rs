@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use obscura_proto::{limits, NodeBody, ResponseBody};
-use obscura_room::result::{verify_result, Release, RunResult};
+use obscura_room::result::{blamed_encoding, verify_result, Release, RunResult};
 use obscura_room::work::{Approval, Work};
 use serde::{Deserialize, Serialize};
 
@@ -61,12 +61,16 @@ pub struct RoomReport {
     pub result: RunResult,
     /// Nodes that released, with the run each counted.
     pub released_by: Vec<(u8, u32)>,
+    /// Nodes that entered the result in their audit logs.
+    pub filed_at: Vec<u8>,
     /// Nodes that refused or failed, and why.
     pub failures: Vec<NodeFailure>,
     /// Milliseconds loading the work at the worker (compiling the function).
     pub load_ms: f64,
-    /// Milliseconds of attestation and release: the challenges, the worker's evidence and the
-    /// nodes' appraisals and sealing.
+    /// Milliseconds of attestation: the nodes' challenges and the worker's evidence for them.
+    pub attestation_ms: f64,
+    /// Milliseconds of release: each node's appraisal of the evidence, count of the run and
+    /// sealing of its shares.
     pub release_ms: f64,
     /// Milliseconds of the worker's run, as the controller waited for it.
     pub run_ms: f64,
@@ -187,6 +191,7 @@ impl Client {
         let images = work.images();
         let mut failures = Vec::new();
         let mut releases = Vec::new();
+        let mut attestation_ms = 0.0;
         for x in 1..=self.n() as u8 {
             if releases.len() >= self.k + SPARE_RELEASES {
                 break;
@@ -195,11 +200,14 @@ impl Client {
                 .release_from(x, work_id, &images, approval, &approval_signature, &job)
                 .await
             {
-                Ok(release) => releases.push(release),
+                Ok((release, attested_ms)) => {
+                    releases.push(release);
+                    attestation_ms += attested_ms;
+                }
                 Err(fault) => failures.push(NodeFailure { node: x, fault }),
             }
         }
-        let release_ms = ms(started);
+        let release_ms = ms(started) - attestation_ms;
         if releases.len() < self.k {
             return Err(Error::Nodes {
                 what: "releasing the work's inputs to the worker",
@@ -234,17 +242,60 @@ impl Client {
             ));
         }
         verify_result(&result, None).map_err(said)?;
+        let filed_at = self.file_result(&result, &mut failures).await;
         Ok(RoomReport {
             result,
             released_by,
+            filed_at,
             failures,
             load_ms,
+            attestation_ms,
             release_ms,
             run_ms,
         })
     }
 
-    /// One node's challenge, the worker's evidence for it, and the node's release.
+    /// File `result` at each node that released to its run, for the nodes' audit logs;
+    /// returns the nodes that entered it, and adds the others to `failures`.
+    async fn file_result(&self, result: &RunResult, failures: &mut Vec<NodeFailure>) -> Vec<u8> {
+        let blamed = blamed_encoding(&result.blamed, &result.unsigned);
+        let calls = result
+            .releases
+            .iter()
+            .filter(|r| (1..=self.n()).contains(&usize::from(r.node)))
+            .map(|r| {
+                (
+                    r.node,
+                    NodeBody::RoomResult {
+                        work: result.work,
+                        manifests: result.manifests.clone(),
+                        commitment: result.commitment,
+                        blamed: blamed.clone(),
+                        worker_key: result.worker_key,
+                        signing_key: result.signing_key,
+                        signature: result.signature.clone(),
+                        release: r.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut filed = Vec::new();
+        for (x, answer, ..) in self.call_some(calls).await {
+            match answer {
+                Ok(ResponseBody::Ok) => filed.push(x),
+                Ok(_) => failures.push(NodeFailure {
+                    node: x,
+                    fault: Fault::Unexpected("the result entered"),
+                }),
+                Err(fault) => failures.push(NodeFailure { node: x, fault }),
+            }
+        }
+        filed.sort_unstable();
+        filed
+    }
+
+    /// One node's challenge, the worker's evidence for it, and the node's release, with the
+    /// milliseconds the first two took.
     async fn release_from(
         &self,
         x: u8,
@@ -253,8 +304,9 @@ impl Client {
         approval: &Approval,
         approval_signature: &[u8; 64],
         job: &Job<'_>,
-    ) -> Result<Release, Fault> {
+    ) -> Result<(Release, f64), Fault> {
         let (worker, party_key, signing_key) = (job.worker, job.party_key, job.signing_key);
+        let started = Instant::now();
         let answer = self
             .call_some(vec![(x, NodeBody::RoomChallenge { work })])
             .await
@@ -285,6 +337,7 @@ impl Client {
                 "the worker's evidence is for another job".into(),
             ));
         }
+        let attested_ms = ms(started);
         let body = NodeBody::RoomRelease {
             work,
             images: images.to_vec(),
@@ -309,13 +362,16 @@ impl Client {
                 run,
                 shares,
                 signature,
-            } if node == x => Ok(Release {
-                node,
-                nonce,
-                run,
-                shares,
-                signature,
-            }),
+            } if node == x => Ok((
+                Release {
+                    node,
+                    nonce,
+                    run,
+                    shares,
+                    signature,
+                },
+                attested_ms,
+            )),
             ResponseBody::RoomReleased { node, .. } => Err(Fault::AnsweredAs(node)),
             _ => Err(Fault::Unexpected("a clean-room release")),
         }

@@ -25,7 +25,7 @@ use obscura_sharing::rng::AesCtrRng;
 use obscura_sharing::zero::deal;
 use obscura_store::{NewImage, Store};
 use obscura_tokens::{NodeTokenKeys, TokenRoot};
-use rand_core::{RngCore, SeedableRng};
+use rand_core::{OsRng, RngCore, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::harness::{load_photos, photos_dir, LocalCluster, Progress, Spread};
@@ -649,22 +649,35 @@ async fn room_figures(
         .map_err(|e| format!("the cluster's policy: {e}"))?;
     let worker =
         crate::local::Worker::start(&cluster.dir, "bench", Some(&cluster.scratch.dir)).await?;
-    let mut phases: Vec<Vec<f64>> = vec![Vec::new(); 7];
+    let mut phases: Vec<Vec<f64>> = vec![Vec::new(); 10];
     let mut released = 0;
     let mut failed = None;
     for _ in 0..5 {
         match crate::room::colour_stats(client, &policy, &ids, &worker.url).await {
             Ok(run) => {
                 let (r, w) = (&run.report, run.phases_ms);
-                let whole = r.load_ms + r.release_ms + r.run_ms;
+                let whole = r.load_ms + r.attestation_ms + r.release_ms + r.run_ms;
                 released = r.released_by.len();
                 let rest = r.run_ms - (w.open + w.rebuild + w.decode + w.function);
+                // Sealing happens after the payload's times are taken, so it is timed here on
+                // the same output, padding and recipients, through the worker's own code.
+                let t = Instant::now();
+                let sealed =
+                    obscura_room::result::seal_outputs(&run.work, &run.payload, &mut OsRng);
+                let sealing = t.elapsed().as_secs_f64() * 1e3;
+                if let Err(i) = sealed {
+                    failed = Some(format!("sealing to recipient {i}").into());
+                    break;
+                }
                 for (i, v) in [
+                    r.load_ms,
+                    r.attestation_ms,
                     r.release_ms,
                     w.open,
                     w.rebuild,
                     w.decode,
                     w.function,
+                    sealing,
                     rest,
                     whole,
                 ]
@@ -685,13 +698,16 @@ async fn room_figures(
         return Err(format!("clean-room run: {e}").into());
     }
     let p50: Vec<f64> = phases.into_iter().map(|v| Spread::of(v).p50).collect();
-    let whole = p50[6];
+    let whole = p50[9];
     for (i, phase) in [
-        format!("attestation and release ({released} nodes, one after another)"),
+        "load (compile the function)".to_string(),
+        format!("attestation ({released} nodes' challenges and the worker's evidence)"),
+        format!("release ({released} nodes' appraisals, run counts and sealed shares)"),
         "open and check the shares".into(),
         "rebuild".into(),
         "decode".into(),
         "function (colour_stats.wat)".into(),
+        "sealing the output (timed apart, same output and recipients)".into(),
         "the rest of the run: releases handed over, output sealed and signed".into(),
         "whole run, loading the function included".into(),
     ]

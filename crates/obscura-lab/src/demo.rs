@@ -360,8 +360,9 @@ async fn room_check(
             progress.say(&format!(
                 "clean room (SIMULATION worker, no TEE): the owner approved one run of \
                  colour_stats.wat over {} photos; {} nodes appraised the worker and released their \
-                 shares to it; the recipient opened {}: attestation and release {:.0} ms, worker \
-                 {:.0} ms (open {:.0}, rebuild {:.0}, decode {:.0}, function {:.0})",
+                 shares to it; the recipient opened {}; {} nodes entered the signed result in \
+                 their audit logs: attestation {:.0} ms, release {:.0} ms, worker {:.0} ms (open \
+                 {:.0}, rebuild {:.0}, decode {:.0}, function {:.0})",
                 inputs.len(),
                 r.released_by.len(),
                 if right {
@@ -369,6 +370,8 @@ async fn room_check(
                 } else {
                     "WRONG statistics"
                 },
+                r.filed_at.len(),
+                r.attestation_ms,
                 r.release_ms,
                 r.run_ms,
                 w.open,
@@ -376,9 +379,12 @@ async fn room_check(
                 w.decode,
                 w.function,
             ));
-            json!({"ok": right && r.result.blamed.is_empty(), "work": obscura_tokens::keyfile::to_hex(&r.result.work),
+            let entered = r.filed_at.len() == r.released_by.len();
+            json!({"ok": right && entered && r.result.blamed.is_empty(),
+                "work": obscura_tokens::keyfile::to_hex(&r.result.work),
                 "inputs": inputs.len(), "released_by": r.released_by.len(), "output_right": right,
-                "simulation": true, "ms": {"load": r.load_ms, "attest_and_release": r.release_ms,
+                "entered_at": r.filed_at, "simulation": true,
+                "ms": {"load": r.load_ms, "attestation": r.attestation_ms, "release": r.release_ms,
                 "run": r.run_ms, "worker": w}})
         }
         Err(e) => {

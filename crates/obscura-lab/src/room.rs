@@ -23,6 +23,10 @@ pub struct RoomRun {
     pub output: serde_json::Value,
     /// Where the worker's time went, from the sealed payload.
     pub phases_ms: obscura_room::result::Phases,
+    /// The work that ran.
+    pub work: Work,
+    /// The payload as the recipient opened it.
+    pub payload: obscura_room::result::Payload,
 }
 
 /// Run the colour statistics of `ids` in the worker at `worker`, approved for one run under
@@ -69,6 +73,8 @@ pub async fn colour_stats(
         report,
         output,
         phases_ms: payload.phases_ms,
+        work,
+        payload,
     })
 }
 

@@ -13,7 +13,8 @@ use obscura_attest::sim::{SimulatedPlatform, SimulationRoot};
 use obscura_attest::{binding, Role};
 use obscura_proto::{
     room_cluster_digest, room_context, room_inputs_digest, room_policy_digest, room_purpose,
-    room_release_statement, room_shares_digest, ErrorCode, NodeBody, ResponseBody, RoomShare,
+    room_release_statement, room_result_statement, room_shares_digest, ErrorCode, NodeBody,
+    ResponseBody, RoomReleaseProof, RoomShare,
 };
 use obscura_sharing::order::Order;
 use rand_core::OsRng;
@@ -27,6 +28,7 @@ struct Worker {
     platform: SimulatedPlatform,
     measurement: [u8; 48],
     key: PartyKey,
+    signer: ed25519_dalek::SigningKey,
     signing: [u8; 32],
     cluster: [u8; 32],
 }
@@ -45,13 +47,13 @@ fn cluster_of(node: &TestNode) -> [u8; 32] {
 
 impl Worker {
     fn new(root: &SimulationRoot, measurement: [u8; 48], cluster: [u8; 32]) -> Worker {
+        let signer = ed25519_dalek::SigningKey::generate(&mut OsRng);
         Worker {
             platform: root.issue("worker", &mut OsRng),
             measurement,
             key: PartyKey::generate(&mut OsRng),
-            signing: ed25519_dalek::SigningKey::generate(&mut OsRng)
-                .verifying_key()
-                .to_bytes(),
+            signing: signer.verifying_key().to_bytes(),
+            signer,
             cluster,
         }
     }
@@ -470,6 +472,185 @@ async fn a_node_releases_a_works_inputs_only_to_a_worker_it_appraised_under_the_
     );
     assert!(
         details.iter().any(|d| d.contains("has had the 2 runs")),
+        "{details:#?}"
+    );
+}
+
+/// A result as its controller files it at a node, signed by `signer`.
+fn filed(
+    worker: &Worker,
+    signer: &ed25519_dalek::SigningKey,
+    release: RoomReleaseProof,
+    blamed: Vec<u8>,
+) -> NodeBody {
+    let manifests = vec![[0x11; 32]];
+    let commitment = [0x22; 32];
+    let statement = room_result_statement(&WORK, &manifests, &commitment, &blamed);
+    NodeBody::RoomResult {
+        work: WORK,
+        manifests,
+        commitment,
+        blamed,
+        worker_key: worker.key.public(),
+        signing_key: worker.signing,
+        signature: ed25519_dalek::Signer::sign(signer, &statement)
+            .to_bytes()
+            .to_vec(),
+        release,
+    }
+}
+
+#[tokio::test]
+async fn a_node_enters_only_results_signed_by_a_worker_it_released_to() {
+    let node = TestNode::start("room-result").await;
+    let a = upload(&node.owner, "coffee.png", 1);
+    assert_eq!(node.send(&TestNode::request(prepare(&a))).await.0, 200);
+    assert_eq!(node.send(&TestNode::request(commit(&[a.id]))).await.0, 200);
+    let root_hex = std::fs::read_to_string(node.dir.join("simulation-root.secret")).unwrap();
+    let root = SimulationRoot::from_secret_bytes(
+        &obscura_tokens::keyfile::from_hex(root_hex.trim()).unwrap(),
+    );
+    let worker = Worker::new(&root, GOOD, cluster_of(&node));
+    let ask = approved(
+        &node.owner,
+        &[a.id.0],
+        policy(&root, &[GOOD], false),
+        now() + 3600,
+        1,
+    );
+    let nonce = challenge(&node, WORK).await;
+    let answer = node
+        .send(&TestNode::request(release(
+            &ask,
+            nonce,
+            &worker,
+            worker.evidence(&WORK, &nonce),
+        )))
+        .await;
+    let ResponseBody::RoomReleased {
+        run,
+        shares,
+        signature,
+        ..
+    } = answer.1
+    else {
+        panic!("{answer:?}");
+    };
+    let proof = RoomReleaseProof {
+        node: 1,
+        nonce,
+        run,
+        shares: room_shares_digest(&shares),
+        signature,
+    };
+    let blamed =
+        postcard::to_allocvec(&(vec![(4u8, "a share of coffee.png".to_string())], vec![5u8]))
+            .unwrap();
+
+    // A result signed by a key of the controller's own making, with the node's genuine
+    // release to the worker: refused.
+    let forger = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    let answer = node
+        .send(&TestNode::request(filed(
+            &worker,
+            &forger,
+            proof.clone(),
+            blamed.clone(),
+        )))
+        .await;
+    assert!(
+        refused(
+            &answer,
+            ErrorCode::Forbidden,
+            "not signed by the key node 1 released to"
+        ),
+        "{answer:?}"
+    );
+    // A release the node did not sign: another run, another node, or to the forger's key.
+    for (what, release) in [
+        (
+            "another run",
+            RoomReleaseProof {
+                run: 2,
+                ..proof.clone()
+            },
+        ),
+        (
+            "another node",
+            RoomReleaseProof {
+                node: 2,
+                ..proof.clone()
+            },
+        ),
+    ] {
+        let answer = node
+            .send(&TestNode::request(filed(
+                &worker,
+                &worker.signer,
+                release,
+                blamed.clone(),
+            )))
+            .await;
+        assert!(
+            refused(
+                &answer,
+                ErrorCode::Forbidden,
+                "released nothing to this result's keys"
+            ),
+            "{what}: {answer:?}"
+        );
+    }
+    // A worker the node never released to, signing its own result, with the node's release.
+    let stranger = Worker::new(&root, GOOD, cluster_of(&node));
+    let answer = node
+        .send(&TestNode::request(filed(
+            &stranger,
+            &stranger.signer,
+            proof.clone(),
+            blamed.clone(),
+        )))
+        .await;
+    assert!(
+        refused(
+            &answer,
+            ErrorCode::Forbidden,
+            "released nothing to this result's keys"
+        ),
+        "{answer:?}"
+    );
+
+    // The genuine result is entered, naming the work, the run and the nodes it blamed.
+    let answer = node
+        .send(&TestNode::request(filed(
+            &worker,
+            &worker.signer,
+            proof,
+            blamed,
+        )))
+        .await;
+    assert_eq!(answer, (200, ResponseBody::Ok));
+    let details: Vec<String> = audit(&node)
+        .await
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.detail).into_owned())
+        .collect();
+    let entered: Vec<&String> = details
+        .iter()
+        .filter(|d| d.contains("op=room-result work=5a5a"))
+        .collect();
+    assert_eq!(entered.len(), 1, "{details:#?}");
+    assert!(
+        entered[0].contains("run=1 inputs=1 commitment=2222")
+            && entered[0].contains("blamed=4 unsigned=5"),
+        "{}",
+        entered[0]
+    );
+    assert_eq!(
+        details
+            .iter()
+            .filter(|d| d.contains("room-result refused=Forbidden"))
+            .count(),
+        4,
         "{details:#?}"
     );
 }

@@ -131,6 +131,8 @@ pub mod limits {
     /// Largest answer a client reads for a clean-room release: every input's share and
     /// manifest (a node refuses a release whose shares are larger than [`MAX_IMAGE_SHARE`]).
     pub const MAX_ROOM_ANSWER: usize = MAX_IMAGE_SHARE + MAX_ROOM_INPUTS * (MAX_MANIFEST + 4096);
+    /// Largest encoding of the nodes a clean-room result blames, with the reasons.
+    pub const MAX_ROOM_BLAME: usize = 16 << 10;
 }
 
 /// Errors decoding a message.
@@ -737,6 +739,47 @@ pub enum NodeBody {
         /// The worker's evidence, at most [`limits::MAX_EVIDENCE`] bytes.
         evidence: Vec<u8>,
     },
+    /// Clean room: a run's signed result, filed by its controller at a node that released to
+    /// the run, for the node's audit log. The node checks that it signed `release` to the
+    /// result's keys, and the worker's signature over [`room_result_statement`] under the key
+    /// it released to. It sees no output: only the commitment to it.
+    RoomResult {
+        /// The Work-ID.
+        work: [u8; 32],
+        /// SHA-256 of each input's owner-signed manifest, in order, at most
+        /// [`limits::MAX_ROOM_INPUTS`].
+        manifests: Vec<[u8; 32]>,
+        /// The commitment to the output.
+        commitment: [u8; 32],
+        /// The nodes the worker blamed, as the result's signature covers them, at most
+        /// [`limits::MAX_ROOM_BLAME`] bytes.
+        blamed: Vec<u8>,
+        /// The job's HPKE key.
+        worker_key: [u8; 32],
+        /// The job's result key.
+        signing_key: [u8; 32],
+        /// The worker's signature over the result, 64 bytes.
+        signature: Vec<u8>,
+        /// This node's release to the job, as it signed it.
+        release: RoomReleaseProof,
+    },
+}
+
+/// What a node signed when it released to a clean-room job ([`room_release_statement`]),
+/// without the shares: a result carries one per release, so that anyone holding the nodes'
+/// audit keys can check that they appraised the key that signed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomReleaseProof {
+    /// The node.
+    pub node: u8,
+    /// Its challenge.
+    pub nonce: [u8; 32],
+    /// The run it counted.
+    pub run: u32,
+    /// The digest of the shares it sealed ([`room_shares_digest`]).
+    pub shares: [u8; 32],
+    /// Its audit-key signature over [`room_release_statement`], 64 bytes.
+    pub signature: Vec<u8>,
 }
 
 /// One input image's share as a node releases it to a clean-room worker: the signed manifest
@@ -1050,6 +1093,7 @@ impl Body for NodeBody {
             NodeBody::Evidence { .. } => "/v1/evidence",
             NodeBody::RoomChallenge { .. } => "/v1/room-challenge",
             NodeBody::RoomRelease { .. } => "/v1/room-release",
+            NodeBody::RoomResult { .. } => "/v1/room-result",
         }
     }
 
@@ -1142,6 +1186,21 @@ impl Body for NodeBody {
                 check(policy.len() <= MAX_EVIDENCE, "policy")?;
                 check(approval.len() == 64, "approval")?;
                 check(evidence.len() <= MAX_EVIDENCE, "evidence")
+            }
+            NodeBody::RoomResult {
+                manifests,
+                blamed,
+                signature,
+                release,
+                ..
+            } => {
+                check(
+                    (1..=MAX_ROOM_INPUTS).contains(&manifests.len()),
+                    "manifests",
+                )?;
+                check(blamed.len() <= MAX_ROOM_BLAME, "blamed")?;
+                check(signature.len() == 64, "signature")?;
+                check(release.signature.len() == 64, "release")
             }
             NodeBody::RoomChallenge { .. }
             | NodeBody::Delete { .. }

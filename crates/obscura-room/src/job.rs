@@ -20,8 +20,8 @@ use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 
 use crate::result::{
-    blamed_encoding, commitment, result_purpose, Blame, Payload, Phases, Release, ReleaseProof,
-    RunResult, SealedOutput,
+    blamed_encoding, commitment, seal_outputs, Blame, Payload, Phases, Release, ReleaseProof,
+    RunResult,
 };
 use crate::sandbox::{Function, Input, RunError, Sandbox};
 use crate::work::Work;
@@ -236,28 +236,14 @@ impl Job {
         let mut salt = [0u8; 32];
         rng.fill_bytes(&mut salt);
         let committed = commitment(&salt, &ran.output);
-        let mut outputs = Vec::new();
-        for (i, recipient) in self.work.manifest().recipients.iter().enumerate() {
-            let payload = Payload {
-                salt,
-                kind: self.work.manifest().output.kind,
-                output: ran.output.clone(),
-                fuel_used: ran.fuel_used,
-                phases_ms: phases,
-            }
-            .to_padded(self.work.manifest().output.max_bytes);
-            let sealed = obscura_attest::seal::seal_to_recipient(
-                recipient,
-                &result_purpose(&work, i),
-                &payload,
-                rng,
-            )
-            .map_err(|_| JobError::Recipient(i))?;
-            outputs.push(SealedOutput {
-                recipient: *recipient,
-                sealed,
-            });
-        }
+        let payload = Payload {
+            salt,
+            kind: self.work.manifest().output.kind,
+            output: ran.output,
+            fuel_used: ran.fuel_used,
+            phases_ms: phases,
+        };
+        let outputs = seal_outputs(&self.work, &payload, rng).map_err(JobError::Recipient)?;
         let statement = room_result_statement(
             &work,
             &manifests,

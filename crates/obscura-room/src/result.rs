@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::work::OutputKind;
+use crate::work::{OutputKind, Work};
 
 /// One node's release as the controller hands it on.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -32,19 +32,7 @@ pub struct Release {
 
 /// What a node signed when it released to this job, kept in the result so that a recipient
 /// can check, offline, that the nodes appraised the key that signed it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReleaseProof {
-    /// The node.
-    pub node: u8,
-    /// Its challenge.
-    pub nonce: [u8; 32],
-    /// The run it counted.
-    pub run: u32,
-    /// The digest of the shares it sealed (`obscura_proto::room_shares_digest`).
-    pub shares: [u8; 32],
-    /// Its audit-key signature over `obscura_proto::room_release_statement`.
-    pub signature: Vec<u8>,
-}
+pub use obscura_proto::RoomReleaseProof as ReleaseProof;
 
 /// A node that did not do its part, and what it did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +171,38 @@ pub fn result_purpose(work: &[u8; 32], index: usize) -> Vec<u8> {
         &(index as u32).to_be_bytes(),
     ]
     .concat()
+}
+
+/// Seal `payload`, padded to the manifest's largest output, to each of `work`'s recipients.
+///
+/// # Errors
+/// The index of a recipient whose key is not an X25519 key.
+pub fn seal_outputs<R: rand_core::RngCore + rand_core::CryptoRng>(
+    work: &Work,
+    payload: &Payload,
+    rng: &mut R,
+) -> Result<Vec<SealedOutput>, usize> {
+    let manifest = work.manifest();
+    let padded = payload.to_padded(manifest.output.max_bytes);
+    let id = work.id().0;
+    manifest
+        .recipients
+        .iter()
+        .enumerate()
+        .map(|(i, recipient)| {
+            let sealed = obscura_attest::seal::seal_to_recipient(
+                recipient,
+                &result_purpose(&id, i),
+                &padded,
+                rng,
+            )
+            .map_err(|_| i)?;
+            Ok(SealedOutput {
+                recipient: *recipient,
+                sealed,
+            })
+        })
+        .collect()
 }
 
 /// The commitment a result signs: SHA-256 over a domain, the salt and the output.

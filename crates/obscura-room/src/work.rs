@@ -117,7 +117,9 @@ pub struct Limits {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// The images, in the order the function sees them.
+    /// The images, in the order the function sees them (a work needs at least one; a
+    /// manifest file may leave them to be filled in, by `obscura room work --matches`).
+    #[serde(default)]
     pub inputs: Vec<InputSpec>,
     /// Labels the inputs may carry.
     #[serde(default)]
