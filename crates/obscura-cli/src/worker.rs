@@ -53,6 +53,10 @@ pub(crate) enum WorkerCommand {
         /// Its configuration file (worker.json).
         config: PathBuf,
     },
+    /// One clean-room job, started by a running worker (its attester) and spoken to over
+    /// standard input and output; not for people.
+    #[command(hide = true)]
+    Job,
 }
 
 impl WorkerCommand {
@@ -64,6 +68,7 @@ impl WorkerCommand {
                 listen,
             } => init(&cluster, &name, &listen),
             WorkerCommand::Run { config } => run(&config).await,
+            WorkerCommand::Job => room::job(),
         }
     }
 }

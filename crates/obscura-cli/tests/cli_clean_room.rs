@@ -343,6 +343,34 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
     );
     assert!(!dir.join("other.json").exists());
 
+    // The resident attester checks each job it starts by local attestation: its host swaps
+    // the executable jobs are started from for another build, and the load is refused, naming
+    // the measurement, before any node is asked.
+    let swapped = modified.with_extension("swapped");
+    let mut bytes = std::fs::read(BIN).unwrap();
+    bytes.extend_from_slice(&[1, 2]);
+    std::fs::write(&swapped, bytes).unwrap();
+    std::fs::set_permissions(
+        &swapped,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::rename(&swapped, &modified).unwrap();
+    let out = room_run(
+        cluster,
+        &work2,
+        &approval2,
+        port + 1,
+        &dir.join("other.json"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("local attestation of the job: the job's measurement"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("refuses the worker"), "{}", text(&out));
+
     // Anyone on the worker's port: a load with an approval that is not the owner's is refused
     // before anything compiles; a job's evidence and run need its loader's token.
     let work_text = std::fs::read_to_string(&work2).unwrap();

@@ -42,6 +42,7 @@
 
 #[cfg(feature = "sandbox")]
 pub mod job;
+pub mod local;
 pub mod result;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

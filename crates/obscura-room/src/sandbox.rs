@@ -208,7 +208,7 @@ pub struct Sandbox {
 /// How often the epoch moves.
 const TICK: std::time::Duration = std::time::Duration::from_millis(10);
 /// A run's deadline: a second per this much fuel, and never less than [`MIN_DEADLINE_S`].
-const FUEL_PER_SECOND: u64 = 20_000_000;
+pub const FUEL_PER_SECOND: u64 = 20_000_000;
 const MIN_DEADLINE_S: u64 = 2;
 
 impl Drop for Sandbox {

@@ -1,26 +1,39 @@
-//! The worker's clean room: load a work with the owner's approval (compile its function, make
-//! the job's keys and a token for its loader), answer evidence for a job binding the Work-ID,
-//! its result key and the cluster it trusts, and run the job once on the nodes' releases.
+//! The worker's clean room. The worker is the resident attester: with the owner's approval of a
+//! work, it starts a job (a fresh process of its own executable, `obscura worker job`) that
+//! compiles the function and makes the job's keys, checks the job by local attestation (its
+//! build, and the keys and Work-ID it reports for the attester's challenge), and only then gives
+//! the loader a token for the job; it answers nodes' challenges with evidence vouching for the
+//! job's keys, Work-ID and cluster, and hands the job the nodes' releases for its one run. The
+//! job's secret keys, shares and output never leave the job's process, which ends with its run.
 //! Anyone on the worker's port can ask, as the controller is untrusted: what it answers is
 //! evidence, public keys, or a result sealed to the recipients, and what it tells of a failed
 //! run is which limit stopped it, never values the function chose.
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use obscura_attest::{binding, Role};
 use obscura_client::release::EvidenceAnswer;
 use obscura_client::room::{JobEvidence, Load, Loaded, JOB_HEADER, TOKEN_HEADER};
 use obscura_room::job::{Cluster, Job};
+use obscura_room::local::{self, FromJob, LocalReport, ToJob};
 use obscura_room::result::Release;
 use obscura_room::sandbox::Sandbox;
 use subtle::ConstantTimeEq;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::{make_evidence, now, refuse, Answer, Worker};
+use crate::error::Failure;
 
 /// Jobs waiting at once, how long one waits for its run, the largest work and the largest
 /// set of releases taken.
@@ -30,10 +43,21 @@ const MAX_WORK: usize = 10 << 20;
 const MAX_RELEASES: usize = 320 << 20;
 /// How long a run's releases may take to arrive.
 const BODY_S: u64 = 60;
+/// How long a job may take to start (compile its function) and report.
+const START_S: u64 = 60;
+/// How long a run may take beyond its function's deadline: opening, rebuilding, decoding,
+/// sealing.
+const RUN_SLACK_S: u64 = 300;
 
 pub(super) struct RoomSide {
     cluster: Cluster,
-    sandbox: Arc<Sandbox>,
+    /// The executable jobs are started from, as it was when this worker started.
+    exe: PathBuf,
+    /// This worker's build, which every job must be.
+    measurement: [u8; 48],
+    /// The key jobs' local reports are made under (on the simulation backend, this worker
+    /// makes it and gives it to each job it starts, as the processor would).
+    report_key: [u8; 32],
     /// Jobs by their HPKE key, with their loader's token and when they lapse.
     jobs: Mutex<HashMap<[u8; 32], Waiting>>,
     /// One compilation at a time.
@@ -43,9 +67,23 @@ pub(super) struct RoomSide {
 }
 
 struct Waiting {
-    job: Job,
+    job: JobProcess,
     token: [u8; 32],
     lapses: u64,
+}
+
+/// A job's process, checked by local attestation; killed when dropped.
+struct JobProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    /// The Work-ID.
+    work: [u8; 32],
+    /// The job's keys, as its local report bound them.
+    party_key: [u8; 32],
+    signing_key: [u8; 32],
+    /// The function's fuel, for the run's deadline.
+    fuel: u64,
 }
 
 impl RoomSide {
@@ -66,10 +104,16 @@ impl RoomSide {
             .filter(|n| (2..=64).contains(&n.len()) && (2..=n.len()).contains(&k))
             .ok_or("nodes must be 2 to 64 Ed25519 keys, and k between 2 and their number")?;
         let owner = obscura_cluster::ed25519_key(owner).ok_or("owner is not an Ed25519 key")?;
-        let sandbox = Sandbox::new().map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
+        let measurement = obscura_attest::producer::measure_file(&exe)
+            .map_err(|e| format!("cannot measure this executable: {e}"))?;
+        let mut report_key = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut report_key);
         Ok(Some(RoomSide {
             cluster: Cluster { nodes, k, owner },
-            sandbox: Arc::new(sandbox),
+            exe,
+            measurement,
+            report_key,
             jobs: Mutex::default(),
             compiling: tokio::sync::Semaphore::new(1),
             running: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -123,17 +167,20 @@ async fn load(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
         .acquire()
         .await
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let sandbox = room.sandbox.clone();
-    let job = tokio::task::spawn_blocking(move || Job::new(&sandbox, work, &mut rand_core::OsRng))
+    let job = tokio::time::timeout(Duration::from_secs(START_S), room.start(&asked.work, &work))
         .await
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, e.public()))?;
+        .map_err(|_| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the job did not start within {START_S} s"),
+            )
+        })??;
     let mut token = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
     let loaded = Loaded {
-        work: job.work().id().to_hex(),
-        party_key: hex(&job.party_key()),
-        signing_key: hex(&job.signing_key()),
+        work: hex(&job.work),
+        party_key: hex(&job.party_key),
+        signing_key: hex(&job.signing_key),
         token: hex(&token),
     };
     let mut jobs = room.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,7 +190,7 @@ async fn load(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
         return Err(full());
     }
     jobs.insert(
-        job.party_key(),
+        job.party_key,
         Waiting {
             job,
             token,
@@ -164,6 +211,75 @@ fn full() -> (StatusCode, String) {
 }
 
 impl RoomSide {
+    /// Start a job for `work` (`text`, its file) and check it by local attestation: it must be
+    /// this worker's build, and report the keys it answers with, for this work, this cluster
+    /// and a challenge made here.
+    async fn start(
+        &self,
+        text: &str,
+        work: &obscura_room::work::Work,
+    ) -> Result<JobProcess, (StatusCode, String)> {
+        let internal = |e: std::io::Error| {
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("starting the job: {e}"),
+            )
+        };
+        let mut child = tokio::process::Command::new(&self.exe)
+            .args(["worker", "job"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(internal)?;
+        let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "the job's pipes"));
+        };
+        let mut nonce = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let start = ToJob::Start {
+            work: text.to_owned(),
+            nodes: self.cluster.nodes.iter().map(|n| n.to_bytes()).collect(),
+            owner: self.cluster.owner.to_bytes(),
+            k: self.cluster.k as u32,
+            nonce,
+            report_key: self.report_key,
+        };
+        send(&mut stdin, &start).await.map_err(internal)?;
+        let (party_key, signing_key, report) = match receive(&mut stdout).await.map_err(internal)? {
+            FromJob::Ready {
+                party_key,
+                signing_key,
+                report,
+            } => (party_key, signing_key, report),
+            FromJob::Failed(why) => return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, why)),
+            FromJob::Done(_) => {
+                return Err(refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the job answered out of turn",
+                ))
+            }
+        };
+        let id = work.id().0;
+        let expected = binding::report_data(
+            &Role::Work(hex(&id)),
+            &party_key,
+            &obscura_proto::room_context(&id, &signing_key, &self.cluster.digest()),
+            &nonce,
+        );
+        check_report(&report, &self.report_key, &self.measurement, &expected)?;
+        Ok(JobProcess {
+            child,
+            stdin,
+            stdout,
+            work: id,
+            party_key,
+            signing_key,
+            fuel: work.manifest().limits.fuel,
+        })
+    }
+
     /// Jobs waiting that have not lapsed.
     fn waiting(&self) -> usize {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -203,9 +319,18 @@ async fn evidence(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&job)
-        .map(|w| (w.job.role(), w.job.context(&room.cluster)))
+        .map(|w| {
+            (
+                Role::Work(hex(&w.job.work)),
+                obscura_proto::room_context(
+                    &w.job.work,
+                    &w.job.signing_key,
+                    &room.cluster.digest(),
+                ),
+            )
+        })
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such job waiting here"))?;
-    let data = obscura_attest::binding::report_data(&role, &job, &context, &nonce);
+    let data = binding::report_data(&role, &job, &context, &nonce);
     let evidence = make_evidence(&w, data).await?;
     let answer = EvidenceAnswer {
         party_key: hex(&job),
@@ -256,26 +381,169 @@ async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Body) -> An
         .acquire_owned()
         .await
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let releases: Vec<Release> = postcard::from_bytes(&body)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("the releases: {e}")))?;
-    drop(body);
-    let sandbox = room.sandbox.clone();
-    let cluster = room.cluster.clone();
-    // The permit goes with the run: a controller that hangs up does not free the slot while
-    // the run goes on.
-    let result = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        waiting
-            .job
-            .run(&sandbox, &cluster, &releases, &mut rand_core::OsRng)
-    })
-    .await
-    .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, e.public()))?;
+    let Waiting { job, .. } = waiting;
+    let deadline =
+        obscura_room::sandbox::deadline_s(job.fuel, obscura_room::sandbox::FUEL_PER_SECOND)
+            + RUN_SLACK_S;
+    // The permit and the job's process go together: if the controller hangs up, the job is
+    // killed and the slot freed.
+    let outcome = tokio::time::timeout(Duration::from_secs(deadline), job.run(&body)).await;
+    drop(permit);
+    let result = match outcome {
+        Err(_) => {
+            return Err(refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the run took more than {deadline} s and was stopped"),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the job: {e}"),
+            ))
+        }
+        Ok(Ok(FromJob::Done(result))) => result,
+        Ok(Ok(FromJob::Failed(why))) => return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, why)),
+        Ok(Ok(FromJob::Ready { .. })) => {
+            return Err(refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the job answered out of turn",
+            ))
+        }
+    };
     Ok((
         StatusCode::OK,
         serde_json::to_string(&result).expect("a result serialises"),
     ))
+}
+
+impl JobProcess {
+    /// Hand the job the releases (postcard, as the controller sent them) and wait for its
+    /// answer; the process is gone after.
+    async fn run(mut self, releases: &[u8]) -> std::io::Result<FromJob> {
+        send(&mut self.stdin, &ToJob::Run).await?;
+        let mut raw = Vec::with_capacity(4 + releases.len());
+        local::write_raw(&mut raw, releases)?;
+        self.stdin.write_all(&raw).await?;
+        self.stdin.flush().await?;
+        drop(raw);
+        let answer = receive(&mut self.stdout).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        if let FromJob::Done(result) = &answer {
+            if result.worker_key != self.party_key || result.signing_key != self.signing_key {
+                return Err(std::io::Error::other(
+                    "its result is not under the keys its local report bound",
+                ));
+            }
+        }
+        Ok(answer)
+    }
+}
+
+fn check_report(
+    report: &LocalReport,
+    key: &[u8; 32],
+    measurement: &[u8; 48],
+    expected: &[u8; 64],
+) -> Result<(), (StatusCode, String)> {
+    report.check(key, measurement, expected).map_err(|why| {
+        refuse(
+            StatusCode::FORBIDDEN,
+            format!("local attestation of the job: {why}"),
+        )
+    })
+}
+
+async fn send(to: &mut ChildStdin, message: &ToJob) -> std::io::Result<()> {
+    let mut bytes = Vec::new();
+    local::write_frame(&mut bytes, message)?;
+    to.write_all(&bytes).await?;
+    to.flush().await
+}
+
+async fn receive(from: &mut ChildStdout) -> std::io::Result<FromJob> {
+    let mut header = [0u8; 4];
+    from.read_exact(&mut header).await?;
+    let mut bytes = vec![0u8; local::frame_len(header)?];
+    from.read_exact(&mut bytes).await?;
+    postcard::from_bytes(&bytes).map_err(std::io::Error::other)
+}
+
+/// `obscura worker job`: one job, started by its worker (the attester), speaking frames on
+/// standard input and output: compile the work, report its keys under the attester's report
+/// key for its challenge, then run once on the releases it is handed and answer the result.
+pub(super) fn job() -> Result<ExitCode, Failure> {
+    let mut input = std::io::stdin().lock();
+    let mut output = std::io::stdout().lock();
+    let said = |e: std::io::Error| Failure::Said(format!("the job's attester: {e}"));
+    let ToJob::Start {
+        work,
+        nodes,
+        owner,
+        k,
+        nonce,
+        report_key,
+    } = local::read_frame(&mut input).map_err(said)?
+    else {
+        return Err(Failure::Said("the job's attester: no start".into()));
+    };
+    let started = start_job(&work, &nodes, &owner, k, &nonce, &report_key);
+    let (job, cluster, sandbox) = match started {
+        Ok((job, cluster, sandbox, ready)) => {
+            local::write_frame(&mut output, &ready).map_err(said)?;
+            (job, cluster, sandbox)
+        }
+        Err(why) => {
+            local::write_frame(&mut output, &FromJob::Failed(why)).map_err(said)?;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let ToJob::Run = local::read_frame(&mut input).map_err(said)? else {
+        return Err(Failure::Said("the job's attester: no run".into()));
+    };
+    let answer =
+        match postcard::from_bytes::<Vec<Release>>(&local::read_raw(&mut input).map_err(said)?) {
+            Err(e) => FromJob::Failed(format!("the releases: {e}")),
+            Ok(releases) => match job.run(&sandbox, &cluster, &releases, &mut rand_core::OsRng) {
+                Ok(result) => FromJob::Done(Box::new(result)),
+                Err(e) => FromJob::Failed(e.public()),
+            },
+        };
+    local::write_frame(&mut output, &answer).map_err(said)?;
+    output.flush().map_err(said)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Compile the work and make the job's keys and its local report.
+fn start_job(
+    work: &str,
+    nodes: &[[u8; 32]],
+    owner: &[u8; 32],
+    k: u32,
+    nonce: &[u8; 32],
+    report_key: &[u8; 32],
+) -> Result<(Job, Cluster, Sandbox, FromJob), String> {
+    let key = |b: &[u8; 32]| {
+        ed25519_dalek::VerifyingKey::from_bytes(b).map_err(|_| "a key of the cluster".to_string())
+    };
+    let cluster = Cluster {
+        nodes: nodes.iter().map(key).collect::<Result<_, _>>()?,
+        k: k as usize,
+        owner: key(owner)?,
+    };
+    let work =
+        obscura_room::work::Work::from_json_binary(work.as_bytes()).map_err(|e| e.to_string())?;
+    let sandbox = Sandbox::new().map_err(|e| e.to_string())?;
+    let job = Job::new(&sandbox, work, &mut rand_core::OsRng).map_err(|e| e.public())?;
+    let measurement = obscura_attest::producer::own_measurement()
+        .map_err(|e| format!("cannot measure this executable: {e}"))?;
+    let data = binding::report_data(&job.role(), &job.party_key(), &job.context(&cluster), nonce);
+    let ready = FromJob::Ready {
+        party_key: job.party_key(),
+        signing_key: job.signing_key(),
+        report: LocalReport::make(report_key, &measurement, &data),
+    };
+    Ok((job, cluster, sandbox, ready))
 }
 
 fn hex(bytes: &[u8]) -> String {
