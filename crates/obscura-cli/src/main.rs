@@ -89,6 +89,10 @@ enum Command {
 }
 
 impl Command {
+    fn is_job(&self) -> bool {
+        matches!(self, Command::Worker(w) if w.is_job())
+    }
+
     async fn run(self) -> Result<ExitCode, Failure> {
         match self {
             Command::Cluster(c) => c.run().await,
@@ -122,10 +126,13 @@ fn main() -> ExitCode {
     } else {
         alloc::keep_freed_memory();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A clean-room job is one process per function: it needs no threads of its own.
+    let mut builder = if cli.command.is_job() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -35,9 +35,10 @@ pub(crate) enum RoomCommand {
         #[arg(long)]
         manifest: PathBuf,
         /// Take the inputs from a private search instead of the manifest: the stored images
-        /// within `--within` of this query image, closest first. The search is yours (the
-        /// querier role), run now; the work names the images it found, and that list is what
-        /// the owner approves.
+        /// the search finds within `--within` of this query image (at most `--top`), in id
+        /// order. The search is yours (the querier role), run now; the work names the images
+        /// it found, and that list, which the owner and every node see, is what the owner
+        /// approves.
         #[arg(long, requires = "cluster")]
         matches: Option<PathBuf>,
         /// The cluster to search (with `--matches`).
@@ -322,14 +323,26 @@ async fn make_work(
             )
             .into());
         }
-        manifest.inputs = found
-            .matches
-            .iter()
-            .map(|m| obscura_room::work::InputSpec {
-                image: m.id.0,
-                label: None,
-            })
+        // In id order: the nodes and the owner see the list, not how close each match was.
+        let mut ids: Vec<[u8; 16]> = found.matches.iter().map(|m| m.id.0).collect();
+        ids.sort_unstable();
+        manifest.inputs = ids
+            .into_iter()
+            .map(|image| obscura_room::work::InputSpec { image, label: None })
             .collect();
+        if found.unresolved > 0 {
+            eprintln!(
+                "warning: {} match(es) were confirmed by too few nodes and are not inputs",
+                found.unresolved
+            );
+        }
+        if found.matches.len() >= q.top {
+            eprintln!(
+                "warning: {} matches taken, the --top limit: closer ones come first, others may \
+                 be left out",
+                found.matches.len()
+            );
+        }
         if !json {
             eprintln!(
                 "{} match(es) of {} within distance {} taken as inputs",

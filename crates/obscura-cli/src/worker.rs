@@ -60,6 +60,11 @@ pub(crate) enum WorkerCommand {
 }
 
 impl WorkerCommand {
+    /// Whether this is a clean-room job's process.
+    pub(crate) fn is_job(&self) -> bool {
+        matches!(self, WorkerCommand::Job)
+    }
+
     pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
         match self {
             WorkerCommand::Init {

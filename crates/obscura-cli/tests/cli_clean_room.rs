@@ -129,6 +129,36 @@ fn room_run(
     ])
 }
 
+/// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// The processes whose parent is `parent` (from `/proc/*/stat`).
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // pid (comm) state ppid ...: comm may hold spaces, so read after its ')'.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
 fn example(name: &str) -> String {
     format!("{}/../../examples/room/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -496,6 +526,32 @@ fn a_clean_room_run_reaches_only_its_recipient_names_a_lying_node_and_keeps_to_i
         "{}",
         text(&out)
     );
+
+    // Anyone with an approval loads jobs until the worker is full: at most eight job
+    // processes live at once, and they go with the worker.
+    let mut loaded = 0;
+    let refused = loop {
+        let (status, said) = post_worker(port, "/v1/room/load", &[], &load(&genuine));
+        if status != 200 {
+            break (status, said);
+        }
+        loaded += 1;
+        assert!(loaded <= 8, "a ninth job was loaded");
+    };
+    assert_eq!(refused.0, 503, "{}", refused.1);
+    assert!(refused.1.contains("holds 8 jobs"), "{}", refused.1);
+    let jobs = children_of(good.id());
+    assert_eq!(jobs.len(), 8, "{jobs:?}");
+    let _ = good.kill();
+    let _ = good.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while jobs.iter().any(|pid| alive(*pid)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job processes outlived their worker"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     for child in [&mut good, &mut other] {
         let _ = child.kill();

@@ -7,14 +7,15 @@
 //! which build it is and which keys it holds, for the attester's challenge. Only then does the
 //! attester vouch for the job: its evidence to a node binds the job's keys and the Work-ID. The
 //! job's secret keys, the shares and the output exist only in the job's process, which ends
-//! with its run, so a function that escaped its sandbox holds one job and not the attester's
-//! key or other jobs.
+//! with its run: another address space than the attester's and other jobs', though the same
+//! user's (see the threat model for what that leaves).
 //!
 //! A local report is a MAC, under a key the platform gives the attester as the report's target,
 //! over the job's measurement and 64 bytes of report data (as SGX's `EREPORT` is a CMAC under the
 //! target enclave's report key). On the simulation backend the attester makes that key and
-//! hands it to the job it starts, standing in for the processor: it models the check, and
-//! proves no more than the rest of the simulation does.
+//! hands it to the job it starts, standing in for the processor: it models the check, catches
+//! a job of another build that reports honestly, and proves no more than the rest of the
+//! simulation does (an executable made to lie is handed the key too).
 
 use std::io::{Read, Write};
 
@@ -139,9 +140,7 @@ pub enum FromJob {
 /// When the writer fails.
 pub fn write_frame<T: Serialize>(to: &mut impl Write, message: &T) -> std::io::Result<()> {
     let bytes = postcard::to_allocvec(message).map_err(std::io::Error::other)?;
-    to.write_all(&(bytes.len() as u32).to_be_bytes())?;
-    to.write_all(&bytes)?;
-    to.flush()
+    write_raw(to, &bytes)
 }
 
 /// Read one frame of at most [`MAX_FRAME`] bytes.
@@ -157,8 +156,9 @@ pub fn read_frame<T: for<'a> Deserialize<'a>>(from: &mut impl Read) -> std::io::
 /// # Errors
 /// When the writer fails, or the bytes are more than [`MAX_FRAME`].
 pub fn write_raw(to: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
-    frame_len((bytes.len() as u32).to_be_bytes())?;
-    to.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+    frame_len(len.to_be_bytes())?;
+    to.write_all(&len.to_be_bytes())?;
     to.write_all(bytes)?;
     to.flush()
 }

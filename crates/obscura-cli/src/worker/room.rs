@@ -48,6 +48,8 @@ const START_S: u64 = 60;
 /// How long a run may take beyond its function's deadline: opening, rebuilding, decoding,
 /// sealing.
 const RUN_SLACK_S: u64 = 300;
+/// How long a run waits for the worker's one run slot.
+const QUEUE_S: u64 = 120;
 
 pub(super) struct RoomSide {
     cluster: Cluster,
@@ -60,6 +62,9 @@ pub(super) struct RoomSide {
     report_key: [u8; 32],
     /// Jobs by their HPKE key, with their loader's token and when they lapse.
     jobs: Mutex<HashMap<[u8; 32], Waiting>>,
+    /// One per job process alive, waiting or running: each job holds one until its process
+    /// is gone.
+    slots: Arc<tokio::sync::Semaphore>,
     /// One compilation at a time.
     compiling: tokio::sync::Semaphore,
     /// One run at a time: a run takes a core and the inputs' memory.
@@ -84,6 +89,8 @@ struct JobProcess {
     signing_key: [u8; 32],
     /// The function's fuel, for the run's deadline.
     fuel: u64,
+    /// Its place among the [`MAX_JOBS`].
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl RoomSide {
@@ -115,6 +122,7 @@ impl RoomSide {
             measurement,
             report_key,
             jobs: Mutex::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_JOBS)),
             compiling: tokio::sync::Semaphore::new(1),
             running: Arc::new(tokio::sync::Semaphore::new(1)),
         }))
@@ -159,22 +167,24 @@ async fn load(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
             "the owner's approval has expired",
         ));
     }
-    if room.waiting() >= MAX_JOBS {
-        return Err(full());
-    }
+    room.reap();
+    let slot = room.slots.clone().try_acquire_owned().map_err(|_| full())?;
     let _one = room
         .compiling
         .acquire()
         .await
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let job = tokio::time::timeout(Duration::from_secs(START_S), room.start(&asked.work, &work))
-        .await
-        .map_err(|_| {
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the job did not start within {START_S} s"),
-            )
-        })??;
+    let job = tokio::time::timeout(
+        Duration::from_secs(START_S),
+        room.start(&asked.work, &work, slot),
+    )
+    .await
+    .map_err(|_| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the job did not start within {START_S} s"),
+        )
+    })??;
     let mut token = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
     let loaded = Loaded {
@@ -183,20 +193,22 @@ async fn load(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
         signing_key: hex(&job.signing_key),
         token: hex(&token),
     };
-    let mut jobs = room.jobs.lock().unwrap_or_else(|e| e.into_inner());
-    let now = now();
-    jobs.retain(|_, waiting| waiting.lapses > now);
-    if jobs.len() >= MAX_JOBS {
-        return Err(full());
-    }
-    jobs.insert(
+    room.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(
         job.party_key,
         Waiting {
             job,
             token,
-            lapses: now + JOB_S,
+            lapses: now() + JOB_S,
         },
     );
+    // A job not run in time is killed when it lapses, not at the next load.
+    let reaper = w.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(JOB_S + 1)).await;
+        if let Some(room) = &reaper.room {
+            room.reap();
+        }
+    });
     Ok((
         StatusCode::OK,
         serde_json::to_string(&loaded).expect("an answer serialises"),
@@ -206,7 +218,7 @@ async fn load(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
 fn full() -> (StatusCode, String) {
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
-        format!("this worker holds {MAX_JOBS} jobs waiting for their run; try again later"),
+        format!("this worker holds {MAX_JOBS} jobs, waiting for or in their run; try again later"),
     )
 }
 
@@ -218,6 +230,7 @@ impl RoomSide {
         &self,
         text: &str,
         work: &obscura_room::work::Work,
+        slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<JobProcess, (StatusCode, String)> {
         let internal = |e: std::io::Error| {
             refuse(
@@ -227,6 +240,8 @@ impl RoomSide {
         };
         let mut child = tokio::process::Command::new(&self.exe)
             .args(["worker", "job"])
+            .env_clear()
+            .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -277,15 +292,23 @@ impl RoomSide {
             party_key,
             signing_key,
             fuel: work.manifest().limits.fuel,
+            _slot: slot,
         })
     }
 
-    /// Jobs waiting that have not lapsed.
-    fn waiting(&self) -> usize {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        let now = now();
-        jobs.retain(|_, waiting| waiting.lapses > now);
-        jobs.len()
+    /// Drop the jobs that lapsed, killing their processes and freeing their slots.
+    fn reap(&self) {
+        let lapsed: Vec<Waiting> = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now();
+            let keys: Vec<[u8; 32]> = jobs
+                .iter()
+                .filter(|(_, w)| w.lapses <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter().filter_map(|k| jobs.remove(k)).collect()
+        };
+        drop(lapsed);
     }
 
     /// Check a job's key and its loader's token (hex).
@@ -375,12 +398,18 @@ async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Body) -> An
         )
     })?
     .map_err(|e| refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("the releases: {e}")))?;
-    let permit = room
-        .running
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let permit = tokio::time::timeout(
+        Duration::from_secs(QUEUE_S),
+        room.running.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the worker ran other jobs for {QUEUE_S} s; load the work again later"),
+        )
+    })?
+    .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let Waiting { job, .. } = waiting;
     let deadline =
         obscura_room::sandbox::deadline_s(job.fuel, obscura_room::sandbox::FUEL_PER_SECOND)
@@ -422,11 +451,11 @@ impl JobProcess {
     /// answer; the process is gone after.
     async fn run(mut self, releases: &[u8]) -> std::io::Result<FromJob> {
         send(&mut self.stdin, &ToJob::Run).await?;
-        let mut raw = Vec::with_capacity(4 + releases.len());
-        local::write_raw(&mut raw, releases)?;
-        self.stdin.write_all(&raw).await?;
+        let len = local::frame_len((releases.len() as u32).to_be_bytes())
+            .and_then(|_| u32::try_from(releases.len()).map_err(std::io::Error::other))?;
+        self.stdin.write_all(&len.to_be_bytes()).await?;
+        self.stdin.write_all(releases).await?;
         self.stdin.flush().await?;
-        drop(raw);
         let answer = receive(&mut self.stdout).await?;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         if let FromJob::Done(result) = &answer {
