@@ -700,7 +700,7 @@ async fn room_figures(
     let p50: Vec<f64> = phases.into_iter().map(|v| Spread::of(v).p50).collect();
     let whole = p50[9];
     for (i, phase) in [
-        "load (compile the function)".to_string(),
+        "load (start the job's process, which measures its executable, and compile)".to_string(),
         format!("attestation ({released} nodes' challenges and the worker's evidence)"),
         format!("release ({released} nodes' appraisals, run counts and sealed shares)"),
         "open and check the shares".into(),
