@@ -148,8 +148,9 @@ fn side(w: &Worker) -> Result<&RoomSide, (StatusCode, String)> {
     })
 }
 
-/// `POST /v1/room/load`: with the data owner's approval of the work, compile its function and
-/// make a job for it. Nothing is compiled without the approval, nor when the job slots are full.
+/// `POST /v1/room/load`: with the data owner's approval of the work, start a job process for it
+/// (which compiles the function and makes the job's keys) and check it by local attestation.
+/// Nothing starts without the approval, nor when the eight job slots are full.
 async fn load(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
     let room = side(&w)?;
     let asked: Load = serde_json::from_slice(&body)
