@@ -18,5 +18,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod entry;
 pub mod head;
 pub mod merkle;

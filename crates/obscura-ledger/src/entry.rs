@@ -1,0 +1,334 @@
+//! The ledger's entries: typed state transitions, each signed by its author and bound to its
+//! ledger and position, and the cluster state they build. Every party that replays the entries
+//! checks each one's author and rule, so a node cannot slip in a transition that every other
+//! party would not also accept, and any party that starts empty rebuilds the same state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::merkle::{leaf_hash, Hash};
+
+/// Who may write what.
+#[derive(Clone, Debug)]
+pub struct Authors {
+    /// The data owner: images, key versions, grants, approvals, members, policy.
+    pub owner: VerifyingKey,
+    /// The nodes, node 1 first: runs, results and audit checkpoints, each its own.
+    pub nodes: Vec<VerifyingKey>,
+}
+
+/// A state transition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Transition {
+    /// An image was stored, with the digest of its owner-signed manifest.
+    ImageRegistered {
+        /// The image.
+        image: [u8; 16],
+        /// SHA-256 of its signed manifest.
+        manifest: Hash,
+    },
+    /// An image was deleted.
+    ImageDeleted {
+        /// The image.
+        image: [u8; 16],
+    },
+    /// The token keys moved to a new version.
+    KeyVersion {
+        /// The version, above every earlier one.
+        version: u32,
+    },
+    /// A user was given a role.
+    Granted {
+        /// The user.
+        user: String,
+        /// The role's name.
+        role: String,
+    },
+    /// A user's role was taken back.
+    Revoked {
+        /// The user.
+        user: String,
+        /// The role's name.
+        role: String,
+    },
+    /// A clean-room work was approved.
+    WorkApproved {
+        /// The Work-ID.
+        work: Hash,
+        /// Until when.
+        expires_at: u64,
+        /// Runs allowed at each node.
+        max_runs: u32,
+    },
+    /// A node released a work's inputs for a run (written by that node).
+    WorkRun {
+        /// The Work-ID.
+        work: Hash,
+        /// The node.
+        node: u8,
+        /// The run it counted.
+        run: u32,
+    },
+    /// A node's audit log reached a head (written by that node).
+    Checkpoint {
+        /// The node.
+        node: u8,
+        /// Entries in its audit log.
+        seq: u64,
+        /// The audit log's head hash.
+        head: Hash,
+    },
+}
+
+/// An entry: a transition, its position, and its author's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its position, from 0.
+    pub seq: u64,
+    /// The transition.
+    pub transition: Transition,
+    /// Who wrote it: 0 for the owner, a node's number otherwise.
+    pub author: u8,
+    /// The author's Ed25519 signature over [`Entry::statement`], 64 bytes.
+    pub signature: Vec<u8>,
+}
+
+impl Entry {
+    /// What the author signs: the ledger, the position and the transition.
+    pub fn statement(log: &[u8; 32], seq: u64, author: u8, transition: &Transition) -> Vec<u8> {
+        let mut out = b"obscura 2026 ledger entry v1".to_vec();
+        out.extend_from_slice(log);
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.push(author);
+        out.extend_from_slice(&postcard::to_allocvec(transition).expect("a transition encodes"));
+        out
+    }
+
+    /// Entry `seq` of ledger `log`, written by `author` (0: the owner) with `key`.
+    pub fn sign(
+        log: &[u8; 32],
+        seq: u64,
+        author: u8,
+        transition: Transition,
+        key: &SigningKey,
+    ) -> Entry {
+        let signature = key
+            .sign(&Entry::statement(log, seq, author, &transition))
+            .to_bytes()
+            .to_vec();
+        Entry {
+            seq,
+            transition,
+            author,
+            signature,
+        }
+    }
+
+    /// Its leaf in the ledger's Merkle tree.
+    pub fn leaf(&self) -> Hash {
+        leaf_hash(&postcard::to_allocvec(self).expect("an entry encodes"))
+    }
+}
+
+/// Why an entry was refused, naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ledger entry {seq}: {why}")]
+pub struct Refused {
+    /// The entry's position.
+    pub seq: u64,
+    /// Why.
+    pub why: String,
+}
+
+/// The cluster state the entries build.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// Entries applied.
+    pub size: u64,
+    /// Images present, with their manifests' digests.
+    pub images: BTreeMap<[u8; 16], Hash>,
+    /// The token keys' version.
+    pub key_version: u32,
+    /// Roles granted, by user.
+    pub grants: BTreeMap<String, BTreeSet<String>>,
+    /// Approved works: until when, and runs allowed at each node.
+    pub approvals: BTreeMap<Hash, (u64, u32)>,
+    /// Runs counted, per work and node.
+    pub runs: BTreeMap<(Hash, u8), u32>,
+    /// Each node's last audit checkpoint: entries and head.
+    pub checkpoints: BTreeMap<u8, (u64, Hash)>,
+}
+
+impl State {
+    /// Apply `entry`, the next of ledger `log`, if its author signed it for this position and
+    /// may write it, and it keeps the rules.
+    ///
+    /// # Errors
+    /// [`Refused`], and the state is unchanged.
+    pub fn apply(
+        &mut self,
+        log: &[u8; 32],
+        authors: &Authors,
+        entry: &Entry,
+    ) -> Result<(), Refused> {
+        let refuse = |why: String| Refused {
+            seq: entry.seq,
+            why,
+        };
+        if entry.seq != self.size {
+            return Err(refuse(format!("it is not the next entry ({})", self.size)));
+        }
+        let key = match entry.author {
+            0 => Some(&authors.owner),
+            n => authors.nodes.get(usize::from(n) - 1),
+        }
+        .ok_or_else(|| {
+            refuse(format!(
+                "author {} is no party of the cluster",
+                entry.author
+            ))
+        })?;
+        let signed = Signature::from_slice(&entry.signature).is_ok_and(|s| {
+            key.verify_strict(
+                &Entry::statement(log, entry.seq, entry.author, &entry.transition),
+                &s,
+            )
+            .is_ok()
+        });
+        if !signed {
+            return Err(refuse(format!(
+                "not signed by its author ({}) for this ledger and position",
+                author_name(entry.author)
+            )));
+        }
+        let owner_only = |what: &str| -> Result<(), Refused> {
+            if entry.author == 0 {
+                Ok(())
+            } else {
+                Err(refuse(format!(
+                    "only the owner {what}; node {} wrote it",
+                    entry.author
+                )))
+            }
+        };
+        let own_node = |node: u8| -> Result<(), Refused> {
+            if entry.author == node {
+                Ok(())
+            } else {
+                Err(refuse(format!(
+                    "node {node}'s record written by {}",
+                    author_name(entry.author)
+                )))
+            }
+        };
+        match &entry.transition {
+            Transition::ImageRegistered { image, manifest } => {
+                owner_only("registers images")?;
+                if self.images.contains_key(image) {
+                    return Err(refuse(format!(
+                        "image {} is already registered",
+                        hex(image)
+                    )));
+                }
+                self.images.insert(*image, *manifest);
+            }
+            Transition::ImageDeleted { image } => {
+                owner_only("deletes images")?;
+                if self.images.remove(image).is_none() {
+                    return Err(refuse(format!("image {} is not registered", hex(image))));
+                }
+            }
+            Transition::KeyVersion { version } => {
+                owner_only("changes key versions")?;
+                if *version <= self.key_version {
+                    return Err(refuse(format!(
+                        "key version {version} is not above {}",
+                        self.key_version
+                    )));
+                }
+                self.key_version = *version;
+            }
+            Transition::Granted { user, role } => {
+                owner_only("grants roles")?;
+                self.grants
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(role.clone());
+            }
+            Transition::Revoked { user, role } => {
+                owner_only("revokes roles")?;
+                let held = self.grants.get_mut(user).is_some_and(|r| r.remove(role));
+                if !held {
+                    return Err(refuse(format!("{user} does not hold {role}")));
+                }
+                self.grants.retain(|_, roles| !roles.is_empty());
+            }
+            Transition::WorkApproved {
+                work,
+                expires_at,
+                max_runs,
+            } => {
+                owner_only("approves works")?;
+                self.approvals.insert(*work, (*expires_at, *max_runs));
+            }
+            Transition::WorkRun { work, node, run } => {
+                own_node(*node)?;
+                let Some((_, max_runs)) = self.approvals.get(work) else {
+                    return Err(refuse(format!("work {} was never approved", hex(work))));
+                };
+                let counted = self.runs.get(&(*work, *node)).copied().unwrap_or(0);
+                if *run != counted + 1 || *run > *max_runs {
+                    return Err(refuse(format!(
+                        "run {run} of work {} at node {node}: {counted} counted of {max_runs}",
+                        hex(work)
+                    )));
+                }
+                self.runs.insert((*work, *node), *run);
+            }
+            Transition::Checkpoint { node, seq, head } => {
+                own_node(*node)?;
+                if let Some((last, _)) = self.checkpoints.get(node) {
+                    if seq <= last {
+                        return Err(refuse(format!(
+                            "node {node}'s checkpoint at {seq} is not after its last, at {last}"
+                        )));
+                    }
+                }
+                self.checkpoints.insert(*node, (*seq, *head));
+            }
+        }
+        self.size += 1;
+        Ok(())
+    }
+
+    /// The state built by replaying `entries` from the start.
+    ///
+    /// # Errors
+    /// The first entry refused.
+    pub fn replay<'a>(
+        log: &[u8; 32],
+        authors: &Authors,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> Result<State, Refused> {
+        let mut state = State::default();
+        for entry in entries {
+            state.apply(log, authors, entry)?;
+        }
+        Ok(state)
+    }
+}
+
+fn author_name(author: u8) -> String {
+    if author == 0 {
+        "the owner".into()
+    } else {
+        format!("node {author}")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,295 @@
+//! The ledger's entries attacked as a node or a stranger would write them: a stranger's
+//! signature, a node writing the owner's transitions or another node's records, an entry moved
+//! to another position or ledger, a deletion of an image never registered, a key version going
+//! back, runs past their approval; and the state rebuilt from the encoded entries equals the
+//! state built as they came.
+
+use ed25519_dalek::SigningKey;
+use obscura_ledger::entry::*;
+use obscura_ledger::merkle::root;
+use rand_core::OsRng;
+
+const LOG: [u8; 32] = [9; 32];
+
+struct Parties {
+    owner: SigningKey,
+    nodes: Vec<SigningKey>,
+}
+
+impl Parties {
+    fn new() -> Parties {
+        Parties {
+            owner: SigningKey::generate(&mut OsRng),
+            nodes: (0..3).map(|_| SigningKey::generate(&mut OsRng)).collect(),
+        }
+    }
+
+    fn authors(&self) -> Authors {
+        Authors {
+            owner: self.owner.verifying_key(),
+            nodes: self.nodes.iter().map(SigningKey::verifying_key).collect(),
+        }
+    }
+
+    fn key(&self, author: u8) -> &SigningKey {
+        if author == 0 {
+            &self.owner
+        } else {
+            &self.nodes[usize::from(author) - 1]
+        }
+    }
+}
+
+/// Apply `transition` as the next entry, written by `author`.
+fn write(
+    state: &mut State,
+    p: &Parties,
+    author: u8,
+    transition: Transition,
+) -> Result<Entry, Refused> {
+    let entry = Entry::sign(&LOG, state.size, author, transition, p.key(author));
+    state.apply(&LOG, &p.authors(), &entry).map(|()| entry)
+}
+
+#[test]
+fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_state() {
+    let p = Parties::new();
+    let authors = p.authors();
+    let mut state = State::default();
+    let mut entries = Vec::new();
+    let image = [1u8; 16];
+    let work = [5u8; 32];
+    for (author, t) in [
+        (
+            0,
+            Transition::ImageRegistered {
+                image,
+                manifest: [2; 32],
+            },
+        ),
+        (
+            0,
+            Transition::ImageRegistered {
+                image: [3; 16],
+                manifest: [4; 32],
+            },
+        ),
+        (0, Transition::KeyVersion { version: 2 }),
+        (
+            0,
+            Transition::Granted {
+                user: "ana".into(),
+                role: "querier".into(),
+            },
+        ),
+        (
+            0,
+            Transition::WorkApproved {
+                work,
+                expires_at: 4_000_000_000,
+                max_runs: 1,
+            },
+        ),
+        (
+            2,
+            Transition::WorkRun {
+                work,
+                node: 2,
+                run: 1,
+            },
+        ),
+        (
+            1,
+            Transition::Checkpoint {
+                node: 1,
+                seq: 10,
+                head: [6; 32],
+            },
+        ),
+        (0, Transition::ImageDeleted { image: [3; 16] }),
+        (
+            0,
+            Transition::Revoked {
+                user: "ana".into(),
+                role: "querier".into(),
+            },
+        ),
+    ] {
+        entries.push(write(&mut state, &p, author, t).unwrap());
+    }
+    let before = state.clone();
+
+    // A stranger's signature in the owner's name.
+    let stranger = SigningKey::generate(&mut OsRng);
+    let forged = Entry::sign(
+        &LOG,
+        state.size,
+        0,
+        Transition::ImageDeleted { image },
+        &stranger,
+    );
+    let refused = state.apply(&LOG, &authors, &forged).unwrap_err();
+    assert!(
+        refused.why.contains("not signed by its author"),
+        "{refused}"
+    );
+    // A node writing the owner's transitions, or another node's records.
+    for t in [
+        Transition::ImageDeleted { image },
+        Transition::KeyVersion { version: 9 },
+        Transition::Granted {
+            user: "mallory".into(),
+            role: "owner".into(),
+        },
+        Transition::WorkApproved {
+            work: [7; 32],
+            expires_at: u64::MAX,
+            max_runs: 100,
+        },
+    ] {
+        let refused = write(&mut state, &p, 3, t).unwrap_err();
+        assert!(refused.why.contains("only the owner"), "{refused}");
+    }
+    let refused = write(
+        &mut state,
+        &p,
+        3,
+        Transition::Checkpoint {
+            node: 1,
+            seq: 11,
+            head: [0; 32],
+        },
+    )
+    .unwrap_err();
+    assert!(
+        refused.why.contains("node 1's record written by node 3"),
+        "{refused}"
+    );
+    let refused = write(
+        &mut state,
+        &p,
+        3,
+        Transition::WorkRun {
+            work,
+            node: 2,
+            run: 2,
+        },
+    )
+    .unwrap_err();
+    assert!(refused.why.contains("written by node 3"), "{refused}");
+    // The owner's genuine entry moved to another position, or to another ledger.
+    let genuine = Entry::sign(
+        &LOG,
+        state.size,
+        0,
+        Transition::KeyVersion { version: 3 },
+        &p.owner,
+    );
+    let mut moved = genuine.clone();
+    moved.seq += 1;
+    assert!(state
+        .apply(&LOG, &authors, &moved)
+        .unwrap_err()
+        .why
+        .contains("not the next"));
+    assert!(state
+        .apply(&[8; 32], &authors, &genuine)
+        .unwrap_err()
+        .why
+        .contains("not signed by its author"));
+    let replayed = entries[2].clone();
+    assert!(state.apply(&LOG, &authors, &replayed).is_err());
+    // Rules: deleting an image never registered (or already deleted), a key version going
+    // back, a run past the approval's count, a run of a work never approved, an older
+    // checkpoint, a role never held.
+    for (t, why) in [
+        (
+            Transition::ImageDeleted { image: [3; 16] },
+            "not registered",
+        ),
+        (
+            Transition::ImageRegistered {
+                image,
+                manifest: [0; 32],
+            },
+            "already registered",
+        ),
+        (Transition::KeyVersion { version: 2 }, "not above 2"),
+        (
+            Transition::Revoked {
+                user: "ana".into(),
+                role: "querier".into(),
+            },
+            "does not hold",
+        ),
+    ] {
+        let refused = write(&mut state, &p, 0, t).unwrap_err();
+        assert!(refused.why.contains(why), "{refused}");
+    }
+    let refused = write(
+        &mut state,
+        &p,
+        2,
+        Transition::WorkRun {
+            work,
+            node: 2,
+            run: 2,
+        },
+    )
+    .unwrap_err();
+    assert!(refused.why.contains("1 counted of 1"), "{refused}");
+    let refused = write(
+        &mut state,
+        &p,
+        1,
+        Transition::WorkRun {
+            work: [7; 32],
+            node: 1,
+            run: 1,
+        },
+    )
+    .unwrap_err();
+    assert!(refused.why.contains("never approved"), "{refused}");
+    let refused = write(
+        &mut state,
+        &p,
+        1,
+        Transition::Checkpoint {
+            node: 1,
+            seq: 10,
+            head: [0; 32],
+        },
+    )
+    .unwrap_err();
+    assert!(refused.why.contains("not after its last"), "{refused}");
+    // Nothing refused changed the state.
+    assert_eq!(state, before);
+
+    // Anyone starting empty, from the entries as stored, rebuilds the same state and the same
+    // tree head.
+    let stored: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| postcard::to_allocvec(e).unwrap())
+        .collect();
+    let read: Vec<Entry> = stored
+        .iter()
+        .map(|b| postcard::from_bytes(b).unwrap())
+        .collect();
+    assert_eq!(State::replay(&LOG, &authors, &read).unwrap(), state);
+    let leaves: Vec<_> = read.iter().map(Entry::leaf).collect();
+    assert_eq!(
+        root(&leaves),
+        root(&entries.iter().map(Entry::leaf).collect::<Vec<_>>())
+    );
+    assert_eq!(state.images.len(), 1);
+    assert_eq!(state.key_version, 2);
+    assert!(state.grants.is_empty());
+    // A history with one entry rewritten does not replay past it.
+    let mut rewritten = read.clone();
+    rewritten[3].transition = Transition::Granted {
+        user: "mallory".into(),
+        role: "owner".into(),
+    };
+    let refused = State::replay(&LOG, &authors, &rewritten).unwrap_err();
+    assert_eq!(refused.seq, 3);
+}
