@@ -308,12 +308,9 @@ async fn make_work(
             .into());
         }
         let bytes = std::fs::read(&q.image).map_err(|e| format!("{}: {e}", q.image.display()))?;
+        let top = q.top.clamp(1, obscura_room::work::MAX_INPUTS);
         let found = crate::client(&q.cluster)?
-            .search(
-                &bytes,
-                q.top.clamp(1, obscura_room::work::MAX_INPUTS),
-                q.within,
-            )
+            .search(&bytes, top, q.within)
             .await?;
         if found.matches.is_empty() {
             return Err(format!(
@@ -336,7 +333,7 @@ async fn make_work(
                 found.unresolved
             );
         }
-        if found.matches.len() >= q.top {
+        if found.matches.len() >= top {
             eprintln!(
                 "warning: {} matches taken, the --top limit: closer ones come first, others may \
                  be left out",

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use obscura_proto::{limits, NodeBody, ResponseBody};
+use obscura_proto::{limits, NodeBody, ResponseBody, RoomResultFiled};
 use obscura_room::result::{blamed_encoding, verify_result, Release, RunResult};
 use obscura_room::work::{Approval, Work};
 use serde::{Deserialize, Serialize};
@@ -266,7 +266,7 @@ impl Client {
             .map(|r| {
                 (
                     r.node,
-                    NodeBody::RoomResult {
+                    NodeBody::RoomResult(RoomResultFiled {
                         work: result.work,
                         manifests: result.manifests.clone(),
                         commitment: result.commitment,
@@ -275,7 +275,7 @@ impl Client {
                         signing_key: result.signing_key,
                         signature: result.signature.clone(),
                         release: r.clone(),
-                    },
+                    }),
                 )
             })
             .collect();

@@ -730,28 +730,7 @@ impl NodeState {
                 };
                 self.room_release(req, who, &asked, now)
             }
-            NodeBody::RoomResult {
-                work,
-                manifests,
-                commitment,
-                blamed,
-                worker_key,
-                signing_key,
-                signature,
-                release,
-            } => {
-                let filed = room::Filed {
-                    work,
-                    manifests,
-                    commitment,
-                    blamed,
-                    worker_key,
-                    signing_key,
-                    signature,
-                    release,
-                };
-                self.room_result(req, who, &filed, now)
-            }
+            NodeBody::RoomResult(filed) => self.room_result(req, who, filed, now),
             NodeBody::Resolve { proofs } => {
                 let querier = role(roles::QUERIER)?;
                 self.resolve(req, &querier, proofs, now)

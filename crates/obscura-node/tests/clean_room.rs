@@ -14,7 +14,7 @@ use obscura_attest::{binding, Role};
 use obscura_proto::{
     room_cluster_digest, room_context, room_inputs_digest, room_policy_digest, room_purpose,
     room_release_statement, room_result_statement, room_shares_digest, ErrorCode, NodeBody,
-    ResponseBody, RoomReleaseProof, RoomShare,
+    ResponseBody, RoomReleaseProof, RoomResultFiled, RoomShare,
 };
 use obscura_sharing::order::Order;
 use rand_core::OsRng;
@@ -486,7 +486,7 @@ fn filed(
     let manifests = vec![[0x11; 32]];
     let commitment = [0x22; 32];
     let statement = room_result_statement(&WORK, &manifests, &commitment, &blamed);
-    NodeBody::RoomResult {
+    NodeBody::RoomResult(RoomResultFiled {
         work: WORK,
         manifests,
         commitment,
@@ -497,7 +497,7 @@ fn filed(
             .to_bytes()
             .to_vec(),
         release,
-    }
+    })
 }
 
 #[tokio::test]

@@ -740,29 +740,34 @@ pub enum NodeBody {
         evidence: Vec<u8>,
     },
     /// Clean room: a run's signed result, filed by its controller at a node that released to
-    /// the run, for the node's audit log. The node checks that it signed `release` to the
-    /// result's keys, and the worker's signature over [`room_result_statement`] under the key
-    /// it released to. It sees no output: only the commitment to it.
-    RoomResult {
-        /// The Work-ID.
-        work: [u8; 32],
-        /// SHA-256 of each input's owner-signed manifest, in order, at most
-        /// [`limits::MAX_ROOM_INPUTS`].
-        manifests: Vec<[u8; 32]>,
-        /// The commitment to the output.
-        commitment: [u8; 32],
-        /// The nodes the worker blamed, as the result's signature covers them, at most
-        /// [`limits::MAX_ROOM_BLAME`] bytes.
-        blamed: Vec<u8>,
-        /// The job's HPKE key.
-        worker_key: [u8; 32],
-        /// The job's result key.
-        signing_key: [u8; 32],
-        /// The worker's signature over the result, 64 bytes.
-        signature: Vec<u8>,
-        /// This node's release to the job, as it signed it.
-        release: RoomReleaseProof,
-    },
+    /// the run, for the node's audit log ([`RoomResultFiled`]).
+    RoomResult(RoomResultFiled),
+}
+
+/// A clean-room run's signed result as its controller files it at a node. The node checks that
+/// it signed `release` to the result's keys, and the worker's signature over
+/// [`room_result_statement`] under the key it released to. It sees no output: only the
+/// commitment to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomResultFiled {
+    /// The Work-ID.
+    pub work: [u8; 32],
+    /// SHA-256 of each input's owner-signed manifest, in order, at most
+    /// [`limits::MAX_ROOM_INPUTS`].
+    pub manifests: Vec<[u8; 32]>,
+    /// The commitment to the output.
+    pub commitment: [u8; 32],
+    /// The nodes the worker blamed, as the result's signature covers them, at most
+    /// [`limits::MAX_ROOM_BLAME`] bytes.
+    pub blamed: Vec<u8>,
+    /// The job's HPKE key.
+    pub worker_key: [u8; 32],
+    /// The job's result key.
+    pub signing_key: [u8; 32],
+    /// The worker's signature over the result, 64 bytes.
+    pub signature: Vec<u8>,
+    /// This node's release to the job, as it signed it.
+    pub release: RoomReleaseProof,
 }
 
 /// What a node signed when it released to a clean-room job ([`room_release_statement`]),
@@ -780,6 +785,30 @@ pub struct RoomReleaseProof {
     pub shares: [u8; 32],
     /// Its audit-key signature over [`room_release_statement`], 64 bytes.
     pub signature: Vec<u8>,
+}
+
+impl RoomReleaseProof {
+    /// Whether `key`, its node's audit key, signed this release of `work` to a job holding
+    /// `worker_key` and `signing_key`.
+    pub fn signed_by(
+        &self,
+        key: &ed25519_dalek::VerifyingKey,
+        work: &[u8; 32],
+        worker_key: &[u8; 32],
+        signing_key: &[u8; 32],
+    ) -> bool {
+        let statement = room_release_statement(
+            self.node,
+            work,
+            &self.nonce,
+            self.run,
+            worker_key,
+            signing_key,
+            &self.shares,
+        );
+        ed25519_dalek::Signature::from_slice(&self.signature)
+            .is_ok_and(|s| key.verify_strict(&statement, &s).is_ok())
+    }
 }
 
 /// One input image's share as a node releases it to a clean-room worker: the signed manifest
@@ -1093,7 +1122,7 @@ impl Body for NodeBody {
             NodeBody::Evidence { .. } => "/v1/evidence",
             NodeBody::RoomChallenge { .. } => "/v1/room-challenge",
             NodeBody::RoomRelease { .. } => "/v1/room-release",
-            NodeBody::RoomResult { .. } => "/v1/room-result",
+            NodeBody::RoomResult(_) => "/v1/room-result",
         }
     }
 
@@ -1187,13 +1216,13 @@ impl Body for NodeBody {
                 check(approval.len() == 64, "approval")?;
                 check(evidence.len() <= MAX_EVIDENCE, "evidence")
             }
-            NodeBody::RoomResult {
+            NodeBody::RoomResult(RoomResultFiled {
                 manifests,
                 blamed,
                 signature,
                 release,
                 ..
-            } => {
+            }) => {
                 check(
                     (1..=MAX_ROOM_INPUTS).contains(&manifests.len()),
                     "manifests",

@@ -11,9 +11,7 @@ use std::time::Instant;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use obscura_attest::seal::{PartyKey, Sealed};
-use obscura_proto::{
-    room_purpose, room_release_statement, room_result_statement, room_shares_digest,
-};
+use obscura_proto::{room_purpose, room_result_statement, room_shares_digest};
 use obscura_sharing::bytes::ByteShare;
 use obscura_sharing::manifest::{SignedManifest, VerifiedManifest};
 use rand_core::{CryptoRng, RngCore};
@@ -42,6 +40,19 @@ impl Cluster {
     pub fn digest(&self) -> [u8; 32] {
         let nodes: Vec<[u8; 32]> = self.nodes.iter().map(VerifyingKey::to_bytes).collect();
         obscura_proto::room_cluster_digest(&self.owner.to_bytes(), &nodes)
+    }
+
+    /// The role and attestation context the evidence for a job of work `work` with result key
+    /// `signing_key` binds: `work:<Work-ID>`, and the Work-ID, the result key and this cluster.
+    pub fn job_binding(
+        &self,
+        work: &[u8; 32],
+        signing_key: &[u8; 32],
+    ) -> (obscura_attest::Role, [u8; 32]) {
+        (
+            obscura_attest::Role::Work(hex::encode(work)),
+            obscura_proto::room_context(work, signing_key, &self.digest()),
+        )
     }
 }
 
@@ -151,15 +162,9 @@ impl Job {
         self.signer.verifying_key().to_bytes()
     }
 
-    /// The role this job's evidence names: `work:<Work-ID>`.
-    pub fn role(&self) -> obscura_attest::Role {
-        obscura_attest::Role::Work(self.work.id().to_hex())
-    }
-
-    /// The attestation context this job's evidence binds: the Work-ID, the result key and the
-    /// cluster this worker trusts.
-    pub fn context(&self, cluster: &Cluster) -> [u8; 32] {
-        obscura_proto::room_context(&self.work.id().0, &self.signing_key(), &cluster.digest())
+    /// The role and attestation context this job's evidence binds ([`Cluster::job_binding`]).
+    pub fn binding(&self, cluster: &Cluster) -> (obscura_attest::Role, [u8; 32]) {
+        cluster.job_binding(&self.work.id().0, &self.signing_key())
     }
 
     /// Run once on the nodes' releases.
@@ -282,27 +287,22 @@ impl Job {
         if taken.iter().any(|p| p.node == node) {
             return Err(Unchecked::Ignored);
         }
-        let shares = room_shares_digest(&release.shares);
-        let statement = room_release_statement(
-            node,
-            &self.work.id().0,
-            &release.nonce,
-            release.run,
-            &self.key.public(),
-            &self.signing_key(),
-            &shares,
-        );
-        let signature = ed25519_dalek::Signature::from_slice(&release.signature)
-            .map_err(|_| Unchecked::Unsigned)?;
-        key.verify_strict(&statement, &signature)
-            .map_err(|_| Unchecked::Unsigned)?;
-        Ok(ReleaseProof {
+        let proof = ReleaseProof {
             node,
             nonce: release.nonce,
             run: release.run,
-            shares,
+            shares: room_shares_digest(&release.shares),
             signature: release.signature.clone(),
-        })
+        };
+        if !proof.signed_by(
+            key,
+            &self.work.id().0,
+            &self.key.public(),
+            &self.signing_key(),
+        ) {
+            return Err(Unchecked::Unsigned);
+        }
+        Ok(proof)
     }
 
     /// Open a signed release's shares: whatever is wrong with them is its node's.

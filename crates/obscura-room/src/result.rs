@@ -8,7 +8,7 @@
 
 use ed25519_dalek::VerifyingKey;
 use obscura_attest::seal::{PartyKey, Sealed};
-use obscura_proto::{room_release_statement, room_result_statement, RoomShare};
+use obscura_proto::{room_result_statement, RoomShare};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -260,17 +260,12 @@ pub fn verify_result(
         else {
             continue;
         };
-        let statement = room_release_statement(
-            r.node,
+        let signed = r.signed_by(
+            node_key,
             &result.work,
-            &r.nonce,
-            r.run,
             &result.worker_key,
             &result.signing_key,
-            &r.shares,
         );
-        let signed = ed25519_dalek::Signature::from_slice(&r.signature)
-            .is_ok_and(|s| node_key.verify_strict(&statement, &s).is_ok());
         if signed && !witnesses.contains(&r.node) {
             witnesses.push(r.node);
         }

@@ -21,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use obscura_attest::{binding, Role};
+use obscura_attest::binding;
 use obscura_client::release::EvidenceAnswer;
 use obscura_client::room::{JobEvidence, Load, Loaded, JOB_HEADER, TOKEN_HEADER};
 use obscura_room::job::{Cluster, Job};
@@ -278,12 +278,8 @@ impl RoomSide {
             }
         };
         let id = work.id().0;
-        let expected = binding::report_data(
-            &Role::Work(hex(&id)),
-            &party_key,
-            &obscura_proto::room_context(&id, &signing_key, &self.cluster.digest()),
-            &nonce,
-        );
+        let (role, context) = self.cluster.job_binding(&id, &signing_key);
+        let expected = binding::report_data(&role, &party_key, &context, &nonce);
         check_report(&report, &self.report_key, &self.measurement, &expected)?;
         Ok(JobProcess {
             child,
@@ -299,16 +295,14 @@ impl RoomSide {
 
     /// Drop the jobs that lapsed, killing their processes and freeing their slots.
     fn reap(&self) {
-        let lapsed: Vec<Waiting> = {
-            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            let now = now();
-            let keys: Vec<[u8; 32]> = jobs
-                .iter()
-                .filter(|(_, w)| w.lapses <= now)
-                .map(|(k, _)| *k)
-                .collect();
-            keys.iter().filter_map(|k| jobs.remove(k)).collect()
-        };
+        let now = now();
+        let lapsed: Vec<([u8; 32], Waiting)> = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extract_if(|_, w| w.lapses <= now)
+            .collect();
+        // Dropped outside the lock: each kills its process.
         drop(lapsed);
     }
 
@@ -343,16 +337,7 @@ async fn evidence(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&job)
-        .map(|w| {
-            (
-                Role::Work(hex(&w.job.work)),
-                obscura_proto::room_context(
-                    &w.job.work,
-                    &w.job.signing_key,
-                    &room.cluster.digest(),
-                ),
-            )
-        })
+        .map(|w| room.cluster.job_binding(&w.job.work, &w.job.signing_key))
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such job waiting here"))?;
     let data = binding::report_data(&role, &job, &context, &nonce);
     let evidence = make_evidence(&w, data).await?;
@@ -567,7 +552,8 @@ fn start_job(
     let job = Job::new(&sandbox, work, &mut rand_core::OsRng).map_err(|e| e.public())?;
     let measurement = obscura_attest::producer::own_measurement()
         .map_err(|e| format!("cannot measure this executable: {e}"))?;
-    let data = binding::report_data(&job.role(), &job.party_key(), &job.context(&cluster), nonce);
+    let (role, context) = job.binding(&cluster);
+    let data = binding::report_data(&role, &job.party_key(), &context, nonce);
     let ready = FromJob::Ready {
         party_key: job.party_key(),
         signing_key: job.signing_key(),

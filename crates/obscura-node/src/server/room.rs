@@ -7,7 +7,7 @@ use obscura_auth::capability::Authorized;
 use obscura_proto::{
     limits, roles, room_cluster_digest, room_context, room_inputs_digest, room_policy_digest,
     room_purpose, room_release_statement, room_result_statement, room_shares_digest, ErrorCode,
-    ResponseBody, RoomReleaseProof, RoomShare, WireId,
+    ResponseBody, RoomResultFiled, RoomShare, WireId,
 };
 use obscura_sharing::manifest::ImageId;
 use obscura_sharing::order::Order;
@@ -276,18 +276,6 @@ impl NodeState {
     }
 }
 
-/// A result as filed ([`obscura_proto::NodeBody::RoomResult`]).
-pub(super) struct Filed<'a> {
-    pub work: &'a [u8; 32],
-    pub manifests: &'a [[u8; 32]],
-    pub commitment: &'a [u8; 32],
-    pub blamed: &'a [u8],
-    pub worker_key: &'a [u8; 32],
-    pub signing_key: &'a [u8; 32],
-    pub signature: &'a [u8],
-    pub release: &'a RoomReleaseProof,
-}
-
 impl NodeState {
     /// Enter a run's result in this node's audit log, if this node released to the run (its
     /// own signature over the release, to the result's keys) and the result is signed by the
@@ -296,29 +284,20 @@ impl NodeState {
         &self,
         req: &Request,
         who: &Authorized,
-        filed: &Filed<'_>,
+        filed: &RoomResultFiled,
         now: u64,
     ) -> Result<ResponseBody, ResponseBody> {
         let acting = who
             .acting_as_any(&[roles::QUERIER, roles::OWNER])
             .map_err(auth_error)?;
-        let (work, release) = (filed.work, filed.release);
+        let (work, release) = (&filed.work, &filed.release);
         let released = release.node == self.node
-            && ed25519_dalek::Signature::from_slice(&release.signature).is_ok_and(|s| {
-                let statement = room_release_statement(
-                    self.node,
-                    work,
-                    &release.nonce,
-                    release.run,
-                    filed.worker_key,
-                    filed.signing_key,
-                    &release.shares,
-                );
-                self.audit_key
-                    .verifying_key()
-                    .verify_strict(&statement, &s)
-                    .is_ok()
-            });
+            && release.signed_by(
+                &self.audit_key.verifying_key(),
+                work,
+                &filed.worker_key,
+                &filed.signing_key,
+            );
         if !released {
             return Err(error(
                 ErrorCode::Forbidden,
@@ -331,10 +310,10 @@ impl NodeState {
             ));
         }
         let statement =
-            room_result_statement(work, filed.manifests, filed.commitment, filed.blamed);
-        let signed = ed25519_dalek::VerifyingKey::from_bytes(filed.signing_key)
+            room_result_statement(work, &filed.manifests, &filed.commitment, &filed.blamed);
+        let signed = ed25519_dalek::VerifyingKey::from_bytes(&filed.signing_key)
             .ok()
-            .zip(ed25519_dalek::Signature::from_slice(filed.signature).ok())
+            .zip(ed25519_dalek::Signature::from_slice(&filed.signature).ok())
             .is_some_and(|(key, s)| key.verify_strict(&statement, &s).is_ok());
         if !signed {
             return Err(error(
@@ -348,7 +327,7 @@ impl NodeState {
         }
         // The worker signed the blamed nodes as (node, reason) pairs and the unsigned ones;
         // the log names the nodes.
-        let blamed = postcard::from_bytes::<(Vec<(u8, String)>, Vec<u8>)>(filed.blamed)
+        let blamed = postcard::from_bytes::<(Vec<(u8, String)>, Vec<u8>)>(&filed.blamed)
             .map(|(blamed, unsigned)| {
                 let nodes = |v: Vec<u8>| v.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
                 format!(
@@ -364,10 +343,10 @@ impl NodeState {
             format_args!(
                 "work={} signing={} run={} inputs={} commitment={} {blamed}",
                 hex(work),
-                hex(filed.signing_key),
+                hex(&filed.signing_key),
                 release.run,
                 filed.manifests.len(),
-                hex(filed.commitment),
+                hex(&filed.commitment),
             ),
             now,
         )?;
