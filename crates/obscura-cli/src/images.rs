@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use obscura_client::{pipeline, SearchOutcome};
+use obscura_ledger::entry::Transition;
 use obscura_sharing::manifest::ImageId;
 use serde_json::json;
 
@@ -200,9 +201,13 @@ impl ImageCommand {
             }
             ImageCommand::Delete { cluster, id } => {
                 let id = image_id(&id)?;
-                client(&cluster)?.delete(id).await?;
+                let client = client(&cluster)?;
+                client.delete(id).await?;
                 println!("deleted {id}");
-                Ok(ExitCode::SUCCESS)
+                let deleted = Transition::ImageDeleted { image: id.0 };
+                let (entered, _) =
+                    crate::ledger::enter(&cluster, &client, vec![deleted], false).await;
+                Ok(exit(entered))
             }
             ImageCommand::Hash { files } => {
                 let mut ok = true;
@@ -343,10 +348,19 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     let indexed: Vec<_> = indexed.into_iter().map(|e| e.1).collect();
     let skipped: Vec<_> = skipped.into_iter().map(|e| e.1).collect();
     bar.finish_and_clear();
+    let registered: Vec<Transition> = client
+        .take_registered()
+        .into_iter()
+        .map(|(id, manifest)| Transition::ImageRegistered {
+            image: id.0,
+            manifest,
+        })
+        .collect();
+    let (entered, ledger) = crate::ledger::enter(cluster, &client, registered, json).await;
     if json {
         println!(
             "{}",
-            json!({"indexed": indexed, "skipped": skipped, "recovered": recovered})
+            json!({"indexed": indexed, "skipped": skipped, "recovered": recovered, "ledger": ledger})
         );
         for id in printed_later {
             acknowledge(id);
@@ -356,7 +370,7 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     }
     // Nothing indexed of something asked is a failure, even when each file had its reason.
     let nothing = indexed.is_empty() && !skipped.is_empty();
-    Ok(exit(!cluster_failure && !nothing))
+    Ok(exit(!cluster_failure && !nothing && entered))
 }
 
 fn print_search(out: &SearchOutcome, json: bool) {

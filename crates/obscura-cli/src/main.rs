@@ -18,6 +18,7 @@ mod images;
 mod keys;
 #[cfg(feature = "lab")]
 mod lab;
+mod ledger;
 mod room;
 mod serve;
 mod status;
@@ -72,6 +73,10 @@ enum Command {
     /// Check the nodes' tamper-evident logs.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The cluster ledger: every registration, deletion and approval, signed by the data
+    /// owner and cosigned by a majority of nodes.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
     /// Appraise remote-attestation evidence (SGX, TDX, SEV-SNP, simulation) under a policy.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
@@ -104,6 +109,7 @@ impl Command {
             #[cfg(feature = "lab")]
             Command::Lab(c) => lab::run(c).await,
             Command::Audit(c) => c.run().await,
+            Command::Ledger(c) => c.run().await,
             Command::Attest(c) => c.run().await,
             Command::Worker(c) => c.run().await,
             Command::Room(c) => c.run().await,

@@ -216,20 +216,30 @@ impl RoomCommand {
                         .expect("an approval serialises")
                         .as_bytes(),
                 )?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"work": approval.work, "expires_at": expires_at,
-                               "max_runs": max_runs, "approval": out})
-                    );
-                } else {
+                if !json {
                     println!(
                         "approved work {} for {max_runs} run(s) at each node until {expires_at}: {}",
                         approval.work,
                         out.display()
                     );
                 }
-                Ok(ExitCode::SUCCESS)
+                // The approval stands once written; the ledger records it for every party.
+                let approved = obscura_ledger::entry::Transition::WorkApproved {
+                    work: obscura_tokens::keyfile::hex32(&approval.work)
+                        .ok_or("the approval's Work-ID is not 64 hex digits")?,
+                    expires_at,
+                    max_runs,
+                };
+                let (entered, ledger) =
+                    crate::ledger::enter(&cluster, &client, vec![approved], json).await;
+                if json {
+                    println!(
+                        "{}",
+                        json!({"work": approval.work, "expires_at": expires_at,
+                               "max_runs": max_runs, "approval": out, "ledger": ledger})
+                    );
+                }
+                Ok(crate::exit(entered))
             }
             RoomCommand::Run {
                 cluster,

@@ -54,6 +54,7 @@ mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 mod journal;
+pub mod ledger;
 pub mod ops;
 pub mod pipeline;
 pub mod provision;
@@ -333,6 +334,9 @@ pub struct Client {
     /// Keepers that failed while indexing, where others answered instead (see
     /// [`Client::take_keeper_faults`]).
     noticed: std::sync::Mutex<Vec<KeeperFailure>>,
+    /// Images committed, with their manifests' digests, for the ledger (see
+    /// [`Client::take_registered`]).
+    registered: std::sync::Mutex<Vec<(ImageId, [u8; 32])>>,
 }
 
 /// One image ready for the nodes (see [`Client::upload`]).
@@ -532,6 +536,7 @@ impl Client {
             journal: parts.journal.map(journal::Journal::new),
             acknowledging: false,
             noticed: std::sync::Mutex::default(),
+            registered: std::sync::Mutex::default(),
         })
     }
 
@@ -759,6 +764,10 @@ impl Client {
 
     async fn send_batch(&self, uploads: Vec<Upload>, ids: &[ImageId]) -> Result<(), BatchError> {
         let hashes: Vec<u64> = uploads.iter().map(|u| u.hash).collect();
+        let manifests: Vec<[u8; 32]> = uploads
+            .iter()
+            .map(|u| <sha2::Sha256 as sha2::Digest>::digest(&u.manifest).into())
+            .collect();
         let tokens = self
             .index_tokens(&hashes)
             .await
@@ -784,7 +793,17 @@ impl Client {
                 j.end(&ids[0]).map_err(BatchError::Journal)?;
             }
         }
+        self.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(ids.iter().copied().zip(manifests));
         Ok(())
+    }
+
+    /// The images committed since the last call, each with the SHA-256 of its signed
+    /// manifest: what the owner enters in the cluster ledger.
+    pub fn take_registered(&self) -> Vec<(ImageId, [u8; 32])> {
+        std::mem::take(&mut self.registered.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The band tokens of images with these pHashes at every node: `out[i][x - 1]` for image

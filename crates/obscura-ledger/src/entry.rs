@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::merkle::{leaf_hash, Hash};
 
+/// The longest user or role name an entry may carry, in bytes.
+pub const MAX_NAME: usize = 64;
+
 /// Who may write what.
 #[derive(Clone, Debug)]
 pub struct Authors {
@@ -253,6 +256,7 @@ impl State {
             }
             Transition::Granted { user, role } => {
                 owner_only("grants roles")?;
+                long_names(user, role).map_err(refuse)?;
                 self.grants
                     .entry(user.clone())
                     .or_default()
@@ -260,6 +264,7 @@ impl State {
             }
             Transition::Revoked { user, role } => {
                 owner_only("revokes roles")?;
+                long_names(user, role).map_err(refuse)?;
                 let held = self.grants.get_mut(user).is_some_and(|r| r.remove(role));
                 if !held {
                     return Err(refuse(format!("{user} does not hold {role}")));
@@ -319,6 +324,13 @@ impl State {
         }
         Ok(state)
     }
+}
+
+fn long_names(user: &str, role: &str) -> Result<(), String> {
+    if user.len() > MAX_NAME || role.len() > MAX_NAME {
+        return Err(format!("a user or role name is over {MAX_NAME} bytes"));
+    }
+    Ok(())
 }
 
 fn author_name(author: u8) -> String {

@@ -21,3 +21,4 @@
 pub mod entry;
 pub mod head;
 pub mod merkle;
+pub mod replica;

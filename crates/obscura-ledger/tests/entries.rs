@@ -293,3 +293,84 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
     let refused = State::replay(&LOG, &authors, &rewritten).unwrap_err();
     assert_eq!(refused.seq, 3);
 }
+
+#[test]
+fn a_replica_takes_entries_all_or_none_passes_over_those_it_holds_and_names_conflicts() {
+    use obscura_ledger::merkle::verify_consistency;
+    use obscura_ledger::replica::{log_id, AppendError, Replica};
+
+    let p = Parties::new();
+    let mut replica = Replica::new(p.authors());
+    let log = log_id(&p.owner.verifying_key(), &p.authors().nodes);
+    assert_eq!(replica.log(), log);
+    let sign = |seq: u64, t: Transition| Entry::sign(&log, seq, 0, t, &p.owner);
+    let image = |i: u8| Transition::ImageRegistered {
+        image: [i; 16],
+        manifest: [i; 32],
+    };
+    let first: Vec<Entry> = (0..3).map(|i| sign(i, image(i as u8))).collect();
+    assert_eq!(replica.append(&first), Ok(3));
+    let at3 = replica.head();
+
+    // Held entries again, then new ones: only the new count.
+    let mut more = first.clone();
+    more.push(sign(3, image(3)));
+    assert_eq!(replica.append(&more), Ok(1));
+    assert!(replica.holds(&more[3]));
+
+    // Another entry in a held place, a gap, one twice in a batch, a rule broken at the end of
+    // a batch: refused, and nothing of the batch is taken.
+    let before = replica.head();
+    assert_eq!(
+        replica.append(&[sign(1, image(9))]),
+        Err(AppendError::Conflict { seq: 1 })
+    );
+    assert_eq!(
+        replica.append(&[sign(6, image(9))]),
+        Err(AppendError::Gap { seq: 6, size: 4 })
+    );
+    assert_eq!(
+        replica.append(&[sign(4, image(9)), sign(4, image(8))]),
+        Err(AppendError::Conflict { seq: 4 })
+    );
+    let broken = [
+        sign(4, image(9)),
+        sign(5, Transition::ImageDeleted { image: [7; 16] }),
+    ];
+    assert!(matches!(
+        replica.append(&broken),
+        Err(AppendError::Refused(r)) if r.seq == 5
+    ));
+    assert_eq!(replica.head(), before);
+    assert_eq!(replica.state().images.len(), 4);
+
+    // Its proofs tie its earlier heads to its head now.
+    let proof = replica.proof_from(3).unwrap();
+    assert!(verify_consistency(
+        3,
+        4,
+        &at3.root,
+        &replica.head().root,
+        &proof
+    ));
+    assert_eq!(replica.root_at(3), Some(at3.root));
+    assert_eq!(replica.root_at(5), None);
+}
+
+#[test]
+fn names_past_the_limit_are_refused() {
+    let p = Parties::new();
+    let mut state = State::default();
+    let long = "x".repeat(MAX_NAME + 1);
+    let refused = write(
+        &mut state,
+        &p,
+        0,
+        Transition::Granted {
+            user: long,
+            role: "querier".into(),
+        },
+    );
+    assert!(refused.unwrap_err().why.contains("over 64 bytes"));
+    assert_eq!(state, State::default());
+}

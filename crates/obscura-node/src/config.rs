@@ -46,6 +46,8 @@ pub struct LoadedNode {
     pub handle_key: obscura_auth::handle::HandleKey,
     /// Its attestation (none when its configuration names no evidence source).
     pub attester: Option<obscura_server::attest::Attester>,
+    /// Its copy of the cluster ledger, replayed from the store.
+    pub ledger: crate::ledger::NodeLedger,
 }
 
 impl std::fmt::Debug for LoadedNode {
@@ -136,7 +138,10 @@ impl LoadedNode {
                 config.node
             )));
         }
+        let ledger = crate::ledger::NodeLedger::load(&store, owner, &node_keys)
+            .map_err(|reason| bad(format!("{}: {reason}", config.files.store.display())))?;
         Ok(LoadedNode {
+            ledger,
             audit_key,
             handle_key: obscura_auth::handle::HandleKey::from_bytes(secrets.handle_key),
             config,

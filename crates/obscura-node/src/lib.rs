@@ -29,4 +29,5 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod ledger;
 pub mod server;

@@ -14,6 +14,9 @@
 //! | fetch | owner; or a querier with a proof of its own match, or with the owner's grant |
 //! | audit, checkpoint | auditor or admin |
 //! | rotate (each step with the owner's order) | admin |
+//! | ledger-append (entries signed by their authors) | owner or admin |
+//! | ledger-read | owner, auditor or admin |
+//! | ledger-head, ledger-cosigned (a quorum's signatures) | any |
 //! | status | any |
 //!
 //! The search policy (batch shape, the bands a candidate must match, the distance a match
@@ -59,6 +62,7 @@ use obscura_server::{error, now, proto_error, scalar, store_error, wire_audit, G
 
 use crate::config::LoadedNode;
 
+mod ledger;
 mod room;
 
 /// A request to a node: it parses only a node's operations.
@@ -271,6 +275,8 @@ struct NodeState {
     verifier: obscura_attest::Verifier,
     /// Clean-room challenges given and not yet used, by nonce.
     room: Mutex<HashMap<[u8; 32], room::Challenge>>,
+    /// Its copy of the cluster ledger.
+    ledger: Mutex<crate::ledger::NodeLedger>,
 }
 
 /// An authentication or authorisation failure as the caller sees it.
@@ -731,6 +737,12 @@ impl NodeState {
                 self.room_release(req, who, &asked, now)
             }
             NodeBody::RoomResult(filed) => self.room_result(req, who, filed, now),
+            NodeBody::LedgerAppend { entries, since } => {
+                self.ledger_append(req, who, entries, *since, now)
+            }
+            NodeBody::LedgerHead { since } => self.ledger_head(req, who, *since, now),
+            NodeBody::LedgerRead { from, max } => self.ledger_read(req, who, *from, *max, now),
+            NodeBody::LedgerCosigned { head } => self.ledger_cosigned(req, who, head, now),
             NodeBody::Resolve { proofs } => {
                 let querier = role(roles::QUERIER)?;
                 self.resolve(req, &querier, proofs, now)
@@ -1738,6 +1750,7 @@ pub async fn serve(
         attester: node.attester,
         verifier: obscura_attest::Verifier::new(),
         room: Mutex::default(),
+        ledger: Mutex::new(node.ledger),
     });
     let guard = Guard::new(node.config.limits);
     let app = Router::new()

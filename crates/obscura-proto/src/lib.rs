@@ -120,6 +120,12 @@ pub mod limits {
     pub const MAX_PATH: usize = 32;
     /// Most audit entries in one page.
     pub const MAX_AUDIT_PAGE: u32 = 4096;
+    /// Most ledger entries appended in one request, or sent in one page.
+    pub const MAX_LEDGER_BATCH: usize = 256;
+    /// Most cosignatures on a ledger head (one per node).
+    pub const MAX_COSIGNATURES: usize = MAX_NODES;
+    /// Longest consistency proof of a ledger head (enough for 2^64 entries).
+    pub const MAX_LEDGER_PROOF: usize = 130;
     /// Largest attestation evidence (bytes): a DCAP quote with its collateral is about 20 KiB.
     pub const MAX_EVIDENCE: usize = 256 << 10;
     /// Largest capability (bytes, encoded).
@@ -742,6 +748,64 @@ pub enum NodeBody {
     /// Clean room: a run's signed result, filed by its controller at a node that released to
     /// the run, for the node's audit log ([`RoomResultFiled`]).
     RoomResult(RoomResultFiled),
+    /// Ledger: add entries, each signed by its author, from the node's size on (entries it
+    /// holds already are passed over). The node checks each one's signature and rule, stores
+    /// them all or none, and answers its cosignature of its new head
+    /// ([`ResponseBody::LedgerAppended`]). Owner or admin: entries are self-authenticating, so
+    /// an admin may relay the owner's to a node that fell behind.
+    LedgerAppend {
+        /// At most [`limits::MAX_LEDGER_BATCH`] entries, in order.
+        entries: Vec<obscura_ledger::entry::Entry>,
+        /// The size of the last head the caller accepted: the answer proves the new head
+        /// consistent with it.
+        since: u64,
+    },
+    /// Ledger: the node's own head, signed, and the last head a quorum cosigned that it holds,
+    /// each with a consistency proof from `since` ([`ResponseBody::LedgerHead`]). Any role:
+    /// heads and proofs carry no entry.
+    LedgerHead {
+        /// The size of the last head the caller accepted.
+        since: u64,
+    },
+    /// Ledger: a page of entries ([`ResponseBody::LedgerEntries`]). Owner, auditor or admin.
+    LedgerRead {
+        /// The first entry wanted.
+        from: u64,
+        /// At most this many (and at most [`limits::MAX_LEDGER_BATCH`]).
+        max: u32,
+    },
+    /// Ledger: a head a quorum of nodes cosigned, for the node to keep and show. The node
+    /// keeps it only if its own entries give the same root at that size.
+    LedgerCosigned {
+        /// The head.
+        head: obscura_ledger::head::CosignedHead,
+    },
+}
+
+/// A node's answer to [`NodeBody::LedgerAppend`]: its cosignature of its head now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerAppended {
+    /// Its head now.
+    pub head: obscura_ledger::head::TreeHead,
+    /// Its signature of it.
+    pub cosignature: obscura_ledger::head::Cosignature,
+    /// The consistency proof from the request's `since` to `head`.
+    pub proof: Vec<[u8; 32]>,
+}
+
+/// A node's answer to [`NodeBody::LedgerHead`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerHeads {
+    /// Its own head now, which it signs.
+    pub own: obscura_ledger::head::TreeHead,
+    /// Its signature of `own`.
+    pub cosignature: obscura_ledger::head::Cosignature,
+    /// The consistency proof between the request's `since` and `own`.
+    pub own_proof: Vec<[u8; 32]>,
+    /// The last head a quorum cosigned that it holds.
+    pub cosigned: Option<obscura_ledger::head::CosignedHead>,
+    /// The consistency proof between the request's `since` and `cosigned`.
+    pub cosigned_proof: Vec<[u8; 32]>,
 }
 
 /// A clean-room run's signed result as its controller files it at a node. The node checks that
@@ -1123,6 +1187,10 @@ impl Body for NodeBody {
             NodeBody::RoomChallenge { .. } => "/v1/room-challenge",
             NodeBody::RoomRelease { .. } => "/v1/room-release",
             NodeBody::RoomResult(_) => "/v1/room-result",
+            NodeBody::LedgerAppend { .. } => "/v1/ledger-append",
+            NodeBody::LedgerHead { .. } => "/v1/ledger-head",
+            NodeBody::LedgerRead { .. } => "/v1/ledger-read",
+            NodeBody::LedgerCosigned { .. } => "/v1/ledger-cosigned",
         }
     }
 
@@ -1231,7 +1299,18 @@ impl Body for NodeBody {
                 check(signature.len() == 64, "signature")?;
                 check(release.signature.len() == 64, "release")
             }
-            NodeBody::RoomChallenge { .. }
+            NodeBody::LedgerAppend { entries, .. } => {
+                check(entries.len() <= MAX_LEDGER_BATCH, "entries")?;
+                check(entries.iter().all(|e| e.signature.len() == 64), "signature")
+            }
+            NodeBody::LedgerRead { max, .. } => check(*max as usize <= MAX_LEDGER_BATCH, "max"),
+            NodeBody::LedgerCosigned { head } => check(
+                head.cosignatures.len() <= MAX_COSIGNATURES
+                    && head.cosignatures.iter().all(|c| c.signature.len() == 64),
+                "cosignatures",
+            ),
+            NodeBody::LedgerHead { .. }
+            | NodeBody::RoomChallenge { .. }
             | NodeBody::Delete { .. }
             | NodeBody::List { .. }
             | NodeBody::Rotate { .. }
@@ -1902,6 +1981,17 @@ pub enum ResponseBody {
     Resolved {
         /// Owner-signed manifests.
         manifests: Vec<Option<Vec<u8>>>,
+    },
+    /// The node's cosignature of its ledger head after an append.
+    LedgerAppended(Box<LedgerAppended>),
+    /// A node's ledger heads.
+    LedgerHead(Box<LedgerHeads>),
+    /// A page of the ledger.
+    LedgerEntries {
+        /// From the request's `from`, at most [`limits::MAX_LEDGER_BATCH`].
+        entries: Vec<obscura_ledger::entry::Entry>,
+        /// Entries the node holds.
+        size: u64,
     },
     /// The audit log's head was signed.
     Checkpointed {

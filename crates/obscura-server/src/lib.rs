@@ -321,6 +321,9 @@ pub fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::RoomReleased { .. }
         | ResponseBody::Resolved { .. }
         | ResponseBody::Checkpointed { .. }
+        | ResponseBody::LedgerAppended(_)
+        | ResponseBody::LedgerHead(_)
+        | ResponseBody::LedgerEntries { .. }
         | ResponseBody::Fetch { .. }
         | ResponseBody::Status { .. }
         | ResponseBody::Audit { .. }

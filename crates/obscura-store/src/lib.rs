@@ -48,6 +48,8 @@ mod db;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keeper;
+mod ledger;
+pub use ledger::StoredLedger;
 mod rotation;
 
 use std::collections::{HashMap, HashSet};

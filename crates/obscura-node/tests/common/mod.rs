@@ -550,8 +550,15 @@ impl TestNode {
         self.serve_again().await;
     }
 
+    /// Stop the node's server cleanly, its files kept: start it again with
+    /// [`serve_again`](Self::serve_again).
+    pub async fn halt(&mut self) {
+        self.shutdown.take().unwrap().send(()).ok();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
     /// Start the node's server again from its store, on the same address.
-    async fn serve_again(&mut self) {
+    pub async fn serve_again(&mut self) {
         let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
         let loaded = LoadedNode::load(&self.dir.join("node1/node.json")).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -1,0 +1,264 @@
+//! The cluster ledger on real processes: the owner's index, approval and deletion each become
+//! an entry a majority of the six nodes cosigns; a node down during an append is brought up to
+//! date and agrees; `obscura ledger verify` rebuilds the state from the entries alone; a node
+//! whose operator cuts its ledger does not serve, and one that also hides the cut is named as
+//! rolled back by its own earlier signature; a head that colluding nodes cosign for another
+//! history is a split view naming them.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use ed25519_dalek::SigningKey;
+use obscura_cluster::node::{node_purpose, NodeSecrets};
+use obscura_ledger::head::{CosignedHead, TreeHead};
+use obscura_tokens::keyfile::WrappingKey;
+use serde_json::Value;
+
+fn json_of(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", text(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+fn verify(cluster: &str, extra: &[&str]) -> (bool, Value) {
+    let mut args = vec!["ledger", "verify", "--cluster", cluster, "--json"];
+    args.extend_from_slice(extra);
+    let out = obscura(&args);
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    (out.status.success(), v)
+}
+
+fn node_audit_key(dir: &Path, node: u8) -> SigningKey {
+    let d = dir.join(format!("node{node}"));
+    let wrapping = WrappingKey::from_file(&d.join("wrapping.key")).unwrap();
+    let secrets: NodeSecrets = obscura_cluster::files::open_secrets(
+        &std::fs::read(d.join("secrets.sealed")).unwrap(),
+        &node_purpose(node),
+        &wrapping,
+    )
+    .unwrap();
+    SigningKey::from_bytes(&secrets.audit_key)
+}
+
+fn cosigners(v: &Value) -> Vec<u64> {
+    v["cosigners"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_split_views() {
+    let dir = init_cluster("ledger");
+    let cluster = dir.to_str().unwrap();
+    let mut up = start(&dir);
+
+    // Three images: entries 0..3, cosigned by all six nodes.
+    let photos = three_photos("ledger");
+    let v = json_of(&obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        photos.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(
+        (v["ledger"]["first"].as_u64(), v["ledger"]["size"].as_u64()),
+        (Some(0), Some(3)),
+        "{v}"
+    );
+    assert_eq!(cosigners(&v["ledger"]), [1, 2, 3, 4, 5, 6]);
+    let ids: Vec<String> = v["indexed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    let (ok, v) = verify(cluster, &[]);
+    assert!(ok, "{v}");
+    assert_eq!(v["size"], 3);
+
+    // Node 6 is down while the owner approves a clean-room work: five cosign, and the append
+    // stands.
+    stop_node(&dir, 6, "TERM");
+    let key = dir.join("recipient.key");
+    let out = obscura(&["room", "keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let recipient = text(&out).trim().to_owned();
+    let manifest = serde_json::json!({
+        "inputs": [{"image": ids[0]}],
+        "output": {"kind": "json", "max_bytes": 4096},
+        "limits": {"fuel": 200_000_000u64, "memory_bytes": 64u64 << 20},
+        "recipients": [recipient],
+    });
+    let manifest_path = dir.join("stats.manifest.json");
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let work = dir.join("stats.work.json");
+    let module = format!(
+        "{}/../../examples/room/colour_stats.wat",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = obscura(&[
+        "room",
+        "work",
+        "--module",
+        &module,
+        "--manifest",
+        manifest_path.to_str().unwrap(),
+        "--out",
+        work.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let approval = dir.join("stats.approval.json");
+    let out = obscura(&[
+        "room",
+        "approve",
+        "--cluster",
+        cluster,
+        "--work",
+        work.to_str().unwrap(),
+        "--out",
+        approval.to_str().unwrap(),
+        "--json",
+    ]);
+    let v = json_of(&out);
+    assert_eq!(cosigners(&v["ledger"]), [1, 2, 3, 4, 5], "{v}");
+    assert!(
+        text(&out).contains("warning: ledger: node 6"),
+        "{}",
+        text(&out)
+    );
+
+    // Back, node 6 is behind, not at fault; a sync brings it up and all six agree.
+    up.restart_node(6);
+    wait_for_status(&dir);
+    let (ok, v) = verify(cluster, &[]);
+    assert!(ok, "{v}");
+    assert_eq!(
+        (v["size"].as_u64(), v["nodes"][5]["size"].as_u64()),
+        (Some(4), Some(3)),
+        "{v}"
+    );
+    let v = json_of(&obscura(&[
+        "ledger",
+        "sync",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
+    assert_eq!(
+        v["caught_up"],
+        serde_json::json!([{"node": 6, "from": 3}]),
+        "{v}"
+    );
+    assert_eq!(cosigners(&v), [1, 2, 3, 4, 5, 6]);
+
+    // A deletion; the state rebuilt from the entries alone: two images, one approval.
+    let out = obscura(&["delete", "--cluster", cluster, &ids[2]]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v = json_of(&obscura(&[
+        "ledger",
+        "show",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
+    assert_eq!(v["size"], 5, "{v}");
+    assert_eq!(
+        (
+            v["state"]["images"].as_u64(),
+            v["state"]["approvals"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    let kinds: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["transition"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "image registered",
+            "image registered",
+            "image registered",
+            "work approved",
+            "image deleted"
+        ]
+    );
+    let (ok, v) = verify(cluster, &[]);
+    assert!(ok, "{v}");
+    let head: TreeHead = {
+        let kept: CosignedHead =
+            serde_json::from_slice(&std::fs::read(dir.join("client/ledger-head.json")).unwrap())
+                .unwrap();
+        assert_eq!(kept.head.size, 5);
+        kept.head
+    };
+
+    // Four of six nodes (a majority) cosign another history of five entries, and show it to
+    // some client: this client, shown that head, names the four.
+    let forged = TreeHead {
+        root: [0x5a; 32],
+        ..head
+    };
+    let split = CosignedHead {
+        head: forged,
+        cosignatures: (1..=4)
+            .map(|x| forged.cosign(x, &node_audit_key(&dir, x)))
+            .collect(),
+    };
+    let forged_path = dir.join("forged-head.json");
+    std::fs::write(&forged_path, serde_json::to_vec(&split).unwrap()).unwrap();
+    let (ok, v) = verify(cluster, &["--head", forged_path.to_str().unwrap()]);
+    assert!(!ok, "{v}");
+    let faults = v["faults"].to_string();
+    assert!(
+        faults.contains("split view") && faults.contains("[1, 2, 3, 4]"),
+        "{faults}"
+    );
+
+    // Node 2's operator cuts the deletion from its ledger: the node no longer starts.
+    stop_node(&dir, 2, "TERM");
+    let store = dir.join("node2").join("store.redb");
+    let edit = |f: &dyn Fn(&redb::WriteTransaction)| {
+        let db = redb::Database::open(&store).unwrap();
+        let txn = db.begin_write().unwrap();
+        f(&txn);
+        txn.commit().unwrap();
+    };
+    edit(&|txn| {
+        let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ledger");
+        txn.open_table(def).unwrap().remove(4).unwrap();
+    });
+    let out = obscura(&["node", "run", dir.join("node2/node.json").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("cut or rewritten"), "{}", text(&out));
+
+    // It also drops the head it kept and starts: clients name it, by the signature it gave
+    // on the head of five entries.
+    edit(&|txn| {
+        let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+        txn.open_table(def)
+            .unwrap()
+            .remove("ledger_cosigned")
+            .unwrap();
+    });
+    up.restart_node(2);
+    wait_for_status(&dir);
+    let (ok, v) = verify(cluster, &[]);
+    assert!(!ok, "{v}");
+    assert!(
+        v["nodes"][1]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rolled back"),
+        "{v}"
+    );
+    assert_eq!(v["nodes"][0]["ok"], true, "{v}");
+}

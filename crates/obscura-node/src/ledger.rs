@@ -1,0 +1,68 @@
+//! The node's copy of the cluster ledger, checked entry by entry when the store opens: a store
+//! whose entries no longer replay (one edited, or moved) or whose entries no longer reach the
+//! last head a quorum cosigned (some cut off) does not serve, naming what is wrong.
+
+use ed25519_dalek::VerifyingKey;
+use obscura_ledger::entry::{Authors, Entry};
+use obscura_ledger::head::{CosignedHead, Cosigners};
+use obscura_ledger::replica::{majority, Replica};
+use obscura_store::Store;
+
+/// The ledger as a node holds it: every entry checked, and the last cosigned head kept.
+#[derive(Clone, Debug)]
+pub struct NodeLedger {
+    pub(crate) replica: Replica,
+    pub(crate) cosigners: Cosigners,
+    pub(crate) cosigned: Option<CosignedHead>,
+}
+
+impl NodeLedger {
+    /// Replay the ledger in `store` of the cluster of `owner` and `nodes`.
+    ///
+    /// # Errors
+    /// Why the stored ledger cannot be trusted, in words.
+    pub fn load(
+        store: &Store,
+        owner: VerifyingKey,
+        nodes: &[VerifyingKey],
+    ) -> Result<Self, String> {
+        let obscura_store::StoredLedger { entries, cosigned } =
+            store.ledger().map_err(|e| e.to_string())?;
+        let mut replica = Replica::new(Authors {
+            owner,
+            nodes: nodes.to_vec(),
+        });
+        for (seq, bytes) in entries.iter().enumerate() {
+            let entry: Entry = postcard::from_bytes(bytes)
+                .map_err(|e| format!("ledger entry {seq} in the store does not decode: {e}"))?;
+            replica
+                .append(std::slice::from_ref(&entry))
+                .map_err(|e| format!("the store's ledger is refused: {e}"))?;
+        }
+        let cosigners = majority(nodes);
+        let cosigned = match cosigned {
+            None => None,
+            Some(bytes) => {
+                let head: CosignedHead = postcard::from_bytes(&bytes).map_err(|e| {
+                    format!("the store's cosigned ledger head does not decode: {e}")
+                })?;
+                if replica.root_at(head.head.size) != Some(head.head.root)
+                    || head.head.log != replica.log()
+                {
+                    return Err(format!(
+                        "the store's ledger ({} entries) does not hold the head of {} entries \
+                         the nodes cosigned: it was cut or rewritten",
+                        replica.size(),
+                        head.head.size
+                    ));
+                }
+                Some(head)
+            }
+        };
+        Ok(NodeLedger {
+            replica,
+            cosigners,
+            cosigned,
+        })
+    }
+}

@@ -1,0 +1,200 @@
+//! The cluster ledger at a node: entries appended only when their authors signed them for
+//! their places and they keep the rules, the node's cosignature of each head it reaches, and
+//! the heads a quorum cosigned, kept only when this node's own entries give the same root.
+
+use obscura_auth::capability::Authorized;
+use obscura_ledger::entry::Entry;
+use obscura_ledger::head::CosignedHead;
+use obscura_ledger::merkle::Hash;
+use obscura_ledger::replica::Replica;
+use obscura_proto::{limits, roles, ErrorCode, LedgerAppended, LedgerHeads, ResponseBody};
+
+use super::{auth_error, NodeState, Request};
+use obscura_server::{error, store_error};
+
+/// A consistency proof between a head of `since` entries and one of `size`, whichever is
+/// larger; empty when the replica holds neither (the caller's check then fails).
+fn proof(replica: &Replica, since: u64, size: u64) -> Vec<Hash> {
+    let (old, new) = if since <= size {
+        (since, size)
+    } else {
+        (size, since)
+    };
+    replica.proof_between(old, new).unwrap_or_default()
+}
+
+impl NodeState {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, crate::ledger::NodeLedger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn ledger_append(
+        &self,
+        req: &Request,
+        who: &Authorized,
+        entries: &[Entry],
+        since: u64,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let acting = who
+            .acting_as_any(&[roles::OWNER, roles::ADMIN])
+            .map_err(auth_error)?;
+        // One append at a time: each is checked against the entries before it.
+        let mut ledger = self.ledger();
+        let before = ledger.replica.size();
+        let mut next = ledger.replica.clone();
+        let added = next
+            .append(entries)
+            .map_err(|e| error(ErrorCode::Rejected, e.to_string()))?;
+        let detail = format!(
+            "user={} role={} op=ledger-append from={before} added={added}",
+            who.user(),
+            roles::names(acting.role()).join("+"),
+        );
+        if added == 0 {
+            self.store
+                .record_query(&req.request_id, detail.as_bytes(), now)
+                .map_err(store_error)?;
+        } else {
+            let new: Vec<Vec<u8>> = entries
+                .iter()
+                .filter(|e| e.seq >= before)
+                .map(|e| postcard::to_allocvec(e).expect("an entry encodes"))
+                .collect();
+            self.store
+                .ledger_append(before, &new, &req.request_id, detail.as_bytes(), now)
+                .map_err(store_error)?;
+            ledger.replica = next;
+        }
+        let head = ledger.replica.head();
+        Ok(ResponseBody::LedgerAppended(Box::new(LedgerAppended {
+            head,
+            cosignature: head.cosign(self.node, &self.audit_key),
+            proof: proof(&ledger.replica, since, head.size),
+        })))
+    }
+
+    pub(super) fn ledger_head(
+        &self,
+        req: &Request,
+        who: &Authorized,
+        since: u64,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let any = who
+            .acting_as_any(&[roles::QUERIER, roles::OWNER, roles::AUDITOR, roles::ADMIN])
+            .map_err(auth_error)?;
+        self.record(req, &any, format_args!("since={since}"), now)?;
+        let ledger = self.ledger();
+        let own = ledger.replica.head();
+        let cosigned_proof = ledger
+            .cosigned
+            .as_ref()
+            .map(|c| proof(&ledger.replica, since, c.head.size))
+            .unwrap_or_default();
+        Ok(ResponseBody::LedgerHead(Box::new(LedgerHeads {
+            own,
+            cosignature: own.cosign(self.node, &self.audit_key),
+            own_proof: proof(&ledger.replica, since, own.size),
+            cosigned: ledger.cosigned.clone(),
+            cosigned_proof,
+        })))
+    }
+
+    pub(super) fn ledger_read(
+        &self,
+        req: &Request,
+        who: &Authorized,
+        from: u64,
+        max: u32,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let reader = who
+            .acting_as_any(&[roles::OWNER, roles::AUDITOR, roles::ADMIN])
+            .map_err(auth_error)?;
+        self.record(req, &reader, format_args!("from={from} max={max}"), now)?;
+        let size = self.ledger().replica.size();
+        let max = max.min(limits::MAX_LEDGER_BATCH as u32);
+        let entries = self
+            .store
+            .ledger_page(from, max)
+            .map_err(store_error)?
+            .iter()
+            .map(|bytes| postcard::from_bytes(bytes))
+            .collect::<Result<Vec<Entry>, _>>()
+            .map_err(|e| error(ErrorCode::Internal, format!("a stored ledger entry: {e}")))?;
+        Ok(ResponseBody::LedgerEntries { entries, size })
+    }
+
+    pub(super) fn ledger_cosigned(
+        &self,
+        req: &Request,
+        who: &Authorized,
+        head: &CosignedHead,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let any = who
+            .acting_as_any(&[roles::QUERIER, roles::OWNER, roles::AUDITOR, roles::ADMIN])
+            .map_err(auth_error)?;
+        self.record(req, &any, format_args!("size={}", head.head.size), now)?;
+        let mut ledger = self.ledger();
+        if head.head.log != ledger.replica.log() {
+            return Err(error(
+                ErrorCode::Rejected,
+                "a head of another cluster's ledger",
+            ));
+        }
+        let signers = ledger.cosigners.signers(head);
+        if signers.len() < ledger.cosigners.quorum {
+            return Err(error(
+                ErrorCode::Rejected,
+                format!(
+                    "{} node(s) cosigned the head; {} are needed",
+                    signers.len(),
+                    ledger.cosigners.quorum
+                ),
+            ));
+        }
+        let size = head.head.size;
+        match ledger.replica.root_at(size) {
+            None => {
+                return Err(error(
+                    ErrorCode::Rejected,
+                    format!(
+                        "this node holds {} ledger entries, fewer than the head's {size}: \
+                         append the missing ones first",
+                        ledger.replica.size()
+                    ),
+                ))
+            }
+            Some(root) if root != head.head.root => {
+                return Err(error(
+                    ErrorCode::Rejected,
+                    format!(
+                        "node(s) {signers:?} cosigned a head of {size} entries that this \
+                         node's ledger does not give: a split view or a fork"
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        if ledger
+            .cosigned
+            .as_ref()
+            .is_some_and(|c| c.head.size >= size)
+        {
+            return Ok(ResponseBody::Ok);
+        }
+        // Kept with the valid cosignatures only, each once.
+        let mut kept = head.clone();
+        kept.cosignatures.retain(|c| signers.contains(&c.node));
+        kept.cosignatures.sort_by_key(|c| c.node);
+        kept.cosignatures.dedup_by_key(|c| c.node);
+        let bytes = postcard::to_allocvec(&kept).expect("a head encodes");
+        self.store
+            .set_ledger_cosigned(&bytes)
+            .map_err(store_error)?;
+        ledger.cosigned = Some(kept);
+        Ok(ResponseBody::Ok)
+    }
+}

@@ -1,0 +1,273 @@
+//! The cluster ledger at a node, attacked over the wire as an ordinary user, a stranger, a
+//! node writing the owner's entries and a colluding minority would: each entry is taken only
+//! from its author, at its place, under its rule; a head is kept only with a majority's
+//! cosignatures and only when the node's own entries give its root; a store cut behind the head
+//! the nodes cosigned, or with an entry edited, does not serve.
+
+mod common;
+
+use common::*;
+use ed25519_dalek::SigningKey;
+use obscura_ledger::entry::{Authors, Entry, Transition};
+use obscura_ledger::head::{CosignedHead, TreeHead};
+use obscura_ledger::replica::Replica;
+use obscura_node::config::LoadedNode;
+use obscura_proto::{roles, ErrorCode, NodeBody, ResponseBody};
+
+type LedgerTable<'t> = redb::Table<'t, u64, &'static [u8]>;
+
+fn registered(image: u8) -> Transition {
+    Transition::ImageRegistered {
+        image: [image; 16],
+        manifest: [image; 32],
+    }
+}
+
+struct Cluster {
+    replica: Replica,
+    nodes: Vec<SigningKey>,
+}
+
+impl Cluster {
+    fn of(node: &TestNode) -> Cluster {
+        let nodes: Vec<SigningKey> = (1..=N as u8)
+            .map(|i| SigningKey::from_bytes(&node.secrets_of(i).audit_key))
+            .collect();
+        let replica = Replica::new(Authors {
+            owner: node.owner.verifying_key(),
+            nodes: nodes.iter().map(SigningKey::verifying_key).collect(),
+        });
+        Cluster { replica, nodes }
+    }
+
+    fn entry(&self, seq: u64, author: u8, t: Transition, key: &SigningKey) -> Entry {
+        Entry::sign(&self.replica.log(), seq, author, t, key)
+    }
+
+    /// `head` cosigned by `nodes`.
+    fn cosigned(&self, head: TreeHead, nodes: &[u8]) -> CosignedHead {
+        CosignedHead {
+            head,
+            cosignatures: nodes
+                .iter()
+                .map(|&x| head.cosign(x, &self.nodes[usize::from(x) - 1]))
+                .collect(),
+        }
+    }
+}
+
+async fn append(node: &TestNode, entries: Vec<Entry>) -> ResponseBody {
+    node.send(&TestNode::request(NodeBody::LedgerAppend {
+        entries,
+        since: 0,
+    }))
+    .await
+    .1
+}
+
+fn refusal(body: &ResponseBody) -> (ErrorCode, String) {
+    match body {
+        ResponseBody::Error { code, message } => (*code, message.clone()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_node_takes_an_entry_only_from_its_author_at_its_place_under_its_rule() {
+    let node = TestNode::start("ledger-entries").await;
+    let mut c = Cluster::of(&node);
+    let owner = node.owner.clone();
+    let first = c.entry(0, 0, registered(1), &owner);
+
+    // An ordinary user relaying the owner's own entry: not a role that may append.
+    let querier = node.holder("mallory", roles::QUERIER);
+    let req = TestNode::request(NodeBody::LedgerAppend {
+        entries: vec![first.clone()],
+        since: 0,
+    });
+    let (_, body) = node.send_as(&querier, &req).await;
+    assert_eq!(refusal(&body).0, ErrorCode::Forbidden, "{body:?}");
+
+    // A stranger's key as the owner's, node 2 writing an owner's transition, and the owner's
+    // entry moved to another place: refused, each naming why.
+    let stranger = SigningKey::from_bytes(&[7; 32]);
+    let forged = c.entry(0, 0, registered(1), &stranger);
+    let by_node = c.entry(0, 2, Transition::KeyVersion { version: 9 }, &c.nodes[1]);
+    let mut moved = c.entry(5, 0, registered(1), &owner);
+    moved.seq = 0;
+    for (bad, why) in [
+        (forged, "not signed by its author"),
+        (by_node, "only the owner"),
+        (moved, "not signed by its author"),
+    ] {
+        let body = append(&node, vec![bad]).await;
+        let (code, message) = refusal(&body);
+        assert_eq!(code, ErrorCode::Rejected);
+        assert!(message.contains(why), "{message}");
+    }
+
+    // The owner's entry is taken; the node cosigns the head every party computes.
+    let body = append(&node, vec![first.clone()]).await;
+    c.replica.append(std::slice::from_ref(&first)).unwrap();
+    let ResponseBody::LedgerAppended(appended) = body else {
+        panic!("{body:?}")
+    };
+    let (head, cosignature) = (appended.head, appended.cosignature);
+    assert_eq!(head, c.replica.head());
+    let one = CosignedHead {
+        head,
+        cosignatures: vec![cosignature],
+    };
+    assert_eq!(
+        obscura_ledger::replica::majority(&c.replica_nodes()).signers(&one),
+        [1]
+    );
+
+    // Sent again it changes nothing; another entry in its place, a gap, a deletion of an image
+    // never registered: refused.
+    assert!(matches!(
+        append(&node, vec![first.clone()]).await,
+        ResponseBody::LedgerAppended(a) if a.head.size == 1
+    ));
+    let other = c.entry(0, 0, registered(2), &owner);
+    let gap = c.entry(3, 0, registered(2), &owner);
+    let unknown = c.entry(1, 0, Transition::ImageDeleted { image: [9; 16] }, &owner);
+    for (bad, why) in [
+        (other, "holds another entry"),
+        (gap, "send from entry 1"),
+        (unknown, "is not registered"),
+    ] {
+        let (code, message) = refusal(&append(&node, vec![bad]).await);
+        assert_eq!(code, ErrorCode::Rejected);
+        assert!(message.contains(why), "{message}");
+    }
+
+    // A batch with one bad entry is taken not at all.
+    let good = c.entry(1, 0, registered(2), &owner);
+    let bad = c.entry(2, 0, Transition::ImageDeleted { image: [9; 16] }, &owner);
+    refusal(&append(&node, vec![good, bad]).await);
+    let (_, body) = node
+        .send(&TestNode::request(NodeBody::LedgerHead { since: 0 }))
+        .await;
+    assert!(matches!(body, ResponseBody::LedgerHead(h) if h.own.size == 1));
+    node.stop().await;
+}
+
+impl Cluster {
+    fn replica_nodes(&self) -> Vec<ed25519_dalek::VerifyingKey> {
+        self.nodes.iter().map(SigningKey::verifying_key).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_node_keeps_only_a_majority_head_of_its_own_history_and_a_cut_store_does_not_serve() {
+    let mut node = TestNode::start("ledger-heads").await;
+    let mut c = Cluster::of(&node);
+    let owner = node.owner.clone();
+    let entries: Vec<Entry> = (0..3)
+        .map(|i| c.entry(i, 0, registered(i as u8 + 1), &owner))
+        .collect();
+    assert!(matches!(
+        append(&node, entries.clone()).await,
+        ResponseBody::LedgerAppended(_)
+    ));
+    c.replica.append(&entries).unwrap();
+    let head = c.replica.head();
+    let cosigned = |h: CosignedHead| TestNode::request(NodeBody::LedgerCosigned { head: h });
+
+    // Two of five nodes are no majority.
+    let (_, body) = node.send(&cosigned(c.cosigned(head, &[1, 2]))).await;
+    assert!(refusal(&body).1.contains("2 node(s) cosigned"), "{body:?}");
+
+    // Three colluding nodes cosign a head of the same size for another history: the node
+    // names them and keeps nothing.
+    let forged = TreeHead {
+        root: [0xee; 32],
+        ..head
+    };
+    let (_, body) = node.send(&cosigned(c.cosigned(forged, &[2, 3, 4]))).await;
+    let (code, message) = refusal(&body);
+    assert_eq!(code, ErrorCode::Rejected);
+    assert!(
+        message.contains("[2, 3, 4]") && message.contains("split view"),
+        "{message}"
+    );
+
+    // A majority's head of its own history is kept and shown to any user.
+    let (_, body) = node.send(&cosigned(c.cosigned(head, &[3, 4, 5]))).await;
+    assert_eq!(body, ResponseBody::Ok);
+    let querier = node.holder("ana", roles::QUERIER);
+    let (_, body) = node
+        .send_as(
+            &querier,
+            &TestNode::request(NodeBody::LedgerHead { since: 1 }),
+        )
+        .await;
+    let ResponseBody::LedgerHead(h) = body else {
+        panic!("{body:?}")
+    };
+    let kept = h.cosigned.clone().expect("a kept head");
+    assert_eq!((h.own, kept.head), (head, head));
+    let cosigned_proof = h.cosigned_proof;
+    let old = c.replica.root_at(1).unwrap();
+    assert!(obscura_ledger::merkle::verify_consistency(
+        1,
+        3,
+        &old,
+        &head.root,
+        &cosigned_proof
+    ));
+    // Entries are for the owner, auditors and admins only.
+    let (_, body) = node
+        .send_as(
+            &querier,
+            &TestNode::request(NodeBody::LedgerRead { from: 0, max: 10 }),
+        )
+        .await;
+    assert_eq!(refusal(&body).0, ErrorCode::Forbidden);
+
+    // Restarted, the node rebuilds the same ledger from its store.
+    node.restart_abruptly().await;
+    let (_, body) = node
+        .send(&TestNode::request(NodeBody::LedgerHead { since: 0 }))
+        .await;
+    assert!(matches!(body, ResponseBody::LedgerHead(h) if h.own == head));
+
+    // Its operator cuts the last entry: the store no longer reaches the cosigned head, and the
+    // node does not serve.
+    node.halt().await;
+    let store = node.dir.join("node1").join("store.redb");
+    let ledger: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ledger");
+    let edit = |f: &dyn Fn(&mut LedgerTable)| {
+        let db = redb::Database::open(&store).unwrap();
+        let txn = db.begin_write().unwrap();
+        f(&mut txn.open_table(ledger).unwrap());
+        txn.commit().unwrap();
+    };
+    let last = postcard::to_allocvec(&entries[2]).unwrap();
+    edit(&|t| {
+        t.remove(2).unwrap();
+    });
+    let why = LoadedNode::load(&node.dir.join("node1/node.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("cut or rewritten"), "{why}");
+
+    // Put back with one byte changed: the owner's signature no longer holds.
+    let mut edited = last.clone();
+    edited[3] ^= 1;
+    edit(&|t| {
+        t.insert(2, edited.as_slice()).unwrap();
+    });
+    let why = LoadedNode::load(&node.dir.join("node1/node.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("ledger entry 2"), "{why}");
+
+    // Restored, it serves again.
+    edit(&|t| {
+        t.insert(2, last.as_slice()).unwrap();
+    });
+    node.serve_again().await;
+    node.stop().await;
+}
