@@ -267,6 +267,10 @@ async fn exercise(
         }
     }
 
+    // The cluster ledger: every stored image an entry the owner signed and a majority of nodes
+    // cosigned, rebuilt and checked against every node.
+    let ledger = ledger_check(cluster, &client, progress).await;
+
     // The clean room: a function the owner approved runs on every photo in an attested worker.
     let room = room_check(cluster, &client, photos, &ids, progress).await;
 
@@ -283,6 +287,7 @@ async fn exercise(
         "search_with_a_node_down": node_down["ok"] == json!(true),
         "every_server_attested": attestation["ok"] == json!(true),
         "clean_room_run": room["ok"] == json!(true),
+        "ledger_verifies": ledger["ok"] == json!(true),
     });
     let ok = checks
         .as_object()
@@ -313,9 +318,76 @@ async fn exercise(
         "node_down": node_down,
         "attestation": attestation,
         "clean_room": room,
+        "ledger": ledger,
         "checks": checks,
     });
     Ok((report, ok))
+}
+
+/// The images indexed, entered in the cluster ledger; then the ledger rebuilt from a node's
+/// entries and every node's signed heads checked against it.
+async fn ledger_check(
+    cluster: &LocalCluster,
+    client: &obscura_client::Client,
+    progress: &Progress,
+) -> Value {
+    use obscura_client::ledger;
+    let registered: Vec<obscura_ledger::entry::Transition> = client
+        .take_registered()
+        .into_iter()
+        .map(
+            |(id, manifest)| obscura_ledger::entry::Transition::ImageRegistered {
+                image: id.0,
+                manifest,
+            },
+        )
+        .collect();
+    let count = registered.len();
+    let t = Instant::now();
+    let appended = match ledger::append(&cluster.dir, client, registered).await {
+        Ok(a) => a,
+        Err(e) => {
+            progress.say(&format!("ledger append FAILED: {e}"));
+            return json!({"ok": false, "error": e.to_string()});
+        }
+    };
+    let append_ms = t.elapsed().as_secs_f64() * 1e3;
+    progress.say(&format!(
+        "ledger: {count} registrations signed by the owner, head of {} entries cosigned by nodes \
+         {:?} in {append_ms:.1} ms",
+        appended.head.head.size, appended.cosigners
+    ));
+    let t = Instant::now();
+    match ledger::verify(&cluster.dir, client, &[]).await {
+        Ok(v) => {
+            let verify_ms = t.elapsed().as_secs_f64() * 1e3;
+            let agree = v
+                .nodes
+                .iter()
+                .filter(|(_, r)| r.as_ref().is_ok_and(|n| n.size == v.replica.size()))
+                .count();
+            progress.say(&format!(
+                "ledger verified in {verify_ms:.1} ms: rebuilt from node {}'s entries, every \
+                 signature and rule checked, {} images registered; {agree} of {} nodes hold \
+                 the same history{}",
+                v.source,
+                v.state().images.len(),
+                v.nodes.len(),
+                if v.faults.is_empty() {
+                    String::new()
+                } else {
+                    format!("; FAULTS: {}", v.faults.join("; "))
+                }
+            ));
+            json!({"ok": v.ok() && v.state().images.len() == count && agree == v.nodes.len(),
+                   "entries": v.replica.size(), "cosigners": appended.cosigners,
+                   "append_ms": append_ms, "verify_ms": verify_ms, "faults": v.faults})
+        }
+        Err(e) => {
+            progress.say(&format!("ledger verification FAILED: {e}"));
+            json!({"ok": false, "error": e.to_string()})
+        }
+    }
 }
 
 /// One clean-room run: the colour statistics of every indexed photo, in a worker of this build
