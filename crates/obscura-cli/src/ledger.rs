@@ -30,15 +30,17 @@ pub(crate) enum LedgerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Bring every node that fell behind (it was down during an append) up to date and have
-    /// the nodes cosign the ledger's head. Data owner only.
+    /// Bring every node that fell behind (it was down during an append) up to date, anchor
+    /// every node's audit log in the ledger (each signs a checkpoint of its log as its own
+    /// entry: a log cut or rewritten before it is then caught by every client's `obscura audit
+    /// verify`), and have the nodes cosign the ledger's head. Data owner only.
     ///
     /// Example: `obscura ledger sync --cluster DIR`
     Sync {
         /// The cluster directory.
         #[arg(long)]
         cluster: PathBuf,
-        /// Print `{"size","cosigners","caught_up":[{"node","from"}],"failures":[{"node","error"}]}`.
+        /// Print `{"size","anchored","cosigners","caught_up":[{"node","from"}],"failures":[{"node","error"}]}`.
         #[arg(long)]
         json: bool,
     },
@@ -180,13 +182,13 @@ async fn show(cluster: &Path, from: u64, json: bool) -> Result<ExitCode, Failure
 }
 
 async fn sync(cluster: &Path, json: bool) -> Result<ExitCode, Failure> {
-    let a = ledger::append(cluster, &client(cluster)?, Vec::new())
+    let a = ledger::anchor_audit_logs(cluster, &client(cluster)?)
         .await
         .map_err(|e| Failure::Said(e.to_string()))?;
     if json {
         println!(
             "{}",
-            json!({"size": a.head.head.size, "cosigners": a.cosigners,
+            json!({"size": a.head.head.size, "anchored": a.head.head.size - a.first, "cosigners": a.cosigners,
                    "caught_up": a.caught_up.iter().map(|(x, from)| json!({"node": x, "from": from})).collect::<Vec<_>>(),
                    "failures": a.failures.iter().map(|(x, e)| json!({"node": x, "error": e})).collect::<Vec<_>>()})
         );
@@ -198,8 +200,10 @@ async fn sync(cluster: &Path, json: bool) -> Result<ExitCode, Failure> {
             println!("node {x}: FAILED: {e}");
         }
         println!(
-            "ledger: {} entries, cosigned by nodes {:?}",
-            a.head.head.size, a.cosigners
+            "ledger: {} entries, {} audit logs anchored, cosigned by nodes {:?}",
+            a.head.head.size,
+            a.head.head.size - a.first,
+            a.cosigners
         );
     }
     Ok(exit(a.failures.is_empty()))

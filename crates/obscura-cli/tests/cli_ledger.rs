@@ -133,7 +133,8 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
         text(&out)
     );
 
-    // Back, node 6 is behind, not at fault; a sync brings it up and all six agree.
+    // Back, node 6 is behind, not at fault; a sync brings it up, anchors every node's audit
+    // log, and all six agree.
     up.restart_node(6);
     wait_for_status(&dir);
     let (ok, v) = verify(cluster, &[]);
@@ -156,6 +157,11 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
         "{v}"
     );
     assert_eq!(cosigners(&v), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        (v["size"].as_u64(), v["anchored"].as_u64()),
+        (Some(10), Some(6)),
+        "{v}"
+    );
 
     // A deletion; the state rebuilt from the entries alone: two images, one approval.
     let out = obscura(&["delete", "--cluster", cluster, &ids[2]]);
@@ -167,7 +173,7 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
         cluster,
         "--json",
     ]));
-    assert_eq!(v["size"], 5, "{v}");
+    assert_eq!(v["size"], 11, "{v}");
     assert_eq!(
         (
             v["state"]["images"].as_u64(),
@@ -181,27 +187,54 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
         .iter()
         .map(|e| e["transition"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        kinds,
-        [
-            "image registered",
-            "image registered",
-            "image registered",
-            "work approved",
-            "image deleted"
-        ]
-    );
+    let mut expected = vec!["image registered"; 3];
+    expected.push("work approved");
+    expected.extend(["audit checkpoint"; 6]);
+    expected.push("image deleted");
+    assert_eq!(kinds, expected);
+    let anchor = v["entries"][6]["fields"].clone();
+    assert_eq!(anchor["node"], 3, "{v}");
     let (ok, v) = verify(cluster, &[]);
     assert!(ok, "{v}");
     let head: TreeHead = {
         let kept: CosignedHead =
             serde_json::from_slice(&std::fs::read(dir.join("client/ledger-head.json")).unwrap())
                 .unwrap();
-        assert_eq!(kept.head.size, 5);
+        assert_eq!(kept.head.size, 11);
         kept.head
     };
 
-    // Four of six nodes (a majority) cosign another history of five entries, and show it to
+    // Node 3's operator cuts its audit log back before the checkpoint it anchored, and the
+    // node signs checkpoints of the shorter log from then on: a client that never saw the log
+    // before (no pins of its own) finds a valid chain, and the ledger's anchor names the cut.
+    let out = obscura(&["audit", "verify", "--cluster", cluster, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    stop_node(&dir, 3, "TERM");
+    let anchored = anchor["seq"].as_u64().unwrap();
+    {
+        let db = redb::Database::open(dir.join("node3").join("store.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+        txn.open_table(def)
+            .unwrap()
+            .retain(|seq, _| seq < anchored)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    up.restart_node(3);
+    wait_for_status(&dir);
+    std::fs::remove_file(dir.join("client/audit-heads.json")).unwrap();
+    let out = obscura(&["audit", "verify", "--cluster", cluster, "--json"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = v["nodes"][2]["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!("entry {anchored} as it anchored it")),
+        "{v}"
+    );
+    assert_eq!(v["nodes"][0]["ok"], true, "{v}");
+
+    // Four of six nodes (a majority) cosign another history of eleven entries, and show it to
     // some client: this client, shown that head, names the four.
     let forged = TreeHead {
         root: [0x5a; 32],
@@ -234,14 +267,14 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
     };
     edit(&|txn| {
         let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ledger");
-        txn.open_table(def).unwrap().remove(4).unwrap();
+        txn.open_table(def).unwrap().remove(10).unwrap();
     });
     let out = obscura(&["node", "run", dir.join("node2/node.json").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out).contains("cut or rewritten"), "{}", text(&out));
 
     // It also drops the head it kept and starts: clients name it, by the signature it gave
-    // on the head of five entries.
+    // on the head of eleven entries.
     edit(&|txn| {
         let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
         txn.open_table(def)

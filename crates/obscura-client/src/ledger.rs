@@ -2,21 +2,26 @@
 //! `obscura delete` write).
 //!
 //! **Ordering.** The data owner writes the ledger's entries, so the owner's client orders them:
-//! it reads every node's signed head, brings a node that fell behind up to the longest history
-//! consistent with the head it accepted last (the node checks every entry it is sent, so a
-//! relay cannot slip one in), signs the new entries for the places after it, and sends them to
-//! every node. Each node checks and stores them and cosigns its new head; a head a majority of
-//! nodes cosigned is accepted (as a consistent extension of the last one, by a consistency
+//! it reads every node's signed head and the right edge of its tree, takes the longest history
+//! that extends the head it accepted last, and checks the entries a node that fell behind lacks
+//! before relaying them: each must be signed by its author for its place after the history
+//! before it, and together they must give the head their source signed. It then signs the new
+//! entries, each bound to the tree head before it (so an entry signed for a history that did not
+//! come to be joins no other), and sends them to every node. Each node checks them again,
+//! stores them and cosigns its new head; the head a majority cosigned, with the root the client
+//! computed itself, is accepted (as a consistent extension of the last one, by a consistency
 //! proof) and handed back to every node to keep and show. Appends from one owner's machine are
-//! serialised by a lock beside the kept head.
+//! serialised by a lock beside the kept head; two machines appending at once can split the
+//! nodes between two entries at one place, and the ledger stops until an operator mends it.
 //!
 //! **Verifying.** Every client keeps the last cosigned head it accepted in
-//! `DIR/client/ledger-head.json`. A verification rebuilds the ledger from one node's entries
-//! (every author's signature and every rule checked again), checks each node's signed head and
-//! its cosigned head against it, and names the nodes whose signatures prove a fault: a node
-//! whose signed head no history of the owner's entries gives, a majority that cosigned two
-//! heads of one size (the nodes that signed both), a node that shows fewer entries than a head
-//! already accepted.
+//! `DIR/client/ledger-head.json`. A verification takes the newest head a majority cosigned of
+//! all it sees (its own, the nodes', and heads shown from elsewhere), rebuilds the ledger up to
+//! it from a node's entries (every author's signature and every rule checked again), checks
+//! each node's signed head against it, and names the nodes whose signatures prove a fault: a
+//! node whose signed head no history of the owner's entries gives, a majority that cosigned two
+//! heads of one size (the nodes that signed both), a node that holds fewer entries than a head
+//! it cosigned, a head a majority cosigned that no node now gives.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +29,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 use obscura_ledger::entry::{Authors, Entry, State, Transition};
 use obscura_ledger::head::{Cosignature, CosignedHead, Cosigners, HeadError, TreeHead, View};
-use obscura_ledger::merkle::{verify_consistency, Hash};
+use obscura_ledger::merkle::{verify_consistency, Frontier, Hash};
 use obscura_ledger::replica::{log_id, majority, Replica};
 use obscura_proto::{limits, NodeBody, ResponseBody};
 
@@ -94,18 +99,30 @@ pub fn head_path(dir: &Path) -> PathBuf {
     dir.join("client").join("ledger-head.json")
 }
 
-fn read_head(path: &Path) -> Result<Option<CosignedHead>, obscura_cluster::Error> {
+/// The kept head, if a majority of the cluster's nodes cosigned it for this ledger.
+fn read_head(
+    path: &Path,
+    log: &[u8; 32],
+    cosigners: &Cosigners,
+) -> Result<Option<CosignedHead>, obscura_cluster::Error> {
     let fault = |reason: String| obscura_cluster::Error::File {
         path: path.display().to_string(),
         reason,
     };
-    match std::fs::read(path) {
+    let head: CosignedHead = match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| fault(format!("{e} (delete it to trust the next head afresh)"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(fault(e.to_string())),
+            .map_err(|e| fault(format!("{e} (delete it to trust the next head afresh)")))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fault(e.to_string())),
+    };
+    if head.head.log != *log || cosigners.signers(&head).len() < cosigners.quorum {
+        return Err(fault(
+            "not a head a majority of this cluster's nodes cosigned (delete it to trust the \
+             next head afresh)"
+                .into(),
+        ));
     }
+    Ok(Some(head))
 }
 
 fn write_head(path: &Path, head: &CosignedHead) -> Result<(), obscura_cluster::Error> {
@@ -113,23 +130,49 @@ fn write_head(path: &Path, head: &CosignedHead) -> Result<(), obscura_cluster::E
     obscura_cluster::files::write_atomic(path, &json)
 }
 
-/// A node's heads as it answered them.
+/// The right edge of the kept head's tree, which the next append starts from: beside the kept
+/// head, as the appending client computed it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Edge {
+    size: u64,
+    peaks: Vec<Hash>,
+}
+
+fn edge_path(head: &Path) -> PathBuf {
+    head.with_file_name("ledger-edge.json")
+}
+
+/// The kept head's edge, if it is there and gives that head; otherwise none, and the next
+/// append checks the ledger from its start.
+fn read_edge(head_path: &Path, head: Option<&TreeHead>) -> Frontier {
+    let Some(head) = head else {
+        return Frontier::default();
+    };
+    std::fs::read(edge_path(head_path))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Edge>(&b).ok())
+        .and_then(|e| Frontier::from_peaks(e.size, e.peaks))
+        .filter(|f| f.size() == head.size && f.root() == head.root)
+        .unwrap_or_default()
+}
+
+fn write_edge(head_path: &Path, edge: &Frontier) -> Result<(), obscura_cluster::Error> {
+    let edge = Edge {
+        size: edge.size(),
+        peaks: edge.peaks().to_vec(),
+    };
+    let json = serde_json::to_vec(&edge).expect("an edge encodes");
+    obscura_cluster::files::write_atomic(&edge_path(head_path), &json)
+}
+
+/// A node's heads as it answered them: its own head (with its signature checked) and the
+/// right edge of its tree (checked to fold to that head).
 #[derive(Clone, Debug)]
 struct Heads {
     own: TreeHead,
-    cosignature: Cosignature,
     own_proof: Vec<Hash>,
+    frontier: Frontier,
     cosigned: Option<CosignedHead>,
-}
-
-impl Heads {
-    /// Its own head as a head with its one signature.
-    fn signed(&self) -> CosignedHead {
-        CosignedHead {
-            head: self.own,
-            cosignatures: vec![self.cosignature.clone()],
-        }
-    }
 }
 
 /// Whether a head of `new` is a consistent extension of (or older than, and consistent with)
@@ -145,49 +188,97 @@ fn consistent(last: Option<&TreeHead>, new: &TreeHead, proof: &[Hash]) -> bool {
 }
 
 impl Client {
-    /// Every node's ledger heads, with proofs from `since`.
-    async fn ledger_heads(&self, since: u64) -> Vec<(u8, Result<Heads, Fault>)> {
+    /// Every node's ledger heads, with proofs from `since`; a node whose head is not signed by
+    /// it, is of another ledger, or whose tree's edge does not give it, fails.
+    async fn ledger_heads(
+        &self,
+        since: u64,
+        log: &[u8; 32],
+        cosigners: &Cosigners,
+    ) -> Vec<(u8, Result<Heads, String>)> {
         self.call_all(|_| NodeBody::LedgerHead { since })
             .await
             .into_iter()
             .map(|(x, r, _, _)| {
-                let r = r.and_then(|body| match body {
-                    ResponseBody::LedgerHead(h) => Ok(Heads {
-                        own: h.own,
-                        cosignature: h.cosignature,
-                        own_proof: h.own_proof,
-                        cosigned: h.cosigned,
-                    }),
-                    _ => Err(Fault::Unexpected("ledger heads")),
+                let r = r.map_err(|e| e.to_string()).and_then(|body| match body {
+                    ResponseBody::LedgerHead(h) => {
+                        let one = CosignedHead {
+                            head: h.own,
+                            cosignatures: vec![h.cosignature.clone()],
+                        };
+                        if h.own.log != *log || cosigners.signers(&one) != [x] {
+                            return Err("its ledger head is not signed by it".to_string());
+                        }
+                        if h.own_proof.len() > limits::MAX_LEDGER_PROOF {
+                            return Err("its proof is longer than any tree's".to_string());
+                        }
+                        let frontier = Frontier::from_peaks(h.own.size, h.frontier)
+                            .filter(|f| f.root() == h.own.root)
+                            .ok_or("the edge of its tree does not give its head")?;
+                        Ok(Heads {
+                            own: h.own,
+                            own_proof: h.own_proof,
+                            frontier,
+                            cosigned: h.cosigned,
+                        })
+                    }
+                    _ => Err(Fault::Unexpected("ledger heads").to_string()),
                 });
                 (x, r)
             })
             .collect()
     }
 
-    /// Node `x`'s entries `from..to`, page by page.
-    async fn ledger_entries(&self, x: u8, from: u64, to: u64) -> Result<Vec<Entry>, Fault> {
-        let mut out = Vec::new();
-        while from + (out.len() as u64) < to {
-            let at = from + out.len() as u64;
-            let max = (to - at).min(limits::MAX_LEDGER_BATCH as u64) as u32;
-            let (_, answer, _, _) = self
-                .call_some(vec![(x, NodeBody::LedgerRead { from: at, max })])
-                .await
-                .pop()
-                .expect("one answer per call");
-            match answer? {
-                ResponseBody::LedgerEntries { entries, .. } => {
-                    if entries.is_empty() || entries.len() > max as usize {
-                        return Err(Fault::Unexpected("the ledger entries asked for"));
-                    }
-                    out.extend(entries);
-                }
-                _ => return Err(Fault::Unexpected("ledger entries")),
+    /// One page of node `x`'s entries from `from`, at most `max`.
+    async fn ledger_page(&self, x: u8, from: u64, max: u64) -> Result<Vec<Entry>, Fault> {
+        let max = max.min(limits::MAX_LEDGER_BATCH as u64) as u32;
+        let (_, answer, _, _) = self
+            .call_some(vec![(x, NodeBody::LedgerRead { from, max })])
+            .await
+            .pop()
+            .expect("one answer per call");
+        match answer? {
+            ResponseBody::LedgerEntries { entries, .. }
+                if !entries.is_empty() && entries.len() <= max as usize =>
+            {
+                Ok(entries)
             }
+            _ => Err(Fault::Unexpected("the ledger entries asked for")),
         }
-        Ok(out)
     }
+}
+
+/// Entries `from..to` of node `x`, each checked as it comes: at its place, signed by its
+/// author after the history before it, the tree grown from `tree` (the edge at `from`).
+/// `at(size, root)` is called at each size on the way. Returns the entries and the edge at `to`.
+async fn fetch_checked(
+    client: &Client,
+    x: u8,
+    authors: &Authors,
+    log: &[u8; 32],
+    mut tree: Frontier,
+    to: u64,
+    mut at: impl FnMut(u64, &Hash),
+) -> Result<(Vec<Entry>, Frontier), String> {
+    let mut out = Vec::new();
+    while tree.size() < to {
+        let page = client
+            .ledger_page(x, tree.size(), to - tree.size())
+            .await
+            .map_err(|e| e.to_string())?;
+        for entry in page {
+            if entry.seq != tree.size() || !entry.signed(log, &tree.root(), authors) {
+                return Err(format!(
+                    "it sent entry {} not signed by its author for its place and history",
+                    tree.size()
+                ));
+            }
+            tree.push(&entry.leaf());
+            at(tree.size(), &tree.root());
+            out.push(entry);
+        }
+    }
+    Ok((out, tree))
 }
 
 /// What an append did.
@@ -209,113 +300,220 @@ pub struct Appended {
 /// the head a majority of nodes cosigned.
 ///
 /// # Errors
-/// [`LedgerError`]; entries a minority stored are completed at the next append.
+/// [`LedgerError`]; nothing is written in the owner's name unless a majority cosigns it, and
+/// entries a minority stored join no other history.
 pub async fn append(
     dir: &Path,
     client: &Client,
     transitions: Vec<Transition>,
 ) -> Result<Appended, LedgerError> {
     let owner = client.owner.as_ref().ok_or(LedgerError::NotOwner)?;
+    append_entries(dir, client, async |log, tree| {
+        Ok(transitions
+            .into_iter()
+            .map(|t| {
+                let e = Entry::sign(&log, tree.size(), &tree.root(), 0, t, owner);
+                tree.push(&e.leaf());
+                e
+            })
+            .collect())
+    })
+    .await
+}
+
+/// Anchor every node's audit log in the ledger: each node that answers signs a checkpoint of
+/// its log now, as its own entry, and they are appended after the owner's. A log rewritten
+/// before its anchored checkpoint is caught by every client that verifies it afterwards, not
+/// only by one that saw the log before. Data owner only.
+///
+/// # Errors
+/// As [`append`].
+pub async fn anchor_audit_logs(dir: &Path, client: &Client) -> Result<Appended, LedgerError> {
+    if client.owner.is_none() {
+        return Err(LedgerError::NotOwner);
+    }
+    let authors = authors(dir, client)?;
+    append_entries(dir, client, async |log, tree| {
+        // One node at a time: each signs for the next place, after the entries before it.
+        let mut entries: Vec<Entry> = Vec::new();
+        for x in 1..=client.n() as u8 {
+            let (seq, prev) = (tree.size(), tree.root());
+            let answer = client
+                .call_some(vec![(x, NodeBody::LedgerCheckpoint { seq, prev })])
+                .await
+                .pop()
+                .map(|a| a.1);
+            let Some(Ok(ResponseBody::LedgerEntries {
+                entries: signed, ..
+            })) = answer
+            else {
+                continue;
+            };
+            if let [e] = signed.as_slice() {
+                let fits = e.seq == seq
+                    && e.author == x
+                    && matches!(e.transition, Transition::Checkpoint { node, .. } if node == x)
+                    && e.signed(&log, &prev, &authors);
+                if fits {
+                    tree.push(&e.leaf());
+                    entries.push(e.clone());
+                }
+            }
+        }
+        Ok(entries)
+    })
+    .await
+}
+
+/// The append itself: `make(log, tree)` gives the entries for the places after `tree` (the
+/// right edge of the history appended to), pushing each onto it.
+async fn append_entries(
+    dir: &Path,
+    client: &Client,
+    make: impl AsyncFnOnce([u8; 32], &mut Frontier) -> Result<Vec<Entry>, LedgerError>,
+) -> Result<Appended, LedgerError> {
     let authors = authors(dir, client)?;
     let log = log_id(&authors.owner, &authors.nodes);
     let cosigners = majority(&authors.nodes);
     let path = head_path(dir);
     let _held = obscura_cluster::files::lock_beside(&path, std::time::Duration::from_secs(60))?;
-    let mut view = View::new(log, cosigners.clone(), read_head(&path)?);
+    let mut view = View::new(log, cosigners.clone(), read_head(&path, &log, &cosigners)?);
     let last = view.last().map(|c| c.head);
     let since = last.map_or(0, |h| h.size);
 
-    // Every node's signed head; the longest one that extends the last accepted is the history
-    // to write after.
+    // Every node's signed head. Those that extend the last head accepted are candidates for
+    // the history to write after; those behind it (down for a while) join if that history
+    // holds their head.
     let mut failures = Vec::new();
-    let mut sizes = BTreeMap::new();
-    let mut behind = BTreeMap::new();
-    for (x, heads) in client.ledger_heads(since).await {
-        let heads = match heads {
-            Ok(h) => h,
-            Err(e) => {
-                failures.push((x, e.to_string()));
-                continue;
+    let mut ahead: BTreeMap<u8, Heads> = BTreeMap::new();
+    let mut behind: BTreeMap<u8, Heads> = BTreeMap::new();
+    for (x, heads) in client.ledger_heads(since, &log, &cosigners).await {
+        match heads {
+            Err(e) => failures.push((x, e)),
+            Ok(h) if h.own.size < since => {
+                behind.insert(x, h);
             }
-        };
-        if cosigners.signers(&heads.signed()) != [x] || heads.own.log != log {
-            failures.push((x, "its ledger head is not signed by it".into()));
-        } else if heads.own.size < since {
-            // Behind the last head accepted: it cannot prove its older head part of it; the
-            // node the entries come from does, below.
-            behind.insert(x, heads.own);
-        } else if !consistent(last.as_ref(), &heads.own, &heads.own_proof) {
-            failures.push((
+            Ok(h) if consistent(last.as_ref(), &h.own, &h.own_proof) => {
+                ahead.insert(x, h);
+            }
+            Ok(h) => failures.push((
                 x,
                 format!(
                     "its ledger of {} entries is not shown to extend the head accepted last",
-                    heads.own.size
+                    h.own.size
                 ),
-            ));
-        } else {
-            sizes.insert(x, heads.own);
+            )),
         }
     }
-    let Some((&source, &top)) = sizes
-        .iter()
-        .max_by_key(|(x, h)| (h.size, std::cmp::Reverse(**x)))
-    else {
+
+    // The history: the longest candidate whose entries check. They are checked from an edge
+    // known to be of the history: the lowest node behind the last head that the candidate's
+    // proof shows part of it, else the kept head's own edge, else the empty ledger.
+    let kept_edge = read_edge(&path, last.as_ref());
+    let mut order: Vec<u8> = ahead.keys().copied().collect();
+    order.sort_by_key(|x| (std::cmp::Reverse(ahead[x].own.size), *x));
+    let mut chosen = None;
+    for source in order {
+        let top = ahead[&source].own;
+        let mut proven: Vec<(u8, &Heads)> = Vec::new();
+        for (&x, h) in &behind {
+            let proof = match client
+                .call_some(vec![(source, NodeBody::LedgerHead { since: h.own.size })])
+                .await
+                .pop()
+                .map(|a| a.1)
+            {
+                Some(Ok(ResponseBody::LedgerHead(p))) if p.own == top => p.own_proof,
+                _ => continue,
+            };
+            if verify_consistency(h.own.size, top.size, &h.own.root, &top.root, &proof) {
+                proven.push((x, h));
+            }
+        }
+        let start = proven
+            .iter()
+            .min_by_key(|(_, h)| h.own.size)
+            .map_or(kept_edge.clone(), |(_, h)| h.frontier.clone());
+        let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
+        roots.insert(start.size(), start.root());
+        let fetched = fetch_checked(
+            client,
+            source,
+            &authors,
+            &log,
+            start.clone(),
+            top.size,
+            |size, root| {
+                roots.insert(size, *root);
+            },
+        )
+        .await;
+        let on_last = last.is_none_or(|l| roots.get(&l.size).is_none_or(|r| *r == l.root));
+        match fetched {
+            Ok((missing, tree)) if tree.root() == top.root && on_last => {
+                chosen = Some((source, top, start.size(), missing, tree, roots, proven));
+                break;
+            }
+            Ok(_) => failures.push((
+                source,
+                "its entries do not give the head it signed".to_string(),
+            )),
+            Err(e) => failures.push((source, e)),
+        }
+    }
+    let Some((source, top, lowest, missing, mut tree, roots, proven)) = chosen else {
         return Err(LedgerError::NoHistory(describe(&failures)));
     };
-    // A node behind the last head accepted (it was down) joins if the source proves its head
-    // part of the history.
-    for (x, head) in behind {
-        let proven = match client
-            .call_some(vec![(source, NodeBody::LedgerHead { since: head.size })])
-            .await
-            .pop()
-            .map(|a| a.1)
-        {
-            Some(Ok(ResponseBody::LedgerHead(h))) => {
-                h.own == top
-                    && verify_consistency(head.size, top.size, &head.root, &top.root, &h.own_proof)
-            }
-            _ => false,
-        };
-        if proven {
-            sizes.insert(x, head);
-        } else {
+    for (x, h) in &behind {
+        if !proven.iter().any(|(p, _)| p == x) {
             failures.push((
-                x,
+                *x,
                 format!(
                     "its ledger of {} entries is not shown to be part of the history",
-                    head.size
+                    h.own.size
                 ),
             ));
         }
     }
-    // Entries a node lacks, from the source. Each node checks each one, and only a head a
-    // majority cosigned counts, so a source that sends others fails the append, not the ledger.
-    let lowest = sizes.values().map(|h| h.size).min().unwrap_or(top.size);
-    let missing = client
-        .ledger_entries(source, lowest, top.size)
-        .await
-        .map_err(|e| LedgerError::NoHistory(format!("node {source}: {e}")))?;
+    let members = ahead
+        .iter()
+        .map(|(x, h)| (*x, h))
+        .chain(proven.iter().copied());
+
+    // Each node on that history gets what it lacks; one off it, or past it, gets nothing.
     let first = top.size;
-    let new: Vec<Entry> = transitions
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| Entry::sign(&log, first + i as u64, 0, t, owner))
-        .collect();
-    let mut plan: BTreeMap<u8, Vec<Entry>> = sizes
-        .iter()
-        .map(|(&x, h)| {
-            let skip = (h.size - lowest) as usize;
-            let mut entries = missing[skip.min(missing.len())..].to_vec();
+    let new = make(log, &mut tree).await?;
+    let expected = tree.root();
+    let mut plan: BTreeMap<u8, Vec<Entry>> = BTreeMap::new();
+    let mut caught_up = Vec::new();
+    for (x, h) in members {
+        let x = &x;
+        if h.own.size > top.size {
+            failures.push((
+                *x,
+                format!(
+                    "it holds {} entries, past the {} of the history node {source} shows",
+                    h.own.size, top.size
+                ),
+            ));
+        } else if roots.get(&h.own.size) != Some(&h.own.root) {
+            failures.push((
+                *x,
+                format!(
+                    "its ledger of {} entries is another history than node {source}'s",
+                    h.own.size
+                ),
+            ));
+        } else {
+            let skip = (h.own.size - lowest) as usize;
+            let mut entries = missing[skip..].to_vec();
             entries.extend(new.iter().cloned());
-            (x, entries)
-        })
-        .collect();
-    let caught_up: Vec<(u8, u64)> = sizes
-        .iter()
-        .filter(|(_, h)| h.size < top.size)
-        .map(|(&x, h)| (x, h.size))
-        .collect();
+            if h.own.size < top.size {
+                caught_up.push((*x, h.own.size));
+            }
+            plan.insert(*x, entries);
+        }
+    }
 
     // Send each node its entries, a page at a time; its last answer cosigns its head.
     let mut answers: BTreeMap<u8, (TreeHead, Cosignature, Vec<Hash>)> = BTreeMap::new();
@@ -353,39 +551,31 @@ pub async fn append(
         plan.retain(|x, entries| !entries.is_empty() && answers.contains_key(x));
     }
 
-    // The head the majority reached, with their cosignatures.
-    let size = first + new.len() as u64;
-    let mut by_root: BTreeMap<Hash, Vec<u8>> = BTreeMap::new();
-    for (&x, (head, cosignature, _)) in &answers {
+    // The head every party computes, with the cosignatures of the nodes that reached it.
+    let size = tree.size();
+    let head = TreeHead {
+        log,
+        size,
+        root: expected,
+    };
+    let mut signers = Vec::new();
+    let mut cosignatures = Vec::new();
+    for (&x, (reached, cosignature, _)) in &answers {
         let one = CosignedHead {
-            head: *head,
+            head,
             cosignatures: vec![cosignature.clone()],
         };
-        if head.log != log || head.size != size || cosigners.signers(&one) != [x] {
+        if *reached == head && cosigners.signers(&one) == [x] {
+            signers.push(x);
+            cosignatures.push(cosignature.clone());
+        } else {
             failures.push((
                 x,
                 format!(
-                    "it cosigned a head of {} entries, not of the {size} written",
-                    head.size
+                    "it cosigned a head of {} entries other than the one of {size} written",
+                    reached.size
                 ),
             ));
-            continue;
-        }
-        by_root.entry(head.root).or_default().push(x);
-    }
-    let Some((root, signers)) = by_root.iter().max_by_key(|(_, s)| s.len()) else {
-        return Err(LedgerError::NoQuorum {
-            size,
-            have: 0,
-            need: cosigners.quorum,
-            failures: describe(&failures),
-        });
-    };
-    for (other, nodes) in &by_root {
-        if other != root {
-            for &x in nodes {
-                failures.push((x, format!("its ledger of {size} entries has another root")));
-            }
         }
     }
     if signers.len() < cosigners.quorum {
@@ -396,20 +586,13 @@ pub async fn append(
             failures: describe(&failures),
         });
     }
-    let head = CosignedHead {
-        head: TreeHead {
-            log,
-            size,
-            root: *root,
-        },
-        cosignatures: signers.iter().map(|x| answers[x].1.clone()).collect(),
-    };
+    let head = CosignedHead { head, cosignatures };
     // Any cosigner's proof shows the new head extends the last; a relay may have altered one.
     let mut accepted = Err(HeadError::Unproven {
         shown: size,
         last: since,
     });
-    for x in signers {
+    for x in &signers {
         accepted = view.observe(head.clone(), &answers[x].2);
         if accepted.is_ok() {
             break;
@@ -417,6 +600,7 @@ pub async fn append(
     }
     accepted?;
     write_head(&path, &head)?;
+    write_edge(&path, &tree)?;
     for (x, answer, _, _) in client
         .call_all(|_| NodeBody::LedgerCosigned { head: head.clone() })
         .await
@@ -428,7 +612,7 @@ pub async fn append(
     failures.sort_by_key(|f| f.0);
     Ok(Appended {
         first,
-        cosigners: signers.clone(),
+        cosigners: signers,
         head,
         caught_up,
         failures,
@@ -458,7 +642,8 @@ pub struct NodeLedger {
 /// What a verification found.
 #[derive(Debug)]
 pub struct Verified {
-    /// The ledger rebuilt from a node's entries, every signature and rule checked.
+    /// The ledger rebuilt from a node's entries up to the newest cosigned head, every
+    /// signature and rule checked.
     pub replica: Replica,
     /// Its entries.
     pub entries: Vec<Entry>,
@@ -466,9 +651,9 @@ pub struct Verified {
     pub source: u8,
     /// Each node's ledger, or the fault its answers prove.
     pub nodes: Vec<(u8, Result<NodeLedger, String>)>,
-    /// Faults of several nodes together: heads cosigned for another history, named.
+    /// Faults of several nodes together, named.
     pub faults: Vec<String>,
-    /// The cosigned head accepted now.
+    /// The cosigned head the rebuilt ledger reaches.
     pub head: Option<CosignedHead>,
 }
 
@@ -484,13 +669,14 @@ impl Verified {
     }
 }
 
-/// Rebuild the ledger of the cluster in `dir` from a node's entries and check every node's
-/// heads against it, and `shown`, heads from elsewhere (another client's kept head, say);
-/// keep the newest cosigned head of that history.
+/// Rebuild the ledger of the cluster in `dir` up to the newest head a majority cosigned (of
+/// the one kept, the nodes', and `shown`, heads from elsewhere such as another client's kept
+/// head) from a node's entries, and check every node's heads against it; keep that head.
 ///
 /// # Errors
-/// [`LedgerError`] when no node gives a history that replays and extends the head accepted
-/// last; each node's fault is in [`Verified::nodes`].
+/// [`LedgerError`] when no node gives a cosigned history (or, before any head was cosigned,
+/// any history that replays); each node's fault is in [`Verified::nodes`], and a head that
+/// no node gives any longer is in [`Verified::faults`].
 pub async fn verify(
     dir: &Path,
     client: &Client,
@@ -501,86 +687,29 @@ pub async fn verify(
     let cosigners = majority(&authors.nodes);
     let path = head_path(dir);
     let _held = obscura_cluster::files::lock_beside(&path, std::time::Duration::from_secs(60))?;
-    let kept = read_head(&path)?;
+    let kept = read_head(&path, &log, &cosigners)?;
     let since = kept.as_ref().map_or(0, |c| c.head.size);
-    let heads = client.ledger_heads(since).await;
+    let heads = client.ledger_heads(since, &log, &cosigners).await;
 
-    // The history: the longest signed one that replays and holds the head kept last.
-    let mut order: Vec<(u8, TreeHead)> = heads
-        .iter()
-        .filter_map(|(x, h)| h.as_ref().ok().map(|h| (*x, h.own)))
-        .collect();
-    order.sort_by_key(|(x, h)| (std::cmp::Reverse(h.size), *x));
-    let mut tried = Vec::new();
-    let mut found = None;
-    for (x, head) in order {
-        match rebuild(client, &authors, x, head).await {
-            Ok((replica, entries))
-                if kept
-                    .as_ref()
-                    .is_none_or(|k| replica.root_at(k.head.size) == Some(k.head.root)) =>
-            {
-                found = Some((x, replica, entries));
-                break;
-            }
-            Ok(_) => tried.push((x, "its ledger does not hold the head accepted last".into())),
-            Err(e) => tried.push((x, e)),
+    // Every head a majority cosigned, with its signers.
+    let mut seen: Vec<CosignedHead> = kept.iter().cloned().collect();
+    for (_, h) in &heads {
+        if let Ok(h) = h {
+            seen.extend(h.cosigned.clone());
         }
     }
-    let Some((source, replica, entries)) = found else {
-        return Err(LedgerError::NoHistory(describe(&tried)));
-    };
-
-    // Each node's signed head and kept cosigned head against that history.
-    let mut nodes = Vec::new();
-    let mut cosigned: Vec<CosignedHead> = kept.iter().cloned().collect();
-    for (x, answer) in heads {
-        let verdict = answer.map_err(|e| e.to_string()).and_then(|h| {
-            if cosigners.signers(&h.signed()) != [x] || h.own.log != log {
-                return Err("its ledger head is not signed by it".to_string());
-            }
-            if replica.root_at(h.own.size) != Some(h.own.root) {
-                return Err(format!(
-                    "it signed a ledger head of {} entries that the owner's entries do not \
-                     give: it holds another history",
-                    h.own.size
-                ));
-            }
-            // Fewer entries than a head it cosigned itself: its own signature shows it held
-            // them. Fewer than a head others cosigned: it was down, and the next append brings
-            // it up to date.
-            let signed_more = kept
-                .as_ref()
-                .is_some_and(|k| k.head.size > h.own.size && cosigners.signers(k).contains(&x));
-            if signed_more {
-                return Err(format!(
-                    "it holds {} ledger entries, fewer than the {since} of the head it \
-                     cosigned: rolled back",
-                    h.own.size
-                ));
-            }
-            cosigned.extend(h.cosigned.clone());
-            Ok(NodeLedger {
-                size: h.own.size,
-                cosigned: h.cosigned.map(|c| c.head.size),
-            })
-        });
-        nodes.push((x, verdict));
+    seen.extend(shown.iter().cloned());
+    let mut valid: Vec<(CosignedHead, Vec<u8>)> = Vec::new();
+    for c in seen {
+        let signers = cosigners.signers(&c);
+        let again = valid.iter().any(|(v, _)| v.head == c.head);
+        if c.head.log == log && signers.len() >= cosigners.quorum && !again {
+            valid.push((c, signers));
+        }
     }
-    cosigned.extend(shown.iter().cloned());
+    valid.sort_by_key(|(c, _)| std::cmp::Reverse(c.head.size));
 
-    // Heads a majority cosigned: two of one size with different roots name the nodes that
-    // signed both; one the history does not give names its signers.
     let mut faults = Vec::new();
-    let valid: Vec<(CosignedHead, Vec<u8>)> = cosigned
-        .into_iter()
-        .filter(|c| c.head.log == log)
-        .map(|c| {
-            let s = cosigners.signers(&c);
-            (c, s)
-        })
-        .filter(|(_, s)| s.len() >= cosigners.quorum)
-        .collect();
     for (i, (a, sa)) in valid.iter().enumerate() {
         for (b, sb) in &valid[i + 1..] {
             if a.head.size == b.head.size && a.head.root != b.head.root {
@@ -588,14 +717,52 @@ pub async fn verify(
                 faults.push(
                     HeadError::SplitView {
                         nodes: both,
-                        first: Box::new(a.clone()),
-                        second: Box::new(b.clone()),
+                        first: Box::new(b.clone()),
+                        second: Box::new(a.clone()),
                     }
                     .to_string(),
                 );
             }
         }
     }
+
+    // The newest cosigned head some node gives, rebuilt from its entries; before any head was
+    // cosigned, the longest history that replays.
+    let mut targets: Vec<Option<&CosignedHead>> = valid.iter().map(|(c, _)| Some(c)).collect();
+    if targets.is_empty() {
+        targets.push(None);
+    }
+    let mut tried = Vec::new();
+    let mut found = None;
+    'targets: for target in targets {
+        let mut order: Vec<(u8, TreeHead)> = heads
+            .iter()
+            .filter_map(|(x, h)| h.as_ref().ok().map(|h| (*x, h.own)))
+            .filter(|(_, own)| target.is_none_or(|t| own.size >= t.head.size))
+            .collect();
+        order.sort_by_key(|(x, h)| (std::cmp::Reverse(h.size), *x));
+        for (x, own) in order {
+            let want = target.map_or(own, |t| t.head);
+            match rebuild(client, &authors, &log, x, want).await {
+                Ok(r) => {
+                    found = Some((x, r, target.cloned()));
+                    break 'targets;
+                }
+                Err(e) => tried.push((x, e)),
+            }
+        }
+        if let Some(t) = target {
+            faults.push(format!(
+                "node(s) {:?} cosigned a head of {} entries that no node now gives: the \
+                 nodes that held it lost or cut their ledgers",
+                cosigners.signers(t),
+                t.head.size
+            ));
+        }
+    }
+    let Some((source, (replica, entries), head)) = found else {
+        return Err(LedgerError::NoHistory(describe(&tried)));
+    };
     for (c, signers) in &valid {
         if c.head.size <= replica.size() && replica.root_at(c.head.size) != Some(c.head.root) {
             faults.push(format!(
@@ -607,16 +774,44 @@ pub async fn verify(
     }
     faults.dedup();
 
-    // The newest cosigned head of this history is kept.
-    let head = valid
-        .iter()
-        .filter(|(c, _)| replica.root_at(c.head.size) == Some(c.head.root))
-        .map(|(c, _)| c)
-        .max_by_key(|c| c.head.size)
-        .cloned();
+    // Each node's signed head against the rebuilt history.
+    let mut nodes = Vec::new();
+    for (x, answer) in heads {
+        let verdict = answer.and_then(|h| {
+            if h.own.size <= replica.size() && replica.root_at(h.own.size) != Some(h.own.root) {
+                return Err(format!(
+                    "it signed a ledger head of {} entries that the owner's entries do not \
+                     give: it holds another history",
+                    h.own.size
+                ));
+            }
+            // Fewer entries than a head it cosigned: its own signature shows it held them.
+            // Fewer than a head others cosigned: it was down, and the next append brings it
+            // up to date.
+            let signed_more = valid
+                .iter()
+                .filter(|(c, s)| c.head.size > h.own.size && s.contains(&x))
+                .map(|(c, _)| c.head.size)
+                .max();
+            if let Some(more) = signed_more {
+                return Err(format!(
+                    "it holds {} ledger entries, fewer than the {more} of a head it cosigned: \
+                     rolled back",
+                    h.own.size
+                ));
+            }
+            Ok(NodeLedger {
+                size: h.own.size,
+                cosigned: h.cosigned.map(|c| c.head.size),
+            })
+        });
+        nodes.push((x, verdict));
+    }
+
     if let Some(h) = &head {
         if kept.as_ref().is_none_or(|k| h.head.size > k.head.size) {
             write_head(&path, h)?;
+            write_edge(&path, replica.frontier())?;
         }
     }
     Ok(Verified {
@@ -629,21 +824,26 @@ pub async fn verify(
     })
 }
 
-/// Node `x`'s whole ledger, replayed, if it gives the head the node signed.
+/// Node `x`'s entries up to `head`, replayed (every signature and rule), if they give it.
 async fn rebuild(
     client: &Client,
     authors: &Authors,
+    log: &[u8; 32],
     x: u8,
     head: TreeHead,
 ) -> Result<(Replica, Vec<Entry>), String> {
-    let entries = client
-        .ledger_entries(x, 0, head.size)
-        .await
-        .map_err(|e| e.to_string())?;
     let mut replica = Replica::new(authors.clone());
-    replica.append(&entries).map_err(|e| e.to_string())?;
-    if replica.head() != head {
-        return Err("its entries do not give the head it signed".into());
+    let mut entries = Vec::new();
+    while replica.size() < head.size {
+        let page = client
+            .ledger_page(x, replica.size(), head.size - replica.size())
+            .await
+            .map_err(|e| e.to_string())?;
+        replica.append(&page).map_err(|e| e.to_string())?;
+        entries.extend(page);
+    }
+    if replica.head() != head || replica.log() != *log {
+        return Err("its entries do not give the head".into());
     }
     Ok((replica, entries))
 }

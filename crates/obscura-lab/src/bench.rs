@@ -486,6 +486,9 @@ async fn cluster_figures(
     // The clean room: the colour statistics of the photos, in a worker of this build.
     room_figures(cluster, &client, photos.len(), &batch.ids, out).await?;
 
+    // The cluster ledger: appends of one entry, of full pages, proofs, a whole verification.
+    ledger_figures(cluster, &client, out).await?;
+
     // Query latency at each N: synthetic images written into the stopped nodes' stores.
     let already = files.len() + 1;
     let mut stored: Vec<u64> = Vec::new();
@@ -721,6 +724,115 @@ async fn room_figures(
             baseline: "the whole run".into(),
             baseline_value: whole,
             ratio: p50[i] / whole,
+            goal: None,
+        });
+    }
+    Ok(())
+}
+
+/// The ledger at every node of the cluster: the latency of the owner's one-entry appends (the
+/// nodes' heads read, the entry checked, stored durably and cosigned at each, the majority's
+/// head handed back), the rate of appends of full pages, the proofs a client checks, and a
+/// whole verification.
+async fn ledger_figures(
+    cluster: &LocalCluster,
+    client: &Client,
+    out: &mut Vec<Figure>,
+) -> Result<(), Error> {
+    use obscura_client::ledger;
+    use obscura_ledger::entry::Transition;
+    let nodes = cluster.nodes();
+    let grant = |i: usize| Transition::Granted {
+        user: format!("bench-{i}"),
+        role: "querier".into(),
+    };
+    // Some entries first, so the single appends are not timed on an empty ledger.
+    ledger::append(&cluster.dir, client, (0..256).map(grant).collect())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut single = Vec::new();
+    for i in 0..50 {
+        let t = Instant::now();
+        ledger::append(&cluster.dir, client, vec![grant(1000 + i)])
+            .await
+            .map_err(|e| e.to_string())?;
+        single.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let single = Spread::of(single);
+    let pages = 8;
+    let t = Instant::now();
+    for p in 0..pages {
+        let batch = (0..256).map(|i| grant(10_000 + p * 256 + i)).collect();
+        ledger::append(&cluster.dir, client, batch)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let rate = (pages * 256) as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let v = ledger::verify(&cluster.dir, client, &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let verify_ms = t.elapsed().as_secs_f64() * 1e3;
+    if !v.ok() {
+        return Err(format!("the ledger did not verify: {:?}", v.faults).into());
+    }
+    let size = v.replica.size();
+    let consistency = v
+        .replica
+        .proof_between(size / 2, size)
+        .map_or(0, |p| p.len())
+        * 32;
+    let inclusion = v.replica.inclusion(size / 2).map_or(0, |p| p.len()) * 32;
+    let majority = nodes / 2 + 1;
+    for (name, value, unit, baseline, baseline_value, ratio) in [
+        (
+            format!("ledger: one-entry append, {nodes} nodes (majority {majority}), p50"),
+            single.p50,
+            "ms",
+            "p95".to_string(),
+            single.p95,
+            single.p50 / single.p95,
+        ),
+        (
+            format!("ledger: appends of 256 entries, {nodes} nodes"),
+            rate,
+            "entries/s",
+            "one-entry appends".to_string(),
+            1e3 / single.p50,
+            rate * single.p50 / 1e3,
+        ),
+        (
+            format!("ledger: consistency proof, {} to {size} entries", size / 2),
+            consistency as f64,
+            "bytes",
+            "entries".to_string(),
+            size as f64,
+            consistency as f64 / size as f64,
+        ),
+        (
+            format!("ledger: inclusion proof of entry {} of {size}", size / 2),
+            inclusion as f64,
+            "bytes",
+            "entries".to_string(),
+            size as f64,
+            inclusion as f64 / size as f64,
+        ),
+        (
+            format!("ledger: verify {size} entries (fetch, replay, every node's heads)"),
+            verify_ms,
+            "ms",
+            "one-entry append".to_string(),
+            single.p50,
+            verify_ms / single.p50,
+        ),
+    ] {
+        out.push(Figure {
+            name,
+            value,
+            unit,
+            baseline,
+            baseline_value,
+            ratio,
             goal: None,
         });
     }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::merkle::{leaf_hash, Hash};
+use crate::merkle::{leaf_hash, Frontier, Hash};
 
 /// The longest user or role name an entry may carry, in bytes.
 pub const MAX_NAME: usize = 64;
@@ -100,26 +100,37 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// What the author signs: the ledger, the position and the transition.
-    pub fn statement(log: &[u8; 32], seq: u64, author: u8, transition: &Transition) -> Vec<u8> {
+    /// What the author signs: the ledger, the position, the tree head of the entries before
+    /// it, and the transition. Bound to the history before it, an entry signed for a history
+    /// that did not come to be (an append that failed, a node's made-up one) joins no other.
+    pub fn statement(
+        log: &[u8; 32],
+        seq: u64,
+        prev: &Hash,
+        author: u8,
+        transition: &Transition,
+    ) -> Vec<u8> {
         let mut out = b"obscura 2026 ledger entry v1".to_vec();
         out.extend_from_slice(log);
         out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(prev);
         out.push(author);
         out.extend_from_slice(&postcard::to_allocvec(transition).expect("a transition encodes"));
         out
     }
 
-    /// Entry `seq` of ledger `log`, written by `author` (0: the owner) with `key`.
+    /// Entry `seq` of ledger `log`, after the entries whose tree head is `prev`, written by
+    /// `author` (0: the owner) with `key`.
     pub fn sign(
         log: &[u8; 32],
         seq: u64,
+        prev: &Hash,
         author: u8,
         transition: Transition,
         key: &SigningKey,
     ) -> Entry {
         let signature = key
-            .sign(&Entry::statement(log, seq, author, &transition))
+            .sign(&Entry::statement(log, seq, prev, author, &transition))
             .to_bytes()
             .to_vec();
         Entry {
@@ -128,6 +139,23 @@ impl Entry {
             author,
             signature,
         }
+    }
+
+    /// Whether its author, one of `authors`, signed it for ledger `log` after the entries
+    /// headed `prev`. (Its rule is checked by [`State::apply`], which needs the state.)
+    pub fn signed(&self, log: &[u8; 32], prev: &Hash, authors: &Authors) -> bool {
+        let key = match self.author {
+            0 => Some(&authors.owner),
+            n => authors.nodes.get(usize::from(n) - 1),
+        };
+        key.zip(Signature::from_slice(&self.signature).ok())
+            .is_some_and(|(key, s)| {
+                key.verify_strict(
+                    &Entry::statement(log, self.seq, prev, self.author, &self.transition),
+                    &s,
+                )
+                .is_ok()
+            })
     }
 
     /// Its leaf in the ledger's Merkle tree.
@@ -144,6 +172,23 @@ pub struct Refused {
     pub seq: u64,
     /// Why.
     pub why: String,
+}
+
+/// What takes one applied entry back: the values it replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undo {
+    /// An image's manifest before (none: it was not registered).
+    Image([u8; 16], Option<Hash>),
+    /// The key version before.
+    KeyVersion(u32),
+    /// A user's role, and whether it was held before.
+    Grant(String, String, bool),
+    /// A work's approval before.
+    Approval(Hash, Option<(u64, u32)>),
+    /// A work's runs at a node before.
+    Run(Hash, u8, Option<u32>),
+    /// A node's checkpoint before.
+    Checkpoint(u8, Option<(u64, Hash)>),
 }
 
 /// The cluster state the entries build.
@@ -166,17 +211,32 @@ pub struct State {
 }
 
 impl State {
-    /// Apply `entry`, the next of ledger `log`, if its author signed it for this position and
-    /// may write it, and it keeps the rules.
+    /// Apply `entry`, the next of ledger `log` after the entries headed `prev`, if its author
+    /// signed it for this position and history and may write it, and it keeps the rules.
     ///
     /// # Errors
     /// [`Refused`], and the state is unchanged.
     pub fn apply(
         &mut self,
         log: &[u8; 32],
+        prev: &Hash,
         authors: &Authors,
         entry: &Entry,
     ) -> Result<(), Refused> {
+        self.apply_undoable(log, prev, authors, entry).map(drop)
+    }
+
+    /// [`apply`](Self::apply), answering what takes it back ([`State::undo`]).
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply).
+    pub fn apply_undoable(
+        &mut self,
+        log: &[u8; 32],
+        prev: &Hash,
+        authors: &Authors,
+        entry: &Entry,
+    ) -> Result<Undo, Refused> {
         let refuse = |why: String| Refused {
             seq: entry.seq,
             why,
@@ -184,26 +244,20 @@ impl State {
         if entry.seq != self.size {
             return Err(refuse(format!("it is not the next entry ({})", self.size)));
         }
-        let key = match entry.author {
-            0 => Some(&authors.owner),
-            n => authors.nodes.get(usize::from(n) - 1),
-        }
-        .ok_or_else(|| {
-            refuse(format!(
+        let known = match entry.author {
+            0 => true,
+            n => usize::from(n) <= authors.nodes.len(),
+        };
+        if !known {
+            return Err(refuse(format!(
                 "author {} is no party of the cluster",
                 entry.author
-            ))
-        })?;
-        let signed = Signature::from_slice(&entry.signature).is_ok_and(|s| {
-            key.verify_strict(
-                &Entry::statement(log, entry.seq, entry.author, &entry.transition),
-                &s,
-            )
-            .is_ok()
-        });
+            )));
+        }
+        let signed = entry.signed(log, prev, authors);
         if !signed {
             return Err(refuse(format!(
-                "not signed by its author ({}) for this ledger and position",
+                "not signed by its author ({}) for this ledger, position and history",
                 author_name(entry.author)
             )));
         }
@@ -227,7 +281,7 @@ impl State {
                 )))
             }
         };
-        match &entry.transition {
+        let undo = match &entry.transition {
             Transition::ImageRegistered { image, manifest } => {
                 owner_only("registers images")?;
                 if self.images.contains_key(image) {
@@ -237,12 +291,14 @@ impl State {
                     )));
                 }
                 self.images.insert(*image, *manifest);
+                Undo::Image(*image, None)
             }
             Transition::ImageDeleted { image } => {
                 owner_only("deletes images")?;
-                if self.images.remove(image).is_none() {
+                let Some(manifest) = self.images.remove(image) else {
                     return Err(refuse(format!("image {} is not registered", hex(image))));
-                }
+                };
+                Undo::Image(*image, Some(manifest))
             }
             Transition::KeyVersion { version } => {
                 owner_only("changes key versions")?;
@@ -252,15 +308,19 @@ impl State {
                         self.key_version
                     )));
                 }
+                let was = self.key_version;
                 self.key_version = *version;
+                Undo::KeyVersion(was)
             }
             Transition::Granted { user, role } => {
                 owner_only("grants roles")?;
                 long_names(user, role).map_err(refuse)?;
-                self.grants
+                let new = self
+                    .grants
                     .entry(user.clone())
                     .or_default()
                     .insert(role.clone());
+                Undo::Grant(user.clone(), role.clone(), !new)
             }
             Transition::Revoked { user, role } => {
                 owner_only("revokes roles")?;
@@ -269,7 +329,10 @@ impl State {
                 if !held {
                     return Err(refuse(format!("{user} does not hold {role}")));
                 }
-                self.grants.retain(|_, roles| !roles.is_empty());
+                if self.grants.get(user).is_some_and(BTreeSet::is_empty) {
+                    self.grants.remove(user);
+                }
+                Undo::Grant(user.clone(), role.clone(), true)
             }
             Transition::WorkApproved {
                 work,
@@ -277,7 +340,8 @@ impl State {
                 max_runs,
             } => {
                 owner_only("approves works")?;
-                self.approvals.insert(*work, (*expires_at, *max_runs));
+                let was = self.approvals.insert(*work, (*expires_at, *max_runs));
+                Undo::Approval(*work, was)
             }
             Transition::WorkRun { work, node, run } => {
                 own_node(*node)?;
@@ -291,7 +355,8 @@ impl State {
                         hex(work)
                     )));
                 }
-                self.runs.insert((*work, *node), *run);
+                let was = self.runs.insert((*work, *node), *run);
+                Undo::Run(*work, *node, was)
             }
             Transition::Checkpoint { node, seq, head } => {
                 own_node(*node)?;
@@ -302,11 +367,62 @@ impl State {
                         )));
                     }
                 }
-                self.checkpoints.insert(*node, (*seq, *head));
+                let was = self.checkpoints.insert(*node, (*seq, *head));
+                Undo::Checkpoint(*node, was)
             }
-        }
+        };
         self.size += 1;
-        Ok(())
+        Ok(undo)
+    }
+
+    /// Take back the last entry applied, by what [`State::apply_undoable`] answered for it.
+    /// Undone in the reverse order of their applying, entries leave the state as it was.
+    pub fn undo(&mut self, undo: Undo) {
+        match undo {
+            Undo::Image(image, None) => {
+                self.images.remove(&image);
+            }
+            Undo::Image(image, Some(manifest)) => {
+                self.images.insert(image, manifest);
+            }
+            Undo::KeyVersion(was) => self.key_version = was,
+            Undo::Grant(user, role, held) => {
+                let roles = self.grants.entry(user.clone()).or_default();
+                if held {
+                    roles.insert(role);
+                } else {
+                    roles.remove(&role);
+                }
+                if roles.is_empty() {
+                    self.grants.remove(&user);
+                }
+            }
+            Undo::Approval(work, was) => match was {
+                Some(v) => {
+                    self.approvals.insert(work, v);
+                }
+                None => {
+                    self.approvals.remove(&work);
+                }
+            },
+            Undo::Run(work, node, was) => match was {
+                Some(v) => {
+                    self.runs.insert((work, node), v);
+                }
+                None => {
+                    self.runs.remove(&(work, node));
+                }
+            },
+            Undo::Checkpoint(node, was) => match was {
+                Some(v) => {
+                    self.checkpoints.insert(node, v);
+                }
+                None => {
+                    self.checkpoints.remove(&node);
+                }
+            },
+        }
+        self.size -= 1;
     }
 
     /// The state built by replaying `entries` from the start.
@@ -319,8 +435,10 @@ impl State {
         entries: impl IntoIterator<Item = &'a Entry>,
     ) -> Result<State, Refused> {
         let mut state = State::default();
+        let mut tree = Frontier::default();
         for entry in entries {
-            state.apply(log, authors, entry)?;
+            state.apply(log, &tree.root(), authors, entry)?;
+            tree.push(&entry.leaf());
         }
         Ok(state)
     }

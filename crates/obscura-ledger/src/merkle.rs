@@ -174,3 +174,66 @@ pub fn verify_consistency(
     }
     fr == *old_root && sr == *new_root && sn == 0
 }
+
+/// The right edge of a tree: the heads of its perfect subtrees, largest first, one for each bit
+/// set in its size. It gives the tree head and takes the next leaf in O(log n), so a party
+/// appending need not keep (or hash again) every leaf, and it can be handed over and checked:
+/// the peaks of a signed head are proven by folding to its root.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    peaks: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The frontier of `leaves`.
+    pub fn of(leaves: &[Hash]) -> Frontier {
+        let mut f = Frontier::default();
+        for leaf in leaves {
+            f.push(leaf);
+        }
+        f
+    }
+
+    /// The frontier of a tree of `size` leaves from its `peaks`, largest first; `None` unless
+    /// there is one peak for each bit set in `size`. Whether they are the tree's is shown by
+    /// comparing [`Frontier::root`] with a head signed for it.
+    pub fn from_peaks(size: u64, peaks: Vec<Hash>) -> Option<Frontier> {
+        (peaks.len() == size.count_ones() as usize).then_some(Frontier { size, peaks })
+    }
+
+    /// Leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The peaks, largest first.
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+
+    /// Add the leaf hashed `leaf`.
+    pub fn push(&mut self, leaf: &Hash) {
+        let mut carry = *leaf;
+        // Each trailing one bit of the size is a perfect subtree of the same height as the
+        // carry: they merge, as a binary counter carries.
+        let mut size = self.size;
+        while size & 1 == 1 {
+            let left = self.peaks.pop().expect("one peak per bit");
+            carry = node_hash(&left, &carry);
+            size >>= 1;
+        }
+        self.peaks.push(carry);
+        self.size += 1;
+    }
+
+    /// The tree head (MTH): the peaks folded from the smallest, as RFC 9162 splits a tree at
+    /// its largest power of two.
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        match peaks.next() {
+            None => Sha256::digest([]).into(),
+            Some(last) => peaks.fold(*last, |acc, peak| node_hash(peak, &acc)),
+        }
+    }
+}

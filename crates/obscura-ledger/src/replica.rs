@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::entry::{Authors, Entry, Refused, State};
 use crate::head::{Cosigners, TreeHead};
-use crate::merkle::{consistency_proof, root, Hash};
+use crate::merkle::{consistency_proof, inclusion_proof, root, Frontier, Hash};
 
 /// The identity of the ledger of a cluster: its owner's key and its nodes' audit keys, node 1
 /// first. Every entry and head is bound to it, so nothing signed for one cluster counts in
@@ -63,7 +63,7 @@ pub struct Replica {
     authors: Authors,
     state: State,
     leaves: Vec<Hash>,
-    root: Hash,
+    tree: Frontier,
 }
 
 impl Replica {
@@ -74,13 +74,18 @@ impl Replica {
             authors,
             state: State::default(),
             leaves: Vec::new(),
-            root: root(&[]),
+            tree: Frontier::default(),
         }
     }
 
     /// The ledger's identity ([`log_id`]).
     pub fn log(&self) -> [u8; 32] {
         self.log
+    }
+
+    /// The keys its entries are checked under.
+    pub fn authors(&self) -> &Authors {
+        &self.authors
     }
 
     /// The state its entries build.
@@ -98,14 +103,19 @@ impl Replica {
         TreeHead {
             log: self.log,
             size: self.size(),
-            root: self.root,
+            root: self.tree.root(),
         }
     }
 
-    /// The tree head of its first `size` entries; `None` past its size.
+    /// The right edge of its tree now, which a party appending after it needs.
+    pub fn frontier(&self) -> &Frontier {
+        &self.tree
+    }
+
+    /// The tree head of its first `size` entries; `None` past its size. O(size) below its size.
     pub fn root_at(&self, size: u64) -> Option<Hash> {
         if size == self.size() {
-            return Some(self.root);
+            return Some(self.tree.root());
         }
         let size = usize::try_from(size).ok()?;
         self.leaves.get(..size).map(root)
@@ -119,7 +129,15 @@ impl Replica {
     /// The consistency proof from its first `old` entries to its first `new`.
     pub fn proof_between(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
         let (old, new) = (usize::try_from(old).ok()?, usize::try_from(new).ok()?);
+        if old == new {
+            return (new <= self.leaves.len()).then(Vec::new);
+        }
         consistency_proof(self.leaves.get(..new)?, old)
+    }
+
+    /// The inclusion proof of entry `index` in its tree now; `None` past its size.
+    pub fn inclusion(&self, index: u64) -> Option<Vec<Hash>> {
+        inclusion_proof(&self.leaves, usize::try_from(index).ok()?)
     }
 
     /// Whether it holds exactly `entry` at the entry's position.
@@ -131,41 +149,58 @@ impl Replica {
     }
 
     /// Add `entries`, all or none. Entries it already holds at their positions are passed
-    /// over (a relay may resend them); the others must follow on and pass the rules. Returns
-    /// how many were new.
+    /// over (a relay may resend them); the others must follow on, each signed for the history
+    /// before it, and pass the rules. Returns how many were new. O(log n) hashing per entry.
     ///
     /// # Errors
     /// [`AppendError`] naming the first entry that cannot join; the replica is unchanged.
     pub fn append(&mut self, entries: &[Entry]) -> Result<usize, AppendError> {
-        let mut state = self.state.clone();
+        let held = self.size();
+        let mut undo = Vec::new();
+        let mut tree = self.tree.clone();
         let mut leaves = Vec::new();
+        let mut failed = None;
         for entry in entries {
-            let size = self.size() + leaves.len() as u64;
-            if entry.seq < self.size() {
+            let size = held + leaves.len() as u64;
+            if entry.seq < held {
                 if self.holds(entry) {
                     continue;
                 }
-                return Err(AppendError::Conflict { seq: entry.seq });
-            }
-            if entry.seq > size {
-                return Err(AppendError::Gap {
+                failed = Some(AppendError::Conflict { seq: entry.seq });
+            } else if entry.seq > size {
+                failed = Some(AppendError::Gap {
                     seq: entry.seq,
                     size,
                 });
-            }
-            if entry.seq < size {
+            } else if entry.seq < size {
                 // Sent twice in one batch, differing or not.
-                return Err(AppendError::Conflict { seq: entry.seq });
+                failed = Some(AppendError::Conflict { seq: entry.seq });
+            } else {
+                match self
+                    .state
+                    .apply_undoable(&self.log, &tree.root(), &self.authors, entry)
+                {
+                    Ok(u) => {
+                        undo.push(u);
+                        let leaf = entry.leaf();
+                        tree.push(&leaf);
+                        leaves.push(leaf);
+                        continue;
+                    }
+                    Err(e) => failed = Some(e.into()),
+                }
             }
-            state.apply(&self.log, &self.authors, entry)?;
-            leaves.push(entry.leaf());
+            break;
+        }
+        if let Some(e) = failed {
+            for u in undo.into_iter().rev() {
+                self.state.undo(u);
+            }
+            return Err(e);
         }
         let added = leaves.len();
-        if added > 0 {
-            self.state = state;
-            self.leaves.extend(leaves);
-            self.root = root(&self.leaves);
-        }
+        self.leaves.extend(leaves);
+        self.tree = tree;
         Ok(added)
     }
 }

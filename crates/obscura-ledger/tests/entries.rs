@@ -40,15 +40,25 @@ impl Parties {
     }
 }
 
-/// Apply `transition` as the next entry, written by `author`.
+/// The tree head of `entries`: what the next one is signed after.
+fn prev_of(entries: &[Entry]) -> [u8; 32] {
+    let leaves: Vec<[u8; 32]> = entries.iter().map(Entry::leaf).collect();
+    root(&leaves)
+}
+
+/// Apply `transition` as the next entry after `entries`, written by `author`.
 fn write(
     state: &mut State,
+    entries: &[Entry],
     p: &Parties,
     author: u8,
     transition: Transition,
 ) -> Result<Entry, Refused> {
-    let entry = Entry::sign(&LOG, state.size, author, transition, p.key(author));
-    state.apply(&LOG, &p.authors(), &entry).map(|()| entry)
+    let prev = prev_of(entries);
+    let entry = Entry::sign(&LOG, state.size, &prev, author, transition, p.key(author));
+    state
+        .apply(&LOG, &prev, &p.authors(), &entry)
+        .map(|()| entry)
 }
 
 #[test]
@@ -115,20 +125,23 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
             },
         ),
     ] {
-        entries.push(write(&mut state, &p, author, t).unwrap());
+        let e = write(&mut state, &entries, &p, author, t).unwrap();
+        entries.push(e);
     }
     let before = state.clone();
 
     // A stranger's signature in the owner's name.
     let stranger = SigningKey::generate(&mut OsRng);
+    let prev = prev_of(&entries);
     let forged = Entry::sign(
         &LOG,
         state.size,
+        &prev,
         0,
         Transition::ImageDeleted { image },
         &stranger,
     );
-    let refused = state.apply(&LOG, &authors, &forged).unwrap_err();
+    let refused = state.apply(&LOG, &prev, &authors, &forged).unwrap_err();
     assert!(
         refused.why.contains("not signed by its author"),
         "{refused}"
@@ -147,11 +160,12 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
             max_runs: 100,
         },
     ] {
-        let refused = write(&mut state, &p, 3, t).unwrap_err();
+        let refused = write(&mut state, &entries, &p, 3, t).unwrap_err();
         assert!(refused.why.contains("only the owner"), "{refused}");
     }
     let refused = write(
         &mut state,
+        &entries,
         &p,
         3,
         Transition::Checkpoint {
@@ -167,6 +181,7 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
     );
     let refused = write(
         &mut state,
+        &entries,
         &p,
         3,
         Transition::WorkRun {
@@ -181,6 +196,7 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
     let genuine = Entry::sign(
         &LOG,
         state.size,
+        &prev,
         0,
         Transition::KeyVersion { version: 3 },
         &p.owner,
@@ -188,17 +204,23 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
     let mut moved = genuine.clone();
     moved.seq += 1;
     assert!(state
-        .apply(&LOG, &authors, &moved)
+        .apply(&LOG, &prev, &authors, &moved)
         .unwrap_err()
         .why
         .contains("not the next"));
     assert!(state
-        .apply(&[8; 32], &authors, &genuine)
+        .apply(&[8; 32], &prev, &authors, &genuine)
         .unwrap_err()
         .why
         .contains("not signed by its author"));
+    // Signed for a history that did not come to be: it joins no other.
+    assert!(state
+        .apply(&LOG, &[0x42; 32], &authors, &genuine)
+        .unwrap_err()
+        .why
+        .contains("position and history"));
     let replayed = entries[2].clone();
-    assert!(state.apply(&LOG, &authors, &replayed).is_err());
+    assert!(state.apply(&LOG, &prev, &authors, &replayed).is_err());
     // Rules: deleting an image never registered (or already deleted), a key version going
     // back, a run past the approval's count, a run of a work never approved, an older
     // checkpoint, a role never held.
@@ -223,11 +245,12 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
             "does not hold",
         ),
     ] {
-        let refused = write(&mut state, &p, 0, t).unwrap_err();
+        let refused = write(&mut state, &entries, &p, 0, t).unwrap_err();
         assert!(refused.why.contains(why), "{refused}");
     }
     let refused = write(
         &mut state,
+        &entries,
         &p,
         2,
         Transition::WorkRun {
@@ -240,6 +263,7 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
     assert!(refused.why.contains("1 counted of 1"), "{refused}");
     let refused = write(
         &mut state,
+        &entries,
         &p,
         1,
         Transition::WorkRun {
@@ -252,6 +276,7 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
     assert!(refused.why.contains("never approved"), "{refused}");
     let refused = write(
         &mut state,
+        &entries,
         &p,
         1,
         Transition::Checkpoint {
@@ -296,52 +321,72 @@ fn every_party_refuses_an_entry_its_author_may_not_write_and_rebuilds_the_same_s
 
 #[test]
 fn a_replica_takes_entries_all_or_none_passes_over_those_it_holds_and_names_conflicts() {
-    use obscura_ledger::merkle::verify_consistency;
+    use obscura_ledger::merkle::{verify_consistency, Frontier};
     use obscura_ledger::replica::{log_id, AppendError, Replica};
 
     let p = Parties::new();
     let mut replica = Replica::new(p.authors());
     let log = log_id(&p.owner.verifying_key(), &p.authors().nodes);
     assert_eq!(replica.log(), log);
-    let sign = |seq: u64, t: Transition| Entry::sign(&log, seq, 0, t, &p.owner);
+    // Entries signed one after another from the tree `after`, each after the ones before.
+    let chain = |after: &Frontier, ts: Vec<Transition>| -> Vec<Entry> {
+        let mut tree = after.clone();
+        ts.into_iter()
+            .map(|t| {
+                let e = Entry::sign(&log, tree.size(), &tree.root(), 0, t, &p.owner);
+                tree.push(&e.leaf());
+                e
+            })
+            .collect()
+    };
     let image = |i: u8| Transition::ImageRegistered {
         image: [i; 16],
         manifest: [i; 32],
     };
-    let first: Vec<Entry> = (0..3).map(|i| sign(i, image(i as u8))).collect();
+    let first = chain(&Frontier::default(), (0..3).map(image).collect());
     assert_eq!(replica.append(&first), Ok(3));
     let at3 = replica.head();
 
     // Held entries again, then new ones: only the new count.
     let mut more = first.clone();
-    more.push(sign(3, image(3)));
+    more.extend(chain(replica.frontier(), vec![image(3)]));
     assert_eq!(replica.append(&more), Ok(1));
     assert!(replica.holds(&more[3]));
 
-    // Another entry in a held place, a gap, one twice in a batch, a rule broken at the end of
-    // a batch: refused, and nothing of the batch is taken.
+    // Another entry in a held place, a gap, one twice in a batch, one signed after another
+    // history, a rule broken at the end of a batch: refused, and nothing of the batch is taken.
     let before = replica.head();
+    let state_before = replica.state().clone();
+    let other = chain(&Frontier::of(&[first[0].leaf()]), vec![image(9)]);
     assert_eq!(
-        replica.append(&[sign(1, image(9))]),
+        replica.append(&other),
         Err(AppendError::Conflict { seq: 1 })
     );
+    let mut gap = chain(replica.frontier(), vec![image(9), image(8), image(7)]);
     assert_eq!(
-        replica.append(&[sign(6, image(9))]),
+        replica.append(&gap.split_off(2)),
         Err(AppendError::Gap { seq: 6, size: 4 })
     );
+    let once = chain(replica.frontier(), vec![image(9)]);
     assert_eq!(
-        replica.append(&[sign(4, image(9)), sign(4, image(8))]),
+        replica.append(&[once[0].clone(), once[0].clone()]),
         Err(AppendError::Conflict { seq: 4 })
     );
-    let broken = [
-        sign(4, image(9)),
-        sign(5, Transition::ImageDeleted { image: [7; 16] }),
-    ];
+    let elsewhere = chain(&Frontier::of(&[[1; 32]; 4]), vec![image(9)]);
+    assert!(matches!(
+        replica.append(&elsewhere),
+        Err(AppendError::Refused(r)) if r.why.contains("history")
+    ));
+    let broken = chain(
+        replica.frontier(),
+        vec![image(9), Transition::ImageDeleted { image: [7; 16] }],
+    );
     assert!(matches!(
         replica.append(&broken),
         Err(AppendError::Refused(r)) if r.seq == 5
     ));
     assert_eq!(replica.head(), before);
+    assert_eq!(replica.state(), &state_before);
     assert_eq!(replica.state().images.len(), 4);
 
     // Its proofs tie its earlier heads to its head now.
@@ -364,6 +409,7 @@ fn names_past_the_limit_are_refused() {
     let long = "x".repeat(MAX_NAME + 1);
     let refused = write(
         &mut state,
+        &[],
         &p,
         0,
         Transition::Granted {

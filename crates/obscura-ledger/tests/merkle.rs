@@ -227,3 +227,23 @@ proptest! {
         prop_assert!(!holds);
     }
 }
+
+#[test]
+fn a_frontier_gives_every_prefix_head_and_only_its_own_peaks_fold_to_it() {
+    use obscura_ledger::merkle::Frontier;
+    let leaves: Vec<[u8; 32]> = (0..70u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+    let mut f = Frontier::default();
+    assert_eq!(f.root(), root(&[]));
+    for (i, leaf) in leaves.iter().enumerate() {
+        f.push(leaf);
+        assert_eq!(f.root(), root(&leaves[..=i]), "size {}", i + 1);
+        assert_eq!(Frontier::of(&leaves[..=i]), f);
+        let again = Frontier::from_peaks(f.size(), f.peaks().to_vec()).unwrap();
+        assert_eq!(again.root(), f.root());
+    }
+    // Peaks of the wrong count are refused; altered ones fold to another head.
+    assert!(Frontier::from_peaks(70, vec![[0; 32]; 2]).is_none());
+    let mut peaks = f.peaks().to_vec();
+    peaks[0][0] ^= 1;
+    assert_ne!(Frontier::from_peaks(70, peaks).unwrap().root(), f.root());
+}

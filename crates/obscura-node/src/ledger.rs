@@ -1,6 +1,9 @@
 //! The node's copy of the cluster ledger, checked entry by entry when the store opens: a store
 //! whose entries no longer replay (one edited, or moved) or whose entries no longer reach the
-//! last head a quorum cosigned (some cut off) does not serve, naming what is wrong.
+//! last head a quorum cosigned that it kept (some cut off) does not serve, naming what is
+//! wrong. An operator who also removes the kept head, or puts an older one back, is not caught
+//! here (the node keeps nothing the operator cannot edit): clients name the node by the
+//! signature it gave on a larger head (`obscura ledger verify`).
 
 use ed25519_dalek::VerifyingKey;
 use obscura_ledger::entry::{Authors, Entry};
@@ -14,6 +17,8 @@ pub struct NodeLedger {
     pub(crate) replica: Replica,
     pub(crate) cosigners: Cosigners,
     pub(crate) cosigned: Option<CosignedHead>,
+    /// A write failed and the store could not be read again: no ledger request is served.
+    pub(crate) broken: bool,
 }
 
 impl NodeLedger {
@@ -63,6 +68,7 @@ impl NodeLedger {
             replica,
             cosigners,
             cosigned,
+            broken: false,
         })
     }
 }

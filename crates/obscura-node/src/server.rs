@@ -15,7 +15,7 @@
 //! | audit, checkpoint | auditor or admin |
 //! | rotate (each step with the owner's order) | admin |
 //! | ledger-append (entries signed by their authors) | owner or admin |
-//! | ledger-read | owner, auditor or admin |
+//! | ledger-read, ledger-checkpoint | owner, auditor or admin |
 //! | ledger-head, ledger-cosigned (a quorum's signatures) | any |
 //! | status | any |
 //!
@@ -743,6 +743,9 @@ impl NodeState {
             NodeBody::LedgerHead { since } => self.ledger_head(req, who, *since, now),
             NodeBody::LedgerRead { from, max } => self.ledger_read(req, who, *from, *max, now),
             NodeBody::LedgerCosigned { head } => self.ledger_cosigned(req, who, head, now),
+            NodeBody::LedgerCheckpoint { seq, prev } => {
+                self.ledger_checkpoint(req, who, *seq, prev, now)
+            }
             NodeBody::Resolve { proofs } => {
                 let querier = role(roles::QUERIER)?;
                 self.resolve(req, &querier, proofs, now)

@@ -40,8 +40,22 @@ impl Cluster {
         Cluster { replica, nodes }
     }
 
+    /// Entry `seq`, signed after the history this copy holds up to it.
     fn entry(&self, seq: u64, author: u8, t: Transition, key: &SigningKey) -> Entry {
-        Entry::sign(&self.replica.log(), seq, author, t, key)
+        let prev = self.replica.root_at(seq).unwrap_or([0; 32]);
+        Entry::sign(&self.replica.log(), seq, &prev, author, t, key)
+    }
+
+    /// The owner's entries after this copy's, each signed after the ones before it.
+    fn chain(&self, owner: &SigningKey, ts: Vec<Transition>) -> Vec<Entry> {
+        let mut tree = self.replica.frontier().clone();
+        ts.into_iter()
+            .map(|t| {
+                let e = Entry::sign(&self.replica.log(), tree.size(), &tree.root(), 0, t, owner);
+                tree.push(&e.leaf());
+                e
+            })
+            .collect()
     }
 
     /// `head` cosigned by `nodes`.
@@ -142,10 +156,24 @@ async fn every_node_takes_an_entry_only_from_its_author_at_its_place_under_its_r
         assert!(message.contains(why), "{message}");
     }
 
+    // Signed for a history that did not come to be (after another first entry): refused.
+    let mut elsewhere = c.clone_empty();
+    elsewhere
+        .replica
+        .append(&[c.entry(0, 0, registered(7), &owner)])
+        .unwrap();
+    let stale = elsewhere.chain(&owner, vec![registered(3)]);
+    let (code, message) = refusal(&append(&node, stale).await);
+    assert_eq!(code, ErrorCode::Rejected);
+    assert!(message.contains("position and history"), "{message}");
+
     // A batch with one bad entry is taken not at all.
-    let good = c.entry(1, 0, registered(2), &owner);
-    let bad = c.entry(2, 0, Transition::ImageDeleted { image: [9; 16] }, &owner);
-    refusal(&append(&node, vec![good, bad]).await);
+    let batch = c.chain(
+        &owner,
+        vec![registered(2), Transition::ImageDeleted { image: [9; 16] }],
+    );
+    let (_, message) = refusal(&append(&node, batch).await);
+    assert!(message.contains("is not registered"), "{message}");
     let (_, body) = node
         .send(&TestNode::request(NodeBody::LedgerHead { since: 0 }))
         .await;
@@ -154,6 +182,14 @@ async fn every_node_takes_an_entry_only_from_its_author_at_its_place_under_its_r
 }
 
 impl Cluster {
+    /// The same cluster, with an empty copy of its ledger.
+    fn clone_empty(&self) -> Cluster {
+        Cluster {
+            replica: Replica::new(self.replica.authors().clone()),
+            nodes: self.nodes.clone(),
+        }
+    }
+
     fn replica_nodes(&self) -> Vec<ed25519_dalek::VerifyingKey> {
         self.nodes.iter().map(SigningKey::verifying_key).collect()
     }
@@ -164,9 +200,7 @@ async fn a_node_keeps_only_a_majority_head_of_its_own_history_and_a_cut_store_do
     let mut node = TestNode::start("ledger-heads").await;
     let mut c = Cluster::of(&node);
     let owner = node.owner.clone();
-    let entries: Vec<Entry> = (0..3)
-        .map(|i| c.entry(i, 0, registered(i as u8 + 1), &owner))
-        .collect();
+    let entries = c.chain(&owner, (1..=3).map(registered).collect());
     assert!(matches!(
         append(&node, entries.clone()).await,
         ResponseBody::LedgerAppended(_)

@@ -774,6 +774,15 @@ pub enum NodeBody {
         /// At most this many (and at most [`limits::MAX_LEDGER_BATCH`]).
         max: u32,
     },
+    /// Ledger: sign the audit log's head now and answer this node's own entry anchoring it
+    /// ([`obscura_ledger::entry::Transition::Checkpoint`]) for place `seq`, as the one entry
+    /// of a [`ResponseBody::LedgerEntries`]. Owner, auditor or admin.
+    LedgerCheckpoint {
+        /// The place the entry is for: at least the node's ledger size.
+        seq: u64,
+        /// The tree head of the entries before that place, as the caller will append them.
+        prev: [u8; 32],
+    },
     /// Ledger: a head a quorum of nodes cosigned, for the node to keep and show. The node
     /// keeps it only if its own entries give the same root at that size.
     LedgerCosigned {
@@ -802,6 +811,9 @@ pub struct LedgerHeads {
     pub cosignature: obscura_ledger::head::Cosignature,
     /// The consistency proof between the request's `since` and `own`.
     pub own_proof: Vec<[u8; 32]>,
+    /// The peaks of `own`'s tree, largest first (`obscura_ledger::merkle::Frontier`): what an
+    /// appender signs the next entries after. They are checked by folding to `own`'s root.
+    pub frontier: Vec<[u8; 32]>,
     /// The last head a quorum cosigned that it holds.
     pub cosigned: Option<obscura_ledger::head::CosignedHead>,
     /// The consistency proof between the request's `since` and `cosigned`.
@@ -1191,6 +1203,7 @@ impl Body for NodeBody {
             NodeBody::LedgerHead { .. } => "/v1/ledger-head",
             NodeBody::LedgerRead { .. } => "/v1/ledger-read",
             NodeBody::LedgerCosigned { .. } => "/v1/ledger-cosigned",
+            NodeBody::LedgerCheckpoint { .. } => "/v1/ledger-checkpoint",
         }
     }
 
@@ -1310,6 +1323,7 @@ impl Body for NodeBody {
                 "cosignatures",
             ),
             NodeBody::LedgerHead { .. }
+            | NodeBody::LedgerCheckpoint { .. }
             | NodeBody::RoomChallenge { .. }
             | NodeBody::Delete { .. }
             | NodeBody::List { .. }

@@ -3,7 +3,7 @@
 //! the heads a quorum cosigned, kept only when this node's own entries give the same root.
 
 use obscura_auth::capability::Authorized;
-use obscura_ledger::entry::Entry;
+use obscura_ledger::entry::{Entry, Transition};
 use obscura_ledger::head::CosignedHead;
 use obscura_ledger::merkle::Hash;
 use obscura_ledger::replica::Replica;
@@ -24,8 +24,16 @@ fn proof(replica: &Replica, since: u64, size: u64) -> Vec<Hash> {
 }
 
 impl NodeState {
-    fn ledger(&self) -> std::sync::MutexGuard<'_, crate::ledger::NodeLedger> {
-        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    /// The node's ledger, unless a failed write left it unreadable until a restart.
+    fn ledger(&self) -> Result<std::sync::MutexGuard<'_, crate::ledger::NodeLedger>, ResponseBody> {
+        let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        if ledger.broken {
+            return Err(error(
+                ErrorCode::Internal,
+                "the ledger could not be read again after a failed write: restart the node",
+            ));
+        }
+        Ok(ledger)
     }
 
     pub(super) fn ledger_append(
@@ -40,10 +48,10 @@ impl NodeState {
             .acting_as_any(&[roles::OWNER, roles::ADMIN])
             .map_err(auth_error)?;
         // One append at a time: each is checked against the entries before it.
-        let mut ledger = self.ledger();
+        let mut ledger = self.ledger()?;
         let before = ledger.replica.size();
-        let mut next = ledger.replica.clone();
-        let added = next
+        let added = ledger
+            .replica
             .append(entries)
             .map_err(|e| error(ErrorCode::Rejected, e.to_string()))?;
         let detail = format!(
@@ -61,10 +69,20 @@ impl NodeState {
                 .filter(|e| e.seq >= before)
                 .map(|e| postcard::to_allocvec(e).expect("an entry encodes"))
                 .collect();
-            self.store
-                .ledger_append(before, &new, &req.request_id, detail.as_bytes(), now)
-                .map_err(store_error)?;
-            ledger.replica = next;
+            let stored =
+                self.store
+                    .ledger_append(before, &new, &req.request_id, detail.as_bytes(), now);
+            if let Err(e) = stored {
+                // Taken in memory, not on disk: the copy is read again from the store, so
+                // that it never holds what the store does not. Should that fail too, the
+                // node refuses every ledger request until it restarts.
+                let authors = ledger.replica.authors().clone();
+                match crate::ledger::NodeLedger::load(&self.store, authors.owner, &authors.nodes) {
+                    Ok(again) => *ledger = again,
+                    Err(_) => ledger.broken = true,
+                }
+                return Err(store_error(e));
+            }
         }
         let head = ledger.replica.head();
         Ok(ResponseBody::LedgerAppended(Box::new(LedgerAppended {
@@ -85,7 +103,7 @@ impl NodeState {
             .acting_as_any(&[roles::QUERIER, roles::OWNER, roles::AUDITOR, roles::ADMIN])
             .map_err(auth_error)?;
         self.record(req, &any, format_args!("since={since}"), now)?;
-        let ledger = self.ledger();
+        let ledger = self.ledger()?;
         let own = ledger.replica.head();
         let cosigned_proof = ledger
             .cosigned
@@ -96,6 +114,7 @@ impl NodeState {
             own,
             cosignature: own.cosign(self.node, &self.audit_key),
             own_proof: proof(&ledger.replica, since, own.size),
+            frontier: ledger.replica.frontier().peaks().to_vec(),
             cosigned: ledger.cosigned.clone(),
             cosigned_proof,
         })))
@@ -113,7 +132,7 @@ impl NodeState {
             .acting_as_any(&[roles::OWNER, roles::AUDITOR, roles::ADMIN])
             .map_err(auth_error)?;
         self.record(req, &reader, format_args!("from={from} max={max}"), now)?;
-        let size = self.ledger().replica.size();
+        let size = self.ledger()?.replica.size();
         let max = max.min(limits::MAX_LEDGER_BATCH as u32);
         let entries = self
             .store
@@ -124,6 +143,59 @@ impl NodeState {
             .collect::<Result<Vec<Entry>, _>>()
             .map_err(|e| error(ErrorCode::Internal, format!("a stored ledger entry: {e}")))?;
         Ok(ResponseBody::LedgerEntries { entries, size })
+    }
+
+    pub(super) fn ledger_checkpoint(
+        &self,
+        req: &Request,
+        who: &Authorized,
+        seq: u64,
+        prev: &[u8; 32],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let asker = who
+            .acting_as_any(&[roles::OWNER, roles::AUDITOR, roles::ADMIN])
+            .map_err(auth_error)?;
+        self.record(req, &asker, format_args!("seq={seq}"), now)?;
+        let (log, size) = {
+            let ledger = self.ledger()?;
+            (ledger.replica.log(), ledger.replica.size())
+        };
+        if seq < size {
+            return Err(error(
+                ErrorCode::Rejected,
+                format!("place {seq} of the ledger is taken: it holds {size} entries"),
+            ));
+        }
+        // The request's own entry comes first, so the checkpoint covers it.
+        let audit = self
+            .store
+            .audit_checkpoint(&self.audit_key, now)
+            .map_err(store_error)?;
+        let (page, _) = self.store.audit_page(audit, 1).map_err(store_error)?;
+        let head = page.first().map(|e| e.hash).ok_or_else(|| {
+            error(
+                ErrorCode::Internal,
+                "the checkpoint just written is missing",
+            )
+        })?;
+        // Signed for the place and history the caller names: for any other it joins nothing.
+        let entry = Entry::sign(
+            &log,
+            seq,
+            prev,
+            self.node,
+            Transition::Checkpoint {
+                node: self.node,
+                seq: audit,
+                head,
+            },
+            &self.audit_key,
+        );
+        Ok(ResponseBody::LedgerEntries {
+            entries: vec![entry],
+            size,
+        })
     }
 
     pub(super) fn ledger_cosigned(
@@ -137,12 +209,20 @@ impl NodeState {
             .acting_as_any(&[roles::QUERIER, roles::OWNER, roles::AUDITOR, roles::ADMIN])
             .map_err(auth_error)?;
         self.record(req, &any, format_args!("size={}", head.head.size), now)?;
-        let mut ledger = self.ledger();
+        let mut ledger = self.ledger()?;
         if head.head.log != ledger.replica.log() {
             return Err(error(
                 ErrorCode::Rejected,
                 "a head of another cluster's ledger",
             ));
+        }
+        // A head no newer than the one kept changes nothing, and costs no signature check.
+        if ledger
+            .cosigned
+            .as_ref()
+            .is_some_and(|c| c.head.size >= head.head.size)
+        {
+            return Ok(ResponseBody::Ok);
         }
         let signers = ledger.cosigners.signers(head);
         if signers.len() < ledger.cosigners.quorum {
@@ -177,13 +257,6 @@ impl NodeState {
                 ))
             }
             Some(_) => {}
-        }
-        if ledger
-            .cosigned
-            .as_ref()
-            .is_some_and(|c| c.head.size >= size)
-        {
-            return Ok(ResponseBody::Ok);
         }
         // Kept with the valid cosignatures only, each once.
         let mut kept = head.clone();
