@@ -118,6 +118,7 @@ pub(crate) fn describe(t: &Transition) -> (&'static str, Value) {
             "work run",
             json!({"work": hex(work), "node": node, "run": run}),
         ),
+        Transition::Synced { at } => ("synced", json!({"at": at})),
         Transition::Checkpoint { node, seq, head } => (
             "audit checkpoint",
             json!({"node": node, "seq": seq, "head": hex(head)}),
@@ -188,7 +189,7 @@ async fn sync(cluster: &Path, json: bool) -> Result<ExitCode, Failure> {
     if json {
         println!(
             "{}",
-            json!({"size": a.head.head.size, "anchored": a.head.head.size - a.first, "cosigners": a.cosigners,
+            json!({"size": a.head.head.size, "anchored": a.anchored, "cosigners": a.cosigners,
                    "caught_up": a.caught_up.iter().map(|(x, from)| json!({"node": x, "from": from})).collect::<Vec<_>>(),
                    "failures": a.failures.iter().map(|(x, e)| json!({"node": x, "error": e})).collect::<Vec<_>>()})
         );
@@ -200,10 +201,8 @@ async fn sync(cluster: &Path, json: bool) -> Result<ExitCode, Failure> {
             println!("node {x}: FAILED: {e}");
         }
         println!(
-            "ledger: {} entries, {} audit logs anchored, cosigned by nodes {:?}",
-            a.head.head.size,
-            a.head.head.size - a.first,
-            a.cosigners
+            "ledger: {} entries, audit logs of nodes {:?} anchored, cosigned by nodes {:?}",
+            a.head.head.size, a.anchored, a.cosigners
         );
     }
     Ok(exit(a.failures.is_empty()))

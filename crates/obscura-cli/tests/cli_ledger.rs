@@ -158,8 +158,8 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
     );
     assert_eq!(cosigners(&v), [1, 2, 3, 4, 5, 6]);
     assert_eq!(
-        (v["size"].as_u64(), v["anchored"].as_u64()),
-        (Some(10), Some(6)),
+        (v["size"].as_u64(), v["anchored"].clone()),
+        (Some(11), serde_json::json!([1, 2, 3, 4, 5, 6])),
         "{v}"
     );
 
@@ -173,7 +173,7 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
         cluster,
         "--json",
     ]));
-    assert_eq!(v["size"], 11, "{v}");
+    assert_eq!(v["size"], 12, "{v}");
     assert_eq!(
         (
             v["state"]["images"].as_u64(),
@@ -188,11 +188,11 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
         .map(|e| e["transition"].as_str().unwrap())
         .collect();
     let mut expected = vec!["image registered"; 3];
-    expected.push("work approved");
+    expected.extend(["work approved", "synced"]);
     expected.extend(["audit checkpoint"; 6]);
     expected.push("image deleted");
     assert_eq!(kinds, expected);
-    let anchor = v["entries"][6]["fields"].clone();
+    let anchor = v["entries"][7]["fields"].clone();
     assert_eq!(anchor["node"], 3, "{v}");
     let (ok, v) = verify(cluster, &[]);
     assert!(ok, "{v}");
@@ -200,7 +200,7 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
         let kept: CosignedHead =
             serde_json::from_slice(&std::fs::read(dir.join("client/ledger-head.json")).unwrap())
                 .unwrap();
-        assert_eq!(kept.head.size, 11);
+        assert_eq!(kept.head.size, 12);
         kept.head
     };
 
@@ -234,7 +234,7 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
     );
     assert_eq!(v["nodes"][0]["ok"], true, "{v}");
 
-    // Four of six nodes (a majority) cosign another history of eleven entries, and show it to
+    // Four of six nodes (a majority) cosign another history of twelve entries, and show it to
     // some client: this client, shown that head, names the four.
     let forged = TreeHead {
         root: [0x5a; 32],
@@ -267,14 +267,14 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
     };
     edit(&|txn| {
         let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ledger");
-        txn.open_table(def).unwrap().remove(10).unwrap();
+        txn.open_table(def).unwrap().remove(11).unwrap();
     });
     let out = obscura(&["node", "run", dir.join("node2/node.json").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out).contains("cut or rewritten"), "{}", text(&out));
 
     // It also drops the head it kept and starts: clients name it, by the signature it gave
-    // on the head of eleven entries.
+    // on the head of twelve entries.
     edit(&|txn| {
         let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
         txn.open_table(def)
@@ -294,4 +294,31 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
         "{v}"
     );
     assert_eq!(v["nodes"][0]["ok"], true, "{v}");
+
+    // A sync brings node 2 back and anchors every log again, node 3's shorter one too: the
+    // earlier anchor still names node 3's cut to a client that never saw its log.
+    let v = json_of(&obscura(&[
+        "ledger",
+        "sync",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
+    assert_eq!(
+        v["caught_up"],
+        serde_json::json!([{"node": 2, "from": 11}]),
+        "{v}"
+    );
+    assert_eq!(v["anchored"], serde_json::json!([1, 2, 3, 4, 5, 6]), "{v}");
+    std::fs::remove_file(dir.join("client/audit-heads.json")).unwrap();
+    let out = obscura(&["audit", "verify", "--cluster", cluster, "--json"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = v["nodes"][2]["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!("entry {anchored} as it anchored it")),
+        "{v}"
+    );
+    let (ok, v) = verify(cluster, &[]);
+    assert!(ok, "{v}");
 }

@@ -102,7 +102,7 @@ fn check_node(
     node: u8,
     log: Result<AuditLog, Fault>,
     known: Option<&Head>,
-    anchored: Option<(u64, [u8; 32])>,
+    anchored: &[(u64, [u8; 32])],
 ) -> Result<(AuditReport, Head), LogFault> {
     let key = audit_key(dir, node)?;
     let log = log?;
@@ -133,8 +133,9 @@ fn check_node(
             return Err(LogFault::Rewritten(h.seq));
         }
     }
-    // The checkpoint the node anchored in the ledger, which every client sees alike.
-    if let Some((seq, hash)) = anchored {
+    // Every checkpoint the node anchored in the ledger, which every client sees alike: a log
+    // cut and anchored again still misses the earlier anchors.
+    for &(seq, hash) in anchored {
         if entries.get(seq as usize).is_none_or(|e| e.hash != hash) {
             return Err(LogFault::Unanchored(seq));
         }
@@ -174,13 +175,18 @@ pub async fn verify_cluster(
     let mut heads = read_heads(&path)?;
     // The checkpoints the nodes anchored in the ledger; a ledger that cannot be read (a user
     // without the role) anchors nothing, and the pins above still hold.
-    let anchors = match crate::ledger::verify(dir, client, &[]).await {
-        Ok(v) => v.state().checkpoints.clone(),
-        Err(_) => BTreeMap::new(),
-    };
+    let mut anchors: BTreeMap<u8, Vec<(u64, [u8; 32])>> = BTreeMap::new();
+    if let Ok(v) = crate::ledger::verify(dir, client, &[]).await {
+        for e in &v.entries {
+            if let obscura_ledger::entry::Transition::Checkpoint { node, seq, head } = e.transition
+            {
+                anchors.entry(node).or_default().push((seq, head));
+            }
+        }
+    }
     let mut verdicts = Vec::new();
     for (node, log) in client.audit_logs().await {
-        let anchored = anchors.get(&node).copied();
+        let anchored = anchors.get(&node).map_or(&[][..], Vec::as_slice);
         let outcome = match check_node(dir, node, log, heads.get(&node), anchored) {
             Ok((report, head)) => {
                 heads.insert(node, head);
@@ -283,33 +289,33 @@ mod tests {
         .unwrap();
         let store = Store::open(&dir.join("store.redb"), 1).unwrap();
         let first = log_of(&store, &key, 3);
-        let (_, head) = check_node(&dir, 1, Ok(first.clone()), None, None).unwrap();
+        let (_, head) = check_node(&dir, 1, Ok(first.clone()), None, &[]).unwrap();
         assert_eq!(head.seq, first.checkpoint);
 
         // Entries after the kept checkpoint may change (a crash loses them): not a rewrite.
         let mut cut = first.clone();
         cut.entries.truncate(head.seq as usize + 1);
         let second = log_of(&store, &key, 2);
-        assert!(check_node(&dir, 1, Ok(second.clone()), Some(&head), None).is_ok());
-        let (_, head) = check_node(&dir, 1, Ok(second.clone()), Some(&head), None).unwrap();
+        assert!(check_node(&dir, 1, Ok(second.clone()), Some(&head), &[]).is_ok());
+        let (_, head) = check_node(&dir, 1, Ok(second.clone()), Some(&head), &[]).unwrap();
         assert_eq!(head.seq, second.checkpoint);
 
         // A node that says it signed where its log shows no checkpoint fails, and so does one
         // that names an older checkpoint than the one kept (to move the pin back, then cut).
         let mut lying = second.clone();
         lying.checkpoint -= 1;
-        let e = check_node(&dir, 1, Ok(lying), Some(&head), None).unwrap_err();
+        let e = check_node(&dir, 1, Ok(lying), Some(&head), &[]).unwrap_err();
         assert!(matches!(e, LogFault::NoCheckpoint(_)), "{e}");
         let mut older = second.clone();
         older.checkpoint = first.checkpoint;
-        let e = check_node(&dir, 1, Ok(older), Some(&head), None).unwrap_err();
+        let e = check_node(&dir, 1, Ok(older), Some(&head), &[]).unwrap_err();
         assert!(matches!(e, LogFault::OlderCheckpoint { .. }), "{e}");
 
         // A log cut back to its first checkpoint, valid and signed, fails: the second was kept.
-        let e = check_node(&dir, 1, Ok(cut.clone()), Some(&head), None).unwrap_err();
+        let e = check_node(&dir, 1, Ok(cut.clone()), Some(&head), &[]).unwrap_err();
         assert!(matches!(e, LogFault::OlderCheckpoint { .. }), "{e}");
         cut.checkpoint = head.seq;
-        let e = check_node(&dir, 1, Ok(cut), Some(&head), None).unwrap_err();
+        let e = check_node(&dir, 1, Ok(cut), Some(&head), &[]).unwrap_err();
         assert!(matches!(e, LogFault::NoCheckpoint(_)), "{e}");
         drop(store);
         std::fs::remove_dir_all(&dir).ok();

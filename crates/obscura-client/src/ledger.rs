@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 use obscura_ledger::entry::{Authors, Entry, State, Transition};
 use obscura_ledger::head::{Cosignature, CosignedHead, Cosigners, HeadError, TreeHead, View};
-use obscura_ledger::merkle::{verify_consistency, Frontier, Hash};
+use obscura_ledger::merkle::{Frontier, Hash};
 use obscura_ledger::replica::{log_id, majority, Replica};
 use obscura_proto::{limits, NodeBody, ResponseBody};
 
@@ -170,21 +170,8 @@ fn write_edge(head_path: &Path, edge: &Frontier) -> Result<(), obscura_cluster::
 #[derive(Clone, Debug)]
 struct Heads {
     own: TreeHead,
-    own_proof: Vec<Hash>,
-    frontier: Frontier,
+    cosignature: Cosignature,
     cosigned: Option<CosignedHead>,
-}
-
-/// Whether a head of `new` is a consistent extension of (or older than, and consistent with)
-/// `last`, by `proof`.
-fn consistent(last: Option<&TreeHead>, new: &TreeHead, proof: &[Hash]) -> bool {
-    match last {
-        None => true,
-        Some(old) if new.size >= old.size => {
-            verify_consistency(old.size, new.size, &old.root, &new.root, proof)
-        }
-        Some(old) => verify_consistency(new.size, old.size, &new.root, &old.root, proof),
-    }
 }
 
 impl Client {
@@ -209,16 +196,9 @@ impl Client {
                         if h.own.log != *log || cosigners.signers(&one) != [x] {
                             return Err("its ledger head is not signed by it".to_string());
                         }
-                        if h.own_proof.len() > limits::MAX_LEDGER_PROOF {
-                            return Err("its proof is longer than any tree's".to_string());
-                        }
-                        let frontier = Frontier::from_peaks(h.own.size, h.frontier)
-                            .filter(|f| f.root() == h.own.root)
-                            .ok_or("the edge of its tree does not give its head")?;
                         Ok(Heads {
                             own: h.own,
-                            own_proof: h.own_proof,
-                            frontier,
+                            cosignature: h.cosignature,
                             cosigned: h.cosigned,
                         })
                     }
@@ -227,6 +207,16 @@ impl Client {
                 (x, r)
             })
             .collect()
+    }
+
+    /// Node `x`'s entries `from..to`, unchecked: the nodes they go to check them.
+    async fn ledger_entries_from(&self, x: u8, from: u64, to: u64) -> Result<Vec<Entry>, Fault> {
+        let mut out: Vec<Entry> = Vec::new();
+        while from + (out.len() as u64) < to {
+            let at = from + out.len() as u64;
+            out.extend(self.ledger_page(x, at, to - at).await?);
+        }
+        Ok(out)
     }
 
     /// One page of node `x`'s entries from `from`, at most `max`.
@@ -281,6 +271,50 @@ async fn fetch_checked(
     Ok((out, tree))
 }
 
+/// The newest head a majority of `cosigners` signed, of those `kept` (this client's) and
+/// each node's: the head it kept, and its own signed head together with the others' of the
+/// same size and root. Two of one size with different roots are a split view.
+fn newest_majority_head<'a>(
+    kept: Option<&CosignedHead>,
+    heads: impl Iterator<Item = (u8, &'a Heads)>,
+    log: &[u8; 32],
+    cosigners: &Cosigners,
+) -> Result<Option<CosignedHead>, LedgerError> {
+    let mut seen: Vec<CosignedHead> = kept.into_iter().cloned().collect();
+    let mut own: BTreeMap<(u64, Hash), CosignedHead> = BTreeMap::new();
+    for (_, h) in heads {
+        seen.extend(h.cosigned.clone());
+        own.entry((h.own.size, h.own.root))
+            .or_insert_with(|| CosignedHead {
+                head: h.own,
+                cosignatures: Vec::new(),
+            })
+            .cosignatures
+            .push(h.cosignature.clone());
+    }
+    seen.extend(own.into_values());
+    let mut best: Option<(CosignedHead, Vec<u8>)> = None;
+    for c in seen {
+        let signers = cosigners.signers(&c);
+        if c.head.log != *log || signers.len() < cosigners.quorum {
+            continue;
+        }
+        match &best {
+            Some((b, bs)) if b.head.size == c.head.size && b.head.root != c.head.root => {
+                return Err(HeadError::SplitView {
+                    nodes: signers.iter().filter(|x| bs.contains(x)).copied().collect(),
+                    first: Box::new(b.clone()),
+                    second: Box::new(c),
+                }
+                .into());
+            }
+            Some((b, _)) if b.head.size >= c.head.size => {}
+            _ => best = Some((c, signers)),
+        }
+    }
+    Ok(best.map(|(c, _)| c))
+}
+
 /// What an append did.
 #[derive(Debug)]
 pub struct Appended {
@@ -294,6 +328,8 @@ pub struct Appended {
     pub caught_up: Vec<(u8, u64)>,
     /// Nodes that did not cosign it, and why.
     pub failures: Vec<(u8, String)>,
+    /// Nodes whose audit logs were anchored ([`anchor_audit_logs`]).
+    pub anchored: Vec<u8>,
 }
 
 /// Append `transitions` to the ledger of the cluster in `dir`, as its data owner, and accept
@@ -321,48 +357,62 @@ pub async fn append(
     .await
 }
 
-/// Anchor every node's audit log in the ledger: each node that answers signs a checkpoint of
-/// its log now, as its own entry, and they are appended after the owner's. A log rewritten
-/// before its anchored checkpoint is caught by every client that verifies it afterwards, not
-/// only by one that saw the log before. Data owner only.
+/// Bring every node up to date and anchor its audit log in the ledger: the owner's entry
+/// recording the sync (which also replaces what no majority took), then each node's own entry
+/// with a checkpoint of its log now, one append each, so that a node that does not answer, or
+/// answers an entry the others refuse, leaves only its own log unanchored. A log cut or
+/// rewritten before an anchor is caught by every client that verifies it afterwards, not only
+/// by one that saw the log before. Data owner only.
 ///
 /// # Errors
-/// As [`append`].
+/// As [`append`], for the owner's entry; each node's failure is in [`Appended::failures`].
 pub async fn anchor_audit_logs(dir: &Path, client: &Client) -> Result<Appended, LedgerError> {
-    if client.owner.is_none() {
-        return Err(LedgerError::NotOwner);
-    }
+    let at = crate::unix_now();
+    let mut done = append(dir, client, vec![Transition::Synced { at }]).await?;
     let authors = authors(dir, client)?;
-    append_entries(dir, client, async |log, tree| {
-        // One node at a time: each signs for the next place, after the entries before it.
-        let mut entries: Vec<Entry> = Vec::new();
-        for x in 1..=client.n() as u8 {
+    for x in 1..=client.n() as u8 {
+        let anchored = append_entries(dir, client, async |log, tree| {
             let (seq, prev) = (tree.size(), tree.root());
             let answer = client
                 .call_some(vec![(x, NodeBody::LedgerCheckpoint { seq, prev })])
                 .await
                 .pop()
                 .map(|a| a.1);
-            let Some(Ok(ResponseBody::LedgerEntries {
-                entries: signed, ..
-            })) = answer
-            else {
-                continue;
+            let signed = match answer {
+                Some(Ok(ResponseBody::LedgerEntries { entries, .. })) => entries,
+                Some(Err(e)) => return Err(LedgerError::NoHistory(e.to_string())),
+                _ => Vec::new(),
             };
-            if let [e] = signed.as_slice() {
-                let fits = e.seq == seq
+            match signed.as_slice() {
+                [e] if e.seq == seq
                     && e.author == x
                     && matches!(e.transition, Transition::Checkpoint { node, .. } if node == x)
-                    && e.signed(&log, &prev, &authors);
-                if fits {
+                    && e.signed(&log, &prev, &authors) =>
+                {
                     tree.push(&e.leaf());
-                    entries.push(e.clone());
+                    Ok(vec![e.clone()])
                 }
+                _ => Err(LedgerError::NoHistory(
+                    "it did not answer its own signed checkpoint for the place asked".into(),
+                )),
             }
+        })
+        .await;
+        match anchored {
+            Ok(a) => {
+                done.anchored.push(x);
+                done.head = a.head;
+                done.cosigners = a.cosigners;
+                done.failures.extend(a.failures);
+            }
+            Err(e) => done
+                .failures
+                .push((x, format!("its audit log was not anchored: {e}"))),
         }
-        Ok(entries)
-    })
-    .await
+    }
+    done.failures.sort();
+    done.failures.dedup();
+    Ok(done)
 }
 
 /// The append itself: `make(log, tree)` gives the entries for the places after `tree` (the
@@ -381,138 +431,111 @@ async fn append_entries(
     let last = view.last().map(|c| c.head);
     let since = last.map_or(0, |h| h.size);
 
-    // Every node's signed head. Those that extend the last head accepted are candidates for
-    // the history to write after; those behind it (down for a while) join if that history
-    // holds their head.
+    // Every node's signed head, and the newest head a majority signed: the one kept, one a
+    // node kept, or the nodes' own heads when a majority of them are the same. Entries past it
+    // were taken by no majority (an append that did not complete, or a node's own making):
+    // they are neither relayed nor built on, and the owner's new entries replace them.
     let mut failures = Vec::new();
-    let mut ahead: BTreeMap<u8, Heads> = BTreeMap::new();
-    let mut behind: BTreeMap<u8, Heads> = BTreeMap::new();
-    for (x, heads) in client.ledger_heads(since, &log, &cosigners).await {
-        match heads {
-            Err(e) => failures.push((x, e)),
-            Ok(h) if h.own.size < since => {
-                behind.insert(x, h);
+    let heads: BTreeMap<u8, Heads> = client
+        .ledger_heads(since, &log, &cosigners)
+        .await
+        .into_iter()
+        .filter_map(|(x, h)| match h {
+            Ok(h) => Some((x, h)),
+            Err(e) => {
+                failures.push((x, e));
+                None
             }
-            Ok(h) if consistent(last.as_ref(), &h.own, &h.own_proof) => {
-                ahead.insert(x, h);
-            }
-            Ok(h) => failures.push((
-                x,
-                format!(
-                    "its ledger of {} entries is not shown to extend the head accepted last",
-                    h.own.size
-                ),
-            )),
-        }
-    }
+        })
+        .collect();
+    let committed = newest_majority_head(
+        view.last(),
+        heads.iter().map(|(x, h)| (*x, h)),
+        &log,
+        &cosigners,
+    )?;
+    let target = committed.as_ref().map(|c| c.head);
+    let size = target.map_or(0, |t| t.size);
 
-    // The history: the longest candidate whose entries check. They are checked from an edge
-    // known to be of the history: the lowest node behind the last head that the candidate's
-    // proof shows part of it, else the kept head's own edge, else the empty ledger.
-    let kept_edge = read_edge(&path, last.as_ref());
-    let mut order: Vec<u8> = ahead.keys().copied().collect();
-    order.sort_by_key(|x| (std::cmp::Reverse(ahead[x].own.size), *x));
+    // Entries up to it, from a node that holds them, checked from an edge this client trusts
+    // (its kept head's, or the empty ledger): each at its place, signed by its author after the
+    // history before it, together giving the majority's root, and the kept head on the way.
+    let start = read_edge(&path, last.as_ref());
+    let lowest = heads
+        .values()
+        .map(|h| h.own.size)
+        .filter(|s| *s < size)
+        .min()
+        .unwrap_or(size)
+        .min(start.size());
+    let mut order: Vec<u8> = heads
+        .iter()
+        .filter(|(_, h)| h.own.size >= size)
+        .map(|(x, _)| *x)
+        .collect();
+    order.sort_by_key(|x| (heads[x].own.size != size, *x));
     let mut chosen = None;
     for source in order {
-        let top = ahead[&source].own;
-        let mut proven: Vec<(u8, &Heads)> = Vec::new();
-        for (&x, h) in &behind {
-            let proof = match client
-                .call_some(vec![(source, NodeBody::LedgerHead { since: h.own.size })])
-                .await
-                .pop()
-                .map(|a| a.1)
-            {
-                Some(Ok(ResponseBody::LedgerHead(p))) if p.own == top => p.own_proof,
-                _ => continue,
-            };
-            if verify_consistency(h.own.size, top.size, &h.own.root, &top.root, &proof) {
-                proven.push((x, h));
+        let below = match client
+            .ledger_entries_from(source, lowest, start.size())
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                failures.push((source, e.to_string()));
+                continue;
             }
-        }
-        let start = proven
-            .iter()
-            .min_by_key(|(_, h)| h.own.size)
-            .map_or(kept_edge.clone(), |(_, h)| h.frontier.clone());
+        };
         let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
-        roots.insert(start.size(), start.root());
         let fetched = fetch_checked(
             client,
             source,
             &authors,
             &log,
             start.clone(),
-            top.size,
-            |size, root| {
-                roots.insert(size, *root);
+            size,
+            |at, root| {
+                roots.insert(at, *root);
             },
         )
         .await;
-        let on_last = last.is_none_or(|l| roots.get(&l.size).is_none_or(|r| *r == l.root));
         match fetched {
-            Ok((missing, tree)) if tree.root() == top.root && on_last => {
-                chosen = Some((source, top, start.size(), missing, tree, roots, proven));
+            Ok((above, tree))
+                if target.is_none_or(|t| tree.root() == t.root)
+                    && last.is_none_or(|l| roots.get(&l.size).is_none_or(|r| *r == l.root)) =>
+            {
+                let mut missing = below;
+                missing.extend(above);
+                chosen = Some((missing, tree));
                 break;
             }
             Ok(_) => failures.push((
                 source,
-                "its entries do not give the head it signed".to_string(),
+                "its entries do not give the head a majority signed".to_string(),
             )),
             Err(e) => failures.push((source, e)),
         }
     }
-    let Some((source, top, lowest, missing, mut tree, roots, proven)) = chosen else {
+    let Some((missing, mut tree)) = chosen else {
         return Err(LedgerError::NoHistory(describe(&failures)));
     };
-    for (x, h) in &behind {
-        if !proven.iter().any(|(p, _)| p == x) {
-            failures.push((
-                *x,
-                format!(
-                    "its ledger of {} entries is not shown to be part of the history",
-                    h.own.size
-                ),
-            ));
-        }
-    }
-    let members = ahead
-        .iter()
-        .map(|(x, h)| (*x, h))
-        .chain(proven.iter().copied());
 
-    // Each node on that history gets what it lacks; one off it, or past it, gets nothing.
-    let first = top.size;
+    // Each node gets what it lacks up to the majority's head, then the new entries; a node past
+    // that head gets the new entries, which replace what no majority took.
+    let first = size;
     let new = make(log, &mut tree).await?;
     let expected = tree.root();
     let mut plan: BTreeMap<u8, Vec<Entry>> = BTreeMap::new();
     let mut caught_up = Vec::new();
-    for (x, h) in members {
-        let x = &x;
-        if h.own.size > top.size {
-            failures.push((
-                *x,
-                format!(
-                    "it holds {} entries, past the {} of the history node {source} shows",
-                    h.own.size, top.size
-                ),
-            ));
-        } else if roots.get(&h.own.size) != Some(&h.own.root) {
-            failures.push((
-                *x,
-                format!(
-                    "its ledger of {} entries is another history than node {source}'s",
-                    h.own.size
-                ),
-            ));
+    for (x, h) in &heads {
+        let mut entries = if h.own.size < size {
+            caught_up.push((*x, h.own.size));
+            missing[(h.own.size - lowest) as usize..].to_vec()
         } else {
-            let skip = (h.own.size - lowest) as usize;
-            let mut entries = missing[skip..].to_vec();
-            entries.extend(new.iter().cloned());
-            if h.own.size < top.size {
-                caught_up.push((*x, h.own.size));
-            }
-            plan.insert(*x, entries);
-        }
+            Vec::new()
+        };
+        entries.extend(new.iter().cloned());
+        plan.insert(*x, entries);
     }
 
     // Send each node its entries, a page at a time; its last answer cosigns its head.
@@ -616,6 +639,7 @@ async fn append_entries(
         head,
         caught_up,
         failures,
+        anchored: Vec::new(),
     })
 }
 
@@ -693,11 +717,18 @@ pub async fn verify(
 
     // Every head a majority cosigned, with its signers.
     let mut seen: Vec<CosignedHead> = kept.iter().cloned().collect();
-    for (_, h) in &heads {
-        if let Ok(h) = h {
-            seen.extend(h.cosigned.clone());
-        }
+    let mut own: BTreeMap<(u64, Hash), CosignedHead> = BTreeMap::new();
+    for h in heads.iter().filter_map(|(_, h)| h.as_ref().ok()) {
+        seen.extend(h.cosigned.clone());
+        own.entry((h.own.size, h.own.root))
+            .or_insert_with(|| CosignedHead {
+                head: h.own,
+                cosignatures: Vec::new(),
+            })
+            .cosignatures
+            .push(h.cosignature.clone());
     }
+    seen.extend(own.into_values());
     seen.extend(shown.iter().cloned());
     let mut valid: Vec<(CosignedHead, Vec<u8>)> = Vec::new();
     for c in seen {

@@ -179,6 +179,8 @@ impl Progress {
 /// 2-of-3 keepers) run as `obscura node run` and `obscura keeper run` processes on loopback, in
 /// a scratch folder removed afterwards unless kept.
 pub struct LocalCluster {
+    /// Its nodes.
+    n: usize,
     pub scratch: Scratch,
     pub dir: PathBuf,
     pub tokens: TokenKind,
@@ -195,6 +197,16 @@ pub const OPERATOR: &str = "operator";
 impl LocalCluster {
     /// Create the cluster in a fresh folder named after `what` and start its nodes and keepers.
     pub fn start(what: &str, keep: bool, tokens: TokenKind) -> Result<LocalCluster, Error> {
+        Self::start_with_nodes(what, keep, tokens, obscura_cluster::deal::DEFAULT_NODES)
+    }
+
+    /// [`start`](Self::start) with `n` nodes (and the default threshold).
+    pub fn start_with_nodes(
+        what: &str,
+        keep: bool,
+        tokens: TokenKind,
+        n: usize,
+    ) -> Result<LocalCluster, Error> {
         let scratch = Scratch {
             dir: std::env::temp_dir().join(format!(
                 "obscura-{what}-{}-{:08x}",
@@ -206,10 +218,7 @@ impl LocalCluster {
         let dir = scratch.dir.join("cluster");
         std::fs::create_dir_all(&scratch.dir)
             .map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
-        let (n, k) = (
-            obscura_cluster::deal::DEFAULT_NODES,
-            obscura_cluster::deal::DEFAULT_THRESHOLD,
-        );
+        let k = obscura_cluster::deal::DEFAULT_THRESHOLD;
         let base_port = free_base_port(n as u16 + 3)?;
         let mut opt = obscura_cluster::deal::InitOptions::new(
             n,
@@ -226,6 +235,7 @@ impl LocalCluster {
         obscura_cluster::deal::init(&dir, &opt).map_err(|e| e.to_string())?;
         let running = local::Running::start(&dir, Some(&scratch.dir))?;
         Ok(LocalCluster {
+            n,
             scratch,
             dir,
             tokens,
@@ -250,7 +260,7 @@ impl LocalCluster {
 
     /// How many nodes the cluster has.
     pub fn nodes(&self) -> usize {
-        obscura_cluster::deal::DEFAULT_NODES
+        self.n
     }
 
     /// Each running node's and keeper's resident memory in bytes.

@@ -75,6 +75,12 @@ pub enum Transition {
         /// The run it counted.
         run: u32,
     },
+    /// The owner brought the nodes up to date and asked each to anchor its audit log (the
+    /// anchors follow, each its node's own entry).
+    Synced {
+        /// When (the owner's clock, Unix seconds).
+        at: u64,
+    },
     /// A node's audit log reached a head (written by that node).
     Checkpoint {
         /// The node.
@@ -189,6 +195,8 @@ pub enum Undo {
     Run(Hash, u8, Option<u32>),
     /// A node's checkpoint before.
     Checkpoint(u8, Option<(u64, Hash)>),
+    /// Nothing but the count of entries.
+    Nothing,
 }
 
 /// The cluster state the entries build.
@@ -358,6 +366,10 @@ impl State {
                 let was = self.runs.insert((*work, *node), *run);
                 Undo::Run(*work, *node, was)
             }
+            Transition::Synced { .. } => {
+                owner_only("records a sync")?;
+                Undo::Nothing
+            }
             Transition::Checkpoint { node, seq, head } => {
                 own_node(*node)?;
                 if let Some((last, _)) = self.checkpoints.get(node) {
@@ -413,6 +425,7 @@ impl State {
                     self.runs.remove(&(work, node));
                 }
             },
+            Undo::Nothing => {}
             Undo::Checkpoint(node, was) => match was {
                 Some(v) => {
                     self.checkpoints.insert(node, v);

@@ -420,3 +420,128 @@ fn names_past_the_limit_are_refused() {
     assert!(refused.unwrap_err().why.contains("over 64 bytes"));
     assert_eq!(state, State::default());
 }
+
+#[test]
+fn a_refused_batch_undoes_every_kind_of_transition_exactly() {
+    use obscura_ledger::merkle::Frontier;
+    use obscura_ledger::replica::Replica;
+
+    let p = Parties::new();
+    let mut replica = Replica::new(p.authors());
+    let log = replica.log();
+    let work = [5u8; 32];
+    let chain = |after: &Frontier, ts: Vec<(u8, Transition)>| -> Vec<Entry> {
+        let mut tree = after.clone();
+        ts.into_iter()
+            .map(|(author, t)| {
+                let e = Entry::sign(&log, tree.size(), &tree.root(), author, t, p.key(author));
+                tree.push(&e.leaf());
+                e
+            })
+            .collect()
+    };
+    let grant = |user: &str, role: &str| Transition::Granted {
+        user: user.into(),
+        role: role.into(),
+    };
+    let before = chain(
+        &Frontier::default(),
+        vec![
+            (
+                0,
+                Transition::ImageRegistered {
+                    image: [1; 16],
+                    manifest: [1; 32],
+                },
+            ),
+            (0, Transition::KeyVersion { version: 2 }),
+            (0, grant("ana", "querier")),
+            (0, grant("bob", "auditor")),
+            (
+                0,
+                Transition::WorkApproved {
+                    work,
+                    expires_at: 10,
+                    max_runs: 3,
+                },
+            ),
+            (
+                1,
+                Transition::WorkRun {
+                    work,
+                    node: 1,
+                    run: 1,
+                },
+            ),
+            (
+                2,
+                Transition::Checkpoint {
+                    node: 2,
+                    seq: 4,
+                    head: [4; 32],
+                },
+            ),
+        ],
+    );
+    replica.append(&before).unwrap();
+    let state = replica.state().clone();
+    let head = replica.head();
+
+    // Every kind changed, a role granted again, a user's last role revoked, then a rule
+    // broken: all of it undone.
+    let batch = chain(
+        replica.frontier(),
+        vec![
+            (0, Transition::ImageDeleted { image: [1; 16] }),
+            (
+                0,
+                Transition::ImageRegistered {
+                    image: [2; 16],
+                    manifest: [2; 32],
+                },
+            ),
+            (0, Transition::KeyVersion { version: 3 }),
+            (0, grant("ana", "querier")),
+            (0, grant("ana", "owner")),
+            (
+                0,
+                Transition::Revoked {
+                    user: "bob".into(),
+                    role: "auditor".into(),
+                },
+            ),
+            (
+                0,
+                Transition::WorkApproved {
+                    work,
+                    expires_at: 20,
+                    max_runs: 5,
+                },
+            ),
+            (
+                1,
+                Transition::WorkRun {
+                    work,
+                    node: 1,
+                    run: 2,
+                },
+            ),
+            (
+                2,
+                Transition::Checkpoint {
+                    node: 2,
+                    seq: 8,
+                    head: [8; 32],
+                },
+            ),
+            (0, Transition::Synced { at: 1 }),
+            (0, Transition::KeyVersion { version: 1 }),
+        ],
+    );
+    assert!(replica.append(&batch).is_err());
+    assert_eq!(replica.state(), &state);
+    assert_eq!(replica.head(), head);
+    // Without the broken one, it is taken whole.
+    assert_eq!(replica.append(&batch[..10]), Ok(10));
+    assert_ne!(replica.state(), &state);
+}

@@ -143,7 +143,18 @@ async fn every_node_takes_an_entry_only_from_its_author_at_its_place_under_its_r
         append(&node, vec![first.clone()]).await,
         ResponseBody::LedgerAppended(a) if a.head.size == 1
     ));
-    let other = c.entry(0, 0, registered(2), &owner);
+    // (A node's entry in a held place; the owner's would replace it, as no majority head
+    // covers it yet: see `only_the_owners_entry_replaces_what_no_majority_took_…`.)
+    let other = c.entry(
+        0,
+        2,
+        Transition::Checkpoint {
+            node: 2,
+            seq: 1,
+            head: [1; 32],
+        },
+        &c.nodes[1],
+    );
     let gap = c.entry(3, 0, registered(2), &owner);
     let unknown = c.entry(1, 0, Transition::ImageDeleted { image: [9; 16] }, &owner);
     for (bad, why) in [
@@ -303,5 +314,102 @@ async fn a_node_keeps_only_a_majority_head_of_its_own_history_and_a_cut_store_do
         t.insert(2, last.as_slice()).unwrap();
     });
     node.serve_again().await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_owners_entry_replaces_what_no_majority_took_and_never_what_one_did() {
+    let node = TestNode::start("ledger-replace").await;
+    let mut c = Cluster::of(&node);
+    let owner = node.owner.clone();
+    let cosigned = |h: CosignedHead| TestNode::request(NodeBody::LedgerCosigned { head: h });
+
+    // Two entries, a majority's head over them kept.
+    let two = c.chain(&owner, vec![registered(1), registered(2)]);
+    assert!(matches!(
+        append(&node, two.clone()).await,
+        ResponseBody::LedgerAppended(_)
+    ));
+    c.replica.append(&two).unwrap();
+    let kept = c.replica.head();
+    let (_, body) = node.send(&cosigned(c.cosigned(kept, &[1, 2, 3]))).await;
+    assert_eq!(body, ResponseBody::Ok);
+
+    // A third the owner wrote in an append no majority cosigned, then node 2's own entry
+    // after it: the node holds four, two of them past the majority's head.
+    let mut pending = c.clone_empty();
+    pending.replica.append(&two).unwrap();
+    let third = pending.chain(&owner, vec![registered(3)]);
+    pending.replica.append(&third).unwrap();
+    let mut tree = pending.replica.frontier().clone();
+    let anchor = Entry::sign(
+        &c.replica.log(),
+        3,
+        &tree.root(),
+        2,
+        Transition::Checkpoint {
+            node: 2,
+            seq: 5,
+            head: [5; 32],
+        },
+        &c.nodes[1],
+    );
+    tree.push(&anchor.leaf());
+    let mut four = third.clone();
+    four.push(anchor);
+    assert!(matches!(
+        append(&node, four).await,
+        ResponseBody::LedgerAppended(a) if a.head.size == 4
+    ));
+
+    // Node 3's entry in place of the third: refused, only the owner replaces.
+    let mut tree = c.replica.frontier().clone();
+    let other = Entry::sign(
+        &c.replica.log(),
+        2,
+        &tree.root(),
+        3,
+        Transition::Checkpoint {
+            node: 3,
+            seq: 9,
+            head: [9; 32],
+        },
+        &c.nodes[2],
+    );
+    let (_, message) = refusal(&append(&node, vec![other]).await);
+    assert!(
+        message.contains("only the owner's entry replaces it"),
+        "{message}"
+    );
+
+    // The owner's entry in place of one under the majority's head: refused.
+    let mut early = c.clone_empty();
+    early.replica.append(&two[..1]).unwrap();
+    let rewrite = early.chain(&owner, vec![registered(9)]);
+    let (_, message) = refusal(&append(&node, rewrite).await);
+    assert!(
+        message.contains("under the head a majority cosigned"),
+        "{message}"
+    );
+
+    // The owner's entry at the third place replaces the third and node 2's: two plus one.
+    let replacement = c.chain(&owner, vec![Transition::KeyVersion { version: 2 }]);
+    let body = append(&node, replacement.clone()).await;
+    c.replica.append(&replacement).unwrap();
+    assert!(
+        matches!(&body, ResponseBody::LedgerAppended(a) if a.head == c.replica.head()),
+        "{body:?}"
+    );
+    tree.push(&replacement[0].leaf());
+    assert_eq!(tree.root(), c.replica.head().root);
+
+    // A head of the kept size with another root, once one is kept: refused and named.
+    let forged = TreeHead {
+        root: [0xab; 32],
+        ..kept
+    };
+    let (_, body) = node.send(&cosigned(c.cosigned(forged, &[3, 4, 5]))).await;
+    let (_, message) = refusal(&body);
+    assert!(message.contains("[3, 4, 5]"), "{message}");
     node.stop().await;
 }

@@ -102,6 +102,30 @@ impl Store {
         Ok(())
     }
 
+    /// Drop the ledger entries from position `from` on, durably and with the request's audit
+    /// entry in the same commit: entries no head a majority cosigned covered, replaced by the
+    /// owner's.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure; nothing is dropped.
+    pub fn ledger_truncate(
+        &self,
+        from: u64,
+        request_id: &[u8; 16],
+        detail: &[u8],
+        now: u64,
+    ) -> Result<(), Error> {
+        let db = self.db()?;
+        let txn = begin_durable(&db)?;
+        {
+            let mut table = txn.open_table(LEDGER)?;
+            table.retain_in(from.., |_, _| false)?;
+        }
+        audit::append(&txn, now, AuditKind::Query, request_id, detail)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Keep `head` (an encoded cosigned head) as the last one a quorum cosigned, durably.
     ///
     /// # Errors

@@ -49,6 +49,50 @@ impl NodeState {
             .map_err(auth_error)?;
         // One append at a time: each is checked against the entries before it.
         let mut ledger = self.ledger()?;
+        // An owner's entry in place of one no majority head covers replaces it and all after
+        // it: entries of an append that did not complete, or a node's own that no majority
+        // took. What a majority cosigned is never replaced.
+        let replaced = entries
+            .iter()
+            .find(|e| e.seq < ledger.replica.size() && !ledger.replica.holds(e));
+        if let Some(e) = replaced {
+            let kept = ledger.cosigned.as_ref().map_or(0, |c| c.head.size);
+            let prev = ledger.replica.root_at(e.seq).unwrap_or_default();
+            let owners =
+                e.author == 0 && e.signed(&ledger.replica.log(), &prev, ledger.replica.authors());
+            if e.seq < kept || !owners {
+                return Err(error(
+                    ErrorCode::Rejected,
+                    format!(
+                        "ledger entry {}: this node holds another entry there{}",
+                        e.seq,
+                        if e.seq < kept {
+                            " under the head a majority cosigned"
+                        } else {
+                            ", and only the owner's entry replaces it"
+                        }
+                    ),
+                ));
+            }
+            let detail = format!(
+                "user={} role={} op=ledger-append replaced entries from {} of {}",
+                who.user(),
+                roles::names(acting.role()).join("+"),
+                e.seq,
+                ledger.replica.size()
+            );
+            self.store
+                .ledger_truncate(e.seq, &req.request_id, detail.as_bytes(), now)
+                .map_err(store_error)?;
+            let authors = ledger.replica.authors().clone();
+            match crate::ledger::NodeLedger::load(&self.store, authors.owner, &authors.nodes) {
+                Ok(again) => *ledger = again,
+                Err(why) => {
+                    ledger.broken = true;
+                    return Err(error(ErrorCode::Internal, why));
+                }
+            }
+        }
         let before = ledger.replica.size();
         let added = ledger
             .replica
@@ -216,13 +260,12 @@ impl NodeState {
                 "a head of another cluster's ledger",
             ));
         }
-        // A head no newer than the one kept changes nothing, and costs no signature check.
-        if ledger
-            .cosigned
-            .as_ref()
-            .is_some_and(|c| c.head.size >= head.head.size)
-        {
-            return Ok(ResponseBody::Ok);
+        // A head older than the one kept changes nothing, and costs no signature check; one of
+        // the same size must be the same head.
+        if let Some(c) = &ledger.cosigned {
+            if c.head.size > head.head.size || c.head == head.head {
+                return Ok(ResponseBody::Ok);
+            }
         }
         let signers = ledger.cosigners.signers(head);
         if signers.len() < ledger.cosigners.quorum {
