@@ -322,3 +322,108 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
     let (ok, v) = verify(cluster, &[]);
     assert!(ok, "{v}");
 }
+
+#[test]
+fn a_node_that_makes_up_a_longer_history_of_its_own_entries_is_passed_over_and_overwritten() {
+    use obscura_ledger::entry::{Entry, Transition};
+    use obscura_ledger::merkle::Frontier;
+    use redb::{ReadableDatabase, ReadableTable};
+
+    let dir = init_cluster("ledger-liar");
+    let cluster = dir.to_str().unwrap();
+    let mut up = start(&dir);
+    let photos = three_photos("ledger-liar");
+    let v = json_of(&obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        photos.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(v["ledger"]["size"], 3, "{v}");
+
+    // Node 4's operator appends forty entries of its own to its ledger, each validly signed
+    // with its key after the ones before (anchors of audit heads it never had): the longest
+    // history any node shows, and one no other node took.
+    stop_node(&dir, 4, "TERM");
+    let key = node_audit_key(&dir, 4);
+    let store = dir.join("node4").join("store.redb");
+    let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ledger");
+    let held: Vec<Entry> = {
+        let db = redb::Database::open(&store).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(def).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|r| postcard::from_bytes(r.unwrap().1.value()).unwrap())
+            .collect()
+    };
+    let log = {
+        let kept: CosignedHead =
+            serde_json::from_slice(&std::fs::read(dir.join("client/ledger-head.json")).unwrap())
+                .unwrap();
+        kept.head.log
+    };
+    let mut tree = Frontier::of(&held.iter().map(Entry::leaf).collect::<Vec<_>>());
+    let made_up: Vec<Entry> = (0..40u64)
+        .map(|i| {
+            let e = Entry::sign(
+                &log,
+                tree.size(),
+                &tree.root(),
+                4,
+                Transition::Checkpoint {
+                    node: 4,
+                    seq: 1_000 + i,
+                    head: [0x66; 32],
+                },
+                &key,
+            );
+            tree.push(&e.leaf());
+            e
+        })
+        .collect();
+    {
+        let db = redb::Database::open(&store).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(def).unwrap();
+            for e in &made_up {
+                table
+                    .insert(e.seq, postcard::to_allocvec(e).unwrap().as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    up.restart_node(4);
+    wait_for_status(&dir);
+
+    // The owner's next act is built on the majority's head, not node 4's: its made-up entries
+    // are relayed to no one, and the owner's entry replaces them at node 4 too.
+    let v = json_of(&obscura(&[
+        "ledger",
+        "sync",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
+    assert_eq!(cosigners(&v), [1, 2, 3, 4, 5, 6], "{v}");
+    assert_eq!(v["size"], 3 + 1 + 6, "{v}");
+    let v = json_of(&obscura(&[
+        "ledger",
+        "show",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
+    assert!(!v.to_string().contains(&"66".repeat(32)), "{v}");
+    let (ok, v) = verify(cluster, &[]);
+    assert!(ok, "{v}");
+    assert!(v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["size"] == 10));
+}

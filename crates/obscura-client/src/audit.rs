@@ -85,7 +85,8 @@ fn heads_path(dir: &Path) -> PathBuf {
     dir.join("client").join("audit-heads.json")
 }
 
-fn audit_key(dir: &Path, node: u8) -> Result<VerifyingKey, LogFault> {
+/// Node `node`'s public audit key, from `DIR/nodeN/audit-key.pub`.
+pub(crate) fn audit_key(dir: &Path, node: u8) -> Result<VerifyingKey, LogFault> {
     let path = dir.join(format!("node{node}")).join("audit-key.pub");
     let fault = |reason: String| LogFault::Key {
         path: path.display().to_string(),

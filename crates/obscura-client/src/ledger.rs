@@ -26,7 +26,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::VerifyingKey;
 use obscura_ledger::entry::{Authors, Entry, State, Transition};
 use obscura_ledger::head::{Cosignature, CosignedHead, Cosigners, HeadError, TreeHead, View};
 use obscura_ledger::merkle::{Frontier, Hash};
@@ -77,15 +76,13 @@ pub enum LedgerError {
 fn authors(dir: &Path, client: &Client) -> Result<Authors, LedgerError> {
     let nodes = (1..=client.n() as u8)
         .map(|x| {
-            let path = dir.join(format!("node{x}")).join("audit-key.pub");
-            let fault = |reason: String| LedgerError::Key {
-                path: path.display().to_string(),
-                reason,
-            };
-            let text = std::fs::read_to_string(&path).map_err(|e| fault(e.to_string()))?;
-            obscura_tokens::keyfile::hex32(&text)
-                .and_then(|b| VerifyingKey::from_bytes(&b).ok())
-                .ok_or_else(|| fault("not an Ed25519 public key".into()))
+            crate::audit::audit_key(dir, x).map_err(|e| match e {
+                crate::audit::LogFault::Key { path, reason } => LedgerError::Key { path, reason },
+                other => LedgerError::Key {
+                    path: dir.display().to_string(),
+                    reason: other.to_string(),
+                },
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Authors {
@@ -271,18 +268,16 @@ async fn fetch_checked(
     Ok((out, tree))
 }
 
-/// The newest head a majority of `cosigners` signed, of those `kept` (this client's) and
-/// each node's: the head it kept, and its own signed head together with the others' of the
-/// same size and root. Two of one size with different roots are a split view.
-fn newest_majority_head<'a>(
+/// Every head signed by several nodes that a client sees: the one it kept, the ones the nodes
+/// kept, and the nodes' own heads, those of one size and root together as one head with all
+/// their signatures.
+fn heads_seen<'a>(
     kept: Option<&CosignedHead>,
-    heads: impl Iterator<Item = (u8, &'a Heads)>,
-    log: &[u8; 32],
-    cosigners: &Cosigners,
-) -> Result<Option<CosignedHead>, LedgerError> {
+    heads: impl Iterator<Item = &'a Heads>,
+) -> Vec<CosignedHead> {
     let mut seen: Vec<CosignedHead> = kept.into_iter().cloned().collect();
     let mut own: BTreeMap<(u64, Hash), CosignedHead> = BTreeMap::new();
-    for (_, h) in heads {
+    for h in heads {
         seen.extend(h.cosigned.clone());
         own.entry((h.own.size, h.own.root))
             .or_insert_with(|| CosignedHead {
@@ -293,6 +288,19 @@ fn newest_majority_head<'a>(
             .push(h.cosignature.clone());
     }
     seen.extend(own.into_values());
+    seen
+}
+
+/// The newest head a majority of `cosigners` signed, of those `kept` (this client's) and
+/// each node's: the head it kept, and its own signed head together with the others' of the
+/// same size and root. Two of one size with different roots are a split view.
+fn newest_majority_head<'a>(
+    kept: Option<&CosignedHead>,
+    heads: impl Iterator<Item = (u8, &'a Heads)>,
+    log: &[u8; 32],
+    cosigners: &Cosigners,
+) -> Result<Option<CosignedHead>, LedgerError> {
+    let seen = heads_seen(kept, heads.map(|(_, h)| h));
     let mut best: Option<(CosignedHead, Vec<u8>)> = None;
     for c in seen {
         let signers = cosigners.signers(&c);
@@ -716,19 +724,10 @@ pub async fn verify(
     let heads = client.ledger_heads(since, &log, &cosigners).await;
 
     // Every head a majority cosigned, with its signers.
-    let mut seen: Vec<CosignedHead> = kept.iter().cloned().collect();
-    let mut own: BTreeMap<(u64, Hash), CosignedHead> = BTreeMap::new();
-    for h in heads.iter().filter_map(|(_, h)| h.as_ref().ok()) {
-        seen.extend(h.cosigned.clone());
-        own.entry((h.own.size, h.own.root))
-            .or_insert_with(|| CosignedHead {
-                head: h.own,
-                cosignatures: Vec::new(),
-            })
-            .cosignatures
-            .push(h.cosignature.clone());
-    }
-    seen.extend(own.into_values());
+    let mut seen = heads_seen(
+        kept.as_ref(),
+        heads.iter().filter_map(|(_, h)| h.as_ref().ok()),
+    );
     seen.extend(shown.iter().cloned());
     let mut valid: Vec<(CosignedHead, Vec<u8>)> = Vec::new();
     for c in seen {
