@@ -213,7 +213,10 @@ pub(crate) async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, 
         moved.1,
         moved.1 as f64 / moving_s.max(1e-9),
     );
-    Ok(ExitCode::SUCCESS)
+    // The rotation stands; the ledger records the version every party now uses.
+    let version = obscura_ledger::entry::Transition::KeyVersion { version: to };
+    let (entered, _) = crate::ledger::enter(dir, &client, vec![version], false).await;
+    Ok(crate::exit(entered))
 }
 
 fn sum(state: &[NodeRotation]) -> (u64, u64) {

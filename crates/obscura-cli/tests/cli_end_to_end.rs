@@ -131,6 +131,11 @@ fn init_up_index_search_get_and_failures() {
         said.contains("resuming") && said.contains("rotated to key version 2"),
         "{said}"
     );
+    // The ledger holds the version every party now uses.
+    let out = obscura(&["ledger", "show", "--cluster", cluster, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ledger: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ledger["state"]["key_version"], 2, "{ledger}");
     assert!(!dir.join("rotation.sealed").exists());
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("client.json")).unwrap()).unwrap();
