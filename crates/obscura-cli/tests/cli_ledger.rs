@@ -273,14 +273,13 @@ fn the_ledger_records_the_owners_acts_catches_up_a_node_and_names_rollbacks_and_
     assert!(!out.status.success());
     assert!(text(&out).contains("cut or rewritten"), "{}", text(&out));
 
-    // It also drops the head it kept and starts: clients name it, by the signature it gave
+    // It also drops the heads it kept and committed to, and starts: clients name it, by the signature it gave
     // on the head of twelve entries.
     edit(&|txn| {
         let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
-        txn.open_table(def)
-            .unwrap()
-            .remove("ledger_cosigned")
-            .unwrap();
+        let mut meta = txn.open_table(def).unwrap();
+        meta.remove("ledger_cosigned").unwrap();
+        meta.remove("ledger_committed").unwrap();
     });
     up.restart_node(2);
     wait_for_status(&dir);

@@ -73,6 +73,9 @@ pub enum LogFault {
     /// The entry verified last time differs now.
     #[error("entry {0} differs from the one verified before: the log was rewritten")]
     Rewritten(u64),
+    /// The cluster ledger, which holds the node's anchors, could not be read and checked.
+    #[error("its anchors in the cluster ledger could not be checked: {0}")]
+    Ledger(String),
     /// The checkpoint the node anchored in the cluster ledger is not in its log now.
     #[error(
         "its log no longer holds entry {0} as it anchored it in the cluster ledger: the log \
@@ -176,17 +179,33 @@ pub async fn verify_cluster(
     let mut heads = read_heads(&path)?;
     // The checkpoints the nodes anchored in the ledger; a ledger that cannot be read (a user
     // without the role) anchors nothing, and the pins above still hold.
+    // Every anchor in the ledger. A user whose role may not read the ledger checks without
+    // them (the pins above still hold); any other failure to read it fails every node's log,
+    // rather than pass a log the anchors would have caught.
     let mut anchors: BTreeMap<u8, Vec<(u64, [u8; 32])>> = BTreeMap::new();
-    if let Ok(v) = crate::ledger::verify(dir, client, &[]).await {
-        for e in &v.entries {
-            if let obscura_ledger::entry::Transition::Checkpoint { node, seq, head } = e.transition
-            {
-                anchors.entry(node).or_default().push((seq, head));
+    let unread = match crate::ledger::verify(dir, client, &[]).await {
+        Ok(v) => {
+            for e in &v.entries {
+                if let obscura_ledger::entry::Transition::Checkpoint { node, seq, head } =
+                    e.transition
+                {
+                    anchors.entry(node).or_default().push((seq, head));
+                }
             }
+            None
         }
-    }
+        Err(e) if e.to_string().contains("forbidden") => None,
+        Err(e) => Some(e.to_string()),
+    };
     let mut verdicts = Vec::new();
     for (node, log) in client.audit_logs().await {
+        if let Some(why) = &unread {
+            verdicts.push(NodeVerdict {
+                node,
+                outcome: Err(LogFault::Ledger(why.clone())),
+            });
+            continue;
+        }
         let anchored = anchors.get(&node).map_or(&[][..], Vec::as_slice);
         let outcome = match check_node(dir, node, log, heads.get(&node), anchored) {
             Ok((report, head)) => {

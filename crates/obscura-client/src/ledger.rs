@@ -162,12 +162,12 @@ fn write_edge(head_path: &Path, edge: &Frontier) -> Result<(), obscura_cluster::
     obscura_cluster::files::write_atomic(&edge_path(head_path), &json)
 }
 
-/// A node's heads as it answered them: its own head (with its signature checked) and the
-/// right edge of its tree (checked to fold to that head).
+/// A node's heads as it answered them: the head it stores (its signature checked), the newest
+/// head it committed to (its cosignature checked), and the majority's head it keeps.
 #[derive(Clone, Debug)]
 struct Heads {
     own: TreeHead,
-    cosignature: Cosignature,
+    committed: Option<(TreeHead, Cosignature)>,
     cosigned: Option<CosignedHead>,
 }
 
@@ -186,16 +186,22 @@ impl Client {
             .map(|(x, r, _, _)| {
                 let r = r.map_err(|e| e.to_string()).and_then(|body| match body {
                     ResponseBody::LedgerHead(h) => {
-                        let one = CosignedHead {
-                            head: h.own,
-                            cosignatures: vec![h.cosignature.clone()],
-                        };
-                        if h.own.log != *log || cosigners.signers(&one) != [x] {
+                        let stored = cosigners.storers(&h.own, std::slice::from_ref(&h.stored));
+                        if h.own.log != *log || stored != [x] {
                             return Err("its ledger head is not signed by it".to_string());
+                        }
+                        if let Some((c, sig)) = &h.committed {
+                            let one = CosignedHead {
+                                head: *c,
+                                cosignatures: vec![sig.clone()],
+                            };
+                            if c.log != *log || cosigners.signers(&one) != [x] {
+                                return Err("its committed head is not cosigned by it".to_string());
+                            }
                         }
                         Ok(Heads {
                             own: h.own,
-                            cosignature: h.cosignature,
+                            committed: h.committed,
                             cosigned: h.cosigned,
                         })
                     }
@@ -204,16 +210,6 @@ impl Client {
                 (x, r)
             })
             .collect()
-    }
-
-    /// Node `x`'s entries `from..to`, unchecked: the nodes they go to check them.
-    async fn ledger_entries_from(&self, x: u8, from: u64, to: u64) -> Result<Vec<Entry>, Fault> {
-        let mut out: Vec<Entry> = Vec::new();
-        while from + (out.len() as u64) < to {
-            let at = from + out.len() as u64;
-            out.extend(self.ledger_page(x, at, to - at).await?);
-        }
-        Ok(out)
     }
 
     /// One page of node `x`'s entries from `from`, at most `max`.
@@ -268,26 +264,29 @@ async fn fetch_checked(
     Ok((out, tree))
 }
 
-/// Every head signed by several nodes that a client sees: the one it kept, the ones the nodes
-/// kept, and the nodes' own heads, those of one size and root together as one head with all
-/// their signatures.
+/// Every head cosigned by several nodes that a client sees: the one it kept, the ones the nodes
+/// kept, and the heads the nodes committed to, those of one size and root together as one head
+/// with all their cosignatures (what an append that stopped before handing out its head left).
 fn heads_seen<'a>(
     kept: Option<&CosignedHead>,
     heads: impl Iterator<Item = &'a Heads>,
 ) -> Vec<CosignedHead> {
     let mut seen: Vec<CosignedHead> = kept.into_iter().cloned().collect();
-    let mut own: BTreeMap<(u64, Hash), CosignedHead> = BTreeMap::new();
+    let mut committed: BTreeMap<(u64, Hash), CosignedHead> = BTreeMap::new();
     for h in heads {
         seen.extend(h.cosigned.clone());
-        own.entry((h.own.size, h.own.root))
-            .or_insert_with(|| CosignedHead {
-                head: h.own,
-                cosignatures: Vec::new(),
-            })
-            .cosignatures
-            .push(h.cosignature.clone());
+        if let Some((c, sig)) = &h.committed {
+            committed
+                .entry((c.size, c.root))
+                .or_insert_with(|| CosignedHead {
+                    head: *c,
+                    cosignatures: Vec::new(),
+                })
+                .cosignatures
+                .push(sig.clone());
+        }
     }
-    seen.extend(own.into_values());
+    seen.extend(committed.into_values());
     seen
 }
 
@@ -321,6 +320,78 @@ fn newest_majority_head<'a>(
         }
     }
     Ok(best.map(|(c, _)| c))
+}
+
+/// The entries from `start` up to the majority's head `target`, from a node that holds them,
+/// each checked as it comes, with the tree head at every size on the way. `None` (the reasons in
+/// `failures`) when no node gives them.
+#[allow(clippy::too_many_arguments)]
+async fn gather(
+    client: &Client,
+    heads: &BTreeMap<u8, Heads>,
+    authors: &Authors,
+    log: &[u8; 32],
+    start: Frontier,
+    target: Option<TreeHead>,
+    last: Option<TreeHead>,
+    failures: &mut Vec<(u8, String)>,
+) -> Option<(Vec<Entry>, Frontier, BTreeMap<u64, Hash>)> {
+    let size = target.map_or(0, |t| t.size);
+    let mut order: Vec<u8> = heads
+        .iter()
+        .filter(|(_, h)| h.own.size >= size)
+        .map(|(x, _)| *x)
+        .collect();
+    order.sort_by_key(|x| (heads[x].own.size != size, *x));
+    if size <= start.size() {
+        let mut roots = BTreeMap::new();
+        roots.insert(start.size(), start.root());
+        return Some((Vec::new(), start, roots));
+    }
+    for source in order {
+        let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
+        roots.insert(start.size(), start.root());
+        let fetched = fetch_checked(
+            client,
+            source,
+            authors,
+            log,
+            start.clone(),
+            size,
+            |at, root| {
+                roots.insert(at, *root);
+            },
+        )
+        .await;
+        match fetched {
+            Ok((entries, tree))
+                if target.is_none_or(|t| tree.root() == t.root)
+                    && last.is_none_or(|l| roots.get(&l.size).is_none_or(|r| *r == l.root)) =>
+            {
+                return Some((entries, tree, roots));
+            }
+            Ok(_) => failures.push((
+                source,
+                "its entries do not give the head a majority cosigned".to_string(),
+            )),
+            Err(e) => failures.push((source, e)),
+        }
+    }
+    None
+}
+
+/// The last point node `h` shares with the history whose tree heads are `roots` (up to `size`):
+/// its own head, else the head it committed to (the empty ledger if none); `None` if that is
+/// not on it, or lies below the sizes `roots` covers.
+fn shared_point(h: &Heads, roots: &BTreeMap<u64, Hash>, size: u64) -> Option<u64> {
+    let on = |t: &TreeHead| t.size <= size && roots.get(&t.size) == Some(&t.root);
+    if on(&h.own) {
+        return Some(h.own.size);
+    }
+    match &h.committed {
+        Some((c, _)) => on(c).then_some(c.size),
+        None => roots.contains_key(&0).then_some(0),
+    }
 }
 
 /// What an append did.
@@ -468,80 +539,65 @@ async fn append_entries(
     // Entries up to it, from a node that holds them, checked from an edge this client trusts
     // (its kept head's, or the empty ledger): each at its place, signed by its author after the
     // history before it, together giving the majority's root, and the kept head on the way.
-    let start = read_edge(&path, last.as_ref());
-    let lowest = heads
-        .values()
-        .map(|h| h.own.size)
-        .filter(|s| *s < size)
-        .min()
-        .unwrap_or(size)
-        .min(start.size());
-    let mut order: Vec<u8> = heads
-        .iter()
-        .filter(|(_, h)| h.own.size >= size)
-        .map(|(x, _)| *x)
-        .collect();
-    order.sort_by_key(|x| (heads[x].own.size != size, *x));
-    let mut chosen = None;
-    for source in order {
-        let below = match client
-            .ledger_entries_from(source, lowest, start.size())
-            .await
-        {
-            Ok(e) => e,
-            Err(e) => {
-                failures.push((source, e.to_string()));
-                continue;
-            }
-        };
-        let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
-        let fetched = fetch_checked(
+    // Each node is sent what follows the last point it shares with that history (its own head,
+    // else the head it committed to); a node with neither on it is sent nothing.
+    let kept_edge = read_edge(&path, last.as_ref());
+    let mut starts = vec![kept_edge.clone()];
+    if kept_edge.size() > 0 {
+        starts.push(Frontier::default());
+    }
+    let mut gathered = None;
+    for start in starts {
+        let Some((missing, tree, roots)) = gather(
             client,
-            source,
+            &heads,
             &authors,
             &log,
             start.clone(),
-            size,
-            |at, root| {
-                roots.insert(at, *root);
-            },
+            target,
+            last,
+            &mut failures,
         )
-        .await;
-        match fetched {
-            Ok((above, tree))
-                if target.is_none_or(|t| tree.root() == t.root)
-                    && last.is_none_or(|l| roots.get(&l.size).is_none_or(|r| *r == l.root)) =>
-            {
-                let mut missing = below;
-                missing.extend(above);
-                chosen = Some((missing, tree));
-                break;
-            }
-            Ok(_) => failures.push((
-                source,
-                "its entries do not give the head a majority signed".to_string(),
-            )),
-            Err(e) => failures.push((source, e)),
+        .await
+        else {
+            break;
+        };
+        let points: BTreeMap<u8, Option<u64>> = heads
+            .iter()
+            .map(|(x, h)| (*x, shared_point(h, &roots, size)))
+            .collect();
+        // A node whose point lies below the kept edge needs the entries from the start.
+        if start.size() > 0 && points.values().any(Option::is_none) {
+            continue;
         }
+        gathered = Some((start.size(), missing, tree, points));
+        break;
     }
-    let Some((missing, mut tree)) = chosen else {
+    let Some((from, missing, mut tree, points)) = gathered else {
         return Err(LedgerError::NoHistory(describe(&failures)));
     };
 
-    // Each node gets what it lacks up to the majority's head, then the new entries; a node past
-    // that head gets the new entries, which replace what no majority took.
+    // Each node gets what it lacks up to the majority's head, then the new entries, which
+    // replace what it holds there that it never committed to.
     let first = size;
     let new = make(log, &mut tree).await?;
     let expected = tree.root();
     let mut plan: BTreeMap<u8, Vec<Entry>> = BTreeMap::new();
     let mut caught_up = Vec::new();
     for (x, h) in &heads {
-        let mut entries = if h.own.size < size {
-            caught_up.push((*x, h.own.size));
-            missing[(h.own.size - lowest) as usize..].to_vec()
-        } else {
-            Vec::new()
+        let Some(point) = points[x] else {
+            failures.push((
+                *x,
+                "neither its ledger nor the head it committed to is on the history a majority \
+                 cosigned"
+                    .into(),
+            ));
+            continue;
         };
+        if point < h.own.size.min(size) || h.own.size < size {
+            caught_up.push((*x, point));
+        }
+        let mut entries = missing[(point - from) as usize..].to_vec();
         entries.extend(new.iter().cloned());
         plan.insert(*x, entries);
     }
@@ -567,7 +623,7 @@ async fn append_entries(
         for (x, answer, _, _) in client.call_some(calls).await {
             match answer {
                 Ok(ResponseBody::LedgerAppended(a)) => {
-                    answers.insert(x, (a.head, a.cosignature, a.proof));
+                    answers.insert(x, (a.head, a.stored, a.proof));
                 }
                 Ok(_) => {
                     failures.push((x, "answered something other than its new head".into()));
@@ -582,31 +638,66 @@ async fn append_entries(
         plan.retain(|x, entries| !entries.is_empty() && answers.contains_key(x));
     }
 
-    // The head every party computes, with the cosignatures of the nodes that reached it.
+    // The head every party computes. The nodes that store it commit to it once a majority
+    // does: only then do they cosign, and never replace what is under it.
     let size = tree.size();
     let head = TreeHead {
         log,
         size,
         root: expected,
     };
-    let mut signers = Vec::new();
-    let mut cosignatures = Vec::new();
-    for (&x, (reached, cosignature, _)) in &answers {
-        let one = CosignedHead {
-            head,
-            cosignatures: vec![cosignature.clone()],
-        };
-        if *reached == head && cosigners.signers(&one) == [x] {
-            signers.push(x);
-            cosignatures.push(cosignature.clone());
+    let mut stored = Vec::new();
+    for (&x, (reached, signature, _)) in &answers {
+        if *reached == head && cosigners.storers(&head, std::slice::from_ref(signature)) == [x] {
+            stored.push(signature.clone());
         } else {
             failures.push((
                 x,
                 format!(
-                    "it cosigned a head of {} entries other than the one of {size} written",
+                    "it stores a head of {} entries other than the one of {size} written",
                     reached.size
                 ),
             ));
+        }
+    }
+    if stored.len() < cosigners.quorum {
+        return Err(LedgerError::NoQuorum {
+            size,
+            have: stored.len(),
+            need: cosigners.quorum,
+            failures: describe(&failures),
+        });
+    }
+    let commit: Vec<(u8, NodeBody)> = stored
+        .iter()
+        .map(|c| {
+            (
+                c.node,
+                NodeBody::LedgerCommit {
+                    head,
+                    stored: stored.clone(),
+                },
+            )
+        })
+        .collect();
+    let mut signers = Vec::new();
+    let mut cosignatures = Vec::new();
+    for (x, answer, _, _) in client.call_some(commit).await {
+        match answer {
+            Ok(ResponseBody::LedgerCommitted { cosignature }) => {
+                let one = CosignedHead {
+                    head,
+                    cosignatures: vec![cosignature.clone()],
+                };
+                if cosigners.signers(&one) == [x] {
+                    signers.push(x);
+                    cosignatures.push(cosignature);
+                } else {
+                    failures.push((x, "its commitment is not cosigned by it".into()));
+                }
+            }
+            Ok(_) => failures.push((x, "answered something other than its commitment".into())),
+            Err(e) => failures.push((x, format!("did not commit: {e}"))),
         }
     }
     if signers.len() < cosigners.quorum {
@@ -808,13 +899,26 @@ pub async fn verify(
     let mut nodes = Vec::new();
     for (x, answer) in heads {
         let verdict = answer.and_then(|h| {
-            if h.own.size <= replica.size() && replica.root_at(h.own.size) != Some(h.own.root) {
-                return Err(format!(
-                    "it signed a ledger head of {} entries that the owner's entries do not \
-                     give: it holds another history",
-                    h.own.size
-                ));
+            let on =
+                |t: &TreeHead| t.size <= replica.size() && replica.root_at(t.size) == Some(t.root);
+            if let Some((c, _)) = &h.committed {
+                if c.size <= replica.size() && !on(c) {
+                    return Err(format!(
+                        "it committed to a ledger head of {} entries that the owner's entries \
+                         do not give: it holds another history",
+                        c.size
+                    ));
+                }
+                if c.size > h.own.size {
+                    return Err(format!(
+                        "it holds {} ledger entries, fewer than the {} it committed to: rolled \
+                         back",
+                        h.own.size, c.size
+                    ));
+                }
             }
+            // Entries past what it committed to that the majority's history does not hold are
+            // an append that did not complete: the owner's next entry replaces them.
             // Fewer entries than a head it cosigned: its own signature shows it held them.
             // Fewer than a head others cosigned: it was down, and the next append brings it
             // up to date.

@@ -30,11 +30,30 @@ impl TreeHead {
         out
     }
 
-    /// Node `node`'s cosignature of this head.
+    /// Node `node`'s cosignature of this head: it commits to this head, and an honest node
+    /// gives it for one root at each size only, never replacing what is under it.
     pub fn cosign(&self, node: u8, key: &SigningKey) -> Cosignature {
         Cosignature {
             node,
             signature: key.sign(&self.statement()).to_bytes().to_vec(),
+        }
+    }
+
+    /// What a node signs to say it stores this head now, which is no commitment: entries past
+    /// its committed head may be replaced. Never a cosignature.
+    pub fn stored_statement(&self) -> Vec<u8> {
+        let mut out = b"obscura 2026 ledger stored head v1".to_vec();
+        out.extend_from_slice(&self.log);
+        out.extend_from_slice(&self.size.to_be_bytes());
+        out.extend_from_slice(&self.root);
+        out
+    }
+
+    /// Node `node`'s signature that it stores this head ([`TreeHead::stored_statement`]).
+    pub fn sign_stored(&self, node: u8, key: &SigningKey) -> Cosignature {
+        Cosignature {
+            node,
+            signature: key.sign(&self.stored_statement()).to_bytes().to_vec(),
         }
     }
 }
@@ -69,16 +88,23 @@ pub struct Cosigners {
 impl Cosigners {
     /// The nodes whose cosignatures of `head` verify, each once, in order.
     pub fn signers(&self, head: &CosignedHead) -> Vec<u8> {
-        let statement = head.head.statement();
-        let mut signers: Vec<u8> = head
-            .cosignatures
+        self.signed(&head.head.statement(), &head.cosignatures)
+    }
+
+    /// The nodes whose signatures that they store `head` verify, each once, in order.
+    pub fn storers(&self, head: &TreeHead, signatures: &[Cosignature]) -> Vec<u8> {
+        self.signed(&head.stored_statement(), signatures)
+    }
+
+    fn signed(&self, statement: &[u8], signatures: &[Cosignature]) -> Vec<u8> {
+        let mut signers: Vec<u8> = signatures
             .iter()
             .filter(|c| {
                 usize::from(c.node)
                     .checked_sub(1)
                     .and_then(|i| self.nodes.get(i))
                     .zip(Signature::from_slice(&c.signature).ok())
-                    .is_some_and(|(key, s)| key.verify_strict(&statement, &s).is_ok())
+                    .is_some_and(|(key, s)| key.verify_strict(statement, &s).is_ok())
             })
             .map(|c| c.node)
             .collect();

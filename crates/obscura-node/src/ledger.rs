@@ -1,13 +1,13 @@
 //! The node's copy of the cluster ledger, checked entry by entry when the store opens: a store
 //! whose entries no longer replay (one edited, or moved) or whose entries no longer reach the
-//! last head a quorum cosigned that it kept (some cut off) does not serve, naming what is
-//! wrong. An operator who also removes the kept head, or puts an older one back, is not caught
+//! last head a quorum cosigned that it kept, or the head it committed to (some cut off), does
+//! not serve, naming what is wrong. An operator who also removes the kept head, or puts an older one back, is not caught
 //! here (the node keeps nothing the operator cannot edit): clients name the node by the
 //! signature it gave on a larger head (`obscura ledger verify`).
 
 use ed25519_dalek::VerifyingKey;
 use obscura_ledger::entry::{Authors, Entry};
-use obscura_ledger::head::{CosignedHead, Cosigners};
+use obscura_ledger::head::{Cosignature, CosignedHead, Cosigners, TreeHead};
 use obscura_ledger::replica::{majority, Replica};
 use obscura_store::Store;
 
@@ -17,6 +17,8 @@ pub struct NodeLedger {
     pub(crate) replica: Replica,
     pub(crate) cosigners: Cosigners,
     pub(crate) cosigned: Option<CosignedHead>,
+    /// The newest head it committed to, with its cosignature: nothing under it is replaced.
+    pub(crate) committed: Option<(TreeHead, Cosignature)>,
     /// A write failed and the store could not be read again: no ledger request is served.
     pub(crate) broken: bool,
 }
@@ -31,19 +33,16 @@ impl NodeLedger {
         owner: VerifyingKey,
         nodes: &[VerifyingKey],
     ) -> Result<Self, String> {
-        let obscura_store::StoredLedger { entries, cosigned } =
-            store.ledger().map_err(|e| e.to_string())?;
-        let mut replica = Replica::new(Authors {
+        let obscura_store::StoredLedger {
+            entries,
+            cosigned,
+            committed,
+        } = store.ledger().map_err(|e| e.to_string())?;
+        let authors = Authors {
             owner,
             nodes: nodes.to_vec(),
-        });
-        for (seq, bytes) in entries.iter().enumerate() {
-            let entry: Entry = postcard::from_bytes(bytes)
-                .map_err(|e| format!("ledger entry {seq} in the store does not decode: {e}"))?;
-            replica
-                .append(std::slice::from_ref(&entry))
-                .map_err(|e| format!("the store's ledger is refused: {e}"))?;
-        }
+        };
+        let replica = replay(&authors, &entries)?;
         let cosigners = majority(nodes);
         let cosigned = match cosigned {
             None => None,
@@ -64,11 +63,54 @@ impl NodeLedger {
                 Some(head)
             }
         };
+        let committed = match committed {
+            None => None,
+            Some(bytes) => {
+                let (head, cosignature): (TreeHead, Cosignature) = postcard::from_bytes(&bytes)
+                    .map_err(|e| {
+                        format!("the store's committed ledger head does not decode: {e}")
+                    })?;
+                if replica.root_at(head.size) != Some(head.root) || head.log != replica.log() {
+                    return Err(format!(
+                        "the store's ledger ({} entries) does not hold the head of {} entries \
+                         this node committed to: it was cut or rewritten",
+                        replica.size(),
+                        head.size
+                    ));
+                }
+                Some((head, cosignature))
+            }
+        };
         Ok(NodeLedger {
             replica,
             cosigners,
             cosigned,
+            committed,
             broken: false,
         })
     }
+
+    /// Entries under this size are never replaced: the node committed to them, or keeps a head a
+    /// majority cosigned over them.
+    pub(crate) fn fixed(&self) -> u64 {
+        let committed = self.committed.as_ref().map_or(0, |(h, _)| h.size);
+        let cosigned = self.cosigned.as_ref().map_or(0, |c| c.head.size);
+        committed.max(cosigned)
+    }
+}
+
+/// The ledger of `authors` rebuilt from encoded entries, each checked.
+///
+/// # Errors
+/// The first entry that does not decode or is refused, in words.
+pub(crate) fn replay(authors: &Authors, entries: &[Vec<u8>]) -> Result<Replica, String> {
+    let mut replica = Replica::new(authors.clone());
+    for (seq, bytes) in entries.iter().enumerate() {
+        let entry: Entry = postcard::from_bytes(bytes)
+            .map_err(|e| format!("ledger entry {seq} in the store does not decode: {e}"))?;
+        replica
+            .append(std::slice::from_ref(&entry))
+            .map_err(|e| format!("the store's ledger is refused: {e}"))?;
+    }
+    Ok(replica)
 }

@@ -14,7 +14,7 @@
 //! | fetch | owner; or a querier with a proof of its own match, or with the owner's grant |
 //! | audit, checkpoint | auditor or admin |
 //! | rotate (each step with the owner's order) | admin |
-//! | ledger-append (entries signed by their authors) | owner or admin |
+//! | ledger-append (entries signed by their authors), ledger-commit | owner or admin |
 //! | ledger-read, ledger-checkpoint | owner, auditor or admin |
 //! | ledger-head, ledger-cosigned (a quorum's signatures) | any |
 //! | status | any |
@@ -743,6 +743,9 @@ impl NodeState {
             NodeBody::LedgerHead { since } => self.ledger_head(req, who, *since, now),
             NodeBody::LedgerRead { from, max } => self.ledger_read(req, who, *from, *max, now),
             NodeBody::LedgerCosigned { head } => self.ledger_cosigned(req, who, head, now),
+            NodeBody::LedgerCommit { head, stored } => {
+                self.ledger_commit(req, who, head, stored, now)
+            }
             NodeBody::LedgerCheckpoint { seq, prev } => {
                 self.ledger_checkpoint(req, who, *seq, prev, now)
             }

@@ -126,16 +126,16 @@ async fn every_node_takes_an_entry_only_from_its_author_at_its_place_under_its_r
     let ResponseBody::LedgerAppended(appended) = body else {
         panic!("{body:?}")
     };
-    let (head, cosignature) = (appended.head, appended.cosignature);
+    let (head, stored) = (appended.head, appended.stored);
     assert_eq!(head, c.replica.head());
+    let cosigners = obscura_ledger::replica::majority(&c.replica_nodes());
+    assert_eq!(cosigners.storers(&head, std::slice::from_ref(&stored)), [1]);
+    // Storing is no cosignature: it does not count towards a majority's head.
     let one = CosignedHead {
         head,
-        cosignatures: vec![cosignature],
+        cosignatures: vec![stored],
     };
-    assert_eq!(
-        obscura_ledger::replica::majority(&c.replica_nodes()).signers(&one),
-        [1]
-    );
+    assert!(cosigners.signers(&one).is_empty());
 
     // Sent again it changes nothing; another entry in its place, a gap, a deletion of an image
     // never registered: refused.
@@ -143,22 +143,14 @@ async fn every_node_takes_an_entry_only_from_its_author_at_its_place_under_its_r
         append(&node, vec![first.clone()]).await,
         ResponseBody::LedgerAppended(a) if a.head.size == 1
     ));
-    // (A node's entry in a held place; the owner's would replace it, as no majority head
-    // covers it yet: see `only_the_owners_entry_replaces_what_no_majority_took_…`.)
-    let other = c.entry(
-        0,
-        2,
-        Transition::Checkpoint {
-            node: 2,
-            seq: 1,
-            head: [1; 32],
-        },
-        &c.nodes[1],
-    );
+    // (An entry in a held place that does follow on from the history before it would
+    // replace it, as the node committed to nothing yet: see
+    // `a_node_replaces_only_what_it_never_committed_to_and_commits_only_with_a_majority`.)
+    let other = Entry::sign(&c.replica.log(), 0, &[7; 32], 0, registered(2), &owner);
     let gap = c.entry(3, 0, registered(2), &owner);
     let unknown = c.entry(1, 0, Transition::ImageDeleted { image: [9; 16] }, &owner);
     for (bad, why) in [
-        (other, "holds another entry"),
+        (other, "position and history"),
         (gap, "send from entry 1"),
         (unknown, "is not registered"),
     ] {
@@ -318,30 +310,46 @@ async fn a_node_keeps_only_a_majority_head_of_its_own_history_and_a_cut_store_do
 }
 
 #[tokio::test]
-async fn only_the_owners_entry_replaces_what_no_majority_took_and_never_what_one_did() {
+async fn a_node_replaces_only_what_it_never_committed_to_and_commits_only_with_a_majority() {
     let node = TestNode::start("ledger-replace").await;
     let mut c = Cluster::of(&node);
     let owner = node.owner.clone();
-    let cosigned = |h: CosignedHead| TestNode::request(NodeBody::LedgerCosigned { head: h });
+    let commit = |head: TreeHead, by: &[u8], c: &Cluster| {
+        let stored = by
+            .iter()
+            .map(|&x| head.sign_stored(x, &c.nodes[usize::from(x) - 1]))
+            .collect();
+        TestNode::request(NodeBody::LedgerCommit { head, stored })
+    };
 
-    // Two entries, a majority's head over them kept.
+    // Two entries; the node commits to their head only when a majority stores it.
     let two = c.chain(&owner, vec![registered(1), registered(2)]);
     assert!(matches!(
         append(&node, two.clone()).await,
         ResponseBody::LedgerAppended(_)
     ));
     c.replica.append(&two).unwrap();
-    let kept = c.replica.head();
-    let (_, body) = node.send(&cosigned(c.cosigned(kept, &[1, 2, 3]))).await;
-    assert_eq!(body, ResponseBody::Ok);
+    let at2 = c.replica.head();
+    let (_, body) = node.send(&commit(at2, &[1, 2], &c)).await;
+    assert!(
+        refusal(&body)
+            .1
+            .contains("2 node(s) store the head; 3 must"),
+        "{body:?}"
+    );
+    let (_, body) = node.send(&commit(at2, &[1, 2, 3], &c)).await;
+    let ResponseBody::LedgerCommitted { cosignature } = body else {
+        panic!("{body:?}")
+    };
+    assert_eq!(cosignature, at2.cosign(1, &c.nodes[0]));
 
-    // A third the owner wrote in an append no majority cosigned, then node 2's own entry
-    // after it: the node holds four, two of them past the majority's head.
+    // A third the owner wrote in an append no majority took, then node 2's own entry after
+    // it: the node holds four, two past what it committed to.
     let mut pending = c.clone_empty();
     pending.replica.append(&two).unwrap();
     let third = pending.chain(&owner, vec![registered(3)]);
     pending.replica.append(&third).unwrap();
-    let mut tree = pending.replica.frontier().clone();
+    let tree = pending.replica.frontier().clone();
     let anchor = Entry::sign(
         &c.replica.log(),
         3,
@@ -354,7 +362,6 @@ async fn only_the_owners_entry_replaces_what_no_majority_took_and_never_what_one
         },
         &c.nodes[1],
     );
-    tree.push(&anchor.leaf());
     let mut four = third.clone();
     four.push(anchor);
     assert!(matches!(
@@ -362,37 +369,18 @@ async fn only_the_owners_entry_replaces_what_no_majority_took_and_never_what_one
         ResponseBody::LedgerAppended(a) if a.head.size == 4
     ));
 
-    // Node 3's entry in place of the third: refused, only the owner replaces.
-    let mut tree = c.replica.frontier().clone();
-    let other = Entry::sign(
-        &c.replica.log(),
-        2,
-        &tree.root(),
-        3,
-        Transition::Checkpoint {
-            node: 3,
-            seq: 9,
-            head: [9; 32],
-        },
-        &c.nodes[2],
-    );
-    let (_, message) = refusal(&append(&node, vec![other]).await);
-    assert!(
-        message.contains("only the owner's entry replaces it"),
-        "{message}"
-    );
-
-    // The owner's entry in place of one under the majority's head: refused.
+    // An entry in place of one under its commitment: refused, whoever signed it.
     let mut early = c.clone_empty();
     early.replica.append(&two[..1]).unwrap();
     let rewrite = early.chain(&owner, vec![registered(9)]);
     let (_, message) = refusal(&append(&node, rewrite).await);
     assert!(
-        message.contains("under the head a majority cosigned"),
+        message.contains("under the head of 2 entries it committed to"),
         "{message}"
     );
 
-    // The owner's entry at the third place replaces the third and node 2's: two plus one.
+    // In place of the third, following on from the committed two: replaces the third and node
+    // 2's entry, in one commit, and the node stores the head every party computes.
     let replacement = c.chain(&owner, vec![Transition::KeyVersion { version: 2 }]);
     let body = append(&node, replacement.clone()).await;
     c.replica.append(&replacement).unwrap();
@@ -400,13 +388,48 @@ async fn only_the_owners_entry_replaces_what_no_majority_took_and_never_what_one
         matches!(&body, ResponseBody::LedgerAppended(a) if a.head == c.replica.head()),
         "{body:?}"
     );
-    tree.push(&replacement[0].leaf());
-    assert_eq!(tree.root(), c.replica.head().root);
+
+    // A replacement whose batch breaks a rule replaces nothing.
+    let broken = {
+        let mut other = c.clone_empty();
+        other.replica.append(&two).unwrap();
+        other.chain(
+            &owner,
+            vec![registered(4), Transition::ImageDeleted { image: [8; 16] }],
+        )
+    };
+    refusal(&append(&node, broken).await);
+    let (_, body) = node
+        .send(&TestNode::request(NodeBody::LedgerHead { since: 0 }))
+        .await;
+    assert!(
+        matches!(&body, ResponseBody::LedgerHead(h) if h.own == c.replica.head()),
+        "{body:?}"
+    );
+
+    // Committed at three, it refuses to replace the third too.
+    let at3 = c.replica.head();
+    let (_, body) = node.send(&commit(at3, &[1, 4, 5], &c)).await;
+    assert!(
+        matches!(body, ResponseBody::LedgerCommitted { .. }),
+        "{body:?}"
+    );
+    let mut other = c.clone_empty();
+    other.replica.append(&two).unwrap();
+    let again = other.chain(&owner, vec![registered(5)]);
+    let (_, message) = refusal(&append(&node, again).await);
+    assert!(
+        message.contains("under the head of 3 entries it committed to"),
+        "{message}"
+    );
 
     // A head of the kept size with another root, once one is kept: refused and named.
+    let cosigned = |h: CosignedHead| TestNode::request(NodeBody::LedgerCosigned { head: h });
+    let (_, body) = node.send(&cosigned(c.cosigned(at3, &[1, 2, 3]))).await;
+    assert_eq!(body, ResponseBody::Ok);
     let forged = TreeHead {
         root: [0xab; 32],
-        ..kept
+        ..at3
     };
     let (_, body) = node.send(&cosigned(c.cosigned(forged, &[3, 4, 5]))).await;
     let (_, message) = refusal(&body);

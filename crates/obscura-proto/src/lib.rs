@@ -767,6 +767,16 @@ pub enum NodeBody {
         /// The size of the last head the caller accepted.
         since: u64,
     },
+    /// Ledger: commit to `head`, which this node stores, as a majority stores it: the node
+    /// answers its cosignature ([`ResponseBody::LedgerCommitted`]) and from then on never lets
+    /// an entry under it be replaced. Owner or admin.
+    LedgerCommit {
+        /// The head.
+        head: obscura_ledger::head::TreeHead,
+        /// A majority of nodes' signatures that they store it, at most
+        /// [`limits::MAX_COSIGNATURES`].
+        stored: Vec<obscura_ledger::head::Cosignature>,
+    },
     /// Ledger: a page of entries ([`ResponseBody::LedgerEntries`]). Owner, auditor or admin.
     LedgerRead {
         /// The first entry wanted.
@@ -791,13 +801,14 @@ pub enum NodeBody {
     },
 }
 
-/// A node's answer to [`NodeBody::LedgerAppend`]: its cosignature of its head now.
+/// A node's answer to [`NodeBody::LedgerAppend`]: its signature that it stores its head now
+/// (not a cosignature: that comes with [`NodeBody::LedgerCommit`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerAppended {
     /// Its head now.
     pub head: obscura_ledger::head::TreeHead,
-    /// Its signature of it.
-    pub cosignature: obscura_ledger::head::Cosignature,
+    /// Its signature over the head's stored statement.
+    pub stored: obscura_ledger::head::Cosignature,
     /// The consistency proof from the request's `since` to `head`.
     pub proof: Vec<[u8; 32]>,
 }
@@ -805,10 +816,15 @@ pub struct LedgerAppended {
 /// A node's answer to [`NodeBody::LedgerHead`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerHeads {
-    /// Its own head now, which it signs.
+    /// Its own head now.
     pub own: obscura_ledger::head::TreeHead,
-    /// Its signature of `own`.
-    pub cosignature: obscura_ledger::head::Cosignature,
+    /// Its signature that it stores `own` (the stored statement, no commitment).
+    pub stored: obscura_ledger::head::Cosignature,
+    /// The newest head it committed to, with its cosignature.
+    pub committed: Option<(
+        obscura_ledger::head::TreeHead,
+        obscura_ledger::head::Cosignature,
+    )>,
     /// The consistency proof between the request's `since` and `own`.
     pub own_proof: Vec<[u8; 32]>,
     /// The peaks of `own`'s tree, largest first (`obscura_ledger::merkle::Frontier`): what an
@@ -1204,6 +1220,7 @@ impl Body for NodeBody {
             NodeBody::LedgerRead { .. } => "/v1/ledger-read",
             NodeBody::LedgerCosigned { .. } => "/v1/ledger-cosigned",
             NodeBody::LedgerCheckpoint { .. } => "/v1/ledger-checkpoint",
+            NodeBody::LedgerCommit { .. } => "/v1/ledger-commit",
         }
     }
 
@@ -1317,6 +1334,10 @@ impl Body for NodeBody {
                 check(entries.iter().all(|e| e.signature.len() == 64), "signature")
             }
             NodeBody::LedgerRead { max, .. } => check(*max as usize <= MAX_LEDGER_BATCH, "max"),
+            NodeBody::LedgerCommit { stored, .. } => check(
+                stored.len() <= MAX_COSIGNATURES && stored.iter().all(|c| c.signature.len() == 64),
+                "stored",
+            ),
             NodeBody::LedgerCosigned { head } => check(
                 head.cosignatures.len() <= MAX_COSIGNATURES
                     && head.cosignatures.iter().all(|c| c.signature.len() == 64),
@@ -2000,6 +2021,11 @@ pub enum ResponseBody {
     LedgerAppended(Box<LedgerAppended>),
     /// A node's ledger heads.
     LedgerHead(Box<LedgerHeads>),
+    /// A node's cosignature of the head it committed to.
+    LedgerCommitted {
+        /// Its cosignature.
+        cosignature: obscura_ledger::head::Cosignature,
+    },
     /// A page of the ledger.
     LedgerEntries {
         /// From the request's `from`, at most [`limits::MAX_LEDGER_BATCH`].

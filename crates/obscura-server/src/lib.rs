@@ -323,6 +323,7 @@ pub fn status_of(body: &ResponseBody) -> StatusCode {
         | ResponseBody::Checkpointed { .. }
         | ResponseBody::LedgerAppended(_)
         | ResponseBody::LedgerHead(_)
+        | ResponseBody::LedgerCommitted { .. }
         | ResponseBody::LedgerEntries { .. }
         | ResponseBody::Fetch { .. }
         | ResponseBody::Status { .. }

@@ -13,6 +13,9 @@ const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
 /// The key in `meta` of the last cosigned head (postcard).
 const COSIGNED: &str = "ledger_cosigned";
 
+/// The key in `meta` of the newest head the node committed to, with its cosignature (postcard).
+const COMMITTED: &str = "ledger_committed";
+
 /// The ledger as stored: its entries in order, and the last cosigned head kept, each encoded.
 #[derive(Clone, Debug, Default)]
 pub struct StoredLedger {
@@ -20,6 +23,8 @@ pub struct StoredLedger {
     pub entries: Vec<Vec<u8>>,
     /// The last head a quorum cosigned, if any was kept.
     pub cosigned: Option<Vec<u8>>,
+    /// The newest head the node committed to, if any.
+    pub committed: Option<Vec<u8>>,
 }
 
 impl Store {
@@ -45,12 +50,19 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let cosigned = match txn.open_table(META) {
-            Ok(meta) => meta.get(COSIGNED)?.map(|v| v.value().to_vec()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
+        let (cosigned, committed) = match txn.open_table(META) {
+            Ok(meta) => (
+                meta.get(COSIGNED)?.map(|v| v.value().to_vec()),
+                meta.get(COMMITTED)?.map(|v| v.value().to_vec()),
+            ),
+            Err(redb::TableError::TableDoesNotExist(_)) => (None, None),
             Err(e) => return Err(e.into()),
         };
-        Ok(StoredLedger { entries, cosigned })
+        Ok(StoredLedger {
+            entries,
+            cosigned,
+            committed,
+        })
     }
 
     /// Up to `max` ledger entries from position `from`.
@@ -102,15 +114,16 @@ impl Store {
         Ok(())
     }
 
-    /// Drop the ledger entries from position `from` on, durably and with the request's audit
-    /// entry in the same commit: entries no head a majority cosigned covered, replaced by the
-    /// owner's.
+    /// Replace the ledger entries from position `from` on with `entries`, in one durable
+    /// commit with the request's audit entry: entries the node never committed to, replaced by
+    /// what a caller showed to follow on from the history before them.
     ///
     /// # Errors
-    /// [`Error::Storage`] on failure; nothing is dropped.
-    pub fn ledger_truncate(
+    /// [`Error::Storage`] on failure; nothing is changed.
+    pub fn ledger_replace(
         &self,
         from: u64,
+        entries: &[Vec<u8>],
         request_id: &[u8; 16],
         detail: &[u8],
         now: u64,
@@ -120,8 +133,24 @@ impl Store {
         {
             let mut table = txn.open_table(LEDGER)?;
             table.retain_in(from.., |_, _| false)?;
+            for (i, bytes) in entries.iter().enumerate() {
+                table.insert(from + i as u64, bytes.as_slice())?;
+            }
         }
         audit::append(&txn, now, AuditKind::Query, request_id, detail)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Keep `head` (an encoded head with the node's cosignature) as the newest it committed to,
+    /// durably, before the cosignature leaves the node.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] on failure.
+    pub fn set_ledger_committed(&self, head: &[u8]) -> Result<(), Error> {
+        let db = self.db()?;
+        let txn = begin_durable(&db)?;
+        txn.open_table(META)?.insert(COMMITTED, head)?;
         txn.commit()?;
         Ok(())
     }

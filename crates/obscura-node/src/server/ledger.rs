@@ -4,7 +4,7 @@
 
 use obscura_auth::capability::Authorized;
 use obscura_ledger::entry::{Entry, Transition};
-use obscura_ledger::head::CosignedHead;
+use obscura_ledger::head::{Cosignature, CosignedHead, TreeHead};
 use obscura_ledger::merkle::Hash;
 use obscura_ledger::replica::Replica;
 use obscura_proto::{limits, roles, ErrorCode, LedgerAppended, LedgerHeads, ResponseBody};
@@ -49,49 +49,11 @@ impl NodeState {
             .map_err(auth_error)?;
         // One append at a time: each is checked against the entries before it.
         let mut ledger = self.ledger()?;
-        // An owner's entry in place of one no majority head covers replaces it and all after
-        // it: entries of an append that did not complete, or a node's own that no majority
-        // took. What a majority cosigned is never replaced.
         let replaced = entries
             .iter()
             .find(|e| e.seq < ledger.replica.size() && !ledger.replica.holds(e));
         if let Some(e) = replaced {
-            let kept = ledger.cosigned.as_ref().map_or(0, |c| c.head.size);
-            let prev = ledger.replica.root_at(e.seq).unwrap_or_default();
-            let owners =
-                e.author == 0 && e.signed(&ledger.replica.log(), &prev, ledger.replica.authors());
-            if e.seq < kept || !owners {
-                return Err(error(
-                    ErrorCode::Rejected,
-                    format!(
-                        "ledger entry {}: this node holds another entry there{}",
-                        e.seq,
-                        if e.seq < kept {
-                            " under the head a majority cosigned"
-                        } else {
-                            ", and only the owner's entry replaces it"
-                        }
-                    ),
-                ));
-            }
-            let detail = format!(
-                "user={} role={} op=ledger-append replaced entries from {} of {}",
-                who.user(),
-                roles::names(acting.role()).join("+"),
-                e.seq,
-                ledger.replica.size()
-            );
-            self.store
-                .ledger_truncate(e.seq, &req.request_id, detail.as_bytes(), now)
-                .map_err(store_error)?;
-            let authors = ledger.replica.authors().clone();
-            match crate::ledger::NodeLedger::load(&self.store, authors.owner, &authors.nodes) {
-                Ok(again) => *ledger = again,
-                Err(why) => {
-                    ledger.broken = true;
-                    return Err(error(ErrorCode::Internal, why));
-                }
-            }
+            return self.ledger_replace(req, who, &mut ledger, entries, e.seq, since, now);
         }
         let before = ledger.replica.size();
         let added = ledger
@@ -128,12 +90,122 @@ impl NodeState {
                 return Err(store_error(e));
             }
         }
+        Ok(self.appended(&ledger, since))
+    }
+
+    /// The node's answer after an append: its head, signed as stored (no commitment).
+    fn appended(&self, ledger: &crate::ledger::NodeLedger, since: u64) -> ResponseBody {
         let head = ledger.replica.head();
-        Ok(ResponseBody::LedgerAppended(Box::new(LedgerAppended {
+        ResponseBody::LedgerAppended(Box::new(LedgerAppended {
             head,
-            cosignature: head.cosign(self.node, &self.audit_key),
+            stored: head.sign_stored(self.node, &self.audit_key),
             proof: proof(&ledger.replica, since, head.size),
-        })))
+        }))
+    }
+
+    /// Entries the node holds from `from` on, which it never committed to, replaced by
+    /// `entries` if they follow on from the history before `from` under every rule: checked on
+    /// a copy rebuilt from the store, then written in one commit. What it committed to, or a
+    /// majority cosigned, is never replaced; nor is anything, when the batch fails.
+    #[allow(clippy::too_many_arguments)]
+    fn ledger_replace(
+        &self,
+        req: &Request,
+        who: &Authorized,
+        ledger: &mut crate::ledger::NodeLedger,
+        entries: &[Entry],
+        from: u64,
+        since: u64,
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let fixed = ledger.fixed();
+        if from < fixed {
+            return Err(error(
+                ErrorCode::Rejected,
+                format!(
+                    "ledger entry {from}: this node holds another entry there, under the head \
+                     of {fixed} entries it committed to"
+                ),
+            ));
+        }
+        let stored = self.store.ledger().map_err(store_error)?;
+        let keep = usize::try_from(from).unwrap_or(usize::MAX);
+        let mut copy = crate::ledger::replay(ledger.replica.authors(), &stored.entries[..keep])
+            .map_err(|why| error(ErrorCode::Internal, why))?;
+        copy.append(entries)
+            .map_err(|e| error(ErrorCode::Rejected, e.to_string()))?;
+        let new: Vec<Vec<u8>> = entries
+            .iter()
+            .filter(|e| e.seq >= from)
+            .map(|e| postcard::to_allocvec(e).expect("an entry encodes"))
+            .collect();
+        let old = ledger.replica.head();
+        let detail = format!(
+            "user={} op=ledger-append replaced entries {from}..{} (root {}) with {}",
+            who.user(),
+            old.size,
+            old.root
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+            new.len()
+        );
+        self.store
+            .ledger_replace(from, &new, &req.request_id, detail.as_bytes(), now)
+            .map_err(store_error)?;
+        ledger.replica = copy;
+        Ok(self.appended(ledger, since))
+    }
+
+    pub(super) fn ledger_commit(
+        &self,
+        req: &Request,
+        who: &Authorized,
+        head: &TreeHead,
+        stored: &[Cosignature],
+        now: u64,
+    ) -> Result<ResponseBody, ResponseBody> {
+        let acting = who
+            .acting_as_any(&[roles::OWNER, roles::ADMIN])
+            .map_err(auth_error)?;
+        self.record(req, &acting, format_args!("size={}", head.size), now)?;
+        let mut ledger = self.ledger()?;
+        if head.log != ledger.replica.log() || ledger.replica.root_at(head.size) != Some(head.root)
+        {
+            return Err(error(
+                ErrorCode::Rejected,
+                format!(
+                    "this node's ledger does not give the head of {} entries to commit to",
+                    head.size
+                ),
+            ));
+        }
+        let storers = ledger.cosigners.storers(head, stored);
+        if storers.len() < ledger.cosigners.quorum {
+            return Err(error(
+                ErrorCode::Rejected,
+                format!(
+                    "{} node(s) store the head; {} must before this node commits to it",
+                    storers.len(),
+                    ledger.cosigners.quorum
+                ),
+            ));
+        }
+        let cosignature = head.cosign(self.node, &self.audit_key);
+        if ledger
+            .committed
+            .as_ref()
+            .is_none_or(|(c, _)| c.size < head.size)
+        {
+            // Kept before the cosignature leaves: after a crash the node still refuses to
+            // replace what it committed to.
+            let bytes = postcard::to_allocvec(&(head, &cosignature)).expect("a head encodes");
+            self.store
+                .set_ledger_committed(&bytes)
+                .map_err(store_error)?;
+            ledger.committed = Some((*head, cosignature.clone()));
+        }
+        Ok(ResponseBody::LedgerCommitted { cosignature })
     }
 
     pub(super) fn ledger_head(
@@ -156,7 +228,8 @@ impl NodeState {
             .unwrap_or_default();
         Ok(ResponseBody::LedgerHead(Box::new(LedgerHeads {
             own,
-            cosignature: own.cosign(self.node, &self.audit_key),
+            stored: own.sign_stored(self.node, &self.audit_key),
+            committed: ledger.committed.clone(),
             own_proof: proof(&ledger.replica, since, own.size),
             frontier: ledger.replica.frontier().peaks().to_vec(),
             cosigned: ledger.cosigned.clone(),
