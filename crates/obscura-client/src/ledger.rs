@@ -290,36 +290,49 @@ fn heads_seen<'a>(
     seen
 }
 
-/// The newest head a majority of `cosigners` signed, of those `kept` (this client's) and
-/// each node's: the head it kept, and its own signed head together with the others' of the
-/// same size and root. Two of one size with different roots are a split view.
+/// The newest head a majority of `cosigners` cosigned, of those `kept` (this client's) and the
+/// nodes' ([`heads_seen`]), and the split views among them: two of one size with different
+/// roots, each naming the nodes that cosigned both. A contested size is built on only through
+/// the kept head's root; otherwise the newest uncontested head is taken.
 fn newest_majority_head<'a>(
     kept: Option<&CosignedHead>,
     heads: impl Iterator<Item = (u8, &'a Heads)>,
     log: &[u8; 32],
     cosigners: &Cosigners,
-) -> Result<Option<CosignedHead>, LedgerError> {
-    let seen = heads_seen(kept, heads.map(|(_, h)| h));
-    let mut best: Option<(CosignedHead, Vec<u8>)> = None;
-    for c in seen {
+) -> (Option<CosignedHead>, Vec<(u8, String)>) {
+    let mut valid: Vec<(CosignedHead, Vec<u8>)> = Vec::new();
+    for c in heads_seen(kept, heads.map(|(_, h)| h)) {
         let signers = cosigners.signers(&c);
-        if c.head.log != *log || signers.len() < cosigners.quorum {
-            continue;
-        }
-        match &best {
-            Some((b, bs)) if b.head.size == c.head.size && b.head.root != c.head.root => {
-                return Err(HeadError::SplitView {
-                    nodes: signers.iter().filter(|x| bs.contains(x)).copied().collect(),
-                    first: Box::new(b.clone()),
-                    second: Box::new(c),
-                }
-                .into());
-            }
-            Some((b, _)) if b.head.size >= c.head.size => {}
-            _ => best = Some((c, signers)),
+        let again = valid.iter().any(|(v, _)| v.head == c.head);
+        if c.head.log == *log && signers.len() >= cosigners.quorum && !again {
+            valid.push((c, signers));
         }
     }
-    Ok(best.map(|(c, _)| c))
+    valid.sort_by_key(|(c, _)| std::cmp::Reverse(c.head.size));
+    let mut splits = Vec::new();
+    let mut contested = Vec::new();
+    for (i, (a, sa)) in valid.iter().enumerate() {
+        for (b, sb) in &valid[i + 1..] {
+            if a.head.size == b.head.size && a.head.root != b.head.root {
+                contested.push(a.head.size);
+                for x in sa.iter().filter(|x| sb.contains(x)) {
+                    splits.push((
+                        *x,
+                        format!(
+                            "split view: it cosigned two heads of {} entries with different \
+                             roots",
+                            a.head.size
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let best = valid
+        .into_iter()
+        .find(|(c, _)| !contested.contains(&c.head.size) || kept.is_some_and(|k| k.head == c.head))
+        .map(|(c, _)| c);
+    (best, splits)
 }
 
 /// The entries from `start` up to the majority's head `target`, from a node that holds them,
@@ -527,12 +540,13 @@ async fn append_entries(
             }
         })
         .collect();
-    let committed = newest_majority_head(
+    let (committed, splits) = newest_majority_head(
         view.last(),
         heads.iter().map(|(x, h)| (*x, h)),
         &log,
         &cosigners,
-    )?;
+    );
+    failures.extend(splits);
     let target = committed.as_ref().map(|c| c.head);
     let size = target.map_or(0, |t| t.size);
 
@@ -988,4 +1002,69 @@ async fn rebuild(
 /// [`LedgerError::Key`] for a missing or malformed audit key.
 pub fn cosigners(dir: &Path, client: &Client) -> Result<Cosigners, LedgerError> {
     Ok(majority(&authors(dir, client)?.nodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    #[test]
+    fn a_contested_size_is_built_on_only_through_the_kept_head_and_both_signers_are_named() {
+        let keys: Vec<SigningKey> = (1..=3u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect();
+        let cosigners = majority(
+            &keys
+                .iter()
+                .map(SigningKey::verifying_key)
+                .collect::<Vec<_>>(),
+        );
+        let log = [1; 32];
+        let head = |size, root| TreeHead { log, size, root };
+        let signed = |h: TreeHead, by: &[u8]| CosignedHead {
+            head: h,
+            cosignatures: by
+                .iter()
+                .map(|&x| h.cosign(x, &keys[usize::from(x) - 1]))
+                .collect(),
+        };
+        let committed = |h: TreeHead, x: u8| Heads {
+            own: h,
+            committed: Some((h, h.cosign(x, &keys[usize::from(x) - 1]))),
+            cosigned: None,
+        };
+        let (a, b, newer) = (head(5, [0xa; 32]), head(5, [0xb; 32]), head(7, [0xc; 32]));
+        let kept = signed(a, &[1, 2]);
+
+        // Nodes 2 and 3 committed to another root at the kept size: node 2 cosigned both.
+        let nodes = [(2, committed(b, 2)), (3, committed(b, 3))];
+        let (best, splits) = newest_majority_head(
+            Some(&kept),
+            nodes.iter().map(|(x, h)| (*x, h)),
+            &log,
+            &cosigners,
+        );
+        assert_eq!(best.map(|c| c.head), Some(a));
+        assert_eq!(splits.iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
+
+        // Without the kept head the size stays contested; a newer uncontested one is taken.
+        let nodes = [
+            (1, committed(newer, 1)),
+            (2, committed(newer, 2)),
+            (3, committed(b, 3)),
+        ];
+        let (best, _) =
+            newest_majority_head(None, nodes.iter().map(|(x, h)| (*x, h)), &log, &cosigners);
+        assert_eq!(best.map(|c| c.head), Some(newer));
+        let (best, splits) = newest_majority_head(
+            None,
+            [(2, committed(b, 2)), (3, committed(b, 3))]
+                .iter()
+                .map(|(x, h)| (*x, h)),
+            &log,
+            &cosigners,
+        );
+        assert_eq!((best.map(|c| c.head), splits.len()), (Some(b), 0));
+    }
 }
