@@ -23,37 +23,41 @@ pub struct TreeHead {
 impl TreeHead {
     /// What a node signs.
     pub fn statement(&self) -> Vec<u8> {
-        let mut out = b"obscura 2026 ledger tree head v1".to_vec();
-        out.extend_from_slice(&self.log);
-        out.extend_from_slice(&self.size.to_be_bytes());
-        out.extend_from_slice(&self.root);
-        out
+        self.under(b"obscura 2026 ledger tree head v1")
     }
 
     /// Node `node`'s cosignature of this head: it commits to this head, and an honest node
     /// gives it for one root at each size only, never replacing what is under it.
     pub fn cosign(&self, node: u8, key: &SigningKey) -> Cosignature {
-        Cosignature {
-            node,
-            signature: key.sign(&self.statement()).to_bytes().to_vec(),
-        }
+        Cosignature::of(node, key, &self.statement())
     }
 
     /// What a node signs to say it stores this head now, which is no commitment: entries past
     /// its committed head may be replaced. Never a cosignature.
     pub fn stored_statement(&self) -> Vec<u8> {
-        let mut out = b"obscura 2026 ledger stored head v1".to_vec();
+        self.under(b"obscura 2026 ledger stored head v1")
+    }
+
+    /// Node `node`'s signature that it stores this head ([`TreeHead::stored_statement`]).
+    pub fn sign_stored(&self, node: u8, key: &SigningKey) -> Cosignature {
+        Cosignature::of(node, key, &self.stored_statement())
+    }
+
+    /// The head under a statement's `domain`: the ledger, the size, the root.
+    fn under(&self, domain: &[u8]) -> Vec<u8> {
+        let mut out = domain.to_vec();
         out.extend_from_slice(&self.log);
         out.extend_from_slice(&self.size.to_be_bytes());
         out.extend_from_slice(&self.root);
         out
     }
+}
 
-    /// Node `node`'s signature that it stores this head ([`TreeHead::stored_statement`]).
-    pub fn sign_stored(&self, node: u8, key: &SigningKey) -> Cosignature {
+impl Cosignature {
+    fn of(node: u8, key: &SigningKey, statement: &[u8]) -> Cosignature {
         Cosignature {
             node,
-            signature: key.sign(&self.stored_statement()).to_bytes().to_vec(),
+            signature: key.sign(statement).to_bytes().to_vec(),
         }
     }
 }

@@ -44,43 +44,23 @@ impl NodeLedger {
         };
         let replica = replay(&authors, &entries)?;
         let cosigners = majority(nodes);
-        let cosigned = match cosigned {
-            None => None,
-            Some(bytes) => {
+        let cosigned = cosigned
+            .map(|bytes| {
                 let head: CosignedHead = postcard::from_bytes(&bytes).map_err(|e| {
                     format!("the store's cosigned ledger head does not decode: {e}")
                 })?;
-                if replica.root_at(head.head.size) != Some(head.head.root)
-                    || head.head.log != replica.log()
-                {
-                    return Err(format!(
-                        "the store's ledger ({} entries) does not hold the head of {} entries \
-                         the nodes cosigned: it was cut or rewritten",
-                        replica.size(),
-                        head.head.size
-                    ));
-                }
-                Some(head)
-            }
-        };
-        let committed = match committed {
-            None => None,
-            Some(bytes) => {
+                held(&replica, &head.head, "the nodes cosigned").map(|()| head)
+            })
+            .transpose()?;
+        let committed = committed
+            .map(|bytes| {
                 let (head, cosignature): (TreeHead, Cosignature) = postcard::from_bytes(&bytes)
                     .map_err(|e| {
                         format!("the store's committed ledger head does not decode: {e}")
                     })?;
-                if replica.root_at(head.size) != Some(head.root) || head.log != replica.log() {
-                    return Err(format!(
-                        "the store's ledger ({} entries) does not hold the head of {} entries \
-                         this node committed to: it was cut or rewritten",
-                        replica.size(),
-                        head.size
-                    ));
-                }
-                Some((head, cosignature))
-            }
-        };
+                held(&replica, &head, "this node committed to").map(|()| (head, cosignature))
+            })
+            .transpose()?;
         Ok(NodeLedger {
             replica,
             cosigners,
@@ -97,6 +77,19 @@ impl NodeLedger {
         let cosigned = self.cosigned.as_ref().map_or(0, |c| c.head.size);
         committed.max(cosigned)
     }
+}
+
+/// Whether `replica` holds `head`, which the store kept as the one `whose`.
+fn held(replica: &Replica, head: &TreeHead, whose: &str) -> Result<(), String> {
+    if replica.root_at(head.size) == Some(head.root) && head.log == replica.log() {
+        return Ok(());
+    }
+    Err(format!(
+        "the store's ledger ({} entries) does not hold the head of {} entries {whose}: it was \
+         cut or rewritten",
+        replica.size(),
+        head.size
+    ))
 }
 
 /// The ledger of `authors` rebuilt from encoded entries, each checked.

@@ -148,11 +148,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on failure.
     pub fn set_ledger_committed(&self, head: &[u8]) -> Result<(), Error> {
-        let db = self.db()?;
-        let txn = begin_durable(&db)?;
-        txn.open_table(META)?.insert(COMMITTED, head)?;
-        txn.commit()?;
-        Ok(())
+        self.set_meta(COMMITTED, head)
     }
 
     /// Keep `head` (an encoded cosigned head) as the last one a quorum cosigned, durably.
@@ -160,9 +156,14 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on failure.
     pub fn set_ledger_cosigned(&self, head: &[u8]) -> Result<(), Error> {
+        self.set_meta(COSIGNED, head)
+    }
+
+    /// Keep `value` under `key` in `meta`, durably.
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), Error> {
         let db = self.db()?;
         let txn = begin_durable(&db)?;
-        txn.open_table(META)?.insert(COSIGNED, head)?;
+        txn.open_table(META)?.insert(key, value)?;
         txn.commit()?;
         Ok(())
     }
