@@ -996,14 +996,6 @@ async fn rebuild(
     Ok((replica, entries))
 }
 
-/// The cosigners a cluster's heads need, from its directory.
-///
-/// # Errors
-/// [`LedgerError::Key`] for a missing or malformed audit key.
-pub fn cosigners(dir: &Path, client: &Client) -> Result<Cosigners, LedgerError> {
-    Ok(majority(&authors(dir, client)?.nodes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,8 +124,6 @@ pub mod limits {
     pub const MAX_LEDGER_BATCH: usize = 256;
     /// Most cosignatures on a ledger head (one per node).
     pub const MAX_COSIGNATURES: usize = MAX_NODES;
-    /// Longest consistency proof of a ledger head (enough for 2^64 entries).
-    pub const MAX_LEDGER_PROOF: usize = 130;
     /// Largest attestation evidence (bytes): a DCAP quote with its collateral is about 20 KiB.
     pub const MAX_EVIDENCE: usize = 256 << 10;
     /// Largest capability (bytes, encoded).
