@@ -25,6 +25,11 @@ pub(crate) enum ImageCommand {
         /// Files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// A label for every image indexed by this run (1 to 200 bytes), sealed in the ledger
+        /// under the group's epoch key: nodes store it as ciphertext, and `obscura search`
+        /// shows it to the group's members only. Data owner only.
+        #[arg(long)]
+        label: Option<String>,
         /// Print `{"indexed":[{"path","id"}],"skipped":[{"path","error"}],"recovered":[id]}`
         /// (recovered: images an interrupted run committed but never reported).
         #[arg(long)]
@@ -115,8 +120,9 @@ impl ImageCommand {
             ImageCommand::Index {
                 cluster,
                 paths,
+                label,
                 json,
-            } => index(&cluster, &paths, json).await,
+            } => index(&cluster, &paths, label.as_deref(), json).await,
             ImageCommand::Search {
                 cluster,
                 image,
@@ -135,7 +141,8 @@ impl ImageCommand {
                 } else {
                     client.search(&bytes, top, max_distance.min(64)).await
                 }?;
-                print_search(&out, json);
+                let labels = labels(&cluster, &client).await;
+                print_search(&out, &labels, json);
                 Ok(ExitCode::SUCCESS)
             }
             ImageCommand::Get {
@@ -253,8 +260,42 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode, Failure> {
+/// The labels this client reads as a member of the cluster's group, after following the
+/// ledger; none for a client that is no member (or cannot read the ledger, which it is told).
+async fn labels(
+    cluster: &Path,
+    client: &obscura_client::Client,
+) -> std::collections::BTreeMap<String, String> {
+    use obscura_client::group;
+    let mut g = match group::Group::load(cluster) {
+        Ok(Some(g)) => g,
+        Ok(None) => return Default::default(),
+        Err(e) => {
+            eprintln!("warning: labels: {e}");
+            return Default::default();
+        }
+    };
+    if let Err(e) = group::follow(cluster, client, &mut g).await {
+        eprintln!("warning: labels: following the ledger: {e}");
+    }
+    g.labels
+}
+
+async fn index(
+    cluster: &Path,
+    paths: &[PathBuf],
+    label: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
     let mut client = client(cluster)?;
+    if let Some(label) = label {
+        obscura_client::group::check_label(label).map_err(|e| e.to_string())?;
+        if !client.is_owner() {
+            return Err(
+                "--label: only the data owner seals labels (this client holds no owner key)".into(),
+            );
+        }
+    }
     // An image counts as indexed once it is printed: one committed but never printed (this
     // process killed in between) is reported by the next run instead of left unnamed.
     client.acknowledge_reports();
@@ -348,15 +389,44 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     let indexed: Vec<_> = indexed.into_iter().map(|e| e.1).collect();
     let skipped: Vec<_> = skipped.into_iter().map(|e| e.1).collect();
     bar.finish_and_clear();
-    let registered: Vec<Transition> = client
-        .take_registered()
+    let registered = client.take_registered();
+    let labels: std::collections::BTreeMap<String, String> = label
+        .map(|l| {
+            registered
+                .iter()
+                .map(|(id, _)| (id.to_string(), l.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut transitions: Vec<Transition> = registered
         .into_iter()
         .map(|(id, manifest)| Transition::ImageRegistered {
             image: id.0,
             manifest,
         })
         .collect();
-    let (entered, ledger) = crate::ledger::enter(cluster, &client, registered, json).await;
+    // The labels, sealed under the group's epoch key, go in with the registrations.
+    let mut group = None;
+    if !labels.is_empty() {
+        let sealed = obscura_client::group::Group::owner(cluster).and_then(|mut g| {
+            let t = obscura_client::group::seal_labels(&mut g, &labels)?;
+            group = Some(g);
+            Ok(t)
+        });
+        match sealed {
+            Ok(t) => transitions.push(t),
+            Err(e) => {
+                eprintln!("error: labels not sealed: {e}");
+                cluster_failure = true;
+            }
+        }
+    }
+    let (entered, ledger) = crate::ledger::enter(cluster, &client, transitions, json).await;
+    if let (true, Some(g)) = (entered, group.as_mut()) {
+        if let Err(e) = obscura_client::group::keep(g, labels) {
+            eprintln!("warning: labels entered, not kept here: {e}");
+        }
+    }
     if json {
         println!(
             "{}",
@@ -373,7 +443,12 @@ async fn index(cluster: &Path, paths: &[PathBuf], json: bool) -> Result<ExitCode
     Ok(exit(!cluster_failure && !nothing && entered))
 }
 
-fn print_search(out: &SearchOutcome, json: bool) {
+fn print_search(
+    out: &SearchOutcome,
+    labels: &std::collections::BTreeMap<String, String>,
+    json: bool,
+) {
+    let label = |id: &ImageId| labels.get(&id.to_string());
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     // A keeper that failed was replaced by another: the answer stands, the operator should know.
     for f in &out.keeper_faults {
@@ -388,7 +463,10 @@ fn print_search(out: &SearchOutcome, json: bool) {
         println!(
             "{}",
             json!({
-                "results": out.matches.iter().map(|m| json!({"id": m.id.to_string(), "distance": m.distance})).collect::<Vec<_>>(),
+                "results": out.matches.iter().map(|m| match label(&m.id) {
+                    Some(l) => json!({"id": m.id.to_string(), "distance": m.distance, "label": l}),
+                    None => json!({"id": m.id.to_string(), "distance": m.distance}),
+                }).collect::<Vec<_>>(),
                 "candidates": out.candidates,
                 "timings_ms": {"tokens": ms(out.tokens), "stage1": ms(out.stage1), "stage2": ms(out.stage2), "total": ms(out.total)},
                 "keeper_faults": out.keeper_faults.iter().map(|f| json!({"keeper": f.keeper, "reason": f.fault.to_string(), "misbehaved": f.fault.is_misbehaviour()})).collect::<Vec<_>>(),
@@ -402,7 +480,10 @@ fn print_search(out: &SearchOutcome, json: bool) {
         println!("no stored image within the distance limit");
     }
     for m in &out.matches {
-        println!("{}  distance {}", m.id, m.distance);
+        match label(&m.id) {
+            Some(l) => println!("{}  distance {}  {l:?}", m.id, m.distance),
+            None => println!("{}  distance {}", m.id, m.distance),
+        }
     }
     println!(
         "{} candidates; stage 1 {:.1} ms (tokens {:.1}), stage 2 {:.1} ms, total {:.1} ms; {} bytes sent, {} received",

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use obscura_client::group;
 use obscura_client::ledger::{self, Verified};
 use obscura_ledger::entry::{Entry, Transition};
 use obscura_ledger::head::CosignedHead;
@@ -62,6 +63,69 @@ pub(crate) enum LedgerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Start this client as a member of the cluster's group: make its keys (kept in
+    /// OBSCURA_GROUP, else DIR/client/group.json, readable only by you) and write the
+    /// KeyPackage the data owner adds it by.
+    #[command(after_help = "Example:\n  \
+        OBSCURA_GROUP=~/ana.group obscura ledger key-package --cluster /tmp/demo --name ana --out ana.kp\n  \
+        obscura ledger add-member --cluster /tmp/demo --key-package ana.kp   # the data owner")]
+    KeyPackage {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The member's name (its identity is `client:NAME`).
+        #[arg(long)]
+        name: String,
+        /// Where to write the KeyPackage.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print `{"identity","key_package","state"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a client to the group, by its KeyPackage: a new epoch, whose Commit and Welcome go
+    /// into the ledger; from then on it opens what is sealed there. Data owner only. Workers
+    /// join only on attestation, never by this command.
+    #[command(
+        after_help = "Example:\n  obscura ledger add-member --cluster /tmp/demo --key-package ana.kp"
+    )]
+    AddMember {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The member's KeyPackage (from `obscura ledger key-package`).
+        #[arg(long)]
+        key_package: PathBuf,
+        /// Print `{"identity","epoch","ledger":{"size","cosigners"}}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member from the group: a new epoch whose keys it never holds, so it opens
+    /// nothing sealed after. Data owner only.
+    #[command(
+        after_help = "Example:\n  obscura ledger remove-member --cluster /tmp/demo client:ana"
+    )]
+    RemoveMember {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The member (`client:NAME` or `worker:NAME`).
+        identity: String,
+        /// Print `{"identity","epoch","ledger":{"size","cosigners"}}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the ledger as a member of the group and print its members, its epoch and how
+    /// many labels this client opened.
+    #[command(after_help = "Example:\n  obscura ledger members --cluster /tmp/demo --json")]
+    Members {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Print `{"identity","epoch","removed","members":[{"identity","signature_key"}],"labels","unreadable"}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl LedgerCommand {
@@ -78,6 +142,23 @@ impl LedgerCommand {
                 head,
                 json,
             } => verify(&cluster, &head, json).await,
+            LedgerCommand::KeyPackage {
+                cluster,
+                name,
+                out,
+                json,
+            } => key_package(&cluster, &name, &out, json),
+            LedgerCommand::AddMember {
+                cluster,
+                key_package,
+                json,
+            } => add_member(&cluster, &key_package, json).await,
+            LedgerCommand::RemoveMember {
+                cluster,
+                identity,
+                json,
+            } => remove_member(&cluster, &identity, json).await,
+            LedgerCommand::Members { cluster, json } => members(&cluster, json).await,
         }
     }
 }
@@ -123,6 +204,19 @@ pub(crate) fn describe(t: &Transition) -> (&'static str, Value) {
             "audit checkpoint",
             json!({"node": node, "seq": seq, "head": hex(head)}),
         ),
+        // Ciphertext: what a node sees of the group, an epoch and lengths.
+        Transition::GroupCommit {
+            epoch,
+            commit,
+            welcome,
+        } => (
+            "group commit",
+            json!({"epoch": epoch, "commit_bytes": commit.len(),
+                   "welcome_bytes": welcome.as_ref().map(Vec::len)}),
+        ),
+        Transition::Sealed { epoch, message } => {
+            ("sealed", json!({"epoch": epoch, "bytes": message.len()}))
+        }
         _ => ("unknown", Value::Null),
     }
 }
@@ -266,6 +360,124 @@ async fn verify(cluster: &Path, heads: &[PathBuf], json: bool) -> Result<ExitCod
         }
     }
     Ok(exit(v.ok()))
+}
+
+fn key_package(cluster: &Path, name: &str, out: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let identity = format!("client:{name}");
+    if out.exists() {
+        return Err(format!("{} exists already", out.display()).into());
+    }
+    let kp = group::start(cluster, &identity).map_err(|e| e.to_string())?;
+    obscura_cluster::files::write_atomic(out, &kp).map_err(|e| e.to_string())?;
+    let state = group::state_path(cluster);
+    if json {
+        println!(
+            "{}",
+            json!({"identity": identity, "key_package": out, "state": state})
+        );
+    } else {
+        println!(
+            "{identity}: KeyPackage in {} (give it to the data owner); keys kept in {}",
+            out.display(),
+            state.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn changed(identity: &str, what: &str, c: &group::Changed, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"identity": identity, "epoch": c.epoch,
+                   "ledger": {"size": c.appended.head.head.size, "cosigners": c.appended.cosigners}})
+        );
+    } else {
+        for (x, why) in &c.appended.failures {
+            eprintln!("warning: ledger: node {x}: {why}");
+        }
+        println!(
+            "{identity} {what}: the group is at epoch {}; ledger entry {} cosigned by nodes {:?}",
+            c.epoch,
+            c.appended.head.head.size - 1,
+            c.appended.cosigners
+        );
+    }
+}
+
+async fn add_member(cluster: &Path, key_package: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let bytes = obscura_cluster::files::read(key_package).map_err(|e| e.to_string())?;
+    let candidate = obscura_group::Candidate::parse(&bytes)
+        .map_err(|e| format!("{}: {e}", key_package.display()))?;
+    let c = group::add(
+        cluster,
+        &client(cluster)?,
+        &candidate,
+        &obscura_group::Admitted::Vouched,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    changed(candidate.identity(), "added", &c, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove_member(cluster: &Path, identity: &str, json: bool) -> Result<ExitCode, Failure> {
+    let c = group::remove(cluster, &client(cluster)?, identity)
+        .await
+        .map_err(|e| e.to_string())?;
+    changed(identity, "removed", &c, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn members(cluster: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let client = client(cluster)?;
+    let mut g = match group::Group::load(cluster).map_err(|e| e.to_string())? {
+        Some(g) => g,
+        None if client.is_owner() => group::Group::owner(cluster).map_err(|e| e.to_string())?,
+        None => {
+            return Err(group::GroupFault::NoState(
+                group::state_path(cluster).display().to_string(),
+            )
+            .to_string()
+            .into())
+        }
+    };
+    group::follow(cluster, &client, &mut g)
+        .await
+        .map_err(|e| e.to_string())?;
+    let members = g.member.members();
+    if json {
+        println!(
+            "{}",
+            json!({"identity": g.member.identity(), "epoch": g.member.epoch(),
+                   "removed": g.member.removed(),
+                   "members": members.iter().map(|(i, k)| json!({"identity": i, "signature_key": k})).collect::<Vec<_>>(),
+                   "labels": g.labels.len(), "unreadable": g.unreadable})
+        );
+    } else {
+        match g.member.epoch() {
+            Some(epoch) => {
+                for (i, k) in &members {
+                    println!("{i}  {k}");
+                }
+                println!(
+                    "{} member(s), epoch {epoch}; this client is {} and holds {} label(s)",
+                    members.len(),
+                    g.member.identity(),
+                    g.labels.len()
+                );
+            }
+            None if g.member.removed() => println!(
+                "{} was removed from the group: it opens nothing sealed after",
+                g.member.identity()
+            ),
+            None => println!(
+                "{} is not in the group yet (the data owner adds it with `obscura ledger add-member`)",
+                g.member.identity()
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Enter `transitions` in the ledger after an operation that succeeded: prints what it did, or

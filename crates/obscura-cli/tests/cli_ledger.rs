@@ -426,3 +426,214 @@ fn a_node_that_makes_up_a_longer_history_of_its_own_entries_is_passed_over_and_o
         .iter()
         .all(|n| n["size"] == 10));
 }
+
+/// `obscura ARGS` as the client whose group state is `state`.
+fn as_member(state: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .env("OBSCURA_GROUP", state)
+        .output()
+        .unwrap()
+}
+
+/// The label `obscura search --json` shows for the one result `id`, if any.
+fn label_of(search: &Value, id: &str) -> Option<String> {
+    let results = search["results"].as_array().unwrap();
+    let hit = results
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not found: {search}"));
+    hit["label"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn labels_sealed_in_the_ledger_are_shown_to_members_only_and_a_removed_member_reads_none_after() {
+    let dir = init_cluster("group");
+    let cluster = dir.to_str().unwrap();
+    let mut up = start(&dir);
+    let photos = three_photos("group");
+    let (first, later) = (dir.join("first"), dir.join("later"));
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&later).unwrap();
+    for name in ["camera.png", "coffee.png"] {
+        std::fs::rename(photos.join(name), first.join(name)).unwrap();
+    }
+    std::fs::rename(photos.join("rocket.jpg"), later.join("rocket.jpg")).unwrap();
+
+    // ana starts as a member on her own client; the owner adds her.
+    let ana = dir.join("ana.group");
+    let kp = dir.join("ana.kp");
+    let out = as_member(
+        &ana,
+        &[
+            "ledger",
+            "key-package",
+            "--cluster",
+            cluster,
+            "--name",
+            "ana",
+            "--out",
+            kp.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let v = json_of(&obscura(&[
+        "ledger",
+        "add-member",
+        "--cluster",
+        cluster,
+        "--key-package",
+        kp.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(
+        (v["identity"].as_str(), v["epoch"].as_u64()),
+        (Some("client:ana"), Some(1)),
+        "{v}"
+    );
+
+    let v = json_of(&obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        first.to_str().unwrap(),
+        "--label",
+        "harbour survey",
+        "--json",
+    ]));
+    // Two registrations and one sealed message.
+    assert_eq!(v["ledger"]["size"], 4, "{v}");
+    let camera = v["indexed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["path"].as_str().unwrap().ends_with("camera.png"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Nodes hold the label as ciphertext only: not in any node's store, and `ledger show`
+    // gives an epoch and a length.
+    stop_node(&dir, 1, "TERM");
+    let store = std::fs::read(dir.join("node1").join("store.redb")).unwrap();
+    assert!(!store.windows(7).any(|w| w == b"harbour"));
+    assert!(!store.windows(10).any(|w| w == b"client:ana"));
+    up.restart_node(1);
+    wait_for_status(&dir);
+    let shown = json_of(&obscura(&[
+        "ledger",
+        "show",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
+    let sealed = &shown["entries"][3];
+    assert_eq!(sealed["transition"], "sealed", "{shown}");
+    assert_eq!(sealed["fields"]["epoch"], 1);
+
+    let query = first.join("camera.png");
+    let search = |state: &Path| {
+        let out = as_member(
+            state,
+            &[
+                "search",
+                "--cluster",
+                cluster,
+                query.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        json_of(&out)
+    };
+    // The owner, ana, and a client that is no member.
+    assert_eq!(
+        label_of(
+            &json_of(&obscura(&[
+                "search",
+                "--cluster",
+                cluster,
+                query.to_str().unwrap(),
+                "--json"
+            ])),
+            &camera
+        )
+        .as_deref(),
+        Some("harbour survey")
+    );
+    assert_eq!(
+        label_of(&search(&ana), &camera).as_deref(),
+        Some("harbour survey")
+    );
+    assert_eq!(label_of(&search(&dir.join("nobody.group")), &camera), None);
+
+    // ana is removed; what is sealed after, she does not open.
+    let v = json_of(&obscura(&[
+        "ledger",
+        "remove-member",
+        "--cluster",
+        cluster,
+        "client:ana",
+        "--json",
+    ]));
+    assert_eq!(v["epoch"], 2, "{v}");
+    let v = json_of(&obscura(&[
+        "index",
+        "--cluster",
+        cluster,
+        later.to_str().unwrap(),
+        "--label",
+        "night launch",
+        "--json",
+    ]));
+    let rocket = v["indexed"][0]["id"].as_str().unwrap().to_owned();
+    let rocket_query = later.join("rocket.jpg");
+    let search_rocket = |state: Option<&Path>| {
+        let mut args = vec![
+            "search",
+            "--cluster",
+            cluster,
+            rocket_query.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(["--max-distance", "10"]);
+        json_of(&match state {
+            Some(s) => as_member(s, &args),
+            None => obscura(&args),
+        })
+    };
+    assert_eq!(
+        label_of(&search_rocket(None), &rocket).as_deref(),
+        Some("night launch")
+    );
+    assert_eq!(label_of(&search_rocket(Some(&ana)), &rocket), None);
+    let m = json_of(&as_member(
+        &ana,
+        &["ledger", "members", "--cluster", cluster, "--json"],
+    ));
+    assert_eq!(m["removed"], true, "{m}");
+    assert_eq!(m["unreadable"], 1, "{m}");
+    let m = json_of(&obscura(&[
+        "ledger",
+        "members",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
+    assert_eq!(m["members"].as_array().unwrap().len(), 1, "{m}");
+    assert_eq!(m["epoch"], 2, "{m}");
+
+    // A client that is no member cannot add anyone, nor seal: it holds no group.
+    let out = as_member(
+        &ana,
+        &[
+            "ledger",
+            "add-member",
+            "--cluster",
+            cluster,
+            "--key-package",
+            kp.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+}

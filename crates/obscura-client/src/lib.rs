@@ -53,6 +53,7 @@ mod fault;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod group;
 mod journal;
 pub mod ledger;
 pub mod ops;

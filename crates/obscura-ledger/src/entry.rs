@@ -13,6 +13,9 @@ use crate::merkle::{leaf_hash, Frontier, Hash};
 /// The longest user or role name an entry may carry, in bytes.
 pub const MAX_NAME: usize = 64;
 
+/// The largest group message (an MLS Commit, Welcome or sealed message) an entry may carry.
+pub const MAX_GROUP_MESSAGE: usize = 256 * 1024;
+
 /// Who may write what.
 #[derive(Clone, Debug)]
 pub struct Authors {
@@ -89,6 +92,24 @@ pub enum Transition {
         seq: u64,
         /// The audit log's head hash.
         head: Hash,
+    },
+    /// The owner changed the group's membership: an MLS Commit, ciphertext to all but the
+    /// members, with the Welcome (sealed to the members it adds) if it adds any.
+    GroupCommit {
+        /// The epoch the group enters: one above the last.
+        epoch: u64,
+        /// The Commit (`MLSMessage`, a `PrivateMessage`).
+        commit: Vec<u8>,
+        /// The Welcome.
+        welcome: Option<Vec<u8>>,
+    },
+    /// A message sealed under the group's current epoch key (image labels and metadata), which
+    /// only the members open.
+    Sealed {
+        /// The group's epoch it was sealed under: the current one.
+        epoch: u64,
+        /// The message (`MLSMessage`, a `PrivateMessage`).
+        message: Vec<u8>,
     },
 }
 
@@ -195,6 +216,8 @@ pub enum Undo {
     Run(Hash, u8, Option<u32>),
     /// A node's checkpoint before.
     Checkpoint(u8, Option<(u64, Hash)>),
+    /// The group's epoch before.
+    Epoch(u64),
     /// Nothing but the count of entries.
     Nothing,
 }
@@ -216,6 +239,8 @@ pub struct State {
     pub runs: BTreeMap<(Hash, u8), u32>,
     /// Each node's last audit checkpoint: entries and head.
     pub checkpoints: BTreeMap<u8, (u64, Hash)>,
+    /// The group's epoch: 0 when the owner created it, one more for each commit.
+    pub group_epoch: u64,
 }
 
 impl State {
@@ -382,6 +407,46 @@ impl State {
                 let was = self.checkpoints.insert(*node, (*seq, *head));
                 Undo::Checkpoint(*node, was)
             }
+            Transition::GroupCommit {
+                epoch,
+                commit,
+                welcome,
+            } => {
+                owner_only("changes the group")?;
+                if *epoch != self.group_epoch + 1 {
+                    return Err(refuse(format!(
+                        "a commit into epoch {epoch}; the group is at {}",
+                        self.group_epoch
+                    )));
+                }
+                if commit.len() > MAX_GROUP_MESSAGE
+                    || welcome
+                        .as_ref()
+                        .is_some_and(|w| w.len() > MAX_GROUP_MESSAGE)
+                {
+                    return Err(refuse(format!(
+                        "a group message over {MAX_GROUP_MESSAGE} bytes"
+                    )));
+                }
+                let was = self.group_epoch;
+                self.group_epoch = *epoch;
+                Undo::Epoch(was)
+            }
+            Transition::Sealed { epoch, message } => {
+                owner_only("seals group messages")?;
+                if *epoch != self.group_epoch {
+                    return Err(refuse(format!(
+                        "a message sealed in epoch {epoch}; the group is at {}",
+                        self.group_epoch
+                    )));
+                }
+                if message.len() > MAX_GROUP_MESSAGE {
+                    return Err(refuse(format!(
+                        "a group message over {MAX_GROUP_MESSAGE} bytes"
+                    )));
+                }
+                Undo::Nothing
+            }
         };
         self.size += 1;
         Ok(undo)
@@ -426,6 +491,7 @@ impl State {
                 }
             },
             Undo::Nothing => {}
+            Undo::Epoch(was) => self.group_epoch = was,
             Undo::Checkpoint(node, was) => match was {
                 Some(v) => {
                     self.checkpoints.insert(node, v);

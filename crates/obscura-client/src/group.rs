@@ -1,0 +1,375 @@
+//! A client as a member of the cluster's group ([`obscura_group`]): its state on disk, the
+//! ledger read in order to follow the group, and the data owner's acts on it (add and remove
+//! members, seal image labels into the ledger).
+//!
+//! A member's state (its keys, the group's epoch secrets, and the labels it opened) is one file
+//! readable only by its user: `OBSCURA_GROUP`, else `DIR/client/group.json`. The data owner's
+//! client creates the group the first time it seals or adds; every other member starts with a
+//! KeyPackage ([`start`]) and joins by the Welcome the owner enters in the ledger.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use obscura_group::{Admitted, Candidate, GroupError, Member, Received};
+use obscura_ledger::entry::Transition;
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{self, Appended, LedgerError};
+use crate::Client;
+
+/// The data owner's identity in the group.
+pub const OWNER: &str = "client:owner";
+
+/// The longest label, in bytes.
+pub const MAX_LABEL: usize = 200;
+
+/// Format of the state file.
+const VERSION: u8 = 1;
+
+/// Why a group operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupFault {
+    /// The group itself.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// The ledger.
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    /// The state file.
+    #[error(transparent)]
+    File(#[from] obscura_cluster::Error),
+    /// This client is no member (no state file).
+    #[error("{0}: no group state: this client is not a member (`obscura ledger key-package` starts one)")]
+    NoState(String),
+    /// A state file already there.
+    #[error("{0} exists: this client is a member already, as {1}")]
+    Exists(String, String),
+    /// A label that is too long or not printable.
+    #[error("a label is 1 to {MAX_LABEL} bytes of printable text")]
+    Label,
+}
+
+/// Where this client's group state is.
+pub fn state_path(dir: &Path) -> PathBuf {
+    std::env::var_os("OBSCURA_GROUP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("client").join("group.json"))
+}
+
+/// What a sealed message carries.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sealed {
+    /// Image id (hex) → label.
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    version: u8,
+    /// The next ledger entry to read.
+    cursor: u64,
+    labels: BTreeMap<String, String>,
+    /// Entries it could not open (sealed before it joined, or after it was removed).
+    unreadable: u64,
+    /// [`Member::to_bytes`], hex.
+    member: String,
+}
+
+/// A member's state.
+pub struct Group {
+    path: PathBuf,
+    /// The member.
+    pub member: Member,
+    /// The next ledger entry to read.
+    pub cursor: u64,
+    /// The labels it opened (or, for the owner, sealed), by image id (hex).
+    pub labels: BTreeMap<String, String>,
+    /// Sealed entries it could not open.
+    pub unreadable: u64,
+}
+
+impl Group {
+    /// Loads this client's state, if it has one.
+    ///
+    /// # Errors
+    /// [`GroupFault::File`] or a state that does not load.
+    pub fn load(dir: &Path) -> Result<Option<Group>, GroupFault> {
+        let path = state_path(dir);
+        if !path.exists() {
+            return Ok(None);
+        }
+        obscura_cluster::files::check_private(&path)?;
+        let bytes = obscura_cluster::files::read(&path)?;
+        let bad = |reason: String| GroupError::State(format!("{}: {reason}", path.display()));
+        let saved: Saved = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if saved.version != VERSION {
+            return Err(bad(format!("format {}", saved.version)).into());
+        }
+        let member = hex::decode(&saved.member).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(Group {
+            member: Member::from_bytes(&member)?,
+            cursor: saved.cursor,
+            labels: saved.labels,
+            unreadable: saved.unreadable,
+            path,
+        }))
+    }
+
+    /// Writes it (readable only by this user), replacing the file whole.
+    ///
+    /// # Errors
+    /// [`GroupFault::File`].
+    pub fn save(&self) -> Result<(), GroupFault> {
+        let saved = Saved {
+            version: VERSION,
+            cursor: self.cursor,
+            labels: self.labels.clone(),
+            unreadable: self.unreadable,
+            member: hex::encode(self.member.to_bytes()),
+        };
+        obscura_cluster::files::write_private_atomic(
+            &self.path,
+            &serde_json::to_vec(&saved).expect("the state serialises"),
+        )?;
+        Ok(())
+    }
+
+    /// The data owner's group: loaded, or created (alone in it, epoch 0) the first time.
+    ///
+    /// # Errors
+    /// As [`Group::load`]; a state of another identity.
+    pub fn owner(dir: &Path) -> Result<Group, GroupFault> {
+        if let Some(g) = Group::load(dir)? {
+            if g.member.identity() != OWNER {
+                return Err(GroupFault::Exists(
+                    g.path.display().to_string(),
+                    g.member.identity().into(),
+                ));
+            }
+            return Ok(g);
+        }
+        let mut member = Member::new(OWNER)?;
+        member.create()?;
+        let g = Group {
+            path: state_path(dir),
+            member,
+            cursor: 0,
+            labels: BTreeMap::new(),
+            unreadable: 0,
+        };
+        g.save()?;
+        Ok(g)
+    }
+}
+
+/// Starts a member `identity` (`client:NAME`): its state file, and the KeyPackage the data
+/// owner adds it by (`obscura ledger add-member`).
+///
+/// # Errors
+/// [`GroupFault::Exists`] when this client has a state already.
+pub fn start(dir: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
+    if let Some(g) = Group::load(dir)? {
+        return Err(GroupFault::Exists(
+            g.path.display().to_string(),
+            g.member.identity().into(),
+        ));
+    }
+    let mut member = Member::new(identity)?;
+    let key_package = member.key_package(None)?;
+    Group {
+        path: state_path(dir),
+        member,
+        cursor: 0,
+        labels: BTreeMap::new(),
+        unreadable: 0,
+    }
+    .save()?;
+    Ok(key_package)
+}
+
+/// What following the ledger did.
+#[derive(Debug, Default)]
+pub struct Followed {
+    /// Group entries read.
+    pub read: u64,
+    /// Labels opened.
+    pub opened: usize,
+    /// Sealed entries not opened.
+    pub unreadable: u64,
+}
+
+/// Reads the ledger from where this member stopped (verified: every signature, rule and the
+/// nodes' cosigned heads) and follows the group: joins on its Welcome, moves on each commit,
+/// opens each sealed message it can.
+///
+/// # Errors
+/// [`GroupFault`]; what it read up to a failure is kept.
+pub async fn follow(
+    dir: &Path,
+    client: &Client,
+    group: &mut Group,
+) -> Result<Followed, GroupFault> {
+    let verified = ledger::verify(dir, client, &[]).await?;
+    let mut followed = Followed::default();
+    let from = usize::try_from(group.cursor).unwrap_or(usize::MAX);
+    for entry in verified.entries.iter().skip(from) {
+        let outcome = match &entry.transition {
+            Transition::GroupCommit {
+                epoch,
+                commit,
+                welcome,
+            } => {
+                followed.read += 1;
+                // The owner merged its own commits when the ledger took them.
+                if group.member.epoch().is_some_and(|e| e >= *epoch) {
+                    None
+                } else {
+                    Some(group.member.receive(commit, welcome.as_deref()))
+                }
+            }
+            Transition::Sealed { message, .. } => {
+                followed.read += 1;
+                // The owner sealed them, and kept what it sealed.
+                (group.member.identity() != OWNER).then(|| group.member.receive(message, None))
+            }
+            _ => None,
+        };
+        match outcome {
+            Some(Ok(Received::Opened(bytes))) => match serde_json::from_slice::<Sealed>(&bytes) {
+                Ok(sealed) => {
+                    followed.opened += sealed.labels.len();
+                    group.labels.extend(sealed.labels);
+                }
+                Err(_) => followed.unreadable += 1,
+            },
+            Some(Ok(Received::Removed)) => {}
+            Some(Ok(_)) | None => {}
+            // Sealed before it joined, after it was removed, or an owner's message of an
+            // epoch past: not for it.
+            Some(Err(GroupError::Undecryptable(_))) => followed.unreadable += 1,
+            Some(Err(e)) => {
+                group.cursor = entry.seq;
+                group.save()?;
+                return Err(e.into());
+            }
+        }
+        group.cursor = entry.seq + 1;
+    }
+    group.unreadable += followed.unreadable;
+    group.save()?;
+    Ok(followed)
+}
+
+/// Checks a label.
+///
+/// # Errors
+/// [`GroupFault::Label`].
+pub fn check_label(label: &str) -> Result<(), GroupFault> {
+    if label.is_empty() || label.len() > MAX_LABEL || label.chars().any(char::is_control) {
+        return Err(GroupFault::Label);
+    }
+    Ok(())
+}
+
+/// Seals `labels` (image id hex → label) under the owner's group's current epoch, as the
+/// transition to enter in the ledger. The member state is saved before it returns, so that no
+/// message key is ever used twice, whatever becomes of the entry; [`keep`] records the labels
+/// once the ledger took it.
+///
+/// # Errors
+/// [`GroupFault`].
+pub fn seal_labels(
+    group: &mut Group,
+    labels: &BTreeMap<String, String>,
+) -> Result<Transition, GroupFault> {
+    for label in labels.values() {
+        check_label(label)?;
+    }
+    let plaintext = serde_json::to_vec(&Sealed {
+        labels: labels.clone(),
+    })
+    .expect("labels serialise");
+    let (epoch, message) = group.member.seal(&plaintext)?;
+    group.save()?;
+    Ok(Transition::Sealed { epoch, message })
+}
+
+/// Records labels the ledger took.
+///
+/// # Errors
+/// [`GroupFault::File`].
+pub fn keep(group: &mut Group, labels: BTreeMap<String, String>) -> Result<(), GroupFault> {
+    group.labels.extend(labels);
+    group.save()
+}
+
+/// A membership change done.
+#[derive(Debug)]
+pub struct Changed {
+    /// The epoch the group is in now.
+    pub epoch: u64,
+    /// The ledger's append.
+    pub appended: Appended,
+}
+
+/// Enters `change` (staged in the owner's member) in the ledger, then merges it; drops it if
+/// the ledger does not take it.
+async fn enter_change(
+    dir: &Path,
+    client: &Client,
+    group: &mut Group,
+    change: obscura_group::Change,
+) -> Result<Changed, GroupFault> {
+    let transition = Transition::GroupCommit {
+        epoch: change.epoch,
+        commit: change.commit,
+        welcome: change.welcome,
+    };
+    match ledger::append(dir, client, vec![transition]).await {
+        Ok(appended) => {
+            let epoch = group.member.confirm()?;
+            group.save()?;
+            Ok(Changed { epoch, appended })
+        }
+        Err(e) => {
+            group.member.abandon();
+            group.save()?;
+            Err(e.into())
+        }
+    }
+}
+
+/// Adds the member whose KeyPackage is `key_package`, admitted as `admitted` (a worker only on
+/// its appraisal, [`Candidate::appraise`]). Data owner only.
+///
+/// # Errors
+/// [`GroupFault`]; the group stays where the ledger has it.
+pub async fn add(
+    dir: &Path,
+    client: &Client,
+    candidate: &Candidate,
+    admitted: &Admitted,
+) -> Result<Changed, GroupFault> {
+    if client.owner.is_none() {
+        return Err(LedgerError::NotOwner.into());
+    }
+    let mut group = Group::owner(dir)?;
+    let change = group.member.add(candidate, admitted)?;
+    enter_change(dir, client, &mut group, change).await
+}
+
+/// Removes the member `identity`: from the next epoch on it opens nothing. Data owner only.
+///
+/// # Errors
+/// [`GroupFault`]; the group stays where the ledger has it.
+pub async fn remove(dir: &Path, client: &Client, identity: &str) -> Result<Changed, GroupFault> {
+    if client.owner.is_none() {
+        return Err(LedgerError::NotOwner.into());
+    }
+    let mut group = Group::owner(dir)?;
+    let change = group.member.remove(identity)?;
+    enter_change(dir, client, &mut group, change).await
+}
