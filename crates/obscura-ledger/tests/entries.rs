@@ -403,6 +403,47 @@ fn a_replica_takes_entries_all_or_none_passes_over_those_it_holds_and_names_conf
 }
 
 #[test]
+fn group_entries_are_the_owners_in_epoch_order_and_of_bounded_size() {
+    let p = Parties::new();
+    let mut state = State::default();
+    let mut entries = Vec::new();
+    let commit = |epoch, len| Transition::GroupCommit {
+        epoch,
+        commit: vec![7; len],
+        welcome: Some(vec![8; 10]),
+    };
+    let sealed = |epoch, len| Transition::Sealed {
+        epoch,
+        message: vec![9; len],
+    };
+    // Sealed at epoch 0 (the owner alone), then a commit into epoch 1.
+    entries.push(write(&mut state, &entries, &p, 0, sealed(0, 10)).unwrap());
+    entries.push(write(&mut state, &entries, &p, 0, commit(1, 10)).unwrap());
+    let at = state.clone();
+    // A node cannot change the group or seal in it.
+    let e = write(&mut state, &entries, &p, 1, commit(2, 10)).unwrap_err();
+    assert!(e.why.contains("only the owner"), "{}", e.why);
+    let e = write(&mut state, &entries, &p, 2, sealed(1, 10)).unwrap_err();
+    assert!(e.why.contains("only the owner"), "{}", e.why);
+    // A commit that skips or repeats an epoch, a message sealed in a past epoch.
+    for t in [commit(3, 10), commit(1, 10), sealed(0, 10)] {
+        let e = write(&mut state, &entries, &p, 0, t).unwrap_err();
+        assert!(e.why.contains("epoch"), "{}", e.why);
+    }
+    // Past the size limit.
+    for t in [
+        commit(2, MAX_GROUP_MESSAGE + 1),
+        sealed(1, MAX_GROUP_MESSAGE + 1),
+    ] {
+        let e = write(&mut state, &entries, &p, 0, t).unwrap_err();
+        assert!(e.why.contains("over"), "{}", e.why);
+    }
+    assert_eq!(state, at);
+    entries.push(write(&mut state, &entries, &p, 0, sealed(1, MAX_GROUP_MESSAGE)).unwrap());
+    assert_eq!(State::replay(&LOG, &p.authors(), &entries).unwrap(), state);
+}
+
+#[test]
 fn names_past_the_limit_are_refused() {
     let p = Parties::new();
     let mut state = State::default();
@@ -535,6 +576,14 @@ fn a_refused_batch_undoes_every_kind_of_transition_exactly() {
                 },
             ),
             (0, Transition::Synced { at: 1 }),
+            (
+                0,
+                Transition::GroupCommit {
+                    epoch: 1,
+                    commit: vec![1],
+                    welcome: None,
+                },
+            ),
             (0, Transition::KeyVersion { version: 1 }),
         ],
     );
@@ -542,6 +591,7 @@ fn a_refused_batch_undoes_every_kind_of_transition_exactly() {
     assert_eq!(replica.state(), &state);
     assert_eq!(replica.head(), head);
     // Without the broken one, it is taken whole.
-    assert_eq!(replica.append(&batch[..10]), Ok(10));
+    assert_eq!(replica.append(&batch[..11]), Ok(11));
+    assert_eq!(replica.state().group_epoch, 1);
     assert_ne!(replica.state(), &state);
 }
