@@ -83,20 +83,26 @@ pub(crate) enum LedgerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Add a client to the group, by its KeyPackage: a new epoch, whose Commit and Welcome go
-    /// into the ledger; from then on it opens what is sealed there. Data owner only. Workers
-    /// join only on attestation, never by this command.
-    #[command(
-        after_help = "Example:\n  obscura ledger add-member --cluster /tmp/demo --key-package ana.kp"
-    )]
+    /// Add a member to the group: a new epoch, whose Commit and Welcome go into the ledger;
+    /// from then on it opens what is sealed there. A client joins by its KeyPackage; a worker
+    /// only on its attestation: challenged for a KeyPackage, whose evidence must bind its key
+    /// and pass the cluster's attestation policy. Data owner only.
+    #[command(after_help = "Examples:\n  \
+        obscura ledger add-member --cluster /tmp/demo --key-package ana.kp\n  \
+        obscura ledger add-member --cluster /tmp/demo --worker http://127.0.0.1:7601")]
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["key_package", "worker"])))]
     AddMember {
         /// The cluster directory.
         #[arg(long)]
         cluster: PathBuf,
-        /// The member's KeyPackage (from `obscura ledger key-package`).
+        /// A client's KeyPackage (from `obscura ledger key-package`).
         #[arg(long)]
-        key_package: PathBuf,
-        /// Print `{"identity","epoch","ledger":{"size","cosigners"}}`.
+        key_package: Option<PathBuf>,
+        /// A running worker's base URL (`obscura worker run`).
+        #[arg(long)]
+        worker: Option<String>,
+        /// Print `{"identity","epoch","ledger":{"size","cosigners"}}`, and for a worker
+        /// `"appraisal"` and `"worker":{"epoch","joined"}` or `"worker_error"`.
         #[arg(long)]
         json: bool,
     },
@@ -151,8 +157,13 @@ impl LedgerCommand {
             LedgerCommand::AddMember {
                 cluster,
                 key_package,
+                worker,
                 json,
-            } => add_member(&cluster, &key_package, json).await,
+            } => match (key_package, worker) {
+                (Some(kp), _) => add_member(&cluster, &kp, json).await,
+                (None, Some(url)) => add_worker(&cluster, &url, json).await,
+                (None, None) => Err("--key-package or --worker".into()),
+            },
             LedgerCommand::RemoveMember {
                 cluster,
                 identity,
@@ -419,6 +430,34 @@ async fn add_member(cluster: &Path, key_package: &Path, json: bool) -> Result<Ex
     .map_err(|e| e.to_string())?;
     changed(candidate.identity(), "added", &c, json);
     Ok(ExitCode::SUCCESS)
+}
+
+async fn add_worker(cluster: &Path, url: &str, json: bool) -> Result<ExitCode, Failure> {
+    let a = group::add_worker(cluster, &client(cluster)?, url)
+        .await
+        .map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            json!({"identity": a.identity, "epoch": a.changed.epoch, "appraisal": a.appraisal,
+                   "ledger": {"size": a.changed.appended.head.head.size, "cosigners": a.changed.appended.cosigners},
+                   "worker": a.told.as_ref().ok().map(|f| json!({"epoch": f.epoch, "joined": f.joined})),
+                   "worker_error": a.told.as_ref().err()})
+        );
+    } else {
+        println!("{}: attested ({})", a.identity, a.appraisal);
+        changed(&a.identity, "added", &a.changed, false);
+        match &a.told {
+            Ok(f) if f.joined => println!(
+                "{} joined: epoch {}",
+                a.identity,
+                f.epoch.unwrap_or_default()
+            ),
+            Ok(_) => println!("{} did not join with the entry it was handed", a.identity),
+            Err(e) => eprintln!("warning: {} was not told: {e}", a.identity),
+        }
+    }
+    Ok(exit(a.told.as_ref().is_ok_and(|f| f.joined)))
 }
 
 async fn remove_member(cluster: &Path, identity: &str, json: bool) -> Result<ExitCode, Failure> {

@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Failure;
 
+mod group;
 mod room;
 
 #[derive(Subcommand)]
@@ -189,6 +190,8 @@ struct Worker {
     held: Mutex<HashMap<[u8; 16], Zeroizing<Vec<u8>>>>,
     /// The clean room, when the configuration names the nodes and the owner.
     room: Option<room::RoomSide>,
+    /// Its membership of the cluster's group, likewise.
+    group: Option<group::GroupSide>,
 }
 
 async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
@@ -233,10 +236,13 @@ async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
         making: tokio::sync::Semaphore::new(1),
         held: Mutex::default(),
         room,
+        group: group::GroupSide::load(&config.name, &config.nodes, &config.owner),
     });
     let app = Router::new()
         .route("/v1/evidence", post(evidence))
         .route("/v1/deliver", post(deliver))
+        .route("/v1/group/key-package", post(group::key_package))
+        .route("/v1/group/entries", post(group::entries))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST))
         .merge(room::routes())
         .with_state(worker.clone());

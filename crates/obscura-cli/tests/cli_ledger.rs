@@ -637,3 +637,109 @@ fn labels_sealed_in_the_ledger_are_shown_to_members_only_and_a_removed_member_re
     );
     assert!(!out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn a_worker_joins_the_group_only_on_evidence_of_this_build_and_only_from_the_owners_entries() {
+    let dir = init_cluster("group-worker");
+    let cluster = dir.to_str().unwrap();
+    let _up = start(&dir);
+    let port = free_ports(2);
+    let mut good = worker(Path::new(BIN), &dir, "good", port);
+    let modified = modified_build("group-worker");
+    let mut other = worker(&modified, &dir, "other", port + 1);
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+
+    // Another build's measurement: refused, and neither the group nor the ledger moves.
+    let out = obscura(&[
+        "ledger",
+        "add-member",
+        "--cluster",
+        cluster,
+        "--worker",
+        &url(port + 1),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("not admitted") && text(&out).contains("measurement"),
+        "{}",
+        text(&out)
+    );
+    let shown = json_of(&obscura(&[
+        "ledger",
+        "show",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
+    assert_eq!(shown["size"], 0, "{shown}");
+
+    // Anyone may ask a worker for a KeyPackage and hand it a Welcome of its own group: the
+    // worker takes group entries only as the data owner signed them for this ledger.
+    let (status, body) = post_worker(
+        port,
+        "/v1/group/key-package",
+        &[],
+        &format!(r#"{{"nonce":"{}"}}"#, "11".repeat(32)),
+    );
+    assert_eq!(status, 200, "{body}");
+    let kp: Value = serde_json::from_str(&body).unwrap();
+    let kp = hex::decode(kp["key_package"].as_str().unwrap()).unwrap();
+    assert!(obscura_group::Candidate::parse(&kp).unwrap().is_worker());
+    let stranger = SigningKey::generate(&mut rand_core::OsRng);
+    let forged = obscura_ledger::entry::Entry::sign(
+        &[0; 32],
+        0,
+        &[0; 32],
+        0,
+        obscura_ledger::entry::Transition::GroupCommit {
+            epoch: 1,
+            commit: vec![0; 8],
+            welcome: Some(vec![0; 8]),
+        },
+        &stranger,
+    );
+    let body = serde_json::json!({"entries": [[forged, "00".repeat(32)]]}).to_string();
+    let (status, answer) = post_worker(port, "/v1/group/entries", &[], &body);
+    assert_eq!(status, 403, "{answer}");
+
+    // This build's worker: appraised, added, and it joins by the entry it is handed.
+    let v = json_of(&obscura(&[
+        "ledger",
+        "add-member",
+        "--cluster",
+        cluster,
+        "--worker",
+        &url(port),
+        "--json",
+    ]));
+    assert_eq!(v["identity"], "worker:good", "{v}");
+    assert_eq!(v["worker"]["joined"], true, "{v}");
+    assert_eq!(v["worker"]["epoch"], 1, "{v}");
+    let m = json_of(&obscura(&[
+        "ledger",
+        "members",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
+    let names: Vec<&str> = m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["identity"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["client:owner", "worker:good"], "{m}");
+    // Asked again, it is a member already.
+    let (status, _) = post_worker(
+        port,
+        "/v1/group/key-package",
+        &[],
+        &format!(r#"{{"nonce":"{}"}}"#, "22".repeat(32)),
+    );
+    assert_eq!(status, 409);
+    let _ = good.kill();
+    let _ = other.kill();
+    let _ = good.wait();
+    let _ = other.wait();
+    std::fs::remove_file(modified).ok();
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use obscura_group::{Admitted, Candidate, GroupError, Member, Received};
-use obscura_ledger::entry::Transition;
+use obscura_ledger::entry::{Entry, Transition};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::{self, Appended, LedgerError};
@@ -55,6 +55,42 @@ pub fn state_path(dir: &Path) -> PathBuf {
     std::env::var_os("OBSCURA_GROUP")
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("client").join("group.json"))
+}
+
+/// `POST /v1/group/key-package` to a worker: the owner's challenge.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPackageRequest {
+    /// 32 bytes, hex.
+    pub nonce: String,
+}
+
+/// A worker's answer to [`KeyPackageRequest`].
+#[derive(Serialize, Deserialize)]
+pub struct KeyPackageAnswer {
+    /// The KeyPackage (`MLSMessage`), hex.
+    pub key_package: String,
+}
+
+/// `POST /v1/group/entries` to a worker: ledger entries, each with the tree head before it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entries {
+    /// `(entry, head before it (hex))`, in ledger order.
+    pub entries: Vec<(Entry, String)>,
+}
+
+/// A worker's answer to [`Entries`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerFollowed {
+    /// The group's epoch, if this worker is in it.
+    pub epoch: Option<u64>,
+    /// Whether it joined with these entries.
+    pub joined: bool,
+    /// Whether it was removed.
+    pub removed: bool,
+    /// Sealed messages opened.
+    pub opened: usize,
 }
 
 /// What a sealed message carries.
@@ -372,4 +408,126 @@ pub async fn remove(dir: &Path, client: &Client, identity: &str) -> Result<Chang
     let mut group = Group::owner(dir)?;
     let change = group.member.remove(identity)?;
     enter_change(dir, client, &mut group, change).await
+}
+
+/// A worker added: the change, and what the worker made of it.
+#[derive(Debug)]
+pub struct WorkerAdded {
+    /// The change.
+    pub changed: Changed,
+    /// The worker's identity (`worker:NAME`).
+    pub identity: String,
+    /// The appraisal its evidence passed, in words.
+    pub appraisal: String,
+    /// What the worker made of the entry (it joins by its Welcome), or why it could not be
+    /// told: it is a member either way, and `relay` can tell it again.
+    pub told: Result<WorkerFollowed, String>,
+}
+
+/// Adds the worker at `worker` (its base URL): challenges it for a KeyPackage, appraises the
+/// evidence in it under the cluster's attestation policy (a worker joins on nothing less),
+/// enters the change in the ledger, and hands the worker the entry it joins by. Data owner
+/// only.
+///
+/// # Errors
+/// [`GroupFault`]: [`GroupError::NotAdmitted`] names the check its evidence failed, and the
+/// group and the ledger are left as they were.
+pub async fn add_worker(
+    dir: &Path,
+    client: &Client,
+    worker: &str,
+) -> Result<WorkerAdded, GroupFault> {
+    if !client.is_owner() {
+        return Err(LedgerError::NotOwner.into());
+    }
+    let worker = worker.trim_end_matches('/');
+    let policy = client.attestation_policy().ok_or_else(|| {
+        GroupError::NotAdmitted("the cluster has no attestation policy to appraise it under".into())
+    })?;
+    let mut nonce = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let http = client.http.client.clone();
+    let said = |e: String| GroupError::NotAdmitted(format!("worker {worker}: {e}"));
+    let answer: KeyPackageAnswer = crate::release::post_json(
+        &http,
+        &format!("{worker}/v1/group/key-package"),
+        &KeyPackageRequest {
+            nonce: hex::encode(nonce),
+        },
+    )
+    .await
+    .map_err(said)?;
+    let kp = hex::decode(&answer.key_package).map_err(|e| said(e.to_string()))?;
+    let candidate = Candidate::parse(&kp)?;
+    if !candidate.is_worker() {
+        return Err(said(format!("it calls itself {}", candidate.identity())).into());
+    }
+    let admitted =
+        candidate.appraise(&obscura_attest::Verifier::new(), policy, &nonce, unix_now())?;
+    let appraisal = admitted
+        .appraisal()
+        .map_or_else(String::new, |a| a.summary());
+    let changed = add(dir, client, &candidate, &admitted).await?;
+    let told = relay(dir, client, worker, changed.appended.head.head.size - 1).await;
+    Ok(WorkerAdded {
+        changed,
+        identity: candidate.identity().to_owned(),
+        appraisal,
+        told,
+    })
+}
+
+/// Hands the worker at `worker` the group's entries from `from` on (each with the tree head
+/// before it, which the owner's signature binds), at most 64 at a time.
+///
+/// # Errors
+/// Why the ledger could not be read or the worker refused, in words.
+pub async fn relay(
+    dir: &Path,
+    client: &Client,
+    worker: &str,
+    from: u64,
+) -> Result<WorkerFollowed, String> {
+    let verified = ledger::verify(dir, client, &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let group: Vec<(Entry, String)> = verified
+        .entries
+        .iter()
+        .skip(usize::try_from(from).unwrap_or(usize::MAX))
+        .filter(|e| {
+            matches!(
+                e.transition,
+                Transition::GroupCommit { .. } | Transition::Sealed { .. }
+            )
+        })
+        .map(|e| {
+            let prev = verified
+                .replica
+                .root_at(e.seq)
+                .expect("the replica holds every entry it verified");
+            (e.clone(), hex::encode(prev))
+        })
+        .collect();
+    let http = client.http.client.clone();
+    let mut last = None;
+    for chunk in group.chunks(64) {
+        let answer: WorkerFollowed = crate::release::post_json(
+            &http,
+            &format!("{worker}/v1/group/entries"),
+            &Entries {
+                entries: chunk.to_vec(),
+            },
+        )
+        .await
+        .map_err(|e| format!("worker {worker}: {e}"))?;
+        last = Some(answer);
+    }
+    last.ok_or_else(|| "no group entries to hand it".into())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

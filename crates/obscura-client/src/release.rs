@@ -89,7 +89,7 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 const MAX_WORKER_ANSWER: usize = obscura_proto::limits::MAX_EVIDENCE + 4096;
 
 /// POST `body` as JSON to `url` and read a JSON answer of bounded size.
-async fn post_json<B: Serialize, A: for<'de> Deserialize<'de>>(
+pub(crate) async fn post_json<B: Serialize, A: for<'de> Deserialize<'de>>(
     http: &reqwest::Client,
     url: &str,
     body: &B,

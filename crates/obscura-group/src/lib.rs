@@ -254,6 +254,16 @@ pub enum Admitted {
     Attested(Box<obscura_attest::Appraisal>),
 }
 
+impl Admitted {
+    /// The appraisal a worker passed; none for a client vouched for.
+    pub fn appraisal(&self) -> Option<&obscura_attest::Appraisal> {
+        match self {
+            Admitted::Vouched => None,
+            Admitted::Attested(a) => Some(a),
+        }
+    }
+}
+
 fn identity_of(credential: &Credential) -> Result<String, GroupError> {
     let basic = BasicCredential::try_from(credential.clone())
         .map_err(|_| GroupError::Malformed("not a basic credential".into()))?;
