@@ -133,7 +133,15 @@ impl Group {
     /// # Errors
     /// [`GroupFault::File`] or a state that does not load.
     pub fn load(dir: &Path) -> Result<Option<Group>, GroupFault> {
-        let path = state_path(dir);
+        Group::load_from(&state_path(dir))
+    }
+
+    /// Loads the state in `path`, if there is one.
+    ///
+    /// # Errors
+    /// As [`Group::load`].
+    pub fn load_from(path: &Path) -> Result<Option<Group>, GroupFault> {
+        let path = path.to_path_buf();
         if !path.exists() {
             return Ok(None);
         }
@@ -207,7 +215,15 @@ impl Group {
 /// # Errors
 /// [`GroupFault::Exists`] when this client has a state already.
 pub fn start(dir: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
-    if let Some(g) = Group::load(dir)? {
+    start_at(&state_path(dir), identity)
+}
+
+/// [`start`], with the state in `path`.
+///
+/// # Errors
+/// As [`start`].
+pub fn start_at(path: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
+    if let Some(g) = Group::load_from(path)? {
         return Err(GroupFault::Exists(
             g.path.display().to_string(),
             g.member.identity().into(),
@@ -216,7 +232,7 @@ pub fn start(dir: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
     let mut member = Member::new(identity)?;
     let key_package = member.key_package(None)?;
     Group {
-        path: state_path(dir),
+        path: path.to_path_buf(),
         member,
         cursor: 0,
         labels: BTreeMap::new(),

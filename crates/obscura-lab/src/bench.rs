@@ -135,6 +135,9 @@ pub async fn run(opt: BenchOptions) -> Result<bool, Error> {
         return Err(format!("nodes did not stop cleanly: {}", lines.join("; ")).into());
     }
 
+    progress.say("the group key (MLS) in this process…");
+    group_figures(&mut figures)?;
+
     let ok = figures.iter().all(|f| f.goal.as_ref().is_none_or(|g| g.1));
     let machine = json!({
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -846,6 +849,104 @@ async fn ledger_figures(
             ratio,
             goal: None,
         });
+    }
+    Ok(())
+}
+
+/// The MLS group's cost as it grows: for groups of 2 to 512 members, what the owner's commit
+/// adding one member costs (time, and the Commit and Welcome the ledger stores), what a member
+/// spends processing it, and what removing one costs. Each the median of five.
+fn group_figures(out: &mut Vec<Figure>) -> Result<(), Error> {
+    use obscura_group::{Admitted, Candidate, Member};
+    let e = |e: obscura_group::GroupError| Error::from(e.to_string());
+    let client = |i: usize| -> Result<(Member, Candidate), Error> {
+        let mut m = Member::new(&format!("client:m{i}")).map_err(e)?;
+        let kp = m.key_package(None).map_err(e)?;
+        Ok((m, Candidate::parse(&kp).map_err(e)?))
+    };
+    let mut owner = Member::new("client:owner").map_err(e)?;
+    owner.create().map_err(e)?;
+    // A member that follows every commit, to time the processing.
+    let (mut witness, c) = client(0)?;
+    let change = owner.add(&c, &Admitted::Vouched).map_err(e)?;
+    owner.confirm().map_err(e)?;
+    witness
+        .receive(&change.commit, change.welcome.as_deref())
+        .map_err(e)?;
+    let mut size = 2;
+    let mut next = 1;
+    let mut first: Option<[f64; 3]> = None;
+    for target in [2usize, 16, 128, 512] {
+        while size < target {
+            let (_, c) = client(next)?;
+            next += 1;
+            let change = owner.add(&c, &Admitted::Vouched).map_err(e)?;
+            owner.confirm().map_err(e)?;
+            witness.receive(&change.commit, None).map_err(e)?;
+            size += 1;
+        }
+        // Five times: add one (timed), the witness processes it (timed), remove it (timed).
+        let (mut add, mut process, mut remove) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut commit_bytes, mut welcome_bytes, mut remove_bytes) = (0, 0, 0);
+        for _ in 0..5 {
+            let (_, c) = client(next)?;
+            let name = format!("client:m{next}");
+            next += 1;
+            let t = Instant::now();
+            let change = owner.add(&c, &Admitted::Vouched).map_err(e)?;
+            owner.confirm().map_err(e)?;
+            add.push(t.elapsed().as_secs_f64() * 1e3);
+            commit_bytes = change.commit.len();
+            welcome_bytes = change.welcome.as_ref().map_or(0, Vec::len);
+            let t = Instant::now();
+            witness.receive(&change.commit, None).map_err(e)?;
+            process.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let change = owner.remove(&name).map_err(e)?;
+            owner.confirm().map_err(e)?;
+            remove.push(t.elapsed().as_secs_f64() * 1e3);
+            remove_bytes = change.commit.len();
+            witness.receive(&change.commit, None).map_err(e)?;
+        }
+        let (add, process, remove) = (
+            Spread::of(add).p50,
+            Spread::of(process).p50,
+            Spread::of(remove).p50,
+        );
+        let base = *first.get_or_insert([add, process, remove]);
+        for (name, value, base) in [
+            (
+                format!(
+                    "group: add a member to {target} (commit + welcome {} B)",
+                    commit_bytes + welcome_bytes
+                ),
+                add,
+                base[0],
+            ),
+            (
+                format!("group: a member of {} processes that commit", target + 1),
+                process,
+                base[1],
+            ),
+            (
+                format!(
+                    "group: remove one of {} (commit {remove_bytes} B)",
+                    target + 1
+                ),
+                remove,
+                base[2],
+            ),
+        ] {
+            out.push(Figure {
+                name,
+                value,
+                unit: "ms",
+                baseline: "the same in a group of 2".into(),
+                baseline_value: base,
+                ratio: value / base,
+                goal: None,
+            });
+        }
     }
     Ok(())
 }

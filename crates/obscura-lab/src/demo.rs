@@ -271,6 +271,10 @@ async fn exercise(
     // cosigned, rebuilt and checked against every node.
     let ledger = ledger_check(cluster, &client, progress).await;
 
+    // The group key: labels sealed in the ledger, opened by members only, and a labelled
+    // search; a member removed opens nothing sealed after.
+    let group = group_check(cluster, &client, photos, &ids, &queries, progress).await;
+
     // The clean room: a function the owner approved runs on every photo in an attested worker.
     let room = room_check(cluster, &client, photos, &ids, progress).await;
 
@@ -288,6 +292,7 @@ async fn exercise(
         "every_server_attested": attestation["ok"] == json!(true),
         "clean_room_run": room["ok"] == json!(true),
         "ledger_verifies": ledger["ok"] == json!(true),
+        "labelled_search_members_only": group["ok"] == json!(true),
     });
     let ok = checks
         .as_object()
@@ -319,6 +324,7 @@ async fn exercise(
         "attestation": attestation,
         "clean_room": room,
         "ledger": ledger,
+        "group": group,
         "checks": checks,
     });
     Ok((report, ok))
@@ -388,6 +394,163 @@ async fn ledger_check(
             json!({"ok": false, "error": e.to_string()})
         }
     }
+}
+
+/// The cluster's group: an analyst's client joins (the owner's commit and Welcome in the
+/// ledger), every photo's name is sealed as its label, the analyst follows the ledger and opens
+/// them, and a search shows its best match's label; a client outside the group opens none; the
+/// analyst removed, a label sealed after is not opened.
+async fn group_check(
+    cluster: &LocalCluster,
+    client: &obscura_client::Client,
+    photos: &[Photo],
+    ids: &[Option<ImageId>],
+    queries: &[(String, usize, Vec<u8>)],
+    progress: &Progress,
+) -> Value {
+    match group_steps(cluster, client, photos, ids, queries, progress).await {
+        Ok(v) => v,
+        Err(e) => {
+            progress.say(&format!("group FAILED: {e}"));
+            json!({"ok": false, "error": e})
+        }
+    }
+}
+
+async fn group_steps(
+    cluster: &LocalCluster,
+    client: &obscura_client::Client,
+    photos: &[Photo],
+    ids: &[Option<ImageId>],
+    queries: &[(String, usize, Vec<u8>)],
+    progress: &Progress,
+) -> Result<Value, String> {
+    use obscura_client::group::{self, Group};
+    use obscura_ledger::entry::Transition;
+    let dir = &cluster.dir;
+    let s = |e: group::GroupFault| e.to_string();
+    let analyst_path = dir.join("analyst.group");
+    let outsider_path = dir.join("outsider.group");
+    let kp = group::start_at(&analyst_path, "client:analyst").map_err(s)?;
+    group::start_at(&outsider_path, "client:outsider").map_err(s)?;
+    let candidate = obscura_group::Candidate::parse(&kp).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let added = group::add(dir, client, &candidate, &obscura_group::Admitted::Vouched)
+        .await
+        .map_err(s)?;
+    let add_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    // Every photo's name, as its label, in one sealed entry.
+    let labels: std::collections::BTreeMap<String, String> = ids
+        .iter()
+        .zip(photos)
+        .filter_map(|(id, p)| {
+            let name = p.name.rsplit_once('.').map_or(p.name.as_str(), |(n, _)| n);
+            id.map(|id| (id.to_string(), name.to_owned()))
+        })
+        .collect();
+    let mut owner = Group::owner(dir).map_err(s)?;
+    let sealed = group::seal_labels(&mut owner, &labels).map_err(s)?;
+    let sealed_bytes = match &sealed {
+        Transition::Sealed { message, .. } => message.len(),
+        _ => 0,
+    };
+    obscura_client::ledger::append(dir, client, vec![sealed])
+        .await
+        .map_err(|e| e.to_string())?;
+    group::keep(&mut owner, labels.clone()).map_err(s)?;
+    let (commit_bytes, welcome_bytes) = ledger_group_sizes(dir, client).await;
+    progress.say(&format!(
+        "group: analyst added in {add_ms:.1} ms (epoch {}, commit {commit_bytes} B, welcome \
+         {welcome_bytes} B in the ledger); {} labels sealed in one entry of {sealed_bytes} B",
+        added.epoch,
+        labels.len()
+    ));
+
+    // The analyst follows the ledger; an outsider does too.
+    let mut analyst = Group::load_from(&analyst_path)
+        .map_err(s)?
+        .ok_or("the analyst's state is gone")?;
+    group::follow(dir, client, &mut analyst).await.map_err(s)?;
+    let mut outsider = Group::load_from(&outsider_path)
+        .map_err(s)?
+        .ok_or("the outsider's state is gone")?;
+    group::follow(dir, client, &mut outsider).await.map_err(s)?;
+
+    // A labelled search, as the analyst sees it.
+    let (query, truth, bytes) = queries.first().ok_or("no query")?;
+    let out = client
+        .search(bytes, 10, 10)
+        .await
+        .map_err(|e| e.to_string())?;
+    let best = out.matches.first().map(|m| m.id);
+    let label = best.and_then(|id| analyst.labels.get(&id.to_string()).cloned());
+    let expected = labels.get(&ids[*truth].map(|i| i.to_string()).unwrap_or_default());
+    progress.say(&format!(
+        "labelled search as the analyst: {query} → label {:?} (the nodes hold it as ciphertext); \
+         the analyst opened {} of {} labels, a client outside the group {}",
+        label.as_deref().unwrap_or("(none)"),
+        analyst.labels.len(),
+        labels.len(),
+        outsider.labels.len()
+    ));
+
+    // Removed, the analyst opens nothing sealed after.
+    let removed = group::remove(dir, client, "client:analyst")
+        .await
+        .map_err(s)?;
+    let mut owner = Group::owner(dir).map_err(s)?;
+    let first = labels
+        .iter()
+        .next()
+        .map(|(id, l)| (id.clone(), format!("{l} (reviewed)")));
+    let later: std::collections::BTreeMap<String, String> = first.into_iter().collect();
+    let sealed = group::seal_labels(&mut owner, &later).map_err(s)?;
+    obscura_client::ledger::append(dir, client, vec![sealed])
+        .await
+        .map_err(|e| e.to_string())?;
+    group::keep(&mut owner, later.clone()).map_err(s)?;
+    let before = analyst.labels.clone();
+    let after = group::follow(dir, client, &mut analyst).await.map_err(s)?;
+    let opened_after = usize::from(analyst.labels != before);
+    progress.say(&format!(
+        "group: analyst removed (epoch {}); of {} label sealed after, the analyst opened \
+         {opened_after} ({} entry it cannot open)",
+        removed.epoch,
+        later.len(),
+        after.unreadable
+    ));
+    let ok = label.as_ref() == expected
+        && label.is_some()
+        && analyst.labels.len() == labels.len()
+        && outsider.labels.is_empty()
+        && opened_after == 0
+        && after.unreadable == 1;
+    Ok(json!({"ok": ok, "add_ms": add_ms, "epoch": removed.epoch,
+              "commit_bytes": commit_bytes, "welcome_bytes": welcome_bytes,
+              "labels_sealed": labels.len(), "sealed_bytes": sealed_bytes,
+              "member_opened": before.len(), "outsider_opened": outsider.labels.len(),
+              "labelled_search": {"query": query, "label": label},
+              "removed_opened_after": opened_after}))
+}
+
+/// The sizes of the first group commit and its Welcome in the ledger.
+async fn ledger_group_sizes(
+    dir: &std::path::Path,
+    client: &obscura_client::Client,
+) -> (usize, usize) {
+    let Ok(v) = obscura_client::ledger::verify(dir, client, &[]).await else {
+        return (0, 0);
+    };
+    v.entries
+        .iter()
+        .find_map(|e| match &e.transition {
+            obscura_ledger::entry::Transition::GroupCommit {
+                commit, welcome, ..
+            } => Some((commit.len(), welcome.as_ref().map_or(0, Vec::len))),
+            _ => None,
+        })
+        .unwrap_or((0, 0))
 }
 
 /// One clean-room run: the colour statistics of every indexed photo, in a worker of this build
