@@ -408,11 +408,14 @@ async fn index(
     // The labels, sealed under the group's epoch key, go in with the registrations.
     let mut group = None;
     if !labels.is_empty() {
-        let sealed = obscura_client::group::Group::owner(cluster).and_then(|mut g| {
-            let t = obscura_client::group::seal_labels(&mut g, &labels)?;
-            group = Some(g);
-            Ok(t)
-        });
+        let sealed = match obscura_client::group::owner_ready(cluster, &client).await {
+            Ok(mut g) => {
+                let sealed = obscura_client::group::seal_labels(&mut g, &labels);
+                group = Some(g);
+                sealed
+            }
+            Err(e) => Err(e),
+        };
         match sealed {
             Ok(t) => transitions.push(t),
             Err(e) => {

@@ -424,7 +424,7 @@ async fn add_member(cluster: &Path, key_package: &Path, json: bool) -> Result<Ex
         cluster,
         &client(cluster)?,
         &candidate,
-        &obscura_group::Admitted::Vouched,
+        &obscura_group::Admitted::vouched(),
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -470,9 +470,19 @@ async fn remove_member(cluster: &Path, identity: &str, json: bool) -> Result<Exi
 
 async fn members(cluster: &Path, json: bool) -> Result<ExitCode, Failure> {
     let client = client(cluster)?;
-    let mut g = match group::Group::load(cluster).map_err(|e| e.to_string())? {
+    let loaded = group::Group::load(cluster).map_err(|e| e.to_string())?;
+    let owners = loaded
+        .as_ref()
+        .map_or(client.is_owner(), |g| g.member.identity() == group::OWNER);
+    let mut g = match loaded {
+        // The owner's: made if need be, and a change of unclear outcome settled first.
+        _ if owners => {
+            drop(loaded);
+            group::owner_ready(cluster, &client)
+                .await
+                .map_err(|e| e.to_string())?
+        }
         Some(g) => g,
-        None if client.is_owner() => group::Group::owner(cluster).map_err(|e| e.to_string())?,
         None => {
             return Err(group::GroupFault::NoState(
                 group::state_path(cluster).display().to_string(),

@@ -242,8 +242,14 @@ async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
         .route("/v1/evidence", post(evidence))
         .route("/v1/deliver", post(deliver))
         .route("/v1/group/key-package", post(group::key_package))
-        .route("/v1/group/entries", post(group::entries))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST))
+        .merge(
+            Router::new()
+                .route("/v1/group/entries", post(group::entries))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    group::MAX_ENTRIES_BODY,
+                )),
+        )
         .merge(room::routes())
         .with_state(worker.clone());
     let listener = tokio::net::TcpListener::bind(&config.listen)

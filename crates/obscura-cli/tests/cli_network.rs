@@ -228,3 +228,126 @@ fn network_faults_end_within_the_time_limit_name_the_party_and_leave_nothing_hal
     assert!(ok, "{said}");
     drop(up);
 }
+
+#[test]
+fn a_group_change_the_ledger_took_while_its_client_failed_is_merged_by_the_next_command() {
+    let dir = init_cluster("group-unclear");
+    let cluster = dir.to_str().unwrap();
+    let proxies: Vec<Proxy> = (1..=NODES).map(|x| proxy(&dir, "nodes", x)).collect();
+    let _up = start(&dir);
+    let states = dir.join("states");
+    std::fs::create_dir_all(&states).unwrap();
+    let (owner, ana) = (states.join("owner.json"), states.join("ana.json"));
+    let run = |state: &Path, args: &[&str]| {
+        let mut c = std::process::Command::new(common::BIN);
+        c.args(args).env("OBSCURA_GROUP", state);
+        c
+    };
+    let kp = dir.join("ana.kp");
+    let out = run(
+        &ana,
+        &[
+            "ledger",
+            "key-package",
+            "--cluster",
+            cluster,
+            "--name",
+            "ana",
+            "--out",
+            kp.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // The owner's group, at epoch 0.
+    let out = run(&owner, &["ledger", "members", "--cluster", cluster])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Every node slow: the append takes seconds. Once the owner's client has saved its staged
+    // change, its state file is made unwritable (a folder in its place, which stops root as
+    // well): the ledger takes the change, the client fails to keep its merge.
+    for p in &proxies {
+        p.set(Fault::Delay(Duration::from_millis(150)));
+    }
+    let child = run(
+        &owner,
+        &[
+            "ledger",
+            "add-member",
+            "--cluster",
+            cluster,
+            "--key-package",
+            kp.to_str().unwrap(),
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&owner).is_ok_and(|s| s.contains("\"pending\":{")) {
+        assert!(Instant::now() < deadline, "the change was never staged");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let aside = states.join("owner.json.aside");
+    std::fs::rename(&owner, &aside).unwrap();
+    std::fs::create_dir_all(owner.join("in-the-way")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    std::fs::remove_dir_all(&owner).unwrap();
+    std::fs::rename(&aside, &owner).unwrap();
+    for p in &proxies {
+        p.set(Fault::Pass);
+    }
+    let shown: serde_json::Value = serde_json::from_slice(
+        &obscura(&["ledger", "show", "--cluster", cluster, "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(shown["entries"][0]["transition"], "group commit", "{shown}");
+
+    // The next command settles it against the ledger: merged, and the group goes on.
+    let out = run(
+        &owner,
+        &["ledger", "members", "--cluster", cluster, "--json"],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["epoch"], 1, "{m}");
+    assert_eq!(m["members"].as_array().unwrap().len(), 2, "{m}");
+    let photo = testdata("photos/camera.png");
+    let out = run(
+        &owner,
+        &[
+            "index",
+            "--cluster",
+            cluster,
+            &photo,
+            "--label",
+            "after the fault",
+            "--json",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        &ana,
+        &[
+            "search",
+            "--cluster",
+            cluster,
+            &testdata("derived/camera.q75.jpg"),
+            "--json",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["results"][0]["label"], "after the fault", "{found}");
+}

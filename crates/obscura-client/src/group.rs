@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use obscura_group::{Admitted, Candidate, GroupError, Member, Received};
-use obscura_ledger::entry::{Entry, Transition};
+use obscura_ledger::entry::Transition;
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::{self, Appended, LedgerError};
@@ -25,6 +25,9 @@ pub const MAX_LABEL: usize = 200;
 
 /// Format of the state file.
 const VERSION: u8 = 1;
+
+/// How long a command waits for another working on the same member's state.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a group operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +60,26 @@ pub fn state_path(dir: &Path) -> PathBuf {
         .unwrap_or_else(|| dir.join("client").join("group.json"))
 }
 
-/// `POST /v1/group/key-package` to a worker: the owner's challenge.
+/// `POST /v1/group/key-package` to a worker: the owner's challenge, signed by the data owner
+/// so that nobody else makes a worker spend evidence or replace the KeyPackage it holds.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPackageRequest {
     /// 32 bytes, hex.
     pub nonce: String,
+    /// When the owner asked (Unix seconds): a worker takes a request for two minutes, once.
+    pub issued_at: u64,
+    /// The owner's Ed25519 signature over [`key_package_statement`], hex.
+    pub signature: String,
+}
+
+/// What the owner signs to ask a worker of ledger `log` for a KeyPackage.
+pub fn key_package_statement(log: &[u8; 32], nonce: &[u8; 32], issued_at: u64) -> Vec<u8> {
+    let mut m = b"obscura group key-package request v1".to_vec();
+    m.extend_from_slice(log);
+    m.extend_from_slice(nonce);
+    m.extend_from_slice(&issued_at.to_be_bytes());
+    m
 }
 
 /// A worker's answer to [`KeyPackageRequest`].
@@ -72,12 +89,28 @@ pub struct KeyPackageAnswer {
     pub key_package: String,
 }
 
-/// `POST /v1/group/entries` to a worker: ledger entries, each with the tree head before it.
+/// `POST /v1/group/entries` to a worker: ledger entries under a head a majority of nodes
+/// cosigned, each with its inclusion proof, so that a worker follows only the history the
+/// ledger took (not an owner-signed entry of an append that failed).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entries {
-    /// `(entry, head before it (hex))`, in ledger order.
-    pub entries: Vec<(Entry, String)>,
+    /// The head.
+    pub head: obscura_ledger::head::CosignedHead,
+    /// In ledger order.
+    pub entries: Vec<RelayedEntry>,
+}
+
+/// One entry relayed to a worker.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayedEntry {
+    /// The entry (postcard), hex.
+    pub entry: String,
+    /// The tree head before it, which the author's signature binds, hex.
+    pub prev: String,
+    /// Its inclusion proof in [`Entries::head`], hex hashes.
+    pub proof: Vec<String>,
 }
 
 /// A worker's answer to [`Entries`].
@@ -110,13 +143,26 @@ struct Saved {
     labels: BTreeMap<String, String>,
     /// Entries it could not open (sealed before it joined, or after it was removed).
     unreadable: u64,
+    /// The owner's change staged and sent to the ledger, not yet known to be taken.
+    #[serde(default)]
+    pending: Option<Pending>,
     /// [`Member::to_bytes`], hex.
     member: String,
 }
 
-/// A member's state.
+/// A change the owner sent to the ledger: its epoch and Commit (hex).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pending {
+    epoch: u64,
+    commit: String,
+}
+
+/// A member's state, held under a lock beside its file: two commands of one member never
+/// work on it at once (each would seal with the same message key).
 pub struct Group {
     path: PathBuf,
+    _held: obscura_cluster::files::FileLock,
     /// The member.
     pub member: Member,
     /// The next ledger entry to read.
@@ -125,6 +171,7 @@ pub struct Group {
     pub labels: BTreeMap<String, String>,
     /// Sealed entries it could not open.
     pub unreadable: u64,
+    pending: Option<Pending>,
 }
 
 impl Group {
@@ -145,6 +192,7 @@ impl Group {
         if !path.exists() {
             return Ok(None);
         }
+        let held = obscura_cluster::files::lock_beside(&path, LOCK_WAIT)?;
         obscura_cluster::files::check_private(&path)?;
         let bytes = obscura_cluster::files::read(&path)?;
         let bad = |reason: String| GroupError::State(format!("{}: {reason}", path.display()));
@@ -158,7 +206,9 @@ impl Group {
             cursor: saved.cursor,
             labels: saved.labels,
             unreadable: saved.unreadable,
+            pending: saved.pending,
             path,
+            _held: held,
         }))
     }
 
@@ -172,6 +222,7 @@ impl Group {
             cursor: self.cursor,
             labels: self.labels.clone(),
             unreadable: self.unreadable,
+            pending: self.pending.clone(),
             member: hex::encode(self.member.to_bytes()),
         };
         obscura_cluster::files::write_private_atomic(
@@ -195,14 +246,23 @@ impl Group {
             }
             return Ok(g);
         }
+        let path = state_path(dir);
+        let held = obscura_cluster::files::lock_beside(&path, LOCK_WAIT)?;
+        if path.exists() {
+            // Made meanwhile by another command.
+            drop(held);
+            return Group::owner(dir);
+        }
         let mut member = Member::new(OWNER)?;
         member.create()?;
         let g = Group {
-            path: state_path(dir),
+            path,
+            _held: held,
             member,
             cursor: 0,
             labels: BTreeMap::new(),
             unreadable: 0,
+            pending: None,
         };
         g.save()?;
         Ok(g)
@@ -229,14 +289,20 @@ pub fn start_at(path: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
             g.member.identity().into(),
         ));
     }
+    let held = obscura_cluster::files::lock_beside(path, LOCK_WAIT)?;
+    if path.exists() {
+        return Err(GroupFault::Exists(path.display().to_string(), "?".into()));
+    }
     let mut member = Member::new(identity)?;
     let key_package = member.key_package(None)?;
     Group {
         path: path.to_path_buf(),
+        _held: held,
         member,
         cursor: 0,
         labels: BTreeMap::new(),
         unreadable: 0,
+        pending: None,
     }
     .save()?;
     Ok(key_package)
@@ -298,10 +364,31 @@ pub async fn follow(
                 Err(_) => followed.unreadable += 1,
             },
             Some(Ok(Received::Removed)) => {}
+            // One of its own commits it never merged: its state is behind the ledger.
+            Some(Ok(Received::Own))
+                if matches!(entry.transition, Transition::GroupCommit { .. }) =>
+            {
+                group.cursor = entry.seq;
+                group.save()?;
+                return Err(GroupError::State(format!(
+                    "entry {} is this member's own commit into an epoch past its state's {}: \
+                     the state is behind the ledger (restored from an old copy?) and cannot \
+                     go on",
+                    entry.seq,
+                    group.member.epoch().unwrap_or_default()
+                ))
+                .into());
+            }
             Some(Ok(_)) | None => {}
             // Sealed before it joined, after it was removed, or an owner's message of an
-            // epoch past: not for it.
+            // epoch past: not for it. A sealed message that does not parse is the owner's
+            // fault, and only that entry is lost.
             Some(Err(GroupError::Undecryptable(_))) => followed.unreadable += 1,
+            Some(Err(GroupError::Malformed(_)))
+                if matches!(entry.transition, Transition::Sealed { .. }) =>
+            {
+                followed.unreadable += 1
+            }
             Some(Err(e)) => {
                 group.cursor = entry.seq;
                 group.save()?;
@@ -320,7 +407,12 @@ pub async fn follow(
 /// # Errors
 /// [`GroupFault::Label`].
 pub fn check_label(label: &str) -> Result<(), GroupFault> {
-    if label.is_empty() || label.len() > MAX_LABEL || label.chars().any(char::is_control) {
+    // Control characters, and the invisible ones that reorder or hide text on a terminal.
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    if label.is_empty() || label.len() > MAX_LABEL || label.chars().any(hidden) {
         return Err(GroupFault::Label);
     }
     Ok(())
@@ -367,14 +459,20 @@ pub struct Changed {
     pub appended: Appended,
 }
 
-/// Enters `change` (staged in the owner's member) in the ledger, then merges it; drops it if
-/// the ledger does not take it.
+/// Enters `change` (staged in the owner's member) in the ledger, then merges it. The staged
+/// change is saved first: an append whose outcome is unclear (a node that took it and did not
+/// say so, a crash) is settled against the ledger next time ([`owner_ready`]), never guessed.
 async fn enter_change(
     dir: &Path,
     client: &Client,
     group: &mut Group,
     change: obscura_group::Change,
 ) -> Result<Changed, GroupFault> {
+    group.pending = Some(Pending {
+        epoch: change.epoch,
+        commit: hex::encode(&change.commit),
+    });
+    group.save()?;
     let transition = Transition::GroupCommit {
         epoch: change.epoch,
         commit: change.commit,
@@ -383,15 +481,52 @@ async fn enter_change(
     match ledger::append(dir, client, vec![transition]).await {
         Ok(appended) => {
             let epoch = group.member.confirm()?;
+            group.pending = None;
             group.save()?;
             Ok(Changed { epoch, appended })
         }
         Err(e) => {
-            group.member.abandon();
-            group.save()?;
+            // Taken after all, or not: the ledger says which, if it can be read.
+            let _ = settle(dir, client, group).await;
             Err(e.into())
         }
     }
+}
+
+/// Settles the owner's change sent to the ledger with an unclear outcome: merged if the ledger
+/// holds it at its epoch, dropped if it holds another commit there or none.
+///
+/// # Errors
+/// [`GroupFault`] when the ledger cannot be read; the change stays pending, and the owner's
+/// group takes no other change until it is settled.
+async fn settle(dir: &Path, client: &Client, group: &mut Group) -> Result<(), GroupFault> {
+    let Some(pending) = group.pending.clone() else {
+        return Ok(());
+    };
+    let verified = ledger::verify(dir, client, &[]).await?;
+    let taken = verified.entries.iter().find_map(|e| match &e.transition {
+        Transition::GroupCommit { epoch, commit, .. } if *epoch == pending.epoch => {
+            Some(hex::encode(commit) == pending.commit)
+        }
+        _ => None,
+    });
+    if taken == Some(true) {
+        group.member.confirm()?;
+    } else {
+        group.member.abandon();
+    }
+    group.pending = None;
+    group.save()
+}
+
+/// The data owner's group, with any change of unclear outcome settled against the ledger.
+///
+/// # Errors
+/// As [`Group::owner`] and [`settle`].
+pub async fn owner_ready(dir: &Path, client: &Client) -> Result<Group, GroupFault> {
+    let mut group = Group::owner(dir)?;
+    settle(dir, client, &mut group).await?;
+    Ok(group)
 }
 
 /// Adds the member whose KeyPackage is `key_package`, admitted as `admitted` (a worker only on
@@ -408,7 +543,7 @@ pub async fn add(
     if client.owner.is_none() {
         return Err(LedgerError::NotOwner.into());
     }
-    let mut group = Group::owner(dir)?;
+    let mut group = owner_ready(dir, client).await?;
     let change = group.member.add(candidate, admitted)?;
     enter_change(dir, client, &mut group, change).await
 }
@@ -421,7 +556,7 @@ pub async fn remove(dir: &Path, client: &Client, identity: &str) -> Result<Chang
     if client.owner.is_none() {
         return Err(LedgerError::NotOwner.into());
     }
-    let mut group = Group::owner(dir)?;
+    let mut group = owner_ready(dir, client).await?;
     let change = group.member.remove(identity)?;
     enter_change(dir, client, &mut group, change).await
 }
@@ -460,8 +595,14 @@ pub async fn add_worker(
     let policy = client.attestation_policy().ok_or_else(|| {
         GroupError::NotAdmitted("the cluster has no attestation policy to appraise it under".into())
     })?;
+    let owner = client.owner.as_ref().ok_or(LedgerError::NotOwner)?;
+    let authors = ledger::authors(dir, client)?;
+    let log = obscura_ledger::replica::log_id(&authors.owner, &authors.nodes);
     let mut nonce = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let issued_at = unix_now();
+    let signature =
+        ed25519_dalek::Signer::sign(owner, &key_package_statement(&log, &nonce, issued_at));
     let http = client.http.client.clone();
     let said = |e: String| GroupError::NotAdmitted(format!("worker {worker}: {e}"));
     let answer: KeyPackageAnswer = crate::release::post_json(
@@ -469,6 +610,8 @@ pub async fn add_worker(
         &format!("{worker}/v1/group/key-package"),
         &KeyPackageRequest {
             nonce: hex::encode(nonce),
+            issued_at,
+            signature: hex::encode(signature.to_bytes()),
         },
     )
     .await
@@ -493,8 +636,12 @@ pub async fn add_worker(
     })
 }
 
-/// Hands the worker at `worker` the group's entries from `from` on (each with the tree head
-/// before it, which the owner's signature binds), at most 64 at a time.
+/// The most a request to a worker carries, in bytes of hex entries (a worker takes 4 MiB).
+const RELAY_BYTES: usize = 3 << 20;
+
+/// Hands the worker at `worker` the group's entries from `from` on, under the head a majority
+/// of nodes cosigned, each with the tree head before it (which the owner's signature binds) and
+/// its inclusion proof; in requests of at most [`RELAY_BYTES`].
 ///
 /// # Errors
 /// Why the ledger could not be read or the worker refused, in words.
@@ -507,9 +654,23 @@ pub async fn relay(
     let verified = ledger::verify(dir, client, &[])
         .await
         .map_err(|e| e.to_string())?;
-    let group: Vec<(Entry, String)> = verified
+    let head = verified
+        .head
+        .clone()
+        .ok_or("the ledger has no head a majority cosigned")?;
+    let size = head.head.size;
+    if verified.replica.size() != size {
+        return Err(format!(
+            "the ledger rebuilt holds {} entries, its cosigned head {size}",
+            verified.replica.size()
+        ));
+    }
+    let mut requests: Vec<Vec<RelayedEntry>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for e in verified
         .entries
         .iter()
+        .take(usize::try_from(size).unwrap_or(usize::MAX))
         .skip(usize::try_from(from).unwrap_or(usize::MAX))
         .filter(|e| {
             matches!(
@@ -517,22 +678,37 @@ pub async fn relay(
                 Transition::GroupCommit { .. } | Transition::Sealed { .. }
             )
         })
-        .map(|e| {
-            let prev = verified
-                .replica
-                .root_at(e.seq)
-                .expect("the replica holds every entry it verified");
-            (e.clone(), hex::encode(prev))
-        })
-        .collect();
+    {
+        let prev = verified
+            .replica
+            .root_at(e.seq)
+            .ok_or("the ledger lost an entry it verified")?;
+        let proof = verified
+            .replica
+            .inclusion(e.seq)
+            .ok_or("no inclusion proof for an entry it verified")?;
+        let relayed = RelayedEntry {
+            entry: hex::encode(postcard::to_allocvec(e).expect("an entry encodes")),
+            prev: hex::encode(prev),
+            proof: proof.iter().map(hex::encode).collect(),
+        };
+        let len = relayed.entry.len() + 64 * (proof.len() + 1);
+        if bytes + len > RELAY_BYTES && !requests.last().is_some_and(Vec::is_empty) {
+            requests.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += len;
+        requests.last_mut().expect("one at least").push(relayed);
+    }
     let http = client.http.client.clone();
     let mut last = None;
-    for chunk in group.chunks(64) {
+    for entries in requests.into_iter().filter(|r| !r.is_empty()) {
         let answer: WorkerFollowed = crate::release::post_json(
             &http,
             &format!("{worker}/v1/group/entries"),
             &Entries {
-                entries: chunk.to_vec(),
+                head: head.clone(),
+                entries,
             },
         )
         .await
@@ -546,4 +722,30 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_that_hide_or_reorder_text_are_refused() {
+        for bad in [
+            "",
+            "a\nb",
+            "invoice\u{202e}fdp.exe",
+            "zero\u{200b}width",
+            "\u{feff}bom",
+        ] {
+            assert!(check_label(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_label(&"x".repeat(MAX_LABEL + 1)).is_err());
+        for good in [
+            "harbour survey",
+            "Hafen – Übersicht",
+            &"x".repeat(MAX_LABEL),
+        ] {
+            assert!(check_label(good).is_ok(), "{good:?}");
+        }
+    }
 }

@@ -73,7 +73,7 @@ pub enum LedgerError {
 }
 
 /// The keys a ledger is checked under, from the cluster directory.
-fn authors(dir: &Path, client: &Client) -> Result<Authors, LedgerError> {
+pub(crate) fn authors(dir: &Path, client: &Client) -> Result<Authors, LedgerError> {
     let nodes = (1..=client.n() as u8)
         .map(|x| {
             crate::audit::audit_key(dir, x).map_err(|e| match e {

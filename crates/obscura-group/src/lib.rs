@@ -45,6 +45,10 @@ pub const MAX_IDENTITY: usize = 80;
 /// The largest message [`Member::receive`] or [`Member::add`] parses.
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
+/// Sealed messages are padded to a multiple of this many bytes, so a label batch's length
+/// tells a node less about its content.
+const PADDING: usize = 256;
+
 /// Domain separation for the context a member's evidence binds.
 const CONTEXT_DOMAIN: &[u8] = b"obscura group member v1";
 
@@ -241,25 +245,30 @@ impl Candidate {
                 now,
             )
             .map_err(|e| GroupError::NotAdmitted(e.to_string()))?;
-        Ok(Admitted::Attested(Box::new(appraisal)))
+        Ok(Admitted(Admission::Attested(Box::new(appraisal))))
     }
 }
 
-/// Why the owner lets a candidate in: a client it vouches for, or a worker the verifier
-/// appraised. Only [`Candidate::appraise`] makes the second.
-pub enum Admitted {
-    /// A data owner's or user's client, admitted on the owner's word.
+/// Why the owner lets a candidate in: a client it vouches for ([`Admitted::vouched`]), or a
+/// worker whose own evidence passed ([`Candidate::appraise`], the only way to the second).
+pub struct Admitted(Admission);
+
+enum Admission {
     Vouched,
-    /// A worker whose evidence passed.
     Attested(Box<obscura_attest::Appraisal>),
 }
 
 impl Admitted {
+    /// A data owner's or user's client, admitted on the owner's word. Never a worker.
+    pub fn vouched() -> Admitted {
+        Admitted(Admission::Vouched)
+    }
+
     /// The appraisal a worker passed; none for a client vouched for.
     pub fn appraisal(&self) -> Option<&obscura_attest::Appraisal> {
-        match self {
-            Admitted::Vouched => None,
-            Admitted::Attested(a) => Some(a),
+        match &self.0 {
+            Admission::Vouched => None,
+            Admission::Attested(a) => Some(a),
         }
     }
 }
@@ -385,6 +394,7 @@ impl Member {
         MlsGroupJoinConfig::builder()
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
             .max_past_epochs(0)
+            .padding_size(PADDING)
             .use_ratchet_tree_extension(true)
             .build()
     }
@@ -429,6 +439,7 @@ impl Member {
             .ciphersuite(CIPHERSUITE)
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
             .max_past_epochs(0)
+            .padding_size(PADDING)
             .use_ratchet_tree_extension(true)
             .capabilities(Self::capabilities())
             .build();
@@ -465,18 +476,19 @@ impl Member {
         candidate: &Candidate,
         admitted: &Admitted,
     ) -> Result<Change, GroupError> {
-        match admitted {
-            Admitted::Vouched if candidate.is_worker() => {
+        match admitted.appraisal() {
+            None if candidate.is_worker() => {
                 return Err(GroupError::NotAdmitted(format!(
                     "{} is a worker: it joins only on its attestation",
                     candidate.identity
                 )))
             }
-            Admitted::Attested(appraisal)
-                if appraisal.party_key() != Some(&candidate.signature_key[..]) =>
+            Some(appraisal)
+                if appraisal.party_key() != Some(&candidate.signature_key[..])
+                    || appraisal.role() != obscura_attest::Role::Worker.name() =>
             {
                 return Err(GroupError::NotAdmitted(
-                    "the appraisal is of another key".into(),
+                    "the appraisal is of another key or role".into(),
                 ))
             }
             _ => {}

@@ -13,7 +13,7 @@ fn with_client(owner: &mut Member, name: &str) -> (Member, obscura_group::Change
     let mut m = Member::new(&format!("client:{name}")).unwrap();
     let kp = m.key_package(None).unwrap();
     let change = owner
-        .add(&Candidate::parse(&kp).unwrap(), &Admitted::Vouched)
+        .add(&Candidate::parse(&kp).unwrap(), &Admitted::vouched())
         .unwrap();
     owner.confirm().unwrap();
     assert_eq!(
@@ -36,7 +36,7 @@ fn a_member_opens_what_the_owner_sealed_and_nodes_see_neither_label_nor_identity
     let mut bob = Member::new("client:bob").unwrap();
     let kp = bob.key_package(None).unwrap();
     let change = owner
-        .add(&Candidate::parse(&kp).unwrap(), &Admitted::Vouched)
+        .add(&Candidate::parse(&kp).unwrap(), &Admitted::vouched())
         .unwrap();
     // What a node stores: the commit is ciphertext, so it does not name who joined.
     assert!(!change.commit.windows(10).any(|w| w == b"client:bob"));
@@ -143,7 +143,7 @@ fn a_member_saved_and_loaded_goes_on_where_it_was() {
     // bob's KeyPackage keys live in its saved state until the Welcome comes.
     let mut bob = Member::from_bytes(&bob.to_bytes()).unwrap();
     let change = owner
-        .add(&Candidate::parse(&kp).unwrap(), &Admitted::Vouched)
+        .add(&Candidate::parse(&kp).unwrap(), &Admitted::vouched())
         .unwrap();
     owner.confirm().unwrap();
     let mut owner = Member::from_bytes(&owner.to_bytes()).unwrap();
@@ -166,7 +166,7 @@ fn an_abandoned_change_leaves_the_group_where_the_ledger_has_it() {
     let mut carol = Member::new("client:carol").unwrap();
     let kp = carol.key_package(None).unwrap();
     let refused = owner
-        .add(&Candidate::parse(&kp).unwrap(), &Admitted::Vouched)
+        .add(&Candidate::parse(&kp).unwrap(), &Admitted::vouched())
         .unwrap();
     // The ledger did not take it.
     owner.abandon();
@@ -249,7 +249,7 @@ fn a_worker_joins_only_on_evidence_of_an_allowed_measurement_for_this_challenge(
         Err(GroupError::NotAdmitted(_))
     ));
     assert!(matches!(
-        owner.add(&bare, &Admitted::Vouched),
+        owner.add(&bare, &Admitted::vouched()),
         Err(GroupError::NotAdmitted(_))
     ));
 

@@ -868,7 +868,7 @@ fn group_figures(out: &mut Vec<Figure>) -> Result<(), Error> {
     owner.create().map_err(e)?;
     // A member that follows every commit, to time the processing.
     let (mut witness, c) = client(0)?;
-    let change = owner.add(&c, &Admitted::Vouched).map_err(e)?;
+    let change = owner.add(&c, &Admitted::vouched()).map_err(e)?;
     owner.confirm().map_err(e)?;
     witness
         .receive(&change.commit, change.welcome.as_deref())
@@ -880,7 +880,7 @@ fn group_figures(out: &mut Vec<Figure>) -> Result<(), Error> {
         while size < target {
             let (_, c) = client(next)?;
             next += 1;
-            let change = owner.add(&c, &Admitted::Vouched).map_err(e)?;
+            let change = owner.add(&c, &Admitted::vouched()).map_err(e)?;
             owner.confirm().map_err(e)?;
             witness.receive(&change.commit, None).map_err(e)?;
             size += 1;
@@ -893,7 +893,7 @@ fn group_figures(out: &mut Vec<Figure>) -> Result<(), Error> {
             let name = format!("client:m{next}");
             next += 1;
             let t = Instant::now();
-            let change = owner.add(&c, &Admitted::Vouched).map_err(e)?;
+            let change = owner.add(&c, &Admitted::vouched()).map_err(e)?;
             owner.confirm().map_err(e)?;
             add.push(t.elapsed().as_secs_f64() * 1e3);
             commit_bytes = change.commit.len();

@@ -435,7 +435,7 @@ async fn group_steps(
     group::start_at(&outsider_path, "client:outsider").map_err(s)?;
     let candidate = obscura_group::Candidate::parse(&kp).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let added = group::add(dir, client, &candidate, &obscura_group::Admitted::Vouched)
+    let added = group::add(dir, client, &candidate, &obscura_group::Admitted::vouched())
         .await
         .map_err(s)?;
     let add_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -449,7 +449,7 @@ async fn group_steps(
             id.map(|id| (id.to_string(), name.to_owned()))
         })
         .collect();
-    let mut owner = Group::owner(dir).map_err(s)?;
+    let mut owner = group::owner_ready(dir, client).await.map_err(s)?;
     let sealed = group::seal_labels(&mut owner, &labels).map_err(s)?;
     let sealed_bytes = match &sealed {
         Transition::Sealed { message, .. } => message.len(),
@@ -496,10 +496,11 @@ async fn group_steps(
     ));
 
     // Removed, the analyst opens nothing sealed after.
+    drop(owner);
     let removed = group::remove(dir, client, "client:analyst")
         .await
         .map_err(s)?;
-    let mut owner = Group::owner(dir).map_err(s)?;
+    let mut owner = group::owner_ready(dir, client).await.map_err(s)?;
     let first = labels
         .iter()
         .next()
