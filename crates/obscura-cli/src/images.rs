@@ -417,7 +417,7 @@ async fn index(
             Err(e) => Err(e),
         };
         match sealed {
-            Ok(t) => transitions.push(t),
+            Ok(t) => transitions.extend(t),
             Err(e) => {
                 eprintln!("error: labels not sealed: {e}");
                 cluster_failure = true;

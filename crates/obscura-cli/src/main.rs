@@ -74,7 +74,8 @@ enum Command {
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// The cluster ledger: every registration, deletion and approval, signed by the data
-    /// owner and cosigned by a majority of nodes.
+    /// owner and cosigned by a majority of nodes; and the group whose key seals what only its
+    /// members read there (labels).
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
     /// Appraise remote-attestation evidence (SGX, TDX, SEV-SNP, simulation) under a policy.

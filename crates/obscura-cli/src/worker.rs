@@ -242,6 +242,7 @@ async fn run(config_path: &Path) -> Result<ExitCode, Failure> {
         .route("/v1/evidence", post(evidence))
         .route("/v1/deliver", post(deliver))
         .route("/v1/group/key-package", post(group::key_package))
+        .route("/v1/group/identity", post(group::identity))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST))
         .merge(
             Router::new()

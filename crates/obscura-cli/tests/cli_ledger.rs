@@ -427,15 +427,6 @@ fn a_node_that_makes_up_a_longer_history_of_its_own_entries_is_passed_over_and_o
         .all(|n| n["size"] == 10));
 }
 
-/// `obscura ARGS` as the client whose group state is `state`.
-fn as_member(state: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(BIN)
-        .args(args)
-        .env("OBSCURA_GROUP", state)
-        .output()
-        .unwrap()
-}
-
 /// The label `obscura search --json` shows for the one result `id`, if any.
 fn label_of(search: &Value, id: &str) -> Option<String> {
     let results = search["results"].as_array().unwrap();
@@ -673,48 +664,104 @@ fn a_worker_joins_the_group_only_on_evidence_of_this_build_and_only_from_the_own
     ]));
     assert_eq!(shown["size"], 0, "{shown}");
 
-    // A stranger cannot make a worker spend evidence or replace its KeyPackage: only the
-    // owner's signed request is taken.
+    // The ledger's real keys: the owner's, and every node's.
     use ed25519_dalek::Signer as _;
+    let owner = obscura_client::config::load(&dir).unwrap().owner.unwrap();
+    let nodes: Vec<SigningKey> = (1..=NODES as u8).map(|x| node_audit_key(&dir, x)).collect();
+    let log = obscura_ledger::replica::log_id(
+        &owner.verifying_key(),
+        &nodes
+            .iter()
+            .map(SigningKey::verifying_key)
+            .collect::<Vec<_>>(),
+    );
     let stranger = SigningKey::generate(&mut rand_core::OsRng);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let nonce = [0x11u8; 32];
-    let forged = stranger.sign(&obscura_client::group::key_package_statement(
-        &[0; 32], &nonce, now,
-    ));
-    let request = serde_json::json!({"nonce": hex::encode(nonce), "issued_at": now,
-                                     "signature": hex::encode(forged.to_bytes())});
-    let (status, body) = post_worker(port, "/v1/group/key-package", &[], &request.to_string());
-    assert_eq!(status, 403, "{body}");
-    // Nor hand it group entries: a worker takes them only as the owner signed them, in a head
-    // a majority of nodes cosigned.
-    let entry = obscura_ledger::entry::Entry::sign(
-        &[0; 32],
-        0,
-        &[0; 32],
-        0,
-        obscura_ledger::entry::Transition::GroupCommit {
-            epoch: 1,
-            commit: vec![0; 8],
-            welcome: Some(vec![0; 8]),
-        },
-        &stranger,
-    );
-    let head = obscura_ledger::head::TreeHead {
-        log: [0; 32],
-        size: 1,
-        root: entry.leaf(),
+    let request = |by: &SigningKey, identity: &str, nonce: [u8; 32], at: u64| {
+        let signature = by.sign(&obscura_client::group::key_package_statement(
+            &log, identity, &nonce, at,
+        ));
+        serde_json::json!({"identity": identity, "nonce": hex::encode(nonce), "issued_at": at,
+                           "signature": hex::encode(signature.to_bytes())})
+        .to_string()
     };
-    let body = serde_json::json!({
-        "head": {"head": head, "cosignatures": [head.cosign(1, &stranger), head.cosign(2, &stranger)]},
-        "entries": [{"entry": hex::encode(postcard::to_allocvec(&entry).unwrap()),
-                     "prev": "00".repeat(32), "proof": []}],
-    });
-    let (status, answer) = post_worker(port, "/v1/group/entries", &[], &body.to_string());
-    assert_eq!(status, 403, "{answer}");
+    let ask = |body: &str| post_worker(port, "/v1/group/key-package", &[], body);
+    // Only the data owner's request, for this worker, fresh, once, is taken: a stranger's, one
+    // for another worker of the cluster, one of ten minutes ago and one replayed are refused.
+    for (body, why) in [
+        (
+            request(&stranger, "worker:good", [1; 32], now),
+            "data owner",
+        ),
+        (
+            request(&owner, "worker:other", [2; 32], now),
+            "a request for worker:other",
+        ),
+        (
+            request(&owner, "worker:good", [3; 32], now - 600),
+            "older than two minutes",
+        ),
+    ] {
+        let (status, answer) = ask(&body);
+        assert_eq!(status, 403, "{answer}");
+        assert!(answer.contains(why), "{answer}");
+    }
+    let fresh = request(&owner, "worker:good", [4; 32], now);
+    assert_eq!(ask(&fresh).0, 200);
+    let (status, answer) = ask(&fresh);
+    assert_eq!(
+        (status, answer.contains("taken already")),
+        (403, true),
+        "{answer}"
+    );
+
+    // Nor does it take group entries but as the owner signed them, in a head a majority of
+    // nodes cosigned: not under a head strangers cosigned, not a stranger's entry under a real
+    // majority's head, and not an owner's entry the head does not hold (an append that failed).
+    let commit = |by: &SigningKey| {
+        obscura_ledger::entry::Entry::sign(
+            &log,
+            0,
+            &[0; 32],
+            0,
+            obscura_ledger::entry::Transition::GroupCommit {
+                epoch: 1,
+                commit: vec![0; 8],
+                welcome: Some(vec![0; 8]),
+            },
+            by,
+        )
+    };
+    let relay = |entry: &obscura_ledger::entry::Entry, root: [u8; 32], signers: &[&SigningKey]| {
+        let head = obscura_ledger::head::TreeHead { log, size: 1, root };
+        let cosignatures: Vec<_> = signers
+            .iter()
+            .enumerate()
+            .map(|(i, k)| head.cosign(i as u8 + 1, k))
+            .collect();
+        let body = serde_json::json!({
+            "head": {"head": head, "cosignatures": cosignatures},
+            "entries": [{"entry": hex::encode(postcard::to_allocvec(entry).unwrap()),
+                         "prev": "00".repeat(32), "proof": []}],
+        });
+        post_worker(port, "/v1/group/entries", &[], &body.to_string())
+    };
+    let majority: Vec<&SigningKey> = nodes.iter().take(NODES / 2 + 1).collect();
+    let owners = commit(&owner);
+    for (answer, why) in [
+        (relay(&owners, owners.leaf(), &[&stranger; 4]), "majority"),
+        (
+            relay(&commit(&stranger), commit(&stranger).leaf(), &majority),
+            "data owner",
+        ),
+        (relay(&owners, [7; 32], &majority), "not in the head"),
+    ] {
+        assert_eq!(answer.0, 403, "{}", answer.1);
+        assert!(answer.1.contains(why), "{}", answer.1);
+    }
 
     // This build's worker: appraised, added, and it joins by the entry it is handed.
     let v = json_of(&obscura(&[

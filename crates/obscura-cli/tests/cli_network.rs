@@ -230,7 +230,7 @@ fn network_faults_end_within_the_time_limit_name_the_party_and_leave_nothing_hal
 }
 
 #[test]
-fn a_group_change_the_ledger_took_while_its_client_failed_is_merged_by_the_next_command() {
+fn a_group_change_of_unclear_outcome_is_settled_against_the_ledger_merged_or_dropped() {
     let dir = init_cluster("group-unclear");
     let cluster = dir.to_str().unwrap();
     let proxies: Vec<Proxy> = (1..=NODES).map(|x| proxy(&dir, "nodes", x)).collect();
@@ -238,11 +238,7 @@ fn a_group_change_the_ledger_took_while_its_client_failed_is_merged_by_the_next_
     let states = dir.join("states");
     std::fs::create_dir_all(&states).unwrap();
     let (owner, ana) = (states.join("owner.json"), states.join("ana.json"));
-    let run = |state: &Path, args: &[&str]| {
-        let mut c = std::process::Command::new(common::BIN);
-        c.args(args).env("OBSCURA_GROUP", state);
-        c
-    };
+    let run = common::as_member_command;
     let kp = dir.join("ana.kp");
     let out = run(
         &ana,
@@ -265,6 +261,51 @@ fn a_group_change_the_ledger_took_while_its_client_failed_is_merged_by_the_next_
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+
+    // Every node refusing: the change cannot go in, stays staged, and the next command, the
+    // nodes back, finds it nowhere in a history a majority cosigned past its place (an entry
+    // of the owner's appended to make sure) and drops it.
+    for p in &proxies {
+        p.set(Fault::Refuse);
+    }
+    let out = run(
+        &owner,
+        &[
+            "ledger",
+            "add-member",
+            "--cluster",
+            cluster,
+            "--key-package",
+            kp.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(std::fs::read_to_string(&owner)
+        .unwrap()
+        .contains("\"pending\":{"));
+    for p in &proxies {
+        p.set(Fault::Pass);
+    }
+    let out = run(
+        &owner,
+        &["ledger", "members", "--cluster", cluster, "--json"],
+    )
+    .output()
+    .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(
+        (m["epoch"].as_u64(), m["members"].as_array().map(Vec::len)),
+        (Some(0), Some(1)),
+        "{m}"
+    );
+    let shown: serde_json::Value = serde_json::from_slice(
+        &obscura(&["ledger", "show", "--cluster", cluster, "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(shown["entries"][0]["transition"], "synced", "{shown}");
 
     // Every node slow: the append takes seconds. Once the owner's client has saved its staged
     // change, its state file is made unwritable (a folder in its place, which stops root as
@@ -306,7 +347,7 @@ fn a_group_change_the_ledger_took_while_its_client_failed_is_merged_by_the_next_
         &obscura(&["ledger", "show", "--cluster", cluster, "--json"]).stdout,
     )
     .unwrap();
-    assert_eq!(shown["entries"][0]["transition"], "group commit", "{shown}");
+    assert_eq!(shown["entries"][1]["transition"], "group commit", "{shown}");
 
     // The next command settles it against the ledger: merged, and the group goes on.
     let out = run(

@@ -53,6 +53,20 @@ pub enum GroupFault {
     Label,
 }
 
+/// Refuses a state path that is a symbolic link: the lock is taken beside the name, and a
+/// replacement renames over it, so a link would leave two states that each seal with the same
+/// message keys.
+fn not_a_link(path: &Path) -> Result<(), GroupFault> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(obscura_cluster::Error::File {
+            path: path.display().to_string(),
+            reason: "a symbolic link: give the group state's own path".into(),
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// Where this client's group state is.
 pub fn state_path(dir: &Path) -> PathBuf {
     std::env::var_os("OBSCURA_GROUP")
@@ -65,6 +79,8 @@ pub fn state_path(dir: &Path) -> PathBuf {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPackageRequest {
+    /// The worker asked (`worker:NAME`): a request for one worker is refused by any other.
+    pub identity: String,
     /// 32 bytes, hex.
     pub nonce: String,
     /// When the owner asked (Unix seconds): a worker takes a request for two minutes, once.
@@ -73,13 +89,27 @@ pub struct KeyPackageRequest {
     pub signature: String,
 }
 
-/// What the owner signs to ask a worker of ledger `log` for a KeyPackage.
-pub fn key_package_statement(log: &[u8; 32], nonce: &[u8; 32], issued_at: u64) -> Vec<u8> {
-    let mut m = b"obscura group key-package request v1".to_vec();
+/// What the owner signs to ask the worker `identity` of ledger `log` for a KeyPackage.
+pub fn key_package_statement(
+    log: &[u8; 32],
+    identity: &str,
+    nonce: &[u8; 32],
+    issued_at: u64,
+) -> Vec<u8> {
+    let mut m = b"obscura group key-package request v2".to_vec();
     m.extend_from_slice(log);
+    m.extend_from_slice(&(identity.len() as u16).to_be_bytes());
+    m.extend_from_slice(identity.as_bytes());
     m.extend_from_slice(nonce);
     m.extend_from_slice(&issued_at.to_be_bytes());
     m
+}
+
+/// A worker's answer to `POST /v1/group/identity`.
+#[derive(Serialize, Deserialize)]
+pub struct WorkerIdentity {
+    /// `worker:NAME`.
+    pub identity: String,
 }
 
 /// A worker's answer to [`KeyPackageRequest`].
@@ -189,6 +219,7 @@ impl Group {
     /// As [`Group::load`].
     pub fn load_from(path: &Path) -> Result<Option<Group>, GroupFault> {
         let path = path.to_path_buf();
+        not_a_link(&path)?;
         if !path.exists() {
             return Ok(None);
         }
@@ -247,6 +278,7 @@ impl Group {
             return Ok(g);
         }
         let path = state_path(dir);
+        not_a_link(&path)?;
         let held = obscura_cluster::files::lock_beside(&path, LOCK_WAIT)?;
         if path.exists() {
             // Made meanwhile by another command.
@@ -255,7 +287,14 @@ impl Group {
         }
         let mut member = Member::new(OWNER)?;
         member.create()?;
-        let g = Group {
+        let g = Group::fresh(path, held, member);
+        g.save()?;
+        Ok(g)
+    }
+
+    /// A member's state as it starts: nothing read yet.
+    fn fresh(path: PathBuf, held: obscura_cluster::files::FileLock, member: Member) -> Group {
+        Group {
             path,
             _held: held,
             member,
@@ -263,9 +302,7 @@ impl Group {
             labels: BTreeMap::new(),
             unreadable: 0,
             pending: None,
-        };
-        g.save()?;
-        Ok(g)
+        }
     }
 }
 
@@ -289,22 +326,14 @@ pub fn start_at(path: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
             g.member.identity().into(),
         ));
     }
+    not_a_link(path)?;
     let held = obscura_cluster::files::lock_beside(path, LOCK_WAIT)?;
     if path.exists() {
         return Err(GroupFault::Exists(path.display().to_string(), "?".into()));
     }
     let mut member = Member::new(identity)?;
     let key_package = member.key_package(None)?;
-    Group {
-        path: path.to_path_buf(),
-        _held: held,
-        member,
-        cursor: 0,
-        labels: BTreeMap::new(),
-        unreadable: 0,
-        pending: None,
-    }
-    .save()?;
+    Group::fresh(path.to_path_buf(), held, member).save()?;
     Ok(key_package)
 }
 
@@ -330,6 +359,8 @@ pub async fn follow(
     client: &Client,
     group: &mut Group,
 ) -> Result<Followed, GroupFault> {
+    // The owner's change of unclear outcome first: its own commit is not to be met unmerged.
+    settle(dir, client, group).await?;
     let verified = ledger::verify(dir, client, &[]).await?;
     let mut followed = Followed::default();
     let from = usize::try_from(group.cursor).unwrap_or(usize::MAX);
@@ -358,8 +389,14 @@ pub async fn follow(
         match outcome {
             Some(Ok(Received::Opened(bytes))) => match serde_json::from_slice::<Sealed>(&bytes) {
                 Ok(sealed) => {
-                    followed.opened += sealed.labels.len();
-                    group.labels.extend(sealed.labels);
+                    // Checked here too: what a member shows is what the rule allows.
+                    let good: BTreeMap<String, String> = sealed
+                        .labels
+                        .into_iter()
+                        .filter(|(id, l)| id.len() == 32 && check_label(l).is_ok())
+                        .collect();
+                    followed.opened += good.len();
+                    group.labels.extend(good);
                 }
                 Err(_) => followed.unreadable += 1,
             },
@@ -410,7 +447,19 @@ pub fn check_label(label: &str) -> Result<(), GroupFault> {
     // Control characters, and the invisible ones that reorder or hide text on a terminal.
     let hidden = |c: char| {
         c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+            || matches!(
+                c,
+                '\u{ad}'
+                    | '\u{61c}'
+                    | '\u{180e}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{2028}'..='\u{202e}'
+                    | '\u{2060}'..='\u{206f}'
+                    | '\u{fe00}'..='\u{fe0f}'
+                    | '\u{feff}'
+                    | '\u{fff9}'..='\u{fffb}'
+                    | '\u{e0000}'..='\u{e0fff}'
+            )
     };
     if label.is_empty() || label.len() > MAX_LABEL || label.chars().any(hidden) {
         return Err(GroupFault::Label);
@@ -418,27 +467,41 @@ pub fn check_label(label: &str) -> Result<(), GroupFault> {
     Ok(())
 }
 
+/// Labels sealed in one message: 512 of 200 bytes stay well under the ledger's bound on a
+/// group message.
+const LABELS_PER_MESSAGE: usize = 512;
+
 /// Seals `labels` (image id hex → label) under the owner's group's current epoch, as the
-/// transition to enter in the ledger. The member state is saved before it returns, so that no
-/// message key is ever used twice, whatever becomes of the entry; [`keep`] records the labels
-/// once the ledger took it.
+/// transitions to enter in the ledger (one per [`LABELS_PER_MESSAGE`] labels). The member state
+/// is saved before it returns, so that no message key is ever used twice, whatever becomes of
+/// the entries; [`keep`] records the labels once the ledger took them.
 ///
 /// # Errors
 /// [`GroupFault`].
 pub fn seal_labels(
     group: &mut Group,
     labels: &BTreeMap<String, String>,
-) -> Result<Transition, GroupFault> {
+) -> Result<Vec<Transition>, GroupFault> {
     for label in labels.values() {
         check_label(label)?;
     }
-    let plaintext = serde_json::to_vec(&Sealed {
-        labels: labels.clone(),
-    })
-    .expect("labels serialise");
-    let (epoch, message) = group.member.seal(&plaintext)?;
-    group.save()?;
-    Ok(Transition::Sealed { epoch, message })
+    let all: Vec<(&String, &String)> = labels.iter().collect();
+    let mut out = Vec::new();
+    for part in all.chunks(LABELS_PER_MESSAGE) {
+        let plaintext = serde_json::to_vec(&Sealed {
+            labels: part
+                .iter()
+                .map(|(id, l)| ((*id).clone(), (*l).clone()))
+                .collect(),
+        })
+        .expect("labels serialise");
+        let sealed = group.member.seal(&plaintext);
+        // Saved whether or not sealing failed midway: a key used is a key used.
+        group.save()?;
+        let (epoch, message) = sealed?;
+        out.push(Transition::Sealed { epoch, message });
+    }
+    Ok(out)
 }
 
 /// Records labels the ledger took.
@@ -493,23 +556,27 @@ async fn enter_change(
     }
 }
 
-/// Settles the owner's change sent to the ledger with an unclear outcome: merged if the ledger
-/// holds it at its epoch, dropped if it holds another commit there or none.
+/// Settles the owner's change sent to the ledger with an unclear outcome, against a head a
+/// majority of nodes cosigned: merged if that history holds it at its epoch, dropped if it
+/// holds another commit there. If it holds none, an entry of the owner's appended now decides:
+/// once a majority cosigned a history past the place the change was signed for without it,
+/// the change can never join the ledger (an entry is signed for the history before it, and
+/// nothing under a majority's commitment is replaced).
 ///
 /// # Errors
-/// [`GroupFault`] when the ledger cannot be read; the change stays pending, and the owner's
+/// [`GroupFault`] when no cosigned history decides; the change stays pending, and the owner's
 /// group takes no other change until it is settled.
 async fn settle(dir: &Path, client: &Client, group: &mut Group) -> Result<(), GroupFault> {
     let Some(pending) = group.pending.clone() else {
         return Ok(());
     };
-    let verified = ledger::verify(dir, client, &[]).await?;
-    let taken = verified.entries.iter().find_map(|e| match &e.transition {
-        Transition::GroupCommit { epoch, commit, .. } if *epoch == pending.epoch => {
-            Some(hex::encode(commit) == pending.commit)
-        }
-        _ => None,
-    });
+    let mut taken = held_at(dir, client, pending.epoch, &pending.commit).await?;
+    if taken.is_none() {
+        let at = unix_now();
+        ledger::append(dir, client, vec![Transition::Synced { at }]).await?;
+        // The change is in the history now cosigned, or it never will be.
+        taken = Some(held_at(dir, client, pending.epoch, &pending.commit).await? == Some(true));
+    }
     if taken == Some(true) {
         group.member.confirm()?;
     } else {
@@ -517,6 +584,37 @@ async fn settle(dir: &Path, client: &Client, group: &mut Group) -> Result<(), Gr
     }
     group.pending = None;
     group.save()
+}
+
+/// Whether the history a majority of nodes cosigned holds `commit` (hex) at `epoch`
+/// (`Some(true)`), another commit there (`Some(false)`), or none, or there is no such history
+/// yet (`None`).
+///
+/// # Errors
+/// [`GroupFault::Ledger`].
+async fn held_at(
+    dir: &Path,
+    client: &Client,
+    epoch: u64,
+    commit: &str,
+) -> Result<Option<bool>, GroupFault> {
+    let verified = ledger::verify(dir, client, &[]).await?;
+    // Before any head was cosigned, nothing is known to be held: the caller appends one.
+    let Some(head) = &verified.head else {
+        return Ok(None);
+    };
+    Ok(verified
+        .entries
+        .iter()
+        .take(usize::try_from(head.head.size).unwrap_or(usize::MAX))
+        .find_map(|e| match &e.transition {
+            Transition::GroupCommit {
+                epoch: at,
+                commit: c,
+                ..
+            } if *at == epoch => Some(hex::encode(c) == commit),
+            _ => None,
+        }))
 }
 
 /// The data owner's group, with any change of unclear outcome settled against the ledger.
@@ -598,17 +696,29 @@ pub async fn add_worker(
     let owner = client.owner.as_ref().ok_or(LedgerError::NotOwner)?;
     let authors = ledger::authors(dir, client)?;
     let log = obscura_ledger::replica::log_id(&authors.owner, &authors.nodes);
+    let http = client.http.client.clone();
+    let said = |e: String| GroupError::NotAdmitted(format!("worker {worker}: {e}"));
+    // Whom the request is for: a worker that names itself otherwise is refused below.
+    let asked: WorkerIdentity = crate::release::post_json(
+        &http,
+        &format!("{worker}/v1/group/identity"),
+        &serde_json::json!({}),
+    )
+    .await
+    .map_err(said)?;
+    obscura_group::check_identity(&asked.identity)?;
     let mut nonce = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
     let issued_at = unix_now();
-    let signature =
-        ed25519_dalek::Signer::sign(owner, &key_package_statement(&log, &nonce, issued_at));
-    let http = client.http.client.clone();
-    let said = |e: String| GroupError::NotAdmitted(format!("worker {worker}: {e}"));
+    let signature = ed25519_dalek::Signer::sign(
+        owner,
+        &key_package_statement(&log, &asked.identity, &nonce, issued_at),
+    );
     let answer: KeyPackageAnswer = crate::release::post_json(
         &http,
         &format!("{worker}/v1/group/key-package"),
         &KeyPackageRequest {
+            identity: asked.identity.clone(),
             nonce: hex::encode(nonce),
             issued_at,
             signature: hex::encode(signature.to_bytes()),
@@ -618,8 +728,13 @@ pub async fn add_worker(
     .map_err(said)?;
     let kp = hex::decode(&answer.key_package).map_err(|e| said(e.to_string()))?;
     let candidate = Candidate::parse(&kp)?;
-    if !candidate.is_worker() {
-        return Err(said(format!("it calls itself {}", candidate.identity())).into());
+    if !candidate.is_worker() || candidate.identity() != asked.identity {
+        return Err(said(format!(
+            "asked as {}, its KeyPackage names {}",
+            asked.identity,
+            candidate.identity()
+        ))
+        .into());
     }
     let admitted =
         candidate.appraise(&obscura_attest::Verifier::new(), policy, &nonce, unix_now())?;
@@ -693,7 +808,8 @@ pub async fn relay(
             proof: proof.iter().map(hex::encode).collect(),
         };
         let len = relayed.entry.len() + 64 * (proof.len() + 1);
-        if bytes + len > RELAY_BYTES && !requests.last().is_some_and(Vec::is_empty) {
+        let full = requests.last().is_some_and(|r| r.len() >= 256);
+        if (full || bytes + len > RELAY_BYTES) && !requests.last().is_some_and(Vec::is_empty) {
             requests.push(Vec::new());
             bytes = 0;
         }

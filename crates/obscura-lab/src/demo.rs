@@ -451,11 +451,14 @@ async fn group_steps(
         .collect();
     let mut owner = group::owner_ready(dir, client).await.map_err(s)?;
     let sealed = group::seal_labels(&mut owner, &labels).map_err(s)?;
-    let sealed_bytes = match &sealed {
-        Transition::Sealed { message, .. } => message.len(),
-        _ => 0,
-    };
-    obscura_client::ledger::append(dir, client, vec![sealed])
+    let sealed_bytes: usize = sealed
+        .iter()
+        .map(|t| match t {
+            Transition::Sealed { message, .. } => message.len(),
+            _ => 0,
+        })
+        .sum();
+    obscura_client::ledger::append(dir, client, sealed)
         .await
         .map_err(|e| e.to_string())?;
     group::keep(&mut owner, labels.clone()).map_err(s)?;
@@ -507,7 +510,7 @@ async fn group_steps(
         .map(|(id, l)| (id.clone(), format!("{l} (reviewed)")));
     let later: std::collections::BTreeMap<String, String> = first.into_iter().collect();
     let sealed = group::seal_labels(&mut owner, &later).map_err(s)?;
-    obscura_client::ledger::append(dir, client, vec![sealed])
+    obscura_client::ledger::append(dir, client, sealed)
         .await
         .map_err(|e| e.to_string())?;
     group::keep(&mut owner, later.clone()).map_err(s)?;

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use obscura_attest::{binding as attest_binding, Role};
 use obscura_client::group::{
     key_package_statement, Entries, KeyPackageAnswer, KeyPackageRequest, WorkerFollowed,
+    WorkerIdentity,
 };
 use obscura_group::{GroupError, Member, Received};
 use obscura_ledger::entry::Entry;
@@ -90,7 +91,13 @@ pub(super) async fn key_package(State(w): State<Arc<Worker>>, body: Bytes) -> An
         .ok()
         .and_then(|s| ed25519_dalek::Signature::from_slice(&s).ok())
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "signature: 128 hex digits"))?;
-    let statement = key_package_statement(&g.log, &nonce, request.issued_at);
+    if request.identity != g.identity {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!("a request for {}; this is {}", request.identity, g.identity),
+        ));
+    }
+    let statement = key_package_statement(&g.log, &g.identity, &nonce, request.issued_at);
     if g.authors
         .owner
         .verify_strict(&statement, &signature)
@@ -117,7 +124,11 @@ pub(super) async fn key_package(State(w): State<Arc<Worker>>, body: Bytes) -> An
                 "too many requests; ask again later",
             ));
         }
-        if used.insert(nonce, now + 2 * REQUEST_S).is_some() {
+        // Remembered until the request lapses by its own time.
+        if used
+            .insert(nonce, request.issued_at + REQUEST_S + 1)
+            .is_some()
+        {
             return Err(refuse(StatusCode::FORBIDDEN, "a request taken already"));
         }
     }
@@ -143,6 +154,19 @@ fn lock(g: &GroupSide) -> std::sync::MutexGuard<'_, Option<Member>> {
     g.member.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `POST /v1/group/identity`: who this worker is in the group, which the owner's request
+/// must name.
+pub(super) async fn identity(State(w): State<Arc<Worker>>) -> Answer {
+    let g = side(&w)?;
+    Ok((
+        StatusCode::OK,
+        serde_json::to_string(&WorkerIdentity {
+            identity: g.identity.clone(),
+        })
+        .expect("an answer serialises"),
+    ))
+}
+
 /// Follows the group through entries the owner signed for this ledger, each in a head a
 /// majority of nodes cosigned: anything else is refused before the group sees it.
 pub(super) async fn entries(State(w): State<Arc<Worker>>, body: Bytes) -> Answer {
@@ -156,6 +180,22 @@ pub(super) async fn entries(State(w): State<Arc<Worker>>, body: Bytes) -> Answer
         ));
     }
     let head = &request.head;
+    // Bounded before any signature is checked: one cosignature per node at most.
+    let mut nodes: Vec<u8> = head.cosignatures.iter().map(|c| c.node).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    if nodes.len() != head.cosignatures.len() || nodes.len() > g.authors.nodes.len() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "at most one cosignature per node",
+        ));
+    }
+    if request.entries.iter().any(|e| e.proof.len() > 64) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "an inclusion proof over 64 hashes",
+        ));
+    }
     if head.head.log != g.log || g.cosigners.signers(head).len() < g.cosigners.quorum {
         return Err(refuse(
             StatusCode::FORBIDDEN,

@@ -12,6 +12,19 @@ pub fn obscura(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// `obscura ARGS` as the client whose group state is `state` (`OBSCURA_GROUP`), to run or
+/// spawn.
+pub fn as_member_command(state: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).env("OBSCURA_GROUP", state);
+    c
+}
+
+/// `obscura ARGS` as the client whose group state is `state`.
+pub fn as_member(state: &Path, args: &[&str]) -> Output {
+    as_member_command(state, args).output().unwrap()
+}
+
 /// The password the tests' admin account has.
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
