@@ -468,6 +468,21 @@ fn labels_sealed_in_the_ledger_are_shown_to_members_only_and_a_removed_member_re
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
+    // Her state is sealed under the client's wrapping key: one byte changed, it is refused
+    // whole, and nothing of it is parsed.
+    let kept = std::fs::read(&ana).unwrap();
+    let mut bent = kept.clone();
+    let at = bent.len() - 20;
+    bent[at] ^= 1;
+    std::fs::write(&ana, &bent).unwrap();
+    let out = as_member(&ana, &["ledger", "members", "--cluster", cluster]);
+    assert!(
+        !out.status.success() && !text(&out).contains("panicked"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("group state"), "{}", text(&out));
+    std::fs::write(&ana, &kept).unwrap();
     let v = json_of(&obscura(&[
         "ledger",
         "add-member",

@@ -164,9 +164,9 @@ struct Sealed {
     labels: BTreeMap<String, String>,
 }
 
+/// The state file's contents, sealed under the client's wrapping key.
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Saved {
+pub struct Saved {
     version: u8,
     /// The next ledger entry to read.
     cursor: u64,
@@ -174,10 +174,75 @@ struct Saved {
     /// Entries it could not open (sealed before it joined, or after it was removed).
     unreadable: u64,
     /// The owner's change staged and sent to the ledger, not yet known to be taken.
-    #[serde(default)]
     pending: Option<Pending>,
-    /// [`Member::to_bytes`], hex.
-    member: String,
+    /// [`Member::to_bytes`].
+    member: Vec<u8>,
+}
+
+impl Saved {
+    /// The epoch of the owner's change sent to the ledger and not yet settled, if any.
+    pub fn pending(&self) -> Option<u64> {
+        self.pending.as_ref().map(|p| p.epoch)
+    }
+
+    /// A member's state as it starts: nothing read yet, nothing pending.
+    pub fn new(member: &Member) -> Saved {
+        Saved {
+            version: VERSION,
+            cursor: 0,
+            labels: BTreeMap::new(),
+            unreadable: 0,
+            pending: None,
+            member: member.to_bytes(),
+        }
+    }
+}
+
+/// Seals a member's state under the client's wrapping key, as [`open_state`] opens it.
+///
+/// # Errors
+/// [`GroupFault::File`].
+pub fn seal_state(
+    saved: &Saved,
+    key: &obscura_tokens::keyfile::WrappingKey,
+) -> Result<Vec<u8>, GroupFault> {
+    Ok(obscura_cluster::files::seal_secrets(
+        saved,
+        STATE_PURPOSE,
+        key,
+        &mut rand_core::OsRng,
+    )?)
+}
+
+/// The purpose a member's state is sealed for.
+const STATE_PURPOSE: &str = "group-state";
+
+/// Opens a member's state file: AES-256-GCM under the client's wrapping key, so that a damaged
+/// or altered file is refused before any of it is parsed (the MLS library's own store trusts
+/// what it is given), then the member within.
+///
+/// # Errors
+/// [`GroupFault::File`] for a file that does not open, [`GroupError::State`] for a state that
+/// does not load.
+pub fn open_state(
+    bytes: &[u8],
+    key: &obscura_tokens::keyfile::WrappingKey,
+) -> Result<(Saved, Member), GroupFault> {
+    let saved: Saved = obscura_cluster::files::open_secrets(bytes, STATE_PURPOSE, key)?;
+    if saved.version != VERSION {
+        return Err(GroupError::State(format!("format {}", saved.version)).into());
+    }
+    let member = Member::from_bytes(&saved.member)?;
+    Ok((saved, member))
+}
+
+/// The client's wrapping key, which seals its group state.
+fn state_key(dir: &Path) -> Result<obscura_tokens::keyfile::WrappingKey, GroupFault> {
+    let fail = |e: crate::config::LoadError| {
+        GroupFault::File(obscura_cluster::Error::Secrets(e.to_string()))
+    };
+    let config = crate::config::read_config(dir).map_err(fail)?;
+    crate::config::wrapping_key(dir, &config).map_err(fail)
 }
 
 /// A change the owner sent to the ledger: its epoch and Commit (hex).
@@ -192,6 +257,7 @@ struct Pending {
 /// work on it at once (each would seal with the same message key).
 pub struct Group {
     path: PathBuf,
+    key: obscura_tokens::keyfile::WrappingKey,
     _held: obscura_cluster::files::FileLock,
     /// The member.
     pub member: Member,
@@ -210,14 +276,14 @@ impl Group {
     /// # Errors
     /// [`GroupFault::File`] or a state that does not load.
     pub fn load(dir: &Path) -> Result<Option<Group>, GroupFault> {
-        Group::load_from(&state_path(dir))
+        Group::load_from(dir, &state_path(dir))
     }
 
-    /// Loads the state in `path`, if there is one.
+    /// Loads the state in `path` of a client of the cluster in `dir`, if there is one.
     ///
     /// # Errors
     /// As [`Group::load`].
-    pub fn load_from(path: &Path) -> Result<Option<Group>, GroupFault> {
+    pub fn load_from(dir: &Path, path: &Path) -> Result<Option<Group>, GroupFault> {
         let path = path.to_path_buf();
         not_a_link(&path)?;
         if !path.exists() {
@@ -226,14 +292,12 @@ impl Group {
         let held = obscura_cluster::files::lock_beside(&path, LOCK_WAIT)?;
         obscura_cluster::files::check_private(&path)?;
         let bytes = obscura_cluster::files::read(&path)?;
-        let bad = |reason: String| GroupError::State(format!("{}: {reason}", path.display()));
-        let saved: Saved = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if saved.version != VERSION {
-            return Err(bad(format!("format {}", saved.version)).into());
-        }
-        let member = hex::decode(&saved.member).map_err(|e| bad(e.to_string()))?;
+        let key = state_key(dir)?;
+        let (saved, member) = open_state(&bytes, &key)
+            .map_err(|e| GroupError::State(format!("{}: {e}", path.display())))?;
         Ok(Some(Group {
-            member: Member::from_bytes(&member)?,
+            key,
+            member,
             cursor: saved.cursor,
             labels: saved.labels,
             unreadable: saved.unreadable,
@@ -254,12 +318,9 @@ impl Group {
             labels: self.labels.clone(),
             unreadable: self.unreadable,
             pending: self.pending.clone(),
-            member: hex::encode(self.member.to_bytes()),
+            member: self.member.to_bytes(),
         };
-        obscura_cluster::files::write_private_atomic(
-            &self.path,
-            &serde_json::to_vec(&saved).expect("the state serialises"),
-        )?;
+        obscura_cluster::files::write_private_atomic(&self.path, &seal_state(&saved, &self.key)?)?;
         Ok(())
     }
 
@@ -287,15 +348,21 @@ impl Group {
         }
         let mut member = Member::new(OWNER)?;
         member.create()?;
-        let g = Group::fresh(path, held, member);
+        let g = Group::fresh(path, state_key(dir)?, held, member);
         g.save()?;
         Ok(g)
     }
 
     /// A member's state as it starts: nothing read yet.
-    fn fresh(path: PathBuf, held: obscura_cluster::files::FileLock, member: Member) -> Group {
+    fn fresh(
+        path: PathBuf,
+        key: obscura_tokens::keyfile::WrappingKey,
+        held: obscura_cluster::files::FileLock,
+        member: Member,
+    ) -> Group {
         Group {
             path,
+            key,
             _held: held,
             member,
             cursor: 0,
@@ -312,15 +379,15 @@ impl Group {
 /// # Errors
 /// [`GroupFault::Exists`] when this client has a state already.
 pub fn start(dir: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
-    start_at(&state_path(dir), identity)
+    start_at(dir, &state_path(dir), identity)
 }
 
 /// [`start`], with the state in `path`.
 ///
 /// # Errors
 /// As [`start`].
-pub fn start_at(path: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
-    if let Some(g) = Group::load_from(path)? {
+pub fn start_at(dir: &Path, path: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
+    if let Some(g) = Group::load_from(dir, path)? {
         return Err(GroupFault::Exists(
             g.path.display().to_string(),
             g.member.identity().into(),
@@ -333,7 +400,7 @@ pub fn start_at(path: &Path, identity: &str) -> Result<Vec<u8>, GroupFault> {
     }
     let mut member = Member::new(identity)?;
     let key_package = member.key_package(None)?;
-    Group::fresh(path.to_path_buf(), held, member).save()?;
+    Group::fresh(path.to_path_buf(), state_key(dir)?, held, member).save()?;
     Ok(key_package)
 }
 

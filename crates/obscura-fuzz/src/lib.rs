@@ -93,6 +93,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("store_records", store_records),
     ("session_file", session_file),
     ("room", room),
+    ("group", group),
 ];
 
 /// Inputs above this are skipped: every message a server reads in one piece is smaller
@@ -1936,4 +1937,67 @@ pub(crate) fn seed_work() -> Option<obscura_room::work::Work> {
     let module =
         r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 0))"#;
     Work::new(module.as_bytes(), manifest).ok()
+}
+
+/// The cluster's group as its members read it: a KeyPackage handed to the owner (never a
+/// panic; a worker's never admitted on the owner's word), a group message from the ledger given
+/// to a member of a live group and to one waiting for its Welcome (never a panic, and nothing
+/// the owner did not seal opens), and a member's state file (never a panic; what loads is
+/// written back and loads again the same).
+pub fn group(data: &[u8]) {
+    use obscura_group::{Admitted, Candidate, Member, Received};
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let mut owner = Member::new("client:owner").expect("a member");
+    owner.create().expect("a group");
+    if let Ok(candidate) = Candidate::parse(data) {
+        if candidate.is_worker() {
+            assert!(
+                owner.add(&candidate, &Admitted::vouched()).is_err(),
+                "a worker admitted on the owner's word"
+            );
+        }
+        owner.abandon();
+    }
+    // A member of the owner's group, and a would-be member.
+    let mut member = Member::new("client:member").expect("a member");
+    let kp = member.key_package(None).expect("a KeyPackage");
+    let change = owner
+        .add(
+            &Candidate::parse(&kp).expect("its own KeyPackage parses"),
+            &Admitted::vouched(),
+        )
+        .expect("added");
+    owner.confirm().expect("merged");
+    member
+        .receive(&change.commit, change.welcome.as_deref())
+        .expect("joined");
+    let opened = member.receive(data, None);
+    assert!(
+        !matches!(opened, Ok(Received::Opened(_))),
+        "bytes the owner never sealed opened"
+    );
+    let mut waiting = Member::new("client:waiting").expect("a member");
+    waiting.key_package(None).expect("a KeyPackage");
+    let _ = waiting.receive(data, Some(data));
+    // A member's state file: sealed under the client's wrapping key, so nothing the client
+    // did not write reaches the MLS store (which trusts its values); what opens is written
+    // back and opens again the same.
+    assert!(
+        obscura_client::group::open_state(data, &stranger_wrapping_key()).is_err()
+            || obscura_client::group::open_state(data, &wrapping_key()).is_err(),
+        "a state opened under two keys"
+    );
+    if let Ok((saved, loaded)) = obscura_client::group::open_state(data, &wrapping_key()) {
+        let resealed =
+            obscura_client::group::seal_state(&saved, &wrapping_key()).expect("it seals");
+        let (_, again) = obscura_client::group::open_state(&resealed, &wrapping_key())
+            .expect("a state it wrote opens");
+        assert_eq!(
+            (again.identity(), again.epoch(), again.removed()),
+            (loaded.identity(), loaded.epoch(), loaded.removed()),
+            "a state read back as another"
+        );
+    }
 }

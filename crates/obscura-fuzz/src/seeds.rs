@@ -73,6 +73,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("store_records", store_record_seeds()),
         ("session_file", session_files()),
         ("room", room_seeds()),
+        ("group", group_seeds()),
     ]
 }
 
@@ -1343,5 +1344,48 @@ fn room_seeds() -> Vec<Vec<u8>> {
         serde_json::to_vec(&load).expect("a load serialises"),
         serde_json::to_vec(&result).expect("a result serialises"),
         postcard::to_allocvec(&releases).expect("releases encode"),
+    ]
+}
+
+/// A client's and a would-be worker's KeyPackages, a Commit with its Welcome, a sealed
+/// message, a removal, and members' state files (the group's keys are fresh each time: these
+/// shape the inputs, they do not open).
+fn group_seeds() -> Vec<Vec<u8>> {
+    use obscura_group::{Admitted, Candidate, Member};
+    let state = |m: &Member| {
+        obscura_client::group::seal_state(&obscura_client::group::Saved::new(m), &wrapping_key())
+            .expect("it seals")
+    };
+    let mut owner = Member::new("client:owner").expect("a member");
+    owner.create().expect("a group");
+    let mut member = Member::new("client:ana").expect("a member");
+    let kp = member.key_package(None).expect("a KeyPackage");
+    let mut worker = Member::new("worker:w1").expect("a member");
+    let worker_kp = worker
+        .key_package(Some(b"{\"platform\":\"simulation\"}".to_vec()))
+        .expect("a KeyPackage");
+    let added = owner
+        .add(
+            &Candidate::parse(&kp).expect("parses"),
+            &Admitted::vouched(),
+        )
+        .expect("added");
+    owner.confirm().expect("merged");
+    member
+        .receive(&added.commit, added.welcome.as_deref())
+        .expect("joined");
+    let (_, sealed) = owner
+        .seal(br#"{"labels":{"00112233445566778899aabbccddeeff":"harbour"}}"#)
+        .expect("sealed");
+    let removed = owner.remove("client:ana").expect("removed");
+    vec![
+        kp,
+        worker_kp,
+        added.commit,
+        added.welcome.expect("a Welcome"),
+        sealed,
+        removed.commit,
+        state(&owner),
+        state(&member),
     ]
 }

@@ -702,16 +702,18 @@ impl Member {
             removed: self.removed,
             values,
         };
-        serde_json::to_vec(&saved).expect("the state serialises")
+        postcard::to_allocvec(&saved).expect("the state serialises")
     }
 
-    /// Loads what [`Member::to_bytes`] wrote.
+    /// Loads what [`Member::to_bytes`] wrote. Only bytes this member wrote, authenticated by
+    /// the caller (sealed under a key): the MLS library's store trusts the values it holds,
+    /// and panics on some it cannot decode.
     ///
     /// # Errors
     /// [`GroupError::State`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Member, GroupError> {
         let saved: Saved =
-            serde_json::from_slice(bytes).map_err(|e| GroupError::State(e.to_string()))?;
+            postcard::from_bytes(bytes).map_err(|e| GroupError::State(e.to_string()))?;
         if saved.version != STATE_VERSION {
             return Err(GroupError::State(format!(
                 "format {} (this build reads {STATE_VERSION})",

@@ -431,8 +431,8 @@ async fn group_steps(
     let s = |e: group::GroupFault| e.to_string();
     let analyst_path = dir.join("analyst.group");
     let outsider_path = dir.join("outsider.group");
-    let kp = group::start_at(&analyst_path, "client:analyst").map_err(s)?;
-    group::start_at(&outsider_path, "client:outsider").map_err(s)?;
+    let kp = group::start_at(dir, &analyst_path, "client:analyst").map_err(s)?;
+    group::start_at(dir, &outsider_path, "client:outsider").map_err(s)?;
     let candidate = obscura_group::Candidate::parse(&kp).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let added = group::add(dir, client, &candidate, &obscura_group::Admitted::vouched())
@@ -471,11 +471,11 @@ async fn group_steps(
     ));
 
     // The analyst follows the ledger; an outsider does too.
-    let mut analyst = Group::load_from(&analyst_path)
+    let mut analyst = Group::load_from(dir, &analyst_path)
         .map_err(s)?
         .ok_or("the analyst's state is gone")?;
     group::follow(dir, client, &mut analyst).await.map_err(s)?;
-    let mut outsider = Group::load_from(&outsider_path)
+    let mut outsider = Group::load_from(dir, &outsider_path)
         .map_err(s)?
         .ok_or("the outsider's state is gone")?;
     group::follow(dir, client, &mut outsider).await.map_err(s)?;
