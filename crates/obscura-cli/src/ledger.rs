@@ -121,6 +121,23 @@ pub(crate) enum LedgerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Hand a worker the group's entries (each owner-signed, with its inclusion proof in the
+    /// head a majority of nodes cosigned): to one added whose answer was lost, or to tell one
+    /// that it was removed.
+    #[command(
+        after_help = "Example:\n  obscura ledger relay --cluster /tmp/demo --worker http://127.0.0.1:7601"
+    )]
+    Relay {
+        /// The cluster directory.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The worker's base URL.
+        #[arg(long)]
+        worker: String,
+        /// Print `{"epoch","joined","removed","opened"}` as the worker answers.
+        #[arg(long)]
+        json: bool,
+    },
     /// Follow the ledger as a member of the group and print its members, its epoch and how
     /// many labels this client opened.
     #[command(after_help = "Example:\n  obscura ledger members --cluster /tmp/demo --json")]
@@ -170,6 +187,31 @@ impl LedgerCommand {
                 json,
             } => remove_member(&cluster, &identity, json).await,
             LedgerCommand::Members { cluster, json } => members(&cluster, json).await,
+            LedgerCommand::Relay {
+                cluster,
+                worker,
+                json,
+            } => {
+                let f = group::relay(&cluster, &client(&cluster)?, &worker, 0)
+                    .await
+                    .map_err(Failure::Said)?;
+                if json {
+                    println!(
+                        "{}",
+                        json!({"epoch": f.epoch, "joined": f.joined, "removed": f.removed, "opened": f.opened})
+                    );
+                } else {
+                    println!(
+                        "worker {worker}: {}{}",
+                        f.epoch.map_or_else(
+                            || "not in the group".to_string(),
+                            |e| format!("in the group at epoch {e}")
+                        ),
+                        if f.removed { " (removed)" } else { "" }
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }
@@ -397,22 +439,34 @@ fn key_package(cluster: &Path, name: &str, out: &Path, json: bool) -> Result<Exi
 }
 
 fn changed(identity: &str, what: &str, c: &group::Changed, json: bool) {
+    let ledger = c.appended.as_ref().map_or(
+        Value::Null,
+        |a| json!({"size": a.head.head.size, "cosigners": a.cosigners}),
+    );
     if json {
         println!(
             "{}",
-            json!({"identity": identity, "epoch": c.epoch,
-                   "ledger": {"size": c.appended.head.head.size, "cosigners": c.appended.cosigners}})
+            json!({"identity": identity, "epoch": c.epoch, "ledger": ledger})
         );
-    } else {
-        for (x, why) in &c.appended.failures {
-            eprintln!("warning: ledger: node {x}: {why}");
+        return;
+    }
+    match &c.appended {
+        Some(a) => {
+            for (x, why) in &a.failures {
+                eprintln!("warning: ledger: node {x}: {why}");
+            }
+            println!(
+                "{identity} {what}: the group is at epoch {}; ledger entry {} cosigned by nodes {:?}",
+                c.epoch,
+                a.head.head.size - 1,
+                a.cosigners
+            );
         }
-        println!(
-            "{identity} {what}: the group is at epoch {}; ledger entry {} cosigned by nodes {:?}",
-            c.epoch,
-            c.appended.head.head.size - 1,
-            c.appended.cosigners
-        );
+        None => println!(
+            "{identity} {what}: the group is at epoch {}; the ledger's answer was unclear, and a \
+             history the nodes cosigned holds the change",
+            c.epoch
+        ),
     }
 }
 
@@ -440,7 +494,7 @@ async fn add_worker(cluster: &Path, url: &str, json: bool) -> Result<ExitCode, F
         println!(
             "{}",
             json!({"identity": a.identity, "epoch": a.changed.epoch, "appraisal": a.appraisal,
-                   "ledger": {"size": a.changed.appended.head.head.size, "cosigners": a.changed.appended.cosigners},
+                   "ledger": a.changed.appended.as_ref().map(|x| json!({"size": x.head.head.size, "cosigners": x.cosigners})),
                    "worker": a.told.as_ref().ok().map(|f| json!({"epoch": f.epoch, "joined": f.joined})),
                    "worker_error": a.told.as_ref().err()})
         );

@@ -481,7 +481,7 @@ fn labels_sealed_in_the_ledger_are_shown_to_members_only_and_a_removed_member_re
         "{}",
         text(&out)
     );
-    assert!(text(&out).contains("group state"), "{}", text(&out));
+    assert!(text(&out).contains("does not open"), "{}", text(&out));
     std::fs::write(&ana, &kept).unwrap();
     let v = json_of(&obscura(&[
         "ledger",
@@ -573,6 +573,10 @@ fn labels_sealed_in_the_ledger_are_shown_to_members_only_and_a_removed_member_re
     );
     assert_eq!(label_of(&search(&dir.join("nobody.group")), &camera), None);
 
+    // The owner's state as it is now, to be put back later as a backup would.
+    let owner_state = dir.join("client").join("group.json");
+    let backup = std::fs::read(&owner_state).unwrap();
+
     // ana is removed; what is sealed after, she does not open.
     let v = json_of(&obscura(&[
         "ledger",
@@ -628,6 +632,26 @@ fn labels_sealed_in_the_ledger_are_shown_to_members_only_and_a_removed_member_re
     ]));
     assert_eq!(m["members"].as_array().unwrap().len(), 1, "{m}");
     assert_eq!(m["epoch"], 2, "{m}");
+
+    // The owner's state restored from the backup (epoch 1) would seal with keys used already:
+    // it is refused before it seals or commits; the current one goes on.
+    let current = std::fs::read(&owner_state).unwrap();
+    std::fs::write(&owner_state, &backup).unwrap();
+    let out = obscura(&["ledger", "members", "--cluster", cluster]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("a lost or restored state cannot go on"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&owner_state, &current).unwrap();
+    json_of(&obscura(&[
+        "ledger",
+        "members",
+        "--cluster",
+        cluster,
+        "--json",
+    ]));
 
     // A client that is no member cannot add anyone, nor seal: it holds no group.
     let out = as_member(

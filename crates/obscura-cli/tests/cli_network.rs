@@ -273,13 +273,22 @@ fn a_group_change_of_unclear_outcome_is_settled_against_the_ledger_merged_or_dro
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    // Every node refusing: the change cannot go in, stays staged, and the next command, the
-    // nodes back, finds it nowhere in a history a majority cosigned past its place (an entry
-    // of the owner's appended to make sure) and drops it.
+    // Every node frozen (SIGSTOP) once the owner's client has staged the change and checked
+    // its state against the ledger: the change cannot go in and stays staged; the next
+    // command, the nodes back, finds it nowhere in a history a majority cosigned past its
+    // place (an entry of the owner's appended to make sure) and drops it.
     for p in &proxies {
-        p.set(Fault::Refuse);
+        p.set(Fault::Delay(Duration::from_millis(150)));
     }
-    let out = run(
+    let signal = |sig: &str| {
+        for x in 1..=NODES as u8 {
+            std::process::Command::new("pkill")
+                .args([sig, "-f", &common::node_pattern(&dir, x)])
+                .status()
+                .unwrap();
+        }
+    };
+    let child = run(
         &owner,
         &[
             "ledger",
@@ -290,8 +299,18 @@ fn a_group_change_of_unclear_outcome_is_settled_against_the_ledger_merged_or_dro
             kp.to_str().unwrap(),
         ],
     )
-    .output()
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
     .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !staged(&owner) {
+        assert!(Instant::now() < deadline, "the change was never staged");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    signal("-STOP");
+    let out = child.wait_with_output().unwrap();
+    signal("-CONT");
     assert!(!out.status.success(), "{}", text(&out));
     assert!(staged(&owner));
     for p in &proxies {

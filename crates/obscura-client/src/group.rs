@@ -175,6 +175,10 @@ pub struct Saved {
     unreadable: u64,
     /// The owner's change staged and sent to the ledger, not yet known to be taken.
     pending: Option<Pending>,
+    /// Messages the owner sealed in the current epoch (each used a message key), whether or
+    /// not the ledger took them: never fewer than the ledger holds, so a state restored from an
+    /// old copy shows fewer and is refused before it seals again.
+    sealed: u64,
     /// [`Member::to_bytes`].
     member: Vec<u8>,
 }
@@ -193,6 +197,7 @@ impl Saved {
             labels: BTreeMap::new(),
             unreadable: 0,
             pending: None,
+            sealed: 0,
             member: member.to_bytes(),
         }
     }
@@ -268,6 +273,7 @@ pub struct Group {
     /// Sealed entries it could not open.
     pub unreadable: u64,
     pending: Option<Pending>,
+    sealed: u64,
 }
 
 impl Group {
@@ -302,6 +308,7 @@ impl Group {
             labels: saved.labels,
             unreadable: saved.unreadable,
             pending: saved.pending,
+            sealed: saved.sealed,
             path,
             _held: held,
         }))
@@ -318,6 +325,7 @@ impl Group {
             labels: self.labels.clone(),
             unreadable: self.unreadable,
             pending: self.pending.clone(),
+            sealed: self.sealed,
             member: self.member.to_bytes(),
         };
         obscura_cluster::files::write_private_atomic(&self.path, &seal_state(&saved, &self.key)?)?;
@@ -369,6 +377,7 @@ impl Group {
             labels: BTreeMap::new(),
             unreadable: 0,
             pending: None,
+            sealed: 0,
         }
     }
 }
@@ -563,6 +572,9 @@ pub fn seal_labels(
         })
         .expect("labels serialise");
         let sealed = group.member.seal(&plaintext);
+        if sealed.is_ok() {
+            group.sealed += 1;
+        }
         // Saved whether or not sealing failed midway: a key used is a key used.
         group.save()?;
         let (epoch, message) = sealed?;
@@ -585,8 +597,9 @@ pub fn keep(group: &mut Group, labels: BTreeMap<String, String>) -> Result<(), G
 pub struct Changed {
     /// The epoch the group is in now.
     pub epoch: u64,
-    /// The ledger's append.
-    pub appended: Appended,
+    /// The ledger's append; none when its answer was unclear and the ledger was found to hold
+    /// the change after all.
+    pub appended: Option<Appended>,
 }
 
 /// Enters `change` (staged in the owner's member) in the ledger, then merges it. The staged
@@ -612,12 +625,23 @@ async fn enter_change(
         Ok(appended) => {
             let epoch = group.member.confirm()?;
             group.pending = None;
+            group.sealed = 0;
             group.save()?;
-            Ok(Changed { epoch, appended })
+            Ok(Changed {
+                epoch,
+                appended: Some(appended),
+            })
         }
         Err(e) => {
-            // Taken after all, or not: the ledger says which, if it can be read.
-            let _ = settle(dir, client, group).await;
+            // Taken after all, or not: a history the nodes cosigned says which, if it can be
+            // read now; else the next command asks again.
+            let before = group.member.epoch();
+            if settle(dir, client, group).await.is_ok() && group.member.epoch() != before {
+                return Ok(Changed {
+                    epoch: group.member.epoch().unwrap_or_default(),
+                    appended: None,
+                });
+            }
             Err(e.into())
         }
     }
@@ -637,15 +661,22 @@ async fn settle(dir: &Path, client: &Client, group: &mut Group) -> Result<(), Gr
     let Some(pending) = group.pending.clone() else {
         return Ok(());
     };
-    let mut taken = held_at(dir, client, pending.epoch, &pending.commit).await?;
+    let mut taken = held_at(dir, client, pending.epoch, &pending.commit, 0).await?;
     if taken.is_none() {
         let at = unix_now();
-        ledger::append(dir, client, vec![Transition::Synced { at }]).await?;
-        // The change is in the history now cosigned, or it never will be.
-        taken = Some(held_at(dir, client, pending.epoch, &pending.commit).await? == Some(true));
+        let appended = ledger::append(dir, client, vec![Transition::Synced { at }]).await?;
+        // The change is in the history now cosigned, or it never will be; read back from a
+        // head at least that new, or nothing is decided.
+        let size = appended.head.head.size;
+        taken = Some(
+            held_at(dir, client, pending.epoch, &pending.commit, size)
+                .await?
+                .unwrap_or(false),
+        );
     }
     if taken == Some(true) {
         group.member.confirm()?;
+        group.sealed = 0;
     } else {
         group.member.abandon();
     }
@@ -658,18 +689,31 @@ async fn settle(dir: &Path, client: &Client, group: &mut Group) -> Result<(), Gr
 /// yet (`None`).
 ///
 /// # Errors
-/// [`GroupFault::Ledger`].
+/// [`GroupFault::Ledger`], also when the newest head read is older than `at_least` entries
+/// (a node that gave an older head: nothing is decided on it).
 async fn held_at(
     dir: &Path,
     client: &Client,
     epoch: u64,
     commit: &str,
+    at_least: u64,
 ) -> Result<Option<bool>, GroupFault> {
     let verified = ledger::verify(dir, client, &[]).await?;
     // Before any head was cosigned, nothing is known to be held: the caller appends one.
     let Some(head) = &verified.head else {
-        return Ok(None);
+        return if at_least == 0 {
+            Ok(None)
+        } else {
+            Err(LedgerError::NoHistory("no head a majority cosigned".into()).into())
+        };
     };
+    if head.head.size < at_least {
+        return Err(LedgerError::NoHistory(format!(
+            "the newest head read holds {} entries, the ledger {at_least} at least",
+            head.head.size
+        ))
+        .into());
+    }
     Ok(verified
         .entries
         .iter()
@@ -684,13 +728,44 @@ async fn held_at(
         }))
 }
 
-/// The data owner's group, with any change of unclear outcome settled against the ledger.
+/// Refuses an owner's state that is not where the ledger is: a group epoch other than the
+/// ledger's, or fewer messages sealed in this epoch than the ledger holds (more is a seal the
+/// ledger did not take). A state restored from an old copy would seal with message keys
+/// already used.
+async fn check_current(dir: &Path, client: &Client, group: &Group) -> Result<(), GroupFault> {
+    let verified = ledger::verify(dir, client, &[]).await?;
+    let epoch = verified.state().group_epoch;
+    let sealed = verified
+        .entries
+        .iter()
+        .filter(|e| matches!(e.transition, Transition::Sealed { epoch: at, .. } if at == epoch))
+        .count() as u64;
+    if group.member.epoch() != Some(epoch) || group.sealed < sealed {
+        return Err(GroupError::State(format!(
+            "{}: the owner's group state is at epoch {} with {} messages sealed, the ledger at \
+             epoch {epoch} with {sealed}: a lost or restored state cannot go on (it would seal \
+             with keys already used)",
+            group.path.display(),
+            group
+                .member
+                .epoch()
+                .map_or_else(|| "none".into(), |e| e.to_string()),
+            group.sealed
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The data owner's group, with any change of unclear outcome settled against the ledger, and
+/// checked to be where the ledger is ([`check_current`]).
 ///
 /// # Errors
-/// As [`Group::owner`] and [`settle`].
+/// As [`Group::owner`] and [`settle`]; [`GroupError::State`] for a state behind the ledger.
 pub async fn owner_ready(dir: &Path, client: &Client) -> Result<Group, GroupFault> {
     let mut group = Group::owner(dir)?;
     settle(dir, client, &mut group).await?;
+    check_current(dir, client, &group).await?;
     Ok(group)
 }
 
@@ -736,7 +811,7 @@ pub struct WorkerAdded {
     /// The appraisal its evidence passed, in words.
     pub appraisal: String,
     /// What the worker made of the entry (it joins by its Welcome), or why it could not be
-    /// told: it is a member either way, and `relay` can tell it again.
+    /// told: it is a member either way, and `obscura ledger relay` tells it again.
     pub told: Result<WorkerFollowed, String>,
 }
 
@@ -809,7 +884,11 @@ pub async fn add_worker(
         .appraisal()
         .map_or_else(String::new, |a| a.summary());
     let changed = add(dir, client, &candidate, &admitted).await?;
-    let told = relay(dir, client, worker, changed.appended.head.head.size - 1).await;
+    let from = changed
+        .appended
+        .as_ref()
+        .map_or(0, |a| a.head.head.size.saturating_sub(1));
+    let told = relay(dir, client, worker, from).await;
     Ok(WorkerAdded {
         changed,
         identity: candidate.identity().to_owned(),

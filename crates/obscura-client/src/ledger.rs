@@ -407,6 +407,22 @@ fn shared_point(h: &Heads, roots: &BTreeMap<u64, Hash>, size: u64) -> Option<u64
     }
 }
 
+/// How many of `entries` go in one append request: at most [`limits::MAX_LEDGER_BATCH`], and
+/// at most [`limits::MAX_LEDGER_APPEND_BYTES`] of them encoded, one at least.
+fn page_len(entries: &[Entry]) -> usize {
+    let mut bytes = 0;
+    entries
+        .iter()
+        .take(limits::MAX_LEDGER_BATCH)
+        .take_while(|e| {
+            bytes += postcard::experimental::serialized_size(e).unwrap_or(usize::MAX / 2);
+            bytes <= limits::MAX_LEDGER_APPEND_BYTES
+        })
+        .count()
+        .max(1)
+        .min(entries.len())
+}
+
 /// What an append did.
 #[derive(Debug)]
 pub struct Appended {
@@ -622,9 +638,7 @@ async fn append_entries(
         let calls: Vec<(u8, NodeBody)> = plan
             .iter_mut()
             .map(|(&x, entries)| {
-                let page: Vec<Entry> = entries
-                    .drain(..entries.len().min(limits::MAX_LEDGER_BATCH))
-                    .collect();
+                let page: Vec<Entry> = entries.drain(..page_len(entries)).collect();
                 (
                     x,
                     NodeBody::LedgerAppend {
@@ -1000,6 +1014,26 @@ async fn rebuild(
 mod tests {
     use super::*;
     use ed25519_dalek::SigningKey;
+
+    #[test]
+    fn an_append_request_carries_at_most_its_byte_bound_and_one_entry_at_least() {
+        let sealed = |seq, len| Entry {
+            seq,
+            transition: Transition::Sealed {
+                epoch: 0,
+                message: vec![0; len],
+            },
+            author: 0,
+            signature: vec![0; 64],
+        };
+        let big: Vec<Entry> = (0..10).map(|i| sealed(i, 200 << 10)).collect();
+        assert_eq!(page_len(&big), 3);
+        let huge = [sealed(0, 2 << 20), sealed(1, 10)];
+        assert_eq!(page_len(&huge), 1);
+        let small: Vec<Entry> = (0..1000).map(|i| sealed(i, 10)).collect();
+        assert_eq!(page_len(&small), limits::MAX_LEDGER_BATCH);
+        assert_eq!(page_len(&small[..5]), 5);
+    }
 
     #[test]
     fn a_contested_size_is_built_on_only_through_the_kept_head_and_both_signers_are_named() {

@@ -1939,11 +1939,12 @@ pub(crate) fn seed_work() -> Option<obscura_room::work::Work> {
     Work::new(module.as_bytes(), manifest).ok()
 }
 
-/// The cluster's group as its members read it: a KeyPackage handed to the owner (never a
+/// The cluster's group as its members read it: a KeyPackage handed to the owner's add (never a
 /// panic; a worker's never admitted on the owner's word), a group message from the ledger given
-/// to a member of a live group and to one waiting for its Welcome (never a panic, and nothing
-/// the owner did not seal opens), and a member's state file (never a panic; what loads is
-/// written back and loads again the same).
+/// to a member of a live group and to one waiting for its Welcome (never a panic; the group's
+/// keys are fresh each run, so this reaches the framing and the group's checks, not the
+/// decryption of a valid message), and a member's state file (never a panic, opened only under
+/// the client's key; what opens is written back and opens again the same).
 pub fn group(data: &[u8]) {
     use obscura_group::{Admitted, Candidate, Member, Received};
     if data.len() > MAX_INPUT {
@@ -1952,12 +1953,13 @@ pub fn group(data: &[u8]) {
     let mut owner = Member::new("client:owner").expect("a member");
     owner.create().expect("a group");
     if let Ok(candidate) = Candidate::parse(data) {
-        if candidate.is_worker() {
-            assert!(
-                owner.add(&candidate, &Admitted::vouched()).is_err(),
-                "a worker admitted on the owner's word"
-            );
-        }
+        // A would-be member's KeyPackage goes through the owner's add (a client's on its word,
+        // a worker's never).
+        let added = owner.add(&candidate, &Admitted::vouched());
+        assert!(
+            !(candidate.is_worker() && added.is_ok()),
+            "a worker admitted on the owner's word"
+        );
         owner.abandon();
     }
     // A member of the owner's group, and a would-be member.
@@ -1984,11 +1986,6 @@ pub fn group(data: &[u8]) {
     // A member's state file: sealed under the client's wrapping key, so nothing the client
     // did not write reaches the MLS store (which trusts its values); what opens is written
     // back and opens again the same.
-    assert!(
-        obscura_client::group::open_state(data, &stranger_wrapping_key()).is_err()
-            || obscura_client::group::open_state(data, &wrapping_key()).is_err(),
-        "a state opened under two keys"
-    );
     if let Ok((saved, loaded)) = obscura_client::group::open_state(data, &wrapping_key()) {
         let resealed =
             obscura_client::group::seal_state(&saved, &wrapping_key()).expect("it seals");

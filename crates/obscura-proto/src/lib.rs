@@ -122,6 +122,12 @@ pub mod limits {
     pub const MAX_AUDIT_PAGE: u32 = 4096;
     /// Most ledger entries appended in one request, or sent in one page.
     pub const MAX_LEDGER_BATCH: usize = 256;
+    /// Most bytes of encoded entries a client puts in one append request (well within
+    /// [`MAX_BODY`]), and a node in one page of the ledger (well within [`MAX_ANSWER`]); a
+    /// single entry larger than that still goes alone (the ledger bounds each group message).
+    pub const MAX_LEDGER_APPEND_BYTES: usize = 768 << 10;
+    /// See [`MAX_LEDGER_APPEND_BYTES`].
+    pub const MAX_LEDGER_PAGE_BYTES: usize = 8 << 20;
     /// Most cosignatures on a ledger head (one per node).
     pub const MAX_COSIGNATURES: usize = MAX_NODES;
     /// Largest attestation evidence (bytes): a DCAP quote with its collateral is about 20 KiB.

@@ -251,11 +251,17 @@ impl NodeState {
         self.record(req, &reader, format_args!("from={from} max={max}"), now)?;
         let size = self.ledger()?.replica.size();
         let max = max.min(limits::MAX_LEDGER_BATCH as u32);
+        // A page ends early rather than pass its byte bound (one entry always goes).
+        let mut bytes_in = 0;
         let entries = self
             .store
             .ledger_page(from, max)
             .map_err(store_error)?
             .iter()
+            .take_while(|bytes| {
+                bytes_in += bytes.len();
+                bytes_in == bytes.len() || bytes_in <= limits::MAX_LEDGER_PAGE_BYTES
+            })
             .map(|bytes| postcard::from_bytes(bytes))
             .collect::<Result<Vec<Entry>, _>>()
             .map_err(|e| error(ErrorCode::Internal, format!("a stored ledger entry: {e}")))?;
