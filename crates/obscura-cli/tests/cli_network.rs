@@ -273,13 +273,38 @@ fn a_group_change_of_unclear_outcome_is_settled_against_the_ledger_merged_or_dro
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
+    // The owner's `add-member` of ana, every node slowed, running until its change is staged.
+    let add_until_staged = || {
+        for p in &proxies {
+            p.set(Fault::Delay(Duration::from_millis(150)));
+        }
+        let child = run(
+            &owner,
+            &[
+                "ledger",
+                "add-member",
+                "--cluster",
+                cluster,
+                "--key-package",
+                kp.to_str().unwrap(),
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !staged(&owner) {
+            assert!(Instant::now() < deadline, "the change was never staged");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child
+    };
+
     // Every node frozen (SIGSTOP) once the owner's client has staged the change and checked
     // its state against the ledger: the change cannot go in and stays staged; the next
     // command, the nodes back, finds it nowhere in a history a majority cosigned past its
     // place (an entry of the owner's appended to make sure) and drops it.
-    for p in &proxies {
-        p.set(Fault::Delay(Duration::from_millis(150)));
-    }
     let signal = |sig: &str| {
         for x in 1..=NODES as u8 {
             std::process::Command::new("pkill")
@@ -288,26 +313,7 @@ fn a_group_change_of_unclear_outcome_is_settled_against_the_ledger_merged_or_dro
                 .unwrap();
         }
     };
-    let child = run(
-        &owner,
-        &[
-            "ledger",
-            "add-member",
-            "--cluster",
-            cluster,
-            "--key-package",
-            kp.to_str().unwrap(),
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !staged(&owner) {
-        assert!(Instant::now() < deadline, "the change was never staged");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let child = add_until_staged();
     signal("-STOP");
     let out = child.wait_with_output().unwrap();
     signal("-CONT");
@@ -338,29 +344,7 @@ fn a_group_change_of_unclear_outcome_is_settled_against_the_ledger_merged_or_dro
     // Every node slow: the append takes seconds. Once the owner's client has saved its staged
     // change, its state file is made unwritable (a folder in its place, which stops root as
     // well): the ledger takes the change, the client fails to keep its merge.
-    for p in &proxies {
-        p.set(Fault::Delay(Duration::from_millis(150)));
-    }
-    let child = run(
-        &owner,
-        &[
-            "ledger",
-            "add-member",
-            "--cluster",
-            cluster,
-            "--key-package",
-            kp.to_str().unwrap(),
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !staged(&owner) {
-        assert!(Instant::now() < deadline, "the change was never staged");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let child = add_until_staged();
     let aside = states.join("owner.json.aside");
     std::fs::rename(&owner, &aside).unwrap();
     std::fs::create_dir_all(owner.join("in-the-way")).unwrap();

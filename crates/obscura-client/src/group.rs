@@ -663,7 +663,7 @@ async fn settle(dir: &Path, client: &Client, group: &mut Group) -> Result<(), Gr
     };
     let mut taken = held_at(dir, client, pending.epoch, &pending.commit, 0).await?;
     if taken.is_none() {
-        let at = unix_now();
+        let at = crate::unix_now();
         let appended = ledger::append(dir, client, vec![Transition::Synced { at }]).await?;
         // The change is in the history now cosigned, or it never will be; read back from a
         // head at least that new, or nothing is decided.
@@ -851,7 +851,7 @@ pub async fn add_worker(
     obscura_group::check_identity(&asked.identity)?;
     let mut nonce = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-    let issued_at = unix_now();
+    let issued_at = crate::unix_now();
     let signature = ed25519_dalek::Signer::sign(
         owner,
         &key_package_statement(&log, &asked.identity, &nonce, issued_at),
@@ -878,8 +878,12 @@ pub async fn add_worker(
         ))
         .into());
     }
-    let admitted =
-        candidate.appraise(&obscura_attest::Verifier::new(), policy, &nonce, unix_now())?;
+    let admitted = candidate.appraise(
+        &obscura_attest::Verifier::new(),
+        policy,
+        &nonce,
+        crate::unix_now(),
+    )?;
     let appraisal = admitted
         .appraisal()
         .map_or_else(String::new, |a| a.summary());
@@ -978,12 +982,6 @@ pub async fn relay(
         last = Some(answer);
     }
     last.ok_or_else(|| "no group entries to hand it".into())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
