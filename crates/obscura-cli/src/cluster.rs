@@ -11,6 +11,11 @@ use crate::error::Failure;
 #[derive(Subcommand)]
 pub(crate) enum ClusterCommand {
     /// Make node configurations, TLS material and keys (sealed) in a new directory.
+    ///
+    /// Examples:
+    ///   obscura cluster init mycluster
+    ///   obscura cluster init mycluster --nodes 6 --threshold 3 --storage compact
+    #[command(verbatim_doc_comment)]
     Init(Init),
     /// Deliver each keeper its token-key shares, once its evidence is appraised under the
     /// cluster's attestation policy: sealed to the key the evidence binds, with the data owner's
@@ -84,6 +89,13 @@ pub(crate) struct Init {
     /// of the keys; no client holds one) or `hmac` (every client holds the token keys).
     #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
     tokens: Tokens,
+    /// How images are shared among the nodes: `shamir` (each node stores a share as large as
+    /// the image; k − 1 nodes learn nothing of it, whatever they can compute) or `compact`
+    /// (the image encrypted once with AES-256-GCM, the ciphertext cut into Reed–Solomon pieces
+    /// and only the key Shamir-shared: each node stores about 1/k of the image, n/k in all,
+    /// and k − 1 nodes learn nothing of it unless they break AES).
+    #[arg(long, value_enum, default_value_t = StorageArg::Shamir)]
+    storage: StorageArg,
     /// Keepers (m), each holding one Shamir share of every token key.
     #[arg(long, default_value_t = 3)]
     keepers: usize,
@@ -111,6 +123,24 @@ pub(crate) struct Init {
     /// Fetches and match resolutions each user may make at each node per hour.
     #[arg(long, default_value_t = 600)]
     fetches_per_hour: u32,
+}
+
+/// How images are shared (see `cluster init --storage`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StorageArg {
+    /// Shamir over GF(2^8): perfect secrecy, n times the image in all.
+    Shamir,
+    /// AES-256-GCM, Reed–Solomon pieces and a Shamir-shared key: n/k times the image in all.
+    Compact,
+}
+
+impl From<StorageArg> for obscura_client::config::StorageKind {
+    fn from(s: StorageArg) -> Self {
+        match s {
+            StorageArg::Shamir => obscura_client::config::StorageKind::Shamir,
+            StorageArg::Compact => obscura_client::config::StorageKind::Compact,
+        }
+    }
 }
 
 /// Where band tokens come from (see `cluster init --tokens`).
@@ -248,6 +278,7 @@ impl Init {
             host,
             base_port,
             tokens,
+            storage,
             keepers,
             keeper_threshold,
             keeper_base_port,
@@ -268,6 +299,7 @@ impl Init {
             keeper_base,
         );
         opt.tokens = tokens.into();
+        opt.storage = storage.into();
         opt.keepers = keepers;
         opt.keeper_threshold = keeper_threshold;
         opt.keeper_ports = (0..keepers)

@@ -18,7 +18,7 @@ use obscura_tokens::keyfile::{self, WrappingKey};
 use obscura_tokens::{BatchPlan, TokenRoot};
 use zeroize::Zeroizing;
 
-use crate::{ClientParts, KeeperParts, TokenParts};
+use crate::{ClientParts, KeeperParts, Storage, TokenParts};
 
 fn token_parts(
     dir: &Path,
@@ -67,7 +67,8 @@ fn token_parts(
 }
 
 pub use obscura_cluster::client::{
-    ClientConfig, ClientSecrets, TokenKind, OWNER_PURPOSE, OWNER_WRAPPING_KEY_ENV, SECRETS_PURPOSE,
+    ClientConfig, ClientSecrets, StorageKind, TokenKind, OWNER_PURPOSE, OWNER_WRAPPING_KEY_ENV,
+    SECRETS_PURPOSE,
 };
 
 /// Why a cluster directory could not be used.
@@ -331,6 +332,10 @@ pub fn load(dir: &Path) -> Result<ClientParts, LoadError> {
     }
     Ok(ClientParts {
         k: config.k as usize,
+        storage: match config.storage {
+            StorageKind::Shamir => Storage::Shamir,
+            StorageKind::Compact => Storage::Compact,
+        },
         t: config.t as usize,
         nodes: config.nodes.clone(),
         tls,

@@ -85,7 +85,8 @@ use obscura_proto::{
     limits, roles, Body, ErrorCode, FetchBy, KeeperBody, MatchProof, NodeBody, Request, Response,
     ResponseBody, WireAuditEntry,
 };
-use obscura_sharing::bytes::{split, Params};
+use obscura_sharing::bytes::Params;
+pub use obscura_sharing::manifest::Storage;
 use obscura_sharing::manifest::{ImageId, Manifest};
 use obscura_sharing::order::Order;
 use obscura_sharing::rng::AesCtrRng;
@@ -282,6 +283,8 @@ type Answered = (u8, Result<ResponseBody, Fault>, u64, u64);
 pub struct ClientParts {
     /// Shares needed to rebuild.
     pub k: usize,
+    /// How images this client indexes are shared (images it fetches say so in their manifests).
+    pub storage: Storage,
     /// Degree of the hash sharing.
     pub t: usize,
     /// Base URL of node `i + 1`, e.g. `https://127.0.0.1:7401`.
@@ -317,6 +320,7 @@ pub struct ClientParts {
 /// A connected client.
 pub struct Client {
     k: usize,
+    storage: Storage,
     t: usize,
     /// Base URL of node `i + 1`, by its TLS name.
     nodes: Vec<String>,
@@ -519,6 +523,7 @@ impl Client {
         let tokens = tokens::Source::new(token_parts, nodes.len(), parts.key_version)?;
         Ok(Client {
             k: parts.k,
+            storage: parts.storage,
             t: parts.t,
             nodes: node_urls,
             keepers: session::KeeperLink {
@@ -861,11 +866,14 @@ impl Client {
         let mut rng = AesCtrRng::from_os();
         let n = self.n();
         let id = ImageId::random(&mut rng);
-        let shares = split(file, Params::new(self.k, n)?, &mut rng)?;
+        let shares = self
+            .storage
+            .split(file, Params::new(self.k, n)?, &mut rng)?;
         let hash_shares = share_hash(hash, self.t, n, &mut rng)?;
         let hash_bytes: Vec<_> = hash_shares.iter().map(|h| h.to_bytes()).collect();
         let manifest = Manifest::for_shares(
             id,
+            self.storage,
             self.k as u8,
             self.t as u8,
             file,

@@ -25,6 +25,10 @@ pub struct ClientConfig {
     pub k: u8,
     /// Degree of the hash sharing.
     pub t: u8,
+    /// How the data owner shares the images it indexes (a cluster made before there was a
+    /// choice shares them by Shamir).
+    #[serde(default)]
+    pub storage: StorageKind,
     /// Node URLs, node 1 first.
     pub nodes: Vec<String>,
     /// Cluster CA certificate.
@@ -79,6 +83,20 @@ pub enum TokenKind {
     Hmac,
     /// The RFC 9497 VOPRF, evaluated by threshold keepers; clients hold no key.
     Voprf,
+}
+
+/// How a cluster's images are shared among its nodes (`cluster init --storage`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Shamir over GF(2^8): each node stores a share as long as the image, and `k − 1` nodes
+    /// learn nothing of it whatever they can compute.
+    #[default]
+    Shamir,
+    /// The image encrypted once (AES-256-GCM), the ciphertext cut into Reed–Solomon pieces and
+    /// only the key Shamir-shared: each node stores about `1/k` of the image, hidden from
+    /// `k − 1` nodes as well as AES hides it.
+    Compact,
 }
 
 /// The client's sealed secrets.

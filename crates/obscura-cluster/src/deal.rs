@@ -35,7 +35,7 @@ use rand_core::{RngCore, SeedableRng};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::attestation::{self, AttestationSource};
-use crate::client::{ClientConfig, ClientSecrets, TokenKind, OWNER_PURPOSE};
+use crate::client::{ClientConfig, ClientSecrets, StorageKind, TokenKind, OWNER_PURPOSE};
 use crate::files::{create_private_dir, seal_secrets, write_private_atomic};
 use crate::keeper::{
     bootstrap_digest, CapabilityPolicy, KeeperConfig, KeeperSecrets, LoginPolicy, Quotas,
@@ -70,6 +70,8 @@ pub struct InitOptions {
     pub node_ports: Vec<u16>,
     /// Where band tokens come from.
     pub tokens: TokenKind,
+    /// How images are shared among the nodes.
+    pub storage: StorageKind,
     /// Keepers (m).
     pub keepers: usize,
     /// Keepers needed to log in, sign capabilities and evaluate (T, at least 2).
@@ -105,6 +107,7 @@ impl InitOptions {
             host: host.to_string(),
             node_ports: ports(base_port, nodes),
             tokens: TokenKind::Voprf,
+            storage: StorageKind::Shamir,
             keepers: 3,
             keeper_threshold: 2,
             keeper_ports: ports(keeper_base_port, 3),
@@ -463,6 +466,7 @@ fn build(
     let config = ClientConfig {
         k: k as u8,
         t: t as u8,
+        storage: opt.storage,
         nodes: opt.node_ports.iter().map(|p| url(*p)).collect(),
         ca_cert: PathBuf::from("ca.pem"),
         cert: PathBuf::from("client/cert.pem"),

@@ -58,7 +58,7 @@ use obscura_proto::{
 use obscura_sharing::bytes::{reconstruct, reconstruct_with_kernel, split_with_kernel, Params};
 use obscura_sharing::field::{Fp, P};
 use obscura_sharing::gf256::Kernel;
-use obscura_sharing::manifest::{ImageId, Manifest, ShareRole, SignedManifest};
+use obscura_sharing::manifest::{ImageId, Manifest, ShareRole, SignedManifest, Storage};
 use obscura_sharing::order::{user_digest, Order};
 use obscura_sharing::prime::{interpolate_at_zero, share_values};
 use obscura_store::audit::{self, AuditEntry, AuditError, AuditKind, AuditReport, Verifier};
@@ -1627,7 +1627,8 @@ pub fn stage2_node(data: &[u8]) {
 
 /// Sharing, differentially. The image bytes split k-of-n over GF(2^8) alike on every kernel
 /// this CPU runs, any k shares in any order rebuild them on every kernel, fewer than k or a
-/// repeated share are refused; through an owner-signed manifest, a lying node is named and the
+/// repeated share are refused; through an owner-signed manifest, with Shamir shares and with
+/// compact ones (AES-GCM, Reed–Solomon pieces, a shared key), a lying node is named and the
 /// image still rebuilt when k honest shares remain; and values shared over GF(2^31 − 1) with
 /// degree t come back from any t + 1 shares.
 pub fn share_roundtrip(data: &[u8]) {
@@ -1673,32 +1674,48 @@ pub fn share_roundtrip(data: &[u8]) {
         let owner = owner_key();
         let hash_shares = vec![Vec::<u8>::new(); n];
         let image = ImageId(seed[..16].try_into().expect("16 bytes"));
-        let verified = Manifest::for_shares(
-            image,
-            k as u8,
-            1,
-            secret,
-            &shares,
-            hash_shares.as_slice(),
-            1,
-            NOW,
-        )
-        .and_then(|m| m.sign(&owner))
-        .and_then(|m| SignedManifest::from_bytes(&m.to_bytes()))
-        .and_then(|m| m.verify(&owner.verifying_key()))
-        .expect("a manifest the owner signed verifies");
-        let mut received = chosen.clone();
-        let liar = received[0].x;
-        received[0].bytes[0] ^= 1;
-        if n > k {
-            let (rebuilt, culprits) = verified
-                .reconstruct_naming(received)
-                .expect("k honest shares remain");
-            assert_eq!(rebuilt, secret);
-            assert_eq!(culprits.len(), 1);
-            assert_eq!(culprits[0].node, liar);
-        } else {
-            assert!(verified.reconstruct(received).is_err());
+        for storage in [Storage::Shamir, Storage::Compact] {
+            let shares = match storage {
+                Storage::Compact => storage
+                    .split(secret, params, &mut rng(seed))
+                    .expect("a non-empty secret splits"),
+                _ => shares.clone(),
+            };
+            let verified = Manifest::for_shares(
+                image,
+                storage,
+                k as u8,
+                1,
+                secret,
+                &shares,
+                hash_shares.as_slice(),
+                1,
+                NOW,
+            )
+            .and_then(|m| m.sign(&owner))
+            .and_then(|m| SignedManifest::from_bytes(&m.to_bytes()))
+            .and_then(|m| m.verify(&owner.verifying_key()))
+            .expect("a manifest the owner signed verifies");
+            let mut received: Vec<_> = order.iter().map(|&i| shares[i].clone()).collect();
+            assert_eq!(
+                verified
+                    .reconstruct(received.clone())
+                    .expect("n honest shares"),
+                secret,
+                "{storage:?}"
+            );
+            let liar = received[0].x;
+            received[0].bytes[0] ^= 1;
+            if n > k {
+                let (rebuilt, culprits) = verified
+                    .reconstruct_naming(received)
+                    .expect("k honest shares remain");
+                assert_eq!(rebuilt, secret);
+                assert_eq!(culprits.len(), 1);
+                assert_eq!(culprits[0].node, liar);
+            } else {
+                assert!(verified.reconstruct(received).is_err());
+            }
         }
     }
 

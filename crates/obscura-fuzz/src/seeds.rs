@@ -21,9 +21,9 @@ use obscura_proto::{
     ResponseBody, RotateOp, SecretInfo, SecretKind, SignedCapability, UserEvent, WireAuditEntry,
     WireCheck, WireOpened,
 };
-use obscura_sharing::bytes::{split, Params};
+use obscura_sharing::bytes::Params;
 use obscura_sharing::field::Fp;
-use obscura_sharing::manifest::{ImageId, Manifest};
+use obscura_sharing::manifest::{ImageId, Manifest, Storage};
 use obscura_sharing::order::{user_digest, Order};
 use obscura_sharing::prime::share_values;
 use obscura_store::audit::{AuditEntry, AuditKind};
@@ -113,7 +113,7 @@ fn addressed(prefix: &[u8], messages: &[(u8, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// A signed manifest of `content` shared `k`-of-`n` with degree `t`, under `key`.
+/// A signed manifest of `content` shared `k`-of-`n` by Shamir with degree `t`, under `key`.
 fn signed_manifest(
     content: &[u8],
     k: usize,
@@ -121,12 +121,26 @@ fn signed_manifest(
     t: u8,
     key: &ed25519_dalek::SigningKey,
 ) -> Vec<u8> {
+    signed_manifest_of(Storage::Shamir, content, k, n, t, key)
+}
+
+/// [`signed_manifest`] of shares made by `storage`.
+fn signed_manifest_of(
+    storage: Storage,
+    content: &[u8],
+    k: usize,
+    n: usize,
+    t: u8,
+    key: &ed25519_dalek::SigningKey,
+) -> Vec<u8> {
     let mut rng = rng([n as u8; 32]);
-    let shares = split(content, Params::new(k, n).expect("valid k, n"), &mut rng)
+    let shares = storage
+        .split(content, Params::new(k, n).expect("valid k, n"), &mut rng)
         .expect("a non-empty content splits");
     let hash_shares: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 256]).collect();
     Manifest::for_shares(
         ImageId([7; 16]),
+        storage,
         k as u8,
         t,
         content,
@@ -695,6 +709,7 @@ fn manifests() -> Vec<Vec<u8>> {
         signed_manifest(b"a small image", 2, 3, 1, &owner),
         signed_manifest(b"another image, five nodes", 3, 5, 2, &owner),
         signed_manifest(b"two of two", 2, 2, 1, &owner),
+        signed_manifest_of(Storage::Compact, b"compact pieces", 3, 5, 2, &owner),
         // Signed by a key neither the owner's nor the one that signs nothing.
         signed_manifest(
             b"signed by someone else",
@@ -996,6 +1011,7 @@ fn configs() -> Vec<Vec<u8>> {
     let client = ClientConfig {
         k: 2,
         t: 1,
+        storage: obscura_client::config::StorageKind::Compact,
         nodes: (1..=3)
             .map(|i| format!("https://127.0.0.1:740{i}"))
             .collect(),

@@ -408,6 +408,7 @@ fn offline_client() -> Result<Client, Error> {
     .with_no_client_auth();
     Client::new(obscura_client::ClientParts {
         k: 3,
+        storage: obscura_client::Storage::Shamir,
         t: 2,
         nodes: (1..=5).map(|i| format!("https://127.0.0.1:{i}")).collect(),
         tls,

@@ -100,6 +100,7 @@ fn run() -> Result<bool> {
             .as_secs();
         let manifest = Manifest::for_shares(
             id,
+            obscura_sharing::manifest::Storage::Shamir,
             K as u8,
             T as u8,
             &bytes,

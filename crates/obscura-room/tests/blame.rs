@@ -40,6 +40,7 @@ fn stored(owner: &SigningKey, nodes: &[SigningKey], bytes: &[u8], created_at: u6
     let hashes = vec![vec![0u8; 256]; N];
     let manifest = ImageManifest::for_shares(
         ImageId(IMAGE),
+        obscura_sharing::manifest::Storage::Shamir,
         K as u8,
         1,
         bytes,

@@ -3,6 +3,8 @@
 //! - [`bytes`]: k-of-n Shamir over GF(2^8) for the encoded image file, on a split-nibble
 //!   AVX2 kernel with a portable fallback chosen at run time ([`gf256::Kernel`]); both are
 //!   constant-time in the secret bytes.
+//! - [`compact`]: the file encrypted once, its ciphertext cut into Reed–Solomon pieces of about
+//!   `1/k` of it, and only the key Shamir-shared (`cluster init --storage compact`).
 //! - [`field`] and [`prime`]: Shamir over GF(2^31 − 1) for the 64 hash bits of Stage-2.
 //! - [`zero`]: pseudo-random sharings of zero of degree 2t, the mask that makes Stage-2 private.
 //! - [`manifest`]: the owner-signed record of every share's digest; only a verified manifest can
@@ -54,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod bytes;
+pub mod compact;
 pub mod field;
 #[allow(unsafe_code)] // the SIMD kernel; each unsafe block carries its SAFETY argument
 pub mod gf256;
@@ -163,6 +166,10 @@ pub enum Error {
         /// Nodes whose shares were refused.
         culprits: Vec<Culprit>,
     },
+    /// Compact shares that passed every other check rebuilt a ciphertext that does not open
+    /// under the rebuilt key ([`compact`]).
+    #[error("compact shares rebuilt a ciphertext that does not open under their key")]
+    CompactOpen,
     /// The rebuilt bytes do not match the manifest's content digest.
     #[error("rebuilt image {image} does not match its manifest digest")]
     ContentDigestMismatch {

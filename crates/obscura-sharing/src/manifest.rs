@@ -11,8 +11,8 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::bytes::{reconstruct, ByteShare};
-use crate::Error;
+use crate::bytes::{reconstruct, ByteShare, Params};
+use crate::{compact, Error};
 
 const SIGNING_DOMAIN: &[u8] = b"obscura/manifest/v1";
 const SHARE_DIGEST_CONTEXT: &str = "obscura 2026 share digest v1";
@@ -85,6 +85,54 @@ impl ShareRole {
     }
 }
 
+/// How the encoded file is shared among the nodes: the manifest's `share_scheme`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Storage {
+    /// Shamir over GF(2^8) ([`crate::bytes`]): every share as long as the file, and `k − 1`
+    /// shares say nothing of it whatever an adversary can compute.
+    #[default]
+    Shamir,
+    /// AES-256-GCM, Reed–Solomon pieces and a Shamir-shared key ([`crate::compact`]): every
+    /// share about `1/k` of the file, hidden from `k − 1` nodes as well as AES hides it.
+    Compact,
+}
+
+impl Storage {
+    /// The manifest's identifier of the scheme.
+    pub fn scheme(self) -> u8 {
+        match self {
+            Storage::Shamir => 1,
+            Storage::Compact => 2,
+        }
+    }
+
+    /// The scheme a manifest names, if it is one of these.
+    pub fn from_scheme(scheme: u8) -> Option<Storage> {
+        match scheme {
+            1 => Some(Storage::Shamir),
+            2 => Some(Storage::Compact),
+            _ => None,
+        }
+    }
+
+    /// Share `file` among `params.n()` nodes this way.
+    ///
+    /// # Errors
+    /// [`Error::EmptySecret`] for an empty file.
+    pub fn split<R: rand_core::RngCore + rand_core::CryptoRng>(
+        self,
+        file: &[u8],
+        params: Params,
+        rng: &mut R,
+    ) -> Result<Vec<ByteShare>, Error> {
+        match self {
+            Storage::Shamir => crate::bytes::split(file, params, rng),
+            Storage::Compact => compact::split(file, params, rng),
+        }
+    }
+}
+
 /// Digests of what node `node` stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeDigests {
@@ -113,8 +161,8 @@ pub fn content_digest(bytes: &[u8]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Per-image metadata, signed by the data owner. Scheme identifiers are fixed in this version:
-/// Shamir over GF(2^8) for the image, pHash-64 bits shared over GF(2^31 − 1), BLAKE3 digests.
+/// Per-image metadata, signed by the data owner. Scheme identifiers: the image shared by one of
+/// the [`Storage`] schemes, pHash-64 bits shared over GF(2^31 − 1), BLAKE3 digests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     /// The image's id.
@@ -125,7 +173,7 @@ pub struct Manifest {
     pub n: u8,
     /// Degree of the hash-bit sharing (collusion bound).
     pub t: u8,
-    /// Image-sharing scheme: 1 = Shamir over GF(2^8).
+    /// Image-sharing scheme ([`Storage::scheme`]): 1 = Shamir over GF(2^8), 2 = compact.
     pub share_scheme: u8,
     /// Hash scheme: 1 = pHash-64.
     pub hash_scheme: u8,
@@ -144,8 +192,9 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The manifest of one image's shares: the content digest and, for node `x` = 1..=n, the
-    /// digests of its image share and hash share (`hash_shares[x − 1]`, encoded).
+    /// The manifest of one image's shares, made by `storage`: the content digest and, for node
+    /// `x` = 1..=n, the digests of its image share and hash share (`hash_shares[x − 1]`,
+    /// encoded).
     ///
     /// # Errors
     /// [`Error::MalformedManifest`] when the share lists do not hold nodes 1..=n in order, or
@@ -153,6 +202,7 @@ impl Manifest {
     #[allow(clippy::too_many_arguments)]
     pub fn for_shares(
         image_id: ImageId,
+        storage: Storage,
         k: u8,
         t: u8,
         content: &[u8],
@@ -171,7 +221,7 @@ impl Manifest {
             k,
             n: image_shares.len() as u8,
             t,
-            share_scheme: 1,
+            share_scheme: storage.scheme(),
             hash_scheme: 1,
             digest_alg: 1,
             content_digest: content_digest(content),
@@ -271,7 +321,9 @@ impl Manifest {
 
     fn validate(&self) -> Result<(), Error> {
         let bad = Error::MalformedManifest;
-        if (self.share_scheme, self.hash_scheme, self.digest_alg) != (1, 1, 1) {
+        if Storage::from_scheme(self.share_scheme).is_none()
+            || (self.hash_scheme, self.digest_alg) != (1, 1)
+        {
             return Err(bad("unknown scheme"));
         }
         if !(2 <= self.k && self.k <= self.n) || self.t == 0 || self.t >= self.n {
@@ -518,7 +570,19 @@ impl VerifiedManifest {
                 culprits,
             });
         }
-        let out = reconstruct(&good, k)?;
+        let out = match Storage::from_scheme(self.0.share_scheme) {
+            Some(Storage::Compact) => {
+                compact::reconstruct(&good, k, self.0.n as usize, self.0.content_len)
+            }
+            Some(Storage::Shamir) | None => reconstruct(&good, k),
+        }
+        .map_err(|e| match e {
+            // Verified shares that do not open: the owner made them so. No node is to blame.
+            Error::CompactOpen => Error::ContentDigestMismatch {
+                image: self.0.image_id,
+            },
+            e => e,
+        })?;
         if out.len() as u64 != self.0.content_len || content_digest(&out) != self.0.content_digest {
             return Err(Error::ContentDigestMismatch {
                 image: self.0.image_id,

@@ -68,6 +68,8 @@ pub struct Setup {
     pub provision: bool,
     /// Nodes (threshold `K` whatever their number).
     pub nodes: usize,
+    /// How images are shared.
+    pub storage: obscura_client::config::StorageKind,
 }
 
 pub const VOPRF: Setup = Setup {
@@ -92,6 +94,7 @@ pub const VOPRF: Setup = Setup {
     register: true,
     provision: true,
     nodes: N,
+    storage: obscura_client::config::StorageKind::Shamir,
 };
 
 /// A port held open until its server first starts, so that parallel tests cannot take it.
@@ -139,6 +142,7 @@ impl Cluster {
         opt.keepers = M;
         opt.keeper_threshold = KT;
         opt.keeper_budget = setup.budget;
+        opt.storage = setup.storage;
         opt.capabilities.queries_per_hour = setup.queries_per_hour;
         opt.capabilities.fetches_per_hour = setup.fetches_per_hour;
         if !setup.voprf {

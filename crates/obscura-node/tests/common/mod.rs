@@ -651,12 +651,21 @@ pub fn upload(owner: &OwnerKey, photo: &str, seed: u64) -> Upload {
     let hashes = share_hash(hash, T, N, &mut rng).unwrap();
     HASH_SHARES.lock().unwrap().push((id, hashes.clone()));
     let hash_bytes: Vec<_> = hashes.iter().map(|h| h.to_bytes()).collect();
-    let manifest =
-        Manifest::for_shares(id, 3, T as u8, &bytes, &shares, &hash_bytes, 1, CREATED_AT)
-            .unwrap()
-            .sign(owner)
-            .unwrap()
-            .to_bytes();
+    let manifest = Manifest::for_shares(
+        id,
+        obscura_sharing::manifest::Storage::Shamir,
+        3,
+        T as u8,
+        &bytes,
+        &shares,
+        &hash_bytes,
+        1,
+        CREATED_AT,
+    )
+    .unwrap()
+    .sign(owner)
+    .unwrap()
+    .to_bytes();
     let keys = NodeTokenKeys::derive(&TokenRoot::from_bytes([5; 32]), 1, 1);
     Upload {
         id,
