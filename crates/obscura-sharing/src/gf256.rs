@@ -96,25 +96,39 @@ pub enum Kernel {
     /// Split-nibble tables with `VPSHUFB`, 32 bytes per step; the last `len % 32` bytes run on
     /// the portable kernel.
     Avx2,
+    /// `VGF2P8AFFINEQB` on 256-bit vectors: multiplication by `c` is a linear map of GF(2)^8,
+    /// applied to 32 bytes by one instruction as an 8 × 8 bit matrix (the field's polynomial,
+    /// 0x11d, is not the one `VGF2P8MULB` multiplies by). No table, no data-dependent address.
+    GfniAvx2,
+    /// The same matrix on 512-bit vectors (AVX-512BW), 64 bytes per step.
+    GfniAvx512,
 }
 
 impl Kernel {
     /// The fastest kernel this CPU supports, detected at run time.
     pub fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
+        *Kernel::available()
+            .last()
+            .expect("the portable kernel runs everywhere")
     }
 
-    /// Every kernel this CPU can run (for cross-checking them against each other).
+    /// Every kernel this CPU can run, slowest first (for cross-checking them against each
+    /// other).
     pub fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)]
         let mut v = vec![Kernel::Portable];
-        if Kernel::detect() == Kernel::Avx2 {
-            v.push(Kernel::Avx2);
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") {
+                v.push(Kernel::Avx2);
+                if has!("gfni") {
+                    v.push(Kernel::GfniAvx2);
+                    if has!("avx512f") && has!("avx512bw") {
+                        v.push(Kernel::GfniAvx512);
+                    }
+                }
+            }
         }
         v
     }
@@ -124,6 +138,8 @@ impl Kernel {
         match self {
             Kernel::Portable => "portable",
             Kernel::Avx2 => "avx2",
+            Kernel::GfniAvx2 => "gfni-avx2",
+            Kernel::GfniAvx512 => "gfni-avx512",
         }
     }
 
@@ -175,6 +191,10 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => simd::mul_avx2(out, src, c),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::GfniAvx2 => gfni::mul_256(out, src, c),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::GfniAvx512 => gfni::mul_512(out, src, c),
             _ => portable(out, src, c),
         }
     }
@@ -386,6 +406,126 @@ mod simd {
     }
 }
 
+/// Multiplication by `c` as the 8 × 8 bit matrix `VGF2P8AFFINEQB` takes: byte `7 − i` of the
+/// word is the row of output bit `i`, whose bit `j` is bit `i` of `c·2^j`.
+fn affine_matrix(c: u8) -> u64 {
+    (0..8).fold(0u64, |m, i| {
+        let row = (0..8).fold(0u8, |row, j| row | ((mul(c, 1 << j) >> i) & 1) << j);
+        m | u64::from(row) << (8 * (7 - i))
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod gfni {
+    use std::arch::x86_64::*;
+
+    use super::Out;
+
+    /// Entry point of the 256-bit form: checks the CPU features, runs whole vectors here and the
+    /// last `len % 32` bytes on the portable kernel.
+    #[inline]
+    pub(super) fn mul_256(out: Out<'_>, src: &[u8], c: u8) {
+        assert!(
+            std::arch::is_x86_feature_detected!("gfni")
+                && std::arch::is_x86_feature_detected!("avx2")
+        );
+        let whole = src.len() - src.len() % 32;
+        let (src, src_tail) = src.split_at(whole);
+        let (out, out_tail) = out.split_at(whole);
+        super::portable(out_tail, src_tail, c);
+        let m = super::affine_matrix(c);
+        let (dst, base) = pointers(out, src.len());
+        // SAFETY: the features are asserted; `pointers` gives `src.len()` writable bytes at
+        // `dst` and, when `base` is not null, readable ones at `base`, which equals `dst` or
+        // does not overlap it.
+        unsafe { kernel_256(dst, base, src, m) }
+    }
+
+    /// Entry point of the 512-bit form: whole 64-byte vectors here, the rest on the 256-bit
+    /// form (and its own tail on the portable kernel).
+    #[inline]
+    pub(super) fn mul_512(out: Out<'_>, src: &[u8], c: u8) {
+        assert!(
+            std::arch::is_x86_feature_detected!("gfni")
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+        );
+        let whole = src.len() - src.len() % 64;
+        let (src, src_tail) = src.split_at(whole);
+        let (out, out_tail) = out.split_at(whole);
+        mul_256(out_tail, src_tail, c);
+        let m = super::affine_matrix(c);
+        let (dst, base) = pointers(out, src.len());
+        // SAFETY: as in `mul_256`, with AVX-512F and BW asserted.
+        unsafe { kernel_512(dst, base, src, m) }
+    }
+
+    /// Where to write, and what to add (null for nothing), checking lengths.
+    fn pointers(out: Out<'_>, len: usize) -> (*mut u8, *const u8) {
+        match out {
+            Out::Set(dst) => {
+                assert_eq!(dst.len(), len);
+                (dst.as_mut_ptr(), std::ptr::null())
+            }
+            Out::Accumulate(dst) => {
+                assert_eq!(dst.len(), len);
+                let p = dst.as_mut_ptr();
+                (p, p.cast_const())
+            }
+            Out::AddTo(dst, base) => {
+                assert!(dst.len() == len && base.len() == len);
+                (dst.as_mut_ptr(), base.as_ptr())
+            }
+        }
+    }
+
+    /// `dst[i] = (base ? base[i] : 0) ^ c·src[i]`, 32 bytes at a time; `src.len()` is a
+    /// multiple of 32.
+    ///
+    /// # Safety
+    /// GFNI and AVX2 must be available; `dst` writable and a non-null `base` readable for
+    /// `src.len()` bytes; `base` may equal `dst` but must not partially overlap it.
+    #[target_feature(enable = "gfni,avx2")]
+    unsafe fn kernel_256(dst: *mut u8, base: *const u8, src: &[u8], m: u64) {
+        let matrix = _mm256_set1_epi64x(m as i64);
+        let mut i = 0;
+        while i + 32 <= src.len() {
+            // SAFETY: `i + 32 <= len`, and the caller guarantees `len` bytes at every pointer.
+            unsafe {
+                let s = _mm256_loadu_si256(src.as_ptr().add(i).cast());
+                let mut p = _mm256_gf2p8affine_epi64_epi8::<0>(s, matrix);
+                if !base.is_null() {
+                    p = _mm256_xor_si256(p, _mm256_loadu_si256(base.add(i).cast()));
+                }
+                _mm256_storeu_si256(dst.add(i).cast(), p);
+            }
+            i += 32;
+        }
+    }
+
+    /// [`kernel_256`] on 64 bytes at a time; `src.len()` is a multiple of 64.
+    ///
+    /// # Safety
+    /// As [`kernel_256`], with GFNI, AVX-512F and AVX-512BW.
+    #[target_feature(enable = "gfni,avx512f,avx512bw")]
+    unsafe fn kernel_512(dst: *mut u8, base: *const u8, src: &[u8], m: u64) {
+        let matrix = _mm512_set1_epi64(m as i64);
+        let mut i = 0;
+        while i + 64 <= src.len() {
+            // SAFETY: `i + 64 <= len`, and the caller guarantees `len` bytes at every pointer.
+            unsafe {
+                let s = _mm512_loadu_si512(src.as_ptr().add(i).cast());
+                let mut p = _mm512_gf2p8affine_epi64_epi8::<0>(s, matrix);
+                if !base.is_null() {
+                    p = _mm512_xor_si512(p, _mm512_loadu_si512(base.add(i).cast()));
+                }
+                _mm512_storeu_si512(dst.add(i).cast(), p);
+            }
+            i += 64;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -429,8 +569,9 @@ mod tests {
         for k in Kernel::available() {
             for c in 0..=255u8 {
                 // Every length up to two AVX2 vectors and a few bytes: each tail length of both
-                // the 8-byte words and the 32-byte vectors.
-                for len in (0..=67).chain([1000]) {
+                // the 8-byte words and the 32-byte vectors; then 64-byte vectors followed by a
+                // 32-byte one and a portable tail, as the AVX-512 form runs them.
+                for len in (0..=67).chain([129, 161, 1000]) {
                     let mut dst: Vec<u8> = (0..len as u32).map(|i| (i * 13) as u8).collect();
                     let want: Vec<u8> = dst
                         .iter()
