@@ -10,6 +10,49 @@ use common::{
     three_photos,
 };
 
+/// `cluster init --storage compact` is written where the data owner's client reads it (the
+/// client test `compact_storage_keeps_a_kth_per_node_names_a_bad_piece_and_rebuilds_from_any_k`
+/// runs a cluster dealt so); Shamir stays the default, and an unknown scheme is refused before
+/// anything is written.
+#[test]
+fn init_writes_the_storage_scheme_the_owner_shares_with() {
+    let scratch = std::env::temp_dir().join(format!("obscura-cli-storage-{}", std::process::id()));
+    std::fs::remove_dir_all(&scratch).ok();
+    std::fs::create_dir_all(&scratch).unwrap();
+    let storage = |dir: &str| -> serde_json::Value {
+        let config = std::fs::read(scratch.join(dir).join("client.json")).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&config).unwrap()["storage"].clone()
+    };
+    for (dir, args) in [
+        ("default", &[][..]),
+        ("compact", &["--storage", "compact"][..]),
+    ] {
+        let path = scratch.join(dir);
+        let mut argv = vec!["cluster", "init", path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let out = obscura(&argv);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(storage("default"), "shamir");
+    assert_eq!(storage("compact"), "compact");
+    let bogus = scratch.join("bogus");
+    let out = obscura(&[
+        "cluster",
+        "init",
+        bogus.to_str().unwrap(),
+        "--storage",
+        "short",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("possible values: shamir, compact"),
+        "{}",
+        text(&out)
+    );
+    assert!(!bogus.exists());
+    std::fs::remove_dir_all(&scratch).ok();
+}
+
 #[test]
 fn init_up_index_search_get_and_failures() {
     let dir = init_cluster("e2e");

@@ -302,10 +302,25 @@ impl LocalCluster {
         &mut self,
         plan: Option<obscura_tokens::BatchPlan>,
     ) -> Result<Arc<Client>, Error> {
+        self.client_with(|parts| {
+            if let Some(plan) = plan {
+                parts.plan = plan;
+            }
+        })
+        .await
+    }
+
+    /// A client of the cluster configured as the directory says, then changed by `edit` (for
+    /// example to share the images it indexes another way).
+    ///
+    /// # Errors
+    /// As [`client`](Self::client).
+    pub async fn client_with(
+        &mut self,
+        edit: impl FnOnce(&mut obscura_client::ClientParts),
+    ) -> Result<Arc<Client>, Error> {
         let mut parts = obscura_client::config::load(&self.dir).map_err(|e| e.to_string())?;
-        if let Some(plan) = plan {
-            parts.plan = plan;
-        }
+        edit(&mut parts);
         let client = Client::new(parts)?;
         if let Some(running) = &mut self.running {
             running.wait_ready(&client, Duration::from_secs(30)).await?;
