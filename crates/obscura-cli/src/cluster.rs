@@ -76,7 +76,8 @@ pub(crate) struct Init {
     /// Rebuilding an image needs k; indexing needs every node.
     #[arg(long, default_value_t = obscura_cluster::deal::DEFAULT_NODES)]
     nodes: usize,
-    /// Shares needed to rebuild an image (k); any k − 1 nodes together learn nothing.
+    /// Shares needed to rebuild an image (k); any k − 1 nodes together learn nothing (with
+    /// `--storage compact`, nothing unless they break AES-256-GCM).
     #[arg(long, default_value_t = obscura_cluster::deal::DEFAULT_THRESHOLD)]
     threshold: usize,
     /// Host the nodes listen on and are reached at.
@@ -90,10 +91,11 @@ pub(crate) struct Init {
     #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
     tokens: Tokens,
     /// How images are shared among the nodes: `shamir` (each node stores a share as large as
-    /// the image; k − 1 nodes learn nothing of it, whatever they can compute) or `compact`
-    /// (the image encrypted once with AES-256-GCM, the ciphertext cut into Reed–Solomon pieces
-    /// and only the key Shamir-shared: each node stores about 1/k of the image, n/k in all,
-    /// and k − 1 nodes learn nothing of it unless they break AES).
+    /// the image, n times the image in all) or `compact` (the image encrypted once with
+    /// AES-256-GCM under a key from the OS, the ciphertext cut into Reed–Solomon pieces and only
+    /// the key Shamir-shared: each node stores about 1/k of the image, n/k in all). Either way
+    /// k − 1 nodes learn nothing of an image; Shamir's coefficients come from AES-128-CTR
+    /// keyed by the OS, compact storage adds AES-256-GCM to what they must break.
     #[arg(long, value_enum, default_value_t = StorageArg::Shamir)]
     storage: StorageArg,
     /// Keepers (m), each holding one Shamir share of every token key.
@@ -128,7 +130,7 @@ pub(crate) struct Init {
 /// How images are shared (see `cluster init --storage`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum StorageArg {
-    /// Shamir over GF(2^8): perfect secrecy, n times the image in all.
+    /// Shamir over GF(2^8): n times the image in all.
     Shamir,
     /// AES-256-GCM, Reed–Solomon pieces and a Shamir-shared key: n/k times the image in all.
     Compact,
@@ -310,9 +312,15 @@ impl Init {
         opt.capabilities.queries_per_hour = queries_per_hour;
         opt.capabilities.fetches_per_hour = fetches_per_hour;
         obscura_cluster::deal::init(&dir, &opt).map_err(|e| e.to_string())?;
-        let availability = obscura_cluster::deal::Availability::of(nodes, threshold)
+        let mut availability = obscura_cluster::deal::Availability::of(nodes, threshold)
             .map(|a| a.describe())
             .unwrap_or_default();
+        if storage == StorageArg::Compact {
+            availability.push_str(
+                "; compact storage: each node keeps about 1/k of every image, kept from any \
+                 k − 1 nodes by AES-256-GCM",
+            );
+        }
         // Without the laboratory there is no `cluster up`: each server runs on its own.
         let start = if cfg!(feature = "lab") {
             format!("obscura cluster up {}", dir.display())

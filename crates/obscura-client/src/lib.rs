@@ -866,9 +866,13 @@ impl Client {
         let mut rng = AesCtrRng::from_os();
         let n = self.n();
         let id = ImageId::random(&mut rng);
-        let shares = self
-            .storage
-            .split(file, Params::new(self.k, n)?, &mut rng)?;
+        let params = Params::new(self.k, n)?;
+        let shares = match self.storage {
+            // Compact storage's key is all that hides the file: 256 bits straight from the OS,
+            // not from the 128-bit-keyed generator that draws Shamir's bulk coefficients.
+            Storage::Compact => self.storage.split(file, params, &mut OsRng)?,
+            _ => self.storage.split(file, params, &mut rng)?,
+        };
         let hash_shares = share_hash(hash, self.t, n, &mut rng)?;
         let hash_bytes: Vec<_> = hash_shares.iter().map(|h| h.to_bytes()).collect();
         let manifest = Manifest::for_shares(

@@ -258,7 +258,7 @@ async fn compact_storage_keeps_a_kth_per_node_names_a_bad_piece_and_rebuilds_fro
     let file = testdata("photos/chelsea.png");
     let id = c.client.index(&file).await.unwrap();
 
-    let expected = obscura_sharing::compact::share_len(file.len() as u64, K);
+    let expected = obscura_sharing::compact::share_len(file.len() as u64, K).unwrap();
     let mut stored = 0;
     for node in 1..=N as u8 {
         c.down(node).await;

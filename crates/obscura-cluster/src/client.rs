@@ -89,13 +89,13 @@ pub enum TokenKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageKind {
-    /// Shamir over GF(2^8): each node stores a share as long as the image, and `k − 1` nodes
-    /// learn nothing of it whatever they can compute.
+    /// Shamir over GF(2^8): each node stores a share as long as the image, and `k − 1` shares
+    /// are independent of it (given random coefficients: AES-128-CTR keyed by the OS).
     #[default]
     Shamir,
     /// The image encrypted once (AES-256-GCM), the ciphertext cut into Reed–Solomon pieces and
     /// only the key Shamir-shared: each node stores about `1/k` of the image, hidden from
-    /// `k − 1` nodes as well as AES hides it.
+    /// `k − 1` nodes as well as AES-256-GCM hides it.
     Compact,
 }
 

@@ -6,14 +6,16 @@
 //! [`crate::bytes`] shares a whole file. Node `x` keeps its key share followed by piece `x`:
 //! about `1/k` of the file, where a Shamir share is as long as the file.
 //!
-//! What `k − 1` nodes learn changes kind, not amount: their key shares say nothing of the key
-//! (perfectly, as before), and their pieces are pieces of a ciphertext under that key. So the file
-//! is hidden only as well as AES-256-GCM hides it (computationally), where a Shamir share hides it
-//! whatever the adversary can compute. Its length is known either way.
+//! What `k − 1` nodes learn changes kind: their key shares are independent of the key, as Shamir
+//! shares of a file are of the file, and their pieces are pieces of a ciphertext under that key.
+//! So the file is hidden as well as AES-256-GCM hides it, under a 256-bit key the caller draws
+//! (the client draws it from the operating system). Its length is known either way.
 //!
 //! A node's stored bytes are still one share, with one digest in the owner-signed manifest
 //! ([`crate::manifest`]), so a bad piece or key share names its node exactly as a bad Shamir share
-//! does; and AES-GCM's tag checks the rebuilt ciphertext once more before anything is returned.
+//! does. What gets past the digests (only the owner can make such shares) is refused by AES-GCM's
+//! tag when the ciphertext changed, by the zero padding, and in the end by the manifest's content
+//! digest.
 //!
 //! ```
 //! use obscura_sharing::bytes::Params;
@@ -22,7 +24,7 @@
 //!
 //! let file = vec![7u8; 100_000];
 //! let shares = compact::split(&file, Params::new(3, 5)?, &mut OsRng)?;
-//! assert_eq!(shares[0].bytes.len(), compact::share_len(file.len() as u64, 3));
+//! assert_eq!(Some(shares[0].bytes.len()), compact::share_len(file.len() as u64, 3));
 //! assert!(shares[0].bytes.len() < 34_000); // a third of the file, and the key share
 //! // Any three, here nodes 2, 4 and 5 (two of them recovery pieces).
 //! let some = [shares[1].clone(), shares[3].clone(), shares[4].clone()];
@@ -33,7 +35,7 @@
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use rand_core::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::bytes::{self, ByteShare, Params};
 use crate::Error;
@@ -42,19 +44,26 @@ use crate::Error;
 pub const KEY_SHARE_LEN: usize = 32;
 /// Bytes of AES-GCM's tag, kept with the ciphertext.
 const TAG_LEN: usize = 16;
-/// Associated data: binds the ciphertext to this use of the key (which is never used twice).
+/// Associated data: a label of the scheme (each key encrypts one file, so it binds nothing more).
 const AAD: &[u8] = b"obscura/compact/v1";
+/// The longest file: AES-GCM encrypts at most 2^36 − 32 bytes under one nonce.
+pub const MAX_FILE: u64 = (1 << 36) - 32;
 
 /// Length of each of the `n` pieces of a file of `content_len` bytes: the ciphertext and tag
 /// cut into `k`, rounded up to an even length (the Reed–Solomon coder works on 16-bit symbols).
-pub fn piece_len(content_len: u64, k: usize) -> usize {
-    let sealed = content_len as usize + TAG_LEN;
-    sealed.div_ceil(k.max(1)).next_multiple_of(2)
+/// `None` for an empty file, one longer than [`MAX_FILE`] or one this machine cannot address.
+pub fn piece_len(content_len: u64, k: usize) -> Option<usize> {
+    if content_len == 0 || content_len > MAX_FILE || k == 0 {
+        return None;
+    }
+    let sealed = usize::try_from(content_len).ok()?.checked_add(TAG_LEN)?;
+    sealed.div_ceil(k).checked_next_multiple_of(2)
 }
 
-/// Length of each node's compact share: its key share and its piece.
-pub fn share_len(content_len: u64, k: usize) -> usize {
-    KEY_SHARE_LEN + piece_len(content_len, k)
+/// Length of each node's compact share: its key share and its piece (`None` as for
+/// [`piece_len`]).
+pub fn share_len(content_len: u64, k: usize) -> Option<usize> {
+    piece_len(content_len, k)?.checked_add(KEY_SHARE_LEN)
 }
 
 /// Encrypt `secret` under a fresh key drawn from `rng`, code the ciphertext into `n` pieces of
@@ -62,7 +71,7 @@ pub fn share_len(content_len: u64, k: usize) -> usize {
 /// followed by piece `x`. Pieces `1..=k` are the ciphertext itself; `k + 1..=n` are recovery.
 ///
 /// # Errors
-/// [`Error::EmptySecret`] for an empty input.
+/// [`Error::EmptySecret`] for an empty input, [`Error::SecretTooLong`] past [`MAX_FILE`].
 pub fn split<R: RngCore + CryptoRng>(
     secret: &[u8],
     params: Params,
@@ -72,9 +81,12 @@ pub fn split<R: RngCore + CryptoRng>(
         return Err(Error::EmptySecret);
     }
     let (k, n) = (params.k(), params.n());
+    let piece = piece_len(secret.len() as u64, k).ok_or(Error::SecretTooLong {
+        len: secret.len() as u64,
+        max: MAX_FILE,
+    })?;
     let mut key = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(key.as_mut());
-    let piece = piece_len(secret.len() as u64, k);
 
     // The ciphertext, its tag and zero padding, laid out as the k original pieces.
     let mut sealed = vec![0u8; k * piece];
@@ -83,7 +95,7 @@ pub fn split<R: RngCore + CryptoRng>(
     // The key is fresh and encrypts one message, so a fixed nonce never repeats under it.
     let tag = cipher
         .encrypt_in_place_detached(&Nonce::default(), AAD, &mut sealed[..secret.len()])
-        .expect("AES-GCM takes messages far longer than any image");
+        .expect("MAX_FILE is within AES-GCM's limit");
     sealed[secret.len()..secret.len() + TAG_LEN].copy_from_slice(&tag);
 
     let recovery = if n > k {
@@ -92,9 +104,9 @@ pub fn split<R: RngCore + CryptoRng>(
     } else {
         Vec::new()
     };
-    let keys = bytes::split(key.as_ref(), params, rng)?;
-    Ok(keys
-        .into_iter()
+    let mut keys = bytes::split(key.as_ref(), params, rng)?;
+    let shares = keys
+        .iter()
         .zip(
             sealed
                 .chunks_exact(piece)
@@ -109,7 +121,9 @@ pub fn split<R: RngCore + CryptoRng>(
                 bytes: out,
             }
         })
-        .collect())
+        .collect();
+    keys.iter_mut().for_each(|s| s.bytes.zeroize());
+    Ok(shares)
 }
 
 /// A compact share's piece, after its key share.
@@ -127,7 +141,8 @@ fn body(s: &ByteShare) -> &[u8] {
 /// # Errors
 /// [`Error::NotEnoughShares`], [`Error::DuplicateShare`], [`Error::InvalidShareIndex`] for an x
 /// outside `1..=n`, [`Error::ShareLengthMismatch`] for a share of the wrong length, and
-/// [`Error::CompactOpen`] when the rebuilt ciphertext does not open under the rebuilt key.
+/// [`Error::CompactOpen`] when the rebuilt ciphertext does not open under the rebuilt key or
+/// `content_len` is no length [`split`] makes.
 pub fn reconstruct(
     shares: &[ByteShare],
     k: usize,
@@ -143,7 +158,7 @@ pub fn reconstruct(
     let used = &shares[..k];
     let xs: Vec<u8> = used.iter().map(|s| s.x).collect();
     crate::check_share_indices(&xs)?;
-    let piece = piece_len(content_len, k);
+    let piece = piece_len(content_len, k).ok_or(Error::CompactOpen)?;
     for s in used {
         if usize::from(s.x) > n {
             return Err(Error::InvalidShareIndex { x: s.x });
@@ -156,14 +171,16 @@ pub fn reconstruct(
             });
         }
     }
-    let key_shares: Vec<ByteShare> = used
+    let mut key_shares: Vec<ByteShare> = used
         .iter()
         .map(|s| ByteShare {
             x: s.x,
             bytes: s.bytes[..KEY_SHARE_LEN].to_vec(),
         })
         .collect();
-    let key = Zeroizing::new(bytes::reconstruct(&key_shares, k)?);
+    let key = bytes::reconstruct(&key_shares, k).map(Zeroizing::new);
+    key_shares.iter_mut().for_each(|s| s.bytes.zeroize());
+    let key = key?;
 
     // Original pieces in hand go straight into place; the missing ones are decoded from the
     // recovery pieces.
@@ -230,7 +247,7 @@ mod tests {
                 assert_eq!(shares.len(), n);
                 assert!(shares
                     .iter()
-                    .all(|s| s.bytes.len() == share_len(len as u64, k)));
+                    .all(|s| Some(s.bytes.len()) == share_len(len as u64, k)));
                 for mask in 0u32..(1 << n) {
                     if mask.count_ones() as usize != k {
                         continue;
@@ -265,30 +282,41 @@ mod tests {
         );
     }
 
-    /// A share changed anywhere (key share, piece, padding) is caught by the tag when it was
-    /// not caught before: the file is never returned altered.
+    /// A share changed anywhere (key share, piece, padding of an original piece, recovery
+    /// piece) is caught when it got past the digests: the file is never returned altered.
     #[test]
     fn an_altered_share_does_not_open() {
-        let f = file(5000, 3);
+        // 5001 bytes and the tag, 3-of-5: pieces of 1674 bytes, the last original piece ending
+        // in 5 bytes of padding.
+        let f = file(5001, 3);
         let mut rng = ChaCha20Rng::seed_from_u64(4);
         let shares = split(&f, Params::new(3, 5).unwrap(), &mut rng).unwrap();
         let len = shares[0].bytes.len();
+        assert_eq!(len, KEY_SHARE_LEN + 1674);
         for (node, at) in [
             (1, 0),
             (1, 31),
             (1, 32),
+            (3, len - 1),
             (5, 40),
-            (4, len - 1),
             (5, len - 1),
         ] {
-            let mut some = vec![shares[0].clone(), shares[3].clone(), shares[4].clone()];
+            let mut some = vec![shares[0].clone(), shares[2].clone(), shares[4].clone()];
             let target = some.iter_mut().find(|s| s.x == node).unwrap();
             target.bytes[at] ^= 0x40;
             assert!(
-                matches!(reconstruct(&some, 3, 5, 5000), Err(Error::CompactOpen)),
+                matches!(reconstruct(&some, 3, 5, 5001), Err(Error::CompactOpen)),
                 "node {node} byte {at}"
             );
         }
+        // From the originals alone nothing is decoded: a changed padding byte alters neither
+        // ciphertext nor tag, and only the padding check refuses it.
+        let mut originals = shares[..3].to_vec();
+        originals[2].bytes[len - 1] ^= 0x40;
+        assert!(matches!(
+            reconstruct(&originals, 3, 5, 5001),
+            Err(Error::CompactOpen)
+        ));
     }
 
     #[test]
@@ -318,8 +346,15 @@ mod tests {
             reconstruct(&pair()[..1], 2, 3, 300),
             Err(Error::NotEnoughShares { need: 2, got: 1 })
         ));
-        // A wrong length claimed for the file: the shares do not fit it.
+        // A wrong length claimed for the file: the shares do not fit it; and lengths no split
+        // makes (a manifest signed with them) are refused, not overflowed.
         assert!(reconstruct(&pair(), 2, 3, 301).is_err());
+        for absurd in [0, MAX_FILE + 1, u64::MAX - 15, u64::MAX] {
+            assert!(
+                matches!(reconstruct(&pair(), 2, 3, absurd), Err(Error::CompactOpen)),
+                "{absurd}"
+            );
+        }
         assert!(matches!(
             split(&[], Params::new(2, 3).unwrap(), &mut rand_core::OsRng),
             Err(Error::EmptySecret)

@@ -1,8 +1,8 @@
 //! Secret sharing for Obscura: images, hash bits, zero masks and the manifests that bind them.
 //!
-//! - [`bytes`]: k-of-n Shamir over GF(2^8) for the encoded image file, on a split-nibble
-//!   AVX2 kernel with a portable fallback chosen at run time ([`gf256::Kernel`]); both are
-//!   constant-time in the secret bytes.
+//! - [`bytes`]: k-of-n Shamir over GF(2^8) for the encoded image file, on a GFNI affine kernel
+//!   (AVX-512 or 256-bit), a split-nibble AVX2 kernel or a portable one, chosen at run time
+//!   ([`gf256::Kernel`]); all are constant-time in the secret bytes.
 //! - [`compact`]: the file encrypted once, its ciphertext cut into Reed–Solomon pieces of about
 //!   `1/k` of it, and only the key Shamir-shared (`cluster init --storage compact`).
 //! - [`field`] and [`prime`]: Shamir over GF(2^31 − 1) for the 64 hash bits of Stage-2.
@@ -83,6 +83,14 @@ pub enum Error {
     /// Nothing to share.
     #[error("cannot share an empty secret")]
     EmptySecret,
+    /// More to share than the scheme takes.
+    #[error("cannot share {len} bytes: at most {max}")]
+    SecretTooLong {
+        /// The secret's length.
+        len: u64,
+        /// The most the scheme takes.
+        max: u64,
+    },
     /// Fewer shares than the threshold.
     #[error("need {need} shares, got {got}")]
     NotEnoughShares {

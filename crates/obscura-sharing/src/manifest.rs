@@ -90,7 +90,7 @@ impl ShareRole {
 #[non_exhaustive]
 pub enum Storage {
     /// Shamir over GF(2^8) ([`crate::bytes`]): every share as long as the file, and `k − 1`
-    /// shares say nothing of it whatever an adversary can compute.
+    /// shares independent of it when the coefficients are uniform.
     #[default]
     Shamir,
     /// AES-256-GCM, Reed–Solomon pieces and a Shamir-shared key ([`crate::compact`]): every
@@ -574,7 +574,8 @@ impl VerifiedManifest {
             Some(Storage::Compact) => {
                 compact::reconstruct(&good, k, self.0.n as usize, self.0.content_len)
             }
-            Some(Storage::Shamir) | None => reconstruct(&good, k),
+            Some(Storage::Shamir) => reconstruct(&good, k),
+            None => Err(Error::MalformedManifest("unknown scheme")),
         }
         .map_err(|e| match e {
             // Verified shares that do not open: the owner made them so. No node is to blame.

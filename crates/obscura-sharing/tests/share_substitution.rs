@@ -5,7 +5,7 @@ use ed25519_dalek::SigningKey;
 use obscura_sharing::bytes::{split, ByteShare, Params};
 use obscura_sharing::manifest::{
     content_digest, share_digest, Culprit, ImageId, Manifest, NodeDigests, ShareFault, ShareRole,
-    SignedManifest,
+    SignedManifest, Storage,
 };
 use obscura_sharing::Error;
 use rand_chacha::ChaCha20Rng;
@@ -168,6 +168,54 @@ fn tampered_or_foreign_manifests_are_refused() {
         SignedManifest::from_bytes(&long),
         Err(Error::MalformedManifest("trailing bytes"))
     ));
+}
+
+/// The storage scheme is the owner's, under its signature: a node that switches a manifest from
+/// Shamir to compact or back, to have readers take its share for the other kind, is refused.
+#[test]
+fn a_node_cannot_switch_the_storage_scheme_under_the_owners_signature() {
+    let f = fixture();
+    let mut rng = ChaCha20Rng::seed_from_u64(43);
+    let compact = Storage::Compact
+        .split(&f.image, Params::new(3, 5).unwrap(), &mut rng)
+        .unwrap();
+    let hashes = vec![[0u8; 256]; 5];
+    let signed_compact = Manifest::for_shares(
+        f.signed.image_id(),
+        Storage::Compact,
+        3,
+        2,
+        &f.image,
+        &compact,
+        &hashes,
+        1,
+        1_790_000_000,
+    )
+    .unwrap()
+    .sign(&f.owner)
+    .unwrap();
+    // The scheme byte: after the signature, the domain, the version, the id and k, n, t.
+    let at = 64 + b"obscura/manifest/v1".len() + 1 + 16 + 3;
+    for (signed, was, to) in [(&f.signed, 1u8, 2u8), (&signed_compact, 2, 1)] {
+        let mut bytes = signed.to_bytes();
+        assert_eq!(bytes[at], was);
+        assert!(signed.clone().verify(&f.owner.verifying_key()).is_ok());
+        bytes[at] = to;
+        let switched = SignedManifest::from_bytes(&bytes).expect("a well-formed manifest");
+        assert!(matches!(
+            switched.verify(&f.owner.verifying_key()),
+            Err(Error::BadManifestSignature { .. })
+        ));
+    }
+    // Honestly signed, each rebuilds from its own shares and not from the other kind's.
+    let compact_manifest = signed_compact.verify(&f.owner.verifying_key()).unwrap();
+    assert_eq!(
+        compact_manifest.reconstruct(compact[2..].to_vec()).unwrap(),
+        f.image
+    );
+    assert!(compact_manifest
+        .reconstruct(f.shares[..3].to_vec())
+        .is_err());
 }
 
 /// The manifest encoding is what owners sign and nodes store: changing it must be a decision.
