@@ -107,8 +107,8 @@ pub(crate) struct Init {
     /// Keeper j listens on keeper-base-port + j − 1 [default: base-port + 100].
     #[arg(long)]
     keeper_base_port: Option<u16>,
-    /// Evaluations each user may ask of each keeper per hour (a search costs about
-    /// 8 × 9 per node at radius 1, an image 8 per node).
+    /// Evaluations each user may ask of each keeper per hour (a search costs 8 × 9 at radius
+    /// 1, whatever the number of nodes; an image 8).
     #[arg(long, default_value_t = obscura_cluster::deal::DEFAULT_KEEPER_BUDGET)]
     keeper_budget: u64,
     /// Largest Hamming distance a search reports and a match entitles a querier to fetch
@@ -207,13 +207,13 @@ impl ClusterCommand {
                                 serde_json::json!({
                                     "keeper": r.keeper, "recovered": true,
                                     "helpers": r.helpers, "key_version": r.version,
-                                    "node_keys": r.nodes,
+                                    "token_keys": r.nodes,
                                 })
                             );
                         } else {
                             println!(
                                 "keeper {} holds its token-key shares again: key version {}, {} \
-                                 node keys, parts from keepers {}",
+                                 token keys, parts from keepers {}",
                                 r.keeper,
                                 r.version,
                                 r.nodes,

@@ -1,6 +1,6 @@
 //! `obscura keys rotate`: move a running cluster to a new token key version.
 //!
-//! The plan (`ρ` per node and fresh sharings of zero) is drawn once, sealed into
+//! The plan (`ρ` of the cluster key and a fresh sharing of zero) is drawn once, sealed into
 //! `DIR/rotation.sealed` before anything is sent, and erased when the rotation finishes; a run
 //! that stops anywhere (a crash, a node down, `--max-steps`) resumes from it when run again.
 //! See `obscura_client::rotation` for the steps.
@@ -17,8 +17,8 @@ use crate::error::Failure;
 
 #[derive(Subcommand)]
 pub(crate) enum KeysCommand {
-    /// Move every node key to a new version without anyone learning a key: the keepers take
-    /// fresh shares of k' = ρ·k, each node re-keys its stored band elements with its ρ and moves
+    /// Move every token key to a new version without anyone learning a key: the keepers take
+    /// fresh shares of k' = ρ·k, each node re-keys its stored band elements with the same ρ and moves
     /// its postings in durable steps while searches go on under either version, then the old
     /// version is erased everywhere and client.json names the new one. The cluster must be up;
     /// every node and keeper is needed. Needs an admin session at the keepers and the data
@@ -100,6 +100,9 @@ pub(crate) async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, 
         }
     }
     let wrapping = config::wrapping_key(dir, &config).map_err(|e| e.to_string())?;
+    // The client first: a directory it cannot use (one made by an older version, say) is
+    // refused before a plan is drawn and left behind.
+    let client = crate::client(dir)?;
     let plan_path = dir.join(PLAN_FILE);
     let (plan, resumed) = match std::fs::read(&plan_path) {
         Ok(sealed) => (
@@ -136,7 +139,6 @@ pub(crate) async fn rotate(dir: &Path, opt: &RotateOptions) -> Result<ExitCode, 
     if resumed {
         eprintln!("resuming the rotation from key version {from} to {to}");
     }
-    let client = crate::client(dir)?;
     let mut moved = (0u64, 0u64);
     let mut moving_s = 0f64;
     let switched = match phase {

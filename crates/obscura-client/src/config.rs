@@ -36,18 +36,25 @@ fn token_parts(
             .ok_or_else(|| fail("HMAC tokens, but the sealed secrets hold no token root".into())),
         TokenKind::Voprf => {
             let (m, t) = (config.keepers.len(), usize::from(config.keeper_threshold));
-            if config.keeper_public_shares.len() != config.nodes.len()
+            if config.keeper_public_shares.len() > 1 {
+                return Err(fail(format!(
+                    "keeper_public_shares holds {} token keys: this version has one cluster key \
+                     (a cluster made by an older version; make it again with cluster init)",
+                    config.keeper_public_shares.len()
+                )));
+            }
+            if config.keeper_public_shares.len() != 1
                 || config.keeper_public_shares.iter().any(|p| p.len() != m)
             {
                 return Err(fail(
-                    "keeper_public_shares must hold one share per keeper for every node".into(),
+                    "keeper_public_shares must hold one share per keeper of the cluster key".into(),
                 ));
             }
             let public_shares = config
                 .keeper_public_shares
                 .iter()
-                .map(|per_node| {
-                    per_node
+                .map(|per_key| {
+                    per_key
                         .iter()
                         .map(|h| {
                             keyfile::hex32(h)

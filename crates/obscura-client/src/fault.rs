@@ -62,11 +62,9 @@ pub enum Fault {
     /// It answered in another keeper's name.
     #[error("answered as keeper {0}")]
     AnsweredAs(u8),
-    /// Its VOPRF evaluation does not verify against its public share of node `node`'s key.
-    #[error("node {node}'s key: {error}")]
+    /// Its VOPRF evaluation does not verify against its public share of the cluster's token key.
+    #[error("token evaluation: {error}")]
     BadEvaluation {
-        /// The node whose key the evaluation is for.
-        node: u8,
         /// What the check found.
         error: obscura_keeper::Error,
     },

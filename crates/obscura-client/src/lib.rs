@@ -119,10 +119,10 @@ pub enum Error {
     /// Stage-2 failure (too few nodes answered, inconsistent answers).
     #[error(transparent)]
     Mpc(#[from] obscura_mpc::Error),
-    /// The client has no owner key, so it cannot index, delete or rotate node keys.
+    /// The client has no owner key, so it cannot index, delete or rotate token keys.
     #[error(
         "this client holds no data-owner key, so it cannot index, delete or grant images, nor \
-         rotate node keys"
+         rotate token keys"
     )]
     NotOwner,
     /// The user is not entitled to an image: no match of its own, no grant, not the owner.

@@ -27,7 +27,7 @@ pub struct Recovered {
     pub helpers: Vec<u8>,
     /// The key version recovered.
     pub version: u32,
-    /// The node keys whose shares it holds.
+    /// The token keys whose shares it holds (one: the cluster key).
     pub nodes: usize,
 }
 

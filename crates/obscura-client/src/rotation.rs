@@ -1,11 +1,11 @@
 //! Rotating the band-token keys to a new version, driven by the cluster's operator.
 //!
-//! A rotation from version `v` to `v + 1` draws, per node key, a factor `ρ` and a fresh sharing
-//! of zero ([`RotationPlan`]); nobody, the operator included, learns a key. Then:
+//! A rotation from version `v` to `v + 1` draws, for the cluster's token key, a factor `ρ` and a
+//! fresh sharing of zero ([`RotationPlan`]); nobody, the operator included, learns the key. Then:
 //!
 //! 1. every keeper takes `ρ · k_j + z_j` as its share of `v + 1` and answers its new public
 //!    shares, which must equal `ρ · P_j + z_j · G` ([`Client::rekey_keepers`]);
-//! 2. every node is given its `ρ`, moves its stored elements and from then on serves lookups
+//! 2. every node is given `ρ`, moves its stored elements and from then on serves lookups
 //!    under both versions ([`Client::begin_rotation`]);
 //! 3. the nodes move their postings in durable steps ([`Client::rotation_step`]);
 //! 4. the operator switches the clients' configuration to `v + 1` and its public shares;
@@ -83,9 +83,9 @@ pub struct RotationPlan {
     pub from: u32,
     /// The next version.
     pub to: u32,
-    /// `ρ` of each node's key, node 1 first, canonical scalars.
+    /// `ρ` of each token key, canonical scalars: one, the cluster key's.
     pub factors: Vec<[u8; 32]>,
-    /// `zero_shares[x - 1][j - 1]`: keeper `j`'s share of zero for node `x`'s key.
+    /// `zero_shares[0][j - 1]`: keeper `j`'s share of zero for the cluster key.
     pub zero_shares: Vec<Vec<[u8; 32]>>,
 }
 
@@ -130,8 +130,8 @@ pub enum PlanError {
     /// A plan value that is not a canonical scalar (an altered or foreign plan).
     #[error("the rotation plan holds a value that is not a scalar")]
     NotAScalar,
-    /// The plan is for fewer nodes than asked of it.
-    #[error("the plan has too few nodes")]
+    /// The plan is for fewer keys than asked of it.
+    #[error("the plan has too few token keys")]
     TooFewNodes,
     /// The plan moves between versions of which the clients use neither: it belongs to another
     /// state of the cluster.
@@ -318,31 +318,24 @@ impl Switched {
 }
 
 impl RotationPlan {
-    /// Draw the plan for moving `nodes` node keys, shared among `keepers` with threshold
+    /// Draw the plan for moving the cluster's token key, shared among `keepers` with threshold
     /// `threshold`, from version `from` to `from + 1`.
     ///
     /// # Errors
     /// [`PlanError::VersionExhausted`], [`PlanError::Keys`] for impossible keeper parameters.
     pub fn draw<R: RngCore + CryptoRng>(
         from: u32,
-        nodes: usize,
         keepers: usize,
         threshold: usize,
         rng: &mut R,
     ) -> Result<RotationPlan, PlanError> {
         let to = from.checked_add(1).ok_or(PlanError::VersionExhausted)?;
-        let mut factors = Vec::with_capacity(nodes);
-        let mut zero_shares = Vec::with_capacity(nodes);
-        for _ in 0..nodes {
-            let r = Rekey::random(keepers, threshold, rng)?;
-            factors.push(r.factor.to_bytes());
-            zero_shares.push(r.zero_shares.iter().map(Scalar::to_bytes).collect());
-        }
+        let r = Rekey::random(keepers, threshold, rng)?;
         Ok(RotationPlan {
             from,
             to,
-            factors,
-            zero_shares,
+            factors: vec![r.factor.to_bytes()],
+            zero_shares: vec![r.zero_shares.iter().map(Scalar::to_bytes).collect()],
         })
     }
 
@@ -357,7 +350,6 @@ impl RotationPlan {
     ) -> Result<RotationPlan, PlanError> {
         Self::draw(
             config.key_version,
-            config.nodes.len(),
             config.keepers.len(),
             usize::from(config.keeper_threshold),
             rng,
@@ -384,20 +376,20 @@ impl RotationPlan {
         Ok(open_secrets(sealed, PLAN_PURPOSE, key)?)
     }
 
-    fn rekey(&self, node: usize) -> Result<Rekey, PlanError> {
+    fn rekey(&self, key: usize) -> Result<Rekey, PlanError> {
         let scalar = |b: &[u8; 32]| {
             Option::<Scalar>::from(Scalar::from_canonical_bytes(*b)).ok_or(PlanError::NotAScalar)
         };
-        let factors = self.factors.get(node).ok_or(PlanError::TooFewNodes)?;
-        let zeros = self.zero_shares.get(node).ok_or(PlanError::TooFewNodes)?;
+        let factors = self.factors.get(key).ok_or(PlanError::TooFewNodes)?;
+        let zeros = self.zero_shares.get(key).ok_or(PlanError::TooFewNodes)?;
         Ok(Rekey {
             factor: scalar(factors)?,
             zero_shares: zeros.iter().map(scalar).collect::<Result<_, _>>()?,
         })
     }
 
-    /// The keepers' public shares of the next version, `next[x - 1][j - 1] = ρ_x · P_xj +
-    /// z_xj · G`, from those of the current version.
+    /// The keepers' public shares of the next version, `next[0][j - 1] = ρ · P_j + z_j · G`,
+    /// from those of the current version.
     ///
     /// # Errors
     /// [`PlanError`] when the plan and the shares disagree in shape.
@@ -439,14 +431,14 @@ impl Client {
         let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
         let keepers = self.tokens.keepers().ok_or_else(no_keepers)?;
         let next = plan.next_public_shares(&keepers.public_shares)?;
-        if plan.factors.len() != self.n() || next.len() != self.n() {
+        if plan.factors.len() != 1 || next.len() != 1 {
             return Err(Error::Rotation(format!(
-                "the plan is for {} nodes, the cluster has {}",
+                "the plan is for {} token keys, the cluster has one (a plan made by an older \
+                 version: erase it and rotate again)",
                 plan.factors.len(),
-                self.n()
             )));
         }
-        let commitments: Vec<Vec<[u8; 32]>> = (0..self.n())
+        let commitments: Vec<Vec<[u8; 32]>> = (0..1)
             .map(|x| {
                 plan.rekey(x)
                     .map(|r| r.zero_commitments().iter().map(oprf::serialize).collect())
@@ -454,7 +446,7 @@ impl Client {
             })
             .collect::<Result<_, _>>()?;
         let parts_for = |j: usize| -> Vec<KeeperRekeyPart> {
-            (0..self.n())
+            (0..1)
                 .map(|x| KeeperRekeyPart {
                     node: x as u8 + 1,
                     factor: plan.factors[x],
@@ -511,7 +503,7 @@ impl Client {
         }
     }
 
-    /// Step 2: every node moves its stored elements with its `ρ` and serves both versions.
+    /// Step 2: every node moves its stored elements with `ρ` and serves both versions.
     /// Each node gets its order signed with the data owner's key.
     ///
     /// # Errors
@@ -519,9 +511,15 @@ impl Client {
     /// node that failed.
     pub async fn begin_rotation(&self, plan: &RotationPlan) -> Result<Vec<NodeRotation>, Error> {
         let owner = self.owner.as_ref().ok_or(Error::NotOwner)?;
+        // One cluster key: every node moves by the same `ρ`.
+        let [factor] = plan.factors[..] else {
+            return Err(Error::Rotation(format!(
+                "the plan is for {} token keys, the cluster has one",
+                plan.factors.len()
+            )));
+        };
         let results = self
             .call_all(|x| {
-                let factor = plan.factors[usize::from(x) - 1];
                 let order = Order::Rotate {
                     node: x,
                     from: plan.from,

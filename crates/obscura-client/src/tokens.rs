@@ -1,11 +1,13 @@
 //! Where band tokens come from: HMAC keys the client holds, or the keepers' threshold VOPRF.
 //!
-//! With keepers, the client blinds each input (`"obscura/band/v1" ‖ node ‖ band ‖ value`)
-//! additively ([`AdditiveBatch`]: keepers evaluate and prove exactly as RFC 9497 says), sends
-//! the blinded elements of every node key in one request to `T` keepers, checks each keeper's
-//! batched DLEQ proof against that keeper's public share of each key, combines `T` verified
-//! answers with Lagrange coefficients in the exponent and unblinds. A keeper that does not
-//! answer, or whose proof fails, is named and replaced by the next one, while keepers remain.
+//! With keepers, the client blinds each input (`"obscura/band/v2" ‖ band ‖ value`) once, not once
+//! per node, and additively ([`AdditiveBatch`]: keepers evaluate and prove exactly as RFC 9497 says), sends
+//! the blinded elements in one request to `T` keepers, checks each keeper's batched DLEQ proof
+//! against that keeper's public share of the cluster's token key, combines `T` verified answers
+//! with Lagrange coefficients in the exponent and unblinds. Each node's token is then derived
+//! from the one element (`SHA-256(domain ‖ node ‖ E)`), so a search costs one evaluation per
+//! probe whatever the number of nodes. A keeper that does not answer, or whose proof fails, is
+//! named and replaced by the next one, while keepers remain.
 
 use obscura_keeper::oprf::{self, Evaluation, Proof};
 use obscura_keeper::threshold::{AdditiveBatch, PublicKey, Verified};
@@ -32,23 +34,20 @@ pub enum TokenError {
         /// Every keeper that failed, and why.
         failures: Vec<KeeperFailure>,
     },
-    /// The configuration's public key shares are for another number of nodes.
-    #[error("band tokens: public key shares for {got} nodes, the cluster has {nodes}")]
+    /// The configuration holds public key shares of `got` keys, where a cluster has one token
+    /// key per version: a cluster made when each node had its own key, to be made again.
+    #[error(
+        "band tokens: client.json holds public shares of {got} token keys; this version uses \
+         one cluster key (a cluster made by an older version: make it again with cluster init)"
+    )]
     PublicShares {
-        /// Nodes the shares are for.
+        /// Keys the shares are for.
         got: usize,
-        /// Nodes in the cluster.
-        nodes: usize,
     },
-    /// Node `node`'s public key shares lie on no one polynomial: a bad configuration, or a
+    /// The cluster key's public shares lie on no one polynomial: a bad configuration, or a
     /// dealer that published inconsistent shares.
-    #[error("band tokens: node {node}'s key: {error}")]
-    NodeKey {
-        /// The node.
-        node: u8,
-        /// What the check found.
-        error: obscura_keeper::Error,
-    },
+    #[error("band tokens: the cluster key: {0}")]
+    ClusterKey(obscura_keeper::Error),
     /// Blinding the inputs, or combining verified evaluations, failed.
     #[error("band tokens: {0}")]
     Evaluation(obscura_keeper::Error),
@@ -81,9 +80,13 @@ pub struct KeeperParts {
     pub urls: Vec<String>,
     /// Keepers needed to evaluate.
     pub threshold: usize,
-    /// `public_shares[x - 1][j - 1]`: keeper `j`'s public share of node `x`'s key.
+    /// `public_shares[0][j - 1]`: keeper `j`'s public share of the cluster's token key (one
+    /// key, so one row; the key-management messages name it as key 1).
     pub public_shares: Vec<Vec<RistrettoPoint>>,
 }
+
+/// How the keepers' messages name the cluster's token key (once one key per node).
+pub const CLUSTER_KEY: u8 = 1;
 
 /// Where tokens come from.
 pub enum TokenParts {
@@ -97,13 +100,13 @@ pub enum TokenParts {
 pub struct IndexTokens {
     /// Band order.
     pub tokens: [Token; BANDS],
-    /// The elements the tokens hash, with VOPRF.
+    /// The elements the tokens hash, with VOPRF (the same at every node).
     pub elements: Option<[[u8; 32]; BANDS]>,
 }
 
 pub(crate) enum Source {
     Hmac(Vec<NodeTokenKeys>),
-    Voprf(KeeperParts, std::sync::Arc<Vec<PublicKey>>),
+    Voprf(KeeperParts, std::sync::Arc<PublicKey>),
 }
 
 /// Tokens plus any keeper that failed on the way.
@@ -138,7 +141,7 @@ impl<T> Obtained<T> {
 
 impl Source {
     /// # Errors
-    /// With keepers: fewer key entries than nodes, or public shares that do not lie on one
+    /// With keepers: public shares of other than one key, or shares that do not lie on one
     /// polynomial (a bad configuration, or a dealer that published inconsistent shares).
     pub(crate) fn new(parts: TokenParts, nodes: usize, version: u32) -> Result<Source, TokenError> {
         match parts {
@@ -148,26 +151,23 @@ impl Source {
                     .collect(),
             )),
             TokenParts::Voprf(k) => {
-                if k.public_shares.len() != nodes {
+                let [shares] = k.public_shares.as_slice() else {
                     return Err(TokenError::PublicShares {
                         got: k.public_shares.len(),
-                        nodes,
                     });
+                };
+                if shares.len() != k.urls.len() {
+                    return Err(TokenError::ClusterKey(obscura_keeper::Error::Keepers(
+                        format!(
+                            "{} public shares for {} keepers",
+                            shares.len(),
+                            k.urls.len()
+                        ),
+                    )));
                 }
-                let keys = k
-                    .public_shares
-                    .iter()
-                    .enumerate()
-                    .map(|(x, shares)| {
-                        PublicKey::from_shares(shares, k.threshold).map_err(|error| {
-                            TokenError::NodeKey {
-                                node: x as u8 + 1,
-                                error,
-                            }
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Source::Voprf(k, std::sync::Arc::new(keys)))
+                let key =
+                    PublicKey::from_shares(shares, k.threshold).map_err(TokenError::ClusterKey)?;
+                Ok(Source::Voprf(k, std::sync::Arc::new(key)))
             }
         }
     }
@@ -213,28 +213,27 @@ impl Source {
                     })
                     .collect(),
             )),
-            Source::Voprf(keepers, keys) => {
+            Source::Voprf(keepers, key) => {
                 let probes: Vec<(u8, u8)> = hashes
                     .iter()
                     .flat_map(|h| obscura_tokens::bands(*h).into_iter().enumerate())
                     .map(|(band, value)| (band as u8, value))
                     .collect();
-                let got = keepers
-                    .evaluate(link, keys, version, nodes, &probes)
-                    .await?;
-                let mut out: Vec<Vec<IndexTokens>> = (0..hashes.len())
-                    .map(|_| Vec::with_capacity(nodes))
-                    .collect();
-                for per_node in &got.value {
-                    for (image, chunk) in per_node.chunks(BANDS).enumerate() {
+                let got = keepers.evaluate(link, key, version, &probes).await?;
+                let out = got
+                    .value
+                    .chunks(BANDS)
+                    .map(|chunk| {
                         let elements: [[u8; 32]; BANDS] =
                             std::array::from_fn(|b| oprf::serialize(&chunk[b]));
-                        out[image].push(IndexTokens {
-                            tokens: elements.map(|e| voprf_token(&e)),
-                            elements: Some(elements),
-                        });
-                    }
-                }
+                        (1..=nodes as u8)
+                            .map(|x| IndexTokens {
+                                tokens: elements.map(|e| voprf_token(x, &e)),
+                                elements: Some(elements),
+                            })
+                            .collect()
+                    })
+                    .collect();
                 Ok(got.map(out))
             }
         }
@@ -256,18 +255,14 @@ impl Source {
                     .map(|k| plan.query_tokens(k, hash, &mut rng))
                     .collect(),
             )),
-            Source::Voprf(keepers, keys) => {
+            Source::Voprf(keepers, key) => {
                 let got = keepers
-                    .evaluate(link, keys, version, nodes, &plan.probes(hash))
+                    .evaluate(link, key, version, &plan.probes(hash))
                     .await?;
-                let value = got
-                    .value
-                    .iter()
-                    .map(|elements| {
-                        let real: Vec<Token> = elements
-                            .iter()
-                            .map(|e| voprf_token(&oprf::serialize(e)))
-                            .collect();
+                let elements: Vec<[u8; 32]> = got.value.iter().map(oprf::serialize).collect();
+                let value = (1..=nodes as u8)
+                    .map(|x| {
+                        let real: Vec<Token> = elements.iter().map(|e| voprf_token(x, e)).collect();
                         plan.assemble(&real, &mut rng)
                     })
                     .collect();
@@ -278,49 +273,38 @@ impl Source {
 }
 
 impl KeeperParts {
-    /// `k_x · HashToGroup(input(x, band, value))` for every probe and every node `x`:
-    /// `out[x - 1][i]` for `probes[i]`.
+    /// `k · HashToGroup(input(band, value))` under the cluster key, for every probe: `out[i]`
+    /// for `probes[i]`.
     async fn evaluate(
         &self,
         link: &KeeperLink,
-        keys: &std::sync::Arc<Vec<PublicKey>>,
+        key: &std::sync::Arc<PublicKey>,
         version: u32,
-        nodes: usize,
         probes: &[(u8, u8)],
-    ) -> Result<Obtained<Vec<Vec<RistrettoPoint>>>, TokenError> {
+    ) -> Result<Obtained<Vec<RistrettoPoint>>, TokenError> {
         let m = self.urls.len();
         let need = self.threshold;
-        // Blinding is a scalar multiplication per input: off the async workers, a task per node
-        // so that every core takes part.
-        let probes = std::sync::Arc::new(probes.to_vec());
-        let mut blinding = Vec::with_capacity(nodes);
-        for x in 1..=nodes as u8 {
-            let probes = probes.clone();
-            blinding.push(tokio::task::spawn_blocking(move || {
-                let inputs: Vec<_> = probes
-                    .iter()
-                    .map(|&(band, value)| voprf_input(x, band, value))
-                    .collect();
-                let refs: Vec<&[u8]> = inputs.iter().map(|i| i.as_slice()).collect();
-                AdditiveBatch::new(&refs, &mut OsRng)
-            }));
-        }
-        let mut batches = Vec::with_capacity(nodes);
-        for task in blinding {
-            let batch = task.await.map_err(|_| TokenError::Panicked)?;
-            batches.push(batch.map_err(TokenError::Evaluation)?);
-        }
-        let batches = std::sync::Arc::new(batches);
+        // Blinding is a hash to the group and a scalar multiplication per input: off the async
+        // workers.
+        let probes = probes.to_vec();
+        let batch = tokio::task::spawn_blocking(move || {
+            let inputs: Vec<_> = probes
+                .iter()
+                .map(|&(band, value)| voprf_input(band, value))
+                .collect();
+            let refs: Vec<&[u8]> = inputs.iter().map(|i| i.as_slice()).collect();
+            AdditiveBatch::new(&refs, &mut OsRng)
+        })
+        .await
+        .map_err(|_| TokenError::Panicked)?
+        .map_err(TokenError::Evaluation)?;
+        let batch = std::sync::Arc::new(batch);
         let body = KeeperBody::KeeperEvaluate {
             version,
-            batches: batches
-                .iter()
-                .enumerate()
-                .map(|(i, b)| KeeperBatch {
-                    node: i as u8 + 1,
-                    elements: b.to_send().to_vec(),
-                })
-                .collect(),
+            batches: vec![KeeperBatch {
+                node: CLUSTER_KEY,
+                elements: batch.to_send().to_vec(),
+            }],
         };
 
         // Start at a random keeper so that load spreads; ask `need` at a time, and one more for
@@ -328,7 +312,7 @@ impl KeeperParts {
         let start = (OsRng.next_u32() as usize) % m.max(1);
         let mut untried: Vec<u8> = (0..m).map(|i| ((start + i) % m) as u8 + 1).collect();
         untried.reverse();
-        let mut verified: Vec<(u8, Vec<Verified>)> = Vec::new();
+        let mut verified: Vec<(u8, Verified)> = Vec::new();
         let mut faults: Vec<KeeperFailure> = Vec::new();
         let (mut sent, mut received) = (0, 0);
         let mut witnessed = false;
@@ -362,12 +346,8 @@ impl KeeperParts {
             let mut set = PerKeeper::new();
             for j in ask {
                 let (link, body) = (link.clone(), body.clone());
-                let batches = batches.clone();
-                let public: Vec<RistrettoPoint> = self
-                    .public_shares
-                    .iter()
-                    .map(|p| p[j as usize - 1])
-                    .collect();
+                let batch = batch.clone();
+                let public = self.public_shares[0][j as usize - 1];
                 set.spawn(j, async move {
                     let (answer, sent, received) = link.post(j, body).await;
                     let checked = match answer {
@@ -376,7 +356,7 @@ impl KeeperParts {
                             batches: got,
                         }) if keeper == j => {
                             // Proof checks are multiscalar multiplications: off the async workers.
-                            tokio::task::spawn_blocking(move || check(j, &batches, &public, got))
+                            tokio::task::spawn_blocking(move || check(j, &batch, &public, got))
                                 .await
                                 .unwrap_or(Err(Fault::Panicked))
                         }
@@ -406,26 +386,13 @@ impl KeeperParts {
         }
         verified.truncate(need);
         faults.sort_by_key(|f| f.keeper);
-        // Regroup by node: by_node[x - 1] holds each keeper's verified batch for node x.
-        let mut by_node: Vec<Vec<Verified>> = (0..nodes).map(|_| Vec::new()).collect();
-        for (_, per_node) in verified {
-            for (x, v) in per_node.into_iter().enumerate() {
-                by_node[x].push(v);
-            }
-        }
-        // Combining and unblinding: a task per node again.
-        let mut finishing = Vec::with_capacity(nodes);
-        for (x, answers) in by_node.into_iter().enumerate() {
-            let (batches, keys) = (batches.clone(), keys.clone());
-            finishing.push(tokio::task::spawn_blocking(move || {
-                batches[x].finish(&answers, need, &keys[x])
-            }));
-        }
-        let mut value = Vec::with_capacity(nodes);
-        for task in finishing {
-            let done = task.await.map_err(|_| TokenError::Panicked)?;
-            value.push(done.map_err(TokenError::Evaluation)?);
-        }
+        // Combining and unblinding: a scalar multiplication per element, off the async workers.
+        let answers: Vec<Verified> = verified.into_iter().map(|(_, v)| v).collect();
+        let key = key.clone();
+        let value = tokio::task::spawn_blocking(move || batch.finish(&answers, need, &key))
+            .await
+            .map_err(|_| TokenError::Panicked)?
+            .map_err(TokenError::Evaluation)?;
         Ok(Obtained {
             value,
             faults,
@@ -435,39 +402,28 @@ impl KeeperParts {
     }
 }
 
-/// Check keeper `j`'s answer for every node batch; any failure refuses the whole answer.
+/// Check keeper `j`'s answer: one evaluation, of the cluster key, proven against its public
+/// share.
 fn check(
     j: u8,
-    batches: &[AdditiveBatch],
-    public: &[RistrettoPoint],
+    batch: &AdditiveBatch,
+    public: &RistrettoPoint,
     got: Vec<obscura_proto::KeeperEvaluation>,
-) -> Result<Vec<Verified>, Fault> {
-    if got.len() != batches.len() {
-        return Err(Fault::Unexpected("one evaluation per node key"));
-    }
-    batches
-        .iter()
-        .zip(public)
-        .zip(got)
-        .enumerate()
-        .map(|(i, ((batch, pk), ev))| {
-            let bad = |error| Fault::BadEvaluation {
-                node: i as u8 + 1,
-                error,
-            };
-            let proof: [u8; 64] = ev
-                .proof
-                .as_slice()
-                .try_into()
-                .map_err(|_| bad(obscura_keeper::Error::Proof))?;
-            let answer = Evaluation {
-                elements: ev.elements,
-                proof: Proof::from_bytes(&proof).map_err(bad)?,
-            };
-            batch.verify(j, pk, &answer).map_err(|e| match e {
-                obscura_keeper::Error::Keeper { reason, .. } => bad(*reason),
-                other => bad(other),
-            })
-        })
-        .collect()
+) -> Result<Verified, Fault> {
+    let [ev] = <[_; 1]>::try_from(got)
+        .map_err(|_| Fault::Unexpected("one evaluation, of the cluster key"))?;
+    let bad = |error| Fault::BadEvaluation { error };
+    let proof: [u8; 64] = ev
+        .proof
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad(obscura_keeper::Error::Proof))?;
+    let answer = Evaluation {
+        elements: ev.elements,
+        proof: Proof::from_bytes(&proof).map_err(bad)?,
+    };
+    batch.verify(j, public, &answer).map_err(|e| match e {
+        obscura_keeper::Error::Keeper { reason, .. } => bad(*reason),
+        other => bad(other),
+    })
 }

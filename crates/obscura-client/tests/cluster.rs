@@ -312,6 +312,33 @@ async fn compact_storage_keeps_a_kth_per_node_names_a_bad_piece_and_rebuilds_fro
     );
 }
 
+/// A cluster made when every node had its own token key (its elements hash other inputs, so its
+/// tokens would match nothing) is refused with a message to make it again, not used.
+#[test]
+fn a_cluster_made_with_a_token_key_per_node_is_refused_with_a_message_to_make_it_again() {
+    let dir = std::env::temp_dir().join(format!(
+        "obscura-client-per-node-keys-{}-{}",
+        std::process::id(),
+        rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+    ));
+    let opt = obscura_cluster::deal::InitOptions::new(N, K, "127.0.0.1", 30_000, 30_100);
+    obscura_cluster::deal::init(&dir, &opt).unwrap();
+    assert!(obscura_client::config::load(&dir).is_ok());
+    // As an older version wrote it: a row of public shares per node.
+    edit_json(
+        &dir.join("client.json"),
+        |c: &mut obscura_client::config::ClientConfig| {
+            c.keeper_public_shares = vec![c.keeper_public_shares[0].clone(); N];
+        },
+    );
+    let err = obscura_client::config::load(&dir).err().expect("refused");
+    assert!(
+        err.to_string().contains("older version") && err.to_string().contains("cluster init"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The same index and search with HMAC tokens: the `--tokens hmac` path still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hmac_tokens_still_index_and_search() {
@@ -415,7 +442,6 @@ async fn a_lying_keeper_is_named_and_the_others_answer() {
                 matches!(
                     f.fault,
                     Fault::BadEvaluation {
-                        node: 1..,
                         error: obscura_keeper::Error::Proof
                     }
                 ),
@@ -436,7 +462,7 @@ async fn a_lying_keeper_is_named_and_the_others_answer() {
         .unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("keeper 1: node 1's key: the DLEQ proof does not verify"),
+        text.contains("keeper 1: token evaluation: the DLEQ proof does not verify"),
         "{text}"
     );
     // The liar is the one culprit; keeper 3, down, is not one.
@@ -488,7 +514,7 @@ async fn a_rotation_runs_its_phases_in_order_from_the_cluster_directory() {
         .unwrap();
     let config = obscura_client::config::read_config(&c.dir).unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let stale = RotationPlan::draw(7, N, M, KT, &mut rng).unwrap();
+    let stale = RotationPlan::draw(7, M, KT, &mut rng).unwrap();
     assert!(matches!(
         Phase::of(stale, config.key_version),
         Err(PlanError::OtherState {
@@ -566,11 +592,12 @@ async fn a_client_configured_for_another_cluster_blames_no_server() {
 /// A client's budget per window is enforced at every keeper; refusals are audited there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_budget_is_refused_and_audited() {
-    // One search costs 8 × 9 × 5 = 360 evaluations at each keeper asked: two fit in 1000.
+    // One search costs 8 × 9 = 72 evaluations at each keeper asked, whatever the number of
+    // nodes (one cluster key): two fit in 200.
     let mut c = Cluster::start_with(
         "budget",
         Setup {
-            budget: 1000,
+            budget: 200,
             ..VOPRF
         },
     )
@@ -639,7 +666,7 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
         .collect();
 
     let mut rng = ChaCha20Rng::seed_from_u64(21);
-    let plan = RotationPlan::draw(1, N, M, KT, &mut rng).unwrap();
+    let plan = RotationPlan::draw(1, M, KT, &mut rng).unwrap();
     let next = c.client.rekey_keepers(&plan).await.unwrap();
     // A keeper restarted now has sealed its shares of version 2.
     c.keeper_down(2).await;
@@ -696,7 +723,7 @@ async fn a_rotation_interrupted_half_way_resumes_with_nothing_lost() {
     }
     assert!(steps <= 3);
     // A different plan for a version the keepers already hold is refused.
-    let other = RotationPlan::draw(1, N, M, KT, &mut rng).unwrap();
+    let other = RotationPlan::draw(1, M, KT, &mut rng).unwrap();
     assert!(c.client.rekey_keepers(&other).await.is_err());
     c.client.finish_rotation(&plan).await.unwrap();
     c.client.finish_rotation(&plan).await.unwrap();

@@ -21,6 +21,9 @@ use obscura_proto::{roles, ErrorCode, KeeperBody, Request, Response, ResponseBod
 use obscura_store::keeper::KeeperStore;
 use rand_core::{OsRng, RngCore, SeedableRng};
 
+/// Token keys a cluster deals: one, the cluster key (numbered 1 in the keepers' messages).
+const KEYS: usize = 1;
+
 fn reasons(e: &Error) -> Vec<String> {
     match e {
         Error::Keepers { failures, .. } => failures.iter().map(|f| f.reason()).collect(),
@@ -960,7 +963,7 @@ async fn a_rekey_needs_the_owners_order_and_zero_shares_that_share_zero() {
     let owner = obscura_client::config::load(&c.dir).unwrap().owner.unwrap();
     let mut admin = raw_login_as(&c, 1, ADMIN, PASSWORD).await;
     let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
-    let plans: Vec<Rekey> = (0..N)
+    let plans: Vec<Rekey> = (0..KEYS)
         .map(|_| Rekey::random(M, KT, &mut rng).unwrap())
         .collect();
     let parts = |plans: &[Rekey], commitments: &dyn Fn(&Rekey) -> Vec<[u8; 32]>| {
@@ -1018,7 +1021,7 @@ async fn a_rekey_needs_the_owners_order_and_zero_shares_that_share_zero() {
     );
     // A share other than the one committed.
     let mut other = parts(&plans, &honest);
-    other[2].zero_share = obscura_keeper::Scalar::from(5u64).to_bytes();
+    other[0].zero_share = obscura_keeper::Scalar::from(5u64).to_bytes();
     let answer = in_session(&c, 1, &mut admin, rekey(other, &owner)).await;
     assert_eq!(error_code(&answer), rejected, "{answer:?}");
     // The honest plan with the owner's order is taken.
@@ -1778,7 +1781,7 @@ async fn a_keeper_takes_token_key_shares_only_from_the_owner_sealed_to_its_appra
         .dir
         .join(obscura_cluster::provision::PROVISION_FILE)
         .exists());
-    let chosen: Vec<SealedShare> = (1..=N as u8)
+    let chosen: Vec<SealedShare> = (1..=KEYS as u8)
         .map(|node| SealedShare {
             node,
             version: 1,
@@ -2014,7 +2017,7 @@ async fn shares_that_are_not_the_clusters_are_not_sent_and_nobody_is_blamed() {
         keepers: (1..=M as u8)
             .map(|keeper| Awaiting {
                 keeper,
-                shares: (1..=N as u8)
+                shares: (1..=KEYS as u8)
                     .map(|node| obscura_cluster::keeper::SealedShare {
                         node,
                         version: 1,
@@ -2356,7 +2359,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     let digest = recovery_digest(&plan);
     let shared = liar.agree(&helper_keys[0]).unwrap();
     let mut masks = Vec::new();
-    let contributions: Vec<[u8; 32]> = (1..=N as u8)
+    let contributions: Vec<[u8; 32]> = (1..=KEYS as u8)
         .map(|node| {
             let mut wrong = three_shares[&(node, parts.key_version)].clone();
             wrong.secret += obscura_keeper::Scalar::ONE;
@@ -2473,7 +2476,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     else {
         panic!("not recovered: {answer:?}");
     };
-    assert_eq!(public_shares.len(), N);
+    assert_eq!(public_shares.len(), 1, "the cluster's one token key");
     assert_eq!(
         proof,
         obscura_proto::provision_receipt(&receipt, 2, &public_shares)
@@ -2483,7 +2486,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     // keepers 2 and 3 make every token), and holds the shares sealed to its build.
     let recovered = c.client.recover(2, &[]).await.unwrap();
     assert_eq!(recovered.helpers, vec![1, 3]);
-    assert_eq!(recovered.nodes, N);
+    assert_eq!(recovered.nodes, KEYS);
     c.keeper_down(1).await;
     let found = c
         .client
@@ -2494,7 +2497,7 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     c.keeper_down(2).await;
     let two = LoadedKeeper::load(&c.keeper_config(2)).unwrap();
     assert!(two.stranded.is_none());
-    assert_eq!(two.shares.len(), N);
+    assert_eq!(two.shares.len(), KEYS);
     // A querier cannot order a recovery.
     assert!(matches!(
         c.querier_client().recover(2, &[]).await,

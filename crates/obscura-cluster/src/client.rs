@@ -58,8 +58,8 @@ pub struct ClientConfig {
     pub keepers: Vec<String>,
     /// Keepers needed to log in, sign and (with VOPRF tokens) evaluate.
     pub keeper_threshold: u8,
-    /// `keeper_public_shares[x - 1][j - 1]`: keeper `j`'s public share of node `x`'s key of
-    /// the current version, hex (VOPRF tokens).
+    /// `keeper_public_shares[0][j - 1]`: keeper `j`'s public share of the cluster's token key
+    /// of the current version, hex (VOPRF tokens; one key, so one row).
     #[serde(default)]
     pub keeper_public_shares: Vec<Vec<String>>,
     /// Stage-1 multi-probe radius.

@@ -86,10 +86,11 @@ fn default_session_ttl() -> u64 {
     3600
 }
 
-/// One key share as sealed: whose key (node, version) and the share's scalar.
+/// One key share as sealed: which key (number, version) and the share's scalar.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct SealedShare {
-    /// The node whose tokens this key makes.
+    /// The key's number: 1, the cluster's token key (a cluster made when each node had its
+    /// own key numbered them by node).
     pub node: u8,
     /// The key version.
     pub version: u32,

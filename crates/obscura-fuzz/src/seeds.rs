@@ -947,7 +947,7 @@ fn sealed_files() -> Vec<Vec<u8>> {
         token_root: Some([3; 32]),
     };
     out.push(client.seal(&key, &mut rng).expect("client secrets seal"));
-    let plan = RotationPlan::draw(1, 3, 3, 2, &mut rng).expect("3 nodes, 2 of 3 keepers");
+    let plan = RotationPlan::draw(1, 3, 2, &mut rng).expect("2 of 3 keepers");
     out.push(plan.seal(&key, &mut rng).expect("a plan seals"));
     out.push(
         keyfile::seal(
@@ -1029,7 +1029,7 @@ fn configs() -> Vec<Vec<u8>> {
             .map(|i| format!("https://127.0.0.1:750{i}"))
             .collect(),
         keeper_threshold: 2,
-        keeper_public_shares: vec![vec![keyfile::to_hex(&element()); 3]; 3],
+        keeper_public_shares: vec![vec![keyfile::to_hex(&element()); 3]],
         probe_radius: 1,
         lookups_per_band: 12,
         timeout_ms: 10_000,

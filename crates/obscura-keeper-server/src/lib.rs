@@ -2,7 +2,7 @@
 //! elements with it, for clients of the cluster only, within each client's budget.
 //!
 //! A keeper answers `POST /v1/keeper-evaluate` (a [`KeeperBody::KeeperEvaluate`]) with, for
-//! every node key asked for, its share applied to each blinded element and one batched DLEQ
+//! every token key asked for, its share applied to each blinded element and one batched DLEQ
 //! proof against its public share of that key (RFC 9497, ristretto255-SHA512). It sees only
 //! blinded elements, uniformly random group elements whatever the band values; it never sees a
 //! token, an element a node stores, or which node the client will query with the results.
@@ -827,7 +827,7 @@ impl KeeperState {
         })
     }
 
-    /// Take shares of key version `to` for every node key: `ρ · k_j + z_j` from the shares of
+    /// Take shares of key version `to` for every token key: `ρ · k_j + z_j` from the shares of
     /// `from`. Once taken, the same request answers the same public shares; a different one
     /// for a version already held is refused.
     fn rekey(
@@ -862,7 +862,7 @@ impl KeeperState {
             return Err(error(
                 ErrorCode::UnknownKey,
                 format!(
-                    "keeper {} holds key version {from} for nodes {nodes:?}; the rotation names \
+                    "keeper {} holds key version {from} for token keys {nodes:?}; the rotation names \
                      nodes {asked:?}",
                     self.keeper
                 ),
@@ -892,7 +892,7 @@ impl KeeperState {
             .map_err(|e| {
                 error(
                     ErrorCode::Rejected,
-                    format!("node {}'s rotation: {e}", p.node),
+                    format!("token key {}'s rotation: {e}", p.node),
                 )
             })?;
             let mut zero_shares = vec![obscura_keeper::Scalar::ZERO; usize::from(self.keeper)];
@@ -939,7 +939,7 @@ impl KeeperState {
         })
     }
 
-    /// Erase every share of `version`, once each of those node keys has a newer version here.
+    /// Erase every share of `version`, once each of those token keys has a newer version here.
     fn retire(
         &self,
         request_id: &[u8; 16],
@@ -967,7 +967,7 @@ impl KeeperState {
             return Err(error(
                 ErrorCode::BadRequest,
                 format!(
-                    "keeper {} holds no newer key for node {n} than version {version}: it \
+                    "keeper {} holds no newer token key {n} than version {version}: it \
                      cannot be erased",
                     self.keeper
                 ),
@@ -975,7 +975,7 @@ impl KeeperState {
         }
         shares.retain(|(_, v), _| *v != version);
         self.seal_and_swap(&mut sealing, shares)?;
-        let detail = format!("key version {version}: erased for nodes {retired:?}");
+        let detail = format!("key version {version}: erased for token keys {retired:?}");
         self.store
             .record_key_change(request_id, &detail, now)
             .map_err(store_error)?;
@@ -1058,7 +1058,7 @@ impl KeeperState {
                 error(
                     ErrorCode::UnknownKey,
                     format!(
-                        "keeper {} holds no share of node {}'s key version {version}",
+                        "keeper {} holds no share of token key {} version {version}",
                         self.keeper, b.node
                     ),
                 )

@@ -81,7 +81,7 @@ impl KeeperState {
                 ErrorCode::BadRequest,
                 format!(
                     "a recovery plan names a keeper of 1..={m}, {} other keepers as helpers, and \
-                     every keeper's public share of each node key",
+                     every keeper's public share of each token key",
                     self.threshold
                 ),
             ));
@@ -181,14 +181,14 @@ impl KeeperState {
                 error(
                     ErrorCode::UnknownKey,
                     format!(
-                        "keeper {} holds no share of node {node}'s key version {}",
+                        "keeper {} holds no share of token key {node} version {}",
                         self.keeper, plan.version
                     ),
                 )
             })?;
             if oprf::serialize(&share.public()) != publics[usize::from(self.keeper) - 1] {
                 return Err(refuse(format!(
-                    "the plan's public share of keeper {} for node {node} is not the one it \
+                    "the plan's public share of keeper {} for token key {node} is not the one it \
                      holds: the plan is not this cluster's",
                     self.keeper
                 )));
@@ -209,7 +209,7 @@ impl KeeperState {
         }) {
             return Err(error(
                 ErrorCode::BadRequest,
-                "the plan leaves out node keys of that version",
+                "the plan leaves out token keys of that version",
             ));
         }
         drop(shares);
@@ -300,7 +300,7 @@ impl KeeperState {
             blamed,
             reason,
         };
-        // Each helper's contributions, one per node key.
+        // Each helper's contributions, one per token key.
         let mut opened = Vec::with_capacity(parts.len());
         for (at, (part, &helper)) in parts.iter().zip(&plan.helpers).enumerate() {
             // Once its tag checks, the part is the helper's own: whatever is wrong with it
@@ -332,7 +332,7 @@ impl KeeperState {
                 )));
             }
             if part.masks.len() != n || part.masks.iter().any(|m| m.len() != t - 1) {
-                return Err(named("is not one mask per other helper for each node key"));
+                return Err(named("is not one mask per other helper for each token key"));
             }
             let plain = Zeroizing::new(
                 key.open(
@@ -348,7 +348,7 @@ impl KeeperState {
                 postcard::from_bytes(&plain).map_err(|_| named("holds no contributions"))?,
             );
             if scalars.len() != n {
-                return Err(named("is not one contribution per node key"));
+                return Err(named("is not one contribution per token key"));
             }
             opened.push(scalars);
         }
@@ -396,7 +396,7 @@ impl KeeperState {
                 verdict(
                     blamed,
                     format!(
-                        "keeper {} refuses the recovery of node {node}'s key: {blame}",
+                        "keeper {} refuses the recovery of token key {node}: {blame}",
                         self.keeper
                     ),
                 )

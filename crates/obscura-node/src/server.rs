@@ -386,8 +386,9 @@ fn lookup_admission_id(query_id: &[u8; 16]) -> [u8; 16] {
     h[..16].try_into().expect("16 bytes")
 }
 
-/// A stored element `E` under the next key version: `ρ · E` and its token.
+/// A stored element `E` under the next key version: `ρ · E` and node `node`'s token of it.
 fn move_element(
+    node: u8,
     factor: &obscura_keeper::Scalar,
     element: &WireElement,
 ) -> Result<(Token, WireElement), ResponseBody> {
@@ -398,7 +399,7 @@ fn move_element(
         )
     })?;
     let next = obscura_keeper::oprf::serialize(&(factor * e));
-    Ok((voprf_token(&next), next))
+    Ok((voprf_token(node, &next), next))
 }
 
 /// A prepared image whose manifest is the owner's, whose shares match it and whose elements
@@ -431,9 +432,11 @@ fn rotation(node: u8, s: RotationStatus) -> ResponseBody {
     }
 }
 
-/// With VOPRF tokens, every element must be a valid group element and its token the hash of it:
-/// a node keeps only elements that a rotation can move and that match what it posts.
+/// With VOPRF tokens, every element must be a valid group element and its token node `node`'s
+/// hash of it: a node keeps only elements that a rotation can move and that match what it
+/// posts.
 fn check_elements<'a>(
+    node: u8,
     image: &WireId,
     tokens: &[WireToken],
     elements: &'a [WireElement],
@@ -445,7 +448,7 @@ fn check_elements<'a>(
         .try_into()
         .map_err(|_| error(ErrorCode::BadRequest, "elements: one per band"))?;
     for (band, (e, t)) in fixed.iter().zip(tokens).enumerate() {
-        if obscura_keeper::oprf::deserialize(e).is_err() || voprf_token(e).0 != *t {
+        if obscura_keeper::oprf::deserialize(e).is_err() || voprf_token(node, e).0 != *t {
             return Err(error(
                 ErrorCode::Rejected,
                 format!(
@@ -1409,7 +1412,7 @@ impl NodeState {
             let mut other = [Token([0; 16]); BANDS];
             let mut other_elements = [[0; 32]; BANDS];
             for (band, e) in elements.iter().enumerate() {
-                (other[band], other_elements[band]) = move_element(&rho, e)?;
+                (other[band], other_elements[band]) = move_element(self.node, &rho, e)?;
             }
             out.push(if key_version == current {
                 Written {
@@ -1495,7 +1498,7 @@ impl NodeState {
                             .map_err(store_error)?
                             .iter()
                             .map(|(from, e)| {
-                                move_element(&rho, e).map(|(to, element)| TokenMove {
+                                move_element(self.node, &rho, e).map(|(to, element)| TokenMove {
                                     from: *from,
                                     to,
                                     element,
@@ -1559,7 +1562,7 @@ impl NodeState {
             &img.image_share,
             &img.hash_share,
         )?;
-        let elements = check_elements(&img.image, &img.tokens, &img.elements)?;
+        let elements = check_elements(self.node, &img.image, &img.tokens, &img.elements)?;
         // Each band's token carries its band, so two equal tokens are no honest upload; taken,
         // they would make one band count twice.
         let mut distinct = img.tokens.to_vec();

@@ -390,13 +390,13 @@ async fn voprf_elements_must_match_their_tokens() {
         let values = u.hash.to_be_bytes();
         let elements: Vec<[u8; 32]> = (0..8u8)
             .map(|band| {
-                let input = obscura_tokens::voprf_input(1, band, values[band as usize]);
+                let input = obscura_tokens::voprf_input(band, values[band as usize]);
                 serialize(&(hash_to_group(&input) * key))
             })
             .collect();
         u.tokens = elements
             .iter()
-            .map(|e| obscura_tokens::voprf_token(e).0)
+            .map(|e| obscura_tokens::voprf_token(1, e).0)
             .collect();
         elements
     };
@@ -419,12 +419,20 @@ async fn voprf_elements_must_match_their_tokens() {
         other => panic!("{other:?}"),
     }
 
-    // A token that is not the hash of its element, and an element that is not a group element.
+    // A token that is not the hash of its element, an element that is not a group element, and
+    // the tokens another node derives from the same elements (the cluster key is one: the node
+    // number in the hash is what keeps each node's tokens its own).
     let mut bad = upload(&node.owner, "coffee.png", 6);
     let elements = with_elements(&mut bad);
     for corrupt in [
         |_: &mut Vec<[u8; 32]>, t: &mut Vec<[u8; 16]>| t[3][0] ^= 1,
         |e: &mut Vec<[u8; 32]>, _: &mut Vec<[u8; 16]>| e[5] = [0xff; 32],
+        |e: &mut Vec<[u8; 32]>, t: &mut Vec<[u8; 16]>| {
+            *t = e
+                .iter()
+                .map(|e| obscura_tokens::voprf_token(2, e).0)
+                .collect()
+        },
     ] {
         let (mut e, mut t) = (elements.clone(), bad.tokens.clone());
         corrupt(&mut e, &mut t);

@@ -176,7 +176,8 @@ fn a_new_keepers_files_hold_no_token_key_share_until_it_is_appraised() {
         .iter()
         .map(|a| (a.keeper, a.shares.len()))
         .collect();
-    assert_eq!(held, [(1, 5), (2, 5), (3, 5)]);
+    // One share each, of the cluster's token key.
+    assert_eq!(held, [(1, 1), (2, 1), (3, 1)]);
     // Not under any other party's key.
     for party in ["client", "keeper1", "node1"] {
         let key = WrappingKey::from_file(&dir.join(party).join("wrapping.key")).unwrap();

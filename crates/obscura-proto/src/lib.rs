@@ -30,8 +30,8 @@
 //!     auth: None,
 //! };
 //! let bytes = req.encode();
-//! // Magic, version 14, and the kind of server it is for (1: a node).
-//! assert_eq!(&bytes[..7], b"OBSC\x00\x0e\x01");
+//! // Magic, version 15, and the kind of server it is for (1: a node).
+//! assert_eq!(&bytes[..7], b"OBSC\x00\x0f\x01");
 //! assert_eq!(Request::<NodeBody>::decode(&bytes)?, req);
 //! // A keeper does not take a node's request.
 //! assert!(matches!(
@@ -45,8 +45,8 @@
 //!
 //! // Another version is refused before its body is read.
 //! let mut future = bytes.clone();
-//! future[5] = 15;
-//! assert!(matches!(Request::<NodeBody>::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(15))));
+//! future[5] = 16;
+//! assert!(matches!(Request::<NodeBody>::decode(&future), Err(obscura_proto::Error::UnsupportedVersion(16))));
 //! # Ok::<(), obscura_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -56,8 +56,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod audit;
 
-/// The protocol version this crate speaks.
-pub const VERSION: u16 = 14;
+/// The protocol version this crate speaks. 15: VOPRF band tokens under one cluster key (an
+/// element per band value, each node's token hashed with its number), where 14 had a key per
+/// node; the bytes are unchanged, their meaning is not, so a peer of 14 is refused.
+pub const VERSION: u16 = 15;
 const MAGIC: &[u8; 4] = b"OBSC";
 
 /// A 128-bit image id on the wire.
@@ -186,7 +188,8 @@ pub struct PreparedImage {
 /// The blinded elements of one node's key in a [`KeeperBody::KeeperEvaluate`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeeperBatch {
-    /// Whose key: node 1..=n.
+    /// Which token key: 1, the cluster's (clusters made when each node had its own key
+    /// numbered them by node).
     pub node: u8,
     /// Blinded elements.
     pub elements: Vec<WireElement>,
@@ -239,12 +242,12 @@ pub enum RotateOp {
     },
 }
 
-/// One node key's part of a [`KeeperBody::KeeperRekey`], for one keeper.
+/// One token key's part of a [`KeeperBody::KeeperRekey`], for one keeper.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeeperRekeyPart {
-    /// Whose key: node 1..=n.
+    /// Which token key: 1, the cluster's (see [`KeeperBatch::node`]).
     pub node: u8,
-    /// `ρ` of that node's key, a canonical non-zero scalar.
+    /// `ρ` of that key, a canonical non-zero scalar.
     pub factor: [u8; 32],
     /// This keeper's share of a fresh sharing of zero.
     pub zero_share: [u8; 32],
@@ -277,7 +280,7 @@ pub struct RecoveryPlan {
     /// The HPKE key each helper's evidence binds (same order), as the owner appraised it:
     /// each pair of helpers derives its mask from their two keys, held inside their builds.
     pub helper_keys: Vec<[u8; 32]>,
-    /// `k_j · G` of that version for every node key (outer, node 1..=n) and keeper (inner,
+    /// `k_j · G` of that version for every token key (outer, key 1..) and keeper (inner,
     /// keeper 1..=m), as the owner's `client.json` has them: the keeper checks each part and
     /// the result against them.
     pub public_shares: Vec<Vec<WireElement>>,
@@ -292,10 +295,10 @@ pub struct RecoveryPart {
     pub helper: u8,
     /// HPKE encapsulated key.
     pub enc: Vec<u8>,
-    /// The helper's contributions, one per node key, sealed to the recovering keeper's key
+    /// The helper's contributions, one per token key, sealed to the recovering keeper's key
     /// ([`recovery_purpose`]).
     pub ciphertext: Vec<u8>,
-    /// Per node key, its commitment to the mask it shares with each other helper, in the
+    /// Per token key, its commitment to the mask it shares with each other helper, in the
     /// helpers' order.
     pub masks: Vec<Vec<WireElement>>,
     /// [`recovery_part_tag`] under the secret of the helper's attested key and the recovering
@@ -935,14 +938,14 @@ pub enum KeeperBody {
     },
     /// Sign the audit log's head now (a log already ending in a signature is left as is).
     Checkpoint,
-    /// To a keeper: hold shares of key version `to` for every node key, `ρ · k_j + z_j` from
+    /// To a keeper: hold shares of key version `to` for every token key, `ρ · k_j + z_j` from
     /// the shares of version `from`. Repeating it once done changes nothing.
     KeeperRekey {
         /// The current version.
         from: u32,
         /// The next version.
         to: u32,
-        /// One part per node key.
+        /// One part per token key.
         parts: Vec<KeeperRekeyPart>,
         /// The data owner's signature over the rekey order
         /// (`obscura_sharing::order::Order::Rekey`), 64 bytes.
@@ -1082,12 +1085,12 @@ pub enum KeeperBody {
         /// The serialized FROST signing package.
         package: Vec<u8>,
     },
-    /// To a keeper: evaluate blinded band elements under its shares of the node keys of a key
+    /// To a keeper: evaluate blinded band elements under its shares of the token keys of a key
     /// version. Charged to the client's budget.
     KeeperEvaluate {
         /// Key version.
         version: u32,
-        /// One batch per node key, at most [`limits::MAX_KEEPER_ELEMENTS`] elements in all.
+        /// One batch per token key, at most [`limits::MAX_KEEPER_ELEMENTS`] elements in all.
         batches: Vec<KeeperBatch>,
     },
     /// Remote attestation, as [`NodeBody::Evidence`]; answered outside any session.
@@ -1601,7 +1604,7 @@ pub fn request_digest(
     *hasher.finalize().as_bytes()
 }
 
-/// The digest of a rotation plan that the owner's rekey order signs: every node key's `ρ` and
+/// The digest of a rotation plan that the owner's rekey order signs: every token key's `ρ` and
 /// zero-share commitments, which every keeper receives alike (each keeper's own zero share is
 /// not part of it).
 pub fn rekey_digest(from: u32, to: u32, parts: &[KeeperRekeyPart]) -> [u8; 32] {
@@ -1838,7 +1841,7 @@ pub fn room_result_statement(
     out
 }
 
-/// What a helper's masks are derived under for one node key of a recovery: the plan, the node
+/// What a helper's masks are derived under for one token key of a recovery: the plan, the key
 /// and the version, so that no two keys or recoveries share a mask.
 pub fn recovery_label(plan: &[u8; 32], node: u8, version: u32) -> Vec<u8> {
     [
@@ -2094,12 +2097,12 @@ pub enum ResponseBody {
         /// Every image has moved.
         done: bool,
     },
-    /// A keeper's public shares of the next version's node keys, aligned with the request's
+    /// A keeper's public shares of the next version's token keys, aligned with the request's
     /// parts, so the operator can check them before anyone relies on them.
     KeeperRekeyed {
         /// The answering keeper.
         keeper: u8,
-        /// `k'_j · G` per node key.
+        /// `k'_j · G` per token key.
         public_shares: Vec<WireElement>,
     },
     /// Registration, second step: the OPAQUE registration response.

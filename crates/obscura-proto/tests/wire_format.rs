@@ -708,10 +708,10 @@ fn encoding_is_frozen() {
             + 1
             + 64)
     );
-    assert_eq!(&hex[..14], "4f425343000e01");
+    assert_eq!(&hex[..14], "4f425343000f01");
     assert_eq!(
         fnv1a(&r.encode()),
-        "2be4d797cd5418ac",
+        "c713abc932e52049",
         "wire encoding changed"
     );
 }
@@ -733,10 +733,10 @@ fn keeper_encoding_is_frozen() {
         auth: None,
     };
     let bytes = r.encode();
-    assert_eq!(&bytes[..7], b"OBSC\x00\x0e\x02");
+    assert_eq!(&bytes[..7], b"OBSC\x00\x0f\x02");
     assert_eq!(
         fnv1a(&bytes),
-        "86eb16741328e8cd",
+        "123205ec87ce5112",
         "keeper wire encoding changed"
     );
     let status = Request {

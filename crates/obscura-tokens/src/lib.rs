@@ -1,10 +1,11 @@
 //! Stage-1 of Obscura's search: band tokens.
 //!
-//! A 64-bit pHash is cut into 8 bands of 8 bits (band `i` = DCT row `i`). For each node, band and
-//! key version there is a separate key; a stored image is posted at node `x` under the 8 tokens
-//! `PRF(key[x][band][version], "obscura/band/v1" ‖ band ‖ value)`, truncated to 16 bytes. Keys
-//! differ per node, so the postings of two nodes cannot be linked, and no node holds a key, so no
-//! node can build the 256-entry dictionary of a band (DESIGN invariant 1).
+//! A 64-bit pHash is cut into 8 bands of 8 bits (band `i` = DCT row `i`). With HMAC tokens, for
+//! each node, band and key version there is a separate key; a stored image is posted at node `x`
+//! under the 8 tokens `PRF(key[x][band][version], "obscura/band/v1" ‖ band ‖ value)`, truncated
+//! to 16 bytes. With VOPRF tokens, keepers hold one cluster key per version and node `x`'s token
+//! hashes `x` with the evaluated element ([`voprf_input`], [`voprf_token`]). Either way no node
+//! holds a key, so no node can build the 256-entry dictionary of a band (DESIGN invariant 1).
 //!
 //! A query sends every node a batch of fixed shape ([`BatchPlan`]): the same number of lookups in
 //! every band, real tokens (the band value and, with multi-probe, its neighbours within a
@@ -211,27 +212,33 @@ impl NodeTokenKeys {
     }
 }
 
-/// The VOPRF input of a band value for a node: `"obscura/band/v1" ‖ node ‖ band ‖ value`. The
-/// key version is not in it: each (node, version) has its own key.
-pub fn voprf_input(node: u8, band: u8, value: u8) -> [u8; VOPRF_INPUT_LEN] {
+/// The VOPRF input of a band value: `"obscura/band/v2" ‖ band ‖ value`. Neither the node nor
+/// the key version is in it: one cluster key per version is evaluated once per band value, and
+/// each node's token is derived from that one element ([`voprf_token`]).
+pub fn voprf_input(band: u8, value: u8) -> [u8; VOPRF_INPUT_LEN] {
     let mut input = [0u8; VOPRF_INPUT_LEN];
-    input[..TOKEN_DOMAIN.len()].copy_from_slice(TOKEN_DOMAIN);
-    input[TOKEN_DOMAIN.len()..].copy_from_slice(&[node, band, value]);
+    input[..VOPRF_DOMAIN.len()].copy_from_slice(VOPRF_DOMAIN);
+    input[VOPRF_DOMAIN.len()..].copy_from_slice(&[band, value]);
     input
 }
 
-/// Length of [`voprf_input`].
-pub const VOPRF_INPUT_LEN: usize = TOKEN_DOMAIN.len() + 3;
+const VOPRF_DOMAIN: &[u8] = b"obscura/band/v2";
 
-/// The token of a VOPRF band element `k · HashToGroup(input)` (its 32-byte encoding):
-/// `SHA-256("obscura/voprf-token/v1" ‖ element)`, truncated to 16 bytes.
+/// Length of [`voprf_input`].
+pub const VOPRF_INPUT_LEN: usize = VOPRF_DOMAIN.len() + 2;
+
+/// Node `node`'s token of a VOPRF band element `k · HashToGroup(input)` (its 32-byte encoding):
+/// `SHA-256("obscura/voprf-token/v2" ‖ node ‖ element)`, truncated to 16 bytes. The same element
+/// gives every node a different token, so a lookup's tokens at one node are not those at
+/// another.
 ///
 /// Nodes keep the element itself beside the token, so that a key rotation can move it to the
 /// next key version by one multiplication; lookups carry only tokens.
-pub fn voprf_token(element: &[u8; 32]) -> Token {
+pub fn voprf_token(node: u8, element: &[u8; 32]) -> Token {
     use sha2::Digest;
     let full = Sha256::new()
         .chain_update(VOPRF_TOKEN_DOMAIN)
+        .chain_update([node])
         .chain_update(element)
         .finalize();
     let mut t = [0u8; TOKEN_LEN];
@@ -239,7 +246,7 @@ pub fn voprf_token(element: &[u8; 32]) -> Token {
     Token(t)
 }
 
-const VOPRF_TOKEN_DOMAIN: &[u8] = b"obscura/voprf-token/v1";
+const VOPRF_TOKEN_DOMAIN: &[u8] = b"obscura/voprf-token/v2";
 
 /// Band values within Hamming distance `radius` of `value`, nearest first (the value itself
 /// first).

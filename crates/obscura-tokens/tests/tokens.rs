@@ -43,6 +43,25 @@ fn tokens_are_deterministic_and_separated() {
     assert!(format!("{a:?}").contains("redacted"));
 }
 
+/// VOPRF tokens: one element per band value (the input names no node), and each node's token of
+/// it its own; the encodings are fixed, since nodes check uploads against them.
+#[test]
+fn voprf_inputs_name_no_node_and_each_node_hashes_its_own_token() {
+    use obscura_tokens::{voprf_input, voprf_token};
+    assert_eq!(&voprf_input(3, 0xa7), b"obscura/band/v2\x03\xa7");
+    let e = [0x42u8; 32];
+    let tokens: HashSet<_> = (1..=64u8).map(|node| voprf_token(node, &e)).collect();
+    assert_eq!(tokens.len(), 64, "a node's token is not another's");
+    assert_ne!(voprf_token(1, &e), voprf_token(1, &[0x43; 32]));
+    // SHA-256("obscura/voprf-token/v2" ‖ 01 ‖ 42^32), first 16 bytes.
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"obscura/voprf-token/v2");
+    h.update([1u8]);
+    h.update(e);
+    assert_eq!(voprf_token(1, &e).0, h.finalize()[..16]);
+}
+
 #[test]
 fn probes_cover_the_radius() {
     assert_eq!(probes(0x0f, 0), vec![0x0f]);
