@@ -162,6 +162,11 @@ async fn search_goes_on_with_a_node_down_on_six_nodes() {
     assert_eq!(c.client.get(ids[2]).await.unwrap().image, files[2]);
 }
 
+/// Each fault's node and reason, in order.
+fn named(faults: &[obscura_client::NodeFailure]) -> Vec<(u8, String)> {
+    faults.iter().map(|f| (f.node, f.reason())).collect()
+}
+
 /// Flip one byte of `image`'s value in a node's redb table (the node must be stopped).
 fn flip_byte(
     store: &std::path::Path,
@@ -195,13 +200,8 @@ async fn corrupted_shares_and_manifests_are_named_and_the_image_still_rebuilt() 
     c.up(3).await;
     let rebuilt = c.client.get(id).await.unwrap();
     assert_eq!(rebuilt.image, file);
-    let named: Vec<_> = rebuilt
-        .faults
-        .iter()
-        .map(|f| (f.node, f.reason()))
-        .collect();
     assert_eq!(
-        named,
+        named(&rebuilt.faults),
         [
             (2, "node 2 share failed its digest".to_string()),
             (3, "returned a manifest that is not the owner's".to_string())
@@ -285,13 +285,8 @@ async fn compact_storage_keeps_a_kth_per_node_names_a_bad_piece_and_rebuilds_fro
     }
     let rebuilt = c.client.get(id).await.unwrap();
     assert_eq!(rebuilt.image, file);
-    let named: Vec<_> = rebuilt
-        .faults
-        .iter()
-        .map(|f| (f.node, f.reason()))
-        .collect();
     assert_eq!(
-        named,
+        named(&rebuilt.faults),
         [
             (1, "node 1 share failed its digest".to_string()),
             (3, "node 3 share failed its digest".to_string())

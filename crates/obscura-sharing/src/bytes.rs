@@ -160,6 +160,17 @@ pub fn split_into<R: RngCore + CryptoRng>(
     Ok(())
 }
 
+/// The first `k` of `shares`, which must hold at least `k ≥ 2`.
+pub(crate) fn first_k(shares: &[ByteShare], k: usize) -> Result<&[ByteShare], Error> {
+    if k < 2 || shares.len() < k {
+        return Err(Error::NotEnoughShares {
+            need: k.max(2),
+            got: shares.len(),
+        });
+    }
+    Ok(&shares[..k])
+}
+
 /// The Lagrange weights `λ_i = Π_{j≠i} x_j / (x_j − x_i)` that give f(0) from values at `xs`.
 ///
 /// # Errors
@@ -201,13 +212,7 @@ pub fn reconstruct_with_kernel(
     k: usize,
     kernel: Kernel,
 ) -> Result<Vec<u8>, Error> {
-    if k < 2 || shares.len() < k {
-        return Err(Error::NotEnoughShares {
-            need: k.max(2),
-            got: shares.len(),
-        });
-    }
-    let used = &shares[..k];
+    let used = first_k(shares, k)?;
     let len = used[0].bytes.len();
     if let Some(bad) = used.iter().find(|s| s.bytes.len() != len) {
         return Err(Error::ShareLengthMismatch {

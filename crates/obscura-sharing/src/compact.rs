@@ -149,13 +149,7 @@ pub fn reconstruct(
     n: usize,
     content_len: u64,
 ) -> Result<Vec<u8>, Error> {
-    if k < 2 || shares.len() < k {
-        return Err(Error::NotEnoughShares {
-            need: k.max(2),
-            got: shares.len(),
-        });
-    }
-    let used = &shares[..k];
+    let used = bytes::first_k(shares, k)?;
     let xs: Vec<u8> = used.iter().map(|s| s.x).collect();
     crate::check_share_indices(&xs)?;
     let piece = piece_len(content_len, k).ok_or(Error::CompactOpen)?;
