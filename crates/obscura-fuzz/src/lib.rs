@@ -1956,6 +1956,26 @@ pub(crate) fn seed_work() -> Option<obscura_room::work::Work> {
     Work::new(module.as_bytes(), manifest).ok()
 }
 
+/// `member` (whose KeyPackage is `kp`) added to `owner`'s group on the owner's word, the change
+/// merged and the member joined by its Welcome: the Commit and Welcome.
+fn admit(
+    owner: &mut obscura_group::Member,
+    member: &mut obscura_group::Member,
+    kp: &[u8],
+) -> obscura_group::Change {
+    let change = owner
+        .add(
+            &obscura_group::Candidate::parse(kp).expect("its own KeyPackage parses"),
+            &obscura_group::Admitted::vouched(),
+        )
+        .expect("added");
+    owner.confirm().expect("merged");
+    member
+        .receive(&change.commit, change.welcome.as_deref())
+        .expect("joined");
+    change
+}
+
 /// The cluster's group as its members read it: a KeyPackage handed to the owner's add (never a
 /// panic; a worker's never admitted on the owner's word), a group message from the ledger given
 /// to a member of a live group and to one waiting for its Welcome (never a panic; the group's
@@ -1982,16 +2002,7 @@ pub fn group(data: &[u8]) {
     // A member of the owner's group, and a would-be member.
     let mut member = Member::new("client:member").expect("a member");
     let kp = member.key_package(None).expect("a KeyPackage");
-    let change = owner
-        .add(
-            &Candidate::parse(&kp).expect("its own KeyPackage parses"),
-            &Admitted::vouched(),
-        )
-        .expect("added");
-    owner.confirm().expect("merged");
-    member
-        .receive(&change.commit, change.welcome.as_deref())
-        .expect("joined");
+    admit(&mut owner, &mut member, &kp);
     let opened = member.receive(data, None);
     assert!(
         !matches!(opened, Ok(Received::Opened(_))),

@@ -1367,7 +1367,7 @@ fn room_seeds() -> Vec<Vec<u8>> {
 /// message, a removal, and members' state files (the group's keys are fresh each time: these
 /// shape the inputs, they do not open).
 fn group_seeds() -> Vec<Vec<u8>> {
-    use obscura_group::{Admitted, Candidate, Member};
+    use obscura_group::Member;
     let state = |m: &Member| {
         obscura_client::group::seal_state(&obscura_client::group::Saved::new(m), &wrapping_key())
             .expect("it seals")
@@ -1380,16 +1380,7 @@ fn group_seeds() -> Vec<Vec<u8>> {
     let worker_kp = worker
         .key_package(Some(b"{\"platform\":\"simulation\"}".to_vec()))
         .expect("a KeyPackage");
-    let added = owner
-        .add(
-            &Candidate::parse(&kp).expect("parses"),
-            &Admitted::vouched(),
-        )
-        .expect("added");
-    owner.confirm().expect("merged");
-    member
-        .receive(&added.commit, added.welcome.as_deref())
-        .expect("joined");
+    let added = crate::admit(&mut owner, &mut member, &kp);
     let (_, sealed) = owner
         .seal(br#"{"labels":{"00112233445566778899aabbccddeeff":"harbour"}}"#)
         .expect("sealed");
