@@ -438,22 +438,21 @@ impl Client {
                 plan.factors.len(),
             )));
         }
-        let commitments: Vec<Vec<[u8; 32]>> = (0..1)
-            .map(|x| {
-                plan.rekey(x)
-                    .map(|r| r.zero_commitments().iter().map(oprf::serialize).collect())
-                    .map_err(Error::Plan)
-            })
-            .collect::<Result<_, _>>()?;
+        let commitments: Vec<[u8; 32]> = plan
+            .rekey(0)
+            .map_err(Error::Plan)?
+            .zero_commitments()
+            .iter()
+            .map(oprf::serialize)
+            .collect();
+        // The cluster key's one part, for keeper `j` (0-based).
         let parts_for = |j: usize| -> Vec<KeeperRekeyPart> {
-            (0..1)
-                .map(|x| KeeperRekeyPart {
-                    node: x as u8 + 1,
-                    factor: plan.factors[x],
-                    zero_share: plan.zero_shares[x].get(j).copied().unwrap_or_default(),
-                    zero_commitments: commitments[x].clone(),
-                })
-                .collect()
+            vec![KeeperRekeyPart {
+                node: crate::tokens::CLUSTER_KEY,
+                factor: plan.factors[0],
+                zero_share: plan.zero_shares[0].get(j).copied().unwrap_or_default(),
+                zero_commitments: commitments.clone(),
+            }]
         };
         // Every keeper's parts differ only in its own zero share, which the digest leaves out.
         let order = Order::Rekey {
