@@ -109,7 +109,13 @@ async fn node_run(config: &Path) -> Result<ExitCode, Failure> {
     // then ends the server cleanly once it is up instead of killing it.
     let stop = shutdown_signal();
     release_freed_memory_periodically();
-    let loaded = obscura_node::config::LoadedNode::load(config).map_err(|e| e.to_string())?;
+    // Off the async workers: the store blocks, and a database connection runs a runtime of
+    // its own.
+    let path = config.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || obscura_node::config::LoadedNode::load(&path))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let listen = loaded.config.listen.clone();
     let node = loaded.config.node;
     let listener = tokio::net::TcpListener::bind(&listen)

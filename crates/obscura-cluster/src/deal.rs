@@ -419,6 +419,7 @@ fn build(
             policy: fitted(opt.policy, n as u8),
             limits: ServerLimits::default(),
             storage: Default::default(),
+            database: None,
             attestation: Some(AttestationSource::Simulation),
         };
         json(&nd.join("node.json"), &config)?;

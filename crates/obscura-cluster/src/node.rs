@@ -59,6 +59,11 @@ pub struct NodeConfig {
     /// How the store uses memory and disk.
     #[serde(default)]
     pub storage: StorageSettings,
+    /// A PostgreSQL database to keep the store in instead of the redb file `store`
+    /// (`postgres://user:password@host:port/database`); several processes of this node may
+    /// serve from it. Keep this file private when the URL holds a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     /// Where its attestation evidence comes from; without it the node does not attest, and a
     /// client under an attestation policy does not use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -985,6 +985,7 @@ fn configs() -> Vec<Vec<u8>> {
         policy: SearchPolicy::default(),
         limits: ServerLimits::default(),
         storage: StorageSettings::default(),
+        database: None,
         attestation: None,
     };
     let keeper = KeeperConfig {

@@ -11,7 +11,7 @@ use obscura_cluster::files::read_config;
 use obscura_cluster::node::{NodeConfig, NodeSecrets, StorageSettings};
 use obscura_cluster::server::{beside, open_server, Opened};
 use obscura_sharing::zero::ZeroSharingKeys;
-use obscura_store::{Store, StoreOptions};
+use obscura_store::{NodeStore, PgStore, Store, StoreOptions};
 
 pub use obscura_server::Error;
 
@@ -30,8 +30,8 @@ pub struct LoadedNode {
     pub config: NodeConfig,
     /// TLS server configuration (client certificates required).
     pub tls: Arc<rustls::ServerConfig>,
-    /// The store, opened.
-    pub store: Store,
+    /// The store, opened: the redb file, or the PostgreSQL database the configuration names.
+    pub store: Box<dyn NodeStore>,
     /// Zero-sharing keys.
     pub zero: ZeroSharingKeys,
     /// Audit signing key; it also signs Stage-2 answers.
@@ -59,7 +59,9 @@ impl std::fmt::Debug for LoadedNode {
 }
 
 impl LoadedNode {
-    /// Read a configuration file and everything it names.
+    /// Read a configuration file and everything it names. Blocks on the store (and, with a
+    /// database, creates a runtime of its own for the connection): call it off the async
+    /// workers.
     ///
     /// # Errors
     /// [`Error::Files`] for a configuration out of range or its files (unreadable, open to other
@@ -118,11 +120,14 @@ impl LoadedNode {
             secrets.zero_keys.clone(),
         )
         .map_err(|e| Error::secrets(e.to_string()))?;
-        let store = Store::open_with(
-            &beside(config_path, &config.files.store),
-            config.node,
-            store_options(&config.storage),
-        )?;
+        let store: Box<dyn NodeStore> = match &config.database {
+            Some(url) => Box::new(PgStore::open(url, config.node)?),
+            None => Box::new(Store::open_with(
+                &beside(config_path, &config.files.store),
+                config.node,
+                store_options(&config.storage),
+            )?),
+        };
         let attester = obscura_server::attest::Attester::load(
             config_path,
             config.attestation,
@@ -138,7 +143,7 @@ impl LoadedNode {
                 config.node
             )));
         }
-        let ledger = crate::ledger::NodeLedger::load(&store, owner, &node_keys)
+        let ledger = crate::ledger::NodeLedger::load(&*store, owner, &node_keys)
             .map_err(|reason| bad(format!("{}: {reason}", config.files.store.display())))?;
         Ok(LoadedNode {
             ledger,

@@ -9,7 +9,7 @@ use ed25519_dalek::VerifyingKey;
 use obscura_ledger::entry::{Authors, Entry};
 use obscura_ledger::head::{Cosignature, CosignedHead, Cosigners, TreeHead};
 use obscura_ledger::replica::{majority, Replica};
-use obscura_store::Store;
+use obscura_store::NodeStore;
 
 /// The ledger as a node holds it: every entry checked, and the last cosigned head kept.
 #[derive(Clone, Debug)]
@@ -29,7 +29,7 @@ impl NodeLedger {
     /// # Errors
     /// Why the stored ledger cannot be trusted, in words.
     pub fn load(
-        store: &Store,
+        store: &dyn NodeStore,
         owner: VerifyingKey,
         nodes: &[VerifyingKey],
     ) -> Result<Self, String> {

@@ -52,7 +52,7 @@ use obscura_proto::{
 use obscura_sharing::manifest::{CheckedShare, ImageId, ShareRole, SignedManifest};
 use obscura_sharing::order::{user_digest, Order};
 use obscura_sharing::zero::ZeroSharingKeys;
-use obscura_store::{NewImage, RotationStatus, Store, TokenMove};
+use obscura_store::{NewImage, NodeStore, RotationStatus, TokenMove};
 use obscura_tokens::{voprf_token, Token, BANDS};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -255,7 +255,7 @@ struct NodeState {
     n: usize,
     t: usize,
     window: u64,
-    store: Store,
+    store: Box<dyn NodeStore>,
     zero: ZeroSharingKeys,
     owner: VerifyingKey,
     audit_key: SigningKey,
@@ -762,7 +762,7 @@ impl NodeState {
                     .map_err(auth_error)?;
                 self.record(req, &any, format_args!(""), now)?;
                 let s = self.store.stats().map_err(store_error)?;
-                let v = self.store.key_versions();
+                let v = self.store.key_versions().map_err(store_error)?;
                 Ok(ResponseBody::Status {
                     node: self.node,
                     committed: s.committed,
@@ -1378,10 +1378,10 @@ impl NodeState {
                 })
                 .collect()
         };
-        let Some((to, factor)) = self.store.rotation_factor() else {
+        let Some((to, factor)) = self.store.rotation_factor().map_err(store_error)? else {
             return Ok((key_version, as_sent()));
         };
-        let current = self.store.key_versions().current;
+        let current = self.store.key_versions().map_err(store_error)?.current;
         if key_version != current && key_version != to {
             return Ok((key_version, as_sent())); // the store refuses it
         }
@@ -1444,7 +1444,7 @@ impl NodeState {
             .verify(&self.owner, signature)
             .map_err(|e| error(ErrorCode::Rejected, format!("delete {image} refused: {e}")))?;
         let mut newer = None;
-        let result = self.store.delete_if(&image, now, |manifest| {
+        let result = self.store.delete_if(&image, now, &mut |manifest| {
             let created_at = SignedManifest::from_bytes(manifest)
                 .map_err(|_| obscura_store::Error::Corrupt("a stored manifest does not parse"))?
                 .created_at();
@@ -1490,7 +1490,13 @@ impl NodeState {
                 // Elements stored while the moves are computed make the store refuse them;
                 // compute again then.
                 for _ in 0..3 {
-                    let moves = if self.store.key_versions().next.is_some() {
+                    let moves = if self
+                        .store
+                        .key_versions()
+                        .map_err(store_error)?
+                        .next
+                        .is_some()
+                    {
                         Vec::new() // under way: the store checks the values and reports
                     } else {
                         self.store
@@ -1527,7 +1533,7 @@ impl NodeState {
                 }
                 .verify(&self.owner, signature)
                 .map_err(refused)?;
-                let next = self.store.key_versions().next;
+                let next = self.store.key_versions().map_err(store_error)?.next;
                 if next.is_some_and(|n| n != *to) {
                     return Err(error(
                         ErrorCode::BadRequest,

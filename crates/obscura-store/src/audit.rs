@@ -13,22 +13,69 @@ pub use obscura_proto::audit::{
 
 use crate::{Error, AUDIT};
 
+/// A log's last entry: its sequence number, hash and kind tag.
+pub(crate) type Head = (u64, [u8; 32], u8);
+
+/// The head of a log whose last entry is `bytes`, at `seq`.
+pub(crate) fn head_of(seq: u64, bytes: &[u8]) -> Result<Head, Error> {
+    if bytes.len() < HEADER_LEN {
+        return Err(Error::Corrupt("audit entry length"));
+    }
+    Ok((seq, bytes[32..64].try_into().expect("32 bytes"), bytes[72]))
+}
+
 /// The last entry's sequence number, hash and kind tag, or `None` for an empty log.
-fn head(txn: &WriteTransaction) -> Result<Option<(u64, [u8; 32], u8)>, Error> {
+fn head(txn: &WriteTransaction) -> Result<Option<Head>, Error> {
     let table = txn.open_table(AUDIT)?;
     let last = table.last()?;
-    last.map(|(k, v)| {
-        let bytes = v.value();
-        if bytes.len() < HEADER_LEN {
-            return Err(Error::Corrupt("audit entry length"));
+    last.map(|(k, v)| head_of(k.value(), v.value())).transpose()
+}
+
+/// The entry that follows `head`.
+pub(crate) fn next_entry(
+    head: Option<Head>,
+    time: u64,
+    kind: AuditKind,
+    subject: &[u8; 16],
+    detail: &[u8],
+) -> AuditEntry {
+    let (seq, prev) = match head {
+        None => (0, [0u8; 32]),
+        Some((s, h, _)) => (s + 1, h),
+    };
+    AuditEntry {
+        seq,
+        prev,
+        hash: entry_hash(seq, &prev, time, kind, subject, detail),
+        time,
+        kind,
+        subject: *subject,
+        detail: detail.to_vec(),
+    }
+}
+
+/// The checkpoint that signs `head`, or, when the log already ends in a checkpoint, that
+/// checkpoint's sequence number: an idle node's log does not grow by a checkpoint every
+/// interval.
+pub(crate) fn next_checkpoint(
+    head: Option<Head>,
+    key: &SigningKey,
+    time: u64,
+) -> Result<AuditEntry, u64> {
+    if let Some((seq, _, tag)) = head {
+        if tag == AuditKind::Checkpoint.tag() {
+            return Err(seq);
         }
-        Ok((
-            k.value(),
-            bytes[32..64].try_into().expect("32 bytes"),
-            bytes[72],
-        ))
-    })
-    .transpose()
+    }
+    let (seq, hash) = head.map_or((0, [0u8; 32]), |(s, h, _)| (s + 1, h));
+    let sig = key.sign(&checkpoint_message(seq, &hash));
+    Ok(next_entry(
+        head,
+        time,
+        AuditKind::Checkpoint,
+        &[0; 16],
+        &sig.to_bytes(),
+    ))
 }
 
 /// Append one entry inside `txn`; returns its sequence number.
@@ -39,22 +86,10 @@ pub(crate) fn append(
     subject: &[u8; 16],
     detail: &[u8],
 ) -> Result<u64, Error> {
-    let (seq, prev) = match head(txn)? {
-        None => (0, [0u8; 32]),
-        Some((s, h, _)) => (s + 1, h),
-    };
-    let entry = AuditEntry {
-        seq,
-        prev,
-        hash: entry_hash(seq, &prev, time, kind, subject, detail),
-        time,
-        kind,
-        subject: *subject,
-        detail: detail.to_vec(),
-    };
+    let entry = next_entry(head(txn)?, time, kind, subject, detail);
     txn.open_table(AUDIT)?
-        .insert(seq, entry.encode().as_slice())?;
-    Ok(seq)
+        .insert(entry.seq, entry.encode().as_slice())?;
+    Ok(entry.seq)
 }
 
 /// Append a checkpoint signing the current head.
@@ -63,15 +98,12 @@ pub(crate) fn checkpoint(
     key: &SigningKey,
     time: u64,
 ) -> Result<u64, Error> {
-    let last = head(txn)?;
-    // A log already ending in a checkpoint is signed as it stands: an idle node's log does not
-    // grow by a checkpoint every interval.
-    if let Some((seq, _, tag)) = last {
-        if tag == AuditKind::Checkpoint.tag() {
-            return Ok(seq);
+    match next_checkpoint(head(txn)?, key, time) {
+        Err(seq) => Ok(seq),
+        Ok(entry) => {
+            txn.open_table(AUDIT)?
+                .insert(entry.seq, entry.encode().as_slice())?;
+            Ok(entry.seq)
         }
     }
-    let (seq, head) = last.map_or((0, [0u8; 32]), |(s, h, _)| (s + 1, h));
-    let sig = key.sign(&checkpoint_message(seq, &head));
-    append(txn, time, AuditKind::Checkpoint, &[0; 16], &sig.to_bytes())
 }

@@ -43,6 +43,8 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+mod backend;
+pub use backend::{NodeStore, RotationFactor};
 mod db;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -50,6 +52,8 @@ pub mod fuzzing;
 pub mod keeper;
 mod ledger;
 pub use ledger::StoredLedger;
+pub mod pg;
+pub use pg::PgStore;
 mod rotation;
 
 use std::collections::{HashMap, HashSet};

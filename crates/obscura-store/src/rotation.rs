@@ -86,7 +86,66 @@ struct Rotating {
 }
 
 impl KeyState {
-    fn versions(&self) -> KeyVersions {
+    /// The state of a store serving `current`, during a rotation described by `record` whose
+    /// token map is `forward` (retired → next).
+    pub(crate) fn from_parts(current: u32, rotation: Option<(Record, HashMap<Tok, Tok>)>) -> Self {
+        KeyState {
+            current,
+            rotation: rotation.map(|(record, forward)| Rotating {
+                to: record.to,
+                factor: record.factor,
+                backward: forward.iter().map(|(a, b)| (*b, *a)).collect(),
+                forward,
+            }),
+        }
+    }
+
+    /// During a rotation, its target version and `ρ`.
+    pub(crate) fn factor(&self) -> Option<(u32, Zeroizing<[u8; 32]>)> {
+        self.rotation.as_ref().map(|r| (r.to, r.factor.clone()))
+    }
+
+    /// Whether a rotation from `from` to `to` with `factor` can begin: `Ok(false)` when it
+    /// can, `Ok(true)` when it began (or finished) already with the same values.
+    pub(crate) fn check_begin(&self, from: u32, to: u32, factor: &[u8; 32]) -> Result<bool, Error> {
+        if let Some(r) = &self.rotation {
+            if (self.current, r.to, r.factor.as_slice()) == (from, to, factor.as_slice()) {
+                return Ok(true);
+            }
+            return Err(Error::Invalid(
+                "another rotation is under way: finish it first",
+            ));
+        }
+        if self.current == to {
+            return Ok(true);
+        }
+        if self.current != from {
+            return Err(self.refuse(from));
+        }
+        if to <= from {
+            return Err(Error::Invalid("the next key version must be newer"));
+        }
+        Ok(false)
+    }
+
+    /// Whether the rotation to `to` can be finished: the retired version's tokens when it can,
+    /// `None` when it finished already.
+    pub(crate) fn check_finish(&self, to: u32) -> Result<Option<(u32, Vec<Tok>)>, Error> {
+        let Some(r) = &self.rotation else {
+            if self.current == to {
+                return Ok(None);
+            }
+            return Err(Error::Invalid(
+                "no rotation to this key version is under way",
+            ));
+        };
+        if r.to != to {
+            return Err(Error::Invalid("another rotation is under way"));
+        }
+        Ok(Some((self.current, r.forward.keys().copied().collect())))
+    }
+
+    pub(crate) fn versions(&self) -> KeyVersions {
         KeyVersions {
             current: self.current,
             next: self.rotation.as_ref().map(|r| r.to),
@@ -174,14 +233,40 @@ impl KeyState {
 
 /// The rotation record kept in the meta table while one is under way.
 pub(crate) struct Record {
-    to: u32,
-    factor: Zeroizing<[u8; 32]>,
+    pub(crate) to: u32,
+    pub(crate) factor: Zeroizing<[u8; 32]>,
     /// The last image moved, in id order.
-    cursor: Option<[u8; 16]>,
-    moved: u64,
-    total: u64,
-    postings: u64,
-    done: bool,
+    pub(crate) cursor: Option<[u8; 16]>,
+    pub(crate) moved: u64,
+    pub(crate) total: u64,
+    pub(crate) postings: u64,
+    pub(crate) done: bool,
+}
+
+impl Record {
+    /// Where the rotation this record describes stands, serving `versions`.
+    pub(crate) fn status(&self, versions: KeyVersions) -> RotationStatus {
+        RotationStatus {
+            versions,
+            moved: self.moved,
+            total: self.total,
+            postings: self.postings,
+            done: self.done,
+        }
+    }
+}
+
+impl RotationStatus {
+    /// No rotation under way.
+    pub(crate) fn idle(versions: KeyVersions) -> Self {
+        RotationStatus {
+            versions,
+            moved: 0,
+            total: 0,
+            postings: 0,
+            done: true,
+        }
+    }
 }
 
 impl Record {
@@ -230,10 +315,10 @@ impl Record {
     }
 }
 
-const KEY_VERSION: &str = "key_version";
-const ROTATION: &str = "rotation";
+pub(crate) const KEY_VERSION: &str = "key_version";
+pub(crate) const ROTATION: &str = "rotation";
 
-fn tok(bytes: &[u8]) -> Result<Tok, Error> {
+pub(crate) fn tok(bytes: &[u8]) -> Result<Tok, Error> {
     bytes.try_into().map_err(|_| Error::Corrupt("token"))
 }
 
@@ -270,15 +355,10 @@ pub(crate) fn read_keys(db: &redb::Database) -> Result<KeyState, Error> {
                 let (k, v) = e?;
                 forward.insert(tok(k.value())?, tok(v.value())?);
             }
-            Some(Rotating {
-                to: record.to,
-                factor: record.factor,
-                backward: forward.iter().map(|(a, b)| (*b, *a)).collect(),
-                forward,
-            })
+            Some((record, forward))
         }
     };
-    Ok(KeyState { current, rotation })
+    Ok(KeyState::from_parts(current, rotation))
 }
 
 impl Store {
@@ -290,10 +370,7 @@ impl Store {
     /// During a rotation, its target version and `ρ`, to move the tokens of an image uploaded
     /// under the old version.
     pub fn rotation_factor(&self) -> Option<(u32, Zeroizing<[u8; 32]>)> {
-        self.keys()
-            .rotation
-            .as_ref()
-            .map(|r| (r.to, r.factor.clone()))
+        self.keys().factor()
     }
 
     /// Begin moving from key version `from` to `to`: `moves` must hold every stored element of
@@ -313,24 +390,9 @@ impl Store {
         now: u64,
     ) -> Result<RotationStatus, Error> {
         let mut keys = self.keys_mut();
-        if let Some(r) = &keys.rotation {
-            if (keys.current, r.to, r.factor.as_slice()) == (from, to, factor.as_slice()) {
-                drop(keys);
-                return self.rotation_status();
-            }
-            return Err(Error::Invalid(
-                "another rotation is under way: finish it first",
-            ));
-        }
-        if keys.current == to {
+        if keys.check_begin(from, to, factor)? {
             drop(keys);
             return self.rotation_status();
-        }
-        if keys.current != from {
-            return Err(keys.refuse(from));
-        }
-        if to <= from {
-            return Err(Error::Invalid("the next key version must be newer"));
         }
         let forward: HashMap<Tok, Tok> = moves.iter().map(|m| (m.from.0, m.to.0)).collect();
         let db = self.db()?;
@@ -487,19 +549,10 @@ impl Store {
     /// [`Error::Invalid`] when images remain to be moved or no such rotation is under way.
     pub fn finish_rotation(&self, to: u32, now: u64) -> Result<RotationStatus, Error> {
         let mut keys = self.keys_mut();
-        let Some(r) = &keys.rotation else {
-            if keys.current == to {
-                drop(keys);
-                return self.rotation_status();
-            }
-            return Err(Error::Invalid(
-                "no rotation to this key version is under way",
-            ));
+        let Some((from, retired)) = keys.check_finish(to)? else {
+            drop(keys);
+            return self.rotation_status();
         };
-        if r.to != to {
-            return Err(Error::Invalid("another rotation is under way"));
-        }
-        let from = keys.current;
         let db = self.db()?;
         let txn = begin_durable(&db)?;
         {
@@ -513,7 +566,7 @@ impl Store {
             }
             let postings = txn.open_multimap_table(POSTINGS)?;
             let mut elements = txn.open_table(TOKEN_ELEMENTS)?;
-            for old in r.forward.keys() {
+            for old in &retired {
                 if !postings.get(old.as_slice())?.is_empty() {
                     return Err(Error::Corrupt("a posting of the old key version remains"));
                 }
@@ -549,20 +602,8 @@ impl Store {
             None => None,
         };
         Ok(match record {
-            Some(r) => RotationStatus {
-                versions,
-                moved: r.moved,
-                total: r.total,
-                postings: r.postings,
-                done: r.done,
-            },
-            None => RotationStatus {
-                versions,
-                moved: 0,
-                total: 0,
-                postings: 0,
-                done: true,
-            },
+            Some(r) => r.status(versions),
+            None => RotationStatus::idle(versions),
         })
     }
 }

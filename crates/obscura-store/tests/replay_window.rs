@@ -4,80 +4,86 @@
 mod common;
 
 use common::TempDir;
-use obscura_store::{AuditKind, Error, Store};
+use obscura_store::{AuditKind, Error};
 
 const WINDOW: u64 = 120;
 
 #[test]
 fn replay_and_stale_requests_are_refused() {
     let dir = TempDir::new("replay");
-    let store = Store::open(&dir.db(), 1).unwrap();
-    store.admit_request(&[1; 16], 1000, 1000, WINDOW).unwrap();
-    assert!(matches!(
-        store.admit_request(&[1; 16], 1000, 1001, WINDOW),
-        Err(Error::Replay)
-    ));
-    assert!(matches!(
-        store.admit_request(&[2; 16], 800, 1000, WINDOW),
-        Err(Error::Stale { at: 800, .. })
-    ));
-    assert!(matches!(
-        store.admit_request(&[3; 16], 1200, 1000, WINDOW),
-        Err(Error::Stale { .. })
-    ));
-    store.admit_request(&[2; 16], 950, 1000, WINDOW).unwrap();
+    for backend in common::backends(&dir, "replay_and_stale_requests_are_") {
+        let store = backend.open(1).unwrap();
+        store.admit_request(&[1; 16], 1000, 1000, WINDOW).unwrap();
+        assert!(matches!(
+            store.admit_request(&[1; 16], 1000, 1001, WINDOW),
+            Err(Error::Replay)
+        ));
+        assert!(matches!(
+            store.admit_request(&[2; 16], 800, 1000, WINDOW),
+            Err(Error::Stale { at: 800, .. })
+        ));
+        assert!(matches!(
+            store.admit_request(&[3; 16], 1200, 1000, WINDOW),
+            Err(Error::Stale { .. })
+        ));
+        store.admit_request(&[2; 16], 950, 1000, WINDOW).unwrap();
 
-    // The window survives a restart.
-    drop(store);
-    let store = Store::open(&dir.db(), 1).unwrap();
-    assert!(matches!(
-        store.admit_request(&[1; 16], 1000, 1010, WINDOW),
-        Err(Error::Replay)
-    ));
-    let refusals = store
-        .audit_entries()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == AuditKind::Refused)
-        .count();
-    assert_eq!(refusals, 4);
+        // The window survives a restart.
+        drop(store);
+        let store = backend.open(1).unwrap();
+        assert!(matches!(
+            store.admit_request(&[1; 16], 1000, 1010, WINDOW),
+            Err(Error::Replay)
+        ));
+        let refusals = store
+            .audit_entries()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == AuditKind::Refused)
+            .count();
+        assert_eq!(refusals, 4);
+    }
 }
 
 #[test]
 fn old_ids_are_forgotten_but_still_refused_by_time() {
     let dir = TempDir::new("expire");
-    let store = Store::open(&dir.db(), 1).unwrap();
-    store.admit_request(&[7; 16], 1000, 1000, WINDOW).unwrap();
-    // Much later, another request expires the first id from the table...
-    store.admit_request(&[8; 16], 2000, 2000, WINDOW).unwrap();
-    // ...and a replay of it is still refused, by its time.
-    assert!(matches!(
-        store.admit_request(&[7; 16], 1000, 2000, WINDOW),
-        Err(Error::Stale { .. })
-    ));
+    for backend in common::backends(&dir, "old_ids_are_forgotten_but_stil") {
+        let store = backend.open(1).unwrap();
+        store.admit_request(&[7; 16], 1000, 1000, WINDOW).unwrap();
+        // Much later, another request expires the first id from the table...
+        store.admit_request(&[8; 16], 2000, 2000, WINDOW).unwrap();
+        // ...and a replay of it is still refused, by its time.
+        assert!(matches!(
+            store.admit_request(&[7; 16], 1000, 2000, WINDOW),
+            Err(Error::Stale { .. })
+        ));
+    }
 }
 
 #[test]
 fn deferred_admission_refuses_replays_and_lasts_once_a_durable_commit_follows() {
     let dir = TempDir::new("deferred");
-    let store = Store::open(&dir.db(), 1).unwrap();
-    store
-        .admit_request_deferred(&[5; 16], 1000, 1000, WINDOW)
-        .unwrap();
-    assert!(matches!(
-        store.admit_request_deferred(&[5; 16], 1000, 1001, WINDOW),
-        Err(Error::Replay)
-    ));
-    assert!(matches!(
-        store.admit_request_deferred(&[6; 16], 1000, 1000 + WINDOW + 1, WINDOW),
-        Err(Error::Stale { .. })
-    ));
-    // A durable commit after it carries it to disk.
-    store.admit_request(&[6; 16], 1000, 1000, WINDOW).unwrap();
-    drop(store);
-    let store = Store::open(&dir.db(), 1).unwrap();
-    assert!(matches!(
-        store.admit_request(&[5; 16], 1000, 1002, WINDOW),
-        Err(Error::Replay)
-    ));
+    for backend in common::backends(&dir, "deferred_admission_refuses_rep") {
+        let store = backend.open(1).unwrap();
+        store
+            .admit_request_deferred(&[5; 16], 1000, 1000, WINDOW)
+            .unwrap();
+        assert!(matches!(
+            store.admit_request_deferred(&[5; 16], 1000, 1001, WINDOW),
+            Err(Error::Replay)
+        ));
+        assert!(matches!(
+            store.admit_request_deferred(&[6; 16], 1000, 1000 + WINDOW + 1, WINDOW),
+            Err(Error::Stale { .. })
+        ));
+        // A durable commit after it carries it to disk.
+        store.admit_request(&[6; 16], 1000, 1000, WINDOW).unwrap();
+        drop(store);
+        let store = backend.open(1).unwrap();
+        assert!(matches!(
+            store.admit_request(&[5; 16], 1000, 1002, WINDOW),
+            Err(Error::Replay)
+        ));
+    }
 }

@@ -83,7 +83,7 @@ impl NodeState {
                 // that it never holds what the store does not. Should that fail too, the
                 // node refuses every ledger request until it restarts.
                 let authors = ledger.replica.authors().clone();
-                match crate::ledger::NodeLedger::load(&self.store, authors.owner, &authors.nodes) {
+                match crate::ledger::NodeLedger::load(&*self.store, authors.owner, &authors.nodes) {
                     Ok(again) => *ledger = again,
                     Err(_) => ledger.broken = true,
                 }

@@ -77,3 +77,84 @@ impl Parts {
         }
     }
 }
+
+/// Where a store of the suite lives: every test runs on each backend there is.
+pub enum Backend {
+    /// A redb file.
+    Redb(PathBuf),
+    /// A PostgreSQL database of its own.
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn open(
+        &self,
+        node: u8,
+    ) -> Result<Box<dyn obscura_store::NodeStore>, obscura_store::Error> {
+        Ok(match self {
+            Backend::Redb(path) => Box::new(obscura_store::Store::open(path, node)?),
+            Backend::Postgres(url) => Box::new(obscura_store::PgStore::open(url, node)?),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Redb(_) => "redb",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// What a child process is told to open.
+    pub fn location(&self) -> String {
+        match self {
+            Backend::Redb(path) => path.display().to_string(),
+            Backend::Postgres(url) => url.clone(),
+        }
+    }
+
+    pub fn from_location(location: &str) -> Backend {
+        if location.starts_with("postgres://") {
+            Backend::Postgres(location.into())
+        } else {
+            Backend::Redb(location.into())
+        }
+    }
+}
+
+/// The PostgreSQL server the suite may use, from `OBSCURA_TEST_POSTGRES` (a URL of a role that
+/// may create databases). Without it the suite runs on redb alone and says so; under CI it
+/// must be there (`.ci/run` starts a server and sets it).
+pub fn postgres_server() -> Option<String> {
+    match std::env::var("OBSCURA_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "CI runs the store suite on PostgreSQL as well: OBSCURA_TEST_POSTGRES is not set \
+             (.ci/run starts a server and sets it)"
+        ),
+        _ => {
+            eprintln!(
+                "PostgreSQL backend SKIPPED: set OBSCURA_TEST_POSTGRES=postgres://user:password@\
+                 127.0.0.1:5432/postgres to run the store suite on it too"
+            );
+            None
+        }
+    }
+}
+
+/// The backends test `test` runs on: a redb file in `dir`, and a fresh PostgreSQL database
+/// when there is a server.
+pub fn backends(dir: &TempDir, test: &str) -> Vec<Backend> {
+    let mut out = vec![Backend::Redb(dir.db())];
+    if let Some(server) = postgres_server() {
+        let name = format!("obscura_{test}_{}", std::process::id());
+        out.push(Backend::Postgres(
+            obscura_store::pg::fresh_database(&server, &name).unwrap(),
+        ));
+    }
+    out
+}
+
+/// The committed images posted under `token` (of key version 1), sorted.
+pub fn posted(store: &dyn obscura_store::NodeStore, token: Token) -> Vec<ImageId> {
+    store.lookup_at_least(1, &[token], 1).unwrap().0
+}

@@ -1,0 +1,1216 @@
+//! A node's store on PostgreSQL: the same records and promises as [`Store`](crate::Store), in
+//! tables of one database, so that several processes of one node can serve from it (any of them
+//! answers; one that dies loses nothing that was acknowledged) and the database can grow, or be
+//! a managed or distributed PostgreSQL-compatible engine.
+//!
+//! - Every state change and its audit entries are one transaction, committed with
+//!   PostgreSQL's synchronous commit: acknowledged means on the database's disk. Refusals and
+//!   query records are committed without waiting for the flush, as the redb store defers them.
+//! - Writers take one transaction-scoped advisory lock, so the audit chain, the key state and
+//!   a rotation's steps see one writer at a time across every process, as redb's one write
+//!   transaction does within one.
+//! - Nothing is mirrored in memory: each process reads postings, key versions and a rotation's
+//!   token map in one repeatable-read snapshot per request, so what one process commits the
+//!   others serve at once.
+//! - The replay window is a table: a request id admitted by one process is refused by all.
+//!
+//! The connection is made without TLS: run the database on the node's host or a private link
+//! (the node's own listener keeps its TLS).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use postgres::{Client, IsolationLevel, NoTls, Transaction};
+use zeroize::Zeroizing;
+
+use obscura_sharing::manifest::ImageId;
+use obscura_tokens::{Token, BANDS, TOKEN_LEN};
+
+use crate::audit::{self, AuditEntry, AuditKind, Head};
+use crate::backend::RotationFactor;
+use crate::rotation::{tok, KeyState, Record, KEY_VERSION, ROTATION};
+use crate::{
+    Error, ImageState, KeyVersions, NewImage, NodeStore, RotationStatus, StoreStats, StoredImage,
+    StoredLedger, TokenMove, HASH_SHARE_LEN,
+};
+
+/// The advisory lock every writer holds until its transaction ends ("obsc").
+const WRITER: i64 = 0x6f62_7363;
+
+/// Idle connections kept per process; more are opened while requests need them.
+const IDLE: usize = 16;
+
+/// The tables, created once under the writer lock.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (name text PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id bytea PRIMARY KEY,
+    state smallint NOT NULL,
+    changed_at bigint NOT NULL,
+    tokens bytea NOT NULL,
+    manifest bytea NOT NULL,
+    share bytea NOT NULL,
+    hash bytea NOT NULL
+);
+ALTER TABLE images ALTER COLUMN share SET STORAGE EXTERNAL;
+CREATE INDEX IF NOT EXISTS images_pending ON images (changed_at) WHERE state = 1;
+CREATE TABLE IF NOT EXISTS postings (
+    token bytea NOT NULL,
+    image bytea NOT NULL,
+    PRIMARY KEY (token, image)
+);
+CREATE TABLE IF NOT EXISTS token_elements (token bytea PRIMARY KEY, element bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS token_map (old bytea PRIMARY KEY, new bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (id bytea PRIMARY KEY, at bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
+CREATE TABLE IF NOT EXISTS audit (seq bigint PRIMARY KEY, entry bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS room_runs (work bytea PRIMARY KEY, runs bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (seq bigint PRIMARY KEY, entry bytea NOT NULL);
+";
+
+const PENDING: i16 = 1;
+const COMMITTED: i16 = 2;
+
+const LEDGER_COSIGNED: &str = "ledger_cosigned";
+const LEDGER_COMMITTED: &str = "ledger_committed";
+
+/// One node's store in a PostgreSQL database.
+pub struct PgStore {
+    node: u8,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("node", &self.node)
+            .field("database", &self.pool.place)
+            .finish()
+    }
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        Error::Storage(match e.as_db_error() {
+            Some(db) => format!("database: {} (SQLSTATE {})", db.message(), db.code().code()),
+            None => format!("database: {e}"),
+        })
+    }
+}
+
+/// A value the database keeps as `bigint`.
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A `bigint` the store wrote from a `u64`.
+fn unbig(v: i64, what: &'static str) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(what))
+}
+
+fn id_of(bytes: &[u8]) -> Result<ImageId, Error> {
+    Ok(ImageId(bytes.try_into().map_err(|_| Error::Corrupt("id"))?))
+}
+
+fn tokens_bytes(tokens: &[Token; BANDS]) -> Vec<u8> {
+    tokens.iter().flat_map(|t| t.0).collect()
+}
+
+fn tokens_of(bytes: &[u8]) -> Result<[Token; BANDS], Error> {
+    if bytes.len() != BANDS * TOKEN_LEN {
+        return Err(Error::Corrupt("image tokens"));
+    }
+    Ok(std::array::from_fn(|i| {
+        Token(
+            bytes[i * TOKEN_LEN..(i + 1) * TOKEN_LEN]
+                .try_into()
+                .expect("16 bytes"),
+        )
+    }))
+}
+
+fn state_of(v: i16) -> Result<ImageState, Error> {
+    match v {
+        PENDING => Ok(ImageState::Pending),
+        COMMITTED => Ok(ImageState::Committed),
+        _ => Err(Error::Corrupt("image state")),
+    }
+}
+
+/// Connections to one database, reused.
+struct Pool {
+    config: postgres::Config,
+    /// Where, for messages: hosts, ports and database, never the password.
+    place: String,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl Pool {
+    fn get(&self) -> Result<Conn<'_>, Error> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let client = match pooled {
+            Some(c) if !c.is_closed() => c,
+            _ => self.config.connect(NoTls).map_err(|e| {
+                Error::Storage(format!("cannot reach the database {}: {e}", self.place))
+            })?,
+        };
+        Ok(Conn {
+            pool: self,
+            client: Some(client),
+        })
+    }
+}
+
+/// A connection, back to the pool when dropped (unless it broke).
+struct Conn<'a> {
+    pool: &'a Pool,
+    client: Option<Client>,
+}
+
+impl Conn<'_> {
+    fn client(&mut self) -> &mut Client {
+        self.client.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take().filter(|c| !c.is_closed()) {
+            let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < IDLE {
+                idle.push(c);
+            }
+        }
+    }
+}
+
+/// Where `config` points, without its password.
+fn place(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(h, p)| match h {
+            postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
+            postgres::config::Host::Unix(path) => format!("{}:{p}", path.display()),
+        })
+        .collect();
+    format!(
+        "{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("(default database)")
+    )
+}
+
+impl PgStore {
+    /// Connect to the database at `url` (`postgres://user:password@host:port/database`) as the
+    /// store of node `node`, creating its tables in a new database. Several processes may open
+    /// the same database as the same node.
+    ///
+    /// Blocks: call it off the async workers (in `spawn_blocking`), as every method.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the URL does not parse or the database cannot be reached,
+    /// [`Error::WrongNode`] when the database belongs to another node.
+    pub fn open(url: &str, node: u8) -> Result<PgStore, Error> {
+        let config: postgres::Config = url.parse().map_err(|e| {
+            Error::Storage(format!(
+                "the database URL does not parse (postgres://user:password@host:port/database): \
+                 {e}"
+            ))
+        })?;
+        let store = PgStore {
+            node,
+            pool: Pool {
+                place: place(&config),
+                config,
+                idle: Mutex::default(),
+            },
+        };
+        store.write(true, |txn| {
+            txn.batch_execute(SCHEMA)?;
+            let found = meta(txn, "node")?;
+            match found.as_deref() {
+                None => {
+                    set_meta(txn, "node", &[node])?;
+                    Ok(())
+                }
+                Some([n]) if *n == node => Ok(()),
+                Some([n]) => Err(Error::WrongNode {
+                    expected: node,
+                    found: *n,
+                }),
+                Some(_) => Err(Error::Corrupt("node id")),
+            }
+        })?;
+        Ok(store)
+    }
+
+    /// Run `f` in a transaction holding the writer lock; committed with a flush to disk when
+    /// `durable`, else without waiting for it.
+    fn write<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut conn = self.pool.get()?;
+        let mut txn = conn.client().transaction()?;
+        txn.batch_execute(&format!(
+            "SET LOCAL synchronous_commit TO {}; SELECT pg_advisory_xact_lock({WRITER})",
+            if durable { "ON" } else { "OFF" }
+        ))?;
+        let out = f(&mut txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Run `f` on one consistent snapshot, writing nothing.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut conn = self.pool.get()?;
+        let mut txn = conn
+            .client()
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let out = f(&mut txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    fn admit(
+        &self,
+        request_id: &[u8; 16],
+        at: u64,
+        now: u64,
+        window: u64,
+        durable: bool,
+        audited: bool,
+    ) -> Result<(), Error> {
+        if at.abs_diff(now) > window {
+            if audited {
+                self.record_refusal(request_id, b"stale", now)?;
+            }
+            return Err(Error::Stale { at, now, window });
+        }
+        // Forget ids whose time is outside any future window, in the same statement.
+        let horizon = big(now.saturating_sub(2 * window));
+        let mut conn = self.pool.get()?;
+        let mut txn = conn.client().transaction()?;
+        if !durable {
+            txn.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
+        }
+        let fresh = txn.execute(
+            "WITH gone AS (DELETE FROM requests WHERE at < $3) \
+             INSERT INTO requests (id, at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            &[&request_id.as_slice(), &big(at), &horizon],
+        )? == 1;
+        txn.commit()?;
+        drop(conn);
+        if !fresh {
+            if audited {
+                self.record_refusal(request_id, b"replay", now)?;
+            }
+            return Err(Error::Replay);
+        }
+        Ok(())
+    }
+
+    fn set_meta_durably(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        self.write(true, |txn| set_meta(txn, name, value))
+    }
+}
+
+fn meta(txn: &mut Transaction<'_>, name: &str) -> Result<Option<Vec<u8>>, Error> {
+    let row = txn.query_opt("SELECT value FROM meta WHERE name = $1", &[&name])?;
+    row.map(|r| r.try_get(0)).transpose().map_err(Error::from)
+}
+
+fn set_meta(txn: &mut Transaction<'_>, name: &str, value: &[u8]) -> Result<(), Error> {
+    txn.execute(
+        "INSERT INTO meta (name, value) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        &[&name, &value],
+    )?;
+    Ok(())
+}
+
+/// The key state recorded, with a rotation's token map.
+fn keys(txn: &mut Transaction<'_>) -> Result<KeyState, Error> {
+    let current = match meta(txn, KEY_VERSION)? {
+        None => 1,
+        Some(v) => u32::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| Error::Corrupt("key version"))?,
+        ),
+    };
+    let rotation = match meta(txn, ROTATION)? {
+        None => None,
+        Some(r) => {
+            let record = Record::decode(&r)?;
+            let mut forward = HashMap::new();
+            for row in txn.query("SELECT old, new FROM token_map", &[])? {
+                forward.insert(tok(row.try_get(0)?)?, tok(row.try_get(1)?)?);
+            }
+            Some((record, forward))
+        }
+    };
+    Ok(KeyState::from_parts(current, rotation))
+}
+
+fn rotation_record(txn: &mut Transaction<'_>) -> Result<Option<Record>, Error> {
+    meta(txn, ROTATION)?.map(|r| Record::decode(&r)).transpose()
+}
+
+fn audit_head(txn: &mut Transaction<'_>) -> Result<Option<Head>, Error> {
+    let row = txn.query_opt(
+        "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
+        &[],
+    )?;
+    row.map(|r| audit::head_of(unbig(r.try_get(0)?, "audit seq")?, r.try_get(1)?))
+        .transpose()
+}
+
+fn insert_audit(txn: &mut Transaction<'_>, entries: &[AuditEntry]) -> Result<(), Error> {
+    let seqs: Vec<i64> = entries.iter().map(|e| big(e.seq)).collect();
+    let bytes: Vec<Vec<u8>> = entries.iter().map(AuditEntry::encode).collect();
+    txn.execute(
+        "INSERT INTO audit (seq, entry) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
+        &[&seqs, &bytes],
+    )?;
+    Ok(())
+}
+
+/// Append one audit entry per item, chained, inside `txn` (which holds the writer lock).
+fn append_audit<'d>(
+    txn: &mut Transaction<'_>,
+    now: u64,
+    items: impl IntoIterator<Item = (AuditKind, &'d [u8; 16], &'d [u8])>,
+) -> Result<(), Error> {
+    let mut head = audit_head(txn)?;
+    let mut entries = Vec::new();
+    for (kind, subject, detail) in items {
+        let entry = audit::next_entry(head, now, kind, subject, detail);
+        head = Some((entry.seq, entry.hash, kind.tag()));
+        entries.push(entry);
+    }
+    insert_audit(txn, &entries)
+}
+
+/// Remove every trace of an image; its tokens when it was committed (and so posted).
+fn remove_image(
+    txn: &mut Transaction<'_>,
+    image: &ImageId,
+) -> Result<Option<[Token; BANDS]>, Error> {
+    let id = image.0.as_slice();
+    let Some(row) = txn.query_opt(
+        "DELETE FROM images WHERE id = $1 RETURNING state, tokens",
+        &[&id],
+    )?
+    else {
+        return Err(Error::UnknownImage(*image));
+    };
+    let state = state_of(row.try_get(0)?)?;
+    let tokens = tokens_of(row.try_get(1)?)?;
+    let list: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
+    txn.execute(
+        "DELETE FROM postings WHERE image = $1 AND token = ANY($2)",
+        &[&id, &list],
+    )?;
+    Ok((state == ImageState::Committed).then_some(tokens))
+}
+
+fn audit_entry(seq: i64, bytes: &[u8]) -> Result<AuditEntry, Error> {
+    AuditEntry::decode(unbig(seq, "audit seq")?, bytes).map_err(Error::Corrupt)
+}
+
+impl PgStore {
+    fn status(&self, txn: &mut Transaction<'_>) -> Result<RotationStatus, Error> {
+        let versions = keys(txn)?.versions();
+        Ok(match rotation_record(txn)? {
+            Some(r) => r.status(versions),
+            None => RotationStatus::idle(versions),
+        })
+    }
+
+    fn ledger_write(
+        &self,
+        from: u64,
+        entries: &[Vec<u8>],
+        replace: bool,
+        request_id: &[u8; 16],
+        detail: &[u8],
+        now: u64,
+    ) -> Result<(), Error> {
+        self.write(true, |txn| {
+            if replace {
+                txn.execute("DELETE FROM ledger WHERE seq >= $1", &[&big(from)])?;
+            } else {
+                let held: i64 = txn
+                    .query_one("SELECT count(*) FROM ledger", &[])?
+                    .try_get(0)?;
+                if unbig(held, "ledger length")? != from {
+                    return Err(Error::Invalid("the ledger changed meanwhile"));
+                }
+            }
+            let seqs: Vec<i64> = (0..entries.len()).map(|i| big(from + i as u64)).collect();
+            txn.execute(
+                "INSERT INTO ledger (seq, entry) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
+                &[&seqs, &entries],
+            )?;
+            append_audit(txn, now, [(AuditKind::Query, request_id, detail)])
+        })
+    }
+}
+
+impl NodeStore for PgStore {
+    fn node(&self) -> u8 {
+        self.node
+    }
+
+    fn prepare_many(&self, images: &[NewImage<'_>], now: u64) -> Result<(), Error> {
+        if images
+            .iter()
+            .any(|img| img.manifest.is_empty() || img.image_share.is_empty())
+        {
+            return Err(Error::Invalid("empty manifest or image share"));
+        }
+        self.write(true, |txn| {
+            let keys = keys(txn)?;
+            if let Some(img) = images.iter().find(|i| i.key_version != keys.writing()) {
+                return Err(keys.refuse(img.key_version));
+            }
+            let ids: Vec<&[u8]> = images.iter().map(|i| i.id.0.as_slice()).collect();
+            let committed: HashSet<Vec<u8>> = txn
+                .query(
+                    "SELECT id FROM images WHERE id = ANY($1) AND state = 2",
+                    &[&ids],
+                )?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            if let Some(img) = images.iter().find(|i| committed.contains(&i.id.0[..])) {
+                return Err(Error::AlreadyExists(img.id));
+            }
+            // The last of an id sent twice wins, as it does in the redb store.
+            let mut rows: HashMap<&[u8], &NewImage<'_>> = HashMap::new();
+            let mut elements: HashMap<[u8; TOKEN_LEN], &[u8; 32]> = HashMap::new();
+            let mut counterparts: HashMap<[u8; TOKEN_LEN], [u8; TOKEN_LEN]> = HashMap::new();
+            for img in images {
+                rows.insert(img.id.0.as_slice(), img);
+                for (t, e) in img.tokens.iter().zip(img.elements.into_iter().flatten()) {
+                    elements.insert(t.0, e);
+                }
+                if let Some(retired) = img.retired_tokens.filter(|_| keys.rotating()) {
+                    for (old, new) in retired.iter().zip(&img.tokens) {
+                        if !keys.has_counterpart(&old.0) {
+                            counterparts.entry(old.0).or_insert(new.0);
+                        }
+                    }
+                }
+            }
+            let (ids, imgs): (Vec<&[u8]>, Vec<&NewImage<'_>>) = rows.into_iter().unzip();
+            let tokens: Vec<Vec<u8>> = imgs.iter().map(|i| tokens_bytes(&i.tokens)).collect();
+            let manifests: Vec<&[u8]> = imgs.iter().map(|i| i.manifest).collect();
+            let shares: Vec<&[u8]> = imgs.iter().map(|i| i.image_share).collect();
+            let hashes: Vec<&[u8]> = imgs.iter().map(|i| i.hash_share.as_slice()).collect();
+            txn.execute(
+                "INSERT INTO images (id, state, changed_at, tokens, manifest, share, hash) \
+                 SELECT id, 1, $2, t, m, s, h \
+                 FROM UNNEST($1::bytea[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[]) \
+                     AS u(id, t, m, s, h) \
+                 ON CONFLICT (id) DO UPDATE SET state = 1, changed_at = EXCLUDED.changed_at, \
+                     tokens = EXCLUDED.tokens, manifest = EXCLUDED.manifest, \
+                     share = EXCLUDED.share, hash = EXCLUDED.hash",
+                &[&ids, &big(now), &tokens, &manifests, &shares, &hashes],
+            )?;
+            if !elements.is_empty() {
+                let (t, e): (Vec<&[u8]>, Vec<&[u8]>) = elements
+                    .iter()
+                    .map(|(t, e)| (t.as_slice(), e.as_slice()))
+                    .unzip();
+                txn.execute(
+                    "INSERT INTO token_elements (token, element) \
+                     SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (token) DO UPDATE SET element = EXCLUDED.element",
+                    &[&t, &e],
+                )?;
+            }
+            if !counterparts.is_empty() {
+                let (o, n): (Vec<&[u8]>, Vec<&[u8]>) = counterparts
+                    .iter()
+                    .map(|(o, n)| (o.as_slice(), n.as_slice()))
+                    .unzip();
+                txn.execute(
+                    "INSERT INTO token_map (old, new) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (old) DO NOTHING",
+                    &[&o, &n],
+                )?;
+            }
+            append_audit(
+                txn,
+                now,
+                images
+                    .iter()
+                    .map(|i| (AuditKind::Prepare, &i.id.0, &[][..])),
+            )
+        })
+    }
+
+    fn commit_many(&self, images: &[ImageId], now: u64) -> Result<(), Error> {
+        self.write(true, |txn| {
+            let keys = keys(txn)?;
+            let ids: Vec<&[u8]> = images.iter().map(|i| i.0.as_slice()).collect();
+            let mut found: HashMap<ImageId, (ImageState, [Token; BANDS])> = HashMap::new();
+            for row in txn.query(
+                "SELECT id, state, tokens FROM images WHERE id = ANY($1)",
+                &[&ids],
+            )? {
+                found.insert(
+                    id_of(row.try_get(0)?)?,
+                    (state_of(row.try_get(1)?)?, tokens_of(row.try_get(2)?)?),
+                );
+            }
+            let mut committed: Vec<(ImageId, [Token; BANDS])> = Vec::new();
+            for image in images {
+                let Some((state, tokens)) = found.get_mut(image) else {
+                    return Err(Error::UnknownImage(*image));
+                };
+                if *state == ImageState::Committed {
+                    continue;
+                }
+                // Prepared before a rotation began, committed during it: post the next
+                // version's tokens.
+                if let Some(moved) = keys.forward(tokens)? {
+                    *tokens = moved;
+                }
+                *state = ImageState::Committed;
+                committed.push((*image, *tokens));
+            }
+            if committed.is_empty() {
+                return Ok(());
+            }
+            let ids: Vec<&[u8]> = committed.iter().map(|(i, _)| i.0.as_slice()).collect();
+            let tokens: Vec<Vec<u8>> = committed.iter().map(|(_, t)| tokens_bytes(t)).collect();
+            txn.execute(
+                "UPDATE images SET state = 2, changed_at = $2, tokens = u.t \
+                 FROM UNNEST($1::bytea[], $3::bytea[]) AS u(id, t) WHERE images.id = u.id",
+                &[&ids, &big(now), &tokens],
+            )?;
+            let (posted, by): (Vec<&[u8]>, Vec<&[u8]>) = committed
+                .iter()
+                .flat_map(|(id, tokens)| tokens.iter().map(move |t| (t.0.as_slice(), &id.0[..])))
+                .unzip();
+            txn.execute(
+                "INSERT INTO postings (token, image) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT DO NOTHING",
+                &[&posted, &by],
+            )?;
+            append_audit(
+                txn,
+                now,
+                committed
+                    .iter()
+                    .map(|(i, _)| (AuditKind::Commit, &i.0, &[][..])),
+            )
+        })
+    }
+
+    fn delete_if(
+        &self,
+        image: &ImageId,
+        now: u64,
+        allow: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.write(true, |txn| {
+            let row = txn.query_opt(
+                "SELECT manifest FROM images WHERE id = $1",
+                &[&image.0.as_slice()],
+            )?;
+            match row {
+                Some(r) => allow(r.try_get(0)?)?,
+                None => return Err(Error::UnknownImage(*image)),
+            }
+            remove_image(txn, image)?;
+            append_audit(txn, now, [(AuditKind::Delete, &image.0, &[][..])])
+        })
+    }
+
+    fn purge_pending(&self, before: u64, now: u64) -> Result<usize, Error> {
+        self.write(true, |txn| {
+            let stale: Vec<ImageId> = txn
+                .query(
+                    "SELECT id FROM images WHERE state = 1 AND changed_at < $1 ORDER BY id",
+                    &[&big(before)],
+                )?
+                .iter()
+                .map(|r| id_of(r.try_get(0)?))
+                .collect::<Result<_, _>>()?;
+            for id in &stale {
+                remove_image(txn, id)?;
+            }
+            if !stale.is_empty() {
+                append_audit(
+                    txn,
+                    now,
+                    stale.iter().map(|i| (AuditKind::Purge, &i.0, &[][..])),
+                )?;
+            }
+            Ok(stale.len())
+        })
+    }
+
+    fn lookup_at_least(
+        &self,
+        key_version: u32,
+        tokens: &[Token],
+        min_tokens: usize,
+    ) -> Result<(Vec<ImageId>, usize), Error> {
+        self.read(|txn| {
+            let keys = keys(txn)?;
+            // Refuses a version not served.
+            keys.counterparts(key_version)?;
+            // Each band counts once, as in the redb store: tokens sent twice, or under both
+            // versions during a rotation, are one token, and an image is posted under one
+            // version of it.
+            let mut wanted: Vec<[u8; TOKEN_LEN]> =
+                tokens.iter().map(|t| keys.canonical(&t.0)).collect();
+            if let Some(forward) = keys.forward_map() {
+                let twins: Vec<_> = wanted.iter().filter_map(|t| forward.get(t)).collect();
+                wanted.extend(twins.into_iter().copied().collect::<Vec<_>>());
+            }
+            wanted.sort_unstable();
+            wanted.dedup();
+            let list: Vec<&[u8]> = wanted.iter().map(|t| t.as_slice()).collect();
+            let row = txn.query_one(
+                "WITH c AS (SELECT image, count(*) AS n FROM postings WHERE token = ANY($1) \
+                     GROUP BY image) \
+                 SELECT (SELECT count(*) FROM c), \
+                     coalesce(array_agg(image ORDER BY image) FILTER (WHERE n >= $2), '{}') \
+                 FROM c",
+                &[&list, &big(min_tokens as u64)],
+            )?;
+            let matched: i64 = row.try_get(0)?;
+            let ids: Vec<&[u8]> = row.try_get(1)?;
+            let ids = ids.into_iter().map(id_of).collect::<Result<_, _>>()?;
+            Ok((ids, unbig(matched, "count")? as usize))
+        })
+    }
+
+    fn hash_shares(&self, ids: &[ImageId]) -> Result<Vec<Option<[u8; HASH_SHARE_LEN]>>, Error> {
+        self.read(|txn| {
+            let list: Vec<&[u8]> = ids.iter().map(|i| i.0.as_slice()).collect();
+            let mut found: HashMap<ImageId, [u8; HASH_SHARE_LEN]> = HashMap::new();
+            for row in txn.query(
+                "SELECT id, hash FROM images WHERE id = ANY($1) AND state = 2",
+                &[&list],
+            )? {
+                let hash: &[u8] = row.try_get(1)?;
+                found.insert(
+                    id_of(row.try_get(0)?)?,
+                    hash.try_into()
+                        .map_err(|_| Error::Corrupt("hash share length"))?,
+                );
+            }
+            Ok(ids.iter().map(|id| found.get(id).copied()).collect())
+        })
+    }
+
+    fn committed_ids(&self, max: u64) -> Result<Option<Vec<ImageId>>, Error> {
+        self.read(|txn| {
+            let rows = txn.query(
+                "SELECT id FROM images WHERE state = 2 LIMIT $1",
+                &[&big(max.saturating_add(1))],
+            )?;
+            if rows.len() as u64 > max {
+                return Ok(None);
+            }
+            rows.iter()
+                .map(|r| id_of(r.try_get(0)?))
+                .collect::<Result<_, _>>()
+                .map(Some)
+        })
+    }
+
+    fn image(&self, image: &ImageId) -> Result<Option<StoredImage>, Error> {
+        self.read(|txn| {
+            let row = txn.query_opt(
+                "SELECT manifest, share FROM images WHERE id = $1 AND state = 2",
+                &[&image.0.as_slice()],
+            )?;
+            row.map(|r| {
+                Ok(StoredImage {
+                    manifest: r.try_get(0)?,
+                    image_share: r.try_get(1)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn state(&self, image: &ImageId) -> Result<Option<ImageState>, Error> {
+        self.read(|txn| {
+            let row = txn.query_opt(
+                "SELECT state FROM images WHERE id = $1",
+                &[&image.0.as_slice()],
+            )?;
+            row.map(|r| state_of(r.try_get(0)?)).transpose()
+        })
+    }
+
+    fn admit_request(&self, id: &[u8; 16], at: u64, now: u64, window: u64) -> Result<(), Error> {
+        self.admit(id, at, now, window, true, true)
+    }
+
+    fn admit_request_deferred(
+        &self,
+        id: &[u8; 16],
+        at: u64,
+        now: u64,
+        window: u64,
+    ) -> Result<(), Error> {
+        self.admit(id, at, now, window, false, true)
+    }
+
+    fn admit_request_unaudited(
+        &self,
+        id: &[u8; 16],
+        at: u64,
+        now: u64,
+        window: u64,
+    ) -> Result<(), Error> {
+        self.admit(id, at, now, window, false, false)
+    }
+
+    fn record_query(&self, request_id: &[u8; 16], detail: &[u8], now: u64) -> Result<(), Error> {
+        self.write(false, |txn| {
+            append_audit(txn, now, [(AuditKind::Query, request_id, detail)])
+        })
+    }
+
+    fn record_refusal(&self, request_id: &[u8; 16], detail: &[u8], now: u64) -> Result<(), Error> {
+        self.write(false, |txn| {
+            append_audit(txn, now, [(AuditKind::Refused, request_id, detail)])
+        })
+    }
+
+    fn count_room_run(
+        &self,
+        work: &[u8; 32],
+        max: u32,
+        request_id: &[u8; 16],
+        detail: &[u8],
+        now: u64,
+    ) -> Result<Option<u32>, Error> {
+        self.write(true, |txn| {
+            let row = txn.query_opt(
+                "SELECT runs FROM room_runs WHERE work = $1",
+                &[&work.as_slice()],
+            )?;
+            let done = row
+                .map(|r| r.try_get::<_, i64>(0))
+                .transpose()?
+                .unwrap_or(0);
+            if done >= i64::from(max) {
+                return Ok(None);
+            }
+            txn.execute(
+                "INSERT INTO room_runs (work, runs) VALUES ($1, $2) \
+                 ON CONFLICT (work) DO UPDATE SET runs = EXCLUDED.runs",
+                &[&work.as_slice(), &(done + 1)],
+            )?;
+            append_audit(txn, now, [(AuditKind::Query, request_id, detail)])?;
+            Ok(Some(u32::try_from(done + 1).unwrap_or(u32::MAX)))
+        })
+    }
+
+    fn room_runs(&self, work: &[u8; 32]) -> Result<u32, Error> {
+        self.read(|txn| {
+            let row = txn.query_opt(
+                "SELECT runs FROM room_runs WHERE work = $1",
+                &[&work.as_slice()],
+            )?;
+            let n = row
+                .map(|r| r.try_get::<_, i64>(0))
+                .transpose()?
+                .unwrap_or(0);
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+    }
+
+    fn audit_checkpoint(&self, key: &ed25519_dalek::SigningKey, now: u64) -> Result<u64, Error> {
+        self.write(true, |txn| {
+            match audit::next_checkpoint(audit_head(txn)?, key, now) {
+                Err(seq) => Ok(seq),
+                Ok(entry) => {
+                    insert_audit(txn, std::slice::from_ref(&entry))?;
+                    Ok(entry.seq)
+                }
+            }
+        })
+    }
+
+    fn audit_entries(&self) -> Result<Vec<AuditEntry>, Error> {
+        self.read(|txn| {
+            txn.query("SELECT seq, entry FROM audit ORDER BY seq", &[])?
+                .iter()
+                .map(|r| audit_entry(r.try_get(0)?, r.try_get(1)?))
+                .collect()
+        })
+    }
+
+    fn audit_page(&self, from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error> {
+        self.read(|txn| {
+            let total: i64 = txn
+                .query_one("SELECT count(*) FROM audit", &[])?
+                .try_get(0)?;
+            let entries = txn
+                .query(
+                    "SELECT seq, entry FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2",
+                    &[&big(from), &i64::from(max)],
+                )?
+                .iter()
+                .map(|r| audit_entry(r.try_get(0)?, r.try_get(1)?))
+                .collect::<Result<_, _>>()?;
+            Ok((entries, unbig(total, "count")?))
+        })
+    }
+
+    fn token_elements(&self) -> Result<Vec<(Token, [u8; 32])>, Error> {
+        self.read(|txn| {
+            txn.query("SELECT token, element FROM token_elements", &[])?
+                .iter()
+                .map(|r| {
+                    let element: &[u8] = r.try_get(1)?;
+                    Ok((
+                        Token(tok(r.try_get(0)?)?),
+                        element.try_into().map_err(|_| Error::Corrupt("element"))?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn stats(&self) -> Result<StoreStats, Error> {
+        self.read(|txn| {
+            let row = txn.query_one(
+                "SELECT count(*) FILTER (WHERE state = 2), count(*) FILTER (WHERE state = 1), \
+                     (SELECT count(*) FROM audit) FROM images",
+                &[],
+            )?;
+            Ok(StoreStats {
+                committed: unbig(row.try_get(0)?, "count")?,
+                pending: unbig(row.try_get(1)?, "count")?,
+                audit_entries: unbig(row.try_get(2)?, "count")?,
+            })
+        })
+    }
+
+    fn key_versions(&self) -> Result<KeyVersions, Error> {
+        self.read(|txn| Ok(keys(txn)?.versions()))
+    }
+
+    fn rotation_factor(&self) -> Result<Option<RotationFactor>, Error> {
+        self.read(|txn| Ok(keys(txn)?.factor()))
+    }
+
+    fn begin_rotation(
+        &self,
+        from: u32,
+        to: u32,
+        factor: &[u8; 32],
+        moves: &[TokenMove],
+        now: u64,
+    ) -> Result<RotationStatus, Error> {
+        self.write(true, |txn| {
+            let keys = keys(txn)?;
+            if keys.check_begin(from, to, factor)? {
+                return self.status(txn);
+            }
+            let forward: HashMap<[u8; TOKEN_LEN], [u8; TOKEN_LEN]> =
+                moves.iter().map(|m| (m.from.0, m.to.0)).collect();
+            // Every stored element moved, and nothing else: the moves are exactly the rows.
+            let stored = txn.query("SELECT token FROM token_elements", &[])?;
+            if stored.len() != forward.len() {
+                return Err(Error::ElementsChanged);
+            }
+            for row in &stored {
+                if !forward.contains_key(&tok(row.try_get(0)?)?) {
+                    return Err(Error::ElementsChanged);
+                }
+            }
+            let (old, new): (Vec<&[u8]>, Vec<&[u8]>) = moves
+                .iter()
+                .map(|m| (m.from.0.as_slice(), m.to.0.as_slice()))
+                .unzip();
+            let elements: Vec<&[u8]> = moves.iter().map(|m| m.element.as_slice()).collect();
+            txn.execute(
+                "INSERT INTO token_elements (token, element) \
+                 SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (token) DO UPDATE SET element = EXCLUDED.element",
+                &[&new, &elements],
+            )?;
+            txn.execute(
+                "INSERT INTO token_map (old, new) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (old) DO UPDATE SET new = EXCLUDED.new",
+                &[&old, &new],
+            )?;
+            let total: i64 = txn
+                .query_one("SELECT count(*) FROM images", &[])?
+                .try_get(0)?;
+            let total = unbig(total, "count")?;
+            let record = Record {
+                to,
+                factor: Zeroizing::new(*factor),
+                cursor: None,
+                moved: 0,
+                total,
+                postings: 0,
+                done: false,
+            };
+            set_meta(txn, ROTATION, &record.encode())?;
+            let detail = format!(
+                "key version {from} -> {to}: begin, {} elements, {total} images",
+                moves.len()
+            );
+            append_audit(
+                txn,
+                now,
+                [(AuditKind::KeyChange, &[0; 16], detail.as_bytes())],
+            )?;
+            self.status(txn)
+        })
+    }
+
+    fn rotate_step(&self, max_images: usize, now: u64) -> Result<RotationStatus, Error> {
+        self.write(true, |txn| {
+            let keys = keys(txn)?;
+            let Some(mut record) = rotation_record(txn)? else {
+                return Err(Error::Invalid("no rotation is under way"));
+            };
+            if max_images == 0 {
+                return self.status(txn);
+            }
+            let cursor = record.cursor.unwrap_or_default();
+            let after = if record.cursor.is_some() { ">" } else { ">=" };
+            let batch = txn.query(
+                &format!(
+                    "SELECT id, state, tokens FROM images WHERE id {after} $1 ORDER BY id LIMIT $2"
+                ),
+                &[&cursor.as_slice(), &big(max_images as u64)],
+            )?;
+            let mut scanned = 0usize;
+            let (mut ids, mut tokens) = (Vec::new(), Vec::new());
+            let (mut old_postings, mut new_postings) = (Vec::new(), Vec::new());
+            for row in &batch {
+                scanned += 1;
+                let id = id_of(row.try_get(0)?)?;
+                record.cursor = Some(id.0);
+                let state = state_of(row.try_get(1)?)?;
+                let current = tokens_of(row.try_get(2)?)?;
+                let Some(next) = keys.forward(&current)? else {
+                    // Written under the next version already, and so with its elements; an
+                    // image without elements (HMAC tokens) cannot move, and must not be left.
+                    let has = txn.query_opt(
+                        "SELECT 1 FROM token_elements WHERE token = $1",
+                        &[&current[0].0.as_slice()],
+                    )?;
+                    if has.is_none() {
+                        return Err(Error::Invalid(
+                            "an image has no stored band elements (HMAC tokens?) and cannot move",
+                        ));
+                    }
+                    continue;
+                };
+                if state == ImageState::Committed {
+                    for (old, new) in current.iter().zip(&next) {
+                        old_postings.push((old.0, id.0));
+                        new_postings.push((new.0, id.0));
+                    }
+                    record.postings += BANDS as u64;
+                }
+                ids.push(id.0);
+                tokens.push(tokens_bytes(&next));
+                record.moved += 1;
+            }
+            record.done = scanned < max_images;
+            let pairs = |v: &[([u8; 16], [u8; 16])]| -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+                v.iter().map(|(t, i)| (t.to_vec(), i.to_vec())).unzip()
+            };
+            let (t, i) = pairs(&old_postings);
+            txn.execute(
+                "DELETE FROM postings USING UNNEST($1::bytea[], $2::bytea[]) AS u(t, i) \
+                 WHERE postings.token = u.t AND postings.image = u.i",
+                &[&t, &i],
+            )?;
+            let (t, i) = pairs(&new_postings);
+            txn.execute(
+                "INSERT INTO postings (token, image) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT DO NOTHING",
+                &[&t, &i],
+            )?;
+            let id_list: Vec<&[u8]> = ids.iter().map(|i| i.as_slice()).collect();
+            txn.execute(
+                "UPDATE images SET tokens = u.t FROM UNNEST($1::bytea[], $2::bytea[]) AS u(id, t) \
+                 WHERE images.id = u.id",
+                &[&id_list, &tokens],
+            )?;
+            set_meta(txn, ROTATION, &record.encode())?;
+            let detail = format!("key version move: {scanned} images scanned");
+            append_audit(
+                txn,
+                now,
+                [(AuditKind::KeyChange, &[0; 16], detail.as_bytes())],
+            )?;
+            self.status(txn)
+        })
+    }
+
+    fn finish_rotation(&self, to: u32, now: u64) -> Result<RotationStatus, Error> {
+        self.write(true, |txn| {
+            let keys = keys(txn)?;
+            let Some((from, retired)) = keys.check_finish(to)? else {
+                return self.status(txn);
+            };
+            let record =
+                rotation_record(txn)?.ok_or(Error::Corrupt("rotation without its record"))?;
+            if !record.done {
+                return Err(Error::Invalid("images remain to be moved: move them first"));
+            }
+            let retired: Vec<&[u8]> = retired.iter().map(|t| t.as_slice()).collect();
+            if txn
+                .query_opt(
+                    "SELECT 1 FROM postings WHERE token = ANY($1) LIMIT 1",
+                    &[&retired],
+                )?
+                .is_some()
+            {
+                return Err(Error::Corrupt("a posting of the old key version remains"));
+            }
+            txn.execute(
+                "DELETE FROM token_elements WHERE token = ANY($1)",
+                &[&retired],
+            )?;
+            txn.execute("DELETE FROM token_map", &[])?;
+            txn.execute("DELETE FROM meta WHERE name = $1", &[&ROTATION])?;
+            set_meta(txn, KEY_VERSION, &to.to_be_bytes())?;
+            let detail = format!("key version {from} -> {to}: finished");
+            append_audit(
+                txn,
+                now,
+                [(AuditKind::KeyChange, &[0; 16], detail.as_bytes())],
+            )?;
+            self.status(txn)
+        })
+    }
+
+    fn rotation_status(&self) -> Result<RotationStatus, Error> {
+        self.read(|txn| self.status(txn))
+    }
+
+    fn ledger(&self) -> Result<StoredLedger, Error> {
+        self.read(|txn| {
+            let mut entries = Vec::new();
+            for row in txn.query("SELECT seq, entry FROM ledger ORDER BY seq", &[])? {
+                if row.try_get::<_, i64>(0)? != entries.len() as i64 {
+                    return Err(Error::Corrupt("ledger positions"));
+                }
+                entries.push(row.try_get(1)?);
+            }
+            Ok(StoredLedger {
+                entries,
+                cosigned: meta(txn, LEDGER_COSIGNED)?,
+                committed: meta(txn, LEDGER_COMMITTED)?,
+            })
+        })
+    }
+
+    fn ledger_page(&self, from: u64, max: u32) -> Result<Vec<Vec<u8>>, Error> {
+        self.read(|txn| {
+            txn.query(
+                "SELECT entry FROM ledger WHERE seq >= $1 ORDER BY seq LIMIT $2",
+                &[&big(from), &i64::from(max)],
+            )?
+            .iter()
+            .map(|r| r.try_get(0).map_err(Error::from))
+            .collect()
+        })
+    }
+
+    fn ledger_append(
+        &self,
+        from: u64,
+        entries: &[Vec<u8>],
+        request_id: &[u8; 16],
+        detail: &[u8],
+        now: u64,
+    ) -> Result<(), Error> {
+        self.ledger_write(from, entries, false, request_id, detail, now)
+    }
+
+    fn ledger_replace(
+        &self,
+        from: u64,
+        entries: &[Vec<u8>],
+        request_id: &[u8; 16],
+        detail: &[u8],
+        now: u64,
+    ) -> Result<(), Error> {
+        self.ledger_write(from, entries, true, request_id, detail, now)
+    }
+
+    fn set_ledger_committed(&self, head: &[u8]) -> Result<(), Error> {
+        self.set_meta_durably(LEDGER_COMMITTED, head)
+    }
+
+    fn set_ledger_cosigned(&self, head: &[u8]) -> Result<(), Error> {
+        self.set_meta_durably(LEDGER_COSIGNED, head)
+    }
+}
+
+/// Make an empty database `name` (letters, digits and `_`) on the server that `admin_url`
+/// (`postgres://user:password@host:port/database`, a role that may create databases) points
+/// to, dropping one of that name first, and return `admin_url` naming it instead. For tests
+/// and benchmarks, which each need a database of their own.
+///
+/// # Errors
+/// [`Error::Invalid`] for a name or URL of another shape, [`Error::Storage`] when the server
+/// refuses.
+pub fn fresh_database(admin_url: &str, name: &str) -> Result<String, Error> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(Error::Invalid(
+            "a database name is 1 to 63 of a-z, 0-9 and _",
+        ));
+    }
+    let authority = admin_url
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or(Error::Invalid("a database URL starts postgres://"))?;
+    let path = admin_url[authority..]
+        .find('/')
+        .map_or(admin_url.len(), |i| authority + i);
+    let query = admin_url[path..]
+        .find('?')
+        .map_or("", |i| &admin_url[path + i..]);
+    let url = format!("{}/{name}{query}", &admin_url[..path]);
+    let config: postgres::Config = admin_url
+        .parse()
+        .map_err(|_| Error::Invalid("the database URL does not parse"))?;
+    let mut admin = config.connect(NoTls).map_err(|e| {
+        Error::Storage(format!("cannot reach the database {}: {e}", place(&config)))
+    })?;
+    // Two statements, each its own transaction; from template0, which no one connects to, so
+    // that databases made at once do not wait on each other.
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))?;
+    Ok(url)
+}

@@ -1,0 +1,120 @@
+//! What the PostgreSQL store adds to the suite every backend runs: several processes of one node
+//! on one database (each open here stands for a process), and a database edited behind the
+//! node's back.
+
+mod common;
+
+use common::{posted, Parts};
+use ed25519_dalek::SigningKey;
+use obscura_store::{audit, Error, NodeStore, PgStore};
+
+fn database(test: &str) -> Option<String> {
+    let server = common::postgres_server()?;
+    let name = format!("obscura_pg_{test}_{}", std::process::id());
+    Some(obscura_store::pg::fresh_database(&server, &name).unwrap())
+}
+
+/// What one process commits the others serve at once, and a request id one admitted the others
+/// refuse: a replay sent to a second process of the node gets nowhere.
+#[test]
+fn processes_of_one_node_share_images_and_the_replay_window() {
+    let Some(url) = database("shared") else {
+        return;
+    };
+    let (a, b) = (
+        PgStore::open(&url, 1).unwrap(),
+        PgStore::open(&url, 1).unwrap(),
+    );
+    let p = Parts::new(7);
+    a.prepare(&p.new_image(), 10).unwrap();
+    assert!(posted(&b, p.tokens[0]).is_empty(), "pending is invisible");
+    b.commit(&p.id, 11).unwrap();
+    assert_eq!(posted(&a, p.tokens[0]), vec![p.id]);
+    assert_eq!(
+        a.image(&p.id).unwrap().unwrap().image_share,
+        b.image(&p.id).unwrap().unwrap().image_share
+    );
+
+    a.admit_request(&[9; 16], 100, 100, 60).unwrap();
+    assert!(matches!(
+        b.admit_request_deferred(&[9; 16], 100, 101, 60),
+        Err(Error::Replay)
+    ));
+    assert!(matches!(
+        PgStore::open(&url, 2),
+        Err(Error::WrongNode {
+            expected: 2,
+            found: 1
+        })
+    ));
+}
+
+/// Audit entries appended by several processes at once form one chain: the writer lock keeps
+/// two of them from both taking the same head.
+#[test]
+fn processes_appending_at_once_keep_one_audit_chain() {
+    let Some(url) = database("chain") else {
+        return;
+    };
+    let stores: Vec<PgStore> = (0..3).map(|_| PgStore::open(&url, 1).unwrap()).collect();
+    std::thread::scope(|s| {
+        for (n, store) in stores.iter().enumerate() {
+            s.spawn(move || {
+                for i in 0..100u8 {
+                    store.record_query(&[i; 16], &[n as u8], 50).unwrap();
+                }
+            });
+        }
+    });
+    let key = SigningKey::from_bytes(&[3; 32]);
+    stores[0].audit_checkpoint(&key, 51).unwrap();
+    let entries = stores[1].audit_entries().unwrap();
+    assert_eq!(entries.len(), 301);
+    let report = audit::verify(&entries, &key.verifying_key()).unwrap();
+    assert_eq!(report.unsigned_tail, 0);
+}
+
+/// Whoever can write to the database can change a row of the audit log; the chain and the signed
+/// checkpoint name the entry, as they do for an edited redb file.
+#[test]
+fn an_audit_row_edited_in_the_database_is_named() {
+    let Some(url) = database("tamper") else {
+        return;
+    };
+    let store = PgStore::open(&url, 1).unwrap();
+    for i in 0..5u8 {
+        store.record_query(&[i; 16], b"who=alice", 60).unwrap();
+    }
+    let key = SigningKey::from_bytes(&[4; 32]);
+    store.audit_checkpoint(&key, 61).unwrap();
+    assert!(audit::verify(&store.audit_entries().unwrap(), &key.verifying_key()).is_ok());
+
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut entry: Vec<u8> = sql
+        .query_one("SELECT entry FROM audit WHERE seq = 2", &[])
+        .unwrap()
+        .get(0);
+    *entry.last_mut().unwrap() ^= 1; // "who=alicd"
+    sql.execute("UPDATE audit SET entry = $1 WHERE seq = 2", &[&entry])
+        .unwrap();
+    let err = audit::verify(&store.audit_entries().unwrap(), &key.verifying_key()).unwrap_err();
+    assert!(
+        matches!(err, audit::AuditError::Altered { seq: 2 }),
+        "{err}"
+    );
+}
+
+/// A database URL that does not parse, or a server that is not there, is a clear error, with no
+/// password in it.
+#[test]
+fn a_bad_database_url_or_an_absent_server_says_so() {
+    let e = PgStore::open("postgres://user:hunter2@127.0.0.1:1/db", 1).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("cannot reach the database 127.0.0.1:1/db"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    let e = PgStore::open("postgres://[", 1).unwrap_err();
+    assert!(e.to_string().contains("does not parse"), "{e}");
+}
