@@ -21,6 +21,9 @@ pub struct NodeLedger {
     pub(crate) committed: Option<(TreeHead, Cosignature)>,
     /// A write failed and the store could not be read again: no ledger request is served.
     pub(crate) broken: bool,
+    /// The store's count of ledger changes this copy was read at: another process of the node
+    /// that changed the ledger since makes the copy read again.
+    pub(crate) generation: u64,
 }
 
 impl NodeLedger {
@@ -38,6 +41,9 @@ impl NodeLedger {
             cosigned,
             committed,
         } = store.ledger().map_err(|e| e.to_string())?;
+        // Read after the entries: a change between the two reads makes the next request read
+        // the ledger again, never keep a copy older than its count says.
+        let generation = store.ledger_generation().map_err(|e| e.to_string())?;
         let authors = Authors {
             owner,
             nodes: nodes.to_vec(),
@@ -67,6 +73,7 @@ impl NodeLedger {
             cosigned,
             committed,
             broken: false,
+            generation,
         })
     }
 

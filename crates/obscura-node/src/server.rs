@@ -235,14 +235,6 @@ impl Drop for Place<'_> {
 /// One hour: the window of the per-user rate limits.
 const RATE_WINDOW_S: u64 = 3600;
 
-/// What one user asked of this node in the current window.
-#[derive(Clone, Copy, Debug, Default)]
-struct Usage {
-    since: u64,
-    queries: u32,
-    fetches: u32,
-}
-
 /// Which of a capability's limits a request counts against.
 #[derive(Clone, Copy, Debug)]
 enum Charge {
@@ -265,7 +257,6 @@ struct NodeState {
     coin_key: zeroize::Zeroizing<[u8; 32]>,
     policy: SearchPolicy,
     matches: MatchPolicy,
-    usage: Mutex<HashMap<String, Usage>>,
     live: LiveSearches,
     /// Requests refused before anyone was authenticated, since the last summary entry.
     unauthenticated: AtomicU64,
@@ -582,34 +573,31 @@ impl NodeState {
             .map_err(store_error)
     }
 
-    /// Count `n` requests against `who`'s hourly limit of `kind` at this node.
+    /// Count `n` requests against `who`'s hourly limit of `kind` at this node (in its store:
+    /// on PostgreSQL every process of the node counts against the one limit).
     fn charge(&self, who: &Authorized, kind: Charge, n: u32, now: u64) -> Result<(), ResponseBody> {
-        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-        // Users whose window ended are forgotten, so the table holds only this hour's users.
-        usage.retain(|_, u| u.since + RATE_WINDOW_S > now);
-        let u = usage.entry(who.user().to_string()).or_insert(Usage {
-            since: now,
-            ..Usage::default()
-        });
         let limits = who.limits();
-        let (used, limit, what) = match kind {
-            Charge::Queries => (&mut u.queries, limits.queries_per_hour, "queries"),
-            Charge::Fetches => (&mut u.fetches, limits.fetches_per_hour, "fetches"),
+        let (limit, what) = match kind {
+            Charge::Queries => (limits.queries_per_hour, "queries"),
+            Charge::Fetches => (limits.fetches_per_hour, "fetches"),
         };
-        if used.saturating_add(n) > limit {
-            return Err(error(
+        let over = self
+            .store
+            .charge(who.user(), what, n, limit, RATE_WINDOW_S, now)
+            .map_err(store_error)?;
+        over.map_err(|u| {
+            error(
                 ErrorCode::RateLimited,
                 format!(
-                    "user {:?} has made {used} {what} at node {} this hour, its limit is \
+                    "user {:?} has made {} {what} at node {} this hour, its limit is \
                      {limit}: wait {} s",
                     who.user(),
+                    u.used,
                     self.node,
                     (u.since + RATE_WINDOW_S).saturating_sub(now)
                 ),
-            ));
-        }
-        *used += n;
-        Ok(())
+            )
+        })
     }
 
     fn dispatch(
@@ -1759,7 +1747,6 @@ pub async fn serve(
         capability_key: node.capability_key,
         coin_key: node.handle_key.check_coin_key(),
         handles: node.handle_key,
-        usage: Mutex::default(),
         live: LiveSearches::default(),
         unauthenticated: AtomicU64::new(0),
         attester: node.attester,

@@ -13,8 +13,28 @@ use obscura_tokens::Token;
 
 use crate::{
     AuditEntry, Error, ImageState, KeyVersions, NewImage, RotationStatus, StoreStats, StoredImage,
-    StoredLedger, TokenMove, HASH_SHARE_LEN,
+    StoredLedger, TokenMove, Usage, HASH_SHARE_LEN,
 };
+
+/// Held while one request works on the node's ledger: on a store that several processes share,
+/// no other process changes the ledger meanwhile (the in-process lock covers one process).
+pub struct LedgerLock<'a> {
+    _held: Option<Box<dyn Send + 'a>>,
+}
+
+impl<'a> LedgerLock<'a> {
+    /// A lock that holds nothing: one process serves the store.
+    pub fn within_process() -> Self {
+        LedgerLock { _held: None }
+    }
+
+    /// A lock released when `held` is dropped.
+    pub(crate) fn held(held: impl Send + 'a) -> Self {
+        LedgerLock {
+            _held: Some(Box::new(held)),
+        }
+    }
+}
 
 /// A rotation's target version and `ρ`.
 pub type RotationFactor = (u32, Zeroizing<[u8; 32]>);
@@ -110,6 +130,17 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), Error>;
     fn set_ledger_committed(&self, head: &[u8]) -> Result<(), Error>;
     fn set_ledger_cosigned(&self, head: &[u8]) -> Result<(), Error>;
+    fn ledger_generation(&self) -> Result<u64, Error>;
+    fn ledger_lock(&self) -> Result<LedgerLock<'_>, Error>;
+    fn charge(
+        &self,
+        user: &str,
+        kind: &'static str,
+        n: u32,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<Result<(), Usage>, Error>;
 
     /// [`prepare_many`](Self::prepare_many) of one image.
     fn prepare(&self, img: &NewImage<'_>, now: u64) -> Result<(), Error> {
@@ -176,6 +207,17 @@ impl NodeStore for crate::Store {
             -> Result<(), Error>;
         set_ledger_committed(head: &[u8]) -> Result<(), Error>;
         set_ledger_cosigned(head: &[u8]) -> Result<(), Error>;
+        charge(user: &str, kind: &'static str, n: u32, limit: u32, window: u64, now: u64)
+            -> Result<Result<(), Usage>, Error>;
+    }
+
+    /// One process writes a redb store: its ledger changes only through this process.
+    fn ledger_generation(&self) -> Result<u64, Error> {
+        Ok(0)
+    }
+
+    fn ledger_lock(&self) -> Result<LedgerLock<'_>, Error> {
+        Ok(LedgerLock::within_process())
     }
 
     fn delete_if(

@@ -44,7 +44,7 @@
 
 pub mod audit;
 mod backend;
-pub use backend::{NodeStore, RotationFactor};
+pub use backend::{LedgerLock, NodeStore, RotationFactor};
 mod db;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -346,6 +346,40 @@ pub struct StoreStats {
     pub audit_entries: u64,
 }
 
+/// Where a user stands against one of its limits per window: what it used, since when.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Counted in this window.
+    pub used: u32,
+    /// When the window began.
+    pub since: u64,
+}
+
+impl Usage {
+    /// Count `n` more against `limit` in a window of `window` seconds that a use at `now`
+    /// falls in (a window that ended starts again); `Err` with where it stands, and nothing
+    /// counted, when that would go over.
+    pub(crate) fn charge(
+        &mut self,
+        n: u32,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<(), Usage> {
+        if self.since.saturating_add(window) <= now {
+            *self = Usage {
+                used: 0,
+                since: now,
+            };
+        }
+        if self.used.saturating_add(n) > limit {
+            return Err(*self);
+        }
+        self.used += n;
+        Ok(())
+    }
+}
+
 /// Token → images: the posting mirror.
 type PostingMap = HashMap<[u8; TOKEN_LEN], Vec<ImageId>>;
 
@@ -364,6 +398,9 @@ pub struct Store {
     /// The token key versions served, and a rotation's token maps. Lock order: `keys`, then a
     /// write transaction, then `postings`.
     keys: RwLock<rotation::KeyState>,
+    /// Each user's use of its limits, by kind: kept in memory (the redb store serves one
+    /// process), so a restart starts every window again.
+    usage: std::sync::Mutex<HashMap<(String, &'static str), Usage>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -414,6 +451,7 @@ impl Store {
             postings: RwLock::default(),
             committed: RwLock::default(),
             keys: RwLock::default(),
+            usage: std::sync::Mutex::default(),
         };
         let guard = store.db.get()?;
         let postings = read_postings(&guard)?;
@@ -1056,6 +1094,31 @@ impl Store {
                 Ok((Token(token), element))
             })
             .collect()
+    }
+
+    /// Count `n` uses of `kind` by `user` against `limit` per `window` seconds; `Ok(Err(_))`
+    /// with where the user stands, and nothing counted, when that would go over. Users whose
+    /// window ended are forgotten, so the table holds only the current window's users.
+    ///
+    /// # Errors
+    /// None here (the counts are in memory); the PostgreSQL store's can fail.
+    pub fn charge(
+        &self,
+        user: &str,
+        kind: &'static str,
+        n: u32,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<Result<(), Usage>, Error> {
+        // Every update is whole: a poisoned lock is still consistent.
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage.retain(|_, u| u.since.saturating_add(window) > now);
+        let u = usage.entry((user.to_string(), kind)).or_insert(Usage {
+            used: 0,
+            since: now,
+        });
+        Ok(u.charge(n, limit, window, now))
     }
 
     /// Counts of committed and pending images and audit entries.

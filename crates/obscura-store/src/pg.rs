@@ -31,11 +31,17 @@ use crate::backend::RotationFactor;
 use crate::rotation::{tok, KeyState, Record, KEY_VERSION, ROTATION};
 use crate::{
     Error, ImageState, KeyVersions, NewImage, NodeStore, RotationStatus, StoreStats, StoredImage,
-    StoredLedger, TokenMove, HASH_SHARE_LEN,
+    StoredLedger, TokenMove, Usage, HASH_SHARE_LEN,
 };
 
 /// The advisory lock every writer holds until its transaction ends ("obsc").
 const WRITER: i64 = 0x6f62_7363;
+
+/// The advisory lock a ledger request holds from reading the ledger to its last write ("obsl").
+const LEDGER: i64 = 0x6f62_736c;
+
+/// Counts every change of the ledger, its entries or its kept heads.
+const LEDGER_GENERATION: &str = "ledger_generation";
 
 /// Idle connections kept per process; more are opened while requests need them.
 const IDLE: usize = 16;
@@ -66,6 +72,14 @@ CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 CREATE TABLE IF NOT EXISTS audit (seq bigint PRIMARY KEY, entry bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS room_runs (work bytea PRIMARY KEY, runs bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger (seq bigint PRIMARY KEY, entry bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS usage (
+    name text NOT NULL,
+    kind text NOT NULL,
+    since bigint NOT NULL,
+    used bigint NOT NULL,
+    PRIMARY KEY (name, kind)
+);
+CREATE INDEX IF NOT EXISTS usage_since ON usage (since);
 ";
 
 const PENDING: i16 = 1;
@@ -319,9 +333,28 @@ impl PgStore {
         Ok(())
     }
 
-    fn set_meta_durably(&self, name: &str, value: &[u8]) -> Result<(), Error> {
-        self.write(true, |txn| set_meta(txn, name, value))
+    /// Keep a ledger head under `name`, durably, as a change of the ledger.
+    fn set_ledger_head(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        self.write(true, |txn| {
+            set_meta(txn, name, value)?;
+            next_ledger_generation(txn)
+        })
     }
+}
+
+/// Count one more change of the ledger, inside the transaction that makes it.
+fn next_ledger_generation(txn: &mut Transaction<'_>) -> Result<(), Error> {
+    let now = ledger_generation(txn)?;
+    set_meta(txn, LEDGER_GENERATION, &now.wrapping_add(1).to_be_bytes())
+}
+
+fn ledger_generation(txn: &mut Transaction<'_>) -> Result<u64, Error> {
+    meta(txn, LEDGER_GENERATION)?.map_or(Ok(0), |v| {
+        v.as_slice()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| Error::Corrupt("ledger generation"))
+    })
 }
 
 fn meta(txn: &mut Transaction<'_>, name: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -462,6 +495,7 @@ impl PgStore {
                 "INSERT INTO ledger (seq, entry) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
                 &[&seqs, &entries],
             )?;
+            next_ledger_generation(txn)?;
             append_audit(txn, now, [(AuditKind::Query, request_id, detail)])
         })
     }
@@ -1164,11 +1198,79 @@ impl NodeStore for PgStore {
     }
 
     fn set_ledger_committed(&self, head: &[u8]) -> Result<(), Error> {
-        self.set_meta_durably(LEDGER_COMMITTED, head)
+        self.set_ledger_head(LEDGER_COMMITTED, head)
     }
 
     fn set_ledger_cosigned(&self, head: &[u8]) -> Result<(), Error> {
-        self.set_meta_durably(LEDGER_COSIGNED, head)
+        self.set_ledger_head(LEDGER_COSIGNED, head)
+    }
+
+    fn ledger_generation(&self) -> Result<u64, Error> {
+        self.read(ledger_generation)
+    }
+
+    /// A session lock on a connection of its own, released when the lock is dropped (or, should
+    /// the release fail, when the connection closes).
+    fn ledger_lock(&self) -> Result<crate::LedgerLock<'_>, Error> {
+        struct Held<'a>(Conn<'a>);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                let c = self.0.client();
+                if c.execute("SELECT pg_advisory_unlock($1)", &[&LEDGER])
+                    .is_err()
+                {
+                    // Not back to the pool: closing it releases the lock.
+                    self.0.client.take();
+                }
+            }
+        }
+        let mut conn = self.pool.get()?;
+        conn.client()
+            .execute("SELECT pg_advisory_lock($1)", &[&LEDGER])?;
+        Ok(crate::LedgerLock::held(Held(conn)))
+    }
+
+    /// Counted in the database, so that every process of the node counts against one limit;
+    /// committed without waiting for the flush, as a count in memory would be lost in a crash.
+    fn charge(
+        &self,
+        user: &str,
+        kind: &'static str,
+        n: u32,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> Result<Result<(), Usage>, Error> {
+        let mut conn = self.pool.get()?;
+        let mut txn = conn.client().transaction()?;
+        txn.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
+        txn.execute(
+            "DELETE FROM usage WHERE since <= $1",
+            &[&big(now.saturating_sub(window))],
+        )?;
+        txn.execute(
+            "INSERT INTO usage (name, kind, since, used) VALUES ($1, $2, $3, 0) \
+             ON CONFLICT DO NOTHING",
+            &[&user, &kind, &big(now)],
+        )?;
+        // The row stays locked until the commit: two processes count one after the other.
+        let row = txn.query_one(
+            "SELECT since, used FROM usage WHERE name = $1 AND kind = $2 FOR UPDATE",
+            &[&user, &kind],
+        )?;
+        let mut usage = Usage {
+            since: unbig(row.try_get(0)?, "usage")?,
+            used: u32::try_from(row.try_get::<_, i64>(1)?).unwrap_or(u32::MAX),
+        };
+        let charged = usage.charge(n, limit, window, now);
+        if charged.is_ok() {
+            txn.execute(
+                "UPDATE usage SET since = $3, used = $4 WHERE name = $1 AND kind = $2",
+                &[&user, &kind, &big(usage.since), &i64::from(usage.used)],
+            )?;
+        }
+        txn.commit()?;
+        Ok(charged)
     }
 }
 

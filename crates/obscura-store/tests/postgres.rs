@@ -118,3 +118,41 @@ fn a_bad_database_url_or_an_absent_server_says_so() {
     let e = PgStore::open("postgres://[", 1).unwrap_err();
     assert!(e.to_string().contains("does not parse"), "{e}");
 }
+
+/// A user's hourly limit at a node is one limit however many processes serve the node: asking
+/// each process in turn buys nothing.
+#[test]
+fn processes_of_one_node_count_against_one_limit() {
+    let Some(url) = database("limits") else {
+        return;
+    };
+    let (a, b) = (
+        PgStore::open(&url, 1).unwrap(),
+        PgStore::open(&url, 1).unwrap(),
+    );
+    a.charge("mallory", "queries", 2, 3, 3600, 1000)
+        .unwrap()
+        .unwrap();
+    b.charge("mallory", "queries", 1, 3, 3600, 1001)
+        .unwrap()
+        .unwrap();
+    let over = a
+        .charge("mallory", "queries", 1, 3, 3600, 1002)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!((over.used, over.since), (3, 1000));
+    assert!(b
+        .charge("mallory", "queries", 1, 3, 3600, 1003)
+        .unwrap()
+        .is_err());
+    // Other users and other kinds have limits of their own; the window starts again.
+    b.charge("alice", "queries", 3, 3, 3600, 1004)
+        .unwrap()
+        .unwrap();
+    b.charge("mallory", "fetches", 3, 3, 3600, 1004)
+        .unwrap()
+        .unwrap();
+    a.charge("mallory", "queries", 3, 3, 3600, 4600)
+        .unwrap()
+        .unwrap();
+}

@@ -87,3 +87,38 @@ fn deferred_admission_refuses_replays_and_lasts_once_a_durable_commit_follows() 
         ));
     }
 }
+
+/// A user's uses are counted against its limit per window, by kind, and nothing is counted for
+/// a request over it; the window starts again once it has passed.
+#[test]
+fn uses_over_a_limit_are_refused_until_the_window_passes() {
+    let dir = TempDir::new("limits");
+    for backend in common::backends(&dir, "limits") {
+        let store = backend.open(1).unwrap();
+        store
+            .charge("bob", "queries", 4, 5, 60, 100)
+            .unwrap()
+            .unwrap();
+        let over = store
+            .charge("bob", "queries", 2, 5, 60, 110)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!((over.used, over.since), (4, 100), "{}", backend.name());
+        store
+            .charge("bob", "queries", 1, 5, 60, 111)
+            .unwrap()
+            .unwrap();
+        assert!(store
+            .charge("bob", "queries", 1, 5, 60, 159)
+            .unwrap()
+            .is_err());
+        store
+            .charge("bob", "fetches", 5, 5, 60, 159)
+            .unwrap()
+            .unwrap();
+        store
+            .charge("bob", "queries", 5, 5, 60, 160)
+            .unwrap()
+            .unwrap();
+    }
+}

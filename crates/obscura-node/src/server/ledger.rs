@@ -23,17 +23,48 @@ fn proof(replica: &Replica, since: u64, size: u64) -> Vec<Hash> {
     replica.proof_between(old, new).unwrap_or_default()
 }
 
+/// The node's ledger while a request works on it.
+struct LedgerGuard<'a> {
+    // Dropped first: the copy is released before the store's lock.
+    ledger: std::sync::MutexGuard<'a, crate::ledger::NodeLedger>,
+    _lock: obscura_store::LedgerLock<'a>,
+}
+
+impl std::ops::Deref for LedgerGuard<'_> {
+    type Target = crate::ledger::NodeLedger;
+    fn deref(&self) -> &Self::Target {
+        &self.ledger
+    }
+}
+
+impl std::ops::DerefMut for LedgerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.ledger
+    }
+}
+
 impl NodeState {
-    /// The node's ledger, unless a failed write left it unreadable until a restart.
-    fn ledger(&self) -> Result<std::sync::MutexGuard<'_, crate::ledger::NodeLedger>, ResponseBody> {
-        let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+    /// The node's ledger, unless a failed write left it unreadable until a restart; read again
+    /// from the store when another process of the node changed it. Held with the store's ledger
+    /// lock, so no other process changes it until the request is done.
+    fn ledger(&self) -> Result<LedgerGuard<'_>, ResponseBody> {
+        let lock = self.store.ledger_lock().map_err(store_error)?;
+        let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
         if ledger.broken {
             return Err(error(
                 ErrorCode::Internal,
                 "the ledger could not be read again after a failed write: restart the node",
             ));
         }
-        Ok(ledger)
+        if self.store.ledger_generation().map_err(store_error)? != ledger.generation {
+            let authors = ledger.replica.authors().clone();
+            *ledger = crate::ledger::NodeLedger::load(&*self.store, authors.owner, &authors.nodes)
+                .map_err(|why| error(ErrorCode::Internal, why))?;
+        }
+        Ok(LedgerGuard {
+            ledger,
+            _lock: lock,
+        })
     }
 
     pub(super) fn ledger_append(
