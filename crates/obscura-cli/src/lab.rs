@@ -77,7 +77,10 @@ pub enum LabCommand {
         indexing, rebuilding a 1 MB image, query latency at each --sizes N (synthetic \
         images are written into the stopped nodes' stores to reach N) against a plaintext \
         brute-force scan, and, last, query latency with one node stopped. Exits non-zero when a \
-        goal is missed. Takes a few minutes at N = 10^5."
+        goal is missed. Takes a few minutes at N = 10^5. With --database the nodes keep their \
+        stores in PostgreSQL: run it once with and once without to compare.\n\n\
+        Examples:\n  obscura bench --sizes 1000,100000 --queries 50\n  \
+        obscura bench --sizes 100000 --database postgres://me:pw@127.0.0.1:5432/postgres"
     )]
     Bench {
         /// Folder of photos (default: the repository's testdata/photos).
@@ -98,6 +101,11 @@ pub enum LabCommand {
         /// Band tokens of the temporary cluster: voprf (keepers) or hmac.
         #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
         tokens: Tokens,
+        /// Keep the temporary cluster's node stores in PostgreSQL: a server URL of a role that
+        /// may create databases (postgres://user:password@127.0.0.1:5432/postgres); each node
+        /// gets a fresh database of its own there.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
     },
     /// Hold a temporary cluster under load: several clients searching and one indexing.
     #[command(
@@ -179,6 +187,7 @@ pub(crate) async fn run(command: LabCommand) -> Result<ExitCode, Failure> {
             queries,
             keep,
             tokens,
+            database,
         } => {
             let ok = bench::run(bench::BenchOptions {
                 photos,
@@ -187,6 +196,7 @@ pub(crate) async fn run(command: LabCommand) -> Result<ExitCode, Failure> {
                 queries,
                 keep,
                 tokens: tokens.into(),
+                database,
             })
             .await?;
             Ok(exit(ok))

@@ -23,7 +23,7 @@ use obscura_sharing::gf256::Kernel;
 use obscura_sharing::manifest::ImageId;
 use obscura_sharing::rng::AesCtrRng;
 use obscura_sharing::zero::deal;
-use obscura_store::{NewImage, Store};
+use obscura_store::{NewImage, NodeStore, Store};
 use obscura_tokens::{NodeTokenKeys, TokenRoot};
 use rand_core::{OsRng, RngCore, SeedableRng};
 use serde_json::{json, Value};
@@ -39,6 +39,8 @@ pub struct BenchOptions {
     pub queries: usize,
     pub keep: bool,
     pub tokens: obscura_client::config::TokenKind,
+    /// A PostgreSQL server for the nodes' stores, instead of redb files.
+    pub database: Option<String>,
 }
 
 /// One measured figure.
@@ -104,7 +106,13 @@ pub async fn run(opt: BenchOptions) -> Result<bool, Error> {
     progress.say("sharing, hashing, tokens and Stage-2 in this process…");
     let baselines = library_figures(&photos, &mut figures)?;
 
-    let mut cluster = LocalCluster::start("bench", opt.keep, opt.tokens)?;
+    let mut cluster = LocalCluster::start_on(
+        "bench",
+        opt.keep,
+        opt.tokens,
+        obscura_cluster::deal::DEFAULT_NODES,
+        opt.database.as_deref(),
+    )?;
     progress.say(&format!("cluster: {}", cluster.describe()));
     let outcome = cluster_figures(
         &mut cluster,
@@ -1219,16 +1227,23 @@ fn load_synthetic(
         cache_bytes: 1 << 30,
         ..Default::default()
     };
-    let mut stores = Vec::new();
+    let mut stores: Vec<Box<dyn NodeStore>> = Vec::new();
     for (node, config) in crate::local::node_configs(cluster)? {
         let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
         let c: obscura_cluster::node::NodeConfig =
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
-        let path = config.parent().unwrap_or(cluster).join(&c.files.store);
-        stores.push(
-            Store::open_with(&path, node, options)
-                .map_err(|e| format!("{}: {e}", path.display()))?,
-        );
+        stores.push(match &c.database {
+            Some(url) => {
+                Box::new(obscura_store::PgStore::open(url, node).map_err(|e| e.to_string())?)
+            }
+            None => {
+                let path = config.parent().unwrap_or(cluster).join(&c.files.store);
+                Box::new(
+                    Store::open_with(&path, node, options)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                )
+            }
+        });
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1255,7 +1270,9 @@ fn load_synthetic(
             let writers: Vec<_> = stores
                 .iter()
                 .enumerate()
-                .map(|(i, store)| scope.spawn(move || write_synthetic(store, i, batch, table, now)))
+                .map(|(i, store)| {
+                    scope.spawn(move || write_synthetic(&**store, i, batch, table, now))
+                })
                 .collect();
             writers.into_iter().try_for_each(|w| {
                 w.join()
@@ -1270,7 +1287,7 @@ fn load_synthetic(
 
 /// One batch of synthetic images into node `i + 1`'s store: prepared and committed.
 fn write_synthetic(
-    store: &Store,
+    store: &dyn NodeStore,
     i: usize,
     uploads: &[obscura_client::Upload],
     table: &[Vec<obscura_client::IndexTokens>],

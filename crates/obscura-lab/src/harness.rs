@@ -181,6 +181,8 @@ impl Progress {
 pub struct LocalCluster {
     /// Its nodes.
     n: usize,
+    /// Whether its nodes keep their stores in PostgreSQL.
+    in_database: bool,
     pub scratch: Scratch,
     pub dir: PathBuf,
     pub tokens: TokenKind,
@@ -206,6 +208,18 @@ impl LocalCluster {
         keep: bool,
         tokens: TokenKind,
         n: usize,
+    ) -> Result<LocalCluster, Error> {
+        Self::start_on(what, keep, tokens, n, None)
+    }
+
+    /// [`start_with_nodes`](Self::start_with_nodes), the nodes' stores in fresh databases of
+    /// the PostgreSQL server `database` names, when it names one.
+    pub fn start_on(
+        what: &str,
+        keep: bool,
+        tokens: TokenKind,
+        n: usize,
+        database: Option<&str>,
     ) -> Result<LocalCluster, Error> {
         let scratch = Scratch {
             dir: std::env::temp_dir().join(format!(
@@ -233,9 +247,31 @@ impl LocalCluster {
         opt.capabilities.queries_per_hour = u32::MAX / 2;
         opt.capabilities.fetches_per_hour = u32::MAX / 2;
         obscura_cluster::deal::init(&dir, &opt).map_err(|e| e.to_string())?;
+        if let Some(server) = database {
+            for (node, config) in local::node_configs(&dir)? {
+                let name = format!(
+                    "obscura_{}_{}_node{node}",
+                    what.replace('-', "_"),
+                    std::process::id()
+                );
+                let url = obscura_store::pg::fresh_database(server, &name)
+                    .map_err(|e| format!("node {node}'s database: {e}"))?;
+                let text =
+                    std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+                let mut c: obscura_cluster::node::NodeConfig = serde_json::from_slice(&text)
+                    .map_err(|e| format!("{}: {e}", config.display()))?;
+                c.database = Some(url);
+                obscura_cluster::files::write_private_atomic(
+                    &config,
+                    &serde_json::to_vec_pretty(&c).map_err(|e| e.to_string())?,
+                )
+                .map_err(|e| format!("{}: {e}", config.display()))?;
+            }
+        }
         let running = local::Running::start(&dir, Some(&scratch.dir))?;
         Ok(LocalCluster {
             n,
+            in_database: database.is_some(),
             scratch,
             dir,
             tokens,
@@ -252,8 +288,13 @@ impl LocalCluster {
             TokenKind::Hmac => "HMAC tokens",
         };
         let (n, k) = (self.nodes(), obscura_cluster::deal::DEFAULT_THRESHOLD);
+        let stores = if self.in_database {
+            ", stores in PostgreSQL"
+        } else {
+            ""
+        };
         format!(
-            "{n} nodes ({k}-of-{n}), {tokens}, in {}",
+            "{n} nodes ({k}-of-{n}), {tokens}{stores}, in {}",
             self.dir.display()
         )
     }
