@@ -1227,24 +1227,6 @@ fn load_synthetic(
         cache_bytes: 1 << 30,
         ..Default::default()
     };
-    let mut stores: Vec<Box<dyn NodeStore>> = Vec::new();
-    for (node, config) in crate::local::node_configs(cluster)? {
-        let text = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-        let c: obscura_cluster::node::NodeConfig =
-            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
-        stores.push(match &c.database {
-            Some(url) => {
-                Box::new(obscura_store::PgStore::open(url, node).map_err(|e| e.to_string())?)
-            }
-            None => {
-                let path = config.parent().unwrap_or(cluster).join(&c.files.store);
-                Box::new(
-                    Store::open_with(&path, node, options)
-                        .map_err(|e| format!("{}: {e}", path.display()))?,
-                )
-            }
-        });
-    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -1264,25 +1246,53 @@ fn load_synthetic(
     }
     made.finish_and_clear();
     uploads.sort_unstable_by_key(|u| u.id);
-    let bar = progress.bar(count, "load");
-    for batch in uploads.chunks(BATCH) {
-        std::thread::scope(|scope| {
-            let writers: Vec<_> = stores
-                .iter()
-                .enumerate()
-                .map(|(i, store)| {
-                    scope.spawn(move || write_synthetic(&**store, i, batch, table, now))
-                })
-                .collect();
-            writers.into_iter().try_for_each(|w| {
-                w.join()
-                    .map_err(|_| "a store writer panicked".to_string())?
+    // The stores are opened, written and closed on a thread of their own: a database
+    // connection blocks on a runtime of its own, which cannot run on an async worker.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<(), Error> {
+                let mut stores: Vec<Box<dyn NodeStore>> = Vec::new();
+                for (node, config) in crate::local::node_configs(cluster)? {
+                    let text =
+                        std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+                    let c: obscura_cluster::node::NodeConfig = serde_json::from_slice(&text)
+                        .map_err(|e| format!("{}: {e}", config.display()))?;
+                    stores.push(match &c.database {
+                        Some(url) => Box::new(
+                            obscura_store::PgStore::open(url, node).map_err(|e| e.to_string())?,
+                        ),
+                        None => {
+                            let path = config.parent().unwrap_or(cluster).join(&c.files.store);
+                            Box::new(
+                                Store::open_with(&path, node, options)
+                                    .map_err(|e| format!("{}: {e}", path.display()))?,
+                            )
+                        }
+                    });
+                }
+                let bar = progress.bar(count, "load");
+                for batch in uploads.chunks(BATCH) {
+                    std::thread::scope(|scope| {
+                        let writers: Vec<_> = stores
+                            .iter()
+                            .enumerate()
+                            .map(|(i, store)| {
+                                scope.spawn(move || write_synthetic(&**store, i, batch, table, now))
+                            })
+                            .collect();
+                        writers.into_iter().try_for_each(|w| {
+                            w.join()
+                                .map_err(|_| "a store writer panicked".to_string())?
+                        })
+                    })?;
+                    bar.inc(batch.len() as u64);
+                }
+                bar.finish_and_clear();
+                Ok(())
             })
-        })?;
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(())
+            .join()
+            .map_err(|_| Error::from("a store writer panicked".to_string()))?
+    })
 }
 
 /// One batch of synthetic images into node `i + 1`'s store: prepared and committed.

@@ -36,14 +36,13 @@ impl NodeLedger {
         owner: VerifyingKey,
         nodes: &[VerifyingKey],
     ) -> Result<Self, String> {
+        // The count of changes comes from the same snapshot as the entries and heads.
         let obscura_store::StoredLedger {
             entries,
             cosigned,
             committed,
+            generation,
         } = store.ledger().map_err(|e| e.to_string())?;
-        // Read after the entries: a change between the two reads makes the next request read
-        // the ledger again, never keep a copy older than its count says.
-        let generation = store.ledger_generation().map_err(|e| e.to_string())?;
         let authors = Authors {
             owner,
             nodes: nodes.to_vec(),

@@ -1366,10 +1366,13 @@ impl NodeState {
                 })
                 .collect()
         };
-        let Some((to, factor)) = self.store.rotation_factor().map_err(store_error)? else {
+        // One read of both: a rotation that finished between two would pair the old factor
+        // with the new version.
+        let (versions, factor) = self.store.key_state().map_err(store_error)?;
+        let Some((to, factor)) = factor else {
             return Ok((key_version, as_sent()));
         };
-        let current = self.store.key_versions().map_err(store_error)?.current;
+        let current = versions.current;
         if key_version != current && key_version != to {
             return Ok((key_version, as_sent())); // the store refuses it
         }

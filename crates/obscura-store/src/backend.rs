@@ -99,6 +99,8 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
     fn stats(&self) -> Result<StoreStats, Error>;
     fn key_versions(&self) -> Result<KeyVersions, Error>;
     fn rotation_factor(&self) -> Result<Option<RotationFactor>, Error>;
+    /// The versions served and a rotation's factor, read together.
+    fn key_state(&self) -> Result<(KeyVersions, Option<RotationFactor>), Error>;
     fn begin_rotation(
         &self,
         from: u32,
@@ -235,5 +237,9 @@ impl NodeStore for crate::Store {
 
     fn rotation_factor(&self) -> Result<Option<RotationFactor>, Error> {
         Ok(crate::Store::rotation_factor(self))
+    }
+
+    fn key_state(&self) -> Result<(KeyVersions, Option<RotationFactor>), Error> {
+        Ok(self.key_state())
     }
 }

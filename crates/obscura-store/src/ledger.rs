@@ -25,6 +25,9 @@ pub struct StoredLedger {
     pub cosigned: Option<Vec<u8>>,
     /// The newest head the node committed to, if any.
     pub committed: Option<Vec<u8>>,
+    /// The store's count of ledger changes, read in the same snapshot (0 for a store one
+    /// process writes).
+    pub generation: u64,
 }
 
 impl Store {
@@ -62,6 +65,7 @@ impl Store {
             entries,
             cosigned,
             committed,
+            generation: 0,
         })
     }
 

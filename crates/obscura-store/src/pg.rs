@@ -40,6 +40,9 @@ const WRITER: i64 = 0x6f62_7363;
 /// The advisory lock a ledger request holds from reading the ledger to its last write ("obsl").
 const LEDGER: i64 = 0x6f62_736c;
 
+/// How long a ledger request waits for another process's.
+const LEDGER_WAIT_S: u32 = 10;
+
 /// Counts every change of the ledger, its entries or its kept heads.
 const LEDGER_GENERATION: &str = "ledger_generation";
 
@@ -58,7 +61,6 @@ CREATE TABLE IF NOT EXISTS images (
     share bytea NOT NULL,
     hash bytea NOT NULL
 );
-ALTER TABLE images ALTER COLUMN share SET STORAGE EXTERNAL;
 CREATE INDEX IF NOT EXISTS images_pending ON images (changed_at) WHERE state = 1;
 CREATE TABLE IF NOT EXISTS postings (
     token bytea NOT NULL,
@@ -189,13 +191,35 @@ impl Conn<'_> {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.client.take().filter(|c| !c.is_closed()) {
+        let Some(c) = self.client.take() else {
+            return;
+        };
+        if !c.is_closed() {
             let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < IDLE {
                 idle.push(c);
+                return;
             }
         }
+        close(vec![c]);
     }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        close(idle);
+    }
+}
+
+/// Close `clients` on a thread of their own: closing one blocks on its connection's runtime,
+/// which panics where the caller drives an async runtime (a node's store is dropped on one when
+/// the node stops).
+fn close(clients: Vec<Client>) {
+    if clients.is_empty() {
+        return;
+    }
+    let _ = std::thread::spawn(move || drop(clients)).join();
 }
 
 /// Where `config` points, without its password.
@@ -242,7 +266,15 @@ impl PgStore {
             },
         };
         store.write(true, |txn| {
+            // Shares are random: stored out of line, never compressed. Set once, when the table
+            // is made, since the change locks the table against every other process.
+            let new = txn
+                .query_one("SELECT to_regclass('images') IS NULL", &[])?
+                .try_get::<_, bool>(0)?;
             txn.batch_execute(SCHEMA)?;
+            if new {
+                txn.batch_execute("ALTER TABLE images ALTER COLUMN share SET STORAGE EXTERNAL")?;
+            }
             let found = meta(txn, "node")?;
             match found.as_deref() {
                 None => {
@@ -268,7 +300,13 @@ impl PgStore {
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut conn = self.pool.get()?;
-        let mut txn = conn.client().transaction()?;
+        // Read committed whatever the server's default: each statement then sees what the
+        // writer before this one committed, once the lock is granted.
+        let mut txn = conn
+            .client()
+            .build_transaction()
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .start()?;
         txn.batch_execute(&format!(
             "SET LOCAL synchronous_commit TO {}; SELECT pg_advisory_xact_lock({WRITER})",
             if durable { "ON" } else { "OFF" }
@@ -314,9 +352,11 @@ impl PgStore {
         let horizon = big(now.saturating_sub(2 * window));
         let mut conn = self.pool.get()?;
         let mut txn = conn.client().transaction()?;
-        if !durable {
-            txn.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
-        }
+        txn.batch_execute(if durable {
+            "SET LOCAL synchronous_commit TO ON"
+        } else {
+            "SET LOCAL synchronous_commit TO OFF"
+        })?;
         let fresh = txn.execute(
             "WITH gone AS (DELETE FROM requests WHERE at < $3) \
              INSERT INTO requests (id, at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
@@ -899,8 +939,9 @@ impl NodeStore for PgStore {
 
     fn audit_page(&self, from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error> {
         self.read(|txn| {
+            // Numbers run from 0 without a gap: the last one gives the length, from the index.
             let total: i64 = txn
-                .query_one("SELECT count(*) FROM audit", &[])?
+                .query_one("SELECT coalesce(max(seq) + 1, 0) FROM audit", &[])?
                 .try_get(0)?;
             let entries = txn
                 .query(
@@ -933,7 +974,7 @@ impl NodeStore for PgStore {
         self.read(|txn| {
             let row = txn.query_one(
                 "SELECT count(*) FILTER (WHERE state = 2), count(*) FILTER (WHERE state = 1), \
-                     (SELECT count(*) FROM audit) FROM images",
+                     (SELECT coalesce(max(seq) + 1, 0) FROM audit) FROM images",
                 &[],
             )?;
             Ok(StoreStats {
@@ -950,6 +991,13 @@ impl NodeStore for PgStore {
 
     fn rotation_factor(&self) -> Result<Option<RotationFactor>, Error> {
         self.read(|txn| Ok(keys(txn)?.factor()))
+    }
+
+    fn key_state(&self) -> Result<(KeyVersions, Option<RotationFactor>), Error> {
+        self.read(|txn| {
+            let keys = keys(txn)?;
+            Ok((keys.versions(), keys.factor()))
+        })
     }
 
     fn begin_rotation(
@@ -1159,6 +1207,7 @@ impl NodeStore for PgStore {
                 entries,
                 cosigned: meta(txn, LEDGER_COSIGNED)?,
                 committed: meta(txn, LEDGER_COMMITTED)?,
+                generation: ledger_generation(txn)?,
             })
         })
     }
@@ -1225,8 +1274,19 @@ impl NodeStore for PgStore {
             }
         }
         let mut conn = self.pool.get()?;
-        conn.client()
-            .execute("SELECT pg_advisory_lock($1)", &[&LEDGER])?;
+        // A holder that hangs makes the others give up after a while, not wait for ever.
+        let locked = conn.client().batch_execute(&format!(
+            "SET lock_timeout = '{LEDGER_WAIT_S}s'; SELECT pg_advisory_lock({LEDGER}); \
+             SET lock_timeout = 0"
+        ));
+        if let Err(e) = locked {
+            // Not back to the pool with the timeout still set.
+            close(conn.client.take().into_iter().collect());
+            return Err(Error::Storage(format!(
+                "another process of this node held the ledger for over {LEDGER_WAIT_S} s: {}",
+                Error::from(e)
+            )));
+        }
         Ok(crate::LedgerLock::held(Held(conn)))
     }
 
@@ -1245,18 +1305,16 @@ impl NodeStore for PgStore {
         let mut txn = conn.client().transaction()?;
         txn.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
         txn.execute(
-            "DELETE FROM usage WHERE since <= $1",
-            &[&big(now.saturating_sub(window))],
+            "DELETE FROM usage WHERE since <= $1 AND NOT (name = $2 AND kind = $3)",
+            &[&big(now.saturating_sub(window)), &user, &kind],
         )?;
-        txn.execute(
-            "INSERT INTO usage (name, kind, since, used) VALUES ($1, $2, $3, 0) \
-             ON CONFLICT DO NOTHING",
-            &[&user, &kind, &big(now)],
-        )?;
-        // The row stays locked until the commit: two processes count one after the other.
+        // Made or locked, and read, in one statement: the row stays locked until the commit,
+        // so two processes count one after the other, and none finds it gone meanwhile.
         let row = txn.query_one(
-            "SELECT since, used FROM usage WHERE name = $1 AND kind = $2 FOR UPDATE",
-            &[&user, &kind],
+            "INSERT INTO usage (name, kind, since, used) VALUES ($1, $2, $3, 0) \
+             ON CONFLICT (name, kind) DO UPDATE SET used = usage.used \
+             RETURNING since, used",
+            &[&user, &kind, &big(now)],
         )?;
         let mut usage = Usage {
             since: unbig(row.try_get(0)?, "usage")?,

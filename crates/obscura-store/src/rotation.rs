@@ -367,6 +367,12 @@ impl Store {
         self.keys().versions()
     }
 
+    /// The versions served and a rotation's target and `ρ`, read under one lock.
+    pub fn key_state(&self) -> (KeyVersions, Option<crate::RotationFactor>) {
+        let keys = self.keys();
+        (keys.versions(), keys.factor())
+    }
+
     /// During a rotation, its target version and `ρ`, to move the tokens of an image uploaded
     /// under the old version.
     pub fn rotation_factor(&self) -> Option<(u32, Zeroizing<[u8; 32]>)> {

@@ -156,3 +156,36 @@ fn processes_of_one_node_count_against_one_limit() {
         .unwrap()
         .unwrap();
 }
+
+/// Processes counting one user at once: exactly the limit is let through in a window, and a
+/// window ending meanwhile (one process's clock past it, deleting the row) fails no count.
+#[test]
+fn processes_counting_at_once_let_the_limit_through_and_fail_none() {
+    let Some(url) = database("counting") else {
+        return;
+    };
+    let stores: Vec<PgStore> = (0..3).map(|_| PgStore::open(&url, 1).unwrap()).collect();
+    let counted = |at: &(dyn Fn(usize) -> u64 + Sync)| -> usize {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = stores
+                .iter()
+                .map(|store| {
+                    s.spawn(move || {
+                        (0..60)
+                            .filter(|&i| {
+                                store
+                                    .charge("eve", "queries", 1, 100, 3600, at(i))
+                                    .unwrap()
+                                    .is_ok()
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        })
+    };
+    assert_eq!(counted(&|_| 1000), 100);
+    // Clocks on both sides of the window's end: every count answers, none fails.
+    counted(&|i| if i % 2 == 0 { 4599 } else { 4600 });
+}

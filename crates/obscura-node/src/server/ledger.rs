@@ -28,6 +28,20 @@ struct LedgerGuard<'a> {
     // Dropped first: the copy is released before the store's lock.
     ledger: std::sync::MutexGuard<'a, crate::ledger::NodeLedger>,
     _lock: obscura_store::LedgerLock<'a>,
+    store: &'a dyn obscura_store::NodeStore,
+}
+
+impl Drop for LedgerGuard<'_> {
+    /// The copy is the store's ledger when a request is done with it (a write that failed read
+    /// it again, or marked it broken), and no other process wrote meanwhile: take the store's
+    /// count, so that this process's own writes do not make it read the ledger again.
+    fn drop(&mut self) {
+        match self.store.ledger_generation() {
+            Ok(g) => self.ledger.generation = g,
+            // Unknown: the next request reads the ledger again.
+            Err(_) => self.ledger.generation = u64::MAX,
+        }
+    }
 }
 
 impl std::ops::Deref for LedgerGuard<'_> {
@@ -64,6 +78,7 @@ impl NodeState {
         Ok(LedgerGuard {
             ledger,
             _lock: lock,
+            store: &*self.store,
         })
     }
 
