@@ -1,5 +1,6 @@
-//! A node kept in PostgreSQL, served by two processes at once: what one of them indexed the
-//! other finds, and killing the one the client used loses nothing.
+//! A node kept in PostgreSQL (its image shares as objects in a folder), served by two processes
+//! at once: what one of them indexed the other finds, and killing the one the client used loses
+//! nothing.
 
 mod common;
 
@@ -39,7 +40,12 @@ fn a_node_on_postgres_served_by_two_processes_loses_nothing_when_one_dies() {
         &format!("obscura_cli_node1_{}", std::process::id()),
     )
     .unwrap();
-    edit_json(&dir.join("node1/node.json"), |c| c["database"] = url.into());
+    // Its image shares as objects in a folder, the database keeping their digests.
+    let shares = dir.join("node1-shares");
+    edit_json(&dir.join("node1/node.json"), |c| {
+        c["database"] = url.into();
+        c["shares"] = format!("file://{}", shares.display()).into();
+    });
     let second = free_ports(1);
     let config_b = dir.join("node1/node-b.json");
     std::fs::copy(dir.join("node1/node.json"), &config_b).unwrap();
@@ -140,6 +146,9 @@ fn a_node_on_postgres_served_by_two_processes_loses_nothing_when_one_dies() {
         serde_json::json!([1, 2, 3, 4, 5, 6]),
         "{v}"
     );
+    // Node 1's shares are objects in the folder: four images, one object each.
+    let objects = std::fs::read_dir(shares.join("images")).unwrap().count();
+    assert_eq!(objects, 4);
     // Its audit log holds both processes' entries as one chain.
     let out = obscura(&["audit", "verify", "--cluster", cluster]);
     assert!(out.status.success(), "{}", text(&out));

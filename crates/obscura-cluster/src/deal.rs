@@ -420,6 +420,7 @@ fn build(
             limits: ServerLimits::default(),
             storage: Default::default(),
             database: None,
+            shares: None,
             attestation: Some(AttestationSource::Simulation),
         };
         json(&nd.join("node.json"), &config)?;

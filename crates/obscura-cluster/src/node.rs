@@ -64,6 +64,10 @@ pub struct NodeConfig {
     /// serve from it. Keep this file private when the URL holds a password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// With `database`: a folder (`file:///a/folder`) to keep the image shares in as objects,
+    /// the database keeping each one's digest; every process of the node names the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shares: Option<String>,
     /// Where its attestation evidence comes from; without it the node does not attest, and a
     /// client under an attestation policy does not use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

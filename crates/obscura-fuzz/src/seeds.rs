@@ -986,6 +986,7 @@ fn configs() -> Vec<Vec<u8>> {
         limits: ServerLimits::default(),
         storage: StorageSettings::default(),
         database: None,
+        shares: None,
         attestation: None,
     };
     let keeper = KeeperConfig {

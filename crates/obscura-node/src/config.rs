@@ -120,8 +120,19 @@ impl LoadedNode {
             secrets.zero_keys.clone(),
         )
         .map_err(|e| Error::secrets(e.to_string()))?;
+        if config.shares.is_some() && config.database.is_none() {
+            return Err(bad(
+                "shares (a folder for image shares as objects) needs database: a redb store \
+                 keeps its shares in its file"
+                    .into(),
+            ));
+        }
         let store: Box<dyn NodeStore> = match &config.database {
-            Some(url) => Box::new(PgStore::open(url, config.node)?),
+            Some(url) => Box::new(PgStore::open_with_shares(
+                url,
+                config.node,
+                config.shares.as_deref(),
+            )?),
             None => Box::new(Store::open_with(
                 &beside(config_path, &config.files.store),
                 config.node,

@@ -20,6 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use object_store::ObjectStoreExt;
 use postgres::{Client, IsolationLevel, NoTls, Transaction};
 use zeroize::Zeroizing;
 
@@ -58,7 +59,9 @@ CREATE TABLE IF NOT EXISTS images (
     changed_at bigint NOT NULL,
     tokens bytea NOT NULL,
     manifest bytea NOT NULL,
+    -- The share, or with share_object its BLAKE3 digest, naming the object that holds it.
     share bytea NOT NULL,
+    share_object boolean NOT NULL DEFAULT false,
     hash bytea NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_pending ON images (changed_at) WHERE state = 1;
@@ -94,6 +97,81 @@ const LEDGER_COMMITTED: &str = "ledger_committed";
 pub struct PgStore {
     node: u8,
     pool: Pool,
+    /// Where image shares are kept when not in the database.
+    objects: Option<Objects>,
+}
+
+/// Image shares kept as objects, each named by its image and its BLAKE3 digest, so that an
+/// object is written once and never changed: a share replaced while pending is a new object.
+struct Objects {
+    store: Box<dyn object_store::ObjectStore>,
+    /// Where, for messages.
+    place: String,
+}
+
+impl Objects {
+    /// The object store at `location`: `file:///a/folder` or `/a/folder` (made when missing).
+    fn open(location: &str) -> Result<Objects, Error> {
+        let folder = location.strip_prefix("file://").unwrap_or(location);
+        if !folder.starts_with('/') {
+            return Err(Error::Storage(format!(
+                "shares: {location:?} is not a local folder (file:///a/folder); only the local \
+                 file system is built into this node (an s3:// store needs object_store's aws \
+                 feature)"
+            )));
+        }
+        std::fs::create_dir_all(folder)
+            .map_err(|e| Error::Storage(format!("shares: cannot make {folder}: {e}")))?;
+        // Synced on every write: an acknowledged share is on disk, as the database's rows are.
+        let store = object_store::local::LocalFileSystem::new_with_prefix(folder)
+            .map_err(|e| Error::Storage(format!("shares: {folder}: {e}")))?
+            .with_fsync(true);
+        Ok(Objects {
+            store: Box::new(store),
+            place: folder.to_string(),
+        })
+    }
+
+    fn path(id: &ImageId, digest: &[u8]) -> object_store::path::Path {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        object_store::path::Path::from(format!("images/{}/{}", hex(&id.0), hex(digest)))
+    }
+
+    fn put(&self, id: &ImageId, share: &[u8]) -> Result<Vec<u8>, Error> {
+        let digest = blake3::hash(share).as_bytes().to_vec();
+        let payload = object_store::PutPayload::from(share.to_vec());
+        futures_executor::block_on(self.store.put(&Self::path(id, &digest), payload))
+            .map_err(|e| self.failed("write", e))?;
+        Ok(digest)
+    }
+
+    fn get(&self, id: &ImageId, digest: &[u8]) -> Result<Vec<u8>, Error> {
+        let bytes = futures_executor::block_on(async {
+            self.store.get(&Self::path(id, digest)).await?.bytes().await
+        })
+        .map_err(|e| self.failed("read", e))?;
+        // The object store is outside the database's transactions and checks: what comes back
+        // must be what was stored.
+        if blake3::hash(&bytes).as_bytes().as_slice() != digest {
+            return Err(Error::Corrupt("an image share object was altered"));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Remove objects no row names any more; one that cannot be removed is left (it holds a
+    /// share this node no longer serves).
+    fn remove(&self, gone: &[(ImageId, Vec<u8>)]) {
+        for (id, digest) in gone {
+            let _ = futures_executor::block_on(self.store.delete(&Self::path(id, digest)));
+        }
+    }
+
+    fn failed(&self, what: &str, e: object_store::Error) -> Error {
+        Error::Storage(format!(
+            "shares in {}: cannot {what} an object: {e}",
+            self.place
+        ))
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -101,6 +179,7 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("node", &self.node)
             .field("database", &self.pool.place)
+            .field("shares", &self.objects.as_ref().map(|o| &o.place))
             .finish()
     }
 }
@@ -251,6 +330,18 @@ impl PgStore {
     /// [`Error::Storage`] when the URL does not parse or the database cannot be reached,
     /// [`Error::WrongNode`] when the database belongs to another node.
     pub fn open(url: &str, node: u8) -> Result<PgStore, Error> {
+        Self::open_with_shares(url, node, None)
+    }
+
+    /// [`open`](Self::open), with the image shares kept as objects at `shares`
+    /// (`file:///a/folder`) instead of in the database; the rows keep each share's digest.
+    /// Every process of the node must name the same place.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), and [`Error::Storage`] for a place that is not a local folder
+    /// or cannot be made.
+    pub fn open_with_shares(url: &str, node: u8, shares: Option<&str>) -> Result<PgStore, Error> {
+        let objects = shares.map(Objects::open).transpose()?;
         let config: postgres::Config = url.parse().map_err(|e| {
             Error::Storage(format!(
                 "the database URL does not parse (postgres://user:password@host:port/database): \
@@ -259,6 +350,7 @@ impl PgStore {
         })?;
         let store = PgStore {
             node,
+            objects,
             pool: Pool {
                 place: place(&config),
                 config,
@@ -374,6 +466,12 @@ impl PgStore {
     }
 
     /// Keep a ledger head under `name`, durably, as a change of the ledger.
+    fn remove_objects(&self, gone: &[(ImageId, Vec<u8>)]) {
+        if let Some(o) = &self.objects {
+            o.remove(gone);
+        }
+    }
+
     fn set_ledger_head(&self, name: &str, value: &[u8]) -> Result<(), Error> {
         self.write(true, |txn| {
             set_meta(txn, name, value)?;
@@ -474,27 +572,28 @@ fn append_audit<'d>(
     insert_audit(txn, &entries)
 }
 
-/// Remove every trace of an image; its tokens when it was committed (and so posted).
-fn remove_image(
-    txn: &mut Transaction<'_>,
-    image: &ImageId,
-) -> Result<Option<[Token; BANDS]>, Error> {
+/// Remove every trace of an image; the digest of its share's object, when it has one, to
+/// remove once the transaction committed.
+fn remove_image(txn: &mut Transaction<'_>, image: &ImageId) -> Result<Option<Vec<u8>>, Error> {
     let id = image.0.as_slice();
     let Some(row) = txn.query_opt(
-        "DELETE FROM images WHERE id = $1 RETURNING state, tokens",
+        "DELETE FROM images WHERE id = $1 RETURNING tokens, share, share_object",
         &[&id],
     )?
     else {
         return Err(Error::UnknownImage(*image));
     };
-    let state = state_of(row.try_get(0)?)?;
-    let tokens = tokens_of(row.try_get(1)?)?;
+    let tokens = tokens_of(row.try_get(0)?)?;
     let list: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
     txn.execute(
         "DELETE FROM postings WHERE image = $1 AND token = ANY($2)",
         &[&id, &list],
     )?;
-    Ok((state == ImageState::Committed).then_some(tokens))
+    Ok(if row.try_get::<_, bool>(2)? {
+        Some(row.try_get(1)?)
+    } else {
+        None
+    })
 }
 
 fn audit_entry(seq: i64, bytes: &[u8]) -> Result<AuditEntry, Error> {
@@ -553,6 +652,7 @@ impl NodeStore for PgStore {
         {
             return Err(Error::Invalid("empty manifest or image share"));
         }
+        let mut gone = Vec::new();
         self.write(true, |txn| {
             let keys = keys(txn)?;
             if let Some(img) = images.iter().find(|i| i.key_version != keys.writing()) {
@@ -590,18 +690,59 @@ impl NodeStore for PgStore {
             let (ids, imgs): (Vec<&[u8]>, Vec<&NewImage<'_>>) = rows.into_iter().unzip();
             let tokens: Vec<Vec<u8>> = imgs.iter().map(|i| tokens_bytes(&i.tokens)).collect();
             let manifests: Vec<&[u8]> = imgs.iter().map(|i| i.manifest).collect();
-            let shares: Vec<&[u8]> = imgs.iter().map(|i| i.image_share).collect();
             let hashes: Vec<&[u8]> = imgs.iter().map(|i| i.hash_share.as_slice()).collect();
+            // Pending images prepared again: their old objects go once this commits.
+            let replaced = txn
+                .query(
+                    "SELECT id, share FROM images WHERE id = ANY($1) AND share_object",
+                    &[&ids],
+                )?
+                .iter()
+                .map(|r| Ok((id_of(r.try_get(0)?)?, r.try_get::<_, Vec<u8>>(1)?)))
+                .collect::<Result<Vec<_>, Error>>()?;
+            // With an object store the shares are written (and synced) before the rows that
+            // name them; a share whose rows never commit is an object nothing names.
+            let digests: Vec<Vec<u8>> = match &self.objects {
+                Some(o) => imgs
+                    .iter()
+                    .map(|i| o.put(&i.id, i.image_share))
+                    .collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            };
+            let shares: Vec<&[u8]> = match &self.objects {
+                Some(_) => digests.iter().map(Vec::as_slice).collect(),
+                None => imgs.iter().map(|i| i.image_share).collect(),
+            };
             txn.execute(
-                "INSERT INTO images (id, state, changed_at, tokens, manifest, share, hash) \
-                 SELECT id, 1, $2, t, m, s, h \
+                "INSERT INTO images (id, state, changed_at, tokens, manifest, share, \
+                     share_object, hash) \
+                 SELECT id, 1, $2, t, m, s, $7, h \
                  FROM UNNEST($1::bytea[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[]) \
                      AS u(id, t, m, s, h) \
                  ON CONFLICT (id) DO UPDATE SET state = 1, changed_at = EXCLUDED.changed_at, \
                      tokens = EXCLUDED.tokens, manifest = EXCLUDED.manifest, \
-                     share = EXCLUDED.share, hash = EXCLUDED.hash",
-                &[&ids, &big(now), &tokens, &manifests, &shares, &hashes],
+                     share = EXCLUDED.share, share_object = EXCLUDED.share_object, \
+                     hash = EXCLUDED.hash",
+                &[
+                    &ids,
+                    &big(now),
+                    &tokens,
+                    &manifests,
+                    &shares,
+                    &hashes,
+                    &self.objects.is_some(),
+                ],
             )?;
+            let kept: HashSet<(ImageId, &[u8])> = imgs
+                .iter()
+                .zip(&shares)
+                .map(|(i, s)| (i.id, *s))
+                .collect();
+            gone.extend(
+                replaced
+                    .into_iter()
+                    .filter(|(id, d)| !kept.contains(&(*id, d.as_slice()))),
+            );
             if !elements.is_empty() {
                 let (t, e): (Vec<&[u8]>, Vec<&[u8]>) = elements
                     .iter()
@@ -632,7 +773,9 @@ impl NodeStore for PgStore {
                     .iter()
                     .map(|i| (AuditKind::Prepare, &i.id.0, &[][..])),
             )
-        })
+        })?;
+        self.remove_objects(&gone);
+        Ok(())
     }
 
     fn commit_many(&self, images: &[ImageId], now: u64) -> Result<(), Error> {
@@ -700,7 +843,7 @@ impl NodeStore for PgStore {
         now: u64,
         allow: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        self.write(true, |txn| {
+        let gone = self.write(true, |txn| {
             let row = txn.query_opt(
                 "SELECT manifest FROM images WHERE id = $1",
                 &[&image.0.as_slice()],
@@ -709,9 +852,12 @@ impl NodeStore for PgStore {
                 Some(r) => allow(r.try_get(0)?)?,
                 None => return Err(Error::UnknownImage(*image)),
             }
-            remove_image(txn, image)?;
-            append_audit(txn, now, [(AuditKind::Delete, &image.0, &[][..])])
-        })
+            let object = remove_image(txn, image)?;
+            append_audit(txn, now, [(AuditKind::Delete, &image.0, &[][..])])?;
+            Ok(object)
+        })?;
+        self.remove_objects(&gone.into_iter().map(|d| (*image, d)).collect::<Vec<_>>());
+        Ok(())
     }
 
     fn purge_pending(&self, before: u64, now: u64) -> Result<usize, Error> {
@@ -724,8 +870,11 @@ impl NodeStore for PgStore {
                 .iter()
                 .map(|r| id_of(r.try_get(0)?))
                 .collect::<Result<_, _>>()?;
+            let mut gone = Vec::new();
             for id in &stale {
-                remove_image(txn, id)?;
+                if let Some(digest) = remove_image(txn, id)? {
+                    gone.push((*id, digest));
+                }
             }
             if !stale.is_empty() {
                 append_audit(
@@ -734,7 +883,11 @@ impl NodeStore for PgStore {
                     stale.iter().map(|i| (AuditKind::Purge, &i.0, &[][..])),
                 )?;
             }
-            Ok(stale.len())
+            Ok((stale.len(), gone))
+        })
+        .map(|(purged, gone)| {
+            self.remove_objects(&gone);
+            purged
         })
     }
 
@@ -813,13 +966,25 @@ impl NodeStore for PgStore {
     fn image(&self, image: &ImageId) -> Result<Option<StoredImage>, Error> {
         self.read(|txn| {
             let row = txn.query_opt(
-                "SELECT manifest, share FROM images WHERE id = $1 AND state = 2",
+                "SELECT manifest, share, share_object FROM images WHERE id = $1 AND state = 2",
                 &[&image.0.as_slice()],
             )?;
             row.map(|r| {
+                let share: Vec<u8> = r.try_get(1)?;
+                let image_share = match (r.try_get::<_, bool>(2)?, &self.objects) {
+                    (false, _) => share,
+                    (true, Some(o)) => o.get(image, &share)?,
+                    (true, None) => {
+                        return Err(Error::Storage(
+                            "this image's share is kept in an object store, and this node's \
+                             configuration names none (\"shares\")"
+                                .into(),
+                        ))
+                    }
+                };
                 Ok(StoredImage {
                     manifest: r.try_get(0)?,
-                    image_share: r.try_get(1)?,
+                    image_share,
                 })
             })
             .transpose()
@@ -1365,12 +1530,22 @@ pub fn fresh_database(admin_url: &str, name: &str) -> Result<String, Error> {
     let config: postgres::Config = admin_url
         .parse()
         .map_err(|_| Error::Invalid("the database URL does not parse"))?;
-    let mut admin = config.connect(NoTls).map_err(|e| {
-        Error::Storage(format!("cannot reach the database {}: {e}", place(&config)))
+    // On a thread of its own, so that it may be called from async code (a benchmark's setup):
+    // the connection blocks on a runtime of its own.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut admin = config.connect(NoTls).map_err(|e| {
+                    Error::Storage(format!("cannot reach the database {}: {e}", place(&config)))
+                })?;
+                // Two statements, each its own transaction; from template0, which no one
+                // connects to, so that databases made at once do not wait on each other.
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+                admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))?;
+                Ok::<_, Error>(())
+            })
+            .join()
+            .map_err(|_| Error::Storage("making the database panicked".into()))?
     })?;
-    // Two statements, each its own transaction; from template0, which no one connects to, so
-    // that databases made at once do not wait on each other.
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
-    admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))?;
     Ok(url)
 }

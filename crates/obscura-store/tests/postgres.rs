@@ -189,3 +189,65 @@ fn processes_counting_at_once_let_the_limit_through_and_fail_none() {
     // Clocks on both sides of the window's end: every count answers, none fails.
     counted(&|i| if i % 2 == 0 { 4599 } else { 4600 });
 }
+
+/// Image shares kept as objects: the database holds only each share's digest, every process
+/// naming the folder reads them, an object altered behind the node's back is refused, and
+/// objects no row names any more (a pending share prepared again, a deleted image) are removed.
+#[test]
+fn shares_kept_as_objects_are_checked_and_removed_with_their_image() {
+    let Some(url) = database("objects") else {
+        return;
+    };
+    let dir = common::TempDir::new("objects");
+    let folder = dir.0.join("shares");
+    let store = PgStore::open_with_shares(&url, 1, folder.to_str()).unwrap();
+    let files = || -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![folder.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    };
+
+    let mut p = Parts::new(5);
+    store.prepare(&p.new_image(), 1).unwrap();
+    p.share = vec![6; 3000];
+    store.prepare(&p.new_image(), 2).unwrap();
+    store.commit(&p.id, 3).unwrap();
+    let kept = files();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the first share's object was removed: {kept:?}"
+    );
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), p.share);
+
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let row: Vec<u8> = sql
+        .query_one("SELECT share FROM images", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(row, blake3::hash(&p.share).as_bytes());
+
+    let other = PgStore::open_with_shares(&url, 1, folder.to_str()).unwrap();
+    assert_eq!(other.image(&p.id).unwrap().unwrap().image_share, p.share);
+    let blind = PgStore::open(&url, 1).unwrap();
+    let e = blind.image(&p.id).unwrap_err();
+    assert!(e.to_string().contains("names none"), "{e}");
+
+    let mut altered = p.share.clone();
+    altered[10] ^= 1;
+    std::fs::write(&kept[0], &altered).unwrap();
+    assert!(matches!(store.image(&p.id), Err(Error::Corrupt(_))));
+
+    store.delete(&p.id, 4).unwrap();
+    assert!(files().is_empty(), "{:?}", files());
+    assert!(PgStore::open_with_shares(&url, 1, Some("s3://bucket/x")).is_err());
+}

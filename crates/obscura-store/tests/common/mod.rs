@@ -84,6 +84,8 @@ pub enum Backend {
     Redb(PathBuf),
     /// A PostgreSQL database of its own.
     Postgres(String),
+    /// A PostgreSQL database of its own, with the image shares as objects in a folder.
+    PostgresObjects(String, PathBuf),
 }
 
 impl Backend {
@@ -94,6 +96,9 @@ impl Backend {
         Ok(match self {
             Backend::Redb(path) => Box::new(obscura_store::Store::open(path, node)?),
             Backend::Postgres(url) => Box::new(obscura_store::PgStore::open(url, node)?),
+            Backend::PostgresObjects(url, shares) => Box::new(
+                obscura_store::PgStore::open_with_shares(url, node, shares.to_str())?,
+            ),
         })
     }
 
@@ -101,6 +106,7 @@ impl Backend {
         match self {
             Backend::Redb(_) => "redb",
             Backend::Postgres(_) => "postgres",
+            Backend::PostgresObjects(..) => "postgres with shares as objects",
         }
     }
 
@@ -109,14 +115,15 @@ impl Backend {
         match self {
             Backend::Redb(path) => path.display().to_string(),
             Backend::Postgres(url) => url.clone(),
+            Backend::PostgresObjects(url, shares) => format!("{url}|{}", shares.display()),
         }
     }
 
     pub fn from_location(location: &str) -> Backend {
-        if location.starts_with("postgres://") {
-            Backend::Postgres(location.into())
-        } else {
-            Backend::Redb(location.into())
+        match location.split_once('|') {
+            Some((url, shares)) => Backend::PostgresObjects(url.into(), shares.into()),
+            None if location.starts_with("postgres://") => Backend::Postgres(location.into()),
+            None => Backend::Redb(location.into()),
         }
     }
 }
@@ -141,14 +148,18 @@ pub fn postgres_server() -> Option<String> {
     }
 }
 
-/// The backends test `test` runs on: a redb file in `dir`, and a fresh PostgreSQL database
-/// when there is a server.
+/// The backends test `test` runs on: a redb file in `dir`, and, when there is a server, a
+/// fresh PostgreSQL database, and another with the shares as objects in `dir`.
 pub fn backends(dir: &TempDir, test: &str) -> Vec<Backend> {
     let mut out = vec![Backend::Redb(dir.db())];
     if let Some(server) = postgres_server() {
         let name = format!("obscura_{test}_{}", std::process::id());
         out.push(Backend::Postgres(
             obscura_store::pg::fresh_database(&server, &name).unwrap(),
+        ));
+        out.push(Backend::PostgresObjects(
+            obscura_store::pg::fresh_database(&server, &format!("{name}_o")).unwrap(),
+            dir.0.join("shares"),
         ));
     }
     out
