@@ -50,6 +50,14 @@ const LEDGER_GENERATION: &str = "ledger_generation";
 /// Idle connections kept per process; more are opened while requests need them.
 const IDLE: usize = 16;
 
+/// Connections a process opens at most (a node works on 32 requests at once by default, a
+/// ledger request holds a second connection for its lock): two processes stay under
+/// PostgreSQL's default of 100.
+const MAX_CONNECTIONS: usize = 40;
+
+/// How long a request waits for a connection when all are busy.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The tables, created once under the writer lock.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (name text PRIMARY KEY, value bytea NOT NULL);
@@ -237,22 +245,74 @@ struct Pool {
     config: postgres::Config,
     /// Where, for messages: hosts, ports and database, never the password.
     place: String,
-    idle: Mutex<Vec<Client>>,
+    state: Mutex<PoolState>,
+    /// Signalled when a connection is returned or closed.
+    freed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Client>,
+    /// Connections open, idle or in use.
+    open: usize,
 }
 
 impl Pool {
+    /// A connection: an idle one, a new one while fewer than [`MAX_CONNECTIONS`] are open, or
+    /// the first one returned within [`WAIT`].
     fn get(&self) -> Result<Conn<'_>, Error> {
-        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let client = match pooled {
-            Some(c) if !c.is_closed() => c,
-            _ => self.config.connect(NoTls).map_err(|e| {
-                Error::Storage(format!("cannot reach the database {}: {e}", self.place))
-            })?,
-        };
-        Ok(Conn {
-            pool: self,
-            client: Some(client),
-        })
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            while let Some(c) = state.idle.pop() {
+                if !c.is_closed() {
+                    return Ok(Conn {
+                        pool: self,
+                        client: Some(c),
+                    });
+                }
+                state.open -= 1;
+                close(vec![c]);
+            }
+            if state.open < MAX_CONNECTIONS {
+                state.open += 1;
+                break;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::Storage(format!(
+                    "all {MAX_CONNECTIONS} connections of this process to the database {} \
+                     stayed busy for {} s",
+                    self.place,
+                    WAIT.as_secs()
+                )));
+            }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(state);
+        match self.config.connect(NoTls) {
+            Ok(client) => Ok(Conn {
+                pool: self,
+                client: Some(client),
+            }),
+            Err(e) => {
+                self.closed();
+                Err(Error::Storage(format!(
+                    "cannot reach the database {}: {e}",
+                    self.place
+                )))
+            }
+        }
+    }
+
+    /// One connection fewer is open.
+    fn closed(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).open -= 1;
+        self.freed.notify_one();
     }
 }
 
@@ -266,6 +326,15 @@ impl Conn<'_> {
     fn client(&mut self) -> &mut Client {
         self.client.as_mut().expect("held until dropped")
     }
+
+    /// Close it instead of returning it: its session holds something the next user must not
+    /// inherit (a setting, a lock whose release failed).
+    fn discard(&mut self) {
+        if let Some(c) = self.client.take() {
+            close(vec![c]);
+            self.pool.closed();
+        }
+    }
 }
 
 impl Drop for Conn<'_> {
@@ -274,20 +343,23 @@ impl Drop for Conn<'_> {
             return;
         };
         if !c.is_closed() {
-            let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < IDLE {
-                idle.push(c);
+            let mut state = self.pool.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.idle.len() < IDLE {
+                state.idle.push(c);
+                drop(state);
+                self.pool.freed.notify_one();
                 return;
             }
         }
         close(vec![c]);
+        self.pool.closed();
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
-        close(idle);
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        close(std::mem::take(&mut state.idle));
     }
 }
 
@@ -354,7 +426,8 @@ impl PgStore {
             pool: Pool {
                 place: place(&config),
                 config,
-                idle: Mutex::default(),
+                state: Mutex::default(),
+                freed: std::sync::Condvar::new(),
             },
         };
         store.write(true, |txn| {
@@ -1434,7 +1507,7 @@ impl NodeStore for PgStore {
                     .is_err()
                 {
                     // Not back to the pool: closing it releases the lock.
-                    self.0.client.take();
+                    self.0.discard();
                 }
             }
         }
@@ -1446,7 +1519,7 @@ impl NodeStore for PgStore {
         ));
         if let Err(e) = locked {
             // Not back to the pool with the timeout still set.
-            close(conn.client.take().into_iter().collect());
+            conn.discard();
             return Err(Error::Storage(format!(
                 "another process of this node held the ledger for over {LEDGER_WAIT_S} s: {}",
                 Error::from(e)

@@ -251,3 +251,47 @@ fn shares_kept_as_objects_are_checked_and_removed_with_their_image() {
     assert!(files().is_empty(), "{:?}", files());
     assert!(PgStore::open_with_shares(&url, 1, Some("s3://bucket/x")).is_err());
 }
+
+/// A process opens at most 40 connections, however many requests wait at once (here 60, each
+/// holding one while it waits for the ledger lock): two processes stay within PostgreSQL's
+/// default of 100 connections instead of failing every request with "too many clients".
+#[test]
+fn a_process_opens_a_bounded_number_of_connections() {
+    let Some(url) = database("connections") else {
+        return;
+    };
+    let store = PgStore::open(&url, 1).unwrap();
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let mut watch = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let most = std::thread::scope(|s| {
+        for _ in 0..60 {
+            s.spawn(|| {
+                let held = store.ledger_lock().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                drop(held);
+            });
+        }
+        let watcher = s.spawn(|| {
+            let mut most = 0i64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let n: i64 = watch
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                        &[&name],
+                    )
+                    .unwrap()
+                    .get(0);
+                most = most.max(n);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            most
+        });
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    // The watcher's own connection is one of them.
+    assert!(most <= 41, "{most} connections");
+    assert!(most > 20, "the requests did not overlap: {most}");
+}

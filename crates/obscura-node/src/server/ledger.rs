@@ -25,9 +25,9 @@ fn proof(replica: &Replica, since: u64, size: u64) -> Vec<Hash> {
 
 /// The node's ledger while a request works on it.
 struct LedgerGuard<'a> {
-    // Dropped first: the copy is released before the store's lock.
-    ledger: std::sync::MutexGuard<'a, crate::ledger::NodeLedger>,
+    // Dropped first: the store's lock is released before the copy.
     _lock: obscura_store::LedgerLock<'a>,
+    ledger: std::sync::MutexGuard<'a, crate::ledger::NodeLedger>,
     store: &'a dyn obscura_store::NodeStore,
 }
 
@@ -62,8 +62,10 @@ impl NodeState {
     /// from the store when another process of the node changed it. Held with the store's ledger
     /// lock, so no other process changes it until the request is done.
     fn ledger(&self) -> Result<LedgerGuard<'_>, ResponseBody> {
-        let lock = self.store.ledger_lock().map_err(store_error)?;
+        // This process's copy first, then the store's lock: one request per process waits on
+        // the store's, holding one connection, not every request in flight.
         let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = self.store.ledger_lock().map_err(store_error)?;
         if ledger.broken {
             return Err(error(
                 ErrorCode::Internal,
@@ -76,8 +78,8 @@ impl NodeState {
                 .map_err(|why| error(ErrorCode::Internal, why))?;
         }
         Ok(LedgerGuard {
-            ledger,
             _lock: lock,
+            ledger,
             store: &*self.store,
         })
     }
