@@ -24,6 +24,9 @@ pub struct NodeLedger {
     /// The store's count of ledger changes this copy was read at: another process of the node
     /// that changed the ledger since makes the copy read again.
     pub(crate) generation: u64,
+    /// The request working on the copy wrote the store and brought the copy level with what
+    /// it wrote: the store's count of changes may then be taken as this copy's.
+    pub(crate) synced: bool,
 }
 
 impl NodeLedger {
@@ -73,6 +76,7 @@ impl NodeLedger {
             committed,
             broken: false,
             generation,
+            synced: false,
         })
     }
 

@@ -47,13 +47,13 @@ const LEDGER_WAIT_S: u32 = 10;
 /// Counts every change of the ledger, its entries or its kept heads.
 const LEDGER_GENERATION: &str = "ledger_generation";
 
-/// Idle connections kept per process; more are opened while requests need them.
-const IDLE: usize = 16;
-
 /// Connections a process opens at most (a node works on 32 requests at once by default, a
 /// ledger request holds a second connection for its lock): two processes stay under
 /// PostgreSQL's default of 100.
 const MAX_CONNECTIONS: usize = 40;
+
+/// Random bytes in each share object's name.
+const OBJECT_NONCE: usize = 16;
 
 /// How long a request waits for a connection when all are busy.
 const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -109,8 +109,10 @@ pub struct PgStore {
     objects: Option<Objects>,
 }
 
-/// Image shares kept as objects, each named by its image and its BLAKE3 digest, so that an
-/// object is written once and never changed: a share replaced while pending is a new object.
+/// Image shares kept as objects, each named by its image, its BLAKE3 digest and a random
+/// nonce: every write is a new object, never changed, and removing the object of a row that is
+/// gone can never remove one a later row names (the same share prepared again is another
+/// object).
 struct Objects {
     store: Box<dyn object_store::ObjectStore>,
     /// Where, for messages.
@@ -140,27 +142,35 @@ impl Objects {
         })
     }
 
-    fn path(id: &ImageId, digest: &[u8]) -> object_store::path::Path {
+    /// The object `name` (digest ‖ nonce, as the row keeps it) of image `id`.
+    fn path(id: &ImageId, name: &[u8]) -> object_store::path::Path {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        object_store::path::Path::from(format!("images/{}/{}", hex(&id.0), hex(digest)))
+        object_store::path::Path::from(format!("images/{}/{}", hex(&id.0), hex(name)))
     }
 
+    /// Write `share` as a new object of image `id`; its name, for the row.
     fn put(&self, id: &ImageId, share: &[u8]) -> Result<Vec<u8>, Error> {
-        let digest = blake3::hash(share).as_bytes().to_vec();
+        let mut name = blake3::hash(share).as_bytes().to_vec();
+        let mut nonce = [0u8; OBJECT_NONCE];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        name.extend_from_slice(&nonce);
         let payload = object_store::PutPayload::from(share.to_vec());
-        futures_executor::block_on(self.store.put(&Self::path(id, &digest), payload))
+        futures_executor::block_on(self.store.put(&Self::path(id, &name), payload))
             .map_err(|e| self.failed("write", e))?;
-        Ok(digest)
+        Ok(name)
     }
 
-    fn get(&self, id: &ImageId, digest: &[u8]) -> Result<Vec<u8>, Error> {
+    fn get(&self, id: &ImageId, name: &[u8]) -> Result<Vec<u8>, Error> {
+        if name.len() != 32 + OBJECT_NONCE {
+            return Err(Error::Corrupt("share object name"));
+        }
         let bytes = futures_executor::block_on(async {
-            self.store.get(&Self::path(id, digest)).await?.bytes().await
+            self.store.get(&Self::path(id, name)).await?.bytes().await
         })
         .map_err(|e| self.failed("read", e))?;
         // The object store is outside the database's transactions and checks: what comes back
         // must be what was stored.
-        if blake3::hash(&bytes).as_bytes().as_slice() != digest {
+        if blake3::hash(&bytes).as_bytes().as_slice() != &name[..32] {
             return Err(Error::Corrupt("an image share object was altered"));
         }
         Ok(bytes.to_vec())
@@ -342,14 +352,17 @@ impl Drop for Conn<'_> {
         let Some(c) = self.client.take() else {
             return;
         };
+        // Kept open for the next request (at most MAX_CONNECTIONS are open): opening and
+        // closing connections under load costs more than keeping them.
         if !c.is_closed() {
-            let mut state = self.pool.state.lock().unwrap_or_else(|e| e.into_inner());
-            if state.idle.len() < IDLE {
-                state.idle.push(c);
-                drop(state);
-                self.pool.freed.notify_one();
-                return;
-            }
+            self.pool
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .idle
+                .push(c);
+            self.pool.freed.notify_one();
+            return;
         }
         close(vec![c]);
         self.pool.closed();
@@ -726,7 +739,10 @@ impl NodeStore for PgStore {
             return Err(Error::Invalid("empty manifest or image share"));
         }
         let mut gone = Vec::new();
-        self.write(true, |txn| {
+        // Objects this batch wrote: removed again when it does not commit.
+        let mut written: Vec<(ImageId, Vec<u8>)> = Vec::new();
+        let mut committing = false;
+        let done = self.write(true, |txn| {
             let keys = keys(txn)?;
             if let Some(img) = images.iter().find(|i| i.key_version != keys.writing()) {
                 return Err(keys.refuse(img.key_version));
@@ -775,13 +791,13 @@ impl NodeStore for PgStore {
                 .collect::<Result<Vec<_>, Error>>()?;
             // With an object store the shares are written (and synced) before the rows that
             // name them; a share whose rows never commit is an object nothing names.
-            let digests: Vec<Vec<u8>> = match &self.objects {
-                Some(o) => imgs
-                    .iter()
-                    .map(|i| o.put(&i.id, i.image_share))
-                    .collect::<Result<_, _>>()?,
-                None => Vec::new(),
-            };
+            if let Some(o) = &self.objects {
+                for i in &imgs {
+                    let name = o.put(&i.id, i.image_share)?;
+                    written.push((i.id, name));
+                }
+            }
+            let digests: Vec<Vec<u8>> = written.iter().map(|(_, n)| n.clone()).collect();
             let shares: Vec<&[u8]> = match &self.objects {
                 Some(_) => digests.iter().map(Vec::as_slice).collect(),
                 None => imgs.iter().map(|i| i.image_share).collect(),
@@ -845,8 +861,18 @@ impl NodeStore for PgStore {
                 images
                     .iter()
                     .map(|i| (AuditKind::Prepare, &i.id.0, &[][..])),
-            )
-        })?;
+            )?;
+            committing = true;
+            Ok(())
+        });
+        if let Err(e) = done {
+            // A commit that failed may still have committed (its answer lost): then the rows
+            // name these objects, and they stay.
+            if !committing {
+                self.remove_objects(&written);
+            }
+            return Err(e);
+        }
         self.remove_objects(&gone);
         Ok(())
     }
@@ -1542,10 +1568,6 @@ impl NodeStore for PgStore {
         let mut conn = self.pool.get()?;
         let mut txn = conn.client().transaction()?;
         txn.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
-        txn.execute(
-            "DELETE FROM usage WHERE since <= $1 AND NOT (name = $2 AND kind = $3)",
-            &[&big(now.saturating_sub(window)), &user, &kind],
-        )?;
         // Made or locked, and read, in one statement: the row stays locked until the commit,
         // so two processes count one after the other, and none finds it gone meanwhile.
         let row = txn.query_one(
@@ -1565,6 +1587,13 @@ impl NodeStore for PgStore {
                 &[&user, &kind, &big(usage.since), &i64::from(usage.used)],
             )?;
         }
+        // Rows of windows that ended go, but for rows other requests hold: deleting them
+        // before locking this one let two users' requests wait on each other's rows.
+        txn.execute(
+            "DELETE FROM usage WHERE ctid IN \
+             (SELECT ctid FROM usage WHERE since <= $1 FOR UPDATE SKIP LOCKED)",
+            &[&big(now.saturating_sub(window))],
+        )?;
         txn.commit()?;
         Ok(charged)
     }

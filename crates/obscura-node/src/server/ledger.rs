@@ -32,14 +32,17 @@ struct LedgerGuard<'a> {
 }
 
 impl Drop for LedgerGuard<'_> {
-    /// The copy is the store's ledger when a request is done with it (a write that failed read
-    /// it again, or marked it broken), and no other process wrote meanwhile: take the store's
-    /// count, so that this process's own writes do not make it read the ledger again.
+    /// After a write this request made and took into the copy, with no other process able to
+    /// write meanwhile, the store's count is the copy's: this process's own writes do not make
+    /// it read the ledger again. A write that failed (perhaps after it committed) leaves the
+    /// count the copy had, so the next request reads the ledger again if the store changed.
     fn drop(&mut self) {
-        match self.store.ledger_generation() {
-            Ok(g) => self.ledger.generation = g,
-            // Unknown: the next request reads the ledger again.
-            Err(_) => self.ledger.generation = u64::MAX,
+        if std::mem::take(&mut self.ledger.synced) {
+            match self.store.ledger_generation() {
+                Ok(g) => self.ledger.generation = g,
+                // Unknown: the next request reads the ledger again.
+                Err(_) => self.ledger.generation = u64::MAX,
+            }
         }
     }
 }
@@ -137,6 +140,7 @@ impl NodeState {
                 }
                 return Err(store_error(e));
             }
+            ledger.synced = true;
         }
         Ok(self.appended(&ledger, since))
     }
@@ -202,6 +206,7 @@ impl NodeState {
             .ledger_replace(from, &new, &req.request_id, detail.as_bytes(), now)
             .map_err(store_error)?;
         ledger.replica = copy;
+        ledger.synced = true;
         Ok(self.appended(ledger, since))
     }
 
@@ -252,6 +257,7 @@ impl NodeState {
                 .set_ledger_committed(&bytes)
                 .map_err(store_error)?;
             ledger.committed = Some((*head, cosignature.clone()));
+            ledger.synced = true;
         }
         Ok(ResponseBody::LedgerCommitted { cosignature })
     }
@@ -438,6 +444,7 @@ impl NodeState {
             .set_ledger_cosigned(&bytes)
             .map_err(store_error)?;
         ledger.cosigned = Some(kept);
+        ledger.synced = true;
         Ok(ResponseBody::Ok)
     }
 }
