@@ -658,6 +658,15 @@ fn append_audit<'d>(
     insert_audit(txn, &entries)
 }
 
+/// Append the audit entry of a step of a key rotation.
+fn key_change(txn: &mut Transaction<'_>, now: u64, detail: &str) -> Result<(), Error> {
+    append_audit(
+        txn,
+        now,
+        [(AuditKind::KeyChange, &[0; 16], detail.as_bytes())],
+    )
+}
+
 /// Remove every trace of an image; the digest of its share's object, when it has one, to
 /// remove once the transaction committed.
 fn remove_image(txn: &mut Transaction<'_>, image: &ImageId) -> Result<Option<Vec<u8>>, Error> {
@@ -1323,11 +1332,7 @@ impl NodeStore for PgStore {
                 "key version {from} -> {to}: begin, {} elements, {total} images",
                 moves.len()
             );
-            append_audit(
-                txn,
-                now,
-                [(AuditKind::KeyChange, &[0; 16], detail.as_bytes())],
-            )?;
+            key_change(txn, now, &detail)?;
             self.status(txn)
         })
     }
@@ -1407,11 +1412,7 @@ impl NodeStore for PgStore {
             )?;
             set_meta(txn, ROTATION, &record.encode())?;
             let detail = format!("key version move: {scanned} images scanned");
-            append_audit(
-                txn,
-                now,
-                [(AuditKind::KeyChange, &[0; 16], detail.as_bytes())],
-            )?;
+            key_change(txn, now, &detail)?;
             self.status(txn)
         })
     }
@@ -1445,11 +1446,7 @@ impl NodeStore for PgStore {
             txn.execute("DELETE FROM meta WHERE name = $1", &[&ROTATION])?;
             set_meta(txn, KEY_VERSION, &to.to_be_bytes())?;
             let detail = format!("key version {from} -> {to}: finished");
-            append_audit(
-                txn,
-                now,
-                [(AuditKind::KeyChange, &[0; 16], detail.as_bytes())],
-            )?;
+            key_change(txn, now, &detail)?;
             self.status(txn)
         })
     }
