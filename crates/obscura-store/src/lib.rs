@@ -1,5 +1,7 @@
 //! A node's storage, on redb: image shares, hash-bit shares, band-token postings, signed
-//! manifests, the request-replay window and the hash-chained audit log.
+//! manifests, the request-replay window and the hash-chained audit log. [`PgStore`] keeps the
+//! same records in PostgreSQL, for several processes of one node; the node uses either through
+//! [`NodeStore`].
 //!
 //! Every method that changes state runs in one redb write transaction that also appends its audit
 //! entry, and returns only after the transaction committed with [`redb::Durability::Immediate`]:
