@@ -1,6 +1,6 @@
-//! What a node asks of its storage, as one trait with two implementations: [`Store`] on redb
-//! (embedded, the default) and [`PgStore`](crate::pg::PgStore) on PostgreSQL, where several
-//! processes of one node serve from one database.
+//! What a node asks of its storage, as one trait with two implementations:
+//! [`Store`](crate::Store) on redb (embedded, the default) and [`PgStore`](crate::pg::PgStore)
+//! on PostgreSQL, where several processes of one node serve from one database.
 //!
 //! Both keep the same promises, which the store suite checks against each: a state change and
 //! its audit entry commit together and durably, indexing is two-phase, a request id is admitted
@@ -39,8 +39,8 @@ impl<'a> LedgerLock<'a> {
 /// A rotation's target version and `ρ`.
 pub type RotationFactor = (u32, Zeroizing<[u8; 32]>);
 
-/// A node's storage. The methods are those of [`Store`], whose documentation says what each
-/// does and refuses; an implementation keeps the same contract.
+/// A node's storage. The methods are those of [`Store`](crate::Store), whose documentation says
+/// what each does and refuses; an implementation keeps the same contract.
 ///
 /// Every method blocks (on a disk sync or a database round trip): call them off the async
 /// workers, as the node does.
