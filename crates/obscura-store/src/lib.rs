@@ -297,9 +297,7 @@ impl ImageRecord {
             ImageState::Committed => 2,
         });
         out.extend_from_slice(&self.changed_at.to_be_bytes());
-        for t in &self.tokens {
-            out.extend_from_slice(&t.0);
-        }
+        out.extend_from_slice(&encode_tokens(&self.tokens));
         out
     }
 
@@ -313,19 +311,43 @@ impl ImageRecord {
             _ => return Err(Error::Corrupt("image state")),
         };
         let changed_at = u64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes"));
-        let tokens = std::array::from_fn(|i| {
-            Token(
-                bytes[9 + i * TOKEN_LEN..9 + (i + 1) * TOKEN_LEN]
-                    .try_into()
-                    .expect("16 bytes"),
-            )
-        });
+        let tokens = decode_tokens(&bytes[9..])?;
         Ok(ImageRecord {
             state,
             changed_at,
             tokens,
         })
     }
+}
+
+/// An image's 8 band tokens as both stores keep them: one after the other.
+pub(crate) fn encode_tokens(tokens: &[Token; BANDS]) -> Vec<u8> {
+    tokens.iter().flat_map(|t| t.0).collect()
+}
+
+/// The band tokens [`encode_tokens`] wrote.
+pub(crate) fn decode_tokens(bytes: &[u8]) -> Result<[Token; BANDS], Error> {
+    if bytes.len() != BANDS * TOKEN_LEN {
+        return Err(Error::Corrupt("image tokens"));
+    }
+    Ok(std::array::from_fn(|i| {
+        Token(
+            bytes[i * TOKEN_LEN..(i + 1) * TOKEN_LEN]
+                .try_into()
+                .expect("16 bytes"),
+        )
+    }))
+}
+
+/// An image id as a store keeps it.
+pub(crate) fn id_of(bytes: &[u8]) -> Result<ImageId, Error> {
+    Ok(ImageId(bytes.try_into().map_err(|_| Error::Corrupt("id"))?))
+}
+
+/// Request ids admitted before this time are forgotten: a replay of one fails the time check
+/// of any window from `now` on.
+pub(crate) fn replay_horizon(now: u64, window: u64) -> u64 {
+    now.saturating_sub(2 * window)
 }
 
 /// A committed image's stored parts.
@@ -751,9 +773,7 @@ impl Store {
                 let (k, r) = entry?;
                 let r = ImageRecord::decode(r.value())?;
                 if r.state == ImageState::Pending && r.changed_at < before {
-                    v.push(ImageId(
-                        k.value().try_into().map_err(|_| Error::Corrupt("id"))?,
-                    ));
+                    v.push(id_of(k.value())?);
                 }
             }
             v
@@ -1203,7 +1223,7 @@ fn admit(
         let mut by_time = txn.open_table(REQUESTS_BY_TIME)?;
         by_time.insert(time_key(at, request_id).as_slice(), ())?;
         // Forget ids whose time is outside any future window.
-        let horizon = now.saturating_sub(2 * window);
+        let horizon = replay_horizon(now, window);
         let expired: Vec<Vec<u8>> = by_time
             .range(..time_key(horizon, &[0; 16]).as_slice())?
             .map(|e| e.map(|(k, _)| k.value().to_vec()))

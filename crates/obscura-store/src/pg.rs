@@ -22,14 +22,14 @@ use std::sync::Mutex;
 
 use object_store::ObjectStoreExt;
 use postgres::{Client, IsolationLevel, NoTls, Transaction};
-use zeroize::Zeroizing;
 
 use obscura_sharing::manifest::ImageId;
 use obscura_tokens::{Token, BANDS, TOKEN_LEN};
 
 use crate::audit::{self, AuditEntry, AuditKind, Head};
 use crate::backend::RotationFactor;
-use crate::rotation::{tok, KeyState, Record, KEY_VERSION, ROTATION};
+use crate::rotation::{moves_cover, tok, KeyState, Record, KEY_VERSION, ROTATION};
+use crate::{decode_tokens, encode_tokens, id_of, replay_horizon};
 use crate::{
     Error, ImageState, KeyVersions, NewImage, NodeStore, RotationStatus, StoreStats, StoredImage,
     StoredLedger, TokenMove, Usage, HASH_SHARE_LEN,
@@ -219,27 +219,6 @@ fn big(v: u64) -> i64 {
 /// A `bigint` the store wrote from a `u64`.
 fn unbig(v: i64, what: &'static str) -> Result<u64, Error> {
     u64::try_from(v).map_err(|_| Error::Corrupt(what))
-}
-
-fn id_of(bytes: &[u8]) -> Result<ImageId, Error> {
-    Ok(ImageId(bytes.try_into().map_err(|_| Error::Corrupt("id"))?))
-}
-
-fn tokens_bytes(tokens: &[Token; BANDS]) -> Vec<u8> {
-    tokens.iter().flat_map(|t| t.0).collect()
-}
-
-fn tokens_of(bytes: &[u8]) -> Result<[Token; BANDS], Error> {
-    if bytes.len() != BANDS * TOKEN_LEN {
-        return Err(Error::Corrupt("image tokens"));
-    }
-    Ok(std::array::from_fn(|i| {
-        Token(
-            bytes[i * TOKEN_LEN..(i + 1) * TOKEN_LEN]
-                .try_into()
-                .expect("16 bytes"),
-        )
-    }))
 }
 
 fn state_of(v: i16) -> Result<ImageState, Error> {
@@ -527,7 +506,7 @@ impl PgStore {
             return Err(Error::Stale { at, now, window });
         }
         // Forget ids whose time is outside any future window, in the same statement.
-        let horizon = big(now.saturating_sub(2 * window));
+        let horizon = big(replay_horizon(now, window));
         let mut conn = self.pool.get()?;
         let mut txn = conn.client().transaction()?;
         txn.batch_execute(if durable {
@@ -597,7 +576,19 @@ fn set_meta(txn: &mut Transaction<'_>, name: &str, value: &[u8]) -> Result<(), E
 
 /// The key state recorded, with a rotation's token map.
 fn keys(txn: &mut Transaction<'_>) -> Result<KeyState, Error> {
-    let current = match meta(txn, KEY_VERSION)? {
+    // Both values in one round trip: every lookup and every write reads them.
+    let (mut version, mut rotation) = (None, None);
+    for row in txn.query(
+        "SELECT name, value FROM meta WHERE name = $1 OR name = $2",
+        &[&KEY_VERSION, &ROTATION],
+    )? {
+        let value: Vec<u8> = row.try_get(1)?;
+        match row.try_get::<_, &str>(0)? {
+            KEY_VERSION => version = Some(value),
+            _ => rotation = Some(value),
+        }
+    }
+    let current = match version {
         None => 1,
         Some(v) => u32::from_be_bytes(
             v.as_slice()
@@ -605,7 +596,7 @@ fn keys(txn: &mut Transaction<'_>) -> Result<KeyState, Error> {
                 .map_err(|_| Error::Corrupt("key version"))?,
         ),
     };
-    let rotation = match meta(txn, ROTATION)? {
+    let rotation = match rotation {
         None => None,
         Some(r) => {
             let record = Record::decode(&r)?;
@@ -678,7 +669,7 @@ fn remove_image(txn: &mut Transaction<'_>, image: &ImageId) -> Result<Option<Vec
     else {
         return Err(Error::UnknownImage(*image));
     };
-    let tokens = tokens_of(row.try_get(0)?)?;
+    let tokens = decode_tokens(row.try_get(0)?)?;
     let list: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
     txn.execute(
         "DELETE FROM postings WHERE image = $1 AND token = ANY($2)",
@@ -786,7 +777,7 @@ impl NodeStore for PgStore {
                 }
             }
             let (ids, imgs): (Vec<&[u8]>, Vec<&NewImage<'_>>) = rows.into_iter().unzip();
-            let tokens: Vec<Vec<u8>> = imgs.iter().map(|i| tokens_bytes(&i.tokens)).collect();
+            let tokens: Vec<Vec<u8>> = imgs.iter().map(|i| encode_tokens(&i.tokens)).collect();
             let manifests: Vec<&[u8]> = imgs.iter().map(|i| i.manifest).collect();
             let hashes: Vec<&[u8]> = imgs.iter().map(|i| i.hash_share.as_slice()).collect();
             // Pending images prepared again: their old objects go once this commits.
@@ -897,7 +888,7 @@ impl NodeStore for PgStore {
             )? {
                 found.insert(
                     id_of(row.try_get(0)?)?,
-                    (state_of(row.try_get(1)?)?, tokens_of(row.try_get(2)?)?),
+                    (state_of(row.try_get(1)?)?, decode_tokens(row.try_get(2)?)?),
                 );
             }
             let mut committed: Vec<(ImageId, [Token; BANDS])> = Vec::new();
@@ -920,7 +911,7 @@ impl NodeStore for PgStore {
                 return Ok(());
             }
             let ids: Vec<&[u8]> = committed.iter().map(|(i, _)| i.0.as_slice()).collect();
-            let tokens: Vec<Vec<u8>> = committed.iter().map(|(_, t)| tokens_bytes(t)).collect();
+            let tokens: Vec<Vec<u8>> = committed.iter().map(|(_, t)| encode_tokens(t)).collect();
             txn.execute(
                 "UPDATE images SET state = 2, changed_at = $2, tokens = u.t \
                  FROM UNNEST($1::bytea[], $3::bytea[]) AS u(id, t) WHERE images.id = u.id",
@@ -1288,16 +1279,8 @@ impl NodeStore for PgStore {
             }
             let forward: HashMap<[u8; TOKEN_LEN], [u8; TOKEN_LEN]> =
                 moves.iter().map(|m| (m.from.0, m.to.0)).collect();
-            // Every stored element moved, and nothing else: the moves are exactly the rows.
             let stored = txn.query("SELECT token FROM token_elements", &[])?;
-            if stored.len() != forward.len() {
-                return Err(Error::ElementsChanged);
-            }
-            for row in &stored {
-                if !forward.contains_key(&tok(row.try_get(0)?)?) {
-                    return Err(Error::ElementsChanged);
-                }
-            }
+            moves_cover(&forward, stored.iter().map(|r| tok(r.try_get(0)?)))?;
             let (old, new): (Vec<&[u8]>, Vec<&[u8]>) = moves
                 .iter()
                 .map(|m| (m.from.0.as_slice(), m.to.0.as_slice()))
@@ -1318,15 +1301,7 @@ impl NodeStore for PgStore {
                 .query_one("SELECT count(*) FROM images", &[])?
                 .try_get(0)?;
             let total = unbig(total, "count")?;
-            let record = Record {
-                to,
-                factor: Zeroizing::new(*factor),
-                cursor: None,
-                moved: 0,
-                total,
-                postings: 0,
-                done: false,
-            };
+            let record = Record::begun(to, factor, total);
             set_meta(txn, ROTATION, &record.encode())?;
             let detail = format!(
                 "key version {from} -> {to}: begin, {} elements, {total} images",
@@ -1362,7 +1337,7 @@ impl NodeStore for PgStore {
                 let id = id_of(row.try_get(0)?)?;
                 record.cursor = Some(id.0);
                 let state = state_of(row.try_get(1)?)?;
-                let current = tokens_of(row.try_get(2)?)?;
+                let current = decode_tokens(row.try_get(2)?)?;
                 let Some(next) = keys.forward(&current)? else {
                     // Written under the next version already, and so with its elements; an
                     // image without elements (HMAC tokens) cannot move, and must not be left.
@@ -1385,7 +1360,7 @@ impl NodeStore for PgStore {
                     record.postings += BANDS as u64;
                 }
                 ids.push(id.0);
-                tokens.push(tokens_bytes(&next));
+                tokens.push(encode_tokens(&next));
                 record.moved += 1;
             }
             record.done = scanned < max_images;

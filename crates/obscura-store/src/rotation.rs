@@ -19,8 +19,8 @@ use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTable
 use zeroize::Zeroizing;
 
 use crate::{
-    audit, begin_durable, AuditKind, Error, ImageRecord, ImageState, Store, META, POSTINGS, STATE,
-    TOKEN_ELEMENTS, TOKEN_MAP,
+    audit, begin_durable, id_of, AuditKind, Error, ImageRecord, ImageState, Store, META, POSTINGS,
+    STATE, TOKEN_ELEMENTS, TOKEN_MAP,
 };
 
 type Tok = [u8; TOKEN_LEN];
@@ -244,6 +244,19 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The record of a rotation to `to` under `factor` that begins with `total` images stored.
+    pub(crate) fn begun(to: u32, factor: &[u8; 32], total: u64) -> Record {
+        Record {
+            to,
+            factor: Zeroizing::new(*factor),
+            cursor: None,
+            moved: 0,
+            total,
+            postings: 0,
+            done: false,
+        }
+    }
+
     /// Where the rotation this record describes stands, serving `versions`.
     pub(crate) fn status(&self, versions: KeyVersions) -> RotationStatus {
         RotationStatus {
@@ -317,6 +330,26 @@ impl Record {
 
 pub(crate) const KEY_VERSION: &str = "key_version";
 pub(crate) const ROTATION: &str = "rotation";
+
+/// Whether `moves` (retired → next) hold every stored band element (`stored`, as tokens) and
+/// nothing else: a rotation begins only then, so that no image is left under the retired
+/// version.
+pub(crate) fn moves_cover(
+    forward: &HashMap<Tok, Tok>,
+    stored: impl IntoIterator<Item = Result<Tok, Error>>,
+) -> Result<(), Error> {
+    let mut count = 0usize;
+    for t in stored {
+        if !forward.contains_key(&t?) {
+            return Err(Error::ElementsChanged);
+        }
+        count += 1;
+    }
+    if count != forward.len() {
+        return Err(Error::ElementsChanged);
+    }
+    Ok(())
+}
 
 pub(crate) fn tok(bytes: &[u8]) -> Result<Tok, Error> {
     bytes.try_into().map_err(|_| Error::Corrupt("token"))
@@ -406,30 +439,14 @@ impl Store {
         let total;
         {
             let mut elements = txn.open_table(TOKEN_ELEMENTS)?;
-            // Every stored element moved, and nothing else: the moves are exactly the rows.
-            for e in elements.iter()? {
-                if !forward.contains_key(&tok(e?.0.value())?) {
-                    return Err(Error::ElementsChanged);
-                }
-            }
-            if forward.len() as u64 != elements.len()? {
-                return Err(Error::ElementsChanged);
-            }
+            moves_cover(&forward, elements.iter()?.map(|e| tok(e?.0.value())))?;
             let mut map = txn.open_table(TOKEN_MAP)?;
             for m in moves {
                 elements.insert(m.to.0.as_slice(), m.element.as_slice())?;
                 map.insert(m.from.0.as_slice(), m.to.0.as_slice())?;
             }
             total = txn.open_table(STATE)?.len()?;
-            let record = Record {
-                to,
-                factor: Zeroizing::new(*factor),
-                cursor: None,
-                moved: 0,
-                total,
-                postings: 0,
-                done: false,
-            };
+            let record = Record::begun(to, factor, total);
             txn.open_table(META)?
                 .insert(ROTATION, record.encode().as_slice())?;
         }
@@ -490,9 +507,7 @@ impl Store {
                     .take(max_images)
                     .map(|e| {
                         let (k, v) = e?;
-                        let id: [u8; 16] =
-                            k.value().try_into().map_err(|_| Error::Corrupt("id"))?;
-                        Ok((id, ImageRecord::decode(v.value())?))
+                        Ok((id_of(k.value())?.0, ImageRecord::decode(v.value())?))
                     })
                     .collect::<Result<_, Error>>()?
             };
