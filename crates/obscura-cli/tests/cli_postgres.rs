@@ -40,6 +40,7 @@ fn a_node_on_postgres_served_by_two_processes_loses_nothing_when_one_dies() {
         &format!("obscura_cli_node1_{}", std::process::id()),
     )
     .unwrap();
+    let _dropped = Dropped(url.clone());
     // Its image shares as objects in a folder, the database keeping their digests.
     let shares = dir.join("node1-shares");
     edit_json(&dir.join("node1/node.json"), |c| {
@@ -156,4 +157,15 @@ fn a_node_on_postgres_served_by_two_processes_loses_nothing_when_one_dies() {
         String::from_utf8_lossy(&stopped.stderr)
     );
     drop(up);
+}
+
+/// The test's database, dropped when the test ends, passing or failing.
+struct Dropped(String);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        if let Err(e) = obscura_store::pg::drop_database(&self.0) {
+            eprintln!("the test database {} stays: {e}", self.0);
+        }
+    }
 }

@@ -48,16 +48,25 @@ pub fn free_base_port(n: u16) -> Result<u16, Error> {
         .ok_or_else(|| format!("no {n} consecutive free ports on 127.0.0.1").into())
 }
 
-/// Removes a scratch folder when dropped, unless asked to keep it.
+/// Removes a scratch folder, and the databases made for it, when dropped, unless asked to keep
+/// them.
 pub struct Scratch {
     pub dir: PathBuf,
     pub keep: bool,
+    /// PostgreSQL databases made for the nodes.
+    pub databases: Vec<String>,
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if !self.keep {
-            std::fs::remove_dir_all(&self.dir).ok();
+        if self.keep {
+            return;
+        }
+        std::fs::remove_dir_all(&self.dir).ok();
+        for url in &self.databases {
+            if let Err(e) = obscura_store::pg::drop_database(url) {
+                eprintln!("the database {url} stays: {e}");
+            }
         }
     }
 }
@@ -221,7 +230,8 @@ impl LocalCluster {
         n: usize,
         database: Option<&str>,
     ) -> Result<LocalCluster, Error> {
-        let scratch = Scratch {
+        let mut scratch = Scratch {
+            databases: Vec::new(),
             dir: std::env::temp_dir().join(format!(
                 "obscura-{what}-{}-{:08x}",
                 std::process::id(),
@@ -256,6 +266,7 @@ impl LocalCluster {
                 );
                 let url = obscura_store::pg::fresh_database(server, &name)
                     .map_err(|e| format!("node {node}'s database: {e}"))?;
+                scratch.databases.push(url.clone());
                 let text =
                     std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
                 let mut c: obscura_cluster::node::NodeConfig = serde_json::from_slice(&text)

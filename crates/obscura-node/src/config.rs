@@ -128,11 +128,12 @@ impl LoadedNode {
             ));
         }
         let store: Box<dyn NodeStore> = match &config.database {
-            Some(url) => Box::new(PgStore::open_with_shares(
-                url,
-                config.node,
-                config.shares.as_deref(),
-            )?),
+            Some(url) => {
+                let store = PgStore::open_with_shares(url, config.node, config.shares.as_deref())?;
+                // Searches are served from memory: read the postings before the first one.
+                store.warm()?;
+                Box::new(store)
+            }
             None => Box::new(Store::open_with(
                 &beside(config_path, &config.files.store),
                 config.node,

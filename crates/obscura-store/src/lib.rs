@@ -56,11 +56,14 @@ mod ledger;
 pub use ledger::StoredLedger;
 pub mod pg;
 pub use pg::PgStore;
+mod postings;
 mod rotation;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::RwLock;
+
+use postings::{PostingMap, Postings};
 
 use obscura_sharing::manifest::ImageId;
 use obscura_tokens::{Token, BANDS, TOKEN_LEN};
@@ -404,21 +407,14 @@ impl Usage {
     }
 }
 
-/// Token → images: the posting mirror.
-type PostingMap = HashMap<[u8; TOKEN_LEN], Vec<ImageId>>;
-
 /// One node's store.
 pub struct Store {
     db: db::Db,
     node: u8,
-    /// Every committed posting, token → images, mirrored from the `postings` table so Stage-1
-    /// reads no B-tree: at most 8 × 256 tokens per key version, 16 bytes per image and band.
-    /// Held across each commit that changes it and updated right after; loaded at open.
-    postings: RwLock<PostingMap>,
-    /// Every committed image, mirrored with `postings` (whose lists name each one once per
-    /// band), so an exhaustive list reads no B-tree either: 16 bytes and the set's overhead per
-    /// image. Lock order: `postings`, then this.
-    committed: RwLock<HashSet<ImageId>>,
+    /// Every committed posting and image, mirrored from the `postings` table so Stage-1 and an
+    /// exhaustive list read no B-tree. Held across each commit that changes it and updated
+    /// right after; loaded at open.
+    postings: RwLock<Postings>,
     /// The token key versions served, and a rotation's token maps. Lock order: `keys`, then a
     /// write transaction, then `postings`.
     keys: RwLock<rotation::KeyState>,
@@ -473,7 +469,6 @@ impl Store {
             db,
             node,
             postings: RwLock::default(),
-            committed: RwLock::default(),
             keys: RwLock::default(),
             usage: std::sync::Mutex::default(),
         };
@@ -508,53 +503,19 @@ impl Store {
         self.db.get()
     }
 
-    fn postings_mut(&self) -> std::sync::RwLockWriteGuard<'_, PostingMap> {
+    fn postings_mut(&self) -> std::sync::RwLockWriteGuard<'_, Postings> {
         // A panic while holding the lock leaves whole lists (every update is one push or one
         // retain per token), so a poisoned lock is still consistent.
         self.postings.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn committed_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<ImageId>> {
-        // Every update is one insert or one remove: a poisoned lock is still consistent.
-        self.committed.write().unwrap_or_else(|e| e.into_inner())
+    fn postings(&self) -> std::sync::RwLockReadGuard<'_, Postings> {
+        self.postings.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Take `postings`, read from the table, as the mirror, with the committed images they name.
+    /// Take `postings`, read from the table, as the mirror.
     fn mirror(&self, postings: PostingMap) {
-        let mut map = self.postings_mut();
-        // Keyed SipHash (the standard library's): image ids are chosen by their owners, and ids
-        // made to collide must not make every insert a long probe.
-        let mut committed = HashSet::new();
-        committed.extend(postings.values().flatten().copied());
-        *map = postings;
-        *self.committed_mut() = committed;
-    }
-
-    fn post(&self, map: &mut PostingMap, images: &[(ImageId, [Token; BANDS])]) {
-        for (id, tokens) in images {
-            for t in tokens {
-                map.entry(t.0).or_default().push(*id);
-            }
-        }
-        self.committed_mut()
-            .extend(images.iter().map(|(id, _)| *id));
-    }
-
-    fn unpost(&self, map: &mut PostingMap, images: &[(ImageId, [Token; BANDS])]) {
-        for (id, tokens) in images {
-            for t in tokens {
-                if let Some(list) = map.get_mut(&t.0) {
-                    list.retain(|x| x != id);
-                    if list.is_empty() {
-                        map.remove(&t.0);
-                    }
-                }
-            }
-        }
-        let mut committed = self.committed_mut();
-        for (id, _) in images {
-            committed.remove(id);
-        }
+        *self.postings_mut() = Postings::from_map(postings);
     }
 
     /// The node this store belongs to.
@@ -714,7 +675,9 @@ impl Store {
         // commits after this one cannot update the mirror before this one does.
         let mut map = self.postings_mut();
         txn.commit()?;
-        self.post(&mut map, &committed);
+        for (id, tokens) in &committed {
+            map.change(*id, None, Some(tokens));
+        }
         Ok(())
     }
 
@@ -754,7 +717,7 @@ impl Store {
         let mut map = self.postings_mut();
         txn.commit()?;
         if let Some(tokens) = posted {
-            self.unpost(&mut map, &[(*image, tokens)]);
+            map.change(*image, Some(&tokens), None);
         }
         Ok(())
     }
@@ -791,11 +754,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] on a read failure.
     pub fn lookup(&self, tokens: &[Token]) -> Result<Vec<Vec<ImageId>>, Error> {
-        let map = self.postings.read().unwrap_or_else(|e| e.into_inner());
-        Ok(tokens
-            .iter()
-            .map(|t| map.get(&t.0).cloned().unwrap_or_default())
-            .collect())
+        Ok(self.postings().lookup(tokens))
     }
 
     /// Stage-1 with the band count: committed images posted under at least `min_tokens` of
@@ -817,32 +776,7 @@ impl Store {
         let keys = self.keys();
         // Refuses a version not served.
         keys.counterparts(key_version)?;
-        // Each band counts once: tokens sent twice, or under both versions during a rotation,
-        // are one token.
-        let mut canonical: Vec<_> = tokens.iter().map(|t| keys.canonical(&t.0)).collect();
-        canonical.sort_unstable();
-        canonical.dedup();
-        let forward = keys.forward_map();
-        let map = self.postings.read().unwrap_or_else(|e| e.into_inner());
-        // Keyed SipHash: ids chosen to collide would otherwise make counting quadratic.
-        let mut counts: HashMap<ImageId, usize> = HashMap::new();
-        for t in &canonical {
-            let twin = forward.and_then(|o| o.get(t));
-            for list in [map.get(t), twin.and_then(|t| map.get(t))] {
-                for id in list.into_iter().flatten() {
-                    *counts.entry(*id).or_default() += 1;
-                }
-            }
-        }
-        drop(map);
-        let matched = counts.len();
-        let mut ids: Vec<ImageId> = counts
-            .into_iter()
-            .filter(|&(_, c)| c >= min_tokens)
-            .map(|(id, _)| id)
-            .collect();
-        ids.sort_unstable();
-        Ok((ids, matched))
+        Ok(self.postings().count(&keys, tokens, min_tokens))
     }
 
     /// Stage-2: the hash shares of committed images, `None` where this node holds none.
@@ -874,11 +808,7 @@ impl Store {
     /// [`Error::Storage`] when the store had to be reopened and could not be.
     pub fn committed_ids(&self, max: u64) -> Result<Option<Vec<ImageId>>, Error> {
         drop(self.db()?);
-        let committed = self.committed.read().unwrap_or_else(|e| e.into_inner());
-        if committed.len() as u64 > max {
-            return Ok(None);
-        }
-        Ok(Some(committed.iter().copied().collect()))
+        Ok(self.postings().committed(max))
     }
 
     /// A committed image's manifest and share (for reconstruction).

@@ -9,9 +9,11 @@
 //! - Writers take one transaction-scoped advisory lock, so the audit chain, the key state and
 //!   a rotation's steps see one writer at a time across every process, as redb's one write
 //!   transaction does within one.
-//! - Nothing is mirrored in memory: each process reads postings, key versions and a rotation's
-//!   token map in one repeatable-read snapshot per request, so what one process commits the
-//!   others serve at once.
+//! - Each process keeps the committed postings in memory, as the redb store does, and brings
+//!   them up to date before every lookup from a log of posting changes that the transactions
+//!   making them write: the log's positions are taken under the writer lock, so they are in
+//!   commit order, and a lookup applies what its snapshot shows past its copy's position before
+//!   it counts. What one process commits the others serve at once.
 //! - The replay window is a table: a request id admitted by one process is refused by all.
 //!
 //! The connection is made without TLS: run the database on the node's host or a private link
@@ -21,13 +23,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use object_store::ObjectStoreExt;
-use postgres::{Client, IsolationLevel, NoTls, Transaction};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, IsolationLevel, NoTls, Row, Statement, Transaction};
 
 use obscura_sharing::manifest::ImageId;
 use obscura_tokens::{Token, BANDS, TOKEN_LEN};
 
 use crate::audit::{self, AuditEntry, AuditKind, Head};
 use crate::backend::RotationFactor;
+use crate::postings::Postings;
 use crate::rotation::{moves_cover, tok, KeyState, Record, KEY_VERSION, ROTATION};
 use crate::{decode_tokens, encode_tokens, id_of, replay_horizon};
 use crate::{
@@ -93,10 +97,28 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (name, kind)
 );
 CREATE INDEX IF NOT EXISTS usage_since ON usage (since);
+-- Each change of a committed image's postings, in commit order (every writer holds the writer
+-- lock from its first statement to its commit, and the sequence caches no values per session):
+-- tokens removed, tokens added, each in the images table's encoding.
+CREATE TABLE IF NOT EXISTS posting_log (
+    seq bigserial PRIMARY KEY,
+    at bigint NOT NULL,
+    image bytea NOT NULL,
+    removed bytea,
+    added bytea
+);
+CREATE INDEX IF NOT EXISTS posting_log_at ON posting_log (at);
 ";
 
 const PENDING: i16 = 1;
 const COMMITTED: i16 = 2;
+
+/// The last position removed from the posting log: a copy older than it is read again whole.
+const POSTING_FLOOR: &str = "posting_floor";
+
+/// How long posting changes stay in the log: a process that served no search for longer reads
+/// the postings again whole.
+const POSTING_LOG_KEPT_S: u64 = 3600;
 
 const LEDGER_COSIGNED: &str = "ledger_cosigned";
 const LEDGER_COMMITTED: &str = "ledger_committed";
@@ -107,6 +129,16 @@ pub struct PgStore {
     pool: Pool,
     /// Where image shares are kept when not in the database.
     objects: Option<Objects>,
+    /// This process's copy of the committed postings. Lock order: this, then a connection.
+    mirror: Mutex<Mirror>,
+}
+
+/// The committed postings as of one position of the posting log.
+#[derive(Default)]
+struct Mirror {
+    /// The last position applied; `None` before the first load, or after a failure part-way.
+    seq: Option<i64>,
+    postings: Postings,
 }
 
 /// Image shares kept as objects, each named by its image, its BLAKE3 digest and a random
@@ -241,7 +273,7 @@ struct Pool {
 
 #[derive(Default)]
 struct PoolState {
-    idle: Vec<Client>,
+    idle: Vec<Session>,
     /// Connections open, idle or in use.
     open: usize,
 }
@@ -254,10 +286,10 @@ impl Pool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             while let Some(c) = state.idle.pop() {
-                if !c.is_closed() {
+                if !c.client.is_closed() {
                     return Ok(Conn {
                         pool: self,
-                        client: Some(c),
+                        session: Some(c),
                     });
                 }
                 state.open -= 1;
@@ -286,7 +318,10 @@ impl Pool {
         match self.config.connect(NoTls) {
             Ok(client) => Ok(Conn {
                 pool: self,
-                client: Some(client),
+                session: Some(Session {
+                    client,
+                    prepared: HashMap::new(),
+                }),
             }),
             Err(e) => {
                 self.closed();
@@ -305,35 +340,118 @@ impl Pool {
     }
 }
 
+/// A connection with the statements prepared on it, by their text: each is parsed and planned
+/// once per connection, and every later use is one round trip instead of two. The texts are
+/// this module's, so there are a bounded number of them.
+struct Session {
+    client: Client,
+    prepared: HashMap<String, Statement>,
+}
+
 /// A connection, back to the pool when dropped (unless it broke).
 struct Conn<'a> {
     pool: &'a Pool,
-    client: Option<Client>,
+    session: Option<Session>,
 }
 
 impl Conn<'_> {
     fn client(&mut self) -> &mut Client {
-        self.client.as_mut().expect("held until dropped")
+        &mut self.session.as_mut().expect("held until dropped").client
+    }
+
+    /// A transaction at `level`, writing nothing when `read_only`.
+    fn transaction(&mut self, level: IsolationLevel, read_only: bool) -> Result<Txn<'_>, Error> {
+        let session = self.session.as_mut().expect("held until dropped");
+        let txn = session
+            .client
+            .build_transaction()
+            .isolation_level(level)
+            .read_only(read_only)
+            .start()?;
+        Ok(Txn {
+            txn,
+            prepared: &mut session.prepared,
+        })
     }
 
     /// Close it instead of returning it: its session holds something the next user must not
     /// inherit (a setting, a lock whose release failed).
     fn discard(&mut self) {
-        if let Some(c) = self.client.take() {
+        if let Some(c) = self.session.take() {
             close(vec![c]);
             self.pool.closed();
         }
     }
 }
 
+/// A transaction that runs each statement prepared once on its connection.
+struct Txn<'a> {
+    txn: Transaction<'a>,
+    prepared: &'a mut HashMap<String, Statement>,
+}
+
+type Params<'p> = [&'p (dyn postgres::types::ToSql + Sync)];
+
+impl Txn<'_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        // Prepared statements belong to the connection, not the transaction: one made in a
+        // transaction that rolls back stays.
+        let s = self.txn.prepare(sql)?;
+        self.prepared.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.txn.query(&s, params)
+    }
+
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.txn.query_one(&s, params)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.txn.query_opt(&s, params)
+    }
+
+    fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.txn.execute(&s, params)
+    }
+
+    /// Rows one at a time, for a result too large to hold whole.
+    fn query_raw(&mut self, sql: &str) -> Result<postgres::RowIter<'_>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.txn.query_raw(&s, std::iter::empty::<&str>())
+    }
+
+    /// Statements without parameters, in one round trip (not prepared).
+    fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.txn.batch_execute(sql)
+    }
+
+    fn commit(self) -> Result<(), postgres::Error> {
+        self.txn.commit()
+    }
+}
+
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        let Some(c) = self.client.take() else {
+        let Some(c) = self.session.take() else {
             return;
         };
         // Kept open for the next request (at most MAX_CONNECTIONS are open): opening and
         // closing connections under load costs more than keeping them.
-        if !c.is_closed() {
+        if !c.client.is_closed() {
             self.pool
                 .state
                 .lock()
@@ -358,7 +476,7 @@ impl Drop for Pool {
 /// Close `clients` on a thread of their own: closing one blocks on its connection's runtime,
 /// which panics where the caller drives an async runtime (a node's store is dropped on one when
 /// the node stops).
-fn close(clients: Vec<Client>) {
+fn close(clients: Vec<Session>) {
     if clients.is_empty() {
         return;
     }
@@ -415,6 +533,7 @@ impl PgStore {
         let store = PgStore {
             node,
             objects,
+            mirror: Mutex::default(),
             pool: Pool {
                 place: place(&config),
                 config,
@@ -454,16 +573,12 @@ impl PgStore {
     fn write<T>(
         &self,
         durable: bool,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, Error>,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut conn = self.pool.get()?;
         // Read committed whatever the server's default: each statement then sees what the
         // writer before this one committed, once the lock is granted.
-        let mut txn = conn
-            .client()
-            .build_transaction()
-            .isolation_level(IsolationLevel::ReadCommitted)
-            .start()?;
+        let mut txn = conn.transaction(IsolationLevel::ReadCommitted, false)?;
         txn.batch_execute(&format!(
             "SET LOCAL synchronous_commit TO {}; SELECT pg_advisory_xact_lock({WRITER})",
             if durable { "ON" } else { "OFF" }
@@ -474,20 +589,85 @@ impl PgStore {
     }
 
     /// Run `f` on one consistent snapshot, writing nothing.
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, Error>,
-    ) -> Result<T, Error> {
+    fn read<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, Error>) -> Result<T, Error> {
         let mut conn = self.pool.get()?;
-        let mut txn = conn
-            .client()
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
+        let mut txn = conn.transaction(IsolationLevel::RepeatableRead, true)?;
         let out = f(&mut txn)?;
         txn.commit()?;
         Ok(out)
+    }
+
+    /// Read the committed postings into this process's memory now rather than at the first
+    /// lookup (as a redb store does at open): a node does it as it starts.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the database cannot be read.
+    pub fn warm(&self) -> Result<(), Error> {
+        self.current().map(drop)
+    }
+
+    /// This process's postings brought up to one snapshot, with that snapshot's key state: the
+    /// log's changes past the copy's position are applied, or, where the copy is older than
+    /// what the log keeps (or there is none yet), every committed image's postings are read.
+    ///
+    /// The copy's lock is taken before the snapshot, so the copy is never ahead of the key
+    /// state returned with it.
+    fn current(&self) -> Result<(std::sync::MutexGuard<'_, Mirror>, KeyState), Error> {
+        let mut mirror = self.mirror.lock().unwrap_or_else(|e| {
+            // A panic part-way through applying changes: read everything again.
+            let mut m = e.into_inner();
+            m.seq = None;
+            m
+        });
+        let keys = self.read(|txn| {
+            let keys = keys(txn)?;
+            let floor = posting_floor(txn)?;
+            match mirror.seq {
+                Some(seq) if seq >= floor => {
+                    // Decoded whole before any is applied: a bad row leaves the copy as it was.
+                    let changes = txn
+                        .query(
+                            "SELECT seq, image, removed, added FROM posting_log WHERE seq > $1 \
+                             ORDER BY seq",
+                            &[&seq],
+                        )?
+                        .iter()
+                        .map(|r| {
+                            let tokens = |i| {
+                                r.try_get::<_, Option<&[u8]>>(i)?
+                                    .map(decode_tokens)
+                                    .transpose()
+                            };
+                            Ok((r.try_get(0)?, id_of(r.try_get(1)?)?, tokens(2)?, tokens(3)?))
+                        })
+                        .collect::<Result<Vec<(i64, _, _, _)>, Error>>()?;
+                    for (seq, id, removed, added) in changes {
+                        mirror.postings.change(
+                            id,
+                            removed.as_ref().map(|t| t.as_slice()),
+                            added.as_ref().map(|t| t.as_slice()),
+                        );
+                        mirror.seq = Some(seq);
+                    }
+                }
+                _ => {
+                    let last: i64 = txn
+                        .query_one("SELECT coalesce(max(seq), 0) FROM posting_log", &[])?
+                        .try_get(0)?;
+                    let mut postings = Postings::default();
+                    let mut rows =
+                        txn.query_raw("SELECT id, tokens FROM images WHERE state = 2")?;
+                    while let Some(r) = rows.next()? {
+                        let tokens = decode_tokens(r.try_get(1)?)?;
+                        postings.change(id_of(r.try_get(0)?)?, None, Some(&tokens));
+                    }
+                    mirror.postings = postings;
+                    mirror.seq = Some(last.max(floor));
+                }
+            }
+            Ok(keys)
+        })?;
+        Ok((mirror, keys))
     }
 
     fn admit(
@@ -508,7 +688,7 @@ impl PgStore {
         // Forget ids whose time is outside any future window, in the same statement.
         let horizon = big(replay_horizon(now, window));
         let mut conn = self.pool.get()?;
-        let mut txn = conn.client().transaction()?;
+        let mut txn = conn.transaction(IsolationLevel::ReadCommitted, false)?;
         txn.batch_execute(if durable {
             "SET LOCAL synchronous_commit TO ON"
         } else {
@@ -546,12 +726,60 @@ impl PgStore {
 }
 
 /// Count one more change of the ledger, inside the transaction that makes it.
-fn next_ledger_generation(txn: &mut Transaction<'_>) -> Result<(), Error> {
+fn next_ledger_generation(txn: &mut Txn<'_>) -> Result<(), Error> {
     let now = ledger_generation(txn)?;
     set_meta(txn, LEDGER_GENERATION, &now.wrapping_add(1).to_be_bytes())
 }
 
-fn ledger_generation(txn: &mut Transaction<'_>) -> Result<u64, Error> {
+/// The last position removed from the posting log, 0 when none was.
+fn posting_floor(txn: &mut Txn<'_>) -> Result<i64, Error> {
+    meta(txn, POSTING_FLOOR)?.map_or(Ok(0), |v| {
+        v.as_slice()
+            .try_into()
+            .map(i64::from_be_bytes)
+            .map_err(|_| Error::Corrupt("posting log floor"))
+    })
+}
+
+/// A committed image's postings changing: the tokens removed, the tokens added.
+type PostingChange = (ImageId, Option<[Token; BANDS]>, Option<[Token; BANDS]>);
+
+/// Log changes of committed images' postings, in the transaction that makes them.
+fn log_postings(txn: &mut Txn<'_>, now: u64, changes: &[PostingChange]) -> Result<(), Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&[u8]> = changes.iter().map(|(i, _, _)| i.0.as_slice()).collect();
+    let encode = |t: &Option<[Token; BANDS]>| t.as_ref().map(encode_tokens);
+    let removed: Vec<Option<Vec<u8>>> = changes.iter().map(|(_, r, _)| encode(r)).collect();
+    let added: Vec<Option<Vec<u8>>> = changes.iter().map(|(_, _, a)| encode(a)).collect();
+    // WITH ORDINALITY: positions follow the order given.
+    txn.execute(
+        "INSERT INTO posting_log (at, image, removed, added) \
+         SELECT $1, i, r, a FROM UNNEST($2::bytea[], $3::bytea[], $4::bytea[]) \
+             WITH ORDINALITY AS u(i, r, a, n) ORDER BY n",
+        &[&big(now), &ids, &removed, &added],
+    )?;
+    Ok(())
+}
+
+/// Remove posting changes logged before `before`, and raise the floor past them.
+fn prune_posting_log(txn: &mut Txn<'_>, before: u64) -> Result<(), Error> {
+    let pruned: Option<i64> = txn
+        .query_one(
+            "WITH gone AS (DELETE FROM posting_log WHERE at < $1 RETURNING seq) \
+             SELECT max(seq) FROM gone",
+            &[&big(before)],
+        )?
+        .try_get(0)?;
+    if let Some(pruned) = pruned {
+        let floor = posting_floor(txn)?.max(pruned);
+        set_meta(txn, POSTING_FLOOR, &floor.to_be_bytes())?;
+    }
+    Ok(())
+}
+
+fn ledger_generation(txn: &mut Txn<'_>) -> Result<u64, Error> {
     meta(txn, LEDGER_GENERATION)?.map_or(Ok(0), |v| {
         v.as_slice()
             .try_into()
@@ -560,12 +788,12 @@ fn ledger_generation(txn: &mut Transaction<'_>) -> Result<u64, Error> {
     })
 }
 
-fn meta(txn: &mut Transaction<'_>, name: &str) -> Result<Option<Vec<u8>>, Error> {
+fn meta(txn: &mut Txn<'_>, name: &str) -> Result<Option<Vec<u8>>, Error> {
     let row = txn.query_opt("SELECT value FROM meta WHERE name = $1", &[&name])?;
     row.map(|r| r.try_get(0)).transpose().map_err(Error::from)
 }
 
-fn set_meta(txn: &mut Transaction<'_>, name: &str, value: &[u8]) -> Result<(), Error> {
+fn set_meta(txn: &mut Txn<'_>, name: &str, value: &[u8]) -> Result<(), Error> {
     txn.execute(
         "INSERT INTO meta (name, value) VALUES ($1, $2) \
          ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
@@ -575,7 +803,7 @@ fn set_meta(txn: &mut Transaction<'_>, name: &str, value: &[u8]) -> Result<(), E
 }
 
 /// The key state recorded, with a rotation's token map.
-fn keys(txn: &mut Transaction<'_>) -> Result<KeyState, Error> {
+fn keys(txn: &mut Txn<'_>) -> Result<KeyState, Error> {
     // Both values in one round trip: every lookup and every write reads them.
     let (mut version, mut rotation) = (None, None);
     for row in txn.query(
@@ -610,11 +838,11 @@ fn keys(txn: &mut Transaction<'_>) -> Result<KeyState, Error> {
     Ok(KeyState::from_parts(current, rotation))
 }
 
-fn rotation_record(txn: &mut Transaction<'_>) -> Result<Option<Record>, Error> {
+fn rotation_record(txn: &mut Txn<'_>) -> Result<Option<Record>, Error> {
     meta(txn, ROTATION)?.map(|r| Record::decode(&r)).transpose()
 }
 
-fn audit_head(txn: &mut Transaction<'_>) -> Result<Option<Head>, Error> {
+fn audit_head(txn: &mut Txn<'_>) -> Result<Option<Head>, Error> {
     let row = txn.query_opt(
         "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
         &[],
@@ -623,7 +851,7 @@ fn audit_head(txn: &mut Transaction<'_>) -> Result<Option<Head>, Error> {
         .transpose()
 }
 
-fn insert_audit(txn: &mut Transaction<'_>, entries: &[AuditEntry]) -> Result<(), Error> {
+fn insert_audit(txn: &mut Txn<'_>, entries: &[AuditEntry]) -> Result<(), Error> {
     let seqs: Vec<i64> = entries.iter().map(|e| big(e.seq)).collect();
     let bytes: Vec<Vec<u8>> = entries.iter().map(AuditEntry::encode).collect();
     txn.execute(
@@ -635,7 +863,7 @@ fn insert_audit(txn: &mut Transaction<'_>, entries: &[AuditEntry]) -> Result<(),
 
 /// Append one audit entry per item, chained, inside `txn` (which holds the writer lock).
 fn append_audit<'d>(
-    txn: &mut Transaction<'_>,
+    txn: &mut Txn<'_>,
     now: u64,
     items: impl IntoIterator<Item = (AuditKind, &'d [u8; 16], &'d [u8])>,
 ) -> Result<(), Error> {
@@ -650,7 +878,7 @@ fn append_audit<'d>(
 }
 
 /// Append the audit entry of a step of a key rotation.
-fn key_change(txn: &mut Transaction<'_>, now: u64, detail: &str) -> Result<(), Error> {
+fn key_change(txn: &mut Txn<'_>, now: u64, detail: &str) -> Result<(), Error> {
     append_audit(
         txn,
         now,
@@ -660,21 +888,24 @@ fn key_change(txn: &mut Transaction<'_>, now: u64, detail: &str) -> Result<(), E
 
 /// Remove every trace of an image; the digest of its share's object, when it has one, to
 /// remove once the transaction committed.
-fn remove_image(txn: &mut Transaction<'_>, image: &ImageId) -> Result<Option<Vec<u8>>, Error> {
+fn remove_image(txn: &mut Txn<'_>, image: &ImageId, now: u64) -> Result<Option<Vec<u8>>, Error> {
     let id = image.0.as_slice();
     let Some(row) = txn.query_opt(
-        "DELETE FROM images WHERE id = $1 RETURNING tokens, share, share_object",
+        "DELETE FROM images WHERE id = $1 RETURNING tokens, share, share_object, state",
         &[&id],
     )?
     else {
         return Err(Error::UnknownImage(*image));
     };
     let tokens = decode_tokens(row.try_get(0)?)?;
-    let list: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
-    txn.execute(
-        "DELETE FROM postings WHERE image = $1 AND token = ANY($2)",
-        &[&id, &list],
-    )?;
+    if state_of(row.try_get(3)?)? == ImageState::Committed {
+        let list: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
+        txn.execute(
+            "DELETE FROM postings WHERE image = $1 AND token = ANY($2)",
+            &[&id, &list],
+        )?;
+        log_postings(txn, now, &[(*image, Some(tokens), None)])?;
+    }
     Ok(if row.try_get::<_, bool>(2)? {
         Some(row.try_get(1)?)
     } else {
@@ -687,7 +918,7 @@ fn audit_entry(seq: i64, bytes: &[u8]) -> Result<AuditEntry, Error> {
 }
 
 impl PgStore {
-    fn status(&self, txn: &mut Transaction<'_>) -> Result<RotationStatus, Error> {
+    fn status(&self, txn: &mut Txn<'_>) -> Result<RotationStatus, Error> {
         let versions = keys(txn)?.versions();
         Ok(match rotation_record(txn)? {
             Some(r) => r.status(versions),
@@ -926,6 +1157,8 @@ impl NodeStore for PgStore {
                  ON CONFLICT DO NOTHING",
                 &[&posted, &by],
             )?;
+            let changes: Vec<_> = committed.iter().map(|(i, t)| (*i, None, Some(*t))).collect();
+            log_postings(txn, now, &changes)?;
             append_audit(
                 txn,
                 now,
@@ -951,7 +1184,7 @@ impl NodeStore for PgStore {
                 Some(r) => allow(r.try_get(0)?)?,
                 None => return Err(Error::UnknownImage(*image)),
             }
-            let object = remove_image(txn, image)?;
+            let object = remove_image(txn, image, now)?;
             append_audit(txn, now, [(AuditKind::Delete, &image.0, &[][..])])?;
             Ok(object)
         })?;
@@ -969,9 +1202,12 @@ impl NodeStore for PgStore {
                 .iter()
                 .map(|r| id_of(r.try_get(0)?))
                 .collect::<Result<_, _>>()?;
+            // Posting changes every live process has applied by now (one that has not reads
+            // the postings whole).
+            prune_posting_log(txn, now.saturating_sub(POSTING_LOG_KEPT_S))?;
             let mut gone = Vec::new();
             for id in &stale {
-                if let Some(digest) = remove_image(txn, id)? {
+                if let Some(digest) = remove_image(txn, id, now)? {
                     gone.push((*id, digest));
                 }
             }
@@ -996,35 +1232,10 @@ impl NodeStore for PgStore {
         tokens: &[Token],
         min_tokens: usize,
     ) -> Result<(Vec<ImageId>, usize), Error> {
-        self.read(|txn| {
-            let keys = keys(txn)?;
-            // Refuses a version not served.
-            keys.counterparts(key_version)?;
-            // Each band counts once, as in the redb store: tokens sent twice, or under both
-            // versions during a rotation, are one token, and an image is posted under one
-            // version of it.
-            let mut wanted: Vec<[u8; TOKEN_LEN]> =
-                tokens.iter().map(|t| keys.canonical(&t.0)).collect();
-            if let Some(forward) = keys.forward_map() {
-                let twins: Vec<_> = wanted.iter().filter_map(|t| forward.get(t)).collect();
-                wanted.extend(twins.into_iter().copied().collect::<Vec<_>>());
-            }
-            wanted.sort_unstable();
-            wanted.dedup();
-            let list: Vec<&[u8]> = wanted.iter().map(|t| t.as_slice()).collect();
-            let row = txn.query_one(
-                "WITH c AS (SELECT image, count(*) AS n FROM postings WHERE token = ANY($1) \
-                     GROUP BY image) \
-                 SELECT (SELECT count(*) FROM c), \
-                     coalesce(array_agg(image ORDER BY image) FILTER (WHERE n >= $2), '{}') \
-                 FROM c",
-                &[&list, &big(min_tokens as u64)],
-            )?;
-            let matched: i64 = row.try_get(0)?;
-            let ids: Vec<&[u8]> = row.try_get(1)?;
-            let ids = ids.into_iter().map(id_of).collect::<Result<_, _>>()?;
-            Ok((ids, unbig(matched, "count")? as usize))
-        })
+        let (mirror, keys) = self.current()?;
+        // Refuses a version not served.
+        keys.counterparts(key_version)?;
+        Ok(mirror.postings.count(&keys, tokens, min_tokens))
     }
 
     fn hash_shares(&self, ids: &[ImageId]) -> Result<Vec<Option<[u8; HASH_SHARE_LEN]>>, Error> {
@@ -1047,19 +1258,7 @@ impl NodeStore for PgStore {
     }
 
     fn committed_ids(&self, max: u64) -> Result<Option<Vec<ImageId>>, Error> {
-        self.read(|txn| {
-            let rows = txn.query(
-                "SELECT id FROM images WHERE state = 2 LIMIT $1",
-                &[&big(max.saturating_add(1))],
-            )?;
-            if rows.len() as u64 > max {
-                return Ok(None);
-            }
-            rows.iter()
-                .map(|r| id_of(r.try_get(0)?))
-                .collect::<Result<_, _>>()
-                .map(Some)
-        })
+        Ok(self.current()?.0.postings.committed(max))
     }
 
     fn image(&self, image: &ImageId) -> Result<Option<StoredImage>, Error> {
@@ -1332,6 +1531,7 @@ impl NodeStore for PgStore {
             let mut scanned = 0usize;
             let (mut ids, mut tokens) = (Vec::new(), Vec::new());
             let (mut old_postings, mut new_postings) = (Vec::new(), Vec::new());
+            let mut changes = Vec::new();
             for row in &batch {
                 scanned += 1;
                 let id = id_of(row.try_get(0)?)?;
@@ -1357,6 +1557,7 @@ impl NodeStore for PgStore {
                         old_postings.push((old.0, id.0));
                         new_postings.push((new.0, id.0));
                     }
+                    changes.push((id, Some(current), Some(next)));
                     record.postings += BANDS as u64;
                 }
                 ids.push(id.0);
@@ -1385,6 +1586,7 @@ impl NodeStore for PgStore {
                  WHERE images.id = u.id",
                 &[&id_list, &tokens],
             )?;
+            log_postings(txn, now, &changes)?;
             set_meta(txn, ROTATION, &record.encode())?;
             let detail = format!("key version move: {scanned} images scanned");
             key_change(txn, now, &detail)?;
@@ -1538,7 +1740,7 @@ impl NodeStore for PgStore {
         now: u64,
     ) -> Result<Result<(), Usage>, Error> {
         let mut conn = self.pool.get()?;
-        let mut txn = conn.client().transaction()?;
+        let mut txn = conn.transaction(IsolationLevel::ReadCommitted, false)?;
         txn.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
         // Made or locked, and read, in one statement: the row stays locked until the commit,
         // so two processes count one after the other, and none finds it gone meanwhile.
@@ -1580,6 +1782,54 @@ impl NodeStore for PgStore {
 /// [`Error::Invalid`] for a name or URL of another shape, [`Error::Storage`] when the server
 /// refuses.
 pub fn fresh_database(admin_url: &str, name: &str) -> Result<String, Error> {
+    let url = renamed(admin_url, name)?;
+    // Two statements, each its own transaction; from template0, which no one connects to, so
+    // that databases made at once do not wait on each other.
+    administer(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )?;
+    administer(
+        admin_url,
+        &format!("CREATE DATABASE {name} TEMPLATE template0"),
+    )?;
+    Ok(url)
+}
+
+/// Drop the database that `url` names (made by [`fresh_database`]), closing every connection
+/// to it, through the server's `postgres` database; nothing when there is none.
+///
+/// # Errors
+/// As [`fresh_database`].
+pub fn drop_database(url: &str) -> Result<(), Error> {
+    let config: postgres::Config = url
+        .parse()
+        .map_err(|_| Error::Invalid("the database URL does not parse"))?;
+    let name = config
+        .get_dbname()
+        .ok_or(Error::Invalid("the database URL names no database"))?
+        .to_string();
+    // Checks the name, which the statement names.
+    renamed(url, &name)?;
+    let admin = renamed(url, "postgres")?;
+    administer(
+        &admin,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+}
+
+/// `VACUUM (ANALYZE)` every table of the database at `url`: after a bulk load, so that later
+/// reads neither set the hint bits of every new row nor run beside autovacuum, and the planner
+/// knows the tables' sizes.
+///
+/// # Errors
+/// [`Error::Storage`] when the server refuses.
+pub fn vacuum(url: &str) -> Result<(), Error> {
+    administer(url, "VACUUM (ANALYZE)")
+}
+
+/// `url` naming database `name` instead, once `name` is checked to be letters, digits and `_`.
+fn renamed(url: &str, name: &str) -> Result<String, Error> {
     if name.is_empty()
         || name.len() > 63
         || !name
@@ -1590,36 +1840,34 @@ pub fn fresh_database(admin_url: &str, name: &str) -> Result<String, Error> {
             "a database name is 1 to 63 of a-z, 0-9 and _",
         ));
     }
-    let authority = admin_url
+    let authority = url
         .find("://")
         .map(|i| i + 3)
         .ok_or(Error::Invalid("a database URL starts postgres://"))?;
-    let path = admin_url[authority..]
+    let path = url[authority..]
         .find('/')
-        .map_or(admin_url.len(), |i| authority + i);
-    let query = admin_url[path..]
-        .find('?')
-        .map_or("", |i| &admin_url[path + i..]);
-    let url = format!("{}/{name}{query}", &admin_url[..path]);
+        .map_or(url.len(), |i| authority + i);
+    let query = url[path..].find('?').map_or("", |i| &url[path + i..]);
+    Ok(format!("{}/{name}{query}", &url[..path]))
+}
+
+/// Run `statement` through a connection of its own to `admin_url`, on a thread of its own so
+/// that it may be called from async code (a benchmark's setup): the connection blocks on a
+/// runtime of its own.
+fn administer(admin_url: &str, statement: &str) -> Result<(), Error> {
     let config: postgres::Config = admin_url
         .parse()
         .map_err(|_| Error::Invalid("the database URL does not parse"))?;
-    // On a thread of its own, so that it may be called from async code (a benchmark's setup):
-    // the connection blocks on a runtime of its own.
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let mut admin = config.connect(NoTls).map_err(|e| {
                     Error::Storage(format!("cannot reach the database {}: {e}", place(&config)))
                 })?;
-                // Two statements, each its own transaction; from template0, which no one
-                // connects to, so that databases made at once do not wait on each other.
-                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
-                admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))?;
+                admin.batch_execute(statement)?;
                 Ok::<_, Error>(())
             })
             .join()
-            .map_err(|_| Error::Storage("making the database panicked".into()))?
-    })?;
-    Ok(url)
+            .map_err(|_| Error::Storage("a database statement panicked".into()))?
+    })
 }

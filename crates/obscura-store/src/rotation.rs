@@ -546,15 +546,7 @@ impl Store {
         let mut map = self.postings_mut();
         txn.commit()?;
         for (id, old, new) in &moved {
-            for (o, n) in old.iter().zip(new) {
-                if let Some(list) = map.get_mut(&o.0) {
-                    list.retain(|x| x != id);
-                    if list.is_empty() {
-                        map.remove(&o.0);
-                    }
-                }
-                map.entry(n.0).or_default().push(*id);
-            }
+            map.change(*id, Some(old.as_slice()), Some(new.as_slice()));
         }
         drop(map);
         drop(keys);

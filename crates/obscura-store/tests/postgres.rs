@@ -6,21 +6,24 @@ mod common;
 
 use common::{posted, Parts};
 use ed25519_dalek::SigningKey;
-use obscura_store::{audit, Error, NodeStore, PgStore};
+use obscura_sharing::manifest::ImageId;
+use obscura_store::{audit, Error, NodeStore, PgStore, TokenMove};
+use obscura_tokens::Token;
 
-fn database(test: &str) -> Option<String> {
+fn database(test: &str) -> Option<common::Database> {
     let server = common::postgres_server()?;
     let name = format!("obscura_pg_{test}_{}", std::process::id());
-    Some(obscura_store::pg::fresh_database(&server, &name).unwrap())
+    Some(common::Database::new(&server, &name))
 }
 
 /// What one process commits the others serve at once, and a request id one admitted the others
 /// refuse: a replay sent to a second process of the node gets nowhere.
 #[test]
 fn processes_of_one_node_share_images_and_the_replay_window() {
-    let Some(url) = database("shared") else {
+    let Some(db) = database("shared") else {
         return;
     };
+    let url = db.url.clone();
     let (a, b) = (
         PgStore::open(&url, 1).unwrap(),
         PgStore::open(&url, 1).unwrap(),
@@ -53,9 +56,10 @@ fn processes_of_one_node_share_images_and_the_replay_window() {
 /// two of them from both taking the same head.
 #[test]
 fn processes_appending_at_once_keep_one_audit_chain() {
-    let Some(url) = database("chain") else {
+    let Some(db) = database("chain") else {
         return;
     };
+    let url = db.url.clone();
     let stores: Vec<PgStore> = (0..3).map(|_| PgStore::open(&url, 1).unwrap()).collect();
     std::thread::scope(|s| {
         for (n, store) in stores.iter().enumerate() {
@@ -78,9 +82,10 @@ fn processes_appending_at_once_keep_one_audit_chain() {
 /// checkpoint name the entry, as they do for an edited redb file.
 #[test]
 fn an_audit_row_edited_in_the_database_is_named() {
-    let Some(url) = database("tamper") else {
+    let Some(db) = database("tamper") else {
         return;
     };
+    let url = db.url.clone();
     let store = PgStore::open(&url, 1).unwrap();
     for i in 0..5u8 {
         store.record_query(&[i; 16], b"who=alice", 60).unwrap();
@@ -123,9 +128,10 @@ fn a_bad_database_url_or_an_absent_server_says_so() {
 /// each process in turn buys nothing.
 #[test]
 fn processes_of_one_node_count_against_one_limit() {
-    let Some(url) = database("limits") else {
+    let Some(db) = database("limits") else {
         return;
     };
+    let url = db.url.clone();
     let (a, b) = (
         PgStore::open(&url, 1).unwrap(),
         PgStore::open(&url, 1).unwrap(),
@@ -161,9 +167,10 @@ fn processes_of_one_node_count_against_one_limit() {
 /// window ending meanwhile (one process's clock past it, deleting the row) fails no count.
 #[test]
 fn processes_counting_at_once_let_the_limit_through_and_fail_none() {
-    let Some(url) = database("counting") else {
+    let Some(db) = database("counting") else {
         return;
     };
+    let url = db.url.clone();
     let stores: Vec<PgStore> = (0..3).map(|_| PgStore::open(&url, 1).unwrap()).collect();
     let counted = |at: &(dyn Fn(usize) -> u64 + Sync)| -> usize {
         std::thread::scope(|s| {
@@ -212,9 +219,10 @@ fn processes_counting_at_once_let_the_limit_through_and_fail_none() {
 /// objects no row names any more (a pending share prepared again, a deleted image) are removed.
 #[test]
 fn shares_kept_as_objects_are_checked_and_removed_with_their_image() {
-    let Some(url) = database("objects") else {
+    let Some(db) = database("objects") else {
         return;
     };
+    let url = db.url.clone();
     let dir = common::TempDir::new("objects");
     let folder = dir.0.join("shares");
     let store = PgStore::open_with_shares(&url, 1, folder.to_str()).unwrap();
@@ -294,9 +302,10 @@ fn shares_kept_as_objects_are_checked_and_removed_with_their_image() {
 /// default of 100 connections instead of failing every request with "too many clients".
 #[test]
 fn a_process_opens_a_bounded_number_of_connections() {
-    let Some(url) = database("connections") else {
+    let Some(db) = database("connections") else {
         return;
     };
+    let url = db.url.clone();
     let store = PgStore::open(&url, 1).unwrap();
     let name = url.rsplit('/').next().unwrap().to_string();
     let mut watch = postgres::Client::connect(&url, postgres::NoTls).unwrap();
@@ -340,4 +349,186 @@ fn a_process_opens_a_bounded_number_of_connections() {
         started.elapsed()
     );
     assert!(most > 20, "the requests did not overlap: {most}");
+}
+
+/// Image `p` with a band element for each token, so that it can move to the next key version.
+fn prepare_movable(store: &PgStore, p: &Parts, now: u64) {
+    let elements: [[u8; 32]; 8] = std::array::from_fn(|b| {
+        let mut e = [0u8; 32];
+        e[..16].copy_from_slice(&p.tokens[b].0);
+        e
+    });
+    store
+        .prepare(
+            &obscura_store::NewImage {
+                elements: Some(&elements),
+                ..p.new_image()
+            },
+            now,
+        )
+        .unwrap();
+}
+
+fn next_version(t: &Token) -> Token {
+    let mut n = t.0;
+    n[15] ^= 0xa5;
+    Token(n)
+}
+
+/// Images found in all 8 bands of `query` under `version`.
+fn found(store: &PgStore, version: u32, query: &[Token; 8]) -> Vec<ImageId> {
+    store.lookup_at_least(version, query, 8).unwrap().0
+}
+
+/// Each process keeps the committed postings in memory and brings them up to date from the
+/// posting log before every lookup: what another process commits, deletes or moves to the next
+/// key version it serves at once, and an image deleted through one process is found through
+/// none (a copy that missed the delete would go on handing it out).
+#[test]
+fn a_process_serves_what_another_commits_deletes_and_moves_at_once() {
+    let Some(db) = database("mirror") else {
+        return;
+    };
+    let url = db.url.clone();
+    let (a, b) = (
+        PgStore::open(&url, 1).unwrap(),
+        PgStore::open(&url, 1).unwrap(),
+    );
+    let images: Vec<Parts> = (0..6).map(Parts::new).collect();
+    // b's copy is taken before anything is committed.
+    assert!(posted(&b, images[0].tokens[0]).is_empty());
+    for p in &images {
+        prepare_movable(&a, p, 10);
+        assert!(found(&b, 1, &p.tokens).is_empty(), "pending is invisible");
+        a.commit(&p.id, 11).unwrap();
+        assert_eq!(found(&b, 1, &p.tokens), vec![p.id]);
+    }
+    a.delete(&images[2].id, 12).unwrap();
+    // Images 2 and 3 share their band-0 token.
+    assert_eq!(
+        b.lookup_at_least(1, &images[2].tokens, 1).unwrap().0,
+        vec![images[3].id]
+    );
+    assert_eq!(b.committed_ids(10).unwrap().unwrap().len(), 5);
+    let live: Vec<&Parts> = images.iter().filter(|p| p.id != images[2].id).collect();
+
+    let moves: Vec<TokenMove> = a
+        .token_elements()
+        .unwrap()
+        .into_iter()
+        .map(|(from, _)| {
+            let to = next_version(&from);
+            let mut element = [0u8; 32];
+            element[..16].copy_from_slice(&to.0);
+            TokenMove { from, to, element }
+        })
+        .collect();
+    a.begin_rotation(1, 2, &[7; 32], &moves, 13).unwrap();
+    a.rotate_step(3, 14).unwrap();
+    for p in &live {
+        let moved: [Token; 8] = std::array::from_fn(|i| next_version(&p.tokens[i]));
+        assert_eq!(
+            found(&b, 1, &p.tokens),
+            vec![p.id],
+            "half moved, old version"
+        );
+        assert_eq!(found(&b, 2, &moved), vec![p.id], "half moved, next version");
+    }
+    while !a.rotate_step(3, 15).unwrap().done {}
+    a.finish_rotation(2, 16).unwrap();
+    for p in &live {
+        let moved: [Token; 8] = std::array::from_fn(|i| next_version(&p.tokens[i]));
+        assert_eq!(found(&b, 2, &moved), vec![p.id], "moved");
+    }
+    assert!(matches!(
+        b.lookup_at_least(1, &live[0].tokens, 8),
+        Err(Error::KeyVersion { asked: 1, .. })
+    ));
+}
+
+/// A process whose copy is older than what the posting log keeps (an hour) reads the postings
+/// again whole: it misses neither a delete nor a commit that the pruned part of the log held.
+#[test]
+fn a_copy_older_than_the_posting_log_is_read_again_whole() {
+    let Some(db) = database("floor") else {
+        return;
+    };
+    let url = db.url.clone();
+    let (a, b) = (
+        PgStore::open(&url, 1).unwrap(),
+        PgStore::open(&url, 1).unwrap(),
+    );
+    let images: Vec<Parts> = (0..4).map(Parts::new).collect();
+    for p in &images {
+        a.prepare(&p.new_image(), 10).unwrap();
+        a.commit(&p.id, 11).unwrap();
+    }
+    assert_eq!(b.committed_ids(10).unwrap().unwrap().len(), 4);
+    a.delete(&images[0].id, 20).unwrap();
+    let late = Parts::new(40);
+    a.prepare(&late.new_image(), 20).unwrap();
+    a.commit(&late.id, 20).unwrap();
+    // An hour later the log is pruned of every change above.
+    a.purge_pending(0, 21 + 3600).unwrap();
+    assert!(found(&b, 1, &images[0].tokens).is_empty(), "deleted");
+    assert_eq!(found(&b, 1, &late.tokens), vec![late.id], "committed");
+    assert_eq!(b.committed_ids(10).unwrap().unwrap().len(), 4);
+    // And from there on it follows the log again.
+    a.delete(&images[1].id, 4000).unwrap();
+    assert!(found(&b, 1, &images[1].tokens).is_empty(), "deleted after");
+}
+
+/// Writers in several processes at once: positions in the posting log follow commit order (each
+/// writer holds the writer lock while it takes them), so a copy that followed the log through
+/// all of it holds what a copy read whole holds.
+#[test]
+fn a_copy_that_followed_concurrent_writers_equals_one_read_whole() {
+    let Some(db) = database("follow") else {
+        return;
+    };
+    let url = db.url.clone();
+    let writers: Vec<PgStore> = (0..3).map(|_| PgStore::open(&url, 1).unwrap()).collect();
+    let reader = PgStore::open(&url, 1).unwrap();
+    let all: Vec<Parts> = (0..150).map(Parts::new).collect();
+    let query: Vec<Token> = all.iter().flat_map(|p| p.tokens).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writing: Vec<_> = writers
+            .iter()
+            .enumerate()
+            .map(|(n, w)| {
+                let mine: Vec<&Parts> = all.iter().skip(n).step_by(3).collect();
+                s.spawn(move || {
+                    for (i, p) in mine.iter().enumerate() {
+                        w.prepare(&p.new_image(), 10).unwrap();
+                        w.commit(&p.id, 11).unwrap();
+                        if i % 4 == 0 {
+                            w.delete(&p.id, 12).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let reading = s.spawn(|| {
+            let mut lookups = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                reader.lookup_at_least(1, &query, 1).unwrap();
+                lookups += 1;
+            }
+            lookups
+        });
+        for w in writing {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reading.join().unwrap() > 1);
+    });
+    let whole = PgStore::open(&url, 1).unwrap();
+    let followed = reader.lookup_at_least(1, &query, 1).unwrap();
+    assert_eq!(followed, whole.lookup_at_least(1, &query, 1).unwrap());
+    // 150 committed, every fourth of each writer's deleted.
+    let deleted: usize = (0..3)
+        .map(|n| all.iter().skip(n).step_by(3).step_by(4).count())
+        .sum();
+    assert_eq!(followed.1, 150 - deleted);
 }

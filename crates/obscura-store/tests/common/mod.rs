@@ -7,8 +7,9 @@ use obscura_sharing::manifest::ImageId;
 use obscura_store::NewImage;
 use obscura_tokens::Token;
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
+/// A fresh directory under the system temp dir, removed on drop with the databases made for
+/// the test.
+pub struct TempDir(pub PathBuf, std::cell::RefCell<Vec<Database>>);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
@@ -18,7 +19,7 @@ impl TempDir {
             std::time::SystemTime::now()
         ));
         std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+        TempDir(p, Default::default())
     }
 
     pub fn db(&self) -> PathBuf {
@@ -29,6 +30,28 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// A database made for one test, dropped when the test ends.
+pub struct Database {
+    pub url: String,
+}
+
+impl Database {
+    /// A fresh database on `server`.
+    pub fn new(server: &str, name: &str) -> Database {
+        Database {
+            url: obscura_store::pg::fresh_database(server, name).unwrap(),
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Err(e) = obscura_store::pg::drop_database(&self.url) {
+            eprintln!("the test database {} stays: {e}", self.url);
+        }
     }
 }
 
@@ -154,13 +177,16 @@ pub fn backends(dir: &TempDir, test: &str) -> Vec<Backend> {
     let mut out = vec![Backend::Redb(dir.db())];
     if let Some(server) = postgres_server() {
         let name = format!("obscura_{test}_{}", std::process::id());
-        out.push(Backend::Postgres(
-            obscura_store::pg::fresh_database(&server, &name).unwrap(),
-        ));
+        let (plain, objects) = (
+            Database::new(&server, &name),
+            Database::new(&server, &format!("{name}_o")),
+        );
+        out.push(Backend::Postgres(plain.url.clone()));
         out.push(Backend::PostgresObjects(
-            obscura_store::pg::fresh_database(&server, &format!("{name}_o")).unwrap(),
+            objects.url.clone(),
             dir.0.join("shares"),
         ));
+        dir.1.borrow_mut().extend([plain, objects]);
     }
     out
 }
