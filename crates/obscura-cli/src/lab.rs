@@ -77,8 +77,10 @@ pub enum LabCommand {
         indexing, rebuilding a 1 MB image, query latency at each --sizes N (synthetic \
         images are written into the stopped nodes' stores to reach N) against a plaintext \
         brute-force scan, and, last, query latency with one node stopped. Exits non-zero when a \
-        goal is missed. Takes a few minutes at N = 10^5. With --database the nodes keep their \
-        stores in PostgreSQL: run it once with and once without to compare.\n\n\
+        goal is missed. Takes a few minutes at N = 10^5. With --database a second cluster, whose \
+        nodes keep their stores in PostgreSQL, is loaded with the same images at the largest N \
+        and asked the same searches in turn with the first (redb), against a goal of 1.5× its \
+        p50.\n\n\
         Examples:\n  obscura bench --sizes 1000,100000 --queries 50\n  \
         obscura bench --sizes 100000 --database postgres://me:pw@127.0.0.1:5432/postgres"
     )]
@@ -101,9 +103,9 @@ pub enum LabCommand {
         /// Band tokens of the temporary cluster: voprf (keepers) or hmac.
         #[arg(long, value_enum, default_value_t = Tokens::Voprf)]
         tokens: Tokens,
-        /// Keep the temporary cluster's node stores in PostgreSQL: a server URL of a role that
+        /// Compare with nodes that keep their stores in PostgreSQL: a server URL of a role that
         /// may create databases (postgres://user:password@127.0.0.1:5432/postgres); each node
-        /// gets a fresh database of its own there.
+        /// of a second cluster gets a fresh database of its own there, dropped afterwards.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
     },

@@ -39,7 +39,8 @@ pub struct BenchOptions {
     pub queries: usize,
     pub keep: bool,
     pub tokens: obscura_client::config::TokenKind,
-    /// A PostgreSQL server for the nodes' stores, instead of redb files.
+    /// A PostgreSQL server: the searches at the largest N are asked in turn of a second cluster
+    /// whose nodes keep their stores there.
     pub database: Option<String>,
 }
 
@@ -106,13 +107,7 @@ pub async fn run(opt: BenchOptions) -> Result<bool, Error> {
     progress.say("sharing, hashing, tokens and Stage-2 in this process…");
     let baselines = library_figures(&photos, &mut figures)?;
 
-    let mut cluster = LocalCluster::start_on(
-        "bench",
-        opt.keep,
-        opt.tokens,
-        obscura_cluster::deal::DEFAULT_NODES,
-        opt.database.as_deref(),
-    )?;
+    let mut cluster = LocalCluster::start("bench", opt.keep, opt.tokens)?;
     progress.say(&format!("cluster: {}", cluster.describe()));
     let outcome = cluster_figures(
         &mut cluster,
@@ -591,7 +586,9 @@ async fn cluster_figures(
         if add > 0 {
             cluster.pause().await?;
             let t = Instant::now();
-            load_synthetic(&cluster.dir, &client, &table, add, &mut stored, progress)?;
+            let fresh: Vec<u64> = (0..add).map(|_| rng.next_u64()).collect();
+            load_synthetic(&cluster.dir, &client, &table, &fresh, progress)?;
+            stored.extend(fresh);
             progress.say(&format!(
                 "wrote {add} synthetic images into each node's store in {:.1} s",
                 t.elapsed().as_secs_f64()
@@ -720,6 +717,9 @@ async fn cluster_figures(
                 goal: None,
             });
         }
+    }
+    if let (Some(server), false) = (&opt.database, stored.is_empty()) {
+        backend_figures(cluster, &stored, server, opt, progress, out).await?;
     }
     if !stored.is_empty() {
         let total = stored.len() + already;
@@ -1209,18 +1209,130 @@ async fn rotation_figures(
     Ok(())
 }
 
-/// Write `count` synthetic images into every node's store (nodes stopped), exactly as the nodes
-/// would store them after prepare and commit: all of them made first, then written in id order
-/// in transactions of `BATCH`. The stores are written at once, one thread each, with a page
-/// cache of 1 GiB each (the nodes are stopped, so the memory is free).
+/// The searches at the largest N asked in turn of the redb cluster and of a second cluster whose
+/// nodes keep their stores in PostgreSQL on `server`, loaded with the same synthetic hashes: both
+/// see the same machine at the same moments, so the ratio holds whatever else the machine does.
+async fn backend_figures(
+    redb: &mut LocalCluster,
+    stored: &[u64],
+    server: &str,
+    opt: &BenchOptions,
+    progress: &Progress,
+    out: &mut Vec<Figure>,
+) -> Result<(), Error> {
+    let mut pg = LocalCluster::start_on(
+        "bench-pg",
+        opt.keep,
+        redb.tokens,
+        redb.nodes(),
+        Some(server),
+    )?;
+    progress.say(&format!("PostgreSQL cluster: {}", pg.describe()));
+    let outcome = side_by_side(redb, &mut pg, stored, opt, progress, out).await;
+    let (_scratch, stopped) = pg.stop().await;
+    outcome?;
+    stopped.map_err(|lines| format!("nodes did not stop cleanly: {}", lines.join("; ")).into())
+}
+
+async fn side_by_side(
+    redb: &mut LocalCluster,
+    pg: &mut LocalCluster,
+    stored: &[u64],
+    opt: &BenchOptions,
+    progress: &Progress,
+    out: &mut Vec<Figure>,
+) -> Result<(), Error> {
+    let client = pg.client(None).await?;
+    let table = client
+        .index_tokens(
+            &(0..=255u8)
+                .map(|v| u64::from_be_bytes([v; 8]))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(obscura_client::Error::from)?;
+    pg.pause().await?;
+    let t = Instant::now();
+    load_synthetic(&pg.dir, &client, &table, stored, progress)?;
+    progress.say(&format!(
+        "wrote {} synthetic images into each node's database in {:.1} s",
+        stored.len(),
+        t.elapsed().as_secs_f64()
+    ));
+    let t = Instant::now();
+    pg.resume()?;
+    let on_pg = pg.client(None).await?;
+    let startup = t.elapsed().as_secs_f64() * 1e3;
+    let on_redb = redb.client(None).await?;
+    let mut rng = AesCtrRng::from_os();
+    let bar = progress.bar(opt.queries, "redb and PostgreSQL in turn");
+    let (mut a, mut b, mut s1, mut s2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..opt.queries {
+        let q = near(stored, &mut rng);
+        // Each asked first every other time.
+        let order = if i % 2 == 0 {
+            [&on_redb, &on_pg]
+        } else {
+            [&on_pg, &on_redb]
+        };
+        for c in order {
+            let r = c.search_hash(q, 10, 10, Instant::now()).await?;
+            let ms = r.total.as_secs_f64() * 1e3;
+            if std::ptr::eq(c, &on_pg) {
+                b.push(ms);
+                s1.push(r.stage1.as_secs_f64() * 1e3);
+                s2.push(r.stage2.as_secs_f64() * 1e3);
+            } else {
+                a.push(ms);
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let (a, b, s1, s2) = (Spread::of(a), Spread::of(b), Spread::of(s1), Spread::of(s2));
+    out.push(Figure {
+        name: format!(
+            "PostgreSQL stores: query N = {}: p50 (p95 {:.1}; stage 1 {:.1}, stage 2 {:.1})",
+            stored.len(),
+            b.p95,
+            s1.p50,
+            s2.p50
+        ),
+        value: b.p50,
+        unit: "ms",
+        baseline: "redb stores, the same searches in turn, p50".into(),
+        baseline_value: a.p50,
+        ratio: a.p50 / b.p50,
+        goal: Some(("≤ 1.5× redb".to_string(), b.p50 <= 1.5 * a.p50)),
+    });
+    out.push(Figure {
+        name: format!(
+            "PostgreSQL stores: node startup holding N = {}, every node answering",
+            stored.len()
+        ),
+        value: startup,
+        unit: "ms",
+        baseline: "(all nodes start at once, on this machine's cores)".into(),
+        baseline_value: pg.nodes() as f64,
+        ratio: 1.0,
+        goal: None,
+    });
+    Ok(())
+}
+
+/// Write synthetic images of `hashes` into every node's store (nodes stopped), exactly as the
+/// nodes would store them after prepare and commit: all of them made first, then written in id
+/// order in transactions of `BATCH`. The stores are written at once, one thread each, with a
+/// page cache of 1 GiB each (the nodes are stopped, so the memory is free); databases are
+/// vacuumed after, as after any bulk load.
 fn load_synthetic(
     cluster: &std::path::Path,
     client: &Client,
     table: &[Vec<obscura_client::IndexTokens>],
-    count: usize,
-    hashes: &mut Vec<u64>,
+    hashes: &[u64],
     progress: &Progress,
 ) -> Result<(), Error> {
+    let count = hashes.len();
     // Large transactions: two syncs each per store.
     const BATCH: usize = 20_000;
     let options = obscura_store::StoreOptions {
@@ -1236,12 +1348,10 @@ fn load_synthetic(
     let mut rng = AesCtrRng::from_os();
     let made = progress.bar(count, "prepare");
     let mut uploads = Vec::with_capacity(count);
-    for _ in 0..count {
+    for &hash in hashes {
         let mut file = [0u8; 64];
         rng.fill_bytes(&mut file);
-        let hash = rng.next_u64();
         uploads.push(client.upload(&file, hash)?);
-        hashes.push(hash);
         made.inc(1);
     }
     made.finish_and_clear();
@@ -1252,15 +1362,20 @@ fn load_synthetic(
         scope
             .spawn(|| -> Result<(), Error> {
                 let mut stores: Vec<Box<dyn NodeStore>> = Vec::new();
+                let mut databases = Vec::new();
                 for (node, config) in crate::local::node_configs(cluster)? {
                     let text =
                         std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
                     let c: obscura_cluster::node::NodeConfig = serde_json::from_slice(&text)
                         .map_err(|e| format!("{}: {e}", config.display()))?;
                     stores.push(match &c.database {
-                        Some(url) => Box::new(
-                            obscura_store::PgStore::open(url, node).map_err(|e| e.to_string())?,
-                        ),
+                        Some(url) => {
+                            databases.push(url.clone());
+                            Box::new(
+                                obscura_store::PgStore::open(url, node)
+                                    .map_err(|e| e.to_string())?,
+                            )
+                        }
                         None => {
                             let path = config.parent().unwrap_or(cluster).join(&c.files.store);
                             Box::new(
@@ -1288,6 +1403,10 @@ fn load_synthetic(
                     bar.inc(batch.len() as u64);
                 }
                 bar.finish_and_clear();
+                drop(stores);
+                for url in &databases {
+                    obscura_store::pg::vacuum(url).map_err(|e| e.to_string())?;
+                }
                 Ok(())
             })
             .join()
