@@ -10,17 +10,21 @@
 //!   a rotation's steps see one writer at a time across every process, as redb's one write
 //!   transaction does within one.
 //! - Each process keeps the committed postings in memory, as the redb store does, and brings
-//!   them up to date before every lookup from a log of posting changes that the transactions
-//!   making them write: the log's positions are taken under the writer lock, so they are in
-//!   commit order, and a lookup applies what its snapshot shows past its copy's position before
-//!   it counts. What one process commits the others serve at once.
+//!   them up to date before every lookup from a log of posting changes that a trigger on the
+//!   images table writes in the transactions making them: the log's positions are taken under
+//!   the writer lock, so they are in commit order, and a lookup applies what its snapshot shows
+//!   past its copy's position before it counts. What one process commits the others serve at
+//!   once; a copy the log cannot bring up to date (pruned past it, or a database that went
+//!   back) is read again whole.
+//! - Statements are prepared once per connection, and the ledger lock is a session lock: a
+//!   pooler in front of the database must pool by session, not by transaction.
 //! - The replay window is a table: a request id admitted by one process is refused by all.
 //!
 //! The connection is made without TLS: run the database on the node's host or a private link
 //! (the node's own listener keeps its TLS).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use object_store::ObjectStoreExt;
 use postgres::fallible_iterator::FallibleIterator;
@@ -99,7 +103,8 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE INDEX IF NOT EXISTS usage_since ON usage (since);
 -- Each change of a committed image's postings, in commit order (every writer holds the writer
 -- lock from its first statement to its commit, and the sequence caches no values per session):
--- tokens removed, tokens added, each in the images table's encoding.
+-- tokens removed, tokens added, each in the images table's encoding; `at` by the database's
+-- clock. Written by a trigger on `images` (POSTING_TRIGGER), so no writer can leave it out.
 CREATE TABLE IF NOT EXISTS posting_log (
     seq bigserial PRIMARY KEY,
     at bigint NOT NULL,
@@ -108,6 +113,38 @@ CREATE TABLE IF NOT EXISTS posting_log (
     added bytea
 );
 CREATE INDEX IF NOT EXISTS posting_log_at ON posting_log (at);
+";
+
+/// The trigger that logs every change of a committed image's postings, made once (creating a
+/// trigger locks the table against writers).
+const POSTING_TRIGGER: &str = "
+CREATE OR REPLACE FUNCTION obscura_log_postings() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    id bytea;
+    removed bytea;
+    added bytea;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        id := OLD.id;
+    ELSE
+        id := NEW.id;
+        IF NEW.state = 2 THEN
+            added := NEW.tokens;
+        END IF;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        IF OLD.state = 2 THEN
+            removed := OLD.tokens;
+        END IF;
+    END IF;
+    IF removed IS DISTINCT FROM added THEN
+        INSERT INTO posting_log (at, image, removed, added)
+        VALUES (extract(epoch FROM statement_timestamp())::bigint, id, removed, added);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER images_postings AFTER INSERT OR UPDATE OR DELETE ON images
+    FOR EACH ROW EXECUTE FUNCTION obscura_log_postings();
 ";
 
 const PENDING: i16 = 1;
@@ -129,16 +166,24 @@ pub struct PgStore {
     pool: Pool,
     /// Where image shares are kept when not in the database.
     objects: Option<Objects>,
-    /// This process's copy of the committed postings. Lock order: this, then a connection.
-    mirror: Mutex<Mirror>,
+    /// This process's copy of the committed postings: brought up to date under the write lock,
+    /// counted under the read lock. Lock order: this, then a connection.
+    mirror: RwLock<Mirror>,
 }
 
-/// The committed postings as of one position of the posting log.
+/// The committed postings as of one position of the posting log, with the key state of the
+/// same snapshot.
 #[derive(Default)]
 struct Mirror {
-    /// The last position applied; `None` before the first load, or after a failure part-way.
+    /// The last position applied; `None` before the first load, or while (and after a failure
+    /// part-way through) applying changes: then nothing may be counted on it.
     seq: Option<i64>,
+    /// The log's row at that position, when it has one: should it be gone, or name another
+    /// image, the database is not the one the copy followed (restored from a backup, failed
+    /// over to a standby that lacks the last commits, made again), and the copy is read whole.
+    anchor: Option<(i64, ImageId)>,
     postings: Postings,
+    keys: KeyState,
 }
 
 /// Image shares kept as objects, each named by its image, its BLAKE3 digest and a random
@@ -333,6 +378,17 @@ impl Pool {
         }
     }
 
+    /// Close every idle connection.
+    fn close_idle(&self) {
+        let idle = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.open -= state.idle.len();
+            std::mem::take(&mut state.idle)
+        };
+        close(idle);
+        self.freed.notify_all();
+    }
+
     /// One connection fewer is open.
     fn closed(&self) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).open -= 1;
@@ -429,9 +485,13 @@ impl Txn<'_> {
     }
 
     /// Rows one at a time, for a result too large to hold whole.
-    fn query_raw(&mut self, sql: &str) -> Result<postgres::RowIter<'_>, postgres::Error> {
+    fn query_raw(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<postgres::RowIter<'_>, postgres::Error> {
         let s = self.statement(sql)?;
-        self.txn.query_raw(&s, std::iter::empty::<&str>())
+        self.txn.query_raw(&s, params.iter().copied())
     }
 
     /// Statements without parameters, in one round trip (not prepared).
@@ -533,7 +593,7 @@ impl PgStore {
         let store = PgStore {
             node,
             objects,
-            mirror: Mutex::default(),
+            mirror: RwLock::default(),
             pool: Pool {
                 place: place(&config),
                 config,
@@ -550,6 +610,16 @@ impl PgStore {
             txn.batch_execute(SCHEMA)?;
             if new {
                 txn.batch_execute("ALTER TABLE images ALTER COLUMN share SET STORAGE EXTERNAL")?;
+            }
+            let logged = txn
+                .query_opt(
+                    "SELECT 1 FROM pg_trigger WHERE tgname = 'images_postings' \
+                     AND tgrelid = 'images'::regclass",
+                    &[],
+                )?
+                .is_some();
+            if !logged {
+                txn.batch_execute(POSTING_TRIGGER)?;
             }
             let found = meta(txn, "node")?;
             match found.as_deref() {
@@ -589,12 +659,30 @@ impl PgStore {
     }
 
     /// Run `f` on one consistent snapshot, writing nothing.
-    fn read<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, Error>) -> Result<T, Error> {
-        let mut conn = self.pool.get()?;
-        let mut txn = conn.transaction(IsolationLevel::RepeatableRead, true)?;
-        let out = f(&mut txn)?;
-        txn.commit()?;
-        Ok(out)
+    ///
+    /// A read whose connection the server closed (it restarted, or failed over) runs once more
+    /// on a new one, the idle ones closed first: they are likely closed too, and a read has
+    /// nothing to undo.
+    fn read<T>(&self, mut f: impl FnMut(&mut Txn<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        let mut again = true;
+        loop {
+            let mut conn = self.pool.get()?;
+            let out = conn
+                .transaction(IsolationLevel::RepeatableRead, true)
+                .and_then(|mut txn| {
+                    let out = f(&mut txn)?;
+                    txn.commit()?;
+                    Ok(out)
+                });
+            match out {
+                Err(_) if again && conn.client().is_closed() => {
+                    drop(conn);
+                    self.pool.close_idle();
+                    again = false;
+                }
+                out => return out,
+            }
+        }
     }
 
     /// Read the committed postings into this process's memory now rather than at the first
@@ -606,68 +694,110 @@ impl PgStore {
         self.current().map(drop)
     }
 
-    /// This process's postings brought up to one snapshot, with that snapshot's key state: the
-    /// log's changes past the copy's position are applied, or, where the copy is older than
-    /// what the log keeps (or there is none yet), every committed image's postings are read.
+    /// Remove posting changes logged more than `kept_s` seconds ago (by the database's clock):
+    /// a process whose copy is older reads the postings again whole. [`NodeStore::purge_pending`]
+    /// does it with an hour.
     ///
-    /// The copy's lock is taken before the snapshot, so the copy is never ahead of the key
-    /// state returned with it.
-    fn current(&self) -> Result<(std::sync::MutexGuard<'_, Mirror>, KeyState), Error> {
-        let mut mirror = self.mirror.lock().unwrap_or_else(|e| {
-            // A panic part-way through applying changes: read everything again.
-            let mut m = e.into_inner();
-            m.seq = None;
-            m
-        });
-        let keys = self.read(|txn| {
-            let keys = keys(txn)?;
-            let floor = posting_floor(txn)?;
-            match mirror.seq {
-                Some(seq) if seq >= floor => {
-                    // Decoded whole before any is applied: a bad row leaves the copy as it was.
-                    let changes = txn
-                        .query(
-                            "SELECT seq, image, removed, added FROM posting_log WHERE seq > $1 \
-                             ORDER BY seq",
-                            &[&seq],
-                        )?
-                        .iter()
-                        .map(|r| {
-                            let tokens = |i| {
-                                r.try_get::<_, Option<&[u8]>>(i)?
-                                    .map(decode_tokens)
-                                    .transpose()
-                            };
-                            Ok((r.try_get(0)?, id_of(r.try_get(1)?)?, tokens(2)?, tokens(3)?))
-                        })
-                        .collect::<Result<Vec<(i64, _, _, _)>, Error>>()?;
-                    for (seq, id, removed, added) in changes {
-                        mirror.postings.change(
-                            id,
-                            removed.as_ref().map(|t| t.as_slice()),
-                            added.as_ref().map(|t| t.as_slice()),
-                        );
-                        mirror.seq = Some(seq);
-                    }
-                }
-                _ => {
-                    let last: i64 = txn
-                        .query_one("SELECT coalesce(max(seq), 0) FROM posting_log", &[])?
-                        .try_get(0)?;
-                    let mut postings = Postings::default();
-                    let mut rows =
-                        txn.query_raw("SELECT id, tokens FROM images WHERE state = 2")?;
-                    while let Some(r) = rows.next()? {
-                        let tokens = decode_tokens(r.try_get(1)?)?;
-                        postings.change(id_of(r.try_get(0)?)?, None, Some(&tokens));
-                    }
-                    mirror.postings = postings;
-                    mirror.seq = Some(last.max(floor));
-                }
+    /// # Errors
+    /// [`Error::Storage`] when the database refuses.
+    pub fn prune_posting_log(&self, kept_s: u64) -> Result<(), Error> {
+        self.write(true, |txn| prune_posting_log(txn, kept_s))
+    }
+
+    /// This process's postings, brought up to a snapshot taken after the call began, with that
+    /// snapshot's key state (another lookup may have brought them further meanwhile: never
+    /// back).
+    fn current(&self) -> Result<RwLockReadGuard<'_, Mirror>, Error> {
+        loop {
+            self.catch_up()?;
+            let mirror = self.mirror.read().unwrap_or_else(|e| e.into_inner());
+            // Another thread's catch-up failed part-way since: catch up again.
+            if mirror.seq.is_some() {
+                return Ok(mirror);
             }
-            Ok(keys)
-        })?;
-        Ok((mirror, keys))
+        }
+    }
+
+    /// Apply the log's changes past the copy's position, in one snapshot with the key state;
+    /// or, where the copy is older than what the log keeps, there is none yet, or the database
+    /// went back (see [`Mirror::anchor`]), read every committed image's postings.
+    fn catch_up(&self) -> Result<(), Error> {
+        let mut mirror = self.mirror.write().unwrap_or_else(|e| {
+            // A panic part-way through applying changes left `seq` at `None`.
+            self.mirror.clear_poison();
+            e.into_inner()
+        });
+        self.read(|txn| {
+            let keys = keys(txn)?;
+            let row = txn.query_one(
+                "SELECT (SELECT value FROM meta WHERE name = $1), \
+                     (SELECT last_value FROM posting_log_seq_seq)",
+                &[&POSTING_FLOOR],
+            )?;
+            let floor = floor_of(row.try_get(0)?)?;
+            let issued: i64 = row.try_get(1)?;
+            let followed = match (mirror.seq, mirror.anchor) {
+                // Not older than what the log keeps, nor than the positions it has issued.
+                (Some(seq), anchor) if seq >= floor && seq <= issued => {
+                    let from = match anchor {
+                        Some((at, _)) if at > floor => at,
+                        _ => seq + 1,
+                    };
+                    self.follow(txn, &mut mirror, from)?
+                }
+                _ => false,
+            };
+            if !followed {
+                reload(txn, &mut mirror, floor)?;
+            }
+            // Only with the postings of the same snapshot in.
+            mirror.keys = keys;
+            Ok(())
+        })
+    }
+
+    /// Apply the log from position `from` on (the anchor's, when it is checked), streamed;
+    /// `false`, with nothing applied, when the anchor is not there.
+    fn follow(&self, txn: &mut Txn<'_>, mirror: &mut Mirror, from: i64) -> Result<bool, Error> {
+        let mut rows = txn.query_raw(
+            "SELECT seq, image, removed, added FROM posting_log WHERE seq >= $1 ORDER BY seq",
+            &[&from],
+        )?;
+        let mut checked = mirror.anchor.is_none_or(|(at, _)| at != from);
+        let position = mirror.seq;
+        while let Some(r) = rows.next()? {
+            let (seq, id): (i64, ImageId) = (r.try_get(0)?, id_of(r.try_get(1)?)?);
+            if !checked {
+                if mirror.anchor != Some((seq, id)) {
+                    return Ok(false);
+                }
+                checked = true;
+                continue;
+            }
+            let tokens = |i| {
+                r.try_get::<_, Option<&[u8]>>(i)?
+                    .map(decode_tokens)
+                    .transpose()
+            };
+            let (removed, added) = (tokens(2)?, tokens(3)?);
+            // Unusable until every change is in: a failure from here on leaves `None`, and the
+            // next lookup reads the postings whole.
+            mirror.seq = None;
+            mirror.postings.change(
+                id,
+                removed.as_ref().map(|t| t.as_slice()),
+                added.as_ref().map(|t| t.as_slice()),
+            );
+            mirror.anchor = Some((seq, id));
+        }
+        if !checked {
+            return Ok(false);
+        }
+        mirror.seq = match mirror.anchor {
+            Some((at, _)) if Some(at) > position => Some(at),
+            _ => position,
+        };
+        Ok(true)
     }
 
     fn admit(
@@ -733,43 +863,48 @@ fn next_ledger_generation(txn: &mut Txn<'_>) -> Result<(), Error> {
 
 /// The last position removed from the posting log, 0 when none was.
 fn posting_floor(txn: &mut Txn<'_>) -> Result<i64, Error> {
-    meta(txn, POSTING_FLOOR)?.map_or(Ok(0), |v| {
-        v.as_slice()
-            .try_into()
+    floor_of(meta(txn, POSTING_FLOOR)?.as_deref())
+}
+
+fn floor_of(stored: Option<&[u8]>) -> Result<i64, Error> {
+    stored.map_or(Ok(0), |v| {
+        v.try_into()
             .map(i64::from_be_bytes)
             .map_err(|_| Error::Corrupt("posting log floor"))
     })
 }
 
-/// A committed image's postings changing: the tokens removed, the tokens added.
-type PostingChange = (ImageId, Option<[Token; BANDS]>, Option<[Token; BANDS]>);
-
-/// Log changes of committed images' postings, in the transaction that makes them.
-fn log_postings(txn: &mut Txn<'_>, now: u64, changes: &[PostingChange]) -> Result<(), Error> {
-    if changes.is_empty() {
-        return Ok(());
+/// Read every committed image's postings into `mirror`, streamed, at the log's last position.
+fn reload(txn: &mut Txn<'_>, mirror: &mut Mirror, floor: i64) -> Result<(), Error> {
+    mirror.seq = None;
+    let last = txn
+        .query_opt(
+            "SELECT seq, image FROM posting_log ORDER BY seq DESC LIMIT 1",
+            &[],
+        )?
+        .map(|r| Ok::<_, Error>((r.try_get::<_, i64>(0)?, id_of(r.try_get(1)?)?)))
+        .transpose()?;
+    let mut postings = Postings::default();
+    let mut rows = txn.query_raw("SELECT id, tokens FROM images WHERE state = 2", &[])?;
+    while let Some(r) = rows.next()? {
+        let tokens = decode_tokens(r.try_get(1)?)?;
+        postings.change(id_of(r.try_get(0)?)?, None, Some(&tokens));
     }
-    let ids: Vec<&[u8]> = changes.iter().map(|(i, _, _)| i.0.as_slice()).collect();
-    let encode = |t: &Option<[Token; BANDS]>| t.as_ref().map(encode_tokens);
-    let removed: Vec<Option<Vec<u8>>> = changes.iter().map(|(_, r, _)| encode(r)).collect();
-    let added: Vec<Option<Vec<u8>>> = changes.iter().map(|(_, _, a)| encode(a)).collect();
-    // WITH ORDINALITY: positions follow the order given.
-    txn.execute(
-        "INSERT INTO posting_log (at, image, removed, added) \
-         SELECT $1, i, r, a FROM UNNEST($2::bytea[], $3::bytea[], $4::bytea[]) \
-             WITH ORDINALITY AS u(i, r, a, n) ORDER BY n",
-        &[&big(now), &ids, &removed, &added],
-    )?;
+    mirror.postings = postings;
+    mirror.anchor = last;
+    mirror.seq = Some(last.map_or(floor, |(seq, _)| seq.max(floor)));
     Ok(())
 }
 
-/// Remove posting changes logged before `before`, and raise the floor past them.
-fn prune_posting_log(txn: &mut Txn<'_>, before: u64) -> Result<(), Error> {
+/// Remove posting changes logged more than `kept_s` seconds ago, and raise the floor past them.
+fn prune_posting_log(txn: &mut Txn<'_>, kept_s: u64) -> Result<(), Error> {
     let pruned: Option<i64> = txn
         .query_one(
-            "WITH gone AS (DELETE FROM posting_log WHERE at < $1 RETURNING seq) \
+            "WITH gone AS (DELETE FROM posting_log \
+                 WHERE at <= extract(epoch FROM statement_timestamp())::bigint - $1 \
+                 RETURNING seq) \
              SELECT max(seq) FROM gone",
-            &[&big(before)],
+            &[&big(kept_s)],
         )?
         .try_get(0)?;
     if let Some(pruned) = pruned {
@@ -888,24 +1023,21 @@ fn key_change(txn: &mut Txn<'_>, now: u64, detail: &str) -> Result<(), Error> {
 
 /// Remove every trace of an image; the digest of its share's object, when it has one, to
 /// remove once the transaction committed.
-fn remove_image(txn: &mut Txn<'_>, image: &ImageId, now: u64) -> Result<Option<Vec<u8>>, Error> {
+fn remove_image(txn: &mut Txn<'_>, image: &ImageId) -> Result<Option<Vec<u8>>, Error> {
     let id = image.0.as_slice();
     let Some(row) = txn.query_opt(
-        "DELETE FROM images WHERE id = $1 RETURNING tokens, share, share_object, state",
+        "DELETE FROM images WHERE id = $1 RETURNING tokens, share, share_object",
         &[&id],
     )?
     else {
         return Err(Error::UnknownImage(*image));
     };
     let tokens = decode_tokens(row.try_get(0)?)?;
-    if state_of(row.try_get(3)?)? == ImageState::Committed {
-        let list: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
-        txn.execute(
-            "DELETE FROM postings WHERE image = $1 AND token = ANY($2)",
-            &[&id, &list],
-        )?;
-        log_postings(txn, now, &[(*image, Some(tokens), None)])?;
-    }
+    let list: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
+    txn.execute(
+        "DELETE FROM postings WHERE image = $1 AND token = ANY($2)",
+        &[&id, &list],
+    )?;
     Ok(if row.try_get::<_, bool>(2)? {
         Some(row.try_get(1)?)
     } else {
@@ -1157,8 +1289,6 @@ impl NodeStore for PgStore {
                  ON CONFLICT DO NOTHING",
                 &[&posted, &by],
             )?;
-            let changes: Vec<_> = committed.iter().map(|(i, t)| (*i, None, Some(*t))).collect();
-            log_postings(txn, now, &changes)?;
             append_audit(
                 txn,
                 now,
@@ -1184,7 +1314,7 @@ impl NodeStore for PgStore {
                 Some(r) => allow(r.try_get(0)?)?,
                 None => return Err(Error::UnknownImage(*image)),
             }
-            let object = remove_image(txn, image, now)?;
+            let object = remove_image(txn, image)?;
             append_audit(txn, now, [(AuditKind::Delete, &image.0, &[][..])])?;
             Ok(object)
         })?;
@@ -1204,10 +1334,10 @@ impl NodeStore for PgStore {
                 .collect::<Result<_, _>>()?;
             // Posting changes every live process has applied by now (one that has not reads
             // the postings whole).
-            prune_posting_log(txn, now.saturating_sub(POSTING_LOG_KEPT_S))?;
+            prune_posting_log(txn, POSTING_LOG_KEPT_S)?;
             let mut gone = Vec::new();
             for id in &stale {
-                if let Some(digest) = remove_image(txn, id, now)? {
+                if let Some(digest) = remove_image(txn, id)? {
                     gone.push((*id, digest));
                 }
             }
@@ -1232,10 +1362,10 @@ impl NodeStore for PgStore {
         tokens: &[Token],
         min_tokens: usize,
     ) -> Result<(Vec<ImageId>, usize), Error> {
-        let (mirror, keys) = self.current()?;
+        let mirror = self.current()?;
         // Refuses a version not served.
-        keys.counterparts(key_version)?;
-        Ok(mirror.postings.count(&keys, tokens, min_tokens))
+        mirror.keys.counterparts(key_version)?;
+        Ok(mirror.postings.count(&mirror.keys, tokens, min_tokens))
     }
 
     fn hash_shares(&self, ids: &[ImageId]) -> Result<Vec<Option<[u8; HASH_SHARE_LEN]>>, Error> {
@@ -1258,7 +1388,7 @@ impl NodeStore for PgStore {
     }
 
     fn committed_ids(&self, max: u64) -> Result<Option<Vec<ImageId>>, Error> {
-        Ok(self.current()?.0.postings.committed(max))
+        Ok(self.current()?.postings.committed(max))
     }
 
     fn image(&self, image: &ImageId) -> Result<Option<StoredImage>, Error> {
@@ -1531,7 +1661,6 @@ impl NodeStore for PgStore {
             let mut scanned = 0usize;
             let (mut ids, mut tokens) = (Vec::new(), Vec::new());
             let (mut old_postings, mut new_postings) = (Vec::new(), Vec::new());
-            let mut changes = Vec::new();
             for row in &batch {
                 scanned += 1;
                 let id = id_of(row.try_get(0)?)?;
@@ -1557,7 +1686,6 @@ impl NodeStore for PgStore {
                         old_postings.push((old.0, id.0));
                         new_postings.push((new.0, id.0));
                     }
-                    changes.push((id, Some(current), Some(next)));
                     record.postings += BANDS as u64;
                 }
                 ids.push(id.0);
@@ -1586,7 +1714,6 @@ impl NodeStore for PgStore {
                  WHERE images.id = u.id",
                 &[&id_list, &tokens],
             )?;
-            log_postings(txn, now, &changes)?;
             set_meta(txn, ROTATION, &record.encode())?;
             let detail = format!("key version move: {scanned} images scanned");
             key_change(txn, now, &detail)?;

@@ -434,12 +434,22 @@ fn a_process_serves_what_another_commits_deletes_and_moves_at_once() {
         );
         assert_eq!(found(&b, 2, &moved), vec![p.id], "half moved, next version");
     }
+    // Moved, not posted twice: each image counts once per band, as in a copy read whole.
+    let old: Vec<Token> = live.iter().flat_map(|p| p.tokens).collect();
+    let whole = PgStore::open(&url, 1).unwrap();
+    assert_eq!(
+        b.lookup_at_least(1, &old, 1).unwrap(),
+        whole.lookup_at_least(1, &old, 1).unwrap()
+    );
+    assert!(b.lookup_at_least(1, &old, 9).unwrap().0.is_empty());
     while !a.rotate_step(3, 15).unwrap().done {}
     a.finish_rotation(2, 16).unwrap();
+    let new: Vec<Token> = old.iter().map(next_version).collect();
     for p in &live {
         let moved: [Token; 8] = std::array::from_fn(|i| next_version(&p.tokens[i]));
         assert_eq!(found(&b, 2, &moved), vec![p.id], "moved");
     }
+    assert!(b.lookup_at_least(2, &new, 9).unwrap().0.is_empty());
     assert!(matches!(
         b.lookup_at_least(1, &live[0].tokens, 8),
         Err(Error::KeyVersion { asked: 1, .. })
@@ -468,8 +478,8 @@ fn a_copy_older_than_the_posting_log_is_read_again_whole() {
     let late = Parts::new(40);
     a.prepare(&late.new_image(), 20).unwrap();
     a.commit(&late.id, 20).unwrap();
-    // An hour later the log is pruned of every change above.
-    a.purge_pending(0, 21 + 3600).unwrap();
+    // The log is pruned of every change above (as it is an hour on).
+    a.prune_posting_log(0).unwrap();
     assert!(found(&b, 1, &images[0].tokens).is_empty(), "deleted");
     assert_eq!(found(&b, 1, &late.tokens), vec![late.id], "committed");
     assert_eq!(b.committed_ids(10).unwrap().unwrap().len(), 4);
@@ -478,9 +488,8 @@ fn a_copy_older_than_the_posting_log_is_read_again_whole() {
     assert!(found(&b, 1, &images[1].tokens).is_empty(), "deleted after");
 }
 
-/// Writers in several processes at once: positions in the posting log follow commit order (each
-/// writer holds the writer lock while it takes them), so a copy that followed the log through
-/// all of it holds what a copy read whole holds.
+/// Writers in several processes at once while another process searches: the copy that followed
+/// the log through all of it holds what a copy read whole holds.
 #[test]
 fn a_copy_that_followed_concurrent_writers_equals_one_read_whole() {
     let Some(db) = database("follow") else {
@@ -531,4 +540,75 @@ fn a_copy_that_followed_concurrent_writers_equals_one_read_whole() {
         .map(|n| all.iter().skip(n).step_by(3).step_by(4).count())
         .sum();
     assert_eq!(followed.1, 150 - deleted);
+}
+
+/// A writer that does not know the posting log (a process of the previous release during an
+/// upgrade, or an operator's SQL): the log is kept by a trigger on the images table, so an
+/// image deleted that way is found by no process either.
+#[test]
+fn an_image_deleted_by_a_writer_that_knows_no_log_is_not_found() {
+    let Some(db) = database("nolog") else {
+        return;
+    };
+    let url = db.url.clone();
+    let (a, b) = (
+        PgStore::open(&url, 1).unwrap(),
+        PgStore::open(&url, 1).unwrap(),
+    );
+    let (p, q) = (Parts::new(4), Parts::new(6));
+    for i in [&p, &q] {
+        a.prepare(&i.new_image(), 10).unwrap();
+        a.commit(&i.id, 11).unwrap();
+    }
+    assert_eq!(found(&b, 1, &p.tokens), vec![p.id]);
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    sql.batch_execute(&format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({}); \
+         DELETE FROM postings WHERE image = '\\x{hex}'; \
+         DELETE FROM images WHERE id = '\\x{hex}'; COMMIT",
+        0x6f62_7363,
+        hex =
+            p.id.0
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+    ))
+    .unwrap();
+    assert!(found(&b, 1, &p.tokens).is_empty());
+    assert_eq!(found(&b, 1, &q.tokens), vec![q.id]);
+    assert_eq!(b.committed_ids(10).unwrap(), Some(vec![q.id]));
+}
+
+/// The database goes back under a running process (restored from a backup, failed over to a
+/// standby that lacks the last commits, or made again): the log's positions start again below
+/// the copy's, and a copy that only read past its own position would go on serving images the
+/// database no longer has and miss what it now holds. It is read whole instead.
+#[test]
+fn a_database_made_again_under_a_running_process_is_read_whole() {
+    let Some(server) = common::postgres_server() else {
+        return;
+    };
+    let name = format!("obscura_pg_again_{}", std::process::id());
+    let db = common::Database::new(&server, &name);
+    let b = PgStore::open(&db.url, 1).unwrap();
+    let before: Vec<Parts> = (0..4).map(Parts::new).collect();
+    {
+        let a = PgStore::open(&db.url, 1).unwrap();
+        for p in &before {
+            a.prepare(&p.new_image(), 10).unwrap();
+            a.commit(&p.id, 11).unwrap();
+        }
+    }
+    assert_eq!(b.committed_ids(10).unwrap().unwrap().len(), 4);
+    obscura_store::pg::fresh_database(&server, &name).unwrap();
+    let again = PgStore::open(&db.url, 1).unwrap();
+    let after = Parts::new(40);
+    again.prepare(&after.new_image(), 20).unwrap();
+    again.commit(&after.id, 21).unwrap();
+    assert!(
+        found(&b, 1, &before[0].tokens).is_empty(),
+        "gone with the database"
+    );
+    assert_eq!(found(&b, 1, &after.tokens), vec![after.id]);
+    assert_eq!(b.committed_ids(10).unwrap(), Some(vec![after.id]));
 }
