@@ -173,10 +173,13 @@ pub struct PreparedImage {
     /// Its id.
     pub image: WireId,
     /// The owner-signed manifest.
+    #[serde(with = "serde_bytes")]
     pub manifest: Vec<u8>,
     /// This node's share of the file.
+    #[serde(with = "serde_bytes")]
     pub image_share: Vec<u8>,
     /// This node's 256-byte hash-bit share.
+    #[serde(with = "serde_bytes")]
     pub hash_share: Vec<u8>,
     /// The 8 band tokens under this node's keys.
     pub tokens: Vec<WireToken>,
@@ -202,6 +205,7 @@ pub struct KeeperEvaluation {
     /// Evaluated elements, in the batch's order.
     pub elements: Vec<WireElement>,
     /// The proof `(c, s)`, 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub proof: Vec<u8>,
 }
 
@@ -220,6 +224,7 @@ pub enum RotateOp {
         factor: [u8; 32],
         /// The data owner's signature over this order for this node
         /// (`obscura_sharing::order::Order::Rotate`), 64 bytes.
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// Move up to `max_images` more images' postings to the next version, in one durable step.
@@ -230,6 +235,7 @@ pub enum RotateOp {
         max_images: u32,
         /// The data owner's signature over the move order for this node
         /// (`obscura_sharing::order::Order::RotateMove`), 64 bytes.
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// Every image has moved: forget the old version, its elements and `ρ`.
@@ -238,6 +244,7 @@ pub enum RotateOp {
         to: u32,
         /// The data owner's signature over the finish order for this node
         /// (`obscura_sharing::order::Order::RotateFinish`), 64 bytes.
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
 }
@@ -276,6 +283,7 @@ pub struct RecoveryPlan {
     /// The key version recovered.
     pub version: u32,
     /// The `T` keepers that give their parts, in order.
+    #[serde(with = "serde_bytes")]
     pub helpers: Vec<u8>,
     /// The HPKE key each helper's evidence binds (same order), as the owner appraised it:
     /// each pair of helpers derives its mask from their two keys, held inside their builds.
@@ -285,6 +293,7 @@ pub struct RecoveryPlan {
     /// the result against them.
     pub public_shares: Vec<Vec<WireElement>>,
     /// The attestation policy (JSON) each helper appraises the keeper's evidence under.
+    #[serde(with = "serde_bytes")]
     pub policy: Vec<u8>,
 }
 
@@ -294,9 +303,11 @@ pub struct RecoveryPart {
     /// The helper.
     pub helper: u8,
     /// HPKE encapsulated key.
+    #[serde(with = "serde_bytes")]
     pub enc: Vec<u8>,
     /// The helper's contributions, one per token key, sealed to the recovering keeper's key
     /// ([`recovery_purpose`]).
+    #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
     /// Per token key, its commitment to the mask it shares with each other helper, in the
     /// helpers' order.
@@ -384,8 +395,10 @@ pub struct Capability {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedCapability {
     /// The encoded [`Capability`] (postcard), as signed.
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// The group signature, 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -401,6 +414,7 @@ pub struct UploadTicket {
     /// When the ticket was made, seconds since the Unix epoch.
     pub timestamp: u64,
     /// The holder's Ed25519 signature, 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -428,6 +442,7 @@ pub struct WireCheck {
     /// The bit check's values.
     pub bits: Vec<u32>,
     /// The node's Ed25519 signature, 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -444,6 +459,7 @@ pub struct WireOpened {
     /// does not hold.
     pub values: Vec<Option<u32>>,
     /// The node's Ed25519 signature, 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -453,6 +469,7 @@ pub struct Auth {
     /// The keepers' capability.
     pub capability: SignedCapability,
     /// The holder's Ed25519 signature over the request (node, id, time and body), 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -469,6 +486,7 @@ pub struct Opening {
     /// Sibling hashes from the leaf up.
     pub path: Vec<[u8; 32]>,
     /// The node's Ed25519 signature over its answer's commitment, 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -507,6 +525,7 @@ pub enum FetchBy {
         /// Until when (Unix seconds).
         expires_at: u64,
         /// The owner's signature over the grant (`obscura_sharing::order::Order::Grant`).
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// A match of the caller's own query.
@@ -567,6 +586,7 @@ pub struct KeeperPackage {
     /// The keeper the package is from (round 1) or to (round 2), 1..=m.
     pub keeper: u8,
     /// The package bytes (round-2 packages are encrypted to their recipient).
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 
@@ -606,6 +626,7 @@ pub enum NodeBody {
         issued_at: u64,
         /// The owner's signature over the order (`obscura_sharing::order::Order::Delete`),
         /// 64 bytes.
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// Stage-1: the committed images posted under enough of the tokens, as handles that only
@@ -631,6 +652,7 @@ pub enum NodeBody {
         /// When that query was issued, as in its lookups.
         issued: u64,
         /// This node's 256-byte share of the query bits: the one it checked.
+        #[serde(with = "serde_bytes")]
         query_share: Vec<u8>,
         /// As in [`NodeBody::CheckQuery`].
         scan: ScanOf,
@@ -679,6 +701,7 @@ pub enum NodeBody {
         /// As in [`NodeBody::Evaluate`].
         issued: u64,
         /// As in [`NodeBody::Evaluate`].
+        #[serde(with = "serde_bytes")]
         query_share: Vec<u8>,
         /// The whole candidate list the query scans, by count and digest.
         scan: ScanOf,
@@ -734,6 +757,7 @@ pub enum NodeBody {
         images: Vec<WireId>,
         /// The attestation policy the worker must pass (`obscura_attest::Policy`, JSON), at
         /// most [`limits::MAX_EVIDENCE`] bytes; its digest is in the approval.
+        #[serde(with = "serde_bytes")]
         policy: Vec<u8>,
         /// The end of the approval (Unix seconds).
         expires_at: u64,
@@ -741,6 +765,7 @@ pub enum NodeBody {
         max_runs: u32,
         /// The data owner's signature over the approval
         /// (`obscura_sharing::order::Order::Approve`), 64 bytes.
+        #[serde(with = "serde_bytes")]
         approval: Vec<u8>,
         /// The challenge this node gave ([`NodeBody::RoomChallenge`]).
         nonce: [u8; 32],
@@ -750,6 +775,7 @@ pub enum NodeBody {
         /// ([`room_context`]).
         signing_key: [u8; 32],
         /// The worker's evidence, at most [`limits::MAX_EVIDENCE`] bytes.
+        #[serde(with = "serde_bytes")]
         evidence: Vec<u8>,
     },
     /// Clean room: a run's signed result, filed by its controller at a node that released to
@@ -858,12 +884,14 @@ pub struct RoomResultFiled {
     pub commitment: [u8; 32],
     /// The nodes the worker blamed, as the result's signature covers them, at most
     /// [`limits::MAX_ROOM_BLAME`] bytes.
+    #[serde(with = "serde_bytes")]
     pub blamed: Vec<u8>,
     /// The job's HPKE key.
     pub worker_key: [u8; 32],
     /// The job's result key.
     pub signing_key: [u8; 32],
     /// The worker's signature over the result, 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
     /// This node's release to the job, as it signed it.
     pub release: RoomReleaseProof,
@@ -883,6 +911,7 @@ pub struct RoomReleaseProof {
     /// The digest of the shares it sealed ([`room_shares_digest`]).
     pub shares: [u8; 32],
     /// Its audit-key signature over [`room_release_statement`], 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -918,8 +947,10 @@ pub struct RoomShare {
     /// The image.
     pub image: WireId,
     /// HPKE encapsulated key.
+    #[serde(with = "serde_bytes")]
     pub enc: Vec<u8>,
     /// The sealed manifest and share.
+    #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -949,6 +980,7 @@ pub enum KeeperBody {
         parts: Vec<KeeperRekeyPart>,
         /// The data owner's signature over the rekey order
         /// (`obscura_sharing::order::Order::Rekey`), 64 bytes.
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// To a keeper: erase its shares of a key version.
@@ -957,6 +989,7 @@ pub enum KeeperBody {
         version: u32,
         /// The data owner's signature over the retire order
         /// (`obscura_sharing::order::Order::Retire`), 64 bytes.
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// To a keeper: registration, first step (OPAQUE). Outside a session only while the keeper
@@ -967,6 +1000,7 @@ pub enum KeeperBody {
         /// The new account's name.
         user: String,
         /// The OPAQUE registration request.
+        #[serde(with = "serde_bytes")]
         request: Vec<u8>,
         /// The cluster's bootstrap code, for the first account only.
         bootstrap: Option<[u8; 32]>,
@@ -976,6 +1010,7 @@ pub enum KeeperBody {
         /// The account's name.
         user: String,
         /// The OPAQUE registration upload.
+        #[serde(with = "serde_bytes")]
         upload: Vec<u8>,
         /// The new account's roles ([`roles`]); ignored for the first account (every role)
         /// and for a password change (the account keeps its roles).
@@ -989,6 +1024,7 @@ pub enum KeeperBody {
         /// The account's name.
         user: String,
         /// KE1.
+        #[serde(with = "serde_bytes")]
         ke1: Vec<u8>,
     },
     /// Login, last step (KE3): opens a session.
@@ -996,6 +1032,7 @@ pub enum KeeperBody {
         /// The id the keeper gave the login.
         login: [u8; 16],
         /// KE3.
+        #[serde(with = "serde_bytes")]
         ke3: Vec<u8>,
     },
     /// A request sealed in a session: `message` opens to an encoded [`Request`], and the
@@ -1004,6 +1041,7 @@ pub enum KeeperBody {
         /// The session id.
         session: [u8; 16],
         /// The sealed request.
+        #[serde(with = "serde_bytes")]
         message: Vec<u8>,
     },
     /// In a session: end it.
@@ -1022,6 +1060,7 @@ pub enum KeeperBody {
         /// "generate" or "import", for the audit trail.
         origin: String,
         /// This keeper's Shamir share.
+        #[serde(with = "serde_bytes")]
         share: Vec<u8>,
     },
     /// In a session: this keeper's share of a secret.
@@ -1074,6 +1113,7 @@ pub enum KeeperBody {
         /// The key.
         id: [u8; 16],
         /// The serialized FROST signing package (message and commitments).
+        #[serde(with = "serde_bytes")]
         package: Vec<u8>,
     },
     /// In a session: a FROST round-1 commitment for signing a capability with the cluster's
@@ -1083,6 +1123,7 @@ pub enum KeeperBody {
     /// capability for the caller, which the keeper checks against the caller's account.
     CapabilityShare {
         /// The serialized FROST signing package.
+        #[serde(with = "serde_bytes")]
         package: Vec<u8>,
     },
     /// To a keeper: evaluate blinded band elements under its shares of the token keys of a key
@@ -1108,9 +1149,11 @@ pub enum KeeperBody {
         /// "generate" or "import".
         origin: String,
         /// This keeper's Shamir share.
+        #[serde(with = "serde_bytes")]
         share: Vec<u8>,
         /// The release policy (`obscura_attest::Policy`, JSON), at most
         /// [`limits::MAX_EVIDENCE`] bytes.
+        #[serde(with = "serde_bytes")]
         policy: Vec<u8>,
     },
     /// In a session: a challenge for releasing secret `id` to a worker, valid for a minute.
@@ -1128,6 +1171,7 @@ pub enum KeeperBody {
         /// The worker's HPKE public key.
         party_key: [u8; 32],
         /// The worker's evidence (JSON), at most [`limits::MAX_EVIDENCE`] bytes.
+        #[serde(with = "serde_bytes")]
         evidence: Vec<u8>,
     },
     /// Outside any session: this keeper's token-key shares, sealed by the data owner to the HPKE
@@ -1138,10 +1182,13 @@ pub enum KeeperBody {
         /// The keeper's HPKE public key the shares are sealed to.
         party_key: [u8; 32],
         /// HPKE encapsulated key.
+        #[serde(with = "serde_bytes")]
         enc: Vec<u8>,
         /// The sealed shares.
+        #[serde(with = "serde_bytes")]
         ciphertext: Vec<u8>,
         /// The data owner's signature (`Order::Provision`).
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// Outside any session: this keeper's part of another keeper's token-key shares, for the
@@ -1151,8 +1198,10 @@ pub enum KeeperBody {
         /// The plan.
         plan: RecoveryPlan,
         /// The recovering keeper's evidence (JSON), binding the plan's key and nonce.
+        #[serde(with = "serde_bytes")]
         evidence: Vec<u8>,
         /// The data owner's signature (`Order::Recover`).
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// Outside any session: take this keeper's token-key shares back from the helpers' parts,
@@ -1162,12 +1211,15 @@ pub enum KeeperBody {
         /// The plan.
         plan: RecoveryPlan,
         /// The data owner's signature (`Order::Recover`).
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
         /// The parts, in the plan's helpers' order.
         parts: Vec<RecoveryPart>,
         /// HPKE encapsulated key of the receipt key.
+        #[serde(with = "serde_bytes")]
         receipt_enc: Vec<u8>,
         /// The receipt key, sealed to this keeper ([`recovery_receipt_purpose`]).
+        #[serde(with = "serde_bytes")]
         receipt_ciphertext: Vec<u8>,
     },
 }
@@ -1875,8 +1927,9 @@ pub fn provision_receipt(
 /// A postcard output that hashes instead of storing, so a large body is digested without a copy.
 struct Hashing {
     hasher: blake3::Hasher,
-    /// Bytes not yet hashed: serde hands a `Vec<u8>` over one byte at a time, and BLAKE3 is
-    /// fast only on long inputs (one byte per update made a 2 MB upload cost 40 ms).
+    /// Bytes not yet hashed: serde hands arrays (and a `Vec<u8>` without `serde_bytes`) over
+    /// one byte at a time, and BLAKE3 is fast only on long inputs (one byte per update made a
+    /// 2 MB upload cost 40 ms).
     pending: Vec<u8>,
 }
 
@@ -1988,6 +2041,7 @@ pub struct WireAuditEntry {
     /// Image or request id.
     pub subject: [u8; 16],
     /// Kind-specific detail.
+    #[serde(with = "serde_bytes")]
     pub detail: Vec<u8>,
 }
 
@@ -2016,6 +2070,7 @@ pub enum ResponseBody {
         /// leaf's key, never this, to prove one match.
         answer_key: [u8; 32],
         /// The node's Ed25519 signature over the commitment to these values, 64 bytes.
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// Manifests of resolved matches, aligned with the request's proofs (`None`: the proof did
@@ -2048,8 +2103,10 @@ pub enum ResponseBody {
     /// A committed image's parts.
     Fetch {
         /// The owner-signed manifest.
+        #[serde(with = "serde_bytes")]
         manifest: Vec<u8>,
         /// The node's share.
+        #[serde(with = "serde_bytes")]
         image_share: Vec<u8>,
     },
     /// Node status.
@@ -2108,6 +2165,7 @@ pub enum ResponseBody {
     /// Registration, second step: the OPAQUE registration response.
     KeeperRegistration {
         /// The response.
+        #[serde(with = "serde_bytes")]
         response: Vec<u8>,
     },
     /// Login, second step: KE2 and the id of the pending login.
@@ -2115,6 +2173,7 @@ pub enum ResponseBody {
         /// The login's id, to send back with KE3.
         login: [u8; 16],
         /// KE2.
+        #[serde(with = "serde_bytes")]
         ke2: Vec<u8>,
     },
     /// A session is open.
@@ -2127,6 +2186,7 @@ pub enum ResponseBody {
     /// The sealed answer to a [`KeeperBody::KeeperSealed`].
     KeeperSealed {
         /// Opens to an encoded [`Response`].
+        #[serde(with = "serde_bytes")]
         message: Vec<u8>,
     },
     /// A secret's share at this keeper.
@@ -2136,6 +2196,7 @@ pub enum ResponseBody {
         /// The owner's name for it.
         name: String,
         /// The share.
+        #[serde(with = "serde_bytes")]
         share: Vec<u8>,
     },
     /// The user's secrets at this keeper.
@@ -2163,6 +2224,7 @@ pub enum ResponseBody {
         /// The group's Ed25519 public key.
         public_key: [u8; 32],
         /// The serialized FROST public key package (every keeper's verifying share).
+        #[serde(with = "serde_bytes")]
         public_package: Vec<u8>,
     },
     /// A FROST round-1 commitment (serialized), with the key's public package.
@@ -2170,8 +2232,10 @@ pub enum ResponseBody {
         /// The answering keeper.
         keeper: u8,
         /// The commitment.
+        #[serde(with = "serde_bytes")]
         commitment: Vec<u8>,
         /// The serialized FROST public key package of the key, as this keeper holds it.
+        #[serde(with = "serde_bytes")]
         public_package: Vec<u8>,
     },
     /// A FROST round-1 commitment for a capability, and what the keeper will sign for the
@@ -2180,6 +2244,7 @@ pub enum ResponseBody {
         /// The answering keeper.
         keeper: u8,
         /// The commitment.
+        #[serde(with = "serde_bytes")]
         commitment: Vec<u8>,
         /// The caller's roles at this keeper.
         roles: WireRoles,
@@ -2188,6 +2253,7 @@ pub enum ResponseBody {
         /// The latest expiry the keeper signs (its clock, Unix seconds).
         expires_at: u64,
         /// The capability key's public package (every keeper's verifying share).
+        #[serde(with = "serde_bytes")]
         public_package: Vec<u8>,
     },
     /// A FROST signature share (serialized).
@@ -2195,6 +2261,7 @@ pub enum ResponseBody {
         /// The answering keeper.
         keeper: u8,
         /// The share.
+        #[serde(with = "serde_bytes")]
         share: Vec<u8>,
     },
     /// Refused.
@@ -2239,6 +2306,7 @@ pub enum ResponseBody {
         /// One per input, in the work's order.
         shares: Vec<RoomShare>,
         /// The node's audit-key signature over [`room_release_statement`], 64 bytes.
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// A keeper's share of a secret, sealed to an appraised worker ([`KeeperBody::ReleaseFinish`]).
@@ -2246,11 +2314,14 @@ pub enum ResponseBody {
         /// The keeper.
         keeper: u8,
         /// HPKE encapsulated key.
+        #[serde(with = "serde_bytes")]
         enc: Vec<u8>,
         /// The sealed share.
+        #[serde(with = "serde_bytes")]
         ciphertext: Vec<u8>,
         /// The keeper's audit-key signature over the release
         /// (`obscura_attest::binding::release_statement`).
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// The public shares of the token-key shares a keeper now holds from a
@@ -2271,6 +2342,7 @@ pub enum ResponseBody {
         party_key: [u8; 32],
         /// The evidence, JSON (`obscura_attest::Evidence`), at most
         /// [`limits::MAX_EVIDENCE`] bytes.
+        #[serde(with = "serde_bytes")]
         evidence: Vec<u8>,
     },
     /// A helper's part of a recovery ([`KeeperBody::RecoverPart`]).
@@ -2282,6 +2354,7 @@ pub enum ResponseBody {
         /// The keeper.
         keeper: u8,
         /// The helpers at fault.
+        #[serde(with = "serde_bytes")]
         blamed: Vec<u8>,
         /// Why, for people.
         reason: String,
