@@ -97,6 +97,9 @@ async fn keeper_run(config: &Path) -> Result<ExitCode, Failure> {
         "keeper {keeper} listening on {listen} ({} key shares)",
         loaded.shares.len()
     );
+    if let Some(metrics) = &loaded.config.metrics {
+        eprintln!("keeper {keeper} metrics on http://{metrics}/metrics");
+    }
     obscura_keeper_server::serve(loaded, listener, stop)
         .await
         .map_err(|e| e.to_string())?;
@@ -122,6 +125,9 @@ async fn node_run(config: &Path) -> Result<ExitCode, Failure> {
         .await
         .map_err(|e| format!("node {node} cannot listen on {listen}: {e}"))?;
     eprintln!("node {node} listening on {listen}");
+    if let Some(metrics) = &loaded.config.metrics {
+        eprintln!("node {node} metrics on http://{metrics}/metrics");
+    }
     obscura_node::server::serve(loaded, listener, stop)
         .await
         .map_err(|e| e.to_string())?;

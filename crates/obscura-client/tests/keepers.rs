@@ -2504,3 +2504,55 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
         Err(Error::NotOwner)
     ));
 }
+
+/// A keeper's metrics listener: the band elements it evaluated are counted, and no label or
+/// value names the user who asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepers_metrics_count_evaluations_and_name_no_user() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = Cluster::start("keeper-metrics").await;
+    let mut ports = Vec::new();
+    for j in 1..=3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        c.keeper_down(j).await;
+        let path = c.keeper_config(j);
+        let mut config: obscura_cluster::keeper::KeeperConfig =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config.metrics = Some(format!("127.0.0.1:{port}"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        c.keeper_up(j).await;
+        ports.push(port);
+    }
+    let querier = c.user("quinnsearcher", roles::QUERIER).await;
+    querier
+        .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
+        .await
+        .unwrap();
+    let mut evaluated = 0.0;
+    for port in ports {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let value = |name: &str| -> f64 {
+            answer
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in\n{answer}"))
+        };
+        evaluated += value("obscura_tokens_evaluated_total");
+        assert!(value("obscura_key_shares") >= 1.0, "{answer}");
+        assert!(!answer.contains("quinn"), "{answer}");
+    }
+    // One search: 72 band elements at each keeper asked, two of three at least.
+    assert!(evaluated >= 144.0, "{evaluated}");
+}

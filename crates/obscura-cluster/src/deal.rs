@@ -422,6 +422,7 @@ fn build(
             database: None,
             shares: None,
             attestation: Some(AttestationSource::Simulation),
+            metrics: None,
         };
         json(&nd.join("node.json"), &config)?;
     }
@@ -595,6 +596,7 @@ fn write_keepers(
             quotas: Quotas::default(),
             limits: ServerLimits::default(),
             attestation: Some(AttestationSource::Simulation),
+            metrics: None,
         };
         json(&kd.join("keeper.json"), &config)?;
     }

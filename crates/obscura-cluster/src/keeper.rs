@@ -80,6 +80,11 @@ pub struct KeeperConfig {
     /// ([`crate::node::NodeConfig::attestation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<crate::attestation::AttestationSource>,
+    /// An address (`127.0.0.1:9465`) to serve Prometheus metrics on, plain HTTP, `GET
+    /// /metrics`: answers by operation and outcome, times to answer, tokens evaluated, key
+    /// shares held. No TLS and no login: a loopback or private address. None when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 fn default_session_ttl() -> u64 {

@@ -72,6 +72,11 @@ pub struct NodeConfig {
     /// client under an attestation policy does not use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<crate::attestation::AttestationSource>,
+    /// An address (`127.0.0.1:9464`) to serve Prometheus metrics on, plain HTTP, `GET
+    /// /metrics`: answers by operation and outcome, times to answer, store sizes, audit height,
+    /// key versions. No TLS and no login: a loopback or private address. None when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// How a node's store uses memory and disk.

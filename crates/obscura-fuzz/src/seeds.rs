@@ -988,6 +988,7 @@ fn configs() -> Vec<Vec<u8>> {
         database: None,
         shares: None,
         attestation: None,
+        metrics: None,
     };
     let keeper = KeeperConfig {
         keeper: 1,
@@ -1009,6 +1010,7 @@ fn configs() -> Vec<Vec<u8>> {
         quotas: Quotas::default(),
         limits: ServerLimits::default(),
         attestation: None,
+        metrics: None,
     };
     let client = ClientConfig {
         k: 2,

@@ -95,6 +95,8 @@ pub mod vault;
 pub struct LoadedKeeper {
     /// The configuration.
     pub config: KeeperConfig,
+    /// The metrics listener its configuration names, bound.
+    pub metrics: Option<std::net::TcpListener>,
     /// TLS server configuration (client certificates required).
     pub tls: Arc<rustls::ServerConfig>,
     /// The store, opened.
@@ -321,7 +323,19 @@ impl LoadedKeeper {
                     .map_err(|e| bad(format!("peers: {e}")))?,
             )
         };
+        let metrics = config
+            .metrics
+            .as_deref()
+            .map(|addr| {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|e| bad(format!("metrics: cannot listen on {addr}: {e}")))?;
+                l.set_nonblocking(true)
+                    .map_err(|e| bad(format!("metrics: {addr}: {e}")))?;
+                Ok::<_, Error>(l)
+            })
+            .transpose()?;
         Ok(LoadedKeeper {
+            metrics,
             vault,
             opaque,
             peers,
@@ -352,6 +366,9 @@ impl LoadedKeeper {
 }
 
 pub(crate) struct KeeperState {
+    metrics: Arc<obscura_server::metrics::Metrics>,
+    /// Band elements evaluated, for the metrics.
+    evaluated: obscura_server::metrics::Counter,
     keeper: u8,
     threshold: u8,
     window: u64,
@@ -390,7 +407,23 @@ struct Connection {
 }
 
 impl KeeperState {
+    /// Answer a request, counted in the metrics under its operation (`invalid` until it is
+    /// read: no label comes from the client).
     fn process(&self, source: IpAddr, op: &str, bytes: &[u8]) -> ResponseBody {
+        let started = std::time::Instant::now();
+        let mut label = "invalid";
+        let answer = self.answer(source, op, bytes, &mut label);
+        self.metrics.answered(label, &answer, started.elapsed());
+        answer
+    }
+
+    fn answer(
+        &self,
+        source: IpAddr,
+        op: &str,
+        bytes: &[u8],
+        label: &mut &'static str,
+    ) -> ResponseBody {
         let req = match Request::decode(bytes) {
             Ok(r) => r,
             Err(e) => return proto_error(e),
@@ -398,6 +431,7 @@ impl KeeperState {
         if req.body.path().strip_prefix("/v1/") != Some(op) {
             return error(ErrorCode::BadRequest, "operation does not match the path");
         }
+        *label = req.body.path().strip_prefix("/v1/").unwrap_or("invalid");
         let now = now();
         // Evidence first, outside any session and without touching the store: a client asks
         // for it before it sends this keeper anything else.
@@ -1071,6 +1105,7 @@ impl KeeperState {
         self.store
             .charge(&client, request_id, total as u64, self.budget, now)
             .map_err(store_error)?;
+        self.evaluated.inc_by(total as u64);
         let mut rng = rand_core::OsRng;
         let batches = work
             .iter()
@@ -1118,7 +1153,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), obscura_store::Error> {
     let c = &keeper.config;
+    let mut metrics = obscura_server::metrics::Metrics::new();
+    let evaluated = metrics.counter(
+        "tokens_evaluated",
+        "Band elements evaluated for clients (each charged to a client's budget)",
+    );
+    let shares_held = metrics.gauge("key_shares", "Token key shares this keeper holds");
+    let metrics = Arc::new(metrics);
     let state = Arc::new(KeeperState {
+        metrics: metrics.clone(),
+        evaluated,
         keeper: c.keeper,
         threshold: c.threshold,
         window: c.replay_window_s,
@@ -1165,6 +1209,22 @@ pub async fn serve(
     });
     // Sessions opened before a restart go on: nobody is logged out by it.
     state.accounts.reopen_sessions(&state.store, now())?;
+    let scraping = match keeper.metrics {
+        Some(listener) => {
+            let listener = TcpListener::from_std(listener)
+                .map_err(|e| obscura_store::Error::Storage(format!("metrics listener: {e}")))?;
+            let s = state.clone();
+            Some(tokio::spawn(obscura_server::metrics::serve(
+                listener,
+                metrics,
+                move || {
+                    let held = s.shares.read().unwrap_or_else(|e| e.into_inner()).len();
+                    shares_held.set(i64::try_from(held).unwrap_or(i64::MAX));
+                },
+            )))
+        }
+        None => None,
+    };
     let guard = Guard::new(keeper.config.limits);
     let s = state.clone();
     let g = guard.clone();
@@ -1193,7 +1253,7 @@ pub async fn serve(
             .map(drop)
     };
     // The last act, as every tick: sign the audit log's head.
-    obscura_server::accept_loop(
+    let served = obscura_server::accept_loop(
         listener,
         TlsAcceptor::from(keeper.tls),
         guard,
@@ -1203,5 +1263,9 @@ pub async fn serve(
         shutdown,
         tick,
     )
-    .await
+    .await;
+    if let Some(scraping) = scraping {
+        scraping.abort();
+    }
+    served
 }

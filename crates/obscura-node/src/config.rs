@@ -48,6 +48,8 @@ pub struct LoadedNode {
     pub attester: Option<obscura_server::attest::Attester>,
     /// Its copy of the cluster ledger, replayed from the store.
     pub ledger: crate::ledger::NodeLedger,
+    /// The metrics listener its configuration names, bound.
+    pub metrics: Option<std::net::TcpListener>,
 }
 
 impl std::fmt::Debug for LoadedNode {
@@ -157,7 +159,19 @@ impl LoadedNode {
         }
         let ledger = crate::ledger::NodeLedger::load(&*store, owner, &node_keys)
             .map_err(|reason| bad(format!("{}: {reason}", config.files.store.display())))?;
+        let metrics = config
+            .metrics
+            .as_deref()
+            .map(|addr| {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|e| bad(format!("metrics: cannot listen on {addr}: {e}")))?;
+                l.set_nonblocking(true)
+                    .map_err(|e| bad(format!("metrics: {addr}: {e}")))?;
+                Ok::<_, Error>(l)
+            })
+            .transpose()?;
         Ok(LoadedNode {
+            metrics,
             ledger,
             audit_key,
             handle_key: obscura_auth::handle::HandleKey::from_bytes(secrets.handle_key),

@@ -268,6 +268,7 @@ struct NodeState {
     room: Mutex<HashMap<[u8; 32], room::Challenge>>,
     /// Its copy of the cluster ledger.
     ledger: Mutex<crate::ledger::NodeLedger>,
+    metrics: Arc<obscura_server::metrics::Metrics>,
 }
 
 /// An authentication or authorisation failure as the caller sees it.
@@ -453,12 +454,31 @@ fn check_elements<'a>(
 }
 
 /// A short name of an operation for audit entries.
+/// The metrics' operation for a request the node could not read.
+const INVALID: &str = "invalid";
+
 fn op_name(body: &NodeBody) -> &'static str {
     body.path().strip_prefix("/v1/").unwrap_or("?")
 }
 
 impl NodeState {
+    /// Answer a request, counted in the metrics under its operation.
     fn process(&self, op: &str, bytes: &[u8], admitted: Option<Admitted>) -> ResponseBody {
+        let started = std::time::Instant::now();
+        let mut label = INVALID;
+        let answer = self.answer(op, bytes, admitted, &mut label);
+        self.metrics.answered(label, &answer, started.elapsed());
+        answer
+    }
+
+    /// Answer a request; `label` becomes its operation once it is read.
+    fn answer(
+        &self,
+        op: &str,
+        bytes: &[u8],
+        admitted: Option<Admitted>,
+        label: &mut &'static str,
+    ) -> ResponseBody {
         let req = match Request::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -470,6 +490,7 @@ impl NodeState {
             self.unauthenticated.fetch_add(1, Ordering::Relaxed);
             return error(ErrorCode::BadRequest, "operation does not match the path");
         }
+        *label = op_name(&req.body);
         let now = now();
         // Evidence is what a client checks before it sends anything else: it is given to
         // whoever asks, as a TLS certificate is, and carries no secret.
@@ -1697,6 +1718,10 @@ async fn handle(
             Ok(admitted) => Some(admitted),
             Err(refused) => {
                 served.state.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                served
+                    .state
+                    .metrics
+                    .answered(INVALID, &refused, Duration::ZERO);
                 return obscura_server::encode(refused);
             }
         }
@@ -1707,6 +1732,10 @@ async fn handle(
         Ok(b) => b,
         Err(refused) => {
             served.state.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            served
+                .state
+                .metrics
+                .answered(INVALID, &refused, Duration::ZERO);
             return obscura_server::encode(refused);
         }
     };
@@ -1731,7 +1760,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), obscura_store::Error> {
     let c = &node.config;
+    let mut metrics = obscura_server::metrics::Metrics::new();
+    let gauges = NodeGauges {
+        committed: metrics.gauge("images_committed", "Images committed (searchable)"),
+        pending: metrics.gauge("images_pending", "Images prepared, not yet committed"),
+        audit: metrics.gauge("audit_entries", "Entries in the node's audit log"),
+        key_version: metrics.gauge("key_version", "The token key version served"),
+        next_key_version: metrics.gauge(
+            "key_version_next",
+            "During a rotation, the version it moves to (0 otherwise)",
+        ),
+    };
+    let metrics = Arc::new(metrics);
     let state = Arc::new(NodeState {
+        metrics: metrics.clone(),
         node: c.node,
         n: c.n as usize,
         t: c.t as usize,
@@ -1757,6 +1799,19 @@ pub async fn serve(
         room: Mutex::default(),
         ledger: Mutex::new(node.ledger),
     });
+    let scraping = match node.metrics {
+        Some(listener) => {
+            let listener = TcpListener::from_std(listener)
+                .map_err(|e| obscura_store::Error::Storage(format!("metrics listener: {e}")))?;
+            let s = state.clone();
+            Some(tokio::spawn(obscura_server::metrics::serve(
+                listener,
+                metrics,
+                move || gauges.set(&*s.store),
+            )))
+        }
+        None => None,
+    };
     let guard = Guard::new(node.config.limits);
     let app = Router::new()
         .route("/v1/{op}", post(handle))
@@ -1781,7 +1836,7 @@ pub async fn serve(
             .audit_checkpoint(&state.audit_key, now)
             .map(drop)
     };
-    obscura_server::accept_loop(
+    let served = obscura_server::accept_loop(
         listener,
         TlsAcceptor::from(node.tls),
         guard,
@@ -1791,7 +1846,38 @@ pub async fn serve(
         shutdown,
         last,
     )
-    .await
+    .await;
+    if let Some(scraping) = scraping {
+        scraping.abort();
+    }
+    served
+}
+
+/// The gauges a scrape reads from the store.
+struct NodeGauges {
+    committed: obscura_server::metrics::Gauge,
+    pending: obscura_server::metrics::Gauge,
+    audit: obscura_server::metrics::Gauge,
+    key_version: obscura_server::metrics::Gauge,
+    next_key_version: obscura_server::metrics::Gauge,
+}
+
+impl NodeGauges {
+    /// Read them from `store` (left as they were where it cannot be read).
+    fn set(&self, store: &dyn NodeStore) {
+        let gauge = |g: &obscura_server::metrics::Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        if let Ok(s) = store.stats() {
+            gauge(&self.committed, s.committed);
+            gauge(&self.pending, s.pending);
+            gauge(&self.audit, s.audit_entries);
+        }
+        if let Ok(v) = store.key_versions() {
+            gauge(&self.key_version, u64::from(v.current));
+            gauge(&self.next_key_version, v.next.map_or(0, u64::from));
+        }
+    }
 }
 
 #[cfg(test)]

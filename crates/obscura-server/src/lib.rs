@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod attest;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,0 +1,104 @@
+//! A node's metrics listener, tried as whoever reaches it and as a client who wants to shape
+//! what it says: answers are counted by the node's own operation names and outcomes, a request
+//! on a path of the client's choosing adds no label value (a label per path would let any client
+//! grow the node's memory and the operator's time series without end), and nothing a client
+//! chose, its user name included, appears in them.
+
+mod common;
+
+use common::*;
+use obscura_proto::{roles, NodeBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The whole HTTP answer to `GET path`.
+async fn get(port: u16, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn metrics_count_answers_by_operation_and_take_no_label_from_a_client() {
+    let port = free_port();
+    let node = TestNode::start_with("metrics", |c| {
+        c.metrics = Some(format!("127.0.0.1:{port}"));
+    })
+    .await;
+    let mallory = node.holder("mallory-the-user", roles::ALL);
+    for _ in 0..2 {
+        let (status, _) = node
+            .send_as(&mallory, &TestNode::request(NodeBody::Status))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // Paths and bodies of the client's choosing.
+    for i in 0..40 {
+        node.post_raw(&format!("/v1/made-up-{i}"), vec![i as u8; 3])
+            .await;
+    }
+    let answer = get(port, "/metrics").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("application/openmetrics-text"));
+    assert!(
+        answer.contains(r#"obscura_answers_total{op="status",outcome="ok"} 2"#),
+        "{answer}"
+    );
+    assert!(answer.contains(r#"obscura_answer_seconds_count{op="status"} 2"#));
+    assert!(
+        answer.contains(r#"obscura_answers_total{op="invalid",outcome="bad_request"} 40"#),
+        "{answer}"
+    );
+    assert!(answer.contains("obscura_images_committed 0"));
+    assert!(answer.contains("obscura_key_version 1"));
+    // The status answers wrote audit entries, which a scrape reads from the store.
+    assert!(!answer.contains("obscura_audit_entries 0\n"));
+    for chosen in ["made-up", "mallory"] {
+        assert!(!answer.contains(chosen), "{chosen} in\n{answer}");
+    }
+    let ops: std::collections::BTreeSet<&str> = answer
+        .lines()
+        .filter_map(|l| l.split("op=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(ops, std::collections::BTreeSet::from(["invalid", "status"]));
+    assert!(get(port, "/other").await.starts_with("HTTP/1.1 404"));
+    node.stop().await;
+}
+
+/// A node without `"metrics"` opens no such listener; one whose address is taken says so and
+/// does not start.
+#[tokio::test]
+async fn a_metrics_address_taken_stops_the_node_with_a_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut node = TestNode::start("no-metrics").await;
+    node.halt().await;
+    let config = node.dir.join("node1/node.json");
+    let mut c: obscura_cluster::node::NodeConfig =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(c.metrics, None);
+    c.metrics = Some(addr.to_string());
+    std::fs::write(&config, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    let err = obscura_node::config::LoadedNode::load(&config).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("metrics: cannot listen on {addr}")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&node.scratch).ok();
+}

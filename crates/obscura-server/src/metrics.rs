@@ -1,0 +1,212 @@
+//! A server's metrics in the Prometheus (OpenMetrics) text format, on an admin listener of its
+//! own: plain HTTP, `GET /metrics`, for a scraper on the same host or a private network.
+//!
+//! What they carry is what an operator watches, never what a request says: answers counted by
+//! operation and outcome, time to answer by operation, and gauges the server sets before each
+//! scrape (store sizes, audit height, key versions, budget use). No label holds a user's name, a
+//! token, an image id or anything else a client chose; an operation's label is one of the
+//! server's own (a request the server could not read is `invalid`), so no client can add label
+//! values without end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use obscura_proto::{ErrorCode, ResponseBody};
+use prometheus_client::encoding::EncodeLabelSet;
+pub use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+pub use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Scrapes served at once; further connections are closed at once.
+const CONNECTIONS: usize = 4;
+
+/// How long one connection may stay open.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The content type of the OpenMetrics text format.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answer {
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Op {
+    op: &'static str,
+}
+
+/// Time to answer: 0.5 ms to 16 s, doubling.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// One server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    answers: Family<Answer, Counter>,
+    seconds: Family<Op, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Answers and times, under the prefix `obscura`.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("obscura");
+        let answers = Family::<Answer, Counter>::default();
+        registry.register(
+            "answers",
+            "Requests answered, by operation and outcome (ok, or the refusal's code)",
+            answers.clone(),
+        );
+        let seconds = Family::<Op, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        registry.register(
+            "answer_seconds",
+            "Time from a request's body read to its answer, by operation (lookup is Stage 1; \
+             check_query, evaluate and reduce are Stage 2)",
+            seconds.clone(),
+        );
+        Metrics {
+            registry,
+            answers,
+            seconds,
+        }
+    }
+
+    /// A gauge named `obscura_<name>`, for the server to set (before each scrape, or as it
+    /// changes).
+    pub fn gauge(&mut self, name: &str, help: &str) -> Gauge {
+        let g = Gauge::default();
+        self.registry.register(name, help, g.clone());
+        g
+    }
+
+    /// A counter named `obscura_<name>_total`.
+    pub fn counter(&mut self, name: &str, help: &str) -> Counter {
+        let c = Counter::default();
+        self.registry.register(name, help, c.clone());
+        c
+    }
+
+    /// Count `answer` to a request for `op` (one of the server's operation names, or
+    /// `invalid`), which took `took`.
+    pub fn answered(&self, op: &'static str, answer: &ResponseBody, took: Duration) {
+        let outcome = match answer {
+            ResponseBody::Error { code, .. } => code_name(*code),
+            _ => "ok",
+        };
+        self.answers.get_or_create(&Answer { op, outcome }).inc();
+        self.seconds
+            .get_or_create(&Op { op })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Every metric, in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// A refusal's code as a label value.
+fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::BadRequest => "bad_request",
+        ErrorCode::UnsupportedVersion => "unsupported_version",
+        ErrorCode::Replay => "replay",
+        ErrorCode::Stale => "stale",
+        ErrorCode::UnknownImage => "unknown_image",
+        ErrorCode::AlreadyExists => "already_exists",
+        ErrorCode::Rejected => "rejected",
+        ErrorCode::Internal => "internal",
+        ErrorCode::OverBudget => "over_budget",
+        ErrorCode::UnknownKey => "unknown_key",
+        ErrorCode::NoSession => "no_session",
+        ErrorCode::LoginFailed => "login_failed",
+        ErrorCode::TooManyAttempts => "too_many_attempts",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::RolledBack => "rolled_back",
+        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::TooLarge => "too_large",
+        ErrorCode::StorageFull => "storage_full",
+    }
+}
+
+#[derive(Clone)]
+struct Scrape {
+    metrics: Arc<Metrics>,
+    refresh: Arc<dyn Fn() + Send + Sync>,
+}
+
+async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
+    // The gauges read the store, which blocks.
+    let refresh = s.refresh.clone();
+    let _ = tokio::task::spawn_blocking(move || refresh()).await;
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        s.metrics.render(),
+    )
+}
+
+/// Serve `metrics` on `listener` until the returned future is dropped: `GET /metrics`, after
+/// `refresh` (which may block) set the gauges. At most [`CONNECTIONS`] at once, each for at most
+/// [`CONNECTION_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    refresh: impl Fn() + Send + Sync + 'static,
+) {
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Scrape {
+            metrics,
+            refresh: Arc::new(refresh),
+        });
+    let places = Arc::new(Semaphore::new(CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let Ok(place) = places.clone().try_acquire_owned() else {
+                    continue; // busy: closed at once
+                };
+                let service = TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let _place = place;
+                    let _ = tokio::time::timeout(
+                        CONNECTION_TIMEOUT,
+                        hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(Duration::from_secs(5))
+                            .max_buf_size(16 << 10)
+                            .serve_connection(TokioIo::new(tcp), service),
+                    )
+                    .await;
+                });
+            }
+        }
+    }
+}
