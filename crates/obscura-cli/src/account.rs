@@ -343,11 +343,11 @@ pub async fn login(dir: &Path, user: &str) -> Result<ExitCode, Failure> {
         eprintln!("{}", crate::error::keeper_fault(f));
     }
     println!(
-        "logged in as {} at keepers {:?}; the session ({}) lasts until Unix time {}",
+        "logged in as {} at keepers {:?}; the session ({}) lasts until {}",
         report.user,
         report.keepers,
         session_path(dir).display(),
-        report.expires_at
+        crate::local_time(report.expires_at)
     );
     Ok(ExitCode::SUCCESS)
 }

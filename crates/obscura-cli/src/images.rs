@@ -201,9 +201,10 @@ impl ImageCommand {
                     obscura_tokens::keyfile::to_hex(&signature)
                 );
                 eprintln!(
-                "{user} may fetch {id} until Unix time {expires_at} with: obscura get --cluster \
-                 DIR {id} --out FILE --grant <the line above>"
-            );
+                    "{user} may fetch {id} until {} with: obscura get --cluster DIR {id} --out \
+                     FILE --grant <the line above>",
+                    crate::local_time(expires_at)
+                );
                 Ok(ExitCode::SUCCESS)
             }
             ImageCommand::Delete { cluster, id } => {

@@ -246,7 +246,8 @@ pub(crate) fn describe(t: &Transition) -> (&'static str, Value) {
             max_runs,
         } => (
             "work approved",
-            json!({"work": hex(work), "expires_at": expires_at, "max_runs": max_runs}),
+            json!({"work": hex(work), "expires_at": expires_at,
+                   "expires": crate::rfc3339(*expires_at), "max_runs": max_runs}),
         ),
         Transition::WorkRun { work, node, run } => (
             "work run",

@@ -92,6 +92,18 @@ enum Command {
     /// Show how many images each node holds and which key versions nodes and keepers serve
     /// (logged out: only whether each node and keeper answers).
     Status(status::Status),
+    /// Print a completion script for a shell.
+    #[command(
+        long_about = "Print a completion script for a shell, to standard output.\n\n\
+        Examples:\n  \
+        obscura completions bash > ~/.local/share/bash-completion/completions/obscura\n  \
+        obscura completions zsh > ~/.zfunc/_obscura      # with fpath+=~/.zfunc in ~/.zshrc\n  \
+        obscura completions fish > ~/.config/fish/completions/obscura.fish"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 impl Command {
@@ -115,6 +127,16 @@ impl Command {
             Command::Worker(c) => c.run().await,
             Command::Room(c) => c.run().await,
             Command::Status(c) => c.run().await,
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "obscura",
+                    &mut std::io::stdout(),
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }
@@ -155,6 +177,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Unix time `at` as a local date and time with its offset, for people: "2026-12-03 22:06:34
+/// +01:00".
+fn local_time(at: u64) -> String {
+    i64::try_from(at)
+        .ok()
+        .and_then(|at| chrono::DateTime::from_timestamp(at, 0))
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+                .to_string()
+        })
+        .unwrap_or_else(|| format!("Unix time {at}"))
+}
+
+/// Unix time `at` in RFC 3339 (UTC), for JSON.
+fn rfc3339(at: u64) -> Option<String> {
+    let at = i64::try_from(at).ok()?;
+    Some(
+        chrono::DateTime::from_timestamp(at, 0)?.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
 /// A client of the cluster in `dir`, with the user's keeper sessions if logged in.
 fn client(dir: &Path) -> Result<Client, Failure> {
     let parts = obscura_client::config::load(dir).map_err(|e| e.to_string())?;
@@ -187,5 +231,29 @@ pub(crate) fn exit(ok: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_shown_as_dates() {
+        assert_eq!(
+            super::rfc3339(1_796_095_054).as_deref(),
+            Some("2026-12-01T03:17:34Z")
+        );
+        // Local: the date is within a day of UTC's, with an offset.
+        let local = super::local_time(1_796_095_054);
+        assert!(
+            ["2026-11-30 ", "2026-12-01 ", "2026-12-02 "]
+                .iter()
+                .any(|d| local.starts_with(d)),
+            "{local}"
+        );
+        assert!(local.ends_with(":00") || local.ends_with(":30") || local.ends_with(":45"));
+        assert_eq!(
+            super::local_time(u64::MAX),
+            format!("Unix time {}", u64::MAX)
+        );
     }
 }

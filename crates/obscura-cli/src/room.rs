@@ -236,6 +236,7 @@ impl RoomCommand {
                     println!(
                         "{}",
                         json!({"work": approval.work, "expires_at": expires_at,
+                               "expires": crate::rfc3339(expires_at),
                                "max_runs": max_runs, "approval": out, "ledger": ledger})
                     );
                 }

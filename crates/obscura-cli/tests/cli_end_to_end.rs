@@ -557,3 +557,24 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
+
+/// Completion scripts for the shells people use, each naming the subcommands; a shell clap
+/// does not know is refused.
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    for (shell, mark) in [
+        ("bash", "_obscura()"),
+        ("zsh", "#compdef obscura"),
+        ("fish", "complete -c obscura"),
+    ] {
+        let out = obscura(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(mark), "{shell}");
+        assert!(
+            script.contains("search") && script.contains("index"),
+            "{shell}"
+        );
+    }
+    assert!(!obscura(&["completions", "tcsh"]).status.success());
+}
