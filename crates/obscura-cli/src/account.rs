@@ -35,7 +35,7 @@ pub(crate) enum AccountCommand {
         obscura register --cluster /tmp/demo --user ida --role owner --role querier")]
     Register {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The account's name.
         #[arg(long)]
@@ -54,7 +54,7 @@ pub(crate) enum AccountCommand {
     /// node checks on every request.
     Login {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The account's name.
         #[arg(long)]
@@ -68,7 +68,7 @@ pub(crate) enum AccountCommand {
     /// run it again when it is back: it finishes the keepers left.
     Passwd {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The account's name.
         #[arg(long)]
@@ -77,13 +77,13 @@ pub(crate) enum AccountCommand {
     /// End the sessions at the keepers and delete the session file.
     Logout {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
     },
     /// As an admin: lift an account's login lockout at every keeper.
     Unlock {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The account.
         #[arg(long)]
@@ -97,7 +97,7 @@ pub(crate) enum AccountCommand {
     /// the result is a standard Ed25519 signature. A keeper whose share is wrong is named.
     Sign {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The signing key's id (from `obscura secret generate --signing`).
         #[arg(long)]
@@ -139,7 +139,7 @@ pub(crate) enum SecretCommand {
     /// threshold Ed25519 signing key made by distributed key generation among all keepers.
     Generate {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// A name for it.
         #[arg(long)]
@@ -158,7 +158,7 @@ pub(crate) enum SecretCommand {
     /// Store the contents of FILE as a secret at the keepers, split so that any T rebuild it.
     Import {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// A name for it.
         #[arg(long)]
@@ -177,7 +177,7 @@ pub(crate) enum SecretCommand {
         obscura secret release --cluster /tmp/demo ID --worker http://127.0.0.1:7601")]
     Release {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The secret's id.
         id: String,
@@ -191,7 +191,7 @@ pub(crate) enum SecretCommand {
     /// Rebuild a secret for use and write it to --out (recorded as a use).
     Get {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The secret's id.
         id: String,
@@ -202,7 +202,7 @@ pub(crate) enum SecretCommand {
     /// Rebuild a secret to take it out of the keepers' custody (recorded as an export).
     Export {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The secret's id.
         id: String,
@@ -213,7 +213,7 @@ pub(crate) enum SecretCommand {
     /// Delete a secret at every keeper: each destroys the key that seals its share.
     Delete {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The secret's id.
         id: String,
@@ -221,7 +221,7 @@ pub(crate) enum SecretCommand {
     /// List your secrets.
     List {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// Print JSON.
         #[arg(long)]

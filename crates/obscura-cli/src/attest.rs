@@ -59,7 +59,7 @@ pub(crate) enum AttestCommand {
         obscura attest allow --cluster /tmp/demo --binary ./obscura-2 --role node")]
     Allow {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The executable to allow; default: this one.
         #[arg(long)]
@@ -71,7 +71,7 @@ pub(crate) enum AttestCommand {
     /// Show the cluster's attestation policy.
     Policy {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
     },
 }

@@ -17,7 +17,7 @@ pub(crate) enum AuditCommand {
     /// against the node's audit key; also check that no log lost the head verified last time.
     Verify {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// Print `{"nodes":[{"node","ok","entries","checkpoints","error"}]}`.
         #[arg(long)]
@@ -27,7 +27,7 @@ pub(crate) enum AuditCommand {
     /// signatures.
     Events {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// Print JSON.
         #[arg(long)]

@@ -25,7 +25,7 @@ pub(crate) enum ClusterCommand {
     /// Example: `obscura cluster provision --cluster DIR`
     Provision {
         /// The cluster directory (with the data owner's folder).
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// Print the outcome as JSON.
         #[arg(long)]
@@ -44,7 +44,7 @@ pub(crate) enum ClusterCommand {
     #[command(verbatim_doc_comment)]
     Recover {
         /// The cluster directory (with the data owner's folder).
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The keeper that lost its shares, 1..=m.
         #[arg(long)]

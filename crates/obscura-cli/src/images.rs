@@ -20,7 +20,7 @@ pub(crate) enum ImageCommand {
     /// Share image files (and folders, recursively) among the nodes.
     Index {
         /// The cluster directory made by `cluster init`.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// Files or folders.
         #[arg(required = true)]
@@ -42,7 +42,7 @@ pub(crate) enum ImageCommand {
         obscura search --cluster /tmp/demo photo.jpg --exhaustive --json")]
     Search {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The query image.
         image: PathBuf,
@@ -71,7 +71,7 @@ pub(crate) enum ImageCommand {
         obscura get --cluster /tmp/demo 7f3a...e1 --out /tmp/x.jpg --grant 1767225600:9c1d...")]
     Get {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The image id (32 hex digits).
         id: String,
@@ -86,7 +86,7 @@ pub(crate) enum ImageCommand {
     /// for it. Prints the grant, which that user passes to `obscura get --grant`.
     Grant {
         /// The cluster directory (with the owner's key).
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The account it is for.
         #[arg(long)]
@@ -101,7 +101,7 @@ pub(crate) enum ImageCommand {
     /// owner's key, so this client must hold it.
     Delete {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The image id.
         id: String,

@@ -26,7 +26,7 @@ pub(crate) enum KeysCommand {
     /// again.
     Rotate {
         /// The cluster directory (client.json is updated in it).
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// Images each node moves per step (one durable transaction each).
         #[arg(long, default_value_t = 1000)]

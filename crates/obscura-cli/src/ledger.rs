@@ -22,7 +22,7 @@ pub(crate) enum LedgerCommand {
     /// Example: `obscura ledger show --cluster DIR --from 10`
     Show {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The first entry to print.
         #[arg(long, default_value_t = 0)]
@@ -39,7 +39,7 @@ pub(crate) enum LedgerCommand {
     /// Example: `obscura ledger sync --cluster DIR`
     Sync {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// Print `{"size","anchored","cosigners","caught_up":[{"node","from"}],"failures":[{"node","error"}]}`.
         #[arg(long)]
@@ -53,7 +53,7 @@ pub(crate) enum LedgerCommand {
     /// Example: `obscura ledger verify --cluster DIR --head other-client-head.json`
     Verify {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// A cosigned head seen elsewhere (another client's `ledger-head.json`) to check
         /// against this history too; may be given more than once.
@@ -71,7 +71,7 @@ pub(crate) enum LedgerCommand {
         obscura ledger add-member --cluster /tmp/demo --key-package ana.kp   # the data owner")]
     KeyPackage {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The member's name (its identity is `client:NAME`).
         #[arg(long)]
@@ -93,7 +93,7 @@ pub(crate) enum LedgerCommand {
     #[command(group(clap::ArgGroup::new("who").required(true).args(["key_package", "worker"])))]
     AddMember {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// A client's KeyPackage (from `obscura ledger key-package`).
         #[arg(long)]
@@ -113,7 +113,7 @@ pub(crate) enum LedgerCommand {
     )]
     RemoveMember {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The member (`client:NAME` or `worker:NAME`).
         identity: String,
@@ -129,7 +129,7 @@ pub(crate) enum LedgerCommand {
     )]
     Relay {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The worker's base URL.
         #[arg(long)]
@@ -143,7 +143,7 @@ pub(crate) enum LedgerCommand {
     #[command(after_help = "Example:\n  obscura ledger members --cluster /tmp/demo --json")]
     Members {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// Print `{"identity","epoch","removed","members":[{"identity","signature_key"}],"labels","unreadable"}`.
         #[arg(long)]

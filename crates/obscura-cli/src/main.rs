@@ -24,7 +24,7 @@ mod serve;
 mod status;
 mod worker;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -42,7 +42,9 @@ use error::Failure;
         nodes; a search finds the closest stored images without any node seeing an image, a \
         hash or the query; any k nodes rebuild an image.\n\n\
         Start with `obscura cluster init DIR`, then `obscura cluster up DIR` in another \
-        terminal (or each server's `node run` and `keeper run`), then index, search and get with `--cluster DIR`."
+        terminal (or each server's `node run` and `keeper run`), then index, search and get with `--cluster DIR`.\n\n\
+        `--cluster` may be left out where OBSCURA_CLUSTER names the directory, or where \
+        ~/.config/obscura/config.toml (or $OBSCURA_CONFIG) says `cluster = \"/path/to/DIR\"`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -143,6 +145,10 @@ impl Command {
 
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
+    if let Err(e) = default_cluster() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     // Parsed before the runtime starts: the allocator is set while this is the only thread.
     let cli = Cli::parse();
     let server = match &cli.command {
@@ -175,6 +181,51 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The user's configuration file: `$OBSCURA_CONFIG`, else `$XDG_CONFIG_HOME/obscura/config.toml`,
+/// else `~/.config/obscura/config.toml`.
+fn config_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("OBSCURA_CONFIG") {
+        return Some(p.into());
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    Some(base.join("obscura/config.toml"))
+}
+
+/// What the user's configuration file may say.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserConfig {
+    /// The cluster directory commands use when given no `--cluster`.
+    cluster: Option<PathBuf>,
+}
+
+/// Where the environment does not name a cluster already, take the configuration file's as
+/// `OBSCURA_CLUSTER`, which every `--cluster` falls back on. No file is no default; a file
+/// that does not parse is an error, not ignored.
+fn default_cluster() -> Result<(), String> {
+    if std::env::var_os("OBSCURA_CLUSTER").is_some() {
+        return Ok(());
+    }
+    let Some(path) = config_path() else {
+        return Ok(());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let config: UserConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(cluster) = config.cluster {
+        // Before any other thread exists.
+        std::env::set_var("OBSCURA_CLUSTER", cluster);
+    }
+    Ok(())
 }
 
 /// Unix time `at` as a local date and time with its offset, for people: "2026-12-03 22:06:34

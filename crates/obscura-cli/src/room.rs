@@ -83,7 +83,7 @@ pub(crate) enum RoomCommand {
         obscura room approve --cluster /tmp/demo --work work.json --max-runs 1 --out approval.json")]
     Approve {
         /// The cluster directory (with the owner's key).
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The work file.
         #[arg(long)]
@@ -112,7 +112,7 @@ pub(crate) enum RoomCommand {
         --worker http://127.0.0.1:7601 --out result.json")]
     Run {
         /// The cluster directory (logged in).
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The work file.
         #[arg(long)]

@@ -13,7 +13,7 @@ use crate::{client, exit};
 #[derive(clap::Args)]
 pub(crate) struct Status {
     /// The cluster directory.
-    #[arg(long)]
+    #[arg(long, env = "OBSCURA_CLUSTER")]
     cluster: PathBuf,
     /// Print everything as one JSON object: `attestation` (the policy and each server's
     /// appraisal or refusal), `nodes`, `keepers`, `key_version` and `ok`.

@@ -40,7 +40,7 @@ pub(crate) enum WorkerCommand {
         obscura worker run /tmp/demo/workers/w1/worker.json")]
     Init {
         /// The cluster directory.
-        #[arg(long)]
+        #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
         /// The worker's name.
         #[arg(long)]

@@ -578,3 +578,57 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
     }
     assert!(!obscura(&["completions", "tcsh"]).status.success());
 }
+
+/// `--cluster` left out: the directory comes from OBSCURA_CLUSTER, else from the user's
+/// configuration file; a file that does not parse is named, not ignored.
+#[test]
+fn the_cluster_may_come_from_the_environment_or_the_configuration_file() {
+    let dir = init_cluster("config");
+    let config = dir.join("user-config.toml");
+    let run = |env: &[(&str, &std::ffi::OsStr)], args: &[&str]| {
+        let mut c = std::process::Command::new(common::BIN);
+        c.args(args).env_remove("OBSCURA_CLUSTER");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let named = run(&[], &["status", "--cluster", dir.to_str().unwrap()]);
+    let missing = run(
+        &[("OBSCURA_CONFIG", dir.join("none.toml").as_os_str())],
+        &["status"],
+    );
+    assert!(!missing.status.success());
+    assert!(text(&missing).contains("--cluster"), "{}", text(&missing));
+
+    std::fs::write(&config, format!("cluster = {:?}\n", dir.to_str().unwrap())).unwrap();
+    let from_file = run(&[("OBSCURA_CONFIG", config.as_os_str())], &["status"]);
+    assert_eq!(from_file.stdout, named.stdout, "{}", text(&from_file));
+    assert_eq!(from_file.status.code(), named.status.code());
+
+    // The environment wins over the file.
+    let elsewhere = dir.join("not-a-cluster");
+    let from_env = run(
+        &[
+            ("OBSCURA_CONFIG", config.as_os_str()),
+            ("OBSCURA_CLUSTER", elsewhere.as_os_str()),
+        ],
+        &["status"],
+    );
+    assert!(!from_env.status.success());
+    assert!(
+        text(&from_env).contains("not-a-cluster"),
+        "{}",
+        text(&from_env)
+    );
+
+    std::fs::write(&config, "clutser = \"/x\"\n").unwrap();
+    let bad = run(&[("OBSCURA_CONFIG", config.as_os_str())], &["status"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("user-config.toml") && text(&bad).contains("clutser"),
+        "{}",
+        text(&bad)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
