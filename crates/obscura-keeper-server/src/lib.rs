@@ -205,6 +205,14 @@ impl LoadedKeeper {
     pub fn load(config_path: &Path) -> Result<LoadedKeeper, Error> {
         let bad = |reason: String| Error::config(config_path, reason);
         let config: KeeperConfig = read_config(config_path)?;
+        // First, before the store opens (a while, for a large one): a taken or public
+        // address is said at once.
+        let metrics = config
+            .metrics
+            .as_deref()
+            .map(obscura_server::metrics::bind)
+            .transpose()
+            .map_err(bad)?;
         let at = |p: &Path| beside(config_path, p);
         if config.keeper == 0 || config.keeper > config.m || config.threshold == 0 {
             return Err(bad(format!(
@@ -323,17 +331,6 @@ impl LoadedKeeper {
                     .map_err(|e| bad(format!("peers: {e}")))?,
             )
         };
-        let metrics = config
-            .metrics
-            .as_deref()
-            .map(|addr| {
-                let l = std::net::TcpListener::bind(addr)
-                    .map_err(|e| bad(format!("metrics: cannot listen on {addr}: {e}")))?;
-                l.set_nonblocking(true)
-                    .map_err(|e| bad(format!("metrics: {addr}: {e}")))?;
-                Ok::<_, Error>(l)
-            })
-            .transpose()?;
         Ok(LoadedKeeper {
             metrics,
             vault,
@@ -407,10 +404,16 @@ struct Connection {
 }
 
 impl KeeperState {
-    /// Answer a request, counted in the metrics under its operation (`invalid` until it is
-    /// read: no label comes from the client).
-    fn process(&self, source: IpAddr, op: &str, bytes: &[u8]) -> ResponseBody {
-        let started = std::time::Instant::now();
+    /// Answer a request that arrived at `started`, counted in the metrics under its operation
+    /// (`invalid` until it is read: no label comes from the client). A request inside a
+    /// session counts as `keeper-sealed`, with the outer answer's outcome.
+    fn process(
+        &self,
+        source: IpAddr,
+        op: &str,
+        bytes: &[u8],
+        started: std::time::Instant,
+    ) -> ResponseBody {
         let mut label = "invalid";
         let answer = self.answer(source, op, bytes, &mut label);
         self.metrics.answered(label, &answer, started.elapsed());
@@ -1105,7 +1108,6 @@ impl KeeperState {
         self.store
             .charge(&client, request_id, total as u64, self.budget, now)
             .map_err(store_error)?;
-        self.evaluated.inc_by(total as u64);
         let mut rng = rand_core::OsRng;
         let batches = work
             .iter()
@@ -1117,6 +1119,7 @@ impl KeeperState {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        self.evaluated.inc_by(total as u64);
         Ok(ResponseBody::KeeperEvaluated {
             keeper: self.keeper,
             batches,
@@ -1131,15 +1134,21 @@ async fn handle(
 ) -> (StatusCode, Vec<u8>) {
     // A keeper's largest request is a sealed evaluation of many elements.
     let limit = obscura_proto::account_limits::MAX_SEALED + (64 << 10);
+    let started = std::time::Instant::now();
     let (bytes, _) = match conn.guard.body(body, limit, false).await {
         Ok(b) => b,
-        Err(refused) => return obscura_server::encode(refused),
+        Err(refused) => {
+            conn.state
+                .metrics
+                .answered("invalid", &refused, started.elapsed());
+            return obscura_server::encode(refused);
+        }
     };
     let state = conn.state.clone();
     let source = conn.source;
     // Scalar multiplications and the store are synchronous: keep them off the async workers.
     conn.guard
-        .respond(move || state.process(source, &op, &bytes))
+        .respond(move || state.process(source, &op, &bytes, started))
         .await
 }
 
@@ -1265,7 +1274,9 @@ pub async fn serve(
     )
     .await;
     if let Some(scraping) = scraping {
+        // Awaited, so the port and the state it holds are free when this returns.
         scraping.abort();
+        let _ = scraping.await;
     }
     served
 }

@@ -72,6 +72,14 @@ impl LoadedNode {
     pub fn load(config_path: &Path) -> Result<LoadedNode, Error> {
         let bad = |reason: String| Error::config(config_path, reason);
         let config: NodeConfig = read_config(config_path)?;
+        // First, before the store opens (a while, for a large one): a taken or public
+        // address is said at once.
+        let metrics = config
+            .metrics
+            .as_deref()
+            .map(obscura_server::metrics::bind)
+            .transpose()
+            .map_err(bad)?;
         if config.node == 0 || config.node > config.n {
             return Err(bad(format!(
                 "node {} is not in 1..={}",
@@ -159,17 +167,6 @@ impl LoadedNode {
         }
         let ledger = crate::ledger::NodeLedger::load(&*store, owner, &node_keys)
             .map_err(|reason| bad(format!("{}: {reason}", config.files.store.display())))?;
-        let metrics = config
-            .metrics
-            .as_deref()
-            .map(|addr| {
-                let l = std::net::TcpListener::bind(addr)
-                    .map_err(|e| bad(format!("metrics: cannot listen on {addr}: {e}")))?;
-                l.set_nonblocking(true)
-                    .map_err(|e| bad(format!("metrics: {addr}: {e}")))?;
-                Ok::<_, Error>(l)
-            })
-            .transpose()?;
         Ok(LoadedNode {
             metrics,
             ledger,

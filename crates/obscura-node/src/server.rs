@@ -462,9 +462,14 @@ fn op_name(body: &NodeBody) -> &'static str {
 }
 
 impl NodeState {
-    /// Answer a request, counted in the metrics under its operation.
-    fn process(&self, op: &str, bytes: &[u8], admitted: Option<Admitted>) -> ResponseBody {
-        let started = std::time::Instant::now();
+    /// Answer a request that arrived at `started`, counted in the metrics under its operation.
+    fn process(
+        &self,
+        op: &str,
+        bytes: &[u8],
+        admitted: Option<Admitted>,
+        started: std::time::Instant,
+    ) -> ResponseBody {
         let mut label = INVALID;
         let answer = self.answer(op, bytes, admitted, &mut label);
         self.metrics.answered(label, &answer, started.elapsed());
@@ -1710,6 +1715,7 @@ async fn handle(
     headers: axum::http::HeaderMap,
     body: obscura_server::HttpBody,
 ) -> (StatusCode, Vec<u8>) {
+    let started = std::time::Instant::now();
     let (limit, upload) = obscura_server::body_limit(&op);
     // A large upload is received only from an owner: its ticket travels in a header and is
     // checked before a place for the upload is taken or a byte of it read.
@@ -1721,7 +1727,7 @@ async fn handle(
                 served
                     .state
                     .metrics
-                    .answered(INVALID, &refused, Duration::ZERO);
+                    .answered(INVALID, &refused, started.elapsed());
                 return obscura_server::encode(refused);
             }
         }
@@ -1735,7 +1741,7 @@ async fn handle(
             served
                 .state
                 .metrics
-                .answered(INVALID, &refused, Duration::ZERO);
+                .answered(INVALID, &refused, started.elapsed());
             return obscura_server::encode(refused);
         }
     };
@@ -1745,7 +1751,7 @@ async fn handle(
         .guard
         .respond(move || {
             let _upload = permit;
-            state.process(&op, &bytes, admitted)
+            state.process(&op, &bytes, admitted, started)
         })
         .await
 }
@@ -1848,7 +1854,9 @@ pub async fn serve(
     )
     .await;
     if let Some(scraping) = scraping {
+        // Awaited, so the port and the state it holds are free when this returns.
         scraping.abort();
+        let _ = scraping.await;
     }
     served
 }

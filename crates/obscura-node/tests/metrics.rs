@@ -66,8 +66,13 @@ async fn metrics_count_answers_by_operation_and_take_no_label_from_a_client() {
     );
     assert!(answer.contains("obscura_images_committed 0"));
     assert!(answer.contains("obscura_key_version 1"));
-    // The status answers wrote audit entries, which a scrape reads from the store.
-    assert!(!answer.contains("obscura_audit_entries 0\n"));
+    // Read from the store when the server started (and every 10 s): a number.
+    let audit = answer.lines().find_map(|l| {
+        l.strip_prefix("obscura_audit_entries ")?
+            .parse::<u64>()
+            .ok()
+    });
+    assert!(audit.is_some(), "{answer}");
     for chosen in ["made-up", "mallory"] {
         assert!(!answer.contains(chosen), "{chosen} in\n{answer}");
     }
@@ -78,12 +83,16 @@ async fn metrics_count_answers_by_operation_and_take_no_label_from_a_client() {
     assert_eq!(ops, std::collections::BTreeSet::from(["invalid", "status"]));
     assert!(get(port, "/other").await.starts_with("HTTP/1.1 404"));
     node.stop().await;
+    // Stopped with the node: nothing listens there any more.
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err());
 }
 
-/// A node without `"metrics"` opens no such listener; one whose address is taken says so and
-/// does not start.
+/// A metrics address that is taken, public or unspecified (there is no TLS and no login) stops
+/// the node before its store is opened, with a message.
 #[tokio::test]
-async fn a_metrics_address_taken_stops_the_node_with_a_message() {
+async fn a_metrics_address_taken_or_public_stops_the_node_with_a_message() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let mut node = TestNode::start("no-metrics").await;
@@ -100,5 +109,15 @@ async fn a_metrics_address_taken_stops_the_node_with_a_message() {
             .contains(&format!("metrics: cannot listen on {addr}")),
         "{err}"
     );
+    for public in ["0.0.0.0:9464", "8.8.8.8:9464", "[::]:9464"] {
+        c.metrics = Some(public.into());
+        std::fs::write(&config, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+        let err = obscura_node::config::LoadedNode::load(&config).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not a loopback or private address"),
+            "{public}: {err}"
+        );
+    }
     std::fs::remove_dir_all(&node.scratch).ok();
 }

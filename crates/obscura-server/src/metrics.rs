@@ -79,8 +79,8 @@ impl Metrics {
         let seconds = Family::<Op, Histogram, fn() -> Histogram>::new_with_constructor(latency);
         registry.register(
             "answer_seconds",
-            "Time from a request's body read to its answer, by operation (lookup is Stage 1; \
-             check_query, evaluate and reduce are Stage 2)",
+            "Time from a request's arrival to its answer, by operation (lookup is Stage 1; \
+             check-query, evaluate and reduce are Stage 2)",
             seconds.clone(),
         );
         Metrics {
@@ -152,25 +152,21 @@ fn code_name(code: ErrorCode) -> &'static str {
     }
 }
 
-#[derive(Clone)]
-struct Scrape {
-    metrics: Arc<Metrics>,
-    refresh: Arc<dyn Fn() + Send + Sync>,
-}
+/// How often the gauges are read from the store: once per period whatever the scrapes, so no
+/// scraper can make the server read its store more often.
+pub const REFRESH: Duration = Duration::from_secs(10);
 
-async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
-    // The gauges read the store, which blocks.
-    let refresh = s.refresh.clone();
-    let _ = tokio::task::spawn_blocking(move || refresh()).await;
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        s.metrics.render(),
+        metrics.render(),
     )
 }
 
-/// Serve `metrics` on `listener` until the returned future is dropped: `GET /metrics`, after
-/// `refresh` (which may block) set the gauges. At most [`CONNECTIONS`] at once, each for at most
+/// Serve `metrics` on `listener` until the returned future is dropped: `GET /metrics`, from
+/// memory only. `refresh` (which may block: it reads the store) sets the gauges at once and then
+/// every [`REFRESH`], one run at a time. At most [`CONNECTIONS`] at once, each for at most
 /// [`CONNECTION_TIMEOUT`].
 pub async fn serve(
     listener: TcpListener,
@@ -179,22 +175,33 @@ pub async fn serve(
 ) {
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(Scrape {
-            metrics,
-            refresh: Arc::new(refresh),
-        });
+        .with_state(metrics);
+    // Owned by this future: dropping it (the server stopping) ends the refreshing and every
+    // connection.
+    let mut tasks = tokio::task::JoinSet::new();
+    let refresh = Arc::new(refresh);
+    tasks.spawn(async move {
+        loop {
+            let r = refresh.clone();
+            let _ = tokio::task::spawn_blocking(move || r()).await;
+            tokio::time::sleep(REFRESH).await;
+        }
+    });
     let places = Arc::new(Semaphore::new(CONNECTIONS));
-    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = tasks.join_next() => {}
             accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
+                let Ok((tcp, _)) = accepted else {
+                    // Out of descriptors, say: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 let Ok(place) = places.clone().try_acquire_owned() else {
                     continue; // busy: closed at once
                 };
                 let service = TowerToHyperService::new(app.clone());
-                connections.spawn(async move {
+                tasks.spawn(async move {
                     let _place = place;
                     let _ = tokio::time::timeout(
                         CONNECTION_TIMEOUT,
@@ -209,4 +216,40 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Whether the metrics may listen on `addr`: a loopback or private address, since they have
+/// no TLS and no login.
+///
+/// # Errors
+/// Why not, for an address that does not parse, is unspecified (`0.0.0.0`) or public.
+pub fn check_address(addr: &str) -> Result<std::net::SocketAddr, String> {
+    let parsed: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("metrics: {addr:?} is not an IP address and port: {e}"))?;
+    let private = match parsed.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        std::net::IpAddr::V6(ip) => ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00,
+    };
+    if !private {
+        return Err(format!(
+            "metrics: {addr} is not a loopback or private address; the metrics have no TLS and \
+             no login"
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Bind the metrics listener at `addr` (checked by [`check_address`]), for a server about to
+/// start.
+///
+/// # Errors
+/// Why not.
+pub fn bind(addr: &str) -> Result<std::net::TcpListener, String> {
+    let at = check_address(addr)?;
+    let l = std::net::TcpListener::bind(at)
+        .map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
+    l.set_nonblocking(true)
+        .map_err(|e| format!("metrics: {addr}: {e}"))?;
+    Ok(l)
 }
