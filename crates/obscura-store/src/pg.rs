@@ -46,6 +46,9 @@ use crate::{
 /// The advisory lock every writer holds until its transaction ends ("obsc").
 const WRITER: i64 = 0x6f62_7363;
 
+// POSTING_FUNCTION names the writer lock by its number.
+const _: () = assert!(WRITER == 1_868_723_043);
+
 /// The advisory lock a ledger request holds from reading the ledger to its last write ("obsl").
 const LEDGER: i64 = 0x6f62_736c;
 
@@ -104,7 +107,7 @@ CREATE INDEX IF NOT EXISTS usage_since ON usage (since);
 -- Each change of a committed image's postings, in commit order (every writer holds the writer
 -- lock from its first statement to its commit, and the sequence caches no values per session):
 -- tokens removed, tokens added, each in the images table's encoding; `at` by the database's
--- clock. Written by a trigger on `images` (POSTING_TRIGGER), so no writer can leave it out.
+-- clock. Written by triggers on `images` (POSTING_TRIGGERS), so no writer can leave it out.
 CREATE TABLE IF NOT EXISTS posting_log (
     seq bigserial PRIMARY KEY,
     at bigint NOT NULL,
@@ -115,36 +118,52 @@ CREATE TABLE IF NOT EXISTS posting_log (
 CREATE INDEX IF NOT EXISTS posting_log_at ON posting_log (at);
 ";
 
-/// The trigger that logs every change of a committed image's postings, made once (creating a
-/// trigger locks the table against writers).
-const POSTING_TRIGGER: &str = "
+/// The function that logs every change of a committed image's postings, replaced at every
+/// open (which locks nothing), so a later release's version reaches an existing database.
+///
+/// It takes the writer lock first: the node's writers hold it already, and any other writer
+/// (an operator's SQL) then waits for the node's and takes its positions in commit order too.
+/// An image whose id changes is logged as removed under the old and added under the new.
+const POSTING_FUNCTION: &str = "
 CREATE OR REPLACE FUNCTION obscura_log_postings() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    id bytea;
-    removed bytea;
-    added bytea;
+    at bigint := extract(epoch FROM statement_timestamp())::bigint;
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        id := OLD.id;
-    ELSE
-        id := NEW.id;
-        IF NEW.state = 2 THEN
-            added := NEW.tokens;
-        END IF;
-    END IF;
+    PERFORM pg_advisory_xact_lock(1868723043);
     IF TG_OP <> 'INSERT' THEN
-        IF OLD.state = 2 THEN
-            removed := OLD.tokens;
+        IF OLD.state = 2 AND (TG_OP = 'DELETE' OR NEW.state <> 2 OR NEW.id <> OLD.id) THEN
+            INSERT INTO posting_log (at, image, removed) VALUES (at, OLD.id, OLD.tokens);
         END IF;
     END IF;
-    IF removed IS DISTINCT FROM added THEN
-        INSERT INTO posting_log (at, image, removed, added)
-        VALUES (extract(epoch FROM statement_timestamp())::bigint, id, removed, added);
+    IF TG_OP <> 'DELETE' THEN
+        IF NEW.state = 2 THEN
+            IF TG_OP = 'UPDATE' AND OLD.state = 2 AND OLD.id = NEW.id THEN
+                INSERT INTO posting_log (at, image, removed, added)
+                VALUES (at, NEW.id, OLD.tokens, NEW.tokens);
+            ELSE
+                INSERT INTO posting_log (at, image, added) VALUES (at, NEW.id, NEW.tokens);
+            END IF;
+        END IF;
     END IF;
     RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER images_postings AFTER INSERT OR UPDATE OR DELETE ON images
-    FOR EACH ROW EXECUTE FUNCTION obscura_log_postings();
+";
+
+/// The triggers that call [`POSTING_FUNCTION`], made once (making a trigger locks the table
+/// against writers), each only for rows whose postings change: a pending image's rows queue
+/// nothing.
+const POSTING_TRIGGERS: &str = "
+CREATE TRIGGER images_postings_insert AFTER INSERT ON images
+    FOR EACH ROW WHEN (NEW.state = 2) EXECUTE FUNCTION obscura_log_postings();
+CREATE TRIGGER images_postings_update AFTER UPDATE ON images
+    FOR EACH ROW WHEN ((OLD.state = 2 OR NEW.state = 2) AND (OLD.state <> NEW.state
+        OR OLD.tokens <> NEW.tokens OR OLD.id <> NEW.id))
+    EXECUTE FUNCTION obscura_log_postings();
+CREATE TRIGGER images_postings_delete AFTER DELETE ON images
+    FOR EACH ROW WHEN (OLD.state = 2) EXECUTE FUNCTION obscura_log_postings();
+ALTER TABLE images ENABLE ALWAYS TRIGGER images_postings_insert;
+ALTER TABLE images ENABLE ALWAYS TRIGGER images_postings_update;
+ALTER TABLE images ENABLE ALWAYS TRIGGER images_postings_delete;
 ";
 
 const PENDING: i16 = 1;
@@ -169,6 +188,8 @@ pub struct PgStore {
     /// This process's copy of the committed postings: brought up to date under the write lock,
     /// counted under the read lock. Lock order: this, then a connection.
     mirror: RwLock<Mirror>,
+    /// Catch-ups begun (see [`PgStore::current`]).
+    tickets: std::sync::atomic::AtomicU64,
 }
 
 /// The committed postings as of one position of the posting log, with the key state of the
@@ -184,6 +205,8 @@ struct Mirror {
     anchor: Option<(i64, ImageId)>,
     postings: Postings,
     keys: KeyState,
+    /// The ticket of the catch-up that brought it here.
+    ticket: u64,
 }
 
 /// Image shares kept as objects, each named by its image, its BLAKE3 digest and a random
@@ -594,6 +617,7 @@ impl PgStore {
             node,
             objects,
             mirror: RwLock::default(),
+            tickets: std::sync::atomic::AtomicU64::new(0),
             pool: Pool {
                 place: place(&config),
                 config,
@@ -611,15 +635,23 @@ impl PgStore {
             if new {
                 txn.batch_execute("ALTER TABLE images ALTER COLUMN share SET STORAGE EXTERNAL")?;
             }
-            let logged = txn
-                .query_opt(
-                    "SELECT 1 FROM pg_trigger WHERE tgname = 'images_postings' \
-                     AND tgrelid = 'images'::regclass",
+            txn.batch_execute(POSTING_FUNCTION)?;
+            // Made where missing; switched on again (for replication sessions too) where
+            // someone switched one off.
+            let triggers: Vec<(String, bool)> = txn
+                .query(
+                    "SELECT tgname::text, tgenabled <> 'A' FROM pg_trigger \
+                     WHERE tgrelid = 'images'::regclass AND tgname LIKE 'images_postings_%'",
                     &[],
                 )?
-                .is_some();
-            if !logged {
-                txn.batch_execute(POSTING_TRIGGER)?;
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, Error>>()?;
+            if triggers.is_empty() {
+                txn.batch_execute(POSTING_TRIGGERS)?;
+            }
+            for (name, _) in triggers.iter().filter(|(_, off)| *off) {
+                txn.batch_execute(&format!("ALTER TABLE images ENABLE ALWAYS TRIGGER {name}"))?;
             }
             let found = meta(txn, "node")?;
             match found.as_deref() {
@@ -646,16 +678,26 @@ impl PgStore {
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut conn = self.pool.get()?;
-        // Read committed whatever the server's default: each statement then sees what the
-        // writer before this one committed, once the lock is granted.
-        let mut txn = conn.transaction(IsolationLevel::ReadCommitted, false)?;
-        txn.batch_execute(&format!(
-            "SET LOCAL synchronous_commit TO {}; SELECT pg_advisory_xact_lock({WRITER})",
-            if durable { "ON" } else { "OFF" }
-        ))?;
-        let out = f(&mut txn)?;
-        txn.commit()?;
-        Ok(out)
+        let out = conn
+            // Read committed whatever the server's default: each statement then sees what the
+            // writer before this one committed, once the lock is granted.
+            .transaction(IsolationLevel::ReadCommitted, false)
+            .and_then(|mut txn| {
+                txn.batch_execute(&format!(
+                    "SET LOCAL synchronous_commit TO {}; SELECT pg_advisory_xact_lock({WRITER})",
+                    if durable { "ON" } else { "OFF" }
+                ))?;
+                let out = f(&mut txn)?;
+                txn.commit()?;
+                Ok(out)
+            });
+        if out.is_err() && conn.client().is_closed() {
+            // Not run again (it may have committed), but the idle connections are likely
+            // closed too (the server restarted, or failed over): the next request opens anew.
+            drop(conn);
+            self.pool.close_idle();
+        }
+        out
     }
 
     /// Run `f` on one consistent snapshot, writing nothing.
@@ -707,26 +749,40 @@ impl PgStore {
     /// This process's postings, brought up to a snapshot taken after the call began, with that
     /// snapshot's key state (another lookup may have brought them further meanwhile: never
     /// back).
+    ///
+    /// Lookups arriving together share one catch-up: each takes a ticket before its snapshot,
+    /// and a lookup that arrived before a ticket was taken uses that catch-up's copy once it is
+    /// done, since its snapshot began after the lookup arrived.
     fn current(&self) -> Result<RwLockReadGuard<'_, Mirror>, Error> {
+        let arrived = self.tickets.load(std::sync::atomic::Ordering::SeqCst);
         loop {
-            self.catch_up()?;
-            let mirror = self.mirror.read().unwrap_or_else(|e| e.into_inner());
-            // Another thread's catch-up failed part-way since: catch up again.
-            if mirror.seq.is_some() {
-                return Ok(mirror);
+            {
+                let mirror = self.mirror.read().unwrap_or_else(|e| e.into_inner());
+                if mirror.seq.is_some() && mirror.ticket > arrived {
+                    return Ok(mirror);
+                }
             }
+            self.catch_up(arrived)?;
         }
     }
 
     /// Apply the log's changes past the copy's position, in one snapshot with the key state;
     /// or, where the copy is older than what the log keeps, there is none yet, or the database
     /// went back (see [`Mirror::anchor`]), read every committed image's postings.
-    fn catch_up(&self) -> Result<(), Error> {
+    fn catch_up(&self, arrived: u64) -> Result<(), Error> {
         let mut mirror = self.mirror.write().unwrap_or_else(|e| {
             // A panic part-way through applying changes left `seq` at `None`.
             self.mirror.clear_poison();
             e.into_inner()
         });
+        // Another lookup's catch-up, begun after this one arrived, is done.
+        if mirror.seq.is_some() && mirror.ticket > arrived {
+            return Ok(());
+        }
+        let ticket = self
+            .tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         self.read(|txn| {
             let keys = keys(txn)?;
             let row = txn.query_one(
@@ -752,6 +808,7 @@ impl PgStore {
             }
             // Only with the postings of the same snapshot in.
             mirror.keys = keys;
+            mirror.ticket = ticket;
             Ok(())
         })
     }
@@ -896,12 +953,14 @@ fn reload(txn: &mut Txn<'_>, mirror: &mut Mirror, floor: i64) -> Result<(), Erro
     Ok(())
 }
 
-/// Remove posting changes logged more than `kept_s` seconds ago, and raise the floor past them.
+/// Remove posting changes logged more than `kept_s` seconds ago, but the newest (a copy's
+/// anchor, for telling that the database went back), and raise the floor past them.
 fn prune_posting_log(txn: &mut Txn<'_>, kept_s: u64) -> Result<(), Error> {
     let pruned: Option<i64> = txn
         .query_one(
             "WITH gone AS (DELETE FROM posting_log \
                  WHERE at <= extract(epoch FROM statement_timestamp())::bigint - $1 \
+                     AND seq < (SELECT max(seq) FROM posting_log) \
                  RETURNING seq) \
              SELECT max(seq) FROM gone",
             &[&big(kept_s)],
