@@ -205,14 +205,7 @@ impl LoadedKeeper {
     pub fn load(config_path: &Path) -> Result<LoadedKeeper, Error> {
         let bad = |reason: String| Error::config(config_path, reason);
         let config: KeeperConfig = read_config(config_path)?;
-        // First, before the store opens (a while, for a large one): a taken or public
-        // address is said at once.
-        let metrics = config
-            .metrics
-            .as_deref()
-            .map(obscura_server::metrics::bind)
-            .transpose()
-            .map_err(bad)?;
+        let metrics = obscura_server::metrics::bind(config.metrics.as_deref()).map_err(bad)?;
         let at = |p: &Path| beside(config_path, p);
         if config.keeper == 0 || config.keeper > config.m || config.threshold == 0 {
             return Err(bad(format!(
@@ -1218,22 +1211,12 @@ pub async fn serve(
     });
     // Sessions opened before a restart go on: nobody is logged out by it.
     state.accounts.reopen_sessions(&state.store, now())?;
-    let scraping = match keeper.metrics {
-        Some(listener) => {
-            let listener = TcpListener::from_std(listener)
-                .map_err(|e| obscura_store::Error::Storage(format!("metrics listener: {e}")))?;
-            let s = state.clone();
-            Some(tokio::spawn(obscura_server::metrics::serve(
-                listener,
-                metrics,
-                move || {
-                    let held = s.shares.read().unwrap_or_else(|e| e.into_inner()).len();
-                    shares_held.set(i64::try_from(held).unwrap_or(i64::MAX));
-                },
-            )))
-        }
-        None => None,
-    };
+    let s = state.clone();
+    let scraping = obscura_server::metrics::Running::start(keeper.metrics, metrics, move || {
+        let held = s.shares.read().unwrap_or_else(|e| e.into_inner()).len();
+        shares_held.set(i64::try_from(held).unwrap_or(i64::MAX));
+    })
+    .map_err(|e| obscura_store::Error::Storage(format!("metrics listener: {e}")))?;
     let guard = Guard::new(keeper.config.limits);
     let s = state.clone();
     let g = guard.clone();
@@ -1274,9 +1257,7 @@ pub async fn serve(
     )
     .await;
     if let Some(scraping) = scraping {
-        // Awaited, so the port and the state it holds are free when this returns.
-        scraping.abort();
-        let _ = scraping.await;
+        scraping.stop().await;
     }
     served
 }

@@ -72,14 +72,7 @@ impl LoadedNode {
     pub fn load(config_path: &Path) -> Result<LoadedNode, Error> {
         let bad = |reason: String| Error::config(config_path, reason);
         let config: NodeConfig = read_config(config_path)?;
-        // First, before the store opens (a while, for a large one): a taken or public
-        // address is said at once.
-        let metrics = config
-            .metrics
-            .as_deref()
-            .map(obscura_server::metrics::bind)
-            .transpose()
-            .map_err(bad)?;
+        let metrics = obscura_server::metrics::bind(config.metrics.as_deref()).map_err(bad)?;
         if config.node == 0 || config.node > config.n {
             return Err(bad(format!(
                 "node {} is not in 1..={}",

@@ -1805,19 +1805,11 @@ pub async fn serve(
         room: Mutex::default(),
         ledger: Mutex::new(node.ledger),
     });
-    let scraping = match node.metrics {
-        Some(listener) => {
-            let listener = TcpListener::from_std(listener)
-                .map_err(|e| obscura_store::Error::Storage(format!("metrics listener: {e}")))?;
-            let s = state.clone();
-            Some(tokio::spawn(obscura_server::metrics::serve(
-                listener,
-                metrics,
-                move || gauges.set(&*s.store),
-            )))
-        }
-        None => None,
-    };
+    let s = state.clone();
+    let scraping = obscura_server::metrics::Running::start(node.metrics, metrics, move || {
+        gauges.set(&*s.store)
+    })
+    .map_err(|e| obscura_store::Error::Storage(format!("metrics listener: {e}")))?;
     let guard = Guard::new(node.config.limits);
     let app = Router::new()
         .route("/v1/{op}", post(handle))
@@ -1854,9 +1846,7 @@ pub async fn serve(
     )
     .await;
     if let Some(scraping) = scraping {
-        // Awaited, so the port and the state it holds are free when this returns.
-        scraping.abort();
-        let _ = scraping.await;
+        scraping.stop().await;
     }
     served
 }

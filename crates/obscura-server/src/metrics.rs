@@ -240,16 +240,49 @@ pub fn check_address(addr: &str) -> Result<std::net::SocketAddr, String> {
     Ok(parsed)
 }
 
-/// Bind the metrics listener at `addr` (checked by [`check_address`]), for a server about to
-/// start.
+/// Bind the metrics listener at `addr`, when a server's configuration names one (checked by
+/// [`check_address`]): first thing as the server loads, so a taken or public address is said
+/// before its store opens.
 ///
 /// # Errors
 /// Why not.
-pub fn bind(addr: &str) -> Result<std::net::TcpListener, String> {
+pub fn bind(addr: Option<&str>) -> Result<Option<std::net::TcpListener>, String> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
     let at = check_address(addr)?;
     let l = std::net::TcpListener::bind(at)
         .map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
     l.set_nonblocking(true)
         .map_err(|e| format!("metrics: {addr}: {e}"))?;
-    Ok(l)
+    Ok(Some(l))
+}
+
+/// The metrics listener running beside a server.
+pub struct Running(tokio::task::JoinHandle<()>);
+
+impl Running {
+    /// Serve `metrics` on `listener`, when there is one (see [`serve`]).
+    ///
+    /// # Errors
+    /// When the listener cannot join the runtime.
+    pub fn start(
+        listener: Option<std::net::TcpListener>,
+        metrics: Arc<Metrics>,
+        refresh: impl Fn() + Send + Sync + 'static,
+    ) -> std::io::Result<Option<Running>> {
+        let Some(listener) = listener else {
+            return Ok(None);
+        };
+        let listener = TcpListener::from_std(listener)?;
+        Ok(Some(Running(tokio::spawn(serve(
+            listener, metrics, refresh,
+        )))))
+    }
+
+    /// Stop it: when this returns the port is free, and so is what `refresh` held.
+    pub async fn stop(self) {
+        self.0.abort();
+        let _ = self.0.await;
+    }
 }
