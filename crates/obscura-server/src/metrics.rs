@@ -2,11 +2,13 @@
 //! own: plain HTTP, `GET /metrics`, for a scraper on the same host or a private network.
 //!
 //! What they carry is what an operator watches, never what a request says: answers counted by
-//! operation and outcome, time to answer by operation, and gauges the server sets before each
-//! scrape (store sizes, audit height, key versions, budget use). No label holds a user's name, a
-//! token, an image id or anything else a client chose; an operation's label is one of the
-//! server's own (a request the server could not read is `invalid`), so no client can add label
-//! values without end.
+//! operation and outcome, time to answer by operation, and gauges the server reads from its
+//! store every [`REFRESH`] (store sizes, audit height, key versions), never for a scrape. No
+//! label holds a user's name, a token, an image id or anything else a client chose; an
+//! operation's label is one of the server's own (a request the server could not read is
+//! `invalid`), so no client can add label values without end. Per request, though, a scraper
+//! that reads often learns what TLS hides from the network: bind it where only the operator
+//! reaches it ([`check_address`] refuses public addresses).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +92,7 @@ impl Metrics {
         }
     }
 
-    /// A gauge named `obscura_<name>`, for the server to set (before each scrape, or as it
+    /// A gauge named `obscura_<name>`, for the server to set (every [`REFRESH`], or as it
     /// changes).
     pub fn gauge(&mut self, name: &str, help: &str) -> Gauge {
         let g = Gauge::default();
