@@ -142,7 +142,12 @@ impl ImageCommand {
                     client.search(&bytes, top, max_distance.min(64)).await
                 }?;
                 let labels = labels(&cluster, &client).await;
-                print_search(&out, &labels, json);
+                let ids: Vec<ImageId> = out.matches.iter().map(|m| m.id).collect();
+                let files = crate::names::of(&cluster, &ids).unwrap_or_else(|e| {
+                    eprintln!("warning: file names not read: {e}");
+                    Default::default()
+                });
+                print_search(&out, &labels, &files, json);
                 Ok(ExitCode::SUCCESS)
             }
             ImageCommand::Get {
@@ -345,6 +350,7 @@ async fn index(
         }
     };
     let mut printed_later = Vec::new();
+    let mut named = Vec::new();
     let path = |i: usize| files[i].display().to_string();
     pipeline::index_all(
         &client,
@@ -355,6 +361,7 @@ async fn index(
             match outcome {
                 pipeline::Outcome::Indexed(id) => {
                     say(format!("{id}  {}", path(i)));
+                    named.push((id, files[i].clone()));
                     indexed.push((i, json!({"path": path(i), "id": id.to_string()})));
                     if json {
                         printed_later.push(id);
@@ -380,6 +387,10 @@ async fn index(
         },
     )
     .await;
+    // So that searches here name the file each match came from.
+    if let Err(e) = crate::names::record(cluster, &named) {
+        eprintln!("warning: file names not kept: {e}");
+    }
     // Keepers that failed on the way, where others answered instead.
     for f in client.take_keeper_faults() {
         eprintln!("warning: {} (not used)", crate::error::keeper_fault(&f));
@@ -450,6 +461,7 @@ async fn index(
 fn print_search(
     out: &SearchOutcome,
     labels: &std::collections::BTreeMap<String, String>,
+    files: &std::collections::BTreeMap<ImageId, String>,
     json: bool,
 ) {
     let label = |id: &ImageId| labels.get(&id.to_string());
@@ -467,9 +479,15 @@ fn print_search(
         println!(
             "{}",
             json!({
-                "results": out.matches.iter().map(|m| match label(&m.id) {
-                    Some(l) => json!({"id": m.id.to_string(), "distance": m.distance, "label": l}),
-                    None => json!({"id": m.id.to_string(), "distance": m.distance}),
+                "results": out.matches.iter().map(|m| {
+                    let mut r = json!({"id": m.id.to_string(), "distance": m.distance});
+                    if let Some(l) = label(&m.id) {
+                        r["label"] = json!(l);
+                    }
+                    if let Some(f) = files.get(&m.id) {
+                        r["file"] = json!(f);
+                    }
+                    r
                 }).collect::<Vec<_>>(),
                 "candidates": out.candidates,
                 "timings_ms": {"tokens": ms(out.tokens), "stage1": ms(out.stage1), "stage2": ms(out.stage2), "total": ms(out.total)},
@@ -484,10 +502,14 @@ fn print_search(
         println!("no stored image within the distance limit");
     }
     for m in &out.matches {
-        match label(&m.id) {
-            Some(l) => println!("{}  distance {}  {l:?}", m.id, m.distance),
-            None => println!("{}  distance {}", m.id, m.distance),
+        let mut line = format!("{}  distance {}", m.id, m.distance);
+        if let Some(l) = label(&m.id) {
+            line.push_str(&format!("  {l:?}"));
         }
+        if let Some(f) = files.get(&m.id) {
+            line.push_str(&format!("  {f}"));
+        }
+        println!("{line}");
     }
     println!(
         "{} candidates; stage 1 {:.1} ms (tokens {:.1}), stage 2 {:.1} ms, total {:.1} ms; {} bytes sent, {} received",

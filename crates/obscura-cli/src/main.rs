@@ -19,6 +19,7 @@ mod keys;
 #[cfg(feature = "lab")]
 mod lab;
 mod ledger;
+mod names;
 mod room;
 mod serve;
 mod status;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -114,6 +115,17 @@ fn init_up_index_search_get_and_failures() {
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["results"][0]["id"], id_of("chelsea.png"));
+    // Named by the file it was indexed from, as this client recorded it, owner-only.
+    let file = v["results"][0]["file"].as_str().unwrap();
+    assert!(
+        file.starts_with('/') && file.ends_with("chelsea.png"),
+        "{file}"
+    );
+    let names = dir.join("names.jsonl");
+    assert_eq!(
+        std::fs::metadata(&names).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     for field in ["stage1", "stage2", "total"] {
         assert!(v["timings_ms"][field].as_f64().unwrap() > 0.0);
     }

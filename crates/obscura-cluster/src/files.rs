@@ -207,6 +207,47 @@ pub fn lock_beside(path: &Path, wait: std::time::Duration) -> Result<FileLock, E
     }
 }
 
+/// Open `path` owner-only (0600, created if missing) to append to, or, with `append` false, to
+/// read: a symbolic or hard link, or a file others may open, is refused, as for
+/// [`lock_beside`].
+///
+/// # Errors
+/// [`Error::NotPrivate`], or [`Error::File`] when it cannot be opened (for reading: also when it
+/// is missing).
+pub fn open_private(path: &Path, append: bool) -> Result<std::fs::File, Error> {
+    let fail = |e: std::io::Error| Error::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut options = std::fs::OpenOptions::new();
+    if append {
+        options.append(true).create(true);
+    } else {
+        options.read(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    }
+    let file = options.open(path).map_err(fail)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().map_err(fail)?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(Error::File {
+                path: path.display().to_string(),
+                reason: "not a plain file of one name (a link?): remove it".into(),
+            });
+        }
+        refuse_open_to_others(path, &meta)?;
+    }
+    Ok(file)
+}
+
 /// Refuse `path` (a secret file, or the folder holding one) when users other than its owner
 /// have any permission on it: on a shared machine they could copy a store, a wrapping key or
 /// sealed secrets, and with enough of them rebuild images.
