@@ -595,7 +595,7 @@ pub async fn secret_out(
     Ok(ExitCode::SUCCESS)
 }
 
-fn kind(k: SecretKind) -> &'static str {
+pub(crate) fn kind(k: SecretKind) -> &'static str {
     match k {
         SecretKind::Data => "data",
         SecretKind::Signing => "signing",

@@ -51,16 +51,7 @@ async fn verify(cluster: &Path, json: bool) -> Result<ExitCode, Failure> {
         .map_err(|e| e.to_string())?;
     let ok = verdicts.iter().all(|v| v.outcome.is_ok());
     if json {
-        let nodes: Vec<_> = verdicts
-            .iter()
-            .map(|v| match &v.outcome {
-                Ok(r) => json!({"node": v.node, "ok": true, "entries": r.entries,
-            "checkpoints": r.checkpoints, "error": null}),
-                Err(e) => json!({"node": v.node, "ok": false, "entries": null,
-            "checkpoints": null, "error": e.to_string()}),
-            })
-            .collect();
-        println!("{}", json!({ "nodes": nodes }));
+        println!("{}", json!({ "nodes": verdicts_json(&verdicts) }));
     } else {
         for v in &verdicts {
             match &v.outcome {
@@ -73,4 +64,17 @@ async fn verify(cluster: &Path, json: bool) -> Result<ExitCode, Failure> {
         }
     }
     Ok(exit(ok))
+}
+
+/// Each node's verdict as JSON: `{"node", "ok", "entries", "checkpoints", "error"}`.
+pub(crate) fn verdicts_json(verdicts: &[audit::NodeVerdict]) -> Vec<serde_json::Value> {
+    verdicts
+        .iter()
+        .map(|v| match &v.outcome {
+            Ok(r) => json!({"node": v.node, "ok": true, "entries": r.entries,
+                "checkpoints": r.checkpoints, "error": null}),
+            Err(e) => json!({"node": v.node, "ok": false, "entries": null,
+                "checkpoints": null, "error": e.to_string()}),
+        })
+        .collect()
 }

@@ -268,7 +268,7 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 /// The labels this client reads as a member of the cluster's group, after following the
 /// ledger; none for a client that is no member (or cannot read the ledger, which it is told).
-async fn labels(
+pub(crate) async fn labels(
     cluster: &Path,
     client: &obscura_client::Client,
 ) -> std::collections::BTreeMap<String, String> {
@@ -293,40 +293,9 @@ async fn index(
     label: Option<&str>,
     json: bool,
 ) -> Result<ExitCode, Failure> {
-    let mut client = client(cluster)?;
-    if let Some(label) = label {
-        obscura_client::group::check_label(label).map_err(|e| e.to_string())?;
-        if !client.is_owner() {
-            return Err(
-                "--label: only the data owner seals labels (this client holds no owner key)".into(),
-            );
-        }
-    }
-    // An image counts as indexed once it is printed: one committed but never printed (this
-    // process killed in between) is reported by the next run instead of left unnamed.
-    client.acknowledge_reports();
+    let client = client(cluster)?;
     let files = collect_files(paths)?;
-    // Images of an earlier index that was interrupted are removed before new ones go in.
-    let finished = client.finish_interrupted().await?;
-    if !finished.removed.is_empty() {
-        eprintln!(
-            "removed {} image(s) left at some nodes by an interrupted index",
-            finished.removed.len()
-        );
-    }
-    let recovered: Vec<String> = finished.recovered.iter().map(|id| id.to_string()).collect();
-    for id in &recovered {
-        if !json {
-            println!("{id}  (indexed by an interrupted run that did not report it)");
-        }
-    }
-    for (id, failures) in &finished.remaining {
-        let nodes: Vec<String> = failures.iter().map(|f| f.node.to_string()).collect();
-        eprintln!(
-            "warning: image {id} of an interrupted index is still at node(s) {}; it is removed when they are back",
-            nodes.join(", ")
-        );
-    }
+    let names: Vec<String> = files.iter().map(|f| crate::names::of_path(f)).collect();
     let bar = if !json && std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(files.len() as u64)
     } else {
@@ -340,52 +309,160 @@ async fn index(
             bar.println(line);
         }
     };
-    let (mut indexed, mut skipped) = (Vec::new(), Vec::new());
-    let mut cluster_failure = false;
-    let client = std::sync::Arc::new(client);
-    let acknowledging = client.clone();
-    let acknowledge = |id| {
-        if let Err(e) = acknowledging.acknowledge(id) {
-            eprintln!("warning: {e}");
-        }
-    };
-    let mut printed_later = Vec::new();
-    let mut named = Vec::new();
     let path = |i: usize| files[i].display().to_string();
-    pipeline::index_all(
-        &client,
-        files.len(),
+    let run = index_items(
+        cluster,
+        client,
+        &names,
         |i| std::fs::read(&files[i]),
-        |i, outcome| {
-            cluster_failure |= matches!(outcome, pipeline::Outcome::Failed(_));
+        label,
+        json,
+        |i, outcome, client| {
             match outcome {
-                pipeline::Outcome::Indexed(id) => {
+                Ok(id) => {
                     say(format!("{id}  {}", path(i)));
-                    named.push((id, files[i].clone()));
-                    indexed.push((i, json!({"path": path(i), "id": id.to_string()})));
-                    if json {
-                        printed_later.push(id);
-                    } else {
-                        acknowledge(id);
+                    // Printed, so reported: an interrupted run need not name it again.
+                    if !json {
+                        if let Err(e) = client.acknowledge(id) {
+                            eprintln!("warning: {e}");
+                        }
                     }
                 }
-                not => {
-                    let culprits = match &not {
-                        pipeline::Outcome::Failed(e) => e.culprits(),
-                        _ => Vec::new(),
-                    };
-                    let culprits = if culprits.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (misbehaved: {})", crate::error::names(&culprits))
-                    };
-                    say(format!("skipped {}: {not}{culprits}", path(i)));
-                    skipped.push((i, json!({"path": path(i), "error": not.to_string()})));
-                }
+                Err(why) => say(format!("skipped {}: {why}", path(i))),
             }
             bar.inc(1);
         },
     )
+    .await?;
+    bar.finish_and_clear();
+    let recovered: Vec<String> = run.recovered.iter().map(|id| id.to_string()).collect();
+    if json {
+        let indexed: Vec<_> = run
+            .indexed
+            .iter()
+            .map(|(i, id)| json!({"path": path(*i), "id": id.to_string()}))
+            .collect();
+        let skipped: Vec<_> = run
+            .skipped
+            .iter()
+            .map(|(i, why)| json!({"path": path(*i), "error": why}))
+            .collect();
+        println!(
+            "{}",
+            json!({"indexed": indexed, "skipped": skipped, "recovered": recovered, "ledger": run.ledger})
+        );
+        run.acknowledge();
+    } else {
+        for id in &recovered {
+            println!("{id}  (indexed by an interrupted run that did not report it)");
+        }
+        println!(
+            "indexed {}, skipped {}",
+            run.indexed.len(),
+            run.skipped.len()
+        );
+    }
+    // Nothing indexed of something asked is a failure, even when each file had its reason.
+    let nothing = run.indexed.is_empty() && !run.skipped.is_empty();
+    Ok(exit(!run.failed && !nothing))
+}
+
+/// What one indexing run did, item by item in the order given.
+pub(crate) struct IndexRun {
+    /// Each item indexed, with its image's id.
+    pub(crate) indexed: Vec<(usize, ImageId)>,
+    /// Each item skipped, with why (naming the servers that misbehaved, if any).
+    pub(crate) skipped: Vec<(usize, String)>,
+    /// Images an interrupted run committed but never reported.
+    pub(crate) recovered: Vec<ImageId>,
+    /// What the ledger said of the registrations (JSON).
+    pub(crate) ledger: serde_json::Value,
+    /// Whether the cluster failed on an item, or the ledger or the labels did not take.
+    pub(crate) failed: bool,
+    client: std::sync::Arc<obscura_client::Client>,
+}
+
+impl IndexRun {
+    /// Count every image indexed as reported, once the caller has said so: one committed but
+    /// never reported (the process killed in between) is named by the next run instead of left
+    /// unnamed.
+    pub(crate) fn acknowledge(&self) {
+        for (_, id) in &self.indexed {
+            if let Err(e) = self.client.acknowledge(*id) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
+/// Index items `0..names.len()`, `load(i)` reading item `i` when its turn comes and `names[i]`
+/// recorded as its file: images an interrupted run left are finished first, the registrations
+/// (and `label`, sealed) go into the ledger after. `each(i, outcome, client)` is called as each
+/// item finishes. Warnings go to standard error; the ledger's progress to standard output
+/// unless `quiet`.
+pub(crate) async fn index_items(
+    cluster: &Path,
+    mut client: obscura_client::Client,
+    names: &[String],
+    load: impl FnMut(usize) -> std::io::Result<Vec<u8>>,
+    label: Option<&str>,
+    quiet: bool,
+    mut each: impl FnMut(usize, Result<ImageId, String>, &obscura_client::Client),
+) -> Result<IndexRun, Failure> {
+    if let Some(label) = label {
+        obscura_client::group::check_label(label).map_err(|e| e.to_string())?;
+        if !client.is_owner() {
+            return Err(
+                "--label: only the data owner seals labels (this client holds no owner key)".into(),
+            );
+        }
+    }
+    // An image counts as indexed once it is reported: one committed but never reported (this
+    // process killed in between) is reported by the next run instead of left unnamed.
+    client.acknowledge_reports();
+    // Images of an earlier index that was interrupted are removed before new ones go in.
+    let finished = client.finish_interrupted().await?;
+    if !finished.removed.is_empty() {
+        eprintln!(
+            "removed {} image(s) left at some nodes by an interrupted index",
+            finished.removed.len()
+        );
+    }
+    for (id, failures) in &finished.remaining {
+        let nodes: Vec<String> = failures.iter().map(|f| f.node.to_string()).collect();
+        eprintln!(
+            "warning: image {id} of an interrupted index is still at node(s) {}; it is removed when they are back",
+            nodes.join(", ")
+        );
+    }
+    let (mut indexed, mut skipped) = (Vec::new(), Vec::new());
+    let mut failed = false;
+    let client = std::sync::Arc::new(client);
+    let mut named = Vec::new();
+    pipeline::index_all(&client, names.len(), load, |i, outcome| {
+        failed |= matches!(outcome, pipeline::Outcome::Failed(_));
+        match outcome {
+            pipeline::Outcome::Indexed(id) => {
+                named.push((id, names[i].clone()));
+                indexed.push((i, id));
+                each(i, Ok(id), &client);
+            }
+            not => {
+                let culprits = match &not {
+                    pipeline::Outcome::Failed(e) => e.culprits(),
+                    _ => Vec::new(),
+                };
+                let culprits = if culprits.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (misbehaved: {})", crate::error::names(&culprits))
+                };
+                let why = format!("{not}{culprits}");
+                skipped.push((i, why.clone()));
+                each(i, Err(why), &client);
+            }
+        }
+    })
     .await;
     // So that searches here name the file each match came from.
     if let Err(e) = crate::names::record(cluster, &named) {
@@ -398,9 +475,6 @@ async fn index(
     // Reported as they finish; listed in the order given.
     indexed.sort_by_key(|e| e.0);
     skipped.sort_by_key(|e| e.0);
-    let indexed: Vec<_> = indexed.into_iter().map(|e| e.1).collect();
-    let skipped: Vec<_> = skipped.into_iter().map(|e| e.1).collect();
-    bar.finish_and_clear();
     let registered = client.take_registered();
     let labels: std::collections::BTreeMap<String, String> = label
         .map(|l| {
@@ -432,30 +506,24 @@ async fn index(
             Ok(t) => transitions.extend(t),
             Err(e) => {
                 eprintln!("error: labels not sealed: {e}");
-                cluster_failure = true;
+                failed = true;
             }
         }
     }
-    let (entered, ledger) = crate::ledger::enter(cluster, &client, transitions, json).await;
+    let (entered, ledger) = crate::ledger::enter(cluster, &client, transitions, quiet).await;
     if let (true, Some(g)) = (entered, group.as_mut()) {
         if let Err(e) = obscura_client::group::keep(g, labels) {
             eprintln!("warning: labels entered, not kept here: {e}");
         }
     }
-    if json {
-        println!(
-            "{}",
-            json!({"indexed": indexed, "skipped": skipped, "recovered": recovered, "ledger": ledger})
-        );
-        for id in printed_later {
-            acknowledge(id);
-        }
-    } else {
-        println!("indexed {}, skipped {}", indexed.len(), skipped.len());
-    }
-    // Nothing indexed of something asked is a failure, even when each file had its reason.
-    let nothing = indexed.is_empty() && !skipped.is_empty();
-    Ok(exit(!cluster_failure && !nothing && entered))
+    Ok(IndexRun {
+        indexed,
+        skipped,
+        recovered: finished.recovered,
+        ledger,
+        failed: failed || !entered,
+        client,
+    })
 }
 
 fn print_search(

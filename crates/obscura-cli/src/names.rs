@@ -6,21 +6,28 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use obscura_sharing::manifest::ImageId;
 
 const FILE: &str = "names.jsonl";
 
-/// Record that `indexed` came from their files, absolute where the path resolves.
-pub(crate) fn record(cluster: &Path, indexed: &[(ImageId, PathBuf)]) -> Result<(), String> {
+/// A file's name as recorded: absolute where the path resolves.
+pub(crate) fn of_path(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Record that `indexed` came from their files (a path, or the name an upload gave).
+pub(crate) fn record(cluster: &Path, indexed: &[(ImageId, String)]) -> Result<(), String> {
     if indexed.is_empty() {
         return Ok(());
     }
     let mut lines = Vec::new();
     for (id, path) in indexed {
-        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-        let line = serde_json::json!({"id": id.to_string(), "path": path.display().to_string()});
+        let line = serde_json::json!({"id": id.to_string(), "path": path});
         lines.extend_from_slice(line.to_string().as_bytes());
         lines.push(b'\n');
     }
@@ -62,6 +69,7 @@ pub(crate) fn of(cluster: &Path, ids: &[ImageId]) -> Result<BTreeMap<ImageId, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn names_survive_odd_paths_and_a_link_is_refused() {
@@ -69,7 +77,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (a, b) = (ImageId([1; 16]), ImageId([2; 16]));
         let odd = PathBuf::from("/no/such/dir/a \"name\"\twith\nnewline.png");
-        record(&dir, &[(a, odd.clone()), (b, "/x/b.png".into())]).unwrap();
+        let odd_name = of_path(&odd);
+        record(&dir, &[(a, odd_name.clone()), (b, "/x/b.png".into())]).unwrap();
         record(&dir, &[(b, "/x/b-again.png".into())]).unwrap();
         let found = of(&dir, &[a, b, ImageId([3; 16])]).unwrap();
         assert_eq!(found.get(&a).map(String::as_str), odd.to_str());
@@ -78,7 +87,7 @@ mod tests {
         // Someone who can write the folder points the file elsewhere: refused, not followed.
         std::fs::remove_file(dir.join(FILE)).unwrap();
         std::os::unix::fs::symlink(dir.join("elsewhere"), dir.join(FILE)).unwrap();
-        assert!(record(&dir, &[(a, odd)]).is_err());
+        assert!(record(&dir, &[(a, odd_name)]).is_err());
         assert!(!dir.join("elsewhere").exists());
         std::fs::remove_dir_all(&dir).ok();
     }
