@@ -10,6 +10,7 @@
 
 mod account;
 mod alloc;
+mod app;
 mod attest;
 mod audit;
 mod cluster;
@@ -92,6 +93,21 @@ enum Command {
     /// owner's approval, and hand its output only to the recipients.
     #[command(subcommand)]
     Room(room::RoomCommand),
+    /// Serve the cluster to a browser on this machine: search by dropping an image, see the
+    /// matches with thumbnails, index files, watch the nodes and keepers, log in and out.
+    #[command(
+        long_about = "Serve the cluster to a browser on this machine: search by dropping an \
+        image and see the matches with their thumbnails, index files and folders, watch every \
+        node and keeper, log in and out. This process does the cryptography, as the command \
+        line does; the browser talks only to it.\n\n\
+        It listens on loopback only and prints the address to open, which holds a token made \
+        for this launch: every API call needs it (Authorization: Bearer). The same calls are \
+        documented at /openapi.json (OpenAPI 3.1).\n\n\
+        Examples:\n  \
+        obscura serve --cluster /tmp/demo\n  \
+        obscura serve --cluster /tmp/demo --listen 127.0.0.1:0 --json   # a free port, as JSON"
+    )]
+    Serve(app::Serve),
     /// Show how many images each node holds and which key versions nodes and keepers serve
     /// (logged out: only whether each node and keeper answers).
     Status(status::Status),
@@ -130,6 +146,7 @@ impl Command {
             Command::Worker(c) => c.run().await,
             Command::Room(c) => c.run().await,
             Command::Status(c) => c.run().await,
+            Command::Serve(c) => c.run().await,
             Command::Completions { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(
@@ -155,6 +172,7 @@ fn main() -> ExitCode {
     let server = match &cli.command {
         Command::Node(c) => c.serves(),
         Command::Keeper(c) => c.serves(),
+        Command::Serve(_) => true,
         _ => false,
     };
     if server {

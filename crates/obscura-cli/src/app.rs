@@ -1,0 +1,822 @@
+//! `obscura serve`: the cluster in a browser, served by this client on this machine.
+//!
+//! The browser talks only to this process, which does the cryptography exactly as the command
+//! line does (each request is one command's work, on the cluster directory and its session
+//! file), so nothing a node or keeper sees changes. What is new is a local server holding the
+//! user's session, and who may reach it:
+//!
+//! - It listens on a loopback address only: `--listen` elsewhere is refused.
+//! - Every API request carries the **launch token**, 256 random bits made at start and printed
+//!   once in the address to open (`http://127.0.0.1:8080/#token=…`). The token sits in the URL's
+//!   fragment, which browsers never send to a server nor put in a `Referer`; the page keeps it in
+//!   `sessionStorage`, which only the same scheme, host *and port* can read, and sends it as
+//!   `Authorization: Bearer`. No cookie is set: cookies are shared by every port of a host, so
+//!   another local user's server on `127.0.0.1:9999` would receive one.
+//! - A page of another origin cannot send that header without a CORS preflight, which is never
+//!   granted; besides, a request whose `Origin` is not this server's, or whose `Sec-Fetch-Site`
+//!   says it came from another site, is refused, and so is one whose `Host` is not this
+//!   server's own address (a DNS-rebinding page names its own host).
+//! - The page, its script and its style carry nothing secret and are served without the token
+//!   (a browser fetches them before the script can read it), under a content security policy
+//!   that runs no script but its own and is framed by no one.
+//! - Limits: a body of at most [`MAX_UPLOAD`] bytes, [`AT_ONCE`] operations at once (more wait),
+//!   and one change at a time (index, login, logout, password), as two command lines run one
+//!   after the other would.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use obscura_sharing::manifest::ImageId;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::Failure;
+
+/// The largest request body: an image to index or search with.
+pub(crate) const MAX_UPLOAD: usize = 32 << 20;
+/// Operations served at once; more wait their turn.
+const AT_ONCE: usize = 4;
+/// The largest thumbnail side, in pixels.
+const MAX_THUMBNAIL: u32 = 512;
+
+// `obscura serve`'s arguments (its help is the command's).
+#[derive(clap::Args)]
+pub(crate) struct Serve {
+    /// The cluster directory.
+    #[arg(long, env = "OBSCURA_CLUSTER")]
+    cluster: PathBuf,
+    /// Where to listen: a loopback address (127.0.0.1, ::1) only, as the app acts with your
+    /// session. Port 0 takes a free one. To use it from another machine, forward the port over
+    /// SSH.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Print `{"url", "listen"}` as one JSON line once listening, instead of the sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What every request shares.
+struct App {
+    cluster: PathBuf,
+    /// The launch token, in hex.
+    token: String,
+    /// The `Host` values this server answers to.
+    hosts: Vec<String>,
+    /// Changes (index, login, logout, password) one at a time.
+    changing: tokio::sync::Mutex<()>,
+    /// Operations at once.
+    busy: tokio::sync::Semaphore,
+}
+
+impl Serve {
+    pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
+        let Serve {
+            cluster,
+            listen,
+            json,
+        } = self;
+        if !listen.ip().is_loopback() {
+            return Err(format!(
+                "--listen {listen}: the app acts with your session, so it listens on a loopback \
+                 address only (127.0.0.1 or ::1); from another machine, forward the port: \
+                 ssh -L 8080:127.0.0.1:8080 THIS-HOST"
+            )
+            .into());
+        }
+        // The cluster is read once here, so a wrong directory fails now, not on the first page.
+        crate::client(&cluster)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("--listen {listen}: {e}"))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| format!("--listen {listen}: {e}"))?;
+        let mut token = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
+        let app = Arc::new(App {
+            cluster: cluster.clone(),
+            token: hex::encode(token),
+            hosts: hosts(bound),
+            changing: tokio::sync::Mutex::new(()),
+            busy: tokio::sync::Semaphore::new(AT_ONCE),
+        });
+        let url = format!("http://{bound}/#token={}", app.token);
+        let router = router(app);
+        if json {
+            println!("{}", json!({"url": url, "listen": bound.to_string()}));
+        } else {
+            println!(
+                "obscura serves {} at\n  {url}\nOpen that address (it holds this launch's token; \
+                 keep it to yourself). Ctrl-C stops it.",
+                cluster.display()
+            );
+        }
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| format!("serving: {e}"))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The `Host` values a browser sends to `bound`: its address, and `localhost` with its port.
+fn hosts(bound: SocketAddr) -> Vec<String> {
+    vec![bound.to_string(), format!("localhost:{}", bound.port())]
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Obscura app",
+        description = "The operations of the `obscura` command line over HTTP, served by \
+            `obscura serve` on loopback. Every call needs the launch token as \
+            `Authorization: Bearer TOKEN` (the token is in the address `obscura serve` prints, \
+            after `#token=`)."
+    ),
+    modifiers(&LaunchToken),
+    security(("launch_token" = []))
+)]
+struct ApiDoc;
+
+struct LaunchToken;
+
+impl Modify for LaunchToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "launch_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes, their OpenAPI document (served at `/openapi.json`) and the guard before them.
+fn router(app: Arc<App>) -> axum::Router {
+    let (api, doc) = api_router().split_for_parts();
+    let doc = doc.to_pretty_json().unwrap_or_default();
+    let openapi =
+        axum::routing::get(
+            move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) },
+        );
+    api.route("/openapi.json", openapi)
+        .route("/", axum::routing::get(page))
+        .route("/app.js", axum::routing::get(script))
+        .route("/app.css", axum::routing::get(style))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// Every API route, each with its place in the document.
+fn api_router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(session))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(password))
+        .routes(routes!(search))
+        .routes(routes!(index))
+        .routes(routes!(image))
+        .routes(routes!(cluster))
+        .routes(routes!(secrets))
+}
+
+/// The OpenAPI document, as `/openapi.json` serves it.
+#[cfg(test)]
+fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// Before every route: the host, the origin and, for all but the page's own files, the launch
+/// token; after: the headers every answer carries.
+async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let refusal = if !host.is_some_and(|h| app.hosts.iter().any(|a| a == h)) {
+        Some("this server answers only to its own address (Host)")
+    } else if headers.get(header::ORIGIN).is_some_and(|o| {
+        !app.hosts
+            .iter()
+            .any(|h| o.as_bytes() == format!("http://{h}").as_bytes())
+    }) {
+        Some("a request from another origin")
+    } else if headers
+        .get("sec-fetch-site")
+        .is_some_and(|s| s != "same-origin" && s != "none")
+    {
+        Some("a request from another site")
+    } else {
+        None
+    };
+    let mut response = if let Some(why) = refusal {
+        refuse(StatusCode::FORBIDDEN, why)
+    } else if ["/", "/app.js", "/app.css"].contains(&request.uri().path()) {
+        next.run(request).await
+    } else if !bearer(headers)
+        .is_some_and(|t| subtle::ConstantTimeEq::ct_eq(t.as_bytes(), app.token.as_bytes()).into())
+    {
+        let mut r = refuse(
+            StatusCode::UNAUTHORIZED,
+            "this launch's token is missing or wrong: open the address `obscura serve` printed",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// An error answer: `{"error": why}`.
+#[derive(Serialize, ToSchema)]
+struct Refusal {
+    /// What went wrong, in words.
+    error: String,
+}
+
+fn refuse(status: StatusCode, why: impl Into<String>) -> Response {
+    (status, Json(Refusal { error: why.into() })).into_response()
+}
+
+/// A failed operation as an answer, with the status that says whose fault it is.
+struct Failed(StatusCode, String);
+
+impl From<Failure> for Failed {
+    fn from(f: Failure) -> Failed {
+        use obscura_client::Error as E;
+        let status = match &f {
+            Failure::Client(E::NotEntitled(_) | E::NotOwner, _) => StatusCode::FORBIDDEN,
+            Failure::Client(E::UnknownImage(_), _) => StatusCode::NOT_FOUND,
+            Failure::Client(E::Image(_), _) => StatusCode::UNPROCESSABLE_ENTITY,
+            Failure::Client(E::Session(_), _) => StatusCode::UNAUTHORIZED,
+            Failure::Client(..) => StatusCode::BAD_GATEWAY,
+            Failure::Said(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failed(status, f.to_string())
+    }
+}
+
+impl From<obscura_client::Error> for Failed {
+    fn from(e: obscura_client::Error) -> Failed {
+        Failure::from(e).into()
+    }
+}
+
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        refuse(self.0, self.1)
+    }
+}
+
+type Answer<T> = Result<Json<T>, Failed>;
+
+impl App {
+    /// A client of the cluster with the session as it is now, as one command line would have.
+    fn client(&self) -> Result<obscura_client::Client, Failed> {
+        Ok(crate::client(&self.cluster)?)
+    }
+
+    /// A logged-in client.
+    fn logged_in(&self) -> Result<obscura_client::Client, Failed> {
+        let client = self.client()?;
+        if client.user().is_none() {
+            return Err(Failed(
+                StatusCode::UNAUTHORIZED,
+                "not logged in: log in on the Account page".into(),
+            ));
+        }
+        Ok(client)
+    }
+
+    async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.busy
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
+const PAGE: &str = include_str!("app/index.html");
+const SCRIPT: &str = include_str!("app/app.js");
+const STYLE: &str = include_str!("app/app.css");
+
+async fn page() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+}
+
+async fn style() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
+}
+
+/// Who is logged in.
+#[derive(Serialize, ToSchema)]
+struct SessionState {
+    /// The account logged in, if any.
+    user: Option<String>,
+    /// Whether this client holds the data owner's key (index, delete, labels).
+    owner: bool,
+    /// The cluster directory served.
+    cluster: String,
+}
+
+/// Who is logged in here.
+#[utoipa::path(get, path = "/api/session", tag = "account",
+    responses((status = 200, body = SessionState), (status = 401, body = Refusal)))]
+async fn session(State(app): State<Arc<App>>) -> Answer<SessionState> {
+    let client = app.client()?;
+    Ok(Json(SessionState {
+        user: client.user(),
+        owner: client.is_owner(),
+        cluster: app.cluster.display().to_string(),
+    }))
+}
+
+/// An account and its password.
+#[derive(Deserialize, ToSchema)]
+struct Credentials {
+    /// The account.
+    user: String,
+    /// Its password (OPAQUE: it never leaves this process).
+    password: String,
+}
+
+/// A login that went through.
+#[derive(Serialize, ToSchema)]
+struct LoggedIn {
+    user: String,
+    /// Keepers with an open session.
+    keepers: Vec<u8>,
+    /// When the first session ends (RFC 3339).
+    expires: Option<String>,
+    /// The same, as local date and time.
+    expires_local: String,
+    /// Keepers that refused or did not answer (at least T accepted).
+    warnings: Vec<String>,
+}
+
+/// Log in with every keeper that answers (at least T must accept).
+#[utoipa::path(post, path = "/api/login", tag = "account", request_body = Credentials,
+    responses((status = 200, body = LoggedIn), (status = 502, body = Refusal)))]
+async fn login(State(app): State<Arc<App>>, Json(c): Json<Credentials>) -> Answer<LoggedIn> {
+    let _turn = app.changing.lock().await;
+    let password = zeroize::Zeroizing::new(c.password);
+    let report = app.client()?.login(&c.user, password.as_bytes()).await?;
+    Ok(Json(LoggedIn {
+        user: report.user,
+        keepers: report.keepers,
+        expires: crate::rfc3339(report.expires_at),
+        expires_local: crate::local_time(report.expires_at),
+        warnings: report
+            .failures
+            .iter()
+            .map(crate::error::keeper_fault)
+            .collect(),
+    }))
+}
+
+/// A logout.
+#[derive(Serialize, ToSchema)]
+struct LoggedOut {
+    /// Who was logged out (none: nobody was logged in).
+    user: Option<String>,
+    /// Keepers whose session could not be ended (it expires on its own).
+    warnings: Vec<String>,
+}
+
+/// End the sessions at the keepers and delete the session file.
+#[utoipa::path(post, path = "/api/logout", tag = "account",
+    responses((status = 200, body = LoggedOut), (status = 502, body = Refusal)))]
+async fn logout(State(app): State<Arc<App>>) -> Answer<LoggedOut> {
+    let _turn = app.changing.lock().await;
+    let client = app.client()?;
+    let Some(user) = client.user() else {
+        return Ok(Json(LoggedOut {
+            user: None,
+            warnings: Vec::new(),
+        }));
+    };
+    let warnings = client
+        .logout()
+        .await?
+        .iter()
+        .map(|f| format!("keeper {}: {}", f.keeper, f.fault))
+        .collect();
+    Ok(Json(LoggedOut {
+        user: Some(user),
+        warnings,
+    }))
+}
+
+/// A password change.
+#[derive(Deserialize, ToSchema)]
+struct NewPassword {
+    user: String,
+    current: String,
+    new: String,
+}
+
+/// Where a password change went through.
+#[derive(Serialize, ToSchema)]
+struct PasswordChanged {
+    /// Keepers that took the new password.
+    changed: Vec<u8>,
+    /// Keepers that still take the old one, with why: change it again when they answer.
+    left: Vec<String>,
+}
+
+/// Change the password at every keeper (then logged in with the new one).
+#[utoipa::path(post, path = "/api/password", tag = "account", request_body = NewPassword,
+    responses((status = 200, body = PasswordChanged), (status = 400, body = Refusal),
+        (status = 502, body = Refusal)))]
+async fn password(
+    State(app): State<Arc<App>>,
+    Json(p): Json<NewPassword>,
+) -> Answer<PasswordChanged> {
+    let (current, new) = (
+        zeroize::Zeroizing::new(p.current),
+        zeroize::Zeroizing::new(p.new),
+    );
+    if new.is_empty() || *current == *new {
+        return Err(Failed(
+            StatusCode::BAD_REQUEST,
+            "the new password is empty or the current one; nothing changed".into(),
+        ));
+    }
+    let _turn = app.changing.lock().await;
+    let change = app
+        .client()?
+        .change_password(&p.user, current.as_bytes(), new.as_bytes())
+        .await?;
+    Ok(Json(PasswordChanged {
+        changed: change.changed,
+        left: change.left.iter().map(crate::error::keeper_fault).collect(),
+    }))
+}
+
+/// How to search.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SearchParams {
+    /// Most results (1 to 100).
+    top: Option<usize>,
+    /// Largest Hamming distance reported (0 to 64; the nodes reveal nothing beyond the
+    /// cluster's own limit).
+    max_distance: Option<u32>,
+    /// Scan every stored image instead of Stage-1's candidates.
+    exhaustive: Option<bool>,
+}
+
+/// One match.
+#[derive(Serialize, ToSchema)]
+struct Match {
+    /// The image id (32 hex digits).
+    id: String,
+    /// Hamming distance of the perceptual hashes.
+    distance: u32,
+    /// Its label in the ledger, for the group's members.
+    label: Option<String>,
+    /// The file it was indexed from, as this client recorded it.
+    file: Option<String>,
+}
+
+/// A search's answer.
+#[derive(Serialize, ToSchema)]
+struct Found {
+    results: Vec<Match>,
+    /// Stage-1 candidates.
+    candidates: usize,
+    /// Milliseconds, all stages.
+    total_ms: f64,
+    /// Servers that failed while others answered.
+    warnings: Vec<String>,
+}
+
+/// Find the stored images closest to the image in the body, privately.
+#[utoipa::path(post, path = "/api/search", tag = "images", params(SearchParams),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The query image (JPEG, PNG, WebP or GIF)"),
+    responses((status = 200, body = Found), (status = 400, body = Refusal),
+        (status = 422, body = Refusal), (status = 502, body = Refusal)))]
+async fn search(
+    State(app): State<Arc<App>>,
+    Query(p): Query<SearchParams>,
+    body: Bytes,
+) -> Answer<Found> {
+    let top = p.top.unwrap_or(10);
+    let max_distance = p.max_distance.unwrap_or(10);
+    if !(1..=100).contains(&top) || max_distance > 64 {
+        return Err(Failed(
+            StatusCode::BAD_REQUEST,
+            "top is 1 to 100 and max_distance 0 to 64".into(),
+        ));
+    }
+    let _turn = app.turn().await;
+    let client = app.logged_in()?;
+    let out = if p.exhaustive.unwrap_or(false) {
+        client.search_exhaustive(&body, top, max_distance).await
+    } else {
+        client.search(&body, top, max_distance).await
+    }?;
+    let labels = crate::images::labels(&app.cluster, &client).await;
+    let ids: Vec<ImageId> = out.matches.iter().map(|m| m.id).collect();
+    let files = crate::names::of(&app.cluster, &ids).unwrap_or_default();
+    let warnings = out
+        .keeper_faults
+        .iter()
+        .map(crate::error::keeper_fault)
+        .chain(out.node_faults.iter().map(crate::error::node_fault))
+        .collect();
+    Ok(Json(Found {
+        results: out
+            .matches
+            .iter()
+            .map(|m| Match {
+                id: m.id.to_string(),
+                distance: m.distance,
+                label: labels.get(&m.id.to_string()).cloned(),
+                file: files.get(&m.id).cloned(),
+            })
+            .collect(),
+        candidates: out.candidates,
+        total_ms: out.total.as_secs_f64() * 1e3,
+        warnings,
+    }))
+}
+
+/// The file's name, as the page gives it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct IndexParams {
+    /// The file's name (recorded on this machine only, to name matches).
+    name: String,
+}
+
+/// One file indexed, or why not.
+#[derive(Serialize, ToSchema)]
+struct IndexedFile {
+    /// Its image id, when indexed.
+    id: Option<String>,
+    /// Why it was skipped, when not.
+    skipped: Option<String>,
+    /// Images an interrupted run had committed and never reported.
+    recovered: Vec<String>,
+    /// Whether the ledger took the registration.
+    ledger: bool,
+}
+
+/// Share the image in the body among the nodes (data owner only).
+#[utoipa::path(post, path = "/api/index", tag = "images", params(IndexParams),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The image file"),
+    responses((status = 200, body = IndexedFile), (status = 400, body = Refusal),
+        (status = 403, body = Refusal), (status = 502, body = Refusal)))]
+async fn index(
+    State(app): State<Arc<App>>,
+    Query(p): Query<IndexParams>,
+    body: Bytes,
+) -> Answer<IndexedFile> {
+    if p.name.is_empty() || p.name.len() > 1024 || p.name.chars().any(char::is_control) {
+        return Err(Failed(
+            StatusCode::BAD_REQUEST,
+            "name is 1 to 1024 bytes with no control characters".into(),
+        ));
+    }
+    let _change = app.changing.lock().await;
+    let _turn = app.turn().await;
+    let client = app.logged_in()?;
+    if !client.is_owner() {
+        return Err(Failed(
+            StatusCode::FORBIDDEN,
+            "only the data owner indexes (this client holds no owner key)".into(),
+        ));
+    }
+    let mut file = Some(body.to_vec());
+    let run = crate::images::index_items(
+        &app.cluster,
+        client,
+        std::slice::from_ref(&p.name),
+        |_| Ok(file.take().unwrap_or_default()),
+        None,
+        true,
+        |_, _, _| {},
+    )
+    .await?;
+    let answer = IndexedFile {
+        id: run.indexed.first().map(|(_, id)| id.to_string()),
+        skipped: run.skipped.first().map(|(_, why)| why.clone()),
+        recovered: run.recovered.iter().map(ImageId::to_string).collect(),
+        ledger: run.ledger.get("error").is_none_or(|e| e.is_null()),
+    };
+    run.acknowledge();
+    Ok(Json(answer))
+}
+
+/// How to return an image.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ImageParams {
+    /// A PNG at most this many pixels on a side (16 to 512) instead of the image itself.
+    thumbnail: Option<u32>,
+}
+
+/// Rebuild an image from any k nodes (for the owner, or a user whose own search matched it).
+#[utoipa::path(get, path = "/api/images/{id}", tag = "images",
+    params(("id" = String, Path, description = "The image id (32 hex digits)"), ImageParams),
+    responses((status = 200, content_type = "application/octet-stream",
+            description = "The image, or its PNG thumbnail"),
+        (status = 400, body = Refusal), (status = 403, body = Refusal),
+        (status = 404, body = Refusal), (status = 502, body = Refusal)))]
+async fn image(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Query(p): Query<ImageParams>,
+) -> Result<Response, Failed> {
+    let id = obscura_tokens::keyfile::from_hex(&id)
+        .map(ImageId)
+        .ok_or_else(|| {
+            Failed(
+                StatusCode::BAD_REQUEST,
+                format!("{id:?} is not an image id (32 hex digits)"),
+            )
+        })?;
+    if p.thumbnail
+        .is_some_and(|px| !(16..=MAX_THUMBNAIL).contains(&px))
+    {
+        return Err(Failed(
+            StatusCode::BAD_REQUEST,
+            format!("thumbnail is 16 to {MAX_THUMBNAIL} pixels"),
+        ));
+    }
+    let _turn = app.turn().await;
+    let rebuilt = app.logged_in()?.get(id).await?;
+    let Some(px) = p.thumbnail else {
+        // Shown by the browser only as the raster image it is; anything else is a download.
+        let kind = image::guess_format(&rebuilt.image)
+            .ok()
+            .map(|f| f.to_mime_type());
+        return Ok(match kind {
+            Some(mime) => ([(header::CONTENT_TYPE, mime)], rebuilt.image).into_response(),
+            None => (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::CONTENT_DISPOSITION, "attachment"),
+                ],
+                rebuilt.image,
+            )
+                .into_response(),
+        });
+    };
+    let png = tokio::task::spawn_blocking(move || thumbnail(&rebuilt.image, px))
+        .await
+        .map_err(|e| Failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            Failed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("no thumbnail: {e}"),
+            )
+        })?;
+    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
+}
+
+/// `file` shrunk to at most `px` on a side, as PNG.
+fn thumbnail(file: &[u8], px: u32) -> Result<Vec<u8>, image::ImageError> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(file)).with_guessed_format()?;
+    // Images in the cluster were decoded once to be hashed (at most 100 megapixels); this
+    // bounds what one thumbnail may allocate all the same.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(512 << 20);
+    reader.limits(limits);
+    let small = reader.decode()?.thumbnail(px, px);
+    let mut png = Vec::new();
+    small.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    Ok(png)
+}
+
+/// Every node and keeper, as `obscura status --json` reports them, and each node's audit log
+/// as `obscura audit verify --json` checks it.
+#[utoipa::path(get, path = "/api/cluster", tag = "cluster",
+    responses((status = 200, body = Object,
+        description = "`status`: as `obscura status --json`; `audit`: as `obscura audit verify --json` \
+            (null when logged out), or `audit_error`")))]
+async fn cluster(State(app): State<Arc<App>>) -> Answer<Value> {
+    let _turn = app.turn().await;
+    let client = app.client()?;
+    let (_, mut report) = crate::status::report(&app.cluster, &client, true).await;
+    let mut answer = json!({"status": report.take(), "audit": null});
+    if client.user().is_some() {
+        match obscura_client::audit::verify_cluster(&app.cluster, &client).await {
+            Ok(v) => answer["audit"] = json!(crate::audit::verdicts_json(&v)),
+            Err(e) => answer["audit_error"] = json!(e.to_string()),
+        }
+    }
+    Ok(Json(answer))
+}
+
+/// A secret held at the keepers.
+#[derive(Serialize, ToSchema)]
+struct Secret {
+    id: String,
+    name: String,
+    /// `data` or `signing`.
+    kind: String,
+    /// When it was stored (RFC 3339).
+    created: Option<String>,
+}
+
+/// The logged-in user's secrets at the keepers.
+#[utoipa::path(get, path = "/api/secrets", tag = "account",
+    responses((status = 200, body = Vec<Secret>), (status = 401, body = Refusal),
+        (status = 502, body = Refusal)))]
+async fn secrets(State(app): State<Arc<App>>) -> Answer<Vec<Secret>> {
+    let _turn = app.turn().await;
+    let items = app.logged_in()?.secret_list().await?;
+    Ok(Json(
+        items
+            .iter()
+            .map(|i| Secret {
+                id: hex::encode(i.id),
+                name: i.name.clone(),
+                kind: crate::account::kind(i.kind).into(),
+                created: crate::rfc3339(i.created),
+            })
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_openapi_document_with_the_launch_token_required() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        let paths: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for p in [
+            "/api/session",
+            "/api/login",
+            "/api/logout",
+            "/api/password",
+            "/api/search",
+            "/api/index",
+            "/api/images/{id}",
+            "/api/cluster",
+            "/api/secrets",
+        ] {
+            assert!(paths.contains(&p), "{p} not in {paths:?}");
+        }
+        assert_eq!(doc["security"][0]["launch_token"], json!([]));
+        assert_eq!(
+            doc["components"]["securitySchemes"]["launch_token"]["scheme"],
+            "bearer"
+        );
+    }
+}
