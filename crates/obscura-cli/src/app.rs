@@ -562,7 +562,7 @@ async fn search(
     }?;
     let labels = crate::images::labels(&app.cluster, &client).await;
     let ids: Vec<ImageId> = out.matches.iter().map(|m| m.id).collect();
-    let files = crate::names::of(&app.cluster, &ids).unwrap_or_default();
+    let files = obscura_client::names::of(&app.cluster, &ids).unwrap_or_default();
     let warnings = out
         .keeper_faults
         .iter()

@@ -143,7 +143,7 @@ impl ImageCommand {
                 }?;
                 let labels = labels(&cluster, &client).await;
                 let ids: Vec<ImageId> = out.matches.iter().map(|m| m.id).collect();
-                let files = crate::names::of(&cluster, &ids).unwrap_or_else(|e| {
+                let files = obscura_client::names::of(&cluster, &ids).unwrap_or_else(|e| {
                     eprintln!("warning: file names not read: {e}");
                     Default::default()
                 });
@@ -295,7 +295,10 @@ async fn index(
 ) -> Result<ExitCode, Failure> {
     let client = client(cluster)?;
     let files = collect_files(paths)?;
-    let names: Vec<String> = files.iter().map(|f| crate::names::of_path(f)).collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| obscura_client::names::of_path(f))
+        .collect();
     let bar = if !json && std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(files.len() as u64)
     } else {
@@ -465,7 +468,7 @@ pub(crate) async fn index_items(
     })
     .await;
     // So that searches here name the file each match came from.
-    if let Err(e) = crate::names::record(cluster, &named) {
+    if let Err(e) = obscura_client::names::record(cluster, &named) {
         eprintln!("warning: file names not kept: {e}");
     }
     // Keepers that failed on the way, where others answered instead.

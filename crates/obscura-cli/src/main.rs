@@ -20,7 +20,6 @@ mod keys;
 #[cfg(feature = "lab")]
 mod lab;
 mod ledger;
-mod names;
 mod room;
 mod serve;
 mod status;

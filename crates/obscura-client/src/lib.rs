@@ -56,6 +56,7 @@ pub mod fuzzing;
 pub mod group;
 mod journal;
 pub mod ledger;
+pub mod names;
 pub mod ops;
 pub mod pipeline;
 pub mod provision;

@@ -1,6 +1,6 @@
 //! The file each image was indexed from, as this client recorded it: `names.jsonl` in the
 //! cluster directory, one JSON line per image (`{"id": …, "path": …}`), appended as images are
-//! indexed and read by `search` to name its matches. It stays on this machine (owner-only,
+//! indexed and read by `obscura search`, the app and the Python package to name matches. It stays on this machine (owner-only,
 //! 0600): no node or keeper ever sees a file name. A client that did not index an image has no
 //! name for it (labels, in the ledger, are for that).
 
@@ -13,7 +13,7 @@ use obscura_sharing::manifest::ImageId;
 const FILE: &str = "names.jsonl";
 
 /// A file's name as recorded: absolute where the path resolves.
-pub(crate) fn of_path(path: &Path) -> String {
+pub fn of_path(path: &Path) -> String {
     std::fs::canonicalize(path)
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
@@ -21,7 +21,10 @@ pub(crate) fn of_path(path: &Path) -> String {
 }
 
 /// Record that `indexed` came from their files (a path, or the name an upload gave).
-pub(crate) fn record(cluster: &Path, indexed: &[(ImageId, String)]) -> Result<(), String> {
+///
+/// # Errors
+/// The file cannot be opened (a link, or readable by others) or written.
+pub fn record(cluster: &Path, indexed: &[(ImageId, String)]) -> Result<(), String> {
     if indexed.is_empty() {
         return Ok(());
     }
@@ -40,7 +43,10 @@ pub(crate) fn record(cluster: &Path, indexed: &[(ImageId, String)]) -> Result<()
 
 /// The recorded file of each of `ids` that has one (the last recorded, for an id recorded
 /// twice). No file yet is no names; a line that does not parse is skipped.
-pub(crate) fn of(cluster: &Path, ids: &[ImageId]) -> Result<BTreeMap<ImageId, String>, String> {
+///
+/// # Errors
+/// The file cannot be opened (a link, or readable by others) or read.
+pub fn of(cluster: &Path, ids: &[ImageId]) -> Result<BTreeMap<ImageId, String>, String> {
     let at = cluster.join(FILE);
     if ids.is_empty() || !at.exists() {
         return Ok(BTreeMap::new());
