@@ -10,6 +10,7 @@
 
 pub mod attest;
 pub mod metrics;
+pub mod plain;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -18,8 +18,6 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use obscura_proto::{ErrorCode, ResponseBody};
 use prometheus_client::encoding::EncodeLabelSet;
 pub use prometheus_client::metrics::counter::Counter;
@@ -28,7 +26,6 @@ pub use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 /// Scrapes served at once; further connections are closed at once.
 const CONNECTIONS: usize = 4;
@@ -189,35 +186,13 @@ pub async fn serve(
             tokio::time::sleep(REFRESH).await;
         }
     });
-    let places = Arc::new(Semaphore::new(CONNECTIONS));
-    loop {
-        tokio::select! {
-            Some(_) = tasks.join_next() => {}
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else {
-                    // Out of descriptors, say: do not spin on it.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                let Ok(place) = places.clone().try_acquire_owned() else {
-                    continue; // busy: closed at once
-                };
-                let service = TowerToHyperService::new(app.clone());
-                tasks.spawn(async move {
-                    let _place = place;
-                    let _ = tokio::time::timeout(
-                        CONNECTION_TIMEOUT,
-                        hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(Duration::from_secs(5))
-                            .max_buf_size(16 << 10)
-                            .serve_connection(TokioIo::new(tcp), service),
-                    )
-                    .await;
-                });
-            }
-        }
-    }
+    let limits = crate::plain::Limits {
+        connections: CONNECTIONS,
+        header_time: Duration::from_secs(5),
+        lifetime: CONNECTION_TIMEOUT,
+        header_bytes: 16 << 10,
+    };
+    crate::plain::serve(listener, app, limits).await;
 }
 
 /// Whether the metrics may listen on `addr`: a loopback or private address, since they have
