@@ -5,28 +5,36 @@
 //! file), so nothing a node or keeper sees changes. What is new is a local server holding the
 //! user's session, and who may reach it:
 //!
-//! - It listens on a loopback address only: `--listen` elsewhere is refused.
+//! - It listens on a loopback address only: `--listen` elsewhere is refused. It takes the other
+//!   loopback address on the same port too (`::1` beside `127.0.0.1`), so that nobody else
+//!   listens where a browser may reach the page's name.
+//! - The page's origin is new at every launch, `http://o<random>.localhost:PORT` (browsers send
+//!   `*.localhost` to loopback): a service worker, cached script or saved password that another
+//!   local user planted for an origin they once served applies to none of its launches.
 //! - Every API request carries the **launch token**, 256 random bits made at start and printed
-//!   once in the address to open (`http://127.0.0.1:8080/#token=…`). The token sits in the URL's
+//!   once in the address to open (`…localhost:PORT/#token=…`). The token sits in the URL's
 //!   fragment, which browsers never send to a server nor put in a `Referer`; the page keeps it in
-//!   `sessionStorage`, which only the same scheme, host *and port* can read, and sends it as
+//!   `sessionStorage`, which only the same origin can read, and sends it as
 //!   `Authorization: Bearer`. No cookie is set: cookies are shared by every port of a host, so
 //!   another local user's server on `127.0.0.1:9999` would receive one.
 //! - A page of another origin cannot send that header without a CORS preflight, which is never
 //!   granted; besides, a request whose `Origin` is not this server's, or whose `Sec-Fetch-Site`
 //!   says it came from another site, is refused, and so is one whose `Host` is not this
-//!   server's own address (a DNS-rebinding page names its own host).
+//!   server's own (its `*.localhost` name, or the address it listens on, for scripts): a
+//!   DNS-rebinding page names its own host.
 //! - The page, its script and its style carry nothing secret and are served without the token
 //!   (a browser fetches them before the script can read it), under a content security policy
 //!   that runs no script but its own and is framed by no one.
-//! - Limits: a body of at most [`MAX_UPLOAD`] bytes, [`AT_ONCE`] operations at once (more wait),
-//!   and one change at a time (index, login, logout, password), as two command lines run one
-//!   after the other would.
+//! - Limits: [`CONNECTIONS`] connections at once, headers within 10 s, 5 minutes a connection;
+//!   a body of at most [`MAX_UPLOAD`] bytes, [`AT_ONCE`] operations at once (more wait, their
+//!   bodies unread), and one change at a time (index, login, logout, password), as two command
+//!   lines run one after the other would; thumbnails of images of at most [`MAX_PIXELS`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
@@ -45,8 +53,12 @@ use crate::error::Failure;
 
 /// The largest request body: an image to index or search with.
 pub(crate) const MAX_UPLOAD: usize = 32 << 20;
-/// Operations served at once; more wait their turn.
+/// Operations served at once; more wait their turn, their bodies not yet read.
 const AT_ONCE: usize = 4;
+/// Connections at once; more are closed at once.
+const CONNECTIONS: usize = 64;
+/// The most pixels of an image shrunk to a thumbnail (as for hashing it).
+const MAX_PIXELS: u64 = 100_000_000;
 /// The largest thumbnail side, in pixels.
 const MAX_THUMBNAIL: u32 = 512;
 
@@ -57,11 +69,12 @@ pub(crate) struct Serve {
     #[arg(long, env = "OBSCURA_CLUSTER")]
     cluster: PathBuf,
     /// Where to listen: a loopback address (127.0.0.1, ::1) only, as the app acts with your
-    /// session. Port 0 takes a free one. To use it from another machine, forward the port over
-    /// SSH.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// session; the other loopback address is taken on the same port too. Port 0, the default,
+    /// takes a free one. To use it from another machine, forward the port over SSH.
+    #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Print `{"url", "listen"}` as one JSON line once listening, instead of the sentence.
+    /// Print `{"url", "listen", "also"}` as one JSON line once listening, instead of the
+    /// sentence (`also`: the other loopback address taken).
     #[arg(long)]
     json: bool,
 }
@@ -89,32 +102,46 @@ impl Serve {
         if !listen.ip().is_loopback() {
             return Err(format!(
                 "--listen {listen}: the app acts with your session, so it listens on a loopback \
-                 address only (127.0.0.1 or ::1); from another machine, forward the port: \
-                 ssh -L 8080:127.0.0.1:8080 THIS-HOST"
+                 address only (127.0.0.1 or ::1); from another machine, forward the same port on \
+                 both sides (--listen 127.0.0.1:8080 here, ssh -L 8080:127.0.0.1:8080 THIS-HOST \
+                 there) and open the printed address"
             )
             .into());
         }
         // The cluster is read once here, so a wrong directory fails now, not on the first page.
         crate::client(&cluster)?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("--listen {listen}: {e}"))?;
-        let bound = listener
+        let listeners = bind(listen).await?;
+        let port = listeners[0]
             .local_addr()
-            .map_err(|e| format!("--listen {listen}: {e}"))?;
-        let mut token = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
+            .map_err(|e| format!("--listen {listen}: {e}"))?
+            .port();
+        let mut secret = [0u8; 40];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+        // The page's origin is new at every launch: nothing another user left in the browser
+        // for an origin they could serve before (a service worker, a cached script, a saved
+        // password for a fixed `127.0.0.1:8080`) applies to it.
+        let site = format!("o{}.localhost:{port}", hex::encode(&secret[32..]));
+        let bound: Vec<String> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
         let app = Arc::new(App {
             cluster: cluster.clone(),
-            token: hex::encode(token),
-            hosts: hosts(bound),
+            token: hex::encode(&secret[..32]),
+            hosts: std::iter::once(site.clone())
+                .chain(bound.iter().cloned())
+                .collect(),
             changing: tokio::sync::Mutex::new(()),
             busy: tokio::sync::Semaphore::new(AT_ONCE),
         });
-        let url = format!("http://{bound}/#token={}", app.token);
+        let url = format!("http://{site}/#token={}", app.token);
         let router = router(app);
         if json {
-            println!("{}", json!({"url": url, "listen": bound.to_string()}));
+            println!(
+                "{}",
+                json!({"url": url, "listen": bound[0], "also": &bound[1..]})
+            );
         } else {
             println!(
                 "obscura serves {} at\n  {url}\nOpen that address (it holds this launch's token; \
@@ -122,19 +149,57 @@ impl Serve {
                 cluster.display()
             );
         }
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| format!("serving: {e}"))?;
+        let limits = obscura_server::plain::Limits {
+            connections: CONNECTIONS,
+            header_time: Duration::from_secs(10),
+            lifetime: Duration::from_secs(300),
+            header_bytes: 64 << 10,
+        };
+        let mut serving = tokio::task::JoinSet::new();
+        for l in listeners {
+            serving.spawn(obscura_server::plain::serve(l, router.clone(), limits));
+        }
+        let _ = tokio::signal::ctrl_c().await;
         Ok(ExitCode::SUCCESS)
     }
 }
 
-/// The `Host` values a browser sends to `bound`: its address, and `localhost` with its port.
-fn hosts(bound: SocketAddr) -> Vec<String> {
-    vec![bound.to_string(), format!("localhost:{}", bound.port())]
+/// Listeners on `listen` and, on the same port, on the other loopback address (`::1` beside
+/// `127.0.0.1`, and the other way round) where this machine has it: a browser may reach
+/// `*.localhost` on either, and another user listening on the one left free would be served
+/// the page's address, token included. A taken port is refused; with port 0, another is tried.
+async fn bind(listen: SocketAddr) -> Result<Vec<tokio::net::TcpListener>, String> {
+    let other = |port| -> SocketAddr {
+        match listen {
+            SocketAddr::V4(_) => (std::net::Ipv6Addr::LOCALHOST, port).into(),
+            SocketAddr::V6(_) => (std::net::Ipv4Addr::LOCALHOST, port).into(),
+        }
+    };
+    for _ in 0..20 {
+        let first = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("--listen {listen}: {e}"))?;
+        let port = first
+            .local_addr()
+            .map_err(|e| format!("--listen {listen}: {e}"))?
+            .port();
+        match tokio::net::TcpListener::bind(other(port)).await {
+            Ok(second) => return Ok(vec![first, second]),
+            // No such address here: nobody can listen on it either.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => return Ok(vec![first]),
+            Err(e) if listen.port() == 0 => drop((first, e)),
+            Err(e) => {
+                return Err(format!(
+                    "--listen {listen}: {} is taken ({e}): someone else listens beside it, and \
+                     a browser could reach them instead",
+                    other(port)
+                ))
+            }
+        }
+    }
+    Err(format!(
+        "--listen {listen}: no port free on both loopback addresses"
+    ))
 }
 
 #[derive(OpenApi)]
@@ -236,6 +301,8 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
     } else {
+        // The turn is taken before the body is read: waiting requests hold no body.
+        let _turn = app.busy.acquire().await;
         next.run(request).await
     };
     let h = response.headers_mut();
@@ -322,13 +389,6 @@ impl App {
             ));
         }
         Ok(client)
-    }
-
-    async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.busy
-            .acquire()
-            .await
-            .expect("the semaphore is never closed")
     }
 }
 
@@ -553,7 +613,6 @@ async fn search(
             "top is 1 to 100 and max_distance 0 to 64".into(),
         ));
     }
-    let _turn = app.turn().await;
     let client = app.logged_in()?;
     let out = if p.exhaustive.unwrap_or(false) {
         client.search_exhaustive(&body, top, max_distance).await
@@ -625,7 +684,6 @@ async fn index(
         ));
     }
     let _change = app.changing.lock().await;
-    let _turn = app.turn().await;
     let client = app.logged_in()?;
     if !client.is_owner() {
         return Err(Failed(
@@ -690,7 +748,6 @@ async fn image(
             format!("thumbnail is 16 to {MAX_THUMBNAIL} pixels"),
         ));
     }
-    let _turn = app.turn().await;
     let rebuilt = app.logged_in()?.get(id).await?;
     let Some(px) = p.thumbnail else {
         // Shown by the browser only as the raster image it is; anything else is a download.
@@ -724,12 +781,19 @@ async fn image(
 /// `file` shrunk to at most `px` on a side, as PNG.
 fn thumbnail(file: &[u8], px: u32) -> Result<Vec<u8>, image::ImageError> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(file)).with_guessed_format()?;
-    // Images in the cluster were decoded once to be hashed (at most 100 megapixels); this
-    // bounds what one thumbnail may allocate all the same.
+    // Images in the cluster were decoded once to be hashed, within the same bound on pixels;
+    // a cluster's content is checked again all the same, before any pixel is decoded.
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(512 << 20);
     reader.limits(limits);
-    let small = reader.decode()?.thumbnail(px, px);
+    let decoder = reader.into_decoder()?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(image::ImageError::Limits(
+            image::error::LimitError::from_kind(image::error::LimitErrorKind::DimensionError),
+        ));
+    }
+    let small = image::DynamicImage::from_decoder(decoder)?.thumbnail(px, px);
     let mut png = Vec::new();
     small.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     Ok(png)
@@ -742,7 +806,6 @@ fn thumbnail(file: &[u8], px: u32) -> Result<Vec<u8>, image::ImageError> {
         description = "`status`: as `obscura status --json`; `audit`: as `obscura audit verify --json` \
             (null when logged out), or `audit_error`")))]
 async fn cluster(State(app): State<Arc<App>>) -> Answer<Value> {
-    let _turn = app.turn().await;
     let client = app.client()?;
     let (_, mut report) = crate::status::report(&app.cluster, &client, true).await;
     let mut answer = json!({"status": report.take(), "audit": null});
@@ -771,7 +834,6 @@ struct Secret {
     responses((status = 200, body = Vec<Secret>), (status = 401, body = Refusal),
         (status = 502, body = Refusal)))]
 async fn secrets(State(app): State<Arc<App>>) -> Answer<Vec<Secret>> {
-    let _turn = app.turn().await;
     let items = app.logged_in()?.secret_list().await?;
     Ok(Json(
         items

