@@ -37,7 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, Path as UrlPath, Query, Request, State,
+};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -228,10 +230,43 @@ impl Modify for LaunchToken {
     }
 }
 
+/// The answers every route may give before its handler runs, added to each operation of `doc`:
+/// the guard's 401 and 403, and 413 where a body is taken.
+fn with_guard_answers(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let answer = |why: &str| {
+        ResponseBuilder::new()
+            .description(why)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Refusal")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            let r = &mut op.responses.responses;
+            r.entry("401".into()).or_insert_with(|| {
+                answer("No launch token, or a wrong one (`Authorization: Bearer TOKEN`)").into()
+            });
+            r.entry("403".into()).or_insert_with(|| {
+                answer("Another host, origin or site; or not allowed to this account").into()
+            });
+            if op.request_body.is_some() {
+                r.entry("413".into())
+                    .or_insert_with(|| answer("A body over 32 MiB").into());
+            }
+        }
+    }
+    doc
+}
+
 /// The routes, their OpenAPI document (served at `/openapi.json`) and the guard before them.
 fn router(app: Arc<App>) -> axum::Router {
     let (api, doc) = api_router().split_for_parts();
-    let doc = doc.to_pretty_json().unwrap_or_default();
+    let doc = with_guard_answers(doc).to_pretty_json().unwrap_or_default();
     let openapi =
         axum::routing::get(
             move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) },
@@ -262,7 +297,7 @@ fn api_router() -> OpenApiRouter<Arc<App>> {
 /// The OpenAPI document, as `/openapi.json` serves it.
 #[cfg(test)]
 fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    with_guard_answers(api_router().split_for_parts().1)
 }
 
 /// Before every route: the host, the origin and, for all but the page's own files, the launch
@@ -373,6 +408,44 @@ impl IntoResponse for Failed {
 
 type Answer<T> = Result<Json<T>, Failed>;
 
+fn no_file() -> Failed {
+    Failed(
+        StatusCode::BAD_REQUEST,
+        "the body is the image file, and it is empty".into(),
+    )
+}
+
+/// A query string, refused as `{"error"}` like every other failure.
+struct Params<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = Failed;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Failed> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| Params(t))
+            .map_err(|e| Failed(e.status(), e.body_text()))
+    }
+}
+
+/// A JSON body, refused as `{"error"}` like every other failure.
+struct Body<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Failed;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Failed> {
+        Json::<T>::from_request(request, state)
+            .await
+            .map(|Json(t)| Body(t))
+            .map_err(|e| Failed(e.status(), e.body_text()))
+    }
+}
+
 impl App {
     /// A client of the cluster with the session as it is now, as one command line would have.
     fn client(&self) -> Result<obscura_client::Client, Failed> {
@@ -460,7 +533,7 @@ struct LoggedIn {
 /// Log in with every keeper that answers (at least T must accept).
 #[utoipa::path(post, path = "/api/login", tag = "account", request_body = Credentials,
     responses((status = 200, body = LoggedIn), (status = 502, body = Refusal)))]
-async fn login(State(app): State<Arc<App>>, Json(c): Json<Credentials>) -> Answer<LoggedIn> {
+async fn login(State(app): State<Arc<App>>, Body(c): Body<Credentials>) -> Answer<LoggedIn> {
     let _turn = app.changing.lock().await;
     let password = zeroize::Zeroizing::new(c.password);
     let report = app.client()?.login(&c.user, password.as_bytes()).await?;
@@ -533,7 +606,7 @@ struct PasswordChanged {
         (status = 502, body = Refusal)))]
 async fn password(
     State(app): State<Arc<App>>,
-    Json(p): Json<NewPassword>,
+    Body(p): Body<NewPassword>,
 ) -> Answer<PasswordChanged> {
     let (current, new) = (
         zeroize::Zeroizing::new(p.current),
@@ -561,9 +634,11 @@ async fn password(
 #[into_params(parameter_in = Query)]
 struct SearchParams {
     /// Most results (1 to 100).
+    #[param(minimum = 1, maximum = 100)]
     top: Option<usize>,
     /// Largest Hamming distance reported (0 to 64; the nodes reveal nothing beyond the
     /// cluster's own limit).
+    #[param(minimum = 0, maximum = 64)]
     max_distance: Option<u32>,
     /// Scan every stored image instead of Stage-1's candidates.
     exhaustive: Option<bool>,
@@ -602,9 +677,12 @@ struct Found {
         (status = 422, body = Refusal), (status = 502, body = Refusal)))]
 async fn search(
     State(app): State<Arc<App>>,
-    Query(p): Query<SearchParams>,
+    Params(p): Params<SearchParams>,
     body: Bytes,
 ) -> Answer<Found> {
+    if body.is_empty() {
+        return Err(no_file());
+    }
     let top = p.top.unwrap_or(10);
     let max_distance = p.max_distance.unwrap_or(10);
     if !(1..=100).contains(&top) || max_distance > 64 {
@@ -649,7 +727,13 @@ async fn search(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct IndexParams {
-    /// The file's name (recorded on this machine only, to name matches).
+    /// The file's name (recorded on this machine only, to name matches): 1 to 1024 bytes, no
+    /// control characters.
+    #[param(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     name: String,
 }
 
@@ -674,9 +758,12 @@ struct IndexedFile {
         (status = 403, body = Refusal), (status = 502, body = Refusal)))]
 async fn index(
     State(app): State<Arc<App>>,
-    Query(p): Query<IndexParams>,
+    Params(p): Params<IndexParams>,
     body: Bytes,
 ) -> Answer<IndexedFile> {
+    if body.is_empty() {
+        return Err(no_file());
+    }
     if p.name.is_empty() || p.name.len() > 1024 || p.name.chars().any(char::is_control) {
         return Err(Failed(
             StatusCode::BAD_REQUEST,
@@ -717,12 +804,14 @@ async fn index(
 #[into_params(parameter_in = Query)]
 struct ImageParams {
     /// A PNG at most this many pixels on a side (16 to 512) instead of the image itself.
+    #[param(minimum = 16, maximum = 512)]
     thumbnail: Option<u32>,
 }
 
 /// Rebuild an image from any k nodes (for the owner, or a user whose own search matched it).
 #[utoipa::path(get, path = "/api/images/{id}", tag = "images",
-    params(("id" = String, Path, description = "The image id (32 hex digits)"), ImageParams),
+    params(("id" = String, Path, description = "The image id (32 hex digits)",
+        pattern = "^[0-9a-fA-F]{32}$"), ImageParams),
     responses((status = 200, content_type = "application/octet-stream",
             description = "The image, or its PNG thumbnail"),
         (status = 400, body = Refusal), (status = 403, body = Refusal),
@@ -730,7 +819,7 @@ struct ImageParams {
 async fn image(
     State(app): State<Arc<App>>,
     UrlPath(id): UrlPath<String>,
-    Query(p): Query<ImageParams>,
+    Params(p): Params<ImageParams>,
 ) -> Result<Response, Failed> {
     let id = obscura_tokens::keyfile::from_hex(&id)
         .map(ImageId)
