@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use obscura_server::log;
+use serde_json::json;
 
 use crate::alloc;
 use crate::error::Failure;
@@ -12,9 +14,17 @@ use crate::error::Failure;
 #[derive(Subcommand)]
 pub(crate) enum NodeCommand {
     /// Serve one node from its configuration file until interrupted.
+    #[command(after_help = "Examples:\n  \
+        obscura node run /tmp/demo/node1/node.json\n  \
+        obscura node run /tmp/demo/node1/node.json --log-format json 2>> node1.log")]
     Run {
         /// The node's `node.json`.
         config: PathBuf,
+        /// Its lines on standard error (start, stop, warnings, each refused request: its
+        /// operation, the refusal's code and time, never the user or what they sent): text,
+        /// or json, one object per line.
+        #[arg(long, default_value = "text")]
+        log_format: obscura_server::log::Format,
     },
 }
 
@@ -22,9 +32,15 @@ pub(crate) enum NodeCommand {
 pub(crate) enum KeeperCommand {
     /// Serve one keeper from its configuration file until interrupted: it evaluates blinded
     /// band elements with its shares of the token keys, within each client's budget.
+    #[command(after_help = "Examples:\n  \
+        obscura keeper run /tmp/demo/keeper1/keeper.json\n  \
+        obscura keeper run /tmp/demo/keeper1/keeper.json --log-format json")]
     Run {
         /// The keeper's `keeper.json`.
         config: PathBuf,
+        /// As for `node run`: text, or json, one object per line.
+        #[arg(long, default_value = "text")]
+        log_format: obscura_server::log::Format,
     },
     /// A keeper refuses to start when its store is older than its state counter (restored from
     /// an old copy, which could bring back spent login attempts). After checking why, an admin
@@ -52,7 +68,7 @@ impl NodeCommand {
 
     pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
         match self {
-            NodeCommand::Run { config } => node_run(&config).await,
+            NodeCommand::Run { config, log_format } => node_run(&config, log_format).await,
         }
     }
 }
@@ -65,7 +81,7 @@ impl KeeperCommand {
 
     pub(crate) async fn run(self) -> Result<ExitCode, Failure> {
         match self {
-            KeeperCommand::Run { config } => keeper_run(&config).await,
+            KeeperCommand::Run { config, log_format } => keeper_run(&config, log_format).await,
             KeeperCommand::AcceptRestore { config } => {
                 let (was, now) =
                     obscura_keeper_server::accept_restore(&config).map_err(|e| e.to_string())?;
@@ -81,33 +97,40 @@ impl KeeperCommand {
     }
 }
 
-async fn keeper_run(config: &Path) -> Result<ExitCode, Failure> {
+async fn keeper_run(config: &Path, format: log::Format) -> Result<ExitCode, Failure> {
     let stop = shutdown_signal();
     release_freed_memory_periodically();
     let loaded = obscura_keeper_server::LoadedKeeper::load(config).map_err(|e| e.to_string())?;
     let listen = loaded.config.listen.clone();
     let keeper = loaded.config.keeper;
+    log::init(format, &format!("keeper {keeper}"));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("keeper {keeper} cannot listen on {listen}: {e}"))?;
     if let Some(why) = &loaded.stranded {
-        eprintln!("warning: {why}");
+        log::warn(why, &[]);
     }
-    eprintln!(
-        "keeper {keeper} listening on {listen} ({} key shares)",
-        loaded.shares.len()
+    log::info(
+        "listening",
+        &[
+            ("on", json!(listen)),
+            ("key_shares", json!(loaded.shares.len())),
+        ],
     );
     if let Some(metrics) = &loaded.config.metrics {
-        eprintln!("keeper {keeper} metrics on http://{metrics}/metrics");
+        log::info(
+            "metrics",
+            &[("at", json!(format!("http://{metrics}/metrics")))],
+        );
     }
     obscura_keeper_server::serve(loaded, listener, stop)
         .await
         .map_err(|e| e.to_string())?;
-    eprintln!("keeper {keeper} stopped");
+    log::info("stopped", &[]);
     Ok(ExitCode::SUCCESS)
 }
 
-async fn node_run(config: &Path) -> Result<ExitCode, Failure> {
+async fn node_run(config: &Path, format: log::Format) -> Result<ExitCode, Failure> {
     // Before the store is opened, which takes a while for a large one: a stop sent meanwhile
     // then ends the server cleanly once it is up instead of killing it.
     let stop = shutdown_signal();
@@ -121,17 +144,21 @@ async fn node_run(config: &Path) -> Result<ExitCode, Failure> {
         .map_err(|e| e.to_string())?;
     let listen = loaded.config.listen.clone();
     let node = loaded.config.node;
+    log::init(format, &format!("node {node}"));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("node {node} cannot listen on {listen}: {e}"))?;
-    eprintln!("node {node} listening on {listen}");
+    log::info("listening", &[("on", json!(listen))]);
     if let Some(metrics) = &loaded.config.metrics {
-        eprintln!("node {node} metrics on http://{metrics}/metrics");
+        log::info(
+            "metrics",
+            &[("at", json!(format!("http://{metrics}/metrics")))],
+        );
     }
     obscura_node::server::serve(loaded, listener, stop)
         .await
         .map_err(|e| e.to_string())?;
-    eprintln!("node {node} stopped");
+    log::info("stopped", &[]);
     Ok(ExitCode::SUCCESS)
 }
 

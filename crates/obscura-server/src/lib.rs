@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod attest;
+pub mod log;
 pub mod metrics;
 pub mod plain;
 

@@ -105,13 +105,16 @@ impl Metrics {
     }
 
     /// Count `answer` to a request for `op` (one of the server's operation names, or
-    /// `invalid`), which took `took`.
+    /// `invalid`), which took `took`; a refusal is also logged ([`crate::log::refused`]).
     pub fn answered(&self, op: &'static str, answer: &ResponseBody, took: Duration) {
         let outcome = match answer {
             ResponseBody::Error { code, .. } => code_name(*code),
             _ => "ok",
         };
         self.answers.get_or_create(&Answer { op, outcome }).inc();
+        if outcome != "ok" {
+            crate::log::refused(op, outcome, took);
+        }
         self.seconds
             .get_or_create(&Op { op })
             .observe(took.as_secs_f64());
