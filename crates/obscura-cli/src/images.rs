@@ -186,7 +186,11 @@ impl ImageCommand {
                 // predictable name receives the image.
                 obscura_cluster::files::write_private_atomic(&out, &rebuilt.image)
                     .map_err(|e| e.to_string())?;
-                println!("wrote {} ({} bytes)", out.display(), rebuilt.image.len());
+                println!(
+                    "wrote {} ({})",
+                    out.display(),
+                    crate::size(rebuilt.image.len() as u64)
+                );
                 Ok(ExitCode::SUCCESS)
             }
             ImageCommand::Grant {
@@ -583,13 +587,13 @@ fn print_search(
         println!("{line}");
     }
     println!(
-        "{} candidates; stage 1 {:.1} ms (tokens {:.1}), stage 2 {:.1} ms, total {:.1} ms; {} bytes sent, {} received",
+        "{} candidates; stage 1 {:.1} ms (tokens {:.1}), stage 2 {:.1} ms, total {:.1} ms; {} sent, {} received",
         out.candidates,
         ms(out.stage1),
         ms(out.tokens),
         ms(out.stage2),
         ms(out.total),
-        out.bytes_sent,
-        out.bytes_received
+        crate::size(out.bytes_sent),
+        crate::size(out.bytes_received)
     );
 }

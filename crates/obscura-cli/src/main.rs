@@ -260,6 +260,21 @@ fn local_time(at: u64) -> String {
         .unwrap_or_else(|| format!("Unix time {at}"))
 }
 
+/// `n` bytes for a person: `812 bytes`, `466.1 kB`, `12.0 MB`, `3.2 GB` (powers of 1000).
+pub(crate) fn size(n: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if n < 1000 {
+        return format!("{n} bytes");
+    }
+    let mut value = n as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 999.95 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// Unix time `at` in RFC 3339 (UTC), for JSON.
 fn rfc3339(at: u64) -> Option<String> {
     let at = i64::try_from(at).ok()?;
@@ -305,6 +320,19 @@ pub(crate) fn exit(ok: bool) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_are_shown_with_units() {
+        use super::size;
+        assert_eq!(size(0), "0 bytes");
+        assert_eq!(size(999), "999 bytes");
+        assert_eq!(size(1000), "1.0 kB");
+        assert_eq!(size(466_123), "466.1 kB");
+        assert_eq!(size(999_999), "1.0 MB");
+        assert_eq!(size(12_000_000), "12.0 MB");
+        assert_eq!(size(3_200_000_000), "3.2 GB");
+        assert_eq!(size(u64::MAX), "18446744.1 TB");
+    }
+
     #[test]
     fn times_are_shown_as_dates() {
         assert_eq!(

@@ -396,7 +396,7 @@ fn show(work: &Work, json: bool) -> Result<ExitCode, Failure> {
     }
     let m = work.manifest();
     println!("work {}", work.id());
-    println!("  module      {} bytes", work.module().len());
+    println!("  module      {}", crate::size(work.module().len() as u64));
     println!("  inputs      {}", m.inputs.len());
     for i in &m.inputs {
         let label = i
@@ -405,14 +405,16 @@ fn show(work: &Work, json: bool) -> Result<ExitCode, Failure> {
             .map_or(String::new(), |l| format!("  label {l:?}"));
         println!("    {}{label}", hex(&i.image));
     }
-    println!("  parameters  {} bytes", m.parameters.len());
+    println!("  parameters  {}", crate::size(m.parameters.len() as u64));
     println!(
-        "  output      {:?}, at most {} bytes",
-        m.output.kind, m.output.max_bytes
+        "  output      {:?}, at most {}",
+        m.output.kind,
+        crate::size(u64::from(m.output.max_bytes))
     );
     println!(
-        "  limits      {} fuel, {} bytes of memory",
-        m.limits.fuel, m.limits.memory_bytes
+        "  limits      {} fuel, {} of memory",
+        m.limits.fuel,
+        crate::size(m.limits.memory_bytes)
     );
     for r in &m.recipients {
         println!("  recipient   {}", hex(r));
@@ -616,8 +618,8 @@ fn open(
         );
     } else if out.as_os_str() != "-" {
         println!(
-            "{} bytes of work {}'s output, signed by worker key {}{}: {}",
-            output.len(),
+            "{} of work {}'s output, signed by worker key {}{}: {}",
+            crate::size(output.len() as u64),
             &hex(&parsed.work)[..16],
             &hex(&parsed.signing_key)[..16],
             if signed_by.is_empty() {
