@@ -5,7 +5,7 @@
 //! file), so nothing a node or keeper sees changes. What is new is a local server holding the
 //! user's session, and who may reach it:
 //!
-//! - It listens on a loopback address only: `--listen` elsewhere is refused. It takes the other
+//! - It listens on `127.0.0.1` or `::1` only: `--listen` elsewhere is refused. It takes the other
 //!   loopback address on the same port too (`::1` beside `127.0.0.1`), so that nobody else
 //!   listens where a browser may reach the page's name.
 //! - The page's origin is new at every launch, `http://o<random>.localhost:PORT` (browsers send
@@ -25,7 +25,8 @@
 //! - The page, its script and its style carry nothing secret and are served without the token
 //!   (a browser fetches them before the script can read it), under a content security policy
 //!   that runs no script but its own and is framed by no one.
-//! - Limits: [`CONNECTIONS`] connections at once, headers within 10 s, 5 minutes a connection;
+//! - Limits: [`CONNECTIONS`] connections at once, headers within 10 s, 5 minutes a connection
+//!   (then the request in progress has a minute to finish; an index runs on to its end anyway);
 //!   a body of at most [`MAX_UPLOAD`] bytes, [`AT_ONCE`] operations at once (more wait, their
 //!   bodies unread), and one change at a time (index, login, logout, password), as two command
 //!   lines run one after the other would; thumbnails of images of at most [`MAX_PIXELS`].
@@ -70,7 +71,7 @@ pub(crate) struct Serve {
     /// The cluster directory.
     #[arg(long, env = "OBSCURA_CLUSTER")]
     cluster: PathBuf,
-    /// Where to listen: a loopback address (127.0.0.1, ::1) only, as the app acts with your
+    /// Where to listen: 127.0.0.1 or ::1 only, as the app acts with your
     /// session; the other loopback address is taken on the same port too. Port 0, the default,
     /// takes a free one. To use it from another machine, forward the port over SSH.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -101,7 +102,12 @@ impl Serve {
             listen,
             json,
         } = self;
-        if !listen.ip().is_loopback() {
+        // Exactly these two: `o….localhost` reaches 127.0.0.1 or ::1, not 127.0.0.2.
+        let loopback = [
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ];
+        if !loopback.contains(&listen.ip()) {
             return Err(format!(
                 "--listen {listen}: the app acts with your session, so it listens on a loopback \
                  address only (127.0.0.1 or ::1); from another machine, forward the same port on \
@@ -155,6 +161,7 @@ impl Serve {
             connections: CONNECTIONS,
             header_time: Duration::from_secs(10),
             lifetime: Duration::from_secs(300),
+            grace: Duration::from_secs(60),
             header_bytes: 64 << 10,
         };
         let mut serving = tokio::task::JoinSet::new();
@@ -770,7 +777,6 @@ async fn index(
             "name is 1 to 1024 bytes with no control characters".into(),
         ));
     }
-    let _change = app.changing.lock().await;
     let client = app.logged_in()?;
     if !client.is_owner() {
         return Err(Failed(
@@ -778,24 +784,36 @@ async fn index(
             "only the data owner indexes (this client holds no owner key)".into(),
         ));
     }
-    let mut file = Some(body.to_vec());
-    let run = crate::images::index_items(
-        &app.cluster,
-        client,
-        std::slice::from_ref(&p.name),
-        |_| Ok(file.take().unwrap_or_default()),
-        None,
-        true,
-        |_, _, _| {},
-    )
-    .await?;
-    let answer = IndexedFile {
-        id: run.indexed.first().map(|(_, id)| id.to_string()),
-        skipped: run.skipped.first().map(|(_, why)| why.clone()),
-        recovered: run.recovered.iter().map(ImageId::to_string).collect(),
-        ledger: run.ledger.get("error").is_none_or(|e| e.is_null()),
-    };
-    run.acknowledge();
+    // On a task of its own, holding the turn for changes: a page that goes away (its connection
+    // closed) does not stop an index half-way, between the nodes' commit and the ledger.
+    let work = tokio::spawn(async move {
+        let _change = app.changing.lock().await;
+        let mut file = Some(body.to_vec());
+        let run = crate::images::index_items(
+            &app.cluster,
+            client,
+            std::slice::from_ref(&p.name),
+            |_| Ok(file.take().unwrap_or_default()),
+            None,
+            true,
+            |_, _, _| {},
+            |_| {},
+        )
+        .await?;
+        let answer = IndexedFile {
+            id: run.indexed.first().map(|(_, id)| id.to_string()),
+            skipped: run.skipped.first().map(|(_, why)| why.clone()),
+            recovered: run.recovered.iter().map(ImageId::to_string).collect(),
+            ledger: run.ledger.get("error").is_none_or(|e| e.is_null()),
+        };
+        // Counted as reported here: the image is in the ledger and this machine's names file
+        // even if the page never hears of it.
+        run.acknowledge();
+        Ok::<_, Failure>(answer)
+    });
+    let answer = work
+        .await
+        .map_err(|e| Failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(Json(answer))
 }
 

@@ -18,6 +18,9 @@ use crate::{client, exit};
 #[derive(Subcommand)]
 pub(crate) enum ImageCommand {
     /// Share image files (and folders, recursively) among the nodes.
+    #[command(
+        after_help = "Examples:\n  obscura index --cluster /tmp/demo photos/\n  obscura index --cluster /tmp/demo a.jpg b.png --label \"case 42\" --json"
+    )]
     Index {
         /// The cluster directory made by `cluster init`.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -84,6 +87,9 @@ pub(crate) enum ImageCommand {
     },
     /// As the data owner: let one account fetch one image, until a time, without searching
     /// for it. Prints the grant, which that user passes to `obscura get --grant`.
+    #[command(
+        after_help = "Examples:\n  obscura grant --cluster /tmp/demo --user ana 7f3a...e1 --hours 2"
+    )]
     Grant {
         /// The cluster directory (with the owner's key).
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -99,6 +105,7 @@ pub(crate) enum ImageCommand {
     },
     /// Remove an image from every node. Nodes take it only as an order signed with the data
     /// owner's key, so this client must hold it.
+    #[command(after_help = "Examples:\n  obscura delete --cluster /tmp/demo 7f3a...e1")]
     Delete {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -107,6 +114,7 @@ pub(crate) enum ImageCommand {
         id: String,
     },
     /// Print the pHash-64 of each file, as `0x%016x  FILE`.
+    #[command(after_help = "Examples:\n  obscura hash photo.jpg photos/*.png")]
     Hash {
         /// Image files.
         #[arg(required = true)]
@@ -339,6 +347,14 @@ async fn index(
             }
             bar.inc(1);
         },
+        // Said at once: the journal no longer holds them.
+        |recovered| {
+            if !json {
+                for id in recovered {
+                    println!("{id}  (indexed by an interrupted run that did not report it)");
+                }
+            }
+        },
     )
     .await?;
     bar.finish_and_clear();
@@ -360,9 +376,6 @@ async fn index(
         );
         run.acknowledge();
     } else {
-        for id in &recovered {
-            println!("{id}  (indexed by an interrupted run that did not report it)");
-        }
         println!(
             "indexed {}, skipped {}",
             run.indexed.len(),
@@ -405,8 +418,11 @@ impl IndexRun {
 /// Index items `0..names.len()`, `load(i)` reading item `i` when its turn comes and `names[i]`
 /// recorded as its file: images an interrupted run left are finished first, the registrations
 /// (and `label`, sealed) go into the ledger after. `each(i, outcome, client)` is called as each
-/// item finishes. Warnings go to standard error; the ledger's progress to standard output
-/// unless `quiet`.
+/// item finishes, and `recovered` with the images an interrupted run committed and never
+/// reported, as soon as they are known (the journal holds them no longer: the caller says them
+/// at once). Warnings go to standard error; the ledger's progress to standard output unless
+/// `quiet`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn index_items(
     cluster: &Path,
     mut client: obscura_client::Client,
@@ -415,6 +431,7 @@ pub(crate) async fn index_items(
     label: Option<&str>,
     quiet: bool,
     mut each: impl FnMut(usize, Result<ImageId, String>, &obscura_client::Client),
+    recovered: impl FnOnce(&[ImageId]),
 ) -> Result<IndexRun, Failure> {
     if let Some(label) = label {
         obscura_client::group::check_label(label).map_err(|e| e.to_string())?;
@@ -435,6 +452,7 @@ pub(crate) async fn index_items(
             finished.removed.len()
         );
     }
+    recovered(&finished.recovered);
     for (id, failures) in &finished.remaining {
         let nodes: Vec<String> = failures.iter().map(|f| f.node.to_string()).collect();
         eprintln!(

@@ -170,6 +170,10 @@ fn the_app_answers_only_to_its_launch_token_its_own_address_and_its_own_origin()
     // It acts with the user's session: anywhere but loopback is refused before it listens.
     let out = obscura(&["serve", "--cluster", cluster, "--listen", "0.0.0.0:0"]);
     assert!(!out.status.success());
+    // Nor another loopback address: its page's *.localhost name would reach 127.0.0.1, where
+    // someone else may listen.
+    let other = obscura(&["serve", "--cluster", cluster, "--listen", "127.0.0.2:0"]);
+    assert!(!other.status.success(), "{}", text(&other));
     assert!(
         text(&out).contains("loopback address only"),
         "{}",
@@ -547,7 +551,7 @@ impl Driver {
             "goog:chromeOptions": {"binary": chromium, "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1200,900",
                 format!("--user-data-dir={}", driver.profile.display()),
             ]}
         }}});

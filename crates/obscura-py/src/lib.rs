@@ -35,14 +35,27 @@ struct Cluster {
     runtime: tokio::runtime::Runtime,
 }
 
-/// What `Cluster.index` did: `(indexed, skipped, recovered, ledger_error)`, with indexed as
-/// `(item, id)` and skipped as `(item, why)`.
+/// What `Cluster.index` did: `(indexed, skipped, recovered, ledger_error, warnings)`, with
+/// indexed as `(item, id)` and skipped as `(item, why)`.
 type IndexReport = (
     Vec<(usize, String)>,
     Vec<(usize, String)>,
     Vec<String>,
     Option<String>,
+    Vec<String>,
 );
+
+/// `node 2, keeper 1`.
+fn parties(culprits: &[obscura_client::Party]) -> String {
+    culprits
+        .iter()
+        .map(|p| match p {
+            obscura_client::Party::Node(i) => format!("node {i}"),
+            obscura_client::Party::Keeper(j) => format!("keeper {j}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl Cluster {
     /// A client with the session as it is now: `OBSCURA_SESSION`, else `DIR/session.json`.
@@ -166,10 +179,26 @@ impl Cluster {
 }
 
 /// `obscura index`'s steps: finish an interrupted run, index in batches, record the file
-/// names, enter the registrations in the ledger, then count the images as reported.
+/// names, enter the registrations in the ledger, then count the images as reported. Once the
+/// nodes have committed, nothing raises: what did not go through is in the warnings.
 async fn index(dir: &Path, mut client: Client, files: &[PathBuf]) -> PyResult<IndexReport> {
     client.acknowledge_reports();
     let finished = client.finish_interrupted().await.map_err(error)?;
+    let mut warnings = Vec::new();
+    if !finished.removed.is_empty() {
+        warnings.push(format!(
+            "removed {} image(s) left at some nodes by an interrupted index",
+            finished.removed.len()
+        ));
+    }
+    for (id, failures) in &finished.remaining {
+        let nodes: Vec<String> = failures.iter().map(|f| f.node.to_string()).collect();
+        warnings.push(format!(
+            "image {id} of an interrupted index is still at node(s) {}; it is removed when \
+             they are back",
+            nodes.join(", ")
+        ));
+    }
     let client = Arc::new(client);
     let (mut indexed, mut skipped, mut named) = (Vec::new(), Vec::new(), Vec::new());
     pipeline::index_all(
@@ -181,11 +210,19 @@ async fn index(dir: &Path, mut client: Client, files: &[PathBuf]) -> PyResult<In
                 named.push((id, names::of_path(&files[i])));
                 indexed.push((i, id));
             }
+            pipeline::Outcome::Failed(e) if !e.culprits().is_empty() => {
+                skipped.push((i, format!("{e} (misbehaved: {})", parties(&e.culprits()))));
+            }
             not => skipped.push((i, not.to_string())),
         },
     )
     .await;
-    names::record(dir, &named).map_err(error)?;
+    if let Err(e) = names::record(dir, &named) {
+        warnings.push(format!("file names not kept: {e}"));
+    }
+    for f in client.take_keeper_faults() {
+        warnings.push(format!("keeper {}: {} (not used)", f.keeper, f.fault));
+    }
     let transitions: Vec<Transition> = client
         .take_registered()
         .into_iter()
@@ -194,19 +231,28 @@ async fn index(dir: &Path, mut client: Client, files: &[PathBuf]) -> PyResult<In
             manifest,
         })
         .collect();
-    let ledger = if transitions.is_empty() {
-        None
-    } else {
-        obscura_client::ledger::append(dir, &client, transitions)
-            .await
-            .err()
-            .map(|e| format!("indexed, but the ledger did not take the registrations: {e}"))
-    };
+    let mut ledger = None;
+    if !transitions.is_empty() {
+        match obscura_client::ledger::append(dir, &client, transitions).await {
+            Ok(a) => warnings.extend(
+                a.failures
+                    .iter()
+                    .map(|(x, why)| format!("ledger: node {x}: {why}")),
+            ),
+            Err(e) => {
+                ledger = Some(format!(
+                    "indexed, but the ledger did not take the registrations: {e}"
+                ))
+            }
+        }
+    }
     indexed.sort_by_key(|e| e.0);
     skipped.sort_by_key(|e| e.0);
     // Returned to the caller, so reported: an interrupted run need not name them again.
     for (_, id) in &indexed {
-        client.acknowledge(*id).map_err(error)?;
+        if let Err(e) = client.acknowledge(*id) {
+            warnings.push(e.to_string());
+        }
     }
     Ok((
         indexed
@@ -216,6 +262,7 @@ async fn index(dir: &Path, mut client: Client, files: &[PathBuf]) -> PyResult<In
         skipped,
         finished.recovered.iter().map(ImageId::to_string).collect(),
         ledger,
+        warnings,
     ))
 }
 

@@ -97,7 +97,7 @@ def test_log_in_index_search_get_and_log_out(cluster, tmp_path):
     report = c.index(folder)
     assert [os.path.basename(i.path) for i in report.indexed] == ["camera.png", "coffee.png", "rocket.jpg"]
     assert [os.path.basename(s.path) for s in report.skipped] == ["notes.txt"]
-    assert report.skipped[0].reason and report.ledger_error is None
+    assert report.skipped[0].reason and report.ledger_error is None and report.warnings == []
     ids = {os.path.basename(i.path): i.id for i in report.indexed}
 
     # A JPEG variant finds its photo, named by the file it was indexed from.

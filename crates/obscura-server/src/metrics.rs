@@ -193,6 +193,7 @@ pub async fn serve(
         connections: CONNECTIONS,
         header_time: Duration::from_secs(5),
         lifetime: CONNECTION_TIMEOUT,
+        grace: Duration::from_secs(1),
         header_bytes: 16 << 10,
     };
     crate::plain::serve(listener, app, limits).await;

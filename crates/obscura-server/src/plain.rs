@@ -19,8 +19,11 @@ pub struct Limits {
     pub connections: usize,
     /// Time for a request's headers to arrive.
     pub header_time: Duration,
-    /// Time a connection may stay open, whatever it does.
+    /// Time a connection may stay open; then it takes no new request, and the one in
+    /// progress has `grace` more to finish.
     pub lifetime: Duration,
+    /// Time the request in progress at the end of `lifetime` has to finish.
+    pub grace: Duration,
     /// Bytes of headers buffered.
     pub header_bytes: usize,
 }
@@ -45,15 +48,21 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
                 let service = TowerToHyperService::new(app.clone());
                 connections.spawn(async move {
                     let _place = place;
-                    let _ = tokio::time::timeout(
-                        limits.lifetime,
-                        hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(limits.header_time)
-                            .max_buf_size(limits.header_bytes.max(8192))
-                            .serve_connection(TokioIo::new(tcp), service),
-                    )
-                    .await;
+                    // Headers within `header_time`, an idle connection's next request's too.
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_time)
+                        .max_buf_size(limits.header_bytes.max(8192))
+                        .serve_connection(TokioIo::new(tcp), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        _ = tokio::time::sleep(limits.lifetime) => {
+                            // No new request; the one in progress may finish, within `grace`.
+                            connection.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(limits.grace, connection).await;
+                        }
+                    }
                 });
             }
         }

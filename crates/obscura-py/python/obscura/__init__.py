@@ -62,6 +62,9 @@ class IndexReport:
     """Images an interrupted run had committed and never reported."""
     ledger_error: str | None
     """Set when the images were indexed but the ledger did not take their registrations."""
+    warnings: list[str]
+    """What went wrong on the way without stopping it (a keeper replaced, a node the ledger
+    missed, the file names not kept)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +128,13 @@ class Cluster:
     def index(self, *paths: PathLike) -> IndexReport:
         """Share image files (and folders, walked) among the nodes. Data owner only."""
         files = _files(paths)
-        indexed, skipped, recovered, ledger_error = self._native.index(files)
+        indexed, skipped, recovered, ledger_error, warnings = self._native.index(files)
         return IndexReport(
             [Indexed(files[i], id) for i, id in indexed],
             [Skipped(files[i], why) for i, why in skipped],
             list(recovered),
             ledger_error,
+            list(warnings),
         )
 
     def search(self, image, top: int = 10, max_distance: int = 10) -> list[Match]:
