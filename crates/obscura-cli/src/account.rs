@@ -52,6 +52,9 @@ pub(crate) enum AccountCommand {
     /// per address, with growing delays and lockouts that expire (longer each time). The
     /// keepers then sign a capability (your roles and limits, for an hour at most) that every
     /// node checks on every request.
+    #[command(
+        after_help = "Examples:\n  obscura login --cluster /tmp/demo --user ana\n  OBSCURA_PASSWORD=... obscura login --cluster /tmp/demo --user ana   # from a script"
+    )]
     Login {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -66,6 +69,7 @@ pub(crate) enum AccountCommand {
     /// from OBSCURA_PASSWORD or the first line of standard input, the new one from
     /// OBSCURA_NEW_PASSWORD or the next line (asked twice on a terminal). If a keeper is down,
     /// run it again when it is back: it finishes the keepers left.
+    #[command(after_help = "Examples:\n  obscura passwd --cluster /tmp/demo --user ana")]
     Passwd {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -75,12 +79,14 @@ pub(crate) enum AccountCommand {
         user: String,
     },
     /// End the sessions at the keepers and delete the session file.
+    #[command(after_help = "Examples:\n  obscura logout --cluster /tmp/demo")]
     Logout {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
         cluster: PathBuf,
     },
     /// As an admin: lift an account's login lockout at every keeper.
+    #[command(after_help = "Examples:\n  obscura unlock --cluster /tmp/demo --user ana")]
     Unlock {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -95,6 +101,9 @@ pub(crate) enum AccountCommand {
     Secret(SecretCommand),
     /// Sign FILE with a threshold signing key: T keepers each give a FROST (RFC 9591) share and
     /// the result is a standard Ed25519 signature. A keeper whose share is wrong is named.
+    #[command(
+        after_help = "Examples:\n  obscura sign --cluster /tmp/demo --key 4f1c...9a release.tar.gz\n  obscura sign --cluster /tmp/demo --key 4f1c...9a release.tar.gz --json"
+    )]
     Sign {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -137,6 +146,9 @@ impl AccountCommand {
 pub(crate) enum SecretCommand {
     /// Make a new random secret at the keepers (never shown here), or with --signing a
     /// threshold Ed25519 signing key made by distributed key generation among all keepers.
+    #[command(
+        after_help = "Examples:\n  obscura secret generate --cluster /tmp/demo --name backup-key\n  obscura secret generate --cluster /tmp/demo --name releases --signing"
+    )]
     Generate {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -156,6 +168,9 @@ pub(crate) enum SecretCommand {
         release_to: Option<PathBuf>,
     },
     /// Store the contents of FILE as a secret at the keepers, split so that any T rebuild it.
+    #[command(
+        after_help = "Examples:\n  obscura secret import --cluster /tmp/demo --name api-token token.txt"
+    )]
     Import {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -189,6 +204,9 @@ pub(crate) enum SecretCommand {
         json: bool,
     },
     /// Rebuild a secret for use and write it to --out (recorded as a use).
+    #[command(
+        after_help = "Examples:\n  obscura secret get --cluster /tmp/demo 8d2e...41 --out /tmp/key.bin"
+    )]
     Get {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -200,6 +218,9 @@ pub(crate) enum SecretCommand {
         out: PathBuf,
     },
     /// Rebuild a secret to take it out of the keepers' custody (recorded as an export).
+    #[command(
+        after_help = "Examples:\n  obscura secret export --cluster /tmp/demo 8d2e...41 --out /tmp/key.bin"
+    )]
     Export {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -211,6 +232,7 @@ pub(crate) enum SecretCommand {
         out: PathBuf,
     },
     /// Delete a secret at every keeper: each destroys the key that seals its share.
+    #[command(after_help = "Examples:\n  obscura secret delete --cluster /tmp/demo 8d2e...41")]
     Delete {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -219,6 +241,9 @@ pub(crate) enum SecretCommand {
         id: String,
     },
     /// List your secrets.
+    #[command(
+        after_help = "Examples:\n  obscura secret list --cluster /tmp/demo\n  obscura secret list --cluster /tmp/demo --json"
+    )]
     List {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]

@@ -69,6 +69,7 @@ pub(crate) enum AttestCommand {
         role: Vec<Role>,
     },
     /// Show the cluster's attestation policy.
+    #[command(after_help = "Examples:\n  obscura attest policy --cluster /tmp/demo")]
     Policy {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]

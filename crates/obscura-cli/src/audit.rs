@@ -15,6 +15,9 @@ use crate::{client, exit};
 pub(crate) enum AuditCommand {
     /// Fetch every node's hash-chained audit log and check its chain and signed checkpoints
     /// against the node's audit key; also check that no log lost the head verified last time.
+    #[command(
+        after_help = "Examples:\n  obscura audit verify --cluster /tmp/demo\n  obscura audit verify --cluster /tmp/demo --json"
+    )]
     Verify {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]
@@ -25,6 +28,7 @@ pub(crate) enum AuditCommand {
     },
     /// Your own audit trail at each keeper: logins, secrets made, used, exported, deleted,
     /// signatures.
+    #[command(after_help = "Examples:\n  obscura audit events --cluster /tmp/demo --json")]
     Events {
         /// The cluster directory.
         #[arg(long, env = "OBSCURA_CLUSTER")]

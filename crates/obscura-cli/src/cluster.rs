@@ -59,6 +59,9 @@ pub(crate) enum ClusterCommand {
     },
     /// Run every node and keeper of DIR as a child process until interrupted.
     #[cfg(feature = "lab")]
+    #[command(
+        after_help = "Examples:\n  obscura cluster up /tmp/demo                 # in its own terminal; Ctrl-C stops every server"
+    )]
     Up {
         /// The cluster directory.
         dir: PathBuf,

@@ -24,6 +24,9 @@ pub(crate) enum KeysCommand {
     /// every node and keeper is needed. Needs an admin session at the keepers and the data
     /// owner's key (nodes re-key only on its signed order). Interrupted, it resumes when run
     /// again.
+    #[command(
+        after_help = "Examples:\n  obscura keys rotate --cluster /tmp/demo\n  obscura keys rotate --cluster /tmp/demo --batch 500 --max-steps 10   # part of it now"
+    )]
     Rotate {
         /// The cluster directory (client.json is updated in it).
         #[arg(long, env = "OBSCURA_CLUSTER")]

@@ -21,6 +21,9 @@ pub enum LabCommand {
     /// of each (JPEG re-encode, half size, noise, brightness), prints recall and latencies,
     /// rebuilds a match byte for byte, verifies the audit logs and shuts down. Exits non-zero if
     /// any check fails.
+    #[command(
+        after_help = "Examples:\n  obscura demo\n  obscura demo --photos ~/Pictures --json --keep"
+    )]
     Demo {
         /// Folder of photos (default: the repository's testdata/photos).
         #[arg(long)]
@@ -46,6 +49,9 @@ pub enum LabCommand {
         P@1/5/10, R@1/5/10 and mAP per transform, Stage-1 keep rate, latencies and bytes, and \
         writes summary.json, recall.svg and latency.svg to --out. Exits non-zero when the \
         default mode misses the goal: private R@10 >= 0.99 x plaintext on every transform.")]
+    #[command(
+        after_help = "Examples:\n  obscura eval --out /tmp/eval\n  obscura eval --photos ~/Pictures --json"
+    )]
     Eval {
         /// Folder of photos (default: the repository's testdata/photos).
         #[arg(long)]

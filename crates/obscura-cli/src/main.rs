@@ -321,6 +321,33 @@ pub(crate) fn exit(ok: bool) -> ExitCode {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn every_command_shows_an_example_in_its_help() {
+        use clap::CommandFactory;
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>, seen: &mut usize) {
+            // Hidden ones are not for people (a clean-room job's process).
+            let subs: Vec<_> = c
+                .get_subcommands()
+                .filter(|s| s.get_name() != "help" && !s.is_hide_set())
+                .collect();
+            if subs.is_empty() {
+                *seen += 1;
+                if !c.clone().render_long_help().to_string().contains("Example") {
+                    missing.push(path.to_string());
+                }
+            }
+            for s in subs {
+                walk(s, &format!("{path} {}", s.get_name()), missing, seen);
+            }
+        }
+        let mut cli = super::Cli::command();
+        cli.build();
+        let (mut missing, mut seen) = (Vec::new(), 0);
+        walk(&cli, "obscura", &mut missing, &mut seen);
+        assert!(seen > 40, "{seen} commands");
+        assert!(missing.is_empty(), "no example in the help of: {missing:?}");
+    }
+
+    #[test]
     fn sizes_are_shown_with_units() {
         use super::size;
         assert_eq!(size(0), "0 bytes");

@@ -59,6 +59,9 @@ pub(crate) enum RoomCommand {
         json: bool,
     },
     /// Show a work: its Work-ID and everything the Work-ID covers except the module's bytes.
+    #[command(
+        after_help = "Examples:\n  obscura room show work.json\n  obscura room show work.json --json"
+    )]
     Show {
         /// The work file.
         work: PathBuf,

@@ -45,12 +45,18 @@ pub(crate) enum KeeperCommand {
     /// A keeper refuses to start when its store is older than its state counter (restored from
     /// an old copy, which could bring back spent login attempts). After checking why, an admin
     /// accepts the restored store with this; the keeper must be stopped.
+    #[command(
+        after_help = "Examples:\n  obscura keeper accept-restore /tmp/demo/keeper2/keeper.json"
+    )]
     AcceptRestore {
         /// The keeper's `keeper.json`.
         config: PathBuf,
     },
     /// On the keeper's own machine, with the keeper stopped: lift an account's login lockout
     /// (for when the only admin is locked out). Recorded in the keeper's audit log.
+    #[command(
+        after_help = "Examples:\n  obscura keeper unlock /tmp/demo/keeper1/keeper.json --user ana"
+    )]
     Unlock {
         /// The keeper's `keeper.json`.
         config: PathBuf,

@@ -50,6 +50,7 @@ pub(crate) enum WorkerCommand {
         listen: String,
     },
     /// Run a worker until stopped.
+    #[command(after_help = "Examples:\n  obscura worker run /tmp/demo/workers/w1/worker.json")]
     Run {
         /// Its configuration file (worker.json).
         config: PathBuf,
