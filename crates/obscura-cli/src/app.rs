@@ -64,6 +64,8 @@ const CONNECTIONS: usize = 64;
 const MAX_PIXELS: u64 = 100_000_000;
 /// The largest thumbnail side, in pixels.
 const MAX_THUMBNAIL: u32 = 512;
+/// Errors the cluster page lists, newest first.
+const LAST_ERRORS: usize = 50;
 
 // `obscura serve`'s arguments (its help is the command's).
 #[derive(clap::Args)]
@@ -93,6 +95,110 @@ struct App {
     changing: tokio::sync::Mutex<()>,
     /// Operations at once.
     busy: tokio::sync::Semaphore,
+    /// What went wrong lately.
+    trouble: Trouble,
+}
+
+/// The errors this app met lately, for the cluster page: a server's fault in an answer's
+/// `warnings`, an operation the cluster failed (a 5xx answer), a server the cluster page found
+/// down. They are this process's own observations, kept in memory: no server is asked for its
+/// errors, as they would tell of other users' requests.
+#[derive(Default)]
+struct Trouble(std::sync::Mutex<std::collections::VecDeque<Seen>>);
+
+/// One error, however often it was met: the same words from the same operation are counted,
+/// not listed again, so a server that stays down takes one line.
+#[derive(Serialize)]
+struct Seen {
+    /// The operation that met it: `search`, `index`, `images`, `login`, `cluster`, …
+    op: String,
+    /// What went wrong, naming the node or keeper where one is at fault.
+    error: String,
+    /// How often it was met.
+    times: u32,
+    /// When it was first met (Unix seconds).
+    #[serde(skip)]
+    first_at: u64,
+    /// When it was last met (Unix seconds).
+    #[serde(skip)]
+    last_at: u64,
+}
+
+impl Trouble {
+    /// `error`, met by `op` now.
+    fn note(&self, op: &str, error: String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entry = match seen.iter().position(|s| s.op == op && s.error == error) {
+            Some(at) => seen.remove(at).expect("found"),
+            None => Seen {
+                op: op.to_string(),
+                error,
+                times: 0,
+                first_at: now,
+                last_at: now,
+            },
+        };
+        entry.times = entry.times.saturating_add(1);
+        entry.last_at = now;
+        seen.push_front(entry);
+        seen.truncate(LAST_ERRORS);
+    }
+
+    /// Newest first, each with its times as RFC 3339 and as local date and time.
+    fn list(&self) -> Vec<Value> {
+        let seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.iter()
+            .map(|s| {
+                let mut v = json!(s);
+                v["first"] = json!(crate::rfc3339(s.first_at));
+                v["last"] = json!(crate::rfc3339(s.last_at));
+                v["first_local"] = json!(crate::local_time(s.first_at));
+                v["last_local"] = json!(crate::local_time(s.last_at));
+                v
+            })
+            .collect()
+    }
+
+    /// Note what `response`, the answer to API operation `op`, says went wrong at the cluster,
+    /// and give it back unchanged.
+    async fn read(&self, op: &str, response: Response) -> Response {
+        let status = response.status();
+        let json = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+        // A client's own mistake (4xx) is not the cluster's trouble; images are not read.
+        if !json || status.is_client_error() {
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        // The app's own answer, already in memory.
+        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+            return Response::from_parts(parts, axum::body::Body::empty());
+        };
+        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+            if status.is_server_error() {
+                if let Some(e) = v["error"].as_str() {
+                    self.note(op, e.to_string());
+                }
+            }
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                if let Some(w) = w.as_str() {
+                    self.note(op, w.to_string());
+                }
+            }
+        }
+        Response::from_parts(parts, axum::body::Body::from(bytes))
+    }
 }
 
 impl Serve {
@@ -142,6 +248,7 @@ impl Serve {
                 .collect(),
             changing: tokio::sync::Mutex::new(()),
             busy: tokio::sync::Semaphore::new(AT_ONCE),
+            trouble: Trouble::default(),
         });
         let url = format!("http://{site}/#token={}", app.token);
         let router = router(app);
@@ -345,7 +452,16 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
     } else {
         // The turn is taken before the body is read: waiting requests hold no body.
         let _turn = app.busy.acquire().await;
-        next.run(request).await
+        let op = request
+            .uri()
+            .path()
+            .strip_prefix("/api/")
+            .map(|p| p.split('/').next().unwrap_or_default().to_string());
+        let response = next.run(request).await;
+        match op {
+            Some(op) => app.trouble.read(&op, response).await,
+            None => response,
+        }
     };
     let h = response.headers_mut();
     for (name, value) in [
@@ -755,6 +871,8 @@ struct IndexedFile {
     recovered: Vec<String>,
     /// Whether the ledger took the registration.
     ledger: bool,
+    /// What went wrong after the image was committed (the ledger's refusal, say).
+    warnings: Vec<String>,
 }
 
 /// Share the image in the body among the nodes (data owner only).
@@ -805,6 +923,11 @@ async fn index(
             skipped: run.skipped.first().map(|(_, why)| why.clone()),
             recovered: run.recovered.iter().map(ImageId::to_string).collect(),
             ledger: run.ledger.get("error").is_none_or(|e| e.is_null()),
+            warnings: run.ledger["error"]
+                .as_str()
+                .map(|e| format!("the ledger did not take the registration: {e}"))
+                .into_iter()
+                .collect(),
         };
         // Counted as reported here: the image is in the ledger and this machine's names file
         // even if the page never hears of it.
@@ -906,22 +1029,48 @@ fn thumbnail(file: &[u8], px: u32) -> Result<Vec<u8>, image::ImageError> {
     Ok(png)
 }
 
-/// Every node and keeper, as `obscura status --json` reports them, and each node's audit log
-/// as `obscura audit verify --json` checks it.
+/// Every node and keeper, as `obscura status --json` reports them, each node's audit log
+/// as `obscura audit verify --json` checks it, and the last errors this app met.
 #[utoipa::path(get, path = "/api/cluster", tag = "cluster",
     responses((status = 200, body = Object,
         description = "`status`: as `obscura status --json`; `audit`: as `obscura audit verify --json` \
-            (null when logged out), or `audit_error`")))]
+            (null when logged out), or `audit_error`; `errors`: the last errors this app met, \
+            newest first, each `{op, error, times, first, last}` with the times also as local date and time \
+            (`first_local`, `last_local`)")))]
 async fn cluster(State(app): State<Arc<App>>) -> Answer<Value> {
     let client = app.client()?;
     let (_, mut report) = crate::status::report(&app.cluster, &client, true).await;
+    let mut down = Vec::new();
+    for (kind, list) in [("node", "nodes"), ("keeper", "keepers")] {
+        for s in report[list].as_array().into_iter().flatten() {
+            if let (Some(n), Some(e)) = (s[kind].as_u64(), s["error"].as_str()) {
+                app.trouble.note("cluster", format!("{kind} {n}: {e}"));
+                if kind == "node" {
+                    down.push(n);
+                }
+            }
+        }
+    }
     let mut answer = json!({"status": report.take(), "audit": null});
     if client.user().is_some() {
         match obscura_client::audit::verify_cluster(&app.cluster, &client).await {
-            Ok(v) => answer["audit"] = json!(crate::audit::verdicts_json(&v)),
-            Err(e) => answer["audit_error"] = json!(e.to_string()),
+            Ok(v) => {
+                // A node found down above is said once, not again for its audit log.
+                for n in v.iter().filter(|n| !down.contains(&u64::from(n.node))) {
+                    if let Err(e) = &n.outcome {
+                        app.trouble
+                            .note("audit", format!("node {}: audit log: {e}", n.node));
+                    }
+                }
+                answer["audit"] = json!(crate::audit::verdicts_json(&v));
+            }
+            Err(e) => {
+                app.trouble.note("audit", e.to_string());
+                answer["audit_error"] = json!(e.to_string());
+            }
         }
     }
+    answer["errors"] = json!(app.trouble.list());
     Ok(Json(answer))
 }
 

@@ -408,6 +408,9 @@ fn the_app_answers_only_to_its_launch_token_its_own_address_and_its_own_origin()
     );
     let status = call(&app, "GET", "/api/cluster", &[], b"").json();
     assert_eq!(status["status"]["nodes"].as_array().unwrap().len(), NODES);
+    // The user's own mistakes above (refused bodies, a text file, an unknown image) are not
+    // the cluster's errors.
+    assert_eq!(status["errors"], serde_json::json!([]), "{status}");
     assert!(
         status["audit"]
             .as_array()
@@ -491,6 +494,60 @@ fn the_app_answers_only_to_its_launch_token_its_own_address_and_its_own_origin()
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(call(&app, "GET", "/api/session", &[], b"").status, 200);
+
+    // The cluster page lists the last errors the app met: a node down, as a search's warning
+    // and as the status found it, once however often it is met.
+    let login = serde_json::json!({"user": "admin", "password": ADMIN_PASSWORD}).to_string();
+    let json = "Content-Type: application/json";
+    let a = call(&app, "POST", "/api/login", &[json], login.as_bytes());
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    stop_node(&dir, 1, "KILL");
+    let found = call(&app, "POST", "/api/search?top=3", &[], &variant).json();
+    assert_eq!(found["results"][0]["id"], id.as_str(), "{found}");
+    let warned = found["warnings"].as_array().unwrap();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("node 1")),
+        "{found}"
+    );
+    call(&app, "GET", "/api/cluster", &[], b"");
+    let status = call(&app, "GET", "/api/cluster", &[], b"").json();
+    let errors = status["errors"].as_array().unwrap();
+    let down: Vec<_> = errors
+        .iter()
+        .filter(|e| e["op"] == "cluster" && e["error"].as_str().unwrap().starts_with("node 1: "))
+        .collect();
+    assert_eq!(down.len(), 1, "{status}");
+    assert_eq!(down[0]["times"], 2, "{status}");
+    assert!(down[0]["last_local"].is_string() && down[0]["first"].is_string());
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["op"] == "search" && e["error"] == warned[0]),
+        "{status}"
+    );
+    assert_eq!(errors[0]["op"], "cluster", "newest first: {status}");
+    // A search the cluster cannot answer (4 of 6 nodes down, 3 needed) is listed too.
+    for node in 2..=4 {
+        stop_node(&dir, node, "KILL");
+    }
+    let failed = call(&app, "POST", "/api/search", &[], &variant);
+    assert_eq!(
+        failed.status,
+        502,
+        "{}",
+        String::from_utf8_lossy(&failed.body)
+    );
+    let status = call(&app, "GET", "/api/cluster", &[], b"").json();
+    assert!(
+        status["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["op"] == "search" && e["error"] == failed.json()["error"]),
+        "{status}"
+    );
 }
 
 /// ChromeDriver on a free port, stopped when dropped.
@@ -771,6 +828,17 @@ fn in_a_browser_a_user_logs_in_indexes_three_photos_and_finds_a_jpeg_variant() {
     if let Some(copy) = std::env::var_os("OBSCURA_SCREENSHOT") {
         std::fs::write(copy, &png).unwrap();
     }
+
+    // The cluster page: every server, and a node gone down among its last errors.
+    stop_node(&dir, 6, "KILL");
+    browser.click(".tab[data-page=cluster]");
+    browser.wait_for(
+        "the cluster page, with node 6 down and among the last errors",
+        "const rows = document.querySelectorAll('#servers tbody tr');
+         const errors = document.getElementById('errors').textContent;
+         return rows.length === 9 && rows[5].textContent.includes('down: unreachable')
+           && errors.includes('node 6: unreachable')",
+    );
     std::fs::remove_dir_all(&photos).ok();
 }
 

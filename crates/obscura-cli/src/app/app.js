@@ -225,7 +225,7 @@ async function indexFiles(files) {
         indexed++;
         cells[1].textContent = "indexed";
         cells[1].className = "ok";
-        cells[2].textContent = r.id + (r.ledger ? "" : " (not in the ledger)") +
+        cells[2].textContent = r.id + (r.ledger ? "" : ` (not in the ledger: ${r.warnings.join("; ")})`) +
           (r.recovered.length ? `; also indexed by an interrupted run: ${r.recovered.join(", ")}` : "");
       } else {
         skipped++;
@@ -285,6 +285,13 @@ async function cluster() {
       `; this client uses key version ${s.key_version}` + (r.audit_error ? `; audit not checked: ${r.audit_error}` : "") +
       (s.logged_in ? "" : "; log in to see images and audit logs");
     $("cluster-summary").className = s.ok ? "ok" : "bad";
+    const errors = $("errors").tBodies[0];
+    errors.replaceChildren();
+    if (!r.errors.length) errors.append(row(["none since this app started", "", "", ""]));
+    for (const e of r.errors) {
+      errors.append(row([e.last_local, e.op, e.error, e.times > 1 ? `${e.times} times since ${e.first_local}` : ""],
+        ["", "", "bad", ""]));
+    }
   } catch (e) {
     $("cluster-summary").textContent = `not read: ${e.message}`;
   }
