@@ -2505,8 +2505,8 @@ async fn a_keeper_that_lost_its_shares_gets_them_back_only_by_the_owners_plan_an
     ));
 }
 
-/// A keeper's metrics listener: the band elements it evaluated are counted, and no label or
-/// value names the user who asked.
+/// A keeper's metrics listener: the band elements it evaluated are counted, and the budget each
+/// grant used, and no label or value names the user who asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keepers_metrics_count_evaluations_and_name_no_user() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -2532,7 +2532,7 @@ async fn a_keepers_metrics_count_evaluations_and_name_no_user() {
         .search(&testdata("derived/coffee.q75.jpg"), 5, 10)
         .await
         .unwrap();
-    let mut evaluated = 0.0;
+    let (mut evaluated, mut grants, mut used) = (0.0, 0.0, 0.0);
     for port in ports {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -2550,9 +2550,14 @@ async fn a_keepers_metrics_count_evaluations_and_name_no_user() {
                 .unwrap_or_else(|| panic!("{name} in\n{answer}"))
         };
         evaluated += value("obscura_tokens_evaluated_total");
+        grants += value("obscura_budget_used_ratio_count");
+        used += value("obscura_budget_used_ratio_sum");
         assert!(value("obscura_key_shares") >= 1.0, "{answer}");
         assert!(!answer.contains("quinn"), "{answer}");
     }
-    // One search: 72 band elements at each keeper asked, two of three at least.
+    // One search: 72 band elements at each keeper asked, two of three at least, each a grant
+    // that used part of the querier's budget, and none all of it.
     assert!(evaluated >= 144.0, "{evaluated}");
+    assert!(grants >= 2.0, "{grants}");
+    assert!(used > 0.0 && used < grants, "{used} of {grants}");
 }

@@ -359,6 +359,8 @@ pub(crate) struct KeeperState {
     metrics: Arc<obscura_server::metrics::Metrics>,
     /// Band elements evaluated, for the metrics.
     evaluated: obscura_server::metrics::Counter,
+    /// Each grant's share of its client's budget used.
+    budget_used: obscura_server::metrics::Histogram,
     keeper: u8,
     threshold: u8,
     window: u64,
@@ -1098,9 +1100,12 @@ impl KeeperState {
             work.push((share, elements));
         }
         let total: usize = work.iter().map(|(_, e)| e.len()).sum();
-        self.store
+        let used = self
+            .store
             .charge(&client, request_id, total as u64, self.budget, now)
             .map_err(store_error)?;
+        self.budget_used
+            .observe(used as f64 / self.budget.evaluations.max(1) as f64);
         let mut rng = rand_core::OsRng;
         let batches = work
             .iter()
@@ -1161,10 +1166,17 @@ pub async fn serve(
         "Band elements evaluated for clients (each charged to a client's budget)",
     );
     let shares_held = metrics.gauge("key_shares", "Token key shares this keeper holds");
+    let budget_used = metrics.histogram(
+        "budget_used_ratio",
+        "After each evaluation granted, the share of its client's budget used in the window \
+         (a client near 1 is about to be refused; refusals are answers with outcome over_budget)",
+        [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0].into_iter(),
+    );
     let metrics = Arc::new(metrics);
     let state = Arc::new(KeeperState {
         metrics: metrics.clone(),
         evaluated,
+        budget_used,
         keeper: c.keeper,
         threshold: c.threshold,
         window: c.replay_window_s,

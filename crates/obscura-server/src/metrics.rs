@@ -23,7 +23,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
+pub use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -102,6 +103,18 @@ impl Metrics {
         let c = Counter::default();
         self.registry.register(name, help, c.clone());
         c
+    }
+
+    /// A histogram named `obscura_<name>` with these bucket bounds, for the server to observe.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: impl Iterator<Item = f64>,
+    ) -> Histogram {
+        let h = Histogram::new(buckets);
+        self.registry.register(name, help, h.clone());
+        h
     }
 
     /// Count `answer` to a request for `op` (one of the server's operation names, or

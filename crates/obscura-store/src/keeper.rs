@@ -14,7 +14,7 @@
 //! let store = KeeperStore::open(&dir.join("keeper1.redb"), 1)?;
 //! let budget = Budget { evaluations: 100, window_s: 3600 };
 //! let client = [3; 16];
-//! store.charge(&client, &[1; 16], 60, budget, 7_200)?;
+//! assert_eq!(store.charge(&client, &[1; 16], 60, budget, 7_200)?, 60);
 //! let refused = store.charge(&client, &[2; 16], 60, budget, 7_300);
 //! assert!(matches!(refused, Err(obscura_store::Error::OverBudget { used: 60, .. })));
 //! store.charge(&client, &[3; 16], 60, budget, 10_800)?; // the next window
@@ -133,8 +133,9 @@ impl KeeperStore {
         crate::audit_refusal(&*self.db()?, subject, now, detail.as_bytes())
     }
 
-    /// Charge `evaluations` to `client`'s budget for the window holding `now`, and audit it. A
-    /// charge that would exceed the budget is refused whole, audited, and charges nothing.
+    /// Charge `evaluations` to `client`'s budget for the window holding `now`, and audit it;
+    /// return the client's use in the window, this charge included. A charge that would exceed
+    /// the budget is refused whole, audited, and charges nothing.
     ///
     /// Granted charges are not synced on their own (a keeper that crashes forgets the last
     /// few seconds of use); refusals are.
@@ -148,7 +149,7 @@ impl KeeperStore {
         evaluations: u64,
         budget: Budget,
         now: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<u64, Error> {
         let window = budget.window_s.max(1);
         let start = now - now % window;
         let db = self.db()?;
@@ -196,7 +197,7 @@ impl KeeperStore {
         let detail = format!("evaluate client={} elements={evaluations}", hex(client));
         audit::append(&txn, now, AuditKind::Query, request_id, detail.as_bytes())?;
         txn.commit()?;
-        Ok(())
+        Ok(used + evaluations)
     }
 
     /// Evaluations `client` has used in the window holding `now`.
