@@ -7,14 +7,16 @@
 //!
 //! An entry is named after the batch's first image id. It holds the writer's process id and a
 //! number drawn by the writing client, so a second client sharing the directory leaves an index
-//! still in flight alone, then the other ids of the batch, one per line.
+//! still in flight alone, then the other ids of the batch, one per line. Within one process (a
+//! long-running one, such as `obscura serve` or a Python session, makes a client per call) an
+//! entry is abandoned once its writing client is dropped, not only when the process exits.
 //!
 //! A client that reports its images itself (the `obscura index` command, which prints them)
 //! keeps an entry past the commit, marked `committed`, until it says each image reached its user
 //! ([`Journal::acknowledge`]): an entry left behind then names images that every node holds but
 //! nobody was told of, which the next run reports instead of deleting.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -50,6 +52,26 @@ pub(crate) struct Abandoned {
 
 const COMMITTED: &str = "committed";
 
+/// The writers of this process whose client still exists: an entry this process wrote belongs
+/// to a live writer, or to nobody.
+static LIVE: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
+fn live() -> std::sync::MutexGuard<'static, BTreeSet<u64>> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether the writer of `entry` (a file written at `written`) is gone: a client of this
+/// process that was dropped (or of an earlier process that had this one's id), or a process
+/// that is no longer running.
+fn writer_is_gone(entry: &EntryText, written: SystemTime) -> bool {
+    let pid = entry.pid.unwrap_or(0);
+    if pid == std::process::id() {
+        return !entry.writer.is_some_and(|w| live().contains(&w));
+    }
+    process_gone(pid, written)
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::fs::File::open(dir)?.sync_all()?;
@@ -58,11 +80,8 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether the process that wrote an entry can no longer be running.
+/// Whether another process, which wrote an entry, can no longer be running.
 fn process_gone(pid: u32, written: SystemTime) -> bool {
-    if pid == std::process::id() {
-        return false;
-    }
     if cfg!(target_os = "linux") {
         return !Path::new(&format!("/proc/{pid}")).exists();
     }
@@ -71,9 +90,11 @@ fn process_gone(pid: u32, written: SystemTime) -> bool {
 
 impl Journal {
     pub(crate) fn new(dir: PathBuf) -> Journal {
+        let writer = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+        live().insert(writer);
         Journal {
             dir,
-            writer: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+            writer,
             in_flight: Mutex::new(HashSet::new()),
             unreported: Mutex::new(Vec::new()),
         }
@@ -140,10 +161,7 @@ impl Journal {
         if entry.writer == Some(self.writer) {
             return Ok(false);
         }
-        Ok(process_gone(
-            entry.pid.unwrap_or(0),
-            e.metadata()?.modified()?,
-        ))
+        Ok(writer_is_gone(&entry, e.metadata()?.modified()?))
     }
 
     fn unreported(&self) -> std::sync::MutexGuard<'_, Vec<(ImageId, Vec<ImageId>)>> {
@@ -210,7 +228,7 @@ impl Journal {
             let abandoned = if entry.writer == Some(self.writer) {
                 !self.in_flight().contains(&id)
             } else {
-                process_gone(entry.pid.unwrap_or(0), e.metadata()?.modified()?)
+                writer_is_gone(&entry, e.metadata()?.modified()?)
             };
             if abandoned {
                 let ids = match entry.committed {
@@ -226,6 +244,14 @@ impl Journal {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+impl Drop for Journal {
+    /// Its entries left unsettled are abandoned from now on, for the other clients of this
+    /// process too.
+    fn drop(&mut self) {
+        live().remove(&self.writer);
     }
 }
 
@@ -280,7 +306,7 @@ mod tests {
         let also_mine = ImageId([3; 16]);
         j.begin(&[mine, also_mine]).unwrap();
         assert!(j.abandoned().unwrap().is_empty());
-        // Another client of this process is left alone.
+        // Another client of this process leaves it alone while its writer lives.
         let other = Journal::new(dir.clone());
         assert!(other.abandoned().unwrap().is_empty());
         // Released without being settled: abandoned.
@@ -307,6 +333,37 @@ mod tests {
         j.end(&theirs).unwrap();
         j.end(&theirs).unwrap();
         assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A long-running process (the app, a Python session) makes a client per call: an entry one
+    /// of them left unsettled is another's to finish once that client is dropped, without
+    /// waiting for the process to exit; so is one of an earlier process that had this one's id.
+    #[test]
+    fn an_entry_of_a_dropped_client_of_this_process_is_abandoned() {
+        let dir = std::env::temp_dir().join(format!("obscura-journal-d-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let failed = Journal::new(dir.clone());
+        let ids = [ImageId([4; 16]), ImageId([5; 16])];
+        failed.begin(&ids).unwrap();
+        failed.release(&ids[0]);
+        let next = Journal::new(dir.clone());
+        assert!(next.abandoned().unwrap().is_empty(), "its writer lives");
+        drop(failed);
+        let left = Abandoned {
+            entry: ids[0],
+            ids: ids.to_vec(),
+            committed: false,
+        };
+        assert_eq!(next.abandoned().unwrap(), std::slice::from_ref(&left));
+        // An earlier process with this one's id, or a header that names no writer.
+        next.end(&ids[0]).unwrap();
+        let own = std::process::id();
+        std::fs::write(next.path(&ids[0]), format!("{own} 7\n{}\n", ids[1])).unwrap();
+        assert_eq!(next.abandoned().unwrap(), std::slice::from_ref(&left));
+        std::fs::write(next.path(&ids[0]), format!("{own}\n{}\n", ids[1])).unwrap();
+        assert_eq!(next.abandoned().unwrap(), [left]);
+        next.end(&ids[0]).unwrap();
         std::fs::remove_dir_all(&dir).ok();
     }
 
