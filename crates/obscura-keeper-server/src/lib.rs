@@ -1172,6 +1172,7 @@ pub async fn serve(
          (a client near 1 is about to be refused; refusals are answers with outcome over_budget)",
         [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0].into_iter(),
     );
+    let guard = Guard::counted(keeper.config.limits, metrics.connection_refusals());
     let metrics = Arc::new(metrics);
     let state = Arc::new(KeeperState {
         metrics: metrics.clone(),
@@ -1229,7 +1230,6 @@ pub async fn serve(
         shares_held.set(i64::try_from(held).unwrap_or(i64::MAX));
     })
     .map_err(|e| obscura_store::Error::Storage(format!("metrics listener: {e}")))?;
-    let guard = Guard::new(keeper.config.limits);
     let s = state.clone();
     let g = guard.clone();
     let app_for = move |_: &rustls::ServerConnection, peer: std::net::SocketAddr| {

@@ -1777,6 +1777,7 @@ pub async fn serve(
             "During a rotation, the version it moves to (0 otherwise)",
         ),
     };
+    let guard = Guard::counted(node.config.limits, metrics.connection_refusals());
     let metrics = Arc::new(metrics);
     let state = Arc::new(NodeState {
         metrics: metrics.clone(),
@@ -1810,7 +1811,6 @@ pub async fn serve(
         gauges.set(&*s.store)
     })
     .map_err(|e| obscura_store::Error::Storage(format!("metrics listener: {e}")))?;
-    let guard = Guard::new(node.config.limits);
     let app = Router::new()
         .route("/v1/{op}", post(handle))
         .with_state(Served {

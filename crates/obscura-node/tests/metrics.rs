@@ -121,3 +121,50 @@ async fn a_metrics_address_taken_or_public_stops_the_node_with_a_message() {
     }
     std::fs::remove_dir_all(&node.scratch).ok();
 }
+
+/// Connections closed before any request are counted by why: one over the address's limit, and
+/// each whose TLS handshake failed (plain text sent to the TLS port, or nothing at all).
+#[tokio::test]
+async fn connections_refused_before_a_request_are_counted_by_reason() {
+    let port = free_port();
+    let node = TestNode::start_with("metrics-connections", |c| {
+        c.metrics = Some(format!("127.0.0.1:{port}"));
+        c.limits.max_connections_per_source = 3;
+    })
+    .await;
+    // Held open (waiting for a ClientHello) until one is closed at once.
+    let mut held = Vec::new();
+    loop {
+        let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let wait = std::time::Duration::from_millis(300);
+        match tokio::time::timeout(wait, s.read(&mut byte)).await {
+            Err(_) => held.push(s),
+            Ok(read) => {
+                assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+                break;
+            }
+        }
+        assert!(held.len() <= 3, "the per-source limit was not applied");
+    }
+    assert!(!held.is_empty());
+    let n = held.len();
+    let mut first = held.remove(0);
+    first.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = first.read_to_end(&mut rest).await;
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let answer = get(port, "/metrics").await;
+    assert!(
+        answer.contains(r#"obscura_connections_refused_total{reason="per_source"} 1"#),
+        "{answer}"
+    );
+    assert!(
+        answer.contains(&format!(
+            r#"obscura_connections_refused_total{{reason="handshake"}} {n}"#
+        )),
+        "{n} held: {answer}"
+    );
+    node.stop().await;
+}

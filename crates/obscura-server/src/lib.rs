@@ -71,6 +71,7 @@ pub struct Guard {
     per_source: Mutex<HashMap<IpAddr, usize>>,
     in_flight: Arc<Semaphore>,
     uploads: Arc<Semaphore>,
+    refusals: metrics::ConnectionRefusals,
 }
 
 /// A connection's place, given back when it closes.
@@ -99,22 +100,33 @@ impl Drop for Admitted {
 impl Guard {
     /// The limits `limits`, for one server's connections to share.
     pub fn new(limits: ServerLimits) -> Arc<Guard> {
+        Self::counted(limits, metrics::ConnectionRefusals::default())
+    }
+
+    /// [`new`](Self::new), counting the connections it refuses, and those whose TLS handshake
+    /// fails, in `refusals`.
+    pub fn counted(limits: ServerLimits, refusals: metrics::ConnectionRefusals) -> Arc<Guard> {
         Arc::new(Guard {
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             per_source: Mutex::default(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             uploads: Arc::new(Semaphore::new(limits.max_uploads.max(1))),
             limits,
+            refusals,
         })
     }
 
     /// A place for a new connection from `source`, or `None` when the server or that address
     /// has as many as it allows (the connection is then closed at once).
     fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Admitted> {
-        let permit = self.connections.clone().try_acquire_owned().ok()?;
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            self.refusals.count("limit");
+            return None;
+        };
         let mut per = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
         let n = per.entry(source).or_default();
         if *n >= self.limits.max_connections_per_source {
+            self.refusals.count("per_source");
             return None;
         }
         *n += 1;
@@ -247,9 +259,11 @@ pub async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let app_for = app_for.clone();
+                let refusals = guard.refusals.clone();
                 connections.spawn(async move {
                     let _place = place;
                     let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                        refusals.count("handshake");
                         return; // refused or timed out handshake
                     };
                     let service = TowerToHyperService::new(app_for(tls.get_ref().1, peer));

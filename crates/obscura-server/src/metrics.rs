@@ -48,6 +48,23 @@ struct Op {
     op: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// Connections closed before a request was read, by why: `limit` (the server holds as many as
+/// it allows), `per_source` (so does that address) or `handshake` (TLS failed or took too long).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionRefusals(Family<Reason, Counter>);
+
+impl ConnectionRefusals {
+    /// Count one, for `reason` (one of the three above).
+    pub(crate) fn count(&self, reason: &'static str) {
+        self.0.get_or_create(&Reason { reason }).inc();
+    }
+}
+
 /// Time to answer: 0.5 ms to 16 s, doubling.
 fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -115,6 +132,19 @@ impl Metrics {
         let h = Histogram::new(buckets);
         self.registry.register(name, help, h.clone());
         h
+    }
+
+    /// The count of connections refused before a request, for the server's
+    /// [`Guard`](crate::Guard) to keep.
+    pub fn connection_refusals(&mut self) -> ConnectionRefusals {
+        let refusals = ConnectionRefusals::default();
+        self.registry.register(
+            "connections_refused",
+            "Connections closed before a request was read, by reason: limit (the server's \
+             connection limit), per_source (one address's), handshake (TLS failed or timed out)",
+            refusals.0.clone(),
+        );
+        refusals
     }
 
     /// Count `answer` to a request for `op` (one of the server's operation names, or
