@@ -1108,29 +1108,13 @@ async fn secrets(State(app): State<Arc<App>>) -> Answer<Vec<Secret>> {
 mod tests {
     use super::*;
 
+    /// The document is OpenAPI 3.1 and requires the launch token of every operation (that each
+    /// route is in it, and answers, is checked against the running app in `tests/cli_app.rs`).
     #[test]
-    fn every_route_is_in_the_openapi_document_with_the_launch_token_required() {
+    fn the_openapi_document_is_3_1_with_the_launch_token_required() {
         let doc = serde_json::to_value(openapi()).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        let paths: Vec<&str> = doc["paths"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        for p in [
-            "/api/session",
-            "/api/login",
-            "/api/logout",
-            "/api/password",
-            "/api/search",
-            "/api/index",
-            "/api/images/{id}",
-            "/api/cluster",
-            "/api/secrets",
-        ] {
-            assert!(paths.contains(&p), "{p} not in {paths:?}");
-        }
+        assert!(!doc["paths"].as_object().unwrap().is_empty());
         assert_eq!(doc["security"][0]["launch_token"], json!([]));
         assert_eq!(
             doc["components"]["securitySchemes"]["launch_token"]["scheme"],
