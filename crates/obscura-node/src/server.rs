@@ -1771,6 +1771,23 @@ pub async fn serve(
         committed: metrics.gauge("images_committed", "Images committed (searchable)"),
         pending: metrics.gauge("images_pending", "Images prepared, not yet committed"),
         audit: metrics.gauge("audit_entries", "Entries in the node's audit log"),
+        bytes: metrics.gauge(
+            "store_bytes",
+            "Bytes the node's store takes: its redb file, or its PostgreSQL database (share \
+             objects kept outside it not counted)",
+        ),
+        // Only where the store can tell (not on PostgreSQL): a gauge never set would say 0.
+        free: node
+            .store
+            .size()
+            .is_ok_and(|s| s.free_bytes.is_some())
+            .then(|| {
+                metrics.gauge(
+                    "store_free_bytes",
+                    "Bytes free on the store's file system; writes are refused below the \
+                     configured reserve",
+                )
+            }),
         key_version: metrics.gauge("key_version", "The token key version served"),
         next_key_version: metrics.gauge(
             "key_version_next",
@@ -1856,6 +1873,9 @@ struct NodeGauges {
     committed: obscura_server::metrics::Gauge,
     pending: obscura_server::metrics::Gauge,
     audit: obscura_server::metrics::Gauge,
+    bytes: obscura_server::metrics::Gauge,
+    /// Where the store can tell.
+    free: Option<obscura_server::metrics::Gauge>,
     key_version: obscura_server::metrics::Gauge,
     next_key_version: obscura_server::metrics::Gauge,
 }
@@ -1870,6 +1890,12 @@ impl NodeGauges {
             gauge(&self.committed, s.committed);
             gauge(&self.pending, s.pending);
             gauge(&self.audit, s.audit_entries);
+        }
+        if let Ok(s) = store.size() {
+            gauge(&self.bytes, s.bytes);
+            if let (Some(g), Some(free)) = (&self.free, s.free_bytes) {
+                gauge(g, free);
+            }
         }
         if let Ok(v) = store.key_versions() {
             gauge(&self.key_version, u64::from(v.current));

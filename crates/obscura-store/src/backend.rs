@@ -12,8 +12,8 @@ use obscura_sharing::manifest::ImageId;
 use obscura_tokens::Token;
 
 use crate::{
-    AuditEntry, Error, ImageState, KeyVersions, NewImage, RotationStatus, StoreStats, StoredImage,
-    StoredLedger, TokenMove, Usage, HASH_SHARE_LEN,
+    AuditEntry, Error, ImageState, KeyVersions, NewImage, RotationStatus, StoreSize, StoreStats,
+    StoredImage, StoredLedger, TokenMove, Usage, HASH_SHARE_LEN,
 };
 
 /// Held while one request works on the node's ledger: on a store that several processes share,
@@ -97,6 +97,7 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
     fn audit_page(&self, from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error>;
     fn token_elements(&self) -> Result<Vec<(Token, [u8; 32])>, Error>;
     fn stats(&self) -> Result<StoreStats, Error>;
+    fn size(&self) -> Result<StoreSize, Error>;
     fn key_versions(&self) -> Result<KeyVersions, Error>;
     fn rotation_factor(&self) -> Result<Option<RotationFactor>, Error>;
     /// The versions served and a rotation's factor, read together.
@@ -196,6 +197,7 @@ impl NodeStore for crate::Store {
         audit_page(from: u64, max: u32) -> Result<(Vec<AuditEntry>, u64), Error>;
         token_elements() -> Result<Vec<(Token, [u8; 32])>, Error>;
         stats() -> Result<StoreStats, Error>;
+        size() -> Result<StoreSize, Error>;
         begin_rotation(from: u32, to: u32, factor: &[u8; 32], moves: &[TokenMove], now: u64)
             -> Result<RotationStatus, Error>;
         rotate_step(max_images: usize, now: u64) -> Result<RotationStatus, Error>;

@@ -219,8 +219,15 @@ impl Db {
         }
     }
 
+    /// The database file's size.
+    pub(crate) fn file_bytes(&self) -> Result<u64, Error> {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|e| Error::Storage(format!("{}: {e}", self.path.display())))
+    }
+
     /// Free bytes on the store's file system, where it says.
-    fn free(&self) -> Option<u64> {
+    pub(crate) fn free(&self) -> Option<u64> {
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),

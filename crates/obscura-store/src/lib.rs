@@ -373,6 +373,16 @@ pub struct StoreStats {
     pub audit_entries: u64,
 }
 
+/// How much room a store takes, for the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreSize {
+    /// Bytes the store takes: the redb file, or the PostgreSQL database (share objects kept
+    /// outside it not counted).
+    pub bytes: u64,
+    /// Bytes free on the store's file system, where the store can tell (redb).
+    pub free_bytes: Option<u64>,
+}
+
 /// Where a user stands against one of its limits per window: what it used, since when.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -1071,6 +1081,17 @@ impl Store {
             since: now,
         });
         Ok(u.charge(n, limit, window, now))
+    }
+
+    /// The store file's size, and the room left on its file system.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the file cannot be read.
+    pub fn size(&self) -> Result<StoreSize, Error> {
+        Ok(StoreSize {
+            bytes: self.db.file_bytes()?,
+            free_bytes: self.db.free(),
+        })
     }
 
     /// Counts of committed and pending images and audit entries.

@@ -39,8 +39,8 @@ use crate::postings::Postings;
 use crate::rotation::{moves_cover, tok, KeyState, Record, KEY_VERSION, ROTATION};
 use crate::{decode_tokens, encode_tokens, id_of, replay_horizon};
 use crate::{
-    Error, ImageState, KeyVersions, NewImage, NodeStore, RotationStatus, StoreStats, StoredImage,
-    StoredLedger, TokenMove, Usage, HASH_SHARE_LEN,
+    Error, ImageState, KeyVersions, NewImage, NodeStore, RotationStatus, StoreSize, StoreStats,
+    StoredImage, StoredLedger, TokenMove, Usage, HASH_SHARE_LEN,
 };
 
 /// The advisory lock every writer holds until its transaction ends ("obsc").
@@ -1633,6 +1633,16 @@ impl NodeStore for PgStore {
                 committed: unbig(row.try_get(0)?, "count")?,
                 pending: unbig(row.try_get(1)?, "count")?,
                 audit_entries: unbig(row.try_get(2)?, "count")?,
+            })
+        })
+    }
+
+    fn size(&self) -> Result<StoreSize, Error> {
+        self.read(|txn| {
+            let row = txn.query_one("SELECT pg_database_size(current_database())", &[])?;
+            Ok(StoreSize {
+                bytes: unbig(row.try_get(0)?, "size")?,
+                free_bytes: None,
             })
         })
     }

@@ -37,6 +37,9 @@ fn processes_of_one_node_share_images_and_the_replay_window() {
         a.image(&p.id).unwrap().unwrap().image_share,
         b.image(&p.id).unwrap().unwrap().image_share
     );
+    // The database's size, for the metrics; the free room is the database server's to tell.
+    let size = b.size().unwrap();
+    assert!(size.bytes > 0 && size.free_bytes.is_none(), "{size:?}");
 
     a.admit_request(&[9; 16], 100, 100, 60).unwrap();
     assert!(matches!(
