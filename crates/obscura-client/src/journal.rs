@@ -9,18 +9,24 @@
 //! number drawn by the writing client, so a second client sharing the directory leaves an index
 //! still in flight alone, then the other ids of the batch, one per line. Within one process (a
 //! long-running one, such as `obscura serve` or a Python session, makes a client per call) an
-//! entry is abandoned once its writing client is dropped, not only when the process exits.
+//! entry is abandoned once its writing client is dropped and the time limit of a call has passed
+//! since (a call cancelled by its caller may still have requests on the wire until then), not
+//! only when the process exits. Clients that share a directory must see each other's processes
+//! (one machine, one process namespace): a writer is judged by its process id.
+//!
+//! An entry appears whole: it is written beside its name and renamed, so a reader never takes a
+//! half-written header for a gone writer's.
 //!
 //! A client that reports its images itself (the `obscura index` command, which prints them)
 //! keeps an entry past the commit, marked `committed`, until it says each image reached its user
 //! ([`Journal::acknowledge`]): an entry left behind then names images that every node holds but
 //! nobody was told of, which the next run reports instead of deleting.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use obscura_sharing::manifest::ImageId;
 
@@ -37,6 +43,8 @@ pub(crate) struct Journal {
     in_flight: Mutex<HashSet<ImageId>>,
     /// Committed entries waiting for their images to be reported: entry → ids not yet.
     unreported: Mutex<Vec<(ImageId, Vec<ImageId>)>>,
+    /// The time limit of one call: how long after this client is dropped its entries stay its.
+    linger: Duration,
 }
 
 /// An entry nobody is working on.
@@ -52,22 +60,33 @@ pub(crate) struct Abandoned {
 
 const COMMITTED: &str = "committed";
 
-/// The writers of this process whose client still exists: an entry this process wrote belongs
-/// to a live writer, or to nobody.
-static LIVE: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+/// The writers of this process that may still work on their entries: those whose client exists
+/// (`None`), and those dropped that may have a call on the wire until the instant they hold.
+static LIVE: Mutex<BTreeMap<u64, Option<Instant>>> = Mutex::new(BTreeMap::new());
 
-fn live() -> std::sync::MutexGuard<'static, BTreeSet<u64>> {
+fn live() -> std::sync::MutexGuard<'static, BTreeMap<u64, Option<Instant>>> {
     LIVE.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Whether writer `w` of this process may still work on its entries.
+fn is_live(w: u64) -> bool {
+    let mut live = live();
+    let now = Instant::now();
+    live.retain(|_, until| until.is_none_or(|t| t > now));
+    live.contains_key(&w)
+}
+
 /// Whether the writer of `entry` (a file written at `written`) is gone: a client of this
-/// process that was dropped (or of an earlier process that had this one's id), or a process
-/// that is no longer running.
+/// process that was dropped a call's time limit ago (or of an earlier process that had this
+/// one's id), or a process that is no longer running. A header that names no process (a file
+/// being written) is some writer's until [`ABANDONED_AFTER`].
 fn writer_is_gone(entry: &EntryText, written: SystemTime) -> bool {
-    let pid = entry.pid.unwrap_or(0);
+    let Some(pid) = entry.pid else {
+        return written.elapsed().is_ok_and(|age| age > ABANDONED_AFTER);
+    };
     if pid == std::process::id() {
-        return !entry.writer.is_some_and(|w| live().contains(&w));
+        return !entry.writer.is_some_and(is_live);
     }
     process_gone(pid, written)
 }
@@ -89,14 +108,16 @@ fn process_gone(pid: u32, written: SystemTime) -> bool {
 }
 
 impl Journal {
-    pub(crate) fn new(dir: PathBuf) -> Journal {
+    /// The journal in `dir`, for a client whose calls end within `linger`.
+    pub(crate) fn new(dir: PathBuf, linger: Duration) -> Journal {
         let writer = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
-        live().insert(writer);
+        live().insert(writer, None);
         Journal {
             dir,
             writer,
             in_flight: Mutex::new(HashSet::new()),
             unreported: Mutex::new(Vec::new()),
+            linger,
         }
     }
 
@@ -120,10 +141,7 @@ impl Journal {
         for id in rest {
             text.push_str(&format!("{id}\n"));
         }
-        let mut f = std::fs::File::create(self.path(first))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        sync_dir(&self.dir)
+        self.replace(first, &text)
     }
 
     /// The batch of the entry `first` is committed everywhere and `ids` (not empty) wait to be
@@ -170,13 +188,17 @@ impl Journal {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Replace the entry `first` by a committed one naming `ids`: written beside it, synced,
-    /// renamed over it.
+    /// Replace the entry `first` by a committed one naming `ids`.
     fn rewrite_committed(&self, first: &ImageId, ids: &[ImageId]) -> std::io::Result<()> {
         let mut text = format!("{} {} {COMMITTED}\n", std::process::id(), self.writer);
         for id in ids {
             text.push_str(&format!("{id}\n"));
         }
+        self.replace(first, &text)
+    }
+
+    /// Make `text` the entry `first`, whole: written beside it, synced, renamed over it.
+    fn replace(&self, first: &ImageId, text: &str) -> std::io::Result<()> {
         let partial = self.dir.join(format!("{first}.partial"));
         let mut f = std::fs::File::create(&partial)?;
         f.write_all(text.as_bytes())?;
@@ -214,7 +236,8 @@ impl Journal {
             let name = e.file_name();
             let name = name.to_str().unwrap_or_default();
             if let Some(stem) = name.strip_suffix(".partial") {
-                // A rewrite its writer did not finish: the entry it was to replace stands.
+                // A write its writer did not finish: the entry it was to replace stands (or, for a
+                // new entry, none was made, and no node was asked).
                 if stem.parse::<ImageId>().is_ok() && self.writer_gone(&e)? {
                     std::fs::remove_file(e.path())?;
                 }
@@ -248,10 +271,10 @@ impl Journal {
 }
 
 impl Drop for Journal {
-    /// Its entries left unsettled are abandoned from now on, for the other clients of this
-    /// process too.
+    /// Its entries left unsettled are abandoned once a call's time limit has passed, for the
+    /// other clients of this process too.
     fn drop(&mut self) {
-        live().remove(&self.writer);
+        live().insert(self.writer, Some(Instant::now() + self.linger));
     }
 }
 
@@ -301,13 +324,13 @@ mod tests {
     fn entries_of_a_live_writer_are_left_alone_and_of_a_dead_one_reported() {
         let dir = std::env::temp_dir().join(format!("obscura-journal-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
-        let j = Journal::new(dir.clone());
+        let j = Journal::new(dir.clone(), Duration::ZERO);
         let mine = ImageId([1; 16]);
         let also_mine = ImageId([3; 16]);
         j.begin(&[mine, also_mine]).unwrap();
         assert!(j.abandoned().unwrap().is_empty());
         // Another client of this process leaves it alone while its writer lives.
-        let other = Journal::new(dir.clone());
+        let other = Journal::new(dir.clone(), Duration::ZERO);
         assert!(other.abandoned().unwrap().is_empty());
         // Released without being settled: abandoned.
         j.release(&mine);
@@ -343,13 +366,21 @@ mod tests {
     fn an_entry_of_a_dropped_client_of_this_process_is_abandoned() {
         let dir = std::env::temp_dir().join(format!("obscura-journal-d-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
-        let failed = Journal::new(dir.clone());
+        let linger = Duration::from_millis(300);
+        let failed = Journal::new(dir.clone(), linger);
         let ids = [ImageId([4; 16]), ImageId([5; 16])];
         failed.begin(&ids).unwrap();
         failed.release(&ids[0]);
-        let next = Journal::new(dir.clone());
+        let next = Journal::new(dir.clone(), Duration::ZERO);
         assert!(next.abandoned().unwrap().is_empty(), "its writer lives");
+        // Dropped, as by a caller that cancelled its call: its requests may still be on the
+        // wire for a call's time limit, and its entry is its own until then.
         drop(failed);
+        assert!(
+            next.abandoned().unwrap().is_empty(),
+            "a call may be on the wire"
+        );
+        std::thread::sleep(linger);
         let left = Abandoned {
             entry: ids[0],
             ids: ids.to_vec(),
@@ -363,7 +394,12 @@ mod tests {
         assert_eq!(next.abandoned().unwrap(), std::slice::from_ref(&left));
         std::fs::write(next.path(&ids[0]), format!("{own}\n{}\n", ids[1])).unwrap();
         assert_eq!(next.abandoned().unwrap(), [left]);
-        next.end(&ids[0]).unwrap();
+        // A file still being written names no process yet: it is somebody's, left alone.
+        std::fs::write(next.path(&ids[0]), "").unwrap();
+        let partial = dir.join(format!("{}.partial", ids[1]));
+        std::fs::write(&partial, "").unwrap();
+        assert!(next.abandoned().unwrap().is_empty());
+        assert!(partial.exists());
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -373,7 +409,7 @@ mod tests {
     fn a_committed_entry_names_its_unreported_images_until_the_last_is_acknowledged() {
         let dir = std::env::temp_dir().join(format!("obscura-journal-c-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
-        let j = Journal::new(dir.clone());
+        let j = Journal::new(dir.clone(), Duration::ZERO);
         let ids = [ImageId([1; 16]), ImageId([2; 16]), ImageId([3; 16])];
         j.begin(&ids).unwrap();
         j.committed(&ids[0], &ids).unwrap();

@@ -540,7 +540,9 @@ impl Client {
             owner_public: parts.owner_public,
             capability_key: parts.capability_key,
             plan: parts.plan,
-            journal: parts.journal.map(journal::Journal::new),
+            journal: parts
+                .journal
+                .map(|dir| journal::Journal::new(dir, parts.timeout)),
             acknowledging: false,
             noticed: std::sync::Mutex::default(),
             registered: std::sync::Mutex::default(),
