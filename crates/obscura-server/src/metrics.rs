@@ -53,8 +53,9 @@ struct Reason {
     reason: &'static str,
 }
 
-/// Connections closed before a request was read, by why: `limit` (the server holds as many as
+/// Connections closed before their TLS session was set up, by why: `limit` (the server holds as many as
 /// it allows), `per_source` (so does that address) or `handshake` (TLS failed or took too long).
+/// One that set up TLS and then sent no request in time is not counted.
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionRefusals(Family<Reason, Counter>);
 
@@ -134,13 +135,13 @@ impl Metrics {
         h
     }
 
-    /// The count of connections refused before a request, for the server's
+    /// The count of connections refused before TLS, for the server's
     /// [`Guard`](crate::Guard) to keep.
     pub fn connection_refusals(&mut self) -> ConnectionRefusals {
         let refusals = ConnectionRefusals::default();
         self.registry.register(
             "connections_refused",
-            "Connections closed before a request was read, by reason: limit (the server's \
+            "Connections closed before TLS was set up, by reason: limit (the server's \
              connection limit), per_source (one address's), handshake (TLS failed or timed out)",
             refusals.0.clone(),
         );
