@@ -66,6 +66,9 @@ const MAX_PIXELS: u64 = 100_000_000;
 const MAX_THUMBNAIL: u32 = 512;
 /// Errors the cluster page lists, newest first.
 const LAST_ERRORS: usize = 50;
+/// Of those, the most that name one server: one answering with ever new words cannot push the
+/// others' out.
+const PER_SERVER: usize = 5;
 
 // `obscura serve`'s arguments (its help is the command's).
 #[derive(clap::Args)]
@@ -102,18 +105,23 @@ struct App {
 /// The errors this app met lately, for the cluster page: a server's fault in an answer's
 /// `warnings`, an operation the cluster failed (a 5xx answer), a server the cluster page found
 /// down. They are this process's own observations, kept in memory: no server is asked for its
-/// errors, as they would tell of other users' requests.
+/// errors, as they would tell of other users' requests. They are the account's: logging in or
+/// out clears them.
 #[derive(Default)]
 struct Trouble(std::sync::Mutex<std::collections::VecDeque<Seen>>);
 
-/// One error, however often it was met: the same words from the same operation are counted,
-/// not listed again, so a server that stays down takes one line.
+/// One error, however often it was met: the same words from the same operation, numbers aside
+/// (a time waited, a count), are counted, not listed again, so a server that stays down or slow
+/// takes one line.
 #[derive(Serialize)]
 struct Seen {
     /// The operation that met it: `search`, `index`, `images`, `login`, `cluster`, …
     op: String,
-    /// What went wrong, naming the node or keeper where one is at fault.
+    /// What went wrong, naming the node or keeper where one is at fault (the latest words).
     error: String,
+    /// The error with each run of digits after the server's name as `#`.
+    #[serde(skip)]
+    shape: String,
     /// How often it was met.
     times: u32,
     /// When it was first met (Unix seconds).
@@ -134,20 +142,40 @@ impl Trouble {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut entry = match seen.iter().position(|s| s.op == op && s.error == error) {
+        let shape = shape(&error);
+        let mut entry = match seen.iter().position(|s| s.op == op && s.shape == shape) {
             Some(at) => seen.remove(at).expect("found"),
             None => Seen {
                 op: op.to_string(),
-                error,
+                error: String::new(),
+                shape,
                 times: 0,
                 first_at: now,
                 last_at: now,
             },
         };
+        entry.error = error;
         entry.times = entry.times.saturating_add(1);
         entry.last_at = now;
+        let server = server(&entry.error).map(str::to_string);
         seen.push_front(entry);
+        if let Some(server) = server {
+            let of_it: Vec<usize> = (0..seen.len())
+                .filter(|&i| self::server(&seen[i].error) == Some(server.as_str()))
+                .collect();
+            for &i in of_it.iter().skip(PER_SERVER).rev() {
+                seen.remove(i);
+            }
+        }
         seen.truncate(LAST_ERRORS);
+    }
+
+    /// Forget them all (another account's errors are not this one's).
+    fn clear(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Newest first, each with its times as RFC 3339 and as local date and time.
@@ -278,6 +306,34 @@ impl Serve {
         let _ = tokio::signal::ctrl_c().await;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The server an error names (`node 2`, `keeper 1`), if it begins with one.
+fn server(error: &str) -> Option<&str> {
+    let party = ["node ", "keeper "]
+        .into_iter()
+        .find(|p| error.starts_with(p))?;
+    let digits = error[party.len()..]
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(error.len() - party.len());
+    (digits > 0).then(|| &error[..party.len() + digits])
+}
+
+/// `error` with each run of digits after the server it names as `#`: the same fault met again
+/// (a node slow by another number of milliseconds) has the same shape.
+fn shape(error: &str) -> String {
+    let named = server(error).map_or(0, str::len);
+    let mut out = String::from(&error[..named]);
+    let mut digits = false;
+    for c in error[named..].chars() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+        } else if !digits {
+            out.push('#');
+        }
+        digits = c.is_ascii_digit();
+    }
+    out
 }
 
 /// Listeners on `listen` and, on the same port, on the other loopback address (`::1` beside
@@ -660,6 +716,7 @@ async fn login(State(app): State<Arc<App>>, Body(c): Body<Credentials>) -> Answe
     let _turn = app.changing.lock().await;
     let password = zeroize::Zeroizing::new(c.password);
     let report = app.client()?.login(&c.user, password.as_bytes()).await?;
+    app.trouble.clear();
     Ok(Json(LoggedIn {
         user: report.user,
         keepers: report.keepers,
@@ -700,6 +757,7 @@ async fn logout(State(app): State<Arc<App>>) -> Answer<LoggedOut> {
         .iter()
         .map(|f| format!("keeper {}: {}", f.keeper, f.fault))
         .collect();
+    app.trouble.clear();
     Ok(Json(LoggedOut {
         user: Some(user),
         warnings,
@@ -1107,6 +1165,41 @@ async fn secrets(State(app): State<Arc<App>>) -> Answer<Vec<Secret>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same fault met again counts, numbers aside; a server that says ever new things keeps
+    /// at most a few lines, and the others' stay.
+    #[test]
+    fn errors_are_counted_by_shape_and_few_per_server() {
+        assert_eq!(server("node 12 (misbehaved): x"), Some("node 12"));
+        assert_eq!(server("keeper 3: slow"), Some("keeper 3"));
+        assert_eq!(server("node x: y"), None);
+        assert_eq!(server("only 2 of 6 nodes"), None);
+        assert_eq!(
+            shape("node 2: slow (waited 1500 ms)"),
+            "node 2: slow (waited # ms)"
+        );
+        let t = Trouble::default();
+        t.note("cluster", "node 1: unreachable".into());
+        t.note("search", "node 2: slow (waited 1500 ms)".into());
+        t.note("search", "node 2: slow (waited 1720 ms)".into());
+        let list = t.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0]["times"], 2);
+        assert_eq!(list[0]["error"], "node 2: slow (waited 1720 ms)");
+        for i in 0..3 * LAST_ERRORS {
+            t.note("search", format!("node 3: refused: {}", "x".repeat(i)));
+        }
+        let list = t.list();
+        let of = |s: &str| {
+            list.iter()
+                .filter(|e| e["error"].as_str().unwrap().starts_with(s))
+                .count()
+        };
+        assert_eq!(of("node 3:"), PER_SERVER);
+        assert_eq!(of("node 1:") + of("node 2:"), 2, "{list:?}");
+        t.clear();
+        assert!(t.list().is_empty());
+    }
 
     /// The document is OpenAPI 3.1 and requires the launch token of every operation (that each
     /// route is in it, and answers, is checked against the running app in `tests/cli_app.rs`).

@@ -548,6 +548,11 @@ fn the_app_answers_only_to_its_launch_token_its_own_address_and_its_own_origin()
             .any(|e| e["op"] == "search" && e["error"] == failed.json()["error"]),
         "{status}"
     );
+    // They are the account's: gone at logout (what the cluster page finds then is new).
+    assert_eq!(call(&app, "POST", "/api/logout", &[], b"").status, 200);
+    let status = call(&app, "GET", "/api/cluster", &[], b"").json();
+    let errors = status["errors"].as_array().unwrap();
+    assert!(errors.iter().all(|e| e["op"] == "cluster"), "{status}");
 }
 
 /// ChromeDriver on a free port, stopped when dropped.

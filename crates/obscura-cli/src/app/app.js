@@ -225,7 +225,8 @@ async function indexFiles(files) {
         indexed++;
         cells[1].textContent = "indexed";
         cells[1].className = "ok";
-        cells[2].textContent = r.id + (r.ledger ? "" : ` (not in the ledger: ${r.warnings.join("; ")})`) +
+        cells[2].textContent = r.id + (r.ledger ? "" : " (not in the ledger)") +
+          (r.warnings.length ? `: ${r.warnings.join("; ")}` : "") +
           (r.recovered.length ? `; also indexed by an interrupted run: ${r.recovered.join(", ")}` : "");
       } else {
         skipped++;
