@@ -1777,17 +1777,15 @@ pub async fn serve(
              objects kept outside it not counted)",
         ),
         // Only where the store can tell (not on PostgreSQL): a gauge never set would say 0.
-        free: node
-            .store
-            .size()
-            .is_ok_and(|s| s.free_bytes.is_some())
-            .then(|| {
-                metrics.gauge(
-                    "store_free_bytes",
-                    "Bytes free on the store's file system; writes are refused below the \
+        // Asked of the backend, not read from the store: this runs on the async runtime, where
+        // PostgreSQL's blocking client cannot.
+        free: node.store.tells_free_room().then(|| {
+            metrics.gauge(
+                "store_free_bytes",
+                "Bytes free on the store's file system; writes are refused below the \
                      configured reserve",
-                )
-            }),
+            )
+        }),
         key_version: metrics.gauge("key_version", "The token key version served"),
         next_key_version: metrics.gauge(
             "key_version_next",

@@ -98,6 +98,9 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
     fn token_elements(&self) -> Result<Vec<(Token, [u8; 32])>, Error>;
     fn stats(&self) -> Result<StoreStats, Error>;
     fn size(&self) -> Result<StoreSize, Error>;
+    /// Whether [`size`](Self::size) tells the free room (asked without touching the store, so
+    /// an async caller may).
+    fn tells_free_room(&self) -> bool;
     fn key_versions(&self) -> Result<KeyVersions, Error>;
     fn rotation_factor(&self) -> Result<Option<RotationFactor>, Error>;
     /// The versions served and a rotation's factor, read together.
@@ -171,6 +174,10 @@ macro_rules! inherent {
 }
 
 impl NodeStore for crate::Store {
+    fn tells_free_room(&self) -> bool {
+        true
+    }
+
     inherent! {
         node() -> u8;
         prepare_many(images: &[NewImage<'_>], now: u64) -> Result<(), Error>;

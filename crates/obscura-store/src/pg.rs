@@ -1637,6 +1637,10 @@ impl NodeStore for PgStore {
         })
     }
 
+    fn tells_free_room(&self) -> bool {
+        false
+    }
+
     fn size(&self) -> Result<StoreSize, Error> {
         self.read(|txn| {
             let row = txn.query_one("SELECT pg_database_size(current_database())", &[])?;
