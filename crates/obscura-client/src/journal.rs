@@ -64,17 +64,25 @@ const COMMITTED: &str = "committed";
 /// (`None`), and those dropped that may have a call on the wire until the instant they hold.
 static LIVE: Mutex<BTreeMap<u64, Option<Instant>>> = Mutex::new(BTreeMap::new());
 
+/// The live writers, those dropped longer than their time limit ago forgotten (so a process
+/// that makes a client per call keeps no more than the clients of the last time limit).
 fn live() -> std::sync::MutexGuard<'static, BTreeMap<u64, Option<Instant>>> {
-    LIVE.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Whether writer `w` of this process may still work on its entries.
-fn is_live(w: u64) -> bool {
-    let mut live = live();
+    let mut live = LIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = Instant::now();
     live.retain(|_, until| until.is_none_or(|t| t > now));
-    live.contains_key(&w)
+    live
+}
+
+/// When the file `e` was last written; `None` once it is gone (its writer renamed or removed
+/// it after the folder was listed).
+fn written(e: &std::fs::DirEntry) -> std::io::Result<Option<SystemTime>> {
+    match e.metadata().and_then(|m| m.modified()) {
+        Ok(t) => Ok(Some(t)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 /// Whether the writer of `entry` (a file written at `written`) is gone: a client of this
@@ -86,7 +94,7 @@ fn writer_is_gone(entry: &EntryText, written: SystemTime) -> bool {
         return written.elapsed().is_ok_and(|age| age > ABANDONED_AFTER);
     };
     if pid == std::process::id() {
-        return !entry.writer.is_some_and(is_live);
+        return !entry.writer.is_some_and(|w| live().contains_key(&w));
     }
     process_gone(pid, written)
 }
@@ -179,7 +187,7 @@ impl Journal {
         if entry.writer == Some(self.writer) {
             return Ok(false);
         }
-        Ok(writer_is_gone(&entry, e.metadata()?.modified()?))
+        Ok(written(e)?.is_some_and(|at| writer_is_gone(&entry, at)))
     }
 
     fn unreported(&self) -> std::sync::MutexGuard<'_, Vec<(ImageId, Vec<ImageId>)>> {
@@ -239,7 +247,11 @@ impl Journal {
                 // A write its writer did not finish: the entry it was to replace stands (or, for a
                 // new entry, none was made, and no node was asked).
                 if stem.parse::<ImageId>().is_ok() && self.writer_gone(&e)? {
-                    std::fs::remove_file(e.path())?;
+                    match std::fs::remove_file(e.path()) {
+                        // Another cleaner of the folder was first.
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
                 }
                 continue;
             }
@@ -248,10 +260,13 @@ impl Journal {
             };
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             let entry = EntryText::parse(&text);
+            let Some(at) = written(&e)? else {
+                continue; // settled since the folder was listed
+            };
             let abandoned = if entry.writer == Some(self.writer) {
                 !self.in_flight().contains(&id)
             } else {
-                writer_is_gone(&entry, e.metadata()?.modified()?)
+                writer_is_gone(&entry, at)
             };
             if abandoned {
                 let ids = match entry.committed {
@@ -375,12 +390,17 @@ mod tests {
         assert!(next.abandoned().unwrap().is_empty(), "its writer lives");
         // Dropped, as by a caller that cancelled its call: its requests may still be on the
         // wire for a call's time limit, and its entry is its own until then.
+        let writer = failed.writer;
         drop(failed);
         assert!(
             next.abandoned().unwrap().is_empty(),
             "a call may be on the wire"
         );
         std::thread::sleep(linger);
+        assert!(
+            !live().contains_key(&writer),
+            "forgotten once its time is up"
+        );
         let left = Abandoned {
             entry: ids[0],
             ids: ids.to_vec(),
