@@ -308,30 +308,55 @@ impl Serve {
     }
 }
 
-/// The server an error names (`node 2`, `keeper 1`), if it begins with one.
-fn server(error: &str) -> Option<&str> {
-    let party = ["node ", "keeper "]
-        .into_iter()
-        .find(|p| error.starts_with(p))?;
-    let digits = error[party.len()..]
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(error.len() - party.len());
-    (digits > 0).then(|| &error[..party.len() + digits])
+/// Where in `error` the first server it names is (`node 2`, `keeper 1`, as a word), if any:
+/// `search failed: node 3: refused (…)` is node 3's.
+fn server_at(error: &str) -> Option<std::ops::Range<usize>> {
+    let mut first: Option<std::ops::Range<usize>> = None;
+    for party in ["node ", "keeper "] {
+        let mut from = 0;
+        while let Some(i) = error[from..].find(party) {
+            let start = from + i;
+            let number = start + party.len();
+            let digits = error[number..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(error.len() - number);
+            let word = !error[..start]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric);
+            if digits > 0 && word {
+                if first.as_ref().is_none_or(|f| start < f.start) {
+                    first = Some(start..number + digits);
+                }
+                break;
+            }
+            from = number;
+        }
+    }
+    first
 }
 
-/// `error` with each run of digits after the server it names as `#`: the same fault met again
+/// The server an error names first, if any.
+fn server(error: &str) -> Option<&str> {
+    server_at(error).map(|r| &error[r])
+}
+
+/// `error` with each run of digits but the server's number as `#`: the same fault met again
 /// (a node slow by another number of milliseconds) has the same shape.
 fn shape(error: &str) -> String {
-    let named = server(error).map_or(0, str::len);
-    let mut out = String::from(&error[..named]);
+    let keep = server_at(error).unwrap_or(0..0);
+    let mut out = String::with_capacity(error.len());
     let mut digits = false;
-    for c in error[named..].chars() {
-        if !c.is_ascii_digit() {
+    for (i, c) in error.char_indices() {
+        if keep.contains(&i) || !c.is_ascii_digit() {
             out.push(c);
-        } else if !digits {
-            out.push('#');
+            digits = false;
+        } else {
+            if !digits {
+                out.push('#');
+            }
+            digits = true;
         }
-        digits = c.is_ascii_digit();
     }
     out
 }
@@ -1172,11 +1197,16 @@ mod tests {
     fn errors_are_counted_by_shape_and_few_per_server() {
         assert_eq!(server("node 12 (misbehaved): x"), Some("node 12"));
         assert_eq!(server("keeper 3: slow"), Some("keeper 3"));
-        assert_eq!(server("node x: y"), None);
-        assert_eq!(server("only 2 of 6 nodes"), None);
         assert_eq!(
-            shape("node 2: slow (waited 1500 ms)"),
-            "node 2: slow (waited # ms)"
+            server("search failed: keeper 2: x; node 3: y"),
+            Some("keeper 2")
+        );
+        assert_eq!(server("node x: y; subnode 4"), None);
+        assert_eq!(server("only 2 of 6 nodes answered"), None);
+        assert_eq!(server("node é 4"), None);
+        assert_eq!(
+            shape("search failed: node 12: slow (waited 1500 ms)"),
+            "search failed: node 12: slow (waited # ms)"
         );
         let t = Trouble::default();
         t.note("cluster", "node 1: unreachable".into());
@@ -1186,8 +1216,13 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert_eq!(list[0]["times"], 2);
         assert_eq!(list[0]["error"], "node 2: slow (waited 1720 ms)");
+        // A node that words its refusals anew each time, named inside an operation's failure.
         for i in 0..3 * LAST_ERRORS {
-            t.note("search", format!("node 3: refused: {}", "x".repeat(i)));
+            let words = "x".repeat(i);
+            t.note(
+                "search",
+                format!("search failed: node 3: refused ({words})"),
+            );
         }
         let list = t.list();
         let of = |s: &str| {
@@ -1195,7 +1230,7 @@ mod tests {
                 .filter(|e| e["error"].as_str().unwrap().starts_with(s))
                 .count()
         };
-        assert_eq!(of("node 3:"), PER_SERVER);
+        assert_eq!(of("search failed: node 3:"), PER_SERVER);
         assert_eq!(of("node 1:") + of("node 2:"), 2, "{list:?}");
         t.clear();
         assert!(t.list().is_empty());
