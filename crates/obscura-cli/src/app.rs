@@ -119,7 +119,7 @@ struct Seen {
     op: String,
     /// What went wrong, naming the node or keeper where one is at fault (the latest words).
     error: String,
-    /// The error with each run of digits after the server's name as `#`.
+    /// The error with each run of digits but the server's number as `#`.
     #[serde(skip)]
     shape: String,
     /// How often it was met.
@@ -133,15 +133,16 @@ struct Seen {
 }
 
 impl Trouble {
+    fn seen(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Seen>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// `error`, met by `op` now.
     fn note(&self, op: &str, error: String) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut seen = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = obscura_server::now();
+        let mut seen = self.seen();
         let shape = shape(&error);
         let mut entry = match seen.iter().position(|s| s.op == op && s.shape == shape) {
             Some(at) => seen.remove(at).expect("found"),
@@ -172,19 +173,13 @@ impl Trouble {
 
     /// Forget them all (another account's errors are not this one's).
     fn clear(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        self.seen().clear();
     }
 
     /// Newest first, each with its times as RFC 3339 and as local date and time.
     fn list(&self) -> Vec<Value> {
-        let seen = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.iter()
+        self.seen()
+            .iter()
             .map(|s| {
                 let mut v = json!(s);
                 v["first"] = json!(crate::rfc3339(s.first_at));

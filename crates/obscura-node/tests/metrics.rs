@@ -66,22 +66,18 @@ async fn metrics_count_answers_by_operation_and_take_no_label_from_a_client() {
     );
     assert!(answer.contains("obscura_images_committed 0"));
     assert!(answer.contains("obscura_key_version 1"));
-    // The store's size and the room left beside it, as bytes.
-    let bytes = |name: &str| {
+    // A metric's value, as a whole number; missing, the test fails.
+    let number = |name: &str| {
         answer
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("{name} in\n{answer}"))
     };
-    assert!(bytes("obscura_store_bytes") > 0);
-    assert!(bytes("obscura_store_free_bytes") > 0);
+    // The store's size and the room left beside it, as bytes.
+    assert!(number("obscura_store_bytes") > 0);
+    assert!(number("obscura_store_free_bytes") > 0);
     // Read from the store when the server started (and every 10 s): a number.
-    let audit = answer.lines().find_map(|l| {
-        l.strip_prefix("obscura_audit_entries ")?
-            .parse::<u64>()
-            .ok()
-    });
-    assert!(audit.is_some(), "{answer}");
+    number("obscura_audit_entries");
     for chosen in ["made-up", "mallory"] {
         assert!(!answer.contains(chosen), "{chosen} in\n{answer}");
     }
